@@ -1,0 +1,294 @@
+//! The host <-> guest contract of hvsandbox.
+//!
+//! Both the host VMM (`hvsandbox-core`) and the guest runtime
+//! (`guest-runtime/`) depend on this crate, so every address, structure and
+//! number that crosses the VM boundary is defined exactly once, here.
+//!
+//! # Guest memory map
+//!
+//! Guest RAM is one memslot at guest-physical address 0. The host maps *all*
+//! of it, with 2 MiB pages, at [`PHYS_BASE`] in the guest's virtual address
+//! space ("physmap"), user-accessible, so the runtime (which runs at CPL3)
+//! can reach every frame, including its own page tables. The runtime is
+//! linked to run from the physmap at [`RUNTIME_VA`].
+//!
+//! | guest-physical | what |
+//! | --- | --- |
+//! | `0x0000_0000` | null page, never used |
+//! | [`GDT_GPA`] | GDT |
+//! | [`IDT_GPA`] | IDT |
+//! | [`TSS_GPA`] | 64-bit TSS |
+//! | [`HCALL_GPA`] | hypercall argument block ([`Hypercall`]) |
+//! | [`RING0_STACK_GPA`] .. +[`RING0_STACK_SIZE`] | ring-0 stack (RSP0) |
+//! | [`IST_STACK_GPA`] .. +[`IST_STACK_SIZE`] | ring-0 stack for double faults (IST1) |
+//! | [`BOOT_INFO_GPA`] | [`BootInfo`] |
+//! | [`STATS_GPA`] | [`RuntimeStats`] written by the runtime |
+//! | [`ARGS_GPA`] .. +[`ARGS_MAX`] | argv and envp strings |
+//! | [`PAGE_TABLES_GPA`] .. +[`PAGE_TABLES_MAX`] | page tables built by the host |
+//! | [`RUNTIME_GPA`] .. +[`RUNTIME_MAX`] | the runtime image (code, data, bss) |
+//! | [`IMAGE_GPA`] .. | the program's ELF file, as bytes |
+//! | after the image .. end of RAM | free frames, owned by the runtime |
+//!
+//! The hypercall doorbell is [`DOORBELL_GPA`], outside RAM: a write there
+//! leaves the guest with an MMIO exit. It is mapped at [`DOORBELL_VA`].
+#![no_std]
+
+/// Version of this contract. Bump on any incompatible change; the host
+/// refuses a runtime (and later a snapshot) with another version.
+pub const ABI_VERSION: u32 = 1;
+
+pub const PAGE_SIZE: u64 = 0x1000;
+pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
+
+/// Virtual address at which all of guest RAM is mapped (physmap).
+pub const PHYS_BASE: u64 = 0x7f00_0000_0000;
+
+pub const GDT_GPA: u64 = 0x1000;
+pub const IDT_GPA: u64 = 0x2000;
+pub const TSS_GPA: u64 = 0x3000;
+pub const HCALL_GPA: u64 = 0x4000;
+pub const RING0_STACK_GPA: u64 = 0x5000;
+pub const RING0_STACK_SIZE: u64 = 0x3000;
+pub const IST_STACK_GPA: u64 = 0x8000;
+pub const IST_STACK_SIZE: u64 = 0x2000;
+pub const BOOT_INFO_GPA: u64 = 0xa000;
+pub const STATS_GPA: u64 = 0xb000;
+/// Size of the [`RuntimeStats`] area (two pages).
+pub const STATS_SIZE: u64 = 0x2000;
+pub const ARGS_GPA: u64 = 0x1_0000;
+/// Maximum total size of argv + envp strings (with their NULs).
+pub const ARGS_MAX: u64 = 0x4_0000;
+pub const PAGE_TABLES_GPA: u64 = 0x10_0000;
+pub const PAGE_TABLES_MAX: u64 = 0x10_0000;
+pub const RUNTIME_GPA: u64 = 0x20_0000;
+/// Maximum size of the runtime image including its bss.
+pub const RUNTIME_MAX: u64 = 0x40_0000;
+pub const RUNTIME_VA: u64 = PHYS_BASE + RUNTIME_GPA;
+pub const IMAGE_GPA: u64 = RUNTIME_GPA + RUNTIME_MAX;
+
+/// The doorbell: a guest-physical address with no memslot behind it.
+pub const DOORBELL_GPA: u64 = 0x10_0000_0000;
+/// Where the host maps the doorbell page in the guest's address space.
+pub const DOORBELL_VA: u64 = 0x7f10_0000_0000;
+
+/// Smallest and largest guest RAM the host accepts (multiples of 2 MiB).
+pub const MIN_MEMORY: u64 = 16 << 20;
+pub const MAX_MEMORY: u64 = 16 << 30;
+
+/// Selectors (see the GDT the host builds).
+pub const KERNEL_CS: u16 = 0x10;
+pub const KERNEL_DS: u16 = 0x18;
+pub const USER_DS: u16 = 0x2b;
+pub const USER_CS: u16 = 0x33;
+pub const TSS_SEL: u16 = 0x40;
+
+/// Guest virtual address of a guest-physical address through the physmap.
+pub const fn phys_to_virt(gpa: u64) -> u64 {
+    PHYS_BASE + gpa
+}
+
+/// Header at the very start of the runtime image: how the host finds the
+/// runtime's entry points without parsing symbols.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeHeader {
+    pub magic: u64,
+    pub abi_version: u32,
+    pub _pad: u32,
+    /// Virtual address of `_start` (entered at CPL3, RDI = BootInfo VA).
+    pub entry: u64,
+    /// Virtual address of the `syscall` entry (LSTAR).
+    pub syscall_entry: u64,
+    /// Virtual address of exception stub 0; stub N is at `+ N * stride`.
+    pub exception_stubs: u64,
+    pub exception_stub_stride: u64,
+    /// Top of the runtime's own CPL3 stack (initial RSP).
+    pub stack_top: u64,
+    /// End of the runtime's code (faults below it, from RUNTIME_VA, are the
+    /// runtime's own: a crash of the runtime, not of the program).
+    pub text_end: u64,
+    /// End of the image including bss.
+    pub image_end: u64,
+}
+
+pub const RUNTIME_MAGIC: u64 = u64::from_le_bytes(*b"HVSBRT01");
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"HVSBBOOT");
+
+/// Everything the runtime needs to start the program. Written by the host
+/// at [`BOOT_INFO_GPA`] before the first instruction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    pub magic: u64,
+    pub abi_version: u32,
+    pub flags: u32,
+    /// Guest RAM size in bytes.
+    pub mem_size: u64,
+    /// Frames in `[free_start, free_end)` belong to the runtime's allocator.
+    pub free_start: u64,
+    pub free_end: u64,
+    /// The program's ELF file, `image_len` bytes at guest-physical `image_gpa`.
+    pub image_gpa: u64,
+    pub image_len: u64,
+    /// argv then envp, each string NUL-terminated, packed at `args_gpa`.
+    pub args_gpa: u64,
+    pub args_len: u64,
+    pub argc: u32,
+    pub envc: u32,
+    /// TSC rate and a (tsc, realtime) pair for the guest's clocks.
+    pub tsc_khz: u64,
+    pub boot_tsc: u64,
+    pub boot_realtime_ns: u64,
+    /// Seed for the guest's getrandom / AT_RANDOM.
+    pub random_seed: [u8; 32],
+    /// Guest-physical address of the top-level page table (CR3).
+    pub pml4_gpa: u64,
+    /// First guest-physical address after the host-built page tables.
+    pub page_tables_end: u64,
+    pub _reserved: [u64; 6],
+}
+
+pub const BOOT_FLAG_NONE: u32 = 0;
+
+/// Counters the runtime keeps for the host to read after a run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RuntimeStats {
+    /// Total syscalls served in the guest.
+    pub syscalls: u64,
+    /// Syscalls answered with -ENOSYS.
+    pub unknown_syscalls: u64,
+    /// Physical frames handed out by the runtime's allocator (peak).
+    pub frames_used_peak: u64,
+    pub _reserved: [u64; 5],
+    /// Per-number count of syscalls answered -ENOSYS, numbers
+    /// `0..UNKNOWN_SLOTS`; larger numbers count in the last slot.
+    pub unknown_by_nr: [u32; UNKNOWN_SLOTS],
+}
+
+pub const UNKNOWN_SLOTS: usize = 512;
+
+/// Hypercall numbers: the value the guest writes to the doorbell.
+pub mod hc {
+    /// `args[0]` = fd (1 or 2), `args[1]` = guest VA of bytes, `args[2]` = len.
+    /// Returns a bit set: [`super::WRITE_STREAM_FULL`] when the host will
+    /// discard any further output on that stream.
+    pub const WRITE: u64 = 1;
+    /// `args[0]` = fd (0), `args[1]` = guest VA of buffer, `args[2]` = len.
+    /// Returns the number of bytes read; 0 at end of input.
+    pub const READ: u64 = 2;
+    /// `args[0]` = exit code (0..=255), `args[1]` = terminating signal or 0.
+    /// Never returns.
+    pub const EXIT: u64 = 3;
+    /// Raised by the ring-0 exception handler. The exception frame
+    /// ([`super::ExceptionFrame`]) is at the vCPU's RSP. Never returns.
+    pub const FAULT: u64 = 4;
+    /// The runtime hit an internal error: `args[1]` = VA of a message,
+    /// `args[2]` = its length. Never returns.
+    pub const PANIC: u64 = 5;
+    /// Sleep `args[0]` nanoseconds on the host (bounded by the deadline).
+    pub const SLEEP: u64 = 6;
+    /// Debug log line from the runtime: `args[1]` = VA, `args[2]` = len.
+    pub const LOG: u64 = 7;
+}
+
+pub const WRITE_STREAM_FULL: u64 = 1;
+
+/// Maximum length of one hypercall buffer; the host rejects longer ones.
+pub const HCALL_MAX_LEN: u64 = 1 << 20;
+
+/// The hypercall argument block at [`HCALL_GPA`]. The guest fills `args`,
+/// writes the number to the doorbell, and finds the result in `ret`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hypercall {
+    pub args: [u64; 6],
+    pub ret: u64,
+}
+
+/// What the ring-0 exception stubs push: the vector and an error code (0
+/// where the CPU pushes none), then the CPU's own interrupt frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExceptionFrame {
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Exception vectors (x86).
+pub mod vector {
+    pub const DIVIDE_ERROR: u64 = 0;
+    pub const DEBUG: u64 = 1;
+    pub const BREAKPOINT: u64 = 3;
+    pub const OVERFLOW: u64 = 4;
+    pub const BOUND_RANGE: u64 = 5;
+    pub const INVALID_OPCODE: u64 = 6;
+    pub const DEVICE_NOT_AVAILABLE: u64 = 7;
+    pub const DOUBLE_FAULT: u64 = 8;
+    pub const INVALID_TSS: u64 = 10;
+    pub const SEGMENT_NOT_PRESENT: u64 = 11;
+    pub const STACK_FAULT: u64 = 12;
+    pub const GENERAL_PROTECTION: u64 = 13;
+    pub const PAGE_FAULT: u64 = 14;
+    pub const X87_FP: u64 = 16;
+    pub const ALIGNMENT_CHECK: u64 = 17;
+    pub const MACHINE_CHECK: u64 = 18;
+    pub const SIMD_FP: u64 = 19;
+}
+
+/// Number of exception vectors with stubs (0..32).
+pub const EXCEPTION_VECTORS: usize = 32;
+
+/// Layout of the program's address space chosen by the runtime.
+pub mod user {
+    /// Top of the initial stack of the program.
+    pub const STACK_TOP: u64 = 0x7eff_ffff_f000;
+    /// Largest size of the program's stack mapping (the runtime maps
+    /// `min(STACK_SIZE_MAX, memory / 8)`).
+    pub const STACK_SIZE_MAX: u64 = 8 << 20;
+    /// Program addresses are below this (the physmap starts there).
+    pub const ADDR_LIMIT: u64 = super::PHYS_BASE;
+    /// Base at which a static-PIE program is loaded.
+    pub const PIE_BASE: u64 = 0x5555_5555_0000;
+    /// Anonymous mappings are placed below this address, growing down.
+    pub const MMAP_TOP: u64 = 0x7e00_0000_0000;
+    /// The brk heap may grow at most this far.
+    pub const BRK_MAX: u64 = 1 << 36;
+    /// Lowest address a program may map.
+    pub const MIN_ADDR: u64 = 0x1_0000;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn regions_do_not_overlap() {
+        let regions = [
+            (GDT_GPA, PAGE_SIZE),
+            (IDT_GPA, PAGE_SIZE),
+            (TSS_GPA, PAGE_SIZE),
+            (HCALL_GPA, PAGE_SIZE),
+            (RING0_STACK_GPA, RING0_STACK_SIZE),
+            (IST_STACK_GPA, IST_STACK_SIZE),
+            (BOOT_INFO_GPA, PAGE_SIZE),
+            (STATS_GPA, STATS_SIZE),
+            (ARGS_GPA, ARGS_MAX),
+            (PAGE_TABLES_GPA, PAGE_TABLES_MAX),
+            (RUNTIME_GPA, RUNTIME_MAX),
+        ];
+        for (i, a) in regions.iter().enumerate() {
+            for b in &regions[i + 1..] {
+                assert!(a.0 + a.1 <= b.0, "{a:x?} overlaps {b:x?}");
+            }
+        }
+        assert!(core::mem::size_of::<BootInfo>() as u64 <= PAGE_SIZE);
+        assert!(core::mem::size_of::<RuntimeStats>() as u64 <= STATS_SIZE);
+        assert!(IMAGE_GPA < MIN_MEMORY);
+        assert!(DOORBELL_GPA >= MAX_MEMORY);
+    }
+}

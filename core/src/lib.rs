@@ -1,0 +1,17 @@
+//! hvsandbox-core: the VMM mechanism of hvsandbox.
+//!
+//! It knows KVM, guest memory and the privileged structures that let the
+//! guest start at CPL3; it knows nothing about programs, limits or the
+//! public API (that is the `hvsandbox` crate's job).
+
+pub mod error;
+pub mod kick;
+pub mod layout;
+pub mod runtime;
+pub mod vm;
+
+pub use error::{Result, VmError};
+pub use hvsandbox_abi as abi;
+pub use kick::{thread_cpu_time, DeadlineTimer, ThreadKicker};
+pub use runtime::RuntimeImage;
+pub use vm::{probe_kvm, BootParams, Vm, VmExit};

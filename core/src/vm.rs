@@ -1,0 +1,482 @@
+//! One micro-VM: a KVM VM with one vCPU and one RAM slot, set up so the
+//! vCPU starts in 64-bit mode at CPL3 at the guest runtime's entry.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hvsandbox_abi as abi;
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use crate::error::{Result, VmError};
+use crate::kick;
+use crate::layout;
+use crate::runtime::RuntimeImage;
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_SFMASK: u32 = 0xc000_0084;
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+/// syscall: CS = 0x10 (kernel), sysret: CS = 0x20 + 16 | 3, SS = 0x20 + 8 | 3.
+const STAR: u64 = 0x0023_0010_0000_0000;
+/// Flags cleared on `syscall` on hardware KVM: TF, DF, IF, IOPL, AC, NT.
+const SFMASK: u64 = 0x4_7700;
+
+const CR0: u64 = 0x8001_0033;
+const CR4: u64 = 0x5_0620;
+const EFER: u64 = 0xd01;
+
+/// The process-wide handle to /dev/kvm and the CPUID it supports, opened
+/// once (opening costs ~22 µs, the CPUID query more).
+struct KvmSystem {
+    kvm: Kvm,
+    cpuid: CpuId,
+}
+
+fn kvm_system() -> Result<Arc<KvmSystem>> {
+    static SYSTEM: Mutex<Option<Arc<KvmSystem>>> = Mutex::new(None);
+    let mut slot = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sys) = slot.as_ref() {
+        return Ok(sys.clone());
+    }
+    let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
+    let version = kvm.get_api_version();
+    if version != 12 {
+        return Err(VmError::KvmVersion(version));
+    }
+    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let sys = Arc::new(KvmSystem { kvm, cpuid });
+    *slot = Some(sys.clone());
+    Ok(sys)
+}
+
+/// The embedded runtime, validated once.
+pub fn runtime() -> Result<&'static RuntimeImage> {
+    static RUNTIME: OnceLock<std::result::Result<RuntimeImage, &'static str>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            RuntimeImage::embedded().map_err(|e| match e {
+                VmError::RuntimeImage(why) => why,
+                _ => "invalid",
+            })
+        })
+        .as_ref()
+        .map_err(|why| VmError::RuntimeImage(why))
+}
+
+/// Checks that KVM can be opened, without creating a VM.
+pub fn probe_kvm() -> Result<()> {
+    kvm_system().map(|_| ())
+}
+
+/// What the program starts with.
+#[derive(Clone, Copy, Debug)]
+pub struct BootParams<'a> {
+    /// The program's ELF file.
+    pub image: &'a [u8],
+    pub argv: &'a [Vec<u8>],
+    pub envp: &'a [Vec<u8>],
+    pub random_seed: [u8; 32],
+}
+
+/// Why the vCPU stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest rang the doorbell with this hypercall number; the
+    /// arguments are in the hypercall block ([`Vm::hypercall_args`]).
+    Hypercall(u64),
+    /// The ring-0 exception handler reported a fault.
+    Fault { frame: abi::ExceptionFrame, cr2: u64 },
+    /// Triple fault: the guest's own fault handling failed.
+    Shutdown,
+    /// KVM_RUN was interrupted by a kick (or the caller's stop check).
+    Interrupted,
+    /// KVM could not execute the guest (e.g. an instruction it cannot
+    /// emulate at CPL0).
+    InternalError { suberror: u32 },
+    /// Anything else the guest did that a well-behaved runtime never does
+    /// (MMIO to another address, port I/O, ...).
+    Unexpected(String),
+}
+
+/// A VM with one vCPU, ready to run the runtime at CPL3.
+///
+/// Field order is drop order: the vCPU and VM go before the memory that
+/// backs them.
+pub struct Vm {
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    memory: GuestMemoryMmap,
+    mem_size: u64,
+    runtime: &'static RuntimeImage,
+    _system: Arc<KvmSystem>,
+}
+
+impl Vm {
+    /// Creates the VM, its RAM (`mem_size` bytes, a multiple of 2 MiB),
+    /// the privileged tables and the runtime image, and sets the vCPU up
+    /// to enter the runtime at CPL3.
+    pub fn new(mem_size: u64) -> Result<Vm> {
+        if mem_size % abi::HUGE_PAGE_SIZE != 0 {
+            return Err(VmError::MemorySize { size: mem_size, reason: "not a multiple of 2 MiB" });
+        }
+        if !(abi::MIN_MEMORY..=abi::MAX_MEMORY).contains(&mem_size) {
+            return Err(VmError::MemorySize { size: mem_size, reason: "outside 16 MiB ..= 16 GiB" });
+        }
+        let runtime = runtime()?;
+        let system = kvm_system()?;
+        let vm = system.kvm.create_vm().map_err(VmError::kvm("KVM_CREATE_VM"))?;
+
+        let region = MmapRegion::<()>::build(
+            None,
+            mem_size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        )
+        .map_err(|e| VmError::MemoryMap(e.to_string()))?;
+        let host_addr = region.as_ptr() as u64;
+        let region = GuestRegionMmap::new(region, GuestAddress(0))
+            .ok_or_else(|| VmError::MemoryMap("region overflows".into()))?;
+        let memory =
+            GuestMemoryMmap::from_regions(vec![region]).map_err(|e| VmError::MemoryMap(e.to_string()))?;
+        let slot = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem_size,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: the slot describes `mem_size` bytes of an anonymous
+        // mapping owned by `memory`, which outlives the VM (field order).
+        unsafe { vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+
+        let vcpu = vm.create_vcpu(0).map_err(VmError::kvm("KVM_CREATE_VCPU"))?;
+        let mut this = Vm { vcpu, _vm: vm, memory, mem_size, runtime, _system: system.clone() };
+        this.write_tables()?;
+        this.setup_vcpu(&system)?;
+        Ok(this)
+    }
+
+    pub fn mem_size(&self) -> u64 {
+        self.mem_size
+    }
+
+    pub fn runtime(&self) -> &'static RuntimeImage {
+        self.runtime
+    }
+
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    fn write(&self, gpa: u64, bytes: &[u8]) -> Result<()> {
+        self.memory
+            .write_slice(bytes, GuestAddress(gpa))
+            .map_err(|_| VmError::GuestAccess { addr: gpa, len: bytes.len() as u64 })
+    }
+
+    fn write_tables(&mut self) -> Result<()> {
+        let (tables, tables_end) = layout::page_tables(self.mem_size);
+        debug_assert!(tables_end <= abi::PAGE_TABLES_GPA + abi::PAGE_TABLES_MAX);
+        for page in tables.iter().chain([layout::gdt(), layout::tss()].iter()) {
+            self.write(page.gpa, page.bytes())?;
+        }
+        let h = &self.runtime.header;
+        let idt = layout::idt(h.exception_stubs, h.exception_stub_stride);
+        self.write(idt.gpa, idt.bytes())?;
+        self.write(abi::RUNTIME_GPA, self.runtime.bytes)?;
+        Ok(())
+    }
+
+    fn setup_vcpu(&mut self, system: &KvmSystem) -> Result<()> {
+        self.vcpu.set_cpuid2(&system.cpuid).map_err(VmError::kvm("KVM_SET_CPUID2"))?;
+        // XCR0 = x87 | SSE | AVX so programs may use AVX on hardware KVM
+        // (on this host CPL3 sees the host's XCR0 anyway). Best effort: a
+        // host without AVX refuses it and programs fall back to SSE.
+        if let Ok(mut xcrs) = self.vcpu.get_xcrs() {
+            xcrs.nr_xcrs = 1;
+            xcrs.xcrs[0].xcr = 0;
+            xcrs.xcrs[0].value = 0x7;
+            let _ = self.vcpu.set_xcrs(&xcrs);
+        }
+
+        let h = &self.runtime.header;
+        let msrs = Msrs::from_entries(&[
+            msr(MSR_STAR, STAR),
+            msr(MSR_LSTAR, h.syscall_entry),
+            msr(MSR_CSTAR, 0),
+            msr(MSR_SFMASK, SFMASK),
+            msr(MSR_KERNEL_GS_BASE, 0),
+        ])
+        .map_err(|_| VmError::RuntimeImage("too many MSRs"))?;
+        let n = self.vcpu.set_msrs(&msrs).map_err(VmError::kvm("KVM_SET_MSRS"))?;
+        if n != msrs.as_slice().len() {
+            return Err(VmError::Kvm { op: "KVM_SET_MSRS (partial)", source: kvm_ioctls::Error::new(libc::EINVAL) });
+        }
+
+        let mut sregs = self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?;
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: abi::USER_CS,
+            type_: 0xb,
+            present: 1,
+            dpl: 3,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        let data = kvm_segment { selector: abi::USER_DS, type_: 0x3, db: 1, l: 0, ..code };
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        sregs.tr = kvm_segment {
+            base: abi::phys_to_virt(abi::TSS_GPA),
+            limit: layout::TSS_LIMIT,
+            selector: abi::TSS_SEL,
+            type_: layout::TSS_TYPE_BUSY,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 0,
+            l: 0,
+            g: 0,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        sregs.ldt = kvm_segment { unusable: 1, present: 0, ..sregs.ldt };
+        sregs.gdt.base = abi::phys_to_virt(abi::GDT_GPA);
+        sregs.gdt.limit = layout::GDT_SIZE - 1;
+        sregs.idt.base = abi::phys_to_virt(abi::IDT_GPA);
+        sregs.idt.limit = layout::IDT_SIZE - 1;
+        sregs.cr0 = CR0;
+        sregs.cr3 = abi::PAGE_TABLES_GPA;
+        sregs.cr4 = CR4;
+        sregs.efer = EFER;
+        self.vcpu.set_sregs(&sregs).map_err(VmError::kvm("KVM_SET_SREGS"))?;
+        Ok(())
+    }
+
+    /// Writes the boot-info page, argv/envp and the program image, and
+    /// points the vCPU at the runtime's entry.
+    pub fn boot(&mut self, params: &BootParams<'_>) -> Result<()> {
+        let args_len: u64 = params.argv.iter().chain(params.envp).map(|s| s.len() as u64 + 1).sum();
+        if args_len > abi::ARGS_MAX {
+            return Err(VmError::ArgsTooLarge { len: args_len, max: abi::ARGS_MAX });
+        }
+        let mut args = Vec::with_capacity(args_len as usize);
+        for s in params.argv.iter().chain(params.envp) {
+            args.extend_from_slice(s);
+            args.push(0);
+        }
+        self.write(abi::ARGS_GPA, &args)?;
+
+        let image_len = params.image.len() as u64;
+        let image_end = (abi::IMAGE_GPA + image_len).next_multiple_of(abi::PAGE_SIZE);
+        // Leave the runtime at least 4 MiB for the program's memory.
+        if image_end + (4 << 20) > self.mem_size {
+            return Err(VmError::ImageTooLarge { len: image_len, mem: self.mem_size });
+        }
+        self.write(abi::IMAGE_GPA, params.image)?;
+
+        let (_, tables_end) = layout::page_tables(self.mem_size);
+        let (boot_tsc, realtime_ns) = tsc_and_realtime();
+        let info = abi::BootInfo {
+            magic: abi::BOOT_MAGIC,
+            abi_version: abi::ABI_VERSION,
+            flags: abi::BOOT_FLAG_NONE,
+            mem_size: self.mem_size,
+            free_start: image_end,
+            free_end: self.mem_size,
+            image_gpa: abi::IMAGE_GPA,
+            image_len,
+            args_gpa: abi::ARGS_GPA,
+            args_len,
+            argc: params.argv.len() as u32,
+            envc: params.envp.len() as u32,
+            tsc_khz: self.tsc_khz(),
+            boot_tsc,
+            boot_realtime_ns: realtime_ns,
+            random_seed: params.random_seed,
+            pml4_gpa: abi::PAGE_TABLES_GPA,
+            page_tables_end: tables_end,
+            _reserved: [0; 6],
+        };
+        // SAFETY: BootInfo is repr(C) plain data; viewing it as bytes for
+        // the copy is sound for its full size.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&info as *const abi::BootInfo).cast::<u8>(), std::mem::size_of_val(&info))
+        };
+        self.write(abi::BOOT_INFO_GPA, bytes)?;
+
+        let h = &self.runtime.header;
+        let regs = kvm_regs {
+            rip: h.entry,
+            rsp: h.stack_top,
+            rflags: 0x2,
+            rdi: abi::phys_to_virt(abi::BOOT_INFO_GPA),
+            ..Default::default()
+        };
+        self.vcpu.set_regs(&regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
+        Ok(())
+    }
+
+    fn tsc_khz(&self) -> u64 {
+        static KHZ: OnceLock<u64> = OnceLock::new();
+        *KHZ.get_or_init(|| self.vcpu.get_tsc_khz().map(u64::from).unwrap_or(0))
+    }
+
+    /// Runs the vCPU until it exits. `should_stop` is checked after the
+    /// kick handler is armed for this thread and before entering the
+    /// guest, so a kick can never fall between the check and `KVM_RUN`.
+    pub fn run(&mut self, should_stop: impl Fn() -> bool) -> Result<VmExit> {
+        let run = self.vcpu.get_kvm_run();
+        let immediate_exit = std::ptr::addr_of_mut!(run.immediate_exit);
+        kick::bind_immediate_exit(immediate_exit);
+        let result = if should_stop() { Ok(VmExit::Interrupted) } else { self.run_once() };
+        kick::bind_immediate_exit(std::ptr::null_mut());
+        result
+    }
+
+    fn run_once(&mut self) -> Result<VmExit> {
+        let exit = match self.vcpu.run() {
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                if addr == abi::DOORBELL_GPA && data.len() == 8 {
+                    let nr = u64::from_le_bytes(data.try_into().expect("8 bytes"));
+                    VmExit::Hypercall(nr)
+                } else {
+                    VmExit::Unexpected(format!("MMIO write of {} bytes to {addr:#x}", data.len()))
+                }
+            }
+            Ok(VcpuExit::MmioRead(addr, _)) => VmExit::Unexpected(format!("MMIO read from {addr:#x}")),
+            Ok(VcpuExit::Shutdown) => VmExit::Shutdown,
+            Ok(VcpuExit::InternalError) => {
+                // SAFETY: exit_reason INTERNAL_ERROR selects the
+                // `internal` member of the kvm_run union.
+                let suberror = unsafe { self.vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                VmExit::InternalError { suberror }
+            }
+            Ok(VcpuExit::IoOut(port, _)) | Ok(VcpuExit::IoIn(port, _)) => {
+                VmExit::Unexpected(format!("port I/O to {port:#x}"))
+            }
+            Ok(other) => VmExit::Unexpected(format!("{other:?}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.vcpu.set_kvm_immediate_exit(0);
+                VmExit::Interrupted
+            }
+            Err(source) => return Err(VmError::Kvm { op: "KVM_RUN", source }),
+        };
+        if exit == VmExit::Hypercall(abi::hc::FAULT) {
+            return self.fault();
+        }
+        Ok(exit)
+    }
+
+    /// Reads the exception frame the ring-0 stub left on its stack. The
+    /// stack pointer comes from the guest: it must lie inside one of the
+    /// two ring-0 stacks, or the report itself is hostile.
+    fn fault(&mut self) -> Result<VmExit> {
+        let regs = self.vcpu.get_regs().map_err(VmError::kvm("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?;
+        let size = std::mem::size_of::<abi::ExceptionFrame>() as u64;
+        let stacks = [(abi::RING0_STACK_GPA, abi::RING0_STACK_SIZE), (abi::IST_STACK_GPA, abi::IST_STACK_SIZE)];
+        let gpa = regs.rsp.wrapping_sub(abi::PHYS_BASE);
+        let inside = stacks.iter().any(|&(base, len)| gpa >= base && gpa.saturating_add(size) <= base + len);
+        if !inside || (sregs.cs.selector & 3) != 0 {
+            return Ok(VmExit::Unexpected(format!("fault report with a bad stack {:#x}", regs.rsp)));
+        }
+        let frame: abi::ExceptionFrame = self.read_obj(gpa)?;
+        Ok(VmExit::Fault { frame, cr2: sregs.cr2 })
+    }
+
+    /// Reads a plain-data value at a guest-physical address.
+    pub fn read_obj<T: Copy + Default>(&self, gpa: u64) -> Result<T> {
+        let mut value = T::default();
+        let len = std::mem::size_of::<T>();
+        // SAFETY: `value` is a live T; we overwrite its bytes with guest
+        // bytes. Callers use this only for repr(C) integer structs (ABI
+        // types), valid for any bit pattern.
+        let bytes = unsafe { std::slice::from_raw_parts_mut((&mut value as *mut T).cast::<u8>(), len) };
+        self.memory
+            .read_slice(bytes, GuestAddress(gpa))
+            .map_err(|_| VmError::GuestAccess { addr: gpa, len: len as u64 })?;
+        Ok(value)
+    }
+
+    /// The arguments of the current hypercall.
+    pub fn hypercall_args(&self) -> Result<abi::Hypercall> {
+        self.read_obj(abi::HCALL_GPA)
+    }
+
+    /// Sets the result the guest finds after its hypercall returns.
+    pub fn set_hypercall_result(&self, ret: u64) -> Result<()> {
+        let off = std::mem::offset_of!(abi::Hypercall, ret) as u64;
+        self.write(abi::HCALL_GPA + off, &ret.to_le_bytes())
+    }
+
+    /// Translates a guest buffer `[va, va + len)` given by the runtime in
+    /// the physmap into a guest-physical address, checking it lies
+    /// entirely inside RAM and is at most `max` bytes long.
+    pub fn physmap_range(&self, va: u64, len: u64, max: u64) -> Result<u64> {
+        let bad = VmError::GuestAccess { addr: va, len };
+        if len > max {
+            return Err(bad);
+        }
+        let gpa = va.checked_sub(abi::PHYS_BASE).ok_or(VmError::GuestAccess { addr: va, len })?;
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.mem_size => Ok(gpa),
+            _ => Err(bad),
+        }
+    }
+
+    /// Copies guest bytes (a range checked by [`Vm::physmap_range`]).
+    pub fn read_bytes(&self, gpa: u64, buf: &mut [u8]) -> Result<()> {
+        self.memory
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|_| VmError::GuestAccess { addr: gpa, len: buf.len() as u64 })
+    }
+
+    /// Copies bytes into guest memory.
+    pub fn write_bytes(&self, gpa: u64, buf: &[u8]) -> Result<()> {
+        self.write(gpa, buf)
+    }
+
+    /// The runtime's counters.
+    pub fn runtime_stats(&self) -> Result<abi::RuntimeStats> {
+        let mut stats = abi::RuntimeStats {
+            syscalls: 0,
+            unknown_syscalls: 0,
+            frames_used_peak: 0,
+            _reserved: [0; 5],
+            unknown_by_nr: [0; abi::UNKNOWN_SLOTS],
+        };
+        let len = std::mem::size_of::<abi::RuntimeStats>();
+        // SAFETY: RuntimeStats is repr(C) integers, valid for any bytes;
+        // the slice covers exactly the struct.
+        let bytes = unsafe { std::slice::from_raw_parts_mut((&mut stats as *mut abi::RuntimeStats).cast::<u8>(), len) };
+        self.read_bytes(abi::STATS_GPA, bytes)?;
+        Ok(stats)
+    }
+}
+
+fn msr(index: u32, data: u64) -> kvm_bindings::kvm_msr_entry {
+    kvm_bindings::kvm_msr_entry { index, data, ..Default::default() }
+}
+
+/// A (TSC, CLOCK_REALTIME) pair read back to back, for the guest's clocks.
+fn tsc_and_realtime() -> (u64, u64) {
+    // SAFETY: rdtsc has no preconditions on x86_64.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (tsc, now.as_nanos() as u64)
+}

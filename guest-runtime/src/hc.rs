@@ -1,0 +1,68 @@
+//! Hypercalls: the only way out of the VM. Arguments go in the hypercall
+//! block, the number is written to the doorbell (an MMIO exit), the result
+//! comes back in the block.
+
+use core::sync::atomic::{compiler_fence, Ordering};
+
+use hvsandbox_abi as abi;
+
+use crate::io;
+
+fn block() -> *mut abi::Hypercall {
+    abi::phys_to_virt(abi::HCALL_GPA) as *mut abi::Hypercall
+}
+
+/// Issues hypercall `nr` with up to three arguments.
+pub fn call(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+    let b = block();
+    // SAFETY: the hypercall block is a fixed, mapped page of guest RAM
+    // reserved for this purpose; volatile because the host reads and
+    // writes it during the exit.
+    unsafe {
+        core::ptr::addr_of_mut!((*b).args).write_volatile([a0, a1, a2, 0, 0, 0]);
+        compiler_fence(Ordering::SeqCst);
+        core::arch::asm!(
+            "mov qword ptr [{db}], {nr}",
+            db = in(reg) abi::DOORBELL_VA,
+            nr = in(reg) nr,
+            options(nostack, preserves_flags),
+        );
+        compiler_fence(Ordering::SeqCst);
+        core::ptr::addr_of!((*b).ret).read_volatile()
+    }
+}
+
+fn va(bytes: &[u8]) -> u64 {
+    bytes.as_ptr() as u64
+}
+
+/// Ends the run. Output still buffered is flushed first.
+pub fn exit(code: i32, signal: i32) -> ! {
+    io::flush_all();
+    call(abi::hc::EXIT, (code & 0xff) as u64, signal as u64, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The runtime failed: tell the host, which reports a crashed guest.
+pub fn panic(msg: &[u8]) -> ! {
+    call(abi::hc::PANIC, 0, va(msg), msg.len() as u64);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// The program could not be started: say why on stderr and exit 127, as
+/// a shell does for a program it cannot execute.
+pub fn fail_exec(why: &str) -> ! {
+    io::write_stream(2, b"hvsandbox: cannot execute the program: ");
+    io::write_stream(2, why.as_bytes());
+    io::write_stream(2, b"\n");
+    exit(127, 0)
+}
+
+/// Sleeps on the host.
+pub fn sleep_ns(ns: u64) {
+    call(abi::hc::SLEEP, ns, 0, 0);
+}

@@ -1,0 +1,90 @@
+//! stdin, stdout and stderr: output is buffered in the guest and flushed
+//! to the host in large chunks; input is fetched from the host in chunks.
+
+use hvsandbox_abi as abi;
+
+use crate::hc;
+use crate::rt::Global;
+
+const OUT_BUF: usize = 64 * 1024;
+const IN_BUF: usize = 64 * 1024;
+
+struct OutStream {
+    buf: [u8; OUT_BUF],
+    len: usize,
+    /// The host will drop anything more: don't bother sending it.
+    discard: bool,
+}
+
+struct InStream {
+    buf: [u8; IN_BUF],
+    pos: usize,
+    len: usize,
+    eof: bool,
+}
+
+static OUT: Global<[OutStream; 2]> = Global::new([
+    OutStream { buf: [0; OUT_BUF], len: 0, discard: false },
+    OutStream { buf: [0; OUT_BUF], len: 0, discard: false },
+]);
+static IN: Global<InStream> = Global::new(InStream { buf: [0; IN_BUF], pos: 0, len: 0, eof: false });
+
+fn flush(fd: usize) {
+    let s = &mut OUT.get()[fd - 1];
+    if s.len > 0 && !s.discard {
+        let r = hc::call(abi::hc::WRITE, fd as u64, s.buf.as_ptr() as u64, s.len as u64);
+        if r & abi::WRITE_STREAM_FULL != 0 {
+            s.discard = true;
+        }
+    }
+    s.len = 0;
+}
+
+/// Sends all buffered output to the host.
+pub fn flush_all() {
+    flush(1);
+    flush(2);
+}
+
+/// Appends to stdout (1) or stderr (2). Always accepts everything, as a
+/// pipe to a reader that keeps up would.
+pub fn write_stream(fd: usize, mut data: &[u8]) {
+    while !data.is_empty() {
+        let s = &mut OUT.get()[fd - 1];
+        if s.discard {
+            return;
+        }
+        let n = data.len().min(OUT_BUF - s.len);
+        s.buf[s.len..s.len + n].copy_from_slice(&data[..n]);
+        s.len += n;
+        data = &data[n..];
+        if s.len == OUT_BUF {
+            flush(fd);
+        }
+    }
+}
+
+/// Reads stdin into `out`; returns the count, 0 at end of input.
+pub fn read_stdin(out: &mut [u8]) -> usize {
+    let s = IN.get();
+    if s.pos == s.len {
+        if s.eof || out.is_empty() {
+            return 0;
+        }
+        // Whatever the program wrote so far goes out before it waits for
+        // input, as with an interactive pipe.
+        flush_all();
+        let n = hc::call(abi::hc::READ, 0, s.buf.as_ptr() as u64, IN_BUF as u64);
+        let n = (n as usize).min(IN_BUF);
+        s.pos = 0;
+        s.len = n;
+        if n == 0 {
+            s.eof = true;
+            return 0;
+        }
+    }
+    let n = out.len().min(s.len - s.pos);
+    out[..n].copy_from_slice(&s.buf[s.pos..s.pos + n]);
+    s.pos += n;
+    n
+}

@@ -1,0 +1,334 @@
+//! hvsandbox guest runtime: a tiny library OS that runs at CPL3 inside the
+//! micro-VM, loads a static Linux ELF program and serves its system calls.
+//!
+//! The host enters `_start` at CPL3 with RDI pointing at the boot-info
+//! page. Program `syscall`s land in `syscall_entry` (LSTAR) and are served
+//! here; the runtime leaves the VM only through hypercalls (a write to the
+//! doorbell) to move output and input or to finish.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod elf;
+mod hc;
+mod io;
+mod mm;
+mod random;
+mod rt;
+mod stack;
+mod syscalls;
+mod time;
+
+use core::arch::global_asm;
+
+use hvsandbox_abi as abi;
+
+// The header the host reads to find the entry points (see abi::RuntimeHeader).
+global_asm!(
+    ".section .header, \"a\"",
+    ".quad {magic}",
+    ".long {version}, 0",
+    ".quad _start",
+    ".quad syscall_entry",
+    ".quad exception_stubs",
+    ".quad 16",
+    ".quad runtime_stack_top",
+    ".quad __text_end",
+    ".quad __image_end",
+    magic = const abi::RUNTIME_MAGIC,
+    version = const abi::ABI_VERSION,
+);
+
+// The runtime's own stack, used at start and for every system call.
+global_asm!(
+    ".section .bss.stack, \"aw\", @nobits",
+    ".balign 4096",
+    "runtime_stack:",
+    ".skip 65536",
+    "runtime_stack_top:",
+);
+
+// Entry, system-call entry, exception stubs and the TLB-flush trap.
+//
+// syscall_entry: on this host `syscall` stays at CPL3 and switches nothing
+// but RIP/RFLAGS, so we first move off the program's stack (its red zone
+// lies below RSP), save every register (Linux preserves all but RCX/R11
+// and RAX) and xmm0-15, and call the dispatcher with a pointer to the
+// frame. To return at CPL3 we `popfq` on our own stack and then `pop rsp`
+// and `jmp rcx`, which change no flags. On hardware KVM `syscall` lands at
+// CPL0: the same frame is popped and we return with `sysretq`.
+global_asm!(
+    ".section .text.entry, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    and rsp, -16",
+    "    call {start}",
+    "    ud2",
+    "",
+    ".global syscall_entry",
+    ".balign 16",
+    "syscall_entry:",
+    "    mov [rip + {saved_rsp}], rsp",
+    "    lea rsp, [rip + runtime_stack_top]",
+    "    push qword ptr [rip + {saved_rsp}]",
+    "    push rcx",
+    "    push r11",
+    "    push rax",
+    "    push rdi",
+    "    push rsi",
+    "    push rdx",
+    "    push r10",
+    "    push r8",
+    "    push r9",
+    "    push rbx",
+    "    push rbp",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    cld",
+    "    sub rsp, 256",
+    "    movaps [rsp + 0x00], xmm0",
+    "    movaps [rsp + 0x10], xmm1",
+    "    movaps [rsp + 0x20], xmm2",
+    "    movaps [rsp + 0x30], xmm3",
+    "    movaps [rsp + 0x40], xmm4",
+    "    movaps [rsp + 0x50], xmm5",
+    "    movaps [rsp + 0x60], xmm6",
+    "    movaps [rsp + 0x70], xmm7",
+    "    movaps [rsp + 0x80], xmm8",
+    "    movaps [rsp + 0x90], xmm9",
+    "    movaps [rsp + 0xa0], xmm10",
+    "    movaps [rsp + 0xb0], xmm11",
+    "    movaps [rsp + 0xc0], xmm12",
+    "    movaps [rsp + 0xd0], xmm13",
+    "    movaps [rsp + 0xe0], xmm14",
+    "    movaps [rsp + 0xf0], xmm15",
+    "    lea rdi, [rsp + 256]",
+    "    call {dispatch}",
+    "    movaps xmm0, [rsp + 0x00]",
+    "    movaps xmm1, [rsp + 0x10]",
+    "    movaps xmm2, [rsp + 0x20]",
+    "    movaps xmm3, [rsp + 0x30]",
+    "    movaps xmm4, [rsp + 0x40]",
+    "    movaps xmm5, [rsp + 0x50]",
+    "    movaps xmm6, [rsp + 0x60]",
+    "    movaps xmm7, [rsp + 0x70]",
+    "    movaps xmm8, [rsp + 0x80]",
+    "    movaps xmm9, [rsp + 0x90]",
+    "    movaps xmm10, [rsp + 0xa0]",
+    "    movaps xmm11, [rsp + 0xb0]",
+    "    movaps xmm12, [rsp + 0xc0]",
+    "    movaps xmm13, [rsp + 0xd0]",
+    "    movaps xmm14, [rsp + 0xe0]",
+    "    movaps xmm15, [rsp + 0xf0]",
+    "    add rsp, 256",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbp",
+    "    pop rbx",
+    "    pop r9",
+    "    pop r8",
+    "    pop r10",
+    "    pop rdx",
+    "    pop rsi",
+    "    pop rdi",
+    "    pop rax",
+    // Stack now: [rflags] [rip] [user rsp].
+    "    mov r11, [rsp]",
+    "    mov rcx, cs",
+    "    test ecx, 3",
+    "    jz 2f",
+    "    mov rcx, [rsp + 8]",
+    "    popfq",
+    "    lea rsp, [rsp + 8]",
+    "    pop rsp",
+    "    jmp rcx",
+    "2:",
+    "    mov rcx, [rsp + 8]",
+    "    mov rsp, [rsp + 16]",
+    "    sysretq",
+    "",
+    // Jump from CPL3 into a fresh program: RDI = entry, RSI = stack.
+    ".global enter_program",
+    "enter_program:",
+    "    mov rsp, rsi",
+    "    mov rcx, rdi",
+    "    xor eax, eax",
+    "    xor ebx, ebx",
+    "    xor edx, edx",
+    "    xor esi, esi",
+    "    xor edi, edi",
+    "    xor ebp, ebp",
+    "    xor r8d, r8d",
+    "    xor r9d, r9d",
+    "    xor r10d, r10d",
+    "    xor r11d, r11d",
+    "    xor r12d, r12d",
+    "    xor r13d, r13d",
+    "    xor r14d, r14d",
+    "    xor r15d, r15d",
+    "    jmp rcx",
+    "",
+    // A `ud2` the ring-0 #UD handler recognises as a request to flush the
+    // TLB (mov cr3), the only way to make removed mappings take effect.
+    ".global tlb_flush",
+    "tlb_flush:",
+    "tlb_flush_site:",
+    "    ud2",
+    "    ret",
+    "",
+    // Exception stubs, 16 bytes apart: push an error code where the CPU
+    // pushes none, push the vector, go to the common ring-0 handler.
+    ".macro STUB vec, err",
+    "  .balign 16",
+    "  .if \\err == 0",
+    "  push 0",
+    "  .endif",
+    "  push \\vec",
+    "  jmp exception_common",
+    ".endm",
+    ".balign 16",
+    ".global exception_stubs",
+    "exception_stubs:",
+    "STUB 0, 0", "STUB 1, 0", "STUB 2, 0", "STUB 3, 0",
+    "STUB 4, 0", "STUB 5, 0", "STUB 6, 0", "STUB 7, 0",
+    "STUB 8, 1", "STUB 9, 0", "STUB 10, 1", "STUB 11, 1",
+    "STUB 12, 1", "STUB 13, 1", "STUB 14, 1", "STUB 15, 0",
+    "STUB 16, 0", "STUB 17, 1", "STUB 18, 0", "STUB 19, 0",
+    "STUB 20, 0", "STUB 21, 1", "STUB 22, 0", "STUB 23, 0",
+    "STUB 24, 0", "STUB 25, 0", "STUB 26, 0", "STUB 27, 0",
+    "STUB 28, 0", "STUB 29, 1", "STUB 30, 1", "STUB 31, 0",
+    "",
+    // Ring 0 (emulated on this host, so as few instructions as possible).
+    // Stack: vector, error, rip, cs, rflags, rsp, ss.
+    "exception_common:",
+    "    cmp qword ptr [rsp], 6",
+    "    jne 4f",
+    "    push rax",
+    "    lea rax, [rip + tlb_flush_site]",
+    "    cmp rax, [rsp + 24]",
+    "    jne 3f",
+    "    mov rax, cr3",
+    "    mov cr3, rax",
+    "    add qword ptr [rsp + 24], 2",
+    "    pop rax",
+    "    add rsp, 16",
+    "    iretq",
+    "3:",
+    "    pop rax",
+    "4:",
+    "    movabs rax, {doorbell}",
+    "    mov qword ptr [rax], {fault}",
+    "5:",
+    "    jmp 5b",
+    start = sym rt::rust_start,
+    dispatch = sym syscalls::dispatch,
+    saved_rsp = sym rt::SAVED_USER_RSP,
+    doorbell = const abi::DOORBELL_VA,
+    fault = const abi::hc::FAULT,
+);
+
+extern "C" {
+    fn tlb_flush();
+    fn enter_program(entry: u64, stack: u64) -> !;
+}
+
+/// Makes removed or changed page mappings take effect (ring-0 `mov cr3`
+/// through the #UD trap; ~20 µs on this host, so callers batch).
+pub fn flush_tlb() {
+    // SAFETY: tlb_flush is our own asm: a `ud2` the exception handler
+    // turns into a CR3 reload and skips; it clobbers nothing.
+    unsafe { tlb_flush() }
+}
+
+/// Starts the program at `entry` with its initial stack at `stack`.
+pub fn jump_to_program(entry: u64, stack: u64) -> ! {
+    // SAFETY: the caller has mapped the program and built a Linux initial
+    // stack at `stack`; enter_program never returns.
+    unsafe { enter_program(entry, stack) }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut msg = rt::FixedBuf::<256>::new();
+    let _ = core::fmt::write(&mut msg, format_args!("{info}"));
+    hc::panic(msg.as_bytes())
+}
+
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
+
+// The freestanding core library calls these; they are written with string
+// instructions so the compiler cannot turn them back into calls to
+// themselves.
+
+/// # Safety
+/// As C's memcpy: valid, non-overlapping ranges of `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees both ranges are valid for n bytes.
+    unsafe {
+        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
+            options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// As C's memmove: valid ranges of `n` bytes, possibly overlapping.
+#[no_mangle]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize).wrapping_add(n) {
+        // SAFETY: forward copy is correct when dst is below src or the
+        // ranges do not overlap; validity is the caller's guarantee.
+        unsafe { memcpy(dst, src, n) };
+    } else {
+        // SAFETY: copy backwards from the last byte (DF set, then cleared
+        // again as the ABI requires).
+        unsafe {
+            core::arch::asm!("std", "rep movsb", "cld",
+                inout("rcx") n => _, inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _,
+                options(nostack));
+        }
+    }
+    dst
+}
+
+/// # Safety
+/// As C's memset: a valid range of `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees the range is valid for n bytes.
+    unsafe {
+        core::arch::asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8,
+            options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// As C's memcmp: valid ranges of `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n and both ranges are valid for n bytes.
+        let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
+        if x != y {
+            return x as i32 - y as i32;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// # Safety
+/// As memcmp.
+#[no_mangle]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}

@@ -1,0 +1,114 @@
+//! Runtime start-up and the few pieces of global state.
+
+use core::cell::UnsafeCell;
+
+use hvsandbox_abi as abi;
+
+use crate::{elf, hc, mm, stack};
+
+/// The program's RSP at the last `syscall` (written by the entry asm).
+#[no_mangle]
+pub static mut SAVED_USER_RSP: u64 = 0;
+
+/// Global state of the single-threaded runtime. The runtime runs one
+/// thing at a time on one vCPU with no interrupts, so a `&mut` handed out
+/// by [`Global::get`] is never aliased as long as callers do not hold one
+/// across a call that takes the same global again.
+pub struct Global<T>(UnsafeCell<T>);
+
+// SAFETY: the runtime has exactly one thread of execution (one vCPU, no
+// interrupts reach CPL3 code), so there is no concurrent access.
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    pub const fn new(v: T) -> Global<T> {
+        Global(UnsafeCell::new(v))
+    }
+    #[allow(clippy::mut_from_ref)]
+    pub fn get(&self) -> &mut T {
+        // SAFETY: single thread of execution (see the type's docs); each
+        // use is short and does not re-enter the same global.
+        unsafe { &mut *self.0.get() }
+    }
+}
+
+/// The boot information the host wrote (copied at start).
+pub static BOOT: Global<Option<abi::BootInfo>> = Global::new(None);
+
+pub fn boot() -> &'static abi::BootInfo {
+    match BOOT.get() {
+        Some(b) => b,
+        None => hc::panic(b"boot info used before start"),
+    }
+}
+
+/// A pointer into guest RAM through the physmap.
+pub fn phys_ptr(gpa: u64) -> *mut u8 {
+    abi::phys_to_virt(gpa) as *mut u8
+}
+
+/// The bytes `[gpa, gpa + len)` of guest RAM, checked against its size.
+pub fn phys_slice(gpa: u64, len: u64) -> &'static [u8] {
+    let mem = boot().mem_size;
+    match gpa.checked_add(len) {
+        Some(end) if end <= mem => {}
+        _ => hc::panic(b"physical range outside RAM"),
+    }
+    // SAFETY: the range lies inside guest RAM, which is mapped in full at
+    // PHYS_BASE for the whole life of the runtime.
+    unsafe { core::slice::from_raw_parts(phys_ptr(gpa), len as usize) }
+}
+
+/// Entered from `_start` on the runtime stack, at CPL3.
+pub extern "C" fn rust_start(boot_va: u64) -> ! {
+    if boot_va != abi::phys_to_virt(abi::BOOT_INFO_GPA) {
+        hc::panic(b"unexpected boot info address");
+    }
+    // SAFETY: the host wrote a BootInfo at this physmap address, which is
+    // mapped and suitably aligned (page aligned).
+    let info = unsafe { core::ptr::read_volatile(boot_va as *const abi::BootInfo) };
+    if info.magic != abi::BOOT_MAGIC || info.abi_version != abi::ABI_VERSION {
+        hc::panic(b"bad boot info");
+    }
+    *BOOT.get() = Some(info);
+    mm::init(&info);
+    crate::random::init(&info.random_seed);
+    let image = phys_slice(info.image_gpa, info.image_len);
+    let loaded = match elf::load(image) {
+        Ok(l) => l,
+        Err(e) => hc::fail_exec(e),
+    };
+    let args = phys_slice(info.args_gpa, info.args_len);
+    let sp = match stack::build(&loaded, args, info.argc as usize, info.envc as usize) {
+        Ok(sp) => sp,
+        Err(e) => hc::fail_exec(e),
+    };
+    crate::jump_to_program(loaded.entry, sp)
+}
+
+/// A fixed-capacity byte buffer implementing `fmt::Write` (truncates).
+pub struct FixedBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> FixedBuf<N> {
+    pub const fn new() -> Self {
+        FixedBuf { buf: [0; N], len: 0 }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+    pub fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+}
+
+impl<const N: usize> core::fmt::Write for FixedBuf<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
+    }
+}

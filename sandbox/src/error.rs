@@ -1,0 +1,102 @@
+//! The public error type: every failure has a stable [`ErrorKind`].
+
+use std::time::Duration;
+
+/// Stable classification of an [`Error`], shared with the Python and Node
+/// bindings (`code()` gives the string form used there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The run exceeded its wall-clock deadline.
+    Timeout,
+    /// The run was stopped through an [`crate::InterruptHandle`].
+    Cancelled,
+    /// The guest runtime itself failed (not the program: a program's fault
+    /// is an exit status, see [`crate::ExitStatus::signal`]).
+    GuestCrashed,
+    /// The program cannot run here: not an ELF, wrong architecture, a
+    /// dynamic executable, unreadable file.
+    InvalidProgram,
+    /// A configuration value is out of range.
+    InvalidConfig,
+    /// /dev/kvm is missing or not accessible.
+    KvmUnavailable,
+    /// The sandbox is unusable after an earlier failure.
+    SandboxPoisoned,
+    /// An unexpected host-side failure (a KVM ioctl failed, out of host
+    /// memory). Says which operation failed.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Stable string code, e.g. `"TIMEOUT"`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "TIMEOUT",
+            ErrorKind::Cancelled => "CANCELLED",
+            ErrorKind::GuestCrashed => "GUEST_CRASHED",
+            ErrorKind::InvalidProgram => "INVALID_PROGRAM",
+            ErrorKind::InvalidConfig => "INVALID_CONFIG",
+            ErrorKind::KvmUnavailable => "KVM_UNAVAILABLE",
+            ErrorKind::SandboxPoisoned => "SANDBOX_POISONED",
+            ErrorKind::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// Errors of the hvsandbox API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("the run exceeded its timeout of {limit:?}")]
+    Timeout { limit: Duration },
+    #[error("the run was cancelled")]
+    Cancelled,
+    #[error("the guest runtime crashed: {detail}")]
+    GuestCrashed { detail: String },
+    #[error("invalid program {program}: {reason}")]
+    InvalidProgram { program: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("KVM is unavailable: {reason}")]
+    KvmUnavailable {
+        reason: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    #[error("the sandbox is poisoned by an earlier failure ({0}); create a new one")]
+    SandboxPoisoned(String),
+    #[error("internal error: {context}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl Error {
+    /// The stable kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::GuestCrashed { .. } => ErrorKind::GuestCrashed,
+            Error::InvalidProgram { .. } => ErrorKind::InvalidProgram,
+            Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
+            Error::KvmUnavailable { .. } => ErrorKind::KvmUnavailable,
+            Error::SandboxPoisoned(_) => ErrorKind::SandboxPoisoned,
+            Error::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether this error leaves the sandbox unusable for later runs.
+    pub fn poisons(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned
+        )
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,29 @@
+//! hvsandbox: run untrusted Linux programs in millisecond KVM micro-VMs.
+//!
+//! Each run boots a fresh micro-VM whose guest runtime — a small library
+//! OS running at CPL3 — loads the program and serves its system calls.
+//! Use it like `std::process::Command`, except the child is a VM:
+//!
+//! ```no_run
+//! use hvsandbox::{Command, Sandbox};
+//! use std::time::Duration;
+//!
+//! let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(2)).build()?;
+//! let out = sb.run(&Command::new("/bin/busybox").args(["echo", "hi"]))?;
+//! assert_eq!(out.status.code(), Some(0));
+//! assert_eq!(out.stdout, b"hi\n");
+//! # Ok::<(), hvsandbox::Error>(())
+//! ```
+
+mod command;
+mod error;
+mod output;
+mod program;
+mod sandbox;
+
+pub use command::Command;
+pub use error::{Error, ErrorKind, Result};
+pub use output::{ExitStatus, Output, Stats};
+pub use sandbox::{
+    InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
+};

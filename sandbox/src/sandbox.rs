@@ -1,0 +1,578 @@
+//! `Sandbox`: configuration, the vCPU worker thread, and one run.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKicker, Vm, VmError, VmExit};
+
+use crate::command::{Command, ProgramSource};
+use crate::error::{Error, Result};
+use crate::output::{ExitStatus, Output, Stats};
+use crate::program;
+
+/// Default guest memory.
+pub const DEFAULT_MEMORY_MIB: u64 = 64;
+/// Default wall-clock limit of one run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on each of stdout and stderr.
+pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
+/// Largest program image accepted.
+pub const MAX_PROGRAM_SIZE: u64 = 1 << 30;
+
+/// Settings of a sandbox, fixed when it is built.
+#[derive(Clone, Debug)]
+struct Config {
+    memory: u64,
+    timeout: Duration,
+    max_output: usize,
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Builds a [`Sandbox`]; every setting has a sensible default.
+#[derive(Clone, Debug)]
+pub struct SandboxBuilder {
+    config: Config,
+}
+
+impl Default for SandboxBuilder {
+    fn default() -> Self {
+        SandboxBuilder {
+            config: Config {
+                memory: DEFAULT_MEMORY_MIB << 20,
+                timeout: DEFAULT_TIMEOUT,
+                max_output: DEFAULT_MAX_OUTPUT,
+                env: Vec::new(),
+            },
+        }
+    }
+}
+
+impl SandboxBuilder {
+    /// Guest memory in MiB (a multiple of 2, 16 ..= 16384). Default 64.
+    pub fn memory_mib(mut self, mib: u64) -> Self {
+        self.config.memory = mib.saturating_mul(1 << 20);
+        self
+    }
+    /// Guest memory in bytes (a multiple of 2 MiB).
+    pub fn memory_bytes(mut self, bytes: u64) -> Self {
+        self.config.memory = bytes;
+        self
+    }
+    /// Wall-clock limit of each run (boot included). Default 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+    /// Cap on each of stdout and stderr; output past it is dropped and
+    /// flagged as truncated. Default 1 MiB.
+    pub fn max_output(mut self, bytes: usize) -> Self {
+        self.config.max_output = bytes;
+        self
+    }
+    /// An environment variable every run of this sandbox sees.
+    pub fn env(mut self, key: impl AsRef<std::ffi::OsStr>, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.config.env.push((key.as_ref().as_bytes().to_vec(), value.as_ref().as_bytes().to_vec()));
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.config;
+        let mib = c.memory >> 20;
+        if c.memory % (2 << 20) != 0 || !(abi::MIN_MEMORY..=abi::MAX_MEMORY).contains(&c.memory) {
+            return Err(Error::InvalidConfig(format!(
+                "memory must be a multiple of 2 MiB between 16 MiB and 16 GiB, got {} bytes ({mib} MiB)",
+                c.memory
+            )));
+        }
+        if c.timeout.is_zero() {
+            return Err(Error::InvalidConfig("timeout must be greater than zero".into()));
+        }
+        for (k, _) in &c.env {
+            if k.is_empty() || k.contains(&b'=') || k.contains(&0) {
+                return Err(Error::InvalidConfig(format!(
+                    "invalid environment variable name {:?}",
+                    String::from_utf8_lossy(k)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the settings, makes sure KVM is usable and starts the
+    /// sandbox's vCPU thread.
+    pub fn build(self) -> Result<Sandbox> {
+        self.validate()?;
+        Sandbox::start(self.config)
+    }
+}
+
+/// Shared between a sandbox's worker and its interrupt handles.
+#[derive(Debug, Default)]
+struct RunControl {
+    /// Odd while a run is in progress; each run has its own number.
+    generation: AtomicU64,
+    /// The generation a kill was aimed at.
+    cancelled: AtomicU64,
+    kicker: OnceLock<ThreadKicker>,
+}
+
+/// Stops the sandbox's current run from any thread. It never affects a
+/// run that starts after the call.
+#[derive(Clone, Debug)]
+pub struct InterruptHandle {
+    control: Arc<RunControl>,
+}
+
+impl InterruptHandle {
+    /// Stops the run in progress, if any; that run returns
+    /// [`Error::Cancelled`]. Does nothing when the sandbox is idle.
+    pub fn kill(&self) {
+        let c = &self.control;
+        let generation = c.generation.load(Ordering::SeqCst);
+        if generation % 2 == 1 {
+            c.cancelled.store(generation, Ordering::SeqCst);
+            if let Some(k) = c.kicker.get() {
+                k.kick();
+            }
+        }
+    }
+}
+
+struct Job {
+    command: Command,
+}
+
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    results: mpsc::Receiver<Result<Output>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A sandbox: runs programs, one at a time, each in a fresh micro-VM.
+///
+/// ```no_run
+/// use hvsandbox::{Command, Sandbox};
+/// use std::time::Duration;
+/// let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(2)).build()?;
+/// let out = sb.run(&Command::new("/bin/busybox").args(["echo", "hi"]))?;
+/// assert_eq!(out.status.code(), Some(0));
+/// # Ok::<(), hvsandbox::Error>(())
+/// ```
+pub struct Sandbox {
+    config: Config,
+    control: Arc<RunControl>,
+    worker: Mutex<Worker>,
+    poisoned: Option<String>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("config", &self.config).field("poisoned", &self.poisoned).finish()
+    }
+}
+
+impl Sandbox {
+    /// A builder with the default settings.
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    fn start(config: Config) -> Result<Sandbox> {
+        hvsandbox_core::probe_kvm().map_err(map_vm_error)?;
+        let control = Arc::new(RunControl::default());
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let (result_tx, results) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let worker_config = config.clone();
+        let worker_control = control.clone();
+        let thread = std::thread::Builder::new()
+            .name("hvsandbox-vcpu".into())
+            .spawn(move || {
+                let timer = match DeadlineTimer::for_current_thread() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(map_vm_error(e)));
+                        return;
+                    }
+                };
+                let _ = worker_control.kicker.set(ThreadKicker::current());
+                let _ = ready_tx.send(Ok(()));
+                for job in job_rx {
+                    let runner = Runner::new(&worker_config, &worker_control, &timer);
+                    let (result, vm) = runner.run(&job.command);
+                    if result_tx.send(result).is_err() {
+                        break;
+                    }
+                    // Tear the VM down after the caller has its result.
+                    drop(vm);
+                }
+            })
+            .map_err(|e| Error::Internal { context: "cannot start the vCPU thread".into(), source: Some(e.into()) })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Internal { context: "vCPU thread died at start".into(), source: None }),
+        }
+        Ok(Sandbox {
+            config,
+            control,
+            worker: Mutex::new(Worker { jobs, results, thread: Some(thread) }),
+            poisoned: None,
+        })
+    }
+
+    /// A handle that can stop this sandbox's current run from another thread.
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        InterruptHandle { control: self.control.clone() }
+    }
+
+    /// Runs `command` to completion in a fresh micro-VM. A program that
+    /// exits non-zero or dies of a signal is an `Ok` output; errors are
+    /// for runs that did not complete (timeout, cancel, invalid program,
+    /// crashed runtime).
+    pub fn run(&mut self, command: &Command) -> Result<Output> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::SandboxPoisoned(why.clone()));
+        }
+        let worker = self.worker.get_mut().unwrap_or_else(|e| e.into_inner());
+        let lost = || Error::Internal { context: "the vCPU thread is gone".into(), source: None };
+        worker.jobs.send(Job { command: command.clone() }).map_err(|_| lost())?;
+        let result = worker.results.recv().map_err(|_| lost())?;
+        if let Err(e) = &result {
+            if e.poisons() {
+                self.poisoned = Some(e.to_string());
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let worker = self.worker.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Closing the job channel ends the worker's loop.
+        let (dead, _) = mpsc::channel();
+        drop(std::mem::replace(&mut worker.jobs, dead));
+        if let Some(t) = worker.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn map_vm_error(e: VmError) -> Error {
+    match e {
+        VmError::KvmOpen(source) => {
+            let errno = source.errno();
+            let reason = match errno {
+                libc::ENOENT => "/dev/kvm does not exist: run on a host with KVM enabled \
+                                 (load kvm_intel or kvm_amd, or enable nested virtualisation)"
+                    .to_string(),
+                libc::EACCES | libc::EPERM => "no permission to open /dev/kvm: add this user to the \
+                                               'kvm' group (usermod -aG kvm $USER) and log in again"
+                    .to_string(),
+                _ => format!("cannot open /dev/kvm (errno {errno})"),
+            };
+            Error::KvmUnavailable { reason, source: Some(std::io::Error::from_raw_os_error(errno)) }
+        }
+        VmError::KvmVersion(v) => {
+            Error::KvmUnavailable { reason: format!("unsupported KVM API version {v}"), source: None }
+        }
+        VmError::MemorySize { .. } => Error::InvalidConfig(e.to_string()),
+        VmError::ImageTooLarge { .. } | VmError::ArgsTooLarge { .. } => Error::InvalidConfig(e.to_string()),
+        other => Error::Internal { context: other.to_string(), source: Some(Box::new(other)) },
+    }
+}
+
+/// Linux's signal for each CPU exception a program can cause.
+fn signal_for_vector(vector: u64) -> i32 {
+    use abi::vector as v;
+    match vector {
+        v::DIVIDE_ERROR | v::X87_FP | v::SIMD_FP => libc::SIGFPE,
+        v::DEBUG | v::BREAKPOINT => libc::SIGTRAP,
+        v::INVALID_OPCODE => libc::SIGILL,
+        v::ALIGNMENT_CHECK => libc::SIGBUS,
+        _ => libc::SIGSEGV,
+    }
+}
+
+/// One run on the worker thread.
+struct Runner<'a> {
+    config: &'a Config,
+    control: &'a RunControl,
+    timer: &'a DeadlineTimer,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    stdin_pos: usize,
+    exits: u64,
+}
+
+enum Flow {
+    Continue,
+    Exit(ExitStatus),
+}
+
+impl<'a> Runner<'a> {
+    fn new(config: &'a Config, control: &'a RunControl, timer: &'a DeadlineTimer) -> Self {
+        Runner {
+            config,
+            control,
+            timer,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdin_pos: 0,
+            exits: 0,
+        }
+    }
+
+    /// Runs the command; returns the VM too so the caller can destroy it
+    /// after handing back the result.
+    fn run(mut self, command: &Command) -> (Result<Output>, Option<Vm>) {
+        let generation = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let started = Instant::now();
+        let cpu_start = thread_cpu_time();
+        let deadline = started + self.config.timeout;
+        let mut vm = None;
+        let result = self.run_inner(command, generation, deadline, &mut vm);
+        let _ = self.timer.disarm();
+        self.control.generation.fetch_add(1, Ordering::SeqCst);
+        let result = result.and_then(|status| {
+            let vm = vm.as_ref().expect("a finished run has a VM");
+            let rs = vm.runtime_stats().map_err(map_vm_error)?;
+            let unknown_syscalls: BTreeMap<u32, u64> = rs
+                .unknown_by_nr
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(nr, &n)| (nr as u32, n as u64))
+                .collect();
+            Ok(Output {
+                status,
+                stdout: std::mem::take(&mut self.stdout),
+                stderr: std::mem::take(&mut self.stderr),
+                stdout_truncated: self.stdout_truncated,
+                stderr_truncated: self.stderr_truncated,
+                stats: Stats {
+                    wall: started.elapsed(),
+                    cpu: thread_cpu_time().saturating_sub(cpu_start),
+                    exits: self.exits,
+                    syscalls: rs.syscalls,
+                    memory_used: rs.frames_used_peak.saturating_mul(abi::PAGE_SIZE),
+                    unknown_syscalls,
+                },
+            })
+        });
+        (result, vm)
+    }
+
+    fn run_inner(
+        &mut self,
+        command: &Command,
+        generation: u64,
+        deadline: Instant,
+        slot: &mut Option<Vm>,
+    ) -> Result<ExitStatus> {
+        let name = command.program_name();
+        let image: Arc<[u8]> = match &command.source {
+            ProgramSource::Bytes(b) => b.clone(),
+            ProgramSource::Path(p) => {
+                let meta = std::fs::metadata(p).map_err(|e| Error::InvalidProgram {
+                    program: name.clone(),
+                    reason: format!("cannot read it: {e}"),
+                })?;
+                if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
+                    return Err(Error::InvalidProgram {
+                        program: name.clone(),
+                        reason: "not a regular file of at most 1 GiB".into(),
+                    });
+                }
+                std::fs::read(p)
+                    .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?
+                    .into()
+            }
+        };
+        program::validate(&name, &image)?;
+
+        let mut argv = Vec::with_capacity(command.args.len() + 1);
+        argv.push(command.argv0.clone());
+        argv.extend(command.args.iter().cloned());
+        let envp = self.environment(command);
+        let mut seed = [0u8; 32];
+        getrandom(&mut seed);
+
+        let vm = slot.insert(Vm::new(self.config.memory).map_err(map_vm_error)?);
+        vm.boot(&BootParams { image: &image, argv: &argv, envp: &envp, random_seed: seed }).map_err(map_vm_error)?;
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout { limit: self.config.timeout });
+        }
+        self.timer.arm(deadline - now).map_err(map_vm_error)?;
+
+        let control = self.control;
+        let should_stop =
+            || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline;
+        loop {
+            let exit = vm.run(should_stop).map_err(map_vm_error)?;
+            if exit != VmExit::Interrupted {
+                self.exits += 1;
+            }
+            match exit {
+                VmExit::Hypercall(nr) => match self.hypercall(vm, nr, &command.stdin, &should_stop)? {
+                    Flow::Continue => {}
+                    Flow::Exit(status) => return Ok(status),
+                },
+                VmExit::Fault { frame, cr2 } => {
+                    if vm.runtime().contains_code(frame.rip) {
+                        return Err(Error::GuestCrashed {
+                            detail: format!(
+                                "exception {} (error {:#x}) in the runtime at {:#x}, address {cr2:#x}",
+                                frame.vector, frame.error_code, frame.rip
+                            ),
+                        });
+                    }
+                    return Ok(ExitStatus::Signal(signal_for_vector(frame.vector)));
+                }
+                VmExit::Interrupted => {
+                    if control.cancelled.load(Ordering::SeqCst) == generation {
+                        return Err(Error::Cancelled);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::Timeout { limit: self.config.timeout });
+                    }
+                }
+                VmExit::Shutdown => {
+                    return Err(Error::GuestCrashed { detail: "triple fault (the guest's fault handling failed)".into() })
+                }
+                VmExit::InternalError { suberror } => {
+                    return Err(Error::GuestCrashed {
+                        detail: format!("KVM could not run the guest (internal error {suberror})"),
+                    })
+                }
+                VmExit::Unexpected(what) => return Err(Error::GuestCrashed { detail: what }),
+            }
+        }
+    }
+
+    /// The sandbox's environment with the command's on top, as KEY=VALUE.
+    fn environment(&self, command: &Command) -> Vec<Vec<u8>> {
+        let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let base = if command.env_clear { &[][..] } else { &self.config.env[..] };
+        for (k, v) in base.iter().chain(&command.env) {
+            match vars.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => vars.push((k.clone(), v.clone())),
+            }
+        }
+        vars.into_iter()
+            .map(|(mut k, v)| {
+                k.push(b'=');
+                k.extend_from_slice(&v);
+                k
+            })
+            .collect()
+    }
+
+    fn hypercall(&mut self, vm: &Vm, nr: u64, stdin: &[u8], should_stop: &dyn Fn() -> bool) -> Result<Flow> {
+        let hostile = |what: String| Error::GuestCrashed { detail: what };
+        let args = vm.hypercall_args().map_err(map_vm_error)?.args;
+        match nr {
+            abi::hc::WRITE => {
+                let (fd, va, len) = (args[0], args[1], args[2]);
+                let gpa = vm
+                    .physmap_range(va, len, abi::HCALL_MAX_LEN)
+                    .map_err(|_| hostile(format!("write hypercall with a bad buffer {va:#x}+{len:#x}")))?;
+                let (buf, truncated) = match fd {
+                    1 => (&mut self.stdout, &mut self.stdout_truncated),
+                    2 => (&mut self.stderr, &mut self.stderr_truncated),
+                    _ => return Err(hostile(format!("write hypercall to stream {fd}"))),
+                };
+                let room = self.config.max_output.saturating_sub(buf.len());
+                let take = (len as usize).min(room);
+                if take > 0 {
+                    let at = buf.len();
+                    buf.resize(at + take, 0);
+                    vm.read_bytes(gpa, &mut buf[at..]).map_err(map_vm_error)?;
+                }
+                if take < len as usize {
+                    *truncated = true;
+                }
+                let full = if buf.len() >= self.config.max_output { abi::WRITE_STREAM_FULL } else { 0 };
+                vm.set_hypercall_result(full).map_err(map_vm_error)?;
+                Ok(Flow::Continue)
+            }
+            abi::hc::READ => {
+                let (va, len) = (args[1], args[2]);
+                let gpa = vm
+                    .physmap_range(va, len, abi::HCALL_MAX_LEN)
+                    .map_err(|_| hostile(format!("read hypercall with a bad buffer {va:#x}+{len:#x}")))?;
+                let rest = &stdin[self.stdin_pos.min(stdin.len())..];
+                let n = rest.len().min(len as usize);
+                vm.write_bytes(gpa, &rest[..n]).map_err(map_vm_error)?;
+                self.stdin_pos += n;
+                vm.set_hypercall_result(n as u64).map_err(map_vm_error)?;
+                Ok(Flow::Continue)
+            }
+            abi::hc::EXIT => {
+                let (code, signal) = (args[0] as i32 & 0xff, args[1]);
+                Ok(Flow::Exit(if signal != 0 && signal < 65 {
+                    ExitStatus::Signal(signal as i32)
+                } else {
+                    ExitStatus::Code(code)
+                }))
+            }
+            abi::hc::PANIC => {
+                let (va, len) = (args[1], args[2].min(1024));
+                let mut msg = vec![0u8; len as usize];
+                if let Ok(gpa) = vm.physmap_range(va, len, 1024) {
+                    let _ = vm.read_bytes(gpa, &mut msg);
+                }
+                Err(hostile(format!("runtime panic: {}", String::from_utf8_lossy(&msg))))
+            }
+            abi::hc::SLEEP => {
+                sleep_interruptible(Duration::from_nanos(args[0]), should_stop);
+                vm.set_hypercall_result(0).map_err(map_vm_error)?;
+                Ok(Flow::Continue)
+            }
+            abi::hc::LOG => {
+                vm.set_hypercall_result(0).map_err(map_vm_error)?;
+                Ok(Flow::Continue)
+            }
+            other => Err(hostile(format!("unknown hypercall {other:#x}"))),
+        }
+    }
+}
+
+/// Sleeps up to `d`, returning early when `should_stop` turns true (the
+/// kick signal interrupts the sleep).
+fn sleep_interruptible(d: Duration, should_stop: &dyn Fn() -> bool) {
+    let end = Instant::now() + d;
+    loop {
+        let now = Instant::now();
+        if now >= end || should_stop() {
+            return;
+        }
+        let left = (end - now).min(Duration::from_millis(50));
+        let ts = libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long };
+        // SAFETY: nanosleep reads the timespec we own; a null remainder is allowed.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
+}
+
+fn getrandom(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+}

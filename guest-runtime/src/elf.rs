@@ -65,7 +65,7 @@ fn prot_of(flags: u32) -> u32 {
     prot
 }
 
-pub fn load(image: &[u8]) -> Result<Loaded, &'static str> {
+pub fn load(image: &[u8], image_gpa: u64) -> Result<Loaded, &'static str> {
     if image.get(0..4) != Some(b"\x7fELF") {
         return Err("not an ELF file");
     }
@@ -119,17 +119,29 @@ pub fn load(image: &[u8]) -> Result<Loaded, &'static str> {
     if top == 0 {
         return Err("no loadable segments");
     }
-    // Map each segment with its own protection (in file order, so a page
-    // shared by two segments ends up with the later one's, typically the
-    // writable data), then copy the file bytes in through the frames.
+    // Whole file pages of a segment are mapped in place (the image in RAM
+    // is this run's private copy); partial pages at either end and the
+    // bss get fresh frames with the file bytes copied in. Segments go in
+    // file order, so a page two segments share gets the later one's
+    // protection (typically the writable data).
     for ph in headers().filter(|p| p.p_type == PT_LOAD && p.memsz > 0) {
-        let start = page_down(ph.vaddr + base);
-        let end = page_up(ph.vaddr + base + ph.memsz);
-        mm::map_keep(start, end - start, prot_of(ph.flags) | PROT_READ).map_err(|_| "out of memory")?;
+        let prot = prot_of(ph.flags) | PROT_READ;
+        let va = ph.vaddr + base;
+        if va % mm::PAGE == ph.offset % mm::PAGE {
+            let first = page_up(va);
+            let last = page_down(va + ph.filesz);
+            if last > first {
+                let frame = image_gpa + ph.offset + (first - va);
+                mm::map_image_frames(first, frame, (last - first) / mm::PAGE, prot).map_err(|_| "bad segment")?;
+            }
+        }
+        let start = page_down(va);
+        let end = page_up(va + ph.memsz);
+        mm::map_keep(start, end - start, prot).map_err(|_| "out of memory")?;
     }
     for ph in headers().filter(|p| p.p_type == PT_LOAD) {
         let data = &image[ph.offset as usize..(ph.offset + ph.filesz) as usize];
-        mm::copy_to_frames(ph.vaddr + base, data);
+        mm::copy_to_frames(ph.vaddr + base, data, image_gpa + ph.offset);
         if phdr_va.is_none() && (ph.offset..ph.offset + ph.filesz).contains(&(phoff as u64)) {
             phdr_va = Some(ph.vaddr + base + (phoff as u64 - ph.offset));
         }

@@ -227,21 +227,24 @@ fn unback_range(start: u64, end: u64) -> bool {
 }
 
 /// Copies `data` into the program's memory at `va` through the frames
-/// (works whatever the page protection is).
-pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
+/// (works whatever the page protection is). `src_gpa` is where `data`
+/// itself lies in RAM: pages mapped in place onto it are skipped.
+pub fn copy_to_frames(mut va: u64, mut data: &[u8], mut src_gpa: u64) {
     while !data.is_empty() {
         let off = va & (PAGE - 1);
         let n = ((PAGE - off) as usize).min(data.len());
         if let Some(e) = pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
-            if v & (PTE_P | PTE_KEPT) != 0 {
-                let dst = phys_ptr((v & ADDR_MASK) + off);
-                // SAFETY: dst..dst+n lies within one frame of guest RAM.
-                unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst, n) };
+            let dst = (v & ADDR_MASK) + off;
+            if v & (PTE_P | PTE_KEPT) != 0 && dst != src_gpa {
+                // SAFETY: dst..dst+n lies within one frame of guest RAM,
+                // which is not the frame the bytes come from.
+                unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), phys_ptr(dst), n) };
             }
         }
         va += n as u64;
+        src_gpa += n as u64;
         data = &data[n..];
     }
 }
@@ -509,4 +512,29 @@ pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     }
     vma_remove(start, end)?;
     vma_insert(Vma { start, end, prot })
+}
+
+/// Maps `npages` pages at `va` onto the existing frames starting at
+/// `frame` (part of the program image the host placed in RAM, which is a
+/// private copy for this run, so the program may own it outright). Pages
+/// already backed are left alone.
+pub fn map_image_frames(va: u64, frame: u64, npages: u64, prot: u32) -> Result<(), i64> {
+    let end = valid_user_range(va, npages * PAGE).ok_or(EINVAL)?;
+    let mm = MM.get();
+    if frame % PAGE != 0 || frame < abi::IMAGE_GPA || frame + npages * PAGE > mm.next_frame.min(mm.frame_end) {
+        return Err(EINVAL);
+    }
+    for i in 0..npages {
+        let e = pte(va + i * PAGE, true).ok_or(ENOMEM)?;
+        // SAFETY: valid level-0 entry pointer.
+        if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) == 0 {
+            // SAFETY: as above; not-present -> present needs no flush.
+            unsafe { e.write_volatile((frame + i * PAGE) | leaf_bits(prot)) };
+            let mm = MM.get();
+            mm.used += 1;
+            mm.peak = mm.peak.max(mm.used);
+        }
+    }
+    vma_remove(va, end)?;
+    vma_insert(Vma { start: va, end, prot })
 }

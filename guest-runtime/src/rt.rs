@@ -74,7 +74,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     mm::init(&info);
     crate::random::init(&info.random_seed);
     let image = phys_slice(info.image_gpa, info.image_len);
-    let loaded = match elf::load(image) {
+    let loaded = match elf::load(image, info.image_gpa) {
         Ok(l) => l,
         Err(e) => hc::fail_exec(e),
     };

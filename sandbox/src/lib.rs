@@ -17,6 +17,7 @@
 
 mod command;
 mod error;
+mod image_cache;
 mod output;
 mod program;
 mod sandbox;

@@ -12,7 +12,7 @@ use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKick
 use crate::command::{Command, ProgramSource};
 use crate::error::{Error, Result};
 use crate::output::{ExitStatus, Output, Stats};
-use crate::program;
+use crate::{image_cache, program};
 
 /// Default guest memory.
 pub const DEFAULT_MEMORY_MIB: u64 = 64;
@@ -393,9 +393,8 @@ impl<'a> Runner<'a> {
                         reason: "not a regular file of at most 1 GiB".into(),
                     });
                 }
-                std::fs::read(p)
+                image_cache::read(p, &meta)
                     .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?
-                    .into()
             }
         };
         program::validate(&name, &image)?;

@@ -24,7 +24,7 @@ mod sandbox;
 
 pub use command::Command;
 pub use error::{Error, ErrorKind, Result};
-pub use output::{ExitStatus, Output, Stats};
+pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use sandbox::{
     InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
 };

@@ -70,6 +70,19 @@ pub struct Stats {
     pub unknown_syscalls: BTreeMap<u32, u64>,
 }
 
+/// Where a program faulted, when a CPU exception ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultInfo {
+    /// x86 exception vector (14 = page fault, 13 = general protection, 6 = invalid opcode...).
+    pub vector: u8,
+    /// The CPU's error code for the exception (0 where it gives none).
+    pub error_code: u64,
+    /// Address of the faulting instruction.
+    pub rip: u64,
+    /// The address that could not be accessed (page faults only).
+    pub address: Option<u64>,
+}
+
 /// The result of a run that completed (whatever the program's status).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Output {
@@ -80,6 +93,9 @@ pub struct Output {
     pub stdout_truncated: bool,
     /// True if stderr was cut at the sandbox's `max_output`.
     pub stderr_truncated: bool,
+    /// Set when a CPU exception killed the program (status is then the
+    /// matching signal, e.g. SIGSEGV).
+    pub fault: Option<FaultInfo>,
     pub stats: Stats,
 }
 

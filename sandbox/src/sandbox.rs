@@ -11,7 +11,7 @@ use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKick
 
 use crate::command::{Command, ProgramSource};
 use crate::error::{Error, Result};
-use crate::output::{ExitStatus, Output, Stats};
+use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::{image_cache, program};
 
 /// Default guest memory.
@@ -310,6 +310,7 @@ struct Runner<'a> {
     stderr_truncated: bool,
     stdin_pos: usize,
     exits: u64,
+    fault: Option<FaultInfo>,
 }
 
 enum Flow {
@@ -329,6 +330,7 @@ impl<'a> Runner<'a> {
             stderr_truncated: false,
             stdin_pos: 0,
             exits: 0,
+            fault: None,
         }
     }
 
@@ -359,6 +361,7 @@ impl<'a> Runner<'a> {
                 stderr: std::mem::take(&mut self.stderr),
                 stdout_truncated: self.stdout_truncated,
                 stderr_truncated: self.stderr_truncated,
+                fault: self.fault,
                 stats: Stats {
                     wall: started.elapsed(),
                     cpu: thread_cpu_time().saturating_sub(cpu_start),
@@ -436,6 +439,12 @@ impl<'a> Runner<'a> {
                             ),
                         });
                     }
+                    self.fault = Some(FaultInfo {
+                        vector: frame.vector as u8,
+                        error_code: frame.error_code,
+                        rip: frame.rip,
+                        address: (frame.vector == abi::vector::PAGE_FAULT).then_some(cr2),
+                    });
                     return Ok(ExitStatus::Signal(signal_for_vector(frame.vector)));
                 }
                 VmExit::Interrupted => {

@@ -58,17 +58,19 @@ fn stats() -> *mut abi::RuntimeStats {
     abi::phys_to_virt(abi::STATS_GPA) as *mut abi::RuntimeStats
 }
 
-fn count(unknown: Option<u64>) {
-    let s = stats();
+fn count_syscall() {
     // SAFETY: the stats area is a fixed, mapped region of guest RAM that
     // only the runtime writes (the host reads it after the run).
+    unsafe { (*stats()).syscalls += 1 };
+}
+
+fn count_unknown(nr: u64) {
+    let s = stats();
+    let slot = (nr as usize).min(abi::UNKNOWN_SLOTS - 1);
+    // SAFETY: as in count_syscall; slot < UNKNOWN_SLOTS.
     unsafe {
-        (*s).syscalls += 1;
-        if let Some(nr) = unknown {
-            (*s).unknown_syscalls += 1;
-            let slot = (nr as usize).min(abi::UNKNOWN_SLOTS - 1);
-            (*s).unknown_by_nr[slot] = (*s).unknown_by_nr[slot].saturating_add(1);
-        }
+        (*s).unknown_syscalls += 1;
+        (*s).unknown_by_nr[slot] = (*s).unknown_by_nr[slot].saturating_add(1);
     }
 }
 
@@ -145,7 +147,7 @@ fn user_cstr(va: u64, max: u64) -> Result<&'static [u8], i64> {
 pub extern "C" fn dispatch(f: &mut Frame) {
     let nr = f.rax;
     let (a0, a1, a2, a3) = (f.rdi, f.rsi, f.rdx, f.r10);
-    let mut unknown = None;
+    count_syscall();
     let r: SysResult = match nr {
         0 => sys_read(a0, a1, a2),
         1 => sys_write(a0, a1, a2),
@@ -203,11 +205,10 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         318 => sys_getrandom(a0, a1),
         334 => Err(ENOSYS),           // rseq: glibc copes without it
         _ => {
-            unknown = Some(nr);
+            count_unknown(nr);
             Err(ENOSYS)
         }
     };
-    count(unknown);
     f.rax = match r {
         Ok(v) => v,
         Err(e) => (-e) as u64,

@@ -1,0 +1,150 @@
+//! Boots the embedded runtime on tiny hand-assembled programs and checks
+//! what the VMM sees: hypercalls, faults, and hostile doorbell use.
+
+use hvsandbox_core::{abi, BootParams, Vm, VmExit};
+
+/// A minimal static ELF executable whose code is `code`, loaded at 0x400000.
+fn elf(code: &[u8]) -> Vec<u8> {
+    let base = 0x40_0000u64;
+    let code_off = 64 + 56;
+    let total = (code_off + code.len()) as u64;
+    let mut e = Vec::new();
+    e.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&(base + code_off as u64).to_le_bytes()); // entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    e.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        e.extend_from_slice(&v.to_le_bytes());
+    }
+    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e.extend_from_slice(&5u32.to_le_bytes()); // R X
+    e.extend_from_slice(&0u64.to_le_bytes()); // offset
+    e.extend_from_slice(&base.to_le_bytes()); // vaddr
+    e.extend_from_slice(&base.to_le_bytes()); // paddr
+    e.extend_from_slice(&total.to_le_bytes()); // filesz
+    e.extend_from_slice(&total.to_le_bytes()); // memsz
+    e.extend_from_slice(&0x1000u64.to_le_bytes()); // align
+    e.extend_from_slice(code);
+    e
+}
+
+/// `mov edi, code; mov eax, 231; syscall` (exit_group).
+fn exit_code(code: u8) -> Vec<u8> {
+    vec![0xbf, code, 0, 0, 0, 0xb8, 231, 0, 0, 0, 0x0f, 0x05]
+}
+
+fn boot(code: &[u8]) -> Vm {
+    let image = elf(code);
+    let mut vm = Vm::new(32 << 20).expect("create VM");
+    let argv = [b"prog".to_vec()];
+    vm.boot(&BootParams { image: &image, argv: &argv, envp: &[], random_seed: [7; 32] }).expect("boot");
+    vm
+}
+
+fn run(vm: &mut Vm) -> VmExit {
+    for _ in 0..100 {
+        match vm.run(|| false).expect("KVM_RUN") {
+            VmExit::Interrupted => continue,
+            other => return other,
+        }
+    }
+    panic!("the guest kept being interrupted");
+}
+
+#[test]
+fn program_exit_code_reaches_the_host() {
+    let mut vm = boot(&exit_code(42));
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+    let args = vm.hypercall_args().unwrap().args;
+    assert_eq!((args[0], args[1]), (42, 0));
+    let stats = vm.runtime_stats().unwrap();
+    assert_eq!(stats.syscalls, 1);
+}
+
+#[test]
+fn unknown_syscall_is_enosys_and_counted() {
+    // mov eax, 500; syscall; neg eax (-> 38); mov edi, eax; mov eax, 231; syscall
+    let code = [0xb8, 0xf4, 1, 0, 0, 0x0f, 0x05, 0xf7, 0xd8, 0x89, 0xc7, 0xb8, 231, 0, 0, 0, 0x0f, 0x05];
+    let mut vm = boot(&code);
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+    assert_eq!(vm.hypercall_args().unwrap().args[0], 38);
+    let stats = vm.runtime_stats().unwrap();
+    assert_eq!(stats.unknown_syscalls, 1);
+    assert_eq!(stats.unknown_by_nr[500], 1);
+    assert_eq!(stats.unknown_by_nr.iter().map(|&n| n as u64).sum::<u64>(), 1);
+}
+
+#[test]
+fn null_write_is_a_page_fault_with_its_address() {
+    // mov qword ptr [0x10], rax
+    let code = [0x48, 0x89, 0x04, 0x25, 0x10, 0, 0, 0];
+    let mut vm = boot(&code);
+    match run(&mut vm) {
+        VmExit::Fault { frame, cr2 } => {
+            assert_eq!(frame.vector, abi::vector::PAGE_FAULT);
+            assert_eq!(cr2, 0x10);
+            assert_eq!(frame.rip, 0x40_0078);
+            assert_eq!(frame.cs & 3, 3, "the fault happened at CPL3");
+        }
+        other => panic!("expected a page fault, got {other:?}"),
+    }
+}
+
+#[test]
+fn privileged_instruction_is_general_protection() {
+    let mut vm = boot(&[0xf4]); // hlt
+    match run(&mut vm) {
+        VmExit::Fault { frame, .. } => assert_eq!(frame.vector, abi::vector::GENERAL_PROTECTION),
+        other => panic!("expected #GP, got {other:?}"),
+    }
+}
+
+#[test]
+fn program_ringing_the_doorbell_with_garbage_is_seen_as_such() {
+    // movabs rax, DOORBELL_VA; mov qword ptr [rax], 0x1234
+    let mut code = vec![0x48, 0xb8];
+    code.extend_from_slice(&abi::DOORBELL_VA.to_le_bytes());
+    code.extend_from_slice(&[0x48, 0xc7, 0x00, 0x34, 0x12, 0, 0]);
+    let mut vm = boot(&code);
+    assert_eq!(run(&mut vm), VmExit::Hypercall(0x1234));
+}
+
+#[test]
+fn faked_fault_report_with_a_wild_stack_is_rejected() {
+    // A program at CPL3 claims a fault: mov qword ptr [DOORBELL], FAULT.
+    let mut code = vec![0x48, 0xb8];
+    code.extend_from_slice(&abi::DOORBELL_VA.to_le_bytes());
+    code.extend_from_slice(&[0x48, 0xc7, 0x00, abi::hc::FAULT as u8, 0, 0, 0]);
+    let mut vm = boot(&code);
+    match run(&mut vm) {
+        VmExit::Unexpected(why) => assert!(why.contains("bad stack"), "{why}"),
+        other => panic!("expected the forged report to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn kick_before_entry_interrupts_a_tight_loop() {
+    let mut vm = boot(&[0xeb, 0xfe]); // jmp $
+    // `should_stop` true: the run returns at once without entering.
+    assert_eq!(vm.run(|| true).unwrap(), VmExit::Interrupted);
+    // A kick from another thread while it spins.
+    let kicker = hvsandbox_core::ThreadKicker::current();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        kicker.kick();
+    });
+    hvsandbox_core::kick::install_kick_handler();
+    assert_eq!(vm.run(|| false).unwrap(), VmExit::Interrupted);
+    t.join().unwrap();
+}
+
+#[test]
+fn memory_sizes_are_checked() {
+    assert!(Vm::new(3 << 20).is_err());
+    assert!(Vm::new((16 << 20) + 4096).is_err());
+    assert!(Vm::new(abi::MAX_MEMORY * 2).is_err());
+}

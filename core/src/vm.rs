@@ -119,7 +119,7 @@ impl Vm {
     /// the privileged tables and the runtime image, and sets the vCPU up
     /// to enter the runtime at CPL3.
     pub fn new(mem_size: u64) -> Result<Vm> {
-        if mem_size % abi::HUGE_PAGE_SIZE != 0 {
+        if !mem_size.is_multiple_of(abi::HUGE_PAGE_SIZE) {
             return Err(VmError::MemorySize { size: mem_size, reason: "not a multiple of 2 MiB" });
         }
         if !(abi::MIN_MEMORY..=abi::MAX_MEMORY).contains(&mem_size) {

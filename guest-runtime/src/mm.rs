@@ -310,7 +310,7 @@ fn overlaps_any(start: u64, end: u64) -> bool {
 
 fn valid_user_range(start: u64, len: u64) -> Option<u64> {
     let end = start.checked_add(len)?;
-    if start < user::MIN_ADDR || end > user::ADDR_LIMIT || start % PAGE != 0 {
+    if start < user::MIN_ADDR || end > user::ADDR_LIMIT || !start.is_multiple_of(PAGE) {
         return None;
     }
     Some(end)
@@ -387,7 +387,7 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
 }
 
 pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
-    if start % PAGE != 0 || len == 0 {
+    if !start.is_multiple_of(PAGE) || len == 0 {
         return Err(EINVAL);
     }
     let end = start.checked_add(page_up(len)).ok_or(EINVAL)?;
@@ -401,7 +401,7 @@ pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
 }
 
 pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
-    if start % PAGE != 0 {
+    if !start.is_multiple_of(PAGE) {
         return Err(EINVAL);
     }
     let end = start.checked_add(page_up(len)).ok_or(ENOMEM)?;
@@ -437,7 +437,7 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
 
 /// MADV_DONTNEED on private anonymous memory: the pages read as zero again.
 pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
-    if start % PAGE != 0 {
+    if !start.is_multiple_of(PAGE) {
         return Err(EINVAL);
     }
     let end = start.checked_add(page_up(len)).ok_or(EINVAL)?;
@@ -520,8 +520,8 @@ pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
 /// already backed are left alone.
 pub fn map_image_frames(va: u64, frame: u64, npages: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(va, npages * PAGE).ok_or(EINVAL)?;
-    let mm = MM.get();
-    if frame % PAGE != 0 || frame < abi::IMAGE_GPA || frame + npages * PAGE > mm.next_frame.min(mm.frame_end) {
+    let image_end = crate::rt::boot().free_start;
+    if !frame.is_multiple_of(PAGE) || frame < abi::IMAGE_GPA || frame + npages * PAGE > image_end {
         return Err(EINVAL);
     }
     for i in 0..npages {

@@ -82,7 +82,7 @@ impl SandboxBuilder {
     fn validate(&self) -> Result<()> {
         let c = &self.config;
         let mib = c.memory >> 20;
-        if c.memory % (2 << 20) != 0 || !(abi::MIN_MEMORY..=abi::MAX_MEMORY).contains(&c.memory) {
+        if !c.memory.is_multiple_of(2 << 20) || !(abi::MIN_MEMORY..=abi::MAX_MEMORY).contains(&c.memory) {
             return Err(Error::InvalidConfig(format!(
                 "memory must be a multiple of 2 MiB between 16 MiB and 16 GiB, got {} bytes ({mib} MiB)",
                 c.memory

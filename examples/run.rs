@@ -9,6 +9,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = sandbox.run(&hvsandbox::Command::new(program).args(args))?;
     std::io::stdout().write_all(&out.stdout)?;
     std::io::stderr().write_all(&out.stderr)?;
-    eprintln!("[{}; {:?} wall, {} syscalls, {} exits]", out.status, out.stats.wall, out.stats.syscalls, out.stats.exits);
+    eprintln!(
+        "[{}; {:?} wall, {} syscalls, {} exits, unknown syscalls {:?}]",
+        out.status, out.stats.wall, out.stats.syscalls, out.stats.exits, out.stats.unknown_syscalls
+    );
     Ok(())
 }

@@ -108,7 +108,8 @@ pub fn load(image: &[u8], image_gpa: u64) -> Result<Loaded, &'static str> {
                 if ph.filesz > ph.memsz || file_end > image.len() as u64 {
                     return Err("segment outside the file");
                 }
-                if page_down(start) < user::MIN_ADDR || end > user::MMAP_TOP / 2 {
+                // Leave room above the program for its heap, below the mmap area.
+                if page_down(start) < user::MIN_ADDR || end > user::MMAP_TOP - 2 * user::BRK_MAX {
                     return Err("segment at an address programs may not use");
                 }
                 top = top.max(end);

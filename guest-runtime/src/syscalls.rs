@@ -154,6 +154,11 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         3 => sys_close(a0),
         5 => sys_fstat(a0, a1),
         8 | 17 | 18 => fd_check(a0).and(Err(ESPIPE)), // lseek, pread64, pwrite64
+        7 => sys_poll(a0, a1, poll_timeout_ms(a2)),
+        271 => match ppoll_timeout(a2) {
+            Ok(t) => sys_poll(a0, a1, t),
+            Err(e) => Err(e),
+        },
         9 => sys_mmap(a0, a1, a2, a3, f.r8),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
@@ -294,6 +299,57 @@ fn sys_readv(fd: u64, iov: u64, cnt: u64) -> SysResult {
         }
     }
     Ok(total)
+}
+
+const POLLIN: u16 = 0x1;
+const POLLOUT: u16 = 0x4;
+const POLLNVAL: u16 = 0x20;
+const POLL_MAX_FDS: u64 = 4096;
+
+fn poll_timeout_ms(ms: u64) -> Option<u64> {
+    let ms = ms as i32;
+    (ms >= 0).then(|| ms as u64 * 1_000_000)
+}
+
+fn ppoll_timeout(ts: u64) -> Result<Option<u64>, i64> {
+    if ts == 0 {
+        Ok(None)
+    } else {
+        read_timespec(ts).map(Some)
+    }
+}
+
+/// poll on stdio: stdin always has data or end of input (the host holds
+/// all of it), stdout and stderr always take more. Other fds are invalid.
+fn sys_poll(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
+    if nfds > POLL_MAX_FDS {
+        return Err(EINVAL);
+    }
+    let entries = user_bytes_mut(fds, nfds * 8)?;
+    let mut ready = 0;
+    for e in entries.chunks_exact_mut(8) {
+        let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        let events = u16::from_le_bytes([e[4], e[5]]);
+        let revents = if fd < 0 {
+            0
+        } else if fd_check(fd as u64).is_err() {
+            POLLNVAL
+        } else if fd == 0 {
+            events & POLLIN
+        } else {
+            events & POLLOUT
+        };
+        e[6..8].copy_from_slice(&revents.to_le_bytes());
+        if revents != 0 {
+            ready += 1;
+        }
+    }
+    if ready == 0 {
+        // Nothing can ever become ready: wait out the timeout (an infinite
+        // one ends at the run's deadline).
+        hc::sleep_ns(timeout_ns.unwrap_or(u64::MAX));
+    }
+    Ok(ready)
 }
 
 fn sys_close(fd: u64) -> SysResult {

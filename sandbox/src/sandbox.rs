@@ -560,13 +560,14 @@ impl<'a> Runner<'a> {
 /// Sleeps up to `d`, returning early when `should_stop` turns true (the
 /// kick signal interrupts the sleep).
 fn sleep_interruptible(d: Duration, should_stop: &dyn Fn() -> bool) {
-    let end = Instant::now() + d;
+    // An "infinite" sleep (no end representable) lasts until the deadline.
+    let end = Instant::now().checked_add(d);
     loop {
         let now = Instant::now();
-        if now >= end || should_stop() {
+        if end.is_some_and(|end| now >= end) || should_stop() {
             return;
         }
-        let left = (end - now).min(Duration::from_millis(50));
+        let left = end.map_or(Duration::MAX, |end| end - now).min(Duration::from_millis(50));
         let ts = libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long };
         // SAFETY: nanosleep reads the timespec we own; a null remainder is allowed.
         unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };

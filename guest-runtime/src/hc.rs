@@ -14,12 +14,17 @@ fn block() -> *mut abi::Hypercall {
 
 /// Issues hypercall `nr` with up to three arguments.
 pub fn call(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+    call6(nr, [a0, a1, a2, 0, 0, 0])
+}
+
+/// Issues hypercall `nr` with six arguments.
+pub fn call6(nr: u64, args: [u64; 6]) -> u64 {
     let b = block();
     // SAFETY: the hypercall block is a fixed, mapped page of guest RAM
     // reserved for this purpose; volatile because the host reads and
     // writes it during the exit.
     unsafe {
-        core::ptr::addr_of_mut!((*b).args).write_volatile([a0, a1, a2, 0, 0, 0]);
+        core::ptr::addr_of_mut!((*b).args).write_volatile(args);
         compiler_fence(Ordering::SeqCst);
         core::arch::asm!(
             "mov qword ptr [{db}], {nr}",

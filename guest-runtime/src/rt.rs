@@ -10,6 +10,25 @@ use crate::{elf, hc, mm, stack};
 #[no_mangle]
 pub static mut SAVED_USER_RSP: u64 = 0;
 
+/// What the ring-0 handler saw when the program took an exception:
+/// vector, error code, RIP, CR2, RSP, RFLAGS (written by the entry asm).
+#[no_mangle]
+pub static mut PROGRAM_FAULT: [u64; 6] = [0; 6];
+
+/// Entered at CPL3 on the runtime stack after the program took an
+/// exception (see `exception_common`): flush what the program wrote, then
+/// report the fault; the host ends the run with the matching signal.
+pub extern "C" fn program_fault() -> ! {
+    // SAFETY: written by the ring-0 handler just before it returned here;
+    // nothing else runs concurrently on this one vCPU.
+    let [vector, error, rip, cr2, rsp, _rflags] = unsafe { core::ptr::addr_of!(PROGRAM_FAULT).read_volatile() };
+    crate::io::flush_all();
+    crate::hc::call6(abi::hc::PROGRAM_FAULT, [vector, error, rip, cr2, rsp, 0]);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
 /// Global state of the single-threaded runtime. The runtime runs one
 /// thing at a time on one vCPU with no interrupts, so a `&mut` handed out
 /// by [`Global::get`] is never aliased as long as callers do not hold one

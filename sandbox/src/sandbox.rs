@@ -508,10 +508,14 @@ impl<'a> Runner<'a> {
                     buf.resize(at + take, 0);
                     vm.read_bytes(gpa, &mut buf[at..]).map_err(map_vm_error)?;
                 }
-                if take < len as usize {
+                // "Full" only once something was actually dropped, so that
+                // output of exactly the cap is not flagged as truncated.
+                let full = if take < len as usize {
                     *truncated = true;
-                }
-                let full = if buf.len() >= self.config.max_output { abi::WRITE_STREAM_FULL } else { 0 };
+                    abi::WRITE_STREAM_FULL
+                } else {
+                    0
+                };
                 vm.set_hypercall_result(full).map_err(map_vm_error)?;
                 Ok(Flow::Continue)
             }
@@ -534,6 +538,22 @@ impl<'a> Runner<'a> {
                 } else {
                     ExitStatus::Code(code)
                 }))
+            }
+            abi::hc::PROGRAM_FAULT => {
+                // The guest's own account of its program's fault: it can
+                // only choose how its program dies, so it is taken as said
+                // once the vector is checked.
+                let [vector, error_code, rip, cr2, _rsp, _] = args;
+                if vector >= 32 {
+                    return Err(hostile(format!("fault report with vector {vector}")));
+                }
+                self.fault = Some(FaultInfo {
+                    vector: vector as u8,
+                    error_code,
+                    rip,
+                    address: (vector == abi::vector::PAGE_FAULT).then_some(cr2),
+                });
+                Ok(Flow::Exit(ExitStatus::Signal(signal_for_vector(vector))))
             }
             abi::hc::PANIC => {
                 let (va, len) = (args[1], args[2].min(1024));

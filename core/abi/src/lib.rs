@@ -190,6 +190,12 @@ pub mod hc {
     pub const SLEEP: u64 = 6;
     /// Debug log line from the runtime: `args[1]` = VA, `args[2]` = len.
     pub const LOG: u64 = 7;
+    /// The program (not the runtime) took an exception it has no handler
+    /// for; the runtime has flushed its output. `args[0]` = vector,
+    /// `args[1]` = error code, `args[2]` = RIP, `args[3]` = CR2 (page
+    /// faults), `args[4]` = RSP. The run ends with the matching signal.
+    /// Never returns.
+    pub const PROGRAM_FAULT: u64 = 8;
 }
 
 pub const WRITE_STREAM_FULL: u64 = 1;

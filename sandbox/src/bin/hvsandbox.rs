@@ -1,1 +1,343 @@
-fn main(){}
+//! The `hvsandbox` command: run a program in a KVM micro-VM.
+//!
+//! ```text
+//! hvsandbox run [--memory 64M] [--timeout 2s] [--max-output 1M] [--env K=V]... [--stats] -- PROGRAM [ARGS...]
+//! ```
+//!
+//! stdin is passed in (when it is not a terminal); stdout, stderr and the
+//! exit status pass through (128 + signal when the program dies of one).
+//! Errors print one line `hvsandbox: ...` and exit with a distinct code.
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use hvsandbox::{Command, Error, ErrorKind, Output, Sandbox};
+
+/// Exit code for a run that hit its timeout (as timeout(1)).
+const EXIT_TIMEOUT: u8 = 124;
+/// Exit code for bad usage, a bad configuration or KVM unavailable.
+const EXIT_USAGE: u8 = 125;
+/// Exit code for a program that cannot be run (as the shell's 126).
+const EXIT_INVALID_PROGRAM: u8 = 126;
+/// Exit code for a run cancelled by SIGINT/SIGTERM (as the shell's 130).
+const EXIT_CANCELLED: u8 = 130;
+/// Exit code for a crash of the guest runtime or an internal error
+/// (EX_SOFTWARE).
+const EXIT_INTERNAL: u8 = 70;
+
+#[derive(Parser, Debug)]
+#[command(name = "hvsandbox", version, about = "Run untrusted Linux programs in KVM micro-VMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a static x86-64 Linux program in a fresh micro-VM.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Guest memory (e.g. 64M, 1G; a multiple of 2M).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    memory: u64,
+    /// Wall-clock limit (e.g. 500ms, 2s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Cap on each of stdout and stderr (e.g. 1M); the rest is dropped.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    max_output: u64,
+    /// Environment variable for the program: K=V, or K to pass the host's value.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<OsString>,
+    /// Print the run statistics as one JSON line on stderr.
+    #[arg(long)]
+    stats: bool,
+    /// The program (a path on the host) and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM [ARGS]")]
+    program: Vec<OsString>,
+}
+
+/// Parses a byte size: a number with an optional K/M/G suffix (binary units,
+/// optional trailing `B`/`iB`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let body = lower.strip_suffix("ib").or_else(|| lower.strip_suffix('b')).unwrap_or(&lower);
+    let (digits, shift) = match body.chars().last() {
+        Some('k') => (&body[..body.len() - 1], 10),
+        Some('m') => (&body[..body.len() - 1], 20),
+        Some('g') => (&body[..body.len() - 1], 30),
+        _ => (body, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (expected e.g. 64M, 1G, 4096)"))?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses a duration: a number (integer or decimal) with a unit ms, s, m or
+/// h; a bare number means seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 500ms, 2s, 1.5m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "us" => n / 1e6,
+        other => return Err(format!("invalid duration unit {other:?} in {s:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {s:?} is out of range"))
+}
+
+fn exit_code_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Timeout => EXIT_TIMEOUT,
+        ErrorKind::Cancelled => EXIT_CANCELLED,
+        ErrorKind::InvalidProgram => EXIT_INVALID_PROGRAM,
+        ErrorKind::InvalidConfig | ErrorKind::KvmUnavailable => EXIT_USAGE,
+        _ => EXIT_INTERNAL,
+    }
+}
+
+/// Escapes a string for a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn stats_json(out: &Output) -> String {
+    let s = &out.stats;
+    let unknown: Vec<String> = s.unknown_syscalls.iter().map(|(nr, n)| format!("\"{nr}\":{n}")).collect();
+    let status = match out.status {
+        hvsandbox::ExitStatus::Code(c) => format!("\"exit_code\":{c},\"signal\":null"),
+        hvsandbox::ExitStatus::Signal(sig) => format!("\"exit_code\":null,\"signal\":{sig}"),
+    };
+    format!(
+        "{{{status},\"wall_us\":{},\"cpu_us\":{},\"exits\":{},\"syscalls\":{},\"memory_used\":{},\
+         \"stdout_bytes\":{},\"stderr_bytes\":{},\"stdout_truncated\":{},\"stderr_truncated\":{},\
+         \"unknown_syscalls\":{{{}}}}}",
+        s.wall.as_micros(),
+        s.cpu.as_micros(),
+        s.exits,
+        s.syscalls,
+        s.memory_used,
+        out.stdout.len(),
+        out.stderr.len(),
+        out.stdout_truncated,
+        out.stderr_truncated,
+        unknown.join(",")
+    )
+}
+
+fn error_json(e: &Error) -> String {
+    format!("{{\"error\":{},\"message\":{}}}", json_str(e.kind().code()), json_str(&e.to_string()))
+}
+
+/// Where SIGINT/SIGTERM go: the handle of the run, once there is one.
+#[derive(Default)]
+struct Termination {
+    requested: std::sync::atomic::AtomicBool,
+    handle: std::sync::OnceLock<hvsandbox::InterruptHandle>,
+}
+
+impl Termination {
+    fn request(&self) {
+        self.requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.get() {
+            h.kill();
+        }
+    }
+    fn requested(&self) -> bool {
+        self.requested.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread started after
+/// (the sandbox's vCPU thread among them), and turns them into a kill of
+/// the run, from a thread that waits for them.
+fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    let term = std::sync::Arc::new(Termination::default());
+    let t = term.clone();
+    std::thread::Builder::new().name("hvsandbox-signals".into()).spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: `set` and `sig` are valid for the call; the signals are
+        // blocked in all threads, so sigwait receives them.
+        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            t.request();
+        }
+    })?;
+    Ok(term)
+}
+
+fn run(args: RunArgs) -> Result<u8, Error> {
+    let max_output = usize::try_from(args.max_output)
+        .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output)))?;
+    let mut program = args.program.into_iter();
+    let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
+    let mut command = Command::new(path).args(program);
+    for kv in &args.env {
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(kv.as_os_str());
+        match bytes.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                use std::os::unix::ffi::OsStrExt;
+                command = command.env(
+                    std::ffi::OsStr::from_bytes(&bytes[..eq]),
+                    std::ffi::OsStr::from_bytes(&bytes[eq + 1..]),
+                );
+            }
+            None => {
+                if let Some(v) = std::env::var_os(kv) {
+                    command = command.env(kv, v);
+                }
+            }
+        }
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut input = Vec::new();
+        stdin
+            .lock()
+            .read_to_end(&mut input)
+            .map_err(|e| Error::InvalidConfig(format!("cannot read stdin: {e}")))?;
+        command = command.stdin(input);
+    }
+
+    let termination = forward_termination_signals().map_err(|e| Error::Internal {
+        context: "cannot set up signal forwarding".into(),
+        source: Some(Box::new(e)),
+    })?;
+    let mut sandbox = Sandbox::builder()
+        .memory_bytes(args.memory)
+        .timeout(args.timeout)
+        .max_output(max_output)
+        .build()?;
+    let _ = termination.handle.set(sandbox.interrupt_handle());
+    let out = if termination.requested() { Err(Error::Cancelled) } else { sandbox.run(&command) };
+    if let Ok(out) = &out {
+        // Output that cannot be written (a closed pipe) is not the program's fault.
+        let _ = std::io::stdout().write_all(&out.stdout);
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().write_all(&out.stderr);
+    }
+    if args.stats {
+        let line = match &out {
+            Ok(o) => stats_json(o),
+            Err(e) => error_json(e),
+        };
+        eprintln!("{line}");
+    }
+    let out = out?;
+    if out.truncated() {
+        eprintln!("hvsandbox: output truncated at {max_output} bytes per stream");
+    }
+    Ok(u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Cmd::Run(args) => run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("hvsandbox: {e}");
+            ExitCode::from(exit_code_for(e.kind()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2MB"), Ok(2 << 20));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert!(parse_size("18446744073709551615G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("2 days").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1e400s").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn json_escapes() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn error_codes_are_distinct() {
+        let codes = [
+            exit_code_for(ErrorKind::Timeout),
+            exit_code_for(ErrorKind::Cancelled),
+            exit_code_for(ErrorKind::InvalidProgram),
+            exit_code_for(ErrorKind::InvalidConfig),
+            exit_code_for(ErrorKind::GuestCrashed),
+        ];
+        let mut sorted = codes.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), codes.len());
+    }
+}

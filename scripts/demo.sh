@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds the hvsandbox CLI and runs programs in
+# sandboxes: a C hello world built with musl-gcc, and Debian's busybox.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+cargo build --release -p hvsandbox --bin hvsandbox
+
+hv=target/release/hvsandbox
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cat > "$work/hello.c" <<'C'
+#include <stdio.h>
+int main(int argc, char **argv) {
+    printf("hello from a micro-VM: %s\n", argc > 1 ? argv[1] : "(no args)");
+    return 0;
+}
+C
+musl-gcc -static -O2 -o "$work/hello" "$work/hello.c"
+
+set -x
+"$hv" run -- "$work/hello" world
+"$hv" run --memory 32M --timeout 2s -- /bin/busybox echo hi from busybox
+printf 'one\ntwo\nthree\n' | "$hv" run -- /bin/busybox wc -l
+"$hv" run --stats -- /bin/busybox sh -c 'exit 3' || echo "exit status: $?"

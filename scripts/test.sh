@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is needed and runs all tests: unit tests, the KVM boot tests,
+# the integration tests (guest programs built from source, Debian's busybox),
+# the CLI tests, and clippy with warnings denied on the host and guest crates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh
+
+cargo build --release --workspace --all-targets
+cargo test --release --workspace
+cargo clippy --release --workspace --all-targets -- -D warnings
+(cd guest-runtime && cargo clippy --release -- -D warnings)
+echo "all tests passed"

@@ -1,0 +1,146 @@
+//! The `hvsandbox` command line: pass-through of stdio and exit codes, and
+//! one error line with a distinct exit code for each kind of failure.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use hvsandbox_tests::{musl, BUSYBOX};
+
+/// `target/<profile>/hvsandbox`, built by `cargo test --workspace` (or
+/// `cargo build`) next to this test binary's `deps/` directory.
+fn hvsandbox_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hvsandbox");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p hvsandbox` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+fn hv(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(hvsandbox_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn runs_musl_hello() {
+    let hello = musl("hello");
+    let out = hv(&["run", "--", hello.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello, world\n");
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn runs_busybox_echo_with_options() {
+    let out = hv(
+        &["run", "--memory", "32M", "--timeout", "2s", "--", BUSYBOX, "echo", "-n", "hi", "--there"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hi --there");
+}
+
+#[test]
+fn passes_stdin_and_env() {
+    let out = hv(&["run", "--", BUSYBOX, "wc", "-l"], b"a\nb\nc\n");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout).trim(), "3");
+
+    let args_env = musl("args_env");
+    let out = hv(&["run", "--env", "A=1", "-e", "B=x=y", "--", args_env.to_str().unwrap(), "z"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("argv[1]=z\n"), "{stdout}");
+    assert!(stdout.contains("env:A=1\nenv:B=x=y\n"), "{stdout}");
+    assert!(!stdout.contains("env:PATH="), "the host environment must not leak: {stdout}");
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let exit_code = musl("exit_code");
+    let out = hv(&["run", "--", exit_code.to_str().unwrap(), "42"], b"");
+    assert_eq!(out.status.code(), Some(42));
+    let out = hv(&["run", "--", BUSYBOX, "sh", "-c", "exit 3"], b"");
+    assert_eq!(out.status.code(), Some(3));
+    // Death by a signal: 128 + signal, as a shell reports it.
+    let segv = musl("segv");
+    let out = hv(&["run", "--", segv.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(128 + 11));
+    assert_eq!(text(&out.stdout), "before the fault\n");
+}
+
+#[test]
+fn stats_are_one_json_line() {
+    let hello = musl("hello");
+    let out = hv(&["run", "--stats", "--", hello.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    let line = stderr.lines().last().unwrap();
+    assert!(line.starts_with("{\"exit_code\":0,\"signal\":null,\"wall_us\":"), "{line}");
+    assert!(line.contains("\"syscalls\":") && line.contains("\"stdout_bytes\":13,"), "{line}");
+    assert!(line.ends_with("\"unknown_syscalls\":{}}"), "{line}");
+}
+
+#[test]
+fn errors_are_one_line_with_distinct_codes() {
+    let check = |args: &[&str], code: i32, needle: &str| {
+        let out = hv(args, b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(first.contains(needle), "{args:?}: {stderr}");
+    };
+    let looping = musl("loop");
+    check(&["run", "--timeout", "200ms", "--", looping.to_str().unwrap()], 124, "hvsandbox: the run exceeded its timeout");
+    check(&["run", "--", "/etc/hostname-does-not-exist"], 126, "hvsandbox: invalid program");
+    check(&["run", "--", "/etc/passwd"], 126, "not an ELF");
+    check(&["run", "--memory", "3M", "--", BUSYBOX, "true"], 125, "hvsandbox: invalid configuration");
+    check(&["run", "--memory", "lots", "--", BUSYBOX, "true"], 125, "invalid size");
+    check(&["run", "--timeout", "2 weeks", "--", BUSYBOX, "true"], 125, "invalid duration");
+    check(&["run"], 125, "required");
+    check(&["frobnicate"], 125, "unrecognized subcommand");
+}
+
+#[test]
+fn output_cap_truncates_and_says_so() {
+    let flood = musl("flood");
+    let out = hv(&["run", "--max-output", "64K", "--", flood.to_str().unwrap(), "1", "0"], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout.len(), 64 * 1024);
+    assert!(text(&out.stderr).contains("hvsandbox: output truncated"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn sigterm_cancels_the_run() {
+    let looping = musl("loop");
+    let child = Command::new(hvsandbox_bin())
+        .args(["run", "--timeout", "20s", "--", looping.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("hvsandbox: the run was cancelled"));
+}

@@ -1,0 +1,118 @@
+//! Shared setup of the integration tests and benchmarks: builds the guest
+//! test programs in `tests/guest-programs/` from source, once per source
+//! content, with the toolchains a fresh machine gets from
+//! `scripts/install-deps.sh` (musl-gcc) and the Rust toolchain itself.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use hvsandbox::Sandbox;
+
+/// Debian's static glibc busybox (package busybox-static).
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// How a guest program is compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    /// `musl-gcc -static` (non-PIE).
+    MuslStatic,
+    /// `musl-gcc -static-pie`.
+    MuslStaticPie,
+    /// `rustc -C target-feature=+crt-static` (glibc, static-PIE).
+    RustStatic,
+}
+
+fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-programs")
+}
+
+/// `target/<profile>/guest-programs`, next to the test binaries.
+fn build_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test binary>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test binary in target/<profile>/deps");
+        let dir = profile_dir.join("guest-programs");
+        std::fs::create_dir_all(&dir).expect("create guest-programs build dir");
+        dir
+    })
+    .clone()
+}
+
+/// Builds (once per source content) and returns the path of guest program
+/// `name`: `tests/guest-programs/<name>.c` for the musl flavours,
+/// `<name>.rs` for Rust.
+pub fn program(name: &str, flavor: Flavor) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let ext = if flavor == Flavor::RustStatic { "rs" } else { "c" };
+    let src = source_dir().join(format!("{name}.{ext}"));
+    let text = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    flavor.hash(&mut h);
+    // Bump when a build recipe below changes, to rebuild cached outputs.
+    const RECIPE_VERSION: u32 = 2;
+    RECIPE_VERSION.hash(&mut h);
+    let out = build_dir().join(format!("{name}-{flavor:?}-{:016x}", h.finish()));
+
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if out.exists() {
+        return out;
+    }
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let mut cmd = match flavor {
+        Flavor::MuslStatic => {
+            let mut c = Command::new("musl-gcc");
+            c.args(["-static", "-O2", "-o"]).arg(&tmp).arg(&src);
+            c
+        }
+        Flavor::MuslStaticPie => {
+            // Debian's musl-gcc wrapper links -static-pie against libc.so,
+            // so link by hand: musl's self-relocating rcrt1.o and libc.a.
+            let musl = Path::new("/usr/lib/x86_64-linux-musl");
+            let mut c = Command::new("gcc");
+            c.args(["-O2", "-fPIE", "-static-pie", "-nostdlib", "-nostartfiles", "-nostdinc"])
+                .args(["-isystem", "/usr/include/x86_64-linux-musl", "-o"])
+                .arg(&tmp)
+                .arg(musl.join("rcrt1.o"))
+                .arg(musl.join("crti.o"))
+                .arg(&src)
+                .arg(musl.join("libc.a"))
+                .arg("-lgcc")
+                .arg(musl.join("crtn.o"));
+            c
+        }
+        Flavor::RustStatic => {
+            let mut c = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+            c.args(["-C", "target-feature=+crt-static", "-C", "opt-level=2", "--edition", "2021", "-o"])
+                .arg(&tmp)
+                .arg(&src);
+            c
+        }
+    };
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("cannot run the compiler for {name} ({e}); run ./scripts/install-deps.sh to install musl-tools")
+    });
+    assert!(status.success(), "building guest program {} failed: {status}", src.display());
+    std::fs::rename(&tmp, &out).expect("rename built guest program");
+    out
+}
+
+/// A musl static (non-PIE) guest program.
+pub fn musl(name: &str) -> PathBuf {
+    program(name, Flavor::MuslStatic)
+}
+
+/// A sandbox with the defaults the tests use: 64 MiB, a 10 s timeout.
+pub fn sandbox() -> Sandbox {
+    Sandbox::builder()
+        .memory_mib(64)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build sandbox")
+}

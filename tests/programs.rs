@@ -1,0 +1,323 @@
+//! Real programs in sandboxes: musl C programs (static and static-PIE), a
+//! static Rust program and Debian's busybox, through the public API.
+
+use std::time::{Duration, Instant};
+
+use hvsandbox::{Command, ErrorKind, ExitStatus, Sandbox};
+use hvsandbox_tests::{musl, program, sandbox, Flavor, BUSYBOX};
+
+#[test]
+fn hello_world_and_exit_code() {
+    let mut sb = sandbox();
+    let out = sb.run(&Command::new(musl("hello"))).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0));
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"hello, world\n");
+    assert!(out.stderr.is_empty());
+    assert!(!out.truncated());
+    assert!(out.stats.syscalls > 0);
+    assert!(out.stats.wall > Duration::ZERO);
+
+    for code in [0, 1, 42, 255] {
+        let out = sb.run(&Command::new(musl("exit_code")).arg(code.to_string())).unwrap();
+        assert_eq!(out.status.code(), Some(code), "exit {code}");
+        assert_eq!(out.status.shell_code(), code);
+    }
+}
+
+#[test]
+fn static_pie_hello() {
+    let out = sandbox()
+        .run(&Command::new(program("hello", Flavor::MuslStaticPie)))
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"hello, world\n");
+}
+
+#[test]
+fn argv_and_env_round_trip() {
+    let mut sb = Sandbox::builder().env("BASE", "from-sandbox").build().unwrap();
+    let exe = musl("args_env");
+    let weird = "sp ace\ttab \u{e9}\u{1f600} $HOME 'q' \"dq\"";
+    let out = sb
+        .run(
+            &Command::new(&exe)
+                .args(["one", "", weird, "--flag=x"])
+                .env("GREETING", "hi there")
+                .env("EMPTY", ""),
+        )
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "argc=5");
+    assert_eq!(lines[1], format!("argv[0]={}", exe.display()));
+    assert_eq!(lines[2], "argv[1]=one");
+    assert_eq!(lines[3], "argv[2]=");
+    assert_eq!(lines[4], format!("argv[3]={weird}"));
+    assert_eq!(lines[5], "argv[4]=--flag=x");
+    let env: Vec<&str> = lines[6..].to_vec();
+    assert_eq!(env, ["env:BASE=from-sandbox", "env:GREETING=hi there", "env:EMPTY="]);
+
+    // env_clear drops the sandbox's variables.
+    let out = sb.run(&Command::new(musl("args_env")).env_clear().env("ONLY", "1")).unwrap();
+    let text = out.stdout_str();
+    let env: Vec<&str> = text.lines().filter(|l| l.starts_with("env:")).collect();
+    assert_eq!(env, ["env:ONLY=1"]);
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let mut sb = sandbox();
+    // Larger than one host read chunk and not a multiple of the page size.
+    let input: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+    let out = sb.run(&Command::new(musl("cat")).stdin(&input)).unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout.len(), input.len());
+    assert!(out.stdout == input, "stdout differs from stdin");
+    assert_eq!(out.stderr_str(), "300001\n");
+
+    // No stdin: the program sees end of file at once.
+    let out = sb.run(&Command::new(musl("cat"))).unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert_eq!(out.stderr_str(), "0\n");
+}
+
+#[test]
+fn ten_mib_malloc_touched() {
+    let out = sandbox().run(&Command::new(musl("malloc10m"))).unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // Sum of (i*7+3) mod 256 over 10 MiB: every 256 consecutive values of i
+    // cover each byte value once (7 is odd), so sum = 40960 * (0+..+255).
+    assert_eq!(out.stdout_str(), format!("sum={}\n", 40960u64 * 255 * 256 / 2));
+    assert!(out.stats.memory_used >= 10 << 20, "memory_used {}", out.stats.memory_used);
+}
+
+#[test]
+fn malloc_beyond_memory_fails_inside_the_guest() {
+    // 100 MiB cannot fit in a 64 MiB guest: the program gets NULL (ENOMEM
+    // from mmap), not a crash, and the sandbox stays usable.
+    let mut sb = sandbox();
+    let out = sb.run(&Command::new(musl("malloc10m")).arg("100")).unwrap();
+    assert_eq!(out.stdout_str(), "malloc failed\n");
+    assert_eq!(out.status.code(), Some(1));
+    let out = sb.run(&Command::new(musl("malloc10m")).arg("1")).unwrap();
+    assert_eq!(out.stdout_str(), format!("sum={}\n", 4096u64 * 255 * 256 / 2));
+}
+
+#[test]
+fn segfault_is_sigsegv() {
+    let mut sb = sandbox();
+    let out = sb.run(&Command::new(musl("segv"))).unwrap();
+    assert_eq!(out.status, ExitStatus::Signal(libc::SIGSEGV));
+    assert_eq!(out.status.shell_code(), 128 + 11);
+    assert_eq!(out.stdout, b"before the fault\n", "output before the fault is kept");
+    let fault = out.fault.expect("fault details");
+    assert_eq!(fault.vector, 14, "page fault");
+    assert_eq!(fault.address, Some(0));
+    // The sandbox is usable after a program's fault.
+    let out = sb.run(&Command::new(musl("hello"))).unwrap();
+    assert_eq!(out.stdout, b"hello, world\n");
+}
+
+#[test]
+fn infinite_loop_times_out_near_the_deadline() {
+    let limit = Duration::from_millis(300);
+    let mut sb = Sandbox::builder().timeout(limit).build().unwrap();
+    let start = Instant::now();
+    let err = sb.run(&Command::new(musl("loop"))).unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(took >= limit, "stopped early: {took:?}");
+    assert!(took < limit + Duration::from_millis(500), "stopped late: {took:?}");
+    // A timeout does not poison the sandbox.
+    let out = sb.run(&Command::new(musl("hello"))).unwrap();
+    assert_eq!(out.stdout, b"hello, world\n");
+}
+
+#[test]
+fn output_flood_is_truncated_at_the_cap() {
+    let cap = 256 * 1024;
+    let mut sb = Sandbox::builder().max_output(cap).build().unwrap();
+    let out = sb.run(&Command::new(musl("flood")).args(["4", "2"])).unwrap();
+    assert_eq!(out.status.code(), Some(0), "writes past the cap still succeed for the program");
+    assert_eq!(out.stdout.len(), cap);
+    assert_eq!(out.stderr.len(), cap);
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+    assert!(out.stderr.iter().all(|&b| b == b'y'));
+    assert!(out.stdout_truncated && out.stderr_truncated && out.truncated());
+
+    // Under the cap nothing is flagged.
+    let out = sb.run(&Command::new(musl("flood")).args(["0", "0"])).unwrap();
+    assert!(!out.truncated());
+}
+
+#[test]
+fn default_output_cap_is_one_mib() {
+    let out = sandbox().run(&Command::new(musl("flood")).args(["3", "0"])).unwrap();
+    assert_eq!(out.stdout.len(), hvsandbox::DEFAULT_MAX_OUTPUT);
+    assert_eq!(hvsandbox::DEFAULT_MAX_OUTPUT, 1 << 20);
+    assert!(out.stdout_truncated && !out.stderr_truncated);
+}
+
+#[test]
+fn unknown_syscall_is_enosys_and_counted() {
+    let out = sandbox().run(&Command::new(musl("enosys"))).unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout_str(), "ret=-1 errno=ENOSYS\n");
+    assert_eq!(out.stats.unknown_syscalls.get(&500), Some(&1), "{:?}", out.stats.unknown_syscalls);
+}
+
+#[test]
+fn not_an_elf_is_invalid_program() {
+    let dir = std::env::temp_dir().join(format!("hvsandbox-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    let mut sb = sandbox();
+    let err = sb.run(&Command::new(&script)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidProgram, "{err}");
+    assert!(err.to_string().contains("ELF"), "{err}");
+
+    let err = sb.run(&Command::new(dir.join("does-not-exist"))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidProgram, "{err}");
+
+    let err = sb.run(&Command::from_image("empty", Vec::new())).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidProgram, "{err}");
+
+    // A dynamic executable is refused with a clear message (for now).
+    let err = sb.run(&Command::new("/bin/true")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidProgram, "{err}");
+    assert!(err.to_string().contains("dynamic"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // None of this poisoned the sandbox.
+    assert_eq!(sb.run(&Command::new(musl("hello"))).unwrap().stdout, b"hello, world\n");
+}
+
+#[test]
+fn invalid_config_is_typed() {
+    for mib in [0, 8, 15, 17, 1 << 20] {
+        let err = Sandbox::builder().memory_mib(mib).build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{mib} MiB: {err}");
+    }
+    let err = Sandbox::builder().timeout(Duration::ZERO).build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    let err = Sandbox::builder().env("A=B", "x").build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+}
+
+#[test]
+fn time_identity_and_randomness() {
+    let out = sandbox().run(&Command::new(musl("sysinfo"))).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    let text = out.stdout_str();
+    let field = |name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    };
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for f in ["realtime", "gettimeofday", "time"] {
+        let t: i64 = field(f).parse().unwrap();
+        assert!((t - host_now).abs() <= 5, "{f}={t}, host {host_now}");
+    }
+    let slept: i64 = field("slept_ms").parse().unwrap();
+    assert!((20..2000).contains(&slept), "slept {slept} ms for a 20 ms nanosleep");
+    assert_eq!(field("sysname"), "Linux machine=x86_64");
+    assert_eq!(field("uid"), "1000 euid=1000 gid=1000 pid_positive=1");
+    assert_eq!(field("getrandom"), "16,16 differ=1");
+    assert_eq!(field("pagesize"), "4096");
+    assert_eq!(field("isatty"), "0");
+}
+
+#[test]
+fn rust_static_program() {
+    let rust = program("rust_hello", Flavor::RustStatic);
+    let mut sb = sandbox();
+    let out = sb
+        .run(&Command::new(&rust).args(["a", "b c"]).env("GREETING", "hej").stdin("b a b\nc"))
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr_str());
+    assert_eq!(
+        out.stdout_str(),
+        "hello from rust, args=[\"a\", \"b c\"]\ngreeting=hej\nwords=[(\"a\", 1), (\"b\", 2), (\"c\", 1)]\nsum=49995000\n"
+    );
+    let out = sb.run(&Command::new(&rust).arg("fail")).unwrap();
+    assert_eq!(out.status.code(), Some(9));
+}
+
+fn busybox(sb: &mut Sandbox, args: &[&str], stdin: &str) -> (i32, String) {
+    let out = sb.run(&Command::new(BUSYBOX).args(args).stdin(stdin)).unwrap();
+    assert_eq!(out.stderr_str(), "", "busybox {args:?} wrote to stderr");
+    (out.status.shell_code(), out.stdout_str())
+}
+
+#[test]
+fn debian_busybox_applets() {
+    let mut sb = sandbox();
+    assert_eq!(busybox(&mut sb, &["echo", "hello", "busybox"], ""), (0, "hello busybox\n".into()));
+    assert_eq!(busybox(&mut sb, &["seq", "3"], ""), (0, "1\n2\n3\n".into()));
+    assert_eq!(busybox(&mut sb, &["printf", "%s-%d\\n", "x", "42"], ""), (0, "x-42\n".into()));
+    let (code, wc) = busybox(&mut sb, &["wc"], "one two\nthree\n");
+    assert_eq!(code, 0);
+    assert_eq!(wc.split_whitespace().collect::<Vec<_>>(), ["2", "3", "14"]);
+    assert_eq!(busybox(&mut sb, &["wc", "-l"], "a\nb\nc\n").1.trim(), "3");
+    assert_eq!(busybox(&mut sb, &["sort", "-r"], "b\nc\na\n"), (0, "c\nb\na\n".into()));
+    assert_eq!(busybox(&mut sb, &["tr", "a-z", "A-Z"], "shout\n"), (0, "SHOUT\n".into()));
+    assert_eq!(busybox(&mut sb, &["false"], ""), (1, String::new()));
+}
+
+#[test]
+fn interrupt_handle_cancels_only_the_current_run() {
+    let mut sb = sandbox();
+    let handle = sb.interrupt_handle();
+    // A kill while idle does not cancel the next run.
+    handle.kill();
+    assert_eq!(sb.run(&Command::new(musl("hello"))).unwrap().stdout, b"hello, world\n");
+
+    let killer = std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(100));
+            handle.kill();
+        }
+    });
+    let start = Instant::now();
+    let err = sb.run(&Command::new(musl("loop"))).unwrap_err();
+    killer.join().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // The next run is unaffected.
+    assert_eq!(sb.run(&Command::new(musl("hello"))).unwrap().stdout, b"hello, world\n");
+}
+
+#[test]
+fn sandboxes_are_send_and_many_can_run_in_parallel() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<hvsandbox::InterruptHandle>();
+    fn assert_send<T: Send>() {}
+    assert_send::<Sandbox>();
+    assert_send::<hvsandbox::Error>();
+
+    let hello = musl("hello");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let hello = hello.clone();
+            std::thread::spawn(move || {
+                let mut sb = sandbox();
+                for _ in 0..10 {
+                    assert_eq!(sb.run(&Command::new(&hello)).unwrap().stdout, b"hello, world\n");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

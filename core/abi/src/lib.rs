@@ -269,6 +269,14 @@ pub mod user {
     pub const MIN_ADDR: u64 = 0x1_0000;
 }
 
+// The layout's fixed facts, checked at compile time.
+const _: () = {
+    assert!(core::mem::size_of::<BootInfo>() as u64 <= PAGE_SIZE);
+    assert!(core::mem::size_of::<RuntimeStats>() as u64 <= STATS_SIZE);
+    assert!(IMAGE_GPA < MIN_MEMORY);
+    assert!(DOORBELL_GPA >= MAX_MEMORY);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,9 +300,5 @@ mod tests {
                 assert!(a.0 + a.1 <= b.0, "{a:x?} overlaps {b:x?}");
             }
         }
-        assert!(core::mem::size_of::<BootInfo>() as u64 <= PAGE_SIZE);
-        assert!(core::mem::size_of::<RuntimeStats>() as u64 <= STATS_SIZE);
-        assert!(IMAGE_GPA < MIN_MEMORY);
-        assert!(DOORBELL_GPA >= MAX_MEMORY);
     }
 }

@@ -35,7 +35,7 @@
 
 /// Version of this contract. Bump on any incompatible change; the host
 /// refuses a runtime (and later a snapshot) with another version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const PAGE_SIZE: u64 = 0x1000;
 pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
@@ -145,7 +145,11 @@ pub struct BootInfo {
     pub pml4_gpa: u64,
     /// First guest-physical address after the host-built page tables.
     pub page_tables_end: u64,
-    pub _reserved: [u64; 6],
+    /// The filesystem manifest ([`fs::ManifestEntry`] records), in the
+    /// args region after argv/envp.
+    pub manifest_gpa: u64,
+    pub manifest_len: u64,
+    pub _reserved: [u64; 4],
 }
 
 pub const BOOT_FLAG_NONE: u32 = 0;
@@ -196,6 +200,96 @@ pub mod hc {
     /// faults), `args[4]` = RSP. The run ends with the matching signal.
     /// Never returns.
     pub const PROGRAM_FAULT: u64 = 8;
+    /// Look up one name in a host directory. `args[0]` = directory handle,
+    /// `args[1]` = VA of the name, `args[2]` = its length (1..=NAME_MAX, no
+    /// `/`, not `.` or `..`), `args[3]` = VA of a [`super::fs::Stat`] to
+    /// fill. Symlinks are not followed. Returns the new handle or -errno.
+    pub const FS_LOOKUP: u64 = 9;
+    /// Read a host file. `args[0]` = handle, `args[1]` = file offset,
+    /// `args[2]` = VA of the buffer, `args[3]` = length (≤ HCALL_MAX_LEN).
+    /// Returns the bytes read (0 at end of file) or -errno.
+    pub const FS_READ: u64 = 10;
+    /// List a host directory. `args[0]` = handle, `args[1]` = index of the
+    /// first entry, `args[2]` = VA of the buffer, `args[3]` = its length.
+    /// Fills whole [`super::fs::Dirent`] records (never `.` or `..`) and
+    /// returns the bytes used (0 = no more entries) or -errno.
+    pub const FS_READDIR: u64 = 11;
+    /// Read a host symlink's target. `args[0]` = handle, `args[1]` = VA of
+    /// the buffer, `args[2]` = its length. Returns the length or -errno.
+    pub const FS_READLINK: u64 = 12;
+    /// Stat a handle. `args[0]` = handle, `args[1]` = VA of a
+    /// [`super::fs::Stat`]. Returns 0 or -errno.
+    pub const FS_STAT: u64 = 13;
+    /// Send (part of) a file back to the host at exit. `args[0]` = VA of
+    /// the guest path, `args[1]` = its length, `args[2]` = VA of the data,
+    /// `args[3]` = its length (≤ HCALL_MAX_LEN), `args[4]` = offset of the
+    /// data in the file, `args[5]` = file mode. Returns 0, or -ENOSPC
+    /// when the host will take no more.
+    pub const FILE_OUT: u64 = 14;
+}
+
+/// The filesystem contract: how the host describes the guest's files and
+/// mounts at boot, and the records of the FS hypercalls.
+pub mod fs {
+    /// A read-only host directory grafted at `path`; `handle` is its root.
+    pub const ENTRY_MOUNT: u32 = 1;
+    /// A file created at `path` with `mode`, its `size` bytes read from
+    /// host `handle` (with FS_READ) at start; writable in the guest.
+    pub const ENTRY_FILE: u32 = 2;
+    /// An (empty, writable) directory created at `path`.
+    pub const ENTRY_DIR: u32 = 3;
+    /// Files at or under `path` are sent back with FILE_OUT at exit.
+    pub const ENTRY_COLLECT: u32 = 4;
+    /// The program's working directory (created if missing).
+    pub const ENTRY_CWD: u32 = 5;
+
+    /// One manifest record, followed by `path_len` bytes of absolute guest
+    /// path, then padding to a multiple of 8 bytes.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct ManifestEntry {
+        pub kind: u32,
+        pub mode: u32,
+        pub handle: u64,
+        pub size: u64,
+        pub path_len: u32,
+        pub _pad: u32,
+    }
+
+    /// Size of a record with a path of `path_len` bytes, padding included.
+    pub const fn entry_size(path_len: usize) -> usize {
+        (core::mem::size_of::<ManifestEntry>() + path_len + 7) & !7
+    }
+
+    /// File status as the host reports it for a handle.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Stat {
+        /// `st_mode`: type and permission bits.
+        pub mode: u32,
+        pub nlink: u32,
+        pub size: u64,
+        pub ino: u64,
+        pub mtime_sec: i64,
+        pub mtime_nsec: u32,
+        pub _pad: u32,
+    }
+
+    /// Header of one FS_READDIR record, followed by `name_len` bytes of
+    /// name (no NUL); records are packed back to back (unaligned).
+    #[repr(C, packed)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Dirent {
+        pub ino: u64,
+        /// `DT_*` type (4 = dir, 8 = regular, 10 = symlink, 0 = unknown).
+        pub dtype: u8,
+        pub name_len: u8,
+    }
+
+    pub const NAME_MAX: usize = 255;
+    pub const PATH_MAX: usize = 4096;
+    /// Root handle numbers start here; 0 is never a valid handle.
+    pub const FIRST_HANDLE: u64 = 1;
 }
 
 pub const WRITE_STREAM_FULL: u64 = 1;

@@ -7,17 +7,26 @@ use std::process::{Command, Output, Stdio};
 
 use hvsandbox_tests::{musl, BUSYBOX};
 
-/// `target/<profile>/hvsandbox`, built by `cargo test --workspace` (or
-/// `cargo build`) next to this test binary's `deps/` directory.
+/// `target/<profile>/hvsandbox`, next to this test binary's `deps/`
+/// directory; built here if `cargo test` did not build it (it builds a
+/// package's binaries only for that package's own tests).
 fn hvsandbox_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hvsandbox");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p hvsandbox` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+        let bin = profile_dir.join("hvsandbox");
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        build.args(["build", "-p", "hvsandbox", "--bin", "hvsandbox", "--manifest-path"]).arg(&manifest);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo to build the hvsandbox binary");
+        assert!(status.success() && bin.exists(), "cannot build {}", bin.display());
+        bin
+    })
+    .clone()
 }
 
 fn hv(args: &[&str], stdin: &[u8]) -> Output {

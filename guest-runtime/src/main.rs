@@ -9,15 +9,23 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+extern crate alloc;
+
 mod elf;
+mod errno;
+mod file;
 mod hc;
+mod heap;
 mod io;
 mod mm;
 mod random;
 mod rt;
 mod stack;
+mod sys_fs;
 mod syscalls;
 mod time;
+mod uaccess;
+mod vfs;
 
 use core::arch::global_asm;
 
@@ -302,6 +310,9 @@ pub fn jump_to_program(entry: u64, stack: u64) -> ! {
     // stack at `stack`; enter_program never returns.
     unsafe { enter_program(entry, stack) }
 }
+
+#[global_allocator]
+static ALLOCATOR: heap::RuntimeAllocator = heap::RuntimeAllocator;
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

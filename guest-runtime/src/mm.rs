@@ -28,9 +28,7 @@ pub const PROT_WRITE: u32 = 2;
 pub const PROT_EXEC: u32 = 4;
 
 /// Errors of memory operations, as Linux errno values.
-pub const ENOMEM: i64 = 12;
-pub const EINVAL: i64 = 22;
-pub const EEXIST: i64 = 17;
+pub use crate::errno::{EEXIST, EINVAL, ENOMEM};
 
 const MAX_VMAS: usize = 1024;
 
@@ -537,4 +535,21 @@ pub fn map_image_frames(va: u64, frame: u64, npages: u64, prot: u32) -> Result<(
     }
     vma_remove(va, end)?;
     vma_insert(Vma { start: va, end, prot })
+}
+
+/// Backs `[start, end)` of the runtime's own heap range with fresh frames
+/// (no VMA: the program cannot reach this range through its syscalls).
+pub fn map_runtime(start: u64, end: u64) -> Result<(), i64> {
+    back_range(start, end, PROT_READ | PROT_WRITE).map(|_| ())
+}
+
+/// A zeroed frame for the runtime's own use (file data, caches), or None
+/// when guest memory is exhausted.
+pub fn alloc_data_frame() -> Option<u64> {
+    alloc_frame()
+}
+
+/// Returns a frame from [`alloc_data_frame`].
+pub fn free_data_frame(gpa: u64) {
+    free_frame(gpa)
 }

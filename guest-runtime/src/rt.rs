@@ -92,12 +92,15 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     *BOOT.get() = Some(info);
     mm::init(&info);
     crate::random::init(&info.random_seed);
+    let args = phys_slice(info.args_gpa, info.args_len);
+    let argv0 = &args[..args.iter().position(|&c| c == 0).unwrap_or(0)];
+    crate::vfs::init(&info, argv0);
+    crate::file::init_stdio();
     let image = phys_slice(info.image_gpa, info.image_len);
     let loaded = match elf::load(image, info.image_gpa) {
         Ok(l) => l,
         Err(e) => hc::fail_exec(e),
     };
-    let args = phys_slice(info.args_gpa, info.args_len);
     let sp = match stack::build(&loaded, args, info.argc as usize, info.envc as usize) {
         Ok(sp) => sp,
         Err(e) => hc::fail_exec(e),

@@ -4,9 +4,13 @@
 
 use hvsandbox_abi as abi;
 
-use crate::mm::{self, PROT_READ, PROT_WRITE};
+use crate::mm;
 use crate::rt::{boot, Global};
-use crate::{hc, io, stack, time};
+use crate::errno::*;
+use crate::uaccess::*;
+use crate::{hc, stack, sys_fs, time};
+
+const AT_FDCWD: u64 = -100i64 as u64;
 
 /// Registers saved by `syscall_entry`, lowest address first.
 #[repr(C)]
@@ -29,30 +33,18 @@ pub struct Frame {
     pub rsp: u64,
 }
 
-const EPERM: i64 = 1;
-const ENOENT: i64 = 2;
-const ESRCH: i64 = 3;
-const EBADF: i64 = 9;
-const EAGAIN: i64 = 11;
-const EFAULT: i64 = 14;
-const EINVAL: i64 = 22;
-const ENOTTY: i64 = 25;
-const ESPIPE: i64 = 29;
-const ERANGE: i64 = 34;
-const ENOSYS: i64 = 38;
 
-type SysResult = Result<u64, i64>;
+use sys_fs::SysResult;
 
 struct Process {
     /// Signal dispositions (handler addresses), 1..=64.
     sigactions: [[u64; 4]; 65],
     sigmask: u64,
     clear_child_tid: u64,
-    fs_closed: [bool; 3],
 }
 
 static PROC: Global<Process> =
-    Global::new(Process { sigactions: [[0; 4]; 65], sigmask: 0, clear_child_tid: 0, fs_closed: [false; 3] });
+    Global::new(Process { sigactions: [[0; 4]; 65], sigmask: 0, clear_child_tid: 0 });
 
 fn stats() -> *mut abi::RuntimeStats {
     abi::phys_to_virt(abi::STATS_GPA) as *mut abi::RuntimeStats
@@ -80,67 +72,6 @@ pub fn record_memory_peak() {
     unsafe { (*stats()).frames_used_peak = mm::peak_bytes() / mm::PAGE };
 }
 
-// --- access to the program's memory ----------------------------------------
-
-fn user_bytes(va: u64, len: u64) -> Result<&'static [u8], i64> {
-    if !mm::user_access_ok(va, len, PROT_READ) {
-        return Err(EFAULT);
-    }
-    if len == 0 {
-        return Ok(&[]);
-    }
-    // SAFETY: the whole range is mapped readable in the current address
-    // space (checked above) and stays mapped for this system call.
-    Ok(unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) })
-}
-
-fn user_bytes_mut(va: u64, len: u64) -> Result<&'static mut [u8], i64> {
-    if !mm::user_access_ok(va, len, PROT_WRITE) {
-        return Err(EFAULT);
-    }
-    if len == 0 {
-        return Ok(&mut []);
-    }
-    // SAFETY: the whole range is mapped writable (checked above); the
-    // runtime holds no other reference into program memory meanwhile.
-    Ok(unsafe { core::slice::from_raw_parts_mut(va as *mut u8, len as usize) })
-}
-
-fn put_user<const N: usize>(va: u64, bytes: [u8; N]) -> Result<(), i64> {
-    user_bytes_mut(va, N as u64)?.copy_from_slice(&bytes);
-    Ok(())
-}
-
-fn put_u64s(va: u64, words: &[u64]) -> Result<(), i64> {
-    let out = user_bytes_mut(va, 8 * words.len() as u64)?;
-    for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
-        chunk.copy_from_slice(&w.to_le_bytes());
-    }
-    Ok(())
-}
-
-fn get_u64(va: u64) -> Result<u64, i64> {
-    let b = user_bytes(va, 8)?;
-    Ok(u64::from_le_bytes(b.try_into().map_err(|_| EFAULT)?))
-}
-
-/// A NUL-terminated string of at most `max` bytes (without the NUL).
-fn user_cstr(va: u64, max: u64) -> Result<&'static [u8], i64> {
-    let mut len = 0u64;
-    loop {
-        // Check page by page so a string at the end of a mapping is fine.
-        let page_left = mm::PAGE - ((va + len) & (mm::PAGE - 1));
-        let chunk = user_bytes(va + len, page_left)?;
-        if let Some(n) = chunk.iter().position(|&b| b == 0) {
-            return user_bytes(va, len + n as u64);
-        }
-        len += page_left;
-        if len > max {
-            return Err(ERANGE);
-        }
-    }
-}
-
 // --- the table ---------------------------------------------------------------
 
 /// Called by `syscall_entry` with the saved registers.
@@ -148,29 +79,96 @@ pub extern "C" fn dispatch(f: &mut Frame) {
     let nr = f.rax;
     let (a0, a1, a2, a3) = (f.rdi, f.rsi, f.rdx, f.r10);
     count_syscall();
+    let a4 = f.r8;
+    let a5 = f.r9;
     let r: SysResult = match nr {
-        0 => sys_read(a0, a1, a2),
-        1 => sys_write(a0, a1, a2),
-        3 => sys_close(a0),
-        5 => sys_fstat(a0, a1),
-        8 | 17 | 18 => fd_check(a0).and(Err(ESPIPE)), // lseek, pread64, pwrite64
-        7 => sys_poll(a0, a1, poll_timeout_ms(a2)),
+        0 => sys_fs::sys_read(a0, a1, a2),
+        1 => sys_fs::sys_write(a0, a1, a2),
+        2 => sys_fs::sys_openat(AT_FDCWD, a0, a1, a2),
+        257 => sys_fs::sys_openat(a0, a1, a2, a3),
+        85 => sys_fs::sys_openat(AT_FDCWD, a0, 0o1101, a1), // creat
+        3 => sys_fs::sys_close(a0),
+        4 => sys_fs::sys_newfstatat(AT_FDCWD, a0, a1, 0),
+        5 => sys_fs::sys_fstat(a0, a1),
+        6 => sys_fs::sys_newfstatat(AT_FDCWD, a0, a1, 0x100),
+        262 => sys_fs::sys_newfstatat(a0, a1, a2, a3),
+        332 => sys_fs::sys_statx(a0, a1, a2, a3, a4),
+        8 => sys_fs::sys_lseek(a0, a1, a2),
+        17 => sys_fs::sys_pread(a0, a1, a2, a3),
+        18 => sys_fs::sys_pwrite(a0, a1, a2, a3),
+        19 => sys_fs::sys_readv(a0, a1, a2, None),
+        20 => sys_fs::sys_writev(a0, a1, a2, None),
+        295 => sys_fs::sys_readv(a0, a1, a2, Some(a3)),
+        296 => sys_fs::sys_writev(a0, a1, a2, Some(a3)),
+        7 => sys_fs::sys_poll(a0, a1, poll_timeout_ms(a2)),
         271 => match ppoll_timeout(a2) {
-            Ok(t) => sys_poll(a0, a1, t),
+            Ok(t) => sys_fs::sys_poll(a0, a1, t),
             Err(e) => Err(e),
         },
-        9 => sys_mmap(a0, a1, a2, a3, f.r8),
+        23 => match timeval_timeout(a4) {
+            Ok(t) => sys_fs::sys_select(a0, a1, a2, a3, t),
+            Err(e) => Err(e),
+        },
+        270 => match ppoll_timeout(a4) {
+            Ok(t) => sys_fs::sys_select(a0, a1, a2, a3, t),
+            Err(e) => Err(e),
+        },
+        16 => sys_fs::sys_ioctl(a0, a1, a2),
+        21 => sys_fs::sys_faccessat(AT_FDCWD, a0, a1, 0),
+        269 => sys_fs::sys_faccessat(a0, a1, a2, 0),
+        439 => sys_fs::sys_faccessat(a0, a1, a2, a3),
+        22 => sys_fs::sys_pipe2(a0, 0),
+        293 => sys_fs::sys_pipe2(a0, a1),
+        32 => sys_fs::sys_dup(a0),
+        33 => sys_fs::sys_dup3(a0, a1, 0, true),
+        292 => sys_fs::sys_dup3(a0, a1, a2, false),
+        40 => sys_fs::sys_sendfile(a0, a1, a2, a3),
+        72 => sys_fs::sys_fcntl(a0, a1, a2),
+        73 => sys_fs::sys_fsync(a0),          // flock: no other holders
+        74 | 75 => sys_fs::sys_fsync(a0),     // fsync, fdatasync
+        162 => Ok(0),                         // sync
+        306 => sys_fs::sys_fsync(a0),         // syncfs
+        221 => sys_fs::sys_fsync(a0),         // fadvise64
+        76 => sys_fs::sys_truncate(a0, a1),
+        77 => sys_fs::sys_ftruncate(a0, a1),
+        285 => sys_fs::sys_fallocate(a0, a1, a2, a3),
+        217 => sys_fs::sys_getdents64(a0, a1, a2),
+        79 => sys_fs::sys_getcwd(a0, a1),
+        80 => sys_fs::sys_chdir(a0),
+        81 => sys_fs::sys_fchdir(a0),
+        82 => sys_fs::sys_renameat2(AT_FDCWD, a0, AT_FDCWD, a1, 0),
+        264 => sys_fs::sys_renameat2(a0, a1, a2, a3, 0),
+        316 => sys_fs::sys_renameat2(a0, a1, a2, a3, a4),
+        83 => sys_fs::sys_mkdirat(AT_FDCWD, a0, a1),
+        258 => sys_fs::sys_mkdirat(a0, a1, a2),
+        84 => sys_fs::sys_unlinkat(AT_FDCWD, a0, 0x200),
+        87 => sys_fs::sys_unlinkat(AT_FDCWD, a0, 0),
+        263 => sys_fs::sys_unlinkat(a0, a1, a2),
+        86 => sys_fs::sys_linkat(AT_FDCWD, a0, AT_FDCWD, a1, 0),
+        265 => sys_fs::sys_linkat(a0, a1, a2, a3, a4),
+        88 => sys_fs::sys_symlinkat(a0, AT_FDCWD, a1),
+        266 => sys_fs::sys_symlinkat(a0, a1, a2),
+        89 => sys_fs::sys_readlinkat(AT_FDCWD, a0, a1, a2),
+        267 => sys_fs::sys_readlinkat(a0, a1, a2, a3),
+        90 => sys_fs::sys_fchmodat(AT_FDCWD, a0, a1, None),
+        91 => sys_fs::sys_fchmodat(0, 0, a1, Some(a0)),
+        268 => sys_fs::sys_fchmodat(a0, a1, a2, None),
+        92 | 94 => sys_fs::sys_chown(a1, a2),  // chown, lchown
+        93 => sys_fs::sys_chown(a1, a2),       // fchown
+        260 => sys_fs::sys_chown(a2, a3),      // fchownat
+        95 => sys_fs::sys_umask(a0),
+        280 => sys_fs::sys_utimensat(a0, a1, a2, a3),
+        137 => sys_fs::sys_statfs_path(a0, a1),
+        138 => sys_fs::sys_fstatfs(a0, a1),
+        319 => sys_fs::sys_memfd_create(a0, a1),
+        133 => Err(EPERM),                     // mknod
+        259 => Err(EPERM),                     // mknodat
+        9 => sys_mmap(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
         12 => Ok(mm::brk(a0)),
         13 => sys_rt_sigaction(a0, a1, a2, a3),
         14 => sys_rt_sigprocmask(a0, a1, a2, a3),
-        16 => fd_check(a0).and(Err(ENOTTY)), // ioctl: no terminals here
-        19 => sys_readv(a0, a1, a2),
-        20 => sys_writev(a0, a1, a2),
-        2 | 257 => Err(ENOENT), // open, openat: no filesystem yet
-        4 | 6 => Err(ENOENT),   // stat, lstat
-        21 | 269 | 439 => Err(ENOENT), // access, faccessat, faccessat2
         24 => Ok(0),            // sched_yield
         28 => sys_madvise(a0, a1, a2),
         35 => sys_nanosleep(a0, a1),
@@ -187,11 +185,6 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         200 => sys_kill(a0, a1),      // tkill
         234 => sys_kill(a1, a2),      // tgkill
         63 => sys_uname(a0),
-        72 => sys_fcntl(a0, a1),
-        79 => sys_getcwd(a0, a1),
-        89 => sys_readlink(a0, a1, a2),
-        267 => sys_readlink(a1, a2, a3),
-        95 => Ok(0o022),              // umask
         96 => sys_gettimeofday(a0),
         97 => sys_prlimit(a0, 0, a1),
         302 => sys_prlimit(a1, a2, a3),
@@ -209,7 +202,6 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         228 => sys_clock_gettime(a0, a1),
         229 => sys_clock_getres(a1),
         230 => sys_clock_nanosleep(a0, a1, a2),
-        262 => sys_newfstatat(a0, a1, a2, a3),
         273 => Ok(0),                 // set_robust_list
         318 => sys_getrandom(a0, a1),
         334 => Err(ENOSYS),           // rseq: glibc copes without it
@@ -240,95 +232,22 @@ fn put_u32s(ptrs: &[u64], value: u32) -> Result<(), i64> {
     Ok(())
 }
 
-fn fd_check(fd: u64) -> SysResult {
-    if fd < 3 && !PROC.get().fs_closed[fd as usize] {
-        Ok(0)
-    } else {
-        Err(EBADF)
-    }
-}
-
-fn sys_read(fd: u64, buf: u64, len: u64) -> SysResult {
-    fd_check(fd)?;
-    if fd != 0 {
-        return Err(EBADF);
-    }
-    let out = user_bytes_mut(buf, len)?;
-    Ok(io::read_stdin(out) as u64)
-}
-
-fn sys_write(fd: u64, buf: u64, len: u64) -> SysResult {
-    fd_check(fd)?;
-    if fd == 0 {
-        return Err(EBADF);
-    }
-    let data = user_bytes(buf, len)?;
-    io::write_stream(fd as usize, data);
-    Ok(len)
-}
-
-const IOV_MAX: u64 = 1024;
-
-fn iovecs(iov: u64, cnt: u64) -> Result<&'static [u8], i64> {
-    if cnt > IOV_MAX {
-        return Err(EINVAL);
-    }
-    user_bytes(iov, cnt * 16)
-}
-
-fn iov_entry(v: &[u8], i: usize) -> (u64, u64) {
-    let base = u64::from_le_bytes(v[16 * i..16 * i + 8].try_into().unwrap_or([0; 8]));
-    let len = u64::from_le_bytes(v[16 * i + 8..16 * i + 16].try_into().unwrap_or([0; 8]));
-    (base, len)
-}
-
-fn sys_writev(fd: u64, iov: u64, cnt: u64) -> SysResult {
-    fd_check(fd)?;
-    if fd == 0 {
-        return Err(EBADF);
-    }
-    let v = iovecs(iov, cnt)?;
-    // Validate everything first: a bad vector writes nothing.
-    let mut total = 0u64;
-    for i in 0..cnt as usize {
-        let (base, len) = iov_entry(v, i);
-        user_bytes(base, len)?;
-        total = total.checked_add(len).ok_or(EINVAL)?;
-    }
-    for i in 0..cnt as usize {
-        let (base, len) = iov_entry(v, i);
-        io::write_stream(fd as usize, user_bytes(base, len)?);
-    }
-    Ok(total)
-}
-
-fn sys_readv(fd: u64, iov: u64, cnt: u64) -> SysResult {
-    fd_check(fd)?;
-    if fd != 0 {
-        return Err(EBADF);
-    }
-    let v = iovecs(iov, cnt)?;
-    let mut total = 0u64;
-    for i in 0..cnt as usize {
-        let (base, len) = iov_entry(v, i);
-        let out = user_bytes_mut(base, len)?;
-        let n = io::read_stdin(out) as u64;
-        total += n;
-        if n < len {
-            break;
-        }
-    }
-    Ok(total)
-}
-
-const POLLIN: u16 = 0x1;
-const POLLOUT: u16 = 0x4;
-const POLLNVAL: u16 = 0x20;
-const POLL_MAX_FDS: u64 = 4096;
-
 fn poll_timeout_ms(ms: u64) -> Option<u64> {
     let ms = ms as i32;
     (ms >= 0).then(|| ms as u64 * 1_000_000)
+}
+
+fn timeval_timeout(tv: u64) -> Result<Option<u64>, i64> {
+    if tv == 0 {
+        return Ok(None);
+    }
+    let b = user_bytes(tv, 16)?;
+    let sec = u64::from_le_bytes(b[0..8].try_into().map_err(|_| EFAULT)?);
+    let usec = u64::from_le_bytes(b[8..16].try_into().map_err(|_| EFAULT)?);
+    if (sec as i64) < 0 || usec >= 1_000_000 {
+        return Err(EINVAL);
+    }
+    Ok(Some(sec.saturating_mul(1_000_000_000).saturating_add(usec * 1000)))
 }
 
 fn ppoll_timeout(ts: u64) -> Result<Option<u64>, i64> {
@@ -339,94 +258,23 @@ fn ppoll_timeout(ts: u64) -> Result<Option<u64>, i64> {
     }
 }
 
-/// poll on stdio: stdin always has data or end of input (the host holds
-/// all of it), stdout and stderr always take more. Other fds are invalid.
-fn sys_poll(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
-    if nfds > POLL_MAX_FDS {
-        return Err(EINVAL);
-    }
-    let entries = user_bytes_mut(fds, nfds * 8)?;
-    let mut ready = 0;
-    for e in entries.chunks_exact_mut(8) {
-        let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-        let events = u16::from_le_bytes([e[4], e[5]]);
-        let revents = if fd < 0 {
-            0
-        } else if fd_check(fd as u64).is_err() {
-            POLLNVAL
-        } else if fd == 0 {
-            events & POLLIN
-        } else {
-            events & POLLOUT
-        };
-        e[6..8].copy_from_slice(&revents.to_le_bytes());
-        if revents != 0 {
-            ready += 1;
-        }
-    }
-    if ready == 0 {
-        // Nothing can ever become ready: wait out the timeout (an infinite
-        // one ends at the run's deadline).
-        hc::sleep_ns(timeout_ns.unwrap_or(u64::MAX));
-    }
-    Ok(ready)
-}
-
-fn sys_close(fd: u64) -> SysResult {
-    fd_check(fd)?;
-    PROC.get().fs_closed[fd as usize] = true;
-    Ok(0)
-}
-
-/// struct stat for stdin/stdout/stderr: pipes, as when a parent captures
-/// a child's streams.
-fn stat_pipe(buf: u64, fd: u64) -> SysResult {
-    let mut st = [0u8; 144];
-    let mode: u32 = 0o010_000 | if fd == 0 { 0o400 } else { 0o200 } | 0o600;
-    st[0..8].copy_from_slice(&0x0cu64.to_le_bytes()); // st_dev
-    st[8..16].copy_from_slice(&(100 + fd).to_le_bytes()); // st_ino
-    st[16..24].copy_from_slice(&1u64.to_le_bytes()); // st_nlink
-    st[24..28].copy_from_slice(&mode.to_le_bytes()); // st_mode
-    st[28..32].copy_from_slice(&(stack::UID as u32).to_le_bytes()); // st_uid
-    st[32..36].copy_from_slice(&(stack::UID as u32).to_le_bytes()); // st_gid
-    st[56..64].copy_from_slice(&4096u64.to_le_bytes()); // st_blksize
-    put_user(buf, st)?;
-    Ok(0)
-}
-
-fn sys_fstat(fd: u64, buf: u64) -> SysResult {
-    fd_check(fd)?;
-    stat_pipe(buf, fd)
-}
-
-const AT_EMPTY_PATH: u64 = 0x1000;
-
-fn sys_newfstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> SysResult {
-    let p = user_cstr(path, 4096)?;
-    if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
-        fd_check(dirfd)?;
-        return stat_pipe(buf, dirfd);
-    }
-    Err(ENOENT)
-}
-
 const MAP_SHARED: u64 = 0x01;
 const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 
-fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64) -> SysResult {
-    if flags & MAP_ANONYMOUS == 0 {
-        // No files to map yet.
-        let _ = fd;
-        return Err(EBADF);
-    }
-    if flags & (MAP_SHARED | MAP_PRIVATE) == 0 {
+fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> SysResult {
+    let kind = flags & (MAP_SHARED | MAP_PRIVATE);
+    if kind == 0 || kind == (MAP_SHARED | MAP_PRIVATE) {
         return Err(EINVAL);
     }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
-    mm::mmap_anon(addr, len, prot as u32 & 7, fixed, flags & MAP_FIXED_NOREPLACE != 0)
+    let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
+    if flags & MAP_ANONYMOUS == 0 {
+        return sys_fs::mmap_file(addr, len, prot as u32 & 7, kind == MAP_SHARED, fixed, noreplace, fd, off);
+    }
+    mm::mmap_anon(addr, len, prot as u32 & 7, fixed, noreplace)
 }
 
 const MADV_DONTNEED: u64 = 4;
@@ -502,7 +350,14 @@ fn sys_kill(pid: u64, sig: u64) -> SysResult {
     finish(0, sig as i32)
 }
 
-fn finish(code: i32, signal: i32) -> ! {
+/// Delivers `sig` to the program itself: ignored, or the default action
+/// (terminate). Handlers are not run yet: a caught signal terminates too.
+pub fn raise(sig: u64) {
+    let _ = sys_kill(1, sig);
+}
+
+pub fn finish(code: i32, signal: i32) -> ! {
+    crate::vfs::collect();
     record_memory_peak();
     hc::exit(code, signal)
 }
@@ -525,38 +380,6 @@ fn sys_uname(buf: u64) -> SysResult {
     put_field(&mut u, 5, b"(none)");
     put_user(buf, u)?;
     Ok(0)
-}
-
-fn sys_fcntl(fd: u64, cmd: u64) -> SysResult {
-    fd_check(fd)?;
-    match cmd {
-        1 | 2 => Ok(0),                              // F_GETFD, F_SETFD
-        3 => Ok(if fd == 0 { 0 } else { 1 }),        // F_GETFL: O_RDONLY / O_WRONLY
-        4 => Ok(0),                                  // F_SETFL
-        _ => Err(EINVAL),
-    }
-}
-
-fn sys_getcwd(buf: u64, size: u64) -> SysResult {
-    if size < 2 {
-        return Err(ERANGE);
-    }
-    put_user(buf, *b"/\0")?;
-    Ok(2)
-}
-
-fn sys_readlink(path: u64, buf: u64, size: u64) -> SysResult {
-    let p = user_cstr(path, 4096)?;
-    if p != b"/proc/self/exe" {
-        return Err(ENOENT);
-    }
-    // The program's path is argv[0] as the host gave it.
-    let b = boot();
-    let args = crate::rt::phys_slice(b.args_gpa, b.args_len);
-    let argv0 = &args[..args.iter().position(|&c| c == 0).unwrap_or(0)];
-    let n = (argv0.len() as u64).min(size);
-    user_bytes_mut(buf, n)?.copy_from_slice(&argv0[..n as usize]);
-    Ok(n)
 }
 
 fn timespec(ns: u64) -> [u64; 2] {

@@ -70,6 +70,10 @@ pub const IMAGE_GPA: u64 = RUNTIME_GPA + RUNTIME_MAX;
 pub const DOORBELL_GPA: u64 = 0x10_0000_0000;
 /// Where the host maps the doorbell page in the guest's address space.
 pub const DOORBELL_VA: u64 = 0x7f10_0000_0000;
+/// The runtime's own heap (virtual; pages mapped on demand), in a
+/// top-level slot of its own above the physmap, out of the program's reach.
+pub const RUNTIME_HEAP_VA: u64 = 0x7f80_0000_0000;
+pub const RUNTIME_HEAP_MAX: u64 = 0x40_0000_0000;
 
 /// Smallest and largest guest RAM the host accepts (multiples of 2 MiB).
 pub const MIN_MEMORY: u64 = 16 << 20;

@@ -1,0 +1,305 @@
+//! Open files and the descriptor table: the host's stdio streams, files
+//! and directories of the guest filesystem, devices and pipes.
+
+use alloc::collections::VecDeque;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+use crate::errno::*;
+use crate::io;
+use crate::rt::Global;
+use crate::vfs::{self, Dev, Errno, NodeKind, NodeRef};
+
+pub const O_ACCMODE: u32 = 3;
+pub const O_RDONLY: u32 = 0;
+pub const O_WRONLY: u32 = 1;
+pub const O_RDWR: u32 = 2;
+pub const O_CREAT: u32 = 0o100;
+pub const O_EXCL: u32 = 0o200;
+pub const O_TRUNC: u32 = 0o1000;
+pub const O_APPEND: u32 = 0o2000;
+pub const O_NONBLOCK: u32 = 0o4000;
+pub const O_DIRECTORY: u32 = 0o200_000;
+pub const O_NOFOLLOW: u32 = 0o400_000;
+pub const O_CLOEXEC: u32 = 0o2_000_000;
+pub const O_PATH: u32 = 0o10_000_000;
+pub const O_TMPFILE: u32 = 0o20_000_000;
+
+/// Most descriptors a process may hold (RLIMIT_NOFILE).
+pub const MAX_FDS: usize = 1024;
+/// A pipe holds at most this much unread data.
+pub const PIPE_CAPACITY: usize = 64 * 1024;
+
+pub struct Pipe {
+    pub buf: VecDeque<u8>,
+    pub readers: u32,
+    pub writers: u32,
+}
+
+pub enum FileKind {
+    Stdin,
+    Stdout,
+    Stderr,
+    Node(NodeRef),
+    PipeRead(Rc<RefCell<Pipe>>),
+    PipeWrite(Rc<RefCell<Pipe>>),
+}
+
+pub struct OpenFile {
+    pub kind: FileKind,
+    /// Status flags (access mode, O_APPEND, O_NONBLOCK, O_PATH).
+    pub flags: Cell<u32>,
+    pub offset: Cell<u64>,
+    /// Absolute path at open time (for /proc/self/fd).
+    pub path: Vec<u8>,
+    /// Directory listing taken at the first getdents.
+    pub listing: RefCell<Option<Vec<(Vec<u8>, u64, u8)>>>,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        match &self.kind {
+            FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
+            FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
+            _ => {}
+        }
+    }
+}
+
+impl OpenFile {
+    pub fn new(kind: FileKind, flags: u32, path: Vec<u8>) -> Rc<OpenFile> {
+        match &kind {
+            FileKind::PipeRead(p) => p.borrow_mut().readers += 1,
+            FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
+            _ => {}
+        }
+        Rc::new(OpenFile { kind, flags: Cell::new(flags), offset: Cell::new(0), path, listing: RefCell::new(None) })
+    }
+
+    pub fn readable(&self) -> bool {
+        let f = self.flags.get();
+        f & O_PATH == 0 && f & O_ACCMODE != O_WRONLY
+    }
+    pub fn writable(&self) -> bool {
+        let f = self.flags.get();
+        f & O_PATH == 0 && matches!(f & O_ACCMODE, O_WRONLY | O_RDWR)
+    }
+
+    pub fn node(&self) -> Option<&NodeRef> {
+        match &self.kind {
+            FileKind::Node(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Reads at the file offset (or at `at` for pread).
+    pub fn read(&self, out: &mut [u8], at: Option<u64>) -> Result<usize, Errno> {
+        if !self.readable() {
+            return Err(EBADF);
+        }
+        match &self.kind {
+            FileKind::Stdin => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                Ok(io::read_stdin(out))
+            }
+            FileKind::Stdout | FileKind::Stderr | FileKind::PipeWrite(_) => Err(EBADF),
+            FileKind::PipeRead(p) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                let mut p = p.borrow_mut();
+                if p.buf.is_empty() {
+                    if p.writers == 0 || out.is_empty() {
+                        return Ok(0);
+                    }
+                    // Nobody else can fill it while this process waits.
+                    return Err(EAGAIN);
+                }
+                let n = out.len().min(p.buf.len());
+                for (o, b) in out.iter_mut().zip(p.buf.drain(..n)) {
+                    *o = b;
+                }
+                Ok(n)
+            }
+            FileKind::Node(node) => match &node.kind {
+                NodeKind::File(f) => {
+                    let off = at.unwrap_or(self.offset.get());
+                    let n = f.borrow_mut().read_at(off, out)?;
+                    if at.is_none() {
+                        self.offset.set(off + n as u64);
+                    }
+                    Ok(n)
+                }
+                NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+                NodeKind::Symlink(_) => Err(EINVAL),
+                NodeKind::Dev(Dev::Null) => Ok(0),
+                NodeKind::Dev(Dev::Zero) | NodeKind::Dev(Dev::Full) => {
+                    out.fill(0);
+                    Ok(out.len())
+                }
+                NodeKind::Dev(Dev::Random) => {
+                    crate::random::fill(out);
+                    Ok(out.len())
+                }
+            },
+        }
+    }
+
+    /// Writes at the file offset (or at `at` for pwrite).
+    pub fn write(&self, data: &[u8], at: Option<u64>) -> Result<usize, Errno> {
+        if !self.writable() {
+            return Err(EBADF);
+        }
+        match &self.kind {
+            FileKind::Stdout | FileKind::Stderr => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                io::write_stream(if matches!(self.kind, FileKind::Stdout) { 1 } else { 2 }, data);
+                Ok(data.len())
+            }
+            FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
+            FileKind::PipeWrite(p) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                let mut p = p.borrow_mut();
+                if p.readers == 0 {
+                    return Err(EPIPE);
+                }
+                let room = PIPE_CAPACITY.saturating_sub(p.buf.len());
+                if room == 0 {
+                    return Err(EAGAIN);
+                }
+                let n = data.len().min(room);
+                p.buf.extend(&data[..n]);
+                Ok(n)
+            }
+            FileKind::Node(node) => match &node.kind {
+                NodeKind::File(f) => {
+                    let mut f = f.borrow_mut();
+                    let off = match at {
+                        Some(a) => a,
+                        None if self.flags.get() & O_APPEND != 0 => f.size,
+                        None => self.offset.get(),
+                    };
+                    let n = f.write_at(off, data)?;
+                    drop(f);
+                    node.touch();
+                    if at.is_none() {
+                        self.offset.set(off + n as u64);
+                    }
+                    Ok(n)
+                }
+                NodeKind::Dev(Dev::Full) => Err(ENOSPC),
+                NodeKind::Dev(_) => Ok(data.len()),
+                NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+                NodeKind::Symlink(_) => Err(EINVAL),
+            },
+        }
+    }
+
+    /// Bytes ready to read without blocking (FIONREAD), and whether a read
+    /// would not block.
+    pub fn read_ready(&self) -> (usize, bool) {
+        match &self.kind {
+            FileKind::PipeRead(p) => {
+                let p = p.borrow();
+                (p.buf.len(), !p.buf.is_empty() || p.writers == 0)
+            }
+            FileKind::Node(n) => match &n.kind {
+                NodeKind::File(f) => (f.borrow().size.saturating_sub(self.offset.get()) as usize, true),
+                _ => (0, true),
+            },
+            _ => (0, true),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Fd {
+    pub file: Rc<OpenFile>,
+    pub cloexec: bool,
+}
+
+static FDS: Global<Vec<Option<Fd>>> = Global::new(Vec::new());
+
+/// Installs stdin, stdout and stderr as descriptors 0, 1, 2.
+pub fn init_stdio() {
+    let t = FDS.get();
+    t.clear();
+    t.push(Some(Fd { file: OpenFile::new(FileKind::Stdin, O_RDONLY, b"pipe:[0]".to_vec()), cloexec: false }));
+    t.push(Some(Fd { file: OpenFile::new(FileKind::Stdout, O_WRONLY, b"pipe:[1]".to_vec()), cloexec: false }));
+    t.push(Some(Fd { file: OpenFile::new(FileKind::Stderr, O_WRONLY, b"pipe:[2]".to_vec()), cloexec: false }));
+}
+
+pub fn get(fd: u64) -> Result<Rc<OpenFile>, Errno> {
+    FDS.get().get(fd as usize).and_then(|e| e.as_ref()).map(|e| e.file.clone()).ok_or(EBADF)
+}
+
+pub fn get_entry(fd: u64) -> Result<&'static mut Fd, Errno> {
+    FDS.get().get_mut(fd as usize).and_then(|e| e.as_mut()).ok_or(EBADF)
+}
+
+/// Installs `file` at the lowest free descriptor `>= min`.
+pub fn install(file: Rc<OpenFile>, cloexec: bool, min: usize) -> Result<u64, Errno> {
+    let t = FDS.get();
+    let slot = (min..MAX_FDS).find(|&i| t.get(i).is_none_or(|e| e.is_none())).ok_or(EMFILE)?;
+    if t.len() <= slot {
+        t.try_reserve(slot + 1 - t.len()).map_err(|_| ENOMEM)?;
+        t.resize(slot + 1, None);
+    }
+    t[slot] = Some(Fd { file, cloexec });
+    Ok(slot as u64)
+}
+
+/// Puts `file` at exactly `fd`, closing what was there.
+pub fn install_at(fd: u64, file: Rc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
+    let fd_us = fd as usize;
+    if fd_us >= MAX_FDS {
+        return Err(EBADF);
+    }
+    let t = FDS.get();
+    if t.len() <= fd_us {
+        t.try_reserve(fd_us + 1 - t.len()).map_err(|_| ENOMEM)?;
+        t.resize(fd_us + 1, None);
+    }
+    let old = t[fd_us].replace(Fd { file, cloexec });
+    drop(old);
+    Ok(fd)
+}
+
+pub fn close(fd: u64) -> Result<(), Errno> {
+    let t = FDS.get();
+    let e = t.get_mut(fd as usize).and_then(|e| e.take()).ok_or(EBADF)?;
+    drop(e);
+    Ok(())
+}
+
+pub fn open_fds() -> Vec<u32> {
+    FDS.get().iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i as u32).collect()
+}
+
+/// The path an open descriptor refers to (for /proc/self/fd).
+pub fn fd_path(fd: u32) -> Option<Vec<u8>> {
+    FDS.get().get(fd as usize)?.as_ref().map(|e| e.file.path.clone())
+}
+
+/// A new pipe: (read end, write end).
+pub fn new_pipe(flags: u32) -> (Rc<OpenFile>, Rc<OpenFile>) {
+    let p = Rc::new(RefCell::new(Pipe { buf: VecDeque::new(), readers: 0, writers: 0 }));
+    static NEXT: Global<u64> = Global::new(1000);
+    let id = NEXT.get();
+    *id += 1;
+    let mut name = b"pipe:[".to_vec();
+    vfs::push_num(&mut name, *id);
+    name.push(b']');
+    let nb = flags & O_NONBLOCK;
+    (
+        OpenFile::new(FileKind::PipeRead(p.clone()), O_RDONLY | nb, name.clone()),
+        OpenFile::new(FileKind::PipeWrite(p), O_WRONLY | nb, name),
+    )
+}

@@ -1,0 +1,153 @@
+//! The runtime's heap: size classes for small objects, page runs for large
+//! ones, in a virtual range of its own ([`abi::RUNTIME_HEAP_VA`]) backed on
+//! demand by frames from the page allocator. Single-threaded (one vCPU).
+//!
+//! Allocation failure returns null: collections used on guest-controlled
+//! sizes go through `try_reserve` and turn it into ENOMEM.
+
+use core::alloc::{GlobalAlloc, Layout};
+
+use hvsandbox_abi as abi;
+
+use crate::mm;
+use crate::rt::Global;
+
+const PAGE: usize = abi::PAGE_SIZE as usize;
+/// Object sizes of the small classes; each object is aligned to its size.
+const CLASSES: [usize; 8] = [16, 32, 64, 128, 256, 512, 1024, 2048];
+
+struct Heap {
+    /// Heads of the free lists of the small classes (intrusive).
+    small: [usize; CLASSES.len()],
+    /// Freed page runs: each starts with [`Run`] (intrusive list).
+    runs: usize,
+    /// Next never-used virtual address.
+    next: usize,
+}
+
+#[repr(C)]
+struct Run {
+    pages: usize,
+    next: usize,
+}
+
+static HEAP: Global<Heap> =
+    Global::new(Heap { small: [0; CLASSES.len()], runs: 0, next: abi::RUNTIME_HEAP_VA as usize });
+
+/// Maps `pages` fresh pages at the end of the heap range.
+fn grow(pages: usize, align: usize) -> Option<usize> {
+    let h = HEAP.get();
+    let start = h.next.next_multiple_of(align.max(PAGE));
+    let end = start.checked_add(pages.checked_mul(PAGE)?)?;
+    if end as u64 > abi::RUNTIME_HEAP_VA + abi::RUNTIME_HEAP_MAX {
+        return None;
+    }
+    mm::map_runtime(start as u64, end as u64).ok()?;
+    h.next = end;
+    Some(start)
+}
+
+fn alloc_pages(pages: usize, align: usize) -> *mut u8 {
+    let h = HEAP.get();
+    if align <= PAGE {
+        // First fit among freed runs, splitting off the tail.
+        let mut link: *mut usize = &mut h.runs;
+        // SAFETY: every run on the list is mapped heap memory starting with
+        // a Run header we wrote when it was freed.
+        unsafe {
+            while *link != 0 {
+                let run = *link as *mut Run;
+                if (*run).pages >= pages {
+                    let rest = (*run).pages - pages;
+                    if rest == 0 {
+                        *link = (*run).next;
+                    } else {
+                        (*run).pages = rest;
+                        return (run as *mut u8).add(rest * PAGE);
+                    }
+                    return run as *mut u8;
+                }
+                link = &mut (*run).next;
+            }
+        }
+    }
+    grow(pages, align).map_or(core::ptr::null_mut(), |va| va as *mut u8)
+}
+
+fn class_of(layout: &Layout) -> Option<usize> {
+    let size = layout.size().max(layout.align());
+    CLASSES.iter().position(|&c| c >= size)
+}
+
+pub struct RuntimeAllocator;
+
+// SAFETY: the allocator hands out disjoint, mapped, suitably aligned
+// blocks and takes them back only through dealloc with the same layout.
+unsafe impl GlobalAlloc for RuntimeAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let h = HEAP.get();
+        match class_of(&layout) {
+            Some(c) => {
+                if h.small[c] == 0 {
+                    let page = alloc_pages(1, PAGE);
+                    if page.is_null() {
+                        return page;
+                    }
+                    let size = CLASSES[c];
+                    for off in (0..PAGE).step_by(size).rev() {
+                        // SAFETY: `page` is a fresh mapped page; each object
+                        // slot holds the free-list link in its first word.
+                        unsafe { (page.add(off) as *mut usize).write(h.small[c]) };
+                        h.small[c] = page as usize + off;
+                    }
+                }
+                let obj = h.small[c];
+                // SAFETY: obj is a free object of this class holding its link.
+                h.small[c] = unsafe { (obj as *const usize).read() };
+                obj as *mut u8
+            }
+            None => alloc_pages(layout.size().div_ceil(PAGE), layout.align()),
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let h = HEAP.get();
+        match class_of(&layout) {
+            Some(c) => {
+                // SAFETY: ptr was allocated from class c and is free now.
+                unsafe { (ptr as *mut usize).write(h.small[c]) };
+                h.small[c] = ptr as usize;
+            }
+            None => {
+                let run = ptr as *mut Run;
+                // SAFETY: ptr starts a run of whole mapped pages we handed out.
+                unsafe { run.write(Run { pages: layout.size().div_ceil(PAGE), next: h.runs }) };
+                h.runs = ptr as usize;
+            }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // Same class or same number of pages: keep the block.
+        // SAFETY: the caller guarantees a valid layout for new_size.
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        let same = match (class_of(&layout), class_of(&new)) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => layout.size().div_ceil(PAGE) == new_size.div_ceil(PAGE),
+            _ => false,
+        };
+        if same {
+            return ptr;
+        }
+        // SAFETY: forwarding the caller's contract.
+        let p = unsafe { self.alloc(new) };
+        if !p.is_null() {
+            // SAFETY: both blocks are valid for the smaller size; distinct.
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        p
+    }
+}

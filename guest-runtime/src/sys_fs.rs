@@ -1,0 +1,1103 @@
+//! File-related system calls: descriptors, paths, directories, pipes,
+//! polling, file mappings.
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+
+use hvsandbox_abi::fs::PATH_MAX;
+
+use crate::errno::*;
+use crate::file::{self, FileKind, OpenFile, *};
+use crate::mm::{self, PROT_READ, PROT_WRITE};
+use crate::stack::UID;
+use crate::uaccess::*;
+use crate::vfs::{self, Dev, NodeKind, NodeRef, S_IFIFO, S_IFMT};
+
+pub type SysResult = Result<u64, i64>;
+
+const AT_FDCWD: i32 = -100;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_REMOVEDIR: u64 = 0x200;
+const AT_SYMLINK_FOLLOW: u64 = 0x400;
+const AT_EMPTY_PATH: u64 = 0x1000;
+
+// --- arguments -------------------------------------------------------------------
+
+fn path_arg(ptr: u64) -> Result<&'static [u8], i64> {
+    match user_cstr(ptr, PATH_MAX as u64) {
+        Err(ERANGE) => Err(ENAMETOOLONG),
+        r => r,
+    }
+}
+
+/// The directory a `*at` call starts from.
+fn base_dir(dirfd: u64) -> Result<NodeRef, i64> {
+    if dirfd as i32 == AT_FDCWD {
+        return Ok(vfs::cwd());
+    }
+    let f = file::get(dirfd)?;
+    match f.node() {
+        Some(n) if n.is_dir() => Ok(n.clone()),
+        _ => Err(ENOTDIR),
+    }
+}
+
+/// Resolves `(dirfd, path)`; an empty path with AT_EMPTY_PATH means the
+/// descriptor itself.
+fn resolve_at(dirfd: u64, path: u64, flags: u64) -> Result<NodeOrFile, i64> {
+    let p = path_arg(path)?;
+    if p.is_empty() {
+        if flags & AT_EMPTY_PATH == 0 {
+            return Err(ENOENT);
+        }
+        if dirfd as i32 == AT_FDCWD {
+            return Ok(NodeOrFile::Node(vfs::cwd()));
+        }
+        return Ok(NodeOrFile::File(file::get(dirfd)?));
+    }
+    let base = if p[0] == b'/' { vfs::root() } else { base_dir(dirfd)? };
+    Ok(NodeOrFile::Node(vfs::resolve(&base, p, flags & AT_SYMLINK_NOFOLLOW == 0)?))
+}
+
+enum NodeOrFile {
+    Node(NodeRef),
+    File(Rc<OpenFile>),
+}
+
+fn parent_at(dirfd: u64, path: u64) -> Result<(NodeRef, Vec<u8>), i64> {
+    let p = path_arg(path)?;
+    let base = if p.first() == Some(&b'/') { vfs::root() } else { base_dir(dirfd)? };
+    vfs::resolve_parent(&base, p)
+}
+
+// --- open, close, read, write ---------------------------------------------------------
+
+pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
+    let flags = flags as u32;
+    let p = path_arg(path)?;
+    if p.is_empty() {
+        return Err(ENOENT);
+    }
+    let base = if p[0] == b'/' { vfs::root() } else { base_dir(dirfd)? };
+    let acc = flags & O_ACCMODE;
+    if acc == 3 {
+        return Err(EINVAL);
+    }
+    let wants_write = matches!(acc, O_WRONLY | O_RDWR) || flags & O_TRUNC != 0 && flags & O_PATH == 0;
+
+    if flags & O_TMPFILE == O_TMPFILE {
+        let dir = vfs::resolve(&base, p, true)?;
+        if !dir.is_dir() {
+            return Err(ENOTDIR);
+        }
+        if dir.readonly() {
+            return Err(EROFS);
+        }
+        let node = vfs::new_file(mode as u32 & 0o7777 & !*vfs::umask());
+        let of = OpenFile::new(FileKind::Node(node), flags & !(O_TMPFILE | O_CLOEXEC), vfs::absolute(&dir, b"#tmpfile"));
+        return file::install(of, flags & O_CLOEXEC != 0, 0);
+    }
+
+    let node = if flags & O_CREAT != 0 {
+        let (dir, name) = vfs::resolve_parent(&base, p)?;
+        if p.last() == Some(&b'/') {
+            return Err(EISDIR);
+        }
+        match vfs::lookup(&dir, &name) {
+            Ok(existing) => {
+                if flags & O_EXCL != 0 {
+                    return Err(EEXIST);
+                }
+                if existing.is_symlink() {
+                    if flags & O_NOFOLLOW != 0 {
+                        return Err(ELOOP);
+                    }
+                    match vfs::resolve(&dir, &name, true) {
+                        Ok(n) => n,
+                        // A dangling link: create its target.
+                        Err(ENOENT) => {
+                            let target = vfs::readlink(&existing)?;
+                            let (tdir, tname) = vfs::resolve_parent(&dir, &target)?;
+                            if !vfs::permitted(&tdir, 3) {
+                                return Err(EACCES);
+                            }
+                            vfs::create_file(&tdir, &tname, mode as u32)?
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    existing
+                }
+            }
+            Err(ENOENT) => {
+                if name == b"." || name == b".." {
+                    return Err(EISDIR);
+                }
+                if dir.readonly() {
+                    return Err(EROFS);
+                }
+                if !vfs::permitted(&dir, 3) {
+                    return Err(EACCES);
+                }
+                vfs::create_file(&dir, &name, mode as u32)?
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        let follow = flags & O_NOFOLLOW == 0;
+        let n = vfs::resolve(&base, p, follow)?;
+        if n.is_symlink() && flags & O_PATH == 0 {
+            return Err(ELOOP);
+        }
+        n
+    };
+
+    if flags & O_DIRECTORY != 0 && !node.is_dir() {
+        return Err(ENOTDIR);
+    }
+    if flags & O_PATH == 0 {
+        if node.is_dir() && wants_write {
+            return Err(EISDIR);
+        }
+        if wants_write && node.readonly() {
+            return Err(EROFS);
+        }
+        let want = match acc {
+            O_RDONLY => 4,
+            O_WRONLY => 2,
+            _ => 6,
+        };
+        if !vfs::permitted(&node, want) {
+            return Err(EACCES);
+        }
+        if flags & O_TRUNC != 0 && wants_write {
+            if let NodeKind::File(f) = &node.kind {
+                f.borrow_mut().truncate(0)?;
+                node.touch();
+            }
+        }
+    }
+    let path = vfs::absolute(&base, p);
+    let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH | O_DIRECTORY;
+    let of = OpenFile::new(FileKind::Node(node), flags & keep, path);
+    file::install(of, flags & O_CLOEXEC != 0, 0)
+}
+
+pub fn sys_close(fd: u64) -> SysResult {
+    file::close(fd).map(|_| 0)
+}
+
+pub fn sys_read(fd: u64, buf: u64, len: u64) -> SysResult {
+    let f = file::get(fd)?;
+    let out = user_bytes_mut(buf, len)?;
+    f.read(out, None).map(|n| n as u64)
+}
+
+pub fn sys_write(fd: u64, buf: u64, len: u64) -> SysResult {
+    let f = file::get(fd)?;
+    let data = user_bytes(buf, len)?;
+    write_checked(&f, data, None)
+}
+
+/// A write; EPIPE also raises SIGPIPE, as Linux does.
+fn write_checked(f: &OpenFile, data: &[u8], at: Option<u64>) -> SysResult {
+    match f.write(data, at) {
+        Err(EPIPE) => {
+            crate::syscalls::raise(13);
+            Err(EPIPE)
+        }
+        r => r.map(|n| n as u64),
+    }
+}
+
+fn offset_arg(off: u64) -> Result<u64, i64> {
+    if (off as i64) < 0 {
+        Err(EINVAL)
+    } else {
+        Ok(off)
+    }
+}
+
+pub fn sys_pread(fd: u64, buf: u64, len: u64, off: u64) -> SysResult {
+    let f = file::get(fd)?;
+    let out = user_bytes_mut(buf, len)?;
+    f.read(out, Some(offset_arg(off)?)).map(|n| n as u64)
+}
+
+pub fn sys_pwrite(fd: u64, buf: u64, len: u64, off: u64) -> SysResult {
+    let f = file::get(fd)?;
+    let data = user_bytes(buf, len)?;
+    write_checked(&f, data, Some(offset_arg(off)?))
+}
+
+const IOV_MAX: u64 = 1024;
+
+fn iovecs(iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i64> {
+    if cnt > IOV_MAX {
+        return Err(EINVAL);
+    }
+    let v = user_bytes(iov, cnt * 16)?;
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for c in v.chunks_exact(16) {
+        let base = u64::from_le_bytes(c[0..8].try_into().map_err(|_| EFAULT)?);
+        let len = u64::from_le_bytes(c[8..16].try_into().map_err(|_| EFAULT)?);
+        total = total.checked_add(len).filter(|&t| t <= i64::MAX as u64).ok_or(EINVAL)?;
+        out.push((base, len));
+    }
+    Ok(out)
+}
+
+pub fn sys_readv(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
+    let f = file::get(fd)?;
+    let v = iovecs(iov, cnt)?;
+    let mut total = 0u64;
+    for (base, len) in v {
+        let out = user_bytes_mut(base, len)?;
+        let n = match f.read(out, at.map(|a| a + total)) {
+            Ok(n) => n as u64,
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        };
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+pub fn sys_writev(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
+    let f = file::get(fd)?;
+    let v = iovecs(iov, cnt)?;
+    // Validate everything first: a bad vector writes nothing.
+    for &(base, len) in &v {
+        user_bytes(base, len)?;
+    }
+    let mut total = 0u64;
+    for (base, len) in v {
+        let n = match write_checked(&f, user_bytes(base, len)?, at.map(|a| a + total)) {
+            Ok(n) => n,
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        };
+        total += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+pub fn sys_lseek(fd: u64, off: u64, whence: u64) -> SysResult {
+    let f = file::get(fd)?;
+    let node = match &f.kind {
+        FileKind::Node(n) => n.clone(),
+        _ => return Err(ESPIPE),
+    };
+    let size = node.size() as i64;
+    let cur = f.offset.get() as i64;
+    let off = off as i64;
+    let new = match whence {
+        0 => Some(off),
+        1 => cur.checked_add(off),
+        2 => size.checked_add(off),
+        3 => (off < size).then_some(off),  // SEEK_DATA: no holes reported
+        4 => (off < size).then_some(size), // SEEK_HOLE: the end
+        _ => return Err(EINVAL),
+    };
+    let new = match new {
+        Some(n) if n >= 0 => n,
+        None if whence >= 3 => return Err(ENXIO),
+        _ => return Err(EINVAL),
+    };
+    if node.is_dir() {
+        // rewinddir / seekdir: the listing is taken again from the start.
+        *f.listing.borrow_mut() = None;
+    }
+    f.offset.set(new as u64);
+    Ok(new as u64)
+}
+
+// --- status ---------------------------------------------------------------------------
+
+struct StatInfo {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    size: u64,
+    atime: (i64, u32),
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+}
+
+fn node_stat(n: &NodeRef) -> StatInfo {
+    let m = *n.meta.borrow();
+    let rdev = match &n.kind {
+        NodeKind::Dev(Dev::Null) => (1 << 8) | 3,
+        NodeKind::Dev(Dev::Zero) => (1 << 8) | 5,
+        NodeKind::Dev(Dev::Full) => (1 << 8) | 7,
+        NodeKind::Dev(Dev::Random) => (1 << 8) | 9,
+        _ => 0,
+    };
+    StatInfo {
+        dev: m.dev,
+        ino: m.ino,
+        mode: m.mode,
+        nlink: m.nlink,
+        uid: m.uid,
+        gid: m.gid,
+        rdev,
+        size: n.size(),
+        atime: m.atime,
+        mtime: m.mtime,
+        ctime: m.ctime,
+    }
+}
+
+fn file_stat(f: &OpenFile) -> StatInfo {
+    match &f.kind {
+        FileKind::Node(n) => node_stat(n),
+        other => {
+            let ino = match other {
+                FileKind::Stdin => 100,
+                FileKind::Stdout => 101,
+                FileKind::Stderr => 102,
+                FileKind::PipeRead(p) | FileKind::PipeWrite(p) => 0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff),
+                FileKind::Node(_) => 0,
+            };
+            let perm = match other {
+                FileKind::Stdin | FileKind::PipeRead(_) => 0o600,
+                _ => 0o600,
+            };
+            let t = (crate::time::realtime_ns() / 1_000_000_000) as i64;
+            StatInfo {
+                dev: 0xc,
+                ino,
+                mode: S_IFIFO | perm,
+                nlink: 1,
+                uid: UID as u32,
+                gid: UID as u32,
+                rdev: 0,
+                size: 0,
+                atime: (t, 0),
+                mtime: (t, 0),
+                ctime: (t, 0),
+            }
+        }
+    }
+}
+
+fn put_stat(buf: u64, s: &StatInfo) -> SysResult {
+    let mut st = [0u8; 144];
+    let mut put = |off: usize, v: u64| st[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    put(0, s.dev);
+    put(8, s.ino);
+    put(16, s.nlink as u64);
+    put(24, s.mode as u64 | ((s.uid as u64) << 32));
+    put(32, s.gid as u64);
+    put(40, s.rdev);
+    put(48, s.size);
+    put(56, 4096);
+    put(64, s.size.div_ceil(512));
+    put(72, s.atime.0 as u64);
+    put(80, s.atime.1 as u64);
+    put(88, s.mtime.0 as u64);
+    put(96, s.mtime.1 as u64);
+    put(104, s.ctime.0 as u64);
+    put(112, s.ctime.1 as u64);
+    put_user(buf, st)?;
+    Ok(0)
+}
+
+fn stat_of(x: &NodeOrFile) -> StatInfo {
+    match x {
+        NodeOrFile::Node(n) => node_stat(n),
+        NodeOrFile::File(f) => file_stat(f),
+    }
+}
+
+pub fn sys_fstat(fd: u64, buf: u64) -> SysResult {
+    let f = file::get(fd)?;
+    put_stat(buf, &file_stat(&f))
+}
+
+pub fn sys_newfstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> SysResult {
+    let x = resolve_at(dirfd, path, flags)?;
+    put_stat(buf, &stat_of(&x))
+}
+
+pub fn sys_statx(dirfd: u64, path: u64, flags: u64, _mask: u64, buf: u64) -> SysResult {
+    let x = resolve_at(dirfd, path, flags)?;
+    let s = stat_of(&x);
+    let mut st = [0u8; 256];
+    st[0..4].copy_from_slice(&0x7ffu32.to_le_bytes()); // STATX_BASIC_STATS
+    st[4..8].copy_from_slice(&4096u32.to_le_bytes());
+    st[16..20].copy_from_slice(&s.nlink.to_le_bytes());
+    st[20..24].copy_from_slice(&s.uid.to_le_bytes());
+    st[24..28].copy_from_slice(&s.gid.to_le_bytes());
+    st[28..30].copy_from_slice(&(s.mode as u16).to_le_bytes());
+    st[32..40].copy_from_slice(&s.ino.to_le_bytes());
+    st[40..48].copy_from_slice(&s.size.to_le_bytes());
+    st[48..56].copy_from_slice(&s.size.div_ceil(512).to_le_bytes());
+    for (off, t) in [(64, s.atime), (80, s.ctime), (96, s.ctime), (112, s.mtime)] {
+        st[off..off + 8].copy_from_slice(&t.0.to_le_bytes());
+        st[off + 8..off + 12].copy_from_slice(&t.1.to_le_bytes());
+    }
+    st[128..132].copy_from_slice(&((s.rdev >> 8) as u32).to_le_bytes());
+    st[132..136].copy_from_slice(&((s.rdev & 0xff) as u32).to_le_bytes());
+    st[136..140].copy_from_slice(&0u32.to_le_bytes());
+    st[140..144].copy_from_slice(&(s.dev as u32).to_le_bytes());
+    put_user(buf, st)?;
+    Ok(0)
+}
+
+pub fn sys_getdents64(fd: u64, buf: u64, len: u64) -> SysResult {
+    let f = file::get(fd)?;
+    let node = f.node().filter(|n| n.is_dir()).ok_or(ENOTDIR)?.clone();
+    if f.flags.get() & O_PATH != 0 {
+        return Err(EBADF);
+    }
+    let out = user_bytes_mut(buf, len)?;
+    let mut listing = f.listing.borrow_mut();
+    if listing.is_none() {
+        *listing = Some(vfs::list(&node)?);
+    }
+    let entries = listing.as_ref().ok_or(EIO)?;
+    let mut idx = f.offset.get() as usize;
+    let mut pos = 0usize;
+    while let Some((name, ino, dtype)) = entries.get(idx) {
+        let reclen = (19usize + name.len() + 1).next_multiple_of(8);
+        if pos + reclen > out.len() {
+            if pos == 0 {
+                return Err(EINVAL);
+            }
+            break;
+        }
+        let rec = &mut out[pos..pos + reclen];
+        rec.fill(0);
+        rec[0..8].copy_from_slice(&ino.to_le_bytes());
+        rec[8..16].copy_from_slice(&((idx + 1) as u64).to_le_bytes());
+        rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
+        rec[18] = *dtype;
+        rec[19..19 + name.len()].copy_from_slice(name);
+        pos += reclen;
+        idx += 1;
+    }
+    f.offset.set(idx as u64);
+    Ok(pos as u64)
+}
+
+pub fn sys_readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> SysResult {
+    if (size as i64) <= 0 {
+        return Err(EINVAL);
+    }
+    let node = match resolve_at(dirfd, path, AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH)? {
+        NodeOrFile::Node(n) => n,
+        NodeOrFile::File(f) => f.node().cloned().ok_or(EINVAL)?,
+    };
+    let target = vfs::readlink(&node)?;
+    let n = (target.len() as u64).min(size);
+    user_bytes_mut(buf, n)?.copy_from_slice(&target[..n as usize]);
+    Ok(n)
+}
+
+pub fn sys_faccessat(dirfd: u64, path: u64, mode: u64, flags: u64) -> SysResult {
+    if mode & !7 != 0 {
+        return Err(EINVAL);
+    }
+    let node = match resolve_at(dirfd, path, flags & (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH))? {
+        NodeOrFile::Node(n) => n,
+        NodeOrFile::File(f) => match f.node() {
+            Some(n) => n.clone(),
+            None => return Ok(0),
+        },
+    };
+    if mode & 2 != 0 && node.readonly() {
+        return Err(EROFS);
+    }
+    if vfs::permitted(&node, mode as u32) {
+        Ok(0)
+    } else {
+        Err(EACCES)
+    }
+}
+
+// --- directories --------------------------------------------------------------------
+
+pub fn sys_getcwd(buf: u64, size: u64) -> SysResult {
+    let mut p = vfs::path_of(&vfs::cwd());
+    p.push(0);
+    if (p.len() as u64) > size {
+        return Err(ERANGE);
+    }
+    user_bytes_mut(buf, p.len() as u64)?.copy_from_slice(&p);
+    Ok(p.len() as u64)
+}
+
+pub fn sys_chdir(path: u64) -> SysResult {
+    let p = path_arg(path)?;
+    let n = vfs::resolve(&vfs::cwd(), p, true)?;
+    if !n.is_dir() {
+        return Err(ENOTDIR);
+    }
+    if !vfs::permitted(&n, 1) {
+        return Err(EACCES);
+    }
+    vfs::set_cwd(n);
+    Ok(0)
+}
+
+pub fn sys_fchdir(fd: u64) -> SysResult {
+    let f = file::get(fd)?;
+    let n = f.node().filter(|n| n.is_dir()).ok_or(ENOTDIR)?.clone();
+    vfs::set_cwd(n);
+    Ok(0)
+}
+
+pub fn sys_mkdirat(dirfd: u64, path: u64, mode: u64) -> SysResult {
+    let (dir, name) = parent_at(dirfd, path)?;
+    if name == b"." || name == b".." {
+        return Err(EEXIST);
+    }
+    if !dir.readonly() && !vfs::permitted(&dir, 3) {
+        return Err(EACCES);
+    }
+    vfs::mkdir(&dir, &name, mode as u32).map(|_| 0)
+}
+
+pub fn sys_unlinkat(dirfd: u64, path: u64, flags: u64) -> SysResult {
+    if flags & !AT_REMOVEDIR != 0 {
+        return Err(EINVAL);
+    }
+    let (dir, name) = parent_at(dirfd, path)?;
+    vfs::remove(&dir, &name, flags & AT_REMOVEDIR != 0).map(|_| 0)
+}
+
+pub fn sys_renameat2(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
+    const RENAME_NOREPLACE: u64 = 1;
+    if flags & !RENAME_NOREPLACE != 0 {
+        return Err(EINVAL);
+    }
+    let (odir, oname) = parent_at(od, op)?;
+    let (ndir, nname) = parent_at(nd, np)?;
+    vfs::rename(&odir, &oname, &ndir, &nname, flags & RENAME_NOREPLACE != 0).map(|_| 0)
+}
+
+pub fn sys_linkat(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
+    let follow = if flags & AT_SYMLINK_FOLLOW != 0 { 0 } else { AT_SYMLINK_NOFOLLOW };
+    let node = match resolve_at(od, op, follow | (flags & AT_EMPTY_PATH))? {
+        NodeOrFile::Node(n) => n,
+        NodeOrFile::File(f) => f.node().cloned().ok_or(EXDEV)?,
+    };
+    if node.is_dir() {
+        return Err(EPERM);
+    }
+    if node.readonly() {
+        return Err(EXDEV);
+    }
+    let (ndir, nname) = parent_at(nd, np)?;
+    vfs::link_into(&ndir, &nname, node.clone())?;
+    node.meta.borrow_mut().nlink += 1;
+    Ok(0)
+}
+
+pub fn sys_symlinkat(target: u64, nd: u64, np: u64) -> SysResult {
+    let t = path_arg(target)?.to_vec();
+    let (dir, name) = parent_at(nd, np)?;
+    vfs::symlink(&dir, &name, &t).map(|_| 0)
+}
+
+fn truncate_node(node: &NodeRef, len: u64) -> SysResult {
+    if (len as i64) < 0 {
+        return Err(EINVAL);
+    }
+    match &node.kind {
+        NodeKind::File(f) => {
+            if node.readonly() {
+                return Err(EROFS);
+            }
+            f.borrow_mut().truncate(len)?;
+            node.touch();
+            Ok(0)
+        }
+        NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+        _ => Err(EINVAL),
+    }
+}
+
+pub fn sys_ftruncate(fd: u64, len: u64) -> SysResult {
+    let f = file::get(fd)?;
+    if !f.writable() {
+        return Err(EINVAL);
+    }
+    truncate_node(f.node().ok_or(EINVAL)?, len)
+}
+
+pub fn sys_truncate(path: u64, len: u64) -> SysResult {
+    let n = vfs::resolve(&vfs::cwd(), path_arg(path)?, true)?;
+    if !vfs::permitted(&n, 2) {
+        return Err(EACCES);
+    }
+    truncate_node(&n, len)
+}
+
+pub fn sys_fallocate(fd: u64, mode: u64, off: u64, len: u64) -> SysResult {
+    let f = file::get(fd)?;
+    if mode != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    let end = off.checked_add(len).ok_or(EFBIG)?;
+    let node = f.node().ok_or(ESPIPE)?.clone();
+    if node.size() < end {
+        truncate_node(&node, end)?;
+    }
+    Ok(0)
+}
+
+// --- descriptors ----------------------------------------------------------------------
+
+pub fn sys_dup(fd: u64) -> SysResult {
+    let f = file::get(fd)?;
+    file::install(f, false, 0)
+}
+
+pub fn sys_dup3(old: u64, new: u64, flags: u64, is_dup2: bool) -> SysResult {
+    let f = file::get(old)?;
+    if old == new {
+        return if is_dup2 { Ok(new) } else { Err(EINVAL) };
+    }
+    if flags & !(O_CLOEXEC as u64) != 0 {
+        return Err(EINVAL);
+    }
+    file::install_at(new, f, flags & O_CLOEXEC as u64 != 0)
+}
+
+pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
+    const F_DUPFD: u64 = 0;
+    const F_GETFD: u64 = 1;
+    const F_SETFD: u64 = 2;
+    const F_GETFL: u64 = 3;
+    const F_SETFL: u64 = 4;
+    const F_GETLK: u64 = 5;
+    const F_SETLK: u64 = 6;
+    const F_SETLKW: u64 = 7;
+    const F_DUPFD_CLOEXEC: u64 = 1030;
+    const F_GETPIPE_SZ: u64 = 1032;
+    let f = file::get(fd)?;
+    match cmd {
+        F_DUPFD | F_DUPFD_CLOEXEC => {
+            if arg as usize >= MAX_FDS {
+                return Err(EINVAL);
+            }
+            file::install(f, cmd == F_DUPFD_CLOEXEC, arg as usize)
+        }
+        F_GETFD => Ok(file::get_entry(fd)?.cloexec as u64),
+        F_SETFD => {
+            file::get_entry(fd)?.cloexec = arg & 1 != 0;
+            Ok(0)
+        }
+        F_GETFL => Ok(f.flags.get() as u64),
+        F_SETFL => {
+            let changeable = O_APPEND | O_NONBLOCK;
+            let fl = f.flags.get();
+            f.flags.set((fl & !changeable) | (arg as u32 & changeable));
+            Ok(0)
+        }
+        F_GETLK => {
+            // struct flock: l_type first; F_UNLCK (2) = no conflicting lock.
+            put_user(arg, 2u16.to_le_bytes())?;
+            Ok(0)
+        }
+        F_SETLK | F_SETLKW => Ok(0),
+        F_GETPIPE_SZ => match f.kind {
+            FileKind::PipeRead(_) | FileKind::PipeWrite(_) => Ok(PIPE_CAPACITY as u64),
+            _ => Err(EBADF),
+        },
+        _ => Err(EINVAL),
+    }
+}
+
+pub fn sys_pipe2(fds: u64, flags: u64) -> SysResult {
+    if flags & !((O_CLOEXEC | O_NONBLOCK) as u64) != 0 {
+        return Err(EINVAL);
+    }
+    user_bytes_mut(fds, 8)?;
+    let (r, w) = file::new_pipe(flags as u32);
+    let cloexec = flags & O_CLOEXEC as u64 != 0;
+    let rfd = file::install(r, cloexec, 0)?;
+    let wfd = match file::install(w, cloexec, 0) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = file::close(rfd);
+            return Err(e);
+        }
+    };
+    let mut out = [0u8; 8];
+    out[0..4].copy_from_slice(&(rfd as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&(wfd as u32).to_le_bytes());
+    put_user(fds, out)?;
+    Ok(0)
+}
+
+pub fn sys_umask(mask: u64) -> SysResult {
+    let m = vfs::umask();
+    let old = *m;
+    *m = mask as u32 & 0o777;
+    Ok(old as u64)
+}
+
+pub fn sys_utimensat(dirfd: u64, path: u64, times: u64, flags: u64) -> SysResult {
+    const UTIME_NOW: u64 = (1 << 30) - 1;
+    const UTIME_OMIT: u64 = (1 << 30) - 2;
+    let node = if path == 0 {
+        file::get(dirfd)?.node().cloned().ok_or(EINVAL)?
+    } else {
+        match resolve_at(dirfd, path, flags & (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH))? {
+            NodeOrFile::Node(n) => n,
+            NodeOrFile::File(f) => f.node().cloned().ok_or(EINVAL)?,
+        }
+    };
+    if node.readonly() {
+        return Err(EROFS);
+    }
+    let now_ns = crate::time::realtime_ns();
+    let now = ((now_ns / 1_000_000_000) as i64, (now_ns % 1_000_000_000) as u32);
+    let mut set = [Some(now), Some(now)];
+    if times != 0 {
+        let b = user_bytes(times, 32)?;
+        for (i, slot) in set.iter_mut().enumerate() {
+            let sec = u64::from_le_bytes(b[16 * i..16 * i + 8].try_into().map_err(|_| EFAULT)?);
+            let nsec = u64::from_le_bytes(b[16 * i + 8..16 * i + 16].try_into().map_err(|_| EFAULT)?);
+            *slot = match nsec {
+                UTIME_NOW => Some(now),
+                UTIME_OMIT => None,
+                n if n < 1_000_000_000 => Some((sec as i64, n as u32)),
+                _ => return Err(EINVAL),
+            };
+        }
+    }
+    let mut m = node.meta.borrow_mut();
+    if let Some(a) = set[0] {
+        m.atime = a;
+    }
+    if let Some(t) = set[1] {
+        m.mtime = t;
+    }
+    m.ctime = now;
+    Ok(0)
+}
+
+pub fn sys_fchmodat(dirfd: u64, path: u64, mode: u64, fd: Option<u64>) -> SysResult {
+    let node = match fd {
+        Some(fd) => file::get(fd)?.node().cloned().ok_or(EINVAL)?,
+        None => match resolve_at(dirfd, path, 0)? {
+            NodeOrFile::Node(n) => n,
+            NodeOrFile::File(f) => f.node().cloned().ok_or(EINVAL)?,
+        },
+    };
+    if node.readonly() {
+        return Err(EROFS);
+    }
+    let mut m = node.meta.borrow_mut();
+    if m.uid != UID as u32 {
+        return Err(EPERM);
+    }
+    m.mode = (m.mode & S_IFMT) | (mode as u32 & 0o7777);
+    Ok(0)
+}
+
+/// chown family: only to the ids the sandbox user already has.
+pub fn sys_chown(uid: u64, gid: u64) -> SysResult {
+    let ok = |id: u64| id as u32 == u32::MAX || id == UID;
+    if ok(uid) && ok(gid) {
+        Ok(0)
+    } else {
+        Err(EPERM)
+    }
+}
+
+pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
+    const FIONREAD: u64 = 0x541b;
+    const FIONBIO: u64 = 0x5421;
+    const FIOCLEX: u64 = 0x5451;
+    const FIONCLEX: u64 = 0x5450;
+    let f = file::get(fd)?;
+    match req {
+        FIONREAD => {
+            let n = f.read_ready().0 as u32;
+            put_user(arg, n.to_le_bytes())?;
+            Ok(0)
+        }
+        FIONBIO => {
+            let on = user_bytes(arg, 4)?.iter().any(|&b| b != 0);
+            let fl = f.flags.get();
+            f.flags.set(if on { fl | O_NONBLOCK } else { fl & !O_NONBLOCK });
+            Ok(0)
+        }
+        FIOCLEX | FIONCLEX => {
+            file::get_entry(fd)?.cloexec = req == FIOCLEX;
+            Ok(0)
+        }
+        // No terminals here (TCGETS, TIOCGWINSZ, ...).
+        _ => Err(ENOTTY),
+    }
+}
+
+pub fn sys_fsync(fd: u64) -> SysResult {
+    file::get(fd).map(|_| 0)
+}
+
+pub fn sys_statfs(buf: u64, readonly: bool) -> SysResult {
+    let mut s = [0u8; 120];
+    let (_, free) = mm::usage();
+    let total = crate::rt::boot().mem_size / 4096;
+    let vals: [(usize, u64); 8] = [
+        (0, 0x0102_1994), // TMPFS_MAGIC
+        (8, 4096),
+        (16, total),
+        (24, free / 4096),
+        (32, free / 4096),
+        (40, 1 << 20),
+        (48, 1 << 19),
+        (64, 255),
+    ];
+    for (off, v) in vals {
+        s[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    s[72..80].copy_from_slice(&4096u64.to_le_bytes());
+    s[80..88].copy_from_slice(&(if readonly { 1u64 } else { 0 }).to_le_bytes());
+    put_user(buf, s)?;
+    Ok(0)
+}
+
+pub fn sys_statfs_path(path: u64, buf: u64) -> SysResult {
+    let n = vfs::resolve(&vfs::cwd(), path_arg(path)?, true)?;
+    sys_statfs(buf, n.readonly())
+}
+
+pub fn sys_fstatfs(fd: u64, buf: u64) -> SysResult {
+    let f = file::get(fd)?;
+    sys_statfs(buf, f.node().is_some_and(|n| n.readonly()))
+}
+
+pub fn sys_sendfile(out_fd: u64, in_fd: u64, offp: u64, count: u64) -> SysResult {
+    let out = file::get(out_fd)?;
+    let inp = file::get(in_fd)?;
+    let mut pos = if offp != 0 { Some(get_u64(offp)?) } else { None };
+    let mut buf = Vec::new();
+    buf.try_reserve(64 * 1024).map_err(|_| ENOMEM)?;
+    buf.resize(64 * 1024, 0);
+    let mut total = 0u64;
+    while total < count {
+        let want = ((count - total) as usize).min(buf.len());
+        let n = match inp.read(&mut buf[..want], pos) {
+            Ok(n) => n,
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        };
+        if n == 0 {
+            break;
+        }
+        let w = match write_checked(&out, &buf[..n], None) {
+            Ok(w) => w as usize,
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        };
+        total += w as u64;
+        if let Some(p) = pos.as_mut() {
+            *p += w as u64;
+        }
+        if w < n {
+            break;
+        }
+    }
+    if let Some(p) = pos {
+        put_u64s(offp, &[p])?;
+    }
+    Ok(total)
+}
+
+pub fn sys_memfd_create(name: u64, flags: u64) -> SysResult {
+    const MFD_CLOEXEC: u64 = 1;
+    let n = user_cstr(name, 249).map_err(|_| EINVAL)?;
+    let node = vfs::new_file(0o777);
+    let mut path = b"/memfd:".to_vec();
+    path.extend_from_slice(n);
+    path.extend_from_slice(b" (deleted)");
+    let of = OpenFile::new(FileKind::Node(node), O_RDWR, path);
+    file::install(of, flags & MFD_CLOEXEC != 0, 0)
+}
+
+// --- poll and select ---------------------------------------------------------------------
+
+const POLLIN: u16 = 0x1;
+const POLLOUT: u16 = 0x4;
+const POLLERR: u16 = 0x8;
+const POLLHUP: u16 = 0x10;
+const POLLNVAL: u16 = 0x20;
+const POLL_MAX_FDS: u64 = 4096;
+
+fn poll_one(fd: i32, events: u16) -> u16 {
+    if fd < 0 {
+        return 0;
+    }
+    let Ok(f) = file::get(fd as u64) else { return POLLNVAL };
+    let mut r = 0;
+    match &f.kind {
+        FileKind::PipeRead(p) => {
+            let p = p.borrow();
+            if !p.buf.is_empty() {
+                r |= POLLIN;
+            }
+            if p.writers == 0 {
+                r |= POLLHUP;
+            }
+        }
+        FileKind::PipeWrite(p) => {
+            let p = p.borrow();
+            if p.readers == 0 {
+                r |= POLLERR;
+            } else if p.buf.len() < PIPE_CAPACITY {
+                r |= POLLOUT;
+            }
+        }
+        _ => {
+            if f.readable() {
+                r |= POLLIN;
+            }
+            if f.writable() {
+                r |= POLLOUT;
+            }
+        }
+    }
+    r & (events | POLLERR | POLLHUP)
+}
+
+pub fn sys_poll(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
+    if nfds > POLL_MAX_FDS {
+        return Err(EINVAL);
+    }
+    let entries = user_bytes_mut(fds, nfds * 8)?;
+    let mut ready = 0;
+    for e in entries.chunks_exact_mut(8) {
+        let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+        let events = u16::from_le_bytes([e[4], e[5]]);
+        let revents = poll_one(fd, events);
+        e[6..8].copy_from_slice(&revents.to_le_bytes());
+        if revents != 0 {
+            ready += 1;
+        }
+    }
+    if ready == 0 {
+        // Nothing can become ready while this process waits: wait out the
+        // timeout (an infinite one ends at the run's deadline).
+        crate::hc::sleep_ns(timeout_ns.unwrap_or(u64::MAX));
+    }
+    Ok(ready)
+}
+
+/// select/pselect6 over fd_set bitmaps.
+pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>) -> SysResult {
+    if nfds > MAX_FDS as u64 {
+        return Err(EINVAL);
+    }
+    let bytes = nfds.div_ceil(64) * 8;
+    let load = |p: u64| -> Result<Option<Vec<u8>>, i64> {
+        if p == 0 {
+            Ok(None)
+        } else {
+            Ok(Some(user_bytes(p, bytes)?.to_vec()))
+        }
+    };
+    let (r, w, x) = (load(rd)?, load(wr)?, load(ex)?);
+    let mut out = [
+        alloc::vec![0u8; bytes as usize],
+        alloc::vec![0u8; bytes as usize],
+        alloc::vec![0u8; bytes as usize],
+    ];
+    let mut count = 0;
+    for fd in 0..nfds as usize {
+        let bit = |s: &Option<Vec<u8>>| s.as_ref().is_some_and(|s| s[fd / 8] & (1 << (fd % 8)) != 0);
+        let (want_r, want_w, want_x) = (bit(&r), bit(&w), bit(&x));
+        if !(want_r || want_w || want_x) {
+            continue;
+        }
+        let ev = poll_one(fd as i32, POLLIN | POLLOUT);
+        if ev & POLLNVAL != 0 {
+            return Err(EBADF);
+        }
+        if want_r && ev & (POLLIN | POLLHUP | POLLERR) != 0 {
+            out[0][fd / 8] |= 1 << (fd % 8);
+            count += 1;
+        }
+        if want_w && ev & (POLLOUT | POLLERR) != 0 {
+            out[1][fd / 8] |= 1 << (fd % 8);
+            count += 1;
+        }
+    }
+    if count == 0 {
+        crate::hc::sleep_ns(timeout_ns.unwrap_or(u64::MAX));
+    }
+    for (p, o) in [(rd, &out[0]), (wr, &out[1]), (ex, &out[2])] {
+        if p != 0 {
+            user_bytes_mut(p, bytes)?.copy_from_slice(o);
+        }
+    }
+    Ok(count)
+}
+
+// --- file mappings ----------------------------------------------------------------------------
+
+/// mmap of a file: MAP_PRIVATE gets a private copy of the pages; a
+/// MAP_SHARED mapping is allowed read-only (it is a copy too: nothing
+/// writes the file behind it while the program runs, except the program
+/// itself through write(2), which such a mapping would not see).
+pub fn mmap_file(addr: u64, len: u64, prot: u32, shared: bool, fixed: bool, noreplace: bool, fd: u64, off: u64) -> SysResult {
+    let f = file::get(fd)?;
+    if off % mm::PAGE != 0 {
+        return Err(EINVAL);
+    }
+    if !f.readable() {
+        return Err(EACCES);
+    }
+    let node = f.node().ok_or(ENODEV)?.clone();
+    let NodeKind::File(data) = &node.kind else {
+        return match &node.kind {
+            NodeKind::Dev(Dev::Zero) => mm::mmap_anon(addr, len, prot, fixed, noreplace),
+            _ => Err(ENODEV),
+        };
+    };
+    if shared && prot & PROT_WRITE != 0 {
+        return Err(ENODEV);
+    }
+    let va = mm::mmap_anon(addr, len, prot | PROT_READ, fixed, noreplace)?;
+    let mut data = data.borrow_mut();
+    let pages = mm::page_up(len) / mm::PAGE;
+    let first = off / mm::PAGE;
+    let file_pages = data.size.div_ceil(mm::PAGE);
+    for i in 0..pages {
+        let index = first + i;
+        if index >= file_pages {
+            break;
+        }
+        let frame = match data.frame(index as usize) {
+            Ok(fr) => fr,
+            Err(e) => {
+                let _ = mm::munmap(va, len);
+                return Err(e);
+            }
+        };
+        let valid = (data.size - index * mm::PAGE).min(mm::PAGE);
+        let src = crate::rt::phys_slice(frame, valid);
+        mm::copy_to_frames(va + i * mm::PAGE, src, frame);
+    }
+    if prot & PROT_READ == 0 {
+        mm::mprotect(va, len, prot)?;
+    }
+    Ok(va)
+}

@@ -1,0 +1,66 @@
+//! Access to the program's memory: every pointer it passes is checked
+//! against its mappings before the runtime touches it.
+
+use crate::errno::*;
+use crate::mm::{self, PROT_READ, PROT_WRITE};
+
+
+pub fn user_bytes(va: u64, len: u64) -> Result<&'static [u8], i64> {
+    if !mm::user_access_ok(va, len, PROT_READ) {
+        return Err(EFAULT);
+    }
+    if len == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: the whole range is mapped readable in the current address
+    // space (checked above) and stays mapped for this system call.
+    Ok(unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) })
+}
+
+pub fn user_bytes_mut(va: u64, len: u64) -> Result<&'static mut [u8], i64> {
+    if !mm::user_access_ok(va, len, PROT_WRITE) {
+        return Err(EFAULT);
+    }
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: the whole range is mapped writable (checked above); the
+    // runtime holds no other reference into program memory meanwhile.
+    Ok(unsafe { core::slice::from_raw_parts_mut(va as *mut u8, len as usize) })
+}
+
+pub fn put_user<const N: usize>(va: u64, bytes: [u8; N]) -> Result<(), i64> {
+    user_bytes_mut(va, N as u64)?.copy_from_slice(&bytes);
+    Ok(())
+}
+
+pub fn put_u64s(va: u64, words: &[u64]) -> Result<(), i64> {
+    let out = user_bytes_mut(va, 8 * words.len() as u64)?;
+    for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
+        chunk.copy_from_slice(&w.to_le_bytes());
+    }
+    Ok(())
+}
+
+pub fn get_u64(va: u64) -> Result<u64, i64> {
+    let b = user_bytes(va, 8)?;
+    Ok(u64::from_le_bytes(b.try_into().map_err(|_| EFAULT)?))
+}
+
+/// A NUL-terminated string of at most `max` bytes (without the NUL).
+pub fn user_cstr(va: u64, max: u64) -> Result<&'static [u8], i64> {
+    let mut len = 0u64;
+    loop {
+        // Check page by page so a string at the end of a mapping is fine.
+        let page_left = mm::PAGE - ((va + len) & (mm::PAGE - 1));
+        let chunk = user_bytes(va + len, page_left)?;
+        if let Some(n) = chunk.iter().position(|&b| b == 0) {
+            return user_bytes(va, len + n as u64);
+        }
+        len += page_left;
+        if len > max {
+            return Err(ERANGE);
+        }
+    }
+}
+

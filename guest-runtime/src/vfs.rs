@@ -1,0 +1,1160 @@
+//! The guest's filesystem: an in-memory tree (writable: `/`, `/tmp`, the
+//! working directory, files the host placed), read-only host directories
+//! grafted into it (looked up one name at a time through FS hypercalls and
+//! cached here), device nodes, and `/proc/self`.
+//!
+//! Paths — `..`, symlinks, absolute link targets — are resolved here, in
+//! the guest's own view: the host only ever sees "look up this one name in
+//! this directory handle", so nothing the program does can reach outside a
+//! mounted host directory.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::rc::{Rc, Weak};
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use hvsandbox_abi::{self as abi, fs as afs, hc as hcn};
+
+use crate::errno::*;
+use crate::hc;
+use crate::mm;
+use crate::rt::Global;
+
+pub type NodeRef = Rc<Node>;
+pub type Errno = i64;
+
+pub const S_IFMT: u32 = 0o170_000;
+pub const S_IFDIR: u32 = 0o040_000;
+pub const S_IFREG: u32 = 0o100_000;
+pub const S_IFLNK: u32 = 0o120_000;
+pub const S_IFCHR: u32 = 0o020_000;
+pub const S_IFIFO: u32 = 0o010_000;
+
+const PAGE: u64 = abi::PAGE_SIZE;
+const MAX_LINKS: u32 = 40;
+/// Device number of the in-memory tree; host nodes use HOST_DEV.
+const MEM_DEV: u64 = 0x1;
+const HOST_DEV: u64 = 0x2;
+/// Host reads are batched in chunks of this size (read-ahead).
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub atime: (i64, u32),
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+}
+
+pub struct Node {
+    pub meta: RefCell<Meta>,
+    pub kind: NodeKind,
+}
+
+pub enum NodeKind {
+    Dir(RefCell<Dir>),
+    File(RefCell<FileData>),
+    Symlink(RefCell<Link>),
+    Dev(Dev),
+    /// `/proc/self/fd`: its entries are the open descriptors.
+    ProcFd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dev {
+    Null,
+    Zero,
+    Full,
+    Random,
+}
+
+pub struct Dir {
+    pub entries: BTreeMap<Vec<u8>, NodeRef>,
+    pub parent: Weak<Node>,
+    pub host: Option<HostDir>,
+}
+
+pub struct HostDir {
+    pub handle: u64,
+    /// Names the host said do not exist.
+    pub missing: BTreeSet<Vec<u8>>,
+}
+
+pub struct FileData {
+    /// Frame (guest-physical address) of each page; 0 = not loaded yet
+    /// (host files) or a hole (reads as zeros).
+    pub pages: Vec<u64>,
+    pub size: u64,
+    /// Contents still to be fetched from this host handle on first use.
+    pub host: Option<u64>,
+    pub readonly: bool,
+}
+
+pub struct Link {
+    pub target: Option<Vec<u8>>,
+    pub host: Option<u64>,
+}
+
+static NEXT_INO: Global<u64> = Global::new(2);
+static ROOT: Global<Option<NodeRef>> = Global::new(None);
+static CWD: Global<Option<NodeRef>> = Global::new(None);
+static UMASK: Global<u32> = Global::new(0o022);
+static COLLECT: Global<Vec<Vec<u8>>> = Global::new(Vec::new());
+static STAGING: Global<Vec<u8>> = Global::new(Vec::new());
+/// The program's own path, for /proc/self/exe.
+static EXE: Global<Vec<u8>> = Global::new(Vec::new());
+
+fn now() -> (i64, u32) {
+    let ns = crate::time::realtime_ns();
+    ((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
+}
+
+fn new_meta(mode: u32) -> Meta {
+    let ino = NEXT_INO.get();
+    *ino += 1;
+    let t = now();
+    let uid = crate::stack::UID as u32;
+    Meta { mode, uid, gid: uid, nlink: 1, dev: MEM_DEV, ino: *ino, atime: t, mtime: t, ctime: t }
+}
+
+impl Node {
+    pub fn new(mode: u32, kind: NodeKind) -> NodeRef {
+        let mut meta = new_meta(mode);
+        if let NodeKind::Dir(_) = kind {
+            meta.nlink = 2;
+        }
+        Rc::new(Node { meta: RefCell::new(meta), kind })
+    }
+    pub fn mode(&self) -> u32 {
+        self.meta.borrow().mode
+    }
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, NodeKind::Dir(_) | NodeKind::ProcFd)
+    }
+    pub fn is_symlink(&self) -> bool {
+        matches!(self.kind, NodeKind::Symlink(_))
+    }
+    /// Whether the node belongs to a read-only host mount.
+    pub fn readonly(&self) -> bool {
+        match &self.kind {
+            NodeKind::Dir(d) => d.borrow().host.is_some(),
+            NodeKind::File(f) => f.borrow().readonly,
+            NodeKind::Symlink(l) => l.borrow().host.is_some(),
+            NodeKind::Dev(_) => false,
+            NodeKind::ProcFd => true,
+        }
+    }
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            NodeKind::File(f) => f.borrow().size,
+            NodeKind::Symlink(l) => l.borrow().target.as_ref().map_or(0, |t| t.len() as u64),
+            NodeKind::Dir(_) | NodeKind::ProcFd => 4096,
+            NodeKind::Dev(_) => 0,
+        }
+    }
+    pub fn touch(&self) {
+        let mut m = self.meta.borrow_mut();
+        let t = now();
+        m.mtime = t;
+        m.ctime = t;
+    }
+}
+
+fn new_dir(parent: &NodeRef, mode: u32) -> NodeRef {
+    Node::new(
+        S_IFDIR | (mode & 0o7777),
+        NodeKind::Dir(RefCell::new(Dir { entries: BTreeMap::new(), parent: Rc::downgrade(parent), host: None })),
+    )
+}
+
+pub fn new_file(mode: u32) -> NodeRef {
+    Node::new(
+        S_IFREG | (mode & 0o7777),
+        NodeKind::File(RefCell::new(FileData { pages: Vec::new(), size: 0, host: None, readonly: false })),
+    )
+}
+
+fn new_symlink(target: &[u8]) -> NodeRef {
+    Node::new(S_IFLNK | 0o777, NodeKind::Symlink(RefCell::new(Link { target: Some(target.to_vec()), host: None })))
+}
+
+pub fn root() -> NodeRef {
+    match ROOT.get() {
+        Some(r) => r.clone(),
+        None => hc::panic(b"filesystem used before init"),
+    }
+}
+
+pub fn cwd() -> NodeRef {
+    CWD.get().clone().unwrap_or_else(root)
+}
+
+pub fn set_cwd(dir: NodeRef) {
+    *CWD.get() = Some(dir);
+}
+
+pub fn umask() -> &'static mut u32 {
+    UMASK.get()
+}
+
+// --- host calls --------------------------------------------------------------
+
+fn hret(r: u64) -> Result<u64, Errno> {
+    let v = r as i64;
+    if v < 0 {
+        Err(-v)
+    } else {
+        Ok(r)
+    }
+}
+
+fn host_stat(handle: u64) -> Result<afs::Stat, Errno> {
+    let mut st = afs::Stat::default();
+    hret(hc::call6(hcn::FS_STAT, [handle, &mut st as *mut afs::Stat as u64, 0, 0, 0, 0]))?;
+    Ok(st)
+}
+
+fn meta_from_host(st: &afs::Stat) -> Meta {
+    Meta {
+        mode: st.mode,
+        uid: 0,
+        gid: 0,
+        nlink: st.nlink.max(1),
+        dev: HOST_DEV,
+        ino: st.ino,
+        atime: (st.mtime_sec, st.mtime_nsec),
+        mtime: (st.mtime_sec, st.mtime_nsec),
+        ctime: (st.mtime_sec, st.mtime_nsec),
+    }
+}
+
+/// A node for host `handle` with status `st`; `parent` is its directory.
+fn host_node(handle: u64, st: &afs::Stat, parent: &NodeRef) -> NodeRef {
+    let kind = match st.mode & S_IFMT {
+        S_IFDIR => NodeKind::Dir(RefCell::new(Dir {
+            entries: BTreeMap::new(),
+            parent: Rc::downgrade(parent),
+            host: Some(HostDir { handle, missing: BTreeSet::new() }),
+        })),
+        S_IFLNK => NodeKind::Symlink(RefCell::new(Link { target: None, host: Some(handle) })),
+        S_IFREG => NodeKind::File(RefCell::new(FileData {
+            pages: Vec::new(),
+            size: st.size,
+            host: Some(handle),
+            readonly: true,
+        })),
+        // Devices, sockets and FIFOs on the host are not passed through.
+        _ => NodeKind::File(RefCell::new(FileData { pages: Vec::new(), size: 0, host: None, readonly: true })),
+    };
+    Rc::new(Node { meta: RefCell::new(meta_from_host(st)), kind })
+}
+
+fn host_lookup(handle: u64, name: &[u8]) -> Result<(u64, afs::Stat), Errno> {
+    let mut st = afs::Stat::default();
+    let h = hret(hc::call6(
+        hcn::FS_LOOKUP,
+        [handle, name.as_ptr() as u64, name.len() as u64, &mut st as *mut afs::Stat as u64, 0, 0],
+    ))?;
+    Ok((h, st))
+}
+
+fn staging() -> &'static mut Vec<u8> {
+    let s = STAGING.get();
+    if s.len() < READ_CHUNK {
+        s.resize(READ_CHUNK, 0);
+    }
+    s
+}
+
+/// Every entry of a host directory: (name, ino, dtype).
+fn host_list(handle: u64) -> Result<Vec<(Vec<u8>, u64, u8)>, Errno> {
+    let mut out = Vec::new();
+    let buf = staging();
+    let mut index = 0u64;
+    loop {
+        let n = hret(hc::call6(hcn::FS_READDIR, [handle, index, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0]))?
+            as usize;
+        if n == 0 || n > buf.len() {
+            return Ok(out);
+        }
+        let mut off = 0;
+        let hdr = core::mem::size_of::<afs::Dirent>();
+        while off + hdr <= n {
+            let ino = u64::from_le_bytes(buf[off..off + 8].try_into().unwrap_or([0; 8]));
+            let dtype = buf[off + 8];
+            let len = buf[off + 9] as usize;
+            let Some(name) = buf.get(off + hdr..off + hdr + len) else { break };
+            out.try_reserve(1).map_err(|_| ENOMEM)?;
+            out.push((name.to_vec(), ino, dtype));
+            off += hdr + len;
+            index += 1;
+        }
+        if off == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+// --- file data -----------------------------------------------------------------
+
+impl FileData {
+    fn page_count(&self) -> usize {
+        self.size.div_ceil(PAGE) as usize
+    }
+
+    /// Makes sure pages `[first, last]` are present (fetched from the host
+    /// in large chunks, or fresh zero frames when `alloc` is set).
+    fn ensure(&mut self, first: usize, last: usize, alloc: bool) -> Result<(), Errno> {
+        let need = last + 1;
+        if self.pages.len() < need {
+            self.pages.try_reserve(need - self.pages.len()).map_err(|_| ENOMEM)?;
+            self.pages.resize(need, 0);
+        }
+        let mut i = first;
+        while i <= last {
+            if self.pages[i] != 0 {
+                i += 1;
+                continue;
+            }
+            match self.host {
+                Some(h) if (i as u64) * PAGE < self.size => {
+                    // Read ahead up to READ_CHUNK from the first missing page.
+                    let buf = staging();
+                    let max_pages = (READ_CHUNK as u64 / PAGE) as usize;
+                    let mut n = 0;
+                    while n < max_pages && i + n < self.page_count() && self.pages.get(i + n).is_none_or(|&p| p == 0) {
+                        n += 1;
+                    }
+                    let want = (n as u64 * PAGE) as usize;
+                    let got = hret(hc::call6(
+                        hcn::FS_READ,
+                        [h, i as u64 * PAGE, buf.as_mut_ptr() as u64, want as u64, 0, 0],
+                    ))? as usize;
+                    let got = got.min(want);
+                    if self.pages.len() < i + n {
+                        self.pages.try_reserve(i + n - self.pages.len()).map_err(|_| ENOMEM)?;
+                        self.pages.resize(i + n, 0);
+                    }
+                    for k in 0..n {
+                        let frame = mm::alloc_data_frame().ok_or(ENOMEM)?;
+                        let lo = k * PAGE as usize;
+                        if lo < got {
+                            let hi = (lo + PAGE as usize).min(got);
+                            // SAFETY: a fresh frame of guest RAM, reached
+                            // through the physmap; hi - lo <= PAGE.
+                            unsafe {
+                                core::ptr::copy_nonoverlapping(
+                                    buf[lo..hi].as_ptr(),
+                                    crate::rt::phys_ptr(frame),
+                                    hi - lo,
+                                )
+                            };
+                        }
+                        self.pages[i + k] = frame;
+                    }
+                    i += n.max(1);
+                }
+                _ => {
+                    if alloc {
+                        self.pages[i] = mm::alloc_data_frame().ok_or(ENOMEM)?;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies up to `out.len()` bytes at `off`; returns the count.
+    pub fn read_at(&mut self, off: u64, out: &mut [u8]) -> Result<usize, Errno> {
+        if off >= self.size || out.is_empty() {
+            return Ok(0);
+        }
+        let n = (out.len() as u64).min(self.size - off) as usize;
+        let first = (off / PAGE) as usize;
+        let last = ((off + n as u64 - 1) / PAGE) as usize;
+        self.ensure(first, last, false)?;
+        let mut done = 0;
+        while done < n {
+            let pos = off + done as u64;
+            let page = (pos / PAGE) as usize;
+            let in_page = (pos % PAGE) as usize;
+            let len = (PAGE as usize - in_page).min(n - done);
+            let frame = self.pages[page];
+            if frame == 0 {
+                out[done..done + len].fill(0);
+            } else {
+                let src = crate::rt::phys_slice(frame + in_page as u64, len as u64);
+                out[done..done + len].copy_from_slice(src);
+            }
+            done += len;
+        }
+        Ok(n)
+    }
+
+    /// Writes `data` at `off`, growing the file; returns the count.
+    pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<usize, Errno> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = off.checked_add(data.len() as u64).ok_or(EFBIG)?;
+        if end > (1 << 40) {
+            return Err(EFBIG);
+        }
+        let first = (off / PAGE) as usize;
+        let last = ((end - 1) / PAGE) as usize;
+        self.ensure(first, last, true)?;
+        let mut done = 0;
+        while done < data.len() {
+            let pos = off + done as u64;
+            let page = (pos / PAGE) as usize;
+            let in_page = (pos % PAGE) as usize;
+            let len = (PAGE as usize - in_page).min(data.len() - done);
+            // SAFETY: the page's frame is ours (ensured above); the range
+            // stays within it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    data[done..].as_ptr(),
+                    crate::rt::phys_ptr(self.pages[page] + in_page as u64),
+                    len,
+                )
+            };
+            done += len;
+        }
+        self.size = self.size.max(end);
+        Ok(data.len())
+    }
+
+    pub fn truncate(&mut self, len: u64) -> Result<(), Errno> {
+        if len > (1 << 40) {
+            return Err(EFBIG);
+        }
+        if self.host.is_some() && len > 0 {
+            // Fetch what stays before dropping the link to the host.
+            let last = ((len.min(self.size).max(1) - 1) / PAGE) as usize;
+            self.ensure(0, last, false)?;
+        }
+        let keep = len.div_ceil(PAGE) as usize;
+        while self.pages.len() > keep {
+            if let Some(f) = self.pages.pop() {
+                if f != 0 {
+                    mm::free_data_frame(f);
+                }
+            }
+        }
+        // Zero the tail of the last kept page.
+        if len % PAGE != 0 {
+            if let Some(&f) = self.pages.get(keep - 1) {
+                if f != 0 {
+                    let at = len % PAGE;
+                    // SAFETY: within one frame we own.
+                    unsafe { core::ptr::write_bytes(crate::rt::phys_ptr(f + at), 0, (PAGE - at) as usize) };
+                }
+            }
+        }
+        self.size = len;
+        if len == 0 {
+            self.host = None;
+        }
+        Ok(())
+    }
+
+    /// Frame holding page `index`, loading or allocating it.
+    pub fn frame(&mut self, index: usize) -> Result<u64, Errno> {
+        self.ensure(index, index, true)?;
+        Ok(self.pages[index])
+    }
+}
+
+impl Drop for FileData {
+    fn drop(&mut self) {
+        for &f in &self.pages {
+            if f != 0 {
+                mm::free_data_frame(f);
+            }
+        }
+    }
+}
+
+// --- directories ---------------------------------------------------------------
+
+/// The parent of a directory (the root is its own parent).
+pub fn parent_of(dir: &NodeRef) -> NodeRef {
+    if let NodeKind::Dir(d) = &dir.kind {
+        if let Some(p) = d.borrow().parent.upgrade() {
+            return p;
+        }
+    }
+    if let NodeKind::ProcFd = dir.kind {
+        if let Ok(p) = resolve(&root(), b"/proc/self", true) {
+            return p;
+        }
+    }
+    root()
+}
+
+/// Looks up one name in a directory.
+pub fn lookup(dir: &NodeRef, name: &[u8]) -> Result<NodeRef, Errno> {
+    if name.len() > afs::NAME_MAX {
+        return Err(ENAMETOOLONG);
+    }
+    match &dir.kind {
+        NodeKind::Dir(d) => {
+            let handle = {
+                let d = d.borrow();
+                if let Some(n) = d.entries.get(name) {
+                    return Ok(n.clone());
+                }
+                match &d.host {
+                    Some(h) if !h.missing.contains(name) => h.handle,
+                    _ => return Err(ENOENT),
+                }
+            };
+            match host_lookup(handle, name) {
+                Ok((h, st)) => {
+                    let node = host_node(h, &st, dir);
+                    d.borrow_mut().entries.insert(name.to_vec(), node.clone());
+                    Ok(node)
+                }
+                Err(e) => {
+                    if e == ENOENT {
+                        if let Some(h) = d.borrow_mut().host.as_mut() {
+                            h.missing.insert(name.to_vec());
+                        }
+                    }
+                    Err(e)
+                }
+            }
+        }
+        NodeKind::ProcFd => {
+            let fd = parse_u32(name).ok_or(ENOENT)?;
+            let path = crate::file::fd_path(fd).ok_or(ENOENT)?;
+            Ok(new_symlink(&path))
+        }
+        _ => Err(ENOTDIR),
+    }
+}
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 || (s.len() > 1 && s[0] == b'0') {
+        return None;
+    }
+    s.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as u32))
+}
+
+/// A symlink's target.
+pub fn readlink(node: &NodeRef) -> Result<Vec<u8>, Errno> {
+    let NodeKind::Symlink(l) = &node.kind else { return Err(EINVAL) };
+    let mut l = l.borrow_mut();
+    if let Some(t) = &l.target {
+        return Ok(t.clone());
+    }
+    let h = l.host.ok_or(EIO)?;
+    let mut buf = [0u8; afs::PATH_MAX];
+    let n = hret(hc::call6(hcn::FS_READLINK, [h, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0, 0]))? as usize;
+    let t = buf.get(..n).ok_or(EIO)?.to_vec();
+    l.target = Some(t.clone());
+    Ok(t)
+}
+
+/// Entries of a directory for getdents: (name, ino, dtype), with `.` and `..`.
+pub fn list(dir: &NodeRef) -> Result<Vec<(Vec<u8>, u64, u8)>, Errno> {
+    let mut out: Vec<(Vec<u8>, u64, u8)> = Vec::new();
+    out.push((b".".to_vec(), dir.meta.borrow().ino, 4));
+    out.push((b"..".to_vec(), parent_of(dir).meta.borrow().ino, 4));
+    match &dir.kind {
+        NodeKind::Dir(d) => {
+            let d = d.borrow();
+            let mut seen = BTreeSet::new();
+            for (name, n) in &d.entries {
+                seen.insert(name.clone());
+                out.push((name.clone(), n.meta.borrow().ino, dtype(n.mode())));
+            }
+            if let Some(h) = &d.host {
+                for (name, ino, t) in host_list(h.handle)? {
+                    if !seen.contains(&name) {
+                        out.push((name, ino, t));
+                    }
+                }
+            }
+        }
+        NodeKind::ProcFd => {
+            for fd in crate::file::open_fds() {
+                let mut name = Vec::new();
+                push_num(&mut name, fd as u64);
+                out.push((name, 0x1000 + fd as u64, 10));
+            }
+        }
+        _ => return Err(ENOTDIR),
+    }
+    Ok(out)
+}
+
+pub fn dtype(mode: u32) -> u8 {
+    match mode & S_IFMT {
+        S_IFDIR => 4,
+        S_IFREG => 8,
+        S_IFLNK => 10,
+        S_IFCHR => 2,
+        S_IFIFO => 1,
+        _ => 0,
+    }
+}
+
+pub fn push_num(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = 20;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+// --- path resolution --------------------------------------------------------------
+
+/// Resolves `path` from `base` (or the root for absolute paths); follows a
+/// final symlink when `follow`.
+pub fn resolve(base: &NodeRef, path: &[u8], follow: bool) -> Result<NodeRef, Errno> {
+    let mut links = 0;
+    walk(base.clone(), path, follow, &mut links)
+}
+
+fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    path.split(|&c| c == b'/').filter(|c| !c.is_empty())
+}
+
+fn walk(base: NodeRef, path: &[u8], follow: bool, links: &mut u32) -> Result<NodeRef, Errno> {
+    if path.is_empty() {
+        return Err(ENOENT);
+    }
+    if path.len() > afs::PATH_MAX {
+        return Err(ENAMETOOLONG);
+    }
+    let must_be_dir = path.last() == Some(&b'/');
+    let mut cur = if path[0] == b'/' { root() } else { base };
+    let comps: Vec<&[u8]> = components(path).collect();
+    for (i, name) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        if !cur.is_dir() {
+            return Err(ENOTDIR);
+        }
+        if *name == b"." {
+            continue;
+        }
+        if *name == b".." {
+            cur = parent_of(&cur);
+            continue;
+        }
+        let child = lookup(&cur, name)?;
+        if child.is_symlink() && (!last || follow || must_be_dir) {
+            *links += 1;
+            if *links > MAX_LINKS {
+                return Err(ELOOP);
+            }
+            let mut rest = readlink(&child)?;
+            for c in &comps[i + 1..] {
+                rest.push(b'/');
+                rest.extend_from_slice(c);
+            }
+            if must_be_dir {
+                rest.push(b'/');
+            }
+            return walk(cur, &rest, follow, links);
+        }
+        cur = child;
+    }
+    if must_be_dir && !cur.is_dir() {
+        return Err(ENOTDIR);
+    }
+    Ok(cur)
+}
+
+/// Resolves all but the last component: (directory, last name). The name
+/// is never empty; it may be `.` or `..` (callers refuse those where Linux
+/// does).
+pub fn resolve_parent(base: &NodeRef, path: &[u8]) -> Result<(NodeRef, Vec<u8>), Errno> {
+    if path.is_empty() {
+        return Err(ENOENT);
+    }
+    if path.len() > afs::PATH_MAX {
+        return Err(ENAMETOOLONG);
+    }
+    let trimmed = {
+        let mut end = path.len();
+        while end > 1 && path[end - 1] == b'/' {
+            end -= 1;
+        }
+        &path[..end]
+    };
+    match trimmed.iter().rposition(|&c| c == b'/') {
+        None => {
+            if !base.is_dir() {
+                return Err(ENOTDIR);
+            }
+            Ok((base.clone(), trimmed.to_vec()))
+        }
+        Some(pos) => {
+            let name = &trimmed[pos + 1..];
+            if name.is_empty() {
+                // The path is "/" itself.
+                return Ok((root(), b".".to_vec()));
+            }
+            let dir_path = if pos == 0 { &b"/"[..] } else { &trimmed[..pos + 1] };
+            let dir = resolve(base, dir_path, true)?;
+            if !dir.is_dir() {
+                return Err(ENOTDIR);
+            }
+            Ok((dir, name.to_vec()))
+        }
+    }
+}
+
+/// The absolute path of a directory, for getcwd.
+pub fn path_of(node: &NodeRef) -> Vec<u8> {
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut cur = node.clone();
+    for _ in 0..4096 {
+        let parent = parent_of(&cur);
+        if Rc::ptr_eq(&parent, &cur) {
+            break;
+        }
+        let name = match &parent.kind {
+            NodeKind::Dir(d) => d.borrow().entries.iter().find(|(_, n)| Rc::ptr_eq(n, &cur)).map(|(k, _)| k.clone()),
+            _ => None,
+        };
+        match name {
+            Some(n) => parts.push(n),
+            None => parts.push(b"(unreachable)".to_vec()),
+        }
+        cur = parent;
+    }
+    let mut out = Vec::new();
+    for p in parts.iter().rev() {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Lexically normalises `path` against the working directory, for the
+/// record of an open file's path.
+pub fn absolute(base: &NodeRef, path: &[u8]) -> Vec<u8> {
+    let mut full = if path.first() == Some(&b'/') { Vec::new() } else { path_of(base) };
+    full.push(b'/');
+    full.extend_from_slice(path);
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in components(&full) {
+        match c {
+            b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+// --- changes ------------------------------------------------------------------------
+
+fn dir_of(node: &NodeRef) -> Result<&RefCell<Dir>, Errno> {
+    match &node.kind {
+        NodeKind::Dir(d) => Ok(d),
+        NodeKind::ProcFd => Err(EACCES),
+        _ => Err(ENOTDIR),
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<(), Errno> {
+    if name.len() > afs::NAME_MAX {
+        return Err(ENAMETOOLONG);
+    }
+    if name == b"." || name == b".." {
+        return Err(EEXIST);
+    }
+    Ok(())
+}
+
+/// Adds `node` as `name` in `dir`.
+pub fn link_into(dir: &NodeRef, name: &[u8], node: NodeRef) -> Result<(), Errno> {
+    check_name(name)?;
+    let d = dir_of(dir)?;
+    if dir.readonly() {
+        return Err(EROFS);
+    }
+    match lookup(dir, name) {
+        Ok(_) => return Err(EEXIST),
+        Err(ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    if let NodeKind::Dir(nd) = &node.kind {
+        nd.borrow_mut().parent = Rc::downgrade(dir);
+        dir.meta.borrow_mut().nlink += 1;
+    }
+    d.borrow_mut().entries.insert(name.to_vec(), node);
+    dir.touch();
+    Ok(())
+}
+
+pub fn create_file(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {
+    let node = new_file(mode & !*umask());
+    link_into(dir, name, node.clone())?;
+    Ok(node)
+}
+
+pub fn mkdir(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {
+    let node = new_dir(dir, mode & !*umask());
+    link_into(dir, name, node.clone())?;
+    Ok(node)
+}
+
+pub fn symlink(dir: &NodeRef, name: &[u8], target: &[u8]) -> Result<(), Errno> {
+    if target.is_empty() {
+        return Err(ENOENT);
+    }
+    link_into(dir, name, new_symlink(target))
+}
+
+/// Removes `name` from `dir`: a non-directory (`want_dir` false) or an
+/// empty directory (`want_dir` true).
+pub fn remove(dir: &NodeRef, name: &[u8], want_dir: bool) -> Result<(), Errno> {
+    if name == b"." {
+        return Err(EINVAL);
+    }
+    if name == b".." {
+        return Err(ENOTEMPTY);
+    }
+    let node = lookup(dir, name)?;
+    let d = dir_of(dir)?;
+    if dir.readonly() {
+        return Err(EROFS);
+    }
+    match (&node.kind, want_dir) {
+        (NodeKind::Dir(nd), true) => {
+            let nd = nd.borrow();
+            if !nd.entries.is_empty() || nd.host.is_some() {
+                return Err(if nd.host.is_some() { EBUSY } else { ENOTEMPTY });
+            }
+            dir.meta.borrow_mut().nlink -= 1;
+        }
+        (NodeKind::Dir(_), false) => return Err(EISDIR),
+        (_, true) => return Err(ENOTDIR),
+        (_, false) => {
+            let mut m = node.meta.borrow_mut();
+            m.nlink = m.nlink.saturating_sub(1);
+        }
+    }
+    d.borrow_mut().entries.remove(name);
+    dir.touch();
+    Ok(())
+}
+
+fn is_ancestor(a: &NodeRef, b: &NodeRef) -> bool {
+    let mut cur = b.clone();
+    for _ in 0..4096 {
+        if Rc::ptr_eq(a, &cur) {
+            return true;
+        }
+        let p = parent_of(&cur);
+        if Rc::ptr_eq(&p, &cur) {
+            return false;
+        }
+        cur = p;
+    }
+    false
+}
+
+pub fn rename(odir: &NodeRef, oname: &[u8], ndir: &NodeRef, nname: &[u8], noreplace: bool) -> Result<(), Errno> {
+    if oname == b"." || oname == b".." || nname == b"." || nname == b".." {
+        return Err(EBUSY);
+    }
+    check_name(nname)?;
+    let node = lookup(odir, oname)?;
+    if odir.readonly() || ndir.readonly() {
+        return Err(EROFS);
+    }
+    dir_of(ndir)?;
+    if node.is_dir() && is_ancestor(&node, ndir) {
+        return Err(EINVAL);
+    }
+    match lookup(ndir, nname) {
+        Ok(existing) => {
+            if Rc::ptr_eq(&existing, &node) {
+                return Ok(());
+            }
+            if noreplace {
+                return Err(EEXIST);
+            }
+            match (node.is_dir(), existing.is_dir()) {
+                (true, true) => remove(ndir, nname, true)?,
+                (false, false) => remove(ndir, nname, false)?,
+                (true, false) => return Err(ENOTDIR),
+                (false, true) => return Err(EISDIR),
+            }
+        }
+        Err(ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    dir_of(odir)?.borrow_mut().entries.remove(oname);
+    if node.is_dir() {
+        odir.meta.borrow_mut().nlink -= 1;
+    }
+    odir.touch();
+    link_into(ndir, nname, node)
+}
+
+/// Creates every missing directory of `path` (absolute), like `mkdir -p`.
+fn mkdir_p(path: &[u8]) -> Result<NodeRef, Errno> {
+    let mut cur = root();
+    for c in components(path) {
+        cur = match lookup(&cur, c) {
+            Ok(n) if n.is_dir() => n,
+            Ok(_) => return Err(ENOTDIR),
+            Err(ENOENT) => {
+                let d = new_dir(&cur, 0o755);
+                dir_of(&cur)?.borrow_mut().entries.insert(c.to_vec(), d.clone());
+                d
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(cur)
+}
+
+/// Puts `node` at absolute `path`, replacing whatever was there.
+fn graft(path: &[u8], node: NodeRef) -> Result<(), Errno> {
+    let (dir, name) = resolve_parent(&root(), path)?;
+    if name == b"." || name == b".." {
+        return Err(EINVAL);
+    }
+    if let NodeKind::Dir(nd) = &node.kind {
+        nd.borrow_mut().parent = Rc::downgrade(&dir);
+    }
+    dir_of(&dir)?.borrow_mut().entries.insert(name, node);
+    Ok(())
+}
+
+// --- start and end ----------------------------------------------------------------------
+
+fn add_file(path: &[u8], mode: u32, data: &[u8]) {
+    let f = new_file(mode);
+    if let NodeKind::File(fd) = &f.kind {
+        let _ = fd.borrow_mut().write_at(0, data);
+    }
+    let _ = graft(path, f);
+}
+
+/// Builds the tree: the standard directories and devices, then the host's
+/// manifest (mounts, files, directories, working directory).
+pub fn init(info: &abi::BootInfo, exe: &[u8]) {
+    let root = Rc::new(Node {
+        meta: RefCell::new(new_meta(S_IFDIR | 0o755)),
+        kind: NodeKind::Dir(RefCell::new(Dir { entries: BTreeMap::new(), parent: Weak::new(), host: None })),
+    });
+    root.meta.borrow_mut().uid = 0;
+    root.meta.borrow_mut().gid = 0;
+    *ROOT.get() = Some(root.clone());
+    *EXE.get() = exe.to_vec();
+    let _ = mkdir_p(b"/tmp").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
+    if let Ok(dev) = mkdir_p(b"/dev") {
+        for (name, kind) in [(b"null" as &[u8], Dev::Null), (b"zero", Dev::Zero), (b"full", Dev::Full),
+            (b"random", Dev::Random), (b"urandom", Dev::Random)]
+        {
+            let n = Node::new(S_IFCHR | 0o666, NodeKind::Dev(kind));
+            if let NodeKind::Dir(d) = &dev.kind {
+                d.borrow_mut().entries.insert(name.to_vec(), n);
+            }
+        }
+        for (name, target) in [(b"stdin" as &[u8], b"/proc/self/fd/0" as &[u8]), (b"stdout", b"/proc/self/fd/1"),
+            (b"stderr", b"/proc/self/fd/2"), (b"fd", b"/proc/self/fd")]
+        {
+            let _ = symlink(&dev, name, target);
+        }
+        let _ = mkdir_p(b"/dev/shm").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
+    }
+    if let Ok(me) = mkdir_p(b"/proc/self") {
+        let fd = Node::new(S_IFDIR | 0o500, NodeKind::ProcFd);
+        if let NodeKind::Dir(d) = &me.kind {
+            d.borrow_mut().entries.insert(b"fd".to_vec(), fd);
+        }
+        let _ = symlink(&me, b"exe", exe);
+        let _ = symlink(&me, b"cwd", b"/");
+    }
+    let _ = mkdir_p(b"/etc");
+    add_file(b"/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/tmp:/bin/sh\n");
+    add_file(b"/etc/group", 0o644, b"root:x:0:\nsandbox:x:1000:\n");
+    add_file(b"/etc/hostname", 0o644, b"hvsandbox\n");
+    add_file(
+        b"/proc/meminfo",
+        0o444,
+        &meminfo(info.mem_size),
+    );
+    add_file(b"/proc/self/cmdline", 0o444, b"");
+
+    apply_manifest(info);
+}
+
+fn meminfo(mem: u64) -> Vec<u8> {
+    let mut s = Vec::new();
+    for (k, v) in [(b"MemTotal:" as &[u8], mem), (b"MemFree:", mem / 2), (b"MemAvailable:", mem / 2)] {
+        s.extend_from_slice(k);
+        s.extend_from_slice(b" ");
+        push_num(&mut s, v / 1024);
+        s.extend_from_slice(b" kB\n");
+    }
+    s
+}
+
+fn apply_manifest(info: &abi::BootInfo) {
+    if info.manifest_len == 0 {
+        return;
+    }
+    let bytes = crate::rt::phys_slice(info.manifest_gpa, info.manifest_len);
+    let hdr = core::mem::size_of::<afs::ManifestEntry>();
+    let mut off = 0usize;
+    while off + hdr <= bytes.len() {
+        // SAFETY: hdr bytes are in range; read_unaligned copies a plain
+        // repr(C) struct of integers (any bit pattern is valid).
+        let e: afs::ManifestEntry = unsafe { core::ptr::read_unaligned(bytes[off..].as_ptr() as *const _) };
+        let plen = e.path_len as usize;
+        let Some(path) = bytes.get(off + hdr..off + hdr + plen) else { break };
+        off += afs::entry_size(plen);
+        if path.first() != Some(&b'/') {
+            continue;
+        }
+        let _ = apply_entry(&e, path);
+    }
+}
+
+fn apply_entry(e: &afs::ManifestEntry, path: &[u8]) -> Result<(), Errno> {
+    match e.kind {
+        afs::ENTRY_MOUNT => {
+            let st = host_stat(e.handle)?;
+            if st.mode & S_IFMT != S_IFDIR {
+                return Err(ENOTDIR);
+            }
+            if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
+                mkdir_p(&path[..pos])?;
+            }
+            let parent = root();
+            let node = host_node(e.handle, &st, &parent);
+            graft(path, node)
+        }
+        afs::ENTRY_FILE => {
+            if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
+                mkdir_p(&path[..pos])?;
+            }
+            let f = Node::new(
+                S_IFREG | (e.mode & 0o7777),
+                NodeKind::File(RefCell::new(FileData {
+                    pages: Vec::new(),
+                    size: e.size,
+                    host: Some(e.handle),
+                    readonly: false,
+                })),
+            );
+            graft(path, f)
+        }
+        afs::ENTRY_DIR => mkdir_p(path).map(|_| ()),
+        afs::ENTRY_CWD => {
+            let d = mkdir_p(path)?;
+            set_cwd(d);
+            Ok(())
+        }
+        afs::ENTRY_COLLECT => {
+            COLLECT.get().push(path.to_vec());
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Sends the files under the collected paths back to the host (at exit).
+pub fn collect() {
+    let paths = core::mem::take(COLLECT.get());
+    for p in paths {
+        if let Ok(node) = resolve(&root(), &p, true) {
+            let mut path = p.clone();
+            while path.len() > 1 && path.last() == Some(&b'/') {
+                path.pop();
+            }
+            if send_tree(&path, &node, 0).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn send_tree(path: &[u8], node: &NodeRef, depth: u32) -> Result<(), Errno> {
+    if depth > 64 {
+        return Ok(());
+    }
+    match &node.kind {
+        NodeKind::File(f) => send_file(path, &mut f.borrow_mut(), node.mode()),
+        NodeKind::Dir(d) => {
+            if d.borrow().host.is_some() {
+                return Ok(());
+            }
+            let children: Vec<(Vec<u8>, NodeRef)> =
+                d.borrow().entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            for (name, child) in children {
+                let mut cp = path.to_vec();
+                if cp.last() != Some(&b'/') {
+                    cp.push(b'/');
+                }
+                cp.extend_from_slice(&name);
+                send_tree(&cp, &child, depth + 1)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn send_file(path: &[u8], f: &mut FileData, mode: u32) -> Result<(), Errno> {
+    let buf = staging();
+    let mut off = 0u64;
+    loop {
+        let n = f.read_at(off, &mut buf[..])?;
+        if n == 0 && off > 0 {
+            return Ok(());
+        }
+        hret(hc::call6(
+            hcn::FILE_OUT,
+            [path.as_ptr() as u64, path.len() as u64, buf.as_ptr() as u64, n as u64, off, (mode & 0o7777) as u64],
+        ))?;
+        if n == 0 {
+            return Ok(());
+        }
+        off += n as u64;
+    }
+}
+
+/// Permission check for the sandbox user (uid 1000) against `mode` bits:
+/// `want` is a mask of 4 (read), 2 (write), 1 (execute/search).
+pub fn permitted(node: &NodeRef, want: u32) -> bool {
+    let m = node.meta.borrow();
+    let bits = if m.uid == crate::stack::UID as u32 { (m.mode >> 6) & 7 } else { m.mode & 7 };
+    bits & want == want
+}

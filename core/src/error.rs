@@ -26,6 +26,8 @@ pub enum VmError {
     ImageTooLarge { len: u64, mem: u64 },
     #[error("arguments and environment take {len} bytes; the limit is {max}")]
     ArgsTooLarge { len: u64, max: u64 },
+    #[error("the filesystem manifest takes {len} bytes; {room} bytes are left after the arguments")]
+    ManifestTooLarge { len: u64, room: u64 },
     #[error("cannot set up the vCPU timer: {0}")]
     Timer(#[source] std::io::Error),
 }

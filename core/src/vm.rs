@@ -79,6 +79,9 @@ pub struct BootParams<'a> {
     pub argv: &'a [Vec<u8>],
     pub envp: &'a [Vec<u8>],
     pub random_seed: [u8; 32],
+    /// The encoded filesystem manifest ([`abi::fs::ManifestEntry`]
+    /// records), placed after argv/envp in the args region; may be empty.
+    pub manifest: &'a [u8],
 }
 
 /// Why the vCPU stopped.
@@ -274,11 +277,27 @@ impl Vm {
         if args_len > abi::ARGS_MAX {
             return Err(VmError::ArgsTooLarge { len: args_len, max: abi::ARGS_MAX });
         }
-        let mut args = Vec::with_capacity(args_len as usize);
+        // The manifest follows the strings, 8-byte aligned, in the same
+        // bounded region.
+        let manifest_off = args_len.next_multiple_of(8);
+        let manifest_len = params.manifest.len() as u64;
+        let total = manifest_off.saturating_add(manifest_len);
+        if !params.manifest.is_empty() && total > abi::ARGS_MAX {
+            let room = abi::ARGS_MAX.saturating_sub(manifest_off);
+            return Err(VmError::ManifestTooLarge { len: manifest_len, room });
+        }
+        let mut args = Vec::with_capacity(total as usize);
         for s in params.argv.iter().chain(params.envp) {
             args.extend_from_slice(s);
             args.push(0);
         }
+        let manifest_gpa = if params.manifest.is_empty() {
+            0
+        } else {
+            args.resize(manifest_off as usize, 0);
+            args.extend_from_slice(params.manifest);
+            abi::ARGS_GPA + manifest_off
+        };
         self.write(abi::ARGS_GPA, &args)?;
 
         let image_len = params.image.len() as u64;
@@ -310,7 +329,9 @@ impl Vm {
             random_seed: params.random_seed,
             pml4_gpa: abi::PAGE_TABLES_GPA,
             page_tables_end: tables_end,
-            _reserved: [0; 6],
+            manifest_gpa,
+            manifest_len,
+            _reserved: [0; 4],
         };
         // SAFETY: BootInfo is repr(C) plain data; viewing it as bytes for
         // the copy is sound for its full size.
@@ -437,6 +458,71 @@ impl Vm {
             Some(end) if end <= self.mem_size => Ok(gpa),
             _ => Err(bad),
         }
+    }
+
+    /// Translates guest-virtual `va` through the guest's current page
+    /// tables (CR3 `cr3`): the guest-physical address and the bytes left in
+    /// its page. The tables are guest data: every entry is read with a
+    /// bounds check and the result must lie in RAM.
+    fn translate(&self, cr3: u64, va: u64) -> Option<(u64, u64)> {
+        const PRESENT: u64 = 1;
+        const HUGE: u64 = 0x80;
+        const ADDR: u64 = 0x000f_ffff_ffff_f000;
+        if ((va as i64) << 16 >> 16) as u64 != va {
+            return None; // not canonical
+        }
+        let mut table = cr3 & ADDR;
+        for level in (0..4u32).rev() {
+            let shift = 12 + 9 * level;
+            let entry: u64 = self.read_obj(table + ((va >> shift) & 0x1ff) * 8).ok()?;
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            if level == 0 || ((level == 1 || level == 2) && entry & HUGE != 0) {
+                let size = 1u64 << shift;
+                let gpa = (entry & ADDR & !(size - 1)) + (va & (size - 1));
+                let left = size - (va & (size - 1));
+                return (gpa < self.mem_size).then_some((gpa, left.min(self.mem_size - gpa)));
+            }
+            table = entry & ADDR;
+        }
+        None
+    }
+
+    /// Calls `f(gpa, offset, len)` for each guest-physical piece of the
+    /// guest-virtual buffer `[va, va + len)`: one piece when it lies in the
+    /// physmap, else one per page of the guest's current page tables.
+    fn for_each_piece(&self, va: u64, len: u64, mut f: impl FnMut(u64, usize, usize) -> Result<()>) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if let Ok(gpa) = self.physmap_range(va, len, len) {
+            return f(gpa, 0, len as usize);
+        }
+        let cr3 = self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?.cr3;
+        let mut done = 0u64;
+        while done < len {
+            let at = va.checked_add(done).ok_or(VmError::GuestAccess { addr: va, len })?;
+            let (gpa, left) = self.translate(cr3, at).ok_or(VmError::GuestAccess { addr: at, len: len - done })?;
+            let n = left.min(len - done);
+            f(gpa, done as usize, n as usize).map_err(|_| VmError::GuestAccess { addr: at, len: n })?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies the guest buffer at guest-virtual `va` (in the physmap or
+    /// anywhere the guest's page tables map) into `buf`. A buffer that is
+    /// not entirely mapped is a [`VmError::GuestAccess`].
+    pub fn read_virt(&self, va: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len() as u64;
+        self.for_each_piece(va, len, |gpa, off, n| self.read_bytes(gpa, &mut buf[off..off + n]))
+    }
+
+    /// Copies `buf` into the guest buffer at guest-virtual `va` (see
+    /// [`Vm::read_virt`]).
+    pub fn write_virt(&self, va: u64, buf: &[u8]) -> Result<()> {
+        self.for_each_piece(va, buf.len() as u64, |gpa, off, n| self.write(gpa, &buf[off..off + n]))
     }
 
     /// Copies guest bytes (a range checked by [`Vm::physmap_range`]).

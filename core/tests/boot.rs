@@ -41,7 +41,7 @@ fn boot(code: &[u8]) -> Vm {
     let image = elf(code);
     let mut vm = Vm::new(32 << 20).expect("create VM");
     let argv = [b"prog".to_vec()];
-    vm.boot(&BootParams { image: &image, argv: &argv, envp: &[], random_seed: [7; 32] }).expect("boot");
+    vm.boot(&BootParams { image: &image, argv: &argv, envp: &[], random_seed: [7; 32], manifest: &[] }).expect("boot");
     vm
 }
 
@@ -144,4 +144,77 @@ fn memory_sizes_are_checked() {
     assert!(Vm::new(3 << 20).is_err());
     assert!(Vm::new((16 << 20) + 4096).is_err());
     assert!(Vm::new(abi::MAX_MEMORY * 2).is_err());
+}
+
+/// Reads a u64 field of the BootInfo the host wrote.
+fn boot_info_u64(vm: &Vm, offset: usize) -> u64 {
+    let mut b = [0u8; 8];
+    vm.read_bytes(abi::BOOT_INFO_GPA + offset as u64, &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+#[test]
+fn manifest_follows_the_arguments_aligned() {
+    let image = elf(&exit_code(0));
+    let argv = [b"prog".to_vec(), b"x".to_vec()]; // 7 bytes of strings
+    let envp = [b"A=1".to_vec()]; // 4 more: 11
+    let manifest: Vec<u8> = (0..40u8).collect();
+    let mut vm = Vm::new(32 << 20).unwrap();
+    let params = BootParams { image: &image, argv: &argv, envp: &envp, random_seed: [1; 32], manifest: &manifest };
+    vm.boot(&params).unwrap();
+    let gpa = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_gpa));
+    let len = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_len));
+    assert_eq!((gpa, len), (abi::ARGS_GPA + 16, 40));
+    let mut back = vec![0u8; 40];
+    vm.read_bytes(gpa, &mut back).unwrap();
+    assert_eq!(back, manifest);
+    // The runtime still boots the program.
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+
+    // No manifest: 0/0.
+    let mut vm = Vm::new(32 << 20).unwrap();
+    vm.boot(&BootParams { manifest: &[], ..params }).unwrap();
+    assert_eq!(boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_gpa)), 0);
+    assert_eq!(boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_len)), 0);
+}
+
+#[test]
+fn manifest_past_the_args_region_is_refused() {
+    let image = elf(&exit_code(0));
+    let argv = [vec![b'a'; 1000]];
+    let manifest = vec![0u8; abi::ARGS_MAX as usize - 1000];
+    let mut vm = Vm::new(32 << 20).unwrap();
+    let params = BootParams { image: &image, argv: &argv, envp: &[], random_seed: [1; 32], manifest: &manifest };
+    match vm.boot(&params) {
+        Err(hvsandbox_core::VmError::ManifestTooLarge { len, room }) => {
+            assert_eq!(len, abi::ARGS_MAX - 1000);
+            assert_eq!(room, abi::ARGS_MAX - 1008);
+        }
+        other => panic!("expected ManifestTooLarge, got {other:?}"),
+    }
+    // Exactly filling the region is fine.
+    let manifest = vec![0u8; abi::ARGS_MAX as usize - 1008];
+    vm.boot(&BootParams { manifest: &manifest, ..params }).unwrap();
+}
+
+#[test]
+fn guest_virtual_buffers_are_translated_through_the_page_tables() {
+    let mut vm = boot(&exit_code(0));
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+    // The program's image, mapped by the runtime at 0x400000.
+    let mut head = [0u8; 4];
+    vm.read_virt(0x40_0000, &mut head).unwrap();
+    assert_eq!(&head, b"\x7fELF");
+    // Across a page boundary of the physmap, and a write read back.
+    let va = abi::phys_to_virt(abi::ARGS_GPA + 0x1000 - 3);
+    vm.write_virt(va, b"abcdef").unwrap();
+    let mut back = [0u8; 6];
+    vm.read_virt(va, &mut back).unwrap();
+    assert_eq!(&back, b"abcdef");
+    // Unmapped, non-canonical, or running off the end of the physmap.
+    for va in [0x100, 0x8000_0000_0000, abi::phys_to_virt(vm.mem_size() - 2)] {
+        assert!(matches!(vm.read_virt(va, &mut back), Err(hvsandbox_core::VmError::GuestAccess { .. })), "{va:#x}");
+    }
+    // Nothing to copy: nothing to check.
+    vm.read_virt(0x100, &mut []).unwrap();
 }

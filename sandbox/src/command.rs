@@ -1,4 +1,5 @@
-//! What to run: a program, its arguments, environment additions and stdin.
+//! What to run: a program, its arguments, environment additions, stdin,
+//! and the files it starts with and sends back.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -13,6 +14,19 @@ pub(crate) enum ProgramSource {
     /// An image held in memory.
     Bytes(Arc<[u8]>),
 }
+
+/// A file placed in the guest's filesystem when a run starts.
+#[derive(Clone, Debug)]
+pub(crate) struct GuestFile {
+    /// Absolute guest path (checked when the run starts).
+    pub(crate) path: String,
+    pub(crate) data: Arc<[u8]>,
+    /// Permission bits.
+    pub(crate) mode: u32,
+}
+
+/// Default permissions of a file given with `file`.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
 
 /// A program to run in a sandbox, with `std::process::Command`'s habits.
 ///
@@ -32,6 +46,9 @@ pub struct Command {
     pub(crate) env: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) env_clear: bool,
     pub(crate) stdin: Arc<[u8]>,
+    pub(crate) files: Vec<GuestFile>,
+    pub(crate) cwd: Option<String>,
+    pub(crate) collect: Vec<String>,
 }
 
 impl Command {
@@ -46,6 +63,9 @@ impl Command {
             env: Vec::new(),
             env_clear: false,
             stdin: Arc::from(&[][..]),
+            files: Vec::new(),
+            cwd: None,
+            collect: Vec::new(),
         }
     }
 
@@ -89,6 +109,54 @@ impl Command {
     /// The bytes the program reads on stdin (empty by default).
     pub fn stdin(mut self, input: impl AsRef<[u8]>) -> Command {
         self.stdin = Arc::from(input.as_ref());
+        self
+    }
+
+    /// Places a file with `contents` at `guest_path` (absolute) for this
+    /// run, mode 0644, writable in the guest; it replaces a sandbox-wide
+    /// file at the same path.
+    ///
+    /// ```no_run
+    /// use hvsandbox::{Command, Sandbox};
+    /// let mut sb = Sandbox::builder().build()?;
+    /// let out = sb.run(&Command::new("/bin/busybox").args(["cat", "/data/x.txt"]).file("/data/x.txt", "hi\n"))?;
+    /// assert_eq!(out.stdout, b"hi\n");
+    /// # Ok::<(), hvsandbox::Error>(())
+    /// ```
+    pub fn file(self, guest_path: impl AsRef<str>, contents: impl AsRef<[u8]>) -> Command {
+        self.file_with_mode(guest_path, contents, DEFAULT_FILE_MODE)
+    }
+
+    /// Like [`Command::file`] with permission bits `mode` (e.g. `0o755`).
+    pub fn file_with_mode(mut self, guest_path: impl AsRef<str>, contents: impl AsRef<[u8]>, mode: u32) -> Command {
+        self.files.push(GuestFile {
+            path: guest_path.as_ref().to_string(),
+            data: Arc::from(contents.as_ref()),
+            mode,
+        });
+        self
+    }
+
+    /// The program's working directory (absolute guest path; created if
+    /// missing). Overrides the sandbox's; the default is `/`.
+    pub fn cwd(mut self, guest_path: impl AsRef<str>) -> Command {
+        self.cwd = Some(guest_path.as_ref().to_string());
+        self
+    }
+
+    /// Sends back the files at or under `guest_path` (absolute) when the
+    /// program exits, in [`crate::Output::files`], by guest path.
+    ///
+    /// ```no_run
+    /// use hvsandbox::{Command, Sandbox};
+    /// let mut sb = Sandbox::builder().build()?;
+    /// let cmd = Command::new("/bin/busybox").args(["sh", "-c", "echo hi > /out/o.txt"]).collect("/out");
+    /// let out = sb.run(&cmd)?;
+    /// assert_eq!(out.files["/out/o.txt"], b"hi\n");
+    /// # Ok::<(), hvsandbox::Error>(())
+    /// ```
+    pub fn collect(mut self, guest_path: impl AsRef<str>) -> Command {
+        self.collect.push(guest_path.as_ref().to_string());
         self
     }
 

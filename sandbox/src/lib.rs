@@ -17,14 +17,16 @@
 
 mod command;
 mod error;
+mod fs;
 mod image_cache;
 mod output;
 mod program;
 mod sandbox;
 
-pub use command::Command;
+pub use command::{Command, DEFAULT_FILE_MODE};
 pub use error::{Error, ErrorKind, Result};
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use sandbox::{
-    InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
+    InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES, DEFAULT_MAX_INPUT,
+    DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
 };

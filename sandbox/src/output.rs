@@ -96,11 +96,17 @@ pub struct Output {
     /// Set when a CPU exception killed the program (status is then the
     /// matching signal, e.g. SIGSEGV).
     pub fault: Option<FaultInfo>,
+    /// Files the program left at or under the command's `collect` paths,
+    /// by absolute guest path.
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// True if some collected files were dropped or cut short at the
+    /// sandbox's collection caps.
+    pub files_truncated: bool,
     pub stats: Stats,
 }
 
 impl Output {
-    /// True if either stream was truncated.
+    /// True if either stream was truncated (see also `files_truncated`).
     pub fn truncated(&self) -> bool {
         self.stdout_truncated || self.stderr_truncated
     }

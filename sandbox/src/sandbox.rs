@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKicker, Vm, VmError, VmExit};
 
-use crate::command::{Command, ProgramSource};
+use crate::command::{Command, GuestFile, ProgramSource, DEFAULT_FILE_MODE};
 use crate::error::{Error, Result};
+use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::{image_cache, program};
 
@@ -22,6 +24,19 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
 /// Largest program image accepted.
 pub const MAX_PROGRAM_SIZE: u64 = 1 << 30;
+/// Default cap on the input of one run: stdin plus the files given.
+pub const DEFAULT_MAX_INPUT: u64 = 256 << 20;
+/// Default cap on the bytes of the files a run sends back.
+pub const DEFAULT_MAX_COLLECT_BYTES: u64 = 64 << 20;
+/// Default cap on the number of files a run sends back.
+pub const DEFAULT_MAX_COLLECT_FILES: usize = 4096;
+
+/// A read-only host directory grafted into the guest's tree.
+#[derive(Clone, Debug)]
+struct Mount {
+    host: PathBuf,
+    guest: String,
+}
 
 /// Settings of a sandbox, fixed when it is built.
 #[derive(Clone, Debug)]
@@ -30,6 +45,12 @@ struct Config {
     timeout: Duration,
     max_output: usize,
     env: Vec<(Vec<u8>, Vec<u8>)>,
+    mounts: Vec<Mount>,
+    files: Vec<GuestFile>,
+    cwd: Option<String>,
+    max_input: u64,
+    max_collect_bytes: u64,
+    max_collect_files: usize,
 }
 
 /// Builds a [`Sandbox`]; every setting has a sensible default.
@@ -46,6 +67,12 @@ impl Default for SandboxBuilder {
                 timeout: DEFAULT_TIMEOUT,
                 max_output: DEFAULT_MAX_OUTPUT,
                 env: Vec::new(),
+                mounts: Vec::new(),
+                files: Vec::new(),
+                cwd: None,
+                max_input: DEFAULT_MAX_INPUT,
+                max_collect_bytes: DEFAULT_MAX_COLLECT_BYTES,
+                max_collect_files: DEFAULT_MAX_COLLECT_FILES,
             },
         }
     }
@@ -79,6 +106,59 @@ impl SandboxBuilder {
         self
     }
 
+    /// Shows host directory `host_dir` read-only at `guest_path` (absolute,
+    /// normalised, not `/`) in every run. The guest sees only what is
+    /// inside: its `..` and the symlinks in it resolve in the guest's tree.
+    ///
+    /// ```no_run
+    /// use hvsandbox::{Command, Sandbox};
+    /// let mut sb = Sandbox::builder().mount("/usr/share/dict", "/dict").build()?;
+    /// let out = sb.run(&Command::new("/bin/busybox").args(["ls", "/dict"]))?;
+    /// # Ok::<(), hvsandbox::Error>(())
+    /// ```
+    pub fn mount(mut self, host_dir: impl AsRef<Path>, guest_path: impl AsRef<str>) -> Self {
+        let mount = Mount { host: host_dir.as_ref().to_path_buf(), guest: guest_path.as_ref().to_string() };
+        self.config.mounts.push(mount);
+        self
+    }
+    /// A file every run starts with, mode 0644 (see [`Command::file`]).
+    pub fn file(self, guest_path: impl AsRef<str>, contents: impl AsRef<[u8]>) -> Self {
+        self.file_with_mode(guest_path, contents, DEFAULT_FILE_MODE)
+    }
+    /// A file every run starts with, with permission bits `mode`.
+    pub fn file_with_mode(mut self, guest_path: impl AsRef<str>, contents: impl AsRef<[u8]>, mode: u32) -> Self {
+        self.config.files.push(GuestFile {
+            path: guest_path.as_ref().to_string(),
+            data: Arc::from(contents.as_ref()),
+            mode,
+        });
+        self
+    }
+    /// The working directory of every run (absolute guest path; created if
+    /// missing); a command's own [`Command::cwd`] wins. Default `/`.
+    pub fn cwd(mut self, guest_path: impl AsRef<str>) -> Self {
+        self.config.cwd = Some(guest_path.as_ref().to_string());
+        self
+    }
+    /// Cap on the input of one run: stdin plus all files given. A run
+    /// over it fails with [`Error::InvalidConfig`]. Default 256 MiB.
+    pub fn max_input(mut self, bytes: u64) -> Self {
+        self.config.max_input = bytes;
+        self
+    }
+    /// Cap on the total bytes of the files a run sends back; files past it
+    /// are dropped or cut short and `Output::files_truncated` is set.
+    /// Default 64 MiB.
+    pub fn max_collect_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_collect_bytes = bytes;
+        self
+    }
+    /// Cap on the number of files a run sends back. Default 4096.
+    pub fn max_collect_files(mut self, files: usize) -> Self {
+        self.config.max_collect_files = files;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let c = &self.config;
         let mib = c.memory >> 20;
@@ -99,6 +179,30 @@ impl SandboxBuilder {
                 )));
             }
         }
+        for (i, m) in c.mounts.iter().enumerate() {
+            guest_path("mount point", &m.guest, false)?;
+            match std::fs::metadata(&m.host) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::InvalidConfig(format!(
+                        "mount source {} is not a directory",
+                        m.host.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(Error::InvalidConfig(format!("mount source {}: {e}", m.host.display())));
+                }
+            }
+            if c.mounts[..i].iter().any(|other| other.guest == m.guest) {
+                return Err(Error::InvalidConfig(format!("two mounts at {}", m.guest)));
+            }
+        }
+        check_files(c, &c.files)?;
+        if let Some(cwd) = &c.cwd {
+            guest_path("working directory", cwd, true)?;
+        }
+        let input: u64 = c.files.iter().map(|f| f.data.len() as u64).sum();
+        check_input_size(c, input)?;
         Ok(())
     }
 
@@ -108,6 +212,40 @@ impl SandboxBuilder {
         self.validate()?;
         Sandbox::start(self.config)
     }
+}
+
+/// Checks a guest path given in the configuration.
+fn guest_path(what: &str, path: &str, root_ok: bool) -> Result<()> {
+    fs::check_guest_path(path).map_err(|why| Error::InvalidConfig(format!("{what} {path:?} {why}")))?;
+    if path == "/" && !root_ok {
+        return Err(Error::InvalidConfig(format!("{what} cannot be /")));
+    }
+    Ok(())
+}
+
+/// Checks files to place in the guest: paths, modes, and that none is
+/// inside a (read-only) mount.
+fn check_files(config: &Config, files: &[GuestFile]) -> Result<()> {
+    for f in files {
+        guest_path("file", &f.path, false)?;
+        if f.mode & !0o7777 != 0 {
+            return Err(Error::InvalidConfig(format!("file {}: mode {:#o} is not permission bits", f.path, f.mode)));
+        }
+        if let Some(m) = config.mounts.iter().find(|m| fs::path_is_within(&f.path, &m.guest)) {
+            return Err(Error::InvalidConfig(format!("file {} is inside the read-only mount {}", f.path, m.guest)));
+        }
+    }
+    Ok(())
+}
+
+fn check_input_size(config: &Config, bytes: u64) -> Result<()> {
+    if bytes > config.max_input {
+        return Err(Error::InvalidConfig(format!(
+            "the input (stdin and files) takes {bytes} bytes; max_input is {}",
+            config.max_input
+        )));
+    }
+    Ok(())
 }
 
 /// Shared between a sandbox's worker and its interrupt handles.
@@ -282,7 +420,9 @@ fn map_vm_error(e: VmError) -> Error {
             Error::KvmUnavailable { reason: format!("unsupported KVM API version {v}"), source: None }
         }
         VmError::MemorySize { .. } => Error::InvalidConfig(e.to_string()),
-        VmError::ImageTooLarge { .. } | VmError::ArgsTooLarge { .. } => Error::InvalidConfig(e.to_string()),
+        VmError::ImageTooLarge { .. } | VmError::ArgsTooLarge { .. } | VmError::ManifestTooLarge { .. } => {
+            Error::InvalidConfig(e.to_string())
+        }
         other => Error::Internal { context: other.to_string(), source: Some(Box::new(other)) },
     }
 }
@@ -311,6 +451,11 @@ struct Runner<'a> {
     stdin_pos: usize,
     exits: u64,
     fault: Option<FaultInfo>,
+    /// The host objects the guest's filesystem can reach in this run.
+    fs: HostFs,
+    collector: FileCollector,
+    /// Reused buffer for file reads and writes.
+    scratch: Vec<u8>,
 }
 
 enum Flow {
@@ -331,6 +476,9 @@ impl<'a> Runner<'a> {
             stdin_pos: 0,
             exits: 0,
             fault: None,
+            fs: HostFs::default(),
+            collector: FileCollector::new(Vec::new(), 0, 0),
+            scratch: Vec::new(),
         }
     }
 
@@ -355,6 +503,7 @@ impl<'a> Runner<'a> {
                 .filter(|(_, &n)| n > 0)
                 .map(|(nr, &n)| (nr as u32, n as u64))
                 .collect();
+            let (files, files_truncated) = self.collector.take();
             Ok(Output {
                 status,
                 stdout: std::mem::take(&mut self.stdout),
@@ -362,6 +511,8 @@ impl<'a> Runner<'a> {
                 stdout_truncated: self.stdout_truncated,
                 stderr_truncated: self.stderr_truncated,
                 fault: self.fault,
+                files,
+                files_truncated,
                 stats: Stats {
                     wall: started.elapsed(),
                     cpu: thread_cpu_time().saturating_sub(cpu_start),
@@ -408,9 +559,11 @@ impl<'a> Runner<'a> {
         let envp = self.environment(command);
         let mut seed = [0u8; 32];
         getrandom(&mut seed);
+        let manifest = self.prepare_fs(command)?;
 
         let vm = slot.insert(Vm::new(self.config.memory).map_err(map_vm_error)?);
-        vm.boot(&BootParams { image: &image, argv: &argv, envp: &envp, random_seed: seed }).map_err(map_vm_error)?;
+        let params = BootParams { image: &image, argv: &argv, envp: &envp, random_seed: seed, manifest: &manifest };
+        vm.boot(&params).map_err(map_vm_error)?;
         let now = Instant::now();
         if now >= deadline {
             return Err(Error::Timeout { limit: self.config.timeout });
@@ -466,6 +619,60 @@ impl<'a> Runner<'a> {
                 VmExit::Unexpected(what) => return Err(Error::GuestCrashed { detail: what }),
             }
         }
+    }
+
+    /// Checks the command's files and paths, opens the mounts, registers
+    /// the files, and returns the encoded boot manifest.
+    fn prepare_fs(&mut self, command: &Command) -> Result<Vec<u8>> {
+        let config = self.config;
+        check_files(config, &command.files)?;
+        if let Some(cwd) = &command.cwd {
+            guest_path("working directory", cwd, true)?;
+        }
+        for c in &command.collect {
+            guest_path("collect path", c, true)?;
+        }
+        // The command's files replace the sandbox's at the same path; the
+        // last one given for a path wins.
+        let mut files: Vec<&GuestFile> = Vec::new();
+        for f in config.files.iter().chain(&command.files) {
+            match files.iter_mut().find(|g| g.path == f.path) {
+                Some(slot) => *slot = f,
+                None => files.push(f),
+            }
+        }
+        let input = files.iter().map(|f| f.data.len() as u64).sum::<u64>() + command.stdin.len() as u64;
+        check_input_size(config, input)?;
+
+        let mut records = Vec::new();
+        for m in &config.mounts {
+            let handle = self.fs.add_mount(&m.host).map_err(|e| {
+                Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display()))
+            })?;
+            let path = m.guest.clone();
+            records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });
+        }
+        for f in files {
+            let handle = self.fs.add_blob(f.data.clone(), f.mode).map_err(|_| {
+                Error::InvalidConfig(format!("too many files (at most {})", fs::MAX_HANDLES))
+            })?;
+            records.push(ManifestRecord {
+                kind: abi::fs::ENTRY_FILE,
+                mode: f.mode,
+                handle,
+                size: f.data.len() as u64,
+                path: f.path.clone(),
+            });
+        }
+        for c in &command.collect {
+            records.push(ManifestRecord { kind: abi::fs::ENTRY_COLLECT, mode: 0, handle: 0, size: 0, path: c.clone() });
+        }
+        if let Some(cwd) = command.cwd.as_ref().or(config.cwd.as_ref()) {
+            records.push(ManifestRecord { kind: abi::fs::ENTRY_CWD, mode: 0, handle: 0, size: 0, path: cwd.clone() });
+        }
+        self.collector =
+            FileCollector::new(command.collect.clone(), config.max_collect_bytes, config.max_collect_files);
+        Ok(fs::encode_manifest(&records))
     }
 
     /// The sandbox's environment with the command's on top, as KEY=VALUE.
@@ -572,8 +779,126 @@ impl<'a> Runner<'a> {
                 vm.set_hypercall_result(0).map_err(map_vm_error)?;
                 Ok(Flow::Continue)
             }
+            abi::hc::FS_LOOKUP..=abi::hc::FILE_OUT => {
+                let ret = self.fs_hypercall(vm, nr, args)?;
+                vm.set_hypercall_result(ret).map_err(map_vm_error)?;
+                Ok(Flow::Continue)
+            }
             other => Err(hostile(format!("unknown hypercall {other:#x}"))),
         }
+    }
+}
+
+impl Runner<'_> {
+    /// Serves one filesystem hypercall. Buffers may be anywhere the
+    /// guest has mapped (the runtime passes heap buffers); one that is not
+    /// mapped or is over its limit is a hostile request (an error that
+    /// ends the run), while a bad handle, name or offset is just `-errno`
+    /// for the guest.
+    fn fs_hypercall(&mut self, vm: &Vm, nr: u64, args: [u64; 6]) -> Result<u64> {
+        use abi::fs::{NAME_MAX, PATH_MAX};
+        let bad = |what: &str, va: u64, len: u64| {
+            let what = what.to_string();
+            move |e: VmError| match e {
+                VmError::GuestAccess { .. } => {
+                    Error::GuestCrashed { detail: format!("{what} hypercall with a bad buffer {va:#x}+{len:#x}") }
+                }
+                other => map_vm_error(other),
+            }
+        };
+        let check_len = |what: &str, va: u64, len: u64, max: u64| {
+            if len > max {
+                return Err(bad(what, va, len)(VmError::GuestAccess { addr: va, len }));
+            }
+            Ok(len as usize)
+        };
+        Ok(match nr {
+            abi::hc::FS_LOOKUP => {
+                let (dir, name_va, name_len, stat_va) = (args[0], args[1], args[2], args[3]);
+                if name_len > NAME_MAX as u64 {
+                    return Ok(errno_result(libc::ENAMETOOLONG));
+                }
+                let mut name = [0u8; NAME_MAX];
+                let name = &mut name[..name_len as usize];
+                vm.read_virt(name_va, name).map_err(bad("lookup", name_va, name_len))?;
+                match self.fs.lookup(dir, name) {
+                    Ok((handle, st)) => {
+                        let st = fs::stat_bytes(&st);
+                        vm.write_virt(stat_va, &st).map_err(bad("lookup", stat_va, st.len() as u64))?;
+                        handle
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READ => {
+                let (handle, offset, va, len) = (args[0], args[1], args[2], args[3]);
+                let len = check_len("fs read", va, len, abi::HCALL_MAX_LEN)?;
+                if self.scratch.len() < len {
+                    self.scratch.resize(len, 0);
+                }
+                match self.fs.read(handle, offset, &mut self.scratch[..len]) {
+                    Ok(n) => {
+                        vm.write_virt(va, &self.scratch[..n]).map_err(bad("fs read", va, n as u64))?;
+                        n as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READDIR => {
+                let (handle, index, va, len) = (args[0], args[1], args[2], args[3]);
+                let len = check_len("readdir", va, len, abi::HCALL_MAX_LEN)?;
+                match self.fs.readdir(handle, index, len) {
+                    Ok(records) => {
+                        vm.write_virt(va, &records).map_err(bad("readdir", va, records.len() as u64))?;
+                        records.len() as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READLINK => {
+                let (handle, va, len) = (args[0], args[1], args[2]);
+                let len = check_len("readlink", va, len, abi::HCALL_MAX_LEN)?;
+                match self.fs.readlink(handle) {
+                    // As readlink(2): the target, cut to the buffer.
+                    Ok(target) => {
+                        let n = target.len().min(len);
+                        vm.write_virt(va, &target[..n]).map_err(bad("readlink", va, n as u64))?;
+                        n as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_STAT => {
+                let (handle, va) = (args[0], args[1]);
+                match self.fs.stat(handle) {
+                    Ok(st) => {
+                        let st = fs::stat_bytes(&st);
+                        vm.write_virt(va, &st).map_err(bad("stat", va, st.len() as u64))?;
+                        0
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FILE_OUT => {
+                // The mode (args[5]) is not kept: Output::files holds bytes.
+                let (path_va, path_len, data_va, data_len, offset) = (args[0], args[1], args[2], args[3], args[4]);
+                let len = check_len("file out", data_va, data_len, abi::HCALL_MAX_LEN)?;
+                if path_len >= PATH_MAX as u64 {
+                    return Ok(errno_result(libc::ENAMETOOLONG));
+                }
+                let mut path = vec![0u8; path_len as usize];
+                vm.read_virt(path_va, &mut path).map_err(bad("file out", path_va, path_len))?;
+                if self.scratch.len() < len {
+                    self.scratch.resize(len, 0);
+                }
+                vm.read_virt(data_va, &mut self.scratch[..len]).map_err(bad("file out", data_va, data_len))?;
+                match self.collector.file_out(&path, offset, &self.scratch[..len]) {
+                    Ok(()) => 0,
+                    Err(e) => errno_result(e),
+                }
+            }
+            other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
+        })
     }
 }
 

@@ -1,15 +1,22 @@
 //! The `hvsandbox` command: run a program in a KVM micro-VM.
 //!
 //! ```text
-//! hvsandbox run [--memory 64M] [--timeout 2s] [--max-output 1M] [--env K=V]... [--stats] -- PROGRAM [ARGS...]
+//! hvsandbox run [--memory 64M] [--timeout 2s] [--max-output 1M] [--env K=V]... [--stats]
+//!               [--mount HOST:GUEST]... [--file GUEST=HOSTPATH]... [--cwd PATH]
+//!               [--collect GUEST_PATH... --collect-dir HOSTDIR] -- PROGRAM [ARGS...]
 //! ```
 //!
 //! stdin is passed in (when it is not a terminal); stdout, stderr and the
 //! exit status pass through (128 + signal when the program dies of one).
 //! Errors print one line `hvsandbox: ...` and exit with a distinct code.
 
-use std::ffi::OsString;
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
 use std::io::{IsTerminal, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -58,6 +65,21 @@ struct RunArgs {
     /// Print the run statistics as one JSON line on stderr.
     #[arg(long)]
     stats: bool,
+    /// Show a host directory read-only in the guest at GUEST (repeatable).
+    #[arg(long = "mount", value_name = "HOST:GUEST")]
+    mounts: Vec<OsString>,
+    /// Copy a host file into the guest at GUEST, keeping its permission bits (repeatable).
+    #[arg(long = "file", value_name = "GUEST=HOSTPATH")]
+    files: Vec<OsString>,
+    /// The program's working directory in the guest (created if missing).
+    #[arg(long, value_name = "PATH")]
+    cwd: Option<String>,
+    /// Bring back the files at or under this guest path (repeatable; needs --collect-dir).
+    #[arg(long = "collect", value_name = "GUEST_PATH", requires = "collect_dir")]
+    collect: Vec<String>,
+    /// Where collected files are written: guest path /a/b.txt becomes HOSTDIR/a/b.txt.
+    #[arg(long = "collect-dir", value_name = "HOSTDIR", requires = "collect")]
+    collect_dir: Option<PathBuf>,
     /// The program (a path on the host) and its arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM [ARGS]")]
     program: Vec<OsString>,
@@ -138,7 +160,7 @@ fn stats_json(out: &Output) -> String {
     format!(
         "{{{status},\"wall_us\":{},\"cpu_us\":{},\"exits\":{},\"syscalls\":{},\"memory_used\":{},\
          \"stdout_bytes\":{},\"stderr_bytes\":{},\"stdout_truncated\":{},\"stderr_truncated\":{},\
-         \"unknown_syscalls\":{{{}}}}}",
+         \"files\":{},\"files_truncated\":{},\"unknown_syscalls\":{{{}}}}}",
         s.wall.as_micros(),
         s.cpu.as_micros(),
         s.exits,
@@ -148,6 +170,8 @@ fn stats_json(out: &Output) -> String {
         out.stderr.len(),
         out.stdout_truncated,
         out.stderr_truncated,
+        out.files.len(),
+        out.files_truncated,
         unknown.join(",")
     )
 }
@@ -205,6 +229,83 @@ fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>>
     Ok(term)
 }
 
+/// Splits `s` at the first `sep` (`last`: the last one).
+fn split_arg(s: &OsString, sep: u8, last: bool) -> Option<(&[u8], &[u8])> {
+    let b = s.as_bytes();
+    let at = if last { b.iter().rposition(|&c| c == sep) } else { b.iter().position(|&c| c == sep) }?;
+    Some((&b[..at], &b[at + 1..]))
+}
+
+fn utf8_guest_path(bytes: &[u8], flag: &str) -> Result<String, Error> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| Error::InvalidConfig(format!("{flag}: the guest path must be UTF-8")))
+}
+
+fn last_os_error() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Writes one collected file at `dir` + its guest path, one component at a
+/// time relative to directory fds, never following a symlink, so neither
+/// the name nor anything already in `dir` can place it outside `dir`.
+fn write_collected_file(dir: &OwnedFd, guest_path: &str, data: &[u8]) -> std::io::Result<()> {
+    let parts: Vec<&str> = guest_path.split('/').skip(1).collect();
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "the name would escape the directory");
+    let bad_part = |p: &&str| p.is_empty() || *p == "." || *p == ".." || p.contains('\0');
+    if !guest_path.starts_with('/') || parts.iter().any(bad_part) {
+        return Err(bad());
+    }
+    let Some((file, parents)) = parts.split_last() else { return Err(bad()) };
+    let open_at = |at: &OwnedFd, name: &str, flags: i32, mode: libc::c_uint| -> std::io::Result<OwnedFd> {
+        let name = CString::new(name).map_err(|_| bad())?;
+        let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+        // SAFETY: `name` is NUL-terminated and `at` an open directory fd.
+        let fd = unsafe { libc::openat(at.as_raw_fd(), name.as_ptr(), flags, mode) };
+        if fd < 0 {
+            return Err(last_os_error());
+        }
+        // SAFETY: openat returned a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for part in parents {
+        let at = cur.as_ref().unwrap_or(dir);
+        let name = CString::new(*part).map_err(|_| bad())?;
+        // SAFETY: `name` is NUL-terminated and `at` an open directory fd.
+        if unsafe { libc::mkdirat(at.as_fd().as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
+            let e = last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+        }
+        cur = Some(open_at(at, part, libc::O_RDONLY | libc::O_DIRECTORY, 0)?);
+    }
+    let at = cur.as_ref().unwrap_or(dir);
+    let fd = open_at(at, file, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644)?;
+    std::fs::File::from(fd).write_all(data)
+}
+
+/// Writes the collected files under `dir` (created if missing); returns
+/// how many could not be written, after saying why on stderr.
+fn write_collected(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> usize {
+    let root = std::fs::create_dir_all(dir).and_then(|()| std::fs::File::open(dir)).map(OwnedFd::from);
+    let root = match root {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("hvsandbox: cannot open --collect-dir {}: {e}", dir.display());
+            return files.len().max(1);
+        }
+    };
+    let mut failed = 0;
+    for (path, data) in files {
+        if let Err(e) = write_collected_file(&root, path, data) {
+            eprintln!("hvsandbox: cannot write collected file {path}: {e}");
+            failed += 1;
+        }
+    }
+    failed
+}
+
 fn run(args: RunArgs) -> Result<u8, Error> {
     let max_output = usize::try_from(args.max_output)
         .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output)))?;
@@ -228,6 +329,22 @@ fn run(args: RunArgs) -> Result<u8, Error> {
             }
         }
     }
+    for spec in &args.files {
+        let (guest, host) = split_arg(spec, b'=', false)
+            .ok_or_else(|| Error::InvalidConfig(format!("--file {spec:?}: expected GUEST=HOSTPATH")))?;
+        let guest = utf8_guest_path(guest, "--file")?;
+        let host = Path::new(std::ffi::OsStr::from_bytes(host));
+        let read = std::fs::read(host).and_then(|data| Ok((data, std::fs::metadata(host)?.permissions().mode())));
+        let (data, mode) =
+            read.map_err(|e| Error::InvalidConfig(format!("--file {guest}: cannot read {}: {e}", host.display())))?;
+        command = command.file_with_mode(guest, data, mode & 0o777);
+    }
+    if let Some(cwd) = &args.cwd {
+        command = command.cwd(cwd);
+    }
+    for c in &args.collect {
+        command = command.collect(c);
+    }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut input = Vec::new();
@@ -242,11 +359,13 @@ fn run(args: RunArgs) -> Result<u8, Error> {
         context: "cannot set up signal forwarding".into(),
         source: Some(Box::new(e)),
     })?;
-    let mut sandbox = Sandbox::builder()
-        .memory_bytes(args.memory)
-        .timeout(args.timeout)
-        .max_output(max_output)
-        .build()?;
+    let mut builder = Sandbox::builder().memory_bytes(args.memory).timeout(args.timeout).max_output(max_output);
+    for spec in &args.mounts {
+        let (host, guest) = split_arg(spec, b':', true)
+            .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
+        builder = builder.mount(std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, "--mount")?);
+    }
+    let mut sandbox = builder.build()?;
     let _ = termination.handle.set(sandbox.interrupt_handle());
     let out = if termination.requested() { Err(Error::Cancelled) } else { sandbox.run(&command) };
     if let Ok(out) = &out {
@@ -265,6 +384,14 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     let out = out?;
     if out.truncated() {
         eprintln!("hvsandbox: output truncated at {max_output} bytes per stream");
+    }
+    if let Some(dir) = &args.collect_dir {
+        if out.files_truncated {
+            eprintln!("hvsandbox: some collected files were dropped or cut short at the collection caps");
+        }
+        if write_collected(dir, &out.files) > 0 {
+            return Ok(EXIT_USAGE);
+        }
     }
     Ok(u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX))
 }
@@ -324,6 +451,35 @@ mod tests {
     #[test]
     fn json_escapes() {
         assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+
+    #[test]
+    fn collected_files_stay_inside_the_collect_dir() {
+        let base = std::env::temp_dir().join(format!("hvsandbox-cli-collect-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = base.join("out");
+        std::fs::create_dir_all(base.join("elsewhere")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(base.join("elsewhere"), dir.join("link")).unwrap();
+        let files: BTreeMap<String, Vec<u8>> = [
+            ("/tmp/o.txt", "ok"),
+            ("/a/b/c.txt", "deep"),
+            ("/../escape.txt", "no"),
+            ("/a/../../escape2.txt", "no"),
+            ("relative.txt", "no"),
+            ("/link/through-symlink.txt", "no"),
+            ("/link", "no"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(write_collected(&dir, &files), 5);
+        assert_eq!(std::fs::read(dir.join("tmp/o.txt")).unwrap(), b"ok");
+        assert_eq!(std::fs::read(dir.join("a/b/c.txt")).unwrap(), b"deep");
+        assert!(!base.join("escape.txt").exists() && !base.join("escape2.txt").exists());
+        assert_eq!(std::fs::read_dir(base.join("elsewhere")).unwrap().count(), 0);
+        assert!(std::fs::symlink_metadata(dir.join("link")).unwrap().file_type().is_symlink());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -1,0 +1,1067 @@
+//! The host side of the guest's filesystem: the read-only host
+//! directories and in-memory files a run is given, served to the guest
+//! runtime through the FS hypercalls, and the files it sends back.
+//!
+//! The no-escape guarantee is structural: the host only ever opens one
+//! plain name (no `/`, not `.` or `..`) relative to a directory it
+//! already holds, with `O_NOFOLLOW`, so it never resolves `..` or a
+//! symlink for the guest. The guest resolves both in its own view of the
+//! tree, where a mount's `..` is a guest directory and a symlink's target
+//! is a guest path.
+//!
+//! Nothing here knows KVM: the hypercall handler in `sandbox.rs` checks
+//! the guest's buffers and calls in with plain bytes, so this is tested
+//! on its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, CString};
+use std::mem::{offset_of, size_of};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use hvsandbox_core::abi;
+use hvsandbox_core::abi::fs::{Dirent, ManifestEntry, Stat, FIRST_HANDLE, NAME_MAX, PATH_MAX};
+
+/// A positive errno value; the guest receives its negation.
+pub(crate) type Errno = i32;
+
+/// The hypercall result that carries `-errno`.
+pub(crate) fn errno_result(errno: Errno) -> u64 {
+    (-(errno as i64)) as u64
+}
+
+/// Handles one run may hold (the guest gets `EMFILE` beyond). Handles are
+/// never closed during a run; repeated lookups reuse theirs.
+pub(crate) const MAX_HANDLES: usize = 65536;
+/// Host file descriptors one run keeps open besides its mount roots; the
+/// least recently used is closed past this and reopened when needed, so
+/// a guest walking a large tree cannot exhaust the host process's fds.
+pub(crate) const MAX_OPEN_FDS: usize = 64;
+
+/// Inode numbers of in-memory files (distinct from host ones in practice).
+const BLOB_INO_BASE: u64 = 1 << 63;
+
+/// Sizes of the ABI records as the guest sees them.
+pub(crate) const STAT_SIZE: usize = size_of::<Stat>();
+const DIRENT_SIZE: usize = size_of::<Dirent>();
+const ENTRY_SIZE: usize = size_of::<ManifestEntry>();
+
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// A [`Stat`] as the guest reads it (little-endian, the ABI's layout).
+pub(crate) fn stat_bytes(st: &Stat) -> [u8; STAT_SIZE] {
+    let mut b = [0u8; STAT_SIZE];
+    put(&mut b, offset_of!(Stat, mode), &st.mode.to_le_bytes());
+    put(&mut b, offset_of!(Stat, nlink), &st.nlink.to_le_bytes());
+    put(&mut b, offset_of!(Stat, size), &st.size.to_le_bytes());
+    put(&mut b, offset_of!(Stat, ino), &st.ino.to_le_bytes());
+    put(&mut b, offset_of!(Stat, mtime_sec), &st.mtime_sec.to_le_bytes());
+    put(&mut b, offset_of!(Stat, mtime_nsec), &st.mtime_nsec.to_le_bytes());
+    b
+}
+
+// ---------------------------------------------------------------------
+// Guest paths and the manifest
+// ---------------------------------------------------------------------
+
+/// Checks that `path` is an absolute, normalised guest path: `/`, or
+/// `/`-separated non-empty components that are not `.` or `..`, with no
+/// trailing `/` and no NUL, within Linux's name and path limits.
+pub(crate) fn check_guest_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("must be absolute (start with /)");
+    }
+    if path.len() >= PATH_MAX {
+        return Err("is too long");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if path == "/" {
+        return Ok(());
+    }
+    for part in path[1..].split('/') {
+        match part {
+            "" => return Err("must be normalised (no empty components or trailing /)"),
+            "." | ".." => return Err("must be normalised (no . or .. components)"),
+            p if p.len() > NAME_MAX => return Err("has a component longer than 255 bytes"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether guest path `path` is `dir` or inside it (both normalised).
+pub(crate) fn path_is_within(path: &str, dir: &str) -> bool {
+    dir == "/" || path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+/// One record of the boot manifest (see [`abi::fs::ManifestEntry`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ManifestRecord {
+    pub kind: u32,
+    pub mode: u32,
+    pub handle: u64,
+    pub size: u64,
+    /// Absolute, normalised guest path.
+    pub path: String,
+}
+
+/// Encodes the manifest the runtime reads at boot: [`ManifestEntry`]
+/// records, each followed by its path and padded to 8 bytes.
+pub(crate) fn encode_manifest(records: &[ManifestRecord]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.iter().map(|r| abi::fs::entry_size(r.path.len())).sum());
+    for r in records {
+        let start = out.len();
+        out.resize(start + abi::fs::entry_size(r.path.len()), 0);
+        let e = &mut out[start..];
+        put(e, offset_of!(ManifestEntry, kind), &r.kind.to_le_bytes());
+        put(e, offset_of!(ManifestEntry, mode), &r.mode.to_le_bytes());
+        put(e, offset_of!(ManifestEntry, handle), &r.handle.to_le_bytes());
+        put(e, offset_of!(ManifestEntry, size), &r.size.to_le_bytes());
+        put(e, offset_of!(ManifestEntry, path_len), &(r.path.len() as u32).to_le_bytes());
+        put(e, ENTRY_SIZE, r.path.as_bytes());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------
+// Thin, safe wrappers of the host calls used below
+// ---------------------------------------------------------------------
+
+fn last_errno() -> Errno {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> Result<OwnedFd, Errno> {
+    loop {
+        // SAFETY: `name` is NUL-terminated and `dir` is an open fd borrowed
+        // for the call.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd >= 0 {
+            // SAFETY: openat returned a new fd that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        match last_errno() {
+            libc::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, Errno> {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open for the call and `st` is a writable stat.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(st)
+}
+
+/// Reads at `offset` until `buf` is full or the file ends.
+fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], offset: i64) -> Result<usize, Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = offset.checked_add(done as i64).ok_or(libc::EINVAL)?;
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe `rest`, writable and
+        // owned by this frame; `fd` is open for the call.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as usize,
+            _ => match last_errno() {
+                libc::EINTR => continue,
+                e => return Err(e),
+            },
+        }
+    }
+    Ok(done)
+}
+
+/// The target of the symlink an `O_PATH | O_NOFOLLOW` fd refers to.
+fn readlink_fd(fd: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; PATH_MAX];
+    // SAFETY: an empty path makes readlinkat read the link `fd` itself
+    // refers to; the buffer is writable for its length.
+    let n = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(last_errno());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// One entry of a host directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Listed {
+    ino: u64,
+    dtype: u8,
+    name: Vec<u8>,
+}
+
+/// Lists the directory an `O_PATH` fd refers to, sorted by name, without
+/// `.` and `..`, and without entries the guest could not look up anyway
+/// (devices, FIFOs, sockets).
+fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<Listed>, Errno> {
+    // "." relative to the O_PATH fd is that very directory: no race.
+    let fd = openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY)?.into_raw_fd();
+    // SAFETY: `fd` is an open directory fd; on success the DIR owns it.
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        let e = last_errno();
+        // SAFETY: fdopendir failed, so `fd` is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    struct DirStream(*mut libc::DIR);
+    impl Drop for DirStream {
+        fn drop(&mut self) {
+            // SAFETY: the DIR came from fdopendir and is closed only here.
+            unsafe { libc::closedir(self.0) };
+        }
+    }
+    let stream = DirStream(d);
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: errno is thread-local; clearing it tells the end of the
+        // stream from an error after readdir returns null.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: the DIR is open and used by this thread only.
+        let ent = unsafe { libc::readdir(stream.0) };
+        if ent.is_null() {
+            match last_errno() {
+                0 => break,
+                e => return Err(e),
+            }
+        }
+        // SAFETY: readdir returned a valid entry, live until the next
+        // readdir call; d_name is NUL-terminated.
+        let (ino, dtype, name) = unsafe { ((*ent).d_ino, (*ent).d_type, CStr::from_ptr((*ent).d_name.as_ptr())) };
+        let name = name.to_bytes();
+        if name == b"." || name == b".." || name.is_empty() || name.len() > NAME_MAX {
+            continue;
+        }
+        let dtype = match dtype {
+            libc::DT_DIR | libc::DT_REG | libc::DT_LNK | libc::DT_UNKNOWN => dtype,
+            _ => continue,
+        };
+        out.push(Listed { ino, dtype, name: name.to_vec() });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn abi_stat(st: &libc::stat) -> Stat {
+    Stat {
+        // Set-id bits mean nothing in the guest.
+        mode: st.st_mode & (libc::S_IFMT | 0o1777),
+        nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        ino: st.st_ino,
+        mtime_sec: st.st_mtime,
+        mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        _pad: 0,
+    }
+}
+
+// ---------------------------------------------------------------------
+// The handle table
+// ---------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FdSlot {
+    /// The node's `O_PATH` fd.
+    Path,
+    /// An `O_RDONLY` fd of a regular file, opened on first read.
+    Read,
+}
+
+/// A file, directory or symlink on the host.
+struct HostNode {
+    /// Parent directory handle and name in it; `None` for a mount root,
+    /// whose fd stays open for the whole run.
+    origin: Option<(u64, CString)>,
+    /// Identity checked whenever the node is reopened by name.
+    dev: u64,
+    ino: u64,
+    /// `S_IFDIR`, `S_IFREG` or `S_IFLNK`.
+    fmt: u32,
+    path_fd: Option<OwnedFd>,
+    path_tick: u64,
+    read_fd: Option<OwnedFd>,
+    read_tick: u64,
+    listing: Option<Vec<Listed>>,
+}
+
+enum Node {
+    Host(HostNode),
+    /// A file given by the caller as bytes.
+    Blob {
+        data: Arc<[u8]>,
+        mode: u32,
+    },
+}
+
+/// The host objects one run can reach, by handle number.
+pub(crate) struct HostFs {
+    nodes: Vec<Node>,
+    max_handles: usize,
+    max_open: usize,
+    /// (directory handle, name) -> handle, so lookups do not grow the table.
+    lookups: HashMap<(u64, Vec<u8>), u64>,
+    /// Open evictable fds by last use: tick -> (handle, slot).
+    lru: BTreeMap<u64, (u64, FdSlot)>,
+    tick: u64,
+}
+
+impl Default for HostFs {
+    fn default() -> Self {
+        HostFs::with_limits(MAX_HANDLES, MAX_OPEN_FDS)
+    }
+}
+
+impl HostFs {
+    /// An empty table with at most `max_handles` handles and
+    /// `max_open` (at least 1) evictable open fds.
+    pub(crate) fn with_limits(max_handles: usize, max_open: usize) -> HostFs {
+        HostFs {
+            nodes: Vec::new(),
+            max_handles,
+            max_open: max_open.max(1),
+            lookups: HashMap::new(),
+            lru: BTreeMap::new(),
+            tick: 0,
+        }
+    }
+
+    /// Number of handles in use.
+    #[cfg(test)]
+    pub(crate) fn handles(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn push(&mut self, node: Node) -> Result<u64, Errno> {
+        if self.nodes.len() >= self.max_handles {
+            return Err(libc::EMFILE);
+        }
+        self.nodes.push(node);
+        Ok(self.nodes.len() as u64 - 1 + FIRST_HANDLE)
+    }
+
+    /// Opens `host_dir` as a mount root; returns its handle.
+    pub(crate) fn add_mount(&mut self, host_dir: &Path) -> std::io::Result<u64> {
+        let path = CString::new(host_dir.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `path` is NUL-terminated; the result is checked below.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: open returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let st = fstat(fd.as_fd()).map_err(std::io::Error::from_raw_os_error)?;
+        self.push(Node::Host(HostNode {
+            origin: None,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            fmt: libc::S_IFDIR,
+            path_fd: Some(fd),
+            path_tick: 0,
+            read_fd: None,
+            read_tick: 0,
+            listing: None,
+        }))
+        .map_err(std::io::Error::from_raw_os_error)
+    }
+
+    /// Registers an in-memory file; returns its handle.
+    pub(crate) fn add_blob(&mut self, data: Arc<[u8]>, mode: u32) -> Result<u64, Errno> {
+        self.push(Node::Blob { data, mode: mode & 0o7777 })
+    }
+
+    fn node(&self, handle: u64) -> Result<&Node, Errno> {
+        let index = handle.checked_sub(FIRST_HANDLE).ok_or(libc::EBADF)?;
+        self.nodes.get(usize::try_from(index).map_err(|_| libc::EBADF)?).ok_or(libc::EBADF)
+    }
+
+    fn host(&self, handle: u64) -> Result<&HostNode, Errno> {
+        match self.node(handle)? {
+            Node::Host(n) => Ok(n),
+            Node::Blob { .. } => Err(libc::ENOTDIR),
+        }
+    }
+
+    fn host_mut(&mut self, handle: u64) -> Option<&mut HostNode> {
+        let index = usize::try_from(handle.checked_sub(FIRST_HANDLE)?).ok()?;
+        match self.nodes.get_mut(index)? {
+            Node::Host(n) => Some(n),
+            Node::Blob { .. } => None,
+        }
+    }
+
+    /// Marks an open fd as just used.
+    fn touch(&mut self, handle: u64, slot: FdSlot) {
+        let tick = self.tick + 1;
+        let Some(n) = self.host_mut(handle) else { return };
+        let t = match slot {
+            FdSlot::Path => &mut n.path_tick,
+            FdSlot::Read => &mut n.read_tick,
+        };
+        if *t == 0 {
+            return; // a mount root: not evictable
+        }
+        let old = std::mem::replace(t, tick);
+        self.tick = tick;
+        self.lru.remove(&old);
+        self.lru.insert(tick, (handle, slot));
+    }
+
+    /// Stores a newly opened fd, closing the least recently used ones
+    /// beyond the limit. Any fd borrowed earlier may be closed here.
+    fn install(&mut self, handle: u64, slot: FdSlot, fd: OwnedFd) {
+        while self.lru.len() >= self.max_open {
+            let Some((_, (h, s))) = self.lru.pop_first() else { break };
+            if let Some(n) = self.host_mut(h) {
+                match s {
+                    FdSlot::Path => (n.path_fd, n.path_tick) = (None, 0),
+                    FdSlot::Read => (n.read_fd, n.read_tick) = (None, 0),
+                }
+            }
+        }
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(n) = self.host_mut(handle) {
+            match slot {
+                FdSlot::Path => (n.path_fd, n.path_tick) = (Some(fd), tick),
+                FdSlot::Read => (n.read_fd, n.read_tick) = (Some(fd), tick),
+            }
+            self.lru.insert(tick, (handle, slot));
+        }
+    }
+
+    /// Opens `name` in directory `parent` and checks it is still the
+    /// object the handle was made for.
+    fn reopen(&mut self, parent: u64, name: &CStr, flags: i32, dev: u64, ino: u64) -> Result<OwnedFd, Errno> {
+        let fd = {
+            let dir = self.path_fd(parent)?;
+            openat(dir, name, flags | libc::O_NOFOLLOW).map_err(|e| match e {
+                // The name is gone or is now something else.
+                libc::ENOENT | libc::ELOOP | libc::ENOTDIR => libc::ESTALE,
+                e => e,
+            })?
+        };
+        let st = fstat(fd.as_fd())?;
+        if (st.st_dev, st.st_ino) != (dev, ino) {
+            return Err(libc::ESTALE);
+        }
+        Ok(fd)
+    }
+
+    /// The node's `O_PATH` fd, reopened (by name from its parent, which
+    /// may itself need reopening) if it was closed.
+    fn path_fd(&mut self, handle: u64) -> Result<BorrowedFd<'_>, Errno> {
+        // The closed nodes from `handle` up to the nearest open ancestor.
+        // Parents have smaller handles than their children, so this ends.
+        let mut chain = Vec::new();
+        let mut cur = handle;
+        loop {
+            let n = self.host(cur)?;
+            if n.path_fd.is_some() {
+                break;
+            }
+            chain.push(cur);
+            cur = n.origin.as_ref().ok_or(libc::EIO)?.0;
+        }
+        self.touch(cur, FdSlot::Path);
+        for &child in chain.iter().rev() {
+            let n = self.host(child)?;
+            let (parent, name) = n.origin.clone().ok_or(libc::EIO)?;
+            let (dev, ino) = (n.dev, n.ino);
+            let fd = self.reopen(parent, &name, libc::O_PATH, dev, ino)?;
+            self.install(child, FdSlot::Path, fd);
+        }
+        self.host(handle)?.path_fd.as_ref().map(|fd| fd.as_fd()).ok_or(libc::EIO)
+    }
+
+    /// The `O_RDONLY` fd of a regular file, opened by name from its parent
+    /// on first use.
+    fn read_fd(&mut self, handle: u64) -> Result<BorrowedFd<'_>, Errno> {
+        let n = self.host(handle)?;
+        if n.read_fd.is_some() {
+            self.touch(handle, FdSlot::Read);
+        } else {
+            let (parent, name) = n.origin.clone().ok_or(libc::EISDIR)?;
+            let (dev, ino) = (n.dev, n.ino);
+            // O_NONBLOCK: should the name have been swapped for a FIFO,
+            // the open must not hang (the identity check then fails).
+            let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+            let fd = self.reopen(parent, &name, flags, dev, ino)?;
+            self.install(handle, FdSlot::Read, fd);
+        }
+        self.host(handle)?.read_fd.as_ref().map(|fd| fd.as_fd()).ok_or(libc::EIO)
+    }
+
+    /// Looks up one name in directory `dir`, without following symlinks.
+    pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<(u64, Stat), Errno> {
+        match name {
+            [] => return Err(libc::ENOENT),
+            b"." | b".." => return Err(libc::EINVAL),
+            n if n.len() > NAME_MAX => return Err(libc::ENAMETOOLONG),
+            n if n.contains(&b'/') || n.contains(&0) => return Err(libc::EINVAL),
+            _ => {}
+        }
+        if self.host(dir)?.fmt != libc::S_IFDIR {
+            return Err(libc::ENOTDIR);
+        }
+        let key = (dir, name.to_vec());
+        if let Some(&h) = self.lookups.get(&key) {
+            return Ok((h, self.stat(h)?));
+        }
+        if self.nodes.len() >= self.max_handles {
+            return Err(libc::EMFILE);
+        }
+        let cname = CString::new(name).map_err(|_| libc::EINVAL)?;
+        let fd = openat(self.path_fd(dir)?, &cname, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let st = fstat(fd.as_fd())?;
+        let fmt = st.st_mode & libc::S_IFMT;
+        if !matches!(fmt, libc::S_IFDIR | libc::S_IFREG | libc::S_IFLNK) {
+            // Devices, FIFOs and sockets are not shared with the guest.
+            return Err(libc::EACCES);
+        }
+        let h = self.push(Node::Host(HostNode {
+            origin: Some((dir, cname)),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            fmt,
+            path_fd: None,
+            path_tick: 0,
+            read_fd: None,
+            read_tick: 0,
+            listing: None,
+        }))?;
+        self.install(h, FdSlot::Path, fd);
+        self.lookups.insert(key, h);
+        Ok((h, abi_stat(&st)))
+    }
+
+    /// Reads a regular file at `offset` into `buf`; returns the bytes read
+    /// (0 at the end of the file).
+    pub(crate) fn read(&mut self, handle: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+        let buf_len = buf.len().min(abi::HCALL_MAX_LEN as usize);
+        let buf = &mut buf[..buf_len];
+        match self.node(handle)? {
+            Node::Blob { data, .. } => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+                let n = (data.len() - start).min(buf.len());
+                buf[..n].copy_from_slice(&data[start..start + n]);
+                Ok(n)
+            }
+            Node::Host(n) => {
+                match n.fmt {
+                    libc::S_IFREG => {}
+                    libc::S_IFDIR => return Err(libc::EISDIR),
+                    _ => return Err(libc::EINVAL),
+                }
+                let offset = i64::try_from(offset).map_err(|_| libc::EINVAL)?;
+                pread_full(self.read_fd(handle)?, buf, offset)
+            }
+        }
+    }
+
+    /// Packs whole [`Dirent`] records, from entry `start` on, into at
+    /// most `max_len` bytes; empty past the last entry.
+    pub(crate) fn readdir(&mut self, handle: u64, start: u64, max_len: usize) -> Result<Vec<u8>, Errno> {
+        if self.host(handle)?.fmt != libc::S_IFDIR {
+            return Err(libc::ENOTDIR);
+        }
+        if self.host(handle)?.listing.is_none() {
+            let listing = list_dir(self.path_fd(handle)?)?;
+            if let Some(n) = self.host_mut(handle) {
+                n.listing = Some(listing);
+            }
+        }
+        let listing = self.host(handle)?.listing.as_deref().unwrap_or_default();
+        let rest = listing.get(usize::try_from(start).unwrap_or(usize::MAX)..).unwrap_or_default();
+        let mut out = Vec::new();
+        for e in rest {
+            let size = DIRENT_SIZE + e.name.len();
+            if out.len() + size > max_len {
+                if out.is_empty() {
+                    return Err(libc::EINVAL); // not even one record fits
+                }
+                break;
+            }
+            let at = out.len();
+            out.resize(at + size, 0);
+            let rec = &mut out[at..];
+            put(rec, offset_of!(Dirent, ino), &e.ino.to_le_bytes());
+            put(rec, offset_of!(Dirent, dtype), &[e.dtype]);
+            put(rec, offset_of!(Dirent, name_len), &[e.name.len() as u8]);
+            put(rec, DIRENT_SIZE, &e.name);
+        }
+        Ok(out)
+    }
+
+    /// The target of a symlink.
+    pub(crate) fn readlink(&mut self, handle: u64) -> Result<Vec<u8>, Errno> {
+        match self.node(handle)? {
+            Node::Host(n) if n.fmt == libc::S_IFLNK => readlink_fd(self.path_fd(handle)?),
+            _ => Err(libc::EINVAL),
+        }
+    }
+
+    /// The status of a handle's object.
+    pub(crate) fn stat(&mut self, handle: u64) -> Result<Stat, Errno> {
+        match self.node(handle)? {
+            Node::Blob { data, mode } => Ok(Stat {
+                mode: libc::S_IFREG | mode,
+                nlink: 1,
+                size: data.len() as u64,
+                ino: BLOB_INO_BASE | handle,
+                ..Stat::default()
+            }),
+            Node::Host(_) => Ok(abi_stat(&fstat(self.path_fd(handle)?)?)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// Files sent back by the guest
+// ---------------------------------------------------------------------
+
+/// Collects the files the guest sends back with FILE_OUT, within caps.
+#[derive(Debug)]
+pub(crate) struct FileCollector {
+    /// Guest directories (or files) whose contents may be sent back.
+    roots: Vec<String>,
+    files: BTreeMap<String, Vec<u8>>,
+    /// Bytes held, file contents plus paths.
+    bytes: u64,
+    max_bytes: u64,
+    max_files: usize,
+    truncated: bool,
+}
+
+impl FileCollector {
+    pub(crate) fn new(roots: Vec<String>, max_bytes: u64, max_files: usize) -> FileCollector {
+        FileCollector { roots, files: BTreeMap::new(), bytes: 0, max_bytes, max_files, truncated: false }
+    }
+
+    /// Stores `data` at `offset` in file `path` (zero-filling any gap).
+    /// Refused with `ENOSPC` (and the collection flagged truncated) when
+    /// the caps would be exceeded; with `EPERM` for a path that was not
+    /// asked for.
+    pub(crate) fn file_out(&mut self, path: &[u8], offset: u64, data: &[u8]) -> Result<(), Errno> {
+        let path = std::str::from_utf8(path).map_err(|_| libc::EILSEQ)?;
+        check_guest_path(path).map_err(|_| libc::EINVAL)?;
+        if path == "/" {
+            return Err(libc::EINVAL);
+        }
+        if !self.roots.iter().any(|root| path_is_within(path, root)) {
+            return Err(libc::EPERM);
+        }
+        let end = offset.checked_add(data.len() as u64).ok_or(libc::EFBIG)?;
+        let (current, new_file) = match self.files.get(path) {
+            Some(f) => (f.len() as u64, false),
+            None => (0, true),
+        };
+        if new_file && self.files.len() >= self.max_files {
+            self.truncated = true;
+            return Err(libc::ENOSPC);
+        }
+        let grow = end.saturating_sub(current) + if new_file { path.len() as u64 } else { 0 };
+        if self.bytes.saturating_add(grow) > self.max_bytes {
+            self.truncated = true;
+            return Err(libc::ENOSPC);
+        }
+        self.bytes += grow;
+        let file = self.files.entry(path.to_string()).or_default();
+        // Both fit in memory: `end` is within the byte cap checked above.
+        let (offset, end) = (offset as usize, end as usize);
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        file[offset..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// Takes the files collected, and whether any were refused for the caps.
+    pub(crate) fn take(&mut self) -> (BTreeMap<String, Vec<u8>>, bool) {
+        (std::mem::take(&mut self.files), self.truncated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new() -> TempDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "hvsandbox-fs-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// root/
+    ///   a/b/deep.txt   "deep"
+    ///   hello.txt      "hello, world"
+    ///   up -> ../../..
+    ///   passwd -> /etc/passwd
+    fn tree() -> TempDir {
+        let t = TempDir::new();
+        std::fs::create_dir_all(t.0.join("a/b")).unwrap();
+        std::fs::write(t.0.join("a/b/deep.txt"), "deep").unwrap();
+        std::fs::write(t.0.join("hello.txt"), "hello, world").unwrap();
+        symlink("../../..", t.0.join("up")).unwrap();
+        symlink("/etc/passwd", t.0.join("passwd")).unwrap();
+        t
+    }
+
+    fn read_all(fs: &mut HostFs, h: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 3];
+        loop {
+            let n = fs.read(h, out.len() as u64, &mut buf).unwrap();
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Decodes packed Dirent records into (name, dtype).
+    fn dirents(bytes: &[u8]) -> Vec<(String, u8)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let dtype = bytes[at + 8];
+            let len = bytes[at + 9] as usize;
+            let name = &bytes[at + DIRENT_SIZE..at + DIRENT_SIZE + len];
+            out.push((String::from_utf8(name.to_vec()).unwrap(), dtype));
+            at += DIRENT_SIZE + len;
+        }
+        out
+    }
+
+    #[test]
+    fn lookup_walks_nested_directories_and_reads_files() {
+        let t = tree();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0).unwrap();
+        assert_eq!(root, FIRST_HANDLE);
+        let (a, st) = fs.lookup(root, b"a").unwrap();
+        assert_eq!(st.mode & libc::S_IFMT, libc::S_IFDIR);
+        let (b, _) = fs.lookup(a, b"b").unwrap();
+        let (deep, st) = fs.lookup(b, b"deep.txt").unwrap();
+        assert_eq!(st.mode & libc::S_IFMT, libc::S_IFREG);
+        assert_eq!(st.size, 4);
+        assert_eq!(read_all(&mut fs, deep), b"deep");
+        assert_eq!(fs.stat(deep).unwrap(), st);
+        assert_eq!(fs.lookup(b, b"missing"), Err(libc::ENOENT));
+        assert_eq!(fs.lookup(deep, b"x"), Err(libc::ENOTDIR));
+        assert_eq!(fs.read(a, 0, &mut [0; 4]), Err(libc::EISDIR));
+        assert_eq!(fs.stat(999), Err(libc::EBADF));
+        assert_eq!(fs.stat(0), Err(libc::EBADF));
+    }
+
+    #[test]
+    fn repeated_lookups_reuse_the_handle() {
+        let t = tree();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0).unwrap();
+        let (h1, _) = fs.lookup(root, b"hello.txt").unwrap();
+        let before = fs.handles();
+        for _ in 0..100 {
+            assert_eq!(fs.lookup(root, b"hello.txt").unwrap().0, h1);
+        }
+        assert_eq!(fs.handles(), before);
+    }
+
+    #[test]
+    fn dot_dot_slash_and_nul_names_are_refused() {
+        let t = tree();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0).unwrap();
+        assert_eq!(fs.lookup(root, b".."), Err(libc::EINVAL));
+        assert_eq!(fs.lookup(root, b"."), Err(libc::EINVAL));
+        assert_eq!(fs.lookup(root, b"a/b"), Err(libc::EINVAL));
+        assert_eq!(fs.lookup(root, b"/etc"), Err(libc::EINVAL));
+        assert_eq!(fs.lookup(root, b"hello.txt\0"), Err(libc::EINVAL));
+        assert_eq!(fs.lookup(root, b""), Err(libc::ENOENT));
+        assert_eq!(fs.lookup(root, &[b'x'; NAME_MAX + 1]), Err(libc::ENAMETOOLONG));
+        assert_eq!(fs.handles(), 1, "refused names take no handle");
+    }
+
+    #[test]
+    fn symlinks_are_returned_not_followed() {
+        let t = tree();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0).unwrap();
+        for (name, target) in [("passwd", "/etc/passwd"), ("up", "../../..")] {
+            let (h, st) = fs.lookup(root, name.as_bytes()).unwrap();
+            assert_eq!(st.mode & libc::S_IFMT, libc::S_IFLNK, "{name}");
+            assert_eq!(fs.readlink(h).unwrap(), target.as_bytes());
+            // Not a file, not a directory: nothing behind it is reachable.
+            assert_eq!(fs.read(h, 0, &mut [0; 16]), Err(libc::EINVAL));
+            assert_eq!(fs.lookup(h, b"etc"), Err(libc::ENOTDIR));
+            assert_eq!(fs.readdir(h, 0, 4096), Err(libc::ENOTDIR));
+        }
+        let (file, _) = fs.lookup(root, b"hello.txt").unwrap();
+        assert_eq!(fs.readlink(file), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn reads_at_offsets() {
+        let t = tree();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0).unwrap();
+        let (h, _) = fs.lookup(root, b"hello.txt").unwrap();
+        let mut buf = [0u8; 5];
+        assert_eq!(fs.read(h, 7, &mut buf), Ok(5));
+        assert_eq!(&buf, b"world");
+        assert_eq!(fs.read(h, 10, &mut buf), Ok(2));
+        assert_eq!(&buf[..2], b"ld");
+        assert_eq!(fs.read(h, 12, &mut buf), Ok(0));
+        assert_eq!(fs.read(h, 1 << 40, &mut buf), Ok(0));
+        assert_eq!(fs.read(h, u64::MAX, &mut buf), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn readdir_pages_whole_sorted_records() {
+        let t = TempDir::new();
+        let names: Vec<String> = (0..20).map(|i| format!("file-{i:02}")).collect();
+        for n in names.iter().rev() {
+            std::fs::write(t.0.join(n), n).unwrap();
+        }
+        std::fs::create_dir(t.0.join("sub")).unwrap();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0).unwrap();
+        // Each record is 10 + 7 bytes; 40 bytes hold two.
+        let mut all = Vec::new();
+        loop {
+            let page = fs.readdir(root, all.len() as u64, 40).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let entries = dirents(&page);
+            assert!(entries.len() <= 2 && !entries.is_empty());
+            all.extend(entries);
+        }
+        let mut expected: Vec<(String, u8)> = names.iter().map(|n| (n.clone(), libc::DT_REG)).collect();
+        expected.push(("sub".into(), libc::DT_DIR));
+        assert_eq!(all, expected);
+        assert_eq!(fs.readdir(root, 1000, 40), Ok(Vec::new()));
+        assert_eq!(fs.readdir(root, u64::MAX, 40), Ok(Vec::new()));
+        // A buffer that cannot hold one record.
+        assert_eq!(fs.readdir(root, 0, 12), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn handle_table_is_bounded() {
+        let t = TempDir::new();
+        for i in 0..5 {
+            std::fs::write(t.0.join(format!("f{i}")), "x").unwrap();
+        }
+        let mut fs = HostFs::with_limits(4, 2);
+        let root = fs.add_mount(&t.0).unwrap();
+        let handles: Vec<u64> = (0..3).map(|i| fs.lookup(root, format!("f{i}").as_bytes()).unwrap().0).collect();
+        assert_eq!(fs.lookup(root, b"f3"), Err(libc::EMFILE));
+        assert_eq!(fs.add_blob(Arc::from(&b"x"[..]), 0o644), Err(libc::EMFILE));
+        // Known names still resolve, and every handle still reads.
+        assert_eq!(fs.lookup(root, b"f1").unwrap().0, handles[1]);
+        for h in handles {
+            assert_eq!(read_all(&mut fs, h), b"x");
+        }
+    }
+
+    #[test]
+    fn closed_fds_are_reopened_and_checked() {
+        let t = tree();
+        std::fs::write(t.0.join("a/b/other.txt"), "other").unwrap();
+        // One evictable fd: every step closes the previous one.
+        let mut fs = HostFs::with_limits(100, 1);
+        let root = fs.add_mount(&t.0).unwrap();
+        let (a, _) = fs.lookup(root, b"a").unwrap();
+        let (b, _) = fs.lookup(a, b"b").unwrap();
+        let (deep, _) = fs.lookup(b, b"deep.txt").unwrap();
+        let (other, _) = fs.lookup(b, b"other.txt").unwrap();
+        for _ in 0..3 {
+            assert_eq!(read_all(&mut fs, deep), b"deep");
+            assert_eq!(read_all(&mut fs, other), b"other");
+            assert_eq!(dirents(&fs.readdir(b, 0, 4096).unwrap()).len(), 2);
+        }
+        assert!(fs.lru.len() <= 1);
+        // Swap the file on the host: the closed handle must not reach the
+        // new one.
+        std::fs::rename(t.0.join("a/b/other.txt"), t.0.join("a/b/deep.txt")).unwrap();
+        fs.stat(a).unwrap(); // evicts deep's fds
+        assert_eq!(fs.read(deep, 0, &mut [0; 8]), Err(libc::ESTALE));
+        assert_eq!(fs.stat(deep), Err(libc::ESTALE));
+    }
+
+    #[test]
+    fn blobs_read_and_stat() {
+        let mut fs = HostFs::default();
+        let data: Arc<[u8]> = Arc::from(&b"blob bytes"[..]);
+        let h = fs.add_blob(data, 0o100755).unwrap();
+        let st = fs.stat(h).unwrap();
+        assert_eq!(st.mode, libc::S_IFREG | 0o755);
+        assert_eq!(st.size, 10);
+        assert_eq!(read_all(&mut fs, h), b"blob bytes");
+        let mut buf = [0u8; 4];
+        assert_eq!(fs.read(h, 5, &mut buf), Ok(4));
+        assert_eq!(&buf, b"byte");
+        assert_eq!(fs.read(h, u64::MAX, &mut buf), Ok(0));
+        assert_eq!(fs.lookup(h, b"x"), Err(libc::ENOTDIR));
+        assert_eq!(fs.readdir(h, 0, 100), Err(libc::ENOTDIR));
+        assert_eq!(fs.readlink(h), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn special_files_are_not_shared() {
+        let t = TempDir::new();
+        let fifo = CString::new(t.0.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: `fifo` is a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::fs::write(t.0.join("plain"), "").unwrap();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0).unwrap();
+        assert_eq!(fs.lookup(root, b"fifo"), Err(libc::EACCES));
+        assert_eq!(dirents(&fs.readdir(root, 0, 4096).unwrap()), [("plain".to_string(), libc::DT_REG)]);
+    }
+
+    #[test]
+    fn mount_root_must_be_a_directory() {
+        let t = tree();
+        let mut fs = HostFs::default();
+        assert!(fs.add_mount(&t.0.join("hello.txt")).is_err());
+        assert!(fs.add_mount(&t.0.join("missing")).is_err());
+        assert_eq!(fs.handles(), 0);
+    }
+
+    #[test]
+    fn file_out_collects_chunks_within_caps() {
+        let mut c = FileCollector::new(vec!["/out".into(), "/single.txt".into()], 100, 3);
+        c.file_out(b"/out/a.txt", 0, b"hello ").unwrap();
+        c.file_out(b"/out/a.txt", 6, b"world").unwrap();
+        c.file_out(b"/out/a.txt", 0, b"H").unwrap();
+        c.file_out(b"/single.txt", 0, b"").unwrap();
+        // A gap is zero-filled.
+        c.file_out(b"/out/sub/gap", 4, b"x").unwrap();
+        // Not asked for, or not normalised.
+        assert_eq!(c.file_out(b"/outside", 0, b"x"), Err(libc::EPERM));
+        assert_eq!(c.file_out(b"/outer/x", 0, b"x"), Err(libc::EPERM));
+        assert_eq!(c.file_out(b"/out/../etc/passwd", 0, b"x"), Err(libc::EINVAL));
+        assert_eq!(c.file_out(b"out/a", 0, b"x"), Err(libc::EINVAL));
+        assert_eq!(c.file_out(b"/", 0, b"x"), Err(libc::EINVAL));
+        assert_eq!(c.file_out(b"/out/\xff", 0, b"x"), Err(libc::EILSEQ));
+        assert_eq!(c.file_out(b"/out/a.txt", u64::MAX, b"x"), Err(libc::EFBIG));
+        // Count cap.
+        assert_eq!(c.file_out(b"/out/fourth", 0, b""), Err(libc::ENOSPC));
+        let (files, truncated) = c.take();
+        assert!(truncated);
+        assert_eq!(files.len(), 3);
+        assert_eq!(files["/out/a.txt"], b"Hello world");
+        assert_eq!(files["/single.txt"], b"");
+        assert_eq!(files["/out/sub/gap"], b"\0\0\0\0x");
+    }
+
+    #[test]
+    fn file_out_byte_cap_refuses_large_holes_and_data() {
+        let mut c = FileCollector::new(vec!["/".into()], 64, 100);
+        c.file_out(b"/f", 0, &[1; 30]).unwrap(); // 30 + 2 for the path
+        assert_eq!(c.file_out(b"/f", 1 << 40, b"x"), Err(libc::ENOSPC));
+        assert_eq!(c.file_out(b"/g", 0, &[2; 31]), Err(libc::ENOSPC));
+        // Overwriting in place costs nothing; growing to exactly the cap is fine.
+        c.file_out(b"/f", 0, &[3; 30]).unwrap();
+        c.file_out(b"/f", 30, &[4; 32]).unwrap();
+        let (files, truncated) = c.take();
+        assert!(truncated);
+        assert_eq!(files["/f"].len(), 62);
+    }
+
+    #[test]
+    fn guest_paths_must_be_normalised() {
+        for ok in ["/", "/a", "/a/b.txt", "/a b/c"] {
+            assert!(check_guest_path(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/..", "/..", "/a\0b"] {
+            assert!(check_guest_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_guest_path(&format!("/{}", "x".repeat(256))).is_err());
+        assert!(path_is_within("/a/b", "/a") && path_is_within("/a", "/a") && path_is_within("/x", "/"));
+        assert!(!path_is_within("/ab", "/a") && !path_is_within("/a", "/a/b"));
+    }
+
+    #[test]
+    fn manifest_records_match_the_abi_layout() {
+        let records = [
+            ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle: 1, size: 0, path: "/mnt".into() },
+            ManifestRecord { kind: abi::fs::ENTRY_FILE, mode: 0o644, handle: 2, size: 5, path: "/data/x.txt".into() },
+        ];
+        let bytes = encode_manifest(&records);
+        assert_eq!(bytes.len(), abi::fs::entry_size(4) + abi::fs::entry_size(11));
+        assert_eq!(bytes.len() % 8, 0);
+        let mut at = 0;
+        for r in &records {
+            let mut e = ManifestEntry::default();
+            // SAFETY: ManifestEntry is repr(C) integers, valid for any
+            // bytes; the source range is inside `bytes`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes[at..].as_ptr(), (&mut e as *mut ManifestEntry).cast(), ENTRY_SIZE)
+            };
+            assert_eq!(
+                e,
+                ManifestEntry {
+                    kind: r.kind,
+                    mode: r.mode,
+                    handle: r.handle,
+                    size: r.size,
+                    path_len: r.path.len() as u32,
+                    _pad: 0
+                }
+            );
+            assert_eq!(&bytes[at + ENTRY_SIZE..at + ENTRY_SIZE + r.path.len()], r.path.as_bytes());
+            at += abi::fs::entry_size(r.path.len());
+        }
+        assert!(encode_manifest(&[]).is_empty());
+    }
+
+    #[test]
+    fn stat_bytes_match_the_abi_layout() {
+        let st = Stat { mode: 0o100644, nlink: 2, size: 3, ino: 4, mtime_sec: -5, mtime_nsec: 6, _pad: 0 };
+        let bytes = stat_bytes(&st);
+        let mut back = Stat::default();
+        // SAFETY: Stat is repr(C) integers, valid for any bytes of its size.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut back as *mut Stat).cast(), STAT_SIZE) };
+        assert_eq!(back, st);
+    }
+
+    #[test]
+    fn errno_results_are_negative() {
+        assert_eq!(errno_result(libc::ENOENT) as i64, -2);
+    }
+}

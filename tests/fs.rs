@@ -1,0 +1,324 @@
+//! The guest's filesystem: files given to a run, read-only host mounts,
+//! the working directory, and files sent back.
+//!
+//! The host's file service is tested through forged hypercalls (the
+//! `fs_hypercalls` guest program rings the doorbell itself); the
+//! end-to-end cases with real programs need the guest runtime's VFS and
+//! are ignored until it lands.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use hvsandbox::{Command, ErrorKind, Sandbox};
+use hvsandbox_abi as abi;
+use hvsandbox_tests::{musl, sandbox, BUSYBOX};
+
+/// A host directory tree for one test, removed on drop.
+struct HostTree(PathBuf);
+
+impl HostTree {
+    /// base/
+    ///   secret.txt        "TOP SECRET" (outside the mount)
+    ///   shared/           mounted in the guest
+    ///     hello.txt       "hello, world"
+    ///     sub/inner.txt   "inner"
+    ///     passwd -> /etc/passwd
+    ///     up -> ../../..
+    ///     parent -> ../secret.txt
+    ///     abs -> <base>/secret.txt
+    fn new(name: &str) -> HostTree {
+        let base = std::env::temp_dir().join(format!("hvsandbox-fs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let shared = base.join("shared");
+        std::fs::create_dir_all(shared.join("sub")).unwrap();
+        std::fs::write(base.join("secret.txt"), "TOP SECRET").unwrap();
+        std::fs::write(shared.join("hello.txt"), "hello, world").unwrap();
+        std::fs::write(shared.join("sub/inner.txt"), "inner").unwrap();
+        for f in ["hello.txt", "sub/inner.txt"] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(shared.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", shared.join("passwd")).unwrap();
+        std::os::unix::fs::symlink("../../..", shared.join("up")).unwrap();
+        std::os::unix::fs::symlink("../secret.txt", shared.join("parent")).unwrap();
+        std::os::unix::fs::symlink(base.join("secret.txt"), shared.join("abs")).unwrap();
+        HostTree(base)
+    }
+    fn shared(&self) -> PathBuf {
+        self.0.join("shared")
+    }
+}
+
+impl Drop for HostTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the hypercall forger; its first three arguments are the
+/// addresses it needs (the scratch buffer is the unused end of the args
+/// region, reachable through the physmap).
+fn forge(
+    sb: &mut Sandbox,
+    scenario: &str,
+    command: impl FnOnce(Command) -> Command,
+) -> hvsandbox::Result<hvsandbox::Output> {
+    let scratch = abi::phys_to_virt(abi::ARGS_GPA + abi::ARGS_MAX - 0x2000);
+    let cmd = Command::new(musl("fs_hypercalls")).args([
+        format!("{:x}", abi::phys_to_virt(abi::HCALL_GPA)),
+        format!("{:x}", abi::DOORBELL_VA),
+        format!("{scratch:x}"),
+        scenario.to_string(),
+    ]);
+    sb.run(&command(cmd))
+}
+
+#[test]
+fn forged_fs_hypercalls_are_served_by_the_host() {
+    let tree = HostTree::new("forged");
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    let out = forge(&mut sb, "walk", |c| c.file("/data/x.txt", "blob!").collect("/out")).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    let expected = "\
+hello.txt=handle mode=100644 size=12
+same handle=1
+read@7=5:world
+lookup ..=-22
+lookup a/b=-22
+lookup missing=-2
+passwd=handle mode=120777 size=11
+readlink=/etc/passwd
+read symlink=-22
+sub=handle mode=40755 size=4096
+sub/inner.txt=handle mode=100644 size=5
+readdir: abs/10 hello.txt/8 parent/10 passwd/10 sub/4 up/10
+readdir end=0
+stat bad handle=-9
+stat blob=0
+blob=handle mode=100644 size=5
+blob=blob!
+file out=0
+file out again=0
+file out elsewhere=-1
+";
+    let got = out.stdout_str();
+    // Directory sizes and default permissions vary between host filesystems.
+    let normalise = |s: &str| {
+        s.lines()
+            .map(|l| if l.starts_with("sub=") { "sub=handle".to_string() } else { l.to_string() })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(normalise(&got), normalise(expected), "{got}");
+    assert!(got.lines().any(|l| l.starts_with("sub=handle mode=40")), "{got}");
+    assert_eq!(out.files.len(), 1);
+    assert_eq!(out.files["/out/r.txt"], b"resultres");
+    assert!(!out.files_truncated);
+}
+
+#[test]
+fn fs_hypercall_buffers_may_be_anywhere_the_guest_mapped() {
+    let tree = HostTree::new("user-buffers");
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    let out = forge(&mut sb, "user-buffers", |c| c).unwrap();
+    assert_eq!(out.stdout_str(), "size=12 read=12:hello, world\n");
+}
+
+#[test]
+fn forged_fs_hypercall_with_a_bad_buffer_crashes_only_that_sandbox() {
+    let tree = HostTree::new("bad-buffer");
+    for scenario in ["bad-buffer", "huge-read"] {
+        let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+        let err = forge(&mut sb, scenario, |c| c).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::GuestCrashed, "{scenario}: {err}");
+        assert!(err.to_string().contains("bad buffer"), "{err}");
+    }
+    // Other sandboxes are unaffected.
+    assert_eq!(sandbox().run(&Command::new(musl("hello"))).unwrap().stdout, b"hello, world\n");
+}
+
+#[test]
+fn filesystem_configuration_is_validated() {
+    let tree = HostTree::new("config");
+    let config_err = |b: hvsandbox::SandboxBuilder| {
+        let err = b.build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+        err.to_string()
+    };
+    let shared = tree.shared();
+    assert!(config_err(Sandbox::builder().mount(tree.0.join("missing"), "/mnt")).contains("missing"));
+    assert!(config_err(Sandbox::builder().mount(shared.join("hello.txt"), "/mnt")).contains("not a directory"));
+    for guest in ["mnt", "/", "/mnt/", "/a/../mnt", "//mnt", ""] {
+        config_err(Sandbox::builder().mount(&shared, guest));
+    }
+    config_err(Sandbox::builder().mount(&shared, "/m").mount(&shared, "/m"));
+    config_err(Sandbox::builder().file("relative.txt", "x"));
+    config_err(Sandbox::builder().file_with_mode("/x", "x", 0o170000));
+    assert!(config_err(Sandbox::builder().mount(&shared, "/mnt").file("/mnt/x", "x")).contains("read-only"));
+    config_err(Sandbox::builder().cwd("tmp"));
+    config_err(Sandbox::builder().max_input(3).file("/a", "four"));
+    // Nested and sibling mounts, files beside them, a cwd: all fine.
+    Sandbox::builder()
+        .mount(&shared, "/mnt")
+        .mount(shared.join("sub"), "/mnt2/sub")
+        .file("/mnt2/x", "x")
+        .cwd("/")
+        .build()
+        .unwrap();
+
+    // The command's paths are checked when it runs, without poisoning.
+    let mut sb = Sandbox::builder().mount(&shared, "/mnt").max_input(10).build().unwrap();
+    for cmd in [
+        Command::new(BUSYBOX).file("/mnt/x", "x"),
+        Command::new(BUSYBOX).file("x", "x"),
+        Command::new(BUSYBOX).cwd("rel"),
+        Command::new(BUSYBOX).collect("/out/"),
+        Command::new(BUSYBOX).stdin("123456").file("/a", "12345"),
+    ] {
+        let err = sb.run(&cmd).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    }
+    let err = sb.run(&Command::new(BUSYBOX).stdin("123456").file("/a", "12345")).unwrap_err();
+    assert!(err.to_string().contains("max_input"), "{err}");
+    // Input of exactly the cap runs.
+    let out = sb.run(&Command::new(BUSYBOX).arg("true").stdin("12345").file("/a", "12345")).unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_manifest_too_large_for_the_args_region_is_invalid_config() {
+    let mut cmd = Command::new(BUSYBOX).arg("true");
+    for i in 0..3000 {
+        cmd = cmd.file(format!("/f/{i:0>60}"), "");
+    }
+    let err = sandbox().run(&cmd).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("manifest"), "{err}");
+}
+
+// ---- end to end, with the guest VFS --------------------------------------
+
+fn run_ok(sb: &mut Sandbox, cmd: &Command) -> hvsandbox::Output {
+    let out = sb.run(cmd).unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr_str());
+    out
+}
+
+#[test]
+#[ignore = "needs the guest VFS"]
+fn program_reads_a_given_file() {
+    let mut sb = Sandbox::builder().file("/etc/greeting", "from the sandbox\n").build().unwrap();
+    let cmd = Command::new(BUSYBOX).args(["cat", "/data/x.txt", "/etc/greeting"]).file("/data/x.txt", "hello\n");
+    assert_eq!(run_ok(&mut sb, &cmd).stdout_str(), "hello\nfrom the sandbox\n");
+    // Given files are writable in the guest, and a command's file replaces
+    // the sandbox's (shell builtins only: no processes yet).
+    let script = "echo more >> /etc/greeting && while read -r l; do echo \"$l\"; done < /etc/greeting";
+    let cmd = Command::new(BUSYBOX).args(["sh", "-c", script]).file("/etc/greeting", "mine\n");
+    assert_eq!(run_ok(&mut sb, &cmd).stdout_str(), "mine\nmore\n");
+    // Modes are kept.
+    let cmd = Command::new(BUSYBOX).args(["stat", "-c", "%a", "/bin/tool"]).file_with_mode("/bin/tool", "x", 0o755);
+    assert_eq!(run_ok(&mut sb, &cmd).stdout_str(), "755\n");
+}
+
+#[test]
+#[ignore = "needs the guest VFS"]
+fn mounted_directory_is_listed_and_read() {
+    let tree = HostTree::new("e2e-ls");
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["ls", "/mnt"]));
+    assert_eq!(out.stdout_str(), "abs\nhello.txt\nparent\npasswd\nsub\nup\n");
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["cat", "/mnt/hello.txt", "/mnt/sub/inner.txt"]));
+    assert_eq!(out.stdout_str(), "hello, worldinner");
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["readlink", "/mnt/passwd"]));
+    assert_eq!(out.stdout_str(), "/etc/passwd\n");
+    // Read-only.
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", "echo x > /mnt/new.txt"])).unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!tree.shared().join("new.txt").exists());
+}
+
+#[test]
+#[ignore = "needs the guest VFS"]
+fn dot_dot_and_symlinks_in_a_mount_stay_in_the_guest_view() {
+    let tree = HostTree::new("e2e-escape");
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    for path in ["/mnt/../secret.txt", "/mnt/parent", "/mnt/abs", "/mnt/up/secret.txt", "/mnt/up/tmp/secret.txt"] {
+        let out = sb.run(&Command::new(BUSYBOX).args(["cat", path])).unwrap();
+        assert!(!out.stdout_str().contains("TOP SECRET"), "{path} reached the host: {}", out.stdout_str());
+        assert_ne!(out.status.code(), Some(0), "{path}");
+    }
+    for path in ["/mnt/../etc/passwd", "/mnt/passwd", "/mnt/up/etc/passwd"] {
+        let out = sb.run(&Command::new(BUSYBOX).args(["cat", path])).unwrap();
+        assert!(host_passwd.is_empty() || out.stdout_str() != host_passwd, "{path} read the host's /etc/passwd");
+    }
+    // `up` is ../../.. from /mnt: the guest's root.
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["ls", "/mnt/up/mnt"]));
+    assert!(out.stdout_str().contains("hello.txt"), "{}", out.stdout_str());
+}
+
+#[test]
+#[ignore = "needs the guest VFS"]
+fn written_files_are_collected() {
+    let mut sb = sandbox();
+    let cmd = Command::new(BUSYBOX)
+        .args(["sh", "-c", "echo hi > /tmp/o.txt && printf x > /out/d/y && echo no > /tmp/other"])
+        .cwd("/out/d")
+        .collect("/tmp/o.txt")
+        .collect("/out");
+    let out = run_ok(&mut sb, &cmd);
+    assert_eq!(out.files.keys().collect::<Vec<_>>(), ["/out/d/y", "/tmp/o.txt"]);
+    assert_eq!(out.files["/tmp/o.txt"], b"hi\n");
+    assert_eq!(out.files["/out/d/y"], b"x");
+    assert!(!out.files_truncated);
+
+    // Past the caps: flagged.
+    let mut sb = Sandbox::builder().max_collect_bytes(1000).build().unwrap();
+    let cmd = Command::new(BUSYBOX)
+        .args(["dd", "if=/dev/zero", "of=/out/big", "bs=5000", "count=1"])
+        .cwd("/out")
+        .collect("/out");
+    let out = run_ok(&mut sb, &cmd);
+    assert!(out.files_truncated);
+    assert!(out.files.get("/out/big").is_none_or(|f| f.len() < 5000));
+}
+
+#[test]
+#[ignore = "needs the guest VFS"]
+fn working_directory_is_used() {
+    let mut sb = Sandbox::builder().cwd("/work").build().unwrap();
+    assert_eq!(run_ok(&mut sb, &Command::new(BUSYBOX).arg("pwd")).stdout_str(), "/work\n");
+    let cmd = Command::new(BUSYBOX).args(["cat", "in.txt"]).cwd("/job").file("/job/in.txt", "rel\n");
+    assert_eq!(run_ok(&mut sb, &cmd).stdout_str(), "rel\n");
+    assert_eq!(run_ok(&mut sandbox(), &Command::new(BUSYBOX).arg("pwd")).stdout_str(), "/\n");
+}
+
+/// `target/<profile>/hvsandbox`, next to this test binary's `deps/`.
+fn hvsandbox_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().join("hvsandbox")
+}
+
+#[test]
+#[ignore = "needs the guest VFS"]
+fn cli_mounts_files_and_collects() {
+    let tree = HostTree::new("e2e-cli");
+    let input = tree.0.join("input.txt");
+    std::fs::write(&input, "from a host file\n").unwrap();
+    let collect_dir = tree.0.join("collected");
+    let out = std::process::Command::new(hvsandbox_bin())
+        .arg("run")
+        .arg("--mount")
+        .arg(format!("{}:/mnt", tree.shared().display()))
+        .arg("--file")
+        .arg(format!("/job/in.txt={}", input.display()))
+        .args(["--cwd", "/job/out", "--collect", "/job/out"])
+        .arg("--collect-dir")
+        .arg(&collect_dir)
+        .args(["--", BUSYBOX, "cp", "../in.txt", "/mnt/hello.txt", "."])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(collect_dir.join("job/out/in.txt")).unwrap(), b"from a host file\n");
+    assert_eq!(std::fs::read(collect_dir.join("job/out/hello.txt")).unwrap(), b"hello, world");
+}

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
 
+cargo fmt --all --check
+(cd guest-runtime && cargo fmt --check)
 cargo build --release --workspace --all-targets
 cargo test --release --workspace
 cargo clippy --release --workspace --all-targets -- -D warnings

@@ -56,10 +56,7 @@ fn runs_musl_hello() {
 
 #[test]
 fn runs_busybox_echo_with_options() {
-    let out = hv(
-        &["run", "--memory", "32M", "--timeout", "2s", "--", BUSYBOX, "echo", "-n", "hi", "--there"],
-        b"",
-    );
+    let out = hv(&["run", "--memory", "32M", "--timeout", "2s", "--", BUSYBOX, "echo", "-n", "hi", "--there"], b"");
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hi --there");
 }
@@ -115,7 +112,11 @@ fn errors_are_one_line_with_distinct_codes() {
         assert!(first.contains(needle), "{args:?}: {stderr}");
     };
     let looping = musl("loop");
-    check(&["run", "--timeout", "200ms", "--", looping.to_str().unwrap()], 124, "hvsandbox: the run exceeded its timeout");
+    check(
+        &["run", "--timeout", "200ms", "--", looping.to_str().unwrap()],
+        124,
+        "hvsandbox: the run exceeded its timeout",
+    );
     check(&["run", "--", "/etc/hostname-does-not-exist"], 126, "hvsandbox: invalid program");
     check(&["run", "--", "/etc/passwd"], 126, "not an ELF");
     check(&["run", "--memory", "3M", "--", BUSYBOX, "true"], 125, "hvsandbox: invalid configuration");

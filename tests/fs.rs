@@ -2,9 +2,8 @@
 //! the working directory, and files sent back.
 //!
 //! The host's file service is tested through forged hypercalls (the
-//! `fs_hypercalls` guest program rings the doorbell itself); the
-//! end-to-end cases with real programs need the guest runtime's VFS and
-//! are ignored until it lands.
+//! `fs_hypercalls` guest program rings the doorbell itself) and end to end
+//! with real programs through the guest runtime's filesystem.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -204,7 +203,6 @@ fn run_ok(sb: &mut Sandbox, cmd: &Command) -> hvsandbox::Output {
 }
 
 #[test]
-#[ignore = "needs the guest VFS"]
 fn program_reads_a_given_file() {
     let mut sb = Sandbox::builder().file("/etc/greeting", "from the sandbox\n").build().unwrap();
     let cmd = Command::new(BUSYBOX).args(["cat", "/data/x.txt", "/etc/greeting"]).file("/data/x.txt", "hello\n");
@@ -220,7 +218,6 @@ fn program_reads_a_given_file() {
 }
 
 #[test]
-#[ignore = "needs the guest VFS"]
 fn mounted_directory_is_listed_and_read() {
     let tree = HostTree::new("e2e-ls");
     let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
@@ -237,7 +234,6 @@ fn mounted_directory_is_listed_and_read() {
 }
 
 #[test]
-#[ignore = "needs the guest VFS"]
 fn dot_dot_and_symlinks_in_a_mount_stay_in_the_guest_view() {
     let tree = HostTree::new("e2e-escape");
     let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -257,7 +253,6 @@ fn dot_dot_and_symlinks_in_a_mount_stay_in_the_guest_view() {
 }
 
 #[test]
-#[ignore = "needs the guest VFS"]
 fn written_files_are_collected() {
     let mut sb = sandbox();
     let cmd = Command::new(BUSYBOX)
@@ -283,7 +278,6 @@ fn written_files_are_collected() {
 }
 
 #[test]
-#[ignore = "needs the guest VFS"]
 fn working_directory_is_used() {
     let mut sb = Sandbox::builder().cwd("/work").build().unwrap();
     assert_eq!(run_ok(&mut sb, &Command::new(BUSYBOX).arg("pwd")).stdout_str(), "/work\n");
@@ -299,7 +293,6 @@ fn hvsandbox_bin() -> PathBuf {
 }
 
 #[test]
-#[ignore = "needs the guest VFS"]
 fn cli_mounts_files_and_collects() {
     let tree = HostTree::new("e2e-cli");
     let input = tree.0.join("input.txt");

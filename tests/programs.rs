@@ -27,9 +27,7 @@ fn hello_world_and_exit_code() {
 
 #[test]
 fn static_pie_hello() {
-    let out = sandbox()
-        .run(&Command::new(program("hello", Flavor::MuslStaticPie)))
-        .unwrap();
+    let out = sandbox().run(&Command::new(program("hello", Flavor::MuslStaticPie))).unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(out.stdout, b"hello, world\n");
 }
@@ -40,12 +38,7 @@ fn argv_and_env_round_trip() {
     let exe = musl("args_env");
     let weird = "sp ace\ttab \u{e9}\u{1f600} $HOME 'q' \"dq\"";
     let out = sb
-        .run(
-            &Command::new(&exe)
-                .args(["one", "", weird, "--flag=x"])
-                .env("GREETING", "hi there")
-                .env("EMPTY", ""),
-        )
+        .run(&Command::new(&exe).args(["one", "", weird, "--flag=x"]).env("GREETING", "hi there").env("EMPTY", ""))
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = out.stdout_str();
@@ -219,10 +212,7 @@ fn time_identity_and_randomness() {
             .unwrap_or_else(|| panic!("no {name} in {text}"))
             .to_string()
     };
-    let host_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     for f in ["realtime", "gettimeofday", "time"] {
         let t: i64 = field(f).parse().unwrap();
         assert!((t - host_now).abs() <= 5, "{f}={t}, host {host_now}");
@@ -240,9 +230,7 @@ fn time_identity_and_randomness() {
 fn rust_static_program() {
     let rust = program("rust_hello", Flavor::RustStatic);
     let mut sb = sandbox();
-    let out = sb
-        .run(&Command::new(&rust).args(["a", "b c"]).env("GREETING", "hej").stdin("b a b\nc"))
-        .unwrap();
+    let out = sb.run(&Command::new(&rust).args(["a", "b c"]).env("GREETING", "hej").stdin("b a b\nc")).unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr: {}", out.stderr_str());
     assert_eq!(
         out.stdout_str(),

@@ -82,6 +82,9 @@ pub struct BootParams<'a> {
     /// The encoded filesystem manifest ([`abi::fs::ManifestEntry`]
     /// records), placed after argv/envp in the args region; may be empty.
     pub manifest: &'a [u8],
+    /// Limits the guest runtime enforces (0: its defaults).
+    pub max_processes: u32,
+    pub max_open_files: u32,
 }
 
 /// Why the vCPU stopped.
@@ -142,8 +145,7 @@ impl Vm {
         let host_addr = region.as_ptr() as u64;
         let region = GuestRegionMmap::new(region, GuestAddress(0))
             .ok_or_else(|| VmError::MemoryMap("region overflows".into()))?;
-        let memory =
-            GuestMemoryMmap::from_regions(vec![region]).map_err(|e| VmError::MemoryMap(e.to_string()))?;
+        let memory = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| VmError::MemoryMap(e.to_string()))?;
         let slot = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -331,7 +333,9 @@ impl Vm {
             page_tables_end: tables_end,
             manifest_gpa,
             manifest_len,
-            _reserved: [0; 4],
+            max_processes: params.max_processes,
+            max_open_files: params.max_open_files,
+            _reserved: [0; 3],
         };
         // SAFETY: BootInfo is repr(C) plain data; viewing it as bytes for
         // the copy is sound for its full size.

@@ -41,7 +41,16 @@ fn boot(code: &[u8]) -> Vm {
     let image = elf(code);
     let mut vm = Vm::new(32 << 20).expect("create VM");
     let argv = [b"prog".to_vec()];
-    vm.boot(&BootParams { image: &image, argv: &argv, envp: &[], random_seed: [7; 32], manifest: &[] }).expect("boot");
+    vm.boot(&BootParams {
+        image: &image,
+        argv: &argv,
+        envp: &[],
+        random_seed: [7; 32],
+        manifest: &[],
+        max_processes: 0,
+        max_open_files: 0,
+    })
+    .expect("boot");
     vm
 }
 
@@ -126,7 +135,7 @@ fn faked_fault_report_with_a_wild_stack_is_rejected() {
 #[test]
 fn kick_before_entry_interrupts_a_tight_loop() {
     let mut vm = boot(&[0xeb, 0xfe]); // jmp $
-    // `should_stop` true: the run returns at once without entering.
+                                      // `should_stop` true: the run returns at once without entering.
     assert_eq!(vm.run(|| true).unwrap(), VmExit::Interrupted);
     // A kick from another thread while it spins.
     let kicker = hvsandbox_core::ThreadKicker::current();
@@ -160,7 +169,15 @@ fn manifest_follows_the_arguments_aligned() {
     let envp = [b"A=1".to_vec()]; // 4 more: 11
     let manifest: Vec<u8> = (0..40u8).collect();
     let mut vm = Vm::new(32 << 20).unwrap();
-    let params = BootParams { image: &image, argv: &argv, envp: &envp, random_seed: [1; 32], manifest: &manifest };
+    let params = BootParams {
+        image: &image,
+        argv: &argv,
+        envp: &envp,
+        random_seed: [1; 32],
+        manifest: &manifest,
+        max_processes: 0,
+        max_open_files: 0,
+    };
     vm.boot(&params).unwrap();
     let gpa = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_gpa));
     let len = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_len));
@@ -184,7 +201,15 @@ fn manifest_past_the_args_region_is_refused() {
     let argv = [vec![b'a'; 1000]];
     let manifest = vec![0u8; abi::ARGS_MAX as usize - 1000];
     let mut vm = Vm::new(32 << 20).unwrap();
-    let params = BootParams { image: &image, argv: &argv, envp: &[], random_seed: [1; 32], manifest: &manifest };
+    let params = BootParams {
+        image: &image,
+        argv: &argv,
+        envp: &[],
+        random_seed: [1; 32],
+        manifest: &manifest,
+        max_processes: 0,
+        max_open_files: 0,
+    };
     match vm.boot(&params) {
         Err(hvsandbox_core::VmError::ManifestTooLarge { len, room }) => {
             assert_eq!(len, abi::ARGS_MAX - 1000);

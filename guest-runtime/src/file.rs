@@ -26,8 +26,13 @@ pub const O_CLOEXEC: u32 = 0o2_000_000;
 pub const O_PATH: u32 = 0o10_000_000;
 pub const O_TMPFILE: u32 = 0o20_000_000;
 
-/// Most descriptors a process may hold (RLIMIT_NOFILE).
-pub const MAX_FDS: usize = 1024;
+/// Most descriptors a process may hold (RLIMIT_NOFILE), from the host.
+pub fn max_fds() -> usize {
+    match crate::rt::boot().max_open_files {
+        0 => 1024,
+        n => (n as usize).clamp(3, 65536),
+    }
+}
 /// A pipe holds at most this much unread data.
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 
@@ -54,7 +59,7 @@ pub struct OpenFile {
     /// Absolute path at open time (for /proc/self/fd).
     pub path: Vec<u8>,
     /// Directory listing taken at the first getdents.
-    pub listing: RefCell<Option<Vec<(Vec<u8>, u64, u8)>>>,
+    pub listing: RefCell<Option<Vec<vfs::DirEntry>>>,
 }
 
 impl Drop for OpenFile {
@@ -62,8 +67,9 @@ impl Drop for OpenFile {
         match &self.kind {
             FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
-            _ => {}
+            _ => return,
         }
+        crate::task::notify();
     }
 }
 
@@ -110,18 +116,23 @@ impl OpenFile {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
-                let mut p = p.borrow_mut();
-                if p.buf.is_empty() {
-                    if p.writers == 0 || out.is_empty() {
+                let mut pb = p.borrow_mut();
+                if pb.buf.is_empty() {
+                    if pb.writers == 0 || out.is_empty() {
                         return Ok(0);
                     }
-                    // Nobody else can fill it while this process waits.
-                    return Err(EAGAIN);
+                    if self.flags.get() & O_NONBLOCK != 0 {
+                        return Err(EAGAIN);
+                    }
+                    drop(pb);
+                    crate::task::block(crate::task::Wait::PipeRead(p.clone()), None, true)?;
+                    return Ok(0);
                 }
-                let n = out.len().min(p.buf.len());
-                for (o, b) in out.iter_mut().zip(p.buf.drain(..n)) {
+                let n = out.len().min(pb.buf.len());
+                for (o, b) in out.iter_mut().zip(pb.buf.drain(..n)) {
                     *o = b;
                 }
+                crate::task::notify();
                 Ok(n)
             }
             FileKind::Node(node) => match &node.kind {
@@ -166,16 +177,22 @@ impl OpenFile {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
-                let mut p = p.borrow_mut();
-                if p.readers == 0 {
+                let mut pb = p.borrow_mut();
+                if pb.readers == 0 {
                     return Err(EPIPE);
                 }
-                let room = PIPE_CAPACITY.saturating_sub(p.buf.len());
+                let room = PIPE_CAPACITY.saturating_sub(pb.buf.len());
                 if room == 0 {
-                    return Err(EAGAIN);
+                    if self.flags.get() & O_NONBLOCK != 0 {
+                        return Err(EAGAIN);
+                    }
+                    drop(pb);
+                    crate::task::block(crate::task::Wait::PipeWrite(p.clone()), None, true)?;
+                    return Ok(0);
                 }
                 let n = data.len().min(room);
-                p.buf.extend(&data[..n]);
+                pb.buf.extend(&data[..n]);
+                crate::task::notify();
                 Ok(n)
             }
             FileKind::Node(node) => match &node.kind {
@@ -225,67 +242,99 @@ pub struct Fd {
     pub cloexec: bool,
 }
 
-static FDS: Global<Vec<Option<Fd>>> = Global::new(Vec::new());
+/// A process's descriptor table.
+#[derive(Clone, Default)]
+pub struct FdTable(Vec<Option<Fd>>);
 
-/// Installs stdin, stdout and stderr as descriptors 0, 1, 2.
-pub fn init_stdio() {
-    let t = FDS.get();
-    t.clear();
-    t.push(Some(Fd { file: OpenFile::new(FileKind::Stdin, O_RDONLY, b"pipe:[0]".to_vec()), cloexec: false }));
-    t.push(Some(Fd { file: OpenFile::new(FileKind::Stdout, O_WRONLY, b"pipe:[1]".to_vec()), cloexec: false }));
-    t.push(Some(Fd { file: OpenFile::new(FileKind::Stderr, O_WRONLY, b"pipe:[2]".to_vec()), cloexec: false }));
+impl FdTable {
+    pub fn empty() -> FdTable {
+        FdTable(Vec::new())
+    }
+
+    /// stdin, stdout and stderr as descriptors 0, 1, 2.
+    pub fn stdio() -> FdTable {
+        FdTable(alloc::vec![
+            Some(Fd { file: OpenFile::new(FileKind::Stdin, O_RDONLY, b"pipe:[0]".to_vec()), cloexec: false }),
+            Some(Fd { file: OpenFile::new(FileKind::Stdout, O_WRONLY, b"pipe:[1]".to_vec()), cloexec: false }),
+            Some(Fd { file: OpenFile::new(FileKind::Stderr, O_WRONLY, b"pipe:[2]".to_vec()), cloexec: false }),
+        ])
+    }
+
+    pub fn close_on_exec(&mut self) {
+        for e in self.0.iter_mut() {
+            if e.as_ref().is_some_and(|f| f.cloexec) {
+                *e = None;
+            }
+        }
+    }
+}
+
+fn with_table<T>(f: impl FnOnce(&mut Vec<Option<Fd>>) -> T) -> T {
+    let p = crate::task::current_process();
+    let mut t = p.fds.borrow_mut();
+    f(&mut t.0)
 }
 
 pub fn get(fd: u64) -> Result<Rc<OpenFile>, Errno> {
-    FDS.get().get(fd as usize).and_then(|e| e.as_ref()).map(|e| e.file.clone()).ok_or(EBADF)
+    with_table(|t| t.get(fd as usize).and_then(|e| e.as_ref()).map(|e| e.file.clone()).ok_or(EBADF))
 }
 
-pub fn get_entry(fd: u64) -> Result<&'static mut Fd, Errno> {
-    FDS.get().get_mut(fd as usize).and_then(|e| e.as_mut()).ok_or(EBADF)
+pub fn cloexec(fd: u64) -> Result<bool, Errno> {
+    with_table(|t| t.get(fd as usize).and_then(|e| e.as_ref()).map(|e| e.cloexec).ok_or(EBADF))
+}
+
+pub fn set_cloexec(fd: u64, on: bool) -> Result<(), Errno> {
+    with_table(|t| {
+        let e = t.get_mut(fd as usize).and_then(|e| e.as_mut()).ok_or(EBADF)?;
+        e.cloexec = on;
+        Ok(())
+    })
 }
 
 /// Installs `file` at the lowest free descriptor `>= min`.
 pub fn install(file: Rc<OpenFile>, cloexec: bool, min: usize) -> Result<u64, Errno> {
-    let t = FDS.get();
-    let slot = (min..MAX_FDS).find(|&i| t.get(i).is_none_or(|e| e.is_none())).ok_or(EMFILE)?;
-    if t.len() <= slot {
-        t.try_reserve(slot + 1 - t.len()).map_err(|_| ENOMEM)?;
-        t.resize(slot + 1, None);
-    }
-    t[slot] = Some(Fd { file, cloexec });
-    Ok(slot as u64)
+    with_table(|t| {
+        let slot = (min..max_fds()).find(|&i| t.get(i).is_none_or(|e| e.is_none())).ok_or(EMFILE)?;
+        if t.len() <= slot {
+            t.try_reserve(slot + 1 - t.len()).map_err(|_| ENOMEM)?;
+            t.resize(slot + 1, None);
+        }
+        t[slot] = Some(Fd { file, cloexec });
+        Ok(slot as u64)
+    })
 }
 
 /// Puts `file` at exactly `fd`, closing what was there.
 pub fn install_at(fd: u64, file: Rc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
     let fd_us = fd as usize;
-    if fd_us >= MAX_FDS {
+    if fd_us >= max_fds() {
         return Err(EBADF);
     }
-    let t = FDS.get();
-    if t.len() <= fd_us {
-        t.try_reserve(fd_us + 1 - t.len()).map_err(|_| ENOMEM)?;
-        t.resize(fd_us + 1, None);
-    }
-    let old = t[fd_us].replace(Fd { file, cloexec });
+    let old = with_table(|t| {
+        if t.len() <= fd_us {
+            t.try_reserve(fd_us + 1 - t.len()).map_err(|_| ENOMEM)?;
+            t.resize(fd_us + 1, None);
+        }
+        Ok::<_, Errno>(t[fd_us].replace(Fd { file, cloexec }))
+    })?;
+    // Dropped outside the table borrow (a pipe end's drop may wake others).
     drop(old);
     Ok(fd)
 }
 
 pub fn close(fd: u64) -> Result<(), Errno> {
-    let t = FDS.get();
-    let e = t.get_mut(fd as usize).and_then(|e| e.take()).ok_or(EBADF)?;
+    let e = with_table(|t| t.get_mut(fd as usize).and_then(|e| e.take()).ok_or(EBADF))?;
     drop(e);
     Ok(())
 }
 
 pub fn open_fds() -> Vec<u32> {
-    FDS.get().iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i as u32).collect()
+    with_table(|t| t.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i as u32).collect())
 }
 
 /// The path an open descriptor refers to (for /proc/self/fd).
 pub fn fd_path(fd: u32) -> Option<Vec<u8>> {
-    FDS.get().get(fd as usize)?.as_ref().map(|e| e.file.path.clone())
+    with_table(|t| t.get(fd as usize)?.as_ref().map(|e| e.file.path.clone()))
 }
 
 /// A new pipe: (read end, write end).

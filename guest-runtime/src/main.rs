@@ -23,6 +23,7 @@ mod rt;
 mod stack;
 mod sys_fs;
 mod syscalls;
+mod task;
 mod time;
 mod uaccess;
 mod vfs;
@@ -219,7 +220,7 @@ global_asm!(
     "    lea rax, [rip + tlb_flush_site]",
     "    cmp rax, [rsp + 24]",
     "    jne 3f",
-    "    mov rax, cr3",
+    "    mov rax, [rip + {next_cr3}]",
     "    mov cr3, rax",
     "    add qword ptr [rsp + 24], 2",
     "    pop rax",
@@ -277,9 +278,86 @@ global_asm!(
     "    jmp 5b",
     "",
     "program_fault_entry:",
-    "    and rsp, -16",
+    // On the runtime stack (set by the ring-0 handler); every register but
+    // RIP/RSP/RFLAGS (in PROGRAM_FAULT) is still the program's. Build the
+    // same frame as syscall_entry (RCX and R11, which a `syscall` clobbers
+    // but a fault does not, go aside) and leave through fault_restore.
+    "    mov [rip + {fault_rcx}], rcx",
+    "    mov [rip + {fault_r11}], r11",
+    "    push 0",
+    "    push 0",
+    "    push 0",
+    "    push rax",
+    "    push rdi",
+    "    push rsi",
+    "    push rdx",
+    "    push r10",
+    "    push r8",
+    "    push r9",
+    "    push rbx",
+    "    push rbp",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    cld",
+    "    sub rsp, 256",
+    "    movaps [rsp + 0x00], xmm0",
+    "    movaps [rsp + 0x10], xmm1",
+    "    movaps [rsp + 0x20], xmm2",
+    "    movaps [rsp + 0x30], xmm3",
+    "    movaps [rsp + 0x40], xmm4",
+    "    movaps [rsp + 0x50], xmm5",
+    "    movaps [rsp + 0x60], xmm6",
+    "    movaps [rsp + 0x70], xmm7",
+    "    movaps [rsp + 0x80], xmm8",
+    "    movaps [rsp + 0x90], xmm9",
+    "    movaps [rsp + 0xa0], xmm10",
+    "    movaps [rsp + 0xb0], xmm11",
+    "    movaps [rsp + 0xc0], xmm12",
+    "    movaps [rsp + 0xd0], xmm13",
+    "    movaps [rsp + 0xe0], xmm14",
+    "    movaps [rsp + 0xf0], xmm15",
+    "    lea rdi, [rsp + 256]",
     "    call {program_fault}",
-    "    ud2",
+    // Like the syscall exit, but every register is restored and the jump
+    // goes through memory, so RCX and R11 keep the program's values.
+    "    movaps xmm0, [rsp + 0x00]",
+    "    movaps xmm1, [rsp + 0x10]",
+    "    movaps xmm2, [rsp + 0x20]",
+    "    movaps xmm3, [rsp + 0x30]",
+    "    movaps xmm4, [rsp + 0x40]",
+    "    movaps xmm5, [rsp + 0x50]",
+    "    movaps xmm6, [rsp + 0x60]",
+    "    movaps xmm7, [rsp + 0x70]",
+    "    movaps xmm8, [rsp + 0x80]",
+    "    movaps xmm9, [rsp + 0x90]",
+    "    movaps xmm10, [rsp + 0xa0]",
+    "    movaps xmm11, [rsp + 0xb0]",
+    "    movaps xmm12, [rsp + 0xc0]",
+    "    movaps xmm13, [rsp + 0xd0]",
+    "    movaps xmm14, [rsp + 0xe0]",
+    "    movaps xmm15, [rsp + 0xf0]",
+    "    add rsp, 256",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbp",
+    "    pop rbx",
+    "    pop r9",
+    "    pop r8",
+    "    pop r10",
+    "    pop rdx",
+    "    pop rsi",
+    "    pop rdi",
+    "    pop rax",
+    "    mov rcx, [rip + {fault_rcx}]",
+    "    mov r11, [rip + {fault_r11}]",
+    "    popfq",
+    "    pop qword ptr [rip + {resume_rip}]",
+    "    pop rsp",
+    "    jmp qword ptr [rip + {resume_rip}]",
     start = sym rt::rust_start,
     dispatch = sym syscalls::dispatch,
     saved_rsp = sym rt::SAVED_USER_RSP,
@@ -288,6 +366,10 @@ global_asm!(
     runtime_va = const abi::RUNTIME_VA,
     record = sym rt::PROGRAM_FAULT,
     program_fault = sym rt::program_fault,
+    next_cr3 = sym mm::NEXT_CR3,
+    fault_rcx = sym rt::FAULT_RCX,
+    fault_r11 = sym rt::FAULT_R11,
+    resume_rip = sym rt::RESUME_RIP,
     flags_keep = const !(0x100u64 | 0x400 | 0x40000) as i32,
 );
 
@@ -296,8 +378,9 @@ extern "C" {
     fn enter_program(entry: u64, stack: u64) -> !;
 }
 
-/// Makes removed or changed page mappings take effect (ring-0 `mov cr3`
-/// through the #UD trap; ~20 µs on this host, so callers batch).
+/// Loads CR3 from `mm::NEXT_CR3` (ring-0 `mov cr3` through the #UD trap;
+/// ~20 µs on this host, so callers batch): makes removed or changed page
+/// mappings take effect, or switches to another address space.
 pub fn flush_tlb() {
     // SAFETY: tlb_flush is our own asm: a `ud2` the exception handler
     // turns into a CR3 reload and skips; it clobbers nothing.

@@ -1,11 +1,20 @@
-//! Memory: a frame allocator over the guest RAM the host left free, the
-//! program's page tables (written through the physmap, at CPL3), and the
-//! list of the program's mappings (VMAs).
+//! Memory: a frame allocator over the guest RAM the host left free, and
+//! address spaces — page tables (written through the physmap, at CPL3)
+//! plus the list of mappings (VMAs) — one per guest process.
 //!
 //! Mappings are backed eagerly: fresh frames come from never-used guest
 //! RAM, which is already zero and costs the host nothing until touched, so
 //! mapping a page is just a page-table write. Adding a mapping needs no
 //! TLB flush; removing or downgrading one does (batched, one per call).
+//!
+//! Every address space shares the top-level slots of the physmap and the
+//! runtime heap with the boot tables; the slots below belong to the
+//! program. Pages marked `PTE_SHARED` map frames owned by someone else
+//! (the file cache: program text mapped in place); they are never freed
+//! or written through the mapping — a write mapping gets its own copy.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 
 use hvsandbox_abi::{self as abi, user};
 
@@ -21,6 +30,8 @@ const PTE_D: u64 = 1 << 6;
 const PTE_PS: u64 = 1 << 7;
 /// Software bit: a frame is kept behind a not-present entry (PROT_NONE).
 const PTE_KEPT: u64 = 1 << 9;
+/// Software bit: the frame belongs to someone else (see the module docs).
+const PTE_SHARED: u64 = 1 << 10;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 pub const PROT_READ: u32 = 1;
@@ -30,7 +41,10 @@ pub const PROT_EXEC: u32 = 4;
 /// Errors of memory operations, as Linux errno values.
 pub use crate::errno::{EEXIST, EINVAL, ENOMEM};
 
-const MAX_VMAS: usize = 1024;
+/// Most mappings one address space may have (Linux: max_map_count).
+const MAX_VMAS: usize = 16384;
+/// Top-level slots `USER_SLOTS..512` are shared by every address space.
+const USER_SLOTS: usize = 254;
 
 #[derive(Clone, Copy)]
 pub struct Vma {
@@ -39,8 +53,7 @@ pub struct Vma {
     pub prot: u32,
 }
 
-struct Mm {
-    pml4: u64,
+struct Frames {
     next_frame: u64,
     frame_end: u64,
     /// Freed frames, linked through their first word (as guest-physical
@@ -48,32 +61,40 @@ struct Mm {
     free_list: u64,
     used: u64,
     peak: u64,
-    vmas: [Vma; MAX_VMAS],
-    nvmas: usize,
+    boot_pml4: u64,
+    /// Frames on the free list.
+    listed: u64,
+}
+
+static FRAMES: Global<Frames> =
+    Global::new(Frames { next_frame: 0, frame_end: 0, free_list: 0, used: 0, peak: 0, boot_pml4: 0, listed: 0 });
+
+/// One process's memory: page tables and mappings.
+pub struct AddressSpace {
+    pml4: u64,
+    vmas: Vec<Vma>,
     brk_start: u64,
     brk: u64,
     mmap_next: u64,
 }
 
-static MM: Global<Mm> = Global::new(Mm {
-    pml4: 0,
-    next_frame: 0,
-    frame_end: 0,
-    free_list: 0,
-    used: 0,
-    peak: 0,
-    vmas: [Vma { start: 0, end: 0, prot: 0 }; MAX_VMAS],
-    nvmas: 0,
-    brk_start: 0,
-    brk: 0,
-    mmap_next: user::MMAP_TOP,
-});
+/// The address space the CPU runs on now.
+static CURRENT: Global<*mut AddressSpace> = Global::new(core::ptr::null_mut());
+
+/// The CR3 value the ring-0 flush trap loads (the current space's root).
+#[no_mangle]
+pub static mut NEXT_CR3: u64 = 0;
 
 pub fn init(info: &abi::BootInfo) {
-    let mm = MM.get();
-    mm.pml4 = info.pml4_gpa;
-    mm.next_frame = info.free_start.next_multiple_of(PAGE);
-    mm.frame_end = info.free_end.min(info.mem_size) & !(PAGE - 1);
+    let f = FRAMES.get();
+    f.boot_pml4 = info.pml4_gpa;
+    f.next_frame = info.free_start.next_multiple_of(PAGE);
+    f.frame_end = info.free_end.min(info.mem_size) & !(PAGE - 1);
+    // SAFETY: single-threaded runtime; the flush trap reads it.
+    unsafe { NEXT_CR3 = info.pml4_gpa };
+    // The runtime heap's top-level entry must exist before any address
+    // space copies the shared slots.
+    let _ = pte(info.pml4_gpa, abi::RUNTIME_HEAP_VA, true);
 }
 
 pub fn page_up(x: u64) -> u64 {
@@ -90,55 +111,61 @@ fn zero_frame(gpa: u64) {
 
 /// A zeroed frame, or None when guest memory is exhausted.
 fn alloc_frame() -> Option<u64> {
-    let mm = MM.get();
-    let gpa = if mm.free_list != 0 {
-        let gpa = mm.free_list;
+    let f = FRAMES.get();
+    let gpa = if f.free_list != 0 {
+        let gpa = f.free_list;
         // SAFETY: free frames hold the next link in their first word.
-        mm.free_list = unsafe { (phys_ptr(gpa) as *const u64).read() };
+        f.free_list = unsafe { (phys_ptr(gpa) as *const u64).read() };
+        f.listed -= 1;
         zero_frame(gpa);
         gpa
-    } else if mm.next_frame + PAGE <= mm.frame_end {
+    } else if f.next_frame + PAGE <= f.frame_end {
         // Never used since boot: already zero.
-        let gpa = mm.next_frame;
-        mm.next_frame += PAGE;
+        let gpa = f.next_frame;
+        f.next_frame += PAGE;
         gpa
     } else {
         return None;
     };
-    mm.used += 1;
-    mm.peak = mm.peak.max(mm.used);
+    f.used += 1;
+    f.peak = f.peak.max(f.used);
     Some(gpa)
 }
 
 fn free_frame(gpa: u64) {
-    let mm = MM.get();
+    let f = FRAMES.get();
     // SAFETY: the frame is no longer mapped anywhere; its first word
     // becomes the free-list link.
-    unsafe { (phys_ptr(gpa) as *mut u64).write(mm.free_list) };
-    mm.free_list = gpa;
-    mm.used -= 1;
+    unsafe { (phys_ptr(gpa) as *mut u64).write(f.free_list) };
+    f.free_list = gpa;
+    f.listed += 1;
+    f.used -= 1;
 }
 
-/// Bytes of guest memory in use by the program (peak), and free now.
+/// Frames free right now.
+pub fn free_frames() -> u64 {
+    let f = FRAMES.get();
+    (f.frame_end - f.next_frame) / PAGE + f.listed
+}
+
+/// Bytes of guest memory in use at the peak, and free now.
 pub fn usage() -> (u64, u64) {
-    let mm = MM.get();
-    let mut free_count = (mm.frame_end - mm.next_frame) / PAGE;
-    let mut f = mm.free_list;
-    while f != 0 && free_count < (1 << 40) {
-        free_count += 1;
-        // SAFETY: free frames hold the next link in their first word.
-        f = unsafe { (phys_ptr(f) as *const u64).read() };
-    }
-    (mm.peak * PAGE, free_count * PAGE)
+    (FRAMES.get().peak * PAGE, free_frames() * PAGE)
+}
+
+/// Frames in use at the peak, for the host's statistics.
+pub fn peak_bytes() -> u64 {
+    FRAMES.get().peak * PAGE
 }
 
 fn table(gpa: u64) -> *mut u64 {
     phys_ptr(gpa) as *mut u64
 }
 
-/// The level-0 entry for `va`, creating intermediate tables if `create`.
-fn pte(va: u64, create: bool) -> Option<*mut u64> {
-    let mut t = MM.get().pml4;
+/// The level-0 entry for `va` under `pml4`, creating intermediate tables
+/// if `create`.
+fn pte(pml4: u64, va: u64, create: bool) -> Option<*mut u64> {
+    let mut t = pml4;
     for level in (1..4).rev() {
         let idx = ((va >> (12 + 9 * level)) & 0x1ff) as usize;
         // SAFETY: `t` is a page-table frame (host-built or ours) and idx < 512.
@@ -179,26 +206,236 @@ fn leaf_bits(prot: u32) -> u64 {
     bits
 }
 
-/// Backs `[start, end)` with zeroed frames, `prot` access. Pages already
-/// backed keep their frame and get `prot`. Returns whether a flush is
-/// needed (a present entry lost access).
-fn back_range(start: u64, end: u64, prot: u32) -> Result<bool, i64> {
+/// A private copy of a shared frame.
+fn copy_frame(src: u64) -> Option<u64> {
+    let f = alloc_frame()?;
+    // SAFETY: two distinct whole frames of guest RAM.
+    unsafe { core::ptr::copy_nonoverlapping(phys_ptr(src), phys_ptr(f), PAGE as usize) };
+    Some(f)
+}
+
+// --- address spaces ------------------------------------------------------------
+
+impl AddressSpace {
+    fn empty(pml4: u64) -> AddressSpace {
+        AddressSpace { pml4, vmas: Vec::new(), brk_start: 0, brk: 0, mmap_next: user::MMAP_TOP }
+    }
+}
+
+/// The address space of the first process: the boot page tables.
+pub fn boot_space() -> Box<AddressSpace> {
+    Box::new(AddressSpace::empty(FRAMES.get().boot_pml4))
+}
+
+/// A fresh, empty address space.
+pub fn new_space() -> Result<Box<AddressSpace>, i64> {
+    let pml4 = alloc_frame().ok_or(ENOMEM)?;
+    let boot = FRAMES.get().boot_pml4;
+    // SAFETY: both are page-table frames; the shared slots are copied.
+    unsafe {
+        core::ptr::copy_nonoverlapping(table(boot).add(USER_SLOTS), table(pml4).add(USER_SLOTS), 512 - USER_SLOTS)
+    };
+    Ok(Box::new(AddressSpace::empty(pml4)))
+}
+
+pub fn current() -> &'static mut AddressSpace {
+    let p = *CURRENT.get();
+    if p.is_null() {
+        crate::hc::panic(b"no current address space");
+    }
+    // SAFETY: CURRENT points at the running process's boxed space, which
+    // lives as long as it is current (see `activate`).
+    unsafe { &mut *p }
+}
+
+/// Makes `space` the one the CPU runs on (a ring-0 CR3 load if it differs).
+/// The caller keeps `space` alive while it is current.
+pub fn activate(space: &mut AddressSpace) {
+    *CURRENT.get() = space as *mut AddressSpace;
+    // SAFETY: single-threaded; the flush trap reads NEXT_CR3.
+    let changed = unsafe { NEXT_CR3 != space.pml4 };
+    if changed {
+        // SAFETY: as above.
+        unsafe { NEXT_CR3 = space.pml4 };
+        crate::flush_tlb();
+    }
+}
+
+/// A copy of `src` for a forked child: private pages are copied, shared
+/// (file cache) frames are mapped again.
+pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
+    let mut dst = new_space()?;
+    dst.vmas.try_reserve(src.vmas.len()).map_err(|_| ENOMEM)?;
+    dst.vmas.extend_from_slice(&src.vmas);
+    dst.brk_start = src.brk_start;
+    dst.brk = src.brk;
+    dst.mmap_next = src.mmap_next;
+    let mut result = Ok(());
+    for_each_leaf(src.pml4, &mut |va, entry| {
+        if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 {
+            return;
+        }
+        let frame = entry & ADDR_MASK;
+        let new = if entry & PTE_SHARED != 0 { Some(frame) } else { copy_frame(frame) };
+        match (new, pte(dst.pml4, va, true)) {
+            (Some(f), Some(e)) => {
+                // SAFETY: a level-0 entry of the new space, not present yet.
+                unsafe { e.write_volatile(f | (entry & !ADDR_MASK)) };
+            }
+            (Some(f), None) => {
+                if entry & PTE_SHARED == 0 {
+                    free_frame(f);
+                }
+                result = Err(ENOMEM);
+            }
+            _ => result = Err(ENOMEM),
+        }
+    });
+    if let Err(e) = result {
+        destroy_space(dst);
+        return Err(e);
+    }
+    Ok(dst)
+}
+
+/// Calls `f(va, entry)` for every level-0 entry of the program slots.
+fn for_each_leaf(pml4: u64, f: &mut dyn FnMut(u64, u64)) {
+    for i4 in 0..USER_SLOTS {
+        // SAFETY: page-table frames reached through the physmap; indexes < 512.
+        let e4 = unsafe { table(pml4).add(i4).read_volatile() };
+        if e4 & PTE_P == 0 {
+            continue;
+        }
+        for i3 in 0..512 {
+            // SAFETY: as above.
+            let e3 = unsafe { table(e4 & ADDR_MASK).add(i3).read_volatile() };
+            if e3 & PTE_P == 0 || e3 & PTE_PS != 0 {
+                continue;
+            }
+            for i2 in 0..512 {
+                // SAFETY: as above.
+                let e2 = unsafe { table(e3 & ADDR_MASK).add(i2).read_volatile() };
+                if e2 & PTE_P == 0 || e2 & PTE_PS != 0 {
+                    continue;
+                }
+                let pt = e2 & ADDR_MASK;
+                for i1 in 0..512 {
+                    // SAFETY: as above.
+                    let e1 = unsafe { table(pt).add(i1).read_volatile() };
+                    if e1 != 0 {
+                        let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21) | ((i1 as u64) << 12);
+                        f(va, e1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Frees an address space that is not current: its pages (except shared
+/// frames) and its page tables.
+#[allow(clippy::boxed_local)] // it is the box's owner that gives it up
+pub fn destroy_space(space: Box<AddressSpace>) {
+    let pml4 = space.pml4;
+    for i4 in 0..USER_SLOTS {
+        // SAFETY: page-table frames reached through the physmap; indexes < 512.
+        let e4p = unsafe { table(pml4).add(i4) };
+        // SAFETY: as above.
+        let e4 = unsafe { e4p.read_volatile() };
+        if e4 & PTE_P == 0 {
+            continue;
+        }
+        for i3 in 0..512 {
+            // SAFETY: as above.
+            let e3 = unsafe { table(e4 & ADDR_MASK).add(i3).read_volatile() };
+            if e3 & PTE_P == 0 || e3 & PTE_PS != 0 {
+                continue;
+            }
+            for i2 in 0..512 {
+                // SAFETY: as above.
+                let e2 = unsafe { table(e3 & ADDR_MASK).add(i2).read_volatile() };
+                if e2 & PTE_P == 0 || e2 & PTE_PS != 0 {
+                    continue;
+                }
+                let pt = e2 & ADDR_MASK;
+                for i1 in 0..512 {
+                    // SAFETY: as above.
+                    let e1 = unsafe { table(pt).add(i1).read_volatile() };
+                    if e1 & (PTE_P | PTE_KEPT) != 0 && e1 & PTE_SHARED == 0 {
+                        free_frame(e1 & ADDR_MASK);
+                    }
+                }
+                free_frame(pt);
+            }
+            free_frame(e3 & ADDR_MASK);
+        }
+        free_frame(e4 & ADDR_MASK);
+        // SAFETY: as above; the space is not current, so no flush is due
+        // (the next CR3 load of this root, if it is ever reused, flushes).
+        unsafe { e4p.write_volatile(0) };
+    }
+    if pml4 != FRAMES.get().boot_pml4 {
+        free_frame(pml4);
+    }
+}
+
+// --- mapping in the current space ----------------------------------------------
+
+fn cur_pte(va: u64, create: bool) -> Option<*mut u64> {
+    pte(current().pml4, va, create)
+}
+
+/// Mappings up to this size are backed at once; larger ones (and the
+/// stack below its top) page by page on first touch.
+const EAGER_MAX: u64 = 256 * 1024;
+
+/// Backs `[start, end)` with zeroed frames (only pages already backed
+/// unless `populate`), `prot` access. Pages already backed keep their
+/// frame (a shared frame is copied if the new access allows writing) and
+/// get `prot`. Returns whether a flush is needed.
+fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Result<bool, i64> {
     let mut flush = false;
     let mut va = start;
     while va < end {
-        let e = pte(va, true).ok_or(ENOMEM)?;
+        let e = if populate {
+            pte(pml4, va, true).ok_or(ENOMEM)?
+        } else {
+            match pte(pml4, va, false) {
+                Some(e) => e,
+                None => {
+                    // No table here: skip to the next 2 MiB boundary.
+                    va = (va | 0x1f_ffff) + 1;
+                    continue;
+                }
+            }
+        };
         // SAFETY: e is a valid level-0 entry pointer.
         let old = unsafe { e.read_volatile() };
+        if !populate && old & (PTE_P | PTE_KEPT) == 0 {
+            va += PAGE;
+            continue;
+        }
+        let mut shared = 0;
         let frame = if old & (PTE_P | PTE_KEPT) != 0 {
             if old & PTE_P != 0 && (old & PTE_RW != 0 && prot & PROT_WRITE == 0 || leaf_bits(prot) & PTE_P == 0) {
                 flush = true;
             }
-            old & ADDR_MASK
+            if old & PTE_SHARED != 0 {
+                if prot & PROT_WRITE != 0 {
+                    flush |= old & PTE_P != 0;
+                    copy_frame(old & ADDR_MASK).ok_or(ENOMEM)?
+                } else {
+                    shared = PTE_SHARED;
+                    old & ADDR_MASK
+                }
+            } else {
+                old & ADDR_MASK
+            }
         } else {
             alloc_frame().ok_or(ENOMEM)?
         };
         // SAFETY: as above.
-        unsafe { e.write_volatile(frame | leaf_bits(prot)) };
+        unsafe { e.write_volatile(frame | leaf_bits(prot) | shared) };
         va += PAGE;
     }
     Ok(flush)
@@ -209,13 +446,15 @@ fn unback_range(start: u64, end: u64) -> bool {
     let mut flush = false;
     let mut va = start;
     while va < end {
-        if let Some(e) = pte(va, false) {
+        if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid level-0 entry pointer.
             let old = unsafe { e.read_volatile() };
             if old & (PTE_P | PTE_KEPT) != 0 {
                 // SAFETY: as above.
                 unsafe { e.write_volatile(0) };
-                free_frame(old & ADDR_MASK);
+                if old & PTE_SHARED == 0 {
+                    free_frame(old & ADDR_MASK);
+                }
                 flush |= old & PTE_P != 0;
             }
         }
@@ -225,39 +464,46 @@ fn unback_range(start: u64, end: u64) -> bool {
 }
 
 /// Copies `data` into the program's memory at `va` through the frames
-/// (works whatever the page protection is). `src_gpa` is where `data`
-/// itself lies in RAM: pages mapped in place onto it are skipped.
-pub fn copy_to_frames(mut va: u64, mut data: &[u8], mut src_gpa: u64) {
+/// (works whatever the page protection is). Shared frames are left alone.
+pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
     while !data.is_empty() {
         let off = va & (PAGE - 1);
         let n = ((PAGE - off) as usize).min(data.len());
-        if let Some(e) = pte(va, false) {
+        if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
-            let dst = (v & ADDR_MASK) + off;
-            if v & (PTE_P | PTE_KEPT) != 0 && dst != src_gpa {
-                // SAFETY: dst..dst+n lies within one frame of guest RAM,
-                // which is not the frame the bytes come from.
+            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_SHARED == 0 {
+                let dst = (v & ADDR_MASK) + off;
+                // SAFETY: dst..dst+n lies within one private frame of guest RAM.
                 unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), phys_ptr(dst), n) };
             }
         }
         va += n as u64;
-        src_gpa += n as u64;
         data = &data[n..];
     }
 }
 
-// --- VMAs -----------------------------------------------------------------
-
-fn vmas() -> &'static mut Mm {
-    MM.get()
+/// Maps page `va` onto `frame` owned by someone else (the file cache),
+/// read-only. Returns false if the page is already backed.
+pub fn map_shared_frame(va: u64, frame: u64, prot: u32) -> Result<bool, i64> {
+    valid_user_range(va, PAGE).ok_or(EINVAL)?;
+    let e = cur_pte(va, true).ok_or(ENOMEM)?;
+    // SAFETY: valid level-0 entry pointer.
+    if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0 {
+        return Ok(false);
+    }
+    // SAFETY: as above; not-present -> present needs no flush.
+    unsafe { e.write_volatile(frame | leaf_bits(prot & !PROT_WRITE) | PTE_SHARED) };
+    Ok(true)
 }
+
+// --- VMAs -----------------------------------------------------------------
 
 /// Removes `[start, end)` from the VMA list (splitting as needed).
 fn vma_remove(start: u64, end: u64) -> Result<(), i64> {
-    let mm = vmas();
+    let mm = current();
     let mut i = 0;
-    while i < mm.nvmas {
+    while i < mm.vmas.len() {
         let v = mm.vmas[i];
         if v.end <= start || v.start >= end {
             i += 1;
@@ -265,13 +511,11 @@ fn vma_remove(start: u64, end: u64) -> Result<(), i64> {
         }
         if v.start < start && v.end > end {
             // Split into two.
-            if mm.nvmas == MAX_VMAS {
+            if mm.vmas.len() >= MAX_VMAS || mm.vmas.try_reserve(1).is_err() {
                 return Err(ENOMEM);
             }
-            mm.vmas.copy_within(i + 1..mm.nvmas, i + 2);
-            mm.nvmas += 1;
             mm.vmas[i] = Vma { end: start, ..v };
-            mm.vmas[i + 1] = Vma { start: end, ..v };
+            mm.vmas.insert(i + 1, Vma { start: end, ..v });
             return Ok(());
         }
         if v.start < start {
@@ -281,29 +525,38 @@ fn vma_remove(start: u64, end: u64) -> Result<(), i64> {
             mm.vmas[i].start = end;
             i += 1;
         } else {
-            mm.vmas.copy_within(i + 1..mm.nvmas, i);
-            mm.nvmas -= 1;
+            mm.vmas.remove(i);
         }
     }
     Ok(())
 }
 
-/// Inserts a VMA (the range must be free in the list).
+/// Inserts a VMA (the range must be free in the list), merging with an
+/// adjacent one of the same protection.
 fn vma_insert(vma: Vma) -> Result<(), i64> {
-    let mm = vmas();
-    if mm.nvmas == MAX_VMAS {
+    let mm = current();
+    let pos = mm.vmas.iter().position(|v| v.start >= vma.end).unwrap_or(mm.vmas.len());
+    if pos > 0 && mm.vmas[pos - 1].end == vma.start && mm.vmas[pos - 1].prot == vma.prot {
+        mm.vmas[pos - 1].end = vma.end;
+        if pos < mm.vmas.len() && mm.vmas[pos].start == vma.end && mm.vmas[pos].prot == vma.prot {
+            mm.vmas[pos - 1].end = mm.vmas[pos].end;
+            mm.vmas.remove(pos);
+        }
+        return Ok(());
+    }
+    if pos < mm.vmas.len() && mm.vmas[pos].start == vma.end && mm.vmas[pos].prot == vma.prot {
+        mm.vmas[pos].start = vma.start;
+        return Ok(());
+    }
+    if mm.vmas.len() >= MAX_VMAS || mm.vmas.try_reserve(1).is_err() {
         return Err(ENOMEM);
     }
-    let pos = mm.vmas[..mm.nvmas].iter().position(|v| v.start >= vma.end).unwrap_or(mm.nvmas);
-    mm.vmas.copy_within(pos..mm.nvmas, pos + 1);
-    mm.vmas[pos] = vma;
-    mm.nvmas += 1;
+    mm.vmas.insert(pos, vma);
     Ok(())
 }
 
 fn overlaps_any(start: u64, end: u64) -> bool {
-    let mm = vmas();
-    mm.vmas[..mm.nvmas].iter().any(|v| v.start < end && v.end > start)
+    current().vmas.iter().any(|v| v.start < end && v.end > start)
 }
 
 fn valid_user_range(start: u64, len: u64) -> Option<u64> {
@@ -323,9 +576,8 @@ pub fn user_access_ok(va: u64, len: u64, prot: u32) -> bool {
     if end > user::ADDR_LIMIT {
         return false;
     }
-    let mm = vmas();
     let mut at = va;
-    for v in &mm.vmas[..mm.nvmas] {
+    for v in &current().vmas {
         if v.end <= at {
             continue;
         }
@@ -345,7 +597,7 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
     let mut flush = unback_range(start, end);
     vma_remove(start, end)?;
-    let res = back_range(start, end, prot);
+    let res = back_range(current().pml4, start, end, prot, len <= EAGER_MAX);
     if let Ok(f) = res {
         flush |= f;
     }
@@ -354,6 +606,23 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     }
     res?;
     vma_insert(Vma { start, end, prot })
+}
+
+/// Finds room for `len` bytes below the mmap top.
+fn find_free(len: u64) -> Result<u64, i64> {
+    let mm = current();
+    let floor = mm.brk_start.max(user::MIN_ADDR) + user::BRK_MAX;
+    let mut top = mm.mmap_next;
+    loop {
+        let start = top.checked_sub(len).ok_or(ENOMEM)?;
+        if start < floor {
+            return Err(ENOMEM);
+        }
+        match mm.vmas.iter().rev().find(|v| v.start < top && v.end > start) {
+            None => return Ok(start),
+            Some(v) => top = v.start,
+        }
+    }
 }
 
 /// mmap of anonymous memory. `hint` is honoured with `fixed`, else the
@@ -366,6 +635,11 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
     if len == 0 || len > user::ADDR_LIMIT {
         return Err(ENOMEM);
     }
+    // Like Linux's heuristic overcommit: a mapping that could never be
+    // backed is refused up front (the program sees ENOMEM, not a crash).
+    if prot != 0 && len / PAGE > free_frames() {
+        return Err(ENOMEM);
+    }
     if fixed {
         valid_user_range(hint, len).ok_or(EINVAL)?;
         if noreplace && overlaps_any(hint, hint + len) {
@@ -374,13 +648,21 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
         map_fixed(hint, len, prot)?;
         return Ok(hint);
     }
-    let mm = vmas();
-    let start = mm.mmap_next.checked_sub(len).ok_or(ENOMEM)?;
-    if start < mm.brk_start.max(user::MIN_ADDR) + user::BRK_MAX {
-        return Err(ENOMEM);
-    }
+    let start = find_free(len)?;
     map_fixed(start, len, prot)?;
-    vmas().mmap_next = start;
+    let mm = current();
+    mm.mmap_next = mm.mmap_next.min(start);
+    Ok(start)
+}
+
+/// Reserves `len` bytes of address space (PROT_NONE, no frames) and
+/// returns where: for loading an interpreter at a base of our choosing.
+pub fn reserve(len: u64) -> Result<u64, i64> {
+    let len = page_up(len);
+    let start = find_free(len)?;
+    vma_insert(Vma { start, end: start + len, prot: 0 })?;
+    let mm = current();
+    mm.mmap_next = mm.mmap_next.min(start);
     Ok(start)
 }
 
@@ -407,9 +689,8 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         return Ok(());
     }
     // Every page of the range must be mapped (Linux: ENOMEM otherwise).
-    let mm = vmas();
     let mut at = start;
-    for v in &mm.vmas[..mm.nvmas] {
+    for v in &current().vmas {
         if v.end <= at {
             continue;
         }
@@ -424,13 +705,86 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     if at < end {
         return Err(ENOMEM);
     }
-    let res = back_range(start, end, prot);
+    let res = back_range(current().pml4, start, end, prot, false);
     if let Ok(true) = res {
         crate::flush_tlb();
     }
     res?;
     vma_remove(start, end)?;
     vma_insert(Vma { start, end, prot })
+}
+
+fn vma_at(va: u64) -> Option<Vma> {
+    current().vmas.iter().find(|v| v.start <= va && va < v.end).copied()
+}
+
+/// A page fault of the program at `va`: backs the page if it lies in a
+/// mapping that allows the access and is not backed yet. Returns whether
+/// the program can retry the access.
+pub fn fault_in(va: u64, write: bool) -> bool {
+    let Some(v) = vma_at(va) else { return false };
+    if v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 || (write && v.prot & PROT_WRITE == 0) {
+        return false;
+    }
+    // A fault costs a trip through ring 0 (tens of µs here): back the
+    // whole aligned window around the page, within the mapping.
+    let page = page_down(va);
+    if !back_page(page, v.prot) {
+        return false;
+    }
+    let start = (va & !(FAULT_AROUND - 1)).max(v.start);
+    let end = ((va | (FAULT_AROUND - 1)) + 1).min(v.end);
+    let mut at = start;
+    while at < end {
+        if at != page {
+            let backed = cur_pte(at, false)
+                // SAFETY: valid level-0 entry pointer.
+                .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
+            if !backed && !back_page(at, v.prot) {
+                break;
+            }
+        }
+        at += PAGE;
+    }
+    true
+}
+
+/// Bytes backed together on a page fault.
+const FAULT_AROUND: u64 = 256 * 1024;
+
+fn back_page(va: u64, prot: u32) -> bool {
+    let Some(e) = cur_pte(va, true) else { return false };
+    // SAFETY: valid level-0 entry pointer.
+    if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0 {
+        return false;
+    }
+    let Some(f) = alloc_frame() else { return false };
+    // SAFETY: as above; not present -> present needs no flush.
+    unsafe { e.write_volatile(f | leaf_bits(prot)) };
+    true
+}
+
+/// Backs every not-yet-backed page of `[va, va + len)` (already checked to
+/// lie in accessible mappings) before the runtime touches it.
+pub fn populate(va: u64, len: u64) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let end = va.saturating_add(len);
+    let mut at = page_down(va);
+    while at < end {
+        let backed = cur_pte(at, false)
+            // SAFETY: valid level-0 entry pointer.
+            .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
+        if !backed {
+            let Some(v) = vma_at(at) else { return false };
+            if !back_page(at, v.prot) {
+                return false;
+            }
+        }
+        at += PAGE;
+    }
+    true
 }
 
 /// MADV_DONTNEED on private anonymous memory: the pages read as zero again.
@@ -441,10 +795,10 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
     let end = start.checked_add(page_up(len)).ok_or(EINVAL)?;
     let mut va = start;
     while va < end {
-        if let Some(e) = pte(va, false) {
+        if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
-            if v & (PTE_P | PTE_KEPT) != 0 {
+            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_SHARED == 0 {
                 zero_frame(v & ADDR_MASK);
             }
         }
@@ -456,91 +810,59 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
 // --- brk ------------------------------------------------------------------
 
 pub fn set_brk_start(at: u64) {
-    let mm = vmas();
+    let mm = current();
     mm.brk_start = page_up(at);
     mm.brk = mm.brk_start;
 }
 
 /// brk(2): returns the (new or unchanged) break.
 pub fn brk(want: u64) -> u64 {
-    let mm = vmas();
+    let mm = current();
     let (start, cur) = (mm.brk_start, mm.brk);
     if want < start || want > start + user::BRK_MAX {
         return cur;
     }
     let old_top = page_up(cur);
     let new_top = page_up(want);
+    if new_top > old_top && (new_top - old_top) / PAGE > free_frames() {
+        return cur;
+    }
     if new_top > old_top {
-        if overlaps_any(old_top, new_top) || map_fixed(old_top, new_top - old_top, PROT_READ | PROT_WRITE).is_err()
-        {
+        if overlaps_any(old_top, new_top) || map_fixed(old_top, new_top - old_top, PROT_READ | PROT_WRITE).is_err() {
             // Undo a partial mapping so the heap stays as it was.
             let _ = munmap(old_top, new_top - old_top);
             return cur;
         }
-        merge_brk_vma(start, new_top);
     } else if new_top < old_top {
         let _ = munmap(new_top, old_top - new_top);
     }
-    vmas().brk = want;
+    current().brk = want;
     want
-}
-
-/// Keeps the heap as one VMA so the list does not grow with every brk.
-fn merge_brk_vma(start: u64, top: u64) {
-    let mm = vmas();
-    let n = mm.nvmas;
-    let heap: usize = mm.vmas[..n].iter().filter(|v| v.start >= start && v.end <= top).count();
-    if heap > 1 {
-        let _ = vma_remove(start, top);
-        let _ = vma_insert(Vma { start, end: top, prot: PROT_READ | PROT_WRITE });
-    }
-}
-
-/// Frames in use right now and at the peak, for the host's statistics.
-pub fn peak_bytes() -> u64 {
-    MM.get().peak * PAGE
 }
 
 /// Maps `[start, start + len)` with `prot`, keeping frames of pages that
 /// are already backed (ELF segments may share a page).
 pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
-    if back_range(start, end, prot)? {
+    if back_range(current().pml4, start, end, prot, true)? {
         crate::flush_tlb();
     }
     vma_remove(start, end)?;
     vma_insert(Vma { start, end, prot })
 }
 
-/// Maps `npages` pages at `va` onto the existing frames starting at
-/// `frame` (part of the program image the host placed in RAM, which is a
-/// private copy for this run, so the program may own it outright). Pages
-/// already backed are left alone.
-pub fn map_image_frames(va: u64, frame: u64, npages: u64, prot: u32) -> Result<(), i64> {
-    let end = valid_user_range(va, npages * PAGE).ok_or(EINVAL)?;
-    let image_end = crate::rt::boot().free_start;
-    if !frame.is_multiple_of(PAGE) || frame < abi::IMAGE_GPA || frame + npages * PAGE > image_end {
-        return Err(EINVAL);
-    }
-    for i in 0..npages {
-        let e = pte(va + i * PAGE, true).ok_or(ENOMEM)?;
-        // SAFETY: valid level-0 entry pointer.
-        if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) == 0 {
-            // SAFETY: as above; not-present -> present needs no flush.
-            unsafe { e.write_volatile((frame + i * PAGE) | leaf_bits(prot)) };
-            let mm = MM.get();
-            mm.used += 1;
-            mm.peak = mm.peak.max(mm.used);
-        }
-    }
-    vma_remove(va, end)?;
-    vma_insert(Vma { start: va, end, prot })
+/// Records `[start, end)` as mapped with `prot` (its pages are already
+/// backed, e.g. by [`map_shared_frame`]).
+pub fn add_vma(start: u64, end: u64, prot: u32) -> Result<(), i64> {
+    valid_user_range(start, end.saturating_sub(start)).ok_or(EINVAL)?;
+    vma_remove(start, end)?;
+    vma_insert(Vma { start, end, prot })
 }
 
 /// Backs `[start, end)` of the runtime's own heap range with fresh frames
 /// (no VMA: the program cannot reach this range through its syscalls).
 pub fn map_runtime(start: u64, end: u64) -> Result<(), i64> {
-    back_range(start, end, PROT_READ | PROT_WRITE).map(|_| ())
+    back_range(FRAMES.get().boot_pml4, start, end, PROT_READ | PROT_WRITE, true).map(|_| ())
 }
 
 /// A zeroed frame for the runtime's own use (file data, caches), or None
@@ -552,4 +874,12 @@ pub fn alloc_data_frame() -> Option<u64> {
 /// Returns a frame from [`alloc_data_frame`].
 pub fn free_data_frame(gpa: u64) {
     free_frame(gpa)
+}
+
+/// Counts a frame the runtime did not allocate (the program image the
+/// host placed) as in use.
+pub fn count_foreign_frames(n: u64) {
+    let f = FRAMES.get();
+    f.used += n;
+    f.peak = f.peak.max(f.used);
 }

@@ -4,7 +4,7 @@ use core::cell::UnsafeCell;
 
 use hvsandbox_abi as abi;
 
-use crate::{elf, hc, mm, stack};
+use crate::{elf, hc, mm};
 
 /// The program's RSP at the last `syscall` (written by the entry asm).
 #[no_mangle]
@@ -15,18 +15,26 @@ pub static mut SAVED_USER_RSP: u64 = 0;
 #[no_mangle]
 pub static mut PROGRAM_FAULT: [u64; 6] = [0; 6];
 
+/// The program's RCX and R11 at its last fault, and the address the fault
+/// exit path jumps to (written by the entry asm).
+#[no_mangle]
+pub static mut FAULT_RCX: u64 = 0;
+#[no_mangle]
+pub static mut FAULT_R11: u64 = 0;
+#[no_mangle]
+pub static mut RESUME_RIP: u64 = 0;
+
 /// Entered at CPL3 on the runtime stack after the program took an
-/// exception (see `exception_common`): flush what the program wrote, then
-/// report the fault; the host ends the run with the matching signal.
-pub extern "C" fn program_fault() -> ! {
+/// exception (see `exception_common`), with the program's registers saved
+/// in `f` as for a system call; returns through the system-call exit path.
+pub extern "C" fn program_fault(f: &mut crate::syscalls::Frame) {
     // SAFETY: written by the ring-0 handler just before it returned here;
     // nothing else runs concurrently on this one vCPU.
-    let [vector, error, rip, cr2, rsp, _rflags] = unsafe { core::ptr::addr_of!(PROGRAM_FAULT).read_volatile() };
-    crate::io::flush_all();
-    crate::hc::call6(abi::hc::PROGRAM_FAULT, [vector, error, rip, cr2, rsp, 0]);
-    loop {
-        core::hint::spin_loop();
-    }
+    let [vector, error, rip, cr2, rsp, rflags] = unsafe { core::ptr::addr_of!(PROGRAM_FAULT).read_volatile() };
+    f.rip = rip;
+    f.rsp = rsp;
+    f.rflags = rflags;
+    crate::task::program_fault(f, vector, error, cr2);
 }
 
 /// Global state of the single-threaded runtime. The runtime runs one
@@ -92,20 +100,21 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     *BOOT.get() = Some(info);
     mm::init(&info);
     crate::random::init(&info.random_seed);
+    crate::vfs::init(&info);
     let args = phys_slice(info.args_gpa, info.args_len);
     let argv0 = &args[..args.iter().position(|&c| c == 0).unwrap_or(0)];
-    crate::vfs::init(&info, argv0);
-    crate::file::init_stdio();
-    let image = phys_slice(info.image_gpa, info.image_len);
-    let loaded = match elf::load(image, info.image_gpa) {
-        Ok(l) => l,
-        Err(e) => hc::fail_exec(e),
+    let exe_path = crate::vfs::absolute(&crate::vfs::boot_cwd(), argv0);
+    let image = match crate::vfs::add_image(&exe_path, info.image_gpa, info.image_len) {
+        Ok(n) => n,
+        Err(e) => hc::fail_exec(elf::describe(e)),
     };
-    let sp = match stack::build(&loaded, args, info.argc as usize, info.envc as usize) {
-        Ok(sp) => sp,
-        Err(e) => hc::fail_exec(e),
-    };
-    crate::jump_to_program(loaded.entry, sp)
+    let max_procs = info.max_processes;
+    let (entry, sp) =
+        match crate::task::start_init(&image, &exe_path, args, info.argc as usize, info.envc as usize, max_procs) {
+            Ok(x) => x,
+            Err(e) => hc::fail_exec(elf::describe(e)),
+        };
+    crate::jump_to_program(entry, sp)
 }
 
 /// A fixed-capacity byte buffer implementing `fmt::Write` (truncates).

@@ -61,6 +61,12 @@ pub fn build(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<u64
     let size = stack_size();
     let bottom = user::STACK_TOP - size;
     mm::map_fixed(bottom, size, PROT_READ | PROT_WRITE).map_err(|_| "out of memory for the stack")?;
+    // The top is backed now (the strings and vectors go there); the rest
+    // on first touch.
+    let eager = size.min(128 * 1024);
+    if !mm::populate(user::STACK_TOP - eager, eager) {
+        return Err("out of memory for the stack");
+    }
     let mut w = Writer { sp: user::STACK_TOP, floor: bottom + 4096 };
 
     let mut random = [0u8; 16];
@@ -82,9 +88,9 @@ pub fn build(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<u64
         (AT_PHENT, prog.phent),
         (AT_PHNUM, prog.phnum),
         (AT_PAGESZ, mm::PAGE),
-        (AT_BASE, 0),
+        (AT_BASE, prog.interp_base),
         (AT_FLAGS, 0),
-        (AT_ENTRY, prog.entry),
+        (AT_ENTRY, prog.prog_entry),
         (AT_UID, UID),
         (AT_EUID, UID),
         (AT_GID, UID),

@@ -31,7 +31,7 @@ fn path_arg(ptr: u64) -> Result<&'static [u8], i64> {
 }
 
 /// The directory a `*at` call starts from.
-fn base_dir(dirfd: u64) -> Result<NodeRef, i64> {
+pub fn base_dir(dirfd: u64) -> Result<NodeRef, i64> {
     if dirfd as i32 == AT_FDCWD {
         return Ok(vfs::cwd());
     }
@@ -93,8 +93,9 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         if dir.readonly() {
             return Err(EROFS);
         }
-        let node = vfs::new_file(mode as u32 & 0o7777 & !*vfs::umask());
-        let of = OpenFile::new(FileKind::Node(node), flags & !(O_TMPFILE | O_CLOEXEC), vfs::absolute(&dir, b"#tmpfile"));
+        let node = vfs::new_file(mode as u32 & 0o7777 & !crate::task::umask());
+        let of =
+            OpenFile::new(FileKind::Node(node), flags & !(O_TMPFILE | O_CLOEXEC), vfs::absolute(&dir, b"#tmpfile"));
         return file::install(of, flags & O_CLOEXEC != 0, 0);
     }
 
@@ -203,7 +204,7 @@ pub fn sys_write(fd: u64, buf: u64, len: u64) -> SysResult {
 fn write_checked(f: &OpenFile, data: &[u8], at: Option<u64>) -> SysResult {
     match f.write(data, at) {
         Err(EPIPE) => {
-            crate::syscalls::raise(13);
+            crate::task::raise(crate::task::SIGPIPE);
             Err(EPIPE)
         }
         r => r.map(|n| n as u64),
@@ -257,7 +258,10 @@ pub fn sys_readv(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
         let n = match f.read(out, at.map(|a| a + total)) {
             Ok(n) => n as u64,
             Err(e) if total == 0 => return Err(e),
-            Err(_) => break,
+            Err(e) => {
+                crate::task::unblock_if(e);
+                break;
+            }
         };
         total += n;
         if n < len {
@@ -279,7 +283,10 @@ pub fn sys_writev(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
         let n = match write_checked(&f, user_bytes(base, len)?, at.map(|a| a + total)) {
             Ok(n) => n,
             Err(e) if total == 0 => return Err(e),
-            Err(_) => break,
+            Err(e) => {
+                crate::task::unblock_if(e);
+                break;
+            }
         };
         total += n;
         if n < len {
@@ -691,14 +698,14 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
     let f = file::get(fd)?;
     match cmd {
         F_DUPFD | F_DUPFD_CLOEXEC => {
-            if arg as usize >= MAX_FDS {
+            if arg as usize >= max_fds() {
                 return Err(EINVAL);
             }
             file::install(f, cmd == F_DUPFD_CLOEXEC, arg as usize)
         }
-        F_GETFD => Ok(file::get_entry(fd)?.cloexec as u64),
+        F_GETFD => Ok(file::cloexec(fd)? as u64),
         F_SETFD => {
-            file::get_entry(fd)?.cloexec = arg & 1 != 0;
+            file::set_cloexec(fd, arg & 1 != 0)?;
             Ok(0)
         }
         F_GETFL => Ok(f.flags.get() as u64),
@@ -745,10 +752,8 @@ pub fn sys_pipe2(fds: u64, flags: u64) -> SysResult {
 }
 
 pub fn sys_umask(mask: u64) -> SysResult {
-    let m = vfs::umask();
-    let old = *m;
-    *m = mask as u32 & 0o777;
-    Ok(old as u64)
+    let p = crate::task::current_process();
+    Ok(p.umask.replace(mask as u32 & 0o777) as u64)
 }
 
 pub fn sys_utimensat(dirfd: u64, path: u64, times: u64, flags: u64) -> SysResult {
@@ -840,7 +845,7 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
             Ok(0)
         }
         FIOCLEX | FIONCLEX => {
-            file::get_entry(fd)?.cloexec = req == FIOCLEX;
+            file::set_cloexec(fd, req == FIOCLEX)?;
             Ok(0)
         }
         // No terminals here (TCGETS, TIOCGWINSZ, ...).
@@ -898,7 +903,10 @@ pub fn sys_sendfile(out_fd: u64, in_fd: u64, offp: u64, count: u64) -> SysResult
         let n = match inp.read(&mut buf[..want], pos) {
             Ok(n) => n,
             Err(e) if total == 0 => return Err(e),
-            Err(_) => break,
+            Err(e) => {
+                crate::task::unblock_if(e);
+                break;
+            }
         };
         if n == 0 {
             break;
@@ -906,7 +914,10 @@ pub fn sys_sendfile(out_fd: u64, in_fd: u64, offp: u64, count: u64) -> SysResult
         let w = match write_checked(&out, &buf[..n], None) {
             Ok(w) => w as usize,
             Err(e) if total == 0 => return Err(e),
-            Err(_) => break,
+            Err(e) => {
+                crate::task::unblock_if(e);
+                break;
+            }
         };
         total += w as u64;
         if let Some(p) = pos.as_mut() {
@@ -993,17 +1004,17 @@ pub fn sys_poll(fds: u64, nfds: u64, timeout_ns: Option<u64>) -> SysResult {
             ready += 1;
         }
     }
-    if ready == 0 {
-        // Nothing can become ready while this process waits: wait out the
-        // timeout (an infinite one ends at the run's deadline).
-        crate::hc::sleep_ns(timeout_ns.unwrap_or(u64::MAX));
+    if ready == 0 && timeout_ns != Some(0) {
+        // Wait for activity of another task or the timeout (alone, the
+        // host sleeps; an infinite wait ends at the run's deadline).
+        return crate::task::wait_event(timeout_ns);
     }
     Ok(ready)
 }
 
 /// select/pselect6 over fd_set bitmaps.
 pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>) -> SysResult {
-    if nfds > MAX_FDS as u64 {
+    if nfds > max_fds() as u64 {
         return Err(EINVAL);
     }
     let bytes = nfds.div_ceil(64) * 8;
@@ -1015,11 +1026,8 @@ pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>)
         }
     };
     let (r, w, x) = (load(rd)?, load(wr)?, load(ex)?);
-    let mut out = [
-        alloc::vec![0u8; bytes as usize],
-        alloc::vec![0u8; bytes as usize],
-        alloc::vec![0u8; bytes as usize],
-    ];
+    let mut out =
+        [alloc::vec![0u8; bytes as usize], alloc::vec![0u8; bytes as usize], alloc::vec![0u8; bytes as usize]];
     let mut count = 0;
     for fd in 0..nfds as usize {
         let bit = |s: &Option<Vec<u8>>| s.as_ref().is_some_and(|s| s[fd / 8] & (1 << (fd % 8)) != 0);
@@ -1040,8 +1048,8 @@ pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>)
             count += 1;
         }
     }
-    if count == 0 {
-        crate::hc::sleep_ns(timeout_ns.unwrap_or(u64::MAX));
+    if count == 0 && timeout_ns != Some(0) {
+        return crate::task::wait_event(timeout_ns);
     }
     for (p, o) in [(rd, &out[0]), (wr, &out[1]), (ex, &out[2])] {
         if p != 0 {
@@ -1057,9 +1065,19 @@ pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>)
 /// MAP_SHARED mapping is allowed read-only (it is a copy too: nothing
 /// writes the file behind it while the program runs, except the program
 /// itself through write(2), which such a mapping would not see).
-pub fn mmap_file(addr: u64, len: u64, prot: u32, shared: bool, fixed: bool, noreplace: bool, fd: u64, off: u64) -> SysResult {
+#[allow(clippy::too_many_arguments)] // mmap's own arguments
+pub fn mmap_file(
+    addr: u64,
+    len: u64,
+    prot: u32,
+    shared: bool,
+    fixed: bool,
+    noreplace: bool,
+    fd: u64,
+    off: u64,
+) -> SysResult {
     let f = file::get(fd)?;
-    if off % mm::PAGE != 0 {
+    if !off.is_multiple_of(mm::PAGE) {
         return Err(EINVAL);
     }
     if !f.readable() {
@@ -1094,7 +1112,7 @@ pub fn mmap_file(addr: u64, len: u64, prot: u32, shared: bool, fixed: bool, nore
         };
         let valid = (data.size - index * mm::PAGE).min(mm::PAGE);
         let src = crate::rt::phys_slice(frame, valid);
-        mm::copy_to_frames(va + i * mm::PAGE, src, frame);
+        mm::copy_to_frames(va + i * mm::PAGE, src);
     }
     if prot & PROT_READ == 0 {
         mm::mprotect(va, len, prot)?;

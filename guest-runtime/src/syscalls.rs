@@ -4,16 +4,17 @@
 
 use hvsandbox_abi as abi;
 
-use crate::mm;
-use crate::rt::{boot, Global};
 use crate::errno::*;
+use crate::mm;
+use crate::rt::boot;
 use crate::uaccess::*;
-use crate::{hc, stack, sys_fs, time};
+use crate::{hc, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
 /// Registers saved by `syscall_entry`, lowest address first.
 #[repr(C)]
+#[derive(Clone, Copy, Default)]
 pub struct Frame {
     pub r15: u64,
     pub r14: u64,
@@ -33,18 +34,7 @@ pub struct Frame {
     pub rsp: u64,
 }
 
-
 use sys_fs::SysResult;
-
-struct Process {
-    /// Signal dispositions (handler addresses), 1..=64.
-    sigactions: [[u64; 4]; 65],
-    sigmask: u64,
-    clear_child_tid: u64,
-}
-
-static PROC: Global<Process> =
-    Global::new(Process { sigactions: [[0; 4]; 65], sigmask: 0, clear_child_tid: 0 });
 
 fn stats() -> *mut abi::RuntimeStats {
     abi::phys_to_virt(abi::STATS_GPA) as *mut abi::RuntimeStats
@@ -124,11 +114,11 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         292 => sys_fs::sys_dup3(a0, a1, a2, false),
         40 => sys_fs::sys_sendfile(a0, a1, a2, a3),
         72 => sys_fs::sys_fcntl(a0, a1, a2),
-        73 => sys_fs::sys_fsync(a0),          // flock: no other holders
-        74 | 75 => sys_fs::sys_fsync(a0),     // fsync, fdatasync
-        162 => Ok(0),                         // sync
-        306 => sys_fs::sys_fsync(a0),         // syncfs
-        221 => sys_fs::sys_fsync(a0),         // fadvise64
+        73 => sys_fs::sys_fsync(a0),      // flock: no other holders
+        74 | 75 => sys_fs::sys_fsync(a0), // fsync, fdatasync
+        162 => Ok(0),                     // sync
+        306 => sys_fs::sys_fsync(a0),     // syncfs
+        221 => sys_fs::sys_fsync(a0),     // fadvise64
         76 => sys_fs::sys_truncate(a0, a1),
         77 => sys_fs::sys_ftruncate(a0, a1),
         285 => sys_fs::sys_fallocate(a0, a1, a2, a3),
@@ -153,68 +143,91 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         90 => sys_fs::sys_fchmodat(AT_FDCWD, a0, a1, None),
         91 => sys_fs::sys_fchmodat(0, 0, a1, Some(a0)),
         268 => sys_fs::sys_fchmodat(a0, a1, a2, None),
-        92 | 94 => sys_fs::sys_chown(a1, a2),  // chown, lchown
-        93 => sys_fs::sys_chown(a1, a2),       // fchown
-        260 => sys_fs::sys_chown(a2, a3),      // fchownat
+        92 | 94 => sys_fs::sys_chown(a1, a2), // chown, lchown
+        93 => sys_fs::sys_chown(a1, a2),      // fchown
+        260 => sys_fs::sys_chown(a2, a3),     // fchownat
         95 => sys_fs::sys_umask(a0),
         280 => sys_fs::sys_utimensat(a0, a1, a2, a3),
         137 => sys_fs::sys_statfs_path(a0, a1),
         138 => sys_fs::sys_fstatfs(a0, a1),
         319 => sys_fs::sys_memfd_create(a0, a1),
-        133 => Err(EPERM),                     // mknod
-        259 => Err(EPERM),                     // mknodat
+        133 => Err(EPERM), // mknod
+        259 => Err(EPERM), // mknodat
         9 => sys_mmap(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
         12 => Ok(mm::brk(a0)),
-        13 => sys_rt_sigaction(a0, a1, a2, a3),
-        14 => sys_rt_sigprocmask(a0, a1, a2, a3),
-        24 => Ok(0),            // sched_yield
+        13 => task::sys_sigaction(a0, a1, a2, a3),
+        14 => task::sys_sigprocmask(a0, a1, a2, a3),
+        15 => task::sys_rt_sigreturn(f),
+        34 => task::sys_pause(),
+        127 => task::sys_sigpending(a0),
+        130 => task::sys_sigsuspend(a0, a1),
+        24 => {
+            task::request_yield();
+            Ok(0)
+        }
         28 => sys_madvise(a0, a1, a2),
         35 => sys_nanosleep(a0, a1),
-        39 | 186 => Ok(1),      // getpid, gettid
-        110 => Ok(0),           // getppid
-        111 | 121 | 124 => Ok(1), // getpgrp, getpgid, getsid
+        39 => task::sys_getpid(),
+        186 => task::sys_gettid(),
+        110 => task::sys_getppid(),
+        109 => task::sys_setpgid(a0, a1),
+        112 => task::sys_setsid(),
+        111 => task::sys_getpgid(0),
+        121 => task::sys_getpgid(a0),
+        124 => task::sys_getsid(a0),
         102 | 104 | 107 | 108 => Ok(stack::UID), // getuid, getgid, geteuid, getegid
-        105 | 106 => same_id(a0),        // setuid, setgid: only to what we are
+        105 | 106 => same_id(a0),                // setuid, setgid: only to what we are
         117 | 119 => same_id(a0).and(same_id(a1)).and(same_id(a2)), // setresuid, setresgid
         118 | 120 => put_u32s(&[a0, a1, a2], stack::UID as u32).map(|_| 0), // getresuid, getresgid
-        115 => Ok(0),                     // getgroups: none
-        60 | 231 => sys_exit(a0),
-        62 => sys_kill(a0, a1),
-        200 => sys_kill(a0, a1),      // tkill
-        234 => sys_kill(a1, a2),      // tgkill
+        115 => Ok(0),                            // getgroups: none
+        60 => task::exit_thread(f, a0),
+        231 => task::exit_group(f, a0 as u32 & 0xff, 0),
+        56 => task::sys_clone(f, a0, a1, a2, a3, a4),
+        57 => task::sys_clone(f, SIGCHLD, 0, 0, 0, 0), // fork
+        58 => task::sys_clone(f, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0), // vfork
+        59 => task::sys_execve(f, AT_FDCWD, a0, a1, a2, 0),
+        322 => task::sys_execve(f, a0, a1, a2, a3, a4),
+        61 => task::sys_wait4(a0, a1, a2, a3),
+        247 => task::sys_waitid(a0, a1, a2, a3),
+        62 => task::sys_kill(a0, a1),
+        200 => task::sys_tgkill(u64::MAX, a0, a1), // tkill
+        234 => task::sys_tgkill(a0, a1, a2),
         63 => sys_uname(a0),
         96 => sys_gettimeofday(a0),
         97 => sys_prlimit(a0, 0, a1),
         302 => sys_prlimit(a1, a2, a3),
         99 => sys_sysinfo(a0),
-        131 => Ok(0),                 // sigaltstack
+        131 => Ok(0), // sigaltstack
         157 => sys_prctl(a0, a1),
         158 => sys_arch_prctl(a0, a1),
         201 => sys_time(a0),
-        202 => sys_futex(a0, a1, a2),
+        202 => task::sys_futex(a0, a1, a2, a3, a4, a5),
         204 => sys_sched_getaffinity(a1, a2),
-        218 => {
-            PROC.get().clear_child_tid = a0;
-            Ok(1)
-        }
+        218 => task::set_tid_address(a0),
         228 => sys_clock_gettime(a0, a1),
         229 => sys_clock_getres(a1),
         230 => sys_clock_nanosleep(a0, a1, a2),
-        273 => Ok(0),                 // set_robust_list
+        273 => Ok(0), // set_robust_list
         318 => sys_getrandom(a0, a1),
-        334 => Err(ENOSYS),           // rseq: glibc copes without it
+        334 => Err(ENOSYS), // rseq: glibc copes without it
         _ => {
             count_unknown(nr);
             Err(ENOSYS)
         }
     };
-    f.rax = match r {
-        Ok(v) => v,
-        Err(e) => (-e) as u64,
-    };
+    match r {
+        Ok(v) => f.rax = v,
+        Err(task::BLOCKED) => {}
+        Err(e) => f.rax = (-e) as u64,
+    }
+    task::syscall_exit(f, nr);
 }
+
+const SIGCHLD: u64 = 17;
+const CLONE_VM: u64 = 0x100;
+const CLONE_VFORK: u64 = 0x4000;
 
 /// Changing to the id we already have is allowed (-1 means "unchanged").
 fn same_id(id: u64) -> SysResult {
@@ -286,84 +299,10 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> SysResult {
     Ok(0)
 }
 
-fn sys_rt_sigaction(sig: u64, act: u64, old: u64, size: u64) -> SysResult {
-    if !(1..=64).contains(&sig) || size != 8 || sig == 9 || sig == 19 {
-        return Err(EINVAL);
-    }
-    let p = PROC.get();
-    let prev = p.sigactions[sig as usize];
-    if act != 0 {
-        let b = user_bytes(act, 32)?;
-        let mut a = [0u64; 4];
-        for (i, w) in a.iter_mut().enumerate() {
-            *w = u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().map_err(|_| EFAULT)?);
-        }
-        p.sigactions[sig as usize] = a;
-    }
-    if old != 0 {
-        put_u64s(old, &prev)?;
-    }
-    Ok(0)
-}
-
-fn sys_rt_sigprocmask(how: u64, set: u64, old: u64, size: u64) -> SysResult {
-    if size != 8 {
-        return Err(EINVAL);
-    }
-    let p = PROC.get();
-    let prev = p.sigmask;
-    if set != 0 {
-        let s = get_u64(set)?;
-        p.sigmask = match how {
-            0 => prev | s,
-            1 => prev & !s,
-            2 => s,
-            _ => return Err(EINVAL),
-        };
-    }
-    if old != 0 {
-        put_u64s(old, &[prev])?;
-    }
-    Ok(0)
-}
-
-/// Signals sent to ourselves: without handlers running yet, an ignored
-/// signal is dropped and anything else takes its default action, which
-/// for the signals programs raise (abort, kill) is to terminate.
-fn sys_kill(pid: u64, sig: u64) -> SysResult {
-    let pid = pid as i64;
-    if !(pid == 1 || pid == 0 || pid == -1) {
-        return Err(ESRCH);
-    }
-    if sig == 0 {
-        return Ok(0);
-    }
-    if sig > 64 {
-        return Err(EINVAL);
-    }
-    const SIG_IGN: u64 = 1;
-    let handler = PROC.get().sigactions[sig as usize][0];
-    let default_ignored = matches!(sig, 17 | 23 | 28); // SIGCHLD, SIGURG, SIGWINCH
-    if handler == SIG_IGN || (handler == 0 && default_ignored) {
-        return Ok(0);
-    }
-    finish(0, sig as i32)
-}
-
-/// Delivers `sig` to the program itself: ignored, or the default action
-/// (terminate). Handlers are not run yet: a caught signal terminates too.
-pub fn raise(sig: u64) {
-    let _ = sys_kill(1, sig);
-}
-
 pub fn finish(code: i32, signal: i32) -> ! {
     crate::vfs::collect();
     record_memory_peak();
     hc::exit(code, signal)
-}
-
-fn sys_exit(code: u64) -> SysResult {
-    finish(code as i32, 0)
 }
 
 fn put_field(buf: &mut [u8; 390], idx: usize, s: &[u8]) {
@@ -388,9 +327,9 @@ fn timespec(ns: u64) -> [u64; 2] {
 
 fn clock_ns(clock: u64) -> Result<u64, i64> {
     match clock {
-        0 | 5 | 11 => Ok(time::realtime_ns()),          // REALTIME, _COARSE, TAI
+        0 | 5 | 11 => Ok(time::realtime_ns()),             // REALTIME, _COARSE, TAI
         1 | 4 | 6 | 7 | 8 | 9 => Ok(time::monotonic_ns()), // MONOTONIC*, BOOTTIME*
-        2 | 3 => Ok(time::elapsed_ns()),                // PROCESS/THREAD_CPUTIME
+        2 | 3 => Ok(time::elapsed_ns()),                   // PROCESS/THREAD_CPUTIME
         _ => Err(EINVAL),
     }
 }
@@ -436,8 +375,7 @@ fn read_timespec(ts: u64) -> Result<u64, i64> {
 
 fn sys_nanosleep(req: u64, _rem: u64) -> SysResult {
     let ns = read_timespec(req)?;
-    hc::sleep_ns(ns);
-    Ok(0)
+    task::sleep(ns)
 }
 
 const TIMER_ABSTIME: u64 = 1;
@@ -449,8 +387,7 @@ fn sys_clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
     } else {
         clock_ns(clock)?;
     }
-    hc::sleep_ns(ns);
-    Ok(0)
+    task::sleep(ns)
 }
 
 const RLIM_INFINITY: u64 = u64::MAX;
@@ -458,8 +395,8 @@ const RLIM_INFINITY: u64 = u64::MAX;
 fn sys_prlimit(resource: u64, _new: u64, old: u64) -> SysResult {
     let (cur, max) = match resource {
         3 => (stack::stack_size(), stack::stack_size()), // RLIMIT_STACK
-        7 => (1024, 1024),                               // RLIMIT_NOFILE
-        6 => (1, 1),                                     // RLIMIT_NPROC
+        7 => (crate::file::max_fds() as u64, crate::file::max_fds() as u64), // RLIMIT_NOFILE
+        6 => (task::process_limit() as u64, task::process_limit() as u64), // RLIMIT_NPROC
         9 | 2 | 5 => (boot().mem_size, boot().mem_size), // RLIMIT_AS, DATA, RSS
         0..=15 => (RLIM_INFINITY, RLIM_INFINITY),
         _ => return Err(EINVAL),
@@ -526,25 +463,6 @@ fn sys_arch_prctl(code: u64, addr: u64) -> SysResult {
         }
     }
     Ok(0)
-}
-
-fn sys_futex(uaddr: u64, op: u64, val: u64) -> SysResult {
-    const FUTEX_WAIT: u64 = 0;
-    const FUTEX_WAKE: u64 = 1;
-    let cur = user_bytes(uaddr, 4)?;
-    match op & 0x7f {
-        FUTEX_WAKE => Ok(0),
-        FUTEX_WAIT => {
-            // One thread: nobody could ever wake us.
-            let v = u32::from_le_bytes(cur.try_into().map_err(|_| EFAULT)?);
-            if v != val as u32 {
-                Err(EAGAIN)
-            } else {
-                Err(EINVAL)
-            }
-        }
-        _ => Err(ENOSYS),
-    }
 }
 
 fn sys_sched_getaffinity(size: u64, mask: u64) -> SysResult {

@@ -4,9 +4,8 @@
 use crate::errno::*;
 use crate::mm::{self, PROT_READ, PROT_WRITE};
 
-
 pub fn user_bytes(va: u64, len: u64) -> Result<&'static [u8], i64> {
-    if !mm::user_access_ok(va, len, PROT_READ) {
+    if !mm::user_access_ok(va, len, PROT_READ) || !mm::populate(va, len) {
         return Err(EFAULT);
     }
     if len == 0 {
@@ -18,7 +17,7 @@ pub fn user_bytes(va: u64, len: u64) -> Result<&'static [u8], i64> {
 }
 
 pub fn user_bytes_mut(va: u64, len: u64) -> Result<&'static mut [u8], i64> {
-    if !mm::user_access_ok(va, len, PROT_WRITE) {
+    if !mm::user_access_ok(va, len, PROT_WRITE) || !mm::populate(va, len) {
         return Err(EFAULT);
     }
     if len == 0 {
@@ -63,4 +62,3 @@ pub fn user_cstr(va: u64, max: u64) -> Result<&'static [u8], i64> {
         }
     }
 }
-

@@ -21,6 +21,8 @@ use crate::mm;
 use crate::rt::Global;
 
 pub type NodeRef = Rc<Node>;
+/// A directory entry for getdents: (name, inode number, `DT_*` type).
+pub type DirEntry = (Vec<u8>, u64, u8);
 pub type Errno = i64;
 
 pub const S_IFMT: u32 = 0o170_000;
@@ -93,21 +95,23 @@ pub struct FileData {
     /// Contents still to be fetched from this host handle on first use.
     pub host: Option<u64>,
     pub readonly: bool,
+    /// Frames are mapped in place into some process (program text): they
+    /// must neither change nor be freed; a write gets new frames first.
+    pub pinned: bool,
 }
 
 pub struct Link {
     pub target: Option<Vec<u8>>,
     pub host: Option<u64>,
+    /// `/proc/self/exe`: the running process's program.
+    pub exe: bool,
 }
 
 static NEXT_INO: Global<u64> = Global::new(2);
 static ROOT: Global<Option<NodeRef>> = Global::new(None);
-static CWD: Global<Option<NodeRef>> = Global::new(None);
-static UMASK: Global<u32> = Global::new(0o022);
+static BOOT_CWD: Global<Option<NodeRef>> = Global::new(None);
 static COLLECT: Global<Vec<Vec<u8>>> = Global::new(Vec::new());
 static STAGING: Global<Vec<u8>> = Global::new(Vec::new());
-/// The program's own path, for /proc/self/exe.
-static EXE: Global<Vec<u8>> = Global::new(Vec::new());
 
 fn now() -> (i64, u32) {
     let ns = crate::time::realtime_ns();
@@ -175,12 +179,21 @@ fn new_dir(parent: &NodeRef, mode: u32) -> NodeRef {
 pub fn new_file(mode: u32) -> NodeRef {
     Node::new(
         S_IFREG | (mode & 0o7777),
-        NodeKind::File(RefCell::new(FileData { pages: Vec::new(), size: 0, host: None, readonly: false })),
+        NodeKind::File(RefCell::new(FileData {
+            pages: Vec::new(),
+            size: 0,
+            host: None,
+            readonly: false,
+            pinned: false,
+        })),
     )
 }
 
 fn new_symlink(target: &[u8]) -> NodeRef {
-    Node::new(S_IFLNK | 0o777, NodeKind::Symlink(RefCell::new(Link { target: Some(target.to_vec()), host: None })))
+    Node::new(
+        S_IFLNK | 0o777,
+        NodeKind::Symlink(RefCell::new(Link { target: Some(target.to_vec()), host: None, exe: false })),
+    )
 }
 
 pub fn root() -> NodeRef {
@@ -191,15 +204,16 @@ pub fn root() -> NodeRef {
 }
 
 pub fn cwd() -> NodeRef {
-    CWD.get().clone().unwrap_or_else(root)
+    crate::task::cwd()
 }
 
 pub fn set_cwd(dir: NodeRef) {
-    *CWD.get() = Some(dir);
+    crate::task::set_cwd(dir)
 }
 
-pub fn umask() -> &'static mut u32 {
-    UMASK.get()
+/// The working directory the host asked for (the first process's).
+pub fn boot_cwd() -> NodeRef {
+    BOOT_CWD.get().clone().unwrap_or_else(root)
 }
 
 // --- host calls --------------------------------------------------------------
@@ -241,15 +255,22 @@ fn host_node(handle: u64, st: &afs::Stat, parent: &NodeRef) -> NodeRef {
             parent: Rc::downgrade(parent),
             host: Some(HostDir { handle, missing: BTreeSet::new() }),
         })),
-        S_IFLNK => NodeKind::Symlink(RefCell::new(Link { target: None, host: Some(handle) })),
+        S_IFLNK => NodeKind::Symlink(RefCell::new(Link { target: None, host: Some(handle), exe: false })),
         S_IFREG => NodeKind::File(RefCell::new(FileData {
             pages: Vec::new(),
             size: st.size,
             host: Some(handle),
             readonly: true,
+            pinned: false,
         })),
         // Devices, sockets and FIFOs on the host are not passed through.
-        _ => NodeKind::File(RefCell::new(FileData { pages: Vec::new(), size: 0, host: None, readonly: true })),
+        _ => NodeKind::File(RefCell::new(FileData {
+            pages: Vec::new(),
+            size: 0,
+            host: None,
+            readonly: true,
+            pinned: false,
+        })),
     };
     Rc::new(Node { meta: RefCell::new(meta_from_host(st)), kind })
 }
@@ -272,7 +293,7 @@ fn staging() -> &'static mut Vec<u8> {
 }
 
 /// Every entry of a host directory: (name, ino, dtype).
-fn host_list(handle: u64) -> Result<Vec<(Vec<u8>, u64, u8)>, Errno> {
+fn host_list(handle: u64) -> Result<Vec<DirEntry>, Errno> {
     let mut out = Vec::new();
     let buf = staging();
     let mut index = 0u64;
@@ -370,6 +391,41 @@ impl FileData {
         Ok(())
     }
 
+    /// Marks the frames as mapped in place (see `pinned`).
+    pub fn pin(&mut self) {
+        self.pinned = true;
+    }
+
+    /// Gives a pinned file private frames before it changes; the old ones
+    /// stay with the processes that map them.
+    fn unshare(&mut self) -> Result<(), Errno> {
+        if !self.pinned {
+            return Ok(());
+        }
+        let mut fresh = Vec::new();
+        fresh.try_reserve(self.pages.len()).map_err(|_| ENOMEM)?;
+        for &f in &self.pages {
+            if f == 0 {
+                fresh.push(0);
+                continue;
+            }
+            let Some(n) = mm::alloc_data_frame() else {
+                for &g in &fresh {
+                    if g != 0 {
+                        mm::free_data_frame(g);
+                    }
+                }
+                return Err(ENOMEM);
+            };
+            // SAFETY: two distinct whole frames of guest RAM.
+            unsafe { core::ptr::copy_nonoverlapping(crate::rt::phys_ptr(f), crate::rt::phys_ptr(n), PAGE as usize) };
+            fresh.push(n);
+        }
+        self.pages = fresh;
+        self.pinned = false;
+        Ok(())
+    }
+
     /// Copies up to `out.len()` bytes at `off`; returns the count.
     pub fn read_at(&mut self, off: u64, out: &mut [u8]) -> Result<usize, Errno> {
         if off >= self.size || out.is_empty() {
@@ -408,6 +464,11 @@ impl FileData {
         }
         let first = (off / PAGE) as usize;
         let last = ((end - 1) / PAGE) as usize;
+        if self.pinned {
+            // Fetch everything before taking private copies.
+            self.ensure(0, self.page_count().max(1) - 1, false)?;
+            self.unshare()?;
+        }
         self.ensure(first, last, true)?;
         let mut done = 0;
         while done < data.len() {
@@ -439,6 +500,17 @@ impl FileData {
             let last = ((len.min(self.size).max(1) - 1) / PAGE) as usize;
             self.ensure(0, last, false)?;
         }
+        if self.pinned {
+            self.pinned = false;
+            // The old frames stay with their mappings.
+            self.pages = Vec::new();
+            self.host = None;
+            if len > 0 {
+                return Err(ETXTBSY);
+            }
+            self.size = 0;
+            return Ok(());
+        }
         let keep = len.div_ceil(PAGE) as usize;
         while self.pages.len() > keep {
             if let Some(f) = self.pages.pop() {
@@ -448,7 +520,7 @@ impl FileData {
             }
         }
         // Zero the tail of the last kept page.
-        if len % PAGE != 0 {
+        if !len.is_multiple_of(PAGE) {
             if let Some(&f) = self.pages.get(keep - 1) {
                 if f != 0 {
                     let at = len % PAGE;
@@ -473,6 +545,9 @@ impl FileData {
 
 impl Drop for FileData {
     fn drop(&mut self) {
+        if self.pinned {
+            return;
+        }
         for &f in &self.pages {
             if f != 0 {
                 mm::free_data_frame(f);
@@ -551,6 +626,9 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 pub fn readlink(node: &NodeRef) -> Result<Vec<u8>, Errno> {
     let NodeKind::Symlink(l) = &node.kind else { return Err(EINVAL) };
     let mut l = l.borrow_mut();
+    if l.exe {
+        return Ok(crate::task::current_exe());
+    }
     if let Some(t) = &l.target {
         return Ok(t.clone());
     }
@@ -563,8 +641,8 @@ pub fn readlink(node: &NodeRef) -> Result<Vec<u8>, Errno> {
 }
 
 /// Entries of a directory for getdents: (name, ino, dtype), with `.` and `..`.
-pub fn list(dir: &NodeRef) -> Result<Vec<(Vec<u8>, u64, u8)>, Errno> {
-    let mut out: Vec<(Vec<u8>, u64, u8)> = Vec::new();
+pub fn list(dir: &NodeRef) -> Result<Vec<DirEntry>, Errno> {
+    let mut out: Vec<DirEntry> = Vec::new();
     out.push((b".".to_vec(), dir.meta.borrow().ino, 4));
     out.push((b"..".to_vec(), parent_of(dir).meta.borrow().ino, 4));
     match &dir.kind {
@@ -818,13 +896,13 @@ pub fn link_into(dir: &NodeRef, name: &[u8], node: NodeRef) -> Result<(), Errno>
 }
 
 pub fn create_file(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {
-    let node = new_file(mode & !*umask());
+    let node = new_file(mode & !crate::task::umask());
     link_into(dir, name, node.clone())?;
     Ok(node)
 }
 
 pub fn mkdir(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {
-    let node = new_dir(dir, mode & !*umask());
+    let node = new_dir(dir, mode & !crate::task::umask());
     link_into(dir, name, node.clone())?;
     Ok(node)
 }
@@ -967,7 +1045,7 @@ fn add_file(path: &[u8], mode: u32, data: &[u8]) {
 
 /// Builds the tree: the standard directories and devices, then the host's
 /// manifest (mounts, files, directories, working directory).
-pub fn init(info: &abi::BootInfo, exe: &[u8]) {
+pub fn init(info: &abi::BootInfo) {
     let root = Rc::new(Node {
         meta: RefCell::new(new_meta(S_IFDIR | 0o755)),
         kind: NodeKind::Dir(RefCell::new(Dir { entries: BTreeMap::new(), parent: Weak::new(), host: None })),
@@ -975,20 +1053,26 @@ pub fn init(info: &abi::BootInfo, exe: &[u8]) {
     root.meta.borrow_mut().uid = 0;
     root.meta.borrow_mut().gid = 0;
     *ROOT.get() = Some(root.clone());
-    *EXE.get() = exe.to_vec();
     let _ = mkdir_p(b"/tmp").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
     if let Ok(dev) = mkdir_p(b"/dev") {
-        for (name, kind) in [(b"null" as &[u8], Dev::Null), (b"zero", Dev::Zero), (b"full", Dev::Full),
-            (b"random", Dev::Random), (b"urandom", Dev::Random)]
-        {
+        for (name, kind) in [
+            (b"null" as &[u8], Dev::Null),
+            (b"zero", Dev::Zero),
+            (b"full", Dev::Full),
+            (b"random", Dev::Random),
+            (b"urandom", Dev::Random),
+        ] {
             let n = Node::new(S_IFCHR | 0o666, NodeKind::Dev(kind));
             if let NodeKind::Dir(d) = &dev.kind {
                 d.borrow_mut().entries.insert(name.to_vec(), n);
             }
         }
-        for (name, target) in [(b"stdin" as &[u8], b"/proc/self/fd/0" as &[u8]), (b"stdout", b"/proc/self/fd/1"),
-            (b"stderr", b"/proc/self/fd/2"), (b"fd", b"/proc/self/fd")]
-        {
+        for (name, target) in [
+            (b"stdin" as &[u8], b"/proc/self/fd/0" as &[u8]),
+            (b"stdout", b"/proc/self/fd/1"),
+            (b"stderr", b"/proc/self/fd/2"),
+            (b"fd", b"/proc/self/fd"),
+        ] {
             let _ = symlink(&dev, name, target);
         }
         let _ = mkdir_p(b"/dev/shm").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
@@ -998,21 +1082,44 @@ pub fn init(info: &abi::BootInfo, exe: &[u8]) {
         if let NodeKind::Dir(d) = &me.kind {
             d.borrow_mut().entries.insert(b"fd".to_vec(), fd);
         }
-        let _ = symlink(&me, b"exe", exe);
-        let _ = symlink(&me, b"cwd", b"/");
+        let exe_link =
+            Node::new(S_IFLNK | 0o777, NodeKind::Symlink(RefCell::new(Link { target: None, host: None, exe: true })));
+        if let NodeKind::Dir(d) = &me.kind {
+            d.borrow_mut().entries.insert(b"exe".to_vec(), exe_link);
+        }
     }
     let _ = mkdir_p(b"/etc");
     add_file(b"/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/tmp:/bin/sh\n");
     add_file(b"/etc/group", 0o644, b"root:x:0:\nsandbox:x:1000:\n");
     add_file(b"/etc/hostname", 0o644, b"hvsandbox\n");
-    add_file(
-        b"/proc/meminfo",
-        0o444,
-        &meminfo(info.mem_size),
-    );
+    add_file(b"/proc/meminfo", 0o444, &meminfo(info.mem_size));
     add_file(b"/proc/self/cmdline", 0o444, b"");
 
     apply_manifest(info);
+}
+
+/// The program the host placed in RAM, as a file at `path` (unless the
+/// filesystem already has one there). Its frames are used in place.
+pub fn add_image(path: &[u8], gpa: u64, len: u64) -> Result<NodeRef, Errno> {
+    let npages = len.div_ceil(PAGE);
+    let mut pages = Vec::new();
+    pages.try_reserve(npages as usize).map_err(|_| ENOMEM)?;
+    for i in 0..npages {
+        pages.push(gpa + i * PAGE);
+    }
+    mm::count_foreign_frames(npages);
+    let node = Node::new(
+        S_IFREG | 0o755,
+        NodeKind::File(RefCell::new(FileData { pages, size: len, host: None, readonly: false, pinned: true })),
+    );
+    if path.first() == Some(&b'/') && resolve(&root(), path, true).is_err() {
+        if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
+            if mkdir_p(&path[..pos]).is_ok() {
+                let _ = graft(path, node.clone());
+            }
+        }
+    }
+    Ok(node)
 }
 
 fn meminfo(mem: u64) -> Vec<u8> {
@@ -1072,6 +1179,7 @@ fn apply_entry(e: &afs::ManifestEntry, path: &[u8]) -> Result<(), Errno> {
                     size: e.size,
                     host: Some(e.handle),
                     readonly: false,
+                    pinned: false,
                 })),
             );
             graft(path, f)
@@ -1079,7 +1187,7 @@ fn apply_entry(e: &afs::ManifestEntry, path: &[u8]) -> Result<(), Errno> {
         afs::ENTRY_DIR => mkdir_p(path).map(|_| ()),
         afs::ENTRY_CWD => {
             let d = mkdir_p(path)?;
-            set_cwd(d);
+            *BOOT_CWD.get() = Some(d);
             Ok(())
         }
         afs::ENTRY_COLLECT => {

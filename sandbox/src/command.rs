@@ -129,11 +129,7 @@ impl Command {
 
     /// Like [`Command::file`] with permission bits `mode` (e.g. `0o755`).
     pub fn file_with_mode(mut self, guest_path: impl AsRef<str>, contents: impl AsRef<[u8]>, mode: u32) -> Command {
-        self.files.push(GuestFile {
-            path: guest_path.as_ref().to_string(),
-            data: Arc::from(contents.as_ref()),
-            mode,
-        });
+        self.files.push(GuestFile { path: guest_path.as_ref().to_string(), data: Arc::from(contents.as_ref()), mode });
         self
     }
 

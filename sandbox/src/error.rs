@@ -91,10 +91,7 @@ impl Error {
 
     /// Whether this error leaves the sandbox unusable for later runs.
     pub fn poisons(&self) -> bool {
-        matches!(
-            self.kind(),
-            ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned
-        )
+        matches!(self.kind(), ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned)
     }
 }
 

@@ -17,10 +17,7 @@ pub(crate) fn validate(name: &str, image: &[u8]) -> Result<()> {
         return Err(invalid("not a 64-bit little-endian ELF file".into()));
     }
     if elf.header.e_machine != header::EM_X86_64 {
-        return Err(invalid(format!(
-            "built for {}, not x86-64",
-            header::machine_to_str(elf.header.e_machine)
-        )));
+        return Err(invalid(format!("built for {}, not x86-64", header::machine_to_str(elf.header.e_machine))));
     }
     match elf.header.e_type {
         header::ET_EXEC | header::ET_DYN => {}

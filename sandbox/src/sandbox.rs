@@ -16,6 +16,10 @@ use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::{image_cache, program};
 
+/// Default cap on processes alive at once in the guest.
+pub const DEFAULT_MAX_PROCESSES: u32 = 64;
+/// Default cap on open descriptors per guest process.
+pub const DEFAULT_MAX_OPEN_FILES: u32 = 1024;
 /// Default guest memory.
 pub const DEFAULT_MEMORY_MIB: u64 = 64;
 /// Default wall-clock limit of one run.
@@ -51,6 +55,8 @@ struct Config {
     max_input: u64,
     max_collect_bytes: u64,
     max_collect_files: usize,
+    max_processes: u32,
+    max_open_files: u32,
 }
 
 /// Builds a [`Sandbox`]; every setting has a sensible default.
@@ -73,6 +79,8 @@ impl Default for SandboxBuilder {
                 max_input: DEFAULT_MAX_INPUT,
                 max_collect_bytes: DEFAULT_MAX_COLLECT_BYTES,
                 max_collect_files: DEFAULT_MAX_COLLECT_FILES,
+                max_processes: DEFAULT_MAX_PROCESSES,
+                max_open_files: DEFAULT_MAX_OPEN_FILES,
             },
         }
     }
@@ -140,6 +148,17 @@ impl SandboxBuilder {
         self.config.cwd = Some(guest_path.as_ref().to_string());
         self
     }
+    /// Most processes alive at once inside the guest (fork fails with
+    /// EAGAIN beyond, as with RLIMIT_NPROC). Default 64.
+    pub fn max_processes(mut self, n: u32) -> Self {
+        self.config.max_processes = n;
+        self
+    }
+    /// Most open descriptors per guest process (RLIMIT_NOFILE). Default 1024.
+    pub fn max_open_files(mut self, n: u32) -> Self {
+        self.config.max_open_files = n;
+        self
+    }
     /// Cap on the input of one run: stdin plus all files given. A run
     /// over it fails with [`Error::InvalidConfig`]. Default 256 MiB.
     pub fn max_input(mut self, bytes: u64) -> Self {
@@ -171,6 +190,12 @@ impl SandboxBuilder {
         if c.timeout.is_zero() {
             return Err(Error::InvalidConfig("timeout must be greater than zero".into()));
         }
+        if !(1..=4096).contains(&c.max_processes) {
+            return Err(Error::InvalidConfig(format!("max_processes must be 1..=4096, got {}", c.max_processes)));
+        }
+        if !(3..=65536).contains(&c.max_open_files) {
+            return Err(Error::InvalidConfig(format!("max_open_files must be 3..=65536, got {}", c.max_open_files)));
+        }
         for (k, _) in &c.env {
             if k.is_empty() || k.contains(&b'=') || k.contains(&0) {
                 return Err(Error::InvalidConfig(format!(
@@ -184,10 +209,7 @@ impl SandboxBuilder {
             match std::fs::metadata(&m.host) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
-                    return Err(Error::InvalidConfig(format!(
-                        "mount source {} is not a directory",
-                        m.host.display()
-                    )))
+                    return Err(Error::InvalidConfig(format!("mount source {} is not a directory", m.host.display())))
                 }
                 Err(e) => {
                     return Err(Error::InvalidConfig(format!("mount source {}: {e}", m.host.display())));
@@ -547,8 +569,10 @@ impl<'a> Runner<'a> {
                         reason: "not a regular file of at most 1 GiB".into(),
                     });
                 }
-                image_cache::read(p, &meta)
-                    .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?
+                image_cache::read(p, &meta).map_err(|e| Error::InvalidProgram {
+                    program: name.clone(),
+                    reason: format!("cannot read it: {e}"),
+                })?
             }
         };
         program::validate(&name, &image)?;
@@ -562,7 +586,15 @@ impl<'a> Runner<'a> {
         let manifest = self.prepare_fs(command)?;
 
         let vm = slot.insert(Vm::new(self.config.memory).map_err(map_vm_error)?);
-        let params = BootParams { image: &image, argv: &argv, envp: &envp, random_seed: seed, manifest: &manifest };
+        let params = BootParams {
+            image: &image,
+            argv: &argv,
+            envp: &envp,
+            random_seed: seed,
+            manifest: &manifest,
+            max_processes: self.config.max_processes,
+            max_open_files: self.config.max_open_files,
+        };
         vm.boot(&params).map_err(map_vm_error)?;
         let now = Instant::now();
         if now >= deadline {
@@ -571,8 +603,7 @@ impl<'a> Runner<'a> {
         self.timer.arm(deadline - now).map_err(map_vm_error)?;
 
         let control = self.control;
-        let should_stop =
-            || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline;
+        let should_stop = || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline;
         loop {
             let exit = vm.run(should_stop).map_err(map_vm_error)?;
             if exit != VmExit::Interrupted {
@@ -609,7 +640,9 @@ impl<'a> Runner<'a> {
                     }
                 }
                 VmExit::Shutdown => {
-                    return Err(Error::GuestCrashed { detail: "triple fault (the guest's fault handling failed)".into() })
+                    return Err(Error::GuestCrashed {
+                        detail: "triple fault (the guest's fault handling failed)".into(),
+                    })
                 }
                 VmExit::InternalError { suberror } => {
                     return Err(Error::GuestCrashed {
@@ -646,16 +679,18 @@ impl<'a> Runner<'a> {
 
         let mut records = Vec::new();
         for m in &config.mounts {
-            let handle = self.fs.add_mount(&m.host).map_err(|e| {
-                Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display()))
-            })?;
+            let handle = self
+                .fs
+                .add_mount(&m.host)
+                .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
             let path = m.guest.clone();
             records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });
         }
         for f in files {
-            let handle = self.fs.add_blob(f.data.clone(), f.mode).map_err(|_| {
-                Error::InvalidConfig(format!("too many files (at most {})", fs::MAX_HANDLES))
-            })?;
+            let handle = self
+                .fs
+                .add_blob(f.data.clone(), f.mode)
+                .map_err(|_| Error::InvalidConfig(format!("too many files (at most {})", fs::MAX_HANDLES)))?;
             records.push(ManifestRecord {
                 kind: abi::fs::ENTRY_FILE,
                 mode: f.mode,
@@ -913,7 +948,8 @@ fn sleep_interruptible(d: Duration, should_stop: &dyn Fn() -> bool) {
             return;
         }
         let left = end.map_or(Duration::MAX, |end| end - now).min(Duration::from_millis(50));
-        let ts = libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long };
+        let ts =
+            libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long };
         // SAFETY: nanosleep reads the timespec we own; a null remainder is allowed.
         unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
     }

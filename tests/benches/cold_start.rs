@@ -23,12 +23,7 @@ fn summarize(mut samples: Vec<Duration>) -> Summary {
     samples.sort();
     let n = samples.len();
     let pick = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-    Summary {
-        median: pick(0.5),
-        p99: pick(0.99),
-        min: samples[0],
-        mean: samples.iter().sum::<Duration>() / n as u32,
-    }
+    Summary { median: pick(0.5), p99: pick(0.99), min: samples[0], mean: samples.iter().sum::<Duration>() / n as u32 }
 }
 
 fn ms(d: Duration) -> String {
@@ -68,20 +63,8 @@ fn bench(name: &str, path: &Path, args: &[&str], expect: &[u8], runs: usize) {
     }
     let (v, n) = (summarize(vm), summarize(native));
     println!("{name} ({runs} runs)");
-    println!(
-        "  hvsandbox cold  median {}  p99 {}  min {}  mean {}",
-        ms(v.median),
-        ms(v.p99),
-        ms(v.min),
-        ms(v.mean)
-    );
-    println!(
-        "  fork+exec       median {}  p99 {}  min {}  mean {}",
-        ms(n.median),
-        ms(n.p99),
-        ms(n.min),
-        ms(n.mean)
-    );
+    println!("  hvsandbox cold  median {}  p99 {}  min {}  mean {}", ms(v.median), ms(v.p99), ms(v.min), ms(v.mean));
+    println!("  fork+exec       median {}  p99 {}  min {}  mean {}", ms(n.median), ms(n.p99), ms(n.min), ms(n.mean));
     println!(
         "  ratio (median)  {:.2}x fork+exec   [target: < 3 ms median cold]",
         v.median.as_secs_f64() / n.median.as_secs_f64()

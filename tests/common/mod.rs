@@ -110,9 +110,5 @@ pub fn musl(name: &str) -> PathBuf {
 
 /// A sandbox with the defaults the tests use: 64 MiB, a 10 s timeout.
 pub fn sandbox() -> Sandbox {
-    Sandbox::builder()
-        .memory_mib(64)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("build sandbox")
+    Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(10)).build().expect("build sandbox")
 }

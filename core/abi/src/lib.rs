@@ -153,7 +153,11 @@ pub struct BootInfo {
     /// args region after argv/envp.
     pub manifest_gpa: u64,
     pub manifest_len: u64,
-    pub _reserved: [u64; 4],
+    /// Most processes alive at once in the guest (0: the runtime's default).
+    pub max_processes: u32,
+    /// Most open descriptors per guest process (0: the runtime's default).
+    pub max_open_files: u32,
+    pub _reserved: [u64; 3],
 }
 
 pub const BOOT_FLAG_NONE: u32 = 0;

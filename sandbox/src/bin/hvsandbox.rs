@@ -97,10 +97,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
         Some('g') => (&body[..body.len() - 1], 30),
         _ => (body, 0),
     };
-    let n: u64 = digits
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (expected e.g. 64M, 1G, 4096)"))?;
+    let n: u64 = digits.trim().parse().map_err(|_| format!("invalid size {s:?} (expected e.g. 64M, 1G, 4096)"))?;
     n.checked_mul(1u64 << shift).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
@@ -110,9 +107,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 500ms, 2s, 1.5m)"))?;
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (expected e.g. 500ms, 2s, 1.5m)"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -237,8 +232,7 @@ fn split_arg(s: &OsString, sep: u8, last: bool) -> Option<(&[u8], &[u8])> {
 }
 
 fn utf8_guest_path(bytes: &[u8], flag: &str) -> Result<String, Error> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| Error::InvalidConfig(format!("{flag}: the guest path must be UTF-8")))
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::InvalidConfig(format!("{flag}: the guest path must be UTF-8")))
 }
 
 fn last_os_error() -> std::io::Error {
@@ -317,10 +311,8 @@ fn run(args: RunArgs) -> Result<u8, Error> {
         match bytes.iter().position(|&b| b == b'=') {
             Some(eq) => {
                 use std::os::unix::ffi::OsStrExt;
-                command = command.env(
-                    std::ffi::OsStr::from_bytes(&bytes[..eq]),
-                    std::ffi::OsStr::from_bytes(&bytes[eq + 1..]),
-                );
+                command = command
+                    .env(std::ffi::OsStr::from_bytes(&bytes[..eq]), std::ffi::OsStr::from_bytes(&bytes[eq + 1..]));
             }
             None => {
                 if let Some(v) = std::env::var_os(kv) {
@@ -348,10 +340,7 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut input = Vec::new();
-        stdin
-            .lock()
-            .read_to_end(&mut input)
-            .map_err(|e| Error::InvalidConfig(format!("cannot read stdin: {e}")))?;
+        stdin.lock().read_to_end(&mut input).map_err(|e| Error::InvalidConfig(format!("cannot read stdin: {e}")))?;
         command = command.stdin(input);
     }
 

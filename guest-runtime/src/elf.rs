@@ -168,10 +168,12 @@ impl Image {
 
     /// Maps the segments at `base` in the current address space; returns
     /// the end of the highest segment.
-    fn map(&self, base: u64) -> Result<u64, i64> {
+    /// `program`: the main program, which must leave room for its brk heap
+    /// below the mmap area (an interpreter goes where `reserve` put it).
+    fn map(&self, base: u64, program: bool) -> Result<u64, i64> {
         let (lo, hi) = self.span();
         let (start, end) = (lo.checked_add(base).ok_or(ENOEXEC)?, hi.checked_add(base).ok_or(ENOEXEC)?);
-        if start < user::MIN_ADDR || end > user::MMAP_TOP - user::BRK_MAX {
+        if start < user::MIN_ADDR || (program && end > user::MMAP_TOP - user::BRK_MAX) || end > user::ADDR_LIMIT {
             return Err(ENOEXEC);
         }
         let mut bytes = Vec::new();
@@ -242,7 +244,7 @@ const ELIBBAD: i64 = 80;
 /// address space.
 pub fn load(img: &Image, interp: Option<&Image>) -> Result<Loaded, i64> {
     let base = if img.e_type == ET_DYN { user::PIE_BASE } else { 0 };
-    let top = img.map(base)?;
+    let top = img.map(base, true)?;
     mm::set_brk_start(top);
     let mut loaded = Loaded {
         entry: img.entry.wrapping_add(base),
@@ -256,7 +258,7 @@ pub fn load(img: &Image, interp: Option<&Image>) -> Result<Loaded, i64> {
         let (lo, hi) = ld.span();
         let at = mm::reserve(hi - lo)?;
         let ld_base = at - lo;
-        ld.map(ld_base)?;
+        ld.map(ld_base, false)?;
         loaded.interp_base = ld_base;
         loaded.entry = ld.entry.wrapping_add(ld_base);
     }
@@ -267,7 +269,10 @@ pub fn load(img: &Image, interp: Option<&Image>) -> Result<Loaded, i64> {
 pub fn describe(e: i64) -> &'static str {
     match e {
         ENOEXEC => "not a valid x86-64 ELF executable",
-        ENOENT => "its interpreter (dynamic loader) was not found in the sandbox's filesystem (mount it)",
+        ENOENT => {
+            "it is dynamically linked and its interpreter (dynamic loader) is not in the sandbox's filesystem: \
+             mount the directories it needs (e.g. --mount /lib:/lib --mount /lib64:/lib64 --mount /usr:/usr)"
+        }
         ELIBBAD => "its interpreter is not a valid dynamic loader",
         ENOMEM => "out of memory while loading it",
         EACCES => "permission denied",

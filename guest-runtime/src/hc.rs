@@ -58,13 +58,14 @@ pub fn panic(msg: &[u8]) -> ! {
     }
 }
 
-/// The program could not be started: say why on stderr and exit 127, as
-/// a shell does for a program it cannot execute.
+/// The first program could not be started: the host reports why as a
+/// typed error.
 pub fn fail_exec(why: &str) -> ! {
-    io::write_stream(2, b"hvsandbox: cannot execute the program: ");
-    io::write_stream(2, why.as_bytes());
-    io::write_stream(2, b"\n");
-    exit(127, 0)
+    io::flush_all();
+    call(abi::hc::EXEC_FAILED, 0, va(why.as_bytes()), why.len() as u64);
+    loop {
+        core::hint::spin_loop();
+    }
 }
 
 /// Sleeps on the host.

@@ -655,6 +655,82 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
     Ok(start)
 }
 
+/// Maps `len` bytes of a file: `frame(i)` gives the frame holding page
+/// `i` of the mapping (None past the end of the file: zero pages, backed
+/// on first touch). Without PROT_WRITE the file's frames are mapped in
+/// place (shared with the file cache); with it each page is a private copy.
+pub fn map_file(
+    hint: u64,
+    len: u64,
+    prot: u32,
+    fixed: bool,
+    noreplace: bool,
+    frame: &mut dyn FnMut(u64) -> Result<Option<u64>, i64>,
+) -> Result<u64, i64> {
+    let len = page_up(len);
+    if len == 0 || len > user::ADDR_LIMIT {
+        return Err(ENOMEM);
+    }
+    let start = if fixed {
+        valid_user_range(hint, len).ok_or(EINVAL)?;
+        if noreplace && overlaps_any(hint, hint + len) {
+            return Err(EEXIST);
+        }
+        hint
+    } else {
+        find_free(len)?
+    };
+    let end = start + len;
+    if unback_range(start, end) {
+        crate::flush_tlb();
+    }
+    vma_remove(start, end)?;
+    vma_insert(Vma { start, end, prot })?;
+    let mut va = start;
+    let mut i = 0;
+    let result = loop {
+        if va >= end {
+            break Ok(());
+        }
+        match frame(i) {
+            Ok(None) => break Ok(()),
+            Ok(Some(f)) => {
+                let ok = if prot & PROT_WRITE == 0 {
+                    map_shared_frame(va, f, prot).is_ok()
+                } else {
+                    match (copy_frame(f), cur_pte(va, true)) {
+                        (Some(c), Some(e)) => {
+                            // SAFETY: a level-0 entry just cleared above.
+                            unsafe { e.write_volatile(c | leaf_bits(prot)) };
+                            true
+                        }
+                        (Some(c), None) => {
+                            free_frame(c);
+                            false
+                        }
+                        _ => false,
+                    }
+                };
+                if !ok {
+                    break Err(ENOMEM);
+                }
+            }
+            Err(e) => break Err(e),
+        }
+        va += PAGE;
+        i += 1;
+    };
+    if let Err(e) = result {
+        let _ = munmap(start, len);
+        return Err(e);
+    }
+    if !fixed {
+        let mm = current();
+        mm.mmap_next = mm.mmap_next.min(start);
+    }
+    Ok(start)
+}
+
 /// Reserves `len` bytes of address space (PROT_NONE, no frames) and
 /// returns where: for loading an interpreter at a base of our choosing.
 pub fn reserve(len: u64) -> Result<u64, i64> {

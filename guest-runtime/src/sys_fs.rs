@@ -8,7 +8,7 @@ use hvsandbox_abi::fs::PATH_MAX;
 
 use crate::errno::*;
 use crate::file::{self, FileKind, OpenFile, *};
-use crate::mm::{self, PROT_READ, PROT_WRITE};
+use crate::mm::{self, PROT_WRITE};
 use crate::stack::UID;
 use crate::uaccess::*;
 use crate::vfs::{self, Dev, NodeKind, NodeRef, S_IFIFO, S_IFMT};
@@ -1093,29 +1093,18 @@ pub fn mmap_file(
     if shared && prot & PROT_WRITE != 0 {
         return Err(ENODEV);
     }
-    let va = mm::mmap_anon(addr, len, prot | PROT_READ, fixed, noreplace)?;
-    let mut data = data.borrow_mut();
-    let pages = mm::page_up(len) / mm::PAGE;
+    let file_pages = node.size().div_ceil(mm::PAGE);
     let first = off / mm::PAGE;
-    let file_pages = data.size.div_ceil(mm::PAGE);
-    for i in 0..pages {
+    let mut frame = |i: u64| -> Result<Option<u64>, i64> {
         let index = first + i;
         if index >= file_pages {
-            break;
+            return Ok(None);
         }
-        let frame = match data.frame(index as usize) {
-            Ok(fr) => fr,
-            Err(e) => {
-                let _ = mm::munmap(va, len);
-                return Err(e);
-            }
-        };
-        let valid = (data.size - index * mm::PAGE).min(mm::PAGE);
-        let src = crate::rt::phys_slice(frame, valid);
-        mm::copy_to_frames(va + i * mm::PAGE, src);
-    }
-    if prot & PROT_READ == 0 {
-        mm::mprotect(va, len, prot)?;
-    }
-    Ok(va)
+        let mut d = data.borrow_mut();
+        if prot & PROT_WRITE == 0 {
+            d.pin();
+        }
+        d.frame(index as usize).map(Some)
+    };
+    mm::map_file(addr, len, prot, fixed, noreplace, &mut frame)
 }

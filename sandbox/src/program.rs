@@ -1,12 +1,14 @@
 //! Checking a program image on the host before a VM is spent on it, so
-//! that "not an ELF", "wrong architecture" and "dynamic executable" are
-//! typed errors with a clear message rather than a failed guest.
+//! that "not an ELF" and "wrong architecture" are typed errors with a
+//! clear message rather than a failed guest. A dynamic executable is fine
+//! here: the guest loads its interpreter from the sandbox's filesystem
+//! (and reports a typed error if it is not there).
 
 use goblin::elf::{header, program_header, Elf};
 
 use crate::error::{Error, Result};
 
-/// Checks that `image` is a static x86-64 ELF executable we can run.
+/// Checks that `image` is an x86-64 ELF executable we can run.
 pub(crate) fn validate(name: &str, image: &[u8]) -> Result<()> {
     let invalid = |reason: String| Error::InvalidProgram { program: name.to_string(), reason };
     if image.len() < 4 || &image[..4] != b"\x7fELF" {
@@ -22,12 +24,6 @@ pub(crate) fn validate(name: &str, image: &[u8]) -> Result<()> {
     match elf.header.e_type {
         header::ET_EXEC | header::ET_DYN => {}
         t => return Err(invalid(format!("not an executable (ELF type {})", header::et_to_str(t)))),
-    }
-    if let Some(interp) = elf.interpreter {
-        return Err(invalid(format!(
-            "dynamically linked (interpreter {interp}); only static executables are supported so far \
-             (build with -static, or -C target-feature=+crt-static for Rust)"
-        )));
     }
     if !elf.program_headers.iter().any(|p| p.p_type == program_header::PT_LOAD) {
         return Err(invalid("no loadable segments".into()));
@@ -56,10 +52,10 @@ mod tests {
     }
 
     #[test]
-    fn host_dynamic_binary_is_refused_with_reason() {
-        // /bin/sh on any Debian host is dynamically linked.
+    fn host_dynamic_binary_passes_the_host_check() {
+        // /bin/sh on any Debian host is dynamically linked; the guest
+        // decides whether its interpreter is reachable.
         let Ok(image) = std::fs::read("/bin/sh") else { return };
-        let e = validate("/bin/sh", &image).unwrap_err();
-        assert!(e.to_string().contains("dynamically linked"), "{e}");
+        validate("/bin/sh", &image).unwrap();
     }
 }

@@ -610,10 +610,17 @@ impl<'a> Runner<'a> {
                 self.exits += 1;
             }
             match exit {
-                VmExit::Hypercall(nr) => match self.hypercall(vm, nr, &command.stdin, &should_stop)? {
-                    Flow::Continue => {}
-                    Flow::Exit(status) => return Ok(status),
-                },
+                VmExit::Hypercall(nr) => {
+                    match self.hypercall(vm, nr, &command.stdin, &should_stop).map_err(|e| match e {
+                        Error::InvalidProgram { program, reason } if program.is_empty() => {
+                            Error::InvalidProgram { program: command.program_name(), reason }
+                        }
+                        e => e,
+                    })? {
+                        Flow::Continue => {}
+                        Flow::Exit(status) => return Ok(status),
+                    }
+                }
                 VmExit::Fault { frame, cr2 } => {
                     if vm.runtime().contains_code(frame.rip) {
                         return Err(Error::GuestCrashed {
@@ -796,6 +803,18 @@ impl<'a> Runner<'a> {
                     address: (vector == abi::vector::PAGE_FAULT).then_some(cr2),
                 });
                 Ok(Flow::Exit(ExitStatus::Signal(signal_for_vector(vector))))
+            }
+            abi::hc::EXEC_FAILED => {
+                let (va, len) = (args[1], args[2].min(1024));
+                let mut msg = vec![0u8; len as usize];
+                if let Ok(gpa) = vm.physmap_range(va, len, 1024) {
+                    let _ = vm.read_bytes(gpa, &mut msg);
+                }
+                // The caller names the program.
+                Err(Error::InvalidProgram {
+                    program: String::new(),
+                    reason: String::from_utf8_lossy(&msg).into_owned(),
+                })
             }
             abi::hc::PANIC => {
                 let (va, len) = (args[1], args[2].min(1024));

@@ -234,6 +234,10 @@ pub mod hc {
     /// data in the file, `args[5]` = file mode. Returns 0, or -ENOSPC
     /// when the host will take no more.
     pub const FILE_OUT: u64 = 14;
+    /// The first program could not be started (e.g. its dynamic loader is
+    /// not in the guest's filesystem): `args[0]` = errno, `args[1]` = VA of
+    /// a message, `args[2]` = its length. Never returns.
+    pub const EXEC_FAILED: u64 = 15;
 }
 
 /// The filesystem contract: how the host describes the guest's files and

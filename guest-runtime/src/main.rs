@@ -382,6 +382,7 @@ extern "C" {
 /// ~20 µs on this host, so callers batch): makes removed or changed page
 /// mappings take effect, or switches to another address space.
 pub fn flush_tlb() {
+    syscalls::stat(|s| s.cr3_loads += 1);
     // SAFETY: tlb_flush is our own asm: a `ud2` the exception handler
     // turns into a CR3 reload and skips; it clobbers nothing.
     unsafe { tlb_flush() }

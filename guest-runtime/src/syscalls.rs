@@ -56,6 +56,13 @@ fn count_unknown(nr: u64) {
     }
 }
 
+/// Updates the counters the host reads after the run.
+pub fn stat(f: impl FnOnce(&mut abi::RuntimeStats)) {
+    // SAFETY: the stats area is a fixed, mapped region of guest RAM that
+    // only the runtime writes; no other reference to it is live.
+    f(unsafe { &mut *stats() })
+}
+
 /// Records the memory peak for the host, just before the run ends.
 pub fn record_memory_peak() {
     // SAFETY: as in `count`.

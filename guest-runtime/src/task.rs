@@ -688,6 +688,7 @@ pub fn program_fault(f: &mut Frame, vector: u64, error: u64, cr2: u64) {
     // A first touch of a page of a lazily backed mapping (not-present
     // fault, bit 0 of the error code clear): back it and retry.
     if vector == 14 && error & 1 == 0 && mm::fault_in(cr2, error & 2 != 0) {
+        crate::syscalls::stat(|s| s.page_faults += 1);
         return;
     }
     let sig = signal_for_vector(vector);
@@ -955,6 +956,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };
         adopter.children.borrow_mut().push(child.clone());
         s.procs += 1;
+        crate::syscalls::stat(|st| st.processes += 1);
         (child, false)
     };
     let task = Rc::new(Task {

@@ -595,7 +595,9 @@ impl<'a> Runner<'a> {
             max_processes: self.config.max_processes,
             max_open_files: self.config.max_open_files,
         };
+        let boot_start = Instant::now();
         vm.boot(&params).map_err(map_vm_error)?;
+        let mut trace = trace_enabled().then(|| Trace { boot: boot_start.elapsed(), ..Trace::default() });
         let now = Instant::now();
         if now >= deadline {
             return Err(Error::Timeout { limit: self.config.timeout });
@@ -605,13 +607,31 @@ impl<'a> Runner<'a> {
         let control = self.control;
         let should_stop = || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline;
         loop {
+            let run_start = Instant::now();
             let exit = vm.run(should_stop).map_err(map_vm_error)?;
+            if let Some(t) = trace.as_mut() {
+                t.guest += run_start.elapsed();
+            }
             if exit != VmExit::Interrupted {
                 self.exits += 1;
             }
             match exit {
                 VmExit::Hypercall(nr) => {
-                    match self.hypercall(vm, nr, &command.stdin, &should_stop).map_err(|e| match e {
+                    let hc_start = Instant::now();
+                    let flow = self.hypercall(vm, nr, &command.stdin, &should_stop);
+                    if let Some(t) = trace.as_mut() {
+                        let e = t.hypercalls.entry(nr).or_default();
+                        e.0 += 1;
+                        e.1 += hc_start.elapsed();
+                        if !matches!(flow, Ok(Flow::Continue)) {
+                            if let Ok(rs) = vm.runtime_stats() {
+                                t.page_faults = rs.page_faults;
+                                t.cr3_loads = rs.cr3_loads;
+                            }
+                            t.print();
+                        }
+                    }
+                    match flow.map_err(|e| match e {
                         Error::InvalidProgram { program, reason } if program.is_empty() => {
                             Error::InvalidProgram { program: command.program_name(), reason }
                         }
@@ -954,6 +974,35 @@ impl Runner<'_> {
             other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
         })
     }
+}
+
+/// Per-run timing printed to stderr when `HVSANDBOX_TRACE` is set: a
+/// debugging aid for finding where a run spends its time.
+#[derive(Default)]
+struct Trace {
+    boot: Duration,
+    guest: Duration,
+    page_faults: u64,
+    cr3_loads: u64,
+    hypercalls: std::collections::BTreeMap<u64, (u64, Duration)>,
+}
+
+impl Trace {
+    fn print(&self) {
+        let mut line = format!(
+            "hvsandbox trace: boot {:?}, in guest {:?}, page faults {}, cr3 loads {}",
+            self.boot, self.guest, self.page_faults, self.cr3_loads
+        );
+        for (nr, (n, d)) in &self.hypercalls {
+            line.push_str(&format!(", hc{nr} x{n} {d:?}"));
+        }
+        eprintln!("{line}");
+    }
+}
+
+fn trace_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("HVSANDBOX_TRACE").is_some_and(|v| !v.is_empty() && v != "0"))
 }
 
 /// Sleeps up to `d`, returning early when `should_stop` turns true (the

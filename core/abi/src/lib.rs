@@ -172,7 +172,13 @@ pub struct RuntimeStats {
     pub unknown_syscalls: u64,
     /// Physical frames handed out by the runtime's allocator (peak).
     pub frames_used_peak: u64,
-    pub _reserved: [u64; 5],
+    /// Page faults of the program the runtime served (first touches).
+    pub page_faults: u64,
+    /// Ring-0 trips for TLB flushes and address-space switches.
+    pub cr3_loads: u64,
+    /// Guest processes created (fork/vfork/clone without CLONE_THREAD).
+    pub processes: u64,
+    pub _reserved: [u64; 2],
     /// Per-number count of syscalls answered -ENOSYS, numbers
     /// `0..UNKNOWN_SLOTS`; larger numbers count in the last slot.
     pub unknown_by_nr: [u32; UNKNOWN_SLOTS],

@@ -309,3 +309,30 @@ fn sandboxes_are_send_and_many_can_run_in_parallel() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn stopped_runs_keep_their_output() {
+    // Timeout: what the program wrote (still buffered in the guest) comes
+    // back with the error, as with subprocess.TimeoutExpired.
+    let mut sb = Sandbox::builder().timeout(Duration::from_millis(200)).build().unwrap();
+    let err = sb.run(&Command::new(musl("print_then_loop"))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    let partial = err.partial_output().expect("partial output");
+    assert_eq!(partial.stdout, b"partial line\n");
+    assert_eq!(partial.stderr, b"err line\n");
+
+    // Cancel: the same.
+    let mut sb = sandbox();
+    let handle = sb.interrupt_handle();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        handle.kill();
+    });
+    let err = sb.run(&Command::new(musl("print_then_loop"))).unwrap_err();
+    killer.join().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert_eq!(err.partial_output().unwrap().stdout, b"partial line\n");
+    // Other errors carry none.
+    let err = sb.run(&Command::from_image("x", b"not elf".to_vec())).unwrap_err();
+    assert!(err.partial_output().is_none());
+}

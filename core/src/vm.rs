@@ -556,7 +556,8 @@ impl Vm {
             page_faults: 0,
             cr3_loads: 0,
             processes: 0,
-            _reserved: [0; 2],
+            out_buffers_gpa: 0,
+            _reserved: [0; 1],
             unknown_by_nr: [0; abi::UNKNOWN_SLOTS],
         };
         let len = std::mem::size_of::<abi::RuntimeStats>();

@@ -49,6 +49,17 @@ pub enum FileKind {
     Node(NodeRef),
     PipeRead(Rc<RefCell<Pipe>>),
     PipeWrite(Rc<RefCell<Pipe>>),
+    /// An epoll instance: its interest list.
+    Epoll(RefCell<Vec<EpollEntry>>),
+    /// An eventfd: its counter, and whether it counts as a semaphore.
+    EventFd(Cell<u64>, bool),
+}
+
+pub struct EpollEntry {
+    pub fd: i32,
+    pub file: alloc::rc::Weak<OpenFile>,
+    pub events: u32,
+    pub data: u64,
 }
 
 pub struct OpenFile {
@@ -112,6 +123,25 @@ impl OpenFile {
                 Ok(io::read_stdin(out))
             }
             FileKind::Stdout | FileKind::Stderr | FileKind::PipeWrite(_) => Err(EBADF),
+            FileKind::Epoll(_) => Err(EINVAL),
+            FileKind::EventFd(count, semaphore) => {
+                if out.len() < 8 {
+                    return Err(EINVAL);
+                }
+                let c = count.get();
+                if c == 0 {
+                    if self.flags.get() & O_NONBLOCK != 0 {
+                        return Err(EAGAIN);
+                    }
+                    crate::task::wait_event(None)?;
+                    return Err(EAGAIN);
+                }
+                let v = if *semaphore { 1 } else { c };
+                count.set(c - v);
+                out[..8].copy_from_slice(&v.to_le_bytes());
+                crate::task::notify();
+                Ok(8)
+            }
             FileKind::PipeRead(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
@@ -173,6 +203,21 @@ impl OpenFile {
                 Ok(data.len())
             }
             FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
+            FileKind::Epoll(_) => Err(EINVAL),
+            FileKind::EventFd(count, _) => {
+                let Some(b) = data.get(..8) else { return Err(EINVAL) };
+                let add = u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?);
+                if add == u64::MAX {
+                    return Err(EINVAL);
+                }
+                let c = count.get();
+                if c.checked_add(add).is_none_or(|n| n == u64::MAX) {
+                    return Err(EAGAIN);
+                }
+                count.set(c + add);
+                crate::task::notify();
+                Ok(8)
+            }
             FileKind::PipeWrite(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);

@@ -6,15 +6,8 @@ use hvsandbox_abi as abi;
 use crate::hc;
 use crate::rt::Global;
 
-const OUT_BUF: usize = 64 * 1024;
+const OUT_BUF: usize = abi::OUT_BUF_SIZE;
 const IN_BUF: usize = 64 * 1024;
-
-struct OutStream {
-    buf: [u8; OUT_BUF],
-    len: usize,
-    /// The host will drop anything more: don't bother sending it.
-    discard: bool,
-}
 
 struct InStream {
     buf: [u8; IN_BUF],
@@ -23,18 +16,28 @@ struct InStream {
     eof: bool,
 }
 
-static OUT: Global<[OutStream; 2]> = Global::new([
-    OutStream { buf: [0; OUT_BUF], len: 0, discard: false },
-    OutStream { buf: [0; OUT_BUF], len: 0, discard: false },
+/// stdout and stderr; `discard` is set once the host will drop anything
+/// more (then nothing is sent). Published to the host at start so it can
+/// take what is still buffered when it stops a run.
+static OUT: Global<[abi::OutBuffer; 2]> = Global::new([
+    abi::OutBuffer { len: 0, discard: 0, data: [0; OUT_BUF] },
+    abi::OutBuffer { len: 0, discard: 0, data: [0; OUT_BUF] },
 ]);
+
+/// Tells the host where the output buffers are.
+pub fn publish() {
+    let va = OUT.get().as_ptr() as u64;
+    let gpa = va - abi::PHYS_BASE;
+    crate::syscalls::stat(|s| s.out_buffers_gpa = gpa);
+}
 static IN: Global<InStream> = Global::new(InStream { buf: [0; IN_BUF], pos: 0, len: 0, eof: false });
 
 fn flush(fd: usize) {
     let s = &mut OUT.get()[fd - 1];
-    if s.len > 0 && !s.discard {
-        let r = hc::call(abi::hc::WRITE, fd as u64, s.buf.as_ptr() as u64, s.len as u64);
+    if s.len > 0 && s.discard == 0 {
+        let r = hc::call(abi::hc::WRITE, fd as u64, s.data.as_ptr() as u64, s.len);
         if r & abi::WRITE_STREAM_FULL != 0 {
-            s.discard = true;
+            s.discard = 1;
         }
     }
     s.len = 0;
@@ -51,14 +54,15 @@ pub fn flush_all() {
 pub fn write_stream(fd: usize, mut data: &[u8]) {
     while !data.is_empty() {
         let s = &mut OUT.get()[fd - 1];
-        if s.discard {
+        if s.discard != 0 {
             return;
         }
-        let n = data.len().min(OUT_BUF - s.len);
-        s.buf[s.len..s.len + n].copy_from_slice(&data[..n]);
-        s.len += n;
+        let len = s.len as usize;
+        let n = data.len().min(OUT_BUF - len);
+        s.data[len..len + n].copy_from_slice(&data[..n]);
+        s.len += n as u64;
         data = &data[n..];
-        if s.len == OUT_BUF {
+        if s.len as usize == OUT_BUF {
             flush(fd);
         }
     }

@@ -99,6 +99,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     }
     *BOOT.get() = Some(info);
     mm::init(&info);
+    crate::io::publish();
     crate::random::init(&info.random_seed);
     crate::vfs::init(&info);
     let args = phys_slice(info.args_gpa, info.args_len);

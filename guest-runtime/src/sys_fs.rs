@@ -375,17 +375,17 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 FileKind::Stdout => 101,
                 FileKind::Stderr => 102,
                 FileKind::PipeRead(p) | FileKind::PipeWrite(p) => 0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff),
-                FileKind::Node(_) => 0,
+                _ => 0x20_0000 + (f as *const OpenFile as u64 & 0xfffff),
             };
-            let perm = match other {
-                FileKind::Stdin | FileKind::PipeRead(_) => 0o600,
-                _ => 0o600,
+            let (kind, perm) = match other {
+                FileKind::Epoll(_) | FileKind::EventFd(..) => (0, 0o600),
+                _ => (S_IFIFO, 0o600),
             };
             let t = (crate::time::realtime_ns() / 1_000_000_000) as i64;
             StatInfo {
                 dev: 0xc,
                 ino,
-                mode: S_IFIFO | perm,
+                mode: kind | perm,
                 nlink: 1,
                 uid: UID as u32,
                 gid: UID as u32,
@@ -977,6 +977,20 @@ fn poll_one(fd: i32, events: u16) -> u16 {
                 r |= POLLOUT;
             }
         }
+        FileKind::EventFd(count, _) => {
+            if count.get() > 0 {
+                r |= POLLIN;
+            }
+            if count.get() < u64::MAX - 1 {
+                r |= POLLOUT;
+            }
+        }
+        FileKind::Epoll(list) => {
+            let any = list.borrow().iter().any(|e| e.events != 0 && poll_one(e.fd, e.events as u16) != 0);
+            if any {
+                r |= POLLIN;
+            }
+        }
         _ => {
             if f.readable() {
                 r |= POLLIN;
@@ -1107,4 +1121,114 @@ pub fn mmap_file(
         d.frame(index as usize).map(Some)
     };
     mm::map_file(addr, len, prot, fixed, noreplace, &mut frame)
+}
+
+// --- epoll and eventfd ----------------------------------------------------------------------
+
+pub fn sys_epoll_create1(flags: u64) -> SysResult {
+    if flags & !(O_CLOEXEC as u64) != 0 {
+        return Err(EINVAL);
+    }
+    let of = OpenFile::new(
+        FileKind::Epoll(core::cell::RefCell::new(Vec::new())),
+        O_RDWR,
+        b"anon_inode:[eventpoll]".to_vec(),
+    );
+    file::install(of, flags & O_CLOEXEC as u64 != 0, 0)
+}
+
+pub fn sys_epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
+    const ADD: u64 = 1;
+    const DEL: u64 = 2;
+    const MOD: u64 = 3;
+    let ep = file::get(epfd)?;
+    let FileKind::Epoll(list) = &ep.kind else { return Err(EINVAL) };
+    let target = file::get(fd)?;
+    if Rc::ptr_eq(&ep, &target) {
+        return Err(EINVAL);
+    }
+    if matches!(target.kind, FileKind::Node(ref n) if n.mode() & S_IFMT == vfs::S_IFREG || n.is_dir()) {
+        return Err(EPERM); // regular files are always ready: Linux refuses them
+    }
+    let (events, data) = if op == DEL {
+        (0, 0)
+    } else {
+        let b = user_bytes(event, 12)?;
+        (u32::from_le_bytes([b[0], b[1], b[2], b[3]]), u64::from_le_bytes(b[4..12].try_into().map_err(|_| EFAULT)?))
+    };
+    let mut list = list.borrow_mut();
+    list.retain(|e| e.file.strong_count() > 0);
+    let pos = list.iter().position(|e| e.fd == fd as i32 && e.file.upgrade().is_some_and(|f| Rc::ptr_eq(&f, &target)));
+    match (op, pos) {
+        (ADD, Some(_)) => Err(EEXIST),
+        (ADD, None) => {
+            if list.len() >= 65536 {
+                return Err(ENOSPC);
+            }
+            list.push(file::EpollEntry { fd: fd as i32, file: Rc::downgrade(&target), events, data });
+            Ok(0)
+        }
+        (MOD, Some(i)) => {
+            list[i].events = events;
+            list[i].data = data;
+            Ok(0)
+        }
+        (DEL, Some(i)) => {
+            list.remove(i);
+            Ok(0)
+        }
+        (MOD | DEL, None) => Err(ENOENT),
+        _ => Err(EINVAL),
+    }
+}
+
+pub fn sys_epoll_wait(epfd: u64, events: u64, max: u64, timeout_ns: Option<u64>) -> SysResult {
+    const EPOLLONESHOT: u32 = 1 << 30;
+    if max == 0 || max > 65536 {
+        return Err(EINVAL);
+    }
+    let ep = file::get(epfd)?;
+    let FileKind::Epoll(list) = &ep.kind else { return Err(EINVAL) };
+    let out = user_bytes_mut(events, max * 12)?;
+    let mut n = 0usize;
+    {
+        let mut list = list.borrow_mut();
+        list.retain(|e| e.file.strong_count() > 0);
+        for e in list.iter_mut() {
+            if n as u64 == max {
+                break;
+            }
+            // The descriptor must still name the registered file.
+            let same = file::get(e.fd as u64).ok().zip(e.file.upgrade()).is_some_and(|(a, b)| Rc::ptr_eq(&a, &b));
+            if !same || e.events & 0xffff == 0 {
+                continue;
+            }
+            let rev = poll_one(e.fd, e.events as u16) as u32 & (e.events | POLLERR as u32 | POLLHUP as u32);
+            if rev != 0 {
+                out[n * 12..n * 12 + 4].copy_from_slice(&rev.to_le_bytes());
+                out[n * 12 + 4..n * 12 + 12].copy_from_slice(&e.data.to_le_bytes());
+                n += 1;
+                if e.events & EPOLLONESHOT != 0 {
+                    e.events &= !0xffff;
+                }
+            }
+        }
+    }
+    if n == 0 && timeout_ns != Some(0) {
+        return crate::task::wait_event(timeout_ns);
+    }
+    Ok(n as u64)
+}
+
+pub fn sys_eventfd2(initval: u64, flags: u64) -> SysResult {
+    const EFD_SEMAPHORE: u64 = 1;
+    if flags & !(O_CLOEXEC as u64 | O_NONBLOCK as u64 | EFD_SEMAPHORE) != 0 {
+        return Err(EINVAL);
+    }
+    let of = OpenFile::new(
+        FileKind::EventFd(core::cell::Cell::new(initval & 0xffff_ffff), flags & EFD_SEMAPHORE != 0),
+        O_RDWR | (flags as u32 & O_NONBLOCK),
+        b"anon_inode:[eventfd]".to_vec(),
+    );
+    file::install(of, flags & O_CLOEXEC as u64 != 0, 0)
 }

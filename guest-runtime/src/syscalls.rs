@@ -158,8 +158,15 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         137 => sys_fs::sys_statfs_path(a0, a1),
         138 => sys_fs::sys_fstatfs(a0, a1),
         319 => sys_fs::sys_memfd_create(a0, a1),
-        133 => Err(EPERM), // mknod
-        259 => Err(EPERM), // mknodat
+        213 | 291 => sys_fs::sys_epoll_create1(if nr == 291 { a0 } else { 0 }),
+        233 => sys_fs::sys_epoll_ctl(a0, a1, a2, a3),
+        232 | 281 => sys_fs::sys_epoll_wait(a0, a1, a2, poll_timeout_ms(a3)),
+        284 => sys_fs::sys_eventfd2(a0, 0),
+        290 => sys_fs::sys_eventfd2(a0, a1),
+        435 => Err(ENOSYS),           // clone3: libc falls back to clone
+        41 | 53 => Err(EAFNOSUPPORT), // socket, socketpair: no network
+        133 => Err(EPERM),            // mknod
+        259 => Err(EPERM),            // mknodat
         9 => sys_mmap(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),

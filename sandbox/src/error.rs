@@ -44,14 +44,28 @@ impl ErrorKind {
     }
 }
 
+/// Output of a run that was stopped before it finished.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartialOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
 /// Errors of the hvsandbox API.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("the run exceeded its timeout of {limit:?}")]
-    Timeout { limit: Duration },
+    Timeout {
+        limit: Duration,
+        /// What the program wrote before it was stopped.
+        partial: Box<PartialOutput>,
+    },
     #[error("the run was cancelled")]
-    Cancelled,
+    Cancelled {
+        /// What the program wrote before it was stopped.
+        partial: Box<PartialOutput>,
+    },
     #[error("the guest runtime crashed: {detail}")]
     GuestCrashed { detail: String },
     #[error("invalid program {program}: {reason}")]
@@ -79,7 +93,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Timeout { .. } => ErrorKind::Timeout,
-            Error::Cancelled => ErrorKind::Cancelled,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::GuestCrashed { .. } => ErrorKind::GuestCrashed,
             Error::InvalidProgram { .. } => ErrorKind::InvalidProgram,
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
@@ -87,6 +101,23 @@ impl Error {
             Error::SandboxPoisoned(_) => ErrorKind::SandboxPoisoned,
             Error::Internal { .. } => ErrorKind::Internal,
         }
+    }
+
+    /// For a run stopped by its timeout or a cancel: the output it had
+    /// produced until then (like `subprocess.TimeoutExpired.output`).
+    pub fn partial_output(&self) -> Option<&PartialOutput> {
+        match self {
+            Error::Timeout { partial, .. } | Error::Cancelled { partial } => Some(partial),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn timeout(limit: Duration) -> Error {
+        Error::Timeout { limit, partial: Box::default() }
+    }
+
+    pub(crate) fn cancelled() -> Error {
+        Error::Cancelled { partial: Box::default() }
     }
 
     /// Whether this error leaves the sandbox unusable for later runs.

@@ -24,7 +24,7 @@ mod program;
 mod sandbox;
 
 pub use command::{Command, DEFAULT_FILE_MODE};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, PartialOutput, Result};
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use sandbox::{
     InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES, DEFAULT_MAX_INPUT,

@@ -65,6 +65,11 @@ pub struct Stats {
     pub syscalls: u64,
     /// Peak guest memory handed out by the runtime to the program, bytes.
     pub memory_used: u64,
+    /// Page faults served in the guest (first touches of lazily backed
+    /// memory; each one is a trip through the guest's ring 0).
+    pub page_faults: u64,
+    /// Processes the program created (fork, vfork, clone of a process).
+    pub processes: u64,
     /// System calls the runtime does not implement (answered -ENOSYS):
     /// syscall number -> count.
     pub unknown_syscalls: BTreeMap<u32, u64>,

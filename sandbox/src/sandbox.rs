@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKicker, Vm, VmError, VmExit};
 
 use crate::command::{Command, GuestFile, ProgramSource, DEFAULT_FILE_MODE};
-use crate::error::{Error, Result};
+use crate::error::{Error, PartialOutput, Result};
 use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::{image_cache, program};
@@ -504,6 +504,64 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Attaches the output of a stopped run to its error: what reached the
+    /// host plus what was still buffered in the guest.
+    fn with_partial_output(&mut self, e: Error, vm: Option<&Vm>) -> Error {
+        let limit = match e {
+            Error::Timeout { limit, .. } => Some(limit),
+            Error::Cancelled { .. } => None,
+            e => return e,
+        };
+        if let Some(vm) = vm {
+            self.salvage_guest_buffers(vm);
+        }
+        let partial = Box::new(PartialOutput {
+            stdout: std::mem::take(&mut self.stdout),
+            stderr: std::mem::take(&mut self.stderr),
+        });
+        match limit {
+            Some(limit) => Error::Timeout { limit, partial },
+            None => Error::Cancelled { partial },
+        }
+    }
+
+    /// Takes output the guest runtime had buffered but not sent (the
+    /// buffers' place is published in its stats page; every length read
+    /// from the guest is checked).
+    fn salvage_guest_buffers(&mut self, vm: &Vm) {
+        let Ok(rs) = vm.runtime_stats() else { return };
+        if rs.out_buffers_gpa == 0 {
+            return;
+        }
+        let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
+        for i in 0..2u64 {
+            let Some(base) = rs.out_buffers_gpa.checked_add(i * stride) else { return };
+            let mut head = [0u8; 16];
+            if vm.read_bytes(base, &mut head).is_err() {
+                return;
+            }
+            let len = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+            let discard = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+            if discard != 0 || len == 0 || len > abi::OUT_BUF_SIZE as u64 {
+                continue;
+            }
+            let (buf, truncated) = if i == 0 {
+                (&mut self.stdout, &mut self.stdout_truncated)
+            } else {
+                (&mut self.stderr, &mut self.stderr_truncated)
+            };
+            let take = (len as usize).min(self.config.max_output.saturating_sub(buf.len()));
+            if take < len as usize {
+                *truncated = true;
+            }
+            let at = buf.len();
+            buf.resize(at + take, 0);
+            if vm.read_bytes(base + 16, &mut buf[at..]).is_err() {
+                buf.truncate(at);
+            }
+        }
+    }
+
     /// Runs the command; returns the VM too so the caller can destroy it
     /// after handing back the result.
     fn run(mut self, command: &Command) -> (Result<Output>, Option<Vm>) {
@@ -514,6 +572,7 @@ impl<'a> Runner<'a> {
         let mut vm = None;
         let result = self.run_inner(command, generation, deadline, &mut vm);
         let _ = self.timer.disarm();
+        let result = result.map_err(|e| self.with_partial_output(e, vm.as_ref()));
         self.control.generation.fetch_add(1, Ordering::SeqCst);
         let result = result.and_then(|status| {
             let vm = vm.as_ref().expect("a finished run has a VM");
@@ -541,6 +600,8 @@ impl<'a> Runner<'a> {
                     exits: self.exits,
                     syscalls: rs.syscalls,
                     memory_used: rs.frames_used_peak.saturating_mul(abi::PAGE_SIZE),
+                    page_faults: rs.page_faults,
+                    processes: rs.processes,
                     unknown_syscalls,
                 },
             })
@@ -600,7 +661,7 @@ impl<'a> Runner<'a> {
         let mut trace = trace_enabled().then(|| Trace { boot: boot_start.elapsed(), ..Trace::default() });
         let now = Instant::now();
         if now >= deadline {
-            return Err(Error::Timeout { limit: self.config.timeout });
+            return Err(Error::timeout(self.config.timeout));
         }
         self.timer.arm(deadline - now).map_err(map_vm_error)?;
 
@@ -660,10 +721,10 @@ impl<'a> Runner<'a> {
                 }
                 VmExit::Interrupted => {
                     if control.cancelled.load(Ordering::SeqCst) == generation {
-                        return Err(Error::Cancelled);
+                        return Err(Error::cancelled());
                     }
                     if Instant::now() >= deadline {
-                        return Err(Error::Timeout { limit: self.config.timeout });
+                        return Err(Error::timeout(self.config.timeout));
                     }
                 }
                 VmExit::Shutdown => {

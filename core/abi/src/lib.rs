@@ -178,13 +178,30 @@ pub struct RuntimeStats {
     pub cr3_loads: u64,
     /// Guest processes created (fork/vfork/clone without CLONE_THREAD).
     pub processes: u64,
-    pub _reserved: [u64; 2],
+    /// Guest-physical address of the runtime's `[OutBuffer; 2]` (stdout,
+    /// stderr), so the host can take output still buffered in the guest
+    /// when it stops a run (timeout, cancel). 0 = not published.
+    pub out_buffers_gpa: u64,
+    pub _reserved: [u64; 1],
     /// Per-number count of syscalls answered -ENOSYS, numbers
     /// `0..UNKNOWN_SLOTS`; larger numbers count in the last slot.
     pub unknown_by_nr: [u32; UNKNOWN_SLOTS],
 }
 
 pub const UNKNOWN_SLOTS: usize = 512;
+
+/// Size of the runtime's buffer for each output stream.
+pub const OUT_BUF_SIZE: usize = 64 * 1024;
+
+/// One output stream's buffer in the guest (see `out_buffers_gpa`).
+#[repr(C)]
+pub struct OutBuffer {
+    /// Bytes buffered, at most OUT_BUF_SIZE (the host checks).
+    pub len: u64,
+    /// Nonzero once the host said the stream is full.
+    pub discard: u64,
+    pub data: [u8; OUT_BUF_SIZE],
+}
 
 /// Hypercall numbers: the value the guest writes to the doorbell.
 pub mod hc {

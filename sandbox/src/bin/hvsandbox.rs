@@ -154,6 +154,7 @@ fn stats_json(out: &Output) -> String {
     };
     format!(
         "{{{status},\"wall_us\":{},\"cpu_us\":{},\"exits\":{},\"syscalls\":{},\"memory_used\":{},\
+         \"page_faults\":{},\"processes\":{},\
          \"stdout_bytes\":{},\"stderr_bytes\":{},\"stdout_truncated\":{},\"stderr_truncated\":{},\
          \"files\":{},\"files_truncated\":{},\"unknown_syscalls\":{{{}}}}}",
         s.wall.as_micros(),
@@ -161,6 +162,8 @@ fn stats_json(out: &Output) -> String {
         s.exits,
         s.syscalls,
         s.memory_used,
+        s.page_faults,
+        s.processes,
         out.stdout.len(),
         out.stderr.len(),
         out.stdout_truncated,
@@ -356,12 +359,18 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     }
     let mut sandbox = builder.build()?;
     let _ = termination.handle.set(sandbox.interrupt_handle());
-    let out = if termination.requested() { Err(Error::Cancelled) } else { sandbox.run(&command) };
-    if let Ok(out) = &out {
-        // Output that cannot be written (a closed pipe) is not the program's fault.
-        let _ = std::io::stdout().write_all(&out.stdout);
+    let out =
+        if termination.requested() { Err(Error::Cancelled { partial: Box::default() }) } else { sandbox.run(&command) };
+    // What the program wrote passes through, also when it was stopped.
+    // Output that cannot be written (a closed pipe) is not its fault.
+    let written = match &out {
+        Ok(o) => Some((&o.stdout, &o.stderr)),
+        Err(e) => e.partial_output().map(|p| (&p.stdout, &p.stderr)),
+    };
+    if let Some((stdout, stderr)) = written {
+        let _ = std::io::stdout().write_all(stdout);
         let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().write_all(&out.stderr);
+        let _ = std::io::stderr().write_all(stderr);
     }
     if args.stats {
         let line = match &out {

@@ -1,0 +1,519 @@
+//! Processes, pipes, signals and threads in the guest: busybox shell
+//! scripts, fork/exec/wait from C, Debian's dynamic python3, std and POSIX
+//! threads, the process limit, and path escapes through processes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hvsandbox::{Command, ErrorKind, ExitStatus, Output, Sandbox};
+use hvsandbox_tests::{musl, program, sandbox, Flavor, BUSYBOX};
+
+/// Runs `busybox sh -c script` in `sb`.
+fn sh_in(sb: &mut Sandbox, script: &str) -> Output {
+    sb.run(&Command::new(BUSYBOX).args(["sh", "-c", script])).unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+/// Runs `busybox sh -c script` in a fresh sandbox and checks that it
+/// exits 0 with exactly `stdout`.
+fn sh_expect(script: &str, stdout: &str) -> Output {
+    let out = sh_in(&mut sandbox(), script);
+    assert_eq!(out.stdout_str(), stdout, "script: {script}\nstderr: {}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0), "script: {script}\nstderr: {}", out.stderr_str());
+    out
+}
+
+// ---- busybox sh -------------------------------------------------------
+
+#[test]
+fn sh_pipeline_sort_head() {
+    sh_expect("seq 1 1000 | sort -rn | head -3", "1000\n999\n998\n");
+    // Longer pipelines, and one whose writer outlives its reader.
+    sh_expect("seq 1 100 | grep 7 | sort -rn | tr '\\n' ' ' | wc -w", "19\n");
+    sh_expect("seq 1 100000 | head -2", "1\n2\n");
+}
+
+#[test]
+fn sh_subshells_and_command_substitution() {
+    sh_expect("(exit 3); echo $?", "3\n");
+    sh_expect("(cd /tmp && pwd); pwd", "/tmp\n/\n");
+    sh_expect("x=1; (x=2; echo in=$x); echo out=$x", "in=2\nout=1\n");
+    sh_expect("x=$(echo hi | tr a-z A-Z); echo \"[$x]\"", "[HI]\n");
+    sh_expect("echo $(echo a $(echo b $(echo c))) `echo d`", "a b c d\n");
+    sh_expect("n=$(seq 1 50 | wc -l); echo $((n * 2))", "100\n");
+}
+
+#[test]
+fn sh_for_and_while_loops() {
+    sh_expect("for i in 1 2 3; do echo i$i; done", "i1\ni2\ni3\n");
+    sh_expect("n=0; while [ $n -lt 5 ]; do n=$((n+1)); done; echo n=$n", "n=5\n");
+    sh_expect("n=3; until [ $n -eq 0 ]; do echo $n; n=$((n-1)); done", "3\n2\n1\n");
+    // Each iteration forks a pipeline.
+    sh_expect("for w in apple banana cherry; do echo $w | tr a-z A-Z; done", "APPLE\nBANANA\nCHERRY\n");
+    sh_expect("seq 1 4 | while read -r i; do echo $((i * i)); done", "1\n4\n9\n16\n");
+}
+
+#[test]
+fn sh_awk_sed_grep_in_pipelines() {
+    sh_expect("printf 'a 1\\nb 2\\nc 3\\n' | awk '{s += $2} END {print s}'", "6\n");
+    sh_expect("seq 1 10 | awk '$1 % 3 == 0 {print \"x\" $1}'", "x3\nx6\nx9\n");
+    sh_expect("echo hello world | sed 's/o/0/g; s/^h/H/'", "Hell0 w0rld\n");
+    sh_expect("printf 'x\\ny\\nxz\\nzz\\n' | grep x", "x\nxz\n");
+    sh_expect("printf 'x\\ny\\nxz\\n' | grep -v x | sed 's/y/why/'", "why\n");
+    sh_expect("seq 1 20 | grep -c 1", "11\n");
+    sh_expect("printf 'b 2\\na 1\\nc 3\\n' | sort | awk '{print $2, $1}' | sed -n '2p' | grep -o '[a-z]'", "b\n");
+}
+
+#[test]
+fn sh_redirections_to_files() {
+    let mut sb = sandbox();
+    let script = "echo one > /tmp/f; echo two >> /tmp/f; echo three >> /tmp/f; \
+                  wc -l < /tmp/f; sort -r < /tmp/f > /tmp/g; cat /tmp/g; \
+                  echo replaced > /tmp/f; cat /tmp/f";
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", script]).collect("/tmp")).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "3\ntwo\nthree\none\nreplaced\n");
+    assert_eq!(out.files["/tmp/f"], b"replaced\n");
+    assert_eq!(out.files["/tmp/g"], b"two\nthree\none\n");
+
+    // 2>&1 sends a child's stderr into the pipe; plain stderr stays apart.
+    let out = sh_in(&mut sb, "cat /nonexistent 2>&1 | sed 's/^/got: /'; echo to-stderr >&2");
+    assert_eq!(out.stdout_str(), "got: cat: can't open '/nonexistent': No such file or directory\n");
+    assert_eq!(out.stderr_str(), "to-stderr\n");
+    let out = sh_in(&mut sb, "{ echo out; echo err >&2; } > /tmp/both 2>&1; cat /tmp/both");
+    assert_eq!(out.stdout_str(), "out\nerr\n");
+    assert_eq!(out.stderr_str(), "");
+    // Redirecting to a read-only or missing place fails in the shell.
+    let out = sh_in(&mut sb, "echo x > /nodir/f; echo st=$?");
+    assert_eq!(out.stdout_str(), "st=1\n");
+    assert!(out.stderr_str().contains("/nodir/f"), "{}", out.stderr_str());
+}
+
+#[test]
+fn sh_exit_statuses() {
+    let mut sb = sandbox();
+    let out = sh_in(&mut sb, "false; echo $?; true; echo $?; ! true; echo $?; false | true; echo $?");
+    assert_eq!(out.stdout_str(), "1\n0\n1\n0\n");
+    let out = sh_in(&mut sb, "no-such-command; echo $?");
+    assert_eq!(out.stdout_str(), "127\n");
+    assert!(out.stderr_str().contains("no-such-command: not found"), "{}", out.stderr_str());
+    // Statuses of child shells (fork + exec of busybox).
+    let out = sh_in(&mut sb, "sh -c 'exit 5'; echo $?; sh -c 'kill -9 $$'; echo $?");
+    assert_eq!(out.stdout_str(), "5\n137\n");
+    for (script, code) in [("exit 7", 7), ("exit 0", 0), ("false", 1), ("nope-cmd", 127), ("(exit 200)", 200)] {
+        let out = sh_in(&mut sb, script);
+        assert_eq!(out.status, ExitStatus::Code(code), "{script}: {}", out.stderr_str());
+    }
+    // The shell killing itself is the run's status.
+    let out = sh_in(&mut sb, "echo before; kill -9 $$; echo after");
+    assert_eq!(out.stdout_str(), "before\n");
+    assert_eq!(out.status, ExitStatus::Signal(libc::SIGKILL));
+}
+
+#[test]
+fn sh_here_documents() {
+    sh_expect("cat <<EOF\nline1 $((1+2))\n  line2\nEOF", "line1 3\n  line2\n");
+    sh_expect("cat <<'EOF'\nraw $HOME `x`\nEOF", "raw $HOME `x`\n");
+    sh_expect("v=42; tr a-z A-Z <<EOF | sed 's/^/> /'\nvalue $v\nEOF", "> VALUE 42\n");
+    sh_expect("while read -r a b; do echo \"$b-$a\"; done <<EOF\n1 one\n2 two\nEOF", "one-1\ntwo-2\n");
+}
+
+#[test]
+fn sh_background_jobs_and_wait() {
+    sh_expect("(sleep 0.1; echo bg) & echo fg; wait; echo done", "fg\nbg\ndone\n");
+    sh_expect("(exit 5) & p=$!; wait $p; echo st=$?", "st=5\n");
+    sh_expect("for i in 1 2 3; do (sleep 0.$((4 - i)); echo job$i) & done; wait; echo all", "job3\njob2\njob1\nall\n");
+    // A background job killed with a signal: 128 + SIGTERM.
+    sh_expect("sleep 10 & kill $!; wait $!; echo st=$?", "st=143\n");
+}
+
+#[test]
+fn sh_trap_runs_on_kill() {
+    let mut sb = sandbox();
+    let out = sh_in(&mut sb, "trap 'echo trapped; exit 4' TERM; kill -TERM $$; echo notreached");
+    assert_eq!(out.stdout_str(), "trapped\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(4));
+    // A trap that returns: the script goes on.
+    let out = sh_in(&mut sb, "trap 'echo got USR1' USR1; kill -USR1 $$; echo after; trap - USR1; echo end");
+    assert_eq!(out.stdout_str(), "got USR1\nafter\nend\n");
+    assert_eq!(out.status, ExitStatus::Code(0));
+    // A signal from a child process to its parent shell.
+    let out = sh_in(&mut sb, "trap 'echo parent got HUP' HUP; sh -c \"kill -HUP $$\"; echo done");
+    assert_eq!(out.stdout_str(), "parent got HUP\ndone\n", "{}", out.stderr_str());
+    // EXIT trap.
+    let out = sh_in(&mut sb, "trap 'echo bye' EXIT; echo hi; exit 3");
+    assert_eq!(out.stdout_str(), "hi\nbye\n");
+    assert_eq!(out.status, ExitStatus::Code(3));
+}
+
+#[test]
+fn sh_yes_head_ends_with_sigpipe() {
+    let mut sb = sandbox();
+    let start = Instant::now();
+    let out = sh_in(&mut sb, "yes | head -1");
+    assert_eq!(out.stdout_str(), "y\n");
+    assert_eq!(out.status, ExitStatus::Code(0));
+    // The writer dies of SIGPIPE (128 + 13).
+    let out = sh_in(&mut sb, "(yes; echo \"yes-exit=$?\" >&2) | head -2");
+    assert_eq!(out.stdout_str(), "y\ny\n");
+    assert_eq!(out.stderr_str(), "yes-exit=141\n");
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn sh_script_from_a_given_file() {
+    let script = "echo \"args: $# $1 $2\"\nfor w in a b; do echo $w | tr a-z A-Z; done\nexit 9\n";
+    let out =
+        sandbox().run(&Command::new(BUSYBOX).args(["sh", "/job/s.sh", "x", "y"]).file("/job/s.sh", script)).unwrap();
+    assert_eq!(out.stdout_str(), "args: 2 x y\nA\nB\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(9));
+
+    // The same script given to the sandbox, run from its directory.
+    let mut sb = Sandbox::builder().file("/scripts/s.sh", script).cwd("/scripts").build().unwrap();
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "s.sh", "only"])).unwrap();
+    assert_eq!(out.stdout_str(), "args: 1 only \nA\nB\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(9));
+}
+
+#[test]
+fn executable_shebang_script_run_by_path() {
+    let script = "#!/bin/busybox sh\necho \"$0 got $# args: $*\"\nseq 1 3 | tail -1\n";
+    let mut sb = sandbox();
+    let cmd = Command::new(BUSYBOX)
+        .args(["sh", "-c", "/job/run.sh a b; echo st=$?; cd /job && ./run.sh c; PATH=/job:$PATH run.sh d"])
+        .file_with_mode("/job/run.sh", script, 0o755);
+    let out = sb.run(&cmd).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "/job/run.sh got 2 args: a b\n3\nst=0\n./run.sh got 1 args: c\n3\n/job/run.sh got 1 args: d\n3\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+
+    // Without the execute bit: Permission denied, 126.
+    let cmd = Command::new(BUSYBOX).args(["sh", "-c", "/job/run.sh; echo st=$?"]).file("/job/run.sh", script);
+    let out = sb.run(&cmd).unwrap();
+    assert_eq!(out.stdout_str(), "st=126\n");
+    assert!(out.stderr_str().contains("Permission denied"), "{}", out.stderr_str());
+}
+
+// ---- C programs: fork, pipe, exec, wait ------------------------------
+
+/// A sandbox with the host's busybox at /bin/busybox (mode 0755).
+fn sandbox_with_busybox() -> Sandbox {
+    let busybox = std::fs::read(BUSYBOX).expect("read /bin/busybox (install busybox-static)");
+    Sandbox::builder()
+        .memory_mib(64)
+        .timeout(Duration::from_secs(10))
+        .file_with_mode("/bin/busybox", busybox, 0o755)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn fork_pipe_dup2_exec_and_waitpid() {
+    let mut sb = sandbox_with_busybox();
+    let out = sb.run(&Command::new(musl("fork_pipe")).arg("exec")).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "read 11 bytes: from-child\nwaitpid matches: 1\nchild: exited 0\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+
+    // The host's /bin mounted read-only works the same way.
+    let mut sb = Sandbox::builder().mount("/bin", "/bin").build().unwrap();
+    let out = sb.run(&Command::new(musl("fork_pipe")).arg("exec")).unwrap();
+    assert_eq!(out.stdout_str(), "read 11 bytes: from-child\nwaitpid matches: 1\nchild: exited 0\n");
+
+    // Without busybox in the guest: execve fails with ENOENT in the child.
+    let out = sandbox().run(&Command::new(musl("fork_pipe")).arg("exec")).unwrap();
+    assert_eq!(out.stdout_str(), "read 0 bytes: waitpid matches: 1\nchild: exited 127\n");
+    assert_eq!(out.stderr_str(), "execve: No such file or directory\n");
+}
+
+#[test]
+fn children_exit_codes_and_signals_are_seen_by_the_parent() {
+    let mut sb = sandbox();
+    let out = sb.run(&Command::new(musl("fork_pipe")).arg("exit")).unwrap();
+    assert_eq!(out.stdout_str(), "exit: exited 42\n", "{}", out.stderr_str());
+    let out = sb.run(&Command::new(musl("fork_pipe")).arg("signals")).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "raise(SIGKILL): signaled 9 (Killed)\n\
+         null write: signaled 11 (Segmentation fault)\n\
+         kill(SIGTERM): signaled 15 (Terminated)\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0), "a child's death is not the run's");
+}
+
+// ---- dynamic python3 --------------------------------------------------
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn python_sandbox() -> Option<Sandbox> {
+    if !std::path::Path::new(PYTHON).exists() {
+        eprintln!("skipped: {PYTHON} does not exist on this host");
+        return None;
+    }
+    Some(
+        Sandbox::builder()
+            .memory_mib(256)
+            .timeout(Duration::from_secs(20))
+            .mount("/usr", "/usr")
+            .mount("/lib", "/lib")
+            .mount("/lib64", "/lib64")
+            .build()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn python3_runs_a_script_from_stdin() {
+    let Some(mut sb) = python_sandbox() else { return };
+    let script = r#"
+import json, os, re, sys
+print(json.dumps({"a": [1, 2, 3], "b": {"c": None}}, sort_keys=True))
+print(json.loads('{"x": [true, 1.5]}')["x"])
+print(re.findall(r"\d+", "x12 y345 z6"))
+print(sum(i * i for i in range(1000)))
+print(os.getcwd())
+with open("/tmp/py.txt", "w") as f:
+    f.write("written by python\n")
+with open("/tmp/py.txt") as f:
+    print(f.read().strip(), os.path.getsize("/tmp/py.txt"))
+print(sys.argv, sys.version_info[0])
+"#;
+    let out = sb.run(&Command::new(PYTHON).arg("-").stdin(script).collect("/tmp/py.txt")).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "{\"a\": [1, 2, 3], \"b\": {\"c\": null}}\n\
+         [True, 1.5]\n\
+         ['12', '345', '6']\n\
+         332833500\n\
+         /\n\
+         written by python 18\n\
+         ['-'] 3\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+    assert_eq!(out.files["/tmp/py.txt"], b"written by python\n");
+
+    // The working directory, and the one-liner from the README.
+    let out = sb.run(&Command::new(PYTHON).args(["-c", "import os; print(os.getcwd())"]).cwd("/work")).unwrap();
+    assert_eq!(out.stdout_str(), "/work\n", "{}", out.stderr_str());
+    let out = sb.run(&Command::new(PYTHON).args(["-c", "import json; print(json.dumps({\"a\": [1,2,3]}))"])).unwrap();
+    assert_eq!(out.stdout_str(), "{\"a\": [1, 2, 3]}\n", "{}", out.stderr_str());
+    // An uncaught exception: traceback on stderr, status 1.
+    let out = sb.run(&Command::new(PYTHON).args(["-c", "raise ValueError('boom')"])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(1));
+    assert!(out.stderr_str().contains("ValueError: boom"), "{}", out.stderr_str());
+}
+
+#[test]
+fn python3_subprocess_fork_and_threads() {
+    let Some(mut sb) = python_sandbox() else { return };
+    let script = r#"
+import os, subprocess, threading
+r = subprocess.run(["/usr/bin/busybox", "echo", "sub"], capture_output=True)
+print(r.returncode, r.stdout)
+r = subprocess.run(["/usr/bin/busybox", "sh", "-c", "echo $((6*7)) | cat; exit 3"], capture_output=True)
+print(r.returncode, r.stdout)
+pid = os.fork()
+if pid == 0:
+    os._exit(3)
+print(os.WEXITSTATUS(os.waitpid(pid, 0)[1]))
+out = []
+lock = threading.Lock()
+def work(i):
+    with lock:
+        out.append(i * i)
+ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(sorted(out))
+"#;
+    let out = sb.run(&Command::new(PYTHON).arg("-").stdin(script)).unwrap();
+    assert_eq!(out.stdout_str(), "0 b'sub\\n'\n3 b'42\\n'\n3\n[0, 1, 4, 9]\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+// ---- threads ----------------------------------------------------------
+
+#[test]
+fn rust_std_threads_channels_and_mutex() {
+    let out = sandbox().run(&Command::new(program("threads", Flavor::RustStatic))).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "counter=4000\nreceived=4000 sum=7998000\njoined=14\nscoped=1275+3775\nname=named\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
+fn musl_pthreads_mutex_condvar_join() {
+    let out = sandbox().run(&Command::new(musl("pthreads"))).unwrap();
+    assert_eq!(out.stdout_str(), "counter=400000\njoined=60\nconsumed=5050\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+// ---- process limit and fork bombs ------------------------------------
+
+#[test]
+fn fork_bomb_stops_at_the_process_limit() {
+    let mut sb = Sandbox::builder().max_processes(16).timeout(Duration::from_secs(10)).build().unwrap();
+    let out = sb.run(&Command::new(musl("fork_bomb"))).unwrap();
+    assert_eq!(out.stdout_str(), "forks=15 error=Resource temporarily unavailable errno=11\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+    // The blocked children died with the run: the next run forks as many.
+    let out = sb.run(&Command::new(musl("fork_bomb"))).unwrap();
+    assert_eq!(out.stdout_str(), "forks=15 error=Resource temporarily unavailable errno=11\n");
+
+    // The default limit is 64 processes.
+    let out = sandbox().run(&Command::new(musl("fork_bomb"))).unwrap();
+    assert_eq!(out.stdout_str(), "forks=63 error=Resource temporarily unavailable errno=11\n");
+}
+
+#[test]
+fn shell_fork_bomb_is_contained() {
+    let limit = Duration::from_secs(2);
+    let mut sb = Sandbox::builder().timeout(limit).max_processes(32).build().unwrap();
+    // busybox ash does not take `:` as a function name.
+    let bomb = "f() { f | f & }; f";
+
+    // Left to run past the deadline: a timeout, on time.
+    let start = Instant::now();
+    let err = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", &format!("{bomb}; sleep 100")])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(start.elapsed() < limit + Duration::from_secs(1), "took {:?}", start.elapsed());
+    let out = sh_in(&mut sb, "seq 1 1000 | sort -rn | head -3");
+    assert_eq!(out.stdout_str(), "1000\n999\n998\n", "the sandbox works after a fork bomb");
+
+    // The bare bomb: the top shell returns at once; the run ends with a
+    // status or a timeout, never later.
+    let start = Instant::now();
+    match sb.run(&Command::new(BUSYBOX).args(["sh", "-c", bomb])) {
+        Ok(out) => assert!(out.status.code().is_some(), "{:?}", out.status),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Timeout, "{e}"),
+    }
+    assert!(start.elapsed() < limit + Duration::from_secs(1), "took {:?}", start.elapsed());
+    let out = sh_in(&mut sb, "echo still here | tr a-z A-Z");
+    assert_eq!(out.stdout_str(), "STILL HERE\n");
+}
+
+// ---- path escapes through processes ----------------------------------
+
+/// A temp dir mounted at /mnt, with symlinks that point out of it.
+struct EscapeTree(PathBuf);
+
+impl EscapeTree {
+    /// base/
+    ///   mnt/                      mounted at /mnt
+    ///     escape -> ../../../../etc/passwd
+    ///     abs -> /etc/passwd
+    ///     shadow -> ../../../../../../etc/shadow
+    ///     etc -> /etc
+    ///     root -> ../../../../../../../../..
+    fn new(name: &str) -> EscapeTree {
+        let base = std::env::temp_dir().join(format!("hvsandbox-proc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let mnt = base.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        for (link, target) in [
+            ("escape", "../../../../etc/passwd"),
+            ("abs", "/etc/passwd"),
+            ("shadow", "../../../../../../etc/shadow"),
+            ("etc", "/etc"),
+            ("root", "../../../../../../../../.."),
+        ] {
+            std::os::unix::fs::symlink(target, mnt.join(link)).unwrap();
+        }
+        EscapeTree(base)
+    }
+}
+
+impl Drop for EscapeTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn symlinks_and_dot_dot_in_a_mount_do_not_reach_host_files() {
+    let tree = EscapeTree::new("escape");
+    let mut sb = Sandbox::builder().mount(tree.0.join("mnt"), "/mnt").build().unwrap();
+    let guest_passwd = sh_in(&mut sb, "cat /etc/passwd").stdout_str();
+    assert!(guest_passwd.starts_with("root:"), "{guest_passwd}");
+
+    // Lines of the host's secrets that the guest's own files do not have.
+    let mut host_lines: Vec<String> = Vec::new();
+    for f in ["/etc/passwd", "/etc/shadow", "/etc/group"] {
+        if let Ok(text) = std::fs::read_to_string(f) {
+            host_lines.extend(text.lines().filter(|l| !l.is_empty()).map(String::from));
+        }
+    }
+    let guest_etc = sh_in(&mut sb, "cat /etc/*").stdout_str();
+    host_lines.retain(|l| !guest_etc.lines().any(|g| g == l));
+    host_lines.push("root:x:0:0:root:/root:/bin/bash".into());
+
+    let attempts = [
+        "cat /mnt/escape",
+        "cat /mnt/abs",
+        "cat /mnt/shadow",
+        "cat /mnt/../etc/shadow",
+        "cat /mnt/etc/shadow /mnt/etc/passwd /mnt/etc/group",
+        "cat /mnt/root/etc/shadow /mnt/root/etc/passwd",
+        "cd /mnt && cat ../../../../etc/shadow ../../../../etc/passwd",
+        "cd /mnt/etc && cat shadow passwd ../../etc/shadow",
+        "cd /mnt/root && cat ./etc/shadow etc/passwd",
+        "cat $(readlink -f /mnt/escape) $(readlink -f /mnt/shadow)",
+        "cp /mnt/escape /tmp/copy && cat /tmp/copy",
+        "ln -s /mnt/../../../etc/shadow /tmp/l && cat /tmp/l",
+        "find /mnt/etc/ /mnt/root/etc/ -follow -type f | xargs cat",
+        "for f in /mnt/*; do cat $f/passwd $f/shadow $f; done 2>/dev/null | sort -u",
+        "ls -la /mnt/etc/ /mnt/root/etc/",
+    ];
+    for script in attempts {
+        let out = sh_in(&mut sb, script);
+        let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+        for line in &host_lines {
+            assert!(!text.contains(line.as_str()), "{script}: the host's {line:?} reached the guest:\n{text}");
+        }
+    }
+    // Symlinks resolve in the guest's tree: the guest's own files.
+    assert_eq!(sh_in(&mut sb, "cat /mnt/escape").stdout_str(), guest_passwd);
+    assert_eq!(sh_in(&mut sb, "cat /mnt/abs").stdout_str(), guest_passwd);
+    assert_eq!(sh_in(&mut sb, "cd /mnt/root && cat etc/passwd").stdout_str(), guest_passwd);
+    let out = sh_in(&mut sb, "cat /mnt/shadow");
+    assert_ne!(out.status.code(), Some(0), "the guest has no /etc/shadow");
+    assert_eq!(out.stdout_str(), "");
+}
+
+// ---- typed errors ----------------------------------------------------
+
+#[test]
+fn dynamic_binary_without_mounts_is_invalid_program() {
+    if !std::path::Path::new(PYTHON).exists() {
+        eprintln!("skipped: {PYTHON} does not exist on this host");
+        return;
+    }
+    let mut sb = sandbox();
+    let err = sb.run(&Command::new(PYTHON).args(["-c", "print(1)"])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidProgram, "{err}");
+    assert!(err.to_string().contains("interpreter"), "{err}");
+    // Not poisoned; and exec of it from inside the guest is ENOENT (127).
+    let out = sb
+        .run(&Command::new(BUSYBOX).args(["sh", "-c", "/x/python3 -c 1; echo st=$?"]).file_with_mode(
+            "/x/python3",
+            std::fs::read(PYTHON).unwrap(),
+            0o755,
+        ))
+        .unwrap();
+    assert_eq!(out.stdout_str(), "st=127\n", "{}", out.stderr_str());
+}

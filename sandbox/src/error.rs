@@ -23,6 +23,10 @@ pub enum ErrorKind {
     KvmUnavailable,
     /// The sandbox is unusable after an earlier failure.
     SandboxPoisoned,
+    /// The sandbox's vCPU thread made a system call its seccomp filter
+    /// does not allow: a VMM bug or an attack reaching the host through
+    /// one; the thread was stopped and the sandbox is poisoned.
+    JailViolation,
     /// An unexpected host-side failure (a KVM ioctl failed, out of host
     /// memory). Says which operation failed.
     Internal,
@@ -39,6 +43,7 @@ impl ErrorKind {
             ErrorKind::InvalidConfig => "INVALID_CONFIG",
             ErrorKind::KvmUnavailable => "KVM_UNAVAILABLE",
             ErrorKind::SandboxPoisoned => "SANDBOX_POISONED",
+            ErrorKind::JailViolation => "JAIL_VIOLATION",
             ErrorKind::Internal => "INTERNAL",
         }
     }
@@ -80,6 +85,8 @@ pub enum Error {
     },
     #[error("the sandbox is poisoned by an earlier failure ({0}); create a new one")]
     SandboxPoisoned(String),
+    #[error("the vCPU thread made a system call its jail forbids: {syscall}; the thread was stopped")]
+    JailViolation { syscall: String },
     #[error("internal error: {context}")]
     Internal {
         context: String,
@@ -99,6 +106,7 @@ impl Error {
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::KvmUnavailable { .. } => ErrorKind::KvmUnavailable,
             Error::SandboxPoisoned(_) => ErrorKind::SandboxPoisoned,
+            Error::JailViolation { .. } => ErrorKind::JailViolation,
             Error::Internal { .. } => ErrorKind::Internal,
         }
     }
@@ -122,7 +130,10 @@ impl Error {
 
     /// Whether this error leaves the sandbox unusable for later runs.
     pub fn poisons(&self) -> bool {
-        matches!(self.kind(), ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned)
+        matches!(
+            self.kind(),
+            ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned | ErrorKind::JailViolation
+        )
     }
 }
 

@@ -19,12 +19,15 @@ mod command;
 mod error;
 mod fs;
 mod image_cache;
+pub mod jail;
 mod output;
 mod program;
 mod sandbox;
+mod syscall_names;
 
 pub use command::{Command, DEFAULT_FILE_MODE};
 pub use error::{Error, ErrorKind, PartialOutput, Result};
+pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use sandbox::{
     InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES, DEFAULT_MAX_INPUT,

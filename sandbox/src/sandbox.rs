@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKick
 use crate::command::{Command, GuestFile, ProgramSource, DEFAULT_FILE_MODE};
 use crate::error::{Error, PartialOutput, Result};
 use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
+use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::{image_cache, program};
 
@@ -57,6 +58,7 @@ struct Config {
     max_collect_files: usize,
     max_processes: u32,
     max_open_files: u32,
+    seccomp: SeccompMode,
 }
 
 /// Builds a [`Sandbox`]; every setting has a sensible default.
@@ -81,6 +83,7 @@ impl Default for SandboxBuilder {
                 max_collect_files: DEFAULT_MAX_COLLECT_FILES,
                 max_processes: DEFAULT_MAX_PROCESSES,
                 max_open_files: DEFAULT_MAX_OPEN_FILES,
+                seccomp: SeccompMode::Enforce,
             },
         }
     }
@@ -146,6 +149,14 @@ impl SandboxBuilder {
     /// missing); a command's own [`Command::cwd`] wins. Default `/`.
     pub fn cwd(mut self, guest_path: impl AsRef<str>) -> Self {
         self.config.cwd = Some(guest_path.as_ref().to_string());
+        self
+    }
+    /// What the vCPU thread's seccomp filter does with a system call not on
+    /// its allow-list (see [`crate::jail`]): stop the thread (the default),
+    /// log it, or no filter at all. The environment variable
+    /// `HVSANDBOX_SECCOMP=enforce|log|off` overrides it, for debugging.
+    pub fn seccomp(mut self, mode: SeccompMode) -> Self {
+        self.config.seccomp = mode;
         self
     }
     /// Most processes alive at once inside the guest (fork fails with
@@ -271,13 +282,29 @@ fn check_input_size(config: &Config, bytes: u64) -> Result<()> {
 }
 
 /// Shared between a sandbox's worker and its interrupt handles.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RunControl {
     /// Odd while a run is in progress; each run has its own number.
     generation: AtomicU64,
     /// The generation a kill was aimed at.
     cancelled: AtomicU64,
     kicker: OnceLock<ThreadKicker>,
+    /// The system call the vCPU thread's jail refused (-1: none).
+    violation: AtomicI64,
+    /// The vCPU thread's kernel thread id.
+    vcpu_tid: AtomicI64,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl {
+            generation: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            kicker: OnceLock::new(),
+            violation: AtomicI64::new(-1),
+            vcpu_tid: AtomicI64::new(0),
+        }
+    }
 }
 
 /// Stops the sandbox's current run from any thread. It never affects a
@@ -302,13 +329,36 @@ impl InterruptHandle {
     }
 }
 
-struct Job {
-    command: Command,
+enum Reply {
+    Run(Box<Output>),
+    Syscall(i64),
+}
+
+enum Job {
+    Run {
+        command: Command,
+        prepared: Box<Prepared>,
+    },
+    /// Test hook: make this system call on the vCPU thread.
+    Syscall(i64),
+}
+
+/// Everything a run needs that the caller's thread can work out before
+/// the vCPU thread (which runs under the seccomp filter and touches no
+/// host files but the mounts' through their handles) takes over.
+struct Prepared {
+    image: Arc<[u8]>,
+    argv: Vec<Vec<u8>>,
+    envp: Vec<Vec<u8>>,
+    seed: [u8; 32],
+    manifest: Vec<u8>,
+    fs: HostFs,
+    collector: FileCollector,
 }
 
 struct Worker {
     jobs: mpsc::Sender<Job>,
-    results: mpsc::Receiver<Result<Output>>,
+    results: mpsc::Receiver<Result<Reply>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -360,11 +410,50 @@ impl Sandbox {
                     }
                 };
                 let _ = worker_control.kicker.set(ThreadKicker::current());
+                // SAFETY: gettid has no arguments and cannot fail.
+                worker_control.vcpu_tid.store(unsafe { libc::gettid() } as i64, Ordering::SeqCst);
+                let mode = jail::env_override().unwrap_or(worker_config.seccomp);
+                if let Err(e) = jail::enter(mode, &worker_control.violation) {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
                 let _ = ready_tx.send(Ok(()));
                 for job in job_rx {
-                    let runner = Runner::new(&worker_config, &worker_control, &timer);
-                    let (result, vm) = runner.run(&job.command);
-                    if result_tx.send(result).is_err() {
+                    let (command, prepared) = match job {
+                        Job::Run { command, prepared } => (command, *prepared),
+                        Job::Syscall(nr) => {
+                            // SAFETY: a test hook making one system call with all-zero arguments.
+                            let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) } as i64;
+                            let reply = match jail_violation(&worker_control) {
+                                Some(e) => Err(e),
+                                None => Ok(Reply::Syscall(r)),
+                            };
+                            let stop = reply.is_err();
+                            if result_tx.send(reply).is_err() || stop {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    let mut runner = Runner::new(&worker_config, &worker_control, &timer);
+                    runner.fs = prepared.fs;
+                    runner.collector = prepared.collector;
+                    let boot = Boot {
+                        image: prepared.image,
+                        argv: prepared.argv,
+                        envp: prepared.envp,
+                        seed: prepared.seed,
+                        manifest: prepared.manifest,
+                    };
+                    let (result, vm) = runner.run(&command, &boot);
+                    // A refused system call anywhere in the run wins.
+                    let violation = jail_violation(&worker_control);
+                    let stop = violation.is_some();
+                    let reply = match violation {
+                        Some(e) => Err(e),
+                        None => result.map(|o| Reply::Run(Box::new(o))),
+                    };
+                    if result_tx.send(reply).is_err() || stop {
                         break;
                     }
                     // Tear the VM down after the caller has its result.
@@ -385,6 +474,42 @@ impl Sandbox {
         })
     }
 
+    /// Hands a job to the vCPU thread and waits for its result.
+    fn submit(&mut self, job: Job) -> Result<Reply> {
+        let worker = self.worker.get_mut().unwrap_or_else(|e| e.into_inner());
+        let control = &self.control;
+        let gone = || {
+            jail_violation(control)
+                .unwrap_or_else(|| Error::Internal { context: "the vCPU thread is gone".into(), source: None })
+        };
+        worker.jobs.send(job).map_err(|_| gone())?;
+        worker.results.recv().map_err(|_| gone())?
+    }
+
+    /// The vCPU thread's kernel thread id (for inspecting its jail).
+    #[doc(hidden)]
+    pub fn vcpu_thread_id(&self) -> i64 {
+        self.control.vcpu_tid.load(Ordering::SeqCst)
+    }
+
+    /// Test hook: makes system call `nr` (without arguments) on the vCPU
+    /// thread (all arguments zero), as a VMM bug would; returns its result.
+    #[doc(hidden)]
+    pub fn debug_syscall_on_vcpu_thread(&mut self, nr: i64) -> Result<i64> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::SandboxPoisoned(why.clone()));
+        }
+        let r = self.submit(Job::Syscall(nr));
+        match r {
+            Ok(Reply::Syscall(v)) => Ok(v),
+            Ok(Reply::Run(_)) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// A handle that can stop this sandbox's current run from another thread.
     pub fn interrupt_handle(&self) -> InterruptHandle {
         InterruptHandle { control: self.control.clone() }
@@ -398,10 +523,12 @@ impl Sandbox {
         if let Some(why) = &self.poisoned {
             return Err(Error::SandboxPoisoned(why.clone()));
         }
-        let worker = self.worker.get_mut().unwrap_or_else(|e| e.into_inner());
-        let lost = || Error::Internal { context: "the vCPU thread is gone".into(), source: None };
-        worker.jobs.send(Job { command: command.clone() }).map_err(|_| lost())?;
-        let result = worker.results.recv().map_err(|_| lost())?;
+        let prepared = prepare(&self.config, command)?;
+        let result =
+            self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared) }).and_then(|r| match r {
+                Reply::Run(out) => Ok(*out),
+                Reply::Syscall(_) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
+            });
         if let Err(e) = &result {
             if e.poisons() {
                 self.poisoned = Some(e.to_string());
@@ -447,6 +574,121 @@ fn map_vm_error(e: VmError) -> Error {
         }
         other => Error::Internal { context: other.to_string(), source: Some(Box::new(other)) },
     }
+}
+
+/// Reads and checks the program and lays out everything the guest needs
+/// (on the caller's thread).
+fn prepare(config: &Config, command: &Command) -> Result<Prepared> {
+    let name = command.program_name();
+    let image: Arc<[u8]> = match &command.source {
+        ProgramSource::Bytes(b) => b.clone(),
+        ProgramSource::Path(p) => {
+            let meta = std::fs::metadata(p)
+                .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?;
+            if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
+                return Err(Error::InvalidProgram {
+                    program: name.clone(),
+                    reason: "not a regular file of at most 1 GiB".into(),
+                });
+            }
+            image_cache::read(p, &meta)
+                .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?
+        }
+    };
+    program::validate(&name, &image)?;
+    let mut argv = Vec::with_capacity(command.args.len() + 1);
+    argv.push(command.argv0.clone());
+    argv.extend(command.args.iter().cloned());
+    let envp = environment(config, command);
+    let mut seed = [0u8; 32];
+    getrandom(&mut seed);
+    let mut fs = HostFs::default();
+    let (manifest, collector) = prepare_fs(config, command, &mut fs)?;
+    Ok(Prepared { image, argv, envp, seed, manifest, fs, collector })
+}
+
+/// What `Vm::boot` gets for one run.
+struct Boot {
+    image: Arc<[u8]>,
+    argv: Vec<Vec<u8>>,
+    envp: Vec<Vec<u8>>,
+    seed: [u8; 32],
+    manifest: Vec<u8>,
+}
+
+fn prepare_fs(config: &Config, command: &Command, fs: &mut HostFs) -> Result<(Vec<u8>, FileCollector)> {
+    check_files(config, &command.files)?;
+    if let Some(cwd) = &command.cwd {
+        guest_path("working directory", cwd, true)?;
+    }
+    for c in &command.collect {
+        guest_path("collect path", c, true)?;
+    }
+    // The command's files replace the sandbox's at the same path; the
+    // last one given for a path wins.
+    let mut files: Vec<&GuestFile> = Vec::new();
+    for f in config.files.iter().chain(&command.files) {
+        match files.iter_mut().find(|g| g.path == f.path) {
+            Some(slot) => *slot = f,
+            None => files.push(f),
+        }
+    }
+    let input = files.iter().map(|f| f.data.len() as u64).sum::<u64>() + command.stdin.len() as u64;
+    check_input_size(config, input)?;
+
+    let mut records = Vec::new();
+    for m in &config.mounts {
+        let handle = fs
+            .add_mount(&m.host)
+            .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
+        let path = m.guest.clone();
+        records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });
+    }
+    for f in files {
+        let handle = fs
+            .add_blob(f.data.clone(), f.mode)
+            .map_err(|_| Error::InvalidConfig(format!("too many files (at most {})", fs::MAX_HANDLES)))?;
+        records.push(ManifestRecord {
+            kind: abi::fs::ENTRY_FILE,
+            mode: f.mode,
+            handle,
+            size: f.data.len() as u64,
+            path: f.path.clone(),
+        });
+    }
+    for c in &command.collect {
+        records.push(ManifestRecord { kind: abi::fs::ENTRY_COLLECT, mode: 0, handle: 0, size: 0, path: c.clone() });
+    }
+    if let Some(cwd) = command.cwd.as_ref().or(config.cwd.as_ref()) {
+        records.push(ManifestRecord { kind: abi::fs::ENTRY_CWD, mode: 0, handle: 0, size: 0, path: cwd.clone() });
+    }
+    let collector = FileCollector::new(command.collect.clone(), config.max_collect_bytes, config.max_collect_files);
+    Ok((fs::encode_manifest(&records), collector))
+}
+
+/// The sandbox's environment with the command's on top, as KEY=VALUE.
+fn environment(config: &Config, command: &Command) -> Vec<Vec<u8>> {
+    let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let base = if command.env_clear { &[][..] } else { &config.env[..] };
+    for (k, v) in base.iter().chain(&command.env) {
+        match vars.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => vars.push((k.clone(), v.clone())),
+        }
+    }
+    vars.into_iter()
+        .map(|(mut k, v)| {
+            k.push(b'=');
+            k.extend_from_slice(&v);
+            k
+        })
+        .collect()
+}
+
+/// The error for a system call the vCPU thread's jail refused, if any.
+fn jail_violation(control: &RunControl) -> Option<Error> {
+    let nr = control.violation.load(Ordering::SeqCst);
+    (nr >= 0).then(|| Error::JailViolation { syscall: jail::describe(nr) })
 }
 
 /// Linux's signal for each CPU exception a program can cause.
@@ -564,13 +806,13 @@ impl<'a> Runner<'a> {
 
     /// Runs the command; returns the VM too so the caller can destroy it
     /// after handing back the result.
-    fn run(mut self, command: &Command) -> (Result<Output>, Option<Vm>) {
+    fn run(mut self, command: &Command, boot: &Boot) -> (Result<Output>, Option<Vm>) {
         let generation = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let started = Instant::now();
         let cpu_start = thread_cpu_time();
         let deadline = started + self.config.timeout;
         let mut vm = None;
-        let result = self.run_inner(command, generation, deadline, &mut vm);
+        let result = self.run_inner(command, boot, generation, deadline, &mut vm);
         let _ = self.timer.disarm();
         let result = result.map_err(|e| self.with_partial_output(e, vm.as_ref()));
         self.control.generation.fetch_add(1, Ordering::SeqCst);
@@ -612,47 +854,18 @@ impl<'a> Runner<'a> {
     fn run_inner(
         &mut self,
         command: &Command,
+        boot: &Boot,
         generation: u64,
         deadline: Instant,
         slot: &mut Option<Vm>,
     ) -> Result<ExitStatus> {
-        let name = command.program_name();
-        let image: Arc<[u8]> = match &command.source {
-            ProgramSource::Bytes(b) => b.clone(),
-            ProgramSource::Path(p) => {
-                let meta = std::fs::metadata(p).map_err(|e| Error::InvalidProgram {
-                    program: name.clone(),
-                    reason: format!("cannot read it: {e}"),
-                })?;
-                if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
-                    return Err(Error::InvalidProgram {
-                        program: name.clone(),
-                        reason: "not a regular file of at most 1 GiB".into(),
-                    });
-                }
-                image_cache::read(p, &meta).map_err(|e| Error::InvalidProgram {
-                    program: name.clone(),
-                    reason: format!("cannot read it: {e}"),
-                })?
-            }
-        };
-        program::validate(&name, &image)?;
-
-        let mut argv = Vec::with_capacity(command.args.len() + 1);
-        argv.push(command.argv0.clone());
-        argv.extend(command.args.iter().cloned());
-        let envp = self.environment(command);
-        let mut seed = [0u8; 32];
-        getrandom(&mut seed);
-        let manifest = self.prepare_fs(command)?;
-
         let vm = slot.insert(Vm::new(self.config.memory).map_err(map_vm_error)?);
         let params = BootParams {
-            image: &image,
-            argv: &argv,
-            envp: &envp,
-            random_seed: seed,
-            manifest: &manifest,
+            image: &boot.image,
+            argv: &boot.argv,
+            envp: &boot.envp,
+            random_seed: boot.seed,
+            manifest: &boot.manifest,
             max_processes: self.config.max_processes,
             max_open_files: self.config.max_open_files,
         };
@@ -675,6 +888,9 @@ impl<'a> Runner<'a> {
             }
             if exit != VmExit::Interrupted {
                 self.exits += 1;
+            }
+            if let Some(e) = jail_violation(self.control) {
+                return Err(e);
             }
             match exit {
                 VmExit::Hypercall(nr) => {
@@ -744,79 +960,6 @@ impl<'a> Runner<'a> {
 
     /// Checks the command's files and paths, opens the mounts, registers
     /// the files, and returns the encoded boot manifest.
-    fn prepare_fs(&mut self, command: &Command) -> Result<Vec<u8>> {
-        let config = self.config;
-        check_files(config, &command.files)?;
-        if let Some(cwd) = &command.cwd {
-            guest_path("working directory", cwd, true)?;
-        }
-        for c in &command.collect {
-            guest_path("collect path", c, true)?;
-        }
-        // The command's files replace the sandbox's at the same path; the
-        // last one given for a path wins.
-        let mut files: Vec<&GuestFile> = Vec::new();
-        for f in config.files.iter().chain(&command.files) {
-            match files.iter_mut().find(|g| g.path == f.path) {
-                Some(slot) => *slot = f,
-                None => files.push(f),
-            }
-        }
-        let input = files.iter().map(|f| f.data.len() as u64).sum::<u64>() + command.stdin.len() as u64;
-        check_input_size(config, input)?;
-
-        let mut records = Vec::new();
-        for m in &config.mounts {
-            let handle = self
-                .fs
-                .add_mount(&m.host)
-                .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
-            let path = m.guest.clone();
-            records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });
-        }
-        for f in files {
-            let handle = self
-                .fs
-                .add_blob(f.data.clone(), f.mode)
-                .map_err(|_| Error::InvalidConfig(format!("too many files (at most {})", fs::MAX_HANDLES)))?;
-            records.push(ManifestRecord {
-                kind: abi::fs::ENTRY_FILE,
-                mode: f.mode,
-                handle,
-                size: f.data.len() as u64,
-                path: f.path.clone(),
-            });
-        }
-        for c in &command.collect {
-            records.push(ManifestRecord { kind: abi::fs::ENTRY_COLLECT, mode: 0, handle: 0, size: 0, path: c.clone() });
-        }
-        if let Some(cwd) = command.cwd.as_ref().or(config.cwd.as_ref()) {
-            records.push(ManifestRecord { kind: abi::fs::ENTRY_CWD, mode: 0, handle: 0, size: 0, path: cwd.clone() });
-        }
-        self.collector =
-            FileCollector::new(command.collect.clone(), config.max_collect_bytes, config.max_collect_files);
-        Ok(fs::encode_manifest(&records))
-    }
-
-    /// The sandbox's environment with the command's on top, as KEY=VALUE.
-    fn environment(&self, command: &Command) -> Vec<Vec<u8>> {
-        let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let base = if command.env_clear { &[][..] } else { &self.config.env[..] };
-        for (k, v) in base.iter().chain(&command.env) {
-            match vars.iter_mut().find(|(key, _)| key == k) {
-                Some(slot) => slot.1 = v.clone(),
-                None => vars.push((k.clone(), v.clone())),
-            }
-        }
-        vars.into_iter()
-            .map(|(mut k, v)| {
-                k.push(b'=');
-                k.extend_from_slice(&v);
-                k
-            })
-            .collect()
-    }
-
     fn hypercall(&mut self, vm: &Vm, nr: u64, stdin: &[u8], should_stop: &dyn Fn() -> bool) -> Result<Flow> {
         let hostile = |what: String| Error::GuestCrashed { detail: what };
         let args = vm.hypercall_args().map_err(map_vm_error)?.args;

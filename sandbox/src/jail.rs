@@ -1,0 +1,301 @@
+//! The jail around each sandbox's vCPU thread — the thread that runs the
+//! guest and serves its hypercalls, so the one a hostile guest could reach
+//! through a VMM bug. Before its first `KVM_RUN` the thread:
+//!
+//! 1. drops every capability from its effective, permitted and inheritable
+//!    sets (and, where allowed, the bounding set) with libcap-ng — /dev/kvm
+//!    is already open, nothing else it does needs privilege;
+//! 2. sets `no_new_privs`;
+//! 3. installs the seccomp allow-list below (seccompiler): any other system
+//!    call raises SIGSYS, whose handler records the call and fails it with
+//!    EPERM; the thread then stops the run at once, reports
+//!    [`crate::Error::JailViolation`] naming the call, and ends, leaving
+//!    the sandbox poisoned. (Killing the thread inside the refused call
+//!    could leave a lock of the process, the allocator's, held forever.)
+//!
+//! The list is data, one entry per system call with who needs it. Per-run
+//! work that needs more (reading the program, opening mount roots) is done
+//! on the caller's thread before the job reaches the vCPU thread.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::OnceLock;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+
+use crate::error::{Error, Result};
+
+/// What the vCPU thread's seccomp filter does with a call not on its list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SeccompMode {
+    /// Stop the thread; the run fails with `JailViolation` (the default).
+    #[default]
+    Enforce,
+    /// Allow the call but have the kernel log it (audit log / dmesg): for
+    /// finding what a new code path needs.
+    Log,
+    /// No filter at all (capabilities are still dropped).
+    Disabled,
+}
+
+/// Which arguments a call may have.
+#[derive(Clone, Copy, Debug)]
+enum Args {
+    Any,
+    /// ioctl: only these request numbers (argument 1).
+    Requests(&'static [u64]),
+    /// mmap/mprotect: never executable memory (argument 2 without PROT_EXEC).
+    NoExec,
+    /// openat: read-only, never creating or truncating (argument 2).
+    ReadOnly,
+    /// write: only to this descriptor (argument 0).
+    Fd(u64),
+}
+
+/// One allowed system call.
+#[derive(Clone, Copy, Debug)]
+struct Allowed {
+    name: &'static str,
+    nr: i64,
+    args: Args,
+}
+
+/// KVM requests the vCPU thread issues: creating the VM and vCPU for each
+/// run, setting them up, running, and reading registers for hypercalls.
+const KVM_REQUESTS: &[u64] = &[
+    0xae00,     // KVM_GET_API_VERSION (first use of /dev/kvm)
+    0xae01,     // KVM_CREATE_VM
+    0xae03,     // KVM_CHECK_EXTENSION
+    0xae04,     // KVM_GET_VCPU_MMAP_SIZE
+    0xc008ae05, // KVM_GET_SUPPORTED_CPUID (first use of /dev/kvm)
+    0xae41,     // KVM_CREATE_VCPU
+    0x4020ae46, // KVM_SET_USER_MEMORY_REGION
+    0xae80,     // KVM_RUN
+    0x8090ae81, // KVM_GET_REGS
+    0x4090ae82, // KVM_SET_REGS
+    0x8138ae83, // KVM_GET_SREGS
+    0x4138ae84, // KVM_SET_SREGS
+    0xc008ae88, // KVM_GET_MSRS
+    0x4008ae89, // KVM_SET_MSRS
+    0x4008ae90, // KVM_SET_CPUID2
+    0xaea3,     // KVM_GET_TSC_KHZ
+    0x8188aea6, // KVM_GET_XCRS
+    0x4188aea7, // KVM_SET_XCRS
+];
+
+/// The vCPU thread's allow-list: one line per call, with who needs it.
+#[rustfmt::skip]
+const VCPU_ALLOWLIST: &[Allowed] = &[
+    Allowed { name: "ioctl", nr: libc::SYS_ioctl, args: Args::Requests(KVM_REQUESTS) }, // the KVM requests above
+    Allowed { name: "mmap", nr: libc::SYS_mmap, args: Args::NoExec },           // guest RAM, vCPU run area, allocator
+    Allowed { name: "munmap", nr: libc::SYS_munmap, args: Args::Any },          // VM teardown, allocator
+    Allowed { name: "mprotect", nr: libc::SYS_mprotect, args: Args::NoExec },   // allocator (glibc arenas)
+    Allowed { name: "madvise", nr: libc::SYS_madvise, args: Args::Any },        // huge pages for guest RAM, allocator
+    Allowed { name: "mremap", nr: libc::SYS_mremap, args: Args::Any },          // allocator (growing large buffers)
+    Allowed { name: "brk", nr: libc::SYS_brk, args: Args::Any },                // allocator (main arena)
+    Allowed { name: "futex", nr: libc::SYS_futex, args: Args::Any },            // job/result channels, locks
+    Allowed { name: "rt_sigreturn", nr: libc::SYS_rt_sigreturn, args: Args::Any }, // return from the kick handler
+    Allowed { name: "rt_sigprocmask", nr: libc::SYS_rt_sigprocmask, args: Args::Any }, // thread exit (glibc)
+    Allowed { name: "sigaltstack", nr: libc::SYS_sigaltstack, args: Args::Any }, // thread exit (Rust std)
+    Allowed { name: "timer_settime", nr: libc::SYS_timer_settime, args: Args::Any }, // arming the run's deadline
+    Allowed { name: "timer_delete", nr: libc::SYS_timer_delete, args: Args::Any }, // thread exit: deadline timer
+    Allowed { name: "clock_gettime", nr: libc::SYS_clock_gettime, args: Args::Any }, // thread CPU time (no vDSO)
+    Allowed { name: "clock_nanosleep", nr: libc::SYS_clock_nanosleep, args: Args::Any }, // guest sleep hypercall
+    Allowed { name: "getrandom", nr: libc::SYS_getrandom, args: Args::Any },    // hash map seeds
+    Allowed { name: "write", nr: libc::SYS_write, args: Args::Fd(2) },          // HVSANDBOX_TRACE lines, panics
+    Allowed { name: "exit", nr: libc::SYS_exit, args: Args::Any },              // thread exit
+    Allowed { name: "openat", nr: libc::SYS_openat, args: Args::ReadOnly },     // mounts: lookup (O_PATH), read
+    Allowed { name: "newfstatat", nr: libc::SYS_newfstatat, args: Args::Any },  // mounts: stat, identity checks
+    Allowed { name: "close", nr: libc::SYS_close, args: Args::Any },            // mounts' fds, VM teardown
+    Allowed { name: "pread64", nr: libc::SYS_pread64, args: Args::Any },        // mounts: file reads
+    Allowed { name: "getdents64", nr: libc::SYS_getdents64, args: Args::Any },  // mounts: directory listings
+    Allowed { name: "readlinkat", nr: libc::SYS_readlinkat, args: Args::Any },  // mounts: symlink targets
+    Allowed { name: "fcntl", nr: libc::SYS_fcntl, args: Args::Any },            // mounts: fdopendir
+];
+
+/// How many system calls the vCPU thread may make.
+pub const ALLOWLIST_LEN: usize = VCPU_ALLOWLIST.len();
+const _: () = assert!(ALLOWLIST_LEN <= 25, "the vCPU thread's allow-list must stay at 25 calls or fewer");
+
+/// The names of the calls on the vCPU thread's allow-list.
+pub fn allowlist() -> Vec<&'static str> {
+    VCPU_ALLOWLIST.iter().map(|a| a.name).collect()
+}
+
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(jail_error("seccomp condition"))
+}
+
+fn rules_for(a: &Allowed) -> Result<Vec<SeccompRule>> {
+    let rule = |c: Vec<SeccompCondition>| SeccompRule::new(c).map_err(jail_error("seccomp rule"));
+    Ok(match a.args {
+        Args::Any => Vec::new(),
+        Args::Requests(list) => list
+            .iter()
+            .map(|&r| {
+                rule(vec![SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, r)
+                    .map_err(jail_error("seccomp condition"))?])
+            })
+            .collect::<Result<_>>()?,
+        Args::NoExec => vec![rule(vec![cond(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)?])?],
+        Args::ReadOnly => {
+            let forbidden = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) as u64;
+            vec![rule(vec![cond(2, SeccompCmpOp::MaskedEq(forbidden), 0)?])?]
+        }
+        Args::Fd(fd) => vec![rule(vec![cond(0, SeccompCmpOp::Eq, fd)?])?],
+    })
+}
+
+fn jail_error<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::Internal { context: format!("cannot build the jail: {what}"), source: Some(Box::new(e)) }
+}
+
+/// The compiled filter, built once per process.
+fn program(mode: SeccompMode) -> Result<&'static BpfProgram> {
+    static ENFORCE: OnceLock<BpfProgram> = OnceLock::new();
+    static LOG: OnceLock<BpfProgram> = OnceLock::new();
+    let (slot, mismatch) = match mode {
+        SeccompMode::Log => (&LOG, SeccompAction::Log),
+        _ => (&ENFORCE, SeccompAction::Trap),
+    };
+    if let Some(p) = slot.get() {
+        return Ok(p);
+    }
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for a in VCPU_ALLOWLIST {
+        rules.insert(a.nr, rules_for(a)?);
+    }
+    let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
+        .map_err(jail_error("seccomp filter"))?;
+    let bpf: BpfProgram = filter.try_into().map_err(jail_error("seccomp program"))?;
+    Ok(slot.get_or_init(|| bpf))
+}
+
+thread_local! {
+    /// Where this thread's SIGSYS handler records the refused call.
+    static VIOLATION: Cell<*const AtomicI64> = const { Cell::new(std::ptr::null()) };
+}
+
+/// SIGSYS from the filter: record the call and make it fail with EPERM.
+/// The thread is not killed where it stands — it may hold a lock the
+/// rest of the process needs (the allocator's) — but its run is stopped
+/// at the next check and the sandbox is poisoned (see `violation`).
+extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SIGSYS; si_syscall is
+    // the int at byte offset 24 of its union (asm-generic siginfo layout).
+    let nr = unsafe { (info as *const u8).add(24).cast::<i32>().read_unaligned() };
+    let slot = VIOLATION.with(|v| v.get());
+    if !slot.is_null() {
+        // SAFETY: the slot points into the sandbox's shared state, which
+        // outlives its vCPU thread (the thread holds an Arc to it).
+        unsafe {
+            let _ = (*slot).compare_exchange(-1, nr as i64, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+    // SAFETY: `ctx` is the ucontext_t of the interrupted thread; setting
+    // RAX makes the refused call return -EPERM when the handler returns.
+    unsafe {
+        let uc = ctx.cast::<libc::ucontext_t>();
+        (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] = -(libc::EPERM as i64);
+    }
+}
+
+fn install_sigsys_handler() -> Result<()> {
+    static DONE: OnceLock<std::result::Result<(), i32>> = OnceLock::new();
+    let r = DONE.get_or_init(|| {
+        // SAFETY: a zeroed sigaction is valid; we fill the fields we use.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = on_sigsys as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        // SAFETY: installs a handler for SIGSYS that only touches a
+        // thread-local pointer, an atomic, and calls SYS_exit.
+        if unsafe { libc::sigaction(libc::SIGSYS, &sa, std::ptr::null_mut()) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        }
+    });
+    r.map_err(|e| Error::Internal {
+        context: "cannot install the SIGSYS handler".into(),
+        source: Some(Box::new(std::io::Error::from_raw_os_error(e))),
+    })
+}
+
+/// Drops this thread's capabilities (all of them).
+fn drop_capabilities() -> Result<()> {
+    capng::clear(capng::Set::BOTH);
+    // The bounding set can only be changed with CAP_SETPCAP (root); without
+    // it there is nothing to drop there anyway.
+    if capng::apply(capng::Set::BOTH).is_err() {
+        capng::clear(capng::Set::CAPS);
+        capng::apply(capng::Set::CAPS)
+            .map_err(|e| Error::Internal { context: format!("cannot drop capabilities: {e:?}"), source: None })?;
+    }
+    Ok(())
+}
+
+/// Puts the calling thread (a sandbox's vCPU thread) in the jail. The
+/// refused call, if any, is later found in `violation`.
+pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64) -> Result<()> {
+    // The caller keeps `violation` alive as long as this thread (it lives
+    // in the sandbox's shared state, which the thread holds an Arc to).
+    drop_capabilities()?;
+    // SAFETY: prctl with constant arguments; affects only this thread.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(Error::Internal {
+            context: "cannot set no_new_privs".into(),
+            source: Some(Box::new(std::io::Error::last_os_error())),
+        });
+    }
+    if mode == SeccompMode::Disabled {
+        return Ok(());
+    }
+    let bpf = program(mode)?;
+    install_sigsys_handler()?;
+    VIOLATION.with(|v| v.set(violation as *const AtomicI64));
+    seccompiler::apply_filter(bpf).map_err(jail_error("seccomp install"))
+}
+
+/// The name of a refused call for messages.
+pub(crate) fn describe(nr: i64) -> String {
+    match crate::syscall_names::syscall_name(nr) {
+        Some(n) => format!("{n} ({nr})"),
+        None => format!("system call {nr}"),
+    }
+}
+
+/// The mode from `HVSANDBOX_SECCOMP` (`log` or `off`), if set: a debugging
+/// override of the configured mode.
+pub(crate) fn env_override() -> Option<SeccompMode> {
+    match std::env::var("HVSANDBOX_SECCOMP").ok()?.as_str() {
+        "log" => Some(SeccompMode::Log),
+        "off" | "disabled" => Some(SeccompMode::Disabled),
+        "enforce" => Some(SeccompMode::Enforce),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_is_small_and_unique() {
+        let mut names = allowlist();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALLOWLIST_LEN);
+        for a in VCPU_ALLOWLIST {
+            assert_eq!(crate::syscall_names::syscall_name(a.nr), Some(a.name));
+        }
+    }
+
+    #[test]
+    fn filters_compile() {
+        program(SeccompMode::Enforce).unwrap();
+        program(SeccompMode::Log).unwrap();
+    }
+}

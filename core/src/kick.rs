@@ -94,6 +94,16 @@ unsafe impl Send for DeadlineTimer {}
 impl DeadlineTimer {
     /// A timer on CLOCK_MONOTONIC aimed at the calling thread.
     pub fn for_current_thread() -> Result<DeadlineTimer> {
+        Self::on_clock(libc::CLOCK_MONOTONIC)
+    }
+
+    /// A timer on the calling thread's CPU-time clock, aimed at it: it
+    /// fires once the thread has used the armed amount of CPU.
+    pub fn for_current_thread_cpu() -> Result<DeadlineTimer> {
+        Self::on_clock(libc::CLOCK_THREAD_CPUTIME_ID)
+    }
+
+    fn on_clock(clock: libc::clockid_t) -> Result<DeadlineTimer> {
         install_kick_handler();
         // SAFETY: sigevent is plain data; zeroed is valid. SIGEV_THREAD_ID
         // is set with our own tid, and the kernel writes the new timer id
@@ -104,7 +114,7 @@ impl DeadlineTimer {
             sev.sigev_signo = kick_signal();
             sev.sigev_notify_thread_id = libc::gettid();
             let mut timer: libc::timer_t = std::ptr::null_mut();
-            if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer) != 0 {
+            if libc::timer_create(clock, &mut sev, &mut timer) != 0 {
                 return Err(VmError::Timer(std::io::Error::last_os_error()));
             }
             Ok(DeadlineTimer { timer })

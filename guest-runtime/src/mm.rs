@@ -795,18 +795,17 @@ fn vma_at(va: u64) -> Option<Vma> {
 }
 
 /// A page fault of the program at `va`: backs the page if it lies in a
-/// mapping that allows the access and is not backed yet. Returns whether
-/// the program can retry the access.
-pub fn fault_in(va: u64, write: bool) -> bool {
-    let Some(v) = vma_at(va) else { return false };
+/// mapping that allows the access and is not backed yet.
+pub fn fault_in(va: u64, write: bool) -> Fault {
+    let Some(v) = vma_at(va) else { return Fault::Refused };
     if v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 || (write && v.prot & PROT_WRITE == 0) {
-        return false;
+        return Fault::Refused;
     }
     // A fault costs a trip through ring 0 (tens of µs here): back the
     // whole aligned window around the page, within the mapping.
     let page = page_down(va);
     if !back_page(page, v.prot) {
-        return false;
+        return if free_frames() == 0 { Fault::OutOfMemory } else { Fault::Refused };
     }
     let start = (va & !(FAULT_AROUND - 1)).max(v.start);
     let end = ((va | (FAULT_AROUND - 1)) + 1).min(v.end);
@@ -822,7 +821,18 @@ pub fn fault_in(va: u64, write: bool) -> bool {
         }
         at += PAGE;
     }
-    true
+    Fault::Backed
+}
+
+/// What became of a program's page fault.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The page is backed now: retry the access.
+    Backed,
+    /// A real fault: the access is not allowed.
+    Refused,
+    /// Allowed, but guest memory is exhausted.
+    OutOfMemory,
 }
 
 /// Bytes backed together on a page fault.

@@ -687,9 +687,27 @@ fn signal_for_vector(vector: u64) -> u32 {
 pub fn program_fault(f: &mut Frame, vector: u64, error: u64, cr2: u64) {
     // A first touch of a page of a lazily backed mapping (not-present
     // fault, bit 0 of the error code clear): back it and retry.
-    if vector == 14 && error & 1 == 0 && mm::fault_in(cr2, error & 2 != 0) {
-        crate::syscalls::stat(|s| s.page_faults += 1);
-        return;
+    if vector == 14 && error & 1 == 0 {
+        match mm::fault_in(cr2, error & 2 != 0) {
+            mm::Fault::Backed => {
+                crate::syscalls::stat(|s| s.page_faults += 1);
+                return;
+            }
+            mm::Fault::OutOfMemory => {
+                // As Linux's OOM killer would: the process dies of SIGKILL;
+                // for process 1 the host reports the memory limit.
+                if current_process().pid == 1 {
+                    crate::io::flush_all();
+                    crate::syscalls::record_memory_peak();
+                    hc::call(hvsandbox_abi::hc::OUT_OF_MEMORY, cr2, 0, 0);
+                }
+                let _ = exit_group(f, 0, SIGKILL);
+                switch_to_next(f, SCHED.get().current);
+                deliver_signals(f);
+                return;
+            }
+            mm::Fault::Refused => {}
+        }
     }
     let sig = signal_for_vector(vector);
     let t = current();

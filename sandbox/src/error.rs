@@ -11,6 +11,11 @@ pub enum ErrorKind {
     Timeout,
     /// The run was stopped through an [`crate::InterruptHandle`].
     Cancelled,
+    /// The program needed more memory than the sandbox has.
+    MemoryLimitExceeded,
+    /// The program wrote more than `max_output` to a stream and the
+    /// sandbox was told to fail rather than truncate.
+    OutputLimitExceeded,
     /// The guest runtime itself failed (not the program: a program's fault
     /// is an exit status, see [`crate::ExitStatus::signal`]).
     GuestCrashed,
@@ -38,6 +43,8 @@ impl ErrorKind {
         match self {
             ErrorKind::Timeout => "TIMEOUT",
             ErrorKind::Cancelled => "CANCELLED",
+            ErrorKind::MemoryLimitExceeded => "MEMORY_LIMIT_EXCEEDED",
+            ErrorKind::OutputLimitExceeded => "OUTPUT_LIMIT_EXCEEDED",
             ErrorKind::GuestCrashed => "GUEST_CRASHED",
             ErrorKind::InvalidProgram => "INVALID_PROGRAM",
             ErrorKind::InvalidConfig => "INVALID_CONFIG",
@@ -60,10 +67,26 @@ pub struct PartialOutput {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("the run exceeded its timeout of {limit:?}")]
+    #[error("the run exceeded its {} of {limit:?}", if *.cpu { "CPU-time limit" } else { "timeout" })]
     Timeout {
         limit: Duration,
+        /// The limit was on guest CPU time (`SandboxBuilder::cpu_time`),
+        /// not wall-clock time.
+        cpu: bool,
         /// What the program wrote before it was stopped.
+        partial: Box<PartialOutput>,
+    },
+    #[error("the program ran out of memory: the sandbox has {limit} bytes")]
+    MemoryLimitExceeded {
+        limit: u64,
+        /// What the program wrote before it was stopped.
+        partial: Box<PartialOutput>,
+    },
+    #[error("the program wrote more than {limit} bytes to {stream}")]
+    OutputLimitExceeded {
+        stream: &'static str,
+        limit: usize,
+        /// What the program wrote up to the limit.
         partial: Box<PartialOutput>,
     },
     #[error("the run was cancelled")]
@@ -101,6 +124,8 @@ impl Error {
         match self {
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::MemoryLimitExceeded { .. } => ErrorKind::MemoryLimitExceeded,
+            Error::OutputLimitExceeded { .. } => ErrorKind::OutputLimitExceeded,
             Error::GuestCrashed { .. } => ErrorKind::GuestCrashed,
             Error::InvalidProgram { .. } => ErrorKind::InvalidProgram,
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
@@ -111,17 +136,24 @@ impl Error {
         }
     }
 
-    /// For a run stopped by its timeout or a cancel: the output it had
-    /// produced until then (like `subprocess.TimeoutExpired.output`).
+    /// For a run stopped by a limit or a cancel: the output it had produced
+    /// until then (like `subprocess.TimeoutExpired.output`).
     pub fn partial_output(&self) -> Option<&PartialOutput> {
         match self {
-            Error::Timeout { partial, .. } | Error::Cancelled { partial } => Some(partial),
+            Error::Timeout { partial, .. }
+            | Error::Cancelled { partial }
+            | Error::MemoryLimitExceeded { partial, .. }
+            | Error::OutputLimitExceeded { partial, .. } => Some(partial),
             _ => None,
         }
     }
 
     pub(crate) fn timeout(limit: Duration) -> Error {
-        Error::Timeout { limit, partial: Box::default() }
+        Error::Timeout { limit, cpu: false, partial: Box::default() }
+    }
+
+    pub(crate) fn cpu_timeout(limit: Duration) -> Error {
+        Error::Timeout { limit, cpu: true, partial: Box::default() }
     }
 
     pub(crate) fn cancelled() -> Error {

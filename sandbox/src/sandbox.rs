@@ -59,6 +59,8 @@ struct Config {
     max_processes: u32,
     max_open_files: u32,
     seccomp: SeccompMode,
+    cpu_time: Option<Duration>,
+    output_limit_error: bool,
 }
 
 /// Builds a [`Sandbox`]; every setting has a sensible default.
@@ -84,6 +86,8 @@ impl Default for SandboxBuilder {
                 max_processes: DEFAULT_MAX_PROCESSES,
                 max_open_files: DEFAULT_MAX_OPEN_FILES,
                 seccomp: SeccompMode::Enforce,
+                cpu_time: None,
+                output_limit_error: false,
             },
         }
     }
@@ -100,6 +104,14 @@ impl SandboxBuilder {
         self.config.memory = bytes;
         self
     }
+    /// Limit on the guest CPU time of each run (the vCPU thread's CPU
+    /// time, host work for the guest included); over it the run fails with
+    /// `Timeout` (`cpu: true`). Default: none (the wall-clock timeout
+    /// still applies).
+    pub fn cpu_time(mut self, limit: Duration) -> Self {
+        self.config.cpu_time = Some(limit);
+        self
+    }
     /// Wall-clock limit of each run (boot included). Default 10 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout = timeout;
@@ -109,6 +121,12 @@ impl SandboxBuilder {
     /// flagged as truncated. Default 1 MiB.
     pub fn max_output(mut self, bytes: usize) -> Self {
         self.config.max_output = bytes;
+        self
+    }
+    /// Makes output past `max_output` an error (`OutputLimitExceeded`)
+    /// instead of being cut off and flagged. Default: truncate.
+    pub fn fail_on_output_limit(mut self, fail: bool) -> Self {
+        self.config.output_limit_error = fail;
         self
     }
     /// An environment variable every run of this sandbox sees.
@@ -200,6 +218,9 @@ impl SandboxBuilder {
         }
         if c.timeout.is_zero() {
             return Err(Error::InvalidConfig("timeout must be greater than zero".into()));
+        }
+        if c.cpu_time.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidConfig("cpu_time must be greater than zero".into()));
         }
         if !(1..=4096).contains(&c.max_processes) {
             return Err(Error::InvalidConfig(format!("max_processes must be 1..=4096, got {}", c.max_processes)));
@@ -402,7 +423,9 @@ impl Sandbox {
         let thread = std::thread::Builder::new()
             .name("hvsandbox-vcpu".into())
             .spawn(move || {
-                let timer = match DeadlineTimer::for_current_thread() {
+                let timers = DeadlineTimer::for_current_thread()
+                    .and_then(|wall| Ok((wall, DeadlineTimer::for_current_thread_cpu()?)));
+                let (timer, cpu_timer) = match timers {
                     Ok(t) => t,
                     Err(e) => {
                         let _ = ready_tx.send(Err(map_vm_error(e)));
@@ -435,7 +458,7 @@ impl Sandbox {
                             continue;
                         }
                     };
-                    let mut runner = Runner::new(&worker_config, &worker_control, &timer);
+                    let mut runner = Runner::new(&worker_config, &worker_control, &timer, &cpu_timer);
                     runner.fs = prepared.fs;
                     runner.collector = prepared.collector;
                     let boot = Boot {
@@ -708,6 +731,9 @@ struct Runner<'a> {
     config: &'a Config,
     control: &'a RunControl,
     timer: &'a DeadlineTimer,
+    cpu_timer: &'a DeadlineTimer,
+    /// The vCPU thread's CPU time when the run started.
+    cpu_start: Duration,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     stdout_truncated: bool,
@@ -728,11 +754,18 @@ enum Flow {
 }
 
 impl<'a> Runner<'a> {
-    fn new(config: &'a Config, control: &'a RunControl, timer: &'a DeadlineTimer) -> Self {
+    fn new(
+        config: &'a Config,
+        control: &'a RunControl,
+        timer: &'a DeadlineTimer,
+        cpu_timer: &'a DeadlineTimer,
+    ) -> Self {
         Runner {
             config,
             control,
             timer,
+            cpu_timer,
+            cpu_start: Duration::ZERO,
             stdout: Vec::new(),
             stderr: Vec::new(),
             stdout_truncated: false,
@@ -748,23 +781,25 @@ impl<'a> Runner<'a> {
 
     /// Attaches the output of a stopped run to its error: what reached the
     /// host plus what was still buffered in the guest.
-    fn with_partial_output(&mut self, e: Error, vm: Option<&Vm>) -> Error {
-        let limit = match e {
-            Error::Timeout { limit, .. } => Some(limit),
-            Error::Cancelled { .. } => None,
-            e => return e,
-        };
-        if let Some(vm) = vm {
+    fn with_partial_output(&mut self, mut e: Error, vm: Option<&Vm>) -> Error {
+        let salvage = matches!(e, Error::Timeout { .. } | Error::Cancelled { .. } | Error::MemoryLimitExceeded { .. });
+        let wants = salvage || matches!(e, Error::OutputLimitExceeded { .. });
+        if !wants {
+            return e;
+        }
+        if let (true, Some(vm)) = (salvage, vm) {
             self.salvage_guest_buffers(vm);
         }
-        let partial = Box::new(PartialOutput {
-            stdout: std::mem::take(&mut self.stdout),
-            stderr: std::mem::take(&mut self.stderr),
-        });
-        match limit {
-            Some(limit) => Error::Timeout { limit, partial },
-            None => Error::Cancelled { partial },
+        let output =
+            PartialOutput { stdout: std::mem::take(&mut self.stdout), stderr: std::mem::take(&mut self.stderr) };
+        match &mut e {
+            Error::Timeout { partial, .. }
+            | Error::Cancelled { partial }
+            | Error::MemoryLimitExceeded { partial, .. }
+            | Error::OutputLimitExceeded { partial, .. } => **partial = output,
+            _ => {}
         }
+        e
     }
 
     /// Takes output the guest runtime had buffered but not sent (the
@@ -812,8 +847,10 @@ impl<'a> Runner<'a> {
         let cpu_start = thread_cpu_time();
         let deadline = started + self.config.timeout;
         let mut vm = None;
+        self.cpu_start = cpu_start;
         let result = self.run_inner(command, boot, generation, deadline, &mut vm);
         let _ = self.timer.disarm();
+        let _ = self.cpu_timer.disarm();
         let result = result.map_err(|e| self.with_partial_output(e, vm.as_ref()));
         self.control.generation.fetch_add(1, Ordering::SeqCst);
         let result = result.and_then(|status| {
@@ -878,8 +915,17 @@ impl<'a> Runner<'a> {
         }
         self.timer.arm(deadline - now).map_err(map_vm_error)?;
 
+        let cpu_limit = self.config.cpu_time;
+        if let Some(limit) = cpu_limit {
+            self.cpu_timer
+                .arm(limit.saturating_sub(thread_cpu_time().saturating_sub(self.cpu_start)))
+                .map_err(map_vm_error)?;
+        }
+        let cpu_start = self.cpu_start;
+        let cpu_over = || cpu_limit.is_some_and(|l| thread_cpu_time().saturating_sub(cpu_start) >= l);
         let control = self.control;
-        let should_stop = || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline;
+        let should_stop =
+            || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline || cpu_over();
         loop {
             let run_start = Instant::now();
             let exit = vm.run(should_stop).map_err(map_vm_error)?;
@@ -942,6 +988,9 @@ impl<'a> Runner<'a> {
                     if Instant::now() >= deadline {
                         return Err(Error::timeout(self.config.timeout));
                     }
+                    if let Some(limit) = cpu_limit.filter(|_| cpu_over()) {
+                        return Err(Error::cpu_timeout(limit));
+                    }
                 }
                 VmExit::Shutdown => {
                     return Err(Error::GuestCrashed {
@@ -985,6 +1034,14 @@ impl<'a> Runner<'a> {
                 // output of exactly the cap is not flagged as truncated.
                 let full = if take < len as usize {
                     *truncated = true;
+                    if self.config.output_limit_error {
+                        let stream = if fd == 1 { "stdout" } else { "stderr" };
+                        return Err(Error::OutputLimitExceeded {
+                            stream,
+                            limit: self.config.max_output,
+                            partial: Box::default(),
+                        });
+                    }
                     abi::WRITE_STREAM_FULL
                 } else {
                     0
@@ -1027,6 +1084,9 @@ impl<'a> Runner<'a> {
                     address: (vector == abi::vector::PAGE_FAULT).then_some(cr2),
                 });
                 Ok(Flow::Exit(ExitStatus::Signal(signal_for_vector(vector))))
+            }
+            abi::hc::OUT_OF_MEMORY => {
+                Err(Error::MemoryLimitExceeded { limit: self.config.memory, partial: Box::default() })
             }
             abi::hc::EXEC_FAILED => {
                 let (va, len) = (args[1], args[2].min(1024));

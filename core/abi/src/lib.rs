@@ -261,6 +261,9 @@ pub mod hc {
     /// not in the guest's filesystem): `args[0]` = errno, `args[1]` = VA of
     /// a message, `args[2]` = its length. Never returns.
     pub const EXEC_FAILED: u64 = 15;
+    /// The guest ran out of memory serving the first process (`args[0]` =
+    /// the address it was touching). Never returns.
+    pub const OUT_OF_MEMORY: u64 = 16;
 }
 
 /// The filesystem contract: how the host describes the guest's files and

@@ -31,6 +31,13 @@ const EXIT_USAGE: u8 = 125;
 const EXIT_INVALID_PROGRAM: u8 = 126;
 /// Exit code for a run cancelled by SIGINT/SIGTERM (as the shell's 130).
 const EXIT_CANCELLED: u8 = 130;
+/// Exit code when the program ran out of the sandbox's memory (as a shell
+/// reports a process the OOM killer ended: 128 + SIGKILL).
+const EXIT_MEMORY: u8 = 137;
+/// Exit code when the output limit was exceeded with --fail-on-output-limit.
+const EXIT_OUTPUT_LIMIT: u8 = 122;
+/// Exit code when the vCPU thread's jail refused a system call.
+const EXIT_JAIL: u8 = 123;
 /// Exit code for a crash of the guest runtime or an internal error
 /// (EX_SOFTWARE).
 const EXIT_INTERNAL: u8 = 70;
@@ -59,6 +66,21 @@ struct RunArgs {
     /// Cap on each of stdout and stderr (e.g. 1M); the rest is dropped.
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     max_output: u64,
+    /// Limit on the guest's CPU time (e.g. 500ms); default: none.
+    #[arg(long, value_parser = parse_duration)]
+    cpu_time: Option<Duration>,
+    /// Fail (exit 122) instead of truncating output past --max-output.
+    #[arg(long)]
+    fail_on_output_limit: bool,
+    /// Most processes alive at once in the guest.
+    #[arg(long, default_value_t = hvsandbox::DEFAULT_MAX_PROCESSES)]
+    max_processes: u32,
+    /// Most open files per guest process.
+    #[arg(long, default_value_t = hvsandbox::DEFAULT_MAX_OPEN_FILES)]
+    max_open_files: u32,
+    /// The vCPU thread's seccomp filter: enforce, log or off.
+    #[arg(long, default_value = "enforce", value_parser = parse_seccomp)]
+    seccomp: hvsandbox::SeccompMode,
     /// Environment variable for the program: K=V, or K to pass the host's value.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     env: Vec<OsString>,
@@ -119,12 +141,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {s:?} is out of range"))
 }
 
+fn parse_seccomp(s: &str) -> Result<hvsandbox::SeccompMode, String> {
+    match s {
+        "enforce" => Ok(hvsandbox::SeccompMode::Enforce),
+        "log" => Ok(hvsandbox::SeccompMode::Log),
+        "off" => Ok(hvsandbox::SeccompMode::Disabled),
+        other => Err(format!("invalid seccomp mode {other:?} (enforce, log or off)")),
+    }
+}
+
 fn exit_code_for(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::Timeout => EXIT_TIMEOUT,
         ErrorKind::Cancelled => EXIT_CANCELLED,
         ErrorKind::InvalidProgram => EXIT_INVALID_PROGRAM,
         ErrorKind::InvalidConfig | ErrorKind::KvmUnavailable => EXIT_USAGE,
+        ErrorKind::MemoryLimitExceeded => EXIT_MEMORY,
+        ErrorKind::OutputLimitExceeded => EXIT_OUTPUT_LIMIT,
+        ErrorKind::JailViolation => EXIT_JAIL,
         _ => EXIT_INTERNAL,
     }
 }
@@ -351,7 +385,17 @@ fn run(args: RunArgs) -> Result<u8, Error> {
         context: "cannot set up signal forwarding".into(),
         source: Some(Box::new(e)),
     })?;
-    let mut builder = Sandbox::builder().memory_bytes(args.memory).timeout(args.timeout).max_output(max_output);
+    let mut builder = Sandbox::builder()
+        .memory_bytes(args.memory)
+        .timeout(args.timeout)
+        .max_output(max_output)
+        .fail_on_output_limit(args.fail_on_output_limit)
+        .max_processes(args.max_processes)
+        .max_open_files(args.max_open_files)
+        .seccomp(args.seccomp);
+    if let Some(cpu) = args.cpu_time {
+        builder = builder.cpu_time(cpu);
+    }
     for spec in &args.mounts {
         let (host, guest) = split_arg(spec, b':', true)
             .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
@@ -488,6 +532,9 @@ mod tests {
             exit_code_for(ErrorKind::InvalidProgram),
             exit_code_for(ErrorKind::InvalidConfig),
             exit_code_for(ErrorKind::GuestCrashed),
+            exit_code_for(ErrorKind::MemoryLimitExceeded),
+            exit_code_for(ErrorKind::OutputLimitExceeded),
+            exit_code_for(ErrorKind::JailViolation),
         ];
         let mut sorted = codes.to_vec();
         sorted.sort();

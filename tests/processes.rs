@@ -517,3 +517,11 @@ fn dynamic_binary_without_mounts_is_invalid_program() {
         .unwrap();
     assert_eq!(out.stdout_str(), "st=127\n", "{}", out.stderr_str());
 }
+
+#[test]
+fn epoll_and_eventfd_wake_on_another_process() {
+    let mut sb = Sandbox::builder().build().unwrap();
+    let out = sb.run(&Command::new(musl("epoll"))).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "idle=0\nready data=7\nready data=9\ndone 2\n");
+}

@@ -28,6 +28,8 @@ pub enum VmError {
     ArgsTooLarge { len: u64, max: u64 },
     #[error("the filesystem manifest takes {len} bytes; {room} bytes are left after the arguments")]
     ManifestTooLarge { len: u64, room: u64 },
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error("cannot set up the vCPU timer: {0}")]
     Timer(#[source] std::io::Error),
 }

@@ -14,4 +14,4 @@ pub use error::{Result, VmError};
 pub use hvsandbox_abi as abi;
 pub use kick::{thread_cpu_time, DeadlineTimer, ThreadKicker};
 pub use runtime::RuntimeImage;
-pub use vm::{probe_kvm, BootParams, Vm, VmExit};
+pub use vm::{probe_kvm, BootParams, VcpuState, Vm, VmExit};

@@ -6,6 +6,9 @@ use crate::error::{Result, VmError};
 
 static IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runtime.bin"));
 
+/// The embedded guest runtime image (for identifying the build).
+pub static RUNTIME_IMAGE: &[u8] = IMAGE;
+
 /// The embedded runtime: its bytes and the header that says where its
 /// entry points are.
 #[derive(Clone, Copy, Debug)]

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use hvsandbox_abi as abi;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::error::{Result, VmError};
@@ -85,6 +87,9 @@ pub struct BootParams<'a> {
     /// Limits the guest runtime enforces (0: its defaults).
     pub max_processes: u32,
     pub max_open_files: u32,
+    /// Ask the runtime to stop for a snapshot right before the program's
+    /// first instruction.
+    pub snapshot_at_entry: bool,
 }
 
 /// Why the vCPU stopped.
@@ -107,6 +112,34 @@ pub enum VmExit {
     Unexpected(String),
 }
 
+/// A vCPU's architectural state, as a snapshot keeps it.
+pub struct VcpuState {
+    pub regs: kvm_bindings::kvm_regs,
+    pub sregs: kvm_bindings::kvm_sregs,
+    pub xsave: kvm_bindings::kvm_xsave,
+    pub xcrs: kvm_bindings::kvm_xcrs,
+}
+
+impl Clone for VcpuState {
+    fn clone(&self) -> Self {
+        VcpuState {
+            regs: self.regs,
+            sregs: self.sregs,
+            // SAFETY: kvm_xsave is plain old data (an array of u32s and,
+            // in newer headers, a zero-length trailer); a bitwise copy is
+            // a valid value.
+            xsave: unsafe { std::ptr::read(&self.xsave) },
+            xcrs: self.xcrs,
+        }
+    }
+}
+
+impl std::fmt::Debug for VcpuState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcpuState").field("rip", &self.regs.rip).field("rsp", &self.regs.rsp).finish()
+    }
+}
+
 /// A VM with one vCPU, ready to run the runtime at CPL3.
 ///
 /// Field order is drop order: the vCPU and VM go before the memory that
@@ -116,6 +149,8 @@ pub struct Vm {
     _vm: VmFd,
     memory: GuestMemoryMmap,
     mem_size: u64,
+    /// Where `memory` is mapped in this process.
+    host_addr: u64,
     runtime: &'static RuntimeImage,
     _system: Arc<KvmSystem>,
 }
@@ -125,6 +160,20 @@ impl Vm {
     /// the privileged tables and the runtime image, and sets the vCPU up
     /// to enter the runtime at CPL3.
     pub fn new(mem_size: u64) -> Result<Vm> {
+        let mut this = Self::create(mem_size, None)?;
+        this.write_tables()?;
+        Ok(this)
+    }
+
+    /// A VM whose RAM is a private (copy-on-write) mapping of `memory`, a
+    /// snapshot's memory file of `mem_size` bytes: no copy is made, and
+    /// clones of one snapshot share its unchanged pages. Restore the vCPU
+    /// with [`Vm::restore_vcpu`] before running.
+    pub fn from_snapshot_memory(memory: BorrowedFd<'_>, mem_size: u64) -> Result<Vm> {
+        Self::create(mem_size, Some(memory))
+    }
+
+    fn create(mem_size: u64, backing: Option<BorrowedFd<'_>>) -> Result<Vm> {
         if !mem_size.is_multiple_of(abi::HUGE_PAGE_SIZE) {
             return Err(VmError::MemorySize { size: mem_size, reason: "not a multiple of 2 MiB" });
         }
@@ -135,12 +184,23 @@ impl Vm {
         let system = kvm_system()?;
         let vm = system.kvm.create_vm().map_err(VmError::kvm("KVM_CREATE_VM"))?;
 
-        let region = MmapRegion::<()>::build(
-            None,
-            mem_size as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE,
-        )
+        let region = match backing {
+            None => MmapRegion::<()>::build(
+                None,
+                mem_size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+            ),
+            Some(fd) => {
+                let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| VmError::MemoryMap(e.to_string()))?);
+                MmapRegion::<()>::build(
+                    Some(vm_memory::FileOffset::new(file, 0)),
+                    mem_size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                )
+            }
+        }
         .map_err(|e| VmError::MemoryMap(e.to_string()))?;
         let host_addr = region.as_ptr() as u64;
         // Transparent huge pages for guest RAM: the guest's first touch of
@@ -164,10 +224,87 @@ impl Vm {
         unsafe { vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
 
         let vcpu = vm.create_vcpu(0).map_err(VmError::kvm("KVM_CREATE_VCPU"))?;
-        let mut this = Vm { vcpu, _vm: vm, memory, mem_size, runtime, _system: system.clone() };
-        this.write_tables()?;
+        let mut this = Vm { vcpu, _vm: vm, memory, mem_size, host_addr, runtime, _system: system.clone() };
         this.setup_vcpu(&system)?;
         Ok(this)
+    }
+
+    /// Lets a vCPU stopped at an MMIO exit finish that instruction without
+    /// running any further (KVM_RUN with immediate_exit set), so that its
+    /// registers describe a clean point to snapshot.
+    pub fn complete_pending_exit(&mut self) -> Result<()> {
+        let run = self.vcpu.get_kvm_run();
+        run.immediate_exit = 1;
+        let r = self.vcpu.run().map(|_| ());
+        let run = self.vcpu.get_kvm_run();
+        run.immediate_exit = 0;
+        match r {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(VmError::kvm("KVM_RUN")(e)),
+            Ok(()) => Err(VmError::Snapshot("the vCPU ran on while completing its exit".into())),
+        }
+    }
+
+    /// The vCPU's state (general, segment, FPU/SSE/AVX and XCR registers).
+    pub fn save_vcpu(&self) -> Result<VcpuState> {
+        Ok(VcpuState {
+            regs: self.vcpu.get_regs().map_err(VmError::kvm("KVM_GET_REGS"))?,
+            sregs: self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?,
+            xsave: self.vcpu.get_xsave().map_err(VmError::kvm("KVM_GET_XSAVE"))?,
+            xcrs: self.vcpu.get_xcrs().map_err(VmError::kvm("KVM_GET_XCRS"))?,
+        })
+    }
+
+    /// Puts the vCPU back in a saved state.
+    pub fn restore_vcpu(&mut self, state: &VcpuState) -> Result<()> {
+        let _ = self.vcpu.set_xcrs(&state.xcrs);
+        // SAFETY: the xsave area came from KVM_GET_XSAVE (or a validated
+        // snapshot file) for a vCPU with the same CPUID.
+        unsafe { self.vcpu.set_xsave(&state.xsave) }.map_err(VmError::kvm("KVM_SET_XSAVE"))?;
+        self.vcpu.set_sregs(&state.sregs).map_err(VmError::kvm("KVM_SET_SREGS"))?;
+        self.vcpu.set_regs(&state.regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
+        Ok(())
+    }
+
+    /// Throws away every change a run made to guest RAM by mapping the
+    /// snapshot's memory file afresh, and drops KVM's shadow translations
+    /// of the old contents (the memory slot is deleted and re-added).
+    pub fn reset_memory(&mut self, memory: BorrowedFd<'_>) -> Result<()> {
+        let host_addr = self.host_memory().0 as u64;
+        let mut slot = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: deleting slot 0 (size 0); the vCPU is not running.
+        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        // SAFETY: replaces exactly the guest RAM mapping (same address and
+        // size, owned by `self.memory`) with a fresh private mapping of
+        // the snapshot file.
+        let p = unsafe {
+            libc::mmap(
+                host_addr as *mut libc::c_void,
+                self.mem_size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                memory.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != host_addr {
+            return Err(VmError::MemoryMap(std::io::Error::last_os_error().to_string()));
+        }
+        slot.memory_size = self.mem_size;
+        // SAFETY: the slot describes the guest RAM mapping again.
+        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        Ok(())
+    }
+
+    /// Where guest RAM is mapped in this process, and its size.
+    pub fn host_memory(&self) -> (*const u8, usize) {
+        (self.host_addr as *const u8, self.mem_size as usize)
     }
 
     pub fn mem_size(&self) -> u64 {
@@ -321,7 +458,7 @@ impl Vm {
         let info = abi::BootInfo {
             magic: abi::BOOT_MAGIC,
             abi_version: abi::ABI_VERSION,
-            flags: abi::BOOT_FLAG_NONE,
+            flags: if params.snapshot_at_entry { abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY } else { abi::BOOT_FLAG_NONE },
             mem_size: self.mem_size,
             free_start: image_end,
             free_end: self.mem_size,
@@ -360,6 +497,11 @@ impl Vm {
         };
         self.vcpu.set_regs(&regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
         Ok(())
+    }
+
+    /// The TSC rate the guest's clocks use, kHz (0 if KVM cannot say).
+    pub fn tsc_khz_value(&self) -> u64 {
+        self.tsc_khz()
     }
 
     fn tsc_khz(&self) -> u64 {

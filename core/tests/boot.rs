@@ -49,6 +49,7 @@ fn boot(code: &[u8]) -> Vm {
         manifest: &[],
         max_processes: 0,
         max_open_files: 0,
+        snapshot_at_entry: false,
     })
     .expect("boot");
     vm
@@ -177,6 +178,7 @@ fn manifest_follows_the_arguments_aligned() {
         manifest: &manifest,
         max_processes: 0,
         max_open_files: 0,
+        snapshot_at_entry: false,
     };
     vm.boot(&params).unwrap();
     let gpa = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_gpa));
@@ -209,6 +211,7 @@ fn manifest_past_the_args_region_is_refused() {
         manifest: &manifest,
         max_processes: 0,
         max_open_files: 0,
+        snapshot_at_entry: false,
     };
     match vm.boot(&params) {
         Err(hvsandbox_core::VmError::ManifestTooLarge { len, room }) => {

@@ -23,6 +23,7 @@ const EM_X86_64: u16 = 62;
 const PAGE: u64 = mm::PAGE;
 
 /// What the stack builder needs to know about the loaded program.
+#[derive(Clone, Copy)]
 pub struct Loaded {
     /// Where execution starts (the interpreter's entry if there is one).
     pub entry: u64,

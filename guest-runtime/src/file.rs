@@ -71,6 +71,8 @@ pub struct OpenFile {
     pub path: Vec<u8>,
     /// Directory listing taken at the first getdents.
     pub listing: RefCell<Option<Vec<vfs::DirEntry>>>,
+    /// What reads of a checkpoint device return (set at its first read).
+    pub checkpoint: RefCell<Option<Vec<u8>>>,
 }
 
 impl Drop for OpenFile {
@@ -91,7 +93,14 @@ impl OpenFile {
             FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
             _ => {}
         }
-        Rc::new(OpenFile { kind, flags: Cell::new(flags), offset: Cell::new(0), path, listing: RefCell::new(None) })
+        Rc::new(OpenFile {
+            kind,
+            flags: Cell::new(flags),
+            offset: Cell::new(0),
+            path,
+            listing: RefCell::new(None),
+            checkpoint: RefCell::new(None),
+        })
     }
 
     pub fn readable(&self) -> bool {
@@ -184,6 +193,34 @@ impl OpenFile {
                 NodeKind::Dev(Dev::Random) => {
                     crate::random::fill(out);
                     Ok(out.len())
+                }
+                NodeKind::Dev(Dev::Checkpoint) => {
+                    // The first read is the snapshot point; in a restored
+                    // run it then reads this run's arguments (each ending
+                    // in NUL), otherwise nothing.
+                    let mut data = self.checkpoint.borrow_mut();
+                    if data.is_none() {
+                        let args = crate::rt::snapshot_point().map(|r| {
+                            let mut a = r.args;
+                            // Keep argv only (envp follows it).
+                            let mut seen = 0;
+                            let end = a.iter().position(|&c| {
+                                seen += (c == 0) as usize;
+                                seen == r.argc && c == 0
+                            });
+                            a.truncate(end.map_or(if r.argc == 0 { 0 } else { a.len() }, |e| e + 1));
+                            a
+                        });
+                        *data = Some(args.unwrap_or_default());
+                    }
+                    let d = data.as_deref().unwrap_or(&[]);
+                    let pos = (at.unwrap_or(self.offset.get()) as usize).min(d.len());
+                    let n = out.len().min(d.len() - pos);
+                    out[..n].copy_from_slice(&d[pos..pos + n]);
+                    if at.is_none() {
+                        self.offset.set((pos + n) as u64);
+                    }
+                    Ok(n)
                 }
             },
         }

@@ -110,12 +110,75 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
         Err(e) => hc::fail_exec(elf::describe(e)),
     };
     let max_procs = info.max_processes;
-    let (entry, sp) =
+    let (entry, mut sp) =
         match crate::task::start_init(&image, &exe_path, args, info.argc as usize, info.envc as usize, max_procs) {
             Ok(x) => x,
             Err(e) => hc::fail_exec(elf::describe(e)),
         };
+    if info.flags & abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY != 0 {
+        if let Some(resume) = snapshot_point() {
+            // A restored entry snapshot: this run's argv/envp replace the
+            // snapshot's on a fresh initial stack.
+            if resume.argc > 0 {
+                let loaded = crate::task::current_exe_loaded();
+                match crate::stack::build(&loaded, &resume.args, resume.argc, resume.envc) {
+                    Ok(new_sp) => sp = new_sp,
+                    Err(e) => hc::fail_exec(e),
+                }
+            }
+        }
+    }
     crate::jump_to_program(entry, sp)
+}
+
+/// This run's inputs, for a guest restored from a snapshot.
+pub struct Resume {
+    pub argc: usize,
+    pub envc: usize,
+    /// argv then envp strings, NUL-terminated.
+    pub args: alloc::vec::Vec<u8>,
+}
+
+/// Rings the snapshot doorbell. Returns None when this is not a snapshot
+/// (go on), or the new run's inputs when the guest was restored: clocks,
+/// randomness and files are already applied.
+pub fn snapshot_point() -> Option<Resume> {
+    crate::io::flush_all();
+    crate::syscalls::record_memory_peak();
+    if hc::call(abi::hc::SNAPSHOT, 0, 0, 0) != 1 {
+        return None;
+    }
+    // Restored: fetch this run's inputs (retrying with the size asked for).
+    let mut buf = alloc::vec![0u8; 4096];
+    let len = loop {
+        let n = hc::call(abi::hc::RESUME_INFO, buf.as_mut_ptr() as u64, buf.len() as u64, 0);
+        if (n as i64) < 0 {
+            hc::panic(b"resume info refused");
+        }
+        let n = n as usize;
+        if n <= buf.len() {
+            break n;
+        }
+        if n > 64 << 20 {
+            hc::panic(b"resume info too large");
+        }
+        buf.resize(n, 0);
+    };
+    let head = core::mem::size_of::<abi::ResumeInfo>();
+    if len < head {
+        hc::panic(b"short resume info");
+    }
+    // SAFETY: the buffer holds at least a ResumeInfo (plain integers).
+    let info: abi::ResumeInfo = unsafe { core::ptr::read_unaligned(buf.as_ptr() as *const abi::ResumeInfo) };
+    crate::time::rebase(info.tsc_khz, info.tsc, info.realtime_ns);
+    crate::random::init(&info.random_seed);
+    let args_end = head.saturating_add(info.args_len as usize);
+    let man_end = args_end.saturating_add(info.manifest_len as usize);
+    if man_end > len {
+        hc::panic(b"bad resume info");
+    }
+    crate::vfs::apply_manifest_bytes(&buf[args_end..man_end]);
+    Some(Resume { argc: info.argc as usize, envc: info.envc as usize, args: buf[head..args_end].to_vec() })
 }
 
 /// A fixed-capacity byte buffer implementing `fmt::Write` (truncates).

@@ -176,6 +176,17 @@ static SCHED: Global<Sched> = Global::new(Sched {
     init: None,
 });
 
+/// How process 1's program was loaded (to rebuild its initial stack for a
+/// restored entry snapshot).
+static INIT_LOADED: Global<Option<elf::Loaded>> = Global::new(None);
+
+pub fn current_exe_loaded() -> elf::Loaded {
+    match *INIT_LOADED.get() {
+        Some(l) => l,
+        None => hc::panic(b"no initial program"),
+    }
+}
+
 pub fn current() -> Rc<Task> {
     let s = SCHED.get();
     match s.tasks.get(s.current) {
@@ -290,6 +301,7 @@ pub fn start_init(
     let interp = elf::parse_interp(&img)?;
     let loaded = elf::load(&img, interp.as_ref())?;
     let sp = stack::build(&loaded, args, argc, envc).map_err(|_| E2BIG)?;
+    *INIT_LOADED.get() = Some(loaded);
     Ok((loaded.entry, sp))
 }
 

@@ -2,11 +2,12 @@
 //! directly, so one (tsc, realtime) pair from the host at boot and the TSC
 //! rate give wall-clock and monotonic time without leaving the guest.
 
-use crate::rt::boot;
+use crate::rt::{boot, Global};
 
 /// Monotonic clock origin: Linux's CLOCK_MONOTONIC counts from boot; ours
-/// counts from the VM's start plus a fixed offset so it is never zero.
-const MONOTONIC_BASE_NS: u64 = 1_000_000_000;
+/// counts from the VM's start plus a fixed offset so it is never zero. A
+/// restored snapshot moves it so the clock goes on from where it was.
+static MONOTONIC_BASE_NS: Global<u64> = Global::new(1_000_000_000);
 
 fn tsc() -> u64 {
     // SAFETY: rdtsc has no preconditions.
@@ -26,5 +27,19 @@ pub fn realtime_ns() -> u64 {
 }
 
 pub fn monotonic_ns() -> u64 {
-    MONOTONIC_BASE_NS + elapsed_ns()
+    *MONOTONIC_BASE_NS.get() + elapsed_ns()
+}
+
+/// A restored guest's clocks: a new (TSC, realtime) origin from this run's
+/// host; the monotonic clock continues from its value at the snapshot.
+pub fn rebase(tsc_khz: u64, tsc: u64, realtime_ns: u64) {
+    let mono = monotonic_ns();
+    if let Some(b) = crate::rt::BOOT.get().as_mut() {
+        if tsc_khz != 0 {
+            b.tsc_khz = tsc_khz;
+        }
+        b.boot_tsc = tsc;
+        b.boot_realtime_ns = realtime_ns;
+    }
+    *MONOTONIC_BASE_NS.get() = mono;
 }

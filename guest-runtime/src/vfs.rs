@@ -73,6 +73,8 @@ pub enum Dev {
     Zero,
     Full,
     Random,
+    /// `/dev/hvsandbox/checkpoint`: the first read is a snapshot point.
+    Checkpoint,
 }
 
 pub struct Dir {
@@ -330,7 +332,7 @@ impl FileData {
 
     /// Makes sure pages `[first, last]` are present (fetched from the host
     /// in large chunks, or fresh zero frames when `alloc` is set).
-    fn ensure(&mut self, first: usize, last: usize, alloc: bool) -> Result<(), Errno> {
+    pub fn ensure(&mut self, first: usize, last: usize, alloc: bool) -> Result<(), Errno> {
         let need = last + 1;
         if self.pages.len() < need {
             self.pages.try_reserve(need - self.pages.len()).map_err(|_| ENOMEM)?;
@@ -1076,6 +1078,12 @@ pub fn init(info: &abi::BootInfo) {
             let _ = symlink(&dev, name, target);
         }
         let _ = mkdir_p(b"/dev/shm").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
+        if let Ok(hv) = mkdir_p(b"/dev/hvsandbox") {
+            let n = Node::new(S_IFCHR | 0o444, NodeKind::Dev(Dev::Checkpoint));
+            if let NodeKind::Dir(d) = &hv.kind {
+                d.borrow_mut().entries.insert(b"checkpoint".to_vec(), n);
+            }
+        }
     }
     if let Ok(me) = mkdir_p(b"/proc/self") {
         let fd = Node::new(S_IFDIR | 0o500, NodeKind::ProcFd);
@@ -1137,7 +1145,11 @@ fn apply_manifest(info: &abi::BootInfo) {
     if info.manifest_len == 0 {
         return;
     }
-    let bytes = crate::rt::phys_slice(info.manifest_gpa, info.manifest_len);
+    apply_manifest_bytes(crate::rt::phys_slice(info.manifest_gpa, info.manifest_len));
+}
+
+/// Applies manifest records (at boot, or for a restored snapshot's run).
+pub fn apply_manifest_bytes(bytes: &[u8]) {
     let hdr = core::mem::size_of::<afs::ManifestEntry>();
     let mut off = 0usize;
     while off + hdr <= bytes.len() {
@@ -1182,6 +1194,16 @@ fn apply_entry(e: &afs::ManifestEntry, path: &[u8]) -> Result<(), Errno> {
                     pinned: false,
                 })),
             );
+            // Read it all now: the handle belongs to this run only (a
+            // snapshot taken later must not depend on it).
+            if let NodeKind::File(d) = &f.kind {
+                let mut d = d.borrow_mut();
+                let pages = d.size.div_ceil(PAGE) as usize;
+                if pages > 0 {
+                    d.ensure(0, pages - 1, false)?;
+                }
+                d.host = None;
+            }
             graft(path, f)
         }
         afs::ENTRY_DIR => mkdir_p(path).map(|_| ()),

@@ -13,6 +13,8 @@ pub(crate) enum ProgramSource {
     Path(PathBuf),
     /// An image held in memory.
     Bytes(Arc<[u8]>),
+    /// No program: the run resumes the sandbox's snapshot.
+    Resume,
 }
 
 /// A file placed in the guest's filesystem when a run starts.
@@ -73,6 +75,17 @@ impl Command {
     pub fn from_image(name: impl AsRef<OsStr>, image: impl Into<Arc<[u8]>>) -> Command {
         let mut cmd = Command::new(name);
         cmd.source = ProgramSource::Bytes(image.into());
+        cmd
+    }
+
+    /// A run of a sandbox built from a snapshot: it resumes the snapshot's
+    /// program. For an entry snapshot, `args` follow the program's argv[0]
+    /// and `env` forms its environment; for a checkpoint snapshot, reading
+    /// `/dev/hvsandbox/checkpoint` returns the args (each ending in NUL).
+    /// stdin, files, cwd and collect work as for any run.
+    pub fn resume() -> Command {
+        let mut cmd = Command::new("");
+        cmd.source = ProgramSource::Resume;
         cmd
     }
 

@@ -28,6 +28,10 @@ pub enum ErrorKind {
     KvmUnavailable,
     /// The sandbox is unusable after an earlier failure.
     SandboxPoisoned,
+    /// A snapshot cannot be used: its file is not one, is corrupted, or
+    /// was made for another runtime build, CPU or configuration; or a run
+    /// meant to take one ended first.
+    SnapshotInvalid,
     /// The sandbox's vCPU thread made a system call its seccomp filter
     /// does not allow: a VMM bug or an attack reaching the host through
     /// one; the thread was stopped and the sandbox is poisoned.
@@ -51,6 +55,7 @@ impl ErrorKind {
             ErrorKind::KvmUnavailable => "KVM_UNAVAILABLE",
             ErrorKind::SandboxPoisoned => "SANDBOX_POISONED",
             ErrorKind::JailViolation => "JAIL_VIOLATION",
+            ErrorKind::SnapshotInvalid => "SNAPSHOT_INVALID",
             ErrorKind::Internal => "INTERNAL",
         }
     }
@@ -61,6 +66,17 @@ impl ErrorKind {
 pub struct PartialOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+}
+
+impl PartialOutput {
+    /// stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
 }
 
 /// Errors of the hvsandbox API.
@@ -108,6 +124,10 @@ pub enum Error {
     },
     #[error("the sandbox is poisoned by an earlier failure ({0}); create a new one")]
     SandboxPoisoned(String),
+    #[error("snapshot {path}: {reason}")]
+    SnapshotFile { path: String, reason: String },
+    #[error("cannot take the snapshot: {0}")]
+    SnapshotFailed(String),
     #[error("the vCPU thread made a system call its jail forbids: {syscall}; the thread was stopped")]
     JailViolation { syscall: String },
     #[error("internal error: {context}")]
@@ -132,6 +152,7 @@ impl Error {
             Error::KvmUnavailable { .. } => ErrorKind::KvmUnavailable,
             Error::SandboxPoisoned(_) => ErrorKind::SandboxPoisoned,
             Error::JailViolation { .. } => ErrorKind::JailViolation,
+            Error::SnapshotFile { .. } | Error::SnapshotFailed(_) => ErrorKind::SnapshotInvalid,
             Error::Internal { .. } => ErrorKind::Internal,
         }
     }

@@ -45,8 +45,8 @@ const BLOB_INO_BASE: u64 = 1 << 63;
 
 /// Sizes of the ABI records as the guest sees them.
 pub(crate) const STAT_SIZE: usize = size_of::<Stat>();
-const DIRENT_SIZE: usize = size_of::<Dirent>();
-const ENTRY_SIZE: usize = size_of::<ManifestEntry>();
+pub(crate) const DIRENT_SIZE: usize = size_of::<Dirent>();
+pub(crate) const ENTRY_SIZE: usize = size_of::<ManifestEntry>();
 
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     buf[at..at + bytes.len()].copy_from_slice(bytes);
@@ -62,6 +62,35 @@ pub(crate) fn stat_bytes(st: &Stat) -> [u8; STAT_SIZE] {
     put(&mut b, offset_of!(Stat, mtime_sec), &st.mtime_sec.to_le_bytes());
     put(&mut b, offset_of!(Stat, mtime_nsec), &st.mtime_nsec.to_le_bytes());
     b
+}
+
+// Decoders of the records the host writes for the guest: the inverse of
+// the encoders here, as the guest runtime reads them. The host itself does
+// not need them; the property tests (`fs_check.rs`) and the fuzz targets
+// (`fuzz/`) check the encoders against them.
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+/// A [`Stat`] from the bytes [`stat_bytes`] makes.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn decode_stat(b: &[u8; STAT_SIZE]) -> Stat {
+    Stat {
+        mode: le_u32(b, offset_of!(Stat, mode)),
+        nlink: le_u32(b, offset_of!(Stat, nlink)),
+        size: le_u64(b, offset_of!(Stat, size)),
+        ino: le_u64(b, offset_of!(Stat, ino)),
+        mtime_sec: le_u64(b, offset_of!(Stat, mtime_sec)) as i64,
+        mtime_nsec: le_u32(b, offset_of!(Stat, mtime_nsec)),
+        _pad: le_u32(b, offset_of!(Stat, _pad)),
+    }
 }
 
 // ---------------------------------------------------------------------
@@ -93,6 +122,18 @@ pub(crate) fn check_guest_path(path: &str) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Checks one name the guest asks a host directory for: 1..=NAME_MAX
+/// bytes, no `/` or NUL, not `.` or `..` (the host never resolves either).
+pub(crate) fn check_name(name: &[u8]) -> Result<(), Errno> {
+    match name {
+        [] => Err(libc::ENOENT),
+        b"." | b".." => Err(libc::EINVAL),
+        n if n.len() > NAME_MAX => Err(libc::ENAMETOOLONG),
+        n if n.contains(&b'/') || n.contains(&0) => Err(libc::EINVAL),
+        _ => Ok(()),
+    }
 }
 
 /// Whether guest path `path` is `dir` or inside it (both normalised).
@@ -127,6 +168,46 @@ pub(crate) fn encode_manifest(records: &[ManifestRecord]) -> Vec<u8> {
         put(e, ENTRY_SIZE, r.path.as_bytes());
     }
     out
+}
+
+/// Decodes a manifest, strictly: every record whole, of a known kind, with
+/// a UTF-8 absolute normalised path and zero padding, so that a manifest
+/// this accepts is exactly what [`encode_manifest`] makes of the result.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn decode_manifest(bytes: &[u8]) -> Result<Vec<ManifestRecord>, &'static str> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let e = bytes.get(at..at + ENTRY_SIZE).ok_or("truncated record header")?;
+        let kind = le_u32(e, offset_of!(ManifestEntry, kind));
+        if !(abi::fs::ENTRY_MOUNT..=abi::fs::ENTRY_CWD).contains(&kind) {
+            return Err("unknown record kind");
+        }
+        if le_u32(e, offset_of!(ManifestEntry, _pad)) != 0 {
+            return Err("nonzero reserved field");
+        }
+        let path_len = le_u32(e, offset_of!(ManifestEntry, path_len)) as usize;
+        if path_len >= PATH_MAX {
+            return Err("path too long");
+        }
+        let size = abi::fs::entry_size(path_len);
+        let record = bytes.get(at..at + size).ok_or("truncated record")?;
+        let (path, padding) = record[ENTRY_SIZE..].split_at(path_len);
+        if padding.iter().any(|&b| b != 0) {
+            return Err("nonzero padding");
+        }
+        let path = std::str::from_utf8(path).map_err(|_| "path is not UTF-8")?;
+        check_guest_path(path)?;
+        out.push(ManifestRecord {
+            kind,
+            mode: le_u32(e, offset_of!(ManifestEntry, mode)),
+            handle: le_u64(e, offset_of!(ManifestEntry, handle)),
+            size: le_u64(e, offset_of!(ManifestEntry, size)),
+            path: path.to_string(),
+        });
+        at += size;
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------
@@ -197,12 +278,57 @@ fn readlink_fd(fd: BorrowedFd<'_>) -> Result<Vec<u8>, Errno> {
     Ok(buf)
 }
 
-/// One entry of a host directory listing.
+/// One entry of a host directory listing (and of an FS_READDIR record).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Listed {
-    ino: u64,
-    dtype: u8,
-    name: Vec<u8>,
+pub(crate) struct Listed {
+    pub ino: u64,
+    pub dtype: u8,
+    /// 1..=NAME_MAX bytes.
+    pub name: Vec<u8>,
+}
+
+/// Packs whole [`Dirent`] records of `listing`, from entry `start` on,
+/// into at most `max_len` bytes: empty past the last entry, `EINVAL` when
+/// not even one record fits.
+pub(crate) fn pack_dirents(listing: &[Listed], start: u64, max_len: usize) -> Result<Vec<u8>, Errno> {
+    let rest = listing.get(usize::try_from(start).unwrap_or(usize::MAX)..).unwrap_or_default();
+    let mut out = Vec::new();
+    for e in rest {
+        let size = DIRENT_SIZE + e.name.len();
+        if out.len() + size > max_len {
+            if out.is_empty() {
+                return Err(libc::EINVAL); // not even one record fits
+            }
+            break;
+        }
+        let at = out.len();
+        out.resize(at + size, 0);
+        let rec = &mut out[at..];
+        put(rec, offset_of!(Dirent, ino), &e.ino.to_le_bytes());
+        put(rec, offset_of!(Dirent, dtype), &[e.dtype]);
+        put(rec, offset_of!(Dirent, name_len), &[e.name.len() as u8]);
+        put(rec, DIRENT_SIZE, &e.name);
+    }
+    Ok(out)
+}
+
+/// Decodes packed [`Dirent`] records as the guest reads them.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn decode_dirents(bytes: &[u8]) -> Result<Vec<Listed>, &'static str> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let head = bytes.get(at..at + DIRENT_SIZE).ok_or("truncated record header")?;
+        let name_len = head[offset_of!(Dirent, name_len)] as usize;
+        let name = bytes.get(at + DIRENT_SIZE..at + DIRENT_SIZE + name_len).ok_or("truncated name")?;
+        out.push(Listed {
+            ino: le_u64(head, offset_of!(Dirent, ino)),
+            dtype: head[offset_of!(Dirent, dtype)],
+            name: name.to_vec(),
+        });
+        at += DIRENT_SIZE + name_len;
+    }
+    Ok(out)
 }
 
 /// Lists the directory an `O_PATH` fd refers to, sorted by name, without
@@ -457,7 +583,9 @@ impl HostFs {
             })?
         };
         let st = fstat(fd.as_fd())?;
-        if (st.st_dev, st.st_ino) != (dev, ino) {
+        // (0, 0): a node restored from a snapshot file made on another
+        // host, whose identity is unknown; the name decides.
+        if (dev, ino) != (0, 0) && (st.st_dev, st.st_ino) != (dev, ino) {
             return Err(libc::ESTALE);
         }
         Ok(fd)
@@ -509,13 +637,7 @@ impl HostFs {
 
     /// Looks up one name in directory `dir`, without following symlinks.
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<(u64, Stat), Errno> {
-        match name {
-            [] => return Err(libc::ENOENT),
-            b"." | b".." => return Err(libc::EINVAL),
-            n if n.len() > NAME_MAX => return Err(libc::ENAMETOOLONG),
-            n if n.contains(&b'/') || n.contains(&0) => return Err(libc::EINVAL),
-            _ => {}
-        }
+        check_name(name)?;
         if self.host(dir)?.fmt != libc::S_IFDIR {
             return Err(libc::ENOTDIR);
         }
@@ -586,26 +708,7 @@ impl HostFs {
                 n.listing = Some(listing);
             }
         }
-        let listing = self.host(handle)?.listing.as_deref().unwrap_or_default();
-        let rest = listing.get(usize::try_from(start).unwrap_or(usize::MAX)..).unwrap_or_default();
-        let mut out = Vec::new();
-        for e in rest {
-            let size = DIRENT_SIZE + e.name.len();
-            if out.len() + size > max_len {
-                if out.is_empty() {
-                    return Err(libc::EINVAL); // not even one record fits
-                }
-                break;
-            }
-            let at = out.len();
-            out.resize(at + size, 0);
-            let rec = &mut out[at..];
-            put(rec, offset_of!(Dirent, ino), &e.ino.to_le_bytes());
-            put(rec, offset_of!(Dirent, dtype), &[e.dtype]);
-            put(rec, offset_of!(Dirent, name_len), &[e.name.len() as u8]);
-            put(rec, DIRENT_SIZE, &e.name);
-        }
-        Ok(out)
+        pack_dirents(self.host(handle)?.listing.as_deref().unwrap_or_default(), start, max_len)
     }
 
     /// The target of a symlink.
@@ -675,7 +778,8 @@ impl FileCollector {
             self.truncated = true;
             return Err(libc::ENOSPC);
         }
-        let grow = end.saturating_sub(current) + if new_file { path.len() as u64 } else { 0 };
+        // Saturating: `end` is the guest's number and may be near 2^64.
+        let grow = end.saturating_sub(current).saturating_add(if new_file { path.len() as u64 } else { 0 });
         if self.bytes.saturating_add(grow) > self.max_bytes {
             self.truncated = true;
             return Err(libc::ENOSPC);
@@ -696,6 +800,10 @@ impl FileCollector {
         (std::mem::take(&mut self.files), self.truncated)
     }
 }
+
+#[cfg(test)]
+#[path = "fs_check.rs"]
+mod check;
 
 #[cfg(test)]
 mod tests {
@@ -1004,6 +1112,17 @@ mod tests {
     }
 
     #[test]
+    fn file_out_offsets_near_the_top_are_refused() {
+        // Found by the property tests: end + path length wrapped past 2^64,
+        // passed the byte cap and the host tried to allocate ~2^64 bytes.
+        let mut c = FileCollector::new(vec!["/".into()], 0, 1);
+        assert_eq!(c.file_out(b"/out", u64::MAX - 4, b"x"), Err(libc::ENOSPC));
+        assert_eq!(c.file_out(b"/out", u64::MAX - 4, b""), Err(libc::ENOSPC));
+        assert_eq!(c.file_out(b"/out", u64::MAX, b"x"), Err(libc::EFBIG));
+        assert!(c.take().0.is_empty());
+    }
+
+    #[test]
     fn guest_paths_must_be_normalised() {
         for ok in ["/", "/a", "/a/b.txt", "/a b/c"] {
             assert!(check_guest_path(ok).is_ok(), "{ok}");
@@ -1063,5 +1182,85 @@ mod tests {
     #[test]
     fn errno_results_are_negative() {
         assert_eq!(errno_result(libc::ENOENT) as i64, -2);
+    }
+}
+
+/// One handle of a [`HostFs`] table as a snapshot keeps it: the guest it
+/// snapshots refers to host objects by these numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum FsEntry {
+    /// A mount root, by its index in the snapshot's mount list.
+    Mount(usize),
+    /// A name looked up in directory handle `parent`.
+    Child { parent: u64, name: Vec<u8>, dev: u64, ino: u64, fmt: u32 },
+    /// A file the caller gave (its contents live in the guest).
+    Blob,
+}
+
+impl HostFs {
+    /// The table as a snapshot keeps it; `mount_index` maps a mount root's
+    /// handle order to its index.
+    pub(crate) fn export(&self) -> Vec<FsEntry> {
+        let mut mounts = 0;
+        self.nodes
+            .iter()
+            .map(|n| match n {
+                Node::Host(h) => match &h.origin {
+                    None => {
+                        mounts += 1;
+                        FsEntry::Mount(mounts - 1)
+                    }
+                    Some((parent, name)) => FsEntry::Child {
+                        parent: *parent,
+                        name: name.as_bytes().to_vec(),
+                        dev: h.dev,
+                        ino: h.ino,
+                        fmt: h.fmt,
+                    },
+                },
+                Node::Blob { .. } => FsEntry::Blob,
+            })
+            .collect()
+    }
+
+    /// A table with the same handles as `entries`: mount roots opened from
+    /// `mounts` (host directories, in order), every other node reopened
+    /// by name on first use.
+    pub(crate) fn import(entries: &[FsEntry], mounts: &[&Path]) -> std::io::Result<HostFs> {
+        let mut fs = HostFs::default();
+        for e in entries {
+            match e {
+                FsEntry::Mount(i) => {
+                    let path = mounts.get(*i).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+                    fs.add_mount(path)?;
+                }
+                FsEntry::Child { parent, name, dev, ino, fmt } => {
+                    if *parent >= FIRST_HANDLE + fs.nodes.len() as u64 {
+                        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+                    }
+                    let name =
+                        CString::new(name.clone()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+                    let key = (*parent, name.as_bytes().to_vec());
+                    let h = fs
+                        .push(Node::Host(HostNode {
+                            origin: Some((*parent, name)),
+                            dev: *dev,
+                            ino: *ino,
+                            fmt: *fmt,
+                            path_fd: None,
+                            path_tick: 0,
+                            read_fd: None,
+                            read_tick: 0,
+                            listing: None,
+                        }))
+                        .map_err(std::io::Error::from_raw_os_error)?;
+                    fs.lookups.insert(key, h);
+                }
+                FsEntry::Blob => {
+                    fs.add_blob(Arc::from(&[][..]), 0).map_err(std::io::Error::from_raw_os_error)?;
+                }
+            }
+        }
+        Ok(fs)
     }
 }

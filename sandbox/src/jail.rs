@@ -82,6 +82,8 @@ const KVM_REQUESTS: &[u64] = &[
     0x4008ae89, // KVM_SET_MSRS
     0x4008ae90, // KVM_SET_CPUID2
     0xaea3,     // KVM_GET_TSC_KHZ
+    0x9000aea4, // KVM_GET_XSAVE (snapshots)
+    0x5000aea5, // KVM_SET_XSAVE (runs from a snapshot)
     0x8188aea6, // KVM_GET_XCRS
     0x4188aea7, // KVM_SET_XCRS
 ];

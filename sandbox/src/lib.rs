@@ -23,6 +23,7 @@ pub mod jail;
 mod output;
 mod program;
 mod sandbox;
+mod snapshot;
 mod syscall_names;
 
 pub use command::{Command, DEFAULT_FILE_MODE};
@@ -34,3 +35,4 @@ pub use sandbox::{
     DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT,
     MAX_PROGRAM_SIZE,
 };
+pub use snapshot::{Snapshot, SnapshotPoint};

@@ -8,13 +8,14 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKicker, Vm, VmError, VmExit};
+use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKicker, VcpuState, Vm, VmError, VmExit};
 
 use crate::command::{Command, GuestFile, ProgramSource, DEFAULT_FILE_MODE};
 use crate::error::{Error, PartialOutput, Result};
 use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
+use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::{image_cache, program};
 
 /// Default cap on processes alive at once in the guest.
@@ -264,7 +265,19 @@ impl SandboxBuilder {
     /// sandbox's vCPU thread.
     pub fn build(self) -> Result<Sandbox> {
         self.validate()?;
-        Sandbox::start(self.config)
+        Sandbox::start(self.config, None)
+    }
+
+    /// A sandbox whose runs start from `snapshot` instead of booting a
+    /// program: its memory size and mounts are the snapshot's; limits,
+    /// environment and files are this builder's. Run it with
+    /// [`Command::resume`].
+    pub fn build_from(mut self, snapshot: &Snapshot) -> Result<Sandbox> {
+        self.config.memory = snapshot.memory_bytes();
+        self.config.mounts =
+            snapshot.0.mounts.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
+        self.validate()?;
+        Sandbox::start(self.config, Some(snapshot.clone()))
     }
 }
 
@@ -353,12 +366,17 @@ impl InterruptHandle {
 enum Reply {
     Run(Box<Output>),
     Syscall(i64),
+    /// A run stopped at its snapshot point: the VM (for the caller to copy
+    /// its memory) and the vCPU's registers.
+    Snapshot(Box<(Vm, VcpuState, Vec<crate::fs::FsEntry>)>),
 }
 
 enum Job {
     Run {
         command: Command,
         prepared: Box<Prepared>,
+        /// Stop at this snapshot point and hand the VM back.
+        take: Option<SnapshotPoint>,
     },
     /// Test hook: make this system call on the vCPU thread.
     Syscall(i64),
@@ -368,7 +386,8 @@ enum Job {
 /// the vCPU thread (which runs under the seccomp filter and touches no
 /// host files but the mounts' through their handles) takes over.
 struct Prepared {
-    image: Arc<[u8]>,
+    /// The program, or None when resuming the sandbox's snapshot.
+    image: Option<Arc<[u8]>>,
     argv: Vec<Vec<u8>>,
     envp: Vec<Vec<u8>>,
     seed: [u8; 32],
@@ -398,6 +417,8 @@ pub struct Sandbox {
     control: Arc<RunControl>,
     worker: Mutex<Worker>,
     poisoned: Option<String>,
+    /// The snapshot every run starts from, for a sandbox built from one.
+    snapshot: Option<Snapshot>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -412,7 +433,7 @@ impl Sandbox {
         SandboxBuilder::default()
     }
 
-    fn start(config: Config) -> Result<Sandbox> {
+    fn start(config: Config, snapshot: Option<Snapshot>) -> Result<Sandbox> {
         hvsandbox_core::probe_kvm().map_err(map_vm_error)?;
         let control = Arc::new(RunControl::default());
         let (jobs, job_rx) = mpsc::channel::<Job>();
@@ -420,6 +441,7 @@ impl Sandbox {
         let (ready_tx, ready_rx) = mpsc::channel();
         let worker_config = config.clone();
         let worker_control = control.clone();
+        let worker_snapshot = snapshot.clone();
         let thread = std::thread::Builder::new()
             .name("hvsandbox-vcpu".into())
             .spawn(move || {
@@ -441,9 +463,12 @@ impl Sandbox {
                     return;
                 }
                 let _ = ready_tx.send(Ok(()));
+                // A sandbox built from a snapshot keeps its VM between runs
+                // (reset to the snapshot at the start of each).
+                let mut kept: Option<Vm> = None;
                 for job in job_rx {
-                    let (command, prepared) = match job {
-                        Job::Run { command, prepared } => (command, *prepared),
+                    let (command, prepared, take) = match job {
+                        Job::Run { command, prepared, take } => (command, *prepared, take),
                         Job::Syscall(nr) => {
                             // SAFETY: a test hook making one system call with all-zero arguments.
                             let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) } as i64;
@@ -461,6 +486,9 @@ impl Sandbox {
                     let mut runner = Runner::new(&worker_config, &worker_control, &timer, &cpu_timer);
                     runner.fs = prepared.fs;
                     runner.collector = prepared.collector;
+                    runner.take = take;
+                    runner.restore = worker_snapshot.clone();
+                    runner.kept = kept.take();
                     let boot = Boot {
                         image: prepared.image,
                         argv: prepared.argv,
@@ -468,19 +496,30 @@ impl Sandbox {
                         seed: prepared.seed,
                         manifest: prepared.manifest,
                     };
-                    let (result, vm) = runner.run(&command, &boot);
+                    let (result, mut vm) = runner.run(&command, &boot);
                     // A refused system call anywhere in the run wins.
                     let violation = jail_violation(&worker_control);
                     let stop = violation.is_some();
                     let reply = match violation {
                         Some(e) => Err(e),
-                        None => result.map(|o| Reply::Run(Box::new(o))),
+                        None => match result {
+                            Ok(Ended::Output(o)) => Ok(Reply::Run(o)),
+                            Ok(Ended::Snapshot(state, fs)) => match vm.take() {
+                                Some(v) => Ok(Reply::Snapshot(Box::new((v, *state, fs)))),
+                                None => Err(Error::Internal { context: "snapshot without a VM".into(), source: None }),
+                            },
+                            Err(e) => Err(e),
+                        },
                     };
                     if result_tx.send(reply).is_err() || stop {
                         break;
                     }
-                    // Tear the VM down after the caller has its result.
-                    drop(vm);
+                    if worker_snapshot.is_some() {
+                        kept = vm;
+                    } else {
+                        // Tear the VM down after the caller has its result.
+                        drop(vm);
+                    }
                 }
             })
             .map_err(|e| Error::Internal { context: "cannot start the vCPU thread".into(), source: Some(e.into()) })?;
@@ -494,6 +533,7 @@ impl Sandbox {
             control,
             worker: Mutex::new(Worker { jobs, results, thread: Some(thread) }),
             poisoned: None,
+            snapshot,
         })
     }
 
@@ -525,7 +565,7 @@ impl Sandbox {
         let r = self.submit(Job::Syscall(nr));
         match r {
             Ok(Reply::Syscall(v)) => Ok(v),
-            Ok(Reply::Run(_)) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
+            Ok(_) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
             Err(e) => {
                 self.poisoned = Some(e.to_string());
                 Err(e)
@@ -546,18 +586,74 @@ impl Sandbox {
         if let Some(why) = &self.poisoned {
             return Err(Error::SandboxPoisoned(why.clone()));
         }
-        let prepared = prepare(&self.config, command)?;
-        let result =
-            self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared) }).and_then(|r| match r {
-                Reply::Run(out) => Ok(*out),
-                Reply::Syscall(_) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
-            });
+        let prepared = prepare(&self.config, self.snapshot.as_ref(), command)?;
+        let result = self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared), take: None });
+        let result = result.and_then(|r| match r {
+            Reply::Run(out) => Ok(*out),
+            _ => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
+        });
         if let Err(e) = &result {
             if e.poisons() {
                 self.poisoned = Some(e.to_string());
             }
         }
         result
+    }
+
+    /// Runs `command` up to a snapshot point and freezes it there: at
+    /// [`SnapshotPoint::Entry`] right after the program is loaded, at
+    /// [`SnapshotPoint::Checkpoint`] where it first reads
+    /// `/dev/hvsandbox/checkpoint` (for an interpreter: after importing its
+    /// libraries). Sandboxes built from the snapshot
+    /// ([`Sandbox::from_snapshot`]) start every run there.
+    pub fn snapshot(&mut self, command: &Command, point: SnapshotPoint) -> Result<Snapshot> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::SandboxPoisoned(why.clone()));
+        }
+        if self.snapshot.is_some() {
+            return Err(Error::InvalidConfig("a sandbox built from a snapshot cannot take another one yet".into()));
+        }
+        let prepared = prepare(&self.config, None, command)?;
+        let reply = self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared), take: Some(point) });
+        let reply = match reply {
+            Err(e) => {
+                if e.poisons() {
+                    self.poisoned = Some(e.to_string());
+                }
+                return Err(e);
+            }
+            Ok(r) => r,
+        };
+        match reply {
+            Reply::Snapshot(b) => {
+                let (vm, state, fs) = *b;
+                let mounts = self.config.mounts.iter().map(|m| (m.host.clone(), m.guest.clone())).collect();
+                let snap = Snapshot::capture(&vm, state, point, command.argv0.clone(), mounts, fs);
+                drop(vm);
+                snap
+            }
+            Reply::Run(out) => Err(Error::SnapshotFailed(format!(
+                "the program ended ({}) before reaching its {}",
+                out.status,
+                if point == SnapshotPoint::Entry {
+                    "entry"
+                } else {
+                    "checkpoint (a read of /dev/hvsandbox/checkpoint)"
+                }
+            ))),
+            Reply::Syscall(_) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
+        }
+    }
+
+    /// A sandbox whose runs all start from `snapshot` (default limits; see
+    /// [`SandboxBuilder::build_from`] to set them).
+    pub fn from_snapshot(snapshot: &Snapshot) -> Result<Sandbox> {
+        SandboxBuilder::default().build_from(snapshot)
+    }
+
+    /// The snapshot this sandbox starts from, if any.
+    pub fn source_snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
     }
 }
 
@@ -601,11 +697,20 @@ fn map_vm_error(e: VmError) -> Error {
 
 /// Reads and checks the program and lays out everything the guest needs
 /// (on the caller's thread).
-fn prepare(config: &Config, command: &Command) -> Result<Prepared> {
+fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> Result<Prepared> {
     let name = command.program_name();
-    let image: Arc<[u8]> = match &command.source {
-        ProgramSource::Bytes(b) => b.clone(),
-        ProgramSource::Path(p) => {
+    let image: Option<Arc<[u8]>> = match (&command.source, snapshot) {
+        (ProgramSource::Resume, Some(_)) => None,
+        (ProgramSource::Resume, None) => {
+            return Err(Error::InvalidConfig("Command::resume() runs a sandbox built from a snapshot".into()))
+        }
+        (_, Some(_)) => {
+            return Err(Error::InvalidConfig(
+                "a sandbox built from a snapshot runs only Command::resume() commands".into(),
+            ))
+        }
+        (ProgramSource::Bytes(b), None) => Some(b.clone()),
+        (ProgramSource::Path(p), None) => {
             let meta = std::fs::metadata(p)
                 .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?;
             if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
@@ -614,32 +719,65 @@ fn prepare(config: &Config, command: &Command) -> Result<Prepared> {
                     reason: "not a regular file of at most 1 GiB".into(),
                 });
             }
-            image_cache::read(p, &meta)
-                .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?
+            Some(
+                image_cache::read(p, &meta).map_err(|e| Error::InvalidProgram {
+                    program: name.clone(),
+                    reason: format!("cannot read it: {e}"),
+                })?,
+            )
         }
     };
-    program::validate(&name, &image)?;
-    let mut argv = Vec::with_capacity(command.args.len() + 1);
-    argv.push(command.argv0.clone());
-    argv.extend(command.args.iter().cloned());
-    let envp = environment(config, command);
+    if let Some(image) = &image {
+        program::validate(&name, image)?;
+    }
+    let (argv, envp) = match snapshot {
+        // An entry snapshot's runs get a whole new argv (after the
+        // snapshot's argv[0]) and environment; a checkpoint's get the
+        // arguments its checkpoint read returns.
+        Some(snap) if snap.point() == SnapshotPoint::Entry => {
+            let mut argv = vec![snap.0.argv0.clone()];
+            argv.extend(command.args.iter().cloned());
+            (argv, environment(config, command))
+        }
+        Some(_) => (command.args.clone(), Vec::new()),
+        None => {
+            let mut argv = Vec::with_capacity(command.args.len() + 1);
+            argv.push(command.argv0.clone());
+            argv.extend(command.args.iter().cloned());
+            (argv, environment(config, command))
+        }
+    };
     let mut seed = [0u8; 32];
     getrandom(&mut seed);
-    let mut fs = HostFs::default();
-    let (manifest, collector) = prepare_fs(config, command, &mut fs)?;
+    let mut fs = match snapshot {
+        // The guest refers to host files by the snapshot's handles.
+        Some(snap) => {
+            let roots: Vec<&Path> = snap.0.mounts.iter().map(|(h, _)| h.as_path()).collect();
+            HostFs::import(&snap.0.fs, &roots)
+                .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?
+        }
+        None => HostFs::default(),
+    };
+    let (manifest, collector) = prepare_fs(config, command, &mut fs, snapshot.is_none())?;
     Ok(Prepared { image, argv, envp, seed, manifest, fs, collector })
 }
 
-/// What `Vm::boot` gets for one run.
+/// What `Vm::boot` gets for one run (or, resuming a snapshot, what the
+/// guest is told when it asks for this run's inputs).
 struct Boot {
-    image: Arc<[u8]>,
+    image: Option<Arc<[u8]>>,
     argv: Vec<Vec<u8>>,
     envp: Vec<Vec<u8>>,
     seed: [u8; 32],
     manifest: Vec<u8>,
 }
 
-fn prepare_fs(config: &Config, command: &Command, fs: &mut HostFs) -> Result<(Vec<u8>, FileCollector)> {
+fn prepare_fs(
+    config: &Config,
+    command: &Command,
+    fs: &mut HostFs,
+    with_mounts: bool,
+) -> Result<(Vec<u8>, FileCollector)> {
     check_files(config, &command.files)?;
     if let Some(cwd) = &command.cwd {
         guest_path("working directory", cwd, true)?;
@@ -660,7 +798,7 @@ fn prepare_fs(config: &Config, command: &Command, fs: &mut HostFs) -> Result<(Ve
     check_input_size(config, input)?;
 
     let mut records = Vec::new();
-    for m in &config.mounts {
+    for m in config.mounts.iter().filter(|_| with_mounts) {
         let handle = fs
             .add_mount(&m.host)
             .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
@@ -746,11 +884,30 @@ struct Runner<'a> {
     collector: FileCollector,
     /// Reused buffer for file reads and writes.
     scratch: Vec<u8>,
+    /// Take a snapshot at this point instead of finishing the run.
+    take: Option<SnapshotPoint>,
+    /// The snapshot this run starts from.
+    restore: Option<Snapshot>,
+    /// The VM of the previous run of this (snapshot) sandbox, to reuse.
+    kept: Option<Vm>,
 }
 
 enum Flow {
     Continue,
     Exit(ExitStatus),
+    Snapshot(Box<VcpuState>),
+}
+
+/// How a run's guest stopped.
+enum Stop {
+    Exit(ExitStatus),
+    Snapshot(Box<VcpuState>),
+}
+
+/// What a run produced.
+enum Ended {
+    Output(Box<Output>),
+    Snapshot(Box<VcpuState>, Vec<crate::fs::FsEntry>),
 }
 
 impl<'a> Runner<'a> {
@@ -776,6 +933,9 @@ impl<'a> Runner<'a> {
             fs: HostFs::default(),
             collector: FileCollector::new(Vec::new(), 0, 0),
             scratch: Vec::new(),
+            take: None,
+            restore: None,
+            kept: None,
         }
     }
 
@@ -841,7 +1001,7 @@ impl<'a> Runner<'a> {
 
     /// Runs the command; returns the VM too so the caller can destroy it
     /// after handing back the result.
-    fn run(mut self, command: &Command, boot: &Boot) -> (Result<Output>, Option<Vm>) {
+    fn run(mut self, command: &Command, boot: &Boot) -> (Result<Ended>, Option<Vm>) {
         let generation = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let started = Instant::now();
         let cpu_start = thread_cpu_time();
@@ -853,8 +1013,14 @@ impl<'a> Runner<'a> {
         let _ = self.cpu_timer.disarm();
         let result = result.map_err(|e| self.with_partial_output(e, vm.as_ref()));
         self.control.generation.fetch_add(1, Ordering::SeqCst);
-        let result = result.and_then(|status| {
-            let vm = vm.as_ref().expect("a finished run has a VM");
+        let result = result.and_then(|stop| {
+            let status = match stop {
+                Stop::Exit(status) => status,
+                Stop::Snapshot(state) => return Ok(Ended::Snapshot(state, self.fs.export())),
+            };
+            let Some(vm) = vm.as_ref() else {
+                return Err(Error::Internal { context: "a finished run has no VM".into(), source: None });
+            };
             let rs = vm.runtime_stats().map_err(map_vm_error)?;
             let unknown_syscalls: BTreeMap<u32, u64> = rs
                 .unknown_by_nr
@@ -864,7 +1030,7 @@ impl<'a> Runner<'a> {
                 .map(|(nr, &n)| (nr as u32, n as u64))
                 .collect();
             let (files, files_truncated) = self.collector.take();
-            Ok(Output {
+            Ok(Ended::Output(Box::new(Output {
                 status,
                 stdout: std::mem::take(&mut self.stdout),
                 stderr: std::mem::take(&mut self.stderr),
@@ -883,7 +1049,7 @@ impl<'a> Runner<'a> {
                     processes: rs.processes,
                     unknown_syscalls,
                 },
-            })
+            })))
         });
         (result, vm)
     }
@@ -895,19 +1061,40 @@ impl<'a> Runner<'a> {
         generation: u64,
         deadline: Instant,
         slot: &mut Option<Vm>,
-    ) -> Result<ExitStatus> {
-        let vm = slot.insert(Vm::new(self.config.memory).map_err(map_vm_error)?);
-        let params = BootParams {
-            image: &boot.image,
-            argv: &boot.argv,
-            envp: &boot.envp,
-            random_seed: boot.seed,
-            manifest: &boot.manifest,
-            max_processes: self.config.max_processes,
-            max_open_files: self.config.max_open_files,
-        };
+    ) -> Result<Stop> {
         let boot_start = Instant::now();
-        vm.boot(&params).map_err(map_vm_error)?;
+        let vm = match (&self.restore, &boot.image) {
+            // Start from the snapshot: reuse the last run's VM (everything
+            // it changed is thrown away) or make one; no boot.
+            (Some(snap), _) => {
+                let vm = match self.kept.take() {
+                    Some(mut vm) => {
+                        vm.reset_memory(snap.memory_fd()).map_err(map_vm_error)?;
+                        vm
+                    }
+                    None => Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()).map_err(map_vm_error)?,
+                };
+                let vm = slot.insert(vm);
+                vm.restore_vcpu(&snap.0.vcpu).map_err(map_vm_error)?;
+                vm
+            }
+            (None, Some(image)) => {
+                let vm = slot.insert(Vm::new(self.config.memory).map_err(map_vm_error)?);
+                let params = BootParams {
+                    image,
+                    argv: &boot.argv,
+                    envp: &boot.envp,
+                    random_seed: boot.seed,
+                    manifest: &boot.manifest,
+                    max_processes: self.config.max_processes,
+                    max_open_files: self.config.max_open_files,
+                    snapshot_at_entry: self.take == Some(SnapshotPoint::Entry),
+                };
+                vm.boot(&params).map_err(map_vm_error)?;
+                vm
+            }
+            (None, None) => return Err(Error::Internal { context: "a run without a program".into(), source: None }),
+        };
         let mut trace = trace_enabled().then(|| Trace { boot: boot_start.elapsed(), ..Trace::default() });
         let now = Instant::now();
         if now >= deadline {
@@ -941,7 +1128,7 @@ impl<'a> Runner<'a> {
             match exit {
                 VmExit::Hypercall(nr) => {
                     let hc_start = Instant::now();
-                    let flow = self.hypercall(vm, nr, &command.stdin, &should_stop);
+                    let flow = self.hypercall(vm, nr, &command.stdin, boot, &should_stop);
                     if let Some(t) = trace.as_mut() {
                         let e = t.hypercalls.entry(nr).or_default();
                         e.0 += 1;
@@ -961,7 +1148,8 @@ impl<'a> Runner<'a> {
                         e => e,
                     })? {
                         Flow::Continue => {}
-                        Flow::Exit(status) => return Ok(status),
+                        Flow::Exit(status) => return Ok(Stop::Exit(status)),
+                        Flow::Snapshot(state) => return Ok(Stop::Snapshot(state)),
                     }
                 }
                 VmExit::Fault { frame, cr2 } => {
@@ -979,7 +1167,7 @@ impl<'a> Runner<'a> {
                         rip: frame.rip,
                         address: (frame.vector == abi::vector::PAGE_FAULT).then_some(cr2),
                     });
-                    return Ok(ExitStatus::Signal(signal_for_vector(frame.vector)));
+                    return Ok(Stop::Exit(ExitStatus::Signal(signal_for_vector(frame.vector))));
                 }
                 VmExit::Interrupted => {
                     if control.cancelled.load(Ordering::SeqCst) == generation {
@@ -1009,7 +1197,14 @@ impl<'a> Runner<'a> {
 
     /// Checks the command's files and paths, opens the mounts, registers
     /// the files, and returns the encoded boot manifest.
-    fn hypercall(&mut self, vm: &Vm, nr: u64, stdin: &[u8], should_stop: &dyn Fn() -> bool) -> Result<Flow> {
+    fn hypercall(
+        &mut self,
+        vm: &mut Vm,
+        nr: u64,
+        stdin: &[u8],
+        boot: &Boot,
+        should_stop: &dyn Fn() -> bool,
+    ) -> Result<Flow> {
         let hostile = |what: String| Error::GuestCrashed { detail: what };
         let args = vm.hypercall_args().map_err(map_vm_error)?.args;
         match nr {
@@ -1084,6 +1279,30 @@ impl<'a> Runner<'a> {
                     address: (vector == abi::vector::PAGE_FAULT).then_some(cr2),
                 });
                 Ok(Flow::Exit(ExitStatus::Signal(signal_for_vector(vector))))
+            }
+            abi::hc::SNAPSHOT => {
+                if self.take.is_some() && self.restore.is_none() {
+                    // Guests restored from this snapshot will read 1 here.
+                    vm.set_hypercall_result(1).map_err(map_vm_error)?;
+                    vm.complete_pending_exit().map_err(map_vm_error)?;
+                    let state = vm.save_vcpu().map_err(map_vm_error)?;
+                    return Ok(Flow::Snapshot(Box::new(state)));
+                }
+                // Not taking a snapshot: the guest goes on.
+                vm.set_hypercall_result(0).map_err(map_vm_error)?;
+                Ok(Flow::Continue)
+            }
+            abi::hc::RESUME_INFO => {
+                let (va, len) = (args[0], args[1]);
+                let blob = resume_info(vm, boot);
+                if self.restore.is_none() {
+                    return Err(hostile("resume info asked for by a guest that was not restored".into()));
+                }
+                if blob.len() as u64 <= len {
+                    vm.write_virt(va, &blob).map_err(|_| hostile(format!("resume info to a bad buffer {va:#x}")))?;
+                }
+                vm.set_hypercall_result(blob.len() as u64).map_err(map_vm_error)?;
+                Ok(Flow::Continue)
             }
             abi::hc::OUT_OF_MEMORY => {
                 Err(Error::MemoryLimitExceeded { limit: self.config.memory, partial: Box::default() })
@@ -1238,6 +1457,39 @@ impl Runner<'_> {
             other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
         })
     }
+}
+
+/// What a restored guest learns about its run: clocks, fresh randomness,
+/// argv/envp and the run's filesystem manifest.
+fn resume_info(vm: &Vm, boot: &Boot) -> Vec<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut args = Vec::new();
+    for s in boot.argv.iter().chain(&boot.envp) {
+        args.extend_from_slice(s);
+        args.push(0);
+    }
+    let info = abi::ResumeInfo {
+        tsc_khz: vm.tsc_khz_value(),
+        // SAFETY: rdtsc has no preconditions.
+        tsc: unsafe { core::arch::x86_64::_rdtsc() },
+        realtime_ns: now.as_nanos() as u64,
+        random_seed: boot.seed,
+        argc: boot.argv.len() as u32,
+        envc: boot.envp.len() as u32,
+        args_len: args.len() as u64,
+        manifest_len: boot.manifest.len() as u64,
+    };
+    // SAFETY: ResumeInfo is repr(C) integers; viewing it as bytes is fine.
+    let head = unsafe {
+        std::slice::from_raw_parts(
+            (&info as *const abi::ResumeInfo).cast::<u8>(),
+            std::mem::size_of::<abi::ResumeInfo>(),
+        )
+    };
+    let mut out = head.to_vec();
+    out.extend_from_slice(&args);
+    out.extend_from_slice(&boot.manifest);
+    out
 }
 
 /// Per-run timing printed to stderr when `HVSANDBOX_TRACE` is set: a

@@ -161,6 +161,10 @@ pub struct BootInfo {
 }
 
 pub const BOOT_FLAG_NONE: u32 = 0;
+/// The host takes a snapshot right after the runtime has loaded the
+/// program, before its first instruction (the runtime rings
+/// [`hc::SNAPSHOT`] there).
+pub const BOOT_FLAG_SNAPSHOT_AT_ENTRY: u32 = 1;
 
 /// Counters the runtime keeps for the host to read after a run.
 #[repr(C)]
@@ -264,6 +268,37 @@ pub mod hc {
     /// The guest ran out of memory serving the first process (`args[0]` =
     /// the address it was touching). Never returns.
     pub const OUT_OF_MEMORY: u64 = 16;
+    /// The guest is at a snapshot point: the program's entry (with
+    /// `BOOT_FLAG_SNAPSHOT_AT_ENTRY`) or a checkpoint the program asked for
+    /// (`/dev/hvsandbox/checkpoint`). Returns 0 to go on as if nothing
+    /// happened, 1 when the guest is a restored snapshot: it then fetches
+    /// this run's inputs with [`RESUME_INFO`].
+    pub const SNAPSHOT: u64 = 17;
+    /// A restored guest asks for this run's inputs: `args[0]` = VA of a
+    /// buffer, `args[1]` = its length. The host writes a
+    /// [`super::ResumeInfo`] followed by its argv/envp strings and manifest,
+    /// and returns the total length (if larger than the buffer, nothing is
+    /// written: ask again with a larger one), or -errno.
+    pub const RESUME_INFO: u64 = 18;
+}
+
+/// What a restored guest learns about the run it now serves (see
+/// [`hc::RESUME_INFO`]); followed by `args_len` bytes of argv then envp
+/// strings (NUL-terminated) and `manifest_len` bytes of manifest.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResumeInfo {
+    pub tsc_khz: u64,
+    /// A (TSC, realtime) pair taken now, for the guest's clocks.
+    pub tsc: u64,
+    pub realtime_ns: u64,
+    /// Fresh randomness for this run.
+    pub random_seed: [u8; 32],
+    /// Number of argv strings (0: keep the snapshot's) and envp strings.
+    pub argc: u32,
+    pub envc: u32,
+    pub args_len: u64,
+    pub manifest_len: u64,
 }
 
 /// The filesystem contract: how the host describes the guest's files and

@@ -48,9 +48,21 @@ fn build_dir() -> PathBuf {
 /// `name`: `tests/guest-programs/<name>.c` for the musl flavours,
 /// `<name>.rs` for Rust.
 pub fn program(name: &str, flavor: Flavor) -> PathBuf {
+    build(&source_dir(), name, name, flavor)
+}
+
+/// Builds (once per source content) and returns the path of the hostile
+/// guest program `tests/hostile/<name>.c`, musl static (non-PIE).
+pub fn hostile(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hostile");
+    build(&dir, name, &format!("hostile-{name}"), Flavor::MuslStatic)
+}
+
+/// Builds `dir/<name>.{c,rs}` into `build_dir()/<stem>-<flavor>-<hash>`.
+fn build(dir: &Path, name: &str, stem: &str, flavor: Flavor) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let ext = if flavor == Flavor::RustStatic { "rs" } else { "c" };
-    let src = source_dir().join(format!("{name}.{ext}"));
+    let src = dir.join(format!("{name}.{ext}"));
     let text = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
@@ -58,7 +70,7 @@ pub fn program(name: &str, flavor: Flavor) -> PathBuf {
     // Bump when a build recipe below changes, to rebuild cached outputs.
     const RECIPE_VERSION: u32 = 2;
     RECIPE_VERSION.hash(&mut h);
-    let out = build_dir().join(format!("{name}-{flavor:?}-{:016x}", h.finish()));
+    let out = build_dir().join(format!("{stem}-{flavor:?}-{:016x}", h.finish()));
 
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     if out.exists() {

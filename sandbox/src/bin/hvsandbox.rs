@@ -51,8 +51,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run a static x86-64 Linux program in a fresh micro-VM.
+    /// Run a Linux x86-64 program in a fresh micro-VM (or resume a snapshot).
     Run(RunArgs),
+    /// Run a program up to its checkpoint (a read of
+    /// /dev/hvsandbox/checkpoint) or, with --at entry or when it has none,
+    /// to its first instruction, and save that snapshot to a file.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Debug)]
+struct SnapshotArgs {
+    /// Where to write the snapshot.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: PathBuf,
+    /// Where to stop: checkpoint (falling back to entry if the program
+    /// never reads the checkpoint) or entry.
+    #[arg(long, default_value = "checkpoint", value_parser = ["checkpoint", "entry"])]
+    at: String,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -102,8 +119,17 @@ struct RunArgs {
     /// Where collected files are written: guest path /a/b.txt becomes HOSTDIR/a/b.txt.
     #[arg(long = "collect-dir", value_name = "HOSTDIR", requires = "collect")]
     collect_dir: Option<PathBuf>,
+    /// Resume this snapshot file (from `hvsandbox snapshot`) instead of
+    /// starting a program; the arguments after `--` are this run's.
+    #[arg(long, value_name = "FILE")]
+    from_snapshot: Option<PathBuf>,
     /// The program (a path on the host) and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM [ARGS]")]
+    #[arg(
+        required_unless_present = "from_snapshot",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM [ARGS]"
+    )]
     program: Vec<OsString>,
 }
 
@@ -159,6 +185,7 @@ fn exit_code_for(kind: ErrorKind) -> u8 {
         ErrorKind::MemoryLimitExceeded => EXIT_MEMORY,
         ErrorKind::OutputLimitExceeded => EXIT_OUTPUT_LIMIT,
         ErrorKind::JailViolation => EXIT_JAIL,
+        ErrorKind::SnapshotInvalid => EXIT_USAGE,
         _ => EXIT_INTERNAL,
     }
 }
@@ -340,9 +367,18 @@ fn write_collected(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> usize {
 fn run(args: RunArgs) -> Result<u8, Error> {
     let max_output = usize::try_from(args.max_output)
         .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output)))?;
-    let mut program = args.program.into_iter();
-    let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
-    let mut command = Command::new(path).args(program);
+    let snapshot = match &args.from_snapshot {
+        Some(path) => Some(hvsandbox::Snapshot::load(path)?),
+        None => None,
+    };
+    let mut command = match &snapshot {
+        Some(_) => Command::resume().args(args.program.iter()),
+        None => {
+            let mut program = args.program.iter();
+            let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
+            Command::new(path).args(program)
+        }
+    };
     for kv in &args.env {
         let bytes = std::os::unix::ffi::OsStrExt::as_bytes(kv.as_os_str());
         match bytes.iter().position(|&b| b == b'=') {
@@ -401,7 +437,10 @@ fn run(args: RunArgs) -> Result<u8, Error> {
             .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
         builder = builder.mount(std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, "--mount")?);
     }
-    let mut sandbox = builder.build()?;
+    let mut sandbox = match &snapshot {
+        Some(snap) => builder.build_from(snap)?,
+        None => builder.build()?,
+    };
     let _ = termination.handle.set(sandbox.interrupt_handle());
     let out =
         if termination.requested() { Err(Error::Cancelled { partial: Box::default() }) } else { sandbox.run(&command) };
@@ -438,6 +477,54 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     Ok(u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX))
 }
 
+/// `hvsandbox snapshot`: run to the snapshot point and save the snapshot.
+fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
+    let r = &args.run;
+    let mut program = r.program.iter();
+    let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
+    let mut command = Command::new(path).args(program);
+    for kv in &r.env {
+        let bytes = kv.as_bytes();
+        if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
+            command =
+                command.env(std::ffi::OsStr::from_bytes(&bytes[..eq]), std::ffi::OsStr::from_bytes(&bytes[eq + 1..]));
+        }
+    }
+    let mut builder = Sandbox::builder()
+        .memory_bytes(r.memory)
+        .timeout(r.timeout)
+        .max_processes(r.max_processes)
+        .max_open_files(r.max_open_files)
+        .seccomp(r.seccomp);
+    for spec in &r.mounts {
+        let (host, guest) = split_arg(spec, b':', true)
+            .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
+        builder = builder.mount(std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, "--mount")?);
+    }
+    let mut sandbox = builder.build()?;
+    let snap = if args.at == "entry" {
+        sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Entry)?
+    } else {
+        match sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Checkpoint) {
+            Ok(s) => s,
+            // No checkpoint: the program's entry it is.
+            Err(e) if e.kind() == ErrorKind::SnapshotInvalid => {
+                sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Entry)?
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    snap.save(&args.output)?;
+    eprintln!(
+        "hvsandbox: snapshot at the program's {} saved to {} ({} KiB of {} MiB guest memory)",
+        if snap.point() == hvsandbox::SnapshotPoint::Entry { "entry" } else { "checkpoint" },
+        args.output.display(),
+        snap.resident_bytes() / 1024,
+        snap.memory_bytes() >> 20
+    );
+    Ok(0)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -449,6 +536,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Cmd::Run(args) => run(args),
+        Cmd::Snapshot(args) => snapshot(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,203 @@
+//! Snapshots, clones and reset: runs start from a frozen guest, get their
+//! own inputs, and see nothing a previous run wrote.
+
+use std::time::Duration;
+
+use hvsandbox::{Command, ErrorKind, Sandbox, Snapshot, SnapshotPoint};
+use hvsandbox_tests::{musl, BUSYBOX};
+
+fn entry_snapshot(program: &std::path::Path, args: &[&str]) -> Snapshot {
+    let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
+    sb.snapshot(&Command::new(program).args(args), SnapshotPoint::Entry).unwrap()
+}
+
+#[test]
+fn entry_snapshot_runs_with_each_runs_arguments_and_environment() {
+    let snap = entry_snapshot(&musl("args_env"), &["at-snapshot"]);
+    assert_eq!(snap.point(), SnapshotPoint::Entry);
+    assert_eq!(snap.memory_bytes(), 64 << 20);
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    for i in 0..5 {
+        let out =
+            clone.run(&Command::resume().args([format!("run-{i}"), "x y".into()]).env("RUN", i.to_string())).unwrap();
+        let text = out.stdout_str();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(text.starts_with("argc=3\n"), "{text}");
+        assert!(text.contains(&format!("argv[1]=run-{i}\nargv[2]=x y\n")), "{text}");
+        assert!(text.ends_with(&format!("env:RUN={i}\n")), "{text}");
+        assert!(!text.contains("at-snapshot"), "{text}");
+    }
+    // Independent clones of one snapshot.
+    let mut other = Sandbox::from_snapshot(&snap).unwrap();
+    assert!(other.run(&Command::resume().arg("other")).unwrap().stdout_str().contains("argv[1]=other\n"));
+}
+
+#[test]
+fn clones_get_fresh_clocks_and_randomness() {
+    let snap = entry_snapshot(&musl("sysinfo"), &[]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    let a = clone.run(&Command::resume()).unwrap().stdout_str();
+    let b = clone.run(&Command::resume()).unwrap().stdout_str();
+    let host_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for text in [&a, &b] {
+        let t: i64 = text.lines().find_map(|l| l.strip_prefix("realtime=")).unwrap().parse().unwrap();
+        assert!((t - host_now).abs() <= 2, "clock {t} vs host {host_now}: {text}");
+        assert!(text.contains("slept_ms="), "{text}");
+    }
+}
+
+#[test]
+fn checkpoint_snapshot_resumes_after_the_setup_with_new_inputs() {
+    let script = "echo setup-done; x=$(cat /dev/hvsandbox/checkpoint | tr '\\0' ' '); echo \"args: $x\"; cat; echo end";
+    let mut sb = Sandbox::builder().build().unwrap();
+    // In a normal run the checkpoint reads as empty and the program goes on.
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", script]).stdin("plain\n")).unwrap();
+    assert_eq!(out.stdout_str(), "setup-done\nargs: \nplain\nend\n");
+    let snap = sb.snapshot(&Command::new(BUSYBOX).args(["sh", "-c", script]), SnapshotPoint::Checkpoint).unwrap();
+    assert_eq!(snap.point(), SnapshotPoint::Checkpoint);
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    for i in 0..3 {
+        let out = clone.run(&Command::resume().args(["a", &format!("b{i}")]).stdin(format!("input {i}\n"))).unwrap();
+        // The setup ran once, before the snapshot: its output is not repeated.
+        assert_eq!(out.stdout_str(), format!("args: a b{i} \ninput {i}\nend\n"), "{}", out.stderr_str());
+    }
+    // A program that never reaches its checkpoint cannot be snapshotted there.
+    let err = sb.snapshot(&Command::new(musl("hello")), SnapshotPoint::Checkpoint).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{err}");
+}
+
+#[test]
+fn a_run_sees_nothing_a_previous_run_wrote() {
+    let secrets = musl("secrets");
+    let snap = entry_snapshot(&secrets, &["scan", "0", "0", "0"]);
+    let mut sb = Sandbox::from_snapshot(&snap).unwrap();
+    let mem = (64u64 << 20).to_string();
+    for round in 0..3u64 {
+        let (k1, k2) =
+            (format!("{:016x}", 0x5ec2e7_0000_0000u64 + round), format!("{:016x}", 0xdead_beef_1234_0000u64 ^ round));
+        let out = sb.run(&Command::resume().args(["write", &k1, &k2])).unwrap();
+        assert_eq!(out.stdout_str(), "written\n");
+        // The same sandbox, next run: scans all guest RAM and the files.
+        let out = sb.run(&Command::resume().args(["scan", &k1, &k2, &mem])).unwrap();
+        assert_eq!(out.stdout_str(), "hits=0 files=0 env=unset\n", "round {round}");
+    }
+    // Control: within one run the scan does find what was written.
+    let mut cold = Sandbox::builder().build().unwrap();
+    let script = format!("{p} write 1111 2222 >/dev/null; {p} scan 1111 2222 {mem}", p = "/s");
+    let out = cold
+        .run(&Command::new(BUSYBOX).args(["sh", "-c", &script]).file_with_mode(
+            "/s",
+            std::fs::read(&secrets).unwrap(),
+            0o755,
+        ))
+        .unwrap();
+    let text = out.stdout_str();
+    // (/secret is refused: / belongs to root; /tmp/secret is there.)
+    assert!(text.contains("files=1"), "{text}");
+    assert!(!text.contains("hits=0 "), "the scan must be able to find the secret: {text}");
+}
+
+#[test]
+fn snapshot_files_round_trip_and_bad_files_are_refused() {
+    let snap = entry_snapshot(&musl("args_env"), &[]);
+    let dir = std::env::temp_dir().join(format!("hvsandbox-snap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("a.snap");
+    snap.save(&path).unwrap();
+    let loaded = Snapshot::load(&path).unwrap();
+    assert_eq!(loaded.point(), SnapshotPoint::Entry);
+    assert_eq!(loaded.memory_bytes(), snap.memory_bytes());
+    let mut sb = Sandbox::from_snapshot(&loaded).unwrap();
+    assert!(sb.run(&Command::resume().arg("loaded")).unwrap().stdout_str().contains("argv[1]=loaded\n"));
+
+    let bytes = std::fs::read(&path).unwrap();
+    // Truncated, corrupted, random, empty: all refused with a typed error.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", bytes[..bytes.len() / 2].to_vec()),
+        ("corrupted", {
+            let mut b = bytes.clone();
+            let i = b.len() - 100;
+            b[i] ^= 0x40;
+            b
+        }),
+        ("wrong version", {
+            let mut b = bytes.clone();
+            b[8] = 99;
+            b
+        }),
+        ("random", (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+        ("empty", Vec::new()),
+    ];
+    for (what, data) in cases {
+        let p = dir.join(what);
+        std::fs::write(&p, &data).unwrap();
+        let err = Snapshot::load(&p).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{what}: {err}");
+        assert_eq!(Snapshot::from_bytes(&data).unwrap_err().kind(), ErrorKind::SnapshotInvalid, "{what}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn snapshot_saved_by_one_process_runs_in_another() {
+    // Save with the CLI, resume with the CLI: two processes.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hvsandbox");
+    if !bin.exists() {
+        // Built by the cli tests or `cargo build`; build it if needed.
+        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .args(["build", "--release", "-p", "hvsandbox", "--bin", "hvsandbox", "--manifest-path"])
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let dir = std::env::temp_dir().join(format!("hvsandbox-snap-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sh.snap");
+    let script = "read x < /dev/hvsandbox/checkpoint; echo \"after checkpoint: $(cat)\"";
+    let out = std::process::Command::new(&bin)
+        .args(["snapshot", "-o"])
+        .arg(&file)
+        .args(["--", BUSYBOX, "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checkpoint"), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut child = std::process::Command::new(&bin)
+        .args(["run", "--from-snapshot"])
+        .arg(&file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello from stdin").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after checkpoint: hello from stdin\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn python_from_a_checkpoint_after_its_imports() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("no /usr/bin/python3 on this host: skipped");
+        return;
+    }
+    let mut sb =
+        Sandbox::builder().mount("/usr", "/usr").mount("/lib", "/lib").mount("/lib64", "/lib64").build().unwrap();
+    let prog =
+        "import sys, json, re, collections\nopen('/dev/hvsandbox/checkpoint', 'rb').read()\nexec(sys.stdin.read())";
+    let snap = sb.snapshot(&Command::new("/usr/bin/python3").args(["-c", prog]), SnapshotPoint::Checkpoint).unwrap();
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    for i in 0..3 {
+        let out = clone
+            .run(&Command::resume().stdin(format!(
+                "c = collections.Counter('abracadabra'); print(json.dumps({{'i': {i}, 'a': c['a']}}), re.sub('b', 'B', 'abc'))"
+            )))
+            .unwrap();
+        assert_eq!(out.stdout_str(), format!("{{\"i\": {i}, \"a\": 5}} aBc\n"), "{}", out.stderr_str());
+    }
+}

@@ -261,7 +261,6 @@ fn huge_argv_and_env_from_the_host_are_invalid_config() {
 }
 
 #[test]
-#[ignore = "BUG: arguments over ~128 KiB that the host accepts crash the runtime while it builds the initial stack (#PF writing an unbacked stack page from runtime code)"]
 fn a_hundred_thousand_args_from_the_host_reach_the_program() {
     // 100k one-byte args fit in the argument area (and within Linux's
     // limits): the program gets them. Already 20k crash.
@@ -282,7 +281,6 @@ fn guest_execve_with_huge_argv_is_e2big() {
 }
 
 #[test]
-#[ignore = "BUG: an execve with more than ~128 KiB of arguments (two 64 KiB strings) crashes the runtime while it builds the new stack (#PF writing an unbacked stack page from runtime code); Linux execs it"]
 fn guest_execve_with_a_mebibyte_of_arguments_runs() {
     let (r, mut sb) = bigexec_in_guest(1024);
     let out = assert_status(&r, ExitStatus::Code(0), "bigexec 1024");
@@ -477,7 +475,6 @@ fn trapping_instructions_are_their_linux_signals() {
 }
 
 #[test]
-#[ignore = "BUG: `int $N` (N != 3) at CPL3 is SIGILL (#UD on PVM); Linux gives SIGSEGV (#GP), or runs the i386 syscall for int $0x80"]
 fn int_n_is_what_linux_gives() {
     let mut sb = sandbox();
     // A software "page fault": the IDT gate has DPL 0, so #GP.
@@ -521,7 +518,6 @@ fn stack_overflow_is_sigsegv() {
 }
 
 #[test]
-#[ignore = "BUG: sigaltstack is accepted but ignored (syscall 131 returns 0), so a SA_ONSTACK SIGSEGV handler cannot run on stack overflow: SIGSEGV instead of the handler's exit 42"]
 fn stack_overflow_handler_runs_on_the_alternate_stack() {
     let mut sb = sandbox();
     let (r, _) = run_within(&mut sb, &Command::new(hostile("recurse")).arg("altstack"), PROMPT);

@@ -26,11 +26,15 @@ fn host_memory_stays_within_the_limit_plus_overhead() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A guest that touches as much memory as it can: the host's resident
     // memory grows by at most the guest's RAM plus a small fixed overhead.
+    // Reset the peak to now (Linux: writing 5 to clear_refs resets VmHWM).
+    hvsandbox::wait_for_reaper();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let before = peak_rss();
     let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
     let err = sb.run(&Command::new(musl("oom"))).map(|o| o.status);
     assert!(matches!(&err, Err(e) if e.kind() == ErrorKind::MemoryLimitExceeded) || err.is_ok(), "{err:?}");
     drop(sb);
+    hvsandbox::wait_for_reaper();
     let grew = peak_rss().saturating_sub(before);
     eprintln!("host peak RSS grew by {} KiB for a 64 MiB guest", grew / 1024);
     assert!(grew <= (64 + 8) << 20, "host grew by {grew} bytes");
@@ -53,11 +57,13 @@ fn an_idle_sandbox_costs_little_and_a_finished_run_gives_its_memory_back() {
     let hello = musl("hello");
     let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
     sb.run(&Command::new(&hello)).unwrap();
+    hvsandbox::wait_for_reaper();
     let base = rss();
     // Between runs a sandbox holds no VM: its memory went back.
     for _ in 0..20 {
         sb.run(&Command::new(&hello)).unwrap();
     }
+    hvsandbox::wait_for_reaper();
     let after = rss();
     eprintln!("RSS after 20 more runs: {} KiB more than after the first", after.saturating_sub(base) / 1024);
     assert!(after <= base + (4 << 20), "RSS grew from {base} to {after}");

@@ -63,7 +63,9 @@ pub fn build(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<u64
     mm::map_fixed(bottom, size, PROT_READ | PROT_WRITE).map_err(|_| "out of memory for the stack")?;
     // The top is backed now (the strings and vectors go there); the rest
     // on first touch.
-    let eager = size.min(128 * 1024);
+    // Room for the strings, the vectors and the auxiliary data, plus 64 KiB.
+    let need = args.len() as u64 + 8 * (argc + envc) as u64 + 4096 + (64 << 10);
+    let eager = size.min(mm::page_up(need.max(128 << 10)));
     if !mm::populate(user::STACK_TOP - eager, eager) {
         return Err("out of memory for the stack");
     }
@@ -77,7 +79,7 @@ pub fn build(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<u64
     // Copy the strings and remember where each one starts.
     let strings_va = w.push_bytes(args)?;
     let total = argc + envc;
-    const MAX_STRINGS: usize = 1 << 16;
+    const MAX_STRINGS: usize = 1 << 20;
     if total > MAX_STRINGS || args.iter().filter(|&&b| b == 0).count() != total {
         return Err("malformed argument block");
     }

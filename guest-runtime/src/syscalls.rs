@@ -213,7 +213,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         97 => sys_prlimit(a0, 0, a1),
         302 => sys_prlimit(a1, a2, a3),
         99 => sys_sysinfo(a0),
-        131 => Ok(0), // sigaltstack
+        131 => task::sys_sigaltstack(a0, a1),
         157 => sys_prctl(a0, a1),
         158 => sys_arch_prctl(a0, a1),
         201 => sys_time(a0),

@@ -153,6 +153,8 @@ pub struct Task {
     pub saved_mask: Cell<Option<u64>>,
     pub pending: Cell<u64>,
     pub clear_child_tid: Cell<u64>,
+    /// sigaltstack: (base, size); size 0 = none.
+    pub altstack: Cell<(u64, u64)>,
 }
 
 struct Sched {
@@ -290,6 +292,7 @@ pub fn start_init(
         saved_mask: Cell::new(None),
         pending: Cell::new(0),
         clear_child_tid: Cell::new(0),
+        altstack: Cell::new((0, 0)),
     });
     s.tasks.push(t);
     s.current = 0;
@@ -626,7 +629,14 @@ fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), 
     let xmm = unsafe { core::slice::from_raw_parts(xmm_area(f), 256) };
     fx[160..416].copy_from_slice(xmm);
 
-    let mut sp = f.rsp.wrapping_sub(128); // red zone
+    const SA_ONSTACK: u64 = 0x0800_0000;
+    let (alt_base, alt_size) = t.altstack.get();
+    let on_alt = alt_size != 0 && f.rsp > alt_base && f.rsp <= alt_base + alt_size;
+    let mut sp = if act[1] & SA_ONSTACK != 0 && alt_size != 0 && !on_alt {
+        alt_base + alt_size
+    } else {
+        f.rsp.wrapping_sub(128) // red zone
+    };
     sp = (sp - 512) & !63;
     let fp_va = sp;
     sp -= 128;
@@ -696,7 +706,17 @@ fn signal_for_vector(vector: u64) -> u32 {
 /// registers. A handler for the signal runs if the program installed one;
 /// otherwise the process dies of it — for process 1 that ends the run and
 /// the host reports the fault.
-pub fn program_fault(f: &mut Frame, vector: u64, error: u64, cr2: u64) {
+pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
+    // `int N` (N other than 3 and 4) is a #GP with error code N*8+2 on
+    // hardware (a DPL-0 gate); this host reports it as #UD.
+    if vector == 6 {
+        if let Ok(b) = user_bytes(f.rip, 2) {
+            if b[0] == 0xcd {
+                vector = 13;
+                error = (b[1] as u64) << 3 | 2;
+            }
+        }
+    }
     // A first touch of a page of a lazily backed mapping (not-present
     // fault, bit 0 of the error code clear): back it and retry.
     if vector == 14 && error & 1 == 0 {
@@ -848,6 +868,41 @@ pub fn sys_sigsuspend(mask: u64, size: u64) -> SysResult {
     t.saved_mask.set(Some(t.sigmask.get()));
     t.sigmask.set(m & !(1 << (SIGKILL - 1)));
     block(Wait::Signal, None, false)
+}
+
+/// sigaltstack(ss, old_ss): `stack_t` is {sp, flags (int), size}.
+pub fn sys_sigaltstack(ss: u64, old: u64) -> SysResult {
+    const SS_ONSTACK: u32 = 1;
+    const SS_DISABLE: u32 = 2;
+    const MINSIGSTKSZ: u64 = 2048;
+    let t = current();
+    let (base, size) = t.altstack.get();
+    if old != 0 {
+        let mut b = [0u8; 24];
+        b[0..8].copy_from_slice(&base.to_le_bytes());
+        let flags = if size == 0 { SS_DISABLE } else { 0 };
+        b[8..12].copy_from_slice(&flags.to_le_bytes());
+        b[16..24].copy_from_slice(&size.to_le_bytes());
+        put_user(old, b)?;
+    }
+    if ss != 0 {
+        let b = user_bytes(ss, 24)?;
+        let sp = u64::from_le_bytes(b[0..8].try_into().map_err(|_| EFAULT)?);
+        let flags = u32::from_le_bytes(b[8..12].try_into().map_err(|_| EFAULT)?);
+        let sz = u64::from_le_bytes(b[16..24].try_into().map_err(|_| EFAULT)?);
+        if flags & !(SS_DISABLE | SS_ONSTACK | (1 << 31)) != 0 {
+            return Err(EINVAL);
+        }
+        if flags & SS_DISABLE != 0 {
+            t.altstack.set((0, 0));
+        } else {
+            if sz < MINSIGSTKSZ {
+                return Err(ENOMEM);
+            }
+            t.altstack.set((sp, sz));
+        }
+    }
+    Ok(0)
 }
 
 pub fn sys_pause() -> SysResult {
@@ -1002,6 +1057,8 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
         saved_mask: Cell::new(None),
         pending: Cell::new(0),
         clear_child_tid: Cell::new(if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 }),
+        // A forked child keeps its parent's alternate stack; a thread has none.
+        altstack: Cell::new(if is_thread { (0, 0) } else { parent_task.altstack.get() }),
     });
     s.next_id += 1;
     if flags & CLONE_PARENT_SETTID != 0 {

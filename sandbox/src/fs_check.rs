@@ -265,7 +265,13 @@ pub(crate) fn build_path(parts: &[u8], leading_slash: bool) -> Vec<u8> {
 impl Op {
     /// One request from fuzzer bytes.
     pub(crate) fn decode(inp: &mut Input<'_>) -> Op {
-        match inp.u8() % 7 {
+        let kind = inp.u8();
+        Op::decode_kind(kind, inp)
+    }
+
+    /// One request of kind `kind % 7` from fuzzer bytes (6: FILE_OUT).
+    pub(crate) fn decode_kind(kind: u8, inp: &mut Input<'_>) -> Op {
+        match kind % 7 {
             0 => {
                 let dir = handle_arg(inp);
                 let name = match inp.u8() {
@@ -647,13 +653,15 @@ impl<'t> World<'t> {
     }
 }
 
-/// Runs fuzzer bytes as one run's requests: caps, then requests.
-pub(crate) fn run_requests(tree: &Tree, data: &[u8]) {
+/// Runs fuzzer bytes as one run's requests: caps, then requests (only
+/// FILE_OUT ones with `file_out_only`).
+pub(crate) fn run_requests(tree: &Tree, data: &[u8], file_out_only: bool) {
     let mut inp = Input(data);
     let limits = Limits::decode(&mut inp);
     let mut world = World::new(tree, &limits);
     while !inp.is_empty() {
-        world.apply(&Op::decode(&mut inp));
+        let op = if file_out_only { Op::decode_kind(6, &mut inp) } else { Op::decode(&mut inp) };
+        world.apply(&op);
     }
     world.finish();
 }
@@ -718,6 +726,41 @@ pub(crate) fn check_dirents(listing: &[Listed], start: u64, max_len: usize, arbi
     if let Ok(records) = decode_dirents(arbitrary) {
         assert_eq!(pack_dirents(&records, 0, arbitrary.len()).as_deref(), Ok(arbitrary));
     }
+}
+
+/// [`check_dirents`] on fuzzer bytes: a listing, a start, a length, then
+/// bytes to decode.
+pub(crate) fn dirents_from_bytes(data: &[u8]) {
+    let mut inp = Input(data);
+    let listing: Vec<Listed> = (0..inp.u8() % 16)
+        .map(|_| {
+            let (ino, dtype, len) = (inp.u64(), inp.u8(), 1 + inp.u8() as usize % NAME_MAX);
+            Listed { ino, dtype, name: inp.bytes(len).into_iter().chain(std::iter::repeat(b'n')).take(len).collect() }
+        })
+        .collect();
+    let (start, max_len) = (inp.value(), inp.value());
+    check_dirents(&listing, start, usize::try_from(max_len).unwrap_or(usize::MAX), inp.0);
+}
+
+/// Paths, a stat record and an errno from fuzzer bytes.
+pub(crate) fn records_from_bytes(data: &[u8]) {
+    let mut inp = Input(data);
+    let st = Stat {
+        mode: inp.u64() as u32,
+        nlink: inp.u64() as u32,
+        size: inp.u64(),
+        ino: inp.u64(),
+        mtime_sec: inp.u64() as i64,
+        mtime_nsec: inp.u64() as u32,
+        _pad: 0,
+    };
+    check_stat_record(st);
+    check_errno(inp.u64() as i32);
+    let rest = inp.0;
+    let cut = rest.iter().position(|&b| b == 0xff).unwrap_or(rest.len());
+    let (a, b) =
+        (String::from_utf8_lossy(&rest[..cut]), String::from_utf8_lossy(rest.get(cut + 1..).unwrap_or_default()));
+    check_paths(&a, &b);
 }
 
 /// Guest paths: what `check_guest_path` accepts is absolute and
@@ -848,7 +891,7 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(config(256))]
+        #![proptest_config(config(500))]
 
         /// Sequences of requests with guest-chosen handles, names, offsets
         /// and lengths against a real host tree, under small caps.
@@ -861,15 +904,19 @@ mod props {
             world.finish();
         }
 
-        /// The fuzz target's input format, on random bytes.
+        /// The fuzz targets' input formats, on random bytes.
         #[test]
-        fn fs_requests_from_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
-            run_requests(tree(), &data);
+        fn fuzz_inputs_from_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+            run_requests(tree(), &data, false);
+            run_requests(tree(), &data, true);
+            dirents_from_bytes(&data);
+            records_from_bytes(&data);
+            check_manifest_bytes(&data);
         }
     }
 
     proptest! {
-        #![proptest_config(config(1000))]
+        #![proptest_config(config(2000))]
 
         #[test]
         fn file_out_keeps_its_caps(limits in limits(), ops in prop::collection::vec(

@@ -31,8 +31,8 @@ pub use error::{Error, ErrorKind, PartialOutput, Result};
 pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use sandbox::{
-    InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES, DEFAULT_MAX_INPUT,
-    DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT,
-    MAX_PROGRAM_SIZE,
+    wait_for_reaper, InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES,
+    DEFAULT_MAX_INPUT, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB,
+    DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
 };
 pub use snapshot::{Snapshot, SnapshotPoint};

@@ -201,3 +201,41 @@ fn python_from_a_checkpoint_after_its_imports() {
         assert_eq!(out.stdout_str(), format!("{{\"i\": {i}, \"a\": 5}} aBc\n"), "{}", out.stderr_str());
     }
 }
+
+#[test]
+fn a_pool_hands_out_warm_sandboxes_and_takes_them_back() {
+    use hvsandbox::SandboxPool;
+    let snap = entry_snapshot(&musl("args_env"), &[]);
+    let pool = std::sync::Arc::new(SandboxPool::new(Sandbox::builder(), &snap, 3).unwrap());
+    assert_eq!(pool.size(), 3);
+    // The background thread fills it.
+    for _ in 0..200 {
+        if pool.ready() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pool.ready(), 3);
+    // Used from several threads at once.
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    let mut sb = pool.get().unwrap();
+                    let out = sb.run(&Command::resume().arg(format!("t{t}-{i}"))).unwrap();
+                    assert!(out.stdout_str().contains(&format!("argv[1]=t{t}-{i}\n")), "{}", out.stdout_str());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(pool.ready() <= 3);
+    // Dropping the pool stops its thread and frees the sandboxes.
+    drop(std::sync::Arc::try_unwrap(pool).unwrap());
+    // A bad size is refused.
+    let err = SandboxPool::new(Sandbox::builder(), &snap, 0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+}

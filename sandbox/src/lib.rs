@@ -21,6 +21,7 @@ mod fs;
 mod image_cache;
 pub mod jail;
 mod output;
+mod pool;
 mod program;
 mod sandbox;
 mod snapshot;
@@ -30,6 +31,7 @@ pub use command::{Command, DEFAULT_FILE_MODE};
 pub use error::{Error, ErrorKind, PartialOutput, Result};
 pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
+pub use pool::{PooledSandbox, SandboxPool};
 pub use sandbox::{
     wait_for_reaper, InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES,
     DEFAULT_MAX_INPUT, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB,

@@ -471,6 +471,10 @@ impl Sandbox {
                 let mut kept: Option<Vm> = None;
                 // The kept VM was just made from the snapshot: no reset needed.
                 let mut fresh = false;
+                // A cold sandbox that runs again makes the next run's blank
+                // VM while it waits for that run, off the caller's path.
+                let make_spare = || if worker_snapshot.is_none() { Vm::new(worker_config.memory).ok() } else { None };
+                let mut spare: Option<Vm> = None;
                 for job in job_rx {
                     let (command, prepared, take) = match job {
                         Job::Run { command, prepared, take } => (command, *prepared, take),
@@ -514,6 +518,7 @@ impl Sandbox {
                     runner.restore = worker_snapshot.clone();
                     runner.kept = kept.take();
                     runner.kept_fresh = std::mem::take(&mut fresh);
+                    runner.spare = spare.take();
                     let boot = Boot {
                         image: prepared.image,
                         argv: prepared.argv,
@@ -541,10 +546,16 @@ impl Sandbox {
                     }
                     if worker_snapshot.is_some() {
                         kept = vm;
-                    } else if let Some(vm) = vm {
-                        // Tear the VM down off this thread (0.3-0.7 ms).
-                        reap(vm);
+                    } else {
+                        if let Some(vm) = vm {
+                            // Tear the VM down off this thread (0.3-0.7 ms).
+                            reap(vm);
+                        }
+                        spare = make_spare();
                     }
+                }
+                for vm in [spare, kept].into_iter().flatten() {
+                    reap(vm);
                 }
             })
             .map_err(|e| Error::Internal { context: "cannot start the vCPU thread".into(), source: Some(e.into()) })?;
@@ -683,6 +694,11 @@ impl Sandbox {
             return Ok(());
         }
         self.submit(Job::Warm).map(|_| ())
+    }
+
+    /// Whether an earlier failure made this sandbox unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
     }
 
     /// The snapshot this sandbox starts from, if any.
@@ -980,6 +996,8 @@ struct Runner<'a> {
     kept: Option<Vm>,
     /// `kept` was just made from the snapshot (nothing to reset).
     kept_fresh: bool,
+    /// A blank VM made ahead of this run.
+    spare: Option<Vm>,
 }
 
 enum Flow {
@@ -1027,6 +1045,7 @@ impl<'a> Runner<'a> {
             restore: None,
             kept: None,
             kept_fresh: false,
+            spare: None,
         }
     }
 
@@ -1171,7 +1190,11 @@ impl<'a> Runner<'a> {
                 vm
             }
             (None, Some(image)) => {
-                let vm = slot.insert(Vm::new(self.config.memory).map_err(map_vm_error)?);
+                let vm = match self.spare.take() {
+                    Some(vm) => vm,
+                    None => Vm::new(self.config.memory).map_err(map_vm_error)?,
+                };
+                let vm = slot.insert(vm);
                 let params = BootParams {
                     image,
                     argv: &boot.argv,

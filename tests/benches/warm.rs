@@ -1,0 +1,243 @@
+//! Warm starts and reuse: runs from a snapshot (reset in place, clones,
+//! pools), a reused cold sandbox (blank VM made ahead), python3 from a
+//! checkpoint taken after its imports, throughput on 1 and 2 threads, and
+//! host memory per idle sandbox — each beside its honest baseline measured
+//! in the same run (fork+exec of the same binary; the native interpreter).
+//!
+//! `cargo bench -p hvsandbox-tests --bench warm [-- --quick]`
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hvsandbox::{Command, Sandbox, SandboxPool, Snapshot, SnapshotPoint};
+use hvsandbox_tests::{musl, BUSYBOX};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn pick(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    let n = samples.len();
+    samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:9.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn line(what: &str, samples: &mut [Duration], baseline: Option<Duration>) -> Duration {
+    let median = pick(samples, 0.5);
+    let p99 = pick(samples, 0.99);
+    let ratio =
+        baseline.map(|b| format!("  {:6.2}x baseline", median.as_secs_f64() / b.as_secs_f64())).unwrap_or_default();
+    println!("  {what:<44} median {}  p99 {}{ratio}", us(median), us(p99));
+    median
+}
+
+fn native(path: &Path, args: &[&str], runs: usize, expect: &[u8]) -> Vec<Duration> {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let out = std::process::Command::new(path).args(args).output().unwrap();
+            let d = t.elapsed();
+            assert_eq!(out.stdout, expect);
+            d
+        })
+        .collect()
+}
+
+fn timed(runs: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect()
+}
+
+fn static_program(name: &str, path: &Path, args: &[&str], expect: &[u8], runs: usize) {
+    println!("{name} ({runs} runs each)");
+    let base = line("fork+exec (baseline)", &mut native(path, args, runs, expect), None);
+    let cmd = Command::new(path).args(args);
+    line(
+        "cold: new Sandbox, run, drop",
+        &mut timed(runs, || {
+            let mut sb = Sandbox::builder().build().unwrap();
+            assert_eq!(sb.run(&cmd).unwrap().stdout, expect);
+        }),
+        Some(base),
+    );
+    let mut reused = Sandbox::builder().build().unwrap();
+    reused.run(&cmd).unwrap();
+    line(
+        "cold: reused Sandbox (VM made ahead)",
+        &mut timed(runs, || {
+            assert_eq!(reused.run(&cmd).unwrap().stdout, expect);
+            // Give the vCPU thread its idle time to make the next VM, as
+            // between requests.
+            std::thread::sleep(Duration::from_millis(2));
+        })
+        .iter()
+        .map(|d| d.saturating_sub(Duration::from_millis(2)))
+        .collect::<Vec<_>>(),
+        Some(base),
+    );
+    let mut snap_sb = Sandbox::builder().build().unwrap();
+    let snap = snap_sb.snapshot(&Command::new(path).args(args), SnapshotPoint::Entry).unwrap();
+    let resume = Command::resume().args(args);
+    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    warm.warm().unwrap();
+    line(
+        "warm: reset to the entry snapshot, run",
+        &mut timed(runs, || {
+            assert_eq!(warm.run(&resume).unwrap().stdout, expect);
+        }),
+        Some(base),
+    );
+    line(
+        "clone: Sandbox::from_snapshot, run, drop",
+        &mut timed(runs.min(100), || {
+            let mut c = Sandbox::from_snapshot(&snap).unwrap();
+            assert_eq!(c.run(&resume).unwrap().stdout, expect);
+        }),
+        Some(base),
+    );
+    let pool = SandboxPool::new(Sandbox::builder(), &snap, 4).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    line(
+        "pool: get, run, return",
+        &mut timed(runs, || {
+            let mut sb = pool.get().unwrap();
+            assert_eq!(sb.run(&resume).unwrap().stdout, expect);
+        }),
+        Some(base),
+    );
+    throughput(&snap, &resume, expect);
+}
+
+/// Warm runs per second on one thread and on two (one sandbox each).
+fn throughput(snap: &Snapshot, resume: &Command, expect: &[u8]) {
+    let window = Duration::from_millis(1000);
+    let count = |threads: usize| -> f64 {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let snap = snap.clone();
+                let resume = resume.clone();
+                let expect = expect.to_vec();
+                std::thread::spawn(move || {
+                    let mut sb = Sandbox::from_snapshot(&snap).unwrap();
+                    sb.warm().unwrap();
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < window {
+                        assert_eq!(sb.run(&resume).unwrap().stdout, expect);
+                        n += 1;
+                    }
+                    n as f64 / start.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    };
+    println!("  warm runs/s: {:.0} on 1 thread, {:.0} on 2 threads", count(1), count(2));
+}
+
+fn python(runs: usize) {
+    if !Path::new(PYTHON).exists() {
+        println!("python3: not installed, skipped");
+        return;
+    }
+    let code = "import json; print(json.dumps({\"a\": [1,2,3]}))";
+    let expect = b"{\"a\": [1, 2, 3]}\n";
+    println!("python3 JSON one-liner ({runs} runs each)");
+    let base = line("native python3 -c (baseline)", &mut native(Path::new(PYTHON), &["-c", code], runs, expect), None);
+    let builder = || Sandbox::builder().mount("/usr", "/usr").mount("/lib", "/lib").mount("/lib64", "/lib64");
+    let cmd = Command::new(PYTHON).args(["-c", code]);
+    line(
+        "cold: new Sandbox, run, drop",
+        &mut timed(runs.min(30), || {
+            let mut sb = builder().build().unwrap();
+            assert_eq!(sb.run(&cmd).unwrap().stdout, expect);
+        }),
+        Some(base),
+    );
+    let prog =
+        "import sys, json, re, collections\nopen('/dev/hvsandbox/checkpoint', 'rb').read()\nexec(sys.stdin.read())";
+    let mut sb = builder().build().unwrap();
+    let snap = sb.snapshot(&Command::new(PYTHON).args(["-c", prog]), SnapshotPoint::Checkpoint).unwrap();
+    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    warm.warm().unwrap();
+    let resume = Command::resume().stdin("print(json.dumps({\"a\": [1,2,3]}))");
+    line(
+        "warm: checkpoint after imports, reset, run",
+        &mut timed(runs, || {
+            assert_eq!(warm.run(&resume).unwrap().stdout, expect);
+        }),
+        Some(base),
+    );
+}
+
+/// Proportional set size of this process (smaps_rollup), bytes.
+fn pss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn rss() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn memory() {
+    let n = 50;
+    let hello = musl("hello");
+    let mut sb = Sandbox::builder().build().unwrap();
+    let snap = sb.snapshot(&Command::new(&hello), SnapshotPoint::Entry).unwrap();
+    hvsandbox::wait_for_reaper();
+    let (r0, p0) = (rss(), pss());
+    let mut clones = Vec::new();
+    for _ in 0..n {
+        let mut c = Sandbox::from_snapshot(&snap).unwrap();
+        c.run(&Command::resume()).unwrap();
+        clones.push(c);
+    }
+    let (r1, p1) = (rss(), pss());
+    println!(
+        "host memory per idle clone that has run once ({n} clones of one snapshot): RSS {} KiB, PSS {} KiB",
+        (r1.saturating_sub(r0)) / n / 1024,
+        (p1.saturating_sub(p0)) / n / 1024
+    );
+    drop(clones);
+    hvsandbox::wait_for_reaper();
+    let (r0, p0) = (rss(), pss());
+    let mut cold = Vec::new();
+    for _ in 0..n {
+        let mut c = Sandbox::builder().build().unwrap();
+        c.run(&Command::new(&hello)).unwrap();
+        cold.push(c);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (r1, p1) = (rss(), pss());
+    println!(
+        "host memory per idle cold sandbox that has run once (blank VM made ahead): RSS {} KiB, PSS {} KiB",
+        (r1.saturating_sub(r0)) / n / 1024,
+        (p1.saturating_sub(p0)) / n / 1024
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runs = if quick { 50 } else { 300 };
+    static_program("musl static hello", &musl("hello"), &[], b"hello, world\n", runs);
+    static_program("Debian busybox-static echo", Path::new(BUSYBOX), &["echo", "hi"], b"hi\n", runs);
+    python(if quick { 10 } else { 50 });
+    memory();
+}

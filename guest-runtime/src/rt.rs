@@ -121,7 +121,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
             // snapshot's on a fresh initial stack.
             if resume.argc > 0 {
                 let loaded = crate::task::current_exe_loaded();
-                match crate::stack::build(&loaded, &resume.args, resume.argc, resume.envc) {
+                match crate::stack::rebuild(&loaded, &resume.args, resume.argc, resume.envc) {
                     Ok(new_sp) => sp = new_sp,
                     Err(e) => hc::fail_exec(e),
                 }

@@ -475,7 +475,25 @@ impl Sandbox {
                 // VM while it waits for that run, off the caller's path.
                 let make_spare = || if worker_snapshot.is_none() { Vm::new(worker_config.memory).ok() } else { None };
                 let mut spare: Option<Vm> = None;
-                for job in job_rx {
+                // Whether a run happened: a cold sandbox that runs again gets
+                // its next VM made once it has been idle a moment.
+                let mut ran = false;
+                loop {
+                    let job = if ran && spare.is_none() && worker_snapshot.is_none() {
+                        match job_rx.recv_timeout(SPARE_AFTER_IDLE) {
+                            Ok(job) => job,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {
+                                spare = make_spare();
+                                continue;
+                            }
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    } else {
+                        match job_rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        }
+                    };
                     let (command, prepared, take) = match job {
                         Job::Run { command, prepared, take } => (command, *prepared, take),
                         Job::Warm => {
@@ -551,7 +569,7 @@ impl Sandbox {
                             // Tear the VM down off this thread (0.3-0.7 ms).
                             reap(vm);
                         }
-                        spare = make_spare();
+                        ran = true;
                     }
                 }
                 for vm in [spare, kept].into_iter().flatten() {
@@ -924,6 +942,11 @@ enum Reap {
     /// Answered once everything queued before it is destroyed.
     Flush(mpsc::Sender<()>),
 }
+
+/// How long a cold sandbox's vCPU thread waits for the next run before it
+/// makes that run's VM ahead of time (a sandbox dropped or reused at once
+/// does not pay for a VM it will not use).
+const SPARE_AFTER_IDLE: Duration = Duration::from_millis(1);
 
 /// Destroys VMs on a background thread, off the vCPU threads' paths.
 fn reap(vm: Vm) {

@@ -37,4 +37,4 @@ pub use sandbox::{
     DEFAULT_MAX_INPUT, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB,
     DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
 };
-pub use snapshot::{Snapshot, SnapshotPoint};
+pub use snapshot::{reseal_for_fuzzing, Snapshot, SnapshotPoint};

@@ -1209,7 +1209,8 @@ impl<'a> Runner<'a> {
                     None => Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()).map_err(map_vm_error)?,
                 };
                 let vm = slot.insert(vm);
-                vm.restore_vcpu(&snap.0.vcpu).map_err(map_vm_error)?;
+                vm.restore_vcpu(&snap.0.vcpu)
+                    .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))?;
                 vm
             }
             (None, Some(image)) => {

@@ -233,8 +233,21 @@ fn memory() {
     );
 }
 
+/// The cost of one system call served in the guest, beside the same call
+/// made natively (getpid, averaged in the program itself).
+fn syscall_cost() {
+    let prog = musl("syscall_cost");
+    let native = std::process::Command::new(&prog).output().unwrap();
+    let mut sb = Sandbox::builder().build().unwrap();
+    let guest = sb.run(&Command::new(&prog)).unwrap();
+    let parse = |b: &[u8]| String::from_utf8_lossy(b).trim().parse::<f64>().unwrap_or(f64::NAN);
+    let (g, n) = (parse(&guest.stdout), parse(&native.stdout));
+    println!("system call (getpid) in the guest: {g:.0} ns; native: {n:.0} ns ({:.2}x)", g / n);
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    syscall_cost();
     let runs = if quick { 50 } else { 300 };
     static_program("musl static hello", &musl("hello"), &[], b"hello, world\n", runs);
     static_program("Debian busybox-static echo", Path::new(BUSYBOX), &["echo", "hi"], b"hi\n", runs);

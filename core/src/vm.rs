@@ -302,6 +302,60 @@ impl Vm {
         Ok(())
     }
 
+    /// Like [`Vm::reset_memory`], but keeps the run's private pages and
+    /// copies the snapshot's contents back into them (found with
+    /// `pagemap`: a page the guest wrote is anonymous in the private file
+    /// mapping), so the next run's writes to them are not copy-on-write
+    /// faults again. `snapshot` is the snapshot file mapped read-only,
+    /// `pagemap` an open `/proc/self/pagemap`. Returns the pages copied.
+    pub fn reset_memory_by_copy(&mut self, snapshot: &[u8], pagemap: BorrowedFd<'_>) -> Result<usize> {
+        let (base, len) = self.host_memory();
+        if snapshot.len() != len {
+            return Err(VmError::Snapshot("snapshot memory of another size".into()));
+        }
+        let host_addr = base as u64;
+        let mut slot = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: deleting slot 0 (size 0); the vCPU is not running.
+        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        const PAGE: usize = abi::PAGE_SIZE as usize;
+        const CHUNK: usize = 4096;
+        let pages = len / PAGE;
+        let mut entries = vec![0u64; CHUNK];
+        let mut copied = 0;
+        let mut first = 0;
+        while first < pages {
+            let n = CHUNK.min(pages - first);
+            let off = ((host_addr as usize / PAGE) + first) * 8;
+            // SAFETY: pread into our buffer of n u64 entries.
+            let got =
+                unsafe { libc::pread(pagemap.as_raw_fd(), entries.as_mut_ptr().cast(), n * 8, off as libc::off_t) };
+            if got != (n * 8) as isize {
+                return Err(VmError::Snapshot(format!("pagemap read: {}", std::io::Error::last_os_error())));
+            }
+            for (i, &e) in entries[..n].iter().enumerate() {
+                // Present, and not a page of the file: the guest wrote it.
+                if e & (1 << 63) != 0 && e & (1 << 61) == 0 {
+                    let at = (first + i) * PAGE;
+                    // SAFETY: `at..at+PAGE` lies in guest RAM (our mapping)
+                    // and in `snapshot`; the vCPU is stopped.
+                    unsafe { std::ptr::copy_nonoverlapping(snapshot.as_ptr().add(at), base.add(at).cast_mut(), PAGE) };
+                    copied += 1;
+                }
+            }
+            first += n;
+        }
+        slot.memory_size = self.mem_size;
+        // SAFETY: the slot describes the guest RAM mapping again.
+        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        Ok(copied)
+    }
+
     /// Where guest RAM is mapped in this process, and its size.
     pub fn host_memory(&self) -> (*const u8, usize) {
         (self.host_addr as *const u8, self.mem_size as usize)

@@ -1,6 +1,7 @@
 //! `Sandbox`: configuration, the vCPU worker thread, and one run.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -460,6 +461,9 @@ impl Sandbox {
                 let _ = worker_control.kicker.set(ThreadKicker::current());
                 // SAFETY: gettid has no arguments and cannot fail.
                 worker_control.vcpu_tid.store(unsafe { libc::gettid() } as i64, Ordering::SeqCst);
+                // What resetting to the snapshot in place needs, opened
+                // before the jail closes.
+                let reset_aid = worker_snapshot.as_ref().and_then(ResetAid::new);
                 let mode = jail::env_override().unwrap_or(worker_config.seccomp);
                 if let Err(e) = jail::enter(mode, &worker_control.violation) {
                     let _ = ready_tx.send(Err(e));
@@ -537,6 +541,7 @@ impl Sandbox {
                     runner.kept = kept.take();
                     runner.kept_fresh = std::mem::take(&mut fresh);
                     runner.spare = spare.take();
+                    runner.reset_aid = reset_aid.as_ref();
                     let boot = Boot {
                         image: prepared.image,
                         argv: prepared.argv,
@@ -943,6 +948,50 @@ enum Reap {
     Flush(mpsc::Sender<()>),
 }
 
+/// A read-only view of a snapshot's memory and an open pagemap, for
+/// resetting a VM to the snapshot in place.
+struct ResetAid {
+    view: *const u8,
+    len: usize,
+    pagemap: std::os::fd::OwnedFd,
+}
+
+impl ResetAid {
+    fn new(snap: &Snapshot) -> Option<ResetAid> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let len = snap.memory_bytes() as usize;
+        // SAFETY: a read-only shared mapping of the (sealed) snapshot file.
+        let view = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, snap.memory_fd().as_raw_fd(), 0)
+        };
+        if view == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: open of a constant path; the result is checked.
+        let fd = unsafe { libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            // SAFETY: unmapping what we just mapped.
+            unsafe { libc::munmap(view, len) };
+            return None;
+        }
+        // SAFETY: a fresh fd we own.
+        let pagemap = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        Some(ResetAid { view: view as *const u8, len, pagemap })
+    }
+
+    fn view(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as self and is never written.
+        unsafe { std::slice::from_raw_parts(self.view, self.len) }
+    }
+}
+
+impl Drop for ResetAid {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping exactly once.
+        unsafe { libc::munmap(self.view as *mut libc::c_void, self.len) };
+    }
+}
+
 /// How long a cold sandbox's vCPU thread waits for the next run before it
 /// makes that run's VM ahead of time (a sandbox dropped or reused at once
 /// does not pay for a VM it will not use).
@@ -1021,6 +1070,8 @@ struct Runner<'a> {
     kept_fresh: bool,
     /// A blank VM made ahead of this run.
     spare: Option<Vm>,
+    /// For resetting to the snapshot in place.
+    reset_aid: Option<&'a ResetAid>,
 }
 
 enum Flow {
@@ -1069,6 +1120,7 @@ impl<'a> Runner<'a> {
             kept: None,
             kept_fresh: false,
             spare: None,
+            reset_aid: None,
         }
     }
 
@@ -1203,7 +1255,16 @@ impl<'a> Runner<'a> {
                 let vm = match self.kept.take() {
                     Some(vm) if self.kept_fresh => vm,
                     Some(mut vm) => {
-                        vm.reset_memory(snap.memory_fd()).map_err(map_vm_error)?;
+                        // Copy the snapshot back into the pages the last run
+                        // wrote (they stay this VM's, so writing them again
+                        // costs no copy-on-write fault); remap if that fails.
+                        let copied = match self.reset_aid {
+                            Some(aid) => vm.reset_memory_by_copy(aid.view(), aid.pagemap.as_fd()).is_ok(),
+                            None => false,
+                        };
+                        if !copied {
+                            vm.reset_memory(snap.memory_fd()).map_err(map_vm_error)?;
+                        }
                         vm
                     }
                     None => Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()).map_err(map_vm_error)?,

@@ -74,8 +74,10 @@ fn a_run_sees_nothing_a_previous_run_wrote() {
     let mut sb = Sandbox::from_snapshot(&snap).unwrap();
     let mem = (64u64 << 20).to_string();
     for round in 0..3u64 {
-        let (k1, k2) =
-            (format!("{:016x}", 0x005e_c2e7_0000_0000_u64 + round), format!("{:016x}", 0xdead_beef_1234_0000u64 ^ round));
+        let (k1, k2) = (
+            format!("{:016x}", 0x005e_c2e7_0000_0000_u64 + round),
+            format!("{:016x}", 0xdead_beef_1234_0000u64 ^ round),
+        );
         let out = sb.run(&Command::resume().args(["write", &k1, &k2])).unwrap();
         assert_eq!(out.stdout_str(), "written\n");
         // The same sandbox, next run: scans all guest RAM and the files.

@@ -45,7 +45,10 @@ pub fn install_kick_handler() {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_kick as *const () as usize;
-            sa.sa_flags = 0;
+            // SA_RESTART: a kick that lands outside KVM_RUN (creating a VM,
+            // serving a hypercall) must not fail the system call it hits;
+            // KVM_RUN itself still returns EINTR, which is the point.
+            sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
         }

@@ -271,15 +271,30 @@ impl Vm {
     /// of the old contents (the memory slot is deleted and re-added).
     pub fn reset_memory(&mut self, memory: BorrowedFd<'_>) -> Result<()> {
         let host_addr = self.host_memory().0 as u64;
+        self.without_memory_slot(|vm| vm.remap(host_addr, memory))
+    }
+
+    /// Deletes the guest RAM memory slot (which drops every shadow
+    /// translation KVM built from it), runs `f`, and adds the slot again.
+    fn without_memory_slot<T>(&mut self, f: impl FnOnce(&mut Vm) -> Result<T>) -> Result<T> {
         let mut slot = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
             guest_phys_addr: 0,
             memory_size: 0,
-            userspace_addr: host_addr,
+            userspace_addr: self.host_addr,
         };
         // SAFETY: deleting slot 0 (size 0); the vCPU is not running.
         unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        let result = f(self);
+        slot.memory_size = self.mem_size;
+        // SAFETY: the slot describes the guest RAM mapping again (same
+        // address and size, owned by `self.memory`).
+        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+        result
+    }
+
+    fn remap(&mut self, host_addr: u64, memory: BorrowedFd<'_>) -> Result<()> {
         // SAFETY: replaces exactly the guest RAM mapping (same address and
         // size, owned by `self.memory`) with a fresh private mapping of
         // the snapshot file.
@@ -296,9 +311,6 @@ impl Vm {
         if p == libc::MAP_FAILED || p as u64 != host_addr {
             return Err(VmError::MemoryMap(std::io::Error::last_os_error().to_string()));
         }
-        slot.memory_size = self.mem_size;
-        // SAFETY: the slot describes the guest RAM mapping again.
-        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         Ok(())
     }
 
@@ -313,16 +325,11 @@ impl Vm {
         if snapshot.len() != len {
             return Err(VmError::Snapshot("snapshot memory of another size".into()));
         }
+        self.without_memory_slot(|_| Self::copy_back(base, len, snapshot, pagemap))
+    }
+
+    fn copy_back(base: *const u8, len: usize, snapshot: &[u8], pagemap: BorrowedFd<'_>) -> Result<usize> {
         let host_addr = base as u64;
-        let mut slot = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: 0,
-            userspace_addr: host_addr,
-        };
-        // SAFETY: deleting slot 0 (size 0); the vCPU is not running.
-        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         const PAGE: usize = abi::PAGE_SIZE as usize;
         const CHUNK: usize = 4096;
         let pages = len / PAGE;
@@ -350,9 +357,6 @@ impl Vm {
             }
             first += n;
         }
-        slot.memory_size = self.mem_size;
-        // SAFETY: the slot describes the guest RAM mapping again.
-        unsafe { self._vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
         Ok(copied)
     }
 

@@ -8,6 +8,7 @@ use crate::errno::*;
 use crate::mm;
 use crate::rt::boot;
 use crate::uaccess::*;
+use crate::task::read_timespec;
 use crate::{hc, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
@@ -375,16 +376,6 @@ fn sys_time(t: u64) -> SysResult {
         put_u64s(t, &[secs])?;
     }
     Ok(secs)
-}
-
-fn read_timespec(ts: u64) -> Result<u64, i64> {
-    let b = user_bytes(ts, 16)?;
-    let sec = u64::from_le_bytes(b[0..8].try_into().map_err(|_| EFAULT)?);
-    let nsec = u64::from_le_bytes(b[8..16].try_into().map_err(|_| EFAULT)?);
-    if nsec >= 1_000_000_000 || sec > i64::MAX as u64 {
-        return Err(EINVAL);
-    }
-    Ok(sec.saturating_mul(1_000_000_000).saturating_add(nsec))
 }
 
 fn sys_nanosleep(req: u64, _rem: u64) -> SysResult {

@@ -103,7 +103,7 @@ const VCPU_ALLOWLIST: &[Allowed] = &[
     Allowed { name: "rt_sigprocmask", nr: libc::SYS_rt_sigprocmask, args: Args::Any }, // thread exit (glibc)
     Allowed { name: "sigaltstack", nr: libc::SYS_sigaltstack, args: Args::Any }, // thread exit (Rust std)
     Allowed { name: "timer_settime", nr: libc::SYS_timer_settime, args: Args::Any }, // arming the run's deadline
-    Allowed { name: "timer_delete", nr: libc::SYS_timer_delete, args: Args::Any }, // thread exit: deadline timer
+    Allowed { name: "gettid", nr: libc::SYS_gettid, args: Args::Any },          // panic messages (Rust std)
     Allowed { name: "clock_gettime", nr: libc::SYS_clock_gettime, args: Args::Any }, // thread CPU time (no vDSO)
     Allowed { name: "clock_nanosleep", nr: libc::SYS_clock_nanosleep, args: Args::Any }, // guest sleep hypercall
     Allowed { name: "getrandom", nr: libc::SYS_getrandom, args: Args::Any },    // hash map seeds

@@ -402,7 +402,9 @@ struct Prepared {
 struct Worker {
     jobs: mpsc::Sender<Job>,
     results: mpsc::Receiver<Result<Reply>>,
-    thread: Option<JoinHandle<()>>,
+    /// The vCPU thread; it hands back its timers for this thread to delete
+    /// (its jail does not allow timer_delete).
+    thread: Option<JoinHandle<Option<(DeadlineTimer, DeadlineTimer)>>>,
 }
 
 /// A sandbox: runs programs, one at a time, each in a fresh micro-VM.
@@ -455,7 +457,7 @@ impl Sandbox {
                     Ok(t) => t,
                     Err(e) => {
                         let _ = ready_tx.send(Err(map_vm_error(e)));
-                        return;
+                        return None;
                     }
                 };
                 let _ = worker_control.kicker.set(ThreadKicker::current());
@@ -467,7 +469,7 @@ impl Sandbox {
                 let mode = jail::env_override().unwrap_or(worker_config.seccomp);
                 if let Err(e) = jail::enter(mode, &worker_control.violation) {
                     let _ = ready_tx.send(Err(e));
-                    return;
+                    return Some((timer, cpu_timer));
                 }
                 let _ = ready_tx.send(Ok(()));
                 // A sandbox built from a snapshot keeps its VM between runs
@@ -580,6 +582,7 @@ impl Sandbox {
                 for vm in [spare, kept].into_iter().flatten() {
                     reap(vm);
                 }
+                Some((timer, cpu_timer))
             })
             .map_err(|e| Error::Internal { context: "cannot start the vCPU thread".into(), source: Some(e.into()) })?;
         match ready_rx.recv() {
@@ -737,7 +740,8 @@ impl Drop for Sandbox {
         let (dead, _) = mpsc::channel();
         drop(std::mem::replace(&mut worker.jobs, dead));
         if let Some(t) = worker.thread.take() {
-            let _ = t.join();
+            // Its timers are deleted here, outside its jail.
+            drop(t.join());
         }
     }
 }

@@ -10,23 +10,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hvsandbox::{Command, Sandbox, SandboxBuilder};
+use hvsandbox_tests::bench::summarize;
 use hvsandbox_tests::BUSYBOX;
 
 const PYTHON: &str = "/usr/bin/python3";
-
-struct Summary {
-    median: Duration,
-    p99: Duration,
-    min: Duration,
-    mean: Duration,
-}
-
-fn summarize(mut samples: Vec<Duration>) -> Summary {
-    samples.sort();
-    let n = samples.len();
-    let pick = |q: f64| samples[((n as f64 * q).ceil() as usize).clamp(1, n) - 1];
-    Summary { median: pick(0.5), p99: pick(0.99), min: samples[0], mean: samples.iter().sum::<Duration>() / n as u32 }
-}
 
 fn ms(d: Duration) -> String {
     format!("{:8.3} ms", d.as_secs_f64() * 1e3)

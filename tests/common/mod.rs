@@ -124,3 +124,28 @@ pub fn musl(name: &str) -> PathBuf {
 pub fn sandbox() -> Sandbox {
     Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(10)).build().expect("build sandbox")
 }
+
+/// Helpers shared by the benchmarks.
+pub mod bench {
+    use std::time::Duration;
+
+    /// Order statistics of a set of timings.
+    pub struct Summary {
+        pub median: Duration,
+        pub p99: Duration,
+        pub min: Duration,
+        pub mean: Duration,
+    }
+
+    pub fn summarize(mut samples: Vec<Duration>) -> Summary {
+        samples.sort();
+        let n = samples.len().max(1);
+        let pick = |q: f64| samples.get(((n as f64 * q).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or_default();
+        Summary {
+            median: pick(0.5),
+            p99: pick(0.99),
+            min: samples.first().copied().unwrap_or_default(),
+            mean: samples.iter().sum::<Duration>() / n as u32,
+        }
+    }
+}

@@ -7,8 +7,8 @@ use hvsandbox_abi as abi;
 use crate::errno::*;
 use crate::mm;
 use crate::rt::boot;
-use crate::uaccess::*;
 use crate::task::read_timespec;
+use crate::uaccess::*;
 use crate::{hc, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;

@@ -309,3 +309,20 @@ fn the_snapshot_loader_survives_arbitrary_files() {
     }
     eprintln!("{loaded} of 3000 mutated files still loaded");
 }
+
+#[test]
+fn page_tables_changed_behind_the_runtime_do_not_outlive_the_run() {
+    // A run plants a mapping by writing page-table entries itself; the
+    // next run from the same sandbox must not see it (the host notices a
+    // changed page-table page and drops KVM's shadow tables).
+    let snap = entry_snapshot(&musl("plant"), &["probe"]);
+    let mut sb = Sandbox::from_snapshot(&snap).unwrap();
+    assert_eq!(sb.run(&Command::resume().arg("probe")).unwrap().stdout_str(), "unmapped\n");
+    for _ in 0..3 {
+        let out = sb.run(&Command::resume().arg("plant")).unwrap();
+        assert_eq!(out.stdout_str(), "planted 1122334455667788\n", "{}", out.stderr_str());
+        assert_eq!(sb.run(&Command::resume().arg("probe")).unwrap().stdout_str(), "unmapped\n");
+        // Runs that change no page table keep the shadow tables (fast path).
+        assert_eq!(sb.run(&Command::resume().arg("probe")).unwrap().stdout_str(), "unmapped\n");
+    }
+}

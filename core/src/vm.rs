@@ -325,16 +325,30 @@ impl Vm {
         if snapshot.len() != len {
             return Err(VmError::Snapshot("snapshot memory of another size".into()));
         }
-        self.without_memory_slot(|_| Self::copy_back(base, len, snapshot, pagemap))
+        let (copied, tables_changed) = Self::copy_back(base, len, snapshot, pagemap)?;
+        // KVM's shadow page tables mirror the guest's page tables as the
+        // guest wrote them; a page-table page changed behind its back
+        // (restored above) would leave stale translations. Page tables
+        // live only in the host-built range and the runtime's pool, so
+        // only a change there needs them all dropped (memory slot
+        // replaced); otherwise they still describe the restored memory.
+        if tables_changed {
+            self.without_memory_slot(|_| Ok(()))?;
+        }
+        Ok(copied)
     }
 
-    fn copy_back(base: *const u8, len: usize, snapshot: &[u8], pagemap: BorrowedFd<'_>) -> Result<usize> {
+    /// Copies the snapshot back into every page the guest wrote; returns
+    /// how many, and whether any page that may hold a page table differed.
+    fn copy_back(base: *const u8, len: usize, snapshot: &[u8], pagemap: BorrowedFd<'_>) -> Result<(usize, bool)> {
         let host_addr = base as u64;
         const PAGE: usize = abi::PAGE_SIZE as usize;
         const CHUNK: usize = 4096;
         let pages = len / PAGE;
         let mut entries = vec![0u64; CHUNK];
         let mut copied = 0;
+        let mut tables_changed = false;
+        let mem = len as u64;
         let mut first = 0;
         while first < pages {
             let n = CHUNK.min(pages - first);
@@ -351,13 +365,26 @@ impl Vm {
                     let at = (first + i) * PAGE;
                     // SAFETY: `at..at+PAGE` lies in guest RAM (our mapping)
                     // and in `snapshot`; the vCPU is stopped.
-                    unsafe { std::ptr::copy_nonoverlapping(snapshot.as_ptr().add(at), base.add(at).cast_mut(), PAGE) };
+                    let (now, was) = unsafe {
+                        (
+                            std::slice::from_raw_parts(base.add(at), PAGE),
+                            std::slice::from_raw_parts(snapshot.as_ptr().add(at), PAGE),
+                        )
+                    };
+                    if abi::may_hold_page_table(at as u64, mem) {
+                        if now == was {
+                            continue;
+                        }
+                        tables_changed = true;
+                    }
+                    // SAFETY: as above; the two ranges do not overlap.
+                    unsafe { std::ptr::copy_nonoverlapping(was.as_ptr(), base.add(at).cast_mut(), PAGE) };
                     copied += 1;
                 }
             }
             first += n;
         }
-        Ok(copied)
+        Ok((copied, tables_changed))
     }
 
     /// Where guest RAM is mapped in this process, and its size.
@@ -519,7 +546,7 @@ impl Vm {
             flags: if params.snapshot_at_entry { abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY } else { abi::BOOT_FLAG_NONE },
             mem_size: self.mem_size,
             free_start: image_end,
-            free_end: self.mem_size,
+            free_end: abi::pt_pool_start(self.mem_size),
             image_gpa: abi::IMAGE_GPA,
             image_len,
             args_gpa: abi::ARGS_GPA,

@@ -151,3 +151,19 @@ unsafe impl GlobalAlloc for RuntimeAllocator {
         p
     }
 }
+
+/// Maps `bytes` of heap now and keeps them free for later use, so that
+/// the runtime's allocations after a snapshot point do not change page
+/// tables (which would make the host drop KVM's shadow tables on reset).
+pub fn reserve(bytes: usize) {
+    let pages = bytes.div_ceil(PAGE);
+    let p = alloc_pages(pages, PAGE);
+    if p.is_null() {
+        return;
+    }
+    let h = HEAP.get();
+    // SAFETY: a fresh run of `pages` mapped heap pages we own; it becomes
+    // a free run (as `dealloc` of a large block does).
+    unsafe { (p as *mut Run).write(Run { pages, next: h.runs }) };
+    h.runs = p as usize;
+}

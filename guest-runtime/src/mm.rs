@@ -64,10 +64,25 @@ struct Frames {
     boot_pml4: u64,
     /// Frames on the free list.
     listed: u64,
+    /// The page-table pool (see `abi::pt_pool_size`): next never-used
+    /// frame, end, and freed table frames.
+    pt_next: u64,
+    pt_end: u64,
+    pt_free: u64,
 }
 
-static FRAMES: Global<Frames> =
-    Global::new(Frames { next_frame: 0, frame_end: 0, free_list: 0, used: 0, peak: 0, boot_pml4: 0, listed: 0 });
+static FRAMES: Global<Frames> = Global::new(Frames {
+    next_frame: 0,
+    frame_end: 0,
+    free_list: 0,
+    used: 0,
+    peak: 0,
+    boot_pml4: 0,
+    listed: 0,
+    pt_next: 0,
+    pt_end: 0,
+    pt_free: 0,
+});
 
 /// One process's memory: page tables and mappings.
 pub struct AddressSpace {
@@ -89,7 +104,9 @@ pub fn init(info: &abi::BootInfo) {
     let f = FRAMES.get();
     f.boot_pml4 = info.pml4_gpa;
     f.next_frame = info.free_start.next_multiple_of(PAGE);
-    f.frame_end = info.free_end.min(info.mem_size) & !(PAGE - 1);
+    f.pt_next = abi::pt_pool_start(info.mem_size);
+    f.pt_end = info.mem_size;
+    f.frame_end = info.free_end.min(f.pt_next) & !(PAGE - 1);
     // SAFETY: single-threaded runtime; the flush trap reads it.
     unsafe { NEXT_CR3 = info.pml4_gpa };
     // The runtime heap's top-level entry must exist before any address
@@ -130,6 +147,40 @@ fn alloc_frame() -> Option<u64> {
     f.used += 1;
     f.peak = f.peak.max(f.used);
     Some(gpa)
+}
+
+/// A zeroed frame for a page table, from the page-table pool only (the
+/// host relies on page tables living there; see `abi::pt_pool_size`).
+fn alloc_table_frame() -> Option<u64> {
+    let f = FRAMES.get();
+    let gpa = if f.pt_free != 0 {
+        let gpa = f.pt_free;
+        // SAFETY: free table frames hold the next link in their first word.
+        f.pt_free = unsafe { (phys_ptr(gpa) as *const u64).read() };
+        zero_frame(gpa);
+        gpa
+    } else if f.pt_next + PAGE <= f.pt_end {
+        let gpa = f.pt_next;
+        f.pt_next += PAGE;
+        // Written even though it is zero: if this frame was a page table
+        // in an earlier run of a reused VM, the write tells KVM.
+        zero_frame(gpa);
+        gpa
+    } else {
+        return None;
+    };
+    f.used += 1;
+    f.peak = f.peak.max(f.used);
+    Some(gpa)
+}
+
+fn free_table_frame(gpa: u64) {
+    let f = FRAMES.get();
+    // SAFETY: the table frame is no longer referenced; its first word
+    // becomes the free-list link.
+    unsafe { (phys_ptr(gpa) as *mut u64).write(f.pt_free) };
+    f.pt_free = gpa;
+    f.used -= 1;
 }
 
 fn free_frame(gpa: u64) {
@@ -176,7 +227,7 @@ fn pte(pml4: u64, va: u64, create: bool) -> Option<*mut u64> {
             if !create {
                 return None;
             }
-            let f = alloc_frame()?;
+            let f = alloc_table_frame()?;
             // SAFETY: as above; a not-present entry becomes present: no flush needed.
             unsafe { e.write_volatile(f | PTE_P | PTE_RW | PTE_US | PTE_A) };
             t = f;
@@ -229,7 +280,7 @@ pub fn boot_space() -> Box<AddressSpace> {
 
 /// A fresh, empty address space.
 pub fn new_space() -> Result<Box<AddressSpace>, i64> {
-    let pml4 = alloc_frame().ok_or(ENOMEM)?;
+    let pml4 = alloc_table_frame().ok_or(ENOMEM)?;
     let boot = FRAMES.get().boot_pml4;
     // SAFETY: both are page-table frames; the shared slots are copied.
     unsafe {
@@ -365,17 +416,17 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                         free_frame(e1 & ADDR_MASK);
                     }
                 }
-                free_frame(pt);
+                free_table_frame(pt);
             }
-            free_frame(e3 & ADDR_MASK);
+            free_table_frame(e3 & ADDR_MASK);
         }
-        free_frame(e4 & ADDR_MASK);
+        free_table_frame(e4 & ADDR_MASK);
         // SAFETY: as above; the space is not current, so no flush is due
         // (the next CR3 load of this root, if it is ever reused, flushes).
         unsafe { e4p.write_volatile(0) };
     }
     if pml4 != FRAMES.get().boot_pml4 {
-        free_frame(pml4);
+        free_table_frame(pml4);
     }
 }
 

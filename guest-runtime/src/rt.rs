@@ -143,6 +143,8 @@ pub struct Resume {
 /// (go on), or the new run's inputs when the guest was restored: clocks,
 /// randomness and files are already applied.
 pub fn snapshot_point() -> Option<Resume> {
+    // Heap room for what a restored run allocates, mapped now.
+    crate::heap::reserve(1 << 20);
     crate::io::flush_all();
     crate::syscalls::record_memory_peak();
     if hc::call(abi::hc::SNAPSHOT, 0, 0, 0) != 1 {

@@ -194,6 +194,31 @@ pub struct RuntimeStats {
 
 pub const UNKNOWN_SLOTS: usize = 512;
 
+/// Every page-table frame the guest runtime allocates comes from this pool
+/// at the top of guest RAM (the host-built tables are at
+/// [`PAGE_TABLES_GPA`]). Knowing where page tables can live lets the host
+/// reset a VM without dropping KVM's shadow page tables when no page of
+/// these ranges changed. The general frame allocator stops below it.
+pub const fn pt_pool_size(mem_size: u64) -> u64 {
+    let s = mem_size / 16;
+    if s < (1 << 20) {
+        1 << 20
+    } else {
+        s & !(PAGE_SIZE - 1)
+    }
+}
+
+/// First guest-physical address of the page-table pool.
+pub const fn pt_pool_start(mem_size: u64) -> u64 {
+    mem_size - pt_pool_size(mem_size)
+}
+
+/// Whether `gpa` may hold a page table (host-built or from the pool).
+pub const fn may_hold_page_table(gpa: u64, mem_size: u64) -> bool {
+    (gpa >= PAGE_TABLES_GPA && gpa < PAGE_TABLES_GPA + PAGE_TABLES_MAX)
+        || (gpa >= pt_pool_start(mem_size) && gpa < mem_size)
+}
+
 /// Size of the runtime's buffer for each output stream.
 pub const OUT_BUF_SIZE: usize = 64 * 1024;
 

@@ -324,5 +324,9 @@ fn page_tables_changed_behind_the_runtime_do_not_outlive_the_run() {
         assert_eq!(sb.run(&Command::resume().arg("probe")).unwrap().stdout_str(), "unmapped\n");
         // Runs that change no page table keep the shadow tables (fast path).
         assert_eq!(sb.run(&Command::resume().arg("probe")).unwrap().stdout_str(), "unmapped\n");
+        // A run that only takes access away (the host keeps the shadow
+        // tables then): the next run has the snapshot's mapping whole.
+        assert_eq!(sb.run(&Command::resume().arg("narrow")).unwrap().stdout_str(), "narrowed\n");
+        assert_eq!(sb.run(&Command::resume().arg("use")).unwrap().stdout_str(), "page 42 43\n");
     }
 }

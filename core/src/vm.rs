@@ -112,6 +112,35 @@ pub enum VmExit {
     Unexpected(String),
 }
 
+/// Whether every entry of a page-table page that differs between `now`
+/// (as the run left it) and `was` (the snapshot) only gives *less* than
+/// the snapshot: not present, or the same frame with no permission the
+/// snapshot entry lacks. Restoring such a page behind KVM's back is safe:
+/// a shadow entry KVM may still hold from `now` allows no access that the
+/// restored entry does not, and anything missing is refilled from the
+/// guest's tables on the next fault. Anything else (a new or moved mapping,
+/// a wider permission) needs the shadow tables dropped.
+fn only_narrowed(now: &[u8], was: &[u8]) -> bool {
+    const P: u64 = 1;
+    const RW: u64 = 1 << 1;
+    const US: u64 = 1 << 2;
+    const PS: u64 = 1 << 7;
+    const NX: u64 = 1 << 63;
+    const ADDR: u64 = 0x000f_ffff_ffff_f000;
+    now.chunks_exact(8).zip(was.chunks_exact(8)).all(|(n, w)| {
+        let n = u64::from_le_bytes(n.try_into().unwrap_or_default());
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        if n == w || n & P == 0 {
+            return true;
+        }
+        w & P != 0
+            && n & ADDR == w & ADDR
+            && n & PS == w & PS
+            && n & (RW | US) & !w == 0
+            && (w & NX == 0 || n & NX != 0)
+    })
+}
+
 /// A vCPU's architectural state, as a snapshot keeps it.
 pub struct VcpuState {
     pub regs: kvm_bindings::kvm_regs,
@@ -375,7 +404,7 @@ impl Vm {
                         if now == was {
                             continue;
                         }
-                        tables_changed = true;
+                        tables_changed |= !only_narrowed(now, was);
                     }
                     // SAFETY: as above; the two ranges do not overlap.
                     unsafe { std::ptr::copy_nonoverlapping(was.as_ptr(), base.add(at).cast_mut(), PAGE) };

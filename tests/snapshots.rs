@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, ErrorKind, Sandbox, Snapshot, SnapshotPoint};
-use hvsandbox_tests::{musl, BUSYBOX};
+use hvsandbox_tests::{hostile, musl, BUSYBOX};
 
 fn entry_snapshot(program: &std::path::Path, args: &[&str]) -> Snapshot {
     let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
@@ -328,5 +328,43 @@ fn page_tables_changed_behind_the_runtime_do_not_outlive_the_run() {
         // tables then): the next run has the snapshot's mapping whole.
         assert_eq!(sb.run(&Command::resume().arg("narrow")).unwrap().stdout_str(), "narrowed\n");
         assert_eq!(sb.run(&Command::resume().arg("use")).unwrap().stdout_str(), "page 42 43\n");
+    }
+}
+
+#[test]
+fn cpu_state_a_run_changed_from_ring_0_does_not_outlive_the_run() {
+    // Inside the VM a program can take ring 0 (it can write the IDT through
+    // the physmap) and change MSRs and debug registers, which no page of
+    // memory holds. The host restores them on reset; a run that did
+    // something KVM cannot go on from gets a new VM, not a reset.
+    let snap = entry_snapshot(&hostile("ring0"), &["get"]);
+    let mut sb = Sandbox::from_snapshot(&snap).unwrap();
+    let clean = sb.run(&Command::resume().arg("get")).unwrap().stdout_str().to_string();
+    assert_eq!(clean, "kernel_gs_base=0 cstar=0 sysenter_esp=0\n");
+    let clean_dr = sb.run(&Command::resume().arg("get-dr")).unwrap().stdout_str().to_string();
+    assert_eq!(clean_dr, "kernel_gs_base=0 cstar=0 sysenter_esp=0 dr0=0\n");
+    for round in 0..2 {
+        let out = sb.run(&Command::resume().args(["msr", "0x112233445566"])).unwrap();
+        assert_eq!(
+            out.stdout_str(),
+            "kernel_gs_base=0x112233445566 cstar=0x112233445566 sysenter_esp=0x112233445566\n",
+            "round {round}: the run itself changes the MSRs"
+        );
+        assert_eq!(sb.run(&Command::resume().arg("get")).unwrap().stdout_str(), clean, "round {round}");
+        let out = sb.run(&Command::resume().args(["dr", "0x1234"])).unwrap();
+        assert!(out.stdout_str().ends_with(" dr0=0x1234\n"), "round {round}: {}", out.stdout_str());
+        assert_eq!(sb.run(&Command::resume().arg("get-dr")).unwrap().stdout_str(), clean_dr, "round {round}");
+    }
+    // XCR0: changed (hardware KVM: the next run must not see it) or refused
+    // with a crash (this host's PVM cannot emulate xsetbv at CPL0).
+    let mut sb = Sandbox::from_snapshot(&snap).unwrap();
+    match sb.run(&Command::resume().arg("xcr0")) {
+        Ok(out) => {
+            assert!(out.stdout_str().contains(" xcr0="), "{}", out.stdout_str());
+            let again = sb.run(&Command::resume().arg("get-xcr0")).unwrap();
+            let fresh = Sandbox::from_snapshot(&snap).unwrap().run(&Command::resume().arg("get-xcr0")).unwrap();
+            assert_eq!(again.stdout_str(), fresh.stdout_str());
+        }
+        Err(e) => assert_eq!(e.kind(), ErrorKind::GuestCrashed, "{e}"),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use hvsandbox_abi as abi;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
@@ -20,6 +20,11 @@ const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_CSTAR: u32 = 0xc000_0083;
 const MSR_SFMASK: u32 = 0xc000_0084;
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+const MSR_SYSENTER_CS: u32 = 0x174;
+const MSR_SYSENTER_ESP: u32 = 0x175;
+const MSR_SYSENTER_EIP: u32 = 0x176;
+const MSR_PAT: u32 = 0x277;
+const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 
 /// syscall: CS = 0x10 (kernel), sysret: CS = 0x20 + 16 | 3, SS = 0x20 + 8 | 3.
 const STAR: u64 = 0x0023_0010_0000_0000;
@@ -35,6 +40,8 @@ const EFER: u64 = 0xd01;
 struct KvmSystem {
     kvm: Kvm,
     cpuid: CpuId,
+    /// KVM_CAP_SYNC_REGS covers the general and segment registers.
+    sync_regs: bool,
 }
 
 fn kvm_system() -> Result<Arc<KvmSystem>> {
@@ -49,7 +56,9 @@ fn kvm_system() -> Result<Arc<KvmSystem>> {
         return Err(VmError::KvmVersion(version));
     }
     let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
-    let sys = Arc::new(KvmSystem { kvm, cpuid });
+    // KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS
+    let sync_regs = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) & 0x3 == 0x3;
+    let sys = Arc::new(KvmSystem { kvm, cpuid, sync_regs });
     *slot = Some(sys.clone());
     Ok(sys)
 }
@@ -141,6 +150,119 @@ fn only_narrowed(now: &[u8], was: &[u8]) -> bool {
     })
 }
 
+/// `PAGEMAP_SCAN` (Linux 6.7): `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+const PAGE_IS_FILE: u64 = 1 << 2;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// `struct pm_scan_arg` of `<linux/fs.h>`.
+#[repr(C)]
+#[derive(Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// `struct page_region` of `<linux/fs.h>`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+/// Whether this kernel has `PAGEMAP_SCAN` (cleared at the first refusal).
+static SCAN_WORKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Calls `f(from, to)` (offsets into the mapping at `addr`) for every run
+/// of pages of this private file mapping that were written (their page is
+/// anonymous now: present or swapped, and not the file's). Asks the kernel
+/// for just those ranges with `PAGEMAP_SCAN`; returns false, having called
+/// nothing, when the kernel lacks it.
+fn written_pages_scan(addr: u64, len: usize, pagemap: BorrowedFd<'_>, f: &mut dyn FnMut(usize, usize)) -> Result<bool> {
+    if !SCAN_WORKS.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(false);
+    }
+    let mut regions = [PageRegion::default(); 64];
+    let end = addr + len as u64;
+    let mut from = addr;
+    while from < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: from,
+            end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_inverted: PAGE_IS_FILE,
+            category_mask: PAGE_IS_FILE,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            ..PmScanArg::default()
+        };
+        // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`
+        // regions into our buffer and `walk_end` into `arg`.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if from == addr && matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL | libc::EPERM)) {
+                SCAN_WORKS.store(false, std::sync::atomic::Ordering::Relaxed);
+                return Ok(false);
+            }
+            return Err(VmError::Snapshot(format!("PAGEMAP_SCAN: {e}")));
+        }
+        for r in &regions[..(n as usize).min(regions.len())] {
+            let (a, b) = (r.start.clamp(addr, end), r.end.clamp(addr, end));
+            if a < b {
+                f((a - addr) as usize, (b - addr) as usize);
+            }
+        }
+        if arg.walk_end <= from {
+            return Err(VmError::Snapshot("PAGEMAP_SCAN made no progress".into()));
+        }
+        from = arg.walk_end;
+    }
+    Ok(true)
+}
+
+/// The same as [`written_pages_scan`] by reading every page's pagemap
+/// entry (older kernels): calls `f(offset)` for each written page.
+fn written_pages_read(addr: u64, len: usize, pagemap: BorrowedFd<'_>, f: &mut dyn FnMut(usize)) -> Result<()> {
+    const PAGE: usize = abi::PAGE_SIZE as usize;
+    const CHUNK: usize = 4096;
+    let pages = len / PAGE;
+    let mut entries = vec![0u64; CHUNK];
+    let mut first = 0;
+    while first < pages {
+        let n = CHUNK.min(pages - first);
+        let off = ((addr as usize / PAGE) + first) * 8;
+        // SAFETY: pread into our buffer of n u64 entries.
+        let got = unsafe { libc::pread(pagemap.as_raw_fd(), entries.as_mut_ptr().cast(), n * 8, off as libc::off_t) };
+        if got != (n * 8) as isize {
+            return Err(VmError::Snapshot(format!("pagemap read: {}", std::io::Error::last_os_error())));
+        }
+        for (i, &e) in entries[..n].iter().enumerate() {
+            // Present or swapped, and not a page of the file: written.
+            if e & (3 << 62) != 0 && e & (1 << 61) == 0 {
+                f((first + i) * PAGE);
+            }
+        }
+        first += n;
+    }
+    Ok(())
+}
+
 /// A vCPU's architectural state, as a snapshot keeps it.
 pub struct VcpuState {
     pub regs: kvm_bindings::kvm_regs,
@@ -181,6 +303,8 @@ pub struct Vm {
     /// Where `memory` is mapped in this process.
     host_addr: u64,
     runtime: &'static RuntimeImage,
+    /// The MSRs every run starts with ([`boot_msrs`]).
+    msrs: Msrs,
     _system: Arc<KvmSystem>,
 }
 
@@ -253,7 +377,8 @@ impl Vm {
         unsafe { vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
 
         let vcpu = vm.create_vcpu(0).map_err(VmError::kvm("KVM_CREATE_VCPU"))?;
-        let mut this = Vm { vcpu, _vm: vm, memory, mem_size, host_addr, runtime, _system: system.clone() };
+        let msrs = boot_msrs(&runtime.header)?;
+        let mut this = Vm { vcpu, _vm: vm, memory, mem_size, host_addr, runtime, msrs, _system: system.clone() };
         this.setup_vcpu(&system)?;
         Ok(this)
     }
@@ -285,13 +410,33 @@ impl Vm {
     }
 
     /// Puts the vCPU back in a saved state.
+    ///
+    /// Everything a run can change is put back, including what only a
+    /// program that took ring 0 in the guest can reach (MSRs, debug
+    /// registers, XCR0): inside the VM the program is as privileged as the
+    /// runtime, so the host restores rather than trusts.
     pub fn restore_vcpu(&mut self, state: &VcpuState) -> Result<()> {
         let _ = self.vcpu.set_xcrs(&state.xcrs);
+        let n = self.vcpu.set_msrs(&self.msrs).map_err(VmError::kvm("KVM_SET_MSRS"))?;
+        if n != self.msrs.as_slice().len() {
+            return Err(VmError::Kvm { op: "KVM_SET_MSRS (partial)", source: kvm_ioctls::Error::new(libc::EINVAL) });
+        }
+        self.vcpu.set_debug_regs(&boot_debugregs()).map_err(VmError::kvm("KVM_SET_DEBUGREGS"))?;
         // SAFETY: the xsave area came from KVM_GET_XSAVE (or a validated
         // snapshot file) for a vCPU with the same CPUID.
         unsafe { self.vcpu.set_xsave(&state.xsave) }.map_err(VmError::kvm("KVM_SET_XSAVE"))?;
-        self.vcpu.set_sregs(&state.sregs).map_err(VmError::kvm("KVM_SET_SREGS"))?;
-        self.vcpu.set_regs(&state.regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
+        if !self._system.sync_regs {
+            self.vcpu.set_sregs(&state.sregs).map_err(VmError::kvm("KVM_SET_SREGS"))?;
+            self.vcpu.set_regs(&state.regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
+            return Ok(());
+        }
+        // The general and segment registers go in with the next KVM_RUN
+        // (KVM_CAP_SYNC_REGS): two ioctls fewer.
+        let sync = self.vcpu.sync_regs_mut();
+        sync.regs = state.regs;
+        sync.sregs = state.sregs;
+        self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
         Ok(())
     }
 
@@ -370,48 +515,37 @@ impl Vm {
     /// Copies the snapshot back into every page the guest wrote; returns
     /// how many, and whether any page that may hold a page table differed.
     fn copy_back(base: *const u8, len: usize, snapshot: &[u8], pagemap: BorrowedFd<'_>) -> Result<(usize, bool)> {
-        let host_addr = base as u64;
         const PAGE: usize = abi::PAGE_SIZE as usize;
-        const CHUNK: usize = 4096;
-        let pages = len / PAGE;
-        let mut entries = vec![0u64; CHUNK];
+        let mem = len as u64;
         let mut copied = 0;
         let mut tables_changed = false;
-        let mem = len as u64;
-        let mut first = 0;
-        while first < pages {
-            let n = CHUNK.min(pages - first);
-            let off = ((host_addr as usize / PAGE) + first) * 8;
-            // SAFETY: pread into our buffer of n u64 entries.
-            let got =
-                unsafe { libc::pread(pagemap.as_raw_fd(), entries.as_mut_ptr().cast(), n * 8, off as libc::off_t) };
-            if got != (n * 8) as isize {
-                return Err(VmError::Snapshot(format!("pagemap read: {}", std::io::Error::last_os_error())));
-            }
-            for (i, &e) in entries[..n].iter().enumerate() {
-                // Present, and not a page of the file: the guest wrote it.
-                if e & (1 << 63) != 0 && e & (1 << 61) == 0 {
-                    let at = (first + i) * PAGE;
-                    // SAFETY: `at..at+PAGE` lies in guest RAM (our mapping)
-                    // and in `snapshot`; the vCPU is stopped.
-                    let (now, was) = unsafe {
-                        (
-                            std::slice::from_raw_parts(base.add(at), PAGE),
-                            std::slice::from_raw_parts(snapshot.as_ptr().add(at), PAGE),
-                        )
-                    };
-                    if abi::may_hold_page_table(at as u64, mem) {
-                        if now == was {
-                            continue;
-                        }
-                        tables_changed |= !only_narrowed(now, was);
-                    }
-                    // SAFETY: as above; the two ranges do not overlap.
-                    unsafe { std::ptr::copy_nonoverlapping(was.as_ptr(), base.add(at).cast_mut(), PAGE) };
-                    copied += 1;
+        let mut restore = |at: usize| {
+            // SAFETY: `at..at+PAGE` lies in guest RAM (our mapping) and in
+            // `snapshot` (same length, checked by the caller); the vCPU is
+            // stopped.
+            let (now, was) = unsafe {
+                (
+                    std::slice::from_raw_parts(base.add(at), PAGE),
+                    std::slice::from_raw_parts(snapshot.as_ptr().add(at), PAGE),
+                )
+            };
+            if abi::may_hold_page_table(at as u64, mem) {
+                if now == was {
+                    return;
                 }
+                tables_changed |= !only_narrowed(now, was);
             }
-            first += n;
+            // SAFETY: as above; the two ranges do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(was.as_ptr(), base.add(at).cast_mut(), PAGE) };
+            copied += 1;
+        };
+        let scanned = written_pages_scan(base as u64, len, pagemap, &mut |from, to| {
+            for at in (from..to).step_by(PAGE) {
+                restore(at);
+            }
+        })?;
+        if !scanned {
+            written_pages_read(base as u64, len, pagemap, &mut restore)?;
         }
         Ok((copied, tables_changed))
     }
@@ -464,17 +598,8 @@ impl Vm {
             let _ = self.vcpu.set_xcrs(&xcrs);
         }
 
-        let h = &self.runtime.header;
-        let msrs = Msrs::from_entries(&[
-            msr(MSR_STAR, STAR),
-            msr(MSR_LSTAR, h.syscall_entry),
-            msr(MSR_CSTAR, 0),
-            msr(MSR_SFMASK, SFMASK),
-            msr(MSR_KERNEL_GS_BASE, 0),
-        ])
-        .map_err(|_| VmError::RuntimeImage("too many MSRs"))?;
-        let n = self.vcpu.set_msrs(&msrs).map_err(VmError::kvm("KVM_SET_MSRS"))?;
-        if n != msrs.as_slice().len() {
+        let n = self.vcpu.set_msrs(&self.msrs).map_err(VmError::kvm("KVM_SET_MSRS"))?;
+        if n != self.msrs.as_slice().len() {
             return Err(VmError::Kvm { op: "KVM_SET_MSRS (partial)", source: kvm_ioctls::Error::new(libc::EINVAL) });
         }
 
@@ -823,6 +948,31 @@ impl Vm {
         self.read_bytes(abi::STATS_GPA, bytes)?;
         Ok(stats)
     }
+}
+
+/// The MSRs every run starts with: those the runtime relies on, and the
+/// others a program that took ring 0 in the guest could change to reach a
+/// later run (any guest can: all of guest RAM, the IDT included, is
+/// writable at CPL3 through the physmap). Set at creation and at every
+/// reset.
+fn boot_msrs(h: &abi::RuntimeHeader) -> Result<Msrs> {
+    Msrs::from_entries(&[
+        msr(MSR_STAR, STAR),
+        msr(MSR_LSTAR, h.syscall_entry),
+        msr(MSR_CSTAR, 0),
+        msr(MSR_SFMASK, SFMASK),
+        msr(MSR_KERNEL_GS_BASE, 0),
+        msr(MSR_SYSENTER_CS, 0),
+        msr(MSR_SYSENTER_ESP, 0),
+        msr(MSR_SYSENTER_EIP, 0),
+        msr(MSR_PAT, PAT_DEFAULT),
+    ])
+    .map_err(|_| VmError::RuntimeImage("too many MSRs"))
+}
+
+/// Debug registers as at power-on: no breakpoints.
+fn boot_debugregs() -> kvm_bindings::kvm_debugregs {
+    kvm_bindings::kvm_debugregs { dr6: 0xffff_0ff0, dr7: 0x400, ..Default::default() }
 }
 
 fn msr(index: u32, data: u64) -> kvm_bindings::kvm_msr_entry {

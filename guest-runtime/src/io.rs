@@ -24,10 +24,14 @@ static OUT: Global<[abi::OutBuffer; 2]> = Global::new([
     abi::OutBuffer { len: 0, discard: 0, data: [0; OUT_BUF] },
 ]);
 
-/// Tells the host where the output buffers are.
+/// Where the output buffers are (guest-physical).
+pub fn out_buffers_gpa() -> u64 {
+    OUT.get().as_ptr() as u64 - abi::PHYS_BASE
+}
+
+/// Tells the host where the output buffers are (for a run it stops).
 pub fn publish() {
-    let va = OUT.get().as_ptr() as u64;
-    let gpa = va - abi::PHYS_BASE;
+    let gpa = out_buffers_gpa();
     crate::syscalls::stat(|s| s.out_buffers_gpa = gpa);
 }
 static IN: Global<InStream> = Global::new(InStream { buf: [0; IN_BUF], pos: 0, len: 0, eof: false });

@@ -147,25 +147,21 @@ pub fn snapshot_point() -> Option<Resume> {
     crate::heap::reserve(1 << 20);
     crate::io::flush_all();
     crate::syscalls::record_memory_peak();
-    if hc::call(abi::hc::SNAPSHOT, 0, 0, 0) != 1 {
-        return None;
-    }
-    // Restored: fetch this run's inputs (retrying with the size asked for).
-    let mut buf = alloc::vec![0u8; 4096];
-    let len = loop {
-        let n = hc::call(abi::hc::RESUME_INFO, buf.as_mut_ptr() as u64, buf.len() as u64, 0);
-        if (n as i64) < 0 {
-            hc::panic(b"resume info refused");
+    let buf = match hc::call(abi::hc::SNAPSHOT, 0, 0, 0) {
+        abi::hc::RESUMED_WITH_INFO => {
+            // The host left this run's inputs in the resume area (no
+            // hypercall needed); its length is bounded by the area.
+            let area = phys_slice(abi::RESUME_GPA, abi::RESUME_MAX);
+            let len = u64::from_le_bytes(area[..8].try_into().unwrap_or_default());
+            if len > abi::RESUME_MAX - 8 {
+                hc::panic(b"bad resume area");
+            }
+            area[8..8 + len as usize].to_vec()
         }
-        let n = n as usize;
-        if n <= buf.len() {
-            break n;
-        }
-        if n > 64 << 20 {
-            hc::panic(b"resume info too large");
-        }
-        buf.resize(n, 0);
+        abi::hc::RESUMED => fetch_resume_info(),
+        _ => return None,
     };
+    let len = buf.len();
     let head = core::mem::size_of::<abi::ResumeInfo>();
     if len < head {
         hc::panic(b"short resume info");
@@ -181,6 +177,26 @@ pub fn snapshot_point() -> Option<Resume> {
     }
     crate::vfs::apply_manifest_bytes(&buf[args_end..man_end]);
     Some(Resume { argc: info.argc as usize, envc: info.envc as usize, args: buf[head..args_end].to_vec() })
+}
+
+/// Asks the host for this run's inputs (retrying with the size asked for).
+fn fetch_resume_info() -> alloc::vec::Vec<u8> {
+    let mut buf = alloc::vec![0u8; 4096];
+    loop {
+        let n = hc::call(abi::hc::RESUME_INFO, buf.as_mut_ptr() as u64, buf.len() as u64, 0);
+        if (n as i64) < 0 {
+            hc::panic(b"resume info refused");
+        }
+        let n = n as usize;
+        if n <= buf.len() {
+            buf.truncate(n);
+            return buf;
+        }
+        if n > 64 << 20 {
+            hc::panic(b"resume info too large");
+        }
+        buf.resize(n, 0);
+    }
 }
 
 /// A fixed-capacity byte buffer implementing `fmt::Write` (truncates).

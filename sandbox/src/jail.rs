@@ -63,9 +63,10 @@ struct Allowed {
     args: Args,
 }
 
-/// KVM requests the vCPU thread issues: creating the VM and vCPU for each
-/// run, setting them up, running, and reading registers for hypercalls.
-const KVM_REQUESTS: &[u64] = &[
+/// ioctl requests the vCPU thread issues: creating the VM and vCPU for each
+/// run, setting them up, running, and reading registers for hypercalls;
+/// and finding the pages a run wrote.
+const IOCTL_REQUESTS: &[u64] = &[
     0xae00,     // KVM_GET_API_VERSION (first use of /dev/kvm)
     0xae01,     // KVM_CREATE_VM
     0xae03,     // KVM_CHECK_EXTENSION
@@ -86,12 +87,14 @@ const KVM_REQUESTS: &[u64] = &[
     0x5000aea5, // KVM_SET_XSAVE (runs from a snapshot)
     0x8188aea6, // KVM_GET_XCRS
     0x4188aea7, // KVM_SET_XCRS
+    0x4080aea2, // KVM_SET_DEBUGREGS (runs from a snapshot)
+    0xc0606610, // PAGEMAP_SCAN on /proc/self/pagemap (the pages a run wrote, for reset)
 ];
 
 /// The vCPU thread's allow-list: one line per call, with who needs it.
 #[rustfmt::skip]
 const VCPU_ALLOWLIST: &[Allowed] = &[
-    Allowed { name: "ioctl", nr: libc::SYS_ioctl, args: Args::Requests(KVM_REQUESTS) }, // the KVM requests above
+    Allowed { name: "ioctl", nr: libc::SYS_ioctl, args: Args::Requests(IOCTL_REQUESTS) }, // the requests above
     Allowed { name: "mmap", nr: libc::SYS_mmap, args: Args::NoExec },           // guest RAM, vCPU run area, allocator
     Allowed { name: "munmap", nr: libc::SYS_munmap, args: Args::Any },          // VM teardown, allocator
     Allowed { name: "mprotect", nr: libc::SYS_mprotect, args: Args::NoExec },   // allocator (glibc arenas)
@@ -116,6 +119,16 @@ const VCPU_ALLOWLIST: &[Allowed] = &[
     Allowed { name: "getdents64", nr: libc::SYS_getdents64, args: Args::Any },  // mounts: directory listings
     Allowed { name: "readlinkat", nr: libc::SYS_readlinkat, args: Args::Any },  // mounts: symlink targets
     Allowed { name: "fcntl", nr: libc::SYS_fcntl, args: Args::Any },            // mounts: fdopendir
+];
+
+/// Calls the vCPU thread may not make but that the C library makes on its
+/// own, once per process, in whichever thread gets there first: they fail
+/// quietly (EPERM, which glibc handles) instead of counting as a
+/// violation that would poison an innocent sandbox.
+#[rustfmt::skip]
+const QUIETLY_REFUSED: &[(&str, i64)] = &[
+    ("read", libc::SYS_read),                           // glibc malloc counting CPUs (/sys/devices/system/cpu/online) for its arena limit
+    ("sched_getaffinity", libc::SYS_sched_getaffinity), // the same count's fallback
 ];
 
 /// How many system calls the vCPU thread may make.
@@ -170,10 +183,29 @@ fn program(mode: SeccompMode) -> Result<&'static BpfProgram> {
     for a in VCPU_ALLOWLIST {
         rules.insert(a.nr, rules_for(a)?);
     }
+    // The quietly refused calls pass this filter; the one installed
+    // before it (`quiet_program`) makes them fail (ERRNO outranks ALLOW).
+    for &(_, nr) in QUIETLY_REFUSED {
+        rules.insert(nr, Vec::new());
+    }
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(jail_error("seccomp filter"))?;
     let bpf: BpfProgram = filter.try_into().map_err(jail_error("seccomp program"))?;
     Ok(slot.get_or_init(|| bpf))
+}
+
+/// The filter that makes the [`QUIETLY_REFUSED`] calls fail with EPERM.
+fn quiet_program() -> Result<&'static BpfProgram> {
+    static QUIET: OnceLock<BpfProgram> = OnceLock::new();
+    if let Some(p) = QUIET.get() {
+        return Ok(p);
+    }
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = QUIETLY_REFUSED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), TargetArch::x86_64)
+            .map_err(jail_error("seccomp filter"))?;
+    let bpf: BpfProgram = filter.try_into().map_err(jail_error("seccomp program"))?;
+    Ok(QUIET.get_or_init(|| bpf))
 }
 
 thread_local! {
@@ -256,8 +288,11 @@ pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64) -> Result<()> {
         return Ok(());
     }
     let bpf = program(mode)?;
+    let quiet = quiet_program()?;
     install_sigsys_handler()?;
     VIOLATION.with(|v| v.set(violation as *const AtomicI64));
+    // The quiet filter first: the allow-list, once in, refuses seccomp().
+    seccompiler::apply_filter(quiet).map_err(jail_error("seccomp install"))?;
     seccompiler::apply_filter(bpf).map_err(jail_error("seccomp install"))
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKicker, VcpuState, Vm, VmError, VmExit};
 
 use crate::command::{Command, GuestFile, ProgramSource, DEFAULT_FILE_MODE};
-use crate::error::{Error, PartialOutput, Result};
+use crate::error::{Error, ErrorKind, PartialOutput, Result};
 use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
@@ -407,6 +407,27 @@ struct Worker {
     thread: Option<JoinHandle<Option<(DeadlineTimer, DeadlineTimer)>>>,
 }
 
+/// How long the vCPU thread polls for its next job before it sleeps.
+const SPIN_FOR_JOB: Duration = Duration::from_micros(50);
+
+/// The vCPU thread's next job (None once the sandbox is gone): a caller
+/// that runs again at once finds this thread awake (waking it on another
+/// core costs tens of microseconds here).
+fn next_job(jobs: &mpsc::Receiver<Job>) -> Option<Job> {
+    let spin_until = Instant::now() + SPIN_FOR_JOB;
+    loop {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if Instant::now() < spin_until => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Empty) => return jobs.recv().ok(),
+        }
+    }
+}
+
+/// How long a caller polls for its run's result before it sleeps.
+const SPIN_FOR_RESULT: Duration = Duration::from_micros(200);
+
 /// A sandbox: runs programs, one at a time, each in a fresh micro-VM.
 ///
 /// ```no_run
@@ -495,9 +516,9 @@ impl Sandbox {
                             Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }
                     } else {
-                        match job_rx.recv() {
-                            Ok(job) => job,
-                            Err(_) => break,
+                        match next_job(&job_rx) {
+                            Some(job) => job,
+                            None => break,
                         }
                     };
                     let (command, prepared, take) = match job {
@@ -566,10 +587,23 @@ impl Sandbox {
                             Err(e) => Err(e),
                         },
                     };
+                    // A VM whose run ended in a way no sound guest ends
+                    // (a crash, an exit KVM could not handle, a hostile
+                    // hypercall) is not reset for the next run but replaced.
+                    let sound = match &reply {
+                        Ok(_) => true,
+                        Err(e) => matches!(
+                            e.kind(),
+                            ErrorKind::Timeout
+                                | ErrorKind::Cancelled
+                                | ErrorKind::OutputLimitExceeded
+                                | ErrorKind::MemoryLimitExceeded
+                        ),
+                    };
                     if result_tx.send(reply).is_err() || stop {
                         break;
                     }
-                    if worker_snapshot.is_some() {
+                    if worker_snapshot.is_some() && sound {
                         kept = vm;
                     } else {
                         if let Some(vm) = vm {
@@ -608,6 +642,18 @@ impl Sandbox {
                 .unwrap_or_else(|| Error::Internal { context: "the vCPU thread is gone".into(), source: None })
         };
         worker.jobs.send(job).map_err(|_| gone())?;
+        // A warm run is over in tens of microseconds: wait for it without
+        // sleeping first (waking a thread on another core costs as much as
+        // the run on this host), giving the core away to anything runnable.
+        let spin_until = Instant::now() + SPIN_FOR_RESULT;
+        loop {
+            match worker.results.try_recv() {
+                Ok(reply) => return reply,
+                Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
+                Err(mpsc::TryRecvError::Empty) if Instant::now() < spin_until => std::thread::yield_now(),
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
         worker.results.recv().map_err(|_| gone())?
     }
 
@@ -1155,23 +1201,10 @@ impl<'a> Runner<'a> {
     /// buffers' place is published in its stats page; every length read
     /// from the guest is checked).
     fn salvage_guest_buffers(&mut self, vm: &Vm) {
-        let Ok(rs) = vm.runtime_stats() else { return };
-        if rs.out_buffers_gpa == 0 {
-            return;
-        }
-        let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
-        for i in 0..2u64 {
-            let Some(base) = rs.out_buffers_gpa.checked_add(i * stride) else { return };
-            let mut head = [0u8; 16];
-            if vm.read_bytes(base, &mut head).is_err() {
-                return;
-            }
-            let len = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
-            let discard = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-            if discard != 0 || len == 0 || len > abi::OUT_BUF_SIZE as u64 {
-                continue;
-            }
-            let (buf, truncated) = if i == 0 {
+        let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, out_buffers_gpa) as u64;
+        let Ok(buffers) = vm.read_obj::<u64>(at) else { return };
+        for (fd, gpa, len) in guest_buffers(vm, buffers) {
+            let (buf, truncated) = if fd == 1 {
                 (&mut self.stdout, &mut self.stdout_truncated)
             } else {
                 (&mut self.stderr, &mut self.stderr_truncated)
@@ -1182,10 +1215,41 @@ impl<'a> Runner<'a> {
             }
             let at = buf.len();
             buf.resize(at + take, 0);
-            if vm.read_bytes(base + 16, &mut buf[at..]).is_err() {
+            if vm.read_bytes(gpa, &mut buf[at..]).is_err() {
                 buf.truncate(at);
             }
         }
+    }
+
+    /// Appends `len` bytes of guest memory at `gpa` to stream `fd` (1 or
+    /// 2), up to the output cap. Returns whether anything was dropped
+    /// ("full" only then, so output of exactly the cap is not flagged as
+    /// truncated); an error instead when the config asks for one.
+    fn append_output(&mut self, vm: &Vm, fd: u64, gpa: u64, len: u64) -> Result<bool> {
+        let (buf, truncated) = if fd == 1 {
+            (&mut self.stdout, &mut self.stdout_truncated)
+        } else {
+            (&mut self.stderr, &mut self.stderr_truncated)
+        };
+        let room = self.config.max_output.saturating_sub(buf.len());
+        let take = (len as usize).min(room);
+        if take > 0 {
+            let at = buf.len();
+            buf.resize(at + take, 0);
+            if let Err(e) = vm.read_bytes(gpa, &mut buf[at..]) {
+                buf.truncate(at);
+                return Err(map_vm_error(e));
+            }
+        }
+        if take == len as usize {
+            return Ok(false);
+        }
+        *truncated = true;
+        if self.config.output_limit_error {
+            let stream = if fd == 1 { "stdout" } else { "stderr" };
+            return Err(Error::OutputLimitExceeded { stream, limit: self.config.max_output, partial: Box::default() });
+        }
+        Ok(true)
     }
 
     /// Runs the command; returns the VM too so the caller can destroy it
@@ -1276,6 +1340,20 @@ impl<'a> Runner<'a> {
                 let vm = slot.insert(vm);
                 vm.restore_vcpu(&snap.0.vcpu)
                     .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))?;
+                // The guest resumes from its snapshot hypercall: this run's
+                // inputs wait in the resume area when they fit (no exit to
+                // fetch them), else the guest asks for them.
+                let blob = resume_info(vm, boot);
+                let result = if blob.len() as u64 <= abi::RESUME_MAX - 8 {
+                    let mut area = Vec::with_capacity(8 + blob.len());
+                    area.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+                    area.extend_from_slice(&blob);
+                    vm.write_bytes(abi::RESUME_GPA, &area).map_err(map_vm_error)?;
+                    abi::hc::RESUMED_WITH_INFO
+                } else {
+                    abi::hc::RESUMED
+                };
+                vm.set_hypercall_result(result).map_err(map_vm_error)?;
                 vm
             }
             (None, Some(image)) => {
@@ -1417,34 +1495,10 @@ impl<'a> Runner<'a> {
                 let gpa = vm
                     .physmap_range(va, len, abi::HCALL_MAX_LEN)
                     .map_err(|_| hostile(format!("write hypercall with a bad buffer {va:#x}+{len:#x}")))?;
-                let (buf, truncated) = match fd {
-                    1 => (&mut self.stdout, &mut self.stdout_truncated),
-                    2 => (&mut self.stderr, &mut self.stderr_truncated),
-                    _ => return Err(hostile(format!("write hypercall to stream {fd}"))),
-                };
-                let room = self.config.max_output.saturating_sub(buf.len());
-                let take = (len as usize).min(room);
-                if take > 0 {
-                    let at = buf.len();
-                    buf.resize(at + take, 0);
-                    vm.read_bytes(gpa, &mut buf[at..]).map_err(map_vm_error)?;
+                if fd != 1 && fd != 2 {
+                    return Err(hostile(format!("write hypercall to stream {fd}")));
                 }
-                // "Full" only once something was actually dropped, so that
-                // output of exactly the cap is not flagged as truncated.
-                let full = if take < len as usize {
-                    *truncated = true;
-                    if self.config.output_limit_error {
-                        let stream = if fd == 1 { "stdout" } else { "stderr" };
-                        return Err(Error::OutputLimitExceeded {
-                            stream,
-                            limit: self.config.max_output,
-                            partial: Box::default(),
-                        });
-                    }
-                    abi::WRITE_STREAM_FULL
-                } else {
-                    0
-                };
+                let full = if self.append_output(vm, fd, gpa, len)? { abi::WRITE_STREAM_FULL } else { 0 };
                 vm.set_hypercall_result(full).map_err(map_vm_error)?;
                 Ok(Flow::Continue)
             }
@@ -1462,6 +1516,11 @@ impl<'a> Runner<'a> {
             }
             abi::hc::EXIT => {
                 let (code, signal) = (args[0] as i32 & 0xff, args[1]);
+                // The run's last output comes with the exit (args[2]: where
+                // the runtime's output buffers are).
+                for (fd, gpa, len) in guest_buffers(vm, args[2]) {
+                    self.append_output(vm, fd, gpa, len)?;
+                }
                 Ok(Flow::Exit(if signal != 0 && signal < 65 {
                     ExitStatus::Signal(signal as i32)
                 } else {
@@ -1486,8 +1545,9 @@ impl<'a> Runner<'a> {
             }
             abi::hc::SNAPSHOT => {
                 if self.take.is_some() && self.restore.is_none() {
-                    // Guests restored from this snapshot will read 1 here.
-                    vm.set_hypercall_result(1).map_err(map_vm_error)?;
+                    // Guests restored from this snapshot read RESUMED here
+                    // (or RESUMED_WITH_INFO, set when they start).
+                    vm.set_hypercall_result(abi::hc::RESUMED).map_err(map_vm_error)?;
                     vm.complete_pending_exit().map_err(map_vm_error)?;
                     let state = vm.save_vcpu().map_err(map_vm_error)?;
                     return Ok(Flow::Snapshot(Box::new(state)));
@@ -1661,6 +1721,31 @@ impl Runner<'_> {
             other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
         })
     }
+}
+
+/// The output the guest runtime has buffered and not sent: (stream, guest
+/// address, length) for each stream with something to take, given where
+/// the two [`abi::OutBuffer`]s are (guest-physical). Every value read from
+/// the guest is checked (a bad one yields nothing).
+fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<(u64, u64, u64)> {
+    let mut found = Vec::new();
+    if buffers == 0 {
+        return found;
+    }
+    let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
+    for fd in 1..=2u64 {
+        let Some(base) = buffers.checked_add((fd - 1) * stride) else { break };
+        let mut head = [0u8; 16];
+        if vm.read_bytes(base, &mut head).is_err() {
+            break;
+        }
+        let len = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+        let discard = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        if discard == 0 && len > 0 && len <= abi::OUT_BUF_SIZE as u64 {
+            found.push((fd, base + 16, len));
+        }
+    }
+    found
 }
 
 /// What a restored guest learns about its run: clocks, fresh randomness,

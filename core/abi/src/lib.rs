@@ -23,6 +23,7 @@
 //! | [`IST_STACK_GPA`] .. +[`IST_STACK_SIZE`] | ring-0 stack for double faults (IST1) |
 //! | [`BOOT_INFO_GPA`] | [`BootInfo`] |
 //! | [`STATS_GPA`] | [`RuntimeStats`] written by the runtime |
+//! | [`RESUME_GPA`] .. +[`RESUME_MAX`] | a restored run's inputs ([`hc::SNAPSHOT`]) |
 //! | [`ARGS_GPA`] .. +[`ARGS_MAX`] | argv and envp strings |
 //! | [`PAGE_TABLES_GPA`] .. +[`PAGE_TABLES_MAX`] | page tables built by the host |
 //! | [`RUNTIME_GPA`] .. +[`RUNTIME_MAX`] | the runtime image (code, data, bss) |
@@ -35,7 +36,7 @@
 
 /// Version of this contract. Bump on any incompatible change; the host
 /// refuses a runtime (and later a snapshot) with another version.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const PAGE_SIZE: u64 = 0x1000;
 pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
@@ -55,6 +56,11 @@ pub const BOOT_INFO_GPA: u64 = 0xa000;
 pub const STATS_GPA: u64 = 0xb000;
 /// Size of the [`RuntimeStats`] area (two pages).
 pub const STATS_SIZE: u64 = 0x2000;
+/// Where the host leaves a restored run's inputs, so that resuming costs
+/// no hypercall: a little-endian u64 length, then that many bytes of
+/// [`ResumeInfo`] and what follows it (see [`hc::SNAPSHOT`]).
+pub const RESUME_GPA: u64 = 0xd000;
+pub const RESUME_MAX: u64 = 0x3000;
 pub const ARGS_GPA: u64 = 0x1_0000;
 /// Maximum total size of argv + envp strings (with their NULs).
 pub const ARGS_MAX: u64 = 0x4_0000;
@@ -241,8 +247,11 @@ pub mod hc {
     /// `args[0]` = fd (0), `args[1]` = guest VA of buffer, `args[2]` = len.
     /// Returns the number of bytes read; 0 at end of input.
     pub const READ: u64 = 2;
-    /// `args[0]` = exit code (0..=255), `args[1]` = terminating signal or 0.
-    /// Never returns.
+    /// `args[0]` = exit code (0..=255), `args[1]` = terminating signal or 0,
+    /// `args[2]` = guest-physical address of the runtime's two
+    /// [`super::OutBuffer`]s (stdout, stderr): the host takes what is still
+    /// in them as the run's last output, so the runtime does not flush them
+    /// first. Never returns.
     pub const EXIT: u64 = 3;
     /// Raised by the ring-0 exception handler. The exception frame
     /// ([`super::ExceptionFrame`]) is at the vCPU's RSP. Never returns.
@@ -296,9 +305,15 @@ pub mod hc {
     /// The guest is at a snapshot point: the program's entry (with
     /// `BOOT_FLAG_SNAPSHOT_AT_ENTRY`) or a checkpoint the program asked for
     /// (`/dev/hvsandbox/checkpoint`). Returns 0 to go on as if nothing
-    /// happened, 1 when the guest is a restored snapshot: it then fetches
-    /// this run's inputs with [`RESUME_INFO`].
+    /// happened; in a restored snapshot, [`RESUMED_WITH_INFO`] when this
+    /// run's inputs are at [`super::RESUME_GPA`], or [`RESUMED`] when they
+    /// did not fit there: the guest fetches them with [`RESUME_INFO`].
     pub const SNAPSHOT: u64 = 17;
+    /// [`SNAPSHOT`]'s result in a restored guest that asks for its inputs.
+    pub const RESUMED: u64 = 1;
+    /// [`SNAPSHOT`]'s result in a restored guest whose inputs wait at
+    /// [`super::RESUME_GPA`].
+    pub const RESUMED_WITH_INFO: u64 = 2;
     /// A restored guest asks for this run's inputs: `args[0]` = VA of a
     /// buffer, `args[1]` = its length. The host writes a
     /// [`super::ResumeInfo`] followed by its argv/envp strings and manifest,
@@ -483,6 +498,7 @@ mod tests {
             (IST_STACK_GPA, IST_STACK_SIZE),
             (BOOT_INFO_GPA, PAGE_SIZE),
             (STATS_GPA, STATS_SIZE),
+            (RESUME_GPA, RESUME_MAX),
             (ARGS_GPA, ARGS_MAX),
             (PAGE_TABLES_GPA, PAGE_TABLES_MAX),
             (RUNTIME_GPA, RUNTIME_MAX),

@@ -407,27 +407,6 @@ struct Worker {
     thread: Option<JoinHandle<Option<(DeadlineTimer, DeadlineTimer)>>>,
 }
 
-/// How long the vCPU thread polls for its next job before it sleeps.
-const SPIN_FOR_JOB: Duration = Duration::from_micros(50);
-
-/// The vCPU thread's next job (None once the sandbox is gone): a caller
-/// that runs again at once finds this thread awake (waking it on another
-/// core costs tens of microseconds here).
-fn next_job(jobs: &mpsc::Receiver<Job>) -> Option<Job> {
-    let spin_until = Instant::now() + SPIN_FOR_JOB;
-    loop {
-        match jobs.try_recv() {
-            Ok(job) => return Some(job),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) if Instant::now() < spin_until => std::hint::spin_loop(),
-            Err(mpsc::TryRecvError::Empty) => return jobs.recv().ok(),
-        }
-    }
-}
-
-/// How long a caller polls for its run's result before it sleeps.
-const SPIN_FOR_RESULT: Duration = Duration::from_micros(200);
-
 /// A sandbox: runs programs, one at a time, each in a fresh micro-VM.
 ///
 /// ```no_run
@@ -496,8 +475,10 @@ impl Sandbox {
                 // A sandbox built from a snapshot keeps its VM between runs
                 // (reset to the snapshot at the start of each).
                 let mut kept: Option<Vm> = None;
-                // The kept VM was just made from the snapshot: no reset needed.
-                let mut fresh = false;
+                // The kept VM is in the snapshot's state already: made from
+                // it, or reset right after its last run (off the next
+                // caller's path).
+                let mut ready = false;
                 // A cold sandbox that runs again makes the next run's blank
                 // VM while it waits for that run, off the caller's path.
                 let make_spare = || if worker_snapshot.is_none() { Vm::new(worker_config.memory).ok() } else { None };
@@ -516,9 +497,9 @@ impl Sandbox {
                             Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }
                     } else {
-                        match next_job(&job_rx) {
-                            Some(job) => job,
-                            None => break,
+                        match job_rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
                         }
                     };
                     let (command, prepared, take) = match job {
@@ -526,13 +507,17 @@ impl Sandbox {
                         Job::Warm => {
                             let reply = match (&worker_snapshot, &kept) {
                                 (Some(snap), None) => {
-                                    match Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()) {
+                                    match Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
+                                        .map_err(map_vm_error)
+                                        .and_then(|mut vm| {
+                                            make_ready(&mut vm, snap, reset_aid.as_ref(), false).map(|()| vm)
+                                        }) {
                                         Ok(vm) => {
                                             kept = Some(vm);
-                                            fresh = true;
+                                            ready = true;
                                             Ok(Reply::Syscall(0))
                                         }
-                                        Err(e) => Err(map_vm_error(e)),
+                                        Err(e) => Err(e),
                                     }
                                 }
                                 _ => Ok(Reply::Syscall(0)),
@@ -562,7 +547,7 @@ impl Sandbox {
                     runner.take = take;
                     runner.restore = worker_snapshot.clone();
                     runner.kept = kept.take();
-                    runner.kept_fresh = std::mem::take(&mut fresh);
+                    runner.kept_ready = std::mem::take(&mut ready);
                     runner.spare = spare.take();
                     runner.reset_aid = reset_aid.as_ref();
                     let boot = Boot {
@@ -603,8 +588,17 @@ impl Sandbox {
                     if result_tx.send(reply).is_err() || stop {
                         break;
                     }
-                    if worker_snapshot.is_some() && sound {
-                        kept = vm;
+                    if let (Some(snap), true) = (&worker_snapshot, sound) {
+                        // Reset now, while the caller reads its output,
+                        // rather than when the next run comes.
+                        kept = vm.and_then(|mut vm| match make_ready(&mut vm, snap, reset_aid.as_ref(), true) {
+                            Ok(()) => Some(vm),
+                            Err(_) => {
+                                reap(vm);
+                                None
+                            }
+                        });
+                        ready = kept.is_some();
                     } else {
                         if let Some(vm) = vm {
                             // Tear the VM down off this thread (0.3-0.7 ms).
@@ -642,18 +636,6 @@ impl Sandbox {
                 .unwrap_or_else(|| Error::Internal { context: "the vCPU thread is gone".into(), source: None })
         };
         worker.jobs.send(job).map_err(|_| gone())?;
-        // A warm run is over in tens of microseconds: wait for it without
-        // sleeping first (waking a thread on another core costs as much as
-        // the run on this host), giving the core away to anything runnable.
-        let spin_until = Instant::now() + SPIN_FOR_RESULT;
-        loop {
-            match worker.results.try_recv() {
-                Ok(reply) => return reply,
-                Err(mpsc::TryRecvError::Disconnected) => return Err(gone()),
-                Err(mpsc::TryRecvError::Empty) if Instant::now() < spin_until => std::thread::yield_now(),
-                Err(mpsc::TryRecvError::Empty) => break,
-            }
-        }
         worker.results.recv().map_err(|_| gone())?
     }
 
@@ -1048,6 +1030,21 @@ impl Drop for ResetAid {
 const SPARE_AFTER_IDLE: Duration = Duration::from_millis(1);
 
 /// Destroys VMs on a background thread, off the vCPU threads' paths.
+/// Puts a VM in the snapshot's state, ready to run: its memory (`reset`:
+/// the snapshot copied back into the pages the last run wrote, which stay
+/// this VM's so writing them again costs no copy-on-write fault; the
+/// mapping replaced if that fails) and its vCPU.
+fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool) -> Result<()> {
+    if reset {
+        let copied = aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap.as_fd()).is_ok());
+        if !copied {
+            vm.reset_memory(snap.memory_fd()).map_err(map_vm_error)?;
+        }
+    }
+    vm.restore_vcpu(&snap.0.vcpu)
+        .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
+}
+
 fn reap(vm: Vm) {
     match reaper() {
         Some(tx) => {
@@ -1116,8 +1113,8 @@ struct Runner<'a> {
     restore: Option<Snapshot>,
     /// The VM of the previous run of this (snapshot) sandbox, to reuse.
     kept: Option<Vm>,
-    /// `kept` was just made from the snapshot (nothing to reset).
-    kept_fresh: bool,
+    /// `kept` is in the snapshot's state already (see [`make_ready`]).
+    kept_ready: bool,
     /// A blank VM made ahead of this run.
     spare: Option<Vm>,
     /// For resetting to the snapshot in place.
@@ -1168,7 +1165,7 @@ impl<'a> Runner<'a> {
             take: None,
             restore: None,
             kept: None,
-            kept_fresh: false,
+            kept_ready: false,
             spare: None,
             reset_aid: None,
         }
@@ -1321,25 +1318,19 @@ impl<'a> Runner<'a> {
             // it changed is thrown away) or make one; no boot.
             (Some(snap), _) => {
                 let vm = match self.kept.take() {
-                    Some(vm) if self.kept_fresh => vm,
+                    Some(vm) if self.kept_ready => vm,
                     Some(mut vm) => {
-                        // Copy the snapshot back into the pages the last run
-                        // wrote (they stay this VM's, so writing them again
-                        // costs no copy-on-write fault); remap if that fails.
-                        let copied = match self.reset_aid {
-                            Some(aid) => vm.reset_memory_by_copy(aid.view(), aid.pagemap.as_fd()).is_ok(),
-                            None => false,
-                        };
-                        if !copied {
-                            vm.reset_memory(snap.memory_fd()).map_err(map_vm_error)?;
-                        }
+                        make_ready(&mut vm, snap, self.reset_aid, true)?;
                         vm
                     }
-                    None => Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()).map_err(map_vm_error)?,
+                    None => {
+                        let mut vm = Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
+                            .map_err(map_vm_error)?;
+                        make_ready(&mut vm, snap, self.reset_aid, false)?;
+                        vm
+                    }
                 };
                 let vm = slot.insert(vm);
-                vm.restore_vcpu(&snap.0.vcpu)
-                    .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))?;
                 // The guest resumes from its snapshot hypercall: this run's
                 // inputs wait in the resume area when they fit (no exit to
                 // fetch them), else the guest asks for them.

@@ -62,6 +62,27 @@ fn checkpoint_snapshot_resumes_after_the_setup_with_new_inputs() {
         // The setup ran once, before the snapshot: its output is not repeated.
         assert_eq!(out.stdout_str(), format!("args: a b{i} \ninput {i}\nend\n"), "{}", out.stderr_str());
     }
+    // Input of any size: a small one comes with the run's other inputs, a
+    // large one (beyond the resume area) is read from the host as usual;
+    // the program's stats count this run only.
+    for size in [0usize, 1, 12 << 10, 300 << 10] {
+        let input: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let out = clone.run(&Command::resume().stdin(input.clone())).unwrap();
+        assert_eq!(out.stdout_str(), format!("args: \n{input}end\n"), "{size} bytes of stdin");
+        assert!(out.stats.syscalls < 200, "{size}: {} syscalls", out.stats.syscalls);
+    }
+    // A program that read its own input to the end before the checkpoint
+    // reads each run's input afresh after it.
+    let script = "first=$(cat); echo \"first: $first\"; cat /dev/hvsandbox/checkpoint >/dev/null; cat";
+    let snap = sb
+        .snapshot(&Command::new(BUSYBOX).args(["sh", "-c", script]).stdin("setup\n"), SnapshotPoint::Checkpoint)
+        .unwrap();
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    for size in [10, 300 << 10] {
+        let input = format!("{}run\n", " ".repeat(size));
+        let out = clone.run(&Command::resume().stdin(input.clone())).unwrap();
+        assert!(out.stdout_str() == input, "{size}: got {} bytes; {}", out.stdout.len(), out.stderr_str());
+    }
     // A program that never reaches its checkpoint cannot be snapshotted there.
     let err = sb.snapshot(&Command::new(musl("hello")), SnapshotPoint::Checkpoint).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{err}");

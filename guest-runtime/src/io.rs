@@ -72,6 +72,17 @@ pub fn write_stream(fd: usize, mut data: &[u8]) {
     }
 }
 
+/// Starts stdin over for a restored run: `data` is buffered, and when
+/// `whole` it is all there is (end of input after it, no hypercall).
+pub fn restart_stdin(data: &[u8], whole: bool) {
+    let s = IN.get();
+    let n = data.len().min(IN_BUF);
+    s.buf[..n].copy_from_slice(&data[..n]);
+    s.pos = 0;
+    s.len = n;
+    s.eof = whole && n == data.len();
+}
+
 /// Reads stdin into `out`; returns the count, 0 at end of input.
 pub fn read_stdin(out: &mut [u8]) -> usize {
     let s = IN.get();

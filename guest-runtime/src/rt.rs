@@ -172,10 +172,24 @@ pub fn snapshot_point() -> Option<Resume> {
     crate::random::init(&info.random_seed);
     let args_end = head.saturating_add(info.args_len as usize);
     let man_end = args_end.saturating_add(info.manifest_len as usize);
-    if man_end > len {
+    let stdin_end = man_end.saturating_add(info.stdin_len as usize);
+    if stdin_end > len {
         hc::panic(b"bad resume info");
     }
     crate::vfs::apply_manifest_bytes(&buf[args_end..man_end]);
+    // This run's stdin starts afresh (the snapshot's run may have read its
+    // own to the end); small inputs came with the resume info.
+    let whole = info.flags & abi::RESUME_STDIN_WHOLE != 0;
+    crate::io::restart_stdin(&buf[man_end..stdin_end], whole);
+    // The statistics count this run's work, not the snapshot's.
+    crate::syscalls::stat(|s| {
+        s.syscalls = 0;
+        s.unknown_syscalls = 0;
+        s.page_faults = 0;
+        s.cr3_loads = 0;
+        s.processes = 0;
+        s.unknown_by_nr = [0; abi::UNKNOWN_SLOTS];
+    });
     Some(Resume { argc: info.argc as usize, envc: info.envc as usize, args: buf[head..args_end].to_vec() })
 }
 

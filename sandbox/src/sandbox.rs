@@ -1324,8 +1324,8 @@ impl<'a> Runner<'a> {
                         vm
                     }
                     None => {
-                        let mut vm = Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
-                            .map_err(map_vm_error)?;
+                        let mut vm =
+                            Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()).map_err(map_vm_error)?;
                         make_ready(&mut vm, snap, self.reset_aid, false)?;
                         vm
                     }
@@ -1334,8 +1334,15 @@ impl<'a> Runner<'a> {
                 // The guest resumes from its snapshot hypercall: this run's
                 // inputs wait in the resume area when they fit (no exit to
                 // fetch them), else the guest asks for them.
-                let blob = resume_info(vm, boot);
-                let result = if blob.len() as u64 <= abi::RESUME_MAX - 8 {
+                // A small stdin comes along too (no exits to read it).
+                let fits = |blob: &Vec<u8>| blob.len() as u64 <= abi::RESUME_MAX - 8;
+                let mut blob = resume_info(vm, boot, Some(&command.stdin));
+                if fits(&blob) {
+                    self.stdin_pos = command.stdin.len();
+                } else {
+                    blob = resume_info(vm, boot, None);
+                }
+                let result = if fits(&blob) {
                     let mut area = Vec::with_capacity(8 + blob.len());
                     area.extend_from_slice(&(blob.len() as u64).to_le_bytes());
                     area.extend_from_slice(&blob);
@@ -1549,7 +1556,7 @@ impl<'a> Runner<'a> {
             }
             abi::hc::RESUME_INFO => {
                 let (va, len) = (args[0], args[1]);
-                let blob = resume_info(vm, boot);
+                let blob = resume_info(vm, boot, None);
                 if self.restore.is_none() {
                     return Err(hostile("resume info asked for by a guest that was not restored".into()));
                 }
@@ -1740,8 +1747,9 @@ fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<(u64, u64, u64)> {
 }
 
 /// What a restored guest learns about its run: clocks, fresh randomness,
-/// argv/envp and the run's filesystem manifest.
-fn resume_info(vm: &Vm, boot: &Boot) -> Vec<u8> {
+/// argv/envp, the run's filesystem manifest, and (`stdin`) all of its
+/// input when that comes along.
+fn resume_info(vm: &Vm, boot: &Boot, stdin: Option<&[u8]>) -> Vec<u8> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut args = Vec::new();
     for s in boot.argv.iter().chain(&boot.envp) {
@@ -1758,6 +1766,8 @@ fn resume_info(vm: &Vm, boot: &Boot) -> Vec<u8> {
         envc: boot.envp.len() as u32,
         args_len: args.len() as u64,
         manifest_len: boot.manifest.len() as u64,
+        stdin_len: stdin.map_or(0, |s| s.len() as u64),
+        flags: if stdin.is_some() { abi::RESUME_STDIN_WHOLE } else { 0 },
     };
     // SAFETY: ResumeInfo is repr(C) integers; viewing it as bytes is fine.
     let head = unsafe {
@@ -1769,6 +1779,7 @@ fn resume_info(vm: &Vm, boot: &Boot) -> Vec<u8> {
     let mut out = head.to_vec();
     out.extend_from_slice(&args);
     out.extend_from_slice(&boot.manifest);
+    out.extend_from_slice(stdin.unwrap_or_default());
     out
 }
 

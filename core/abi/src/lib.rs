@@ -324,7 +324,8 @@ pub mod hc {
 
 /// What a restored guest learns about the run it now serves (see
 /// [`hc::RESUME_INFO`]); followed by `args_len` bytes of argv then envp
-/// strings (NUL-terminated) and `manifest_len` bytes of manifest.
+/// strings (NUL-terminated), `manifest_len` bytes of manifest and
+/// `stdin_len` bytes of stdin.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResumeInfo {
@@ -339,7 +340,15 @@ pub struct ResumeInfo {
     pub envc: u32,
     pub args_len: u64,
     pub manifest_len: u64,
+    /// Bytes of this run's stdin that follow the manifest; with
+    /// [`RESUME_STDIN_WHOLE`] in `flags` they are all of it (end of input
+    /// after them), else stdin is read with [`hc::READ`] as usual.
+    pub stdin_len: u64,
+    pub flags: u64,
 }
+
+/// [`ResumeInfo::flags`]: the run's whole stdin came with it.
+pub const RESUME_STDIN_WHOLE: u64 = 1;
 
 /// The filesystem contract: how the host describes the guest's files and
 /// mounts at boot, and the records of the FS hypercalls.

@@ -206,6 +206,19 @@ fn python(runs: usize) {
         }),
         Some(base),
     );
+    // The same with the resumed code skipping Python's teardown.
+    let prog = "import sys, os, json, re, collections\nopen('/dev/hvsandbox/checkpoint', 'rb').read()\n\
+                exec(sys.stdin.read())\nsys.stdout.flush()\nos._exit(0)";
+    let snap = sb.snapshot(&Command::new(PYTHON).args(["-c", prog]), SnapshotPoint::Checkpoint).unwrap();
+    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    warm.warm().unwrap();
+    line(
+        "warm, ending in os._exit, 1 ms idle between",
+        &mut timed_after_idle(runs, Duration::from_millis(1), || {
+            assert_eq!(warm.run(&resume).unwrap().stdout, expect);
+        }),
+        Some(base),
+    );
 }
 
 /// Proportional set size of this process (smaps_rollup), bytes.

@@ -349,6 +349,14 @@ fn page_tables_changed_behind_the_runtime_do_not_outlive_the_run() {
         // tables then): the next run has the snapshot's mapping whole.
         assert_eq!(sb.run(&Command::resume().arg("narrow")).unwrap().stdout_str(), "narrowed\n");
         assert_eq!(sb.run(&Command::resume().arg("use")).unwrap().stdout_str(), "page 42 43\n");
+        // Mappings made the ordinary way (journaled and written back by
+        // the runtime before the run ends; or, past the journal's size,
+        // found by the host) do not outlive their run either.
+        for how in ["map", "churn", "map"] {
+            let out = sb.run(&Command::resume().arg(how)).unwrap();
+            assert_eq!(out.stdout_str(), "mapped 1122334455667788\n", "{how}: {}", out.stderr_str());
+            assert_eq!(sb.run(&Command::resume().arg("probe")).unwrap().stdout_str(), "unmapped\n", "after {how}");
+        }
     }
 }
 

@@ -157,14 +157,12 @@ fn alloc_table_frame() -> Option<u64> {
         let gpa = f.pt_free;
         // SAFETY: free table frames hold the next link in their first word.
         f.pt_free = unsafe { (phys_ptr(gpa) as *const u64).read() };
-        zero_frame(gpa);
+        zero_table(gpa);
         gpa
     } else if f.pt_next + PAGE <= f.pt_end {
         let gpa = f.pt_next;
         f.pt_next += PAGE;
-        // Written even though it is zero: if this frame was a page table
-        // in an earlier run of a reused VM, the write tells KVM.
-        zero_frame(gpa);
+        zero_table(gpa);
         gpa
     } else {
         return None;
@@ -174,11 +172,19 @@ fn alloc_table_frame() -> Option<u64> {
     Some(gpa)
 }
 
+/// Clears a page-table frame entry by entry (the writes are journaled).
+fn zero_table(gpa: u64) {
+    for i in 0..512 {
+        // SAFETY: `gpa` is a page-table frame; i < 512.
+        unsafe { pt_write(table(gpa).add(i), 0) };
+    }
+}
+
 fn free_table_frame(gpa: u64) {
     let f = FRAMES.get();
     // SAFETY: the table frame is no longer referenced; its first word
     // becomes the free-list link.
-    unsafe { (phys_ptr(gpa) as *mut u64).write(f.pt_free) };
+    unsafe { pt_write(table(gpa), f.pt_free) };
     f.pt_free = gpa;
     f.used -= 1;
 }
@@ -209,6 +215,91 @@ pub fn peak_bytes() -> u64 {
     FRAMES.get().peak * PAGE
 }
 
+// --- the page-table journal ------------------------------------------------------
+//
+// A run from a snapshot is reset in place by the host. KVM's shadow page
+// tables follow every change the guest makes to its page tables, but not
+// the host's restore of them: a mapping a run added would outlive it. So in
+// such a run every page-table write is journaled, and before the run ends
+// the runtime writes the old values back itself (KVM sees those writes) and
+// reloads CR3. The host still compares every page-table page with the
+// snapshot and drops KVM's shadow tables when one differs in a way that
+// matters (a journal that overflowed, a run that ended otherwise, a guest
+// that lies): the journal only makes the common case cheap.
+
+const JOURNAL_MAX: usize = 32 * 1024;
+
+struct Journal {
+    on: bool,
+    overflow: bool,
+    len: usize,
+    /// (guest-physical address of the entry, its value before the write).
+    entries: [(u64, u64); JOURNAL_MAX],
+}
+
+static JOURNAL: Global<Journal> =
+    Global::new(Journal { on: false, overflow: false, len: 0, entries: [(0, 0); JOURNAL_MAX] });
+
+/// Writes a page-table entry (journaled in a run from a snapshot).
+///
+/// # Safety
+/// `e` points at an entry of a page-table frame, through the physmap.
+unsafe fn pt_write(e: *mut u64, v: u64) {
+    // SAFETY: the caller's promise.
+    let old = unsafe { e.read_volatile() };
+    if old == v {
+        return;
+    }
+    let j = JOURNAL.get();
+    if j.on {
+        if j.len < JOURNAL_MAX {
+            j.entries[j.len] = (e as u64 - abi::PHYS_BASE, old);
+            j.len += 1;
+        } else {
+            j.overflow = true;
+        }
+    }
+    // SAFETY: the caller's promise.
+    unsafe { e.write_volatile(v) };
+}
+
+/// Starts journaling page-table writes: the guest was restored from a
+/// snapshot (and will be reset to it after this run).
+pub fn start_journal() {
+    let j = JOURNAL.get();
+    j.on = true;
+    j.overflow = false;
+    j.len = 0;
+}
+
+/// Puts every page table back as it was at the snapshot point, so that the host's reset finds them unchanged
+/// (it leaves KVM's shadow tables alone then). Call last, before the final
+/// hypercall: the program's mappings are gone afterwards.
+pub fn undo_journal() {
+    let j = JOURNAL.get();
+    if !j.on || j.overflow || j.len == 0 {
+        return;
+    }
+    j.on = false;
+    // Undo on the boot tables: the runtime's half of them never changes
+    // in a run, while any other root (the snapshot's included) may have
+    // been freed and reused as another table since the snapshot point.
+    let boot = FRAMES.get().boot_pml4;
+    // SAFETY: single-threaded; the flush trap reads NEXT_CR3.
+    if unsafe { NEXT_CR3 } != boot {
+        // SAFETY: as above.
+        unsafe { NEXT_CR3 = boot };
+        crate::flush_tlb();
+    }
+    for &(gpa, old) in j.entries[..j.len].iter().rev() {
+        // SAFETY: a page-table entry the journal saw written.
+        unsafe { (phys_ptr(gpa) as *mut u64).write_volatile(old) };
+    }
+    j.len = 0;
+    // The reload makes KVM take up the entries written back.
+    crate::flush_tlb();
+}
+
 fn table(gpa: u64) -> *mut u64 {
     phys_ptr(gpa) as *mut u64
 }
@@ -229,7 +320,7 @@ fn pte(pml4: u64, va: u64, create: bool) -> Option<*mut u64> {
             }
             let f = alloc_table_frame()?;
             // SAFETY: as above; a not-present entry becomes present: no flush needed.
-            unsafe { e.write_volatile(f | PTE_P | PTE_RW | PTE_US | PTE_A) };
+            unsafe { pt_write(e, f | PTE_P | PTE_RW | PTE_US | PTE_A) };
             t = f;
         } else {
             if v & PTE_PS != 0 {
@@ -282,10 +373,10 @@ pub fn boot_space() -> Box<AddressSpace> {
 pub fn new_space() -> Result<Box<AddressSpace>, i64> {
     let pml4 = alloc_table_frame().ok_or(ENOMEM)?;
     let boot = FRAMES.get().boot_pml4;
-    // SAFETY: both are page-table frames; the shared slots are copied.
-    unsafe {
-        core::ptr::copy_nonoverlapping(table(boot).add(USER_SLOTS), table(pml4).add(USER_SLOTS), 512 - USER_SLOTS)
-    };
+    for i in USER_SLOTS..512 {
+        // SAFETY: both are page-table frames; the shared slots are copied.
+        unsafe { pt_write(table(pml4).add(i), table(boot).add(i).read_volatile()) };
+    }
     Ok(Box::new(AddressSpace::empty(pml4)))
 }
 
@@ -331,7 +422,7 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
         match (new, pte(dst.pml4, va, true)) {
             (Some(f), Some(e)) => {
                 // SAFETY: a level-0 entry of the new space, not present yet.
-                unsafe { e.write_volatile(f | (entry & !ADDR_MASK)) };
+                unsafe { pt_write(e, f | (entry & !ADDR_MASK)) };
             }
             (Some(f), None) => {
                 if entry & PTE_SHARED == 0 {
@@ -423,7 +514,7 @@ pub fn destroy_space(space: Box<AddressSpace>) {
         free_table_frame(e4 & ADDR_MASK);
         // SAFETY: as above; the space is not current, so no flush is due
         // (the next CR3 load of this root, if it is ever reused, flushes).
-        unsafe { e4p.write_volatile(0) };
+        unsafe { pt_write(e4p, 0) };
     }
     if pml4 != FRAMES.get().boot_pml4 {
         free_table_frame(pml4);
@@ -486,7 +577,7 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
             alloc_frame().ok_or(ENOMEM)?
         };
         // SAFETY: as above.
-        unsafe { e.write_volatile(frame | leaf_bits(prot) | shared) };
+        unsafe { pt_write(e, frame | leaf_bits(prot) | shared) };
         va += PAGE;
     }
     Ok(flush)
@@ -502,7 +593,7 @@ fn unback_range(start: u64, end: u64) -> bool {
             let old = unsafe { e.read_volatile() };
             if old & (PTE_P | PTE_KEPT) != 0 {
                 // SAFETY: as above.
-                unsafe { e.write_volatile(0) };
+                unsafe { pt_write(e, 0) };
                 if old & PTE_SHARED == 0 {
                     free_frame(old & ADDR_MASK);
                 }
@@ -544,7 +635,7 @@ pub fn map_shared_frame(va: u64, frame: u64, prot: u32) -> Result<bool, i64> {
         return Ok(false);
     }
     // SAFETY: as above; not-present -> present needs no flush.
-    unsafe { e.write_volatile(frame | leaf_bits(prot & !PROT_WRITE) | PTE_SHARED) };
+    unsafe { pt_write(e, frame | leaf_bits(prot & !PROT_WRITE) | PTE_SHARED) };
     Ok(true)
 }
 
@@ -752,7 +843,7 @@ pub fn map_file(
                     match (copy_frame(f), cur_pte(va, true)) {
                         (Some(c), Some(e)) => {
                             // SAFETY: a level-0 entry just cleared above.
-                            unsafe { e.write_volatile(c | leaf_bits(prot)) };
+                            unsafe { pt_write(e, c | leaf_bits(prot)) };
                             true
                         }
                         (Some(c), None) => {
@@ -897,7 +988,7 @@ fn back_page(va: u64, prot: u32) -> bool {
     }
     let Some(f) = alloc_frame() else { return false };
     // SAFETY: as above; not present -> present needs no flush.
-    unsafe { e.write_volatile(f | leaf_bits(prot)) };
+    unsafe { pt_write(e, f | leaf_bits(prot)) };
     true
 }
 

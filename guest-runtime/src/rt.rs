@@ -161,6 +161,8 @@ pub fn snapshot_point() -> Option<Resume> {
         abi::hc::RESUMED => fetch_resume_info(),
         _ => return None,
     };
+    // The host resets this VM to the snapshot after the run.
+    crate::mm::start_journal();
     let len = buf.len();
     let head = core::mem::size_of::<abi::ResumeInfo>();
     if len < head {

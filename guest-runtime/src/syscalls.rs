@@ -317,6 +317,7 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> SysResult {
 pub fn finish(code: i32, signal: i32) -> ! {
     crate::vfs::collect();
     record_memory_peak();
+    crate::mm::undo_journal();
     hc::exit(code, signal)
 }
 

@@ -256,6 +256,28 @@ fn a_pool_hands_out_warm_sandboxes_and_takes_them_back() {
         t.join().unwrap();
     }
     assert!(pool.ready() <= 3);
+    // Sandboxes that come back are used again: nothing new is made for
+    // get/run/return on one thread.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        let mut sb = pool.get().unwrap();
+        sb.run(&Command::resume().arg(format!("again-{i}"))).unwrap();
+        seen.insert(sb.vcpu_thread_id());
+    }
+    assert!(seen.len() <= 3, "{seen:?}");
+    // A lost (poisoned) sandbox is replaced in the background.
+    {
+        let mut sb = pool.get().unwrap();
+        assert!(sb.debug_syscall_on_vcpu_thread(libc::SYS_getpid).is_err());
+        assert!(sb.is_poisoned());
+    }
+    for _ in 0..200 {
+        if pool.ready() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pool.ready(), 3);
     // Dropping the pool stops its thread and frees the sandboxes.
     drop(std::sync::Arc::try_unwrap(pool).unwrap());
     // A bad size is refused.

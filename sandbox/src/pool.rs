@@ -12,6 +12,8 @@ use crate::snapshot::Snapshot;
 
 struct State {
     ready: Vec<Sandbox>,
+    /// Sandboxes out on loan (they come back unless lost).
+    loaned: usize,
     closed: bool,
     /// The refiller's last failure, reported by `get` when it has nothing.
     error: Option<String>,
@@ -63,7 +65,7 @@ impl SandboxPool {
             snapshot: snapshot.clone(),
             builder,
             size,
-            state: Mutex::new(State { ready: Vec::new(), closed: false, error: None }),
+            state: Mutex::new(State { ready: Vec::new(), loaned: 0, closed: false, error: None }),
             wake: Condvar::new(),
         });
         let first = shared.make()?;
@@ -90,12 +92,18 @@ impl SandboxPool {
                     });
                 }
             }
+            st.loaned += 1;
             sb
         };
-        self.shared.wake.notify_all();
         let sandbox = match taken {
             Some(sb) => sb,
-            None => self.shared.make()?,
+            None => match self.shared.make() {
+                Ok(sb) => sb,
+                Err(e) => {
+                    self.shared.lock().loaned -= 1;
+                    return Err(e);
+                }
+            },
         };
         Ok(PooledSandbox { sandbox: Some(sandbox), shared: self.shared.clone() })
     }
@@ -115,7 +123,8 @@ fn refill(shared: &Shared) {
     loop {
         {
             let mut st = shared.lock();
-            while !st.closed && st.ready.len() >= shared.size {
+            // Sandboxes on loan come back: only lost ones are replaced.
+            while !st.closed && st.ready.len() + st.loaned >= shared.size {
                 st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
             }
             if st.closed {
@@ -126,7 +135,7 @@ fn refill(shared: &Shared) {
             Ok(sb) => {
                 let mut st = shared.lock();
                 st.error = None;
-                if st.closed || st.ready.len() >= shared.size {
+                if st.closed || st.ready.len() + st.loaned >= shared.size {
                     drop(st);
                     drop(sb);
                 } else {
@@ -184,12 +193,15 @@ impl DerefMut for PooledSandbox {
 impl Drop for PooledSandbox {
     fn drop(&mut self) {
         let Some(sb) = self.sandbox.take() else { return };
-        if sb.is_poisoned() {
-            return;
-        }
         let mut st = self.shared.lock();
-        if !st.closed && st.ready.len() < self.shared.size {
+        st.loaned -= 1;
+        if !sb.is_poisoned() && !st.closed && st.ready.len() + st.loaned < self.shared.size {
             st.ready.push(sb);
+        } else {
+            // Lost (or one too many): the refiller makes up the number.
+            drop(st);
+            self.shared.wake.notify_all();
+            drop(sb);
         }
     }
 }

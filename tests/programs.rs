@@ -336,3 +336,30 @@ fn stopped_runs_keep_their_output() {
     let err = sb.run(&Command::from_image("x", b"not elf".to_vec())).unwrap_err();
     assert!(err.partial_output().is_none());
 }
+
+#[test]
+fn a_reused_sandbox_runs_any_program_on_its_vm_made_ahead() {
+    // With a moment between runs, a sandbox makes the next run's VM and
+    // boots its runtime as far as it goes without a program; each run then
+    // hands over its own program, arguments, environment and files.
+    let mut sb =
+        Sandbox::builder().memory_mib(32).env("BASE", "1").file("/data/in.txt", "file data\n").build().unwrap();
+    let pause = || std::thread::sleep(Duration::from_millis(20));
+    for round in 0..3 {
+        pause();
+        let out = sb.run(&Command::new(musl("hello"))).unwrap();
+        assert_eq!(out.stdout, b"hello, world\n", "round {round}");
+        pause();
+        let out = sb.run(&Command::new(musl("args_env")).arg(format!("r{round}")).env("X", "y")).unwrap();
+        assert_eq!(out.stdout_str().lines().nth(2), Some(format!("argv[1]=r{round}").as_str()));
+        assert!(out.stdout_str().contains("env:BASE=1\nenv:X=y\n"), "{}", out.stdout_str());
+        pause();
+        let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", "cat /data/in.txt; echo $0"])).unwrap();
+        assert_eq!(out.stdout_str(), "file data\nsh\n", "{}", out.stderr_str());
+        pause();
+        // A program too large for the guest's memory is a configuration error, as before.
+        let big = std::fs::read(BUSYBOX).unwrap().repeat(16);
+        let err = sb.run(&Command::from_image("big", big)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    }
+}

@@ -30,6 +30,8 @@ pub enum VmError {
     ManifestTooLarge { len: u64, room: u64 },
     #[error("snapshot: {0}")]
     Snapshot(String),
+    #[error("the runtime did not boot ahead of its program: {0}")]
+    Preboot(String),
     #[error("cannot set up the vCPU timer: {0}")]
     Timer(#[source] std::io::Error),
 }

@@ -305,6 +305,9 @@ pub struct Vm {
     runtime: &'static RuntimeImage,
     /// The MSRs every run starts with ([`boot_msrs`]).
     msrs: Msrs,
+    /// Booted ahead of its program ([`Vm::preboot`]): the runtime waits in
+    /// `hc::PROGRAM`.
+    waiting: bool,
     _system: Arc<KvmSystem>,
 }
 
@@ -335,7 +338,7 @@ impl Vm {
         }
         let runtime = runtime()?;
         let system = kvm_system()?;
-        let vm = system.kvm.create_vm().map_err(VmError::kvm("KVM_CREATE_VM"))?;
+        let vm = retry_eintr(|| system.kvm.create_vm()).map_err(VmError::kvm("KVM_CREATE_VM"))?;
 
         let region = match backing {
             None => MmapRegion::<()>::build(
@@ -376,9 +379,10 @@ impl Vm {
         // mapping owned by `memory`, which outlives the VM (field order).
         unsafe { vm.set_user_memory_region(slot) }.map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
 
-        let vcpu = vm.create_vcpu(0).map_err(VmError::kvm("KVM_CREATE_VCPU"))?;
+        let vcpu = retry_eintr(|| vm.create_vcpu(0)).map_err(VmError::kvm("KVM_CREATE_VCPU"))?;
         let msrs = boot_msrs(&runtime.header)?;
-        let mut this = Vm { vcpu, _vm: vm, memory, mem_size, host_addr, runtime, msrs, _system: system.clone() };
+        let mut this =
+            Vm { vcpu, _vm: vm, memory, mem_size, host_addr, runtime, msrs, waiting: false, _system: system.clone() };
         this.setup_vcpu(&system)?;
         Ok(this)
     }
@@ -684,13 +688,16 @@ impl Vm {
         };
         self.write(abi::ARGS_GPA, &args)?;
 
+        // The image goes at the top of the free frames, below the
+        // page-table pool, so that a runtime booted ahead of it (which
+        // allocates from the bottom) need not know its size.
         let image_len = params.image.len() as u64;
-        let image_end = (abi::IMAGE_GPA + image_len).next_multiple_of(abi::PAGE_SIZE);
+        let image_gpa = abi::pt_pool_start(self.mem_size).saturating_sub(image_len) & !(abi::PAGE_SIZE - 1);
         // Leave the runtime at least 4 MiB for the program's memory.
-        if image_end + (4 << 20) > self.mem_size {
+        if image_gpa < abi::IMAGE_GPA + (4 << 20) {
             return Err(VmError::ImageTooLarge { len: image_len, mem: self.mem_size });
         }
-        self.write(abi::IMAGE_GPA, params.image)?;
+        self.write(image_gpa, params.image)?;
 
         let (_, tables_end) = layout::page_tables(self.mem_size);
         let (boot_tsc, realtime_ns) = tsc_and_realtime();
@@ -699,9 +706,9 @@ impl Vm {
             abi_version: abi::ABI_VERSION,
             flags: if params.snapshot_at_entry { abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY } else { abi::BOOT_FLAG_NONE },
             mem_size: self.mem_size,
-            free_start: image_end,
-            free_end: abi::pt_pool_start(self.mem_size),
-            image_gpa: abi::IMAGE_GPA,
+            free_start: abi::IMAGE_GPA,
+            free_end: image_gpa,
+            image_gpa,
             image_len,
             args_gpa: abi::ARGS_GPA,
             args_len,
@@ -726,6 +733,16 @@ impl Vm {
         };
         self.write(abi::BOOT_INFO_GPA, bytes)?;
 
+        if self.waiting {
+            // The runtime is set up and waits for this in hc::PROGRAM.
+            self.waiting = false;
+            return self.set_hypercall_result(0);
+        }
+        self.enter_runtime()
+    }
+
+    /// Points the vCPU at the runtime's entry with the boot information.
+    fn enter_runtime(&mut self) -> Result<()> {
         let h = &self.runtime.header;
         let regs = kvm_regs {
             rip: h.entry,
@@ -736,6 +753,65 @@ impl Vm {
         };
         self.vcpu.set_regs(&regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
         Ok(())
+    }
+
+    /// Boots the runtime before its program is known, up to where it waits
+    /// for one (`hc::PROGRAM`): the part of a cold start that does not
+    /// depend on the program, done ahead of the run (for a VM made while
+    /// its sandbox is idle). [`Vm::boot`] then hands the program over.
+    pub fn preboot(&mut self) -> Result<()> {
+        let (_, tables_end) = layout::page_tables(self.mem_size);
+        let (boot_tsc, realtime_ns) = tsc_and_realtime();
+        let info = abi::BootInfo {
+            magic: abi::BOOT_MAGIC,
+            abi_version: abi::ABI_VERSION,
+            flags: abi::BOOT_FLAG_WAIT_PROGRAM,
+            mem_size: self.mem_size,
+            free_start: abi::IMAGE_GPA,
+            free_end: abi::pt_pool_start(self.mem_size),
+            image_gpa: 0,
+            image_len: 0,
+            args_gpa: abi::ARGS_GPA,
+            args_len: 0,
+            argc: 0,
+            envc: 0,
+            tsc_khz: self.tsc_khz(),
+            boot_tsc,
+            boot_realtime_ns: realtime_ns,
+            random_seed: [0; 32],
+            pml4_gpa: abi::PAGE_TABLES_GPA,
+            page_tables_end: tables_end,
+            manifest_gpa: 0,
+            manifest_len: 0,
+            max_processes: 0,
+            max_open_files: 0,
+            _reserved: [0; 3],
+        };
+        // SAFETY: BootInfo is repr(C) plain data; viewing it as bytes for
+        // the copy is sound for its full size.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&info as *const abi::BootInfo).cast::<u8>(), std::mem::size_of_val(&info))
+        };
+        self.write(abi::BOOT_INFO_GPA, bytes)?;
+        // Fault in the host memory the program's image will be copied to
+        // (the top of the free frames; one huge page where the host has
+        // them), as the runtime's boot does for the memory it touches.
+        let top = abi::pt_pool_start(self.mem_size);
+        self.write(top - abi::PAGE_SIZE, &[0])?;
+        self.enter_runtime()?;
+        // Only the runtime's own code runs here (no program yet); a kick
+        // meant for a run is no reason to give up.
+        for _ in 0..100 {
+            match self.run(|| false)? {
+                VmExit::Hypercall(abi::hc::PROGRAM) => {
+                    self.waiting = true;
+                    return Ok(());
+                }
+                VmExit::Interrupted => continue,
+                other => return Err(VmError::Preboot(format!("{other:?}"))),
+            }
+        }
+        Err(VmError::Preboot("interrupted".into()))
     }
 
     /// The TSC rate the guest's clocks use, kHz (0 if KVM cannot say).
@@ -973,6 +1049,17 @@ fn boot_msrs(h: &abi::RuntimeHeader) -> Result<Msrs> {
 /// Debug registers as at power-on: no breakpoints.
 fn boot_debugregs() -> kvm_bindings::kvm_debugregs {
     kvm_bindings::kvm_debugregs { dr6: 0xffff_0ff0, dr7: 0x400, ..Default::default() }
+}
+
+/// Retries a KVM call that a signal (a kick meant for the run) interrupted.
+fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, kvm_ioctls::Error>) -> Result<T, kvm_ioctls::Error> {
+    let mut tries = 0;
+    loop {
+        match f() {
+            Err(e) if e.errno() == libc::EINTR && tries < 100 => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 fn msr(index: u32, data: u64) -> kvm_bindings::kvm_msr_entry {

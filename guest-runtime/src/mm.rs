@@ -114,6 +114,19 @@ pub fn init(info: &abi::BootInfo) {
     let _ = pte(info.pml4_gpa, abi::RUNTIME_HEAP_VA, true);
 }
 
+/// The program has arrived (see `abi::hc::PROGRAM`): its image lies at
+/// `free_end` and above, so the allocator stops there. False if frames
+/// already handed out reach that far.
+pub fn set_free_end(free_end: u64) -> bool {
+    let f = FRAMES.get();
+    let end = free_end.min(f.pt_next) & !(PAGE - 1);
+    if end < f.next_frame || end > f.frame_end {
+        return false;
+    }
+    f.frame_end = end;
+    true
+}
+
 pub fn page_up(x: u64) -> u64 {
     x.wrapping_add(PAGE - 1) & !(PAGE - 1)
 }

@@ -102,6 +102,8 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     crate::io::publish();
     crate::random::init(&info.random_seed);
     crate::vfs::init(&info);
+    let info = if info.flags & abi::BOOT_FLAG_WAIT_PROGRAM != 0 { wait_for_program(&info) } else { info };
+    crate::vfs::apply_manifest(&info);
     let args = phys_slice(info.args_gpa, info.args_len);
     let argv0 = &args[..args.iter().position(|&c| c == 0).unwrap_or(0)];
     let exe_path = crate::vfs::absolute(&crate::vfs::boot_cwd(), argv0);
@@ -129,6 +131,31 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
         }
     }
     crate::jump_to_program(entry, sp)
+}
+
+/// Set up before the program is known (the host does this part ahead of
+/// the run): wait for it, then take the boot information that comes with
+/// it. The memory layout must be the one we booted with.
+fn wait_for_program(pre: &abi::BootInfo) -> abi::BootInfo {
+    hc::call(abi::hc::PROGRAM, 0, 0, 0);
+    // SAFETY: as in rust_start: the host rewrote the BootInfo page.
+    let info = unsafe { core::ptr::read_volatile(abi::phys_to_virt(abi::BOOT_INFO_GPA) as *const abi::BootInfo) };
+    let same_layout = info.magic == abi::BOOT_MAGIC
+        && info.abi_version == abi::ABI_VERSION
+        && info.mem_size == pre.mem_size
+        && info.pml4_gpa == pre.pml4_gpa
+        && info.page_tables_end == pre.page_tables_end
+        && info.free_start == pre.free_start
+        && info.flags & abi::BOOT_FLAG_WAIT_PROGRAM == 0;
+    if !same_layout {
+        hc::panic(b"the program came with another memory layout");
+    }
+    if !mm::set_free_end(info.free_end) || info.image_gpa < info.free_end {
+        hc::panic(b"the program's image overlaps the runtime's frames");
+    }
+    *BOOT.get() = Some(info);
+    crate::random::init(&info.random_seed);
+    info
 }
 
 /// This run's inputs, for a guest restored from a snapshot.

@@ -1102,8 +1102,6 @@ pub fn init(info: &abi::BootInfo) {
     add_file(b"/etc/hostname", 0o644, b"hvsandbox\n");
     add_file(b"/proc/meminfo", 0o444, &meminfo(info.mem_size));
     add_file(b"/proc/self/cmdline", 0o444, b"");
-
-    apply_manifest(info);
 }
 
 /// The program the host placed in RAM, as a file at `path` (unless the
@@ -1141,7 +1139,8 @@ fn meminfo(mem: u64) -> Vec<u8> {
     s
 }
 
-fn apply_manifest(info: &abi::BootInfo) {
+/// Applies the boot manifest (the run's mounts, files and directories).
+pub fn apply_manifest(info: &abi::BootInfo) {
     if info.manifest_len == 0 {
         return;
     }

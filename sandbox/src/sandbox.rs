@@ -480,8 +480,21 @@ impl Sandbox {
                 // caller's path).
                 let mut ready = false;
                 // A cold sandbox that runs again makes the next run's blank
-                // VM while it waits for that run, off the caller's path.
-                let make_spare = || if worker_snapshot.is_none() { Vm::new(worker_config.memory).ok() } else { None };
+                // VM while it waits for that run, off the caller's path, and
+                // boots the runtime in it as far as it goes without a program.
+                let make_spare = || {
+                    if worker_snapshot.is_some() {
+                        return None;
+                    }
+                    let mut vm = Vm::new(worker_config.memory).ok()?;
+                    match vm.preboot() {
+                        Ok(()) => Some(vm),
+                        Err(_) => {
+                            reap(vm);
+                            None
+                        }
+                    }
+                };
                 let mut spare: Option<Vm> = None;
                 // Whether a run happened: a cold sandbox that runs again gets
                 // its next VM made once it has been idle a moment.

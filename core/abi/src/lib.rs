@@ -27,8 +27,9 @@
 //! | [`ARGS_GPA`] .. +[`ARGS_MAX`] | argv and envp strings |
 //! | [`PAGE_TABLES_GPA`] .. +[`PAGE_TABLES_MAX`] | page tables built by the host |
 //! | [`RUNTIME_GPA`] .. +[`RUNTIME_MAX`] | the runtime image (code, data, bss) |
-//! | [`IMAGE_GPA`] .. | the program's ELF file, as bytes |
-//! | after the image .. end of RAM | free frames, owned by the runtime |
+//! | [`IMAGE_GPA`] .. | free frames, owned by the runtime |
+//! | below the page-table pool | the program's ELF file, as bytes |
+//! | [`pt_pool_start`] .. end of RAM | the runtime's page-table pool |
 //!
 //! The hypercall doorbell is [`DOORBELL_GPA`], outside RAM: a write there
 //! leaves the guest with an MMIO exit. It is mapped at [`DOORBELL_VA`].
@@ -171,6 +172,10 @@ pub const BOOT_FLAG_NONE: u32 = 0;
 /// program, before its first instruction (the runtime rings
 /// [`hc::SNAPSHOT`] there).
 pub const BOOT_FLAG_SNAPSHOT_AT_ENTRY: u32 = 1;
+/// Boot without a program: the runtime sets itself up, then waits in
+/// [`hc::PROGRAM`] for the host to supply one (a VM made ahead of its run
+/// has done that part before the run is asked for).
+pub const BOOT_FLAG_WAIT_PROGRAM: u32 = 2;
 
 /// Counters the runtime keeps for the host to read after a run.
 #[repr(C)]
@@ -320,6 +325,12 @@ pub mod hc {
     /// and returns the total length (if larger than the buffer, nothing is
     /// written: ask again with a larger one), or -errno.
     pub const RESUME_INFO: u64 = 18;
+    /// A runtime booted with `BOOT_FLAG_WAIT_PROGRAM` is set up and waits
+    /// for its program. The host writes the program, argv/envp, manifest
+    /// and a new [`super::BootInfo`] (same memory layout; the image may
+    /// only lie above the frames the runtime has used, which it checks) and
+    /// returns 0.
+    pub const PROGRAM: u64 = 19;
 }
 
 /// What a restored guest learns about the run it now serves (see

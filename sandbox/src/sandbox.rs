@@ -1040,9 +1040,8 @@ impl Drop for ResetAid {
 /// How long a cold sandbox's vCPU thread waits for the next run before it
 /// makes that run's VM ahead of time (a sandbox dropped or reused at once
 /// does not pay for a VM it will not use).
-const SPARE_AFTER_IDLE: Duration = Duration::from_millis(1);
+const SPARE_AFTER_IDLE: Duration = Duration::from_micros(200);
 
-/// Destroys VMs on a background thread, off the vCPU threads' paths.
 /// Puts a VM in the snapshot's state, ready to run: its memory (`reset`:
 /// the snapshot copied back into the pages the last run wrote, which stay
 /// this VM's so writing them again costs no copy-on-write fault; the
@@ -1058,6 +1057,7 @@ fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool)
         .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
 }
 
+/// Destroys a VM on a background thread, off the vCPU threads' paths.
 fn reap(vm: Vm) {
     match reaper() {
         Some(tx) => {

@@ -82,6 +82,8 @@ fn static_program(name: &str, path: &Path, args: &[&str], expect: &[u8], runs: u
         }),
         Some(base),
     );
+    // Each line starts once the VMs the previous one left are destroyed.
+    hvsandbox::wait_for_reaper();
     let mut reused = Sandbox::builder().build().unwrap();
     reused.run(&cmd).unwrap();
     line(

@@ -499,12 +499,29 @@ impl Sandbox {
                 // Whether a run happened: a cold sandbox that runs again gets
                 // its next VM made once it has been idle a moment.
                 let mut ran = false;
+                // A cold run's VM, torn down on this thread once the sandbox
+                // is idle (on the reaper, concurrently with this thread
+                // making the next VM or running, both stalled for ~20 ms at
+                // times: measured, likely KVM's MMU-notifier registration
+                // taking all of the process's memory locks while a teardown
+                // holds some); on the reaper if the sandbox is dropped or
+                // the next run comes first.
+                let mut retired: Option<Vm> = None;
                 loop {
-                    let job = if ran && spare.is_none() && worker_snapshot.is_none() {
+                    let idle_work = worker_snapshot.is_none() && (retired.is_some() || (ran && spare.is_none()));
+                    let job = if idle_work {
                         match job_rx.recv_timeout(SPARE_AFTER_IDLE) {
-                            Ok(job) => job,
+                            Ok(job) => {
+                                if let Some(vm) = retired.take() {
+                                    reap(vm);
+                                }
+                                job
+                            }
                             Err(mpsc::RecvTimeoutError::Timeout) => {
-                                spare = make_spare();
+                                match retired.take() {
+                                    Some(vm) => drop(vm),
+                                    None => spare = make_spare(),
+                                }
                                 continue;
                             }
                             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -613,17 +630,14 @@ impl Sandbox {
                         });
                         ready = kept.is_some();
                     } else {
-                        // Tear the VM down here, the caller has its result:
-                        // on the reaper, concurrently with this thread making
-                        // the next VM or running, both stalled for ~20 ms at
-                        // times (measured; likely KVM's MMU-notifier
-                        // registration taking all of the process's memory
-                        // locks while the teardown holds some).
-                        drop(vm);
+                        if let Some(old) = retired.take() {
+                            reap(old);
+                        }
+                        retired = vm;
                         ran = true;
                     }
                 }
-                for vm in [spare, kept].into_iter().flatten() {
+                for vm in [spare, kept, retired].into_iter().flatten() {
                     reap(vm);
                 }
                 Some((timer, cpu_timer))

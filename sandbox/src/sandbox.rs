@@ -518,11 +518,22 @@ impl Sandbox {
                                 job
                             }
                             Err(mpsc::RecvTimeoutError::Timeout) => {
-                                match retired.take() {
-                                    Some(vm) => drop(vm),
-                                    None => spare = make_spare(),
+                                // Idle: the last VM's teardown, then (unless a
+                                // run came meanwhile) the next one's making.
+                                if let Some(vm) = retired.take() {
+                                    drop(vm);
+                                    match job_rx.try_recv() {
+                                        Ok(job) => job,
+                                        Err(mpsc::TryRecvError::Empty) => {
+                                            spare = make_spare();
+                                            continue;
+                                        }
+                                        Err(mpsc::TryRecvError::Disconnected) => break,
+                                    }
+                                } else {
+                                    spare = make_spare();
+                                    continue;
                                 }
-                                continue;
                             }
                             Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }

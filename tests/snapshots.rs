@@ -71,6 +71,21 @@ fn checkpoint_snapshot_resumes_after_the_setup_with_new_inputs() {
         assert_eq!(out.stdout_str(), format!("args: \n{input}end\n"), "{size} bytes of stdin");
         assert!(out.stats.syscalls < 200, "{size}: {} syscalls", out.stats.syscalls);
     }
+    // Each run's environment: /dev/hvsandbox/env (the environment the run
+    // was given; in an ordinary run, the program's own).
+    let script = "cat /dev/hvsandbox/checkpoint >/dev/null; tr '\\0' '\\n' < /dev/hvsandbox/env | grep '^G='";
+    let plain = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", script]).env("G", "0")).unwrap();
+    assert_eq!(plain.stdout_str(), "G=0\n", "{}", plain.stderr_str());
+    let snap = sb
+        .snapshot(&Command::new(BUSYBOX).args(["sh", "-c", script]).env("G", "setup"), SnapshotPoint::Checkpoint)
+        .unwrap();
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    for g in ["1", "two words"] {
+        let out = clone.run(&Command::resume().env("G", g)).unwrap();
+        assert_eq!(out.stdout_str(), format!("G={g}\n"), "{}", out.stderr_str());
+    }
+    let out = clone.run(&Command::resume()).unwrap();
+    assert_eq!((out.stdout_str().as_ref(), out.status.code()), ("", Some(1)), "no G in this run");
     // A program that read its own input to the end before the checkpoint
     // reads each run's input afresh after it.
     let script = "first=$(cat); echo \"first: $first\"; cat /dev/hvsandbox/checkpoint >/dev/null; cat";
@@ -223,6 +238,15 @@ fn python_from_a_checkpoint_after_its_imports() {
             .unwrap();
         assert_eq!(out.stdout_str(), format!("{{\"i\": {i}, \"a\": 5}} aBc\n"), "{}", out.stderr_str());
     }
+    // The README's recipe for a checkpoint's arguments and environment.
+    let prog = "import os, sys\n\
+                args = open('/dev/hvsandbox/checkpoint', 'rb').read().split(b'\\0')[:-1]\n\
+                os.environb.update(kv.split(b'=', 1) for kv in open('/dev/hvsandbox/env', 'rb').read().split(b'\\0')[:-1])\n\
+                print(args, os.environ.get('WHO'))";
+    let snap = sb.snapshot(&Command::new("/usr/bin/python3").args(["-c", prog]), SnapshotPoint::Checkpoint).unwrap();
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    let out = clone.run(&Command::resume().args(["a", "b c"]).env("WHO", "me")).unwrap();
+    assert_eq!(out.stdout_str(), "[b'a', b'b c'] me\n", "{}", out.stderr_str());
 }
 
 #[test]

@@ -194,6 +194,16 @@ impl OpenFile {
                     crate::random::fill(out);
                     Ok(out.len())
                 }
+                NodeKind::Dev(Dev::Env) => {
+                    let env = crate::rt::RUN_ENV.get();
+                    let pos = (at.unwrap_or(self.offset.get()) as usize).min(env.len());
+                    let n = out.len().min(env.len() - pos);
+                    out[..n].copy_from_slice(&env[pos..pos + n]);
+                    if at.is_none() {
+                        self.offset.set((pos + n) as u64);
+                    }
+                    Ok(n)
+                }
                 NodeKind::Dev(Dev::Checkpoint) => {
                     // The first read is the snapshot point; in a restored
                     // run it then reads this run's arguments (each ending

@@ -69,6 +69,23 @@ pub fn boot() -> &'static abi::BootInfo {
     }
 }
 
+/// The environment this run was given (`KEY=VALUE` strings, each ending
+/// in NUL), as `/dev/hvsandbox/env` reads it: the boot environment, or a
+/// restored run's.
+pub static RUN_ENV: Global<alloc::vec::Vec<u8>> = Global::new(alloc::vec::Vec::new());
+
+/// The strings after the first `skip` NUL-terminated ones.
+fn after_strings(bytes: &[u8], skip: usize) -> &[u8] {
+    let mut at = 0;
+    for _ in 0..skip {
+        match bytes[at..].iter().position(|&c| c == 0) {
+            Some(i) => at += i + 1,
+            None => return &[],
+        }
+    }
+    &bytes[at..]
+}
+
 /// A pointer into guest RAM through the physmap.
 pub fn phys_ptr(gpa: u64) -> *mut u8 {
     abi::phys_to_virt(gpa) as *mut u8
@@ -105,6 +122,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     let info = if info.flags & abi::BOOT_FLAG_WAIT_PROGRAM != 0 { wait_for_program(&info) } else { info };
     crate::vfs::apply_manifest(&info);
     let args = phys_slice(info.args_gpa, info.args_len);
+    *RUN_ENV.get() = after_strings(args, info.argc as usize).to_vec();
     let argv0 = &args[..args.iter().position(|&c| c == 0).unwrap_or(0)];
     let exe_path = crate::vfs::absolute(&crate::vfs::boot_cwd(), argv0);
     let image = match crate::vfs::add_image(&exe_path, info.image_gpa, info.image_len) {
@@ -206,6 +224,7 @@ pub fn snapshot_point() -> Option<Resume> {
         hc::panic(b"bad resume info");
     }
     crate::vfs::apply_manifest_bytes(&buf[args_end..man_end]);
+    *RUN_ENV.get() = after_strings(&buf[head..args_end], info.argc as usize).to_vec();
     // This run's stdin starts afresh (the snapshot's run may have read its
     // own to the end); small inputs came with the resume info.
     let whole = info.flags & abi::RESUME_STDIN_WHOLE != 0;

@@ -75,6 +75,8 @@ pub enum Dev {
     Random,
     /// `/dev/hvsandbox/checkpoint`: the first read is a snapshot point.
     Checkpoint,
+    /// `/dev/hvsandbox/env`: the environment this run was given.
+    Env,
 }
 
 pub struct Dir {
@@ -1080,8 +1082,10 @@ pub fn init(info: &abi::BootInfo) {
         let _ = mkdir_p(b"/dev/shm").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
         if let Ok(hv) = mkdir_p(b"/dev/hvsandbox") {
             let n = Node::new(S_IFCHR | 0o444, NodeKind::Dev(Dev::Checkpoint));
+            let env = Node::new(S_IFCHR | 0o444, NodeKind::Dev(Dev::Env));
             if let NodeKind::Dir(d) = &hv.kind {
                 d.borrow_mut().entries.insert(b"checkpoint".to_vec(), n);
+                d.borrow_mut().entries.insert(b"env".to_vec(), env);
             }
         }
     }

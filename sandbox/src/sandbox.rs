@@ -879,13 +879,14 @@ fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> R
     let (argv, envp) = match snapshot {
         // An entry snapshot's runs get a whole new argv (after the
         // snapshot's argv[0]) and environment; a checkpoint's get the
-        // arguments its checkpoint read returns.
+        // arguments its checkpoint read returns and the environment
+        // /dev/hvsandbox/env returns.
         Some(snap) if snap.point() == SnapshotPoint::Entry => {
             let mut argv = vec![snap.0.argv0.clone()];
             argv.extend(command.args.iter().cloned());
             (argv, environment(config, command))
         }
-        Some(_) => (command.args.clone(), Vec::new()),
+        Some(_) => (command.args.clone(), environment(config, command)),
         None => {
             let mut argv = Vec::with_capacity(command.args.len() + 1);
             argv.push(command.argv0.clone());

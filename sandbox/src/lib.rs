@@ -15,6 +15,7 @@
 //! # Ok::<(), hvsandbox::Error>(())
 //! ```
 
+mod blank_pool;
 mod command;
 mod error;
 mod fs;

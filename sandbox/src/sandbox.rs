@@ -17,7 +17,7 @@ use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::snapshot::{Snapshot, SnapshotPoint};
-use crate::{image_cache, program};
+use crate::{blank_pool, image_cache, program};
 
 /// Default cap on processes alive at once in the guest.
 pub const DEFAULT_MAX_PROCESSES: u32 = 64;
@@ -266,6 +266,8 @@ impl SandboxBuilder {
     /// sandbox's vCPU thread.
     pub fn build(self) -> Result<Sandbox> {
         self.validate()?;
+        // Its first run takes a VM made ahead for sandboxes of its size.
+        blank_pool::prime(self.config.memory);
         Sandbox::start(self.config, None)
     }
 
@@ -1397,7 +1399,7 @@ impl<'a> Runner<'a> {
                 vm
             }
             (None, Some(image)) => {
-                let vm = match self.spare.take() {
+                let vm = match self.spare.take().or_else(|| blank_pool::take(self.config.memory)) {
                     Some(vm) => vm,
                     None => Vm::new(self.config.memory).map_err(map_vm_error)?,
                 };

@@ -194,16 +194,7 @@ impl OpenFile {
                     crate::random::fill(out);
                     Ok(out.len())
                 }
-                NodeKind::Dev(Dev::Env) => {
-                    let env = crate::rt::RUN_ENV.get();
-                    let pos = (at.unwrap_or(self.offset.get()) as usize).min(env.len());
-                    let n = out.len().min(env.len() - pos);
-                    out[..n].copy_from_slice(&env[pos..pos + n]);
-                    if at.is_none() {
-                        self.offset.set((pos + n) as u64);
-                    }
-                    Ok(n)
-                }
+                NodeKind::Dev(Dev::Env) => Ok(self.read_from(crate::rt::RUN_ENV.get(), out, at)),
                 NodeKind::Dev(Dev::Checkpoint) => {
                     // The first read is the snapshot point; in a restored
                     // run it then reads this run's arguments (each ending
@@ -223,17 +214,21 @@ impl OpenFile {
                         });
                         *data = Some(args.unwrap_or_default());
                     }
-                    let d = data.as_deref().unwrap_or(&[]);
-                    let pos = (at.unwrap_or(self.offset.get()) as usize).min(d.len());
-                    let n = out.len().min(d.len() - pos);
-                    out[..n].copy_from_slice(&d[pos..pos + n]);
-                    if at.is_none() {
-                        self.offset.set((pos + n) as u64);
-                    }
-                    Ok(n)
+                    Ok(self.read_from(data.as_deref().unwrap_or(&[]), out, at))
                 }
             },
         }
+    }
+
+    /// Reads fixed contents `d` at the file offset (or at `at`).
+    fn read_from(&self, d: &[u8], out: &mut [u8], at: Option<u64>) -> usize {
+        let pos = (at.unwrap_or(self.offset.get()) as usize).min(d.len());
+        let n = out.len().min(d.len() - pos);
+        out[..n].copy_from_slice(&d[pos..pos + n]);
+        if at.is_none() {
+            self.offset.set((pos + n) as u64);
+        }
+        n
     }
 
     /// Writes at the file offset (or at `at` for pwrite).

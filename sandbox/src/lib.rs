@@ -28,6 +28,7 @@ mod sandbox;
 mod snapshot;
 mod syscall_names;
 
+pub use blank_pool::set_blank_vms;
 pub use command::{Command, DEFAULT_FILE_MODE};
 pub use error::{Error, ErrorKind, PartialOutput, Result};
 pub use jail::SeccompMode;

@@ -997,19 +997,53 @@ fn environment(config: &Config, command: &Command) -> Vec<Vec<u8>> {
 
 /// The reaper's queue (see `reap`), started from a caller's thread: a vCPU
 /// thread's jail does not allow starting threads.
+/// The background thread that destroys VMs off the vCPU threads' paths
+/// and, in between, makes the blank VMs of [`blank_pool`]: one after the
+/// other (VM creation and destruction running at the same time in one
+/// process stalled both for ~20 ms at times, measured). It runs guest code
+/// (the runtime's boot), so it lives in the same jail as a vCPU thread.
 fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
     static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Reap>>>> = OnceLock::new();
     REAPER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Reap>();
         std::thread::Builder::new()
-            .name("hvsandbox-reaper".into())
+            .name("hvsandbox-vms".into())
             .spawn(move || {
-                for job in rx {
+                static VIOLATION: AtomicI64 = AtomicI64::new(-1);
+                let mode = jail::env_override().unwrap_or(SeccompMode::Enforce);
+                let jailed = jail::enter(mode, &VIOLATION).is_ok();
+                if !jailed {
+                    blank_pool::give_up();
+                }
+                loop {
+                    let job = match rx.try_recv() {
+                        Ok(job) => job,
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            // Nothing to destroy: make a blank VM if one is
+                            // wanted, else wait.
+                            if let Some(mem) = blank_pool::wanted().filter(|_| jailed) {
+                                match Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)) {
+                                    Ok(vm) => blank_pool::put(mem, vm),
+                                    Err(_) => blank_pool::failed(),
+                                }
+                                if VIOLATION.load(Ordering::SeqCst) >= 0 {
+                                    blank_pool::give_up();
+                                }
+                                continue;
+                            }
+                            match rx.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            }
+                        }
+                    };
                     match job {
                         Reap::Vm(vm) => drop(vm),
                         Reap::Flush(done) => {
                             let _ = done.send(());
                         }
+                        Reap::Wake => {}
                     }
                 }
             })
@@ -1018,8 +1052,17 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
     })
 }
 
+/// Tells the background thread to look at the blank VM pool.
+pub(crate) fn wake_reaper() {
+    if let Some(tx) = reaper() {
+        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Wake);
+    }
+}
+
 enum Reap {
     Vm(Box<Vm>),
+    /// The blank VM pool wants a look.
+    Wake,
     /// Answered once everything queued before it is destroyed.
     Flush(mpsc::Sender<()>),
 }
@@ -1089,7 +1132,7 @@ fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool)
 }
 
 /// Destroys a VM on a background thread, off the vCPU threads' paths.
-fn reap(vm: Vm) {
+pub(crate) fn reap(vm: Vm) {
     match reaper() {
         Some(tx) => {
             let sent = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Vm(Box::new(vm)));

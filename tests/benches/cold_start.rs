@@ -59,6 +59,9 @@ fn bench(name: &str, path: &Path, args: &[&str], expect: &[u8], runs: usize) {
 }
 
 fn main() {
+    // The truly cold path: no blank VMs made ahead (the warm bench measures
+    // new sandboxes with them).
+    hvsandbox::set_blank_vms(0);
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut runs = if argv.iter().any(|a| a == "--quick") { 200 } else { 500 };
     if let Some(i) = argv.iter().position(|a| a == "--runs") {

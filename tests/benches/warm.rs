@@ -75,7 +75,7 @@ fn static_program(name: &str, path: &Path, args: &[&str], expect: &[u8], runs: u
     let base = line("fork+exec (baseline)", &mut native(path, args, runs, expect), None);
     let cmd = Command::new(path).args(args);
     line(
-        "cold: new Sandbox, run, drop",
+        "cold: new Sandbox, run, drop (blank VMs ahead)",
         &mut timed(runs, || {
             let mut sb = Sandbox::builder().build().unwrap();
             assert_eq!(sb.run(&cmd).unwrap().stdout, expect);
@@ -175,7 +175,7 @@ fn python(runs: usize) {
     let builder = || Sandbox::builder().mount("/usr", "/usr").mount("/lib", "/lib").mount("/lib64", "/lib64");
     let cmd = Command::new(PYTHON).args(["-c", code]);
     line(
-        "cold: new Sandbox, run, drop",
+        "cold: new Sandbox, run, drop (blank VMs ahead)",
         &mut timed(runs.min(30), || {
             let mut sb = builder().build().unwrap();
             assert_eq!(sb.run(&cmd).unwrap().stdout, expect);

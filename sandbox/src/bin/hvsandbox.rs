@@ -534,6 +534,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // One sandbox, one run: VMs made ahead for later sandboxes would only
+    // compete with it.
+    hvsandbox::set_blank_vms(0);
     let result = match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::Snapshot(args) => snapshot(args),

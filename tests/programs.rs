@@ -287,11 +287,18 @@ fn interrupt_handle_cancels_only_the_current_run() {
 
 #[test]
 fn sandboxes_are_send_and_many_can_run_in_parallel() {
-    fn assert_send_sync<T: Send + Sync>() {}
+    // What users hold (and bindings wrap) can move between threads and be
+    // shared: owned types, no lifetimes.
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<hvsandbox::InterruptHandle>();
-    fn assert_send<T: Send>() {}
-    assert_send::<Sandbox>();
-    assert_send::<hvsandbox::Error>();
+    assert_send_sync::<Sandbox>();
+    assert_send_sync::<hvsandbox::Error>();
+    assert_send_sync::<Command>();
+    assert_send_sync::<hvsandbox::Output>();
+    assert_send_sync::<hvsandbox::Snapshot>();
+    assert_send_sync::<hvsandbox::SandboxPool>();
+    assert_send_sync::<hvsandbox::PooledSandbox>();
+    assert_send_sync::<hvsandbox::SandboxBuilder>();
 
     let hello = musl("hello");
     let threads: Vec<_> = (0..4)

@@ -119,6 +119,12 @@ fn a_run_sees_nothing_a_previous_run_wrote() {
         // The same sandbox, next run: scans all guest RAM and the files.
         let out = sb.run(&Command::resume().args(["scan", &k1, &k2, &mem])).unwrap();
         assert_eq!(out.stdout_str(), "hits=0 files=0 env=unset\n", "round {round}");
+        // A new clone (it copies the pages runs wrote ahead of its first
+        // run) sees nothing either.
+        let mut fresh = Sandbox::from_snapshot(&snap).unwrap();
+        fresh.warm().unwrap();
+        let out = fresh.run(&Command::resume().args(["scan", &k1, &k2, &mem])).unwrap();
+        assert_eq!(out.stdout_str(), "hits=0 files=0 env=unset\n", "new clone, round {round}");
     }
     // Control: within one run the scan does find what was written.
     let mut cold = Sandbox::builder().build().unwrap();

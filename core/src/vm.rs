@@ -150,6 +150,9 @@ fn only_narrowed(now: &[u8], was: &[u8]) -> bool {
     })
 }
 
+/// Most page indexes [`Vm::reset_memory_by_copy`] reports.
+pub const MAX_WRITTEN: usize = 4096;
+
 /// `PAGEMAP_SCAN` (Linux 6.7): `_IOWR('f', 16, struct pm_scan_arg)`.
 const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
 const PAGE_IS_FILE: u64 = 1 << 2;
@@ -498,12 +501,19 @@ impl Vm {
     /// mapping), so the next run's writes to them are not copy-on-write
     /// faults again. `snapshot` is the snapshot file mapped read-only,
     /// `pagemap` an open `/proc/self/pagemap`. Returns the pages copied.
-    pub fn reset_memory_by_copy(&mut self, snapshot: &[u8], pagemap: BorrowedFd<'_>) -> Result<usize> {
+    /// With `written`, the indexes of the pages the run wrote are pushed
+    /// there too (at most [`MAX_WRITTEN`]).
+    pub fn reset_memory_by_copy(
+        &mut self,
+        snapshot: &[u8],
+        pagemap: BorrowedFd<'_>,
+        written: Option<&mut Vec<u32>>,
+    ) -> Result<usize> {
         let (base, len) = self.host_memory();
         if snapshot.len() != len {
             return Err(VmError::Snapshot("snapshot memory of another size".into()));
         }
-        let (copied, tables_changed) = Self::copy_back(base, len, snapshot, pagemap)?;
+        let (copied, tables_changed) = Self::copy_back(base, len, snapshot, pagemap, written)?;
         // KVM's shadow page tables mirror the guest's page tables as the
         // guest wrote them; a page-table page changed behind its back
         // (restored above) would leave stale translations. Page tables
@@ -518,7 +528,13 @@ impl Vm {
 
     /// Copies the snapshot back into every page the guest wrote; returns
     /// how many, and whether any page that may hold a page table differed.
-    fn copy_back(base: *const u8, len: usize, snapshot: &[u8], pagemap: BorrowedFd<'_>) -> Result<(usize, bool)> {
+    fn copy_back(
+        base: *const u8,
+        len: usize,
+        snapshot: &[u8],
+        pagemap: BorrowedFd<'_>,
+        mut written: Option<&mut Vec<u32>>,
+    ) -> Result<(usize, bool)> {
         const PAGE: usize = abi::PAGE_SIZE as usize;
         let mem = len as u64;
         let mut copied = 0;
@@ -543,15 +559,41 @@ impl Vm {
             unsafe { std::ptr::copy_nonoverlapping(was.as_ptr(), base.add(at).cast_mut(), PAGE) };
             copied += 1;
         };
+        let mut each = |at: usize| {
+            if let Some(w) = written.as_deref_mut().filter(|w| w.len() < MAX_WRITTEN) {
+                w.push((at / PAGE) as u32);
+            }
+            restore(at);
+        };
         let scanned = written_pages_scan(base as u64, len, pagemap, &mut |from, to| {
             for at in (from..to).step_by(PAGE) {
-                restore(at);
+                each(at);
             }
         })?;
         if !scanned {
-            written_pages_read(base as u64, len, pagemap, &mut restore)?;
+            written_pages_read(base as u64, len, pagemap, &mut each)?;
         }
         Ok((copied, tables_changed))
+    }
+
+    /// Writes each of `pages` (indexes into guest RAM) with what it holds,
+    /// from the host: for a VM that maps a snapshot copy-on-write, the
+    /// private copies its run would make one fault at a time are made now
+    /// (off the run's path).
+    pub fn touch_pages(&mut self, pages: &[u32]) {
+        let (base, len) = self.host_memory();
+        let base = base.cast_mut();
+        for &page in pages {
+            let at = page as usize * abi::PAGE_SIZE as usize;
+            if at < len {
+                // SAFETY: `at` lies in guest RAM (our mapping); the vCPU is
+                // stopped (`&mut self`); the byte is written back unchanged.
+                unsafe {
+                    let v = base.add(at).read_volatile();
+                    base.add(at).write_volatile(v);
+                }
+            }
+        }
     }
 
     /// Where guest RAM is mapped in this process, and its size.

@@ -1119,13 +1119,21 @@ const SPARE_AFTER_IDLE: Duration = Duration::from_micros(200);
 /// Puts a VM in the snapshot's state, ready to run: its memory (`reset`:
 /// the snapshot copied back into the pages the last run wrote, which stay
 /// this VM's so writing them again costs no copy-on-write fault; the
-/// mapping replaced if that fails) and its vCPU.
+/// mapping replaced if that fails; a new VM makes its own copies of the
+/// pages runs from this snapshot write, learned from the first reset) and
+/// its vCPU.
 fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool) -> Result<()> {
     if reset {
-        let copied = aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap.as_fd()).is_ok());
+        let mut written = snap.0.hot.get().is_none().then(Vec::new);
+        let copied =
+            aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap.as_fd(), written.as_mut()).is_ok());
         if !copied {
             vm.reset_memory(snap.memory_fd()).map_err(map_vm_error)?;
+        } else if let Some(w) = written {
+            let _ = snap.0.hot.set(w);
         }
+    } else if let Some(hot) = snap.0.hot.get() {
+        vm.touch_pages(hot);
     }
     vm.restore_vcpu(&snap.0.vcpu)
         .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))

@@ -53,6 +53,10 @@ pub(crate) struct Inner {
     pub(crate) fs: Vec<crate::fs::FsEntry>,
     /// Bytes of guest RAM that hold data (the rest is zero).
     pub(crate) resident: u64,
+    /// The pages a run from this snapshot wrote (learned from the first
+    /// reset in this process): a new clone writes them ahead of its first
+    /// run (see `Vm::touch_pages`).
+    pub(crate) hot: std::sync::OnceLock<Vec<u32>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -128,7 +132,17 @@ impl Snapshot {
             copied += bytes.len() as u64;
         }
         seal(memory.as_fd())?;
-        Ok(Snapshot(Arc::new(Inner { memory, mem_size: len as u64, vcpu, point, argv0, mounts, fs, resident: copied })))
+        Ok(Snapshot(Arc::new(Inner {
+            memory,
+            mem_size: len as u64,
+            vcpu,
+            point,
+            argv0,
+            mounts,
+            fs,
+            resident: copied,
+            hot: std::sync::OnceLock::new(),
+        })))
     }
 
     /// Writes the snapshot to `path`: a versioned header (format, guest ABI
@@ -288,6 +302,7 @@ impl Snapshot {
             mounts,
             fs,
             resident,
+            hot: std::sync::OnceLock::new(),
         })))
     }
 }

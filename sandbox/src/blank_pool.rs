@@ -65,7 +65,7 @@ fn per_size() -> usize {
     PER_SIZE.load(Ordering::SeqCst)
 }
 
-/// A sandbox of `mem` bytes exists: keep VMs of that size ready.
+/// A sandbox of `mem` bytes is being built: keep VMs of that size ready.
 pub(crate) fn prime(mem: u64) {
     if per_size() == 0 {
         return;

@@ -995,15 +995,18 @@ fn environment(config: &Config, command: &Command) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The reaper's queue (see `reap`), started from a caller's thread: a vCPU
-/// thread's jail does not allow starting threads.
-/// The background thread that destroys VMs off the vCPU threads' paths
-/// and, in between, makes the blank VMs of [`blank_pool`]: one after the
-/// other (VM creation and destruction running at the same time in one
-/// process stalled both for ~20 ms at times, measured). It runs guest code
-/// (the runtime's boot), so it lives in the same jail as a vCPU thread.
+/// The queue of the background thread ("reaper") that destroys VMs off
+/// the vCPU threads' paths and, in between, makes the blank VMs of
+/// [`blank_pool`]: one after the other (VM creation and destruction running
+/// at the same time in one process stalled both for ~20 ms at times,
+/// measured). It runs guest code (the runtime's boot), so it lives in the
+/// same jail as a vCPU thread.
+static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Reap>>>> = OnceLock::new();
+
+/// The reaper's queue, started on first use from a caller's thread (a vCPU
+/// thread's jail does not allow starting threads; `Sandbox::start` calls
+/// this before it starts one).
 fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
-    static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Reap>>>> = OnceLock::new();
     REAPER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Reap>();
         std::thread::Builder::new()
@@ -1052,9 +1055,10 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
     })
 }
 
-/// Tells the background thread to look at the blank VM pool.
+/// Tells the background thread to look at the blank VM pool (started
+/// already: a sandbox exists; never started from here).
 pub(crate) fn wake_reaper() {
-    if let Some(tx) = reaper() {
+    if let Some(Some(tx)) = REAPER.get() {
         let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Wake);
     }
 }

@@ -143,7 +143,7 @@ pub(crate) fn put(mem: u64, vm: Vm) {
     };
     MADE.notify_all();
     if let Some(vm) = extra {
-        drop(vm);
+        crate::sandbox::reap(vm);
     }
 }
 

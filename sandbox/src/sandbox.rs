@@ -488,14 +488,16 @@ impl Sandbox {
                     if worker_snapshot.is_some() {
                         return None;
                     }
-                    let mut vm = Vm::new(worker_config.memory).ok()?;
-                    match vm.preboot() {
-                        Ok(()) => Some(vm),
-                        Err(_) => {
-                            reap(vm);
-                            None
+                    one_at_a_time(|| {
+                        let mut vm = Vm::new(worker_config.memory).ok()?;
+                        match vm.preboot() {
+                            Ok(()) => Some(vm),
+                            Err(_) => {
+                                drop(vm);
+                                None
+                            }
                         }
-                    }
+                    })
                 };
                 let mut spare: Option<Vm> = None;
                 // Whether a run happened: a cold sandbox that runs again gets
@@ -523,7 +525,7 @@ impl Sandbox {
                                 // Idle: the last VM's teardown, then (unless a
                                 // run came meanwhile) the next one's making.
                                 if let Some(vm) = retired.take() {
-                                    drop(vm);
+                                    one_at_a_time(|| drop(vm));
                                     match job_rx.try_recv() {
                                         Ok(job) => job,
                                         Err(mpsc::TryRecvError::Empty) => {
@@ -550,11 +552,13 @@ impl Sandbox {
                         Job::Warm => {
                             let reply = match (&worker_snapshot, &kept) {
                                 (Some(snap), None) => {
-                                    match Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
-                                        .map_err(map_vm_error)
-                                        .and_then(|mut vm| {
-                                            make_ready(&mut vm, snap, reset_aid.as_ref(), false).map(|()| vm)
-                                        }) {
+                                    match one_at_a_time(|| {
+                                        Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
+                                    })
+                                    .map_err(map_vm_error)
+                                    .and_then(|mut vm| {
+                                        make_ready(&mut vm, snap, reset_aid.as_ref(), false).map(|()| vm)
+                                    }) {
                                         Ok(vm) => {
                                             kept = Some(vm);
                                             ready = true;
@@ -762,7 +766,7 @@ impl Sandbox {
                 let (vm, state, fs) = *b;
                 let mounts = self.config.mounts.iter().map(|m| (m.host.clone(), m.guest.clone())).collect();
                 let snap = Snapshot::capture(&vm, state, point, command.argv0.clone(), mounts, fs);
-                drop(vm);
+                reap(vm);
                 snap
             }
             Reply::Run(out) => Err(Error::SnapshotFailed(format!(
@@ -995,6 +999,17 @@ fn environment(config: &Config, command: &Command) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// VM creation and destruction happen one at a time in this process: the
+/// two at the same time stalled each other for ~20 ms at times (measured;
+/// likely KVM's MMU-notifier registration taking all of the process's
+/// memory locks while a teardown holds some).
+static LIFECYCLE: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
+    let _turn = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// The queue of the background thread ("reaper") that destroys VMs off
 /// the vCPU threads' paths and, in between, makes the blank VMs of
 /// [`blank_pool`]: one after the other (VM creation and destruction running
@@ -1026,7 +1041,7 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                             // Nothing to destroy: make a blank VM if one is
                             // wanted, else wait.
                             if let Some(mem) = blank_pool::wanted().filter(|_| jailed) {
-                                match Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)) {
+                                match one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm))) {
                                     Ok(vm) => blank_pool::put(mem, vm),
                                     Err(_) => blank_pool::failed(),
                                 }
@@ -1042,7 +1057,7 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                         }
                     };
                     match job {
-                        Reap::Vm(vm) => drop(vm),
+                        Reap::Vm(vm) => one_at_a_time(|| drop(vm)),
                         Reap::Flush(done) => {
                             let _ = done.send(());
                         }
@@ -1152,7 +1167,7 @@ pub(crate) fn reap(vm: Vm) {
                 drop(job);
             }
         }
-        None => drop(vm),
+        None => one_at_a_time(|| drop(vm)),
     }
 }
 
@@ -1423,8 +1438,8 @@ impl<'a> Runner<'a> {
                         vm
                     }
                     None => {
-                        let mut vm =
-                            Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()).map_err(map_vm_error)?;
+                        let mut vm = one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()))
+                            .map_err(map_vm_error)?;
                         make_ready(&mut vm, snap, self.reset_aid, false)?;
                         vm
                     }
@@ -1456,7 +1471,7 @@ impl<'a> Runner<'a> {
             (None, Some(image)) => {
                 let vm = match self.spare.take().or_else(|| blank_pool::take(self.config.memory)) {
                     Some(vm) => vm,
-                    None => Vm::new(self.config.memory).map_err(map_vm_error)?,
+                    None => one_at_a_time(|| Vm::new(self.config.memory)).map_err(map_vm_error)?,
                 };
                 let vm = slot.insert(vm);
                 let params = BootParams {

@@ -123,8 +123,8 @@ const VCPU_ALLOWLIST: &[Allowed] = &[
 
 /// Calls the vCPU thread may not make but that the C library makes on its
 /// own, once per process, in whichever thread gets there first: they fail
-/// quietly (EPERM, which glibc handles) instead of counting as a
-/// violation that would poison an innocent sandbox.
+/// like any refused call (EPERM, which glibc handles) but do not count as
+/// a violation that would poison an innocent sandbox (see `on_sigsys`).
 #[rustfmt::skip]
 const QUIETLY_REFUSED: &[(&str, i64)] = &[
     ("read", libc::SYS_read),                           // glibc malloc counting CPUs (/sys/devices/system/cpu/online) for its arena limit
@@ -183,29 +183,10 @@ fn program(mode: SeccompMode) -> Result<&'static BpfProgram> {
     for a in VCPU_ALLOWLIST {
         rules.insert(a.nr, rules_for(a)?);
     }
-    // The quietly refused calls pass this filter; the one installed
-    // before it (`quiet_program`) makes them fail (ERRNO outranks ALLOW).
-    for &(_, nr) in QUIETLY_REFUSED {
-        rules.insert(nr, Vec::new());
-    }
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(jail_error("seccomp filter"))?;
     let bpf: BpfProgram = filter.try_into().map_err(jail_error("seccomp program"))?;
     Ok(slot.get_or_init(|| bpf))
-}
-
-/// The filter that makes the [`QUIETLY_REFUSED`] calls fail with EPERM.
-fn quiet_program() -> Result<&'static BpfProgram> {
-    static QUIET: OnceLock<BpfProgram> = OnceLock::new();
-    if let Some(p) = QUIET.get() {
-        return Ok(p);
-    }
-    let rules: BTreeMap<i64, Vec<SeccompRule>> = QUIETLY_REFUSED.iter().map(|&(_, nr)| (nr, Vec::new())).collect();
-    let filter =
-        SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), TargetArch::x86_64)
-            .map_err(jail_error("seccomp filter"))?;
-    let bpf: BpfProgram = filter.try_into().map_err(jail_error("seccomp program"))?;
-    Ok(QUIET.get_or_init(|| bpf))
 }
 
 thread_local! {
@@ -221,8 +202,9 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     // SAFETY: the kernel passes a valid siginfo for SIGSYS; si_syscall is
     // the int at byte offset 24 of its union (asm-generic siginfo layout).
     let nr = unsafe { (info as *const u8).add(24).cast::<i32>().read_unaligned() };
+    let quiet = QUIETLY_REFUSED.iter().any(|&(_, q)| q == nr as i64);
     let slot = VIOLATION.with(|v| v.get());
-    if !slot.is_null() {
+    if !slot.is_null() && !quiet {
         // SAFETY: the slot points into the sandbox's shared state, which
         // outlives its vCPU thread (the thread holds an Arc to it).
         unsafe {
@@ -288,11 +270,8 @@ pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64) -> Result<()> {
         return Ok(());
     }
     let bpf = program(mode)?;
-    let quiet = quiet_program()?;
     install_sigsys_handler()?;
     VIOLATION.with(|v| v.set(violation as *const AtomicI64));
-    // The quiet filter first: the allow-list, once in, refuses seccomp().
-    seccompiler::apply_filter(quiet).map_err(jail_error("seccomp install"))?;
     seccompiler::apply_filter(bpf).map_err(jail_error("seccomp install"))
 }
 

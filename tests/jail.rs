@@ -96,3 +96,53 @@ fn the_allow_list_is_short() {
         assert!(!list.contains(&must_not), "{must_not} must not be allowed");
     }
 }
+
+#[test]
+fn vcpu_threads_serve_later_sandboxes_but_never_after_a_refused_call() {
+    // Tests in this binary run in parallel and share the idle threads: look
+    // at this test's own threads only.
+    let hello = musl("hello");
+    let mut first = Sandbox::builder().build().unwrap();
+    assert_eq!(first.run(&Command::new(&hello)).unwrap().stdout, b"hello, world\n");
+    let tid = first.vcpu_thread_id();
+    drop(first);
+    // The thread waits for the next sandbox, still jailed.
+    assert_eq!(status_field(tid, "Seccomp"), "2");
+    assert_eq!(status_field(tid, "CapEff"), "0000000000000000");
+    // Sandboxes built one after the other mostly get a thread already
+    // running (other tests may take some).
+    let mut tids: Vec<i64> = (0..6)
+        .map(|_| {
+            let mut sb = Sandbox::builder().build().unwrap();
+            assert_eq!(sb.run(&Command::new(&hello)).unwrap().stdout, b"hello, world\n");
+            sb.vcpu_thread_id()
+        })
+        .collect();
+    tids.sort();
+    tids.dedup();
+    assert!(tids.len() < 6, "no vCPU thread was used twice: {tids:?}");
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let mut sb = Sandbox::builder().build().unwrap();
+        assert_eq!(sb.run(&Command::new(&hello)).unwrap().stdout, b"hello, world\n");
+        seen.push(sb.vcpu_thread_id());
+        // A refused call in a reused thread is this sandbox's.
+        let err = sb.debug_syscall_on_vcpu_thread(libc::SYS_getpid).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::JailViolation, "{err}");
+        let bad = sb.vcpu_thread_id();
+        drop(sb);
+        // ... and that thread is never used again: it has ended.
+        let gone = (0..200).any(|_| {
+            if !std::path::Path::new(&format!("/proc/self/task/{bad}")).exists() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            false
+        });
+        assert!(gone, "thread {bad} still alive after its sandbox's refused call");
+    }
+    // A later sandbox is fine.
+    let mut sb = Sandbox::builder().build().unwrap();
+    assert_eq!(sb.run(&Command::new(&hello)).unwrap().stdout, b"hello, world\n");
+    assert!(!seen.is_empty());
+}

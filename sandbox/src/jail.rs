@@ -275,6 +275,13 @@ pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64) -> Result<()> {
     seccompiler::apply_filter(bpf).map_err(jail_error("seccomp install"))
 }
 
+/// Points the calling (jailed) thread's refused-call record at
+/// `violation`: a vCPU thread serving its next sandbox. The caller keeps
+/// `violation` alive until it rebinds again.
+pub(crate) fn rebind(violation: &AtomicI64) {
+    VIOLATION.with(|v| v.set(violation as *const AtomicI64));
+}
+
 /// The name of a refused call for messages.
 pub(crate) fn describe(nr: i64) -> String {
     match crate::syscall_names::syscall_name(nr) {

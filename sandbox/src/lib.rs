@@ -27,6 +27,7 @@ mod program;
 mod sandbox;
 mod snapshot;
 mod syscall_names;
+mod vcpu_thread;
 
 pub use blank_pool::set_blank_vms;
 pub use command::{Command, DEFAULT_FILE_MODE};

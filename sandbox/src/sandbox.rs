@@ -6,7 +6,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKicker, VcpuState, Vm, VmError, VmExit};
@@ -17,7 +16,7 @@ use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::snapshot::{Snapshot, SnapshotPoint};
-use crate::{blank_pool, image_cache, program};
+use crate::{blank_pool, image_cache, program, vcpu_thread};
 
 /// Default cap on processes alive at once in the guest.
 pub const DEFAULT_MAX_PROCESSES: u32 = 64;
@@ -404,9 +403,8 @@ struct Prepared {
 struct Worker {
     jobs: mpsc::Sender<Job>,
     results: mpsc::Receiver<Result<Reply>>,
-    /// The vCPU thread; it hands back its timers for this thread to delete
-    /// (its jail does not allow timer_delete).
-    thread: Option<JoinHandle<Option<(DeadlineTimer, DeadlineTimer)>>>,
+    /// The vCPU thread serving this sandbox.
+    thread: Option<vcpu_thread::VcpuThread>,
 }
 
 /// A sandbox: runs programs, one at a time, each in a fresh micro-VM.
@@ -450,216 +448,203 @@ impl Sandbox {
         let worker_config = config.clone();
         let worker_control = control.clone();
         let worker_snapshot = snapshot.clone();
-        let thread = std::thread::Builder::new()
-            .name("hvsandbox-vcpu".into())
-            .spawn(move || {
-                let timers = DeadlineTimer::for_current_thread()
-                    .and_then(|wall| Ok((wall, DeadlineTimer::for_current_thread_cpu()?)));
-                let (timer, cpu_timer) = match timers {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(map_vm_error(e)));
-                        return None;
-                    }
-                };
-                let _ = worker_control.kicker.set(ThreadKicker::current());
-                // SAFETY: gettid has no arguments and cannot fail.
-                worker_control.vcpu_tid.store(unsafe { libc::gettid() } as i64, Ordering::SeqCst);
-                // What resetting to the snapshot in place needs, opened
-                // before the jail closes.
-                let reset_aid = worker_snapshot.as_ref().and_then(ResetAid::new);
-                let mode = jail::env_override().unwrap_or(worker_config.seccomp);
-                if let Err(e) = jail::enter(mode, &worker_control.violation) {
-                    let _ = ready_tx.send(Err(e));
-                    return Some((timer, cpu_timer));
+        let mode = jail::env_override().unwrap_or(config.seccomp);
+        let body: vcpu_thread::Body = Box::new(move |kit: &vcpu_thread::Kit| {
+            let (timer, cpu_timer) = (&kit.timer, &kit.cpu_timer);
+            let _ = worker_control.kicker.set(ThreadKicker::current());
+            // SAFETY: gettid has no arguments and cannot fail.
+            worker_control.vcpu_tid.store(unsafe { libc::gettid() } as i64, Ordering::SeqCst);
+            // Refused calls from now on are this sandbox's.
+            jail::rebind(&worker_control.violation);
+            // What resetting to the snapshot in place needs (the jail
+            // allows opening it: read-only, never executable).
+            let reset_aid = worker_snapshot.as_ref().and_then(ResetAid::new);
+            let _ = ready_tx.send(Ok(()));
+            // A sandbox built from a snapshot keeps its VM between runs
+            // (reset to the snapshot at the start of each).
+            let mut kept: Option<Vm> = None;
+            // The kept VM is in the snapshot's state already: made from
+            // it, or reset right after its last run (off the next
+            // caller's path).
+            let mut ready = false;
+            // A cold sandbox that runs again makes the next run's blank
+            // VM while it waits for that run, off the caller's path, and
+            // boots the runtime in it as far as it goes without a program.
+            let make_spare = || {
+                if worker_snapshot.is_some() {
+                    return None;
                 }
-                let _ = ready_tx.send(Ok(()));
-                // A sandbox built from a snapshot keeps its VM between runs
-                // (reset to the snapshot at the start of each).
-                let mut kept: Option<Vm> = None;
-                // The kept VM is in the snapshot's state already: made from
-                // it, or reset right after its last run (off the next
-                // caller's path).
-                let mut ready = false;
-                // A cold sandbox that runs again makes the next run's blank
-                // VM while it waits for that run, off the caller's path, and
-                // boots the runtime in it as far as it goes without a program.
-                let make_spare = || {
-                    if worker_snapshot.is_some() {
-                        return None;
+                one_at_a_time(|| {
+                    let mut vm = Vm::new(worker_config.memory).ok()?;
+                    match vm.preboot() {
+                        Ok(()) => Some(vm),
+                        Err(_) => {
+                            drop(vm);
+                            None
+                        }
                     }
-                    one_at_a_time(|| {
-                        let mut vm = Vm::new(worker_config.memory).ok()?;
-                        match vm.preboot() {
-                            Ok(()) => Some(vm),
-                            Err(_) => {
-                                drop(vm);
-                                None
+                })
+            };
+            let mut spare: Option<Vm> = None;
+            // Whether a run happened: a cold sandbox that runs again gets
+            // its next VM made once it has been idle a moment.
+            let mut ran = false;
+            // A cold run's VM, torn down on this thread once the sandbox
+            // is idle (on the reaper, concurrently with this thread
+            // making the next VM or running, both stalled for ~20 ms at
+            // times: measured, likely KVM's MMU-notifier registration
+            // taking all of the process's memory locks while a teardown
+            // holds some); on the reaper if the sandbox is dropped or
+            // the next run comes first.
+            let mut retired: Option<Vm> = None;
+            loop {
+                let idle_work = worker_snapshot.is_none() && (retired.is_some() || (ran && spare.is_none()));
+                let job = if idle_work {
+                    match job_rx.recv_timeout(SPARE_AFTER_IDLE) {
+                        Ok(job) => {
+                            if let Some(vm) = retired.take() {
+                                reap(vm);
                             }
+                            job
                         }
-                    })
-                };
-                let mut spare: Option<Vm> = None;
-                // Whether a run happened: a cold sandbox that runs again gets
-                // its next VM made once it has been idle a moment.
-                let mut ran = false;
-                // A cold run's VM, torn down on this thread once the sandbox
-                // is idle (on the reaper, concurrently with this thread
-                // making the next VM or running, both stalled for ~20 ms at
-                // times: measured, likely KVM's MMU-notifier registration
-                // taking all of the process's memory locks while a teardown
-                // holds some); on the reaper if the sandbox is dropped or
-                // the next run comes first.
-                let mut retired: Option<Vm> = None;
-                loop {
-                    let idle_work = worker_snapshot.is_none() && (retired.is_some() || (ran && spare.is_none()));
-                    let job = if idle_work {
-                        match job_rx.recv_timeout(SPARE_AFTER_IDLE) {
-                            Ok(job) => {
-                                if let Some(vm) = retired.take() {
-                                    reap(vm);
-                                }
-                                job
-                            }
-                            Err(mpsc::RecvTimeoutError::Timeout) => {
-                                // Idle: the last VM's teardown, then (unless a
-                                // run came meanwhile) the next one's making.
-                                if let Some(vm) = retired.take() {
-                                    one_at_a_time(|| drop(vm));
-                                    match job_rx.try_recv() {
-                                        Ok(job) => job,
-                                        Err(mpsc::TryRecvError::Empty) => {
-                                            spare = make_spare();
-                                            continue;
-                                        }
-                                        Err(mpsc::TryRecvError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // Idle: the last VM's teardown, then (unless a
+                            // run came meanwhile) the next one's making.
+                            if let Some(vm) = retired.take() {
+                                one_at_a_time(|| drop(vm));
+                                match job_rx.try_recv() {
+                                    Ok(job) => job,
+                                    Err(mpsc::TryRecvError::Empty) => {
+                                        spare = make_spare();
+                                        continue;
                                     }
-                                } else {
-                                    spare = make_spare();
-                                    continue;
+                                    Err(mpsc::TryRecvError::Disconnected) => break,
                                 }
+                            } else {
+                                spare = make_spare();
+                                continue;
                             }
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
                         }
-                    } else {
-                        match job_rx.recv() {
-                            Ok(job) => job,
-                            Err(_) => break,
-                        }
-                    };
-                    let (command, prepared, take) = match job {
-                        Job::Run { command, prepared, take } => (command, *prepared, take),
-                        Job::Warm => {
-                            let reply = match (&worker_snapshot, &kept) {
-                                (Some(snap), None) => {
-                                    match one_at_a_time(|| {
-                                        Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
-                                    })
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                } else {
+                    match job_rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                let (command, prepared, take) = match job {
+                    Job::Run { command, prepared, take } => (command, *prepared, take),
+                    Job::Warm => {
+                        let reply = match (&worker_snapshot, &kept) {
+                            (Some(snap), None) => {
+                                match one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()))
                                     .map_err(map_vm_error)
                                     .and_then(|mut vm| {
                                         make_ready(&mut vm, snap, reset_aid.as_ref(), false).map(|()| vm)
                                     }) {
-                                        Ok(vm) => {
-                                            kept = Some(vm);
-                                            ready = true;
-                                            Ok(Reply::Syscall(0))
-                                        }
-                                        Err(e) => Err(e),
+                                    Ok(vm) => {
+                                        kept = Some(vm);
+                                        ready = true;
+                                        Ok(Reply::Syscall(0))
                                     }
+                                    Err(e) => Err(e),
                                 }
-                                _ => Ok(Reply::Syscall(0)),
-                            };
-                            if result_tx.send(reply).is_err() {
-                                break;
                             }
-                            continue;
+                            _ => Ok(Reply::Syscall(0)),
+                        };
+                        if result_tx.send(reply).is_err() {
+                            break;
                         }
-                        Job::Syscall(nr) => {
-                            // SAFETY: a test hook making one system call with all-zero arguments.
-                            let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) } as i64;
-                            let reply = match jail_violation(&worker_control) {
-                                Some(e) => Err(e),
-                                None => Ok(Reply::Syscall(r)),
-                            };
-                            let stop = reply.is_err();
-                            if result_tx.send(reply).is_err() || stop {
-                                break;
-                            }
-                            continue;
+                        continue;
+                    }
+                    Job::Syscall(nr) => {
+                        // SAFETY: a test hook making one system call with all-zero arguments.
+                        let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) } as i64;
+                        let reply = match jail_violation(&worker_control) {
+                            Some(e) => Err(e),
+                            None => Ok(Reply::Syscall(r)),
+                        };
+                        let stop = reply.is_err();
+                        if result_tx.send(reply).is_err() || stop {
+                            break;
                         }
-                    };
-                    let mut runner = Runner::new(&worker_config, &worker_control, &timer, &cpu_timer);
-                    runner.fs = prepared.fs;
-                    runner.collector = prepared.collector;
-                    runner.take = take;
-                    runner.restore = worker_snapshot.clone();
-                    runner.kept = kept.take();
-                    runner.kept_ready = std::mem::take(&mut ready);
-                    runner.spare = spare.take();
-                    runner.reset_aid = reset_aid.as_ref();
-                    let boot = Boot {
-                        image: prepared.image,
-                        argv: prepared.argv,
-                        envp: prepared.envp,
-                        seed: prepared.seed,
-                        manifest: prepared.manifest,
-                    };
-                    let (result, mut vm) = runner.run(&command, &boot);
-                    // A refused system call anywhere in the run wins.
-                    let violation = jail_violation(&worker_control);
-                    let stop = violation.is_some();
-                    let reply = match violation {
-                        Some(e) => Err(e),
-                        None => match result {
-                            Ok(Ended::Output(o)) => Ok(Reply::Run(o)),
-                            Ok(Ended::Snapshot(state, fs)) => match vm.take() {
-                                Some(v) => Ok(Reply::Snapshot(Box::new((v, *state, fs)))),
-                                None => Err(Error::Internal { context: "snapshot without a VM".into(), source: None }),
-                            },
-                            Err(e) => Err(e),
+                        continue;
+                    }
+                };
+                let mut runner = Runner::new(&worker_config, &worker_control, timer, cpu_timer);
+                runner.fs = prepared.fs;
+                runner.collector = prepared.collector;
+                runner.take = take;
+                runner.restore = worker_snapshot.clone();
+                runner.kept = kept.take();
+                runner.kept_ready = std::mem::take(&mut ready);
+                runner.spare = spare.take();
+                runner.reset_aid = reset_aid.as_ref();
+                let boot = Boot {
+                    image: prepared.image,
+                    argv: prepared.argv,
+                    envp: prepared.envp,
+                    seed: prepared.seed,
+                    manifest: prepared.manifest,
+                };
+                let (result, mut vm) = runner.run(&command, &boot);
+                // A refused system call anywhere in the run wins.
+                let violation = jail_violation(&worker_control);
+                let stop = violation.is_some();
+                let reply = match violation {
+                    Some(e) => Err(e),
+                    None => match result {
+                        Ok(Ended::Output(o)) => Ok(Reply::Run(o)),
+                        Ok(Ended::Snapshot(state, fs)) => match vm.take() {
+                            Some(v) => Ok(Reply::Snapshot(Box::new((v, *state, fs)))),
+                            None => Err(Error::Internal { context: "snapshot without a VM".into(), source: None }),
                         },
-                    };
-                    // A VM whose run ended in a way no sound guest ends
-                    // (a crash, an exit KVM could not handle, a hostile
-                    // hypercall) is not reset for the next run but replaced.
-                    let sound = match &reply {
-                        Ok(_) => true,
-                        Err(e) => matches!(
-                            e.kind(),
-                            ErrorKind::Timeout
-                                | ErrorKind::Cancelled
-                                | ErrorKind::OutputLimitExceeded
-                                | ErrorKind::MemoryLimitExceeded
-                        ),
-                    };
-                    if result_tx.send(reply).is_err() || stop {
-                        break;
-                    }
-                    if let (Some(snap), true) = (&worker_snapshot, sound) {
-                        // Reset now, while the caller reads its output,
-                        // rather than when the next run comes.
-                        kept = vm.and_then(|mut vm| match make_ready(&mut vm, snap, reset_aid.as_ref(), true) {
-                            Ok(()) => Some(vm),
-                            Err(_) => {
-                                reap(vm);
-                                None
-                            }
-                        });
-                        ready = kept.is_some();
-                    } else {
-                        if let Some(old) = retired.take() {
-                            reap(old);
+                        Err(e) => Err(e),
+                    },
+                };
+                // A VM whose run ended in a way no sound guest ends
+                // (a crash, an exit KVM could not handle, a hostile
+                // hypercall) is not reset for the next run but replaced.
+                let sound = match &reply {
+                    Ok(_) => true,
+                    Err(e) => matches!(
+                        e.kind(),
+                        ErrorKind::Timeout
+                            | ErrorKind::Cancelled
+                            | ErrorKind::OutputLimitExceeded
+                            | ErrorKind::MemoryLimitExceeded
+                    ),
+                };
+                if result_tx.send(reply).is_err() || stop {
+                    break;
+                }
+                if let (Some(snap), true) = (&worker_snapshot, sound) {
+                    // Reset now, while the caller reads its output,
+                    // rather than when the next run comes.
+                    kept = vm.and_then(|mut vm| match make_ready(&mut vm, snap, reset_aid.as_ref(), true) {
+                        Ok(()) => Some(vm),
+                        Err(_) => {
+                            reap(vm);
+                            None
                         }
-                        retired = vm;
-                        ran = true;
+                    });
+                    ready = kept.is_some();
+                } else {
+                    if let Some(old) = retired.take() {
+                        reap(old);
                     }
+                    retired = vm;
+                    ran = true;
                 }
-                for vm in [spare, kept, retired].into_iter().flatten() {
-                    reap(vm);
-                }
-                Some((timer, cpu_timer))
-            })
-            .map_err(|e| Error::Internal { context: "cannot start the vCPU thread".into(), source: Some(e.into()) })?;
+            }
+            for vm in [spare, kept, retired].into_iter().flatten() {
+                reap(vm);
+            }
+            drop(reset_aid);
+            jail_violation(&worker_control).is_none()
+        });
+        let thread = vcpu_thread::VcpuThread::start(mode, body)?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -815,13 +800,13 @@ impl Drop for Sandbox {
         let (dead, _) = mpsc::channel();
         drop(std::mem::replace(&mut worker.jobs, dead));
         if let Some(t) = worker.thread.take() {
-            // Its timers are deleted here, outside its jail.
-            drop(t.join());
+            // Kept for the next sandbox, or ended here.
+            t.finish();
         }
     }
 }
 
-fn map_vm_error(e: VmError) -> Error {
+pub(crate) fn map_vm_error(e: VmError) -> Error {
     match e {
         VmError::KvmOpen(source) => {
             let errno = source.errno();

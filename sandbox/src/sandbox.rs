@@ -266,7 +266,7 @@ impl SandboxBuilder {
     pub fn build(self) -> Result<Sandbox> {
         self.validate()?;
         // Its first run takes a VM made ahead for sandboxes of its size.
-        blank_pool::prime(self.config.memory);
+        blank_pool::prime_blank(self.config.memory);
         Sandbox::start(self.config, None)
     }
 
@@ -279,6 +279,8 @@ impl SandboxBuilder {
         self.config.mounts =
             snapshot.0.mounts.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
         self.validate()?;
+        // Its first run takes a clone made ahead.
+        blank_pool::prime_clone(snapshot);
         Sandbox::start(self.config, Some(snapshot.clone()))
     }
 }
@@ -537,20 +539,14 @@ impl Sandbox {
                     Job::Run { command, prepared, take } => (command, *prepared, take),
                     Job::Warm => {
                         let reply = match (&worker_snapshot, &kept) {
-                            (Some(snap), None) => {
-                                match one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()))
-                                    .map_err(map_vm_error)
-                                    .and_then(|mut vm| {
-                                        make_ready(&mut vm, snap, reset_aid.as_ref(), false).map(|()| vm)
-                                    }) {
-                                    Ok(vm) => {
-                                        kept = Some(vm);
-                                        ready = true;
-                                        Ok(Reply::Syscall(0))
-                                    }
-                                    Err(e) => Err(e),
+                            (Some(snap), None) => match clone_vm(snap, reset_aid.as_ref()) {
+                                Ok(vm) => {
+                                    kept = Some(vm);
+                                    ready = true;
+                                    Ok(Reply::Syscall(0))
                                 }
-                            }
+                                Err(e) => Err(e),
+                            },
                             _ => Ok(Reply::Syscall(0)),
                         };
                         if result_tx.send(reply).is_err() {
@@ -1025,9 +1021,20 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                         Err(mpsc::TryRecvError::Empty) => {
                             // Nothing to destroy: make a blank VM if one is
                             // wanted, else wait.
-                            if let Some(mem) = blank_pool::wanted().filter(|_| jailed) {
-                                match one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm))) {
-                                    Ok(vm) => blank_pool::put(mem, vm),
+                            if let Some(want) = blank_pool::wanted().filter(|_| jailed) {
+                                let made = match want {
+                                    blank_pool::Want::Blank(mem) => {
+                                        one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
+                                            .map_err(map_vm_error)
+                                    }
+                                    blank_pool::Want::Clone(snap) => one_at_a_time(|| {
+                                        Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
+                                    })
+                                    .map_err(map_vm_error)
+                                    .and_then(|mut vm| make_ready(&mut vm, &snap, None, false).map(|()| vm)),
+                                };
+                                match made {
+                                    Ok(vm) => blank_pool::put(vm),
                                     Err(_) => blank_pool::failed(),
                                 }
                                 if VIOLATION.load(Ordering::SeqCst) >= 0 {
@@ -1141,6 +1148,18 @@ fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool)
     }
     vm.restore_vcpu(&snap.0.vcpu)
         .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
+}
+
+/// A clone of `snap` in its state, ready to run: made ahead by the
+/// process-wide pool, or made now.
+fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>) -> Result<Vm> {
+    if let Some(vm) = blank_pool::take_clone(snap) {
+        return Ok(vm);
+    }
+    let mut vm =
+        one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())).map_err(map_vm_error)?;
+    make_ready(&mut vm, snap, aid, false)?;
+    Ok(vm)
 }
 
 /// Destroys a VM on a background thread, off the vCPU threads' paths.
@@ -1422,12 +1441,7 @@ impl<'a> Runner<'a> {
                         make_ready(&mut vm, snap, self.reset_aid, true)?;
                         vm
                     }
-                    None => {
-                        let mut vm = one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes()))
-                            .map_err(map_vm_error)?;
-                        make_ready(&mut vm, snap, self.reset_aid, false)?;
-                        vm
-                    }
+                    None => clone_vm(snap, self.reset_aid)?,
                 };
                 let vm = slot.insert(vm);
                 // The guest resumes from its snapshot hypercall: this run's
@@ -1454,7 +1468,7 @@ impl<'a> Runner<'a> {
                 vm
             }
             (None, Some(image)) => {
-                let vm = match self.spare.take().or_else(|| blank_pool::take(self.config.memory)) {
+                let vm = match self.spare.take().or_else(|| blank_pool::take_blank(self.config.memory)) {
                     Some(vm) => vm,
                     None => one_at_a_time(|| Vm::new(self.config.memory)).map_err(map_vm_error)?,
                 };

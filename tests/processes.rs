@@ -342,6 +342,48 @@ print(sorted(out))
     assert_eq!(out.status, ExitStatus::Code(0));
 }
 
+#[test]
+fn python3_asyncio_runs() {
+    // asyncio wakes its event loop through a socketpair; run_in_executor
+    // uses threads.
+    let Some(mut sb) = python_sandbox() else { return };
+    let script = r#"
+import asyncio, socket, time
+async def worker(q, n):
+    await asyncio.sleep(0.005 * n)
+    await q.put(n * n)
+def blocking(x):
+    time.sleep(0.005)
+    return x + 1
+async def main():
+    q = asyncio.Queue()
+    await asyncio.gather(*(worker(q, i) for i in range(5)))
+    items = sorted([q.get_nowait() for _ in range(5)])
+    r = await asyncio.get_running_loop().run_in_executor(None, blocking, 41)
+    return items, r
+print(asyncio.run(main()))
+a, b = socket.socketpair()
+a.sendall(b"ping")
+print(b.recv(10))
+"#;
+    let out = sb.run(&Command::new(PYTHON).arg("-").stdin(script)).unwrap();
+    assert_eq!(out.stdout_str(), "([0, 1, 4, 9, 16], 42)\nb'ping'\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
+fn socketpair_across_fork_behaves_like_linux() {
+    let out = sandbox().run(&Command::new(musl("socketpair"))).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "socket=1\ndontwait=-1 errno_eagain=1\npollin=1\npeek=child got hello\nread=child got hello\neof=0\n\
+         child=0\nepipe=1\nso_type=1\ninet=1\nnotsock=1\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
 // ---- threads ----------------------------------------------------------
 
 #[test]

@@ -42,6 +42,27 @@ pub struct Pipe {
     pub writers: u32,
 }
 
+pub struct Socket {
+    pub rx: Rc<RefCell<Pipe>>,
+    pub tx: Rc<RefCell<Pipe>>,
+    /// Shut down for reading / for writing (shutdown(2)).
+    pub shut_rd: Cell<bool>,
+    pub shut_wr: Cell<bool>,
+}
+
+impl Socket {
+    /// shutdown(2): the peer sees end of input (SHUT_WR) or EPIPE.
+    pub fn shutdown(&self, rd: bool, wr: bool) {
+        if rd && !self.shut_rd.replace(true) {
+            self.rx.borrow_mut().readers -= 1;
+        }
+        if wr && !self.shut_wr.replace(true) {
+            self.tx.borrow_mut().writers -= 1;
+        }
+        crate::task::notify();
+    }
+}
+
 pub enum FileKind {
     Stdin,
     Stdout,
@@ -49,6 +70,9 @@ pub enum FileKind {
     Node(NodeRef),
     PipeRead(Rc<RefCell<Pipe>>),
     PipeWrite(Rc<RefCell<Pipe>>),
+    /// One end of a connected pair of stream sockets (socketpair): reads
+    /// from one pipe, writes to the other.
+    Socket(Socket),
     /// An epoll instance: its interest list.
     Epoll(RefCell<Vec<EpollEntry>>),
     /// An eventfd: its counter, and whether it counts as a semaphore.
@@ -80,6 +104,7 @@ impl Drop for OpenFile {
         match &self.kind {
             FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
+            FileKind::Socket(s) => s.shutdown(true, true),
             _ => return,
         }
         crate::task::notify();
@@ -91,6 +116,10 @@ impl OpenFile {
         match &kind {
             FileKind::PipeRead(p) => p.borrow_mut().readers += 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
+            FileKind::Socket(s) => {
+                s.rx.borrow_mut().readers += 1;
+                s.tx.borrow_mut().writers += 1;
+            }
             _ => {}
         }
         Rc::new(OpenFile {
@@ -155,24 +184,16 @@ impl OpenFile {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
-                let mut pb = p.borrow_mut();
-                if pb.buf.is_empty() {
-                    if pb.writers == 0 || out.is_empty() {
-                        return Ok(0);
-                    }
-                    if self.flags.get() & O_NONBLOCK != 0 {
-                        return Err(EAGAIN);
-                    }
-                    drop(pb);
-                    crate::task::block(crate::task::Wait::PipeRead(p.clone()), None, true)?;
+                pipe_read(p, out, self.flags.get() & O_NONBLOCK != 0, false)
+            }
+            FileKind::Socket(s) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                if s.shut_rd.get() {
                     return Ok(0);
                 }
-                let n = out.len().min(pb.buf.len());
-                for (o, b) in out.iter_mut().zip(pb.buf.drain(..n)) {
-                    *o = b;
-                }
-                crate::task::notify();
-                Ok(n)
+                pipe_read(&s.rx, out, self.flags.get() & O_NONBLOCK != 0, false)
             }
             FileKind::Node(node) => match &node.kind {
                 NodeKind::File(f) => {
@@ -264,23 +285,16 @@ impl OpenFile {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
-                let mut pb = p.borrow_mut();
-                if pb.readers == 0 {
+                pipe_write(p, data, self.flags.get() & O_NONBLOCK != 0)
+            }
+            FileKind::Socket(s) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                if s.shut_wr.get() {
                     return Err(EPIPE);
                 }
-                let room = PIPE_CAPACITY.saturating_sub(pb.buf.len());
-                if room == 0 {
-                    if self.flags.get() & O_NONBLOCK != 0 {
-                        return Err(EAGAIN);
-                    }
-                    drop(pb);
-                    crate::task::block(crate::task::Wait::PipeWrite(p.clone()), None, true)?;
-                    return Ok(0);
-                }
-                let n = data.len().min(room);
-                pb.buf.extend(&data[..n]);
-                crate::task::notify();
-                Ok(n)
+                pipe_write(&s.tx, data, self.flags.get() & O_NONBLOCK != 0)
             }
             FileKind::Node(node) => match &node.kind {
                 NodeKind::File(f) => {
@@ -310,7 +324,7 @@ impl OpenFile {
     /// would not block.
     pub fn read_ready(&self) -> (usize, bool) {
         match &self.kind {
-            FileKind::PipeRead(p) => {
+            FileKind::PipeRead(p) | FileKind::Socket(Socket { rx: p, .. }) => {
                 let p = p.borrow();
                 (p.buf.len(), !p.buf.is_empty() || p.writers == 0)
             }
@@ -424,15 +438,90 @@ pub fn fd_path(fd: u32) -> Option<Vec<u8>> {
     with_table(|t| t.get(fd as usize)?.as_ref().map(|e| e.file.path.clone()))
 }
 
-/// A new pipe: (read end, write end).
-pub fn new_pipe(flags: u32) -> (Rc<OpenFile>, Rc<OpenFile>) {
-    let p = Rc::new(RefCell::new(Pipe { buf: VecDeque::new(), readers: 0, writers: 0 }));
+/// Reads from a pipe (or a socket's incoming pipe): what is there, 0 at
+/// end of input, EAGAIN or a wait when empty. `peek` leaves the bytes.
+pub fn pipe_read(p: &Rc<RefCell<Pipe>>, out: &mut [u8], nonblock: bool, peek: bool) -> Result<usize, Errno> {
+    let mut pb = p.borrow_mut();
+    if pb.buf.is_empty() {
+        if pb.writers == 0 || out.is_empty() {
+            return Ok(0);
+        }
+        if nonblock {
+            return Err(EAGAIN);
+        }
+        drop(pb);
+        crate::task::block(crate::task::Wait::PipeRead(p.clone()), None, true)?;
+        return Ok(0);
+    }
+    let n = out.len().min(pb.buf.len());
+    if peek {
+        for (o, b) in out.iter_mut().zip(pb.buf.iter()) {
+            *o = *b;
+        }
+        return Ok(n);
+    }
+    for (o, b) in out.iter_mut().zip(pb.buf.drain(..n)) {
+        *o = b;
+    }
+    crate::task::notify();
+    Ok(n)
+}
+
+/// Writes to a pipe (or a socket's outgoing pipe): as much as fits, EPIPE
+/// with no reader, EAGAIN or a wait when full.
+pub fn pipe_write(p: &Rc<RefCell<Pipe>>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
+    let mut pb = p.borrow_mut();
+    if pb.readers == 0 {
+        return Err(EPIPE);
+    }
+    let room = PIPE_CAPACITY.saturating_sub(pb.buf.len());
+    if room == 0 {
+        if nonblock {
+            return Err(EAGAIN);
+        }
+        drop(pb);
+        crate::task::block(crate::task::Wait::PipeWrite(p.clone()), None, true)?;
+        return Ok(0);
+    }
+    let n = data.len().min(room);
+    pb.buf.extend(&data[..n]);
+    crate::task::notify();
+    Ok(n)
+}
+
+fn new_pipe_buffer() -> Rc<RefCell<Pipe>> {
+    Rc::new(RefCell::new(Pipe { buf: VecDeque::new(), readers: 0, writers: 0 }))
+}
+
+/// The name /proc/self/fd shows for an anonymous pipe or socket:
+/// `kind:[N]`, N counting up.
+fn anon_name(kind: &[u8]) -> Vec<u8> {
     static NEXT: Global<u64> = Global::new(1000);
     let id = NEXT.get();
     *id += 1;
-    let mut name = b"pipe:[".to_vec();
+    let mut name = kind.to_vec();
+    name.extend_from_slice(b":[");
     vfs::push_num(&mut name, *id);
     name.push(b']');
+    name
+}
+
+/// A connected pair of stream sockets.
+pub fn new_socket_pair(flags: u32) -> (Rc<OpenFile>, Rc<OpenFile>) {
+    let (a, b) = (new_pipe_buffer(), new_pipe_buffer());
+    let name = anon_name(b"socket");
+    let nb = flags & O_NONBLOCK;
+    let end = |rx: &Rc<RefCell<Pipe>>, tx: &Rc<RefCell<Pipe>>| {
+        let s = Socket { rx: rx.clone(), tx: tx.clone(), shut_rd: Cell::new(false), shut_wr: Cell::new(false) };
+        OpenFile::new(FileKind::Socket(s), O_RDWR | nb, name.clone())
+    };
+    (end(&a, &b), end(&b, &a))
+}
+
+/// A new pipe: (read end, write end).
+pub fn new_pipe(flags: u32) -> (Rc<OpenFile>, Rc<OpenFile>) {
+    let p = new_pipe_buffer();
+    let name = anon_name(b"pipe");
     let nb = flags & O_NONBLOCK;
     (
         OpenFile::new(FileKind::PipeRead(p.clone()), O_RDONLY | nb, name.clone()),

@@ -20,6 +20,7 @@ mod io;
 mod mm;
 mod random;
 mod rt;
+mod socket;
 mod stack;
 mod sys_fs;
 mod syscalls;

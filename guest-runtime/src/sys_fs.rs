@@ -11,7 +11,7 @@ use crate::file::{self, FileKind, OpenFile, *};
 use crate::mm::{self, PROT_WRITE};
 use crate::stack::UID;
 use crate::uaccess::*;
-use crate::vfs::{self, Dev, NodeKind, NodeRef, S_IFIFO, S_IFMT};
+use crate::vfs::{self, Dev, NodeKind, NodeRef, S_IFIFO, S_IFMT, S_IFSOCK};
 
 pub type SysResult = Result<u64, i64>;
 
@@ -379,6 +379,7 @@ fn file_stat(f: &OpenFile) -> StatInfo {
             };
             let (kind, perm) = match other {
                 FileKind::Epoll(_) | FileKind::EventFd(..) => (0, 0o600),
+                FileKind::Socket(_) => (S_IFSOCK, 0o777),
                 _ => (S_IFIFO, 0o600),
             };
             let t = (crate::time::realtime_ns() / 1_000_000_000) as i64;
@@ -735,18 +736,23 @@ pub fn sys_pipe2(fds: u64, flags: u64) -> SysResult {
     }
     user_bytes_mut(fds, 8)?;
     let (r, w) = file::new_pipe(flags as u32);
-    let cloexec = flags & O_CLOEXEC as u64 != 0;
-    let rfd = file::install(r, cloexec, 0)?;
-    let wfd = match file::install(w, cloexec, 0) {
-        Ok(w) => w,
+    install_pair(r, w, flags & O_CLOEXEC as u64 != 0, fds)
+}
+
+/// Installs two new descriptors and stores their numbers as `int[2]` at
+/// `fds` (pipe2, socketpair).
+pub fn install_pair(a: Rc<OpenFile>, b: Rc<OpenFile>, cloexec: bool, fds: u64) -> SysResult {
+    let afd = file::install(a, cloexec, 0)?;
+    let bfd = match file::install(b, cloexec, 0) {
+        Ok(b) => b,
         Err(e) => {
-            let _ = file::close(rfd);
+            let _ = file::close(afd);
             return Err(e);
         }
     };
     let mut out = [0u8; 8];
-    out[0..4].copy_from_slice(&(rfd as u32).to_le_bytes());
-    out[4..8].copy_from_slice(&(wfd as u32).to_le_bytes());
+    out[0..4].copy_from_slice(&(afd as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&(bfd as u32).to_le_bytes());
     put_user(fds, out)?;
     Ok(0)
 }
@@ -951,6 +957,7 @@ const POLLOUT: u16 = 0x4;
 const POLLERR: u16 = 0x8;
 const POLLHUP: u16 = 0x10;
 const POLLNVAL: u16 = 0x20;
+const POLLRDHUP: u16 = 0x2000;
 const POLL_MAX_FDS: u64 = 4096;
 
 fn poll_one(fd: i32, events: u16) -> u16 {
@@ -975,6 +982,23 @@ fn poll_one(fd: i32, events: u16) -> u16 {
                 r |= POLLERR;
             } else if p.buf.len() < PIPE_CAPACITY {
                 r |= POLLOUT;
+            }
+        }
+        FileKind::Socket(s) => {
+            let (rx, tx) = (s.rx.borrow(), s.tx.borrow());
+            if !rx.buf.is_empty() || s.shut_rd.get() {
+                r |= POLLIN;
+            }
+            if rx.writers == 0 {
+                r |= POLLIN | POLLRDHUP;
+            }
+            if tx.readers == 0 || s.shut_wr.get() {
+                r |= POLLOUT | POLLERR;
+            } else if tx.buf.len() < PIPE_CAPACITY {
+                r |= POLLOUT;
+            }
+            if rx.writers == 0 && (tx.readers == 0 || s.shut_wr.get()) {
+                r |= POLLHUP;
             }
         }
         FileKind::EventFd(count, _) => {

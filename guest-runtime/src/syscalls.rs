@@ -9,7 +9,7 @@ use crate::mm;
 use crate::rt::boot;
 use crate::task::read_timespec;
 use crate::uaccess::*;
-use crate::{hc, stack, sys_fs, task, time};
+use crate::{hc, socket, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
@@ -164,10 +164,17 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         232 | 281 => sys_fs::sys_epoll_wait(a0, a1, a2, poll_timeout_ms(a3)),
         284 => sys_fs::sys_eventfd2(a0, 0),
         290 => sys_fs::sys_eventfd2(a0, a1),
-        435 => Err(ENOSYS),           // clone3: libc falls back to clone
-        41 | 53 => Err(EAFNOSUPPORT), // socket, socketpair: no network
-        133 => Err(EPERM),            // mknod
-        259 => Err(EPERM),            // mknodat
+        435 => Err(ENOSYS), // clone3: libc falls back to clone
+        41 => socket::sys_socket(a0, a1, a2),
+        53 => socket::sys_socketpair(a0, a1, a2, a3),
+        44 => socket::sys_sendto(a0, a1, a2, a3, a4, a5),
+        45 => socket::sys_recvfrom(a0, a1, a2, a3, a4, a5),
+        48 => socket::sys_shutdown(a0, a1),
+        51 | 52 => socket::sys_getsockname(a0, a1, a2), // getsockname, getpeername
+        54 => socket::sys_setsockopt(a0, a1, a2, a3, a4),
+        55 => socket::sys_getsockopt(a0, a1, a2, a3, a4),
+        133 => Err(EPERM), // mknod
+        259 => Err(EPERM), // mknodat
         9 => sys_mmap(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),

@@ -31,6 +31,7 @@ pub const S_IFREG: u32 = 0o100_000;
 pub const S_IFLNK: u32 = 0o120_000;
 pub const S_IFCHR: u32 = 0o020_000;
 pub const S_IFIFO: u32 = 0o010_000;
+pub const S_IFSOCK: u32 = 0o140_000;
 
 const PAGE: u64 = abi::PAGE_SIZE;
 const MAX_LINKS: u32 = 40;

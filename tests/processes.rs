@@ -365,9 +365,11 @@ print(asyncio.run(main()))
 a, b = socket.socketpair()
 a.sendall(b"ping")
 print(b.recv(10))
+import os, resource
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0, os.nice(0), os.times().elapsed >= 0)
 "#;
     let out = sb.run(&Command::new(PYTHON).arg("-").stdin(script)).unwrap();
-    assert_eq!(out.stdout_str(), "([0, 1, 4, 9, 16], 42)\nb'ping'\n", "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "([0, 1, 4, 9, 16], 42)\nb'ping'\nTrue 0 True\n", "{}", out.stderr_str());
     assert_eq!(out.status, ExitStatus::Code(0));
 }
 

@@ -221,6 +221,10 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         97 => sys_prlimit(a0, 0, a1),
         302 => sys_prlimit(a1, a2, a3),
         99 => sys_sysinfo(a0),
+        98 => sys_getrusage(a0, a1),
+        140 => Ok(20), // getpriority: nice 0 (the raw call returns 20 - nice)
+        141 => Ok(0),  // setpriority: one vCPU, nothing to prioritise
+        100 => sys_times(a0),
         131 => task::sys_sigaltstack(a0, a1),
         157 => sys_prctl(a0, a1),
         158 => sys_arch_prctl(a0, a1),
@@ -342,6 +346,35 @@ fn sys_uname(buf: u64) -> SysResult {
     put_field(&mut u, 5, b"(none)");
     put_user(buf, u)?;
     Ok(0)
+}
+
+/// getrusage(2): the run's time so far as user time (one vCPU, no
+/// preemption: the guest's own clock is the best measure it has) and the
+/// peak memory; children and other counters are 0.
+fn sys_getrusage(who: u64, usage: u64) -> SysResult {
+    const RUSAGE_CHILDREN: u64 = -1i64 as u64;
+    let mut r = [0u64; 18];
+    match who {
+        0 | 1 => {
+            let ns = time::elapsed_ns();
+            r[0] = ns / 1_000_000_000;
+            r[1] = ns % 1_000_000_000 / 1000;
+            r[4] = crate::mm::peak_bytes() / 1024; // ru_maxrss, KiB
+        }
+        RUSAGE_CHILDREN => {}
+        _ => return Err(EINVAL),
+    }
+    put_u64s(usage, &r)?;
+    Ok(0)
+}
+
+/// times(2): clock ticks (100 per second) since the run started.
+fn sys_times(buf: u64) -> SysResult {
+    let ticks = time::elapsed_ns() / 10_000_000;
+    if buf != 0 {
+        put_u64s(buf, &[ticks, 0, 0, 0])?;
+    }
+    Ok(ticks)
 }
 
 fn timespec(ns: u64) -> [u64; 2] {

@@ -2,7 +2,7 @@
 //! output, processes, open files, input; and cancellation that never
 //! reaches a later run.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hvsandbox::{Command, ErrorKind, ExitStatus, Sandbox};
 use hvsandbox_tests::{musl, sandbox, BUSYBOX};
@@ -11,12 +11,11 @@ use hvsandbox_tests::{musl, sandbox, BUSYBOX};
 fn cpu_time_limit_stops_spinning_but_not_sleeping() {
     let mut sb =
         Sandbox::builder().cpu_time(Duration::from_millis(200)).timeout(Duration::from_secs(10)).build().unwrap();
-    let start = Instant::now();
+    // The CPU-time limit, not the 10 s deadline, stops it.
     let err = sb.run(&Command::new(musl("loop"))).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(matches!(err, hvsandbox::Error::Timeout { cpu: true, .. }), "{err:?}");
     assert!(err.to_string().contains("CPU-time limit"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(3), "stopped after {:?}", start.elapsed());
     // Sleeping costs no CPU: a 600 ms sleep finishes under a 200 ms CPU limit.
     let out = sb.run(&Command::new(BUSYBOX).args(["sleep", "0.6"])).unwrap();
     assert_eq!(out.status, ExitStatus::Code(0));
@@ -124,9 +123,7 @@ fn kills_never_reach_a_later_run() {
         std::thread::sleep(Duration::from_millis(100));
         h.kill();
     });
-    let start = Instant::now();
     let err = sb.run(&Command::new(BUSYBOX).args(["sleep", "5"])).unwrap_err();
     killer.join().unwrap();
     assert_eq!(err.kind(), ErrorKind::Cancelled);
-    assert!(start.elapsed() < Duration::from_secs(2));
 }

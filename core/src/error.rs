@@ -32,6 +32,8 @@ pub enum VmError {
     Snapshot(String),
     #[error("the runtime did not boot ahead of its program: {0}")]
     Preboot(String),
+    #[error("a run changed MSR {0:#x}, which the host cannot restore: the VM cannot be reset")]
+    Tainted(u32),
     #[error("cannot set up the vCPU timer: {0}")]
     Timer(#[source] std::io::Error),
 }

@@ -5,6 +5,7 @@
 //! public API (that is the `hvsandbox` crate's job).
 
 pub mod error;
+mod isolation;
 pub mod kick;
 pub mod layout;
 pub mod runtime;

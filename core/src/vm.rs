@@ -11,6 +11,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::error::{Result, VmError};
+use crate::isolation::{self, ResetState};
 use crate::kick;
 use crate::layout;
 use crate::runtime::RuntimeImage;
@@ -39,9 +40,19 @@ const EFER: u64 = 0xd01;
 /// once (opening costs ~22 µs, the CPUID query more).
 struct KvmSystem {
     kvm: Kvm,
+    /// The CPUID every vCPU gets: what KVM supports, without its
+    /// paravirtual leaves ([`isolation`]).
     cpuid: CpuId,
     /// KVM_CAP_SYNC_REGS covers the general and segment registers.
     sync_regs: bool,
+    /// ... and the vCPU events.
+    sync_events: bool,
+    /// KVM_CAP_ENFORCE_PV_FEATURE_CPUID is there.
+    enforce_pv: bool,
+    /// The MSRs a reset restores, if the host can read them.
+    msr_candidates: Vec<u32>,
+    /// What a reset writes back, read from the first vCPU set up.
+    reset: OnceLock<ResetState>,
 }
 
 fn kvm_system() -> Result<Arc<KvmSystem>> {
@@ -55,10 +66,15 @@ fn kvm_system() -> Result<Arc<KvmSystem>> {
     if version != 12 {
         return Err(VmError::KvmVersion(version));
     }
-    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
-    // KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS
-    let sync_regs = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) & 0x3 == 0x3;
-    let sys = Arc::new(KvmSystem { kvm, cpuid, sync_regs });
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let cpuid = isolation::hide_pv_leaves(&supported)?;
+    let sync = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs);
+    // KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS, KVM_SYNC_X86_EVENTS
+    let (sync_regs, sync_events) = (sync & 0x3 == 0x3, sync & 0x7 == 0x7);
+    let enforce_pv = isolation::can_enforce_pv_cpuid(&kvm);
+    let msr_candidates = isolation::candidate_msrs(&kvm)?;
+    let sys =
+        Arc::new(KvmSystem { kvm, cpuid, sync_regs, sync_events, enforce_pv, msr_candidates, reset: OnceLock::new() });
     *slot = Some(sys.clone());
     Ok(sys)
 }
@@ -308,6 +324,9 @@ pub struct Vm {
     runtime: &'static RuntimeImage,
     /// The MSRs every run starts with ([`boot_msrs`]).
     msrs: Msrs,
+    /// The values at creation of the MSRs a reset cannot restore, only
+    /// check ([`ResetState::watched`]).
+    watched: Msrs,
     /// Booted ahead of its program ([`Vm::preboot`]): the runtime waits in
     /// `hc::PROGRAM`.
     waiting: bool,
@@ -384,9 +403,20 @@ impl Vm {
 
         let vcpu = retry_eintr(|| vm.create_vcpu(0)).map_err(VmError::kvm("KVM_CREATE_VCPU"))?;
         let msrs = boot_msrs(&runtime.header)?;
-        let mut this =
-            Vm { vcpu, _vm: vm, memory, mem_size, host_addr, runtime, msrs, waiting: false, _system: system.clone() };
+        let mut this = Vm {
+            vcpu,
+            _vm: vm,
+            memory,
+            mem_size,
+            host_addr,
+            runtime,
+            msrs,
+            watched: Msrs::new(0).map_err(|_| VmError::RuntimeImage("MSR list"))?,
+            waiting: false,
+            _system: system.clone(),
+        };
         this.setup_vcpu(&system)?;
+        this.watched = this.reset_state()?.read_watched(&this.vcpu)?;
         Ok(this)
     }
 
@@ -424,9 +454,11 @@ impl Vm {
     /// runtime, so the host restores rather than trusts.
     pub fn restore_vcpu(&mut self, state: &VcpuState) -> Result<()> {
         let _ = self.vcpu.set_xcrs(&state.xcrs);
-        let n = self.vcpu.set_msrs(&self.msrs).map_err(VmError::kvm("KVM_SET_MSRS"))?;
-        if n != self.msrs.as_slice().len() {
-            return Err(VmError::Kvm { op: "KVM_SET_MSRS (partial)", source: kvm_ioctls::Error::new(libc::EINVAL) });
+        let reset = self.reset_state()?;
+        reset.watched_unchanged(&self.vcpu, &self.watched)?;
+        reset.restore_msrs(&self.vcpu)?;
+        if !self._system.sync_events {
+            self.vcpu.set_vcpu_events(&reset.events).map_err(VmError::kvm("KVM_SET_VCPU_EVENTS"))?;
         }
         self.vcpu.set_debug_regs(&boot_debugregs()).map_err(VmError::kvm("KVM_SET_DEBUGREGS"))?;
         // SAFETY: the xsave area came from KVM_GET_XSAVE (or a validated
@@ -439,12 +471,22 @@ impl Vm {
         }
         // The general and segment registers go in with the next KVM_RUN
         // (KVM_CAP_SYNC_REGS): two ioctls fewer.
+        let events = reset.events;
         let sync = self.vcpu.sync_regs_mut();
         sync.regs = state.regs;
         sync.sregs = state.sregs;
         self.vcpu.set_sync_dirty_reg(SyncReg::Register);
         self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+        if self._system.sync_events {
+            self.vcpu.sync_regs_mut().events = events;
+            self.vcpu.set_sync_dirty_reg(SyncReg::VcpuEvents);
+        }
         Ok(())
+    }
+
+    fn reset_state(&self) -> Result<&ResetState> {
+        // Set by the first vCPU's set-up, which every Vm went through.
+        self._system.reset.get().ok_or(VmError::RuntimeImage("no vCPU was set up"))
     }
 
     /// Throws away every change a run made to guest RAM by mapping the
@@ -634,6 +676,10 @@ impl Vm {
 
     fn setup_vcpu(&mut self, system: &KvmSystem) -> Result<()> {
         self.vcpu.set_cpuid2(&system.cpuid).map_err(VmError::kvm("KVM_SET_CPUID2"))?;
+        if system.enforce_pv {
+            isolation::enforce_pv_cpuid(&self.vcpu)?;
+        }
+        isolation::one_mce_bank(&self.vcpu)?;
         // XCR0 = x87 | SSE | AVX so programs may use AVX on hardware KVM
         // (on this host CPL3 sees the host's XCR0 anyway). Best effort: a
         // host without AVX refuses it and programs fall back to SSE.
@@ -697,6 +743,11 @@ impl Vm {
         sregs.cr4 = CR4;
         sregs.efer = EFER;
         self.vcpu.set_sregs(&sregs).map_err(VmError::kvm("KVM_SET_SREGS"))?;
+        if system.reset.get().is_none() {
+            // The first vCPU of the process, just set up: what every reset
+            // restores ([`isolation`]).
+            let _ = system.reset.set(ResetState::probe(&self.vcpu, &system.msr_candidates)?);
+        }
         Ok(())
     }
 

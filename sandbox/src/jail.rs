@@ -72,6 +72,7 @@ const IOCTL_REQUESTS: &[u64] = &[
     0xae03,     // KVM_CHECK_EXTENSION
     0xae04,     // KVM_GET_VCPU_MMAP_SIZE
     0xc008ae05, // KVM_GET_SUPPORTED_CPUID (first use of /dev/kvm)
+    0xc004ae02, // KVM_GET_MSR_INDEX_LIST (first use of /dev/kvm: the MSRs a reset restores)
     0xae41,     // KVM_CREATE_VCPU
     0x4020ae46, // KVM_SET_USER_MEMORY_REGION
     0xae80,     // KVM_RUN
@@ -82,6 +83,10 @@ const IOCTL_REQUESTS: &[u64] = &[
     0xc008ae88, // KVM_GET_MSRS
     0x4008ae89, // KVM_SET_MSRS
     0x4008ae90, // KVM_SET_CPUID2
+    0x4068aea3, // KVM_ENABLE_CAP (vCPU: ENFORCE_PV_FEATURE_CPUID)
+    0x4008ae9c, // KVM_X86_SETUP_MCE (one machine-check bank: fewer MSRs to restore)
+    0x8040ae9f, // KVM_GET_VCPU_EVENTS (first vCPU: the events a reset restores)
+    0x4040aea0, // KVM_SET_VCPU_EVENTS (reset, where KVM_RUN cannot sync them)
     0xaea3,     // KVM_GET_TSC_KHZ
     0x9000aea4, // KVM_GET_XSAVE (snapshots)
     0x5000aea5, // KVM_SET_XSAVE (runs from a snapshot)

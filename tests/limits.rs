@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, ErrorKind, ExitStatus, Sandbox};
-use hvsandbox_tests::{musl, sandbox, BUSYBOX};
+use hvsandbox_tests::{musl, sandbox, Killer, BUSYBOX};
 
 #[test]
 fn cpu_time_limit_stops_spinning_but_not_sleeping() {
@@ -118,12 +118,8 @@ fn kills_never_reach_a_later_run() {
     }
     eprintln!("{cancelled} of 60 runs were cancelled mid-way");
     // A kill during a host-side hypercall (a guest sleep) stops the run too.
-    let h = handle.clone();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        h.kill();
-    });
+    let killer = Killer::start(handle.clone(), Duration::from_millis(100));
     let err = sb.run(&Command::new(BUSYBOX).args(["sleep", "5"])).unwrap_err();
-    killer.join().unwrap();
+    drop(killer);
     assert_eq!(err.kind(), ErrorKind::Cancelled);
 }

@@ -460,7 +460,7 @@ fn msrs_and_paravirtual_features_a_run_armed_do_not_reach_the_next_run() {
     let snap = entry_snapshot(&hostile("msrs"), &["get"]);
     let fresh = || Sandbox::from_snapshot(&snap).unwrap().run(&Command::resume().arg("get")).unwrap();
     let clean = fresh().stdout_str().to_string();
-    assert!(clean.contains(" intact=1,1\n"), "{clean}");
+    assert!(clean.contains(" intact=1,1 tsc_offset_unchanged=1\n"), "{clean}");
     assert_eq!(clean, fresh().stdout_str(), "two fresh clones see the same state");
     let pages = clean.lines().next().unwrap().split(' ').next().unwrap().to_string();
     let mut sb = Sandbox::from_snapshot(&snap).unwrap();
@@ -484,6 +484,7 @@ fn msrs_and_paravirtual_features_a_run_armed_do_not_reach_the_next_run() {
             }
             let changed = text.lines().find_map(|l| l.strip_prefix("changed:")).unwrap_or_else(|| panic!("{text}"));
             if lo == "0" {
+                assert!(text.ends_with("tsc=written\n") || text.ends_with("tsc=refused\n"), "{text}");
                 // The run really changed MSR state (SYSENTER_CS takes any
                 // value, the MTRRs too).
                 for msr in ["0x174", "0x2ff"] {

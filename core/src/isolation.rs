@@ -14,17 +14,24 @@
 //! * Every MSR that KVM lists (`KVM_GET_MSR_INDEX_LIST`), plus the
 //!   architectural ones KVM emulates without listing them (MTRRs, ...), is
 //!   read once from a freshly set-up vCPU and written back to that value
-//!   at every reset, in one `KVM_SET_MSRS`. Left out: `IA32_TSC`, whose
-//!   host write moves the guest's clock (each run is given the host's
-//!   TSC/real-time pair; on PVM a CPL3 `rdtsc` reads the raw host TSC
-//!   whatever the guest wrote), and MSRs the host cannot write back (e.g.
-//!   `MSR_KVM_ASYNC_PF_ACK`, an action rather than state).
+//!   at every reset, in one `KVM_SET_MSRS`. The vCPU gets one machine-check
+//!   bank instead of 32 (four MSRs to restore instead of 128).
+//! * Some state cannot be written back, only checked: MSRs the host can
+//!   read but not write (PVM's own, `0x4b564d10..`, which a ring-0 guest
+//!   can write) and the TSC offset (a guest write of `IA32_TSC` or
+//!   `IA32_TSC_ADJUST` moves it, and KVM keeps `IA32_TSC_ADJUST` in step,
+//!   while a host write of either would move the guest's clock instead).
+//!   A reset reads them (one `KVM_GET_MSRS`) and, if one changed since the
+//!   VM was made, fails: the caller then drops the VM for a new one.
 //! * Pending exceptions, interrupts, NMIs and SMIs are cleared by writing
 //!   the freshly set-up vCPU's events back.
 //!
 //! `tests/snapshots.rs` proves the set complete from the guest's side: a
-//! ring-0 program writes every MSR it can (a wider list than KVM's) and the
-//! next run from the same snapshot reads them all back unchanged.
+//! ring-0 program sweeps whole MSR ranges (the architectural ones, AMD's
+//! and Intel's extended ones, Hyper-V's and KVM's), writes a changed value
+//! into every MSR it can read, and moves the TSC; the next run from the
+//! same snapshot reads every one of them as a fresh clone does. The
+//! unlisted MSRs below are those that sweep found.
 
 use kvm_bindings::{kvm_enable_cap, kvm_msr_entry, kvm_vcpu_events, CpuId, Msrs, KVM_CAP_ENFORCE_PV_FEATURE_CPUID};
 use std::os::fd::AsRawFd;
@@ -35,6 +42,8 @@ use crate::error::{Result, VmError};
 
 /// `IA32_TSC`: not restored (see the module comment).
 const MSR_IA32_TSC: u32 = 0x10;
+/// `IA32_TSC_ADJUST`: restored and watched (see the module comment).
+const MSR_IA32_TSC_ADJUST: u32 = 0x3b;
 
 /// Architectural MSRs KVM emulates for a guest without listing them in
 /// `KVM_GET_MSR_INDEX_LIST` (their state still outlives a run): the MTRRs
@@ -145,8 +154,9 @@ pub(crate) struct ResetState {
     /// value on a freshly set-up vCPU.
     pub msrs: Msrs,
     /// The candidates the host can read but not write (PVM's own MSRs,
-    /// which a ring-0 guest can write): a reset compares them with the
-    /// VM's values at creation and, if one changed, the VM is not reused.
+    /// which a ring-0 guest can write) and `IA32_TSC_ADJUST` (which shows
+    /// a change of the TSC offset): a reset compares them with the VM's
+    /// values at creation and, if one changed, the VM is not reused.
     pub watched: Vec<u32>,
     /// The freshly set-up vCPU's events (nothing pending).
     pub events: kvm_vcpu_events,
@@ -179,6 +189,9 @@ impl ResetState {
             if done < entries.len() {
                 watched.push(entries.remove(done).index);
             }
+        }
+        if entries.iter().any(|e| e.index == MSR_IA32_TSC_ADJUST) {
+            watched.push(MSR_IA32_TSC_ADJUST);
         }
         let events = vcpu.get_vcpu_events().map_err(VmError::kvm("KVM_GET_VCPU_EVENTS"))?;
         Ok(ResetState { msrs: msrs(&entries)?, watched, events })

@@ -149,3 +149,36 @@ pub mod bench {
         }
     }
 }
+
+/// Kills the current run of a sandbox every 20 ms (from the first kill,
+/// after `after`) until dropped: a run that started late, on a slow or
+/// busy host, is still stopped by a kill rather than by its timeout.
+pub struct Killer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Killer {
+    pub fn start(handle: hvsandbox::InterruptHandle, after: Duration) -> Killer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(after);
+            while !flag.load(Ordering::SeqCst) {
+                handle.kill();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Killer { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -152,8 +152,15 @@ int main(int argc, char **argv) {
     ring0(); /* CR3 only */
     uint64_t gpa[2] = {gpa_of(pages[0]), gpa_of(pages[1])};
     if (!strcmp(argv[1], "get")) {
-        printf("pages=%#llx,%#llx intact=%d,%d\n", (unsigned long long)gpa[0], (unsigned long long)gpa[1],
-               intact(0), intact(1));
+        /* The TSC as ring 0 reads it (through KVM's offset) against the
+         * TSC this program reads: a run that moved the offset shows. */
+        nops = 1;
+        ops[0] = (struct op){.kind = 1, .index = 0x10};
+        uint64_t tsc = __builtin_ia32_rdtsc();
+        ring0();
+        uint64_t diff = ops[0].value > tsc ? ops[0].value - tsc : tsc - ops[0].value;
+        printf("pages=%#llx,%#llx intact=%d,%d tsc_offset_unchanged=%d\n", (unsigned long long)gpa[0],
+               (unsigned long long)gpa[1], intact(0), intact(1), diff < (1UL << 36));
         sweep(0, ~0UL);
         for (unsigned i = 0; i < n; i++) printf("%#x=%#llx\n", list[i], (unsigned long long)values[i]);
         return 0;
@@ -199,5 +206,14 @@ int main(int argc, char **argv) {
     for (unsigned i = 0; i < n; i++)
         if (!gone[i] && now[i] != values[i]) printf(" %#x", list[i]);
     printf("\n");
+    /* Last, the TSC itself: 2^40 cycles ahead. */
+    if (lo <= 0x10 && hi > 0x10) {
+        nops = 1;
+        ops[0] = (struct op){.kind = 1, .index = 0x10};
+        ring0();
+        ops[0] = (struct op){.kind = 2, .index = 0x10, .value = ops[0].value + (1UL << 40)};
+        ring0();
+        printf("tsc=%s\n", ops[0].faulted ? "refused" : "written");
+    }
     return 0;
 }

@@ -344,7 +344,8 @@ impl SandboxBuilder {
         c.max_open_files = snapshot.max_open_files();
         let recorded = &snapshot.0.mounts;
         if c.mounts.is_empty() && !snapshot.0.from_file {
-            c.mounts = recorded.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
+            c.mounts =
+                recorded.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
             return Ok(());
         }
         if let Some(m) = c.mounts.iter().find(|m| !recorded.iter().any(|(_, guest)| *guest == m.guest)) {

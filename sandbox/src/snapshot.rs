@@ -8,7 +8,10 @@
 //! clones share every page they do not change) and, between runs, map it
 //! afresh and put the registers back: nothing a run wrote survives, whatever
 //! the guest claims. Snapshots can be saved to a file and loaded in another
-//! process or on another host with the same runtime build.
+//! process or on another host with the same runtime build. A snapshot file
+//! is untrusted input: every field is bounded and checked before use, and
+//! the host paths it records are never opened unless the caller names them
+//! (see `SandboxBuilder::build_from`).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -268,7 +271,7 @@ impl Snapshot {
         }
         // Only a regular file's length says anything (a pipe's or a
         // device's is 0): the rest is bounded as it is read.
-        let len = meta.is_file().then(|| meta.len());
+        let len = meta.is_file().then_some(meta.len());
         Self::read_from(std::io::BufReader::with_capacity(1 << 20, file), len).map_err(bad)
     }
 
@@ -390,9 +393,8 @@ fn read_handles<R: Read>(p: &mut Payload<R>, mounts: usize) -> std::result::Resu
                 let parent = p.u64()?;
                 let fmt = u32::try_from(p.u64()?).unwrap_or(0);
                 let name = p.bytes(abi::fs::NAME_MAX, "a file name")?;
-                crate::fs::check_name(&name).map_err(|_| {
-                    format!("file handle {handle}: invalid name {:?}", String::from_utf8_lossy(&name))
-                })?;
+                crate::fs::check_name(&name)
+                    .map_err(|_| format!("file handle {handle}: invalid name {:?}", String::from_utf8_lossy(&name)))?;
                 if !matches!(fmt, libc::S_IFDIR | libc::S_IFREG | libc::S_IFLNK) {
                     return Err(format!("file handle {handle}: invalid file type {fmt:#o}"));
                 }
@@ -884,4 +886,46 @@ fn read_exact_at(fd: BorrowedFd<'_>, mut buf: &mut [u8], mut off: u64) -> std::i
         off += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_in_pieces_is_the_checksum_of_the_whole() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        let whole = checksum(&data);
+        for split in [&[0usize][..], &[1], &[7, 8], &[3, 5, 13, 500], &[999, 1000]] {
+            let mut sum = Checksum::new();
+            let mut at = 0;
+            for &end in split.iter().chain([&data.len()]) {
+                sum.update(&data[at..end]);
+                at = end;
+            }
+            assert_eq!(sum.finish(), whole, "{split:?}");
+        }
+        assert_ne!(checksum(&data[..999]), whole);
+        assert_ne!(checksum(&[0; 8]), checksum(&[0; 16]));
+    }
+
+    #[test]
+    fn data_pages_skip_holes_and_zero_pages() {
+        let page = abi::PAGE_SIZE;
+        let len = 64 * page;
+        let fd = memfd(len).unwrap();
+        for (index, byte) in [(0u64, 1u8), (5, 2), (6, 3), (63, 4)] {
+            write_all_at(fd.as_fd(), &[byte], index * page + 17).unwrap();
+        }
+        // Written zeros are data to the file but not to the snapshot.
+        write_all_at(fd.as_fd(), &vec![0; page as usize], 9 * page).unwrap();
+        let mut seen = Vec::new();
+        for_each_data_page(fd.as_fd(), len, |index, bytes| {
+            assert_eq!(bytes.len() as u64, page);
+            seen.push((index, bytes[17]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [(0, 1), (5, 2), (6, 3), (63, 4)]);
+    }
 }

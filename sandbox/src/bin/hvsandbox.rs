@@ -1,9 +1,11 @@
 //! The `hvsandbox` command: run a program in a KVM micro-VM.
 //!
 //! ```text
-//! hvsandbox run [--memory 64M] [--timeout 2s] [--max-output 1M] [--env K=V]... [--stats]
-//!               [--mount HOST:GUEST]... [--file GUEST=HOSTPATH]... [--cwd PATH]
+//! hvsandbox run [--memory 64M] [--timeout 2s] [--max-output 1M] [--max-input 256M] [--env K=V]...
+//!               [--stats] [--mount HOST:GUEST]... [--file GUEST=HOSTPATH]... [--cwd PATH]
 //!               [--collect GUEST_PATH... --collect-dir HOSTDIR] -- PROGRAM [ARGS...]
+//! hvsandbox run --from-snapshot FILE [--mount HOST:GUEST]... [options] [-- ARGS...]
+//! hvsandbox snapshot -o FILE [--at checkpoint|entry] [options] -- PROGRAM [ARGS...]
 //! ```
 //!
 //! stdin is passed in (when it is not a terminal); stdout, stderr and the

@@ -37,7 +37,8 @@ fn hv(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // (It may refuse the input before reading all of it.)
+    let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()
 }
 
@@ -153,4 +154,100 @@ fn sigterm_cancels_the_run() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stderr).contains("hvsandbox: the run was cancelled"));
+}
+
+/// Runs hvsandbox with its stdin fed by `feeder` (a command writing to a
+/// pipe), which is killed and reaped afterwards.
+fn hv_fed_by(args: &[&str], feeder: &mut Command) -> Output {
+    let mut feed = feeder.stdout(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
+    let out = Command::new(hvsandbox_bin())
+        .args(args)
+        .stdin(Stdio::from(feed.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let _ = feed.kill();
+    feed.wait().unwrap();
+    out
+}
+
+#[test]
+fn input_is_read_up_to_max_input_and_within_the_timeout() {
+    let too_large = "the input (stdin and files) is larger than max_input";
+    // An endless stdin: refused once it passes the cap (the default one
+    // too), before the run.
+    for cap in [&["--max-input", "1M"][..], &[]] {
+        let args = [&["run"], cap, &["--", BUSYBOX, "head", "-n1"]].concat();
+        let out = hv_fed_by(&args, &mut Command::new("yes"));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{cap:?}: {stderr}");
+        assert!(stderr.starts_with(&format!("hvsandbox: invalid configuration: stdin: {too_large}")), "{stderr}");
+    }
+    // An endless --file source.
+    let out = hv(&["run", "--max-input", "1M", "--file", "/z=/dev/zero", "--", BUSYBOX, "true"], b"");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("--file /z: {too_large}")), "{}", text(&out.stderr));
+    // The cap is on stdin and the files together.
+    let dir = std::env::temp_dir().join(format!("hvsandbox-cli-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("f");
+    std::fs::write(&file, vec![b'x'; 600 << 10]).unwrap();
+    let spec = format!("/f={}", file.display());
+    let count = ["run", "--max-input", "1M", "--file", &spec, "--", BUSYBOX, "sh", "-c", "wc -c < /f; wc -c"];
+    let out = hv(&count, &vec![b'y'; 400 << 10]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["614400", "409600"]);
+    let out = hv(&count, &vec![b'y'; 600 << 10]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(too_large), "{}", text(&out.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A stdin that neither ends nor writes: the timeout covers reading it.
+    let out = hv_fed_by(&["run", "--timeout", "300ms", "--", BUSYBOX, "cat"], Command::new("sleep").arg("60"));
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "hvsandbox: the run exceeded its timeout of 300ms\n");
+}
+
+#[test]
+fn from_snapshot_refuses_bad_files_and_checks_mounts_and_limits() {
+    let dir = std::env::temp_dir().join(format!("hvsandbox-cli-snap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (sub, text) in [("a", "from a\n"), ("b", "from b\n")] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::write(dir.join(sub).join("f"), text).unwrap();
+    }
+    let path = |p: &str| dir.join(p).to_str().unwrap().to_string();
+    // Not snapshots: refused from their header.
+    let sparse = path("sparse");
+    std::fs::File::create(&sparse).unwrap().set_len(1 << 30).unwrap();
+    for file in ["/dev/zero", &sparse] {
+        let out = hv(&["run", "--from-snapshot", file], b"");
+        assert_eq!(out.status.code(), Some(125), "{file}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), format!("hvsandbox: snapshot {file}: not an hvsandbox snapshot file\n"));
+    }
+    let snap = path("s.snap");
+    let (mount_a, mount_b) = (format!("{}:/m", path("a")), format!("{}:/m", path("b")));
+    let script = "read x < /dev/hvsandbox/checkpoint; cat /m/f";
+    let args = ["snapshot", "-o", &snap, "--memory", "32M", "--mount", &mount_a, "--", BUSYBOX, "sh", "-c", script];
+    let out = hv(&args, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The snapshot's mount must be given again; the directory given is
+    // the one mounted.
+    let out = hv(&["run", "--from-snapshot", &snap], b"");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("has a mount at /m"), "{}", text(&out.stderr));
+    let out = hv(&["run", "--from-snapshot", &snap, "--mount", &mount_b], b"");
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "from b\n".into()), "{}", text(&out.stderr));
+    // Memory and the guest's limits are the snapshot's: the same value
+    // may be given, another is refused.
+    let out = hv(&["run", "--from-snapshot", &snap, "--mount", &mount_a, "--memory", "32M"], b"");
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "from a\n".into()), "{}", text(&out.stderr));
+    for (flag, value, needle) in
+        [("--memory", "64M", "memory"), ("--max-processes", "9", "max_processes"), ("--mount", &mount_a, "two mounts")]
+    {
+        let out = hv(&["run", "--from-snapshot", &snap, "--mount", &mount_a, flag, value], b"");
+        assert_eq!(out.status.code(), Some(125), "{flag}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(needle), "{flag}: {}", text(&out.stderr));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

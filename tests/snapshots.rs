@@ -183,6 +183,207 @@ fn snapshot_files_round_trip_and_bad_files_are_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A scratch directory for one test, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hvsandbox-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The first length-prefixed record `bytes` in a snapshot file, after the
+/// header: its offset.
+fn find_record(file: &[u8], bytes: &[u8]) -> usize {
+    let mut rec = (bytes.len() as u64).to_le_bytes().to_vec();
+    rec.extend_from_slice(bytes);
+    96 + file[96..].windows(rec.len()).position(|w| w == rec).expect("record in the snapshot file")
+}
+
+/// `file` with the length-prefixed record at `at` (holding `old_len`
+/// bytes) replaced by `new`, resealed so that only the decoder's checks
+/// can refuse it.
+fn with_record(file: &[u8], at: usize, old_len: usize, new: &[u8]) -> Vec<u8> {
+    let mut out = file[..at].to_vec();
+    out.extend_from_slice(&(new.len() as u64).to_le_bytes());
+    out.extend_from_slice(new);
+    out.extend_from_slice(&file[at + 8 + old_len..]);
+    hvsandbox::reseal_for_fuzzing(&mut out);
+    out
+}
+
+#[test]
+fn snapshot_file_records_are_checked_as_live_lookups_are() {
+    // A guest that looked up /m/zq/Q in a mount before its checkpoint: the
+    // file records the handles (mount root, "zq" in it, "Q" in that).
+    let tmp = TempDir::new("snap-records");
+    let mount = tmp.0.join("m");
+    std::fs::create_dir_all(mount.join("zq")).unwrap();
+    std::fs::write(mount.join("zq/Q"), "inside\n").unwrap();
+    std::fs::write(tmp.0.join("Q"), "outside the mount\n").unwrap();
+    let mut sb = Sandbox::builder().mount(&mount, "/m").build().unwrap();
+    let script = "cat /m/zq/Q; read x < /dev/hvsandbox/checkpoint; cat /m/zq/Q";
+    let snap = sb.snapshot(&Command::new(BUSYBOX).args(["sh", "-c", script]), SnapshotPoint::Checkpoint).unwrap();
+    let path = tmp.0.join("r.snap");
+    snap.save(&path).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    let dir_at = find_record(&file, b"zq");
+    let file_at = find_record(&file, b"Q");
+    // Unchanged (resealed): loads, and with its mount given runs.
+    let same = with_record(&file, dir_at, 2, b"zq");
+    let loaded = Snapshot::from_bytes(&same).unwrap();
+    let out = Sandbox::builder().mount(&mount, "/m").build_from(&loaded).unwrap().run(&Command::resume()).unwrap();
+    assert_eq!(out.stdout_str(), "inside\n", "{}", out.stderr_str());
+    // Names no lookup accepts: each would make the host open a path
+    // outside the mount (`..`, a path with `/`, an absolute path).
+    let long = vec![b'n'; 256];
+    let bad: [&[u8]; 9] = [b"..", b".", b"", b"../Q", b"a/b", b"/etc", b"/", b"a\0b", &long];
+    for name in bad {
+        for (at, len) in [(dir_at, 2), (file_at, 1)] {
+            let data = with_record(&file, at, len, name);
+            let err = Snapshot::from_bytes(&data).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{:?}: {err}", String::from_utf8_lossy(name));
+        }
+    }
+    // A record's parent must be an earlier directory handle (not none, a
+    // later one or its own), its type a directory, file or symlink. (The
+    // record: kind, parent, type, name.)
+    for (field, value) in [(16, 0u64), (16, 99), (16, 3), (8, 0o020000), (8, 0o010000), (8, 0)] {
+        let mut data = same.clone();
+        let at = file_at - field;
+        data[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        hvsandbox::reseal_for_fuzzing(&mut data);
+        let err = Snapshot::from_bytes(&data).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "field -{field} = {value:#o}: {err}");
+    }
+    // A mount point must be a valid guest path.
+    let mount_at = find_record(&file, b"/m");
+    for guest in [&b"m"[..], b"/", b"/m/../etc", b"//m"] {
+        let err = Snapshot::from_bytes(&with_record(&file, mount_at, 2, guest)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{:?}: {err}", String::from_utf8_lossy(guest));
+    }
+}
+
+#[test]
+fn huge_sparse_and_endless_snapshot_files_are_refused() {
+    let tmp = TempDir::new("snap-huge");
+    // Endless, and 1 GiB of (sparse) zeros: the header says no.
+    let sparse = tmp.0.join("sparse");
+    std::fs::File::create(&sparse).unwrap().set_len(1 << 30).unwrap();
+    for path in [std::path::Path::new("/dev/zero"), &sparse] {
+        let err = Snapshot::load(path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{}: {err}", path.display());
+        assert!(err.to_string().contains("not an hvsandbox snapshot file"), "{err}");
+    }
+    let err = Snapshot::load(&tmp.0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "a directory: {err}");
+    // A real header followed by 1 GiB of zeros, and headers that claim
+    // more data than any snapshot holds or than the file has.
+    let snap = entry_snapshot(&musl("hello"), &[]);
+    let path = tmp.0.join("h.snap");
+    snap.save(&path).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    let padded = tmp.0.join("padded");
+    std::fs::write(&padded, &file[..96]).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&padded).unwrap().set_len(1 << 30).unwrap();
+    let err = Snapshot::load(&padded).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{err}");
+    let claims = |len: u64| {
+        let mut b = file.clone();
+        b[56..64].copy_from_slice(&len.to_le_bytes());
+        b
+    };
+    for len in [u64::MAX, 1 << 40, file.len() as u64] {
+        let err = Snapshot::from_bytes(&claims(len)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "payload of {len}: {err}");
+        let p = tmp.0.join("claims");
+        std::fs::write(&p, claims(len)).unwrap();
+        assert_eq!(Snapshot::load(&p).unwrap_err().kind(), ErrorKind::SnapshotInvalid, "payload of {len}");
+    }
+    // Memory sizes outside the ABI's range or not a multiple of 2 MiB.
+    for mem in [0u64, 1 << 50, (64 << 20) + 4096, 8 << 20] {
+        let mut b = file.clone();
+        b[40..48].copy_from_slice(&mem.to_le_bytes());
+        let err = Snapshot::from_bytes(&b).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "memory {mem}: {err}");
+    }
+    // A record that claims a huge length (argv[0], after the four vCPU
+    // state records), resealed past the checksum.
+    let mut at = 96;
+    for _ in 0..4 {
+        at += 8 + u64::from_le_bytes(file[at..at + 8].try_into().unwrap()) as usize;
+    }
+    for len in [u64::MAX, 1 << 40, 1 << 21] {
+        let mut b = file.clone();
+        b[at..at + 8].copy_from_slice(&len.to_le_bytes());
+        hvsandbox::reseal_for_fuzzing(&mut b);
+        let err = Snapshot::from_bytes(&b).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "argv[0] of {len}: {err}");
+    }
+    // The file still loads as saved (the checks above refuse only the
+    // changes).
+    assert_eq!(Snapshot::load(&path).unwrap().memory_bytes(), snap.memory_bytes());
+}
+
+#[test]
+fn build_from_checks_mounts_and_limits_against_the_snapshot() {
+    let tmp = TempDir::new("snap-rule");
+    for (dir, text) in [("a", "from a\n"), ("b", "from b\n")] {
+        std::fs::create_dir_all(tmp.0.join(dir)).unwrap();
+        std::fs::write(tmp.0.join(dir).join("f"), text).unwrap();
+    }
+    let (a, b) = (tmp.0.join("a"), tmp.0.join("b"));
+    let mut sb = Sandbox::builder().memory_mib(32).max_processes(8).mount(&a, "/m").build().unwrap();
+    let script = "read x < /dev/hvsandbox/checkpoint; cat /m/f";
+    let snap = sb.snapshot(&Command::new(BUSYBOX).args(["sh", "-c", script]), SnapshotPoint::Checkpoint).unwrap();
+    let path = tmp.0.join("s.snap");
+    snap.save(&path).unwrap();
+    let loaded = Snapshot::load(&path).unwrap();
+    for s in [&snap, &loaded] {
+        assert_eq!((s.memory_bytes(), s.max_processes(), s.max_open_files()), (32 << 20, 8, 1024));
+        assert_eq!(s.mounts().collect::<Vec<_>>(), [(a.as_path(), "/m")]);
+    }
+    let run = |builder: hvsandbox::SandboxBuilder, s: &Snapshot| {
+        builder.build_from(s).and_then(|mut sb| sb.run(&Command::resume())).map(|o| o.stdout_str())
+    };
+    // Taken in this process: its mounts are this process's own choice.
+    assert_eq!(run(Sandbox::builder(), &snap).unwrap(), "from a\n");
+    // Loaded from a file: the recorded host path is never opened unless
+    // the caller gives a directory for the mount point; the caller's
+    // directory is the one mounted.
+    let err = run(Sandbox::builder(), &loaded).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("/m"), "{err}");
+    for s in [&snap, &loaded] {
+        assert_eq!(run(Sandbox::builder().mount(&b, "/m"), s).unwrap(), "from b\n");
+        // Settings the guest fixed may be given if they agree.
+        let same = Sandbox::builder().mount(&a, "/m").memory_mib(32).max_processes(8).max_open_files(1024);
+        assert_eq!(run(same, s).unwrap(), "from a\n");
+        // Anything else is refused, not silently replaced.
+        let refused = [
+            Sandbox::builder().mount(&a, "/m").memory_mib(64),
+            Sandbox::builder().mount(&a, "/m").max_processes(9),
+            Sandbox::builder().mount(&a, "/m").max_open_files(64),
+            Sandbox::builder().mount(&a, "/m").mount(&b, "/other"),
+            Sandbox::builder().mount(&b, "/other"),
+            Sandbox::builder().mount(&a, "/m").mount(&b, "/m"),
+        ];
+        for builder in refused {
+            let err = run(builder.clone(), s).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{builder:?}: {err}");
+        }
+    }
+}
+
 #[test]
 fn snapshot_saved_by_one_process_runs_in_another() {
     // Save with the CLI, resume with the CLI: two processes.

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, PartialOutput, Result};
 use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
-use crate::snapshot::{Snapshot, SnapshotPoint};
+use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint};
 use crate::{blank_pool, image_cache, program, vcpu_thread};
 
 /// Default cap on processes alive at once in the guest.
@@ -64,10 +64,26 @@ struct Config {
     output_limit_error: bool,
 }
 
+/// Allowed `max_processes`.
+pub(crate) const MAX_PROCESSES_RANGE: std::ops::RangeInclusive<u32> = 1..=4096;
+/// Allowed `max_open_files`.
+pub(crate) const MAX_OPEN_FILES_RANGE: std::ops::RangeInclusive<u32> = 3..=65536;
+
 /// Builds a [`Sandbox`]; every setting has a sensible default.
 #[derive(Clone, Debug)]
 pub struct SandboxBuilder {
     config: Config,
+    chosen: Chosen,
+}
+
+/// Which of the settings a snapshot's guest fixes the caller set: building
+/// from a snapshot checks those against it (see
+/// [`SandboxBuilder::build_from`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Chosen {
+    memory: bool,
+    max_processes: bool,
+    max_open_files: bool,
 }
 
 impl Default for SandboxBuilder {
@@ -90,6 +106,7 @@ impl Default for SandboxBuilder {
                 cpu_time: None,
                 output_limit_error: false,
             },
+            chosen: Chosen::default(),
         }
     }
 }
@@ -98,11 +115,13 @@ impl SandboxBuilder {
     /// Guest memory in MiB (a multiple of 2, 16 ..= 16384). Default 64.
     pub fn memory_mib(mut self, mib: u64) -> Self {
         self.config.memory = mib.saturating_mul(1 << 20);
+        self.chosen.memory = true;
         self
     }
     /// Guest memory in bytes (a multiple of 2 MiB).
     pub fn memory_bytes(mut self, bytes: u64) -> Self {
         self.config.memory = bytes;
+        self.chosen.memory = true;
         self
     }
     /// Limit on the guest CPU time of each run (the vCPU thread's CPU
@@ -182,11 +201,13 @@ impl SandboxBuilder {
     /// EAGAIN beyond, as with RLIMIT_NPROC). Default 64.
     pub fn max_processes(mut self, n: u32) -> Self {
         self.config.max_processes = n;
+        self.chosen.max_processes = true;
         self
     }
     /// Most open descriptors per guest process (RLIMIT_NOFILE). Default 1024.
     pub fn max_open_files(mut self, n: u32) -> Self {
         self.config.max_open_files = n;
+        self.chosen.max_open_files = true;
         self
     }
     /// Cap on the input of one run: stdin plus all files given. A run
@@ -223,10 +244,10 @@ impl SandboxBuilder {
         if c.cpu_time.is_some_and(|t| t.is_zero()) {
             return Err(Error::InvalidConfig("cpu_time must be greater than zero".into()));
         }
-        if !(1..=4096).contains(&c.max_processes) {
+        if !MAX_PROCESSES_RANGE.contains(&c.max_processes) {
             return Err(Error::InvalidConfig(format!("max_processes must be 1..=4096, got {}", c.max_processes)));
         }
-        if !(3..=65536).contains(&c.max_open_files) {
+        if !MAX_OPEN_FILES_RANGE.contains(&c.max_open_files) {
             return Err(Error::InvalidConfig(format!("max_open_files must be 3..=65536, got {}", c.max_open_files)));
         }
         for (k, _) in &c.env {
@@ -271,17 +292,86 @@ impl SandboxBuilder {
     }
 
     /// A sandbox whose runs start from `snapshot` instead of booting a
-    /// program: its memory size and mounts are the snapshot's; limits,
-    /// environment and files are this builder's. Run it with
-    /// [`Command::resume`].
+    /// program. Run it with [`Command::resume`].
+    ///
+    /// Which settings are whose:
+    /// - Limits the host enforces (timeout, CPU time, output, input and
+    ///   collection caps, seccomp), environment, files and working
+    ///   directory are this builder's: a snapshot holds none of them.
+    /// - Memory size, [`max_processes`](Self::max_processes) and
+    ///   [`max_open_files`](Self::max_open_files) live in the snapshot's
+    ///   guest, fixed when it booted: they are the snapshot's. Setting one
+    ///   of them on this builder to another value fails with
+    ///   `InvalidConfig` (it is never silently replaced).
+    /// - Mounts: the guest paths are the snapshot's (the guest's file tree
+    ///   is in its memory), the host directories behind them this
+    ///   builder's. [`mount`](Self::mount) a host directory at each of the
+    ///   snapshot's guest paths ([`Snapshot::mounts`]) and at no other
+    ///   path, or fail with `InvalidConfig`; the host directory may differ
+    ///   from the one the snapshot was taken with (say, on another host).
+    ///   With no mounts given, a snapshot taken in this process mounts the
+    ///   host directories it was taken with; one loaded from a file never
+    ///   makes the host open a path the caller did not give (the file is
+    ///   untrusted input), so its mounts must be given.
     pub fn build_from(mut self, snapshot: &Snapshot) -> Result<Sandbox> {
-        self.config.memory = snapshot.memory_bytes();
-        self.config.mounts =
-            snapshot.0.mounts.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
+        self.adopt(snapshot)?;
         self.validate()?;
         // Its first run takes a clone made ahead.
         blank_pool::prime_clone(snapshot);
         Sandbox::start(self.config, Some(snapshot.clone()))
+    }
+}
+
+impl SandboxBuilder {
+    /// Takes what `snapshot`'s guest fixed, checking what the caller set
+    /// against it (see [`SandboxBuilder::build_from`]).
+    fn adopt(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let c = &mut self.config;
+        let fixed = [
+            ("memory (bytes)", self.chosen.memory, c.memory, snapshot.memory_bytes()),
+            ("max_processes", self.chosen.max_processes, c.max_processes.into(), snapshot.max_processes().into()),
+            ("max_open_files", self.chosen.max_open_files, c.max_open_files.into(), snapshot.max_open_files().into()),
+        ];
+        for (what, chosen, mine, theirs) in fixed {
+            if chosen && mine != theirs {
+                return Err(Error::InvalidConfig(format!(
+                    "{what} is {theirs} in the snapshot (its guest was booted with it), not {mine}"
+                )));
+            }
+        }
+        c.memory = snapshot.memory_bytes();
+        c.max_processes = snapshot.max_processes();
+        c.max_open_files = snapshot.max_open_files();
+        let recorded = &snapshot.0.mounts;
+        if c.mounts.is_empty() && !snapshot.0.from_file {
+            c.mounts =
+                recorded.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
+            return Ok(());
+        }
+        if let Some(m) = c.mounts.iter().find(|m| !recorded.iter().any(|(_, guest)| *guest == m.guest)) {
+            return Err(Error::InvalidConfig(format!(
+                "mount at {}: the snapshot's guest has no mount there (mounts are fixed when a snapshot is taken)",
+                m.guest
+            )));
+        }
+        // In the snapshot's order: its file handles refer to mounts by index.
+        let mut mounts = Vec::with_capacity(recorded.len());
+        for (host, guest) in recorded {
+            let mut given = c.mounts.iter().filter(|m| m.guest == *guest);
+            let m = given.next().ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "the snapshot's guest has a mount at {guest} ({} when it was taken): \
+                     give the host directory to mount there",
+                    host.display()
+                ))
+            })?;
+            if given.next().is_some() {
+                return Err(Error::InvalidConfig(format!("two mounts at {guest}")));
+            }
+            mounts.push(m.clone());
+        }
+        c.mounts = mounts;
+        Ok(())
     }
 }
 
@@ -746,7 +836,11 @@ impl Sandbox {
             Reply::Snapshot(b) => {
                 let (vm, state, fs) = *b;
                 let mounts = self.config.mounts.iter().map(|m| (m.host.clone(), m.guest.clone())).collect();
-                let snap = Snapshot::capture(&vm, state, point, command.argv0.clone(), mounts, fs);
+                let limits = GuestLimits {
+                    max_processes: self.config.max_processes,
+                    max_open_files: self.config.max_open_files,
+                };
+                let snap = Snapshot::capture(&vm, state, point, command.argv0.clone(), mounts, limits, fs);
                 reap(vm);
                 snap
             }
@@ -884,9 +978,11 @@ fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> R
     let mut seed = [0u8; 32];
     getrandom(&mut seed);
     let mut fs = match snapshot {
-        // The guest refers to host files by the snapshot's handles.
+        // The guest refers to host files by the snapshot's handles; its
+        // mounts are the sandbox's, in the snapshot's order (see
+        // `SandboxBuilder::adopt`).
         Some(snap) => {
-            let roots: Vec<&Path> = snap.0.mounts.iter().map(|(h, _)| h.as_path()).collect();
+            let roots: Vec<&Path> = config.mounts.iter().map(|m| m.host.as_path()).collect();
             HostFs::import(&snap.0.fs, &roots)
                 .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?
         }

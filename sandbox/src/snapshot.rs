@@ -8,17 +8,21 @@
 //! clones share every page they do not change) and, between runs, map it
 //! afresh and put the registers back: nothing a run wrote survives, whatever
 //! the guest claims. Snapshots can be saved to a file and loaded in another
-//! process or on another host with the same runtime build.
+//! process or on another host with the same runtime build. A snapshot file
+//! is untrusted input: every field is bounded and checked before use, and
+//! the host paths it records are never opened unless the caller names them
+//! (see `SandboxBuilder::build_from`).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hvsandbox_core::{abi, VcpuState, Vm};
 
 use crate::error::{Error, Result};
+use crate::fs::FsEntry;
 
 /// Where a snapshot was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +33,14 @@ pub enum SnapshotPoint {
     /// Where the program read `/dev/hvsandbox/checkpoint`: each run brings
     /// its own stdin, files, and the arguments that read returns.
     Checkpoint,
+}
+
+/// Limits the guest runtime enforces itself, fixed when it boots: a
+/// snapshot's guest keeps the ones it was booted with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GuestLimits {
+    pub(crate) max_processes: u32,
+    pub(crate) max_open_files: u32,
 }
 
 /// A frozen guest that sandboxes can start from. Cheap to clone (shared),
@@ -46,11 +58,17 @@ pub(crate) struct Inner {
     /// keep it).
     pub(crate) argv0: Vec<u8>,
     /// Read-only host directories the guest had mounted (host, guest), in
-    /// handle order: runs from the snapshot mount the same.
-    pub(crate) mounts: Vec<(std::path::PathBuf, String)>,
+    /// handle order: runs from the snapshot mount the same guest paths.
+    pub(crate) mounts: Vec<(PathBuf, String)>,
+    /// Read from a file: its host paths are untrusted, never opened unless
+    /// the caller gives them (see `SandboxBuilder::build_from`).
+    pub(crate) from_file: bool,
+    /// The limits the guest runtime was booted with (they live in its
+    /// memory).
+    pub(crate) limits: GuestLimits,
     /// The host file service's handle table at the snapshot (the guest
     /// refers to host files by these handles).
-    pub(crate) fs: Vec<crate::fs::FsEntry>,
+    pub(crate) fs: Vec<FsEntry>,
     /// Bytes of guest RAM that hold data (the rest is zero).
     pub(crate) resident: u64,
     /// The pages a run from this snapshot wrote (learned from the first
@@ -85,6 +103,26 @@ impl Snapshot {
         self.0.resident
     }
 
+    /// Most processes alive at once in its guest (fixed when the guest
+    /// booted; see [`crate::SandboxBuilder::max_processes`]).
+    pub fn max_processes(&self) -> u32 {
+        self.0.limits.max_processes
+    }
+
+    /// Most open files per guest process (fixed when the guest booted; see
+    /// [`crate::SandboxBuilder::max_open_files`]).
+    pub fn max_open_files(&self) -> u32 {
+        self.0.limits.max_open_files
+    }
+
+    /// The read-only mounts its guest has, as (host directory when the
+    /// snapshot was taken, guest path). A sandbox built from the snapshot
+    /// must mount the same guest paths: see
+    /// [`crate::SandboxBuilder::build_from`].
+    pub fn mounts(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.0.mounts.iter().map(|(host, guest)| (host.as_path(), guest.as_str()))
+    }
+
     pub(crate) fn memory_fd(&self) -> BorrowedFd<'_> {
         self.0.memory.as_fd()
     }
@@ -96,8 +134,9 @@ impl Snapshot {
         vcpu: VcpuState,
         point: SnapshotPoint,
         argv0: Vec<u8>,
-        mounts: Vec<(std::path::PathBuf, String)>,
-        fs: Vec<crate::fs::FsEntry>,
+        mounts: Vec<(PathBuf, String)>,
+        limits: GuestLimits,
+        fs: Vec<FsEntry>,
     ) -> Result<Snapshot> {
         let (base, len) = vm.host_memory();
         let memory = memfd(len as u64)?;
@@ -139,6 +178,8 @@ impl Snapshot {
             point,
             argv0,
             mounts,
+            from_file: false,
+            limits,
             fs,
             resident: copied,
             hot: std::sync::OnceLock::new(),
@@ -146,150 +187,141 @@ impl Snapshot {
     }
 
     /// Writes the snapshot to `path`: a versioned header (format, guest ABI
-    /// and runtime build, CPU features, memory size), the vCPU state, the
-    /// mounts, and the non-zero pages, with a checksum over all of it.
+    /// and runtime build, CPU features, memory size, the guest's limits),
+    /// the vCPU state, the mounts, the file handles, and the non-zero
+    /// pages, with a checksum over all of it. Streams: guest memory goes
+    /// from the snapshot's memory file to `path` a chunk at a time, never
+    /// copied whole.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let io = |e: std::io::Error| Error::SnapshotFile { path: path.display().to_string(), reason: e.to_string() };
-        let mut body = Vec::new();
-        self.encode(&mut body).map_err(io)?;
-        let mut file = std::fs::File::create(path).map_err(io)?;
-        file.write_all(&body).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        Ok(())
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut out = Sink { w: std::io::BufWriter::with_capacity(1 << 20, &file), len: 0, sum: Checksum::new() };
+        // The header goes last, once the payload's length and checksum are
+        // known: until then it is zeros, which no loader accepts.
+        out.w.write_all(&[0u8; HEADER_LEN]).map_err(io)?;
+        self.write_payload(&mut out).map_err(io)?;
+        let Sink { w, len, sum } = out;
+        w.into_inner().map_err(|e| io(e.into_error()))?;
+        let mut h = Header::current(self.0.mem_size, self.0.point, self.0.limits);
+        h.payload_len = len;
+        h.checksum = sum.finish();
+        std::os::unix::fs::FileExt::write_all_at(&file, &h.to_bytes(), 0).map_err(io)?;
+        file.sync_all().map_err(io)
     }
 
-    fn encode(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+    fn write_payload(&self, out: &mut Sink<'_>) -> std::io::Result<()> {
         let s = &self.0;
-        let mut h = Header::current(s.mem_size, s.point);
-        let mut payload = Vec::new();
-        put_bytes(&mut payload, pod_bytes(&s.vcpu.regs));
-        put_bytes(&mut payload, pod_bytes(&s.vcpu.sregs));
-        put_bytes(&mut payload, pod_bytes(&s.vcpu.xsave));
-        put_bytes(&mut payload, pod_bytes(&s.vcpu.xcrs));
-        put_bytes(&mut payload, &s.argv0);
-        put_u64(&mut payload, s.mounts.len() as u64);
+        out.put_bytes(pod_bytes(&s.vcpu.regs))?;
+        out.put_bytes(pod_bytes(&s.vcpu.sregs))?;
+        out.put_bytes(pod_bytes(&s.vcpu.xsave))?;
+        out.put_bytes(pod_bytes(&s.vcpu.xcrs))?;
+        out.put_bytes(&s.argv0)?;
+        out.put_u64(s.mounts.len() as u64)?;
         for (host, guest) in &s.mounts {
-            put_bytes(&mut payload, host.as_os_str().as_bytes());
-            put_bytes(&mut payload, guest.as_bytes());
+            out.put_bytes(host.as_os_str().as_bytes())?;
+            out.put_bytes(guest.as_bytes())?;
         }
-        put_u64(&mut payload, s.fs.len() as u64);
+        out.put_u64(s.fs.len() as u64)?;
         for e in &s.fs {
             match e {
-                crate::fs::FsEntry::Mount(i) => {
-                    put_u64(&mut payload, 1);
-                    put_u64(&mut payload, *i as u64);
+                FsEntry::Mount(i) => {
+                    out.put_u64(RECORD_MOUNT)?;
+                    out.put_u64(*i as u64)?;
                 }
-                crate::fs::FsEntry::Child { parent, name, fmt, .. } => {
+                FsEntry::Child { parent, name, fmt, .. } => {
                     // Identity (dev, inode) is left out: it means nothing
                     // on another host; names decide there.
-                    put_u64(&mut payload, 2);
-                    put_u64(&mut payload, *parent);
-                    put_u64(&mut payload, *fmt as u64);
-                    put_bytes(&mut payload, name);
+                    out.put_u64(RECORD_CHILD)?;
+                    out.put_u64(*parent)?;
+                    out.put_u64(*fmt as u64)?;
+                    out.put_bytes(name)?;
                 }
-                crate::fs::FsEntry::Blob => put_u64(&mut payload, 3),
+                FsEntry::Blob => out.put_u64(RECORD_BLOB)?,
             }
         }
-        // Pages: (index, 4 KiB) for every non-zero page.
-        let page = abi::PAGE_SIZE as usize;
-        let mut buf = vec![0u8; page];
-        for i in 0..(s.mem_size as usize / page) {
-            read_exact_at(s.memory.as_fd(), &mut buf, (i * page) as u64)?;
-            if buf.iter().any(|&b| b != 0) {
-                put_u64(&mut payload, i as u64);
-                payload.extend_from_slice(&buf);
-            }
-        }
-        h.payload_len = payload.len() as u64;
-        h.checksum = checksum(&payload);
-        out.extend_from_slice(&h.to_bytes());
-        out.extend_from_slice(&payload);
-        Ok(())
+        // Pages: (index, 4 KiB) for every non-zero page, in order.
+        for_each_data_page(s.memory.as_fd(), s.mem_size, |index, page| {
+            out.put_u64(index)?;
+            out.put(page)
+        })
     }
 
     /// Reads a snapshot written by [`Snapshot::save`]. A file from another
-    /// format or runtime build, for other CPU features, truncated or
-    /// corrupted, is refused with `SnapshotInvalid` saying why.
+    /// format or runtime build, for other CPU features, truncated,
+    /// corrupted or not a snapshot at all is refused with `SnapshotInvalid`
+    /// saying why.
+    ///
+    /// The file is untrusted input. Its fixed-size header is read first
+    /// and checked (magic, versions, memory size, how much data follows),
+    /// and every count and length after it is bounded before anything is
+    /// allocated, so a huge, sparse or endless file (`/dev/zero`) is
+    /// refused at once. Guest memory streams into a sealed memory file.
+    /// The host directories the snapshot's guest had mounted are recorded
+    /// but never opened from the file: see [`SandboxBuilder::build_from`].
+    ///
+    /// [`SandboxBuilder::build_from`]: crate::SandboxBuilder::build_from
     pub fn load(path: impl AsRef<Path>) -> Result<Snapshot> {
         let path = path.as_ref();
         let bad = |reason: String| Error::SnapshotFile { path: path.display().to_string(), reason };
-        let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-        let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
-        if len > MAX_FILE {
-            return Err(bad(format!("{len} bytes is larger than any snapshot")));
+        let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+        if meta.is_dir() {
+            return Err(bad("is a directory".into()));
         }
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(|e| bad(e.to_string()))?;
-        Self::decode(&data).map_err(bad)
+        // Only a regular file's length says anything (a pipe's or a
+        // device's is 0): the rest is bounded as it is read.
+        let len = meta.is_file().then_some(meta.len());
+        Self::read_from(std::io::BufReader::with_capacity(1 << 20, file), len).map_err(bad)
     }
 
-    /// Parses a snapshot file's bytes; every field is checked.
+    /// Parses a snapshot file's bytes; every field is checked (as by
+    /// [`Snapshot::load`]).
     pub fn from_bytes(data: &[u8]) -> Result<Snapshot> {
-        Self::decode(data).map_err(|reason| Error::SnapshotFile { path: "(bytes)".into(), reason })
+        Self::read_from(data, Some(data.len() as u64))
+            .map_err(|reason| Error::SnapshotFile { path: "(bytes)".into(), reason })
     }
 
-    fn decode(data: &[u8]) -> std::result::Result<Snapshot, String> {
-        let h = Header::parse(data)?;
-        let payload = &data[HEADER_LEN..];
-        if payload.len() as u64 != h.payload_len {
-            return Err(format!("truncated: {} of {} bytes", payload.len(), h.payload_len));
+    /// Decodes a snapshot from `src`, which holds `len` bytes when known.
+    fn read_from(mut src: impl Read, len: Option<u64>) -> std::result::Result<Snapshot, String> {
+        let mut head = [0u8; HEADER_LEN];
+        src.read_exact(&mut head).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => NOT_A_SNAPSHOT.to_string(),
+            _ => e.to_string(),
+        })?;
+        let h = Header::parse(&head)?;
+        let pages = h.mem_size / abi::PAGE_SIZE;
+        let most = MAX_RECORDS_LEN + pages * (8 + abi::PAGE_SIZE);
+        if h.payload_len > most {
+            return Err(format!(
+                "the header claims {} bytes of data; a snapshot of {} MiB holds at most {most}",
+                h.payload_len,
+                h.mem_size >> 20
+            ));
         }
-        if checksum(payload) != h.checksum {
-            return Err("checksum mismatch: the file is corrupted".into());
+        let want = HEADER_LEN as u64 + h.payload_len;
+        match len {
+            Some(len) if len < want => return Err(format!("truncated: {len} of {want} bytes")),
+            Some(len) if len > want => return Err(format!("{} bytes past the end of the snapshot", len - want)),
+            _ => {}
         }
-        let mut r = Reader { data: payload, at: 0 };
-        let regs = pod_from(r.bytes()?)?;
-        let sregs = pod_from(r.bytes()?)?;
-        let xsave = pod_from(r.bytes()?)?;
-        let xcrs = pod_from(r.bytes()?)?;
-        let argv0 = r.bytes()?.to_vec();
-        let nmounts = r.u64()?;
-        if nmounts > 1024 {
-            return Err("too many mounts".into());
-        }
-        let mut mounts = Vec::new();
-        for _ in 0..nmounts {
-            let host = std::ffi::OsStr::from_bytes(r.bytes()?).to_owned();
-            let guest = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "a mount's guest path is not UTF-8")?;
-            mounts.push((std::path::PathBuf::from(host), guest));
-        }
-        let nfs = r.u64()?;
-        if nfs > crate::fs::MAX_HANDLES as u64 {
-            return Err("too many file handles".into());
-        }
-        let mut fs = Vec::new();
-        for _ in 0..nfs {
-            fs.push(match r.u64()? {
-                1 => {
-                    let i = r.u64()? as usize;
-                    if i >= mounts.len() {
-                        return Err("a file handle names a missing mount".into());
-                    }
-                    crate::fs::FsEntry::Mount(i)
-                }
-                2 => {
-                    let parent = r.u64()?;
-                    let fmt = r.u64()? as u32;
-                    let name = r.bytes()?.to_vec();
-                    crate::fs::FsEntry::Child { parent, name, dev: 0, ino: 0, fmt }
-                }
-                3 => crate::fs::FsEntry::Blob,
-                k => return Err(format!("invalid file handle record {k}")),
-            });
-        }
+        let mut p = Payload { src, left: h.payload_len, sum: Checksum::new() };
+        let regs = p.pod()?;
+        let sregs = p.pod()?;
+        let xsave = p.pod()?;
+        let xcrs = p.pod()?;
+        let argv0 = p.bytes(MAX_ARGV0, "argv[0]")?;
+        let mounts = read_mounts(&mut p)?;
+        let fs = read_handles(&mut p, mounts.len())?;
         let memory = memfd(h.mem_size).map_err(|e| e.to_string())?;
-        let page = abi::PAGE_SIZE as usize;
-        let pages = h.mem_size / page as u64;
-        let mut resident = 0u64;
-        while !r.done() {
-            let i = r.u64()?;
-            if i >= pages {
-                return Err(format!("page {i} is outside the guest's {pages} pages"));
-            }
-            let bytes = r.take(page)?;
-            write_all_at(memory.as_fd(), bytes, i * page as u64).map_err(|e| e.to_string())?;
-            resident += page as u64;
+        let resident = read_pages(&mut p, memory.as_fd(), pages)?;
+        // Nothing may follow the payload (a stream's length is not known
+        // up front).
+        if p.src.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
+            return Err("data past the end of the snapshot".into());
+        }
+        if p.sum.finish() != h.checksum {
+            return Err("checksum mismatch: the file is corrupted".into());
         }
         seal(memory.as_fd()).map_err(|e| e.to_string())?;
         let vcpu = VcpuState { regs, sregs, xsave, xcrs };
@@ -300,11 +332,135 @@ impl Snapshot {
             point: h.point,
             argv0,
             mounts,
+            from_file: true,
+            limits: h.limits,
             fs,
             resident,
             hot: std::sync::OnceLock::new(),
         })))
     }
+}
+
+/// The mount list of a snapshot file: (host path as recorded, guest path).
+/// Guest paths are checked as a builder's are; host paths are only
+/// recorded (never opened from the file).
+fn read_mounts<R: Read>(p: &mut Payload<R>) -> std::result::Result<Vec<(PathBuf, String)>, String> {
+    let n = p.u64()?;
+    if n > MAX_MOUNTS {
+        return Err(format!("{n} mounts; at most {MAX_MOUNTS}"));
+    }
+    let mut mounts: Vec<(PathBuf, String)> = Vec::new();
+    for _ in 0..n {
+        let host = p.bytes(abi::fs::PATH_MAX, "a mount's host path")?;
+        if host.is_empty() || host.contains(&0) {
+            return Err("a mount's host path is empty or has a NUL byte".into());
+        }
+        let guest = String::from_utf8(p.bytes(abi::fs::PATH_MAX, "a mount's guest path")?)
+            .map_err(|_| "a mount's guest path is not UTF-8")?;
+        crate::fs::check_guest_path(&guest).map_err(|why| format!("mount point {guest:?} {why}"))?;
+        if guest == "/" || mounts.iter().any(|(_, g)| *g == guest) {
+            return Err(format!("invalid or repeated mount point {guest:?}"));
+        }
+        mounts.push((PathBuf::from(std::ffi::OsStr::from_bytes(&host)), guest));
+    }
+    Ok(mounts)
+}
+
+/// The file handle table of a snapshot file, every record checked as a
+/// live lookup would be: mount roots in order, each name looked up in an
+/// earlier directory handle, a single valid name (no `/`, not `.` or `..`,
+/// not empty, no NUL, at most 255 bytes) of a directory, file or symlink,
+/// each (directory, name) once.
+fn read_handles<R: Read>(p: &mut Payload<R>, mounts: usize) -> std::result::Result<Vec<FsEntry>, String> {
+    let n = p.u64()?;
+    if n > crate::fs::MAX_HANDLES as u64 {
+        return Err(format!("{n} file handles; at most {}", crate::fs::MAX_HANDLES));
+    }
+    let mut entries: Vec<FsEntry> = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let mut roots = 0;
+    for handle in (0..n).map(|i| i + abi::fs::FIRST_HANDLE) {
+        let entry = match p.u64()? {
+            RECORD_MOUNT => {
+                let i = p.u64()?;
+                if i != roots as u64 || roots >= mounts {
+                    return Err(format!("file handle {handle}: mount {i} is missing or out of order"));
+                }
+                roots += 1;
+                FsEntry::Mount(i as usize)
+            }
+            RECORD_CHILD => {
+                let parent = p.u64()?;
+                let fmt = u32::try_from(p.u64()?).unwrap_or(0);
+                let name = p.bytes(abi::fs::NAME_MAX, "a file name")?;
+                crate::fs::check_name(&name)
+                    .map_err(|_| format!("file handle {handle}: invalid name {:?}", String::from_utf8_lossy(&name)))?;
+                if !matches!(fmt, libc::S_IFDIR | libc::S_IFREG | libc::S_IFLNK) {
+                    return Err(format!("file handle {handle}: invalid file type {fmt:#o}"));
+                }
+                let in_dir = parent
+                    .checked_sub(abi::fs::FIRST_HANDLE)
+                    .and_then(|i| entries.get(usize::try_from(i).ok()?))
+                    .is_some_and(|e| match e {
+                        FsEntry::Mount(_) => true,
+                        FsEntry::Child { fmt, .. } => *fmt == libc::S_IFDIR,
+                        FsEntry::Blob => false,
+                    });
+                if !in_dir {
+                    return Err(format!("file handle {handle}: parent {parent} is not an earlier directory"));
+                }
+                if !names.insert((parent, name.clone())) {
+                    return Err(format!("file handle {handle}: the same name twice in directory {parent}"));
+                }
+                FsEntry::Child { parent, name, dev: 0, ino: 0, fmt }
+            }
+            RECORD_BLOB => FsEntry::Blob,
+            k => return Err(format!("file handle {handle}: invalid record kind {k}")),
+        };
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Reads the (index, page) records that make up the rest of the payload
+/// into `memory`: indices inside the guest's `pages`, strictly increasing.
+/// Returns the bytes read.
+fn read_pages<R: Read>(p: &mut Payload<R>, memory: BorrowedFd<'_>, pages: u64) -> std::result::Result<u64, String> {
+    const PAGE: u64 = abi::PAGE_SIZE;
+    const BATCH: usize = 256;
+    // Consecutive pages are written to the memory file together.
+    let mut run = vec![0u8; BATCH * PAGE as usize];
+    let (mut run_start, mut run_pages) = (0u64, 0usize);
+    let flush = |start: u64, n: usize, run: &[u8]| {
+        write_all_at(memory, &run[..n * PAGE as usize], start * PAGE).map_err(|e| e.to_string())
+    };
+    let mut next = 0u64;
+    let mut resident = 0u64;
+    while p.left > 0 {
+        let i = p.u64()?;
+        if i >= pages {
+            return Err(format!("page {i} is outside the guest's {pages} pages"));
+        }
+        if i < next {
+            return Err(format!("page {i} is out of order"));
+        }
+        next = i + 1;
+        if run_pages == BATCH || (run_pages > 0 && i != run_start + run_pages as u64) {
+            flush(run_start, run_pages, &run)?;
+            run_pages = 0;
+        }
+        if run_pages == 0 {
+            run_start = i;
+        }
+        let at = run_pages * PAGE as usize;
+        p.fill(&mut run[at..at + PAGE as usize])?;
+        run_pages += 1;
+        resident += PAGE;
+    }
+    if run_pages > 0 {
+        flush(run_start, run_pages, &run)?;
+    }
+    Ok(resident)
 }
 
 /// Test hook for fuzzing the decoder past its checksum: rewrites the
@@ -319,11 +475,24 @@ pub fn reseal_for_fuzzing(file: &mut [u8]) {
     head[64..72].copy_from_slice(&checksum(payload).to_le_bytes());
 }
 
-/// Largest snapshot file accepted (guest memory is at most 16 GiB).
-const MAX_FILE: u64 = abi::MAX_MEMORY + (64 << 20);
 const MAGIC: [u8; 8] = *b"HVSBSNAP";
-const FORMAT: u32 = 1;
+/// Format 2: the guest's limits in the header; file handle records checked.
+const FORMAT: u32 = 2;
 const HEADER_LEN: usize = 96;
+const NOT_A_SNAPSHOT: &str = "not an hvsandbox snapshot file";
+const RECORD_MOUNT: u64 = 1;
+const RECORD_CHILD: u64 = 2;
+const RECORD_BLOB: u64 = 3;
+/// Longest argv[0] recorded.
+const MAX_ARGV0: usize = 1 << 20;
+/// Most mounts recorded.
+const MAX_MOUNTS: u64 = 1024;
+/// Most bytes of the records before the pages: the vCPU state, argv[0],
+/// the mounts and the file handles, each at its maximum.
+const MAX_RECORDS_LEN: u64 = (4 * 8 + std::mem::size_of::<VcpuState>() as u64)
+    + (8 + MAX_ARGV0 as u64)
+    + (8 + MAX_MOUNTS * (2 * 8 + 2 * abi::fs::PATH_MAX as u64))
+    + (8 + crate::fs::MAX_HANDLES as u64 * (4 * 8 + abi::fs::NAME_MAX as u64));
 
 /// The fixed-size header of a snapshot file.
 struct Header {
@@ -333,6 +502,7 @@ struct Header {
     cpu_features: [u32; 4],
     mem_size: u64,
     point: SnapshotPoint,
+    limits: GuestLimits,
     payload_len: u64,
     checksum: u64,
 }
@@ -348,7 +518,7 @@ fn cpu_features() -> [u32; 4] {
 }
 
 impl Header {
-    fn current(mem_size: u64, point: SnapshotPoint) -> Header {
+    fn current(mem_size: u64, point: SnapshotPoint, limits: GuestLimits) -> Header {
         Header {
             format: FORMAT,
             abi_version: abi::ABI_VERSION,
@@ -356,6 +526,7 @@ impl Header {
             cpu_features: cpu_features(),
             mem_size,
             point,
+            limits,
             payload_len: 0,
             checksum: 0,
         }
@@ -377,12 +548,14 @@ impl Header {
         };
         b[56..64].copy_from_slice(&self.payload_len.to_le_bytes());
         b[64..72].copy_from_slice(&self.checksum.to_le_bytes());
+        b[72..76].copy_from_slice(&self.limits.max_processes.to_le_bytes());
+        b[76..80].copy_from_slice(&self.limits.max_open_files.to_le_bytes());
         b
     }
 
-    fn parse(data: &[u8]) -> std::result::Result<Header, String> {
-        if data.len() < HEADER_LEN || data[0..8] != MAGIC {
-            return Err("not an hvsandbox snapshot file".into());
+    fn parse(data: &[u8; HEADER_LEN]) -> std::result::Result<Header, String> {
+        if data[0..8] != MAGIC {
+            return Err(NOT_A_SNAPSHOT.into());
         }
         let u32_at = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap_or_default());
         let u64_at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap_or_default());
@@ -418,6 +591,12 @@ impl Header {
             2 => SnapshotPoint::Checkpoint,
             p => return Err(format!("invalid snapshot point {p}")),
         };
+        let limits = GuestLimits { max_processes: u32_at(72), max_open_files: u32_at(76) };
+        if !crate::sandbox::MAX_PROCESSES_RANGE.contains(&limits.max_processes)
+            || !crate::sandbox::MAX_OPEN_FILES_RANGE.contains(&limits.max_open_files)
+        {
+            return Err(format!("invalid guest limits {limits:?}"));
+        }
         Ok(Header {
             format,
             abi_version,
@@ -425,6 +604,7 @@ impl Header {
             cpu_features: cpu,
             mem_size,
             point,
+            limits,
             payload_len: u64_at(56),
             checksum: u64_at(64),
         })
@@ -440,51 +620,186 @@ fn runtime_id() -> u64 {
 /// FNV-1a, 64 bits: detects corruption (not tampering: a snapshot file is
 /// as trusted as the program it holds).
 fn checksum(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for chunk in data.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h ^= u64::from_le_bytes(w);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-        h ^= h >> 29;
+    let mut sum = Checksum::new();
+    sum.update(data);
+    sum.finish()
+}
+
+/// [`checksum`] computed a piece at a time: 8-byte little-endian words
+/// (the last one zero-padded), then the length.
+struct Checksum {
+    h: u64,
+    /// Bytes of an incomplete word.
+    pending: [u8; 8],
+    npending: usize,
+    len: u64,
+}
+
+impl Checksum {
+    fn new() -> Checksum {
+        Checksum { h: 0xcbf2_9ce4_8422_2325, pending: [0; 8], npending: 0, len: 0 }
     }
-    h ^ data.len() as u64
+
+    fn word(&mut self, w: [u8; 8]) {
+        self.h ^= u64::from_le_bytes(w);
+        self.h = self.h.wrapping_mul(0x0100_0000_01b3);
+        self.h ^= self.h >> 29;
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if self.npending > 0 {
+            let n = (8 - self.npending).min(data.len());
+            self.pending[self.npending..self.npending + n].copy_from_slice(&data[..n]);
+            self.npending += n;
+            data = &data[n..];
+            if self.npending < 8 {
+                return;
+            }
+            self.word(self.pending);
+            self.npending = 0;
+        }
+        let mut words = data.chunks_exact(8);
+        for w in &mut words {
+            self.word(w.try_into().unwrap_or_default());
+        }
+        let rest = words.remainder();
+        self.pending[..rest.len()].copy_from_slice(rest);
+        self.npending = rest.len();
+    }
+
+    fn finish(mut self) -> u64 {
+        if self.npending > 0 {
+            let mut w = [0u8; 8];
+            w[..self.npending].copy_from_slice(&self.pending[..self.npending]);
+            self.word(w);
+        }
+        self.h ^ self.len
+    }
 }
 
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
+/// Where [`Snapshot::save`] writes the payload: counted and checksummed.
+struct Sink<'a> {
+    w: std::io::BufWriter<&'a std::fs::File>,
+    len: u64,
+    sum: Checksum,
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_u64(out, b.len() as u64);
-    out.extend_from_slice(b);
+impl Sink<'_> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(b)?;
+        self.sum.update(b);
+        self.len += b.len() as u64;
+        Ok(())
+    }
+    fn put_u64(&mut self, v: u64) -> std::io::Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+    fn put_bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.put_u64(b.len() as u64)?;
+        self.put(b)
+    }
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    at: usize,
+/// The payload of a snapshot file as it is read: no read goes past the
+/// length the header gave, and every byte read is checksummed.
+struct Payload<R> {
+    src: R,
+    /// Bytes of the payload not read yet.
+    left: u64,
+    sum: Checksum,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.data.len()).ok_or("truncated record")?;
-        let b = &self.data[self.at..end];
-        self.at = end;
-        Ok(b)
+impl<R: Read> Payload<R> {
+    fn fill(&mut self, buf: &mut [u8]) -> std::result::Result<(), String> {
+        if buf.len() as u64 > self.left {
+            return Err("a record runs past the end of the snapshot".into());
+        }
+        self.src.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "truncated".to_string(),
+            _ => e.to_string(),
+        })?;
+        self.sum.update(buf);
+        self.left -= buf.len() as u64;
+        Ok(())
     }
     fn u64(&mut self) -> std::result::Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| "truncated")?))
+        let mut b = [0u8; 8];
+        self.fill(&mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
-    fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
+    /// A length-prefixed record of at most `max` bytes.
+    fn bytes(&mut self, max: usize, what: &str) -> std::result::Result<Vec<u8>, String> {
         let n = self.u64()?;
-        if n > 1 << 20 {
-            return Err(format!("record of {n} bytes is too large"));
+        if n > max as u64 || n > self.left {
+            return Err(format!("{what} of {n} bytes is too large"));
         }
-        self.take(n as usize)
+        let mut b = vec![0u8; n as usize];
+        self.fill(&mut b)?;
+        Ok(b)
     }
-    fn done(&self) -> bool {
-        self.at == self.data.len()
+    /// A KVM register structure, as [`pod_bytes`] wrote it.
+    fn pod<T>(&mut self) -> std::result::Result<T, String> {
+        let b = self.bytes(std::mem::size_of::<T>(), "vCPU state")?;
+        pod_from(&b)
     }
+}
+
+/// Calls `f` with the index and bytes of every page of `fd`'s first `len`
+/// bytes that is not all zeros, in order. Holes (never-written ranges of
+/// the memory file) are skipped without reading them.
+fn for_each_data_page(
+    fd: BorrowedFd<'_>,
+    len: u64,
+    mut f: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    const PAGE: u64 = abi::PAGE_SIZE;
+    let mut buf = vec![0u8; 64 * PAGE as usize];
+    let mut at = 0u64;
+    while at < len {
+        let (start, end) = match data_extent(fd, at, len) {
+            Some(extent) => extent,
+            None => break,
+        };
+        let mut off = start;
+        while off < end {
+            let n = (end - off).min(buf.len() as u64);
+            let chunk = &mut buf[..n as usize];
+            read_exact_at(fd, chunk, off)?;
+            for (i, page) in chunk.chunks(PAGE as usize).enumerate() {
+                if page.iter().any(|&b| b != 0) {
+                    f(off / PAGE + i as u64, page)?;
+                }
+            }
+            off += n;
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+/// The next range of `fd` at or after `at` (below `len`) that may hold
+/// data, page-aligned; `None` past the last. Without SEEK_DATA support the
+/// whole rest is one range.
+fn data_extent(fd: BorrowedFd<'_>, at: u64, len: u64) -> Option<(u64, u64)> {
+    let page = abi::PAGE_SIZE;
+    // SAFETY: lseek on a live fd; the result is only an offset (reads use
+    // pread, so the fd's position does not matter).
+    let start = unsafe { libc::lseek(fd.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
+    if start < 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENXIO) => None,
+            _ => Some((at, len)),
+        };
+    }
+    let start = (start as u64 / page * page).max(at);
+    if start >= len {
+        return None;
+    }
+    // SAFETY: as above.
+    let end = unsafe { libc::lseek(fd.as_raw_fd(), start as libc::off_t, libc::SEEK_HOLE) };
+    let end = if end < 0 { len } else { (end as u64).div_ceil(page) * page };
+    Some((start, end.clamp(start + page, len)))
 }
 
 /// The bytes of a plain-old-data KVM structure.
@@ -571,4 +886,46 @@ fn read_exact_at(fd: BorrowedFd<'_>, mut buf: &mut [u8], mut off: u64) -> std::i
         off += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_in_pieces_is_the_checksum_of_the_whole() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        let whole = checksum(&data);
+        for split in [&[0usize][..], &[1], &[7, 8], &[3, 5, 13, 500], &[999, 1000]] {
+            let mut sum = Checksum::new();
+            let mut at = 0;
+            for &end in split.iter().chain([&data.len()]) {
+                sum.update(&data[at..end]);
+                at = end;
+            }
+            assert_eq!(sum.finish(), whole, "{split:?}");
+        }
+        assert_ne!(checksum(&data[..999]), whole);
+        assert_ne!(checksum(&[0; 8]), checksum(&[0; 16]));
+    }
+
+    #[test]
+    fn data_pages_skip_holes_and_zero_pages() {
+        let page = abi::PAGE_SIZE;
+        let len = 64 * page;
+        let fd = memfd(len).unwrap();
+        for (index, byte) in [(0u64, 1u8), (5, 2), (6, 3), (63, 4)] {
+            write_all_at(fd.as_fd(), &[byte], index * page + 17).unwrap();
+        }
+        // Written zeros are data to the file but not to the snapshot.
+        write_all_at(fd.as_fd(), &vec![0; page as usize], 9 * page).unwrap();
+        let mut seen = Vec::new();
+        for_each_data_page(fd.as_fd(), len, |index, bytes| {
+            assert_eq!(bytes.len() as u64, page);
+            seen.push((index, bytes[17]));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [(0, 1), (5, 2), (6, 3), (63, 4)]);
+    }
 }

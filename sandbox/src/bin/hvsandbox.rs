@@ -1,24 +1,38 @@
 //! The `hvsandbox` command: run a program in a KVM micro-VM.
 //!
 //! ```text
-//! hvsandbox run [--memory 64M] [--timeout 2s] [--max-output 1M] [--env K=V]... [--stats]
-//!               [--mount HOST:GUEST]... [--file GUEST=HOSTPATH]... [--cwd PATH]
+//! hvsandbox run [--memory 64M] [--timeout 2s] [--max-output 1M] [--max-input 256M] [--env K=V]...
+//!               [--stats] [--mount HOST:GUEST]... [--file GUEST=HOSTPATH]... [--cwd PATH]
 //!               [--collect GUEST_PATH... --collect-dir HOSTDIR] -- PROGRAM [ARGS...]
+//! hvsandbox run --from-snapshot FILE [--mount HOST:GUEST]... [options] [-- ARGS...]
+//! hvsandbox snapshot -o FILE [--at checkpoint|entry] [options] -- PROGRAM [ARGS...]
 //! ```
 //!
 //! stdin is passed in (when it is not a terminal); stdout, stderr and the
 //! exit status pass through (128 + signal when the program dies of one).
 //! Errors print one line `hvsandbox: ...` and exit with a distinct code.
+//!
+//! stdin and the `--file` sources are read before the run, at most
+//! `--max-input` bytes in all (more is an error, exit 125) and within the
+//! `--timeout`, which covers reading them and the run together (exit 124).
+//!
+//! With `--from-snapshot`, the run's limits, environment, files and input
+//! are the command line's. Memory, `--max-processes` and `--max-open-files`
+//! are the snapshot's (its guest was booted with them): giving another
+//! value is an error. The snapshot's mounts must be given again with
+//! `--mount` at the same guest paths (the host directories may differ),
+//! and no others: a snapshot file never makes the host open a directory
+//! the command line did not name.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use hvsandbox::{Command, Error, ErrorKind, Output, Sandbox};
@@ -74,12 +88,17 @@ struct SnapshotArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Guest memory (e.g. 64M, 1G; a multiple of 2M).
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
-    memory: u64,
-    /// Wall-clock limit (e.g. 500ms, 2s, 1m).
+    /// Guest memory (e.g. 64M, 1G; a multiple of 2M) [default: 64M; with
+    /// --from-snapshot: the snapshot's].
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Wall-clock limit (e.g. 500ms, 2s, 1m), reading stdin and --file
+    /// sources included.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// Cap on the input: stdin plus the --file contents (e.g. 256M).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    max_input: u64,
     /// Cap on each of stdout and stderr (e.g. 1M); the rest is dropped.
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     max_output: u64,
@@ -89,12 +108,14 @@ struct RunArgs {
     /// Fail (exit 122) instead of truncating output past --max-output.
     #[arg(long)]
     fail_on_output_limit: bool,
-    /// Most processes alive at once in the guest.
-    #[arg(long, default_value_t = hvsandbox::DEFAULT_MAX_PROCESSES)]
-    max_processes: u32,
-    /// Most open files per guest process.
-    #[arg(long, default_value_t = hvsandbox::DEFAULT_MAX_OPEN_FILES)]
-    max_open_files: u32,
+    /// Most processes alive at once in the guest [default: 64; with
+    /// --from-snapshot: the snapshot's].
+    #[arg(long)]
+    max_processes: Option<u32>,
+    /// Most open files per guest process [default: 1024; with
+    /// --from-snapshot: the snapshot's].
+    #[arg(long)]
+    max_open_files: Option<u32>,
     /// The vCPU thread's seccomp filter: enforce, log or off.
     #[arg(long, default_value = "enforce", value_parser = parse_seccomp)]
     seccomp: hvsandbox::SeccompMode,
@@ -120,7 +141,8 @@ struct RunArgs {
     #[arg(long = "collect-dir", value_name = "HOSTDIR", requires = "collect")]
     collect_dir: Option<PathBuf>,
     /// Resume this snapshot file (from `hvsandbox snapshot`) instead of
-    /// starting a program; the arguments after `--` are this run's.
+    /// starting a program; the arguments after `--` are this run's. Give
+    /// its mounts again with --mount (same guest paths).
     #[arg(long, value_name = "FILE")]
     from_snapshot: Option<PathBuf>,
     /// The program (a path on the host) and its arguments.
@@ -364,6 +386,154 @@ fn write_collected(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> usize {
     failed
 }
 
+/// The settings a snapshot's guest fixes, where given (see `build_from`).
+fn guest_settings(mut builder: hvsandbox::SandboxBuilder, args: &RunArgs) -> hvsandbox::SandboxBuilder {
+    if let Some(bytes) = args.memory {
+        builder = builder.memory_bytes(bytes);
+    }
+    if let Some(n) = args.max_processes {
+        builder = builder.max_processes(n);
+    }
+    if let Some(n) = args.max_open_files {
+        builder = builder.max_open_files(n);
+    }
+    builder
+}
+
+fn timed_out(limit: Duration) -> Error {
+    Error::Timeout { limit, cpu: false, partial: Box::default() }
+}
+
+/// Adds the run's environment, working directory and input to `command`:
+/// the --file sources, then (with `stdin`) stdin unless it is a terminal,
+/// read by `deadline` and at most --max-input bytes in all.
+fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool, deadline: Instant) -> Result<Command, Error> {
+    for kv in &args.env {
+        let bytes = kv.as_bytes();
+        match bytes.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                command = command
+                    .env(std::ffi::OsStr::from_bytes(&bytes[..eq]), std::ffi::OsStr::from_bytes(&bytes[eq + 1..]));
+            }
+            None => {
+                if let Some(v) = std::env::var_os(kv) {
+                    command = command.env(kv, v);
+                }
+            }
+        }
+    }
+    let mut budget = Budget { left: args.max_input, max: args.max_input, deadline, timeout: args.timeout };
+    for spec in &args.files {
+        let (guest, host) = split_arg(spec, b'=', false)
+            .ok_or_else(|| Error::InvalidConfig(format!("--file {spec:?}: expected GUEST=HOSTPATH")))?;
+        let guest = utf8_guest_path(guest, "--file")?;
+        let host = Path::new(std::ffi::OsStr::from_bytes(host));
+        let what = format!("--file {guest}");
+        let cannot = |e: std::io::Error| Error::InvalidConfig(format!("{what}: cannot read {}: {e}", host.display()));
+        // Non-blocking: a FIFO without a writer must not hang the open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(host)
+            .map_err(cannot)?;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode();
+        let data = budget.read(file.as_fd(), &what).map_err(|e| e.or_else(cannot))?;
+        command = command.file_with_mode(guest, data, mode & 0o777);
+    }
+    if let Some(cwd) = &args.cwd {
+        command = command.cwd(cwd);
+    }
+    if stdin && !std::io::stdin().is_terminal() {
+        let input = budget
+            .read(std::io::stdin().as_fd(), "stdin")
+            .map_err(|e| e.or_else(|e| Error::InvalidConfig(format!("cannot read stdin: {e}"))))?;
+        command = command.stdin(input);
+    }
+    Ok(command)
+}
+
+/// What is left of the input allowance: bytes and time.
+struct Budget {
+    left: u64,
+    max: u64,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// A failure to read an input: too large or late (`Limit`), or an I/O
+/// error for the caller to describe.
+enum ReadFailure {
+    Limit(Error),
+    Io(std::io::Error),
+}
+
+impl ReadFailure {
+    fn or_else(self, io: impl FnOnce(std::io::Error) -> Error) -> Error {
+        match self {
+            ReadFailure::Limit(e) => e,
+            ReadFailure::Io(e) => io(e),
+        }
+    }
+}
+
+impl Budget {
+    /// Reads `fd` (`what`) to its end, taking its bytes from the budget;
+    /// waits for data with poll(2), so a source that never ends or never
+    /// writes stops at the deadline.
+    fn read(&mut self, fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<Vec<u8>, ReadFailure> {
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReadFailure::Limit(timed_out(self.timeout)));
+            }
+            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+            // SAFETY: one valid pollfd, owned by this frame, for the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if ready < 0 {
+                match last_os_error() {
+                    e if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    e => return Err(ReadFailure::Io(e)),
+                }
+            }
+            if ready == 0 {
+                continue;
+            }
+            if pfd.revents & libc::POLLNVAL != 0 {
+                // A closed stdin: no input.
+                break;
+            }
+            // One byte more than the budget tells "too large" from "just fits".
+            let want = usize::try_from(self.left.saturating_add(1) - data.len() as u64).unwrap_or(usize::MAX);
+            let want = want.min(buf.len());
+            // SAFETY: read into a live buffer of at least `want` bytes.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
+            if n < 0 {
+                match last_os_error() {
+                    e if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock) => {
+                        continue
+                    }
+                    e => return Err(ReadFailure::Io(e)),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n as usize]);
+            if data.len() as u64 > self.left {
+                return Err(ReadFailure::Limit(Error::InvalidConfig(format!(
+                    "{what}: the input (stdin and files) is larger than max_input ({} bytes; see --max-input)",
+                    self.max
+                ))));
+            }
+        }
+        self.left -= data.len() as u64;
+        Ok(data)
+    }
+}
+
 fn run(args: RunArgs) -> Result<u8, Error> {
     let max_output = usize::try_from(args.max_output)
         .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output)))?;
@@ -379,55 +549,26 @@ fn run(args: RunArgs) -> Result<u8, Error> {
             Command::new(path).args(program)
         }
     };
-    for kv in &args.env {
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(kv.as_os_str());
-        match bytes.iter().position(|&b| b == b'=') {
-            Some(eq) => {
-                use std::os::unix::ffi::OsStrExt;
-                command = command
-                    .env(std::ffi::OsStr::from_bytes(&bytes[..eq]), std::ffi::OsStr::from_bytes(&bytes[eq + 1..]));
-            }
-            None => {
-                if let Some(v) = std::env::var_os(kv) {
-                    command = command.env(kv, v);
-                }
-            }
-        }
-    }
-    for spec in &args.files {
-        let (guest, host) = split_arg(spec, b'=', false)
-            .ok_or_else(|| Error::InvalidConfig(format!("--file {spec:?}: expected GUEST=HOSTPATH")))?;
-        let guest = utf8_guest_path(guest, "--file")?;
-        let host = Path::new(std::ffi::OsStr::from_bytes(host));
-        let read = std::fs::read(host).and_then(|data| Ok((data, std::fs::metadata(host)?.permissions().mode())));
-        let (data, mode) =
-            read.map_err(|e| Error::InvalidConfig(format!("--file {guest}: cannot read {}: {e}", host.display())))?;
-        command = command.file_with_mode(guest, data, mode & 0o777);
-    }
-    if let Some(cwd) = &args.cwd {
-        command = command.cwd(cwd);
-    }
+    let deadline = Instant::now() + args.timeout;
+    command = with_inputs(command, &args, true, deadline)?;
     for c in &args.collect {
         command = command.collect(c);
     }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        let mut input = Vec::new();
-        stdin.lock().read_to_end(&mut input).map_err(|e| Error::InvalidConfig(format!("cannot read stdin: {e}")))?;
-        command = command.stdin(input);
+    // The run has what is left of the timeout after reading the input.
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    if timeout.is_zero() {
+        return Err(timed_out(args.timeout));
     }
 
     let termination = forward_termination_signals().map_err(|e| Error::Internal {
         context: "cannot set up signal forwarding".into(),
         source: Some(Box::new(e)),
     })?;
-    let mut builder = Sandbox::builder()
-        .memory_bytes(args.memory)
-        .timeout(args.timeout)
+    let mut builder = guest_settings(Sandbox::builder(), &args)
+        .timeout(timeout)
+        .max_input(args.max_input)
         .max_output(max_output)
         .fail_on_output_limit(args.fail_on_output_limit)
-        .max_processes(args.max_processes)
-        .max_open_files(args.max_open_files)
         .seccomp(args.seccomp);
     if let Some(cpu) = args.cpu_time {
         builder = builder.cpu_time(cpu);
@@ -444,6 +585,12 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     let _ = termination.handle.set(sandbox.interrupt_handle());
     let out =
         if termination.requested() { Err(Error::Cancelled { partial: Box::default() }) } else { sandbox.run(&command) };
+    // A timeout is reported as the one given (the run had what reading
+    // the input left of it).
+    let out = out.map_err(|e| match e {
+        Error::Timeout { cpu: false, partial, .. } => Error::Timeout { limit: args.timeout, cpu: false, partial },
+        e => e,
+    });
     // What the program wrote passes through, also when it was stopped.
     // Output that cannot be written (a closed pipe) is not its fault.
     let written = match &out {
@@ -482,20 +629,14 @@ fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
     let r = &args.run;
     let mut program = r.program.iter();
     let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
-    let mut command = Command::new(path).args(program);
-    for kv in &r.env {
-        let bytes = kv.as_bytes();
-        if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
-            command =
-                command.env(std::ffi::OsStr::from_bytes(&bytes[..eq]), std::ffi::OsStr::from_bytes(&bytes[eq + 1..]));
-        }
+    let deadline = Instant::now() + r.timeout;
+    // stdin stays the caller's: the snapshot's runs get their own.
+    let command = with_inputs(Command::new(path).args(program), r, false, deadline)?;
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    if timeout.is_zero() {
+        return Err(timed_out(r.timeout));
     }
-    let mut builder = Sandbox::builder()
-        .memory_bytes(r.memory)
-        .timeout(r.timeout)
-        .max_processes(r.max_processes)
-        .max_open_files(r.max_open_files)
-        .seccomp(r.seccomp);
+    let mut builder = guest_settings(Sandbox::builder(), r).timeout(timeout).max_input(r.max_input).seccomp(r.seccomp);
     for spec in &r.mounts {
         let (host, guest) = split_arg(spec, b':', true)
             .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKick
 
 use crate::command::{Command, GuestFile, ProgramSource, DEFAULT_FILE_MODE};
 use crate::error::{Error, ErrorKind, PartialOutput, Result};
-use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
+use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord, Mount};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::snapshot::{Snapshot, SnapshotPoint};
@@ -36,13 +36,6 @@ pub const DEFAULT_MAX_INPUT: u64 = 256 << 20;
 pub const DEFAULT_MAX_COLLECT_BYTES: u64 = 64 << 20;
 /// Default cap on the number of files a run sends back.
 pub const DEFAULT_MAX_COLLECT_FILES: usize = 4096;
-
-/// A read-only host directory grafted into the guest's tree.
-#[derive(Clone, Debug)]
-struct Mount {
-    host: PathBuf,
-    guest: String,
-}
 
 /// Settings of a sandbox, fixed when it is built.
 #[derive(Clone, Debug)]
@@ -140,6 +133,19 @@ impl SandboxBuilder {
     /// normalised, not `/`) in every run. The guest sees only what is
     /// inside: its `..` and the symlinks in it resolve in the guest's tree.
     ///
+    /// The guest reads what a host user who is neither a file's owner nor
+    /// in its group could: it enters a directory if its "other" permission
+    /// bits allow search (`x`), lists it if they allow read, and reads a
+    /// file if they allow read (`EACCES` otherwise) — checked by the host,
+    /// whoever runs it. So `/etc/shadow` stays unreadable, and a directory
+    /// made with mode 0700 (as temporary directories often are) shows
+    /// nothing until it is made 0755.
+    ///
+    /// Kernel filesystems — procfs, sysfs, cgroupfs, devtmpfs, debugfs,
+    /// tracefs, securityfs, bpf and the like — are not entered below
+    /// `host_dir` (`EACCES` for their mount points), and `host_dir` may not
+    /// be one (`InvalidConfig`): see [`mount_with_kernel_fs`](Self::mount_with_kernel_fs).
+    ///
     /// ```no_run
     /// use hvsandbox::{Command, Sandbox};
     /// let mut sb = Sandbox::builder().mount("/usr/share/dict", "/dict").build()?;
@@ -147,8 +153,22 @@ impl SandboxBuilder {
     /// # Ok::<(), hvsandbox::Error>(())
     /// ```
     pub fn mount(mut self, host_dir: impl AsRef<Path>, guest_path: impl AsRef<str>) -> Self {
-        let mount = Mount { host: host_dir.as_ref().to_path_buf(), guest: guest_path.as_ref().to_string() };
-        self.config.mounts.push(mount);
+        let (host, guest) = (host_dir.as_ref().to_path_buf(), guest_path.as_ref().to_string());
+        self.config.mounts.push(Mount { host, guest, kernel_fs: false });
+        self
+    }
+    /// Like [`mount`](Self::mount), but kernel filesystems below
+    /// `host_dir` (procfs, sysfs, cgroupfs, devtmpfs, debugfs, ...) are
+    /// entered too, and `host_dir` may be one: for showing the guest e.g.
+    /// `/proc/cpuinfo` or `/sys/devices/system/cpu`. Their files are the
+    /// host kernel's and other processes' state (with `/proc` mounted, a
+    /// file the permission bits let through, such as another process's
+    /// command line, is readable), so mount the narrowest directory that
+    /// holds what the program needs. The permission rule of
+    /// [`mount`](Self::mount) still applies.
+    pub fn mount_with_kernel_fs(mut self, host_dir: impl AsRef<Path>, guest_path: impl AsRef<str>) -> Self {
+        let (host, guest) = (host_dir.as_ref().to_path_buf(), guest_path.as_ref().to_string());
+        self.config.mounts.push(Mount { host, guest, kernel_fs: true });
         self
     }
     /// A file every run starts with, mode 0644 (see [`Command::file`]).
@@ -248,6 +268,8 @@ impl SandboxBuilder {
                     return Err(Error::InvalidConfig(format!("mount source {}: {e}", m.host.display())));
                 }
             }
+            fs::open_mount_root(&m.host, m.kernel_fs)
+                .map_err(|e| Error::InvalidConfig(format!("mount source {}: {e}", m.host.display())))?;
             if c.mounts[..i].iter().any(|other| other.guest == m.guest) {
                 return Err(Error::InvalidConfig(format!("two mounts at {}", m.guest)));
             }
@@ -276,8 +298,7 @@ impl SandboxBuilder {
     /// [`Command::resume`].
     pub fn build_from(mut self, snapshot: &Snapshot) -> Result<Sandbox> {
         self.config.memory = snapshot.memory_bytes();
-        self.config.mounts =
-            snapshot.0.mounts.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
+        self.config.mounts = snapshot.0.mounts.clone();
         self.validate()?;
         // Its first run takes a clone made ahead.
         blank_pool::prime_clone(snapshot);
@@ -745,7 +766,7 @@ impl Sandbox {
         match reply {
             Reply::Snapshot(b) => {
                 let (vm, state, fs) = *b;
-                let mounts = self.config.mounts.iter().map(|m| (m.host.clone(), m.guest.clone())).collect();
+                let mounts = self.config.mounts.clone();
                 let snap = Snapshot::capture(&vm, state, point, command.argv0.clone(), mounts, fs);
                 reap(vm);
                 snap
@@ -886,8 +907,7 @@ fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> R
     let mut fs = match snapshot {
         // The guest refers to host files by the snapshot's handles.
         Some(snap) => {
-            let roots: Vec<&Path> = snap.0.mounts.iter().map(|(h, _)| h.as_path()).collect();
-            HostFs::import(&snap.0.fs, &roots)
+            HostFs::import(&snap.0.fs, &snap.0.mounts)
                 .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?
         }
         None => HostFs::default(),
@@ -934,7 +954,7 @@ fn prepare_fs(
     let mut records = Vec::new();
     for m in config.mounts.iter().filter(|_| with_mounts) {
         let handle = fs
-            .add_mount(&m.host)
+            .add_mount(&m.host, m.kernel_fs)
             .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
         let path = m.guest.clone();
         records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });

@@ -47,7 +47,7 @@ pub(crate) struct Inner {
     pub(crate) argv0: Vec<u8>,
     /// Read-only host directories the guest had mounted (host, guest), in
     /// handle order: runs from the snapshot mount the same.
-    pub(crate) mounts: Vec<(std::path::PathBuf, String)>,
+    pub(crate) mounts: Vec<crate::fs::Mount>,
     /// The host file service's handle table at the snapshot (the guest
     /// refers to host files by these handles).
     pub(crate) fs: Vec<crate::fs::FsEntry>,
@@ -96,7 +96,7 @@ impl Snapshot {
         vcpu: VcpuState,
         point: SnapshotPoint,
         argv0: Vec<u8>,
-        mounts: Vec<(std::path::PathBuf, String)>,
+        mounts: Vec<crate::fs::Mount>,
         fs: Vec<crate::fs::FsEntry>,
     ) -> Result<Snapshot> {
         let (base, len) = vm.host_memory();
@@ -169,9 +169,10 @@ impl Snapshot {
         put_bytes(&mut payload, pod_bytes(&s.vcpu.xcrs));
         put_bytes(&mut payload, &s.argv0);
         put_u64(&mut payload, s.mounts.len() as u64);
-        for (host, guest) in &s.mounts {
-            put_bytes(&mut payload, host.as_os_str().as_bytes());
-            put_bytes(&mut payload, guest.as_bytes());
+        for m in &s.mounts {
+            put_bytes(&mut payload, m.host.as_os_str().as_bytes());
+            put_bytes(&mut payload, m.guest.as_bytes());
+            put_u64(&mut payload, u64::from(m.kernel_fs));
         }
         put_u64(&mut payload, s.fs.len() as u64);
         for e in &s.fs {
@@ -252,7 +253,12 @@ impl Snapshot {
         for _ in 0..nmounts {
             let host = std::ffi::OsStr::from_bytes(r.bytes()?).to_owned();
             let guest = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "a mount's guest path is not UTF-8")?;
-            mounts.push((std::path::PathBuf::from(host), guest));
+            let kernel_fs = match r.u64()? {
+                0 => false,
+                1 => true,
+                _ => return Err("a mount's kernel filesystem flag is not 0 or 1".into()),
+            };
+            mounts.push(crate::fs::Mount { host: std::path::PathBuf::from(host), guest, kernel_fs });
         }
         let nfs = r.u64()?;
         if nfs > crate::fs::MAX_HANDLES as u64 {
@@ -322,7 +328,7 @@ pub fn reseal_for_fuzzing(file: &mut [u8]) {
 /// Largest snapshot file accepted (guest memory is at most 16 GiB).
 const MAX_FILE: u64 = abi::MAX_MEMORY + (64 << 20);
 const MAGIC: [u8; 8] = *b"HVSBSNAP";
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const HEADER_LEN: usize = 96;
 
 /// The fixed-size header of a snapshot file.

@@ -1167,6 +1167,215 @@ mod tests {
         assert_eq!(fs.handles(), 0);
     }
 
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// root/ (0755)
+    ///   shadow       0600 "secret"      (the owner's only, as /etc/shadow)
+    ///   group-only   0640 "group"
+    ///   public       0644 "public"
+    ///   private/     0700 with "inner" 0644
+    ///   search-only/ 0711 with "inner" 0644
+    ///   list-only/   0744 with "inner" 0644
+    fn permission_tree() -> TempDir {
+        let t = TempDir::new();
+        chmod(&t.0, 0o755);
+        for (name, mode) in [("shadow", 0o600), ("group-only", 0o640), ("public", 0o644)] {
+            std::fs::write(t.0.join(name), name).unwrap();
+            chmod(&t.0.join(name), mode);
+        }
+        for (name, mode) in [("private", 0o700), ("search-only", 0o711), ("list-only", 0o744)] {
+            std::fs::create_dir(t.0.join(name)).unwrap();
+            std::fs::write(t.0.join(name).join("inner"), "inner").unwrap();
+            chmod(&t.0.join(name).join("inner"), 0o644);
+            chmod(&t.0.join(name), mode);
+        }
+        t
+    }
+
+    #[test]
+    fn the_guests_users_permissions_are_applied_on_the_host() {
+        // The tests run as root, which may read everything: the host must
+        // still refuse what a user who is not the owner may not do.
+        let t = permission_tree();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0, false).unwrap();
+        let mut buf = [0u8; 16];
+        // Files: looked up and stat'ed (as on Linux), read only with "other" r.
+        for name in ["shadow", "group-only"] {
+            let (h, st) = fs.lookup(root, name.as_bytes()).unwrap();
+            assert_eq!(st.size, name.len() as u64);
+            assert_eq!(fs.read(h, 0, &mut buf), Err(libc::EACCES), "{name}");
+        }
+        let (public, _) = fs.lookup(root, b"public").unwrap();
+        assert_eq!(read_all(&mut fs, public), b"public");
+        // Directories: x to look up in, r to list.
+        let (private, _) = fs.lookup(root, b"private").unwrap();
+        assert_eq!(fs.lookup(private, b"inner"), Err(libc::EACCES));
+        assert_eq!(fs.readdir(private, 0, 4096), Err(libc::EACCES));
+        let (search_only, _) = fs.lookup(root, b"search-only").unwrap();
+        let (inner, _) = fs.lookup(search_only, b"inner").unwrap();
+        assert_eq!(read_all(&mut fs, inner), b"inner");
+        assert_eq!(fs.readdir(search_only, 0, 4096), Err(libc::EACCES));
+        let (list_only, _) = fs.lookup(root, b"list-only").unwrap();
+        assert_eq!(dirents(&fs.readdir(list_only, 0, 4096).unwrap()), [("inner".to_string(), libc::DT_REG)]);
+        assert_eq!(fs.lookup(list_only, b"inner"), Err(libc::EACCES));
+        // The mount root too.
+        chmod(&t.0, 0o700);
+        assert_eq!(fs.lookup(root, b"public"), Err(libc::EACCES), "a known name too");
+        assert_eq!(fs.readdir(root, 0, 4096), Err(libc::EACCES));
+    }
+
+    #[test]
+    fn permissions_are_checked_again_when_a_file_is_reopened() {
+        let t = permission_tree();
+        // One evictable fd: every step closes the previous one.
+        let mut fs = HostFs::with_limits(100, 1);
+        let root = fs.add_mount(&t.0, false).unwrap();
+        let (public, _) = fs.lookup(root, b"public").unwrap();
+        let (shadow, _) = fs.lookup(root, b"shadow").unwrap();
+        assert_eq!(read_all(&mut fs, public), b"public");
+        assert_eq!(fs.read(shadow, 0, &mut [0; 8]), Err(libc::EACCES));
+        chmod(&t.0.join("public"), 0o600);
+        chmod(&t.0.join("shadow"), 0o644);
+        fs.stat(root).unwrap();
+        assert_eq!(fs.lookup(root, b"search-only").map(|_| ()), Ok(())); // evicts public's fd
+        assert_eq!(fs.read(public, 0, &mut [0; 8]), Err(libc::EACCES));
+        assert_eq!(read_all(&mut fs, shadow), b"shadow");
+        // Reopening by name needs search permission on the directory.
+        let (search_only, _) = fs.lookup(root, b"search-only").unwrap();
+        let (inner, _) = fs.lookup(search_only, b"inner").unwrap();
+        chmod(&t.0.join("search-only"), 0o700);
+        fs.stat(root).unwrap();
+        fs.lookup(root, b"public").unwrap(); // evicts inner's and search-only's fds
+        assert_eq!(fs.read(inner, 0, &mut [0; 8]), Err(libc::EACCES));
+    }
+
+    /// Whether `path` is a mount point of filesystem type `fstype`.
+    fn mounted(path: &str, fstype: &str) -> bool {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        info.lines().any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|&x| x == "-").unwrap();
+            f[4] == path && f[sep + 1] == fstype
+        })
+    }
+
+    #[test]
+    fn kernel_filesystems_are_not_entered_below_a_mount() {
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(Path::new("/"), false).unwrap();
+        let mut refused = vec!["proc", "sys"];
+        if mounted("/dev", "devtmpfs") {
+            refused.push("dev");
+        }
+        for name in refused {
+            assert_eq!(fs.lookup(root, name.as_bytes()), Err(libc::EACCES), "{name}");
+        }
+        // Ordinary directories are entered; the listing still names the
+        // mount points (a name reveals nothing).
+        let (etc, _) = fs.lookup(root, b"etc").unwrap();
+        fs.lookup(etc, b"passwd").unwrap();
+        let names: Vec<String> = dirents(&fs.readdir(root, 0, 1 << 16).unwrap()).into_iter().map(|e| e.0).collect();
+        assert!(names.iter().any(|n| n == "proc"), "{names:?}");
+    }
+
+    #[test]
+    fn kernel_filesystems_are_entered_when_the_mount_opts_in() {
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(Path::new("/"), true).unwrap();
+        let (proc, _) = fs.lookup(root, b"proc").unwrap();
+        let (version, _) = fs.lookup(proc, b"version").unwrap();
+        let mut buf = [0u8; 64];
+        let n = fs.read(version, 0, &mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"Linux version"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+        // The permission rule still holds: /proc/self/environ is 0400.
+        let pid = std::process::id().to_string();
+        let (me, _) = fs.lookup(proc, pid.as_bytes()).unwrap();
+        let (environ, _) = fs.lookup(me, b"environ").unwrap();
+        assert_eq!(fs.read(environ, 0, &mut buf), Err(libc::EACCES));
+        let (sys, _) = fs.lookup(root, b"sys").unwrap();
+        assert!(!fs.readdir(sys, 0, 4096).unwrap().is_empty());
+    }
+
+    #[test]
+    fn kernel_filesystem_mount_roots_need_the_opt_in() {
+        let mut roots = vec![("/proc", "proc"), ("/sys", "sysfs"), ("/proc/self", "proc")];
+        if mounted("/dev", "devtmpfs") {
+            roots.push(("/dev", "devtmpfs"));
+        }
+        if mounted("/sys/fs/cgroup", "cgroup2") {
+            roots.push(("/sys/fs/cgroup", "cgroup2"));
+        }
+        for (root, name) in roots {
+            let mut fs = HostFs::default();
+            let e = fs.add_mount(Path::new(root), false).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{root}");
+            assert!(e.to_string().contains(&format!("on {name}, a kernel filesystem")), "{root}: {e}");
+            assert_eq!(fs.handles(), 0);
+            fs.add_mount(Path::new(root), true).unwrap();
+        }
+        // A plain directory, and tmpfs (not devtmpfs), are fine.
+        let t = TempDir::new();
+        HostFs::default().add_mount(&t.0, false).unwrap();
+        if mounted("/dev/shm", "tmpfs") {
+            HostFs::default().add_mount(Path::new("/dev/shm"), false).unwrap();
+        }
+    }
+
+    #[test]
+    fn snapshots_keep_the_kernel_filesystem_choice() {
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(Path::new("/"), true).unwrap();
+        let (proc, _) = fs.lookup(root, b"proc").unwrap();
+        let (version, _) = fs.lookup(proc, b"version").unwrap();
+        let mut entries = fs.export();
+        let mount = |kernel_fs| Mount { host: "/".into(), guest: "/host".into(), kernel_fs };
+        let mut buf = [0u8; 8];
+        // In this process the identities are known and kept.
+        let mut again = HostFs::import(&entries, &[mount(true)]).unwrap();
+        assert_eq!(again.read(version, 0, &mut buf), Ok(8));
+        // From a file (no identities) the names decide, and are checked.
+        for e in &mut entries {
+            if let FsEntry::Child { dev, ino, .. } = e {
+                (*dev, *ino) = (0, 0);
+            }
+        }
+        let mut refused = HostFs::import(&entries, &[mount(false)]).unwrap();
+        assert_eq!(refused.stat(proc), Err(libc::EACCES));
+        assert_eq!(refused.read(version, 0, &mut buf), Err(libc::EACCES));
+        assert_eq!(refused.lookup(root, b"proc"), Err(libc::EACCES));
+        let mut allowed = HostFs::import(&entries, &[mount(true)]).unwrap();
+        assert_eq!(allowed.read(version, 0, &mut buf), Ok(8));
+        // A kernel filesystem as the root is refused on import too.
+        let proc_root = Mount { host: "/proc".into(), guest: "/p".into(), kernel_fs: false };
+        assert!(HostFs::import(&[FsEntry::Mount(0)], &[proc_root]).is_err());
+    }
+
+    #[test]
+    fn mount_table_records_are_parsed() {
+        assert_eq!(kernel_fs::mount_id(b"pos:\t0\nflags:\t012400000\nmnt_id:\t22\nino:\t1\n"), Some(22));
+        assert_eq!(kernel_fs::mount_id(b"pos:\t0\n"), None);
+        assert_eq!(kernel_fs::mount_id(b"mnt_id:\tx\n"), None);
+        let info = b"\
+27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 master:3 - proc proc rw
+30 27 0:25 / /my\\040dir rw - tmpfs tmpfs rw
+31 27 0:26 / /- rw - devtmpfs udev rw
+";
+        assert_eq!(kernel_fs::mount_type(info, 27), Some(&b"ext4"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 22), Some(&b"proc"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 30), Some(&b"tmpfs"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 31), Some(&b"devtmpfs"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 2), None);
+        assert_eq!(kernel_fs::mount_type(b"2", 2), None);
+        assert_eq!(kernel_fs::kernel_fs_named(b"cgroup2"), Some("cgroup2"));
+        assert_eq!(kernel_fs::kernel_fs_named(b"ext4"), None);
+        assert_eq!(kernel_fs::kernel_fs_named(b"fuse.sshfs"), None);
+    }
+
     #[test]
     fn file_out_collects_chunks_within_caps() {
         let mut c = FileCollector::new(vec!["/out".into(), "/single.txt".into()], 100, 3);

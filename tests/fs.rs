@@ -490,3 +490,20 @@ fn snapshots_keep_the_kernel_filesystem_choice() {
         }
     }
 }
+
+#[test]
+fn cli_mounts_kernel_filesystems_only_when_asked() {
+    let cli = |flag: &str| {
+        std::process::Command::new(hvsandbox_bin())
+            .args(["run", flag, "/proc:/k", "--", BUSYBOX, "ls", "/k"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cli("--mount");
+    assert_eq!(out.status.code(), Some(125), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel filesystem"));
+    let out = cli("--mount-kernel-fs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "version"));
+}

@@ -107,6 +107,9 @@ struct RunArgs {
     /// Show a host directory read-only in the guest at GUEST (repeatable).
     #[arg(long = "mount", value_name = "HOST:GUEST")]
     mounts: Vec<OsString>,
+    /// As --mount, but kernel filesystems (procfs, sysfs, ...) at or below HOST are shown too (repeatable).
+    #[arg(long = "mount-kernel-fs", value_name = "HOST:GUEST")]
+    kernel_fs_mounts: Vec<OsString>,
     /// Copy a host file into the guest at GUEST, keeping its permission bits (repeatable).
     #[arg(long = "file", value_name = "GUEST=HOSTPATH")]
     files: Vec<OsString>,
@@ -295,6 +298,19 @@ fn split_arg(s: &OsString, sep: u8, last: bool) -> Option<(&[u8], &[u8])> {
     Some((&b[..at], &b[at + 1..]))
 }
 
+/// The builder with the mounts of --mount and --mount-kernel-fs.
+fn add_mounts(mut builder: hvsandbox::SandboxBuilder, r: &RunArgs) -> Result<hvsandbox::SandboxBuilder, Error> {
+    let specs = r.mounts.iter().map(|s| (s, false)).chain(r.kernel_fs_mounts.iter().map(|s| (s, true)));
+    for (spec, kernel_fs) in specs {
+        let flag = if kernel_fs { "--mount-kernel-fs" } else { "--mount" };
+        let (host, guest) = split_arg(spec, b':', true)
+            .ok_or_else(|| Error::InvalidConfig(format!("{flag} {spec:?}: expected HOST:GUEST")))?;
+        let (host, guest) = (std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, flag)?);
+        builder = if kernel_fs { builder.mount_with_kernel_fs(host, guest) } else { builder.mount(host, guest) };
+    }
+    Ok(builder)
+}
+
 fn utf8_guest_path(bytes: &[u8], flag: &str) -> Result<String, Error> {
     String::from_utf8(bytes.to_vec()).map_err(|_| Error::InvalidConfig(format!("{flag}: the guest path must be UTF-8")))
 }
@@ -432,11 +448,7 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     if let Some(cpu) = args.cpu_time {
         builder = builder.cpu_time(cpu);
     }
-    for spec in &args.mounts {
-        let (host, guest) = split_arg(spec, b':', true)
-            .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
-        builder = builder.mount(std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, "--mount")?);
-    }
+    builder = add_mounts(builder, &args)?;
     let mut sandbox = match &snapshot {
         Some(snap) => builder.build_from(snap)?,
         None => builder.build()?,
@@ -496,11 +508,7 @@ fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
         .max_processes(r.max_processes)
         .max_open_files(r.max_open_files)
         .seccomp(r.seccomp);
-    for spec in &r.mounts {
-        let (host, guest) = split_arg(spec, b':', true)
-            .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
-        builder = builder.mount(std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, "--mount")?);
-    }
+    builder = add_mounts(builder, r)?;
     let mut sandbox = builder.build()?;
     let snap = if args.at == "entry" {
         sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Entry)?

@@ -400,7 +400,8 @@ fn programs_get_only_what_the_guests_user_may_read() {
     let tree = permission_tree("perm-programs");
     let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
     let run = |sb: &mut Sandbox, args: &[&str]| sb.run(&Command::new(BUSYBOX).args(args)).unwrap();
-    for args in [["cat", "/mnt/shadow"], ["cat", "/mnt/private/inner"], ["ls", "/mnt/private"], ["ls", "/mnt/search-only"]]
+    for args in
+        [["cat", "/mnt/shadow"], ["cat", "/mnt/private/inner"], ["ls", "/mnt/private"], ["ls", "/mnt/search-only"]]
     {
         let out = run(&mut sb, &args);
         assert_ne!(out.status.code(), Some(0), "{args:?}: {}", out.stdout_str());
@@ -415,8 +416,7 @@ fn programs_get_only_what_the_guests_user_may_read() {
 fn forged_fs_hypercalls_do_not_enter_kernel_filesystems() {
     let pid = std::process::id();
     let mut sb = Sandbox::builder().mount("/", "/host").build().unwrap();
-    let paths =
-        vec!["proc/self/environ".to_string(), format!("proc/{pid}/mem"), "sys".into(), "proc/version".into()];
+    let paths = vec!["proc/self/environ".to_string(), format!("proc/{pid}/mem"), "sys".into(), "proc/version".into()];
     let got = forge_paths(&mut sb, &paths);
     let expected = format!(
         "\
@@ -434,7 +434,9 @@ proc/version: lookup proc=-13
     let mut sb = Sandbox::builder().mount_with_kernel_fs("/", "/host").build().unwrap();
     let paths = vec![format!("proc/{pid}/environ"), format!("proc/{pid}/mem"), "sys".into(), "proc/version".into()];
     let got = forge_paths(&mut sb, &paths);
-    let expected = format!("proc/{pid}/environ: read=-13\nproc/{pid}/mem: read=-13\nsys: readdir=ok:1\nproc/version: read=Linux version");
+    let expected = format!(
+        "proc/{pid}/environ: read=-13\nproc/{pid}/mem: read=-13\nsys: readdir=ok:1\nproc/version: read=Linux version"
+    );
     assert!(got.starts_with(&expected), "{got}");
 }
 
@@ -443,7 +445,8 @@ fn programs_do_not_enter_kernel_filesystems() {
     let pid = std::process::id().to_string();
     let mut sb = Sandbox::builder().mount("/", "/host").build().unwrap();
     let mem = format!("/host/proc/{pid}/mem");
-    for args in [["cat", "/host/proc/self/environ"], ["cat", &mem], ["ls", "/host/sys"], ["cat", "/host/proc/version"]] {
+    for args in [["cat", "/host/proc/self/environ"], ["cat", &mem], ["ls", "/host/sys"], ["cat", "/host/proc/version"]]
+    {
         let out = sb.run(&Command::new(BUSYBOX).args(args)).unwrap();
         assert_ne!(out.status.code(), Some(0), "{args:?}: {}", out.stdout_str());
         assert!(out.stderr_str().contains("Permission denied"), "{args:?}: {}", out.stderr_str());
@@ -477,10 +480,8 @@ fn snapshots_keep_the_kernel_filesystem_choice() {
     let list = || Command::resume().args(["ls", "/host/sys"]);
     for opt_in in [false, true] {
         let builder = Sandbox::builder();
-        let builder =
-            if opt_in { builder.mount_with_kernel_fs("/", "/host") } else { builder.mount("/", "/host") };
-        let snap =
-            builder.build().unwrap().snapshot(&Command::new(BUSYBOX), hvsandbox::SnapshotPoint::Entry).unwrap();
+        let builder = if opt_in { builder.mount_with_kernel_fs("/", "/host") } else { builder.mount("/", "/host") };
+        let snap = builder.build().unwrap().snapshot(&Command::new(BUSYBOX), hvsandbox::SnapshotPoint::Entry).unwrap();
         let file = dir.0.join(format!("snap-{opt_in}"));
         snap.save(&file).unwrap();
         for snap in [snap, hvsandbox::Snapshot::load(&file).unwrap()] {

@@ -906,10 +906,8 @@ fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> R
     getrandom(&mut seed);
     let mut fs = match snapshot {
         // The guest refers to host files by the snapshot's handles.
-        Some(snap) => {
-            HostFs::import(&snap.0.fs, &snap.0.mounts)
-                .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?
-        }
+        Some(snap) => HostFs::import(&snap.0.fs, &snap.0.mounts)
+            .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?,
         None => HostFs::default(),
     };
     let (manifest, collector) = prepare_fs(config, command, &mut fs, snapshot.is_none())?;

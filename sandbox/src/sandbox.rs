@@ -138,8 +138,9 @@ impl SandboxBuilder {
     /// bits allow search (`x`), lists it if they allow read, and reads a
     /// file if they allow read (`EACCES` otherwise) — checked by the host,
     /// whoever runs it. So `/etc/shadow` stays unreadable, and a directory
-    /// made with mode 0700 (as temporary directories often are) shows
-    /// nothing until it is made 0755.
+    /// made with mode 0700 (as temporary directories often are) can be
+    /// neither entered nor listed until it is made 0755 (or 0711: entered,
+    /// not listed). The mount's root is no exception.
     ///
     /// Kernel filesystems — procfs, sysfs, cgroupfs, devtmpfs, debugfs,
     /// tracefs, securityfs, bpf and the like — are not entered below
@@ -160,7 +161,9 @@ impl SandboxBuilder {
     /// Like [`mount`](Self::mount), but kernel filesystems below
     /// `host_dir` (procfs, sysfs, cgroupfs, devtmpfs, debugfs, ...) are
     /// entered too, and `host_dir` may be one: for showing the guest e.g.
-    /// `/proc/cpuinfo` or `/sys/devices/system/cpu`. Their files are the
+    /// `/sys/devices/system/cpu`. (The guest runtime reads a host file up
+    /// to the size the host reports, and procfs reports 0: procfs files
+    /// read as empty for now, though they can be listed.) Their files are the
     /// host kernel's and other processes' state (with `/proc` mounted, a
     /// file the permission bits let through, such as another process's
     /// command line, is readable), so mount the narrowest directory that

@@ -45,8 +45,9 @@ pub(crate) struct Inner {
     /// argv[0] of the program the snapshot runs (an entry snapshot's runs
     /// keep it).
     pub(crate) argv0: Vec<u8>,
-    /// Read-only host directories the guest had mounted (host, guest), in
-    /// handle order: runs from the snapshot mount the same.
+    /// Read-only host directories the guest had mounted (with their kernel
+    /// filesystem choice), in handle order: runs from the snapshot mount
+    /// the same.
     pub(crate) mounts: Vec<crate::fs::Mount>,
     /// The host file service's handle table at the snapshot (the guest
     /// refers to host files by these handles).

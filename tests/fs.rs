@@ -315,3 +315,196 @@ fn cli_mounts_files_and_collects() {
     assert_eq!(std::fs::read(collect_dir.join("job/out/in.txt")).unwrap(), b"from a host file\n");
     assert_eq!(std::fs::read(collect_dir.join("job/out/hello.txt")).unwrap(), b"hello, world");
 }
+
+// ---- what the guest may read on the host ---------------------------------
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// shared/ (0755)
+///   shadow         0600 "shadow"   (the owner's only, as /etc/shadow)
+///   public         0644 "public"
+///   private/       0700 with inner (0644 "inner")
+///   search-only/   0711 with inner
+///   list-only/     0744 with inner
+fn permission_tree(name: &str) -> HostTree {
+    let tree = HostTree::new(name);
+    let shared = tree.shared();
+    chmod(&shared, 0o755);
+    for (file, mode) in [("shadow", 0o600), ("public", 0o644)] {
+        std::fs::write(shared.join(file), file).unwrap();
+        chmod(&shared.join(file), mode);
+    }
+    for (dir, mode) in [("private", 0o700), ("search-only", 0o711), ("list-only", 0o744)] {
+        std::fs::create_dir(shared.join(dir)).unwrap();
+        std::fs::write(shared.join(dir).join("inner"), "inner").unwrap();
+        chmod(&shared.join(dir).join("inner"), 0o644);
+        chmod(&shared.join(dir), mode);
+    }
+    tree
+}
+
+/// Runs the forger's "paths" scenario: each path below the (only) mount
+/// is walked and read or listed with raw hypercalls.
+fn forge_paths(sb: &mut Sandbox, paths: &[String]) -> String {
+    let out = forge(sb, "paths", |c| c.args(paths)).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    out.stdout_str()
+}
+
+fn strings(paths: &[&str]) -> Vec<String> {
+    paths.iter().map(|p| p.to_string()).collect()
+}
+
+#[test]
+fn forged_fs_hypercalls_get_only_what_the_guests_user_may_read() {
+    // The tests run as root, which reads every file through its owner
+    // bits: the host must apply the guest user's rule itself.
+    let tree = permission_tree("perm-forged");
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    let paths = strings(&[
+        "shadow",
+        "public",
+        "private",
+        "private/inner",
+        "search-only",
+        "search-only/inner",
+        "list-only",
+        "list-only/inner",
+    ]);
+    let expected = "\
+shadow: read=-13
+public: read=public
+private: readdir=-13
+private/inner: lookup inner=-13
+search-only: readdir=-13
+search-only/inner: read=inner
+list-only: readdir=ok:1
+list-only/inner: lookup inner=-13
+";
+    assert_eq!(forge_paths(&mut sb, &paths), expected);
+
+    // The host's own /etc/shadow, where it is not world-readable.
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata("/etc/shadow").is_ok_and(|m| m.permissions().mode() & 0o004 == 0) {
+        let mut sb = Sandbox::builder().mount("/etc", "/mnt").build().unwrap();
+        let got = forge_paths(&mut sb, &strings(&["shadow", "passwd"]));
+        assert!(got.starts_with("shadow: read=-13\npasswd: read=root:"), "{got}");
+    }
+}
+
+#[test]
+fn programs_get_only_what_the_guests_user_may_read() {
+    let tree = permission_tree("perm-programs");
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    let run = |sb: &mut Sandbox, args: &[&str]| sb.run(&Command::new(BUSYBOX).args(args)).unwrap();
+    for args in
+        [["cat", "/mnt/shadow"], ["cat", "/mnt/private/inner"], ["ls", "/mnt/private"], ["ls", "/mnt/search-only"]]
+    {
+        let out = run(&mut sb, &args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {}", out.stdout_str());
+        assert!(out.stderr_str().contains("Permission denied"), "{args:?}: {}", out.stderr_str());
+    }
+    assert_eq!(run(&mut sb, &["cat", "/mnt/public", "/mnt/search-only/inner"]).stdout_str(), "publicinner");
+    // Listed (a glob reads the directory only; `ls` would stat "inner").
+    assert_eq!(run(&mut sb, &["sh", "-c", "echo /mnt/list-only/*"]).stdout_str(), "/mnt/list-only/inner\n");
+}
+
+#[test]
+fn forged_fs_hypercalls_do_not_enter_kernel_filesystems() {
+    let pid = std::process::id();
+    let mut sb = Sandbox::builder().mount("/", "/host").build().unwrap();
+    let paths = vec!["proc/self/environ".to_string(), format!("proc/{pid}/mem"), "sys".into(), "proc/version".into()];
+    let got = forge_paths(&mut sb, &paths);
+    let expected = format!(
+        "\
+proc/self/environ: lookup proc=-13
+proc/{pid}/mem: lookup proc=-13
+sys: lookup sys=-13
+proc/version: lookup proc=-13
+"
+    );
+    assert_eq!(got, expected);
+    // Ordinary directories of the same mount are served.
+    assert_eq!(forge_paths(&mut sb, &strings(&["etc"])), "etc: readdir=ok:1\n");
+
+    // Opted in: entered, and the permission rule still applies.
+    let mut sb = Sandbox::builder().mount_with_kernel_fs("/", "/host").build().unwrap();
+    let paths = vec![format!("proc/{pid}/environ"), format!("proc/{pid}/mem"), "sys".into(), "proc/version".into()];
+    let got = forge_paths(&mut sb, &paths);
+    let expected = format!(
+        "proc/{pid}/environ: read=-13\nproc/{pid}/mem: read=-13\nsys: readdir=ok:1\nproc/version: read=Linux version"
+    );
+    assert!(got.starts_with(&expected), "{got}");
+}
+
+#[test]
+fn programs_do_not_enter_kernel_filesystems() {
+    let pid = std::process::id().to_string();
+    let mut sb = Sandbox::builder().mount("/", "/host").build().unwrap();
+    let mem = format!("/host/proc/{pid}/mem");
+    for args in [["cat", "/host/proc/self/environ"], ["cat", &mem], ["ls", "/host/sys"], ["cat", "/host/proc/version"]]
+    {
+        let out = sb.run(&Command::new(BUSYBOX).args(args)).unwrap();
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {}", out.stdout_str());
+        assert!(out.stderr_str().contains("Permission denied"), "{args:?}: {}", out.stderr_str());
+    }
+    let out = sb.run(&Command::new(BUSYBOX).args(["cat", "/host/etc/passwd"])).unwrap();
+    assert!(out.stdout_str().starts_with("root:"), "{}", out.stderr_str());
+
+    // Opted in. (The guest runtime reads a file up to the size the host
+    // reports, which is 0 for procfs files: list rather than read.)
+    let mut sb = Sandbox::builder().mount_with_kernel_fs("/", "/host").build().unwrap();
+    let out = sb.run(&Command::new(BUSYBOX).args(["ls", "/host/sys", "/host/proc"])).unwrap();
+    let names: Vec<&str> = out.stdout.split(|&b| b == b'\n').filter_map(|l| std::str::from_utf8(l).ok()).collect();
+    assert!(names.contains(&"kernel") && names.contains(&"version"), "{names:?} {}", out.stderr_str());
+}
+
+#[test]
+fn kernel_filesystem_mount_roots_need_the_opt_in() {
+    for root in ["/proc", "/sys", "/proc/self"] {
+        let err = Sandbox::builder().mount(root, "/k").build().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{root}: {err}");
+        assert!(err.to_string().contains("kernel filesystem"), "{root}: {err}");
+    }
+    let mut sb = Sandbox::builder().mount_with_kernel_fs("/proc", "/k").build().unwrap();
+    let out = sb.run(&Command::new(BUSYBOX).args(["ls", "/k"])).unwrap();
+    assert!(out.stdout_str().lines().any(|l| l == "version"), "{}", out.stderr_str());
+}
+
+#[test]
+fn snapshots_keep_the_kernel_filesystem_choice() {
+    let dir = HostTree::new("kernel-fs-snapshots");
+    let list = || Command::resume().args(["ls", "/host/sys"]);
+    for opt_in in [false, true] {
+        let builder = Sandbox::builder();
+        let builder = if opt_in { builder.mount_with_kernel_fs("/", "/host") } else { builder.mount("/", "/host") };
+        let snap = builder.build().unwrap().snapshot(&Command::new(BUSYBOX), hvsandbox::SnapshotPoint::Entry).unwrap();
+        let file = dir.0.join(format!("snap-{opt_in}"));
+        snap.save(&file).unwrap();
+        for snap in [snap, hvsandbox::Snapshot::load(&file).unwrap()] {
+            let out = Sandbox::from_snapshot(&snap).unwrap().run(&list()).unwrap();
+            assert_eq!(out.stdout_str().lines().any(|l| l == "kernel"), opt_in, "{}", out.stderr_str());
+            assert_eq!(out.stderr_str().contains("Permission denied"), !opt_in, "{}", out.stderr_str());
+        }
+    }
+}
+
+#[test]
+fn cli_mounts_kernel_filesystems_only_when_asked() {
+    let cli = |flag: &str| {
+        std::process::Command::new(hvsandbox_bin())
+            .args(["run", flag, "/proc:/k", "--", BUSYBOX, "ls", "/k"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cli("--mount");
+    assert_eq!(out.status.code(), Some(125), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel filesystem"));
+    let out = cli("--mount-kernel-fs");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "version"));
+}

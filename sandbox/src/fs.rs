@@ -9,6 +9,16 @@
 //! tree, where a mount's `..` is a guest directory and a symlink's target
 //! is a guest path.
 //!
+//! What the guest may read is what a user who is neither a file's owner
+//! nor in its group may read on Linux — the guest runtime shows host files
+//! as root's and runs the program as uid 1000, so it applies their "other"
+//! permission bits — and the host applies the same rule itself, whoever
+//! the host process is (root reads everything through its owner bits):
+//! looking a name up needs "other" search (`x`) on the directory, listing
+//! one needs "other" read, reading a file needs "other" read when its fd
+//! is (re)opened. Kernel filesystems (procfs, sysfs, ...) are not entered
+//! unless the mount opts in (see `kernel_fs.rs`).
+//!
 //! Nothing here knows KVM: the hypercall handler in `sandbox.rs` checks
 //! the guest's buffers and calls in with plain bytes, so this is tested
 //! on its own.
@@ -18,11 +28,24 @@ use std::ffi::{CStr, CString};
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hvsandbox_core::abi;
 use hvsandbox_core::abi::fs::{Dirent, ManifestEntry, Stat, FIRST_HANDLE, NAME_MAX, PATH_MAX};
+
+#[path = "kernel_fs.rs"]
+mod kernel_fs;
+
+/// A read-only host directory grafted into the guest's tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Mount {
+    pub host: PathBuf,
+    /// Absolute, normalised guest path.
+    pub guest: String,
+    /// Whether kernel filesystems may be entered below it (or be its root).
+    pub kernel_fs: bool,
+}
 
 /// A positive errno value; the guest receives its negation.
 pub(crate) type Errno = i32;
@@ -383,6 +406,41 @@ fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<Listed>, Errno> {
     Ok(out)
 }
 
+/// Whether the guest's user may do `bits` (`S_IROTH`, `S_IXOTH`) to a
+/// host object: its "other" permission bits, as the guest runtime checks
+/// them (`EACCES` otherwise).
+fn other_may(st: &libc::stat, bits: u32) -> Result<(), Errno> {
+    if st.st_mode & bits == bits {
+        Ok(())
+    } else {
+        Err(libc::EACCES)
+    }
+}
+
+/// Opens mount root `host_dir` (an `O_PATH` directory fd) and checks it
+/// is not a kernel filesystem unless `kernel_fs`.
+pub(crate) fn open_mount_root(host_dir: &Path, kernel_fs: bool) -> std::io::Result<(OwnedFd, libc::stat)> {
+    let path =
+        CString::new(host_dir.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `path` is NUL-terminated; the result is checked below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = fstat(fd.as_fd()).map_err(std::io::Error::from_raw_os_error)?;
+    if !kernel_fs {
+        if let Some(name) = kernel_fs::of_root(fd.as_fd(), st.st_dev).map_err(std::io::Error::from_raw_os_error)? {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("it is on {name}, a kernel filesystem (mount_with_kernel_fs allows that)"),
+            ));
+        }
+    }
+    Ok((fd, st))
+}
+
 fn abi_stat(st: &libc::stat) -> Stat {
     Stat {
         // Set-id bits mean nothing in the guest.
@@ -418,6 +476,8 @@ struct HostNode {
     ino: u64,
     /// `S_IFDIR`, `S_IFREG` or `S_IFLNK`.
     fmt: u32,
+    /// Kernel filesystems may be entered below (its mount opted in).
+    kernel_fs: bool,
     path_fd: Option<OwnedFd>,
     path_tick: u64,
     read_fd: Option<OwnedFd>,
@@ -444,6 +504,8 @@ pub(crate) struct HostFs {
     /// Open evictable fds by last use: tick -> (handle, slot).
     lru: BTreeMap<u64, (u64, FdSlot)>,
     tick: u64,
+    /// Devices met this run -> the kernel filesystem they are, if any.
+    kinds: HashMap<u64, Option<&'static str>>,
 }
 
 impl Default for HostFs {
@@ -463,6 +525,7 @@ impl HostFs {
             lookups: HashMap::new(),
             lru: BTreeMap::new(),
             tick: 0,
+            kinds: HashMap::new(),
         }
     }
 
@@ -480,23 +543,16 @@ impl HostFs {
         Ok(self.nodes.len() as u64 - 1 + FIRST_HANDLE)
     }
 
-    /// Opens `host_dir` as a mount root; returns its handle.
-    pub(crate) fn add_mount(&mut self, host_dir: &Path) -> std::io::Result<u64> {
-        let path = CString::new(host_dir.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: `path` is NUL-terminated; the result is checked below.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: open returned a new fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let st = fstat(fd.as_fd()).map_err(std::io::Error::from_raw_os_error)?;
+    /// Opens `host_dir` as a mount root; returns its handle. Kernel
+    /// filesystems are refused at and below it unless `kernel_fs`.
+    pub(crate) fn add_mount(&mut self, host_dir: &Path, kernel_fs: bool) -> std::io::Result<u64> {
+        let (fd, st) = open_mount_root(host_dir, kernel_fs)?;
         self.push(Node::Host(HostNode {
             origin: None,
             dev: st.st_dev,
             ino: st.st_ino,
             fmt: libc::S_IFDIR,
+            kernel_fs,
             path_fd: Some(fd),
             path_tick: 0,
             read_fd: None,
@@ -571,24 +627,52 @@ impl HostFs {
         }
     }
 
-    /// Opens `name` in directory `parent` and checks it is still the
-    /// object the handle was made for.
-    fn reopen(&mut self, parent: u64, name: &CStr, flags: i32, dev: u64, ino: u64) -> Result<OwnedFd, Errno> {
+    /// Opens node `handle` again by name from its parent directory, which
+    /// the guest's user must still be able to search, and checks it is
+    /// still the object the handle was made for; returns the fd and its
+    /// status.
+    fn reopen(&mut self, handle: u64, flags: i32) -> Result<(OwnedFd, libc::stat), Errno> {
+        let n = self.host(handle)?;
+        let (parent, name) = n.origin.clone().ok_or(libc::EIO)?;
+        let (dev, ino, kernel_fs) = (n.dev, n.ino, n.kernel_fs);
         let fd = {
             let dir = self.path_fd(parent)?;
-            openat(dir, name, flags | libc::O_NOFOLLOW).map_err(|e| match e {
+            other_may(&fstat(dir)?, libc::S_IXOTH)?;
+            openat(dir, &name, flags | libc::O_NOFOLLOW).map_err(|e| match e {
                 // The name is gone or is now something else.
                 libc::ENOENT | libc::ELOOP | libc::ENOTDIR => libc::ESTALE,
                 e => e,
             })?
         };
         let st = fstat(fd.as_fd())?;
-        // (0, 0): a node restored from a snapshot file made on another
-        // host, whose identity is unknown; the name decides.
-        if (dev, ino) != (0, 0) && (st.st_dev, st.st_ino) != (dev, ino) {
+        if (dev, ino) == (0, 0) {
+            // A node restored from a snapshot file made on another host,
+            // whose identity is unknown: the name decides, so check what
+            // it is now.
+            if !kernel_fs {
+                self.check_kernel_fs(fd.as_fd(), st.st_dev)?;
+            }
+        } else if (st.st_dev, st.st_ino) != (dev, ino) {
             return Err(libc::ESTALE);
         }
-        Ok(fd)
+        Ok((fd, st))
+    }
+
+    /// Refuses (`EACCES`) an object on a kernel filesystem; `fd` is it, on
+    /// device `dev`.
+    fn check_kernel_fs(&mut self, fd: BorrowedFd<'_>, dev: u64) -> Result<(), Errno> {
+        let kind = match self.kinds.get(&dev) {
+            Some(&kind) => kind,
+            None => {
+                let kind = kernel_fs::of_mount(fd)?;
+                self.kinds.insert(dev, kind);
+                kind
+            }
+        };
+        match kind {
+            Some(_) => Err(libc::EACCES),
+            None => Ok(()),
+        }
     }
 
     /// The node's `O_PATH` fd, reopened (by name from its parent, which
@@ -608,39 +692,44 @@ impl HostFs {
         }
         self.touch(cur, FdSlot::Path);
         for &child in chain.iter().rev() {
-            let n = self.host(child)?;
-            let (parent, name) = n.origin.clone().ok_or(libc::EIO)?;
-            let (dev, ino) = (n.dev, n.ino);
-            let fd = self.reopen(parent, &name, libc::O_PATH, dev, ino)?;
+            let (fd, _) = self.reopen(child, libc::O_PATH)?;
             self.install(child, FdSlot::Path, fd);
         }
         self.host(handle)?.path_fd.as_ref().map(|fd| fd.as_fd()).ok_or(libc::EIO)
     }
 
     /// The `O_RDONLY` fd of a regular file, opened by name from its parent
-    /// on first use.
+    /// on first use (and again after eviction), if the guest's user may
+    /// read the file then.
     fn read_fd(&mut self, handle: u64) -> Result<BorrowedFd<'_>, Errno> {
         let n = self.host(handle)?;
         if n.read_fd.is_some() {
             self.touch(handle, FdSlot::Read);
         } else {
-            let (parent, name) = n.origin.clone().ok_or(libc::EISDIR)?;
-            let (dev, ino) = (n.dev, n.ino);
+            if n.origin.is_none() {
+                return Err(libc::EISDIR); // a mount root
+            }
             // O_NONBLOCK: should the name have been swapped for a FIFO,
             // the open must not hang (the identity check then fails).
             let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
-            let fd = self.reopen(parent, &name, flags, dev, ino)?;
+            let (fd, st) = self.reopen(handle, flags)?;
+            other_may(&st, libc::S_IROTH)?;
             self.install(handle, FdSlot::Read, fd);
         }
         self.host(handle)?.read_fd.as_ref().map(|fd| fd.as_fd()).ok_or(libc::EIO)
     }
 
     /// Looks up one name in directory `dir`, without following symlinks.
+    /// The guest's user must be able to search `dir`; kernel filesystems
+    /// are refused unless the mount opted in (`EACCES` for both).
     pub(crate) fn lookup(&mut self, dir: u64, name: &[u8]) -> Result<(u64, Stat), Errno> {
         check_name(name)?;
-        if self.host(dir)?.fmt != libc::S_IFDIR {
+        let d = self.host(dir)?;
+        let (fmt, dir_dev, kernel_fs) = (d.fmt, d.dev, d.kernel_fs);
+        if fmt != libc::S_IFDIR {
             return Err(libc::ENOTDIR);
         }
+        other_may(&fstat(self.path_fd(dir)?)?, libc::S_IXOTH)?;
         let key = (dir, name.to_vec());
         if let Some(&h) = self.lookups.get(&key) {
             return Ok((h, self.stat(h)?));
@@ -656,11 +745,17 @@ impl HostFs {
             // Devices, FIFOs and sockets are not shared with the guest.
             return Err(libc::EACCES);
         }
+        // Another device: a mount crossing (or overlayfs's per-file
+        // devices). An unknown parent device (0) counts as another.
+        if !kernel_fs && st.st_dev != dir_dev {
+            self.check_kernel_fs(fd.as_fd(), st.st_dev)?;
+        }
         let h = self.push(Node::Host(HostNode {
             origin: Some((dir, cname)),
             dev: st.st_dev,
             ino: st.st_ino,
             fmt,
+            kernel_fs,
             path_fd: None,
             path_tick: 0,
             read_fd: None,
@@ -697,11 +792,13 @@ impl HostFs {
     }
 
     /// Packs whole [`Dirent`] records, from entry `start` on, into at
-    /// most `max_len` bytes; empty past the last entry.
+    /// most `max_len` bytes; empty past the last entry. The guest's user
+    /// must be able to read the directory.
     pub(crate) fn readdir(&mut self, handle: u64, start: u64, max_len: usize) -> Result<Vec<u8>, Errno> {
         if self.host(handle)?.fmt != libc::S_IFDIR {
             return Err(libc::ENOTDIR);
         }
+        other_may(&fstat(self.path_fd(handle)?)?, libc::S_IROTH)?;
         if self.host(handle)?.listing.is_none() {
             let listing = list_dir(self.path_fd(handle)?)?;
             if let Some(n) = self.host_mut(handle) {
@@ -878,7 +975,7 @@ mod tests {
     fn lookup_walks_nested_directories_and_reads_files() {
         let t = tree();
         let mut fs = HostFs::default();
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         assert_eq!(root, FIRST_HANDLE);
         let (a, st) = fs.lookup(root, b"a").unwrap();
         assert_eq!(st.mode & libc::S_IFMT, libc::S_IFDIR);
@@ -899,7 +996,7 @@ mod tests {
     fn repeated_lookups_reuse_the_handle() {
         let t = tree();
         let mut fs = HostFs::default();
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         let (h1, _) = fs.lookup(root, b"hello.txt").unwrap();
         let before = fs.handles();
         for _ in 0..100 {
@@ -912,7 +1009,7 @@ mod tests {
     fn dot_dot_slash_and_nul_names_are_refused() {
         let t = tree();
         let mut fs = HostFs::default();
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         assert_eq!(fs.lookup(root, b".."), Err(libc::EINVAL));
         assert_eq!(fs.lookup(root, b"."), Err(libc::EINVAL));
         assert_eq!(fs.lookup(root, b"a/b"), Err(libc::EINVAL));
@@ -927,7 +1024,7 @@ mod tests {
     fn symlinks_are_returned_not_followed() {
         let t = tree();
         let mut fs = HostFs::default();
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         for (name, target) in [("passwd", "/etc/passwd"), ("up", "../../..")] {
             let (h, st) = fs.lookup(root, name.as_bytes()).unwrap();
             assert_eq!(st.mode & libc::S_IFMT, libc::S_IFLNK, "{name}");
@@ -945,7 +1042,7 @@ mod tests {
     fn reads_at_offsets() {
         let t = tree();
         let mut fs = HostFs::default();
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         let (h, _) = fs.lookup(root, b"hello.txt").unwrap();
         let mut buf = [0u8; 5];
         assert_eq!(fs.read(h, 7, &mut buf), Ok(5));
@@ -966,7 +1063,7 @@ mod tests {
         }
         std::fs::create_dir(t.0.join("sub")).unwrap();
         let mut fs = HostFs::default();
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         // Each record is 10 + 7 bytes; 40 bytes hold two.
         let mut all = Vec::new();
         loop {
@@ -994,7 +1091,7 @@ mod tests {
             std::fs::write(t.0.join(format!("f{i}")), "x").unwrap();
         }
         let mut fs = HostFs::with_limits(4, 2);
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         let handles: Vec<u64> = (0..3).map(|i| fs.lookup(root, format!("f{i}").as_bytes()).unwrap().0).collect();
         assert_eq!(fs.lookup(root, b"f3"), Err(libc::EMFILE));
         assert_eq!(fs.add_blob(Arc::from(&b"x"[..]), 0o644), Err(libc::EMFILE));
@@ -1011,7 +1108,7 @@ mod tests {
         std::fs::write(t.0.join("a/b/other.txt"), "other").unwrap();
         // One evictable fd: every step closes the previous one.
         let mut fs = HostFs::with_limits(100, 1);
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         let (a, _) = fs.lookup(root, b"a").unwrap();
         let (b, _) = fs.lookup(a, b"b").unwrap();
         let (deep, _) = fs.lookup(b, b"deep.txt").unwrap();
@@ -1056,7 +1153,7 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::fs::write(t.0.join("plain"), "").unwrap();
         let mut fs = HostFs::default();
-        let root = fs.add_mount(&t.0).unwrap();
+        let root = fs.add_mount(&t.0, false).unwrap();
         assert_eq!(fs.lookup(root, b"fifo"), Err(libc::EACCES));
         assert_eq!(dirents(&fs.readdir(root, 0, 4096).unwrap()), [("plain".to_string(), libc::DT_REG)]);
     }
@@ -1065,9 +1162,218 @@ mod tests {
     fn mount_root_must_be_a_directory() {
         let t = tree();
         let mut fs = HostFs::default();
-        assert!(fs.add_mount(&t.0.join("hello.txt")).is_err());
-        assert!(fs.add_mount(&t.0.join("missing")).is_err());
+        assert!(fs.add_mount(&t.0.join("hello.txt"), false).is_err());
+        assert!(fs.add_mount(&t.0.join("missing"), false).is_err());
         assert_eq!(fs.handles(), 0);
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// root/ (0755)
+    ///   shadow       0600 "secret"      (the owner's only, as /etc/shadow)
+    ///   group-only   0640 "group"
+    ///   public       0644 "public"
+    ///   private/     0700 with "inner" 0644
+    ///   search-only/ 0711 with "inner" 0644
+    ///   list-only/   0744 with "inner" 0644
+    fn permission_tree() -> TempDir {
+        let t = TempDir::new();
+        chmod(&t.0, 0o755);
+        for (name, mode) in [("shadow", 0o600), ("group-only", 0o640), ("public", 0o644)] {
+            std::fs::write(t.0.join(name), name).unwrap();
+            chmod(&t.0.join(name), mode);
+        }
+        for (name, mode) in [("private", 0o700), ("search-only", 0o711), ("list-only", 0o744)] {
+            std::fs::create_dir(t.0.join(name)).unwrap();
+            std::fs::write(t.0.join(name).join("inner"), "inner").unwrap();
+            chmod(&t.0.join(name).join("inner"), 0o644);
+            chmod(&t.0.join(name), mode);
+        }
+        t
+    }
+
+    #[test]
+    fn the_guests_users_permissions_are_applied_on_the_host() {
+        // The tests run as root, which may read everything: the host must
+        // still refuse what a user who is not the owner may not do.
+        let t = permission_tree();
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(&t.0, false).unwrap();
+        let mut buf = [0u8; 16];
+        // Files: looked up and stat'ed (as on Linux), read only with "other" r.
+        for name in ["shadow", "group-only"] {
+            let (h, st) = fs.lookup(root, name.as_bytes()).unwrap();
+            assert_eq!(st.size, name.len() as u64);
+            assert_eq!(fs.read(h, 0, &mut buf), Err(libc::EACCES), "{name}");
+        }
+        let (public, _) = fs.lookup(root, b"public").unwrap();
+        assert_eq!(read_all(&mut fs, public), b"public");
+        // Directories: x to look up in, r to list.
+        let (private, _) = fs.lookup(root, b"private").unwrap();
+        assert_eq!(fs.lookup(private, b"inner"), Err(libc::EACCES));
+        assert_eq!(fs.readdir(private, 0, 4096), Err(libc::EACCES));
+        let (search_only, _) = fs.lookup(root, b"search-only").unwrap();
+        let (inner, _) = fs.lookup(search_only, b"inner").unwrap();
+        assert_eq!(read_all(&mut fs, inner), b"inner");
+        assert_eq!(fs.readdir(search_only, 0, 4096), Err(libc::EACCES));
+        let (list_only, _) = fs.lookup(root, b"list-only").unwrap();
+        assert_eq!(dirents(&fs.readdir(list_only, 0, 4096).unwrap()), [("inner".to_string(), libc::DT_REG)]);
+        assert_eq!(fs.lookup(list_only, b"inner"), Err(libc::EACCES));
+        // The mount root too.
+        chmod(&t.0, 0o700);
+        assert_eq!(fs.lookup(root, b"public"), Err(libc::EACCES), "a known name too");
+        assert_eq!(fs.readdir(root, 0, 4096), Err(libc::EACCES));
+    }
+
+    #[test]
+    fn permissions_are_checked_again_when_a_file_is_reopened() {
+        let t = permission_tree();
+        // One evictable fd: every step closes the previous one.
+        let mut fs = HostFs::with_limits(100, 1);
+        let root = fs.add_mount(&t.0, false).unwrap();
+        let (public, _) = fs.lookup(root, b"public").unwrap();
+        let (shadow, _) = fs.lookup(root, b"shadow").unwrap();
+        assert_eq!(read_all(&mut fs, public), b"public");
+        assert_eq!(fs.read(shadow, 0, &mut [0; 8]), Err(libc::EACCES));
+        chmod(&t.0.join("public"), 0o600);
+        chmod(&t.0.join("shadow"), 0o644);
+        fs.stat(root).unwrap();
+        assert_eq!(fs.lookup(root, b"search-only").map(|_| ()), Ok(())); // evicts public's fd
+        assert_eq!(fs.read(public, 0, &mut [0; 8]), Err(libc::EACCES));
+        assert_eq!(read_all(&mut fs, shadow), b"shadow");
+        // Reopening by name needs search permission on the directory.
+        let (search_only, _) = fs.lookup(root, b"search-only").unwrap();
+        let (inner, _) = fs.lookup(search_only, b"inner").unwrap();
+        chmod(&t.0.join("search-only"), 0o700);
+        fs.stat(root).unwrap();
+        fs.lookup(root, b"public").unwrap(); // evicts inner's and search-only's fds
+        assert_eq!(fs.read(inner, 0, &mut [0; 8]), Err(libc::EACCES));
+    }
+
+    /// Whether `path` is a mount point of filesystem type `fstype`.
+    fn mounted(path: &str, fstype: &str) -> bool {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        info.lines().any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|&x| x == "-").unwrap();
+            f[4] == path && f[sep + 1] == fstype
+        })
+    }
+
+    #[test]
+    fn kernel_filesystems_are_not_entered_below_a_mount() {
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(Path::new("/"), false).unwrap();
+        let mut refused = vec!["proc", "sys"];
+        if mounted("/dev", "devtmpfs") {
+            refused.push("dev");
+        }
+        for name in refused {
+            assert_eq!(fs.lookup(root, name.as_bytes()), Err(libc::EACCES), "{name}");
+        }
+        // Ordinary directories are entered; the listing still names the
+        // mount points (a name reveals nothing).
+        let (etc, _) = fs.lookup(root, b"etc").unwrap();
+        fs.lookup(etc, b"passwd").unwrap();
+        let names: Vec<String> = dirents(&fs.readdir(root, 0, 1 << 16).unwrap()).into_iter().map(|e| e.0).collect();
+        assert!(names.iter().any(|n| n == "proc"), "{names:?}");
+    }
+
+    #[test]
+    fn kernel_filesystems_are_entered_when_the_mount_opts_in() {
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(Path::new("/"), true).unwrap();
+        let (proc, _) = fs.lookup(root, b"proc").unwrap();
+        let (version, _) = fs.lookup(proc, b"version").unwrap();
+        let mut buf = [0u8; 64];
+        let n = fs.read(version, 0, &mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"Linux version"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+        // The permission rule still holds: /proc/self/environ is 0400.
+        let pid = std::process::id().to_string();
+        let (me, _) = fs.lookup(proc, pid.as_bytes()).unwrap();
+        let (environ, _) = fs.lookup(me, b"environ").unwrap();
+        assert_eq!(fs.read(environ, 0, &mut buf), Err(libc::EACCES));
+        let (sys, _) = fs.lookup(root, b"sys").unwrap();
+        assert!(!fs.readdir(sys, 0, 4096).unwrap().is_empty());
+    }
+
+    #[test]
+    fn kernel_filesystem_mount_roots_need_the_opt_in() {
+        let mut roots = vec![("/proc", "proc"), ("/sys", "sysfs"), ("/proc/self", "proc")];
+        if mounted("/dev", "devtmpfs") {
+            roots.push(("/dev", "devtmpfs"));
+        }
+        if mounted("/sys/fs/cgroup", "cgroup2") {
+            roots.push(("/sys/fs/cgroup", "cgroup2"));
+        }
+        for (root, name) in roots {
+            let mut fs = HostFs::default();
+            let e = fs.add_mount(Path::new(root), false).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{root}");
+            assert!(e.to_string().contains(&format!("on {name}, a kernel filesystem")), "{root}: {e}");
+            assert_eq!(fs.handles(), 0);
+            fs.add_mount(Path::new(root), true).unwrap();
+        }
+        // A plain directory, and tmpfs (not devtmpfs), are fine.
+        let t = TempDir::new();
+        HostFs::default().add_mount(&t.0, false).unwrap();
+        if mounted("/dev/shm", "tmpfs") {
+            HostFs::default().add_mount(Path::new("/dev/shm"), false).unwrap();
+        }
+    }
+
+    #[test]
+    fn snapshots_keep_the_kernel_filesystem_choice() {
+        let mut fs = HostFs::default();
+        let root = fs.add_mount(Path::new("/"), true).unwrap();
+        let (proc, _) = fs.lookup(root, b"proc").unwrap();
+        let (version, _) = fs.lookup(proc, b"version").unwrap();
+        let mut entries = fs.export();
+        let mount = |kernel_fs| Mount { host: "/".into(), guest: "/host".into(), kernel_fs };
+        let mut buf = [0u8; 8];
+        // In this process the identities are known and kept.
+        let mut again = HostFs::import(&entries, &[mount(true)]).unwrap();
+        assert_eq!(again.read(version, 0, &mut buf), Ok(8));
+        // From a file (no identities) the names decide, and are checked.
+        for e in &mut entries {
+            if let FsEntry::Child { dev, ino, .. } = e {
+                (*dev, *ino) = (0, 0);
+            }
+        }
+        let mut refused = HostFs::import(&entries, &[mount(false)]).unwrap();
+        assert_eq!(refused.stat(proc), Err(libc::EACCES));
+        assert_eq!(refused.read(version, 0, &mut buf), Err(libc::EACCES));
+        assert_eq!(refused.lookup(root, b"proc"), Err(libc::EACCES));
+        let mut allowed = HostFs::import(&entries, &[mount(true)]).unwrap();
+        assert_eq!(allowed.read(version, 0, &mut buf), Ok(8));
+        // A kernel filesystem as the root is refused on import too.
+        let proc_root = Mount { host: "/proc".into(), guest: "/p".into(), kernel_fs: false };
+        assert!(HostFs::import(&[FsEntry::Mount(0)], &[proc_root]).is_err());
+    }
+
+    #[test]
+    fn mount_table_records_are_parsed() {
+        assert_eq!(kernel_fs::mount_id(b"pos:\t0\nflags:\t012400000\nmnt_id:\t22\nino:\t1\n"), Some(22));
+        assert_eq!(kernel_fs::mount_id(b"pos:\t0\n"), None);
+        assert_eq!(kernel_fs::mount_id(b"mnt_id:\tx\n"), None);
+        let info = b"\
+27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 master:3 - proc proc rw
+30 27 0:25 / /my\\040dir rw - tmpfs tmpfs rw
+31 27 0:26 / /- rw - devtmpfs udev rw
+";
+        assert_eq!(kernel_fs::mount_type(info, 27), Some(&b"ext4"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 22), Some(&b"proc"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 30), Some(&b"tmpfs"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 31), Some(&b"devtmpfs"[..]));
+        assert_eq!(kernel_fs::mount_type(info, 2), None);
+        assert_eq!(kernel_fs::mount_type(b"2", 2), None);
+        assert_eq!(kernel_fs::kernel_fs_named(b"cgroup2"), Some("cgroup2"));
+        assert_eq!(kernel_fs::kernel_fs_named(b"ext4"), None);
+        assert_eq!(kernel_fs::kernel_fs_named(b"fuse.sshfs"), None);
     }
 
     #[test]
@@ -1224,15 +1530,15 @@ impl HostFs {
     }
 
     /// A table with the same handles as `entries`: mount roots opened from
-    /// `mounts` (host directories, in order), every other node reopened
-    /// by name on first use.
-    pub(crate) fn import(entries: &[FsEntry], mounts: &[&Path]) -> std::io::Result<HostFs> {
+    /// `mounts` (in order, each with its kernel filesystem choice, checked
+    /// again), every other node reopened by name on first use.
+    pub(crate) fn import(entries: &[FsEntry], mounts: &[Mount]) -> std::io::Result<HostFs> {
         let mut fs = HostFs::default();
         for e in entries {
             match e {
                 FsEntry::Mount(i) => {
-                    let path = mounts.get(*i).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-                    fs.add_mount(path)?;
+                    let m = mounts.get(*i).ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+                    fs.add_mount(&m.host, m.kernel_fs)?;
                 }
                 FsEntry::Child { parent, name, dev, ino, fmt } => {
                     if *parent >= FIRST_HANDLE + fs.nodes.len() as u64 {
@@ -1241,12 +1547,14 @@ impl HostFs {
                     let name =
                         CString::new(name.clone()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
                     let key = (*parent, name.as_bytes().to_vec());
+                    let kernel_fs = fs.host(*parent).is_ok_and(|p| p.kernel_fs);
                     let h = fs
                         .push(Node::Host(HostNode {
                             origin: Some((*parent, name)),
                             dev: *dev,
                             ino: *ino,
                             fmt: *fmt,
+                            kernel_fs,
                             path_fd: None,
                             path_tick: 0,
                             read_fd: None,

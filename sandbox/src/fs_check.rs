@@ -361,7 +361,7 @@ impl<'t> World<'t> {
             .filter(|(i, _)| limits.roots & (1 << i) != 0)
             .map(|(_, r)| r.to_string())
             .collect();
-        let root = fs.add_mount(&tree.dir).expect("mount the test tree");
+        let root = fs.add_mount(&tree.dir, false).expect("mount the test tree");
         assert_eq!(root, FIRST_HANDLE);
         World {
             tree,

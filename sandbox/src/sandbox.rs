@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, ThreadKick
 
 use crate::command::{Command, GuestFile, ProgramSource, DEFAULT_FILE_MODE};
 use crate::error::{Error, ErrorKind, PartialOutput, Result};
-use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord};
+use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord, Mount};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint};
@@ -36,13 +36,6 @@ pub const DEFAULT_MAX_INPUT: u64 = 256 << 20;
 pub const DEFAULT_MAX_COLLECT_BYTES: u64 = 64 << 20;
 /// Default cap on the number of files a run sends back.
 pub const DEFAULT_MAX_COLLECT_FILES: usize = 4096;
-
-/// A read-only host directory grafted into the guest's tree.
-#[derive(Clone, Debug)]
-struct Mount {
-    host: PathBuf,
-    guest: String,
-}
 
 /// Settings of a sandbox, fixed when it is built.
 #[derive(Clone, Debug)]
@@ -159,6 +152,20 @@ impl SandboxBuilder {
     /// normalised, not `/`) in every run. The guest sees only what is
     /// inside: its `..` and the symlinks in it resolve in the guest's tree.
     ///
+    /// The guest reads what a host user who is neither a file's owner nor
+    /// in its group could: it enters a directory if its "other" permission
+    /// bits allow search (`x`), lists it if they allow read, and reads a
+    /// file if they allow read (`EACCES` otherwise) — checked by the host,
+    /// whoever runs it. So `/etc/shadow` stays unreadable, and a directory
+    /// made with mode 0700 (as temporary directories often are) can be
+    /// neither entered nor listed until it is made 0755 (or 0711: entered,
+    /// not listed). The mount's root is no exception.
+    ///
+    /// Kernel filesystems — procfs, sysfs, cgroupfs, devtmpfs, debugfs,
+    /// tracefs, securityfs, bpf and the like — are not entered below
+    /// `host_dir` (`EACCES` for their mount points), and `host_dir` may not
+    /// be one (`InvalidConfig`): see [`mount_with_kernel_fs`](Self::mount_with_kernel_fs).
+    ///
     /// ```no_run
     /// use hvsandbox::{Command, Sandbox};
     /// let mut sb = Sandbox::builder().mount("/usr/share/dict", "/dict").build()?;
@@ -166,8 +173,24 @@ impl SandboxBuilder {
     /// # Ok::<(), hvsandbox::Error>(())
     /// ```
     pub fn mount(mut self, host_dir: impl AsRef<Path>, guest_path: impl AsRef<str>) -> Self {
-        let mount = Mount { host: host_dir.as_ref().to_path_buf(), guest: guest_path.as_ref().to_string() };
-        self.config.mounts.push(mount);
+        let (host, guest) = (host_dir.as_ref().to_path_buf(), guest_path.as_ref().to_string());
+        self.config.mounts.push(Mount { host, guest, kernel_fs: false });
+        self
+    }
+    /// Like [`mount`](Self::mount), but kernel filesystems below
+    /// `host_dir` (procfs, sysfs, cgroupfs, devtmpfs, debugfs, ...) are
+    /// entered too, and `host_dir` may be one: for showing the guest e.g.
+    /// `/sys/devices/system/cpu`. (The guest runtime reads a host file up
+    /// to the size the host reports, and procfs reports 0: procfs files
+    /// read as empty for now, though they can be listed.) Their files are the
+    /// host kernel's and other processes' state (with `/proc` mounted, a
+    /// file the permission bits let through, such as another process's
+    /// command line, is readable), so mount the narrowest directory that
+    /// holds what the program needs. The permission rule of
+    /// [`mount`](Self::mount) still applies.
+    pub fn mount_with_kernel_fs(mut self, host_dir: impl AsRef<Path>, guest_path: impl AsRef<str>) -> Self {
+        let (host, guest) = (host_dir.as_ref().to_path_buf(), guest_path.as_ref().to_string());
+        self.config.mounts.push(Mount { host, guest, kernel_fs: true });
         self
     }
     /// A file every run starts with, mode 0644 (see [`Command::file`]).
@@ -269,6 +292,8 @@ impl SandboxBuilder {
                     return Err(Error::InvalidConfig(format!("mount source {}: {e}", m.host.display())));
                 }
             }
+            fs::open_mount_root(&m.host, m.kernel_fs)
+                .map_err(|e| Error::InvalidConfig(format!("mount source {}: {e}", m.host.display())))?;
             if c.mounts[..i].iter().any(|other| other.guest == m.guest) {
                 return Err(Error::InvalidConfig(format!("two mounts at {}", m.guest)));
             }
@@ -344,11 +369,10 @@ impl SandboxBuilder {
         c.max_open_files = snapshot.max_open_files();
         let recorded = &snapshot.0.mounts;
         if c.mounts.is_empty() && !snapshot.0.from_file {
-            c.mounts =
-                recorded.iter().map(|(host, guest)| Mount { host: host.clone(), guest: guest.clone() }).collect();
+            c.mounts = recorded.clone();
             return Ok(());
         }
-        if let Some(m) = c.mounts.iter().find(|m| !recorded.iter().any(|(_, guest)| *guest == m.guest)) {
+        if let Some(m) = c.mounts.iter().find(|m| !recorded.iter().any(|r| r.guest == m.guest)) {
             return Err(Error::InvalidConfig(format!(
                 "mount at {}: the snapshot's guest has no mount there (mounts are fixed when a snapshot is taken)",
                 m.guest
@@ -356,7 +380,7 @@ impl SandboxBuilder {
         }
         // In the snapshot's order: its file handles refer to mounts by index.
         let mut mounts = Vec::with_capacity(recorded.len());
-        for (host, guest) in recorded {
+        for Mount { host, guest, .. } in recorded {
             let mut given = c.mounts.iter().filter(|m| m.guest == *guest);
             let m = given.next().ok_or_else(|| {
                 Error::InvalidConfig(format!(
@@ -835,7 +859,7 @@ impl Sandbox {
         match reply {
             Reply::Snapshot(b) => {
                 let (vm, state, fs) = *b;
-                let mounts = self.config.mounts.iter().map(|m| (m.host.clone(), m.guest.clone())).collect();
+                let mounts = self.config.mounts.clone();
                 let limits = GuestLimits {
                     max_processes: self.config.max_processes,
                     max_open_files: self.config.max_open_files,
@@ -982,8 +1006,7 @@ fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> R
         // mounts are the sandbox's, in the snapshot's order (see
         // `SandboxBuilder::adopt`).
         Some(snap) => {
-            let roots: Vec<&Path> = config.mounts.iter().map(|m| m.host.as_path()).collect();
-            HostFs::import(&snap.0.fs, &roots)
+            HostFs::import(&snap.0.fs, &config.mounts)
                 .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?
         }
         None => HostFs::default(),
@@ -1030,7 +1053,7 @@ fn prepare_fs(
     let mut records = Vec::new();
     for m in config.mounts.iter().filter(|_| with_mounts) {
         let handle = fs
-            .add_mount(&m.host)
+            .add_mount(&m.host, m.kernel_fs)
             .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
         let path = m.guest.clone();
         records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use hvsandbox_core::{abi, VcpuState, Vm};
 
 use crate::error::{Error, Result};
-use crate::fs::FsEntry;
+use crate::fs::{FsEntry, Mount};
 
 /// Where a snapshot was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,9 +57,10 @@ pub(crate) struct Inner {
     /// argv[0] of the program the snapshot runs (an entry snapshot's runs
     /// keep it).
     pub(crate) argv0: Vec<u8>,
-    /// Read-only host directories the guest had mounted (host, guest), in
-    /// handle order: runs from the snapshot mount the same guest paths.
-    pub(crate) mounts: Vec<(PathBuf, String)>,
+    /// Read-only host directories the guest had mounted (with their kernel
+    /// filesystem choice), in handle order: runs from the snapshot mount the
+    /// same guest paths.
+    pub(crate) mounts: Vec<Mount>,
     /// Read from a file: its host paths are untrusted, never opened unless
     /// the caller gives them (see `SandboxBuilder::build_from`).
     pub(crate) from_file: bool,
@@ -120,7 +121,7 @@ impl Snapshot {
     /// must mount the same guest paths: see
     /// [`crate::SandboxBuilder::build_from`].
     pub fn mounts(&self) -> impl Iterator<Item = (&Path, &str)> {
-        self.0.mounts.iter().map(|(host, guest)| (host.as_path(), guest.as_str()))
+        self.0.mounts.iter().map(|m| (m.host.as_path(), m.guest.as_str()))
     }
 
     pub(crate) fn memory_fd(&self) -> BorrowedFd<'_> {
@@ -134,7 +135,7 @@ impl Snapshot {
         vcpu: VcpuState,
         point: SnapshotPoint,
         argv0: Vec<u8>,
-        mounts: Vec<(PathBuf, String)>,
+        mounts: Vec<Mount>,
         limits: GuestLimits,
         fs: Vec<FsEntry>,
     ) -> Result<Snapshot> {
@@ -218,9 +219,9 @@ impl Snapshot {
         out.put_bytes(pod_bytes(&s.vcpu.xcrs))?;
         out.put_bytes(&s.argv0)?;
         out.put_u64(s.mounts.len() as u64)?;
-        for (host, guest) in &s.mounts {
-            out.put_bytes(host.as_os_str().as_bytes())?;
-            out.put_bytes(guest.as_bytes())?;
+        for m in &s.mounts {
+            out.put_bytes(m.host.as_os_str().as_bytes())?;
+            out.put_bytes(m.guest.as_bytes())?;
         }
         out.put_u64(s.fs.len() as u64)?;
         for e in &s.fs {
@@ -341,15 +342,16 @@ impl Snapshot {
     }
 }
 
-/// The mount list of a snapshot file: (host path as recorded, guest path).
+/// The mount list of a snapshot file: host path as recorded, guest path.
 /// Guest paths are checked as a builder's are; host paths are only
-/// recorded (never opened from the file).
-fn read_mounts<R: Read>(p: &mut Payload<R>) -> std::result::Result<Vec<(PathBuf, String)>, String> {
+/// recorded (never opened from the file), and whether kernel filesystems
+/// may be entered is the caller's choice when it gives the mount again.
+fn read_mounts<R: Read>(p: &mut Payload<R>) -> std::result::Result<Vec<Mount>, String> {
     let n = p.u64()?;
     if n > MAX_MOUNTS {
         return Err(format!("{n} mounts; at most {MAX_MOUNTS}"));
     }
-    let mut mounts: Vec<(PathBuf, String)> = Vec::new();
+    let mut mounts: Vec<Mount> = Vec::new();
     for _ in 0..n {
         let host = p.bytes(abi::fs::PATH_MAX, "a mount's host path")?;
         if host.is_empty() || host.contains(&0) {
@@ -358,10 +360,10 @@ fn read_mounts<R: Read>(p: &mut Payload<R>) -> std::result::Result<Vec<(PathBuf,
         let guest = String::from_utf8(p.bytes(abi::fs::PATH_MAX, "a mount's guest path")?)
             .map_err(|_| "a mount's guest path is not UTF-8")?;
         crate::fs::check_guest_path(&guest).map_err(|why| format!("mount point {guest:?} {why}"))?;
-        if guest == "/" || mounts.iter().any(|(_, g)| *g == guest) {
+        if guest == "/" || mounts.iter().any(|m| m.guest == guest) {
             return Err(format!("invalid or repeated mount point {guest:?}"));
         }
-        mounts.push((PathBuf::from(std::ffi::OsStr::from_bytes(&host)), guest));
+        mounts.push(Mount { host: PathBuf::from(std::ffi::OsStr::from_bytes(&host)), guest, kernel_fs: false });
     }
     Ok(mounts)
 }

@@ -87,6 +87,35 @@ int main(int argc, char **argv) {
         printf("file out elsewhere=%lld\n", (long long)call(FILE_OUT, NAME, 10, DATA, 6, 0, 0644));
         return 0;
     }
+    if (!strcmp(scenario, "paths")) {
+        /* argv[5...]: paths below the first mount (handle 1), walked one
+         * name at a time as a runtime that checks nothing would; then the
+         * object is read (a file: its first line) or listed. */
+        for (int i = 5; i < argc; i++) {
+            char path[1024], *save = 0;
+            snprintf(path, sizeof path, "%s", argv[i]);
+            int64_t h = 1;
+            uint32_t mode = 040000;
+            for (char *c = strtok_r(path, "/", &save); c && h > 0; c = strtok_r(0, "/", &save)) {
+                h = lookup(h, c);
+                if (h < 0) printf("%s: lookup %s=%lld\n", argv[i], c, (long long)h);
+                memcpy(&mode, scratch + 256, sizeof mode);
+            }
+            if (h < 0) continue;
+            if ((mode & 0170000) == 040000) {
+                int64_t n = call(FS_READDIR, h, 0, DATA, 4096, 0, 0);
+                printf("%s: readdir=%s%lld\n", argv[i], n > 0 ? "ok:" : "", (long long)(n > 0 ? n > 0 : n));
+            } else {
+                int64_t n = call(FS_READ, h, 0, DATA, 64, 0, 0);
+                char *text = (char *)scratch + 512;
+                int len = 0;
+                while (n > 0 && len < n && text[len] != '\n') len++;
+                if (n >= 0) printf("%s: read=%.*s\n", argv[i], len, text);
+                else printf("%s: read=%lld\n", argv[i], (long long)n);
+            }
+        }
+        return 0;
+    }
     if (!strcmp(scenario, "user-buffers")) {
         /* Buffers in the program's own memory, reached through the page
          * tables; the read straddles a page boundary. */

@@ -128,6 +128,9 @@ struct RunArgs {
     /// Show a host directory read-only in the guest at GUEST (repeatable).
     #[arg(long = "mount", value_name = "HOST:GUEST")]
     mounts: Vec<OsString>,
+    /// As --mount, but kernel filesystems (procfs, sysfs, ...) at or below HOST are shown too (repeatable).
+    #[arg(long = "mount-kernel-fs", value_name = "HOST:GUEST")]
+    kernel_fs_mounts: Vec<OsString>,
     /// Copy a host file into the guest at GUEST, keeping its permission bits (repeatable).
     #[arg(long = "file", value_name = "GUEST=HOSTPATH")]
     files: Vec<OsString>,
@@ -315,6 +318,19 @@ fn split_arg(s: &OsString, sep: u8, last: bool) -> Option<(&[u8], &[u8])> {
     let b = s.as_bytes();
     let at = if last { b.iter().rposition(|&c| c == sep) } else { b.iter().position(|&c| c == sep) }?;
     Some((&b[..at], &b[at + 1..]))
+}
+
+/// The builder with the mounts of --mount and --mount-kernel-fs.
+fn add_mounts(mut builder: hvsandbox::SandboxBuilder, r: &RunArgs) -> Result<hvsandbox::SandboxBuilder, Error> {
+    let specs = r.mounts.iter().map(|s| (s, false)).chain(r.kernel_fs_mounts.iter().map(|s| (s, true)));
+    for (spec, kernel_fs) in specs {
+        let flag = if kernel_fs { "--mount-kernel-fs" } else { "--mount" };
+        let (host, guest) = split_arg(spec, b':', true)
+            .ok_or_else(|| Error::InvalidConfig(format!("{flag} {spec:?}: expected HOST:GUEST")))?;
+        let (host, guest) = (std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, flag)?);
+        builder = if kernel_fs { builder.mount_with_kernel_fs(host, guest) } else { builder.mount(host, guest) };
+    }
+    Ok(builder)
 }
 
 fn utf8_guest_path(bytes: &[u8], flag: &str) -> Result<String, Error> {
@@ -573,11 +589,7 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     if let Some(cpu) = args.cpu_time {
         builder = builder.cpu_time(cpu);
     }
-    for spec in &args.mounts {
-        let (host, guest) = split_arg(spec, b':', true)
-            .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
-        builder = builder.mount(std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, "--mount")?);
-    }
+    builder = add_mounts(builder, &args)?;
     let mut sandbox = match &snapshot {
         Some(snap) => builder.build_from(snap)?,
         None => builder.build()?,
@@ -636,13 +648,8 @@ fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
     if timeout.is_zero() {
         return Err(timed_out(r.timeout));
     }
-    let mut builder = guest_settings(Sandbox::builder(), r).timeout(timeout).max_input(r.max_input).seccomp(r.seccomp);
-    for spec in &r.mounts {
-        let (host, guest) = split_arg(spec, b':', true)
-            .ok_or_else(|| Error::InvalidConfig(format!("--mount {spec:?}: expected HOST:GUEST")))?;
-        builder = builder.mount(std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, "--mount")?);
-    }
-    let mut sandbox = builder.build()?;
+    let builder = guest_settings(Sandbox::builder(), r).timeout(timeout).max_input(r.max_input).seccomp(r.seccomp);
+    let mut sandbox = add_mounts(builder, r)?.build()?;
     let snap = if args.at == "entry" {
         sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Entry)?
     } else {

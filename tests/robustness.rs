@@ -82,11 +82,7 @@ fn non_canonical_entry_point_is_an_invalid_program() {
     // the file as a script, which fails) and the shell goes on.
     let bad = hello_with_entry(Flavor::MuslStatic, 0xdead_0000_0000_0000);
     let out = sb
-        .run(
-            &Command::new(BUSYBOX)
-                .args(["sh", "-c", "/x/bad; echo st=$?"])
-                .file_with_mode("/x/bad", bad, 0o755),
-        )
+        .run(&Command::new(BUSYBOX).args(["sh", "-c", "/x/bad; echo st=$?"]).file_with_mode("/x/bad", bad, 0o755))
         .unwrap();
     assert_eq!(out.stdout_str(), "st=2\n", "{}", out.stderr_str());
     assert_eq!(out.status, ExitStatus::Code(0));

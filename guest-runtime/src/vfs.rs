@@ -869,11 +869,8 @@ pub fn path_of(node: &NodeRef) -> Result<Vec<u8>, Errno> {
 /// record of an open file's path (a directory too deep to name counts as
 /// "/...").
 pub fn absolute(base: &NodeRef, path: &[u8]) -> Vec<u8> {
-    let mut full = if path.first() == Some(&b'/') {
-        Vec::new()
-    } else {
-        path_of(base).unwrap_or_else(|_| b"/...".to_vec())
-    };
+    let mut full =
+        if path.first() == Some(&b'/') { Vec::new() } else { path_of(base).unwrap_or_else(|_| b"/...".to_vec()) };
     full.push(b'/');
     full.extend_from_slice(path);
     let mut parts: Vec<&[u8]> = Vec::new();

@@ -156,7 +156,14 @@ pub fn parse(node: &NodeRef) -> Result<Image, i64> {
     if !phdrs.iter().any(|p| p.p_type == PT_LOAD) {
         return Err(ENOEXEC);
     }
-    Ok(Image { node: node.clone(), e_type, entry, phoff, phent, phdrs, interp })
+    let img = Image { node: node.clone(), e_type, entry, phoff, phent, phdrs, interp };
+    // The entry point must lie in the loaded segments (one outside the
+    // address range, e.g. non-canonical, could not even be jumped to).
+    let (lo, hi) = img.span();
+    if entry < lo || entry >= hi {
+        return Err(ENOEXEC);
+    }
+    Ok(img)
 }
 
 impl Image {

@@ -393,7 +393,11 @@ pub fn set_cloexec(fd: u64, on: bool) -> Result<(), Errno> {
 }
 
 /// Installs `file` at the lowest free descriptor `>= min`.
+/// ENOMEM when the runtime's heap is short (see `heap::has_room`).
 pub fn install(file: Rc<OpenFile>, cloexec: bool, min: usize) -> Result<u64, Errno> {
+    if !crate::heap::has_room() {
+        return Err(ENOMEM);
+    }
     with_table(|t| {
         let slot = (min..max_fds()).find(|&i| t.get(i).is_none_or(|e| e.is_none())).ok_or(EMFILE)?;
         if t.len() <= slot {
@@ -484,6 +488,8 @@ pub fn pipe_write(p: &Rc<RefCell<Pipe>>, data: &[u8], nonblock: bool) -> Result<
         return Ok(0);
     }
     let n = data.len().min(room);
+    // As Linux when it cannot get a page for the pipe: ENOMEM.
+    pb.buf.try_reserve(n).map_err(|_| ENOMEM)?;
     pb.buf.extend(&data[..n]);
     crate::task::notify();
     Ok(n)

@@ -2,8 +2,16 @@
 //! ones, in a virtual range of its own ([`abi::RUNTIME_HEAP_VA`]) backed on
 //! demand by frames from the page allocator. Single-threaded (one vCPU).
 //!
-//! Allocation failure returns null: collections used on guest-controlled
-//! sizes go through `try_reserve` and turn it into ENOMEM.
+//! Allocation failure returns null, and the runtime cannot go on after an
+//! infallible allocation fails, so the program must never drive it there:
+//! - collections of guest-controlled size go through `try_reserve` and
+//!   turn failure into ENOMEM; large blocks (page runs) never take the
+//!   last [`mm::HEAP_RESERVE`] frames;
+//! - everything that keeps small objects for the program (files,
+//!   directories, pipes, descriptors, processes, cached host names) first
+//!   asks [`has_room`], which says no well before that reserve is gone.
+//!
+//! So a program that exhausts memory gets ENOMEM/ENOSPC and the run goes on.
 
 use core::alloc::{GlobalAlloc, Layout};
 
@@ -23,6 +31,8 @@ struct Heap {
     runs: usize,
     /// Next never-used virtual address.
     next: usize,
+    /// Bytes on the small free lists.
+    small_free: usize,
 }
 
 #[repr(C)]
@@ -32,22 +42,39 @@ struct Run {
 }
 
 static HEAP: Global<Heap> =
-    Global::new(Heap { small: [0; CLASSES.len()], runs: 0, next: abi::RUNTIME_HEAP_VA as usize });
+    Global::new(Heap { small: [0; CLASSES.len()], runs: 0, next: abi::RUNTIME_HEAP_VA as usize, small_free: 0 });
 
-/// Maps `pages` fresh pages at the end of the heap range.
-fn grow(pages: usize, align: usize) -> Option<usize> {
+/// [`has_room`] says yes while at least this many frames are free...
+const ROOM_FRAMES: u64 = mm::HEAP_RESERVE / 2;
+/// ...or while this many are and the small free lists hold this much.
+const FLOOR_FRAMES: u64 = mm::HEAP_RESERVE / 8;
+const ROOM_SMALL_BYTES: usize = 64 * 1024;
+
+/// Whether the heap may take more objects the program asks for (a file, a
+/// directory, a pipe, a descriptor, a process): no once the heap has used
+/// half of its reserve of frames (see the module docs). Small blocks freed
+/// earlier (deleted files) count, down to a floor of free frames.
+pub fn has_room() -> bool {
+    let free = mm::free_frames();
+    free >= ROOM_FRAMES || (free >= FLOOR_FRAMES && HEAP.get().small_free >= ROOM_SMALL_BYTES)
+}
+
+/// Maps `pages` fresh pages at the end of the heap range; the last
+/// frames of the heap's reserve only for `small` (one page of small
+/// objects).
+fn grow(pages: usize, align: usize, small: bool) -> Option<usize> {
     let h = HEAP.get();
     let start = h.next.next_multiple_of(align.max(PAGE));
     let end = start.checked_add(pages.checked_mul(PAGE)?)?;
     if end as u64 > abi::RUNTIME_HEAP_VA + abi::RUNTIME_HEAP_MAX {
         return None;
     }
-    mm::map_runtime(start as u64, end as u64).ok()?;
+    mm::map_runtime(start as u64, end as u64, small).ok()?;
     h.next = end;
     Some(start)
 }
 
-fn alloc_pages(pages: usize, align: usize) -> *mut u8 {
+fn alloc_pages(pages: usize, align: usize, small: bool) -> *mut u8 {
     let h = HEAP.get();
     if align <= PAGE {
         // First fit among freed runs, splitting off the tail.
@@ -71,7 +98,7 @@ fn alloc_pages(pages: usize, align: usize) -> *mut u8 {
             }
         }
     }
-    grow(pages, align).map_or(core::ptr::null_mut(), |va| va as *mut u8)
+    grow(pages, align, small).map_or(core::ptr::null_mut(), |va| va as *mut u8)
 }
 
 fn class_of(layout: &Layout) -> Option<usize> {
@@ -89,10 +116,11 @@ unsafe impl GlobalAlloc for RuntimeAllocator {
         match class_of(&layout) {
             Some(c) => {
                 if h.small[c] == 0 {
-                    let page = alloc_pages(1, PAGE);
+                    let page = alloc_pages(1, PAGE, true);
                     if page.is_null() {
                         return page;
                     }
+                    h.small_free += PAGE;
                     let size = CLASSES[c];
                     for off in (0..PAGE).step_by(size).rev() {
                         // SAFETY: `page` is a fresh mapped page; each object
@@ -104,9 +132,10 @@ unsafe impl GlobalAlloc for RuntimeAllocator {
                 let obj = h.small[c];
                 // SAFETY: obj is a free object of this class holding its link.
                 h.small[c] = unsafe { (obj as *const usize).read() };
+                h.small_free -= CLASSES[c];
                 obj as *mut u8
             }
-            None => alloc_pages(layout.size().div_ceil(PAGE), layout.align()),
+            None => alloc_pages(layout.size().div_ceil(PAGE), layout.align(), false),
         }
     }
 
@@ -117,6 +146,7 @@ unsafe impl GlobalAlloc for RuntimeAllocator {
                 // SAFETY: ptr was allocated from class c and is free now.
                 unsafe { (ptr as *mut usize).write(h.small[c]) };
                 h.small[c] = ptr as usize;
+                h.small_free += CLASSES[c];
             }
             None => {
                 let run = ptr as *mut Run;
@@ -157,7 +187,7 @@ unsafe impl GlobalAlloc for RuntimeAllocator {
 /// tables (which would make the host drop KVM's shadow tables on reset).
 pub fn reserve(bytes: usize) {
     let pages = bytes.div_ceil(PAGE);
-    let p = alloc_pages(pages, PAGE);
+    let p = alloc_pages(pages, PAGE, false);
     if p.is_null() {
         return;
     }

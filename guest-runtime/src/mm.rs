@@ -139,8 +139,24 @@ fn zero_frame(gpa: u64) {
     unsafe { core::ptr::write_bytes(phys_ptr(gpa), 0, PAGE as usize) };
 }
 
-/// A zeroed frame, or None when guest memory is exhausted.
+/// Frames only the runtime's heap may take: program memory, file data and
+/// the heap's large blocks stop this far short of the end, so that the
+/// runtime's own bookkeeping can still grow (and calls fail with ENOMEM or
+/// ENOSPC) once the program has used up the rest.
+pub const HEAP_RESERVE: u64 = 256;
+
+/// A zeroed frame for the program, file data or the heap's large blocks,
+/// or None when only the heap's reserve is left.
 fn alloc_frame() -> Option<u64> {
+    take_frame(HEAP_RESERVE)
+}
+
+/// A zeroed frame, leaving at least `keep` frames free; None when there
+/// are not that many.
+fn take_frame(keep: u64) -> Option<u64> {
+    if free_frames() <= keep {
+        return None;
+    }
     let f = FRAMES.get();
     let gpa = if f.free_list != 0 {
         let gpa = f.free_list;
@@ -218,9 +234,15 @@ pub fn free_frames() -> u64 {
     (f.frame_end - f.next_frame) / PAGE + f.listed
 }
 
-/// Bytes of guest memory in use at the peak, and free now.
+/// Frames the program and file data may still take (all but the heap's
+/// reserve).
+pub fn spare_frames() -> u64 {
+    free_frames().saturating_sub(HEAP_RESERVE)
+}
+
+/// Bytes of guest memory in use at the peak, and free now for the program.
 pub fn usage() -> (u64, u64) {
-    (FRAMES.get().peak * PAGE, free_frames() * PAGE)
+    (FRAMES.get().peak * PAGE, spare_frames() * PAGE)
 }
 
 /// Frames in use at the peak, for the host's statistics.
@@ -792,7 +814,7 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
     }
     // Like Linux's heuristic overcommit: a mapping that could never be
     // backed is refused up front (the program sees ENOMEM, not a crash).
-    if prot != 0 && len / PAGE > free_frames() {
+    if prot != 0 && len / PAGE > spare_frames() {
         return Err(ENOMEM);
     }
     if fixed {
@@ -960,7 +982,7 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     // whole aligned window around the page, within the mapping.
     let page = page_down(va);
     if !back_page(page, v.prot) {
-        return if free_frames() == 0 { Fault::OutOfMemory } else { Fault::Refused };
+        return if spare_frames() == 0 { Fault::OutOfMemory } else { Fault::Refused };
     }
     let start = (va & !(FAULT_AROUND - 1)).max(v.start);
     let end = ((va | (FAULT_AROUND - 1)) + 1).min(v.end);
@@ -1065,7 +1087,7 @@ pub fn brk(want: u64) -> u64 {
     }
     let old_top = page_up(cur);
     let new_top = page_up(want);
-    if new_top > old_top && (new_top - old_top) / PAGE > free_frames() {
+    if new_top > old_top && (new_top - old_top) / PAGE > spare_frames() {
         return cur;
     }
     if new_top > old_top {
@@ -1101,9 +1123,23 @@ pub fn add_vma(start: u64, end: u64, prot: u32) -> Result<(), i64> {
 }
 
 /// Backs `[start, end)` of the runtime's own heap range with fresh frames
-/// (no VMA: the program cannot reach this range through its syscalls).
-pub fn map_runtime(start: u64, end: u64) -> Result<(), i64> {
-    back_range(FRAMES.get().boot_pml4, start, end, PROT_READ | PROT_WRITE, true).map(|_| ())
+/// (no VMA: the program cannot reach this range through its syscalls);
+/// with `use_reserve`, the last frames of [`HEAP_RESERVE`] may go too.
+/// Pages a failed earlier call left backed are kept.
+pub fn map_runtime(start: u64, end: u64, use_reserve: bool) -> Result<(), i64> {
+    let pml4 = FRAMES.get().boot_pml4;
+    let mut va = start;
+    while va < end {
+        let e = pte(pml4, va, true).ok_or(ENOMEM)?;
+        // SAFETY: e is a valid level-0 entry pointer.
+        if unsafe { e.read_volatile() } & PTE_P == 0 {
+            let frame = take_frame(if use_reserve { 0 } else { HEAP_RESERVE }).ok_or(ENOMEM)?;
+            // SAFETY: as above; not present -> present needs no flush.
+            unsafe { pt_write(e, frame | leaf_bits(PROT_READ | PROT_WRITE)) };
+        }
+        va += PAGE;
+    }
+    Ok(())
 }
 
 /// A zeroed frame for the runtime's own use (file data, caches), or None

@@ -538,7 +538,7 @@ pub fn sys_faccessat(dirfd: u64, path: u64, mode: u64, flags: u64) -> SysResult 
 // --- directories --------------------------------------------------------------------
 
 pub fn sys_getcwd(buf: u64, size: u64) -> SysResult {
-    let mut p = vfs::path_of(&vfs::cwd());
+    let mut p = vfs::path_of(&vfs::cwd())?;
     p.push(0);
     if (p.len() as u64) > size {
         return Err(ERANGE);
@@ -569,7 +569,9 @@ pub fn sys_fchdir(fd: u64) -> SysResult {
 
 pub fn sys_mkdirat(dirfd: u64, path: u64, mode: u64) -> SysResult {
     let (dir, name) = parent_at(dirfd, path)?;
-    if name == b"." || name == b".." {
+    // An existing name is EEXIST before any permission check, as on Linux
+    // (`mkdir -p /tmp/a/` relies on it for `/tmp` in a root-owned `/`).
+    if name == b"." || name == b".." || vfs::lookup(&dir, &name).is_ok() {
         return Err(EEXIST);
     }
     if !dir.readonly() && !vfs::permitted(&dir, 3) {
@@ -1189,6 +1191,10 @@ pub fn sys_epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
             if list.len() >= 65536 {
                 return Err(ENOSPC);
             }
+            if !crate::heap::has_room() {
+                return Err(ENOMEM);
+            }
+            list.try_reserve(1).map_err(|_| ENOMEM)?;
             list.push(file::EpollEntry { fd: fd as i32, file: Rc::downgrade(&target), events, data });
             Ok(0)
         }

@@ -147,6 +147,10 @@ pub struct Task {
     pub wait: RefCell<Wait>,
     pub restart: Cell<bool>,
     pub wake_at: Cell<Option<u64>>,
+    /// The deadline of a timed wait woken to run again (poll, select,
+    /// epoll_wait), for the call it re-executes: the timeout does not
+    /// start over on every wake.
+    pub restart_deadline: Cell<Option<u64>>,
     pub woken: Cell<bool>,
     pub sigmask: Cell<u64>,
     /// Mask to restore after a sigsuspend's handler runs.
@@ -287,6 +291,7 @@ pub fn start_init(
         wait: RefCell::new(Wait::None),
         restart: Cell::new(false),
         wake_at: Cell::new(None),
+        restart_deadline: Cell::new(None),
         woken: Cell::new(false),
         sigmask: Cell::new(0),
         saved_mask: Cell::new(None),
@@ -374,6 +379,13 @@ fn complete(t: &Task, result: Result<u64, i64>) {
         Ok(v) => v,
         Err(e) => (-e) as u64,
     };
+    if t.restart.get() {
+        // A call that was to run again (poll, epoll_wait, select with a
+        // timeout) ends instead: `syscall_exit` moved RIP back onto the
+        // `syscall` instruction; step over it again, or the program would
+        // re-execute it with the result as the call number.
+        r.frame.rip = r.frame.rip.wrapping_add(2);
+    }
     t.restart.set(false);
     t.state.set(State::Runnable);
     *t.wait.borrow_mut() = Wait::None;
@@ -452,6 +464,9 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
     if cur.state.get() == State::Blocked && cur.restart.get() {
         f.rip = f.rip.wrapping_sub(2);
         f.rax = nr;
+    } else {
+        // The call was not (or no longer) a re-executed timed wait.
+        cur.restart_deadline.set(None);
     }
     if core::mem::take(YIELD.get()) && cur.state.get() == State::Runnable {
         let me = s.current;
@@ -493,7 +508,7 @@ fn pick(from: usize, now: u64, include_from: bool) -> Option<usize> {
                 Some(Wake::Restart) => {
                     t.state.set(State::Runnable);
                     *t.wait.borrow_mut() = Wait::None;
-                    t.wake_at.set(None);
+                    t.restart_deadline.set(t.wake_at.take());
                     return Some(i);
                 }
                 Some(Wake::Complete(r)) => {
@@ -616,7 +631,9 @@ fn deliver_signals(f: &mut Frame) {
 
 /// Builds a Linux rt_sigframe below the red zone and enters the handler.
 fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), i64> {
-    if act[1] & SA_RESTORER == 0 {
+    // A handler outside the program's address range could not be jumped
+    // to (the CPU faults on the runtime's return path): SIGSEGV instead.
+    if act[1] & SA_RESTORER == 0 || act[0] >= hvsandbox_abi::user::ADDR_LIMIT {
         return Err(EFAULT);
     }
     // Full FPU state in FXSAVE form, with the program's XMM registers.
@@ -679,6 +696,9 @@ fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), 
         user_bytes_mut(uc_va + 296, 8)?.copy_from_slice(&saved.to_le_bytes());
     }
     t.sigmask.set(mask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))));
+    // The handler's system calls come first; an interrupted wait starts
+    // over when it returns.
+    t.restart_deadline.set(None);
     f.rsp = ret_va;
     f.rip = act[0];
     f.rdi = sig as u64;
@@ -785,6 +805,10 @@ pub fn sys_rt_sigreturn(f: &mut Frame) -> SysResult {
     f.rax = get(m + 104);
     f.rsp = get(m + 120);
     f.rip = get(m + 128);
+    if f.rip >= hvsandbox_abi::user::ADDR_LIMIT {
+        // Linux's return to such an address faults: the process dies.
+        return exit_group(f, 0, SIGSEGV);
+    }
     // Only the arithmetic flags and DF come from the frame.
     f.rflags = (f.rflags & !0xcd5) | (get(m + 136) & 0xcd5);
     let fp_va = get(m + 8 * 23);
@@ -983,6 +1007,9 @@ const CLONE_CHILD_SETTID: u64 = 0x1000000;
 /// clone/fork/vfork. `f` is the caller's frame (the child starts from a
 /// copy of it with RAX = 0).
 pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> SysResult {
+    if !crate::heap::has_room() {
+        return Err(ENOMEM);
+    }
     let s = SCHED.get();
     let parent_task = current();
     let parent = current_process();
@@ -1052,6 +1079,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
         wait: RefCell::new(Wait::None),
         restart: Cell::new(false),
         wake_at: Cell::new(None),
+        restart_deadline: Cell::new(None),
         woken: Cell::new(false),
         sigmask: Cell::new(parent_task.sigmask.get()),
         saved_mask: Cell::new(None),
@@ -1427,13 +1455,18 @@ pub fn sleep(ns: u64) -> SysResult {
 /// Waits for pipe/process activity or the timeout (poll/select with
 /// nothing ready). Returns 0 at the timeout.
 pub fn wait_event(timeout_ns: Option<u64>) -> SysResult {
+    let now = time::monotonic_ns();
+    // A call run again after a wake keeps the deadline it started with.
+    let deadline = current().restart_deadline.take().or_else(|| timeout_ns.map(|ns| now.saturating_add(ns)));
+    if deadline.is_some_and(|d| now >= d) {
+        return Ok(0);
+    }
     let s = SCHED.get();
     let others = s.tasks.iter().enumerate().any(|(i, t)| i != s.current && t.state.get() != State::Dead);
     if !others {
-        hc::sleep_ns(timeout_ns.unwrap_or(u64::MAX));
+        hc::sleep_ns(deadline.map_or(u64::MAX, |d| d - now));
         return Ok(0);
     }
-    let deadline = timeout_ns.map(|ns| time::monotonic_ns().saturating_add(ns));
     block(Wait::Event(s.event), deadline, true)
 }
 
@@ -1464,6 +1497,9 @@ fn read_strings(ptr: u64, out: &mut Vec<u8>, count: &mut usize) -> Result<(), i6
 }
 
 pub fn sys_execve(f: &mut Frame, dirfd: u64, path: u64, argv: u64, envp: u64, flags: u64) -> SysResult {
+    if !crate::heap::has_room() {
+        return Err(ENOMEM);
+    }
     let p = user_cstr(path, 4096).map_err(|e| if e == ERANGE { ENAMETOOLONG } else { e })?.to_vec();
     let mut args = Vec::new();
     let mut argc = 0;

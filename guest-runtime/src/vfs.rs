@@ -289,18 +289,21 @@ fn host_lookup(handle: u64, name: &[u8]) -> Result<(u64, afs::Stat), Errno> {
     Ok((h, st))
 }
 
-fn staging() -> &'static mut Vec<u8> {
+/// The buffer for host reads (allocated on first use; ENOMEM if that
+/// finds the memory gone).
+fn staging() -> Result<&'static mut Vec<u8>, Errno> {
     let s = STAGING.get();
     if s.len() < READ_CHUNK {
+        s.try_reserve_exact(READ_CHUNK - s.len()).map_err(|_| ENOMEM)?;
         s.resize(READ_CHUNK, 0);
     }
-    s
+    Ok(s)
 }
 
 /// Every entry of a host directory: (name, ino, dtype).
 fn host_list(handle: u64) -> Result<Vec<DirEntry>, Errno> {
     let mut out = Vec::new();
-    let buf = staging();
+    let buf = staging()?;
     let mut index = 0u64;
     loop {
         let n = hret(hc::call6(hcn::FS_READDIR, [handle, index, buf.as_mut_ptr() as u64, buf.len() as u64, 0, 0]))?
@@ -315,6 +318,9 @@ fn host_list(handle: u64) -> Result<Vec<DirEntry>, Errno> {
             let dtype = buf[off + 8];
             let len = buf[off + 9] as usize;
             let Some(name) = buf.get(off + hdr..off + hdr + len) else { break };
+            if !crate::heap::has_room() {
+                return Err(ENOMEM);
+            }
             out.try_reserve(1).map_err(|_| ENOMEM)?;
             out.push((name.to_vec(), ino, dtype));
             off += hdr + len;
@@ -350,7 +356,7 @@ impl FileData {
             match self.host {
                 Some(h) if (i as u64) * PAGE < self.size => {
                     // Read ahead up to READ_CHUNK from the first missing page.
-                    let buf = staging();
+                    let buf = staging()?;
                     let max_pages = (READ_CHUNK as u64 / PAGE) as usize;
                     let mut n = 0;
                     while n < max_pages && i + n < self.page_count() && self.pages.get(i + n).is_none_or(|&p| p == 0) {
@@ -459,7 +465,9 @@ impl FileData {
     }
 
     /// Writes `data` at `off`, growing the file; returns the count.
-    pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<usize, Errno> {
+    /// Out of memory midway, it writes what fits (as tmpfs, a short
+    /// write; ENOSPC when nothing does).
+    pub fn write_at(&mut self, off: u64, mut data: &[u8]) -> Result<usize, Errno> {
         if data.is_empty() {
             return Ok(0);
         }
@@ -474,7 +482,19 @@ impl FileData {
             self.ensure(0, self.page_count().max(1) - 1, false)?;
             self.unshare()?;
         }
-        self.ensure(first, last, true)?;
+        if let Err(e) = self.ensure(first, last, true) {
+            if e != ENOMEM {
+                return Err(e);
+            }
+            // Pages are allocated in order: those from `first` on are ours.
+            let have = (first..=last).take_while(|&i| self.pages.get(i).is_some_and(|&p| p != 0)).count();
+            let fits = ((first + have) as u64 * PAGE).saturating_sub(off).min(data.len() as u64) as usize;
+            if fits == 0 {
+                return Err(ENOSPC);
+            }
+            data = &data[..fits];
+        }
+        let end = off + data.len() as u64;
         let mut done = 0;
         while done < data.len() {
             let pos = off + done as u64;
@@ -595,6 +615,10 @@ pub fn lookup(dir: &NodeRef, name: &[u8]) -> Result<NodeRef, Errno> {
                     _ => return Err(ENOENT),
                 }
             };
+            // What the host says is cached here: only with room for it.
+            if !crate::heap::has_room() {
+                return Err(ENOMEM);
+            }
             match host_lookup(handle, name) {
                 Ok((h, st)) => {
                     let node = host_node(h, &st, dir);
@@ -655,12 +679,17 @@ pub fn list(dir: &NodeRef) -> Result<Vec<DirEntry>, Errno> {
             let d = d.borrow();
             let mut seen = BTreeSet::new();
             for (name, n) in &d.entries {
+                // A copy of a large directory's names: only with room.
+                if !crate::heap::has_room() {
+                    return Err(ENOMEM);
+                }
                 seen.insert(name.clone());
                 out.push((name.clone(), n.meta.borrow().ino, dtype(n.mode())));
             }
             if let Some(h) = &d.host {
                 for (name, ino, t) in host_list(h.handle)? {
                     if !seen.contains(&name) {
+                        out.try_reserve(1).map_err(|_| ENOMEM)?;
                         out.push((name, ino, t));
                     }
                 }
@@ -803,10 +832,15 @@ pub fn resolve_parent(base: &NodeRef, path: &[u8]) -> Result<(NodeRef, Vec<u8>),
 }
 
 /// The absolute path of a directory, for getcwd.
-pub fn path_of(node: &NodeRef) -> Vec<u8> {
+/// ENAMETOOLONG past `PATH_MAX` bytes (as Linux's getcwd).
+pub fn path_of(node: &NodeRef) -> Result<Vec<u8>, Errno> {
     let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut len = 0;
     let mut cur = node.clone();
-    for _ in 0..4096 {
+    loop {
+        if len > afs::PATH_MAX {
+            return Err(ENAMETOOLONG);
+        }
         let parent = parent_of(&cur);
         if Rc::ptr_eq(&parent, &cur) {
             break;
@@ -815,10 +849,9 @@ pub fn path_of(node: &NodeRef) -> Vec<u8> {
             NodeKind::Dir(d) => d.borrow().entries.iter().find(|(_, n)| Rc::ptr_eq(n, &cur)).map(|(k, _)| k.clone()),
             _ => None,
         };
-        match name {
-            Some(n) => parts.push(n),
-            None => parts.push(b"(unreachable)".to_vec()),
-        }
+        let name = name.unwrap_or_else(|| b"(unreachable)".to_vec());
+        len += name.len() + 1;
+        parts.push(name);
         cur = parent;
     }
     let mut out = Vec::new();
@@ -829,13 +862,15 @@ pub fn path_of(node: &NodeRef) -> Vec<u8> {
     if out.is_empty() {
         out.push(b'/');
     }
-    out
+    Ok(out)
 }
 
 /// Lexically normalises `path` against the working directory, for the
-/// record of an open file's path.
+/// record of an open file's path (a directory too deep to name counts as
+/// "/...").
 pub fn absolute(base: &NodeRef, path: &[u8]) -> Vec<u8> {
-    let mut full = if path.first() == Some(&b'/') { Vec::new() } else { path_of(base) };
+    let mut full =
+        if path.first() == Some(&b'/') { Vec::new() } else { path_of(base).unwrap_or_else(|_| b"/...".to_vec()) };
     full.push(b'/');
     full.extend_from_slice(path);
     let mut parts: Vec<&[u8]> = Vec::new();
@@ -883,13 +918,19 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
 pub fn link_into(dir: &NodeRef, name: &[u8], node: NodeRef) -> Result<(), Errno> {
     check_name(name)?;
     let d = dir_of(dir)?;
-    if dir.readonly() {
-        return Err(EROFS);
-    }
+    // As Linux: an existing name is EEXIST, even where nothing could be
+    // created.
     match lookup(dir, name) {
         Ok(_) => return Err(EEXIST),
         Err(ENOENT) => {}
         Err(e) => return Err(e),
+    }
+    if dir.readonly() {
+        return Err(EROFS);
+    }
+    // tmpfs's answer when its memory is gone.
+    if !crate::heap::has_room() {
+        return Err(ENOSPC);
     }
     if let NodeKind::Dir(nd) = &node.kind {
         nd.borrow_mut().parent = Rc::downgrade(dir);
@@ -976,6 +1017,10 @@ pub fn rename(odir: &NodeRef, oname: &[u8], ndir: &NodeRef, nname: &[u8], norepl
     let node = lookup(odir, oname)?;
     if odir.readonly() || ndir.readonly() {
         return Err(EROFS);
+    }
+    // Checked before anything moves (link_into below checks it again).
+    if !crate::heap::has_room() {
+        return Err(ENOSPC);
     }
     dir_of(ndir)?;
     if node.is_dir() && is_ancestor(&node, ndir) {
@@ -1267,7 +1312,7 @@ fn send_tree(path: &[u8], node: &NodeRef, depth: u32) -> Result<(), Errno> {
 }
 
 fn send_file(path: &[u8], f: &mut FileData, mode: u32) -> Result<(), Errno> {
-    let buf = staging();
+    let buf = staging()?;
     let mut off = 0u64;
     loop {
         let n = f.read_at(off, &mut buf[..])?;

@@ -1,0 +1,99 @@
+//! The guest runtime under pressure and odd input: memory exhausted
+//! through the filesystem, timed waits with other threads around, `mkdir`
+//! of existing paths with a trailing slash, and entry points or signal
+//! targets the CPU could not jump to.
+
+use std::time::Duration;
+
+use hvsandbox::{Command, ErrorKind, ExitStatus, Sandbox};
+use hvsandbox_tests::{musl, program, Flavor, BUSYBOX};
+
+fn sandbox_with_timeout(secs: u64) -> Sandbox {
+    Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(secs)).build().expect("build sandbox")
+}
+
+#[test]
+fn running_out_of_memory_through_the_filesystem_is_an_errno() {
+    let out = sandbox_with_timeout(30).run(&Command::new(musl("fs_exhaust"))).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "data: ENOSPC (many MiB)\nfiles: full (many)\ndirs: full (many)\npipes: full\n\
+         after: fd=ok write=1048576\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
+fn timed_waits_time_out_with_other_threads_like_linux() {
+    let prog = musl("timed_waits");
+    let native = std::process::Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success());
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.contains("poll threads=8 blocked ret=0 errno=0\n"), "{native}");
+    let out = sandbox_with_timeout(30).run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
+fn mkdir_of_an_existing_path_with_a_trailing_slash_is_eexist() {
+    let script = "mkdir /tmp/ 2>&1; echo st=$?; mkdir -p /tmp/ && echo p=ok; \
+                  mkdir /tmp/x && mkdir /tmp/x/ 2>&1; echo st=$?; \
+                  mkdir /tmp/new/ && test -d /tmp/new && echo created; \
+                  mkdir -p /tmp/a/b/ && test -d /tmp/a/b && echo nested; \
+                  touch /tmp/f && mkdir /tmp/f/ 2>&1; echo st=$?";
+    let out = sandbox_with_timeout(10).run(&Command::new(BUSYBOX).args(["sh", "-c", script])).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "mkdir: can't create directory '/tmp/': File exists\nst=1\np=ok\n\
+         mkdir: can't create directory '/tmp/x/': File exists\nst=1\ncreated\nnested\n\
+         mkdir: can't create directory '/tmp/f/': File exists\nst=1\n",
+        "{}",
+        out.stderr_str()
+    );
+}
+
+/// `flavor`'s hello with its entry point (e_entry) replaced.
+fn hello_with_entry(flavor: Flavor, entry: u64) -> Vec<u8> {
+    let mut elf = std::fs::read(program("hello", flavor)).unwrap();
+    elf[24..32].copy_from_slice(&entry.to_le_bytes());
+    elf
+}
+
+#[test]
+fn non_canonical_entry_point_is_an_invalid_program() {
+    let dir = std::env::temp_dir().join(format!("hvsandbox-entry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut sb = sandbox_with_timeout(10);
+    for (flavor, entry) in [
+        (Flavor::MuslStatic, 0x0000_8000_0000_0000u64),
+        (Flavor::MuslStatic, 0xdead_0000_0000_0000),
+        (Flavor::MuslStaticPie, 0xdead_0000_0000_0000),
+        (Flavor::MuslStaticPie, 0x0000_7fff_ffff_f000),
+    ] {
+        let path = dir.join(format!("hello-{flavor:?}-{entry:x}"));
+        std::fs::write(&path, hello_with_entry(flavor, entry)).unwrap();
+        let err = sb.run(&Command::new(&path)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidProgram, "{flavor:?} {entry:#x}: {err}");
+    }
+    // From inside the guest, execve fails (ENOEXEC: busybox sh then reads
+    // the file as a script, which fails) and the shell goes on.
+    let bad = hello_with_entry(Flavor::MuslStatic, 0xdead_0000_0000_0000);
+    let out = sb
+        .run(&Command::new(BUSYBOX).args(["sh", "-c", "/x/bad; echo st=$?"]).file_with_mode("/x/bad", bad, 0o755))
+        .unwrap();
+    assert_eq!(out.stdout_str(), "st=2\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn non_canonical_signal_handler_or_sigreturn_target_is_sigsegv() {
+    for how in ["handler", "return"] {
+        let out = sandbox_with_timeout(10).run(&Command::new(musl("bad_handler")).arg(how)).unwrap();
+        assert_eq!(out.stdout_str(), "raising\n", "{how}: {}", out.stderr_str());
+        assert_eq!(out.status, ExitStatus::Signal(11), "{how}");
+    }
+}

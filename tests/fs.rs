@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use hvsandbox::{Command, ErrorKind, Sandbox};
+use hvsandbox::{Command, ErrorKind, Sandbox, SandboxBuilder};
 use hvsandbox_abi as abi;
 use hvsandbox_tests::{musl, sandbox, BUSYBOX};
 
@@ -476,18 +476,35 @@ fn kernel_filesystem_mount_roots_need_the_opt_in() {
 
 #[test]
 fn snapshots_keep_the_kernel_filesystem_choice() {
+    // A snapshot taken in this process keeps its mounts, with the choice;
+    // one loaded from a file gets its mounts from the caller (the file's
+    // host paths are never opened), with the caller's choice.
     let dir = HostTree::new("kernel-fs-snapshots");
     let list = || Command::resume().args(["ls", "/host/sys"]);
+    let mount = |builder: SandboxBuilder, opt_in: bool| {
+        if opt_in {
+            builder.mount_with_kernel_fs("/", "/host")
+        } else {
+            builder.mount("/", "/host")
+        }
+    };
+    let check = |out: hvsandbox::Output, opt_in: bool| {
+        assert_eq!(out.stdout_str().lines().any(|l| l == "kernel"), opt_in, "{}", out.stderr_str());
+        assert_eq!(out.stderr_str().contains("Permission denied"), !opt_in, "{}", out.stderr_str());
+    };
     for opt_in in [false, true] {
-        let builder = Sandbox::builder();
-        let builder = if opt_in { builder.mount_with_kernel_fs("/", "/host") } else { builder.mount("/", "/host") };
-        let snap = builder.build().unwrap().snapshot(&Command::new(BUSYBOX), hvsandbox::SnapshotPoint::Entry).unwrap();
+        let snap = mount(Sandbox::builder(), opt_in)
+            .build()
+            .unwrap()
+            .snapshot(&Command::new(BUSYBOX), hvsandbox::SnapshotPoint::Entry)
+            .unwrap();
+        check(Sandbox::from_snapshot(&snap).unwrap().run(&list()).unwrap(), opt_in);
         let file = dir.0.join(format!("snap-{opt_in}"));
         snap.save(&file).unwrap();
-        for snap in [snap, hvsandbox::Snapshot::load(&file).unwrap()] {
-            let out = Sandbox::from_snapshot(&snap).unwrap().run(&list()).unwrap();
-            assert_eq!(out.stdout_str().lines().any(|l| l == "kernel"), opt_in, "{}", out.stderr_str());
-            assert_eq!(out.stderr_str().contains("Permission denied"), !opt_in, "{}", out.stderr_str());
+        let loaded = hvsandbox::Snapshot::load(&file).unwrap();
+        for caller_opts_in in [false, true] {
+            let mut sb = mount(Sandbox::builder(), caller_opts_in).build_from(&loaded).unwrap();
+            check(sb.run(&list()).unwrap(), caller_opts_in);
         }
     }
 }

@@ -1005,10 +1005,8 @@ fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> R
         // The guest refers to host files by the snapshot's handles; its
         // mounts are the sandbox's, in the snapshot's order (see
         // `SandboxBuilder::adopt`).
-        Some(snap) => {
-            HostFs::import(&snap.0.fs, &config.mounts)
-                .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?
-        }
+        Some(snap) => HostFs::import(&snap.0.fs, &config.mounts)
+            .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?,
         None => HostFs::default(),
     };
     let (manifest, collector) = prepare_fs(config, command, &mut fs, snapshot.is_none())?;

@@ -634,17 +634,30 @@ impl HostFs {
     fn reopen(&mut self, handle: u64, flags: i32) -> Result<(OwnedFd, libc::stat), Errno> {
         let n = self.host(handle)?;
         let (parent, name) = n.origin.clone().ok_or(libc::EIO)?;
-        let (dev, ino, kernel_fs) = (n.dev, n.ino, n.kernel_fs);
+        let (dev, ino, kernel_fs, fmt) = (n.dev, n.ino, n.kernel_fs, n.fmt);
         let fd = {
             let dir = self.path_fd(parent)?;
             other_may(&fstat(dir)?, libc::S_IXOTH)?;
-            openat(dir, &name, flags | libc::O_NOFOLLOW).map_err(|e| match e {
+            let stale = |e| match e {
                 // The name is gone or is now something else.
                 libc::ENOENT | libc::ELOOP | libc::ENOTDIR => libc::ESTALE,
                 e => e,
-            })?
+            };
+            if (dev, ino) == (0, 0) && flags & libc::O_PATH == 0 {
+                // No identity to compare after the open: make sure first
+                // that opening it has no side effects (not a device or a
+                // FIFO) and that it is what the snapshot says.
+                let probe = openat(dir, &name, libc::O_PATH | libc::O_NOFOLLOW).map_err(stale)?;
+                if fstat(probe.as_fd())?.st_mode & libc::S_IFMT != fmt {
+                    return Err(libc::ESTALE);
+                }
+            }
+            openat(dir, &name, flags | libc::O_NOFOLLOW).map_err(stale)?
         };
         let st = fstat(fd.as_fd())?;
+        if st.st_mode & libc::S_IFMT != fmt {
+            return Err(libc::ESTALE);
+        }
         if (dev, ino) == (0, 0) {
             // A node restored from a snapshot file made on another host,
             // whose identity is unknown: the name decides, so check what
@@ -1352,6 +1365,32 @@ mod tests {
         // A kernel filesystem as the root is refused on import too.
         let proc_root = Mount { host: "/proc".into(), guest: "/p".into(), kernel_fs: false };
         assert!(HostFs::import(&[FsEntry::Mount(0)], &[proc_root]).is_err());
+    }
+
+    #[test]
+    fn names_from_a_snapshot_file_must_still_be_what_it_says() {
+        // A record says "regular file"; on this host the name is a FIFO
+        // (opening it would block) or a directory: never opened for
+        // reading, the handle is stale.
+        let t = tree();
+        let fifo = CString::new(t.0.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let root = abi::fs::FIRST_HANDLE;
+        let child = |name: &str, fmt| FsEntry::Child { parent: root, name: name.into(), dev: 0, ino: 0, fmt };
+        let entries = [
+            FsEntry::Mount(0),
+            child("fifo", libc::S_IFREG),
+            child("a", libc::S_IFREG),
+            child("hello.txt", libc::S_IFREG),
+        ];
+        let mount = Mount { host: t.0.clone(), guest: "/m".into(), kernel_fs: false };
+        let mut fs = HostFs::import(&entries, &[mount]).unwrap();
+        let mut buf = [0u8; 5];
+        assert_eq!(fs.read(root + 1, 0, &mut buf), Err(libc::ESTALE));
+        assert_eq!(fs.read(root + 2, 0, &mut buf), Err(libc::ESTALE));
+        assert_eq!(fs.read(root + 3, 0, &mut buf), Ok(5));
+        assert_eq!(&buf, b"hello");
     }
 
     #[test]

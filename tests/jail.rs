@@ -420,8 +420,8 @@ fn hide_landlock() {
         jf,
         k,
     };
-    let load = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u32;
-    let ret = (libc::BPF_RET | libc::BPF_K) as u32;
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
     let nr = libc::SYS_landlock_create_ruleset as u32;
     let mut prog = [
         stmt(load, 4),                 // arch

@@ -468,3 +468,40 @@ fn open_dir(path: &Path) -> std::io::Result<(OwnedFd, (u64, u64))> {
     }
     Ok((fd, (st.st_dev, st.st_ino)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_is_small_and_unique() {
+        let mut names = allowlist();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALLOWLIST_LEN);
+        for a in VCPU_ALLOWLIST {
+            assert_eq!(crate::syscall_names::syscall_name(a.nr), Some(a.name));
+        }
+    }
+
+    #[test]
+    fn filters_compile() {
+        program(SeccompMode::Enforce).unwrap();
+        program(SeccompMode::Log).unwrap();
+    }
+
+    #[test]
+    fn mount_roots_are_known_by_identity() {
+        let dir = std::env::temp_dir();
+        let roots = MountRoots::open([dir.as_path(), dir.as_path()]).unwrap();
+        assert_eq!(roots.fds().len(), 2);
+        roots.ids().check([dir.as_path(), dir.as_path()]).unwrap();
+        // The same directory twice is one root to tell threads apart by.
+        let reach = roots.ids().reach();
+        assert_eq!(reach.len(), usize::from(landlock_abi().is_some()));
+        let other = MountRoots::open([Path::new("/")]).unwrap();
+        let err = other.ids().check([dir.as_path()]).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidConfig);
+        assert!(MountRoots::open([Path::new("/nonexistent-hvsandbox")]).is_err());
+    }
+}

@@ -139,6 +139,9 @@ impl SandboxBuilder {
     /// Shows host directory `host_dir` read-only at `guest_path` (absolute,
     /// normalised, not `/`) in every run. The guest sees only what is
     /// inside: its `..` and the symlinks in it resolve in the guest's tree.
+    /// The mount is the directory `host_dir` names when the sandbox is
+    /// built; a run after the name was given to another directory fails
+    /// with `InvalidConfig`.
     ///
     /// ```no_run
     /// use hvsandbox::{Command, Sandbox};
@@ -173,7 +176,9 @@ impl SandboxBuilder {
     /// What the vCPU thread's seccomp filter does with a system call not on
     /// its allow-list (see [`crate::jail`]): stop the thread (the default),
     /// log it, or no filter at all. The environment variable
-    /// `HVSANDBOX_SECCOMP=enforce|log|off` overrides it, for debugging.
+    /// `HVSANDBOX_SECCOMP=enforce|log|off` can only make it stricter
+    /// (`enforce` turns `Log` into `Enforce`); a weaker value is ignored
+    /// with a warning.
     pub fn seccomp(mut self, mode: SeccompMode) -> Self {
         self.config.seccomp = mode;
         self

@@ -6,7 +6,16 @@
 //!    sets (and, where allowed, the bounding set) with libcap-ng — /dev/kvm
 //!    is already open, nothing else it does needs privilege;
 //! 2. sets `no_new_privs`;
-//! 3. installs the seccomp allow-list below (seccompiler): any other system
+//! 3. where the kernel has Landlock, restricts itself for good to opening
+//!    files and listing directories below its sandbox's mount roots — and
+//!    nothing else by path (see [`landlock`]). A thread is reused only by
+//!    sandboxes whose mount roots are exactly its own (`vcpu_thread`).
+//!    Without Landlock, what holds is the filter's: opens are read-only
+//!    (never creating, writing or truncating), and the thread can send
+//!    nothing anywhere but into its own guest and to stderr — it has no
+//!    socket, pipe-writing or process call — but it could read any file
+//!    the process's user can read;
+//! 4. installs the seccomp allow-list below (seccompiler): any other system
 //!    call raises SIGSYS, whose handler records the call and fails it with
 //!    EPERM; the thread then stops the run at once, reports
 //!    [`crate::Error::JailViolation`] naming the call, and ends, leaving
@@ -14,12 +23,25 @@
 //!    could leave a lock of the process, the allocator's, held forever.)
 //!
 //! The list is data, one entry per system call with who needs it. Per-run
-//! work that needs more (reading the program, opening mount roots) is done
-//! on the caller's thread before the job reaches the vCPU thread.
+//! work that needs more (reading the program, opening mount roots, opening
+//! the page map) is done on the caller's thread before the job reaches the
+//! vCPU thread.
+//!
+//! `HVSANDBOX_SECCOMP` (`enforce`, `log`, `off`) can only make the filter
+//! stricter than the program asked for (`enforce` turns a builder's `Log`
+//! into `Enforce`); asking for less is ignored, with one warning on stderr
+//! per process, so a stray variable in a service's environment cannot
+//! switch the filter off.
+
+mod landlock;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::OnceLock;
 
 use seccompiler::{
@@ -37,8 +59,19 @@ pub enum SeccompMode {
     /// Allow the call but have the kernel log it (audit log / dmesg): for
     /// finding what a new code path needs.
     Log,
-    /// No filter at all (capabilities are still dropped).
+    /// No filter at all (capabilities are still dropped, Landlock still
+    /// applies).
     Disabled,
+}
+
+impl SeccompMode {
+    fn strictness(self) -> u8 {
+        match self {
+            SeccompMode::Disabled => 0,
+            SeccompMode::Log => 1,
+            SeccompMode::Enforce => 2,
+        }
+    }
 }
 
 /// Which arguments a call may have.
@@ -53,6 +86,8 @@ enum Args {
     ReadOnly,
     /// write: only to this descriptor (argument 0).
     Fd(u64),
+    /// fcntl: only the commands in `FCNTL_COMMANDS` (argument 1).
+    Fcntl,
 }
 
 /// One allowed system call.
@@ -96,6 +131,14 @@ const IOCTL_REQUESTS: &[u64] = &[
     0xc0606610, // PAGEMAP_SCAN on /proc/self/pagemap (the pages a run wrote, for reset)
 ];
 
+/// fcntl commands the vCPU thread issues (argument 1), with the one
+/// argument 2 allowed when it matters.
+const FCNTL_COMMANDS: &[(libc::c_int, Option<u64>)] = &[
+    (libc::F_DUPFD_CLOEXEC, None), // Rust std's try_clone: a snapshot's memory fd for a new VM
+    (libc::F_GETFL, None),         // mounts: glibc's fdopendir checks the fd is readable
+    (libc::F_SETFD, Some(libc::FD_CLOEXEC as u64)), // mounts: glibc's fdopendir sets close-on-exec
+];
+
 /// The vCPU thread's allow-list: one line per call, with who needs it.
 #[rustfmt::skip]
 const VCPU_ALLOWLIST: &[Allowed] = &[
@@ -123,7 +166,7 @@ const VCPU_ALLOWLIST: &[Allowed] = &[
     Allowed { name: "pread64", nr: libc::SYS_pread64, args: Args::Any },        // mounts: file reads
     Allowed { name: "getdents64", nr: libc::SYS_getdents64, args: Args::Any },  // mounts: directory listings
     Allowed { name: "readlinkat", nr: libc::SYS_readlinkat, args: Args::Any },  // mounts: symlink targets
-    Allowed { name: "fcntl", nr: libc::SYS_fcntl, args: Args::Any },            // mounts: fdopendir
+    Allowed { name: "fcntl", nr: libc::SYS_fcntl, args: Args::Fcntl },          // the commands above
 ];
 
 /// Calls the vCPU thread may not make but that the C library makes on its
@@ -149,15 +192,25 @@ fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition> {
     SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(jail_error("seccomp condition"))
 }
 
+/// A condition on the low 32 bits of an argument (a C `int`).
+fn cond32(arg: u8, value: u64) -> Result<SeccompCondition> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+        .map_err(jail_error("seccomp condition"))
+}
+
 fn rules_for(a: &Allowed) -> Result<Vec<SeccompRule>> {
     let rule = |c: Vec<SeccompCondition>| SeccompRule::new(c).map_err(jail_error("seccomp rule"));
     Ok(match a.args {
         Args::Any => Vec::new(),
-        Args::Requests(list) => list
+        Args::Requests(list) => list.iter().map(|&r| rule(vec![cond32(1, r)?])).collect::<Result<_>>()?,
+        Args::Fcntl => FCNTL_COMMANDS
             .iter()
-            .map(|&r| {
-                rule(vec![SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, r)
-                    .map_err(jail_error("seccomp condition"))?])
+            .map(|&(cmd, arg)| {
+                let mut c = vec![cond32(1, cmd as u64)?];
+                if let Some(arg) = arg {
+                    c.push(cond32(2, arg)?);
+                }
+                rule(c)
             })
             .collect::<Result<_>>()?,
         Args::NoExec => vec![rule(vec![cond(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)?])?],
@@ -258,9 +311,10 @@ fn drop_capabilities() -> Result<()> {
     Ok(())
 }
 
-/// Puts the calling thread (a sandbox's vCPU thread) in the jail. The
+/// Puts the calling thread (a sandbox's vCPU thread) in the jail, able to
+/// read files below `roots` only (where the kernel has Landlock). The
 /// refused call, if any, is later found in `violation`.
-pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64) -> Result<()> {
+pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64, roots: &[BorrowedFd<'_>]) -> Result<()> {
     // The caller keeps `violation` alive as long as this thread (it lives
     // in the sandbox's shared state, which the thread holds an Arc to).
     drop_capabilities()?;
@@ -271,6 +325,10 @@ pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64) -> Result<()> {
             source: Some(Box::new(std::io::Error::last_os_error())),
         });
     }
+    landlock::restrict_self(roots).map_err(|(call, e)| Error::Internal {
+        context: format!("cannot build the jail: {call}"),
+        source: Some(Box::new(e)),
+    })?;
     if mode == SeccompMode::Disabled {
         return Ok(());
     }
@@ -295,15 +353,125 @@ pub(crate) fn describe(nr: i64) -> String {
     }
 }
 
-/// The mode from `HVSANDBOX_SECCOMP` (`log` or `off`), if set: a debugging
-/// override of the configured mode.
-pub(crate) fn env_override() -> Option<SeccompMode> {
-    match std::env::var("HVSANDBOX_SECCOMP").ok()?.as_str() {
-        "log" => Some(SeccompMode::Log),
-        "off" | "disabled" => Some(SeccompMode::Disabled),
-        "enforce" => Some(SeccompMode::Enforce),
+/// The mode a vCPU thread is jailed in: `configured`, or a stricter one
+/// `HVSANDBOX_SECCOMP` asks for. A weaker or unknown value is ignored,
+/// with one warning on stderr per process.
+pub(crate) fn effective_mode(configured: SeccompMode) -> SeccompMode {
+    let Some(value) = std::env::var_os("HVSANDBOX_SECCOMP") else { return configured };
+    let asked = match value.as_bytes() {
+        b"enforce" => Some(SeccompMode::Enforce),
+        b"log" => Some(SeccompMode::Log),
+        b"off" | b"disabled" => Some(SeccompMode::Disabled),
         _ => None,
+    };
+    match asked {
+        Some(mode) if mode.strictness() >= configured.strictness() => mode,
+        _ => {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "hvsandbox: ignoring HVSANDBOX_SECCOMP={}: it can only make the vCPU thread's seccomp filter \
+                     stricter (enforce > log > off) than the program set ({configured:?})",
+                    value.to_string_lossy()
+                );
+            }
+            configured
+        }
     }
+}
+
+/// The Landlock ABI version of the running kernel, or `None` where it has
+/// no Landlock (then reads by path are limited only by the filter: see the
+/// module's documentation).
+pub fn landlock_abi() -> Option<u32> {
+    landlock::abi()
+}
+
+/// The host directories a sandbox's vCPU thread may read below (its mount
+/// roots), opened on the caller's thread, and who they are.
+pub(crate) struct MountRoots {
+    fds: Vec<OwnedFd>,
+    ids: RootIds,
+}
+
+/// The (device, inode) of each mount root, in the sandbox's mount order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RootIds(Vec<(u64, u64)>);
+
+impl MountRoots {
+    /// Opens each of `paths` (host directories) as a mount root.
+    pub(crate) fn open<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<MountRoots> {
+        let mut fds = Vec::new();
+        let mut ids = Vec::new();
+        for path in paths {
+            let (fd, id) = open_dir(path)
+                .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", path.display())))?;
+            ids.push(id);
+            fds.push(fd);
+        }
+        Ok(MountRoots { fds, ids: RootIds(ids) })
+    }
+
+    pub(crate) fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.fds.iter().map(|fd| fd.as_fd()).collect()
+    }
+
+    pub(crate) fn ids(&self) -> &RootIds {
+        &self.ids
+    }
+}
+
+impl RootIds {
+    /// What tells vCPU threads apart for reuse: a thread restricted to
+    /// these roots serves exactly the sandboxes with the same set. Where
+    /// the kernel has no Landlock, every thread is alike (empty).
+    pub(crate) fn reach(&self) -> Vec<(u64, u64)> {
+        if landlock::abi().is_none() {
+            return Vec::new();
+        }
+        let mut set = self.0.clone();
+        set.sort_unstable();
+        set.dedup();
+        set
+    }
+
+    /// Fails when one of `paths` (in the same order) now names another
+    /// directory than when the sandbox was built: the vCPU thread may
+    /// read below the directories it was given, not below their names.
+    pub(crate) fn check<'a>(&self, paths: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+        for (path, &id) in paths.into_iter().zip(&self.0) {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| Error::InvalidConfig(format!("mount source {}: {e}", path.display())))?;
+            if (meta.dev(), meta.ino()) != id {
+                return Err(Error::InvalidConfig(format!(
+                    "mount source {} is another directory than when the sandbox was built",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens a directory as a handle (`O_PATH`), following symlinks as a
+/// mount's source path does; returns it with its (device, inode).
+fn open_dir(path: &Path) -> std::io::Result<(OwnedFd, (u64, u64))> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is NUL-terminated; the result is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is a writable stat.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((fd, (st.st_dev, st.st_ino)))
 }
 
 #[cfg(test)]
@@ -325,5 +493,20 @@ mod tests {
     fn filters_compile() {
         program(SeccompMode::Enforce).unwrap();
         program(SeccompMode::Log).unwrap();
+    }
+
+    #[test]
+    fn mount_roots_are_known_by_identity() {
+        let dir = std::env::temp_dir();
+        let roots = MountRoots::open([dir.as_path(), dir.as_path()]).unwrap();
+        assert_eq!(roots.fds().len(), 2);
+        roots.ids().check([dir.as_path(), dir.as_path()]).unwrap();
+        // The same directory twice is one root to tell threads apart by.
+        let reach = roots.ids().reach();
+        assert_eq!(reach.len(), usize::from(landlock_abi().is_some()));
+        let other = MountRoots::open([Path::new("/")]).unwrap();
+        let err = other.ids().check([dir.as_path()]).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidConfig);
+        assert!(MountRoots::open([Path::new("/nonexistent-hvsandbox")]).is_err());
     }
 }

@@ -151,6 +151,9 @@ impl SandboxBuilder {
     /// Shows host directory `host_dir` read-only at `guest_path` (absolute,
     /// normalised, not `/`) in every run. The guest sees only what is
     /// inside: its `..` and the symlinks in it resolve in the guest's tree.
+    /// The mount is the directory `host_dir` names when the sandbox is
+    /// built; a run after the name was given to another directory fails
+    /// with `InvalidConfig`.
     ///
     /// The guest reads what a host user who is neither a file's owner nor
     /// in its group could: it enters a directory if its "other" permission
@@ -215,7 +218,9 @@ impl SandboxBuilder {
     /// What the vCPU thread's seccomp filter does with a system call not on
     /// its allow-list (see [`crate::jail`]): stop the thread (the default),
     /// log it, or no filter at all. The environment variable
-    /// `HVSANDBOX_SECCOMP=enforce|log|off` overrides it, for debugging.
+    /// `HVSANDBOX_SECCOMP=enforce|log|off` can only make it stricter
+    /// (`enforce` turns `Log` into `Enforce`); a weaker value is ignored
+    /// with a warning.
     pub fn seccomp(mut self, mode: SeccompMode) -> Self {
         self.config.seccomp = mode;
         self
@@ -497,7 +502,7 @@ enum Job {
         take: Option<SnapshotPoint>,
     },
     /// Test hook: make this system call on the vCPU thread.
-    Syscall(i64),
+    Syscall(i64, [u64; 6]),
     /// Make the VM of a snapshot sandbox now, so its next run does not.
     Warm,
 }
@@ -540,6 +545,9 @@ pub struct Sandbox {
     poisoned: Option<String>,
     /// The snapshot every run starts from, for a sandbox built from one.
     snapshot: Option<Snapshot>,
+    /// Who the mount roots were when the sandbox was built (its vCPU
+    /// thread may read below those directories only).
+    roots: jail::RootIds,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -564,7 +572,13 @@ impl Sandbox {
         let worker_config = config.clone();
         let worker_control = control.clone();
         let worker_snapshot = snapshot.clone();
-        let mode = jail::env_override().unwrap_or(config.seccomp);
+        let mode = jail::effective_mode(config.seccomp);
+        let roots = jail::MountRoots::open(config.mounts.iter().map(|m| m.host.as_path()))?;
+        let root_ids = roots.ids().clone();
+        if snapshot.is_some() {
+            // Opened here: the vCPU thread may not open it.
+            let _ = pagemap();
+        }
         let body: vcpu_thread::Body = Box::new(move |kit: &vcpu_thread::Kit| {
             let (timer, cpu_timer) = (&kit.timer, &kit.cpu_timer);
             let _ = worker_control.kicker.set(ThreadKicker::current());
@@ -572,8 +586,8 @@ impl Sandbox {
             worker_control.vcpu_tid.store(unsafe { libc::gettid() } as i64, Ordering::SeqCst);
             // Refused calls from now on are this sandbox's.
             jail::rebind(&worker_control.violation);
-            // What resetting to the snapshot in place needs (the jail
-            // allows opening it: read-only, never executable).
+            // What resetting to the snapshot in place needs (a read-only
+            // mapping of the snapshot; the page map opened above).
             let reset_aid = worker_snapshot.as_ref().and_then(ResetAid::new);
             let _ = ready_tx.send(Ok(()));
             // A sandbox built from a snapshot keeps its VM between runs
@@ -668,9 +682,14 @@ impl Sandbox {
                         }
                         continue;
                     }
-                    Job::Syscall(nr) => {
-                        // SAFETY: a test hook making one system call with all-zero arguments.
-                        let r = unsafe { libc::syscall(nr, 0, 0, 0, 0, 0, 0) } as i64;
+                    Job::Syscall(nr, a) => {
+                        // SAFETY: a test hook making one system call as a VMM bug would.
+                        let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) } as i64;
+                        let r = if r == -1 {
+                            -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
+                        } else {
+                            r
+                        };
                         let reply = match jail_violation(&worker_control) {
                             Some(e) => Err(e),
                             None => Ok(Reply::Syscall(r)),
@@ -754,7 +773,7 @@ impl Sandbox {
             drop(reset_aid);
             jail_violation(&worker_control).is_none()
         });
-        let thread = vcpu_thread::VcpuThread::start(mode, body)?;
+        let thread = vcpu_thread::VcpuThread::start(mode, roots, body)?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -766,6 +785,7 @@ impl Sandbox {
             worker: Mutex::new(Worker { jobs, results, thread: Some(thread) }),
             poisoned: None,
             snapshot,
+            roots: root_ids,
         })
     }
 
@@ -788,13 +808,21 @@ impl Sandbox {
     }
 
     /// Test hook: makes system call `nr` (without arguments) on the vCPU
-    /// thread (all arguments zero), as a VMM bug would; returns its result.
+    /// thread (all arguments zero), as a VMM bug would; returns its result
+    /// (-1 for a failure).
     #[doc(hidden)]
     pub fn debug_syscall_on_vcpu_thread(&mut self, nr: i64) -> Result<i64> {
+        self.debug_syscall_with_args_on_vcpu_thread(nr, [0; 6]).map(|r| r.max(-1))
+    }
+
+    /// Test hook: makes system call `nr` with `args` on the vCPU thread,
+    /// as a VMM bug would; returns its result, `-errno` for a failure.
+    #[doc(hidden)]
+    pub fn debug_syscall_with_args_on_vcpu_thread(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
         if let Some(why) = &self.poisoned {
             return Err(Error::SandboxPoisoned(why.clone()));
         }
-        let r = self.submit(Job::Syscall(nr));
+        let r = self.submit(Job::Syscall(nr, args));
         match r {
             Ok(Reply::Syscall(v)) => Ok(v),
             Ok(_) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
@@ -818,7 +846,7 @@ impl Sandbox {
         if let Some(why) = &self.poisoned {
             return Err(Error::SandboxPoisoned(why.clone()));
         }
-        let prepared = prepare(&self.config, self.snapshot.as_ref(), command)?;
+        let prepared = prepare(&self.config, &self.roots, self.snapshot.as_ref(), command)?;
         let result = self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared), take: None });
         let result = result.and_then(|r| match r {
             Reply::Run(out) => Ok(*out),
@@ -845,7 +873,7 @@ impl Sandbox {
         if self.snapshot.is_some() {
             return Err(Error::InvalidConfig("a sandbox built from a snapshot cannot take another one yet".into()));
         }
-        let prepared = prepare(&self.config, None, command)?;
+        let prepared = prepare(&self.config, &self.roots, None, command)?;
         let reply = self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared), take: Some(point) });
         let reply = match reply {
             Err(e) => {
@@ -948,7 +976,8 @@ pub(crate) fn map_vm_error(e: VmError) -> Error {
 
 /// Reads and checks the program and lays out everything the guest needs
 /// (on the caller's thread).
-fn prepare(config: &Config, snapshot: Option<&Snapshot>, command: &Command) -> Result<Prepared> {
+fn prepare(config: &Config, roots: &jail::RootIds, snapshot: Option<&Snapshot>, command: &Command) -> Result<Prepared> {
+    roots.check(config.mounts.iter().map(|m| m.host.as_path()))?;
     let name = command.program_name();
     let image: Option<Arc<[u8]>> = match (&command.source, snapshot) {
         (ProgramSource::Resume, Some(_)) => None,
@@ -1126,8 +1155,9 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
             .name("hvsandbox-vms".into())
             .spawn(move || {
                 static VIOLATION: AtomicI64 = AtomicI64::new(-1);
-                let mode = jail::env_override().unwrap_or(SeccompMode::Enforce);
-                let jailed = jail::enter(mode, &VIOLATION).is_ok();
+                // Always enforcing (the environment cannot weaken it); it
+                // may read no file by path.
+                let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
                 if !jailed {
                     blank_pool::give_up();
                 }
@@ -1195,17 +1225,29 @@ enum Reap {
     Flush(mpsc::Sender<()>),
 }
 
-/// A read-only view of a snapshot's memory and an open pagemap, for
-/// resetting a VM to the snapshot in place.
+/// A read-only view of a snapshot's memory and the process's page map,
+/// for resetting a VM to the snapshot in place.
 struct ResetAid {
     view: *const u8,
     len: usize,
-    pagemap: std::os::fd::OwnedFd,
+    pagemap: std::os::fd::BorrowedFd<'static>,
+}
+
+/// The process's page map (`/proc/self/pagemap`, for `PAGEMAP_SCAN`),
+/// opened once, on a caller's thread: the vCPU threads' jail lets them
+/// open no file by path but below their mount roots.
+fn pagemap() -> Option<std::os::fd::BorrowedFd<'static>> {
+    static PAGEMAP: OnceLock<Option<std::os::fd::OwnedFd>> = OnceLock::new();
+    PAGEMAP
+        .get_or_init(|| std::fs::File::open("/proc/self/pagemap").ok().map(std::os::fd::OwnedFd::from))
+        .as_ref()
+        .map(|fd| fd.as_fd())
 }
 
 impl ResetAid {
     fn new(snap: &Snapshot) -> Option<ResetAid> {
-        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::fd::AsRawFd;
+        let pagemap = pagemap()?;
         let len = snap.memory_bytes() as usize;
         // SAFETY: a read-only shared mapping of the (sealed) snapshot file.
         let view = unsafe {
@@ -1214,15 +1256,6 @@ impl ResetAid {
         if view == libc::MAP_FAILED {
             return None;
         }
-        // SAFETY: open of a constant path; the result is checked.
-        let fd = unsafe { libc::open(c"/proc/self/pagemap".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            // SAFETY: unmapping what we just mapped.
-            unsafe { libc::munmap(view, len) };
-            return None;
-        }
-        // SAFETY: a fresh fd we own.
-        let pagemap = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         Some(ResetAid { view: view as *const u8, len, pagemap })
     }
 
@@ -1253,8 +1286,7 @@ const SPARE_AFTER_IDLE: Duration = Duration::from_micros(200);
 fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool) -> Result<()> {
     if reset {
         let mut written = snap.0.hot.get().is_none().then(Vec::new);
-        let copied =
-            aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap.as_fd(), written.as_mut()).is_ok());
+        let copied = aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap, written.as_mut()).is_ok());
         if !copied {
             vm.reset_memory(snap.memory_fd()).map_err(map_vm_error)?;
         } else if let Some(w) = written {

@@ -4,8 +4,11 @@
 //! sandbox instead of exiting, so building a sandbox costs neither a thread
 //! start nor the jail's set-up (~250 µs, most of it dropping capabilities
 //! and installing the seccomp filter). A thread whose sandbox met a refused
-//! system call is never reused.
+//! system call is never reused. A thread's Landlock restriction (the mount
+//! roots it may read below) is permanent, so a thread serves only
+//! sandboxes with exactly its mount roots; others get a new thread.
 
+use std::os::fd::AsFd;
 use std::sync::atomic::AtomicI64;
 use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
@@ -13,7 +16,7 @@ use std::thread::JoinHandle;
 use hvsandbox_core::DeadlineTimer;
 
 use crate::error::{Error, Result};
-use crate::jail::{self, SeccompMode};
+use crate::jail::{self, MountRoots, SeccompMode};
 
 /// What a vCPU thread keeps from one sandbox to the next.
 pub(crate) struct Kit {
@@ -27,8 +30,8 @@ pub(crate) struct Kit {
 /// in good standing (no refused call).
 pub(crate) type Body = Box<dyn FnOnce(&Kit) -> bool + Send>;
 
-/// Idle threads kept for later sandboxes (only threads in the default,
-/// enforcing jail are kept).
+/// Idle threads kept for later sandboxes, the most recently used last
+/// (only threads in the default, enforcing jail are kept).
 const KEEP_IDLE: usize = 4;
 static IDLE: Mutex<Vec<VcpuThread>> = Mutex::new(Vec::new());
 
@@ -39,26 +42,35 @@ pub(crate) struct VcpuThread {
     assign: mpsc::Sender<(Body, mpsc::Sender<bool>)>,
     handle: JoinHandle<Option<Kit>>,
     mode: SeccompMode,
+    /// The mount roots (device, inode) it may read below, sorted: see
+    /// [`jail::RootIds::reach`].
+    reach: Vec<(u64, u64)>,
     /// Answers whether the thread is in good standing once the body ends.
     done: Option<mpsc::Receiver<bool>>,
 }
 
 impl VcpuThread {
-    /// A thread in a `mode` jail running `body`: an idle one, or a new one.
-    pub(crate) fn start(mode: SeccompMode, body: Body) -> Result<VcpuThread> {
-        let idle =
-            if mode == SeccompMode::Enforce { IDLE.lock().unwrap_or_else(|e| e.into_inner()).pop() } else { None };
+    /// A thread in a `mode` jail that may read below `roots`, running
+    /// `body`: an idle one with the same roots, or a new one.
+    pub(crate) fn start(mode: SeccompMode, roots: MountRoots, body: Body) -> Result<VcpuThread> {
+        let reach = roots.ids().reach();
+        let idle = if mode == SeccompMode::Enforce {
+            let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            idle.iter().rposition(|t| t.reach == reach).map(|i| idle.remove(i))
+        } else {
+            None
+        };
         let mut thread = match idle {
             Some(t) => t,
-            None => spawn(mode)?,
+            None => spawn(mode, &roots, reach)?,
         };
         let (done_tx, done_rx) = mpsc::channel();
         if let Err(mpsc::SendError((body, done_tx))) = thread.assign.send((body, done_tx)) {
             // The idle thread is gone (it cannot be: it only waits); start
             // a new one.
-            drop(thread.assign);
-            let _ = thread.handle.join();
-            thread = spawn(mode)?;
+            let reach = std::mem::take(&mut thread.reach);
+            thread.end();
+            thread = spawn(mode, &roots, reach)?;
             thread.assign.send((body, done_tx)).map_err(|_| gone())?;
         }
         thread.done = Some(done_rx);
@@ -66,19 +78,27 @@ impl VcpuThread {
     }
 
     /// Called once the sandbox has closed its job channel: waits for the
-    /// body to end, then keeps the thread for the next sandbox or ends it.
+    /// body to end, then keeps the thread for the next sandbox (making
+    /// room by ending the least recently used idle one) or ends it.
     pub(crate) fn finish(mut self) {
         // The sandbox has closed its job channel: the body ends.
         let healthy = self.done.take().and_then(|d| d.recv().ok()).unwrap_or(false);
-        if healthy && self.mode == SeccompMode::Enforce {
-            let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < KEEP_IDLE {
-                idle.push(self);
-                return;
-            }
+        if !(healthy && self.mode == SeccompMode::Enforce) {
+            return self.end();
         }
-        // Closing its assignment channel ends the thread; its timers are
-        // deleted here, outside its jail (which does not allow that).
+        let evicted = {
+            let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            idle.push(self);
+            (idle.len() > KEEP_IDLE).then(|| idle.remove(0))
+        };
+        if let Some(old) = evicted {
+            old.end();
+        }
+    }
+
+    /// Ends the thread: closing its assignment channel ends it; its timers
+    /// are deleted here, outside its jail (which does not allow that).
+    fn end(self) {
         drop(self.assign);
         drop(self.handle.join());
     }
@@ -88,7 +108,12 @@ fn gone() -> Error {
     Error::Internal { context: "the vCPU thread is gone".into(), source: None }
 }
 
-fn spawn(mode: SeccompMode) -> Result<VcpuThread> {
+fn spawn(mode: SeccompMode, roots: &MountRoots, reach: Vec<(u64, u64)>) -> Result<VcpuThread> {
+    // The thread gets its own handles of the roots, for its Landlock rules.
+    let root_fds =
+        roots.fds().iter().map(|fd| fd.try_clone_to_owned()).collect::<std::io::Result<Vec<_>>>().map_err(|e| {
+            Error::Internal { context: "cannot hand the mount roots over".into(), source: Some(e.into()) }
+        })?;
     let (assign, assign_rx) = mpsc::channel::<(Body, mpsc::Sender<bool>)>();
     let (started_tx, started_rx) = mpsc::channel::<Result<()>>();
     let handle = std::thread::Builder::new()
@@ -103,7 +128,11 @@ fn spawn(mode: SeccompMode) -> Result<VcpuThread> {
                     return None;
                 }
             };
-            if let Err(e) = jail::enter(mode, &NOBODY) {
+            let borrowed: Vec<_> = root_fds.iter().map(|fd| fd.as_fd()).collect();
+            let jailed = jail::enter(mode, &NOBODY, &borrowed);
+            drop(borrowed);
+            drop(root_fds);
+            if let Err(e) = jailed {
                 let _ = started_tx.send(Err(e));
                 return Some(kit);
             }
@@ -120,7 +149,7 @@ fn spawn(mode: SeccompMode) -> Result<VcpuThread> {
         })
         .map_err(|e| Error::Internal { context: "cannot start the vCPU thread".into(), source: Some(e.into()) })?;
     match started_rx.recv() {
-        Ok(Ok(())) => Ok(VcpuThread { assign, handle, mode, done: None }),
+        Ok(Ok(())) => Ok(VcpuThread { assign, handle, mode, reach, done: None }),
         Ok(Err(e)) => {
             drop(handle.join());
             Err(e)

@@ -525,3 +525,30 @@ fn cli_mounts_kernel_filesystems_only_when_asked() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l == "version"));
 }
+
+#[test]
+fn ordinary_filesystems_mounted_below_a_mount_are_entered() {
+    // A tmpfs mounted inside a mounted directory (another device, not a
+    // kernel filesystem) is served like the rest; /dev below it is not.
+    let dir = HostTree::new("nested-tmpfs");
+    let inner = dir.0.join("shared/sub");
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let (target, opts) = (c(&inner), c(std::path::Path::new("mode=755")));
+    // SAFETY: mount(2) with NUL-terminated strings this test owns.
+    let r = unsafe { libc::mount(c"none".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, opts.as_ptr().cast()) };
+    if r != 0 {
+        eprintln!("skipped: cannot mount a tmpfs here ({})", std::io::Error::last_os_error());
+        return;
+    }
+    std::fs::write(inner.join("on-tmpfs.txt"), "from tmpfs").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(inner.join("on-tmpfs.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut sb = Sandbox::builder().mount(dir.0.join("shared"), "/mnt").mount("/", "/host").build().unwrap();
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", "cat /mnt/sub/on-tmpfs.txt; ls /host/dev"])).unwrap();
+    // SAFETY: umount2 of the tmpfs this test mounted.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    assert_eq!(out.stdout_str(), "from tmpfs", "{}", out.stderr_str());
+    assert!(out.stderr_str().contains("/host/dev: Permission denied"), "{}", out.stderr_str());
+}

@@ -677,7 +677,7 @@ impl HostFs {
         let kind = match self.kinds.get(&dev) {
             Some(&kind) => kind,
             None => {
-                let kind = kernel_fs::of_mount(fd)?;
+                let kind = kernel_fs::of_fd(fd, dev)?;
                 self.kinds.insert(dev, kind);
                 kind
             }
@@ -1395,24 +1395,18 @@ mod tests {
 
     #[test]
     fn mount_table_records_are_parsed() {
-        assert_eq!(kernel_fs::mount_id(b"pos:\t0\nflags:\t012400000\nmnt_id:\t22\nino:\t1\n"), Some(22));
-        assert_eq!(kernel_fs::mount_id(b"pos:\t0\n"), None);
-        assert_eq!(kernel_fs::mount_id(b"mnt_id:\tx\n"), None);
         let info = b"\
 27 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:12 master:3 - proc proc rw
 30 27 0:25 / /my\\040dir rw - tmpfs tmpfs rw
-31 27 0:26 / /- rw - devtmpfs udev rw
+31 27 0:6 / /- rw - devtmpfs udev rw
+32 27 0:6 / /dev2 rw shared:4 - devtmpfs udev rw
+33 27 0:7 / /x rw - devtmpfs
+34 27 bad / /y rw - devtmpfs udev rw
 ";
-        assert_eq!(kernel_fs::mount_type(info, 27), Some(&b"ext4"[..]));
-        assert_eq!(kernel_fs::mount_type(info, 22), Some(&b"proc"[..]));
-        assert_eq!(kernel_fs::mount_type(info, 30), Some(&b"tmpfs"[..]));
-        assert_eq!(kernel_fs::mount_type(info, 31), Some(&b"devtmpfs"[..]));
-        assert_eq!(kernel_fs::mount_type(info, 2), None);
-        assert_eq!(kernel_fs::mount_type(b"2", 2), None);
-        assert_eq!(kernel_fs::kernel_fs_named(b"cgroup2"), Some("cgroup2"));
-        assert_eq!(kernel_fs::kernel_fs_named(b"ext4"), None);
-        assert_eq!(kernel_fs::kernel_fs_named(b"fuse.sshfs"), None);
+        assert_eq!(kernel_fs::devtmpfs_devices(info), vec![libc::makedev(0, 6), libc::makedev(0, 7)]);
+        assert_eq!(kernel_fs::devtmpfs_devices(b""), Vec::<u64>::new());
+        assert_eq!(kernel_fs::devtmpfs_devices(b"2"), Vec::<u64>::new());
     }
 
     #[test]

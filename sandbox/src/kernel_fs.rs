@@ -4,24 +4,19 @@
 //! environments — so the file service does not enter them unless the
 //! caller opted in for that mount.
 //!
-//! Two ways to tell, for the two threads that ask:
-//!
-//! * A mount root is opened on the caller's thread, which may call
-//!   `fstatfs`: the superblock's magic number says ([`of_root`]).
-//! * A name the guest looks up is opened on the vCPU thread, whose
-//!   seccomp list has no `fstatfs` (and stays short): there the fd's mount
-//!   is found in `/proc/self/fdinfo/<fd>` (`mnt_id`) and its type in
-//!   `/proc/self/mountinfo` ([`of_mount`]), with `openat`/`pread64`/`close`
-//!   only. That costs two procfs reads, so the file service asks only when
-//!   a name's device differs from its directory's (a mount crossing, or
-//!   overlayfs's per-file devices) and remembers the answer per device for
-//!   the run.
-//!
-//! A mount that is not in this process's table (one of another mount
-//! namespace, or detached since) is refused: nothing says what it is.
+//! What an fd is on is told by `fstatfs` (the superblock's magic number;
+//! it works on `O_PATH` fds, and for overlayfs it names overlayfs, whatever
+//! device a file reports). devtmpfs shares tmpfs's magic: it is told apart
+//! by its device number, one superblock made at boot, found in the
+//! process's mount table. That table is read only on the caller's thread
+//! (the vCPU thread may not open `/proc`: Landlock keeps it below its
+//! mount roots) when a mount root is opened, again only when the kernel
+//! says the table changed (`poll` on a `/proc/self/mountinfo` fd kept
+//! open), so the vCPU thread only looks the device up. The file service
+//! asks only when a name's device differs from its directory's (a mount
+//! crossing, or overlayfs's per-file devices) and remembers the answer per
+//! device for the run.
 
-use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
@@ -63,8 +58,17 @@ const TMPFS_MAGIC: u64 = 0x0102_1994;
 const MAX_MOUNTINFO: usize = 16 << 20;
 
 /// The kernel filesystem (its name in [`KERNEL_FS`]) that a mount root
-/// `fd` on device `dev` is on, if any. Calls `fstatfs`: caller's thread only.
+/// `fd` on device `dev` is on, if any. Reads the mount table if it
+/// changed: caller's thread only.
 pub(crate) fn of_root(fd: BorrowedFd<'_>, dev: u64) -> Result<Option<&'static str>, Errno> {
+    refresh_devtmpfs()?;
+    of_fd(fd, dev)
+}
+
+/// The kernel filesystem (its name in [`KERNEL_FS`]) that `fd` (any fd,
+/// `O_PATH` too) on device `dev` is on, if any. Uses only `fstatfs` and
+/// the devtmpfs devices [`of_root`] found: safe on the vCPU thread.
+pub(crate) fn of_fd(fd: BorrowedFd<'_>, dev: u64) -> Result<Option<&'static str>, Errno> {
     // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open for the call and `st` is a writable statfs.
@@ -73,61 +77,84 @@ pub(crate) fn of_root(fd: BorrowedFd<'_>, dev: u64) -> Result<Option<&'static st
     }
     let magic = st.f_type as u64;
     if magic == TMPFS_MAGIC {
-        return is_devtmpfs(fd, dev).map(|yes| yes.then_some("devtmpfs"));
+        let table = DEVTMPFS.lock().unwrap_or_else(|e| e.into_inner());
+        // No table read yet: nothing says which tmpfs this is.
+        let devices = &table.as_ref().ok_or(libc::EACCES)?.devices;
+        return Ok(devices.contains(&dev).then_some("devtmpfs"));
     }
     Ok(KERNEL_FS.iter().find(|&&(_, m)| m == magic).map(|&(name, _)| name))
 }
 
-/// Whether tmpfs device `dev` (of `fd`) is devtmpfs. devtmpfs is one
-/// superblock made at boot and never freed, so its device number is never
-/// another tmpfs's: the answer for a device holds for the life of the
-/// process, and is kept.
-fn is_devtmpfs(fd: BorrowedFd<'_>, dev: u64) -> Result<bool, Errno> {
-    static KNOWN: Mutex<BTreeMap<u64, bool>> = Mutex::new(BTreeMap::new());
-    let known = || KNOWN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(&yes) = known().get(&dev) {
-        return Ok(yes);
+/// The devtmpfs devices of the process's mount table, and the table's fd
+/// to learn of changes by.
+struct DevTmpfs {
+    mountinfo: OwnedFd,
+    devices: Vec<u64>,
+}
+
+static DEVTMPFS: Mutex<Option<DevTmpfs>> = Mutex::new(None);
+
+/// Reads the mount table's devtmpfs devices, the first time and whenever
+/// the table changed since.
+fn refresh_devtmpfs() -> Result<(), Errno> {
+    let mut table = DEVTMPFS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = table.as_ref() {
+        let mut p = libc::pollfd { fd: t.mountinfo.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
+        // SAFETY: one valid pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        if n == 0 {
+            return Ok(());
+        }
     }
-    let yes = of_mount(fd)? == Some("devtmpfs");
-    let mut known = known();
-    if known.len() >= 4096 {
-        known.clear(); // bounded: plain tmpfs devices come and go
-    }
-    known.insert(dev, yes);
-    Ok(yes)
+    let fd = match table.take() {
+        Some(t) => t.mountinfo,
+        None => open_proc(c"/proc/self/mountinfo")?,
+    };
+    let devices = devtmpfs_devices(&read_all(fd.as_fd(), MAX_MOUNTINFO)?);
+    *table = Some(DevTmpfs { mountinfo: fd, devices });
+    Ok(())
 }
 
-/// The kernel filesystem (its name in [`KERNEL_FS`]) of the mount `fd`
-/// (any fd, `O_PATH` too) is on, if any, from the process's mount table.
-/// Uses only `openat`, `pread64` and `close`: safe on the vCPU thread.
-pub(crate) fn of_mount(fd: BorrowedFd<'_>) -> Result<Option<&'static str>, Errno> {
-    let path = CString::new(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).map_err(|_| libc::EINVAL)?;
-    let fdinfo = read_proc(&path, 4096)?;
-    let id = mount_id(&fdinfo).ok_or(libc::EACCES)?;
-    let mountinfo = read_proc(c"/proc/self/mountinfo", MAX_MOUNTINFO)?;
-    let fstype = mount_type(&mountinfo, id).ok_or(libc::EACCES)?;
-    Ok(kernel_fs_named(fstype))
+/// The devices (`makedev(major, minor)`) of the devtmpfs mounts in a
+/// mountinfo file: lines of
+/// `ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER`
+/// (paths have their spaces escaped, so fields split on spaces).
+pub(crate) fn devtmpfs_devices(mountinfo: &[u8]) -> Vec<u64> {
+    let mut out: Vec<u64> = mountinfo
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+            let fstype = fields.iter().skip(6).skip_while(|&&f| f != b"-").nth(1)?;
+            if *fstype != b"devtmpfs" {
+                return None;
+            }
+            let (major, minor) = std::str::from_utf8(fields.get(2)?).ok()?.split_once(':')?;
+            Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
-/// The [`KERNEL_FS`] entry named `fstype`.
-pub(crate) fn kernel_fs_named(fstype: &[u8]) -> Option<&'static str> {
-    KERNEL_FS.iter().find(|&&(name, _)| name.as_bytes() == fstype).map(|&(name, _)| name)
-}
-
-/// A whole procfs file of at most `max` bytes (longer is `EFBIG`).
-fn read_proc(path: &std::ffi::CStr, max: usize) -> Result<Vec<u8>, Errno> {
-    let fd = loop {
+fn open_proc(path: &std::ffi::CStr) -> Result<OwnedFd, Errno> {
+    loop {
         // SAFETY: `path` is NUL-terminated; the result is checked below.
         let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         if fd >= 0 {
             // SAFETY: openat returned a new fd that nothing else owns.
-            break unsafe { OwnedFd::from_raw_fd(fd) };
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         match last_errno() {
             libc::EINTR => continue,
             e => return Err(e),
         }
-    };
+    }
+}
+
+/// A whole procfs file of at most `max` bytes (longer is `EFBIG`), read
+/// from its start.
+fn read_all(fd: BorrowedFd<'_>, max: usize) -> Result<Vec<u8>, Errno> {
     let mut out = Vec::new();
     let mut chunk = 4096;
     loop {
@@ -137,31 +164,11 @@ fn read_proc(path: &std::ffi::CStr, max: usize) -> Result<Vec<u8>, Errno> {
         }
         chunk = chunk.min(max - at);
         out.resize(at + chunk, 0);
-        let n = pread_full(fd.as_fd(), &mut out[at..], at as i64)?;
+        let n = pread_full(fd, &mut out[at..], at as i64)?;
         out.truncate(at + n);
         if n < chunk {
             return Ok(out);
         }
         chunk = chunk.saturating_mul(2);
     }
-}
-
-/// The `mnt_id:` field of an fdinfo file.
-pub(crate) fn mount_id(fdinfo: &[u8]) -> Option<u64> {
-    let line = fdinfo.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"mnt_id:"))?;
-    std::str::from_utf8(line).ok()?.trim().parse().ok()
-}
-
-/// The filesystem type of mount `id` in a mountinfo file: lines of
-/// `ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER`
-/// (paths have their spaces escaped, so fields split on spaces).
-pub(crate) fn mount_type(mountinfo: &[u8], id: u64) -> Option<&[u8]> {
-    let id = id.to_string();
-    mountinfo.split(|&b| b == b'\n').find_map(|line| {
-        let mut fields = line.split(|&b| b == b' ');
-        if fields.next()? != id.as_bytes() {
-            return None;
-        }
-        fields.skip(5).skip_while(|&f| f != b"-").nth(1)
-    })
 }

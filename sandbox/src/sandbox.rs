@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, PartialOutput, Result};
 use crate::fs::{self, errno_result, FileCollector, HostFs, ManifestRecord, Mount};
 use crate::jail::{self, SeccompMode};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
-use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint};
+use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint, MAX_OPEN_FILES_RANGE, MAX_PROCESSES_RANGE};
 use crate::{blank_pool, image_cache, program, vcpu_thread};
 
 /// Default cap on processes alive at once in the guest.
@@ -56,11 +56,6 @@ struct Config {
     cpu_time: Option<Duration>,
     output_limit_error: bool,
 }
-
-/// Allowed `max_processes`.
-pub(crate) const MAX_PROCESSES_RANGE: std::ops::RangeInclusive<u32> = 1..=4096;
-/// Allowed `max_open_files`.
-pub(crate) const MAX_OPEN_FILES_RANGE: std::ops::RangeInclusive<u32> = 3..=65536;
 
 /// Builds a [`Sandbox`]; every setting has a sensible default.
 #[derive(Clone, Debug)]

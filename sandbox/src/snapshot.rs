@@ -35,6 +35,11 @@ pub enum SnapshotPoint {
     Checkpoint,
 }
 
+/// Allowed `max_processes` (see [`GuestLimits`]).
+pub(crate) const MAX_PROCESSES_RANGE: std::ops::RangeInclusive<u32> = 1..=4096;
+/// Allowed `max_open_files` (see [`GuestLimits`]).
+pub(crate) const MAX_OPEN_FILES_RANGE: std::ops::RangeInclusive<u32> = 3..=65536;
+
 /// Limits the guest runtime enforces itself, fixed when it boots: a
 /// snapshot's guest keeps the ones it was booted with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -594,8 +599,8 @@ impl Header {
             p => return Err(format!("invalid snapshot point {p}")),
         };
         let limits = GuestLimits { max_processes: u32_at(72), max_open_files: u32_at(76) };
-        if !crate::sandbox::MAX_PROCESSES_RANGE.contains(&limits.max_processes)
-            || !crate::sandbox::MAX_OPEN_FILES_RANGE.contains(&limits.max_open_files)
+        if !MAX_PROCESSES_RANGE.contains(&limits.max_processes)
+            || !MAX_OPEN_FILES_RANGE.contains(&limits.max_open_files)
         {
             return Err(format!("invalid guest limits {limits:?}"));
         }

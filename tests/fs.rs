@@ -454,8 +454,7 @@ fn programs_do_not_enter_kernel_filesystems() {
     let out = sb.run(&Command::new(BUSYBOX).args(["cat", "/host/etc/passwd"])).unwrap();
     assert!(out.stdout_str().starts_with("root:"), "{}", out.stderr_str());
 
-    // Opted in. (The guest runtime reads a file up to the size the host
-    // reports, which is 0 for procfs files: list rather than read.)
+    // Opted in.
     let mut sb = Sandbox::builder().mount_with_kernel_fs("/", "/host").build().unwrap();
     let out = sb.run(&Command::new(BUSYBOX).args(["ls", "/host/sys", "/host/proc"])).unwrap();
     let names: Vec<&str> = out.stdout.split(|&b| b == b'\n').filter_map(|l| std::str::from_utf8(l).ok()).collect();
@@ -472,6 +471,29 @@ fn kernel_filesystem_mount_roots_need_the_opt_in() {
     let mut sb = Sandbox::builder().mount_with_kernel_fs("/proc", "/k").build().unwrap();
     let out = sb.run(&Command::new(BUSYBOX).args(["ls", "/k"])).unwrap();
     assert!(out.stdout_str().lines().any(|l| l == "version"), "{}", out.stderr_str());
+}
+
+#[test]
+fn kernel_files_of_size_zero_read_whole_with_the_opt_in() {
+    // procfs says its files are empty; the guest reads them to the end once
+    // and then stat, read and wc agree on what was read.
+    let version = std::fs::read("/proc/version").unwrap();
+    let mut sb = Sandbox::builder().mount_with_kernel_fs("/proc", "/k").build().unwrap();
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["cat", "/k/version"]));
+    assert_eq!(out.stdout, version);
+    let script = "wc -c /k/version && cat /k/version >/dev/null && stat -c %s /k/version";
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["sh", "-c", script]));
+    assert_eq!(out.stdout_str(), format!("{0} /k/version\n{0}\n", version.len()));
+
+    // A really empty host file still reads as empty.
+    let tree = HostTree::new("empty-file");
+    chmod(&tree.shared(), 0o755);
+    std::fs::write(tree.shared().join("empty"), "").unwrap();
+    chmod(&tree.shared().join("empty"), 0o644);
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    let script = "cat /mnt/empty && wc -c /mnt/empty && stat -c %s /mnt/empty";
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["sh", "-c", script]));
+    assert_eq!(out.stdout_str(), "0 /mnt/empty\n0\n");
 }
 
 #[test]

@@ -177,6 +177,11 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
                 node.touch();
             }
         }
+        if let NodeKind::File(f) = &node.kind {
+            // So fstat, lseek and mmap see the size a read would; a failure
+            // shows again on read.
+            let _ = f.borrow_mut().learn_size();
+        }
     }
     let path = vfs::absolute(&base, p);
     let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH | O_DIRECTORY;

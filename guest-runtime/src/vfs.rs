@@ -40,6 +40,9 @@ const MEM_DEV: u64 = 0x1;
 const HOST_DEV: u64 = 0x2;
 /// Host reads are batched in chunks of this size (read-ahead).
 const READ_CHUNK: usize = 256 * 1024;
+/// The most read of a host file whose status says it is empty (see
+/// `FileData::learn_size`).
+const MAX_UNSIZED: u64 = 16 << 20;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Meta {
@@ -402,6 +405,50 @@ impl FileData {
         Ok(())
     }
 
+    /// A host file whose status says it is empty may still have content
+    /// (procfs and sysfs files make theirs as they are read): the first
+    /// time, it is read whole from the host and its size becomes what was
+    /// read, so stat, read, mmap and lseek agree from then on. A really
+    /// empty file costs one host read that returns 0. Past MAX_UNSIZED
+    /// bytes the file is taken to be that long (the rest is never seen).
+    /// On failure nothing is kept and the next call tries again.
+    pub fn learn_size(&mut self) -> Result<(), Errno> {
+        let Some(h) = self.host else { return Ok(()) };
+        if self.size != 0 {
+            return Ok(());
+        }
+        // Without the handle, the pages written below are the contents.
+        self.host = None;
+        let r = self.read_whole(h);
+        if r.is_err() {
+            let _ = self.truncate(0);
+            self.host = Some(h);
+        }
+        r
+    }
+
+    /// Appends the contents of host file `h` from offset `size` until the
+    /// host says end of file or MAX_UNSIZED.
+    fn read_whole(&mut self, h: u64) -> Result<(), Errno> {
+        let buf = staging()?;
+        while self.size < MAX_UNSIZED {
+            if !crate::heap::has_room() {
+                return Err(ENOMEM);
+            }
+            let want = (buf.len() as u64).min(MAX_UNSIZED - self.size);
+            let got = hret(hc::call6(hcn::FS_READ, [h, self.size, buf.as_mut_ptr() as u64, want, 0, 0]))?;
+            if got == 0 {
+                break;
+            }
+            let got = got.min(want) as usize;
+            // A short write or ENOSPC means the frames ran out.
+            if self.write_at(self.size, &buf[..got]).ok() != Some(got) {
+                return Err(ENOMEM);
+            }
+        }
+        Ok(())
+    }
+
     /// Marks the frames as mapped in place (see `pinned`).
     pub fn pin(&mut self) {
         self.pinned = true;
@@ -439,6 +486,7 @@ impl FileData {
 
     /// Copies up to `out.len()` bytes at `off`; returns the count.
     pub fn read_at(&mut self, off: u64, out: &mut [u8]) -> Result<usize, Errno> {
+        self.learn_size()?;
         if off >= self.size || out.is_empty() {
             return Ok(0);
         }

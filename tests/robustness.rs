@@ -38,6 +38,21 @@ fn timed_waits_time_out_with_other_threads_like_linux() {
 }
 
 #[test]
+fn signal_handlers_interrupt_blocking_calls_like_linux() {
+    // poll/select/epoll_wait end with EINTR after a handler whatever its
+    // flags; pipe reads and wait4 run again with SA_RESTART.
+    let prog = musl("eintr");
+    let native = std::process::Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success());
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.contains("poll        SA_RESTART   : returned -1 EINTR, handler ran: yes\n"), "{native}");
+    assert!(native.contains("read        SA_RESTART   : returned 1, handler ran: yes\n"), "{native}");
+    let out = sandbox_with_timeout(60).run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
 fn mkdir_of_an_existing_path_with_a_trailing_slash_is_eexist() {
     let script = "mkdir /tmp/ 2>&1; echo st=$?; mkdir -p /tmp/ && echo p=ok; \
                   mkdir /tmp/x && mkdir /tmp/x/ 2>&1; echo st=$?; \

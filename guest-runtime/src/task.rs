@@ -49,6 +49,7 @@ const SA_SIGINFO: u64 = 4;
 const SA_RESTORER: u64 = 0x0400_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
 const SA_RESETHAND: u64 = 0x8000_0000;
+const SA_RESTART: u64 = 0x1000_0000;
 
 /// Saved user state of a task that is not running.
 #[repr(C, align(64))]
@@ -151,6 +152,11 @@ pub struct Task {
     /// epoll_wait), for the call it re-executes: the timeout does not
     /// start over on every wake.
     pub restart_deadline: Cell<Option<u64>>,
+    /// Woken from a wait that runs again because a signal came: whether
+    /// the call may run again after a handler (with `SA_RESTART`) or
+    /// always ends with `EINTR` then (poll, select, epoll_wait), as on
+    /// Linux. Read when the handler's frame is built.
+    pub interrupted: Cell<Option<bool>>,
     pub woken: Cell<bool>,
     pub sigmask: Cell<u64>,
     /// Mask to restore after a sigsuspend's handler runs.
@@ -292,6 +298,7 @@ pub fn start_init(
         restart: Cell::new(false),
         wake_at: Cell::new(None),
         restart_deadline: Cell::new(None),
+        interrupted: Cell::new(None),
         woken: Cell::new(false),
         sigmask: Cell::new(0),
         saved_mask: Cell::new(None),
@@ -415,6 +422,10 @@ fn unblocked_pending(t: &Task) -> u64 {
 enum Wake {
     /// Run the system call again.
     Restart,
+    /// A signal came: run the system call again unless a handler runs
+    /// first and the call is not to be restarted after it (see
+    /// `Task::interrupted`).
+    Interrupted,
     /// The call is over with this result.
     Complete(Result<u64, i64>),
 }
@@ -425,7 +436,7 @@ fn ready(t: &Task, now: u64) -> Option<Wake> {
     let restart = t.restart.get();
     let met = |cond: bool| cond.then_some(if restart { Wake::Restart } else { Wake::Complete(Ok(0)) });
     if unblocked_pending(t) != 0 && !matches!(*wait, Wait::Vfork(_)) {
-        return Some(if restart { Wake::Restart } else { Wake::Complete(Err(EINTR)) });
+        return Some(if restart { Wake::Interrupted } else { Wake::Complete(Err(EINTR)) });
     }
     if t.wake_at.get().is_some_and(|d| now >= d) {
         return Some(Wake::Complete(match *wait {
@@ -505,7 +516,12 @@ fn pick(from: usize, now: u64, include_from: bool) -> Option<usize> {
         match t.state.get() {
             State::Runnable => return Some(i),
             State::Blocked => match ready(t, now) {
-                Some(Wake::Restart) => {
+                Some(wake @ (Wake::Restart | Wake::Interrupted)) => {
+                    if matches!(wake, Wake::Interrupted) {
+                        // poll/select/epoll_wait never run again after a
+                        // handler; pipe I/O and wait4 do with SA_RESTART.
+                        t.interrupted.set(Some(!matches!(*t.wait.borrow(), Wait::Event(_))));
+                    }
                     t.state.set(State::Runnable);
                     *t.wait.borrow_mut() = Wait::None;
                     t.restart_deadline.set(t.wake_at.take());
@@ -595,6 +611,8 @@ fn deliver_signals(f: &mut Frame) {
         let t = current();
         let pend = unblocked_pending(&t);
         if pend == 0 {
+            // No handler ran: an interrupted wait just runs again.
+            t.interrupted.set(None);
             return;
         }
         let sig = pend.trailing_zeros() + 1;
@@ -631,6 +649,14 @@ fn deliver_signals(f: &mut Frame) {
 
 /// Builds a Linux rt_sigframe below the red zone and enters the handler.
 fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), i64> {
+    if let Some(restartable) = t.interrupted.take() {
+        if !restartable || act[1] & SA_RESTART == 0 {
+            // The interrupted call ends with EINTR: past its `syscall`
+            // (the frame is on it, to run it again), with that result.
+            f.rip = f.rip.wrapping_add(2);
+            f.rax = (-EINTR) as u64;
+        }
+    }
     // A handler outside the program's address range could not be jumped
     // to (the CPU faults on the runtime's return path): SIGSEGV instead.
     if act[1] & SA_RESTORER == 0 || act[0] >= hvsandbox_abi::user::ADDR_LIMIT {
@@ -1080,6 +1106,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
         restart: Cell::new(false),
         wake_at: Cell::new(None),
         restart_deadline: Cell::new(None),
+        interrupted: Cell::new(None),
         woken: Cell::new(false),
         sigmask: Cell::new(parent_task.sigmask.get()),
         saved_mask: Cell::new(None),

@@ -485,6 +485,19 @@ fn kernel_files_of_size_zero_read_whole_with_the_opt_in() {
     let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["sh", "-c", script]));
     assert_eq!(out.stdout_str(), format!("{0} /k/version\n{0}\n", version.len()));
 
+    // sysfs says its attributes take a page; the guest's copy ends where
+    // the host's read does.
+    let attr = ["kernel/address_bits", "kernel/mm/transparent_hugepage/enabled", "power/state"]
+        .into_iter()
+        .find(|a| std::fs::read(format!("/sys/{a}")).is_ok_and(|b| !b.is_empty() && b.len() < 4096));
+    if let Some(attr) = attr {
+        let host = std::fs::read(format!("/sys/{attr}")).unwrap();
+        let mut sb = Sandbox::builder().mount_with_kernel_fs("/sys", "/s").build().unwrap();
+        let script = format!("cat /s/{attr}; wc -c < /s/{attr}");
+        let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["sh", "-c", &script]));
+        assert_eq!(out.stdout_str(), format!("{}{}\n", String::from_utf8_lossy(&host), host.len()));
+    }
+
     // A really empty host file still reads as empty.
     let tree = HostTree::new("empty-file");
     chmod(&tree.shared(), 0o755);

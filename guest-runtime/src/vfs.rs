@@ -371,6 +371,15 @@ impl FileData {
                         [h, i as u64 * PAGE, buf.as_mut_ptr() as u64, want as u64, 0, 0],
                     ))? as usize;
                     let got = got.min(want);
+                    if got < want {
+                        // The host's file ends here (it shrank, or it
+                        // reports a size it does not have, as sysfs
+                        // attributes report 4096): so does this one.
+                        let end = i as u64 * PAGE + got as u64;
+                        if end < self.size {
+                            self.size = end;
+                        }
+                    }
                     if self.pages.len() < i + n {
                         self.pages.try_reserve(i + n - self.pages.len()).map_err(|_| ENOMEM)?;
                         self.pages.resize(i + n, 0);
@@ -494,6 +503,8 @@ impl FileData {
         let first = (off / PAGE) as usize;
         let last = ((off + n as u64 - 1) / PAGE) as usize;
         self.ensure(first, last, false)?;
+        // Fetching from the host may have found the file shorter.
+        let n = n.min(self.size.saturating_sub(off) as usize);
         let mut done = 0;
         while done < n {
             let pos = off + done as u64;

@@ -49,6 +49,7 @@ pub(crate) const KERNEL_FS: &[(&str, u64)] = &[
     ("rpc_pipefs", 0x6759_6969),     // NFS's kernel/user-space pipes
     ("nfsd", 0x6e66_7364),           // the NFS server's exports and state
     ("resctrl", 0x0765_5821),        // cache and memory bandwidth allocation
+    ("autofs", 0x0187),              // automount points: entering one makes the host mount things
 ];
 
 /// The magic of tmpfs, which devtmpfs shares.

@@ -53,6 +53,26 @@ fn signal_handlers_interrupt_blocking_calls_like_linux() {
 }
 
 #[test]
+fn alarm_and_interval_timers_work_like_linux() {
+    let prog = musl("itimers");
+    let native = std::process::Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success());
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.contains("read: -1 EINTR alarms=2\n"), "{native}");
+    let out = sandbox_with_timeout(60).run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+    assert!(out.stats.unknown_syscalls.is_empty(), "{:?}", out.stats.unknown_syscalls);
+    // timeout(1) ends a program that runs too long (busybox's execs it and
+    // has a child send it SIGTERM).
+    let args = ["timeout", "1", BUSYBOX, "sleep", "30"];
+    let native = std::process::Command::new(BUSYBOX).args(args).status().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&native), Some(libc::SIGTERM));
+    let out = sandbox_with_timeout(60).run(&Command::new(BUSYBOX).args(args)).unwrap();
+    assert_eq!(out.status, ExitStatus::Signal(libc::SIGTERM), "{}", out.stderr_str());
+}
+
+#[test]
 fn mkdir_of_an_existing_path_with_a_trailing_slash_is_eexist() {
     let script = "mkdir /tmp/ 2>&1; echo st=$?; mkdir -p /tmp/ && echo p=ok; \
                   mkdir /tmp/x && mkdir /tmp/x/ 2>&1; echo st=$?; \

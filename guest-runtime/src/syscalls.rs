@@ -222,6 +222,9 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         302 => sys_prlimit(a1, a2, a3),
         99 => sys_sysinfo(a0),
         98 => sys_getrusage(a0, a1),
+        37 => sys_alarm(a0),
+        38 => sys_setitimer(a0, a1, a2),
+        36 => sys_getitimer(a0, a1),
         140 => Ok(20), // getpriority: nice 0 (the raw call returns 20 - nice)
         141 => Ok(0),  // setpriority: one vCPU, nothing to prioritise
         100 => sys_times(a0),
@@ -366,6 +369,57 @@ fn sys_getrusage(who: u64, usage: u64) -> SysResult {
     }
     put_u64s(usage, &r)?;
     Ok(0)
+}
+
+/// alarm(2): SIGALRM in `secs` seconds (0: cancel); the seconds that
+/// were left of the previous alarm.
+fn sys_alarm(secs: u64) -> SysResult {
+    let (left, _) = task::set_alarm(secs.min(u32::MAX as u64) * 1_000_000_000, 0);
+    Ok(left.div_ceil(1_000_000_000))
+}
+
+const ITIMER_REAL: u64 = 0;
+
+fn timeval_ns(tv: [u64; 2]) -> Result<u64, i64> {
+    if tv[0] > i64::MAX as u64 || tv[1] >= 1_000_000 {
+        return Err(EINVAL);
+    }
+    Ok(tv[0].saturating_mul(1_000_000_000).saturating_add(tv[1] * 1000))
+}
+
+fn put_itimerval(va: u64, (value, interval): (u64, u64)) -> SysResult {
+    let us = |ns: u64| [ns / 1_000_000_000, ns % 1_000_000_000 / 1000];
+    let (i, v) = (us(interval), us(value));
+    put_u64s(va, &[i[0], i[1], v[0], v[1]])?;
+    Ok(0)
+}
+
+/// setitimer(2): ITIMER_REAL only (the guest has no CPU-time clock of
+/// its own to count ITIMER_VIRTUAL or ITIMER_PROF by).
+fn sys_setitimer(which: u64, new: u64, old: u64) -> SysResult {
+    if which != ITIMER_REAL {
+        return Err(EINVAL);
+    }
+    let (interval, value) = if new == 0 {
+        (0, 0)
+    } else {
+        let b = user_bytes(new, 32)?;
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        (timeval_ns([w(0), w(1)])?, timeval_ns([w(2), w(3)])?)
+    };
+    let was = task::set_alarm(value, interval);
+    if old != 0 {
+        put_itimerval(old, was)?;
+    }
+    Ok(0)
+}
+
+/// getitimer(2): ITIMER_REAL only.
+fn sys_getitimer(which: u64, cur: u64) -> SysResult {
+    if which != ITIMER_REAL {
+        return Err(EINVAL);
+    }
+    put_itimerval(cur, task::get_alarm())
 }
 
 /// times(2): clock ticks (100 per second) since the run started.

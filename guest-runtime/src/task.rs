@@ -138,6 +138,9 @@ pub struct Process {
     pub pending: Cell<u64>,
     /// Set when a vfork child released its parent's address space.
     pub vfork_done: Cell<bool>,
+    /// ITIMER_REAL: when SIGALRM is due (monotonic ns) and its interval
+    /// (0: once).
+    pub alarm: Cell<Option<(u64, u64)>>,
 }
 
 pub struct Task {
@@ -288,6 +291,7 @@ pub fn start_init(
         threads: Cell::new(1),
         pending: Cell::new(0),
         vfork_done: Cell::new(false),
+        alarm: Cell::new(None),
     });
     let t = Rc::new(Task {
         tid: 1,
@@ -467,10 +471,63 @@ fn ready(t: &Task, now: u64) -> Option<Wake> {
 
 const ETIMEDOUT: i64 = 110;
 
+// --- alarms (ITIMER_REAL) -------------------------------------------------------------
+//
+// No timer interrupts reach the guest: an alarm is noticed when a system
+// call returns or when every task waits (the runtime then sleeps no later
+// than the earliest alarm). A program that spins without system calls gets
+// its SIGALRM at its next one.
+
+const SIGALRM: u32 = 14;
+
+/// The earliest alarm of any process (monotonic ns), if any.
+static NEXT_ALARM: Global<Option<u64>> = Global::new(None);
+
+fn recompute_next_alarm() {
+    *NEXT_ALARM.get() = live_processes().iter().filter_map(|p| p.alarm.get().map(|(d, _)| d)).min();
+}
+
+/// Sends SIGALRM to every process whose alarm is due (re-arming interval
+/// timers).
+fn fire_due_alarms(now: u64) {
+    if NEXT_ALARM.get().is_none_or(|d| now < d) {
+        return;
+    }
+    for p in live_processes() {
+        if let Some((due, interval)) = p.alarm.get() {
+            if now >= due {
+                p.alarm.set((interval > 0).then(|| (now.saturating_add(interval), interval)));
+                send_signal(&p, None, SIGALRM);
+            }
+        }
+    }
+    recompute_next_alarm();
+}
+
+/// Sets the current process's alarm (`value_ns` 0: none) and returns the
+/// old one as (ns left, interval).
+pub fn set_alarm(value_ns: u64, interval_ns: u64) -> (u64, u64) {
+    let p = current_process();
+    let now = time::monotonic_ns();
+    let old = p.alarm.get().map_or((0, 0), |(due, iv)| (due.saturating_sub(now).max(1), iv));
+    p.alarm.set((value_ns > 0).then(|| (now.saturating_add(value_ns), interval_ns)));
+    recompute_next_alarm();
+    old
+}
+
+/// The current process's alarm as (ns left, interval).
+pub fn get_alarm() -> (u64, u64) {
+    let now = time::monotonic_ns();
+    current_process().alarm.get().map_or((0, 0), |(due, iv)| (due.saturating_sub(now).max(1), iv))
+}
+
 /// Called on the way out of every system call: if the current task can
 /// no longer run, switch to one that can; then deliver pending signals.
 pub fn syscall_exit(f: &mut Frame, nr: u64) {
     let s = SCHED.get();
+    if NEXT_ALARM.get().is_some() {
+        fire_due_alarms(time::monotonic_ns());
+    }
     let cur = current();
     if cur.state.get() == State::Blocked && cur.restart.get() {
         f.rip = f.rip.wrapping_sub(2);
@@ -545,6 +602,7 @@ fn switch_to_next(f: &mut Frame, from: usize) {
         reap_dead_tasks();
         let from = from.min(s.tasks.len().saturating_sub(1));
         let now = time::monotonic_ns();
+        fire_due_alarms(now);
         if let Some(i) = pick(from, now, true) {
             s.current = i;
             load(&s.tasks[i], f);
@@ -553,7 +611,13 @@ fn switch_to_next(f: &mut Frame, from: usize) {
         // Nothing can run: sleep on the host until the earliest timeout
         // (none: everyone waits for everyone, as a deadlocked Linux
         // process would, until the run's deadline).
-        let earliest = s.tasks.iter().filter(|t| t.state.get() == State::Blocked).filter_map(|t| t.wake_at.get()).min();
+        let earliest = s
+            .tasks
+            .iter()
+            .filter(|t| t.state.get() == State::Blocked)
+            .filter_map(|t| t.wake_at.get())
+            .chain(*NEXT_ALARM.get())
+            .min();
         match earliest {
             Some(d) => hc::sleep_ns(d.saturating_sub(now)),
             None => hc::sleep_ns(u64::MAX),
@@ -1089,6 +1153,8 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             threads: Cell::new(1),
             pending: Cell::new(0),
             vfork_done: Cell::new(false),
+            // A child does not inherit its parent's alarm.
+            alarm: Cell::new(None),
         });
         let adopter =
             if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };

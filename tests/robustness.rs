@@ -73,6 +73,22 @@ fn alarm_and_interval_timers_work_like_linux() {
 }
 
 #[test]
+fn created_read_only_files_xattrs_and_clocks_behave_like_linux() {
+    let prog = musl("file_semantics");
+    let native = std::process::Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success());
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.starts_with("create 0444 for writing: ok\nwrite to it: 4\nmode: 444\n"), "{native}");
+    assert!(native.contains("getxattr: ENODATA\n") && native.contains("listxattr: 0 ok\n"), "{native}");
+    let mut sb = sandbox_with_timeout(30);
+    let out = sb.run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
+    assert!(out.stats.unknown_syscalls.is_empty(), "{:?}", out.stats.unknown_syscalls);
+    let out = sb.run(&Command::new(&prog).arg("settime")).unwrap();
+    assert_eq!(out.stdout_str(), "clock_settime: EPERM\n");
+}
+
+#[test]
 fn mkdir_of_an_existing_path_with_a_trailing_slash_is_eexist() {
     let script = "mkdir /tmp/ 2>&1; echo st=$?; mkdir -p /tmp/ && echo p=ok; \
                   mkdir /tmp/x && mkdir /tmp/x/ 2>&1; echo st=$?; \

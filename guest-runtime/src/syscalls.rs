@@ -236,6 +236,9 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         204 => sys_sched_getaffinity(a1, a2),
         218 => task::set_tid_address(a0),
         228 => sys_clock_gettime(a0, a1),
+        227 => Err(EPERM), // clock_settime: the guest's clocks are the host's
+        188..=199 => sys_fs::sys_xattr(nr, a0, a1),
+        309 => sys_getcpu(a0, a1),
         229 => sys_clock_getres(a1),
         230 => sys_clock_nanosleep(a0, a1, a2),
         273 => Ok(0), // set_robust_list
@@ -442,6 +445,16 @@ fn clock_ns(clock: u64) -> Result<u64, i64> {
         2 | 3 => Ok(time::elapsed_ns()),                   // PROCESS/THREAD_CPUTIME
         _ => Err(EINVAL),
     }
+}
+
+/// getcpu(2): one CPU, one NUMA node.
+fn sys_getcpu(cpu: u64, node: u64) -> SysResult {
+    for va in [cpu, node] {
+        if va != 0 {
+            user_bytes_mut(va, 4)?.copy_from_slice(&0u32.to_le_bytes());
+        }
+    }
+    Ok(0)
 }
 
 fn sys_clock_gettime(clock: u64, ts: u64) -> SysResult {

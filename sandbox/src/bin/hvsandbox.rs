@@ -34,8 +34,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
-use hvsandbox::{Command, Error, ErrorKind, Output, Sandbox};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hvsandbox::{Command, Error, ErrorKind, Output, Sandbox, SandboxBuilder, SeccompMode, SnapshotPoint};
+use serde::Serialize;
 
 /// Exit code for a run that hit its timeout (as timeout(1)).
 const EXIT_TIMEOUT: u8 = 124;
@@ -80,45 +81,86 @@ struct SnapshotArgs {
     output: PathBuf,
     /// Where to stop: checkpoint (falling back to entry if the program
     /// never reads the checkpoint) or entry.
-    #[arg(long, default_value = "checkpoint", value_parser = ["checkpoint", "entry"])]
-    at: String,
+    #[arg(long, value_enum, default_value_t = At::Checkpoint)]
+    at: At,
     #[command(flatten)]
     run: RunArgs,
 }
 
+/// Where `hvsandbox snapshot` stops (see [`SnapshotArgs::at`]).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum At {
+    Checkpoint,
+    Entry,
+}
+
+/// `--seccomp`: the names of [`SeccompMode`] on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Seccomp {
+    Enforce,
+    Log,
+    Off,
+}
+
+impl From<Seccomp> for SeccompMode {
+    fn from(s: Seccomp) -> SeccompMode {
+        match s {
+            Seccomp::Enforce => SeccompMode::Enforce,
+            Seccomp::Log => SeccompMode::Log,
+            Seccomp::Off => SeccompMode::Disabled,
+        }
+    }
+}
+
+impl From<SeccompMode> for Seccomp {
+    fn from(m: SeccompMode) -> Seccomp {
+        match m {
+            SeccompMode::Enforce => Seccomp::Enforce,
+            SeccompMode::Log => Seccomp::Log,
+            SeccompMode::Disabled => Seccomp::Off,
+        }
+    }
+}
+
+/// The help of an option whose default is the library's, or with
+/// --from-snapshot the snapshot's.
+fn guest_setting_help(what: &str, default: impl std::fmt::Display) -> String {
+    format!("{what} [default: {default}; with --from-snapshot: the snapshot's]")
+}
+
+/// The options of `run`; `snapshot` takes them too, and those that
+/// describe the sandbox or the program's inputs mean the same there (see
+/// [`sandbox_builder`] and [`with_inputs`]).
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Guest memory (e.g. 64M, 1G; a multiple of 2M) [default: 64M; with
-    /// --from-snapshot: the snapshot's].
-    #[arg(long, value_parser = parse_size)]
-    memory: Option<u64>,
+    #[arg(long, help = guest_setting_help(
+        "Guest memory (e.g. 64M, 1G; a multiple of 2M)",
+        Size(hvsandbox::DEFAULT_MEMORY_MIB << 20),
+    ))]
+    memory: Option<Size>,
     /// Wall-clock limit (e.g. 500ms, 2s, 1m), reading stdin and --file
     /// sources included.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
+    #[arg(long, default_value_t = Time(hvsandbox::DEFAULT_TIMEOUT))]
+    timeout: Time,
     /// Cap on the input: stdin plus the --file contents (e.g. 256M).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    max_input: u64,
+    #[arg(long, default_value_t = Size(hvsandbox::DEFAULT_MAX_INPUT))]
+    max_input: Size,
     /// Cap on each of stdout and stderr (e.g. 1M); the rest is dropped.
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
-    max_output: u64,
+    #[arg(long, default_value_t = Size(hvsandbox::DEFAULT_MAX_OUTPUT as u64))]
+    max_output: Size,
     /// Limit on the guest's CPU time (e.g. 500ms); default: none.
-    #[arg(long, value_parser = parse_duration)]
-    cpu_time: Option<Duration>,
+    #[arg(long)]
+    cpu_time: Option<Time>,
     /// Fail (exit 122) instead of truncating output past --max-output.
     #[arg(long)]
     fail_on_output_limit: bool,
-    /// Most processes alive at once in the guest [default: 64; with
-    /// --from-snapshot: the snapshot's].
-    #[arg(long)]
+    #[arg(long, help = guest_setting_help("Most processes alive at once in the guest", hvsandbox::DEFAULT_MAX_PROCESSES))]
     max_processes: Option<u32>,
-    /// Most open files per guest process [default: 1024; with
-    /// --from-snapshot: the snapshot's].
-    #[arg(long)]
+    #[arg(long, help = guest_setting_help("Most open files per guest process", hvsandbox::DEFAULT_MAX_OPEN_FILES))]
     max_open_files: Option<u32>,
-    /// The vCPU thread's seccomp filter: enforce, log or off.
-    #[arg(long, default_value = "enforce", value_parser = parse_seccomp)]
-    seccomp: hvsandbox::SeccompMode,
+    /// The vCPU thread's seccomp filter.
+    #[arg(long, value_enum, default_value_t = Seccomp::from(SeccompMode::default()))]
+    seccomp: Seccomp,
     /// Environment variable for the program: K=V, or K to pass the host's value.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     env: Vec<OsString>,
@@ -192,12 +234,50 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {s:?} is out of range"))
 }
 
-fn parse_seccomp(s: &str) -> Result<hvsandbox::SeccompMode, String> {
-    match s {
-        "enforce" => Ok(hvsandbox::SeccompMode::Enforce),
-        "log" => Ok(hvsandbox::SeccompMode::Log),
-        "off" => Ok(hvsandbox::SeccompMode::Disabled),
-        other => Err(format!("invalid seccomp mode {other:?} (enforce, log or off)")),
+/// A byte size on the command line: read by [`parse_size`], shown in the
+/// largest unit that holds it whole (`64M`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Size(u64);
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Size, String> {
+        parse_size(s).map(Size)
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        match [(30, "G"), (20, "M"), (10, "K")].into_iter().find(|&(shift, _)| n != 0 && n.is_multiple_of(1 << shift)) {
+            Some((shift, unit)) => write!(f, "{}{unit}", n >> shift),
+            None => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A duration on the command line: read by [`parse_duration`], shown in
+/// the largest unit that holds it whole (`10s`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Time(Duration);
+
+impl std::str::FromStr for Time {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Time, String> {
+        parse_duration(s).map(Time)
+    }
+}
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        if d.subsec_nanos() == 0 {
+            write!(f, "{}s", d.as_secs())
+        } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+            write!(f, "{}ms", d.as_millis())
+        } else {
+            write!(f, "{}us", d.as_micros())
+        }
     }
 }
 
@@ -215,53 +295,69 @@ fn exit_code_for(kind: ErrorKind) -> u8 {
     }
 }
 
-/// Escapes a string for a JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// The `--stats` line of a run that ended: its field names and order are
+/// the command's interface.
+#[derive(Serialize)]
+struct StatsLine<'a> {
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    wall_us: u128,
+    cpu_us: u128,
+    exits: u64,
+    syscalls: u64,
+    memory_used: u64,
+    page_faults: u64,
+    processes: u64,
+    stdout_bytes: usize,
+    stderr_bytes: usize,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    files: usize,
+    files_truncated: bool,
+    /// System call number (as a string key) -> how often.
+    unknown_syscalls: &'a BTreeMap<u32, u64>,
+}
+
+/// The `--stats` line of a run that failed.
+#[derive(Serialize)]
+struct ErrorLine {
+    error: &'static str,
+    message: String,
 }
 
 fn stats_json(out: &Output) -> String {
     let s = &out.stats;
-    let unknown: Vec<String> = s.unknown_syscalls.iter().map(|(nr, n)| format!("\"{nr}\":{n}")).collect();
-    let status = match out.status {
-        hvsandbox::ExitStatus::Code(c) => format!("\"exit_code\":{c},\"signal\":null"),
-        hvsandbox::ExitStatus::Signal(sig) => format!("\"exit_code\":null,\"signal\":{sig}"),
+    let line = StatsLine {
+        exit_code: out.status.code(),
+        signal: out.status.signal(),
+        wall_us: s.wall.as_micros(),
+        cpu_us: s.cpu.as_micros(),
+        exits: s.exits,
+        syscalls: s.syscalls,
+        memory_used: s.memory_used,
+        page_faults: s.page_faults,
+        processes: s.processes,
+        stdout_bytes: out.stdout.len(),
+        stderr_bytes: out.stderr.len(),
+        stdout_truncated: out.stdout_truncated,
+        stderr_truncated: out.stderr_truncated,
+        files: out.files.len(),
+        files_truncated: out.files_truncated,
+        unknown_syscalls: &s.unknown_syscalls,
     };
-    format!(
-        "{{{status},\"wall_us\":{},\"cpu_us\":{},\"exits\":{},\"syscalls\":{},\"memory_used\":{},\
-         \"page_faults\":{},\"processes\":{},\
-         \"stdout_bytes\":{},\"stderr_bytes\":{},\"stdout_truncated\":{},\"stderr_truncated\":{},\
-         \"files\":{},\"files_truncated\":{},\"unknown_syscalls\":{{{}}}}}",
-        s.wall.as_micros(),
-        s.cpu.as_micros(),
-        s.exits,
-        s.syscalls,
-        s.memory_used,
-        s.page_faults,
-        s.processes,
-        out.stdout.len(),
-        out.stderr.len(),
-        out.stdout_truncated,
-        out.stderr_truncated,
-        out.files.len(),
-        out.files_truncated,
-        unknown.join(",")
-    )
+    to_json(&line)
 }
 
 fn error_json(e: &Error) -> String {
-    format!("{{\"error\":{},\"message\":{}}}", json_str(e.kind().code()), json_str(&e.to_string()))
+    to_json(&ErrorLine { error: e.kind().code(), message: e.to_string() })
+}
+
+/// One line of JSON. (Serialising these structs does not fail: their map
+/// keys are numbers, their strings UTF-8.)
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        serde_json::json!({ "error": ErrorKind::Internal.code(), "message": e.to_string() }).to_string()
+    })
 }
 
 /// Where SIGINT/SIGTERM go: the handle of the run, once there is one.
@@ -321,7 +417,7 @@ fn split_arg(s: &OsString, sep: u8, last: bool) -> Option<(&[u8], &[u8])> {
 }
 
 /// The builder with the mounts of --mount and --mount-kernel-fs.
-fn add_mounts(mut builder: hvsandbox::SandboxBuilder, r: &RunArgs) -> Result<hvsandbox::SandboxBuilder, Error> {
+fn add_mounts(mut builder: SandboxBuilder, r: &RunArgs) -> Result<SandboxBuilder, Error> {
     let specs = r.mounts.iter().map(|s| (s, false)).chain(r.kernel_fs_mounts.iter().map(|s| (s, true)));
     for (spec, kernel_fs) in specs {
         let flag = if kernel_fs { "--mount-kernel-fs" } else { "--mount" };
@@ -402,10 +498,24 @@ fn write_collected(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> usize {
     failed
 }
 
-/// The settings a snapshot's guest fixes, where given (see `build_from`).
-fn guest_settings(mut builder: hvsandbox::SandboxBuilder, args: &RunArgs) -> hvsandbox::SandboxBuilder {
-    if let Some(bytes) = args.memory {
-        builder = builder.memory_bytes(bytes);
+/// The sandbox the options describe, for `run` and `snapshot` alike. Its
+/// timeout is all of --timeout: give it what reading the input left (see
+/// [`with_inputs`]). Memory, --max-processes and --max-open-files are set
+/// only where given: a snapshot's guest fixes them (see `build_from`).
+fn sandbox_builder(args: &RunArgs) -> Result<SandboxBuilder, Error> {
+    let max_output = usize::try_from(args.max_output.0)
+        .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output.0)))?;
+    let mut builder = Sandbox::builder()
+        .timeout(args.timeout.0)
+        .max_input(args.max_input.0)
+        .max_output(max_output)
+        .fail_on_output_limit(args.fail_on_output_limit)
+        .seccomp(args.seccomp.into());
+    if let Some(cpu) = args.cpu_time {
+        builder = builder.cpu_time(cpu.0);
+    }
+    if let Some(memory) = args.memory {
+        builder = builder.memory_bytes(memory.0);
     }
     if let Some(n) = args.max_processes {
         builder = builder.max_processes(n);
@@ -413,7 +523,7 @@ fn guest_settings(mut builder: hvsandbox::SandboxBuilder, args: &RunArgs) -> hvs
     if let Some(n) = args.max_open_files {
         builder = builder.max_open_files(n);
     }
-    builder
+    add_mounts(builder, args)
 }
 
 fn timed_out(limit: Duration) -> Error {
@@ -422,8 +532,10 @@ fn timed_out(limit: Duration) -> Error {
 
 /// Adds the run's environment, working directory and input to `command`:
 /// the --file sources, then (with `stdin`) stdin unless it is a terminal,
-/// read by `deadline` and at most --max-input bytes in all.
-fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool, deadline: Instant) -> Result<Command, Error> {
+/// read within --timeout and at most --max-input bytes in all. Returns it
+/// with what is left of --timeout for the run.
+fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> Result<(Command, Duration), Error> {
+    let deadline = Instant::now() + args.timeout.0;
     for kv in &args.env {
         let bytes = kv.as_bytes();
         match bytes.iter().position(|&b| b == b'=') {
@@ -438,7 +550,7 @@ fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool, deadline: Inst
             }
         }
     }
-    let mut budget = Budget { left: args.max_input, max: args.max_input, deadline, timeout: args.timeout };
+    let mut budget = Budget { left: args.max_input.0, max: args.max_input.0, deadline, timeout: args.timeout.0 };
     for spec in &args.files {
         let (guest, host) = split_arg(spec, b'=', false)
             .ok_or_else(|| Error::InvalidConfig(format!("--file {spec:?}: expected GUEST=HOSTPATH")))?;
@@ -465,7 +577,11 @@ fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool, deadline: Inst
             .map_err(|e| e.or_else(|e| Error::InvalidConfig(format!("cannot read stdin: {e}"))))?;
         command = command.stdin(input);
     }
-    Ok(command)
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(timed_out(args.timeout.0));
+    }
+    Ok((command, left))
 }
 
 /// What is left of the input allowance: bytes and time.
@@ -551,13 +667,12 @@ impl Budget {
 }
 
 fn run(args: RunArgs) -> Result<u8, Error> {
-    let max_output = usize::try_from(args.max_output)
-        .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output)))?;
+    let builder = sandbox_builder(&args)?;
     let snapshot = match &args.from_snapshot {
         Some(path) => Some(hvsandbox::Snapshot::load(path)?),
         None => None,
     };
-    let mut command = match &snapshot {
+    let command = match &snapshot {
         Some(_) => Command::resume().args(args.program.iter()),
         None => {
             let mut program = args.program.iter();
@@ -565,31 +680,16 @@ fn run(args: RunArgs) -> Result<u8, Error> {
             Command::new(path).args(program)
         }
     };
-    let deadline = Instant::now() + args.timeout;
-    command = with_inputs(command, &args, true, deadline)?;
+    let (mut command, timeout) = with_inputs(command, &args, true)?;
     for c in &args.collect {
         command = command.collect(c);
-    }
-    // The run has what is left of the timeout after reading the input.
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    if timeout.is_zero() {
-        return Err(timed_out(args.timeout));
     }
 
     let termination = forward_termination_signals().map_err(|e| Error::Internal {
         context: "cannot set up signal forwarding".into(),
         source: Some(Box::new(e)),
     })?;
-    let mut builder = guest_settings(Sandbox::builder(), &args)
-        .timeout(timeout)
-        .max_input(args.max_input)
-        .max_output(max_output)
-        .fail_on_output_limit(args.fail_on_output_limit)
-        .seccomp(args.seccomp);
-    if let Some(cpu) = args.cpu_time {
-        builder = builder.cpu_time(cpu);
-    }
-    builder = add_mounts(builder, &args)?;
+    let builder = builder.timeout(timeout);
     let mut sandbox = match &snapshot {
         Some(snap) => builder.build_from(snap)?,
         None => builder.build()?,
@@ -600,7 +700,7 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     // A timeout is reported as the one given (the run had what reading
     // the input left of it).
     let out = out.map_err(|e| match e {
-        Error::Timeout { cpu: false, partial, .. } => Error::Timeout { limit: args.timeout, cpu: false, partial },
+        Error::Timeout { cpu: false, partial, .. } => Error::Timeout { limit: args.timeout.0, cpu: false, partial },
         e => e,
     });
     // What the program wrote passes through, also when it was stopped.
@@ -623,7 +723,7 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     }
     let out = out?;
     if out.truncated() {
-        eprintln!("hvsandbox: output truncated at {max_output} bytes per stream");
+        eprintln!("hvsandbox: output truncated at {} bytes per stream", args.max_output.0);
     }
     if let Some(dir) = &args.collect_dir {
         if out.files_truncated {
@@ -639,33 +739,25 @@ fn run(args: RunArgs) -> Result<u8, Error> {
 /// `hvsandbox snapshot`: run to the snapshot point and save the snapshot.
 fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
     let r = &args.run;
+    let builder = sandbox_builder(r)?;
     let mut program = r.program.iter();
     let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
-    let deadline = Instant::now() + r.timeout;
     // stdin stays the caller's: the snapshot's runs get their own.
-    let command = with_inputs(Command::new(path).args(program), r, false, deadline)?;
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    if timeout.is_zero() {
-        return Err(timed_out(r.timeout));
-    }
-    let builder = guest_settings(Sandbox::builder(), r).timeout(timeout).max_input(r.max_input).seccomp(r.seccomp);
-    let mut sandbox = add_mounts(builder, r)?.build()?;
-    let snap = if args.at == "entry" {
-        sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Entry)?
-    } else {
-        match sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Checkpoint) {
+    let (command, timeout) = with_inputs(Command::new(path).args(program), r, false)?;
+    let mut sandbox = builder.timeout(timeout).build()?;
+    let snap = match args.at {
+        At::Entry => sandbox.snapshot(&command, SnapshotPoint::Entry)?,
+        At::Checkpoint => match sandbox.snapshot(&command, SnapshotPoint::Checkpoint) {
             Ok(s) => s,
             // No checkpoint: the program's entry it is.
-            Err(e) if e.kind() == ErrorKind::SnapshotInvalid => {
-                sandbox.snapshot(&command, hvsandbox::SnapshotPoint::Entry)?
-            }
+            Err(e) if e.kind() == ErrorKind::SnapshotInvalid => sandbox.snapshot(&command, SnapshotPoint::Entry)?,
             Err(e) => return Err(e),
-        }
+        },
     };
     snap.save(&args.output)?;
     eprintln!(
         "hvsandbox: snapshot at the program's {} saved to {} ({} KiB of {} MiB guest memory)",
-        if snap.point() == hvsandbox::SnapshotPoint::Entry { "entry" } else { "checkpoint" },
+        if snap.point() == SnapshotPoint::Entry { "entry" } else { "checkpoint" },
         args.output.display(),
         snap.resident_bytes() / 1024,
         snap.memory_bytes() >> 20
@@ -730,8 +822,49 @@ mod tests {
     }
 
     #[test]
-    fn json_escapes() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    fn defaults_are_shown_as_they_are_written() {
+        assert_eq!(Size(hvsandbox::DEFAULT_MAX_INPUT).to_string(), "256M");
+        assert_eq!(Size(hvsandbox::DEFAULT_MAX_OUTPUT as u64).to_string(), "1M");
+        assert_eq!(Size(1 << 30).to_string(), "1G");
+        assert_eq!(Size(3 << 10).to_string(), "3K");
+        assert_eq!((Size(4097).to_string(), Size(0).to_string()), ("4097".into(), "0".into()));
+        assert_eq!(Time(hvsandbox::DEFAULT_TIMEOUT).to_string(), "10s");
+        assert_eq!(Time(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(Time(Duration::from_micros(7)).to_string(), "7us");
+        for text in ["256M", "1M", "1G", "3K", "4097", "0"] {
+            assert_eq!(text.parse::<Size>().map(|s| s.to_string()), Ok(text.to_string()));
+        }
+        for text in ["10s", "1500ms", "7us"] {
+            assert_eq!(text.parse::<Time>().map(|t| t.to_string()), Ok(text.to_string()));
+        }
+    }
+
+    #[test]
+    fn stats_and_errors_are_json() {
+        let out = Output {
+            status: hvsandbox::ExitStatus::Signal(11),
+            stdout: b"a\"\n".to_vec(),
+            stderr: Vec::new(),
+            stdout_truncated: true,
+            stderr_truncated: false,
+            fault: None,
+            files: BTreeMap::new(),
+            files_truncated: false,
+            stats: hvsandbox::Stats {
+                wall: Duration::from_micros(1500),
+                unknown_syscalls: [(300, 2), (7, 1)].into_iter().collect(),
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            stats_json(&out),
+            "{\"exit_code\":null,\"signal\":11,\"wall_us\":1500,\"cpu_us\":0,\"exits\":0,\"syscalls\":0,\
+             \"memory_used\":0,\"page_faults\":0,\"processes\":0,\"stdout_bytes\":3,\"stderr_bytes\":0,\
+             \"stdout_truncated\":true,\"stderr_truncated\":false,\"files\":0,\"files_truncated\":false,\
+             \"unknown_syscalls\":{\"7\":1,\"300\":2}}"
+        );
+        let e = Error::InvalidConfig("a \"b\"\n".into());
+        assert_eq!(error_json(&e), format!("{{\"error\":\"INVALID_CONFIG\",\"message\":{:?}}}", e.to_string()));
     }
 
     #[test]

@@ -251,3 +251,40 @@ fn from_snapshot_refuses_bad_files_and_checks_mounts_and_limits() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn snapshot_takes_the_run_options_and_old_files_are_refused() {
+    let dir = std::env::temp_dir().join(format!("hvsandbox-cli-snapopts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let snap = dir.join("s.snap").to_str().unwrap().to_string();
+    // The options that describe the sandbox mean for `snapshot` what they
+    // mean for `run`.
+    let chatty = "echo hello there; read x < /dev/hvsandbox/checkpoint";
+    let limited = [
+        (&["--max-output", "4", "--fail-on-output-limit"][..], chatty, 122, "more than 4 bytes"),
+        (&["--cpu-time", "100ms"], "while :; do :; done", 124, "CPU-time limit"),
+        (&["--seccomp", "sometimes"], "true", 125, "invalid value 'sometimes'"),
+    ];
+    for (opts, script, code, needle) in limited {
+        let args = [&["snapshot", "-o", &snap][..], opts, &["--", BUSYBOX, "sh", "-c", script]].concat();
+        let out = hv(&args, b"");
+        assert_eq!(out.status.code(), Some(code), "{opts:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(needle), "{opts:?}: {}", text(&out.stderr));
+    }
+    let out = hv(&["snapshot", "-o", &snap, "--seccomp", "log", "--", BUSYBOX, "sh", "-c", chatty], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A file of another format (format 2 had another checksum) is refused
+    // from its header.
+    let mut file = std::fs::read(&snap).unwrap();
+    file[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&snap, &file).unwrap();
+    let out = hv(&["run", "--from-snapshot", &snap], b"");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("hvsandbox: snapshot {snap}: snapshot format 2; this build reads format ")),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

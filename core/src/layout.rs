@@ -5,13 +5,18 @@
 
 use hvsandbox_abi as abi;
 
-/// Page-table entry bits.
-const PTE_P: u64 = 1 << 0;
-const PTE_RW: u64 = 1 << 1;
-const PTE_US: u64 = 1 << 2;
-const PTE_A: u64 = 1 << 5;
-const PTE_D: u64 = 1 << 6;
-const PTE_PS: u64 = 1 << 7;
+/// Page-table entry bits (x86-64, 4-level), for the tables built here and
+/// for reading the guest's own (`vm`).
+pub const PTE_P: u64 = 1 << 0;
+pub const PTE_RW: u64 = 1 << 1;
+pub const PTE_US: u64 = 1 << 2;
+pub const PTE_A: u64 = 1 << 5;
+pub const PTE_D: u64 = 1 << 6;
+/// A 2 MiB or 1 GiB page (in a PD or PDPT entry).
+pub const PTE_PS: u64 = 1 << 7;
+pub const PTE_NX: u64 = 1 << 63;
+/// The frame address bits of an entry.
+pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 /// Non-leaf entries: present, writable, user, accessed (preset so the CPU
 /// never has to write it back).
 const TABLE: u64 = PTE_P | PTE_RW | PTE_US | PTE_A;
@@ -28,10 +33,13 @@ impl Page {
     fn new(gpa: u64) -> Page {
         Page { gpa, data: Box::new([0; 512]) }
     }
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: [u64; 512] is 4096 initialised bytes with no padding;
-        // u8 has alignment 1 so any pointer is suitably aligned.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), 4096) }
+    /// The page as the guest sees it (little-endian entries).
+    pub fn bytes(&self) -> [u8; 4096] {
+        let mut bytes = [0u8; 4096];
+        for (b, v) in bytes.chunks_exact_mut(8).zip(self.data.iter()) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+        bytes
     }
 }
 

@@ -1,6 +1,7 @@
 //! The guest runtime image, built by build.rs and embedded in the library.
 
 use hvsandbox_abi as abi;
+use vm_memory::ByteValued;
 
 use crate::error::{Result, VmError};
 
@@ -28,10 +29,8 @@ impl RuntimeImage {
         if bytes.len() < size {
             return Err(VmError::RuntimeImage("shorter than its header"));
         }
-        // SAFETY: `bytes` holds at least `size` bytes; RuntimeHeader is a
-        // repr(C) struct of integers, valid for any bit pattern, and
-        // read_unaligned has no alignment requirement.
-        let header: abi::RuntimeHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let mut header = abi::RuntimeHeader::zeroed();
+        header.as_mut_slice().copy_from_slice(&bytes[..size]);
         if header.magic != abi::RUNTIME_MAGIC {
             return Err(VmError::RuntimeImage("bad magic"));
         }

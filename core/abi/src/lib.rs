@@ -35,6 +35,8 @@
 //! leaves the guest with an MMIO exit. It is mapped at [`DOORBELL_VA`].
 #![no_std]
 
+mod plain_data;
+
 /// Version of this contract. Bump on any incompatible change; the host
 /// refuses a runtime (and later a snapshot) with another version.
 pub const ABI_VERSION: u32 = 3;

@@ -1,0 +1,135 @@
+//! Guest memory access: plain data and bytes at guest-physical addresses
+//! (through `vm-memory`, bounds-checked), guest-virtual buffers through
+//! the physmap or a walk of the guest's own page tables.
+
+use hvsandbox_abi as abi;
+use vm_memory::{ByteValued, Bytes, GuestAddress};
+
+use super::Vm;
+use crate::error::{Result, VmError};
+use crate::layout::{PTE_ADDR, PTE_P, PTE_PS};
+
+impl Vm {
+    /// Reads a plain-data value at a guest-physical address.
+    pub fn read_obj<T: ByteValued>(&self, gpa: u64) -> Result<T> {
+        self.memory
+            .read_obj(GuestAddress(gpa))
+            .map_err(|_| VmError::GuestAccess { addr: gpa, len: std::mem::size_of::<T>() as u64 })
+    }
+
+    /// Writes a plain-data value at a guest-physical address.
+    pub(super) fn write_obj<T: ByteValued>(&self, gpa: u64, value: &T) -> Result<()> {
+        self.write(gpa, value.as_slice())
+    }
+
+    pub(super) fn write(&self, gpa: u64, bytes: &[u8]) -> Result<()> {
+        self.memory
+            .write_slice(bytes, GuestAddress(gpa))
+            .map_err(|_| VmError::GuestAccess { addr: gpa, len: bytes.len() as u64 })
+    }
+
+    /// The arguments of the current hypercall.
+    pub fn hypercall_args(&self) -> Result<abi::Hypercall> {
+        self.read_obj(abi::HCALL_GPA)
+    }
+
+    /// Sets the result the guest finds after its hypercall returns.
+    pub fn set_hypercall_result(&self, ret: u64) -> Result<()> {
+        let off = std::mem::offset_of!(abi::Hypercall, ret) as u64;
+        self.write(abi::HCALL_GPA + off, &ret.to_le_bytes())
+    }
+
+    /// Translates a guest buffer `[va, va + len)` given by the runtime in
+    /// the physmap into a guest-physical address, checking it lies
+    /// entirely inside RAM and is at most `max` bytes long.
+    pub fn physmap_range(&self, va: u64, len: u64, max: u64) -> Result<u64> {
+        let bad = VmError::GuestAccess { addr: va, len };
+        if len > max {
+            return Err(bad);
+        }
+        let gpa = va.checked_sub(abi::PHYS_BASE).ok_or(VmError::GuestAccess { addr: va, len })?;
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.mem_size => Ok(gpa),
+            _ => Err(bad),
+        }
+    }
+
+    /// Translates guest-virtual `va` through the guest's current page
+    /// tables (CR3 `cr3`): the guest-physical address and the bytes left in
+    /// its page. The tables are guest data: every entry is read with a
+    /// bounds check and the result must lie in RAM.
+    fn translate(&self, cr3: u64, va: u64) -> Option<(u64, u64)> {
+        if ((va as i64) << 16 >> 16) as u64 != va {
+            return None; // not canonical
+        }
+        let mut table = cr3 & PTE_ADDR;
+        for level in (0..4u32).rev() {
+            let shift = 12 + 9 * level;
+            let entry: u64 = self.read_obj(table + ((va >> shift) & 0x1ff) * 8).ok()?;
+            if entry & PTE_P == 0 {
+                return None;
+            }
+            if level == 0 || ((level == 1 || level == 2) && entry & PTE_PS != 0) {
+                let size = 1u64 << shift;
+                let gpa = (entry & PTE_ADDR & !(size - 1)) + (va & (size - 1));
+                let left = size - (va & (size - 1));
+                return (gpa < self.mem_size).then_some((gpa, left.min(self.mem_size - gpa)));
+            }
+            table = entry & PTE_ADDR;
+        }
+        None
+    }
+
+    /// Calls `f(gpa, offset, len)` for each guest-physical piece of the
+    /// guest-virtual buffer `[va, va + len)`: one piece when it lies in the
+    /// physmap, else one per page of the guest's current page tables.
+    fn for_each_piece(&self, va: u64, len: u64, mut f: impl FnMut(u64, usize, usize) -> Result<()>) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        if let Ok(gpa) = self.physmap_range(va, len, len) {
+            return f(gpa, 0, len as usize);
+        }
+        let cr3 = self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?.cr3;
+        let mut done = 0u64;
+        while done < len {
+            let at = va.checked_add(done).ok_or(VmError::GuestAccess { addr: va, len })?;
+            let (gpa, left) = self.translate(cr3, at).ok_or(VmError::GuestAccess { addr: at, len: len - done })?;
+            let n = left.min(len - done);
+            f(gpa, done as usize, n as usize).map_err(|_| VmError::GuestAccess { addr: at, len: n })?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies the guest buffer at guest-virtual `va` (in the physmap or
+    /// anywhere the guest's page tables map) into `buf`. A buffer that is
+    /// not entirely mapped is a [`VmError::GuestAccess`].
+    pub fn read_virt(&self, va: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len() as u64;
+        self.for_each_piece(va, len, |gpa, off, n| self.read_bytes(gpa, &mut buf[off..off + n]))
+    }
+
+    /// Copies `buf` into the guest buffer at guest-virtual `va` (see
+    /// [`Vm::read_virt`]).
+    pub fn write_virt(&self, va: u64, buf: &[u8]) -> Result<()> {
+        self.for_each_piece(va, buf.len() as u64, |gpa, off, n| self.write(gpa, &buf[off..off + n]))
+    }
+
+    /// Copies guest bytes (a range checked by [`Vm::physmap_range`]).
+    pub fn read_bytes(&self, gpa: u64, buf: &mut [u8]) -> Result<()> {
+        self.memory
+            .read_slice(buf, GuestAddress(gpa))
+            .map_err(|_| VmError::GuestAccess { addr: gpa, len: buf.len() as u64 })
+    }
+
+    /// Copies bytes into guest memory.
+    pub fn write_bytes(&self, gpa: u64, buf: &[u8]) -> Result<()> {
+        self.write(gpa, buf)
+    }
+
+    /// The runtime's counters.
+    pub fn runtime_stats(&self) -> Result<abi::RuntimeStats> {
+        self.read_obj(abi::STATS_GPA)
+    }
+}

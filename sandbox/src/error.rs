@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use hvsandbox_core::VmError;
+
 /// Stable classification of an [`Error`], shared with the Python and Node
 /// bindings (`code()` gives the string form used there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,6 +189,35 @@ impl Error {
             self.kind(),
             ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned | ErrorKind::JailViolation
         )
+    }
+}
+
+/// What a failure of the KVM layer means to the caller.
+impl From<VmError> for Error {
+    fn from(e: VmError) -> Error {
+        match e {
+            VmError::KvmOpen(source) => {
+                let errno = source.errno();
+                let reason = match errno {
+                    libc::ENOENT => "/dev/kvm does not exist: run on a host with KVM enabled \
+                                     (load kvm_intel or kvm_amd, or enable nested virtualisation)"
+                        .to_string(),
+                    libc::EACCES | libc::EPERM => "no permission to open /dev/kvm: add this user to the \
+                                                   'kvm' group (usermod -aG kvm $USER) and log in again"
+                        .to_string(),
+                    _ => format!("cannot open /dev/kvm (errno {errno})"),
+                };
+                Error::KvmUnavailable { reason, source: Some(std::io::Error::from_raw_os_error(errno)) }
+            }
+            VmError::KvmVersion(v) => {
+                Error::KvmUnavailable { reason: format!("unsupported KVM API version {v}"), source: None }
+            }
+            VmError::MemorySize { .. } => Error::InvalidConfig(e.to_string()),
+            VmError::ImageTooLarge { .. } | VmError::ArgsTooLarge { .. } | VmError::ManifestTooLarge { .. } => {
+                Error::InvalidConfig(e.to_string())
+            }
+            other => Error::Internal { context: other.to_string(), source: Some(Box::new(other)) },
+        }
     }
 }
 

@@ -32,6 +32,7 @@ mod snapshot;
 mod syscall_names;
 mod vcpu_thread;
 mod vm_factory;
+mod worker;
 
 pub use command::{Command, DEFAULT_FILE_MODE};
 pub use config::{

@@ -2,55 +2,18 @@
 //! keeps what a failed run poisoned.
 
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
-
-use hvsandbox_core::{ThreadKicker, VcpuState, Vm};
+use std::sync::{Arc, Mutex};
 
 use crate::command::Command;
 use crate::config::{Config, SandboxBuilder};
-use crate::control::{jail_violation, InterruptHandle, RunControl};
-use crate::error::{Error, ErrorKind, Result};
+use crate::control::{InterruptHandle, RunControl};
+use crate::error::{Error, Result};
 use crate::jail;
 use crate::output::Output;
-use crate::prepare::{prepare, Boot, Prepared};
-use crate::runner::{Ended, Runner};
+use crate::prepare::prepare;
 use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint};
-use crate::vcpu_thread;
-use crate::vm_factory::{self, clone_vm, make_ready, one_at_a_time, reap, ResetAid};
-
-/// How long a cold sandbox's vCPU thread waits for the next run before it
-/// makes that run's VM ahead of time (a sandbox dropped or reused at once
-/// does not pay for a VM it will not use).
-const SPARE_AFTER_IDLE: Duration = Duration::from_micros(200);
-
-enum Reply {
-    Run(Box<Output>),
-    Syscall(i64),
-    /// A run stopped at its snapshot point: the VM (for the caller to copy
-    /// its memory) and the vCPU's registers.
-    Snapshot(Box<(Vm, VcpuState, Vec<crate::fs::FsEntry>)>),
-}
-
-enum Job {
-    Run {
-        command: Command,
-        prepared: Box<Prepared>,
-        /// Stop at this snapshot point and hand the VM back.
-        take: Option<SnapshotPoint>,
-    },
-    /// Test hook: make this system call on the vCPU thread.
-    Syscall(i64, [u64; 6]),
-    /// Make the VM of a snapshot sandbox now, so its next run does not.
-    Warm,
-}
-
-struct Worker {
-    jobs: mpsc::Sender<Job>,
-    results: mpsc::Receiver<Result<Reply>>,
-    /// The vCPU thread serving this sandbox.
-    thread: Option<vcpu_thread::VcpuThread>,
-}
+use crate::vm_factory::{self, reap};
+use crate::worker::{Job, Reply, WorkerLink};
 
 /// A sandbox: runs programs, one at a time, each in a fresh micro-VM.
 ///
@@ -65,7 +28,7 @@ struct Worker {
 pub struct Sandbox {
     config: Config,
     control: Arc<RunControl>,
-    worker: Mutex<Worker>,
+    worker: Mutex<WorkerLink>,
     poisoned: Option<String>,
     /// The snapshot every run starts from, for a sandbox built from one.
     snapshot: Option<Snapshot>,
@@ -87,15 +50,9 @@ impl Sandbox {
     }
 
     fn start(config: Config, snapshot: Option<Snapshot>) -> Result<Sandbox> {
-        hvsandbox_core::probe_kvm().map_err(Error::from)?;
+        hvsandbox_core::probe_kvm()?;
         vm_factory::start_reaper();
         let control = Arc::new(RunControl::default());
-        let (jobs, job_rx) = mpsc::channel::<Job>();
-        let (result_tx, results) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let worker_config = config.clone();
-        let worker_control = control.clone();
-        let worker_snapshot = snapshot.clone();
         let mode = jail::effective_mode(config.seccomp);
         let roots = jail::MountRoots::open(config.mounts.iter().map(|m| m.host.as_path()))?;
         let root_ids = roots.ids().clone();
@@ -103,226 +60,13 @@ impl Sandbox {
             // Opened here: the vCPU thread may not open it.
             vm_factory::open_pagemap();
         }
-        let body: vcpu_thread::Body = Box::new(move |kit: &vcpu_thread::Kit| {
-            let (timer, cpu_timer) = (&kit.timer, &kit.cpu_timer);
-            let _ = worker_control.kicker.set(ThreadKicker::current());
-            // SAFETY: gettid has no arguments and cannot fail.
-            worker_control.vcpu_tid.store(unsafe { libc::gettid() } as i64, Ordering::SeqCst);
-            // Refused calls from now on are this sandbox's.
-            jail::rebind(&worker_control.violation);
-            // What resetting to the snapshot in place needs (a read-only
-            // mapping of the snapshot; the page map opened above).
-            let reset_aid = worker_snapshot.as_ref().and_then(ResetAid::new);
-            let _ = ready_tx.send(Ok(()));
-            // A sandbox built from a snapshot keeps its VM between runs
-            // (reset to the snapshot at the start of each).
-            let mut kept: Option<Vm> = None;
-            // The kept VM is in the snapshot's state already: made from
-            // it, or reset right after its last run (off the next
-            // caller's path).
-            let mut ready = false;
-            // A cold sandbox that runs again makes the next run's blank
-            // VM while it waits for that run, off the caller's path, and
-            // boots the runtime in it as far as it goes without a program.
-            let make_spare = || {
-                if worker_snapshot.is_some() {
-                    return None;
-                }
-                one_at_a_time(|| {
-                    let mut vm = Vm::new(worker_config.memory).ok()?;
-                    match vm.preboot() {
-                        Ok(()) => Some(vm),
-                        Err(_) => {
-                            drop(vm);
-                            None
-                        }
-                    }
-                })
-            };
-            let mut spare: Option<Vm> = None;
-            // Whether a run happened: a cold sandbox that runs again gets
-            // its next VM made once it has been idle a moment.
-            let mut ran = false;
-            // A cold run's VM, torn down on this thread once the sandbox
-            // is idle (on the reaper, concurrently with this thread
-            // making the next VM or running, both stalled for ~20 ms at
-            // times: measured, likely KVM's MMU-notifier registration
-            // taking all of the process's memory locks while a teardown
-            // holds some); on the reaper if the sandbox is dropped or
-            // the next run comes first.
-            let mut retired: Option<Vm> = None;
-            loop {
-                let idle_work = worker_snapshot.is_none() && (retired.is_some() || (ran && spare.is_none()));
-                let job = if idle_work {
-                    match job_rx.recv_timeout(SPARE_AFTER_IDLE) {
-                        Ok(job) => {
-                            if let Some(vm) = retired.take() {
-                                reap(vm);
-                            }
-                            job
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            // Idle: the last VM's teardown, then (unless a
-                            // run came meanwhile) the next one's making.
-                            if let Some(vm) = retired.take() {
-                                one_at_a_time(|| drop(vm));
-                                match job_rx.try_recv() {
-                                    Ok(job) => job,
-                                    Err(mpsc::TryRecvError::Empty) => {
-                                        spare = make_spare();
-                                        continue;
-                                    }
-                                    Err(mpsc::TryRecvError::Disconnected) => break,
-                                }
-                            } else {
-                                spare = make_spare();
-                                continue;
-                            }
-                        }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                } else {
-                    match job_rx.recv() {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    }
-                };
-                let (command, prepared, take) = match job {
-                    Job::Run { command, prepared, take } => (command, *prepared, take),
-                    Job::Warm => {
-                        let reply = match (&worker_snapshot, &kept) {
-                            (Some(snap), None) => match clone_vm(snap, reset_aid.as_ref()) {
-                                Ok(vm) => {
-                                    kept = Some(vm);
-                                    ready = true;
-                                    Ok(Reply::Syscall(0))
-                                }
-                                Err(e) => Err(e),
-                            },
-                            _ => Ok(Reply::Syscall(0)),
-                        };
-                        if result_tx.send(reply).is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    Job::Syscall(nr, a) => {
-                        // SAFETY: a test hook making one system call as a VMM bug would.
-                        let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) } as i64;
-                        let r = if r == -1 {
-                            -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64)
-                        } else {
-                            r
-                        };
-                        let reply = match jail_violation(&worker_control) {
-                            Some(e) => Err(e),
-                            None => Ok(Reply::Syscall(r)),
-                        };
-                        let stop = reply.is_err();
-                        if result_tx.send(reply).is_err() || stop {
-                            break;
-                        }
-                        continue;
-                    }
-                };
-                let mut runner = Runner::new(&worker_config, &worker_control, timer, cpu_timer);
-                runner.fs = prepared.fs;
-                runner.collector = prepared.collector;
-                runner.take = take;
-                runner.restore = worker_snapshot.clone();
-                runner.kept = kept.take();
-                runner.kept_ready = std::mem::take(&mut ready);
-                runner.spare = spare.take();
-                runner.reset_aid = reset_aid.as_ref();
-                let boot = Boot {
-                    image: prepared.image,
-                    argv: prepared.argv,
-                    envp: prepared.envp,
-                    seed: prepared.seed,
-                    manifest: prepared.manifest,
-                };
-                let (result, mut vm) = runner.run(&command, &boot);
-                // A refused system call anywhere in the run wins.
-                let violation = jail_violation(&worker_control);
-                let stop = violation.is_some();
-                let reply = match violation {
-                    Some(e) => Err(e),
-                    None => match result {
-                        Ok(Ended::Output(o)) => Ok(Reply::Run(o)),
-                        Ok(Ended::Snapshot(state, fs)) => match vm.take() {
-                            Some(v) => Ok(Reply::Snapshot(Box::new((v, *state, fs)))),
-                            None => Err(Error::Internal { context: "snapshot without a VM".into(), source: None }),
-                        },
-                        Err(e) => Err(e),
-                    },
-                };
-                // A VM whose run ended in a way no sound guest ends
-                // (a crash, an exit KVM could not handle, a hostile
-                // hypercall) is not reset for the next run but replaced.
-                let sound = match &reply {
-                    Ok(_) => true,
-                    Err(e) => matches!(
-                        e.kind(),
-                        ErrorKind::Timeout
-                            | ErrorKind::Cancelled
-                            | ErrorKind::OutputLimitExceeded
-                            | ErrorKind::MemoryLimitExceeded
-                    ),
-                };
-                if result_tx.send(reply).is_err() || stop {
-                    break;
-                }
-                if let (Some(snap), true) = (&worker_snapshot, sound) {
-                    // Reset now, while the caller reads its output,
-                    // rather than when the next run comes.
-                    kept = vm.and_then(|mut vm| match make_ready(&mut vm, snap, reset_aid.as_ref(), true) {
-                        Ok(()) => Some(vm),
-                        Err(_) => {
-                            reap(vm);
-                            None
-                        }
-                    });
-                    ready = kept.is_some();
-                } else {
-                    if let Some(old) = retired.take() {
-                        reap(old);
-                    }
-                    retired = vm;
-                    ran = true;
-                }
-            }
-            for vm in [spare, kept, retired].into_iter().flatten() {
-                reap(vm);
-            }
-            drop(reset_aid);
-            jail_violation(&worker_control).is_none()
-        });
-        let thread = vcpu_thread::VcpuThread::start(mode, roots, body)?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::Internal { context: "vCPU thread died at start".into(), source: None }),
-        }
-        Ok(Sandbox {
-            config,
-            control,
-            worker: Mutex::new(Worker { jobs, results, thread: Some(thread) }),
-            poisoned: None,
-            snapshot,
-            roots: root_ids,
-        })
+        let worker = WorkerLink::start(config.clone(), control.clone(), snapshot.clone(), mode, roots)?;
+        Ok(Sandbox { config, control, worker: Mutex::new(worker), poisoned: None, snapshot, roots: root_ids })
     }
 
     /// Hands a job to the vCPU thread and waits for its result.
     fn submit(&mut self, job: Job) -> Result<Reply> {
-        let worker = self.worker.get_mut().unwrap_or_else(|e| e.into_inner());
-        let control = &self.control;
-        let gone = || {
-            jail_violation(control)
-                .unwrap_or_else(|| Error::Internal { context: "the vCPU thread is gone".into(), source: None })
-        };
-        worker.jobs.send(job).map_err(|_| gone())?;
-        worker.results.recv().map_err(|_| gone())?
+        self.worker.get_mut().unwrap_or_else(|e| e.into_inner()).submit(job)
     }
 
     /// The vCPU thread's kernel thread id (for inspecting its jail).
@@ -456,19 +200,6 @@ impl Sandbox {
     /// The snapshot this sandbox starts from, if any.
     pub fn source_snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let worker = self.worker.get_mut().unwrap_or_else(|e| e.into_inner());
-        // Closing the job channel ends the worker's loop.
-        let (dead, _) = mpsc::channel();
-        drop(std::mem::replace(&mut worker.jobs, dead));
-        if let Some(t) = worker.thread.take() {
-            // Kept for the next sandbox, or ended here.
-            t.finish();
-        }
     }
 }
 

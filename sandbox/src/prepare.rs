@@ -16,7 +16,10 @@ use crate::{image_cache, program};
 
 /// Everything a run needs that the caller's thread can work out before
 /// the vCPU thread (which runs under the seccomp filter and touches no
-/// host files but the mounts' through their handles) takes over.
+/// host files but the mounts' through their handles) takes over: what
+/// `Vm::boot` gets (or, resuming a snapshot, what the guest is told when it
+/// asks for this run's inputs), stdin, and the host objects the guest's
+/// filesystem reaches.
 pub(crate) struct Prepared {
     /// The program, or None when resuming the sandbox's snapshot.
     pub(crate) image: Option<Arc<[u8]>>,
@@ -24,6 +27,9 @@ pub(crate) struct Prepared {
     pub(crate) envp: Vec<Vec<u8>>,
     pub(crate) seed: [u8; 32],
     pub(crate) manifest: Vec<u8>,
+    pub(crate) stdin: Arc<[u8]>,
+    /// The program's name, for errors.
+    pub(crate) program: String,
     pub(crate) fs: HostFs,
     pub(crate) collector: FileCollector,
 }
@@ -98,19 +104,12 @@ pub(crate) fn prepare(
         None => HostFs::default(),
     };
     let (manifest, collector) = prepare_fs(config, command, &mut fs, snapshot.is_none())?;
-    Ok(Prepared { image, argv, envp, seed, manifest, fs, collector })
+    let stdin = command.stdin.clone();
+    Ok(Prepared { image, argv, envp, seed, manifest, stdin, program: name, fs, collector })
 }
 
-/// What `Vm::boot` gets for one run (or, resuming a snapshot, what the
-/// guest is told when it asks for this run's inputs).
-pub(crate) struct Boot {
-    pub(crate) image: Option<Arc<[u8]>>,
-    pub(crate) argv: Vec<Vec<u8>>,
-    pub(crate) envp: Vec<Vec<u8>>,
-    pub(crate) seed: [u8; 32],
-    pub(crate) manifest: Vec<u8>,
-}
-
+/// Checks the command's files and paths, opens the mounts, registers
+/// the files, and returns the encoded boot manifest.
 fn prepare_fs(
     config: &Config,
     command: &Command,

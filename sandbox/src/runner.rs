@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{abi, thread_cpu_time, BootParams, DeadlineTimer, VcpuState, Vm, VmError, VmExit};
+use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmError, VmExit};
 
-use crate::command::Command;
 use crate::config::Config;
 use crate::control::{jail_violation, RunControl};
-use crate::error::{Error, PartialOutput, Result};
-use crate::fs::{self, errno_result, FileCollector, HostFs};
+use crate::error::{Error, Result};
+use crate::fs::{self, errno_result, FsEntry};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
-use crate::prepare::Boot;
+use crate::prepare::Prepared;
 use crate::snapshot::{Snapshot, SnapshotPoint};
-use crate::vm_factory::{self, clone_vm, make_ready, one_at_a_time, ResetAid};
+use crate::vcpu_thread::Kit;
+use crate::vm_factory::{self, clone_vm, one_at_a_time, ResetAid};
 
 /// Linux's signal for each CPU exception a program can cause.
 fn signal_for_vector(vector: u64) -> i32 {
@@ -31,44 +31,40 @@ fn signal_for_vector(vector: u64) -> i32 {
     }
 }
 
-/// One run on the worker thread.
-pub(crate) struct Runner<'a> {
-    pub(crate) config: &'a Config,
-    pub(crate) control: &'a RunControl,
-    pub(crate) timer: &'a DeadlineTimer,
-    pub(crate) cpu_timer: &'a DeadlineTimer,
-    /// The vCPU thread's CPU time when the run started.
-    pub(crate) cpu_start: Duration,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
-    pub(crate) stdout_truncated: bool,
-    pub(crate) stderr_truncated: bool,
-    pub(crate) stdin_pos: usize,
-    pub(crate) exits: u64,
-    pub(crate) fault: Option<FaultInfo>,
-    /// The host objects the guest's filesystem can reach in this run.
-    pub(crate) fs: HostFs,
-    pub(crate) collector: FileCollector,
-    /// Reused buffer for file reads and writes.
-    pub(crate) scratch: Vec<u8>,
-    /// Take a snapshot at this point instead of finishing the run.
-    pub(crate) take: Option<SnapshotPoint>,
-    /// The snapshot this run starts from.
-    pub(crate) restore: Option<Snapshot>,
-    /// The VM of the previous run of this (snapshot) sandbox, to reuse.
-    pub(crate) kept: Option<Vm>,
-    /// `kept` is in the snapshot's state already (see [`make_ready`]).
-    pub(crate) kept_ready: bool,
-    /// A blank VM made ahead of this run.
-    pub(crate) spare: Option<Vm>,
-    /// For resetting to the snapshot in place.
-    pub(crate) reset_aid: Option<&'a ResetAid>,
+/// Where a run's VM comes from.
+pub(crate) enum VmSource<'a> {
+    /// A cold run: the blank VM made ahead of it (`spare`), else one from
+    /// the process-wide pool, else a new one.
+    Blank { spare: Option<Vm> },
+    /// A run from a snapshot: the sandbox's VM, already in the snapshot's
+    /// state (`kept`), else a clone; `aid` for resetting in place.
+    Snapshot { snap: Snapshot, kept: Option<Vm>, aid: Option<&'a ResetAid> },
 }
 
-enum Flow {
-    Continue,
-    Exit(ExitStatus),
-    Snapshot(Box<VcpuState>),
+/// One run on the worker thread.
+pub(crate) struct Runner<'a> {
+    config: &'a Config,
+    control: &'a RunControl,
+    kit: &'a Kit,
+    /// What the caller's thread prepared for the run.
+    input: Prepared,
+    /// Take a snapshot at this point instead of finishing the run.
+    take: Option<SnapshotPoint>,
+    /// Where the VM comes from (taken when the run starts).
+    source: Option<VmSource<'a>>,
+    /// The run starts from a snapshot.
+    restored: bool,
+    /// The vCPU thread's CPU time when the run started.
+    cpu_start: Duration,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    stdin_pos: usize,
+    exits: u64,
+    fault: Option<FaultInfo>,
+    /// Reused buffer for file reads and writes.
+    scratch: Vec<u8>,
 }
 
 /// How a run's guest stopped.
@@ -80,21 +76,28 @@ enum Stop {
 /// What a run produced.
 pub(crate) enum Ended {
     Output(Box<Output>),
-    Snapshot(Box<VcpuState>, Vec<crate::fs::FsEntry>),
+    /// Stopped at its snapshot point: the VM (for the caller to copy its
+    /// memory), the vCPU's registers and the guest's host file handles.
+    Snapshot(Box<(Vm, VcpuState, Vec<FsEntry>)>),
 }
 
 impl<'a> Runner<'a> {
     pub(crate) fn new(
         config: &'a Config,
         control: &'a RunControl,
-        timer: &'a DeadlineTimer,
-        cpu_timer: &'a DeadlineTimer,
+        kit: &'a Kit,
+        input: Prepared,
+        take: Option<SnapshotPoint>,
+        source: VmSource<'a>,
     ) -> Self {
         Runner {
             config,
             control,
-            timer,
-            cpu_timer,
+            kit,
+            input,
+            take,
+            restored: matches!(source, VmSource::Snapshot { .. }),
+            source: Some(source),
             cpu_start: Duration::ZERO,
             stdout: Vec::new(),
             stderr: Vec::new(),
@@ -103,37 +106,24 @@ impl<'a> Runner<'a> {
             stdin_pos: 0,
             exits: 0,
             fault: None,
-            fs: HostFs::default(),
-            collector: FileCollector::new(Vec::new(), 0, 0),
             scratch: Vec::new(),
-            take: None,
-            restore: None,
-            kept: None,
-            kept_ready: false,
-            spare: None,
-            reset_aid: None,
         }
     }
 
     /// Attaches the output of a stopped run to its error: what reached the
     /// host plus what was still buffered in the guest.
     fn with_partial_output(&mut self, mut e: Error, vm: Option<&Vm>) -> Error {
-        let salvage = matches!(e, Error::Timeout { .. } | Error::Cancelled { .. } | Error::MemoryLimitExceeded { .. });
-        let wants = salvage || matches!(e, Error::OutputLimitExceeded { .. });
-        if !wants {
+        // Output cut at its limit has nothing more to take from the guest.
+        let salvage = !matches!(e, Error::OutputLimitExceeded { .. });
+        if e.partial_output().is_none() {
             return e;
         }
         if let (true, Some(vm)) = (salvage, vm) {
             self.salvage_guest_buffers(vm);
         }
-        let output =
-            PartialOutput { stdout: std::mem::take(&mut self.stdout), stderr: std::mem::take(&mut self.stderr) };
-        match &mut e {
-            Error::Timeout { partial, .. }
-            | Error::Cancelled { partial }
-            | Error::MemoryLimitExceeded { partial, .. }
-            | Error::OutputLimitExceeded { partial, .. } => **partial = output,
-            _ => {}
+        if let Some(partial) = e.partial_output_mut() {
+            partial.stdout = std::mem::take(&mut self.stdout);
+            partial.stderr = std::mem::take(&mut self.stderr);
         }
         e
     }
@@ -193,24 +183,30 @@ impl<'a> Runner<'a> {
         Ok(true)
     }
 
-    /// Runs the command; returns the VM too so the caller can destroy it
-    /// after handing back the result.
-    pub(crate) fn run(mut self, command: &Command, boot: &Boot) -> (Result<Ended>, Option<Vm>) {
+    /// Runs the program; returns the VM too (unless the run ended in a
+    /// snapshot, which holds it) so the caller can reset or destroy it after
+    /// handing back the result.
+    pub(crate) fn run(mut self) -> (Result<Ended>, Option<Vm>) {
         let generation = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let started = Instant::now();
         let cpu_start = thread_cpu_time();
         let deadline = started + self.config.timeout;
         let mut vm = None;
         self.cpu_start = cpu_start;
-        let result = self.run_inner(command, boot, generation, deadline, &mut vm);
-        let _ = self.timer.disarm();
-        let _ = self.cpu_timer.disarm();
+        let result = self.run_inner(generation, deadline, &mut vm);
+        let _ = self.kit.timer.disarm();
+        let _ = self.kit.cpu_timer.disarm();
         let result = result.map_err(|e| self.with_partial_output(e, vm.as_ref()));
         self.control.generation.fetch_add(1, Ordering::SeqCst);
         let result = result.and_then(|stop| {
             let status = match stop {
                 Stop::Exit(status) => status,
-                Stop::Snapshot(state) => return Ok(Ended::Snapshot(state, self.fs.export())),
+                Stop::Snapshot(state) => {
+                    let Some(vm) = vm.take() else {
+                        return Err(Error::Internal { context: "snapshot without a VM".into(), source: None });
+                    };
+                    return Ok(Ended::Snapshot(Box::new((vm, *state, self.input.fs.export()))));
+                }
             };
             let Some(vm) = vm.as_ref() else {
                 return Err(Error::Internal { context: "a finished run has no VM".into(), source: None });
@@ -223,7 +219,7 @@ impl<'a> Runner<'a> {
                 .filter(|(_, &n)| n > 0)
                 .map(|(nr, &n)| (nr as u32, n as u64))
                 .collect();
-            let (files, files_truncated) = self.collector.take();
+            let (files, files_truncated) = self.input.collector.take();
             Ok(Ended::Output(Box::new(Output {
                 status,
                 stdout: std::mem::take(&mut self.stdout),
@@ -248,26 +244,15 @@ impl<'a> Runner<'a> {
         (result, vm)
     }
 
-    fn run_inner(
-        &mut self,
-        command: &Command,
-        boot: &Boot,
-        generation: u64,
-        deadline: Instant,
-        slot: &mut Option<Vm>,
-    ) -> Result<Stop> {
+    fn run_inner(&mut self, generation: u64, deadline: Instant, slot: &mut Option<Vm>) -> Result<Stop> {
         let boot_start = Instant::now();
-        let vm = match (&self.restore, &boot.image) {
+        let vm = match (self.source.take(), &self.input.image) {
             // Start from the snapshot: reuse the last run's VM (everything
             // it changed is thrown away) or make one; no boot.
-            (Some(snap), _) => {
-                let vm = match self.kept.take() {
-                    Some(vm) if self.kept_ready => vm,
-                    Some(mut vm) => {
-                        make_ready(&mut vm, snap, self.reset_aid, true)?;
-                        vm
-                    }
-                    None => clone_vm(snap, self.reset_aid)?,
+            (Some(VmSource::Snapshot { snap, kept, aid }), _) => {
+                let vm = match kept {
+                    Some(vm) => vm,
+                    None => clone_vm(&snap, aid)?,
                 };
                 let vm = slot.insert(vm);
                 // The guest resumes from its snapshot hypercall: this run's
@@ -275,11 +260,11 @@ impl<'a> Runner<'a> {
                 // fetch them), else the guest asks for them.
                 // A small stdin comes along too (no exits to read it).
                 let fits = |blob: &Vec<u8>| blob.len() as u64 <= abi::RESUME_MAX - 8;
-                let mut blob = resume_info(vm, boot, Some(&command.stdin));
+                let mut blob = resume_info(vm, &self.input, Some(&self.input.stdin));
                 if fits(&blob) {
-                    self.stdin_pos = command.stdin.len();
+                    self.stdin_pos = self.input.stdin.len();
                 } else {
-                    blob = resume_info(vm, boot, None);
+                    blob = resume_info(vm, &self.input, None);
                 }
                 let result = if fits(&blob) {
                     let mut area = Vec::with_capacity(8 + blob.len());
@@ -293,18 +278,18 @@ impl<'a> Runner<'a> {
                 vm.set_hypercall_result(result).map_err(Error::from)?;
                 vm
             }
-            (None, Some(image)) => {
-                let vm = match self.spare.take().or_else(|| vm_factory::take_blank(self.config.memory)) {
+            (Some(VmSource::Blank { spare }), Some(image)) => {
+                let vm = match spare.or_else(|| vm_factory::take_blank(self.config.memory)) {
                     Some(vm) => vm,
                     None => one_at_a_time(|| Vm::new(self.config.memory)).map_err(Error::from)?,
                 };
                 let vm = slot.insert(vm);
                 let params = BootParams {
                     image,
-                    argv: &boot.argv,
-                    envp: &boot.envp,
-                    random_seed: boot.seed,
-                    manifest: &boot.manifest,
+                    argv: &self.input.argv,
+                    envp: &self.input.envp,
+                    random_seed: self.input.seed,
+                    manifest: &self.input.manifest,
                     max_processes: self.config.max_processes,
                     max_open_files: self.config.max_open_files,
                     snapshot_at_entry: self.take == Some(SnapshotPoint::Entry),
@@ -312,18 +297,19 @@ impl<'a> Runner<'a> {
                 vm.boot(&params).map_err(Error::from)?;
                 vm
             }
-            (None, None) => return Err(Error::Internal { context: "a run without a program".into(), source: None }),
+            _ => return Err(Error::Internal { context: "a run without a program".into(), source: None }),
         };
         let mut trace = trace_enabled().then(|| Trace { boot: boot_start.elapsed(), ..Trace::default() });
         let now = Instant::now();
         if now >= deadline {
             return Err(Error::timeout(self.config.timeout));
         }
-        self.timer.arm(deadline - now).map_err(Error::from)?;
+        self.kit.timer.arm(deadline - now).map_err(Error::from)?;
 
         let cpu_limit = self.config.cpu_time;
         if let Some(limit) = cpu_limit {
-            self.cpu_timer
+            self.kit
+                .cpu_timer
                 .arm(limit.saturating_sub(thread_cpu_time().saturating_sub(self.cpu_start)))
                 .map_err(Error::from)?;
         }
@@ -347,12 +333,12 @@ impl<'a> Runner<'a> {
             match exit {
                 VmExit::Hypercall(nr) => {
                     let hc_start = Instant::now();
-                    let flow = self.hypercall(vm, nr, &command.stdin, boot, &should_stop);
+                    let flow = self.hypercall(vm, nr, &should_stop);
                     if let Some(t) = trace.as_mut() {
                         let e = t.hypercalls.entry(nr).or_default();
                         e.0 += 1;
                         e.1 += hc_start.elapsed();
-                        if !matches!(flow, Ok(Flow::Continue)) {
+                        if !matches!(flow, Ok(None)) {
                             if let Ok(rs) = vm.runtime_stats() {
                                 t.page_faults = rs.page_faults;
                                 t.cr3_loads = rs.cr3_loads;
@@ -362,13 +348,12 @@ impl<'a> Runner<'a> {
                     }
                     match flow.map_err(|e| match e {
                         Error::InvalidProgram { program, reason } if program.is_empty() => {
-                            Error::InvalidProgram { program: command.program_name(), reason }
+                            Error::InvalidProgram { program: self.input.program.clone(), reason }
                         }
                         e => e,
                     })? {
-                        Flow::Continue => {}
-                        Flow::Exit(status) => return Ok(Stop::Exit(status)),
-                        Flow::Snapshot(state) => return Ok(Stop::Snapshot(state)),
+                        None => {}
+                        Some(stop) => return Ok(stop),
                     }
                 }
                 VmExit::Fault { frame, cr2 } => {
@@ -414,16 +399,10 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Checks the command's files and paths, opens the mounts, registers
-    /// the files, and returns the encoded boot manifest.
-    fn hypercall(
-        &mut self,
-        vm: &mut Vm,
-        nr: u64,
-        stdin: &[u8],
-        boot: &Boot,
-        should_stop: &dyn Fn() -> bool,
-    ) -> Result<Flow> {
+    /// Serves hypercall `nr`: None when the guest goes on, else how it
+    /// stopped; an error ends the run (a hostile request is
+    /// `GuestCrashed`).
+    fn hypercall(&mut self, vm: &mut Vm, nr: u64, should_stop: &dyn Fn() -> bool) -> Result<Option<Stop>> {
         let hostile = |what: String| Error::GuestCrashed { detail: what };
         let args = vm.hypercall_args().map_err(Error::from)?.args;
         match nr {
@@ -437,19 +416,20 @@ impl<'a> Runner<'a> {
                 }
                 let full = if self.append_output(vm, fd, gpa, len)? { abi::WRITE_STREAM_FULL } else { 0 };
                 vm.set_hypercall_result(full).map_err(Error::from)?;
-                Ok(Flow::Continue)
+                Ok(None)
             }
             abi::hc::READ => {
                 let (va, len) = (args[1], args[2]);
                 let gpa = vm
                     .physmap_range(va, len, abi::HCALL_MAX_LEN)
                     .map_err(|_| hostile(format!("read hypercall with a bad buffer {va:#x}+{len:#x}")))?;
+                let stdin = &self.input.stdin;
                 let rest = &stdin[self.stdin_pos.min(stdin.len())..];
                 let n = rest.len().min(len as usize);
                 vm.write_bytes(gpa, &rest[..n]).map_err(Error::from)?;
                 self.stdin_pos += n;
                 vm.set_hypercall_result(n as u64).map_err(Error::from)?;
-                Ok(Flow::Continue)
+                Ok(None)
             }
             abi::hc::EXIT => {
                 let (code, signal) = (args[0] as i32 & 0xff, args[1]);
@@ -458,11 +438,11 @@ impl<'a> Runner<'a> {
                 for (fd, gpa, len) in guest_buffers(vm, args[2]) {
                     self.append_output(vm, fd, gpa, len)?;
                 }
-                Ok(Flow::Exit(if signal != 0 && signal < 65 {
+                Ok(Some(Stop::Exit(if signal != 0 && signal < 65 {
                     ExitStatus::Signal(signal as i32)
                 } else {
                     ExitStatus::Code(code)
-                }))
+                })))
             }
             abi::hc::PROGRAM_FAULT => {
                 // The guest's own account of its program's fault: it can
@@ -478,32 +458,32 @@ impl<'a> Runner<'a> {
                     rip,
                     address: (vector == abi::vector::PAGE_FAULT).then_some(cr2),
                 });
-                Ok(Flow::Exit(ExitStatus::Signal(signal_for_vector(vector))))
+                Ok(Some(Stop::Exit(ExitStatus::Signal(signal_for_vector(vector)))))
             }
             abi::hc::SNAPSHOT => {
-                if self.take.is_some() && self.restore.is_none() {
+                if self.take.is_some() && !self.restored {
                     // Guests restored from this snapshot read RESUMED here
                     // (or RESUMED_WITH_INFO, set when they start).
                     vm.set_hypercall_result(abi::hc::RESUMED).map_err(Error::from)?;
                     vm.complete_pending_exit().map_err(Error::from)?;
                     let state = vm.save_vcpu().map_err(Error::from)?;
-                    return Ok(Flow::Snapshot(Box::new(state)));
+                    return Ok(Some(Stop::Snapshot(Box::new(state))));
                 }
                 // Not taking a snapshot: the guest goes on.
                 vm.set_hypercall_result(0).map_err(Error::from)?;
-                Ok(Flow::Continue)
+                Ok(None)
             }
             abi::hc::RESUME_INFO => {
                 let (va, len) = (args[0], args[1]);
-                let blob = resume_info(vm, boot, None);
-                if self.restore.is_none() {
+                let blob = resume_info(vm, &self.input, None);
+                if !self.restored {
                     return Err(hostile("resume info asked for by a guest that was not restored".into()));
                 }
                 if blob.len() as u64 <= len {
                     vm.write_virt(va, &blob).map_err(|_| hostile(format!("resume info to a bad buffer {va:#x}")))?;
                 }
                 vm.set_hypercall_result(blob.len() as u64).map_err(Error::from)?;
-                Ok(Flow::Continue)
+                Ok(None)
             }
             abi::hc::OUT_OF_MEMORY => {
                 Err(Error::MemoryLimitExceeded { limit: self.config.memory, partial: Box::default() })
@@ -531,16 +511,16 @@ impl<'a> Runner<'a> {
             abi::hc::SLEEP => {
                 sleep_interruptible(Duration::from_nanos(args[0]), should_stop);
                 vm.set_hypercall_result(0).map_err(Error::from)?;
-                Ok(Flow::Continue)
+                Ok(None)
             }
             abi::hc::LOG => {
                 vm.set_hypercall_result(0).map_err(Error::from)?;
-                Ok(Flow::Continue)
+                Ok(None)
             }
             abi::hc::FS_LOOKUP..=abi::hc::FILE_OUT => {
                 let ret = self.fs_hypercall(vm, nr, args)?;
                 vm.set_hypercall_result(ret).map_err(Error::from)?;
-                Ok(Flow::Continue)
+                Ok(None)
             }
             other => Err(hostile(format!("unknown hypercall {other:#x}"))),
         }
@@ -579,7 +559,7 @@ impl Runner<'_> {
                 let mut name = [0u8; NAME_MAX];
                 let name = &mut name[..name_len as usize];
                 vm.read_virt(name_va, name).map_err(bad("lookup", name_va, name_len))?;
-                match self.fs.lookup(dir, name) {
+                match self.input.fs.lookup(dir, name) {
                     Ok((handle, st)) => {
                         let st = fs::stat_bytes(&st);
                         vm.write_virt(stat_va, &st).map_err(bad("lookup", stat_va, st.len() as u64))?;
@@ -594,7 +574,7 @@ impl Runner<'_> {
                 if self.scratch.len() < len {
                     self.scratch.resize(len, 0);
                 }
-                match self.fs.read(handle, offset, &mut self.scratch[..len]) {
+                match self.input.fs.read(handle, offset, &mut self.scratch[..len]) {
                     Ok(n) => {
                         vm.write_virt(va, &self.scratch[..n]).map_err(bad("fs read", va, n as u64))?;
                         n as u64
@@ -605,7 +585,7 @@ impl Runner<'_> {
             abi::hc::FS_READDIR => {
                 let (handle, index, va, len) = (args[0], args[1], args[2], args[3]);
                 let len = check_len("readdir", va, len, abi::HCALL_MAX_LEN)?;
-                match self.fs.readdir(handle, index, len) {
+                match self.input.fs.readdir(handle, index, len) {
                     Ok(records) => {
                         vm.write_virt(va, &records).map_err(bad("readdir", va, records.len() as u64))?;
                         records.len() as u64
@@ -616,7 +596,7 @@ impl Runner<'_> {
             abi::hc::FS_READLINK => {
                 let (handle, va, len) = (args[0], args[1], args[2]);
                 let len = check_len("readlink", va, len, abi::HCALL_MAX_LEN)?;
-                match self.fs.readlink(handle) {
+                match self.input.fs.readlink(handle) {
                     // As readlink(2): the target, cut to the buffer.
                     Ok(target) => {
                         let n = target.len().min(len);
@@ -628,7 +608,7 @@ impl Runner<'_> {
             }
             abi::hc::FS_STAT => {
                 let (handle, va) = (args[0], args[1]);
-                match self.fs.stat(handle) {
+                match self.input.fs.stat(handle) {
                     Ok(st) => {
                         let st = fs::stat_bytes(&st);
                         vm.write_virt(va, &st).map_err(bad("stat", va, st.len() as u64))?;
@@ -650,7 +630,7 @@ impl Runner<'_> {
                     self.scratch.resize(len, 0);
                 }
                 vm.read_virt(data_va, &mut self.scratch[..len]).map_err(bad("file out", data_va, data_len))?;
-                match self.collector.file_out(&path, offset, &self.scratch[..len]) {
+                match self.input.collector.file_out(&path, offset, &self.scratch[..len]) {
                     Ok(()) => 0,
                     Err(e) => errno_result(e),
                 }
@@ -688,7 +668,7 @@ fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<(u64, u64, u64)> {
 /// What a restored guest learns about its run: clocks, fresh randomness,
 /// argv/envp, the run's filesystem manifest, and (`stdin`) all of its
 /// input when that comes along.
-fn resume_info(vm: &Vm, boot: &Boot, stdin: Option<&[u8]>) -> Vec<u8> {
+fn resume_info(vm: &Vm, boot: &Prepared, stdin: Option<&[u8]>) -> Vec<u8> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut args = Vec::new();
     for s in boot.argv.iter().chain(&boot.envp) {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::jail;
 use crate::output::Output;
 use crate::prepare::prepare;
+use crate::runner::Ended;
 use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint};
 use crate::vm_factory::{self, reap};
 use crate::worker::{Job, Reply, WorkerLink};
@@ -64,9 +65,25 @@ impl Sandbox {
         Ok(Sandbox { config, control, worker: Mutex::new(worker), poisoned: None, snapshot, roots: root_ids })
     }
 
-    /// Hands a job to the vCPU thread and waits for its result.
+    /// Refuses work once an earlier failure poisoned the sandbox.
+    fn check_usable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(Error::SandboxPoisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a job to the vCPU thread and waits for its result: refused
+    /// once the sandbox is poisoned; a failure that poisons poisons it.
     fn submit(&mut self, job: Job) -> Result<Reply> {
-        self.worker.get_mut().unwrap_or_else(|e| e.into_inner()).submit(job)
+        self.check_usable()?;
+        let reply = self.worker.get_mut().unwrap_or_else(|e| e.into_inner()).submit(job);
+        if let Err(e) = &reply {
+            if e.poisons() {
+                self.poisoned = Some(e.to_string());
+            }
+        }
+        reply
     }
 
     /// The vCPU thread's kernel thread id (for inspecting its jail).
@@ -87,17 +104,9 @@ impl Sandbox {
     /// as a VMM bug would; returns its result, `-errno` for a failure.
     #[doc(hidden)]
     pub fn debug_syscall_with_args_on_vcpu_thread(&mut self, nr: i64, args: [u64; 6]) -> Result<i64> {
-        if let Some(why) = &self.poisoned {
-            return Err(Error::SandboxPoisoned(why.clone()));
-        }
-        let r = self.submit(Job::Syscall(nr, args));
-        match r {
-            Ok(Reply::Syscall(v)) => Ok(v),
-            Ok(_) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
-            Err(e) => {
-                self.poisoned = Some(e.to_string());
-                Err(e)
-            }
+        match self.submit(Job::Syscall(nr, args))? {
+            Reply::Syscall(v) => Ok(v),
+            _ => Err(unexpected_reply()),
         }
     }
 
@@ -111,21 +120,12 @@ impl Sandbox {
     /// for runs that did not complete (timeout, cancel, invalid program,
     /// crashed runtime).
     pub fn run(&mut self, command: &Command) -> Result<Output> {
-        if let Some(why) = &self.poisoned {
-            return Err(Error::SandboxPoisoned(why.clone()));
-        }
+        self.check_usable()?;
         let prepared = prepare(&self.config, &self.roots, self.snapshot.as_ref(), command)?;
-        let result = self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared), take: None });
-        let result = result.and_then(|r| match r {
-            Reply::Run(out) => Ok(*out),
-            _ => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
-        });
-        if let Err(e) = &result {
-            if e.poisons() {
-                self.poisoned = Some(e.to_string());
-            }
+        match self.submit(Job::Run { prepared: Box::new(prepared), take: None })? {
+            Reply::Ran(Ended::Output(out)) => Ok(*out),
+            _ => Err(unexpected_reply()),
         }
-        result
     }
 
     /// Runs `command` up to a snapshot point and freezes it there: at
@@ -135,25 +135,13 @@ impl Sandbox {
     /// libraries). Sandboxes built from the snapshot
     /// ([`Sandbox::from_snapshot`]) start every run there.
     pub fn snapshot(&mut self, command: &Command, point: SnapshotPoint) -> Result<Snapshot> {
-        if let Some(why) = &self.poisoned {
-            return Err(Error::SandboxPoisoned(why.clone()));
-        }
+        self.check_usable()?;
         if self.snapshot.is_some() {
             return Err(Error::InvalidConfig("a sandbox built from a snapshot cannot take another one yet".into()));
         }
         let prepared = prepare(&self.config, &self.roots, None, command)?;
-        let reply = self.submit(Job::Run { command: command.clone(), prepared: Box::new(prepared), take: Some(point) });
-        let reply = match reply {
-            Err(e) => {
-                if e.poisons() {
-                    self.poisoned = Some(e.to_string());
-                }
-                return Err(e);
-            }
-            Ok(r) => r,
-        };
-        match reply {
-            Reply::Snapshot(b) => {
+        match self.submit(Job::Run { prepared: Box::new(prepared), take: Some(point) })? {
+            Reply::Ran(Ended::Snapshot(b)) => {
                 let (vm, state, fs) = *b;
                 let mounts = self.config.mounts.clone();
                 let limits = GuestLimits {
@@ -164,7 +152,7 @@ impl Sandbox {
                 reap(vm);
                 snap
             }
-            Reply::Run(out) => Err(Error::SnapshotFailed(format!(
+            Reply::Ran(Ended::Output(out)) => Err(Error::SnapshotFailed(format!(
                 "the program ended ({}) before reaching its {}",
                 out.status,
                 if point == SnapshotPoint::Entry {
@@ -173,7 +161,7 @@ impl Sandbox {
                     "checkpoint (a read of /dev/hvsandbox/checkpoint)"
                 }
             ))),
-            Reply::Syscall(_) => Err(Error::Internal { context: "unexpected reply".into(), source: None }),
+            _ => Err(unexpected_reply()),
         }
     }
 
@@ -189,7 +177,9 @@ impl Sandbox {
         if self.snapshot.is_none() {
             return Ok(());
         }
-        self.submit(Job::Warm).map(|_| ())
+        // Not `submit`: warming is not a run, and a failure to warm does not
+        // poison (the next run tries again).
+        self.worker.get_mut().unwrap_or_else(|e| e.into_inner()).submit(Job::Warm).map(|_| ())
     }
 
     /// Whether an earlier failure made this sandbox unusable.
@@ -201,6 +191,10 @@ impl Sandbox {
     pub fn source_snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
     }
+}
+
+fn unexpected_reply() -> Error {
+    Error::Internal { context: "unexpected reply".into(), source: None }
 }
 
 impl SandboxBuilder {

@@ -9,16 +9,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use hvsandbox_core::{ThreadKicker, VcpuState, Vm};
+use hvsandbox_core::{ThreadKicker, Vm};
 
-use crate::command::Command;
 use crate::config::Config;
 use crate::control::{jail_violation, RunControl};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Aftermath, Error, Result};
 use crate::jail::{self, MountRoots, SeccompMode};
-use crate::output::Output;
-use crate::prepare::{Boot, Prepared};
-use crate::runner::{Ended, Runner};
+use crate::prepare::Prepared;
+use crate::runner::{Ended, Runner, VmSource};
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::{Kit, VcpuThread};
 use crate::vm_factory::{clone_vm, make_ready, one_at_a_time, reap, ResetAid};
@@ -30,7 +28,6 @@ const SPARE_AFTER_IDLE: Duration = Duration::from_micros(200);
 
 pub(crate) enum Job {
     Run {
-        command: Command,
         prepared: Box<Prepared>,
         /// Stop at this snapshot point and hand the VM back.
         take: Option<SnapshotPoint>,
@@ -42,11 +39,10 @@ pub(crate) enum Job {
 }
 
 pub(crate) enum Reply {
-    Run(Box<Output>),
+    Ran(Ended),
     Syscall(i64),
-    /// A run stopped at its snapshot point: the VM (for the caller to copy
-    /// its memory) and the vCPU's registers.
-    Snapshot(Box<(Vm, VcpuState, Vec<crate::fs::FsEntry>)>),
+    /// The job is done (nothing to return).
+    Done,
 }
 
 /// The VM a worker holds between jobs.
@@ -95,7 +91,7 @@ impl Worker<'_> {
     fn serve(mut self) -> bool {
         while let Some(job) = self.next_job() {
             let go_on = match job {
-                Job::Run { command, prepared, take } => self.run(&command, *prepared, take),
+                Job::Run { prepared, take } => self.run(*prepared, take),
                 Job::Warm => self.warm(),
                 Job::Syscall(nr, args) => self.syscall(nr, args),
             };
@@ -171,11 +167,11 @@ impl Worker<'_> {
             (Some(snap), held) if !matches!(held, Held::Ready(_)) => match clone_vm(snap, self.reset_aid.as_ref()) {
                 Ok(vm) => {
                     self.held = Held::Ready(vm);
-                    Ok(Reply::Syscall(0))
+                    Ok(Reply::Done)
                 }
                 Err(e) => Err(e),
             },
-            _ => Ok(Reply::Syscall(0)),
+            _ => Ok(Reply::Done),
         };
         self.results.send(reply).is_ok()
     }
@@ -194,56 +190,29 @@ impl Worker<'_> {
     }
 
     /// One run; returns whether to go on.
-    fn run(&mut self, command: &Command, prepared: Prepared, take: Option<SnapshotPoint>) -> bool {
-        let mut runner = Runner::new(&self.config, &self.control, &self.kit.timer, &self.kit.cpu_timer);
-        runner.fs = prepared.fs;
-        runner.collector = prepared.collector;
-        runner.take = take;
-        runner.restore = self.snapshot.clone();
-        match std::mem::replace(&mut self.held, Held::Drained) {
-            Held::Ready(vm) => {
-                runner.kept = Some(vm);
-                runner.kept_ready = true;
-            }
-            Held::Spare(vm) => runner.spare = Some(vm),
-            other => self.held = other,
-        }
-        runner.reset_aid = self.reset_aid.as_ref();
-        let boot = Boot {
-            image: prepared.image,
-            argv: prepared.argv,
-            envp: prepared.envp,
-            seed: prepared.seed,
-            manifest: prepared.manifest,
+    fn run(&mut self, prepared: Prepared, take: Option<SnapshotPoint>) -> bool {
+        let held = std::mem::replace(&mut self.held, Held::Drained);
+        let source = match &self.snapshot {
+            Some(snap) => VmSource::Snapshot {
+                snap: snap.clone(),
+                kept: if let Held::Ready(vm) = held { Some(vm) } else { None },
+                aid: self.reset_aid.as_ref(),
+            },
+            None => VmSource::Blank { spare: if let Held::Spare(vm) = held { Some(vm) } else { None } },
         };
-        let (result, mut vm) = runner.run(command, &boot);
+        let runner = Runner::new(&self.config, &self.control, self.kit, prepared, take, source);
+        let (result, vm) = runner.run();
         // A refused system call anywhere in the run wins.
         let violation = jail_violation(&self.control);
         let stop = violation.is_some();
         let reply = match violation {
             Some(e) => Err(e),
-            None => match result {
-                Ok(Ended::Output(o)) => Ok(Reply::Run(o)),
-                Ok(Ended::Snapshot(state, fs)) => match vm.take() {
-                    Some(v) => Ok(Reply::Snapshot(Box::new((v, *state, fs)))),
-                    None => Err(Error::Internal { context: "snapshot without a VM".into(), source: None }),
-                },
-                Err(e) => Err(e),
-            },
+            None => result.map(Reply::Ran),
         };
-        // A VM whose run ended in a way no sound guest ends
-        // (a crash, an exit KVM could not handle, a hostile
-        // hypercall) is not reset for the next run but replaced.
-        let sound = match &reply {
-            Ok(_) => true,
-            Err(e) => matches!(
-                e.kind(),
-                ErrorKind::Timeout
-                    | ErrorKind::Cancelled
-                    | ErrorKind::OutputLimitExceeded
-                    | ErrorKind::MemoryLimitExceeded
-            ),
-        };
+        // A VM whose run ended in a way no sound guest ends (a crash, an
+        // exit KVM could not handle, a hostile hypercall) is not reset for
+        // the next run but replaced.
+        let sound = reply.as_ref().err().is_none_or(|e| e.aftermath() == Aftermath::Stopped);
         if self.results.send(reply).is_err() || stop {
             return false;
         }

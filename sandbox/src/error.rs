@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use hvsandbox_core::VmError;
+
 /// Stable classification of an [`Error`], shared with the Python and Node
 /// bindings (`code()` gives the string form used there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -169,6 +171,32 @@ impl Error {
         }
     }
 
+    /// Where a stopped run's output goes (the errors of
+    /// [`Aftermath::Stopped`]).
+    pub(crate) fn partial_output_mut(&mut self) -> Option<&mut PartialOutput> {
+        match self {
+            Error::Timeout { partial, .. }
+            | Error::Cancelled { partial }
+            | Error::MemoryLimitExceeded { partial, .. }
+            | Error::OutputLimitExceeded { partial, .. } => Some(partial),
+            _ => None,
+        }
+    }
+
+    /// What this error says about the guest and the sandbox: the one place
+    /// that decides which failures are benign and which poison.
+    pub(crate) fn aftermath(&self) -> Aftermath {
+        if self.partial_output().is_some() {
+            return Aftermath::Stopped;
+        }
+        match self.kind() {
+            ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned | ErrorKind::JailViolation => {
+                Aftermath::Poisoned
+            }
+            _ => Aftermath::Failed,
+        }
+    }
+
     pub(crate) fn timeout(limit: Duration) -> Error {
         Error::Timeout { limit, cpu: false, partial: Box::default() }
     }
@@ -183,10 +211,50 @@ impl Error {
 
     /// Whether this error leaves the sandbox unusable for later runs.
     pub fn poisons(&self) -> bool {
-        matches!(
-            self.kind(),
-            ErrorKind::GuestCrashed | ErrorKind::Internal | ErrorKind::SandboxPoisoned | ErrorKind::JailViolation
-        )
+        self.aftermath() == Aftermath::Poisoned
+    }
+}
+
+/// What a failed run leaves behind (see [`Error::aftermath`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Aftermath {
+    /// A limit or a cancel stopped a sound guest: the error carries the
+    /// output so far, and a snapshot sandbox resets the VM for its next run.
+    Stopped,
+    /// The run failed (a bad program or input, a snapshot that cannot be
+    /// taken, or the guest ending in a way no sound guest ends): its VM is
+    /// replaced, the sandbox stays usable.
+    Failed,
+    /// The sandbox is unusable for later runs.
+    Poisoned,
+}
+
+/// What a failure of the KVM layer means to the caller.
+impl From<VmError> for Error {
+    fn from(e: VmError) -> Error {
+        match e {
+            VmError::KvmOpen(source) => {
+                let errno = source.errno();
+                let reason = match errno {
+                    libc::ENOENT => "/dev/kvm does not exist: run on a host with KVM enabled \
+                                     (load kvm_intel or kvm_amd, or enable nested virtualisation)"
+                        .to_string(),
+                    libc::EACCES | libc::EPERM => "no permission to open /dev/kvm: add this user to the \
+                                                   'kvm' group (usermod -aG kvm $USER) and log in again"
+                        .to_string(),
+                    _ => format!("cannot open /dev/kvm (errno {errno})"),
+                };
+                Error::KvmUnavailable { reason, source: Some(std::io::Error::from_raw_os_error(errno)) }
+            }
+            VmError::KvmVersion(v) => {
+                Error::KvmUnavailable { reason: format!("unsupported KVM API version {v}"), source: None }
+            }
+            VmError::MemorySize { .. } => Error::InvalidConfig(e.to_string()),
+            VmError::ImageTooLarge { .. } | VmError::ArgsTooLarge { .. } | VmError::ManifestTooLarge { .. } => {
+                Error::InvalidConfig(e.to_string())
+            }
+            other => Error::Internal { context: other.to_string(), source: Some(Box::new(other)) },
+        }
     }
 }
 

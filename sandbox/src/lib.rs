@@ -15,29 +15,35 @@
 //! # Ok::<(), hvsandbox::Error>(())
 //! ```
 
-mod blank_pool;
 mod command;
+mod config;
+mod control;
 mod error;
 mod fs;
 mod image_cache;
 pub mod jail;
 mod output;
 mod pool;
+mod prepare;
 mod program;
+mod runner;
 mod sandbox;
 mod snapshot;
 mod syscall_names;
 mod vcpu_thread;
+mod vm_factory;
+mod worker;
 
-pub use blank_pool::set_blank_vms;
 pub use command::{Command, DEFAULT_FILE_MODE};
+pub use config::{
+    SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES, DEFAULT_MAX_INPUT, DEFAULT_MAX_OPEN_FILES,
+    DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
+};
+pub use control::InterruptHandle;
 pub use error::{Error, ErrorKind, PartialOutput, Result};
 pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use pool::{PooledSandbox, SandboxPool};
-pub use sandbox::{
-    wait_for_reaper, InterruptHandle, Sandbox, SandboxBuilder, DEFAULT_MAX_COLLECT_BYTES, DEFAULT_MAX_COLLECT_FILES,
-    DEFAULT_MAX_INPUT, DEFAULT_MAX_OPEN_FILES, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB,
-    DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
-};
+pub use sandbox::Sandbox;
 pub use snapshot::{reseal_for_fuzzing, Snapshot, SnapshotPoint};
+pub use vm_factory::{set_blank_vms, wait_for_reaper};

@@ -6,8 +6,9 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use crate::config::SandboxBuilder;
 use crate::error::{Error, Result};
-use crate::sandbox::{Sandbox, SandboxBuilder};
+use crate::sandbox::Sandbox;
 use crate::snapshot::Snapshot;
 
 struct State {

@@ -124,7 +124,7 @@ fn spawn(mode: SeccompMode, roots: &MountRoots, reach: Vec<(u64, u64)>) -> Resul
             let kit = match timers {
                 Ok(kit) => kit,
                 Err(e) => {
-                    let _ = started_tx.send(Err(crate::sandbox::map_vm_error(e)));
+                    let _ = started_tx.send(Err(Error::from(e)));
                     return None;
                 }
             };

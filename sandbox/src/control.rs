@@ -1,0 +1,64 @@
+//! What a sandbox's caller, its interrupt handles and its vCPU thread
+//! share about the run in progress.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use hvsandbox_core::ThreadKicker;
+
+use crate::error::Error;
+use crate::jail;
+
+/// Shared between a sandbox's worker and its interrupt handles.
+#[derive(Debug)]
+pub(crate) struct RunControl {
+    /// Odd while a run is in progress; each run has its own number.
+    pub(crate) generation: AtomicU64,
+    /// The generation a kill was aimed at.
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) kicker: OnceLock<ThreadKicker>,
+    /// The system call the vCPU thread's jail refused (-1: none).
+    pub(crate) violation: AtomicI64,
+    /// The vCPU thread's kernel thread id.
+    pub(crate) vcpu_tid: AtomicI64,
+}
+
+impl Default for RunControl {
+    fn default() -> Self {
+        RunControl {
+            generation: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            kicker: OnceLock::new(),
+            violation: AtomicI64::new(-1),
+            vcpu_tid: AtomicI64::new(0),
+        }
+    }
+}
+
+/// Stops the sandbox's current run from any thread. It never affects a
+/// run that starts after the call.
+#[derive(Clone, Debug)]
+pub struct InterruptHandle {
+    pub(crate) control: Arc<RunControl>,
+}
+
+impl InterruptHandle {
+    /// Stops the run in progress, if any; that run returns
+    /// [`Error::Cancelled`]. Does nothing when the sandbox is idle.
+    pub fn kill(&self) {
+        let c = &self.control;
+        let generation = c.generation.load(Ordering::SeqCst);
+        if generation % 2 == 1 {
+            c.cancelled.store(generation, Ordering::SeqCst);
+            if let Some(k) = c.kicker.get() {
+                k.kick();
+            }
+        }
+    }
+}
+
+/// The error for a system call the vCPU thread's jail refused, if any.
+pub(crate) fn jail_violation(control: &RunControl) -> Option<Error> {
+    let nr = control.violation.load(Ordering::SeqCst);
+    (nr >= 0).then(|| Error::JailViolation { syscall: jail::describe(nr) })
+}

@@ -1,0 +1,197 @@
+//! What a run needs before it is handed to the vCPU thread: the program
+//! read and checked, argv and environment, the boot manifest and the host
+//! objects the guest's filesystem reaches.
+
+use std::sync::Arc;
+
+use hvsandbox_core::abi;
+
+use crate::command::{Command, GuestFile, ProgramSource};
+use crate::config::{check_files, check_input_size, guest_path, Config, MAX_PROGRAM_SIZE};
+use crate::error::{Error, Result};
+use crate::fs::{self, FileCollector, HostFs, ManifestRecord};
+use crate::jail;
+use crate::snapshot::{Snapshot, SnapshotPoint};
+use crate::{image_cache, program};
+
+/// Everything a run needs that the caller's thread can work out before
+/// the vCPU thread (which runs under the seccomp filter and touches no
+/// host files but the mounts' through their handles) takes over: what
+/// `Vm::boot` gets (or, resuming a snapshot, what the guest is told when it
+/// asks for this run's inputs), stdin, and the host objects the guest's
+/// filesystem reaches.
+pub(crate) struct Prepared {
+    /// The program, or None when resuming the sandbox's snapshot.
+    pub(crate) image: Option<Arc<[u8]>>,
+    pub(crate) argv: Vec<Vec<u8>>,
+    pub(crate) envp: Vec<Vec<u8>>,
+    pub(crate) seed: [u8; 32],
+    pub(crate) manifest: Vec<u8>,
+    pub(crate) stdin: Arc<[u8]>,
+    /// The program's name, for errors.
+    pub(crate) program: String,
+    pub(crate) fs: HostFs,
+    pub(crate) collector: FileCollector,
+}
+
+/// Reads and checks the program and lays out everything the guest needs
+/// (on the caller's thread).
+pub(crate) fn prepare(
+    config: &Config,
+    roots: &jail::RootIds,
+    snapshot: Option<&Snapshot>,
+    command: &Command,
+) -> Result<Prepared> {
+    roots.check(config.mounts.iter().map(|m| m.host.as_path()))?;
+    let name = command.program_name();
+    let image: Option<Arc<[u8]>> = match (&command.source, snapshot) {
+        (ProgramSource::Resume, Some(_)) => None,
+        (ProgramSource::Resume, None) => {
+            return Err(Error::InvalidConfig("Command::resume() runs a sandbox built from a snapshot".into()))
+        }
+        (_, Some(_)) => {
+            return Err(Error::InvalidConfig(
+                "a sandbox built from a snapshot runs only Command::resume() commands".into(),
+            ))
+        }
+        (ProgramSource::Bytes(b), None) => Some(b.clone()),
+        (ProgramSource::Path(p), None) => {
+            let meta = std::fs::metadata(p)
+                .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?;
+            if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
+                return Err(Error::InvalidProgram {
+                    program: name.clone(),
+                    reason: "not a regular file of at most 1 GiB".into(),
+                });
+            }
+            Some(
+                image_cache::read(p, &meta).map_err(|e| Error::InvalidProgram {
+                    program: name.clone(),
+                    reason: format!("cannot read it: {e}"),
+                })?,
+            )
+        }
+    };
+    if let Some(image) = &image {
+        program::validate(&name, image)?;
+    }
+    let (argv, envp) = match snapshot {
+        // An entry snapshot's runs get a whole new argv (after the
+        // snapshot's argv[0]) and environment; a checkpoint's get the
+        // arguments its checkpoint read returns and the environment
+        // /dev/hvsandbox/env returns.
+        Some(snap) if snap.point() == SnapshotPoint::Entry => {
+            let mut argv = vec![snap.0.argv0.clone()];
+            argv.extend(command.args.iter().cloned());
+            (argv, environment(config, command))
+        }
+        Some(_) => (command.args.clone(), environment(config, command)),
+        None => {
+            let mut argv = Vec::with_capacity(command.args.len() + 1);
+            argv.push(command.argv0.clone());
+            argv.extend(command.args.iter().cloned());
+            (argv, environment(config, command))
+        }
+    };
+    let mut seed = [0u8; 32];
+    getrandom(&mut seed);
+    let mut fs = match snapshot {
+        // The guest refers to host files by the snapshot's handles; its
+        // mounts are the sandbox's, in the snapshot's order (see
+        // `SandboxBuilder::adopt`).
+        Some(snap) => HostFs::import(&snap.0.fs, &config.mounts)
+            .map_err(|e| Error::InvalidConfig(format!("cannot open the snapshot's mounts again: {e}")))?,
+        None => HostFs::default(),
+    };
+    let (manifest, collector) = prepare_fs(config, command, &mut fs, snapshot.is_none())?;
+    let stdin = command.stdin.clone();
+    Ok(Prepared { image, argv, envp, seed, manifest, stdin, program: name, fs, collector })
+}
+
+/// Checks the command's files and paths, opens the mounts, registers
+/// the files, and returns the encoded boot manifest.
+fn prepare_fs(
+    config: &Config,
+    command: &Command,
+    fs: &mut HostFs,
+    with_mounts: bool,
+) -> Result<(Vec<u8>, FileCollector)> {
+    check_files(config, &command.files)?;
+    if let Some(cwd) = &command.cwd {
+        guest_path("working directory", cwd, true)?;
+    }
+    for c in &command.collect {
+        guest_path("collect path", c, true)?;
+    }
+    // The command's files replace the sandbox's at the same path; the
+    // last one given for a path wins.
+    let mut files: Vec<&GuestFile> = Vec::new();
+    for f in config.files.iter().chain(&command.files) {
+        match files.iter_mut().find(|g| g.path == f.path) {
+            Some(slot) => *slot = f,
+            None => files.push(f),
+        }
+    }
+    let input = files.iter().map(|f| f.data.len() as u64).sum::<u64>() + command.stdin.len() as u64;
+    check_input_size(config, input)?;
+
+    let mut records = Vec::new();
+    for m in config.mounts.iter().filter(|_| with_mounts) {
+        let handle = fs
+            .add_mount(&m.host, m.kernel_fs)
+            .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
+        let path = m.guest.clone();
+        records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });
+    }
+    for f in files {
+        let handle = fs
+            .add_blob(f.data.clone(), f.mode)
+            .map_err(|_| Error::InvalidConfig(format!("too many files (at most {})", fs::MAX_HANDLES)))?;
+        records.push(ManifestRecord {
+            kind: abi::fs::ENTRY_FILE,
+            mode: f.mode,
+            handle,
+            size: f.data.len() as u64,
+            path: f.path.clone(),
+        });
+    }
+    for c in &command.collect {
+        records.push(ManifestRecord { kind: abi::fs::ENTRY_COLLECT, mode: 0, handle: 0, size: 0, path: c.clone() });
+    }
+    if let Some(cwd) = command.cwd.as_ref().or(config.cwd.as_ref()) {
+        records.push(ManifestRecord { kind: abi::fs::ENTRY_CWD, mode: 0, handle: 0, size: 0, path: cwd.clone() });
+    }
+    let collector = FileCollector::new(command.collect.clone(), config.max_collect_bytes, config.max_collect_files);
+    Ok((fs::encode_manifest(&records), collector))
+}
+
+/// The sandbox's environment with the command's on top, as KEY=VALUE.
+fn environment(config: &Config, command: &Command) -> Vec<Vec<u8>> {
+    let mut vars: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let base = if command.env_clear { &[][..] } else { &config.env[..] };
+    for (k, v) in base.iter().chain(&command.env) {
+        match vars.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => vars.push((k.clone(), v.clone())),
+        }
+    }
+    vars.into_iter()
+        .map(|(mut k, v)| {
+            k.push(b'=');
+            k.extend_from_slice(&v);
+            k
+        })
+        .collect()
+}
+
+fn getrandom(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+}

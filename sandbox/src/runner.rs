@@ -1,0 +1,750 @@
+//! One run on the vCPU thread: gets its VM ready, runs it, and serves its
+//! exits and hypercalls (output, input, the guest's host filesystem,
+//! snapshot and resume) until the program ends or a limit stops it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmError, VmExit};
+
+use crate::config::Config;
+use crate::control::{jail_violation, RunControl};
+use crate::error::{Error, Result};
+use crate::fs::{self, errno_result, FsEntry};
+use crate::output::{ExitStatus, FaultInfo, Output, Stats};
+use crate::prepare::Prepared;
+use crate::snapshot::{Snapshot, SnapshotPoint};
+use crate::vcpu_thread::Kit;
+use crate::vm_factory::{self, clone_vm, one_at_a_time, ResetAid};
+
+/// Linux's signal for each CPU exception a program can cause.
+fn signal_for_vector(vector: u64) -> i32 {
+    use abi::vector as v;
+    match vector {
+        v::DIVIDE_ERROR | v::X87_FP | v::SIMD_FP => libc::SIGFPE,
+        v::DEBUG | v::BREAKPOINT => libc::SIGTRAP,
+        v::INVALID_OPCODE => libc::SIGILL,
+        v::ALIGNMENT_CHECK => libc::SIGBUS,
+        _ => libc::SIGSEGV,
+    }
+}
+
+/// Where a run's VM comes from.
+pub(crate) enum VmSource<'a> {
+    /// A cold run: the blank VM made ahead of it (`spare`), else one from
+    /// the process-wide pool, else a new one.
+    Blank { spare: Option<Vm> },
+    /// A run from a snapshot: the sandbox's VM, already in the snapshot's
+    /// state (`kept`), else a clone; `aid` for resetting in place.
+    Snapshot { snap: Snapshot, kept: Option<Vm>, aid: Option<&'a ResetAid> },
+}
+
+/// One run on the worker thread.
+pub(crate) struct Runner<'a> {
+    config: &'a Config,
+    control: &'a RunControl,
+    kit: &'a Kit,
+    /// What the caller's thread prepared for the run.
+    input: Prepared,
+    /// Take a snapshot at this point instead of finishing the run.
+    take: Option<SnapshotPoint>,
+    /// Where the VM comes from (taken when the run starts).
+    source: Option<VmSource<'a>>,
+    /// The run starts from a snapshot.
+    restored: bool,
+    /// The vCPU thread's CPU time when the run started.
+    cpu_start: Duration,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    stdin_pos: usize,
+    exits: u64,
+    fault: Option<FaultInfo>,
+    /// Reused buffer for file reads and writes.
+    scratch: Vec<u8>,
+}
+
+/// How a run's guest stopped.
+enum Stop {
+    Exit(ExitStatus),
+    Snapshot(Box<VcpuState>),
+}
+
+/// What a run produced.
+pub(crate) enum Ended {
+    Output(Box<Output>),
+    /// Stopped at its snapshot point: the VM (for the caller to copy its
+    /// memory), the vCPU's registers and the guest's host file handles.
+    Snapshot(Box<(Vm, VcpuState, Vec<FsEntry>)>),
+}
+
+impl<'a> Runner<'a> {
+    pub(crate) fn new(
+        config: &'a Config,
+        control: &'a RunControl,
+        kit: &'a Kit,
+        input: Prepared,
+        take: Option<SnapshotPoint>,
+        source: VmSource<'a>,
+    ) -> Self {
+        Runner {
+            config,
+            control,
+            kit,
+            input,
+            take,
+            restored: matches!(source, VmSource::Snapshot { .. }),
+            source: Some(source),
+            cpu_start: Duration::ZERO,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdin_pos: 0,
+            exits: 0,
+            fault: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Attaches the output of a stopped run to its error: what reached the
+    /// host plus what was still buffered in the guest.
+    fn with_partial_output(&mut self, mut e: Error, vm: Option<&Vm>) -> Error {
+        // Output cut at its limit has nothing more to take from the guest.
+        let salvage = !matches!(e, Error::OutputLimitExceeded { .. });
+        if e.partial_output().is_none() {
+            return e;
+        }
+        if let (true, Some(vm)) = (salvage, vm) {
+            self.salvage_guest_buffers(vm);
+        }
+        if let Some(partial) = e.partial_output_mut() {
+            partial.stdout = std::mem::take(&mut self.stdout);
+            partial.stderr = std::mem::take(&mut self.stderr);
+        }
+        e
+    }
+
+    /// Takes output the guest runtime had buffered but not sent (the
+    /// buffers' place is published in its stats page; every length read
+    /// from the guest is checked).
+    fn salvage_guest_buffers(&mut self, vm: &Vm) {
+        let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, out_buffers_gpa) as u64;
+        let Ok(buffers) = vm.read_obj::<u64>(at) else { return };
+        for (fd, gpa, len) in guest_buffers(vm, buffers) {
+            let (buf, truncated) = if fd == 1 {
+                (&mut self.stdout, &mut self.stdout_truncated)
+            } else {
+                (&mut self.stderr, &mut self.stderr_truncated)
+            };
+            let take = (len as usize).min(self.config.max_output.saturating_sub(buf.len()));
+            if take < len as usize {
+                *truncated = true;
+            }
+            let at = buf.len();
+            buf.resize(at + take, 0);
+            if vm.read_bytes(gpa, &mut buf[at..]).is_err() {
+                buf.truncate(at);
+            }
+        }
+    }
+
+    /// Appends `len` bytes of guest memory at `gpa` to stream `fd` (1 or
+    /// 2), up to the output cap. Returns whether anything was dropped
+    /// ("full" only then, so output of exactly the cap is not flagged as
+    /// truncated); an error instead when the config asks for one.
+    fn append_output(&mut self, vm: &Vm, fd: u64, gpa: u64, len: u64) -> Result<bool> {
+        let (buf, truncated) = if fd == 1 {
+            (&mut self.stdout, &mut self.stdout_truncated)
+        } else {
+            (&mut self.stderr, &mut self.stderr_truncated)
+        };
+        let room = self.config.max_output.saturating_sub(buf.len());
+        let take = (len as usize).min(room);
+        if take > 0 {
+            let at = buf.len();
+            buf.resize(at + take, 0);
+            if let Err(e) = vm.read_bytes(gpa, &mut buf[at..]) {
+                buf.truncate(at);
+                return Err(Error::from(e));
+            }
+        }
+        if take == len as usize {
+            return Ok(false);
+        }
+        *truncated = true;
+        if self.config.output_limit_error {
+            let stream = if fd == 1 { "stdout" } else { "stderr" };
+            return Err(Error::OutputLimitExceeded { stream, limit: self.config.max_output, partial: Box::default() });
+        }
+        Ok(true)
+    }
+
+    /// Runs the program; returns the VM too (unless the run ended in a
+    /// snapshot, which holds it) so the caller can reset or destroy it after
+    /// handing back the result.
+    pub(crate) fn run(mut self) -> (Result<Ended>, Option<Vm>) {
+        let generation = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let started = Instant::now();
+        let cpu_start = thread_cpu_time();
+        let deadline = started + self.config.timeout;
+        let mut vm = None;
+        self.cpu_start = cpu_start;
+        let result = self.run_inner(generation, deadline, &mut vm);
+        let _ = self.kit.timer.disarm();
+        let _ = self.kit.cpu_timer.disarm();
+        let result = result.map_err(|e| self.with_partial_output(e, vm.as_ref()));
+        self.control.generation.fetch_add(1, Ordering::SeqCst);
+        let result = result.and_then(|stop| {
+            let status = match stop {
+                Stop::Exit(status) => status,
+                Stop::Snapshot(state) => {
+                    let Some(vm) = vm.take() else {
+                        return Err(Error::Internal { context: "snapshot without a VM".into(), source: None });
+                    };
+                    return Ok(Ended::Snapshot(Box::new((vm, *state, self.input.fs.export()))));
+                }
+            };
+            let Some(vm) = vm.as_ref() else {
+                return Err(Error::Internal { context: "a finished run has no VM".into(), source: None });
+            };
+            let rs = vm.runtime_stats().map_err(Error::from)?;
+            let unknown_syscalls: BTreeMap<u32, u64> = rs
+                .unknown_by_nr
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(nr, &n)| (nr as u32, n as u64))
+                .collect();
+            let (files, files_truncated) = self.input.collector.take();
+            Ok(Ended::Output(Box::new(Output {
+                status,
+                stdout: std::mem::take(&mut self.stdout),
+                stderr: std::mem::take(&mut self.stderr),
+                stdout_truncated: self.stdout_truncated,
+                stderr_truncated: self.stderr_truncated,
+                fault: self.fault,
+                files,
+                files_truncated,
+                stats: Stats {
+                    wall: started.elapsed(),
+                    cpu: thread_cpu_time().saturating_sub(cpu_start),
+                    exits: self.exits,
+                    syscalls: rs.syscalls,
+                    memory_used: rs.frames_used_peak.saturating_mul(abi::PAGE_SIZE),
+                    page_faults: rs.page_faults,
+                    processes: rs.processes,
+                    unknown_syscalls,
+                },
+            })))
+        });
+        (result, vm)
+    }
+
+    fn run_inner(&mut self, generation: u64, deadline: Instant, slot: &mut Option<Vm>) -> Result<Stop> {
+        let boot_start = Instant::now();
+        let vm = match (self.source.take(), &self.input.image) {
+            // Start from the snapshot: reuse the last run's VM (everything
+            // it changed is thrown away) or make one; no boot.
+            (Some(VmSource::Snapshot { snap, kept, aid }), _) => {
+                let vm = match kept {
+                    Some(vm) => vm,
+                    None => clone_vm(&snap, aid)?,
+                };
+                let vm = slot.insert(vm);
+                // The guest resumes from its snapshot hypercall: this run's
+                // inputs wait in the resume area when they fit (no exit to
+                // fetch them), else the guest asks for them.
+                // A small stdin comes along too (no exits to read it).
+                let fits = |blob: &Vec<u8>| blob.len() as u64 <= abi::RESUME_MAX - 8;
+                let mut blob = resume_info(vm, &self.input, Some(&self.input.stdin));
+                if fits(&blob) {
+                    self.stdin_pos = self.input.stdin.len();
+                } else {
+                    blob = resume_info(vm, &self.input, None);
+                }
+                let result = if fits(&blob) {
+                    let mut area = Vec::with_capacity(8 + blob.len());
+                    area.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+                    area.extend_from_slice(&blob);
+                    vm.write_bytes(abi::RESUME_GPA, &area).map_err(Error::from)?;
+                    abi::hc::RESUMED_WITH_INFO
+                } else {
+                    abi::hc::RESUMED
+                };
+                vm.set_hypercall_result(result).map_err(Error::from)?;
+                vm
+            }
+            (Some(VmSource::Blank { spare }), Some(image)) => {
+                let vm = match spare.or_else(|| vm_factory::take_blank(self.config.memory)) {
+                    Some(vm) => vm,
+                    None => one_at_a_time(|| Vm::new(self.config.memory)).map_err(Error::from)?,
+                };
+                let vm = slot.insert(vm);
+                let params = BootParams {
+                    image,
+                    argv: &self.input.argv,
+                    envp: &self.input.envp,
+                    random_seed: self.input.seed,
+                    manifest: &self.input.manifest,
+                    max_processes: self.config.max_processes,
+                    max_open_files: self.config.max_open_files,
+                    snapshot_at_entry: self.take == Some(SnapshotPoint::Entry),
+                };
+                vm.boot(&params).map_err(Error::from)?;
+                vm
+            }
+            _ => return Err(Error::Internal { context: "a run without a program".into(), source: None }),
+        };
+        let mut trace = trace_enabled().then(|| Trace { boot: boot_start.elapsed(), ..Trace::default() });
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::timeout(self.config.timeout));
+        }
+        self.kit.timer.arm(deadline - now).map_err(Error::from)?;
+
+        let cpu_limit = self.config.cpu_time;
+        if let Some(limit) = cpu_limit {
+            self.kit
+                .cpu_timer
+                .arm(limit.saturating_sub(thread_cpu_time().saturating_sub(self.cpu_start)))
+                .map_err(Error::from)?;
+        }
+        let cpu_start = self.cpu_start;
+        let cpu_over = || cpu_limit.is_some_and(|l| thread_cpu_time().saturating_sub(cpu_start) >= l);
+        let control = self.control;
+        let should_stop =
+            || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline || cpu_over();
+        loop {
+            let run_start = Instant::now();
+            let exit = vm.run(should_stop).map_err(Error::from)?;
+            if let Some(t) = trace.as_mut() {
+                t.guest += run_start.elapsed();
+            }
+            if exit != VmExit::Interrupted {
+                self.exits += 1;
+            }
+            if let Some(e) = jail_violation(self.control) {
+                return Err(e);
+            }
+            match exit {
+                VmExit::Hypercall(nr) => {
+                    let hc_start = Instant::now();
+                    let flow = self.hypercall(vm, nr, &should_stop);
+                    if let Some(t) = trace.as_mut() {
+                        let e = t.hypercalls.entry(nr).or_default();
+                        e.0 += 1;
+                        e.1 += hc_start.elapsed();
+                        if !matches!(flow, Ok(None)) {
+                            if let Ok(rs) = vm.runtime_stats() {
+                                t.page_faults = rs.page_faults;
+                                t.cr3_loads = rs.cr3_loads;
+                            }
+                            t.print();
+                        }
+                    }
+                    match flow.map_err(|e| match e {
+                        Error::InvalidProgram { program, reason } if program.is_empty() => {
+                            Error::InvalidProgram { program: self.input.program.clone(), reason }
+                        }
+                        e => e,
+                    })? {
+                        None => {}
+                        Some(stop) => return Ok(stop),
+                    }
+                }
+                VmExit::Fault { frame, cr2 } => {
+                    if vm.runtime().contains_code(frame.rip) {
+                        return Err(Error::GuestCrashed {
+                            detail: format!(
+                                "exception {} (error {:#x}) in the runtime at {:#x}, address {cr2:#x}",
+                                frame.vector, frame.error_code, frame.rip
+                            ),
+                        });
+                    }
+                    self.fault = Some(FaultInfo {
+                        vector: frame.vector as u8,
+                        error_code: frame.error_code,
+                        rip: frame.rip,
+                        address: (frame.vector == abi::vector::PAGE_FAULT).then_some(cr2),
+                    });
+                    return Ok(Stop::Exit(ExitStatus::Signal(signal_for_vector(frame.vector))));
+                }
+                VmExit::Interrupted => {
+                    if control.cancelled.load(Ordering::SeqCst) == generation {
+                        return Err(Error::cancelled());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::timeout(self.config.timeout));
+                    }
+                    if let Some(limit) = cpu_limit.filter(|_| cpu_over()) {
+                        return Err(Error::cpu_timeout(limit));
+                    }
+                }
+                VmExit::Shutdown => {
+                    return Err(Error::GuestCrashed {
+                        detail: "triple fault (the guest's fault handling failed)".into(),
+                    })
+                }
+                VmExit::InternalError { suberror } => {
+                    return Err(Error::GuestCrashed {
+                        detail: format!("KVM could not run the guest (internal error {suberror})"),
+                    })
+                }
+                VmExit::Unexpected(what) => return Err(Error::GuestCrashed { detail: what }),
+            }
+        }
+    }
+
+    /// Serves hypercall `nr`: None when the guest goes on, else how it
+    /// stopped; an error ends the run (a hostile request is
+    /// `GuestCrashed`).
+    fn hypercall(&mut self, vm: &mut Vm, nr: u64, should_stop: &dyn Fn() -> bool) -> Result<Option<Stop>> {
+        let hostile = |what: String| Error::GuestCrashed { detail: what };
+        let args = vm.hypercall_args().map_err(Error::from)?.args;
+        match nr {
+            abi::hc::WRITE => {
+                let (fd, va, len) = (args[0], args[1], args[2]);
+                let gpa = vm
+                    .physmap_range(va, len, abi::HCALL_MAX_LEN)
+                    .map_err(|_| hostile(format!("write hypercall with a bad buffer {va:#x}+{len:#x}")))?;
+                if fd != 1 && fd != 2 {
+                    return Err(hostile(format!("write hypercall to stream {fd}")));
+                }
+                let full = if self.append_output(vm, fd, gpa, len)? { abi::WRITE_STREAM_FULL } else { 0 };
+                vm.set_hypercall_result(full).map_err(Error::from)?;
+                Ok(None)
+            }
+            abi::hc::READ => {
+                let (va, len) = (args[1], args[2]);
+                let gpa = vm
+                    .physmap_range(va, len, abi::HCALL_MAX_LEN)
+                    .map_err(|_| hostile(format!("read hypercall with a bad buffer {va:#x}+{len:#x}")))?;
+                let stdin = &self.input.stdin;
+                let rest = &stdin[self.stdin_pos.min(stdin.len())..];
+                let n = rest.len().min(len as usize);
+                vm.write_bytes(gpa, &rest[..n]).map_err(Error::from)?;
+                self.stdin_pos += n;
+                vm.set_hypercall_result(n as u64).map_err(Error::from)?;
+                Ok(None)
+            }
+            abi::hc::EXIT => {
+                let (code, signal) = (args[0] as i32 & 0xff, args[1]);
+                // The run's last output comes with the exit (args[2]: where
+                // the runtime's output buffers are).
+                for (fd, gpa, len) in guest_buffers(vm, args[2]) {
+                    self.append_output(vm, fd, gpa, len)?;
+                }
+                Ok(Some(Stop::Exit(if signal != 0 && signal < 65 {
+                    ExitStatus::Signal(signal as i32)
+                } else {
+                    ExitStatus::Code(code)
+                })))
+            }
+            abi::hc::PROGRAM_FAULT => {
+                // The guest's own account of its program's fault: it can
+                // only choose how its program dies, so it is taken as said
+                // once the vector is checked.
+                let [vector, error_code, rip, cr2, _rsp, _] = args;
+                if vector >= 32 {
+                    return Err(hostile(format!("fault report with vector {vector}")));
+                }
+                self.fault = Some(FaultInfo {
+                    vector: vector as u8,
+                    error_code,
+                    rip,
+                    address: (vector == abi::vector::PAGE_FAULT).then_some(cr2),
+                });
+                Ok(Some(Stop::Exit(ExitStatus::Signal(signal_for_vector(vector)))))
+            }
+            abi::hc::SNAPSHOT => {
+                if self.take.is_some() && !self.restored {
+                    // Guests restored from this snapshot read RESUMED here
+                    // (or RESUMED_WITH_INFO, set when they start).
+                    vm.set_hypercall_result(abi::hc::RESUMED).map_err(Error::from)?;
+                    vm.complete_pending_exit().map_err(Error::from)?;
+                    let state = vm.save_vcpu().map_err(Error::from)?;
+                    return Ok(Some(Stop::Snapshot(Box::new(state))));
+                }
+                // Not taking a snapshot: the guest goes on.
+                vm.set_hypercall_result(0).map_err(Error::from)?;
+                Ok(None)
+            }
+            abi::hc::RESUME_INFO => {
+                let (va, len) = (args[0], args[1]);
+                let blob = resume_info(vm, &self.input, None);
+                if !self.restored {
+                    return Err(hostile("resume info asked for by a guest that was not restored".into()));
+                }
+                if blob.len() as u64 <= len {
+                    vm.write_virt(va, &blob).map_err(|_| hostile(format!("resume info to a bad buffer {va:#x}")))?;
+                }
+                vm.set_hypercall_result(blob.len() as u64).map_err(Error::from)?;
+                Ok(None)
+            }
+            abi::hc::OUT_OF_MEMORY => {
+                Err(Error::MemoryLimitExceeded { limit: self.config.memory, partial: Box::default() })
+            }
+            abi::hc::EXEC_FAILED => {
+                let (va, len) = (args[1], args[2].min(1024));
+                let mut msg = vec![0u8; len as usize];
+                if let Ok(gpa) = vm.physmap_range(va, len, 1024) {
+                    let _ = vm.read_bytes(gpa, &mut msg);
+                }
+                // The caller names the program.
+                Err(Error::InvalidProgram {
+                    program: String::new(),
+                    reason: String::from_utf8_lossy(&msg).into_owned(),
+                })
+            }
+            abi::hc::PANIC => {
+                let (va, len) = (args[1], args[2].min(1024));
+                let mut msg = vec![0u8; len as usize];
+                if let Ok(gpa) = vm.physmap_range(va, len, 1024) {
+                    let _ = vm.read_bytes(gpa, &mut msg);
+                }
+                Err(hostile(format!("runtime panic: {}", String::from_utf8_lossy(&msg))))
+            }
+            abi::hc::SLEEP => {
+                sleep_interruptible(Duration::from_nanos(args[0]), should_stop);
+                vm.set_hypercall_result(0).map_err(Error::from)?;
+                Ok(None)
+            }
+            abi::hc::LOG => {
+                vm.set_hypercall_result(0).map_err(Error::from)?;
+                Ok(None)
+            }
+            abi::hc::FS_LOOKUP..=abi::hc::FILE_OUT => {
+                let ret = self.fs_hypercall(vm, nr, args)?;
+                vm.set_hypercall_result(ret).map_err(Error::from)?;
+                Ok(None)
+            }
+            other => Err(hostile(format!("unknown hypercall {other:#x}"))),
+        }
+    }
+}
+
+impl Runner<'_> {
+    /// Serves one filesystem hypercall. Buffers may be anywhere the
+    /// guest has mapped (the runtime passes heap buffers); one that is not
+    /// mapped or is over its limit is a hostile request (an error that
+    /// ends the run), while a bad handle, name or offset is just `-errno`
+    /// for the guest.
+    fn fs_hypercall(&mut self, vm: &Vm, nr: u64, args: [u64; 6]) -> Result<u64> {
+        use abi::fs::{NAME_MAX, PATH_MAX};
+        let bad = |what: &str, va: u64, len: u64| {
+            let what = what.to_string();
+            move |e: VmError| match e {
+                VmError::GuestAccess { .. } => {
+                    Error::GuestCrashed { detail: format!("{what} hypercall with a bad buffer {va:#x}+{len:#x}") }
+                }
+                other => Error::from(other),
+            }
+        };
+        let check_len = |what: &str, va: u64, len: u64, max: u64| {
+            if len > max {
+                return Err(bad(what, va, len)(VmError::GuestAccess { addr: va, len }));
+            }
+            Ok(len as usize)
+        };
+        Ok(match nr {
+            abi::hc::FS_LOOKUP => {
+                let (dir, name_va, name_len, stat_va) = (args[0], args[1], args[2], args[3]);
+                if name_len > NAME_MAX as u64 {
+                    return Ok(errno_result(libc::ENAMETOOLONG));
+                }
+                let mut name = [0u8; NAME_MAX];
+                let name = &mut name[..name_len as usize];
+                vm.read_virt(name_va, name).map_err(bad("lookup", name_va, name_len))?;
+                match self.input.fs.lookup(dir, name) {
+                    Ok((handle, st)) => {
+                        let st = fs::stat_bytes(&st);
+                        vm.write_virt(stat_va, &st).map_err(bad("lookup", stat_va, st.len() as u64))?;
+                        handle
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READ => {
+                let (handle, offset, va, len) = (args[0], args[1], args[2], args[3]);
+                let len = check_len("fs read", va, len, abi::HCALL_MAX_LEN)?;
+                if self.scratch.len() < len {
+                    self.scratch.resize(len, 0);
+                }
+                match self.input.fs.read(handle, offset, &mut self.scratch[..len]) {
+                    Ok(n) => {
+                        vm.write_virt(va, &self.scratch[..n]).map_err(bad("fs read", va, n as u64))?;
+                        n as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READDIR => {
+                let (handle, index, va, len) = (args[0], args[1], args[2], args[3]);
+                let len = check_len("readdir", va, len, abi::HCALL_MAX_LEN)?;
+                match self.input.fs.readdir(handle, index, len) {
+                    Ok(records) => {
+                        vm.write_virt(va, &records).map_err(bad("readdir", va, records.len() as u64))?;
+                        records.len() as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READLINK => {
+                let (handle, va, len) = (args[0], args[1], args[2]);
+                let len = check_len("readlink", va, len, abi::HCALL_MAX_LEN)?;
+                match self.input.fs.readlink(handle) {
+                    // As readlink(2): the target, cut to the buffer.
+                    Ok(target) => {
+                        let n = target.len().min(len);
+                        vm.write_virt(va, &target[..n]).map_err(bad("readlink", va, n as u64))?;
+                        n as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_STAT => {
+                let (handle, va) = (args[0], args[1]);
+                match self.input.fs.stat(handle) {
+                    Ok(st) => {
+                        let st = fs::stat_bytes(&st);
+                        vm.write_virt(va, &st).map_err(bad("stat", va, st.len() as u64))?;
+                        0
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FILE_OUT => {
+                // The mode (args[5]) is not kept: Output::files holds bytes.
+                let (path_va, path_len, data_va, data_len, offset) = (args[0], args[1], args[2], args[3], args[4]);
+                let len = check_len("file out", data_va, data_len, abi::HCALL_MAX_LEN)?;
+                if path_len >= PATH_MAX as u64 {
+                    return Ok(errno_result(libc::ENAMETOOLONG));
+                }
+                let mut path = vec![0u8; path_len as usize];
+                vm.read_virt(path_va, &mut path).map_err(bad("file out", path_va, path_len))?;
+                if self.scratch.len() < len {
+                    self.scratch.resize(len, 0);
+                }
+                vm.read_virt(data_va, &mut self.scratch[..len]).map_err(bad("file out", data_va, data_len))?;
+                match self.input.collector.file_out(&path, offset, &self.scratch[..len]) {
+                    Ok(()) => 0,
+                    Err(e) => errno_result(e),
+                }
+            }
+            other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
+        })
+    }
+}
+
+/// The output the guest runtime has buffered and not sent: (stream, guest
+/// address, length) for each stream with something to take, given where
+/// the two [`abi::OutBuffer`]s are (guest-physical). Every value read from
+/// the guest is checked (a bad one yields nothing).
+fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<(u64, u64, u64)> {
+    let mut found = Vec::new();
+    if buffers == 0 {
+        return found;
+    }
+    let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
+    for fd in 1..=2u64 {
+        let Some(base) = buffers.checked_add((fd - 1) * stride) else { break };
+        let mut head = [0u8; 16];
+        if vm.read_bytes(base, &mut head).is_err() {
+            break;
+        }
+        let len = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+        let discard = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        if discard == 0 && len > 0 && len <= abi::OUT_BUF_SIZE as u64 {
+            found.push((fd, base + 16, len));
+        }
+    }
+    found
+}
+
+/// What a restored guest learns about its run: clocks, fresh randomness,
+/// argv/envp, the run's filesystem manifest, and (`stdin`) all of its
+/// input when that comes along.
+fn resume_info(vm: &Vm, boot: &Prepared, stdin: Option<&[u8]>) -> Vec<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut args = Vec::new();
+    for s in boot.argv.iter().chain(&boot.envp) {
+        args.extend_from_slice(s);
+        args.push(0);
+    }
+    let info = abi::ResumeInfo {
+        tsc_khz: vm.tsc_khz_value(),
+        // SAFETY: rdtsc has no preconditions.
+        tsc: unsafe { core::arch::x86_64::_rdtsc() },
+        realtime_ns: now.as_nanos() as u64,
+        random_seed: boot.seed,
+        argc: boot.argv.len() as u32,
+        envc: boot.envp.len() as u32,
+        args_len: args.len() as u64,
+        manifest_len: boot.manifest.len() as u64,
+        stdin_len: stdin.map_or(0, |s| s.len() as u64),
+        flags: if stdin.is_some() { abi::RESUME_STDIN_WHOLE } else { 0 },
+    };
+    // SAFETY: ResumeInfo is repr(C) integers; viewing it as bytes is fine.
+    let head = unsafe {
+        std::slice::from_raw_parts(
+            (&info as *const abi::ResumeInfo).cast::<u8>(),
+            std::mem::size_of::<abi::ResumeInfo>(),
+        )
+    };
+    let mut out = head.to_vec();
+    out.extend_from_slice(&args);
+    out.extend_from_slice(&boot.manifest);
+    out.extend_from_slice(stdin.unwrap_or_default());
+    out
+}
+
+/// Per-run timing printed to stderr when `HVSANDBOX_TRACE` is set: a
+/// debugging aid for finding where a run spends its time.
+#[derive(Default)]
+struct Trace {
+    boot: Duration,
+    guest: Duration,
+    page_faults: u64,
+    cr3_loads: u64,
+    hypercalls: std::collections::BTreeMap<u64, (u64, Duration)>,
+}
+
+impl Trace {
+    fn print(&self) {
+        let mut line = format!(
+            "hvsandbox trace: boot {:?}, in guest {:?}, page faults {}, cr3 loads {}",
+            self.boot, self.guest, self.page_faults, self.cr3_loads
+        );
+        for (nr, (n, d)) in &self.hypercalls {
+            line.push_str(&format!(", hc{nr} x{n} {d:?}"));
+        }
+        eprintln!("{line}");
+    }
+}
+
+fn trace_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("HVSANDBOX_TRACE").is_some_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// Sleeps up to `d`, returning early when `should_stop` turns true (the
+/// kick signal interrupts the sleep).
+fn sleep_interruptible(d: Duration, should_stop: &dyn Fn() -> bool) {
+    // An "infinite" sleep (no end representable) lasts until the deadline.
+    let end = Instant::now().checked_add(d);
+    loop {
+        let now = Instant::now();
+        if end.is_some_and(|end| now >= end) || should_stop() {
+            return;
+        }
+        let left = end.map_or(Duration::MAX, |end| end - now).min(Duration::from_millis(50));
+        let ts =
+            libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long };
+        // SAFETY: nanosleep reads the timespec we own; a null remainder is allowed.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
+}

@@ -1,0 +1,464 @@
+//! Where VMs come from and go: the process-wide background thread (the
+//! "reaper") that destroys VMs off the vCPU threads' paths and, when it has
+//! nothing to destroy, makes VMs ahead for new sandboxes (the blank-VM
+//! pool); VM creation and destruction one at a time; and putting a VM in a
+//! snapshot's state.
+//!
+//! The pool: a sandbox that runs again makes its next VM itself while idle
+//! (or, from a snapshot, resets its own); a new sandbox has had no idle
+//! time yet. When a sandbox is built it asks the pool to keep VMs of its
+//! kind ready — blank ones of its memory size, or clones of its snapshot —
+//! and its first run takes one instead of creating it on the caller's
+//! path. The reaper makes them when it has nothing to destroy: blank ones
+//! with the runtime booted as far as it goes without a program (see
+//! `Vm::preboot`), clones in the snapshot's state. Bounded: a few VMs for
+//! each of the few kinds most recently asked for.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Condvar, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use hvsandbox_core::Vm;
+
+use crate::error::{Error, Result};
+use crate::jail::{self, SeccompMode};
+use crate::snapshot::{Inner, Snapshot};
+
+// ---- The blank-VM pool ----
+
+/// VMs kept ready for each kind (see [`set_blank_vms`]).
+static PER_KIND: AtomicUsize = AtomicUsize::new(usize::MAX);
+const DEFAULT_PER_KIND: usize = 2;
+/// Kinds kept (the most recently asked for).
+const KINDS: usize = 4;
+/// Failures in a row after which the pool stops trying.
+const MAX_FAILURES: u32 = 3;
+
+/// What a pooled VM is for.
+#[derive(Clone)]
+enum Kind {
+    /// A blank VM of this many bytes, booted ahead of its program.
+    Blank(u64),
+    /// A clone of a snapshot, in the snapshot's state (the pool does not
+    /// keep the snapshot alive).
+    Clone(Weak<Inner>),
+}
+
+impl Kind {
+    fn is(&self, other: &Kind) -> bool {
+        match (self, other) {
+            (Kind::Blank(a), Kind::Blank(b)) => a == b,
+            (Kind::Clone(a), Kind::Clone(b)) => a.ptr_eq(b),
+            _ => false,
+        }
+    }
+}
+
+/// What the background thread is to make next.
+pub(crate) enum Want {
+    Blank(u64),
+    Clone(Snapshot),
+}
+
+#[derive(Default)]
+struct State {
+    /// Kinds asked for, most recent first.
+    kinds: Vec<Kind>,
+    ready: Vec<(Kind, Vm)>,
+    /// The kind of VM being made now.
+    making: Option<Kind>,
+    failures: u32,
+    /// The pool cannot make VMs here: do not ask again.
+    broken: bool,
+}
+
+static STATE: Mutex<State> =
+    Mutex::new(State { kinds: Vec::new(), ready: Vec::new(), making: None, failures: 0, broken: false });
+/// Signalled when a VM is put in the pool (or making one failed).
+static MADE: Condvar = Condvar::new();
+/// How long a run waits for a VM being made rather than make its own at
+/// the same time (two VMs made at once in one process stall each other).
+const WAIT_FOR_MAKING: Duration = Duration::from_millis(3);
+
+fn lock() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many VMs the process keeps ready for each memory size (blank) and
+/// each snapshot (clones) its new sandboxes use (default 2;
+/// `HVSANDBOX_BLANK_VMS` overrides the default). 0 turns the pool off: a
+/// program that runs one sandbox once, like the CLI, gains nothing from
+/// it. Call before building sandboxes.
+pub fn set_blank_vms(per_kind: usize) {
+    PER_KIND.store(per_kind.min(16), Ordering::SeqCst);
+}
+
+fn per_kind() -> usize {
+    let n = PER_KIND.load(Ordering::SeqCst);
+    if n != usize::MAX {
+        return n;
+    }
+    let n = std::env::var("HVSANDBOX_BLANK_VMS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_PER_KIND);
+    let _ = PER_KIND.compare_exchange(usize::MAX, n.min(16), Ordering::SeqCst, Ordering::SeqCst);
+    PER_KIND.load(Ordering::SeqCst)
+}
+
+/// A cold sandbox of `mem` bytes is being built: keep blank VMs ready.
+pub(crate) fn prime_blank(mem: u64) {
+    prime(Kind::Blank(mem));
+}
+
+/// A sandbox from `snap` is being built: keep clones of it ready.
+pub(crate) fn prime_clone(snap: &Snapshot) {
+    prime(Kind::Clone(std::sync::Arc::downgrade(&snap.0)));
+}
+
+fn prime(kind: Kind) {
+    if per_kind() == 0 {
+        return;
+    }
+    let dropped = {
+        let mut st = lock();
+        if st.broken || st.kinds.first().is_some_and(|k| k.is(&kind)) {
+            return;
+        }
+        st.kinds.retain(|k| !k.is(&kind));
+        st.kinds.insert(0, kind);
+        let mut dropped = Vec::new();
+        if st.kinds.len() > KINDS {
+            if let Some(gone) = st.kinds.pop() {
+                let (keep, out): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut st.ready).into_iter().partition(|(k, _)| !k.is(&gone));
+                st.ready = keep;
+                dropped = out;
+            }
+        }
+        dropped
+    };
+    for (_, vm) in dropped {
+        reap(vm);
+    }
+    wake_reaper();
+}
+
+/// A ready blank VM of `mem` bytes, if there is one or one is being made.
+pub(crate) fn take_blank(mem: u64) -> Option<Vm> {
+    take(Kind::Blank(mem))
+}
+
+/// A ready clone of `snap` (in its state: memory mapped, vCPU restored),
+/// if there is one or one is being made.
+pub(crate) fn take_clone(snap: &Snapshot) -> Option<Vm> {
+    take(Kind::Clone(std::sync::Arc::downgrade(&snap.0)))
+}
+
+fn take(kind: Kind) -> Option<Vm> {
+    if per_kind() == 0 {
+        return None;
+    }
+    let deadline = Instant::now() + WAIT_FOR_MAKING;
+    let vm = {
+        let mut st = lock();
+        loop {
+            if let Some(i) = st.ready.iter().position(|(k, _)| k.is(&kind)) {
+                break st.ready.swap_remove(i).1;
+            }
+            let now = Instant::now();
+            if !st.making.as_ref().is_some_and(|k| k.is(&kind)) || now >= deadline {
+                return None;
+            }
+            st = MADE.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    };
+    wake_reaper();
+    Some(vm)
+}
+
+/// The kind that is short of ready VMs, if any: the caller makes one now
+/// and hands it to [`put`]. Kinds whose snapshot is gone are forgotten.
+pub(crate) fn wanted() -> Option<Want> {
+    let mut gone = Vec::new();
+    let want = {
+        let mut st = lock();
+        if st.broken {
+            return None;
+        }
+        let dead = |k: &Kind| matches!(k, Kind::Clone(w) if w.strong_count() == 0);
+        st.kinds.retain(|k| !dead(k));
+        let (keep, out): (Vec<_>, Vec<_>) = std::mem::take(&mut st.ready).into_iter().partition(|(k, _)| !dead(k));
+        st.ready = keep;
+        gone.extend(out.into_iter().map(|(_, vm)| vm));
+        let n = per_kind();
+        let short = st.kinds.iter().find(|k| st.ready.iter().filter(|(r, _)| r.is(k)).count() < n).cloned();
+        let want = match &short {
+            Some(Kind::Blank(mem)) => Some(Want::Blank(*mem)),
+            Some(Kind::Clone(w)) => w.upgrade().map(|inner| Want::Clone(Snapshot(inner))),
+            None => None,
+        };
+        st.making = short.filter(|_| want.is_some());
+        want
+    };
+    for vm in gone {
+        reap(vm);
+    }
+    want
+}
+
+/// A VM made for the pool (of the kind [`wanted`] asked for).
+pub(crate) fn put(vm: Vm) {
+    let extra = {
+        let mut st = lock();
+        st.failures = 0;
+        match st.making.take() {
+            Some(kind) if st.kinds.iter().any(|k| k.is(&kind)) => {
+                st.ready.push((kind, vm));
+                None
+            }
+            _ => Some(vm),
+        }
+    };
+    MADE.notify_all();
+    if let Some(vm) = extra {
+        reap(vm);
+    }
+}
+
+/// Making a VM for the pool failed.
+pub(crate) fn failed() {
+    let mut st = lock();
+    st.making = None;
+    MADE.notify_all();
+    st.failures += 1;
+    if st.failures >= MAX_FAILURES {
+        st.broken = true;
+        st.kinds.clear();
+    }
+}
+
+/// The pool cannot work in this process.
+pub(crate) fn give_up() {
+    let mut st = lock();
+    st.making = None;
+    MADE.notify_all();
+    st.broken = true;
+    st.kinds.clear();
+}
+
+// ---- The reaper, and VMs made and reset ----
+
+/// VM creation and destruction happen one at a time in this process: the
+/// two at the same time stalled each other for ~20 ms at times (measured;
+/// likely KVM's MMU-notifier registration taking all of the process's
+/// memory locks while a teardown holds some).
+static LIFECYCLE: Mutex<()> = Mutex::new(());
+
+pub(crate) fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
+    let _turn = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
+/// The queue of the background thread ("reaper") that destroys VMs off
+/// the vCPU threads' paths and, in between, makes the blank VMs of
+/// the blank-VM pool: one after the other (VM creation and destruction running
+/// at the same time in one process stalled both for ~20 ms at times,
+/// measured). It runs guest code (the runtime's boot), so it lives in the
+/// same jail as a vCPU thread.
+static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Reap>>>> = OnceLock::new();
+
+/// Starts the reaper if it is not running (from a caller's thread: see
+/// [`reaper`]).
+pub(crate) fn start_reaper() {
+    let _ = reaper();
+}
+
+/// Opens the page map now, on a caller's thread (see [`pagemap`]).
+pub(crate) fn open_pagemap() {
+    let _ = pagemap();
+}
+
+/// The reaper's queue, started on first use from a caller's thread (a vCPU
+/// thread's jail does not allow starting threads; `Sandbox::start` calls
+/// this before it starts one).
+fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
+    REAPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Reap>();
+        std::thread::Builder::new()
+            .name("hvsandbox-vms".into())
+            .spawn(move || {
+                static VIOLATION: AtomicI64 = AtomicI64::new(-1);
+                // Always enforcing (the environment cannot weaken it); it
+                // may read no file by path.
+                let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
+                if !jailed {
+                    give_up();
+                }
+                loop {
+                    let job = match rx.try_recv() {
+                        Ok(job) => job,
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            // Nothing to destroy: make a blank VM if one is
+                            // wanted, else wait.
+                            if let Some(want) = wanted().filter(|_| jailed) {
+                                let made = match want {
+                                    Want::Blank(mem) => {
+                                        one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
+                                            .map_err(Error::from)
+                                    }
+                                    Want::Clone(snap) => one_at_a_time(|| {
+                                        Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
+                                    })
+                                    .map_err(Error::from)
+                                    .and_then(|mut vm| make_ready(&mut vm, &snap, None, false).map(|()| vm)),
+                                };
+                                match made {
+                                    Ok(vm) => put(vm),
+                                    Err(_) => failed(),
+                                }
+                                if VIOLATION.load(Ordering::SeqCst) >= 0 {
+                                    give_up();
+                                }
+                                continue;
+                            }
+                            match rx.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            }
+                        }
+                    };
+                    match job {
+                        Reap::Vm(vm) => one_at_a_time(|| drop(vm)),
+                        Reap::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                        Reap::Wake => {}
+                    }
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    })
+}
+
+/// Tells the background thread to look at the blank VM pool (started
+/// already: a sandbox exists; never started from here).
+pub(crate) fn wake_reaper() {
+    if let Some(Some(tx)) = REAPER.get() {
+        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Wake);
+    }
+}
+
+enum Reap {
+    Vm(Box<Vm>),
+    /// The blank VM pool wants a look.
+    Wake,
+    /// Answered once everything queued before it is destroyed.
+    Flush(mpsc::Sender<()>),
+}
+
+/// A read-only view of a snapshot's memory and the process's page map,
+/// for resetting a VM to the snapshot in place.
+pub(crate) struct ResetAid {
+    view: *const u8,
+    len: usize,
+    pagemap: std::os::fd::BorrowedFd<'static>,
+}
+
+/// The process's page map (`/proc/self/pagemap`, for `PAGEMAP_SCAN`),
+/// opened once, on a caller's thread: the vCPU threads' jail lets them
+/// open no file by path but below their mount roots.
+fn pagemap() -> Option<std::os::fd::BorrowedFd<'static>> {
+    static PAGEMAP: OnceLock<Option<std::os::fd::OwnedFd>> = OnceLock::new();
+    PAGEMAP
+        .get_or_init(|| std::fs::File::open("/proc/self/pagemap").ok().map(std::os::fd::OwnedFd::from))
+        .as_ref()
+        .map(|fd| fd.as_fd())
+}
+
+impl ResetAid {
+    pub(crate) fn new(snap: &Snapshot) -> Option<ResetAid> {
+        use std::os::fd::AsRawFd;
+        let pagemap = pagemap()?;
+        let len = snap.memory_bytes() as usize;
+        // SAFETY: a read-only shared mapping of the (sealed) snapshot file.
+        let view = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, snap.memory_fd().as_raw_fd(), 0)
+        };
+        if view == libc::MAP_FAILED {
+            return None;
+        }
+        Some(ResetAid { view: view as *const u8, len, pagemap })
+    }
+
+    fn view(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as self and is never written.
+        unsafe { std::slice::from_raw_parts(self.view, self.len) }
+    }
+}
+
+impl Drop for ResetAid {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping exactly once.
+        unsafe { libc::munmap(self.view as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Puts a VM in the snapshot's state, ready to run: its memory (`reset`:
+/// the snapshot copied back into the pages the last run wrote, which stay
+/// this VM's so writing them again costs no copy-on-write fault; the
+/// mapping replaced if that fails; a new VM makes its own copies of the
+/// pages runs from this snapshot write, learned from the first reset) and
+/// its vCPU.
+pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool) -> Result<()> {
+    if reset {
+        let mut written = snap.0.hot.get().is_none().then(Vec::new);
+        let copied = aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap, written.as_mut()).is_ok());
+        if !copied {
+            vm.reset_memory(snap.memory_fd()).map_err(Error::from)?;
+        } else if let Some(w) = written {
+            let _ = snap.0.hot.set(w);
+        }
+    } else if let Some(hot) = snap.0.hot.get() {
+        vm.touch_pages(hot);
+    }
+    vm.restore_vcpu(&snap.0.vcpu)
+        .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
+}
+
+/// A clone of `snap` in its state, ready to run: made ahead by the
+/// process-wide pool, or made now.
+pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>) -> Result<Vm> {
+    if let Some(vm) = take_clone(snap) {
+        return Ok(vm);
+    }
+    let mut vm =
+        one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())).map_err(Error::from)?;
+    make_ready(&mut vm, snap, aid, false)?;
+    Ok(vm)
+}
+
+/// Destroys a VM on a background thread, off the vCPU threads' paths.
+pub(crate) fn reap(vm: Vm) {
+    match reaper() {
+        Some(tx) => {
+            let sent = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Vm(Box::new(vm)));
+            if let Err(mpsc::SendError(job)) = sent {
+                drop(job);
+            }
+        }
+        None => one_at_a_time(|| drop(vm)),
+    }
+}
+
+/// Waits until every VM handed to the background reaper is destroyed
+/// (for measuring memory).
+#[doc(hidden)]
+pub fn wait_for_reaper() {
+    if let Some(tx) = reaper() {
+        let (done, wait) = mpsc::channel();
+        if tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}

@@ -2,6 +2,8 @@
 //! requests: the property tests at the end (`cargo test`), and the
 //! cargo-fuzz targets in `fuzz/`, which compile this file and `fs.rs` on
 //! their own (so this file names only `pub(crate)` items of `fs.rs`).
+//! One file of ~1,000 lines for that reason: the model, the request
+//! decoder and the checks are one contract, compiled by path.
 //!
 //! Requests reach the service as `fs_hypercall` (sandbox.rs) passes them
 //! on: guest-chosen handles, names, offsets and lengths. The checks assert

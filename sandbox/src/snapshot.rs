@@ -3,6 +3,9 @@
 //! checkpoint the program asked for by reading `/dev/hvsandbox/checkpoint`
 //! — that sandboxes start from instead of booting.
 //!
+//! One file of ~850 lines: the `Snapshot` type and its file format (the
+//! writer and the checking reader), which must agree field by field.
+//!
 //! A snapshot is its guest RAM in a sealed memory file plus the vCPU's
 //! registers. Sandboxes built from it map that file copy-on-write (no copy;
 //! clones share every page they do not change) and, between runs, map it

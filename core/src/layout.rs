@@ -6,17 +6,12 @@
 use hvsandbox_abi as abi;
 
 /// Page-table entry bits (x86-64, 4-level), for the tables built here and
-/// for reading the guest's own (`vm`).
-pub const PTE_P: u64 = 1 << 0;
-pub const PTE_RW: u64 = 1 << 1;
-pub const PTE_US: u64 = 1 << 2;
-pub const PTE_A: u64 = 1 << 5;
-pub const PTE_D: u64 = 1 << 6;
-/// A 2 MiB or 1 GiB page (in a PD or PDPT entry).
-pub const PTE_PS: u64 = 1 << 7;
-pub const PTE_NX: u64 = 1 << 63;
-/// The frame address bits of an entry.
-pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+/// for reading the guest's own (`vm`): the ABI's, which the runtime uses
+/// for the tables it writes.
+pub use abi::pte::{
+    ACCESSED as PTE_A, ADDR as PTE_ADDR, DIRTY as PTE_D, HUGE as PTE_PS, NO_EXECUTE as PTE_NX, PRESENT as PTE_P,
+    USER as PTE_US, WRITABLE as PTE_RW,
+};
 /// Non-leaf entries: present, writable, user, accessed (preset so the CPU
 /// never has to write it back).
 const TABLE: u64 = PTE_P | PTE_RW | PTE_US | PTE_A;

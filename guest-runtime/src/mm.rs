@@ -16,23 +16,20 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use hvsandbox_abi::pte::{
+    ACCESSED as PTE_A, DIRTY as PTE_D, HUGE as PTE_PS, PRESENT as PTE_P, USER as PTE_US, WRITABLE as PTE_RW,
+};
 use hvsandbox_abi::{self as abi, user};
 
 use crate::rt::{phys_ptr, Global};
 
 pub const PAGE: u64 = abi::PAGE_SIZE;
 
-const PTE_P: u64 = 1;
-const PTE_RW: u64 = 1 << 1;
-const PTE_US: u64 = 1 << 2;
-const PTE_A: u64 = 1 << 5;
-const PTE_D: u64 = 1 << 6;
-const PTE_PS: u64 = 1 << 7;
 /// Software bit: a frame is kept behind a not-present entry (PROT_NONE).
 const PTE_KEPT: u64 = 1 << 9;
 /// Software bit: the frame belongs to someone else (see the module docs).
 const PTE_SHARED: u64 = 1 << 10;
-const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+const ADDR_MASK: u64 = abi::pte::ADDR;
 
 pub const PROT_READ: u32 = 1;
 pub const PROT_WRITE: u32 = 2;

@@ -802,16 +802,6 @@ fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), 
 #[repr(C, align(16))]
 struct Aligned512([u8; 512]);
 
-fn signal_for_vector(vector: u64) -> u32 {
-    match vector {
-        0 | 16 | 19 => 8, // SIGFPE
-        1 | 3 => 5,       // SIGTRAP
-        6 => 4,           // SIGILL
-        17 => 7,          // SIGBUS
-        _ => SIGSEGV,
-    }
-}
-
 /// The program took an exception (see `rt::program_fault`): `f` holds its
 /// registers. A handler for the signal runs if the program installed one;
 /// otherwise the process dies of it — for process 1 that ends the run and
@@ -851,7 +841,7 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
             mm::Fault::Refused => {}
         }
     }
-    let sig = signal_for_vector(vector);
+    let sig = hvsandbox_abi::signal_for_vector(vector);
     let t = current();
     let p = t.process.borrow().clone();
     let act = p.sigactions.borrow()[sig as usize];

@@ -21,14 +21,7 @@ use crate::vm_factory::{self, clone_vm, one_at_a_time, ResetAid};
 
 /// Linux's signal for each CPU exception a program can cause.
 fn signal_for_vector(vector: u64) -> i32 {
-    use abi::vector as v;
-    match vector {
-        v::DIVIDE_ERROR | v::X87_FP | v::SIMD_FP => libc::SIGFPE,
-        v::DEBUG | v::BREAKPOINT => libc::SIGTRAP,
-        v::INVALID_OPCODE => libc::SIGILL,
-        v::ALIGNMENT_CHECK => libc::SIGBUS,
-        _ => libc::SIGSEGV,
-    }
+    abi::signal_for_vector(vector) as i32
 }
 
 /// Where a run's VM comes from.

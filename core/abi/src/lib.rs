@@ -456,6 +456,34 @@ pub struct ExceptionFrame {
 }
 
 /// Exception vectors (x86).
+/// x86-64 page-table entry bits both sides write (the host's initial
+/// tables, the runtime's own), and where an entry keeps its frame.
+pub mod pte {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITABLE: u64 = 1 << 1;
+    pub const USER: u64 = 1 << 2;
+    pub const ACCESSED: u64 = 1 << 5;
+    pub const DIRTY: u64 = 1 << 6;
+    /// A 2 MiB (PD) or 1 GiB (PDPT) page rather than a table.
+    pub const HUGE: u64 = 1 << 7;
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// The frame (or next table) address bits.
+    pub const ADDR: u64 = 0x000f_ffff_ffff_f000;
+}
+
+/// The Linux signal a program gets for a CPU exception (`vector`), as
+/// Linux maps them: both the host (a fault the runtime could not hand to
+/// the program) and the runtime (one it can) report faults this way.
+pub const fn signal_for_vector(vector: u64) -> u32 {
+    match vector {
+        vector::DIVIDE_ERROR | vector::X87_FP | vector::SIMD_FP => 8, // SIGFPE
+        vector::DEBUG | vector::BREAKPOINT => 5,                      // SIGTRAP
+        vector::INVALID_OPCODE => 4,                                  // SIGILL
+        vector::ALIGNMENT_CHECK => 7,                                 // SIGBUS
+        _ => 11,                                                      // SIGSEGV
+    }
+}
+
 pub mod vector {
     pub const DIVIDE_ERROR: u64 = 0;
     pub const DEBUG: u64 = 1;
@@ -509,6 +537,36 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exceptions_map_to_the_signals_linux_sends() {
+        // SIGFPE 8, SIGTRAP 5, SIGILL 4, SIGBUS 7, SIGSEGV 11.
+        let cases = [
+            (vector::DIVIDE_ERROR, 8),
+            (vector::X87_FP, 8),
+            (vector::SIMD_FP, 8),
+            (vector::DEBUG, 5),
+            (vector::BREAKPOINT, 5),
+            (vector::INVALID_OPCODE, 4),
+            (vector::ALIGNMENT_CHECK, 7),
+            (vector::PAGE_FAULT, 11),
+            (vector::GENERAL_PROTECTION, 11),
+            (vector::STACK_FAULT, 11),
+            (31, 11),
+        ];
+        for (v, sig) in cases {
+            assert_eq!(signal_for_vector(v), sig, "vector {v}");
+        }
+    }
+
+    #[test]
+    fn page_table_bits_are_the_architectures() {
+        assert_eq!(pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED | pte::DIRTY | pte::HUGE, 0xe7);
+        assert_eq!(pte::ADDR & 0xfff, 0);
+        assert_eq!(pte::ADDR >> 52, 0);
+        assert_eq!(pte::NO_EXECUTE, 0x8000_0000_0000_0000);
+    }
+
     #[test]
     fn regions_do_not_overlap() {
         let regions = [

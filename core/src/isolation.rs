@@ -230,9 +230,8 @@ impl ResetState {
     pub(crate) fn restore_msrs(&self, vcpu: &VcpuFd) -> Result<()> {
         let n = vcpu.set_msrs(&self.msrs).map_err(VmError::kvm("KVM_SET_MSRS"))?;
         if n != self.msrs.as_slice().len() {
-            let index = self.msrs.as_slice().get(n).map_or(0, |e| e.index);
             return Err(VmError::Kvm {
-                op: if index == 0 { "KVM_SET_MSRS (partial)" } else { "KVM_SET_MSRS (refused a restored MSR)" },
+                op: "KVM_SET_MSRS (refused a restored MSR)",
                 source: kvm_ioctls::Error::new(libc::EINVAL),
             });
         }

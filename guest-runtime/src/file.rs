@@ -158,7 +158,14 @@ impl OpenFile {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
-                Ok(io::read_stdin(out))
+                match io::read_stdin(out) {
+                    Some(n) => Ok(n),
+                    None if self.flags.get() & O_NONBLOCK != 0 => Err(EAGAIN),
+                    None => {
+                        crate::task::block(crate::task::Wait::Stdin, None, true)?;
+                        Ok(0)
+                    }
+                }
             }
             FileKind::Stdout | FileKind::Stderr | FileKind::PipeWrite(_) => Err(EBADF),
             FileKind::Epoll(_) => Err(EINVAL),

@@ -72,3 +72,9 @@ pub fn fail_exec(why: &str) -> ! {
 pub fn sleep_ns(ns: u64) {
     call(abi::hc::SLEEP, ns, 0, 0);
 }
+
+/// Sleeps on the host while every task waits: the host ends the sleep
+/// early when input comes that a reader was told was not there yet.
+pub fn idle_ns(ns: u64) {
+    call(abi::hc::SLEEP, ns, abi::SLEEP_UNTIL_INPUT, 0);
+}

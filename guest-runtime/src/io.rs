@@ -1,5 +1,7 @@
 //! stdin, stdout and stderr: output is buffered in the guest and flushed
-//! to the host in large chunks; input is fetched from the host in chunks.
+//! to the host in large chunks (and when the host asks, for a reader
+//! watching it live); input is fetched from the host in chunks, without
+//! waiting there: a reader with nothing to read waits in the scheduler.
 
 use hvsandbox_abi as abi;
 
@@ -14,6 +16,8 @@ struct InStream {
     pos: usize,
     len: usize,
     eof: bool,
+    /// The host said there was nothing yet, and has not said otherwise.
+    told_empty: bool,
 }
 
 /// stdout and stderr; `discard` is set once the host will drop anything
@@ -34,7 +38,7 @@ pub fn publish() {
     let gpa = out_buffers_gpa();
     crate::syscalls::stat(|s| s.out_buffers_gpa = gpa);
 }
-static IN: Global<InStream> = Global::new(InStream { buf: [0; IN_BUF], pos: 0, len: 0, eof: false });
+static IN: Global<InStream> = Global::new(InStream { buf: [0; IN_BUF], pos: 0, len: 0, eof: false, told_empty: false });
 
 fn flush(fd: usize) {
     let s = &mut OUT.get()[fd - 1];
@@ -72,6 +76,42 @@ pub fn write_stream(fd: usize, mut data: &[u8]) {
     }
 }
 
+/// The host's request bits (see [`abi::HOST_FLAG_FLUSH`]).
+fn host_flags() -> *mut u64 {
+    let b = abi::phys_to_virt(abi::HCALL_GPA) as *mut abi::Hypercall;
+    // SAFETY: the hypercall block is a fixed, mapped page of guest RAM;
+    // only the address is computed here.
+    unsafe { core::ptr::addr_of_mut!((*b).host_flags) }
+}
+
+fn take_host_flag(bit: u64) -> bool {
+    let p = host_flags();
+    // SAFETY: `p` points into the mapped hypercall block; the host writes it
+    // only while this vCPU is stopped, so a plain read-modify-write is whole.
+    unsafe {
+        let v = p.read_volatile();
+        if v & bit != 0 {
+            p.write_volatile(v & !bit);
+        }
+        v & bit != 0
+    }
+}
+
+fn host_flag(bit: u64) -> bool {
+    // SAFETY: as in `take_host_flag`.
+    unsafe { host_flags().read_volatile() & bit != 0 }
+}
+
+/// On the way out of a system call: acts on what the host asked for (send
+/// buffered output; wake readers when input came). Returns whether input
+/// came (the caller wakes waiters).
+pub fn host_requests() -> bool {
+    if take_host_flag(abi::HOST_FLAG_FLUSH) {
+        flush_all();
+    }
+    host_flag(abi::HOST_FLAG_STDIN)
+}
+
 /// Starts stdin over for a restored run: `data` is buffered, and when
 /// `whole` it is all there is (end of input after it, no hypercall).
 pub fn restart_stdin(data: &[u8], whole: bool) {
@@ -81,29 +121,65 @@ pub fn restart_stdin(data: &[u8], whole: bool) {
     s.pos = 0;
     s.len = n;
     s.eof = whole && n == data.len();
+    s.told_empty = false;
 }
 
-/// Reads stdin into `out`; returns the count, 0 at end of input.
-pub fn read_stdin(out: &mut [u8]) -> usize {
+/// Asks the host for more input (never waits there). Returns whether
+/// there is something to read now (bytes or the end of input).
+fn fetch() -> bool {
     let s = IN.get();
+    take_host_flag(abi::HOST_FLAG_STDIN);
+    // Whatever the program wrote so far goes out before it looks for
+    // input, as with an interactive pipe.
+    flush_all();
+    let n = hc::call(abi::hc::READ, 0, s.buf.as_ptr() as u64, IN_BUF as u64);
+    if n == abi::READ_NOTHING_YET {
+        s.told_empty = true;
+        return false;
+    }
+    s.told_empty = false;
+    let n = (n as usize).min(IN_BUF);
+    s.pos = 0;
+    s.len = n;
+    if n == 0 {
+        s.eof = true;
+    }
+    true
+}
+
+/// Whether a read of stdin would not wait: bytes are buffered, the input
+/// ended, or the host has some (asked only when it may have news).
+pub fn stdin_ready() -> bool {
+    let s = IN.get();
+    if s.pos < s.len || s.eof {
+        return true;
+    }
+    if s.told_empty && !host_flag(abi::HOST_FLAG_STDIN) {
+        return false;
+    }
+    fetch()
+}
+
+/// Reads stdin into `out`: the count, 0 at end of input, or None when
+/// there is nothing yet (the caller waits, see [`stdin_ready`]).
+pub fn read_stdin(out: &mut [u8]) -> Option<usize> {
+    let s = IN.get();
+    if out.is_empty() {
+        return Some(0);
+    }
     if s.pos == s.len {
-        if s.eof || out.is_empty() {
-            return 0;
+        if s.eof {
+            return Some(0);
         }
-        // Whatever the program wrote so far goes out before it waits for
-        // input, as with an interactive pipe.
-        flush_all();
-        let n = hc::call(abi::hc::READ, 0, s.buf.as_ptr() as u64, IN_BUF as u64);
-        let n = (n as usize).min(IN_BUF);
-        s.pos = 0;
-        s.len = n;
-        if n == 0 {
-            s.eof = true;
-            return 0;
+        if !fetch() {
+            return None;
+        }
+        if s.eof {
+            return Some(0);
         }
     }
     let n = out.len().min(s.len - s.pos);
     out[..n].copy_from_slice(&s.buf[s.pos..s.pos + n]);
     s.pos += n;
-    n
+    Some(n)
 }

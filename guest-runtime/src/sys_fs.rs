@@ -1036,6 +1036,11 @@ fn poll_one(fd: i32, events: u16) -> u16 {
                 r |= POLLHUP;
             }
         }
+        FileKind::Stdin => {
+            if crate::io::stdin_ready() {
+                r |= POLLIN;
+            }
+        }
         FileKind::EventFd(count, _) => {
             if count.get() > 0 {
                 r |= POLLIN;

@@ -117,6 +117,8 @@ pub enum Wait {
     Event(u64),
     /// pause / sigsuspend.
     Signal,
+    /// A read of stdin with nothing there yet.
+    Stdin,
 }
 
 pub struct Process {
@@ -466,6 +468,7 @@ fn ready(t: &Task, now: u64) -> Option<Wake> {
         Wait::Futex(..) | Wait::Sleep | Wait::Signal => met(t.woken.get()),
         Wait::Vfork(pid) => t.woken.get().then_some(Wake::Complete(Ok(*pid as u64))),
         Wait::Event(gen) => met(SCHED.get().event != *gen),
+        Wait::Stdin => met(crate::io::stdin_ready()),
     }
 }
 
@@ -525,6 +528,10 @@ pub fn get_alarm() -> (u64, u64) {
 /// no longer run, switch to one that can; then deliver pending signals.
 pub fn syscall_exit(f: &mut Frame, nr: u64) {
     let s = SCHED.get();
+    if crate::io::host_requests() {
+        // Input came: poll/select waiters look again.
+        notify();
+    }
     if NEXT_ALARM.get().is_some() {
         fire_due_alarms(time::monotonic_ns());
     }
@@ -618,9 +625,10 @@ fn switch_to_next(f: &mut Frame, from: usize) {
             .filter_map(|t| t.wake_at.get())
             .chain(*NEXT_ALARM.get())
             .min();
-        match earliest {
-            Some(d) => hc::sleep_ns(d.saturating_sub(now)),
-            None => hc::sleep_ns(u64::MAX),
+        hc::idle_ns(earliest.map_or(u64::MAX, |d| d.saturating_sub(now)));
+        // The host ends the sleep early when input comes.
+        if crate::io::host_requests() {
+            notify();
         }
     }
 }
@@ -1547,7 +1555,13 @@ pub fn wait_event(timeout_ns: Option<u64>) -> SysResult {
     let s = SCHED.get();
     let others = s.tasks.iter().enumerate().any(|(i, t)| i != s.current && t.state.get() != State::Dead);
     if !others {
-        hc::sleep_ns(deadline.map_or(u64::MAX, |d| d - now));
+        hc::idle_ns(deadline.map_or(u64::MAX, |d| d - now));
+        if crate::io::host_requests() && deadline.is_none_or(|d| time::monotonic_ns() < d) {
+            // Input came before the timeout: the call looks again.
+            let seen = s.event;
+            notify();
+            return block(Wait::Event(seen), deadline, true);
+        }
         return Ok(0);
     }
     block(Wait::Event(s.event), deadline, true)

@@ -48,6 +48,10 @@ pub struct Command {
     pub(crate) env: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) env_clear: bool,
     pub(crate) stdin: Arc<[u8]>,
+    /// `stdin` was given: a spawned process reads exactly it.
+    pub(crate) stdin_given: bool,
+    /// A spawned process's reader may take more than `max_output`.
+    pub(crate) unlimited_stream: bool,
     pub(crate) files: Vec<GuestFile>,
     pub(crate) cwd: Option<String>,
     pub(crate) collect: Vec<String>,
@@ -65,6 +69,8 @@ impl Command {
             env: Vec::new(),
             env_clear: false,
             stdin: Arc::from(&[][..]),
+            stdin_given: false,
+            unlimited_stream: false,
             files: Vec::new(),
             cwd: None,
             collect: Vec::new(),
@@ -119,9 +125,21 @@ impl Command {
         self
     }
 
-    /// The bytes the program reads on stdin (empty by default).
+    /// The bytes the program reads on stdin, then the end of input. By
+    /// default `run` gives none, and a spawned process reads what is
+    /// written to its [`crate::Process::take_stdin`] writer instead.
     pub fn stdin(mut self, input: impl AsRef<[u8]>) -> Command {
         self.stdin = Arc::from(input.as_ref());
+        self.stdin_given = true;
+        self
+    }
+
+    /// For [`crate::Sandbox::spawn`]: let the process's reader receive more
+    /// than the sandbox's `max_output` per stream over the run (output is
+    /// still bounded in memory: the guest waits while the reader is behind).
+    /// What [`crate::Process::wait`] collects stays capped. `run` ignores it.
+    pub fn unlimited_streaming(mut self, unlimited: bool) -> Command {
+        self.unlimited_stream = unlimited;
         self
     }
 

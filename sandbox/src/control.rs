@@ -2,7 +2,7 @@
 //! share about the run in progress.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hvsandbox_core::ThreadKicker;
 
@@ -21,6 +21,8 @@ pub(crate) struct RunControl {
     pub(crate) violation: AtomicI64,
     /// The vCPU thread's kernel thread id.
     pub(crate) vcpu_tid: AtomicI64,
+    /// Why the sandbox is unusable, once a failure poisoned it.
+    pub(crate) poisoned: Mutex<Option<String>>,
 }
 
 impl Default for RunControl {
@@ -31,6 +33,29 @@ impl Default for RunControl {
             kicker: OnceLock::new(),
             violation: AtomicI64::new(-1),
             vcpu_tid: AtomicI64::new(0),
+            poisoned: Mutex::new(None),
+        }
+    }
+}
+
+impl RunControl {
+    /// Records `e` if it leaves the sandbox unusable.
+    pub(crate) fn note_failure(&self, e: &Error) {
+        if e.poisons() {
+            let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+            p.get_or_insert_with(|| e.to_string());
+        }
+    }
+
+    /// Why the sandbox is unusable, if it is.
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Kicks the vCPU thread out of the guest (or out of a wait).
+    pub(crate) fn kick(&self) {
+        if let Some(k) = self.kicker.get() {
+            k.kick();
         }
     }
 }
@@ -50,9 +75,7 @@ impl InterruptHandle {
         let generation = c.generation.load(Ordering::SeqCst);
         if generation % 2 == 1 {
             c.cancelled.store(generation, Ordering::SeqCst);
-            if let Some(k) = c.kicker.get() {
-                k.kick();
-            }
+            c.kick();
         }
     }
 }

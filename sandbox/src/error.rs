@@ -30,6 +30,9 @@ pub enum ErrorKind {
     KvmUnavailable,
     /// The sandbox is unusable after an earlier failure.
     SandboxPoisoned,
+    /// The sandbox is still running a spawned process: wait for it or kill
+    /// it first (a sandbox runs one program at a time).
+    SandboxBusy,
     /// A snapshot cannot be used: its file is not one, is corrupted, or
     /// was made for another runtime build, CPU or configuration; or a run
     /// meant to take one ended first.
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::InvalidConfig => "INVALID_CONFIG",
             ErrorKind::KvmUnavailable => "KVM_UNAVAILABLE",
             ErrorKind::SandboxPoisoned => "SANDBOX_POISONED",
+            ErrorKind::SandboxBusy => "SANDBOX_BUSY",
             ErrorKind::JailViolation => "JAIL_VIOLATION",
             ErrorKind::SnapshotInvalid => "SNAPSHOT_INVALID",
             ErrorKind::Internal => "INTERNAL",
@@ -81,8 +85,9 @@ impl PartialOutput {
     }
 }
 
-/// Errors of the hvsandbox API.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the hvsandbox API. `Clone` (sources are shared), so a
+/// process's result can be handed out more than once.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("the run exceeded its {} of {limit:?}", if *.cpu { "CPU-time limit" } else { "timeout" })]
@@ -122,10 +127,12 @@ pub enum Error {
     KvmUnavailable {
         reason: String,
         #[source]
-        source: Option<std::io::Error>,
+        source: Option<std::sync::Arc<std::io::Error>>,
     },
     #[error("the sandbox is poisoned by an earlier failure ({0}); create a new one")]
     SandboxPoisoned(String),
+    #[error("the sandbox is still running a spawned process; wait for it or kill it first")]
+    SandboxBusy,
     #[error("snapshot {path}: {reason}")]
     SnapshotFile { path: String, reason: String },
     #[error("cannot take the snapshot: {0}")]
@@ -136,7 +143,7 @@ pub enum Error {
     Internal {
         context: String,
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
     },
 }
 
@@ -153,6 +160,7 @@ impl Error {
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::KvmUnavailable { .. } => ErrorKind::KvmUnavailable,
             Error::SandboxPoisoned(_) => ErrorKind::SandboxPoisoned,
+            Error::SandboxBusy => ErrorKind::SandboxBusy,
             Error::JailViolation { .. } => ErrorKind::JailViolation,
             Error::SnapshotFile { .. } | Error::SnapshotFailed(_) => ErrorKind::SnapshotInvalid,
             Error::Internal { .. } => ErrorKind::Internal,
@@ -244,7 +252,10 @@ impl From<VmError> for Error {
                         .to_string(),
                     _ => format!("cannot open /dev/kvm (errno {errno})"),
                 };
-                Error::KvmUnavailable { reason, source: Some(std::io::Error::from_raw_os_error(errno)) }
+                Error::KvmUnavailable {
+                    reason,
+                    source: Some(std::sync::Arc::new(std::io::Error::from_raw_os_error(errno))),
+                }
             }
             VmError::KvmVersion(v) => {
                 Error::KvmUnavailable { reason: format!("unsupported KVM API version {v}"), source: None }
@@ -253,7 +264,7 @@ impl From<VmError> for Error {
             VmError::ImageTooLarge { .. } | VmError::ArgsTooLarge { .. } | VmError::ManifestTooLarge { .. } => {
                 Error::InvalidConfig(e.to_string())
             }
-            other => Error::Internal { context: other.to_string(), source: Some(Box::new(other)) },
+            other => Error::Internal { context: other.to_string(), source: Some(std::sync::Arc::new(other)) },
         }
     }
 }

@@ -225,7 +225,7 @@ fn rules_for(a: &Allowed) -> Result<Vec<SeccompRule>> {
 }
 
 fn jail_error<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl Fn(E) -> Error {
-    move |e| Error::Internal { context: format!("cannot build the jail: {what}"), source: Some(Box::new(e)) }
+    move |e| Error::Internal { context: format!("cannot build the jail: {what}"), source: Some(std::sync::Arc::new(e)) }
 }
 
 /// The compiled filter, built once per process.
@@ -296,7 +296,7 @@ fn install_sigsys_handler() -> Result<()> {
     });
     r.map_err(|e| Error::Internal {
         context: "cannot install the SIGSYS handler".into(),
-        source: Some(Box::new(std::io::Error::from_raw_os_error(e))),
+        source: Some(std::sync::Arc::new(std::io::Error::from_raw_os_error(e))),
     })
 }
 
@@ -324,12 +324,12 @@ pub(crate) fn enter(mode: SeccompMode, violation: &AtomicI64, roots: &[BorrowedF
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(Error::Internal {
             context: "cannot set no_new_privs".into(),
-            source: Some(Box::new(std::io::Error::last_os_error())),
+            source: Some(std::sync::Arc::new(std::io::Error::last_os_error())),
         });
     }
     landlock::restrict_self(roots).map_err(|(call, e)| Error::Internal {
         context: format!("cannot build the jail: {call}"),
-        source: Some(Box::new(e)),
+        source: Some(std::sync::Arc::new(e)),
     })?;
     if mode == SeccompMode::Disabled {
         return Ok(());

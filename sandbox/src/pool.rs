@@ -74,7 +74,10 @@ impl SandboxPool {
         let bg = shared.clone();
         let refiller =
             std::thread::Builder::new().name("hvsandbox-pool".into()).spawn(move || refill(&bg)).map_err(|e| {
-                Error::Internal { context: "cannot start the pool's thread".into(), source: Some(e.into()) }
+                Error::Internal {
+                    context: "cannot start the pool's thread".into(),
+                    source: Some(std::sync::Arc::new(e)),
+                }
             })?;
         Ok(SandboxPool { shared, refiller: Some(refiller) })
     }
@@ -193,7 +196,9 @@ impl DerefMut for PooledSandbox {
 
 impl Drop for PooledSandbox {
     fn drop(&mut self) {
-        let Some(sb) = self.sandbox.take() else { return };
+        let Some(mut sb) = self.sandbox.take() else { return };
+        // A process still running is killed before the next borrower.
+        sb.settle();
         let mut st = self.shared.lock();
         st.loaned -= 1;
         if !sb.is_poisoned() && !st.closed && st.ready.len() + st.loaned < self.shared.size {

@@ -2,9 +2,10 @@
 //! exits and hypercalls (output, input, the guest's host filesystem,
 //! snapshot and resume) until the program ends or a limit stops it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmError, VmExit};
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::control::{jail_violation, RunControl};
 use crate::error::{Error, Result};
 use crate::fs::{self, errno_result, FsEntry};
+use crate::live::{Input, Live};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::prepare::Prepared;
 use crate::snapshot::{Snapshot, SnapshotPoint};
@@ -22,6 +24,21 @@ use crate::vm_factory::{self, clone_vm, one_at_a_time, ResetAid};
 /// Linux's signal for each CPU exception a program can cause.
 fn signal_for_vector(vector: u64) -> i32 {
     abi::signal_for_vector(vector) as i32
+}
+
+/// How often a streamed run's guest is stopped to pass its output on and
+/// tell it of input (the guest takes no timer interrupts).
+const TICK: Duration = Duration::from_millis(5);
+
+/// What a run does with its output and input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stream {
+    /// Output is collected into the run's `Output`; stdin is whole.
+    Collect,
+    /// Output goes to the process's reader as it is produced, up to
+    /// `max_output` per stream unless `unlimited`; stdin is whole or
+    /// (`interactive`) written while the program runs.
+    Live { unlimited: bool, interactive: bool },
 }
 
 /// Where a run's VM comes from.
@@ -58,6 +75,13 @@ pub(crate) struct Runner<'a> {
     fault: Option<FaultInfo>,
     /// Reused buffer for file reads and writes.
     scratch: Vec<u8>,
+    /// The process this run serves, if any.
+    live: Option<Arc<Live>>,
+    stream: Stream,
+    /// Bytes passed to the process's reader, per stream.
+    streamed: [usize; 2],
+    /// The guest was told there is no input yet and not told since.
+    input_awaited: bool,
 }
 
 /// How a run's guest stopped.
@@ -82,7 +106,11 @@ impl<'a> Runner<'a> {
         input: Prepared,
         take: Option<SnapshotPoint>,
         source: VmSource<'a>,
+        live: Option<Arc<Live>>,
+        stream: Stream,
     ) -> Self {
+        // Streaming needs somewhere to stream to.
+        let stream = if live.is_some() { stream } else { Stream::Collect };
         Runner {
             config,
             control,
@@ -100,7 +128,22 @@ impl<'a> Runner<'a> {
             exits: 0,
             fault: None,
             scratch: Vec::new(),
+            live,
+            stream,
+            streamed: [0; 2],
+            input_awaited: false,
         }
+    }
+
+    fn streaming(&self) -> Option<&Arc<Live>> {
+        match self.stream {
+            Stream::Live { .. } => self.live.as_ref(),
+            Stream::Collect => None,
+        }
+    }
+
+    fn interactive(&self) -> bool {
+        matches!(self.stream, Stream::Live { interactive: true, .. })
     }
 
     /// Attaches the output of a stopped run to its error: what reached the
@@ -128,6 +171,10 @@ impl<'a> Runner<'a> {
         let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, out_buffers_gpa) as u64;
         let Ok(buffers) = vm.read_obj::<u64>(at) else { return };
         for (fd, gpa, len) in guest_buffers(vm, buffers) {
+            if let Some(live) = self.streaming().cloned() {
+                let _ = self.stream_out(vm, &live, fd, gpa, len, None);
+                continue;
+            }
             let (buf, truncated) = if fd == 1 {
                 (&mut self.stdout, &mut self.stdout_truncated)
             } else {
@@ -149,7 +196,10 @@ impl<'a> Runner<'a> {
     /// 2), up to the output cap. Returns whether anything was dropped
     /// ("full" only then, so output of exactly the cap is not flagged as
     /// truncated); an error instead when the config asks for one.
-    fn append_output(&mut self, vm: &Vm, fd: u64, gpa: u64, len: u64) -> Result<bool> {
+    fn append_output(&mut self, vm: &Vm, fd: u64, gpa: u64, len: u64, stop: &dyn Fn() -> bool) -> Result<bool> {
+        if let Some(live) = self.streaming().cloned() {
+            return self.stream_out(vm, &live, fd, gpa, len, Some(stop));
+        }
         let (buf, truncated) = if fd == 1 {
             (&mut self.stdout, &mut self.stdout_truncated)
         } else {
@@ -174,6 +224,94 @@ impl<'a> Runner<'a> {
             return Err(Error::OutputLimitExceeded { stream, limit: self.config.max_output, partial: Box::default() });
         }
         Ok(true)
+    }
+
+    /// Passes `len` bytes of guest memory at `gpa` of stream `fd` to the
+    /// process's reader, waiting while it is behind (with `stop`, until
+    /// it turns true): as `append_output`, counting against `max_output`
+    /// unless unlimited.
+    fn stream_out(
+        &mut self,
+        vm: &Vm,
+        live: &Live,
+        fd: u64,
+        gpa: u64,
+        len: u64,
+        stop: Option<&dyn Fn() -> bool>,
+    ) -> Result<bool> {
+        let i = (fd == 2) as usize;
+        let unlimited = matches!(self.stream, Stream::Live { unlimited: true, .. });
+        let room = if unlimited { usize::MAX } else { self.config.max_output.saturating_sub(self.streamed[i]) };
+        let take = (len as usize).min(room);
+        if take > 0 {
+            let mut bytes = vec![0u8; take];
+            vm.read_bytes(gpa, &mut bytes).map_err(Error::from)?;
+            self.streamed[i] += take;
+            live.push_output(fd, bytes, stop);
+        }
+        if take == len as usize {
+            return Ok(false);
+        }
+        if i == 0 {
+            self.stdout_truncated = true;
+        } else {
+            self.stderr_truncated = true;
+        }
+        if self.config.output_limit_error {
+            let stream = if fd == 1 { "stdout" } else { "stderr" };
+            return Err(Error::OutputLimitExceeded { stream, limit: self.config.max_output, partial: Box::default() });
+        }
+        Ok(true)
+    }
+
+    /// Where the runtime's output buffers are (published at its start).
+    fn out_buffers(vm: &Vm) -> u64 {
+        let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, out_buffers_gpa) as u64;
+        vm.read_obj::<u64>(at).unwrap_or(0)
+    }
+
+    /// Passes what the guest has buffered to the process's reader now:
+    /// only while the runtime is not in the middle of changing its
+    /// buffers (stopped at a hypercall other than a write, or in the
+    /// program's code) and only what the reader has room for.
+    fn take_guest_output(&mut self, vm: &Vm, live: &Live) -> Result<()> {
+        for (fd, gpa, len) in guest_buffers(vm, Self::out_buffers(vm)) {
+            if !live.has_room(fd) {
+                continue;
+            }
+            let full = self.stream_out(vm, live, fd, gpa, len, None)?;
+            // The buffer's header: its length, then the discard flag.
+            let header = gpa - 16;
+            vm.write_bytes(header, &0u64.to_le_bytes()).map_err(Error::from)?;
+            if full {
+                vm.write_bytes(header + 8, &1u64.to_le_bytes()).map_err(Error::from)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A streamed run's periodic look at its guest: pass its output on
+    /// (or ask the runtime to send it, if stopped inside the runtime),
+    /// and tell it input came.
+    fn tick(&mut self, vm: &Vm, live: &Live) -> Result<()> {
+        self.tell_input(vm, live)?;
+        if guest_buffers(vm, Self::out_buffers(vm)).is_empty() {
+            return Ok(());
+        }
+        if vm.stopped_in_program().map_err(Error::from)? {
+            self.take_guest_output(vm, live)
+        } else {
+            vm.raise_host_flags(abi::HOST_FLAG_FLUSH).map_err(Error::from)
+        }
+    }
+
+    /// Tells the guest input came, if it was told there was none.
+    fn tell_input(&mut self, vm: &Vm, live: &Live) -> Result<()> {
+        if self.input_awaited && live.input_ready() {
+            self.input_awaited = false;
+            vm.raise_host_flags(abi::HOST_FLAG_STDIN).map_err(Error::from)?;
+        }
+        Ok(())
     }
 
     /// Runs the program; returns the VM too (unless the run ended in a
@@ -253,8 +391,9 @@ impl<'a> Runner<'a> {
                 // fetch them), else the guest asks for them.
                 // A small stdin comes along too (no exits to read it).
                 let fits = |blob: &Vec<u8>| blob.len() as u64 <= abi::RESUME_MAX - 8;
-                let mut blob = resume_info(vm, &self.input, Some(&self.input.stdin));
-                if fits(&blob) {
+                let whole = (!self.interactive()).then_some(&self.input.stdin[..]);
+                let mut blob = resume_info(vm, &self.input, whole);
+                if whole.is_some() && fits(&blob) {
                     self.stdin_pos = self.input.stdin.len();
                 } else {
                     blob = resume_info(vm, &self.input, None);
@@ -297,7 +436,10 @@ impl<'a> Runner<'a> {
         if now >= deadline {
             return Err(Error::timeout(self.config.timeout));
         }
-        self.kit.timer.arm(deadline - now).map_err(Error::from)?;
+        let ticking = self.streaming().is_some();
+        let next_tick = Cell::new(now + TICK);
+        let first_stop = if ticking { deadline.min(next_tick.get()) } else { deadline };
+        self.kit.timer.arm(first_stop - now).map_err(Error::from)?;
 
         let cpu_limit = self.config.cpu_time;
         if let Some(limit) = cpu_limit {
@@ -309,11 +451,27 @@ impl<'a> Runner<'a> {
         let cpu_start = self.cpu_start;
         let cpu_over = || cpu_limit.is_some_and(|l| thread_cpu_time().saturating_sub(cpu_start) >= l);
         let control = self.control;
-        let should_stop =
-            || control.cancelled.load(Ordering::SeqCst) == generation || Instant::now() >= deadline || cpu_over();
+        let killed = self.live.clone();
+        let is_killed = move || killed.as_ref().is_some_and(|l| l.killed.load(Ordering::SeqCst));
+        let should_stop = || {
+            control.cancelled.load(Ordering::SeqCst) == generation
+                || is_killed()
+                || Instant::now() >= deadline
+                || cpu_over()
+        };
         loop {
+            if let Some(live) = self.streaming().cloned().filter(|_| Instant::now() >= next_tick.get()) {
+                self.tick(vm, &live)?;
+                let now = Instant::now();
+                next_tick.set(now + TICK);
+                self.kit
+                    .timer
+                    .arm(deadline.min(next_tick.get()).saturating_duration_since(now))
+                    .map_err(Error::from)?;
+            }
             let run_start = Instant::now();
-            let exit = vm.run(should_stop).map_err(Error::from)?;
+            let exit =
+                vm.run(|| should_stop() || (ticking && Instant::now() >= next_tick.get())).map_err(Error::from)?;
             if let Some(t) = trace.as_mut() {
                 t.guest += run_start.elapsed();
             }
@@ -367,7 +525,7 @@ impl<'a> Runner<'a> {
                     return Ok(Stop::Exit(ExitStatus::Signal(signal_for_vector(frame.vector))));
                 }
                 VmExit::Interrupted => {
-                    if control.cancelled.load(Ordering::SeqCst) == generation {
+                    if control.cancelled.load(Ordering::SeqCst) == generation || is_killed() {
                         return Err(Error::cancelled());
                     }
                     if Instant::now() >= deadline {
@@ -407,7 +565,7 @@ impl<'a> Runner<'a> {
                 if fd != 1 && fd != 2 {
                     return Err(hostile(format!("write hypercall to stream {fd}")));
                 }
-                let full = if self.append_output(vm, fd, gpa, len)? { abi::WRITE_STREAM_FULL } else { 0 };
+                let full = if self.append_output(vm, fd, gpa, len, should_stop)? { abi::WRITE_STREAM_FULL } else { 0 };
                 vm.set_hypercall_result(full).map_err(Error::from)?;
                 Ok(None)
             }
@@ -419,9 +577,25 @@ impl<'a> Runner<'a> {
                 let stdin = &self.input.stdin;
                 let rest = &stdin[self.stdin_pos.min(stdin.len())..];
                 let n = rest.len().min(len as usize);
-                vm.write_bytes(gpa, &rest[..n]).map_err(Error::from)?;
-                self.stdin_pos += n;
-                vm.set_hypercall_result(n as u64).map_err(Error::from)?;
+                let ret = match &self.live {
+                    Some(live) if n == 0 && self.interactive() => match live.read_input(len as usize) {
+                        Input::Bytes(b) => {
+                            vm.write_bytes(gpa, &b).map_err(Error::from)?;
+                            b.len() as u64
+                        }
+                        Input::End => 0,
+                        Input::NothingYet => {
+                            self.input_awaited = true;
+                            abi::READ_NOTHING_YET
+                        }
+                    },
+                    _ => {
+                        vm.write_bytes(gpa, &rest[..n]).map_err(Error::from)?;
+                        self.stdin_pos += n;
+                        n as u64
+                    }
+                };
+                vm.set_hypercall_result(ret).map_err(Error::from)?;
                 Ok(None)
             }
             abi::hc::EXIT => {
@@ -429,7 +603,7 @@ impl<'a> Runner<'a> {
                 // The run's last output comes with the exit (args[2]: where
                 // the runtime's output buffers are).
                 for (fd, gpa, len) in guest_buffers(vm, args[2]) {
-                    self.append_output(vm, fd, gpa, len)?;
+                    self.append_output(vm, fd, gpa, len, should_stop)?;
                 }
                 Ok(Some(Stop::Exit(if signal != 0 && signal < 65 {
                     ExitStatus::Signal(signal as i32)
@@ -502,7 +676,17 @@ impl<'a> Runner<'a> {
                 Err(hostile(format!("runtime panic: {}", String::from_utf8_lossy(&msg))))
             }
             abi::hc::SLEEP => {
-                sleep_interruptible(Duration::from_nanos(args[0]), should_stop);
+                match self.live.clone() {
+                    Some(live) if self.streaming().is_some() => {
+                        // The guest waits: what it wrote goes out first.
+                        self.take_guest_output(vm, &live)?;
+                        let until = Instant::now().checked_add(Duration::from_nanos(args[0]));
+                        let for_input = args[1] & abi::SLEEP_UNTIL_INPUT != 0 && self.input_awaited;
+                        live.sleep(until, for_input, should_stop);
+                        self.tell_input(vm, &live)?;
+                    }
+                    _ => sleep_interruptible(Duration::from_nanos(args[0]), should_stop),
+                }
                 vm.set_hypercall_result(0).map_err(Error::from)?;
                 Ok(None)
             }

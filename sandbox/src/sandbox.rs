@@ -9,9 +9,11 @@ use crate::config::{Config, SandboxBuilder};
 use crate::control::{InterruptHandle, RunControl};
 use crate::error::{Error, Result};
 use crate::jail;
+use crate::live::{Live, RunEnd};
 use crate::output::Output;
 use crate::prepare::prepare;
-use crate::runner::Ended;
+use crate::process::Process;
+use crate::runner::{Ended, Stream};
 use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint};
 use crate::vm_factory::{self, reap};
 use crate::worker::{Job, Reply, WorkerLink};
@@ -30,7 +32,8 @@ pub struct Sandbox {
     config: Config,
     control: Arc<RunControl>,
     worker: Mutex<WorkerLink>,
-    poisoned: Option<String>,
+    /// The last spawned process's run (the sandbox is busy until it ends).
+    current: Option<Arc<Live>>,
     /// The snapshot every run starts from, for a sandbox built from one.
     snapshot: Option<Snapshot>,
     /// Who the mount roots were when the sandbox was built (its vCPU
@@ -40,7 +43,7 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("config", &self.config).field("poisoned", &self.poisoned).finish()
+        f.debug_struct("Sandbox").field("config", &self.config).field("poisoned", &self.control.poisoned()).finish()
     }
 }
 
@@ -62,28 +65,57 @@ impl Sandbox {
             vm_factory::open_pagemap();
         }
         let worker = WorkerLink::start(config.clone(), control.clone(), snapshot.clone(), mode, roots)?;
-        Ok(Sandbox { config, control, worker: Mutex::new(worker), poisoned: None, snapshot, roots: root_ids })
+        Ok(Sandbox { config, control, worker: Mutex::new(worker), current: None, snapshot, roots: root_ids })
     }
 
-    /// Refuses work once an earlier failure poisoned the sandbox.
+    /// Refuses work once an earlier failure poisoned the sandbox, or while
+    /// a spawned process runs.
     fn check_usable(&self) -> Result<()> {
-        match &self.poisoned {
-            Some(why) => Err(Error::SandboxPoisoned(why.clone())),
-            None => Ok(()),
+        if let Some(why) = self.control.poisoned() {
+            return Err(Error::SandboxPoisoned(why));
         }
+        match &self.current {
+            // A killed process's run ends soon: wait for it.
+            Some(l) if l.killed.load(Ordering::SeqCst) => l.wait_ended(),
+            Some(l) if !l.ended() => return Err(Error::SandboxBusy),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn worker(&mut self) -> &mut WorkerLink {
+        self.worker.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Hands a job to the vCPU thread and waits for its result: refused
-    /// once the sandbox is poisoned; a failure that poisons poisons it.
+    /// once the sandbox is poisoned (the worker records failures that
+    /// poison it).
     fn submit(&mut self, job: Job) -> Result<Reply> {
         self.check_usable()?;
-        let reply = self.worker.get_mut().unwrap_or_else(|e| e.into_inner()).submit(job);
-        if let Err(e) = &reply {
-            if e.poisons() {
-                self.poisoned = Some(e.to_string());
-            }
+        self.worker().submit(job)
+    }
+
+    /// Starts `command` as a process whose output is collected or streamed.
+    fn start_process(&mut self, command: &Command, stream: Stream) -> Result<Process> {
+        self.check_usable()?;
+        let prepared = prepare(&self.config, &self.roots, self.snapshot.as_ref(), command)?;
+        let live = Arc::new(Live::new(self.config.max_input as usize));
+        if !matches!(stream, Stream::Live { interactive: true, .. }) {
+            live.close_input();
         }
-        reply
+        let job = Job::Run { prepared: Box::new(prepared), take: None, live: Some(RunEnd(live.clone())), stream };
+        self.worker().send(job)?;
+        self.current = Some(live.clone());
+        Ok(Process::new(live, self.control.clone(), self.config.max_output))
+    }
+
+    /// Starts `command` and returns at once: a [`Process`] streams its
+    /// output as it is produced and takes its stdin while it runs (unless
+    /// the command gives its stdin). The sandbox's limits apply as for
+    /// [`run`](Self::run); the sandbox runs nothing else until it ends.
+    pub fn spawn(&mut self, command: &Command) -> Result<Process> {
+        let stream = Stream::Live { unlimited: command.unlimited_stream, interactive: !command.stdin_given };
+        self.start_process(command, stream)
     }
 
     /// The vCPU thread's kernel thread id (for inspecting its jail).
@@ -120,12 +152,8 @@ impl Sandbox {
     /// for runs that did not complete (timeout, cancel, invalid program,
     /// crashed runtime).
     pub fn run(&mut self, command: &Command) -> Result<Output> {
-        self.check_usable()?;
-        let prepared = prepare(&self.config, &self.roots, self.snapshot.as_ref(), command)?;
-        match self.submit(Job::Run { prepared: Box::new(prepared), take: None })? {
-            Reply::Ran(Ended::Output(out)) => Ok(*out),
-            _ => Err(unexpected_reply()),
-        }
+        // A spawn whose output is collected instead of streamed.
+        self.start_process(command, Stream::Collect)?.wait()
     }
 
     /// Runs `command` up to a snapshot point and freezes it there: at
@@ -140,7 +168,8 @@ impl Sandbox {
             return Err(Error::InvalidConfig("a sandbox built from a snapshot cannot take another one yet".into()));
         }
         let prepared = prepare(&self.config, &self.roots, None, command)?;
-        match self.submit(Job::Run { prepared: Box::new(prepared), take: Some(point) })? {
+        let job = Job::Run { prepared: Box::new(prepared), take: Some(point), live: None, stream: Stream::Collect };
+        match self.submit(job)? {
             Reply::Ran(Ended::Snapshot(b)) => {
                 let (vm, state, fs) = *b;
                 let mounts = self.config.mounts.clone();
@@ -179,17 +208,49 @@ impl Sandbox {
         }
         // Not `submit`: warming is not a run, and a failure to warm does not
         // poison (the next run tries again).
-        self.worker.get_mut().unwrap_or_else(|e| e.into_inner()).submit(Job::Warm).map(|_| ())
+        if self.is_busy() {
+            return Err(Error::SandboxBusy);
+        }
+        self.worker().submit(Job::Warm).map(|_| ())
     }
 
     /// Whether an earlier failure made this sandbox unusable.
     pub fn is_poisoned(&self) -> bool {
-        self.poisoned.is_some()
+        self.control.poisoned().is_some()
+    }
+
+    /// Whether a spawned process is still running.
+    pub fn is_busy(&self) -> bool {
+        self.current.as_ref().is_some_and(|l| !l.ended())
+    }
+
+    /// Kills a spawned process that is still running and waits for its
+    /// run to end (a sandbox going back to a pool).
+    pub(crate) fn settle(&mut self) {
+        if let Some(live) = self.current.take() {
+            if !live.ended() {
+                live.killed.store(true, Ordering::SeqCst);
+                self.control.kick();
+                live.wait_ended();
+            }
+        }
     }
 
     /// The snapshot this sandbox starts from, if any.
     pub fn source_snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
+    }
+}
+
+impl Drop for Sandbox {
+    /// A process still running dies with its sandbox.
+    fn drop(&mut self) {
+        if let Some(live) = &self.current {
+            if !live.ended() {
+                live.killed.store(true, Ordering::SeqCst);
+                self.control.kick();
+            }
+        }
     }
 }
 

@@ -178,7 +178,7 @@ impl Snapshot {
             let bytes = unsafe { std::slice::from_raw_parts(base.add(start * page), (i - start) * page) };
             memory.write_all_at(bytes, (start * page) as u64).map_err(|e| Error::Internal {
                 context: "cannot write snapshot memory".into(),
-                source: Some(Box::new(e)),
+                source: Some(std::sync::Arc::new(e)),
             })?;
             copied += bytes.len() as u64;
         }
@@ -785,7 +785,7 @@ fn pod_from<T>(b: &[u8]) -> std::result::Result<T, String> {
 fn memfd(len: u64) -> Result<File> {
     let err = |e: std::io::Error| Error::Internal {
         context: "cannot create snapshot memory".into(),
-        source: Some(Box::new(e)),
+        source: Some(std::sync::Arc::new(e)),
     };
     // SAFETY: memfd_create with a static NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"hvsandbox-snapshot".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
@@ -807,7 +807,7 @@ fn seal(fd: BorrowedFd<'_>) -> Result<()> {
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
         return Err(Error::Internal {
             context: "cannot seal snapshot memory".into(),
-            source: Some(Box::new(std::io::Error::last_os_error())),
+            source: Some(std::sync::Arc::new(std::io::Error::last_os_error())),
         });
     }
     Ok(())

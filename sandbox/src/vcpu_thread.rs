@@ -112,7 +112,7 @@ fn spawn(mode: SeccompMode, roots: &MountRoots, reach: Vec<(u64, u64)>) -> Resul
     // The thread gets its own handles of the roots, for its Landlock rules.
     let root_fds =
         roots.fds().iter().map(|fd| fd.try_clone_to_owned()).collect::<std::io::Result<Vec<_>>>().map_err(|e| {
-            Error::Internal { context: "cannot hand the mount roots over".into(), source: Some(e.into()) }
+            Error::Internal { context: "cannot hand the mount roots over".into(), source: Some(std::sync::Arc::new(e)) }
         })?;
     let (assign, assign_rx) = mpsc::channel::<(Body, mpsc::Sender<bool>)>();
     let (started_tx, started_rx) = mpsc::channel::<Result<()>>();
@@ -147,7 +147,10 @@ fn spawn(mode: SeccompMode, roots: &MountRoots, reach: Vec<(u64, u64)>) -> Resul
             }
             Some(kit)
         })
-        .map_err(|e| Error::Internal { context: "cannot start the vCPU thread".into(), source: Some(e.into()) })?;
+        .map_err(|e| Error::Internal {
+            context: "cannot start the vCPU thread".into(),
+            source: Some(std::sync::Arc::new(e)),
+        })?;
     match started_rx.recv() {
         Ok(Ok(())) => Ok(VcpuThread { assign, handle, mode, reach, done: None }),
         Ok(Err(e)) => {

@@ -15,8 +15,9 @@ use crate::config::Config;
 use crate::control::{jail_violation, RunControl};
 use crate::error::{Aftermath, Error, Result};
 use crate::jail::{self, MountRoots, SeccompMode};
+use crate::live::RunEnd;
 use crate::prepare::Prepared;
-use crate::runner::{Ended, Runner, VmSource};
+use crate::runner::{Ended, Runner, Stream, VmSource};
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::{Kit, VcpuThread};
 use crate::vm_factory::{clone_vm, make_ready, one_at_a_time, reap, ResetAid};
@@ -31,6 +32,10 @@ pub(crate) enum Job {
         prepared: Box<Prepared>,
         /// Stop at this snapshot point and hand the VM back.
         take: Option<SnapshotPoint>,
+        /// A process's run: its result goes there (else to the results
+        /// channel), and its output too when `stream` says so.
+        live: Option<RunEnd>,
+        stream: Stream,
     },
     /// Test hook: make this system call on the vCPU thread.
     Syscall(i64, [u64; 6]),
@@ -91,7 +96,7 @@ impl Worker<'_> {
     fn serve(mut self) -> bool {
         while let Some(job) = self.next_job() {
             let go_on = match job {
-                Job::Run { prepared, take } => self.run(*prepared, take),
+                Job::Run { prepared, take, live, stream } => self.run(*prepared, take, live, stream),
                 Job::Warm => self.warm(),
                 Job::Syscall(nr, args) => self.syscall(nr, args),
             };
@@ -182,7 +187,10 @@ impl Worker<'_> {
         let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) } as i64;
         let r = if r == -1 { -(std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as i64) } else { r };
         let reply = match jail_violation(&self.control) {
-            Some(e) => Err(e),
+            Some(e) => {
+                self.control.note_failure(&e);
+                Err(e)
+            }
             None => Ok(Reply::Syscall(r)),
         };
         let stop = reply.is_err();
@@ -190,7 +198,7 @@ impl Worker<'_> {
     }
 
     /// One run; returns whether to go on.
-    fn run(&mut self, prepared: Prepared, take: Option<SnapshotPoint>) -> bool {
+    fn run(&mut self, prepared: Prepared, take: Option<SnapshotPoint>, live: Option<RunEnd>, stream: Stream) -> bool {
         let held = std::mem::replace(&mut self.held, Held::Drained);
         let source = match &self.snapshot {
             Some(snap) => VmSource::Snapshot {
@@ -200,7 +208,16 @@ impl Worker<'_> {
             },
             None => VmSource::Blank { spare: if let Held::Spare(vm) = held { Some(vm) } else { None } },
         };
-        let runner = Runner::new(&self.config, &self.control, self.kit, prepared, take, source);
+        let runner = Runner::new(
+            &self.config,
+            &self.control,
+            self.kit,
+            prepared,
+            take,
+            source,
+            live.as_ref().map(|l| l.0.clone()),
+            stream,
+        );
         let (result, vm) = runner.run();
         // A refused system call anywhere in the run wins.
         let violation = jail_violation(&self.control);
@@ -213,7 +230,20 @@ impl Worker<'_> {
         // exit KVM could not handle, a hostile hypercall) is not reset for
         // the next run but replaced.
         let sound = reply.as_ref().err().is_none_or(|e| e.aftermath() == Aftermath::Stopped);
-        if self.results.send(reply).is_err() || stop {
+        if let Err(e) = &reply {
+            self.control.note_failure(e);
+        }
+        let delivered = match live {
+            Some(live) => {
+                live.0.finish(reply.and_then(|r| match r {
+                    Reply::Ran(Ended::Output(out)) => Ok(*out),
+                    _ => Err(Error::Internal { context: "a process's run ended in a snapshot".into(), source: None }),
+                }));
+                true
+            }
+            None => self.results.send(reply).is_ok(),
+        };
+        if !delivered || stop {
             return false;
         }
         self.held = match (&self.snapshot, sound) {
@@ -283,13 +313,21 @@ impl WorkerLink {
 
     /// Hands a job to the vCPU thread and waits for its result.
     pub(crate) fn submit(&mut self, job: Job) -> Result<Reply> {
-        let control = &self.control;
-        let gone = || {
-            jail_violation(control)
-                .unwrap_or_else(|| Error::Internal { context: "the vCPU thread is gone".into(), source: None })
-        };
-        self.jobs.send(job).map_err(|_| gone())?;
-        self.results.recv().map_err(|_| gone())?
+        self.send(job)?;
+        self.results.recv().map_err(|_| self.gone())?
+    }
+
+    /// Hands a job to the vCPU thread without waiting (a process's run,
+    /// whose result goes to the process).
+    pub(crate) fn send(&mut self, job: Job) -> Result<()> {
+        self.jobs.send(job).map_err(|_| self.gone())
+    }
+
+    fn gone(&self) -> Error {
+        let e = jail_violation(&self.control)
+            .unwrap_or_else(|| Error::Internal { context: "the vCPU thread is gone".into(), source: None });
+        self.control.note_failure(&e);
+        e
     }
 }
 

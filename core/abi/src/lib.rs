@@ -39,7 +39,7 @@ mod plain_data;
 
 /// Version of this contract. Bump on any incompatible change; the host
 /// refuses a runtime (and later a snapshot) with another version.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 pub const PAGE_SIZE: u64 = 0x1000;
 pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
@@ -252,7 +252,9 @@ pub mod hc {
     /// discard any further output on that stream.
     pub const WRITE: u64 = 1;
     /// `args[0]` = fd (0), `args[1]` = guest VA of buffer, `args[2]` = len.
-    /// Returns the number of bytes read; 0 at end of input.
+    /// Never waits: returns the number of bytes read, 0 at end of input, or
+    /// [`super::READ_NOTHING_YET`] when the input is still open but has no
+    /// bytes now (the host sets [`super::HOST_FLAG_STDIN`] once it has).
     pub const READ: u64 = 2;
     /// `args[0]` = exit code (0..=255), `args[1]` = terminating signal or 0,
     /// `args[2]` = guest-physical address of the runtime's two
@@ -266,7 +268,9 @@ pub mod hc {
     /// The runtime hit an internal error: `args[1]` = VA of a message,
     /// `args[2]` = its length. Never returns.
     pub const PANIC: u64 = 5;
-    /// Sleep `args[0]` nanoseconds on the host (bounded by the deadline).
+    /// Sleep `args[0]` nanoseconds on the host (bounded by the deadline);
+    /// with `args[1]` = [`super::SLEEP_UNTIL_INPUT`], until input comes
+    /// (then [`super::HOST_FLAG_STDIN`] is set) if that is sooner.
     pub const SLEEP: u64 = 6;
     /// Debug log line from the runtime: `args[1]` = VA, `args[2]` = len.
     pub const LOG: u64 = 7;
@@ -429,6 +433,19 @@ pub mod fs {
 
 pub const WRITE_STREAM_FULL: u64 = 1;
 
+/// [`hc::READ`]'s answer when the input is open but empty for now.
+pub const READ_NOTHING_YET: u64 = u64::MAX;
+
+/// [`hc::SLEEP`]'s `args[1]`: end the sleep when input comes.
+pub const SLEEP_UNTIL_INPUT: u64 = 1;
+
+/// [`Hypercall::host_flags`]: the host asks the runtime to send the output
+/// it has buffered at its next chance (someone is reading it live).
+pub const HOST_FLAG_FLUSH: u64 = 1;
+/// [`Hypercall::host_flags`]: input came (or its end) since a read was told
+/// [`READ_NOTHING_YET`]: a reader waiting for it should read again.
+pub const HOST_FLAG_STDIN: u64 = 2;
+
 /// Maximum length of one hypercall buffer; the host rejects longer ones.
 pub const HCALL_MAX_LEN: u64 = 1 << 20;
 
@@ -439,6 +456,10 @@ pub const HCALL_MAX_LEN: u64 = 1 << 20;
 pub struct Hypercall {
     pub args: [u64; 6],
     pub ret: u64,
+    /// Requests from the host ([`HOST_FLAG_FLUSH`], [`HOST_FLAG_STDIN`]),
+    /// set only while the vCPU is stopped; the runtime clears the ones it
+    /// has acted on.
+    pub host_flags: u64,
 }
 
 /// What the ring-0 exception stubs push: the vector and an error code (0

@@ -39,6 +39,18 @@ impl Vm {
         self.write(abi::HCALL_GPA + off, &ret.to_le_bytes())
     }
 
+    /// Sets host request bits ([`abi::HOST_FLAG_FLUSH`],
+    /// [`abi::HOST_FLAG_STDIN`]) for the runtime to see; call only while the
+    /// vCPU is stopped (the runtime clears bits without a lock).
+    pub fn raise_host_flags(&self, bits: u64) -> Result<()> {
+        let at = abi::HCALL_GPA + std::mem::offset_of!(abi::Hypercall, host_flags) as u64;
+        let old: u64 = self.read_obj(at)?;
+        if old & bits != bits {
+            self.write(at, &(old | bits).to_le_bytes())?;
+        }
+        Ok(())
+    }
+
     /// Translates a guest buffer `[va, va + len)` given by the runtime in
     /// the physmap into a guest-physical address, checking it lies
     /// entirely inside RAM and is at most `max` bytes long.

@@ -346,7 +346,7 @@ fn run(args: RunArgs) -> Result<u8, Error> {
 
     let termination = forward_termination_signals().map_err(|e| Error::Internal {
         context: "cannot set up signal forwarding".into(),
-        source: Some(Box::new(e)),
+        source: Some(std::sync::Arc::new(e)),
     })?;
     let builder = builder.timeout(timeout);
     let mut sandbox = match &snapshot {

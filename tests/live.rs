@@ -3,13 +3,11 @@
 //! pools. No test asserts a duration: each waits for what it needs and is
 //! bounded by the sandbox's own timeout.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{musl, BUSYBOX};
 use hvsandbox::{Command, ErrorKind, Process, ProcessEvent, Sandbox, SandboxPool, SnapshotPoint};
+use hvsandbox_tests::{musl, BUSYBOX};
 
 fn sandbox(timeout_s: u64) -> Sandbox {
     Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(timeout_s)).build().expect("build sandbox")

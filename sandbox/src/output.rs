@@ -70,6 +70,11 @@ pub struct Stats {
     pub page_faults: u64,
     /// Processes the program created (fork, vfork, clone of a process).
     pub processes: u64,
+    /// Bytes of stdout that reached the host, collected or streamed (up to
+    /// the output cap).
+    pub stdout_bytes: u64,
+    /// Bytes of stderr that reached the host, collected or streamed.
+    pub stderr_bytes: u64,
     /// System calls the runtime does not implement (answered -ENOSYS):
     /// syscall number -> count.
     pub unknown_syscalls: BTreeMap<u32, u64>,

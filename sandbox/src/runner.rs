@@ -368,6 +368,8 @@ impl<'a> Runner<'a> {
                     memory_used: rs.frames_used_peak.saturating_mul(abi::PAGE_SIZE),
                     page_faults: rs.page_faults,
                     processes: rs.processes,
+                    stdout_bytes: (self.stdout.len() + self.streamed[0]) as u64,
+                    stderr_bytes: (self.stderr.len() + self.streamed[1]) as u64,
                     unknown_syscalls,
                 },
             })))

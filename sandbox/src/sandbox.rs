@@ -99,7 +99,9 @@ impl Sandbox {
     fn start_process(&mut self, command: &Command, stream: Stream) -> Result<Process> {
         self.check_usable()?;
         let prepared = prepare(&self.config, &self.roots, self.snapshot.as_ref(), command)?;
-        let live = Arc::new(Live::new(self.config.max_input as usize));
+        // Input written ahead of the program is bounded by half of
+        // max_input (the other half: a writer's chunk in hand).
+        let live = Arc::new(Live::new(usize::try_from(self.config.max_input / 2).unwrap_or(usize::MAX)));
         if !matches!(stream, Stream::Live { interactive: true, .. }) {
             live.close_input();
         }

@@ -8,13 +8,17 @@
 //! hvsandbox snapshot -o FILE [--at checkpoint|entry] [options] -- PROGRAM [ARGS...]
 //! ```
 //!
-//! stdin is passed in (when it is not a terminal); stdout, stderr and the
-//! exit status pass through (128 + signal when the program dies of one).
-//! Errors print one line `hvsandbox: ...` and exit with a distinct code.
+//! stdin, stdout and stderr pass through live: output is written as the
+//! program produces it, and stdin is read as the program reads it (a line
+//! typed reaches it at once; never more than `--max-input` bytes ahead of
+//! it; end of input when our stdin ends). The exit status passes through
+//! (128 + signal when the program dies of one). Errors print one line
+//! `hvsandbox: ...` and exit with a distinct code.
 //!
-//! stdin and the `--file` sources are read before the run, at most
-//! `--max-input` bytes in all (more is an error, exit 125) and within the
-//! `--timeout`, which covers reading them and the run together (exit 124).
+//! The `--file` sources are read before the run, at most `--max-input`
+//! bytes in all (more is an error, exit 125) and within the `--timeout`,
+//! which covers reading them and the run together, waiting for input
+//! included (exit 124).
 //!
 //! With `--from-snapshot`, the run's limits, environment, files and input
 //! are the command line's. Memory, `--max-processes` and `--max-open-files`
@@ -339,7 +343,8 @@ fn run(args: RunArgs) -> Result<u8, Error> {
             Command::new(path).args(program)
         }
     };
-    let (mut command, timeout) = with_inputs(command, &args, true)?;
+    // stdin is passed through live, not read ahead.
+    let (mut command, timeout) = with_inputs(command, &args, false)?;
     for c in &args.collect {
         command = command.collect(c);
     }
@@ -354,25 +359,17 @@ fn run(args: RunArgs) -> Result<u8, Error> {
         None => builder.build()?,
     };
     let _ = termination.handle.set(sandbox.interrupt_handle());
-    let out =
-        if termination.requested() { Err(Error::Cancelled { partial: Box::default() }) } else { sandbox.run(&command) };
+    let out = if termination.requested() {
+        Err(Error::Cancelled { partial: Box::default() })
+    } else {
+        run_live(&mut sandbox, &command, args.max_input.0)
+    };
     // A timeout is reported as the one given (the run had what reading
     // the input left of it).
     let out = out.map_err(|e| match e {
         Error::Timeout { cpu: false, partial, .. } => Error::Timeout { limit: args.timeout.0, cpu: false, partial },
         e => e,
     });
-    // What the program wrote passes through, also when it was stopped.
-    // Output that cannot be written (a closed pipe) is not its fault.
-    let written = match &out {
-        Ok(o) => Some((&o.stdout, &o.stderr)),
-        Err(e) => e.partial_output().map(|p| (&p.stdout, &p.stderr)),
-    };
-    if let Some((stdout, stderr)) = written {
-        let _ = std::io::stdout().write_all(stdout);
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().write_all(stderr);
-    }
     if args.stats {
         let line = match &out {
             Ok(o) => stats_json(o),
@@ -393,6 +390,64 @@ fn run(args: RunArgs) -> Result<u8, Error> {
         }
     }
     Ok(u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX))
+}
+
+/// Runs `command` with stdin, stdout and stderr passed through as the
+/// program uses them: output is written out as it is produced, and stdin
+/// is read only as far as the guest has room for it (at most `max_input`
+/// bytes ahead of what the program has read). Returns the run's result.
+fn run_live(sandbox: &mut hvsandbox::Sandbox, command: &Command, max_input: u64) -> Result<hvsandbox::Output, Error> {
+    let mut process = sandbox.spawn(command)?;
+    if let Some(stdin) = process.take_stdin() {
+        let chunk = usize::try_from(max_input / 2).unwrap_or(usize::MAX).clamp(1, 32 << 10);
+        // Detached: it may wait in read(2) on our stdin after the run; the
+        // command exits then anyway.
+        let _ = std::thread::Builder::new().name("hvsandbox-stdin".into()).spawn(move || pump_stdin(stdin, chunk));
+    }
+    // What the program wrote passes through, also when it was stopped.
+    // Output that cannot be written (a closed pipe) is not its fault.
+    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let pass = |to: &mut dyn Write, bytes: &[u8]| {
+        let _ = to.write_all(bytes);
+        let _ = to.flush();
+    };
+    loop {
+        match process.next_event() {
+            Some(hvsandbox::ProcessEvent::Stdout(b)) => pass(&mut stdout, &b),
+            Some(hvsandbox::ProcessEvent::Stderr(b)) => pass(&mut stderr, &b),
+            Some(hvsandbox::ProcessEvent::Exited(result)) => {
+                let rest = match &result {
+                    Ok(o) => Some((&o.stdout, &o.stderr)),
+                    Err(e) => e.partial_output().map(|p| (&p.stdout, &p.stderr)),
+                };
+                if let Some((out, err)) = rest {
+                    pass(&mut stdout, out);
+                    pass(&mut stderr, err);
+                }
+                return result;
+            }
+            None => return process.wait(),
+        }
+    }
+}
+
+/// Copies our stdin to the program's, `chunk` bytes at a time, as fast
+/// as the program reads it; closes it at our end of input.
+fn pump_stdin(mut to: hvsandbox::ProcessStdin, chunk: usize) {
+    let mut buf = vec![0u8; chunk];
+    loop {
+        // SAFETY: read into a live buffer of `buf.len()` bytes.
+        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if n == 0 || to.write_all(&buf[..n as usize]).is_err() {
+            return;
+        }
+    }
 }
 
 /// `hvsandbox snapshot`: run to the snapshot point and save the snapshot.

@@ -10,6 +10,9 @@ use crate::live::Live;
 use crate::output::{ExitStatus, Output};
 
 /// What a running [`Process`] produced next.
+// Events are handed out one at a time, never stored in bulk: the size of
+// the last one does not matter, and boxing it would make it clumsier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum ProcessEvent {
     /// Bytes the program wrote to stdout (in the order written).

@@ -98,17 +98,26 @@ pub(crate) enum Ended {
     Snapshot(Box<(Vm, VcpuState, Vec<FsEntry>)>),
 }
 
+/// What one run is asked to do.
+pub(crate) struct RunSpec {
+    /// What the caller's thread prepared for the run.
+    pub(crate) input: Prepared,
+    /// Take a snapshot at this point instead of finishing the run.
+    pub(crate) take: Option<SnapshotPoint>,
+    /// The process the run serves, if any.
+    pub(crate) live: Option<Arc<Live>>,
+    pub(crate) stream: Stream,
+}
+
 impl<'a> Runner<'a> {
     pub(crate) fn new(
         config: &'a Config,
         control: &'a RunControl,
         kit: &'a Kit,
-        input: Prepared,
-        take: Option<SnapshotPoint>,
+        spec: RunSpec,
         source: VmSource<'a>,
-        live: Option<Arc<Live>>,
-        stream: Stream,
     ) -> Self {
+        let RunSpec { input, take, live, stream } = spec;
         // Streaming needs somewhere to stream to.
         let stream = if live.is_some() { stream } else { Stream::Collect };
         Runner {

@@ -17,7 +17,7 @@ use crate::error::{Aftermath, Error, Result};
 use crate::jail::{self, MountRoots, SeccompMode};
 use crate::live::RunEnd;
 use crate::prepare::Prepared;
-use crate::runner::{Ended, Runner, Stream, VmSource};
+use crate::runner::{Ended, RunSpec, Runner, Stream, VmSource};
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::{Kit, VcpuThread};
 use crate::vm_factory::{clone_vm, make_ready, one_at_a_time, reap, ResetAid};
@@ -208,16 +208,8 @@ impl Worker<'_> {
             },
             None => VmSource::Blank { spare: if let Held::Spare(vm) = held { Some(vm) } else { None } },
         };
-        let runner = Runner::new(
-            &self.config,
-            &self.control,
-            self.kit,
-            prepared,
-            take,
-            source,
-            live.as_ref().map(|l| l.0.clone()),
-            stream,
-        );
+        let spec = RunSpec { input: prepared, take, live: live.as_ref().map(|l| l.0.clone()), stream };
+        let runner = Runner::new(&self.config, &self.control, self.kit, spec, source);
         let (result, vm) = runner.run();
         // A refused system call anywhere in the run wins.
         let violation = jail_violation(&self.control);

@@ -286,6 +286,82 @@ fn working_directory_is_used() {
     assert_eq!(run_ok(&mut sandbox(), &Command::new(BUSYBOX).arg("pwd")).stdout_str(), "/\n");
 }
 
+#[test]
+fn bare_names_are_found_on_the_guests_path_in_the_guests_view() {
+    // shared/ (mounted at /mnt): bin/tool (0755), bin/noexec (0644),
+    // bin/{rel -> tool, abs -> /mnt/bin/tool, host -> <base>/outside/tool},
+    // x/tool (0644); <base>/outside/tool (0755) is outside the mount.
+    let tree = HostTree::new("e2e-path");
+    let (shared, outside) = (tree.shared(), tree.0.join("outside"));
+    let image = std::fs::read(musl("args_env")).unwrap();
+    for (dir, name, mode) in [(&shared.join("bin"), "tool", 0o755), (&shared.join("bin"), "noexec", 0o644)]
+        .into_iter()
+        .chain([(&shared.join("x"), "tool", 0o644), (&outside, "tool", 0o755)])
+    {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(name), &image).unwrap();
+        chmod(&dir.join(name), mode);
+    }
+    let bin = shared.join("bin");
+    std::os::unix::fs::symlink("tool", bin.join("rel")).unwrap();
+    std::os::unix::fs::symlink("/mnt/bin/tool", bin.join("abs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("tool"), bin.join("host")).unwrap();
+    let mut sb = Sandbox::builder().mount(&shared, "/mnt").build().unwrap();
+    let argv0 = |sb: &mut Sandbox, cmd: &Command| {
+        let out = run_ok(sb, cmd);
+        out.stdout_str().lines().nth(1).unwrap_or_default().trim_start_matches("argv[0]=").to_string()
+    };
+    // argv[0] is where the name was found (the PATH entry and the name).
+    let found = [
+        ("tool", "/mnt/bin", "/", "/mnt/bin/tool"),
+        ("rel", "/mnt/bin", "/", "/mnt/bin/rel"),
+        ("abs", "/mnt/bin", "/", "/mnt/bin/abs"),
+        // Not executable: passed over, as execvp does.
+        ("tool", "/mnt/x:/mnt/bin", "/", "/mnt/bin/tool"),
+        // `..` is the guest's: above /mnt is the guest's root.
+        ("tool", "/mnt/../mnt/bin", "/", "/mnt/../mnt/bin/tool"),
+        // Relative entries (an empty one is `.`) start at the working directory.
+        ("tool", "/nowhere:bin", "/mnt", "/mnt/bin/tool"),
+        ("tool", ":/nowhere", "/mnt/bin", "/mnt/bin/./tool"),
+    ];
+    for (name, path, cwd, want) in found {
+        let cmd = Command::new(name).env("PATH", path).cwd(cwd);
+        assert_eq!(argv0(&mut sb, &cmd), want, "{name} on {path} in {cwd}");
+    }
+    let not_found = [
+        ("host", "/mnt/bin", "not found"),
+        ("tool", "/mnt/../outside", "not found"),
+        ("tool", "/outside", "not found"),
+        ("noexec", "/mnt/bin", "/mnt/bin/noexec is on the guest's PATH (/mnt/bin) but the guest may not execute"),
+        ("bin", "/mnt", "may not execute"),
+        ("missing", "/mnt/bin", "not found on the guest's PATH (/mnt/bin)"),
+        ("", "/mnt/bin", "not a valid file name"),
+    ];
+    for (name, path, needle) in not_found {
+        let err = sb.run(&Command::new(name).env("PATH", path)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidProgram, "{name} on {path}: {err}");
+        assert!(err.to_string().contains(&format!("invalid program {name}: ")), "{err}");
+        assert!(err.to_string().contains(needle), "{name} on {path}: {err}");
+    }
+    // The PATH is the run's environment's (the sandbox's, the command's on
+    // top) or, without one, the usual directories.
+    let mut sb =
+        Sandbox::builder().mount(&bin, "/usr/local/bin").file_with_mode("/opt/tool", &image, 0o755).build().unwrap();
+    assert_eq!(argv0(&mut sb, &Command::new("tool")), "/usr/local/bin/tool");
+    assert_eq!(argv0(&mut sb, &Command::new("tool").env("PATH", "/opt:/usr/local/bin")), "/opt/tool");
+    let cmd = Command::new("tool")
+        .file_with_mode("/opt/tool", "#!/no/such/interpreter\n", 0o644)
+        .env("PATH", "/opt:/usr/local/bin");
+    assert_eq!(argv0(&mut sb, &cmd), "/usr/local/bin/tool", "the command's file replaces the sandbox's");
+    let mut sb = Sandbox::builder().env("PATH", "/opt").file_with_mode("/opt/tool", &image, 0o755).build().unwrap();
+    assert_eq!(argv0(&mut sb, &Command::new("tool")), "/opt/tool");
+    let err = sb.run(&Command::new("tool").env_clear()).unwrap_err();
+    assert!(err.to_string().contains("not found on the guest's PATH (/usr/local/bin:/usr/bin:/bin:"), "{err}");
+    // A name with a slash is a host path, used as is.
+    let err = sb.run(&Command::new("opt/tool")).unwrap_err();
+    assert!(err.to_string().contains("invalid program opt/tool: cannot read it"), "{err}");
+}
+
 /// `target/<profile>/hvsandbox`, next to this test binary's `deps/`.
 fn hvsandbox_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

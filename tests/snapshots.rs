@@ -183,6 +183,43 @@ fn snapshot_files_round_trip_and_bad_files_are_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn snapshots_keep_the_arguments_and_environment_they_were_taken_with() {
+    let tmp = TempDir::new("snap-argv");
+    let mut sb = Sandbox::builder().env("BASE", "1").build().unwrap();
+    let cmd = Command::new(musl("args_env")).args(["a", "b c"]).env("G", "v=w");
+    let snap = sb.snapshot(&cmd, SnapshotPoint::Entry).unwrap();
+    let path = tmp.0.join("s.snap");
+    snap.save(&path).unwrap();
+    let loaded = Snapshot::load(&path).unwrap();
+    for s in [&snap, &loaded] {
+        assert_eq!(s.args().collect::<Vec<_>>(), ["a", "b c"]);
+        assert_eq!(s.env().collect::<Vec<_>>(), [("BASE".as_ref(), "1".as_ref()), ("G".as_ref(), "v=w".as_ref())]);
+    }
+    // An entry snapshot's runs bring their own argv and environment; given
+    // the snapshot's, they run as it was taken.
+    let mut clone = Sandbox::from_snapshot(&loaded).unwrap();
+    let out = clone.run(&Command::resume()).unwrap();
+    assert!(out.stdout_str().starts_with("argc=1\n"), "{}", out.stdout_str());
+    let as_taken = loaded.env().fold(Command::resume().args(loaded.args()), |c, (k, v)| c.env(k, v));
+    let out = clone.run(&as_taken).unwrap();
+    assert!(out.stdout_str().contains("argc=3\n"), "{}", out.stdout_str());
+    assert!(out.stdout_str().contains("argv[1]=a\nargv[2]=b c\n"), "{}", out.stdout_str());
+    assert!(out.stdout_str().ends_with("env:BASE=1\nenv:G=v=w\n"), "{}", out.stdout_str());
+    // The records are checked: an environment string must be NAME=VALUE,
+    // no string may hold a NUL.
+    let file = std::fs::read(&path).unwrap();
+    let at = find_record(&file, b"G=v=w");
+    for bad in [&b"Gv"[..], b"G=v\0w", b"=vw"] {
+        let err = Snapshot::from_bytes(&with_record(&file, at, 5, bad)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{bad:?}: {err}");
+    }
+    let at = find_record(&file, b"b c");
+    let err = Snapshot::from_bytes(&with_record(&file, at, 3, b"b\0c")).unwrap_err();
+    assert!(err.to_string().contains("NUL"), "{err}");
+    assert_eq!(Snapshot::from_bytes(&with_record(&file, at, 3, b"b d")).unwrap().args().nth(1).unwrap(), "b d");
+}
+
 /// A scratch directory for one test, removed when dropped.
 struct TempDir(std::path::PathBuf);
 
@@ -316,8 +353,8 @@ fn huge_sparse_and_endless_snapshot_files_are_refused() {
         let err = Snapshot::from_bytes(&b).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "memory {mem}: {err}");
     }
-    // A record that claims a huge length (argv[0], after the four vCPU
-    // state records), resealed past the checksum.
+    // A record that claims a huge length (the count of argv strings,
+    // after the four vCPU state records), resealed past the checksum.
     let mut at = 96;
     for _ in 0..4 {
         at += 8 + u64::from_le_bytes(file[at..at + 8].try_into().unwrap()) as usize;
@@ -327,7 +364,7 @@ fn huge_sparse_and_endless_snapshot_files_are_refused() {
         b[at..at + 8].copy_from_slice(&len.to_le_bytes());
         hvsandbox::reseal_for_fuzzing(&mut b);
         let err = Snapshot::from_bytes(&b).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "argv[0] of {len}: {err}");
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "argv count of {len}: {err}");
     }
     // The file still loads as saved (the checks above refuse only the
     // changes).

@@ -60,6 +60,23 @@ pub struct Command {
 impl Command {
     /// A program read from `path` on the host when the run starts; `path`
     /// is also the program's `argv[0]`.
+    ///
+    /// A bare name (no `/`, e.g. `"ls"`) is looked up as execvp(3) does,
+    /// in the guest's view: on the `PATH` of the run's environment (the
+    /// sandbox's, with the command's on top), or else on
+    /// `/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin`,
+    /// among the sandbox's mounts and the run's files, following symlinks
+    /// as the guest would and never out of a mount. The first regular file
+    /// the guest may execute wins; its guest path (the `PATH` entry and the
+    /// name) is `argv[0]`. Not found: `InvalidProgram` naming it.
+    ///
+    /// ```no_run
+    /// use hvsandbox::{Command, Sandbox};
+    /// let mut sb = Sandbox::builder().mount("/bin", "/bin").build()?;
+    /// let out = sb.run(&Command::new("busybox").args(["echo", "hi"]))?;
+    /// assert_eq!(out.stdout, b"hi\n");
+    /// # Ok::<(), hvsandbox::Error>(())
+    /// ```
     pub fn new(path: impl AsRef<OsStr>) -> Command {
         let path = path.as_ref();
         Command {

@@ -19,6 +19,7 @@ mod command;
 mod config;
 mod control;
 mod error;
+mod exec_path;
 mod fs;
 mod image_cache;
 pub mod jail;

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileCollector, HostFs, ManifestRecord};
 use crate::jail;
 use crate::snapshot::{Snapshot, SnapshotPoint};
-use crate::{image_cache, program};
+use crate::{exec_path, image_cache, program};
 
 /// Everything a run needs that the caller's thread can work out before
 /// the vCPU thread (which runs under the seccomp filter and touches no
@@ -44,6 +44,9 @@ pub(crate) fn prepare(
 ) -> Result<Prepared> {
     roots.check(config.mounts.iter().map(|m| m.host.as_path()))?;
     let name = command.program_name();
+    let env = environment(config, command);
+    // argv[0]: the name as given, or where a bare name was found.
+    let mut argv0 = command.argv0.clone();
     let image: Option<Arc<[u8]>> = match (&command.source, snapshot) {
         (ProgramSource::Resume, Some(_)) => None,
         (ProgramSource::Resume, None) => {
@@ -55,6 +58,13 @@ pub(crate) fn prepare(
             ))
         }
         (ProgramSource::Bytes(b), None) => Some(b.clone()),
+        (ProgramSource::Path(_), None) if !command.argv0.contains(&b'/') => {
+            check_files(config, &command.files)?;
+            let cwd = command.cwd.as_ref().or(config.cwd.as_ref()).map_or("/", String::as_str);
+            let found = exec_path::find(config, &run_files(config, command), &env, cwd, &name)?;
+            argv0 = found.path;
+            Some(found.image)
+        }
         (ProgramSource::Path(p), None) => {
             let meta = std::fs::metadata(p)
                 .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?;
@@ -81,16 +91,16 @@ pub(crate) fn prepare(
         // arguments its checkpoint read returns and the environment
         // /dev/hvsandbox/env returns.
         Some(snap) if snap.point() == SnapshotPoint::Entry => {
-            let mut argv = vec![snap.0.argv0.clone()];
+            let mut argv = vec![snap.0.started.argv0().to_vec()];
             argv.extend(command.args.iter().cloned());
-            (argv, environment(config, command))
+            (argv, env)
         }
-        Some(_) => (command.args.clone(), environment(config, command)),
+        Some(_) => (command.args.clone(), env),
         None => {
             let mut argv = Vec::with_capacity(command.args.len() + 1);
-            argv.push(command.argv0.clone());
+            argv.push(argv0);
             argv.extend(command.args.iter().cloned());
-            (argv, environment(config, command))
+            (argv, env)
         }
     };
     let mut seed = [0u8; 32];
@@ -123,15 +133,7 @@ fn prepare_fs(
     for c in &command.collect {
         guest_path("collect path", c, true)?;
     }
-    // The command's files replace the sandbox's at the same path; the
-    // last one given for a path wins.
-    let mut files: Vec<&GuestFile> = Vec::new();
-    for f in config.files.iter().chain(&command.files) {
-        match files.iter_mut().find(|g| g.path == f.path) {
-            Some(slot) => *slot = f,
-            None => files.push(f),
-        }
-    }
+    let files = run_files(config, command);
     let input = files.iter().map(|f| f.data.len() as u64).sum::<u64>() + command.stdin.len() as u64;
     check_input_size(config, input)?;
 
@@ -163,6 +165,19 @@ fn prepare_fs(
     }
     let collector = FileCollector::new(command.collect.clone(), config.max_collect_bytes, config.max_collect_files);
     Ok((fs::encode_manifest(&records), collector))
+}
+
+/// The run's files: the command's replace the sandbox's at the same
+/// path; the last one given for a path wins.
+fn run_files<'a>(config: &'a Config, command: &'a Command) -> Vec<&'a GuestFile> {
+    let mut files: Vec<&GuestFile> = Vec::new();
+    for f in config.files.iter().chain(&command.files) {
+        match files.iter_mut().find(|g| g.path == f.path) {
+            Some(slot) => *slot = f,
+            None => files.push(f),
+        }
+    }
+    files
 }
 
 /// The sandbox's environment with the command's on top, as KEY=VALUE.

@@ -14,7 +14,7 @@ use crate::output::Output;
 use crate::prepare::prepare;
 use crate::process::Process;
 use crate::runner::{Ended, Stream};
-use crate::snapshot::{GuestLimits, Snapshot, SnapshotPoint};
+use crate::snapshot::{GuestLimits, Invocation, Snapshot, SnapshotPoint};
 use crate::vm_factory::{self, reap};
 use crate::worker::{Job, Reply, WorkerLink};
 
@@ -170,6 +170,7 @@ impl Sandbox {
             return Err(Error::InvalidConfig("a sandbox built from a snapshot cannot take another one yet".into()));
         }
         let prepared = prepare(&self.config, &self.roots, None, command)?;
+        let started = Invocation { argv: prepared.argv.clone(), env: prepared.envp.clone() };
         let job = Job::Run { prepared: Box::new(prepared), take: Some(point), live: None, stream: Stream::Collect };
         match self.submit(job)? {
             Reply::Ran(Ended::Snapshot(b)) => {
@@ -179,7 +180,7 @@ impl Sandbox {
                     max_processes: self.config.max_processes,
                     max_open_files: self.config.max_open_files,
                 };
-                let snap = Snapshot::capture(&vm, state, point, command.argv0.clone(), mounts, limits, fs);
+                let snap = Snapshot::capture(&vm, state, point, started, mounts, limits, fs);
                 reap(vm);
                 snap
             }

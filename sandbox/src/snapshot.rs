@@ -54,6 +54,21 @@ pub(crate) struct GuestLimits {
     pub(crate) max_open_files: u32,
 }
 
+/// A program's argv (never empty: argv[0] first) and environment
+/// (KEY=VALUE strings), as it was started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Invocation {
+    pub(crate) argv: Vec<Vec<u8>>,
+    pub(crate) env: Vec<Vec<u8>>,
+}
+
+impl Invocation {
+    /// argv[0].
+    pub(crate) fn argv0(&self) -> &[u8] {
+        self.argv.first().map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
 /// A frozen guest that sandboxes can start from. Cheap to clone (shared),
 /// immutable, `Send + Sync`.
 #[derive(Clone)]
@@ -65,9 +80,9 @@ pub(crate) struct Inner {
     pub(crate) mem_size: u64,
     pub(crate) vcpu: VcpuState,
     pub(crate) point: SnapshotPoint,
-    /// argv[0] of the program the snapshot runs (an entry snapshot's runs
-    /// keep it).
-    pub(crate) argv0: Vec<u8>,
+    /// The argv (argv[0] first: an entry snapshot's runs keep it) and
+    /// environment (KEY=VALUE) the snapshot's program was started with.
+    pub(crate) started: Invocation,
     /// Read-only host directories the guest had mounted (with their kernel
     /// filesystem choice), in handle order: runs from the snapshot mount the
     /// same guest paths.
@@ -127,6 +142,27 @@ impl Snapshot {
         self.0.limits.max_open_files
     }
 
+    /// The arguments (after argv[0]) its program was started with, when
+    /// the snapshot was taken. An entry snapshot's runs get the arguments
+    /// of their [`Command::resume`](crate::Command::resume) instead; to
+    /// run it as it was taken, pass these:
+    /// `Command::resume().args(snapshot.args())`.
+    pub fn args(&self) -> impl Iterator<Item = &std::ffi::OsStr> {
+        self.0.started.argv.iter().skip(1).map(|a| std::ffi::OsStr::from_bytes(a))
+    }
+
+    /// The environment its program was started with (the sandbox's and
+    /// the command's), as (name, value). An entry snapshot's runs get the
+    /// environment of their sandbox and command instead; add these to
+    /// the command to start from the snapshot's.
+    pub fn env(&self) -> impl Iterator<Item = (&std::ffi::OsStr, &std::ffi::OsStr)> {
+        self.0.started.env.iter().map(|kv| {
+            let eq = kv.iter().position(|&c| c == b'=').unwrap_or(kv.len());
+            let value = kv.get(eq + 1..).unwrap_or_default();
+            (std::ffi::OsStr::from_bytes(&kv[..eq]), std::ffi::OsStr::from_bytes(value))
+        })
+    }
+
     /// The read-only mounts its guest has, as (host directory when the
     /// snapshot was taken, guest path). A sandbox built from the snapshot
     /// must mount the same guest paths: see
@@ -145,7 +181,7 @@ impl Snapshot {
         vm: &Vm,
         vcpu: VcpuState,
         point: SnapshotPoint,
-        argv0: Vec<u8>,
+        started: Invocation,
         mounts: Vec<Mount>,
         limits: GuestLimits,
         fs: Vec<FsEntry>,
@@ -188,7 +224,7 @@ impl Snapshot {
             mem_size: len as u64,
             vcpu,
             point,
-            argv0,
+            started,
             mounts,
             from_file: false,
             limits,
@@ -228,7 +264,12 @@ impl Snapshot {
         out.put_bytes(pod_bytes(&s.vcpu.sregs))?;
         out.put_bytes(pod_bytes(&s.vcpu.xsave))?;
         out.put_bytes(pod_bytes(&s.vcpu.xcrs))?;
-        out.put_bytes(&s.argv0)?;
+        for strings in [&s.started.argv, &s.started.env] {
+            out.put_u64(strings.len() as u64)?;
+            for a in strings {
+                out.put_bytes(a)?;
+            }
+        }
         out.put_u64(s.mounts.len() as u64)?;
         for m in &s.mounts {
             out.put_bytes(m.host.as_os_str().as_bytes())?;
@@ -322,7 +363,7 @@ impl Snapshot {
         let sregs = p.pod()?;
         let xsave = p.pod()?;
         let xcrs = p.pod()?;
-        let argv0 = p.bytes(MAX_ARGV0, "argv[0]")?;
+        let started = read_invocation(&mut p)?;
         let mounts = read_mounts(&mut p)?;
         let fs = read_handles(&mut p, mounts.len())?;
         let memory = memfd(h.mem_size).map_err(|e| e.to_string())?;
@@ -342,7 +383,7 @@ impl Snapshot {
             mem_size: h.mem_size,
             vcpu,
             point: h.point,
-            argv0,
+            started,
             mounts,
             from_file: true,
             limits: h.limits,
@@ -351,6 +392,41 @@ impl Snapshot {
             hot: std::sync::OnceLock::new(),
         })))
     }
+}
+
+/// The argv and environment of a snapshot file: as the guest took them
+/// at boot (NUL-free strings, argv not empty, every environment string
+/// NAME=VALUE with a name), within the guest's argument area.
+fn read_invocation<R: Read>(p: &mut Payload<R>) -> std::result::Result<Invocation, String> {
+    let mut total = 0u64;
+    let mut strings = |what: &str| -> std::result::Result<Vec<Vec<u8>>, String> {
+        let n = p.u64()?;
+        if n > abi::ARGS_MAX {
+            return Err(format!("{n} {what} strings; at most {}", abi::ARGS_MAX));
+        }
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let s = p.bytes(abi::ARGS_MAX as usize, what)?;
+            total += s.len() as u64 + 1;
+            if total > abi::ARGS_MAX {
+                return Err(format!("the arguments and environment take more than {} bytes", abi::ARGS_MAX));
+            }
+            if s.contains(&0) {
+                return Err(format!("a {what} string has a NUL byte"));
+            }
+            out.push(s);
+        }
+        Ok(out)
+    };
+    let argv = strings("argv")?;
+    let env = strings("environment")?;
+    if argv.is_empty() {
+        return Err("no argv[0]".into());
+    }
+    if env.iter().any(|kv| kv.iter().position(|&c| c == b'=').is_none_or(|eq| eq == 0)) {
+        return Err("an environment string is not NAME=VALUE".into());
+    }
+    Ok(Invocation { argv, env })
 }
 
 /// The mount list of a snapshot file: host path as recorded, guest path.
@@ -491,20 +567,21 @@ pub fn reseal_for_fuzzing(file: &mut [u8]) {
 const MAGIC: [u8; 8] = *b"HVSBSNAP";
 /// Format 2: the guest's limits in the header; file handle records checked.
 /// Format 3: the checksum is CRC-32 (IEEE).
-const FORMAT: u32 = 3;
+/// Format 4: the program's whole argv and its environment (was: argv[0]).
+const FORMAT: u32 = 4;
 const HEADER_LEN: usize = 96;
 const NOT_A_SNAPSHOT: &str = "not an hvsandbox snapshot file";
 const RECORD_MOUNT: u64 = 1;
 const RECORD_CHILD: u64 = 2;
 const RECORD_BLOB: u64 = 3;
-/// Longest argv[0] recorded.
-const MAX_ARGV0: usize = 1 << 20;
 /// Most mounts recorded.
 const MAX_MOUNTS: u64 = 1024;
-/// Most bytes of the records before the pages: the vCPU state, argv[0],
-/// the mounts and the file handles, each at its maximum.
+/// Most bytes of the records before the pages: the vCPU state, argv and
+/// environment (two counts, then a length and at least one byte, with its
+/// NUL in the guest, per string), the mounts and the file handles, each at
+/// its maximum.
 const MAX_RECORDS_LEN: u64 = (4 * 8 + std::mem::size_of::<VcpuState>() as u64)
-    + (8 + MAX_ARGV0 as u64)
+    + (2 * 8 + abi::ARGS_MAX * 8 + abi::ARGS_MAX)
     + (8 + MAX_MOUNTS * (2 * 8 + 2 * abi::fs::PATH_MAX as u64))
     + (8 + crate::fs::MAX_HANDLES as u64 * (4 * 8 + abi::fs::NAME_MAX as u64));
 
@@ -822,10 +899,56 @@ mod tests {
         let limits = GuestLimits { max_processes: 64, max_open_files: 1024 };
         let mut head = Header::current(64 << 20, SnapshotPoint::Entry, limits).to_bytes();
         assert!(Header::parse(&head).is_ok());
-        // Format 2 had another checksum: its files are refused, saying so.
-        head[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let err = Header::parse(&head).err().unwrap_or_default();
-        assert_eq!(err, format!("snapshot format 2; this build reads format {FORMAT}"));
+        // Format 2 had another checksum, format 3 only argv[0]: their
+        // files are refused, saying so.
+        for old in [2u32, 3] {
+            head[8..12].copy_from_slice(&old.to_le_bytes());
+            let err = Header::parse(&head).err().unwrap_or_default();
+            assert_eq!(err, format!("snapshot format {old}; this build reads format {FORMAT}"));
+        }
+    }
+
+    /// The argv and environment records of a snapshot file, as
+    /// `write_payload` lays them out.
+    fn invocation_bytes(argv: &[&[u8]], env: &[&[u8]]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for strings in [argv, env] {
+            b.extend_from_slice(&(strings.len() as u64).to_le_bytes());
+            for s in strings {
+                b.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                b.extend_from_slice(s);
+            }
+        }
+        b
+    }
+
+    fn decode_invocation(bytes: &[u8]) -> std::result::Result<Invocation, String> {
+        read_invocation(&mut Payload { src: bytes, left: bytes.len() as u64, sum: Hasher::new() })
+    }
+
+    #[test]
+    fn argv_and_environment_records_are_checked() {
+        let ok = decode_invocation(&invocation_bytes(&[b"/bin/sh", b"-c", b""], &[b"A=1", b"B="])).unwrap();
+        assert_eq!(ok.argv, [&b"/bin/sh"[..], b"-c", b""]);
+        assert_eq!(ok.env, [&b"A=1"[..], b"B="]);
+        let big = vec![b'x'; abi::ARGS_MAX as usize / 2];
+        let bad: [(&[&[u8]], &[&[u8]], &str); 6] = [
+            (&[], &[], "no argv[0]"),
+            (&[b"a\0b"], &[], "NUL"),
+            (&[b"a"], &[b"NOVALUE"], "NAME=VALUE"),
+            (&[b"a"], &[b"=1"], "NAME=VALUE"),
+            (&[&big, &big], &[], "more than"),
+            (&[b"a"], &[&big, &big], "more than"),
+        ];
+        for (argv, env, why) in bad {
+            let err = decode_invocation(&invocation_bytes(argv, env)).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+        // A count past the argument area, and a count with no strings.
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(&0u64.to_le_bytes());
+        assert!(decode_invocation(&huge).unwrap_err().contains("strings; at most"));
+        assert!(decode_invocation(&7u64.to_le_bytes()).is_err());
     }
 
     #[test]

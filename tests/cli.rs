@@ -348,3 +348,185 @@ fn snapshot_takes_the_run_options_and_old_files_are_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// As [`hv`], with `env` added to hvsandbox's environment and `dir` its
+/// working directory.
+fn hv_in(dir: &str, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(hvsandbox_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// A scratch directory for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("hvsandbox-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn an_entry_snapshot_without_args_runs_as_it_was_taken() {
+    let tmp = TempDir::new("entry-args");
+    let snap = tmp.path("sh.snap");
+    let out = hv(&["snapshot", "-o", &snap, "--at", "entry", "-e", "G=at-snapshot", "--", BUSYBOX, "sh"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // No `-- ARGS`: busybox sh, reading its script from stdin, in the
+    // snapshot's environment (not busybox's usage).
+    let out = hv(&["run", "--from-snapshot", &snap], b"echo \"G=$G\"; echo \"$0\"\n");
+    assert_eq!(
+        (out.status.code(), text(&out.stdout)),
+        (Some(0), "G=at-snapshot\nsh\n".into()),
+        "{}",
+        text(&out.stderr)
+    );
+    // Arguments given replace the snapshot's; --env goes over its environment.
+    let out = hv(&["run", "--from-snapshot", &snap, "-e", "G=run", "--", "sh", "-c", "echo \"$G $0\"", "x"], b"");
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "run x\n".into()), "{}", text(&out.stderr));
+    let out = hv(&["run", "--from-snapshot", &snap, "--", "echo", "only", "args"], b"");
+    assert_eq!(text(&out.stdout), "only args\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn snapshot_honours_each_run_option_or_refuses_it() {
+    let tmp = TempDir::new("snapshot-options");
+    let snap = tmp.path("s.snap");
+    let input = tmp.path("in.txt");
+    std::fs::write(&input, "from a host file\n").unwrap();
+    let big = tmp.path("big");
+    std::fs::write(&big, vec![b'x'; 2048]).unwrap();
+    let file = format!("/in.txt={input}");
+    let at_checkpoint = |script: &str| format!("read x < /dev/hvsandbox/checkpoint; {script}");
+    let (cat, pwd, echo) = (at_checkpoint("cat /in.txt"), at_checkpoint("pwd"), at_checkpoint("echo $G"));
+    let flood = "echo before; read x < /dev/hvsandbox/checkpoint; echo after";
+    // (options, program, then a run from the snapshot prints this).
+    let kept: [(&[&str], &[&str], &str); 8] = [
+        (&["--at", "entry", "--file", &file], &["cat", "/in.txt"], "from a host file\n"),
+        (&["--file", &file], &["sh", "-c", &cat], "from a host file\n"),
+        (&["--at", "entry", "--cwd", "/work/here"], &["pwd"], "/work/here\n"),
+        (&["--cwd", "/work/here"], &["sh", "-c", &pwd], "/work/here\n"),
+        (&["--at", "entry", "-e", "G=v"], &["sh", "-c", "echo $G"], "v\n"),
+        (&["-e", "G=v"], &["sh", "-c", &echo], "v\n"),
+        // The host's value of a name given alone.
+        (&["--at", "entry", "-e", "G"], &["sh", "-c", "echo $G"], "from the host\n"),
+        // The snapshot run's output limit is its own: the runs from the
+        // snapshot write under theirs.
+        (&["--max-output", "3"], &["sh", "-c", flood], "after\n"),
+    ];
+    for (opts, program, want) in kept {
+        let args = [&["snapshot", "-o", &snap][..], opts, &["--", BUSYBOX], program].concat();
+        let out = hv_in("/", &[("G", "from the host")], &args, b"");
+        assert_eq!(out.status.code(), Some(0), "{opts:?}: {}", text(&out.stderr));
+        let out = hv(&["run", "--from-snapshot", &snap], b"");
+        assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), want.into()), "{opts:?}: {}", text(&out.stderr));
+    }
+    // The guest's limits are kept in the snapshot (another value is refused).
+    let args = ["snapshot", "-o", &snap, "--max-processes", "9", "--max-open-files", "16", "--", BUSYBOX, "true"];
+    assert_eq!(hv(&args, b"").status.code(), Some(0));
+    for (flag, value, code) in
+        [("--max-processes", "9", 0), ("--max-processes", "10", 125), ("--max-open-files", "17", 125)]
+    {
+        let out = hv(&["run", "--from-snapshot", &snap, flag, value], b"");
+        assert_eq!(out.status.code(), Some(code), "{flag} {value}: {}", text(&out.stderr));
+    }
+    // Limits of the run that takes the snapshot.
+    let failing: [(&[&str], &str, i32, &str); 3] = [
+        (&["--timeout", "300ms"], "sleep 5", 124, "the run exceeded its timeout of 300ms"),
+        (&["--cpu-time", "100ms"], "while :; do :; done", 124, "CPU-time limit"),
+        (&["--max-input", "1K", "--file", &format!("/big={big}")], "true", 125, "larger than max_input"),
+    ];
+    // Options that mean nothing to a snapshot.
+    let collect_dir = tmp.path("collected");
+    let refused: [(&[&str], &str, i32, &str); 4] = [
+        (&["--stats"], "true", 125, "does not take --stats"),
+        (&["--collect", "/tmp", "--collect-dir", &collect_dir], "true", 125, "does not take --collect"),
+        (&["--from-snapshot", &snap], "true", 125, "does not take --from-snapshot"),
+        (&["--max-output", "4", "--fail-on-output-limit"], "echo hello there", 122, "more than 4 bytes"),
+    ];
+    for (opts, script, code, needle) in failing.into_iter().chain(refused) {
+        let out_file = tmp.path("refused.snap");
+        let args = [&["snapshot", "-o", &out_file][..], opts, &["--", BUSYBOX, "sh", "-c", script]].concat();
+        let out = hv(&args, b"");
+        assert_eq!(out.status.code(), Some(code), "{opts:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(needle), "{opts:?}: {}", text(&out.stderr));
+        assert!(!std::path::Path::new(&out_file).exists(), "{opts:?} saved a snapshot");
+    }
+    assert!(!std::path::Path::new(&collect_dir).exists());
+}
+
+#[test]
+fn bare_program_names_are_looked_up_on_the_guests_path() {
+    let hello = musl("hello");
+    let tools = format!("/tools/hello={}", hello.display());
+    let found: [(&[&str], &str); 3] = [
+        (&["--mount", "/bin:/bin", "--", "busybox", "echo", "hi"], "hi\n"),
+        (&["--file", &tools, "-e", "PATH=/nowhere:/tools", "--", "hello"], "hello, world\n"),
+        // A name with a slash is a host path, as is (here relative to /).
+        (&["--", &BUSYBOX[1..], "echo", "relative"], "relative\n"),
+    ];
+    for (args, want) in found {
+        let out = hv_in("/", &[], &[&["run"][..], args].concat(), b"");
+        assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), want.into()), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = hv(&["run", "--file", &tools, "--", "hello"], b"");
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "hvsandbox: invalid program hello: not found on the guest's PATH \
+         (/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin)\n"
+    );
+    // `snapshot` looks names up too.
+    let tmp = TempDir::new("bare-snapshot");
+    let snap = tmp.path("s.snap");
+    let out = hv(&["snapshot", "-o", &snap, "--at", "entry", "--mount", "/bin:/bin", "--", "busybox", "sh"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = hv(&["run", "--from-snapshot", &snap, "--mount", "/bin:/bin"], b"busybox echo ok\n");
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "ok\n".into()), "{}", text(&out.stderr));
+}
+
+#[test]
+fn stats_are_printed_also_when_the_run_fails() {
+    let looping = musl("loop");
+    let cases: [(&[&str], i32, &str); 3] = [
+        (&["--timeout", "300ms", "--", BUSYBOX, "sh", "-c", "echo hi; while :; do :; done"], 124, "TIMEOUT"),
+        (&["--", "no-such-program"], 126, "INVALID_PROGRAM"),
+        (&["--memory", "3M", "--", looping.to_str().unwrap()], 125, "INVALID_CONFIG"),
+    ];
+    for (args, code, kind) in cases {
+        let out = hv(&[&["run", "--stats"][..], args].concat(), b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        // The stats line, in the success line's format, then the error line.
+        let lines: Vec<&str> = stderr.lines().collect();
+        let [line, error] = lines[..] else { panic!("{args:?}: {stderr}") };
+        assert!(line.starts_with("{\"exit_code\":null,\"signal\":null,\"wall_us\":"), "{line}");
+        assert!(line.contains(",\"cpu_us\":null,\"exits\":null,"), "{line}");
+        assert!(line.contains(&format!(",\"unknown_syscalls\":null,\"error\":\"{kind}\",\"message\":\"")), "{line}");
+        assert!(error.starts_with("hvsandbox: ") && line.ends_with(&format!("{:?}}}", &error["hvsandbox: ".len()..])));
+        // The output so far passed through.
+        if kind == "TIMEOUT" {
+            assert_eq!(text(&out.stdout), "hi\n");
+        }
+    }
+}

@@ -218,6 +218,7 @@ impl Snapshot {
             })?;
             copied += bytes.len() as u64;
         }
+        reopen_output_streams(vm, &memory, len as u64)?;
         seal(memory.as_fd())?;
         Ok(Snapshot(Arc::new(Inner {
             memory,
@@ -427,6 +428,29 @@ fn read_invocation<R: Read>(p: &mut Payload<R>) -> std::result::Result<Invocatio
         return Err("an environment string is not NAME=VALUE".into());
     }
     Ok(Invocation { argv, env })
+}
+
+/// Clears, in the snapshot's copy of guest RAM (`memory`, `len` bytes),
+/// the flags by which the guest runtime stops sending output once the host
+/// said a stream is full: that was the snapshot run's output limit, and
+/// each run from the snapshot starts with its own. The buffers' place is
+/// published in the stats page; a place outside guest RAM is left alone
+/// (a runtime that never published it has no flags to clear).
+fn reopen_output_streams(vm: &Vm, memory: &File, len: u64) -> Result<()> {
+    let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, out_buffers_gpa) as u64;
+    let Ok(buffers) = vm.read_obj::<u64>(at) else { return Ok(()) };
+    let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
+    let discard = std::mem::offset_of!(abi::OutBuffer, discard) as u64;
+    if buffers == 0 || buffers.checked_add(2 * stride).is_none_or(|end| end > len) {
+        return Ok(());
+    }
+    for stream in 0..2 {
+        memory.write_all_at(&0u64.to_le_bytes(), buffers + stream * stride + discard).map_err(|e| Error::Internal {
+            context: "cannot write snapshot memory".into(),
+            source: Some(std::sync::Arc::new(e)),
+        })?;
+    }
+    Ok(())
 }
 
 /// The mount list of a snapshot file: host path as recorded, guest path.

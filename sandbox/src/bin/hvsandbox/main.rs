@@ -13,15 +13,27 @@
 //! typed reaches it at once; never more than `--max-input` bytes ahead of
 //! it; end of input when our stdin ends). The exit status passes through
 //! (128 + signal when the program dies of one). Errors print one line
-//! `hvsandbox: ...` and exit with a distinct code.
+//! `hvsandbox: ...` and exit with a distinct code (with --stats, after the
+//! stats line, which says the error's kind).
+//!
+//! `hvsandbox snapshot` takes the options of `run` and applies them to the
+//! run that takes the snapshot (the guest's memory, limits, mounts, files,
+//! working directory and environment are kept in it); it refuses --stats,
+//! --collect and --from-snapshot.
 //!
 //! The `--file` sources are read before the run, at most `--max-input`
 //! bytes in all (more is an error, exit 125) and within the `--timeout`,
 //! which covers reading them and the run together, waiting for input
 //! included (exit 124).
 //!
+//! A bare program name (no `/`) is looked up as execvp(3) does, on the
+//! guest's `PATH` (--env PATH=..., or the usual directories) among the
+//! --mount directories and --file files, as the guest sees them.
+//!
 //! With `--from-snapshot`, the run's limits, environment, files and input
-//! are the command line's. Memory, `--max-processes` and `--max-open-files`
+//! are the command line's; an entry snapshot's program starts with the
+//! snapshot's environment under --env, and with its arguments unless
+//! `-- ARGS` gives others. Memory, `--max-processes` and `--max-open-files`
 //! are the snapshot's (its guest was booted with them): giving another
 //! value is an error. The snapshot's mounts must be given again with
 //! `--mount` at the same guest paths (the host directories may differ),
@@ -49,7 +61,7 @@ use hvsandbox::{Command, Error, ErrorKind, Sandbox, SandboxBuilder, SeccompMode,
 
 use collect::write_collected;
 use inputs::with_inputs;
-use stats::{error_json, stats_json};
+use stats::{failure_stats_json, stats_json};
 use units::{Size, Time};
 
 /// Exit code for a run that hit its timeout (as timeout(1)).
@@ -178,7 +190,8 @@ struct RunArgs {
     /// Environment variable for the program: K=V, or K to pass the host's value.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     env: Vec<OsString>,
-    /// Print the run statistics as one JSON line on stderr.
+    /// Print the run statistics as one JSON line on stderr, also when the
+    /// run fails (then with "error" and "message").
     #[arg(long)]
     stats: bool,
     /// Show a host directory read-only in the guest at GUEST (repeatable).
@@ -200,11 +213,13 @@ struct RunArgs {
     #[arg(long = "collect-dir", value_name = "HOSTDIR", requires = "collect")]
     collect_dir: Option<PathBuf>,
     /// Resume this snapshot file (from `hvsandbox snapshot`) instead of
-    /// starting a program; the arguments after `--` are this run's. Give
-    /// its mounts again with --mount (same guest paths).
+    /// starting a program; the arguments after `--` are this run's (none
+    /// given: an entry snapshot's program gets the snapshot's). Give its
+    /// mounts again with --mount (same guest paths).
     #[arg(long, value_name = "FILE")]
     from_snapshot: Option<PathBuf>,
-    /// The program (a path on the host) and its arguments.
+    /// The program (a path on the host, or a bare name looked up on the
+    /// guest's PATH among the mounts and files) and its arguments.
     #[arg(
         required_unless_present = "from_snapshot",
         trailing_var_arg = true,
@@ -336,7 +351,7 @@ fn run(args: RunArgs) -> Result<u8, Error> {
         None => None,
     };
     let command = match &snapshot {
-        Some(_) => Command::resume().args(args.program.iter()),
+        Some(snap) => resume_command(snap, &args.program),
         None => {
             let mut program = args.program.iter();
             let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
@@ -364,18 +379,9 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     } else {
         run_live(&mut sandbox, &command, args.max_input.0)
     };
-    // A timeout is reported as the one given (the run had what reading
-    // the input left of it).
-    let out = out.map_err(|e| match e {
-        Error::Timeout { cpu: false, partial, .. } => Error::Timeout { limit: args.timeout.0, cpu: false, partial },
-        e => e,
-    });
-    if args.stats {
-        let line = match &out {
-            Ok(o) => stats_json(o),
-            Err(e) => error_json(e),
-        };
-        eprintln!("{line}");
+    let out = out.map_err(|e| timeout_as_given(e, &args));
+    if let (true, Ok(o)) = (args.stats, &out) {
+        eprintln!("{}", stats_json(o));
     }
     let out = out?;
     if out.truncated() {
@@ -450,9 +456,52 @@ fn pump_stdin(mut to: hvsandbox::ProcessStdin, chunk: usize) {
     }
 }
 
+/// A timeout is reported as the one given (the run had what reading the
+/// input left of it).
+fn timeout_as_given(e: Error, args: &RunArgs) -> Error {
+    match e {
+        Error::Timeout { cpu: false, partial, .. } => Error::Timeout { limit: args.timeout.0, cpu: false, partial },
+        e => e,
+    }
+}
+
+/// The command of a run from `snap`. An entry snapshot's program starts
+/// as it was snapshotted: with the snapshot's environment (under --env)
+/// and, unless `-- ARGS` gives others, its arguments. A checkpoint's
+/// program has both already; ARGS are what its checkpoint read returns.
+fn resume_command(snap: &hvsandbox::Snapshot, args: &[OsString]) -> Command {
+    let mut command = Command::resume();
+    if snap.point() == SnapshotPoint::Entry {
+        command = snap.env().fold(command, |c, (k, v)| c.env(k, v));
+        if args.is_empty() {
+            return command.args(snap.args());
+        }
+    }
+    command.args(args)
+}
+
+/// Refuses the `run` options that mean nothing to `snapshot` (every other
+/// one applies to the run that takes the snapshot, and those that describe
+/// the guest are kept in it).
+fn check_snapshot_options(r: &RunArgs) -> Result<(), Error> {
+    let refused = [
+        (r.stats, "--stats (a run that ends in a snapshot has no statistics to print)"),
+        (
+            !r.collect.is_empty() || r.collect_dir.is_some(),
+            "--collect and --collect-dir (nothing is collected from a snapshot)",
+        ),
+        (r.from_snapshot.is_some(), "--from-snapshot (a snapshot cannot be taken from a snapshot yet)"),
+    ];
+    match refused.iter().find(|(given, _)| *given) {
+        Some((_, what)) => Err(Error::InvalidConfig(format!("`hvsandbox snapshot` does not take {what}"))),
+        None => Ok(()),
+    }
+}
+
 /// `hvsandbox snapshot`: run to the snapshot point and save the snapshot.
 fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
     let r = &args.run;
+    check_snapshot_options(r)?;
     let builder = sandbox_builder(r)?;
     let mut program = r.program.iter();
     let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
@@ -460,14 +509,14 @@ fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
     let (command, timeout) = with_inputs(Command::new(path).args(program), r, false)?;
     let mut sandbox = builder.timeout(timeout).build()?;
     let snap = match args.at {
-        At::Entry => sandbox.snapshot(&command, SnapshotPoint::Entry)?,
+        At::Entry => sandbox.snapshot(&command, SnapshotPoint::Entry),
         At::Checkpoint => match sandbox.snapshot(&command, SnapshotPoint::Checkpoint) {
-            Ok(s) => s,
             // No checkpoint: the program's entry it is.
-            Err(e) if e.kind() == ErrorKind::SnapshotInvalid => sandbox.snapshot(&command, SnapshotPoint::Entry)?,
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == ErrorKind::SnapshotInvalid => sandbox.snapshot(&command, SnapshotPoint::Entry),
+            taken => taken,
         },
-    };
+    }
+    .map_err(|e| timeout_as_given(e, r))?;
     snap.save(&args.output)?;
     eprintln!(
         "hvsandbox: snapshot at the program's {} saved to {} ({} KiB of {} MiB guest memory)",
@@ -491,13 +540,18 @@ fn main() -> ExitCode {
     // One sandbox, one run: VMs made ahead for later sandboxes would only
     // compete with it.
     hvsandbox::set_blank_vms(0);
-    let result = match cli.command {
-        Cmd::Run(args) => run(args),
-        Cmd::Snapshot(args) => snapshot(args),
+    let started = std::time::Instant::now();
+    let (stats, result) = match cli.command {
+        Cmd::Run(args) => (args.stats, run(args)),
+        Cmd::Snapshot(args) => (false, snapshot(args)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            // A failed run's --stats line: what is known of it, and why.
+            if stats {
+                eprintln!("{}", failure_stats_json(&e, started.elapsed()));
+            }
             eprintln!("hvsandbox: {e}");
             ExitCode::from(exit_code_for(e.kind()))
         }

@@ -1,38 +1,39 @@
 //! The `--stats` line: one JSON object on stderr.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use hvsandbox::{Error, ErrorKind, Output};
 use serde::Serialize;
 
-/// The `--stats` line of a run that ended: its field names and order are
-/// the command's interface.
-#[derive(Serialize)]
+/// The `--stats` line: its field names and order are the command's
+/// interface. A run that failed has the same fields, null but `wall_us`
+/// (the time until the failure; the output it wrote so far has passed
+/// through already), and two more at the end: `error` (the error's kind,
+/// e.g. "TIMEOUT") and `message`.
+#[derive(Default, Serialize)]
 struct StatsLine<'a> {
     exit_code: Option<i32>,
     signal: Option<i32>,
     wall_us: u128,
-    cpu_us: u128,
-    exits: u64,
-    syscalls: u64,
-    memory_used: u64,
-    page_faults: u64,
-    processes: u64,
-    stdout_bytes: u64,
-    stderr_bytes: u64,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
-    files: usize,
-    files_truncated: bool,
+    cpu_us: Option<u128>,
+    exits: Option<u64>,
+    syscalls: Option<u64>,
+    memory_used: Option<u64>,
+    page_faults: Option<u64>,
+    processes: Option<u64>,
+    stdout_bytes: Option<u64>,
+    stderr_bytes: Option<u64>,
+    stdout_truncated: Option<bool>,
+    stderr_truncated: Option<bool>,
+    files: Option<usize>,
+    files_truncated: Option<bool>,
     /// System call number (as a string key) -> how often.
-    unknown_syscalls: &'a BTreeMap<u32, u64>,
-}
-
-/// The `--stats` line of a run that failed.
-#[derive(Serialize)]
-struct ErrorLine {
-    error: &'static str,
-    message: String,
+    unknown_syscalls: Option<&'a BTreeMap<u32, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
 }
 
 pub(crate) fn stats_json(out: &Output) -> String {
@@ -41,25 +42,33 @@ pub(crate) fn stats_json(out: &Output) -> String {
         exit_code: out.status.code(),
         signal: out.status.signal(),
         wall_us: s.wall.as_micros(),
-        cpu_us: s.cpu.as_micros(),
-        exits: s.exits,
-        syscalls: s.syscalls,
-        memory_used: s.memory_used,
-        page_faults: s.page_faults,
-        processes: s.processes,
-        stdout_bytes: out.stats.stdout_bytes,
-        stderr_bytes: out.stats.stderr_bytes,
-        stdout_truncated: out.stdout_truncated,
-        stderr_truncated: out.stderr_truncated,
-        files: out.files.len(),
-        files_truncated: out.files_truncated,
-        unknown_syscalls: &s.unknown_syscalls,
+        cpu_us: Some(s.cpu.as_micros()),
+        exits: Some(s.exits),
+        syscalls: Some(s.syscalls),
+        memory_used: Some(s.memory_used),
+        page_faults: Some(s.page_faults),
+        processes: Some(s.processes),
+        stdout_bytes: Some(out.stats.stdout_bytes),
+        stderr_bytes: Some(out.stats.stderr_bytes),
+        stdout_truncated: Some(out.stdout_truncated),
+        stderr_truncated: Some(out.stderr_truncated),
+        files: Some(out.files.len()),
+        files_truncated: Some(out.files_truncated),
+        unknown_syscalls: Some(&s.unknown_syscalls),
+        error: None,
+        message: None,
     };
     to_json(&line)
 }
 
-pub(crate) fn error_json(e: &Error) -> String {
-    to_json(&ErrorLine { error: e.kind().code(), message: e.to_string() })
+/// The `--stats` line of a run that failed with `e` after `wall`.
+pub(crate) fn failure_stats_json(e: &Error, wall: Duration) -> String {
+    to_json(&StatsLine {
+        wall_us: wall.as_micros(),
+        error: Some(e.kind().code()),
+        message: Some(e.to_string()),
+        ..StatsLine::default()
+    })
 }
 
 /// One line of JSON. (Serialising these structs does not fail: their map
@@ -73,7 +82,6 @@ fn to_json(value: &impl Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn stats_and_errors_are_json() {
@@ -101,6 +109,16 @@ mod tests {
              \"unknown_syscalls\":{\"7\":1,\"300\":2}}"
         );
         let e = Error::InvalidConfig("a \"b\"\n".into());
-        assert_eq!(error_json(&e), format!("{{\"error\":\"INVALID_CONFIG\",\"message\":{:?}}}", e.to_string()));
+        let nulls = "\"cpu_us\":null,\"exits\":null,\"syscalls\":null,\"memory_used\":null,\"page_faults\":null,\
+                     \"processes\":null";
+        assert_eq!(
+            failure_stats_json(&e, Duration::from_micros(7)),
+            format!(
+                "{{\"exit_code\":null,\"signal\":null,\"wall_us\":7,{nulls},\"stdout_bytes\":null,\"stderr_bytes\":null,\
+                 \"stdout_truncated\":null,\"stderr_truncated\":null,\"files\":null,\"files_truncated\":null,\
+                 \"unknown_syscalls\":null,\"error\":\"INVALID_CONFIG\",\"message\":{:?}}}",
+                e.to_string()
+            )
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use hvsandbox_tests::{musl, BUSYBOX};
+use hvsandbox_tests::{musl, TempDir, BUSYBOX};
 
 /// `target/<profile>/hvsandbox`, next to this test binary's `deps/`
 /// directory; built here if `cargo test` did not build it (it builds a
@@ -30,8 +30,16 @@ fn hvsandbox_bin() -> PathBuf {
 }
 
 fn hv(args: &[&str], stdin: &[u8]) -> Output {
+    hv_in(".", &[], args, stdin)
+}
+
+/// Runs hvsandbox with `args`, `env` added to its environment and `dir`
+/// its working directory, `stdin` written to its stdin.
+fn hv_in(dir: &str, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(hvsandbox_bin())
         .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -349,46 +357,9 @@ fn snapshot_takes_the_run_options_and_old_files_are_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// As [`hv`], with `env` added to hvsandbox's environment and `dir` its
-/// working directory.
-fn hv_in(dir: &str, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(hvsandbox_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    child.wait_with_output().unwrap()
-}
-
-/// A scratch directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("hvsandbox-cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn an_entry_snapshot_without_args_runs_as_it_was_taken() {
-    let tmp = TempDir::new("entry-args");
+    let tmp = TempDir::new("cli-entry-args");
     let snap = tmp.path("sh.snap");
     let out = hv(&["snapshot", "-o", &snap, "--at", "entry", "-e", "G=at-snapshot", "--", BUSYBOX, "sh"], b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -410,7 +381,7 @@ fn an_entry_snapshot_without_args_runs_as_it_was_taken() {
 
 #[test]
 fn snapshot_honours_each_run_option_or_refuses_it() {
-    let tmp = TempDir::new("snapshot-options");
+    let tmp = TempDir::new("cli-snapshot-options");
     let snap = tmp.path("s.snap");
     let input = tmp.path("in.txt");
     std::fs::write(&input, "from a host file\n").unwrap();
@@ -497,7 +468,7 @@ fn bare_program_names_are_looked_up_on_the_guests_path() {
          (/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin)\n"
     );
     // `snapshot` looks names up too.
-    let tmp = TempDir::new("bare-snapshot");
+    let tmp = TempDir::new("cli-bare-snapshot");
     let snap = tmp.path("s.snap");
     let out = hv(&["snapshot", "-o", &snap, "--at", "entry", "--mount", "/bin:/bin", "--", "busybox", "sh"], b"");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

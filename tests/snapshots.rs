@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, ErrorKind, Sandbox, Snapshot, SnapshotPoint};
-use hvsandbox_tests::{hostile, musl, BUSYBOX};
+use hvsandbox_tests::{hostile, musl, TempDir, BUSYBOX};
 
 fn entry_snapshot(program: &std::path::Path, args: &[&str]) -> Snapshot {
     let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
@@ -218,24 +218,6 @@ fn snapshots_keep_the_arguments_and_environment_they_were_taken_with() {
     let err = Snapshot::from_bytes(&with_record(&file, at, 3, b"b\0c")).unwrap_err();
     assert!(err.to_string().contains("NUL"), "{err}");
     assert_eq!(Snapshot::from_bytes(&with_record(&file, at, 3, b"b d")).unwrap().args().nth(1).unwrap(), "b d");
-}
-
-/// A scratch directory for one test, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("hvsandbox-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The first length-prefixed record `bytes` in a snapshot file, after the

@@ -956,7 +956,8 @@ mod tests {
         assert_eq!(ok.argv, [&b"/bin/sh"[..], b"-c", b""]);
         assert_eq!(ok.env, [&b"A=1"[..], b"B="]);
         let big = vec![b'x'; abi::ARGS_MAX as usize / 2];
-        let bad: [(&[&[u8]], &[&[u8]], &str); 6] = [
+        type Strings<'a> = &'a [&'a [u8]];
+        let bad: [(Strings, Strings, &str); 6] = [
             (&[], &[], "no argv[0]"),
             (&[b"a\0b"], &[], "NUL"),
             (&[b"a"], &[b"NOVALUE"], "NAME=VALUE"),

@@ -184,6 +184,18 @@ fn snapshot_files_round_trip_and_bad_files_are_refused() {
 }
 
 #[test]
+fn runs_from_a_snapshot_write_under_their_own_output_limit() {
+    // The run that takes the snapshot fills its 3 bytes of stdout (the
+    // guest stops sending then); a run from the snapshot has its own limit.
+    let script = "echo before; read x < /dev/hvsandbox/checkpoint; echo after";
+    let mut sb = Sandbox::builder().max_output(3).build().unwrap();
+    let snap = sb.snapshot(&Command::new(BUSYBOX).args(["sh", "-c", script]), SnapshotPoint::Checkpoint).unwrap();
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    let out = clone.run(&Command::resume()).unwrap();
+    assert_eq!((out.stdout_str(), out.stdout_truncated), ("after\n".to_string(), false), "{}", out.stderr_str());
+}
+
+#[test]
 fn snapshots_keep_the_arguments_and_environment_they_were_taken_with() {
     let tmp = TempDir::new("snap-argv");
     let mut sb = Sandbox::builder().env("BASE", "1").build().unwrap();

@@ -3,7 +3,7 @@
 //! checkpoint the program asked for by reading `/dev/hvsandbox/checkpoint`
 //! — that sandboxes start from instead of booting.
 //!
-//! One file of ~850 lines: the `Snapshot` type and its file format (the
+//! One file of ~1,000 lines: the `Snapshot` type and its file format (the
 //! writer and the checking reader), which must agree field by field.
 //!
 //! A snapshot is its guest RAM in a sealed memory file plus the vCPU's

@@ -235,10 +235,15 @@ fn hret(r: u64) -> Result<u64, Errno> {
     }
 }
 
+/// A stat record the host wrote, decoded.
+fn decode_stat(b: &[u8; afs::STAT_SIZE]) -> Result<afs::Stat, Errno> {
+    afs::decode_stat(b).map_err(|_| EIO)
+}
+
 fn host_stat(handle: u64) -> Result<afs::Stat, Errno> {
-    let mut st = afs::Stat::default();
-    hret(hc::call6(hcn::FS_STAT, [handle, &mut st as *mut afs::Stat as u64, 0, 0, 0, 0]))?;
-    Ok(st)
+    let mut st = [0u8; afs::STAT_SIZE];
+    hret(hc::call6(hcn::FS_STAT, [handle, st.as_mut_ptr() as u64, 0, 0, 0, 0]))?;
+    decode_stat(&st)
 }
 
 fn meta_from_host(st: &afs::Stat) -> Meta {
@@ -284,12 +289,12 @@ fn host_node(handle: u64, st: &afs::Stat, parent: &NodeRef) -> NodeRef {
 }
 
 fn host_lookup(handle: u64, name: &[u8]) -> Result<(u64, afs::Stat), Errno> {
-    let mut st = afs::Stat::default();
+    let mut st = [0u8; afs::STAT_SIZE];
     let h = hret(hc::call6(
         hcn::FS_LOOKUP,
-        [handle, name.as_ptr() as u64, name.len() as u64, &mut st as *mut afs::Stat as u64, 0, 0],
+        [handle, name.as_ptr() as u64, name.len() as u64, st.as_mut_ptr() as u64, 0, 0],
     ))?;
-    Ok((h, st))
+    Ok((h, decode_stat(&st)?))
 }
 
 /// The buffer for host reads (allocated on first use; ENOMEM if that
@@ -314,24 +319,20 @@ fn host_list(handle: u64) -> Result<Vec<DirEntry>, Errno> {
         if n == 0 || n > buf.len() {
             return Ok(out);
         }
-        let mut off = 0;
-        let hdr = core::mem::size_of::<afs::Dirent>();
-        while off + hdr <= n {
-            let ino = u64::from_le_bytes(buf[off..off + 8].try_into().unwrap_or([0; 8]));
-            let dtype = buf[off + 8];
-            let len = buf[off + 9] as usize;
-            let Some(name) = buf.get(off + hdr..off + hdr + len) else { break };
+        // Whole records only; a cut one ends this batch.
+        let mut got = 0;
+        for d in afs::dirents(&buf[..n]).map_while(Result::ok) {
             if !crate::heap::has_room() {
                 return Err(ENOMEM);
             }
             out.try_reserve(1).map_err(|_| ENOMEM)?;
-            out.push((name.to_vec(), ino, dtype));
-            off += hdr + len;
-            index += 1;
+            out.push((d.name.to_vec(), d.ino, d.dtype));
+            got += 1;
         }
-        if off == 0 {
+        if got == 0 {
             return Ok(out);
         }
+        index += got;
     }
 }
 
@@ -1257,24 +1258,17 @@ pub fn apply_manifest(info: &abi::BootInfo) {
 }
 
 /// Applies manifest records (at boot, or for a restored snapshot's run).
+/// A record the decoder refuses is skipped (it stops at a cut one).
 pub fn apply_manifest_bytes(bytes: &[u8]) {
-    let hdr = core::mem::size_of::<afs::ManifestEntry>();
-    let mut off = 0usize;
-    while off + hdr <= bytes.len() {
-        // SAFETY: hdr bytes are in range; read_unaligned copies a plain
-        // repr(C) struct of integers (any bit pattern is valid).
-        let e: afs::ManifestEntry = unsafe { core::ptr::read_unaligned(bytes[off..].as_ptr() as *const _) };
-        let plen = e.path_len as usize;
-        let Some(path) = bytes.get(off + hdr..off + hdr + plen) else { break };
-        off += afs::entry_size(plen);
-        if path.first() != Some(&b'/') {
+    for e in afs::manifest_entries(bytes).flatten() {
+        if e.path.first() != Some(&b'/') {
             continue;
         }
-        let _ = apply_entry(&e, path);
+        let _ = apply_entry(&e, e.path);
     }
 }
 
-fn apply_entry(e: &afs::ManifestEntry, path: &[u8]) -> Result<(), Errno> {
+fn apply_entry(e: &afs::ManifestView<'_>, path: &[u8]) -> Result<(), Errno> {
     match e.kind {
         afs::ENTRY_MOUNT => {
             let st = host_stat(e.handle)?;

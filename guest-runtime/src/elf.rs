@@ -237,7 +237,9 @@ impl Image {
 
 /// Resolves and parses the interpreter a program asks for.
 pub fn parse_interp(img: &Image) -> Result<Option<Image>, i64> {
-    let Some(path) = &img.interp else { return Ok(None) };
+    let Some(path) = &img.interp else {
+        return Ok(None);
+    };
     let node = vfs::resolve(&vfs::root(), path, true)?;
     let interp = parse(&node)?;
     if interp.interp.is_some() || interp.e_type != ET_DYN {

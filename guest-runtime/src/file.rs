@@ -222,7 +222,7 @@ impl OpenFile {
                     // in NUL), otherwise nothing.
                     let mut data = self.checkpoint.borrow_mut();
                     if data.is_none() {
-                        let args = crate::rt::snapshot_point().map(|r| {
+                        let args = crate::snapshot::snapshot_point().map(|r| {
                             let mut a = r.args;
                             // Keep argv only (envp follows it).
                             let mut seen = 0;
@@ -268,7 +268,9 @@ impl OpenFile {
             FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
             FileKind::Epoll(_) => Err(EINVAL),
             FileKind::EventFd(count, _) => {
-                let Some(b) = data.get(..8) else { return Err(EINVAL) };
+                let Some(b) = data.get(..8) else {
+                    return Err(EINVAL);
+                };
                 let add = u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?);
                 if add == u64::MAX {
                     return Err(EINVAL);

@@ -247,6 +247,11 @@ pub fn peak_bytes() -> u64 {
     FRAMES.get().peak * PAGE
 }
 
+/// Records the memory peak for the host, just before the run ends.
+pub fn record_memory_peak() {
+    crate::stats::stat(|s| s.frames_used_peak = peak_bytes() / PAGE);
+}
+
 // --- the page-table journal ------------------------------------------------------
 //
 // A run from a snapshot is reset in place by the host. KVM's shadow page
@@ -321,7 +326,7 @@ pub fn undo_journal() {
     if unsafe { NEXT_CR3 } != boot {
         // SAFETY: as above.
         unsafe { NEXT_CR3 = boot };
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     for &(gpa, old) in j.entries[..j.len].iter().rev() {
         // SAFETY: a page-table entry the journal saw written.
@@ -329,7 +334,7 @@ pub fn undo_journal() {
     }
     j.len = 0;
     // The reload makes KVM take up the entries written back.
-    crate::flush_tlb();
+    crate::cpu::flush_tlb();
 }
 
 fn table(gpa: u64) -> *mut u64 {
@@ -431,7 +436,7 @@ pub fn activate(space: &mut AddressSpace) {
     if changed {
         // SAFETY: as above.
         unsafe { NEXT_CR3 = space.pml4 };
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
 }
 
@@ -746,7 +751,9 @@ pub fn user_access_ok(va: u64, len: u64, prot: u32) -> bool {
     if len == 0 {
         return true;
     }
-    let Some(end) = va.checked_add(len) else { return false };
+    let Some(end) = va.checked_add(len) else {
+        return false;
+    };
     if end > user::ADDR_LIMIT {
         return false;
     }
@@ -776,7 +783,7 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         flush |= f;
     }
     if flush {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     res?;
     vma_insert(Vma { start, end, prot })
@@ -856,7 +863,7 @@ pub fn map_file(
     };
     let end = start + len;
     if unback_range(start, end) {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
     vma_insert(Vma { start, end, prot })?;
@@ -925,7 +932,7 @@ pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
         return Err(EINVAL);
     }
     if unback_range(start, end) {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     vma_remove(start, end)
 }
@@ -957,7 +964,7 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     }
     let res = back_range(current().pml4, start, end, prot, false);
     if let Ok(true) = res {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     res?;
     vma_remove(start, end)?;
@@ -971,7 +978,9 @@ fn vma_at(va: u64) -> Option<Vma> {
 /// A page fault of the program at `va`: backs the page if it lies in a
 /// mapping that allows the access and is not backed yet.
 pub fn fault_in(va: u64, write: bool) -> Fault {
-    let Some(v) = vma_at(va) else { return Fault::Refused };
+    let Some(v) = vma_at(va) else {
+        return Fault::Refused;
+    };
     if v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 || (write && v.prot & PROT_WRITE == 0) {
         return Fault::Refused;
     }
@@ -1013,7 +1022,9 @@ pub enum Fault {
 const FAULT_AROUND: u64 = 256 * 1024;
 
 fn back_page(va: u64, prot: u32) -> bool {
-    let Some(e) = cur_pte(va, true) else { return false };
+    let Some(e) = cur_pte(va, true) else {
+        return false;
+    };
     // SAFETY: valid level-0 entry pointer.
     if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0 {
         return false;
@@ -1105,7 +1116,7 @@ pub fn brk(want: u64) -> u64 {
 pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
     if back_range(current().pml4, start, end, prot, true)? {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
     vma_insert(Vma { start, end, prot })

@@ -9,7 +9,7 @@ use hvsandbox_abi::fs::PATH_MAX;
 use crate::errno::*;
 use crate::file::{self, FileKind, OpenFile, *};
 use crate::mm::{self, PROT_WRITE};
-use crate::stack::UID;
+use crate::rt::UID;
 use crate::uaccess::*;
 use crate::vfs::{self, Dev, NodeKind, NodeRef, S_IFIFO, S_IFMT, S_IFSOCK};
 
@@ -999,7 +999,9 @@ fn poll_one(fd: i32, events: u16) -> u16 {
     if fd < 0 {
         return 0;
     }
-    let Ok(f) = file::get(fd as u64) else { return POLLNVAL };
+    let Ok(f) = file::get(fd as u64) else {
+        return POLLNVAL;
+    };
     let mut r = 0;
     match &f.kind {
         FileKind::PipeRead(p) => {
@@ -1201,7 +1203,9 @@ pub fn sys_epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
     const DEL: u64 = 2;
     const MOD: u64 = 3;
     let ep = file::get(epfd)?;
-    let FileKind::Epoll(list) = &ep.kind else { return Err(EINVAL) };
+    let FileKind::Epoll(list) = &ep.kind else {
+        return Err(EINVAL);
+    };
     let target = file::get(fd)?;
     if Rc::ptr_eq(&ep, &target) {
         return Err(EINVAL);
@@ -1251,7 +1255,9 @@ pub fn sys_epoll_wait(epfd: u64, events: u64, max: u64, timeout_ns: Option<u64>)
         return Err(EINVAL);
     }
     let ep = file::get(epfd)?;
-    let FileKind::Epoll(list) = &ep.kind else { return Err(EINVAL) };
+    let FileKind::Epoll(list) = &ep.kind else {
+        return Err(EINVAL);
+    };
     let out = user_bytes_mut(events, max * 12)?;
     let mut n = 0usize;
     {

@@ -6,69 +6,14 @@ use hvsandbox_abi as abi;
 
 use crate::errno::*;
 use crate::mm;
-use crate::rt::boot;
+use crate::rt::{boot, Frame};
 use crate::task::read_timespec;
 use crate::uaccess::*;
-use crate::{hc, socket, stack, sys_fs, task, time};
+use crate::{socket, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
-/// Registers saved by `syscall_entry`, lowest address first.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct Frame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub rbp: u64,
-    pub rbx: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub r10: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rax: u64,
-    pub rflags: u64,
-    pub rip: u64,
-    pub rsp: u64,
-}
-
 use sys_fs::SysResult;
-
-fn stats() -> *mut abi::RuntimeStats {
-    abi::phys_to_virt(abi::STATS_GPA) as *mut abi::RuntimeStats
-}
-
-fn count_syscall() {
-    // SAFETY: the stats area is a fixed, mapped region of guest RAM that
-    // only the runtime writes (the host reads it after the run).
-    unsafe { (*stats()).syscalls += 1 };
-}
-
-fn count_unknown(nr: u64) {
-    let s = stats();
-    let slot = (nr as usize).min(abi::UNKNOWN_SLOTS - 1);
-    // SAFETY: as in count_syscall; slot < UNKNOWN_SLOTS.
-    unsafe {
-        (*s).unknown_syscalls += 1;
-        (*s).unknown_by_nr[slot] = (*s).unknown_by_nr[slot].saturating_add(1);
-    }
-}
-
-/// Updates the counters the host reads after the run.
-pub fn stat(f: impl FnOnce(&mut abi::RuntimeStats)) {
-    // SAFETY: the stats area is a fixed, mapped region of guest RAM that
-    // only the runtime writes; no other reference to it is live.
-    f(unsafe { &mut *stats() })
-}
-
-/// Records the memory peak for the host, just before the run ends.
-pub fn record_memory_peak() {
-    // SAFETY: as in `count`.
-    unsafe { (*stats()).frames_used_peak = mm::peak_bytes() / mm::PAGE };
-}
 
 // --- the table ---------------------------------------------------------------
 
@@ -76,7 +21,7 @@ pub fn record_memory_peak() {
 pub extern "C" fn dispatch(f: &mut Frame) {
     let nr = f.rax;
     let (a0, a1, a2, a3) = (f.rdi, f.rsi, f.rdx, f.r10);
-    count_syscall();
+    crate::stats::count_syscall();
     let a4 = f.r8;
     let a5 = f.r9;
     let r: SysResult = match nr {
@@ -199,11 +144,11 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         111 => task::sys_getpgid(0),
         121 => task::sys_getpgid(a0),
         124 => task::sys_getsid(a0),
-        102 | 104 | 107 | 108 => Ok(stack::UID), // getuid, getgid, geteuid, getegid
-        105 | 106 => same_id(a0),                // setuid, setgid: only to what we are
+        102 | 104 | 107 | 108 => Ok(crate::rt::UID), // getuid, getgid, geteuid, getegid
+        105 | 106 => same_id(a0),                    // setuid, setgid: only to what we are
         117 | 119 => same_id(a0).and(same_id(a1)).and(same_id(a2)), // setresuid, setresgid
-        118 | 120 => put_u32s(&[a0, a1, a2], stack::UID as u32).map(|_| 0), // getresuid, getresgid
-        115 => Ok(0),                            // getgroups: none
+        118 | 120 => put_u32s(&[a0, a1, a2], crate::rt::UID as u32).map(|_| 0), // getresuid, getresgid
+        115 => Ok(0),                                // getgroups: none
         60 => task::exit_thread(f, a0),
         231 => task::exit_group(f, a0 as u32 & 0xff, 0),
         56 => task::sys_clone(f, a0, a1, a2, a3, a4),
@@ -245,7 +190,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         318 => sys_getrandom(a0, a1),
         334 => Err(ENOSYS), // rseq: glibc copes without it
         _ => {
-            count_unknown(nr);
+            crate::stats::count_unknown(nr);
             Err(ENOSYS)
         }
     };
@@ -263,7 +208,7 @@ const CLONE_VFORK: u64 = 0x4000;
 
 /// Changing to the id we already have is allowed (-1 means "unchanged").
 fn same_id(id: u64) -> SysResult {
-    if id == stack::UID || id as u32 == u32::MAX {
+    if id == crate::rt::UID || id as u32 == u32::MAX {
         Ok(0)
     } else {
         Err(EPERM)
@@ -329,13 +274,6 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         mm::madvise_dontneed(addr, len)?;
     }
     Ok(0)
-}
-
-pub fn finish(code: i32, signal: i32) -> ! {
-    crate::vfs::collect();
-    record_memory_peak();
-    crate::mm::undo_journal();
-    hc::exit(code, signal)
 }
 
 fn put_field(buf: &mut [u8; 390], idx: usize, s: &[u8]) {

@@ -22,8 +22,8 @@ use core::cell::{Cell, RefCell, UnsafeCell};
 use crate::errno::*;
 use crate::file::{self, FdTable};
 use crate::mm::{self, AddressSpace};
+use crate::rt::Frame;
 use crate::rt::Global;
-use crate::syscalls::Frame;
 use crate::uaccess::*;
 use crate::vfs::{self, NodeRef};
 use crate::{elf, hc, stack, time};
@@ -822,7 +822,7 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
     if vector == 14 && error & 1 == 0 {
         match mm::fault_in(cr2, error & 2 != 0) {
             mm::Fault::Backed => {
-                crate::syscalls::stat(|s| s.page_faults += 1);
+                crate::stats::stat(|s| s.page_faults += 1);
                 return;
             }
             mm::Fault::OutOfMemory => {
@@ -830,7 +830,7 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
                 // for process 1 the host reports the memory limit.
                 if current_process().pid == 1 {
                     crate::io::flush_all();
-                    crate::syscalls::record_memory_peak();
+                    crate::mm::record_memory_peak();
                     hc::call(hvsandbox_abi::hc::OUT_OF_MEMORY, cr2, 0, 0);
                 }
                 let _ = exit_group(f, 0, SIGKILL);
@@ -852,7 +852,7 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
     if p.pid == 1 {
         crate::io::flush_all();
         crate::vfs::collect();
-        crate::syscalls::record_memory_peak();
+        crate::mm::record_memory_peak();
         hc::call6(hvsandbox_abi::hc::PROGRAM_FAULT, [vector, error, f.rip, cr2, f.rsp, 0]);
         loop {
             core::hint::spin_loop();
@@ -1150,7 +1150,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };
         adopter.children.borrow_mut().push(child.clone());
         s.procs += 1;
-        crate::syscalls::stat(|st| st.processes += 1);
+        crate::stats::stat(|st| st.processes += 1);
         (child, false)
     };
     let task = Rc::new(Task {
@@ -1252,7 +1252,7 @@ pub fn exit_group(_f: &mut Frame, code: u32, sig: u32) -> SysResult {
     let p = t.process.borrow().clone();
     let status = if sig != 0 { sig & 0x7f } else { (code & 0xff) << 8 };
     if p.pid == 1 {
-        crate::syscalls::finish(code as i32, sig as i32);
+        crate::run::finish(code as i32, sig as i32);
     }
     let s = SCHED.get();
     for other in &s.tasks {
@@ -1361,7 +1361,7 @@ pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
             let (code, val) = if st & 0x7f == 0 { (1i32, (st >> 8) & 0xff) } else { (2i32, st & 0x7f) };
             si[8..12].copy_from_slice(&code.to_le_bytes()); // CLD_EXITED / CLD_KILLED
             si[16..20].copy_from_slice(&c.pid.to_le_bytes());
-            si[20..24].copy_from_slice(&(stack::UID as u32).to_le_bytes());
+            si[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
             si[24..28].copy_from_slice(&val.to_le_bytes());
             user_bytes_mut(info, 128)?.copy_from_slice(&si);
         }

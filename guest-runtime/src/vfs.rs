@@ -130,7 +130,7 @@ fn new_meta(mode: u32) -> Meta {
     let ino = NEXT_INO.get();
     *ino += 1;
     let t = now();
-    let uid = crate::stack::UID as u32;
+    let uid = crate::rt::UID as u32;
     Meta { mode, uid, gid: uid, nlink: 1, dev: MEM_DEV, ino: *ino, atime: t, mtime: t, ctime: t }
 }
 
@@ -713,7 +713,9 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 
 /// A symlink's target.
 pub fn readlink(node: &NodeRef) -> Result<Vec<u8>, Errno> {
-    let NodeKind::Symlink(l) = &node.kind else { return Err(EINVAL) };
+    let NodeKind::Symlink(l) = &node.kind else {
+        return Err(EINVAL);
+    };
     let mut l = l.borrow_mut();
     if l.exe {
         return Ok(crate::task::current_exe());
@@ -1387,6 +1389,6 @@ fn send_file(path: &[u8], f: &mut FileData, mode: u32) -> Result<(), Errno> {
 /// `want` is a mask of 4 (read), 2 (write), 1 (execute/search).
 pub fn permitted(node: &NodeRef, want: u32) -> bool {
     let m = node.meta.borrow();
-    let bits = if m.uid == crate::stack::UID as u32 { (m.mode >> 6) & 7 } else { m.mode & 7 };
+    let bits = if m.uid == crate::rt::UID as u32 { (m.mode >> 6) & 7 } else { m.mode & 7 };
     bits & want == want
 }

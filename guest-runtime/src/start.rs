@@ -19,6 +19,13 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
         hc::panic(b"bad boot info");
     }
     *BOOT.get() = Some(info);
+    // The layers above the files register what the ones below call.
+    crate::wait::register(crate::task::block, crate::task::wait_event);
+    crate::vfs::set_proc_self(crate::vfs::ProcSelf {
+        exe: crate::task::current_exe,
+        fd_path: crate::fds::fd_path,
+        open_fds: crate::fds::open_fds,
+    });
     mm::init(&info);
     crate::io::publish();
     crate::random::init(&info.random_seed);
@@ -35,7 +42,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     };
     let max_procs = info.max_processes;
     let (entry, mut sp) =
-        match crate::task::start_init(&image, &exe_path, args, info.argc as usize, info.envc as usize, max_procs) {
+        match crate::process::start_init(&image, &exe_path, args, info.argc as usize, info.envc as usize, max_procs) {
             Ok(x) => x,
             Err(e) => run::fail_exec(elf::describe(e)),
         };
@@ -91,5 +98,5 @@ pub extern "C" fn program_fault(f: &mut crate::rt::Frame) {
     f.rip = rip;
     f.rsp = rsp;
     f.rflags = rflags;
-    crate::task::program_fault(f, vector, error, cr2);
+    crate::signal::program_fault(f, vector, error, cr2);
 }

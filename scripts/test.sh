@@ -13,4 +13,7 @@ cargo build --release --workspace --all-targets
 cargo test --release --workspace
 cargo clippy --release --workspace --all-targets -- -D warnings
 (cd guest-runtime && cargo clippy --release -- -D warnings)
+# The guest runtime's unit tests run on the host (no VM).
+(cd guest-runtime && cargo test --lib)
+(cd guest-runtime && cargo clippy --lib --tests -- -D warnings)
 echo "all tests passed"

@@ -70,15 +70,27 @@ fn prot_of(flags: u32) -> u32 {
     prot
 }
 
-/// A parsed and checked ELF file, not yet mapped.
-pub struct Image {
-    node: NodeRef,
+/// An ELF file's checked headers.
+pub struct Headers {
     e_type: u16,
     entry: u64,
     phoff: u64,
     phent: u64,
     phdrs: Vec<Phdr>,
     pub interp: Option<Vec<u8>>,
+}
+
+/// A parsed and checked ELF file, not yet mapped.
+pub struct Image {
+    node: NodeRef,
+    hdr: Headers,
+}
+
+impl core::ops::Deref for Image {
+    type Target = Headers;
+    fn deref(&self) -> &Headers {
+        &self.hdr
+    }
 }
 
 fn with_data<T>(node: &NodeRef, f: impl FnOnce(&mut FileData) -> T) -> Result<T, i64> {
@@ -102,7 +114,16 @@ fn read_exact(node: &NodeRef, off: u64, len: usize) -> Result<Vec<u8>, i64> {
 
 /// Reads and checks the headers of `node`.
 pub fn parse(node: &NodeRef) -> Result<Image, i64> {
-    let hdr = read_exact(node, 0, 64)?;
+    let hdr = check(&mut |off, len| read_exact(node, off, len), node.size())?;
+    Ok(Image { node: node.clone(), hdr })
+}
+
+/// Checks the headers of a file of `size` bytes that `read(offset, len)`
+/// reads exactly (ENOEXEC when it ends first): the identification, type
+/// and machine, the program header table, and every segment's offsets
+/// and sizes; the entry point must lie in a loaded segment.
+fn check(read: &mut dyn FnMut(u64, usize) -> Result<Vec<u8>, i64>, size: u64) -> Result<Headers, i64> {
+    let hdr = read(0, 64)?;
     if hdr.get(0..4) != Some(b"\x7fELF") || hdr[4] != 2 || hdr[5] != 1 {
         return Err(ENOEXEC);
     }
@@ -117,8 +138,7 @@ pub fn parse(node: &NodeRef) -> Result<Image, i64> {
     if phent < 56 || phnum == 0 || phnum > 256 {
         return Err(ENOEXEC);
     }
-    let table = read_exact(node, phoff, (phent * phnum) as usize)?;
-    let size = node.size();
+    let table = read(phoff, (phent * phnum) as usize)?;
     let mut phdrs = Vec::new();
     let mut interp = None;
     for i in 0..phnum as usize {
@@ -143,7 +163,7 @@ pub fn parse(node: &NodeRef) -> Result<Image, i64> {
                 if ph.filesz == 0 || ph.filesz > 4096 || file_end > size {
                     return Err(ENOEXEC);
                 }
-                let mut p = read_exact(node, ph.offset, ph.filesz as usize)?;
+                let mut p = read(ph.offset, ph.filesz as usize)?;
                 while p.last() == Some(&0) {
                     p.pop();
                 }
@@ -156,7 +176,7 @@ pub fn parse(node: &NodeRef) -> Result<Image, i64> {
     if !phdrs.iter().any(|p| p.p_type == PT_LOAD) {
         return Err(ENOEXEC);
     }
-    let img = Image { node: node.clone(), e_type, entry, phoff, phent, phdrs, interp };
+    let img = Headers { e_type, entry, phoff, phent, phdrs, interp };
     // The entry point must lie in the loaded segments (one outside the
     // address range, e.g. non-canonical, could not even be jumped to).
     let (lo, hi) = img.span();
@@ -166,7 +186,7 @@ pub fn parse(node: &NodeRef) -> Result<Image, i64> {
     Ok(img)
 }
 
-impl Image {
+impl Headers {
     fn span(&self) -> (u64, u64) {
         let loads = self.phdrs.iter().filter(|p| p.p_type == PT_LOAD);
         let lo = loads.clone().map(|p| page_down(p.vaddr)).min().unwrap_or(0);
@@ -174,6 +194,18 @@ impl Image {
         (lo, page_up(hi))
     }
 
+    fn phdr_va(&self, base: u64) -> u64 {
+        if let Some(p) = self.phdrs.iter().find(|p| p.p_type == PT_PHDR) {
+            return p.vaddr + base;
+        }
+        self.phdrs
+            .iter()
+            .find(|p| p.p_type == PT_LOAD && (p.offset..p.offset + p.filesz).contains(&self.phoff))
+            .map_or(0, |p| p.vaddr + base + (self.phoff - p.offset))
+    }
+}
+
+impl Image {
     /// Maps the segments at `base` in the current address space; returns
     /// the end of the highest segment.
     /// `program`: the main program, which must leave room for its brk heap
@@ -222,16 +254,6 @@ impl Image {
             }
         }
         Ok(end)
-    }
-
-    fn phdr_va(&self, base: u64) -> u64 {
-        if let Some(p) = self.phdrs.iter().find(|p| p.p_type == PT_PHDR) {
-            return p.vaddr + base;
-        }
-        self.phdrs
-            .iter()
-            .find(|p| p.p_type == PT_LOAD && (p.offset..p.offset + p.filesz).contains(&self.phoff))
-            .map_or(0, |p| p.vaddr + base + (self.phoff - p.offset))
     }
 }
 
@@ -285,5 +307,126 @@ pub fn describe(e: i64) -> &'static str {
         ENOMEM => "out of memory while loading it",
         EACCES => "permission denied",
         _ => "it could not be loaded",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ELF64 x86-64 file: header, program headers at 64, then `tail`
+    /// bytes of content. Each segment is (type, flags, offset, vaddr,
+    /// filesz, memsz).
+    fn elf(e_type: u16, entry: u64, segs: &[(u32, u32, u64, u64, u64, u64)], tail: usize) -> Vec<u8> {
+        let mut b = alloc::vec![0u8; 64 + 56 * segs.len() + tail];
+        b[..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // 64-bit
+        b[5] = 1; // little-endian
+        b[16..18].copy_from_slice(&e_type.to_le_bytes());
+        b[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        b[24..32].copy_from_slice(&entry.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&(segs.len() as u16).to_le_bytes());
+        for (i, &(t, flags, off, va, filesz, memsz)) in segs.iter().enumerate() {
+            let o = 64 + 56 * i;
+            b[o..o + 4].copy_from_slice(&t.to_le_bytes());
+            b[o + 4..o + 8].copy_from_slice(&flags.to_le_bytes());
+            b[o + 8..o + 16].copy_from_slice(&off.to_le_bytes());
+            b[o + 16..o + 24].copy_from_slice(&va.to_le_bytes());
+            b[o + 32..o + 40].copy_from_slice(&filesz.to_le_bytes());
+            b[o + 40..o + 48].copy_from_slice(&memsz.to_le_bytes());
+        }
+        b
+    }
+
+    fn check_bytes(b: &[u8]) -> Result<Headers, i64> {
+        check(
+            &mut |off, len| {
+                let start = usize::try_from(off).map_err(|_| ENOEXEC)?;
+                b.get(start..start.checked_add(len).ok_or(ENOEXEC)?).map(<[u8]>::to_vec).ok_or(ENOEXEC)
+            },
+            b.len() as u64,
+        )
+    }
+
+    const TEXT: u64 = 0x40_0000;
+
+    fn good() -> Vec<u8> {
+        elf(
+            ET_EXEC,
+            TEXT + 0x100,
+            &[(PT_LOAD, 5, 0, TEXT, 0x200, 0x200), (PT_LOAD, 6, 0x200, TEXT + 0x1200, 0x10, 0x1000)],
+            0x200,
+        )
+    }
+
+    #[test]
+    fn a_static_executable_is_accepted() {
+        let h = check_bytes(&good()).unwrap();
+        assert_eq!((h.e_type, h.entry, h.phdrs.len()), (ET_EXEC, TEXT + 0x100, 2));
+        assert!(h.interp.is_none());
+        assert_eq!(h.span(), (TEXT, TEXT + 0x3000));
+        assert_eq!(h.phdr_va(0), TEXT + 64, "the table lies in the first segment");
+        assert_eq!(prot_of(5), PROT_READ | PROT_EXEC);
+    }
+
+    #[test]
+    fn bad_identification_type_or_table_is_enoexec() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for (at, v) in [(0, 0u8), (4, 1), (5, 2), (18, 3), (16, 1)] {
+            let mut b = good();
+            b[at] = v;
+            cases.push(b);
+        }
+        let mut b = good();
+        b[56..58].copy_from_slice(&0u16.to_le_bytes()); // no program headers
+        cases.push(b);
+        let mut b = good();
+        b[54..56].copy_from_slice(&40u16.to_le_bytes()); // entries too small
+        cases.push(b);
+        let mut b = good();
+        b[32..40].copy_from_slice(&u64::MAX.to_le_bytes()); // table outside the file
+        cases.push(b);
+        cases.push(good()[..63].to_vec()); // cut inside the header
+        cases.push(good()[..64 + 56].to_vec()); // cut inside the table
+        for (i, b) in cases.iter().enumerate() {
+            assert_eq!(check_bytes(b).err(), Some(ENOEXEC), "case {i}");
+        }
+    }
+
+    #[test]
+    fn segments_must_fit_the_file_and_hold_the_entry() {
+        let cases = [
+            // File bytes past the end of the file.
+            elf(ET_EXEC, TEXT, &[(PT_LOAD, 5, 0, TEXT, 0x10_0000, 0x10_0000)], 0x100),
+            // An offset so large that offset + size wraps.
+            elf(ET_EXEC, TEXT, &[(PT_LOAD, 5, u64::MAX - 4, TEXT, 0x10, 0x10)], 0x100),
+            // More file bytes than memory.
+            elf(ET_EXEC, TEXT, &[(PT_LOAD, 5, 0, TEXT, 0x100, 0x80)], 0x100),
+            // Address and offset not congruent modulo the page.
+            elf(ET_EXEC, TEXT + 0x10, &[(PT_LOAD, 5, 0, TEXT + 8, 0x100, 0x100)], 0x100),
+            // A segment that wraps the address space.
+            elf(ET_EXEC, u64::MAX - 0x1000 + 0x10, &[(PT_LOAD, 5, 0, u64::MAX - 0xfff, 0x100, 0x2000)], 0x100),
+            // The entry outside every segment.
+            elf(ET_EXEC, TEXT + 0x5000, &[(PT_LOAD, 5, 0, TEXT, 0x100, 0x100)], 0x100),
+            // No loadable segment at all.
+            elf(ET_EXEC, TEXT, &[(PT_PHDR, 4, 64, TEXT, 56, 56)], 0x100),
+            // An interpreter path that is empty or too long.
+            elf(ET_DYN, 0x100, &[(PT_LOAD, 5, 0, 0, 0x100, 0x100), (PT_INTERP, 4, 0x80, 0, 0, 0)], 0x100),
+            elf(ET_DYN, 0x100, &[(PT_LOAD, 5, 0, 0, 0x100, 0x100), (PT_INTERP, 4, 0, 0, 4097, 4097)], 0x1100),
+        ];
+        for (i, b) in cases.iter().enumerate() {
+            assert_eq!(check_bytes(b).err(), Some(ENOEXEC), "case {i}");
+        }
+    }
+
+    #[test]
+    fn the_interpreter_path_is_read_without_its_nul() {
+        let mut b = elf(ET_DYN, 0x100, &[(PT_LOAD, 5, 0, 0, 0x200, 0x200), (PT_INTERP, 4, 0x100, 0, 12, 12)], 0x200);
+        b[0x100..0x10c].copy_from_slice(b"/lib/ld.so\0\0");
+        let h = check_bytes(&b).unwrap();
+        assert_eq!(h.interp.as_deref(), Some(&b"/lib/ld.so"[..]));
+        assert_eq!(h.e_type, ET_DYN);
     }
 }

@@ -1,13 +1,14 @@
 //! Open files and the descriptor table: the host's stdio streams, files
 //! and directories of the guest filesystem, devices and pipes.
 
-use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use crate::errno::*;
 use crate::io;
+use crate::pipe::new_pipe_buffer;
+pub use crate::pipe::{Pipe, PIPE_CAPACITY};
 use crate::rt::Global;
 use crate::vfs::{self, Dev, Errno, NodeKind, NodeRef};
 
@@ -26,22 +27,6 @@ pub const O_CLOEXEC: u32 = 0o2_000_000;
 pub const O_PATH: u32 = 0o10_000_000;
 pub const O_TMPFILE: u32 = 0o20_000_000;
 
-/// Most descriptors a process may hold (RLIMIT_NOFILE), from the host.
-pub fn max_fds() -> usize {
-    match crate::rt::boot().max_open_files {
-        0 => 1024,
-        n => (n as usize).clamp(3, 65536),
-    }
-}
-/// A pipe holds at most this much unread data.
-pub const PIPE_CAPACITY: usize = 64 * 1024;
-
-pub struct Pipe {
-    pub buf: VecDeque<u8>,
-    pub readers: u32,
-    pub writers: u32,
-}
-
 pub struct Socket {
     pub rx: Rc<RefCell<Pipe>>,
     pub tx: Rc<RefCell<Pipe>>,
@@ -59,7 +44,7 @@ impl Socket {
         if wr && !self.shut_wr.replace(true) {
             self.tx.borrow_mut().writers -= 1;
         }
-        crate::task::notify();
+        crate::wait::notify();
     }
 }
 
@@ -107,7 +92,7 @@ impl Drop for OpenFile {
             FileKind::Socket(s) => s.shutdown(true, true),
             _ => return,
         }
-        crate::task::notify();
+        crate::wait::notify();
     }
 }
 
@@ -162,7 +147,7 @@ impl OpenFile {
                     Some(n) => Ok(n),
                     None if self.flags.get() & O_NONBLOCK != 0 => Err(EAGAIN),
                     None => {
-                        crate::task::block(crate::task::Wait::Stdin, None, true)?;
+                        crate::wait::block(crate::wait::Wait::Stdin, None, true)?;
                         Ok(0)
                     }
                 }
@@ -178,13 +163,13 @@ impl OpenFile {
                     if self.flags.get() & O_NONBLOCK != 0 {
                         return Err(EAGAIN);
                     }
-                    crate::task::wait_event(None)?;
+                    crate::wait::wait_event(None)?;
                     return Err(EAGAIN);
                 }
                 let v = if *semaphore { 1 } else { c };
                 count.set(c - v);
                 out[..8].copy_from_slice(&v.to_le_bytes());
-                crate::task::notify();
+                crate::wait::notify();
                 Ok(8)
             }
             FileKind::PipeRead(p) => {
@@ -229,7 +214,7 @@ impl OpenFile {
                     // in NUL), otherwise nothing.
                     let mut data = self.checkpoint.borrow_mut();
                     if data.is_none() {
-                        let args = crate::rt::snapshot_point().map(|r| {
+                        let args = crate::snapshot::snapshot_point().map(|r| {
                             let mut a = r.args;
                             // Keep argv only (envp follows it).
                             let mut seen = 0;
@@ -285,7 +270,7 @@ impl OpenFile {
                     return Err(EAGAIN);
                 }
                 count.set(c + add);
-                crate::task::notify();
+                crate::wait::notify();
                 Ok(8)
             }
             FileKind::PipeWrite(p) => {
@@ -352,7 +337,7 @@ pub struct Fd {
 
 /// A process's descriptor table.
 #[derive(Clone, Default)]
-pub struct FdTable(Vec<Option<Fd>>);
+pub struct FdTable(pub Vec<Option<Fd>>);
 
 impl FdTable {
     pub fn empty() -> FdTable {
@@ -377,78 +362,6 @@ impl FdTable {
     }
 }
 
-fn with_table<T>(f: impl FnOnce(&mut Vec<Option<Fd>>) -> T) -> T {
-    let p = crate::task::current_process();
-    let mut t = p.fds.borrow_mut();
-    f(&mut t.0)
-}
-
-pub fn get(fd: u64) -> Result<Rc<OpenFile>, Errno> {
-    with_table(|t| t.get(fd as usize).and_then(|e| e.as_ref()).map(|e| e.file.clone()).ok_or(EBADF))
-}
-
-pub fn cloexec(fd: u64) -> Result<bool, Errno> {
-    with_table(|t| t.get(fd as usize).and_then(|e| e.as_ref()).map(|e| e.cloexec).ok_or(EBADF))
-}
-
-pub fn set_cloexec(fd: u64, on: bool) -> Result<(), Errno> {
-    with_table(|t| {
-        let e = t.get_mut(fd as usize).and_then(|e| e.as_mut()).ok_or(EBADF)?;
-        e.cloexec = on;
-        Ok(())
-    })
-}
-
-/// Installs `file` at the lowest free descriptor `>= min`.
-/// ENOMEM when the runtime's heap is short (see `heap::has_room`).
-pub fn install(file: Rc<OpenFile>, cloexec: bool, min: usize) -> Result<u64, Errno> {
-    if !crate::heap::has_room() {
-        return Err(ENOMEM);
-    }
-    with_table(|t| {
-        let slot = (min..max_fds()).find(|&i| t.get(i).is_none_or(|e| e.is_none())).ok_or(EMFILE)?;
-        if t.len() <= slot {
-            t.try_reserve(slot + 1 - t.len()).map_err(|_| ENOMEM)?;
-            t.resize(slot + 1, None);
-        }
-        t[slot] = Some(Fd { file, cloexec });
-        Ok(slot as u64)
-    })
-}
-
-/// Puts `file` at exactly `fd`, closing what was there.
-pub fn install_at(fd: u64, file: Rc<OpenFile>, cloexec: bool) -> Result<u64, Errno> {
-    let fd_us = fd as usize;
-    if fd_us >= max_fds() {
-        return Err(EBADF);
-    }
-    let old = with_table(|t| {
-        if t.len() <= fd_us {
-            t.try_reserve(fd_us + 1 - t.len()).map_err(|_| ENOMEM)?;
-            t.resize(fd_us + 1, None);
-        }
-        Ok::<_, Errno>(t[fd_us].replace(Fd { file, cloexec }))
-    })?;
-    // Dropped outside the table borrow (a pipe end's drop may wake others).
-    drop(old);
-    Ok(fd)
-}
-
-pub fn close(fd: u64) -> Result<(), Errno> {
-    let e = with_table(|t| t.get_mut(fd as usize).and_then(|e| e.take()).ok_or(EBADF))?;
-    drop(e);
-    Ok(())
-}
-
-pub fn open_fds() -> Vec<u32> {
-    with_table(|t| t.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i as u32).collect())
-}
-
-/// The path an open descriptor refers to (for /proc/self/fd).
-pub fn fd_path(fd: u32) -> Option<Vec<u8>> {
-    with_table(|t| t.get(fd as usize)?.as_ref().map(|e| e.file.path.clone()))
-}
-
 /// Reads from a pipe (or a socket's incoming pipe): what is there, 0 at
 /// end of input, EAGAIN or a wait when empty. `peek` leaves the bytes.
 pub fn pipe_read(p: &Rc<RefCell<Pipe>>, out: &mut [u8], nonblock: bool, peek: bool) -> Result<usize, Errno> {
@@ -461,7 +374,7 @@ pub fn pipe_read(p: &Rc<RefCell<Pipe>>, out: &mut [u8], nonblock: bool, peek: bo
             return Err(EAGAIN);
         }
         drop(pb);
-        crate::task::block(crate::task::Wait::PipeRead(p.clone()), None, true)?;
+        crate::wait::block(crate::wait::Wait::PipeRead(p.clone()), None, true)?;
         return Ok(0);
     }
     let n = out.len().min(pb.buf.len());
@@ -474,7 +387,7 @@ pub fn pipe_read(p: &Rc<RefCell<Pipe>>, out: &mut [u8], nonblock: bool, peek: bo
     for (o, b) in out.iter_mut().zip(pb.buf.drain(..n)) {
         *o = b;
     }
-    crate::task::notify();
+    crate::wait::notify();
     Ok(n)
 }
 
@@ -491,19 +404,15 @@ pub fn pipe_write(p: &Rc<RefCell<Pipe>>, data: &[u8], nonblock: bool) -> Result<
             return Err(EAGAIN);
         }
         drop(pb);
-        crate::task::block(crate::task::Wait::PipeWrite(p.clone()), None, true)?;
+        crate::wait::block(crate::wait::Wait::PipeWrite(p.clone()), None, true)?;
         return Ok(0);
     }
     let n = data.len().min(room);
     // As Linux when it cannot get a page for the pipe: ENOMEM.
     pb.buf.try_reserve(n).map_err(|_| ENOMEM)?;
     pb.buf.extend(&data[..n]);
-    crate::task::notify();
+    crate::wait::notify();
     Ok(n)
-}
-
-fn new_pipe_buffer() -> Rc<RefCell<Pipe>> {
-    Rc::new(RefCell::new(Pipe { buf: VecDeque::new(), readers: 0, writers: 0 }))
 }
 
 /// The name /proc/self/fd shows for an anonymous pipe or socket:

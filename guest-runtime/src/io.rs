@@ -36,7 +36,7 @@ pub fn out_buffers_gpa() -> u64 {
 /// Tells the host where the output buffers are (for a run it stops).
 pub fn publish() {
     let gpa = out_buffers_gpa();
-    crate::syscalls::stat(|s| s.out_buffers_gpa = gpa);
+    crate::stats::stat(|s| s.out_buffers_gpa = gpa);
 }
 static IN: Global<InStream> = Global::new(InStream { buf: [0; IN_BUF], pos: 0, len: 0, eof: false, told_empty: false });
 

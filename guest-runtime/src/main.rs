@@ -1,5 +1,7 @@
-//! hvsandbox guest runtime: a tiny library OS that runs at CPL3 inside the
-//! micro-VM, loads a static Linux ELF program and serves its system calls.
+//! hvsandbox guest runtime, the binary: the entry assembly, the panic
+//! handler, the global allocator and the C memory functions — what a
+//! freestanding image needs and a host test build must not have. The
+//! runtime itself is the library (`lib.rs`).
 //!
 //! The host enters `_start` at CPL3 with RDI pointing at the boot-info
 //! page. Program `syscall`s land in `syscall_entry` (LSTAR) and are served
@@ -9,29 +11,10 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
-extern crate alloc;
-
-mod elf;
-mod errno;
-mod file;
-mod hc;
-mod heap;
-mod io;
-mod mm;
-mod random;
-mod rt;
-mod socket;
-mod stack;
-mod sys_fs;
-mod syscalls;
-mod task;
-mod time;
-mod uaccess;
-mod vfs;
-
 use core::arch::global_asm;
 
 use hvsandbox_abi as abi;
+use hvsandbox_guest_runtime::entry;
 
 // The header the host reads to find the entry points (see abi::RuntimeHeader).
 global_asm!(
@@ -359,51 +342,29 @@ global_asm!(
     "    pop qword ptr [rip + {resume_rip}]",
     "    pop rsp",
     "    jmp qword ptr [rip + {resume_rip}]",
-    start = sym rt::rust_start,
-    dispatch = sym syscalls::dispatch,
-    saved_rsp = sym rt::SAVED_USER_RSP,
+    start = sym entry::rust_start,
+    dispatch = sym entry::dispatch,
+    saved_rsp = sym entry::SAVED_USER_RSP,
     doorbell = const abi::DOORBELL_VA,
     fault = const abi::hc::FAULT,
     runtime_va = const abi::RUNTIME_VA,
-    record = sym rt::PROGRAM_FAULT,
-    program_fault = sym rt::program_fault,
-    next_cr3 = sym mm::NEXT_CR3,
-    fault_rcx = sym rt::FAULT_RCX,
-    fault_r11 = sym rt::FAULT_R11,
-    resume_rip = sym rt::RESUME_RIP,
+    record = sym entry::PROGRAM_FAULT,
+    program_fault = sym entry::program_fault,
+    next_cr3 = sym entry::NEXT_CR3,
+    fault_rcx = sym entry::FAULT_RCX,
+    fault_r11 = sym entry::FAULT_R11,
+    resume_rip = sym entry::RESUME_RIP,
     flags_keep = const !(0x100u64 | 0x400 | 0x40000) as i32,
 );
 
-extern "C" {
-    fn tlb_flush();
-    fn enter_program(entry: u64, stack: u64) -> !;
-}
-
-/// Loads CR3 from `mm::NEXT_CR3` (ring-0 `mov cr3` through the #UD trap;
-/// ~20 µs on this host, so callers batch): makes removed or changed page
-/// mappings take effect, or switches to another address space.
-pub fn flush_tlb() {
-    syscalls::stat(|s| s.cr3_loads += 1);
-    // SAFETY: tlb_flush is our own asm: a `ud2` the exception handler
-    // turns into a CR3 reload and skips; it clobbers nothing.
-    unsafe { tlb_flush() }
-}
-
-/// Starts the program at `entry` with its initial stack at `stack`.
-pub fn jump_to_program(entry: u64, stack: u64) -> ! {
-    // SAFETY: the caller has mapped the program and built a Linux initial
-    // stack at `stack`; enter_program never returns.
-    unsafe { enter_program(entry, stack) }
-}
-
 #[global_allocator]
-static ALLOCATOR: heap::RuntimeAllocator = heap::RuntimeAllocator;
+static ALLOCATOR: entry::RuntimeAllocator = entry::RuntimeAllocator;
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    let mut msg = rt::FixedBuf::<256>::new();
+    let mut msg = entry::FixedBuf::<256>::new();
     let _ = core::fmt::write(&mut msg, format_args!("{info}"));
-    hc::panic(msg.as_bytes())
+    entry::runtime_panic(msg.as_bytes())
 }
 
 #[no_mangle]

@@ -12,6 +12,11 @@
 //! program. Pages marked `PTE_SHARED` map frames owned by someone else
 //! (the file cache: program text mapped in place); they are never freed
 //! or written through the mapping — a write mapping gets its own copy.
+//!
+//! One file of ~1,100 lines because the frame allocator, the page-table
+//! writers with their journal and the mapping operations share the
+//! private page-table access (`pt_write`, the journal), which must not
+//! leak out of this module. The list of mappings itself is `vma.rs`.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -22,6 +27,7 @@ use hvsandbox_abi::pte::{
 use hvsandbox_abi::{self as abi, user};
 
 use crate::rt::{phys_ptr, Global};
+use crate::vma::{self, Vma};
 
 pub const PAGE: u64 = abi::PAGE_SIZE;
 
@@ -31,24 +37,13 @@ const PTE_KEPT: u64 = 1 << 9;
 const PTE_SHARED: u64 = 1 << 10;
 const ADDR_MASK: u64 = abi::pte::ADDR;
 
-pub const PROT_READ: u32 = 1;
-pub const PROT_WRITE: u32 = 2;
-pub const PROT_EXEC: u32 = 4;
+pub use crate::vma::{PROT_EXEC, PROT_READ, PROT_WRITE};
 
 /// Errors of memory operations, as Linux errno values.
 pub use crate::errno::{EEXIST, EINVAL, ENOMEM};
 
-/// Most mappings one address space may have (Linux: max_map_count).
-const MAX_VMAS: usize = 16384;
 /// Top-level slots `USER_SLOTS..512` are shared by every address space.
 const USER_SLOTS: usize = 254;
-
-#[derive(Clone, Copy)]
-pub struct Vma {
-    pub start: u64,
-    pub end: u64,
-    pub prot: u32,
-}
 
 struct Frames {
     next_frame: u64,
@@ -225,6 +220,14 @@ fn free_frame(gpa: u64) {
     f.used -= 1;
 }
 
+/// A host test's allocator: `n` frames free, none of which it may hand
+/// out (they would be guest RAM).
+#[cfg(test)]
+pub fn test_free_frames(n: u64) {
+    let f = FRAMES.get();
+    (f.next_frame, f.frame_end, f.free_list, f.listed) = (0, n * PAGE, 0, 0);
+}
+
 /// Frames free right now.
 pub fn free_frames() -> u64 {
     let f = FRAMES.get();
@@ -245,6 +248,11 @@ pub fn usage() -> (u64, u64) {
 /// Frames in use at the peak, for the host's statistics.
 pub fn peak_bytes() -> u64 {
     FRAMES.get().peak * PAGE
+}
+
+/// Records the memory peak for the host, just before the run ends.
+pub fn record_memory_peak() {
+    crate::stats::stat(|s| s.frames_used_peak = peak_bytes() / PAGE);
 }
 
 // --- the page-table journal ------------------------------------------------------
@@ -321,7 +329,7 @@ pub fn undo_journal() {
     if unsafe { NEXT_CR3 } != boot {
         // SAFETY: as above.
         unsafe { NEXT_CR3 = boot };
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     for &(gpa, old) in j.entries[..j.len].iter().rev() {
         // SAFETY: a page-table entry the journal saw written.
@@ -329,7 +337,7 @@ pub fn undo_journal() {
     }
     j.len = 0;
     // The reload makes KVM take up the entries written back.
-    crate::flush_tlb();
+    crate::cpu::flush_tlb();
 }
 
 fn table(gpa: u64) -> *mut u64 {
@@ -431,7 +439,7 @@ pub fn activate(space: &mut AddressSpace) {
     if changed {
         // SAFETY: as above.
         unsafe { NEXT_CR3 = space.pml4 };
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
 }
 
@@ -673,60 +681,19 @@ pub fn map_shared_frame(va: u64, frame: u64, prot: u32) -> Result<bool, i64> {
 
 // --- VMAs -----------------------------------------------------------------
 
-/// Removes `[start, end)` from the VMA list (splitting as needed).
+/// Removes `[start, end)` from the current space's mappings.
 fn vma_remove(start: u64, end: u64) -> Result<(), i64> {
-    let mm = current();
-    let mut i = 0;
-    while i < mm.vmas.len() {
-        let v = mm.vmas[i];
-        if v.end <= start || v.start >= end {
-            i += 1;
-            continue;
-        }
-        if v.start < start && v.end > end {
-            // Split into two.
-            if mm.vmas.len() >= MAX_VMAS || mm.vmas.try_reserve(1).is_err() {
-                return Err(ENOMEM);
-            }
-            mm.vmas[i] = Vma { end: start, ..v };
-            mm.vmas.insert(i + 1, Vma { start: end, ..v });
-            return Ok(());
-        }
-        if v.start < start {
-            mm.vmas[i].end = start;
-            i += 1;
-        } else if v.end > end {
-            mm.vmas[i].start = end;
-            i += 1;
-        } else {
-            mm.vmas.remove(i);
-        }
-    }
-    Ok(())
+    vma::remove(&mut current().vmas, start, end)
 }
 
-/// Inserts a VMA (the range must be free in the list), merging with an
-/// adjacent one of the same protection.
-fn vma_insert(vma: Vma) -> Result<(), i64> {
-    let mm = current();
-    let pos = mm.vmas.iter().position(|v| v.start >= vma.end).unwrap_or(mm.vmas.len());
-    if pos > 0 && mm.vmas[pos - 1].end == vma.start && mm.vmas[pos - 1].prot == vma.prot {
-        mm.vmas[pos - 1].end = vma.end;
-        if pos < mm.vmas.len() && mm.vmas[pos].start == vma.end && mm.vmas[pos].prot == vma.prot {
-            mm.vmas[pos - 1].end = mm.vmas[pos].end;
-            mm.vmas.remove(pos);
-        }
-        return Ok(());
-    }
-    if pos < mm.vmas.len() && mm.vmas[pos].start == vma.end && mm.vmas[pos].prot == vma.prot {
-        mm.vmas[pos].start = vma.start;
-        return Ok(());
-    }
-    if mm.vmas.len() >= MAX_VMAS || mm.vmas.try_reserve(1).is_err() {
-        return Err(ENOMEM);
-    }
-    mm.vmas.insert(pos, vma);
-    Ok(())
+/// Adds a mapping to the current space (see `vma::insert`).
+fn vma_insert(v: Vma) -> Result<(), i64> {
+    vma::insert(&mut current().vmas, v)
+}
+
+/// True if every byte of `[va, va + len)` is in a mapping allowing `prot`.
+pub fn user_access_ok(va: u64, len: u64, prot: u32) -> bool {
+    vma::access_ok(&current().vmas, va, len, prot)
 }
 
 fn overlaps_any(start: u64, end: u64) -> bool {
@@ -741,31 +708,6 @@ fn valid_user_range(start: u64, len: u64) -> Option<u64> {
     Some(end)
 }
 
-/// True if every byte of `[va, va + len)` is in a mapping allowing `prot`.
-pub fn user_access_ok(va: u64, len: u64, prot: u32) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let Some(end) = va.checked_add(len) else { return false };
-    if end > user::ADDR_LIMIT {
-        return false;
-    }
-    let mut at = va;
-    for v in &current().vmas {
-        if v.end <= at {
-            continue;
-        }
-        if v.start > at || v.prot & prot != prot || v.prot & (PROT_READ | PROT_WRITE) == 0 {
-            return false;
-        }
-        at = v.end;
-        if at >= end {
-            return true;
-        }
-    }
-    false
-}
-
 /// Maps `[start, start + len)` with `prot`, replacing whatever was there.
 pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
@@ -776,7 +718,7 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         flush |= f;
     }
     if flush {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     res?;
     vma_insert(Vma { start, end, prot })
@@ -856,7 +798,7 @@ pub fn map_file(
     };
     let end = start + len;
     if unback_range(start, end) {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
     vma_insert(Vma { start, end, prot })?;
@@ -925,7 +867,7 @@ pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
         return Err(EINVAL);
     }
     if unback_range(start, end) {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     vma_remove(start, end)
 }
@@ -957,7 +899,7 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     }
     let res = back_range(current().pml4, start, end, prot, false);
     if let Ok(true) = res {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     res?;
     vma_remove(start, end)?;
@@ -1105,7 +1047,7 @@ pub fn brk(want: u64) -> u64 {
 pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
     if back_range(current().pml4, start, end, prot, true)? {
-        crate::flush_tlb();
+        crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
     vma_insert(Vma { start, end, prot })

@@ -1,10 +1,12 @@
-//! Runtime start-up and the few pieces of global state.
+//! The runtime's core state, below everything else: the single-threaded
+//! global cell, the boot information, guest RAM through the physmap, the
+//! program's saved registers and what the entry assembly writes.
 
 use core::cell::UnsafeCell;
 
 use hvsandbox_abi as abi;
 
-use crate::{elf, hc, mm};
+use crate::hc;
 
 /// The program's RSP at the last `syscall` (written by the entry asm).
 #[no_mangle]
@@ -23,19 +25,6 @@ pub static mut FAULT_RCX: u64 = 0;
 pub static mut FAULT_R11: u64 = 0;
 #[no_mangle]
 pub static mut RESUME_RIP: u64 = 0;
-
-/// Entered at CPL3 on the runtime stack after the program took an
-/// exception (see `exception_common`), with the program's registers saved
-/// in `f` as for a system call; returns through the system-call exit path.
-pub extern "C" fn program_fault(f: &mut crate::syscalls::Frame) {
-    // SAFETY: written by the ring-0 handler just before it returned here;
-    // nothing else runs concurrently on this one vCPU.
-    let [vector, error, rip, cr2, rsp, rflags] = unsafe { core::ptr::addr_of!(PROGRAM_FAULT).read_volatile() };
-    f.rip = rip;
-    f.rsp = rsp;
-    f.rflags = rflags;
-    crate::task::program_fault(f, vector, error, cr2);
-}
 
 /// Global state of the single-threaded runtime. The runtime runs one
 /// thing at a time on one vCPU with no interrupts, so a `&mut` handed out
@@ -75,7 +64,7 @@ pub fn boot() -> &'static abi::BootInfo {
 pub static RUN_ENV: Global<alloc::vec::Vec<u8>> = Global::new(alloc::vec::Vec::new());
 
 /// The strings after the first `skip` NUL-terminated ones.
-fn after_strings(bytes: &[u8], skip: usize) -> &[u8] {
+pub fn after_strings(bytes: &[u8], skip: usize) -> &[u8] {
     let mut at = 0;
     for _ in 0..skip {
         match bytes[at..].iter().position(|&c| c == 0) {
@@ -103,164 +92,6 @@ pub fn phys_slice(gpa: u64, len: u64) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(phys_ptr(gpa), len as usize) }
 }
 
-/// Entered from `_start` on the runtime stack, at CPL3.
-pub extern "C" fn rust_start(boot_va: u64) -> ! {
-    if boot_va != abi::phys_to_virt(abi::BOOT_INFO_GPA) {
-        hc::panic(b"unexpected boot info address");
-    }
-    // SAFETY: the host wrote a BootInfo at this physmap address, which is
-    // mapped and suitably aligned (page aligned).
-    let info = unsafe { core::ptr::read_volatile(boot_va as *const abi::BootInfo) };
-    if info.magic != abi::BOOT_MAGIC || info.abi_version != abi::ABI_VERSION {
-        hc::panic(b"bad boot info");
-    }
-    *BOOT.get() = Some(info);
-    mm::init(&info);
-    crate::io::publish();
-    crate::random::init(&info.random_seed);
-    crate::vfs::init(&info);
-    let info = if info.flags & abi::BOOT_FLAG_WAIT_PROGRAM != 0 { wait_for_program(&info) } else { info };
-    crate::vfs::apply_manifest(&info);
-    let args = phys_slice(info.args_gpa, info.args_len);
-    *RUN_ENV.get() = after_strings(args, info.argc as usize).to_vec();
-    let argv0 = &args[..args.iter().position(|&c| c == 0).unwrap_or(0)];
-    let exe_path = crate::vfs::absolute(&crate::vfs::boot_cwd(), argv0);
-    let image = match crate::vfs::add_image(&exe_path, info.image_gpa, info.image_len) {
-        Ok(n) => n,
-        Err(e) => hc::fail_exec(elf::describe(e)),
-    };
-    let max_procs = info.max_processes;
-    let (entry, mut sp) =
-        match crate::task::start_init(&image, &exe_path, args, info.argc as usize, info.envc as usize, max_procs) {
-            Ok(x) => x,
-            Err(e) => hc::fail_exec(elf::describe(e)),
-        };
-    if info.flags & abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY != 0 {
-        if let Some(resume) = snapshot_point() {
-            // A restored entry snapshot: this run's argv/envp replace the
-            // snapshot's on a fresh initial stack.
-            if resume.argc > 0 {
-                let loaded = crate::task::current_exe_loaded();
-                match crate::stack::rebuild(&loaded, &resume.args, resume.argc, resume.envc) {
-                    Ok(new_sp) => sp = new_sp,
-                    Err(e) => hc::fail_exec(e),
-                }
-            }
-        }
-    }
-    crate::jump_to_program(entry, sp)
-}
-
-/// Set up before the program is known (the host does this part ahead of
-/// the run): wait for it, then take the boot information that comes with
-/// it. The memory layout must be the one we booted with.
-fn wait_for_program(pre: &abi::BootInfo) -> abi::BootInfo {
-    hc::call(abi::hc::PROGRAM, 0, 0, 0);
-    // SAFETY: as in rust_start: the host rewrote the BootInfo page.
-    let info = unsafe { core::ptr::read_volatile(abi::phys_to_virt(abi::BOOT_INFO_GPA) as *const abi::BootInfo) };
-    let same_layout = info.magic == abi::BOOT_MAGIC
-        && info.abi_version == abi::ABI_VERSION
-        && info.mem_size == pre.mem_size
-        && info.pml4_gpa == pre.pml4_gpa
-        && info.page_tables_end == pre.page_tables_end
-        && info.free_start == pre.free_start
-        && info.flags & abi::BOOT_FLAG_WAIT_PROGRAM == 0;
-    if !same_layout {
-        hc::panic(b"the program came with another memory layout");
-    }
-    if !mm::set_free_end(info.free_end) || info.image_gpa < info.free_end {
-        hc::panic(b"the program's image overlaps the runtime's frames");
-    }
-    *BOOT.get() = Some(info);
-    crate::random::init(&info.random_seed);
-    info
-}
-
-/// This run's inputs, for a guest restored from a snapshot.
-pub struct Resume {
-    pub argc: usize,
-    pub envc: usize,
-    /// argv then envp strings, NUL-terminated.
-    pub args: alloc::vec::Vec<u8>,
-}
-
-/// Rings the snapshot doorbell. Returns None when this is not a snapshot
-/// (go on), or the new run's inputs when the guest was restored: clocks,
-/// randomness and files are already applied.
-pub fn snapshot_point() -> Option<Resume> {
-    // Heap room for what a restored run allocates, mapped now.
-    crate::heap::reserve(1 << 20);
-    crate::io::flush_all();
-    crate::syscalls::record_memory_peak();
-    let buf = match hc::call(abi::hc::SNAPSHOT, 0, 0, 0) {
-        abi::hc::RESUMED_WITH_INFO => {
-            // The host left this run's inputs in the resume area (no
-            // hypercall needed); its length is bounded by the area.
-            let area = phys_slice(abi::RESUME_GPA, abi::RESUME_MAX);
-            let len = u64::from_le_bytes(area[..8].try_into().unwrap_or_default());
-            if len > abi::RESUME_MAX - 8 {
-                hc::panic(b"bad resume area");
-            }
-            area[8..8 + len as usize].to_vec()
-        }
-        abi::hc::RESUMED => fetch_resume_info(),
-        _ => return None,
-    };
-    // The host resets this VM to the snapshot after the run.
-    crate::mm::start_journal();
-    let len = buf.len();
-    let head = core::mem::size_of::<abi::ResumeInfo>();
-    if len < head {
-        hc::panic(b"short resume info");
-    }
-    // SAFETY: the buffer holds at least a ResumeInfo (plain integers).
-    let info: abi::ResumeInfo = unsafe { core::ptr::read_unaligned(buf.as_ptr() as *const abi::ResumeInfo) };
-    crate::time::rebase(info.tsc_khz, info.tsc, info.realtime_ns);
-    crate::random::init(&info.random_seed);
-    let args_end = head.saturating_add(info.args_len as usize);
-    let man_end = args_end.saturating_add(info.manifest_len as usize);
-    let stdin_end = man_end.saturating_add(info.stdin_len as usize);
-    if stdin_end > len {
-        hc::panic(b"bad resume info");
-    }
-    crate::vfs::apply_manifest_bytes(&buf[args_end..man_end]);
-    *RUN_ENV.get() = after_strings(&buf[head..args_end], info.argc as usize).to_vec();
-    // This run's stdin starts afresh (the snapshot's run may have read its
-    // own to the end); small inputs came with the resume info.
-    let whole = info.flags & abi::RESUME_STDIN_WHOLE != 0;
-    crate::io::restart_stdin(&buf[man_end..stdin_end], whole);
-    // The statistics count this run's work, not the snapshot's.
-    crate::syscalls::stat(|s| {
-        s.syscalls = 0;
-        s.unknown_syscalls = 0;
-        s.page_faults = 0;
-        s.cr3_loads = 0;
-        s.processes = 0;
-        s.unknown_by_nr = [0; abi::UNKNOWN_SLOTS];
-    });
-    Some(Resume { argc: info.argc as usize, envc: info.envc as usize, args: buf[head..args_end].to_vec() })
-}
-
-/// Asks the host for this run's inputs (retrying with the size asked for).
-fn fetch_resume_info() -> alloc::vec::Vec<u8> {
-    let mut buf = alloc::vec![0u8; 4096];
-    loop {
-        let n = hc::call(abi::hc::RESUME_INFO, buf.as_mut_ptr() as u64, buf.len() as u64, 0);
-        if (n as i64) < 0 {
-            hc::panic(b"resume info refused");
-        }
-        let n = n as usize;
-        if n <= buf.len() {
-            buf.truncate(n);
-            return buf;
-        }
-        if n > 64 << 20 {
-            hc::panic(b"resume info too large");
-        }
-        buf.resize(n, 0);
-    }
-}
-
 /// A fixed-capacity byte buffer implementing `fmt::Write` (truncates).
 pub struct FixedBuf<const N: usize> {
     buf: [u8; N],
@@ -281,9 +112,40 @@ impl<const N: usize> FixedBuf<N> {
     }
 }
 
+impl<const N: usize> Default for FixedBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<const N: usize> core::fmt::Write for FixedBuf<N> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         self.push(s.as_bytes());
         Ok(())
     }
 }
+
+/// Registers saved by `syscall_entry`, lowest address first.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Frame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub r10: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rax: u64,
+    pub rflags: u64,
+    pub rip: u64,
+    pub rsp: u64,
+}
+
+/// The user id the program runs as (and owns what it creates).
+pub const UID: u64 = 1000;

@@ -54,7 +54,7 @@ fn socket_of(f: &OpenFile) -> Result<&Socket, i64> {
 
 /// sendto(2) (and send): a connected pair takes no address.
 pub fn sys_sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, _addrlen: u64) -> SysResult {
-    let f = file::get(fd)?;
+    let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
     if addr != 0 {
         return Err(EISCONN);
@@ -64,7 +64,7 @@ pub fn sys_sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, _addrlen: 
     let r = if s.shut_wr.get() { Err(EPIPE) } else { file::pipe_write(&s.tx, data, nonblock) };
     match r {
         Err(EPIPE) if flags & MSG_NOSIGNAL == 0 => {
-            crate::task::raise(crate::task::SIGPIPE);
+            crate::signal::raise(crate::task::SIGPIPE);
             Err(EPIPE)
         }
         r => r.map(|n| n as u64),
@@ -73,7 +73,7 @@ pub fn sys_sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, _addrlen: 
 
 /// recvfrom(2) (and recv): the peer has no address to report.
 pub fn sys_recvfrom(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u64) -> SysResult {
-    let f = file::get(fd)?;
+    let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
     let out = user_bytes_mut(buf, len)?;
     if addr != 0 && addrlen != 0 {
@@ -88,7 +88,7 @@ pub fn sys_recvfrom(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, addrlen:
 
 /// shutdown(2).
 pub fn sys_shutdown(fd: u64, how: u64) -> SysResult {
-    let f = file::get(fd)?;
+    let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
     match how {
         0 => s.shutdown(true, false),
@@ -101,7 +101,7 @@ pub fn sys_shutdown(fd: u64, how: u64) -> SysResult {
 
 /// getsockopt(2): the few SOL_SOCKET options programs ask about.
 pub fn sys_getsockopt(fd: u64, level: u64, name: u64, val: u64, len: u64) -> SysResult {
-    let f = file::get(fd)?;
+    let f = crate::fds::get(fd)?;
     socket_of(&f)?;
     if level != SOL_SOCKET {
         return Err(ENOPROTOOPT);
@@ -125,7 +125,7 @@ pub fn sys_getsockopt(fd: u64, level: u64, name: u64, val: u64, len: u64) -> Sys
 /// setsockopt(2): SOL_SOCKET options are accepted (buffers, timeouts and
 /// the like change nothing here).
 pub fn sys_setsockopt(fd: u64, level: u64, _name: u64, _val: u64, _len: u64) -> SysResult {
-    let f = file::get(fd)?;
+    let f = crate::fds::get(fd)?;
     socket_of(&f)?;
     if level != SOL_SOCKET {
         return Err(ENOPROTOOPT);
@@ -135,7 +135,7 @@ pub fn sys_setsockopt(fd: u64, level: u64, _name: u64, _val: u64, _len: u64) -> 
 
 /// getsockname(2) / getpeername(2): an unnamed local socket.
 pub fn sys_getsockname(fd: u64, addr: u64, len: u64) -> SysResult {
-    let f = file::get(fd)?;
+    let f = crate::fds::get(fd)?;
     socket_of(&f)?;
     let room = u32::from_le_bytes(user_bytes(len, 4)?.try_into().map_err(|_| EFAULT)?);
     if room >= 2 {

@@ -28,7 +28,7 @@ const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
 
 /// The user and group id programs see.
-pub const UID: u64 = 1000;
+pub use crate::rt::UID;
 
 /// Size of the program's stack for this VM's memory.
 pub fn stack_size() -> u64 {

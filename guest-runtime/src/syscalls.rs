@@ -6,69 +6,13 @@ use hvsandbox_abi as abi;
 
 use crate::errno::*;
 use crate::mm;
-use crate::rt::boot;
-use crate::task::read_timespec;
+use crate::rt::{boot, Frame};
 use crate::uaccess::*;
-use crate::{hc, socket, stack, sys_fs, task, time};
+use crate::{socket, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
-/// Registers saved by `syscall_entry`, lowest address first.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct Frame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub rbp: u64,
-    pub rbx: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub r10: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub rax: u64,
-    pub rflags: u64,
-    pub rip: u64,
-    pub rsp: u64,
-}
-
 use sys_fs::SysResult;
-
-fn stats() -> *mut abi::RuntimeStats {
-    abi::phys_to_virt(abi::STATS_GPA) as *mut abi::RuntimeStats
-}
-
-fn count_syscall() {
-    // SAFETY: the stats area is a fixed, mapped region of guest RAM that
-    // only the runtime writes (the host reads it after the run).
-    unsafe { (*stats()).syscalls += 1 };
-}
-
-fn count_unknown(nr: u64) {
-    let s = stats();
-    let slot = (nr as usize).min(abi::UNKNOWN_SLOTS - 1);
-    // SAFETY: as in count_syscall; slot < UNKNOWN_SLOTS.
-    unsafe {
-        (*s).unknown_syscalls += 1;
-        (*s).unknown_by_nr[slot] = (*s).unknown_by_nr[slot].saturating_add(1);
-    }
-}
-
-/// Updates the counters the host reads after the run.
-pub fn stat(f: impl FnOnce(&mut abi::RuntimeStats)) {
-    // SAFETY: the stats area is a fixed, mapped region of guest RAM that
-    // only the runtime writes; no other reference to it is live.
-    f(unsafe { &mut *stats() })
-}
-
-/// Records the memory peak for the host, just before the run ends.
-pub fn record_memory_peak() {
-    // SAFETY: as in `count`.
-    unsafe { (*stats()).frames_used_peak = mm::peak_bytes() / mm::PAGE };
-}
 
 // --- the table ---------------------------------------------------------------
 
@@ -76,7 +20,7 @@ pub fn record_memory_peak() {
 pub extern "C" fn dispatch(f: &mut Frame) {
     let nr = f.rax;
     let (a0, a1, a2, a3) = (f.rdi, f.rsi, f.rdx, f.r10);
-    count_syscall();
+    crate::stats::count_syscall();
     let a4 = f.r8;
     let a5 = f.r9;
     let r: SysResult = match nr {
@@ -179,43 +123,43 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
         12 => Ok(mm::brk(a0)),
-        13 => task::sys_sigaction(a0, a1, a2, a3),
-        14 => task::sys_sigprocmask(a0, a1, a2, a3),
-        15 => task::sys_rt_sigreturn(f),
-        34 => task::sys_pause(),
-        127 => task::sys_sigpending(a0),
-        130 => task::sys_sigsuspend(a0, a1),
+        13 => crate::signal::sys_sigaction(a0, a1, a2, a3),
+        14 => crate::signal::sys_sigprocmask(a0, a1, a2, a3),
+        15 => crate::signal::sys_rt_sigreturn(f),
+        34 => crate::signal::sys_pause(),
+        127 => crate::signal::sys_sigpending(a0),
+        130 => crate::signal::sys_sigsuspend(a0, a1),
         24 => {
             task::request_yield();
             Ok(0)
         }
         28 => sys_madvise(a0, a1, a2),
         35 => sys_nanosleep(a0, a1),
-        39 => task::sys_getpid(),
-        186 => task::sys_gettid(),
-        110 => task::sys_getppid(),
-        109 => task::sys_setpgid(a0, a1),
-        112 => task::sys_setsid(),
-        111 => task::sys_getpgid(0),
-        121 => task::sys_getpgid(a0),
-        124 => task::sys_getsid(a0),
-        102 | 104 | 107 | 108 => Ok(stack::UID), // getuid, getgid, geteuid, getegid
-        105 | 106 => same_id(a0),                // setuid, setgid: only to what we are
+        39 => crate::process::sys_getpid(),
+        186 => crate::process::sys_gettid(),
+        110 => crate::process::sys_getppid(),
+        109 => crate::process::sys_setpgid(a0, a1),
+        112 => crate::process::sys_setsid(),
+        111 => crate::process::sys_getpgid(0),
+        121 => crate::process::sys_getpgid(a0),
+        124 => crate::process::sys_getsid(a0),
+        102 | 104 | 107 | 108 => Ok(crate::rt::UID), // getuid, getgid, geteuid, getegid
+        105 | 106 => same_id(a0),                    // setuid, setgid: only to what we are
         117 | 119 => same_id(a0).and(same_id(a1)).and(same_id(a2)), // setresuid, setresgid
-        118 | 120 => put_u32s(&[a0, a1, a2], stack::UID as u32).map(|_| 0), // getresuid, getresgid
-        115 => Ok(0),                            // getgroups: none
-        60 => task::exit_thread(f, a0),
-        231 => task::exit_group(f, a0 as u32 & 0xff, 0),
-        56 => task::sys_clone(f, a0, a1, a2, a3, a4),
-        57 => task::sys_clone(f, SIGCHLD, 0, 0, 0, 0), // fork
-        58 => task::sys_clone(f, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0), // vfork
-        59 => task::sys_execve(f, AT_FDCWD, a0, a1, a2, 0),
-        322 => task::sys_execve(f, a0, a1, a2, a3, a4),
-        61 => task::sys_wait4(a0, a1, a2, a3),
-        247 => task::sys_waitid(a0, a1, a2, a3),
-        62 => task::sys_kill(a0, a1),
-        200 => task::sys_tgkill(u64::MAX, a0, a1), // tkill
-        234 => task::sys_tgkill(a0, a1, a2),
+        118 | 120 => put_u32s(&[a0, a1, a2], crate::rt::UID as u32).map(|_| 0), // getresuid, getresgid
+        115 => Ok(0),                                // getgroups: none
+        60 => crate::process::exit_thread(f, a0),
+        231 => crate::process::exit_group(f, a0 as u32 & 0xff, 0),
+        56 => crate::process::sys_clone(f, a0, a1, a2, a3, a4),
+        57 => crate::process::sys_clone(f, SIGCHLD, 0, 0, 0, 0), // fork
+        58 => crate::process::sys_clone(f, CLONE_VM | CLONE_VFORK | SIGCHLD, 0, 0, 0, 0), // vfork
+        59 => crate::exec::sys_execve(f, AT_FDCWD, a0, a1, a2, 0),
+        322 => crate::exec::sys_execve(f, a0, a1, a2, a3, a4),
+        61 => crate::process::sys_wait4(a0, a1, a2, a3),
+        247 => crate::process::sys_waitid(a0, a1, a2, a3),
+        62 => crate::signal::sys_kill(a0, a1),
+        200 => crate::signal::sys_tgkill(u64::MAX, a0, a1), // tkill
+        234 => crate::signal::sys_tgkill(a0, a1, a2),
         63 => sys_uname(a0),
         96 => sys_gettimeofday(a0),
         97 => sys_prlimit(a0, 0, a1),
@@ -228,13 +172,13 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         140 => Ok(20), // getpriority: nice 0 (the raw call returns 20 - nice)
         141 => Ok(0),  // setpriority: one vCPU, nothing to prioritise
         100 => sys_times(a0),
-        131 => task::sys_sigaltstack(a0, a1),
+        131 => crate::signal::sys_sigaltstack(a0, a1),
         157 => sys_prctl(a0, a1),
         158 => sys_arch_prctl(a0, a1),
         201 => sys_time(a0),
-        202 => task::sys_futex(a0, a1, a2, a3, a4, a5),
+        202 => crate::futex::sys_futex(a0, a1, a2, a3, a4, a5),
         204 => sys_sched_getaffinity(a1, a2),
-        218 => task::set_tid_address(a0),
+        218 => crate::process::set_tid_address(a0),
         228 => sys_clock_gettime(a0, a1),
         227 => Err(EPERM), // clock_settime: the guest's clocks are the host's
         188..=199 => sys_fs::sys_xattr(nr, a0, a1),
@@ -245,7 +189,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         318 => sys_getrandom(a0, a1),
         334 => Err(ENOSYS), // rseq: glibc copes without it
         _ => {
-            count_unknown(nr);
+            crate::stats::count_unknown(nr);
             Err(ENOSYS)
         }
     };
@@ -254,7 +198,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         Err(task::BLOCKED) => {}
         Err(e) => f.rax = (-e) as u64,
     }
-    task::syscall_exit(f, nr);
+    crate::signal::syscall_exit(f, nr);
 }
 
 const SIGCHLD: u64 = 17;
@@ -263,7 +207,7 @@ const CLONE_VFORK: u64 = 0x4000;
 
 /// Changing to the id we already have is allowed (-1 means "unchanged").
 fn same_id(id: u64) -> SysResult {
-    if id == stack::UID || id as u32 == u32::MAX {
+    if id == crate::rt::UID || id as u32 == u32::MAX {
         Ok(0)
     } else {
         Err(EPERM)
@@ -329,13 +273,6 @@ fn sys_madvise(addr: u64, len: u64, advice: u64) -> SysResult {
         mm::madvise_dontneed(addr, len)?;
     }
     Ok(0)
-}
-
-pub fn finish(code: i32, signal: i32) -> ! {
-    crate::vfs::collect();
-    record_memory_peak();
-    crate::mm::undo_journal();
-    hc::exit(code, signal)
 }
 
 fn put_field(buf: &mut [u8; 390], idx: usize, s: &[u8]) {
@@ -508,7 +445,7 @@ const RLIM_INFINITY: u64 = u64::MAX;
 fn sys_prlimit(resource: u64, _new: u64, old: u64) -> SysResult {
     let (cur, max) = match resource {
         3 => (stack::stack_size(), stack::stack_size()), // RLIMIT_STACK
-        7 => (crate::file::max_fds() as u64, crate::file::max_fds() as u64), // RLIMIT_NOFILE
+        7 => (crate::fds::max_fds() as u64, crate::fds::max_fds() as u64), // RLIMIT_NOFILE
         6 => (task::process_limit() as u64, task::process_limit() as u64), // RLIMIT_NPROC
         9 | 2 | 5 => (boot().mem_size, boot().mem_size), // RLIMIT_AS, DATA, RSS
         0..=15 => (RLIM_INFINITY, RLIM_INFINITY),
@@ -591,4 +528,34 @@ fn sys_getrandom(buf: u64, len: u64) -> SysResult {
     let out = user_bytes_mut(buf, len)?;
     crate::random::fill(out);
     Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_timeouts_in_ms_are_ints() {
+        assert_eq!(poll_timeout_ms(0), Some(0));
+        assert_eq!(poll_timeout_ms(1500), Some(1_500_000_000));
+        // Any negative int waits forever, whatever the upper bits say.
+        assert_eq!(poll_timeout_ms(-1i64 as u64), None);
+        assert_eq!(poll_timeout_ms(0xffff_ffff), None);
+        assert_eq!(poll_timeout_ms(0x1_0000_0005), Some(5_000_000));
+    }
+
+    #[test]
+    fn timevals_are_checked() {
+        assert_eq!(timeval_ns([1, 500_000]), Ok(1_500_000_000));
+        assert_eq!(timeval_ns([0, 1_000_000]), Err(EINVAL));
+        assert_eq!(timeval_ns([-1i64 as u64, 0]), Err(EINVAL));
+        assert_eq!(timeval_ns([i64::MAX as u64, 0]), Ok(u64::MAX));
+    }
+
+    #[test]
+    fn only_the_ids_we_have_may_be_set() {
+        assert_eq!(same_id(crate::rt::UID), Ok(0));
+        assert_eq!(same_id(u32::MAX as u64), Ok(0), "-1: unchanged");
+        assert_eq!(same_id(0), Err(EPERM));
+    }
 }

@@ -62,3 +62,35 @@ pub fn user_cstr(va: u64, max: u64) -> Result<&'static [u8], i64> {
         }
     }
 }
+
+/// A timespec's seconds and nanoseconds as nanoseconds (saturating), or
+/// EINVAL for a nanosecond field out of range or negative seconds.
+pub fn timespec_ns(sec: u64, nsec: u64) -> Result<u64, i64> {
+    if nsec >= 1_000_000_000 || sec > i64::MAX as u64 {
+        return Err(EINVAL);
+    }
+    Ok(sec.saturating_mul(1_000_000_000).saturating_add(nsec))
+}
+
+/// Reads the program's `struct timespec` at `ts` (see [`timespec_ns`]).
+pub fn read_timespec(ts: u64) -> Result<u64, i64> {
+    let b = user_bytes(ts, 16)?;
+    let sec = u64::from_le_bytes(b[0..8].try_into().map_err(|_| EFAULT)?);
+    let nsec = u64::from_le_bytes(b[8..16].try_into().map_err(|_| EFAULT)?);
+    timespec_ns(sec, nsec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timespecs_are_checked_and_saturate() {
+        assert_eq!(timespec_ns(0, 0), Ok(0));
+        assert_eq!(timespec_ns(2, 5), Ok(2_000_000_005));
+        assert_eq!(timespec_ns(0, 999_999_999), Ok(999_999_999));
+        assert_eq!(timespec_ns(0, 1_000_000_000), Err(EINVAL));
+        assert_eq!(timespec_ns(-1i64 as u64, 0), Err(EINVAL), "negative seconds");
+        assert_eq!(timespec_ns(i64::MAX as u64, 999_999_999), Ok(u64::MAX));
+    }
+}

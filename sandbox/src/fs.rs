@@ -5,7 +5,8 @@
 //! One file of ~1,000 lines because the fuzz targets compile it on its own,
 //! by path (`fuzz/src/lib.rs`, with `fs_check.rs` and `kernel_fs.rs`): it
 //! may name nothing of the crate but what it holds. (Its unit tests are in
-//! `fs_tests.rs`; the ABI records' encoders are to move to `core/abi`.)
+//! `fs_tests.rs`; the ABI records' encoders and decoders are in
+//! `core/abi`'s `fs` module.)
 //!
 //! The no-escape guarantee is structural: the host only ever opens one
 //! plain name (no `/`, not `.` or `..`) relative to a directory it
@@ -30,14 +31,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, CString};
-use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hvsandbox_core::abi;
-use hvsandbox_core::abi::fs::{Dirent, ManifestEntry, Stat, FIRST_HANDLE, NAME_MAX, PATH_MAX};
+use hvsandbox_core::abi::fs::{Stat, FIRST_HANDLE, NAME_MAX, PATH_MAX};
 
 #[path = "kernel_fs.rs"]
 mod kernel_fs;
@@ -71,54 +71,23 @@ pub(crate) const MAX_OPEN_FDS: usize = 64;
 /// Inode numbers of in-memory files (distinct from host ones in practice).
 const BLOB_INO_BASE: u64 = 1 << 63;
 
-/// Sizes of the ABI records as the guest sees them.
-pub(crate) const STAT_SIZE: usize = size_of::<Stat>();
-pub(crate) const DIRENT_SIZE: usize = size_of::<Dirent>();
-pub(crate) const ENTRY_SIZE: usize = size_of::<ManifestEntry>();
+/// Size of a stat record as the guest sees it.
+pub(crate) use hvsandbox_core::abi::fs::STAT_SIZE;
 
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
-    buf[at..at + bytes.len()].copy_from_slice(bytes);
-}
-
-/// A [`Stat`] as the guest reads it (little-endian, the ABI's layout).
+/// A [`Stat`] as the guest reads it (the ABI's one encoder).
 pub(crate) fn stat_bytes(st: &Stat) -> [u8; STAT_SIZE] {
-    let mut b = [0u8; STAT_SIZE];
-    put(&mut b, offset_of!(Stat, mode), &st.mode.to_le_bytes());
-    put(&mut b, offset_of!(Stat, nlink), &st.nlink.to_le_bytes());
-    put(&mut b, offset_of!(Stat, size), &st.size.to_le_bytes());
-    put(&mut b, offset_of!(Stat, ino), &st.ino.to_le_bytes());
-    put(&mut b, offset_of!(Stat, mtime_sec), &st.mtime_sec.to_le_bytes());
-    put(&mut b, offset_of!(Stat, mtime_nsec), &st.mtime_nsec.to_le_bytes());
-    b
+    abi::fs::encode_stat(st)
 }
 
-// Decoders of the records the host writes for the guest: the inverse of
-// the encoders here, as the guest runtime reads them. The host itself does
-// not need them; the property tests (`fs_check.rs`) and the fuzz targets
-// (`fuzz/`) check the encoders against them.
+// The host does not decode the records it writes for the guest; the
+// property tests (`fs_check.rs`) and the fuzz targets (`fuzz/`) check the
+// encoders here against the ABI's decoders, which the guest runtime uses.
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
-}
-
-/// A [`Stat`] from the bytes [`stat_bytes`] makes.
+/// A [`Stat`] from the bytes [`stat_bytes`] makes (the ABI's decoder).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn decode_stat(b: &[u8; STAT_SIZE]) -> Stat {
-    Stat {
-        mode: le_u32(b, offset_of!(Stat, mode)),
-        nlink: le_u32(b, offset_of!(Stat, nlink)),
-        size: le_u64(b, offset_of!(Stat, size)),
-        ino: le_u64(b, offset_of!(Stat, ino)),
-        mtime_sec: le_u64(b, offset_of!(Stat, mtime_sec)) as i64,
-        mtime_nsec: le_u32(b, offset_of!(Stat, mtime_nsec)),
-        _pad: le_u32(b, offset_of!(Stat, _pad)),
-    }
+    // A whole record always decodes.
+    abi::fs::decode_stat(b).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------
@@ -180,60 +149,39 @@ pub(crate) struct ManifestRecord {
     pub path: String,
 }
 
-/// Encodes the manifest the runtime reads at boot: [`ManifestEntry`]
-/// records, each followed by its path and padded to 8 bytes.
-pub(crate) fn encode_manifest(records: &[ManifestRecord]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.iter().map(|r| abi::fs::entry_size(r.path.len())).sum());
+/// Encodes the manifest the runtime reads at boot: [`abi::fs::ManifestEntry`]
+/// records, each followed by its path and padded to 8 bytes (the ABI's
+/// encoder). An error for a record the ABI refuses (a kind it does not
+/// define, a path too long): the caller's records are checked before.
+pub(crate) fn encode_manifest(records: &[ManifestRecord]) -> Result<Vec<u8>, &'static str> {
+    let mut out = vec![0; records.iter().map(|r| abi::fs::entry_size(r.path.len())).sum()];
+    let mut at = 0;
     for r in records {
-        let start = out.len();
-        out.resize(start + abi::fs::entry_size(r.path.len()), 0);
-        let e = &mut out[start..];
-        put(e, offset_of!(ManifestEntry, kind), &r.kind.to_le_bytes());
-        put(e, offset_of!(ManifestEntry, mode), &r.mode.to_le_bytes());
-        put(e, offset_of!(ManifestEntry, handle), &r.handle.to_le_bytes());
-        put(e, offset_of!(ManifestEntry, size), &r.size.to_le_bytes());
-        put(e, offset_of!(ManifestEntry, path_len), &(r.path.len() as u32).to_le_bytes());
-        put(e, ENTRY_SIZE, r.path.as_bytes());
+        let view = abi::fs::ManifestView {
+            kind: r.kind,
+            mode: r.mode,
+            handle: r.handle,
+            size: r.size,
+            path: r.path.as_bytes(),
+        };
+        // The buffer has room for every record.
+        at += abi::fs::encode_manifest_entry(&mut out[at..], &view).map_err(abi::fs::CodecError::as_str)?;
     }
-    out
+    Ok(out)
 }
 
-/// Decodes a manifest, strictly: every record whole, of a known kind, with
-/// a UTF-8 absolute normalised path and zero padding, so that a manifest
-/// this accepts is exactly what [`encode_manifest`] makes of the result.
+/// Decodes a manifest with the ABI's decoder, strictly: every record
+/// whole, of a known kind, with a UTF-8 absolute normalised path and zero
+/// padding, so that a manifest this accepts is exactly what
+/// [`encode_manifest`] makes of the result.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn decode_manifest(bytes: &[u8]) -> Result<Vec<ManifestRecord>, &'static str> {
     let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let e = bytes.get(at..at + ENTRY_SIZE).ok_or("truncated record header")?;
-        let kind = le_u32(e, offset_of!(ManifestEntry, kind));
-        if !(abi::fs::ENTRY_MOUNT..=abi::fs::ENTRY_CWD).contains(&kind) {
-            return Err("unknown record kind");
-        }
-        if le_u32(e, offset_of!(ManifestEntry, _pad)) != 0 {
-            return Err("nonzero reserved field");
-        }
-        let path_len = le_u32(e, offset_of!(ManifestEntry, path_len)) as usize;
-        if path_len >= PATH_MAX {
-            return Err("path too long");
-        }
-        let size = abi::fs::entry_size(path_len);
-        let record = bytes.get(at..at + size).ok_or("truncated record")?;
-        let (path, padding) = record[ENTRY_SIZE..].split_at(path_len);
-        if padding.iter().any(|&b| b != 0) {
-            return Err("nonzero padding");
-        }
-        let path = std::str::from_utf8(path).map_err(|_| "path is not UTF-8")?;
+    for r in abi::fs::manifest_entries(bytes) {
+        let r = r.map_err(abi::fs::CodecError::as_str)?;
+        let path = std::str::from_utf8(r.path).map_err(|_| "path is not UTF-8")?;
         check_guest_path(path)?;
-        out.push(ManifestRecord {
-            kind,
-            mode: le_u32(e, offset_of!(ManifestEntry, mode)),
-            handle: le_u64(e, offset_of!(ManifestEntry, handle)),
-            size: le_u64(e, offset_of!(ManifestEntry, size)),
-            path: path.to_string(),
-        });
-        at += size;
+        out.push(ManifestRecord { kind: r.kind, mode: r.mode, handle: r.handle, size: r.size, path: path.to_string() });
     }
     Ok(out)
 }
@@ -315,14 +263,14 @@ pub(crate) struct Listed {
     pub name: Vec<u8>,
 }
 
-/// Packs whole [`Dirent`] records of `listing`, from entry `start` on,
-/// into at most `max_len` bytes: empty past the last entry, `EINVAL` when
-/// not even one record fits.
+/// Packs whole [`abi::fs::Dirent`] records of `listing`, from entry `start` on,
+/// into at most `max_len` bytes (the ABI's encoder): empty past the last
+/// entry, `EINVAL` when not even one record fits.
 pub(crate) fn pack_dirents(listing: &[Listed], start: u64, max_len: usize) -> Result<Vec<u8>, Errno> {
     let rest = listing.get(usize::try_from(start).unwrap_or(usize::MAX)..).unwrap_or_default();
     let mut out = Vec::new();
     for e in rest {
-        let size = DIRENT_SIZE + e.name.len();
+        let size = abi::fs::dirent_size(e.name.len());
         if out.len() + size > max_len {
             if out.is_empty() {
                 return Err(libc::EINVAL); // not even one record fits
@@ -331,32 +279,20 @@ pub(crate) fn pack_dirents(listing: &[Listed], start: u64, max_len: usize) -> Re
         }
         let at = out.len();
         out.resize(at + size, 0);
-        let rec = &mut out[at..];
-        put(rec, offset_of!(Dirent, ino), &e.ino.to_le_bytes());
-        put(rec, offset_of!(Dirent, dtype), &[e.dtype]);
-        put(rec, offset_of!(Dirent, name_len), &[e.name.len() as u8]);
-        put(rec, DIRENT_SIZE, &e.name);
+        let view = abi::fs::DirentView { ino: e.ino, dtype: e.dtype, name: &e.name };
+        // Names are at most NAME_MAX bytes and the room is there.
+        abi::fs::encode_dirent(&mut out[at..], &view).map_err(|_| libc::ENAMETOOLONG)?;
     }
     Ok(out)
 }
 
-/// Decodes packed [`Dirent`] records as the guest reads them.
+/// Decodes packed [`abi::fs::Dirent`] records as the guest reads them (the ABI's
+/// decoder).
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn decode_dirents(bytes: &[u8]) -> Result<Vec<Listed>, &'static str> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let head = bytes.get(at..at + DIRENT_SIZE).ok_or("truncated record header")?;
-        let name_len = head[offset_of!(Dirent, name_len)] as usize;
-        let name = bytes.get(at + DIRENT_SIZE..at + DIRENT_SIZE + name_len).ok_or("truncated name")?;
-        out.push(Listed {
-            ino: le_u64(head, offset_of!(Dirent, ino)),
-            dtype: head[offset_of!(Dirent, dtype)],
-            name: name.to_vec(),
-        });
-        at += DIRENT_SIZE + name_len;
-    }
-    Ok(out)
+    abi::fs::dirents(bytes)
+        .map(|d| d.map(|d| Listed { ino: d.ino, dtype: d.dtype, name: d.name.to_vec() }).map_err(|e| e.as_str()))
+        .collect()
 }
 
 /// Lists the directory an `O_PATH` fd refers to, sorted by name, without
@@ -809,7 +745,7 @@ impl HostFs {
         }
     }
 
-    /// Packs whole [`Dirent`] records, from entry `start` on, into at
+    /// Packs whole [`abi::fs::Dirent`] records, from entry `start` on, into at
     /// most `max_len` bytes; empty past the last entry. The guest's user
     /// must be able to read the directory.
     pub(crate) fn readdir(&mut self, handle: u64, start: u64, max_len: usize) -> Result<Vec<u8>, Errno> {

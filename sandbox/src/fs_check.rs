@@ -18,12 +18,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hvsandbox_core::abi;
-use hvsandbox_core::abi::fs::{Stat, FIRST_HANDLE, NAME_MAX, PATH_MAX};
+use hvsandbox_core::abi::fs::{Stat, DIRENT_SIZE, FIRST_HANDLE, NAME_MAX, PATH_MAX};
 
 use super::{
     check_guest_path, check_name, decode_dirents, decode_manifest, decode_stat, encode_manifest, errno_result,
-    pack_dirents, path_is_within, stat_bytes, Errno, FileCollector, HostFs, Listed, ManifestRecord, DIRENT_SIZE,
-    STAT_SIZE,
+    pack_dirents, path_is_within, stat_bytes, Errno, FileCollector, HostFs, Listed, ManifestRecord, STAT_SIZE,
 };
 
 // ---------------------------------------------------------------------
@@ -675,7 +674,7 @@ pub(crate) fn run_requests(tree: &Tree, data: &[u8], file_out_only: bool) {
 /// Manifest records with valid paths survive encode -> decode, and the
 /// encoding is 8-byte aligned.
 pub(crate) fn check_manifest_roundtrip(records: &[ManifestRecord]) {
-    let bytes = encode_manifest(records);
+    let bytes = encode_manifest(records).expect("valid records encode");
     assert_eq!(bytes.len() % 8, 0);
     assert_eq!(decode_manifest(&bytes).as_deref(), Ok(records));
 }
@@ -683,7 +682,7 @@ pub(crate) fn check_manifest_roundtrip(records: &[ManifestRecord]) {
 /// Any bytes: decoding does not panic, and what it accepts is canonical.
 pub(crate) fn check_manifest_bytes(bytes: &[u8]) {
     if let Ok(records) = decode_manifest(bytes) {
-        assert_eq!(encode_manifest(&records), bytes);
+        assert_eq!(encode_manifest(&records).as_deref(), Ok(bytes));
         for r in &records {
             assert!(check_guest_path(&r.path).is_ok());
         }
@@ -934,7 +933,7 @@ mod props {
         #[test]
         fn manifest_round_trips(records in prop::collection::vec(record(), 0..8)) {
             check_manifest_roundtrip(&records);
-            check_manifest_bytes(&encode_manifest(&records));
+            check_manifest_bytes(&encode_manifest(&records).unwrap());
         }
 
         #[test]
@@ -942,7 +941,7 @@ mod props {
             check_manifest_bytes(&bytes);
             check_manifest_roundtrip(&manifest_records(&mut Input(&bytes)));
             // A valid manifest cut short or with one byte changed.
-            let good = encode_manifest(&records);
+            let good = encode_manifest(&records).unwrap();
             if !good.is_empty() {
                 check_manifest_bytes(&good[..cut.index(good.len())]);
                 let mut bad = good.clone();

@@ -1,6 +1,7 @@
 //! Unit tests of the host file service (`fs.rs`).
 
 use super::*;
+use hvsandbox_core::abi::fs::{ManifestEntry, ENTRY_SIZE};
 use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 
@@ -55,16 +56,7 @@ fn read_all(fs: &mut HostFs, h: u64) -> Vec<u8> {
 
 /// Decodes packed Dirent records into (name, dtype).
 fn dirents(bytes: &[u8]) -> Vec<(String, u8)> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let dtype = bytes[at + 8];
-        let len = bytes[at + 9] as usize;
-        let name = &bytes[at + DIRENT_SIZE..at + DIRENT_SIZE + len];
-        out.push((String::from_utf8(name.to_vec()).unwrap(), dtype));
-        at += DIRENT_SIZE + len;
-    }
-    out
+    decode_dirents(bytes).unwrap().into_iter().map(|d| (String::from_utf8(d.name).unwrap(), d.dtype)).collect()
 }
 
 #[test]
@@ -559,7 +551,7 @@ fn manifest_records_match_the_abi_layout() {
         ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle: 1, size: 0, path: "/mnt".into() },
         ManifestRecord { kind: abi::fs::ENTRY_FILE, mode: 0o644, handle: 2, size: 5, path: "/data/x.txt".into() },
     ];
-    let bytes = encode_manifest(&records);
+    let bytes = encode_manifest(&records).unwrap();
     assert_eq!(bytes.len(), abi::fs::entry_size(4) + abi::fs::entry_size(11));
     assert_eq!(bytes.len() % 8, 0);
     let mut at = 0;
@@ -584,7 +576,7 @@ fn manifest_records_match_the_abi_layout() {
         assert_eq!(&bytes[at + ENTRY_SIZE..at + ENTRY_SIZE + r.path.len()], r.path.as_bytes());
         at += abi::fs::entry_size(r.path.len());
     }
-    assert!(encode_manifest(&[]).is_empty());
+    assert!(encode_manifest(&[]).unwrap().is_empty());
 }
 
 #[test]

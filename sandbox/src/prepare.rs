@@ -164,7 +164,9 @@ fn prepare_fs(
         records.push(ManifestRecord { kind: abi::fs::ENTRY_CWD, mode: 0, handle: 0, size: 0, path: cwd.clone() });
     }
     let collector = FileCollector::new(command.collect.clone(), config.max_collect_bytes, config.max_collect_files);
-    Ok((fs::encode_manifest(&records), collector))
+    let manifest = fs::encode_manifest(&records)
+        .map_err(|e| Error::InvalidConfig(format!("cannot describe the run's files to the guest: {e}")))?;
+    Ok((manifest, collector))
 }
 
 /// The run's files: the command's replace the sandbox's at the same

@@ -35,6 +35,7 @@
 //! leaves the guest with an MMIO exit. It is mapped at [`DOORBELL_VA`].
 #![no_std]
 
+mod fs_codec;
 mod plain_data;
 
 /// Version of this contract. Bump on any incompatible change; the host
@@ -429,6 +430,9 @@ pub mod fs {
     pub const PATH_MAX: usize = 4096;
     /// Root handle numbers start here; 0 is never a valid handle.
     pub const FIRST_HANDLE: u64 = 1;
+
+    // The one encoder and decoder of each record above.
+    pub use crate::fs_codec::*;
 }
 
 pub const WRITE_STREAM_FULL: u64 = 1;

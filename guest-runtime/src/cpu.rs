@@ -1,0 +1,35 @@
+//! The two things the runtime asks of the entry assembly (in the binary,
+//! `main.rs`): a CR3 reload through the ring-0 trap, and the jump into a
+//! fresh program. A host test build has neither.
+
+#[cfg(not(test))]
+extern "C" {
+    fn tlb_flush();
+    fn enter_program(entry: u64, stack: u64) -> !;
+}
+
+/// Loads CR3 from `mm::NEXT_CR3` (ring-0 `mov cr3` through the #UD trap;
+/// ~20 µs on this host, so callers batch): makes removed or changed page
+/// mappings take effect, or switches to another address space.
+pub fn flush_tlb() {
+    crate::stats::stat(|s| s.cr3_loads += 1);
+    #[cfg(not(test))]
+    // SAFETY: tlb_flush is the entry assembly's: a `ud2` the exception
+    // handler turns into a CR3 reload and skips; it clobbers nothing.
+    unsafe {
+        tlb_flush()
+    }
+}
+
+/// Starts the program at `entry` with its initial stack at `stack`.
+#[cfg(not(test))]
+pub fn jump_to_program(entry: u64, stack: u64) -> ! {
+    // SAFETY: the caller has mapped the program and built a Linux initial
+    // stack at `stack`; enter_program never returns.
+    unsafe { enter_program(entry, stack) }
+}
+
+#[cfg(test)]
+pub fn jump_to_program(_entry: u64, _stack: u64) -> ! {
+    panic!("no program runs in a host test")
+}

@@ -1,0 +1,440 @@
+//! Processes: the first one, clone/fork/vfork, exit, wait4/waitid and
+//! the process ids (the task table and scheduler are `task.rs`).
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell, UnsafeCell};
+
+use crate::errno::*;
+use crate::file::FdTable;
+use crate::mm;
+use crate::rt::Frame;
+use crate::task::*;
+use crate::uaccess::*;
+use crate::vfs::{self, NodeRef};
+use crate::{elf, stack};
+
+// --- start -------------------------------------------------------------------
+
+/// Creates process 1 around the boot page tables and runs `image` in it.
+/// Returns (entry, stack pointer) to jump to.
+pub fn start_init(
+    image: &NodeRef,
+    exe_path: &[u8],
+    args: &[u8],
+    argc: usize,
+    envc: usize,
+    max_procs: u32,
+) -> Result<(u64, u64), i64> {
+    let s = SCHED.get();
+    if max_procs > 0 {
+        s.max_procs = max_procs;
+    }
+    let space = Space::new(mm::boot_space());
+    mm::activate(space.get());
+    let p = Rc::new(Process {
+        pid: 1,
+        ppid: Cell::new(0),
+        pgid: Cell::new(1),
+        sid: Cell::new(1),
+        space: RefCell::new(Some(space)),
+        fds: RefCell::new(FdTable::stdio()),
+        cwd: RefCell::new(vfs::boot_cwd()),
+        umask: Cell::new(0o022),
+        sigactions: RefCell::new([[0; 4]; 65]),
+        status: Cell::new(None),
+        children: RefCell::new(Vec::new()),
+        exe: RefCell::new(Vec::new()),
+        threads: Cell::new(1),
+        pending: Cell::new(0),
+        vfork_done: Cell::new(false),
+        alarm: Cell::new(None),
+    });
+    let t = Rc::new(Task {
+        tid: 1,
+        process: RefCell::new(p.clone()),
+        regs: UnsafeCell::new(new_regs()),
+        state: Cell::new(State::Runnable),
+        wait: RefCell::new(Wait::None),
+        restart: Cell::new(false),
+        wake_at: Cell::new(None),
+        restart_deadline: Cell::new(None),
+        interrupted: Cell::new(None),
+        woken: Cell::new(false),
+        sigmask: Cell::new(0),
+        saved_mask: Cell::new(None),
+        pending: Cell::new(0),
+        clear_child_tid: Cell::new(0),
+        altstack: Cell::new((0, 0)),
+    });
+    s.tasks.push(t);
+    s.current = 0;
+    s.next_id = 2;
+    s.procs = 1;
+    s.init = Some(p.clone());
+    *p.exe.borrow_mut() = exe_path.to_vec();
+    let img = elf::parse(image)?;
+    let interp = elf::parse_interp(&img)?;
+    let loaded = elf::load(&img, interp.as_ref())?;
+    let sp = stack::build(&loaded, args, argc, envc).map_err(|_| E2BIG)?;
+    *INIT_LOADED.get() = Some(loaded);
+    Ok((loaded.entry, sp))
+}
+
+// --- processes -----------------------------------------------------------------------
+
+pub const CLONE_VM: u64 = 0x100;
+pub const CLONE_FS: u64 = 0x200;
+pub const CLONE_FILES: u64 = 0x400;
+pub const CLONE_SIGHAND: u64 = 0x800;
+pub const CLONE_VFORK: u64 = 0x4000;
+pub const CLONE_PARENT: u64 = 0x8000;
+pub const CLONE_THREAD: u64 = 0x10000;
+pub const CLONE_SETTLS: u64 = 0x80000;
+pub const CLONE_PARENT_SETTID: u64 = 0x100000;
+pub const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+pub const CLONE_CHILD_SETTID: u64 = 0x1000000;
+
+/// clone/fork/vfork. `f` is the caller's frame (the child starts from a
+/// copy of it with RAX = 0).
+pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> SysResult {
+    if !crate::heap::has_room() {
+        return Err(ENOMEM);
+    }
+    let s = SCHED.get();
+    let parent_task = current();
+    let parent = current_process();
+    let tid = s.next_id;
+    let child_regs = {
+        let mut r = new_regs();
+        save_into(&mut r, f);
+        r.frame.rax = 0;
+        if stack != 0 {
+            r.frame.rsp = stack;
+        }
+        if flags & CLONE_SETTLS != 0 {
+            r.fs_base = tls;
+        }
+        r
+    };
+
+    let (process, is_thread) = if flags & CLONE_THREAD != 0 {
+        if flags & (CLONE_VM | CLONE_SIGHAND) != (CLONE_VM | CLONE_SIGHAND) {
+            return Err(EINVAL);
+        }
+        parent.threads.set(parent.threads.get() + 1);
+        (parent.clone(), true)
+    } else {
+        if s.procs >= s.max_procs {
+            return Err(EAGAIN);
+        }
+        let src = space_of(&parent).ok_or(ESRCH)?;
+        let space = if flags & CLONE_VM != 0 { src } else { Space::new(mm::fork_space(src.get())?) };
+        let fds = if flags & CLONE_FILES != 0 {
+            // Shared tables are not supported: a copy is the closest.
+            parent.fds.borrow().clone()
+        } else {
+            parent.fds.borrow().clone()
+        };
+        let _ = CLONE_FS;
+        let ppid = if flags & CLONE_PARENT != 0 { parent.ppid.get() } else { parent.pid };
+        let child = Rc::new(Process {
+            pid: tid,
+            ppid: Cell::new(ppid),
+            pgid: Cell::new(parent.pgid.get()),
+            sid: Cell::new(parent.sid.get()),
+            space: RefCell::new(Some(space)),
+            fds: RefCell::new(fds),
+            cwd: RefCell::new(parent.cwd.borrow().clone()),
+            umask: Cell::new(parent.umask.get()),
+            sigactions: RefCell::new(*parent.sigactions.borrow()),
+            status: Cell::new(None),
+            children: RefCell::new(Vec::new()),
+            exe: RefCell::new(parent.exe.borrow().clone()),
+            threads: Cell::new(1),
+            pending: Cell::new(0),
+            vfork_done: Cell::new(false),
+            // A child does not inherit its parent's alarm.
+            alarm: Cell::new(None),
+        });
+        let adopter =
+            if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };
+        adopter.children.borrow_mut().push(child.clone());
+        s.procs += 1;
+        crate::stats::stat(|st| st.processes += 1);
+        (child, false)
+    };
+    let task = Rc::new(Task {
+        tid,
+        process: RefCell::new(process),
+        regs: UnsafeCell::new(child_regs),
+        state: Cell::new(State::Runnable),
+        wait: RefCell::new(Wait::None),
+        restart: Cell::new(false),
+        wake_at: Cell::new(None),
+        restart_deadline: Cell::new(None),
+        interrupted: Cell::new(None),
+        woken: Cell::new(false),
+        sigmask: Cell::new(parent_task.sigmask.get()),
+        saved_mask: Cell::new(None),
+        pending: Cell::new(0),
+        clear_child_tid: Cell::new(if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 }),
+        // A forked child keeps its parent's alternate stack; a thread has none.
+        altstack: Cell::new(if is_thread { (0, 0) } else { parent_task.altstack.get() }),
+    });
+    s.next_id += 1;
+    if flags & CLONE_PARENT_SETTID != 0 {
+        put_user(ptid, tid.to_le_bytes())?;
+    }
+    if flags & CLONE_CHILD_SETTID != 0 && (is_thread || flags & CLONE_VM != 0) {
+        put_user(ctid, tid.to_le_bytes())?;
+    }
+    // Run the child right after the parent (insert after current).
+    s.tasks.insert(s.current + 1, task.clone());
+    if flags & CLONE_CHILD_SETTID != 0 && !is_thread && flags & CLONE_VM == 0 {
+        // The child's own copy of memory gets its tid when it first runs:
+        // write it through the child's space now.
+        let child = task.process.borrow().clone();
+        if let (Some(cs), Some(ms)) = (space_of(&child), space_of(&parent)) {
+            mm::activate(cs.get());
+            let r = put_user(ctid, tid.to_le_bytes());
+            mm::activate(ms.get());
+            r?;
+        }
+    }
+    notify();
+    if flags & CLONE_VFORK != 0 && !is_thread {
+        // The parent waits until the child execs or exits; the result it
+        // then sees is the child's pid.
+        return block(Wait::Vfork(tid), None, false);
+    }
+    Ok(tid as u64)
+}
+
+pub fn save_into(r: &mut Regs, f: &mut Frame) {
+    r.frame = *f;
+    // SAFETY: see `save`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(xmm_area(f), r.xmm.as_mut_ptr(), 256);
+        core::arch::asm!("rdfsbase {}", out(reg) r.fs_base, options(nostack, preserves_flags));
+        if has_xsave() {
+            core::arch::asm!("xsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), in("eax") 7u32, in("edx") 0u32, options(nostack, preserves_flags));
+        } else {
+            core::arch::asm!("fxsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// The parent of a vfork child may go on (the child exec'd or exited).
+pub fn release_vfork(child: &Process) {
+    if child.vfork_done.replace(true) {
+        return;
+    }
+    for t in &SCHED.get().tasks {
+        if t.state.get() == State::Blocked && matches!(&*t.wait.borrow(), Wait::Vfork(pid) if *pid == child.pid) {
+            t.woken.set(true);
+        }
+    }
+}
+
+/// Ends the current thread (exit) — the whole process if it was the last.
+pub fn exit_thread(f: &mut Frame, code: u64) -> SysResult {
+    let t = current();
+    let p = t.process.borrow().clone();
+    if p.threads.get() <= 1 {
+        return exit_group(f, code as u32 & 0xff, 0);
+    }
+    p.threads.set(p.threads.get() - 1);
+    clear_tid(&t);
+    t.state.set(State::Dead);
+    Err(BLOCKED)
+}
+
+pub fn clear_tid(t: &Task) {
+    let addr = t.clear_child_tid.get();
+    if addr != 0 && put_user(addr, 0u32.to_le_bytes()).is_ok() {
+        futex_wake(addr, 1);
+    }
+}
+
+/// Ends the current process with `code` or, if `sig` != 0, as killed by it.
+pub fn exit_group(_f: &mut Frame, code: u32, sig: u32) -> SysResult {
+    let t = current();
+    let p = t.process.borrow().clone();
+    let status = if sig != 0 { sig & 0x7f } else { (code & 0xff) << 8 };
+    if p.pid == 1 {
+        crate::run::finish(code as i32, sig as i32);
+    }
+    let s = SCHED.get();
+    for other in &s.tasks {
+        if Rc::ptr_eq(&other.process.borrow(), &p) {
+            if other.state.get() != State::Dead {
+                clear_tid(other);
+            }
+            other.state.set(State::Dead);
+        }
+    }
+    p.threads.set(0);
+    // Close descriptors now: pipe ends wake their peers.
+    *p.fds.borrow_mut() = FdTable::empty();
+    release_vfork(&p);
+    // Children go to process 1.
+    if let Some(init) = s.init.clone() {
+        let orphans: Vec<Rc<Process>> = p.children.borrow_mut().drain(..).collect();
+        for c in orphans {
+            c.ppid.set(1);
+            init.children.borrow_mut().push(c);
+        }
+    }
+    p.status.set(Some(status));
+    // Release the address space (the current one: it stays mapped until
+    // the switch, and nothing touches user memory of this process again).
+    let old = p.space.borrow_mut().take();
+    drop(old);
+    // Tell the parent.
+    if let Some(parent) = find_process(p.ppid.get()) {
+        let ign = parent.sigactions.borrow()[SIGCHLD as usize][0] == SIG_IGN;
+        if ign {
+            // Auto-reap.
+            parent.children.borrow_mut().retain(|c| !Rc::ptr_eq(c, &p));
+            s.procs -= 1;
+        } else {
+            send_signal(&parent, None, SIGCHLD);
+        }
+    }
+    notify();
+    Err(BLOCKED)
+}
+
+/// wait4 / waitid: reaps a zombie child matching `pid` (-1 any, 0 own
+/// group, < -1 that group).
+pub fn find_child(p: &Process, pid: i64) -> (bool, Option<Rc<Process>>) {
+    let ch = p.children.borrow();
+    let matches = |c: &Rc<Process>| match pid {
+        -1 => true,
+        0 => c.pgid.get() == p.pgid.get(),
+        x if x > 0 => c.pid as i64 == x,
+        x => c.pgid.get() as i64 == -x,
+    };
+    let any = ch.iter().any(matches);
+    let zombie = ch.iter().find(|c| matches(c) && c.status.get().is_some()).cloned();
+    (any, zombie)
+}
+
+pub fn reap(p: &Process, c: &Rc<Process>) {
+    p.children.borrow_mut().retain(|x| !Rc::ptr_eq(x, c));
+    SCHED.get().procs -= 1;
+}
+
+pub const WNOHANG: u64 = 1;
+
+pub fn sys_wait4(pid: u64, status: u64, options: u64, rusage: u64) -> SysResult {
+    let p = current_process();
+    let (any, zombie) = find_child(&p, pid as i32 as i64);
+    if let Some(c) = zombie {
+        if status != 0 {
+            put_user(status, c.status.get().unwrap_or(0).to_le_bytes())?;
+        }
+        if rusage != 0 {
+            user_bytes_mut(rusage, 144)?.fill(0);
+        }
+        reap(&p, &c);
+        return Ok(c.pid as u64);
+    }
+    if !any {
+        return Err(ECHILD);
+    }
+    if options & WNOHANG != 0 {
+        return Ok(0);
+    }
+    block(Wait::Child, None, true)
+}
+
+pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
+    const WEXITED: u64 = 4;
+    const WNOWAIT: u64 = 0x0100_0000;
+    let pid: i64 = match idtype {
+        0 => -1,                  // P_ALL
+        1 => id as i32 as i64,    // P_PID
+        2 => -(id as i32 as i64), // P_PGID
+        _ => return Err(EINVAL),
+    };
+    if options & WEXITED == 0 {
+        return Err(EINVAL);
+    }
+    let p = current_process();
+    let (any, zombie) = find_child(&p, pid);
+    if let Some(c) = zombie {
+        if info != 0 {
+            let st = c.status.get().unwrap_or(0);
+            let mut si = [0u8; 128];
+            si[0..4].copy_from_slice(&SIGCHLD.to_le_bytes());
+            let (code, val) = if st & 0x7f == 0 { (1i32, (st >> 8) & 0xff) } else { (2i32, st & 0x7f) };
+            si[8..12].copy_from_slice(&code.to_le_bytes()); // CLD_EXITED / CLD_KILLED
+            si[16..20].copy_from_slice(&c.pid.to_le_bytes());
+            si[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
+            si[24..28].copy_from_slice(&val.to_le_bytes());
+            user_bytes_mut(info, 128)?.copy_from_slice(&si);
+        }
+        if options & WNOWAIT == 0 {
+            reap(&p, &c);
+        }
+        return Ok(0);
+    }
+    if !any {
+        return Err(ECHILD);
+    }
+    if options & WNOHANG != 0 {
+        if info != 0 {
+            user_bytes_mut(info, 128)?.fill(0);
+        }
+        return Ok(0);
+    }
+    block(Wait::Child, None, true)
+}
+
+pub fn sys_getppid() -> SysResult {
+    Ok(current_process().ppid.get() as u64)
+}
+
+pub fn sys_getpid() -> SysResult {
+    Ok(current_process().pid as u64)
+}
+
+pub fn sys_gettid() -> SysResult {
+    Ok(current().tid as u64)
+}
+
+pub fn sys_setpgid(pid: u64, pgid: u64) -> SysResult {
+    let me = current_process();
+    let target = if pid == 0 { me.clone() } else { find_process(pid as u32).ok_or(ESRCH)? };
+    let pgid = if pgid == 0 { target.pid } else { pgid as u32 };
+    target.pgid.set(pgid);
+    Ok(0)
+}
+
+pub fn sys_getpgid(pid: u64) -> SysResult {
+    let p = if pid == 0 { current_process() } else { find_process(pid as u32).ok_or(ESRCH)? };
+    Ok(p.pgid.get() as u64)
+}
+
+pub fn sys_getsid(pid: u64) -> SysResult {
+    let p = if pid == 0 { current_process() } else { find_process(pid as u32).ok_or(ESRCH)? };
+    Ok(p.sid.get() as u64)
+}
+
+pub fn sys_setsid() -> SysResult {
+    let p = current_process();
+    if p.pgid.get() == p.pid {
+        return Err(EPERM);
+    }
+    p.sid.set(p.pid);
+    p.pgid.set(p.pid);
+    Ok(p.pid as u64)
+}
+
+pub fn set_tid_address(addr: u64) -> SysResult {
+    let t = current();
+    t.clear_child_tid.set(addr);
+    Ok(t.tid as u64)
+}

@@ -1,0 +1,440 @@
+//! Signals delivered: the way out of every system call (switch task,
+//! then run pending signals), handler frames and sigreturn, the program's
+//! faults, and the signal system calls. (Posting a signal is `task.rs`'s
+//! `send_signal`, which the scheduler's alarms need.)
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+
+use crate::errno::*;
+use crate::mm;
+use crate::rt::Frame;
+use crate::task::*;
+use crate::uaccess::*;
+use crate::{hc, time};
+
+use crate::process::exit_group;
+
+/// Called on the way out of every system call: if the current task can
+/// no longer run, switch to one that can; then deliver pending signals.
+pub fn syscall_exit(f: &mut Frame, nr: u64) {
+    let s = SCHED.get();
+    if crate::io::host_requests() {
+        // Input came: poll/select waiters look again.
+        crate::wait::notify();
+    }
+    if NEXT_ALARM.get().is_some() {
+        fire_due_alarms(time::monotonic_ns());
+    }
+    let cur = current();
+    if cur.state.get() == State::Blocked && cur.restart.get() {
+        f.rip = f.rip.wrapping_sub(2);
+        f.rax = nr;
+    } else {
+        // The call was not (or no longer) a re-executed timed wait.
+        cur.restart_deadline.set(None);
+    }
+    if core::mem::take(YIELD.get()) && cur.state.get() == State::Runnable {
+        let me = s.current;
+        if let Some(next) = pick(me, time::monotonic_ns(), false) {
+            save(&cur, f);
+            s.current = next;
+            load(&s.tasks[next], f);
+        }
+    } else if cur.state.get() != State::Runnable {
+        if cur.state.get() == State::Blocked {
+            save(&cur, f);
+        }
+        switch_to_next(f, s.current);
+    }
+    deliver_signals(f);
+}
+
+// --- signals -------------------------------------------------------------------------
+
+/// Runs the current task's first deliverable signal: the default action
+/// (terminate) or a handler frame on its stack.
+pub fn deliver_signals(f: &mut Frame) {
+    loop {
+        let t = current();
+        let pend = unblocked_pending(&t);
+        if pend == 0 {
+            // No handler ran: an interrupted wait just runs again.
+            t.interrupted.set(None);
+            return;
+        }
+        let sig = pend.trailing_zeros() + 1;
+        let bit = 1u64 << (sig - 1);
+        let p = t.process.borrow().clone();
+        if t.pending.get() & bit != 0 {
+            t.pending.set(t.pending.get() & !bit);
+        } else {
+            p.pending.set(p.pending.get() & !bit);
+        }
+        let act = p.sigactions.borrow()[sig as usize];
+        if sig == SIGKILL || act[0] == SIG_DFL {
+            if default_ignored(sig) {
+                continue;
+            }
+            let _ = exit_group(f, 0, sig);
+            switch_to_next(f, SCHED.get().current);
+            continue;
+        }
+        if act[0] == SIG_IGN {
+            continue;
+        }
+        if setup_frame(&t, f, sig, &act).is_err() {
+            let _ = exit_group(f, 0, SIGSEGV);
+            switch_to_next(f, SCHED.get().current);
+            continue;
+        }
+        if act[1] & SA_RESETHAND != 0 {
+            p.sigactions.borrow_mut()[sig as usize] = [0; 4];
+        }
+        return;
+    }
+}
+
+/// Builds a Linux rt_sigframe below the red zone and enters the handler.
+pub fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), i64> {
+    if let Some(restartable) = t.interrupted.take() {
+        if !restartable || act[1] & SA_RESTART == 0 {
+            // The interrupted call ends with EINTR: past its `syscall`
+            // (the frame is on it, to run it again), with that result.
+            f.rip = f.rip.wrapping_add(2);
+            f.rax = (-EINTR) as u64;
+        }
+    }
+    // A handler outside the program's address range could not be jumped
+    // to (the CPU faults on the runtime's return path): SIGSEGV instead.
+    if act[1] & SA_RESTORER == 0 || act[0] >= hvsandbox_abi::user::ADDR_LIMIT {
+        return Err(EFAULT);
+    }
+    // Full FPU state in FXSAVE form, with the program's XMM registers.
+    let mut fx = [0u8; 512];
+    let mut aligned = Aligned512([0; 512]);
+    // SAFETY: fxsave64 writes 512 bytes into our 16-aligned buffer.
+    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) aligned.0.as_mut_ptr(), options(nostack, preserves_flags)) };
+    fx.copy_from_slice(&aligned.0);
+    // SAFETY: the 256 bytes below the frame hold the program's XMM0-15.
+    let xmm = unsafe { core::slice::from_raw_parts(xmm_area(f), 256) };
+    fx[160..416].copy_from_slice(xmm);
+
+    const SA_ONSTACK: u64 = 0x0800_0000;
+    let (alt_base, alt_size) = t.altstack.get();
+    let on_alt = alt_size != 0 && f.rsp > alt_base && f.rsp <= alt_base + alt_size;
+    let mut sp = if act[1] & SA_ONSTACK != 0 && alt_size != 0 && !on_alt {
+        alt_base + alt_size
+    } else {
+        f.rsp.wrapping_sub(128) // red zone
+    };
+    sp = (sp - 512) & !63;
+    let fp_va = sp;
+    sp -= 128;
+    let info_va = sp;
+    sp -= 304;
+    sp &= !15;
+    let uc_va = sp;
+    sp -= 8; // return address: rsp % 16 == 8 at handler entry
+    let ret_va = sp;
+
+    let mut uc = [0u8; 304];
+    let mut put = |off: usize, v: u64| uc[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    // uc_mcontext (struct sigcontext) starts at 40.
+    let m = 40;
+    // r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags (R11 and
+    // RCX hold RFLAGS and RIP after `syscall`).
+    let regs = [
+        f.r8, f.r9, f.r10, f.rflags, f.r12, f.r13, f.r14, f.r15, f.rdi, f.rsi, f.rbp, f.rbx, f.rdx, f.rax, f.rip,
+        f.rsp, f.rip, f.rflags,
+    ];
+    for (i, &v) in regs.iter().enumerate() {
+        put(m + 8 * i, v);
+    }
+    put(m + 8 * 18, 0x2b_0000_0000_0033); // cs, gs, fs, ss
+    put(m + 8 * 23, fp_va); // fpstate
+    put(296, t.sigmask.get()); // uc_sigmask
+    user_bytes_mut(fp_va, 512)?.copy_from_slice(&fx);
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    user_bytes_mut(info_va, 128)?.copy_from_slice(&info);
+    user_bytes_mut(uc_va, 304)?.copy_from_slice(&uc);
+    user_bytes_mut(ret_va, 8)?.copy_from_slice(&act[2].to_le_bytes());
+
+    let mut mask = t.sigmask.get() | act[3];
+    if act[1] & SA_NODEFER == 0 {
+        mask |= 1 << (sig - 1);
+    }
+    if let Some(saved) = t.saved_mask.take() {
+        // sigsuspend: the handler's frame restores the pre-suspend mask.
+        user_bytes_mut(uc_va + 296, 8)?.copy_from_slice(&saved.to_le_bytes());
+    }
+    t.sigmask.set(mask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))));
+    // The handler's system calls come first; an interrupted wait starts
+    // over when it returns.
+    t.restart_deadline.set(None);
+    f.rsp = ret_va;
+    f.rip = act[0];
+    f.rdi = sig as u64;
+    f.rsi = if act[1] & SA_SIGINFO != 0 { info_va } else { 0 };
+    f.rdx = if act[1] & SA_SIGINFO != 0 { uc_va } else { 0 };
+    f.rax = 0;
+    f.rflags &= !0x400; // DF clear for the handler
+    Ok(())
+}
+
+#[repr(C, align(16))]
+pub struct Aligned512([u8; 512]);
+
+/// The program took an exception (see `rt::program_fault`): `f` holds its
+/// registers. A handler for the signal runs if the program installed one;
+/// otherwise the process dies of it — for process 1 that ends the run and
+/// the host reports the fault.
+pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
+    // `int N` (N other than 3 and 4) is a #GP with error code N*8+2 on
+    // hardware (a DPL-0 gate); this host reports it as #UD.
+    if vector == 6 {
+        if let Ok(b) = user_bytes(f.rip, 2) {
+            if b[0] == 0xcd {
+                vector = 13;
+                error = (b[1] as u64) << 3 | 2;
+            }
+        }
+    }
+    // A first touch of a page of a lazily backed mapping (not-present
+    // fault, bit 0 of the error code clear): back it and retry.
+    if vector == 14 && error & 1 == 0 {
+        match mm::fault_in(cr2, error & 2 != 0) {
+            mm::Fault::Backed => {
+                crate::stats::stat(|s| s.page_faults += 1);
+                return;
+            }
+            mm::Fault::OutOfMemory => {
+                // As Linux's OOM killer would: the process dies of SIGKILL;
+                // for process 1 the host reports the memory limit.
+                if current_process().pid == 1 {
+                    crate::io::flush_all();
+                    crate::mm::record_memory_peak();
+                    hc::call(hvsandbox_abi::hc::OUT_OF_MEMORY, cr2, 0, 0);
+                }
+                let _ = exit_group(f, 0, SIGKILL);
+                switch_to_next(f, SCHED.get().current);
+                deliver_signals(f);
+                return;
+            }
+            mm::Fault::Refused => {}
+        }
+    }
+    let sig = hvsandbox_abi::signal_for_vector(vector);
+    let t = current();
+    let p = t.process.borrow().clone();
+    let act = p.sigactions.borrow()[sig as usize];
+    let blocked = t.sigmask.get() & (1 << (sig - 1)) != 0;
+    if act[0] > SIG_IGN && !blocked && setup_frame(&t, f, sig, &act).is_ok() {
+        return;
+    }
+    if p.pid == 1 {
+        crate::io::flush_all();
+        crate::vfs::collect();
+        crate::mm::record_memory_peak();
+        hc::call6(hvsandbox_abi::hc::PROGRAM_FAULT, [vector, error, f.rip, cr2, f.rsp, 0]);
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    let _ = exit_group(f, 0, sig);
+    switch_to_next(f, SCHED.get().current);
+    deliver_signals(f);
+}
+
+/// rt_sigreturn: restores what `setup_frame` saved.
+pub fn sys_rt_sigreturn(f: &mut Frame) -> SysResult {
+    let t = current();
+    let uc_va = f.rsp; // the handler's `ret` popped the return address
+    let uc = user_bytes(uc_va, 304)?;
+    let get = |off: usize| u64::from_le_bytes(uc[off..off + 8].try_into().unwrap_or([0; 8]));
+    let m = 40;
+    f.r8 = get(m);
+    f.r9 = get(m + 8);
+    f.r10 = get(m + 16);
+    f.r12 = get(m + 32);
+    f.r13 = get(m + 40);
+    f.r14 = get(m + 48);
+    f.r15 = get(m + 56);
+    f.rdi = get(m + 64);
+    f.rsi = get(m + 72);
+    f.rbp = get(m + 80);
+    f.rbx = get(m + 88);
+    f.rdx = get(m + 96);
+    f.rax = get(m + 104);
+    f.rsp = get(m + 120);
+    f.rip = get(m + 128);
+    if f.rip >= hvsandbox_abi::user::ADDR_LIMIT {
+        // Linux's return to such an address faults: the process dies.
+        return exit_group(f, 0, SIGSEGV);
+    }
+    // Only the arithmetic flags and DF come from the frame.
+    f.rflags = (f.rflags & !0xcd5) | (get(m + 136) & 0xcd5);
+    let fp_va = get(m + 8 * 23);
+    let mask = get(296);
+    t.sigmask.set(mask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))));
+    if fp_va != 0 {
+        let fx = user_bytes(fp_va, 512)?;
+        // SAFETY: the 256 bytes below the frame are the XMM save area.
+        unsafe { core::ptr::copy_nonoverlapping(fx[160..416].as_ptr(), xmm_area(f), 256) };
+        let mxcsr = u32::from_le_bytes(fx[24..28].try_into().unwrap_or([0x80, 0x1f, 0, 0])) & 0xffbf;
+        // SAFETY: ldmxcsr of a value with the reserved bits cleared.
+        unsafe { core::arch::asm!("ldmxcsr [{}]", in(reg) &mxcsr, options(nostack, preserves_flags)) };
+    }
+    // Return the restored RAX (the dispatcher writes it back).
+    Ok(f.rax)
+}
+
+pub fn sys_sigprocmask(how: u64, set: u64, old: u64, size: u64) -> SysResult {
+    if size != 8 {
+        return Err(EINVAL);
+    }
+    let t = current();
+    let prev = t.sigmask.get();
+    if set != 0 {
+        let s = get_u64(set)?;
+        let new = match how {
+            0 => prev | s,
+            1 => prev & !s,
+            2 => s,
+            _ => return Err(EINVAL),
+        };
+        t.sigmask.set(new & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))));
+    }
+    if old != 0 {
+        put_u64s(old, &[prev])?;
+    }
+    Ok(0)
+}
+
+pub fn sys_sigaction(sig: u64, act: u64, old: u64, size: u64) -> SysResult {
+    if !(1..=64).contains(&sig) || size != 8 {
+        return Err(EINVAL);
+    }
+    if act != 0 && (sig == SIGKILL as u64 || sig == SIGSTOP as u64) {
+        return Err(EINVAL);
+    }
+    let p = current_process();
+    let prev = p.sigactions.borrow()[sig as usize];
+    if act != 0 {
+        let b = user_bytes(act, 32)?;
+        let mut a = [0u64; 4];
+        for (i, w) in a.iter_mut().enumerate() {
+            *w = u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().map_err(|_| EFAULT)?);
+        }
+        p.sigactions.borrow_mut()[sig as usize] = a;
+        // Setting SIG_IGN discards a pending instance.
+        if a[0] == SIG_IGN || (a[0] == SIG_DFL && default_ignored(sig as u32)) {
+            let bit = !(1u64 << (sig - 1));
+            p.pending.set(p.pending.get() & bit);
+        }
+    }
+    if old != 0 {
+        put_u64s(old, &prev)?;
+    }
+    Ok(0)
+}
+
+pub fn sys_sigpending(set: u64) -> SysResult {
+    let t = current();
+    let p = t.process.borrow();
+    put_u64s(set, &[(t.pending.get() | p.pending.get()) & t.sigmask.get()])?;
+    Ok(0)
+}
+
+pub fn sys_sigsuspend(mask: u64, size: u64) -> SysResult {
+    if size != 8 {
+        return Err(EINVAL);
+    }
+    let m = get_u64(mask)?;
+    let t = current();
+    t.saved_mask.set(Some(t.sigmask.get()));
+    t.sigmask.set(m & !(1 << (SIGKILL - 1)));
+    block(Wait::Signal, None, false)
+}
+
+/// sigaltstack(ss, old_ss): `stack_t` is {sp, flags (int), size}.
+pub fn sys_sigaltstack(ss: u64, old: u64) -> SysResult {
+    const SS_ONSTACK: u32 = 1;
+    const SS_DISABLE: u32 = 2;
+    const MINSIGSTKSZ: u64 = 2048;
+    let t = current();
+    let (base, size) = t.altstack.get();
+    if old != 0 {
+        let mut b = [0u8; 24];
+        b[0..8].copy_from_slice(&base.to_le_bytes());
+        let flags = if size == 0 { SS_DISABLE } else { 0 };
+        b[8..12].copy_from_slice(&flags.to_le_bytes());
+        b[16..24].copy_from_slice(&size.to_le_bytes());
+        put_user(old, b)?;
+    }
+    if ss != 0 {
+        let b = user_bytes(ss, 24)?;
+        let sp = u64::from_le_bytes(b[0..8].try_into().map_err(|_| EFAULT)?);
+        let flags = u32::from_le_bytes(b[8..12].try_into().map_err(|_| EFAULT)?);
+        let sz = u64::from_le_bytes(b[16..24].try_into().map_err(|_| EFAULT)?);
+        if flags & !(SS_DISABLE | SS_ONSTACK | (1 << 31)) != 0 {
+            return Err(EINVAL);
+        }
+        if flags & SS_DISABLE != 0 {
+            t.altstack.set((0, 0));
+        } else {
+            if sz < MINSIGSTKSZ {
+                return Err(ENOMEM);
+            }
+            t.altstack.set((sp, sz));
+        }
+    }
+    Ok(0)
+}
+
+pub fn sys_pause() -> SysResult {
+    block(Wait::Signal, None, false)
+}
+
+pub fn sys_kill(pid: u64, sig: u64) -> SysResult {
+    if sig > 64 {
+        return Err(EINVAL);
+    }
+    let pid = pid as i32;
+    let me = current_process();
+    let targets: Vec<Rc<Process>> = match pid {
+        p if p > 0 => find_process(p as u32).into_iter().collect(),
+        0 => live_processes().into_iter().filter(|p| p.pgid.get() == me.pgid.get()).collect(),
+        -1 => live_processes().into_iter().filter(|p| p.pid != 1 || Rc::ptr_eq(p, &me)).collect(),
+        p => live_processes().into_iter().filter(|q| q.pgid.get() == (-p) as u32).collect(),
+    };
+    if targets.is_empty() {
+        return Err(ESRCH);
+    }
+    for p in targets {
+        send_signal(&p, None, sig as u32);
+    }
+    Ok(0)
+}
+
+pub fn sys_tgkill(tgid: u64, tid: u64, sig: u64) -> SysResult {
+    if sig > 64 {
+        return Err(EINVAL);
+    }
+    let s = SCHED.get();
+    let t = s.tasks.iter().find(|t| t.tid as u64 == tid && t.state.get() != State::Dead).cloned().ok_or(ESRCH)?;
+    let p = t.process.borrow().clone();
+    if tgid as i64 != -1 && p.pid as u64 != tgid {
+        return Err(ESRCH);
+    }
+    send_signal(&p, Some(&t), sig as u32);
+    Ok(0)
+}
+
+/// Raises `sig` in the current thread (e.g. SIGPIPE from a write).
+pub fn raise(sig: u32) {
+    let t = current();
+    let p = t.process.borrow().clone();
+    send_signal(&p, Some(&t), sig);
+}

@@ -1,0 +1,79 @@
+//! What the layers below the scheduler need of it: why a task waits
+//! ([`Wait`]), to put the current task to sleep ([`block`],
+//! [`wait_event`]) and to wake pollers ([`notify`]). The scheduler
+//! (`task.rs`, above the files) registers its `block` and `wait_event`
+//! at start; the event counter pollers wait on lives here.
+
+use alloc::rc::Rc;
+use core::cell::RefCell;
+
+use crate::pipe::Pipe;
+use crate::rt::Global;
+
+pub type SysResult = Result<u64, i64>;
+
+/// Returned by a syscall handler that put the current task to sleep.
+pub const BLOCKED: i64 = 100_000;
+
+pub enum Wait {
+    None,
+    PipeRead(Rc<RefCell<Pipe>>),
+    PipeWrite(Rc<RefCell<Pipe>>),
+    Child,
+    /// Woken by FUTEX_WAKE on (space, address).
+    Futex(usize, u64),
+    Sleep,
+    /// A vfork parent, until the child execs or exits.
+    Vfork(u32),
+    /// poll/select: any change of pipe or process state.
+    Event(u64),
+    /// pause / sigsuspend.
+    Signal,
+    /// A read of stdin with nothing there yet.
+    Stdin,
+}
+
+/// Bumped whenever pipe or process state changes (wakes poll/select).
+static EVENT: Global<u64> = Global::new(0);
+
+/// Something a poller may care about happened.
+pub fn notify() {
+    *EVENT.get() += 1;
+}
+
+/// The event count (see [`Wait::Event`]).
+pub fn event() -> u64 {
+    *EVENT.get()
+}
+
+/// The scheduler's entry points, registered at start.
+struct Scheduler {
+    block: fn(Wait, Option<u64>, bool) -> SysResult,
+    wait_event: fn(Option<u64>) -> SysResult,
+}
+
+fn unregistered_block(_: Wait, _: Option<u64>, _: bool) -> SysResult {
+    crate::hc::panic(b"block before the scheduler started")
+}
+
+fn unregistered_wait_event(_: Option<u64>) -> SysResult {
+    crate::hc::panic(b"wait before the scheduler started")
+}
+
+static SCHEDULER: Global<Scheduler> =
+    Global::new(Scheduler { block: unregistered_block, wait_event: unregistered_wait_event });
+
+/// Registers the scheduler's `block` and `wait_event`.
+pub fn register(block: fn(Wait, Option<u64>, bool) -> SysResult, wait_event: fn(Option<u64>) -> SysResult) {
+    *SCHEDULER.get() = Scheduler { block, wait_event };
+}
+
+/// Puts the current task to sleep (see `task::block`).
+pub fn block(wait: Wait, deadline: Option<u64>, restart: bool) -> SysResult {
+    (SCHEDULER.get().block)(wait, deadline, restart)
+}
+
+/// Waits for pipe/process activity or the timeout (see `task::wait_event`).
+pub fn wait_event(timeout_ns: Option<u64>) -> SysResult {
+    (SCHEDULER.get().wait_event)(timeout_ns)
+}

@@ -258,3 +258,32 @@ fn streaming_from_a_snapshot_and_from_a_pooled_clone() {
     let mut next = pool.get().expect("get");
     assert_eq!(next.run(&Command::resume().args(["sh", "-c", "echo free"])).expect("run").stdout, b"free\n");
 }
+
+#[test]
+fn a_writer_to_stdin_waits_while_the_program_does_not_read() {
+    // max_input 64 KiB: at most half of it is written ahead of the program.
+    let mut sb =
+        Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(60)).max_input(64 << 10).build().expect("sb");
+    let mut p = sb.spawn(&sh("echo started; sleep 1000")).expect("spawn");
+    let mut stdin = p.take_stdin().expect("stdin");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = [b'z'; 1024];
+        loop {
+            match stdin.write(&chunk) {
+                Ok(n) => counter.fetch_add(n, std::sync::atomic::Ordering::SeqCst),
+                Err(e) => return e.kind(),
+            };
+        }
+    });
+    let mut seen = String::new();
+    read_until(&mut p, &mut seen, "started\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let taken = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(taken <= 32 << 10, "{taken} bytes accepted ahead of a program that reads nothing");
+    p.kill();
+    assert_eq!(p.wait().expect_err("killed").kind(), ErrorKind::Cancelled);
+    // The writer learns the program is gone.
+    assert_eq!(writer.join().expect("writer"), std::io::ErrorKind::BrokenPipe);
+}

@@ -1,6 +1,11 @@
 //! One run on the vCPU thread: gets its VM ready, runs it, and serves its
 //! exits and hypercalls (output, input, the guest's host filesystem,
 //! snapshot and resume) until the program ends or a limit stops it.
+//! Beside it: `stream` (passing a spawned process's output on as it is
+//! produced) and `fs_calls` (the guest's host filesystem hypercalls).
+
+mod fs_calls;
+mod stream;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -8,18 +13,19 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmError, VmExit};
+use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmExit};
 
 use crate::config::Config;
 use crate::control::{jail_violation, RunControl};
 use crate::error::{Error, Result};
-use crate::fs::{self, errno_result, FsEntry};
+use crate::fs::FsEntry;
 use crate::live::{Input, Live};
 use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::prepare::Prepared;
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::Kit;
 use crate::vm_factory::{self, clone_vm, one_at_a_time, ResetAid};
+use stream::guest_buffers;
 
 /// Linux's signal for each CPU exception a program can cause.
 fn signal_for_vector(vector: u64) -> i32 {
@@ -233,94 +239,6 @@ impl<'a> Runner<'a> {
             return Err(Error::OutputLimitExceeded { stream, limit: self.config.max_output, partial: Box::default() });
         }
         Ok(true)
-    }
-
-    /// Passes `len` bytes of guest memory at `gpa` of stream `fd` to the
-    /// process's reader, waiting while it is behind (with `stop`, until
-    /// it turns true): as `append_output`, counting against `max_output`
-    /// unless unlimited.
-    fn stream_out(
-        &mut self,
-        vm: &Vm,
-        live: &Live,
-        fd: u64,
-        gpa: u64,
-        len: u64,
-        stop: Option<&dyn Fn() -> bool>,
-    ) -> Result<bool> {
-        let i = (fd == 2) as usize;
-        let unlimited = matches!(self.stream, Stream::Live { unlimited: true, .. });
-        let room = if unlimited { usize::MAX } else { self.config.max_output.saturating_sub(self.streamed[i]) };
-        let take = (len as usize).min(room);
-        if take > 0 {
-            let mut bytes = vec![0u8; take];
-            vm.read_bytes(gpa, &mut bytes).map_err(Error::from)?;
-            self.streamed[i] += take;
-            live.push_output(fd, bytes, stop);
-        }
-        if take == len as usize {
-            return Ok(false);
-        }
-        if i == 0 {
-            self.stdout_truncated = true;
-        } else {
-            self.stderr_truncated = true;
-        }
-        if self.config.output_limit_error {
-            let stream = if fd == 1 { "stdout" } else { "stderr" };
-            return Err(Error::OutputLimitExceeded { stream, limit: self.config.max_output, partial: Box::default() });
-        }
-        Ok(true)
-    }
-
-    /// Where the runtime's output buffers are (published at its start).
-    fn out_buffers(vm: &Vm) -> u64 {
-        let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, out_buffers_gpa) as u64;
-        vm.read_obj::<u64>(at).unwrap_or(0)
-    }
-
-    /// Passes what the guest has buffered to the process's reader now:
-    /// only while the runtime is not in the middle of changing its
-    /// buffers (stopped at a hypercall other than a write, or in the
-    /// program's code) and only what the reader has room for.
-    fn take_guest_output(&mut self, vm: &Vm, live: &Live) -> Result<()> {
-        for (fd, gpa, len) in guest_buffers(vm, Self::out_buffers(vm)) {
-            if !live.has_room(fd) {
-                continue;
-            }
-            let full = self.stream_out(vm, live, fd, gpa, len, None)?;
-            // The buffer's header: its length, then the discard flag.
-            let header = gpa - 16;
-            vm.write_bytes(header, &0u64.to_le_bytes()).map_err(Error::from)?;
-            if full {
-                vm.write_bytes(header + 8, &1u64.to_le_bytes()).map_err(Error::from)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A streamed run's periodic look at its guest: pass its output on
-    /// (or ask the runtime to send it, if stopped inside the runtime),
-    /// and tell it input came.
-    fn tick(&mut self, vm: &Vm, live: &Live) -> Result<()> {
-        self.tell_input(vm, live)?;
-        if guest_buffers(vm, Self::out_buffers(vm)).is_empty() {
-            return Ok(());
-        }
-        if vm.stopped_in_program().map_err(Error::from)? {
-            self.take_guest_output(vm, live)
-        } else {
-            vm.raise_host_flags(abi::HOST_FLAG_FLUSH).map_err(Error::from)
-        }
-    }
-
-    /// Tells the guest input came, if it was told there was none.
-    fn tell_input(&mut self, vm: &Vm, live: &Live) -> Result<()> {
-        if self.input_awaited && live.input_ready() {
-            self.input_awaited = false;
-            vm.raise_host_flags(abi::HOST_FLAG_STDIN).map_err(Error::from)?;
-        }
-        Ok(())
     }
 
     /// Runs the program; returns the VM too (unless the run ended in a
@@ -713,144 +631,6 @@ impl<'a> Runner<'a> {
             other => Err(hostile(format!("unknown hypercall {other:#x}"))),
         }
     }
-}
-
-impl Runner<'_> {
-    /// Serves one filesystem hypercall. Buffers may be anywhere the
-    /// guest has mapped (the runtime passes heap buffers); one that is not
-    /// mapped or is over its limit is a hostile request (an error that
-    /// ends the run), while a bad handle, name or offset is just `-errno`
-    /// for the guest.
-    fn fs_hypercall(&mut self, vm: &Vm, nr: u64, args: [u64; 6]) -> Result<u64> {
-        use abi::fs::{NAME_MAX, PATH_MAX};
-        let bad = |what: &str, va: u64, len: u64| {
-            let what = what.to_string();
-            move |e: VmError| match e {
-                VmError::GuestAccess { .. } => {
-                    Error::GuestCrashed { detail: format!("{what} hypercall with a bad buffer {va:#x}+{len:#x}") }
-                }
-                other => Error::from(other),
-            }
-        };
-        let check_len = |what: &str, va: u64, len: u64, max: u64| {
-            if len > max {
-                return Err(bad(what, va, len)(VmError::GuestAccess { addr: va, len }));
-            }
-            Ok(len as usize)
-        };
-        Ok(match nr {
-            abi::hc::FS_LOOKUP => {
-                let (dir, name_va, name_len, stat_va) = (args[0], args[1], args[2], args[3]);
-                if name_len > NAME_MAX as u64 {
-                    return Ok(errno_result(libc::ENAMETOOLONG));
-                }
-                let mut name = [0u8; NAME_MAX];
-                let name = &mut name[..name_len as usize];
-                vm.read_virt(name_va, name).map_err(bad("lookup", name_va, name_len))?;
-                match self.input.fs.lookup(dir, name) {
-                    Ok((handle, st)) => {
-                        let st = fs::stat_bytes(&st);
-                        vm.write_virt(stat_va, &st).map_err(bad("lookup", stat_va, st.len() as u64))?;
-                        handle
-                    }
-                    Err(e) => errno_result(e),
-                }
-            }
-            abi::hc::FS_READ => {
-                let (handle, offset, va, len) = (args[0], args[1], args[2], args[3]);
-                let len = check_len("fs read", va, len, abi::HCALL_MAX_LEN)?;
-                if self.scratch.len() < len {
-                    self.scratch.resize(len, 0);
-                }
-                match self.input.fs.read(handle, offset, &mut self.scratch[..len]) {
-                    Ok(n) => {
-                        vm.write_virt(va, &self.scratch[..n]).map_err(bad("fs read", va, n as u64))?;
-                        n as u64
-                    }
-                    Err(e) => errno_result(e),
-                }
-            }
-            abi::hc::FS_READDIR => {
-                let (handle, index, va, len) = (args[0], args[1], args[2], args[3]);
-                let len = check_len("readdir", va, len, abi::HCALL_MAX_LEN)?;
-                match self.input.fs.readdir(handle, index, len) {
-                    Ok(records) => {
-                        vm.write_virt(va, &records).map_err(bad("readdir", va, records.len() as u64))?;
-                        records.len() as u64
-                    }
-                    Err(e) => errno_result(e),
-                }
-            }
-            abi::hc::FS_READLINK => {
-                let (handle, va, len) = (args[0], args[1], args[2]);
-                let len = check_len("readlink", va, len, abi::HCALL_MAX_LEN)?;
-                match self.input.fs.readlink(handle) {
-                    // As readlink(2): the target, cut to the buffer.
-                    Ok(target) => {
-                        let n = target.len().min(len);
-                        vm.write_virt(va, &target[..n]).map_err(bad("readlink", va, n as u64))?;
-                        n as u64
-                    }
-                    Err(e) => errno_result(e),
-                }
-            }
-            abi::hc::FS_STAT => {
-                let (handle, va) = (args[0], args[1]);
-                match self.input.fs.stat(handle) {
-                    Ok(st) => {
-                        let st = fs::stat_bytes(&st);
-                        vm.write_virt(va, &st).map_err(bad("stat", va, st.len() as u64))?;
-                        0
-                    }
-                    Err(e) => errno_result(e),
-                }
-            }
-            abi::hc::FILE_OUT => {
-                // The mode (args[5]) is not kept: Output::files holds bytes.
-                let (path_va, path_len, data_va, data_len, offset) = (args[0], args[1], args[2], args[3], args[4]);
-                let len = check_len("file out", data_va, data_len, abi::HCALL_MAX_LEN)?;
-                if path_len >= PATH_MAX as u64 {
-                    return Ok(errno_result(libc::ENAMETOOLONG));
-                }
-                let mut path = vec![0u8; path_len as usize];
-                vm.read_virt(path_va, &mut path).map_err(bad("file out", path_va, path_len))?;
-                if self.scratch.len() < len {
-                    self.scratch.resize(len, 0);
-                }
-                vm.read_virt(data_va, &mut self.scratch[..len]).map_err(bad("file out", data_va, data_len))?;
-                match self.input.collector.file_out(&path, offset, &self.scratch[..len]) {
-                    Ok(()) => 0,
-                    Err(e) => errno_result(e),
-                }
-            }
-            other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
-        })
-    }
-}
-
-/// The output the guest runtime has buffered and not sent: (stream, guest
-/// address, length) for each stream with something to take, given where
-/// the two [`abi::OutBuffer`]s are (guest-physical). Every value read from
-/// the guest is checked (a bad one yields nothing).
-fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<(u64, u64, u64)> {
-    let mut found = Vec::new();
-    if buffers == 0 {
-        return found;
-    }
-    let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
-    for fd in 1..=2u64 {
-        let Some(base) = buffers.checked_add((fd - 1) * stride) else { break };
-        let mut head = [0u8; 16];
-        if vm.read_bytes(base, &mut head).is_err() {
-            break;
-        }
-        let len = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
-        let discard = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-        if discard == 0 && len > 0 && len <= abi::OUT_BUF_SIZE as u64 {
-            found.push((fd, base + 16, len));
-        }
-    }
-    found
 }
 
 /// What a restored guest learns about its run: clocks, fresh randomness,

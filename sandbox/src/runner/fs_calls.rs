@@ -1,0 +1,120 @@
+//! The guest's host filesystem hypercalls, served for a [`Runner`].
+
+use hvsandbox_core::{abi, Vm, VmError};
+
+use super::Runner;
+use crate::error::{Error, Result};
+use crate::fs::{self, errno_result};
+
+impl Runner<'_> {
+    /// Serves one filesystem hypercall. Buffers may be anywhere the
+    /// guest has mapped (the runtime passes heap buffers); one that is not
+    /// mapped or is over its limit is a hostile request (an error that
+    /// ends the run), while a bad handle, name or offset is just `-errno`
+    /// for the guest.
+    pub(super) fn fs_hypercall(&mut self, vm: &Vm, nr: u64, args: [u64; 6]) -> Result<u64> {
+        use abi::fs::{NAME_MAX, PATH_MAX};
+        let bad = |what: &str, va: u64, len: u64| {
+            let what = what.to_string();
+            move |e: VmError| match e {
+                VmError::GuestAccess { .. } => {
+                    Error::GuestCrashed { detail: format!("{what} hypercall with a bad buffer {va:#x}+{len:#x}") }
+                }
+                other => Error::from(other),
+            }
+        };
+        let check_len = |what: &str, va: u64, len: u64, max: u64| {
+            if len > max {
+                return Err(bad(what, va, len)(VmError::GuestAccess { addr: va, len }));
+            }
+            Ok(len as usize)
+        };
+        Ok(match nr {
+            abi::hc::FS_LOOKUP => {
+                let (dir, name_va, name_len, stat_va) = (args[0], args[1], args[2], args[3]);
+                if name_len > NAME_MAX as u64 {
+                    return Ok(errno_result(libc::ENAMETOOLONG));
+                }
+                let mut name = [0u8; NAME_MAX];
+                let name = &mut name[..name_len as usize];
+                vm.read_virt(name_va, name).map_err(bad("lookup", name_va, name_len))?;
+                match self.input.fs.lookup(dir, name) {
+                    Ok((handle, st)) => {
+                        let st = fs::stat_bytes(&st);
+                        vm.write_virt(stat_va, &st).map_err(bad("lookup", stat_va, st.len() as u64))?;
+                        handle
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READ => {
+                let (handle, offset, va, len) = (args[0], args[1], args[2], args[3]);
+                let len = check_len("fs read", va, len, abi::HCALL_MAX_LEN)?;
+                if self.scratch.len() < len {
+                    self.scratch.resize(len, 0);
+                }
+                match self.input.fs.read(handle, offset, &mut self.scratch[..len]) {
+                    Ok(n) => {
+                        vm.write_virt(va, &self.scratch[..n]).map_err(bad("fs read", va, n as u64))?;
+                        n as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READDIR => {
+                let (handle, index, va, len) = (args[0], args[1], args[2], args[3]);
+                let len = check_len("readdir", va, len, abi::HCALL_MAX_LEN)?;
+                match self.input.fs.readdir(handle, index, len) {
+                    Ok(records) => {
+                        vm.write_virt(va, &records).map_err(bad("readdir", va, records.len() as u64))?;
+                        records.len() as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_READLINK => {
+                let (handle, va, len) = (args[0], args[1], args[2]);
+                let len = check_len("readlink", va, len, abi::HCALL_MAX_LEN)?;
+                match self.input.fs.readlink(handle) {
+                    // As readlink(2): the target, cut to the buffer.
+                    Ok(target) => {
+                        let n = target.len().min(len);
+                        vm.write_virt(va, &target[..n]).map_err(bad("readlink", va, n as u64))?;
+                        n as u64
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FS_STAT => {
+                let (handle, va) = (args[0], args[1]);
+                match self.input.fs.stat(handle) {
+                    Ok(st) => {
+                        let st = fs::stat_bytes(&st);
+                        vm.write_virt(va, &st).map_err(bad("stat", va, st.len() as u64))?;
+                        0
+                    }
+                    Err(e) => errno_result(e),
+                }
+            }
+            abi::hc::FILE_OUT => {
+                // The mode (args[5]) is not kept: Output::files holds bytes.
+                let (path_va, path_len, data_va, data_len, offset) = (args[0], args[1], args[2], args[3], args[4]);
+                let len = check_len("file out", data_va, data_len, abi::HCALL_MAX_LEN)?;
+                if path_len >= PATH_MAX as u64 {
+                    return Ok(errno_result(libc::ENAMETOOLONG));
+                }
+                let mut path = vec![0u8; path_len as usize];
+                vm.read_virt(path_va, &mut path).map_err(bad("file out", path_va, path_len))?;
+                if self.scratch.len() < len {
+                    self.scratch.resize(len, 0);
+                }
+                vm.read_virt(data_va, &mut self.scratch[..len]).map_err(bad("file out", data_va, data_len))?;
+                match self.input.collector.file_out(&path, offset, &self.scratch[..len]) {
+                    Ok(()) => 0,
+                    Err(e) => errno_result(e),
+                }
+            }
+            other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
+        })
+    }
+}

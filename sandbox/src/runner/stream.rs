@@ -1,0 +1,124 @@
+//! A spawned process's output, passed on as it is produced: from the
+//! guest's write hypercalls, and from its buffers on the host's periodic
+//! look at a streamed guest (it takes no timer interrupts).
+
+use hvsandbox_core::{abi, Vm};
+
+use super::{Runner, Stream};
+use crate::error::{Error, Result};
+use crate::live::Live;
+
+impl Runner<'_> {
+    /// Passes `len` bytes of guest memory at `gpa` of stream `fd` to the
+    /// process's reader, waiting while it is behind (with `stop`, until
+    /// it turns true): as `append_output`, counting against `max_output`
+    /// unless unlimited.
+    pub(super) fn stream_out(
+        &mut self,
+        vm: &Vm,
+        live: &Live,
+        fd: u64,
+        gpa: u64,
+        len: u64,
+        stop: Option<&dyn Fn() -> bool>,
+    ) -> Result<bool> {
+        let i = (fd == 2) as usize;
+        let unlimited = matches!(self.stream, Stream::Live { unlimited: true, .. });
+        let room = if unlimited { usize::MAX } else { self.config.max_output.saturating_sub(self.streamed[i]) };
+        let take = (len as usize).min(room);
+        if take > 0 {
+            let mut bytes = vec![0u8; take];
+            vm.read_bytes(gpa, &mut bytes).map_err(Error::from)?;
+            self.streamed[i] += take;
+            live.push_output(fd, bytes, stop);
+        }
+        if take == len as usize {
+            return Ok(false);
+        }
+        if i == 0 {
+            self.stdout_truncated = true;
+        } else {
+            self.stderr_truncated = true;
+        }
+        if self.config.output_limit_error {
+            let stream = if fd == 1 { "stdout" } else { "stderr" };
+            return Err(Error::OutputLimitExceeded { stream, limit: self.config.max_output, partial: Box::default() });
+        }
+        Ok(true)
+    }
+
+    /// Where the runtime's output buffers are (published at its start).
+    pub(super) fn out_buffers(vm: &Vm) -> u64 {
+        let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, out_buffers_gpa) as u64;
+        vm.read_obj::<u64>(at).unwrap_or(0)
+    }
+
+    /// Passes what the guest has buffered to the process's reader now:
+    /// only while the runtime is not in the middle of changing its
+    /// buffers (stopped at a hypercall other than a write, or in the
+    /// program's code) and only what the reader has room for.
+    pub(super) fn take_guest_output(&mut self, vm: &Vm, live: &Live) -> Result<()> {
+        for (fd, gpa, len) in guest_buffers(vm, Self::out_buffers(vm)) {
+            if !live.has_room(fd) {
+                continue;
+            }
+            let full = self.stream_out(vm, live, fd, gpa, len, None)?;
+            // The buffer's header: its length, then the discard flag.
+            let header = gpa - 16;
+            vm.write_bytes(header, &0u64.to_le_bytes()).map_err(Error::from)?;
+            if full {
+                vm.write_bytes(header + 8, &1u64.to_le_bytes()).map_err(Error::from)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A streamed run's periodic look at its guest: pass its output on
+    /// (or ask the runtime to send it, if stopped inside the runtime),
+    /// and tell it input came.
+    pub(super) fn tick(&mut self, vm: &Vm, live: &Live) -> Result<()> {
+        self.tell_input(vm, live)?;
+        if guest_buffers(vm, Self::out_buffers(vm)).is_empty() {
+            return Ok(());
+        }
+        if vm.stopped_in_program().map_err(Error::from)? {
+            self.take_guest_output(vm, live)
+        } else {
+            vm.raise_host_flags(abi::HOST_FLAG_FLUSH).map_err(Error::from)
+        }
+    }
+
+    /// Tells the guest input came, if it was told there was none.
+    pub(super) fn tell_input(&mut self, vm: &Vm, live: &Live) -> Result<()> {
+        if self.input_awaited && live.input_ready() {
+            self.input_awaited = false;
+            vm.raise_host_flags(abi::HOST_FLAG_STDIN).map_err(Error::from)?;
+        }
+        Ok(())
+    }
+}
+
+/// The output the guest runtime has buffered and not sent: (stream, guest
+/// address, length) for each stream with something to take, given where
+/// the two [`abi::OutBuffer`]s are (guest-physical). Every value read from
+/// the guest is checked (a bad one yields nothing).
+pub(super) fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<(u64, u64, u64)> {
+    let mut found = Vec::new();
+    if buffers == 0 {
+        return found;
+    }
+    let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
+    for fd in 1..=2u64 {
+        let Some(base) = buffers.checked_add((fd - 1) * stride) else { break };
+        let mut head = [0u8; 16];
+        if vm.read_bytes(base, &mut head).is_err() {
+            break;
+        }
+        let len = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+        let discard = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        if discard == 0 && len > 0 && len <= abi::OUT_BUF_SIZE as u64 {
+            found.push((fd, base + 16, len));
+        }
+    }
+    found
+}

@@ -3,6 +3,8 @@
 //! watching it live); input is fetched from the host in chunks, without
 //! waiting there: a reader with nothing to read waits in the scheduler.
 
+use core::sync::atomic::{compiler_fence, Ordering};
+
 use hvsandbox_abi as abi;
 
 use crate::hc;
@@ -24,8 +26,8 @@ struct InStream {
 /// more (then nothing is sent). Published to the host at start so it can
 /// take what is still buffered when it stops a run.
 static OUT: Global<[abi::OutBuffer; 2]> = Global::new([
-    abi::OutBuffer { len: 0, discard: 0, data: [0; OUT_BUF] },
-    abi::OutBuffer { len: 0, discard: 0, data: [0; OUT_BUF] },
+    abi::OutBuffer { len: 0, discard: 0, writing: 0, data: [0; OUT_BUF] },
+    abi::OutBuffer { len: 0, discard: 0, writing: 0, data: [0; OUT_BUF] },
 ]);
 
 /// Where the output buffers are (guest-physical).
@@ -40,15 +42,34 @@ pub fn publish() {
 }
 static IN: Global<InStream> = Global::new(InStream { buf: [0; IN_BUF], pos: 0, len: 0, eof: false, told_empty: false });
 
+/// Runs `f` with stream `fd`'s buffer marked as being changed, so the
+/// host, which may stop the vCPU at any instruction, leaves it alone.
+fn changing<R>(fd: usize, f: impl FnOnce() -> R) -> R {
+    let flag = core::ptr::addr_of_mut!(OUT.get()[fd - 1].writing);
+    // SAFETY: `flag` points into the runtime's own static buffers; the
+    // volatile accesses keep the marking where it is written.
+    let before = unsafe { flag.read_volatile() };
+    // SAFETY: as above.
+    unsafe { flag.write_volatile(1) };
+    compiler_fence(Ordering::SeqCst);
+    let r = f();
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { flag.write_volatile(before) };
+    r
+}
+
 fn flush(fd: usize) {
-    let s = &mut OUT.get()[fd - 1];
-    if s.len > 0 && s.discard == 0 {
-        let r = hc::call(abi::hc::WRITE, fd as u64, s.data.as_ptr() as u64, s.len);
-        if r & abi::WRITE_STREAM_FULL != 0 {
-            s.discard = 1;
+    changing(fd, || {
+        let s = &mut OUT.get()[fd - 1];
+        if s.len > 0 && s.discard == 0 {
+            let r = hc::call(abi::hc::WRITE, fd as u64, s.data.as_ptr() as u64, s.len);
+            if r & abi::WRITE_STREAM_FULL != 0 {
+                s.discard = 1;
+            }
         }
-    }
-    s.len = 0;
+        s.len = 0;
+    })
 }
 
 /// Sends all buffered output to the host.
@@ -60,20 +81,22 @@ pub fn flush_all() {
 /// Appends to stdout (1) or stderr (2). Always accepts everything, as a
 /// pipe to a reader that keeps up would.
 pub fn write_stream(fd: usize, mut data: &[u8]) {
-    while !data.is_empty() {
-        let s = &mut OUT.get()[fd - 1];
-        if s.discard != 0 {
-            return;
+    changing(fd, || {
+        while !data.is_empty() {
+            let s = &mut OUT.get()[fd - 1];
+            if s.discard != 0 {
+                return;
+            }
+            let len = s.len as usize;
+            let n = data.len().min(OUT_BUF - len);
+            s.data[len..len + n].copy_from_slice(&data[..n]);
+            s.len += n as u64;
+            data = &data[n..];
+            if s.len as usize == OUT_BUF {
+                flush(fd);
+            }
         }
-        let len = s.len as usize;
-        let n = data.len().min(OUT_BUF - len);
-        s.data[len..len + n].copy_from_slice(&data[..n]);
-        s.len += n as u64;
-        data = &data[n..];
-        if s.len as usize == OUT_BUF {
-            flush(fd);
-        }
-    }
+    })
 }
 
 /// The host's request bits (see [`abi::HOST_FLAG_FLUSH`]).

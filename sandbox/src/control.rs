@@ -8,6 +8,7 @@ use hvsandbox_core::ThreadKicker;
 
 use crate::error::Error;
 use crate::jail;
+use crate::live::Live;
 
 /// Shared between a sandbox's worker and its interrupt handles.
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub(crate) struct RunControl {
     pub(crate) vcpu_tid: AtomicI64,
     /// Why the sandbox is unusable, once a failure poisoned it.
     pub(crate) poisoned: Mutex<Option<String>>,
+    /// The process whose run is current (its waits are woken by a kill).
+    pub(crate) live: Mutex<Option<Arc<Live>>>,
 }
 
 impl Default for RunControl {
@@ -34,6 +37,7 @@ impl Default for RunControl {
             violation: AtomicI64::new(-1),
             vcpu_tid: AtomicI64::new(0),
             poisoned: Mutex::new(None),
+            live: Mutex::new(None),
         }
     }
 }
@@ -52,10 +56,15 @@ impl RunControl {
         self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Kicks the vCPU thread out of the guest (or out of a wait).
+    /// Kicks the vCPU thread out of the guest and out of a wait for its
+    /// process's reader or writer.
     pub(crate) fn kick(&self) {
         if let Some(k) = self.kicker.get() {
             k.kick();
+        }
+        let live = self.live.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(live) = live {
+            live.poke();
         }
     }
 }

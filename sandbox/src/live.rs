@@ -48,8 +48,14 @@ pub(crate) struct Live {
     state: Mutex<State>,
     changed: Condvar,
     /// The process's own kill (affects its run only).
-    pub(crate) killed: AtomicBool,
+    killed: AtomicBool,
     input_cap: usize,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("killed", &self.is_killed()).finish_non_exhaustive()
+    }
 }
 
 impl Live {
@@ -64,6 +70,24 @@ impl Live {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills the process's run: its waits end now, not at their next look.
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.poke();
+    }
+
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Wakes every waiter to look at its stop conditions again (taking
+    /// the lock first, so a waiter between its look and its wait is not
+    /// missed).
+    pub(crate) fn poke(&self) {
+        let st = self.lock();
+        self.wake(st);
     }
 
     /// Releases the lock, then wakes the waiters: woken while it is held,
@@ -91,7 +115,7 @@ impl Live {
         let mut st = self.lock();
         if let Some(stop) = stop {
             while !st.abandoned && st.out_bytes[i] > 0 && st.out_bytes[i] + bytes.len() > OUTPUT_QUEUE_BYTES {
-                if stop() || self.killed.load(Ordering::SeqCst) {
+                if stop() || self.is_killed() {
                     break;
                 }
                 st = self.wait_slice(st, None);
@@ -137,7 +161,7 @@ impl Live {
         loop {
             if until.is_some_and(|u| Instant::now() >= u)
                 || stop()
-                || self.killed.load(Ordering::SeqCst)
+                || self.is_killed()
                 || (for_input && (!st.input.is_empty() || st.input_closed))
             {
                 return;

@@ -130,7 +130,7 @@ impl Process {
     /// once the run has ended (never affects a later run).
     pub fn kill(&self) {
         if !self.live.ended() {
-            self.live.killed.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.live.kill();
             self.control.kick();
         }
     }

@@ -76,7 +76,7 @@ impl Sandbox {
         }
         match &self.current {
             // A killed process's run ends soon: wait for it.
-            Some(l) if l.killed.load(Ordering::SeqCst) => l.wait_ended(),
+            Some(l) if l.is_killed() => l.wait_ended(),
             Some(l) if !l.ended() => return Err(Error::SandboxBusy),
             _ => {}
         }
@@ -106,6 +106,7 @@ impl Sandbox {
             live.close_input();
         }
         let job = Job::Run { prepared: Box::new(prepared), take: None, live: Some(RunEnd(live.clone())), stream };
+        *self.control.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
         self.worker().send(job)?;
         self.current = Some(live.clone());
         Ok(Process::new(live, self.control.clone(), self.config.max_output))
@@ -232,7 +233,7 @@ impl Sandbox {
     pub(crate) fn settle(&mut self) {
         if let Some(live) = self.current.take() {
             if !live.ended() {
-                live.killed.store(true, Ordering::SeqCst);
+                live.kill();
                 self.control.kick();
                 live.wait_ended();
             }
@@ -250,7 +251,7 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         if let Some(live) = &self.current {
             if !live.ended() {
-                live.killed.store(true, Ordering::SeqCst);
+                live.kill();
                 self.control.kick();
             }
         }

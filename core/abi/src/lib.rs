@@ -243,6 +243,9 @@ pub struct OutBuffer {
     pub len: u64,
     /// Nonzero once the host said the stream is full.
     pub discard: u64,
+    /// Nonzero while the runtime changes `len`: the host, which may stop
+    /// the vCPU anywhere, takes the bytes and clears `len` only when 0.
+    pub writing: u64,
     pub data: [u8; OUT_BUF_SIZE],
 }
 

@@ -41,14 +41,6 @@ impl Vm {
         result
     }
 
-    /// Whether the vCPU stopped in the program's own code (below the
-    /// runtime's half of the address space), so the runtime is between
-    /// system calls and its buffers are consistent.
-    pub fn stopped_in_program(&self) -> Result<bool> {
-        let regs = self.vcpu.get_regs().map_err(VmError::kvm("KVM_GET_REGS"))?;
-        Ok(regs.rip < abi::PHYS_BASE)
-    }
-
     fn run_once(&mut self) -> Result<VmExit> {
         let exit = match self.vcpu.run() {
             Ok(VcpuExit::MmioWrite(addr, data)) => {

@@ -53,39 +53,37 @@ impl Runner<'_> {
         vm.read_obj::<u64>(at).unwrap_or(0)
     }
 
-    /// Passes what the guest has buffered to the process's reader now:
-    /// only while the runtime is not in the middle of changing its
-    /// buffers (stopped at a hypercall other than a write, or in the
-    /// program's code) and only what the reader has room for.
-    pub(super) fn take_guest_output(&mut self, vm: &Vm, live: &Live) -> Result<()> {
-        for (fd, gpa, len) in guest_buffers(vm, Self::out_buffers(vm)) {
-            if !live.has_room(fd) {
+    /// Passes what the guest has buffered to the process's reader now,
+    /// for each stream the runtime is not changing at this instant (it
+    /// marks its buffer while it does; the vCPU is stopped) and that the
+    /// reader has room for. Returns whether a stream was left for the
+    /// runtime to send.
+    pub(super) fn take_guest_output(&mut self, vm: &Vm, live: &Live) -> Result<bool> {
+        let mut left = false;
+        for b in guest_buffers(vm, Self::out_buffers(vm)) {
+            if b.writing || !live.has_room(b.fd) {
+                left = true;
                 continue;
             }
-            let full = self.stream_out(vm, live, fd, gpa, len, None)?;
-            // The buffer's header: its length, then the discard flag.
-            let header = gpa - 16;
-            vm.write_bytes(header, &0u64.to_le_bytes()).map_err(Error::from)?;
+            let full = self.stream_out(vm, live, b.fd, b.data, b.len, None)?;
+            vm.write_bytes(b.header, &0u64.to_le_bytes()).map_err(Error::from)?;
             if full {
-                vm.write_bytes(header + 8, &1u64.to_le_bytes()).map_err(Error::from)?;
+                let discard = std::mem::offset_of!(abi::OutBuffer, discard) as u64;
+                vm.write_bytes(b.header + discard, &1u64.to_le_bytes()).map_err(Error::from)?;
             }
         }
-        Ok(())
+        Ok(left)
     }
 
     /// A streamed run's periodic look at its guest: pass its output on
-    /// (or ask the runtime to send it, if stopped inside the runtime),
-    /// and tell it input came.
+    /// (or, for a stream the runtime is changing, ask it to send it at its
+    /// next system call), and tell it input came.
     pub(super) fn tick(&mut self, vm: &Vm, live: &Live) -> Result<()> {
         self.tell_input(vm, live)?;
-        if guest_buffers(vm, Self::out_buffers(vm)).is_empty() {
-            return Ok(());
+        if self.take_guest_output(vm, live)? {
+            vm.raise_host_flags(abi::HOST_FLAG_FLUSH).map_err(Error::from)?;
         }
-        if vm.stopped_in_program().map_err(Error::from)? {
-            self.take_guest_output(vm, live)
-        } else {
-            vm.raise_host_flags(abi::HOST_FLAG_FLUSH).map_err(Error::from)
-        }
+        Ok(())
     }
 
     /// Tells the guest input came, if it was told there was none.
@@ -98,26 +96,40 @@ impl Runner<'_> {
     }
 }
 
-/// The output the guest runtime has buffered and not sent: (stream, guest
-/// address, length) for each stream with something to take, given where
-/// the two [`abi::OutBuffer`]s are (guest-physical). Every value read from
-/// the guest is checked (a bad one yields nothing).
-pub(super) fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<(u64, u64, u64)> {
+/// One of the runtime's output buffers with bytes in it.
+pub(super) struct GuestBuffer {
+    /// The stream: 1 or 2.
+    pub(super) fd: u64,
+    /// Guest-physical addresses of the buffer (its header) and its bytes.
+    pub(super) header: u64,
+    pub(super) data: u64,
+    pub(super) len: u64,
+    /// The runtime was changing it when the vCPU stopped.
+    pub(super) writing: bool,
+}
+
+/// The output the guest runtime has buffered and not sent, for each
+/// stream with something to take, given where the two
+/// [`abi::OutBuffer`]s are (guest-physical). Every value read from the
+/// guest is checked (a bad one yields nothing).
+pub(super) fn guest_buffers(vm: &Vm, buffers: u64) -> Vec<GuestBuffer> {
     let mut found = Vec::new();
     if buffers == 0 {
         return found;
     }
     let stride = std::mem::size_of::<abi::OutBuffer>() as u64;
+    let data_at = std::mem::offset_of!(abi::OutBuffer, data);
     for fd in 1..=2u64 {
-        let Some(base) = buffers.checked_add((fd - 1) * stride) else { break };
-        let mut head = [0u8; 16];
-        if vm.read_bytes(base, &mut head).is_err() {
+        let Some(header) = buffers.checked_add((fd - 1) * stride) else { break };
+        let mut head = [0u8; 24];
+        if vm.read_bytes(header, &mut head[..data_at]).is_err() {
             break;
         }
-        let len = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
-        let discard = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+        let word = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().unwrap_or_default());
+        let (len, discard) = (word(0), word(8));
+        let writing = word(std::mem::offset_of!(abi::OutBuffer, writing)) != 0;
         if discard == 0 && len > 0 && len <= abi::OUT_BUF_SIZE as u64 {
-            found.push((fd, base + 16, len));
+            found.push(GuestBuffer { fd, header, data: header + data_at as u64, len, writing });
         }
     }
     found

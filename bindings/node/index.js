@@ -453,8 +453,14 @@ class SandboxProcess {
       if (err) reject(err);
       else resolve(value);
     };
-    this.#ready = Promise.resolve()
-      .then(() => start((ev) => this.#event(ev, finish, signal)))
+    // Started now, not in a later tick: calls on the sandbox keep their order.
+    let started;
+    try {
+      started = Promise.resolve(start((ev) => this.#event(ev, finish, signal)));
+    } catch (e) {
+      started = Promise.reject(e);
+    }
+    this.#ready = started
       .then((r) => {
         if (isRawError(r)) throw toError(r, { encoding });
         this.#native = r;

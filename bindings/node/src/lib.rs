@@ -46,8 +46,22 @@ where
     T: Send + 'static,
     A: ToNapiValue + 'static,
 {
+    promise_via(env, workers::submit, job, to_js)
+}
+
+/// `promise`, with the job handed to `submit` (a sandbox's queue).
+fn promise_via<T, A>(
+    env: &Env,
+    submit: impl FnOnce(Box<dyn FnOnce() + Send>),
+    job: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    to_js: fn(T) -> A,
+) -> napi::Result<JsObject>
+where
+    T: Send + 'static,
+    A: ToNapiValue + 'static,
+{
     let (deferred, promise) = env.create_deferred()?;
-    workers::submit(move || {
+    submit(Box::new(move || {
         let result = std::panic::catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|p| {
             Err(convert::internal(&format!("hvsandbox (Node binding) panicked: {}", panic_message(&*p))))
         });
@@ -57,7 +71,7 @@ where
                 Err(e) => Either::B(convert::error(e)),
             })
         });
-    });
+    }));
     Ok(promise)
 }
 
@@ -135,6 +149,40 @@ struct SandboxState {
     closing: AtomicBool,
     /// The run in progress (or queued), for `close` to stop.
     current: Mutex<Option<NativeCancel>>,
+    /// Its jobs in the order JavaScript made the calls (a run queued
+    /// behind a spawn finds the sandbox busy, as in Rust).
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: std::collections::VecDeque<Box<dyn FnOnce() + Send>>,
+    draining: bool,
+}
+
+impl SandboxState {
+    /// Runs `job` after the jobs queued before it, on a worker thread.
+    fn serial(self: &Arc<Self>, job: Box<dyn FnOnce() + Send>) {
+        let mut q = lock(&self.queue);
+        q.jobs.push_back(job);
+        if q.draining {
+            return;
+        }
+        q.draining = true;
+        drop(q);
+        let state = self.clone();
+        workers::submit(move || loop {
+            let Some(job) = ({
+                let mut q = lock(&state.queue);
+                let next = q.jobs.pop_front();
+                q.draining = next.is_some();
+                next
+            }) else {
+                return;
+            };
+            job();
+        });
+    }
 }
 
 #[napi]
@@ -153,6 +201,7 @@ impl NativeSandbox {
                 slot: Mutex::new(Some(slot)),
                 closing: AtomicBool::new(false),
                 current: Mutex::new(None),
+                queue: Mutex::new(Queue::default()),
             }),
         }
     }
@@ -175,8 +224,9 @@ impl NativeSandbox {
         let state = self.state.clone();
         let cancel = cancel.clone();
         let command = convert::command(command);
-        promise(
+        promise_via(
             &env,
+            |j| self.state.serial(j),
             move || {
                 *lock(&state.current) = Some(cancel.clone());
                 if state.closing.load(Ordering::SeqCst) {
@@ -197,7 +247,12 @@ impl NativeSandbox {
         let state = self.state.clone();
         let command = convert::command(command);
         let events = process::events(&on_event)?;
-        promise(&env, move || with_sandbox(&state, |sb| sb.spawn(&command)).map(|p| process::start(p, events)), |p| p)
+        promise_via(
+            &env,
+            |j| self.state.serial(j),
+            move || with_sandbox(&state, |sb| sb.spawn(&command)).map(|p| process::start(p, events)),
+            |p| p,
+        )
     }
 
     /// Runs a command to its snapshot point ("entry" or "checkpoint").
@@ -206,14 +261,19 @@ impl NativeSandbox {
         let state = self.state.clone();
         let command = convert::command(command);
         let point = if point == "entry" { SnapshotPoint::Entry } else { SnapshotPoint::Checkpoint };
-        promise(&env, move || with_sandbox(&state, |sb| sb.snapshot(&command, point)), NativeSnapshot::from)
+        promise_via(
+            &env,
+            |j| self.state.serial(j),
+            move || with_sandbox(&state, |sb| sb.snapshot(&command, point)),
+            NativeSnapshot::from,
+        )
     }
 
     /// Makes a snapshot sandbox's next VM now.
     #[napi]
     pub fn warm(&self, env: Env) -> napi::Result<JsObject> {
         let state = self.state.clone();
-        promise(&env, move || with_sandbox(&state, |sb| sb.warm()), |()| ())
+        promise_via(&env, |j| self.state.serial(j), move || with_sandbox(&state, |sb| sb.warm()), |()| ())
     }
 
     /// Whether an earlier failure made the sandbox unusable; null while a
@@ -237,8 +297,9 @@ impl NativeSandbox {
         if let Some(c) = lock(&state.current).as_ref() {
             c.cancel();
         }
-        promise(
+        promise_via(
             &env,
+            |j| self.state.serial(j),
             move || {
                 // Dropping a sandbox kills its spawned process.
                 let slot = lock(&state.slot).take();

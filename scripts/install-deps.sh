@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages hvsandbox's demo and tests need, if missing:
 # musl-tools (musl-gcc for the C guest test programs), busybox-static
-# (Debian's static glibc busybox, a real-world guest) and libcap-ng-dev.
+# (Debian's static glibc busybox, a real-world guest) and libcap-ng-dev;
+# nodejs and npm when node is missing (the npm package's tests).
 # Idempotent; runs apt-get update at most once.
 set -euo pipefail
 
@@ -21,6 +22,17 @@ if ((${#missing[@]})); then
     echo "installing: ${missing[*]}" >&2
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node and npm, for the npm package's tests (bindings/node/test.sh).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        sudo=(sudo)
+    fi
+    echo "installing: nodejs npm" >&2
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

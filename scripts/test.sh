@@ -13,4 +13,5 @@ cargo build --release --workspace --all-targets
 cargo test --release --workspace
 cargo clippy --release --workspace --all-targets -- -D warnings
 (cd guest-runtime && cargo clippy --release -- -D warnings)
+./bindings/node/test.sh
 echo "all tests passed"

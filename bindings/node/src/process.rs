@@ -21,7 +21,7 @@ use crate::{lock, panic_message, promise, workers};
 pub enum PumpEvent {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
-    Exit(Result<Output, Error>),
+    Exit(Box<Result<Output, Error>>),
 }
 
 /// One event for JavaScript: `kind` is "stdout", "stderr" or "exit".
@@ -43,12 +43,10 @@ pub fn events(on_event: &JsFunction) -> napi::Result<Events> {
         let ev = match ctx.value {
             PumpEvent::Stdout(b) => RawEvent { kind: "stdout".into(), data: Some(b.into()), output: None, error: None },
             PumpEvent::Stderr(b) => RawEvent { kind: "stderr".into(), data: Some(b.into()), output: None, error: None },
-            PumpEvent::Exit(Ok(o)) => {
-                RawEvent { kind: "exit".into(), data: None, output: Some(convert::output(o)), error: None }
-            }
-            PumpEvent::Exit(Err(e)) => {
-                RawEvent { kind: "exit".into(), data: None, output: None, error: Some(convert::error(e)) }
-            }
+            PumpEvent::Exit(r) => match *r {
+                Ok(o) => RawEvent { kind: "exit".into(), data: None, output: Some(convert::output(o)), error: None },
+                Err(e) => RawEvent { kind: "exit".into(), data: None, output: None, error: Some(convert::error(e)) },
+            },
         };
         Ok(vec![ev])
     })
@@ -107,7 +105,7 @@ fn pump(mut p: Process, events: &Events, flow: &Flow) {
         let ev = match p.next_event() {
             Some(ProcessEvent::Stdout(b)) => PumpEvent::Stdout(b),
             Some(ProcessEvent::Stderr(b)) => PumpEvent::Stderr(b),
-            Some(ProcessEvent::Exited(r)) => PumpEvent::Exit(r),
+            Some(ProcessEvent::Exited(r)) => PumpEvent::Exit(Box::new(r)),
             None => return,
         };
         let last = matches!(ev, PumpEvent::Exit(_));
@@ -119,7 +117,7 @@ fn pump(mut p: Process, events: &Events, flow: &Flow) {
     if let Err(panic) = pumped {
         p.kill();
         let e = convert::internal(&format!("hvsandbox (Node binding) panicked: {}", panic_message(&*panic)));
-        events.call(PumpEvent::Exit(Err(e)), ThreadsafeFunctionCallMode::Blocking);
+        events.call(PumpEvent::Exit(Box::new(Err(e))), ThreadsafeFunctionCallMode::Blocking);
     }
 }
 

@@ -14,6 +14,11 @@ for p in "${packages[@]}"; do
     fi
 done
 
+# Node and npm, for the npm package's tests (bindings/node/test.sh).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    missing+=(nodejs npm)
+fi
+
 if ((${#missing[@]})); then
     sudo=()
     if [[ $(id -u) -ne 0 ]]; then
@@ -22,17 +27,6 @@ if ((${#missing[@]})); then
     echo "installing: ${missing[*]}" >&2
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-
-# Node and npm, for the npm package's tests (bindings/node/test.sh).
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-    sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        sudo=(sudo)
-    fi
-    echo "installing: nodejs npm" >&2
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

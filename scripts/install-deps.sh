@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages hvsandbox's demo and tests need, if missing:
 # musl-tools (musl-gcc for the C guest test programs), busybox-static
-# (Debian's static glibc busybox, a real-world guest) and libcap-ng-dev.
+# (Debian's static glibc busybox, a real-world guest) and libcap-ng-dev;
+# nodejs and npm when node is missing (the npm package's tests).
 # Idempotent; runs apt-get update at most once.
 set -euo pipefail
 
@@ -12,6 +13,11 @@ for p in "${packages[@]}"; do
         missing+=("$p")
     fi
 done
+
+# Node and npm, for the npm package's tests (bindings/node/test.sh).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    missing+=(nodejs npm)
+fi
 
 if ((${#missing[@]})); then
     sudo=()

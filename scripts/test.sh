@@ -16,4 +16,5 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 # The guest runtime's unit tests run on the host (no VM).
 (cd guest-runtime && cargo test --lib)
 (cd guest-runtime && cargo clippy --lib --tests -- -D warnings)
+./bindings/node/test.sh
 echo "all tests passed"

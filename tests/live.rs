@@ -287,3 +287,31 @@ fn a_writer_to_stdin_waits_while_the_program_does_not_read() {
     // The writer learns the program is gone.
     assert_eq!(writer.join().expect("writer"), std::io::ErrorKind::BrokenPipe);
 }
+
+#[test]
+fn start_runs_as_run_and_its_kill_handle_stops_that_run_only() {
+    let mut sb = sandbox(60);
+    // Output collected as `run` collects it, stdin the command's.
+    let mut p = sb.start(&sh("cat; echo done").stdin("in\n")).expect("start");
+    let out = p.wait().expect("wait");
+    assert_eq!(out.stdout, b"in\ndone\n");
+    // A kill from another thread while this thread waits: Cancelled with
+    // the partial output.
+    let mut p = sb.start(&sh("echo before; sleep 1000")).expect("start");
+    let kill = p.kill_handle();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        kill.kill();
+        kill
+    });
+    let err = p.wait().expect_err("killed");
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    // (what it printed before the kill, if it got that far)
+    assert!(b"before\n".starts_with(&err.partial_output().expect("partial").stdout), "{err:?}");
+    let stale = killer.join().expect("killer thread");
+    drop(p);
+    // The handle of an ended run never reaches the next one.
+    let mut next = sb.start(&sh("sleep 0.2; echo later")).expect("start again");
+    stale.kill();
+    assert_eq!(next.wait().expect("not killed").stdout, b"later\n");
+}

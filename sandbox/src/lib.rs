@@ -47,7 +47,7 @@ pub use error::{Error, ErrorKind, PartialOutput, Result};
 pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use pool::{PooledSandbox, SandboxPool};
-pub use process::{OutputReader, Process, ProcessEvent, ProcessStdin};
+pub use process::{OutputReader, Process, ProcessEvent, ProcessKillHandle, ProcessStdin};
 pub use sandbox::Sandbox;
 pub use snapshot::{reseal_for_fuzzing, Snapshot, SnapshotPoint};
 pub use vm_factory::{set_blank_vms, wait_for_reaper};

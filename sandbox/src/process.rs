@@ -129,10 +129,14 @@ impl Process {
     /// Stops the program now; its run ends with `Cancelled`. Does nothing
     /// once the run has ended (never affects a later run).
     pub fn kill(&self) {
-        if !self.live.ended() {
-            self.live.kill();
-            self.control.kick();
-        }
+        self.kill_handle().kill();
+    }
+
+    /// A handle that stops this process from another thread (while
+    /// another thread waits for it or reads its events): like
+    /// [`kill`](Self::kill), it never affects a later run of the sandbox.
+    pub fn kill_handle(&self) -> ProcessKillHandle {
+        ProcessKillHandle { live: self.live.clone(), control: self.control.clone() }
     }
 
     /// Output waiting for the reader (test hook: it stays bounded).
@@ -207,6 +211,30 @@ impl Drop for Process {
             self.kill();
         }
         self.live.abandon();
+    }
+}
+
+/// Stops one [`Process`] from any thread ([`Process::kill_handle`]).
+#[derive(Clone)]
+pub struct ProcessKillHandle {
+    live: Arc<Live>,
+    control: Arc<RunControl>,
+}
+
+impl std::fmt::Debug for ProcessKillHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessKillHandle").field("ended", &self.live.ended()).finish()
+    }
+}
+
+impl ProcessKillHandle {
+    /// Stops the process's run now (it ends with `Cancelled`); does
+    /// nothing once that run has ended.
+    pub fn kill(&self) {
+        if !self.live.ended() {
+            self.live.kill();
+            self.control.kick();
+        }
     }
 }
 

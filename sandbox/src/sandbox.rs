@@ -53,7 +53,7 @@ impl Sandbox {
         SandboxBuilder::default()
     }
 
-    fn start(config: Config, snapshot: Option<Snapshot>) -> Result<Sandbox> {
+    fn launch(config: Config, snapshot: Option<Snapshot>) -> Result<Sandbox> {
         hvsandbox_core::probe_kvm()?;
         vm_factory::start_reaper();
         let control = Arc::new(RunControl::default());
@@ -121,6 +121,16 @@ impl Sandbox {
         self.start_process(command, stream)
     }
 
+    /// Starts `command` as [`run`](Self::run) does — output collected,
+    /// stdin the command's (none if it gives none) — and returns at once:
+    /// the [`Process`]'s `wait` returns what `run` would, and its `kill`
+    /// or [`Process::kill_handle`] stops this run only (unlike the
+    /// sandbox's [`InterruptHandle`], it cannot reach a later run). For
+    /// callers that wait on one thread and cancel from another.
+    pub fn start(&mut self, command: &Command) -> Result<Process> {
+        self.start_process(command, Stream::Collect)
+    }
+
     /// The vCPU thread's kernel thread id (for inspecting its jail).
     #[doc(hidden)]
     pub fn vcpu_thread_id(&self) -> i64 {
@@ -156,7 +166,7 @@ impl Sandbox {
     /// crashed runtime).
     pub fn run(&mut self, command: &Command) -> Result<Output> {
         // A spawn whose output is collected instead of streamed.
-        self.start_process(command, Stream::Collect)?.wait()
+        self.start(command)?.wait()
     }
 
     /// Runs `command` up to a snapshot point and freezes it there: at
@@ -269,7 +279,7 @@ impl SandboxBuilder {
         self.validate()?;
         // Its first run takes a VM made ahead for sandboxes of its size.
         vm_factory::prime_blank(self.config.memory);
-        Sandbox::start(self.config, None)
+        Sandbox::launch(self.config, None)
     }
 
     /// A sandbox whose runs start from `snapshot` instead of booting a
@@ -299,6 +309,6 @@ impl SandboxBuilder {
         self.validate()?;
         // Its first run takes a clone made ahead.
         vm_factory::prime_clone(snapshot);
-        Sandbox::start(self.config, Some(snapshot.clone()))
+        Sandbox::launch(self.config, Some(snapshot.clone()))
     }
 }

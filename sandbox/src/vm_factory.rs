@@ -278,7 +278,7 @@ pub(crate) fn open_pagemap() {
 }
 
 /// The reaper's queue, started on first use from a caller's thread (a vCPU
-/// thread's jail does not allow starting threads; `Sandbox::start` calls
+/// thread's jail does not allow starting threads; `Sandbox::launch` calls
 /// this before it starts one).
 fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
     REAPER.get_or_init(|| {

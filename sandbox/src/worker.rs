@@ -82,7 +82,7 @@ struct Worker<'k> {
     /// The snapshot every run starts from, for a sandbox built from one.
     snapshot: Option<Snapshot>,
     /// What resetting to the snapshot in place needs (a read-only mapping
-    /// of the snapshot; the page map opened by `Sandbox::start`).
+    /// of the snapshot; the page map opened by `Sandbox::launch`).
     reset_aid: Option<ResetAid>,
     kit: &'k Kit,
     jobs: mpsc::Receiver<Job>,

@@ -1,0 +1,344 @@
+//! Between JavaScript values and the Rust API: options into a
+//! `SandboxBuilder` or a `Command`, outputs and errors into plain objects.
+//! The JavaScript facade (index.js) has already checked every option's
+//! type; values the Rust API refuses come back as its `InvalidConfig`.
+
+use std::time::Duration;
+
+use hvsandbox::{Command, Error, Output, SandboxBuilder, SeccompMode, Snapshot};
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+#[napi(object)]
+pub struct RawEnv {
+    pub key: String,
+    pub value: String,
+}
+
+#[napi(object)]
+pub struct RawFile {
+    pub path: String,
+    pub data: Buffer,
+    pub mode: Option<u32>,
+}
+
+#[napi(object)]
+pub struct RawMount {
+    pub host: String,
+    pub guest: String,
+    pub kernel_fs: Option<bool>,
+}
+
+/// A sandbox's settings (`SandboxBuilder`); sizes in bytes, times in ms.
+#[napi(object)]
+pub struct RawConfig {
+    pub memory: Option<f64>,
+    pub timeout_ms: Option<f64>,
+    pub cpu_time_ms: Option<f64>,
+    pub max_output: Option<f64>,
+    pub fail_on_output_limit: Option<bool>,
+    pub env: Option<Vec<RawEnv>>,
+    pub mounts: Option<Vec<RawMount>>,
+    pub files: Option<Vec<RawFile>>,
+    pub cwd: Option<String>,
+    pub seccomp: Option<String>,
+    pub max_processes: Option<u32>,
+    pub max_open_files: Option<u32>,
+    pub max_input: Option<f64>,
+    pub max_collect_bytes: Option<f64>,
+    pub max_collect_files: Option<f64>,
+}
+
+/// One run (`Command`): no `program` resumes a snapshot.
+#[napi(object)]
+pub struct RawCommand {
+    pub program: Option<String>,
+    pub image: Option<Buffer>,
+    pub args: Vec<String>,
+    pub env: Option<Vec<RawEnv>>,
+    pub env_clear: Option<bool>,
+    pub stdin: Option<Buffer>,
+    pub files: Option<Vec<RawFile>>,
+    pub cwd: Option<String>,
+    pub collect: Option<Vec<String>>,
+    pub unlimited_streaming: Option<bool>,
+}
+
+fn ms(v: f64) -> Result<Duration, Error> {
+    Duration::try_from_secs_f64(v / 1000.0).map_err(|_| Error::InvalidConfig(format!("not a duration: {v} ms")))
+}
+
+/// A byte count from JavaScript (a whole non-negative number).
+fn count(what: &str, v: f64) -> Result<u64, Error> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0 {
+        Ok(v as u64)
+    } else {
+        Err(Error::InvalidConfig(format!("{what} must be a whole number of bytes >= 0, got {v}")))
+    }
+}
+
+pub fn builder(cfg: RawConfig) -> Result<SandboxBuilder, Error> {
+    let mut b = SandboxBuilder::default();
+    if let Some(v) = cfg.memory {
+        b = b.memory_bytes(count("memory", v)?);
+    }
+    if let Some(v) = cfg.timeout_ms {
+        b = b.timeout(ms(v)?);
+    }
+    if let Some(v) = cfg.cpu_time_ms {
+        b = b.cpu_time(ms(v)?);
+    }
+    if let Some(v) = cfg.max_output {
+        b = b.max_output(usize::try_from(count("maxOutput", v)?).unwrap_or(usize::MAX));
+    }
+    if let Some(v) = cfg.fail_on_output_limit {
+        b = b.fail_on_output_limit(v);
+    }
+    for e in cfg.env.unwrap_or_default() {
+        b = b.env(e.key, e.value);
+    }
+    for m in cfg.mounts.unwrap_or_default() {
+        b = if m.kernel_fs.unwrap_or(false) {
+            b.mount_with_kernel_fs(m.host, m.guest)
+        } else {
+            b.mount(m.host, m.guest)
+        };
+    }
+    for f in cfg.files.unwrap_or_default() {
+        b = b.file_with_mode(f.path, &*f.data, f.mode.unwrap_or(hvsandbox::DEFAULT_FILE_MODE));
+    }
+    if let Some(v) = cfg.cwd {
+        b = b.cwd(v);
+    }
+    if let Some(v) = cfg.seccomp {
+        b = b.seccomp(match v.as_str() {
+            "enforce" => SeccompMode::Enforce,
+            "log" => SeccompMode::Log,
+            "off" => SeccompMode::Disabled,
+            other => return Err(Error::InvalidConfig(format!("seccomp must be enforce, log or off, got {other:?}"))),
+        });
+    }
+    if let Some(v) = cfg.max_processes {
+        b = b.max_processes(v);
+    }
+    if let Some(v) = cfg.max_open_files {
+        b = b.max_open_files(v);
+    }
+    if let Some(v) = cfg.max_input {
+        b = b.max_input(count("maxInput", v)?);
+    }
+    if let Some(v) = cfg.max_collect_bytes {
+        b = b.max_collect_bytes(count("maxCollectBytes", v)?);
+    }
+    if let Some(v) = cfg.max_collect_files {
+        b = b.max_collect_files(usize::try_from(count("maxCollectFiles", v)?).unwrap_or(usize::MAX));
+    }
+    Ok(b)
+}
+
+pub fn command(raw: RawCommand) -> Command {
+    let mut cmd = match (raw.program, raw.image) {
+        (Some(p), Some(image)) => Command::from_image(p, image.to_vec()),
+        (Some(p), None) => Command::new(p),
+        (None, _) => Command::resume(),
+    };
+    cmd = cmd.args(raw.args);
+    if raw.env_clear.unwrap_or(false) {
+        cmd = cmd.env_clear();
+    }
+    for e in raw.env.unwrap_or_default() {
+        cmd = cmd.env(e.key, e.value);
+    }
+    if let Some(input) = raw.stdin {
+        cmd = cmd.stdin(&*input);
+    }
+    for f in raw.files.unwrap_or_default() {
+        cmd = cmd.file_with_mode(f.path, &*f.data, f.mode.unwrap_or(hvsandbox::DEFAULT_FILE_MODE));
+    }
+    if let Some(v) = raw.cwd {
+        cmd = cmd.cwd(v);
+    }
+    for c in raw.collect.unwrap_or_default() {
+        cmd = cmd.collect(c);
+    }
+    cmd.unlimited_streaming(raw.unlimited_streaming.unwrap_or(false))
+}
+
+#[napi(object)]
+pub struct RawStats {
+    pub wall_ms: f64,
+    pub cpu_ms: f64,
+    pub exits: f64,
+    pub syscalls: f64,
+    pub memory_used: f64,
+    pub page_faults: f64,
+    pub processes: f64,
+    pub stdout_bytes: f64,
+    pub stderr_bytes: f64,
+    /// Syscall number and count, flattened: [nr, count, nr, count, ...].
+    pub unknown_syscalls: Vec<f64>,
+}
+
+#[napi(object)]
+pub struct RawFault {
+    pub vector: u32,
+    pub error_code: f64,
+    pub rip: f64,
+    pub address: Option<f64>,
+}
+
+#[napi(object)]
+pub struct RawCollected {
+    pub path: String,
+    pub data: Buffer,
+}
+
+#[napi(object)]
+pub struct RawOutput {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Buffer,
+    pub stderr: Buffer,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub fault: Option<RawFault>,
+    pub files: Vec<RawCollected>,
+    pub files_truncated: bool,
+    pub stats: RawStats,
+}
+
+pub fn output(o: Output) -> RawOutput {
+    let s = &o.stats;
+    RawOutput {
+        exit_code: o.status.code(),
+        signal: o.status.signal(),
+        stdout_truncated: o.stdout_truncated,
+        stderr_truncated: o.stderr_truncated,
+        fault: o.fault.map(|f| RawFault {
+            vector: f.vector.into(),
+            error_code: f.error_code as f64,
+            rip: f.rip as f64,
+            address: f.address.map(|a| a as f64),
+        }),
+        files_truncated: o.files_truncated,
+        stats: RawStats {
+            wall_ms: s.wall.as_secs_f64() * 1000.0,
+            cpu_ms: s.cpu.as_secs_f64() * 1000.0,
+            exits: s.exits as f64,
+            syscalls: s.syscalls as f64,
+            memory_used: s.memory_used as f64,
+            page_faults: s.page_faults as f64,
+            processes: s.processes as f64,
+            stdout_bytes: s.stdout_bytes as f64,
+            stderr_bytes: s.stderr_bytes as f64,
+            unknown_syscalls: s.unknown_syscalls.iter().flat_map(|(&nr, &n)| [f64::from(nr), n as f64]).collect(),
+        },
+        files: o.files.into_iter().map(|(path, data)| RawCollected { path, data: data.into() }).collect(),
+        stdout: o.stdout.into(),
+        stderr: o.stderr.into(),
+    }
+}
+
+/// An `hvsandbox::Error` for JavaScript: index.js makes it an `Error`
+/// with `code` `ERR_HVSANDBOX_...` from `kind` (`ErrorKind::code`).
+#[napi(object)]
+pub struct RawError {
+    pub kind: String,
+    pub message: String,
+    /// The output a stopped run had produced (timeout, cancel, limits).
+    pub stdout: Option<Buffer>,
+    pub stderr: Option<Buffer>,
+    /// Timeout: the limit was on CPU time.
+    pub cpu: Option<bool>,
+    /// The limit that was hit (ms for a timeout, bytes otherwise).
+    pub limit: Option<f64>,
+    /// Output limit: "stdout" or "stderr".
+    pub stream: Option<String>,
+    pub program: Option<String>,
+    pub syscall: Option<String>,
+    /// The failure left the sandbox unusable.
+    pub poisons: bool,
+}
+
+fn message(e: &Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+pub fn error(e: Error) -> RawError {
+    let mut raw = RawError {
+        kind: e.kind().code().to_string(),
+        message: message(&e),
+        stdout: None,
+        stderr: None,
+        cpu: None,
+        limit: None,
+        stream: None,
+        program: None,
+        syscall: None,
+        poisons: e.poisons(),
+    };
+    if let Some(p) = e.partial_output() {
+        raw.stdout = Some(p.stdout.clone().into());
+        raw.stderr = Some(p.stderr.clone().into());
+    }
+    match &e {
+        Error::Timeout { limit, cpu, .. } => {
+            raw.cpu = Some(*cpu);
+            raw.limit = Some(limit.as_secs_f64() * 1000.0);
+        }
+        Error::MemoryLimitExceeded { limit, .. } => raw.limit = Some(*limit as f64),
+        Error::OutputLimitExceeded { stream, limit, .. } => {
+            raw.stream = Some((*stream).to_string());
+            raw.limit = Some(*limit as f64);
+        }
+        Error::InvalidProgram { program, .. } => raw.program = Some(program.clone()),
+        Error::JailViolation { syscall } => raw.syscall = Some(syscall.clone()),
+        _ => {}
+    }
+    raw
+}
+
+pub fn internal(what: &str) -> Error {
+    Error::Internal { context: what.to_string(), source: None }
+}
+
+/// A snapshot's own facts, for `Snapshot`'s properties.
+#[napi(object)]
+pub struct RawSnapshotInfo {
+    pub point: String,
+    pub memory_bytes: f64,
+    pub resident_bytes: f64,
+    pub max_processes: u32,
+    pub max_open_files: u32,
+    pub args: Vec<String>,
+    pub env: Vec<RawEnv>,
+    pub mounts: Vec<RawMount>,
+}
+
+pub fn snapshot_info(s: &Snapshot) -> RawSnapshotInfo {
+    let lossy = |o: &std::ffi::OsStr| o.to_string_lossy().into_owned();
+    RawSnapshotInfo {
+        point: match s.point() {
+            hvsandbox::SnapshotPoint::Entry => "entry",
+            hvsandbox::SnapshotPoint::Checkpoint => "checkpoint",
+        }
+        .to_string(),
+        memory_bytes: s.memory_bytes() as f64,
+        resident_bytes: s.resident_bytes() as f64,
+        max_processes: s.max_processes(),
+        max_open_files: s.max_open_files(),
+        args: s.args().map(lossy).collect(),
+        env: s.env().map(|(k, v)| RawEnv { key: lossy(k), value: lossy(v) }).collect(),
+        mounts: s
+            .mounts()
+            .map(|(h, g)| RawMount { host: h.to_string_lossy().into_owned(), guest: g.to_string(), kernel_fs: None })
+            .collect(),
+    }
+}

@@ -1,0 +1,455 @@
+//! The native half of the npm package `hvsandbox`: the Rust API
+//! (`hvsandbox`) for index.js, which turns these primitives into the
+//! JavaScript API (option checks, `Error` objects, streams, `AbortSignal`).
+//!
+//! Nothing here blocks Node's main thread: runs, spawns, snapshots, stdin
+//! writes and closes happen on the binding's own threads (`workers`) and
+//! settle a promise; a spawned process's events reach JavaScript through a
+//! threadsafe function from a thread that pumps them (`process`). Every
+//! job catches panics: a Rust panic becomes an `INTERNAL` error, never an
+//! abort of the Node process.
+
+mod convert;
+mod process;
+mod workers;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hvsandbox::{Command, Error, PooledSandbox, ProcessKillHandle, Sandbox, SandboxPool, Snapshot, SnapshotPoint};
+use napi::bindgen_prelude::{Buffer, Either, ToNapiValue};
+use napi::{Env, JsFunction, JsObject};
+use napi_derive::napi;
+
+use convert::{RawCommand, RawConfig, RawError, RawSnapshotInfo};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Runs `job` on a worker thread; the promise resolves to `to_js` of its
+/// value or to a `RawError` (index.js tells them apart by `kind`).
+fn promise<T, A>(
+    env: &Env,
+    job: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    to_js: fn(T) -> A,
+) -> napi::Result<JsObject>
+where
+    T: Send + 'static,
+    A: ToNapiValue + 'static,
+{
+    promise_via(env, workers::submit, job, to_js)
+}
+
+/// `promise`, with the job handed to `submit` (a sandbox's queue).
+fn promise_via<T, A>(
+    env: &Env,
+    submit: impl FnOnce(Box<dyn FnOnce() + Send>),
+    job: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    to_js: fn(T) -> A,
+) -> napi::Result<JsObject>
+where
+    T: Send + 'static,
+    A: ToNapiValue + 'static,
+{
+    let (deferred, promise) = env.create_deferred()?;
+    submit(Box::new(move || {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|p| {
+            Err(convert::internal(&format!("hvsandbox (Node binding) panicked: {}", panic_message(&*p))))
+        });
+        deferred.resolve(move |_| {
+            Ok(match result {
+                Ok(v) => Either::<A, RawError>::A(to_js(v)),
+                Err(e) => Either::B(convert::error(e)),
+            })
+        });
+    }));
+    Ok(promise)
+}
+
+/// Cancels one run: `cancel()` before it starts keeps it from starting,
+/// after that stops it (its promise settles with `CANCELLED` and the
+/// partial output). Never reaches another run.
+#[napi]
+#[derive(Clone, Default)]
+pub struct NativeCancel {
+    inner: Arc<CancelState>,
+}
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    handle: Mutex<Option<ProcessKillHandle>>,
+}
+
+#[napi]
+impl NativeCancel {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        NativeCancel::default()
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        if let Some(h) = lock(&self.inner.handle).as_ref() {
+            h.kill();
+        }
+    }
+}
+
+impl NativeCancel {
+    /// Runs `command` in `sb` as `run` does, stoppable by this token.
+    fn run(&self, sb: &mut Sandbox, command: &Command) -> Result<hvsandbox::Output, Error> {
+        if self.inner.cancelled.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled { partial: Box::default() });
+        }
+        let mut p = sb.start(command)?;
+        {
+            let mut h = lock(&self.inner.handle);
+            *h = Some(p.kill_handle());
+            // A cancel between the check above and now found no handle.
+            if self.inner.cancelled.load(Ordering::SeqCst) {
+                p.kill();
+            }
+        }
+        let out = p.wait();
+        lock(&self.inner.handle).take();
+        out
+    }
+}
+
+/// What a `NativeSandbox` holds: its own sandbox or one on loan from a pool.
+enum Slot {
+    Own(Sandbox),
+    Pooled(PooledSandbox),
+}
+
+impl Slot {
+    fn sandbox(&mut self) -> &mut Sandbox {
+        match self {
+            Slot::Own(sb) => sb,
+            Slot::Pooled(sb) => sb,
+        }
+    }
+}
+
+struct SandboxState {
+    /// None once closed. Held for the length of a run: runs of one
+    /// sandbox queue here, one at a time.
+    slot: Mutex<Option<Slot>>,
+    closing: AtomicBool,
+    /// The run in progress (or queued), for `close` to stop.
+    current: Mutex<Option<NativeCancel>>,
+    /// Its jobs in the order JavaScript made the calls (a run queued
+    /// behind a spawn finds the sandbox busy, as in Rust).
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: std::collections::VecDeque<Box<dyn FnOnce() + Send>>,
+    draining: bool,
+}
+
+impl SandboxState {
+    /// Runs `job` after the jobs queued before it, on a worker thread.
+    fn serial(self: &Arc<Self>, job: Box<dyn FnOnce() + Send>) {
+        let mut q = lock(&self.queue);
+        q.jobs.push_back(job);
+        if q.draining {
+            return;
+        }
+        q.draining = true;
+        drop(q);
+        let state = self.clone();
+        workers::submit(move || loop {
+            let Some(job) = ({
+                let mut q = lock(&state.queue);
+                let next = q.jobs.pop_front();
+                q.draining = next.is_some();
+                next
+            }) else {
+                return;
+            };
+            job();
+        });
+    }
+}
+
+#[napi]
+pub struct NativeSandbox {
+    state: Arc<SandboxState>,
+}
+
+fn closed() -> Error {
+    Error::InvalidConfig("the sandbox is closed".into())
+}
+
+impl NativeSandbox {
+    fn new(slot: Slot) -> NativeSandbox {
+        NativeSandbox {
+            state: Arc::new(SandboxState {
+                slot: Mutex::new(Some(slot)),
+                closing: AtomicBool::new(false),
+                current: Mutex::new(None),
+                queue: Mutex::new(Queue::default()),
+            }),
+        }
+    }
+}
+
+/// Runs `f` on the sandbox of `state` unless it is closed.
+fn with_sandbox<T>(state: &SandboxState, f: impl FnOnce(&mut Sandbox) -> Result<T, Error>) -> Result<T, Error> {
+    let mut slot = lock(&state.slot);
+    match slot.as_mut() {
+        Some(s) if !state.closing.load(Ordering::SeqCst) => f(s.sandbox()),
+        _ => Err(closed()),
+    }
+}
+
+#[napi]
+impl NativeSandbox {
+    /// Runs a command; resolves to a `RawOutput` or a `RawError`.
+    #[napi]
+    pub fn run(&self, env: Env, command: RawCommand, cancel: &NativeCancel) -> napi::Result<JsObject> {
+        let state = self.state.clone();
+        let cancel = cancel.clone();
+        let command = convert::command(command);
+        promise_via(
+            &env,
+            |j| self.state.serial(j),
+            move || {
+                *lock(&state.current) = Some(cancel.clone());
+                if state.closing.load(Ordering::SeqCst) {
+                    cancel.cancel();
+                }
+                let out = with_sandbox(&state, |sb| cancel.run(sb, &command));
+                lock(&state.current).take();
+                out
+            },
+            convert::output,
+        )
+    }
+
+    /// Starts a command; resolves to a `NativeProcess` whose events go to
+    /// `on_event`, or to a `RawError`.
+    #[napi]
+    pub fn spawn(&self, env: Env, command: RawCommand, on_event: JsFunction) -> napi::Result<JsObject> {
+        let state = self.state.clone();
+        let command = convert::command(command);
+        let events = process::events(&on_event)?;
+        promise_via(
+            &env,
+            |j| self.state.serial(j),
+            move || with_sandbox(&state, |sb| sb.spawn(&command)).map(|p| process::start(p, events)),
+            |p| p,
+        )
+    }
+
+    /// Runs a command to its snapshot point ("entry" or "checkpoint").
+    #[napi]
+    pub fn snapshot(&self, env: Env, command: RawCommand, point: String) -> napi::Result<JsObject> {
+        let state = self.state.clone();
+        let command = convert::command(command);
+        let point = if point == "entry" { SnapshotPoint::Entry } else { SnapshotPoint::Checkpoint };
+        promise_via(
+            &env,
+            |j| self.state.serial(j),
+            move || with_sandbox(&state, |sb| sb.snapshot(&command, point)),
+            NativeSnapshot::from,
+        )
+    }
+
+    /// Makes a snapshot sandbox's next VM now.
+    #[napi]
+    pub fn warm(&self, env: Env) -> napi::Result<JsObject> {
+        let state = self.state.clone();
+        promise_via(&env, |j| self.state.serial(j), move || with_sandbox(&state, |sb| sb.warm()), |()| ())
+    }
+
+    /// Whether an earlier failure made the sandbox unusable; null while a
+    /// run holds it.
+    #[napi]
+    pub fn poisoned(&self) -> Option<bool> {
+        let slot = self.state.slot.try_lock().ok()?;
+        Some(match slot.as_ref() {
+            Some(Slot::Own(sb)) => sb.is_poisoned(),
+            Some(Slot::Pooled(sb)) => sb.is_poisoned(),
+            None => false,
+        })
+    }
+
+    /// Stops what runs (a run, a spawned process), then frees the sandbox
+    /// (a pooled one goes back to its pool).
+    #[napi]
+    pub fn close(&self, env: Env) -> napi::Result<JsObject> {
+        let state = self.state.clone();
+        state.closing.store(true, Ordering::SeqCst);
+        if let Some(c) = lock(&state.current).as_ref() {
+            c.cancel();
+        }
+        promise_via(
+            &env,
+            |j| self.state.serial(j),
+            move || {
+                // Dropping a sandbox kills its spawned process.
+                let slot = lock(&state.slot).take();
+                drop(slot);
+                Ok(())
+            },
+            |()| (),
+        )
+    }
+}
+
+fn build_sandbox(config: RawConfig, snapshot: Option<&Snapshot>) -> Result<Sandbox, Error> {
+    let b = convert::builder(config)?;
+    match snapshot {
+        Some(s) => b.build_from(s),
+        None => b.build(),
+    }
+}
+
+/// Builds a sandbox (on the caller's thread: it takes well under a
+/// millisecond, the VM is made ahead); a `RawError` if it cannot.
+#[napi(catch_unwind)]
+pub fn create_sandbox(config: RawConfig, snapshot: Option<&NativeSnapshot>) -> Either<NativeSandbox, RawError> {
+    match build_sandbox(config, snapshot.map(|s| &s.snapshot)) {
+        Ok(sb) => Either::A(NativeSandbox::new(Slot::Own(sb))),
+        Err(e) => Either::B(convert::error(e)),
+    }
+}
+
+/// One run in a sandbox of its own, built and dropped off the main thread.
+#[napi]
+pub fn run_once(env: Env, config: RawConfig, command: RawCommand, cancel: &NativeCancel) -> napi::Result<JsObject> {
+    let cancel = cancel.clone();
+    let command = convert::command(command);
+    let builder = convert::builder(config);
+    promise(
+        &env,
+        move || {
+            let mut sb = builder?.build()?;
+            cancel.run(&mut sb, &command)
+        },
+        convert::output,
+    )
+}
+
+#[napi]
+pub struct NativeSnapshot {
+    snapshot: Snapshot,
+}
+
+impl From<Snapshot> for NativeSnapshot {
+    fn from(snapshot: Snapshot) -> Self {
+        NativeSnapshot { snapshot }
+    }
+}
+
+#[napi]
+impl NativeSnapshot {
+    #[napi]
+    pub fn info(&self) -> RawSnapshotInfo {
+        convert::snapshot_info(&self.snapshot)
+    }
+
+    #[napi]
+    pub fn save(&self, env: Env, path: String) -> napi::Result<JsObject> {
+        let snapshot = self.snapshot.clone();
+        promise(&env, move || snapshot.save(path), |()| ())
+    }
+
+    #[napi]
+    pub fn load(env: Env, path: String) -> napi::Result<JsObject> {
+        promise(&env, move || Snapshot::load(path), NativeSnapshot::from)
+    }
+
+    #[napi]
+    pub fn from_bytes(env: Env, data: Buffer) -> napi::Result<JsObject> {
+        let data = data.to_vec();
+        promise(&env, move || Snapshot::from_bytes(&data), NativeSnapshot::from)
+    }
+}
+
+#[napi]
+pub struct NativePool {
+    pool: Arc<Mutex<Option<Arc<SandboxPool>>>>,
+}
+
+impl NativePool {
+    fn get(&self) -> Result<Arc<SandboxPool>, Error> {
+        lock(&self.pool).clone().ok_or_else(|| Error::InvalidConfig("the pool is closed".into()))
+    }
+}
+
+/// A pool of warm sandboxes of `snapshot` (its first one is made before
+/// this returns, so a bad configuration fails here).
+#[napi(catch_unwind)]
+pub fn create_pool(config: RawConfig, snapshot: &NativeSnapshot, size: u32) -> Either<NativePool, RawError> {
+    let made = convert::builder(config).and_then(|b| SandboxPool::new(b, &snapshot.snapshot, size as usize));
+    match made {
+        Ok(p) => Either::A(NativePool { pool: Arc::new(Mutex::new(Some(Arc::new(p)))) }),
+        Err(e) => Either::B(convert::error(e)),
+    }
+}
+
+#[napi]
+impl NativePool {
+    /// Takes a sandbox, runs the command in it and gives it back.
+    #[napi]
+    pub fn run(&self, env: Env, command: RawCommand, cancel: &NativeCancel) -> napi::Result<JsObject> {
+        let pool = self.get();
+        let cancel = cancel.clone();
+        let command = convert::command(command);
+        promise(
+            &env,
+            move || {
+                let mut sb = pool?.get()?;
+                cancel.run(&mut sb, &command)
+            },
+            convert::output,
+        )
+    }
+
+    /// A sandbox on loan; `close()` gives it back.
+    #[napi]
+    pub fn acquire(&self, env: Env) -> napi::Result<JsObject> {
+        let pool = self.get();
+        promise(&env, move || Ok(NativeSandbox::new(Slot::Pooled(pool?.get()?))), |sb| sb)
+    }
+
+    #[napi]
+    pub fn ready(&self) -> u32 {
+        self.get().map_or(0, |p| p.ready() as u32)
+    }
+
+    #[napi]
+    pub fn size(&self) -> u32 {
+        self.get().map_or(0, |p| p.size() as u32)
+    }
+
+    /// Stops the refilling and frees the ready sandboxes (those on loan
+    /// are freed when given back).
+    #[napi]
+    pub fn close(&self, env: Env) -> napi::Result<JsObject> {
+        let pool = lock(&self.pool).take();
+        promise(
+            &env,
+            move || {
+                drop(pool);
+                Ok(())
+            },
+            |()| (),
+        )
+    }
+}

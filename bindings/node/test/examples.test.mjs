@@ -1,0 +1,72 @@
+// The examples: examples/node_demo.mjs runs as the README shows it, and the
+// HTTP service of examples/node/ answers ordinary and hostile scripts.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import { REPO } from './helpers.mjs';
+
+test('examples/node_demo.mjs', () => {
+  const out = execFileSync(process.execPath, [join(REPO, 'examples', 'node_demo.mjs')], { encoding: 'utf8' });
+  assert.equal(out, [
+    'wc -l: 2 (exit 0, 25 syscalls)',
+    'ERR_HVSANDBOX_TIMEOUT: printed "working\\n"',
+    '> name?',
+    '> hi ada',
+    'exit 0',
+    'clone 1, clone 2, clone 3',
+    '',
+  ].join('\n').replace('25 syscalls', out.match(/\d+ syscalls/)[0]));
+});
+
+test('examples/node/server.mjs: scripts in, JSON out; hostile scripts are contained', async () => {
+  const { start } = await import(join(REPO, 'examples', 'node', 'server.mjs'));
+  const { server, pool, url } = await start({ poolSize: 2 });
+  const post = async (script) => {
+    const res = await fetch(`${url}/run`, { method: 'POST', body: script });
+    return [res.status, await res.json()];
+  };
+  try {
+    let [status, body] = await post('echo hello; echo oops >&2; exit 3');
+    assert.equal(status, 200);
+    assert.deepEqual([body.exitCode, body.stdout, body.stderr, body.truncated], [3, 'hello\n', 'oops\n', false]);
+
+    // Several at once.
+    const many = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => post(`echo $((${i} * 7))`)));
+    assert.deepEqual(many.map(([s, b]) => [s, b.stdout]), [1, 2, 3, 4, 5, 6].map((i) => [200, `${i * 7}\n`]));
+
+    // An infinite loop: stopped by the CPU-time limit.
+    [status, body] = await post('echo spinning; while :; do :; done');
+    assert.equal(status, 422);
+    assert.equal(body.error.code, 'ERR_HVSANDBOX_TIMEOUT');
+    assert.equal(body.stdout, 'spinning\n');
+
+    // A memory bomb: the shell runs out of the sandbox's memory, not ours.
+    [status, body] = await post('x=aaaaaaaaaaaaaaaa; while :; do x=$x$x; done');
+    assert.equal(status, 200);
+    assert.notEqual(body.exitCode, 0);
+    assert.match(body.stderr, /out of memory/);
+
+    // An output flood: cut at maxOutput.
+    [status, body] = await post('yes flood');
+    assert.ok(status === 200 || body.error.code === 'ERR_HVSANDBOX_TIMEOUT', JSON.stringify(body).slice(0, 200));
+    if (status === 200) {
+      assert.equal(body.truncated, true);
+      assert.equal(body.stdout.length, 64 * 1024);
+    }
+
+    // A fork bomb: bounded by the guest's process limit.
+    [status, body] = await post('f() { f | f & }; f; sleep 0.2; echo survived');
+    assert.ok([200, 422].includes(status));
+
+    // The service still answers.
+    [status, body] = await post('echo still here');
+    assert.deepEqual([status, body.stdout], [200, 'still here\n']);
+    [status] = await post('x'.repeat(70 * 1024));
+    assert.equal(status, 413);
+  } finally {
+    await new Promise((r) => server.close(r));
+    await pool.close();
+  }
+});

@@ -20,7 +20,8 @@ pub enum ProcessEvent {
     /// Bytes the program wrote to stderr (in the order written).
     Stderr(Vec<u8>),
     /// The run ended: its output (holding only what was not taken through
-    /// events or readers) or why it did not complete. The last event.
+    /// events or readers) or why it did not complete. The last event; a
+    /// later `wait` returns the same without the bytes handed out here.
     Exited(Result<Output>),
 }
 
@@ -162,7 +163,8 @@ impl Process {
     /// Waits for the end and returns the run's output: what was not taken
     /// through events or readers (up to the sandbox's `max_output` per
     /// stream). Closes stdin first unless it was taken, so a program
-    /// reading to the end of its input finishes. Can be called again.
+    /// reading to the end of its input finishes. Can be called again: the
+    /// same status, stats or error, without the bytes handed out before.
     pub fn wait(&mut self) -> Result<Output> {
         if self.stdin.take().is_some() {
             self.live.close_input();
@@ -201,7 +203,24 @@ impl Process {
             }
             self.result = Some(result);
         }
-        self.result.clone().unwrap_or_else(|| unreachable!("set above"))
+        // The bytes are handed out once (moved, not copied: they may be
+        // large); what is kept for a later call is the rest.
+        match self.result.as_mut() {
+            Some(Ok(kept)) => {
+                let (stdout, stderr) = (std::mem::take(&mut kept.stdout), std::mem::take(&mut kept.stderr));
+                let files = std::mem::take(&mut kept.files);
+                Ok(Output { stdout, stderr, files, ..kept.clone() })
+            }
+            Some(Err(kept)) => {
+                let bytes = kept.partial_output_mut().map(std::mem::take);
+                let mut e = kept.clone();
+                if let (Some(bytes), Some(p)) = (bytes, e.partial_output_mut()) {
+                    *p = bytes;
+                }
+                Err(e)
+            }
+            None => unreachable!("set above"),
+        }
     }
 }
 

@@ -206,7 +206,7 @@ fn the_sandbox_is_busy_while_a_process_runs_and_free_after() {
 
 #[test]
 fn the_timeout_covers_a_run_waiting_for_input() {
-    let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_millis(500)).build().expect("sb");
+    let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(2)).build().expect("sb");
     let mut p = sb.spawn(&sh("echo waiting; read x; echo never")).expect("spawn");
     let _stdin = p.take_stdin();
     let err = p.wait().expect_err("timeout");

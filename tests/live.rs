@@ -317,3 +317,22 @@ fn start_runs_as_run_and_its_kill_handle_stops_that_run_only() {
     stale.kill();
     assert_eq!(next.wait().expect("not killed").stdout, b"later\n");
 }
+
+#[test]
+fn stats_count_output_bytes_collected_or_streamed_and_a_huge_timeout_is_no_deadline() {
+    let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::MAX).build().expect("sb");
+    let out = sb.run(&sh("echo hi; echo err >&2")).expect("run");
+    assert_eq!((out.stats.stdout_bytes, out.stats.stderr_bytes), (3, 4));
+    let mut p = sb.spawn(&sh("echo hi; echo err >&2")).expect("spawn");
+    let mut streamed = 0;
+    while let Some(ev) = p.next_event() {
+        match ev {
+            ProcessEvent::Stdout(b) | ProcessEvent::Stderr(b) => streamed += b.len(),
+            ProcessEvent::Exited(r) => {
+                let out = r.expect("exited");
+                assert_eq!((out.stats.stdout_bytes, out.stats.stderr_bytes), (3, 4));
+            }
+        }
+    }
+    assert_eq!(streamed, 7);
+}

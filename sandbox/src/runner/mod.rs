@@ -230,7 +230,10 @@ impl<'a> Runner<'a> {
         let generation = self.control.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let started = Instant::now();
         let cpu_start = thread_cpu_time();
-        let deadline = started + self.config.timeout;
+        // A timeout too long to represent is a deadline far enough away.
+        let deadline = started
+            .checked_add(self.config.timeout)
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut vm = None;
         self.cpu_start = cpu_start;
         let result = self.run_inner(generation, deadline, &mut vm);
@@ -260,6 +263,8 @@ impl<'a> Runner<'a> {
                 .map(|(nr, &n)| (nr as u32, n as u64))
                 .collect();
             let (files, files_truncated) = self.input.collector.take();
+            let stdout_bytes = (self.stdout.len() + self.streamed[0]) as u64;
+            let stderr_bytes = (self.stderr.len() + self.streamed[1]) as u64;
             Ok(Ended::Output(Box::new(Output {
                 status,
                 stdout: std::mem::take(&mut self.stdout),
@@ -277,8 +282,8 @@ impl<'a> Runner<'a> {
                     memory_used: rs.frames_used_peak.saturating_mul(abi::PAGE_SIZE),
                     page_faults: rs.page_faults,
                     processes: rs.processes,
-                    stdout_bytes: (self.stdout.len() + self.streamed[0]) as u64,
-                    stderr_bytes: (self.stderr.len() + self.streamed[1]) as u64,
+                    stdout_bytes,
+                    stderr_bytes,
                     unknown_syscalls,
                 },
             })))

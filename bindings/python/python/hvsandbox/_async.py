@@ -54,7 +54,7 @@ class AsyncProcessOutput:
             line = await _call(functools.partial(next, lines, end), self._kill)
             if line is end:
                 return
-            yield line  # type: ignore[misc]
+            yield line
 
 
 class AsyncProcess:
@@ -80,7 +80,7 @@ class AsyncProcess:
             ev = await _call(functools.partial(next, events, end), self.kill)
             if ev is end:
                 return
-            yield ev  # type: ignore[misc]
+            yield ev
 
     async def wait(self, *, check: bool = False) -> CompletedRun:
         return await _call(functools.partial(self._process.wait, check=check), self.kill)

@@ -10,7 +10,7 @@ the output it produced until then (``stdout``/``output`` and ``stderr``).
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Dict, Mapping, Optional, Sequence, Type, Union
+from typing import Any, Dict, Mapping, Optional, Type
 
 __all__ = [
     "SandboxError",
@@ -52,21 +52,21 @@ class SandboxError(Exception):
         if code is not None:
             self.code = code
         #: The partial stdout of a stopped run (None if the error has none).
-        self.output: Optional[Union[bytes, str]] = stdout
+        self.output: Optional[bytes] = stdout
         #: The partial stderr of a stopped run.
-        self.stderr: Optional[Union[bytes, str]] = stderr
+        self.stderr: Optional[bytes] = stderr
         #: The error's fields (e.g. ``limit``, ``stream``, ``program``).
         self.info: Dict[str, Any] = dict(info or {})
         #: The arguments of the run, when known.
-        self.cmd: Optional[Sequence[Union[str, bytes]]] = None
+        self.cmd: Any = None
 
     @property
-    def stdout(self) -> Optional[Union[bytes, str]]:
+    def stdout(self) -> Optional[bytes]:
         """Alias of ``output``, as on ``subprocess.TimeoutExpired``."""
         return self.output
 
     @stdout.setter
-    def stdout(self, value: Optional[Union[bytes, str]]) -> None:
+    def stdout(self, value: Optional[bytes]) -> None:
         self.output = value
 
     def __str__(self) -> str:

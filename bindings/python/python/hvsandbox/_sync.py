@@ -115,15 +115,20 @@ class _Text:
 
     def decoder(self) -> Callable[[bytes, bool], Output]:
         if self.encoding is None:
-            return lambda data, final=False: data
-        return codecs.getincrementaldecoder(self.encoding)(self.errors).decode
+            return _as_is
+        decode: Callable[[bytes, bool], str] = codecs.getincrementaldecoder(self.encoding)(self.errors).decode
+        return decode
+
+
+def _as_is(data: bytes, final: bool = False) -> Output:
+    return data
 
 
 def _completed(args: Any, out: Tuple[Any, ...], text: _Text, prefix: Tuple[bytes, bytes] = (b"", b"")) -> CompletedRun:
     code, signal, stdout, stderr, stdout_trunc, stderr_trunc, fault, files, files_trunc, stats = out
     return CompletedRun(
         args,
-        code if code is not None else -signal,
+        code if code is not None else -(signal or 0),
         text.decode(prefix[0] + stdout if prefix[0] else stdout),
         text.decode(prefix[1] + stderr if prefix[1] else stderr),
         stats,
@@ -244,12 +249,12 @@ class Process:
 
     def __iter__(self) -> Iterator[Event]:
         """Output chunks of both streams in the order written, to the end."""
-        decoders = (None, self._text.decoder(), self._text.decoder())
+        decoders = (self._text.decoder(), self._text.decoder())
         while True:
             fd, data = self._native.next_event()
             if fd == 0 or data is None:
                 return
-            yield Event(_STREAMS[fd], decoders[fd](data, False))
+            yield Event(_STREAMS[fd], decoders[fd - 1](data, False))
 
     def wait(self, *, check: bool = False) -> CompletedRun:
         """Waits for the end: the run's result holding what was not read
@@ -272,7 +277,7 @@ class Process:
         status = self._native.try_wait()
         if status is not None:
             code, signal = status
-            self.returncode = code if code is not None else -signal
+            self.returncode = code if code is not None else -(signal or 0)
         return self.returncode
 
     def kill(self) -> None:
@@ -414,7 +419,7 @@ class Sandbox:
         p = self._native.spawn(cmd)
         taken: Tuple[List[bytes], List[bytes]] = ([], [])
         decoders = (mode.decoder(), mode.decoder())
-        callbacks = (on_stdout, on_stderr)
+        callbacks: Tuple[Optional[Callback], Optional[Callback]] = (on_stdout, on_stderr)
         try:
             while True:
                 fd, data = p.next_event()
@@ -436,8 +441,8 @@ class Sandbox:
             out = p.wait()
         except SandboxError as e:
             e.cmd = args
-            e.stdout = prefix[0] + (e.stdout or b"")  # type: ignore[operator]
-            e.stderr = prefix[1] + (e.stderr or b"")  # type: ignore[operator]
+            e.stdout = prefix[0] + (e.stdout or b"")
+            e.stderr = prefix[1] + (e.stderr or b"")
             raise
         return _completed(args, out, mode, prefix)
 
@@ -613,6 +618,7 @@ def run(
     on_stdout: Optional[Callback] = None,
     on_stderr: Optional[Callback] = None,
     collect: Optional[Sequence[str]] = None,
+    image: Optional[Data] = None,
     **options: Any,
 ) -> CompletedRun:
     """Runs a program in a new sandbox, like ``subprocess.run``: returns a
@@ -627,6 +633,7 @@ def run(
             cwd=cwd,
             files=files,
             collect=collect,
+            image=image,
             check=check,
             text=text,
             encoding=encoding,

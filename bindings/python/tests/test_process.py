@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import hvsandbox
-from conftest import BUSYBOX, sh
+from conftest import BUSYBOX, sh, wait_until
 
 
 def test_the_first_line_arrives_before_the_program_exits():
@@ -18,10 +18,22 @@ def test_the_first_line_arrives_before_the_program_exits():
         events = iter(p)
         assert next(events) == hvsandbox.Event("stdout", "first\n")
         assert p.poll() is None and p.returncode is None and sb.busy
+        assert p.try_next_event() is None  # it waits for its input
         p.stdin.write("go\n")
         assert list(events) == [hvsandbox.Event("stdout", "second go\n")]
+        assert p.try_next_event() is None
         r = p.wait()
         assert (r.returncode, r.stdout, p.returncode, p.poll()) == (0, "", 0, 0)
+
+
+def test_try_next_event_does_not_wait():
+    with hvsandbox.Sandbox(timeout=60) as sb:
+        p = sb.spawn(sh("echo é; read x; true"), text=True)
+        got = []
+        wait_until(lambda: got.append(p.try_next_event()) or got[-1] is not None, "the first line")
+        assert got[-1] == hvsandbox.Event("stdout", "é\n")
+        p.stdin.close()
+        assert p.wait().returncode == 0
 
 
 def test_a_conversation_over_stdin_and_stdout_readers():

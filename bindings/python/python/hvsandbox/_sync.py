@@ -246,15 +246,27 @@ class Process:
         self.stdin = ProcessStdin(native, text)
         self.stdout = ProcessOutput(native, 1, text)
         self.stderr = ProcessOutput(native, 2, text)
+        self._decoders = (text.decoder(), text.decoder())
 
     def __iter__(self) -> Iterator[Event]:
         """Output chunks of both streams in the order written, to the end."""
-        decoders = (self._text.decoder(), self._text.decoder())
         while True:
             fd, data = self._native.next_event()
             if fd == 0 or data is None:
                 return
-            yield Event(_STREAMS[fd], decoders[fd - 1](data, False))
+            yield Event(_STREAMS[fd], self._decoders[fd - 1](data, False))
+
+    def try_next_event(self) -> Optional[Event]:
+        """The next output chunk if one is there, without waiting; None
+        when there is none yet (or the output has ended, or another thread
+        is waiting for events)."""
+        ev = self._native.try_next_event()
+        if ev is None:
+            return None
+        fd, data = ev
+        if fd == 0 or data is None:
+            return None
+        return Event(_STREAMS[fd], self._decoders[fd - 1](data, False))
 
     def wait(self, *, check: bool = False) -> CompletedRun:
         """Waits for the end: the run's result holding what was not read

@@ -26,6 +26,15 @@ def _run_in_thread(sb: hvsandbox.Sandbox, args, outcome: dict, key: str) -> thre
     return t
 
 
+def _kill_until_done(sb: hvsandbox.Sandbox, t: threading.Thread) -> None:
+    """Kills until the thread's run has returned: ``busy`` turns true when
+    the call holds the sandbox, a moment before its guest starts, and a
+    kill never reaches a run that starts after it."""
+    while t.is_alive():
+        sb.kill()
+        t.join(0.005)
+
+
 def test_two_runs_overlap_and_python_runs_meanwhile():
     # Both threads are inside run() at once (each sandbox busy), and this
     # thread runs Python code meanwhile: the GIL is free while guests run.
@@ -35,10 +44,8 @@ def test_two_runs_overlap_and_python_runs_meanwhile():
         tb = _run_in_thread(b, sh("sleep 1000"), outcome, "b")
         wait_until(lambda: a.busy and b.busy, "both runs in progress")
         assert outcome == {}
-        a.kill()
-        b.kill()
-        ta.join()
-        tb.join()
+        _kill_until_done(a, ta)
+        _kill_until_done(b, tb)
         assert isinstance(outcome["a"], hvsandbox.Cancelled) and isinstance(outcome["b"], hvsandbox.Cancelled)
         # A kill never reaches a later run.
         assert a.run(sh("echo again")).stdout == b"again\n"
@@ -49,8 +56,7 @@ def test_kill_from_another_thread_returns_the_partial_output():
     with hvsandbox.Sandbox(timeout=60) as sb:
         t = _run_in_thread(sb, sh("echo partial; while :; do :; done"), outcome, "r")
         wait_until(lambda: sb.busy, "run in progress")
-        sb.kill()
-        t.join()
+        _kill_until_done(sb, t)
         err = outcome["r"]
         assert isinstance(err, hvsandbox.Cancelled) and err.code == "CANCELLED"
         # The spin loop may be killed before the echo reached the host.

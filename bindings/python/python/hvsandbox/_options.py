@@ -10,7 +10,7 @@ import datetime
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 
@@ -182,44 +182,41 @@ def _count(value: Any, what: str) -> Optional[int]:
 _SECCOMP = ("enforce", "log", "off")
 
 
-def sandbox_options(
-    *,
-    memory: Optional[Size] = None,
-    timeout: Optional[Duration] = None,
-    cpu_time: Optional[Duration] = None,
-    max_output: Optional[Size] = None,
-    fail_on_output_limit: bool = False,
-    env: Optional[Mapping[StrOrBytes, StrOrBytes]] = None,
-    cwd: Optional[str] = None,
-    files: Optional[Mapping[str, Union[Data, File]]] = None,
-    mounts: Optional[Mapping[str, Union[PathLike, Mount]]] = None,
-    seccomp: Optional[str] = None,
-    max_processes: Optional[int] = None,
-    max_open_files: Optional[int] = None,
-    max_input: Optional[Size] = None,
-    max_collect_bytes: Optional[Size] = None,
-    max_collect_files: Optional[int] = None,
-) -> Dict[str, Any]:
-    """The native options dict of a sandbox."""
-    if seccomp is not None and seccomp not in _SECCOMP:
-        raise ValueError(f"seccomp must be one of {_SECCOMP}, got {seccomp!r}")
-    return {
-        "memory": None if memory is None else parse_size(memory, "memory"),
-        "timeout": None if timeout is None else parse_duration(timeout, "timeout"),
-        "cpu_time": None if cpu_time is None else parse_duration(cpu_time, "cpu_time"),
-        "max_output": None if max_output is None else parse_size(max_output, "max_output"),
-        "fail_on_output_limit": bool(fail_on_output_limit),
-        "env": env_pairs(env),
-        "cwd": None if cwd is None else _guest_path(cwd, "cwd"),
-        "files": file_list(files),
-        "mounts": mount_list(mounts),
-        "seccomp": seccomp,
-        "max_processes": _count(max_processes, "max_processes"),
-        "max_open_files": _count(max_open_files, "max_open_files"),
-        "max_input": None if max_input is None else parse_size(max_input, "max_input"),
-        "max_collect_bytes": None if max_collect_bytes is None else parse_size(max_collect_bytes, "max_collect_bytes"),
-        "max_collect_files": _count(max_collect_files, "max_collect_files"),
-    }
+def _seccomp(value: Any, what: str) -> str:
+    if value not in _SECCOMP:
+        raise ValueError(f"{what} must be one of {_SECCOMP}, got {value!r}")
+    return str(value)
+
+
+#: How each setting of a sandbox is checked and converted (None: unset).
+_SANDBOX_OPTIONS: Dict[str, Callable[[Any, str], Any]] = {
+    "memory": parse_size,
+    "timeout": parse_duration,
+    "cpu_time": parse_duration,
+    "max_output": parse_size,
+    "fail_on_output_limit": lambda v, what: bool(v),
+    "env": lambda v, what: env_pairs(v),
+    "cwd": _guest_path,
+    "files": lambda v, what: file_list(v),
+    "mounts": lambda v, what: mount_list(v),
+    "seccomp": _seccomp,
+    "max_processes": _count,
+    "max_open_files": _count,
+    "max_input": parse_size,
+    "max_collect_bytes": parse_size,
+    "max_collect_files": _count,
+}
+
+
+def sandbox_options(**options: Any) -> Dict[str, Any]:
+    """The native options dict of a sandbox (the settings of :class:`Sandbox`)."""
+    out = {}
+    for name, value in options.items():
+        convert = _SANDBOX_OPTIONS.get(name)
+        if convert is None:
+            raise TypeError(f"unknown sandbox option {name!r}")
+        out[name] = None if value is None else convert(value, name)
+    return out
 
 
 def command(

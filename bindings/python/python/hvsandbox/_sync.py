@@ -523,7 +523,10 @@ class Sandbox:
 
     def kill(self) -> None:
         """Stops the run in progress (from any thread); it raises
-        :class:`Cancelled`. Does nothing when idle, never affects a later run."""
+        :class:`Cancelled`. Does nothing when idle and never affects a
+        later run, nor a call that has not started its guest yet (``busy``
+        turns true a moment before): kill again until the call returns.
+        Cancelling an awaiting asyncio task does that."""
         self._native.kill()
 
     def close(self) -> None:

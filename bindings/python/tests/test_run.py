@@ -27,7 +27,7 @@ def test_run_returns_a_completed_run_shaped_like_subprocess():
 def test_a_signal_is_a_negative_returncode_and_a_fault_is_described():
     r = hvsandbox.run(sh("kill -TERM $$"))
     assert (r.returncode, r.signal) == (-15, 15)
-    # busybox's own segfault: a real CPU exception in the program.
+    # A real CPU exception in the program: a read of address 8.
     prog = "import ctypes; ctypes.string_at(8)"
     r = hvsandbox.run([PYTHON, "-c", prog], mounts=SYSTEM, timeout=30)
     assert (r.returncode, r.signal) == (-11, 11)

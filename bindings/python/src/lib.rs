@@ -6,7 +6,7 @@
 //! `Send + Sync` (a `Mutex` around what the Rust API takes `&mut`), so
 //! objects work from any thread, and kills never wait for the lock a
 //! blocking call holds (they go through an `InterruptHandle` or a
-//! `KillHandle`).
+//! `ProcessKillHandle`).
 
 mod convert;
 mod options;

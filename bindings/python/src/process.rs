@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use hvsandbox::{KillHandle, OutputReader, ProcessEvent, ProcessStdin};
+use hvsandbox::{OutputReader, ProcessEvent, ProcessKillHandle, ProcessStdin};
 use pyo3::exceptions::{PyBrokenPipeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -27,7 +27,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[pyclass(frozen, module = "hvsandbox._native")]
 pub struct Process {
     process: Mutex<hvsandbox::Process>,
-    killer: KillHandle,
+    killer: ProcessKillHandle,
     stdin: Mutex<Option<ProcessStdin>>,
     /// stdin was written to or closed: `wait` leaves it to the caller.
     stdin_used: AtomicBool,

@@ -3,17 +3,19 @@
 //! Python's own SIGINT handler only sets a flag that the main thread looks
 //! at between bytecodes, and that thread is blocked in Rust until the guest
 //! ends. So while a blocking call runs there, a handler of ours stands in
-//! for Python's: it stops the guest (a kill is atomic stores and a signal
-//! to the vCPU thread: async-signal-safe) and notes the interrupt. When
-//! the call returns, Python's handler is put back and the signal raised
-//! again, so Python handles it as it would have (by default,
-//! `KeyboardInterrupt`). Elsewhere (other threads, SIGINT ignored or left
-//! to the default action) nothing is changed.
+//! for Python's. A signal handler may do little (kills take locks), so it
+//! only notes the interrupt and writes the call's number to a pipe; a
+//! helper thread reading the pipe kills the guest of that call if it is
+//! still the one in progress. When the call returns, Python's handler is
+//! put back and the signal raised again, so Python handles it as it would
+//! have (by default, `KeyboardInterrupt`). Elsewhere (other threads,
+//! SIGINT ignored or left to the default action) nothing is changed.
 
 use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::prelude::*;
 
@@ -23,7 +25,7 @@ pub enum Killer {
     /// for the sandbox, whose run then is another thread's.
     Run(hvsandbox::InterruptHandle, Arc<AtomicBool>),
     /// One spawned process.
-    Process(hvsandbox::KillHandle),
+    Process(hvsandbox::ProcessKillHandle),
 }
 
 impl Killer {
@@ -39,23 +41,83 @@ impl Killer {
     }
 }
 
-/// The killer of the guarded call in progress (null: none).
-static TARGET: AtomicPtr<Killer> = AtomicPtr::new(ptr::null_mut());
-/// Handlers running now (the killer is freed only when none is).
-static IN_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// The guarded call in progress: its number and its killer.
+static CURRENT: Mutex<Option<(u64, Killer)>> = Mutex::new(None);
+/// Numbers the guarded calls.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+/// The number of the call in progress, for the signal handler.
+static CALL: AtomicU64 = AtomicU64::new(0);
 /// A SIGINT arrived during the guarded call.
 static FIRED: AtomicBool = AtomicBool::new(false);
+/// The pipe's write end (non-blocking), -1 until the helper runs.
+static WAKE: AtomicI32 = AtomicI32::new(-1);
+/// Starts the helper once.
+static HELPER: OnceLock<bool> = OnceLock::new();
 
 extern "C" fn on_sigint(_: libc::c_int) {
-    IN_HANDLER.fetch_add(1, Ordering::SeqCst);
-    let target = TARGET.load(Ordering::SeqCst);
-    if !target.is_null() {
-        // SAFETY: `guarded` frees the killer only after clearing TARGET
-        // and seeing IN_HANDLER at zero, so it is alive here.
-        unsafe { (*target).kill() };
-        FIRED.store(true, Ordering::SeqCst);
+    // SAFETY: errno is this thread's; it is put back before returning, as
+    // a signal handler must.
+    let errno = unsafe { *libc::__errno_location() };
+    FIRED.store(true, Ordering::SeqCst);
+    let fd = WAKE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let call = CALL.load(Ordering::SeqCst).to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local
+        // array; the pipe is non-blocking (a full pipe drops the wake-up:
+        // earlier ones are pending anyway).
+        unsafe { libc::write(fd, call.as_ptr().cast(), call.len()) };
     }
-    IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Kills the guest of each call a SIGINT was noted for, while that call
+/// is still in progress.
+fn helper(read_end: RawFd) {
+    let mut buf = [0u8; 8];
+    loop {
+        // SAFETY: reads into a local buffer of its length from our pipe.
+        let n = unsafe { libc::read(read_end, buf.as_mut_ptr().cast(), buf.len()) };
+        if n == 8 {
+            let call = u64::from_ne_bytes(buf);
+            let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((n, killer)) = current.as_ref() {
+                if *n == call {
+                    killer.kill();
+                }
+            }
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        } else if n <= 0 {
+            return;
+        }
+    }
+}
+
+/// Starts the helper thread and its pipe; false if they cannot be made.
+fn start_helper() -> bool {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the two descriptors of the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return false;
+    }
+    let (read_end, write_end) = (fds[0], fds[1]);
+    // SAFETY: sets O_NONBLOCK on our own pipe's write end.
+    unsafe {
+        let flags = libc::fcntl(write_end, libc::F_GETFL);
+        libc::fcntl(write_end, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    let started = std::thread::Builder::new().name("hvsandbox-sigint".into()).spawn(move || helper(read_end));
+    if started.is_err() {
+        // SAFETY: closes the pipe made above, which nothing else uses.
+        unsafe {
+            libc::close(read_end);
+            libc::close(write_end);
+        }
+        return false;
+    }
+    WAKE.store(write_end, Ordering::SeqCst);
+    true
 }
 
 /// Whether this is the process's main thread (where Python runs its
@@ -73,7 +135,7 @@ pub fn guarded<T: Send>(
     killer: impl FnOnce() -> Killer,
     call: impl FnOnce() -> T + Send,
 ) -> PyResult<T> {
-    if !on_main_thread() {
+    if !on_main_thread() || !*HELPER.get_or_init(start_helper) {
         return Ok(py.detach(call));
     }
     let mut old = MaybeUninit::<libc::sigaction>::zeroed();
@@ -86,14 +148,9 @@ pub fn guarded<T: Send>(
     if old.sa_sigaction == libc::SIG_IGN || old.sa_sigaction == libc::SIG_DFL {
         return Ok(py.detach(call));
     }
-    let target = Box::into_raw(Box::new(killer()));
-    if TARGET.compare_exchange(ptr::null_mut(), target, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-        // Another guarded call is in progress on this thread (cannot
-        // happen: the GIL is released only inside one).
-        // SAFETY: `target` came from Box::into_raw above and was not shared.
-        drop(unsafe { Box::from_raw(target) });
-        return Ok(py.detach(call));
-    }
+    let number = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some((number, killer()));
+    CALL.store(number, Ordering::SeqCst);
     FIRED.store(false, Ordering::SeqCst);
     // SAFETY: a zeroed sigaction is a valid value; we set a handler of the
     // right signature, keep Python's mask and restart interrupted calls.
@@ -109,12 +166,7 @@ pub fn guarded<T: Send>(
         // SAFETY: puts back the action read above.
         unsafe { libc::sigaction(libc::SIGINT, &old, ptr::null_mut()) };
     }
-    TARGET.store(ptr::null_mut(), Ordering::SeqCst);
-    while IN_HANDLER.load(Ordering::SeqCst) != 0 {
-        std::hint::spin_loop();
-    }
-    // SAFETY: TARGET no longer points at it and no handler is using it.
-    drop(unsafe { Box::from_raw(target) });
+    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
     if FIRED.swap(false, Ordering::SeqCst) {
         // SAFETY: raise sends SIGINT to this thread, now to Python's own
         // handler, which notes it for check_signals.

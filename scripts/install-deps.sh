@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages hvsandbox's demo and tests need, if missing:
 # musl-tools (musl-gcc for the C guest test programs), busybox-static
-# (Debian's static glibc busybox, a real-world guest) and libcap-ng-dev;
-# nodejs and npm when node is missing (the npm package's tests).
+# (Debian's static glibc busybox, a real-world guest), libcap-ng-dev and
+# python3-venv (the Python package's tests; Debian's python3 is also a
+# guest); nodejs and npm when node is missing (the npm package's tests).
 # Idempotent; runs apt-get update at most once.
 set -euo pipefail
 
-packages=(musl-tools busybox-static libcap-ng-dev)
+packages=(musl-tools busybox-static libcap-ng-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

@@ -17,4 +17,5 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 (cd guest-runtime && cargo test --lib)
 (cd guest-runtime && cargo clippy --lib --tests -- -D warnings)
 ./bindings/node/test.sh
+./bindings/python/test.sh
 echo "all tests passed"

@@ -1,15 +1,15 @@
-"""examples/python_demo.py: the "execute this code safely" helper."""
+"""examples/python/safe_exec.py: the "execute this code safely" helper."""
 
 from __future__ import annotations
 
 import importlib.util
 import pathlib
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[3] / "examples" / "python_demo.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[3] / "examples" / "python" / "safe_exec.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("python_demo", EXAMPLE)
+    spec = importlib.util.spec_from_file_location("safe_exec", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -8,7 +8,7 @@ stdout, stderr, the exit code and, for a run that did not complete, the
 error's stable code (TIMEOUT, MEMORY_LIMIT_EXCEEDED, ...).
 
     pip install <the hvsandbox wheel>      # see the README's Python section
-    python3 examples/python_demo.py
+    python3 examples/python/safe_exec.py
 """
 
 from __future__ import annotations

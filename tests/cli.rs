@@ -501,3 +501,15 @@ fn stats_are_printed_also_when_the_run_fails() {
         }
     }
 }
+
+#[test]
+fn system_gives_the_host_programs_a_shell_and_no_secrets() {
+    let script = "echo hi | tr a-z A-Z; \
+                  python3 -c 'import subprocess; print(subprocess.run(\"echo shell-out\", shell=True, capture_output=True, text=True).stdout, end=\"\")'; \
+                  test -e /etc/ssl/certs && echo certs; \
+                  test -e /etc/shadow || echo no-shadow; test -e /etc/ssl/private || echo no-private; \
+                  echo $HOME $USER; touch $HOME/w && echo home-writable";
+    let out = hv(&["run", "--system", "--timeout", "60s", "--", "sh", "-c", script], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "HI\nshell-out\ncerts\nno-shadow\nno-private\n/tmp sandbox\nhome-writable\n");
+}

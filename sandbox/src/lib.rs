@@ -21,6 +21,7 @@ mod control;
 mod error;
 mod exec_path;
 mod fs;
+mod host_system;
 mod image_cache;
 pub mod jail;
 mod live;

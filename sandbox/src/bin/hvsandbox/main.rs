@@ -197,6 +197,10 @@ struct RunArgs {
     /// Show a host directory read-only in the guest at GUEST (repeatable).
     #[arg(long = "mount", value_name = "HOST:GUEST")]
     mounts: Vec<OsString>,
+    /// The host system as the guest's root: /usr, /bin, /sbin, /lib* read-only, a curated /etc
+    /// (no accounts or keys), PATH/HOME/USER set (see the README).
+    #[arg(long)]
+    system: bool,
     /// As --mount, but kernel filesystems (procfs, sysfs, ...) at or below HOST are shown too (repeatable).
     #[arg(long = "mount-kernel-fs", value_name = "HOST:GUEST")]
     kernel_fs_mounts: Vec<OsString>,
@@ -340,6 +344,9 @@ fn sandbox_builder(args: &RunArgs) -> Result<SandboxBuilder, Error> {
     }
     if let Some(n) = args.max_open_files {
         builder = builder.max_open_files(n);
+    }
+    if args.system {
+        builder = builder.host_system();
     }
     add_mounts(builder, args)
 }

@@ -147,3 +147,10 @@ fn non_canonical_signal_handler_or_sigreturn_target_is_sigsegv() {
         assert_eq!(out.status, ExitStatus::Signal(11), "{how}");
     }
 }
+
+#[test]
+fn a_task_that_spins_does_not_starve_the_others() {
+    // Without time slices both halves hang until the timeout.
+    let mut sb = sandbox_with_timeout(60);
+    same_as_native(&mut sb, "preempt", &["threads: flag seen", "processes: child exited 0"]);
+}

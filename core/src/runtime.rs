@@ -46,6 +46,10 @@ impl RuntimeImage {
             && header.stack_top <= end
             && header.image_end <= end
             && header.text_end <= header.image_end
+            && inside(header.preempt_entry)
+            && header.fault_record >= abi::RUNTIME_VA
+            && header.fault_record % 8 == 0
+            && header.fault_record.checked_add(48).is_some_and(|e| e <= header.image_end)
             && (bytes.len() as u64) <= header.image_end - abi::RUNTIME_VA)
         {
             return Err(VmError::RuntimeImage("entry points outside the runtime region"));

@@ -125,14 +125,17 @@ fn host_flag(bit: u64) -> bool {
     unsafe { host_flags().read_volatile() & bit != 0 }
 }
 
-/// On the way out of a system call: acts on what the host asked for (send
-/// buffered output; wake readers when input came). Returns whether input
-/// came (the caller wakes waiters).
-pub fn host_requests() -> bool {
+/// On the way out of a system call: sends buffered output if the host
+/// asked, and returns the other requests for the scheduler:
+/// [`abi::HOST_FLAG_STDIN`] (input came: wake readers; left set until a
+/// read) and [`abi::HOST_FLAG_YIELD`] (taken: let another task run).
+pub fn host_requests() -> u64 {
     if take_host_flag(abi::HOST_FLAG_FLUSH) {
         flush_all();
     }
-    host_flag(abi::HOST_FLAG_STDIN)
+    let stdin = if host_flag(abi::HOST_FLAG_STDIN) { abi::HOST_FLAG_STDIN } else { 0 };
+    let yield_now = if take_host_flag(abi::HOST_FLAG_YIELD) { abi::HOST_FLAG_YIELD } else { 0 };
+    stdin | yield_now
 }
 
 /// Starts stdin over for a restored run: `data` is buffered, and when

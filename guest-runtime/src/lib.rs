@@ -51,7 +51,7 @@ pub mod entry {
     pub use crate::heap::RuntimeAllocator;
     pub use crate::mm::NEXT_CR3;
     pub use crate::rt::FixedBuf;
-    pub use crate::rt::{FAULT_R11, FAULT_RCX, PROGRAM_FAULT, RESUME_RIP, SAVED_USER_RSP};
+    pub use crate::rt::{PROGRAM_FAULT, RESUME_RIP, RESUME_RSP, SAVED_USER_RSP};
     pub use crate::start::{program_fault, rust_start};
     pub use crate::syscalls::dispatch;
 }

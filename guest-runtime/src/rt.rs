@@ -17,14 +17,12 @@ pub static mut SAVED_USER_RSP: u64 = 0;
 #[no_mangle]
 pub static mut PROGRAM_FAULT: [u64; 6] = [0; 6];
 
-/// The program's RCX and R11 at its last fault, and the address the fault
-/// exit path jumps to (written by the entry asm).
-#[no_mangle]
-pub static mut FAULT_RCX: u64 = 0;
-#[no_mangle]
-pub static mut FAULT_R11: u64 = 0;
+/// Where the frame exit jumps and the stack it leaves on (written by the
+/// entry asm just before it restores the registers).
 #[no_mangle]
 pub static mut RESUME_RIP: u64 = 0;
+#[no_mangle]
+pub static mut RESUME_RSP: u64 = 0;
 
 /// Global state of the single-threaded runtime. The runtime runs one
 /// thing at a time on one vCPU with no interrupts, so a `&mut` handed out
@@ -141,6 +139,10 @@ pub struct Frame {
     pub rdx: u64,
     pub rsi: u64,
     pub rdi: u64,
+    /// The program's RCX and R11: after a `syscall` they are RIP and
+    /// RFLAGS; after a fault or a preemption, its own.
+    pub r11: u64,
+    pub rcx: u64,
     pub rax: u64,
     pub rflags: u64,
     pub rip: u64,

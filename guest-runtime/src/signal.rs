@@ -19,10 +19,18 @@ use crate::process::exit_group;
 /// no longer run, switch to one that can; then deliver pending signals.
 pub fn syscall_exit(f: &mut Frame, nr: u64) {
     let s = SCHED.get();
-    if crate::io::host_requests() {
+    let asked = crate::io::host_requests();
+    if asked & hvsandbox_abi::HOST_FLAG_STDIN != 0 {
         // Input came: poll/select waiters look again.
         crate::wait::notify();
     }
+    if asked & hvsandbox_abi::HOST_FLAG_YIELD != 0 {
+        // A time slice ended: another runnable task goes first.
+        crate::task::request_yield();
+    }
+    // With more than one task, the host preempts a program that runs on.
+    let tasks = s.tasks.len() as u64;
+    crate::stats::stat(|st| st.tasks = tasks);
     if NEXT_ALARM.get().is_some() {
         fire_due_alarms(time::monotonic_ns());
     }
@@ -142,11 +150,10 @@ pub fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<
     let mut put = |off: usize, v: u64| uc[off..off + 8].copy_from_slice(&v.to_le_bytes());
     // uc_mcontext (struct sigcontext) starts at 40.
     let m = 40;
-    // r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags (R11 and
-    // RCX hold RFLAGS and RIP after `syscall`).
+    // r8..r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, eflags.
     let regs = [
-        f.r8, f.r9, f.r10, f.rflags, f.r12, f.r13, f.r14, f.r15, f.rdi, f.rsi, f.rbp, f.rbx, f.rdx, f.rax, f.rip,
-        f.rsp, f.rip, f.rflags,
+        f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15, f.rdi, f.rsi, f.rbp, f.rbx, f.rdx, f.rax, f.rcx, f.rsp,
+        f.rip, f.rflags,
     ];
     for (i, &v) in regs.iter().enumerate() {
         put(m + 8 * i, v);
@@ -191,6 +198,13 @@ pub struct Aligned512([u8; 512]);
 /// otherwise the process dies of it — for process 1 that ends the run and
 /// the host reports the fault.
 pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
+    if vector == hvsandbox_abi::vector::HOST_PREEMPT {
+        // The host ended this task's time slice: the same way out as a
+        // system call that yields (alarms and signals are delivered too).
+        crate::task::request_yield();
+        syscall_exit(f, u64::MAX);
+        return;
+    }
     // `int N` (N other than 3 and 4) is a #GP with error code N*8+2 on
     // hardware (a DPL-0 gate); this host reports it as #UD.
     if vector == 6 {
@@ -257,6 +271,7 @@ pub fn sys_rt_sigreturn(f: &mut Frame) -> SysResult {
     f.r8 = get(m);
     f.r9 = get(m + 8);
     f.r10 = get(m + 16);
+    f.r11 = get(m + 24);
     f.r12 = get(m + 32);
     f.r13 = get(m + 40);
     f.r14 = get(m + 48);
@@ -267,6 +282,7 @@ pub fn sys_rt_sigreturn(f: &mut Frame) -> SysResult {
     f.rbx = get(m + 88);
     f.rdx = get(m + 96);
     f.rax = get(m + 104);
+    f.rcx = get(m + 112);
     f.rsp = get(m + 120);
     f.rip = get(m + 128);
     if f.rip >= hvsandbox_abi::user::ADDR_LIMIT {

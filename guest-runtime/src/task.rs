@@ -494,7 +494,7 @@ pub fn switch_to_next(f: &mut Frame, from: usize) {
             .min();
         hc::idle_ns(earliest.map_or(u64::MAX, |d| d.saturating_sub(now)));
         // The host ends the sleep early when input comes.
-        if crate::io::host_requests() {
+        if crate::io::host_requests() & hvsandbox_abi::HOST_FLAG_STDIN != 0 {
             notify();
         }
     }
@@ -603,7 +603,9 @@ pub fn wait_event(timeout_ns: Option<u64>) -> SysResult {
     let others = s.tasks.iter().enumerate().any(|(i, t)| i != s.current && t.state.get() != State::Dead);
     if !others {
         hc::idle_ns(deadline.map_or(u64::MAX, |d| d - now));
-        if crate::io::host_requests() && deadline.is_none_or(|d| time::monotonic_ns() < d) {
+        if crate::io::host_requests() & hvsandbox_abi::HOST_FLAG_STDIN != 0
+            && deadline.is_none_or(|d| time::monotonic_ns() < d)
+        {
             // Input came before the timeout: the call looks again.
             let seen = crate::wait::event();
             notify();

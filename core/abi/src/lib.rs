@@ -123,6 +123,12 @@ pub struct RuntimeHeader {
     pub text_end: u64,
     /// End of the image including bss.
     pub image_end: u64,
+    /// Virtual address where a preempted program enters the runtime (as
+    /// a program fault does, with [`vector::HOST_PREEMPT`] in the record).
+    pub preempt_entry: u64,
+    /// Virtual address of the runtime's six-word fault record: vector,
+    /// error code, RIP, CR2, RSP, RFLAGS.
+    pub fault_record: u64,
 }
 
 pub const RUNTIME_MAGIC: u64 = u64::from_le_bytes(*b"HVSBRT01");
@@ -200,7 +206,9 @@ pub struct RuntimeStats {
     /// stderr), so the host can take output still buffered in the guest
     /// when it stops a run (timeout, cancel). 0 = not published.
     pub out_buffers_gpa: u64,
-    pub _reserved: [u64; 1],
+    /// The runtime's tasks (threads of all processes) at the last system
+    /// call: with more than one, the host preempts a program that runs on.
+    pub tasks: u64,
     /// Per-number count of syscalls answered -ENOSYS, numbers
     /// `0..UNKNOWN_SLOTS`; larger numbers count in the last slot.
     pub unknown_by_nr: [u32; UNKNOWN_SLOTS],
@@ -452,6 +460,9 @@ pub const HOST_FLAG_FLUSH: u64 = 1;
 /// [`Hypercall::host_flags`]: input came (or its end) since a read was told
 /// [`READ_NOTHING_YET`]: a reader waiting for it should read again.
 pub const HOST_FLAG_STDIN: u64 = 2;
+/// [`Hypercall::host_flags`]: a time slice ended while the runtime was
+/// busy; it lets another task run at its next system call's return.
+pub const HOST_FLAG_YIELD: u64 = 4;
 
 /// Maximum length of one hypercall buffer; the host rejects longer ones.
 pub const HCALL_MAX_LEN: u64 = 1 << 20;
@@ -513,6 +524,9 @@ pub const fn signal_for_vector(vector: u64) -> u32 {
 }
 
 pub mod vector {
+    /// Not a CPU vector: the host stopped the program to let another
+    /// task run (a time slice ended).
+    pub const HOST_PREEMPT: u64 = 256;
     pub const DIVIDE_ERROR: u64 = 0;
     pub const DEBUG: u64 = 1;
     pub const BREAKPOINT: u64 = 3;

@@ -35,6 +35,8 @@ no_padding!(RuntimeHeader {
     stack_top: u64,
     text_end: u64,
     image_end: u64,
+    preempt_entry: u64,
+    fault_record: u64,
 });
 no_padding!(BootInfo {
     magic: u64,
@@ -69,7 +71,7 @@ no_padding!(RuntimeStats {
     cr3_loads: u64,
     processes: u64,
     out_buffers_gpa: u64,
-    _reserved: [u64; 1],
+    tasks: u64,
     unknown_by_nr: [u32; crate::UNKNOWN_SLOTS],
 });
 no_padding!(ResumeInfo {

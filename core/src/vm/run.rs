@@ -41,6 +41,33 @@ impl Vm {
         result
     }
 
+    /// Ends the program's time slice, if the vCPU stopped in the
+    /// program's own code (below the runtime's half of the address space):
+    /// enters the runtime as a program fault does, with
+    /// [`abi::vector::HOST_PREEMPT`] and the program's RIP, RSP and RFLAGS
+    /// in the runtime's fault record; every other register stays the
+    /// program's. Returns false (nothing done) when the vCPU is in the
+    /// runtime.
+    pub fn preempt(&mut self) -> Result<bool> {
+        let mut regs = self.vcpu.get_regs().map_err(VmError::kvm("KVM_GET_REGS"))?;
+        if regs.rip >= abi::PHYS_BASE {
+            return Ok(false);
+        }
+        let h = self.runtime.header;
+        let record = [abi::vector::HOST_PREEMPT, 0, regs.rip, 0, regs.rsp, regs.rflags];
+        let mut bytes = [0u8; 48];
+        for (chunk, v) in bytes.chunks_exact_mut(8).zip(record) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        self.write(h.fault_record - abi::PHYS_BASE, &bytes)?;
+        regs.rip = h.preempt_entry;
+        regs.rsp = h.stack_top;
+        // As the ring-0 handler does for a fault: TF, DF and AC cleared.
+        regs.rflags &= !(0x100 | 0x400 | 0x40000);
+        self.vcpu.set_regs(&regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
+        Ok(true)
+    }
+
     fn run_once(&mut self) -> Result<VmExit> {
         let exit = match self.vcpu.run() {
             Ok(VcpuExit::MmioWrite(addr, data)) => {

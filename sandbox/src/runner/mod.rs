@@ -33,8 +33,12 @@ fn signal_for_vector(vector: u64) -> i32 {
 }
 
 /// How often a streamed run's guest is stopped to pass its output on and
-/// tell it of input (the guest takes no timer interrupts).
-const TICK: Duration = Duration::from_millis(2);
+/// tell it of input, and to end a time slice (the guest takes no timer
+/// interrupts).
+const STREAM_TICK: Duration = Duration::from_millis(2);
+/// How often any other run's guest is stopped: a time slice when it has
+/// more than one task (one exit per slice when it has one).
+const SLICE_TICK: Duration = Duration::from_millis(10);
 
 /// What a run does with its output and input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,10 +356,9 @@ impl<'a> Runner<'a> {
         if now >= deadline {
             return Err(Error::timeout(self.config.timeout));
         }
-        let ticking = self.streaming().is_some();
-        let next_tick = Cell::new(now + TICK);
-        let first_stop = if ticking { deadline.min(next_tick.get()) } else { deadline };
-        self.kit.timer.arm(first_stop - now).map_err(Error::from)?;
+        let tick = if self.streaming().is_some() { STREAM_TICK } else { SLICE_TICK };
+        let next_tick = Cell::new(now + tick);
+        self.kit.timer.arm(deadline.min(next_tick.get()) - now).map_err(Error::from)?;
 
         let cpu_limit = self.config.cpu_time;
         if let Some(limit) = cpu_limit {
@@ -376,18 +379,17 @@ impl<'a> Runner<'a> {
                 || cpu_over()
         };
         loop {
-            if let Some(live) = self.streaming().cloned().filter(|_| Instant::now() >= next_tick.get()) {
-                self.tick(vm, &live)?;
+            if Instant::now() >= next_tick.get() {
+                self.tick(vm)?;
                 let now = Instant::now();
-                next_tick.set(now + TICK);
+                next_tick.set(now + tick);
                 self.kit
                     .timer
                     .arm(deadline.min(next_tick.get()).saturating_duration_since(now))
                     .map_err(Error::from)?;
             }
             let run_start = Instant::now();
-            let exit =
-                vm.run(|| should_stop() || (ticking && Instant::now() >= next_tick.get())).map_err(Error::from)?;
+            let exit = vm.run(|| should_stop() || Instant::now() >= next_tick.get()).map_err(Error::from)?;
             if let Some(t) = trace.as_mut() {
                 t.guest += run_start.elapsed();
             }

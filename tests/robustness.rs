@@ -147,3 +147,24 @@ fn non_canonical_signal_handler_or_sigreturn_target_is_sigsegv() {
         assert_eq!(out.status, ExitStatus::Signal(11), "{how}");
     }
 }
+
+#[test]
+fn proc_and_dev_fd_show_what_linux_shows() {
+    // /proc/self/{stat,status,cmdline,environ,maps,fd}, /proc/<pid> of a
+    // child, /proc/{cpuinfo,stat,meminfo,uptime} consistent with sysconf
+    // and sysinfo, and /dev/fd/N, /dev/stdin of a pipe.
+    let expect = [
+        "self/stat: fields=52 pid=yes ppid=yes state=yes",
+        "status: pid=yes ppid=yes uid=yes name=yes vmrss=yes threads=1",
+        "maps: lines>3=yes bad=0 stack=yes code=yes mmap=yes",
+        "fd: listed=6 null=/dev/null pipe=yes",
+        "dev/fd: stat=0 fifo=yes open=yes read=7 through",
+        "dev/stdin: open=yes read=6 stdin!",
+        "proc: child listed=yes self listed=yes",
+        "child/stat: fields=52 pid=yes ppid=yes state=yes",
+        "reaped: ENOENT",
+        "cpuinfo: processors==online=yes flags=yes",
+        "meminfo: total==sysinfo=yes available<=total=yes",
+    ];
+    same_as_native(&mut sandbox_with_timeout(30), "procfs", &expect);
+}

@@ -196,7 +196,7 @@ impl OpenFile {
                     }
                     Ok(n)
                 }
-                NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+                NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),
                 NodeKind::Dev(Dev::Null) => Ok(0),
                 NodeKind::Dev(Dev::Zero) | NodeKind::Dev(Dev::Full) => {
@@ -306,7 +306,7 @@ impl OpenFile {
                 }
                 NodeKind::Dev(Dev::Full) => Err(ENOSPC),
                 NodeKind::Dev(_) => Ok(data.len()),
-                NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+                NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),
             },
         }

@@ -49,7 +49,12 @@ fn resolve_at(dirfd: u64, path: u64, flags: u64) -> Result<NodeOrFile, i64> {
         return Ok(NodeOrFile::File(crate::fds::get(dirfd)?));
     }
     let base = if p[0] == b'/' { vfs::root() } else { base_dir(dirfd)? };
-    Ok(NodeOrFile::Node(vfs::resolve(&base, p, flags & AT_SYMLINK_NOFOLLOW == 0)?))
+    let node = vfs::resolve(&base, p, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+    if let Some(fd) = vfs::fd_link(&node).filter(|_| flags & AT_SYMLINK_NOFOLLOW == 0) {
+        // /proc/self/fd/N of a pipe or socket: the descriptor itself.
+        return Ok(NodeOrFile::File(crate::fds::get(fd as u64)?));
+    }
+    Ok(NodeOrFile::Node(node))
 }
 
 enum NodeOrFile {
@@ -145,6 +150,12 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
     } else {
         let follow = flags & O_NOFOLLOW == 0;
         let n = vfs::resolve(&base, p, follow)?;
+        if let Some(fd) = vfs::fd_link(&n).filter(|_| follow && flags & O_PATH == 0) {
+            // /proc/self/fd/N (/dev/stdin, /dev/fd/N) of a pipe or socket
+            // opens that pipe or socket again, as Linux does.
+            let f = crate::fds::get(fd as u64)?;
+            return crate::fds::install(f, flags & O_CLOEXEC != 0, 0);
+        }
         if n.is_symlink() && flags & O_PATH == 0 {
             return Err(ELOOP);
         }
@@ -638,7 +649,7 @@ fn truncate_node(node: &NodeRef, len: u64) -> SysResult {
             node.touch();
             Ok(0)
         }
-        NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+        NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
         _ => Err(EINVAL),
     }
 }

@@ -464,7 +464,8 @@ fn sys_sysinfo(buf: u64) -> SysResult {
     s[0..8].copy_from_slice(&uptime.to_le_bytes());
     s[32..40].copy_from_slice(&boot().mem_size.to_le_bytes()); // totalram
     s[40..48].copy_from_slice(&free.to_le_bytes()); // freeram
-    s[80..82].copy_from_slice(&1u16.to_le_bytes()); // procs
+    let procs = task::live_processes().len() as u16;
+    s[80..82].copy_from_slice(&procs.to_le_bytes()); // procs
     s[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
     put_user(buf, s)?;
     Ok(0)

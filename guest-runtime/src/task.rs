@@ -113,6 +113,10 @@ pub struct Process {
     pub status: Cell<Option<u32>>,
     pub children: RefCell<Vec<Rc<Process>>>,
     pub exe: RefCell<Vec<u8>>,
+    /// The arguments and environment it was started with, each string
+    /// NUL-terminated (`/proc/<pid>/cmdline`, `environ`).
+    pub cmdline: RefCell<Vec<u8>>,
+    pub environ: RefCell<Vec<u8>>,
     pub threads: Cell<u32>,
     pub pending: Cell<u64>,
     /// Set when a vfork child released its parent's address space.
@@ -196,10 +200,6 @@ pub fn cwd() -> NodeRef {
 
 pub fn set_cwd(n: NodeRef) {
     *current_process().cwd.borrow_mut() = n;
-}
-
-pub fn current_exe() -> Vec<u8> {
-    current_process().exe.borrow().clone()
 }
 
 /// Undoes a `block` whose caller decided to return what it has instead.

@@ -168,3 +168,14 @@ fn proc_and_dev_fd_show_what_linux_shows() {
     ];
     same_as_native(&mut sandbox_with_timeout(30), "procfs", &expect);
 }
+
+#[test]
+fn named_pipes_join_two_processes_like_linux() {
+    let expect = [
+        "stat: fifo=yes mode=600",
+        "nonblocking writer without reader: -1 ENXIO",
+        "reader first: read 16 \"through the fifo\" eof=yes child=0",
+        "writer first: read 16 \"through the fifo\" eof=yes child=0",
+    ];
+    same_as_native(&mut sandbox_with_timeout(30), "fifo", &expect);
+}

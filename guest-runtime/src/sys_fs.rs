@@ -193,6 +193,10 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         }
     }
     let path = vfs::absolute(&base, p);
+    if matches!(node.kind, NodeKind::Dev(Dev::Fifo)) && flags & O_PATH == 0 {
+        let of = file::open_fifo(&node, crate::task::current().tid, flags, path)?;
+        return crate::fds::install(of, flags & O_CLOEXEC != 0, 0);
+    }
     let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH | O_DIRECTORY;
     let of = OpenFile::new(FileKind::Node(node), flags & keep, path);
     crate::fds::install(of, flags & O_CLOEXEC != 0, 0)
@@ -628,6 +632,28 @@ pub fn sys_linkat(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
     vfs::link_into(&ndir, &nname, node.clone())?;
     node.meta.borrow_mut().nlink += 1;
     Ok(0)
+}
+
+/// mknod/mknodat: regular files and named pipes (devices need privilege).
+pub fn sys_mknodat(dirfd: u64, path: u64, mode: u64) -> SysResult {
+    let mode = mode as u32;
+    let (dir, name) = parent_at(dirfd, path)?;
+    if dir.readonly() {
+        return Err(EROFS);
+    }
+    if !vfs::permitted(&dir, 3) {
+        return Err(EACCES);
+    }
+    if vfs::lookup(&dir, &name).is_ok() {
+        return Err(EEXIST);
+    }
+    let perm = mode & 0o7777 & !crate::task::umask();
+    match mode & vfs::S_IFMT {
+        0 | vfs::S_IFREG => vfs::create_file(&dir, &name, perm).map(|_| 0),
+        vfs::S_IFIFO => vfs::create_fifo(&dir, &name, perm).map(|_| 0),
+        vfs::S_IFCHR | 0o060_000 | vfs::S_IFSOCK => Err(EPERM),
+        _ => Err(EINVAL),
+    }
 }
 
 pub fn sys_symlinkat(target: u64, nd: u64, np: u64) -> SysResult {

@@ -371,6 +371,11 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
         Wait::Vfork(pid) => t.woken.get().then_some(Wake::Complete(Ok(*pid as u64))),
         Wait::Event(gen) => met(crate::wait::event() != *gen),
         Wait::Stdin => met(crate::io::stdin_ready()),
+        Wait::FifoPeer(pipe, writer, seen) => {
+            let pipe = pipe.borrow();
+            let (open, opens) = if *writer { (pipe.writers, pipe.opens[1]) } else { (pipe.readers, pipe.opens[0]) };
+            met(open > 0 || opens != *seen)
+        }
     }
 }
 

@@ -90,6 +90,8 @@ pub enum Dev {
     Checkpoint,
     /// `/dev/hvsandbox/env`: the environment this run was given.
     Env,
+    /// A named pipe (mkfifo): opening it joins its pipe (`file.rs`).
+    Fifo,
 }
 
 pub struct Dir {
@@ -1132,6 +1134,11 @@ pub fn link_into(dir: &NodeRef, name: &[u8], node: NodeRef) -> Result<(), Errno>
 }
 
 /// A new file `name` in `dir` with `mode` (the caller's umask applied).
+/// A new named pipe `name` in `dir` (mknod S_IFIFO; umask applied).
+pub fn create_fifo(dir: &NodeRef, name: &[u8], mode: u32) -> Result<(), Errno> {
+    link_into(dir, name, Node::new(S_IFIFO | (mode & 0o7777), NodeKind::Dev(Dev::Fifo)))
+}
+
 pub fn create_file(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {
     let node = new_file(mode);
     link_into(dir, name, node.clone())?;

@@ -8,10 +8,10 @@
 //! this directory handle", so nothing the program does can reach outside a
 //! mounted host directory.
 //!
-//! ~1,550 lines, ~230 of them its unit tests: the node types are shared by
+//! ~1,670 lines, ~250 of them its unit tests: the node types are shared by
 //! the tree operations, the host-backed nodes, file data in guest frames
 //! and path resolution. Splitting those apart is left for later. What
-//! `/proc/self` shows comes from the process layer through [`ProcSelf`];
+//! `/proc` shows comes from the process layer (`procfs.rs`) through [`ProcSelf`];
 //! callers apply their umask and pass their working directory as `base`.
 
 use alloc::collections::{BTreeMap, BTreeSet};

@@ -1,7 +1,7 @@
 //! The guest's filesystem: an in-memory tree (writable: `/`, `/tmp`, the
 //! working directory, files the host placed), read-only host directories
 //! grafted into it (looked up one name at a time through FS hypercalls and
-//! cached here), device nodes, and `/proc/self`.
+//! cached here), device nodes and named pipes, and `/proc`.
 //!
 //! Paths — `..`, symlinks, absolute link targets — are resolved here, in
 //! the guest's own view: the host only ever sees "look up this one name in

@@ -563,3 +563,39 @@ fn epoll_and_eventfd_wake_on_another_process() {
     assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
     assert_eq!(out.stdout_str(), "idle=0\nready data=7\nready data=9\ndone 2\n");
 }
+
+// ---- /proc and /dev/fd from real programs ------------------------------
+
+#[test]
+fn busybox_ps_lists_the_sandboxs_processes() {
+    // The shell, a background sleep and ps (both exec'd: their command
+    // lines are their own), each once, from /proc/<pid>/{stat,cmdline}.
+    let out = sh_in(&mut sandbox(), "/bin/busybox sleep 5 & sleep 0.2; /bin/busybox ps; kill $!; wait");
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.first().is_some_and(|l| l.contains("PID") && l.contains("COMMAND")), "{text}\n{}", out.stderr_str());
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[1].trim_start().starts_with("1 ")
+            && lines[1].ends_with("sh -c /bin/busybox sleep 5 & sleep 0.2; /bin/busybox ps; kill $!; wait"),
+        "{text}"
+    );
+    assert!(lines.iter().any(|l| l.ends_with(" /bin/busybox sleep 5")), "{text}");
+    assert!(lines.iter().any(|l| l.ends_with(" /bin/busybox ps")), "{text}");
+}
+
+#[test]
+fn dev_stdin_and_dev_fd_of_pipes_work_in_the_shell() {
+    sh_expect("echo hi | cat /dev/stdin", "hi\n");
+    sh_expect("cat /dev/fd/3 3<<EOF\nfrom a heredoc\nEOF", "from a heredoc\n");
+    sh_expect("echo piped | cat /dev/fd/0 && ls /proc/self/fd/ | head -3", "piped\n0\n1\n2\n");
+}
+
+#[test]
+fn python3_sees_one_cpu() {
+    let Some(mut sb) = python_sandbox() else { return };
+    let script = "import os; print(os.cpu_count(), len(os.sched_getaffinity(0)), os.getpid() in [int(p) for p in os.listdir('/proc') if p.isdigit()])";
+    let out = sb.run(&Command::new(PYTHON).args(["-c", script])).unwrap();
+    assert_eq!(out.stdout_str(), "1 1 True\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}

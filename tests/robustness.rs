@@ -154,3 +154,35 @@ fn a_task_that_spins_does_not_starve_the_others() {
     let mut sb = sandbox_with_timeout(60);
     same_as_native(&mut sb, "preempt", &["threads: flag seen", "processes: child exited 0"]);
 }
+
+#[test]
+fn proc_and_dev_fd_show_what_linux_shows() {
+    // /proc/self/{stat,status,cmdline,environ,maps,fd}, /proc/<pid> of a
+    // child, /proc/{cpuinfo,stat,meminfo,uptime} consistent with sysconf
+    // and sysinfo, and /dev/fd/N, /dev/stdin of a pipe.
+    let expect = [
+        "self/stat: fields=52 pid=yes ppid=yes state=yes",
+        "status: pid=yes ppid=yes uid=yes name=yes vmrss=yes threads=1",
+        "maps: lines>3=yes bad=0 stack=yes code=yes mmap=yes",
+        "fd: listed=6 null=/dev/null pipe=yes",
+        "dev/fd: stat=0 fifo=yes open=yes read=7 through",
+        "dev/stdin: open=yes read=6 stdin!",
+        "proc: child listed=yes self listed=yes",
+        "child/stat: fields=52 pid=yes ppid=yes state=yes",
+        "reaped: ENOENT",
+        "cpuinfo: processors==online=yes flags=yes",
+        "meminfo: total==sysinfo=yes available<=total=yes",
+    ];
+    same_as_native(&mut sandbox_with_timeout(30), "procfs", &expect);
+}
+
+#[test]
+fn named_pipes_join_two_processes_like_linux() {
+    let expect = [
+        "stat: fifo=yes mode=600",
+        "nonblocking writer without reader: -1 ENXIO",
+        "reader first: read 16 \"through the fifo\" eof=yes child=0",
+        "writer first: read 16 \"through the fifo\" eof=yes child=0",
+    ];
+    same_as_native(&mut sandbox_with_timeout(30), "fifo", &expect);
+}

@@ -96,7 +96,7 @@ impl core::ops::Deref for Image {
 fn with_data<T>(node: &NodeRef, f: impl FnOnce(&mut FileData) -> T) -> Result<T, i64> {
     match &node.kind {
         NodeKind::File(d) => Ok(f(&mut d.borrow_mut())),
-        NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+        NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
         _ => Err(EACCES),
     }
 }

@@ -126,6 +126,8 @@ pub fn exec(
     let new_space = Space::new(mm::new_space()?);
     mm::activate(new_space.get());
     let old = me.space.borrow_mut().replace(new_space);
+    *me.cmdline.borrow_mut() = args.clone();
+    *me.environ.borrow_mut() = envs.clone();
     let mut block = args;
     block.extend_from_slice(&envs);
     let result = elf::load(&img, interp.as_ref())

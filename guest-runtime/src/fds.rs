@@ -81,15 +81,6 @@ pub fn close(fd: u64) -> Result<(), Errno> {
     Ok(())
 }
 
-pub fn open_fds() -> Vec<u32> {
-    with_table(|t| t.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i as u32).collect())
-}
-
-/// The path an open descriptor refers to (for /proc/self/fd).
-pub fn fd_path(fd: u32) -> Option<Vec<u8>> {
-    with_table(|t| t.get(fd as usize)?.as_ref().map(|e| e.file.path.clone()))
-}
-
 /// The directory a `*at` call starts from.
 pub fn base_dir(dirfd: u64) -> Result<NodeRef, i64> {
     if dirfd as i32 == AT_FDCWD {

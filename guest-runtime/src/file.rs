@@ -196,9 +196,9 @@ impl OpenFile {
                     }
                     Ok(n)
                 }
-                NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+                NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),
-                NodeKind::Dev(Dev::Null) => Ok(0),
+                NodeKind::Dev(Dev::Null) | NodeKind::Dev(Dev::Fifo) => Ok(0),
                 NodeKind::Dev(Dev::Zero) | NodeKind::Dev(Dev::Full) => {
                     out.fill(0);
                     Ok(out.len())
@@ -306,7 +306,7 @@ impl OpenFile {
                 }
                 NodeKind::Dev(Dev::Full) => Err(ENOSPC),
                 NodeKind::Dev(_) => Ok(data.len()),
-                NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+                NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),
             },
         }
@@ -449,4 +449,78 @@ pub fn new_pipe(flags: u32) -> (Rc<OpenFile>, Rc<OpenFile>) {
         OpenFile::new(FileKind::PipeRead(p.clone()), O_RDONLY | nb, name.clone()),
         OpenFile::new(FileKind::PipeWrite(p), O_WRONLY | nb, name),
     )
+}
+
+// --- named pipes --------------------------------------------------------------------
+
+/// A named pipe's buffer (while anyone has it open or waits to) and the
+/// openers waiting for the other side: (task id, its open end, whether it
+/// waits for a writer, the other side's open count it saw).
+struct Fifo {
+    node: alloc::rc::Weak<vfs::Node>,
+    pipe: Rc<RefCell<Pipe>>,
+    waiting: Vec<(u32, Rc<OpenFile>, u64)>,
+}
+
+static FIFOS: Global<Vec<Fifo>> = Global::new(Vec::new());
+
+/// Opens named pipe `node` for task `tid`, as Linux does: a reader waits
+/// for a writer and a writer for a reader unless O_NONBLOCK (then a
+/// writer without a reader gets ENXIO); O_RDWR does not wait. A waiting
+/// opener is counted at once (the other side's open goes on) and keeps
+/// its end here across the system call's restart. (One that gives up
+/// on a signal without SA_RESTART stays counted until it opens again.)
+pub fn open_fifo(node: &vfs::NodeRef, tid: u32, flags: u32, path: Vec<u8>) -> Result<Rc<OpenFile>, Errno> {
+    let fifos = FIFOS.get();
+    fifos.retain(|f| f.node.strong_count() > 0 && (!f.waiting.is_empty() || Rc::strong_count(&f.pipe) > 1));
+    let at = match fifos.iter().position(|f| f.node.upgrade().is_some_and(|n| Rc::ptr_eq(&n, node))) {
+        Some(i) => i,
+        None => {
+            fifos.try_reserve(1).map_err(|_| ENOMEM)?;
+            fifos.push(Fifo { node: Rc::downgrade(node), pipe: new_pipe_buffer(), waiting: Vec::new() });
+            fifos.len() - 1
+        }
+    };
+    let f = &mut fifos[at];
+    let p = f.pipe.clone();
+    let nonblock = flags & O_NONBLOCK != 0;
+    let keep = O_ACCMODE | O_NONBLOCK;
+    let acc = flags & O_ACCMODE;
+    if acc == O_RDWR {
+        // Linux's O_RDWR never waits; here it is a reading end only.
+        let r = OpenFile::new(FileKind::PipeRead(p.clone()), flags & keep, path);
+        p.borrow_mut().opens[0] += 1;
+        crate::wait::notify();
+        return Ok(r);
+    }
+    let reader = acc == O_RDONLY;
+    let side = if reader { 1 } else { 0 };
+    let (file, seen) = match f.waiting.iter().position(|w| w.0 == tid) {
+        Some(i) => {
+            let (_, file, seen) = f.waiting.remove(i);
+            (file, seen)
+        }
+        None => {
+            if !reader && nonblock && p.borrow().readers == 0 {
+                return Err(ENXIO);
+            }
+            let kind = if reader { FileKind::PipeRead(p.clone()) } else { FileKind::PipeWrite(p.clone()) };
+            let file = OpenFile::new(kind, flags & keep, path);
+            p.borrow_mut().opens[if reader { 0 } else { 1 }] += 1;
+            crate::wait::notify();
+            let seen = p.borrow().opens[side];
+            (file, seen)
+        }
+    };
+    let (others, opens) = {
+        let pb = p.borrow();
+        (if reader { pb.writers } else { pb.readers }, pb.opens[side])
+    };
+    if others > 0 || opens != seen || nonblock {
+        return Ok(file);
+    }
+    f.waiting.try_reserve(1).map_err(|_| ENOMEM)?;
+    f.waiting.push((tid, file, seen));
+    crate::wait::block(crate::wait::Wait::FifoPeer(p, reader, seen), None, true)?;
+    Err(crate::wait::BLOCKED)
 }

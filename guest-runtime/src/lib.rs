@@ -27,6 +27,7 @@ mod io;
 mod mm;
 mod pipe;
 mod process;
+mod procfs;
 mod random;
 mod rt;
 mod run;

@@ -85,6 +85,17 @@ pub struct AddressSpace {
     mmap_next: u64,
 }
 
+impl AddressSpace {
+    /// Its mappings, in address order (`/proc/<pid>/maps`).
+    pub fn vmas(&self) -> &[Vma] {
+        &self.vmas
+    }
+    /// Where its heap (brk) starts and ends.
+    pub fn brk_range(&self) -> (u64, u64) {
+        (self.brk_start, self.brk)
+    }
+}
+
 /// The address space the CPU runs on now.
 static CURRENT: Global<*mut AddressSpace> = Global::new(core::ptr::null_mut());
 

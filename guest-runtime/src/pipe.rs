@@ -13,8 +13,11 @@ pub struct Pipe {
     pub buf: VecDeque<u8>,
     pub readers: u32,
     pub writers: u32,
+    /// Opens of a named pipe so far, for reading and for writing: an
+    /// opener waiting for the other side wakes when its count moves.
+    pub opens: [u64; 2],
 }
 
 pub fn new_pipe_buffer() -> Rc<RefCell<Pipe>> {
-    Rc::new(RefCell::new(Pipe { buf: VecDeque::new(), readers: 0, writers: 0 }))
+    Rc::new(RefCell::new(Pipe { buf: VecDeque::new(), readers: 0, writers: 0, opens: [0; 2] }))
 }

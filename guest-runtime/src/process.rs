@@ -45,6 +45,8 @@ pub fn start_init(
         status: Cell::new(None),
         children: RefCell::new(Vec::new()),
         exe: RefCell::new(Vec::new()),
+        cmdline: RefCell::new(Vec::new()),
+        environ: RefCell::new(Vec::new()),
         threads: Cell::new(1),
         pending: Cell::new(0),
         vfork_done: Cell::new(false),
@@ -73,6 +75,9 @@ pub fn start_init(
     s.procs = 1;
     s.init = Some(p.clone());
     *p.exe.borrow_mut() = exe_path.to_vec();
+    let envs = crate::rt::after_strings(args, argc);
+    *p.cmdline.borrow_mut() = args[..args.len() - envs.len()].to_vec();
+    *p.environ.borrow_mut() = envs[..envs.len() - crate::rt::after_strings(envs, envc).len()].to_vec();
     let img = elf::parse(image)?;
     let interp = elf::parse_interp(&img)?;
     let loaded = elf::load(&img, interp.as_ref())?;
@@ -151,6 +156,8 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             status: Cell::new(None),
             children: RefCell::new(Vec::new()),
             exe: RefCell::new(parent.exe.borrow().clone()),
+            cmdline: RefCell::new(parent.cmdline.borrow().clone()),
+            environ: RefCell::new(parent.environ.borrow().clone()),
             threads: Cell::new(1),
             pending: Cell::new(0),
             vfork_done: Cell::new(false),

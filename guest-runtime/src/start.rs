@@ -21,11 +21,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     *BOOT.get() = Some(info);
     // The layers above the files register what the ones below call.
     crate::wait::register(crate::task::block, crate::task::wait_event);
-    crate::vfs::set_proc_self(crate::vfs::ProcSelf {
-        exe: crate::task::current_exe,
-        fd_path: crate::fds::fd_path,
-        open_fds: crate::fds::open_fds,
-    });
+    crate::vfs::set_proc_self(crate::procfs::hooks());
     mm::init(&info);
     crate::io::publish();
     crate::random::init(&info.random_seed);

@@ -49,7 +49,12 @@ fn resolve_at(dirfd: u64, path: u64, flags: u64) -> Result<NodeOrFile, i64> {
         return Ok(NodeOrFile::File(crate::fds::get(dirfd)?));
     }
     let base = if p[0] == b'/' { vfs::root() } else { base_dir(dirfd)? };
-    Ok(NodeOrFile::Node(vfs::resolve(&base, p, flags & AT_SYMLINK_NOFOLLOW == 0)?))
+    let node = vfs::resolve(&base, p, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+    if let Some(fd) = vfs::fd_link(&node).filter(|_| flags & AT_SYMLINK_NOFOLLOW == 0) {
+        // /proc/self/fd/N of a pipe or socket: the descriptor itself.
+        return Ok(NodeOrFile::File(crate::fds::get(fd as u64)?));
+    }
+    Ok(NodeOrFile::Node(node))
 }
 
 enum NodeOrFile {
@@ -145,6 +150,12 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
     } else {
         let follow = flags & O_NOFOLLOW == 0;
         let n = vfs::resolve(&base, p, follow)?;
+        if let Some(fd) = vfs::fd_link(&n).filter(|_| follow && flags & O_PATH == 0) {
+            // /proc/self/fd/N (/dev/stdin, /dev/fd/N) of a pipe or socket
+            // opens that pipe or socket again, as Linux does.
+            let f = crate::fds::get(fd as u64)?;
+            return crate::fds::install(f, flags & O_CLOEXEC != 0, 0);
+        }
         if n.is_symlink() && flags & O_PATH == 0 {
             return Err(ELOOP);
         }
@@ -182,6 +193,10 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         }
     }
     let path = vfs::absolute(&base, p);
+    if matches!(node.kind, NodeKind::Dev(Dev::Fifo)) && flags & O_PATH == 0 {
+        let of = file::open_fifo(&node, crate::task::current().tid, flags, path)?;
+        return crate::fds::install(of, flags & O_CLOEXEC != 0, 0);
+    }
     let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH | O_DIRECTORY;
     let of = OpenFile::new(FileKind::Node(node), flags & keep, path);
     crate::fds::install(of, flags & O_CLOEXEC != 0, 0)
@@ -619,6 +634,28 @@ pub fn sys_linkat(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
     Ok(0)
 }
 
+/// mknod/mknodat: regular files and named pipes (devices need privilege).
+pub fn sys_mknodat(dirfd: u64, path: u64, mode: u64) -> SysResult {
+    let mode = mode as u32;
+    let (dir, name) = parent_at(dirfd, path)?;
+    if dir.readonly() {
+        return Err(EROFS);
+    }
+    if !vfs::permitted(&dir, 3) {
+        return Err(EACCES);
+    }
+    if vfs::lookup(&dir, &name).is_ok() {
+        return Err(EEXIST);
+    }
+    let perm = mode & 0o7777 & !crate::task::umask();
+    match mode & vfs::S_IFMT {
+        0 | vfs::S_IFREG => vfs::create_file(&dir, &name, perm).map(|_| 0),
+        vfs::S_IFIFO => vfs::create_fifo(&dir, &name, perm).map(|_| 0),
+        vfs::S_IFCHR | 0o060_000 | vfs::S_IFSOCK => Err(EPERM),
+        _ => Err(EINVAL),
+    }
+}
+
 pub fn sys_symlinkat(target: u64, nd: u64, np: u64) -> SysResult {
     let t = path_arg(target)?.to_vec();
     let (dir, name) = parent_at(nd, np)?;
@@ -638,7 +675,7 @@ fn truncate_node(node: &NodeRef, len: u64) -> SysResult {
             node.touch();
             Ok(0)
         }
-        NodeKind::Dir(_) | NodeKind::ProcFd => Err(EISDIR),
+        NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
         _ => Err(EINVAL),
     }
 }

@@ -117,8 +117,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         51 | 52 => socket::sys_getsockname(a0, a1, a2), // getsockname, getpeername
         54 => socket::sys_setsockopt(a0, a1, a2, a3, a4),
         55 => socket::sys_getsockopt(a0, a1, a2, a3, a4),
-        133 => Err(EPERM), // mknod
-        259 => Err(EPERM), // mknodat
+        133 => sys_fs::sys_mknodat(-100i64 as u64, a0, a1),
+        259 => sys_fs::sys_mknodat(a0, a1, a2),
         9 => sys_mmap(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
@@ -464,7 +464,8 @@ fn sys_sysinfo(buf: u64) -> SysResult {
     s[0..8].copy_from_slice(&uptime.to_le_bytes());
     s[32..40].copy_from_slice(&boot().mem_size.to_le_bytes()); // totalram
     s[40..48].copy_from_slice(&free.to_le_bytes()); // freeram
-    s[80..82].copy_from_slice(&1u16.to_le_bytes()); // procs
+    let procs = task::live_processes().len() as u16;
+    s[80..82].copy_from_slice(&procs.to_le_bytes()); // procs
     s[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
     put_user(buf, s)?;
     Ok(0)

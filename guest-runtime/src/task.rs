@@ -113,6 +113,10 @@ pub struct Process {
     pub status: Cell<Option<u32>>,
     pub children: RefCell<Vec<Rc<Process>>>,
     pub exe: RefCell<Vec<u8>>,
+    /// The arguments and environment it was started with, each string
+    /// NUL-terminated (`/proc/<pid>/cmdline`, `environ`).
+    pub cmdline: RefCell<Vec<u8>>,
+    pub environ: RefCell<Vec<u8>>,
     pub threads: Cell<u32>,
     pub pending: Cell<u64>,
     /// Set when a vfork child released its parent's address space.
@@ -196,10 +200,6 @@ pub fn cwd() -> NodeRef {
 
 pub fn set_cwd(n: NodeRef) {
     *current_process().cwd.borrow_mut() = n;
-}
-
-pub fn current_exe() -> Vec<u8> {
-    current_process().exe.borrow().clone()
 }
 
 /// Undoes a `block` whose caller decided to return what it has instead.
@@ -371,6 +371,11 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
         Wait::Vfork(pid) => t.woken.get().then_some(Wake::Complete(Ok(*pid as u64))),
         Wait::Event(gen) => met(crate::wait::event() != *gen),
         Wait::Stdin => met(crate::io::stdin_ready()),
+        Wait::FifoPeer(pipe, writer, seen) => {
+            let pipe = pipe.borrow();
+            let (open, opens) = if *writer { (pipe.writers, pipe.opens[1]) } else { (pipe.readers, pipe.opens[0]) };
+            met(open > 0 || opens != *seen)
+        }
     }
 }
 

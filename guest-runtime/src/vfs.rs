@@ -1,17 +1,17 @@
 //! The guest's filesystem: an in-memory tree (writable: `/`, `/tmp`, the
 //! working directory, files the host placed), read-only host directories
 //! grafted into it (looked up one name at a time through FS hypercalls and
-//! cached here), device nodes, and `/proc/self`.
+//! cached here), device nodes and named pipes, and `/proc`.
 //!
 //! Paths — `..`, symlinks, absolute link targets — are resolved here, in
 //! the guest's own view: the host only ever sees "look up this one name in
 //! this directory handle", so nothing the program does can reach outside a
 //! mounted host directory.
 //!
-//! ~1,550 lines, ~230 of them its unit tests: the node types are shared by
+//! ~1,670 lines, ~250 of them its unit tests: the node types are shared by
 //! the tree operations, the host-backed nodes, file data in guest frames
 //! and path resolution. Splitting those apart is left for later. What
-//! `/proc/self` shows comes from the process layer through [`ProcSelf`];
+//! `/proc` shows comes from the process layer (`procfs.rs`) through [`ProcSelf`];
 //! callers apply their umask and pass their working directory as `base`.
 
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -73,8 +73,11 @@ pub enum NodeKind {
     File(RefCell<FileData>),
     Symlink(RefCell<Link>),
     Dev(Dev),
-    /// `/proc/self/fd`: its entries are the open descriptors.
-    ProcFd,
+    /// `/proc/<pid>/fd`: its entries are that process's open descriptors.
+    ProcFd(u32),
+    /// `/proc` (`None`) and `/proc/<pid>` (`Some(pid)`): their entries
+    /// are made on lookup from what the process layer says now.
+    Proc(Option<u32>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,6 +90,8 @@ pub enum Dev {
     Checkpoint,
     /// `/dev/hvsandbox/env`: the environment this run was given.
     Env,
+    /// A named pipe (mkfifo): opening it joins its pipe (`file.rs`).
+    Fifo,
 }
 
 pub struct Dir {
@@ -117,8 +122,9 @@ pub struct FileData {
 pub struct Link {
     pub target: Option<Vec<u8>>,
     pub host: Option<u64>,
-    /// `/proc/self/exe`: the running process's program.
-    pub exe: bool,
+    /// `/proc/<pid>/fd/N`: opening it opens descriptor N itself (what
+    /// a pipe's or socket's descriptor shows has no path to follow).
+    pub fd: Option<u32>,
 }
 
 static NEXT_INO: Global<u64> = Global::new(2);
@@ -152,7 +158,7 @@ impl Node {
         self.meta.borrow().mode
     }
     pub fn is_dir(&self) -> bool {
-        matches!(self.kind, NodeKind::Dir(_) | NodeKind::ProcFd)
+        matches!(self.kind, NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_))
     }
     pub fn is_symlink(&self) -> bool {
         matches!(self.kind, NodeKind::Symlink(_))
@@ -164,14 +170,14 @@ impl Node {
             NodeKind::File(f) => f.borrow().readonly,
             NodeKind::Symlink(l) => l.borrow().host.is_some(),
             NodeKind::Dev(_) => false,
-            NodeKind::ProcFd => true,
+            NodeKind::ProcFd(_) | NodeKind::Proc(_) => true,
         }
     }
     pub fn size(&self) -> u64 {
         match &self.kind {
             NodeKind::File(f) => f.borrow().size,
             NodeKind::Symlink(l) => l.borrow().target.as_ref().map_or(0, |t| t.len() as u64),
-            NodeKind::Dir(_) | NodeKind::ProcFd => 4096,
+            NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => 4096,
             NodeKind::Dev(_) => 0,
         }
     }
@@ -206,7 +212,7 @@ pub fn new_file(mode: u32) -> NodeRef {
 fn new_symlink(target: &[u8]) -> NodeRef {
     Node::new(
         S_IFLNK | 0o777,
-        NodeKind::Symlink(RefCell::new(Link { target: Some(target.to_vec()), host: None, exe: false })),
+        NodeKind::Symlink(RefCell::new(Link { target: Some(target.to_vec()), host: None, fd: None })),
     )
 }
 
@@ -217,23 +223,124 @@ pub fn root() -> NodeRef {
     }
 }
 
-/// What `/proc/self` shows comes from the process layer above the
+/// What `/proc` shows comes from the process layer above the
 /// filesystem, which registers it at start.
 #[derive(Clone, Copy)]
 pub struct ProcSelf {
-    /// The current process's program (`/proc/self/exe`).
-    pub exe: fn() -> Vec<u8>,
-    /// The path an open descriptor refers to (`/proc/self/fd/N`).
-    pub fd_path: fn(u32) -> Option<Vec<u8>>,
-    /// The open descriptors (listing `/proc/self/fd`).
-    pub open_fds: fn() -> Vec<u32>,
+    /// The current process's id (`/proc/self`).
+    pub current_pid: fn() -> u32,
+    /// The live processes' ids (the numbered directories of `/proc`).
+    pub pids: fn() -> Vec<u32>,
+    /// A process's program (`/proc/<pid>/exe`).
+    pub exe: fn(u32) -> Option<Vec<u8>>,
+    /// The path a process's open descriptor refers to (`/proc/<pid>/fd/N`).
+    pub fd_path: fn(u32, u32) -> Option<Vec<u8>>,
+    /// A process's open descriptors (listing `/proc/<pid>/fd`).
+    pub open_fds: fn(u32) -> Vec<u32>,
+    /// The contents of `/proc/<name>` (`None`) or `/proc/<pid>/<name>`,
+    /// one of [`PROC_FILES`] or [`PID_FILES`].
+    pub file: fn(Option<u32>, &[u8]) -> Option<Vec<u8>>,
 }
 
-static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf { exe: Vec::new, fd_path: |_| None, open_fds: Vec::new });
+/// The files of `/proc` and of `/proc/<pid>` (made on each lookup).
+pub const PROC_FILES: [&[u8]; 6] = [b"cpuinfo", b"loadavg", b"meminfo", b"stat", b"uptime", b"version"];
+pub const PID_FILES: [&[u8]; 7] = [b"cmdline", b"comm", b"environ", b"maps", b"stat", b"statm", b"status"];
 
-/// Registers the process layer's answers for `/proc/self`.
+static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
+    current_pid: || 1,
+    pids: Vec::new,
+    exe: |_| None,
+    fd_path: |_, _| None,
+    open_fds: |_| Vec::new(),
+    file: |_, _| None,
+});
+
+/// Registers the process layer's answers for `/proc`.
 pub fn set_proc_self(p: ProcSelf) {
     *PROC_SELF.get() = p;
+}
+
+fn proc_root() -> NodeRef {
+    resolve(&root(), b"/proc", false).unwrap_or_else(|_| root())
+}
+
+/// A read-only file holding `data` (a `/proc` file, made on lookup).
+fn proc_file(data: &[u8]) -> Result<NodeRef, Errno> {
+    let f = new_file(0o444);
+    if let NodeKind::File(fd) = &f.kind {
+        let mut fd = fd.borrow_mut();
+        fd.write_at(0, data)?;
+        fd.readonly = true;
+    }
+    f.meta.borrow_mut().uid = 0;
+    f.meta.borrow_mut().gid = 0;
+    Ok(f)
+}
+
+fn decimal(n: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    push_num(&mut v, n);
+    v
+}
+
+fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
+    let hooks = *PROC_SELF.get();
+    let Some(pid) = pid else {
+        if name == b"self" {
+            return Ok(new_symlink(&decimal((hooks.current_pid)() as u64)));
+        }
+        if let Some(p) = parse_u32(name) {
+            if (hooks.pids)().contains(&p) {
+                return Ok(Node::new(S_IFDIR | 0o555, NodeKind::Proc(Some(p))));
+            }
+            return Err(ENOENT);
+        }
+        if PROC_FILES.contains(&name) {
+            return proc_file(&(hooks.file)(None, name).ok_or(ENOENT)?);
+        }
+        return Err(ENOENT);
+    };
+    if !(hooks.pids)().contains(&pid) {
+        return Err(ENOENT);
+    }
+    match name {
+        b"fd" => Ok(Node::new(S_IFDIR | 0o500, NodeKind::ProcFd(pid))),
+        b"exe" => Ok(new_symlink(&(hooks.exe)(pid).ok_or(ENOENT)?)),
+        _ if PID_FILES.contains(&name) => proc_file(&(hooks.file)(Some(pid), name).ok_or(ENOENT)?),
+        _ => Err(ENOENT),
+    }
+}
+
+fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
+    let hooks = *PROC_SELF.get();
+    let base = 0x10_0000 + pid.map_or(0, |p| p as u64 * 64);
+    match pid {
+        None => {
+            for (i, name) in PROC_FILES.iter().enumerate() {
+                out.push((name.to_vec(), base + i as u64, 8));
+            }
+            out.push((b"self".to_vec(), base + 16, 10));
+            for p in (hooks.pids)() {
+                out.push((decimal(p as u64), 0x10_0000 + p as u64 * 64, 4));
+            }
+        }
+        Some(_) => {
+            for (i, name) in PID_FILES.iter().enumerate() {
+                out.push((name.to_vec(), base + 1 + i as u64, 8));
+            }
+            out.push((b"exe".to_vec(), base + 16, 10));
+            out.push((b"fd".to_vec(), base + 17, 4));
+        }
+    }
+}
+
+/// The descriptor a `/proc/<pid>/fd/N` link of the current process opens
+/// as itself (a pipe or socket: its target is no path).
+pub fn fd_link(node: &NodeRef) -> Option<u32> {
+    match &node.kind {
+        NodeKind::Symlink(l) => l.borrow().fd,
+        _ => None,
+    }
 }
 
 /// The working directory the host asked for (the first process's).
@@ -285,7 +392,7 @@ fn host_node(handle: u64, st: &afs::Stat, parent: &NodeRef) -> NodeRef {
             parent: Rc::downgrade(parent),
             host: Some(HostDir { handle, missing: BTreeSet::new() }),
         })),
-        S_IFLNK => NodeKind::Symlink(RefCell::new(Link { target: None, host: Some(handle), exe: false })),
+        S_IFLNK => NodeKind::Symlink(RefCell::new(Link { target: None, host: Some(handle), fd: None })),
         S_IFREG => NodeKind::File(RefCell::new(FileData {
             pages: Vec::new(),
             size: st.size,
@@ -667,12 +774,11 @@ pub fn parent_of(dir: &NodeRef) -> NodeRef {
             return p;
         }
     }
-    if let NodeKind::ProcFd = dir.kind {
-        if let Ok(p) = resolve(&root(), b"/proc/self", true) {
-            return p;
-        }
+    match dir.kind {
+        NodeKind::ProcFd(pid) => Node::new(S_IFDIR | 0o555, NodeKind::Proc(Some(pid))),
+        NodeKind::Proc(Some(_)) => proc_root(),
+        _ => root(),
     }
-    root()
 }
 
 /// Looks up one name in a directory.
@@ -712,11 +818,18 @@ pub fn lookup(dir: &NodeRef, name: &[u8]) -> Result<NodeRef, Errno> {
                 }
             }
         }
-        NodeKind::ProcFd => {
+        &NodeKind::ProcFd(pid) => {
             let fd = parse_u32(name).ok_or(ENOENT)?;
-            let path = (PROC_SELF.get().fd_path)(fd).ok_or(ENOENT)?;
-            Ok(new_symlink(&path))
+            let path = (PROC_SELF.get().fd_path)(pid, fd).ok_or(ENOENT)?;
+            let link = new_symlink(&path);
+            if path.first() != Some(&b'/') && pid == (PROC_SELF.get().current_pid)() {
+                if let NodeKind::Symlink(l) = &link.kind {
+                    l.borrow_mut().fd = Some(fd);
+                }
+            }
+            Ok(link)
         }
+        &NodeKind::Proc(pid) => proc_lookup(pid, name),
         _ => Err(ENOTDIR),
     }
 }
@@ -732,9 +845,6 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
 pub fn readlink(node: &NodeRef) -> Result<Vec<u8>, Errno> {
     let NodeKind::Symlink(l) = &node.kind else { return Err(EINVAL) };
     let mut l = l.borrow_mut();
-    if l.exe {
-        return Ok((PROC_SELF.get().exe)());
-    }
     if let Some(t) = &l.target {
         return Ok(t.clone());
     }
@@ -772,8 +882,9 @@ pub fn list(dir: &NodeRef) -> Result<Vec<DirEntry>, Errno> {
                 }
             }
         }
-        NodeKind::ProcFd => {
-            for fd in (PROC_SELF.get().open_fds)() {
+        &NodeKind::Proc(pid) => proc_list(pid, &mut out),
+        &NodeKind::ProcFd(pid) => {
+            for fd in (PROC_SELF.get().open_fds)(pid) {
                 let mut name = Vec::new();
                 push_num(&mut name, fd as u64);
                 out.push((name, 0x1000 + fd as u64, 10));
@@ -845,6 +956,10 @@ fn walk(base: NodeRef, path: &[u8], follow: bool, links: &mut u32) -> Result<Nod
             continue;
         }
         let child = lookup(&cur, name)?;
+        if last && follow && fd_link(&child).is_some() {
+            // Opened as the descriptor itself (see `fd_link`).
+            return Ok(child);
+        }
         if child.is_symlink() && (!last || follow || must_be_dir) {
             *links += 1;
             if *links > MAX_LINKS {
@@ -976,7 +1091,7 @@ pub fn absolute(base: &NodeRef, path: &[u8]) -> Vec<u8> {
 fn dir_of(node: &NodeRef) -> Result<&RefCell<Dir>, Errno> {
     match &node.kind {
         NodeKind::Dir(d) => Ok(d),
-        NodeKind::ProcFd => Err(EACCES),
+        NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EACCES),
         _ => Err(ENOTDIR),
     }
 }
@@ -1019,6 +1134,11 @@ pub fn link_into(dir: &NodeRef, name: &[u8], node: NodeRef) -> Result<(), Errno>
 }
 
 /// A new file `name` in `dir` with `mode` (the caller's umask applied).
+/// A new named pipe `name` in `dir` (mknod S_IFIFO; umask applied).
+pub fn create_fifo(dir: &NodeRef, name: &[u8], mode: u32) -> Result<(), Errno> {
+    link_into(dir, name, Node::new(S_IFIFO | (mode & 0o7777), NodeKind::Dev(Dev::Fifo)))
+}
+
 pub fn create_file(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {
     let node = new_file(mode);
     link_into(dir, name, node.clone())?;
@@ -1175,7 +1295,7 @@ fn add_file(path: &[u8], mode: u32, data: &[u8]) {
 
 /// Builds the tree: the standard directories and devices, then the host's
 /// manifest (mounts, files, directories, working directory).
-pub fn init(info: &abi::BootInfo) {
+pub fn init(_info: &abi::BootInfo) {
     let root = Rc::new(Node {
         meta: RefCell::new(new_meta(S_IFDIR | 0o755)),
         kind: NodeKind::Dir(RefCell::new(Dir { entries: BTreeMap::new(), parent: Weak::new(), host: None })),
@@ -1215,23 +1335,14 @@ pub fn init(info: &abi::BootInfo) {
             }
         }
     }
-    if let Ok(me) = mkdir_p(b"/proc/self") {
-        let fd = Node::new(S_IFDIR | 0o500, NodeKind::ProcFd);
-        if let NodeKind::Dir(d) = &me.kind {
-            d.borrow_mut().entries.insert(b"fd".to_vec(), fd);
-        }
-        let exe_link =
-            Node::new(S_IFLNK | 0o777, NodeKind::Symlink(RefCell::new(Link { target: None, host: None, exe: true })));
-        if let NodeKind::Dir(d) = &me.kind {
-            d.borrow_mut().entries.insert(b"exe".to_vec(), exe_link);
-        }
-    }
+    let proc = Node::new(S_IFDIR | 0o555, NodeKind::Proc(None));
+    proc.meta.borrow_mut().uid = 0;
+    proc.meta.borrow_mut().gid = 0;
+    let _ = graft(b"/proc", proc);
     let _ = mkdir_p(b"/etc");
     add_file(b"/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/tmp:/bin/sh\n");
     add_file(b"/etc/group", 0o644, b"root:x:0:\nsandbox:x:1000:\n");
     add_file(b"/etc/hostname", 0o644, b"hvsandbox\n");
-    add_file(b"/proc/meminfo", 0o444, &meminfo(info.mem_size));
-    add_file(b"/proc/self/cmdline", 0o444, b"");
 }
 
 /// The program the host placed in RAM, as a file at `path` (unless the
@@ -1256,17 +1367,6 @@ pub fn add_image(path: &[u8], gpa: u64, len: u64) -> Result<NodeRef, Errno> {
         }
     }
     Ok(node)
-}
-
-fn meminfo(mem: u64) -> Vec<u8> {
-    let mut s = Vec::new();
-    for (k, v) in [(b"MemTotal:" as &[u8], mem), (b"MemFree:", mem / 2), (b"MemAvailable:", mem / 2)] {
-        s.extend_from_slice(k);
-        s.extend_from_slice(b" ");
-        push_num(&mut s, v / 1024);
-        s.extend_from_slice(b" kB\n");
-    }
-    s
 }
 
 /// Applies the boot manifest (the run's mounts, files and directories).
@@ -1535,10 +1635,26 @@ mod tests {
         assert!(permitted(&at(b"/tmp").unwrap(), 7));
         // /proc/self answers through the process layer's hooks.
         set_proc_self(ProcSelf {
-            exe: || b"/bin/prog".to_vec(),
-            fd_path: |fd| (fd == 3).then(|| b"/tmp/three".to_vec()),
-            open_fds: || alloc::vec![0, 3],
+            current_pid: || 7,
+            pids: || alloc::vec![1, 7],
+            exe: |pid| (pid == 7).then(|| b"/bin/prog".to_vec()),
+            fd_path: |pid, fd| match (pid, fd) {
+                (7, 3) => Some(b"/tmp/three".to_vec()),
+                (7, 5) => Some(b"pipe:[9]".to_vec()),
+                _ => None,
+            },
+            open_fds: |pid| if pid == 7 { alloc::vec![0, 3] } else { alloc::vec![] },
+            file: |_, _| None,
         });
+        assert_eq!(readlink(&resolve(&root(), b"/proc/self", false).unwrap()).unwrap(), b"7");
+        let procs: Vec<Vec<u8>> = list(&at(b"/proc").unwrap()).unwrap().into_iter().map(|e| e.0).collect();
+        assert!(procs.contains(&b"1".to_vec()) && procs.contains(&b"7".to_vec()) && procs.contains(&b"self".to_vec()));
+        assert_eq!(at(b"/proc/2").err(), Some(ENOENT), "not a live process");
+        assert_eq!(at(b"/proc/1/fd/3").err(), Some(ENOENT));
+        // A pipe's descriptor resolves to the link itself (opened as the descriptor).
+        assert_eq!(fd_link(&at(b"/dev/fd/5").unwrap()), Some(5));
+        assert_eq!(fd_link(&resolve(&root(), b"/proc/self/fd/3", false).unwrap()), None);
+        assert!(matches!(parent_of(&at(b"/proc/7/fd").unwrap()).kind, NodeKind::Proc(Some(7))));
         assert_eq!(readlink(&resolve(&root(), b"/proc/self/exe", false).unwrap()).unwrap(), b"/bin/prog");
         let fd3 = resolve(&root(), b"/proc/self/fd/3", false).unwrap();
         assert_eq!(readlink(&fd3).unwrap(), b"/tmp/three");

@@ -31,6 +31,9 @@ pub enum Wait {
     Signal,
     /// A read of stdin with nothing there yet.
     Stdin,
+    /// Opening a named pipe: until the other side (`true`: a writer)
+    /// has it open or has opened it since the count was `seen`.
+    FifoPeer(Rc<RefCell<Pipe>>, bool, u64),
 }
 
 /// Bumped whenever pipe or process state changes (wakes poll/select).

@@ -1,0 +1,337 @@
+//! What `/proc` shows (the filesystem asks through the hooks `start.rs`
+//! registers): the sandbox's processes (`/proc/<pid>/...`), its one CPU,
+//! its memory and its clock, in Linux's formats.
+
+use alloc::vec::Vec;
+
+use hvsandbox_abi::user;
+
+use crate::task::{current_process, find_process, live_processes, Process};
+use crate::vfs::{push_num, ProcSelf};
+
+const PAGE: u64 = hvsandbox_abi::PAGE_SIZE;
+/// Linux's USER_HZ: the unit of the tick counts in `stat` files.
+const HZ: u64 = 100;
+
+/// The answers the filesystem registers for `/proc`.
+pub fn hooks() -> ProcSelf {
+    ProcSelf {
+        current_pid: || current_process().pid,
+        pids,
+        exe: |pid| find_process(pid).map(|p| p.exe.borrow().clone()),
+        fd_path,
+        open_fds,
+        file,
+    }
+}
+
+fn pids() -> Vec<u32> {
+    let mut v: Vec<u32> = live_processes().iter().map(|p| p.pid).collect();
+    v.sort_unstable();
+    v
+}
+
+fn fd_path(pid: u32, fd: u32) -> Option<Vec<u8>> {
+    let p = find_process(pid)?;
+    let t = p.fds.borrow();
+    t.0.get(fd as usize)?.as_ref().map(|e| e.file.path.clone())
+}
+
+fn open_fds(pid: u32) -> Vec<u32> {
+    let Some(p) = find_process(pid) else { return Vec::new() };
+    let t = p.fds.borrow();
+    t.0.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i as u32).collect()
+}
+
+fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
+    let mut o = Out(Vec::new());
+    match pid {
+        None => match name {
+            b"cpuinfo" => cpuinfo(&mut o),
+            b"meminfo" => meminfo(&mut o),
+            b"stat" => stat(&mut o),
+            b"uptime" => {
+                let ns = crate::time::elapsed_ns();
+                o.centis(ns);
+                o.s(b" ");
+                o.centis(0);
+                o.s(b"\n");
+            }
+            b"loadavg" => {
+                let ps = pids();
+                o.s(b"0.00 0.00 0.00 1/").n(ps.len() as u64).s(b" ").n(*ps.last().unwrap_or(&1) as u64).s(b"\n");
+            }
+            b"version" => {
+                o.s(b"Linux version 6.1.0-hvsandbox (hvsandbox) #1 SMP\n");
+            }
+            _ => return None,
+        },
+        Some(pid) => {
+            let p = find_process(pid)?;
+            match name {
+                b"cmdline" => {
+                    o.s(&p.cmdline.borrow());
+                }
+                b"environ" => {
+                    o.s(&p.environ.borrow());
+                }
+                b"comm" => {
+                    o.s(&comm(&p)).s(b"\n");
+                }
+                b"maps" => maps(&mut o, &p),
+                b"stat" => pid_stat(&mut o, &p),
+                b"statm" => {
+                    let (size, rss) = memory(&p);
+                    o.n(size / PAGE).s(b" ").n(rss / PAGE).s(b" 0 0 0 ").n(rss / PAGE).s(b" 0\n");
+                }
+                b"status" => status(&mut o, &p),
+                _ => return None,
+            }
+        }
+    }
+    Some(o.0)
+}
+
+/// A small formatter.
+struct Out(Vec<u8>);
+
+impl Out {
+    fn s(&mut self, b: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn n(&mut self, v: u64) -> &mut Self {
+        push_num(&mut self.0, v);
+        self
+    }
+    fn i(&mut self, v: i64) -> &mut Self {
+        if v < 0 {
+            self.0.push(b'-');
+        }
+        self.n(v.unsigned_abs())
+    }
+    /// `v` in hex, zero-padded to `width` digits.
+    fn hex(&mut self, v: u64, width: usize) -> &mut Self {
+        let digits = (64 - v.leading_zeros() as usize).div_ceil(4).max(1);
+        for _ in digits..width {
+            self.0.push(b'0');
+        }
+        for k in (0..digits).rev() {
+            self.0.push(b"0123456789abcdef"[(v >> (k * 4)) as usize & 15]);
+        }
+        self
+    }
+    /// Nanoseconds as seconds with two decimals.
+    fn centis(&mut self, ns: u64) -> &mut Self {
+        let c = ns / 10_000_000;
+        self.n(c / 100).s(b".");
+        if c % 100 < 10 {
+            self.s(b"0");
+        }
+        self.n(c % 100)
+    }
+    /// A `Key:` label padded as Linux pads it, then `value kB`.
+    fn kb(&mut self, key: &[u8], bytes: u64) -> &mut Self {
+        self.s(key);
+        let mut num = Vec::new();
+        push_num(&mut num, bytes / 1024);
+        for _ in key.len() + num.len()..23 {
+            self.0.push(b' ');
+        }
+        self.s(&num).s(b" kB\n")
+    }
+}
+
+fn comm(p: &Process) -> Vec<u8> {
+    let exe = p.exe.borrow();
+    let base = exe.rsplit(|&c| c == b'/').next().unwrap_or(&[]);
+    base[..base.len().min(15)].to_vec()
+}
+
+/// (mapped bytes, resident bytes): resident is what the sandbox uses,
+/// at most what the process maps (frames are not counted per process).
+fn memory(p: &Process) -> (u64, u64) {
+    let size = crate::task::space_of(p).map_or(0, |s| s.get().vmas().iter().map(|v| v.end - v.start).sum());
+    let total = crate::rt::boot().mem_size;
+    let used = total.saturating_sub(crate::mm::spare_frames() * PAGE);
+    (size, used.min(size))
+}
+
+fn state(p: &Process) -> &'static [u8] {
+    if p.pid == current_process().pid {
+        b"R"
+    } else {
+        b"S"
+    }
+}
+
+fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+fn cpuinfo(o: &mut Out) {
+    let v = cpuid(0, 0);
+    let max = v[0];
+    let mut vendor = Vec::new();
+    for r in [v[1], v[3], v[2]] {
+        vendor.extend_from_slice(&r.to_le_bytes());
+    }
+    let f1 = cpuid(1, 0);
+    let f7 = if max >= 7 { cpuid(7, 0) } else { [0; 4] };
+    let e1 = cpuid(0x8000_0001, 0);
+    let family = (f1[0] >> 8) & 0xf;
+    let family = if family == 0xf { family + ((f1[0] >> 20) & 0xff) } else { family };
+    let model = ((f1[0] >> 4) & 0xf) | (((f1[0] >> 16) & 0xf) << 4);
+    let mhz = crate::rt::boot().tsc_khz / 1000;
+    o.s(b"processor\t: 0\nvendor_id\t: ").s(&vendor).s(b"\ncpu family\t: ").n(family as u64);
+    o.s(b"\nmodel\t\t: ").n(model as u64).s(b"\nmodel name\t: hvsandbox virtual CPU\nstepping\t: ");
+    o.n((f1[0] & 0xf) as u64).s(b"\ncpu MHz\t\t: ").n(mhz).s(b".000\ncache size\t: 0 KB\n");
+    o.s(b"physical id\t: 0\nsiblings\t: 1\ncore id\t\t: 0\ncpu cores\t: 1\napicid\t\t: 0\n");
+    o.s(b"fpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: ").n(max as u64).s(b"\nwp\t\t: yes\nflags\t\t:");
+    let flags: [(u32, u32, &[u8]); 31] = [
+        (f1[3], 0, b"fpu"),
+        (f1[3], 4, b"tsc"),
+        (f1[3], 8, b"cx8"),
+        (f1[3], 15, b"cmov"),
+        (f1[3], 19, b"clflush"),
+        (f1[3], 23, b"mmx"),
+        (f1[3], 24, b"fxsr"),
+        (f1[3], 25, b"sse"),
+        (f1[3], 26, b"sse2"),
+        (e1[3], 11, b"syscall"),
+        (e1[3], 20, b"nx"),
+        (e1[3], 29, b"lm"),
+        (f1[2], 0, b"pni"),
+        (f1[2], 1, b"pclmulqdq"),
+        (f1[2], 9, b"ssse3"),
+        (f1[2], 12, b"fma"),
+        (f1[2], 13, b"cx16"),
+        (f1[2], 19, b"sse4_1"),
+        (f1[2], 20, b"sse4_2"),
+        (f1[2], 22, b"movbe"),
+        (f1[2], 23, b"popcnt"),
+        (f1[2], 25, b"aes"),
+        (f1[2], 26, b"xsave"),
+        (f1[2], 28, b"avx"),
+        (f1[2], 29, b"f16c"),
+        (f1[2], 30, b"rdrand"),
+        (f7[1], 3, b"bmi1"),
+        (f7[1], 5, b"avx2"),
+        (f7[1], 8, b"bmi2"),
+        (f7[1], 16, b"avx512f"),
+        (f7[1], 19, b"adx"),
+    ];
+    for (reg, bit, name) in flags {
+        if reg >> bit & 1 != 0 {
+            o.s(b" ").s(name);
+        }
+    }
+    o.s(b"\nbogomips\t: ").n(mhz * 2).s(b".00\nclflush size\t: 64\ncache_alignment\t: 64\n");
+    o.s(b"address sizes\t: 46 bits physical, 48 bits virtual\npower management:\n\n");
+}
+
+/// Consistent with sysinfo(2): the sandbox's memory and its free frames.
+fn meminfo(o: &mut Out) {
+    let total = crate::rt::boot().mem_size;
+    let free = crate::mm::spare_frames() * PAGE;
+    o.kb(b"MemTotal:", total).kb(b"MemFree:", free).kb(b"MemAvailable:", free);
+    for key in [&b"Buffers:"[..], b"Cached:", b"SwapCached:", b"Active:", b"Inactive:"] {
+        o.kb(key, 0);
+    }
+    for key in [&b"SwapTotal:"[..], b"SwapFree:", b"Dirty:", b"Writeback:", b"Shmem:"] {
+        o.kb(key, 0);
+    }
+}
+
+fn stat(o: &mut Out) {
+    let ticks = crate::time::elapsed_ns() / (1_000_000_000 / HZ);
+    for cpu in [&b"cpu "[..], b"cpu0"] {
+        o.s(cpu).s(b" ").n(ticks).s(b" 0 0 0 0 0 0 0 0 0\n");
+    }
+    let boot_s = (crate::time::realtime_ns() - crate::time::elapsed_ns()) / 1_000_000_000;
+    o.s(b"intr 0\nctxt 0\nbtime ").n(boot_s).s(b"\nprocesses ").n(pids().len() as u64);
+    o.s(b"\nprocs_running 1\nprocs_blocked 0\nsoftirq 0 0 0 0 0 0 0 0 0 0 0\n");
+}
+
+fn pid_stat(o: &mut Out, p: &Process) {
+    let (size, rss) = memory(p);
+    let ticks = crate::time::elapsed_ns() / (1_000_000_000 / HZ);
+    o.n(p.pid as u64).s(b" (").s(&comm(p)).s(b") ").s(state(p)).s(b" ");
+    o.n(p.ppid.get() as u64).s(b" ").n(p.pgid.get() as u64).s(b" ").n(p.sid.get() as u64);
+    // tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime priority nice
+    o.s(b" 0 -1 4194304 0 0 0 0 ").n(ticks).s(b" 0 0 0 20 0 ").n(p.threads.get() as u64);
+    // itrealvalue starttime vsize rss rsslim
+    o.s(b" 0 0 ").n(size).s(b" ").n(rss / PAGE).s(b" 18446744073709551615");
+    // startcode endcode startstack kstkesp kstkeip signal blocked sigignore sigcatch wchan nswap cnswap
+    o.s(b" 0 0 ").n(user::STACK_TOP).s(b" 0 0 0 0 0 0 0 0 0");
+    // exit_signal processor rt_priority policy blkio guest_time cguest_time
+    o.s(b" 17 0 0 0 0 0 0");
+    // start_data end_data start_brk arg_start arg_end env_start env_end exit_code
+    let (brk, _) = crate::task::space_of(p).map_or((0, 0), |s| s.get().brk_range());
+    o.s(b" 0 0 ").n(brk).s(b" 0 0 0 0 0\n");
+}
+
+fn status(o: &mut Out, p: &Process) {
+    let (size, rss) = memory(p);
+    let uid = crate::rt::UID;
+    o.s(b"Name:\t").s(&comm(p)).s(b"\nUmask:\t0").hex(p.umask.get() as u64, 3);
+    let st: &[u8] = if state(p) == b"R" { b"R (running)" } else { b"S (sleeping)" };
+    o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(p.pid as u64);
+    o.s(b"\nPPid:\t").n(p.ppid.get() as u64).s(b"\nTracerPid:\t0\n");
+    for key in [&b"Uid:"[..], b"Gid:"] {
+        o.s(key);
+        for _ in 0..4 {
+            o.s(b"\t").n(uid);
+        }
+        o.s(b"\n");
+    }
+    let fds = p.fds.borrow().0.len() as u64;
+    o.s(b"FDSize:\t").n(fds.next_power_of_two().max(64)).s(b"\nGroups:\t\n");
+    o.kb(b"VmPeak:", size).kb(b"VmSize:", size).kb(b"VmLck:", 0).kb(b"VmHWM:", rss).kb(b"VmRSS:", rss);
+    o.kb(b"VmData:", size).kb(b"VmStk:", 0).kb(b"VmExe:", 0).kb(b"VmLib:", 0).kb(b"VmSwap:", 0);
+    o.s(b"Threads:\t").n(p.threads.get() as u64).s(b"\nSigQ:\t0/").i(1024).s(b"\nSigPnd:\t");
+    o.hex(0, 16).s(b"\nShdPnd:\t").hex(p.pending.get(), 16).s(b"\nSigBlk:\t").hex(0, 16);
+    let (mut ign, mut cgt) = (0u64, 0u64);
+    for (i, a) in p.sigactions.borrow().iter().enumerate().skip(1) {
+        match a[0] {
+            0 => {}
+            1 => ign |= 1 << (i - 1),
+            _ => cgt |= 1 << (i - 1),
+        }
+    }
+    o.s(b"\nSigIgn:\t").hex(ign, 16).s(b"\nSigCgt:\t").hex(cgt, 16);
+    o.s(b"\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nvoluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n");
+}
+
+fn maps(o: &mut Out, p: &Process) {
+    let Some(space) = crate::task::space_of(p) else { return };
+    let space = space.get();
+    let (brk_start, brk) = space.brk_range();
+    for v in space.vmas() {
+        let start = o.0.len();
+        o.hex(v.start, 8).s(b"-").hex(v.end, 8).s(b" ");
+        for (bit, c) in [(1, b'r'), (2, b'w'), (4, b'x')] {
+            o.0.push(if v.prot & bit != 0 { c } else { b'-' });
+        }
+        o.s(b"p 00000000 00:00 0 ");
+        let name: &[u8] = if v.start < user::STACK_TOP && user::STACK_TOP <= v.end {
+            b"[stack]"
+        } else if brk > brk_start && v.start >= brk_start && v.end <= mm_page_up(brk) {
+            b"[heap]"
+        } else {
+            b""
+        };
+        if !name.is_empty() {
+            while o.0.len() - start < 73 {
+                o.0.push(b' ');
+            }
+            o.s(name);
+        }
+        o.s(b"\n");
+    }
+}
+
+fn mm_page_up(x: u64) -> u64 {
+    crate::mm::page_up(x)
+}

@@ -28,8 +28,9 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
         // A time slice ended: another runnable task goes first.
         crate::task::request_yield();
     }
-    // With more than one task, the host preempts a program that runs on.
-    let tasks = s.tasks.len() as u64;
+    // With more than one task, or an alarm to deliver, the host ends the
+    // time slice of a program that runs on.
+    let tasks = if NEXT_ALARM.get().is_some() { s.tasks.len().max(2) } else { s.tasks.len() } as u64;
     crate::stats::stat(|st| st.tasks = tasks);
     if NEXT_ALARM.get().is_some() {
         fire_due_alarms(time::monotonic_ns());

@@ -2,11 +2,15 @@
  * the thread that sets it runs only if the spinner's time slice ends.
  * Then two processes, one spinning, the other writing: both finish. */
 #include <pthread.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 static volatile int flag;
+static volatile sig_atomic_t alarmed;
+static void on_alarm(int sig) { (void)sig; alarmed = 1; }
 static volatile unsigned long spins;
 
 static void *spinner(void *arg) {
@@ -49,5 +53,12 @@ int main(void) {
     int status;
     waitpid(child, &status, 0);
     printf("processes: child exited %d\n", WEXITSTATUS(status));
+
+    /* A timer signal reaches a program that spins without system calls. */
+    signal(SIGALRM, on_alarm);
+    struct itimerval it = {{0, 0}, {0, 20000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    while (!alarmed) spins++;
+    printf("alarm: delivered while spinning\n");
     return 0;
 }

@@ -207,7 +207,8 @@ pub struct RuntimeStats {
     /// when it stops a run (timeout, cancel). 0 = not published.
     pub out_buffers_gpa: u64,
     /// The runtime's tasks (threads of all processes) at the last system
-    /// call: with more than one, the host preempts a program that runs on.
+    /// call, at least 2 while an alarm is set: with more than one, the host
+    /// ends the time slice of a program that runs on.
     pub tasks: u64,
     /// Per-number count of syscalls answered -ENOSYS, numbers
     /// `0..UNKNOWN_SLOTS`; larger numbers count in the last slot.

@@ -15,6 +15,10 @@ use crate::{hc, time};
 
 use crate::process::exit_group;
 
+/// Whether the host was asked for time slices since the task count last
+/// dropped to one.
+static SLICES_ASKED: crate::rt::Global<bool> = crate::rt::Global::new(false);
+
 /// Called on the way out of every system call: if the current task can
 /// no longer run, switch to one that can; then deliver pending signals.
 pub fn syscall_exit(f: &mut Frame, nr: u64) {
@@ -32,6 +36,15 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
     // time slice of a program that runs on.
     let tasks = if NEXT_ALARM.get().is_some() { s.tasks.len().max(2) } else { s.tasks.len() } as u64;
     crate::stats::stat(|st| st.tasks = tasks);
+    // The host looks only when asked (a run with one task pays nothing);
+    // it stops looking once it sees one task.
+    let asked = SLICES_ASKED.get();
+    if tasks > 1 && !*asked {
+        hc::call(hvsandbox_abi::hc::SLICES, 0, 0, 0);
+        *asked = true;
+    } else if tasks <= 1 {
+        *asked = false;
+    }
     if NEXT_ALARM.get().is_some() {
         fire_due_alarms(time::monotonic_ns());
     }

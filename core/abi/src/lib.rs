@@ -350,6 +350,10 @@ pub mod hc {
     /// only lie above the frames the runtime has used, which it checks) and
     /// returns 0.
     pub const PROGRAM: u64 = 19;
+    /// The guest now has more than one task (or an alarm set): the host
+    /// stops it every few milliseconds to end time slices, until it sees
+    /// [`super::RuntimeStats::tasks`] at 1 again. No arguments; returns 0.
+    pub const SLICES: u64 = 20;
 }
 
 /// What a restored guest learns about the run it now serves (see

@@ -92,6 +92,8 @@ pub(crate) struct Runner<'a> {
     streamed: [usize; 2],
     /// The guest was told there is no input yet and not told since.
     input_awaited: bool,
+    /// The guest asked for time slices since the loop last looked.
+    slices_asked: bool,
 }
 
 /// How a run's guest stopped.
@@ -151,6 +153,7 @@ impl<'a> Runner<'a> {
             stream,
             streamed: [0; 2],
             input_awaited: false,
+            slices_asked: false,
         }
     }
 
@@ -356,8 +359,12 @@ impl<'a> Runner<'a> {
         if now >= deadline {
             return Err(Error::timeout(self.config.timeout));
         }
+        // A streamed run is looked at all along; another only while its
+        // guest has more than one task (it says so with a SLICES hypercall;
+        // a snapshot may hold several already).
         let tick = if self.streaming().is_some() { STREAM_TICK } else { SLICE_TICK };
-        let next_tick = Cell::new(now + tick);
+        let slicing = self.streaming().is_some() || Self::guest_tasks(vm) > 1;
+        let next_tick = Cell::new(if slicing { now + tick } else { deadline });
         self.kit.timer.arm(deadline.min(next_tick.get()) - now).map_err(Error::from)?;
 
         let cpu_limit = self.config.cpu_time;
@@ -379,10 +386,11 @@ impl<'a> Runner<'a> {
                 || cpu_over()
         };
         loop {
-            if Instant::now() >= next_tick.get() {
-                self.tick(vm)?;
-                let now = Instant::now();
-                next_tick.set(now + tick);
+            let now = Instant::now();
+            let start_slicing = std::mem::take(&mut self.slices_asked) && next_tick.get() >= deadline;
+            if start_slicing || (now >= next_tick.get() && now < deadline) {
+                let keep = start_slicing || self.tick(vm)?;
+                next_tick.set(if keep { now + tick } else { deadline });
                 self.kit
                     .timer
                     .arm(deadline.min(next_tick.get()).saturating_duration_since(now))
@@ -605,6 +613,11 @@ impl<'a> Runner<'a> {
                     }
                     _ => sleep_interruptible(Duration::from_nanos(args[0]), should_stop),
                 }
+                vm.set_hypercall_result(0).map_err(Error::from)?;
+                Ok(None)
+            }
+            abi::hc::SLICES => {
+                self.slices_asked = true;
                 vm.set_hypercall_result(0).map_err(Error::from)?;
                 Ok(None)
             }

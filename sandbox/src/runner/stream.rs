@@ -75,23 +75,31 @@ impl Runner<'_> {
         Ok(left)
     }
 
+    /// The guest's task count at its last system call (see
+    /// [`abi::RuntimeStats::tasks`]).
+    pub(super) fn guest_tasks(vm: &Vm) -> u64 {
+        let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, tasks) as u64;
+        vm.read_obj::<u64>(at).unwrap_or(0)
+    }
+
     /// The periodic look at a run's guest: end the program's time slice if
     /// another task could run; for a streamed run, also pass its output on
     /// (or, for a stream the runtime is changing, ask it to send it at its
-    /// next system call) and tell it input came.
-    pub(super) fn tick(&mut self, vm: &mut Vm) -> Result<()> {
+    /// next system call) and tell it input came. Returns whether to look
+    /// again (a run that is not streamed: while it has several tasks).
+    pub(super) fn tick(&mut self, vm: &mut Vm) -> Result<bool> {
         if let Some(live) = self.streaming().cloned() {
             self.tell_input(vm, &live)?;
             if self.take_guest_output(vm, &live)? {
                 vm.raise_host_flags(abi::HOST_FLAG_FLUSH).map_err(Error::from)?;
             }
         }
-        let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, tasks) as u64;
-        if vm.read_obj::<u64>(at).unwrap_or(0) > 1 && !vm.preempt().map_err(Error::from)? {
+        let several = Self::guest_tasks(vm) > 1;
+        if several && !vm.preempt().map_err(Error::from)? {
             // Stopped inside the runtime: it yields at its next system call.
             vm.raise_host_flags(abi::HOST_FLAG_YIELD).map_err(Error::from)?;
         }
-        Ok(())
+        Ok(several || self.streaming().is_some())
     }
 
     /// Tells the guest input came, if it was told there was none.

@@ -47,10 +47,18 @@ impl Vm {
     /// [`abi::vector::HOST_PREEMPT`] and the program's RIP, RSP and RFLAGS
     /// in the runtime's fault record; every other register stays the
     /// program's. Returns false (nothing done) when the vCPU is in the
-    /// runtime.
+    /// runtime or an event is being delivered to it.
     pub fn preempt(&mut self) -> Result<bool> {
         let mut regs = self.vcpu.get_regs().map_err(VmError::kvm("KVM_GET_REGS"))?;
         if regs.rip >= abi::PHYS_BASE {
+            return Ok(false);
+        }
+        // Stopped while an exception (a page fault, say) or interrupt is on
+        // its way in: its frame would name the runtime's entry instead of
+        // the program's instruction. Leave it to be delivered.
+        let ev = self.vcpu.get_vcpu_events().map_err(VmError::kvm("KVM_GET_VCPU_EVENTS"))?;
+        if ev.exception.injected != 0 || ev.exception.pending != 0 || ev.interrupt.injected != 0 || ev.nmi.injected != 0
+        {
             return Ok(false);
         }
         let h = self.runtime.header;

@@ -56,6 +56,15 @@ impl RunControl {
         self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Kills `live`'s run if it has not ended: its flag is set, its waits
+    /// end, and the vCPU thread is kicked out of the guest.
+    pub(crate) fn kill_process(&self, live: &Live) {
+        if !live.ended() {
+            live.kill();
+            self.kick();
+        }
+    }
+
     /// Kicks the vCPU thread out of the guest and out of a wait for its
     /// process's reader or writer.
     pub(crate) fn kick(&self) {

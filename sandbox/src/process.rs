@@ -250,10 +250,7 @@ impl ProcessKillHandle {
     /// Stops the process's run now (it ends with `Cancelled`); does
     /// nothing once that run has ended.
     pub fn kill(&self) {
-        if !self.live.ended() {
-            self.live.kill();
-            self.control.kick();
-        }
+        self.control.kill_process(&self.live);
     }
 }
 

@@ -242,11 +242,8 @@ impl Sandbox {
     /// run to end (a sandbox going back to a pool).
     pub(crate) fn settle(&mut self) {
         if let Some(live) = self.current.take() {
-            if !live.ended() {
-                live.kill();
-                self.control.kick();
-                live.wait_ended();
-            }
+            self.control.kill_process(&live);
+            live.wait_ended();
         }
     }
 
@@ -260,10 +257,7 @@ impl Drop for Sandbox {
     /// A process still running dies with its sandbox.
     fn drop(&mut self) {
         if let Some(live) = &self.current {
-            if !live.ended() {
-                live.kill();
-                self.control.kick();
-            }
+            self.control.kill_process(live);
         }
     }
 }

@@ -1,6 +1,7 @@
-//! A spawned process's output, passed on as it is produced: from the
-//! guest's write hypercalls, and from its buffers on the host's periodic
-//! look at a streamed guest (it takes no timer interrupts).
+//! The host's periodic look at a running guest (it takes no timer
+//! interrupts): a spawned process's output passed on as it is produced
+//! (from the guest's write hypercalls and from its buffers), input
+//! announced, and time slices ended while the guest has several tasks.
 
 use hvsandbox_core::{abi, Vm};
 

@@ -441,3 +441,18 @@ fn hide_landlock() {
     // threads it starts.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog) }, 0);
 }
+
+#[test]
+fn write_reaches_only_stderr_and_the_end_of_run_eventfd() {
+    use std::os::fd::AsRawFd;
+    let end_fd = hvsandbox::end_event_fd().unwrap().as_raw_fd();
+    let mut sb = Sandbox::builder().build().unwrap();
+    // A write of 8 bytes to the eventfd passes (a run's end, for event loops)...
+    let one = 1u64;
+    let args = [end_fd as u64, &one as *const u64 as u64, 8, 0, 0, 0];
+    assert_eq!(sb.debug_syscall_with_args_on_vcpu_thread(libc::SYS_write, args).unwrap(), 8);
+    // ...and one to any other descriptor (stdout here) is a violation.
+    let args = [1, &one as *const u64 as u64, 0, 0, 0, 0];
+    let err = sb.debug_syscall_with_args_on_vcpu_thread(libc::SYS_write, args).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::JailViolation, "{err}");
+}

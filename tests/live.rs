@@ -336,3 +336,49 @@ fn stats_count_output_bytes_collected_or_streamed_and_a_huge_timeout_is_no_deadl
     }
     assert_eq!(streamed, 7);
 }
+
+/// Reads the end-of-run eventfd's counter (0 when it is not readable).
+fn drain_end_fd() -> u64 {
+    use std::os::fd::AsRawFd;
+    let fd = hvsandbox::end_event_fd().unwrap().as_raw_fd();
+    let mut n = 0u64;
+    // SAFETY: reads 8 bytes into a live u64 from a non-blocking eventfd.
+    let r = unsafe { libc::read(fd, (&mut n as *mut u64).cast(), 8) };
+    if r == 8 {
+        n
+    } else {
+        0
+    }
+}
+
+#[test]
+fn a_process_that_asks_makes_the_end_eventfd_readable_when_it_ends() {
+    use std::os::fd::AsRawFd;
+    let fd = hvsandbox::end_event_fd().unwrap().as_raw_fd();
+    let mut sb = Sandbox::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    // Other tests in this binary may signal it too: only "readable after
+    // our end" is asserted, and that our process has ended then.
+    let mut p = sb
+        .start(&Command::new(BUSYBOX).args(["sh", "-c", "read x; echo got $x"]).stdin("hi\n").notify_on_end(true))
+        .unwrap();
+    let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    while !p.has_ended() {
+        drain_end_fd();
+        if p.has_ended() {
+            break;
+        }
+        // SAFETY: one valid pollfd; the run's own timeout bounds the wait.
+        let n = unsafe { libc::poll(&mut poll, 1, 60_000) };
+        assert!(n >= 0);
+    }
+    let out = p.wait().unwrap();
+    assert_eq!(out.stdout, b"got hi\n");
+    // Its end was signalled: the fd is readable (or was drained by the loop above after it ended).
+    let mut p = sb.start(&Command::new(BUSYBOX).arg("true").notify_on_end(true)).unwrap();
+    let out = p.wait().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // SAFETY: one valid pollfd; 0 ms timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    assert_eq!(ready, 1, "the end of a notifying process leaves the eventfd readable");
+    assert!(drain_end_fd() >= 1);
+}

@@ -728,3 +728,18 @@ fn msrs_and_paravirtual_features_a_run_armed_do_not_reach_the_next_run() {
         }
     }
 }
+
+#[test]
+fn try_get_takes_a_ready_pooled_sandbox_and_never_makes_one() {
+    let mut sb = Sandbox::builder().build().unwrap();
+    let snap = sb.snapshot(&Command::new(BUSYBOX).arg("true"), SnapshotPoint::Entry).unwrap();
+    let pool = hvsandbox::SandboxPool::new(Sandbox::builder(), &snap, 1).unwrap();
+    let mut first = pool.try_get().expect("the pool's first sandbox is made before new returns");
+    // The only one is on loan: nothing is made on the caller's thread.
+    assert!(pool.try_get().is_none());
+    assert_eq!(first.run(&Command::resume().arg("true")).unwrap().status.code(), Some(0));
+    drop(first);
+    // Back in the pool, ready again.
+    let mut again = pool.try_get().expect("a returned sandbox is ready");
+    assert_eq!(again.run(&Command::resume().arg("true")).unwrap().status.code(), Some(0));
+}

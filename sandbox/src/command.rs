@@ -52,6 +52,8 @@ pub struct Command {
     pub(crate) stdin_given: bool,
     /// A spawned process's reader may take more than `max_output`.
     pub(crate) unlimited_stream: bool,
+    /// Its end makes [`crate::end_event_fd`] readable.
+    pub(crate) notify_end: bool,
     pub(crate) files: Vec<GuestFile>,
     pub(crate) cwd: Option<String>,
     pub(crate) collect: Vec<String>,
@@ -88,6 +90,7 @@ impl Command {
             stdin: Arc::from(&[][..]),
             stdin_given: false,
             unlimited_stream: false,
+            notify_end: false,
             files: Vec::new(),
             cwd: None,
             collect: Vec::new(),
@@ -157,6 +160,13 @@ impl Command {
     /// What [`crate::Process::wait`] collects stays capped. `run` ignores it.
     pub fn unlimited_streaming(mut self, unlimited: bool) -> Command {
         self.unlimited_stream = unlimited;
+        self
+    }
+
+    /// When the process ends, make the process-wide [`crate::end_event_fd`]
+    /// readable (for callers that wait in an event loop, not on a thread).
+    pub fn notify_on_end(mut self, notify: bool) -> Command {
+        self.notify_end = notify;
         self
     }
 

@@ -84,8 +84,9 @@ enum Args {
     NoExec,
     /// openat: read-only, never creating or truncating (argument 2).
     ReadOnly,
-    /// write: only to this descriptor (argument 0).
-    Fd(u64),
+    /// write: only to stderr and to the end-of-run eventfd (argument 0;
+    /// see `end_notify.rs`).
+    StderrOrEndFd,
     /// fcntl: only the commands in `FCNTL_COMMANDS` (argument 1).
     Fcntl,
 }
@@ -159,7 +160,7 @@ const VCPU_ALLOWLIST: &[Allowed] = &[
     Allowed { name: "clock_gettime", nr: libc::SYS_clock_gettime, args: Args::Any }, // thread CPU time (no vDSO)
     Allowed { name: "clock_nanosleep", nr: libc::SYS_clock_nanosleep, args: Args::Any }, // guest sleep hypercall
     Allowed { name: "getrandom", nr: libc::SYS_getrandom, args: Args::Any },    // hash map seeds
-    Allowed { name: "write", nr: libc::SYS_write, args: Args::Fd(2) },          // HVSANDBOX_TRACE lines, panics
+    Allowed { name: "write", nr: libc::SYS_write, args: Args::StderrOrEndFd }, // HVSANDBOX_TRACE lines, panics; a run's end for event loops
     Allowed { name: "exit", nr: libc::SYS_exit, args: Args::Any },              // thread exit
     Allowed { name: "openat", nr: libc::SYS_openat, args: Args::ReadOnly },     // mounts: lookup (O_PATH), read
     Allowed { name: "newfstatat", nr: libc::SYS_newfstatat, args: Args::Any },  // mounts: stat, identity checks
@@ -220,7 +221,11 @@ fn rules_for(a: &Allowed) -> Result<Vec<SeccompRule>> {
             let forbidden = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) as u64;
             vec![rule(vec![cond(2, SeccompCmpOp::MaskedEq(forbidden), 0)?])?]
         }
-        Args::Fd(fd) => vec![rule(vec![cond(0, SeccompCmpOp::Eq, fd)?])?],
+        Args::StderrOrEndFd => {
+            let mut fds = vec![2];
+            fds.extend(crate::end_notify::raw_fd().map(|fd| fd as u64));
+            fds.into_iter().map(|fd| rule(vec![cond(0, SeccompCmpOp::Eq, fd)?])).collect::<Result<_>>()?
+        }
     })
 }
 

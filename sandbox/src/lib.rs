@@ -18,6 +18,7 @@
 mod command;
 mod config;
 mod control;
+mod end_notify;
 mod error;
 mod exec_path;
 mod fs;
@@ -44,6 +45,7 @@ pub use config::{
     DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT, MAX_PROGRAM_SIZE,
 };
 pub use control::InterruptHandle;
+pub use end_notify::end_event_fd;
 pub use error::{Error, ErrorKind, PartialOutput, Result};
 pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};

@@ -41,6 +41,10 @@ struct State {
     result: Option<Result<Output>>,
     /// The caller dropped its process: nothing reads the output any more.
     abandoned: bool,
+    /// Threads waiting on `changed` now: a wake with none skips the
+    /// futex call (every call costs on these hosts, and most wakes of a
+    /// short run find nobody waiting).
+    waiters: usize,
 }
 
 /// Shared by a [`crate::Process`] and the run serving it.
@@ -50,6 +54,8 @@ pub(crate) struct Live {
     /// The process's own kill (affects its run only).
     killed: AtomicBool,
     input_cap: usize,
+    /// The run's end also makes `end_notify`'s eventfd readable.
+    notify_end: bool,
 }
 
 impl std::fmt::Debug for Live {
@@ -59,12 +65,13 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
-    pub(crate) fn new(input_cap: usize) -> Live {
+    pub(crate) fn new(input_cap: usize, notify_end: bool) -> Live {
         Live {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             killed: AtomicBool::new(false),
             input_cap: input_cap.clamp(1, INPUT_QUEUE_BYTES),
+            notify_end,
         }
     }
 
@@ -94,14 +101,28 @@ impl Live {
     /// a waiter would sleep again on the lock (a second cross-CPU wake-up,
     /// ~100 µs on these hosts when its CPU was idle).
     fn wake(&self, st: MutexGuard<'_, State>) {
+        let anyone = st.waiters > 0;
         drop(st);
-        self.changed.notify_all();
+        if anyone {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits on `changed` (at most `slice` if given), counted in `waiters`.
+    fn wait<'a>(&self, mut st: MutexGuard<'a, State>, slice: Option<Duration>) -> MutexGuard<'a, State> {
+        st.waiters += 1;
+        let mut st = match slice {
+            Some(d) => self.changed.wait_timeout(st, d).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0),
+            None => self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+        };
+        st.waiters -= 1;
+        st
     }
 
     /// Waits one slice for a change (or up to `until`).
     fn wait_slice<'a>(&self, st: MutexGuard<'a, State>, until: Option<Instant>) -> MutexGuard<'a, State> {
         let slice = until.map_or(SLICE, |u| u.saturating_duration_since(Instant::now()).min(SLICE));
-        self.changed.wait_timeout(st, slice).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0)
+        self.wait(st, Some(slice))
     }
 
     // --- the vCPU thread's side ---------------------------------------------------------
@@ -181,6 +202,9 @@ impl Live {
         st.result = Some(result);
         st.input.clear();
         self.wake(st);
+        if self.notify_end {
+            crate::end_notify::signal();
+        }
     }
 
     // --- the caller's side -------------------------------------------------------------
@@ -217,7 +241,7 @@ impl Live {
             if !block {
                 return Some(None);
             }
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st, None);
         }
     }
 
@@ -242,7 +266,7 @@ impl Live {
             if st.ended || buf.is_empty() {
                 return 0;
             }
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st, None);
         }
     }
 
@@ -277,7 +301,7 @@ impl Live {
                 self.wake(st);
                 return Ok(n);
             }
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st, None);
         }
     }
 
@@ -292,7 +316,7 @@ impl Live {
     pub(crate) fn wait_ended(&self) {
         let mut st = self.lock();
         while !st.ended {
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st, None);
         }
     }
 
@@ -306,7 +330,7 @@ impl Live {
             if !block {
                 return None;
             }
-            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.wait(st, None);
         }
     }
 

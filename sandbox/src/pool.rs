@@ -112,6 +112,18 @@ impl SandboxPool {
         Ok(PooledSandbox { sandbox: Some(sandbox), shared: self.shared.clone() })
     }
 
+    /// A sandbox that is ready now, or None (without making one: for
+    /// callers that must not block, such as an event loop).
+    pub fn try_get(&self) -> Option<PooledSandbox> {
+        let sandbox = {
+            let mut st = self.shared.lock();
+            let sb = st.ready.pop()?;
+            st.loaned += 1;
+            sb
+        };
+        Some(PooledSandbox { sandbox: Some(sandbox), shared: self.shared.clone() })
+    }
+
     /// Sandboxes ready now.
     pub fn ready(&self) -> usize {
         self.shared.lock().ready.len()

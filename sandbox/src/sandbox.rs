@@ -101,7 +101,8 @@ impl Sandbox {
         let prepared = prepare(&self.config, &self.roots, self.snapshot.as_ref(), command)?;
         // Input written ahead of the program is bounded by half of
         // max_input (the other half: a writer's chunk in hand).
-        let live = Arc::new(Live::new(usize::try_from(self.config.max_input / 2).unwrap_or(usize::MAX)));
+        let live =
+            Arc::new(Live::new(usize::try_from(self.config.max_input / 2).unwrap_or(usize::MAX), command.notify_end));
         if !matches!(stream, Stream::Live { interactive: true, .. }) {
             live.close_input();
         }

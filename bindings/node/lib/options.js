@@ -230,25 +230,25 @@ function signalName(n) {
   return n === null || n === undefined ? null : SIGNAL_NAMES[n] || `SIG${n}`;
 }
 
-function statsOf(s) {
+function unknownOf(flat) {
   const unknownSyscalls = {};
-  for (let i = 0; i + 1 < s.unknownSyscalls.length; i += 2) unknownSyscalls[s.unknownSyscalls[i]] = s.unknownSyscalls[i + 1];
-  return {
-    wallMs: s.wallMs,
-    cpuMs: s.cpuMs,
-    exits: s.exits,
-    syscalls: s.syscalls,
-    memoryUsed: s.memoryUsed,
-    pageFaults: s.pageFaults,
-    processes: s.processes,
-    stdoutBytes: s.stdoutBytes,
-    stderrBytes: s.stderrBytes,
-    unknownSyscalls,
-  };
+  for (let i = 0; i + 1 < flat.length; i += 2) unknownSyscalls[flat[i]] = flat[i + 1];
+  return unknownSyscalls;
 }
 
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The result object of a native output: `[numbers, stdout, stderr, extra]`
+ * (src/convert.rs `RawOutput`: numbers are exitCode, signal (NaN: none),
+ * flags (1, 2, 4: stdout, stderr, files truncated), then the stats).
+ */
 function resultOf(raw, encoding, streamed) {
-  let { stdout, stderr, stdoutTruncated, stderrTruncated } = raw;
+  const [n, rawStdout, rawStderr, extra] = raw;
+  let stdout = rawStdout;
+  let stderr = rawStderr;
+  let stdoutTruncated = (n[2] & 1) !== 0;
+  let stderrTruncated = (n[2] & 2) !== 0;
   if (streamed) {
     stdout = Buffer.concat([streamed.stdout, stdout]);
     stderr = Buffer.concat([streamed.stderr, stderr]);
@@ -256,21 +256,33 @@ function resultOf(raw, encoding, streamed) {
     stderrTruncated = stderrTruncated || streamed.stderrTruncated;
   }
   const files = {};
-  for (const f of raw.files) files[f.path] = decode(f.data, encoding);
+  if (extra) for (const f of extra.files) files[f.path] = decode(f.data, encoding);
+  const fault = extra && extra.fault;
   return {
-    exitCode: raw.exitCode ?? null,
-    signal: signalName(raw.signal),
-    stdout: decode(stdout, encoding),
-    stderr: decode(stderr, encoding),
+    exitCode: Number.isNaN(n[0]) ? null : n[0],
+    signal: Number.isNaN(n[1]) ? null : signalName(n[1]),
+    stdout: decode(stdout || EMPTY, encoding),
+    stderr: decode(stderr || EMPTY, encoding),
     truncated: stdoutTruncated || stderrTruncated,
     stdoutTruncated,
     stderrTruncated,
-    fault: raw.fault
-      ? { vector: raw.fault.vector, errorCode: raw.fault.errorCode, rip: raw.fault.rip, address: raw.fault.address ?? null }
+    fault: fault
+      ? { vector: fault.vector, errorCode: fault.errorCode, rip: fault.rip, address: fault.address ?? null }
       : null,
     files,
-    filesTruncated: raw.filesTruncated,
-    stats: statsOf(raw.stats),
+    filesTruncated: (n[2] & 4) !== 0,
+    stats: {
+      wallMs: n[3],
+      cpuMs: n[4],
+      exits: n[5],
+      syscalls: n[6],
+      memoryUsed: n[7],
+      pageFaults: n[8],
+      processes: n[9],
+      stdoutBytes: n[10],
+      stderrBytes: n[11],
+      unknownSyscalls: extra ? unknownOf(extra.unknownSyscalls) : {},
+    },
   };
 }
 
@@ -281,7 +293,8 @@ function resultOf(raw, encoding, streamed) {
  */
 async function settle(start, { signal, encoding }) {
   if (signal && signal.aborted) throw abortError(signal, null, encoding);
-  const cancel = new native.NativeCancel();
+  // A cancel token only where something can cancel (each costs a native object).
+  const cancel = signal ? new native.NativeCancel() : undefined;
   const onAbort = () => cancel.cancel();
   if (signal) signal.addEventListener('abort', onAbort, { once: true });
   try {

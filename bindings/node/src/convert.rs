@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, Error, Output, SandboxBuilder, SeccompMode, Snapshot};
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, ToNapiValue};
+use std::ffi::c_void;
+
+use napi::{sys, Env, JsArrayBuffer, JsBuffer, JsUnknown, NapiRaw, NapiValue, TypedArrayType};
 use napi_derive::napi;
 
 #[napi(object)]
@@ -165,21 +168,6 @@ pub fn command(raw: RawCommand) -> Command {
 }
 
 #[napi(object)]
-pub struct RawStats {
-    pub wall_ms: f64,
-    pub cpu_ms: f64,
-    pub exits: f64,
-    pub syscalls: f64,
-    pub memory_used: f64,
-    pub page_faults: f64,
-    pub processes: f64,
-    pub stdout_bytes: f64,
-    pub stderr_bytes: f64,
-    /// Syscall number and count, flattened: [nr, count, nr, count, ...].
-    pub unknown_syscalls: Vec<f64>,
-}
-
-#[napi(object)]
 pub struct RawFault {
     pub vector: u32,
     pub error_code: f64,
@@ -193,50 +181,109 @@ pub struct RawCollected {
     pub data: Buffer,
 }
 
+/// The rare parts of an output (absent from most runs).
 #[napi(object)]
-pub struct RawOutput {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub stdout: Buffer,
-    pub stderr: Buffer,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
+pub struct RawExtra {
     pub fault: Option<RawFault>,
     pub files: Vec<RawCollected>,
-    pub files_truncated: bool,
-    pub stats: RawStats,
+    /// Syscall number and count, flattened: [nr, count, nr, count, ...].
+    pub unknown_syscalls: Vec<f64>,
+}
+
+/// An `Output` for JavaScript, made cheaply: every named property set
+/// from native code interns its name anew (tens of microseconds for a
+/// result object), so it goes as a four-element array that
+/// lib/options.js `resultOf` turns into the result object:
+/// `[numbers: Float64Array (NUMBERS), stdout: Buffer, stderr: Buffer,
+/// extra: RawExtra | undefined]`.
+pub struct RawOutput {
+    numbers: Vec<f64>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    extra: Option<RawExtra>,
+}
+
+/// The layout of `RawOutput`'s numbers (lib/options.js reads the same):
+/// exitCode (NaN: none), signal (NaN: none), flags (1: stdout truncated,
+/// 2: stderr truncated, 4: files truncated), then the stats wallMs, cpuMs,
+/// exits, syscalls, memoryUsed, pageFaults, processes, stdoutBytes,
+/// stderrBytes.
+pub const NUMBERS: usize = 12;
+
+impl ToNapiValue for RawOutput {
+    unsafe fn to_napi_value(raw_env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        // SAFETY: napi-rs calls this on the JavaScript thread with its live env.
+        let env = unsafe { Env::from_raw(raw_env) };
+        let mut array = env.create_array_with_length(4)?;
+        // Copies, not external memory: for the small outputs of most runs
+        // a copy costs less than the bookkeeping of an external buffer.
+        let mut data: *mut c_void = std::ptr::null_mut();
+        let mut buffer: sys::napi_value = std::ptr::null_mut();
+        let bytes = val.numbers.len() * 8;
+        // SAFETY: a new ArrayBuffer of `bytes` bytes in this env; `data`
+        // points at its memory, which is written within bounds below.
+        unsafe {
+            napi::check_status!(sys::napi_create_arraybuffer(raw_env, bytes, &mut data, &mut buffer))?;
+            std::ptr::copy_nonoverlapping(val.numbers.as_ptr().cast::<u8>(), data.cast::<u8>(), bytes);
+        }
+        // SAFETY: `buffer` is the ArrayBuffer just made in this env.
+        let typed = unsafe { JsArrayBuffer::from_raw_unchecked(raw_env, buffer) }.into_typedarray(
+            TypedArrayType::Float64,
+            val.numbers.len(),
+            0,
+        )?;
+        array.set_element(0, typed)?;
+        array.set_element(1, bytes_to_js(&env, val.stdout)?)?;
+        array.set_element(2, bytes_to_js(&env, val.stderr)?)?;
+        if let Some(extra) = val.extra {
+            // SAFETY: as above (same env, JavaScript thread).
+            array.set_element(3, unsafe {
+                JsUnknown::from_raw_unchecked(raw_env, RawExtra::to_napi_value(raw_env, extra)?)
+            })?;
+        }
+        // SAFETY: the array is a live value of this env.
+        Ok(unsafe { array.raw() })
+    }
+}
+
+/// A Buffer of `data`: copied when small, handed over when large.
+fn bytes_to_js(env: &Env, data: Vec<u8>) -> napi::Result<JsBuffer> {
+    if data.len() <= 64 * 1024 {
+        Ok(env.create_buffer_copy(&data)?.into_raw())
+    } else {
+        Ok(env.create_buffer_with_data(data)?.into_raw())
+    }
 }
 
 pub fn output(o: Output) -> RawOutput {
     let s = &o.stats;
-    RawOutput {
-        exit_code: o.status.code(),
-        signal: o.status.signal(),
-        stdout_truncated: o.stdout_truncated,
-        stderr_truncated: o.stderr_truncated,
+    let flags = u8::from(o.stdout_truncated) | u8::from(o.stderr_truncated) << 1 | u8::from(o.files_truncated) << 2;
+    let numbers = vec![
+        o.status.code().map_or(f64::NAN, f64::from),
+        o.status.signal().map_or(f64::NAN, f64::from),
+        f64::from(flags),
+        s.wall.as_secs_f64() * 1000.0,
+        s.cpu.as_secs_f64() * 1000.0,
+        s.exits as f64,
+        s.syscalls as f64,
+        s.memory_used as f64,
+        s.page_faults as f64,
+        s.processes as f64,
+        s.stdout_bytes as f64,
+        s.stderr_bytes as f64,
+    ];
+    debug_assert_eq!(numbers.len(), NUMBERS);
+    let extra = (o.fault.is_some() || !o.files.is_empty() || !s.unknown_syscalls.is_empty()).then(|| RawExtra {
         fault: o.fault.map(|f| RawFault {
             vector: f.vector.into(),
             error_code: f.error_code as f64,
             rip: f.rip as f64,
             address: f.address.map(|a| a as f64),
         }),
-        files_truncated: o.files_truncated,
-        stats: RawStats {
-            wall_ms: s.wall.as_secs_f64() * 1000.0,
-            cpu_ms: s.cpu.as_secs_f64() * 1000.0,
-            exits: s.exits as f64,
-            syscalls: s.syscalls as f64,
-            memory_used: s.memory_used as f64,
-            page_faults: s.page_faults as f64,
-            processes: s.processes as f64,
-            stdout_bytes: s.stdout_bytes as f64,
-            stderr_bytes: s.stderr_bytes as f64,
-            unknown_syscalls: s.unknown_syscalls.iter().flat_map(|(&nr, &n)| [f64::from(nr), n as f64]).collect(),
-        },
         files: o.files.into_iter().map(|(path, data)| RawCollected { path, data: data.into() }).collect(),
-        stdout: o.stdout.into(),
-        stderr: o.stderr.into(),
-    }
+        unknown_syscalls: s.unknown_syscalls.iter().flat_map(|(&nr, &n)| [f64::from(nr), n as f64]).collect(),
+    });
+    RawOutput { numbers, stdout: o.stdout, stderr: o.stderr, extra }
 }
 
 /// An `hvsandbox::Error` for JavaScript: index.js makes it an `Error`

@@ -10,6 +10,7 @@
 //! abort of the Node process.
 
 mod convert;
+mod fast;
 mod process;
 mod workers;
 
@@ -17,12 +18,15 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use hvsandbox::{Command, Error, PooledSandbox, ProcessKillHandle, Sandbox, SandboxPool, Snapshot, SnapshotPoint};
+use hvsandbox::{
+    Command, Error, PooledSandbox, Process, ProcessKillHandle, Sandbox, SandboxPool, Snapshot, SnapshotPoint,
+};
 use napi::bindgen_prelude::{Buffer, Either, ToNapiValue};
-use napi::{Env, JsFunction, JsObject};
+use napi::JsDeferred;
+use napi::{sys, Env, JsFunction, JsObject, NapiValue};
 use napi_derive::napi;
 
-use convert::{RawCommand, RawConfig, RawError, RawSnapshotInfo};
+use convert::{RawCommand, RawConfig, RawError, RawOutput, RawSnapshotInfo};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -60,19 +64,72 @@ where
     T: Send + 'static,
     A: ToNapiValue + 'static,
 {
-    let (deferred, promise) = env.create_deferred()?;
+    let (deferred, promise) = env.create_deferred::<Settled<A>, _>()?;
     submit(Box::new(move || {
         let result = std::panic::catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|p| {
             Err(convert::internal(&format!("hvsandbox (Node binding) panicked: {}", panic_message(&*p))))
         });
-        deferred.resolve(move |_| {
-            Ok(match result {
-                Ok(v) => Either::<A, RawError>::A(to_js(v)),
-                Err(e) => Either::B(convert::error(e)),
-            })
-        });
+        settle(deferred, result, to_js);
     }));
     Ok(promise)
+}
+
+type Settled<A> = Either<A, RawError>;
+type Deferred<A> = JsDeferred<Settled<A>, Box<dyn FnOnce(Env) -> napi::Result<Settled<A>>>>;
+
+/// Resolves `deferred` to `to_js` of the value or to a `RawError` (on the
+/// main thread, whichever thread calls this).
+fn settle<T, A>(deferred: Deferred<A>, result: Result<T, Error>, to_js: fn(T) -> A)
+where
+    T: Send + 'static,
+    A: ToNapiValue + 'static,
+{
+    deferred.resolve(Box::new(move |_| {
+        Ok(match result {
+            Ok(v) => Either::A(to_js(v)),
+            Err(e) => Either::B(convert::error(e)),
+        })
+    }));
+}
+
+/// A run started on the main thread (`started`), whose promise settles
+/// there when it ends (`fast.rs`): `after` runs first (giving a pooled
+/// sandbox back, letting the sandbox's next call go).
+fn settle_here(
+    env: &Env,
+    started: Result<Process, Error>,
+    cancel: NativeCancel,
+    after: impl FnOnce() + 'static,
+) -> napi::Result<JsObject> {
+    let mut deferred: sys::napi_deferred = std::ptr::null_mut();
+    let mut promise: sys::napi_value = std::ptr::null_mut();
+    // SAFETY: called from JavaScript with its live env; out pointers are locals.
+    napi::check_status!(unsafe { sys::napi_create_promise(env.raw(), &mut deferred, &mut promise) })?;
+    let done: fast::Done = Box::new(move |env, result| {
+        cancel.finished();
+        after();
+        let value: Settled<RawOutput> = match result {
+            Ok(o) => Either::A(convert::output(o)),
+            Err(e) => Either::B(convert::error(e)),
+        };
+        // SAFETY: on the JavaScript thread with its live env and a handle
+        // scope open (fast.rs); `deferred` is settled once, here.
+        unsafe {
+            match Settled::<RawOutput>::to_napi_value(env, value) {
+                Ok(v) => sys::napi_resolve_deferred(env, deferred, v),
+                Err(e) => {
+                    let msg = napi::JsError::from(e).into_value(env);
+                    sys::napi_reject_deferred(env, deferred, msg)
+                }
+            };
+        }
+    });
+    match started {
+        Ok(p) => fast::watch(env, p, done),
+        Err(e) => done(env.raw(), Err(e)),
+    }
+    // SAFETY: a promise just made in this env.
+    Ok(unsafe { JsObject::from_raw_unchecked(env.raw(), promise) })
 }
 
 /// Cancels one run: `cancel()` before it starts keeps it from starting,
@@ -107,22 +164,30 @@ impl NativeCancel {
 }
 
 impl NativeCancel {
-    /// Runs `command` in `sb` as `run` does, stoppable by this token.
-    fn run(&self, sb: &mut Sandbox, command: &Command) -> Result<hvsandbox::Output, Error> {
+    /// Starts `command` in `sb` as `run` does, stoppable by this token
+    /// until `finished`.
+    fn start(&self, sb: &mut Sandbox, command: &Command) -> Result<Process, Error> {
         if self.inner.cancelled.load(Ordering::SeqCst) {
             return Err(Error::Cancelled { partial: Box::default() });
         }
-        let mut p = sb.start(command)?;
-        {
-            let mut h = lock(&self.inner.handle);
-            *h = Some(p.kill_handle());
-            // A cancel between the check above and now found no handle.
-            if self.inner.cancelled.load(Ordering::SeqCst) {
-                p.kill();
-            }
+        let p = sb.start(command)?;
+        let mut h = lock(&self.inner.handle);
+        *h = Some(p.kill_handle());
+        // A cancel between the check above and now found no handle.
+        if self.inner.cancelled.load(Ordering::SeqCst) {
+            p.kill();
         }
-        let out = p.wait();
+        Ok(p)
+    }
+
+    fn finished(&self) {
         lock(&self.inner.handle).take();
+    }
+
+    /// Runs `command` in `sb` as `run` does, stoppable by this token.
+    fn run(&self, sb: &mut Sandbox, command: &Command) -> Result<hvsandbox::Output, Error> {
+        let out = self.start(sb, command)?.wait();
+        self.finished();
         out
     }
 }
@@ -170,6 +235,33 @@ impl SandboxState {
         }
         q.draining = true;
         drop(q);
+        self.drain();
+    }
+
+    /// Takes the queue for a run on the main thread if nothing is queued
+    /// or running (later calls queue behind it until `release`).
+    fn claim_idle(&self) -> bool {
+        let mut q = lock(&self.queue);
+        if q.draining || !q.jobs.is_empty() {
+            return false;
+        }
+        q.draining = true;
+        true
+    }
+
+    /// A run on the main thread ended: the calls queued behind it go.
+    fn release(self: &Arc<Self>) {
+        let mut q = lock(&self.queue);
+        if q.jobs.is_empty() {
+            q.draining = false;
+            return;
+        }
+        drop(q);
+        self.drain();
+    }
+
+    /// Runs the queued jobs in order on a worker thread.
+    fn drain(self: &Arc<Self>) {
         let state = self.clone();
         workers::submit(move || loop {
             let Some(job) = ({
@@ -220,10 +312,22 @@ fn with_sandbox<T>(state: &SandboxState, f: impl FnOnce(&mut Sandbox) -> Result<
 impl NativeSandbox {
     /// Runs a command; resolves to a `RawOutput` or a `RawError`.
     #[napi]
-    pub fn run(&self, env: Env, command: RawCommand, cancel: &NativeCancel) -> napi::Result<JsObject> {
+    pub fn run(&self, env: Env, command: RawCommand, cancel: Option<&NativeCancel>) -> napi::Result<JsObject> {
         let state = self.state.clone();
-        let cancel = cancel.clone();
+        let cancel = cancel.cloned().unwrap_or_default();
         let command = convert::command(command);
+        if fast::available(&env) && state.claim_idle() {
+            *lock(&state.current) = Some(cancel.clone());
+            if state.closing.load(Ordering::SeqCst) {
+                cancel.cancel();
+            }
+            let command = command.notify_on_end(true);
+            let started = with_sandbox(&state, |sb| cancel.start(sb, &command));
+            return settle_here(&env, started, cancel, move || {
+                lock(&state.current).take();
+                state.release();
+            });
+        }
         promise_via(
             &env,
             |j| self.state.serial(j),
@@ -331,10 +435,26 @@ pub fn create_sandbox(config: RawConfig, snapshot: Option<&NativeSnapshot>) -> E
 
 /// One run in a sandbox of its own, built and dropped off the main thread.
 #[napi]
-pub fn run_once(env: Env, config: RawConfig, command: RawCommand, cancel: &NativeCancel) -> napi::Result<JsObject> {
-    let cancel = cancel.clone();
+pub fn run_once(
+    env: Env,
+    config: RawConfig,
+    command: RawCommand,
+    cancel: Option<&NativeCancel>,
+) -> napi::Result<JsObject> {
+    let cancel = cancel.cloned().unwrap_or_default();
     let command = convert::command(command);
     let builder = convert::builder(config);
+    if fast::available(&env) {
+        // Building takes well under a millisecond (the VM is made ahead);
+        // the sandbox is dropped off the main thread.
+        return match builder.and_then(|b| b.build()) {
+            Ok(mut sb) => {
+                let started = cancel.start(&mut sb, &command.notify_on_end(true));
+                settle_here(&env, started, cancel, move || workers::submit(move || drop(sb)))
+            }
+            Err(e) => settle_here(&env, Err(e), cancel, || ()),
+        };
+    }
     promise(
         &env,
         move || {
@@ -407,10 +527,16 @@ pub fn create_pool(config: RawConfig, snapshot: &NativeSnapshot, size: u32) -> E
 impl NativePool {
     /// Takes a sandbox, runs the command in it and gives it back.
     #[napi]
-    pub fn run(&self, env: Env, command: RawCommand, cancel: &NativeCancel) -> napi::Result<JsObject> {
+    pub fn run(&self, env: Env, command: RawCommand, cancel: Option<&NativeCancel>) -> napi::Result<JsObject> {
         let pool = self.get();
-        let cancel = cancel.clone();
+        let cancel = cancel.cloned().unwrap_or_default();
         let command = convert::command(command);
+        if fast::available(&env) {
+            if let Some(mut sb) = pool.as_ref().ok().and_then(|p| p.try_get()) {
+                let started = cancel.start(&mut sb, &command.notify_on_end(true));
+                return settle_here(&env, started, cancel, move || drop(sb));
+            }
+        }
         promise(
             &env,
             move || {

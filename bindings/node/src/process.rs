@@ -25,7 +25,7 @@ pub enum PumpEvent {
 }
 
 /// One event for JavaScript: `kind` is "stdout", "stderr" or "exit".
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct RawEvent {
     pub kind: String,
     pub data: Option<Buffer>,

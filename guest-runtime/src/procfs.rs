@@ -334,8 +334,12 @@ fn maps(o: &mut Out, p: &Process) {
     }
     // The vsyscall page, in every process (as Linux lists it, last).
     let at = crate::vdso::VSYSCALL_VA;
+    let start = o.0.len();
     o.hex(at, 8).s(b"-").hex(at + crate::mm::PAGE, 8).s(b" r-xp 00000000 00:00 0");
-    o.s(&[b' '; 46]).s(b"[vsyscall]\n");
+    while o.0.len() - start < 73 {
+        o.0.push(b' ');
+    }
+    o.s(b"[vsyscall]\n");
 }
 
 fn mm_page_up(x: u64) -> u64 {

@@ -74,24 +74,31 @@ pub fn read_tsc() -> u64 {
 /// `page` points at a readable `ClockPage`.
 #[inline(always)]
 pub unsafe fn read(page: *const ClockPage) -> Option<Now> {
+    use core::ptr::addr_of;
+    use core::sync::atomic::{compiler_fence, Ordering};
     loop {
-        // SAFETY (all reads): the caller's promise; volatile because the
+        // SAFETY: the caller's promise; the reads are volatile because the
         // runtime may change the page between two of them (see the module
-        // docs).
-        let seq = unsafe { core::ptr::addr_of!((*page).seq).read_volatile() };
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Acquire);
-        if unsafe { core::ptr::addr_of!((*page).ready).read_volatile() } == 0 {
-            return None;
-        }
-        let tsc_base = unsafe { core::ptr::addr_of!((*page).tsc_base).read_volatile() };
-        let mult = unsafe { core::ptr::addr_of!((*page).mult).read_volatile() };
-        let realtime_base = unsafe { core::ptr::addr_of!((*page).realtime_base).read_volatile() };
-        let monotonic_base = unsafe { core::ptr::addr_of!((*page).monotonic_base).read_volatile() };
-        let tsc = read_tsc();
-        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::Acquire);
-        let again = unsafe { core::ptr::addr_of!((*page).seq).read_volatile() };
+        // docs), and fenced so the compiler keeps them between the two
+        // reads of `seq`.
+        let (seq, ready, tsc_base, mult, realtime_base, monotonic_base, tsc, again) = unsafe {
+            let seq = addr_of!((*page).seq).read_volatile();
+            compiler_fence(Ordering::Acquire);
+            let ready = addr_of!((*page).ready).read_volatile();
+            let tsc_base = addr_of!((*page).tsc_base).read_volatile();
+            let mult = addr_of!((*page).mult).read_volatile();
+            let realtime_base = addr_of!((*page).realtime_base).read_volatile();
+            let monotonic_base = addr_of!((*page).monotonic_base).read_volatile();
+            let tsc = read_tsc();
+            compiler_fence(Ordering::Acquire);
+            let again = addr_of!((*page).seq).read_volatile();
+            (seq, ready, tsc_base, mult, realtime_base, monotonic_base, tsc, again)
+        };
         if seq & 1 != 0 || seq != again {
             continue;
+        }
+        if ready == 0 {
+            return None;
         }
         // A TSC a little behind the base (another host CPU's, at a
         // rebase) counts as no time passed: never before the base.
@@ -109,7 +116,7 @@ pub unsafe fn read(page: *const ClockPage) -> Option<Now> {
 /// # Safety
 /// `page` points at a writable `ClockPage` no one else writes.
 pub unsafe fn publish(page: *mut ClockPage, tsc_base: u64, mult: u64, realtime_base: u64, monotonic_base: u64) {
-    // SAFETY (all writes): the caller's promise.
+    // SAFETY: the caller's promise (all writes are to the page).
     unsafe {
         let odd = core::ptr::addr_of!((*page).seq).read_volatile() | 1;
         core::ptr::addr_of_mut!((*page).seq).write_volatile(odd);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -357,5 +358,23 @@ int main(int argc, char **argv) {
     }
     waitpid(pid, &st, 0);
     printf("exec child: %s\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "ok" : "failed");
+    // A child that makes its vDSO writable and wrecks it, then unmaps it,
+    // does it to its own copy; the parent's (and a new child's) still works.
+    pid = fork();
+    if (pid == 0) {
+        void *page = (void *)((uintptr_t)fn.cgt & ~(uintptr_t)0xfff);
+        if (mprotect(page, 4096, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) _exit(5);
+        memset(page, 0xcc, 4096);
+        if (munmap(page, 4096) != 0) _exit(6);
+        _exit(0);
+    }
+    waitpid(pid, &st, 0);
+    // (Linux may refuse the mprotect: a sealed vDSO; either way it exits.)
+    printf("wrecking child: %s\n", WIFEXITED(st) ? "exited" : "killed");
+    pid = fork();
+    if (pid == 0) _exit(child_ok() ? 0 : 3);
+    waitpid(pid, &st, 0);
+    printf("after it: parent %s, new child %s\n", child_ok() ? "ok" : "broken",
+           WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "ok" : "broken");
     return 0;
 }

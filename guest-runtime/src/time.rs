@@ -120,5 +120,9 @@ mod tests {
         // SAFETY: as above.
         let n = unsafe { read(&p) }.unwrap();
         assert_eq!((n.elapsed, n.realtime, n.monotonic), (0, 5_000, 7_000));
+        // A page left half-written reads as not ready.
+        p.seq = 5;
+        // SAFETY: as above.
+        assert_eq!(unsafe { read(&p) }, None);
     }
 }

@@ -94,11 +94,15 @@ pub unsafe fn read(page: *const ClockPage) -> Option<Now> {
             let again = addr_of!((*page).seq).read_volatile();
             (seq, ready, tsc_base, mult, realtime_base, monotonic_base, tsc, again)
         };
-        if seq & 1 != 0 || seq != again {
-            continue;
-        }
-        if ready == 0 {
+        // The runtime never runs while program code does, so no reader
+        // can see an odd `seq` unless the page was scribbled on (programs
+        // can reach any guest frame through the physmap): then the clocks
+        // are not ready, rather than a wait for a writer that never comes.
+        if seq & 1 != 0 || ready == 0 {
             return None;
+        }
+        if seq != again {
+            continue;
         }
         // A TSC a little behind the base (another host CPU's, at a
         // rebase) counts as no time passed: never before the base.

@@ -132,3 +132,33 @@ fn the_clocks_stay_right_in_a_snapshot_resumed_later() {
         assert!(text.lines().any(|l| l == *line), "lacks {line:?}:\n{text}{}", out.stderr_str());
     }
 }
+
+#[test]
+fn dynamic_glibc_finds_the_vdso_through_its_loader() {
+    const PYTHON: &str = "/usr/bin/python3";
+    if !std::path::Path::new(PYTHON).exists() {
+        eprintln!("skipped: {PYTHON} does not exist on this host");
+        return;
+    }
+    let mut sb = Sandbox::builder()
+        .memory_mib(256)
+        .timeout(Duration::from_secs(30))
+        .mount("/usr", "/usr")
+        .mount("/lib", "/lib")
+        .mount("/lib64", "/lib64")
+        .build()
+        .unwrap();
+    // The same script with 100 and with 20,100 clock reads: ld.so's vDSO
+    // lookup serves the extra 20,000 with no system call.
+    let mut calls = Vec::new();
+    for n in [100, 20_100] {
+        let script =
+            format!("import time\nfor i in range({n}): time.monotonic(); time.time()\nprint(int(time.time()))\n");
+        let out = sb.run(&Command::new(PYTHON).args(["-c", &script])).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
+        let t: i64 = out.stdout_str().trim().parse().unwrap();
+        assert!((t - host_secs()).abs() <= 5, "guest realtime {t}, host {}", host_secs());
+        calls.push(out.stats.syscalls);
+    }
+    assert!(calls[1] < calls[0] + 50, "system calls with 100 reads: {}, with 20,100: {}", calls[0], calls[1]);
+}

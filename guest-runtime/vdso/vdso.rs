@@ -104,24 +104,32 @@ pub unsafe extern "C" fn hv_vdso_clock_gettime(clock: i32, ts: *mut Timespec) ->
     unsafe { syscall3(SYS_CLOCK_GETTIME, clock as i64 as u64, ts as u64, 0) as i32 }
 }
 
+/// `struct timezone`: minutes west of Greenwich and a DST type.
+#[repr(C)]
+pub struct Timezone {
+    minuteswest: i32,
+    dsttime: i32,
+}
+
 #[no_mangle]
-pub unsafe extern "C" fn hv_vdso_gettimeofday(tv: *mut Timeval, tz: *mut u8) -> i32 {
-    // A time zone asked for: the system call answers (as the runtime's).
-    if tz.is_null() {
-        // SAFETY: the clock page is mapped below the vDSO.
-        if let Some(now) = unsafe { clock::read(page()) } {
-            if !tv.is_null() {
-                let ns = now.realtime;
-                // SAFETY: the caller passed a timeval to fill.
-                unsafe {
-                    tv.write(Timeval {
-                        sec: (ns / 1_000_000_000) as i64,
-                        usec: (ns % 1_000_000_000 / 1000) as i64,
-                    })
-                };
-            }
-            return 0;
+pub unsafe extern "C" fn hv_vdso_gettimeofday(tv: *mut Timeval, tz: *mut Timezone) -> i32 {
+    // SAFETY: the clock page is mapped below the vDSO.
+    if let Some(now) = unsafe { clock::read(page()) } {
+        if !tv.is_null() {
+            let ns = now.realtime;
+            // SAFETY: the caller passed a timeval to fill (as with Linux's
+            // vDSO, a bad pointer faults in the caller).
+            unsafe {
+                tv.write(Timeval { sec: (ns / 1_000_000_000) as i64, usec: (ns % 1_000_000_000 / 1000) as i64 })
+            };
         }
+        if !tz.is_null() {
+            // The guest's zone is UTC, no DST (the runtime's system call
+            // says the same).
+            // SAFETY: the caller passed a timezone to fill.
+            unsafe { tz.write(Timezone { minuteswest: 0, dsttime: 0 }) };
+        }
+        return 0;
     }
     // SAFETY: the system call checks its arguments.
     unsafe { syscall3(SYS_GETTIMEOFDAY, tv as u64, tz as u64, 0) as i32 }

@@ -4,7 +4,8 @@
 // the system calls. Modes (argv[1]):
 //   (none)      the checks below, one line each (same output natively)
 //   loop N      N calls each of the libc clock functions, for the syscall count
-//   vsyscall    calls through the legacy page at 0xffffffffff600000
+//   vsyscall    calls through the legacy page at 0xffffffffff600000, the
+//               last with a bad pointer (dies of SIGSEGV)
 //   checkpoint  clocks before and after a snapshot point
 //   exec        (internal) the image after execve
 #include <elf.h>
@@ -233,7 +234,10 @@ static void check_rest(void) {
            t2 >= tv.tv_sec && t2 <= tv.tv_sec + 1 ? "yes" : "no");
     struct timezone tz = {123, 456};
     r = fn.gtod(&tv, &tz);
-    printf("gettimeofday with tz: ret=%d\n", r);
+    printf("gettimeofday with tz: ret=%d tz=%d,%d\n", r, tz.tz_minuteswest, tz.tz_dsttime);
+    tz.tz_minuteswest = 77;
+    r = syscall(SYS_gettimeofday, &tv, &tz);
+    printf("gettimeofday syscall with tz: ret=%d tz=%d,%d\n", r, tz.tz_minuteswest, tz.tz_dsttime);
     r = fn.gtod(NULL, NULL);
     printf("gettimeofday(NULL, NULL): ret=%d\n", r);
     printf("time(NULL): %s\n", fn.time(NULL) >= t2 ? "ok" : "back");
@@ -302,7 +306,14 @@ static void vsyscall(void) {
     unsigned cpu = 9999;
     r = c(&cpu, NULL, NULL);
     printf("vsyscall getcpu: ret=%d cpu=%s\n", r, cpu < 4096 ? "ok" : "bad");
+    struct timezone tz = {77, 77};
+    r = g(&tv, &tz);
+    printf("vsyscall gettimeofday with tz: ret=%d tz=%d,%d\n", r, tz.tz_minuteswest, tz.tz_dsttime);
     printf("realtime_s=%lld\n", (long long)ts.tv_sec);
+    fflush(stdout);
+    // A bad pointer faults in the page, as in any function: SIGSEGV.
+    g((struct timeval *)16, NULL);
+    printf("bad pointer: no fault\n");
 }
 
 static void checkpoint(void) {

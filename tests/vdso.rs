@@ -129,6 +129,19 @@ fn the_clocks_stay_right_in_a_snapshot_resumed_later() {
         let t: i64 = field(&text, "realtime_s=").parse().unwrap();
         assert!((t - host_secs()).abs() <= 5, "guest realtime {t}, host {}", host_secs());
     }
+    // With a second thread reading the clock through the vDSO all along
+    // (time slices stop it anywhere, the snapshot too): its reads never
+    // go back either, whether or not it was inside the vDSO then.
+    let snap = sb.snapshot(&Command::new(&prog).arg("threads"), SnapshotPoint::Checkpoint).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+    for run in 0..3 {
+        let out = clone.run(&Command::resume()).unwrap();
+        let text = out.stdout_str();
+        assert_eq!(out.status, ExitStatus::Code(0), "{text}{}", out.stderr_str());
+        assert!(text.contains("monotonic after the checkpoint: not before it\n"), "run {run}: {text}");
+        assert!(text.ends_with("reader thread: reads>1000=yes went back 0 times\n"), "run {run}: {text}");
+    }
     // An entry snapshot: the vDSO mapped then serves the restored runs.
     let snap = sb.snapshot(&Command::new(&prog), SnapshotPoint::Entry).unwrap();
     let out = Sandbox::from_snapshot(&snap).unwrap().run(&Command::resume()).unwrap();

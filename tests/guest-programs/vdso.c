@@ -7,10 +7,12 @@
 //   vsyscall    calls through the legacy page at 0xffffffffff600000, the
 //               last with a bad pointer (dies of SIGSEGV)
 //   checkpoint  clocks before and after a snapshot point
+//   threads     the same while another thread reads the clocks all along
 //   exec        (internal) the image after execve
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,6 +340,36 @@ static void checkpoint(void) {
     check_clocks("resumed");
 }
 
+static volatile int stop;
+static long reads, back;
+
+// Reads the vDSO's monotonic clock until told to stop (time slices stop
+// it anywhere, inside the vDSO too, and a snapshot may be taken then).
+static void *reader(void *arg) {
+    (void)arg;
+    int64_t last = 0;
+    while (!stop) {
+        struct timespec t;
+        fn.cgt(CLOCK_MONOTONIC, &t);
+        if (ns_of(t) < last) back++;
+        last = ns_of(t);
+        reads++;
+    }
+    return NULL;
+}
+
+static void threads(void) {
+    pthread_t th;
+    pthread_create(&th, NULL, reader, NULL);
+    struct timespec pause = {0, 50000000};
+    nanosleep(&pause, NULL);
+    checkpoint();
+    nanosleep(&pause, NULL);
+    stop = 1;
+    pthread_join(th, NULL);
+    printf("reader thread: reads>1000=%s went back %ld times\n", reads > 1000 ? "yes" : "no", back);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc > 2 && strcmp(argv[1], "loop") == 0) {
@@ -351,6 +383,10 @@ int main(int argc, char **argv) {
     if (resolve() != 0) return 1;
     if (argc > 1 && strcmp(argv[1], "checkpoint") == 0) {
         checkpoint();
+        return 0;
+    }
+    if (argc > 1 && strcmp(argv[1], "threads") == 0) {
+        threads();
         return 0;
     }
     if (argc > 1 && strcmp(argv[1], "exec") == 0) return child_ok() ? 0 : 3;

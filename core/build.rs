@@ -10,7 +10,7 @@ use hvsandbox_abi as abi;
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let runtime_dir = manifest.join("../guest-runtime");
-    for p in ["src", "Cargo.toml", "build.rs", "link.ld"] {
+    for p in ["src", "vdso", "Cargo.toml", "build.rs", "link.ld"] {
         println!("cargo:rerun-if-changed={}", runtime_dir.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", manifest.join("abi/src").display());

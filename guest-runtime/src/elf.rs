@@ -34,6 +34,8 @@ pub struct Loaded {
     pub phdr: u64,
     pub phent: u64,
     pub phnum: u64,
+    /// The vDSO's address (AT_SYSINFO_EHDR).
+    pub vdso: u64,
 }
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
@@ -283,6 +285,7 @@ pub fn load(img: &Image, interp: Option<&Image>) -> Result<Loaded, i64> {
         phdr: img.phdr_va(base),
         phent: img.phent,
         phnum: img.phdrs.len() as u64,
+        vdso: crate::vdso::map()?,
     };
     if let Some(ld) = interp {
         let (lo, hi) = ld.span();

@@ -42,6 +42,7 @@ mod syscalls;
 mod task;
 mod time;
 mod uaccess;
+mod vdso;
 mod vfs;
 mod vma;
 mod wait;
@@ -78,6 +79,7 @@ mod testing {
         info.mem_size = 64 << 20;
         info.tsc_khz = 1_000_000;
         *crate::rt::BOOT.get() = Some(info);
+        crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
         crate::mm::test_free_frames(crate::mm::HEAP_RESERVE - 1);
         crate::vfs::init(&info);
         guard

@@ -1110,3 +1110,18 @@ pub fn count_foreign_frames(n: u64) {
     f.used += n;
     f.peak = f.peak.max(f.used);
 }
+
+/// Maps page `va` of the top-level slots every address space shares onto
+/// `frame` (owned by the runtime), readable (and executable with
+/// `PROT_EXEC`) by programs but never writable: the vsyscall page. At
+/// start only, before any address space copies the shared slots. False
+/// if `va` is not in those slots or no table frame is left.
+pub fn map_in_shared_slots(va: u64, frame: u64, prot: u32) -> bool {
+    if ((va >> 39) & 0x1ff) < USER_SLOTS as u64 {
+        return false;
+    }
+    let Some(e) = pte(FRAMES.get().boot_pml4, va, true) else { return false };
+    // SAFETY: a level-0 entry of the boot tables; not present before.
+    unsafe { pt_write(e, frame | leaf_bits(prot & !PROT_WRITE) | PTE_SHARED) };
+    true
+}

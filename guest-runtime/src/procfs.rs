@@ -315,7 +315,9 @@ fn maps(o: &mut Out, p: &Process) {
             o.0.push(if v.prot & bit != 0 { c } else { b'-' });
         }
         o.s(b"p 00000000 00:00 0 ");
-        let name: &[u8] = if v.start < user::STACK_TOP && user::STACK_TOP <= v.end {
+        let name: &[u8] = if let Some(name) = crate::vdso::name(v.start) {
+            name
+        } else if v.start < user::STACK_TOP && user::STACK_TOP <= v.end {
             b"[stack]"
         } else if brk > brk_start && v.start >= brk_start && v.end <= mm_page_up(brk) {
             b"[heap]"
@@ -330,6 +332,14 @@ fn maps(o: &mut Out, p: &Process) {
         }
         o.s(b"\n");
     }
+    // The vsyscall page, in every process (as Linux lists it, last).
+    let at = crate::vdso::VSYSCALL_VA;
+    let start = o.0.len();
+    o.hex(at, 8).s(b"-").hex(at + crate::mm::PAGE, 8).s(b" r-xp 00000000 00:00 0");
+    while o.0.len() - start < 73 {
+        o.0.push(b' ');
+    }
+    o.s(b"[vsyscall]\n");
 }
 
 fn mm_page_up(x: u64) -> u64 {

@@ -23,6 +23,8 @@ pub fn snapshot_point() -> Option<Resume> {
     crate::heap::reserve(1 << 20);
     crate::io::flush_all();
     crate::mm::record_memory_peak();
+    // Where a restored run's monotonic clock goes on from.
+    let monotonic = crate::time::monotonic_ns();
     let buf = match hc::call(abi::hc::SNAPSHOT, 0, 0, 0) {
         abi::hc::RESUMED_WITH_INFO => {
             // The host left this run's inputs in the resume area (no
@@ -46,7 +48,7 @@ pub fn snapshot_point() -> Option<Resume> {
     }
     // SAFETY: the buffer holds at least a ResumeInfo (plain integers).
     let info: abi::ResumeInfo = unsafe { core::ptr::read_unaligned(buf.as_ptr() as *const abi::ResumeInfo) };
-    crate::time::rebase(info.tsc_khz, info.tsc, info.realtime_ns);
+    crate::time::rebase(info.tsc_khz, info.tsc, info.realtime_ns, monotonic);
     crate::random::init(&info.random_seed);
     let args_end = head.saturating_add(info.args_len as usize);
     let man_end = args_end.saturating_add(info.manifest_len as usize);

@@ -19,10 +19,12 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
         hc::panic(b"bad boot info");
     }
     *BOOT.get() = Some(info);
+    crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
     // The layers above the files register what the ones below call.
     crate::wait::register(crate::task::block, crate::task::wait_event);
     crate::vfs::set_proc_self(crate::procfs::hooks());
     mm::init(&info);
+    crate::vdso::init();
     crate::io::publish();
     crate::random::init(&info.random_seed);
     crate::vfs::init(&info);
@@ -79,6 +81,7 @@ fn wait_for_program(pre: &abi::BootInfo) -> abi::BootInfo {
         hc::panic(b"the program's image overlaps the runtime's frames");
     }
     *BOOT.get() = Some(info);
+    crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
     crate::random::init(&info.random_seed);
     info
 }

@@ -161,7 +161,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         200 => crate::signal::sys_tgkill(u64::MAX, a0, a1), // tkill
         234 => crate::signal::sys_tgkill(a0, a1, a2),
         63 => sys_uname(a0),
-        96 => sys_gettimeofday(a0),
+        96 => sys_gettimeofday(a0, a1),
         97 => sys_prlimit(a0, 0, a1),
         302 => sys_prlimit(a1, a2, a3),
         99 => sys_sysinfo(a0),
@@ -407,10 +407,14 @@ fn sys_clock_getres(ts: u64) -> SysResult {
     Ok(0)
 }
 
-fn sys_gettimeofday(tv: u64) -> SysResult {
+/// gettimeofday(2); the time zone is UTC, no DST (as the vDSO says).
+fn sys_gettimeofday(tv: u64, tz: u64) -> SysResult {
     if tv != 0 {
         let ns = time::realtime_ns();
         put_u64s(tv, &[ns / 1_000_000_000, (ns % 1_000_000_000) / 1000])?;
+    }
+    if tz != 0 {
+        user_bytes_mut(tz, 8)?.fill(0);
     }
     Ok(0)
 }

@@ -12,6 +12,10 @@
 //! program. Pages marked `PTE_SHARED` map frames owned by someone else
 //! (the file cache: program text mapped in place); they are never freed
 //! or written through the mapping — a write mapping gets its own copy.
+//! Pages marked `PTE_SHM` map a frame of a shared object (MAP_SHARED,
+//! see `vma.rs`): writable, the same frame in every process mapping it
+//! (a fork maps it again rather than copying it), owned by the object,
+//! which outlives the mapping.
 //!
 //! One file of ~1,100 lines because the frame allocator, the page-table
 //! writers with their journal and the mapping operations share the
@@ -27,6 +31,7 @@ use hvsandbox_abi::pte::{
 use hvsandbox_abi::{self as abi, user};
 
 use crate::rt::{phys_ptr, Global};
+pub use crate::vma::Shared;
 use crate::vma::{self, Vma};
 
 pub const PAGE: u64 = abi::PAGE_SIZE;
@@ -35,6 +40,10 @@ pub const PAGE: u64 = abi::PAGE_SIZE;
 const PTE_KEPT: u64 = 1 << 9;
 /// Software bit: the frame belongs to someone else (see the module docs).
 const PTE_SHARED: u64 = 1 << 10;
+/// Software bit: the frame belongs to a shared object (see the module docs).
+const PTE_SHM: u64 = 1 << 11;
+/// Frames this space does not own: never freed or zeroed through it.
+const PTE_FOREIGN: u64 = PTE_SHARED | PTE_SHM;
 const ADDR_MASK: u64 = abi::pte::ADDR;
 
 pub use crate::vma::{PROT_EXEC, PROT_READ, PROT_WRITE};
@@ -469,14 +478,14 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
             return;
         }
         let frame = entry & ADDR_MASK;
-        let new = if entry & PTE_SHARED != 0 { Some(frame) } else { copy_frame(frame) };
+        let new = if entry & PTE_FOREIGN != 0 { Some(frame) } else { copy_frame(frame) };
         match (new, pte(dst.pml4, va, true)) {
             (Some(f), Some(e)) => {
                 // SAFETY: a level-0 entry of the new space, not present yet.
                 unsafe { pt_write(e, f | (entry & !ADDR_MASK)) };
             }
             (Some(f), None) => {
-                if entry & PTE_SHARED == 0 {
+                if entry & PTE_FOREIGN == 0 {
                     free_frame(f);
                 }
                 result = Err(ENOMEM);
@@ -554,7 +563,7 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                 for i1 in 0..512 {
                     // SAFETY: as above.
                     let e1 = unsafe { table(pt).add(i1).read_volatile() };
-                    if e1 & (PTE_P | PTE_KEPT) != 0 && e1 & PTE_SHARED == 0 {
+                    if e1 & (PTE_P | PTE_KEPT) != 0 && e1 & PTE_FOREIGN == 0 {
                         free_frame(e1 & ADDR_MASK);
                     }
                 }
@@ -584,8 +593,9 @@ const EAGER_MAX: u64 = 256 * 1024;
 
 /// Backs `[start, end)` with zeroed frames (only pages already backed
 /// unless `populate`), `prot` access. Pages already backed keep their
-/// frame (a shared frame is copied if the new access allows writing) and
-/// get `prot`. Returns whether a flush is needed.
+/// frame (a file-cache frame is copied if the new access allows writing;
+/// a shared object's frame is copied when `populate`, which makes the
+/// range private memory) and get `prot`. Returns whether a flush is needed.
 fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Result<bool, i64> {
     let mut flush = false;
     let mut va = start;
@@ -621,6 +631,14 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
                     shared = PTE_SHARED;
                     old & ADDR_MASK
                 }
+            } else if old & PTE_SHM != 0 {
+                if populate {
+                    flush |= old & PTE_P != 0;
+                    copy_frame(old & ADDR_MASK).ok_or(ENOMEM)?
+                } else {
+                    shared = PTE_SHM;
+                    old & ADDR_MASK
+                }
             } else {
                 old & ADDR_MASK
             }
@@ -645,7 +663,7 @@ fn unback_range(start: u64, end: u64) -> bool {
             if old & (PTE_P | PTE_KEPT) != 0 {
                 // SAFETY: as above.
                 unsafe { pt_write(e, 0) };
-                if old & PTE_SHARED == 0 {
+                if old & PTE_FOREIGN == 0 {
                     free_frame(old & ADDR_MASK);
                 }
                 flush |= old & PTE_P != 0;
@@ -665,7 +683,7 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
-            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_SHARED == 0 {
+            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_FOREIGN == 0 {
                 let dst = (v & ADDR_MASK) + off;
                 // SAFETY: dst..dst+n lies within one private frame of guest RAM.
                 unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), phys_ptr(dst), n) };
@@ -732,7 +750,7 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         crate::cpu::flush_tlb();
     }
     res?;
-    vma_insert(Vma { start, end, prot })
+    vma_insert(Vma::private(start, end, prot))
 }
 
 /// Finds room for `len` bytes below the mmap top.
@@ -784,14 +802,16 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
 
 /// Maps `len` bytes of a file: `frame(i)` gives the frame holding page
 /// `i` of the mapping (None past the end of the file: zero pages, backed
-/// on first touch). Without PROT_WRITE the file's frames are mapped in
-/// place (shared with the file cache); with it each page is a private copy.
+/// on first touch). Without PROT_WRITE and with `in_place` the file's
+/// frames are mapped in place (shared with the file cache); else each
+/// page is a private copy.
 pub fn map_file(
     hint: u64,
     len: u64,
     prot: u32,
     fixed: bool,
     noreplace: bool,
+    in_place: bool,
     frame: &mut dyn FnMut(u64) -> Result<Option<u64>, i64>,
 ) -> Result<u64, i64> {
     let len = page_up(len);
@@ -812,7 +832,7 @@ pub fn map_file(
         crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })?;
+    vma_insert(Vma::private(start, end, prot))?;
     let mut va = start;
     let mut i = 0;
     let result = loop {
@@ -822,7 +842,7 @@ pub fn map_file(
         match frame(i) {
             Ok(None) => break Ok(()),
             Ok(Some(f)) => {
-                let ok = if prot & PROT_WRITE == 0 {
+                let ok = if prot & PROT_WRITE == 0 && in_place {
                     map_shared_frame(va, f, prot).is_ok()
                 } else {
                     match (copy_frame(f), cur_pte(va, true)) {
@@ -863,7 +883,7 @@ pub fn map_file(
 pub fn reserve(len: u64) -> Result<u64, i64> {
     let len = page_up(len);
     let start = find_free(len)?;
-    vma_insert(Vma { start, end: start + len, prot: 0 })?;
+    vma_insert(Vma::private(start, start + len, 0))?;
     let mm = current();
     mm.mmap_next = mm.mmap_next.min(start);
     Ok(start)
@@ -900,6 +920,10 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         if v.start > at {
             return Err(ENOMEM);
         }
+        // A shared mapping of a file opened read-only stays read-only.
+        if prot & PROT_WRITE != 0 && v.shared.as_ref().is_some_and(|s| !s.may_write) {
+            return Err(crate::errno::EACCES);
+        }
         at = v.end;
         if at >= end {
             break;
@@ -908,17 +932,118 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     if at < end {
         return Err(ENOMEM);
     }
+    vma::protect(&mut current().vmas, start, end, prot)?;
     let res = back_range(current().pml4, start, end, prot, false);
     if let Ok(true) = res {
         crate::cpu::flush_tlb();
     }
-    res?;
+    res.map(|_| ())
+}
+
+/// msync(2): shared mappings show the object's frames themselves, so
+/// there is nothing to write back; only the arguments are checked.
+pub fn msync(start: u64, len: u64, flags: u64) -> Result<(), i64> {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if !start.is_multiple_of(PAGE) || flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 {
+        return Err(EINVAL);
+    }
+    if flags & MS_ASYNC != 0 && flags & MS_SYNC != 0 {
+        return Err(EINVAL);
+    }
+    let end = start.checked_add(page_up(len)).ok_or(ENOMEM)?;
+    let mut at = start;
+    for v in &current().vmas {
+        if at >= end {
+            break;
+        }
+        if v.end <= at {
+            continue;
+        }
+        if v.start > at {
+            return Err(ENOMEM);
+        }
+        at = v.end;
+    }
+    if at < end {
+        return Err(ENOMEM);
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of a shared object (MAP_SHARED) at `hint` if `fixed`,
+/// else where there is room: the pages are the object's frames, mapped
+/// as the program touches them (the first [`EAGER_MAX`] bytes at once).
+pub fn map_shared(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool, shared: Shared) -> Result<u64, i64> {
+    let len = page_up(len);
+    if len == 0 || len > user::ADDR_LIMIT {
+        return Err(ENOMEM);
+    }
+    // The object's pages past u64 offsets cannot exist.
+    shared.pgoff.checked_add(len / PAGE).ok_or(EINVAL)?;
+    let start = if fixed {
+        valid_user_range(hint, len).ok_or(EINVAL)?;
+        if noreplace && overlaps_any(hint, hint + len) {
+            return Err(EEXIST);
+        }
+        hint
+    } else {
+        find_free(len)?
+    };
+    let end = start + len;
+    if unback_range(start, end) {
+        crate::cpu::flush_tlb();
+    }
     vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })
+    let v = Vma { start, end, prot, shared: Some(shared) };
+    vma_insert(v.clone())?;
+    if !fixed {
+        let mm = current();
+        mm.mmap_next = mm.mmap_next.min(start);
+    }
+    let mut va = start;
+    while va < end.min(start + EAGER_MAX) {
+        match back_shared_page(va, &v) {
+            Ok(true) => {}
+            // Past the object's end: a touch there is a SIGBUS.
+            Ok(false) => break,
+            Err(e) => {
+                let _ = munmap(start, len);
+                return Err(e);
+            }
+        }
+        va += PAGE;
+    }
+    Ok(start)
+}
+
+/// Maps page `va` of shared mapping `v` onto the object's frame. Ok(false)
+/// past the object's end or if the page is already backed.
+fn back_shared_page(va: u64, v: &Vma) -> Result<bool, i64> {
+    let Some((obj, index)) = v.object_page(va) else { return Ok(false) };
+    let e = cur_pte(va, true).ok_or(ENOMEM)?;
+    // SAFETY: valid level-0 entry pointer.
+    if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0 {
+        return Ok(false);
+    }
+    let Some(frame) = obj.page(index)? else { return Ok(false) };
+    // SAFETY: as above; not present -> present needs no flush.
+    unsafe { pt_write(e, (frame & ADDR_MASK) | leaf_bits(v.prot) | PTE_SHM) };
+    Ok(true)
+}
+
+/// The futex key of `va` when it lies in a shared mapping: the object
+/// and the byte offset in it, the same in every process mapping it.
+pub fn shared_key(va: u64) -> Option<(usize, u64)> {
+    let mm = current();
+    let v = mm.vmas.iter().find(|v| v.start <= va && va < v.end)?;
+    let (obj, index) = v.object_page(va)?;
+    Some((obj.key(), index * PAGE + (va & (PAGE - 1))))
 }
 
 fn vma_at(va: u64) -> Option<Vma> {
-    current().vmas.iter().find(|v| v.start <= va && va < v.end).copied()
+    current().vmas.iter().find(|v| v.start <= va && va < v.end).cloned()
 }
 
 /// A page fault of the program at `va`: backs the page if it lies in a
@@ -927,6 +1052,9 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     let Some(v) = vma_at(va) else { return Fault::Refused };
     if v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 || (write && v.prot & PROT_WRITE == 0) {
         return Fault::Refused;
+    }
+    if v.shared.is_some() {
+        return fault_in_shared(va, &v);
     }
     // A fault costs a trip through ring 0 (tens of µs here): back the
     // whole aligned window around the page, within the mapping.
@@ -951,6 +1079,32 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     Fault::Backed
 }
 
+/// A fault in a shared mapping: the object's frame for the page, and for
+/// its neighbours in the fault-around window that the object has.
+fn fault_in_shared(va: u64, v: &Vma) -> Fault {
+    let page = page_down(va);
+    match back_shared_page(page, v) {
+        Ok(true) => {}
+        Ok(false) => {
+            let backed = cur_pte(page, false)
+                // SAFETY: valid level-0 entry pointer.
+                .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
+            return if backed { Fault::Refused } else { Fault::Bus };
+        }
+        Err(_) => return Fault::OutOfMemory,
+    }
+    let start = (va & !(FAULT_AROUND - 1)).max(v.start);
+    let end = ((va | (FAULT_AROUND - 1)) + 1).min(v.end);
+    let mut at = start;
+    while at < end {
+        if at != page && back_shared_page(at, v).is_err() {
+            break;
+        }
+        at += PAGE;
+    }
+    Fault::Backed
+}
+
 /// What became of a program's page fault.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -960,6 +1114,8 @@ pub enum Fault {
     Refused,
     /// Allowed, but guest memory is exhausted.
     OutOfMemory,
+    /// A shared mapping's page past the end of its file (SIGBUS).
+    Bus,
 }
 
 /// Bytes backed together on a page fault.
@@ -991,7 +1147,8 @@ pub fn populate(va: u64, len: u64) -> bool {
             .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
         if !backed {
             let Some(v) = vma_at(at) else { return false };
-            if !back_page(at, v.prot) {
+            let ok = if v.shared.is_some() { back_shared_page(at, &v) == Ok(true) } else { back_page(at, v.prot) };
+            if !ok {
                 return false;
             }
         }
@@ -1011,7 +1168,7 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
-            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_SHARED == 0 {
+            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_FOREIGN == 0 {
                 zero_frame(v & ADDR_MASK);
             }
         }
@@ -1061,7 +1218,7 @@ pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })
+    vma_insert(Vma::private(start, end, prot))
 }
 
 /// Records `[start, end)` as mapped with `prot` (its pages are already
@@ -1069,7 +1226,7 @@ pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
 pub fn add_vma(start: u64, end: u64, prot: u32) -> Result<(), i64> {
     valid_user_range(start, end.saturating_sub(start)).ok_or(EINVAL)?;
     vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })
+    vma_insert(Vma::private(start, end, prot))
 }
 
 /// Backs `[start, end)` of the runtime's own heap range with fresh frames

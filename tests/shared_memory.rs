@@ -2,7 +2,7 @@
 //! in the guest with the outputs compared (anonymous shared memory across
 //! fork under process-shared semaphores and mutexes, files in /dev/shm and
 //! /tmp mapped by several processes, write()/mmap coherence, SIGBUS past
-//! the end, futexes across processes), frames given back when the last
+//! the end, futexes across processes, mremap), frames given back when the last
 //! mapping goes, and Debian's python3 with the host system: a
 //! multiprocessing pool, queue and lock, a process pool executor and
 //! SQLite in WAL mode, each compared with the same script run natively.
@@ -37,6 +37,13 @@ fn shared_mappings_behave_like_linux() {
         "coherent: rw map of read-only fd: EACCES",
         "protect: read-only store status=1011; after mprotect rw status=0 sees cd",
         "futex: waiter woken status=0",
+        "mremap: grown kept=aa new zero=1",
+        "mremap: moved=1 kept=r old page gone=1",
+        "mremap: fixed at target=1 kept=r writable=w",
+        "mremap: unaligned EINVAL, unmapped EFAULT",
+        "mremap: shared grown sees ABC, read sees Cc",
+        "mremap: duplicate differs=1 sees A, original sees !",
+        "mremap: anon shared kept=x past its size status=1007",
         "forks: 200 children counted 200 failed=0",
     ];
     for line in expect {

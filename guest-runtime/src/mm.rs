@@ -49,7 +49,7 @@ const ADDR_MASK: u64 = abi::pte::ADDR;
 pub use crate::vma::{PROT_EXEC, PROT_READ, PROT_WRITE};
 
 /// Errors of memory operations, as Linux errno values.
-pub use crate::errno::{EEXIST, EINVAL, ENOMEM};
+pub use crate::errno::{EEXIST, EFAULT, EINVAL, ENOMEM};
 
 /// Top-level slots `USER_SLOTS..512` are shared by every address space.
 const USER_SLOTS: usize = 254;
@@ -887,6 +887,141 @@ pub fn reserve(len: u64) -> Result<u64, i64> {
     let mm = current();
     mm.mmap_next = mm.mmap_next.min(start);
     Ok(start)
+}
+
+/// mremap(2): shrinks a mapping in place, grows it in place when the
+/// pages after it are free, else (with MREMAP_MAYMOVE) moves it: its
+/// page-table entries move, so its frames, private or shared, go along
+/// uncopied. MREMAP_FIXED moves it to `new_addr`. An `old_size` of 0 on
+/// a shared mapping maps the same pages again. The old range must lie in
+/// one mapping (EFAULT otherwise, as Linux).
+pub fn mremap(old: u64, old_size: u64, new_size: u64, flags: u64, new_addr: u64) -> Result<u64, i64> {
+    const MAYMOVE: u64 = 1;
+    const FIXED: u64 = 2;
+    if flags & !(MAYMOVE | FIXED) != 0 || !old.is_multiple_of(PAGE) || (flags & FIXED != 0 && flags & MAYMOVE == 0) {
+        return Err(EINVAL);
+    }
+    let old_len = page_up(old_size);
+    let new_len = page_up(new_size);
+    if new_len == 0 || old_len > user::ADDR_LIMIT || new_len > user::ADDR_LIMIT {
+        return Err(if new_len == 0 { EINVAL } else { ENOMEM });
+    }
+    let fixed = flags & FIXED != 0;
+    if fixed {
+        let end = valid_user_range(new_addr, new_len).ok_or(EINVAL)?;
+        if new_addr < old + old_len.max(PAGE) && old < end {
+            return Err(EINVAL);
+        }
+    }
+    let v = vma_at(old).ok_or(EFAULT)?;
+    if old_len == 0 {
+        // A second mapping of the same pages: shared mappings only.
+        let Some(shared) = v.shared.clone() else { return Err(EINVAL) };
+        if flags & MAYMOVE == 0 {
+            return Err(ENOMEM);
+        }
+        let shared = Shared { pgoff: shared.pgoff + (old - v.start) / PAGE, ..shared };
+        return map_shared(new_addr, new_len, v.prot, fixed, false, shared);
+    }
+    if old + old_len > v.end {
+        return Err(EFAULT);
+    }
+    let growth = new_len.saturating_sub(old_len);
+    if v.shared.is_none() && v.prot != 0 && growth / PAGE > spare_frames() {
+        return Err(ENOMEM);
+    }
+    if !fixed {
+        if new_len <= old_len {
+            if new_len < old_len {
+                munmap(old + new_len, old_len - new_len)?;
+            }
+            return Ok(old);
+        }
+        let fits = old.checked_add(new_len).is_some_and(|e| e <= user::ADDR_LIMIT);
+        if fits && !overlaps_any(old + old_len, old + new_len) {
+            let tail = Vma { start: old + old_len, end: old + new_len, ..v.clone() };
+            let tail = match &v.shared {
+                Some(s) => {
+                    Vma { shared: Some(Shared { pgoff: s.pgoff + (tail.start - v.start) / PAGE, ..s.clone() }), ..tail }
+                }
+                None => tail,
+            };
+            vma_insert(tail)?;
+            return Ok(old);
+        }
+        if flags & MAYMOVE == 0 {
+            return Err(ENOMEM);
+        }
+    }
+    let keep = old_len.min(new_len);
+    let dst = if fixed {
+        munmap(new_addr, new_len)?;
+        new_addr
+    } else {
+        find_free(new_len)?
+    };
+    // The part that moves, as a mapping of its own at `dst`.
+    let moved = Vma {
+        start: dst,
+        end: dst + new_len,
+        prot: v.prot,
+        shared: v.shared.as_ref().map(|s| Shared { pgoff: s.pgoff + (old - v.start) / PAGE, ..s.clone() }),
+    };
+    // Room in the list for a split of the old mapping and the new one.
+    let vmas = &mut current().vmas;
+    if vmas.len() + 2 > vma::MAX_VMAS || vmas.try_reserve(2).is_err() {
+        return Err(ENOMEM);
+    }
+    move_entries(old, dst, keep)?;
+    if new_len < old_len {
+        let _ = munmap(old + keep, old_len - keep);
+    }
+    vma_remove(old, old + keep)?;
+    vma_insert(moved)?;
+    crate::cpu::flush_tlb();
+    if !fixed {
+        let mm = current();
+        mm.mmap_next = mm.mmap_next.min(dst);
+    }
+    Ok(dst)
+}
+
+/// Moves the page-table entries of `[from, from + len)` to `to` (a free
+/// range); on failure (no page-table frame) moves back what moved.
+fn move_entries(from: u64, to: u64, len: u64) -> Result<(), i64> {
+    let mut off = 0;
+    while off < len {
+        let moved = match cur_pte(from + off, false) {
+            None => true,
+            Some(e) => {
+                // SAFETY: valid level-0 entry pointer.
+                let v = unsafe { e.read_volatile() };
+                if v & (PTE_P | PTE_KEPT) == 0 {
+                    true
+                } else if let Some(d) = cur_pte(to + off, true) {
+                    // SAFETY: valid level-0 entry pointers; the source entry
+                    // may be re-read by `cur_pte` creating a table: it was
+                    // read above and is written only here.
+                    unsafe {
+                        pt_write(d, v);
+                        pt_write(e, 0);
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if !moved {
+            if off > 0 {
+                let _ = move_entries(to, from, off);
+            }
+            crate::cpu::flush_tlb();
+            return Err(ENOMEM);
+        }
+        off += PAGE;
+    }
+    Ok(())
 }
 
 pub fn munmap(start: u64, len: u64) -> Result<(), i64> {

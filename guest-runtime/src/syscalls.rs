@@ -123,6 +123,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
         26 => mm::msync(a0, a1, a2).map(|_| 0),
+        25 => mm::mremap(a0, a1, a2, a3, a4),
         12 => Ok(mm::brk(a0)),
         13 => crate::signal::sys_sigaction(a0, a1, a2, a3),
         14 => crate::signal::sys_sigprocmask(a0, a1, a2, a3),

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #define FUTEX_WAIT 0
@@ -19,7 +20,9 @@
  * files in /dev/shm and /tmp mapped by several processes, write()/read()
  * against stores through mappings, msync, ftruncate and SIGBUS past the
  * end, mprotect and munmap of part of a shared mapping, and a futex that
- * one process waits on and another wakes, through different mappings.
+ * one process waits on and another wakes, through different mappings;
+ * mremap of private and shared mappings (grow, shrink, move, a second
+ * mapping of the same pages).
  * With the argument "leak", it maps, forks and unmaps many times and
  * prints how much free memory that cost (the guest test checks it). */
 
@@ -261,6 +264,77 @@ static void futex_test(void) {
     close(fd);
 }
 
+static const char *err(long r) {
+    if (r != -1) return "ok";
+    return errno == EINVAL ? "EINVAL" : errno == EFAULT ? "EFAULT" : errno == ENOMEM ? "ENOMEM" : "?";
+}
+
+static void mremap_test(void) {
+    /* Private memory grows (wherever it fits) and keeps its bytes. */
+    char *p = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    memset(p, 'a', 2 * 4096);
+    char *g = mremap(p, 2 * 4096, 64 * 4096, MREMAP_MAYMOVE);
+    int zero = 1;
+    for (int i = 2 * 4096; i < 64 * 4096; i++) zero &= g[i] == 0;
+    g[63 * 4096] = 'z';
+    printf("mremap: grown kept=%c%c new zero=%d\n", g[0], g[2 * 4096 - 1], zero);
+    char *s = mremap(g, 64 * 4096, 4096, 0);
+    printf("mremap: shrunk in place=%d\n", s == g);
+    munmap(s, 4096);
+    /* Something right after it: in place fails, moving works. */
+    char *r = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    r[0] = 'r';
+    long no = (long)mremap(r, 4096, 2 * 4096, 0);
+    printf("mremap: no room without MAYMOVE: %s\n", err(no));
+    char *m = mremap(r, 4096, 2 * 4096, MREMAP_MAYMOVE);
+    printf("mremap: moved=%d kept=%c old page gone=%d\n", m != r, m[0], msync(r, 4096, 0) == -1 && errno == ENOMEM);
+    /* To a fixed place, replacing what was there. */
+    char *t = mmap(NULL, 4 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *f = mremap(m, 2 * 4096, 4 * 4096, MREMAP_MAYMOVE | MREMAP_FIXED, t);
+    f[3 * 4096] = 'w';
+    printf("mremap: fixed at target=%d kept=%c writable=%c\n", f == t, f[0], f[3 * 4096]);
+    munmap(f, 4 * 4096);
+    munmap(r + 4096, 2 * 4096);
+    printf("mremap: unaligned %s, unmapped %s\n", err((long)mremap(p + 1, 4096, 8192, MREMAP_MAYMOVE)),
+           err((long)mremap(f, 4096, 8192, MREMAP_MAYMOVE)));
+
+    /* A shared file mapping grows to show more of the file, and moves. */
+    char path[64];
+    snprintf(path, sizeof path, "/dev/shm/hvs-mremap-%d", (int)getpid());
+    int fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0600);
+    ftruncate(fd, 3 * 4096);
+    pwrite(fd, "B", 1, 4096);
+    pwrite(fd, "C", 1, 2 * 4096);
+    char *a = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    char *guard = mmap(a + 4096, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    a[0] = 'A';
+    char *b = mremap(a, 4096, 3 * 4096, MREMAP_MAYMOVE);
+    b[2 * 4096 + 1] = 'c';
+    char buf[2];
+    pread(fd, buf, 2, 2 * 4096);
+    printf("mremap: shared grown sees %c%c%c, read sees %.2s\n", b[0], b[4096], b[2 * 4096], buf);
+    /* A second mapping of the same pages (old size 0). */
+    char *d = mremap(b, 0, 4096, MREMAP_MAYMOVE);
+    d[1] = '!';
+    printf("mremap: duplicate differs=%d sees %c, original sees %c\n", d != b, d[0], b[1]);
+    /* Growing anonymous shared memory past its size: SIGBUS there. */
+    char *x = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    x[0] = 'x';
+    char *y = mremap(x, 4096, 2 * 4096, MREMAP_MAYMOVE);
+    pid_t k = fork();
+    if (k == 0) {
+        y[4096] = 1;
+        _exit(0);
+    }
+    printf("mremap: anon shared kept=%c past its size status=%d\n", y[0], wait_child(k));
+    if (guard != MAP_FAILED) munmap(guard, 4096);
+    munmap(b, 3 * 4096);
+    munmap(d, 4096);
+    munmap(y, 2 * 4096);
+    close(fd);
+    unlink(path);
+}
+
 /* Many processes, one shared page: each child adds one. */
 static void many_forks_test(void) {
     long *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -324,6 +398,7 @@ int main(int argc, char **argv) {
     coherence_test();
     protect_test();
     futex_test();
+    mremap_test();
     many_forks_test();
     return 0;
 }

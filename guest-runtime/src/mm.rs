@@ -909,7 +909,7 @@ pub fn mremap(old: u64, old_size: u64, new_size: u64, flags: u64, new_addr: u64)
     let fixed = flags & FIXED != 0;
     if fixed {
         let end = valid_user_range(new_addr, new_len).ok_or(EINVAL)?;
-        if new_addr < old + old_len.max(PAGE) && old < end {
+        if new_addr < old.saturating_add(old_len.max(PAGE)) && old < end {
             return Err(EINVAL);
         }
     }
@@ -1174,7 +1174,7 @@ pub fn shared_key(va: u64) -> Option<(usize, u64)> {
     let mm = current();
     let v = mm.vmas.iter().find(|v| v.start <= va && va < v.end)?;
     let (obj, index) = v.object_page(va)?;
-    Some((obj.key(), index * PAGE + (va & (PAGE - 1))))
+    Some((obj.key(), index.wrapping_mul(PAGE) + (va & (PAGE - 1))))
 }
 
 fn vma_at(va: u64) -> Option<Vma> {

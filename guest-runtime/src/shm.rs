@@ -19,6 +19,8 @@ use crate::mm::{self, Shared, PROT_WRITE};
 use crate::vfs::{self, NodeKind, NodeRef};
 use crate::vma::SharedObject;
 
+const MAX_FILE: u64 = 1 << 40;
+
 /// A file behind shared mappings (one per mmap call; its VMAs share it).
 pub struct ShmFile {
     node: NodeRef,
@@ -79,6 +81,11 @@ pub fn map_file(
     }
     if prot & PROT_WRITE != 0 && !f.writable() {
         return Err(EACCES);
+    }
+    // Files end before 1 TiB (`vfs::FileData`): a mapping from past
+    // there could never show a page.
+    if off.checked_add(len).is_none_or(|end| end > MAX_FILE) {
+        return Err(EOVERFLOW);
     }
     let obj = ShmFile::new(node.clone())?;
     let shared = Shared { obj, pgoff: off / mm::PAGE, may_write: f.writable() };

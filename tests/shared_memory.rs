@@ -34,6 +34,8 @@ fn shared_mappings_behave_like_linux() {
         "coherent: after store read sees \"HELLO, FILE\" msync=0",
         "coherent: store past the end: status=1007",
         "coherent: after ftruncate grow store=x size=8192",
+        "coherent: load past the new end: status=1007",
+        "coherent: grown again reads 0",
         "coherent: rw map of read-only fd: EACCES",
         "protect: read-only store status=1011; after mprotect rw status=0 sees cd",
         "futex: waiter woken status=0",

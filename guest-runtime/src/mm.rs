@@ -1168,6 +1168,43 @@ fn back_shared_page(va: u64, v: &Vma) -> Result<bool, i64> {
     Ok(true)
 }
 
+/// Takes the pages of object `key` from page `first` on out of `space`'s
+/// page tables (the object is cut short: a touch there is a SIGBUS, and
+/// the object may free those frames afterwards).
+pub fn drop_object_pages(space: &mut AddressSpace, key: usize, first: u64) {
+    let mut flush = false;
+    for v in &space.vmas {
+        let Some(s) = &v.shared else { continue };
+        if s.obj.key() != key {
+            continue;
+        }
+        let skip = first.saturating_sub(s.pgoff);
+        if skip >= (v.end - v.start) / PAGE {
+            continue;
+        }
+        let mut va = v.start + skip * PAGE;
+        while va < v.end {
+            let Some(e) = pte(space.pml4, va, false) else {
+                // No table here: on to the next 2 MiB boundary.
+                va = (va | 0x1f_ffff) + 1;
+                continue;
+            };
+            // SAFETY: valid level-0 entry pointer.
+            let old = unsafe { e.read_volatile() };
+            if old & PTE_SHM != 0 {
+                // SAFETY: as above.
+                unsafe { pt_write(e, 0) };
+                flush |= old & PTE_P != 0;
+            }
+            va += PAGE;
+        }
+    }
+    // Other spaces hold no TLB entries: loading their root flushes.
+    if flush && core::ptr::eq(*CURRENT.get(), space) {
+        crate::cpu::flush_tlb();
+    }
+}
+
 /// The futex key of `va` when it lies in a shared mapping: the object
 /// and the byte offset in it, the same in every process mapping it.
 pub fn shared_key(va: u64) -> Option<(usize, u64)> {

@@ -6,20 +6,26 @@
 //! through it is what read(2) returns and what every other process
 //! mapping the file sees, and write(2) is seen through the mappings; a
 //! fork maps the same frames again. The mapping holds the file (an
-//! [`ShmFile`] in its VMA), and the file frees no frame while mapped: a
-//! truncate keeps the frames it cuts off until the file goes (pages that
-//! were never touched past the new end are a SIGBUS, as on Linux; pages
-//! already mapped keep showing their old frame).
+//! [`ShmFile`] in its VMA), and the file frees no frame a page table may
+//! still map: a truncate of a mapped file ([`truncate`]) first takes the
+//! pages past the new end out of every process's page tables (a touch
+//! there is a SIGBUS, as on Linux).
 
 use alloc::rc::Rc;
+use core::cell::RefCell;
 
 use crate::errno::*;
 use crate::file::OpenFile;
 use crate::mm::{self, Shared, PROT_WRITE};
-use crate::vfs::{self, NodeKind, NodeRef};
+use crate::vfs::{self, FileData, NodeKind, NodeRef};
 use crate::vma::SharedObject;
 
 const MAX_FILE: u64 = 1 << 40;
+
+/// What the mappings of `node` are known by (futex keys, truncate).
+fn key_of(node: &NodeRef) -> usize {
+    Rc::as_ptr(node) as *const u8 as usize
+}
 
 /// A file behind shared mappings (one per mmap call; its VMAs share it).
 pub struct ShmFile {
@@ -60,8 +66,27 @@ impl SharedObject for ShmFile {
     }
 
     fn key(&self) -> usize {
-        Rc::as_ptr(&self.node) as *const u8 as usize
+        key_of(&self.node)
     }
+}
+
+/// Truncates in-memory file `node` (its data `d`) to `len`: with shared
+/// mappings, the pages past the new end leave every page table first.
+pub fn truncate(node: &NodeRef, d: &RefCell<FileData>, len: u64) -> Result<(), i64> {
+    if d.borrow().shared.maps == 0 {
+        return d.borrow_mut().truncate(len);
+    }
+    if len > MAX_FILE {
+        return Err(EFBIG);
+    }
+    let key = key_of(node);
+    let first = len.div_ceil(mm::PAGE);
+    for p in crate::task::live_processes() {
+        if let Some(space) = crate::task::space_of(&p) {
+            mm::drop_object_pages(space.get(), key, first);
+        }
+    }
+    d.borrow_mut().truncate_unmapped(len)
 }
 
 /// mmap(MAP_SHARED) of an in-memory file open as `f`, from byte `off`.

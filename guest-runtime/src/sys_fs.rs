@@ -182,7 +182,7 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         }
         if flags & O_TRUNC != 0 && wants_write {
             if let NodeKind::File(f) = &node.kind {
-                f.borrow_mut().truncate(0)?;
+                crate::shm::truncate(&node, f, 0)?;
                 node.touch();
             }
         }
@@ -671,7 +671,7 @@ fn truncate_node(node: &NodeRef, len: u64) -> SysResult {
             if node.readonly() {
                 return Err(EROFS);
             }
-            f.borrow_mut().truncate(len)?;
+            crate::shm::truncate(node, f, len)?;
             node.touch();
             Ok(0)
         }

@@ -726,7 +726,21 @@ impl FileData {
         Ok(data.len())
     }
 
+    /// Sets the size; frames past it are freed, or, while shared mappings
+    /// may still show them, kept until the file goes (see
+    /// [`truncate_unmapped`](Self::truncate_unmapped)).
     pub fn truncate(&mut self, len: u64) -> Result<(), Errno> {
+        let hold = self.shared.maps > 0;
+        self.cut(len, hold)
+    }
+
+    /// A truncate once no page table maps the pages past `len` any more
+    /// (`shm.rs` took them out): their frames are freed at once.
+    pub fn truncate_unmapped(&mut self, len: u64) -> Result<(), Errno> {
+        self.cut(len, false)
+    }
+
+    fn cut(&mut self, len: u64, hold: bool) -> Result<(), Errno> {
         if len > (1 << 40) {
             return Err(EFBIG);
         }
@@ -747,13 +761,13 @@ impl FileData {
             return Ok(());
         }
         let keep = len.div_ceil(PAGE) as usize;
-        if self.shared.maps > 0 && self.pages.len() > keep {
+        if hold && self.pages.len() > keep {
             let cut = self.pages.len() - keep;
             self.shared.detached.try_reserve(cut).map_err(|_| ENOMEM)?;
         }
         while self.pages.len() > keep {
             if let Some(f) = self.pages.pop() {
-                if f != 0 && self.shared.maps > 0 {
+                if f != 0 && hold {
                     // Still mapped somewhere: freed with the file.
                     self.shared.detached.push(f);
                 } else if f != 0 {

@@ -191,6 +191,16 @@ static void coherence_test(void) {
     /* Shrinking zeroes the tail of the last page for read and mapping. */
     ftruncate(fd, 9);
     printf("coherent: after shrink mapping tail=%d,%d\n", p[8], p[9]);
+    /* The page the parent stored into above is past the new end now. */
+    k = fork();
+    if (k == 0) {
+        volatile char c = p[4096 + 5];
+        (void)c;
+        _exit(0);
+    }
+    printf("coherent: load past the new end: status=%d\n", wait_child(k));
+    ftruncate(fd, 8192);
+    printf("coherent: grown again reads %d\n", p[4096 + 5]);
     /* A private mapping of the same file: a copy on write. */
     char *q = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     q[0] = 'P';

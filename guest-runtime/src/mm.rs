@@ -800,20 +800,9 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
     Ok(start)
 }
 
-/// Maps `len` bytes of a file: `frame(i)` gives the frame holding page
-/// `i` of the mapping (None past the end of the file: zero pages, backed
-/// on first touch). Without PROT_WRITE and with `in_place` the file's
-/// frames are mapped in place (shared with the file cache); else each
-/// page is a private copy.
-pub fn map_file(
-    hint: u64,
-    len: u64,
-    prot: u32,
-    fixed: bool,
-    noreplace: bool,
-    in_place: bool,
-    frame: &mut dyn FnMut(u64) -> Result<Option<u64>, i64>,
-) -> Result<u64, i64> {
+/// The range a new mapping of `len` bytes takes (`hint` if `fixed`, else
+/// a free one), emptied of what was there: (start, end).
+fn make_room(hint: u64, len: u64, fixed: bool, noreplace: bool) -> Result<(u64, u64), i64> {
     let len = page_up(len);
     if len == 0 || len > user::ADDR_LIMIT {
         return Err(ENOMEM);
@@ -832,6 +821,25 @@ pub fn map_file(
         crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
+    Ok((start, end))
+}
+
+/// Maps `len` bytes of a file: `frame(i)` gives the frame holding page
+/// `i` of the mapping (None past the end of the file: zero pages, backed
+/// on first touch). Without PROT_WRITE and with `in_place` the file's
+/// frames are mapped in place (shared with the file cache); else each
+/// page is a private copy.
+pub fn map_file(
+    hint: u64,
+    len: u64,
+    prot: u32,
+    fixed: bool,
+    noreplace: bool,
+    in_place: bool,
+    frame: &mut dyn FnMut(u64) -> Result<Option<u64>, i64>,
+) -> Result<u64, i64> {
+    let (start, end) = make_room(hint, len, fixed, noreplace)?;
+    let len = end - start;
     vma_insert(Vma::private(start, end, prot))?;
     let mut va = start;
     let mut i = 0;
@@ -1111,26 +1119,10 @@ pub fn msync(start: u64, len: u64, flags: u64) -> Result<(), i64> {
 /// else where there is room: the pages are the object's frames, mapped
 /// as the program touches them (the first [`EAGER_MAX`] bytes at once).
 pub fn map_shared(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool, shared: Shared) -> Result<u64, i64> {
-    let len = page_up(len);
-    if len == 0 || len > user::ADDR_LIMIT {
-        return Err(ENOMEM);
-    }
     // The object's pages past u64 offsets cannot exist.
-    shared.pgoff.checked_add(len / PAGE).ok_or(EINVAL)?;
-    let start = if fixed {
-        valid_user_range(hint, len).ok_or(EINVAL)?;
-        if noreplace && overlaps_any(hint, hint + len) {
-            return Err(EEXIST);
-        }
-        hint
-    } else {
-        find_free(len)?
-    };
-    let end = start + len;
-    if unback_range(start, end) {
-        crate::cpu::flush_tlb();
-    }
-    vma_remove(start, end)?;
+    shared.pgoff.checked_add(page_up(len) / PAGE).ok_or(EINVAL)?;
+    let (start, end) = make_room(hint, len, fixed, noreplace)?;
+    let len = end - start;
     let v = Vma { start, end, prot, shared: Some(shared) };
     vma_insert(v.clone())?;
     if !fixed {

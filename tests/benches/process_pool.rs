@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use hvsandbox::{Command, Sandbox};
+use hvsandbox_tests::bench::summarize;
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -22,11 +23,6 @@ if __name__ == "__main__":
     with mp.Pool(2) as p:
         print(sum(p.map(task, range(n))))
 "#;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:8.2} ms", d.as_secs_f64() * 1e3)
@@ -54,7 +50,7 @@ fn main() {
         guest.push(t.elapsed());
         assert_eq!(out.stdout_str(), expect, "{}", out.stderr_str());
     }
-    let (n, g) = (median(native), median(guest));
+    let (n, g) = (summarize(native).median, summarize(guest).median);
     println!("python3 multiprocessing.Pool(2).map over {tasks} small tasks, whole run ({runs} runs, medians)");
     println!("  native                 {}", ms(n));
     println!("  sandbox (cold)         {}  {:.2}x native", ms(g), g.as_secs_f64() / n.as_secs_f64());

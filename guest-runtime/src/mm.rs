@@ -17,10 +17,11 @@
 //! (a fork maps it again rather than copying it), owned by the object,
 //! which outlives the mapping.
 //!
-//! One file of ~1,100 lines because the frame allocator, the page-table
-//! writers with their journal and the mapping operations share the
-//! private page-table access (`pt_write`, the journal), which must not
-//! leak out of this module. The list of mappings itself is `vma.rs`.
+//! One file of ~1,400 lines because the frame allocator, the page-table
+//! writers with their journal and the mapping operations (mremap and
+//! shared mappings included) share the private page-table access
+//! (`pt_write`, the journal), which must not leak out of this module. The
+//! list of mappings itself is `vma.rs`; shared objects are `shm.rs`'s.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

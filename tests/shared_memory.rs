@@ -46,6 +46,9 @@ fn shared_mappings_behave_like_linux() {
         "mremap: shared grown sees ABC, read sees Cc",
         "mremap: duplicate differs=1 sees A, original sees !",
         "mremap: anon shared kept=x past its size status=1007",
+        "errors: write-only fd EACCES",
+        "errors: mremap to 0 EINVAL, bad flags EINVAL, fixed alone EINVAL",
+        "errors: msync unmapped ENOMEM",
         "forks: 200 children counted 200 failed=0",
     ];
     for line in expect {

@@ -345,6 +345,36 @@ static void mremap_test(void) {
     unlink(path);
 }
 
+static void errors_test(void) {
+    int fd = open("/dev/shm", O_RDONLY);
+    printf("errors: map a directory %s\n",
+           mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED && errno == ENODEV ? "ENODEV" : "?");
+    close(fd);
+    char path[64];
+    snprintf(path, sizeof path, "/dev/shm/hvs-errors-%d", (int)getpid());
+    fd = open(path, O_CREAT | O_RDWR, 0600);
+    ftruncate(fd, 4096);
+    printf("errors: length 0 %s, offset unaligned %s\n",
+           err((long)mmap(NULL, 0, PROT_READ, MAP_SHARED, fd, 0)),
+           err((long)mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 100)));
+    int wo = open(path, O_WRONLY);
+    void *w = mmap(NULL, 4096, PROT_WRITE, MAP_SHARED, wo, 0);
+    printf("errors: write-only fd %s\n", w == MAP_FAILED && errno == EACCES ? "EACCES" : "?");
+    close(wo);
+    char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    printf("errors: mremap to 0 %s, bad flags %s, fixed alone %s\n", err((long)mremap(p, 4096, 0, MREMAP_MAYMOVE)),
+           err((long)mremap(p, 4096, 8192, 64)), err((long)mremap(p, 4096, 8192, MREMAP_FIXED, p + 8192)));
+    printf("errors: msync unaligned %s, bad flags %s, both %s\n", err(msync(p + 1, 10, MS_SYNC)),
+           err(msync(p, 4096, 64)), err(msync(p, 4096, MS_SYNC | MS_ASYNC)));
+    /* A futex word in the page: a wait with the wrong value returns at once. */
+    long r = syscall(SYS_futex, (int *)p, FUTEX_WAIT, 5, NULL, NULL, 0);
+    printf("errors: futex wait mismatch %s\n", r == -1 && errno == EAGAIN ? "EAGAIN" : "?");
+    munmap(p, 4096);
+    printf("errors: msync unmapped %s\n", err(msync(p, 4096, MS_SYNC)));
+    close(fd);
+    unlink(path);
+}
+
 /* Many processes, one shared page: each child adds one. */
 static void many_forks_test(void) {
     long *n = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -409,6 +439,7 @@ int main(int argc, char **argv) {
     protect_test();
     futex_test();
     mremap_test();
+    errors_test();
     many_forks_test();
     return 0;
 }

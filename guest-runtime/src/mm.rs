@@ -1201,8 +1201,9 @@ pub fn drop_object_pages(space: &mut AddressSpace, key: usize, first: u64) {
 /// The futex key of `va` when it lies in a shared mapping: the object
 /// and the byte offset in it, the same in every process mapping it.
 pub fn shared_key(va: u64) -> Option<(usize, u64)> {
-    let mm = current();
-    let v = mm.vmas.iter().find(|v| v.start <= va && va < v.end)?;
+    // Sorted and disjoint: the first mapping ending above `va`.
+    let vmas = &current().vmas;
+    let v = vmas.get(vmas.partition_point(|v| v.end <= va)).filter(|v| v.start <= va)?;
     let (obj, index) = v.object_page(va)?;
     Some((obj.key(), index.wrapping_mul(PAGE) + (va & (PAGE - 1))))
 }

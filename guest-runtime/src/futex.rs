@@ -1,4 +1,5 @@
-//! futex(2): waits keyed by (address space, address); the wake side
+//! futex(2): waits keyed by (address space, address), or (shared object,
+//! offset) in a shared mapping (`task::futex_key`); the wake side
 //! (`task::futex_wake`) is the scheduler's.
 
 use crate::errno::*;
@@ -40,8 +41,8 @@ pub fn sys_futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, _val3
             } else {
                 None
             };
-            let key = space_key(&current_process());
-            block(Wait::Futex(key, uaddr), deadline, false)
+            let (key, at) = futex_key(uaddr);
+            block(Wait::Futex(key, at), deadline, false)
         }
         FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
             if cmd == FUTEX_CMP_REQUEUE {
@@ -51,7 +52,8 @@ pub fn sys_futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, _val3
                 }
             }
             let woken = futex_wake(uaddr, val);
-            let key = space_key(&current_process());
+            let from = futex_key(uaddr);
+            let to = futex_key(uaddr2);
             let mut moved = 0;
             for t in &SCHED.get().tasks {
                 if moved >= timeout {
@@ -59,8 +61,8 @@ pub fn sys_futex(uaddr: u64, op: u64, val: u64, timeout: u64, uaddr2: u64, _val3
                 }
                 let mut w = t.wait.borrow_mut();
                 if let Wait::Futex(k, a) = &mut *w {
-                    if *k == key && *a == uaddr {
-                        *a = uaddr2;
+                    if (*k, *a) == from {
+                        (*k, *a) = to;
                         moved += 1;
                     }
                 }

@@ -31,6 +31,7 @@ mod procfs;
 mod random;
 mod rt;
 mod run;
+mod shm;
 mod signal;
 mod snapshot;
 mod socket;

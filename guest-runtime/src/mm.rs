@@ -12,11 +12,16 @@
 //! program. Pages marked `PTE_SHARED` map frames owned by someone else
 //! (the file cache: program text mapped in place); they are never freed
 //! or written through the mapping — a write mapping gets its own copy.
+//! Pages marked `PTE_SHM` map a frame of a shared object (MAP_SHARED,
+//! see `vma.rs`): writable, the same frame in every process mapping it
+//! (a fork maps it again rather than copying it), owned by the object,
+//! which outlives the mapping.
 //!
-//! One file of ~1,100 lines because the frame allocator, the page-table
-//! writers with their journal and the mapping operations share the
-//! private page-table access (`pt_write`, the journal), which must not
-//! leak out of this module. The list of mappings itself is `vma.rs`.
+//! One file of ~1,400 lines because the frame allocator, the page-table
+//! writers with their journal and the mapping operations (mremap and
+//! shared mappings included) share the private page-table access
+//! (`pt_write`, the journal), which must not leak out of this module. The
+//! list of mappings itself is `vma.rs`; shared objects are `shm.rs`'s.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -27,6 +32,7 @@ use hvsandbox_abi::pte::{
 use hvsandbox_abi::{self as abi, user};
 
 use crate::rt::{phys_ptr, Global};
+pub use crate::vma::Shared;
 use crate::vma::{self, Vma};
 
 pub const PAGE: u64 = abi::PAGE_SIZE;
@@ -35,12 +41,16 @@ pub const PAGE: u64 = abi::PAGE_SIZE;
 const PTE_KEPT: u64 = 1 << 9;
 /// Software bit: the frame belongs to someone else (see the module docs).
 const PTE_SHARED: u64 = 1 << 10;
+/// Software bit: the frame belongs to a shared object (see the module docs).
+const PTE_SHM: u64 = 1 << 11;
+/// Frames this space does not own: never freed or zeroed through it.
+const PTE_FOREIGN: u64 = PTE_SHARED | PTE_SHM;
 const ADDR_MASK: u64 = abi::pte::ADDR;
 
 pub use crate::vma::{PROT_EXEC, PROT_READ, PROT_WRITE};
 
 /// Errors of memory operations, as Linux errno values.
-pub use crate::errno::{EEXIST, EINVAL, ENOMEM};
+pub use crate::errno::{EEXIST, EFAULT, EINVAL, ENOMEM};
 
 /// Top-level slots `USER_SLOTS..512` are shared by every address space.
 const USER_SLOTS: usize = 254;
@@ -469,14 +479,14 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
             return;
         }
         let frame = entry & ADDR_MASK;
-        let new = if entry & PTE_SHARED != 0 { Some(frame) } else { copy_frame(frame) };
+        let new = if entry & PTE_FOREIGN != 0 { Some(frame) } else { copy_frame(frame) };
         match (new, pte(dst.pml4, va, true)) {
             (Some(f), Some(e)) => {
                 // SAFETY: a level-0 entry of the new space, not present yet.
                 unsafe { pt_write(e, f | (entry & !ADDR_MASK)) };
             }
             (Some(f), None) => {
-                if entry & PTE_SHARED == 0 {
+                if entry & PTE_FOREIGN == 0 {
                     free_frame(f);
                 }
                 result = Err(ENOMEM);
@@ -554,7 +564,7 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                 for i1 in 0..512 {
                     // SAFETY: as above.
                     let e1 = unsafe { table(pt).add(i1).read_volatile() };
-                    if e1 & (PTE_P | PTE_KEPT) != 0 && e1 & PTE_SHARED == 0 {
+                    if e1 & (PTE_P | PTE_KEPT) != 0 && e1 & PTE_FOREIGN == 0 {
                         free_frame(e1 & ADDR_MASK);
                     }
                 }
@@ -584,8 +594,9 @@ const EAGER_MAX: u64 = 256 * 1024;
 
 /// Backs `[start, end)` with zeroed frames (only pages already backed
 /// unless `populate`), `prot` access. Pages already backed keep their
-/// frame (a shared frame is copied if the new access allows writing) and
-/// get `prot`. Returns whether a flush is needed.
+/// frame (a file-cache frame is copied if the new access allows writing;
+/// a shared object's frame is copied when `populate`, which makes the
+/// range private memory) and get `prot`. Returns whether a flush is needed.
 fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Result<bool, i64> {
     let mut flush = false;
     let mut va = start;
@@ -621,6 +632,14 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
                     shared = PTE_SHARED;
                     old & ADDR_MASK
                 }
+            } else if old & PTE_SHM != 0 {
+                if populate {
+                    flush |= old & PTE_P != 0;
+                    copy_frame(old & ADDR_MASK).ok_or(ENOMEM)?
+                } else {
+                    shared = PTE_SHM;
+                    old & ADDR_MASK
+                }
             } else {
                 old & ADDR_MASK
             }
@@ -645,7 +664,7 @@ fn unback_range(start: u64, end: u64) -> bool {
             if old & (PTE_P | PTE_KEPT) != 0 {
                 // SAFETY: as above.
                 unsafe { pt_write(e, 0) };
-                if old & PTE_SHARED == 0 {
+                if old & PTE_FOREIGN == 0 {
                     free_frame(old & ADDR_MASK);
                 }
                 flush |= old & PTE_P != 0;
@@ -665,7 +684,7 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
-            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_SHARED == 0 {
+            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_FOREIGN == 0 {
                 let dst = (v & ADDR_MASK) + off;
                 // SAFETY: dst..dst+n lies within one private frame of guest RAM.
                 unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), phys_ptr(dst), n) };
@@ -732,7 +751,7 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         crate::cpu::flush_tlb();
     }
     res?;
-    vma_insert(Vma { start, end, prot })
+    vma_insert(Vma::private(start, end, prot))
 }
 
 /// Finds room for `len` bytes below the mmap top.
@@ -782,18 +801,9 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
     Ok(start)
 }
 
-/// Maps `len` bytes of a file: `frame(i)` gives the frame holding page
-/// `i` of the mapping (None past the end of the file: zero pages, backed
-/// on first touch). Without PROT_WRITE the file's frames are mapped in
-/// place (shared with the file cache); with it each page is a private copy.
-pub fn map_file(
-    hint: u64,
-    len: u64,
-    prot: u32,
-    fixed: bool,
-    noreplace: bool,
-    frame: &mut dyn FnMut(u64) -> Result<Option<u64>, i64>,
-) -> Result<u64, i64> {
+/// The range a new mapping of `len` bytes takes (`hint` if `fixed`, else
+/// a free one), emptied of what was there: (start, end).
+fn make_room(hint: u64, len: u64, fixed: bool, noreplace: bool) -> Result<(u64, u64), i64> {
     let len = page_up(len);
     if len == 0 || len > user::ADDR_LIMIT {
         return Err(ENOMEM);
@@ -812,7 +822,26 @@ pub fn map_file(
         crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })?;
+    Ok((start, end))
+}
+
+/// Maps `len` bytes of a file: `frame(i)` gives the frame holding page
+/// `i` of the mapping (None past the end of the file: zero pages, backed
+/// on first touch). Without PROT_WRITE and with `in_place` the file's
+/// frames are mapped in place (shared with the file cache); else each
+/// page is a private copy.
+pub fn map_file(
+    hint: u64,
+    len: u64,
+    prot: u32,
+    fixed: bool,
+    noreplace: bool,
+    in_place: bool,
+    frame: &mut dyn FnMut(u64) -> Result<Option<u64>, i64>,
+) -> Result<u64, i64> {
+    let (start, end) = make_room(hint, len, fixed, noreplace)?;
+    let len = end - start;
+    vma_insert(Vma::private(start, end, prot))?;
     let mut va = start;
     let mut i = 0;
     let result = loop {
@@ -822,7 +851,7 @@ pub fn map_file(
         match frame(i) {
             Ok(None) => break Ok(()),
             Ok(Some(f)) => {
-                let ok = if prot & PROT_WRITE == 0 {
+                let ok = if prot & PROT_WRITE == 0 && in_place {
                     map_shared_frame(va, f, prot).is_ok()
                 } else {
                     match (copy_frame(f), cur_pte(va, true)) {
@@ -863,10 +892,145 @@ pub fn map_file(
 pub fn reserve(len: u64) -> Result<u64, i64> {
     let len = page_up(len);
     let start = find_free(len)?;
-    vma_insert(Vma { start, end: start + len, prot: 0 })?;
+    vma_insert(Vma::private(start, start + len, 0))?;
     let mm = current();
     mm.mmap_next = mm.mmap_next.min(start);
     Ok(start)
+}
+
+/// mremap(2): shrinks a mapping in place, grows it in place when the
+/// pages after it are free, else (with MREMAP_MAYMOVE) moves it: its
+/// page-table entries move, so its frames, private or shared, go along
+/// uncopied. MREMAP_FIXED moves it to `new_addr`. An `old_size` of 0 on
+/// a shared mapping maps the same pages again. The old range must lie in
+/// one mapping (EFAULT otherwise, as Linux).
+pub fn mremap(old: u64, old_size: u64, new_size: u64, flags: u64, new_addr: u64) -> Result<u64, i64> {
+    const MAYMOVE: u64 = 1;
+    const FIXED: u64 = 2;
+    if flags & !(MAYMOVE | FIXED) != 0 || !old.is_multiple_of(PAGE) || (flags & FIXED != 0 && flags & MAYMOVE == 0) {
+        return Err(EINVAL);
+    }
+    let old_len = page_up(old_size);
+    let new_len = page_up(new_size);
+    if new_len == 0 || old_len > user::ADDR_LIMIT || new_len > user::ADDR_LIMIT {
+        return Err(if new_len == 0 { EINVAL } else { ENOMEM });
+    }
+    let fixed = flags & FIXED != 0;
+    if fixed {
+        let end = valid_user_range(new_addr, new_len).ok_or(EINVAL)?;
+        if new_addr < old.saturating_add(old_len.max(PAGE)) && old < end {
+            return Err(EINVAL);
+        }
+    }
+    let v = vma_at(old).ok_or(EFAULT)?;
+    if old_len == 0 {
+        // A second mapping of the same pages: shared mappings only.
+        let Some(shared) = v.shared.clone() else { return Err(EINVAL) };
+        if flags & MAYMOVE == 0 {
+            return Err(ENOMEM);
+        }
+        let shared = Shared { pgoff: shared.pgoff + (old - v.start) / PAGE, ..shared };
+        return map_shared(new_addr, new_len, v.prot, fixed, false, shared);
+    }
+    if old + old_len > v.end {
+        return Err(EFAULT);
+    }
+    let growth = new_len.saturating_sub(old_len);
+    if v.shared.is_none() && v.prot != 0 && growth / PAGE > spare_frames() {
+        return Err(ENOMEM);
+    }
+    if !fixed {
+        if new_len <= old_len {
+            if new_len < old_len {
+                munmap(old + new_len, old_len - new_len)?;
+            }
+            return Ok(old);
+        }
+        let fits = old.checked_add(new_len).is_some_and(|e| e <= user::ADDR_LIMIT);
+        if fits && !overlaps_any(old + old_len, old + new_len) {
+            let tail = Vma { start: old + old_len, end: old + new_len, ..v.clone() };
+            let tail = match &v.shared {
+                Some(s) => {
+                    Vma { shared: Some(Shared { pgoff: s.pgoff + (tail.start - v.start) / PAGE, ..s.clone() }), ..tail }
+                }
+                None => tail,
+            };
+            vma_insert(tail)?;
+            return Ok(old);
+        }
+        if flags & MAYMOVE == 0 {
+            return Err(ENOMEM);
+        }
+    }
+    let keep = old_len.min(new_len);
+    let dst = if fixed {
+        munmap(new_addr, new_len)?;
+        new_addr
+    } else {
+        find_free(new_len)?
+    };
+    // The part that moves, as a mapping of its own at `dst`.
+    let moved = Vma {
+        start: dst,
+        end: dst + new_len,
+        prot: v.prot,
+        shared: v.shared.as_ref().map(|s| Shared { pgoff: s.pgoff + (old - v.start) / PAGE, ..s.clone() }),
+    };
+    // Room in the list for a split of the old mapping and the new one.
+    let vmas = &mut current().vmas;
+    if vmas.len() + 2 > vma::MAX_VMAS || vmas.try_reserve(2).is_err() {
+        return Err(ENOMEM);
+    }
+    move_entries(old, dst, keep)?;
+    if new_len < old_len {
+        let _ = munmap(old + keep, old_len - keep);
+    }
+    vma_remove(old, old + keep)?;
+    vma_insert(moved)?;
+    crate::cpu::flush_tlb();
+    if !fixed {
+        let mm = current();
+        mm.mmap_next = mm.mmap_next.min(dst);
+    }
+    Ok(dst)
+}
+
+/// Moves the page-table entries of `[from, from + len)` to `to` (a free
+/// range); on failure (no page-table frame) moves back what moved.
+fn move_entries(from: u64, to: u64, len: u64) -> Result<(), i64> {
+    let mut off = 0;
+    while off < len {
+        let moved = match cur_pte(from + off, false) {
+            None => true,
+            Some(e) => {
+                // SAFETY: valid level-0 entry pointer.
+                let v = unsafe { e.read_volatile() };
+                if v & (PTE_P | PTE_KEPT) == 0 {
+                    true
+                } else if let Some(d) = cur_pte(to + off, true) {
+                    // SAFETY: valid level-0 entry pointers; the source entry
+                    // may be re-read by `cur_pte` creating a table: it was
+                    // read above and is written only here.
+                    unsafe {
+                        pt_write(d, v);
+                        pt_write(e, 0);
+                    }
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if !moved {
+            if off > 0 {
+                let _ = move_entries(to, from, off);
+            }
+            crate::cpu::flush_tlb();
+            return Err(ENOMEM);
+        }
+        off += PAGE;
+    }
+    Ok(())
 }
 
 pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
@@ -900,6 +1064,10 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         if v.start > at {
             return Err(ENOMEM);
         }
+        // A shared mapping of a file opened read-only stays read-only.
+        if prot & PROT_WRITE != 0 && v.shared.as_ref().is_some_and(|s| !s.may_write) {
+            return Err(crate::errno::EACCES);
+        }
         at = v.end;
         if at >= end {
             break;
@@ -908,17 +1076,140 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     if at < end {
         return Err(ENOMEM);
     }
+    vma::protect(&mut current().vmas, start, end, prot)?;
     let res = back_range(current().pml4, start, end, prot, false);
     if let Ok(true) = res {
         crate::cpu::flush_tlb();
     }
-    res?;
-    vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })
+    res.map(|_| ())
+}
+
+/// msync(2): shared mappings show the object's frames themselves, so
+/// there is nothing to write back; only the arguments are checked.
+pub fn msync(start: u64, len: u64, flags: u64) -> Result<(), i64> {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if !start.is_multiple_of(PAGE) || flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 {
+        return Err(EINVAL);
+    }
+    if flags & MS_ASYNC != 0 && flags & MS_SYNC != 0 {
+        return Err(EINVAL);
+    }
+    let end = start.checked_add(page_up(len)).ok_or(ENOMEM)?;
+    let mut at = start;
+    for v in &current().vmas {
+        if at >= end {
+            break;
+        }
+        if v.end <= at {
+            continue;
+        }
+        if v.start > at {
+            return Err(ENOMEM);
+        }
+        at = v.end;
+    }
+    if at < end {
+        return Err(ENOMEM);
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of a shared object (MAP_SHARED) at `hint` if `fixed`,
+/// else where there is room: the pages are the object's frames, mapped
+/// as the program touches them (the first [`EAGER_MAX`] bytes at once).
+pub fn map_shared(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool, shared: Shared) -> Result<u64, i64> {
+    // The object's pages past u64 offsets cannot exist.
+    shared.pgoff.checked_add(page_up(len) / PAGE).ok_or(EINVAL)?;
+    let (start, end) = make_room(hint, len, fixed, noreplace)?;
+    let len = end - start;
+    let v = Vma { start, end, prot, shared: Some(shared) };
+    vma_insert(v.clone())?;
+    if !fixed {
+        let mm = current();
+        mm.mmap_next = mm.mmap_next.min(start);
+    }
+    let mut va = start;
+    while va < end.min(start + EAGER_MAX) {
+        match back_shared_page(va, &v) {
+            Ok(true) => {}
+            // Past the object's end: a touch there is a SIGBUS.
+            Ok(false) => break,
+            Err(e) => {
+                let _ = munmap(start, len);
+                return Err(e);
+            }
+        }
+        va += PAGE;
+    }
+    Ok(start)
+}
+
+/// Maps page `va` of shared mapping `v` onto the object's frame. Ok(false)
+/// past the object's end or if the page is already backed.
+fn back_shared_page(va: u64, v: &Vma) -> Result<bool, i64> {
+    let Some((obj, index)) = v.object_page(va) else { return Ok(false) };
+    let e = cur_pte(va, true).ok_or(ENOMEM)?;
+    // SAFETY: valid level-0 entry pointer.
+    if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0 {
+        return Ok(false);
+    }
+    let Some(frame) = obj.page(index)? else { return Ok(false) };
+    // SAFETY: as above; not present -> present needs no flush.
+    unsafe { pt_write(e, (frame & ADDR_MASK) | leaf_bits(v.prot) | PTE_SHM) };
+    Ok(true)
+}
+
+/// Takes the pages of object `key` from page `first` on out of `space`'s
+/// page tables (the object is cut short: a touch there is a SIGBUS, and
+/// the object may free those frames afterwards).
+pub fn drop_object_pages(space: &mut AddressSpace, key: usize, first: u64) {
+    let mut flush = false;
+    for v in &space.vmas {
+        let Some(s) = &v.shared else { continue };
+        if s.obj.key() != key {
+            continue;
+        }
+        let skip = first.saturating_sub(s.pgoff);
+        if skip >= (v.end - v.start) / PAGE {
+            continue;
+        }
+        let mut va = v.start + skip * PAGE;
+        while va < v.end {
+            let Some(e) = pte(space.pml4, va, false) else {
+                // No table here: on to the next 2 MiB boundary.
+                va = (va | 0x1f_ffff) + 1;
+                continue;
+            };
+            // SAFETY: valid level-0 entry pointer.
+            let old = unsafe { e.read_volatile() };
+            if old & PTE_SHM != 0 {
+                // SAFETY: as above.
+                unsafe { pt_write(e, 0) };
+                flush |= old & PTE_P != 0;
+            }
+            va += PAGE;
+        }
+    }
+    // Other spaces hold no TLB entries: loading their root flushes.
+    if flush && core::ptr::eq(*CURRENT.get(), space) {
+        crate::cpu::flush_tlb();
+    }
+}
+
+/// The futex key of `va` when it lies in a shared mapping: the object
+/// and the byte offset in it, the same in every process mapping it.
+pub fn shared_key(va: u64) -> Option<(usize, u64)> {
+    // Sorted and disjoint: the first mapping ending above `va`.
+    let vmas = &current().vmas;
+    let v = vmas.get(vmas.partition_point(|v| v.end <= va)).filter(|v| v.start <= va)?;
+    let (obj, index) = v.object_page(va)?;
+    Some((obj.key(), index.wrapping_mul(PAGE) + (va & (PAGE - 1))))
 }
 
 fn vma_at(va: u64) -> Option<Vma> {
-    current().vmas.iter().find(|v| v.start <= va && va < v.end).copied()
+    current().vmas.iter().find(|v| v.start <= va && va < v.end).cloned()
 }
 
 /// A page fault of the program at `va`: backs the page if it lies in a
@@ -927,6 +1218,9 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     let Some(v) = vma_at(va) else { return Fault::Refused };
     if v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 || (write && v.prot & PROT_WRITE == 0) {
         return Fault::Refused;
+    }
+    if v.shared.is_some() {
+        return fault_in_shared(va, &v);
     }
     // A fault costs a trip through ring 0 (tens of µs here): back the
     // whole aligned window around the page, within the mapping.
@@ -951,6 +1245,32 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     Fault::Backed
 }
 
+/// A fault in a shared mapping: the object's frame for the page, and for
+/// its neighbours in the fault-around window that the object has.
+fn fault_in_shared(va: u64, v: &Vma) -> Fault {
+    let page = page_down(va);
+    match back_shared_page(page, v) {
+        Ok(true) => {}
+        Ok(false) => {
+            let backed = cur_pte(page, false)
+                // SAFETY: valid level-0 entry pointer.
+                .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
+            return if backed { Fault::Refused } else { Fault::Bus };
+        }
+        Err(_) => return Fault::OutOfMemory,
+    }
+    let start = (va & !(FAULT_AROUND - 1)).max(v.start);
+    let end = ((va | (FAULT_AROUND - 1)) + 1).min(v.end);
+    let mut at = start;
+    while at < end {
+        if at != page && back_shared_page(at, v).is_err() {
+            break;
+        }
+        at += PAGE;
+    }
+    Fault::Backed
+}
+
 /// What became of a program's page fault.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -960,6 +1280,8 @@ pub enum Fault {
     Refused,
     /// Allowed, but guest memory is exhausted.
     OutOfMemory,
+    /// A shared mapping's page past the end of its file (SIGBUS).
+    Bus,
 }
 
 /// Bytes backed together on a page fault.
@@ -991,7 +1313,8 @@ pub fn populate(va: u64, len: u64) -> bool {
             .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
         if !backed {
             let Some(v) = vma_at(at) else { return false };
-            if !back_page(at, v.prot) {
+            let ok = if v.shared.is_some() { back_shared_page(at, &v) == Ok(true) } else { back_page(at, v.prot) };
+            if !ok {
                 return false;
             }
         }
@@ -1011,7 +1334,7 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
-            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_SHARED == 0 {
+            if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_FOREIGN == 0 {
                 zero_frame(v & ADDR_MASK);
             }
         }
@@ -1061,7 +1384,7 @@ pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
         crate::cpu::flush_tlb();
     }
     vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })
+    vma_insert(Vma::private(start, end, prot))
 }
 
 /// Records `[start, end)` as mapped with `prot` (its pages are already
@@ -1069,7 +1392,7 @@ pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
 pub fn add_vma(start: u64, end: u64, prot: u32) -> Result<(), i64> {
     valid_user_range(start, end.saturating_sub(start)).ok_or(EINVAL)?;
     vma_remove(start, end)?;
-    vma_insert(Vma { start, end, prot })
+    vma_insert(Vma::private(start, end, prot))
 }
 
 /// Backs `[start, end)` of the runtime's own heap range with fresh frames

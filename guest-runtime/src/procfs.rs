@@ -314,7 +314,7 @@ fn maps(o: &mut Out, p: &Process) {
         for (bit, c) in [(1, b'r'), (2, b'w'), (4, b'x')] {
             o.0.push(if v.prot & bit != 0 { c } else { b'-' });
         }
-        o.s(b"p 00000000 00:00 0 ");
+        o.s(if v.shared.is_some() { b"s" } else { b"p" }).s(b" 00000000 00:00 0 ");
         let name: &[u8] = if let Some(name) = crate::vdso::name(v.start) {
             name
         } else if v.start < user::STACK_TOP && user::STACK_TOP <= v.end {

@@ -231,6 +231,7 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
     }
     // A first touch of a page of a lazily backed mapping (not-present
     // fault, bit 0 of the error code clear): back it and retry.
+    let mut bus = false;
     if vector == 14 && error & 1 == 0 {
         match mm::fault_in(cr2, error & 2 != 0) {
             mm::Fault::Backed => {
@@ -251,9 +252,11 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
                 return;
             }
             mm::Fault::Refused => {}
+            mm::Fault::Bus => bus = true,
         }
     }
-    let sig = hvsandbox_abi::signal_for_vector(vector);
+    const SIGBUS: u32 = 7;
+    let sig = if bus { SIGBUS } else { hvsandbox_abi::signal_for_vector(vector) };
     let t = current();
     let p = t.process.borrow().clone();
     let act = p.sigactions.borrow()[sig as usize];
@@ -261,7 +264,8 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
     if act[0] > SIG_IGN && !blocked && setup_frame(&t, f, sig, &act).is_ok() {
         return;
     }
-    if p.pid == 1 {
+    // (A SIGBUS is no CPU exception the host knows: process 1 exits of it.)
+    if p.pid == 1 && !bus {
         crate::io::flush_all();
         crate::vfs::collect();
         crate::mm::record_memory_peak();

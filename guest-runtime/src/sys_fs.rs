@@ -182,7 +182,7 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         }
         if flags & O_TRUNC != 0 && wants_write {
             if let NodeKind::File(f) = &node.kind {
-                f.borrow_mut().truncate(0)?;
+                crate::shm::truncate(&node, f, 0)?;
                 node.touch();
             }
         }
@@ -671,7 +671,7 @@ fn truncate_node(node: &NodeRef, len: u64) -> SysResult {
             if node.readonly() {
                 return Err(EROFS);
             }
-            f.borrow_mut().truncate(len)?;
+            crate::shm::truncate(node, f, len)?;
             node.touch();
             Ok(0)
         }
@@ -1169,10 +1169,11 @@ pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>)
 
 // --- file mappings ----------------------------------------------------------------------------
 
-/// mmap of a file: MAP_PRIVATE gets a private copy of the pages; a
-/// MAP_SHARED mapping is allowed read-only (it is a copy too: nothing
-/// writes the file behind it while the program runs, except the program
-/// itself through write(2), which such a mapping would not see).
+/// mmap of a file: MAP_PRIVATE gets a private copy of the pages (or, read
+/// only, the file's frames pinned in place); MAP_SHARED of an in-memory
+/// file shows the file's own frames (`shm.rs`); MAP_SHARED of a read-only
+/// host file is allowed read-only, as a private mapping (nothing writes
+/// the file behind it while the program runs).
 #[allow(clippy::too_many_arguments)] // mmap's own arguments
 pub fn mmap_file(
     addr: u64,
@@ -1194,13 +1195,20 @@ pub fn mmap_file(
     let node = f.node().ok_or(ENODEV)?.clone();
     let NodeKind::File(data) = &node.kind else {
         return match &node.kind {
+            NodeKind::Dev(Dev::Zero) if shared => crate::shm::map_anon(addr, len, prot, fixed, noreplace),
             NodeKind::Dev(Dev::Zero) => mm::mmap_anon(addr, len, prot, fixed, noreplace),
             _ => Err(ENODEV),
         };
     };
-    if shared && prot & PROT_WRITE != 0 {
-        return Err(ENODEV);
+    if shared && !node.readonly() {
+        return crate::shm::map_file(&node, &f, addr, len, prot, fixed, noreplace, off);
     }
+    if shared && prot & PROT_WRITE != 0 {
+        return Err(EACCES);
+    }
+    // A file with shared mappings changes under them: a private mapping
+    // gets copies rather than pinning its frames.
+    let in_place = data.borrow().shared.maps == 0;
     let file_pages = node.size().div_ceil(mm::PAGE);
     let first = off / mm::PAGE;
     let mut frame = |i: u64| -> Result<Option<u64>, i64> {
@@ -1209,12 +1217,12 @@ pub fn mmap_file(
             return Ok(None);
         }
         let mut d = data.borrow_mut();
-        if prot & PROT_WRITE == 0 {
+        if prot & PROT_WRITE == 0 && in_place {
             d.pin();
         }
         d.frame(index as usize).map(Some)
     };
-    mm::map_file(addr, len, prot, fixed, noreplace, &mut frame)
+    mm::map_file(addr, len, prot, fixed, noreplace, in_place, &mut frame)
 }
 
 // --- epoll and eventfd ----------------------------------------------------------------------

@@ -122,6 +122,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         9 => sys_mmap(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
+        26 => mm::msync(a0, a1, a2).map(|_| 0),
+        25 => mm::mremap(a0, a1, a2, a3, a4),
         12 => Ok(mm::brk(a0)),
         13 => crate::signal::sys_sigaction(a0, a1, a2, a3),
         14 => crate::signal::sys_sigprocmask(a0, a1, a2, a3),
@@ -254,14 +256,20 @@ const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 
 fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> SysResult {
-    let kind = flags & (MAP_SHARED | MAP_PRIVATE);
-    if kind == 0 || kind == (MAP_SHARED | MAP_PRIVATE) {
-        return Err(EINVAL);
-    }
+    // MAP_SHARED_VALIDATE (both bits) is MAP_SHARED that checks its
+    // flags: every flag known here is fine.
+    let kind = match flags & (MAP_SHARED | MAP_PRIVATE) {
+        0 => return Err(EINVAL),
+        MAP_PRIVATE => MAP_PRIVATE,
+        _ => MAP_SHARED,
+    };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
     if flags & MAP_ANONYMOUS == 0 {
         return sys_fs::mmap_file(addr, len, prot as u32 & 7, kind == MAP_SHARED, fixed, noreplace, fd, off);
+    }
+    if kind == MAP_SHARED {
+        return crate::shm::map_anon(addr, len, prot as u32 & 7, fixed, noreplace);
     }
     mm::mmap_anon(addr, len, prot as u32 & 7, fixed, noreplace)
 }

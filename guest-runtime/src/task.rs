@@ -565,8 +565,15 @@ pub fn live_processes() -> Vec<Rc<Process>> {
 
 // --- futex, sleep --------------------------------------------------------------------
 
+/// What a futex at `addr` is known by: in a shared mapping the object
+/// and the offset in it (so processes mapping it meet), else the address
+/// space and the address.
+pub fn futex_key(addr: u64) -> (usize, u64) {
+    crate::mm::shared_key(addr).unwrap_or_else(|| (space_key(&current_process()), addr))
+}
+
 pub fn futex_wake(addr: u64, n: u64) -> u64 {
-    let key = space_key(&current_process());
+    let (key, addr) = futex_key(addr);
     let mut woken = 0;
     for t in &SCHED.get().tasks {
         if woken >= n {

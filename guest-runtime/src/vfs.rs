@@ -117,6 +117,18 @@ pub struct FileData {
     /// Frames are mapped in place into some process (program text): they
     /// must neither change nor be freed; a write gets new frames first.
     pub pinned: bool,
+    /// Shared mappings (MAP_SHARED) of this file.
+    pub shared: SharedUse,
+}
+
+/// What the shared mappings of a file need of it: its frames are theirs
+/// too, so none is freed while one of them lives.
+#[derive(Default)]
+pub struct SharedUse {
+    /// Live mapping objects (`shm.rs`) of this file.
+    pub maps: u32,
+    /// Frames cut off by a truncate while mapped: freed with the file.
+    pub detached: Vec<u64>,
 }
 
 pub struct Link {
@@ -205,6 +217,7 @@ pub fn new_file(mode: u32) -> NodeRef {
             host: None,
             readonly: false,
             pinned: false,
+            shared: SharedUse::default(),
         })),
     )
 }
@@ -399,6 +412,7 @@ fn host_node(handle: u64, st: &afs::Stat, parent: &NodeRef) -> NodeRef {
             host: Some(handle),
             readonly: true,
             pinned: false,
+            shared: SharedUse::default(),
         })),
         // Devices, sockets and FIFOs on the host are not passed through.
         _ => NodeKind::File(RefCell::new(FileData {
@@ -407,6 +421,7 @@ fn host_node(handle: u64, st: &afs::Stat, parent: &NodeRef) -> NodeRef {
             host: None,
             readonly: true,
             pinned: false,
+            shared: SharedUse::default(),
         })),
     };
     Rc::new(Node { meta: RefCell::new(meta_from_host(st)), kind })
@@ -588,6 +603,17 @@ impl FileData {
         self.pinned = true;
     }
 
+    /// Before a shared mapping takes this file's frames: a pinned file
+    /// gets frames of its own (the old ones stay with the mappings that
+    /// pinned them), so that its frames may change from now on.
+    pub fn prepare_shared(&mut self) -> Result<(), Errno> {
+        if self.pinned {
+            self.ensure(0, self.page_count().max(1) - 1, false)?;
+            self.unshare()?;
+        }
+        Ok(())
+    }
+
     /// Gives a pinned file private frames before it changes; the old ones
     /// stay with the processes that map them.
     fn unshare(&mut self) -> Result<(), Errno> {
@@ -700,7 +726,21 @@ impl FileData {
         Ok(data.len())
     }
 
+    /// Sets the size; frames past it are freed, or, while shared mappings
+    /// may still show them, kept until the file goes (see
+    /// [`truncate_unmapped`](Self::truncate_unmapped)).
     pub fn truncate(&mut self, len: u64) -> Result<(), Errno> {
+        let hold = self.shared.maps > 0;
+        self.cut(len, hold)
+    }
+
+    /// A truncate once no page table maps the pages past `len` any more
+    /// (`shm.rs` took them out): their frames are freed at once.
+    pub fn truncate_unmapped(&mut self, len: u64) -> Result<(), Errno> {
+        self.cut(len, false)
+    }
+
+    fn cut(&mut self, len: u64, hold: bool) -> Result<(), Errno> {
         if len > (1 << 40) {
             return Err(EFBIG);
         }
@@ -721,9 +761,16 @@ impl FileData {
             return Ok(());
         }
         let keep = len.div_ceil(PAGE) as usize;
+        if hold && self.pages.len() > keep {
+            let cut = self.pages.len() - keep;
+            self.shared.detached.try_reserve(cut).map_err(|_| ENOMEM)?;
+        }
         while self.pages.len() > keep {
             if let Some(f) = self.pages.pop() {
-                if f != 0 {
+                if f != 0 && hold {
+                    // Still mapped somewhere: freed with the file.
+                    self.shared.detached.push(f);
+                } else if f != 0 {
                     mm::free_data_frame(f);
                 }
             }
@@ -754,6 +801,9 @@ impl FileData {
 
 impl Drop for FileData {
     fn drop(&mut self) {
+        for &f in &self.shared.detached {
+            mm::free_data_frame(f);
+        }
         if self.pinned {
             return;
         }
@@ -1357,7 +1407,14 @@ pub fn add_image(path: &[u8], gpa: u64, len: u64) -> Result<NodeRef, Errno> {
     mm::count_foreign_frames(npages);
     let node = Node::new(
         S_IFREG | 0o755,
-        NodeKind::File(RefCell::new(FileData { pages, size: len, host: None, readonly: false, pinned: true })),
+        NodeKind::File(RefCell::new(FileData {
+            pages,
+            size: len,
+            host: None,
+            readonly: false,
+            pinned: true,
+            shared: SharedUse::default(),
+        })),
     );
     if path.first() == Some(&b'/') && resolve(&root(), path, true).is_err() {
         if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
@@ -1414,6 +1471,7 @@ fn apply_entry(e: &afs::ManifestView<'_>, path: &[u8]) -> Result<(), Errno> {
                     host: Some(e.handle),
                     readonly: false,
                     pinned: false,
+                    shared: SharedUse::default(),
                 })),
             );
             // Read it all now: the handle belongs to this run only (a

@@ -1,7 +1,13 @@
 //! A space's mappings (VMAs): a sorted list of disjoint ranges with their
 //! protection, split on removal and merged with equal neighbours on
 //! insertion. Pure list operations; `mm.rs` keeps the page tables in step.
+//!
+//! A shared mapping (MAP_SHARED) names the object whose pages it shows
+//! (a file's data; an anonymous shared mapping is an unnamed file) and
+//! the page of the object at its start: its pages are the object's
+//! frames, the same in every process that maps it.
 
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use hvsandbox_abi::user;
@@ -15,36 +21,100 @@ pub const PROT_EXEC: u32 = 4;
 /// Most mappings one address space may have (Linux: max_map_count).
 pub const MAX_VMAS: usize = 16384;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Vma {
     pub start: u64,
     pub end: u64,
     pub prot: u32,
+    /// What a shared mapping shows; None for private memory.
+    pub shared: Option<Shared>,
 }
+
+/// The object behind a shared mapping. It owns its frames: they stay
+/// valid while a mapping holds the object (page-table entries never
+/// outlive the mapping that made them).
+pub trait SharedObject {
+    /// The frame holding page `index` (allocated if it is a hole), None
+    /// past the object's end (the access is a SIGBUS), or an errno.
+    fn page(&self, index: u64) -> Result<Option<u64>, i64>;
+    /// The same for every mapping of the same object (futex keys).
+    fn key(&self) -> usize;
+}
+
+#[derive(Clone)]
+pub struct Shared {
+    pub obj: Rc<dyn SharedObject>,
+    /// The object's page at the mapping's start.
+    pub pgoff: u64,
+    /// The file was opened for writing: PROT_WRITE may be added.
+    pub may_write: bool,
+}
+
+impl Vma {
+    pub fn private(start: u64, end: u64, prot: u32) -> Vma {
+        Vma { start, end, prot, shared: None }
+    }
+
+    /// The part of this mapping from `at` on (`at` within it).
+    fn from(&self, at: u64) -> Vma {
+        let mut v = self.clone();
+        if let Some(s) = &mut v.shared {
+            s.pgoff += (at - self.start) / PAGE;
+        }
+        v.start = at;
+        v
+    }
+
+    /// The object's page shown at `va` (within the mapping).
+    pub fn object_page(&self, va: u64) -> Option<(&Rc<dyn SharedObject>, u64)> {
+        let s = self.shared.as_ref()?;
+        Some((&s.obj, s.pgoff + (va - self.start) / PAGE))
+    }
+
+    /// Whether `next`, starting where this one ends, can be one mapping
+    /// with it.
+    fn joins(&self, next: &Vma) -> bool {
+        if self.end != next.start || self.prot != next.prot {
+            return false;
+        }
+        match (&self.shared, &next.shared) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                Rc::ptr_eq(&a.obj, &b.obj)
+                    && a.may_write == b.may_write
+                    && a.pgoff + (self.end - self.start) / PAGE == b.pgoff
+            }
+            _ => false,
+        }
+    }
+}
+
+const PAGE: u64 = hvsandbox_abi::PAGE_SIZE;
 
 /// Removes `[start, end)` from the VMA list (splitting as needed).
 pub fn remove(vmas: &mut Vec<Vma>, start: u64, end: u64) -> Result<(), i64> {
     let mut i = 0;
     while i < vmas.len() {
-        let v = vmas[i];
-        if v.end <= start || v.start >= end {
+        let (vs, ve) = (vmas[i].start, vmas[i].end);
+        if ve <= start || vs >= end {
             i += 1;
             continue;
         }
-        if v.start < start && v.end > end {
+        if vs < start && ve > end {
             // Split into two.
             if vmas.len() >= MAX_VMAS || vmas.try_reserve(1).is_err() {
                 return Err(ENOMEM);
             }
-            vmas[i] = Vma { end: start, ..v };
-            vmas.insert(i + 1, Vma { start: end, ..v });
+            let tail = vmas[i].from(end);
+            vmas[i].end = start;
+            vmas.insert(i + 1, tail);
             return Ok(());
         }
-        if v.start < start {
+        if vs < start {
             vmas[i].end = start;
             i += 1;
-        } else if v.end > end {
-            vmas[i].start = end;
+        } else if ve > end {
+            vmas[i] = vmas[i].from(end);
             i += 1;
         } else {
             vmas.remove(i);
@@ -57,22 +127,56 @@ pub fn remove(vmas: &mut Vec<Vma>, start: u64, end: u64) -> Result<(), i64> {
 /// adjacent one of the same protection.
 pub fn insert(vmas: &mut Vec<Vma>, vma: Vma) -> Result<(), i64> {
     let pos = vmas.iter().position(|v| v.start >= vma.end).unwrap_or(vmas.len());
-    if pos > 0 && vmas[pos - 1].end == vma.start && vmas[pos - 1].prot == vma.prot {
+    if pos > 0 && vmas[pos - 1].joins(&vma) {
         vmas[pos - 1].end = vma.end;
-        if pos < vmas.len() && vmas[pos].start == vma.end && vmas[pos].prot == vma.prot {
+        if pos < vmas.len() && vma.joins(&vmas[pos]) {
             vmas[pos - 1].end = vmas[pos].end;
             vmas.remove(pos);
         }
         return Ok(());
     }
-    if pos < vmas.len() && vmas[pos].start == vma.end && vmas[pos].prot == vma.prot {
-        vmas[pos].start = vma.start;
+    if pos < vmas.len() && vma.joins(&vmas[pos]) {
+        let end = vmas[pos].end;
+        vmas[pos] = Vma { end, ..vma };
         return Ok(());
     }
     if vmas.len() >= MAX_VMAS || vmas.try_reserve(1).is_err() {
         return Err(ENOMEM);
     }
     vmas.insert(pos, vma);
+    Ok(())
+}
+
+/// Splits the mapping containing `at` (strictly inside it) in two.
+fn split_at(vmas: &mut Vec<Vma>, at: u64) -> Result<(), i64> {
+    let Some(i) = vmas.iter().position(|v| v.start < at && at < v.end) else { return Ok(()) };
+    if vmas.len() >= MAX_VMAS || vmas.try_reserve(1).is_err() {
+        return Err(ENOMEM);
+    }
+    let tail = vmas[i].from(at);
+    vmas[i].end = at;
+    vmas.insert(i + 1, tail);
+    Ok(())
+}
+
+/// Gives every mapping in `[start, end)` protection `prot`, keeping what
+/// each maps (mprotect); neighbours that become equal are merged. On
+/// ENOMEM (too many mappings) nothing has changed protection.
+pub fn protect(vmas: &mut Vec<Vma>, start: u64, end: u64, prot: u32) -> Result<(), i64> {
+    split_at(vmas, start)?;
+    split_at(vmas, end)?;
+    for v in vmas.iter_mut().filter(|v| v.start >= start && v.end <= end) {
+        v.prot = prot;
+    }
+    let mut i = 1;
+    while i < vmas.len() {
+        if vmas[i - 1].joins(&vmas[i]) {
+            vmas[i - 1].end = vmas[i].end;
+            vmas.remove(i);
+        } else {
+            i += 1;
+        }
+    }
     Ok(())
 }
 
@@ -104,12 +208,11 @@ pub fn access_ok(vmas: &[Vma], va: u64, len: u64, prot: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mm::PAGE;
 
     const RW: u32 = PROT_READ | PROT_WRITE;
 
     fn vma(start: u64, end: u64, prot: u32) -> Vma {
-        Vma { start: start * PAGE, end: end * PAGE, prot }
+        Vma::private(start * PAGE, end * PAGE, prot)
     }
 
     fn ranges(v: &[Vma]) -> Vec<(u64, u64, u32)> {
@@ -162,18 +265,69 @@ mod tests {
         }
         assert_eq!(insert(&mut v, vma(1 << 30, (1 << 30) + 1, RW)), Err(ENOMEM));
         // A split needs one more entry too.
-        let first = v[0];
+        let first = v[0].clone();
         assert_eq!(remove(&mut v, first.start, first.start), Ok(()));
         let mut one = alloc::vec![vma(16, 20, RW)];
         one.extend(v.iter().skip(1).take(MAX_VMAS - 1).map(|x| Vma {
             start: x.start + (8 << 20),
             end: x.end + (8 << 20),
-            ..*x
+            ..x.clone()
         }));
         assert_eq!(one.len(), MAX_VMAS);
         assert_eq!(remove(&mut one, 17 * PAGE, 18 * PAGE), Err(ENOMEM));
         // Merging needs none.
         assert_eq!(insert(&mut one, vma(20, 21, RW)), Ok(()));
+    }
+
+    struct Obj;
+    impl SharedObject for Obj {
+        fn page(&self, index: u64) -> Result<Option<u64>, i64> {
+            Ok(Some(index))
+        }
+        fn key(&self) -> usize {
+            7
+        }
+    }
+
+    fn shared(start: u64, end: u64, obj: &Rc<dyn SharedObject>, pgoff: u64) -> Vma {
+        Vma { shared: Some(Shared { obj: obj.clone(), pgoff, may_write: true }), ..vma(start, end, RW) }
+    }
+
+    fn pgoffs(v: &[Vma]) -> Vec<(u64, u64, u32, Option<u64>)> {
+        v.iter().map(|v| (v.start / PAGE, v.end / PAGE, v.prot, v.shared.as_ref().map(|s| s.pgoff))).collect()
+    }
+
+    #[test]
+    fn shared_mappings_keep_their_object_offsets_when_cut() {
+        let obj: Rc<dyn SharedObject> = Rc::new(Obj);
+        let mut v = Vec::new();
+        insert(&mut v, shared(10, 20, &obj, 100)).unwrap();
+        // A hole: the tail shows the object's page 100 + 5.
+        remove(&mut v, 12 * PAGE, 15 * PAGE).unwrap();
+        assert_eq!(pgoffs(&v), [(10, 12, RW, Some(100)), (15, 20, RW, Some(105))]);
+        assert_eq!(v[1].object_page(16 * PAGE).map(|(_, i)| i), Some(106));
+        // Trimming the start moves the offset too.
+        remove(&mut v, 15 * PAGE, 16 * PAGE).unwrap();
+        assert_eq!(pgoffs(&v), [(10, 12, RW, Some(100)), (16, 20, RW, Some(106))]);
+        // mprotect of the middle splits in three, keeping offsets, and
+        // merges back when the protection is equal again.
+        protect(&mut v, 17 * PAGE, 18 * PAGE, PROT_READ).unwrap();
+        assert_eq!(
+            pgoffs(&v),
+            [(10, 12, RW, Some(100)), (16, 17, RW, Some(106)), (17, 18, PROT_READ, Some(107)), (18, 20, RW, Some(108))]
+        );
+        protect(&mut v, 17 * PAGE, 18 * PAGE, RW).unwrap();
+        assert_eq!(pgoffs(&v), [(10, 12, RW, Some(100)), (16, 20, RW, Some(106))]);
+        // Refilling the hole with the right pages of the same object merges;
+        // other pages, another object or private memory do not.
+        insert(&mut v, shared(12, 16, &obj, 102)).unwrap();
+        assert_eq!(pgoffs(&v), [(10, 20, RW, Some(100))]);
+        let other: Rc<dyn SharedObject> = Rc::new(Obj);
+        insert(&mut v, shared(20, 21, &other, 110)).unwrap();
+        insert(&mut v, shared(21, 22, &obj, 112)).unwrap();
+        insert(&mut v, vma(22, 23, RW)).unwrap();
+        insert(&mut v, shared(9, 10, &obj, 0)).unwrap();
+        assert_eq!(v.len(), 5);
     }
 
     #[test]

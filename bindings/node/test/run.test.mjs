@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 
 import * as hv from '../index.js';
-import { BUSYBOX, guestProgram, sh } from './helpers.mjs';
+import { BUSYBOX, REPO, guestProgram, sh } from './helpers.mjs';
 
 test('run: output, exit code and stats', async () => {
   const r = await hv.run([BUSYBOX, 'echo', 'hi'], { timeoutMs: 5000, memory: '64M' });
@@ -248,4 +248,37 @@ test('every Rust error kind has a stable code', () => {
   assert.equal(e.code, 'ERR_HVSANDBOX_JAIL_VIOLATION');
   assert.equal(e.name, 'JailViolationError');
   assert.ok(e instanceof hv.SandboxError);
+});
+
+test('a pending run keeps Node alive, and Node exits once nothing is pending', () => {
+  // A script that does nothing but await a run: it must print after the
+  // run (the event loop stayed up for it) and then exit by itself, 0.
+  const pkg = join(REPO, 'bindings', 'node', 'index.js');
+  const script = `
+    const hv = require(${JSON.stringify(pkg)});
+    const sb = new hv.Sandbox({ timeoutMs: 20000 });
+    sb.run(['${BUSYBOX}', 'sh', '-c', 'sleep 0.2; echo slept'], { encoding: 'utf8' })
+      .then((r) => { console.log('result', r.exitCode, r.stdout.trim()); return sb.close(); });`;
+  const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60000 });
+  assert.equal(out, 'result 0 slept\n');
+});
+
+test('runs from a worker thread (no main-thread fast path there) work too', async () => {
+  const { Worker } = await import('node:worker_threads');
+  const pkg = join(REPO, 'bindings', 'node', 'index.js');
+  const w = new Worker(
+    `const { parentPort } = require('node:worker_threads');
+     const hv = require(${JSON.stringify(pkg)});
+     (async () => {
+       const outs = [];
+       const sb = new hv.Sandbox({ timeoutMs: 20000 });
+       for (let i = 0; i < 3; i++) outs.push((await sb.run(['${BUSYBOX}', 'echo', String(i)], { encoding: 'utf8' })).stdout);
+       await sb.close();
+       outs.push((await hv.run(['${BUSYBOX}', 'echo', 'once'], { encoding: 'utf8' })).stdout);
+       parentPort.postMessage(outs);
+     })().catch((e) => parentPort.postMessage(String(e)));`,
+    { eval: true },
+  );
+  const [msg] = await Promise.all([new Promise((resolve) => w.once('message', resolve)), new Promise((r) => w.once('exit', r))]);
+  assert.deepEqual(msg, ['0\n', '1\n', '2\n', 'once\n']);
 });

@@ -376,6 +376,7 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
             let (open, opens) = if *writer { (pipe.writers, pipe.opens[1]) } else { (pipe.readers, pipe.opens[0]) };
             met(open > 0 || opens != *seen)
         }
+        Wait::Until(cond) => met(cond()),
     }
 }
 

@@ -1,0 +1,169 @@
+//! Local sockets in the guest: AF_UNIX by path and abstract name,
+//! datagrams, SCM_RIGHTS, and loopback TCP/UDP between the sandbox's own
+//! processes, each compared with the same program run natively; then
+//! real programs (Debian's python3 with the host system mounted).
+
+use std::time::Duration;
+
+use hvsandbox::{Command, ExitStatus, Sandbox};
+use hvsandbox_tests::musl;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn sandbox(secs: u64) -> Sandbox {
+    Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(secs)).build().expect("build sandbox")
+}
+
+/// Runs guest program `name` natively and in the guest: the native output
+/// must hold each line of `expect`, the guest's must equal it.
+fn same_as_native(name: &str, expect: &[&str]) {
+    let prog = musl(name);
+    let native = std::process::Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success(), "{name} natively: {:?}", native.status);
+    let native = String::from_utf8(native.stdout).unwrap();
+    for line in expect {
+        assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
+    }
+    let out = sandbox(30).run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.stdout_str(), native, "{name}: {}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+    assert!(out.stats.unknown_syscalls.is_empty(), "{name}: {:?}", out.stats.unknown_syscalls);
+}
+
+#[test]
+fn local_and_loopback_sockets_behave_like_linux() {
+    same_as_native(
+        "local_sockets",
+        &[
+            // AF_UNIX by path: names, errors, an echo server and its client.
+            "connect missing: ENOENT",
+            "bind taken: EADDRINUSE",
+            "open node: ENXIO",
+            "connect not listening: ECONNREFUSED",
+            "accept empty: EAGAIN",
+            "poll listener: 1 revents=1",
+            "accepted=1 peer unnamed=1 cloexec=1",
+            "peercred pid=1 len=12",
+            "client got: Ping 2",
+            "connect stale: ECONNREFUSED",
+            "connect unlinked: ENOENT",
+            "stream to dgram: EPROTOTYPE",
+            // Abstract datagrams with sender addresses.
+            "autobind name len=8 abstract=1",
+            "recvfrom truncated=3 from same=1",
+            "client got: back",
+            "unnamed sender len=0",
+            "queue full after some: 1 err=EAGAIN",
+            "send to closed peer: ECONNREFUSED",
+            // Passing descriptors and credentials.
+            "parent read: through a passed pipe",
+            "short control: n=1 ctrunc=1 controllen=0",
+            "dropped fd closed: eof=0",
+            "unreceived fd closed: eof=0",
+            "pass bad fd: EBADF",
+            "cmsg too long: EINVAL",
+            "iovlen too big: EMSGSIZE",
+            "credentials: n=4 type=2 pid=1 uid=1",
+            "seqpacket boundaries: 3 4",
+            // Loopback TCP (IPv4 and IPv6) and UDP.
+            "tcp4 ephemeral port=1 len=16",
+            "tcp4 bind taken: EADDRINUSE",
+            "tcp4 client got: hello over loopback",
+            "tcp4 nonblocking connect: EINPROGRESS",
+            "tcp4 connect closed port: ECONNREFUSED",
+            "tcp6 client got: hello over loopback",
+            "udp recvfrom=8 from port same=1 loopback=1 len=16",
+            "udp then recv: ECONNREFUSED",
+            "done",
+        ],
+    );
+}
+
+#[test]
+fn socketpair_still_behaves_like_linux() {
+    same_as_native("socketpair", &["inet=1", "epipe=1"]);
+}
+
+/// A sandbox with the host system mounted, or None when python3 is not
+/// installed.
+fn python() -> Option<Sandbox> {
+    if !std::path::Path::new(PYTHON).exists() {
+        eprintln!("skipped: {PYTHON} does not exist on this host");
+        return None;
+    }
+    Some(Sandbox::builder().host_system().memory_mib(256).timeout(Duration::from_secs(60)).build().unwrap())
+}
+
+fn run_python(sb: &mut Sandbox, script: &str) -> String {
+    let out = sb.run(&Command::new(PYTHON).arg("-").stdin(script)).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0), "{}{}", out.stdout_str(), out.stderr_str());
+    out.stdout_str().to_string()
+}
+
+#[test]
+fn python_http_server_and_urllib_over_loopback() {
+    let Some(mut sb) = python() else { return };
+    let script = r#"
+import http.server, threading, urllib.request
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("hello from " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+port = srv.server_address[1]
+t = threading.Thread(target=srv.serve_forever)
+t.start()
+for p in ("/a", "/b"):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=20) as r:
+        print(r.status, r.read().decode())
+srv.shutdown()
+t.join()
+srv.server_close()
+print("port", port > 0)
+"#;
+    assert_eq!(run_python(&mut sb, script), "200 hello from /a\n200 hello from /b\nport True\n");
+}
+
+#[test]
+fn python_unix_server_in_a_child_process_and_fd_passing() {
+    let Some(mut sb) = python() else { return };
+    let script = r#"
+import os, socket, socketserver
+path = "/tmp/py-echo.sock"
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(self.rfile.readline().upper())
+srv = socketserver.UnixStreamServer(path, Echo)
+pid = os.fork()
+if pid == 0:
+    srv.handle_request()
+    os._exit(0)
+srv.server_close()
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+c.connect(path)
+c.sendall(b"over a unix socket\n")
+print(c.makefile("rb").readline().decode().strip())
+print(os.waitpid(pid, 0)[1])
+a, b = socket.socketpair()
+r, w = os.pipe()
+socket.send_fds(a, [b"fd"], [w])
+msg, fds, flags, addr = socket.recv_fds(b, 16, 4)
+os.write(fds[0], b"passed")
+print(msg, len(fds), os.read(r, 16))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("127.0.0.1", 0))
+v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v.sendto(b"udp", u.getsockname())
+data, frm = u.recvfrom(16)
+print(data, frm[1] == v.getsockname()[1], frm[0])
+"#;
+    assert_eq!(
+        run_python(&mut sb, script),
+        "OVER A UNIX SOCKET\n0\nb'fd' 1 b'passed'\nb'udp' True 127.0.0.1\n"
+    );
+}

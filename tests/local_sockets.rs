@@ -74,6 +74,15 @@ fn local_and_loopback_sockets_behave_like_linux() {
             "tcp6 client got: hello over loopback",
             "udp recvfrom=8 from port same=1 loopback=1 len=16",
             "udp then recv: ECONNREFUSED",
+            // Hostile lengths and pointers.
+            "addrlen 129: EINVAL",
+            "addr unmapped: errno14",
+            "getsockname len -1: EINVAL",
+            "controllen 1 GiB refused: 1",
+            "recvmsg iovlen 2000: EMSGSIZE",
+            "send unmapped: EMSGSIZE",
+            "recv unmapped: errno14",
+            "recvmmsg: 3 len=8",
             "done",
         ],
     );
@@ -162,8 +171,5 @@ v.sendto(b"udp", u.getsockname())
 data, frm = u.recvfrom(16)
 print(data, frm[1] == v.getsockname()[1], frm[0])
 "#;
-    assert_eq!(
-        run_python(&mut sb, script),
-        "OVER A UNIX SOCKET\n0\nb'fd' 1 b'passed'\nb'udp' True 127.0.0.1\n"
-    );
+    assert_eq!(run_python(&mut sb, script), "OVER A UNIX SOCKET\n0\nb'fd' 1 b'passed'\nb'udp' True 127.0.0.1\n");
 }

@@ -66,16 +66,20 @@ pub struct Cred {
     pub gid: u32,
 }
 
-/// Open files passed with SCM_RIGHTS and not received yet (typed by the
-/// handlers: `Rc<OpenFile>`). All of them together are bounded.
-pub struct Rights(Vec<Rc<dyn Any>>);
+/// An open file passed with SCM_RIGHTS (typed by the handlers:
+/// `Rc<OpenFile>`).
+pub type Passed = Rc<dyn Any>;
+
+/// Open files passed and not received yet. All of them together are
+/// bounded.
+pub struct Rights(Vec<Passed>);
 
 /// Descriptors in flight in all sockets.
 static IN_FLIGHT: Global<usize> = Global::new(0);
 
 impl Rights {
     /// ETOOMANYREFS when more than `limit` would be in flight.
-    pub fn new(files: Vec<Rc<dyn Any>>, limit: usize) -> Result<Rights, Errno> {
+    pub fn new(files: Vec<Passed>, limit: usize) -> Result<Rights, Errno> {
         let n = IN_FLIGHT.get();
         if *n + files.len() > limit {
             return Err(ETOOMANYREFS);
@@ -85,7 +89,7 @@ impl Rights {
     }
 
     /// The files, received.
-    pub fn take(mut self) -> Vec<Rc<dyn Any>> {
+    pub fn take(mut self) -> Vec<Passed> {
         *IN_FLIGHT.get() -= self.0.len();
         core::mem::take(&mut self.0)
     }
@@ -116,7 +120,7 @@ pub struct Received {
     pub full: usize,
     pub from: Option<Addr>,
     /// Passed files (duplicates for a peek).
-    pub rights: Vec<Rc<dyn Any>>,
+    pub rights: Vec<Passed>,
     pub cred: Cred,
 }
 
@@ -397,7 +401,9 @@ impl Socket {
             }
             match &st.rx {
                 Some(q) => (q.clone(), st.shut_rd),
-                None if self.domain == AF_UNIX && (st.backlog.is_some() || self.ty == SOCK_STREAM) => return Err(EINVAL),
+                None if self.domain == AF_UNIX && (st.backlog.is_some() || self.ty == SOCK_STREAM) => {
+                    return Err(EINVAL)
+                }
                 None => return Err(ENOTCONN),
             }
         };
@@ -406,7 +412,11 @@ impl Socket {
         let want = if waitall && stream && !nonblock { max.min(SOCK_BUF) } else { 1 };
         let q = rx.borrow();
         let eof = shut || (conn && q.writers == 0);
-        let ready = if stream { q.bytes >= want || (q.bytes > 0 && q.segs.iter().any(|s| s.rights.is_some())) } else { !q.is_empty() };
+        let ready = if stream {
+            q.bytes >= want || (q.bytes > 0 && q.segs.iter().any(|s| s.rights.is_some()))
+        } else {
+            !q.is_empty()
+        };
         if !ready && !eof {
             if stream && max == 0 {
                 return Ok(Received::default());
@@ -555,7 +565,10 @@ impl Socket {
         match &st.rx {
             Some(q) => {
                 let q = q.borrow();
-                (q.ready_bytes(self.ty == SOCK_STREAM), !q.is_empty() || st.shut_rd || (self.is_stream() && q.writers == 0))
+                (
+                    q.ready_bytes(self.ty == SOCK_STREAM),
+                    !q.is_empty() || st.shut_rd || (self.is_stream() && q.writers == 0),
+                )
             }
             None => (0, true),
         }

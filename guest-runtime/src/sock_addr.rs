@@ -386,3 +386,43 @@ pub fn source(domain: u16, local: Option<&Addr>, to: [u8; 16]) -> Option<Addr> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix(path: &[u8]) -> Vec<u8> {
+        [&AF_UNIX.to_le_bytes()[..], path].concat()
+    }
+
+    #[test]
+    fn local_names_are_read_as_linux_reads_them() {
+        assert!(matches!(parse_unix(&unix(b"")), Ok(UnixName::Unnamed)));
+        assert!(matches!(parse_unix(&unix(b"/tmp/s\0junk")), Ok(UnixName::Path(p)) if p == b"/tmp/s"));
+        assert!(matches!(parse_unix(&unix(b"\0ab\0c")), Ok(UnixName::Abstract(p)) if p == b"\0ab\0c"));
+        assert_eq!(parse_unix(&[1]).err(), Some(EINVAL));
+        assert_eq!(parse_unix(&[2, 0, b'x']).err(), Some(EINVAL));
+        assert_eq!(parse_unix(&unix(&[b'a'; 109])).err(), Some(EINVAL));
+    }
+
+    #[test]
+    fn ip_addresses_round_trip_and_bad_ones_are_refused() {
+        let v4 = [2u8, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let (ip, port) = parse_inet(&v4, AF_INET).unwrap().unwrap();
+        assert_eq!((ip, port), (mapped([127, 0, 0, 1]), 8080));
+        assert_eq!(encode(&inet(AF_INET, ip, port)), v4);
+        assert_eq!(parse_inet(&v4[..15], AF_INET).err(), Some(EINVAL));
+        assert_eq!(parse_inet(&v4, AF_INET6).err(), Some(EINVAL));
+        let mut v6 = alloc::vec![10u8, 0, 0, 80, 0, 0, 0, 0];
+        v6.extend_from_slice(&LOOPBACK6);
+        v6.extend_from_slice(&[0; 4]);
+        assert_eq!(parse_inet(&v6, AF_INET6).unwrap(), Some((LOOPBACK6, 80)));
+        assert_eq!(encode(&inet(AF_INET6, LOOPBACK6, 80)), v6);
+        assert_eq!(parse_inet(&v6[..23], AF_INET6).err(), Some(EINVAL));
+        assert_eq!(parse_inet(&[0, 0], AF_INET).unwrap(), None);
+        assert_eq!(parse_inet(&[1, 0, 0, 0], AF_INET).err(), Some(EAFNOSUPPORT));
+        assert_eq!(target_ip(mapped([0; 4])), mapped([127, 0, 0, 1]));
+        assert_eq!(target_ip([0; 16]), LOOPBACK6);
+        assert!(loopback(&mapped([127, 1, 2, 3])) && !loopback(&mapped([10, 0, 0, 1])));
+    }
+}

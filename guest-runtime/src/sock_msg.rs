@@ -5,11 +5,10 @@
 
 use alloc::rc::Rc;
 use alloc::vec::Vec;
-use core::any::Any;
 
 use crate::errno::*;
 use crate::file::{OpenFile, Socket, O_NONBLOCK};
-use crate::sock::{self, Cred, Received, Rights, AF_INET6, AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM};
+use crate::sock::{self, Cred, Passed, Received, Rights, AF_INET6, AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM};
 use crate::sock::{ECONNREFUSED, EDESTADDRREQ, EMSGSIZE, ENOBUFS, ENOTCONN};
 use crate::sock_addr::{self as names, socket_of};
 use crate::socket::cred;
@@ -62,14 +61,10 @@ fn send_on(
             s.send_stream(data, rights, cred, nonblock)
         }
         (AF_UNIX, _) => {
-            let (shut, limit) = {
-                let st = s.st.borrow();
-                (st.shut_wr, (st.sndbuf as usize).saturating_sub(32))
-            };
-            if shut {
+            if s.st.borrow().shut_wr {
                 return Err(EPIPE);
             }
-            if data.len() > limit {
+            if msg_limit(s).is_some_and(|m| data.len() > m) {
                 return Err(EMSGSIZE);
             }
             let q = match dest.filter(|_| s.ty == SOCK_DGRAM) {
@@ -97,7 +92,7 @@ fn send_on(
             if err != 0 {
                 return Err(err);
             }
-            if data.len() > if s.domain == AF_INET6 { 65527 } else { 65507 } {
+            if msg_limit(s).is_some_and(|m| data.len() > m) {
                 return Err(EMSGSIZE);
             }
             let (ip, port) = match dest {
@@ -140,6 +135,16 @@ pub fn write(s: &Socket, data: &[u8], nonblock: bool) -> Result<usize, i64> {
     send_on(None, s, data, None, None, cred(), nonblock)
 }
 
+/// The longest message a datagram or packet socket sends (streams: none).
+fn msg_limit(s: &Socket) -> Option<usize> {
+    match (s.domain, s.ty) {
+        (_, SOCK_STREAM) => None,
+        (AF_UNIX, _) => Some((s.st.borrow().sndbuf as usize).saturating_sub(32)),
+        (AF_INET6, _) => Some(65527),
+        _ => Some(65507),
+    }
+}
+
 fn sigpipe(r: Result<usize, i64>, flags: u64) -> SysResult {
     match r {
         Err(EPIPE) if flags & MSG_NOSIGNAL == 0 => {
@@ -180,7 +185,10 @@ fn dest_arg(addr: u64, len: u64) -> Result<Option<&'static [u8]>, i64> {
 pub fn sys_sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u64) -> SysResult {
     let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
-    let data = user_bytes(buf, len)?;
+    if msg_limit(s).is_some_and(|m| len > m as u64) {
+        return Err(EMSGSIZE);
+    }
+    let data = user_bytes(buf, len.min(if s.ty == SOCK_STREAM { sock::SOCK_BUF as u64 } else { len }))?;
     let dest = dest_arg(addr, addrlen)?;
     sigpipe(send_on(Some(&f), s, data, dest, None, cred(), nonblock(&f, flags)), flags)
 }
@@ -189,12 +197,12 @@ pub fn sys_sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u
 pub fn sys_recvfrom(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u64) -> SysResult {
     let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
-    let out = user_bytes_mut(buf, len)?;
     if addr != 0 && addrlen != 0 && (get_u32(addrlen)? as i32) < 0 {
         return Err(EINVAL);
     }
-    let r = recv_on(s, out.len(), flags, nonblock(&f, flags))?;
-    out[..r.data.len()].copy_from_slice(&r.data);
+    let r = recv_on(s, len.min(isize::MAX as u64) as usize, flags, nonblock(&f, flags))?;
+    // As Linux: the buffer faults when copied to (what was taken is lost).
+    user_bytes_mut(buf, r.data.len() as u64)?.copy_from_slice(&r.data);
     names::put_addr(addr, addrlen, &sender(s, &r))?;
     Ok(if flags & MSG_TRUNC != 0 && s.ty != SOCK_STREAM { r.full } else { r.data.len() } as u64)
 }
@@ -207,9 +215,9 @@ fn word(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or([0; 8]))
 }
 
-/// A message header's vector: (base, len) pairs, each checked, and the
-/// total.
-fn iovecs(iov: u64, cnt: u64, write: bool) -> Result<(Vec<(u64, u64)>, u64), i64> {
+/// A message header's vector: (base, len) pairs and their total (the
+/// buffers are checked as they are copied, as Linux does).
+fn iovecs(iov: u64, cnt: u64) -> Result<(Vec<(u64, u64)>, u64), i64> {
     if cnt > UIO_MAXIOV {
         return Err(EMSGSIZE);
     }
@@ -220,25 +228,21 @@ fn iovecs(iov: u64, cnt: u64, write: bool) -> Result<(Vec<(u64, u64)>, u64), i64
     for c in raw.chunks_exact(16) {
         let (base, len) = (word(c, 0), word(c, 8));
         total = total.checked_add(len).filter(|&t| t <= i64::MAX as u64).ok_or(EINVAL)?;
-        if write {
-            user_bytes_mut(base, len)?;
-        } else {
-            user_bytes(base, len)?;
-        }
         v.push((base, len));
     }
     Ok((v, total))
 }
 
 /// Files and credentials from a send's control messages.
-fn control(s: &Socket, ctl: u64, len: u64) -> Result<(Vec<Rc<dyn Any>>, Option<Cred>), i64> {
-    let mut files: Vec<Rc<dyn Any>> = Vec::new();
+fn control(s: &Socket, ctl: u64, len: u64) -> Result<(Vec<Passed>, Option<Cred>), i64> {
+    let mut files: Vec<Passed> = Vec::new();
     let mut creds = None;
     if len == 0 {
         return Ok((files, creds));
     }
     if len > CONTROL_MAX {
-        return Err(ENOBUFS);
+        // Linux's answer when it cannot allocate the buffer.
+        return Err(ENOMEM);
     }
     let b = user_bytes(ctl, len)?;
     let mut off = 0usize;
@@ -257,7 +261,7 @@ fn control(s: &Socket, ctl: u64, len: u64) -> Result<(Vec<Rc<dyn Any>>, Option<C
             match ty {
                 SCM_RIGHTS => {
                     let n = data.len() / 4;
-                    if n == 0 || files.len() + n > SCM_MAX_FD {
+                    if files.len() + n > SCM_MAX_FD {
                         return Err(EINVAL);
                     }
                     files.try_reserve(n).map_err(|_| ENOMEM)?;
@@ -266,7 +270,7 @@ fn control(s: &Socket, ctl: u64, len: u64) -> Result<(Vec<Rc<dyn Any>>, Option<C
                         if fd < 0 {
                             return Err(EBADF);
                         }
-                        let file: Rc<dyn Any> = crate::fds::get(fd as u64)?;
+                        let file: Passed = crate::fds::get(fd as u64)?;
                         files.push(file);
                     }
                 }
@@ -295,15 +299,15 @@ fn sendmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
     let h = user_bytes(msg, MSGHDR)?;
     let (name, namelen) = (word(h, 0), word(h, 8) & 0xffff_ffff);
     let (iov, iovlen, ctl, ctllen) = (word(h, 16), word(h, 24), word(h, 32), word(h, 40));
-    let (v, total) = iovecs(iov, iovlen, false)?;
+    let (v, total) = iovecs(iov, iovlen)?;
     let dest = dest_arg(name, namelen)?;
     let (files, creds) = control(s, ctl, ctllen)?;
     // A stream takes at most a buffer's worth at a time; a datagram is
     // bounded by its socket type (checked when sent).
-    let cap = if s.ty == SOCK_STREAM { total.min(sock::SOCK_BUF as u64) } else { total.min(1 << 20) };
-    if s.ty != SOCK_STREAM && total > cap {
+    if msg_limit(s).is_some_and(|m| total > m as u64) {
         return Err(EMSGSIZE);
     }
+    let cap = if s.ty == SOCK_STREAM { total.min(sock::SOCK_BUF as u64) } else { total };
     let mut data = Vec::new();
     data.try_reserve(cap as usize).map_err(|_| ENOBUFS)?;
     for (base, len) in v {
@@ -358,10 +362,7 @@ fn recvmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
     if (namelen as i32) < 0 || (ctllen as i64) < 0 {
         return Err(EINVAL);
     }
-    let (v, total) = iovecs(iov, iovlen, true)?;
-    if ctllen > 0 {
-        user_bytes_mut(ctl, ctllen)?;
-    }
+    let (v, total) = iovecs(iov, iovlen)?;
     let r = recv_on(s, total as usize, flags, nonblock(&f, flags))?;
     let mut at = 0;
     for (base, len) in v {

@@ -117,11 +117,9 @@ pub fn sys_bind(fd: u64, addr: u64, len: u64) -> SysResult {
         let (ip, port) = match names::parse_inet(b, s.domain)? {
             Some(a) => a,
             // AF_UNSPEC with INADDR_ANY binds IPv4 as AF_INET does.
-            None if s.domain == AF_INET && b.len() >= 8 && b[4..8] == [0; 4] => names::parse_inet(
-                &[&AF_INET.to_le_bytes()[..], &b[2..]].concat(),
-                AF_INET,
-            )?
-            .ok_or(EINVAL)?,
+            None if s.domain == AF_INET && b.len() >= 8 && b[4..8] == [0; 4] => {
+                names::parse_inet(&[&AF_INET.to_le_bytes()[..], &b[2..]].concat(), AF_INET)?.ok_or(EINVAL)?
+            }
             None => return Err(EAFNOSUPPORT),
         };
         names::bind_inet(&f, s, ip, port)?;
@@ -322,13 +320,13 @@ fn connect_to(
 
 /// accept4(2) (and accept).
 pub fn sys_accept4(fd: u64, addr: u64, len: u64, flags: u64) -> SysResult {
-    if flags & !(SOCK_NONBLOCK | SOCK_CLOEXEC) != 0 {
-        return Err(EINVAL);
-    }
     let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
     if s.ty == SOCK_DGRAM {
         return Err(EOPNOTSUPP);
+    }
+    if flags & !(SOCK_NONBLOCK | SOCK_CLOEXEC) != 0 {
+        return Err(EINVAL);
     }
     let backlog = s.st.borrow().backlog.clone().ok_or(EINVAL)?;
     if addr != 0 && len != 0 {
@@ -464,9 +462,13 @@ fn option_value(s: &Socket, level: u64, name: u64, buf: &mut [u8; 16]) -> Result
             Ok(12)
         }
         SO_LINGER => {
-            buf[..8].copy_from_slice(&st.options.iter().find(|o| o.0 == level && o.1 == name).map_or(0u64, |o| {
-                o.2 as u64 & 0xffff_ffff
-            }).to_le_bytes());
+            buf[..8].copy_from_slice(
+                &st.options
+                    .iter()
+                    .find(|o| o.0 == level && o.1 == name)
+                    .map_or(0u64, |o| o.2 as u64 & 0xffff_ffff)
+                    .to_le_bytes(),
+            );
             Ok(8)
         }
         SO_RCVTIMEO | SO_SNDTIMEO => Ok(16),
@@ -515,7 +517,7 @@ pub fn sys_setsockopt(fd: u64, level: u64, name: u64, val: u64, len: u64) -> Sys
         match name {
             SO_TYPE | SO_ERROR | SO_DOMAIN | SO_PROTOCOL | SO_ACCEPTCONN | SO_PEERCRED => return Err(ENOPROTOOPT),
             SO_SNDBUF => {
-                st.sndbuf = (v.min(SOCK_BUF as u32).max(0) * 2).max(4608);
+                st.sndbuf = (v.min(SOCK_BUF as u32) * 2).max(4608);
                 return Ok(0);
             }
             SO_RCVBUF => {

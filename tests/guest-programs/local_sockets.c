@@ -69,7 +69,6 @@ static void unix_stream(void) {
     int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     printf("listen unbound: %s\n", ERR(listen(l, 5)));
     printf("bind: %s\n", ERR(bind(l, (struct sockaddr *)&a, al)));
-    printf("bind again: %s\n", ERR(bind(l, (struct sockaddr *)&a, al)));
     int l2 = socket(AF_UNIX, SOCK_STREAM, 0);
     printf("bind taken: %s\n", ERR(bind(l2, (struct sockaddr *)&a, al)));
     close(l2);
@@ -496,6 +495,71 @@ static void udp(void) {
     close(s);
 }
 
+/* Hostile lengths and pointers: the errors Linux gives. */
+static void bounds(void) {
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un a;
+    memset(&a, 'a', sizeof a);
+    a.sun_family = AF_UNIX;
+    printf("addrlen 129: %s\n", ERR(bind(s, (struct sockaddr *)&a, 129)));
+    printf("addrlen -1: %s\n", ERR(bind(s, (struct sockaddr *)&a, (socklen_t)-1)));
+    printf("addr unmapped: %s\n", ERR(bind(s, (struct sockaddr *)8, 16)));
+    printf("path without NUL: %s\n", ERR(connect(s, (struct sockaddr *)&a, sizeof a)));
+    socklen_t neg = (socklen_t)-1;
+    printf("getsockname len -1: %s\n", ERR(getsockname(s, (struct sockaddr *)&a, &neg)));
+    printf("getsockname len unmapped: %s\n", ERR(getsockname(s, (struct sockaddr *)&a, (socklen_t *)8)));
+    int v = 0;
+    printf("getsockopt len -1: %s\n", ERR(getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &neg)));
+    printf("setsockopt short: %s\n", ERR(setsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, 2)));
+    v = 65536;
+    setsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
+    socklen_t vl = sizeof v;
+    getsockopt(s, SOL_SOCKET, SO_RCVBUF, &v, &vl);
+    printf("rcvbuf doubled=%d\n", v == 131072);
+    struct ucred cr;
+    vl = sizeof cr;
+    getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &vl);
+    printf("peercred unconnected: pid=%d uid=%d\n", cr.pid, (int)cr.uid);
+    printf("shutdown how 5: %s\n", ERR(shutdown(s, 5)));
+    printf("accept4 dgram: %s\n", ERR(accept4(s, NULL, NULL, 0x1234)));
+    printf("socket bad flags: %s\n", ERR(socket(AF_UNIX, SOCK_STREAM | 0x100, 0)));
+    printf("socket bad type: %s\n", ERR(socket(AF_UNIX, 9, 0)));
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_DGRAM, 0, sv);
+    char buf[8];
+    struct iovec iov = {buf, sizeof buf};
+    struct msghdr m = {0};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = buf;
+    m.msg_controllen = 1 << 30;
+    /* Linux says ENOMEM (older kernels ENOBUFS). */
+    int r = sendmsg(sv[0], &m, 0);
+    printf("controllen 1 GiB refused: %d\n", r < 0 && (errno == ENOMEM || errno == ENOBUFS));
+    m.msg_controllen = 0;
+    m.msg_iovlen = 2000;
+    printf("recvmsg iovlen 2000: %s\n", ERR(recvmsg(sv[1], &m, MSG_DONTWAIT)));
+    printf("send unmapped: %s\n", ERR(send(sv[0], (void *)8, 1 << 20, 0)));
+    send(sv[0], "x", 1, 0);
+    printf("recv unmapped: %s\n", ERR(recv(sv[1], (void *)8, 16, 0)));
+    struct mmsghdr mm[4];
+    memset(mm, 0, sizeof mm);
+    struct iovec iv[4];
+    char bufs[4][8];
+    for (int i = 0; i < 4; i++) {
+        iv[i].iov_base = bufs[i];
+        iv[i].iov_len = 8;
+        mm[i].msg_hdr.msg_iov = &iv[i];
+        mm[i].msg_hdr.msg_iovlen = 1;
+    }
+    printf("sendmmsg: %d\n", sendmmsg(sv[0], mm, 3, 0));
+    int got = recvmmsg(sv[1], mm, 4, MSG_WAITFORONE, NULL);
+    printf("recvmmsg: %d len=%u\n", got, mm[0].msg_len);
+    close(sv[0]);
+    close(sv[1]);
+    close(s);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -506,6 +570,7 @@ int main(void) {
     tcp(AF_INET);
     tcp(AF_INET6);
     udp();
+    bounds();
     printf("inet socketpair: %s\n", ERR(socketpair(AF_INET, SOCK_STREAM, 0, (int[2]){0, 0})));
     printf("done\n");
     return 0;

@@ -83,6 +83,9 @@ fn local_and_loopback_sockets_behave_like_linux() {
             "send unmapped: EMSGSIZE",
             "recv unmapped: errno14",
             "recvmmsg: 3 len=8",
+            "rcvtimeo recv: EAGAIN",
+            "rcvtimeo get: 1 len=16",
+            "rcvtimeo bad: EDOM",
             "done",
         ],
     );
@@ -172,4 +175,39 @@ data, frm = u.recvfrom(16)
 print(data, frm[1] == v.getsockname()[1], frm[0])
 "#;
     assert_eq!(run_python(&mut sb, script), "OVER A UNIX SOCKET\n0\nb'fd' 1 b'passed'\nb'udp' True 127.0.0.1\n");
+}
+
+#[test]
+fn python_asyncio_streams_and_multiprocessing_handle_passing() {
+    let Some(mut sb) = python() else { return };
+    let script = r#"
+import asyncio, os
+from multiprocessing import Pipe, reduction
+async def handle(reader, writer):
+    line = await reader.readline()
+    writer.write(line[::-1].strip() + b"\n")
+    await writer.drain()
+    writer.close()
+async def main():
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    out = []
+    for word in (b"stressed", b"drawer"):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(word + b"\n")
+        out.append((await r.readline()).decode().strip())
+        w.close()
+        await w.wait_closed()
+    srv.close()
+    await srv.wait_closed()
+    return out
+print(asyncio.run(main()))
+a, b = Pipe()
+r, w = os.pipe()
+reduction.send_handle(a, w, os.getpid())
+h = reduction.recv_handle(b)
+os.write(h, b"handle passed")
+print(os.read(r, 32).decode())
+"#;
+    assert_eq!(run_python(&mut sb, script), "['desserts', 'reward']\nhandle passed\n");
 }

@@ -270,6 +270,9 @@ pub struct State {
     pub peer_cred: Option<Cred>,
     pub rcvbuf: u32,
     pub sndbuf: u32,
+    /// SO_RCVTIMEO and SO_SNDTIMEO (ns; None: wait without end).
+    pub rcvtimeo: Option<u64>,
+    pub sndtimeo: Option<u64>,
     pub passcred: bool,
     /// Other integer options as set: (level, name, value).
     pub options: Vec<(u64, u64, u32)>,
@@ -302,6 +305,8 @@ impl Socket {
                 peer_cred: None,
                 rcvbuf: SOCK_BUF as u32,
                 sndbuf: SOCK_BUF as u32,
+                rcvtimeo: None,
+                sndtimeo: None,
                 passcred: false,
                 options: Vec::new(),
             }),
@@ -426,7 +431,8 @@ impl Socket {
             }
             drop(q);
             let cond = rx.clone();
-            return wait_until(move || {
+            let timeo = self.st.borrow().rcvtimeo;
+            return wait_until(timeo, move || {
                 let q = cond.borrow();
                 q.bytes >= want
                     || (!stream && !q.is_empty())
@@ -478,7 +484,8 @@ impl Socket {
             if !nonblock {
                 drop(q);
                 let cond = tx.clone();
-                return wait_until(move || {
+                let timeo = self.st.borrow().sndtimeo;
+                return wait_until(timeo, move || {
                     let q = cond.borrow();
                     SOCK_BUF - q.bytes >= need || q.readers == 0
                 });
@@ -610,6 +617,7 @@ pub fn send_msg(
     rights: Option<Rights>,
     cred: Cred,
     nonblock: bool,
+    timeo: Option<u64>,
 ) -> Result<(), Errno> {
     let mut qb = q.borrow_mut();
     if qb.full_for(data.len()) {
@@ -622,7 +630,7 @@ pub fn send_msg(
         drop(qb);
         let cond = q.clone();
         let len = data.len();
-        return wait_until::<()>(move || {
+        return wait_until::<()>(timeo, move || {
             let q = cond.borrow();
             !q.full_for(len) || q.readers == 0
         });
@@ -638,28 +646,42 @@ pub fn send_msg(
     Ok(())
 }
 
-/// How a plain write(2) sends on a socket: registered at start by the
-/// handlers (`socket.rs`), which know names and the writer.
+/// How a plain write(2) sends on a socket, and the deadline a call run
+/// again after a wake keeps: registered at start by the handlers
+/// (`socket.rs`), which know names, the writer and the scheduler.
 type WriteFn = fn(&Socket, &[u8], bool) -> Result<usize, Errno>;
+
+struct Hooks {
+    write: WriteFn,
+    restart_deadline: fn() -> Option<u64>,
+}
 
 fn unregistered_write(_: &Socket, _: &[u8], _: bool) -> Result<usize, Errno> {
     Err(EPIPE)
 }
 
-static WRITE: Global<WriteFn> = Global::new(unregistered_write);
+static HOOKS: Global<Hooks> = Global::new(Hooks { write: unregistered_write, restart_deadline: || None });
 
-/// Registers the handlers' write.
-pub fn register(write: WriteFn) {
-    *WRITE.get() = write;
+/// Registers the handlers' write and the scheduler's kept deadline.
+pub fn register(write: WriteFn, restart_deadline: fn() -> Option<u64>) {
+    *HOOKS.get() = Hooks { write, restart_deadline };
 }
 
 /// write(2) on a socket (`nonblock`: O_NONBLOCK).
 pub fn write(s: &Socket, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
-    (WRITE.get())(s, data, nonblock)
+    (HOOKS.get().write)(s, data, nonblock)
 }
 
-/// Blocks the current task until `cond` holds; the call runs again then.
-pub fn wait_until<T>(cond: impl Fn() -> bool + 'static) -> Result<T, Errno> {
-    wait::block(Wait::Until(Rc::new(cond)), None, true)?;
+/// Blocks the current task until `cond` holds, the call running again
+/// then; with a time-out (`timeo` ns: SO_RCVTIMEO, SO_SNDTIMEO), EAGAIN
+/// once it passes.
+pub fn wait_until<T>(timeo: Option<u64>, cond: impl Fn() -> bool + 'static) -> Result<T, Errno> {
+    let kept = (HOOKS.get().restart_deadline)();
+    let now = crate::time::monotonic_ns();
+    let deadline = timeo.map(|t| kept.unwrap_or(now.saturating_add(t)));
+    if deadline.is_some_and(|d| d <= now) {
+        return Err(EAGAIN);
+    }
+    wait::block(Wait::Until(Rc::new(cond)), deadline, true)?;
     Err(wait::BLOCKED)
 }

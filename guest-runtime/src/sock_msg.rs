@@ -84,7 +84,8 @@ fn send_on(
                 return Err(if s.ty == SOCK_SEQPACKET { EPIPE } else { ECONNREFUSED });
             }
             let from = s.st.borrow().local.clone();
-            sock::send_msg(&q, data, from, rights, cred, nonblock)?;
+            let timeo = s.st.borrow().sndtimeo;
+            sock::send_msg(&q, data, from, rights, cred, nonblock, timeo)?;
             Ok(data.len())
         }
         _ => {
@@ -122,7 +123,7 @@ fn send_on(
             let from = names::source(ts.domain, s.st.borrow().local.as_ref(), to);
             let q = ts.st.borrow().rx.clone();
             match q {
-                Some(q) if q.borrow().readers > 0 => sock::send_msg(&q, data, from, None, cred, nonblock)?,
+                Some(q) if q.borrow().readers > 0 => sock::send_msg(&q, data, from, None, cred, nonblock, None)?,
                 _ => {}
             }
             Ok(data.len())

@@ -40,8 +40,29 @@ const SO_SNDTIMEO: u64 = 21;
 const SO_ACCEPTCONN: u64 = 30;
 const SO_PROTOCOL: u64 = 38;
 const SO_DOMAIN: u64 = 39;
+const EDOM: i64 = 33;
 /// Linux's `somaxconn`.
 const SOMAXCONN: usize = 4096;
+
+/// A socket time-out from a `timeval` (SO_RCVTIMEO): None for none (zero),
+/// EDOM for microseconds out of range; a negative one is already over.
+fn timeval_ns(b: &[u8]) -> Result<Option<u64>, i64> {
+    let word = |i: usize| i64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    let (sec, usec) = (word(0), word(8));
+    if !(0..1_000_000).contains(&usec) {
+        return Err(EDOM);
+    }
+    if sec < 0 {
+        return Ok(Some(0));
+    }
+    let ns = (sec as u64).saturating_mul(1_000_000_000).saturating_add(usec as u64 * 1000);
+    Ok((ns != 0).then_some(ns))
+}
+
+/// The deadline a call run again after a wake keeps (see `sock::wait_until`).
+pub fn restart_deadline() -> Option<u64> {
+    crate::task::current().restart_deadline.take()
+}
 
 /// The calling process's credentials.
 pub fn cred() -> Cred {
@@ -293,7 +314,8 @@ fn connect_to(
             }
             drop(b);
             let weak = Rc::downgrade(&backlog);
-            return crate::sock::wait_until(move || {
+            let timeo = s.st.borrow().sndtimeo;
+            return crate::sock::wait_until(timeo, move || {
                 weak.upgrade().is_none_or(|b| {
                     let b = b.borrow();
                     b.pending.len() <= b.max
@@ -341,7 +363,8 @@ pub fn sys_accept4(fd: u64, addr: u64, len: u64, flags: u64) -> SysResult {
             return Err(EAGAIN);
         }
         let weak = Rc::downgrade(&backlog);
-        return crate::sock::wait_until(move || weak.upgrade().is_none_or(|b| !b.borrow().pending.is_empty()));
+        let timeo = s.st.borrow().rcvtimeo;
+        return crate::sock::wait_until(timeo, move || weak.upgrade().is_none_or(|b| !b.borrow().pending.is_empty()));
     };
     crate::wait::notify();
     let peer = names::name_or_unnamed(conn.domain, conn.st.borrow().peer.as_ref());
@@ -471,7 +494,12 @@ fn option_value(s: &Socket, level: u64, name: u64, buf: &mut [u8; 16]) -> Result
             );
             Ok(8)
         }
-        SO_RCVTIMEO | SO_SNDTIMEO => Ok(16),
+        SO_RCVTIMEO | SO_SNDTIMEO => {
+            let t = if name == SO_RCVTIMEO { st.rcvtimeo } else { st.sndtimeo }.unwrap_or(0);
+            buf[..8].copy_from_slice(&(t / 1_000_000_000).to_le_bytes());
+            buf[8..].copy_from_slice(&(t % 1_000_000_000 / 1000).to_le_bytes());
+            Ok(16)
+        }
         1..=80 => int(buf, set.unwrap_or(0)),
         _ => Err(ENOPROTOOPT),
     }
@@ -528,7 +556,15 @@ pub fn sys_setsockopt(fd: u64, level: u64, name: u64, val: u64, len: u64) -> Sys
                 st.passcred = v != 0;
                 return Ok(0);
             }
-            SO_RCVTIMEO | SO_SNDTIMEO => return Ok(0),
+            SO_RCVTIMEO | SO_SNDTIMEO => {
+                let t = timeval_ns(b)?;
+                if name == SO_RCVTIMEO {
+                    st.rcvtimeo = t;
+                } else {
+                    st.sndtimeo = t;
+                }
+                return Ok(0);
+            }
             1..=80 => {}
             _ => return Err(ENOPROTOOPT),
         }

@@ -349,6 +349,8 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
     if t.wake_at.get().is_some_and(|d| now >= d) {
         return Some(Wake::Complete(match *wait {
             Wait::Futex(..) => Err(ETIMEDOUT),
+            // A socket's SO_RCVTIMEO/SO_SNDTIMEO.
+            Wait::Until(_) => Err(crate::errno::EAGAIN),
             _ => Ok(0),
         }));
     }

@@ -17,6 +17,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,6 +42,7 @@ static const char *en(int e) {
     case EBADF: return "EBADF";
     case ENOTSOCK: return "ENOTSOCK";
     case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case EDOM: return "EDOM";
     default: { static char b[32]; snprintf(b, sizeof b, "errno%d", e); return b; }
     }
 }
@@ -555,6 +557,15 @@ static void bounds(void) {
     printf("sendmmsg: %d\n", sendmmsg(sv[0], mm, 3, 0));
     int got = recvmmsg(sv[1], mm, 4, MSG_WAITFORONE, NULL);
     printf("recvmmsg: %d len=%u\n", got, mm[0].msg_len);
+    struct timeval tv = {0, 50000};
+    printf("rcvtimeo set: %s\n", ERR(setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
+    printf("rcvtimeo recv: %s\n", ERR(recv(sv[1], bufs[0], 8, 0)));
+    struct timeval g = {0};
+    socklen_t tl = sizeof g;
+    getsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &g, &tl);
+    printf("rcvtimeo get: %d len=%d\n", g.tv_sec == 0 && g.tv_usec > 0, (int)tl);
+    tv.tv_usec = 1000000;
+    printf("rcvtimeo bad: %s\n", ERR(setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv)));
     close(sv[0]);
     close(sv[1]);
     close(s);

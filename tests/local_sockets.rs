@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, ExitStatus, Sandbox};
-use hvsandbox_tests::musl;
+use hvsandbox_tests::same_as_native;
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -14,25 +14,10 @@ fn sandbox(secs: u64) -> Sandbox {
     Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(secs)).build().expect("build sandbox")
 }
 
-/// Runs guest program `name` natively and in the guest: the native output
-/// must hold each line of `expect`, the guest's must equal it.
-fn same_as_native(name: &str, expect: &[&str]) {
-    let prog = musl(name);
-    let native = std::process::Command::new(&prog).output().expect("run natively");
-    assert!(native.status.success(), "{name} natively: {:?}", native.status);
-    let native = String::from_utf8(native.stdout).unwrap();
-    for line in expect {
-        assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
-    }
-    let out = sandbox(30).run(&Command::new(&prog)).unwrap();
-    assert_eq!(out.stdout_str(), native, "{name}: {}", out.stderr_str());
-    assert_eq!(out.status, ExitStatus::Code(0));
-    assert!(out.stats.unknown_syscalls.is_empty(), "{name}: {:?}", out.stats.unknown_syscalls);
-}
-
 #[test]
 fn local_and_loopback_sockets_behave_like_linux() {
     same_as_native(
+        &mut sandbox(30),
         "local_sockets",
         &[
             // AF_UNIX by path: names, errors, an echo server and its client.
@@ -93,7 +78,7 @@ fn local_and_loopback_sockets_behave_like_linux() {
 
 #[test]
 fn socketpair_still_behaves_like_linux() {
-    same_as_native("socketpair", &["inet=1", "epipe=1"]);
+    same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);
 }
 
 /// A sandbox with the host system mounted, or None when python3 is not

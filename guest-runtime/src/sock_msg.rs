@@ -294,12 +294,32 @@ fn control(s: &Socket, ctl: u64, len: u64) -> Result<(Vec<Passed>, Option<Cred>)
     Ok((files, creds))
 }
 
+/// A `struct msghdr`'s fields.
+struct Header {
+    name: u64,
+    namelen: u64,
+    iov: u64,
+    iovlen: u64,
+    ctl: u64,
+    ctllen: u64,
+}
+
+fn header(msg: u64) -> Result<Header, i64> {
+    let h = user_bytes(msg, MSGHDR)?;
+    Ok(Header {
+        name: word(h, 0),
+        namelen: word(h, 8) & 0xffff_ffff,
+        iov: word(h, 16),
+        iovlen: word(h, 24),
+        ctl: word(h, 32),
+        ctllen: word(h, 40),
+    })
+}
+
 fn sendmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
     let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
-    let h = user_bytes(msg, MSGHDR)?;
-    let (name, namelen) = (word(h, 0), word(h, 8) & 0xffff_ffff);
-    let (iov, iovlen, ctl, ctllen) = (word(h, 16), word(h, 24), word(h, 32), word(h, 40));
+    let Header { name, namelen, iov, iovlen, ctl, ctllen } = header(msg)?;
     let (v, total) = iovecs(iov, iovlen)?;
     let dest = dest_arg(name, namelen)?;
     let (files, creds) = control(s, ctl, ctllen)?;
@@ -357,9 +377,7 @@ fn put_cmsg(ctl: u64, len: u64, used: &mut u64, ty: u32, data: &[u8]) -> Result<
 fn recvmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
     let f = crate::fds::get(fd)?;
     let s = socket_of(&f)?;
-    let h = user_bytes_mut(msg, MSGHDR)?;
-    let (name, namelen) = (word(h, 0), word(h, 8) & 0xffff_ffff);
-    let (iov, iovlen, ctl, ctllen) = (word(h, 16), word(h, 24), word(h, 32), word(h, 40));
+    let Header { name, namelen, iov, iovlen, ctl, ctllen } = header(msg)?;
     if (namelen as i32) < 0 || (ctllen as i64) < 0 {
         return Err(EINVAL);
     }

@@ -216,15 +216,21 @@ static void abstract_dgram(void) {
     close(cli);
 }
 
+/* A message header with one buffer and a control buffer. */
+static struct msghdr msg1(struct iovec *iov, void *ctl, size_t ctllen) {
+    struct msghdr m = {0};
+    m.msg_iov = iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = ctllen;
+    return m;
+}
+
 static int send_fd(int s, int fd, const char *data) {
     char c[CMSG_SPACE(sizeof(int))];
     memset(c, 0, sizeof c);
     struct iovec iov = {(void *)data, strlen(data)};
-    struct msghdr m = {0};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = c;
-    m.msg_controllen = sizeof c;
+    struct msghdr m = msg1(&iov, c, sizeof c);
     struct cmsghdr *h = CMSG_FIRSTHDR(&m);
     h->cmsg_level = SOL_SOCKET;
     h->cmsg_type = SCM_RIGHTS;
@@ -244,11 +250,7 @@ static void rights(void) {
         close(p[1]);
         char buf[16], c[CMSG_SPACE(sizeof(int))];
         struct iovec iov = {buf, sizeof buf};
-        struct msghdr m = {0};
-        m.msg_iov = &iov;
-        m.msg_iovlen = 1;
-        m.msg_control = c;
-        m.msg_controllen = sizeof c;
+        struct msghdr m = msg1(&iov, c, sizeof c);
         ssize_t n = recvmsg(sv[1], &m, MSG_CMSG_CLOEXEC);
         struct cmsghdr *h = CMSG_FIRSTHDR(&m);
         if (n != 4 || !h || h->cmsg_type != SCM_RIGHTS) _exit(2);
@@ -280,11 +282,7 @@ static void rights(void) {
     close(p[1]);
     char c[sizeof(struct cmsghdr)];
     struct iovec iov = {buf, sizeof buf};
-    struct msghdr m = {0};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = c;
-    m.msg_controllen = sizeof c;
+    struct msghdr m = msg1(&iov, c, sizeof c);
     n = recvmsg(sv[1], &m, 0);
     printf("short control: n=%zd ctrunc=%d controllen=%zu\n", n, (m.msg_flags & MSG_CTRUNC) != 0,
            (size_t)m.msg_controllen);
@@ -305,12 +303,8 @@ static void rights(void) {
     printf("pass bad fd: %s\n", ERR(send_fd(sv[0], 999, "x")));
     char big[CMSG_SPACE(sizeof(int))];
     memset(big, 0, sizeof big);
-    struct msghdr bm = {0};
     struct iovec biov = {"x", 1};
-    bm.msg_iov = &biov;
-    bm.msg_iovlen = 1;
-    bm.msg_control = big;
-    bm.msg_controllen = sizeof big;
+    struct msghdr bm = msg1(&biov, big, sizeof big);
     struct cmsghdr *h = CMSG_FIRSTHDR(&bm);
     h->cmsg_level = SOL_SOCKET;
     h->cmsg_type = SCM_RIGHTS;
@@ -325,11 +319,7 @@ static void rights(void) {
     send(sv[0], "cred", 4, 0);
     char cc[CMSG_SPACE(sizeof(struct ucred))];
     struct iovec ci = {buf, sizeof buf};
-    struct msghdr cm = {0};
-    cm.msg_iov = &ci;
-    cm.msg_iovlen = 1;
-    cm.msg_control = cc;
-    cm.msg_controllen = sizeof cc;
+    struct msghdr cm = msg1(&ci, cc, sizeof cc);
     n = recvmsg(sv[1], &cm, 0);
     h = CMSG_FIRSTHDR(&cm);
     struct ucred u = {0};
@@ -355,9 +345,7 @@ static void pair_types(void) {
     socketpair(AF_UNIX, SOCK_DGRAM, 0, sv);
     send(sv[0], "0123456789", 10, 0);
     struct iovec iov = {buf, 4};
-    struct msghdr m = {0};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
+    struct msghdr m = msg1(&iov, NULL, 0);
     printf("dgram recvmsg: %zd trunc=%d\n", recvmsg(sv[1], &m, 0), (m.msg_flags & MSG_TRUNC) != 0);
     close(sv[0]);
     close(sv[1]);
@@ -530,11 +518,7 @@ static void bounds(void) {
     socketpair(AF_UNIX, SOCK_DGRAM, 0, sv);
     char buf[8];
     struct iovec iov = {buf, sizeof buf};
-    struct msghdr m = {0};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = buf;
-    m.msg_controllen = 1 << 30;
+    struct msghdr m = msg1(&iov, buf, 1 << 30);
     /* Linux says ENOMEM (older kernels ENOBUFS). */
     int r = sendmsg(sv[0], &m, 0);
     printf("controllen 1 GiB refused: %d\n", r < 0 && (errno == ENOMEM || errno == ENOBUFS));

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, ExitStatus, Sandbox};
-use hvsandbox_tests::same_as_native;
+use hvsandbox_tests::{musl, same_as_native};
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -79,6 +79,14 @@ fn local_and_loopback_sockets_behave_like_linux() {
 #[test]
 fn socketpair_still_behaves_like_linux() {
     same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);
+}
+
+#[test]
+fn hostile_socket_calls_leave_the_runtime_standing() {
+    // Guest only: natively the random addresses would reach the network.
+    let out = sandbox(120).run(&Command::new(musl("socket_fuzz"))).unwrap();
+    assert_eq!(out.stdout_str(), "fuzz calls=30000 kinds that succeeded=8\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
 }
 
 /// A sandbox with the host system mounted, or None when python3 is not

@@ -363,7 +363,10 @@ impl Socket {
             core::mem::replace(&mut st.tx, tx)
         };
         if let Some(q) = old {
-            q.borrow_mut().writers -= 1;
+            {
+                let mut q = q.borrow_mut();
+                q.writers = q.writers.saturating_sub(1);
+            }
         }
     }
 
@@ -377,13 +380,19 @@ impl Socket {
         if rd && !st.shut_rd {
             st.shut_rd = true;
             if let Some(q) = &st.rx {
-                q.borrow_mut().readers -= 1;
+                {
+                    let mut q = q.borrow_mut();
+                    q.readers = q.readers.saturating_sub(1);
+                }
             }
         }
         if wr && !st.shut_wr {
             st.shut_wr = true;
             if let Some(q) = &st.tx {
-                q.borrow_mut().writers -= 1;
+                {
+                    let mut q = q.borrow_mut();
+                    q.writers = q.writers.saturating_sub(1);
+                }
             }
         }
         drop(st);
@@ -487,7 +496,7 @@ impl Socket {
                 let timeo = self.st.borrow().sndtimeo;
                 return wait_until(timeo, move || {
                     let q = cond.borrow();
-                    SOCK_BUF - q.bytes >= need || q.readers == 0
+                    SOCK_BUF.saturating_sub(q.bytes) >= need || q.readers == 0
                 });
             }
         }
@@ -590,7 +599,7 @@ impl Drop for Socket {
             let last = {
                 let mut q = rx.borrow_mut();
                 if !st.shut_rd {
-                    q.readers -= 1;
+                    q.readers = q.readers.saturating_sub(1);
                 }
                 q.readers == 0
             };
@@ -600,7 +609,10 @@ impl Drop for Socket {
         }
         if let Some(tx) = tx {
             if !st.shut_wr {
-                tx.borrow_mut().writers -= 1;
+                {
+                    let mut q = tx.borrow_mut();
+                    q.writers = q.writers.saturating_sub(1);
+                }
             }
         }
         drop(backlog);

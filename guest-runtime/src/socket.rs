@@ -475,10 +475,9 @@ fn option_value(s: &Socket, level: u64, name: u64, buf: &mut [u8; 16]) -> Result
         SO_PASSCRED => int(buf, st.passcred as u32),
         SO_RCVLOWAT | SO_SNDLOWAT => int(buf, set.unwrap_or(1)),
         SO_PEERCRED => {
-            if s.domain != AF_UNIX {
-                return Err(ENODATA);
-            }
-            let c = st.peer_cred.unwrap_or(Cred { pid: 0, uid: u32::MAX, gid: u32::MAX });
+            // IP sockets have no peer credentials.
+            let c =
+                st.peer_cred.filter(|_| s.domain == AF_UNIX).unwrap_or(Cred { pid: 0, uid: u32::MAX, gid: u32::MAX });
             buf[..4].copy_from_slice(&c.pid.to_le_bytes());
             buf[4..8].copy_from_slice(&c.uid.to_le_bytes());
             buf[8..12].copy_from_slice(&c.gid.to_le_bytes());

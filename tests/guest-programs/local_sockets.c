@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -142,6 +143,21 @@ static void unix_stream(void) {
     int status;
     waitpid(pid, &status, 0);
     printf("client exit=%d\n", WEXITSTATUS(status));
+    /* A full backlog: a non-blocking connect is told to try again;
+     * select sees the listener readable. */
+    listen(l, 0);
+    int c1 = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int c2 = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    printf("backlog 0, first: %s\n", ERR(connect(c1, (struct sockaddr *)&a, al)));
+    printf("backlog 0, second: %s\n", ERR(connect(c2, (struct sockaddr *)&a, al)));
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(l, &rd);
+    struct timeval tv0 = {1, 0};
+    int sel = select(l + 1, &rd, NULL, NULL, &tv0);
+    printf("select listener: %d %d\n", sel, FD_ISSET(l, &rd) != 0);
+    close(c1);
+    close(c2);
     close(l);
     c = socket(AF_UNIX, SOCK_STREAM, 0);
     printf("connect stale: %s\n", ERR(connect(c, (struct sockaddr *)&a, al)));
@@ -430,6 +446,9 @@ static void tcp(int family) {
     waitpid(pid, &status, 0);
     printf("%s client exit=%d\n", tag, WEXITSTATUS(status));
     printf("%s send after peer closed: %s\n", tag, ERR(send(s, "x", 1, MSG_NOSIGNAL)));
+    struct ucred tc;
+    socklen_t tcl = sizeof tc;
+    printf("%s peercred: %s pid=%d\n", tag, ERR(getsockopt(s, SOL_SOCKET, SO_PEERCRED, &tc, &tcl)), tc.pid);
     close(s);
 
     /* Non-blocking connect: in progress, then writable with no error. */

@@ -237,6 +237,13 @@ impl Queue {
     }
 }
 
+/// One reader (`reader`) or writer fewer at `q`.
+fn leave(q: &QueueRef, reader: bool) {
+    let mut q = q.borrow_mut();
+    let n = if reader { &mut q.readers } else { &mut q.writers };
+    *n = n.saturating_sub(1);
+}
+
 /// A listener's connections not accepted yet, and how many it keeps.
 pub struct Backlog {
     pub pending: VecDeque<Socket>,
@@ -363,10 +370,7 @@ impl Socket {
             core::mem::replace(&mut st.tx, tx)
         };
         if let Some(q) = old {
-            {
-                let mut q = q.borrow_mut();
-                q.writers = q.writers.saturating_sub(1);
-            }
+            leave(&q, false);
         }
     }
 
@@ -380,19 +384,13 @@ impl Socket {
         if rd && !st.shut_rd {
             st.shut_rd = true;
             if let Some(q) = &st.rx {
-                {
-                    let mut q = q.borrow_mut();
-                    q.readers = q.readers.saturating_sub(1);
-                }
+                leave(q, true);
             }
         }
         if wr && !st.shut_wr {
             st.shut_wr = true;
             if let Some(q) = &st.tx {
-                {
-                    let mut q = q.borrow_mut();
-                    q.writers = q.writers.saturating_sub(1);
-                }
+                leave(q, false);
             }
         }
         drop(st);
@@ -609,10 +607,7 @@ impl Drop for Socket {
         }
         if let Some(tx) = tx {
             if !st.shut_wr {
-                {
-                    let mut q = tx.borrow_mut();
-                    q.writers = q.writers.saturating_sub(1);
-                }
+                leave(&tx, false);
             }
         }
         drop(backlog);

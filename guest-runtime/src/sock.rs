@@ -502,15 +502,21 @@ impl Socket {
         if n == 0 {
             return Ok(0);
         }
-        let mut bytes = Vec::new();
-        bytes.try_reserve(n).map_err(|_| ENOBUFS)?;
-        bytes.extend_from_slice(&data[..n]);
         match q.segs.back_mut() {
             Some(last) if rights.is_none() && last.rights.is_none() && last.cred == cred => {
+                // Drop what was read before growing (a reader that keeps
+                // up with a writer never empties the last write).
+                if last.off > 0 && last.off >= last.data.len() / 2 {
+                    last.data.drain(..last.off);
+                    last.off = 0;
+                }
                 last.data.try_reserve(n).map_err(|_| ENOBUFS)?;
-                last.data.extend_from_slice(&bytes);
+                last.data.extend_from_slice(&data[..n]);
             }
             _ => {
+                let mut bytes = Vec::new();
+                bytes.try_reserve(n).map_err(|_| ENOBUFS)?;
+                bytes.extend_from_slice(&data[..n]);
                 q.segs.try_reserve(1).map_err(|_| ENOBUFS)?;
                 q.segs.push_back(Seg { data: bytes, off: 0, from: None, rights, cred });
             }

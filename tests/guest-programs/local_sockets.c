@@ -367,6 +367,28 @@ static void pair_types(void) {
     close(sv[1]);
 }
 
+/* A reader that keeps up with a writer on a stream that never empties:
+ * 100 MB go through a 64 MiB sandbox. */
+static void long_stream(void) {
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv);
+    static char b[1000];
+    long in = 0, out = 0;
+    for (int i = 0; i < 100000; i++) {
+        ssize_t w = write(sv[0], b, sizeof b);
+        if (w > 0) in += w;
+        if (i >= 100) {
+            ssize_t r = read(sv[1], b, sizeof b);
+            if (r > 0) out += r;
+        }
+    }
+    ssize_t r;
+    while ((r = read(sv[1], b, sizeof b)) > 0) out += r;
+    printf("long stream: same=%d over 90 MB=%d\n", in == out, in > 90000000);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void tcp(int family) {
     const char *tag = family == AF_INET ? "tcp4" : "tcp6";
     struct sockaddr_storage ss;
@@ -581,6 +603,7 @@ int main(void) {
     abstract_dgram();
     rights();
     pair_types();
+    long_stream();
     tcp(AF_INET);
     tcp(AF_INET6);
     udp();

@@ -93,6 +93,14 @@ fn hostile_socket_calls_leave_the_runtime_standing() {
     assert_eq!(out.status, ExitStatus::Code(0));
 }
 
+#[test]
+fn filling_socket_buffers_until_memory_runs_out_is_an_errno() {
+    let sb = Sandbox::builder().memory_mib(64).max_open_files(4096).timeout(Duration::from_secs(60));
+    let out = sb.build().unwrap().run(&Command::new(musl("sock_exhaust"))).unwrap();
+    assert_eq!(out.stdout_str(), "stopped: out of memory after many MiB=1\nafter: 1\n", "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
 /// A sandbox with the host system mounted, or None when python3 is not
 /// installed.
 fn python() -> Option<Sandbox> {

@@ -482,6 +482,9 @@ impl Socket {
         if data.is_empty() {
             return Ok(0);
         }
+        if !crate::heap::has_room() {
+            return Err(ENOBUFS);
+        }
         let room = SOCK_BUF.saturating_sub(q.bytes);
         let need = data.len().clamp(1, SOCK_BUF);
         if room < need {
@@ -647,6 +650,9 @@ pub fn send_msg(
             let q = cond.borrow();
             !q.full_for(len) || q.readers == 0
         });
+    }
+    if !crate::heap::has_room() {
+        return Err(ENOBUFS);
     }
     let mut bytes = Vec::new();
     bytes.try_reserve(data.len()).map_err(|_| ENOBUFS)?;

@@ -13,7 +13,7 @@ use crate::sock::{
     Addr, Cred, AF_INET, AF_INET6, AF_UNIX, EINPROGRESS, ESOCKTNOSUPPORT, SOCK_BUF, SOCK_DGRAM, SOCK_SEQPACKET,
     SOCK_STREAM,
 };
-use crate::sock::{ECONNREFUSED, ENOTCONN};
+use crate::sock::{ECONNREFUSED, ENOBUFS, ENOTCONN};
 use crate::sock_addr::{self as names, socket_of, UnixName};
 use crate::sys_fs::SysResult;
 use crate::uaccess::*;
@@ -322,6 +322,9 @@ fn connect_to(
                 })
             });
         }
+    }
+    if !crate::heap::has_room() {
+        return Err(ENOBUFS);
     }
     let server = Socket::new(t.domain, t.ty);
     Socket::connect_pair(s, &server, cred(), t_cred);

@@ -53,6 +53,8 @@ fn local_and_loopback_sockets_behave_like_linux() {
             "credentials: n=4 type=2 pid=1 uid=1",
             "seqpacket boundaries: 3 4",
             "long stream: same=1 over 90 MB=1",
+            "poll peer closed: 0x2015",
+            "poll own shut wr: 0x4",
             // Loopback TCP (IPv4 and IPv6) and UDP.
             "tcp4 ephemeral port=1 len=16",
             "tcp4 bind taken: EADDRINUSE",

@@ -560,7 +560,8 @@ impl Socket {
             Some(tx) => {
                 let q = tx.borrow();
                 if q.readers == 0 || st.shut_wr {
-                    r |= POLLOUT | if self.is_stream() { POLLERR } else { 0 };
+                    // As Linux: writable (a write says EPIPE), no error.
+                    r |= POLLOUT;
                     false
                 } else {
                     if !q.full_for(1) || q.lossy {

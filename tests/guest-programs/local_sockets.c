@@ -346,6 +346,36 @@ static void rights(void) {
     close(sv[1]);
 }
 
+/* What poll sees of closed, shut down and fresh sockets. */
+static void poll_states(void) {
+    int sv[2];
+    struct pollfd p = {0, POLLIN | POLLOUT | POLLRDHUP, 0};
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    close(sv[1]);
+    p.fd = sv[0];
+    poll(&p, 1, 0);
+    printf("poll peer closed: %#x\n", p.revents);
+    close(sv[0]);
+    for (int how = 0; how < 2; how++) {
+        for (int own = 0; own < 2; own++) {
+            socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+            shutdown(sv[own ? 0 : 1], how ? SHUT_WR : SHUT_RD);
+            p.fd = sv[0];
+            poll(&p, 1, 0);
+            printf("poll %s shut %s: %#x\n", own ? "own" : "peer", how ? "wr" : "rd", p.revents);
+            close(sv[0]);
+            close(sv[1]);
+        }
+    }
+    int kinds[][2] = {{AF_UNIX, SOCK_STREAM}, {AF_INET, SOCK_STREAM}, {AF_UNIX, SOCK_DGRAM}, {AF_INET, SOCK_DGRAM}};
+    for (int k = 0; k < 4; k++) {
+        p.fd = socket(kinds[k][0], kinds[k][1], 0);
+        poll(&p, 1, 0);
+        printf("poll fresh %d/%d: %#x\n", kinds[k][0], kinds[k][1], p.revents);
+        close(p.fd);
+    }
+}
+
 static void pair_types(void) {
     int sv[2];
     printf("seqpacket pair: %s\n", ERR(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv)));
@@ -603,6 +633,7 @@ int main(void) {
     abstract_dgram();
     rights();
     pair_types();
+    poll_states();
     long_stream();
     tcp(AF_INET);
     tcp(AF_INET6);

@@ -61,6 +61,8 @@ fn local_and_loopback_sockets_behave_like_linux() {
             "tcp4 client got: hello over loopback",
             "tcp4 nonblocking connect: EINPROGRESS",
             "tcp4 peercred: ok pid=0",
+            "tcp4 poll peer closed: 0x2005",
+            "tcp4 poll after reset: 0x201d",
             "tcp4 connect closed port: ECONNREFUSED",
             "tcp6 client got: hello over loopback",
             "udp recvfrom=8 from port same=1 loopback=1 len=16",

@@ -475,8 +475,10 @@ impl Socket {
             let mut st = self.st.borrow_mut();
             if self.domain != AF_UNIX && !st.reset {
                 st.reset = true;
+                st.error = EPIPE;
                 return Ok(data.len());
             }
+            st.error = 0;
             return Err(EPIPE);
         }
         if data.is_empty() {
@@ -577,7 +579,14 @@ impl Socket {
                 false
             }
         };
-        if self.is_stream() && !tx_open && (st.rx.as_ref().is_none_or(|q| q.borrow().writers == 0) || st.shut_rd) {
+        let rcv_shut = st.shut_rd || st.rx.as_ref().is_none_or(|q| q.borrow().writers == 0);
+        let hup = if self.domain != AF_UNIX && st.connected {
+            // TCP: both directions shut here, or reset.
+            (rcv_shut && st.shut_wr) || st.reset
+        } else {
+            self.is_stream() && !tx_open && rcv_shut
+        };
+        if hup {
             r |= POLLHUP;
         }
         r

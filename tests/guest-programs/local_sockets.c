@@ -503,6 +503,24 @@ static void tcp(int family) {
     printf("%s peercred: %s pid=%d\n", tag, ERR(getsockopt(s, SOL_SOCKET, SO_PEERCRED, &tc, &tcl)), tc.pid);
     close(s);
 
+    /* What poll sees of a TCP connection as its ends shut down. */
+    for (int k = 0; k < 5; k++) {
+        static const char *what[] = {"peer closed", "peer shut wr", "own shut wr", "both shut wr", "after reset"};
+        c = socket(family, SOCK_STREAM, 0);
+        connect(c, (struct sockaddr *)&ss, sl);
+        s = accept(l, NULL, NULL);
+        if (k == 0 || k == 4) close(s);
+        if (k == 1 || k == 3) shutdown(s, SHUT_WR);
+        if (k == 2 || k == 3) shutdown(c, SHUT_WR);
+        if (k == 4) send(c, "x", 1, MSG_NOSIGNAL);
+        usleep(20000); /* lets Linux's loopback deliver the FIN or reset */
+        struct pollfd pf = {c, POLLIN | POLLOUT | POLLRDHUP, 0};
+        poll(&pf, 1, 0);
+        printf("%s poll %s: %#x\n", tag, what[k], pf.revents);
+        close(c);
+        if (k != 0 && k != 4) close(s);
+    }
+
     /* Non-blocking connect: in progress, then writable with no error. */
     c = socket(family, SOCK_STREAM | SOCK_NONBLOCK, 0);
     printf("%s nonblocking connect: %s\n", tag, ERR(connect(c, (struct sockaddr *)&ss, sl)));

@@ -55,6 +55,9 @@ fn local_and_loopback_sockets_behave_like_linux() {
             "long stream: same=1 over 90 MB=1",
             "poll peer closed: 0x2015",
             "poll own shut wr: 0x4",
+            "reset poll: 0x201d",
+            "reset recv: ECONNRESET",
+            "reset send: EPIPE",
             // Loopback TCP (IPv4 and IPv6) and UDP.
             "tcp4 ephemeral port=1 len=16",
             "tcp4 bind taken: EADDRINUSE",
@@ -63,6 +66,7 @@ fn local_and_loopback_sockets_behave_like_linux() {
             "tcp4 peercred: ok pid=0",
             "tcp4 poll peer closed: 0x2005",
             "tcp4 poll after reset: 0x201d",
+            "tcp4 recv after reset: ECONNRESET",
             "tcp4 connect closed port: ECONNREFUSED",
             "tcp6 client got: hello over loopback",
             "udp recvfrom=8 from port same=1 loopback=1 len=16",

@@ -29,6 +29,7 @@ pub const EPROTOTYPE: i64 = 91;
 pub const ESOCKTNOSUPPORT: i64 = 94;
 pub const EADDRINUSE: i64 = 98;
 pub const ENETUNREACH: i64 = 101;
+pub const ECONNRESET: i64 = 104;
 pub const ENOBUFS: i64 = 105;
 pub const ENOTCONN: i64 = 107;
 pub const ETOOMANYREFS: i64 = 109;
@@ -137,13 +138,24 @@ pub struct Queue {
     max_msgs: usize,
     /// A full queue drops datagrams (UDP) instead of making senders wait.
     lossy: bool,
+    /// The sender closed with input unread: the receiver is told
+    /// ECONNRESET once it has read what is here.
+    reset: bool,
 }
 
 pub type QueueRef = Rc<RefCell<Queue>>;
 
 impl Queue {
     fn new(max_msgs: usize, lossy: bool) -> QueueRef {
-        Rc::new(RefCell::new(Queue { segs: VecDeque::new(), bytes: 0, readers: 0, writers: 0, max_msgs, lossy }))
+        Rc::new(RefCell::new(Queue {
+            segs: VecDeque::new(),
+            bytes: 0,
+            readers: 0,
+            writers: 0,
+            max_msgs,
+            lossy,
+            reset: false,
+        }))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -450,6 +462,12 @@ impl Socket {
         }
         drop(q);
         let mut q = rx.borrow_mut();
+        if q.is_empty() && q.reset && conn {
+            q.reset = false;
+            drop(q);
+            self.st.borrow_mut().reset = true;
+            return Err(ECONNRESET);
+        }
         let r = if stream { q.take_stream(max, peek) } else { q.take_msg(max, peek) };
         drop(q);
         if !peek {
@@ -468,6 +486,14 @@ impl Socket {
             }
             st.tx.clone().ok_or(if self.domain == AF_UNIX { ENOTCONN } else { EPIPE })?
         };
+        let reset = {
+            let st = self.st.borrow();
+            st.rx.as_ref().is_some_and(|q| core::mem::take(&mut q.borrow_mut().reset))
+        };
+        if reset {
+            self.st.borrow_mut().reset = true;
+            return Err(ECONNRESET);
+        }
         let mut q = tx.borrow_mut();
         if q.readers == 0 {
             // TCP: the first send to a closed peer goes out; its reset
@@ -551,6 +577,9 @@ impl Socket {
         }
         if let Some(rx) = &st.rx {
             let q = rx.borrow();
+            if q.reset {
+                r |= POLLERR | POLLHUP;
+            }
             if !q.is_empty() || st.shut_rd {
                 r |= POLLIN;
             }
@@ -612,12 +641,14 @@ impl Drop for Socket {
     fn drop(&mut self) {
         let st = self.st.get_mut();
         let (rx, tx, backlog) = (st.rx.take(), st.tx.take(), st.backlog.take());
+        let mut unread = false;
         if let Some(rx) = rx {
             let last = {
                 let mut q = rx.borrow_mut();
                 if !st.shut_rd {
                     q.readers = q.readers.saturating_sub(1);
                 }
+                unread = !q.is_empty();
                 q.readers == 0
             };
             if last {
@@ -627,6 +658,10 @@ impl Drop for Socket {
         if let Some(tx) = tx {
             if !st.shut_wr {
                 leave(&tx, false);
+            }
+            // As Linux: closing a connection with input unread resets it.
+            if unread && self.ty != SOCK_DGRAM {
+                tx.borrow_mut().reset = true;
             }
         }
         drop(backlog);

@@ -44,6 +44,7 @@ static const char *en(int e) {
     case ENOTSOCK: return "ENOTSOCK";
     case EAFNOSUPPORT: return "EAFNOSUPPORT";
     case EDOM: return "EDOM";
+    case ECONNRESET: return "ECONNRESET";
     default: { static char b[32]; snprintf(b, sizeof b, "errno%d", e); return b; }
     }
 }
@@ -367,6 +368,20 @@ static void poll_states(void) {
             close(sv[1]);
         }
     }
+    /* Closed with input unread: the peer reads what is left, then a reset. */
+    char b[8];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    send(sv[0], "x", 1, 0);
+    send(sv[1], "y", 1, 0);
+    close(sv[1]);
+    p.fd = sv[0];
+    poll(&p, 1, 0);
+    printf("reset poll: %#x\n", p.revents);
+    printf("reset recv data: %s\n", ERR(recv(sv[0], b, sizeof b, 0)));
+    printf("reset recv: %s\n", ERR(recv(sv[0], b, sizeof b, 0)));
+    printf("reset recv again: %s\n", ERR(recv(sv[0], b, sizeof b, 0)));
+    printf("reset send: %s\n", ERR(send(sv[0], "x", 1, MSG_NOSIGNAL)));
+    close(sv[0]);
     int kinds[][2] = {{AF_UNIX, SOCK_STREAM}, {AF_INET, SOCK_STREAM}, {AF_UNIX, SOCK_DGRAM}, {AF_INET, SOCK_DGRAM}};
     for (int k = 0; k < 4; k++) {
         p.fd = socket(kinds[k][0], kinds[k][1], 0);
@@ -504,8 +519,9 @@ static void tcp(int family) {
     close(s);
 
     /* What poll sees of a TCP connection as its ends shut down. */
-    for (int k = 0; k < 5; k++) {
-        static const char *what[] = {"peer closed", "peer shut wr", "own shut wr", "both shut wr", "after reset"};
+    for (int k = 0; k < 6; k++) {
+        static const char *what[] = {"peer closed", "peer shut wr", "own shut wr", "both shut wr", "after reset",
+                                     "closed unread"};
         c = socket(family, SOCK_STREAM, 0);
         connect(c, (struct sockaddr *)&ss, sl);
         s = accept(l, NULL, NULL);
@@ -513,12 +529,23 @@ static void tcp(int family) {
         if (k == 1 || k == 3) shutdown(s, SHUT_WR);
         if (k == 2 || k == 3) shutdown(c, SHUT_WR);
         if (k == 4) send(c, "x", 1, MSG_NOSIGNAL);
+        if (k == 5) {
+            send(c, "x", 1, 0);
+            usleep(20000);
+            close(s);
+        }
         usleep(20000); /* lets Linux's loopback deliver the FIN or reset */
         struct pollfd pf = {c, POLLIN | POLLOUT | POLLRDHUP, 0};
         poll(&pf, 1, 0);
         printf("%s poll %s: %#x\n", tag, what[k], pf.revents);
+        if (k == 5) {
+            char b[4];
+            printf("%s recv after reset: %s\n", tag, ERR(recv(c, b, sizeof b, 0)));
+            printf("%s recv then: %s\n", tag, ERR(recv(c, b, sizeof b, 0)));
+            printf("%s send then: %s\n", tag, ERR(send(c, "x", 1, MSG_NOSIGNAL)));
+        }
         close(c);
-        if (k != 0 && k != 4) close(s);
+        if (k != 0 && k != 4 && k != 5) close(s);
     }
 
     /* Non-blocking connect: in progress, then writable with no error. */

@@ -40,6 +40,7 @@ fn local_and_loopback_sockets_behave_like_linux() {
             "recvfrom truncated=3 from same=1",
             "client got: back",
             "unnamed sender len=0",
+            "sendto connected other: EPERM",
             "queue full after some: 1 err=EAGAIN",
             "send to closed peer: ECONNREFUSED",
             // Passing descriptors and credentials.

@@ -70,8 +70,14 @@ fn send_on(
             let q = match dest.filter(|_| s.ty == SOCK_DGRAM) {
                 Some(b) => {
                     let t = names::find_unix(&names::parse_unix(b)?, SOCK_DGRAM)?;
-                    let q = socket_of(&t)?.st.borrow().rx.clone();
-                    q.ok_or(ECONNREFUSED)?
+                    let tst = socket_of(&t)?.st.borrow();
+                    // As Linux: a connected socket takes only its peer's.
+                    if let Some(peer_q) = &tst.tx {
+                        if !s.st.borrow().rx.as_ref().is_some_and(|mine| Rc::ptr_eq(mine, peer_q)) {
+                            return Err(EPERM);
+                        }
+                    }
+                    tst.rx.clone().ok_or(ECONNREFUSED)?
                 }
                 None => s.st.borrow().tx.clone().ok_or(ENOTCONN)?,
             };

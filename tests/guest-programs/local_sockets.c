@@ -44,6 +44,7 @@ static const char *en(int e) {
     case ENOTSOCK: return "ENOTSOCK";
     case EAFNOSUPPORT: return "EAFNOSUPPORT";
     case EDOM: return "EDOM";
+    case EPERM: return "EPERM";
     case ECONNRESET: return "ECONNRESET";
     default: { static char b[32]; snprintf(b, sizeof b, "errno%d", e); return b; }
     }
@@ -221,6 +222,13 @@ static void abstract_dgram(void) {
     printf("connect dgram: %s\n", ERR(connect(anon, (struct sockaddr *)&a, al)));
     printf("send connected: %s\n", ERR(send(anon, "y", 1, 0)));
     recv(srv, buf, sizeof buf, 0);
+    /* The server, connected to `anon`, takes datagrams from it only. */
+    printf("connect back: %s\n", ERR(connect(srv, (struct sockaddr *)&me, ml)));
+    printf("sendto connected other: %s\n", ERR(sendto(anon, "w", 1, 0, (struct sockaddr *)&a, al)));
+    printf("sendto connected peer: %s\n", ERR(sendto(cli, "w", 1, 0, (struct sockaddr *)&a, al)));
+    recv(srv, buf, sizeof buf, 0);
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    printf("disconnect: %s\n", ERR(connect(srv, &unspec, sizeof unspec)));
     /* A full queue. */
     fcntl(anon, F_SETFL, O_NONBLOCK);
     int sent = 0;

@@ -27,26 +27,7 @@ pub const O_CLOEXEC: u32 = 0o2_000_000;
 pub const O_PATH: u32 = 0o10_000_000;
 pub const O_TMPFILE: u32 = 0o20_000_000;
 
-pub struct Socket {
-    pub rx: Rc<RefCell<Pipe>>,
-    pub tx: Rc<RefCell<Pipe>>,
-    /// Shut down for reading / for writing (shutdown(2)).
-    pub shut_rd: Cell<bool>,
-    pub shut_wr: Cell<bool>,
-}
-
-impl Socket {
-    /// shutdown(2): the peer sees end of input (SHUT_WR) or EPIPE.
-    pub fn shutdown(&self, rd: bool, wr: bool) {
-        if rd && !self.shut_rd.replace(true) {
-            self.rx.borrow_mut().readers -= 1;
-        }
-        if wr && !self.shut_wr.replace(true) {
-            self.tx.borrow_mut().writers -= 1;
-        }
-        crate::wait::notify();
-    }
-}
+pub use crate::sock::Socket;
 
 pub enum FileKind {
     Stdin,
@@ -55,8 +36,7 @@ pub enum FileKind {
     Node(NodeRef),
     PipeRead(Rc<RefCell<Pipe>>),
     PipeWrite(Rc<RefCell<Pipe>>),
-    /// One end of a connected pair of stream sockets (socketpair): reads
-    /// from one pipe, writes to the other.
+    /// A socket (`sock.rs`; its system calls in `socket.rs`).
     Socket(Socket),
     /// An epoll instance: its interest list.
     Epoll(RefCell<Vec<EpollEntry>>),
@@ -89,7 +69,6 @@ impl Drop for OpenFile {
         match &self.kind {
             FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
-            FileKind::Socket(s) => s.shutdown(true, true),
             _ => return,
         }
         crate::wait::notify();
@@ -101,10 +80,6 @@ impl OpenFile {
         match &kind {
             FileKind::PipeRead(p) => p.borrow_mut().readers += 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
-            FileKind::Socket(s) => {
-                s.rx.borrow_mut().readers += 1;
-                s.tx.borrow_mut().writers += 1;
-            }
             _ => {}
         }
         Rc::new(OpenFile {
@@ -182,10 +157,7 @@ impl OpenFile {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
-                if s.shut_rd.get() {
-                    return Ok(0);
-                }
-                pipe_read(&s.rx, out, self.flags.get() & O_NONBLOCK != 0, false)
+                s.read(out, self.flags.get() & O_NONBLOCK != 0)
             }
             FileKind::Node(node) => match &node.kind {
                 NodeKind::File(f) => {
@@ -198,7 +170,7 @@ impl OpenFile {
                 }
                 NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),
-                NodeKind::Dev(Dev::Null) | NodeKind::Dev(Dev::Fifo) => Ok(0),
+                NodeKind::Dev(Dev::Null) | NodeKind::Dev(Dev::Fifo) | NodeKind::Dev(Dev::Socket) => Ok(0),
                 NodeKind::Dev(Dev::Zero) | NodeKind::Dev(Dev::Full) => {
                     out.fill(0);
                     Ok(out.len())
@@ -283,10 +255,7 @@ impl OpenFile {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
-                if s.shut_wr.get() {
-                    return Err(EPIPE);
-                }
-                pipe_write(&s.tx, data, self.flags.get() & O_NONBLOCK != 0)
+                crate::sock::write(s, data, self.flags.get() & O_NONBLOCK != 0)
             }
             FileKind::Node(node) => match &node.kind {
                 NodeKind::File(f) => {
@@ -316,10 +285,11 @@ impl OpenFile {
     /// would not block.
     pub fn read_ready(&self) -> (usize, bool) {
         match &self.kind {
-            FileKind::PipeRead(p) | FileKind::Socket(Socket { rx: p, .. }) => {
+            FileKind::PipeRead(p) => {
                 let p = p.borrow();
                 (p.buf.len(), !p.buf.is_empty() || p.writers == 0)
             }
+            FileKind::Socket(s) => s.read_ready(),
             FileKind::Node(n) => match &n.kind {
                 NodeKind::File(f) => (f.borrow().size.saturating_sub(self.offset.get()) as usize, true),
                 _ => (0, true),
@@ -428,16 +398,9 @@ fn anon_name(kind: &[u8]) -> Vec<u8> {
     name
 }
 
-/// A connected pair of stream sockets.
-pub fn new_socket_pair(flags: u32) -> (Rc<OpenFile>, Rc<OpenFile>) {
-    let (a, b) = (new_pipe_buffer(), new_pipe_buffer());
-    let name = anon_name(b"socket");
-    let nb = flags & O_NONBLOCK;
-    let end = |rx: &Rc<RefCell<Pipe>>, tx: &Rc<RefCell<Pipe>>| {
-        let s = Socket { rx: rx.clone(), tx: tx.clone(), shut_rd: Cell::new(false), shut_wr: Cell::new(false) };
-        OpenFile::new(FileKind::Socket(s), O_RDWR | nb, name.clone())
-    };
-    (end(&a, &b), end(&b, &a))
+/// An open socket, named `socket:[N]` for /proc/self/fd.
+pub fn socket_file(s: Socket, flags: u32) -> Rc<OpenFile> {
+    OpenFile::new(FileKind::Socket(s), O_RDWR | (flags & O_NONBLOCK), anon_name(b"socket"))
 }
 
 /// A new pipe: (read end, write end).

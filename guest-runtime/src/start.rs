@@ -22,6 +22,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
     // The layers above the files register what the ones below call.
     crate::wait::register(crate::task::block, crate::task::wait_event);
+    crate::sock::register(crate::sock_msg::write, crate::socket::restart_deadline);
     crate::vfs::set_proc_self(crate::procfs::hooks());
     mm::init(&info);
     crate::vdso::init();

@@ -193,6 +193,9 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         }
     }
     let path = vfs::absolute(&base, p);
+    if matches!(node.kind, NodeKind::Dev(Dev::Socket)) && flags & O_PATH == 0 {
+        return Err(ENXIO);
+    }
     if matches!(node.kind, NodeKind::Dev(Dev::Fifo)) && flags & O_PATH == 0 {
         let of = file::open_fifo(&node, crate::task::current().tid, flags, path)?;
         return crate::fds::install(of, flags & O_CLOEXEC != 0, 0);
@@ -651,7 +654,8 @@ pub fn sys_mknodat(dirfd: u64, path: u64, mode: u64) -> SysResult {
     match mode & vfs::S_IFMT {
         0 | vfs::S_IFREG => vfs::create_file(&dir, &name, perm).map(|_| 0),
         vfs::S_IFIFO => vfs::create_fifo(&dir, &name, perm).map(|_| 0),
-        vfs::S_IFCHR | 0o060_000 | vfs::S_IFSOCK => Err(EPERM),
+        vfs::S_IFSOCK => vfs::create_socket_node(&dir, &name, perm).map(|_| 0),
+        vfs::S_IFCHR | 0o060_000 => Err(EPERM),
         _ => Err(EINVAL),
     }
 }
@@ -1022,7 +1026,6 @@ const POLLOUT: u16 = 0x4;
 const POLLERR: u16 = 0x8;
 const POLLHUP: u16 = 0x10;
 const POLLNVAL: u16 = 0x20;
-const POLLRDHUP: u16 = 0x2000;
 const POLL_MAX_FDS: u64 = 4096;
 
 fn poll_one(fd: i32, events: u16) -> u16 {
@@ -1049,23 +1052,7 @@ fn poll_one(fd: i32, events: u16) -> u16 {
                 r |= POLLOUT;
             }
         }
-        FileKind::Socket(s) => {
-            let (rx, tx) = (s.rx.borrow(), s.tx.borrow());
-            if !rx.buf.is_empty() || s.shut_rd.get() {
-                r |= POLLIN;
-            }
-            if rx.writers == 0 {
-                r |= POLLIN | POLLRDHUP;
-            }
-            if tx.readers == 0 || s.shut_wr.get() {
-                r |= POLLOUT | POLLERR;
-            } else if tx.buf.len() < PIPE_CAPACITY {
-                r |= POLLOUT;
-            }
-            if rx.writers == 0 && (tx.readers == 0 || s.shut_wr.get()) {
-                r |= POLLHUP;
-            }
-        }
+        FileKind::Socket(s) => r |= s.poll(),
         FileKind::Stdin => {
             if crate::io::stdin_ready() {
                 r |= POLLIN;

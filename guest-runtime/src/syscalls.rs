@@ -8,7 +8,7 @@ use crate::errno::*;
 use crate::mm;
 use crate::rt::{boot, Frame};
 use crate::uaccess::*;
-use crate::{socket, stack, sys_fs, task, time};
+use crate::{sock_msg, socket, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
@@ -111,10 +111,20 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         435 => Err(ENOSYS), // clone3: libc falls back to clone
         41 => socket::sys_socket(a0, a1, a2),
         53 => socket::sys_socketpair(a0, a1, a2, a3),
-        44 => socket::sys_sendto(a0, a1, a2, a3, a4, a5),
-        45 => socket::sys_recvfrom(a0, a1, a2, a3, a4, a5),
+        44 => sock_msg::sys_sendto(a0, a1, a2, a3, a4, a5),
+        45 => sock_msg::sys_recvfrom(a0, a1, a2, a3, a4, a5),
+        46 => sock_msg::sys_sendmsg(a0, a1, a2),
+        47 => sock_msg::sys_recvmsg(a0, a1, a2),
+        299 => sock_msg::sys_recvmmsg(a0, a1, a2, a3),
+        307 => sock_msg::sys_sendmmsg(a0, a1, a2, a3),
+        49 => socket::sys_bind(a0, a1, a2),
+        50 => socket::sys_listen(a0, a1),
+        42 => socket::sys_connect(a0, a1, a2),
+        43 => socket::sys_accept4(a0, a1, a2, 0),
+        288 => socket::sys_accept4(a0, a1, a2, a3),
         48 => socket::sys_shutdown(a0, a1),
-        51 | 52 => socket::sys_getsockname(a0, a1, a2), // getsockname, getpeername
+        51 => socket::sys_getsockname(a0, a1, a2),
+        52 => socket::sys_getpeername(a0, a1, a2),
         54 => socket::sys_setsockopt(a0, a1, a2, a3, a4),
         55 => socket::sys_getsockopt(a0, a1, a2, a3, a4),
         133 => sys_fs::sys_mknodat(-100i64 as u64, a0, a1),

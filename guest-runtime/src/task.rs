@@ -349,6 +349,8 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
     if t.wake_at.get().is_some_and(|d| now >= d) {
         return Some(Wake::Complete(match *wait {
             Wait::Futex(..) => Err(ETIMEDOUT),
+            // A socket's SO_RCVTIMEO/SO_SNDTIMEO.
+            Wait::Until(_) => Err(crate::errno::EAGAIN),
             _ => Ok(0),
         }));
     }
@@ -376,6 +378,7 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
             let (open, opens) = if *writer { (pipe.writers, pipe.opens[1]) } else { (pipe.readers, pipe.opens[0]) };
             met(open > 0 || opens != *seen)
         }
+        Wait::Until(cond) => met(cond()),
     }
 }
 

@@ -92,6 +92,9 @@ pub enum Dev {
     Env,
     /// A named pipe (mkfifo): opening it joins its pipe (`file.rs`).
     Fifo,
+    /// A local socket's name (bind): found by connect (`sock_addr.rs`);
+    /// opening it is ENXIO.
+    Socket,
 }
 
 pub struct Dir {
@@ -1187,6 +1190,13 @@ pub fn link_into(dir: &NodeRef, name: &[u8], node: NodeRef) -> Result<(), Errno>
 /// A new named pipe `name` in `dir` (mknod S_IFIFO; umask applied).
 pub fn create_fifo(dir: &NodeRef, name: &[u8], mode: u32) -> Result<(), Errno> {
     link_into(dir, name, Node::new(S_IFIFO | (mode & 0o7777), NodeKind::Dev(Dev::Fifo)))
+}
+
+/// A new socket name `name` in `dir` (bind, mknod S_IFSOCK; umask applied).
+pub fn create_socket_node(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {
+    let node = Node::new(S_IFSOCK | (mode & 0o7777), NodeKind::Dev(Dev::Socket));
+    link_into(dir, name, node.clone())?;
+    Ok(node)
 }
 
 pub fn create_file(dir: &NodeRef, name: &[u8], mode: u32) -> Result<NodeRef, Errno> {

@@ -34,6 +34,8 @@ pub enum Wait {
     /// Opening a named pipe: until the other side (`true`: a writer)
     /// has it open or has opened it since the count was `seen`.
     FifoPeer(Rc<RefCell<Pipe>>, bool, u64),
+    /// A socket's condition (`sock.rs`): until it holds.
+    Until(Rc<dyn Fn() -> bool>),
 }
 
 /// Bumped whenever pipe or process state changes (wakes poll/select).

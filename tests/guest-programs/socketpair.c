@@ -60,8 +60,8 @@ int main(void) {
     socklen_t tl = sizeof t;
     getsockopt(sv[0], SOL_SOCKET, SO_TYPE, &t, &tl);
     printf("so_type=%d\n", t == SOCK_STREAM);
-    /* No network. */
-    printf("inet=%d\n", socket(AF_INET, SOCK_STREAM, 0) < 0 && errno == EAFNOSUPPORT);
+    /* IP sockets exist (in the guest: loopback between its own processes). */
+    printf("inet=%d\n", socket(AF_INET, SOCK_STREAM, 0) >= 0);
     printf("notsock=%d\n", shutdown(1, SHUT_WR) < 0 && errno == ENOTSOCK);
     return 0;
 }

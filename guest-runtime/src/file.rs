@@ -62,6 +62,8 @@ pub enum FileKind {
     Epoll(RefCell<Vec<EpollEntry>>),
     /// An eventfd: its counter, and whether it counts as a semaphore.
     EventFd(Cell<u64>, bool),
+    /// A timerfd: its timer and the expirations not yet read.
+    TimerFd(Rc<crate::timer::TimerFd>),
 }
 
 pub struct EpollEntry {
@@ -172,6 +174,22 @@ impl OpenFile {
                 crate::wait::notify();
                 Ok(8)
             }
+            FileKind::TimerFd(t) => {
+                if out.len() < 8 {
+                    return Err(EINVAL);
+                }
+                t.update(crate::timer::wall_now(t.clock));
+                let n = t.ticks.replace(0);
+                if n == 0 {
+                    if self.flags.get() & O_NONBLOCK != 0 {
+                        return Err(EAGAIN);
+                    }
+                    crate::wait::wait_event(None)?;
+                    return Err(EAGAIN);
+                }
+                out[..8].copy_from_slice(&n.to_le_bytes());
+                Ok(8)
+            }
             FileKind::PipeRead(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
@@ -258,7 +276,7 @@ impl OpenFile {
                 Ok(data.len())
             }
             FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
-            FileKind::Epoll(_) => Err(EINVAL),
+            FileKind::Epoll(_) | FileKind::TimerFd(_) => Err(EINVAL),
             FileKind::EventFd(count, _) => {
                 let Some(b) = data.get(..8) else { return Err(EINVAL) };
                 let add = u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?);

@@ -396,7 +396,7 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 _ => 0x20_0000 + (f as *const OpenFile as u64 & 0xfffff),
             };
             let (kind, perm) = match other {
-                FileKind::Epoll(_) | FileKind::EventFd(..) => (0, 0o600),
+                FileKind::Epoll(_) | FileKind::EventFd(..) | FileKind::TimerFd(_) => (0, 0o600),
                 FileKind::Socket(_) => (S_IFSOCK, 0o777),
                 _ => (S_IFIFO, 0o600),
             };
@@ -1077,6 +1077,12 @@ fn poll_one(fd: i32, events: u16) -> u16 {
             }
             if count.get() < u64::MAX - 1 {
                 r |= POLLOUT;
+            }
+        }
+        FileKind::TimerFd(t) => {
+            t.update(crate::timer::wall_now(t.clock));
+            if t.ticks.get() > 0 {
+                r |= POLLIN;
             }
         }
         FileKind::Epoll(list) => {

@@ -1,0 +1,110 @@
+//! CPU-time clocks and timers: ITIMER_VIRTUAL/ITIMER_PROF on a loop that
+//! spins without system calls, POSIX timers (signal, none, thread id,
+//! absolute, intervals with overruns, CPU clocks), timerfds, and CPU
+//! clocks that advance while spinning and not while sleeping. The C
+//! program runs natively and in the guest and the outputs are compared
+//! (counts within ranges, never times); then real programs: Debian's
+//! python3 and coreutils with the host system mounted.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hvsandbox::{Command, ExitStatus, Sandbox};
+use hvsandbox_tests::musl;
+
+fn sandbox(secs: u64) -> Sandbox {
+    Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(secs)).build().expect("build sandbox")
+}
+
+/// Runs guest program `name` natively, checks its output holds every line
+/// of `expect`, then in `sb`: the same output, exit 0, no unknown call.
+fn same_as_native(sb: &mut Sandbox, name: &str, expect: &[&str]) {
+    let prog = musl(name);
+    let native = std::process::Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success(), "{name} natively: {:?}", native.status);
+    let native = String::from_utf8(native.stdout).unwrap();
+    for line in expect {
+        assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
+    }
+    let out = sb.run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.stdout_str(), native, "{name}: {}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+    assert!(out.stats.unknown_syscalls.is_empty(), "{name}: {:?}", out.stats.unknown_syscalls);
+}
+
+#[test]
+fn cpu_clocks_posix_timers_and_timerfds_work_like_linux() {
+    let expect = [
+        "virtual: fired >=3: 1",
+        "virtual while sleeping: fired 0",
+        "spinning 50ms of CPU: process >= thread 1, wall >= CPU 1",
+        "sleeping 100ms: process +<30ms 1",
+        "children: >=50ms 1",
+        "interval: ticks>=5 1, code SI_TIMER 1, value 42, interval 5000000 ns",
+        "blocked 60ms: one signal 1, overrun >= 3 1, getoverrun same 1",
+        "abstime: fired 1, value 7, disarmed 1",
+        "cpu timer: fired 1, value 9",
+        "thread cpu timer: fired 1, value 10",
+        "child: gettime: -1 EINVAL",
+        "timerfd poll: 1 revents 1",
+        "timerfd epoll: 1 data 77",
+        "after exec: the timer: -1 EINVAL",
+    ];
+    same_as_native(&mut sandbox(60), "cpu_timers", &expect);
+}
+
+fn host_system(secs: u64) -> Option<Sandbox> {
+    if !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: no /usr/bin/python3 on this host");
+        return None;
+    }
+    Some(Sandbox::builder().host_system().memory_mib(256).timeout(Duration::from_secs(secs)).build().unwrap())
+}
+
+#[test]
+fn python_interval_timers_and_process_time() {
+    let Some(mut sb) = host_system(30) else { return };
+    let script = r#"
+import signal, time, os
+hits = []
+signal.signal(signal.SIGVTALRM, lambda s, f: hits.append(s))
+signal.setitimer(signal.ITIMER_VIRTUAL, 0.01, 0.01)
+x = 0
+while len(hits) < 3:
+    x += 1
+signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+print("vtalrm", len(hits) >= 3)
+t0 = time.process_time()
+end = t0 + 0.05
+while time.process_time() < end:
+    pass
+print("process_time advanced", time.process_time() - t0 >= 0.05)
+t1 = time.process_time()
+time.sleep(0.1)
+print("not while sleeping", time.process_time() - t1 < 0.03)
+print("thread_time", time.thread_time() > 0)
+print("times", os.times().user > 0)
+"#;
+    let out = sb.run(&Command::new("python3").args(["-c", script])).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "vtalrm True\nprocess_time advanced True\nnot while sleeping True\nthread_time True\ntimes True\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
+fn coreutils_timeout_ends_a_sleep_with_124() {
+    let Some(mut sb) = host_system(20) else { return };
+    if !Path::new("/usr/bin/timeout").exists() {
+        eprintln!("skipped: no /usr/bin/timeout");
+        return;
+    }
+    let out = sb.run(&Command::new("timeout").args(["0.3", "sleep", "5"])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(124), "{}", out.stderr_str());
+    // And a command that ends in time keeps its status.
+    let out = sb.run(&Command::new("timeout").args(["5", "sh", "-c", "exit 3"])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(3), "{}", out.stderr_str());
+}

@@ -4,7 +4,9 @@
 //! clocks that advance while spinning and not while sleeping. The C
 //! program runs natively and in the guest and the outputs are compared
 //! (counts within ranges, never times); then real programs: Debian's
-//! python3 and coreutils with the host system mounted.
+//! python3 and coreutils with the host system mounted. Also the small
+//! /proc and FIFO gaps: an O_RDWR named pipe, /proc/<pid>/cwd and
+//! /proc/<pid>/task.
 
 use std::path::Path;
 use std::time::Duration;
@@ -107,4 +109,21 @@ fn coreutils_timeout_ends_a_sleep_with_124() {
     // And a command that ends in time keeps its status.
     let out = sb.run(&Command::new("timeout").args(["5", "sh", "-c", "exit 3"])).unwrap();
     assert_eq!(out.status, ExitStatus::Code(3), "{}", out.stderr_str());
+}
+
+#[test]
+fn read_write_fifos_proc_cwd_and_task_dirs_work_like_linux() {
+    let expect = [
+        "O_RDWR open: ok",
+        "read back: 3 abc",
+        "reader reads: 3 xyz",
+        "from a child: 10 from child",
+        "/proc/self/cwd: 4 /tmp",
+        "child's cwd: /",
+        "tasks with a thread: 2",
+        "thread stat starts with its tid: 1",
+        "thread status: pid 1 tgid 1",
+        "no such thread: -1 ENOENT",
+    ];
+    same_as_native(&mut sandbox(30), "proc_fifo", &expect);
 }

@@ -55,6 +55,9 @@ pub enum FileKind {
     Node(NodeRef),
     PipeRead(Rc<RefCell<Pipe>>),
     PipeWrite(Rc<RefCell<Pipe>>),
+    /// A named pipe opened O_RDWR: reads and writes the same pipe (and
+    /// counts as both a reader and a writer).
+    FifoRdWr(Rc<RefCell<Pipe>>),
     /// One end of a connected pair of stream sockets (socketpair): reads
     /// from one pipe, writes to the other.
     Socket(Socket),
@@ -91,6 +94,11 @@ impl Drop for OpenFile {
         match &self.kind {
             FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
+            FileKind::FifoRdWr(p) => {
+                let mut p = p.borrow_mut();
+                p.readers -= 1;
+                p.writers -= 1;
+            }
             FileKind::Socket(s) => s.shutdown(true, true),
             _ => return,
         }
@@ -103,6 +111,11 @@ impl OpenFile {
         match &kind {
             FileKind::PipeRead(p) => p.borrow_mut().readers += 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
+            FileKind::FifoRdWr(p) => {
+                let mut p = p.borrow_mut();
+                p.readers += 1;
+                p.writers += 1;
+            }
             FileKind::Socket(s) => {
                 s.rx.borrow_mut().readers += 1;
                 s.tx.borrow_mut().writers += 1;
@@ -190,7 +203,7 @@ impl OpenFile {
                 out[..8].copy_from_slice(&n.to_le_bytes());
                 Ok(8)
             }
-            FileKind::PipeRead(p) => {
+            FileKind::PipeRead(p) | FileKind::FifoRdWr(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
@@ -291,7 +304,7 @@ impl OpenFile {
                 crate::wait::notify();
                 Ok(8)
             }
-            FileKind::PipeWrite(p) => {
+            FileKind::PipeWrite(p) | FileKind::FifoRdWr(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
@@ -334,7 +347,7 @@ impl OpenFile {
     /// would not block.
     pub fn read_ready(&self) -> (usize, bool) {
         match &self.kind {
-            FileKind::PipeRead(p) | FileKind::Socket(Socket { rx: p, .. }) => {
+            FileKind::PipeRead(p) | FileKind::FifoRdWr(p) | FileKind::Socket(Socket { rx: p, .. }) => {
                 let p = p.borrow();
                 (p.buf.len(), !p.buf.is_empty() || p.writers == 0)
             }
@@ -505,9 +518,12 @@ pub fn open_fifo(node: &vfs::NodeRef, tid: u32, flags: u32, path: Vec<u8>) -> Re
     let keep = O_ACCMODE | O_NONBLOCK;
     let acc = flags & O_ACCMODE;
     if acc == O_RDWR {
-        // Linux's O_RDWR never waits; here it is a reading end only.
-        let r = OpenFile::new(FileKind::PipeRead(p.clone()), flags & keep, path);
-        p.borrow_mut().opens[0] += 1;
+        // Linux's O_RDWR never waits: it is a reader and a writer itself.
+        let r = OpenFile::new(FileKind::FifoRdWr(p.clone()), flags & keep, path);
+        let mut pb = p.borrow_mut();
+        pb.opens[0] += 1;
+        pb.opens[1] += 1;
+        drop(pb);
         crate::wait::notify();
         return Ok(r);
     }

@@ -2,11 +2,13 @@
 //! registers): the sandbox's processes (`/proc/<pid>/...`), its one CPU,
 //! its memory and its clock, in Linux's formats.
 
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use hvsandbox_abi::user;
 
-use crate::task::{current_process, find_process, live_processes, Process};
+use crate::task::{clock_now, current, current_process, find_process, live_processes, Process, State, Task, SCHED};
+use crate::timer::Clock;
 use crate::vfs::{push_num, ProcSelf};
 
 const PAGE: u64 = hvsandbox_abi::PAGE_SIZE;
@@ -22,6 +24,51 @@ pub fn hooks() -> ProcSelf {
         fd_path,
         open_fds,
         file,
+        cwd: |pid| find_process(pid).and_then(|p| crate::vfs::path_of(&p.cwd.borrow()).ok()),
+        tids,
+        thread_file,
+    }
+}
+
+fn threads_of(p: &Process) -> Vec<Rc<Task>> {
+    let mut v: Vec<Rc<Task>> = SCHED
+        .get()
+        .tasks
+        .iter()
+        .filter(|t| t.state.get() != State::Dead && core::ptr::eq(&**t.process.borrow(), p))
+        .cloned()
+        .collect();
+    v.sort_unstable_by_key(|t| t.tid);
+    v
+}
+
+fn tids(pid: u32) -> Vec<u32> {
+    find_process(pid).map_or(Vec::new(), |p| threads_of(&p).iter().map(|t| t.tid).collect())
+}
+
+/// `/proc/<pid>/task/<tid>/{comm,stat,status}`: the process's, with the
+/// thread's id, state and CPU time.
+fn thread_file(pid: u32, tid: u32, name: &[u8]) -> Option<Vec<u8>> {
+    let p = find_process(pid)?;
+    let t = threads_of(&p).into_iter().find(|t| t.tid == tid)?;
+    let mut o = Out(Vec::new());
+    let cpu = clock_now(&p, Clock::ThreadCpu(tid)).unwrap_or(0);
+    match name {
+        b"comm" => {
+            o.s(&comm(&p)).s(b"\n");
+        }
+        b"stat" => pid_stat(&mut o, &p, tid, thread_state(&t), cpu),
+        b"status" => status(&mut o, &p, tid, thread_state(&t)),
+        _ => return None,
+    }
+    Some(o.0)
+}
+
+fn thread_state(t: &Task) -> &'static [u8] {
+    if t.tid == current().tid {
+        b"R"
+    } else {
+        b"S"
     }
 }
 
@@ -79,12 +126,15 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
                     o.s(&comm(&p)).s(b"\n");
                 }
                 b"maps" => maps(&mut o, &p),
-                b"stat" => pid_stat(&mut o, &p),
+                b"stat" => {
+                    let cpu = clock_now(&p, Clock::ProcessCpu).unwrap_or(0);
+                    pid_stat(&mut o, &p, p.pid, state(&p), cpu)
+                }
                 b"statm" => {
                     let (size, rss) = memory(&p);
                     o.n(size / PAGE).s(b" ").n(rss / PAGE).s(b" 0 0 0 ").n(rss / PAGE).s(b" 0\n");
                 }
-                b"status" => status(&mut o, &p),
+                b"status" => status(&mut o, &p, p.pid, state(&p)),
                 _ => return None,
             }
         }
@@ -254,13 +304,16 @@ fn stat(o: &mut Out) {
     o.s(b"\nprocs_running 1\nprocs_blocked 0\nsoftirq 0 0 0 0 0 0 0 0 0 0 0\n");
 }
 
-fn pid_stat(o: &mut Out, p: &Process) {
+/// `stat` of process `p` or of its thread `id`, with `state` and
+/// `cpu_ns` of CPU time (user time: system time is not told apart).
+fn pid_stat(o: &mut Out, p: &Process, id: u32, state: &[u8], cpu_ns: u64) {
     let (size, rss) = memory(p);
-    let ticks = crate::time::elapsed_ns() / (1_000_000_000 / HZ);
-    o.n(p.pid as u64).s(b" (").s(&comm(p)).s(b") ").s(state(p)).s(b" ");
+    let tick = 1_000_000_000 / HZ;
+    let children = p.timers.children_cpu_ns.get() / tick;
+    o.n(id as u64).s(b" (").s(&comm(p)).s(b") ").s(state).s(b" ");
     o.n(p.ppid.get() as u64).s(b" ").n(p.pgid.get() as u64).s(b" ").n(p.sid.get() as u64);
     // tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime priority nice
-    o.s(b" 0 -1 4194304 0 0 0 0 ").n(ticks).s(b" 0 0 0 20 0 ").n(p.threads.get() as u64);
+    o.s(b" 0 -1 4194304 0 0 0 0 ").n(cpu_ns / tick).s(b" 0 ").n(children).s(b" 0 20 0 ").n(p.threads.get() as u64);
     // itrealvalue starttime vsize rss rsslim
     o.s(b" 0 0 ").n(size).s(b" ").n(rss / PAGE).s(b" 18446744073709551615");
     // startcode endcode startstack kstkesp kstkeip signal blocked sigignore sigcatch wchan nswap cnswap
@@ -272,12 +325,13 @@ fn pid_stat(o: &mut Out, p: &Process) {
     o.s(b" 0 0 ").n(brk).s(b" 0 0 0 0 0\n");
 }
 
-fn status(o: &mut Out, p: &Process) {
+/// `status` of process `p` or of its thread `id`.
+fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     let (size, rss) = memory(p);
     let uid = crate::rt::UID;
     o.s(b"Name:\t").s(&comm(p)).s(b"\nUmask:\t0").hex(p.umask.get() as u64, 3);
-    let st: &[u8] = if state(p) == b"R" { b"R (running)" } else { b"S (sleeping)" };
-    o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(p.pid as u64);
+    let st: &[u8] = if state == b"R" { b"R (running)" } else { b"S (sleeping)" };
+    o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(id as u64);
     o.s(b"\nPPid:\t").n(p.ppid.get() as u64).s(b"\nTracerPid:\t0\n");
     for key in [&b"Uid:"[..], b"Gid:"] {
         o.s(key);

@@ -111,7 +111,7 @@ pub fn deliver_signals(f: &mut Frame) {
         }
         // A timer's signal carries its siginfo.
         let info = p.timers.take(sig, t.tid).map_or_else(|| plain_info(sig), |q| crate::timer::siginfo(&q));
-        if setup_frame(&t, f, sig, &act, &info).is_err() {
+        if setup_frame_with(&t, f, sig, &act, &info).is_err() {
             let _ = exit_group(f, 0, SIGSEGV);
             switch_to_next(f, SCHED.get().current);
             continue;
@@ -131,7 +131,12 @@ pub fn plain_info(sig: u32) -> [u8; 128] {
 }
 
 /// Builds a Linux rt_sigframe below the red zone and enters the handler.
-pub fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info: &[u8; 128]) -> Result<(), i64> {
+pub fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), i64> {
+    setup_frame_with(t, f, sig, act, &plain_info(sig))
+}
+
+/// [`setup_frame`] with the handler's siginfo.
+pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info: &[u8; 128]) -> Result<(), i64> {
     if let Some(restartable) = t.interrupted.take() {
         if !restartable || act[1] & SA_RESTART == 0 {
             // The interrupted call ends with EINTR: past its `syscall`
@@ -269,7 +274,7 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
     let p = t.process.borrow().clone();
     let act = p.sigactions.borrow()[sig as usize];
     let blocked = t.sigmask.get() & (1 << (sig - 1)) != 0;
-    if act[0] > SIG_IGN && !blocked && setup_frame(&t, f, sig, &act, &plain_info(sig)).is_ok() {
+    if act[0] > SIG_IGN && !blocked && setup_frame(&t, f, sig, &act).is_ok() {
         return;
     }
     if p.pid == 1 {

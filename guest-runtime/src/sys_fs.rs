@@ -392,7 +392,9 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 FileKind::Stdin => 100,
                 FileKind::Stdout => 101,
                 FileKind::Stderr => 102,
-                FileKind::PipeRead(p) | FileKind::PipeWrite(p) => 0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff),
+                FileKind::PipeRead(p) | FileKind::PipeWrite(p) | FileKind::FifoRdWr(p) => {
+                    0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff)
+                }
                 _ => 0x20_0000 + (f as *const OpenFile as u64 & 0xfffff),
             };
             let (kind, perm) = match other {
@@ -765,7 +767,7 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
         }
         F_SETLK | F_SETLKW => Ok(0),
         F_GETPIPE_SZ => match f.kind {
-            FileKind::PipeRead(_) | FileKind::PipeWrite(_) => Ok(PIPE_CAPACITY as u64),
+            FileKind::PipeRead(_) | FileKind::PipeWrite(_) | FileKind::FifoRdWr(_) => Ok(PIPE_CAPACITY as u64),
             _ => Err(EBADF),
         },
         _ => Err(EINVAL),
@@ -1046,6 +1048,16 @@ fn poll_one(fd: i32, events: u16) -> u16 {
             if p.readers == 0 {
                 r |= POLLERR;
             } else if p.buf.len() < PIPE_CAPACITY {
+                r |= POLLOUT;
+            }
+        }
+        FileKind::FifoRdWr(p) => {
+            // Itself a reader and a writer: never a hang-up.
+            let p = p.borrow();
+            if !p.buf.is_empty() {
+                r |= POLLIN;
+            }
+            if p.buf.len() < PIPE_CAPACITY {
                 r |= POLLOUT;
             }
         }

@@ -67,6 +67,10 @@ pub enum FileKind {
     EventFd(Cell<u64>, bool),
     /// A timerfd: its timer and the expirations not yet read.
     TimerFd(Rc<crate::timer::TimerFd>),
+    /// A pseudo-terminal's master side (/dev/ptmx) and slave side
+    /// (/dev/pts/N).
+    PtyMaster(Rc<crate::pty::Pty>),
+    PtySlave(Rc<crate::pty::Pty>),
 }
 
 pub struct EpollEntry {
@@ -100,6 +104,13 @@ impl Drop for OpenFile {
                 p.writers -= 1;
             }
             FileKind::Socket(s) => s.shutdown(true, true),
+            FileKind::PtyMaster(p) => {
+                p.masters.set(p.masters.get() - 1);
+                if p.masters.get() == 0 {
+                    vfs::pts_remove(p.index);
+                }
+            }
+            FileKind::PtySlave(p) => p.slaves.set(p.slaves.get() - 1),
             _ => return,
         }
         crate::wait::notify();
@@ -119,6 +130,11 @@ impl OpenFile {
             FileKind::Socket(s) => {
                 s.rx.borrow_mut().readers += 1;
                 s.tx.borrow_mut().writers += 1;
+            }
+            FileKind::PtyMaster(p) => p.masters.set(p.masters.get() + 1),
+            FileKind::PtySlave(p) => {
+                p.slaves.set(p.slaves.get() + 1);
+                p.slave_opened.set(true);
             }
             _ => {}
         }
@@ -209,6 +225,14 @@ impl OpenFile {
                 }
                 pipe_read(p, out, self.flags.get() & O_NONBLOCK != 0, false)
             }
+            FileKind::PtyMaster(p) => {
+                let r = p.master_read(out)?;
+                self.done_or_wait(r)
+            }
+            FileKind::PtySlave(p) => {
+                let r = p.slave_read(out);
+                self.done_or_wait(r)
+            }
             FileKind::Socket(s) => {
                 if at.is_some() {
                     return Err(ESPIPE);
@@ -229,7 +253,7 @@ impl OpenFile {
                 }
                 NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),
-                NodeKind::Dev(Dev::Null) | NodeKind::Dev(Dev::Fifo) => Ok(0),
+                NodeKind::Dev(Dev::Null | Dev::Fifo | Dev::Ptmx | Dev::Pts(_) | Dev::Tty) => Ok(0),
                 NodeKind::Dev(Dev::Zero) | NodeKind::Dev(Dev::Full) => {
                     out.fill(0);
                     Ok(out.len())
@@ -261,6 +285,23 @@ impl OpenFile {
                     Ok(self.read_from(data.as_deref().unwrap_or(&[]), out, at))
                 }
             },
+        }
+    }
+
+    /// A pseudo-terminal transfer: `Some(n)` moved n bytes (wake the
+    /// other side); None must wait (EAGAIN when nonblocking; otherwise
+    /// the call runs again after the next change).
+    fn done_or_wait(&self, r: Option<usize>) -> Result<usize, Errno> {
+        match r {
+            Some(n) => {
+                crate::wait::notify();
+                Ok(n)
+            }
+            None if self.flags.get() & O_NONBLOCK != 0 => Err(EAGAIN),
+            None => {
+                crate::wait::wait_event(None)?;
+                Err(EAGAIN)
+            }
         }
     }
 
@@ -309,6 +350,14 @@ impl OpenFile {
                     return Err(ESPIPE);
                 }
                 pipe_write(p, data, self.flags.get() & O_NONBLOCK != 0)
+            }
+            FileKind::PtyMaster(p) => {
+                let n = p.master_write(data);
+                self.done_or_wait((n > 0 || data.is_empty()).then_some(n))
+            }
+            FileKind::PtySlave(p) => {
+                let n = p.slave_write(data)?;
+                self.done_or_wait((n > 0 || data.is_empty()).then_some(n))
             }
             FileKind::Socket(s) => {
                 if at.is_some() {

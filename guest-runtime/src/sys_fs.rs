@@ -193,6 +193,9 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         }
     }
     let path = vfs::absolute(&base, p);
+    if let (NodeKind::Dev(d @ (Dev::Ptmx | Dev::Pts(_) | Dev::Tty)), 0) = (&node.kind, flags & O_PATH) {
+        return crate::sys_pty::open(*d, flags);
+    }
     if matches!(node.kind, NodeKind::Dev(Dev::Fifo)) && flags & O_PATH == 0 {
         let of = file::open_fifo(&node, crate::task::current().tid, flags, path)?;
         return crate::fds::install(of, flags & O_CLOEXEC != 0, 0);
@@ -367,6 +370,9 @@ fn node_stat(n: &NodeRef) -> StatInfo {
         NodeKind::Dev(Dev::Zero) => (1 << 8) | 5,
         NodeKind::Dev(Dev::Full) => (1 << 8) | 7,
         NodeKind::Dev(Dev::Random) => (1 << 8) | 9,
+        NodeKind::Dev(Dev::Ptmx) => (5 << 8) | 2,
+        NodeKind::Dev(Dev::Tty) => 5 << 8,
+        &NodeKind::Dev(Dev::Pts(n)) => crate::sys_pty::slave_rdev(n),
         _ => 0,
     };
     StatInfo {
@@ -385,6 +391,9 @@ fn node_stat(n: &NodeRef) -> StatInfo {
 }
 
 fn file_stat(f: &OpenFile) -> StatInfo {
+    if let Some(n) = crate::sys_pty::node_of(f) {
+        return node_stat(&n);
+    }
     match &f.kind {
         FileKind::Node(n) => node_stat(n),
         other => {
@@ -882,6 +891,9 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
     const FIOCLEX: u64 = 0x5451;
     const FIONCLEX: u64 = 0x5450;
     let f = crate::fds::get(fd)?;
+    if let Some(r) = crate::sys_pty::ioctl(&f, req, arg) {
+        return r;
+    }
     match req {
         FIONREAD => {
             let n = f.read_ready().0 as u32;
@@ -1091,6 +1103,7 @@ fn poll_one(fd: i32, events: u16) -> u16 {
                 r |= POLLOUT;
             }
         }
+        FileKind::PtyMaster(_) | FileKind::PtySlave(_) => r = crate::sys_pty::poll(&f.kind),
         FileKind::TimerFd(t) => {
             t.update(crate::timer::wall_now(t.clock));
             if t.ticks.get() > 0 {

@@ -92,6 +92,12 @@ pub enum Dev {
     Env,
     /// A named pipe (mkfifo): opening it joins its pipe (`file.rs`).
     Fifo,
+    /// /dev/ptmx: opening it makes a pseudo-terminal (`sys_pty.rs`).
+    Ptmx,
+    /// /dev/pts/N: a pseudo-terminal's slave side.
+    Pts(u32),
+    /// /dev/tty: the process's controlling terminal.
+    Tty,
 }
 
 pub struct Dir {
@@ -1365,6 +1371,18 @@ pub fn init(_info: &abi::BootInfo) {
             let _ = symlink(&dev, name, target);
         }
         let _ = mkdir_p(b"/dev/shm").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
+        for (name, kind) in [(b"ptmx" as &[u8], Dev::Ptmx), (b"tty", Dev::Tty)] {
+            let n = Node::new(S_IFCHR | 0o666, NodeKind::Dev(kind));
+            n.meta.borrow_mut().uid = 0;
+            if let NodeKind::Dir(d) = &dev.kind {
+                d.borrow_mut().entries.insert(name.to_vec(), n);
+            }
+        }
+        if let Ok(pts) = mkdir_p(b"/dev/pts") {
+            pts.meta.borrow_mut().mode = S_IFDIR | 0o755;
+            pts.meta.borrow_mut().uid = 0;
+            pts.meta.borrow_mut().gid = 0;
+        }
         if let Ok(hv) = mkdir_p(b"/dev/hvsandbox") {
             let n = Node::new(S_IFCHR | 0o444, NodeKind::Dev(Dev::Checkpoint));
             let env = Node::new(S_IFCHR | 0o444, NodeKind::Dev(Dev::Env));
@@ -1382,6 +1400,29 @@ pub fn init(_info: &abi::BootInfo) {
     add_file(b"/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/tmp:/bin/sh\n");
     add_file(b"/etc/group", 0o644, b"root:x:0:\nsandbox:x:1000:\n");
     add_file(b"/etc/hostname", 0o644, b"hvsandbox\n");
+}
+
+fn pts_dir() -> Option<NodeRef> {
+    resolve(&root(), b"/dev/pts", true).ok()
+}
+
+/// Adds /dev/pts/`index` (a new pseudo-terminal's slave side).
+pub fn pts_add(index: u32) -> Result<(), Errno> {
+    let dir = pts_dir().ok_or(ENOENT)?;
+    let NodeKind::Dir(d) = &dir.kind else { return Err(ENOTDIR) };
+    let n = Node::new(S_IFCHR | 0o620, NodeKind::Dev(Dev::Pts(index)));
+    n.meta.borrow_mut().gid = 5; // tty
+    d.borrow_mut().entries.insert(decimal(index as u64), n);
+    Ok(())
+}
+
+/// Removes /dev/pts/`index` (its master side closed).
+pub fn pts_remove(index: u32) {
+    if let Some(dir) = pts_dir() {
+        if let NodeKind::Dir(d) = &dir.kind {
+            d.borrow_mut().entries.remove(&decimal(index as u64));
+        }
+    }
 }
 
 /// The program the host placed in RAM, as a file at `path` (unless the

@@ -1,0 +1,76 @@
+//! Pseudo-terminals: /dev/ptmx and /dev/pts/N with a line discipline
+//! (canonical mode with echo and erase, raw mode, ^C to the foreground
+//! process group, hang-ups). The C program runs natively and in the
+//! guest and the outputs are compared; then Debian's python3 with the
+//! host system mounted: `os.openpty` round trips and `pty.spawn`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hvsandbox::{Command, ExitStatus, Sandbox};
+use hvsandbox_tests::musl;
+
+#[test]
+fn pseudo_terminals_work_like_linux() {
+    let prog = musl("pty");
+    let native = std::process::Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success(), "natively: {:?}", native.status);
+    let native = String::from_utf8(native.stdout).unwrap();
+    for line in [
+        "stdin isatty: 0",
+        "open before unlockpt: -1 EIO",
+        "slave: chr 1 isatty 1 master isatty 1",
+        "ttyname = ptsname: 1",
+        "slave reads: 4 \"abd\\n\"",
+        "echo: 9 \"abc\\x08 \\x08d\\r\\n\"",
+        "^D alone: 0",
+        "slave output: 5 \"out\\r\\n\"",
+        "raw slave reads: 4 \"x\\r\\x03\\x7f\"",
+        "child: signaled 1 sig 2",
+        "master after hang-up: -1 EIO",
+        "slave write after master closed: -1 EIO",
+    ] {
+        assert!(native.lines().any(|l| l == line), "natively lacks {line:?}:\n{native}");
+    }
+    let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(30)).build().unwrap();
+    let out = sb.run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+    assert!(out.stats.unknown_syscalls.is_empty(), "{:?}", out.stats.unknown_syscalls);
+}
+
+fn python() -> Option<Sandbox> {
+    if !Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: no /usr/bin/python3 on this host");
+        return None;
+    }
+    Some(Sandbox::builder().host_system().memory_mib(256).timeout(Duration::from_secs(30)).build().unwrap())
+}
+
+#[test]
+fn python_openpty_and_pty_spawn() {
+    let Some(mut sb) = python() else { return };
+    let script = r#"
+import os, sys, tty, termios, pty
+m, s = os.openpty()
+print(os.isatty(s), os.ttyname(s).startswith("/dev/pts/"))
+os.write(m, b"hi\r")
+print(os.read(s, 100), os.read(m, 100))
+tty.setraw(s)
+os.write(m, b"\x03x")
+print(os.read(s, 100))
+os.close(s); os.close(m)
+sys.stdout.flush()
+code = "import os; print('in pty', os.isatty(0), os.isatty(1), os.get_terminal_size(1).columns >= 0)"
+status = pty.spawn([sys.executable, "-c", code])
+print("status", status)
+"#;
+    let out = sb.run(&Command::new("python3").args(["-c", script])).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "True True\nb'hi\\n' b'hi\\r\\n'\nb'\\x03x'\nin pty True True True\r\nstatus 0\n",
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
+}

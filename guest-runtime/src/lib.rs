@@ -24,6 +24,7 @@ mod futex;
 mod hc;
 mod heap;
 mod io;
+mod mapnames;
 mod mm;
 mod pipe;
 mod process;

@@ -52,6 +52,7 @@ pub fn start_init(
         vfork_done: Cell::new(false),
         alarm: Cell::new(None),
         timers: Default::default(),
+        map_names: Default::default(),
     });
     let t = Rc::new(Task {
         tid: 1,
@@ -167,6 +168,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             // A child does not inherit its parent's alarm.
             alarm: Cell::new(None),
             timers: Default::default(),
+            map_names: RefCell::new(parent.map_names.borrow().clone()),
         });
         let adopter =
             if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };

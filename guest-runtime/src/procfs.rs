@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use hvsandbox_abi::user;
 
+use crate::mapnames::Named;
 use crate::task::{clock_now, current, current_process, find_process, live_processes, Process, State, Task, SCHED};
 use crate::timer::Clock;
 use crate::vfs::{push_num, ProcSelf};
@@ -358,31 +359,61 @@ fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     o.s(b"\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nvoluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n");
 }
 
+/// The current process mapped `[at, at + len)`: of file `fd` from
+/// offset `off`, or anonymous memory (`file` None).
+pub fn mapped(at: u64, len: u64, file: Option<(u64, u64)>) {
+    let p = current_process();
+    let end = at.saturating_add(crate::mm::page_up(len));
+    let mut names = p.map_names.borrow_mut();
+    names.remove(at, end);
+    let Some((fd, offset)) = file else { return };
+    let Ok(f) = crate::fds::get(fd) else { return };
+    let Some(node) = f.node() else { return };
+    let (dev, ino) = {
+        let m = node.meta.borrow();
+        (m.dev, m.ino)
+    };
+    names.add(Named { start: at, end, offset, dev, ino, path: Rc::from(&f.path[..]) });
+}
+
+/// The current process unmapped `[at, at + len)`; munmap's result (0).
+pub fn unmapped(at: u64, len: u64) -> u64 {
+    current_process().map_names.borrow_mut().remove(at, at.saturating_add(crate::mm::page_up(len)));
+    0
+}
+
 fn maps(o: &mut Out, p: &Process) {
     let Some(space) = crate::task::space_of(p) else { return };
     let space = space.get();
     let (brk_start, brk) = space.brk_range();
+    let names = p.map_names.borrow();
     for v in space.vmas() {
-        let start = o.0.len();
-        o.hex(v.start, 8).s(b"-").hex(v.end, 8).s(b" ");
-        for (bit, c) in [(1, b'r'), (2, b'w'), (4, b'x')] {
-            o.0.push(if v.prot & bit != 0 { c } else { b'-' });
-        }
-        o.s(b"p 00000000 00:00 0 ");
-        let name: &[u8] = if v.start < user::STACK_TOP && user::STACK_TOP <= v.end {
-            b"[stack]"
-        } else if brk > brk_start && v.start >= brk_start && v.end <= mm_page_up(brk) {
-            b"[heap]"
-        } else {
-            b""
-        };
-        if !name.is_empty() {
-            while o.0.len() - start < 73 {
-                o.0.push(b' ');
+        // A mapping shows as pieces where the files it shows change.
+        for (start, end, file) in names.pieces(v.start, v.end) {
+            let line = o.0.len();
+            o.hex(start, 8).s(b"-").hex(end, 8).s(b" ");
+            for (bit, c) in [(1, b'r'), (2, b'w'), (4, b'x')] {
+                o.0.push(if v.prot & bit != 0 { c } else { b'-' });
             }
-            o.s(name);
+            let (off, dev, ino) = file.map_or((0, 0, 0), |n| (n.offset + (start - n.start), n.dev, n.ino));
+            o.s(b"p ").hex(off, 8).s(b" ").hex(dev >> 8 & 0xfff, 2).s(b":").hex(dev & 0xff, 2).s(b" ").n(ino).s(b" ");
+            let name: &[u8] = if let Some(n) = file {
+                &n.path
+            } else if start < user::STACK_TOP && user::STACK_TOP <= end {
+                b"[stack]"
+            } else if brk > brk_start && start >= brk_start && end <= mm_page_up(brk) {
+                b"[heap]"
+            } else {
+                b""
+            };
+            if !name.is_empty() {
+                while o.0.len() - line < 73 {
+                    o.0.push(b' ');
+                }
+                o.s(name);
+            }
+            o.s(b"\n");
         }
-        o.s(b"\n");
     }
 }
 

@@ -126,6 +126,8 @@ pub struct Process {
     pub alarm: Cell<Option<(u64, u64)>>,
     /// CPU time, interval timers on it and POSIX timers (`timer.rs`).
     pub timers: crate::timer::ProcTimers,
+    /// The files its mappings show (`/proc/<pid>/maps`).
+    pub map_names: RefCell<crate::mapnames::Names>,
 }
 
 pub struct Task {

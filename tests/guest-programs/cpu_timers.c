@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t vt, prof, rt, thr;
-static volatile int last_code, last_value, max_overrun;
+static volatile int last_code, last_value, last_overrun, max_overrun;
 
 static void on_vt(int s) { (void)s; vt++; }
 static void on_prof(int s) { (void)s; prof++; }
@@ -42,6 +42,7 @@ static void on_rt(int s, siginfo_t *si, void *uc) {
     rt++;
     last_code = si->si_code;
     last_value = si->si_value.sival_int;
+    last_overrun = si->si_overrun;
     if (si->si_overrun > max_overrun) max_overrun = si->si_overrun;
 }
 static void on_thr(int s) { (void)s; thr++; }
@@ -109,7 +110,8 @@ static void itimers(void) {
 static void cpu_clocks(void) {
     long long p0 = ns(CLOCK_PROCESS_CPUTIME_ID), t0 = ns(CLOCK_THREAD_CPUTIME_ID), m0 = ns(CLOCK_MONOTONIC);
     spin_cpu(50);
-    long long p1 = ns(CLOCK_PROCESS_CPUTIME_ID), t1 = ns(CLOCK_THREAD_CPUTIME_ID), m1 = ns(CLOCK_MONOTONIC);
+    /* Read in the reverse order: the process's interval holds the thread's. */
+    long long t1 = ns(CLOCK_THREAD_CPUTIME_ID), p1 = ns(CLOCK_PROCESS_CPUTIME_ID), m1 = ns(CLOCK_MONOTONIC);
     printf("spinning 50ms of CPU: process >= thread %d, wall >= CPU %d\n", p1 - p0 >= t1 - t0,
            m1 - m0 + 1000000 >= t1 - t0);
     usleep(100000);
@@ -183,9 +185,10 @@ static void posix_timers(void) {
     int before = rt;
     usleep(60000);
     sigprocmask(SIG_SETMASK, &prev, 0);
-    int ov = timer_getoverrun(t);
-    printf("blocked 60ms: one signal %d, overrun >= 3 %d, getoverrun same %d\n", rt - before == 1,
-           max_overrun >= 3 && max_overrun < 10000, ov == max_overrun);
+    /* (The timer runs on: one more tick may come in between.) */
+    int seen = last_overrun, ov = timer_getoverrun(t), seen2 = last_overrun, after = rt - before;
+    printf("blocked 60ms: coalesced %d, overrun >= 3 %d, getoverrun is the last one's %d\n", after >= 1 && after <= 2,
+           max_overrun >= 3 && max_overrun < 10000, ov == seen || ov == seen2);
     struct itimerspec stop = {0};
     timer_settime(t, 0, &stop, &old);
     printf("stopped: old interval %ld ns, old value>0 %d\n", old.it_interval.tv_nsec,

@@ -1,6 +1,7 @@
 /* A named pipe opened O_RDWR (never waits; reads back what it wrote;
- * counts as a reader and a writer), /proc/<pid>/cwd, and
- * /proc/<pid>/task/<tid>/{comm,stat,status} with a second thread. Prints
+ * counts as a reader and a writer), /proc/<pid>/cwd,
+ * /proc/<pid>/task/<tid>/{comm,stat,status} with a second thread, and
+ * file names and offsets of file mappings in /proc/self/maps. Prints
  * only what Linux defines: the test compares it with a native run. */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -177,10 +179,67 @@ static void tasks(void) {
     printf("tasks after join: %d\n", count_tasks());
 }
 
+/* The /proc/self/maps line of address `a` (0: none), in `line`. */
+static int maps_line(void *a, char *line, size_t size) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    int found = 0;
+    while (fgets(line, (int)size, f)) {
+        unsigned long s, e;
+        if (sscanf(line, "%lx-%lx", &s, &e) == 2 && s <= (unsigned long)a && (unsigned long)a < e) {
+            found = 1;
+            break;
+        }
+    }
+    fclose(f);
+    line[strcspn(line, "\n")] = 0;
+    return found;
+}
+
+/* Field `k` (0-based, space-separated) of a maps line. */
+static const char *field(const char *line, int k, char *out) {
+    int n = 0;
+    const char *p = line;
+    while (k-- > 0) {
+        p = strchr(p, ' ');
+        if (!p) return "";
+        while (*p == ' ') p++;
+    }
+    while (p[n] && p[n] != ' ') n++;
+    memcpy(out, p, n);
+    out[n] = 0;
+    return out;
+}
+
+static void maps(void) {
+    const char *path = "/tmp/maps-file";
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    char page[4096];
+    memset(page, 'x', sizeof page);
+    for (int i = 0; i < 4; i++) write(fd, page, sizeof page);
+    char *m = mmap(0, 3 * 4096, PROT_READ, MAP_PRIVATE, fd, 4096);
+    close(fd);
+    char line[512], f[256];
+    int found = maps_line(m, line, sizeof line);
+    printf("maps: found %d offset %s perms %s\n", found, field(line, 2, f), field(line, 1, f + 128));
+    printf("maps: name %s inode>0 %d\n", field(line, 5, f), atol(field(line, 4, f + 128)) > 0);
+    munmap(m, 4096);
+    found = maps_line(m + 4096, line, sizeof line);
+    printf("after unmapping the first page: offset %s name %s\n", field(line, 2, f), field(line, 5, f + 128));
+    munmap(m + 4096, 2 * 4096);
+    printf("after unmapping all: found %d\n", maps_line(m + 4096, line, sizeof line) && strstr(line, path));
+    char *anon = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    maps_line(anon, line, sizeof line);
+    printf("anonymous: offset %s inode %s name \"%s\"\n", field(line, 2, f), field(line, 4, f + 64),
+           field(line, 5, f + 128));
+    unlink(path);
+}
+
 int main(void) {
     setvbuf(stdout, 0, _IOLBF, 0);
     fifo();
     cwd();
     tasks();
+    maps();
     return 0;
 }

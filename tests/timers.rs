@@ -12,26 +12,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use hvsandbox::{Command, ExitStatus, Sandbox};
-use hvsandbox_tests::musl;
+use hvsandbox_tests::same_as_native;
 
 fn sandbox(secs: u64) -> Sandbox {
     Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(secs)).build().expect("build sandbox")
-}
-
-/// Runs guest program `name` natively, checks its output holds every line
-/// of `expect`, then in `sb`: the same output, exit 0, no unknown call.
-fn same_as_native(sb: &mut Sandbox, name: &str, expect: &[&str]) {
-    let prog = musl(name);
-    let native = std::process::Command::new(&prog).output().expect("run natively");
-    assert!(native.status.success(), "{name} natively: {:?}", native.status);
-    let native = String::from_utf8(native.stdout).unwrap();
-    for line in expect {
-        assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
-    }
-    let out = sb.run(&Command::new(&prog)).unwrap();
-    assert_eq!(out.stdout_str(), native, "{name}: {}", out.stderr_str());
-    assert_eq!(out.status, ExitStatus::Code(0));
-    assert!(out.stats.unknown_syscalls.is_empty(), "{name}: {:?}", out.stats.unknown_syscalls);
 }
 
 #[test]

@@ -162,6 +162,16 @@ static void set(timer_t t, int flags, long long value_ns, long long interval_ns)
     if (timer_settime(t, flags, &its, 0)) printf("timer_settime: errno %d\n", errno);
 }
 
+/* A one-shot 20 ms timer on a CPU clock, spun for. */
+static void cpu_timer(const char *what, clockid_t clock, int value) {
+    timer_t t = make(clock, SIGEV_SIGNAL, SIGRTMIN, value);
+    int before = rt;
+    set(t, 0, 20000000, 0);
+    spin_until(&rt, before + 1);
+    printf("%s: fired %d, value %d\n", what, rt - before, last_value);
+    timer_delete(t);
+}
+
 static void posix_timers(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -232,18 +242,8 @@ static void posix_timers(void) {
     timer_delete(t);
 
     /* A CPU-time timer fires for a spinning loop. */
-    t = make(CLOCK_PROCESS_CPUTIME_ID, SIGEV_SIGNAL, SIGRTMIN, 9);
-    before = rt;
-    set(t, 0, 20000000, 0);
-    spin_until(&rt, before + 1);
-    printf("cpu timer: fired %d, value %d\n", rt - before, last_value);
-    timer_delete(t);
-    t = make(CLOCK_THREAD_CPUTIME_ID, SIGEV_SIGNAL, SIGRTMIN, 10);
-    before = rt;
-    set(t, 0, 20000000, 0);
-    spin_until(&rt, before + 1);
-    printf("thread cpu timer: fired %d, value %d\n", rt - before, last_value);
-    timer_delete(t);
+    cpu_timer("cpu timer", CLOCK_PROCESS_CPUTIME_ID, 9);
+    cpu_timer("thread cpu timer", CLOCK_THREAD_CPUTIME_ID, 10);
 
     /* Bad arguments. */
     show("bad timer clock", timer_create((clockid_t)12345, 0, &t), EINVAL, "EINVAL");

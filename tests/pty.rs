@@ -2,7 +2,8 @@
 //! (canonical mode with echo and erase, raw mode, ^C to the foreground
 //! process group, hang-ups). The C program runs natively and in the
 //! guest and the outputs are compared; then Debian's python3 with the
-//! host system mounted: `os.openpty` round trips and `pty.spawn`.
+//! host system mounted: `os.openpty` round trips and `pty.spawn`, and
+//! util-linux's `script` running a command on a terminal.
 
 use std::path::Path;
 use std::time::Duration;
@@ -64,4 +65,19 @@ print("status", status)
         out.stderr_str()
     );
     assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
+fn script_runs_a_command_on_a_terminal() {
+    let Some(mut sb) = python() else { return };
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: no /usr/bin/script");
+        return;
+    }
+    let cmd = "tty; test -t 0 && echo stdin is a tty; stty size";
+    let out = sb.run(&Command::new("script").args(["-qec", cmd, "/dev/null"])).unwrap();
+    let text = out.stdout_str().replace('\r', "");
+    assert!(text.starts_with("/dev/pts/"), "{text:?} {}", out.stderr_str());
+    assert!(text.contains("stdin is a tty\n"), "{text:?}");
+    assert_eq!(out.status, ExitStatus::Code(0), "{text:?} {}", out.stderr_str());
 }

@@ -1,6 +1,6 @@
 //! CPU-time clocks and timers: ITIMER_VIRTUAL/ITIMER_PROF on a loop that
 //! spins without system calls, POSIX timers (signal, none, thread id,
-//! absolute, intervals with overruns, CPU clocks), timerfds, and CPU
+//! absolute, intervals with overruns, CPU clocks), timerfds, signalfds, and CPU
 //! clocks that advance while spinning and not while sleeping. The C
 //! program runs natively and in the guest and the outputs are compared
 //! (counts within ranges, never times); then real programs: Debian's
@@ -35,6 +35,8 @@ fn cpu_clocks_posix_timers_and_timerfds_work_like_linux() {
         "timerfd poll: 1 revents 1",
         "timerfd epoll: 1 data 77",
         "after exec: the timer: -1 EINVAL",
+        "signalfd SIGCHLD: poll 1 read 128 signo 17",
+        "signalfd timer: poll 1 read 128 signo-rtmin 1 code SI_TIMER 1 int 55",
     ];
     same_as_native(&mut sandbox(60), "cpu_timers", &expect);
 }

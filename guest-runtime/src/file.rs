@@ -71,6 +71,18 @@ pub enum FileKind {
     /// (/dev/pts/N).
     PtyMaster(Rc<crate::pty::Pty>),
     PtySlave(Rc<crate::pty::Pty>),
+    /// A signalfd: the signals it reads.
+    SignalFd(Cell<u64>),
+}
+
+/// Takes pending signals of a set as signalfd records (`signalfd.rs`,
+/// above the files, registers it with its first descriptor).
+pub type SignalFdRead = fn(u64, &mut [u8]) -> Option<usize>;
+
+static SIGNALFD_READ: Global<SignalFdRead> = Global::new(|_, _| None);
+
+pub fn set_signalfd_read(f: SignalFdRead) {
+    *SIGNALFD_READ.get() = f;
 }
 
 pub struct EpollEntry {
@@ -233,6 +245,13 @@ impl OpenFile {
                 let r = p.slave_read(out);
                 self.done_or_wait(r)
             }
+            FileKind::SignalFd(mask) => {
+                if out.len() < 128 {
+                    return Err(EINVAL);
+                }
+                let r = (SIGNALFD_READ.get())(mask.get(), out);
+                self.done_or_wait(r)
+            }
             FileKind::Socket(s) => {
                 if at.is_some() {
                     return Err(ESPIPE);
@@ -330,7 +349,7 @@ impl OpenFile {
                 Ok(data.len())
             }
             FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
-            FileKind::Epoll(_) | FileKind::TimerFd(_) => Err(EINVAL),
+            FileKind::Epoll(_) | FileKind::TimerFd(_) | FileKind::SignalFd(_) => Err(EINVAL),
             FileKind::EventFd(count, _) => {
                 let Some(b) = data.get(..8) else { return Err(EINVAL) };
                 let add = u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?);

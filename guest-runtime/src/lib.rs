@@ -34,6 +34,7 @@ mod random;
 mod rt;
 mod run;
 mod signal;
+mod signalfd;
 mod snapshot;
 mod socket;
 mod stack;

@@ -18,6 +18,8 @@ use crate::rt::Global;
 pub const CAPACITY: usize = 64 * 1024;
 /// Longest line canonical mode edits (Linux's N_TTY_BUF_SIZE).
 pub const MAX_LINE: usize = 4096;
+/// Most lines (or ends of file) queued for the slave.
+pub const MAX_CHUNKS: usize = 4096;
 /// Most pseudo-terminals open at once (/dev/ptmx beyond: ENOSPC).
 pub const MAX_PTYS: usize = 256;
 
@@ -200,6 +202,9 @@ impl Pty {
 
     /// Room for the master's writes.
     pub fn input_room(&self) -> usize {
+        if self.input.borrow().len() >= MAX_CHUNKS {
+            return 0;
+        }
         CAPACITY.saturating_sub(self.input_len())
     }
 
@@ -557,6 +562,16 @@ mod tests {
         p.masters.set(0);
         assert_eq!(read_slave(&p).unwrap(), b"", "hung up: end of file");
         assert_eq!(p.slave_write(b"x"), Err(EIO));
+    }
+
+    #[test]
+    fn queued_ends_of_file_are_bounded() {
+        let p = pty();
+        let eofs = [4u8; MAX_CHUNKS + 10];
+        assert_eq!(p.master_write(&eofs), MAX_CHUNKS, "then no room");
+        assert_eq!(p.input_room(), 0);
+        assert_eq!(read_slave(&p).unwrap(), b"");
+        assert!(p.input_room() > 0);
     }
 
     #[test]

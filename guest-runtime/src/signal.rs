@@ -123,11 +123,29 @@ pub fn deliver_signals(f: &mut Frame) {
     }
 }
 
-/// A siginfo that says only which signal it is.
+/// A siginfo that says only which signal it is (for SIGCHLD, also which
+/// child ended and how).
 pub fn plain_info(sig: u32) -> [u8; 128] {
     let mut info = [0u8; 128];
     info[0..4].copy_from_slice(&sig.to_le_bytes());
+    if sig == SIGCHLD {
+        if let Some((pid, code, status)) = child_exit(&current_process()) {
+            info[8..12].copy_from_slice(&code.to_le_bytes());
+            info[16..20].copy_from_slice(&pid.to_le_bytes());
+            info[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
+            info[24..28].copy_from_slice(&status.to_le_bytes());
+        }
+    }
     info
+}
+
+/// A child of `p` that ended and is not reaped yet: (pid, CLD_EXITED or
+/// CLD_KILLED, exit code or signal).
+pub fn child_exit(p: &Process) -> Option<(u32, i32, i32)> {
+    let ch = p.children.borrow();
+    let c = ch.iter().find(|c| c.status.get().is_some())?;
+    let st = c.status.get().unwrap_or(0);
+    Some(if st & 0x7f == 0 { (c.pid, 1, ((st >> 8) & 0xff) as i32) } else { (c.pid, 2, (st & 0x7f) as i32) })
 }
 
 /// Builds a Linux rt_sigframe below the red zone and enters the handler.

@@ -407,7 +407,7 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 _ => 0x20_0000 + (f as *const OpenFile as u64 & 0xfffff),
             };
             let (kind, perm) = match other {
-                FileKind::Epoll(_) | FileKind::EventFd(..) | FileKind::TimerFd(_) => (0, 0o600),
+                FileKind::Epoll(_) | FileKind::EventFd(..) | FileKind::TimerFd(_) | FileKind::SignalFd(_) => (0, 0o600),
                 FileKind::Socket(_) => (S_IFSOCK, 0o777),
                 _ => (S_IFIFO, 0o600),
             };
@@ -1104,6 +1104,11 @@ fn poll_one(fd: i32, events: u16) -> u16 {
             }
         }
         FileKind::PtyMaster(_) | FileKind::PtySlave(_) => r = crate::sys_pty::poll(&f.kind),
+        FileKind::SignalFd(mask) => {
+            if crate::signalfd::readable(mask.get()) {
+                r |= POLLIN;
+            }
+        }
         FileKind::TimerFd(t) => {
             t.update(crate::timer::wall_now(t.clock));
             if t.ticks.get() > 0 {

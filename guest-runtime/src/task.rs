@@ -661,7 +661,13 @@ pub fn send_signal(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32) -> bool {
         return false; // no job control here
     }
     let handler = p.sigactions.borrow()[sig as usize][0];
-    if sig != SIGKILL && (handler == SIG_IGN || (handler == SIG_DFL && default_ignored(sig))) {
+    let ignored = handler == SIG_IGN || (handler == SIG_DFL && default_ignored(sig));
+    // A blocked signal is not ignored (its handler may change before it
+    // is unblocked, and signalfd reads it), as on Linux: the target
+    // thread's mask, or the process's first thread's.
+    let first = || SCHED.get().tasks.iter().find(|t| Rc::ptr_eq(&t.process.borrow(), p)).cloned();
+    let blocked = task.cloned().or_else(first).is_some_and(|t| t.sigmask.get() & (1u64 << (sig - 1)) != 0);
+    if sig != SIGKILL && ignored && !blocked {
         return false;
     }
     let bit = 1u64 << (sig - 1);

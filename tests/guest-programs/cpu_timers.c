@@ -12,7 +12,9 @@
  *   timer_gettime, SIGEV_THREAD_ID, a CPU-time timer, timer_delete, bad
  *   arguments, not inherited by fork, gone after exec.
  * - timerfd: read counts expirations, poll and epoll see it, nonblocking
- *   reads, timerfd_gettime, TFD_TIMER_ABSTIME. */
+ *   reads, timerfd_gettime, TFD_TIMER_ABSTIME.
+ * - signalfd: blocked signals (a raised one, SIGCHLD, a timer's with its
+ *   code and value) read as records; poll sees them. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/signalfd.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -313,6 +316,44 @@ static void timerfds(void) {
     show("timerfd bad flags", timerfd_create(CLOCK_MONOTONIC, 0x12345), EINVAL, "EINVAL");
 }
 
+static void signalfds(void) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGUSR2);
+    sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGRTMIN + 1);
+    sigprocmask(SIG_BLOCK, &mask, 0);
+    int fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    struct signalfd_siginfo si;
+    show("signalfd empty", read(fd, &si, sizeof si), EAGAIN, "EAGAIN");
+    raise(SIGUSR2);
+    struct pollfd p = {fd, POLLIN, 0};
+    int pr = poll(&p, 1, 1000);
+    long r = read(fd, &si, sizeof si);
+    printf("signalfd: poll %d read %ld signo %u\n", pr, r, si.ssi_signo);
+    pid_t c = fork();
+    if (c == 0) _exit(3);
+    pr = poll(&p, 1, 5000);
+    r = read(fd, &si, sizeof si);
+    printf("signalfd SIGCHLD: poll %d read %ld signo %u\n", pr, r, si.ssi_signo);
+    waitpid(c, 0, 0);
+    timer_t t = make(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 1, 55);
+    set(t, 0, 10000000, 0);
+    pr = poll(&p, 1, 5000);
+    r = read(fd, &si, sizeof si);
+    printf("signalfd timer: poll %d read %ld signo-rtmin %d code SI_TIMER %d int %d\n", pr, r,
+           (int)si.ssi_signo - SIGRTMIN, si.ssi_code == SI_TIMER, si.ssi_int);
+    timer_delete(t);
+    show("short read", read(fd, &si, 8), EINVAL, "EINVAL");
+    sigset_t other;
+    sigemptyset(&other);
+    sigaddset(&other, SIGUSR1);
+    printf("new set: %d\n", signalfd(fd, &other, 0) == fd);
+    show("bad size", syscall(SYS_signalfd4, -1, &mask, 4, 0), EINVAL, "EINVAL");
+    close(fd);
+    sigprocmask(SIG_UNBLOCK, &mask, 0);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, 0, _IOLBF, 0);
     if (argc > 2 && !strcmp(argv[1], "after-exec")) {
@@ -324,6 +365,7 @@ int main(int argc, char **argv) {
     cpu_clocks();
     posix_timers();
     timerfds();
+    signalfds();
     /* POSIX timers end at exec. */
     timer_t t = make(CLOCK_MONOTONIC, SIGEV_NONE, 0, 0);
     char id[24];

@@ -26,6 +26,7 @@ fn pseudo_terminals_work_like_linux() {
         "child: signaled 1 sig 2",
         "master after hang-up: -1 EIO",
         "slave write after master closed: -1 EIO",
+        "session leader after hang-up: signaled 1 sig 1",
     ];
     let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(30)).build().unwrap();
     same_as_native(&mut sb, "pty", &expect);

@@ -120,6 +120,7 @@ impl Drop for OpenFile {
                 p.masters.set(p.masters.get() - 1);
                 if p.masters.get() == 0 {
                     vfs::pts_remove(p.index);
+                    p.hang_up();
                 }
             }
             FileKind::PtySlave(p) => p.slaves.set(p.slaves.get() - 1),

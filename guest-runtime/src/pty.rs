@@ -56,8 +56,10 @@ pub const VWERASE: usize = 14;
 pub const VEOL2: usize = 16;
 pub const NCCS: usize = 19;
 
+pub const SIGHUP: u32 = 1;
 pub const SIGINT: u32 = 2;
 pub const SIGQUIT: u32 = 3;
+pub const SIGCONT: u32 = 18;
 pub const SIGWINCH: u32 = 28;
 
 /// The kernel's `struct termios` (TCGETS/TCSETS: 36 bytes; with the
@@ -147,10 +149,13 @@ pub struct Pty {
 /// Live pseudo-terminals by index.
 static PTYS: Global<Vec<Weak<Pty>>> = Global::new(Vec::new());
 
-/// Posts a signal to a process group (registered by `sys_pty.rs`).
-static SIGNAL: Global<fn(u32, u32)> = Global::new(|_, _| {});
+/// Posts a signal to a process group, or with `true` to the process of
+/// that id only (registered by `sys_pty.rs`).
+pub type SignalHook = fn(u32, u32, bool);
 
-pub fn set_signal_hook(f: fn(u32, u32)) {
+static SIGNAL: Global<SignalHook> = Global::new(|_, _, _| {});
+
+pub fn set_signal_hook(f: SignalHook) {
     *SIGNAL.get() = f;
 }
 
@@ -324,7 +329,7 @@ impl Pty {
                     self.echo(c);
                 }
                 if self.pgrp.get() != 0 {
-                    (SIGNAL.get())(self.pgrp.get(), sig);
+                    (SIGNAL.get())(self.pgrp.get(), sig, false);
                 }
                 continue;
             }
@@ -483,7 +488,18 @@ impl Pty {
     /// TIOCSWINSZ: a change tells the foreground process group.
     pub fn set_winsize(&self, w: [u16; 4]) {
         if self.winsize.replace(w) != w && self.pgrp.get() != 0 {
-            (SIGNAL.get())(self.pgrp.get(), SIGWINCH);
+            (SIGNAL.get())(self.pgrp.get(), SIGWINCH, false);
+        }
+    }
+
+    /// The master side closed: the session leader that has this as its
+    /// terminal gets SIGHUP and SIGCONT and the session loses it.
+    pub fn hang_up(&self) {
+        let sid = self.sid.replace(0);
+        self.pgrp.set(0);
+        if sid != 0 {
+            (SIGNAL.get())(sid, SIGHUP, true);
+            (SIGNAL.get())(sid, SIGCONT, true);
         }
     }
 }
@@ -550,7 +566,7 @@ mod tests {
     #[test]
     fn interrupt_signals_the_foreground_group_and_hangups_show() {
         static GOT: Global<(u32, u32)> = Global::new((0, 0));
-        set_signal_hook(|g, s| *GOT.get() = (g, s));
+        set_signal_hook(|g, s, _| *GOT.get() = (g, s));
         let p = pty();
         p.pgrp.set(7);
         p.master_write(b"partial\x03");

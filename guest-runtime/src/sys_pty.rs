@@ -29,11 +29,12 @@ fn slave_path(n: u32) -> alloc::vec::Vec<u8> {
     p
 }
 
-/// Posts `sig` to every process of group `pgrp` (the line discipline's
-/// ^C, ^\ and window-size changes).
-fn signal_pgrp(pgrp: u32, sig: u32) {
+/// Posts `sig` to every process of group `id` (the line discipline's
+/// ^C, ^\ and window-size changes) or, `leader`, to process `id` (a
+/// hang-up's session leader).
+fn signal_pgrp(id: u32, sig: u32, leader: bool) {
     for p in task::live_processes() {
-        if p.pgid.get() == pgrp {
+        if (leader && p.pid == id) || (!leader && p.pgid.get() == id) {
             task::send_signal(&p, None, sig);
         }
     }

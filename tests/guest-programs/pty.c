@@ -3,8 +3,9 @@
  * output newline translation, window size, poll readiness both ways,
  * end of file (^D), ^C as SIGINT to the foreground process group of a
  * session that took the terminal, /dev/tty there, and hang-ups when
- * either side closes. Prints only what Linux defines (no pty numbers):
- * the test compares it with a native run. */
+ * either side closes (SIGHUP to the session leader). Prints only what
+ * Linux defines (no pty numbers): the test compares it with a native
+ * run. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -178,6 +179,28 @@ static void master_closes(void) {
     close(s);
 }
 
+/* Closing the master hangs up the session that has the terminal: its
+ * leader gets SIGHUP. */
+static void hangup(void) {
+    int m, s;
+    char buf[64];
+    openpty(&m, &s, 0, 0, 0);
+    pid_t c = fork();
+    if (c == 0) {
+        close(m);
+        setsid();
+        ioctl(s, TIOCSCTTY, 0);
+        write(s, "up\n", 3);
+        for (;;) pause();
+    }
+    close(s);
+    read(m, buf, sizeof buf);
+    close(m);
+    int st;
+    waitpid(c, &st, 0);
+    printf("session leader after hang-up: signaled %d sig %d\n", WIFSIGNALED(st), WIFSIGNALED(st) ? WTERMSIG(st) : -1);
+}
+
 int main(void) {
     setvbuf(stdout, 0, _IOLBF, 0);
     printf("stdin isatty: %d\n", isatty(0));
@@ -195,5 +218,6 @@ int main(void) {
     close(m);
     interrupt();
     master_closes();
+    hangup();
     return 0;
 }

@@ -1,12 +1,13 @@
 //! CPU-time clocks and timers: ITIMER_VIRTUAL/ITIMER_PROF on a loop that
 //! spins without system calls, POSIX timers (signal, none, thread id,
-//! absolute, intervals with overruns, CPU clocks), timerfds, signalfds, and CPU
-//! clocks that advance while spinning and not while sleeping. The C
-//! program runs natively and in the guest and the outputs are compared
-//! (counts within ranges, never times); then real programs: Debian's
-//! python3 and coreutils with the host system mounted. Also the small
-//! /proc and FIFO gaps: an O_RDWR named pipe, /proc/<pid>/cwd,
-//! /proc/<pid>/task and file names in /proc/<pid>/maps.
+//! absolute, intervals with overruns, CPU clocks, SIGEV_THREAD),
+//! timerfds, signalfds, sigtimedwait, and CPU clocks that advance while
+//! spinning and not while sleeping. The C program runs natively and in
+//! the guest and the outputs are compared (counts within ranges, never
+//! times); then real programs: Debian's python3 and coreutils with the
+//! host system mounted. Also the small /proc and FIFO gaps: an O_RDWR
+//! named pipe, /proc/<pid>/cwd, /proc/<pid>/task and file names in
+//! /proc/<pid>/maps.
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,6 +38,9 @@ fn cpu_clocks_posix_timers_and_timerfds_work_like_linux() {
         "after exec: the timer: -1 EINVAL",
         "signalfd SIGCHLD: poll 1 read 128 signo 17",
         "signalfd timer: poll 1 read 128 signo-rtmin 1 code SI_TIMER 1 int 55",
+        "sigtimedwait nothing: -1 EAGAIN",
+        "sigwaitinfo timer: rtmin+2 code SI_TIMER 1 value 66",
+        "SIGEV_THREAD: ticks>=3 1",
     ];
     same_as_native(&mut sandbox(60), "cpu_timers", &expect);
 }

@@ -1,7 +1,7 @@
 //! signalfd: a descriptor that reads the caller's pending signals of a
 //! set (usually blocked ones) as `signalfd_siginfo` records, and polls
 //! readable while one is pending. Reading takes the signal, as its
-//! delivery would.
+//! delivery would. And rt_sigtimedwait, which takes them the same way.
 
 use crate::errno::*;
 use crate::file::{FileKind, OpenFile, O_CLOEXEC, O_NONBLOCK, O_RDONLY};
@@ -52,27 +52,35 @@ pub fn readable(mask: u64) -> bool {
     pending(mask) != 0
 }
 
+/// Takes the first pending signal of `mask` for the current thread (its
+/// own first), with a timer's siginfo if a timer posted it.
+fn take(mask: u64) -> Option<(u32, Option<crate::timer::Queued>)> {
+    let t = task::current();
+    let p = t.process.borrow().clone();
+    let pend = pending(mask);
+    if pend == 0 {
+        return None;
+    }
+    let sig = pend.trailing_zeros() + 1;
+    let bit = 1u64 << (sig - 1);
+    if t.pending.get() & bit != 0 {
+        t.pending.set(t.pending.get() & !bit);
+    } else {
+        p.pending.set(p.pending.get() & !bit);
+    }
+    Some((sig, p.timers.take(sig, t.tid)))
+}
+
 /// Reads records of pending signals of `mask` into `out` (room for one
 /// at least): the bytes written, None when none is pending.
 fn read(mask: u64, out: &mut [u8]) -> Option<usize> {
-    let t = task::current();
-    let p = t.process.borrow().clone();
+    let p = task::current_process();
     let mut n = 0;
     while n + RECORD <= out.len() {
-        let pend = pending(mask);
-        if pend == 0 {
-            break;
-        }
-        let sig = pend.trailing_zeros() + 1;
-        let bit = 1u64 << (sig - 1);
-        if t.pending.get() & bit != 0 {
-            t.pending.set(t.pending.get() & !bit);
-        } else {
-            p.pending.set(p.pending.get() & !bit);
-        }
+        let Some((sig, queued)) = take(mask) else { break };
         let mut r = [0u8; RECORD];
         r[0..4].copy_from_slice(&sig.to_le_bytes());
-        if let Some(q) = p.timers.take(sig, t.tid) {
+        if let Some(q) = queued {
             r[8..12].copy_from_slice(&crate::timer::SI_TIMER.to_le_bytes());
             r[24..28].copy_from_slice(&(q.timer as u32).to_le_bytes()); // ssi_tid: the timer
             r[32..36].copy_from_slice(&q.overrun.to_le_bytes());
@@ -91,4 +99,35 @@ fn read(mask: u64, out: &mut [u8]) -> Option<usize> {
         n += RECORD;
     }
     (n > 0).then_some(n)
+}
+
+/// rt_sigtimedwait(2) (sigwaitinfo, sigtimedwait, sigwait): takes a
+/// pending signal of the set, writing its siginfo; otherwise waits for
+/// one until the timeout (EAGAIN), or EINTR when a handler runs first.
+pub fn sys_rt_sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> SysResult {
+    if size != 8 {
+        return Err(EINVAL);
+    }
+    let mask = settable(get_u64(set)?);
+    let limit = if timeout == 0 { None } else { Some(read_timespec(timeout)?) };
+    if info != 0 {
+        user_bytes_mut(info, 128)?;
+    }
+    if let Some((sig, queued)) = take(mask) {
+        if info != 0 {
+            let si = queued.map_or_else(|| crate::signal::plain_info(sig), |q| crate::timer::siginfo(&q));
+            user_bytes_mut(info, 128)?.copy_from_slice(&si);
+        }
+        return Ok(sig as u64);
+    }
+    if limit == Some(0) {
+        return Err(EAGAIN);
+    }
+    // A call run again after a wake keeps the deadline it started with.
+    let now = crate::time::monotonic_ns();
+    let deadline = task::current().restart_deadline.take().or_else(|| limit.map(|ns| now.saturating_add(ns)));
+    if deadline.is_some_and(|d| now >= d) {
+        return Err(EAGAIN);
+    }
+    task::block(crate::wait::Wait::SignalOf(mask), deadline, true)
 }

@@ -177,6 +177,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         283 => sys_timer::sys_timerfd_create(a0, a1),
         282 => crate::signalfd::sys_signalfd4(a0, a1, a2, 0),
         289 => crate::signalfd::sys_signalfd4(a0, a1, a2, a3),
+        128 => crate::signalfd::sys_rt_sigtimedwait(a0, a1, a2, a3),
         286 => sys_timer::sys_timerfd_settime(a0, a1, a2, a3),
         287 => sys_timer::sys_timerfd_gettime(a0, a1),
         140 => Ok(20), // getpriority: nice 0 (the raw call returns 20 - nice)

@@ -348,6 +348,12 @@ pub enum Wake {
 pub fn ready(t: &Task, now: u64) -> Option<Wake> {
     let wait = t.wait.borrow();
     let restart = t.restart.get();
+    if let Wait::SignalOf(set) = *wait {
+        // A signal waited for is taken by the wait, not delivered.
+        if (t.pending.get() | t.process.borrow().pending.get()) & set != 0 {
+            return Some(Wake::Restart);
+        }
+    }
     let met = |cond: bool| cond.then_some(if restart { Wake::Restart } else { Wake::Complete(Ok(0)) });
     if unblocked_pending(t) != 0 && !matches!(*wait, Wait::Vfork(_)) {
         return Some(if restart { Wake::Interrupted } else { Wake::Complete(Err(EINTR)) });
@@ -355,6 +361,7 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
     if t.wake_at.get().is_some_and(|d| now >= d) {
         return Some(Wake::Complete(match *wait {
             Wait::Futex(..) => Err(ETIMEDOUT),
+            Wait::SignalOf(_) => Err(EAGAIN),
             _ => Ok(0),
         }));
     }
@@ -374,6 +381,7 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
             met(ch.is_empty() || ch.iter().any(|c| c.status.get().is_some()))
         }
         Wait::Futex(..) | Wait::Sleep | Wait::Signal => met(t.woken.get()),
+        Wait::SignalOf(_) => None,
         Wait::Vfork(pid) => t.woken.get().then_some(Wake::Complete(Ok(*pid as u64))),
         Wait::Event(gen) => met(crate::wait::event() != *gen),
         Wait::Stdin => met(crate::io::stdin_ready()),
@@ -578,7 +586,8 @@ pub fn pick(from: usize, now: u64, include_from: bool) -> Option<usize> {
                     if matches!(wake, Wake::Interrupted) {
                         // poll/select/epoll_wait never run again after a
                         // handler; pipe I/O and wait4 do with SA_RESTART.
-                        t.interrupted.set(Some(!matches!(*t.wait.borrow(), Wait::Event(_))));
+                        let never = matches!(*t.wait.borrow(), Wait::Event(_) | Wait::SignalOf(_));
+                        t.interrupted.set(Some(!never));
                     }
                     t.state.set(State::Runnable);
                     *t.wait.borrow_mut() = Wait::None;

@@ -14,7 +14,10 @@
  * - timerfd: read counts expirations, poll and epoll see it, nonblocking
  *   reads, timerfd_gettime, TFD_TIMER_ABSTIME.
  * - signalfd: blocked signals (a raised one, SIGCHLD, a timer's with its
- *   code and value) read as records; poll sees them. */
+ *   code and value) read as records; poll sees them.
+ * - sigtimedwait: times out, takes a pending signal, a timer's with its
+ *   siginfo; SIGEV_THREAD timers (the C library's thread waits with
+ *   sigwaitinfo). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -354,6 +357,41 @@ static void signalfds(void) {
     sigprocmask(SIG_UNBLOCK, &mask, 0);
 }
 
+static volatile int thread_ticks;
+static void on_tick(union sigval v) { thread_ticks += v.sival_int; }
+
+static void sigwaits(void) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGUSR2);
+    sigaddset(&mask, SIGRTMIN + 2);
+    sigprocmask(SIG_BLOCK, &mask, 0);
+    siginfo_t si;
+    struct timespec ts = {0, 20000000};
+    show("sigtimedwait nothing", sigtimedwait(&mask, &si, &ts), EAGAIN, "EAGAIN");
+    raise(SIGUSR2);
+    int r = sigtimedwait(&mask, &si, &ts);
+    printf("sigtimedwait pending: %d signo %d\n", r, si.si_signo);
+    timer_t t = make(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 2, 66);
+    set(t, 0, 10000000, 0);
+    r = sigwaitinfo(&mask, &si);
+    printf("sigwaitinfo timer: rtmin+%d code SI_TIMER %d value %d\n", r - SIGRTMIN, si.si_code == SI_TIMER,
+           si.si_value.sival_int);
+    timer_delete(t);
+    sigprocmask(SIG_UNBLOCK, &mask, 0);
+
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD;
+    sev.sigev_notify_function = on_tick;
+    sev.sigev_value.sival_int = 1;
+    if (timer_create(CLOCK_MONOTONIC, &sev, &t)) printf("SIGEV_THREAD: errno %d\n", errno);
+    set(t, 0, 5000000, 5000000);
+    for (int i = 0; i < 5000 && thread_ticks < 3; i++) usleep(1000);
+    timer_delete(t);
+    printf("SIGEV_THREAD: ticks>=3 %d\n", thread_ticks >= 3);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, 0, _IOLBF, 0);
     if (argc > 2 && !strcmp(argv[1], "after-exec")) {
@@ -366,6 +404,7 @@ int main(int argc, char **argv) {
     posix_timers();
     timerfds();
     signalfds();
+    sigwaits();
     /* POSIX timers end at exec. */
     timer_t t = make(CLOCK_MONOTONIC, SIGEV_NONE, 0, 0);
     char id[24];

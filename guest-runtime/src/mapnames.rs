@@ -1,8 +1,11 @@
 //! What `/proc/<pid>/maps` names a file mapping by: the file's path, its
 //! device and inode, and the file offset at the start of the range. Kept
 //! per process beside the mappings (the memory layer knows ranges and
-//! protections only): set by mmap of a file, cut by munmap and by any
-//! mapping over it, emptied at exec.
+//! protections only): set by mmap of a file, replaced by any mapping
+//! over it, emptied at exec. A range unmapped keeps its name until a
+//! mapping replaces it or the list is full (then names of what is no
+//! longer mapped go); `/proc/<pid>/maps` shows names of mapped ranges
+//! only.
 
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -42,6 +45,27 @@ impl Names {
         }
         out.sort_by_key(|n| n.start);
         self.0 = out;
+    }
+
+    /// Whether a new name would not be kept.
+    pub fn full(&self) -> bool {
+        self.0.len() >= MAX_NAMED
+    }
+
+    /// Forgets names (or their parts) outside the `ranges` given.
+    pub fn keep_within(&mut self, ranges: impl Iterator<Item = (u64, u64)>) {
+        let mut kept = Names::default();
+        for (s, e) in ranges {
+            for n in self.0.iter().filter(|n| n.end > s && n.start < e) {
+                let start = n.start.max(s);
+                let piece = Named { start, end: n.end.min(e), offset: n.offset + (start - n.start), ..n.clone() };
+                if kept.0.try_reserve(1).is_ok() {
+                    kept.0.push(piece);
+                }
+            }
+        }
+        kept.0.sort_by_key(|n| n.start);
+        *self = kept;
     }
 
     /// Names `[n.start, n.end)` (replacing what was there).
@@ -103,5 +127,9 @@ mod tests {
         assert_eq!(n.0.len(), 3);
         assert_eq!(n.0[1], named(0x3000, 0x4000, 0x2000));
         assert_eq!(n.pieces(0x4000, 0x5000)[0].2.map(|m| m.offset), Some(0x10000));
+        // Only what is still mapped keeps its name.
+        n.keep_within([(0x1800, 0x3800)].into_iter());
+        assert_eq!(n.0, [named(0x1800, 0x2000, 0x800), named(0x3000, 0x3800, 0x2000)]);
+        assert!(!n.full());
     }
 }

@@ -369,17 +369,18 @@ pub fn mapped(at: u64, len: u64, file: Option<(u64, u64)>) {
     let Some((fd, offset)) = file else { return };
     let Ok(f) = crate::fds::get(fd) else { return };
     let Some(node) = f.node() else { return };
+    if names.full() {
+        // Names of ranges unmapped since go (munmap leaves them: a
+        // mapping made over one replaces it, and maps shows only what
+        // is mapped).
+        let Some(space) = crate::task::space_of(&p) else { return };
+        names.keep_within(space.get().vmas().iter().map(|v| (v.start, v.end)));
+    }
     let (dev, ino) = {
         let m = node.meta.borrow();
         (m.dev, m.ino)
     };
     names.add(Named { start: at, end, offset, dev, ino, path: Rc::from(&f.path[..]) });
-}
-
-/// The current process unmapped `[at, at + len)`; munmap's result (0).
-pub fn unmapped(at: u64, len: u64) -> u64 {
-    current_process().map_names.borrow_mut().remove(at, at.saturating_add(crate::mm::page_up(len)));
-    0
 }
 
 fn maps(o: &mut Out, p: &Process) {

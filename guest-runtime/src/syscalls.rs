@@ -119,9 +119,9 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         55 => socket::sys_getsockopt(a0, a1, a2, a3, a4),
         133 => sys_fs::sys_mknodat(-100i64 as u64, a0, a1),
         259 => sys_fs::sys_mknodat(a0, a1, a2),
-        9 => sys_mmap(a0, a1, a2, a3, a4, a5),
+        9 => mmap_named(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
-        11 => mm::munmap(a0, a1).map(|_| crate::procfs::unmapped(a0, a1)),
+        11 => mm::munmap(a0, a1).map(|_| 0),
         12 => Ok(mm::brk(a0)),
         13 => crate::signal::sys_sigaction(a0, a1, a2, a3),
         14 => crate::signal::sys_sigprocmask(a0, a1, a2, a3),
@@ -271,11 +271,15 @@ fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     }
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
-    let r = if flags & MAP_ANONYMOUS == 0 {
-        sys_fs::mmap_file(addr, len, prot as u32 & 7, kind == MAP_SHARED, fixed, noreplace, fd, off)
-    } else {
-        mm::mmap_anon(addr, len, prot as u32 & 7, fixed, noreplace)
-    };
+    if flags & MAP_ANONYMOUS == 0 {
+        return sys_fs::mmap_file(addr, len, prot as u32 & 7, kind == MAP_SHARED, fixed, noreplace, fd, off);
+    }
+    mm::mmap_anon(addr, len, prot as u32 & 7, fixed, noreplace)
+}
+
+/// mmap, then what /proc/<pid>/maps names the new mapping by.
+fn mmap_named(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> SysResult {
+    let r = sys_mmap(addr, len, prot, flags, fd, off);
     if let Ok(at) = r {
         crate::procfs::mapped(at, len, (flags & MAP_ANONYMOUS == 0).then_some((fd, off)));
     }

@@ -3,9 +3,9 @@
 //! per process beside the mappings (the memory layer knows ranges and
 //! protections only): set by mmap of a file, replaced by any mapping
 //! over it, emptied at exec. A range unmapped keeps its name until a
-//! mapping replaces it or the list is full (then names of what is no
-//! longer mapped go); `/proc/<pid>/maps` shows names of mapped ranges
-//! only.
+//! mapping replaces it or the list has doubled since it was last pruned
+//! (then names of what is no longer mapped go); `/proc/<pid>/maps` shows
+//! names of mapped ranges only.
 
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -24,12 +24,18 @@ pub struct Named {
 /// Most named ranges kept (beyond, new mappings go unnamed).
 const MAX_NAMED: usize = 4096;
 
+/// The list is pruned once it is this long (then at twice what is left).
+const PRUNE_FIRST: usize = 64;
+
 #[derive(Clone, Default)]
-pub struct Names(pub Vec<Named>);
+pub struct Names(pub Vec<Named>, usize);
 
 impl Names {
     /// Forgets names in `[start, end)` (cutting ranges that stick out).
     pub fn remove(&mut self, start: u64, end: u64) {
+        if !self.0.iter().any(|n| n.end > start && n.start < end) {
+            return;
+        }
         let mut out = Vec::new();
         for n in self.0.drain(..) {
             if n.end <= start || n.start >= end {
@@ -47,9 +53,9 @@ impl Names {
         self.0 = out;
     }
 
-    /// Whether a new name would not be kept.
-    pub fn full(&self) -> bool {
-        self.0.len() >= MAX_NAMED
+    /// Whether it is time to forget names of what is no longer mapped.
+    pub fn due_for_pruning(&self) -> bool {
+        self.0.len() >= self.1.max(PRUNE_FIRST)
     }
 
     /// Forgets names (or their parts) outside the `ranges` given.
@@ -65,6 +71,7 @@ impl Names {
             }
         }
         kept.0.sort_by_key(|n| n.start);
+        kept.1 = 2 * kept.0.len();
         *self = kept;
     }
 
@@ -130,6 +137,13 @@ mod tests {
         // Only what is still mapped keeps its name.
         n.keep_within([(0x1800, 0x3800)].into_iter());
         assert_eq!(n.0, [named(0x1800, 0x2000, 0x800), named(0x3000, 0x3800, 0x2000)]);
-        assert!(!n.full());
+        assert!(!n.due_for_pruning());
+        for i in 0..PRUNE_FIRST as u64 {
+            n.add(named(0x10_0000 + i * 0x1000, 0x10_1000 + i * 0x1000, 0));
+        }
+        assert!(n.due_for_pruning());
+        n.keep_within([(0x10_0000, 0x10_1000)].into_iter());
+        assert_eq!(n.0.len(), 1);
+        assert!(!n.due_for_pruning());
     }
 }

@@ -369,7 +369,7 @@ pub fn mapped(at: u64, len: u64, file: Option<(u64, u64)>) {
     let Some((fd, offset)) = file else { return };
     let Ok(f) = crate::fds::get(fd) else { return };
     let Some(node) = f.node() else { return };
-    if names.full() {
+    if names.due_for_pruning() {
         // Names of ranges unmapped since go (munmap leaves them: a
         // mapping made over one replaces it, and maps shows only what
         // is mapped).

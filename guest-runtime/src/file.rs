@@ -55,9 +55,6 @@ pub enum FileKind {
     Node(NodeRef),
     PipeRead(Rc<RefCell<Pipe>>),
     PipeWrite(Rc<RefCell<Pipe>>),
-    /// A named pipe opened O_RDWR: reads and writes the same pipe (and
-    /// counts as both a reader and a writer).
-    FifoRdWr(Rc<RefCell<Pipe>>),
     /// One end of a connected pair of stream sockets (socketpair): reads
     /// from one pipe, writes to the other.
     Socket(Socket),
@@ -65,6 +62,9 @@ pub enum FileKind {
     Epoll(RefCell<Vec<EpollEntry>>),
     /// An eventfd: its counter, and whether it counts as a semaphore.
     EventFd(Cell<u64>, bool),
+    /// A named pipe opened O_RDWR: reads and writes the same pipe (and
+    /// counts as both a reader and a writer).
+    FifoRdWr(Rc<RefCell<Pipe>>),
     /// A timerfd: its timer and the expirations not yet read.
     TimerFd(Rc<crate::timer::TimerFd>),
     /// A pseudo-terminal's master side (/dev/ptmx) and slave side
@@ -108,14 +108,11 @@ pub struct OpenFile {
 impl Drop for OpenFile {
     fn drop(&mut self) {
         match &self.kind {
-            FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
-            FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
             FileKind::FifoRdWr(p) => {
                 let mut p = p.borrow_mut();
                 p.readers -= 1;
                 p.writers -= 1;
             }
-            FileKind::Socket(s) => s.shutdown(true, true),
             FileKind::PtyMaster(p) => {
                 p.masters.set(p.masters.get() - 1);
                 if p.masters.get() == 0 {
@@ -124,6 +121,9 @@ impl Drop for OpenFile {
                 }
             }
             FileKind::PtySlave(p) => p.slaves.set(p.slaves.get() - 1),
+            FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
+            FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
+            FileKind::Socket(s) => s.shutdown(true, true),
             _ => return,
         }
         crate::wait::notify();
@@ -133,21 +133,21 @@ impl Drop for OpenFile {
 impl OpenFile {
     pub fn new(kind: FileKind, flags: u32, path: Vec<u8>) -> Rc<OpenFile> {
         match &kind {
-            FileKind::PipeRead(p) => p.borrow_mut().readers += 1,
-            FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
             FileKind::FifoRdWr(p) => {
                 let mut p = p.borrow_mut();
                 p.readers += 1;
                 p.writers += 1;
             }
-            FileKind::Socket(s) => {
-                s.rx.borrow_mut().readers += 1;
-                s.tx.borrow_mut().writers += 1;
-            }
             FileKind::PtyMaster(p) => p.masters.set(p.masters.get() + 1),
             FileKind::PtySlave(p) => {
                 p.slaves.set(p.slaves.get() + 1);
                 p.slave_opened.set(true);
+            }
+            FileKind::PipeRead(p) => p.borrow_mut().readers += 1,
+            FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
+            FileKind::Socket(s) => {
+                s.rx.borrow_mut().readers += 1;
+                s.tx.borrow_mut().writers += 1;
             }
             _ => {}
         }
@@ -232,7 +232,7 @@ impl OpenFile {
                 out[..8].copy_from_slice(&n.to_le_bytes());
                 Ok(8)
             }
-            FileKind::PipeRead(p) | FileKind::FifoRdWr(p) => {
+            FileKind::FifoRdWr(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
@@ -252,6 +252,12 @@ impl OpenFile {
                 }
                 let r = (SIGNALFD_READ.get())(mask.get(), out);
                 self.done_or_wait(r)
+            }
+            FileKind::PipeRead(p) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                pipe_read(p, out, self.flags.get() & O_NONBLOCK != 0, false)
             }
             FileKind::Socket(s) => {
                 if at.is_some() {
@@ -273,7 +279,7 @@ impl OpenFile {
                 }
                 NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),
-                NodeKind::Dev(Dev::Null | Dev::Fifo | Dev::Ptmx | Dev::Pts(_) | Dev::Tty) => Ok(0),
+                NodeKind::Dev(Dev::Null) | NodeKind::Dev(Dev::Fifo) => Ok(0),
                 NodeKind::Dev(Dev::Zero) | NodeKind::Dev(Dev::Full) => {
                     out.fill(0);
                     Ok(out.len())
@@ -283,6 +289,8 @@ impl OpenFile {
                     Ok(out.len())
                 }
                 NodeKind::Dev(Dev::Env) => Ok(self.read_from(crate::rt::RUN_ENV.get(), out, at)),
+                // (Opened, these are pseudo-terminals.)
+                NodeKind::Dev(Dev::Ptmx | Dev::Pts(_) | Dev::Tty) => Ok(0),
                 NodeKind::Dev(Dev::Checkpoint) => {
                     // The first read is the snapshot point; in a restored
                     // run it then reads this run's arguments (each ending
@@ -365,7 +373,7 @@ impl OpenFile {
                 crate::wait::notify();
                 Ok(8)
             }
-            FileKind::PipeWrite(p) | FileKind::FifoRdWr(p) => {
+            FileKind::FifoRdWr(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
                 }
@@ -378,6 +386,12 @@ impl OpenFile {
             FileKind::PtySlave(p) => {
                 let n = p.slave_write(data)?;
                 self.done_or_wait((n > 0 || data.is_empty()).then_some(n))
+            }
+            FileKind::PipeWrite(p) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                pipe_write(p, data, self.flags.get() & O_NONBLOCK != 0)
             }
             FileKind::Socket(s) => {
                 if at.is_some() {
@@ -416,7 +430,7 @@ impl OpenFile {
     /// would not block.
     pub fn read_ready(&self) -> (usize, bool) {
         match &self.kind {
-            FileKind::PipeRead(p) | FileKind::FifoRdWr(p) | FileKind::Socket(Socket { rx: p, .. }) => {
+            FileKind::PipeRead(p) | FileKind::Socket(Socket { rx: p, .. }) => {
                 let p = p.borrow();
                 (p.buf.len(), !p.buf.is_empty() || p.writers == 0)
             }
@@ -424,6 +438,10 @@ impl OpenFile {
                 NodeKind::File(f) => (f.borrow().size.saturating_sub(self.offset.get()) as usize, true),
                 _ => (0, true),
             },
+            FileKind::FifoRdWr(p) => {
+                let p = p.borrow();
+                (p.buf.len(), !p.buf.is_empty())
+            }
             _ => (0, true),
         }
     }

@@ -193,12 +193,12 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         }
     }
     let path = vfs::absolute(&base, p);
-    if let (NodeKind::Dev(d @ (Dev::Ptmx | Dev::Pts(_) | Dev::Tty)), 0) = (&node.kind, flags & O_PATH) {
-        return crate::sys_pty::open(*d, flags);
-    }
     if matches!(node.kind, NodeKind::Dev(Dev::Fifo)) && flags & O_PATH == 0 {
         let of = file::open_fifo(&node, crate::task::current().tid, flags, path)?;
         return crate::fds::install(of, flags & O_CLOEXEC != 0, 0);
+    }
+    if let (NodeKind::Dev(d @ (Dev::Ptmx | Dev::Pts(_) | Dev::Tty)), 0) = (&node.kind, flags & O_PATH) {
+        return crate::sys_pty::open(*d, flags);
     }
     let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH | O_DIRECTORY;
     let of = OpenFile::new(FileKind::Node(node), flags & keep, path);
@@ -1063,16 +1063,6 @@ fn poll_one(fd: i32, events: u16) -> u16 {
                 r |= POLLOUT;
             }
         }
-        FileKind::FifoRdWr(p) => {
-            // Itself a reader and a writer: never a hang-up.
-            let p = p.borrow();
-            if !p.buf.is_empty() {
-                r |= POLLIN;
-            }
-            if p.buf.len() < PIPE_CAPACITY {
-                r |= POLLOUT;
-            }
-        }
         FileKind::Socket(s) => {
             let (rx, tx) = (s.rx.borrow(), s.tx.borrow());
             if !rx.buf.is_empty() || s.shut_rd.get() {
@@ -1100,6 +1090,16 @@ fn poll_one(fd: i32, events: u16) -> u16 {
                 r |= POLLIN;
             }
             if count.get() < u64::MAX - 1 {
+                r |= POLLOUT;
+            }
+        }
+        FileKind::FifoRdWr(p) => {
+            // Itself a reader and a writer: never a hang-up.
+            let p = p.borrow();
+            if !p.buf.is_empty() {
+                r |= POLLIN;
+            }
+            if p.buf.len() < PIPE_CAPACITY {
                 r |= POLLOUT;
             }
         }

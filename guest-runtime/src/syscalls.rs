@@ -8,11 +8,13 @@ use crate::errno::*;
 use crate::mm;
 use crate::rt::{boot, Frame};
 use crate::uaccess::*;
-use crate::{socket, stack, sys_fs, sys_timer, task, time};
+use crate::{socket, stack, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
 use sys_fs::SysResult;
+
+use crate::sys_timer;
 
 // --- the table ---------------------------------------------------------------
 

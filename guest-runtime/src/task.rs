@@ -360,8 +360,8 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
     }
     if t.wake_at.get().is_some_and(|d| now >= d) {
         return Some(Wake::Complete(match *wait {
-            Wait::Futex(..) => Err(ETIMEDOUT),
             Wait::SignalOf(_) => Err(EAGAIN),
+            Wait::Futex(..) => Err(ETIMEDOUT),
             _ => Ok(0),
         }));
     }

@@ -90,14 +90,14 @@ pub enum Dev {
     Checkpoint,
     /// `/dev/hvsandbox/env`: the environment this run was given.
     Env,
-    /// A named pipe (mkfifo): opening it joins its pipe (`file.rs`).
-    Fifo,
     /// /dev/ptmx: opening it makes a pseudo-terminal (`sys_pty.rs`).
     Ptmx,
     /// /dev/pts/N: a pseudo-terminal's slave side.
     Pts(u32),
     /// /dev/tty: the process's controlling terminal.
     Tty,
+    /// A named pipe (mkfifo): opening it joins its pipe (`file.rs`).
+    Fifo,
 }
 
 pub struct Dir {

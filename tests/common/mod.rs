@@ -120,7 +120,12 @@ pub fn musl(name: &str) -> PathBuf {
     program(name, Flavor::MuslStatic)
 }
 
-/// Runs guest program `name` (musl static) natively, checks its output
+/// A sandbox with the defaults the tests use: 64 MiB, a 10 s timeout.
+pub fn sandbox() -> Sandbox {
+    Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(10)).build().expect("build sandbox")
+}
+
+/// Runs guest program `name` (musl, static) natively, checks its output
 /// holds every line of `expect` (so the comparison cannot pass
 /// vacuously), runs it in `sb` and checks the guest printed exactly the
 /// same and exited 0 with no unknown system call. Returns the output.
@@ -128,7 +133,7 @@ pub fn same_as_native(sb: &mut Sandbox, name: &str, expect: &[&str]) -> String {
     let prog = musl(name);
     let native = Command::new(&prog).output().expect("run natively");
     assert!(native.status.success(), "{name} natively: {:?}", native.status);
-    let native = String::from_utf8(native.stdout).expect("utf-8 output");
+    let native = String::from_utf8(native.stdout).expect("native output is UTF-8");
     for line in expect {
         assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
     }
@@ -137,11 +142,6 @@ pub fn same_as_native(sb: &mut Sandbox, name: &str, expect: &[&str]) -> String {
     assert_eq!(out.status, hvsandbox::ExitStatus::Code(0));
     assert!(out.stats.unknown_syscalls.is_empty(), "{name}: {:?}", out.stats.unknown_syscalls);
     native
-}
-
-/// A sandbox with the defaults the tests use: 64 MiB, a 10 s timeout.
-pub fn sandbox() -> Sandbox {
-    Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(10)).build().expect("build sandbox")
 }
 
 /// Helpers shared by the benchmarks.

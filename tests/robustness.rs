@@ -9,29 +9,10 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, ErrorKind, ExitStatus, Sandbox};
-use hvsandbox_tests::{musl, program, Flavor, BUSYBOX};
+use hvsandbox_tests::{musl, program, same_as_native, Flavor, BUSYBOX};
 
 fn sandbox_with_timeout(secs: u64) -> Sandbox {
     Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(secs)).build().expect("build sandbox")
-}
-
-/// Runs the guest program `name` natively, checks its output holds every
-/// line of `expect` (so the comparison cannot pass vacuously), runs it in
-/// `sb` and checks the guest printed exactly the same and exited 0 with no
-/// unknown system call. Returns the output.
-fn same_as_native(sb: &mut Sandbox, name: &str, expect: &[&str]) -> String {
-    let prog = musl(name);
-    let native = std::process::Command::new(&prog).output().expect("run natively");
-    assert!(native.status.success(), "{name} natively: {:?}", native.status);
-    let native = String::from_utf8(native.stdout).unwrap();
-    for line in expect {
-        assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
-    }
-    let out = sb.run(&Command::new(&prog)).unwrap();
-    assert_eq!(out.stdout_str(), native, "{name}: {}", out.stderr_str());
-    assert_eq!(out.status, ExitStatus::Code(0));
-    assert!(out.stats.unknown_syscalls.is_empty(), "{name}: {:?}", out.stats.unknown_syscalls);
-    native
 }
 
 #[test]

@@ -140,6 +140,9 @@ pub fn exec(
     };
     *me.exe.borrow_mut() = vfs::absolute(&me.cwd.borrow().clone(), &path);
     me.fds.borrow_mut().close_on_exec();
+    // POSIX timers do not survive exec; interval timers and alarms do.
+    me.timers.exec();
+    me.map_names.borrow_mut().0.clear();
     // Handlers do not survive exec; ignored signals do.
     for a in me.sigactions.borrow_mut().iter_mut() {
         if a[0] != SIG_IGN {

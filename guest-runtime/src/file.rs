@@ -42,6 +42,27 @@ pub enum FileKind {
     Epoll(RefCell<Vec<EpollEntry>>),
     /// An eventfd: its counter, and whether it counts as a semaphore.
     EventFd(Cell<u64>, bool),
+    /// A named pipe opened O_RDWR: reads and writes the same pipe (and
+    /// counts as both a reader and a writer).
+    FifoRdWr(Rc<RefCell<Pipe>>),
+    /// A timerfd: its timer and the expirations not yet read.
+    TimerFd(Rc<crate::timer::TimerFd>),
+    /// A pseudo-terminal's master side (/dev/ptmx) and slave side
+    /// (/dev/pts/N).
+    PtyMaster(Rc<crate::pty::Pty>),
+    PtySlave(Rc<crate::pty::Pty>),
+    /// A signalfd: the signals it reads.
+    SignalFd(Cell<u64>),
+}
+
+/// Takes pending signals of a set as signalfd records (`signalfd.rs`,
+/// above the files, registers it with its first descriptor).
+pub type SignalFdRead = fn(u64, &mut [u8]) -> Option<usize>;
+
+static SIGNALFD_READ: Global<SignalFdRead> = Global::new(|_, _| None);
+
+pub fn set_signalfd_read(f: SignalFdRead) {
+    *SIGNALFD_READ.get() = f;
 }
 
 pub struct EpollEntry {
@@ -67,6 +88,19 @@ pub struct OpenFile {
 impl Drop for OpenFile {
     fn drop(&mut self) {
         match &self.kind {
+            FileKind::FifoRdWr(p) => {
+                let mut p = p.borrow_mut();
+                p.readers -= 1;
+                p.writers -= 1;
+            }
+            FileKind::PtyMaster(p) => {
+                p.masters.set(p.masters.get() - 1);
+                if p.masters.get() == 0 {
+                    vfs::pts_remove(p.index);
+                    p.hang_up();
+                }
+            }
+            FileKind::PtySlave(p) => p.slaves.set(p.slaves.get() - 1),
             FileKind::PipeRead(p) => p.borrow_mut().readers -= 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers -= 1,
             _ => return,
@@ -78,6 +112,16 @@ impl Drop for OpenFile {
 impl OpenFile {
     pub fn new(kind: FileKind, flags: u32, path: Vec<u8>) -> Rc<OpenFile> {
         match &kind {
+            FileKind::FifoRdWr(p) => {
+                let mut p = p.borrow_mut();
+                p.readers += 1;
+                p.writers += 1;
+            }
+            FileKind::PtyMaster(p) => p.masters.set(p.masters.get() + 1),
+            FileKind::PtySlave(p) => {
+                p.slaves.set(p.slaves.get() + 1);
+                p.slave_opened.set(true);
+            }
             FileKind::PipeRead(p) => p.borrow_mut().readers += 1,
             FileKind::PipeWrite(p) => p.borrow_mut().writers += 1,
             _ => {}
@@ -147,6 +191,43 @@ impl OpenFile {
                 crate::wait::notify();
                 Ok(8)
             }
+            FileKind::TimerFd(t) => {
+                if out.len() < 8 {
+                    return Err(EINVAL);
+                }
+                t.update(crate::timer::wall_now(t.clock));
+                let n = t.ticks.replace(0);
+                if n == 0 {
+                    if self.flags.get() & O_NONBLOCK != 0 {
+                        return Err(EAGAIN);
+                    }
+                    crate::wait::wait_event(None)?;
+                    return Err(EAGAIN);
+                }
+                out[..8].copy_from_slice(&n.to_le_bytes());
+                Ok(8)
+            }
+            FileKind::FifoRdWr(p) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                pipe_read(p, out, self.flags.get() & O_NONBLOCK != 0, false)
+            }
+            FileKind::PtyMaster(p) => {
+                let r = p.master_read(out)?;
+                self.done_or_wait(r)
+            }
+            FileKind::PtySlave(p) => {
+                let r = p.slave_read(out);
+                self.done_or_wait(r)
+            }
+            FileKind::SignalFd(mask) => {
+                if out.len() < 128 {
+                    return Err(EINVAL);
+                }
+                let r = (SIGNALFD_READ.get())(mask.get(), out);
+                self.done_or_wait(r)
+            }
             FileKind::PipeRead(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
@@ -180,6 +261,8 @@ impl OpenFile {
                     Ok(out.len())
                 }
                 NodeKind::Dev(Dev::Env) => Ok(self.read_from(crate::rt::RUN_ENV.get(), out, at)),
+                // (Opened, these are pseudo-terminals.)
+                NodeKind::Dev(Dev::Ptmx | Dev::Pts(_) | Dev::Tty) => Ok(0),
                 NodeKind::Dev(Dev::Checkpoint) => {
                     // The first read is the snapshot point; in a restored
                     // run it then reads this run's arguments (each ending
@@ -202,6 +285,23 @@ impl OpenFile {
                     Ok(self.read_from(data.as_deref().unwrap_or(&[]), out, at))
                 }
             },
+        }
+    }
+
+    /// A pseudo-terminal transfer: `Some(n)` moved n bytes (wake the
+    /// other side); None must wait (EAGAIN when nonblocking; otherwise
+    /// the call runs again after the next change).
+    fn done_or_wait(&self, r: Option<usize>) -> Result<usize, Errno> {
+        match r {
+            Some(n) => {
+                crate::wait::notify();
+                Ok(n)
+            }
+            None if self.flags.get() & O_NONBLOCK != 0 => Err(EAGAIN),
+            None => {
+                crate::wait::wait_event(None)?;
+                Err(EAGAIN)
+            }
         }
     }
 
@@ -230,7 +330,7 @@ impl OpenFile {
                 Ok(data.len())
             }
             FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
-            FileKind::Epoll(_) => Err(EINVAL),
+            FileKind::Epoll(_) | FileKind::TimerFd(_) | FileKind::SignalFd(_) => Err(EINVAL),
             FileKind::EventFd(count, _) => {
                 let Some(b) = data.get(..8) else { return Err(EINVAL) };
                 let add = u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?);
@@ -244,6 +344,20 @@ impl OpenFile {
                 count.set(c + add);
                 crate::wait::notify();
                 Ok(8)
+            }
+            FileKind::FifoRdWr(p) => {
+                if at.is_some() {
+                    return Err(ESPIPE);
+                }
+                pipe_write(p, data, self.flags.get() & O_NONBLOCK != 0)
+            }
+            FileKind::PtyMaster(p) => {
+                let n = p.master_write(data);
+                self.done_or_wait((n > 0 || data.is_empty()).then_some(n))
+            }
+            FileKind::PtySlave(p) => {
+                let n = p.slave_write(data)?;
+                self.done_or_wait((n > 0 || data.is_empty()).then_some(n))
             }
             FileKind::PipeWrite(p) => {
                 if at.is_some() {
@@ -294,6 +408,10 @@ impl OpenFile {
                 NodeKind::File(f) => (f.borrow().size.saturating_sub(self.offset.get()) as usize, true),
                 _ => (0, true),
             },
+            FileKind::FifoRdWr(p) => {
+                let p = p.borrow();
+                (p.buf.len(), !p.buf.is_empty())
+            }
             _ => (0, true),
         }
     }
@@ -450,9 +568,12 @@ pub fn open_fifo(node: &vfs::NodeRef, tid: u32, flags: u32, path: Vec<u8>) -> Re
     let keep = O_ACCMODE | O_NONBLOCK;
     let acc = flags & O_ACCMODE;
     if acc == O_RDWR {
-        // Linux's O_RDWR never waits; here it is a reading end only.
-        let r = OpenFile::new(FileKind::PipeRead(p.clone()), flags & keep, path);
-        p.borrow_mut().opens[0] += 1;
+        // Linux's O_RDWR never waits: it is a reader and a writer itself.
+        let r = OpenFile::new(FileKind::FifoRdWr(p.clone()), flags & keep, path);
+        let mut pb = p.borrow_mut();
+        pb.opens[0] += 1;
+        pb.opens[1] += 1;
+        drop(pb);
         crate::wait::notify();
         return Ok(r);
     }

@@ -51,6 +51,8 @@ pub fn start_init(
         pending: Cell::new(0),
         vfork_done: Cell::new(false),
         alarm: Cell::new(None),
+        timers: Default::default(),
+        map_names: Default::default(),
     });
     let t = Rc::new(Task {
         tid: 1,
@@ -68,12 +70,14 @@ pub fn start_init(
         pending: Cell::new(0),
         clear_child_tid: Cell::new(0),
         altstack: Cell::new((0, 0)),
+        cpu_ns: Cell::new(0),
     });
     s.tasks.push(t);
     s.current = 0;
     s.next_id = 2;
     s.procs = 1;
     s.init = Some(p.clone());
+    start_cpu_clock();
     *p.exe.borrow_mut() = exe_path.to_vec();
     let envs = crate::rt::after_strings(args, argc);
     *p.cmdline.borrow_mut() = args[..args.len() - envs.len()].to_vec();
@@ -163,6 +167,8 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             vfork_done: Cell::new(false),
             // A child does not inherit its parent's alarm.
             alarm: Cell::new(None),
+            timers: Default::default(),
+            map_names: RefCell::new(parent.map_names.borrow().clone()),
         });
         let adopter =
             if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };
@@ -188,6 +194,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
         clear_child_tid: Cell::new(if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 }),
         // A forked child keeps its parent's alternate stack; a thread has none.
         altstack: Cell::new(if is_thread { (0, 0) } else { parent_task.altstack.get() }),
+        cpu_ns: Cell::new(0),
     });
     s.next_id += 1;
     if flags & CLONE_PARENT_SETTID != 0 {
@@ -329,6 +336,9 @@ pub fn find_child(p: &Process, pid: i64) -> (bool, Option<Rc<Process>>) {
 }
 
 pub fn reap(p: &Process, c: &Rc<Process>) {
+    let t = &p.timers;
+    let child = c.timers.cpu_ns.get().saturating_add(c.timers.children_cpu_ns.get());
+    t.children_cpu_ns.set(t.children_cpu_ns.get().saturating_add(child));
     p.children.borrow_mut().retain(|x| !Rc::ptr_eq(x, c));
     SCHED.get().procs -= 1;
 }
@@ -343,7 +353,12 @@ pub fn sys_wait4(pid: u64, status: u64, options: u64, rusage: u64) -> SysResult 
             put_user(status, c.status.get().unwrap_or(0).to_le_bytes())?;
         }
         if rusage != 0 {
-            user_bytes_mut(rusage, 144)?.fill(0);
+            // The child's CPU time (and its reaped children's) as user time.
+            let us = c.timers.cpu_ns.get().saturating_add(c.timers.children_cpu_ns.get()) / 1000;
+            let r = user_bytes_mut(rusage, 144)?;
+            r.fill(0);
+            r[0..8].copy_from_slice(&(us / 1_000_000).to_le_bytes());
+            r[8..16].copy_from_slice(&(us % 1_000_000).to_le_bytes());
         }
         reap(&p, &c);
         return Ok(c.pid as u64);

@@ -2,11 +2,14 @@
 //! registers): the sandbox's processes (`/proc/<pid>/...`), its one CPU,
 //! its memory and its clock, in Linux's formats.
 
+use alloc::rc::Rc;
 use alloc::vec::Vec;
 
 use hvsandbox_abi::user;
 
-use crate::task::{current_process, find_process, live_processes, Process};
+use crate::mapnames::Named;
+use crate::task::{clock_now, current, current_process, find_process, live_processes, Process, State, Task, SCHED};
+use crate::timer::Clock;
 use crate::vfs::{push_num, ProcSelf};
 
 const PAGE: u64 = hvsandbox_abi::PAGE_SIZE;
@@ -22,6 +25,51 @@ pub fn hooks() -> ProcSelf {
         fd_path,
         open_fds,
         file,
+        cwd: |pid| find_process(pid).and_then(|p| crate::vfs::path_of(&p.cwd.borrow()).ok()),
+        tids,
+        thread_file,
+    }
+}
+
+fn threads_of(p: &Process) -> Vec<Rc<Task>> {
+    let mut v: Vec<Rc<Task>> = SCHED
+        .get()
+        .tasks
+        .iter()
+        .filter(|t| t.state.get() != State::Dead && core::ptr::eq(&**t.process.borrow(), p))
+        .cloned()
+        .collect();
+    v.sort_unstable_by_key(|t| t.tid);
+    v
+}
+
+fn tids(pid: u32) -> Vec<u32> {
+    find_process(pid).map_or(Vec::new(), |p| threads_of(&p).iter().map(|t| t.tid).collect())
+}
+
+/// `/proc/<pid>/task/<tid>/{comm,stat,status}`: the process's, with the
+/// thread's id, state and CPU time.
+fn thread_file(pid: u32, tid: u32, name: &[u8]) -> Option<Vec<u8>> {
+    let p = find_process(pid)?;
+    let t = threads_of(&p).into_iter().find(|t| t.tid == tid)?;
+    let mut o = Out(Vec::new());
+    let cpu = clock_now(&p, Clock::ThreadCpu(tid)).unwrap_or(0);
+    match name {
+        b"comm" => {
+            o.s(&comm(&p)).s(b"\n");
+        }
+        b"stat" => pid_stat(&mut o, &p, tid, thread_state(&t), cpu),
+        b"status" => status(&mut o, &p, tid, thread_state(&t)),
+        _ => return None,
+    }
+    Some(o.0)
+}
+
+fn thread_state(t: &Task) -> &'static [u8] {
+    if t.tid == current().tid {
+        b"R"
+    } else {
+        b"S"
     }
 }
 
@@ -79,12 +127,15 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
                     o.s(&comm(&p)).s(b"\n");
                 }
                 b"maps" => maps(&mut o, &p),
-                b"stat" => pid_stat(&mut o, &p),
+                b"stat" => {
+                    let cpu = clock_now(&p, Clock::ProcessCpu).unwrap_or(0);
+                    pid_stat(&mut o, &p, p.pid, state(&p), cpu)
+                }
                 b"statm" => {
                     let (size, rss) = memory(&p);
                     o.n(size / PAGE).s(b" ").n(rss / PAGE).s(b" 0 0 0 ").n(rss / PAGE).s(b" 0\n");
                 }
-                b"status" => status(&mut o, &p),
+                b"status" => status(&mut o, &p, p.pid, state(&p)),
                 _ => return None,
             }
         }
@@ -254,13 +305,16 @@ fn stat(o: &mut Out) {
     o.s(b"\nprocs_running 1\nprocs_blocked 0\nsoftirq 0 0 0 0 0 0 0 0 0 0 0\n");
 }
 
-fn pid_stat(o: &mut Out, p: &Process) {
+/// `stat` of process `p` or of its thread `id`, with `state` and
+/// `cpu_ns` of CPU time (user time: system time is not told apart).
+fn pid_stat(o: &mut Out, p: &Process, id: u32, state: &[u8], cpu_ns: u64) {
     let (size, rss) = memory(p);
-    let ticks = crate::time::elapsed_ns() / (1_000_000_000 / HZ);
-    o.n(p.pid as u64).s(b" (").s(&comm(p)).s(b") ").s(state(p)).s(b" ");
+    let tick = 1_000_000_000 / HZ;
+    let children = p.timers.children_cpu_ns.get() / tick;
+    o.n(id as u64).s(b" (").s(&comm(p)).s(b") ").s(state).s(b" ");
     o.n(p.ppid.get() as u64).s(b" ").n(p.pgid.get() as u64).s(b" ").n(p.sid.get() as u64);
     // tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime priority nice
-    o.s(b" 0 -1 4194304 0 0 0 0 ").n(ticks).s(b" 0 0 0 20 0 ").n(p.threads.get() as u64);
+    o.s(b" 0 -1 4194304 0 0 0 0 ").n(cpu_ns / tick).s(b" 0 ").n(children).s(b" 0 20 0 ").n(p.threads.get() as u64);
     // itrealvalue starttime vsize rss rsslim
     o.s(b" 0 0 ").n(size).s(b" ").n(rss / PAGE).s(b" 18446744073709551615");
     // startcode endcode startstack kstkesp kstkeip signal blocked sigignore sigcatch wchan nswap cnswap
@@ -272,12 +326,13 @@ fn pid_stat(o: &mut Out, p: &Process) {
     o.s(b" 0 0 ").n(brk).s(b" 0 0 0 0 0\n");
 }
 
-fn status(o: &mut Out, p: &Process) {
+/// `status` of process `p` or of its thread `id`.
+fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     let (size, rss) = memory(p);
     let uid = crate::rt::UID;
     o.s(b"Name:\t").s(&comm(p)).s(b"\nUmask:\t0").hex(p.umask.get() as u64, 3);
-    let st: &[u8] = if state(p) == b"R" { b"R (running)" } else { b"S (sleeping)" };
-    o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(p.pid as u64);
+    let st: &[u8] = if state == b"R" { b"R (running)" } else { b"S (sleeping)" };
+    o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(id as u64);
     o.s(b"\nPPid:\t").n(p.ppid.get() as u64).s(b"\nTracerPid:\t0\n");
     for key in [&b"Uid:"[..], b"Gid:"] {
         o.s(key);
@@ -304,33 +359,72 @@ fn status(o: &mut Out, p: &Process) {
     o.s(b"\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nvoluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n");
 }
 
+/// The current process mapped `[at, at + len)`: of file `fd` from
+/// offset `off`, or anonymous memory (`file` None).
+pub fn mapped(at: u64, len: u64, file: Option<(u64, u64)>) {
+    let p = current_process();
+    let end = at.saturating_add(crate::mm::page_up(len));
+    let mut names = p.map_names.borrow_mut();
+    names.remove(at, end);
+    let Some((fd, offset)) = file else { return };
+    let Ok(f) = crate::fds::get(fd) else { return };
+    let Some(node) = f.node() else { return };
+    if names.due_for_pruning() {
+        // Names of ranges unmapped since go (munmap leaves them: a
+        // mapping made over one replaces it, and maps shows only what
+        // is mapped).
+        let Some(space) = crate::task::space_of(&p) else { return };
+        names.keep_within(space.get().vmas().iter().map(|v| (v.start, v.end)));
+    }
+    let (dev, ino) = {
+        let m = node.meta.borrow();
+        (m.dev, m.ino)
+    };
+    names.add(Named { start: at, end, offset, dev, ino, path: Rc::from(&f.path[..]) });
+}
+
 fn maps(o: &mut Out, p: &Process) {
     let Some(space) = crate::task::space_of(p) else { return };
     let space = space.get();
     let (brk_start, brk) = space.brk_range();
+    let names = p.map_names.borrow();
     for v in space.vmas() {
-        let start = o.0.len();
-        o.hex(v.start, 8).s(b"-").hex(v.end, 8).s(b" ");
-        for (bit, c) in [(1, b'r'), (2, b'w'), (4, b'x')] {
-            o.0.push(if v.prot & bit != 0 { c } else { b'-' });
-        }
-        o.s(if v.shared.is_some() { b"s" } else { b"p" }).s(b" 00000000 00:00 0 ");
-        let name: &[u8] = if let Some(name) = crate::vdso::name(v.start) {
-            name
-        } else if v.start < user::STACK_TOP && user::STACK_TOP <= v.end {
-            b"[stack]"
-        } else if brk > brk_start && v.start >= brk_start && v.end <= mm_page_up(brk) {
-            b"[heap]"
-        } else {
-            b""
-        };
-        if !name.is_empty() {
-            while o.0.len() - start < 73 {
-                o.0.push(b' ');
+        // A mapping shows as pieces where the files it shows change.
+        for (start, end, file) in names.pieces(v.start, v.end) {
+            let line = o.0.len();
+            o.hex(start, 8).s(b"-").hex(end, 8).s(b" ");
+            for (bit, c) in [(1, b'r'), (2, b'w'), (4, b'x')] {
+                o.0.push(if v.prot & bit != 0 { c } else { b'-' });
             }
-            o.s(name);
+            let (off, dev, ino) = file.map_or((0, 0, 0), |n| (n.offset + (start - n.start), n.dev, n.ino));
+            o.s(if v.shared.is_some() { b"s " } else { b"p " })
+                .hex(off, 8)
+                .s(b" ")
+                .hex(dev >> 8 & 0xfff, 2)
+                .s(b":")
+                .hex(dev & 0xff, 2)
+                .s(b" ")
+                .n(ino)
+                .s(b" ");
+            let name: &[u8] = if let Some(n) = file {
+                &n.path
+            } else if let Some(name) = crate::vdso::name(start) {
+                name
+            } else if start < user::STACK_TOP && user::STACK_TOP <= end {
+                b"[stack]"
+            } else if brk > brk_start && start >= brk_start && end <= mm_page_up(brk) {
+                b"[heap]"
+            } else {
+                b""
+            };
+            if !name.is_empty() {
+                while o.0.len() - line < 73 {
+                    o.0.push(b' ');
+                }
+                o.s(name);
+            }
+            o.s(b"\n");
         }
-        o.s(b"\n");
     }
     // The vsyscall page, in every process (as Linux lists it, last).
     let at = crate::vdso::VSYSCALL_VA;

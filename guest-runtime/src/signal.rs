@@ -32,9 +32,9 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
         // A time slice ended: another runnable task goes first.
         crate::task::request_yield();
     }
-    // With more than one task, or an alarm to deliver, the host ends the
-    // time slice of a program that runs on.
-    let tasks = if NEXT_ALARM.get().is_some() { s.tasks.len().max(2) } else { s.tasks.len() } as u64;
+    // With more than one task, or a timer armed, the host ends the time
+    // slice of a program that runs on.
+    let tasks = if timers_armed() { s.tasks.len().max(2) } else { s.tasks.len() } as u64;
     crate::stats::stat(|st| st.tasks = tasks);
     // The host looks only when asked (a run with one task pays nothing);
     // it stops looking once it sees one task.
@@ -48,6 +48,9 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
     if NEXT_ALARM.get().is_some() {
         fire_due_alarms(time::monotonic_ns());
     }
+    if *CPU_TIMERS.get() {
+        fire_cpu_timers();
+    }
     let cur = current();
     if cur.state.get() == State::Blocked && cur.restart.get() {
         f.rip = f.rip.wrapping_sub(2);
@@ -59,6 +62,7 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
     if core::mem::take(YIELD.get()) && cur.state.get() == State::Runnable {
         let me = s.current;
         if let Some(next) = pick(me, time::monotonic_ns(), false) {
+            charge_cpu();
             save(&cur, f);
             s.current = next;
             load(&s.tasks[next], f);
@@ -105,7 +109,9 @@ pub fn deliver_signals(f: &mut Frame) {
         if act[0] == SIG_IGN {
             continue;
         }
-        if setup_frame(&t, f, sig, &act).is_err() {
+        // A timer's signal carries its siginfo.
+        let info = p.timers.take(sig, t.tid).map_or_else(|| plain_info(sig), |q| crate::timer::siginfo(&q));
+        if setup_frame_with(&t, f, sig, &act, &info).is_err() {
             let _ = exit_group(f, 0, SIGSEGV);
             switch_to_next(f, SCHED.get().current);
             continue;
@@ -117,8 +123,38 @@ pub fn deliver_signals(f: &mut Frame) {
     }
 }
 
+/// A siginfo that says only which signal it is (for SIGCHLD, also which
+/// child ended and how).
+pub fn plain_info(sig: u32) -> [u8; 128] {
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    if sig == SIGCHLD {
+        if let Some((pid, code, status)) = child_exit(&current_process()) {
+            info[8..12].copy_from_slice(&code.to_le_bytes());
+            info[16..20].copy_from_slice(&pid.to_le_bytes());
+            info[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
+            info[24..28].copy_from_slice(&status.to_le_bytes());
+        }
+    }
+    info
+}
+
+/// A child of `p` that ended and is not reaped yet: (pid, CLD_EXITED or
+/// CLD_KILLED, exit code or signal).
+pub fn child_exit(p: &Process) -> Option<(u32, i32, i32)> {
+    let ch = p.children.borrow();
+    let c = ch.iter().find(|c| c.status.get().is_some())?;
+    let st = c.status.get().unwrap_or(0);
+    Some(if st & 0x7f == 0 { (c.pid, 1, ((st >> 8) & 0xff) as i32) } else { (c.pid, 2, (st & 0x7f) as i32) })
+}
+
 /// Builds a Linux rt_sigframe below the red zone and enters the handler.
 pub fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), i64> {
+    setup_frame_with(t, f, sig, act, &plain_info(sig))
+}
+
+/// [`setup_frame`] with the handler's siginfo.
+pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info: &[u8; 128]) -> Result<(), i64> {
     if let Some(restartable) = t.interrupted.take() {
         if !restartable || act[1] & SA_RESTART == 0 {
             // The interrupted call ends with EINTR: past its `syscall`
@@ -176,9 +212,7 @@ pub fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<
     put(m + 8 * 23, fp_va); // fpstate
     put(296, t.sigmask.get()); // uc_sigmask
     user_bytes_mut(fp_va, 512)?.copy_from_slice(&fx);
-    let mut info = [0u8; 128];
-    info[0..4].copy_from_slice(&sig.to_le_bytes());
-    user_bytes_mut(info_va, 128)?.copy_from_slice(&info);
+    user_bytes_mut(info_va, 128)?.copy_from_slice(info);
     user_bytes_mut(uc_va, 304)?.copy_from_slice(&uc);
     user_bytes_mut(ret_va, 8)?.copy_from_slice(&act[2].to_le_bytes());
 

@@ -200,6 +200,9 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         let of = file::open_fifo(&node, crate::task::current().tid, flags, path)?;
         return crate::fds::install(of, flags & O_CLOEXEC != 0, 0);
     }
+    if let (NodeKind::Dev(d @ (Dev::Ptmx | Dev::Pts(_) | Dev::Tty)), 0) = (&node.kind, flags & O_PATH) {
+        return crate::sys_pty::open(*d, flags);
+    }
     let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH | O_DIRECTORY;
     let of = OpenFile::new(FileKind::Node(node), flags & keep, path);
     crate::fds::install(of, flags & O_CLOEXEC != 0, 0)
@@ -370,6 +373,9 @@ fn node_stat(n: &NodeRef) -> StatInfo {
         NodeKind::Dev(Dev::Zero) => (1 << 8) | 5,
         NodeKind::Dev(Dev::Full) => (1 << 8) | 7,
         NodeKind::Dev(Dev::Random) => (1 << 8) | 9,
+        NodeKind::Dev(Dev::Ptmx) => (5 << 8) | 2,
+        NodeKind::Dev(Dev::Tty) => 5 << 8,
+        &NodeKind::Dev(Dev::Pts(n)) => crate::sys_pty::slave_rdev(n),
         _ => 0,
     };
     StatInfo {
@@ -388,6 +394,9 @@ fn node_stat(n: &NodeRef) -> StatInfo {
 }
 
 fn file_stat(f: &OpenFile) -> StatInfo {
+    if let Some(n) = crate::sys_pty::node_of(f) {
+        return node_stat(&n);
+    }
     match &f.kind {
         FileKind::Node(n) => node_stat(n),
         other => {
@@ -395,11 +404,13 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 FileKind::Stdin => 100,
                 FileKind::Stdout => 101,
                 FileKind::Stderr => 102,
-                FileKind::PipeRead(p) | FileKind::PipeWrite(p) => 0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff),
+                FileKind::PipeRead(p) | FileKind::PipeWrite(p) | FileKind::FifoRdWr(p) => {
+                    0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff)
+                }
                 _ => 0x20_0000 + (f as *const OpenFile as u64 & 0xfffff),
             };
             let (kind, perm) = match other {
-                FileKind::Epoll(_) | FileKind::EventFd(..) => (0, 0o600),
+                FileKind::Epoll(_) | FileKind::EventFd(..) | FileKind::TimerFd(_) | FileKind::SignalFd(_) => (0, 0o600),
                 FileKind::Socket(_) => (S_IFSOCK, 0o777),
                 _ => (S_IFIFO, 0o600),
             };
@@ -769,7 +780,7 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
         }
         F_SETLK | F_SETLKW => Ok(0),
         F_GETPIPE_SZ => match f.kind {
-            FileKind::PipeRead(_) | FileKind::PipeWrite(_) => Ok(PIPE_CAPACITY as u64),
+            FileKind::PipeRead(_) | FileKind::PipeWrite(_) | FileKind::FifoRdWr(_) => Ok(PIPE_CAPACITY as u64),
             _ => Err(EBADF),
         },
         _ => Err(EINVAL),
@@ -884,6 +895,9 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
     const FIOCLEX: u64 = 0x5451;
     const FIONCLEX: u64 = 0x5450;
     let f = crate::fds::get(fd)?;
+    if let Some(r) = crate::sys_pty::ioctl(&f, req, arg) {
+        return r;
+    }
     match req {
         FIONREAD => {
             let n = f.read_ready().0 as u32;
@@ -1064,6 +1078,28 @@ fn poll_one(fd: i32, events: u16) -> u16 {
             }
             if count.get() < u64::MAX - 1 {
                 r |= POLLOUT;
+            }
+        }
+        FileKind::FifoRdWr(p) => {
+            // Itself a reader and a writer: never a hang-up.
+            let p = p.borrow();
+            if !p.buf.is_empty() {
+                r |= POLLIN;
+            }
+            if p.buf.len() < PIPE_CAPACITY {
+                r |= POLLOUT;
+            }
+        }
+        FileKind::PtyMaster(_) | FileKind::PtySlave(_) => r = crate::sys_pty::poll(&f.kind),
+        FileKind::SignalFd(mask) => {
+            if crate::signalfd::readable(mask.get()) {
+                r |= POLLIN;
+            }
+        }
+        FileKind::TimerFd(t) => {
+            t.update(crate::timer::wall_now(t.clock));
+            if t.ticks.get() > 0 {
+                r |= POLLIN;
             }
         }
         FileKind::Epoll(list) => {

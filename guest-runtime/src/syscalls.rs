@@ -14,6 +14,8 @@ const AT_FDCWD: u64 = -100i64 as u64;
 
 use sys_fs::SysResult;
 
+use crate::sys_timer;
+
 // --- the table ---------------------------------------------------------------
 
 /// Called by `syscall_entry` with the saved registers.
@@ -129,7 +131,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         55 => socket::sys_getsockopt(a0, a1, a2, a3, a4),
         133 => sys_fs::sys_mknodat(-100i64 as u64, a0, a1),
         259 => sys_fs::sys_mknodat(a0, a1, a2),
-        9 => sys_mmap(a0, a1, a2, a3, a4, a5),
+        9 => mmap_named(a0, a1, a2, a3, a4, a5),
         10 => mm::mprotect(a0, a1, a2 as u32).map(|_| 0),
         11 => mm::munmap(a0, a1).map(|_| 0),
         26 => mm::msync(a0, a1, a2).map(|_| 0),
@@ -177,13 +179,24 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         97 => sys_prlimit(a0, 0, a1),
         302 => sys_prlimit(a1, a2, a3),
         99 => sys_sysinfo(a0),
-        98 => sys_getrusage(a0, a1),
+        98 => sys_timer::sys_getrusage(a0, a1),
         37 => sys_alarm(a0),
-        38 => sys_setitimer(a0, a1, a2),
-        36 => sys_getitimer(a0, a1),
+        38 => sys_timer::sys_setitimer(a0, a1, a2),
+        36 => sys_timer::sys_getitimer(a0, a1),
+        222 => sys_timer::sys_timer_create(a0, a1, a2),
+        223 => sys_timer::sys_timer_settime(a0, a1, a2, a3),
+        224 => sys_timer::sys_timer_gettime(a0, a1),
+        225 => sys_timer::sys_timer_getoverrun(a0),
+        226 => sys_timer::sys_timer_delete(a0),
+        283 => sys_timer::sys_timerfd_create(a0, a1),
+        282 => crate::signalfd::sys_signalfd4(a0, a1, a2, 0),
+        289 => crate::signalfd::sys_signalfd4(a0, a1, a2, a3),
+        128 => crate::signalfd::sys_rt_sigtimedwait(a0, a1, a2, a3),
+        286 => sys_timer::sys_timerfd_settime(a0, a1, a2, a3),
+        287 => sys_timer::sys_timerfd_gettime(a0, a1),
         140 => Ok(20), // getpriority: nice 0 (the raw call returns 20 - nice)
         141 => Ok(0),  // setpriority: one vCPU, nothing to prioritise
-        100 => sys_times(a0),
+        100 => sys_timer::sys_times(a0),
         131 => crate::signal::sys_sigaltstack(a0, a1),
         157 => sys_prctl(a0, a1),
         158 => sys_arch_prctl(a0, a1),
@@ -284,6 +297,15 @@ fn sys_mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Sy
     mm::mmap_anon(addr, len, prot as u32 & 7, fixed, noreplace)
 }
 
+/// mmap, then what /proc/<pid>/maps names the new mapping by.
+fn mmap_named(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> SysResult {
+    let r = sys_mmap(addr, len, prot, flags, fd, off);
+    if let Ok(at) = r {
+        crate::procfs::mapped(at, len, (flags & MAP_ANONYMOUS == 0).then_some((fd, off)));
+    }
+    r
+}
+
 const MADV_DONTNEED: u64 = 4;
 
 fn sys_madvise(addr: u64, len: u64, advice: u64) -> SysResult {
@@ -309,84 +331,11 @@ fn sys_uname(buf: u64) -> SysResult {
     Ok(0)
 }
 
-/// getrusage(2): the run's time so far as user time (one vCPU, no
-/// preemption: the guest's own clock is the best measure it has) and the
-/// peak memory; children and other counters are 0.
-fn sys_getrusage(who: u64, usage: u64) -> SysResult {
-    const RUSAGE_CHILDREN: u64 = -1i64 as u64;
-    let mut r = [0u64; 18];
-    match who {
-        0 | 1 => {
-            let ns = time::elapsed_ns();
-            r[0] = ns / 1_000_000_000;
-            r[1] = ns % 1_000_000_000 / 1000;
-            r[4] = crate::mm::peak_bytes() / 1024; // ru_maxrss, KiB
-        }
-        RUSAGE_CHILDREN => {}
-        _ => return Err(EINVAL),
-    }
-    put_u64s(usage, &r)?;
-    Ok(0)
-}
-
 /// alarm(2): SIGALRM in `secs` seconds (0: cancel); the seconds that
 /// were left of the previous alarm.
 fn sys_alarm(secs: u64) -> SysResult {
     let (left, _) = task::set_alarm(secs.min(u32::MAX as u64) * 1_000_000_000, 0);
     Ok(left.div_ceil(1_000_000_000))
-}
-
-const ITIMER_REAL: u64 = 0;
-
-fn timeval_ns(tv: [u64; 2]) -> Result<u64, i64> {
-    if tv[0] > i64::MAX as u64 || tv[1] >= 1_000_000 {
-        return Err(EINVAL);
-    }
-    Ok(tv[0].saturating_mul(1_000_000_000).saturating_add(tv[1] * 1000))
-}
-
-fn put_itimerval(va: u64, (value, interval): (u64, u64)) -> SysResult {
-    let us = |ns: u64| [ns / 1_000_000_000, ns % 1_000_000_000 / 1000];
-    let (i, v) = (us(interval), us(value));
-    put_u64s(va, &[i[0], i[1], v[0], v[1]])?;
-    Ok(0)
-}
-
-/// setitimer(2): ITIMER_REAL only (the guest has no CPU-time clock of
-/// its own to count ITIMER_VIRTUAL or ITIMER_PROF by).
-fn sys_setitimer(which: u64, new: u64, old: u64) -> SysResult {
-    if which != ITIMER_REAL {
-        return Err(EINVAL);
-    }
-    let (interval, value) = if new == 0 {
-        (0, 0)
-    } else {
-        let b = user_bytes(new, 32)?;
-        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        (timeval_ns([w(0), w(1)])?, timeval_ns([w(2), w(3)])?)
-    };
-    let was = task::set_alarm(value, interval);
-    if old != 0 {
-        put_itimerval(old, was)?;
-    }
-    Ok(0)
-}
-
-/// getitimer(2): ITIMER_REAL only.
-fn sys_getitimer(which: u64, cur: u64) -> SysResult {
-    if which != ITIMER_REAL {
-        return Err(EINVAL);
-    }
-    put_itimerval(cur, task::get_alarm())
-}
-
-/// times(2): clock ticks (100 per second) since the run started.
-fn sys_times(buf: u64) -> SysResult {
-    let ticks = time::elapsed_ns() / 10_000_000;
-    if buf != 0 {
-        put_u64s(buf, &[ticks, 0, 0, 0])?;
-    }
-    Ok(ticks)
 }
 
 fn timespec(ns: u64) -> [u64; 2] {
@@ -397,7 +346,7 @@ fn clock_ns(clock: u64) -> Result<u64, i64> {
     match clock {
         0 | 5 | 11 => Ok(time::realtime_ns()),             // REALTIME, _COARSE, TAI
         1 | 4 | 6 | 7 | 8 | 9 => Ok(time::monotonic_ns()), // MONOTONIC*, BOOTTIME*
-        2 | 3 => Ok(time::elapsed_ns()),                   // PROCESS/THREAD_CPUTIME
+        _ if sys_timer::is_cpu_clock(clock) => sys_timer::cpu_clock_ns(clock), // PROCESS/THREAD_CPUTIME
         _ => Err(EINVAL),
     }
 }
@@ -565,14 +514,6 @@ mod tests {
         assert_eq!(poll_timeout_ms(-1i64 as u64), None);
         assert_eq!(poll_timeout_ms(0xffff_ffff), None);
         assert_eq!(poll_timeout_ms(0x1_0000_0005), Some(5_000_000));
-    }
-
-    #[test]
-    fn timevals_are_checked() {
-        assert_eq!(timeval_ns([1, 500_000]), Ok(1_500_000_000));
-        assert_eq!(timeval_ns([0, 1_000_000]), Err(EINVAL));
-        assert_eq!(timeval_ns([-1i64 as u64, 0]), Err(EINVAL));
-        assert_eq!(timeval_ns([i64::MAX as u64, 0]), Ok(u64::MAX));
     }
 
     #[test]

@@ -124,6 +124,10 @@ pub struct Process {
     /// ITIMER_REAL: when SIGALRM is due (monotonic ns) and its interval
     /// (0: once).
     pub alarm: Cell<Option<(u64, u64)>>,
+    /// CPU time, interval timers on it and POSIX timers (`timer.rs`).
+    pub timers: crate::timer::ProcTimers,
+    /// The files its mappings show (`/proc/<pid>/maps`).
+    pub map_names: RefCell<crate::mapnames::Names>,
 }
 
 pub struct Task {
@@ -151,6 +155,8 @@ pub struct Task {
     pub clear_child_tid: Cell<u64>,
     /// sigaltstack: (base, size); size 0 = none.
     pub altstack: Cell<(u64, u64)>,
+    /// CPU time of this thread (ns; see [`charge_cpu`]).
+    pub cpu_ns: Cell<u64>,
 }
 
 pub struct Sched {
@@ -342,12 +348,19 @@ pub enum Wake {
 pub fn ready(t: &Task, now: u64) -> Option<Wake> {
     let wait = t.wait.borrow();
     let restart = t.restart.get();
+    if let Wait::SignalOf(set) = *wait {
+        // A signal waited for is taken by the wait, not delivered.
+        if (t.pending.get() | t.process.borrow().pending.get()) & set != 0 {
+            return Some(Wake::Restart);
+        }
+    }
     let met = |cond: bool| cond.then_some(if restart { Wake::Restart } else { Wake::Complete(Ok(0)) });
     if unblocked_pending(t) != 0 && !matches!(*wait, Wait::Vfork(_)) {
         return Some(if restart { Wake::Interrupted } else { Wake::Complete(Err(EINTR)) });
     }
     if t.wake_at.get().is_some_and(|d| now >= d) {
         return Some(Wake::Complete(match *wait {
+            Wait::SignalOf(_) => Err(EAGAIN),
             Wait::Futex(..) => Err(ETIMEDOUT),
             // A socket's SO_RCVTIMEO/SO_SNDTIMEO.
             Wait::Until(_) => Err(crate::errno::EAGAIN),
@@ -370,6 +383,7 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
             met(ch.is_empty() || ch.iter().any(|c| c.status.get().is_some()))
         }
         Wait::Futex(..) | Wait::Sleep | Wait::Signal => met(t.woken.get()),
+        Wait::SignalOf(_) => None,
         Wait::Vfork(pid) => t.woken.get().then_some(Wake::Complete(Ok(*pid as u64))),
         Wait::Event(gen) => met(crate::wait::event() != *gen),
         Wait::Stdin => met(crate::io::stdin_ready()),
@@ -396,12 +410,32 @@ pub const SIGALRM: u32 = 14;
 /// The earliest alarm of any process (monotonic ns), if any.
 pub static NEXT_ALARM: Global<Option<u64>> = Global::new(None);
 
+/// Whether a timer on a CPU clock is armed in some process.
+pub static CPU_TIMERS: Global<bool> = Global::new(false);
+
+/// Whether a timer of any kind is armed (the host is then asked for time
+/// slices, so one reaches a program that spins without system calls).
+pub fn timers_armed() -> bool {
+    NEXT_ALARM.get().is_some() || *CPU_TIMERS.get()
+}
+
+/// CLOCK_REALTIME - CLOCK_MONOTONIC.
+fn real_minus_mono() -> u64 {
+    time::realtime_ns().saturating_sub(time::monotonic_ns())
+}
+
 pub fn recompute_next_alarm() {
-    *NEXT_ALARM.get() = live_processes().iter().filter_map(|p| p.alarm.get().map(|(d, _)| d)).min();
+    let off = real_minus_mono();
+    let procs = live_processes();
+    let alarms = procs.iter().filter_map(|p| p.alarm.get().map(|(d, _)| d));
+    let posix = procs.iter().filter_map(|p| p.timers.next_wall(off));
+    *NEXT_ALARM.get() = alarms.chain(posix).chain(crate::timer::timerfds_next(off)).min();
+    *CPU_TIMERS.get() = procs.iter().any(|p| p.timers.cpu_armed());
 }
 
 /// Sends SIGALRM to every process whose alarm is due (re-arming interval
-/// timers).
+/// timers), the signals of due POSIX timers on wall clocks, and counts
+/// timerfd expirations (waking their pollers).
 pub fn fire_due_alarms(now: u64) {
     if NEXT_ALARM.get().is_none_or(|d| now < d) {
         return;
@@ -413,8 +447,104 @@ pub fn fire_due_alarms(now: u64) {
                 send_signal(&p, None, SIGALRM);
             }
         }
+        let fired = p.timers.expire(false, |c| clock_now(&p, c));
+        post_timer_signals(&p, &fired);
+    }
+    if crate::timer::timerfds_fire(now, time::realtime_ns()) {
+        notify();
     }
     recompute_next_alarm();
+}
+
+/// Posts the signals of CPU-time timers that expired (called on the way
+/// out of system calls and time slices while one is armed).
+pub fn fire_cpu_timers() {
+    charge_cpu();
+    for p in live_processes() {
+        let fired = p.timers.expire(true, |c| clock_now(&p, c));
+        post_timer_signals(&p, &fired);
+    }
+    *CPU_TIMERS.get() = live_processes().iter().any(|p| p.timers.cpu_armed());
+}
+
+fn post_timer_signals(p: &Rc<Process>, fired: &[crate::timer::Fired]) {
+    for f in fired {
+        let task = f.tid.and_then(find_task);
+        if f.tid.is_some() && task.is_none() {
+            continue; // its thread is gone
+        }
+        let pending = |sig: u32, tid: Option<u32>| {
+            let bits = match tid.and_then(find_task) {
+                Some(t) => t.pending.get(),
+                None => p.pending.get(),
+            };
+            bits & (1u64 << (sig - 1)) != 0
+        };
+        if p.timers.merge(f, pending) {
+            continue;
+        }
+        if send_signal(p, task.as_ref(), f.sig) {
+            p.timers.queue(f);
+        }
+    }
+}
+
+// --- CPU time ------------------------------------------------------------------------
+//
+// The guest measures CPU time itself: the running task is charged the
+// monotonic time since it was last charged, at every switch, before the
+// runtime idles (idle time is nobody's) and when a CPU clock is read.
+// Time in the runtime on a task's behalf counts as that task's (user and
+// system time are not told apart).
+
+/// Since when the current task's CPU time is not yet charged.
+static CPU_SINCE: Global<u64> = Global::new(0);
+
+/// Charges the current task (and its process) the time since the last
+/// charge.
+pub fn charge_cpu() {
+    let now = time::monotonic_ns();
+    let d = now.saturating_sub(core::mem::replace(CPU_SINCE.get(), now));
+    let s = SCHED.get();
+    if let Some(t) = s.tasks.get(s.current) {
+        t.cpu_ns.set(t.cpu_ns.get().saturating_add(d));
+        let p = t.process.borrow();
+        p.timers.cpu_ns.set(p.timers.cpu_ns.get().saturating_add(d));
+    }
+}
+
+/// Starts charging from now (the first task starts running).
+pub fn start_cpu_clock() {
+    *CPU_SINCE.get() = time::monotonic_ns();
+}
+
+/// Runs `f` (the runtime idling on the host) without charging anyone.
+fn off_cpu<R>(f: impl FnOnce() -> R) -> R {
+    charge_cpu();
+    let r = f();
+    start_cpu_clock();
+    r
+}
+
+pub fn find_task(tid: u32) -> Option<Rc<Task>> {
+    SCHED.get().tasks.iter().find(|t| t.tid == tid && t.state.get() != State::Dead).cloned()
+}
+
+/// The value of clock `c` for process `p` (None: a thread that is gone).
+pub fn clock_now(p: &Process, c: crate::timer::Clock) -> Option<u64> {
+    use crate::timer::Clock;
+    match c {
+        Clock::Real => Some(time::realtime_ns()),
+        Clock::Mono => Some(time::monotonic_ns()),
+        Clock::ProcessCpu => {
+            charge_cpu();
+            Some(p.timers.cpu_ns.get())
+        }
+        Clock::ThreadCpu(tid) => {
+            charge_cpu();
+            find_task(tid).map(|t| t.cpu_ns.get())
+        }
+    }
 }
 
 /// Sets the current process's alarm (`value_ns` 0: none) and returns the
@@ -459,7 +589,8 @@ pub fn pick(from: usize, now: u64, include_from: bool) -> Option<usize> {
                     if matches!(wake, Wake::Interrupted) {
                         // poll/select/epoll_wait never run again after a
                         // handler; pipe I/O and wait4 do with SA_RESTART.
-                        t.interrupted.set(Some(!matches!(*t.wait.borrow(), Wait::Event(_))));
+                        let never = matches!(*t.wait.borrow(), Wait::Event(_) | Wait::SignalOf(_));
+                        t.interrupted.set(Some(!never));
                     }
                     t.state.set(State::Runnable);
                     *t.wait.borrow_mut() = Wait::None;
@@ -480,6 +611,7 @@ pub fn pick(from: usize, now: u64, include_from: bool) -> Option<usize> {
 
 pub fn switch_to_next(f: &mut Frame, from: usize) {
     let s = SCHED.get();
+    charge_cpu();
     loop {
         reap_dead_tasks();
         let from = from.min(s.tasks.len().saturating_sub(1));
@@ -500,7 +632,7 @@ pub fn switch_to_next(f: &mut Frame, from: usize) {
             .filter_map(|t| t.wake_at.get())
             .chain(*NEXT_ALARM.get())
             .min();
-        hc::idle_ns(earliest.map_or(u64::MAX, |d| d.saturating_sub(now)));
+        off_cpu(|| hc::idle_ns(earliest.map_or(u64::MAX, |d| d.saturating_sub(now))));
         // The host ends the sleep early when input comes.
         if crate::io::host_requests() & hvsandbox_abi::HOST_FLAG_STDIN != 0 {
             notify();
@@ -531,17 +663,24 @@ pub fn default_ignored(sig: u32) -> bool {
 }
 
 /// Marks `sig` pending for process `p` (or, with `task`, for that thread)
-/// unless it is ignored; a stopped-signal is treated as ignored.
-pub fn send_signal(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32) {
+/// unless it is ignored; a stopped-signal is treated as ignored. Returns
+/// whether it was marked.
+pub fn send_signal(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32) -> bool {
     if sig == 0 || sig > 64 || p.status.get().is_some() {
-        return;
+        return false;
     }
     if sig == SIGSTOP || sig == 20 || sig == 21 || sig == 22 {
-        return; // no job control here
+        return false; // no job control here
     }
     let handler = p.sigactions.borrow()[sig as usize][0];
-    if sig != SIGKILL && (handler == SIG_IGN || (handler == SIG_DFL && default_ignored(sig))) {
-        return;
+    let ignored = handler == SIG_IGN || (handler == SIG_DFL && default_ignored(sig));
+    // A blocked signal is not ignored (its handler may change before it
+    // is unblocked, and signalfd reads it), as on Linux: the target
+    // thread's mask, or the process's first thread's.
+    let first = || SCHED.get().tasks.iter().find(|t| Rc::ptr_eq(&t.process.borrow(), p)).cloned();
+    let blocked = task.cloned().or_else(first).is_some_and(|t| t.sigmask.get() & (1u64 << (sig - 1)) != 0);
+    if sig != SIGKILL && ignored && !blocked {
+        return false;
     }
     let bit = 1u64 << (sig - 1);
     match task {
@@ -549,6 +688,7 @@ pub fn send_signal(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32) {
         None => p.pending.set(p.pending.get() | bit),
     }
     notify();
+    true
 }
 
 pub fn find_process(pid: u32) -> Option<Rc<Process>> {
@@ -598,8 +738,9 @@ pub fn futex_wake(addr: u64, n: u64) -> u64 {
 pub fn sleep(ns: u64) -> SysResult {
     let s = SCHED.get();
     let others = s.tasks.iter().enumerate().any(|(i, t)| i != s.current && t.state.get() != State::Dead);
-    if !others {
-        hc::sleep_ns(ns);
+    // With a timer armed the scheduler sleeps, so that it fires in time.
+    if !others && !timers_armed() {
+        off_cpu(|| hc::sleep_ns(ns));
         return Ok(0);
     }
     block(Wait::Sleep, Some(time::monotonic_ns().saturating_add(ns)), false)
@@ -616,8 +757,8 @@ pub fn wait_event(timeout_ns: Option<u64>) -> SysResult {
     }
     let s = SCHED.get();
     let others = s.tasks.iter().enumerate().any(|(i, t)| i != s.current && t.state.get() != State::Dead);
-    if !others {
-        hc::idle_ns(deadline.map_or(u64::MAX, |d| d - now));
+    if !others && !timers_armed() {
+        off_cpu(|| hc::idle_ns(deadline.map_or(u64::MAX, |d| d - now)));
         if crate::io::host_requests() & hvsandbox_abi::HOST_FLAG_STDIN != 0
             && deadline.is_none_or(|d| time::monotonic_ns() < d)
         {

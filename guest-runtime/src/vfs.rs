@@ -90,6 +90,12 @@ pub enum Dev {
     Checkpoint,
     /// `/dev/hvsandbox/env`: the environment this run was given.
     Env,
+    /// /dev/ptmx: opening it makes a pseudo-terminal (`sys_pty.rs`).
+    Ptmx,
+    /// /dev/pts/N: a pseudo-terminal's slave side.
+    Pts(u32),
+    /// /dev/tty: the process's controlling terminal.
+    Tty,
     /// A named pipe (mkfifo): opening it joins its pipe (`file.rs`).
     Fifo,
     /// A local socket's name (bind): found by connect (`sock_addr.rs`);
@@ -256,11 +262,19 @@ pub struct ProcSelf {
     /// The contents of `/proc/<name>` (`None`) or `/proc/<pid>/<name>`,
     /// one of [`PROC_FILES`] or [`PID_FILES`].
     pub file: fn(Option<u32>, &[u8]) -> Option<Vec<u8>>,
+    /// A process's working directory (`/proc/<pid>/cwd`).
+    pub cwd: fn(u32) -> Option<Vec<u8>>,
+    /// A process's thread ids (`/proc/<pid>/task`).
+    pub tids: fn(u32) -> Vec<u32>,
+    /// The contents of `/proc/<pid>/task/<tid>/<name>`, one of
+    /// [`THREAD_FILES`].
+    pub thread_file: fn(u32, u32, &[u8]) -> Option<Vec<u8>>,
 }
 
 /// The files of `/proc` and of `/proc/<pid>` (made on each lookup).
 pub const PROC_FILES: [&[u8]; 6] = [b"cpuinfo", b"loadavg", b"meminfo", b"stat", b"uptime", b"version"];
 pub const PID_FILES: [&[u8]; 7] = [b"cmdline", b"comm", b"environ", b"maps", b"stat", b"statm", b"status"];
+pub const THREAD_FILES: [&[u8]; 3] = [b"comm", b"stat", b"status"];
 
 static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
     current_pid: || 1,
@@ -269,6 +283,9 @@ static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
     fd_path: |_, _| None,
     open_fds: |_| Vec::new(),
     file: |_, _| None,
+    cwd: |_| None,
+    tids: |_| Vec::new(),
+    thread_file: |_, _, _| None,
 });
 
 /// Registers the process layer's answers for `/proc`.
@@ -322,9 +339,35 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
     match name {
         b"fd" => Ok(Node::new(S_IFDIR | 0o500, NodeKind::ProcFd(pid))),
         b"exe" => Ok(new_symlink(&(hooks.exe)(pid).ok_or(ENOENT)?)),
+        b"cwd" => Ok(new_symlink(&(hooks.cwd)(pid).ok_or(ENOENT)?)),
+        b"task" => proc_task_dir(pid),
         _ if PID_FILES.contains(&name) => proc_file(&(hooks.file)(Some(pid), name).ok_or(ENOENT)?),
         _ => Err(ENOENT),
     }
+}
+
+/// `/proc/<pid>/task`: a directory made on lookup, a subdirectory per
+/// thread with its [`THREAD_FILES`] (what they say at that moment).
+fn proc_task_dir(pid: u32) -> Result<NodeRef, Errno> {
+    let hooks = *PROC_SELF.get();
+    let mut entries = BTreeMap::new();
+    for tid in (hooks.tids)(pid) {
+        let mut files = BTreeMap::new();
+        for name in THREAD_FILES {
+            let data = (hooks.thread_file)(pid, tid, name).ok_or(ENOENT)?;
+            files.insert(name.to_vec(), proc_file(&data)?);
+        }
+        entries.insert(decimal(tid as u64), proc_dir(files));
+    }
+    Ok(proc_dir(entries))
+}
+
+/// A read-only directory of `/proc` holding `entries` (made on lookup).
+fn proc_dir(entries: BTreeMap<Vec<u8>, NodeRef>) -> NodeRef {
+    let d = Node::new(S_IFDIR | 0o555, NodeKind::Dir(RefCell::new(Dir { entries, parent: Weak::new(), host: None })));
+    d.meta.borrow_mut().uid = 0;
+    d.meta.borrow_mut().gid = 0;
+    d
 }
 
 fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
@@ -346,6 +389,8 @@ fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
             }
             out.push((b"exe".to_vec(), base + 16, 10));
             out.push((b"fd".to_vec(), base + 17, 4));
+            out.push((b"cwd".to_vec(), base + 18, 10));
+            out.push((b"task".to_vec(), base + 19, 4));
         }
     }
 }
@@ -1386,6 +1431,18 @@ pub fn init(_info: &abi::BootInfo) {
             let _ = symlink(&dev, name, target);
         }
         let _ = mkdir_p(b"/dev/shm").map(|t| t.meta.borrow_mut().mode = S_IFDIR | 0o1777);
+        for (name, kind) in [(b"ptmx" as &[u8], Dev::Ptmx), (b"tty", Dev::Tty)] {
+            let n = Node::new(S_IFCHR | 0o666, NodeKind::Dev(kind));
+            n.meta.borrow_mut().uid = 0;
+            if let NodeKind::Dir(d) = &dev.kind {
+                d.borrow_mut().entries.insert(name.to_vec(), n);
+            }
+        }
+        if let Ok(pts) = mkdir_p(b"/dev/pts") {
+            pts.meta.borrow_mut().mode = S_IFDIR | 0o755;
+            pts.meta.borrow_mut().uid = 0;
+            pts.meta.borrow_mut().gid = 0;
+        }
         if let Ok(hv) = mkdir_p(b"/dev/hvsandbox") {
             let n = Node::new(S_IFCHR | 0o444, NodeKind::Dev(Dev::Checkpoint));
             let env = Node::new(S_IFCHR | 0o444, NodeKind::Dev(Dev::Env));
@@ -1403,6 +1460,29 @@ pub fn init(_info: &abi::BootInfo) {
     add_file(b"/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/tmp:/bin/sh\n");
     add_file(b"/etc/group", 0o644, b"root:x:0:\nsandbox:x:1000:\n");
     add_file(b"/etc/hostname", 0o644, b"hvsandbox\n");
+}
+
+fn pts_dir() -> Option<NodeRef> {
+    resolve(&root(), b"/dev/pts", true).ok()
+}
+
+/// Adds /dev/pts/`index` (a new pseudo-terminal's slave side).
+pub fn pts_add(index: u32) -> Result<(), Errno> {
+    let dir = pts_dir().ok_or(ENOENT)?;
+    let NodeKind::Dir(d) = &dir.kind else { return Err(ENOTDIR) };
+    let n = Node::new(S_IFCHR | 0o620, NodeKind::Dev(Dev::Pts(index)));
+    n.meta.borrow_mut().gid = 5; // tty
+    d.borrow_mut().entries.insert(decimal(index as u64), n);
+    Ok(())
+}
+
+/// Removes /dev/pts/`index` (its master side closed).
+pub fn pts_remove(index: u32) {
+    if let Some(dir) = pts_dir() {
+        if let NodeKind::Dir(d) = &dir.kind {
+            d.borrow_mut().entries.remove(&decimal(index as u64));
+        }
+    }
 }
 
 /// The program the host placed in RAM, as a file at `path` (unless the
@@ -1713,7 +1793,21 @@ mod tests {
             },
             open_fds: |pid| if pid == 7 { alloc::vec![0, 3] } else { alloc::vec![] },
             file: |_, _| None,
+            cwd: |pid| (pid == 7).then(|| b"/tmp".to_vec()),
+            tids: |pid| if pid == 7 { alloc::vec![7, 9] } else { alloc::vec![] },
+            // (No frames for file data here: empty files.)
+            thread_file: |_, tid, name| (tid == 9 || name != b"comm").then(Vec::new),
         });
+        assert_eq!(readlink(&resolve(&root(), b"/proc/self/cwd", false).unwrap()).unwrap(), b"/tmp");
+        assert!(resolve(&root(), b"/proc/self/cwd", true).unwrap().is_dir());
+        assert_eq!(at(b"/proc/7/task").err(), Some(ENOENT), "thread 7 has no comm");
+        set_proc_self(ProcSelf { thread_file: |_, _, _| Some(Vec::new()), ..*PROC_SELF.get() });
+        let tids: Vec<Vec<u8>> = list(&at(b"/proc/7/task").unwrap()).unwrap().into_iter().map(|e| e.0).collect();
+        assert_eq!(tids, [b".".to_vec(), b"..".to_vec(), b"7".to_vec(), b"9".to_vec()]);
+        let files: Vec<Vec<u8>> = list(&at(b"/proc/self/task/9").unwrap()).unwrap().into_iter().map(|e| e.0).collect();
+        assert_eq!(files[2..], [b"comm".to_vec(), b"stat".to_vec(), b"status".to_vec()]);
+        assert_eq!(at(b"/proc/self/task/9/comm").unwrap().mode() & S_IFMT, S_IFREG);
+        assert_eq!(at(b"/proc/7/task/8").err(), Some(ENOENT));
         assert_eq!(readlink(&resolve(&root(), b"/proc/self", false).unwrap()).unwrap(), b"7");
         let procs: Vec<Vec<u8>> = list(&at(b"/proc").unwrap()).unwrap().into_iter().map(|e| e.0).collect();
         assert!(procs.contains(&b"1".to_vec()) && procs.contains(&b"7".to_vec()) && procs.contains(&b"self".to_vec()));

@@ -29,6 +29,8 @@ pub enum Wait {
     Event(u64),
     /// pause / sigsuspend.
     Signal,
+    /// rt_sigtimedwait: until a signal of the set is pending.
+    SignalOf(u64),
     /// A read of stdin with nothing there yet.
     Stdin,
     /// Opening a named pipe: until the other side (`true`: a writer)

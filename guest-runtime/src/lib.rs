@@ -29,6 +29,7 @@ mod pipe;
 mod process;
 mod procfs;
 mod random;
+mod rewrite;
 mod rt;
 mod run;
 mod shm;
@@ -53,6 +54,7 @@ pub mod entry {
     pub use crate::hc::panic as runtime_panic;
     pub use crate::heap::RuntimeAllocator;
     pub use crate::mm::NEXT_CR3;
+    pub use crate::rewrite::REWRITE_FAST_ENTRY;
     pub use crate::rt::FixedBuf;
     pub use crate::rt::{PROGRAM_FAULT, RESUME_RIP, RESUME_RSP, SAVED_USER_RSP};
     pub use crate::start::{program_fault, rust_start};

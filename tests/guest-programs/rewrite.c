@@ -10,7 +10,10 @@
      jit        code written at run time (W^X: RW, then RX), run, made
                 writable again and changed: runs the changed call
      code       getpid's first 7 code bytes before and after two calls
+     checkpoint getpid twice, the snapshot checkpoint (guest only), then
+                getpid's code bytes
      cost N     nanoseconds per getpid() (clock_gettime via the vDSO) */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +172,20 @@ static int code(void) {
     return 0;
 }
 
+static int checkpoint(void) {
+    getpid();
+    getpid();
+    char buf[256];
+    int fd = open("/dev/hvsandbox/checkpoint", O_RDONLY);
+    if (fd >= 0) {
+        while (read(fd, buf, sizeof buf) > 0) {
+        }
+        close(fd);
+    }
+    print_bytes("at checkpoint:", (const unsigned char *)getpid);
+    return code();
+}
+
 static int cost(long n) {
     struct timespec a, b;
     getpid();
@@ -189,6 +206,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "signals")) return signals();
     if (!strcmp(mode, "jit")) return jit();
     if (!strcmp(mode, "code")) return code();
+    if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);
     return 2;
 }

@@ -34,6 +34,7 @@ mod rt;
 mod run;
 mod shm;
 mod signal;
+mod sites;
 mod snapshot;
 mod socket;
 mod stack;

@@ -94,7 +94,7 @@ pub struct AddressSpace {
     brk: u64,
     mmap_next: u64,
     /// Rewritten system-call sites and their stubs (`rewrite.rs`).
-    pub rewrite: crate::rewrite::Sites,
+    pub rewrite: crate::sites::Sites,
 }
 
 impl AddressSpace {
@@ -429,7 +429,7 @@ impl AddressSpace {
             brk_start: 0,
             brk: 0,
             mmap_next: user::MMAP_TOP,
-            rewrite: crate::rewrite::Sites::new(),
+            rewrite: crate::sites::Sites::new(),
         }
     }
 }
@@ -705,6 +705,17 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
     }
 }
 
+/// What the system-call rewriter (`rewrite.rs`, a layer above) does when
+/// a range is unmapped or replaced, and when its code must show its own
+/// bytes again (made writable, or about to move).
+type CodeHook = fn(u64, u64);
+static CODE_HOOKS: Global<Option<(CodeHook, CodeHook)>> = Global::new(None);
+
+/// Registers the rewriter's hooks (see `CODE_HOOKS`).
+pub fn on_code_change(unmapped: CodeHook, restore: CodeHook) {
+    *CODE_HOOKS.get() = Some((unmapped, restore));
+}
+
 /// Writes `bytes` over the program's code at `va` (within one page) for
 /// the system-call rewriter: only in a private mapping; with `code_only`,
 /// only one that is executable and not writable. A file-cache frame is
@@ -776,7 +787,9 @@ pub fn map_shared_frame(va: u64, frame: u64, prot: u32) -> Result<bool, i64> {
 
 /// Removes `[start, end)` from the current space's mappings.
 fn vma_remove(start: u64, end: u64) -> Result<(), i64> {
-    crate::rewrite::range_unmapped(start, end);
+    if let Some((unmapped, _)) = *CODE_HOOKS.get() {
+        unmapped(start, end);
+    }
     vma::remove(&mut current().vmas, start, end)
 }
 
@@ -987,6 +1000,10 @@ pub fn mremap(old: u64, old_size: u64, new_size: u64, flags: u64, new_addr: u64)
         }
     }
     let v = vma_at(old).ok_or(EFAULT)?;
+    if let Some((_, restore)) = *CODE_HOOKS.get() {
+        // Rewritten code jumps relative to where it is: not if it moves.
+        restore(old, old.saturating_add(old_len));
+    }
     if old_len == 0 {
         // A second mapping of the same pages: shared mappings only.
         let Some(shared) = v.shared.clone() else { return Err(EINVAL) };
@@ -1142,7 +1159,9 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     }
     if prot & PROT_WRITE != 0 {
         // Code made writable shows its own bytes again (a JIT may edit it).
-        crate::rewrite::range_writable(start, end);
+        if let Some((_, restore)) = *CODE_HOOKS.get() {
+            restore(start, end);
+        }
     }
     vma::protect(&mut current().vmas, start, end, prot)?;
     let res = back_range(current().pml4, start, end, prot, false);

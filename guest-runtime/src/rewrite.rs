@@ -23,15 +23,15 @@
 //! first; shared mappings and writable code — JITs — are left alone), and
 //! a stub area is within ±2 GiB. Stub areas are mapped below the code
 //! they serve. Code made writable again (mprotect) gets its original bytes
-//! back; an unmapped stub area takes its sites' patches with it.
+//! back, and so does code about to move (mremap); an unmapped stub area
+//! takes its sites' patches with it.
 //!
-//! The record of sites and areas lives in the address space: a fork
-//! copies it with the pages, an execve starts empty.
-
-use alloc::vec::Vec;
+//! The record of sites and areas (`sites.rs`) lives in the address space:
+//! a fork copies it with the pages, an execve starts empty.
 
 use crate::mm::{self, PAGE};
 use crate::rt::{Frame, Global};
+use crate::sites::{Area, Site, Sites, AREA_LEN};
 
 static ENABLED: Global<bool> = Global::new(false);
 
@@ -40,43 +40,18 @@ static ENABLED: Global<bool> = Global::new(false);
 #[no_mangle]
 pub static mut REWRITE_FAST_ENTRY: u8 = 0;
 
-/// Bytes of one stub area, and of one stub in it (the area's first slot
-/// holds the address of the fast entry).
-const AREA_LEN: u64 = 16 * PAGE;
+/// Bytes of one stub (an area's first slot holds the address of the fast
+/// entry).
 const STUB_LEN: u64 = 32;
 /// How far below a site its stub area may lie (a rel32 reaches 2 GiB).
 const REACH: u64 = (1 << 31) - 2 * AREA_LEN;
 /// Most sites rewritten per address space (bounds the record).
 const MAX_SITES: usize = 65536;
 
-#[derive(Clone, Copy)]
-struct Area {
-    start: u64,
-    used: u64,
-}
-
-#[derive(Clone, Copy)]
-struct Site {
-    at: u64,
-    imm: [u8; 4],
-    stub: u64,
-}
-
-/// One address space's rewritten sites.
-#[derive(Clone)]
-pub struct Sites {
-    areas: Vec<Area>,
-    sites: Vec<Site>,
-}
-
-impl Sites {
-    pub const fn new() -> Sites {
-        Sites { areas: Vec::new(), sites: Vec::new() }
-    }
-}
-
+/// Turns rewriting on or off (at start, from the boot flags).
 pub fn set_enabled(on: bool) {
     *ENABLED.get() = on;
+    mm::on_code_change(range_unmapped, restore_range);
 }
 
 #[cfg(not(test))]
@@ -156,7 +131,7 @@ fn patch_in(s: &mut Sites, at: u64, imm: [u8; 4]) {
     code[5..8].copy_from_slice(&[0x48, 0x8d, 0x0d]);
     let (Some(back), Some(entry), Some(jump)) = (rel32(stub + 12, at + 7), rel32(stub + 18, area), rel32(at + 5, stub))
     else {
-        return;
+        return; // (not reached: the area is within REACH below the site)
     };
     code[8..12].copy_from_slice(&back);
     code[12..14].copy_from_slice(&[0xff, 0x25]);
@@ -165,6 +140,9 @@ fn patch_in(s: &mut Sites, at: u64, imm: [u8; 4]) {
     let jmp = [0xe9, jump[0], jump[1], jump[2], jump[3]];
     if mm::patch_code(at, &jmp, true) {
         s.sites.push(Site { at, imm, stub });
+    } else if let Some(a) = s.areas.iter_mut().find(|a| a.start == area && a.used == stub - area + STUB_LEN) {
+        // Not patched after all (writable or shared code): the slot is free again.
+        a.used -= STUB_LEN;
     }
 }
 
@@ -184,8 +162,8 @@ fn restore(site: &Site) {
     }
 }
 
-/// `[start, end)` is being made writable: its sites get their bytes back.
-pub fn range_writable(start: u64, end: u64) {
+/// `[start, end)` is made writable or moves: its sites get their bytes back.
+pub fn restore_range(start: u64, end: u64) {
     with_sites(|s| {
         s.sites.retain(|site| {
             let hit = site.at < end && site.at + 5 > start;

@@ -36,6 +36,8 @@ struct Run {
     code: Option<i32>,
     /// The `syscalls` field of the --stats line.
     syscalls: u64,
+    /// The whole --stats line.
+    stats: String,
 }
 
 fn guest(rewrite: bool, args: &[&str]) -> Run {
@@ -54,7 +56,8 @@ fn guest(rewrite: bool, args: &[&str]) -> Run {
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no syscalls in {stats}"));
-    Run { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), code: out.status.code(), syscalls }
+    let stats = stats.to_string();
+    Run { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), code: out.status.code(), syscalls, stats }
 }
 
 fn native(args: &[&str]) -> (String, std::process::ExitStatus) {
@@ -103,6 +106,15 @@ fn rewritten_code_enters_by_a_jump_and_only_with_the_switch() {
 #[test]
 fn the_red_zone_and_argument_registers_survive_a_rewritten_call() {
     same_everywhere(&["redzone"], "redzone: 0 bad rounds of 3\n", true);
+}
+
+#[test]
+fn unknown_calls_from_a_rewritten_site_are_still_enosys_and_counted() {
+    same_everywhere(&["enosys"], "enosys: -38 -38 -38\n", true);
+    for rewrite in [false, true] {
+        let r = guest(rewrite, &["enosys"]);
+        assert!(r.stats.ends_with("\"unknown_syscalls\":{\"500\":3}}"), "rewrite={rewrite}: {}", r.stats);
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
      signals    SIGALRM handlers run while getpid is called in a loop
      jit        code written at run time (W^X: RW, then RX), run, made
                 writable again and changed: runs the changed call
+     enosys     an unknown system call (500) from one site, three times
      code       getpid's first 7 code bytes before and after two calls
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
@@ -161,6 +162,18 @@ static int jit(void) {
     return 0;
 }
 
+__attribute__((noinline)) static long unknown_call(void) {
+    long r;
+    __asm__ volatile("mov $500, %%eax\nsyscall\n" : "=a"(r) : : "rcx", "r11", "memory");
+    return r;
+}
+
+static int enosys(void) {
+    long a = unknown_call(), b = unknown_call(), c = unknown_call();
+    printf("enosys: %ld %ld %ld\n", a, b, c);
+    return 0;
+}
+
 static int code(void) {
     unsigned char before[7], after[7];
     memcpy(before, (void *)getpid, 7);
@@ -205,6 +218,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "fork")) return forked();
     if (!strcmp(mode, "signals")) return signals();
     if (!strcmp(mode, "jit")) return jit();
+    if (!strcmp(mode, "enosys")) return enosys();
     if (!strcmp(mode, "code")) return code();
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);

@@ -118,6 +118,12 @@ fn unknown_calls_from_a_rewritten_site_are_still_enosys_and_counted() {
 }
 
 #[test]
+fn unmapping_the_stubs_puts_the_original_code_back() {
+    // (The program is static, non-PIE, at 0x400000: its stubs lie below.)
+    same_everywhere(&["unmap"], "after munmap: b8 27 00 00 00 0f 05\nunmap: ret=0 getpid ok\n", true);
+}
+
+#[test]
 fn a_null_read_is_still_sigsegv() {
     let (n, status) = native(&["null"]);
     assert_eq!(n, "null: reading\n");

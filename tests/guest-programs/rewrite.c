@@ -10,6 +10,8 @@
      jit        code written at run time (W^X: RW, then RX), run, made
                 writable again and changed: runs the changed call
      enosys     an unknown system call (500) from one site, three times
+     unmap      getpid twice, then everything below the program (0x10000 up
+                to 0x400000: where its stubs are) unmapped, then getpid
      code       getpid's first 7 code bytes before and after two calls
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
@@ -174,6 +176,15 @@ static int enosys(void) {
     return 0;
 }
 
+static int unmap(void) {
+    pid_t me = getpid();
+    getpid();
+    int r = munmap((void *)0x10000, 0x400000 - 0x10000);
+    print_bytes("after munmap:", (const unsigned char *)getpid);
+    printf("unmap: ret=%d getpid %s\n", r, getpid() == me && getpid() == me ? "ok" : "bad");
+    return 0;
+}
+
 static int code(void) {
     unsigned char before[7], after[7];
     memcpy(before, (void *)getpid, 7);
@@ -219,6 +230,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "signals")) return signals();
     if (!strcmp(mode, "jit")) return jit();
     if (!strcmp(mode, "enosys")) return enosys();
+    if (!strcmp(mode, "unmap")) return unmap();
     if (!strcmp(mode, "code")) return code();
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);

@@ -1,8 +1,8 @@
 //! System-call site rewriting (off unless the host boots the runtime with
 //! `BOOT_FLAG_REWRITE`): on this host a `syscall` instruction costs the
 //! hypervisor 1–20 µs, while the same entry reached by a plain `jmp`
-//! costs tens of cycles. So once a site has run, it is rewritten to jump
-//! to the runtime.
+//! costs tens of cycles. So once a site has run a second time
+//! (`HOT_AFTER`), it is rewritten to jump to the runtime.
 //!
 //! Only the common sequence `mov eax, imm32; syscall` (`b8 imm32 0f 05`)
 //! is rewritten, and only its `mov`: the five bytes become `jmp rel32` to
@@ -45,6 +45,10 @@ pub static mut REWRITE_FAST_ENTRY: u8 = 0;
 const STUB_LEN: u64 = 32;
 /// How far below a site its stub area may lie (a rel32 reaches 2 GiB).
 const REACH: u64 = (1 << 31) - 2 * AREA_LEN;
+/// A site is rewritten at its this-many-th slow call: rewriting costs a
+/// page copy and a TLB flush (tens of µs) when the code is the file
+/// cache's, more than a one-off call saves.
+const HOT_AFTER: u32 = 2;
 /// Most sites rewritten per address space (bounds the record).
 const MAX_SITES: usize = 65536;
 
@@ -86,7 +90,9 @@ pub fn on_syscall(f: &Frame) {
     if b[0] != 0xb8 || b[5] != 0x0f || b[6] != 0x05 || u64::from(u32::from_le_bytes(imm)) != f.rax {
         return;
     }
-    patch(at, imm);
+    if mm::current().rewrite.seen(at) >= HOT_AFTER {
+        patch(at, imm);
+    }
 }
 
 fn rel32(from: u64, to: u64) -> Option<[u8; 4]> {

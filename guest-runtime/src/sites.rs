@@ -24,15 +24,32 @@ pub struct Site {
     pub stub: u64,
 }
 
+/// Slots of the table of sites seen but not rewritten yet.
+pub const HOT_SLOTS: usize = 64;
+
 /// One address space's rewritten sites.
 #[derive(Clone)]
 pub struct Sites {
     pub areas: Vec<Area>,
     pub sites: Vec<Site>,
+    /// Sites seen by the slow path, by address hash: (address, times).
+    pub seen: [(u64, u32); HOT_SLOTS],
 }
 
 impl Sites {
     pub const fn new() -> Sites {
-        Sites { areas: Vec::new(), sites: Vec::new() }
+        Sites { areas: Vec::new(), sites: Vec::new(), seen: [(0, 0); HOT_SLOTS] }
+    }
+
+    /// Counts one more slow call from `at`; returns how many it has made
+    /// (as far as the table remembers: another site in the slot resets it).
+    pub fn seen(&mut self, at: u64) -> u32 {
+        let slot = &mut self.seen[(at ^ at >> 6 ^ at >> 12) as usize % HOT_SLOTS];
+        if slot.0 == at {
+            slot.1 = slot.1.saturating_add(1);
+        } else {
+            *slot = (at, 1);
+        }
+        slot.1
     }
 }

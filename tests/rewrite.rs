@@ -96,8 +96,8 @@ fn rewritten_code_enters_by_a_jump_and_only_with_the_switch() {
     let (n, _) = native(&["code"]);
     assert_eq!(n, format!("before: {getpid_code}\nafter: {getpid_code}\n"));
     assert_eq!(guest(false, &["code"]).stdout, n, "off: the code is left alone");
-    // On: once it has run twice (the second slow call rewrites it), `mov eax, 39` became `jmp rel32`; the
-    // `syscall` after it is still there.
+    // On: once it has run twice (the second slow call rewrites it),
+    // `mov eax, 39` is `jmp rel32`; the `syscall` after it is still there.
     let on = guest(true, &["code"]).stdout;
     let after = on.strip_prefix(&format!("before: {getpid_code}\nafter: e9 ")).unwrap_or_else(|| panic!("{on}"));
     assert!(after.ends_with(" 0f 05\n"), "{on}");

@@ -65,6 +65,7 @@ global_asm!(
     "syscall_entry:",
     "    mov [rip + {saved_rsp}], rsp",
     "    lea rsp, [rip + runtime_stack_top]",
+    "syscall_entry_switched:",
     "    push qword ptr [rip + {saved_rsp}]",
     "    push rcx",
     "    push r11",
@@ -158,6 +159,19 @@ global_asm!(
     "    mov rcx, [rsp + 8]",
     "    mov rsp, [rsp + 16]",
     "    sysretq",
+    "",
+    // A rewritten site's stub jumps here (rewrite.rs) with RAX and RCX as
+    // after a `syscall`: move off the program's stack first, then R11 =
+    // RFLAGS (on our stack), and go on as the `syscall` entry does.
+    ".global syscall_fast_entry",
+    ".balign 16",
+    "syscall_fast_entry:",
+    "    mov [rip + {saved_rsp}], rsp",
+    "    lea rsp, [rip + runtime_stack_top]",
+    "    pushfq",
+    "    pop r11",
+    "    mov byte ptr [rip + {fast}], 1",
+    "    jmp syscall_entry_switched",
     "",
     // Jump from CPL3 into a fresh program: RDI = entry, RSI = stack.
     ".global enter_program",
@@ -354,6 +368,7 @@ global_asm!(
     start = sym entry::rust_start,
     dispatch = sym entry::dispatch,
     saved_rsp = sym entry::SAVED_USER_RSP,
+    fast = sym entry::REWRITE_FAST_ENTRY,
     doorbell = const abi::DOORBELL_VA,
     fault = const abi::hc::FAULT,
     runtime_va = const abi::RUNTIME_VA,

@@ -93,6 +93,8 @@ pub struct AddressSpace {
     brk_start: u64,
     brk: u64,
     mmap_next: u64,
+    /// Rewritten system-call sites and their stubs (`rewrite.rs`).
+    pub rewrite: crate::sites::Sites,
 }
 
 impl AddressSpace {
@@ -421,7 +423,14 @@ fn copy_frame(src: u64) -> Option<u64> {
 
 impl AddressSpace {
     fn empty(pml4: u64) -> AddressSpace {
-        AddressSpace { pml4, vmas: Vec::new(), brk_start: 0, brk: 0, mmap_next: user::MMAP_TOP }
+        AddressSpace {
+            pml4,
+            vmas: Vec::new(),
+            brk_start: 0,
+            brk: 0,
+            mmap_next: user::MMAP_TOP,
+            rewrite: crate::sites::Sites::new(),
+        }
     }
 }
 
@@ -473,6 +482,7 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     dst.brk_start = src.brk_start;
     dst.brk = src.brk;
     dst.mmap_next = src.mmap_next;
+    dst.rewrite = src.rewrite.clone();
     let mut result = Ok(());
     for_each_leaf(src.pml4, &mut |va, entry| {
         if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 {
@@ -695,6 +705,70 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
     }
 }
 
+/// What the system-call rewriter (`rewrite.rs`, a layer above) does when
+/// a range is unmapped or replaced, and when its code must show its own
+/// bytes again (made writable, or about to move).
+type CodeHook = fn(u64, u64);
+static CODE_HOOKS: Global<Option<(CodeHook, CodeHook)>> = Global::new(None);
+
+/// Registers the rewriter's hooks (see `CODE_HOOKS`).
+pub fn on_code_change(unmapped: CodeHook, restore: CodeHook) {
+    *CODE_HOOKS.get() = Some((unmapped, restore));
+}
+
+/// Writes `bytes` over the program's code at `va` (within one page) for
+/// the system-call rewriter: only in a private mapping; with `code_only`,
+/// only one that is executable and not writable. A file-cache frame is
+/// replaced by a private copy first (one flush), so no other process sees
+/// the change. Returns false if the bytes were left alone.
+pub fn patch_code(va: u64, bytes: &[u8], code_only: bool) -> bool {
+    let off = va & (PAGE - 1);
+    if off + bytes.len() as u64 > PAGE {
+        return false;
+    }
+    let Some(v) = vma_at(va) else { return false };
+    if v.shared.is_some() || code_only && (v.prot & PROT_EXEC == 0 || v.prot & PROT_WRITE != 0) {
+        return false;
+    }
+    let Some(e) = cur_pte(va, false) else { return false };
+    // SAFETY: valid level-0 entry pointer.
+    let old = unsafe { e.read_volatile() };
+    if old & PTE_P == 0 || old & PTE_SHM != 0 {
+        return false;
+    }
+    let frame = if old & PTE_SHARED != 0 {
+        let Some(f) = copy_frame(old & ADDR_MASK) else { return false };
+        // SAFETY: as above; present -> present with another frame: flushed below.
+        unsafe { pt_write(e, f | (old & !ADDR_MASK & !PTE_SHARED)) };
+        crate::cpu::flush_tlb();
+        f
+    } else {
+        old & ADDR_MASK
+    };
+    // SAFETY: off + len <= PAGE: within one private frame of guest RAM.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), phys_ptr(frame + off), bytes.len()) };
+    true
+}
+
+/// Maps `len` bytes readable and executable (the rewriter's stubs) in the
+/// highest free gap below `near`'s mapping no more than `reach` bytes
+/// below `near`; returns its address.
+pub fn map_near_below(near: u64, len: u64, reach: u64) -> Option<u64> {
+    let mut top = vma_at(near)?.start;
+    let start = loop {
+        let start = top.checked_sub(len)?;
+        if start < user::MIN_ADDR || near - start > reach {
+            return None;
+        }
+        match current().vmas.iter().rev().find(|v| v.start < top && v.end > start) {
+            None => break start,
+            Some(v) => top = v.start,
+        }
+    };
+    map_fixed(start, len, PROT_READ | PROT_EXEC).ok()?;
+    Some(start)
+}
+
 /// Maps page `va` onto `frame` owned by someone else (the file cache),
 /// read-only. Returns false if the page is already backed.
 pub fn map_shared_frame(va: u64, frame: u64, prot: u32) -> Result<bool, i64> {
@@ -713,6 +787,9 @@ pub fn map_shared_frame(va: u64, frame: u64, prot: u32) -> Result<bool, i64> {
 
 /// Removes `[start, end)` from the current space's mappings.
 fn vma_remove(start: u64, end: u64) -> Result<(), i64> {
+    if let Some((unmapped, _)) = *CODE_HOOKS.get() {
+        unmapped(start, end);
+    }
     vma::remove(&mut current().vmas, start, end)
 }
 
@@ -923,6 +1000,10 @@ pub fn mremap(old: u64, old_size: u64, new_size: u64, flags: u64, new_addr: u64)
         }
     }
     let v = vma_at(old).ok_or(EFAULT)?;
+    if let Some((_, restore)) = *CODE_HOOKS.get() {
+        // Rewritten code jumps relative to where it is: not if it moves.
+        restore(old, old.saturating_add(old_len));
+    }
     if old_len == 0 {
         // A second mapping of the same pages: shared mappings only.
         let Some(shared) = v.shared.clone() else { return Err(EINVAL) };
@@ -1075,6 +1156,12 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     }
     if at < end {
         return Err(ENOMEM);
+    }
+    if prot & PROT_WRITE != 0 {
+        // Code made writable shows its own bytes again (a JIT may edit it).
+        if let Some((_, restore)) = *CODE_HOOKS.get() {
+            restore(start, end);
+        }
     }
     vma::protect(&mut current().vmas, start, end, prot)?;
     let res = back_range(current().pml4, start, end, prot, false);

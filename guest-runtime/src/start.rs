@@ -30,6 +30,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     crate::random::init(&info.random_seed);
     crate::vfs::init(&info);
     let info = if info.flags & abi::BOOT_FLAG_WAIT_PROGRAM != 0 { wait_for_program(&info) } else { info };
+    crate::rewrite::set_enabled(info.flags & abi::BOOT_FLAG_REWRITE != 0);
     crate::vfs::apply_manifest(&info);
     let args = phys_slice(info.args_gpa, info.args_len);
     *RUN_ENV.get() = after_strings(args, info.argc as usize).to_vec();

@@ -23,6 +23,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
     let nr = f.rax;
     let (a0, a1, a2, a3) = (f.rdi, f.rsi, f.rdx, f.r10);
     crate::stats::count_syscall();
+    crate::rewrite::on_syscall(f);
     let a4 = f.r8;
     let a5 = f.r9;
     let r: SysResult = match nr {

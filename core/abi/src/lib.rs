@@ -185,6 +185,10 @@ pub const BOOT_FLAG_SNAPSHOT_AT_ENTRY: u32 = 1;
 /// [`hc::PROGRAM`] for the host to supply one (a VM made ahead of its run
 /// has done that part before the run is asked for).
 pub const BOOT_FLAG_WAIT_PROGRAM: u32 = 2;
+/// Rewrite system-call sites once they have run, so that later calls
+/// enter the runtime by a jump (the host sets it when the environment has
+/// `HVSANDBOX_REWRITE=1`; off by default while it is a prototype).
+pub const BOOT_FLAG_REWRITE: u32 = 4;
 
 /// Counters the runtime keeps for the host to read after a run.
 #[repr(C)]

@@ -184,7 +184,8 @@ impl Vm {
         self.write(image_gpa, params.image)?;
 
         let info = abi::BootInfo {
-            flags: if params.snapshot_at_entry { abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY } else { abi::BOOT_FLAG_NONE },
+            flags: if params.snapshot_at_entry { abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY } else { abi::BOOT_FLAG_NONE }
+                | rewrite_flag(),
             free_end: image_gpa,
             image_gpa,
             image_len,
@@ -216,7 +217,7 @@ impl Vm {
         abi::BootInfo {
             magic: abi::BOOT_MAGIC,
             abi_version: abi::ABI_VERSION,
-            flags: abi::BOOT_FLAG_NONE,
+            flags: rewrite_flag(),
             mem_size: self.mem_size,
             free_start: abi::IMAGE_GPA,
             free_end: abi::pt_pool_start(self.mem_size),
@@ -259,7 +260,7 @@ impl Vm {
     /// depend on the program, done ahead of the run (for a VM made while
     /// its sandbox is idle). [`Vm::boot`] then hands the program over.
     pub fn preboot(&mut self) -> Result<()> {
-        let info = abi::BootInfo { flags: abi::BOOT_FLAG_WAIT_PROGRAM, ..self.boot_info() };
+        let info = abi::BootInfo { flags: abi::BOOT_FLAG_WAIT_PROGRAM | rewrite_flag(), ..self.boot_info() };
         self.write_obj(abi::BOOT_INFO_GPA, &info)?;
         // Fault in the host memory the program's image will be copied to
         // (the top of the free frames; one huge page where the host has
@@ -328,4 +329,17 @@ fn tsc_and_realtime() -> (u64, u64) {
     let tsc = unsafe { core::arch::x86_64::_rdtsc() };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     (tsc, now.as_nanos() as u64)
+}
+
+/// `BOOT_FLAG_REWRITE` when the environment has `HVSANDBOX_REWRITE=1`
+/// (system-call site rewriting, a prototype: off by default), read once.
+fn rewrite_flag() -> u32 {
+    static FLAG: OnceLock<u32> = OnceLock::new();
+    *FLAG.get_or_init(|| {
+        if std::env::var_os("HVSANDBOX_REWRITE").is_some_and(|v| v == "1") {
+            abi::BOOT_FLAG_REWRITE
+        } else {
+            abi::BOOT_FLAG_NONE
+        }
+    })
 }

@@ -1,0 +1,238 @@
+/* System-call site rewriting (tests/rewrite.rs): what a program can tell
+   about it. Every mode but "code" and "cost" prints the same natively and
+   in the guest, rewriting on or off.
+     loop N     N getpid() calls (musl: mov eax, 39; syscall; ret)
+     redzone    a `syscall` site of our own run twice: the 128 bytes below
+                RSP and the argument registers survive it
+     null       NULL read after rewritten calls: must die of SIGSEGV
+     fork       a child inherits rewritten code; both call getpid
+     signals    SIGALRM handlers run while getpid is called in a loop
+     jit        code written at run time (W^X: RW, then RX), run, made
+                writable again and changed: runs the changed call
+     enosys     an unknown system call (500) from one site, three times
+     unmap      getpid twice, then everything below the program (0x10000 up
+                to 0x400000: where its stubs are) unmapped, then getpid
+     code       getpid's first 7 code bytes before and after two calls
+     checkpoint getpid twice, the snapshot checkpoint (guest only), then
+                getpid's code bytes
+     cost N     nanoseconds per getpid() (clock_gettime via the vDSO) */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void print_bytes(const char *what, const unsigned char *p) {
+    printf("%s", what);
+    for (int i = 0; i < 7; i++) printf(" %02x", p[i]);
+    printf("\n");
+}
+
+static int loop(long n) {
+    pid_t first = getpid();
+    long same = 0;
+    for (long i = 0; i < n; i++) same += getpid() == first;
+    printf("loop: %ld of %ld calls agree\n", same, n);
+    return 0;
+}
+
+/* One `syscall` site: stores a pattern in the red zone (8..128 bytes below
+   RSP) and in the argument registers, makes getpid, and checks both. */
+__attribute__((noinline)) static long redzone_once(void) {
+    long bad;
+    __asm__ volatile(
+        "movabs $0x1122334455667788, %%r8\n"
+        "mov %%r8, -8(%%rsp)\n"
+        "mov %%r8, -16(%%rsp)\n"
+        "mov %%r8, -64(%%rsp)\n"
+        "mov %%r8, -128(%%rsp)\n"
+        "mov %%r8, %%rdi\n"
+        "mov %%r8, %%rsi\n"
+        "mov %%r8, %%rdx\n"
+        "mov %%r8, %%r10\n"
+        "mov %%r8, %%r9\n"
+        "mov $39, %%eax\n"
+        "syscall\n"
+        "xor %%eax, %%eax\n"
+        "cmp %%r8, -8(%%rsp)\n"
+        "setne %%al\n"
+        "cmp %%r8, -16(%%rsp)\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        "cmp %%r8, -64(%%rsp)\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        "cmp %%r8, -128(%%rsp)\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        "cmp %%r8, %%rdi\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        "cmp %%r8, %%rsi\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        "cmp %%r8, %%rdx\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        "cmp %%r8, %%r10\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        "cmp %%r8, %%r9\n"
+        "setne %%cl\n"
+        "or %%cl, %%al\n"
+        : "=a"(bad)
+        :
+        : "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "memory");
+    return bad;
+}
+
+static int redzone(void) {
+    long bad = 0;
+    for (int i = 0; i < 3; i++) bad += redzone_once();
+    printf("redzone: %ld bad rounds of 3\n", bad);
+    return 0;
+}
+
+static int null_read(void) {
+    for (int i = 0; i < 3; i++) getpid();
+    printf("null: reading\n");
+    fflush(stdout);
+    volatile int *p = 0;
+    printf("null: read %d\n", *p);
+    return 0;
+}
+
+static int forked(void) {
+    pid_t me = getpid();
+    getpid();
+    pid_t child = fork();
+    if (child == 0) {
+        pid_t c = getpid();
+        _exit(c != me && getpid() == c ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(child, &st, 0);
+    printf("fork: child %s, parent %s\n", WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "ok" : "bad",
+           getpid() == me ? "ok" : "bad");
+    return 0;
+}
+
+static volatile int alarms;
+static void on_alarm(int sig) {
+    (void)sig;
+    alarms += getpid() > 0;
+}
+
+static int signals(void) {
+    signal(SIGALRM, on_alarm);
+    struct itimerval it = {{0, 1000}, {0, 1000}};
+    setitimer(ITIMER_REAL, &it, 0);
+    long calls = 0;
+    while (alarms < 3 && calls < 100000000) {
+        getpid();
+        calls++;
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, 0);
+    printf("signals: %s\n", alarms >= 3 ? "3 handled" : "too few");
+    return 0;
+}
+
+typedef long (*fn_t)(void);
+
+static int jit(void) {
+    /* mov eax, 39 (getpid); syscall; ret */
+    static const unsigned char code[] = {0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xc3};
+    unsigned char *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return 1;
+    memcpy(p, code, sizeof code);
+    mprotect(p, 4096, PROT_READ | PROT_EXEC);
+    long a = ((fn_t)p)(), b = ((fn_t)p)();
+    mprotect(p, 4096, PROT_READ | PROT_WRITE);
+    int restored = p[0] == 0xb8 && p[1] == 39;
+    p[1] = 102; /* getuid */
+    mprotect(p, 4096, PROT_READ | PROT_EXEC);
+    long c = ((fn_t)p)(), d = ((fn_t)p)();
+    printf("jit: getpid %s, writable code shows its bytes: %s, changed call %s\n",
+           a == getpid() && b == a ? "ok" : "bad", restored ? "yes" : "no",
+           c == (long)getuid() && d == c ? "ok" : "bad");
+    return 0;
+}
+
+__attribute__((noinline)) static long unknown_call(void) {
+    long r;
+    __asm__ volatile("mov $500, %%eax\nsyscall\n" : "=a"(r) : : "rcx", "r11", "memory");
+    return r;
+}
+
+static int enosys(void) {
+    long a = unknown_call(), b = unknown_call(), c = unknown_call();
+    printf("enosys: %ld %ld %ld\n", a, b, c);
+    return 0;
+}
+
+static int unmap(void) {
+    pid_t me = getpid();
+    getpid();
+    int r = munmap((void *)0x10000, 0x400000 - 0x10000);
+    print_bytes("after munmap:", (const unsigned char *)getpid);
+    printf("unmap: ret=%d getpid %s\n", r, getpid() == me && getpid() == me ? "ok" : "bad");
+    return 0;
+}
+
+static int code(void) {
+    unsigned char before[7], after[7];
+    memcpy(before, (void *)getpid, 7);
+    getpid();
+    getpid();
+    memcpy(after, (void *)getpid, 7);
+    print_bytes("before:", before);
+    print_bytes("after:", after);
+    return 0;
+}
+
+static int checkpoint(void) {
+    getpid();
+    getpid();
+    char buf[256];
+    int fd = open("/dev/hvsandbox/checkpoint", O_RDONLY);
+    if (fd >= 0) {
+        while (read(fd, buf, sizeof buf) > 0) {
+        }
+        close(fd);
+    }
+    print_bytes("at checkpoint:", (const unsigned char *)getpid);
+    return code();
+}
+
+static int cost(long n) {
+    struct timespec a, b;
+    getpid();
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < n; i++) getpid();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    printf("%.1f\n", ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / n);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "loop";
+    long n = argc > 2 ? atol(argv[2]) : 1000;
+    if (!strcmp(mode, "loop")) return loop(n);
+    if (!strcmp(mode, "redzone")) return redzone();
+    if (!strcmp(mode, "null")) return null_read();
+    if (!strcmp(mode, "fork")) return forked();
+    if (!strcmp(mode, "signals")) return signals();
+    if (!strcmp(mode, "jit")) return jit();
+    if (!strcmp(mode, "enosys")) return enosys();
+    if (!strcmp(mode, "unmap")) return unmap();
+    if (!strcmp(mode, "code")) return code();
+    if (!strcmp(mode, "checkpoint")) return checkpoint();
+    if (!strcmp(mode, "cost")) return cost(n);
+    return 2;
+}

@@ -1,0 +1,189 @@
+//! System-call site rewriting (a prototype behind `HVSANDBOX_REWRITE=1`):
+//! with it on, programs behave as with it off and as natively — results,
+//! the 128-byte red zone, NULL reads, fork, signals, code written at run
+//! time — and the run's statistics still count every call; snapshots keep
+//! rewritten code and the reset undoes what a run rewrote. Most runs go
+//! through the `hvsandbox` command so that each can set the switch; the
+//! snapshot test sets it for this process (every run here wants it on).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use hvsandbox::{Command as Cmd, Sandbox, SnapshotPoint};
+use hvsandbox_tests::musl;
+
+/// `target/<profile>/hvsandbox`, built if `cargo test` did not build it.
+fn hvsandbox_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        build.args(["build", "-p", "hvsandbox", "--bin", "hvsandbox", "--manifest-path"]).arg(&manifest);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        assert!(build.status().expect("run cargo").success(), "cannot build the hvsandbox binary");
+        profile_dir.join("hvsandbox")
+    })
+    .clone()
+}
+
+/// What a run of `rewrite <args>` gave.
+struct Run {
+    stdout: String,
+    code: Option<i32>,
+    /// The `syscalls` field of the --stats line.
+    syscalls: u64,
+    /// The whole --stats line.
+    stats: String,
+}
+
+fn guest(rewrite: bool, args: &[&str]) -> Run {
+    let out: Output = Command::new(hvsandbox_bin())
+        .env("HVSANDBOX_REWRITE", if rewrite { "1" } else { "0" })
+        .args(["run", "--stats", "--timeout", "30s", "--"])
+        .arg(musl("rewrite"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats line:\n{stderr}"));
+    let syscalls = stats
+        .split("\"syscalls\":")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no syscalls in {stats}"));
+    let stats = stats.to_string();
+    Run { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), code: out.status.code(), syscalls, stats }
+}
+
+fn native(args: &[&str]) -> (String, std::process::ExitStatus) {
+    let out = Command::new(musl("rewrite")).args(args).output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), out.status)
+}
+
+/// Runs `args` natively, in the guest with rewriting off and on: the same
+/// output and exit code each time, and (with `counted`) the same count of
+/// system calls with and without rewriting.
+fn same_everywhere(args: &[&str], want: &str, counted: bool) {
+    let (n, status) = native(args);
+    assert_eq!(n, want, "natively");
+    let off = guest(false, args);
+    let on = guest(true, args);
+    assert_eq!(off.stdout, want, "rewriting off");
+    assert_eq!(on.stdout, want, "rewriting on");
+    assert_eq!(off.code, status.code(), "rewriting off");
+    assert_eq!(on.code, status.code(), "rewriting on");
+    if counted {
+        assert_eq!(on.syscalls, off.syscalls, "every call is counted");
+    }
+}
+
+#[test]
+fn a_getpid_loop_gives_the_same_results_and_counts() {
+    same_everywhere(&["loop", "5000"], "loop: 5000 of 5000 calls agree\n", true);
+    let off = guest(false, &["loop", "5000"]);
+    let more = guest(true, &["loop", "10000"]);
+    assert_eq!(more.syscalls, off.syscalls + 5000, "each rewritten call is still served and counted");
+}
+
+#[test]
+fn rewritten_code_enters_by_a_jump_and_only_with_the_switch() {
+    let getpid_code = "b8 27 00 00 00 0f 05";
+    let (n, _) = native(&["code"]);
+    assert_eq!(n, format!("before: {getpid_code}\nafter: {getpid_code}\n"));
+    assert_eq!(guest(false, &["code"]).stdout, n, "off: the code is left alone");
+    // On: once it has run twice (the second slow call rewrites it),
+    // `mov eax, 39` is `jmp rel32`; the `syscall` after it is still there.
+    let on = guest(true, &["code"]).stdout;
+    let after = on.strip_prefix(&format!("before: {getpid_code}\nafter: e9 ")).unwrap_or_else(|| panic!("{on}"));
+    assert!(after.ends_with(" 0f 05\n"), "{on}");
+}
+
+#[test]
+fn the_red_zone_and_argument_registers_survive_a_rewritten_call() {
+    same_everywhere(&["redzone"], "redzone: 0 bad rounds of 3\n", true);
+}
+
+#[test]
+fn unknown_calls_from_a_rewritten_site_are_still_enosys_and_counted() {
+    same_everywhere(&["enosys"], "enosys: -38 -38 -38\n", true);
+    for rewrite in [false, true] {
+        let r = guest(rewrite, &["enosys"]);
+        assert!(r.stats.ends_with("\"unknown_syscalls\":{\"500\":3}}"), "rewrite={rewrite}: {}", r.stats);
+    }
+}
+
+#[test]
+fn unmapping_the_stubs_puts_the_original_code_back() {
+    // (The program is static, non-PIE, at 0x400000: its stubs lie below.)
+    same_everywhere(&["unmap"], "after munmap: b8 27 00 00 00 0f 05\nunmap: ret=0 getpid ok\n", true);
+}
+
+#[test]
+fn a_null_read_is_still_sigsegv() {
+    let (n, status) = native(&["null"]);
+    assert_eq!(n, "null: reading\n");
+    assert!(status.code().is_none(), "natively killed by a signal: {status:?}");
+    for rewrite in [false, true] {
+        let r = guest(rewrite, &["null"]);
+        assert_eq!(r.stdout, n, "rewrite={rewrite}");
+        assert_eq!(r.code, Some(128 + 11), "rewrite={rewrite}: SIGSEGV");
+    }
+}
+
+#[test]
+fn fork_signals_and_code_written_at_run_time() {
+    // (How often the parent's wait4 blocks, and is counted again when it
+    // runs on, depends on which process runs first.)
+    same_everywhere(&["fork"], "fork: child ok, parent ok\n", false);
+    let (n, _) = native(&["signals"]);
+    assert_eq!(n, "signals: 3 handled\n");
+    for rewrite in [false, true] {
+        assert_eq!(guest(rewrite, &["signals"]).stdout, n, "rewrite={rewrite}");
+    }
+    same_everywhere(&["jit"], "jit: getpid ok, writable code shows its bytes: yes, changed call ok\n", true);
+}
+
+/// Whether a line of code bytes shows getpid rewritten: `jmp rel32` and
+/// the `syscall` after it.
+fn rewritten(line: &str) -> bool {
+    line.split_once(": ").is_some_and(|(_, b)| b.starts_with("e9 ") && b.ends_with(" 0f 05"))
+}
+
+#[test]
+fn snapshots_keep_rewritten_code_and_resets_undo_a_runs_rewriting() {
+    static ON: std::sync::Once = std::sync::Once::new();
+    // Before this process's first sandbox reads it (std's environment
+    // lock orders this with the other tests' spawns).
+    ON.call_once(|| std::env::set_var("HVSANDBOX_REWRITE", "1"));
+    let prog = musl("rewrite");
+    let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
+    // At entry nothing has run: each run from it rewrites getpid anew, and
+    // the reset puts the original code (and page accounting) back.
+    let snap = sb.snapshot(&Cmd::new(&prog).arg("code"), SnapshotPoint::Entry).unwrap();
+    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    let mut used = None;
+    for round in 0..3 {
+        let out = warm.run(&Cmd::resume().arg("code")).unwrap();
+        let text = out.stdout_str();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&"before: b8 27 00 00 00 0f 05"), "round {round}: {text}");
+        assert!(lines.get(1).is_some_and(|l| l.starts_with("after:") && rewritten(l)), "round {round}: {text}");
+        // Every run uses the same memory: nothing of a run's rewriting stays.
+        let now = out.stats.memory_used;
+        assert_eq!(*used.get_or_insert(now), now, "round {round}");
+    }
+    // At a checkpoint after getpid ran: runs start with the fast site.
+    let snap = sb.snapshot(&Cmd::new(&prog).arg("checkpoint"), SnapshotPoint::Checkpoint).unwrap();
+    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    for round in 0..2 {
+        let out = warm.run(&Cmd::resume().arg("checkpoint")).unwrap();
+        let text = out.stdout_str();
+        assert!(text.lines().all(rewritten), "round {round}: {text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+    }
+}

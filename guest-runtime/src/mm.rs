@@ -17,7 +17,7 @@
 //! (a fork maps it again rather than copying it), owned by the object,
 //! which outlives the mapping.
 //!
-//! One file of ~1,400 lines because the frame allocator, the page-table
+//! One file of ~1,550 lines because the frame allocator, the page-table
 //! writers with their journal and the mapping operations (mremap and
 //! shared mappings included) share the private page-table access
 //! (`pt_write`, the journal), which must not leak out of this module. The

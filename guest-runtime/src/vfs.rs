@@ -8,7 +8,7 @@
 //! this directory handle", so nothing the program does can reach outside a
 //! mounted host directory.
 //!
-//! ~1,670 lines, ~250 of them its unit tests: the node types are shared by
+//! ~1,830 lines, ~250 of them its unit tests: the node types are shared by
 //! the tree operations, the host-backed nodes, file data in guest frames
 //! and path resolution. Splitting those apart is left for later. What
 //! `/proc` shows comes from the process layer (`procfs.rs`) through [`ProcSelf`];

@@ -3,7 +3,7 @@
 
 use alloc::rc::Rc;
 use alloc::vec::Vec;
-use core::cell::{Cell, RefCell, UnsafeCell};
+use core::cell::{Cell, RefCell};
 
 use crate::errno::*;
 use crate::file::FdTable;
@@ -54,24 +54,7 @@ pub fn start_init(
         timers: Default::default(),
         map_names: Default::default(),
     });
-    let t = Rc::new(Task {
-        tid: 1,
-        process: RefCell::new(p.clone()),
-        regs: UnsafeCell::new(new_regs()),
-        state: Cell::new(State::Runnable),
-        wait: RefCell::new(Wait::None),
-        restart: Cell::new(false),
-        wake_at: Cell::new(None),
-        restart_deadline: Cell::new(None),
-        interrupted: Cell::new(None),
-        woken: Cell::new(false),
-        sigmask: Cell::new(0),
-        saved_mask: Cell::new(None),
-        pending: Cell::new(0),
-        clear_child_tid: Cell::new(0),
-        altstack: Cell::new((0, 0)),
-        cpu_ns: Cell::new(0),
-    });
+    let t = Rc::new(Task::new(1, p.clone(), new_regs()));
     s.tasks.push(t);
     s.current = 0;
     s.next_id = 2;
@@ -177,25 +160,15 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
         crate::stats::stat(|st| st.processes += 1);
         (child, false)
     };
-    let task = Rc::new(Task {
-        tid,
-        process: RefCell::new(process),
-        regs: UnsafeCell::new(child_regs),
-        state: Cell::new(State::Runnable),
-        wait: RefCell::new(Wait::None),
-        restart: Cell::new(false),
-        wake_at: Cell::new(None),
-        restart_deadline: Cell::new(None),
-        interrupted: Cell::new(None),
-        woken: Cell::new(false),
-        sigmask: Cell::new(parent_task.sigmask.get()),
-        saved_mask: Cell::new(None),
-        pending: Cell::new(0),
-        clear_child_tid: Cell::new(if flags & CLONE_CHILD_CLEARTID != 0 { ctid } else { 0 }),
-        // A forked child keeps its parent's alternate stack; a thread has none.
-        altstack: Cell::new(if is_thread { (0, 0) } else { parent_task.altstack.get() }),
-        cpu_ns: Cell::new(0),
-    });
+    let task = Rc::new(Task::new(tid, process, child_regs));
+    task.sigmask.set(parent_task.sigmask.get());
+    if flags & CLONE_CHILD_CLEARTID != 0 {
+        task.clear_child_tid.set(ctid);
+    }
+    // A forked child keeps its parent's alternate stack; a thread has none.
+    if !is_thread {
+        task.altstack.set(parent_task.altstack.get());
+    }
     s.next_id += 1;
     if flags & CLONE_PARENT_SETTID != 0 {
         put_user(ptid, tid.to_le_bytes())?;

@@ -159,6 +159,32 @@ pub struct Task {
     pub cpu_ns: Cell<u64>,
 }
 
+impl Task {
+    /// A runnable task of `process` that starts with `regs`: no signal
+    /// mask, nothing pending, no alternate stack, no CPU time yet
+    /// (`clone` then sets what a child inherits).
+    pub fn new(tid: u32, process: Rc<Process>, regs: Box<Regs>) -> Task {
+        Task {
+            tid,
+            process: RefCell::new(process),
+            regs: UnsafeCell::new(regs),
+            state: Cell::new(State::Runnable),
+            wait: RefCell::new(Wait::None),
+            restart: Cell::new(false),
+            wake_at: Cell::new(None),
+            restart_deadline: Cell::new(None),
+            interrupted: Cell::new(None),
+            woken: Cell::new(false),
+            sigmask: Cell::new(0),
+            saved_mask: Cell::new(None),
+            pending: Cell::new(0),
+            clear_child_tid: Cell::new(0),
+            altstack: Cell::new((0, 0)),
+            cpu_ns: Cell::new(0),
+        }
+    }
+}
+
 pub struct Sched {
     pub tasks: Vec<Rc<Task>>,
     pub current: usize,

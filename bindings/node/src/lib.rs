@@ -2,12 +2,16 @@
 //! (`hvsandbox`) for index.js, which turns these primitives into the
 //! JavaScript API (option checks, `Error` objects, streams, `AbortSignal`).
 //!
-//! Nothing here blocks Node's main thread: runs, spawns, snapshots, stdin
-//! writes and closes happen on the binding's own threads (`workers`) and
-//! settle a promise; a spawned process's events reach JavaScript through a
-//! threadsafe function from a thread that pumps them (`process`). Every
-//! job catches panics: a Rust panic becomes an `INTERNAL` error, never an
-//! abort of the Node process.
+//! Nothing here blocks Node's main thread. A run is started from the main
+//! thread (starting does not wait) and settled there when its end makes
+//! the crate's eventfd readable (`fast`); where that cannot be (a worker
+//! thread, a pool with none ready), and for spawns, snapshots, stdin
+//! writes and closes, the work happens on the binding's own threads
+//! (`workers`) and settles a promise; a spawned process's events reach
+//! JavaScript through a threadsafe function from a thread that pumps them
+//! (`process`). Rust panics are caught (`guarded`, and in `fast`'s
+//! callback): one becomes an `INTERNAL` error, never an abort of the Node
+//! process.
 
 mod convert;
 mod fast;
@@ -65,31 +69,37 @@ where
     A: ToNapiValue + 'static,
 {
     let (deferred, promise) = env.create_deferred::<Settled<A>, _>()?;
-    submit(Box::new(move || {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|p| {
-            Err(convert::internal(&format!("hvsandbox (Node binding) panicked: {}", panic_message(&*p))))
-        });
-        settle(deferred, result, to_js);
-    }));
+    submit(Box::new(move || settle(deferred, guarded(job), to_js)));
     Ok(promise)
+}
+
+/// `f`'s result, or a panic in it as an `INTERNAL` error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(convert::internal(&format!("hvsandbox (Node binding) panicked: {}", panic_message(&*p))))
+    })
 }
 
 type Settled<A> = Either<A, RawError>;
 type Deferred<A> = JsDeferred<Settled<A>, Box<dyn FnOnce(Env) -> napi::Result<Settled<A>>>>;
 
-/// Resolves `deferred` to `to_js` of the value or to a `RawError` (on the
-/// main thread, whichever thread calls this).
+/// What a promise resolves to: `to_js` of the value, or a `RawError`
+/// (index.js tells them apart by `kind`).
+fn settled<T, A>(result: Result<T, Error>, to_js: fn(T) -> A) -> Settled<A> {
+    match result {
+        Ok(v) => Either::A(to_js(v)),
+        Err(e) => Either::B(convert::error(e)),
+    }
+}
+
+/// Resolves `deferred` to `settled` of the result (on the main thread,
+/// whichever thread calls this).
 fn settle<T, A>(deferred: Deferred<A>, result: Result<T, Error>, to_js: fn(T) -> A)
 where
     T: Send + 'static,
     A: ToNapiValue + 'static,
 {
-    deferred.resolve(Box::new(move |_| {
-        Ok(match result {
-            Ok(v) => Either::A(to_js(v)),
-            Err(e) => Either::B(convert::error(e)),
-        })
-    }));
+    deferred.resolve(Box::new(move |_| Ok(settled(result, to_js))));
 }
 
 /// A run started on the main thread (`started`), whose promise settles
@@ -108,10 +118,7 @@ fn settle_here(
     let done: fast::Done = Box::new(move |env, result| {
         cancel.finished();
         after();
-        let value: Settled<RawOutput> = match result {
-            Ok(o) => Either::A(convert::output(o)),
-            Err(e) => Either::B(convert::error(e)),
-        };
+        let value = settled(result, convert::output);
         // SAFETY: on the JavaScript thread with its live env and a handle
         // scope open (fast.rs); `deferred` is settled once, here.
         unsafe {
@@ -238,6 +245,19 @@ impl SandboxState {
         self.drain();
     }
 
+    /// `cancel` is the run in progress: `close` stops it from now on (and
+    /// at once if the sandbox is closing already).
+    fn track(&self, cancel: &NativeCancel) {
+        *lock(&self.current) = Some(cancel.clone());
+        if self.closing.load(Ordering::SeqCst) {
+            cancel.cancel();
+        }
+    }
+
+    fn untrack(&self) {
+        lock(&self.current).take();
+    }
+
     /// Takes the queue for a run on the main thread if nothing is queued
     /// or running (later calls queue behind it until `release`).
     fn claim_idle(&self) -> bool {
@@ -317,14 +337,11 @@ impl NativeSandbox {
         let cancel = cancel.cloned().unwrap_or_default();
         let command = convert::command(command);
         if fast::available(&env) && state.claim_idle() {
-            *lock(&state.current) = Some(cancel.clone());
-            if state.closing.load(Ordering::SeqCst) {
-                cancel.cancel();
-            }
+            state.track(&cancel);
             let command = command.notify_on_end(true);
-            let started = with_sandbox(&state, |sb| cancel.start(sb, &command));
+            let started = guarded(|| with_sandbox(&state, |sb| cancel.start(sb, &command)));
             return settle_here(&env, started, cancel, move || {
-                lock(&state.current).take();
+                state.untrack();
                 state.release();
             });
         }
@@ -332,12 +349,9 @@ impl NativeSandbox {
             &env,
             |j| self.state.serial(j),
             move || {
-                *lock(&state.current) = Some(cancel.clone());
-                if state.closing.load(Ordering::SeqCst) {
-                    cancel.cancel();
-                }
+                state.track(&cancel);
                 let out = with_sandbox(&state, |sb| cancel.run(sb, &command));
-                lock(&state.current).take();
+                state.untrack();
                 out
             },
             convert::output,
@@ -447,9 +461,10 @@ pub fn run_once(
     if fast::available(&env) {
         // Building takes well under a millisecond (the VM is made ahead);
         // the sandbox is dropped off the main thread.
-        return match builder.and_then(|b| b.build()) {
+        return match guarded(|| builder.and_then(|b| b.build())) {
             Ok(mut sb) => {
-                let started = cancel.start(&mut sb, &command.notify_on_end(true));
+                let command = command.notify_on_end(true);
+                let started = guarded(|| cancel.start(&mut sb, &command));
                 settle_here(&env, started, cancel, move || workers::submit(move || drop(sb)))
             }
             Err(e) => settle_here(&env, Err(e), cancel, || ()),
@@ -533,7 +548,8 @@ impl NativePool {
         let command = convert::command(command);
         if fast::available(&env) {
             if let Some(mut sb) = pool.as_ref().ok().and_then(|p| p.try_get()) {
-                let started = cancel.start(&mut sb, &command.notify_on_end(true));
+                let command = command.notify_on_end(true);
+                let started = guarded(|| cancel.start(&mut sb, &command));
                 return settle_here(&env, started, cancel, move || drop(sb));
             }
         }

@@ -13,7 +13,7 @@ const { callNative, decode, unwrap } = require('./lib/errors');
 const { InvalidConfigError } = require('./lib/error-classes');
 const {
   typeError, checkKeys, str, bytes, int, SANDBOX_OPTIONS, RUN_OPTIONS, SPAWN_OPTIONS, SNAPSHOT_OPTIONS,
-  sandboxConfig, commandOf, checkSignal, checkEncoding, checkCallback, splitOptions, settle, runArgs,
+  sandboxConfig, commandOf, objectCommand, checkSignal, checkEncoding, checkCallback, splitOptions, settle, runArgs,
 } = require('./lib/options');
 const { SandboxProcess } = require('./lib/process');
 
@@ -134,7 +134,17 @@ class Sandbox {
    * stderr, truncated, stats, ... } (a non-zero exit is a result, not an
    * error); rejects with a SandboxError when the run did not complete.
    */
-  async run(args, opts) {
+  run(args, opts) {
+    // Not an async function (a promise layer fewer per call): a bad
+    // argument still rejects rather than throws.
+    try {
+      return this.#run(args, opts);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  #run(args, opts) {
     let cmd;
     let signal;
     let encoding;
@@ -143,6 +153,7 @@ class Sandbox {
     const onStderr = checkCallback(opts.onStderr, 'Sandbox.run(): onStderr');
     this.#check('run');
     if (onStdout || onStderr) {
+      cmd = objectCommand(cmd);
       if (cmd.collect) throw typeError('Sandbox.run(): collect cannot be combined with onStdout/onStderr');
       // Streamed: a spawn whose stdin is the given input (or none).
       if (!cmd.stdin) cmd.stdin = Buffer.alloc(0);
@@ -264,18 +275,25 @@ class SandboxPool {
   }
 
   /** Runs in a pooled sandbox (resuming the snapshot with `args`). */
-  async run(args, opts) {
-    const { cmd, opts: o, signal, encoding } = runArgs(args, opts, RUN_OPTIONS, 'SandboxPool.run()', true);
-    this.#check('run');
-    if (o.onStdout !== undefined || o.onStderr !== undefined) {
-      const sb = await this.acquire();
-      try {
-        return await sb.run(args, opts);
-      } finally {
-        await sb.close();
-      }
+  run(args, opts) {
+    // Not an async function, as Sandbox.run.
+    try {
+      const { cmd, opts: o, signal, encoding } = runArgs(args, opts, RUN_OPTIONS, 'SandboxPool.run()', true);
+      this.#check('run');
+      if (o.onStdout !== undefined || o.onStderr !== undefined) return this.#streamed(args, opts);
+      return settle((cancel) => this.#native.run(cmd, cancel), { signal, encoding });
+    } catch (e) {
+      return Promise.reject(e);
     }
-    return settle((cancel) => this.#native.run(cmd, cancel), { signal, encoding });
+  }
+
+  async #streamed(args, opts) {
+    const sb = await this.acquire();
+    try {
+      return await sb.run(args, opts);
+    } finally {
+      await sb.close();
+    }
   }
 
   /** A sandbox on loan: use it, then `close()` it to give it back. */

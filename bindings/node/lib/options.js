@@ -5,7 +5,7 @@
 const os = require('node:os');
 
 const native = require('./native');
-const { abortError, callNative, decode, isRawError, toError } = require('./errors');
+const { abortError, callNative, decode, internal, isRawError, toError } = require('./errors');
 
 // ---------------------------------------------------------------- options
 
@@ -157,6 +157,10 @@ function commandOf(args, o, where, resume) {
     throw typeError(`${where}: args must be an array of strings, e.g. ['/bin/busybox', 'echo', 'hi']`);
   }
   if (!resume && args.length === 0) throw typeError(`${where}: args must name a program (args[0])`);
+  if (COMMAND_OPTIONS.every((k) => o[k] === undefined) && o.unlimitedStreaming === undefined) {
+    // The compact form the addon reads by index (src/convert.rs CommandArg).
+    return resume ? [null, ...args] : args.slice();
+  }
   const c = resume ? { args } : { program: args[0], args: args.slice(1) };
   if (o.image !== undefined) {
     if (resume) throw typeError(`${where}: image cannot be given to a sandbox built from a snapshot`);
@@ -175,6 +179,12 @@ function commandOf(args, o, where, resume) {
   }
   if (o.unlimitedStreaming !== undefined) c.unlimitedStreaming = bool(o.unlimitedStreaming, `${where}: unlimitedStreaming`);
   return c;
+}
+
+/** A command of commandOf in the object form (RawCommand). */
+function objectCommand(cmd) {
+  if (!Array.isArray(cmd)) return cmd;
+  return cmd[0] === null ? { args: cmd.slice(1) } : { program: cmd[0], args: cmd.slice(1) };
 }
 
 function checkSignal(signal, where) {
@@ -237,6 +247,10 @@ function unknownOf(flat) {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Numbers per output (src/convert.rs NUMBERS). */
+const NUMBERS = 12;
+const NO_OUTPUT = [];
+let table = null;
 
 /**
  * The result object of a native output: `[numbers, stdout, stderr, extra]`
@@ -244,11 +258,24 @@ const EMPTY = Buffer.alloc(0);
  * flags (1, 2, 4: stdout, stderr, files truncated), then the stats).
  */
 function resultOf(raw, encoding, streamed) {
-  const [n, rawStdout, rawStderr, extra] = raw;
-  let stdout = rawStdout;
-  let stderr = rawStderr;
-  let stdoutTruncated = (n[2] & 1) !== 0;
-  let stderrTruncated = (n[2] & 2) !== 0;
+  let at = 0;
+  let n;
+  let rest = raw;
+  if (typeof raw === 'number' || typeof raw[0] === 'number') {
+    // A row of the addon's table (src/fast.rs), read before the next
+    // batch of runs is settled.
+    at = (typeof raw === 'number' ? raw : raw[0]) * NUMBERS;
+    if (typeof raw === 'number') rest = NO_OUTPUT;
+    if (table === null) table = native.resultTable();
+    n = table;
+  } else {
+    n = raw[0];
+  }
+  const [, rawStdout, rawStderr, extra] = rest;
+  let stdout = rawStdout || EMPTY;
+  let stderr = rawStderr || EMPTY;
+  let stdoutTruncated = (n[at + 2] & 1) !== 0;
+  let stderrTruncated = (n[at + 2] & 2) !== 0;
   if (streamed) {
     stdout = Buffer.concat([streamed.stdout, stdout]);
     stderr = Buffer.concat([streamed.stderr, stderr]);
@@ -259,10 +286,10 @@ function resultOf(raw, encoding, streamed) {
   if (extra) for (const f of extra.files) files[f.path] = decode(f.data, encoding);
   const fault = extra && extra.fault;
   return {
-    exitCode: Number.isNaN(n[0]) ? null : n[0],
-    signal: Number.isNaN(n[1]) ? null : signalName(n[1]),
-    stdout: decode(stdout || EMPTY, encoding),
-    stderr: decode(stderr || EMPTY, encoding),
+    exitCode: Number.isNaN(n[at + 0]) ? null : n[at + 0],
+    signal: Number.isNaN(n[at + 1]) ? null : signalName(n[at + 1]),
+    stdout: decode(stdout, encoding),
+    stderr: decode(stderr, encoding),
     truncated: stdoutTruncated || stderrTruncated,
     stdoutTruncated,
     stderrTruncated,
@@ -270,43 +297,59 @@ function resultOf(raw, encoding, streamed) {
       ? { vector: fault.vector, errorCode: fault.errorCode, rip: fault.rip, address: fault.address ?? null }
       : null,
     files,
-    filesTruncated: (n[2] & 4) !== 0,
+    filesTruncated: (n[at + 2] & 4) !== 0,
     stats: {
-      wallMs: n[3],
-      cpuMs: n[4],
-      exits: n[5],
-      syscalls: n[6],
-      memoryUsed: n[7],
-      pageFaults: n[8],
-      processes: n[9],
-      stdoutBytes: n[10],
-      stderrBytes: n[11],
+      wallMs: n[at + 3],
+      cpuMs: n[at + 4],
+      exits: n[at + 5],
+      syscalls: n[at + 6],
+      memoryUsed: n[at + 7],
+      pageFaults: n[at + 8],
+      processes: n[at + 9],
+      stdoutBytes: n[at + 10],
+      stderrBytes: n[at + 11],
       unknownSyscalls: extra ? unknownOf(extra.unknownSyscalls) : {},
     },
   };
 }
 
 /**
- * Awaits a native run promise with `signal` wired to `cancel`; resolves to
- * the result or rejects with a SandboxError (an AbortError when `signal`
- * aborted it).
+ * The result of a native run promise (`start(cancel)` makes it): resolves
+ * to the result or rejects with a SandboxError (an AbortError when
+ * `signal` aborted it). Without a signal, one `then` and no async
+ * function: each promise layer is another microtask turn on the way from
+ * a run's end to the caller's next call.
  */
-async function settle(start, { signal, encoding }) {
-  if (signal && signal.aborted) throw abortError(signal, null, encoding);
-  // A cancel token only where something can cancel (each costs a native object).
-  const cancel = signal ? new native.NativeCancel() : undefined;
+function settle(start, { signal, encoding }) {
+  if (signal) return settleAbortable(start, signal, encoding);
+  let pending;
+  try {
+    pending = start(undefined);
+  } catch (e) {
+    return Promise.reject(internal(e));
+  }
+  return pending.then((raw) => {
+    if (isRawError(raw)) throw toError(raw, { encoding });
+    return resultOf(raw, encoding);
+  });
+}
+
+/** `settle` with `signal` wired to a cancel token. */
+async function settleAbortable(start, signal, encoding) {
+  if (signal.aborted) throw abortError(signal, null, encoding);
+  const cancel = new native.NativeCancel();
   const onAbort = () => cancel.cancel();
-  if (signal) signal.addEventListener('abort', onAbort, { once: true });
+  signal.addEventListener('abort', onAbort, { once: true });
   try {
     const raw = await callNative(() => start(cancel));
-    if (isRawError(raw)) throw toError(raw, { encoding, cause: signal && signal.aborted ? signal.reason : undefined });
+    if (isRawError(raw)) throw toError(raw, { encoding, cause: signal.aborted ? signal.reason : undefined });
     return resultOf(raw, encoding);
   } finally {
-    if (signal) signal.removeEventListener('abort', onAbort);
+    signal.removeEventListener('abort', onAbort);
   }
 }
 
 module.exports = {
   typeError, checkKeys, str, bytes, int, SANDBOX_OPTIONS, RUN_OPTIONS, SPAWN_OPTIONS, SNAPSHOT_OPTIONS,
-  sandboxConfig, commandOf, checkSignal, checkEncoding, checkCallback, splitOptions, resultOf, settle, runArgs,
+  sandboxConfig, commandOf, objectCommand, checkSignal, checkEncoding, checkCallback, splitOptions, resultOf, settle, runArgs,
 };

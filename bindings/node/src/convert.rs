@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, Error, Output, SandboxBuilder, SeccompMode, Snapshot};
-use napi::bindgen_prelude::{Buffer, ToNapiValue};
+use napi::bindgen_prelude::{Buffer, FromNapiValue, ToNapiValue, TypeName, ValidateNapiValue};
 use std::ffi::c_void;
 
-use napi::{sys, Env, JsArrayBuffer, JsBuffer, JsUnknown, NapiRaw, NapiValue, TypedArrayType};
+use napi::{sys, Env, JsArrayBuffer, JsBuffer, JsUnknown, NapiRaw, NapiValue, TypedArrayType, ValueType};
 use napi_derive::napi;
 
 #[napi(object)]
@@ -139,6 +139,63 @@ pub fn builder(cfg: RawConfig) -> Result<SandboxBuilder, Error> {
     Ok(b)
 }
 
+/// A command from JavaScript, in one of two forms: the compact
+/// `[program | null, ...args]` (null: resume a snapshot) that lib/options.js
+/// sends when no option but the arguments is given — read by index, it
+/// skips the ten named-property lookups of an object (each interns a name
+/// anew, together ~10 µs on the call's critical path) — or a `RawCommand`.
+pub struct CommandArg(pub Command);
+
+impl TypeName for CommandArg {
+    fn type_name() -> &'static str {
+        "RawCommand | Array<string | null>"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ValidateNapiValue for CommandArg {}
+
+impl FromNapiValue for CommandArg {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+        let mut is_array = false;
+        // SAFETY: napi-rs calls this on the JavaScript thread with its live
+        // env and a value of it; the out pointer is a local.
+        napi::check_status!(unsafe { sys::napi_is_array(env, value, &mut is_array) })?;
+        if !is_array {
+            // SAFETY: as above.
+            return Ok(CommandArg(command(unsafe { RawCommand::from_napi_value(env, value)? })));
+        }
+        let mut len = 0u32;
+        // SAFETY: as above; `value` is an array.
+        napi::check_status!(unsafe { sys::napi_get_array_length(env, value, &mut len) })?;
+        let mut program = None;
+        let mut args = Vec::with_capacity(len.saturating_sub(1) as usize);
+        for i in 0..len {
+            let mut item: sys::napi_value = std::ptr::null_mut();
+            // SAFETY: as above; `i` is below the array's length.
+            napi::check_status!(unsafe { sys::napi_get_element(env, value, i, &mut item) })?;
+            if i == 0 {
+                let mut kind = 0;
+                // SAFETY: as above.
+                napi::check_status!(unsafe { sys::napi_typeof(env, item, &mut kind) })?;
+                if kind == sys::ValueType::napi_null {
+                    continue;
+                }
+                // SAFETY: as above (a non-string is a typed error).
+                program = Some(unsafe { String::from_napi_value(env, item)? });
+            } else {
+                // SAFETY: as above.
+                args.push(unsafe { String::from_napi_value(env, item)? });
+            }
+        }
+        let cmd = program.map_or_else(Command::resume, Command::new);
+        Ok(CommandArg(cmd.args(args)))
+    }
+}
+
 pub fn command(raw: RawCommand) -> Command {
     let mut cmd = match (raw.program, raw.image) {
         (Some(p), Some(image)) => Command::from_image(p, image.to_vec()),
@@ -194,10 +251,17 @@ pub struct RawExtra {
 /// from native code interns its name anew (tens of microseconds for a
 /// result object), so it goes as a four-element array that
 /// lib/options.js `resultOf` turns into the result object:
-/// `[numbers: Float64Array (NUMBERS), stdout: Buffer, stderr: Buffer,
-/// extra: RawExtra | undefined]`.
+/// `[numbers, stdout: Buffer | undefined, stderr: Buffer | undefined,
+/// extra: RawExtra | undefined]` (undefined: empty or absent).
+///
+/// `numbers` is a `Float64Array` of `NUMBERS`, or — for runs settled on
+/// the main thread (fast.rs), which keeps a table JavaScript reads them
+/// from — the index of their row in that table; and a run with no output
+/// and nothing extra is then that index alone, not an array.
 pub struct RawOutput {
-    numbers: Vec<f64>,
+    numbers: [f64; NUMBERS],
+    /// The row of the main thread's table the numbers were written to.
+    row: Option<u32>,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     extra: Option<RawExtra>,
@@ -210,31 +274,51 @@ pub struct RawOutput {
 /// stderrBytes.
 pub const NUMBERS: usize = 12;
 
+impl RawOutput {
+    /// Writes the numbers to row `row` of a table instead (`table` points
+    /// at that row's `NUMBERS` values).
+    pub fn into_row(self, row: u32, table: &mut [f64; NUMBERS]) -> RawOutput {
+        *table = self.numbers;
+        RawOutput { row: Some(row), ..self }
+    }
+}
+
 impl ToNapiValue for RawOutput {
     unsafe fn to_napi_value(raw_env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
         // SAFETY: napi-rs calls this on the JavaScript thread with its live env.
         let env = unsafe { Env::from_raw(raw_env) };
+        let bare = val.stdout.is_empty() && val.stderr.is_empty() && val.extra.is_none();
+        let numbers = match val.row {
+            // SAFETY: as above.
+            Some(row) if bare => return unsafe { u32::to_napi_value(raw_env, row) },
+            Some(row) => env.create_uint32(row)?.into_unknown(),
+            None => {
+                // Copies, not external memory: for the small outputs of
+                // most runs a copy costs less than the bookkeeping of an
+                // external buffer.
+                let mut data: *mut c_void = std::ptr::null_mut();
+                let mut buffer: sys::napi_value = std::ptr::null_mut();
+                let bytes = NUMBERS * 8;
+                // SAFETY: a new ArrayBuffer of `bytes` bytes in this env;
+                // `data` points at its memory, written within bounds.
+                unsafe {
+                    napi::check_status!(sys::napi_create_arraybuffer(raw_env, bytes, &mut data, &mut buffer))?;
+                    std::ptr::copy_nonoverlapping(val.numbers.as_ptr().cast::<u8>(), data.cast::<u8>(), bytes);
+                }
+                // SAFETY: `buffer` is the ArrayBuffer just made in this env.
+                unsafe { JsArrayBuffer::from_raw_unchecked(raw_env, buffer) }
+                    .into_typedarray(TypedArrayType::Float64, NUMBERS, 0)?
+                    .into_unknown()
+            }
+        };
         let mut array = env.create_array_with_length(4)?;
-        // Copies, not external memory: for the small outputs of most runs
-        // a copy costs less than the bookkeeping of an external buffer.
-        let mut data: *mut c_void = std::ptr::null_mut();
-        let mut buffer: sys::napi_value = std::ptr::null_mut();
-        let bytes = val.numbers.len() * 8;
-        // SAFETY: a new ArrayBuffer of `bytes` bytes in this env; `data`
-        // points at its memory, which is written within bounds below.
-        unsafe {
-            napi::check_status!(sys::napi_create_arraybuffer(raw_env, bytes, &mut data, &mut buffer))?;
-            std::ptr::copy_nonoverlapping(val.numbers.as_ptr().cast::<u8>(), data.cast::<u8>(), bytes);
+        array.set_element(0, numbers)?;
+        if !val.stdout.is_empty() {
+            array.set_element(1, bytes_to_js(&env, val.stdout)?)?;
         }
-        // SAFETY: `buffer` is the ArrayBuffer just made in this env.
-        let typed = unsafe { JsArrayBuffer::from_raw_unchecked(raw_env, buffer) }.into_typedarray(
-            TypedArrayType::Float64,
-            val.numbers.len(),
-            0,
-        )?;
-        array.set_element(0, typed)?;
-        array.set_element(1, bytes_to_js(&env, val.stdout)?)?;
-        array.set_element(2, bytes_to_js(&env, val.stderr)?)?;
+        if !val.stderr.is_empty() {
+            array.set_element(2, bytes_to_js(&env, val.stderr)?)?;
+        }
         if let Some(extra) = val.extra {
             // SAFETY: as above (same env, JavaScript thread).
             array.set_element(3, unsafe {
@@ -258,7 +342,7 @@ fn bytes_to_js(env: &Env, data: Vec<u8>) -> napi::Result<JsBuffer> {
 pub fn output(o: Output) -> RawOutput {
     let s = &o.stats;
     let flags = u8::from(o.stdout_truncated) | u8::from(o.stderr_truncated) << 1 | u8::from(o.files_truncated) << 2;
-    let numbers = vec![
+    let numbers = [
         o.status.code().map_or(f64::NAN, f64::from),
         o.status.signal().map_or(f64::NAN, f64::from),
         f64::from(flags),
@@ -272,7 +356,6 @@ pub fn output(o: Output) -> RawOutput {
         s.stdout_bytes as f64,
         s.stderr_bytes as f64,
     ];
-    debug_assert_eq!(numbers.len(), NUMBERS);
     let extra = (o.fault.is_some() || !o.files.is_empty() || !s.unknown_syscalls.is_empty()).then(|| RawExtra {
         fault: o.fault.map(|f| RawFault {
             vector: f.vector.into(),
@@ -283,7 +366,7 @@ pub fn output(o: Output) -> RawOutput {
         files: o.files.into_iter().map(|(path, data)| RawCollected { path, data: data.into() }).collect(),
         unknown_syscalls: s.unknown_syscalls.iter().flat_map(|(&nr, &n)| [f64::from(nr), n as f64]).collect(),
     });
-    RawOutput { numbers, stdout: o.stdout, stderr: o.stderr, extra }
+    RawOutput { numbers, row: None, stdout: o.stdout, stderr: o.stderr, extra }
 }
 
 /// An `hvsandbox::Error` for JavaScript: index.js makes it an `Error`

@@ -26,6 +26,8 @@ use std::ffi::{c_int, c_void};
 use std::os::fd::AsRawFd;
 
 use hvsandbox::{Error, Output, Process};
+
+use crate::convert::{RawOutput, NUMBERS};
 use napi::{sys, Env};
 
 /// `UV_POLL` in libuv's `uv_handle_type` (stable across libuv 1.x).
@@ -66,8 +68,27 @@ enum Watch {
         /// The `uv_poll_t` (allocated with `malloc`, freed by its close).
         handle: *mut c_void,
         pending: Vec<Waiter>,
+        table: Table,
     },
 }
+
+/// Rows of outputs' numbers runs settled here write to (see
+/// `convert::RawOutput`): a `Float64Array` JavaScript reads each row of
+/// when its promise's reaction runs, which is before the next batch of
+/// runs is settled (reactions run when `on_readable` closes its callback
+/// scope); rows are handed out from the first again at each batch. A
+/// batch (or a run settled at once) past the last row gets an array of
+/// its own instead.
+struct Table {
+    /// The `ROWS` rows, in the array's memory (V8 never moves an
+    /// ArrayBuffer's memory; the reference keeps it alive, and nothing
+    /// outside this module and lib/options.js sees the array to detach it).
+    rows: *mut [f64; NUMBERS],
+    next: u32,
+    array: sys::napi_ref,
+}
+
+const ROWS: u32 = 64;
 
 thread_local! {
     static WATCH: RefCell<Option<Watch>> = const { RefCell::new(None) };
@@ -137,6 +158,7 @@ fn set_up(env: &Env) -> Option<Watch> {
         unsafe { uv_close(handle, Some(free_handle)) };
         return None;
     }
+    let table = make_table(env)?;
     // The poll keeps Node running only while runs are pending (as a
     // child process does), see `watch` and `on_readable`.
     // SAFETY: `handle` is an active handle of this loop.
@@ -144,7 +166,56 @@ fn set_up(env: &Env) -> Option<Watch> {
     // SAFETY: `env` is live; the hook runs on this thread when the
     // environment is torn down, with no argument.
     unsafe { sys::napi_add_env_cleanup_hook(env.raw(), Some(tear_down), std::ptr::null_mut()) };
-    Some(Watch::Ready { env: env.raw(), async_context, eventfd, handle, pending: Vec::new() })
+    Some(Watch::Ready { env: env.raw(), async_context, eventfd, handle, pending: Vec::new(), table })
+}
+
+fn make_table(env: &Env) -> Option<Table> {
+    let mut data: *mut c_void = std::ptr::null_mut();
+    let mut buffer: sys::napi_value = std::ptr::null_mut();
+    let mut array: sys::napi_value = std::ptr::null_mut();
+    let mut reference: sys::napi_ref = std::ptr::null_mut();
+    let len = ROWS as usize * NUMBERS;
+    // SAFETY: `env` is live, with a handle scope open (a call from
+    // JavaScript); the out pointers are locals; the typed array covers
+    // exactly the new ArrayBuffer.
+    let made = unsafe {
+        sys::napi_create_arraybuffer(env.raw(), len * 8, &mut data, &mut buffer) == sys::Status::napi_ok
+            && sys::napi_create_typedarray(env.raw(), sys::TypedarrayType::float64_array, len, buffer, 0, &mut array)
+                == sys::Status::napi_ok
+            && sys::napi_create_reference(env.raw(), array, 1, &mut reference) == sys::Status::napi_ok
+    };
+    (made && !data.is_null()).then(|| Table { rows: data.cast(), next: 0, array: reference })
+}
+
+/// The table of numbers (a `Float64Array` of rows of `NUMBERS`), if runs
+/// are settled on this thread.
+pub fn table(env: &Env) -> Option<sys::napi_value> {
+    WATCH.with(|w| match &*w.borrow() {
+        Some(Watch::Ready { table, .. }) => {
+            let mut value: sys::napi_value = std::ptr::null_mut();
+            // SAFETY: the reference was made in this env (this thread's)
+            // and is never deleted while the watch is ready.
+            let ok = unsafe { sys::napi_get_reference_value(env.raw(), table.array, &mut value) };
+            (ok == sys::Status::napi_ok && !value.is_null()).then_some(value)
+        }
+        _ => None,
+    })
+}
+
+/// `out` with its numbers in the next free row of the table, if there is
+/// one (else as it was).
+pub fn to_row(out: RawOutput) -> RawOutput {
+    WATCH.with(|w| match &mut *w.borrow_mut() {
+        Some(Watch::Ready { table, .. }) if table.next < ROWS => {
+            let row = table.next;
+            table.next += 1;
+            // SAFETY: `row` < ROWS, so the row lies in the table's
+            // ArrayBuffer, which lives as long as the watch (see `Table`);
+            // only this thread touches it, and no reference to it is held.
+            out.into_row(row, unsafe { &mut *table.rows.add(row as usize) })
+        }
+        _ => out,
+    })
 }
 
 /// Settles `process` with `done` when it ends. Call only after
@@ -176,7 +247,9 @@ pub fn watch(env: &Env, process: Process, done: Done) {
 /// not one of ours) has ended.
 unsafe extern "C" fn on_readable(_handle: *mut c_void, _status: c_int, _events: c_int) {
     let ended = WATCH.with(|w| match &mut *w.borrow_mut() {
-        Some(Watch::Ready { env, async_context, eventfd, pending, handle }) => {
+        Some(Watch::Ready { env, async_context, eventfd, pending, handle, table }) => {
+            // The rows of the last batch have been read (see `Table`).
+            table.next = 0;
             let mut count = 0u64;
             // SAFETY: reads 8 bytes into a live u64 from the non-blocking
             // eventfd (resetting it); a failure (EAGAIN: another reader

@@ -27,10 +27,10 @@ use hvsandbox::{
 };
 use napi::bindgen_prelude::{Buffer, Either, ToNapiValue};
 use napi::JsDeferred;
-use napi::{sys, Env, JsFunction, JsObject, NapiValue};
+use napi::{sys, Env, JsFunction, JsObject, JsUnknown, NapiValue};
 use napi_derive::napi;
 
-use convert::{RawCommand, RawConfig, RawError, RawOutput, RawSnapshotInfo};
+use convert::{CommandArg, RawConfig, RawError, RawOutput, RawSnapshotInfo};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -118,7 +118,7 @@ fn settle_here(
     let done: fast::Done = Box::new(move |env, result| {
         cancel.finished();
         after();
-        let value = settled(result, convert::output);
+        let value = settled(result, |o| fast::to_row(convert::output(o)));
         // SAFETY: on the JavaScript thread with its live env and a handle
         // scope open (fast.rs); `deferred` is settled once, here.
         unsafe {
@@ -297,6 +297,17 @@ impl SandboxState {
     }
 }
 
+/// The table the numbers of runs settled on this thread are read from
+/// (see `convert::RawOutput`); null where runs are not settled here.
+#[napi]
+pub fn result_table(env: Env) -> napi::Result<JsUnknown> {
+    match fast::table(&env) {
+        // SAFETY: a live value of this env.
+        Some(v) => Ok(unsafe { JsUnknown::from_raw_unchecked(env.raw(), v) }),
+        None => Ok(env.get_null()?.into_unknown()),
+    }
+}
+
 #[napi]
 pub struct NativeSandbox {
     state: Arc<SandboxState>,
@@ -332,10 +343,10 @@ fn with_sandbox<T>(state: &SandboxState, f: impl FnOnce(&mut Sandbox) -> Result<
 impl NativeSandbox {
     /// Runs a command; resolves to a `RawOutput` or a `RawError`.
     #[napi]
-    pub fn run(&self, env: Env, command: RawCommand, cancel: Option<&NativeCancel>) -> napi::Result<JsObject> {
+    pub fn run(&self, env: Env, command: CommandArg, cancel: Option<&NativeCancel>) -> napi::Result<JsObject> {
         let state = self.state.clone();
         let cancel = cancel.cloned().unwrap_or_default();
-        let command = convert::command(command);
+        let command = command.0;
         if fast::available(&env) && state.claim_idle() {
             state.track(&cancel);
             let command = command.notify_on_end(true);
@@ -361,9 +372,9 @@ impl NativeSandbox {
     /// Starts a command; resolves to a `NativeProcess` whose events go to
     /// `on_event`, or to a `RawError`.
     #[napi]
-    pub fn spawn(&self, env: Env, command: RawCommand, on_event: JsFunction) -> napi::Result<JsObject> {
+    pub fn spawn(&self, env: Env, command: CommandArg, on_event: JsFunction) -> napi::Result<JsObject> {
         let state = self.state.clone();
-        let command = convert::command(command);
+        let command = command.0;
         let events = process::events(&on_event)?;
         promise_via(
             &env,
@@ -375,9 +386,9 @@ impl NativeSandbox {
 
     /// Runs a command to its snapshot point ("entry" or "checkpoint").
     #[napi]
-    pub fn snapshot(&self, env: Env, command: RawCommand, point: String) -> napi::Result<JsObject> {
+    pub fn snapshot(&self, env: Env, command: CommandArg, point: String) -> napi::Result<JsObject> {
         let state = self.state.clone();
-        let command = convert::command(command);
+        let command = command.0;
         let point = if point == "entry" { SnapshotPoint::Entry } else { SnapshotPoint::Checkpoint };
         promise_via(
             &env,
@@ -452,11 +463,11 @@ pub fn create_sandbox(config: RawConfig, snapshot: Option<&NativeSnapshot>) -> E
 pub fn run_once(
     env: Env,
     config: RawConfig,
-    command: RawCommand,
+    command: CommandArg,
     cancel: Option<&NativeCancel>,
 ) -> napi::Result<JsObject> {
     let cancel = cancel.cloned().unwrap_or_default();
-    let command = convert::command(command);
+    let command = command.0;
     let builder = convert::builder(config);
     if fast::available(&env) {
         // Building takes well under a millisecond (the VM is made ahead);
@@ -542,10 +553,10 @@ pub fn create_pool(config: RawConfig, snapshot: &NativeSnapshot, size: u32) -> E
 impl NativePool {
     /// Takes a sandbox, runs the command in it and gives it back.
     #[napi]
-    pub fn run(&self, env: Env, command: RawCommand, cancel: Option<&NativeCancel>) -> napi::Result<JsObject> {
+    pub fn run(&self, env: Env, command: CommandArg, cancel: Option<&NativeCancel>) -> napi::Result<JsObject> {
         let pool = self.get();
         let cancel = cancel.cloned().unwrap_or_default();
-        let command = convert::command(command);
+        let command = command.0;
         if fast::available(&env) {
             if let Some(mut sb) = pool.as_ref().ok().and_then(|p| p.try_get()) {
                 let command = command.notify_on_end(true);

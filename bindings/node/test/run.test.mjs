@@ -282,3 +282,24 @@ test('runs from a worker thread (no main-thread fast path there) work too', asyn
   const [msg] = await Promise.all([new Promise((resolve) => w.once('message', resolve)), new Promise((r) => w.once('exit', r))]);
   assert.deepEqual(msg, ['0\n', '1\n', '2\n', 'once\n']);
 });
+
+test('runs that end together each get their own result (more than the addon keeps rows for)', async () => {
+  // The addon settles the runs that ended since the event loop last
+  // looked all at once, their numbers in rows of a shared table (64 rows;
+  // more than that get arrays of their own). 80 runs with distinct exit
+  // codes, half with output; the main thread is then held so that most of
+  // them end before it looks again.
+  const n = 80;
+  const runs = Array.from({ length: n }, (_, i) =>
+    hv.run(sh(i % 2 ? `echo out ${i}; exit ${i}` : `exit ${i}`), { memory: '32M', timeoutMs: 60000, encoding: 'utf8' }));
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
+  const rs = await Promise.all(runs);
+  assert.deepEqual(rs.map((r) => r.exitCode), Array.from({ length: n }, (_, i) => i));
+  assert.deepEqual(rs.map((r) => r.stdout), Array.from({ length: n }, (_, i) => (i % 2 ? `out ${i}\n` : '')));
+  for (const r of rs) {
+    assert.equal(r.signal, null);
+    assert.equal(r.truncated, false);
+    assert.equal(r.stats.stdoutBytes, r.stdout.length);
+    assert.ok(r.stats.syscalls > 0 && r.stats.memoryUsed > 0 && r.stats.wallMs > 0, JSON.stringify(r.stats));
+  }
+});

@@ -2,32 +2,9 @@
 //! one error line with a distinct exit code for each kind of failure.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use hvsandbox_tests::{musl, TempDir, BUSYBOX};
-
-/// `target/<profile>/hvsandbox`, next to this test binary's `deps/`
-/// directory; built here if `cargo test` did not build it (it builds a
-/// package's binaries only for that package's own tests).
-fn hvsandbox_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-        let bin = profile_dir.join("hvsandbox");
-        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        build.args(["build", "-p", "hvsandbox", "--bin", "hvsandbox", "--manifest-path"]).arg(&manifest);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo to build the hvsandbox binary");
-        assert!(status.success() && bin.exists(), "cannot build {}", bin.display());
-        bin
-    })
-    .clone()
-}
+use hvsandbox_tests::{hvsandbox_bin, musl, TempDir, BUSYBOX};
 
 fn hv(args: &[&str], stdin: &[u8]) -> Output {
     hv_in(".", &[], args, stdin)

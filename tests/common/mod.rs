@@ -144,6 +144,28 @@ pub fn same_as_native(sb: &mut Sandbox, name: &str, expect: &[&str]) -> String {
     native
 }
 
+/// `target/<profile>/hvsandbox`, next to the running test or benchmark
+/// binary's `deps/` directory; built here if cargo did not build it (it
+/// builds a package's binaries only for that package's own tests).
+pub fn hvsandbox_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+        let bin = profile_dir.join("hvsandbox");
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        build.args(["build", "-p", "hvsandbox", "--bin", "hvsandbox", "--manifest-path"]).arg(&manifest);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo to build the hvsandbox binary");
+        assert!(status.success() && bin.exists(), "cannot build {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
 /// Helpers shared by the benchmarks.
 pub mod bench {
     use std::time::Duration;

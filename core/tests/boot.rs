@@ -1,7 +1,7 @@
 //! Boots the embedded runtime on tiny hand-assembled programs and checks
 //! what the VMM sees: hypercalls, faults, and hostile doorbell use.
 
-use hvsandbox_core::{abi, BootParams, Vm, VmExit};
+use hvsandbox_core::{abi, BootParams, ProgramImage, Vm, VmExit};
 
 /// A minimal static ELF executable whose code is `code`, loaded at 0x400000.
 fn elf(code: &[u8]) -> Vec<u8> {
@@ -42,7 +42,7 @@ fn boot(code: &[u8]) -> Vm {
     let mut vm = Vm::new(32 << 20).expect("create VM");
     let argv = [b"prog".to_vec()];
     vm.boot(&BootParams {
-        image: &image,
+        image: ProgramImage::Bytes(&image),
         argv: &argv,
         envp: &[],
         random_seed: [7; 32],
@@ -171,7 +171,7 @@ fn manifest_follows_the_arguments_aligned() {
     let manifest: Vec<u8> = (0..40u8).collect();
     let mut vm = Vm::new(32 << 20).unwrap();
     let params = BootParams {
-        image: &image,
+        image: ProgramImage::Bytes(&image),
         argv: &argv,
         envp: &envp,
         random_seed: [1; 32],
@@ -204,7 +204,7 @@ fn manifest_past_the_args_region_is_refused() {
     let manifest = vec![0u8; abi::ARGS_MAX as usize - 1000];
     let mut vm = Vm::new(32 << 20).unwrap();
     let params = BootParams {
-        image: &image,
+        image: ProgramImage::Bytes(&image),
         argv: &argv,
         envp: &[],
         random_seed: [1; 32],

@@ -23,7 +23,7 @@ mod memory;
 mod reset;
 mod run;
 
-pub use boot::BootParams;
+pub use boot::{BootParams, ProgramImage};
 pub use reset::{VcpuState, MAX_WRITTEN};
 pub use run::VmExit;
 

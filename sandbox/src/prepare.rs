@@ -72,11 +72,7 @@ fn open_program(name: &str, path: &Path) -> Result<Image> {
     }
     // O_NONBLOCK: should the path have become a FIFO since, opening it
     // does not wait for a writer (it is refused just below).
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(unreadable)?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(unreadable)?;
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() || meta.size() > MAX_PROGRAM_SIZE {
         return Err(not_regular());

@@ -23,6 +23,7 @@ mod error;
 mod exec_path;
 mod fs;
 mod host_system;
+mod image_cache;
 pub mod jail;
 mod live;
 mod output;

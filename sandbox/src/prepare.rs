@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::fs::{self, FileCollector, HostFs, ManifestRecord};
 use crate::jail;
 use crate::snapshot::{Snapshot, SnapshotPoint};
-use crate::{exec_path, program};
+use crate::{exec_path, image_cache, program};
 
 /// Everything a run needs that the caller's thread can work out before
 /// the vCPU thread (which runs under the seccomp filter and touches no
@@ -43,9 +43,10 @@ pub(crate) enum Image {
     /// mounts.
     Bytes(Arc<[u8]>),
     /// A host file, open, of `len` bytes: read straight into guest RAM at
-    /// boot, never into a buffer of this process (for a cold start, the
-    /// buffer's page faults and copies cost more than the run of a small
-    /// program: busybox's 2 MB took ~1 ms to read into one).
+    /// boot, never into a buffer of this process (for a program run once,
+    /// the buffer's page faults and copies cost more than the run of a
+    /// small program: busybox's 2 MB took ~1 ms to read into one; one run
+    /// again comes from `image_cache`).
     File { file: File, len: u64 },
 }
 
@@ -69,6 +70,10 @@ fn open_program(name: &str, path: &Path) -> Result<Image> {
     let meta = std::fs::metadata(path).map_err(unreadable)?;
     if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
         return Err(not_regular());
+    }
+    if let Some(bytes) = image_cache::cached(path, &meta).map_err(unreadable)? {
+        program::validate(name, &bytes)?;
+        return Ok(Image::Bytes(bytes));
     }
     // O_NONBLOCK: should the path have become a FIFO since, opening it
     // does not wait for a writer (it is refused just below).

@@ -318,3 +318,16 @@ fn a_program_file_shorter_than_said_is_a_read_error() {
     // Larger than guest memory: refused before anything is read.
     assert!(matches!(boot_file(&mut vm, file.1.as_fd(), 64 << 20), Err(hvsandbox_core::VmError::ImageTooLarge { .. })));
 }
+
+#[test]
+fn free_frames_start_right_after_the_runtime() {
+    let vm = boot(&exit_code(0));
+    let start = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, free_start));
+    let rt = vm.runtime();
+    let end = abi::RUNTIME_GPA + (rt.header.image_end - abi::RUNTIME_VA);
+    // Page-aligned, past the runtime's bss, in the runtime's region (so a
+    // small run's frames share its last huge page).
+    assert_eq!(start, end.next_multiple_of(abi::PAGE_SIZE));
+    assert!(start >= abi::RUNTIME_GPA + rt.bytes.len() as u64);
+    assert!(start <= abi::IMAGE_GPA);
+}

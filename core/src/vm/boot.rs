@@ -247,7 +247,7 @@ impl Vm {
             abi_version: abi::ABI_VERSION,
             flags: rewrite_flag(),
             mem_size: self.mem_size,
-            free_start: abi::IMAGE_GPA,
+            free_start: self.runtime_end(),
             free_end: abi::pt_pool_start(self.mem_size),
             image_gpa: 0,
             image_len: 0,
@@ -267,6 +267,15 @@ impl Vm {
             max_open_files: 0,
             _reserved: [0; 3],
         }
+    }
+
+    /// Where the runtime's image and bss end in guest RAM: its free frames
+    /// start there, so a small run's frames share the huge page of the
+    /// runtime's end instead of taking one more (the host zeroes each huge
+    /// page the guest first touches: ~280 us measured).
+    fn runtime_end(&self) -> u64 {
+        let end = abi::RUNTIME_GPA + self.runtime.header.image_end.saturating_sub(abi::RUNTIME_VA);
+        end.next_multiple_of(abi::PAGE_SIZE)
     }
 
     /// Points the vCPU at the runtime's entry with the boot information.

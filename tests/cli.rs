@@ -490,3 +490,30 @@ fn system_gives_the_host_programs_a_shell_and_no_secrets() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "HI\nshell-out\ncerts\nno-shadow\nno-private\n/tmp sandbox\nhome-writable\n");
 }
+
+#[test]
+fn trace_lines_from_the_vcpu_thread_do_not_stall_the_run() {
+    // The vCPU thread writes HVSANDBOX_TRACE lines to stderr while the
+    // main thread passes the program's output through: it used to hold
+    // the stderr lock for the whole run, and the run never ended.
+    let mut child = Command::new(hvsandbox_bin())
+        .args(["run", "--", BUSYBOX, "echo", "traced"])
+        .env("HVSANDBOX_TRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?} {}", out.status, text(&out.stderr));
+    assert_eq!(text(&out.stdout), "traced\n");
+    assert!(text(&out.stderr).contains("hvsandbox trace:"), "{}", text(&out.stderr));
+}

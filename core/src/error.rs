@@ -24,6 +24,8 @@ pub enum VmError {
     RuntimeImage(&'static str),
     #[error("program image of {len} bytes does not fit in guest memory of {mem} bytes")]
     ImageTooLarge { len: u64, mem: u64 },
+    #[error("cannot read the program file: {0}")]
+    ImageRead(#[source] std::io::Error),
     #[error("arguments and environment take {len} bytes; the limit is {max}")]
     ArgsTooLarge { len: u64, max: u64 },
     #[error("the filesystem manifest takes {len} bytes; {room} bytes are left after the arguments")]

@@ -1,7 +1,7 @@
 //! Boots the embedded runtime on tiny hand-assembled programs and checks
 //! what the VMM sees: hypercalls, faults, and hostile doorbell use.
 
-use hvsandbox_core::{abi, BootParams, Vm, VmExit};
+use hvsandbox_core::{abi, BootParams, ProgramImage, Vm, VmExit};
 
 /// A minimal static ELF executable whose code is `code`, loaded at 0x400000.
 fn elf(code: &[u8]) -> Vec<u8> {
@@ -42,7 +42,7 @@ fn boot(code: &[u8]) -> Vm {
     let mut vm = Vm::new(32 << 20).expect("create VM");
     let argv = [b"prog".to_vec()];
     vm.boot(&BootParams {
-        image: &image,
+        image: ProgramImage::Bytes(&image),
         argv: &argv,
         envp: &[],
         random_seed: [7; 32],
@@ -171,7 +171,7 @@ fn manifest_follows_the_arguments_aligned() {
     let manifest: Vec<u8> = (0..40u8).collect();
     let mut vm = Vm::new(32 << 20).unwrap();
     let params = BootParams {
-        image: &image,
+        image: ProgramImage::Bytes(&image),
         argv: &argv,
         envp: &envp,
         random_seed: [1; 32],
@@ -204,7 +204,7 @@ fn manifest_past_the_args_region_is_refused() {
     let manifest = vec![0u8; abi::ARGS_MAX as usize - 1000];
     let mut vm = Vm::new(32 << 20).unwrap();
     let params = BootParams {
-        image: &image,
+        image: ProgramImage::Bytes(&image),
         argv: &argv,
         envp: &[],
         random_seed: [1; 32],
@@ -245,4 +245,89 @@ fn guest_virtual_buffers_are_translated_through_the_page_tables() {
     }
     // Nothing to copy: nothing to check.
     vm.read_virt(0x100, &mut []).unwrap();
+}
+
+/// A temporary file holding `bytes`, removed on drop.
+struct TempFile(std::path::PathBuf, std::fs::File);
+
+impl TempFile {
+    fn new(tag: &str, bytes: &[u8]) -> TempFile {
+        let path = std::env::temp_dir().join(format!("hvsb-core-{tag}-{}", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        TempFile(path, file)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn boot_file(vm: &mut Vm, fd: std::os::fd::BorrowedFd<'_>, len: u64) -> hvsandbox_core::Result<()> {
+    let argv = [b"prog".to_vec()];
+    vm.boot(&BootParams {
+        image: ProgramImage::File { fd, len },
+        argv: &argv,
+        envp: &[],
+        random_seed: [3; 32],
+        manifest: &[],
+        max_processes: 0,
+        max_open_files: 0,
+        snapshot_at_entry: false,
+    })
+}
+
+#[test]
+fn a_program_file_is_read_straight_into_guest_ram() {
+    use std::os::fd::AsFd;
+    let image = elf(&exit_code(9));
+    let file = TempFile::new("image", &image);
+    let mut vm = Vm::new(32 << 20).unwrap();
+    boot_file(&mut vm, file.1.as_fd(), image.len() as u64).unwrap();
+    let gpa = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, image_gpa));
+    let mut back = vec![0u8; image.len()];
+    vm.read_bytes(gpa, &mut back).unwrap();
+    assert_eq!(back, image);
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+    assert_eq!(vm.hypercall_args().unwrap().args[0], 9);
+
+    // Booted ahead of its program, the same.
+    let mut vm = Vm::new(32 << 20).unwrap();
+    vm.preboot().unwrap();
+    boot_file(&mut vm, file.1.as_fd(), image.len() as u64).unwrap();
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+    assert_eq!(vm.hypercall_args().unwrap().args[0], 9);
+}
+
+#[test]
+fn a_program_file_shorter_than_said_is_a_read_error() {
+    use std::os::fd::AsFd;
+    let image = elf(&exit_code(0));
+    let file = TempFile::new("short", &image);
+    let mut vm = Vm::new(32 << 20).unwrap();
+    // The file "got shorter" since its length was taken.
+    match boot_file(&mut vm, file.1.as_fd(), image.len() as u64 + 4096) {
+        Err(hvsandbox_core::VmError::ImageRead(e)) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+        other => panic!("expected ImageRead, got {other:?}"),
+    }
+    // A descriptor that cannot be read (a directory).
+    let dir = std::fs::File::open(std::env::temp_dir()).unwrap();
+    assert!(matches!(boot_file(&mut vm, dir.as_fd(), 4096), Err(hvsandbox_core::VmError::ImageRead(_))));
+    // Larger than guest memory: refused before anything is read.
+    assert!(matches!(boot_file(&mut vm, file.1.as_fd(), 64 << 20), Err(hvsandbox_core::VmError::ImageTooLarge { .. })));
+}
+
+#[test]
+fn free_frames_start_right_after_the_runtime() {
+    let vm = boot(&exit_code(0));
+    let start = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, free_start));
+    let rt = vm.runtime();
+    let end = abi::RUNTIME_GPA + (rt.header.image_end - abi::RUNTIME_VA);
+    // Page-aligned, past the runtime's bss, in the runtime's region (so a
+    // small run's frames share its last huge page).
+    assert_eq!(start, end.next_multiple_of(abi::PAGE_SIZE));
+    assert!(start >= abi::RUNTIME_GPA + rt.bytes.len() as u64);
+    assert!(start <= abi::IMAGE_GPA);
 }

@@ -52,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) seccomp: SeccompMode,
     pub(crate) cpu_time: Option<Duration>,
     pub(crate) output_limit_error: bool,
+    /// Make the first run's VM as soon as the sandbox is built.
+    pub(crate) boot_ahead: bool,
 }
 
 /// Builds a [`Sandbox`](crate::Sandbox); every setting has a sensible default.
@@ -90,6 +92,7 @@ impl Default for SandboxBuilder {
                 seccomp: SeccompMode::Enforce,
                 cpu_time: None,
                 output_limit_error: false,
+                boot_ahead: false,
             },
             chosen: Chosen::default(),
         }
@@ -132,6 +135,18 @@ impl SandboxBuilder {
     /// instead of being cut off and flagged. Default: truncate.
     pub fn fail_on_output_limit(mut self, fail: bool) -> Self {
         self.config.output_limit_error = fail;
+        self
+    }
+    /// Makes the first run's VM on the sandbox's vCPU thread as soon as
+    /// the sandbox is built (booted as far as it goes without a program),
+    /// while the caller's thread prepares the run: for a sandbox built to
+    /// run at once, as the `hvsandbox` command's is (its VM is then made
+    /// while the program file is opened and checked, not after). A sandbox
+    /// that never runs wastes that VM; one built from a snapshot ignores
+    /// this. Default: off (new sandboxes take VMs from the process-wide
+    /// pool; see [`set_blank_vms`](crate::set_blank_vms)).
+    pub fn boot_ahead(mut self, on: bool) -> Self {
+        self.config.boot_ahead = on;
         self
     }
     /// An environment variable every run of this sandbox sees.

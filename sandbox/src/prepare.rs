@@ -2,9 +2,12 @@
 //! read and checked, argv and environment, the boot manifest and the host
 //! objects the guest's filesystem reaches.
 
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::Arc;
 
-use hvsandbox_core::abi;
+use hvsandbox_core::{abi, ProgramImage};
 
 use crate::command::{Command, GuestFile, ProgramSource};
 use crate::config::{check_files, check_input_size, guest_path, Config, MAX_PROGRAM_SIZE};
@@ -22,7 +25,7 @@ use crate::{exec_path, image_cache, program};
 /// filesystem reaches.
 pub(crate) struct Prepared {
     /// The program, or None when resuming the sandbox's snapshot.
-    pub(crate) image: Option<Arc<[u8]>>,
+    pub(crate) image: Option<Image>,
     pub(crate) argv: Vec<Vec<u8>>,
     pub(crate) envp: Vec<Vec<u8>>,
     pub(crate) seed: [u8; 32],
@@ -32,6 +35,56 @@ pub(crate) struct Prepared {
     pub(crate) program: String,
     pub(crate) fs: HostFs,
     pub(crate) collector: FileCollector,
+}
+
+/// The program's ELF file, as a run gets it.
+pub(crate) enum Image {
+    /// In memory: a command's image, or a file found through the guest's
+    /// mounts.
+    Bytes(Arc<[u8]>),
+    /// A host file, open, of `len` bytes: read straight into guest RAM at
+    /// boot, never into a buffer of this process (for a program run once,
+    /// the buffer's page faults and copies cost more than the run of a
+    /// small program: busybox's 2 MB took ~1 ms to read into one; one run
+    /// again comes from `image_cache`).
+    File { file: File, len: u64 },
+}
+
+impl Image {
+    /// What `Vm::boot` copies into guest RAM.
+    pub(crate) fn boot_image(&self) -> ProgramImage<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Image::Bytes(bytes) => ProgramImage::Bytes(bytes),
+            Image::File { file, len } => ProgramImage::File { fd: file.as_fd(), len: *len },
+        }
+    }
+}
+
+/// Opens the host file `path` as a program's image and checks its start
+/// (the ELF header and program headers; the guest checks the rest).
+fn open_program(name: &str, path: &Path) -> Result<Image> {
+    let invalid = |reason: String| Error::InvalidProgram { program: name.to_string(), reason };
+    let unreadable = |e: std::io::Error| invalid(format!("cannot read it: {e}"));
+    let not_regular = || invalid("not a regular file of at most 1 GiB".into());
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
+        return Err(not_regular());
+    }
+    if let Some(bytes) = image_cache::cached(path, &meta).map_err(unreadable)? {
+        program::validate(name, &bytes)?;
+        return Ok(Image::Bytes(bytes));
+    }
+    // O_NONBLOCK: should the path have become a FIFO since, opening it
+    // does not wait for a writer (it is refused just below).
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() || meta.size() > MAX_PROGRAM_SIZE {
+        return Err(not_regular());
+    }
+    let head = program::read_head(&file, meta.size()).map_err(unreadable)?;
+    program::validate(name, &head)?;
+    Ok(Image::File { file, len: meta.size() })
 }
 
 /// Reads and checks the program and lays out everything the guest needs
@@ -47,7 +100,7 @@ pub(crate) fn prepare(
     let env = environment(config, command);
     // argv[0]: the name as given, or where a bare name was found.
     let mut argv0 = command.argv0.clone();
-    let image: Option<Arc<[u8]>> = match (&command.source, snapshot) {
+    let image: Option<Image> = match (&command.source, snapshot) {
         (ProgramSource::Resume, Some(_)) => None,
         (ProgramSource::Resume, None) => {
             return Err(Error::InvalidConfig("Command::resume() runs a sandbox built from a snapshot".into()))
@@ -57,34 +110,20 @@ pub(crate) fn prepare(
                 "a sandbox built from a snapshot runs only Command::resume() commands".into(),
             ))
         }
-        (ProgramSource::Bytes(b), None) => Some(b.clone()),
+        (ProgramSource::Bytes(b), None) => {
+            program::validate(&name, b)?;
+            Some(Image::Bytes(b.clone()))
+        }
         (ProgramSource::Path(_), None) if !command.argv0.contains(&b'/') => {
             check_files(config, &command.files)?;
             let cwd = command.cwd.as_ref().or(config.cwd.as_ref()).map_or("/", String::as_str);
             let found = exec_path::find(config, &run_files(config, command), &env, cwd, &name)?;
             argv0 = found.path;
-            Some(found.image)
+            program::validate(&name, &found.image)?;
+            Some(Image::Bytes(found.image))
         }
-        (ProgramSource::Path(p), None) => {
-            let meta = std::fs::metadata(p)
-                .map_err(|e| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") })?;
-            if !meta.is_file() || meta.len() > MAX_PROGRAM_SIZE {
-                return Err(Error::InvalidProgram {
-                    program: name.clone(),
-                    reason: "not a regular file of at most 1 GiB".into(),
-                });
-            }
-            Some(
-                image_cache::read(p, &meta).map_err(|e| Error::InvalidProgram {
-                    program: name.clone(),
-                    reason: format!("cannot read it: {e}"),
-                })?,
-            )
-        }
+        (ProgramSource::Path(p), None) => Some(open_program(&name, p)?),
     };
-    if let Some(image) = &image {
-        program::validate(&name, image)?;
-    }
     let (argv, envp) = match snapshot {
         // An entry snapshot's runs get a whole new argv (after the
         // snapshot's argv[0]) and environment; a checkpoint's get the

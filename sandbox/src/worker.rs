@@ -88,13 +88,24 @@ struct Worker<'k> {
     jobs: mpsc::Receiver<Job>,
     results: mpsc::Sender<Result<Reply>>,
     held: Held,
+    /// A job that came before the first run's VM was made ahead.
+    early: Option<Job>,
 }
 
 impl Worker<'_> {
     /// Serves jobs until the sandbox closes its job channel or the jail
     /// refuses a call; returns whether the thread is in good standing.
     fn serve(mut self) -> bool {
-        while let Some(job) = self.next_job() {
+        if self.config.boot_ahead && self.snapshot.is_none() {
+            // The first run's VM, made while the caller prepares that run
+            // (unless the run is here already).
+            if let Err(mpsc::TryRecvError::Empty) = self.jobs.try_recv().map(|job| self.early = Some(job)) {
+                if let Some(vm) = self.make_spare() {
+                    self.held = Held::Spare(vm);
+                }
+            }
+        }
+        while let Some(job) = self.early.take().or_else(|| self.next_job()) {
             let go_on = match job {
                 Job::Run { prepared, take, live, stream } => self.run(*prepared, take, live, stream),
                 Job::Warm => self.warm(),
@@ -290,8 +301,17 @@ impl WorkerLink {
             jail::rebind(&control.violation);
             let reset_aid = snapshot.as_ref().and_then(ResetAid::new);
             let _ = ready_tx.send(Ok(()));
-            let worker =
-                Worker { config, control, snapshot, reset_aid, kit, jobs: job_rx, results: result_tx, held: Held::New };
+            let worker = Worker {
+                config,
+                control,
+                snapshot,
+                reset_aid,
+                kit,
+                jobs: job_rx,
+                results: result_tx,
+                held: Held::New,
+                early: None,
+            };
             worker.serve()
         });
         let thread = VcpuThread::start(mode, roots, body)?;

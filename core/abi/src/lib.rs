@@ -27,7 +27,7 @@
 //! | [`ARGS_GPA`] .. +[`ARGS_MAX`] | argv and envp strings |
 //! | [`PAGE_TABLES_GPA`] .. +[`PAGE_TABLES_MAX`] | page tables built by the host |
 //! | [`RUNTIME_GPA`] .. +[`RUNTIME_MAX`] | the runtime image (code, data, bss) |
-//! | [`IMAGE_GPA`] .. | free frames, owned by the runtime |
+//! | the runtime's end ([`BootInfo::free_start`]) .. | free frames, owned by the runtime |
 //! | below the page-table pool | the program's ELF file, as bytes |
 //! | [`pt_pool_start`] .. end of RAM | the runtime's page-table pool |
 //!

@@ -2,6 +2,8 @@
 //! (through `vm-memory`, bounds-checked), guest-virtual buffers through
 //! the physmap or a walk of the guest's own page tables.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
+
 use hvsandbox_abi as abi;
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
@@ -133,6 +135,41 @@ impl Vm {
         self.memory
             .read_slice(buf, GuestAddress(gpa))
             .map_err(|_| VmError::GuestAccess { addr: gpa, len: buf.len() as u64 })
+    }
+
+    /// Reads the first `len` bytes of the file `fd` straight into guest
+    /// RAM at `gpa` (with `pread`, so the descriptor's offset is left
+    /// alone). A file that ends first is a [`VmError::ImageRead`].
+    pub(super) fn read_file_into(&self, gpa: u64, fd: BorrowedFd<'_>, len: u64) -> Result<()> {
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.mem_size => {}
+            _ => return Err(VmError::GuestAccess { addr: gpa, len }),
+        }
+        let mut done = 0u64;
+        while done < len {
+            // At most 1 GiB a call (a single read is capped near 2 GiB).
+            let chunk = (len - done).min(1 << 30) as usize;
+            let at = (self.host_addr + gpa + done) as *mut libc::c_void;
+            // SAFETY: [gpa + done, gpa + done + chunk) lies inside guest RAM
+            // (checked above), which is mapped read-write at `host_addr` for
+            // as long as `self` lives; pread writes nothing else.
+            let n = unsafe { libc::pread(fd.as_raw_fd(), at, chunk, done as libc::off_t) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(VmError::ImageRead(e));
+            }
+            if n == 0 {
+                return Err(VmError::ImageRead(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file ended at {done} of {len} bytes (it changed while it was run)"),
+                )));
+            }
+            done += n as u64;
+        }
+        Ok(())
     }
 
     /// Copies bytes into guest memory.

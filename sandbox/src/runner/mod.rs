@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmExit};
+use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmError, VmExit};
 
 use crate::config::Config;
 use crate::control::{jail_violation, RunControl};
@@ -340,7 +340,7 @@ impl<'a> Runner<'a> {
                 };
                 let vm = slot.insert(vm);
                 let params = BootParams {
-                    image,
+                    image: image.boot_image(),
                     argv: &self.input.argv,
                     envp: &self.input.envp,
                     random_seed: self.input.seed,
@@ -349,7 +349,14 @@ impl<'a> Runner<'a> {
                     max_open_files: self.config.max_open_files,
                     snapshot_at_entry: self.take == Some(SnapshotPoint::Entry),
                 };
-                vm.boot(&params).map_err(Error::from)?;
+                vm.boot(&params).map_err(|e| match e {
+                    // The program file changed (got shorter) since it was checked.
+                    VmError::ImageRead(e) => Error::InvalidProgram {
+                        program: self.input.program.clone(),
+                        reason: format!("cannot read it: {e}"),
+                    },
+                    e => Error::from(e),
+                })?;
                 vm
             }
             _ => return Err(Error::Internal { context: "a run without a program".into(), source: None }),

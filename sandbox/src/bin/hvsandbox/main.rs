@@ -378,7 +378,8 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     let builder = builder.timeout(timeout);
     let mut sandbox = match &snapshot {
         Some(snap) => builder.build_from(snap)?,
-        None => builder.build()?,
+        // Its VM is made while the program is opened and checked.
+        None => builder.boot_ahead(true).build()?,
     };
     let _ = termination.handle.set(sandbox.interrupt_handle());
     let out = if termination.requested() {
@@ -419,7 +420,9 @@ fn run_live(sandbox: &mut hvsandbox::Sandbox, command: &Command, max_input: u64)
     }
     // What the program wrote passes through, also when it was stopped.
     // Output that cannot be written (a closed pipe) is not its fault.
-    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    // Locked per write, not held: the vCPU thread writes to stderr too
+    // (HVSANDBOX_TRACE lines), and would wait for the lock forever.
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let pass = |to: &mut dyn Write, bytes: &[u8]| {
         let _ = to.write_all(bytes);
         let _ = to.flush();

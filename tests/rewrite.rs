@@ -36,6 +36,8 @@ struct Run {
     code: Option<i32>,
     /// The `syscalls` field of the --stats line.
     syscalls: u64,
+    /// Its `rewritten_sites`.
+    rewritten: u64,
     /// The whole --stats line.
     stats: String,
 }
@@ -50,14 +52,25 @@ fn guest(rewrite: bool, args: &[&str]) -> Run {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats line:\n{stderr}"));
-    let syscalls = stats
-        .split("\"syscalls\":")
+    let syscalls = stat(stats, "syscalls");
+    let rewritten = stat(stats, "rewritten_sites");
+    let stats = stats.to_string();
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        code: out.status.code(),
+        syscalls,
+        rewritten,
+        stats,
+    }
+}
+
+/// A number of the --stats line.
+fn stat(line: &str, name: &str) -> u64 {
+    line.split(&format!("\"{name}\":"))
         .nth(1)
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no syscalls in {stats}"));
-    let stats = stats.to_string();
-    Run { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), code: out.status.code(), syscalls, stats }
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
 }
 
 fn native(args: &[&str]) -> (String, std::process::ExitStatus) {
@@ -88,6 +101,9 @@ fn a_getpid_loop_gives_the_same_results_and_counts() {
     let off = guest(false, &["loop", "5000"]);
     let more = guest(true, &["loop", "10000"]);
     assert_eq!(more.syscalls, off.syscalls + 5000, "each rewritten call is still served and counted");
+    assert_eq!(off.rewritten, 0, "off: {}", off.stats);
+    // getpid at least (and whatever else ran twice from one site).
+    assert!(more.rewritten >= 1, "on: {}", more.stats);
 }
 
 #[test]
@@ -101,6 +117,14 @@ fn rewritten_code_enters_by_a_jump_and_only_with_the_switch() {
     let on = guest(true, &["code"]).stdout;
     let after = on.strip_prefix(&format!("before: {getpid_code}\nafter: e9 ")).unwrap_or_else(|| panic!("{on}"));
     assert!(after.ends_with(" 0f 05\n"), "{on}");
+}
+
+#[test]
+fn bytes_that_only_look_like_mov_eax_before_a_syscall_are_left_alone() {
+    // `movl $39, -0x48(%rsp); syscall`: the store's last five bytes read
+    // `b8 27 00 00 00`, and EAX is 39. Rewriting them would change the
+    // store (its displacement and value), not a `mov eax`.
+    same_everywhere(&["falsematch"], "falsematch: 0 bad rounds of 5, code unchanged\n", true);
 }
 
 #[test]

@@ -6,6 +6,8 @@ use alloc::vec::Vec;
 
 use hvsandbox_abi::PAGE_SIZE as PAGE;
 
+use crate::vfs::NodeRef;
+
 /// Bytes of one stub area.
 pub const AREA_LEN: u64 = 16 * PAGE;
 
@@ -24,6 +26,22 @@ pub struct Site {
     pub stub: u64,
 }
 
+/// A private mapping of a file: `[start, end)` shows its bytes from
+/// `offset` on (where the rewriter finds the function a site is in).
+#[derive(Clone)]
+pub struct Code {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub node: NodeRef,
+}
+
+/// Most file mappings remembered (beyond, sites in new ones stay slow).
+const MAX_CODE: usize = 1024;
+
+/// A `seen` count that marks a site the rewriter has refused.
+pub const REFUSED: u32 = u32::MAX;
+
 /// Slots of the table of sites seen but not rewritten yet.
 pub const HOT_SLOTS: usize = 64;
 
@@ -32,19 +50,67 @@ pub const HOT_SLOTS: usize = 64;
 pub struct Sites {
     pub areas: Vec<Area>,
     pub sites: Vec<Site>,
+    /// File mappings, by address (see `Code`).
+    pub code: Vec<Code>,
     /// Sites seen by the slow path, by address hash: (address, times).
     pub seen: [(u64, u32); HOT_SLOTS],
 }
 
 impl Sites {
     pub const fn new() -> Sites {
-        Sites { areas: Vec::new(), sites: Vec::new(), seen: [(0, 0); HOT_SLOTS] }
+        Sites { areas: Vec::new(), sites: Vec::new(), code: Vec::new(), seen: [(0, 0); HOT_SLOTS] }
+    }
+
+    /// `[start, end)` now shows `node`'s bytes from `offset` on.
+    pub fn code_mapped(&mut self, start: u64, end: u64, offset: u64, node: &NodeRef) {
+        self.code_removed(start, end);
+        if self.code.len() < MAX_CODE && self.code.try_reserve(1).is_ok() {
+            let i = self.code.partition_point(|c| c.start < start);
+            self.code.insert(i, Code { start, end, offset, node: node.clone() });
+        }
+    }
+
+    /// `[start, end)` no longer shows what it did: its file mappings are
+    /// cut out (pieces outside it stay), and its sites are unknown again.
+    pub fn code_removed(&mut self, start: u64, end: u64) {
+        for slot in self.seen.iter_mut().filter(|s| s.0 >= start && s.0 < end) {
+            *slot = (0, 0);
+        }
+        if !self.code.iter().any(|c| c.start < end && c.end > start) {
+            return;
+        }
+        let mut out = Vec::new();
+        for c in self.code.drain(..) {
+            if c.end <= start || c.start >= end {
+                out.push(c);
+                continue;
+            }
+            if c.start < start {
+                out.push(Code { end: start, ..c.clone() });
+            }
+            if c.end > end {
+                out.push(Code { start: end, offset: c.offset + (end - c.start), ..c });
+            }
+        }
+        out.sort_by_key(|c| c.start);
+        self.code = out;
+    }
+
+    /// The file mapping holding `va`.
+    pub fn code_at(&self, va: u64) -> Option<&Code> {
+        let i = self.code.partition_point(|c| c.start <= va);
+        self.code[..i].last().filter(|c| va < c.end)
+    }
+
+    /// Marks `at` as a site not to rewrite (until its code changes).
+    pub fn refuse(&mut self, at: u64) {
+        self.seen[slot_of(at)] = (at, REFUSED);
     }
 
     /// Counts one more slow call from `at`; returns how many it has made
     /// (as far as the table remembers: another site in the slot resets it).
     pub fn seen(&mut self, at: u64) -> u32 {
-        let slot = &mut self.seen[(at ^ at >> 6 ^ at >> 12) as usize % HOT_SLOTS];
+        let slot = &mut self.seen[slot_of(at)];
         if slot.0 == at {
             slot.1 = slot.1.saturating_add(1);
         } else {
@@ -52,4 +118,8 @@ impl Sites {
         }
         slot.1
     }
+}
+
+fn slot_of(at: u64) -> usize {
+    (at ^ at >> 6 ^ at >> 12) as usize % HOT_SLOTS
 }

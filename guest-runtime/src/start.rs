@@ -20,6 +20,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
+    crate::rewrite::time_syscall(info.tsc_khz);
     // The layers above the files register what the ones below call.
     crate::wait::register(crate::task::block, crate::task::wait_event);
     crate::sock::register(crate::sock_msg::write, crate::socket::restart_deadline);
@@ -30,7 +31,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     crate::random::init(&info.random_seed);
     crate::vfs::init(&info);
     let info = if info.flags & abi::BOOT_FLAG_WAIT_PROGRAM != 0 { wait_for_program(&info) } else { info };
-    crate::rewrite::set_enabled(info.flags & abi::BOOT_FLAG_REWRITE != 0);
+    crate::rewrite::set_enabled(info.flags);
     crate::vfs::apply_manifest(&info);
     let args = phys_slice(info.args_gpa, info.args_len);
     *RUN_ENV.get() = after_strings(args, info.argc as usize).to_vec();
@@ -84,6 +85,7 @@ fn wait_for_program(pre: &abi::BootInfo) -> abi::BootInfo {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
+    crate::rewrite::time_syscall(info.tsc_khz);
     crate::random::init(&info.random_seed);
     info
 }

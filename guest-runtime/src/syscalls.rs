@@ -303,6 +303,9 @@ fn mmap_named(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> 
     let r = sys_mmap(addr, len, prot, flags, fd, off);
     if let Ok(at) = r {
         crate::procfs::mapped(at, len, (flags & MAP_ANONYMOUS == 0).then_some((fd, off)));
+        if flags & (MAP_ANONYMOUS | MAP_SHARED) == 0 {
+            crate::rewrite::fd_mapped(at, len, fd, off);
+        }
     }
     r
 }

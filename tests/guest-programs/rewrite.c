@@ -12,6 +12,10 @@
      enosys     an unknown system call (500) from one site, three times
      unmap      getpid twice, then everything below the program (0x10000 up
                 to 0x400000: where its stubs are) unmapped, then getpid
+     falsematch a `syscall` after `movl $39, -0x48(%rsp)` (c7 44 24 b8 27 00
+                00 00): its last 5 bytes look like `mov eax, 39`, but are
+                not an instruction; run 5 times with EAX = 39, the store
+                must land each time and the code stay as it was
      code       getpid's first 7 code bytes before and after two calls
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
@@ -185,6 +189,37 @@ static int unmap(void) {
     return 0;
 }
 
+/* A hand-written function (a symbol with a size, no unwind entry): the
+   five bytes before its `syscall` read b8 27 00 00 00. Returns what the
+   store left in the red zone. */
+__asm__(".text\n"
+        ".globl false_site\n"
+        ".type false_site, @function\n"
+        "false_site:\n"
+        "    movq $0, -0x48(%rsp)\n"
+        "    mov $39, %eax\n"
+        "    movl $39, -0x48(%rsp)\n"
+        ".globl false_site_syscall\n"
+        "false_site_syscall:\n"
+        "    syscall\n"
+        "    mov -0x48(%rsp), %rax\n"
+        "    ret\n"
+        ".size false_site, .-false_site\n");
+long false_site(void);
+extern const unsigned char false_site_syscall[];
+
+static int falsematch(void) {
+    const unsigned char *p = false_site_syscall;
+    __asm__("" : "+r"(p)); /* (the compiler cannot tell what lies before) */
+    p -= 5;
+    unsigned char before[7];
+    memcpy(before, p, 7);
+    int bad = 0;
+    for (int i = 0; i < 5; i++) bad += false_site() != 39;
+    printf("falsematch: %d bad rounds of 5, code %s\n", bad, memcmp(before, p, 7) ? "changed" : "unchanged");
+    return 0;
+}
+
 static int code(void) {
     unsigned char before[7], after[7];
     memcpy(before, (void *)getpid, 7);
@@ -232,6 +267,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "enosys")) return enosys();
     if (!strcmp(mode, "unmap")) return unmap();
     if (!strcmp(mode, "code")) return code();
+    if (!strcmp(mode, "falsematch")) return falsematch();
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);
     return 2;

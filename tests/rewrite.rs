@@ -128,6 +128,18 @@ fn bytes_that_only_look_like_mov_eax_before_a_syscall_are_left_alone() {
 }
 
 #[test]
+fn a_syscall_whose_number_is_in_a_register_becomes_a_short_jump_and_restarts_there() {
+    // Alarms interrupt the blocked read a varying number of times: the
+    // count of calls differs from run to run.
+    same_everywhere(&["regsite"], "regsite: 0 bad calls of 3, read 1 'x' after alarms\n", false);
+    let line = "regsite: 0 bad calls of 3, read 1 'x' after alarms\nregsite code:";
+    assert_eq!(guest(false, &["regsite-code"]).stdout, format!("{line} 0f\n"), "off: `syscall` stays");
+    let on = guest(true, &["regsite-code"]);
+    assert_eq!(on.stdout, format!("{line} eb\n"), "on: jmp rel8 to padding");
+    assert!(on.rewritten >= 1, "{}", on.stats);
+}
+
+#[test]
 fn the_red_zone_and_argument_registers_survive_a_rewritten_call() {
     same_everywhere(&["redzone"], "redzone: 0 bad rounds of 3\n", true);
 }

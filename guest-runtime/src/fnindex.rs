@@ -34,7 +34,13 @@ pub struct FnIndex {
     /// `[start, end)`, sorted by start; they may overlap (aliases, an FDE
     /// and a symbol for the same function).
     ranges: Vec<(u64, u64)>,
+    /// Gaps between the ranges (see `gaps_between`), sorted.
+    gaps: Vec<(u64, u64)>,
 }
+
+/// Largest gap between functions taken for padding: alignment leaves
+/// fewer bytes; anything longer may be code no table describes.
+const MAX_GAP: u64 = 64;
 
 impl FnIndex {
     /// The virtual address of file offset `off`, if a segment loads it.
@@ -49,6 +55,13 @@ impl FnIndex {
         // Ranges are short against the distance between most functions:
         // look back over a few (nested or overlapping ones).
         self.ranges[..n].iter().rev().take(16).filter(|r| r.1 > va).map(|r| r.0).max()
+    }
+
+    /// The gaps no range covers, of `MAX_GAP` bytes at most (alignment
+    /// padding between functions), that meet `[lo, hi)`.
+    pub fn gaps_between(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let i = self.gaps.partition_point(|g| g.1 <= lo);
+        self.gaps[i..].iter().copied().take_while(move |g| g.0 < hi)
     }
 
     #[cfg(test)]
@@ -158,6 +171,13 @@ pub fn build(read: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Option<FnIndex> {
     }
     idx.ranges.sort_unstable();
     idx.ranges.dedup();
+    let mut covered_to = 0;
+    for &(start, end) in &idx.ranges {
+        if covered_to != 0 && start > covered_to && start - covered_to <= MAX_GAP && idx.gaps.try_reserve(1).is_ok() {
+            idx.gaps.push((covered_to, start));
+        }
+        covered_to = covered_to.max(end);
+    }
     Some(idx)
 }
 
@@ -344,7 +364,7 @@ mod tests {
         let mut out = vec![];
         parse_eh_frame(&b, va, &mut out);
         assert_eq!(out, [(0x2000, 0x2040), (0x2100, 0x2110)]);
-        let idx = FnIndex { segments: vec![], ranges: out };
+        let idx = FnIndex { segments: vec![], ranges: out, gaps: vec![] };
         assert_eq!(idx.function_start(0x2000), Some(0x2000));
         assert_eq!(idx.function_start(0x203f), Some(0x2000));
         assert_eq!(idx.function_start(0x2040), None, "a gap");
@@ -364,6 +384,75 @@ mod tests {
             b.len()
         })
         .is_none());
+    }
+
+    /// Static coverage of the files in `HVS_COVERAGE` (colon-separated):
+    /// `b8 imm32 0f 05` byte sequences in executable segments, and how
+    /// many of them the rewriter would take (a function start, then a
+    /// sweep landing on the `b8`). `cargo test --lib coverage -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn coverage() {
+        let paths = std::env::var("HVS_COVERAGE").unwrap_or_default();
+        for path in paths.split(':').filter(|p| !p.is_empty()) {
+            let data = std::fs::read(path).unwrap();
+            let idx = index_of(path).unwrap();
+            let (mut seen, mut taken) = (0, 0);
+            for seg in &idx.segments {
+                let code = &data[seg.offset as usize..(seg.offset + seg.filesz) as usize];
+                for i in 0..code.len().saturating_sub(7) {
+                    if code[i] != 0xb8 || code[i + 5..i + 7] != [0x0f, 0x05] {
+                        continue;
+                    }
+                    seen += 1;
+                    let va = seg.vaddr + i as u64;
+                    let Some(start) = idx.function_start(va).filter(|&s| s >= seg.vaddr && va - s <= 64 << 10) else {
+                        if std::env::var_os("HVS_COVERAGE_MISSES").is_some() {
+                            std::println!("  no function: {va:#x}");
+                        }
+                        continue;
+                    };
+                    let from = (start - seg.vaddr) as usize;
+                    let back = i - from;
+                    if crate::x86len::reaches(&code[from..i + 7], back) && crate::x86len::length(&code[i..]) == Some(5)
+                    {
+                        taken += 1;
+                    } else if std::env::var_os("HVS_COVERAGE_MISSES").is_some() {
+                        std::println!("  not taken: {va:#x} (function at {start:#x})");
+                    }
+                }
+            }
+            std::println!("{path}: {seen} byte matches, {taken} taken");
+            // Every `syscall` at a proven boundary, and how many have 5
+            // bytes of padding (between ranges, only nops/int3) within a
+            // rel8 jump of their end.
+            let (mut sites, mut near) = (0, 0);
+            for seg in &idx.segments {
+                let code = &data[seg.offset as usize..(seg.offset + seg.filesz) as usize];
+                for r in idx.ranges.iter().filter(|r| r.0 >= seg.vaddr && r.1 <= seg.vaddr + seg.filesz) {
+                    let (a, b) = ((r.0 - seg.vaddr) as usize, (r.1 - seg.vaddr) as usize);
+                    let mut i = a;
+                    while i < b {
+                        let Some(n) = crate::x86len::length(&code[i..]) else { break };
+                        if code[i..i + n] == [0x0f, 0x05] {
+                            sites += 1;
+                            let end = seg.vaddr + i as u64 + 2;
+                            let (lo, hi) = (end - 128, end + 127);
+                            let fits = idx.gaps_between(lo, hi + 5).any(|(gs, ge)| {
+                                let slot = gs.max(lo);
+                                let bytes = &code[(gs - seg.vaddr) as usize..(ge - seg.vaddr) as usize];
+                                slot <= hi && slot + 5 <= ge && crate::sitefind::all_filler(bytes)
+                            });
+                            if fits {
+                                near += 1;
+                            }
+                        }
+                        i += n;
+                    }
+                }
+            }
+            std::println!("  {sites} syscall sites in known functions, {near} with padding in reach");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod run;
 mod shm;
 mod signal;
 mod signalfd;
+mod sitefind;
 mod sites;
 mod snapshot;
 mod sock;

@@ -18,12 +18,26 @@ pub struct Area {
     pub used: u64,
 }
 
-/// A rewritten `mov eax, imm32` at `at`, now a jump to `stub`.
+/// A rewritten site: `len` bytes at `at` (a `mov eax, imm32` before a
+/// `syscall`, or the `syscall` itself) now jump to `stub`; `orig` holds
+/// what they were.
 #[derive(Clone, Copy)]
 pub struct Site {
     pub at: u64,
-    pub imm: [u8; 4],
+    pub len: u8,
+    pub orig: [u8; 5],
     pub stub: u64,
+    /// A rewritten `syscall` jumps (rel8) to padding nearby, where a `jmp
+    /// rel32` to the stub now is: its address and original bytes.
+    pub pad: Option<(u64, [u8; 5])>,
+}
+
+impl Site {
+    /// Whether any byte it changed lies in `[start, end)`.
+    pub fn touches(&self, start: u64, end: u64) -> bool {
+        let hit = |a: u64, n: u64| a < end && a + n > start;
+        hit(self.at, u64::from(self.len)) || self.pad.is_some_and(|(p, _)| hit(p, 5))
+    }
 }
 
 /// A private mapping of a file: `[start, end)` shows its bytes from

@@ -15,7 +15,14 @@
      falsematch a `syscall` after `movl $39, -0x48(%rsp)` (c7 44 24 b8 27 00
                 00 00): its last 5 bytes look like `mov eax, 39`, but are
                 not an instruction; run 5 times with EAX = 39, the store
-                must land each time and the code stay as it was
+                must land each time and its code stay as it was (the
+                `syscall` itself may become a jump)
+     regsite    a `syscall` whose number comes from a register (no `mov eax`
+                before it): getpid through it with the red zone and
+                argument registers checked, then a read from a pipe that
+                blocks there while SIGALRM (SA_RESTART) interrupts it, so
+                the call restarts at the site; prints whether the
+                `syscall` became a short jump (guest only: "regsite code")
      code       getpid's first 7 code bytes before and after two calls
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
@@ -212,11 +219,76 @@ static int falsematch(void) {
     const unsigned char *p = false_site_syscall;
     __asm__("" : "+r"(p)); /* (the compiler cannot tell what lies before) */
     p -= 5;
-    unsigned char before[7];
-    memcpy(before, p, 7);
+    unsigned char before[5];
+    memcpy(before, p, 5);
     int bad = 0;
     for (int i = 0; i < 5; i++) bad += false_site() != 39;
-    printf("falsematch: %d bad rounds of 5, code %s\n", bad, memcmp(before, p, 7) ? "changed" : "unchanged");
+    printf("falsematch: %d bad rounds of 5, code %s\n", bad, memcmp(before, p, 5) ? "changed" : "unchanged");
+    return 0;
+}
+
+/* `syscall(nr, a, b, c)` by hand: RAX from RDI, and alignment padding
+   after it before the next function. Leaves the red-zone word at -0x40
+   as it found it. */
+__asm__(".text\n"
+        ".globl reg_site\n"
+        ".type reg_site, @function\n"
+        "reg_site:\n"
+        "    mov %rdi, %rax\n"
+        "    mov %rsi, %rdi\n"
+        "    mov %rdx, %rsi\n"
+        "    mov %rcx, %rdx\n"
+        ".globl reg_site_syscall\n"
+        "reg_site_syscall:\n"
+        "    syscall\n"
+        "    ret\n"
+        ".size reg_site, .-reg_site\n"
+        ".p2align 5, 0xcc\n"
+        ".globl reg_site_next\n"
+        ".type reg_site_next, @function\n"
+        "reg_site_next:\n"
+        "    ret\n"
+        ".size reg_site_next, .-reg_site_next\n");
+long reg_site(long nr, long a, long b, long c);
+extern const unsigned char reg_site_syscall[];
+
+static volatile int reg_alarms;
+static void on_reg_alarm(int sig) {
+    (void)sig;
+    reg_alarms++;
+}
+
+static int regsite(int show_code) {
+    pid_t me = getpid();
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        volatile long marker[4] = {1, 2, 3, 4};
+        long r = reg_site(39, 7, 8, 9);
+        bad += r != me || marker[0] != 1 || marker[3] != 4;
+    }
+    int p[2];
+    if (pipe(p)) return 1;
+    pid_t child = fork();
+    if (child == 0) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, 0);
+        write(p[1], "x", 1);
+        _exit(0);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_reg_alarm;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, 0);
+    struct itimerval it = {{0, 5000}, {0, 5000}};
+    setitimer(ITIMER_REAL, &it, 0);
+    char c = 0;
+    long n = reg_site(0, p[0], (long)&c, 1);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, 0);
+    waitpid(child, 0, 0);
+    printf("regsite: %d bad calls of 3, read %ld '%c' after %s\n", bad, n, c, reg_alarms > 0 ? "alarms" : "none");
+    if (show_code) printf("regsite code: %02x\n", reg_site_syscall[0]);
     return 0;
 }
 
@@ -268,6 +340,8 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "unmap")) return unmap();
     if (!strcmp(mode, "code")) return code();
     if (!strcmp(mode, "falsematch")) return falsematch();
+    if (!strcmp(mode, "regsite")) return regsite(0);
+    if (!strcmp(mode, "regsite-code")) return regsite(1);
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);
     return 2;

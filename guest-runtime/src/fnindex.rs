@@ -426,12 +426,12 @@ mod tests {
             // Every `syscall` at a proven boundary, and how many have 5
             // bytes of padding (between ranges, only nops/int3) within a
             // rel8 jump of their end.
-            let (mut sites, mut near) = (0, 0);
+            let (mut sites, mut mov, mut either) = (0, 0, 0);
             for seg in &idx.segments {
                 let code = &data[seg.offset as usize..(seg.offset + seg.filesz) as usize];
                 for r in idx.ranges.iter().filter(|r| r.0 >= seg.vaddr && r.1 <= seg.vaddr + seg.filesz) {
                     let (a, b) = ((r.0 - seg.vaddr) as usize, (r.1 - seg.vaddr) as usize);
-                    let mut i = a;
+                    let (mut i, mut prev) = (a, None);
                     while i < b {
                         let Some(n) = crate::x86len::length(&code[i..]) else { break };
                         if code[i..i + n] == [0x0f, 0x05] {
@@ -443,15 +443,16 @@ mod tests {
                                 let bytes = &code[(gs - seg.vaddr) as usize..(ge - seg.vaddr) as usize];
                                 slot <= hi && slot + 5 <= ge && crate::sitefind::all_filler(bytes)
                             });
-                            if fits {
-                                near += 1;
-                            }
+                            let m = prev.is_some_and(|p: usize| i - p == 5 && code[p] == 0xb8);
+                            mov += m as u32;
+                            either += (m || fits) as u32;
                         }
+                        prev = Some(i);
                         i += n;
                     }
                 }
             }
-            std::println!("  {sites} syscall sites in known functions, {near} with padding in reach");
+            std::println!("  {sites} syscall sites in known functions: {mov} `mov eax` form, {either} either form");
         }
     }
 

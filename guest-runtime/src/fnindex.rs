@@ -10,9 +10,9 @@ use alloc::vec::Vec;
 
 /// Largest `.eh_frame` read, and most symbols read per table.
 const MAX_EH_FRAME: u64 = 16 << 20;
-const MAX_SYMS: u64 = 1 << 20;
-/// Most ranges kept.
-const MAX_RANGES: usize = 1 << 20;
+const MAX_SYMS: u64 = 1 << 19;
+/// Most ranges kept (16 bytes each).
+const MAX_RANGES: usize = 1 << 18;
 
 const SHT_SYMTAB: u32 = 2;
 const SHT_DYNSYM: u32 = 11;
@@ -100,7 +100,7 @@ pub fn build(read: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Option<FnIndex> {
     let (phoff, phentsize, phnum) = (u64_at(&eh, 32)?, u16_at(&eh, 54)? as u64, u16_at(&eh, 56)? as u64);
     let (shoff, shentsize, shnum, shstrndx) =
         (u64_at(&eh, 40)?, u16_at(&eh, 58)? as u64, u16_at(&eh, 60)? as u64, u16_at(&eh, 62)? as usize);
-    if phentsize < 56 || phnum > 256 {
+    if phentsize != 56 || phnum > 256 {
         return None;
     }
     let ph = read_vec(read, phoff, phentsize * phnum)?;
@@ -117,7 +117,7 @@ pub fn build(read: &mut dyn FnMut(u64, &mut [u8]) -> usize) -> Option<FnIndex> {
     }
     // Section headers: .eh_frame by name, the symbol tables by type.
     let mut eh_frame = None;
-    if shentsize >= 64 && shnum > 0 && shnum <= 65535 {
+    if shentsize == 64 && shnum > 0 {
         if let Some(sh) = read_vec(read, shoff, shentsize * shnum) {
             let shdr = |i: usize| -> Option<(u32, u32, u64, u64, u64, u32, u64)> {
                 let s = i.checked_mul(shentsize as usize)?;

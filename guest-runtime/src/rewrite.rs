@@ -21,7 +21,8 @@
 //!   between functions within reach, which become `jmp rel32` to the
 //!   stub. The bytes after the `syscall` stay, so it returns where it
 //!   did; a jump to the `syscall`, or a restart, takes the jump instead,
-//!   which does what the `syscall` did.
+//!   which does what the `syscall` did. (Restoring a site leaves the
+//!   padding's jump, so a task preempted on it still goes to the stub.)
 //!
 //! The stub sets RCX to the address after the `syscall` and jumps through
 //! a pointer to `syscall_fast_entry` (main.rs), which moves to the
@@ -305,20 +306,18 @@ fn read_code<const N: usize>(va: u64) -> Option<[u8; N]> {
     Some(unsafe { core::ptr::read_unaligned(va as *const [u8; N]) })
 }
 
-/// Puts the original bytes back at `site` where they are still ours
-/// (whatever the mapping is now).
+/// Puts the original bytes back at `site` if they are still ours
+/// (whatever the mapping is now). The padding keeps its jump to the stub:
+/// a task stopped right there (preempted) still goes where it went.
 fn restore(site: &Site) {
-    let Some((bytes, pad_jmp)) = rewritten(site) else { return };
+    let Some((bytes, _)) = rewritten(site) else { return };
     let n = usize::from(site.len);
-    if n == 5 && read_code::<5>(site.at) == Some(bytes)
-        || n == 2 && read_code::<2>(site.at) == bytes[..2].try_into().ok()
-    {
+    let ours = match n {
+        5 => read_code::<5>(site.at) == Some(bytes),
+        _ => read_code::<2>(site.at) == Some([bytes[0], bytes[1]]),
+    };
+    if ours {
         mm::patch_code(site.at, &site.orig[..n], false);
-    }
-    if let (Some((pad, orig)), Some(j)) = (site.pad, pad_jmp) {
-        if read_code::<5>(pad) == Some(j) {
-            mm::patch_code(pad, &orig, false);
-        }
     }
 }
 

@@ -57,7 +57,7 @@ const MAX_CODE: usize = 1024;
 pub const REFUSED: u32 = u32::MAX;
 
 /// Slots of the table of sites seen but not rewritten yet.
-pub const HOT_SLOTS: usize = 64;
+pub const HOT_SLOTS: usize = 256;
 
 /// One address space's rewritten sites.
 #[derive(Clone)]

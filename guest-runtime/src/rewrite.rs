@@ -183,18 +183,7 @@ fn rewrite_site(sc: u64, nr: u64) -> bool {
 /// (a program's segment, a file mapping).
 pub fn file_mapped(start: u64, end: u64, offset: u64, node: &NodeRef) {
     if *ENABLED.get() {
-        mm::current().rewrite.code_mapped(start, end, offset, node);
-    }
-}
-
-/// A private mmap of file `fd` from `offset` made `[at, at + len)`.
-pub fn fd_mapped(at: u64, len: u64, fd: u64, offset: u64) {
-    if !*ENABLED.get() {
-        return;
-    }
-    let Ok(f) = crate::fds::get(fd) else { return };
-    if let Some(node) = f.node() {
-        mm::current().rewrite.code_mapped(at, at.saturating_add(mm::page_up(len)), offset, node);
+        mm::current().rewrite.code_mapped(start, end, offset, node.clone());
     }
 }
 

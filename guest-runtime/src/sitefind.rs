@@ -35,7 +35,8 @@ pub struct Place {
 pub fn function_of(at: u64) -> Option<Place> {
     let code = mm::current().rewrite.code_at(at).cloned()?;
     let file_off = at - code.start + code.offset;
-    let idx = index_of(&code.node)?;
+    let node = Rc::downcast::<Node>(code.file).ok()?;
+    let idx = index_of(&node)?;
     let seg = idx.vaddr_of(file_off)?;
     let va = file_off - seg.offset + seg.vaddr;
     let start = idx.function_start(va).filter(|&s| s >= seg.vaddr)?;

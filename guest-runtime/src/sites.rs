@@ -4,9 +4,10 @@
 
 use alloc::vec::Vec;
 
-use hvsandbox_abi::PAGE_SIZE as PAGE;
+use alloc::rc::Rc;
+use core::any::Any;
 
-use crate::vfs::NodeRef;
+use hvsandbox_abi::PAGE_SIZE as PAGE;
 
 /// Bytes of one stub area.
 pub const AREA_LEN: u64 = 16 * PAGE;
@@ -42,12 +43,14 @@ impl Site {
 
 /// A private mapping of a file: `[start, end)` shows its bytes from
 /// `offset` on (where the rewriter finds the function a site is in).
+/// `file` is the file's node (`vfs::Node`; unnamed here, as this record
+/// lives in the memory layer, below the filesystem).
 #[derive(Clone)]
 pub struct Code {
     pub start: u64,
     pub end: u64,
     pub offset: u64,
-    pub node: NodeRef,
+    pub file: Rc<dyn Any>,
 }
 
 /// Most file mappings remembered (beyond, sites in new ones stay slow).
@@ -76,11 +79,11 @@ impl Sites {
     }
 
     /// `[start, end)` now shows `node`'s bytes from `offset` on.
-    pub fn code_mapped(&mut self, start: u64, end: u64, offset: u64, node: &NodeRef) {
+    pub fn code_mapped(&mut self, start: u64, end: u64, offset: u64, file: Rc<dyn Any>) {
         self.code_removed(start, end);
         if self.code.len() < MAX_CODE && self.code.try_reserve(1).is_ok() {
             let i = self.code.partition_point(|c| c.start < start);
-            self.code.insert(i, Code { start, end, offset, node: node.clone() });
+            self.code.insert(i, Code { start, end, offset, file });
         }
     }
 

@@ -1,7 +1,9 @@
-//! System-call site rewriting (a prototype behind `HVSANDBOX_REWRITE=1`):
-//! with it on, programs behave as with it off and as natively — results,
-//! the 128-byte red zone, NULL reads, fork, signals, code written at run
-//! time — and the run's statistics still count every call; snapshots keep
+//! System-call site rewriting (on by default where a raw `syscall` is
+//! slow; `HVSANDBOX_REWRITE=1`/`0` force it on/off): with it on, programs
+//! behave as with it off and as natively — results, the 128-byte red
+//! zone, NULL reads, fork, signals, restarted calls, code written at run
+//! time, bytes that only look like a site — and the run's statistics
+//! still count every call (and the sites rewritten); snapshots keep
 //! rewritten code and the reset undoes what a run rewrote. Most runs go
 //! through the `hvsandbox` command so that each can set the switch; the
 //! snapshot test sets it for this process (every run here wants it on).
@@ -43,13 +45,19 @@ struct Run {
 }
 
 fn guest(rewrite: bool, args: &[&str]) -> Run {
-    let out: Output = Command::new(hvsandbox_bin())
-        .env("HVSANDBOX_REWRITE", if rewrite { "1" } else { "0" })
-        .args(["run", "--stats", "--timeout", "30s", "--"])
-        .arg(musl("rewrite"))
-        .args(args)
-        .output()
-        .unwrap();
+    guest_with(Some(rewrite), args)
+}
+
+/// A run with rewriting forced on or off, or (None) as the runtime
+/// decides (on where a raw `syscall` is slow).
+fn guest_with(rewrite: Option<bool>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(hvsandbox_bin());
+    match rewrite {
+        Some(on) => cmd.env("HVSANDBOX_REWRITE", if on { "1" } else { "0" }),
+        None => cmd.env_remove("HVSANDBOX_REWRITE"),
+    };
+    let out: Output =
+        cmd.args(["run", "--stats", "--timeout", "30s", "--"]).arg(musl("rewrite")).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats line:\n{stderr}"));
     let syscalls = stat(stats, "syscalls");
@@ -104,6 +112,19 @@ fn a_getpid_loop_gives_the_same_results_and_counts() {
     assert_eq!(off.rewritten, 0, "off: {}", off.stats);
     // getpid at least (and whatever else ran twice from one site).
     assert!(more.rewritten >= 1, "on: {}", more.stats);
+}
+
+#[test]
+fn by_default_the_runtime_decides_and_results_stay_the_same() {
+    let off = guest(false, &["loop", "3000"]);
+    let auto = guest_with(None, &["loop", "3000"]);
+    assert_eq!(auto.stdout, "loop: 3000 of 3000 calls agree\n");
+    assert_eq!(auto.syscalls, off.syscalls, "every call is counted");
+    // Rewritten (a slow `syscall` here) or not: the code shows which.
+    let code = guest_with(None, &["code"]).stdout;
+    let on = guest(true, &["code"]).stdout;
+    assert!(code == on || code == guest(false, &["code"]).stdout, "{code}");
+    assert_eq!(auto.rewritten > 0, code == on, "{}", auto.stats);
 }
 
 #[test]

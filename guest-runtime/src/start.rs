@@ -20,7 +20,10 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
-    crate::rewrite::time_syscall(info.tsc_khz);
+    if info.flags & (abi::BOOT_FLAG_REWRITE | abi::BOOT_FLAG_NO_REWRITE) == 0 {
+        // Once per boot (a snapshot keeps the answer).
+        crate::rewrite::time_syscall(info.tsc_khz);
+    }
     // The layers above the files register what the ones below call.
     crate::wait::register(crate::task::block, crate::task::wait_event);
     crate::sock::register(crate::sock_msg::write, crate::socket::restart_deadline);
@@ -85,7 +88,10 @@ fn wait_for_program(pre: &abi::BootInfo) -> abi::BootInfo {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
-    crate::rewrite::time_syscall(info.tsc_khz);
+    if info.flags & (abi::BOOT_FLAG_REWRITE | abi::BOOT_FLAG_NO_REWRITE) == 0 {
+        // Once per boot (a snapshot keeps the answer).
+        crate::rewrite::time_syscall(info.tsc_khz);
+    }
     crate::random::init(&info.random_seed);
     info
 }

@@ -64,6 +64,8 @@ const REACH: u64 = (1 << 31) - 2 * AREA_LEN;
 /// cache's, more than a one-off call saves. (A refused site is not looked
 /// at again until its code changes.)
 const HOT_AFTER: u32 = 2;
+/// rt_sigreturn, whose sites are never rewritten.
+const RT_SIGRETURN: u64 = 15;
 /// Most sites rewritten per address space (bounds the record).
 const MAX_SITES: usize = 65536;
 
@@ -162,6 +164,11 @@ pub fn on_syscall(f: &Frame) {
 /// `nr`): its `mov eax, imm32` if one comes right before it, else the
 /// `syscall` itself with padding nearby. False if it was left alone.
 fn rewrite_site(sc: u64, nr: u64) -> bool {
+    if nr == RT_SIGRETURN {
+        // Unwinders (libgcc, debuggers) know a signal frame by the bytes
+        // of its restorer, `mov rax, 15; syscall`: they stay.
+        return false;
+    }
     let Some(place) = sitefind::function_of(sc) else { return false };
     if let Some(at) = sc.checked_sub(5).filter(|&at| at >= place.from && (at & (PAGE - 1)) <= PAGE - 5) {
         if place.instruction_at(at, 5) {

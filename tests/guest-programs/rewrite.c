@@ -6,7 +6,8 @@
                 RSP and the argument registers survive it
      null       NULL read after rewritten calls: must die of SIGSEGV
      fork       a child inherits rewritten code; both call getpid
-     signals    SIGALRM handlers run while getpid is called in a loop
+     signals    SIGALRM handlers run while getpid is called in a loop; the
+                signal return code (rt_sigreturn) keeps its bytes
      jit        code written at run time (W^X: RW, then RX), run, made
                 writable again and changed: runs the changed call
      enosys     an unknown system call (500) from one site, three times
@@ -134,9 +135,13 @@ static int forked(void) {
 }
 
 static volatile int alarms;
+static const unsigned char *volatile restorer;
 static void on_alarm(int sig) {
     (void)sig;
     alarms += getpid() > 0;
+    /* The handler returns into the restorer: `mov rax, 15; syscall`,
+       which unwinders recognise by these very bytes. */
+    restorer = __builtin_return_address(0);
 }
 
 static int signals(void) {
@@ -150,7 +155,9 @@ static int signals(void) {
     }
     struct itimerval off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &off, 0);
-    printf("signals: %s\n", alarms >= 3 ? "3 handled" : "too few");
+    static const unsigned char rt_sigreturn[] = {0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05};
+    int intact = restorer && !memcmp((const void *)restorer, rt_sigreturn, sizeof rt_sigreturn);
+    printf("signals: %s, restorer %s\n", alarms >= 3 ? "3 handled" : "too few", intact ? "intact" : "changed");
     return 0;
 }
 

@@ -467,3 +467,21 @@ mod tests {
         }
     }
 }
+#[cfg(test)]
+mod timing {
+    #[test]
+    #[ignore]
+    fn build_time() {
+        for path in std::env::var("HVS_COVERAGE").unwrap_or_default().split(':').filter(|p| !p.is_empty()) {
+            let data = std::fs::read(path).unwrap();
+            let t = std::time::Instant::now();
+            let idx = super::build(&mut |off, buf| {
+                let Some(src) = usize::try_from(off).ok().and_then(|o| data.get(o..)) else { return 0 };
+                let n = src.len().min(buf.len());
+                buf[..n].copy_from_slice(&src[..n]);
+                n
+            });
+            std::println!("{path}: {:?} ranges in {:?}", idx.map(|i| i.len()), t.elapsed());
+        }
+    }
+}

@@ -323,6 +323,9 @@ fn restore(site: &Site) {
 
 /// `[start, end)` is made writable or moves: its sites get their bytes back.
 pub fn restore_range(start: u64, end: u64) {
+    if !*ENABLED.get() {
+        return;
+    }
     mm::current().rewrite.code_removed(start, end);
     with_sites(|s| {
         s.sites.retain(|site| {
@@ -338,6 +341,9 @@ pub fn restore_range(start: u64, end: u64) {
 /// `[start, end)` is being unmapped or replaced: sites whose code is in
 /// it are forgotten, sites whose stub area is in it get their bytes back.
 pub fn range_unmapped(start: u64, end: u64) {
+    if !*ENABLED.get() {
+        return;
+    }
     mm::current().rewrite.code_removed(start, end);
     with_sites(|s| {
         s.sites.retain(|site| {

@@ -140,3 +140,29 @@ impl Sites {
 fn slot_of(at: u64) -> usize {
     (at ^ at >> 6 ^ at >> 12) as usize % HOT_SLOTS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_mappings_are_cut_where_memory_changes() {
+        let mut s = Sites::new();
+        let file: Rc<dyn Any> = Rc::new(1u8);
+        s.code_mapped(0x1000, 0x5000, 0x10000, file.clone());
+        s.code_mapped(0x8000, 0x9000, 0, file);
+        assert_eq!(s.code_at(0x2345).map(|c| (c.start, c.offset)), Some((0x1000, 0x10000)));
+        assert!(s.code_at(0x5000).is_none() && s.code_at(0xfff).is_none());
+        // A hole in the middle leaves two pieces, offsets kept.
+        s.code_removed(0x2000, 0x3000);
+        let pieces: Vec<_> = s.code.iter().map(|c| (c.start, c.end, c.offset)).collect();
+        assert_eq!(pieces, [(0x1000, 0x2000, 0x10000), (0x3000, 0x5000, 0x12000), (0x8000, 0x9000, 0)]);
+        assert!(s.code_at(0x2800).is_none());
+        // A refused site is known again once its code changes.
+        assert_eq!((s.seen(0x3010), s.seen(0x3010)), (1, 2));
+        s.refuse(0x3010);
+        assert_eq!(s.seen(0x3010), REFUSED);
+        s.code_removed(0x3000, 0x4000);
+        assert_eq!(s.seen(0x3010), 1);
+    }
+}

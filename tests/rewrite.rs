@@ -128,6 +128,17 @@ fn by_default_the_runtime_decides_and_results_stay_the_same() {
 }
 
 #[test]
+fn a_files_tables_are_read_only_once_a_site_is_hotter() {
+    let (n, _) = native(&["firstsite"]);
+    assert_eq!(n, "firstsite: after 2 calls b8, after 10 calls b8\n");
+    assert_eq!(guest(false, &["firstsite"]).stdout, n);
+    // The first site of a file waits for 8 calls (reading the file's
+    // unwind table and symbols costs more than two calls save).
+    let on = guest(true, &["firstsite"]);
+    assert_eq!(on.stdout, "firstsite: after 2 calls b8, after 10 calls e9\n", "{}", on.stats);
+}
+
+#[test]
 fn rewritten_code_enters_by_a_jump_and_only_with_the_switch() {
     let getpid_code = "b8 27 00 00 00 0f 05";
     let (n, _) = native(&["code"]);

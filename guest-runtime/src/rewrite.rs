@@ -1,7 +1,9 @@
 //! System-call site rewriting: where a `syscall` instruction costs the
 //! host's hypervisor 1–20 µs, the same entry reached by a plain `jmp`
 //! costs tens of cycles. So once a site has run a second time
-//! (`HOT_AFTER`), it is rewritten to jump to the runtime. On unless the
+//! (`HOT_AFTER`; the first site of a file waits for `INDEX_AFTER` calls,
+//! as its file's tables must be read first), it is rewritten to jump to
+//! the runtime. On unless the
 //! host boots the runtime with `BOOT_FLAG_NO_REWRITE`; without
 //! `BOOT_FLAG_REWRITE` (forced on) only where the boot found a raw
 //! `syscall` slow (`time_syscall`).
@@ -64,6 +66,10 @@ const REACH: u64 = (1 << 31) - 2 * AREA_LEN;
 /// cache's, more than a one-off call saves. (A refused site is not looked
 /// at again until its code changes.)
 const HOT_AFTER: u32 = 2;
+/// The first site of a file must make this many slow calls before the
+/// file's unwind table and symbols are read (once per file, ~0.1–0.5 ms
+/// for a libc: more than a site called only a few times saves).
+const INDEX_AFTER: u32 = 8;
 /// rt_sigreturn, whose sites are never rewritten.
 const RT_SIGRETURN: u64 = 15;
 /// Most sites rewritten per address space (bounds the record).
@@ -155,21 +161,28 @@ pub fn on_syscall(f: &Frame) {
     if n == REFUSED || n < HOT_AFTER {
         return;
     }
-    if !rewrite_site(sc, f.rax) {
-        mm::current().rewrite.refuse(sc);
+    match rewrite_site(sc, f.rax, n >= INDEX_AFTER) {
+        Ok(true) | Err(sitefind::NotYet) => {}
+        Ok(false) => mm::current().rewrite.refuse(sc),
     }
 }
 
 /// Rewrites the `syscall` at `sc` (the call it just made was number
 /// `nr`): its `mov eax, imm32` if one comes right before it, else the
-/// `syscall` itself with padding nearby. False if it was left alone.
-fn rewrite_site(sc: u64, nr: u64) -> bool {
+/// `syscall` itself with padding nearby. False if it was left alone;
+/// `NotYet` if that needs its file's table read first, and `build` says
+/// the site is not hot enough for that yet.
+fn rewrite_site(sc: u64, nr: u64, build: bool) -> Result<bool, sitefind::NotYet> {
     if nr == RT_SIGRETURN {
         // Unwinders (libgcc, debuggers) know a signal frame by the bytes
         // of its restorer, `mov rax, 15; syscall`: they stay.
-        return false;
+        return Ok(false);
     }
-    let Some(place) = sitefind::function_of(sc) else { return false };
+    let Some(place) = sitefind::function_of(sc, build)? else { return Ok(false) };
+    Ok(rewrite_in(&place, sc, nr))
+}
+
+fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
     if let Some(at) = sc.checked_sub(5).filter(|&at| at >= place.from && (at & (PAGE - 1)) <= PAGE - 5) {
         if place.instruction_at(at, 5) {
             // SAFETY: an instruction of a readable, backed mapping (checked
@@ -188,6 +201,14 @@ fn rewrite_site(sc: u64, nr: u64) -> bool {
     // one page (checked by padding_near).
     let pad_orig = unsafe { core::ptr::read_unaligned(pad as *const [u8; 5]) };
     patch(sc, 2, [0x0f, 0x05, 0, 0, 0], Some((pad, pad_orig)))
+}
+
+/// The program `node` will be snapshotted at its entry: its table is read
+/// now, so that every run from the snapshot has it.
+pub fn prepare_program(node: &NodeRef) {
+    if *ENABLED.get() {
+        sitefind::prepare(node);
+    }
 }
 
 /// `[start, end)` now shows `node`'s bytes from `offset` on, privately

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use crate::fnindex::{self, FnIndex};
 use crate::mm;
 use crate::rt::Global;
+use crate::sites::Code;
 use crate::vfs::{Node, NodeKind, NodeRef};
 use crate::x86len;
 
@@ -32,11 +33,26 @@ pub struct Place {
 
 /// The function holding `at`, if the file mapped there says where it
 /// starts (no more than `MAX_SWEEP` bytes before, in the same mapping).
-pub fn function_of(at: u64) -> Option<Place> {
-    let code = mm::current().rewrite.code_at(at).cloned()?;
+/// Without `build`, a file whose table has not been read yet is left for
+/// later (`NotYet`).
+pub fn function_of(at: u64, build: bool) -> Result<Option<Place>, NotYet> {
+    let Some(code) = mm::current().rewrite.code_at(at).cloned() else { return Ok(None) };
+    let Ok(node) = Rc::downcast::<Node>(code.file.clone()) else { return Ok(None) };
+    let Some(idx) = index_of(&node, build)? else { return Ok(None) };
+    Ok(place_in(at, &code, idx))
+}
+
+/// Reads the table of `node` now (a program about to be snapshotted at
+/// its entry: the runs from the snapshot find it read).
+pub fn prepare(node: &NodeRef) {
+    let _ = index_of(node, true);
+}
+
+/// The answer of `function_of` for a file whose table is not read yet.
+pub struct NotYet;
+
+fn place_in(at: u64, code: &Code, idx: Rc<FnIndex>) -> Option<Place> {
     let file_off = at - code.start + code.offset;
-    let node = Rc::downcast::<Node>(code.file).ok()?;
-    let idx = index_of(&node)?;
     let seg = idx.vaddr_of(file_off)?;
     let va = file_off - seg.offset + seg.vaddr;
     let start = idx.function_start(va).filter(|&s| s >= seg.vaddr)?;
@@ -112,13 +128,17 @@ pub(crate) fn all_filler(b: &[u8]) -> bool {
 }
 
 /// The function index of a file, built once per file (and kept while the
-/// file lives and is unchanged), whichever process maps it.
-fn index_of(node: &NodeRef) -> Option<Rc<FnIndex>> {
+/// file lives and is unchanged), whichever process maps it; without
+/// `build`, only one built before.
+fn index_of(node: &NodeRef, build: bool) -> Result<Option<Rc<FnIndex>>, NotYet> {
     let (size, mtime) = (node.size(), node.meta.borrow().mtime);
     let cache = INDEXES.get();
     let same = |c: &Cached| core::ptr::eq(c.node.as_ptr(), Rc::as_ptr(node));
     if let Some(c) = cache.iter().find(|c| same(c) && c.size == size && c.mtime == mtime) {
-        return c.index.clone();
+        return Ok(c.index.clone());
+    }
+    if !build {
+        return Err(NotYet);
     }
     cache.retain(|c| c.node.strong_count() > 0 && !same(c));
     let index = build_index(node).map(Rc::new);
@@ -127,7 +147,7 @@ fn index_of(node: &NodeRef) -> Option<Rc<FnIndex>> {
         cache.remove(0);
     }
     cache.push(Cached { node: Rc::downgrade(node), size, mtime, index: index.clone() });
-    index
+    Ok(index)
 }
 
 fn build_index(node: &NodeRef) -> Option<FnIndex> {

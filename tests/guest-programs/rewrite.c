@@ -24,6 +24,9 @@
                 blocks there while SIGALRM (SA_RESTART) interrupts it, so
                 the call restarts at the site; prints whether the
                 `syscall` became a short jump (guest only: "regsite code")
+     firstsite  (before the warm-up every other mode starts with: 10
+                getppid calls, so that the rewriter has read this file's
+                tables) getpid's first byte after 2 calls and after 10
      code       getpid's first 7 code bytes before and after two calls
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
@@ -299,6 +302,18 @@ static int regsite(int show_code) {
     return 0;
 }
 
+/* No other site has made the rewriter read this file's tables: getpid's
+   first byte after 2 calls (not yet), then after 10. */
+static int firstsite(void) {
+    getpid();
+    getpid();
+    unsigned char two = *(volatile unsigned char *)getpid;
+    for (int i = 0; i < 8; i++) getpid();
+    unsigned char ten = *(volatile unsigned char *)getpid;
+    printf("firstsite: after 2 calls %02x, after 10 calls %02x\n", two, ten);
+    return 0;
+}
+
 static int code(void) {
     unsigned char before[7], after[7];
     memcpy(before, (void *)getpid, 7);
@@ -335,7 +350,12 @@ static int cost(long n) {
 }
 
 int main(int argc, char **argv) {
+    /* The first site of a file makes 8 slow calls before the rewriter
+       reads the file's tables; after that a site is rewritten at its
+       second call, which the modes below rely on. */
     const char *mode = argc > 1 ? argv[1] : "loop";
+    if (!strcmp(mode, "firstsite")) return firstsite();
+    for (int i = 0; i < 10; i++) getppid();
     long n = argc > 2 ? atol(argv[2]) : 1000;
     if (!strcmp(mode, "loop")) return loop(n);
     if (!strcmp(mode, "redzone")) return redzone();

@@ -1,7 +1,9 @@
-//! System-call site rewriting (a prototype behind `HVSANDBOX_REWRITE=1`):
-//! with it on, programs behave as with it off and as natively — results,
-//! the 128-byte red zone, NULL reads, fork, signals, code written at run
-//! time — and the run's statistics still count every call; snapshots keep
+//! System-call site rewriting (on by default where a raw `syscall` is
+//! slow; `HVSANDBOX_REWRITE=1`/`0` force it on/off): with it on, programs
+//! behave as with it off and as natively — results, the 128-byte red
+//! zone, NULL reads, fork, signals, restarted calls, code written at run
+//! time, bytes that only look like a site — and the run's statistics
+//! still count every call (and the sites rewritten); snapshots keep
 //! rewritten code and the reset undoes what a run rewrote. Most runs go
 //! through the `hvsandbox` command so that each can set the switch; the
 //! snapshot test sets it for this process (every run here wants it on).
@@ -36,28 +38,47 @@ struct Run {
     code: Option<i32>,
     /// The `syscalls` field of the --stats line.
     syscalls: u64,
+    /// Its `rewritten_sites`.
+    rewritten: u64,
     /// The whole --stats line.
     stats: String,
 }
 
 fn guest(rewrite: bool, args: &[&str]) -> Run {
-    let out: Output = Command::new(hvsandbox_bin())
-        .env("HVSANDBOX_REWRITE", if rewrite { "1" } else { "0" })
-        .args(["run", "--stats", "--timeout", "30s", "--"])
-        .arg(musl("rewrite"))
-        .args(args)
-        .output()
-        .unwrap();
+    guest_with(Some(rewrite), args)
+}
+
+/// A run with rewriting forced on or off, or (None) as the runtime
+/// decides (on where a raw `syscall` is slow).
+fn guest_with(rewrite: Option<bool>, args: &[&str]) -> Run {
+    let mut cmd = Command::new(hvsandbox_bin());
+    match rewrite {
+        Some(on) => cmd.env("HVSANDBOX_REWRITE", if on { "1" } else { "0" }),
+        None => cmd.env_remove("HVSANDBOX_REWRITE"),
+    };
+    let out: Output =
+        cmd.args(["run", "--stats", "--timeout", "30s", "--"]).arg(musl("rewrite")).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats line:\n{stderr}"));
-    let syscalls = stats
-        .split("\"syscalls\":")
+    let syscalls = stat(stats, "syscalls");
+    let rewritten = stat(stats, "rewritten_sites");
+    let stats = stats.to_string();
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        code: out.status.code(),
+        syscalls,
+        rewritten,
+        stats,
+    }
+}
+
+/// A number of the --stats line.
+fn stat(line: &str, name: &str) -> u64 {
+    line.split(&format!("\"{name}\":"))
         .nth(1)
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no syscalls in {stats}"));
-    let stats = stats.to_string();
-    Run { stdout: String::from_utf8_lossy(&out.stdout).into_owned(), code: out.status.code(), syscalls, stats }
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
 }
 
 fn native(args: &[&str]) -> (String, std::process::ExitStatus) {
@@ -88,6 +109,33 @@ fn a_getpid_loop_gives_the_same_results_and_counts() {
     let off = guest(false, &["loop", "5000"]);
     let more = guest(true, &["loop", "10000"]);
     assert_eq!(more.syscalls, off.syscalls + 5000, "each rewritten call is still served and counted");
+    assert_eq!(off.rewritten, 0, "off: {}", off.stats);
+    // getpid at least (and whatever else ran twice from one site).
+    assert!(more.rewritten >= 1, "on: {}", more.stats);
+}
+
+#[test]
+fn by_default_the_runtime_decides_and_results_stay_the_same() {
+    let off = guest(false, &["loop", "3000"]);
+    let auto = guest_with(None, &["loop", "3000"]);
+    assert_eq!(auto.stdout, "loop: 3000 of 3000 calls agree\n");
+    assert_eq!(auto.syscalls, off.syscalls, "every call is counted");
+    // Rewritten (a slow `syscall` here) or not: the code shows which.
+    let code = guest_with(None, &["code"]).stdout;
+    let on = guest(true, &["code"]).stdout;
+    assert!(code == on || code == guest(false, &["code"]).stdout, "{code}");
+    assert_eq!(auto.rewritten > 0, code == on, "{}", auto.stats);
+}
+
+#[test]
+fn a_files_tables_are_read_only_once_a_site_is_hotter() {
+    let (n, _) = native(&["firstsite"]);
+    assert_eq!(n, "firstsite: after 2 calls b8, after 10 calls b8\n");
+    assert_eq!(guest(false, &["firstsite"]).stdout, n);
+    // The first site of a file waits for 8 calls (reading the file's
+    // unwind table and symbols costs more than two calls save).
+    let on = guest(true, &["firstsite"]);
+    assert_eq!(on.stdout, "firstsite: after 2 calls b8, after 10 calls e9\n", "{}", on.stats);
 }
 
 #[test]
@@ -101,6 +149,26 @@ fn rewritten_code_enters_by_a_jump_and_only_with_the_switch() {
     let on = guest(true, &["code"]).stdout;
     let after = on.strip_prefix(&format!("before: {getpid_code}\nafter: e9 ")).unwrap_or_else(|| panic!("{on}"));
     assert!(after.ends_with(" 0f 05\n"), "{on}");
+}
+
+#[test]
+fn bytes_that_only_look_like_mov_eax_before_a_syscall_are_left_alone() {
+    // `movl $39, -0x48(%rsp); syscall`: the store's last five bytes read
+    // `b8 27 00 00 00`, and EAX is 39. Rewriting them would change the
+    // store (its displacement and value), not a `mov eax`.
+    same_everywhere(&["falsematch"], "falsematch: 0 bad rounds of 5, code unchanged\n", true);
+}
+
+#[test]
+fn a_syscall_whose_number_is_in_a_register_becomes_a_short_jump_and_restarts_there() {
+    // Alarms interrupt the blocked read a varying number of times: the
+    // count of calls differs from run to run.
+    same_everywhere(&["regsite"], "regsite: 0 bad calls of 3, read 1 'x' after alarms\n", false);
+    let line = "regsite: 0 bad calls of 3, read 1 'x' after alarms\nregsite code:";
+    assert_eq!(guest(false, &["regsite-code"]).stdout, format!("{line} 0f\n"), "off: `syscall` stays");
+    let on = guest(true, &["regsite-code"]);
+    assert_eq!(on.stdout, format!("{line} eb\n"), "on: jmp rel8 to padding");
+    assert!(on.rewritten >= 1, "{}", on.stats);
 }
 
 #[test]
@@ -141,7 +209,7 @@ fn fork_signals_and_code_written_at_run_time() {
     // runs on, depends on which process runs first.)
     same_everywhere(&["fork"], "fork: child ok, parent ok\n", false);
     let (n, _) = native(&["signals"]);
-    assert_eq!(n, "signals: 3 handled\n");
+    assert_eq!(n, "signals: 3 handled, restorer intact\n");
     for rewrite in [false, true] {
         assert_eq!(guest(rewrite, &["signals"]).stdout, n, "rewrite={rewrite}");
     }

@@ -224,6 +224,12 @@ impl Image {
             let va = ph.vaddr + base;
             let seg_start = page_down(va);
             let seg_end = page_up(va + ph.memsz);
+            // Where the rewriter finds the functions of code mapped here.
+            let code = |node| {
+                if prot & PROT_EXEC != 0 {
+                    crate::rewrite::file_mapped(seg_start, seg_end, page_down(ph.offset), node);
+                }
+            };
             if prot & PROT_WRITE == 0 && ph.memsz == ph.filesz {
                 // Read-only and no bss: the file's pages, shared.
                 let first_page = page_down(ph.offset) / PAGE;
@@ -237,6 +243,7 @@ impl Image {
                     Ok(())
                 })??;
                 mm::add_vma(seg_start, seg_end, prot)?;
+                code(&self.node);
                 continue;
             }
             mm::map_keep(seg_start, seg_end - seg_start, prot)?;
@@ -254,6 +261,7 @@ impl Image {
                 let zeros = [0u8; PAGE as usize];
                 mm::copy_to_frames(va + ph.filesz, &zeros[..tail as usize]);
             }
+            code(&self.node);
         }
         Ok(end)
     }

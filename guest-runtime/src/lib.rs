@@ -20,6 +20,7 @@ mod errno;
 mod exec;
 mod fds;
 mod file;
+mod fnindex;
 mod futex;
 mod hc;
 mod heap;
@@ -37,6 +38,7 @@ mod run;
 mod shm;
 mod signal;
 mod signalfd;
+mod sitefind;
 mod sites;
 mod snapshot;
 mod sock;
@@ -58,13 +60,14 @@ mod vdso;
 mod vfs;
 mod vma;
 mod wait;
+mod x86len;
 
 /// What the binary's entry assembly names, and the pieces it is built of.
 pub mod entry {
     pub use crate::hc::panic as runtime_panic;
     pub use crate::heap::RuntimeAllocator;
     pub use crate::mm::NEXT_CR3;
-    pub use crate::rewrite::REWRITE_FAST_ENTRY;
+    pub use crate::rewrite::{REWRITE_FAST_ENTRY, REWRITE_PROBE};
     pub use crate::rt::FixedBuf;
     pub use crate::rt::{PROGRAM_FAULT, RESUME_RIP, RESUME_RSP, SAVED_USER_RSP};
     pub use crate::start::{program_fault, rust_start};

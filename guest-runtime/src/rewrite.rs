@@ -1,37 +1,53 @@
-//! System-call site rewriting (off unless the host boots the runtime with
-//! `BOOT_FLAG_REWRITE`): on this host a `syscall` instruction costs the
-//! hypervisor 1–20 µs, while the same entry reached by a plain `jmp`
+//! System-call site rewriting: where a `syscall` instruction costs the
+//! host's hypervisor 1–20 µs, the same entry reached by a plain `jmp`
 //! costs tens of cycles. So once a site has run a second time
-//! (`HOT_AFTER`), it is rewritten to jump to the runtime.
+//! (`HOT_AFTER`; the first site of a file waits for `INDEX_AFTER` calls,
+//! as its file's tables must be read first), it is rewritten to jump to
+//! the runtime. On unless the
+//! host boots the runtime with `BOOT_FLAG_NO_REWRITE`; without
+//! `BOOT_FLAG_REWRITE` (forced on) only where the boot found a raw
+//! `syscall` slow (`time_syscall`).
 //!
-//! Only the common sequence `mov eax, imm32; syscall` (`b8 imm32 0f 05`)
-//! is rewritten, and only its `mov`: the five bytes become `jmp rel32` to
-//! a stub of the same length, and the `syscall` after them stays as it
-//! was, so anything that jumps to it (or re-runs it: a restarted call
-//! returns to RIP − 2) still works by the slow path. The stub does what
-//! the two instructions did — `mov eax, imm32`, RCX = the address after
-//! the `syscall` — and jumps through a pointer to `syscall_fast_entry`
-//! (main.rs), which moves to the runtime stack before it touches memory
-//! (the red zone below the program's RSP is left alone), puts RFLAGS in
-//! R11 as `syscall` does, and joins the ordinary entry: the dispatcher,
-//! the table and the stats see every call as before.
+//! A site is rewritten only where the file mapped there says which
+//! function holds it and a sweep of instruction lengths from that
+//! function's start proves the bytes are the instructions they look like
+//! (`sitefind.rs`): never bytes inside a longer instruction, never code
+//! no file describes (JITs). Two forms:
+//! - `mov eax, imm32; syscall` (`b8 imm32 0f 05`, the call's own number):
+//!   the `mov` becomes `jmp rel32` to a stub that does what both did; the
+//!   `syscall` after it stays, so anything that jumps to it, or re-runs
+//!   it (a restarted call returns to RIP − 2), still works by the slow
+//!   path.
+//! - any other `syscall` (its number from a register, `xor eax, eax`):
+//!   the two bytes become `jmp rel8` to 5 bytes of alignment padding
+//!   between functions within reach, which become `jmp rel32` to the
+//!   stub. The bytes after the `syscall` stay, so it returns where it
+//!   did; a jump to the `syscall`, or a restart, takes the jump instead,
+//!   which does what the `syscall` did. (Restoring a site leaves the
+//!   padding's jump, so a task preempted on it still goes to the stub.)
 //!
-//! A site is rewritten only when the entry knows it exactly (RIP − 2 of a
-//! call that came by `syscall`), the five bytes before it read `b8` and
-//! the call's own number, all seven bytes lie in one page of a private,
-//! executable, non-writable mapping (file-cache frames get a private copy
-//! first; shared mappings and writable code — JITs — are left alone), and
-//! a stub area is within ±2 GiB. Stub areas are mapped below the code
-//! they serve. Code made writable again (mprotect) gets its original bytes
-//! back, and so does code about to move (mremap); an unmapped stub area
-//! takes its sites' patches with it.
+//! The stub sets RCX to the address after the `syscall` and jumps through
+//! a pointer to `syscall_fast_entry` (main.rs), which moves to the
+//! runtime stack before it touches memory (the red zone below the
+//! program's RSP is left alone), puts RFLAGS in R11 as `syscall` does,
+//! and joins the ordinary entry: the dispatcher, the table and the stats
+//! see every call as before.
+//!
+//! Only private, executable, non-writable code is rewritten (file-cache
+//! frames get a private copy first; shared mappings are left alone), and
+//! only where a stub area is within ±2 GiB. Stub areas are mapped below
+//! the code they serve. Code made writable again (mprotect) gets its
+//! original bytes back, and so does code about to move (mremap) or be
+//! unmapped; an unmapped stub area takes its sites' rewrites with it.
 //!
 //! The record of sites and areas (`sites.rs`) lives in the address space:
 //! a fork copies it with the pages, an execve starts empty.
 
 use crate::mm::{self, PAGE};
 use crate::rt::{Frame, Global};
-use crate::sites::{Area, Site, Sites, AREA_LEN};
+use crate::sitefind;
+use crate::sites::{Area, Site, Sites, AREA_LEN, REFUSED};
+use crate::vfs::NodeRef;
 
 static ENABLED: Global<bool> = Global::new(false);
 
@@ -47,14 +63,75 @@ const STUB_LEN: u64 = 32;
 const REACH: u64 = (1 << 31) - 2 * AREA_LEN;
 /// A site is rewritten at its this-many-th slow call: rewriting costs a
 /// page copy and a TLB flush (tens of µs) when the code is the file
-/// cache's, more than a one-off call saves.
+/// cache's, more than a one-off call saves. (A refused site is not looked
+/// at again until its code changes.)
 const HOT_AFTER: u32 = 2;
+/// The first site of a file must make this many slow calls before the
+/// file's unwind table and symbols are read (once per file, ~0.1–0.5 ms
+/// for a libc: more than a site called only a few times saves).
+const INDEX_AFTER: u32 = 8;
+/// rt_sigreturn, whose sites are never rewritten.
+const RT_SIGRETURN: u64 = 15;
 /// Most sites rewritten per address space (bounds the record).
 const MAX_SITES: usize = 65536;
 
-/// Turns rewriting on or off (at start, from the boot flags).
-pub fn set_enabled(on: bool) {
-    *ENABLED.get() = on;
+/// Set while the boot times `syscall`: the entry returns at once.
+#[no_mangle]
+pub static mut REWRITE_PROBE: u8 = 0;
+
+/// Rewriting pays where a raw `syscall` round trip costs more than this
+/// (ns): a rewritten call costs ~0.1 µs, rewriting a site tens of µs (a
+/// page copy, a TLB flush, the first look at its file's unwind table), so
+/// below it a site needs thousands of calls to repay it; on hosts whose
+/// hypervisor handles `syscall` natively the round trip is ~0.1 µs.
+const WORTH_ABOVE_NS: u64 = 500;
+
+/// Whether a raw `syscall` is slow here (timed once, at boot: a snapshot
+/// keeps the answer).
+static SLOW_SYSCALL: Global<bool> = Global::new(false);
+
+/// Times up to 4 raw `syscall` round trips (the entry returns at once
+/// while `REWRITE_PROBE` is set) with the TSC: slow if each one is (the
+/// first fast one ends it).
+#[cfg(not(test))]
+pub fn time_syscall(tsc_khz: u64) {
+    // SAFETY: one vCPU; the entry reads the flag.
+    unsafe { REWRITE_PROBE = 1 };
+    let mut best = u64::MAX;
+    for _ in 0..4 {
+        // SAFETY: rdtsc and a `syscall` the entry answers by returning to
+        // RCX with R11's flags (RAX clobbered); it touches no memory of ours.
+        let cycles = unsafe {
+            let t0 = core::arch::x86_64::_rdtsc();
+            core::arch::asm!("syscall", inout("rax") 0u64 => _, out("rcx") _, out("r11") _);
+            core::arch::x86_64::_rdtsc().wrapping_sub(t0)
+        };
+        best = best.min(cycles);
+        if !slow(best, tsc_khz) {
+            break;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { REWRITE_PROBE = 0 };
+    *SLOW_SYSCALL.get() = slow(best, tsc_khz);
+}
+
+#[cfg(test)]
+pub fn time_syscall(_tsc_khz: u64) {}
+
+/// Whether `cycles` of a TSC at `tsc_khz` (0: unknown, take 3 GHz) are
+/// more than `WORTH_ABOVE_NS`.
+fn slow(cycles: u64, tsc_khz: u64) -> bool {
+    let khz = if tsc_khz == 0 { 3_000_000 } else { tsc_khz };
+    cycles.saturating_mul(1_000_000) / khz > WORTH_ABOVE_NS
+}
+
+/// Turns rewriting on or off (at start, from the boot flags: forced on,
+/// forced off, or where a `syscall` is slow).
+pub fn set_enabled(flags: u32) {
+    use hvsandbox_abi as abi;
+    *ENABLED.get() =
+        flags & abi::BOOT_FLAG_REWRITE != 0 || flags & abi::BOOT_FLAG_NO_REWRITE == 0 && *SLOW_SYSCALL.get();
     mm::on_code_change(range_unmapped, restore_range);
 }
 
@@ -79,19 +156,66 @@ pub fn on_syscall(f: &Frame) {
     if fast != 0 || !*ENABLED.get() {
         return;
     }
-    let Some(at) = f.rip.checked_sub(7) else { return };
-    if (at & (PAGE - 1)) > PAGE - 7 || !mm::user_access_ok(at, 7, mm::PROT_READ | mm::PROT_EXEC) {
+    let Some(sc) = f.rip.checked_sub(2) else { return };
+    let n = mm::current().rewrite.seen(sc);
+    if n == REFUSED || n < HOT_AFTER {
         return;
     }
-    // SAFETY: the seven bytes lie in one page of a readable mapping, the
-    // page the program just ran its `syscall` from (so it is backed).
-    let b = unsafe { core::ptr::read_unaligned(at as *const [u8; 7]) };
-    let imm = [b[1], b[2], b[3], b[4]];
-    if b[0] != 0xb8 || b[5] != 0x0f || b[6] != 0x05 || u64::from(u32::from_le_bytes(imm)) != f.rax {
-        return;
+    match rewrite_site(sc, f.rax, n >= INDEX_AFTER) {
+        Ok(true) | Err(sitefind::NotYet) => {}
+        Ok(false) => mm::current().rewrite.refuse(sc),
     }
-    if mm::current().rewrite.seen(at) >= HOT_AFTER {
-        patch(at, imm);
+}
+
+/// Rewrites the `syscall` at `sc` (the call it just made was number
+/// `nr`): its `mov eax, imm32` if one comes right before it, else the
+/// `syscall` itself with padding nearby. False if it was left alone;
+/// `NotYet` if that needs its file's table read first, and `build` says
+/// the site is not hot enough for that yet.
+fn rewrite_site(sc: u64, nr: u64, build: bool) -> Result<bool, sitefind::NotYet> {
+    if nr == RT_SIGRETURN {
+        // Unwinders (libgcc, debuggers) know a signal frame by the bytes
+        // of its restorer, `mov rax, 15; syscall`: they stay.
+        return Ok(false);
+    }
+    let Some(place) = sitefind::function_of(sc, build)? else { return Ok(false) };
+    Ok(rewrite_in(&place, sc, nr))
+}
+
+fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
+    if let Some(at) = sc.checked_sub(5).filter(|&at| at >= place.from && (at & (PAGE - 1)) <= PAGE - 5) {
+        if place.instruction_at(at, 5) {
+            // SAFETY: an instruction of a readable, backed mapping (checked
+            // by instruction_at), within one page.
+            let b = unsafe { core::ptr::read_unaligned(at as *const [u8; 5]) };
+            if b[0] == 0xb8 && u64::from(u32::from_le_bytes([b[1], b[2], b[3], b[4]])) == nr {
+                return patch(at, 5, b, None);
+            }
+        }
+    }
+    if (sc & (PAGE - 1)) > PAGE - 2 || !place.instruction_at(sc, 2) {
+        return false;
+    }
+    let Some(pad) = place.padding_near(sc + 2) else { return false };
+    // SAFETY: five bytes of padding in a readable, backed mapping, within
+    // one page (checked by padding_near).
+    let pad_orig = unsafe { core::ptr::read_unaligned(pad as *const [u8; 5]) };
+    patch(sc, 2, [0x0f, 0x05, 0, 0, 0], Some((pad, pad_orig)))
+}
+
+/// The program `node` will be snapshotted at its entry: its table is read
+/// now, so that every run from the snapshot has it.
+pub fn prepare_program(node: &NodeRef) {
+    if *ENABLED.get() {
+        sitefind::prepare(node);
+    }
+}
+
+/// `[start, end)` now shows `node`'s bytes from `offset` on, privately
+/// (a program's segment, a file mapping).
+pub fn file_mapped(start: u64, end: u64, offset: u64, node: &NodeRef) {
+    if *ENABLED.get() {
+        mm::current().rewrite.code_mapped(start, end, offset, node.clone());
     }
 }
 
@@ -118,61 +242,115 @@ fn stub_for(s: &mut Sites, at: u64) -> Option<(u64, u64)> {
     Some((a.start, stub))
 }
 
-fn patch(at: u64, imm: [u8; 4]) {
+/// Rewrites the site at `at` (see `Site`); false if it was left alone.
+fn patch(at: u64, len: u8, orig: [u8; 5], pad: Option<(u64, [u8; 5])>) -> bool {
     let mut s = core::mem::replace(&mut mm::current().rewrite, Sites::new());
-    if s.sites.len() < MAX_SITES {
-        patch_in(&mut s, at, imm);
-    }
+    let done = s.sites.len() < MAX_SITES && patch_in(&mut s, Site { at, len, orig, stub: 0, pad });
     // Mapping a new stub area may have recorded nothing meanwhile (the
     // record was out), so this puts back the only copy.
     mm::current().rewrite = s;
+    if done {
+        crate::stats::stat(|st| st.rewritten_sites += 1);
+    }
+    done
 }
 
-fn patch_in(s: &mut Sites, at: u64, imm: [u8; 4]) {
-    let Some((area, stub)) = stub_for(s, at) else { return };
-    // mov eax, imm32; lea rcx, [rip + (at + 7)]; jmp [rip + area]; int3...
+/// The bytes of `jmp rel32` at `from` to `to`.
+fn jmp32(from: u64, to: u64) -> Option<[u8; 5]> {
+    let r = rel32(from + 5, to)?;
+    Some([0xe9, r[0], r[1], r[2], r[3]])
+}
+
+/// What the site's bytes are once rewritten: a jump to its stub, or (a
+/// `syscall` with padding) a jump to the padding, which jumps to the stub.
+fn rewritten(site: &Site) -> Option<([u8; 5], Option<[u8; 5]>)> {
+    match site.pad {
+        None => Some((jmp32(site.at, site.stub)?, None)),
+        Some((pad, _)) => {
+            let d = i8::try_from(pad.wrapping_sub(site.at + 2) as i64).ok()?;
+            Some(([0xeb, d as u8, 0, 0, 0], Some(jmp32(pad, site.stub)?)))
+        }
+    }
+}
+
+fn patch_in(s: &mut Sites, mut site: Site) -> bool {
+    let near = site.pad.map_or(site.at, |(p, _)| p);
+    let Some((area, stub)) = stub_for(s, near) else { return false };
+    site.stub = stub;
+    // [mov eax, imm32;] lea rcx, [rip + (syscall + 2)]; jmp [rip + area]; int3...
     let mut code = [0xccu8; STUB_LEN as usize];
-    code[0] = 0xb8;
-    code[1..5].copy_from_slice(&imm);
-    code[5..8].copy_from_slice(&[0x48, 0x8d, 0x0d]);
-    let (Some(back), Some(entry), Some(jump)) = (rel32(stub + 12, at + 7), rel32(stub + 18, area), rel32(at + 5, stub))
-    else {
-        return; // (not reached: the area is within REACH below the site)
-    };
-    code[8..12].copy_from_slice(&back);
-    code[12..14].copy_from_slice(&[0xff, 0x25]);
-    code[14..18].copy_from_slice(&entry);
-    mm::copy_to_frames(stub, &code);
-    let jmp = [0xe9, jump[0], jump[1], jump[2], jump[3]];
-    if mm::patch_code(at, &jmp, true) {
-        s.sites.push(Site { at, imm, stub });
-    } else if let Some(a) = s.areas.iter_mut().find(|a| a.start == area && a.used == stub - area + STUB_LEN) {
+    let mut i = 0;
+    if site.pad.is_none() {
+        code[..5].copy_from_slice(&site.orig);
+        i = 5;
+    }
+    let back_to = site.at + u64::from(site.len) + if site.pad.is_none() { 2 } else { 0 };
+    code[i..i + 3].copy_from_slice(&[0x48, 0x8d, 0x0d]);
+    let ok = (|| {
+        code[i + 3..i + 7].copy_from_slice(&rel32(stub + i as u64 + 7, back_to)?);
+        code[i + 7..i + 9].copy_from_slice(&[0xff, 0x25]);
+        code[i + 9..i + 13].copy_from_slice(&rel32(stub + i as u64 + 13, area)?);
+        let (bytes, pad_jmp) = rewritten(&site)?;
+        mm::copy_to_frames(stub, &code);
+        if let (Some((pad, orig)), Some(j)) = (site.pad, pad_jmp) {
+            // The padding first: nothing runs it until the site jumps there.
+            if !mm::patch_code(pad, &j, true) {
+                return None;
+            }
+            if !mm::patch_code(site.at, &bytes[..2], true) {
+                mm::patch_code(pad, &orig, false);
+                return None;
+            }
+        } else if !mm::patch_code(site.at, &bytes, true) {
+            return None;
+        }
+        Some(())
+    })()
+    .is_some();
+    if ok {
+        s.sites.push(site);
+        return true;
+    }
+    if let Some(a) = s.areas.iter_mut().find(|a| a.start == area && a.used == stub - area + STUB_LEN) {
         // Not patched after all (writable or shared code): the slot is free again.
         a.used -= STUB_LEN;
     }
+    false
 }
 
-/// Puts the original `mov eax, imm32` back at `site` if the bytes there
-/// are still our jump (whatever the mapping is now).
-fn restore(site: &Site) {
-    let Some(jump) = rel32(site.at + 5, site.stub) else { return };
-    let jmp = [0xe9, jump[0], jump[1], jump[2], jump[3]];
-    if !mm::user_access_ok(site.at, 5, mm::PROT_READ) || !mm::populate(site.at, 5) {
-        return;
+/// Reads `N` bytes of the program at `va` if they are readable and backed.
+fn read_code<const N: usize>(va: u64) -> Option<[u8; N]> {
+    if !mm::user_access_ok(va, N as u64, mm::PROT_READ) || !mm::populate(va, N as u64) {
+        return None;
     }
-    // SAFETY: five bytes of a readable, backed mapping (checked above).
-    let now = unsafe { core::ptr::read_unaligned(site.at as *const [u8; 5]) };
-    if now == jmp {
-        let i = site.imm;
-        mm::patch_code(site.at, &[0xb8, i[0], i[1], i[2], i[3]], false);
+    // SAFETY: N bytes of a readable, backed mapping (checked above).
+    Some(unsafe { core::ptr::read_unaligned(va as *const [u8; N]) })
+}
+
+/// Puts the original bytes back at `site` if they are still ours
+/// (whatever the mapping is now). The padding keeps its jump to the stub:
+/// a task stopped right there (preempted) still goes where it went.
+fn restore(site: &Site) {
+    let Some((bytes, _)) = rewritten(site) else { return };
+    let n = usize::from(site.len);
+    let ours = match n {
+        5 => read_code::<5>(site.at) == Some(bytes),
+        _ => read_code::<2>(site.at) == Some([bytes[0], bytes[1]]),
+    };
+    if ours {
+        mm::patch_code(site.at, &site.orig[..n], false);
     }
 }
 
 /// `[start, end)` is made writable or moves: its sites get their bytes back.
 pub fn restore_range(start: u64, end: u64) {
+    if !*ENABLED.get() {
+        return;
+    }
+    mm::current().rewrite.code_removed(start, end);
     with_sites(|s| {
         s.sites.retain(|site| {
-            let hit = site.at < end && site.at + 5 > start;
+            let hit = site.touches(start, end);
             if hit {
                 restore(site);
             }
@@ -184,8 +362,19 @@ pub fn restore_range(start: u64, end: u64) {
 /// `[start, end)` is being unmapped or replaced: sites whose code is in
 /// it are forgotten, sites whose stub area is in it get their bytes back.
 pub fn range_unmapped(start: u64, end: u64) {
+    if !*ENABLED.get() {
+        return;
+    }
+    mm::current().rewrite.code_removed(start, end);
     with_sites(|s| {
-        s.sites.retain(|site| !(site.at < end && site.at + 5 > start));
+        s.sites.retain(|site| {
+            // (What stays mapped of it gets its bytes back.)
+            let hit = site.touches(start, end);
+            if hit {
+                restore(site);
+            }
+            !hit
+        });
         let gone = |a: &Area| a.start < end && a.start + AREA_LEN > start;
         if !s.areas.iter().any(gone) {
             return;
@@ -211,4 +400,16 @@ fn with_sites(f: impl FnOnce(&mut Sites)) {
     let mut s = core::mem::replace(rec, Sites::new());
     f(&mut s);
     mm::current().rewrite = s;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_syscall_is_slow_above_half_a_microsecond() {
+        assert!(!super::slow(1000, 2_500_000), "0.4 µs");
+        assert!(super::slow(1500, 2_500_000), "0.6 µs");
+        assert!(super::slow(32_000, 2_500_000), "12.8 µs");
+        assert!(!super::slow(1400, 0), "unknown rate: 3 GHz");
+        assert!(!super::slow(u64::MAX, 1) || super::slow(u64::MAX, 1));
+    }
 }

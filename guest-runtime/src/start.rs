@@ -20,6 +20,10 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
+    if info.flags & (abi::BOOT_FLAG_REWRITE | abi::BOOT_FLAG_NO_REWRITE) == 0 {
+        // Once per boot (a snapshot keeps the answer).
+        crate::rewrite::time_syscall(info.tsc_khz);
+    }
     // The layers above the files register what the ones below call.
     crate::wait::register(crate::task::block, crate::task::wait_event);
     crate::sock::register(crate::sock_msg::write, crate::socket::restart_deadline);
@@ -30,7 +34,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     crate::random::init(&info.random_seed);
     crate::vfs::init(&info);
     let info = if info.flags & abi::BOOT_FLAG_WAIT_PROGRAM != 0 { wait_for_program(&info) } else { info };
-    crate::rewrite::set_enabled(info.flags & abi::BOOT_FLAG_REWRITE != 0);
+    crate::rewrite::set_enabled(info.flags);
     crate::vfs::apply_manifest(&info);
     let args = phys_slice(info.args_gpa, info.args_len);
     *RUN_ENV.get() = after_strings(args, info.argc as usize).to_vec();
@@ -47,6 +51,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
             Err(e) => run::fail_exec(elf::describe(e)),
         };
     if info.flags & abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY != 0 {
+        crate::rewrite::prepare_program(&image);
         if let Some(resume) = crate::snapshot::snapshot_point() {
             // A restored entry snapshot: this run's argv/envp replace the
             // snapshot's on a fresh initial stack.
@@ -84,6 +89,10 @@ fn wait_for_program(pre: &abi::BootInfo) -> abi::BootInfo {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
+    if info.flags & (abi::BOOT_FLAG_REWRITE | abi::BOOT_FLAG_NO_REWRITE) == 0 {
+        // Once per boot (a snapshot keeps the answer).
+        crate::rewrite::time_syscall(info.tsc_khz);
+    }
     crate::random::init(&info.random_seed);
     info
 }

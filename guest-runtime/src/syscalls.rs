@@ -303,6 +303,12 @@ fn mmap_named(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> 
     let r = sys_mmap(addr, len, prot, flags, fd, off);
     if let Ok(at) = r {
         crate::procfs::mapped(at, len, (flags & MAP_ANONYMOUS == 0).then_some((fd, off)));
+        if flags & (MAP_ANONYMOUS | MAP_SHARED) == 0 {
+            // Where the rewriter finds the functions of code mapped here.
+            if let Some(node) = crate::fds::get(fd).ok().as_ref().and_then(|f| f.node()) {
+                crate::rewrite::file_mapped(at, at.saturating_add(mm::page_up(len)), off, node);
+            }
+        }
     }
     r
 }

@@ -70,6 +70,9 @@ pub struct Stats {
     pub page_faults: u64,
     /// Processes the program created (fork, vfork, clone of a process).
     pub processes: u64,
+    /// System-call sites the guest rewrote to enter its runtime by a jump
+    /// rather than a `syscall` (see `HVSANDBOX_REWRITE`).
+    pub rewritten_sites: u64,
     /// Bytes of stdout that reached the host, collected or streamed (up to
     /// the output cap).
     pub stdout_bytes: u64,

@@ -6,12 +6,27 @@
                 RSP and the argument registers survive it
      null       NULL read after rewritten calls: must die of SIGSEGV
      fork       a child inherits rewritten code; both call getpid
-     signals    SIGALRM handlers run while getpid is called in a loop
+     signals    SIGALRM handlers run while getpid is called in a loop; the
+                signal return code (rt_sigreturn) keeps its bytes
      jit        code written at run time (W^X: RW, then RX), run, made
                 writable again and changed: runs the changed call
      enosys     an unknown system call (500) from one site, three times
      unmap      getpid twice, then everything below the program (0x10000 up
                 to 0x400000: where its stubs are) unmapped, then getpid
+     falsematch a `syscall` after `movl $39, -0x48(%rsp)` (c7 44 24 b8 27 00
+                00 00): its last 5 bytes look like `mov eax, 39`, but are
+                not an instruction; run 5 times with EAX = 39, the store
+                must land each time and its code stay as it was (the
+                `syscall` itself may become a jump)
+     regsite    a `syscall` whose number comes from a register (no `mov eax`
+                before it): getpid through it with the red zone and
+                argument registers checked, then a read from a pipe that
+                blocks there while SIGALRM (SA_RESTART) interrupts it, so
+                the call restarts at the site; prints whether the
+                `syscall` became a short jump (guest only: "regsite code")
+     firstsite  (before the warm-up every other mode starts with: 10
+                getppid calls, so that the rewriter has read this file's
+                tables) getpid's first byte after 2 calls and after 10
      code       getpid's first 7 code bytes before and after two calls
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
@@ -123,9 +138,13 @@ static int forked(void) {
 }
 
 static volatile int alarms;
+static const unsigned char *volatile restorer;
 static void on_alarm(int sig) {
     (void)sig;
     alarms += getpid() > 0;
+    /* The handler returns into the restorer: `mov rax, 15; syscall`,
+       which unwinders recognise by these very bytes. */
+    restorer = __builtin_return_address(0);
 }
 
 static int signals(void) {
@@ -139,7 +158,9 @@ static int signals(void) {
     }
     struct itimerval off = {{0, 0}, {0, 0}};
     setitimer(ITIMER_REAL, &off, 0);
-    printf("signals: %s\n", alarms >= 3 ? "3 handled" : "too few");
+    static const unsigned char rt_sigreturn[] = {0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0, 0x0f, 0x05};
+    int intact = restorer && !memcmp((const void *)restorer, rt_sigreturn, sizeof rt_sigreturn);
+    printf("signals: %s, restorer %s\n", alarms >= 3 ? "3 handled" : "too few", intact ? "intact" : "changed");
     return 0;
 }
 
@@ -185,6 +206,114 @@ static int unmap(void) {
     return 0;
 }
 
+/* A hand-written function (a symbol with a size, no unwind entry): the
+   five bytes before its `syscall` read b8 27 00 00 00. Returns what the
+   store left in the red zone. */
+__asm__(".text\n"
+        ".globl false_site\n"
+        ".type false_site, @function\n"
+        "false_site:\n"
+        "    movq $0, -0x48(%rsp)\n"
+        "    mov $39, %eax\n"
+        "    movl $39, -0x48(%rsp)\n"
+        ".globl false_site_syscall\n"
+        "false_site_syscall:\n"
+        "    syscall\n"
+        "    mov -0x48(%rsp), %rax\n"
+        "    ret\n"
+        ".size false_site, .-false_site\n");
+long false_site(void);
+extern const unsigned char false_site_syscall[];
+
+static int falsematch(void) {
+    const unsigned char *p = false_site_syscall;
+    __asm__("" : "+r"(p)); /* (the compiler cannot tell what lies before) */
+    p -= 5;
+    unsigned char before[5];
+    memcpy(before, p, 5);
+    int bad = 0;
+    for (int i = 0; i < 5; i++) bad += false_site() != 39;
+    printf("falsematch: %d bad rounds of 5, code %s\n", bad, memcmp(before, p, 5) ? "changed" : "unchanged");
+    return 0;
+}
+
+/* `syscall(nr, a, b, c)` by hand: RAX from RDI, and alignment padding
+   after it before the next function. Leaves the red-zone word at -0x40
+   as it found it. */
+__asm__(".text\n"
+        ".globl reg_site\n"
+        ".type reg_site, @function\n"
+        "reg_site:\n"
+        "    mov %rdi, %rax\n"
+        "    mov %rsi, %rdi\n"
+        "    mov %rdx, %rsi\n"
+        "    mov %rcx, %rdx\n"
+        ".globl reg_site_syscall\n"
+        "reg_site_syscall:\n"
+        "    syscall\n"
+        "    ret\n"
+        ".size reg_site, .-reg_site\n"
+        ".p2align 5, 0xcc\n"
+        ".globl reg_site_next\n"
+        ".type reg_site_next, @function\n"
+        "reg_site_next:\n"
+        "    ret\n"
+        ".size reg_site_next, .-reg_site_next\n");
+long reg_site(long nr, long a, long b, long c);
+extern const unsigned char reg_site_syscall[];
+
+static volatile int reg_alarms;
+static void on_reg_alarm(int sig) {
+    (void)sig;
+    reg_alarms++;
+}
+
+static int regsite(int show_code) {
+    pid_t me = getpid();
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        volatile long marker[4] = {1, 2, 3, 4};
+        long r = reg_site(39, 7, 8, 9);
+        bad += r != me || marker[0] != 1 || marker[3] != 4;
+    }
+    int p[2];
+    if (pipe(p)) return 1;
+    pid_t child = fork();
+    if (child == 0) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, 0);
+        write(p[1], "x", 1);
+        _exit(0);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_reg_alarm;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, 0);
+    struct itimerval it = {{0, 5000}, {0, 5000}};
+    setitimer(ITIMER_REAL, &it, 0);
+    char c = 0;
+    long n = reg_site(0, p[0], (long)&c, 1);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, 0);
+    waitpid(child, 0, 0);
+    printf("regsite: %d bad calls of 3, read %ld '%c' after %s\n", bad, n, c, reg_alarms > 0 ? "alarms" : "none");
+    if (show_code) printf("regsite code: %02x\n", reg_site_syscall[0]);
+    return 0;
+}
+
+/* No other site has made the rewriter read this file's tables: getpid's
+   first byte after 2 calls (not yet), then after 10. */
+static int firstsite(void) {
+    getpid();
+    getpid();
+    unsigned char two = *(volatile unsigned char *)getpid;
+    for (int i = 0; i < 8; i++) getpid();
+    unsigned char ten = *(volatile unsigned char *)getpid;
+    printf("firstsite: after 2 calls %02x, after 10 calls %02x\n", two, ten);
+    return 0;
+}
+
 static int code(void) {
     unsigned char before[7], after[7];
     memcpy(before, (void *)getpid, 7);
@@ -221,7 +350,12 @@ static int cost(long n) {
 }
 
 int main(int argc, char **argv) {
+    /* The first site of a file makes 8 slow calls before the rewriter
+       reads the file's tables; after that a site is rewritten at its
+       second call, which the modes below rely on. */
     const char *mode = argc > 1 ? argv[1] : "loop";
+    if (!strcmp(mode, "firstsite")) return firstsite();
+    for (int i = 0; i < 10; i++) getppid();
     long n = argc > 2 ? atol(argv[2]) : 1000;
     if (!strcmp(mode, "loop")) return loop(n);
     if (!strcmp(mode, "redzone")) return redzone();
@@ -232,6 +366,9 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "enosys")) return enosys();
     if (!strcmp(mode, "unmap")) return unmap();
     if (!strcmp(mode, "code")) return code();
+    if (!strcmp(mode, "falsematch")) return falsematch();
+    if (!strcmp(mode, "regsite")) return regsite(0);
+    if (!strcmp(mode, "regsite-code")) return regsite(1);
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);
     return 2;

@@ -186,9 +186,13 @@ pub const BOOT_FLAG_SNAPSHOT_AT_ENTRY: u32 = 1;
 /// has done that part before the run is asked for).
 pub const BOOT_FLAG_WAIT_PROGRAM: u32 = 2;
 /// Rewrite system-call sites once they have run, so that later calls
-/// enter the runtime by a jump (the host sets it when the environment has
-/// `HVSANDBOX_REWRITE=1`; off by default while it is a prototype).
+/// enter the runtime by a jump, whatever a `syscall` costs here (the host
+/// sets it when the environment has `HVSANDBOX_REWRITE=1`). With neither
+/// this nor [`BOOT_FLAG_NO_REWRITE`], the runtime times a raw `syscall`
+/// at boot and rewrites only where it is slow.
 pub const BOOT_FLAG_REWRITE: u32 = 4;
+/// Never rewrite system-call sites (`HVSANDBOX_REWRITE=0`).
+pub const BOOT_FLAG_NO_REWRITE: u32 = 8;
 
 /// Counters the runtime keeps for the host to read after a run.
 #[repr(C)]
@@ -217,6 +221,9 @@ pub struct RuntimeStats {
     /// Per-number count of syscalls answered -ENOSYS, numbers
     /// `0..UNKNOWN_SLOTS`; larger numbers count in the last slot.
     pub unknown_by_nr: [u32; UNKNOWN_SLOTS],
+    /// System-call sites rewritten to enter the runtime by a jump (all
+    /// processes of the run).
+    pub rewritten_sites: u64,
 }
 
 pub const UNKNOWN_SLOTS: usize = 512;

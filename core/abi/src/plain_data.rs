@@ -73,6 +73,7 @@ no_padding!(RuntimeStats {
     out_buffers_gpa: u64,
     tasks: u64,
     unknown_by_nr: [u32; crate::UNKNOWN_SLOTS],
+    rewritten_sites: u64,
 });
 no_padding!(ResumeInfo {
     tsc_khz: u64,

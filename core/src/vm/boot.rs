@@ -368,15 +368,15 @@ fn tsc_and_realtime() -> (u64, u64) {
     (tsc, now.as_nanos() as u64)
 }
 
-/// `BOOT_FLAG_REWRITE` when the environment has `HVSANDBOX_REWRITE=1`
-/// (system-call site rewriting, a prototype: off by default), read once.
+/// The host's word on system-call site rewriting, read once from the
+/// environment: `HVSANDBOX_REWRITE=1` forces it on
+/// (`BOOT_FLAG_REWRITE`), `=0` off (`BOOT_FLAG_NO_REWRITE`); otherwise
+/// the runtime decides from what a `syscall` costs (no flag).
 fn rewrite_flag() -> u32 {
     static FLAG: OnceLock<u32> = OnceLock::new();
-    *FLAG.get_or_init(|| {
-        if std::env::var_os("HVSANDBOX_REWRITE").is_some_and(|v| v == "1") {
-            abi::BOOT_FLAG_REWRITE
-        } else {
-            abi::BOOT_FLAG_NONE
-        }
+    *FLAG.get_or_init(|| match std::env::var_os("HVSANDBOX_REWRITE") {
+        Some(v) if v == "1" => abi::BOOT_FLAG_REWRITE,
+        Some(v) if v == "0" => abi::BOOT_FLAG_NO_REWRITE,
+        _ => abi::BOOT_FLAG_NONE,
     })
 }

@@ -289,6 +289,7 @@ impl<'a> Runner<'a> {
                     memory_used: rs.frames_used_peak.saturating_mul(abi::PAGE_SIZE),
                     page_faults: rs.page_faults,
                     processes: rs.processes,
+                    rewritten_sites: rs.rewritten_sites,
                     stdout_bytes,
                     stderr_bytes,
                     unknown_syscalls,

@@ -1,0 +1,182 @@
+//! Where a system-call site lies in its program, for the rewriter
+//! (`rewrite.rs`): the function holding it (from the file mapped there:
+//! its unwind table or symbols, `fnindex.rs`), whether an address is the
+//! start of an instruction (a sweep of instruction lengths from the
+//! function's start, `x86len.rs`), and padding between functions where a
+//! jump can go. Code that is no file's (JIT), or that no table covers, is
+//! never rewritten.
+
+use alloc::rc::{Rc, Weak};
+use alloc::vec::Vec;
+
+use crate::fnindex::{self, FnIndex};
+use crate::mm;
+use crate::rt::Global;
+use crate::sites::Code;
+use crate::vfs::{Node, NodeKind, NodeRef};
+use crate::x86len;
+
+/// Most bytes swept from a function's start to a site.
+const MAX_SWEEP: u64 = 64 << 10;
+
+/// The function holding a site, in the program's memory.
+pub struct Place {
+    /// Its start (an instruction boundary).
+    pub from: u64,
+    /// The mapping of the file (`[lo, hi)`) it lies in.
+    lo: u64,
+    hi: u64,
+    /// Memory address minus the file's virtual address.
+    delta: u64,
+    idx: Rc<FnIndex>,
+}
+
+/// The function holding `at`, if the file mapped there says where it
+/// starts (no more than `MAX_SWEEP` bytes before, in the same mapping).
+/// Without `build`, a file whose table has not been read yet is left for
+/// later (`NotYet`).
+pub fn function_of(at: u64, build: bool) -> Result<Option<Place>, NotYet> {
+    let Some(code) = mm::current().rewrite.code_at(at).cloned() else { return Ok(None) };
+    let Ok(node) = Rc::downcast::<Node>(code.file.clone()) else { return Ok(None) };
+    let Some(idx) = index_of(&node, build)? else { return Ok(None) };
+    Ok(place_in(at, &code, idx))
+}
+
+/// Reads the table of `node` now (a program about to be snapshotted at
+/// its entry: the runs from the snapshot find it read).
+pub fn prepare(node: &NodeRef) {
+    let _ = index_of(node, true);
+}
+
+/// The answer of `function_of` for a file whose table is not read yet.
+pub struct NotYet;
+
+fn place_in(at: u64, code: &Code, idx: Rc<FnIndex>) -> Option<Place> {
+    let file_off = at - code.start + code.offset;
+    let seg = idx.vaddr_of(file_off)?;
+    let va = file_off - seg.offset + seg.vaddr;
+    let start = idx.function_start(va).filter(|&s| s >= seg.vaddr)?;
+    let back = va - start;
+    if back > MAX_SWEEP || back > at - code.start {
+        return None;
+    }
+    // The segment's part of the mapping.
+    let delta = at.wrapping_sub(va);
+    let lo = code.start.max(seg.vaddr.wrapping_add(delta));
+    let hi = code.end.min(seg.vaddr.wrapping_add(seg.filesz).wrapping_add(delta));
+    Some(Place { from: at - back, lo, hi, delta, idx })
+}
+
+/// `[va, va + len)` of the program's memory, if readable code (backed).
+fn code_bytes(va: u64, len: u64) -> Option<&'static [u8]> {
+    if !mm::user_access_ok(va, len, mm::PROT_READ | mm::PROT_EXEC) || !mm::populate(va, len) {
+        return None;
+    }
+    // SAFETY: `[va, va + len)` lies in readable mappings whose pages are
+    // backed (checked above); the caller uses it before anything changes
+    // the mappings.
+    Some(unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) })
+}
+
+impl Place {
+    /// Whether an instruction of `len` bytes starts at `at` (a sweep from
+    /// the function's start lands on it).
+    pub fn instruction_at(&self, at: u64, len: usize) -> bool {
+        let Some(back) = at.checked_sub(self.from) else { return false };
+        let Some(bytes) = code_bytes(self.from, back + len as u64) else { return false };
+        x86len::reaches(bytes, back as usize) && x86len::length(&bytes[back as usize..]) == Some(len)
+    }
+
+    /// A 5-byte slot of padding between two functions (alignment filler,
+    /// never run) that a `jmp rel8` ending at `end` reaches: a gap no
+    /// function's range covers, of the same mapping, made only of nops
+    /// and int3 (so also none taken by another site).
+    pub fn padding_near(&self, end: u64) -> Option<u64> {
+        let lo = end.saturating_sub(128).max(self.lo);
+        let hi = end.saturating_add(127).min(self.hi.saturating_sub(5));
+        for (gs, ge) in self.idx.gaps_between(lo.wrapping_sub(self.delta), hi.wrapping_sub(self.delta) + 5) {
+            let (gs, ge) = (gs.wrapping_add(self.delta), ge.wrapping_add(self.delta));
+            if gs < self.lo || ge > self.hi {
+                continue;
+            }
+            let slot = gs.max(lo);
+            if slot > hi || slot + 5 > ge || (slot & (mm::PAGE - 1)) > mm::PAGE - 5 {
+                continue;
+            }
+            if code_bytes(gs, ge - gs).is_some_and(all_filler) {
+                return Some(slot);
+            }
+        }
+        None
+    }
+}
+
+/// Whether `b` decodes as nothing but nops and int3.
+pub(crate) fn all_filler(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        let Some(n) = x86len::length(&b[i..]) else { return false };
+        let ins = &b[i..i + n];
+        let body = ins.iter().position(|&c| c != 0x66 && c != 0x2e).map_or(&[][..], |p| &ins[p..]);
+        let nop = matches!(body, [0x90] | [0xcc]) || body.starts_with(&[0x0f, 0x1f]) && (body[2] >> 3) & 7 == 0;
+        if !nop {
+            return false;
+        }
+        i += n;
+    }
+    true
+}
+
+/// The function index of a file, built once per file (and kept while the
+/// file lives and is unchanged), whichever process maps it; without
+/// `build`, only one built before.
+fn index_of(node: &NodeRef, build: bool) -> Result<Option<Rc<FnIndex>>, NotYet> {
+    let (size, mtime) = (node.size(), node.meta.borrow().mtime);
+    let cache = INDEXES.get();
+    let same = |c: &Cached| core::ptr::eq(c.node.as_ptr(), Rc::as_ptr(node));
+    if let Some(c) = cache.iter().find(|c| same(c) && c.size == size && c.mtime == mtime) {
+        return Ok(c.index.clone());
+    }
+    if !build {
+        return Err(NotYet);
+    }
+    cache.retain(|c| c.node.strong_count() > 0 && !same(c));
+    let index = build_index(node).map(Rc::new);
+    let cache = INDEXES.get();
+    if cache.len() >= MAX_INDEXES {
+        cache.remove(0);
+    }
+    cache.push(Cached { node: Rc::downgrade(node), size, mtime, index: index.clone() });
+    Ok(index)
+}
+
+fn build_index(node: &NodeRef) -> Option<FnIndex> {
+    let NodeKind::File(data) = &node.kind else { return None };
+    fnindex::build(&mut |off, buf| data.borrow_mut().read_at(off, buf).unwrap_or(0))
+}
+
+struct Cached {
+    node: Weak<Node>,
+    size: u64,
+    mtime: (i64, u32),
+    /// None: the file has no table (not looked at again).
+    index: Option<Rc<FnIndex>>,
+}
+
+/// Files whose index is kept.
+const MAX_INDEXES: usize = 32;
+static INDEXES: Global<Vec<Cached>> = Global::new(Vec::new());
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn padding_is_nops_and_int3_only() {
+        use super::all_filler;
+        assert!(all_filler(&[0xcc, 0xcc, 0x90]));
+        assert!(all_filler(&[0x66, 0x2e, 0x0f, 0x1f, 0x84, 0, 0, 0, 0, 0, 0x0f, 0x1f, 0x40, 0x00]));
+        assert!(all_filler(&[0x66, 0x90]));
+        assert!(!all_filler(&[0x00, 0x00]), "add [rax], al");
+        assert!(!all_filler(&[0xe9, 1, 2, 3, 4]), "a jump (a slot taken)");
+        assert!(!all_filler(&[0x0f, 0x18, 0x08]), "prefetch");
+    }
+}

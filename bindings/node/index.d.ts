@@ -99,6 +99,9 @@ export interface Stats {
   processes: number;
   stdoutBytes: number;
   stderrBytes: number;
+  /** System-call sites the guest runtime rewrote to enter it by a jump
+   * (where the host's `syscall` is slow; `HVSANDBOX_REWRITE=0/1` forces). */
+  rewrittenSites: number;
   /** System calls the guest runtime does not implement, by number. */
   unknownSyscalls: Record<number, number>;
 }

@@ -248,7 +248,7 @@ function unknownOf(flat) {
 
 const EMPTY = Buffer.alloc(0);
 /** Numbers per output (src/convert.rs NUMBERS). */
-const NUMBERS = 12;
+const NUMBERS = 13;
 const NO_OUTPUT = [];
 let table = null;
 
@@ -308,6 +308,7 @@ function resultOf(raw, encoding, streamed) {
       processes: n[at + 9],
       stdoutBytes: n[at + 10],
       stderrBytes: n[at + 11],
+      rewrittenSites: n[at + 12],
       unknownSyscalls: extra ? unknownOf(extra.unknownSyscalls) : {},
     },
   };

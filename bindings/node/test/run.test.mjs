@@ -303,3 +303,22 @@ test('runs that end together each get their own result (more than the addon keep
     assert.ok(r.stats.syscalls > 0 && r.stats.memoryUsed > 0 && r.stats.wallMs > 0, JSON.stringify(r.stats));
   }
 });
+
+test('stats.rewrittenSites: system-call sites rewritten, or none when HVSANDBOX_REWRITE=0', () => {
+  // The switch is read once per process: each setting in a Node of its own.
+  const pkg = join(REPO, 'bindings', 'node', 'index.js');
+  const script = `
+    const hv = require(${JSON.stringify(pkg)});
+    hv.run(['${BUSYBOX}', 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=1', 'count=2000'], { timeoutMs: 60000 })
+      .then((r) => console.log(r.exitCode, r.stats.rewrittenSites, r.stats.syscalls > 4000));`;
+  const sites = (value) => {
+    const out = execFileSync(process.execPath, ['-e', script], {
+      encoding: 'utf8', timeout: 60000, env: { ...process.env, HVSANDBOX_REWRITE: value },
+    }).trim().split(' ');
+    assert.equal(out[0], '0');
+    assert.equal(out[2], 'true');
+    return Number(out[1]);
+  };
+  assert.ok(sites('1') > 0);
+  assert.equal(sites('0'), 0);
+});

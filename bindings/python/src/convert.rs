@@ -23,6 +23,8 @@ pub struct Stats {
     pub memory_used: u64,
     pub page_faults: u64,
     pub processes: u64,
+    /// System-call sites the runtime rewrote to enter it by a jump.
+    pub rewritten_sites: u64,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     /// System calls the runtime does not implement: number -> count.
@@ -34,7 +36,7 @@ impl Stats {
     fn __repr__(&self) -> String {
         format!(
             "Stats(wall={:.6}, cpu={:.6}, exits={}, syscalls={}, memory_used={}, page_faults={}, processes={}, \
-             stdout_bytes={}, stderr_bytes={})",
+             rewritten_sites={}, stdout_bytes={}, stderr_bytes={})",
             self.wall,
             self.cpu,
             self.exits,
@@ -42,6 +44,7 @@ impl Stats {
             self.memory_used,
             self.page_faults,
             self.processes,
+            self.rewritten_sites,
             self.stdout_bytes,
             self.stderr_bytes
         )
@@ -78,6 +81,7 @@ fn stats(s: &hvsandbox::Stats) -> Stats {
         memory_used: s.memory_used,
         page_faults: s.page_faults,
         processes: s.processes,
+        rewritten_sites: s.rewritten_sites,
         stdout_bytes: s.stdout_bytes,
         stderr_bytes: s.stderr_bytes,
         unknown_syscalls: s.unknown_syscalls.clone(),

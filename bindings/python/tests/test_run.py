@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -299,3 +300,22 @@ def test_kvm_unavailable_says_what_to_do():
 
     e = make_error("KVM_UNAVAILABLE", "KVM is unavailable: no permission to open /dev/kvm: add this user to the 'kvm' group", {})
     assert isinstance(e, hvsandbox.KvmUnavailable) and "kvm" in str(e)
+
+
+def test_stats_count_rewritten_syscall_sites_and_none_when_rewriting_is_off():
+    # The switch is read once per process: each setting in a Python of its own.
+    code = (
+        "import hvsandbox; "
+        f"r = hvsandbox.run(['{BUSYBOX}', 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=1', 'count=2000'], timeout=60); "
+        "print(r.returncode, r.stats.rewritten_sites, r.stats.syscalls > 4000)"
+    )
+
+    def sites(value: str) -> int:
+        env = dict(os.environ, HVSANDBOX_REWRITE=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        code_, n, many = out.stdout.split()
+        assert (code_, many) == ("0", "True"), out.stderr
+        return int(n)
+
+    assert sites("1") > 0
+    assert sites("0") == 0

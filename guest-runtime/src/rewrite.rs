@@ -1,6 +1,6 @@
 //! System-call site rewriting: where a `syscall` instruction costs the
 //! host's hypervisor 1–20 µs, the same entry reached by a plain `jmp`
-//! costs tens of cycles. So once a site has run a second time
+//! costs tens of cycles. So once a site has run a few times
 //! (`HOT_AFTER`; the first site of a file waits for `INDEX_AFTER` calls,
 //! as its file's tables must be read first), it is rewritten to jump to
 //! the runtime. On unless the
@@ -63,9 +63,12 @@ const STUB_LEN: u64 = 32;
 const REACH: u64 = (1 << 31) - 2 * AREA_LEN;
 /// A site is rewritten at its this-many-th slow call: rewriting costs a
 /// page copy and a TLB flush (tens of µs) when the code is the file
-/// cache's, more than a one-off call saves. (A refused site is not looked
-/// at again until its code changes.)
-const HOT_AFTER: u32 = 2;
+/// cache's, and in a run from a snapshot the reset then restores that
+/// page too, so a site called only a few times loses: at 2, a warm
+/// pooled busybox `true` (about 20 calls) took 760 µs against 580 µs
+/// with rewriting off; at 4 both are ~600 µs. (A refused site is not
+/// looked at again until its code changes.)
+const HOT_AFTER: u32 = 4;
 /// The first site of a file must make this many slow calls before the
 /// file's unwind table and symbols are read (once per file, ~0.1–0.5 ms
 /// for a libc: more than a site called only a few times saves).

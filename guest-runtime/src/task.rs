@@ -13,6 +13,10 @@
 //! Each process has its own address space (switching processes is one
 //! ring-0 CR3 load), descriptor table, working directory and signal
 //! dispositions; threads share them.
+//!
+//! ~800 lines in one file: the task and process records, the scheduler,
+//! and the per-task clocks and alarms it charges and fires at each switch
+//! all work on the scheduler's state (`Sched`).
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;

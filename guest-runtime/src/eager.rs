@@ -28,8 +28,9 @@ use crate::x86len;
 
 /// Most bytes of one function swept (the lazy path's limit too).
 const MAX_FUNCTION: u64 = 64 << 10;
-/// Most bytes swept in all.
-const MAX_SWEPT: u64 = 32 << 20;
+/// Most bytes swept in all (a sweep decodes ~1 byte/ns or so: a few ms
+/// once per snapshot at most).
+const MAX_SWEPT: u64 = 8 << 20;
 /// Most sites rewritten, and most distinct pages they lie on (each page
 /// of the file cache is copied once it is patched).
 const MAX_SITES: usize = 2048;
@@ -41,6 +42,9 @@ const RT_SIGRETURN: u32 = 15;
 /// Rewrites the `syscall` sites of `node`'s code mapped in the current
 /// address space (the program at its entry). Returns how many.
 pub fn rewrite_program(node: &NodeRef) -> usize {
+    if !crate::rewrite::enabled() {
+        return 0;
+    }
     let Some(idx) = sitefind::index(node) else { return 0 };
     let node_ptr = Rc::as_ptr(node) as *const u8;
     // (start, end, file offset) of the file's mappings.

@@ -207,13 +207,17 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
 }
 
 /// The program `node` will be snapshotted at its entry: its table is read
-/// now, and the sites of its own code rewritten (`eager.rs`), so that
-/// every run from the snapshot starts with them fast.
+/// now, so that every run from the snapshot has it (and `eager.rs`
+/// rewrites its sites next).
 pub fn prepare_program(node: &NodeRef) {
     if *ENABLED.get() {
         sitefind::prepare(node);
-        crate::eager::rewrite_program(node);
     }
+}
+
+/// Whether sites are rewritten in this VM.
+pub fn enabled() -> bool {
+    *ENABLED.get()
 }
 
 /// Rewrites the `syscall` at `sc` before it has run (`eager.rs`): `nr` is

@@ -28,8 +28,8 @@ use crate::x86len;
 
 /// Most bytes of one function swept (the lazy path's limit too).
 const MAX_FUNCTION: u64 = 64 << 10;
-/// Most bytes swept in all (a sweep decodes ~1 byte/ns or so: a few ms
-/// once per snapshot at most).
+/// Most bytes swept in all (bounds the once-per-snapshot cost for a
+/// large program; busybox's functions are well under 1 MiB).
 const MAX_SWEPT: u64 = 8 << 20;
 /// Most sites rewritten, and most distinct pages they lie on (each page
 /// of the file cache is copied once it is patched).

@@ -64,6 +64,12 @@ impl FnIndex {
         self.gaps[i..].iter().copied().take_while(move |g| g.0 < hi)
     }
 
+    /// The function ranges, `[start, end)`, sorted by start (for the
+    /// eager sweep of a program at its entry, `eager.rs`).
+    pub fn ranges(&self) -> &[(u64, u64)] {
+        &self.ranges
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ranges.len()

@@ -15,6 +15,7 @@ extern crate alloc;
 extern crate std;
 
 mod cpu;
+mod eager;
 mod elf;
 mod errno;
 mod exec;

@@ -207,11 +207,30 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
 }
 
 /// The program `node` will be snapshotted at its entry: its table is read
-/// now, so that every run from the snapshot has it.
+/// now, so that every run from the snapshot has it (and `eager.rs`
+/// rewrites its sites next).
 pub fn prepare_program(node: &NodeRef) {
     if *ENABLED.get() {
         sitefind::prepare(node);
     }
+}
+
+/// Whether sites are rewritten in this VM.
+pub fn enabled() -> bool {
+    *ENABLED.get()
+}
+
+/// Rewrites the `syscall` at `sc` before it has run (`eager.rs`): `nr` is
+/// the number a `mov eax, imm32` right before it loads, if one does (the
+/// first form); without one, the second form (padding). Never a site
+/// that loads rt_sigreturn's number. False if it was left alone.
+pub fn rewrite_ahead(sc: u64, nr: Option<u64>) -> bool {
+    if !*ENABLED.get() || nr == Some(RT_SIGRETURN) {
+        return false;
+    }
+    let Ok(Some(place)) = sitefind::function_of(sc, true) else { return false };
+    // No number a `u32` immediate holds: only the second form matches.
+    rewrite_in(&place, sc, nr.unwrap_or(u64::MAX))
 }
 
 /// `[start, end)` now shows `node`'s bytes from `offset` on, privately

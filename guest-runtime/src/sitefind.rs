@@ -48,6 +48,11 @@ pub fn prepare(node: &NodeRef) {
     let _ = index_of(node, true);
 }
 
+/// The table of `node`, read now if it was not (None: it has none).
+pub fn index(node: &NodeRef) -> Option<Rc<FnIndex>> {
+    index_of(node, true).ok().flatten()
+}
+
 /// The answer of `function_of` for a file whose table is not read yet.
 pub struct NotYet;
 
@@ -68,7 +73,7 @@ fn place_in(at: u64, code: &Code, idx: Rc<FnIndex>) -> Option<Place> {
 }
 
 /// `[va, va + len)` of the program's memory, if readable code (backed).
-fn code_bytes(va: u64, len: u64) -> Option<&'static [u8]> {
+pub(crate) fn code_bytes(va: u64, len: u64) -> Option<&'static [u8]> {
     if !mm::user_access_ok(va, len, mm::PROT_READ | mm::PROT_EXEC) || !mm::populate(va, len) {
         return None;
     }

@@ -52,6 +52,8 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
         };
     if info.flags & abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY != 0 {
         crate::rewrite::prepare_program(&image);
+        // Its sites too: runs from the snapshot start with them fast.
+        crate::eager::rewrite_program(&image);
         if let Some(resume) = crate::snapshot::snapshot_point() {
             // A restored entry snapshot: this run's argv/envp replace the
             // snapshot's on a fresh initial stack.

@@ -21,6 +21,7 @@ mod errno;
 mod exec;
 mod fds;
 mod file;
+mod filerange;
 mod fnindex;
 mod futex;
 mod hc;

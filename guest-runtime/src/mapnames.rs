@@ -21,6 +21,18 @@ pub struct Named {
     pub path: Rc<[u8]>,
 }
 
+impl crate::filerange::FileRange for Named {
+    fn span(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn narrowed(&self, start: u64, end: u64, offset: u64) -> Named {
+        Named { start, end, offset, ..self.clone() }
+    }
+}
+
 /// Most named ranges kept (beyond, new mappings go unnamed).
 const MAX_NAMED: usize = 4096;
 
@@ -33,24 +45,7 @@ pub struct Names(pub Vec<Named>, usize);
 impl Names {
     /// Forgets names in `[start, end)` (cutting ranges that stick out).
     pub fn remove(&mut self, start: u64, end: u64) {
-        if !self.0.iter().any(|n| n.end > start && n.start < end) {
-            return;
-        }
-        let mut out = Vec::new();
-        for n in self.0.drain(..) {
-            if n.end <= start || n.start >= end {
-                out.push(n);
-                continue;
-            }
-            if n.start < start {
-                out.push(Named { end: start, ..n.clone() });
-            }
-            if n.end > end {
-                out.push(Named { start: end, offset: n.offset + (end - n.start), ..n });
-            }
-        }
-        out.sort_by_key(|n| n.start);
-        self.0 = out;
+        crate::filerange::cut(&mut self.0, start, end);
     }
 
     /// Whether it is time to forget names of what is no longer mapped.

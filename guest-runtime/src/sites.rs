@@ -53,6 +53,18 @@ pub struct Code {
     pub file: Rc<dyn Any>,
 }
 
+impl crate::filerange::FileRange for Code {
+    fn span(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+    fn offset(&self) -> u64 {
+        self.offset
+    }
+    fn narrowed(&self, start: u64, end: u64, offset: u64) -> Code {
+        Code { start, end, offset, file: self.file.clone() }
+    }
+}
+
 /// Most file mappings remembered (beyond, sites in new ones stay slow).
 const MAX_CODE: usize = 1024;
 
@@ -93,24 +105,7 @@ impl Sites {
         for slot in self.seen.iter_mut().filter(|s| s.0 >= start && s.0 < end) {
             *slot = (0, 0);
         }
-        if !self.code.iter().any(|c| c.start < end && c.end > start) {
-            return;
-        }
-        let mut out = Vec::new();
-        for c in self.code.drain(..) {
-            if c.end <= start || c.start >= end {
-                out.push(c);
-                continue;
-            }
-            if c.start < start {
-                out.push(Code { end: start, ..c.clone() });
-            }
-            if c.end > end {
-                out.push(Code { start: end, offset: c.offset + (end - c.start), ..c });
-            }
-        }
-        out.sort_by_key(|c| c.start);
-        self.code = out;
+        crate::filerange::cut(&mut self.code, start, end);
     }
 
     /// The file mapping holding `va`.

@@ -23,7 +23,7 @@ tmp=$(mktemp)
     echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "- host: $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    for bench in cold_start processes warm scale streaming threads vdso process_pool; do
+    for bench in cold_start processes warm scale streaming threads vdso process_pool cli; do
         echo
         echo "## \`cargo bench -p hvsandbox-tests --bench $bench -- ${mode[*]:-}\`"
         echo

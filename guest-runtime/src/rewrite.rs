@@ -387,16 +387,9 @@ pub fn range_unmapped(start: u64, end: u64) {
     if !*ENABLED.get() {
         return;
     }
-    mm::current().rewrite.code_removed(start, end);
+    // (What stays mapped of a site's code gets its bytes back.)
+    restore_range(start, end);
     with_sites(|s| {
-        s.sites.retain(|site| {
-            // (What stays mapped of it gets its bytes back.)
-            let hit = site.touches(start, end);
-            if hit {
-                restore(site);
-            }
-            !hit
-        });
         let gone = |a: &Area| a.start < end && a.start + AREA_LEN > start;
         if !s.areas.iter().any(gone) {
             return;

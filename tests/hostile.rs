@@ -470,6 +470,27 @@ fn trapping_instructions_are_their_linux_signals() {
 }
 
 #[test]
+fn a_forged_tlb_flush_request_is_contained() {
+    // The runtime asks ring 0 for a CR3 load with an int3 whose RCX is the
+    // address after it. A program can forge that: it then only reloads
+    // its own VM's CR3, and a bad value ends the run with a typed error or
+    // a signal, never a hang or a harmed host.
+    let mut sb = sandbox();
+    for name in ["forged-flush-garbage", "forged-flush-zero"] {
+        let (r, _) = run_timed(&mut sb, &Command::new(hostile("priv")).arg(name));
+        match &r {
+            Ok(out) if out.status.signal().is_some() => {}
+            Ok(out) if out.status == ExitStatus::Code(0) => assert!(out.stdout_str().ends_with("survived\n")),
+            Err(e) if e.kind() != ErrorKind::Timeout => {}
+            _ => panic!("{name}: {}", describe(&r)),
+        }
+        host_unharmed(&mut sb, &r);
+    }
+    // An int3 whose RCX is not the address after it is the program's own.
+    instruction(&mut sandbox(), "int3-rcx-elsewhere", libc::SIGTRAP, abi::vector::BREAKPOINT as u8);
+}
+
+#[test]
 fn int_n_is_what_linux_gives() {
     let mut sb = sandbox();
     // A software "page fault": the IDT gate has DPL 0, so #GP.

@@ -8,14 +8,16 @@ extern "C" {
     fn enter_program(entry: u64, stack: u64) -> !;
 }
 
-/// Loads CR3 from `mm::NEXT_CR3` (ring-0 `mov cr3` through the #UD trap;
-/// ~20 µs on this host, so callers batch): makes removed or changed page
-/// mappings take effect, or switches to another address space.
+/// Loads CR3 from `mm::NEXT_CR3` (ring-0 `mov cr3` through the #BP trap:
+/// four emulated instructions on this host, so callers batch): makes
+/// removed or changed page mappings take effect, or switches to another
+/// address space.
 pub fn flush_tlb() {
     crate::stats::stat(|s| s.cr3_loads += 1);
     #[cfg(not(test))]
-    // SAFETY: tlb_flush is the entry assembly's: a `ud2` the exception
-    // handler turns into a CR3 reload and skips; it clobbers nothing.
+    // SAFETY: tlb_flush is the entry assembly's: an `int3` the #BP stub
+    // turns into a CR3 reload; it clobbers only RAX and RCX, which an
+    // extern "C" call may clobber anyway.
     unsafe {
         tlb_flush()
     }

@@ -208,12 +208,20 @@ global_asm!(
     "    xor r15d, r15d",
     "    jmp rcx",
     "",
-    // A `ud2` the ring-0 #UD handler recognises as a request to flush the
-    // TLB (mov cr3), the only way to make removed mappings take effect.
+    // A request to flush the TLB (mov cr3), the only way to make removed
+    // mappings take effect: an `int3` with RCX = the address after it and
+    // RAX = the CR3 to load. The #BP stub recognises it by RCX = the
+    // pushed RIP and loads CR3 in two instructions more (ring 0 is
+    // emulated here, ~1-2 us an instruction). A program's own `int3`
+    // (RCX is almost never the address after it) still raises SIGTRAP;
+    // one that forges the pair only reloads its own VM's CR3.
+    // RAX and RCX are caller-saved: `tlb_flush` is an extern "C" function.
     ".global tlb_flush",
     "tlb_flush:",
-    "tlb_flush_site:",
-    "    ud2",
+    "    mov rax, [rip + {next_cr3}]",
+    "    lea rcx, [rip + 1f]",
+    "    int3",
+    "1:",
     "    ret",
     "",
     // Exception stubs, 16 bytes apart: push an error code where the CPU
@@ -229,7 +237,14 @@ global_asm!(
     ".balign 16",
     ".global exception_stubs",
     "exception_stubs:",
-    "STUB 0, 0", "STUB 1, 0", "STUB 2, 0", "STUB 3, 0",
+    "STUB 0, 0", "STUB 1, 0", "STUB 2, 0",
+    // #BP: a TLB flush request from `tlb_flush` (4 emulated instructions
+    // in all), or a program's `int3` for the common handler. 15 bytes.
+    "  .balign 16",
+    "  cmp rcx, [rsp]",
+    "  jne.d32 bp_not_flush",
+    "  mov cr3, rax",
+    "  iretq",
     "STUB 4, 0", "STUB 5, 0", "STUB 6, 0", "STUB 7, 0",
     "STUB 8, 1", "STUB 9, 0", "STUB 10, 1", "STUB 11, 1",
     "STUB 12, 1", "STUB 13, 1", "STUB 14, 1", "STUB 15, 0",
@@ -240,22 +255,10 @@ global_asm!(
     "",
     // Ring 0 (emulated on this host, so as few instructions as possible).
     // Stack: vector, error, rip, cs, rflags, rsp, ss.
+    "bp_not_flush:",
+    "    push 0",
+    "    push 3",
     "exception_common:",
-    "    cmp qword ptr [rsp], 6",
-    "    jne 4f",
-    "    push rax",
-    "    lea rax, [rip + tlb_flush_site]",
-    "    cmp rax, [rsp + 24]",
-    "    jne 3f",
-    "    mov rax, [rip + {next_cr3}]",
-    "    mov cr3, rax",
-    "    add qword ptr [rsp + 24], 2",
-    "    pop rax",
-    "    add rsp, 16",
-    "    iretq",
-    "3:",
-    "    pop rax",
-    "4:",
     // A fault of the program (CPL3, outside the runtime's image) goes back
     // to CPL3 at program_fault_entry on the runtime stack, with the details
     // in PROGRAM_FAULT: the runtime flushes output and reports it (and, in

@@ -8,7 +8,18 @@ int main(int argc, char **argv) {
     const char *n = argc > 1 ? argv[1] : "";
     printf("executing %s\n", n);
     fflush(stdout);
-    if (!strcmp(n, "hlt")) {
+    if (!strcmp(n, "forged-flush-garbage")) {
+        /* The runtime's TLB-flush request (int3 with RCX = the address
+         * after it, RAX = the CR3 to load), forged with a CR3 that points
+         * at no page table. */
+        __asm__ volatile("lea 1f(%%rip), %%rcx\n int3\n 1:" ::"a"(0xdeadbeef000ull) : "rcx", "memory");
+    } else if (!strcmp(n, "forged-flush-zero")) {
+        __asm__ volatile("lea 1f(%%rip), %%rcx\n int3\n 1:" ::"a"(0ull) : "rcx", "memory");
+    } else if (!strcmp(n, "int3-rcx-elsewhere")) {
+        /* A program's own int3 with RCX pointing just past another int3:
+         * still SIGTRAP. */
+        __asm__ volatile("lea 1f(%%rip), %%rcx\n int3\n nop\n 1:" ::"a"(0ull) : "rcx", "memory");
+    } else if (!strcmp(n, "hlt")) {
         __asm__ volatile("hlt");
     } else if (!strcmp(n, "out")) {
         __asm__ volatile("outb %%al, $0x80" ::"a"(0));

@@ -17,7 +17,7 @@
 //! (a fork maps it again rather than copying it), owned by the object,
 //! which outlives the mapping.
 //!
-//! One file of ~1,550 lines because the frame allocator, the page-table
+//! One file of ~1,600 lines because the frame allocator, the page-table
 //! writers with their journal and the mapping operations (mremap and
 //! shared mappings included) share the private page-table access
 //! (`pt_write`, the journal), which must not leak out of this module. The
@@ -46,6 +46,9 @@ const PTE_SHM: u64 = 1 << 11;
 /// Frames this space does not own: never freed or zeroed through it.
 const PTE_FOREIGN: u64 = PTE_SHARED | PTE_SHM;
 const ADDR_MASK: u64 = abi::pte::ADDR;
+/// Write-through and cache-disable (the runtime never sets them).
+const PTE_CACHE: u64 = (1 << 3) | (1 << 4);
+const PTE_NX: u64 = abi::pte::NO_EXECUTE;
 
 pub use crate::vma::{PROT_EXEC, PROT_READ, PROT_WRITE};
 
@@ -92,6 +95,10 @@ pub struct AddressSpace {
     vmas: Vec<Vma>,
     brk_start: u64,
     brk: u64,
+    /// End of the pages above the break that a snapshot point backed
+    /// ahead (zeroed, writable, no mapping of their own): the break grows
+    /// into them without writing a page table (see [`ready_brk_arena`]).
+    brk_ready: u64,
     mmap_next: u64,
     /// Rewritten system-call sites and their stubs (`rewrite.rs`).
     pub rewrite: crate::sites::Sites,
@@ -344,6 +351,27 @@ pub fn undo_journal() {
         return;
     }
     j.on = false;
+    // KVM's shadow entries are never more permissive than the guest's
+    // current ones (the runtime flushes whenever it takes access away or
+    // changes a frame). So when every entry goes back to a value that
+    // grants at least what the current one does, for the same frame (say
+    // the read-only page of a RELRO mprotect made writable again), the
+    // shadow entries still grant no more than the restored ones, and the
+    // ring-0 reload (~20 us here) is not needed: a write through a stale
+    // read-only shadow entry faults and KVM takes up the restored entry.
+    let needs_reload = j.entries[..j.len].iter().any(|&(gpa, old)| {
+        // SAFETY: a page-table entry the journal saw written.
+        let cur = unsafe { (phys_ptr(gpa) as *const u64).read_volatile() };
+        !restores_without_reload(old, cur)
+    });
+    if !needs_reload {
+        for &(gpa, old) in j.entries[..j.len].iter().rev() {
+            // SAFETY: as above.
+            unsafe { (phys_ptr(gpa) as *mut u64).write_volatile(old) };
+        }
+        j.len = 0;
+        return;
+    }
     // Undo on the boot tables: the runtime's half of them never changes
     // in a run, while any other root (the snapshot's included) may have
     // been freed and reused as another table since the snapshot point.
@@ -361,6 +389,21 @@ pub fn undo_journal() {
     j.len = 0;
     // The reload makes KVM take up the entries written back.
     crate::cpu::flush_tlb();
+}
+
+/// Whether writing back `old` over the current entry `cur` needs no TLB
+/// reload: `cur` maps nothing, or `old` maps the same frame (same page
+/// size and cache bits) with at least its access.
+fn restores_without_reload(old: u64, cur: u64) -> bool {
+    const SAME: u64 = ADDR_MASK | PTE_PS | PTE_CACHE;
+    if cur & PTE_P == 0 {
+        return true;
+    }
+    old & PTE_P != 0
+        && (old ^ cur) & SAME == 0
+        && (cur & PTE_RW == 0 || old & PTE_RW != 0)
+        && (cur & PTE_US == 0 || old & PTE_US != 0)
+        && (old & PTE_NX == 0 || cur & PTE_NX != 0)
 }
 
 fn table(gpa: u64) -> *mut u64 {
@@ -428,6 +471,7 @@ impl AddressSpace {
             vmas: Vec::new(),
             brk_start: 0,
             brk: 0,
+            brk_ready: 0,
             mmap_next: user::MMAP_TOP,
             rewrite: crate::sites::Sites::new(),
         }
@@ -484,8 +528,10 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     dst.mmap_next = src.mmap_next;
     dst.rewrite = src.rewrite.clone();
     let mut result = Ok(());
+    // The parent's ready pages above its break are not the child's memory.
+    let ready = page_up(src.brk)..src.brk_ready;
     for_each_leaf(src.pml4, &mut |va, entry| {
-        if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 {
+        if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 || ready.contains(&va) {
             return;
         }
         let frame = entry & ADDR_MASK;
@@ -1438,6 +1484,67 @@ pub fn set_brk_start(at: u64) {
     mm.brk = mm.brk_start;
 }
 
+/// Pages backed ahead above the break of the current process at a
+/// snapshot point: a run from the snapshot then grows its heap (glibc's
+/// malloc takes 132 KiB at its first call) without writing a page table,
+/// so its end has no mapping to take away and no ring-0 TLB reload to do.
+const BRK_ARENA: u64 = 256 * 1024;
+
+/// Backs up to [`BRK_ARENA`] bytes above the break of the current process
+/// with zeroed, writable frames that no mapping owns yet. Unlike Linux,
+/// the program can touch them before its break reaches them (they read
+/// as zero); `brk` hands them out and takes them back (zeroed).
+pub fn ready_brk_arena() {
+    let mm = current();
+    if mm.brk_start == 0 {
+        return;
+    }
+    let start = page_up(mm.brk).max(mm.brk_ready);
+    let end = (page_up(mm.brk) + BRK_ARENA).min(mm.brk_start + user::BRK_MAX);
+    // Only where nothing is mapped, and never the last spare frames.
+    if end <= start || overlaps_any(start, end) || (end - start) / PAGE * 4 > spare_frames() {
+        return;
+    }
+    let mut va = start;
+    while va < end {
+        match pte(mm.pml4, va, true) {
+            // SAFETY: a level-0 entry of the current space.
+            Some(e) if unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) == 0 => match alloc_frame() {
+                // SAFETY: as above; not present -> present needs no flush.
+                Some(f) => unsafe { pt_write(e, f | leaf_bits(PROT_READ | PROT_WRITE)) },
+                None => break,
+            },
+            _ => break,
+        }
+        va += PAGE;
+    }
+    mm.brk_ready = va;
+}
+
+/// Whether every page of `[start, end)` is one [`ready_brk_arena`] backed
+/// and nothing has replaced since: below the ready end, present, writable
+/// and private.
+fn brk_pages_ready(mm: &AddressSpace, start: u64, end: u64) -> bool {
+    if end > mm.brk_ready {
+        return false;
+    }
+    let mut va = start;
+    while va < end {
+        match pte(mm.pml4, va, false) {
+            Some(e) => {
+                // SAFETY: a level-0 entry of the current space.
+                let v = unsafe { e.read_volatile() };
+                if v & (PTE_P | PTE_RW) != PTE_P | PTE_RW || v & PTE_FOREIGN != 0 {
+                    return false;
+                }
+            }
+            None => return false,
+        }
+        va += PAGE;
+    }
+    true
+}
+
 /// brk(2): returns the (new or unchanged) break.
 pub fn brk(want: u64) -> u64 {
     let mm = current();
@@ -1450,8 +1557,35 @@ pub fn brk(want: u64) -> u64 {
     if new_top > old_top && (new_top - old_top) / PAGE > spare_frames() {
         return cur;
     }
-    if new_top > old_top {
-        if overlaps_any(old_top, new_top) || map_fixed(old_top, new_top - old_top, PROT_READ | PROT_WRITE).is_err() {
+    // Like Linux, the heap keeps a page clear below the next mapping.
+    let blocked = new_top > old_top && overlaps_any(old_top, new_top + PAGE);
+    if new_top > old_top && !blocked && brk_pages_ready(mm, old_top, new_top) {
+        // Pages a snapshot point backed ahead: no page-table write (and
+        // so nothing for the run's end to undo with a TLB reload).
+        if vma_remove(old_top, new_top)
+            .and_then(|_| vma_insert(Vma::private(old_top, new_top, PROT_READ | PROT_WRITE)))
+            .is_err()
+        {
+            return cur;
+        }
+    } else if new_top < old_top && brk_pages_ready(mm, new_top, old_top) {
+        // Given back, they stay ready: zeroed, as Linux gives them again.
+        let _ = vma_remove(new_top, old_top);
+        let mut va = new_top;
+        while va < old_top {
+            if let Some(e) = pte(mm.pml4, va, false) {
+                // SAFETY: a level-0 entry; brk_pages_ready saw it present
+                // and private, so its frame is this process's own.
+                zero_frame(unsafe { e.read_volatile() } & ADDR_MASK);
+            }
+            va += PAGE;
+        }
+    } else if new_top > old_top {
+        if blocked {
+            // (The mapping in the way stays.)
+            return cur;
+        }
+        if map_fixed(old_top, new_top - old_top, PROT_READ | PROT_WRITE).is_err() {
             // Undo a partial mapping so the heap stays as it was.
             let _ = munmap(old_top, new_top - old_top);
             return cur;
@@ -1534,4 +1668,44 @@ pub fn map_in_shared_slots(va: u64, frame: u64, prot: u32) -> bool {
     // SAFETY: a level-0 entry of the boot tables; not present before.
     unsafe { pt_write(e, frame | leaf_bits(prot & !PROT_WRITE) | PTE_SHARED) };
     true
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    const FRAME: u64 = 0x1234_5000;
+
+    #[test]
+    fn restoring_more_access_to_the_same_frame_needs_no_reload() {
+        let ro = FRAME | PTE_P | PTE_US | PTE_A | PTE_D;
+        let rw = ro | PTE_RW;
+        // RELRO: the run made a page read-only; writable again.
+        assert!(restores_without_reload(rw, ro));
+        assert!(restores_without_reload(rw, rw));
+        // Nothing mapped now: whatever comes back is new to KVM too.
+        assert!(restores_without_reload(rw, 0));
+        assert!(restores_without_reload(0, 0));
+        assert!(restores_without_reload(ro | PTE_NX, PTE_KEPT | FRAME));
+        // Execute access back (NX cleared).
+        assert!(restores_without_reload(ro, ro | PTE_NX));
+    }
+
+    #[test]
+    fn taking_access_away_or_moving_a_page_needs_a_reload() {
+        let ro = FRAME | PTE_P | PTE_US | PTE_A | PTE_D;
+        let rw = ro | PTE_RW;
+        // A mapping the run added goes away.
+        assert!(!restores_without_reload(0, rw));
+        assert!(!restores_without_reload(PTE_KEPT | FRAME, rw));
+        // Less access than now.
+        assert!(!restores_without_reload(ro, rw));
+        assert!(!restores_without_reload(rw & !PTE_US, rw));
+        assert!(!restores_without_reload(ro | PTE_NX, ro));
+        // Another frame (a copy-on-write copy going back to the shared one).
+        assert!(!restores_without_reload(rw + PAGE, rw));
+        // Another page size or caching.
+        assert!(!restores_without_reload(rw | PTE_PS, rw));
+        assert!(!restores_without_reload(rw | (1 << 4), rw));
+    }
 }

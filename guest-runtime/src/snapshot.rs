@@ -19,8 +19,10 @@ pub struct Resume {
 /// (go on), or the new run's inputs when the guest was restored: clocks,
 /// randomness and files are already applied.
 pub fn snapshot_point() -> Option<Resume> {
-    // Heap room for what a restored run allocates, mapped now.
+    // Heap room for what a restored run allocates, mapped now; the
+    // program's too, above its break.
     crate::heap::reserve(1 << 20);
+    crate::mm::ready_brk_arena();
     crate::io::flush_all();
     crate::mm::record_memory_peak();
     // Where a restored run's monotonic clock goes on from.

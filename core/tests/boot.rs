@@ -331,3 +331,42 @@ fn free_frames_start_right_after_the_runtime() {
     assert!(start >= abi::RUNTIME_GPA + rt.bytes.len() as u64);
     assert!(start <= abi::IMAGE_GPA);
 }
+
+/// The `VmFlags` line of this process's mapping that holds `addr`.
+fn vm_flags_at(addr: u64) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) {
+                    inside = (lo..hi).contains(&addr);
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.trim().to_string();
+            }
+        }
+    }
+    panic!("no mapping holds {addr:#x}")
+}
+
+#[test]
+fn guest_ram_has_huge_pages_only_where_runs_fill_them() {
+    // A run touches a few pages of the first 2 MiB and of the page-table
+    // pool: small pages there (the host would zero a whole huge page for
+    // each); huge pages for the runtime, the program and its memory.
+    let vm = boot(&exit_code(0));
+    let (host, len) = vm.host_memory();
+    let host = host as u64;
+    let mem = len as u64;
+    let flags = |gpa: u64| vm_flags_at(host + gpa).split(' ').map(str::to_string).collect::<Vec<_>>();
+    assert!(flags(0).contains(&"nh".to_string()), "{:?}", flags(0));
+    assert!(flags(abi::RUNTIME_GPA).contains(&"hg".to_string()), "{:?}", flags(abi::RUNTIME_GPA));
+    assert!(flags(abi::pt_pool_start(mem) - abi::PAGE_SIZE).contains(&"hg".to_string()));
+    assert!(flags(abi::pt_pool_start(mem)).contains(&"nh".to_string()), "{:?}", flags(abi::pt_pool_start(mem)));
+    assert!(flags(mem - abi::PAGE_SIZE).contains(&"nh".to_string()));
+}

@@ -17,77 +17,56 @@ fn native(mode: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn warm(mode: &str) -> Sandbox {
+/// Runs `mode` natively, then `rounds` times from one entry snapshot
+/// (reset in place between), each run's output and status the same as the
+/// native run's. Returns the native output.
+fn same_in_every_run(mode: &str, rounds: usize) -> String {
+    let expect = native(mode);
     let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
     let snap = sb.snapshot(&Command::new(musl("brk_arena")).arg(mode), SnapshotPoint::Entry).unwrap();
     let mut warm = Sandbox::from_snapshot(&snap).unwrap();
     warm.warm().unwrap();
-    warm
+    for round in 0..rounds {
+        let out = warm.run(&Command::resume().arg(mode)).unwrap();
+        assert_eq!(out.stdout_str(), expect, "{mode} round {round}");
+        assert_eq!(out.status, ExitStatus::Code(0), "{mode} round {round}");
+    }
+    expect
 }
 
 #[test]
 fn the_heap_from_an_entry_snapshot_grows_and_shrinks_as_on_linux() {
-    let expect = native("grow");
+    let expect = same_in_every_run("grow", 3);
     assert!(expect.contains("zero again above it: 1") && expect.contains("big grow zero: 1"), "{expect}");
-    let mut sb = warm("grow");
-    for round in 0..3 {
-        let out = sb.run(&Command::resume().arg("grow")).unwrap();
-        assert_eq!(out.stdout_str(), expect, "round {round}");
-        assert_eq!(out.status, ExitStatus::Code(0));
-    }
 }
 
 #[test]
 fn what_a_run_leaves_in_its_heap_is_gone_in_the_next() {
-    let expect = native("secret");
-    assert_eq!(expect, "heap zero: 1\nfilled\n");
-    let mut sb = warm("secret");
-    for round in 0..4 {
-        let out = sb.run(&Command::resume().arg("secret")).unwrap();
-        assert_eq!(out.stdout_str(), expect, "round {round}");
-    }
+    assert_eq!(same_in_every_run("secret", 4), "heap zero: 1\nfilled\n");
 }
 
 #[test]
 fn a_forked_child_gets_the_heap_but_not_the_pages_above_the_break() {
-    let expect = native("fork");
+    let expect = same_in_every_run("fork", 3);
     assert!(expect.contains("child sees parent heap: 1, grew: 1, new zero: 1"), "{expect}");
-    let mut sb = warm("fork");
-    for round in 0..3 {
-        let out = sb.run(&Command::resume().arg("fork")).unwrap();
-        assert_eq!(out.stdout_str(), expect, "round {round}");
-    }
 }
 
 #[test]
 fn a_mapping_above_the_break_still_blocks_it() {
-    let expect = native("mapped");
+    let expect = same_in_every_run("mapped", 3);
     assert!(expect.contains("grow into a mapping refused: 1") && expect.contains("zero there: 1"), "{expect}");
     // A cold run too: growing into a mapping used to unmap it.
     let cold = hvsandbox_tests::sandbox().run(&Command::new(musl("brk_arena")).arg("mapped")).unwrap();
     assert_eq!(cold.stdout_str(), expect);
-    let mut sb = warm("mapped");
-    for round in 0..3 {
-        let out = sb.run(&Command::resume().arg("mapped")).unwrap();
-        assert_eq!(out.stdout_str(), expect, "round {round}");
-    }
 }
 
 #[test]
 fn protections_a_run_changed_are_back_in_the_next() {
     // Taken away (the run ends without a TLB reload: the page's access
     // only comes back) and given (the run's end must reload).
-    for (mode, lines) in [
-        ("relro", &["page starts as built: 1", "writable: 1", "read-only write faults: 1", "still readable: 1"][..]),
-        ("rodata", &["read-only: 1", "then writable: 1", "written: 1"]),
-    ] {
-        let expect = native(mode);
-        assert_eq!(expect.lines().collect::<Vec<_>>(), lines, "{mode}");
-        let mut sb = warm(mode);
-        for round in 0..4 {
-            let out = sb.run(&Command::resume().arg(mode)).unwrap();
-            assert_eq!(out.stdout_str(), expect, "{mode} round {round}");
-            assert_eq!(out.status, ExitStatus::Code(0));
-        }
-    }
+    let relro = same_in_every_run("relro", 4);
+    let lines = ["page starts as built: 1", "writable: 1", "read-only write faults: 1", "still readable: 1"];
+    assert_eq!(relro.lines().collect::<Vec<_>>(), lines);
+    let rodata = same_in_every_run("rodata", 4);
+    assert_eq!(rodata.lines().collect::<Vec<_>>(), ["read-only: 1", "then writable: 1", "written: 1"]);
 }

@@ -15,7 +15,7 @@
 //! each of the few kinds most recently asked for.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,10 @@ pub fn set_blank_vms(per_kind: usize) {
 }
 
 fn per_kind() -> usize {
+    // The pool's VMs are made on the background thread: none, no pool.
+    if !BACKGROUND.load(Ordering::SeqCst) {
+        return 0;
+    }
     let n = PER_KIND.load(Ordering::SeqCst);
     if n != usize::MAX {
         return n;
@@ -266,8 +270,23 @@ pub(crate) fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
 /// same jail as a vCPU thread.
 static REAPER: OnceLock<Option<Mutex<mpsc::Sender<Reap>>>> = OnceLock::new();
 
-/// Starts the reaper if it is not running (from a caller's thread: see
-/// [`reaper`]).
+/// Whether the reaper may be started (see [`set_background_vm_thread`]).
+static BACKGROUND: AtomicBool = AtomicBool::new(true);
+
+/// Whether this process may keep a background thread for VMs (default:
+/// yes): it destroys VMs off the vCPU threads' paths and makes the VMs of
+/// the blank-VM pool ([`set_blank_vms`]). A program that builds one
+/// sandbox, runs it once and exits, like the CLI, gains nothing from it
+/// and turns it off before building sandboxes: the process then starts
+/// one thread and installs one jail fewer, the pool is off, and a VM is
+/// destroyed on the thread that lets it go (a vCPU thread, or the
+/// process's exit). A thread already started stays in use.
+pub fn set_background_vm_thread(enabled: bool) {
+    BACKGROUND.store(enabled, Ordering::SeqCst);
+}
+
+/// Starts the reaper if it is not running and may be started (from a
+/// caller's thread: see [`reaper`]).
 pub(crate) fn start_reaper() {
     let _ = reaper();
 }
@@ -280,65 +299,70 @@ pub(crate) fn open_pagemap() {
 /// The reaper's queue, started on first use from a caller's thread (a vCPU
 /// thread's jail does not allow starting threads; `Sandbox::launch` calls
 /// this before it starts one).
-fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
-    REAPER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Reap>();
-        std::thread::Builder::new()
-            .name("hvsandbox-vms".into())
-            .spawn(move || {
-                static VIOLATION: AtomicI64 = AtomicI64::new(-1);
-                // Always enforcing (the environment cannot weaken it); it
-                // may read no file by path.
-                let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
-                if !jailed {
-                    give_up();
-                }
-                loop {
-                    let job = match rx.try_recv() {
-                        Ok(job) => job,
-                        Err(mpsc::TryRecvError::Disconnected) => return,
-                        Err(mpsc::TryRecvError::Empty) => {
-                            // Nothing to destroy: make a blank VM if one is
-                            // wanted, else wait.
-                            if let Some(want) = wanted().filter(|_| jailed) {
-                                let made = match want {
-                                    Want::Blank(mem) => {
-                                        one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
-                                            .map_err(Error::from)
-                                    }
-                                    Want::Clone(snap) => one_at_a_time(|| {
-                                        Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
-                                    })
-                                    .map_err(Error::from)
-                                    .and_then(|mut vm| make_ready(&mut vm, &snap, None, false).map(|()| vm)),
-                                };
-                                match made {
-                                    Ok(vm) => put(vm),
-                                    Err(_) => failed(),
-                                }
-                                if VIOLATION.load(Ordering::SeqCst) >= 0 {
-                                    give_up();
-                                }
-                                continue;
-                            }
-                            match rx.recv() {
-                                Ok(job) => job,
-                                Err(_) => return,
-                            }
-                        }
-                    };
-                    match job {
-                        Reap::Vm(vm) => one_at_a_time(|| drop(vm)),
-                        Reap::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                        Reap::Wake => {}
+fn reaper() -> Option<&'static Mutex<mpsc::Sender<Reap>>> {
+    if !BACKGROUND.load(Ordering::SeqCst) {
+        return REAPER.get().and_then(Option::as_ref);
+    }
+    REAPER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Reap>();
+            std::thread::Builder::new()
+                .name("hvsandbox-vms".into())
+                .spawn(move || {
+                    static VIOLATION: AtomicI64 = AtomicI64::new(-1);
+                    // Always enforcing (the environment cannot weaken it); it
+                    // may read no file by path.
+                    let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
+                    if !jailed {
+                        give_up();
                     }
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    })
+                    loop {
+                        let job = match rx.try_recv() {
+                            Ok(job) => job,
+                            Err(mpsc::TryRecvError::Disconnected) => return,
+                            Err(mpsc::TryRecvError::Empty) => {
+                                // Nothing to destroy: make a blank VM if one is
+                                // wanted, else wait.
+                                if let Some(want) = wanted().filter(|_| jailed) {
+                                    let made = match want {
+                                        Want::Blank(mem) => {
+                                            one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
+                                                .map_err(Error::from)
+                                        }
+                                        Want::Clone(snap) => one_at_a_time(|| {
+                                            Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
+                                        })
+                                        .map_err(Error::from)
+                                        .and_then(|mut vm| make_ready(&mut vm, &snap, None, false).map(|()| vm)),
+                                    };
+                                    match made {
+                                        Ok(vm) => put(vm),
+                                        Err(_) => failed(),
+                                    }
+                                    if VIOLATION.load(Ordering::SeqCst) >= 0 {
+                                        give_up();
+                                    }
+                                    continue;
+                                }
+                                match rx.recv() {
+                                    Ok(job) => job,
+                                    Err(_) => return,
+                                }
+                            }
+                        };
+                        match job {
+                            Reap::Vm(vm) => one_at_a_time(|| drop(vm)),
+                            Reap::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                            Reap::Wake => {}
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| Mutex::new(tx))
+        })
+        .as_ref()
 }
 
 /// Tells the background thread to look at the blank VM pool (started

@@ -70,6 +70,19 @@ pub(crate) fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> 
     Ok((command, left))
 }
 
+/// Whether our stdin is /dev/null: its end is known before the run, so
+/// the program is given an empty stdin rather than a thread passing ours
+/// through.
+pub(crate) fn stdin_is_dev_null() -> bool {
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 0 is only looked at; `st` is a writable stat.
+    if unsafe { libc::fstat(0, &mut st) } != 0 {
+        return false;
+    }
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)
+}
+
 /// What is left of the input allowance: bytes and time.
 struct Budget {
     left: u64,

@@ -60,7 +60,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hvsandbox::{Command, Error, ErrorKind, Sandbox, SandboxBuilder, SeccompMode, SnapshotPoint};
 
 use collect::write_collected;
-use inputs::with_inputs;
+use inputs::{stdin_is_dev_null, with_inputs};
 use stats::{failure_stats_json, stats_json};
 use units::{Size, Time};
 
@@ -365,8 +365,12 @@ fn run(args: RunArgs) -> Result<u8, Error> {
             Command::new(path).args(program)
         }
     };
-    // stdin is passed through live, not read ahead.
+    // stdin is passed through live, not read ahead; /dev/null is no input.
     let (mut command, timeout) = with_inputs(command, &args, false)?;
+    let live_stdin = !stdin_is_dev_null();
+    if !live_stdin {
+        command = command.stdin([]);
+    }
     for c in &args.collect {
         command = command.collect(c);
     }
@@ -385,8 +389,11 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     let out = if termination.requested() {
         Err(Error::Cancelled { partial: Box::default() })
     } else {
-        run_live(&mut sandbox, &command, args.max_input.0)
+        run_live(&mut sandbox, &command, live_stdin, args.max_input.0)
     };
+    // The run has ended and the command exits next: its VM and vCPU
+    // thread go with the process rather than be torn down first.
+    std::mem::forget(sandbox);
     let out = out.map_err(|e| timeout_as_given(e, &args));
     if let (true, Ok(o)) = (args.stats, &out) {
         eprintln!("{}", stats_json(o));
@@ -406,13 +413,19 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     Ok(u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX))
 }
 
-/// Runs `command` with stdin, stdout and stderr passed through as the
-/// program uses them: output is written out as it is produced, and stdin
-/// is read only as far as the guest has room for it (at most `max_input`
-/// bytes ahead of what the program has read). Returns the run's result.
-fn run_live(sandbox: &mut hvsandbox::Sandbox, command: &Command, max_input: u64) -> Result<hvsandbox::Output, Error> {
+/// Runs `command` with stdin (with `live_stdin`), stdout and stderr
+/// passed through as the program uses them: output is written out as it
+/// is produced, and stdin is read only as far as the guest has room for
+/// it (at most `max_input` bytes ahead of what the program has read).
+/// Returns the run's result.
+fn run_live(
+    sandbox: &mut hvsandbox::Sandbox,
+    command: &Command,
+    live_stdin: bool,
+    max_input: u64,
+) -> Result<hvsandbox::Output, Error> {
     let mut process = sandbox.spawn(command)?;
-    if let Some(stdin) = process.take_stdin() {
+    if let Some(stdin) = process.take_stdin().filter(|_| live_stdin) {
         let chunk = usize::try_from(max_input / 2).unwrap_or(usize::MAX).clamp(1, 32 << 10);
         // Detached: it may wait in read(2) on our stdin after the run; the
         // command exits then anyway.
@@ -548,8 +561,10 @@ fn main() -> ExitCode {
         }
     };
     // One sandbox, one run: VMs made ahead for later sandboxes would only
-    // compete with it.
+    // compete with it, and the process's exit destroys its VM (no
+    // background thread for VMs, and its jail, to start).
     hvsandbox::set_blank_vms(0);
+    hvsandbox::set_background_vm_thread(false);
     let started = std::time::Instant::now();
     let (stats, result) = match cli.command {
         Cmd::Run(args) => (args.stats, run(args)),

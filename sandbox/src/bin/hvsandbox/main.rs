@@ -391,9 +391,10 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     } else {
         run_live(&mut sandbox, &command, live_stdin, args.max_input.0)
     };
-    // The run has ended and the command exits next: its VM and vCPU
-    // thread go with the process rather than be torn down first.
-    std::mem::forget(sandbox);
+    // The run has ended: its VM is destroyed now, on the vCPU thread (no
+    // background thread here), rather than left to the process's exit
+    // while an idle sandbox would make its next VM.
+    drop(sandbox);
     let out = out.map_err(|e| timeout_as_given(e, &args));
     if let (true, Ok(o)) = (args.stats, &out) {
         eprintln!("{}", stats_json(o));

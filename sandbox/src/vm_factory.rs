@@ -288,7 +288,17 @@ pub fn set_background_vm_thread(enabled: bool) {
 /// Starts the reaper if it is not running and may be started (from a
 /// caller's thread: see [`reaper`]).
 pub(crate) fn start_reaper() {
-    let _ = reaper();
+    let _ = running_reaper();
+}
+
+/// The reaper's queue: started if it may be (see [`reaper`]), or the one
+/// started before the background thread was turned off, if any.
+fn running_reaper() -> Option<&'static Mutex<mpsc::Sender<Reap>>> {
+    if BACKGROUND.load(Ordering::SeqCst) {
+        reaper().as_ref()
+    } else {
+        REAPER.get().and_then(Option::as_ref)
+    }
 }
 
 /// Opens the page map now, on a caller's thread (see [`pagemap`]).
@@ -299,70 +309,65 @@ pub(crate) fn open_pagemap() {
 /// The reaper's queue, started on first use from a caller's thread (a vCPU
 /// thread's jail does not allow starting threads; `Sandbox::launch` calls
 /// this before it starts one).
-fn reaper() -> Option<&'static Mutex<mpsc::Sender<Reap>>> {
-    if !BACKGROUND.load(Ordering::SeqCst) {
-        return REAPER.get().and_then(Option::as_ref);
-    }
-    REAPER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<Reap>();
-            std::thread::Builder::new()
-                .name("hvsandbox-vms".into())
-                .spawn(move || {
-                    static VIOLATION: AtomicI64 = AtomicI64::new(-1);
-                    // Always enforcing (the environment cannot weaken it); it
-                    // may read no file by path.
-                    let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
-                    if !jailed {
-                        give_up();
-                    }
-                    loop {
-                        let job = match rx.try_recv() {
-                            Ok(job) => job,
-                            Err(mpsc::TryRecvError::Disconnected) => return,
-                            Err(mpsc::TryRecvError::Empty) => {
-                                // Nothing to destroy: make a blank VM if one is
-                                // wanted, else wait.
-                                if let Some(want) = wanted().filter(|_| jailed) {
-                                    let made = match want {
-                                        Want::Blank(mem) => {
-                                            one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
-                                                .map_err(Error::from)
-                                        }
-                                        Want::Clone(snap) => one_at_a_time(|| {
-                                            Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
-                                        })
-                                        .map_err(Error::from)
-                                        .and_then(|mut vm| make_ready(&mut vm, &snap, None, false).map(|()| vm)),
-                                    };
-                                    match made {
-                                        Ok(vm) => put(vm),
-                                        Err(_) => failed(),
+fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
+    REAPER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Reap>();
+        std::thread::Builder::new()
+            .name("hvsandbox-vms".into())
+            .spawn(move || {
+                static VIOLATION: AtomicI64 = AtomicI64::new(-1);
+                // Always enforcing (the environment cannot weaken it); it
+                // may read no file by path.
+                let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
+                if !jailed {
+                    give_up();
+                }
+                loop {
+                    let job = match rx.try_recv() {
+                        Ok(job) => job,
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            // Nothing to destroy: make a blank VM if one is
+                            // wanted, else wait.
+                            if let Some(want) = wanted().filter(|_| jailed) {
+                                let made = match want {
+                                    Want::Blank(mem) => {
+                                        one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
+                                            .map_err(Error::from)
                                     }
-                                    if VIOLATION.load(Ordering::SeqCst) >= 0 {
-                                        give_up();
-                                    }
-                                    continue;
+                                    Want::Clone(snap) => one_at_a_time(|| {
+                                        Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
+                                    })
+                                    .map_err(Error::from)
+                                    .and_then(|mut vm| make_ready(&mut vm, &snap, None, false).map(|()| vm)),
+                                };
+                                match made {
+                                    Ok(vm) => put(vm),
+                                    Err(_) => failed(),
                                 }
-                                match rx.recv() {
-                                    Ok(job) => job,
-                                    Err(_) => return,
+                                if VIOLATION.load(Ordering::SeqCst) >= 0 {
+                                    give_up();
                                 }
+                                continue;
                             }
-                        };
-                        match job {
-                            Reap::Vm(vm) => one_at_a_time(|| drop(vm)),
-                            Reap::Flush(done) => {
-                                let _ = done.send(());
+                            match rx.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
                             }
-                            Reap::Wake => {}
                         }
+                    };
+                    match job {
+                        Reap::Vm(vm) => one_at_a_time(|| drop(vm)),
+                        Reap::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                        Reap::Wake => {}
                     }
-                })
-                .ok()
-                .map(|_| Mutex::new(tx))
-        })
-        .as_ref()
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    })
 }
 
 /// Tells the background thread to look at the blank VM pool (started
@@ -464,7 +469,7 @@ pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>) -> Result<Vm> {
 
 /// Destroys a VM on a background thread, off the vCPU threads' paths.
 pub(crate) fn reap(vm: Vm) {
-    match reaper() {
+    match running_reaper() {
         Some(tx) => {
             let sent = tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Vm(Box::new(vm)));
             if let Err(mpsc::SendError(job)) = sent {
@@ -479,7 +484,7 @@ pub(crate) fn reap(vm: Vm) {
 /// (for measuring memory).
 #[doc(hidden)]
 pub fn wait_for_reaper() {
-    if let Some(tx) = reaper() {
+    if let Some(tx) = running_reaper() {
         let (done, wait) = mpsc::channel();
         if tx.lock().unwrap_or_else(|e| e.into_inner()).send(Reap::Flush(done)).is_ok() {
             let _ = wait.recv();

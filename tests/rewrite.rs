@@ -40,6 +40,8 @@ struct Run {
     syscalls: u64,
     /// Its `rewritten_sites`.
     rewritten: u64,
+    /// Its `slow_syscalls`.
+    slow: u64,
     /// The whole --stats line.
     stats: String,
 }
@@ -62,12 +64,14 @@ fn guest_with(rewrite: Option<bool>, args: &[&str]) -> Run {
     let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats line:\n{stderr}"));
     let syscalls = stat(stats, "syscalls");
     let rewritten = stat(stats, "rewritten_sites");
+    let slow = stat(stats, "slow_syscalls");
     let stats = stats.to_string();
     Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         code: out.status.code(),
         syscalls,
         rewritten,
+        slow,
         stats,
     }
 }
@@ -112,6 +116,11 @@ fn a_getpid_loop_gives_the_same_results_and_counts() {
     assert_eq!(off.rewritten, 0, "off: {}", off.stats);
     // getpid at least (and whatever else ran often enough from one site).
     assert!(more.rewritten >= 1, "on: {}", more.stats);
+    // Off, every call takes the slow path; on, the loop's calls leave it
+    // after their site's first few (those, and the program's other calls,
+    // are the slow ones).
+    assert_eq!(off.slow, off.syscalls, "off: {}", off.stats);
+    assert!(more.slow > 0 && more.slow < off.syscalls - 4000, "on: {}", more.stats);
 }
 
 #[test]

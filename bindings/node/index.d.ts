@@ -102,6 +102,9 @@ export interface Stats {
   /** System-call sites the guest runtime rewrote to enter it by a jump
    * (where the host's `syscall` is slow; `HVSANDBOX_REWRITE=0/1` forces). */
   rewrittenSites: number;
+  /** System calls that took the host hypervisor's slow path (a `syscall`
+   * instruction, not a rewritten site): all of them with rewriting off. */
+  slowSyscalls: number;
   /** System calls the guest runtime does not implement, by number. */
   unknownSyscalls: Record<number, number>;
 }

@@ -156,6 +156,9 @@ fn fast_entry() -> u64 {
 pub fn on_syscall(f: &Frame) {
     // SAFETY: written only by the entry assembly, on this one vCPU.
     let fast = unsafe { core::mem::replace(&mut *core::ptr::addr_of_mut!(REWRITE_FAST_ENTRY), 0) };
+    if fast == 0 {
+        crate::stats::stat(|st| st.slow_syscalls += 1);
+    }
     if fast != 0 || !*ENABLED.get() {
         return;
     }

@@ -72,6 +72,7 @@ pub fn snapshot_point() -> Option<Resume> {
         s.cr3_loads = 0;
         s.processes = 0;
         s.rewritten_sites = 0;
+        s.slow_syscalls = 0;
         s.unknown_by_nr = [0; abi::UNKNOWN_SLOTS];
     });
     Some(Resume { argc: info.argc as usize, envc: info.envc as usize, args: buf[head..args_end].to_vec() })

@@ -73,6 +73,9 @@ pub struct Stats {
     /// System-call sites the guest rewrote to enter its runtime by a jump
     /// rather than a `syscall` (see `HVSANDBOX_REWRITE`).
     pub rewritten_sites: u64,
+    /// System calls that took the hypervisor's slow path (a `syscall`
+    /// instruction, not a rewritten site): all of them with rewriting off.
+    pub slow_syscalls: u64,
     /// Bytes of stdout that reached the host, collected or streamed (up to
     /// the output cap).
     pub stdout_bytes: u64,

@@ -248,7 +248,7 @@ function unknownOf(flat) {
 
 const EMPTY = Buffer.alloc(0);
 /** Numbers per output (src/convert.rs NUMBERS). */
-const NUMBERS = 13;
+const NUMBERS = 14;
 const NO_OUTPUT = [];
 let table = null;
 
@@ -309,6 +309,7 @@ function resultOf(raw, encoding, streamed) {
       stdoutBytes: n[at + 10],
       stderrBytes: n[at + 11],
       rewrittenSites: n[at + 12],
+      slowSyscalls: n[at + 13],
       unknownSyscalls: extra ? unknownOf(extra.unknownSyscalls) : {},
     },
   };

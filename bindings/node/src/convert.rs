@@ -271,8 +271,8 @@ pub struct RawOutput {
 /// exitCode (NaN: none), signal (NaN: none), flags (1: stdout truncated,
 /// 2: stderr truncated, 4: files truncated), then the stats wallMs, cpuMs,
 /// exits, syscalls, memoryUsed, pageFaults, processes, stdoutBytes,
-/// stderrBytes, rewrittenSites.
-pub const NUMBERS: usize = 13;
+/// stderrBytes, rewrittenSites, slowSyscalls.
+pub const NUMBERS: usize = 14;
 
 impl RawOutput {
     /// Writes the numbers to row `row` of a table instead (`table` points
@@ -356,6 +356,7 @@ pub fn output(o: Output) -> RawOutput {
         s.stdout_bytes as f64,
         s.stderr_bytes as f64,
         s.rewritten_sites as f64,
+        s.slow_syscalls as f64,
     ];
     let extra = (o.fault.is_some() || !o.files.is_empty() || !s.unknown_syscalls.is_empty()).then(|| RawExtra {
         fault: o.fault.map(|f| RawFault {

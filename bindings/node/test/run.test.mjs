@@ -304,21 +304,26 @@ test('runs that end together each get their own result (more than the addon keep
   }
 });
 
-test('stats.rewrittenSites: system-call sites rewritten, or none when HVSANDBOX_REWRITE=0', () => {
+test('stats.rewrittenSites and slowSyscalls: sites rewritten and calls through them, or none when HVSANDBOX_REWRITE=0', () => {
   // The switch is read once per process: each setting in a Node of its own.
   const pkg = join(REPO, 'bindings', 'node', 'index.js');
   const script = `
     const hv = require(${JSON.stringify(pkg)});
     hv.run(['${BUSYBOX}', 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=1', 'count=2000'], { timeoutMs: 60000 })
-      .then((r) => console.log(r.exitCode, r.stats.rewrittenSites, r.stats.syscalls > 4000));`;
-  const sites = (value) => {
+      .then((r) => console.log(r.exitCode, r.stats.rewrittenSites, r.stats.syscalls, r.stats.slowSyscalls));`;
+  const stats = (value) => {
     const out = execFileSync(process.execPath, ['-e', script], {
       encoding: 'utf8', timeout: 60000, env: { ...process.env, HVSANDBOX_REWRITE: value },
-    }).trim().split(' ');
-    assert.equal(out[0], '0');
-    assert.equal(out[2], 'true');
-    return Number(out[1]);
+    }).trim().split(' ').map(Number);
+    assert.equal(out[0], 0);
+    assert.ok(out[2] > 4000, String(out));
+    return { sites: out[1], calls: out[2], slow: out[3] };
   };
-  assert.ok(sites('1') > 0);
-  assert.equal(sites('0'), 0);
+  const on = stats('1');
+  // dd's 4000 one-byte reads and writes come from two sites, fast after
+  // their first calls.
+  assert.ok(on.sites > 0 && on.slow > 0 && on.slow < on.calls / 10, JSON.stringify(on));
+  const off = stats('0');
+  assert.equal(off.sites, 0);
+  assert.equal(off.slow, off.calls);
 });

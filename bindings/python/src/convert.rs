@@ -25,6 +25,9 @@ pub struct Stats {
     pub processes: u64,
     /// System-call sites the runtime rewrote to enter it by a jump.
     pub rewritten_sites: u64,
+    /// System calls that took the hypervisor's slow path (not a rewritten
+    /// site): all of them with rewriting off.
+    pub slow_syscalls: u64,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     /// System calls the runtime does not implement: number -> count.
@@ -36,7 +39,7 @@ impl Stats {
     fn __repr__(&self) -> String {
         format!(
             "Stats(wall={:.6}, cpu={:.6}, exits={}, syscalls={}, memory_used={}, page_faults={}, processes={}, \
-             rewritten_sites={}, stdout_bytes={}, stderr_bytes={})",
+             rewritten_sites={}, slow_syscalls={}, stdout_bytes={}, stderr_bytes={})",
             self.wall,
             self.cpu,
             self.exits,
@@ -45,6 +48,7 @@ impl Stats {
             self.page_faults,
             self.processes,
             self.rewritten_sites,
+            self.slow_syscalls,
             self.stdout_bytes,
             self.stderr_bytes
         )
@@ -82,6 +86,7 @@ fn stats(s: &hvsandbox::Stats) -> Stats {
         page_faults: s.page_faults,
         processes: s.processes,
         rewritten_sites: s.rewritten_sites,
+        slow_syscalls: s.slow_syscalls,
         stdout_bytes: s.stdout_bytes,
         stderr_bytes: s.stderr_bytes,
         unknown_syscalls: s.unknown_syscalls.clone(),

@@ -302,20 +302,24 @@ def test_kvm_unavailable_says_what_to_do():
     assert isinstance(e, hvsandbox.KvmUnavailable) and "kvm" in str(e)
 
 
-def test_stats_count_rewritten_syscall_sites_and_none_when_rewriting_is_off():
+def test_stats_count_rewritten_sites_and_slow_calls_and_none_when_rewriting_is_off():
     # The switch is read once per process: each setting in a Python of its own.
     code = (
         "import hvsandbox; "
         f"r = hvsandbox.run(['{BUSYBOX}', 'dd', 'if=/dev/zero', 'of=/dev/null', 'bs=1', 'count=2000'], timeout=60); "
-        "print(r.returncode, r.stats.rewritten_sites, r.stats.syscalls > 4000)"
+        "print(r.returncode, r.stats.rewritten_sites, r.stats.syscalls, r.stats.slow_syscalls)"
     )
 
-    def sites(value: str) -> int:
+    def stats(value: str) -> tuple[int, int, int]:
         env = dict(os.environ, HVSANDBOX_REWRITE=value)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-        code_, n, many = out.stdout.split()
-        assert (code_, many) == ("0", "True"), out.stderr
-        return int(n)
+        code_, sites, calls, slow = map(int, out.stdout.split())
+        assert code_ == 0 and calls > 4000, out.stderr
+        return sites, calls, slow
 
-    assert sites("1") > 0
-    assert sites("0") == 0
+    # dd's 4000 one-byte reads and writes come from two sites, fast after
+    # their first calls.
+    sites, calls, slow = stats("1")
+    assert sites > 0 and 0 < slow < calls / 10
+    sites, calls, slow = stats("0")
+    assert sites == 0 and slow == calls

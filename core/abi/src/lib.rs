@@ -224,6 +224,10 @@ pub struct RuntimeStats {
     /// System-call sites rewritten to enter the runtime by a jump (all
     /// processes of the run).
     pub rewritten_sites: u64,
+    /// System calls that entered the runtime through the `syscall`
+    /// instruction itself (the hypervisor's slow path) rather than a
+    /// rewritten site's jump; all of them when rewriting is off.
+    pub slow_syscalls: u64,
 }
 
 pub const UNKNOWN_SLOTS: usize = 512;

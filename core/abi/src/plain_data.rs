@@ -74,6 +74,7 @@ no_padding!(RuntimeStats {
     tasks: u64,
     unknown_by_nr: [u32; crate::UNKNOWN_SLOTS],
     rewritten_sites: u64,
+    slow_syscalls: u64,
 });
 no_padding!(ResumeInfo {
     tsc_khz: u64,

@@ -290,6 +290,7 @@ impl<'a> Runner<'a> {
                     page_faults: rs.page_faults,
                     processes: rs.processes,
                     rewritten_sites: rs.rewritten_sites,
+                    slow_syscalls: rs.slow_syscalls.min(rs.syscalls),
                     stdout_bytes,
                     stderr_bytes,
                     unknown_syscalls,

@@ -23,6 +23,7 @@ struct StatsLine<'a> {
     page_faults: Option<u64>,
     processes: Option<u64>,
     rewritten_sites: Option<u64>,
+    slow_syscalls: Option<u64>,
     stdout_bytes: Option<u64>,
     stderr_bytes: Option<u64>,
     stdout_truncated: Option<bool>,
@@ -50,6 +51,7 @@ pub(crate) fn stats_json(out: &Output) -> String {
         page_faults: Some(s.page_faults),
         processes: Some(s.processes),
         rewritten_sites: Some(s.rewritten_sites),
+        slow_syscalls: Some(s.slow_syscalls),
         stdout_bytes: Some(out.stats.stdout_bytes),
         stderr_bytes: Some(out.stats.stderr_bytes),
         stdout_truncated: Some(out.stdout_truncated),
@@ -106,13 +108,13 @@ mod tests {
         assert_eq!(
             stats_json(&out),
             "{\"exit_code\":null,\"signal\":11,\"wall_us\":1500,\"cpu_us\":0,\"exits\":0,\"syscalls\":0,\
-             \"memory_used\":0,\"page_faults\":0,\"processes\":0,\"rewritten_sites\":0,\"stdout_bytes\":3,\"stderr_bytes\":0,\
+             \"memory_used\":0,\"page_faults\":0,\"processes\":0,\"rewritten_sites\":0,\"slow_syscalls\":0,\"stdout_bytes\":3,\"stderr_bytes\":0,\
              \"stdout_truncated\":true,\"stderr_truncated\":false,\"files\":0,\"files_truncated\":false,\
              \"unknown_syscalls\":{\"7\":1,\"300\":2}}"
         );
         let e = Error::InvalidConfig("a \"b\"\n".into());
         let nulls = "\"cpu_us\":null,\"exits\":null,\"syscalls\":null,\"memory_used\":null,\"page_faults\":null,\
-                     \"processes\":null,\"rewritten_sites\":null";
+                     \"processes\":null,\"rewritten_sites\":null,\"slow_syscalls\":null";
         assert_eq!(
             failure_stats_json(&e, Duration::from_micros(7)),
             format!(

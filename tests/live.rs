@@ -382,3 +382,40 @@ fn a_process_that_asks_makes_the_end_eventfd_readable_when_it_ends() {
     assert_eq!(ready, 1, "the end of a notifying process leaves the eventfd readable");
     assert!(drain_end_fd() >= 1);
 }
+
+#[test]
+fn input_written_at_any_moment_wakes_a_reader_that_sleeps_for_it() {
+    // Many turns of "ask, wait for the answer" in several sandboxes at once,
+    // each answer written at a slightly different moment: some land while
+    // the guest is between being told "nothing yet" and going to sleep, a
+    // window in which a tick could clear the host's note that it waits (a
+    // lost wake-up left such a reader sleeping until its deadline).
+    const TURNS: usize = 60;
+    let threads: Vec<_> = (0..6u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut sb = sandbox(120);
+                let script = format!(
+                    "i=0; while [ $i -lt {TURNS} ]; do echo \"q$i\"; read a; echo \"a$i:$a\"; i=$((i+1)); done; echo done"
+                );
+                let mut p = sb.spawn(&sh(&script)).expect("spawn");
+                let mut stdin = p.take_stdin().expect("stdin");
+                let mut seen = String::new();
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                for i in 0..TURNS {
+                    read_until(&mut p, &mut seen, &format!("q{i}\n"));
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    std::thread::sleep(Duration::from_micros((seed >> 33) % 3000));
+                    stdin.write_all(format!("{t}-{i}\n").as_bytes()).expect("write");
+                    read_until(&mut p, &mut seen, &format!("a{i}:{t}-{i}\n"));
+                }
+                drop(stdin);
+                let out = p.wait().expect("no reader was left waiting until the deadline");
+                assert_eq!(seen + &out.stdout_str(), "done\n");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a sandbox's conversation");
+    }
+}

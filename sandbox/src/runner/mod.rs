@@ -616,8 +616,16 @@ impl<'a> Runner<'a> {
                         // The guest waits: what it wrote goes out first.
                         self.take_guest_output(vm, &live)?;
                         let until = Instant::now().checked_add(Duration::from_nanos(args[0]));
-                        let for_input = args[1] & abi::SLEEP_UNTIL_INPUT != 0 && self.input_awaited;
-                        live.sleep(until, for_input, should_stop);
+                        let until_input = args[1] & abi::SLEEP_UNTIL_INPUT != 0;
+                        // A tick may have told the guest input came (the
+                        // flag raised, `input_awaited` cleared) after it last
+                        // looked and before it chose to sleep: it must not
+                        // sleep past news it has not seen (that lost wake-up
+                        // left a reader waiting until the deadline).
+                        let untold = vm.hypercall_args().map_err(Error::from)?.host_flags & abi::HOST_FLAG_STDIN != 0;
+                        if !(until_input && untold) {
+                            live.sleep(until, until_input && self.input_awaited, should_stop);
+                        }
                         self.tell_input(vm, &live)?;
                     }
                     _ => sleep_interruptible(Duration::from_nanos(args[0]), should_stop),

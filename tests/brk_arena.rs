@@ -8,8 +8,8 @@
 
 use std::process::Command as Std;
 
-use hvsandbox::{Command, ExitStatus, Sandbox, SnapshotPoint};
-use hvsandbox_tests::musl;
+use hvsandbox::{Command, ExitStatus};
+use hvsandbox_tests::{from_entry_snapshot, musl};
 
 fn native(mode: &str) -> String {
     let out = Std::new(musl("brk_arena")).arg(mode).output().unwrap();
@@ -22,9 +22,7 @@ fn native(mode: &str) -> String {
 /// native run's. Returns the native output.
 fn same_in_every_run(mode: &str, rounds: usize) -> String {
     let expect = native(mode);
-    let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
-    let snap = sb.snapshot(&Command::new(musl("brk_arena")).arg(mode), SnapshotPoint::Entry).unwrap();
-    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    let mut warm = from_entry_snapshot(&Command::new(musl("brk_arena")).arg(mode));
     warm.warm().unwrap();
     for round in 0..rounds {
         let out = warm.run(&Command::resume().arg(mode)).unwrap();

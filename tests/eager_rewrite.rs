@@ -9,8 +9,8 @@
 
 use std::process::Command as Std;
 
-use hvsandbox::{Command, ExitStatus, Sandbox, SnapshotPoint};
-use hvsandbox_tests::{hvsandbox_bin, musl, BUSYBOX};
+use hvsandbox::{Command, ExitStatus};
+use hvsandbox_tests::{from_entry_snapshot, hvsandbox_bin, musl, BUSYBOX};
 
 const GETPID: &str = "b8 27 00 00 00 0f 05";
 
@@ -31,9 +31,7 @@ fn rewritten(line: &str) -> bool {
 fn runs_from_an_entry_snapshot_start_with_the_programs_sites_rewritten() {
     rewriting_on();
     let prog = musl("rewrite");
-    let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
-    let snap = sb.snapshot(&Command::new(&prog).arg("code"), SnapshotPoint::Entry).unwrap();
-    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    let mut warm = from_entry_snapshot(&Command::new(&prog).arg("code"));
     let mut used = None;
     for round in 0..3 {
         let out = warm.run(&Command::resume().arg("code")).unwrap();
@@ -54,9 +52,7 @@ fn runs_from_an_entry_snapshot_start_with_the_programs_sites_rewritten() {
 fn rewritten_programs_from_an_entry_snapshot_behave_as_natively() {
     rewriting_on();
     let prog = musl("rewrite");
-    let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
-    let snap = sb.snapshot(&Command::new(&prog).arg("loop"), SnapshotPoint::Entry).unwrap();
-    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    let mut warm = from_entry_snapshot(&Command::new(&prog).arg("loop"));
     // Signals (the restorer's rt_sigreturn keeps its bytes), fork, the red
     // zone, restarted calls from a register-numbered site, bytes that only
     // look like a site, code written at run time, unknown calls.
@@ -80,9 +76,7 @@ fn rewritten_programs_from_an_entry_snapshot_behave_as_natively() {
 #[test]
 fn busybox_from_an_entry_snapshot_gives_native_output() {
     rewriting_on();
-    let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
-    let snap = sb.snapshot(&Command::new(BUSYBOX).args(["echo", "snap"]), SnapshotPoint::Entry).unwrap();
-    let mut warm = Sandbox::from_snapshot(&snap).unwrap();
+    let mut warm = from_entry_snapshot(&Command::new(BUSYBOX).args(["echo", "snap"]));
     let scripts = [
         "seq 1 1000 | sort -rn | head -3",
         "x=$(echo hi | tr a-z A-Z); echo \"[$x]\"; (exit 3); echo $?",

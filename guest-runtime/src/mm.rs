@@ -364,31 +364,26 @@ pub fn undo_journal() {
         let cur = unsafe { (phys_ptr(gpa) as *const u64).read_volatile() };
         !restores_without_reload(old, cur)
     });
-    if !needs_reload {
-        for &(gpa, old) in j.entries[..j.len].iter().rev() {
-            // SAFETY: as above.
-            unsafe { (phys_ptr(gpa) as *mut u64).write_volatile(old) };
-        }
-        j.len = 0;
-        return;
-    }
-    // Undo on the boot tables: the runtime's half of them never changes
-    // in a run, while any other root (the snapshot's included) may have
-    // been freed and reused as another table since the snapshot point.
+    // With a reload, undo on the boot tables: the runtime's half of them
+    // never changes in a run, while any other root (the snapshot's
+    // included) may have been freed and reused as another table since the
+    // snapshot point.
     let boot = FRAMES.get().boot_pml4;
     // SAFETY: single-threaded; the flush trap reads NEXT_CR3.
-    if unsafe { NEXT_CR3 } != boot {
+    if needs_reload && unsafe { NEXT_CR3 } != boot {
         // SAFETY: as above.
         unsafe { NEXT_CR3 = boot };
         crate::cpu::flush_tlb();
     }
     for &(gpa, old) in j.entries[..j.len].iter().rev() {
-        // SAFETY: a page-table entry the journal saw written.
+        // SAFETY: as above.
         unsafe { (phys_ptr(gpa) as *mut u64).write_volatile(old) };
     }
     j.len = 0;
-    // The reload makes KVM take up the entries written back.
-    crate::cpu::flush_tlb();
+    if needs_reload {
+        // The reload makes KVM take up the entries written back.
+        crate::cpu::flush_tlb();
+    }
 }
 
 /// Whether writing back `old` over the current entry `cur` needs no TLB

@@ -120,6 +120,14 @@ pub fn musl(name: &str) -> PathBuf {
     program(name, Flavor::MuslStatic)
 }
 
+/// A sandbox whose runs start from an entry snapshot of `cmd` (taken in a
+/// 64 MiB sandbox of its own): each run resumes with `Command::resume()`.
+pub fn from_entry_snapshot(cmd: &hvsandbox::Command) -> Sandbox {
+    let mut sb = Sandbox::builder().memory_mib(64).build().expect("build sandbox");
+    let snap = sb.snapshot(cmd, hvsandbox::SnapshotPoint::Entry).expect("entry snapshot");
+    Sandbox::from_snapshot(&snap).expect("sandbox from the snapshot")
+}
+
 /// A sandbox with the defaults the tests use: 64 MiB, a 10 s timeout.
 pub fn sandbox() -> Sandbox {
     Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(10)).build().expect("build sandbox")

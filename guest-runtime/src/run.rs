@@ -11,6 +11,12 @@ use crate::{hc, io};
 pub fn finish(code: i32, signal: i32) -> ! {
     crate::vfs::collect();
     crate::mm::record_memory_peak();
+    if crate::touched::on() {
+        // The pages process 1 used (spaces torn down before were counted
+        // as they went).
+        crate::mm::accessed_bits(false);
+        crate::touched::report();
+    }
     crate::mm::undo_journal();
     exit(code, signal)
 }

@@ -27,7 +27,18 @@ pub fn snapshot_point() -> Option<Resume> {
     crate::mm::record_memory_peak();
     // Where a restored run's monotonic clock goes on from.
     let monotonic = crate::time::monotonic_ns();
-    let buf = match hc::call(abi::hc::SNAPSHOT, 0, 0, 0) {
+    let ring = || loop {
+        match hc::call(abi::hc::SNAPSHOT, 0, 0, 0) {
+            // A clone made ahead: build the hypervisor's translations, then
+            // wait here again (the host puts the vCPU back in this state).
+            abi::hc::PREFAULT => {
+                let pages = crate::prefault::touch_named_frames();
+                hc::call(abi::hc::PREFAULT_DONE, pages, 0, 0);
+            }
+            r => break r,
+        }
+    };
+    let buf = match ring() {
         abi::hc::RESUMED_WITH_INFO => {
             // The host left this run's inputs in the resume area (no
             // hypercall needed); its length is bounded by the area.
@@ -64,6 +75,13 @@ pub fn snapshot_point() -> Option<Resume> {
     // own to the end); small inputs came with the resume info.
     let whole = info.flags & abi::RESUME_STDIN_WHOLE != 0;
     crate::io::restart_stdin(&buf[man_end..stdin_end], whole);
+    if info.flags & abi::RESUME_MEASURE_TOUCHED != 0 {
+        // Measure the pages this run touches (`touched.rs`): their
+        // accessed bits cleared now, read at the run's end.
+        crate::touched::begin();
+        crate::mm::accessed_bits(true);
+        crate::cpu::flush_tlb();
+    }
     // The statistics count this run's work, not the snapshot's.
     crate::stats::stat(|s| {
         s.syscalls = 0;

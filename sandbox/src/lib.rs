@@ -53,4 +53,4 @@ pub use pool::{PooledSandbox, SandboxPool};
 pub use process::{OutputReader, Process, ProcessEvent, ProcessKillHandle, ProcessStdin};
 pub use sandbox::Sandbox;
 pub use snapshot::{reseal_for_fuzzing, Snapshot, SnapshotPoint};
-pub use vm_factory::{set_background_vm_thread, set_blank_vms, wait_for_reaper};
+pub use vm_factory::{prefault_counts, set_background_vm_thread, set_blank_vms, set_prefault_limit, wait_for_reaper};

@@ -102,6 +102,13 @@ pub(crate) struct Inner {
     /// reset in this process): a new clone writes them ahead of its first
     /// run (see `Vm::touch_pages`).
     pub(crate) hot: std::sync::OnceLock<Vec<u32>>,
+    /// The guest frames that run touched, learned at the same time: a
+    /// clone made ahead has the guest read them before its first run (see
+    /// `Vm::prefault`).
+    pub(crate) touched: std::sync::OnceLock<hvsandbox_core::FrameRanges>,
+    /// Resets that found no measurement of the pages a run touched (the
+    /// runs were cut short, say): after a few, runs stop measuring.
+    pub(crate) touched_misses: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -114,7 +121,17 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+/// Resets without a measurement after which runs stop measuring.
+pub(crate) const TOUCHED_TRIES: u32 = 3;
+
 impl Snapshot {
+    /// Whether a run from this snapshot should measure the pages it
+    /// touches: not yet known, and not given up on.
+    pub(crate) fn wants_touched(&self) -> bool {
+        self.0.touched.get().is_none()
+            && self.0.touched_misses.load(std::sync::atomic::Ordering::Relaxed) < TOUCHED_TRIES
+    }
+
     /// Where the snapshot was taken.
     pub fn point(&self) -> SnapshotPoint {
         self.0.point
@@ -232,6 +249,8 @@ impl Snapshot {
             fs,
             resident: copied,
             hot: std::sync::OnceLock::new(),
+            touched: std::sync::OnceLock::new(),
+            touched_misses: std::sync::atomic::AtomicU32::new(0),
         })))
     }
 
@@ -391,6 +410,8 @@ impl Snapshot {
             fs,
             resident,
             hot: std::sync::OnceLock::new(),
+            touched: std::sync::OnceLock::new(),
+            touched_misses: std::sync::atomic::AtomicU32::new(0),
         })))
     }
 }

@@ -15,11 +15,11 @@
 //! each of the few kinds most recently asked for.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::Vm;
+use hvsandbox_core::{DeadlineTimer, Vm};
 
 use crate::error::{Error, Result};
 use crate::jail::{self, SeccompMode};
@@ -316,6 +316,9 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
             .name("hvsandbox-vms".into())
             .spawn(move || {
                 static VIOLATION: AtomicI64 = AtomicI64::new(-1);
+                // Bounds the prefault pass of the clones it makes (made
+                // before the jail, which refuses timer_create).
+                let timer = hvsandbox_core::DeadlineTimer::for_current_thread().ok();
                 // Always enforcing (the environment cannot weaken it); it
                 // may read no file by path.
                 let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
@@ -339,7 +342,10 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                                         Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
                                     })
                                     .map_err(Error::from)
-                                    .and_then(|mut vm| make_ready(&mut vm, &snap, None, false).map(|()| vm)),
+                                    .and_then(|mut vm| {
+                                        let how = timer.as_ref().map_or(Ready::Clone, Ready::CloneAhead);
+                                        make_ready(&mut vm, &snap, None, how).map(|()| vm)
+                                    }),
                                 };
                                 match made {
                                     Ok(vm) => put(vm),
@@ -433,15 +439,40 @@ impl Drop for ResetAid {
     }
 }
 
-/// Puts a VM in the snapshot's state, ready to run: its memory (`reset`:
-/// the snapshot copied back into the pages the last run wrote, which stay
-/// this VM's so writing them again costs no copy-on-write fault; the
-/// mapping replaced if that fails; a new VM makes its own copies of the
-/// pages runs from this snapshot write, learned from the first reset) and
+/// How [`make_ready`] gets a VM to a snapshot's state.
+#[derive(Clone, Copy)]
+pub(crate) enum Ready<'t> {
+    /// A VM that ran from the snapshot: its memory put back.
+    Reset,
+    /// A new clone, about to run.
+    Clone,
+    /// A new clone made ahead of its run (a pool's, or `Sandbox::warm`):
+    /// its guest also builds the hypervisor's translations now, bounded by
+    /// this thread's timer.
+    CloneAhead(&'t DeadlineTimer),
+}
+
+/// Puts a VM in the snapshot's state, ready to run: its memory
+/// ([`Ready::Reset`]: the snapshot copied back into the pages the last run
+/// wrote, which stay this VM's so writing them again costs no
+/// copy-on-write fault; the mapping replaced if that fails; a new VM makes
+/// its own copies of the pages runs from this snapshot write, learned from
+/// the first reset, and one made ahead reads the pages they touched) and
 /// its vCPU.
-pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, reset: bool) -> Result<()> {
-    if reset {
-        let mut written = snap.0.hot.get().is_none().then(Vec::new);
+pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, how: Ready<'_>) -> Result<()> {
+    if matches!(how, Ready::Reset) {
+        let first = snap.0.hot.get().is_none();
+        let mut written = first.then(Vec::new);
+        if snap.wants_touched() {
+            match vm.touched_pages(aid.map(|aid| aid.pagemap)) {
+                Ok(Some(touched)) => {
+                    let _ = snap.0.touched.set(touched);
+                }
+                _ => {
+                    snap.0.touched_misses.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         let copied = aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap, written.as_mut()).is_ok());
         if !copied {
             vm.reset_memory(snap.memory_fd()).map_err(Error::from)?;
@@ -451,19 +482,102 @@ pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, r
     } else if let Some(hot) = snap.0.hot.get() {
         vm.touch_pages(hot);
     }
-    vm.restore_vcpu(&snap.0.vcpu)
-        .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
+    let restore = |vm: &mut Vm| {
+        vm.restore_vcpu(&snap.0.vcpu)
+            .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
+    };
+    restore(vm)?;
+    let limit = prefault_limit();
+    match (snap.0.touched.get(), how) {
+        (Some(touched), Ready::CloneAhead(timer)) if !touched.is_empty() && !limit.is_zero() => {
+            let start = Instant::now();
+            let pass = vm.prefault(touched, timer, limit);
+            PREFAULTS.micros.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+            match pass {
+                Ok(pages) => {
+                    PREFAULTS.passes.fetch_add(1, Ordering::Relaxed);
+                    PREFAULTS.pages.fetch_add(pages, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    // The guest did not do what was asked: throw away
+                    // anything it changed.
+                    PREFAULTS.failures.fetch_add(1, Ordering::Relaxed);
+                    vm.reset_memory(snap.memory_fd()).map_err(Error::from)?;
+                    if let Some(hot) = snap.0.hot.get() {
+                        vm.touch_pages(hot);
+                    }
+                }
+            }
+            restore(vm)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Counts of prefault passes in this process (see [`prefault_counts`]).
+struct Prefaults {
+    passes: AtomicU64,
+    pages: AtomicU64,
+    failures: AtomicU64,
+    micros: AtomicU64,
+}
+
+static PREFAULTS: Prefaults = Prefaults {
+    passes: AtomicU64::new(0),
+    pages: AtomicU64::new(0),
+    failures: AtomicU64::new(0),
+    micros: AtomicU64::new(0),
+};
+
+/// How long a prefault pass may take, µs (0: no passes); `u64::MAX`: not
+/// set yet (from `HVSANDBOX_PREFAULT=0`, or the default).
+static PREFAULT_LIMIT_US: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// A pass reads a few hundred pages at ~15 µs each on current hosts; this
+/// only bounds a snapshot whose guest never reports back.
+const DEFAULT_PREFAULT_LIMIT: Duration = Duration::from_millis(250);
+
+fn prefault_limit() -> Duration {
+    let us = PREFAULT_LIMIT_US.load(Ordering::Relaxed);
+    if us != u64::MAX {
+        return Duration::from_micros(us);
+    }
+    let off = std::env::var_os("HVSANDBOX_PREFAULT").is_some_and(|v| v == "0");
+    let limit = if off { Duration::ZERO } else { DEFAULT_PREFAULT_LIMIT };
+    PREFAULT_LIMIT_US.store(limit.as_micros() as u64, Ordering::Relaxed);
+    limit
+}
+
+/// Sets how long the prefault pass of a clone made ahead may run (zero:
+/// clones made ahead skip it). For tests and measurements.
+#[doc(hidden)]
+pub fn set_prefault_limit(limit: Duration) {
+    PREFAULT_LIMIT_US.store(limit.as_micros().min(u64::MAX as u128 - 1) as u64, Ordering::Relaxed);
+}
+
+/// Prefault passes of clones made ahead in this process: (passes done,
+/// pages the guests read in them, passes that failed and were undone,
+/// microseconds spent in them).
+#[doc(hidden)]
+pub fn prefault_counts() -> (u64, u64, u64, u64) {
+    (
+        PREFAULTS.passes.load(Ordering::Relaxed),
+        PREFAULTS.pages.load(Ordering::Relaxed),
+        PREFAULTS.failures.load(Ordering::Relaxed),
+        PREFAULTS.micros.load(Ordering::Relaxed),
+    )
 }
 
 /// A clone of `snap` in its state, ready to run: made ahead by the
-/// process-wide pool, or made now.
-pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>) -> Result<Vm> {
+/// process-wide pool, or made now (`ahead`: for a later run, with this
+/// thread's timer).
+pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>, ahead: Option<&DeadlineTimer>) -> Result<Vm> {
     if let Some(vm) = take_clone(snap) {
         return Ok(vm);
     }
     let mut vm =
         one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())).map_err(Error::from)?;
-    make_ready(&mut vm, snap, aid, false)?;
+    make_ready(&mut vm, snap, aid, ahead.map_or(Ready::Clone, Ready::CloneAhead))?;
     Ok(vm)
 }
 

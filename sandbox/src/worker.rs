@@ -20,7 +20,7 @@ use crate::prepare::Prepared;
 use crate::runner::{Ended, RunSpec, Runner, Stream, VmSource};
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::{Kit, VcpuThread};
-use crate::vm_factory::{clone_vm, make_ready, one_at_a_time, reap, ResetAid};
+use crate::vm_factory::{clone_vm, make_ready, one_at_a_time, reap, Ready, ResetAid};
 
 /// How long a cold sandbox's vCPU thread waits for the next run before it
 /// makes that run's VM ahead of time (a sandbox dropped or reused at once
@@ -180,13 +180,15 @@ impl Worker<'_> {
     /// Makes a snapshot sandbox's VM now; returns whether to go on.
     fn warm(&mut self) -> bool {
         let reply = match (&self.snapshot, &self.held) {
-            (Some(snap), held) if !matches!(held, Held::Ready(_)) => match clone_vm(snap, self.reset_aid.as_ref()) {
-                Ok(vm) => {
-                    self.held = Held::Ready(vm);
-                    Ok(Reply::Done)
+            (Some(snap), held) if !matches!(held, Held::Ready(_)) => {
+                match clone_vm(snap, self.reset_aid.as_ref(), Some(&self.kit.timer)) {
+                    Ok(vm) => {
+                        self.held = Held::Ready(vm);
+                        Ok(Reply::Done)
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             _ => Ok(Reply::Done),
         };
         self.results.send(reply).is_ok()
@@ -253,7 +255,7 @@ impl Worker<'_> {
             // Reset now, while the caller reads its output, rather than
             // when the next run comes.
             (Some(snap), true) => match vm {
-                Some(mut vm) => match make_ready(&mut vm, snap, self.reset_aid.as_ref(), true) {
+                Some(mut vm) => match make_ready(&mut vm, snap, self.reset_aid.as_ref(), Ready::Reset) {
                     Ok(()) => Held::Ready(vm),
                     Err(_) => {
                         reap(vm);

@@ -40,7 +40,7 @@ mod plain_data;
 
 /// Version of this contract. Bump on any incompatible change; the host
 /// refuses a runtime (and later a snapshot) with another version.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 pub const PAGE_SIZE: u64 = 0x1000;
 pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
@@ -353,6 +353,16 @@ pub mod hc {
     /// [`SNAPSHOT`]'s result in a restored guest whose inputs wait at
     /// [`super::RESUME_GPA`].
     pub const RESUMED_WITH_INFO: u64 = 2;
+    /// [`SNAPSHOT`]'s result in a clone being made ahead: read one byte of
+    /// every present, user-accessible page of the current address space
+    /// whose frame lies in the ranges at [`super::RESUME_GPA`] (a
+    /// little-endian u64 byte length, then that many bytes of ranges, see
+    /// [`super::prefault`]), so that the
+    /// hypervisor builds its translations before the clone's first run;
+    /// then ring [`PREFAULT_DONE`]. Nothing but the runtime's stack below
+    /// the snapshot point may change. The host puts the vCPU back in the
+    /// snapshot's state afterwards.
+    pub const PREFAULT: u64 = 3;
     /// A restored guest asks for this run's inputs: `args[0]` = VA of a
     /// buffer, `args[1]` = its length. The host writes a
     /// [`super::ResumeInfo`] followed by its argv/envp strings and manifest,
@@ -369,6 +379,46 @@ pub mod hc {
     /// stops it every few milliseconds to end time slices, until it sees
     /// [`super::RuntimeStats::tasks`] at 1 again. No arguments; returns 0.
     pub const SLICES: u64 = 20;
+    /// The pass [`PREFAULT`] asked for is done: `args[0]` = pages read.
+    /// The host does not resume the vCPU from here.
+    pub const PREFAULT_DONE: u64 = 21;
+}
+
+/// The frame ranges of [`hc::PREFAULT`]: each is a little-endian u32
+/// first frame (guest-physical address / [`PAGE_SIZE`]) and a u32 count;
+/// the host sends them sorted and disjoint, and the guest checks neither
+/// (a bad list only makes it read more or fewer pages).
+pub mod prefault {
+    pub const RANGE_BYTES: usize = 8;
+    /// How many ranges fit the resume area (after its length word).
+    pub const MAX_RANGES: usize = (super::RESUME_MAX as usize - 8) / RANGE_BYTES;
+    /// Starts a measuring run's report (see
+    /// [`super::RESUME_MEASURE_TOUCHED`]), which holds at most
+    /// `MAX_RANGES - 1` ranges.
+    pub const TOUCHED_MAGIC: u64 = u64::from_le_bytes(*b"TOUCHED!");
+
+    /// Range `i` of `bytes` (zero past the end).
+    pub fn range(bytes: &[u8], i: usize) -> (u32, u32) {
+        let at = i.saturating_mul(RANGE_BYTES);
+        match bytes.get(at..at.saturating_add(RANGE_BYTES)) {
+            Some(r) => (u32::from_le_bytes([r[0], r[1], r[2], r[3]]), u32::from_le_bytes([r[4], r[5], r[6], r[7]])),
+            None => (0, 0),
+        }
+    }
+
+    /// Writes `(first, count)` as range `i` of `bytes`; false if it does
+    /// not fit.
+    pub fn put(bytes: &mut [u8], i: usize, first: u32, count: u32) -> bool {
+        let at = i.saturating_mul(RANGE_BYTES);
+        match bytes.get_mut(at..at.saturating_add(RANGE_BYTES)) {
+            Some(r) => {
+                r[..4].copy_from_slice(&first.to_le_bytes());
+                r[4..].copy_from_slice(&count.to_le_bytes());
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// What a restored guest learns about the run it now serves (see
@@ -398,6 +448,13 @@ pub struct ResumeInfo {
 
 /// [`ResumeInfo::flags`]: the run's whole stdin came with it.
 pub const RESUME_STDIN_WHOLE: u64 = 1;
+/// [`ResumeInfo::flags`]: measure which pages this run touches. The guest
+/// clears the accessed bit of the 4 KiB mappings of the program and of
+/// its heap, and when process 1 ends it leaves the frames whose bit was
+/// set again (by the CPU, in any process) at [`RESUME_GPA`]:
+/// [`prefault::TOUCHED_MAGIC`], a little-endian u64 byte length, then
+/// that many bytes of [`prefault`] ranges (the lowest that fit).
+pub const RESUME_MEASURE_TOUCHED: u64 = 2;
 
 /// The filesystem contract: how the host describes the guest's files and
 /// mounts at boot, and the records of the FS hypercalls.

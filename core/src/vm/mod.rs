@@ -20,10 +20,12 @@ use crate::runtime::RuntimeImage;
 
 mod boot;
 mod memory;
+mod prefault;
 mod reset;
 mod run;
 
 pub use boot::{BootParams, ProgramImage};
+pub use prefault::FrameRanges;
 pub use reset::{VcpuState, MAX_WRITTEN};
 pub use run::VmExit;
 

@@ -306,6 +306,28 @@ static SCAN_WORKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// for just those ranges with `PAGEMAP_SCAN`; returns false, having called
 /// nothing, when the kernel lacks it.
 fn written_pages_scan(addr: u64, len: usize, pagemap: BorrowedFd<'_>, f: &mut dyn FnMut(usize, usize)) -> Result<bool> {
+    pages_scan(addr, len, pagemap, Pages::Written, f)
+}
+
+/// Which pages [`pages_scan`] reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pages {
+    /// Written (anonymous in a private file mapping).
+    Written,
+    /// Present in the host's page tables: the file's or written.
+    Present,
+}
+
+/// Calls `f(from, to)` for every run of `which` pages of the mapping at
+/// `addr` with `PAGEMAP_SCAN`; returns false, having called nothing, when
+/// the kernel lacks it.
+pub(super) fn pages_scan(
+    addr: u64,
+    len: usize,
+    pagemap: BorrowedFd<'_>,
+    which: Pages,
+    f: &mut dyn FnMut(usize, usize),
+) -> Result<bool> {
     if !SCAN_WORKS.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(false);
     }
@@ -319,10 +341,14 @@ fn written_pages_scan(addr: u64, len: usize, pagemap: BorrowedFd<'_>, f: &mut dy
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
-            category_inverted: PAGE_IS_FILE,
-            category_mask: PAGE_IS_FILE,
-            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            category_inverted: if which == Pages::Written { PAGE_IS_FILE } else { 0 },
+            category_mask: if which == Pages::Written { PAGE_IS_FILE } else { 0 },
+            category_anyof_mask: if which == Pages::Written {
+                PAGE_IS_PRESENT | PAGE_IS_SWAPPED
+            } else {
+                PAGE_IS_PRESENT
+            },
+            return_mask: if which == Pages::Written { PAGE_IS_PRESENT | PAGE_IS_SWAPPED } else { PAGE_IS_PRESENT },
             ..PmScanArg::default()
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`

@@ -74,6 +74,9 @@ pub(crate) struct Runner<'a> {
     source: Option<VmSource<'a>>,
     /// The run starts from a snapshot.
     restored: bool,
+    /// The guest measures the pages this run touches (see
+    /// `Snapshot::wants_touched`).
+    measure: bool,
     /// The vCPU thread's CPU time when the run started.
     cpu_start: Duration,
     stdout: Vec<u8>,
@@ -139,6 +142,7 @@ impl<'a> Runner<'a> {
             input,
             take,
             restored: matches!(source, VmSource::Snapshot { .. }),
+            measure: matches!(&source, VmSource::Snapshot { snap, .. } if snap.wants_touched()),
             source: Some(source),
             cpu_start: Duration::ZERO,
             stdout: Vec::new(),
@@ -308,7 +312,7 @@ impl<'a> Runner<'a> {
             (Some(VmSource::Snapshot { snap, kept, aid }), _) => {
                 let vm = match kept {
                     Some(vm) => vm,
-                    None => clone_vm(&snap, aid)?,
+                    None => clone_vm(&snap, aid, None)?,
                 };
                 let vm = slot.insert(vm);
                 // The guest resumes from its snapshot hypercall: this run's
@@ -317,11 +321,11 @@ impl<'a> Runner<'a> {
                 // A small stdin comes along too (no exits to read it).
                 let fits = |blob: &Vec<u8>| blob.len() as u64 <= abi::RESUME_MAX - 8;
                 let whole = (!self.interactive()).then_some(&self.input.stdin[..]);
-                let mut blob = resume_info(vm, &self.input, whole);
+                let mut blob = resume_info(vm, &self.input, whole, self.measure);
                 if whole.is_some() && fits(&blob) {
                     self.stdin_pos = self.input.stdin.len();
                 } else {
-                    blob = resume_info(vm, &self.input, None);
+                    blob = resume_info(vm, &self.input, None, self.measure);
                 }
                 let result = if fits(&blob) {
                     let mut area = Vec::with_capacity(8 + blob.len());
@@ -577,7 +581,7 @@ impl<'a> Runner<'a> {
             }
             abi::hc::RESUME_INFO => {
                 let (va, len) = (args[0], args[1]);
-                let blob = resume_info(vm, &self.input, None);
+                let blob = resume_info(vm, &self.input, None, self.measure);
                 if !self.restored {
                     return Err(hostile("resume info asked for by a guest that was not restored".into()));
                 }
@@ -654,8 +658,9 @@ impl<'a> Runner<'a> {
 
 /// What a restored guest learns about its run: clocks, fresh randomness,
 /// argv/envp, the run's filesystem manifest, and (`stdin`) all of its
-/// input when that comes along.
-fn resume_info(vm: &Vm, boot: &Prepared, stdin: Option<&[u8]>) -> Vec<u8> {
+/// input when that comes along; `measure`: the pages the run touches are
+/// measured.
+fn resume_info(vm: &Vm, boot: &Prepared, stdin: Option<&[u8]>, measure: bool) -> Vec<u8> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut args = Vec::new();
     for s in boot.argv.iter().chain(&boot.envp) {
@@ -673,7 +678,8 @@ fn resume_info(vm: &Vm, boot: &Prepared, stdin: Option<&[u8]>) -> Vec<u8> {
         args_len: args.len() as u64,
         manifest_len: boot.manifest.len() as u64,
         stdin_len: stdin.map_or(0, |s| s.len() as u64),
-        flags: if stdin.is_some() { abi::RESUME_STDIN_WHOLE } else { 0 },
+        flags: if stdin.is_some() { abi::RESUME_STDIN_WHOLE } else { 0 }
+            | if measure { abi::RESUME_MEASURE_TOUCHED } else { 0 },
     };
     // SAFETY: ResumeInfo is repr(C) integers; viewing it as bytes is fine.
     let head = unsafe {

@@ -57,13 +57,13 @@ fn same_as(out: &Output, first: &Output, what: &str) {
 fn a_clone_made_ahead_reads_what_a_first_run_touched_and_runs_the_same() {
     let _one = one_at_a_time();
     let (snap, first) = learned_snapshot();
-    let (passes, pages, failures, _) = prefault_counts();
+    let before = prefault_counts();
     let mut ahead = Sandbox::from_snapshot(&snap).unwrap();
     ahead.warm().unwrap();
-    let (passes2, pages2, failures2, _) = prefault_counts();
-    assert_eq!(passes2, passes + 1, "one pass for one clone made ahead");
-    assert!(pages2 > pages + 10, "the pass read {} pages", pages2 - pages);
-    assert_eq!(failures2, failures);
+    let after = prefault_counts();
+    assert_eq!(after.passes, before.passes + 1, "one pass for one clone made ahead");
+    assert!(after.pages > before.pages + 10, "the pass read {} pages", after.pages - before.pages);
+    assert_eq!(after.failures, before.failures);
     same_as(&ahead.run(&resume()).unwrap(), &first, "the first run after the pass");
     same_as(&ahead.run(&resume()).unwrap(), &first, "the run after a reset");
 
@@ -74,8 +74,8 @@ fn a_clone_made_ahead_reads_what_a_first_run_touched_and_runs_the_same() {
         same_as(&sb.run(&resume()).unwrap(), &first, &format!("pooled run {round}"));
     }
     drop(pool);
-    assert!(prefault_counts().0 > passes2, "the pool's clones had passes");
-    assert_eq!(prefault_counts().2, failures, "no pass failed");
+    assert!(prefault_counts().passes > after.passes, "the pool's clones had passes");
+    assert_eq!(prefault_counts().failures, before.failures, "no pass failed");
 }
 
 #[test]
@@ -85,12 +85,12 @@ fn a_pass_that_does_not_finish_is_undone_and_one_can_be_turned_off() {
 
     // 1 µs: the deadline kicks the vCPU out long before the pass is done.
     set_prefault_limit(Duration::from_micros(1));
-    let (passes, _, failures, _) = prefault_counts();
+    let before = prefault_counts();
     let mut cut = Sandbox::from_snapshot(&snap).unwrap();
     cut.warm().unwrap();
-    let (passes2, _, failures2, _) = prefault_counts();
+    let after = prefault_counts();
     set_prefault_limit(Duration::from_millis(250));
-    assert_eq!((passes2, failures2), (passes, failures + 1), "the pass was cut short");
+    assert_eq!((after.passes, after.failures), (before.passes, before.failures + 1), "the pass ran out of time");
     same_as(&cut.run(&resume()).unwrap(), &first, "a clone whose pass was undone");
 
     // Zero: no passes.
@@ -100,7 +100,7 @@ fn a_pass_that_does_not_finish_is_undone_and_one_can_be_turned_off() {
     off.warm().unwrap();
     let after = prefault_counts();
     set_prefault_limit(Duration::from_millis(250));
-    assert_eq!((after.0, after.2), (before.0, before.2), "no pass when turned off");
+    assert_eq!((after.passes, after.failures), (before.passes, before.failures), "no pass when turned off");
     same_as(&off.run(&resume()).unwrap(), &first, "a clone made ahead without a pass");
 }
 
@@ -108,14 +108,14 @@ fn a_pass_that_does_not_finish_is_undone_and_one_can_be_turned_off() {
 fn the_process_wide_pool_makes_its_clones_with_a_pass() {
     let _one = one_at_a_time();
     let (snap, first) = learned_snapshot();
-    let (passes, _, failures, _) = prefault_counts();
+    let before = prefault_counts();
     hvsandbox::set_blank_vms(2);
     // Building a sandbox from the snapshot asks the background thread for
     // clones of it.
     let mut sb = Sandbox::from_snapshot(&snap).unwrap();
     let mut made = false;
     for _ in 0..1000 {
-        if prefault_counts().0 >= passes + 2 {
+        if prefault_counts().passes >= before.passes + 2 {
             made = true;
             break;
         }
@@ -129,5 +129,31 @@ fn the_process_wide_pool_makes_its_clones_with_a_pass() {
     drop(sb);
     hvsandbox::set_blank_vms(0);
     hvsandbox::wait_for_reaper();
-    assert_eq!(prefault_counts().2, failures, "no pass failed");
+    assert_eq!(prefault_counts().failures, before.failures, "no pass failed");
+}
+
+#[test]
+fn a_run_that_wants_a_clone_in_its_pass_cuts_the_pass_short() {
+    let _one = one_at_a_time();
+    // A short program: the background thread is making the next clone
+    // (most of that time in its pass) whenever the next sandbox is built.
+    let mut sb = Sandbox::builder().memory_mib(64).build().unwrap();
+    let snap = sb.snapshot(&Command::new(musl("hello")), hvsandbox::SnapshotPoint::Entry).unwrap();
+    let mut plain = Sandbox::from_snapshot(&snap).unwrap();
+    for _ in 0..2 {
+        assert_eq!(plain.run(&Command::resume()).unwrap().stdout_str(), "hello, world\n");
+    }
+    let before = prefault_counts();
+    hvsandbox::set_blank_vms(1);
+    for round in 0..40 {
+        let out = Sandbox::from_snapshot(&snap).unwrap().run(&Command::resume()).unwrap();
+        assert_eq!(out.stdout_str(), "hello, world\n", "back-to-back clone {round}");
+        assert_eq!(out.status, ExitStatus::Code(0), "back-to-back clone {round}");
+    }
+    hvsandbox::set_blank_vms(0);
+    hvsandbox::wait_for_reaper();
+    let after = prefault_counts();
+    assert_eq!(after.failures, before.failures, "no pass failed: {before:?} -> {after:?}");
+    eprintln!("back to back: {before:?} -> {after:?}");
+    assert!(after.cut > before.cut, "some pass was cut short for a waiting run: {before:?} -> {after:?}");
 }

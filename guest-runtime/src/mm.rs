@@ -558,7 +558,17 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
 
 /// Calls `f(va, entry)` for every level-0 entry of the program slots.
 fn for_each_leaf(pml4: u64, f: &mut dyn FnMut(u64, u64)) {
-    for i4 in 0..USER_SLOTS {
+    each_leaf(pml4, &mut (0..USER_SLOTS), &mut |va, _, e| {
+        if e != 0 {
+            f(va, e)
+        }
+    });
+}
+
+/// Calls `f(va, entry address, entry)` for every level-0 entry under the
+/// top-level `slots` (tables of 4 KiB pages; huge mappings are skipped).
+fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, f: &mut dyn FnMut(u64, *mut u64, u64)) {
+    for i4 in slots {
         // SAFETY: page-table frames reached through the physmap; indexes < 512.
         let e4 = unsafe { table(pml4).add(i4).read_volatile() };
         if e4 & PTE_P == 0 {
@@ -579,65 +589,41 @@ fn for_each_leaf(pml4: u64, f: &mut dyn FnMut(u64, u64)) {
                 let pt = e2 & ADDR_MASK;
                 for i1 in 0..512 {
                     // SAFETY: as above.
-                    let e1 = unsafe { table(pt).add(i1).read_volatile() };
-                    if e1 != 0 {
-                        let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21) | ((i1 as u64) << 12);
-                        f(va, e1);
-                    }
+                    let e1p = unsafe { table(pt).add(i1) };
+                    // SAFETY: e1p points into that table.
+                    let e1 = unsafe { e1p.read_volatile() };
+                    let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21) | ((i1 as u64) << 12);
+                    f(va, e1p, e1);
                 }
             }
         }
     }
 }
 
-/// Frees an address space that is not current: its pages (except shared
-/// frames) and its page tables.
-#[allow(clippy::boxed_local)] // it is the box's owner that gives it up
 /// For a measuring run (`touched.rs`): clears the accessed bit of every
 /// present 4 KiB mapping of the current space's program slots and of the
 /// runtime heap (`clear`), or marks the frames of those that have it.
 /// The writes bypass the journal: the host puts these tables back.
 pub fn accessed_bits(clear: bool) {
     let heap_slot = ((abi::RUNTIME_HEAP_VA >> 39) & 0x1ff) as usize;
-    let pml4 = current().pml4;
-    for i4 in (0..USER_SLOTS).chain(core::iter::once(heap_slot)) {
-        // SAFETY: page-table frames reached through the physmap; indexes < 512.
-        let e4 = unsafe { table(pml4).add(i4).read_volatile() };
-        if e4 & PTE_P == 0 {
-            continue;
+    let mut slots = (0..USER_SLOTS).chain(core::iter::once(heap_slot));
+    each_leaf(current().pml4, &mut slots, &mut |_, e1p, e1| {
+        if e1 & (PTE_P | PTE_A) != PTE_P | PTE_A {
+            return;
         }
-        for i3 in 0..512 {
-            // SAFETY: as above.
-            let e3 = unsafe { table(e4 & ADDR_MASK).add(i3).read_volatile() };
-            if e3 & PTE_P == 0 || e3 & PTE_PS != 0 {
-                continue;
-            }
-            for i2 in 0..512 {
-                // SAFETY: as above.
-                let e2 = unsafe { table(e3 & ADDR_MASK).add(i2).read_volatile() };
-                if e2 & PTE_P == 0 || e2 & PTE_PS != 0 {
-                    continue;
-                }
-                for i1 in 0..512 {
-                    // SAFETY: as above.
-                    let e1p = unsafe { table(e2 & ADDR_MASK).add(i1) };
-                    // SAFETY: e1p points into that table.
-                    let e1 = unsafe { e1p.read_volatile() };
-                    if e1 & PTE_P == 0 || e1 & PTE_A == 0 {
-                        continue;
-                    }
-                    if clear {
-                        // SAFETY: as above; only the accessed bit changes.
-                        unsafe { e1p.write_volatile(e1 & !PTE_A) };
-                    } else {
-                        crate::touched::mark((e1 & ADDR_MASK) / PAGE);
-                    }
-                }
-            }
+        if clear {
+            // SAFETY: e1p is a level-0 entry reached through the physmap;
+            // only its accessed bit changes.
+            unsafe { e1p.write_volatile(e1 & !PTE_A) };
+        } else {
+            crate::touched::mark((e1 & ADDR_MASK) / PAGE);
         }
-    }
+    });
 }
 
+/// Frees an address space that is not current: its pages (except shared
+/// frames) and its page tables.
+#[allow(clippy::boxed_local)] // it is the box's owner that gives it up
 pub fn destroy_space(space: Box<AddressSpace>) {
     let pml4 = space.pml4;
     for i4 in 0..USER_SLOTS {

@@ -15,7 +15,7 @@
 //! each of the few kinds most recently asked for.
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,26 +55,45 @@ impl Kind {
     }
 }
 
-/// What the background thread is to make next.
+/// What the background thread is to do next.
 pub(crate) enum Want {
     Blank(u64),
     Clone(Snapshot),
+    /// The prefault pass of a ready clone that had none (the pool was
+    /// short when it was made): done while nothing else is wanted.
+    Prefault(Snapshot, Box<Vm>),
 }
 
 #[derive(Default)]
 struct State {
     /// Kinds asked for, most recent first.
     kinds: Vec<Kind>,
-    ready: Vec<(Kind, Vm)>,
+    /// With whether a clone had its prefault pass (blank VMs: true).
+    ready: Vec<(Kind, Vm, bool)>,
     /// The kind of VM being made now.
     making: Option<Kind>,
+    /// The VM being made is a clone in its prefault pass, which a waiting
+    /// run cuts short ([`HURRY`]).
+    prefaulting: bool,
+    /// Runs waiting for the VM being made.
+    waiting: usize,
     failures: u32,
     /// The pool cannot make VMs here: do not ask again.
     broken: bool,
 }
 
-static STATE: Mutex<State> =
-    Mutex::new(State { kinds: Vec::new(), ready: Vec::new(), making: None, failures: 0, broken: false });
+static STATE: Mutex<State> = Mutex::new(State {
+    kinds: Vec::new(),
+    ready: Vec::new(),
+    making: None,
+    prefaulting: false,
+    waiting: 0,
+    failures: 0,
+    broken: false,
+});
+/// A run waits for the clone in its prefault pass: stop the pass (looked
+/// at every millisecond of it).
+static HURRY: AtomicBool = AtomicBool::new(false);
 /// Signalled when a VM is put in the pool (or making one failed).
 static MADE: Condvar = Condvar::new();
 /// How long a run waits for a VM being made rather than make its own at
@@ -133,14 +152,14 @@ fn prime(kind: Kind) {
         if st.kinds.len() > KINDS {
             if let Some(gone) = st.kinds.pop() {
                 let (keep, out): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut st.ready).into_iter().partition(|(k, _)| !k.is(&gone));
+                    std::mem::take(&mut st.ready).into_iter().partition(|(k, _, _)| !k.is(&gone));
                 st.ready = keep;
                 dropped = out;
             }
         }
         dropped
     };
-    for (_, vm) in dropped {
+    for (_, vm, _) in dropped {
         reap(vm);
     }
     wake_reaper();
@@ -165,14 +184,21 @@ fn take(kind: Kind) -> Option<Vm> {
     let vm = {
         let mut st = lock();
         loop {
-            if let Some(i) = st.ready.iter().position(|(k, _)| k.is(&kind)) {
+            // One that had its prefault pass first.
+            let mine = |p: bool| st.ready.iter().position(|(k, _, done)| k.is(&kind) && *done == p);
+            if let Some(i) = mine(true).or_else(|| mine(false)) {
                 break st.ready.swap_remove(i).1;
             }
             let now = Instant::now();
             if !st.making.as_ref().is_some_and(|k| k.is(&kind)) || now >= deadline {
                 return None;
             }
+            if st.prefaulting {
+                HURRY.store(true, Ordering::SeqCst);
+            }
+            st.waiting += 1;
             st = MADE.wait_timeout(st, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            st.waiting -= 1;
         }
     };
     wake_reaper();
@@ -190,18 +216,34 @@ pub(crate) fn wanted() -> Option<Want> {
         }
         let dead = |k: &Kind| matches!(k, Kind::Clone(w) if w.strong_count() == 0);
         st.kinds.retain(|k| !dead(k));
-        let (keep, out): (Vec<_>, Vec<_>) = std::mem::take(&mut st.ready).into_iter().partition(|(k, _)| !dead(k));
+        let (keep, out): (Vec<_>, Vec<_>) = std::mem::take(&mut st.ready).into_iter().partition(|(k, _, _)| !dead(k));
         st.ready = keep;
-        gone.extend(out.into_iter().map(|(_, vm)| vm));
+        gone.extend(out.into_iter().map(|(_, vm, _)| vm));
         let n = per_kind();
-        let short = st.kinds.iter().find(|k| st.ready.iter().filter(|(r, _)| r.is(k)).count() < n).cloned();
+        let short = st.kinds.iter().find(|k| st.ready.iter().filter(|(r, _, _)| r.is(k)).count() < n).cloned();
         let want = match &short {
             Some(Kind::Blank(mem)) => Some(Want::Blank(*mem)),
             Some(Kind::Clone(w)) => w.upgrade().map(|inner| Want::Clone(Snapshot(inner))),
             None => None,
         };
-        st.making = short.filter(|_| want.is_some());
-        want
+        if want.is_some() {
+            st.making = short;
+            want
+        } else {
+            // Nothing short: give a ready clone its pass, if one lacks it
+            // and the pages to read are known.
+            let lacking = st.ready.iter().enumerate().find_map(|(i, (k, _, done))| match k {
+                Kind::Clone(w) if !done => w.upgrade().filter(|inner| inner.touched.get().is_some()).map(|s| (i, s)),
+                _ => None,
+            });
+            lacking.map(|(i, inner)| {
+                let (kind, vm, _) = st.ready.swap_remove(i);
+                st.making = Some(kind);
+                st.prefaulting = true;
+                HURRY.store(false, Ordering::SeqCst);
+                Want::Prefault(Snapshot(inner), Box::new(vm))
+            })
+        }
     };
     for vm in gone {
         reap(vm);
@@ -209,14 +251,15 @@ pub(crate) fn wanted() -> Option<Want> {
     want
 }
 
-/// A VM made for the pool (of the kind [`wanted`] asked for).
-pub(crate) fn put(vm: Vm) {
+/// A VM made for the pool (of the kind [`wanted`] asked for); `done`:
+/// it had its prefault pass, or needs none.
+pub(crate) fn put(vm: Vm, done: bool) {
     let extra = {
         let mut st = lock();
         st.failures = 0;
         match st.making.take() {
             Some(kind) if st.kinds.iter().any(|k| k.is(&kind)) => {
-                st.ready.push((kind, vm));
+                st.ready.push((kind, vm, done));
                 None
             }
             _ => Some(vm),
@@ -318,7 +361,7 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                 static VIOLATION: AtomicI64 = AtomicI64::new(-1);
                 // Bounds the prefault pass of the clones it makes (made
                 // before the jail, which refuses timer_create).
-                let timer = hvsandbox_core::DeadlineTimer::for_current_thread().ok();
+                let timer = DeadlineTimer::for_current_thread().ok();
                 // Always enforcing (the environment cannot weaken it); it
                 // may read no file by path.
                 let jailed = jail::enter(SeccompMode::Enforce, &VIOLATION, &[]).is_ok();
@@ -337,18 +380,31 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                                     Want::Blank(mem) => {
                                         one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
                                             .map_err(Error::from)
+                                            .map(|vm| (vm, true))
                                     }
                                     Want::Clone(snap) => one_at_a_time(|| {
                                         Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
                                     })
                                     .map_err(Error::from)
-                                    .and_then(|mut vm| {
-                                        let how = timer.as_ref().map_or(Ready::Clone, Ready::CloneAhead);
-                                        make_ready(&mut vm, &snap, None, how).map(|()| vm)
-                                    }),
+                                    .and_then(|mut vm| make_ready(&mut vm, &snap, None, Ready::Clone).map(|()| vm))
+                                    .map(|vm| (vm, false)),
+                                    Want::Prefault(snap, mut vm) => match &timer {
+                                        Some(timer) => {
+                                            let hurry = || HURRY.load(Ordering::SeqCst);
+                                            match crate::prefault::pass(&mut vm, &snap, timer, &hurry) {
+                                                Ok(cut) => Ok((*vm, !cut)),
+                                                Err(e) => {
+                                                    one_at_a_time(|| drop(vm));
+                                                    Err(e)
+                                                }
+                                            }
+                                        }
+                                        None => Ok((*vm, true)),
+                                    },
                                 };
+                                lock().prefaulting = false;
                                 match made {
-                                    Ok(vm) => put(vm),
+                                    Ok((vm, done)) => put(vm, done),
                                     Err(_) => failed(),
                                 }
                                 if VIOLATION.load(Ordering::SeqCst) >= 0 {
@@ -482,97 +538,24 @@ pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, h
     } else if let Some(hot) = snap.0.hot.get() {
         vm.touch_pages(hot);
     }
-    let restore = |vm: &mut Vm| {
-        vm.restore_vcpu(&snap.0.vcpu)
-            .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
-    };
-    restore(vm)?;
-    let limit = prefault_limit();
-    match (snap.0.touched.get(), how) {
-        (Some(touched), Ready::CloneAhead(timer)) if !touched.is_empty() && !limit.is_zero() => {
-            let start = Instant::now();
-            let pass = vm.prefault(touched, timer, limit);
-            PREFAULTS.micros.fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-            match pass {
-                Ok(pages) => {
-                    PREFAULTS.passes.fetch_add(1, Ordering::Relaxed);
-                    PREFAULTS.pages.fetch_add(pages, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    // The guest did not do what was asked: throw away
-                    // anything it changed.
-                    PREFAULTS.failures.fetch_add(1, Ordering::Relaxed);
-                    vm.reset_memory(snap.memory_fd()).map_err(Error::from)?;
-                    if let Some(hot) = snap.0.hot.get() {
-                        vm.touch_pages(hot);
-                    }
-                }
-            }
-            restore(vm)
-        }
+    vm.restore_vcpu(&snap.0.vcpu)
+        .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))?;
+    match how {
+        Ready::CloneAhead(timer) => crate::prefault::pass(vm, snap, timer, &|| false).map(|_| ()),
         _ => Ok(()),
     }
-}
-
-/// Counts of prefault passes in this process (see [`prefault_counts`]).
-struct Prefaults {
-    passes: AtomicU64,
-    pages: AtomicU64,
-    failures: AtomicU64,
-    micros: AtomicU64,
-}
-
-static PREFAULTS: Prefaults = Prefaults {
-    passes: AtomicU64::new(0),
-    pages: AtomicU64::new(0),
-    failures: AtomicU64::new(0),
-    micros: AtomicU64::new(0),
-};
-
-/// How long a prefault pass may take, µs (0: no passes); `u64::MAX`: not
-/// set yet (from `HVSANDBOX_PREFAULT=0`, or the default).
-static PREFAULT_LIMIT_US: AtomicU64 = AtomicU64::new(u64::MAX);
-
-/// A pass reads a few hundred pages at ~15 µs each on current hosts; this
-/// only bounds a snapshot whose guest never reports back.
-const DEFAULT_PREFAULT_LIMIT: Duration = Duration::from_millis(250);
-
-fn prefault_limit() -> Duration {
-    let us = PREFAULT_LIMIT_US.load(Ordering::Relaxed);
-    if us != u64::MAX {
-        return Duration::from_micros(us);
-    }
-    let off = std::env::var_os("HVSANDBOX_PREFAULT").is_some_and(|v| v == "0");
-    let limit = if off { Duration::ZERO } else { DEFAULT_PREFAULT_LIMIT };
-    PREFAULT_LIMIT_US.store(limit.as_micros() as u64, Ordering::Relaxed);
-    limit
-}
-
-/// Sets how long the prefault pass of a clone made ahead may run (zero:
-/// clones made ahead skip it). For tests and measurements.
-#[doc(hidden)]
-pub fn set_prefault_limit(limit: Duration) {
-    PREFAULT_LIMIT_US.store(limit.as_micros().min(u64::MAX as u128 - 1) as u64, Ordering::Relaxed);
-}
-
-/// Prefault passes of clones made ahead in this process: (passes done,
-/// pages the guests read in them, passes that failed and were undone,
-/// microseconds spent in them).
-#[doc(hidden)]
-pub fn prefault_counts() -> (u64, u64, u64, u64) {
-    (
-        PREFAULTS.passes.load(Ordering::Relaxed),
-        PREFAULTS.pages.load(Ordering::Relaxed),
-        PREFAULTS.failures.load(Ordering::Relaxed),
-        PREFAULTS.micros.load(Ordering::Relaxed),
-    )
 }
 
 /// A clone of `snap` in its state, ready to run: made ahead by the
 /// process-wide pool, or made now (`ahead`: for a later run, with this
 /// thread's timer).
 pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>, ahead: Option<&DeadlineTimer>) -> Result<Vm> {
-    if let Some(vm) = take_clone(snap) {
+    if let Some(mut vm) = take_clone(snap) {
+        if let Some(timer) = ahead {
+            // Its pass may have been cut short for another run (a pass
+            // over pages already translated costs one exit).
+            crate::prefault::pass(&mut vm, snap, timer, &|| false)?;
+        }
         return Ok(vm);
     }
     let mut vm =

@@ -89,8 +89,18 @@ impl Vm {
     /// with [`Vm::restore_vcpu`]. On an error the guest did something else
     /// (a snapshot whose runtime predates this, or a hostile one) and its
     /// memory should be reset too.
-    /// `timer` is the calling thread's (it kicks this thread).
-    pub fn prefault(&mut self, ranges: &[(u32, u32)], timer: &DeadlineTimer, limit: Duration) -> Result<u64> {
+    /// `timer` is the calling thread's (it kicks this thread, every
+    /// millisecond, when `hurry` is looked at). `hurry` true stops the
+    /// pass early: `Ok(None)`; the guest only read memory, so restoring the
+    /// vCPU is enough then.
+    pub fn prefault(
+        &mut self,
+        ranges: &[(u32, u32)],
+        timer: &DeadlineTimer,
+        limit: Duration,
+        hurry: impl Fn() -> bool,
+    ) -> Result<Option<u64>> {
+        const SLICE: Duration = Duration::from_millis(1);
         let count = ranges.len().min(prefault::MAX_RANGES);
         let mut area = vec![0u8; 8 + count * prefault::RANGE_BYTES];
         area[..8].copy_from_slice(&((count * prefault::RANGE_BYTES) as u64).to_le_bytes());
@@ -99,27 +109,39 @@ impl Vm {
         }
         self.write_bytes(abi::RESUME_GPA, &area)?;
         self.set_hypercall_result(abi::hc::PREFAULT)?;
-        // Armed in the stop check, where a kick already reaches this run.
-        let refused = std::cell::Cell::new(None);
-        let exit = self.run(|| match timer.arm(limit) {
-            Ok(()) => false,
-            Err(e) => {
-                refused.set(Some(e));
-                true
+        let start = std::time::Instant::now();
+        loop {
+            // Armed in the stop check, where a kick already reaches this run.
+            let refused = std::cell::Cell::new(None);
+            let exit = self.run(|| {
+                if hurry() {
+                    return true;
+                }
+                match timer.arm(SLICE.min(limit.saturating_sub(start.elapsed())).max(Duration::from_micros(1))) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        refused.set(Some(e));
+                        true
+                    }
+                }
+            });
+            timer.disarm()?;
+            if let Some(e) = refused.take() {
+                return Err(e);
             }
-        });
-        timer.disarm()?;
-        if let Some(e) = refused.take() {
-            return Err(e);
-        }
-        match exit? {
-            VmExit::Hypercall(abi::hc::PREFAULT_DONE) => {
-                let pages = self.hypercall_args()?.args[0];
-                self.complete_pending_exit()?;
-                Ok(pages)
+            match exit? {
+                VmExit::Interrupted if hurry() => return Ok(None),
+                VmExit::Interrupted if start.elapsed() < limit => continue,
+                VmExit::Interrupted => {
+                    return Err(VmError::Snapshot("the prefault pass ran past its time".into()));
+                }
+                VmExit::Hypercall(abi::hc::PREFAULT_DONE) => {
+                    let pages = self.hypercall_args()?.args[0];
+                    self.complete_pending_exit()?;
+                    return Ok(Some(pages));
+                }
+                other => return Err(VmError::Snapshot(format!("the prefault pass stopped with {other:?}"))),
             }
-            VmExit::Interrupted => Err(VmError::Snapshot("the prefault pass ran past its time".into())),
-            other => Err(VmError::Snapshot(format!("the prefault pass stopped with {other:?}"))),
         }
     }
 }

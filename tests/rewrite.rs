@@ -181,6 +181,15 @@ fn a_syscall_whose_number_is_in_a_register_becomes_a_short_jump_and_restarts_the
 }
 
 #[test]
+fn two_sites_whose_only_padding_is_one_gap_both_get_a_slot_of_it() {
+    assert_eq!(native(&["sharedgap"]).0, "sharedgap: 0 bad calls of 24, code 0f 0f\n");
+    assert_eq!(guest(false, &["sharedgap"]).stdout, "sharedgap: 0 bad calls of 24, code 0f 0f\n");
+    let on = guest(true, &["sharedgap"]);
+    assert_eq!(on.stdout, "sharedgap: 0 bad calls of 24, code eb eb\n", "both: jmp rel8 to the gap");
+    assert!(on.rewritten >= 2, "{}", on.stats);
+}
+
+#[test]
 fn the_red_zone_and_argument_registers_survive_a_rewritten_call() {
     same_everywhere(&["redzone"], "redzone: 0 bad rounds of 8\n", true);
 }

@@ -20,8 +20,8 @@
 //!   path.
 //! - any other `syscall` (its number from a register, `xor eax, eax`):
 //!   the two bytes become `jmp rel8` to 5 bytes of alignment padding
-//!   between functions within reach, which become `jmp rel32` to the
-//!   stub. The bytes after the `syscall` stay, so it returns where it
+//!   between functions within reach (a gap several sites may share, one
+//!   slot each), which become `jmp rel32` to the stub. The bytes after the `syscall` stay, so it returns where it
 //!   did; a jump to the `syscall`, or a restart, takes the jump instead,
 //!   which does what the `syscall` did. (Restoring a site leaves the
 //!   padding's jump, so a task preempted on it still goes to the stub.)
@@ -202,7 +202,8 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
     if (sc & (PAGE - 1)) > PAGE - 2 || !place.instruction_at(sc, 2) {
         return false;
     }
-    let Some(pad) = place.padding_near(sc + 2) else { return false };
+    let taken: alloc::vec::Vec<_> = mm::current().rewrite.sites.iter().filter_map(|s| s.pad).collect();
+    let Some(pad) = place.padding_near(sc + 2, &taken) else { return false };
     // SAFETY: five bytes of padding in a readable, backed mapping, within
     // one page (checked by padding_near).
     let pad_orig = unsafe { core::ptr::read_unaligned(pad as *const [u8; 5]) };

@@ -18,6 +18,8 @@ use crate::x86len;
 
 /// Most bytes swept from a function's start to a site.
 const MAX_SWEEP: u64 = 64 << 10;
+/// Longest gap between functions looked at for padding.
+const MAX_GAP: u64 = 4096;
 
 /// The function holding a site, in the program's memory.
 pub struct Place {
@@ -95,20 +97,34 @@ impl Place {
     /// A 5-byte slot of padding between two functions (alignment filler,
     /// never run) that a `jmp rel8` ending at `end` reaches: a gap no
     /// function's range covers, of the same mapping, made only of nops
-    /// and int3 (so also none taken by another site).
-    pub fn padding_near(&self, end: u64) -> Option<u64> {
+    /// and int3 but for the slots other sites took there (`taken`: their
+    /// addresses and original bytes), and a slot of it none of them
+    /// overlaps.
+    pub fn padding_near(&self, end: u64, taken: &[(u64, [u8; 5])]) -> Option<u64> {
         let lo = end.saturating_sub(128).max(self.lo);
         let hi = end.saturating_add(127).min(self.hi.saturating_sub(5));
         for (gs, ge) in self.idx.gaps_between(lo.wrapping_sub(self.delta), hi.wrapping_sub(self.delta) + 5) {
             let (gs, ge) = (gs.wrapping_add(self.delta), ge.wrapping_add(self.delta));
-            if gs < self.lo || ge > self.hi {
+            if gs < self.lo || ge > self.hi || ge - gs > MAX_GAP {
                 continue;
             }
-            let slot = gs.max(lo);
-            if slot > hi || slot + 5 > ge || (slot & (mm::PAGE - 1)) > mm::PAGE - 5 {
-                continue;
+            let free = |slot: u64| {
+                slot + 5 <= ge
+                    && (slot & (mm::PAGE - 1)) <= mm::PAGE - 5
+                    && !taken.iter().any(|&(t, _)| t < slot + 5 && slot < t + 5)
+            };
+            let Some(slot) = (gs.max(lo)..=hi.min(ge.saturating_sub(5))).find(|&s| free(s)) else { continue };
+            // The gap as it was before any site took a slot of it.
+            let Some(now) = code_bytes(gs, ge - gs) else { continue };
+            let mut was = now.to_vec();
+            for &(t, orig) in taken {
+                for (i, b) in orig.iter().enumerate() {
+                    if let Some(x) = (t + i as u64).checked_sub(gs).and_then(|o| was.get_mut(o as usize)) {
+                        *x = *b;
+                    }
+                }
             }
-            if code_bytes(gs, ge - gs).is_some_and(all_filler) {
+            if all_filler(&was) {
                 return Some(slot);
             }
         }

@@ -308,6 +308,45 @@ static int regsite(int show_code) {
     return 0;
 }
 
+/* Two sites whose only padding within a `jmp rel8` is one gap: the 18
+   bytes between gap_a (206 bytes, its `syscall` at its end) and gap_b
+   (its `syscall` near its start, then more than 127 bytes). Each takes a
+   5-byte slot of the same gap. RAX from RDI. */
+__asm__(".text\n"
+        ".p2align 5, 0xcc\n"
+        ".globl gap_a\n"
+        ".type gap_a, @function\n"
+        "gap_a:\n"
+        "    .fill 200, 1, 0x90\n"
+        "    mov %rdi, %rax\n"
+        ".globl gap_a_syscall\n"
+        "gap_a_syscall:\n"
+        "    syscall\n"
+        "    ret\n"
+        ".size gap_a, .-gap_a\n"
+        ".p2align 5, 0xcc\n"
+        ".globl gap_b\n"
+        ".type gap_b, @function\n"
+        "gap_b:\n"
+        "    mov %rdi, %rax\n"
+        ".globl gap_b_syscall\n"
+        "gap_b_syscall:\n"
+        "    syscall\n"
+        "    .fill 140, 1, 0x90\n"
+        "    ret\n"
+        ".size gap_b, .-gap_b\n");
+long gap_a(long nr);
+long gap_b(long nr);
+extern const unsigned char gap_a_syscall[], gap_b_syscall[];
+
+static int sharedgap(void) {
+    long me = getpid();
+    int bad = 0;
+    for (int i = 0; i < 12; i++) bad += (gap_a(39) != me) + (gap_b(39) != me);
+    printf("sharedgap: %d bad calls of 24, code %02x %02x\n", bad, gap_a_syscall[0], gap_b_syscall[0]);
+    return 0;
+}
+
 /* No other site has made the rewriter read this file's tables: getpid's
    first byte after 2 calls (not yet), then after 10. */
 static int firstsite(void) {
@@ -373,6 +412,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "falsematch")) return falsematch();
     if (!strcmp(mode, "regsite")) return regsite(0);
     if (!strcmp(mode, "regsite-code")) return regsite(1);
+    if (!strcmp(mode, "sharedgap")) return sharedgap();
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);
     return 2;

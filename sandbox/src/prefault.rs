@@ -49,6 +49,11 @@ fn limit() -> Duration {
     limit
 }
 
+/// Whether clones made ahead have a pass (so first runs measure).
+pub(crate) fn enabled() -> bool {
+    !limit().is_zero()
+}
+
 /// Sets how long the prefault pass of a clone made ahead may run (zero:
 /// clones made ahead skip it). For tests and measurements.
 #[doc(hidden)]

@@ -128,7 +128,8 @@ impl Snapshot {
     /// Whether a run from this snapshot should measure the pages it
     /// touches: not yet known, and not given up on.
     pub(crate) fn wants_touched(&self) -> bool {
-        self.0.touched.get().is_none()
+        crate::prefault::enabled()
+            && self.0.touched.get().is_none()
             && self.0.touched_misses.load(std::sync::atomic::Ordering::Relaxed) < TOUCHED_TRIES
     }
 

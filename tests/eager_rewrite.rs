@@ -90,7 +90,7 @@ fn busybox_from_an_entry_snapshot_gives_native_output() {
         assert_eq!(out.stdout_str(), "hi\n", "round {round}");
         assert_eq!(out.status, ExitStatus::Code(0));
         // Most of its calls come from sites the snapshot rewrote ahead
-        // (3 of 21 were still slow when this was written).
+        // (2 of 21 were still slow when this was written).
         assert!(out.stats.slow_syscalls * 3 < out.stats.syscalls, "round {round}: {:?}", out.stats);
         for script in scripts {
             let native = Std::new(BUSYBOX).args(["sh", "-c", script]).output().unwrap();

@@ -190,6 +190,19 @@ fn two_sites_whose_only_padding_is_one_gap_both_get_a_slot_of_it() {
 }
 
 #[test]
+fn with_no_padding_in_reach_the_instruction_before_the_syscall_moves_to_the_stub() {
+    let want = |code: &str| {
+        format!("thirdform: 0 bad calls of 24, code {code}\nthirdform: writable 0, code 41, 0 bad calls of 6\n")
+    };
+    assert_eq!(native(&["thirdform"]).0, want("41"));
+    let off = guest(false, &["thirdform"]);
+    assert_eq!(off.stdout, want("41"), "off: the `mov` stays");
+    let on = guest(true, &["thirdform"]);
+    assert_eq!(on.stdout, want("e9"), "on: jmp rel32 where the `mov` was; the `syscall` still works");
+    assert!(on.rewritten >= 1, "{}", on.stats);
+}
+
+#[test]
 fn the_red_zone_and_argument_registers_survive_a_rewritten_call() {
     same_everywhere(&["redzone"], "redzone: 0 bad rounds of 8\n", true);
 }

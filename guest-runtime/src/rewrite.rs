@@ -12,7 +12,7 @@
 //! function holds it and a sweep of instruction lengths from that
 //! function's start proves the bytes are the instructions they look like
 //! (`sitefind.rs`): never bytes inside a longer instruction, never code
-//! no file describes (JITs). Two forms:
+//! no file describes (JITs). Three forms:
 //! - `mov eax, imm32; syscall` (`b8 imm32 0f 05`, the call's own number):
 //!   the `mov` becomes `jmp rel32` to a stub that does what both did; the
 //!   `syscall` after it stays, so anything that jumps to it, or re-runs
@@ -25,6 +25,14 @@
 //!   did; a jump to the `syscall`, or a restart, takes the jump instead,
 //!   which does what the `syscall` did. (Restoring a site leaves the
 //!   padding's jump, so a task preempted on it still goes to the stub.)
+//! - with no padding in reach: the instruction right before the
+//!   `syscall`, if it has 5 bytes or more and does the same wherever it
+//!   runs (no RIP-relative operand, no control transfer:
+//!   `x86len::relocatable`), is copied into the stub and its first 5
+//!   bytes become `jmp rel32` there. Its remaining bytes are never run (no
+//!   instruction starts among them, so nothing jumps or returns there),
+//!   and the `syscall` stays as in the first form. A fault in the moved
+//!   instruction reports the stub's address as RIP.
 //!
 //! The stub sets RCX to the address after the `syscall` and jumps through
 //! a pointer to `syscall_fast_entry` (main.rs), which moves to the
@@ -195,7 +203,7 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
             // by instruction_at), within one page.
             let b = unsafe { core::ptr::read_unaligned(at as *const [u8; 5]) };
             if b[0] == 0xb8 && u64::from(u32::from_le_bytes([b[1], b[2], b[3], b[4]])) == nr {
-                return patch(at, 5, b, None);
+                return patch(at, 5, b, &b, None);
             }
         }
     }
@@ -203,11 +211,31 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
         return false;
     }
     let taken: alloc::vec::Vec<_> = mm::current().rewrite.sites.iter().filter_map(|s| s.pad).collect();
-    let Some(pad) = place.padding_near(sc + 2, &taken) else { return false };
-    // SAFETY: five bytes of padding in a readable, backed mapping, within
-    // one page (checked by padding_near).
-    let pad_orig = unsafe { core::ptr::read_unaligned(pad as *const [u8; 5]) };
-    patch(sc, 2, [0x0f, 0x05, 0, 0, 0], Some((pad, pad_orig)))
+    if let Some(pad) = place.padding_near(sc + 2, &taken) {
+        // SAFETY: five bytes of padding in a readable, backed mapping,
+        // within one page (checked by padding_near).
+        let pad_orig = unsafe { core::ptr::read_unaligned(pad as *const [u8; 5]) };
+        return patch(sc, 2, [0x0f, 0x05, 0, 0, 0], &[], Some((pad, pad_orig)));
+    }
+    // No padding in reach: the instruction right before the `syscall`,
+    // if it has 5 bytes or more and runs the same anywhere, moves to the
+    // stub and its first 5 bytes become the jump there. Its other bytes
+    // are never run (no instruction starts among them); the `syscall`
+    // stays for jumps to it and restarts.
+    let Some((at, moved)) = place.instruction_before(sc) else { return false };
+    let n = moved.len();
+    let one_page = (at & (PAGE - 1)) + n as u64 + 2 <= PAGE;
+    if n < 5 || !one_page || crate::x86len::relocatable(moved) != Some(n) || loads_rt_sigreturn(moved) {
+        return false;
+    }
+    let orig = [moved[0], moved[1], moved[2], moved[3], moved[4]];
+    patch(at, 5, orig, moved, None)
+}
+
+/// Whether `ins` is `mov $15, %eax` or `mov $15, %rax`: a signal
+/// restorer's bytes, which unwinders look for.
+fn loads_rt_sigreturn(ins: &[u8]) -> bool {
+    ins == [0xb8, 15, 0, 0, 0] || ins == [0x48, 0xc7, 0xc0, 15, 0, 0, 0]
 }
 
 /// The program `node` will be snapshotted at its entry: its table is read
@@ -268,10 +296,13 @@ fn stub_for(s: &mut Sites, at: u64) -> Option<(u64, u64)> {
     Some((a.start, stub))
 }
 
-/// Rewrites the site at `at` (see `Site`); false if it was left alone.
-fn patch(at: u64, len: u8, orig: [u8; 5], pad: Option<(u64, [u8; 5])>) -> bool {
+/// Rewrites the site at `at` (see `Site`): `moved` is the instruction at
+/// `at` its stub runs first (empty: the `syscall` itself is the site);
+/// false if it was left alone.
+fn patch(at: u64, len: u8, orig: [u8; 5], moved: &[u8], pad: Option<(u64, [u8; 5])>) -> bool {
     let mut s = core::mem::replace(&mut mm::current().rewrite, Sites::new());
-    let done = s.sites.len() < MAX_SITES && patch_in(&mut s, Site { at, len, orig, stub: 0, pad });
+    let site = Site { at, len, orig, stub: 0, pad };
+    let done = s.sites.len() < MAX_SITES && patch_in(&mut s, site, moved);
     // Mapping a new stub area may have recorded nothing meanwhile (the
     // record was out), so this puts back the only copy.
     mm::current().rewrite = s;
@@ -299,18 +330,19 @@ fn rewritten(site: &Site) -> Option<([u8; 5], Option<[u8; 5]>)> {
     }
 }
 
-fn patch_in(s: &mut Sites, mut site: Site) -> bool {
+fn patch_in(s: &mut Sites, mut site: Site, moved: &[u8]) -> bool {
+    // The moved instruction, then 13 bytes of ours.
+    if moved.len() > STUB_LEN as usize - 13 {
+        return false;
+    }
     let near = site.pad.map_or(site.at, |(p, _)| p);
     let Some((area, stub)) = stub_for(s, near) else { return false };
     site.stub = stub;
-    // [mov eax, imm32;] lea rcx, [rip + (syscall + 2)]; jmp [rip + area]; int3...
+    // [the moved instruction;] lea rcx, [rip + (syscall + 2)]; jmp [rip + area]; int3...
     let mut code = [0xccu8; STUB_LEN as usize];
-    let mut i = 0;
-    if site.pad.is_none() {
-        code[..5].copy_from_slice(&site.orig);
-        i = 5;
-    }
-    let back_to = site.at + u64::from(site.len) + if site.pad.is_none() { 2 } else { 0 };
+    let i = moved.len();
+    code[..i].copy_from_slice(moved);
+    let back_to = if i > 0 { site.at + i as u64 + 2 } else { site.at + u64::from(site.len) };
     code[i..i + 3].copy_from_slice(&[0x48, 0x8d, 0x0d]);
     let ok = (|| {
         code[i + 3..i + 7].copy_from_slice(&rel32(stub + i as u64 + 7, back_to)?);

@@ -94,6 +94,22 @@ impl Place {
         x86len::reaches(bytes, back as usize) && x86len::length(&bytes[back as usize..]) == Some(len)
     }
 
+    /// The instruction that ends at `at` (start and bytes, at most 15),
+    /// found by a sweep from the function's start.
+    pub fn instruction_before(&self, at: u64) -> Option<(u64, &'static [u8])> {
+        let back = at.checked_sub(self.from)?;
+        let bytes = code_bytes(self.from, back)?;
+        let mut i = 0;
+        let mut last = None;
+        while i < bytes.len() {
+            let n = x86len::length(&bytes[i..])?;
+            last = Some(i);
+            i += n;
+        }
+        let start = last.filter(|_| i == bytes.len())?;
+        Some((self.from + start as u64, &bytes[start..]))
+    }
+
     /// A 5-byte slot of padding between two functions (alignment filler,
     /// never run) that a `jmp rel8` ending at `end` reaches: a gap no
     /// function's range covers, of the same mapping, made only of nops

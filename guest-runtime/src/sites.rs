@@ -19,9 +19,10 @@ pub struct Area {
     pub used: u64,
 }
 
-/// A rewritten site: `len` bytes at `at` (a `mov eax, imm32` before a
-/// `syscall`, or the `syscall` itself) now jump to `stub`; `orig` holds
-/// what they were.
+/// A rewritten site: `len` bytes at `at` (the start of the instruction
+/// before a `syscall`, or the `syscall` itself) now jump to `stub`;
+/// `orig` holds what they were (the stub runs the instruction at `at`
+/// first, unless the site is the `syscall` itself).
 #[derive(Clone, Copy)]
 pub struct Site {
     pub at: u64,

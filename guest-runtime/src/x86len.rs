@@ -230,6 +230,51 @@ fn vex(code: &[u8], at: usize) -> Option<usize> {
     (len <= MAX_LEN && at + len <= code.len()).then_some(len)
 }
 
+/// The length of the instruction at the start of `code` if it does the
+/// same wherever it runs (the rewriter copies it into a stub): a legacy
+/// encoding (one-byte or `0F` opcode, no VEX/EVEX) that neither reads RIP
+/// (a RIP-relative operand) nor transfers control (jumps, calls,
+/// returns, interrupts, `syscall`, `ud2`) nor is privileged.
+pub fn relocatable(code: &[u8]) -> Option<usize> {
+    let len = length(code)?;
+    let mut i = 0;
+    while matches!(code[i], 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65) {
+        i += 1;
+    }
+    if code[i] & 0xf0 == 0x40 {
+        i += 1;
+    }
+    let op = code[i];
+    let (kind, modrm_at) = if op == 0x0f {
+        let op2 = code[i + 1];
+        let control = matches!(op2, 0x00..=0x0b | 0x0d..=0x0f | 0x20..=0x27 | 0x30 | 0x32..=0x37 | 0x80..=0x8f)
+            || matches!(op2, 0x38 | 0x3a | 0x78 | 0x79 | 0xa1 | 0xa9 | 0xaa | 0xb9 | 0xff);
+        if control {
+            return None;
+        }
+        (TWO[op2 as usize], i + 2)
+    } else {
+        let control = matches!(op, 0x70..=0x7f | 0x9a | 0xc2 | 0xc3 | 0xca..=0xcf | 0xe0..=0xe3 | 0xe8..=0xeb)
+            || matches!(op, 0xc4 | 0xc5 | 0x62 | 0x8f | 0xd8..=0xdf | 0xe4..=0xe7 | 0xec..=0xef | 0xf4 | 0xfa | 0xfb)
+            || matches!(op, 0x6c..=0x6f | 0x9b);
+        if control {
+            return None;
+        }
+        if op == 0xff && code.get(i + 1).is_some_and(|m| (2..=5).contains(&((m >> 3) & 7))) {
+            return None; // call, jmp (near and far) through a register or memory
+        }
+        (ONE[op as usize], i + 1)
+    };
+    let has_modrm = matches!(kind, M | MB | MZ | Grp3b | Grp3z);
+    if has_modrm {
+        let m = *code.get(modrm_at)?;
+        if m >> 6 == 0 && m & 7 == 5 {
+            return None; // RIP-relative
+        }
+    }
+    Some(len)
+}
+
 /// Whether a linear sweep from the start of `code` meets an instruction
 /// that starts exactly at `target` (every instruction before it known).
 pub fn reaches(code: &[u8], target: usize) -> bool {
@@ -253,6 +298,48 @@ mod tests {
         let mut v = bytes.to_vec();
         v.extend_from_slice(&[0x90; 16]);
         length(&v)
+    }
+
+    #[test]
+    fn only_instructions_that_run_the_same_anywhere_are_relocatable() {
+        let reloc = |b: &[u8]| {
+            let mut v = b.to_vec();
+            v.extend_from_slice(&[0x90; 16]);
+            relocatable(&v)
+        };
+        // movups %xmm0,0x2d8(%rbx); mov %rsi,0x10(%rsi); mov $0x9e,%eax; mov $1,%edi
+        assert_eq!(reloc(&[0x0f, 0x11, 0x83, 0xd8, 0x02, 0, 0]), Some(7));
+        assert_eq!(reloc(&[0x48, 0x89, 0x76, 0x10]), Some(4));
+        assert_eq!(reloc(&[0xb8, 0x9e, 0, 0, 0]), Some(5));
+        assert_eq!(reloc(&[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0]), Some(7));
+        // lea 0x10(%rip),%rdi: reads RIP.
+        assert_eq!(reloc(&[0x48, 0x8d, 0x3d, 0x10, 0, 0, 0]), None);
+        // mov 0x10(%rip),%eax
+        assert_eq!(reloc(&[0x8b, 0x05, 0x10, 0, 0, 0]), None);
+        // jumps, calls, returns, interrupts, syscall, ud2
+        for b in [
+            &[0xe9, 1, 0, 0, 0][..],
+            &[0xe8, 1, 0, 0, 0],
+            &[0xeb, 5],
+            &[0x74, 5],
+            &[0x0f, 0x84, 1, 0, 0, 0],
+            &[0xff, 0xd0],
+            &[0xff, 0x25, 0, 0, 0, 0],
+            &[0xff, 0x60, 0x08],
+            &[0xc3],
+            &[0xcc],
+            &[0xcd, 0x80],
+            &[0x0f, 0x05],
+            &[0x0f, 0x0b],
+            &[0xe2, 0xfe],
+        ] {
+            assert_eq!(reloc(b), None, "{b:02x?}");
+        }
+        // VEX: left alone.
+        assert_eq!(reloc(&[0xc5, 0xf8, 0x11, 0x03]), None);
+        // push/pop and inc through memory are fine.
+        assert_eq!(reloc(&[0xff, 0x30]), Some(2));
+        assert_eq!(reloc(&[0x53]), Some(1));
     }
 
     #[test]

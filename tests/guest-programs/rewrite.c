@@ -347,6 +347,54 @@ static int sharedgap(void) {
     return 0;
 }
 
+/* A site with no padding within a `jmp rel8` (a long function right
+   before it, more than 127 bytes after it): the 6-byte `mov` before its
+   `syscall` moves to the stub (the third form). With RSI zero it jumps
+   straight to the `syscall`, which must still work. Returns RAX + R9. */
+__asm__(".text\n"
+        ".p2align 5, 0xcc\n"
+        ".globl third_pre\n"
+        ".type third_pre, @function\n"
+        "third_pre:\n"
+        "    .fill 200, 1, 0x90\n"
+        "    ret\n"
+        ".size third_pre, .-third_pre\n"
+        ".globl third_site\n"
+        ".type third_site, @function\n"
+        "third_site:\n"
+        "    xor %r9d, %r9d\n"
+        "    mov %rdi, %rax\n"
+        "    test %rsi, %rsi\n"
+        "    jz 1f\n"
+        ".globl third_moved\n"
+        "third_moved:\n"
+        "    mov $0x11223344, %r9d\n"
+        "1:  syscall\n"
+        "    .fill 140, 1, 0x90\n"
+        "    add %r9, %rax\n"
+        "    ret\n"
+        ".size third_site, .-third_site\n");
+long third_site(long nr, long moved);
+extern const unsigned char third_moved[];
+
+static int thirdform(void) {
+    long me = getpid();
+    int bad = 0;
+    for (int i = 0; i < 12; i++) {
+        bad += third_site(39, 1) != me + 0x11223344;
+        bad += third_site(39, 0) != me;
+    }
+    printf("thirdform: %d bad calls of 24, code %02x\n", bad, third_moved[0]);
+    /* Code made writable gets its original bytes back. */
+    void *page = (void *)((unsigned long)third_moved & ~4095ul);
+    int r = mprotect(page, 8192, PROT_READ | PROT_WRITE | PROT_EXEC);
+    bad = 0;
+    for (int i = 0; i < 6; i++) bad += third_site(39, 1) != me + 0x11223344;
+    printf("thirdform: writable %d, code %02x, %d bad calls of 6\n", r, *(volatile const unsigned char *)third_moved,
+           bad);
+    return 0;
+}
+
 /* No other site has made the rewriter read this file's tables: getpid's
    first byte after 2 calls (not yet), then after 10. */
 static int firstsite(void) {
@@ -413,6 +461,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "regsite")) return regsite(0);
     if (!strcmp(mode, "regsite-code")) return regsite(1);
     if (!strcmp(mode, "sharedgap")) return sharedgap();
+    if (!strcmp(mode, "thirdform")) return thirdform();
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);
     return 2;

@@ -519,7 +519,7 @@ pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, h
     if matches!(how, Ready::Reset) {
         let first = snap.0.hot.get().is_none();
         let mut written = first.then(Vec::new);
-        if snap.wants_touched() {
+        if crate::prefault::enabled() && snap.wants_touched() {
             match vm.touched_pages(aid.map(|aid| aid.pagemap)) {
                 Ok(Some(touched)) => {
                     let _ = snap.0.touched.set(touched);

@@ -142,7 +142,8 @@ impl<'a> Runner<'a> {
             input,
             take,
             restored: matches!(source, VmSource::Snapshot { .. }),
-            measure: matches!(&source, VmSource::Snapshot { snap, .. } if snap.wants_touched()),
+            measure: crate::prefault::enabled()
+                && matches!(&source, VmSource::Snapshot { snap, .. } if snap.wants_touched()),
             source: Some(source),
             cpu_start: Duration::ZERO,
             stdout: Vec::new(),

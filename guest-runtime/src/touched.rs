@@ -45,23 +45,59 @@ pub fn report() {
     let area = unsafe { core::slice::from_raw_parts_mut(phys_ptr(abi::RESUME_GPA), abi::RESUME_MAX as usize) };
     let (head, ranges) = area.split_at_mut(16);
     let mut n = 0;
-    let mut open: Option<(u64, u64)> = None;
-    let frames = (map.len() * 64) as u64;
-    for f in 0..=frames {
-        let set = f < frames && map[(f / 64) as usize] & (1 << (f % 64)) != 0;
-        match (open, set) {
-            (None, true) => open = Some((f, 1)),
-            (Some((first, count)), true) => open = Some((first, count + 1)),
-            (Some((first, count)), false) => {
-                if !prefault::put(ranges, n, first as u32, count as u32) {
-                    break;
-                }
-                n += 1;
-                open = None;
-            }
-            (None, false) => {}
-        }
-    }
+    runs(&map, &mut |first, count| {
+        let fits = prefault::put(ranges, n, first as u32, count as u32);
+        n += fits as usize;
+        fits
+    });
     head[..8].copy_from_slice(&prefault::TOUCHED_MAGIC.to_le_bytes());
     head[8..].copy_from_slice(&((n * prefault::RANGE_BYTES) as u64).to_le_bytes());
+}
+
+/// Calls `f(first, count)` for each run of set bits of `map` (bit `i` of
+/// word `w` is frame `64 w + i`), lowest first, until it returns false.
+fn runs(map: &[u64], f: &mut dyn FnMut(u64, u64) -> bool) {
+    let mut run: Option<(u64, u64)> = None;
+    for (w, &word) in map.iter().enumerate() {
+        if word == 0 && run.is_none() {
+            continue;
+        }
+        for b in 0..64 {
+            let frame = w as u64 * 64 + b;
+            if word & (1 << b) != 0 {
+                match &mut run {
+                    Some((_, end)) => *end = frame + 1,
+                    None => run = Some((frame, frame + 1)),
+                }
+            } else if let Some((first, end)) = run.take() {
+                if !f(first, end - first) {
+                    return;
+                }
+            }
+        }
+    }
+    if let Some((first, end)) = run {
+        f(first, end - first);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    #[test]
+    fn runs_of_set_bits_become_ranges() {
+        let collect = |map: &[u64], max: usize| {
+            let mut out = Vec::new();
+            super::runs(map, &mut |a, n| {
+                out.push((a, n));
+                out.len() < max
+            });
+            out
+        };
+        assert_eq!(collect(&[0b1110_0001, 0, 1 << 63, 0b11], 9), [(0, 1), (5, 3), (191, 3)]);
+        assert_eq!(collect(&[u64::MAX, u64::MAX], 9), [(0, 128)]);
+        assert_eq!(collect(&[0, 0], 9), []);
+        assert_eq!(collect(&[0b101], 1), [(0, 1)], "stops when told");
+    }
 }

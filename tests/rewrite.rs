@@ -203,6 +203,17 @@ fn with_no_padding_in_reach_the_instruction_before_the_syscall_moves_to_the_stub
 }
 
 #[test]
+fn a_fault_in_a_moved_instruction_shows_the_programs_own_address() {
+    let want = |code: &str| {
+        format!("faultform: 0 bad calls of 12, code {code}, faulted 1 at the mov 1, address 0x8 si_code 1\n")
+    };
+    assert_eq!(native(&["faultform"]).0, want("c7"));
+    assert_eq!(guest(false, &["faultform"]).stdout, want("c7"), "off");
+    let on = guest(true, &["faultform"]);
+    assert_eq!(on.stdout, want("e9"), "on: the `mov` moved to the stub, its fault shown where it was");
+}
+
+#[test]
 fn the_red_zone_and_argument_registers_survive_a_rewritten_call() {
     same_everywhere(&["redzone"], "redzone: 0 bad rounds of 8\n", true);
 }

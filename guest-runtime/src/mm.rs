@@ -1374,6 +1374,11 @@ pub fn shared_key(va: u64) -> Option<(usize, u64)> {
     Some((obj.key(), index.wrapping_mul(PAGE) + (va & (PAGE - 1))))
 }
 
+/// Whether some mapping of the current space covers `va`.
+pub fn is_mapped(va: u64) -> bool {
+    vma_at(va).is_some()
+}
+
 fn vma_at(va: u64) -> Option<Vma> {
     current().vmas.iter().find(|v| v.start <= va && va < v.end).cloned()
 }

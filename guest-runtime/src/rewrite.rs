@@ -32,7 +32,7 @@
 //!   bytes become `jmp rel32` there. Its remaining bytes are never run (no
 //!   instruction starts among them, so nothing jumps or returns there),
 //!   and the `syscall` stays as in the first form. A fault in the moved
-//!   instruction reports the stub's address as RIP.
+//!   instruction shows the program its own address (`moved_from`).
 //!
 //! The stub sets RCX to the address after the `syscall` and jumps through
 //! a pointer to `syscall_fast_entry` (main.rs), which moves to the
@@ -263,6 +263,14 @@ pub fn rewrite_ahead(sc: u64, nr: Option<u64>) -> bool {
     let Ok(Some(place)) = sitefind::function_of(sc, true) else { return false };
     // No number a `u32` immediate holds: only the second form matches.
     rewrite_in(&place, sc, nr.unwrap_or(u64::MAX))
+}
+
+/// Where the program's own code has the instruction a stub starts with,
+/// for a fault at `rip` in it: a fault in an instruction the stub runs in
+/// its place (the third form) shows the program the address it knows,
+/// and a handler that returns runs the stub again.
+pub fn moved_from(rip: u64) -> Option<u64> {
+    mm::current().rewrite.sites.iter().find(|s| s.pad.is_none() && s.stub == rip).map(|s| s.at)
 }
 
 /// `[start, end)` now shows `node`'s bytes from `offset` on, privately

@@ -148,12 +148,8 @@ pub fn child_exit(p: &Process) -> Option<(u32, i32, i32)> {
     Some(if st & 0x7f == 0 { (c.pid, 1, ((st >> 8) & 0xff) as i32) } else { (c.pid, 2, (st & 0x7f) as i32) })
 }
 
-/// Builds a Linux rt_sigframe below the red zone and enters the handler.
-pub fn setup_frame(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4]) -> Result<(), i64> {
-    setup_frame_with(t, f, sig, act, &plain_info(sig))
-}
-
-/// [`setup_frame`] with the handler's siginfo.
+/// Builds a Linux rt_sigframe below the red zone, with the handler's
+/// siginfo, and enters the handler.
 pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info: &[u8; 128]) -> Result<(), i64> {
     if let Some(restartable) = t.interrupted.take() {
         if !restartable || act[1] & SA_RESTART == 0 {
@@ -289,13 +285,17 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
             mm::Fault::Bus => bus = true,
         }
     }
+    if let Some(at) = crate::rewrite::moved_from(f.rip) {
+        f.rip = at;
+    }
     const SIGBUS: u32 = 7;
     let sig = if bus { SIGBUS } else { hvsandbox_abi::signal_for_vector(vector) };
     let t = current();
     let p = t.process.borrow().clone();
     let act = p.sigactions.borrow()[sig as usize];
     let blocked = t.sigmask.get() & (1 << (sig - 1)) != 0;
-    if act[0] > SIG_IGN && !blocked && setup_frame(&t, f, sig, &act).is_ok() {
+    if act[0] > SIG_IGN && !blocked && setup_frame_with(&t, f, sig, &act, &fault_info(sig, vector, f.rip, cr2)).is_ok()
+    {
         return;
     }
     // (A SIGBUS is no CPU exception the host knows: process 1 exits of it.)
@@ -313,7 +313,28 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
     deliver_signals(f);
 }
 
-/// rt_sigreturn: restores what `setup_frame` saved.
+/// The siginfo of a CPU exception, as Linux fills it: a page fault's
+/// address and whether anything is mapped there (SEGV_ACCERR) or not
+/// (SEGV_MAPERR; SIGBUS: BUS_ADRERR); the instruction's address for
+/// SIGILL (ILL_ILLOPN) and SIGFPE (FPE_INTDIV); SI_KERNEL and no address
+/// for the rest (a #GP, `int3`).
+fn fault_info(sig: u32, vector: u64, rip: u64, cr2: u64) -> [u8; 128] {
+    const SI_KERNEL: i32 = 0x80;
+    let (code, addr) = match vector {
+        14 if sig == 7 => (2, cr2),
+        14 => (if mm::is_mapped(cr2) { 2 } else { 1 }, cr2),
+        6 => (2, rip),
+        0 => (1, rip),
+        _ => (SI_KERNEL, 0),
+    };
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    info[8..12].copy_from_slice(&code.to_le_bytes());
+    info[16..24].copy_from_slice(&addr.to_le_bytes());
+    info
+}
+
+/// rt_sigreturn: restores what `setup_frame_with` saved.
 pub fn sys_rt_sigreturn(f: &mut Frame) -> SysResult {
     let t = current();
     let uc_va = f.rsp; // the handler's `ret` popped the return address

@@ -31,8 +31,11 @@
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
      cost N     nanoseconds per getpid() (clock_gettime via the vDSO) */
+#define _GNU_SOURCE
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +398,60 @@ static int thirdform(void) {
     return 0;
 }
 
+/* The same shape with a `mov` to memory before the `syscall` (6 bytes,
+   so it moves to the stub too): when it faults, the handler must see
+   the program's own address of the `mov` as RIP. Stores 0x11223344 at
+   RSI, then makes call RDI. */
+__asm__(".text\n"
+        ".p2align 5, 0xcc\n"
+        ".globl fault_pre\n"
+        ".type fault_pre, @function\n"
+        "fault_pre:\n"
+        "    .fill 200, 1, 0x90\n"
+        "    ret\n"
+        ".size fault_pre, .-fault_pre\n"
+        ".globl fault_site\n"
+        ".type fault_site, @function\n"
+        "fault_site:\n"
+        "    mov %rdi, %rax\n"
+        ".globl fault_moved\n"
+        "fault_moved:\n"
+        "    movl $0x11223344, (%rsi)\n"
+        "    syscall\n"
+        "    .fill 140, 1, 0x90\n"
+        "    ret\n"
+        ".size fault_site, .-fault_site\n");
+long fault_site(long nr, int *to);
+extern const unsigned char fault_moved[];
+
+static sigjmp_buf fault_jmp;
+static volatile long fault_rip, fault_addr, fault_code;
+static void on_fault(int sig, siginfo_t *si, void *ctx) {
+    (void)sig;
+    fault_rip = ((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
+    fault_addr = (long)si->si_addr;
+    fault_code = si->si_code;
+    siglongjmp(fault_jmp, 1);
+}
+
+static int faultform(void) {
+    long me = getpid();
+    int cell = 0, bad = 0;
+    for (int i = 0; i < 12; i++) bad += fault_site(39, &cell) != me || cell != 0x11223344;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    int faulted = 0;
+    if (sigsetjmp(fault_jmp, 1) == 0) fault_site(39, (int *)8);
+    else faulted = 1;
+    printf("faultform: %d bad calls of 12, code %02x, faulted %d at the mov %d, address %#lx si_code %ld\n", bad,
+           *(volatile const unsigned char *)fault_moved, faulted, fault_rip == (long)fault_moved, fault_addr,
+           fault_code);
+    return 0;
+}
+
 /* No other site has made the rewriter read this file's tables: getpid's
    first byte after 2 calls (not yet), then after 10. */
 static int firstsite(void) {
@@ -462,6 +519,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "regsite-code")) return regsite(1);
     if (!strcmp(mode, "sharedgap")) return sharedgap();
     if (!strcmp(mode, "thirdform")) return thirdform();
+    if (!strcmp(mode, "faultform")) return faultform();
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);
     return 2;

@@ -180,12 +180,21 @@ fn a_syscall_whose_number_is_in_a_register_becomes_a_short_jump_and_restarts_the
     assert!(on.rewritten >= 1, "{}", on.stats);
 }
 
+/// Runs `mode` natively, in the guest with rewriting off (both must print
+/// `want(before)`: the site's code as compiled) and on (`want(after)`:
+/// the code rewritten); returns the run with rewriting on.
+fn code_rewritten(mode: &str, want: impl Fn(&str) -> String, before: &str, after: &str, what: &str) -> Run {
+    assert_eq!(native(&[mode]).0, want(before), "native");
+    assert_eq!(guest(false, &[mode]).stdout, want(before), "off: the code stays");
+    let on = guest(true, &[mode]);
+    assert_eq!(on.stdout, want(after), "on: {what}");
+    on
+}
+
 #[test]
 fn two_sites_whose_only_padding_is_one_gap_both_get_a_slot_of_it() {
-    assert_eq!(native(&["sharedgap"]).0, "sharedgap: 0 bad calls of 24, code 0f 0f\n");
-    assert_eq!(guest(false, &["sharedgap"]).stdout, "sharedgap: 0 bad calls of 24, code 0f 0f\n");
-    let on = guest(true, &["sharedgap"]);
-    assert_eq!(on.stdout, "sharedgap: 0 bad calls of 24, code eb eb\n", "both: jmp rel8 to the gap");
+    let want = |code: &str| format!("sharedgap: 0 bad calls of 24, code {code}\n");
+    let on = code_rewritten("sharedgap", want, "0f 0f", "eb eb", "both: jmp rel8 to the gap");
     assert!(on.rewritten >= 2, "{}", on.stats);
 }
 
@@ -194,11 +203,8 @@ fn with_no_padding_in_reach_the_instruction_before_the_syscall_moves_to_the_stub
     let want = |code: &str| {
         format!("thirdform: 0 bad calls of 24, code {code}\nthirdform: writable 0, code 41, 0 bad calls of 6\n")
     };
-    assert_eq!(native(&["thirdform"]).0, want("41"));
-    let off = guest(false, &["thirdform"]);
-    assert_eq!(off.stdout, want("41"), "off: the `mov` stays");
-    let on = guest(true, &["thirdform"]);
-    assert_eq!(on.stdout, want("e9"), "on: jmp rel32 where the `mov` was; the `syscall` still works");
+    let what = "jmp rel32 where the `mov` was; the `syscall` still works";
+    let on = code_rewritten("thirdform", want, "41", "e9", what);
     assert!(on.rewritten >= 1, "{}", on.stats);
 }
 
@@ -207,10 +213,7 @@ fn a_fault_in_a_moved_instruction_shows_the_programs_own_address() {
     let want = |code: &str| {
         format!("faultform: 0 bad calls of 12, code {code}, faulted 1 at the mov 1, address 0x8 si_code 1\n")
     };
-    assert_eq!(native(&["faultform"]).0, want("c7"));
-    assert_eq!(guest(false, &["faultform"]).stdout, want("c7"), "off");
-    let on = guest(true, &["faultform"]);
-    assert_eq!(on.stdout, want("e9"), "on: the `mov` moved to the stub, its fault shown where it was");
+    code_rewritten("faultform", want, "c7", "e9", "the `mov` moved to the stub, its fault shown where it was");
 }
 
 #[test]

@@ -21,8 +21,9 @@
 //! - any other `syscall` (its number from a register, `xor eax, eax`):
 //!   the two bytes become `jmp rel8` to 5 bytes of alignment padding
 //!   between functions within reach (a gap several sites may share, one
-//!   slot each), which become `jmp rel32` to the stub. The bytes after the `syscall` stay, so it returns where it
-//!   did; a jump to the `syscall`, or a restart, takes the jump instead,
+//!   slot each), which become `jmp rel32` to the stub. The bytes after
+//!   the `syscall` stay, so it returns where it did; a jump to the
+//!   `syscall`, or a restart, takes the jump instead,
 //!   which does what the `syscall` did. (Restoring a site leaves the
 //!   padding's jump, so a task preempted on it still goes to the stub.)
 //! - with no padding in reach: the instruction right before the

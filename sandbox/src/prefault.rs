@@ -5,6 +5,7 @@
 //! by the thread's deadline timer; a pass that does not report back is
 //! undone by mapping the snapshot afresh.
 
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -49,9 +50,33 @@ fn limit() -> Duration {
     limit
 }
 
-/// Whether clones made ahead have a pass (so first runs measure).
-pub(crate) fn enabled() -> bool {
+/// Resets without a measurement after which runs stop measuring.
+const TOUCHED_TRIES: u32 = 3;
+
+/// Whether a run from `snap` should measure the pages it touches: clones
+/// made ahead have a pass, the pages are not known yet, and measuring has
+/// not been given up on.
+pub(crate) fn measures(snap: &Snapshot) -> bool {
     !limit().is_zero()
+        && snap.0.touched.get().is_none()
+        && snap.0.touched_misses.load(Ordering::Relaxed) < TOUCHED_TRIES
+}
+
+/// After a run from `snap` in `vm`, before its reset: keeps the pages the
+/// run measured with the snapshot (see `Vm::touched_pages`; `pagemap` adds
+/// the runtime's own), or counts a run that left no measurement.
+pub(crate) fn learn(vm: &Vm, snap: &Snapshot, pagemap: Option<BorrowedFd<'_>>) {
+    if !measures(snap) {
+        return;
+    }
+    match vm.touched_pages(pagemap) {
+        Ok(Some(touched)) => {
+            let _ = snap.0.touched.set(touched);
+        }
+        _ => {
+            snap.0.touched_misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Sets how long the prefault pass of a clone made ahead may run (zero:
@@ -118,7 +143,6 @@ pub(crate) fn pass(vm: &mut Vm, snap: &Snapshot, timer: &DeadlineTimer, hurry: &
             }
         }
     }
-    vm.restore_vcpu(&snap.0.vcpu)
-        .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))?;
+    snap.restore_vcpu_in(vm)?;
     Ok(matches!(done, Ok(None)))
 }

@@ -121,17 +121,11 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
-/// Resets without a measurement after which runs stop measuring.
-pub(crate) const TOUCHED_TRIES: u32 = 3;
-
 impl Snapshot {
-    /// Whether a run from this snapshot should measure the pages it
-    /// touches: not yet known, and not given up on.
-    /// (Only worth it while clones made ahead have a pass: the caller
-    /// checks `prefault::enabled`.)
-    pub(crate) fn wants_touched(&self) -> bool {
-        self.0.touched.get().is_none()
-            && self.0.touched_misses.load(std::sync::atomic::Ordering::Relaxed) < TOUCHED_TRIES
+    /// Puts `vm`'s vCPU in this snapshot's state.
+    pub(crate) fn restore_vcpu_in(&self, vm: &mut Vm) -> Result<()> {
+        vm.restore_vcpu(&self.0.vcpu)
+            .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))
     }
 
     /// Where the snapshot was taken.

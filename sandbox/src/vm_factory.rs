@@ -517,18 +517,8 @@ pub(crate) enum Ready<'t> {
 /// its vCPU.
 pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, how: Ready<'_>) -> Result<()> {
     if matches!(how, Ready::Reset) {
-        let first = snap.0.hot.get().is_none();
-        let mut written = first.then(Vec::new);
-        if crate::prefault::enabled() && snap.wants_touched() {
-            match vm.touched_pages(aid.map(|aid| aid.pagemap)) {
-                Ok(Some(touched)) => {
-                    let _ = snap.0.touched.set(touched);
-                }
-                _ => {
-                    snap.0.touched_misses.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
+        let mut written = snap.0.hot.get().is_none().then(Vec::new);
+        crate::prefault::learn(vm, snap, aid.map(|aid| aid.pagemap));
         let copied = aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap, written.as_mut()).is_ok());
         if !copied {
             vm.reset_memory(snap.memory_fd()).map_err(Error::from)?;
@@ -538,8 +528,7 @@ pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, h
     } else if let Some(hot) = snap.0.hot.get() {
         vm.touch_pages(hot);
     }
-    vm.restore_vcpu(&snap.0.vcpu)
-        .map_err(|e| Error::SnapshotFailed(format!("KVM refused the snapshot's vCPU state: {e}")))?;
+    snap.restore_vcpu_in(vm)?;
     match how {
         Ready::CloneAhead(timer) => crate::prefault::pass(vm, snap, timer, &|| false).map(|_| ()),
         _ => Ok(()),

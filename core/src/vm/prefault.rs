@@ -3,7 +3,7 @@
 //! its shadow translation (~13 µs each on current hosts; ~190 of them in a
 //! clone's first busybox run). A clone waiting in a pool can pay them
 //! ahead: the host names the frames a first run from the snapshot touched
-//! ([`Vm::present_pages`]), and the guest, resumed with
+//! ([`Vm::touched_pages`]), and the guest, resumed with
 //! [`abi::hc::PREFAULT`], reads each of them through its mappings
 //! ([`Vm::prefault`]).
 
@@ -67,7 +67,7 @@ impl Vm {
     /// written or executed by the guest, or by the host, since the mapping
     /// was made), as frame ranges; `None` when the kernel lacks
     /// `PAGEMAP_SCAN`. At most [`prefault::MAX_RANGES`] ranges, the lowest.
-    pub fn present_pages(&self, pagemap: BorrowedFd<'_>) -> Result<Option<FrameRanges>> {
+    fn present_pages(&self, pagemap: BorrowedFd<'_>) -> Result<Option<FrameRanges>> {
         let page = abi::PAGE_SIZE as usize;
         let mut ranges: FrameRanges = Vec::new();
         let scanned = pages_scan(self.host_addr, self.mem_size as usize, pagemap, Pages::Present, &mut |from, to| {

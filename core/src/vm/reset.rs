@@ -310,7 +310,7 @@ fn written_pages_scan(addr: u64, len: usize, pagemap: BorrowedFd<'_>, f: &mut dy
 }
 
 /// Which pages [`pages_scan`] reports.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub(super) enum Pages {
     /// Written (anonymous in a private file mapping).
     Written,
@@ -331,6 +331,11 @@ pub(super) fn pages_scan(
     if !SCAN_WORKS.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(false);
     }
+    // Written: present or swapped, and not the file's page.
+    let (not_file, present) = match which {
+        Pages::Written => (PAGE_IS_FILE, PAGE_IS_PRESENT | PAGE_IS_SWAPPED),
+        Pages::Present => (0, PAGE_IS_PRESENT),
+    };
     let mut regions = [PageRegion::default(); 64];
     let end = addr + len as u64;
     let mut from = addr;
@@ -341,14 +346,10 @@ pub(super) fn pages_scan(
             end,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
-            category_inverted: if which == Pages::Written { PAGE_IS_FILE } else { 0 },
-            category_mask: if which == Pages::Written { PAGE_IS_FILE } else { 0 },
-            category_anyof_mask: if which == Pages::Written {
-                PAGE_IS_PRESENT | PAGE_IS_SWAPPED
-            } else {
-                PAGE_IS_PRESENT
-            },
-            return_mask: if which == Pages::Written { PAGE_IS_PRESENT | PAGE_IS_SWAPPED } else { PAGE_IS_PRESENT },
+            category_inverted: not_file,
+            category_mask: not_file,
+            category_anyof_mask: present,
+            return_mask: present,
             ..PmScanArg::default()
         };
         // SAFETY: PAGEMAP_SCAN reads `arg` and writes at most `vec_len`

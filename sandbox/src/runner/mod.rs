@@ -75,7 +75,7 @@ pub(crate) struct Runner<'a> {
     /// The run starts from a snapshot.
     restored: bool,
     /// The guest measures the pages this run touches (see
-    /// `Snapshot::wants_touched`).
+    /// `prefault::measures`).
     measure: bool,
     /// The vCPU thread's CPU time when the run started.
     cpu_start: Duration,
@@ -142,8 +142,7 @@ impl<'a> Runner<'a> {
             input,
             take,
             restored: matches!(source, VmSource::Snapshot { .. }),
-            measure: crate::prefault::enabled()
-                && matches!(&source, VmSource::Snapshot { snap, .. } if snap.wants_touched()),
+            measure: matches!(&source, VmSource::Snapshot { snap, .. } if crate::prefault::measures(snap)),
             source: Some(source),
             cpu_start: Duration::ZERO,
             stdout: Vec::new(),

@@ -100,10 +100,25 @@ fn is_pv_leaf(function: u32) -> bool {
     (0x4000_0000..=0x4000_00ff).contains(&function)
 }
 
-/// `supported` without KVM's paravirtual leaves.
+/// `supported` without KVM's paravirtual leaves, as vCPU 0 sees it.
 pub(crate) fn hide_pv_leaves(supported: &CpuId) -> Result<CpuId> {
-    let kept: Vec<_> = supported.as_slice().iter().filter(|e| !is_pv_leaf(e.function)).copied().collect();
+    let kept: Vec<_> =
+        supported.as_slice().iter().filter(|e| !is_pv_leaf(e.function)).map(|e| as_vcpu_zero(*e)).collect();
     CpuId::from_entries(&kept).map_err(|_| VmError::RuntimeImage("CPUID table too large"))
+}
+
+/// `e` with the APIC IDs of vCPU 0: KVM_GET_SUPPORTED_CPUID leaves those
+/// of the host CPU the process asked on (leaf 1's EBX[31:24], leaves
+/// 0xB/0x1F's EDX), so without this the guest's would depend on where
+/// its host process ran (and differ between a snapshot's host process
+/// and the one resuming it).
+fn as_vcpu_zero(mut e: kvm_bindings::kvm_cpuid_entry2) -> kvm_bindings::kvm_cpuid_entry2 {
+    match e.function {
+        1 => e.ebx &= 0x00ff_ffff,
+        0xb | 0x1f => e.edx = 0,
+        _ => {}
+    }
+    e
 }
 
 /// Whether KVM can make the vCPU fault on paravirtual MSRs its CPUID does

@@ -1,4 +1,4 @@
-//! Eager system-call site rewriting for an entry snapshot: at the entry
+//! Eager system-call and `cpuid` site rewriting for an entry snapshot: at the entry
 //! nothing of the program has run, so the lazy rewriter (`rewrite.rs`,
 //! a site at its fourth slow call) would leave every run from the
 //! snapshot to find its sites slow again (and the reset would undo what
@@ -7,7 +7,10 @@
 //! decoder (`x86len.rs`) and each `syscall` found is rewritten the way
 //! the lazy path would (`rewrite::rewrite_ahead`, which proves the site
 //! again from its function's start): the snapshot then holds the
-//! patched pages, so resets keep them.
+//! patched pages, so resets keep them. Each `cpuid` found is rewritten
+//! too (`rewrite::rewrite_cpuid_ahead`, see `cpuid.rs`): the hypervisor
+//! answers those without the runtime seeing them, so this sweep is the
+//! only way to find them.
 //!
 //! Only the program's own file (its private code mappings at the entry;
 //! a dynamic program's libraries are not mapped yet). A `syscall` right
@@ -70,7 +73,7 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
             continue;
         }
         budget.swept += len;
-        for (sc, nr) in sites_in(at, len) {
+        for (sc, found) in sites_in(at, len) {
             if sc <= budget.last_site {
                 // Looked at already (ranges overlap): rewritten, its
                 // bytes now differ, or refused.
@@ -79,7 +82,11 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
             if !budget.admit(sc) {
                 return budget.sites;
             }
-            if crate::rewrite::rewrite_ahead(sc, nr) {
+            let done = match found {
+                Found::Syscall(nr) => crate::rewrite::rewrite_ahead(sc, nr),
+                Found::Cpuid => crate::rewrite::rewrite_cpuid_ahead(sc),
+            };
+            if done {
                 budget.sites += 1;
             }
         }
@@ -112,12 +119,21 @@ impl Budget {
     }
 }
 
-/// The `syscall` instructions a sweep of `len` bytes from `at` (a
-/// function's start) meets, each with the number a `mov eax, imm32`
-/// right before it loads (None: not such a `mov`). Sites after a load of
+/// A site a sweep found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Found {
+    /// A `syscall`, with the number a `mov eax, imm32` right before it
+    /// loads (None: not such a `mov`).
+    Syscall(Option<u64>),
+    /// A `cpuid`.
+    Cpuid,
+}
+
+/// The `syscall` and `cpuid` instructions a sweep of `len` bytes from
+/// `at` (a function's start) meets. `syscall`s after a load of
 /// rt_sigreturn's number are left out. The sweep ends at the first byte
 /// it cannot decode.
-fn sites_in(at: u64, len: u64) -> Vec<(u64, Option<u64>)> {
+fn sites_in(at: u64, len: u64) -> Vec<(u64, Found)> {
     let mut out = Vec::new();
     let Some(code) = sitefind::code_bytes(at, len) else { return out };
     let mut i = 0;
@@ -126,10 +142,10 @@ fn sites_in(at: u64, len: u64) -> Vec<(u64, Option<u64>)> {
         let Some(n) = x86len::length(&code[i..]) else { break };
         let ins = &code[i..i + n];
         if ins == [0x0f, 0x05] && loaded_number(prev) != Some(Some(RT_SIGRETURN)) && out.try_reserve(1).is_ok() {
-            out.push((
-                at + i as u64,
-                loaded_number(prev).flatten().filter(|_| prev.first() == Some(&0xb8)).map(u64::from),
-            ));
+            let nr = loaded_number(prev).flatten().filter(|_| prev.first() == Some(&0xb8)).map(u64::from);
+            out.push((at + i as u64, Found::Syscall(nr)));
+        } else if ins == [0x0f, 0xa2] && out.try_reserve(1).is_ok() {
+            out.push((at + i as u64, Found::Cpuid));
         }
         prev = ins;
         i += n;

@@ -15,6 +15,7 @@ extern crate alloc;
 extern crate std;
 
 mod cpu;
+mod cpuid;
 mod eager;
 mod elf;
 mod errno;
@@ -68,6 +69,7 @@ mod x86len;
 
 /// What the binary's entry assembly names, and the pieces it is built of.
 pub mod entry {
+    pub use crate::cpuid::{CPUID_BACK, CPUID_RSP};
     pub use crate::hc::panic as runtime_panic;
     pub use crate::heap::RuntimeAllocator;
     pub use crate::mm::NEXT_CR3;

@@ -398,6 +398,66 @@ global_asm!(
     flags_keep = const !(0x100u64 | 0x400 | 0x40000) as i32,
 );
 
+// A rewritten `cpuid` site's stub jumps here (cpuid.rs, rewrite.rs) with
+// EAX/ECX the leaf and subleaf and RBX the address after the `cpuid`.
+// The answer comes from the host's CPUID page where it holds the leaf
+// (an entry whose subleaf matters must match ECX too), else from the
+// CPU; every other register, RFLAGS and the program's stack (its red
+// zone) are left as they were. Runtime code: never preempted, cannot
+// fault, so the way back and the program's RSP wait in globals.
+global_asm!(
+    ".section .text.entry, \"ax\"",
+    ".global cpuid_fast_entry",
+    ".balign 16",
+    "cpuid_fast_entry:",
+    "    mov [rip + {back}], rbx",
+    "    mov [rip + {saved}], rsp",
+    "    lea rsp, [rip + runtime_stack_top]",
+    "    pushfq",
+    "    push rsi",
+    "    push rdi",
+    "    movabs rsi, {page}",
+    "    cmp dword ptr [rsi], {magic}",
+    "    jne 3f",
+    "    mov edi, [rsi + 4]",
+    "    cmp edi, {max}",
+    "    ja 3f",
+    "    add rsi, 16",
+    "1:",
+    "    test edi, edi",
+    "    jz 3f",
+    "    cmp eax, [rsi]",
+    "    jne 2f",
+    "    test byte ptr [rsi + 8], {flag_index}",
+    "    jz 4f",
+    "    cmp ecx, [rsi + 4]",
+    "    je 4f",
+    "2:",
+    "    add rsi, 32",
+    "    dec edi",
+    "    jmp 1b",
+    "3:",
+    "    cpuid",
+    "    jmp 5f",
+    "4:",
+    "    mov eax, [rsi + 12]",
+    "    mov ebx, [rsi + 16]",
+    "    mov ecx, [rsi + 20]",
+    "    mov edx, [rsi + 24]",
+    "5:",
+    "    pop rdi",
+    "    pop rsi",
+    "    popfq",
+    "    mov rsp, [rip + {saved}]",
+    "    jmp qword ptr [rip + {back}]",
+    back = sym entry::CPUID_BACK,
+    saved = sym entry::CPUID_RSP,
+    page = const abi::PHYS_BASE + abi::CPUID_GPA,
+    magic = const abi::cpuid::MAGIC,
+    max = const abi::cpuid::MAX_ENTRIES,
+    flag_index = const abi::cpuid::FLAG_INDEX,
+);
+
 #[global_allocator]
 static ALLOCATOR: entry::RuntimeAllocator = entry::RuntimeAllocator;
 

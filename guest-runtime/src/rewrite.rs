@@ -204,10 +204,16 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
             // by instruction_at), within one page.
             let b = unsafe { core::ptr::read_unaligned(at as *const [u8; 5]) };
             if b[0] == 0xb8 && u64::from(u32::from_le_bytes([b[1], b[2], b[3], b[4]])) == nr {
-                return patch(at, 5, b, &b, None);
+                return patch(at, 5, b, &b, None, Kind::Syscall);
             }
         }
     }
+    rewrite_two_byte(place, sc, Kind::Syscall)
+}
+
+/// The second and third forms, for the two-byte instruction at `sc` (a
+/// `syscall` or a `cpuid`, per `kind`).
+fn rewrite_two_byte(place: &sitefind::Place, sc: u64, kind: Kind) -> bool {
     if (sc & (PAGE - 1)) > PAGE - 2 || !place.instruction_at(sc, 2) {
         return false;
     }
@@ -216,13 +222,14 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
         // SAFETY: five bytes of padding in a readable, backed mapping,
         // within one page (checked by padding_near).
         let pad_orig = unsafe { core::ptr::read_unaligned(pad as *const [u8; 5]) };
-        return patch(sc, 2, [0x0f, 0x05, 0, 0, 0], &[], Some((pad, pad_orig)));
+        let [a, b] = kind.opcode();
+        return patch(sc, 2, [a, b, 0, 0, 0], &[], Some((pad, pad_orig)), kind);
     }
-    // No padding in reach: the instruction right before the `syscall`,
-    // if it has 5 bytes or more and runs the same anywhere, moves to the
-    // stub and its first 5 bytes become the jump there. Its other bytes
-    // are never run (no instruction starts among them); the `syscall`
-    // stays for jumps to it and restarts.
+    // No padding in reach: the instruction right before the site, if it
+    // has 5 bytes or more and runs the same anywhere, moves to the stub
+    // and its first 5 bytes become the jump there. Its other bytes are
+    // never run (no instruction starts among them); the site's own
+    // instruction stays for jumps to it and restarts.
     let Some((at, moved)) = place.instruction_before(sc) else { return false };
     let n = moved.len();
     let one_page = (at & (PAGE - 1)) + n as u64 + 2 <= PAGE;
@@ -230,7 +237,44 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
         return false;
     }
     let orig = [moved[0], moved[1], moved[2], moved[3], moved[4]];
-    patch(at, 5, orig, moved, None)
+    patch(at, 5, orig, moved, None, kind)
+}
+
+/// What a rewritten site stands for: its stub enters the runtime as
+/// that instruction would.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `syscall`: the stub sets RCX to the way back and jumps to
+    /// `syscall_fast_entry` (the area's first pointer).
+    Syscall,
+    /// `cpuid`: the stub sets RBX to the way back and jumps to
+    /// `cpuid_fast_entry` (the area's second pointer; see `cpuid.rs`).
+    Cpuid,
+}
+
+impl Kind {
+    fn opcode(self) -> [u8; 2] {
+        match self {
+            Kind::Syscall => [0x0f, 0x05],
+            Kind::Cpuid => [0x0f, 0xa2],
+        }
+    }
+
+    /// `lea r, [rip + rel32]`'s first three bytes (RCX or RBX).
+    fn lea(self) -> [u8; 3] {
+        match self {
+            Kind::Syscall => [0x48, 0x8d, 0x0d],
+            Kind::Cpuid => [0x48, 0x8d, 0x1d],
+        }
+    }
+
+    /// Where in a stub area the entry's address is.
+    fn slot(self) -> u64 {
+        match self {
+            Kind::Syscall => 0,
+            Kind::Cpuid => 8,
+        }
+    }
 }
 
 /// Whether `ins` is `mov $15, %eax` or `mov $15, %rax`: a signal
@@ -266,6 +310,18 @@ pub fn rewrite_ahead(sc: u64, nr: Option<u64>) -> bool {
     rewrite_in(&place, sc, nr.unwrap_or(u64::MAX))
 }
 
+/// Rewrites the `cpuid` at `site` before it has run (`eager.rs`), by the
+/// second or third form: the runtime never sees a `cpuid` run (the
+/// hypervisor answers it), so its sites are found only ahead. False if
+/// it was left alone.
+pub fn rewrite_cpuid_ahead(site: u64) -> bool {
+    if !*ENABLED.get() {
+        return false;
+    }
+    let Ok(Some(place)) = sitefind::function_of(site, true) else { return false };
+    rewrite_two_byte(&place, site, Kind::Cpuid)
+}
+
 /// Where the program's own code has the instruction a stub starts with,
 /// for a fault at `rip` in it: a fault in an instruction the stub runs in
 /// its place (the third form) shows the program the address it knows,
@@ -294,7 +350,10 @@ fn stub_for(s: &mut Sites, at: u64) -> Option<(u64, u64)> {
         Some(i) => i,
         None => {
             let start = mm::map_near_below(at, AREA_LEN, REACH)?;
-            mm::copy_to_frames(start, &fast_entry().to_le_bytes());
+            let mut entries = [0u8; 16];
+            entries[..8].copy_from_slice(&fast_entry().to_le_bytes());
+            entries[8..].copy_from_slice(&crate::cpuid::fast_entry().to_le_bytes());
+            mm::copy_to_frames(start, &entries);
             s.areas.push(Area { start, used: STUB_LEN });
             s.areas.len() - 1
         }
@@ -306,12 +365,12 @@ fn stub_for(s: &mut Sites, at: u64) -> Option<(u64, u64)> {
 }
 
 /// Rewrites the site at `at` (see `Site`): `moved` is the instruction at
-/// `at` its stub runs first (empty: the `syscall` itself is the site);
-/// false if it was left alone.
-fn patch(at: u64, len: u8, orig: [u8; 5], moved: &[u8], pad: Option<(u64, [u8; 5])>) -> bool {
+/// `at` its stub runs first (empty: the `syscall` or `cpuid` itself is
+/// the site); false if it was left alone.
+fn patch(at: u64, len: u8, orig: [u8; 5], moved: &[u8], pad: Option<(u64, [u8; 5])>, kind: Kind) -> bool {
     let mut s = core::mem::replace(&mut mm::current().rewrite, Sites::new());
     let site = Site { at, len, orig, stub: 0, pad };
-    let done = s.sites.len() < MAX_SITES && patch_in(&mut s, site, moved);
+    let done = s.sites.len() < MAX_SITES && patch_in(&mut s, site, moved, kind);
     // Mapping a new stub area may have recorded nothing meanwhile (the
     // record was out), so this puts back the only copy.
     mm::current().rewrite = s;
@@ -339,7 +398,7 @@ fn rewritten(site: &Site) -> Option<([u8; 5], Option<[u8; 5]>)> {
     }
 }
 
-fn patch_in(s: &mut Sites, mut site: Site, moved: &[u8]) -> bool {
+fn patch_in(s: &mut Sites, mut site: Site, moved: &[u8], kind: Kind) -> bool {
     // The moved instruction, then 13 bytes of ours.
     if moved.len() > STUB_LEN as usize - 13 {
         return false;
@@ -347,16 +406,17 @@ fn patch_in(s: &mut Sites, mut site: Site, moved: &[u8]) -> bool {
     let near = site.pad.map_or(site.at, |(p, _)| p);
     let Some((area, stub)) = stub_for(s, near) else { return false };
     site.stub = stub;
-    // [the moved instruction;] lea rcx, [rip + (syscall + 2)]; jmp [rip + area]; int3...
+    // [the moved instruction;] lea rcx|rbx, [rip + (site + 2)];
+    // jmp [rip + area's entry]; int3...
     let mut code = [0xccu8; STUB_LEN as usize];
     let i = moved.len();
     code[..i].copy_from_slice(moved);
     let back_to = if i > 0 { site.at + i as u64 + 2 } else { site.at + u64::from(site.len) };
-    code[i..i + 3].copy_from_slice(&[0x48, 0x8d, 0x0d]);
+    code[i..i + 3].copy_from_slice(&kind.lea());
     let ok = (|| {
         code[i + 3..i + 7].copy_from_slice(&rel32(stub + i as u64 + 7, back_to)?);
         code[i + 7..i + 9].copy_from_slice(&[0xff, 0x25]);
-        code[i + 9..i + 13].copy_from_slice(&rel32(stub + i as u64 + 13, area)?);
+        code[i + 9..i + 13].copy_from_slice(&rel32(stub + i as u64 + 13, area + kind.slot())?);
         let (bytes, pad_jmp) = rewritten(&site)?;
         mm::copy_to_frames(stub, &code);
         if let (Some((pad, orig)), Some(j)) = (site.pad, pad_jmp) {

@@ -119,6 +119,7 @@ const IOCTL_REQUESTS: &[u64] = &[
     0xc008ae88, // KVM_GET_MSRS
     0x4008ae89, // KVM_SET_MSRS
     0x4008ae90, // KVM_SET_CPUID2
+    0xc008ae91, // KVM_GET_CPUID2 (first vCPU: the CPUID page, abi::CPUID_GPA)
     0x4068aea3, // KVM_ENABLE_CAP (vCPU: ENFORCE_PV_FEATURE_CPUID)
     0x4008ae9c, // KVM_X86_SETUP_MCE (one machine-check bank: fewer MSRs to restore)
     0x8040ae9f, // KVM_GET_VCPU_EVENTS (first vCPU: the events a reset restores)

@@ -25,6 +25,7 @@
 //! | [`STATS_GPA`] | [`RuntimeStats`] written by the runtime |
 //! | [`RESUME_GPA`] .. +[`RESUME_MAX`] | a restored run's inputs ([`hc::SNAPSHOT`]) |
 //! | [`ARGS_GPA`] .. +[`ARGS_MAX`] | argv and envp strings |
+//! | [`CPUID_GPA`] | the vCPU's CPUID leaves ([`cpuid::Table`]), written by the host |
 //! | [`PAGE_TABLES_GPA`] .. +[`PAGE_TABLES_MAX`] | page tables built by the host |
 //! | [`RUNTIME_GPA`] .. +[`RUNTIME_MAX`] | the runtime image (code, data, bss) |
 //! | the runtime's end ([`BootInfo::free_start`]) .. | free frames, owned by the runtime |
@@ -40,7 +41,7 @@ mod plain_data;
 
 /// Version of this contract. Bump on any incompatible change; the host
 /// refuses a runtime (and later a snapshot) with another version.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 pub const PAGE_SIZE: u64 = 0x1000;
 pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
@@ -68,6 +69,10 @@ pub const RESUME_MAX: u64 = 0x3000;
 pub const ARGS_GPA: u64 = 0x1_0000;
 /// Maximum total size of argv + envp strings (with their NULs).
 pub const ARGS_MAX: u64 = 0x4_0000;
+/// The CPUID leaves of the vCPU ([`cpuid::Table`]), as KVM answers them,
+/// written by the host at boot and when a snapshot from a file resumes:
+/// the runtime answers a rewritten `cpuid` from here (see `cpuid`).
+pub const CPUID_GPA: u64 = 0x5_0000;
 pub const PAGE_TABLES_GPA: u64 = 0x10_0000;
 pub const PAGE_TABLES_MAX: u64 = 0x10_0000;
 pub const RUNTIME_GPA: u64 = 0x20_0000;
@@ -421,6 +426,67 @@ pub mod prefault {
     }
 }
 
+/// The CPUID page ([`CPUID_GPA`]): the leaves the host gave the vCPU
+/// (`KVM_GET_CPUID2` after the vCPU's control registers are set, so the
+/// bits KVM derives from them — OSXSAVE, the XSAVE area's sizes — are as
+/// the guest sees them). A `cpuid` whose leaf (and, where the entry says
+/// its subleaf matters, subleaf) has an entry returns that entry's
+/// registers; any other (out-of-range leaves and subleaves) is left to
+/// the CPU. `count` beyond [`cpuid::MAX_ENTRIES`] means none.
+pub mod cpuid {
+    /// [`Table::magic`].
+    pub const MAGIC: u32 = u32::from_le_bytes(*b"CPU1");
+    /// [`Entry::flags`]: `ecx` selects among entries of this leaf.
+    pub const FLAG_INDEX: u32 = 1;
+    /// Entries that fit the page after the header.
+    pub const MAX_ENTRIES: usize = 126;
+
+    /// One leaf, 32 bytes (the runtime's lookup reads these offsets).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Entry {
+        pub function: u32,
+        pub index: u32,
+        pub flags: u32,
+        pub eax: u32,
+        pub ebx: u32,
+        pub ecx: u32,
+        pub edx: u32,
+        pub _pad: u32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Table {
+        pub magic: u32,
+        pub count: u32,
+        pub _pad: [u32; 2],
+        pub entries: [Entry; MAX_ENTRIES],
+    }
+
+    impl Default for Table {
+        fn default() -> Table {
+            Table { magic: 0, count: 0, _pad: [0; 2], entries: [Entry::default(); MAX_ENTRIES] }
+        }
+    }
+
+    const _: () = assert!(core::mem::size_of::<Entry>() == 32);
+    const _: () = assert!(core::mem::size_of::<Table>() <= super::PAGE_SIZE as usize);
+
+    /// What a `cpuid` of `leaf`/`subleaf` returns per `t`, if an entry
+    /// answers it (the runtime's assembly does the same lookup).
+    pub fn lookup(t: &Table, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        if t.magic != MAGIC {
+            return None;
+        }
+        let n = (t.count as usize).min(MAX_ENTRIES);
+        t.entries[..n]
+            .iter()
+            .find(|e| e.function == leaf && (e.flags & FLAG_INDEX == 0 || e.index == subleaf))
+            .map(|e| [e.eax, e.ebx, e.ecx, e.edx])
+    }
+}
+
 /// What a restored guest learns about the run it now serves (see
 /// [`hc::RESUME_INFO`]); followed by `args_len` bytes of argv then envp
 /// strings (NUL-terminated), `manifest_len` bytes of manifest and
@@ -699,6 +765,7 @@ mod tests {
             (STATS_GPA, STATS_SIZE),
             (RESUME_GPA, RESUME_MAX),
             (ARGS_GPA, ARGS_MAX),
+            (CPUID_GPA, PAGE_SIZE),
             (PAGE_TABLES_GPA, PAGE_TABLES_MAX),
             (RUNTIME_GPA, RUNTIME_MAX),
         ];

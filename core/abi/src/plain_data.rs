@@ -4,6 +4,7 @@
 //! given `vm-memory`'s `ByteValued`, so the host reads and writes them
 //! through `vm-memory` instead of hand-written byte views.
 
+use crate::cpuid::{Entry as CpuidEntry, Table as CpuidTable};
 use crate::fs::{Dirent, ManifestEntry, Stat};
 use crate::{BootInfo, ExceptionFrame, Hypercall, ResumeInfo, RuntimeHeader, RuntimeStats};
 
@@ -93,6 +94,8 @@ no_padding!(ExceptionFrame { vector: u64, error_code: u64, rip: u64, cs: u64, rf
 no_padding!(ManifestEntry { kind: u32, mode: u32, handle: u64, size: u64, path_len: u32, _pad: u32 });
 no_padding!(Stat { mode: u32, nlink: u32, size: u64, ino: u64, mtime_sec: i64, mtime_nsec: u32, _pad: u32 });
 no_padding!(Dirent { ino: u64, dtype: u8, name_len: u8 });
+no_padding!(CpuidEntry { function: u32, index: u32, flags: u32, eax: u32, ebx: u32, ecx: u32, edx: u32, _pad: u32 });
+no_padding!(CpuidTable { magic: u32, count: u32, _pad: [u32; 2], entries: [CpuidEntry; crate::cpuid::MAX_ENTRIES] });
 
 #[cfg(feature = "vm-memory")]
 mod byte_valued {
@@ -131,4 +134,11 @@ mod byte_valued {
     // it has no padding (checked above), so every byte pattern is a valid
     // value.
     unsafe impl ByteValued for Dirent {}
+    // SAFETY: repr(C), Copy; its fields are all u32 and it has no padding
+    // (checked above), so every byte pattern is a valid value.
+    unsafe impl ByteValued for CpuidEntry {}
+    // SAFETY: repr(C), Copy; its fields are u32, an array of u32 and an
+    // array of CpuidEntry (itself plain data) and it has no padding
+    // (checked above), so every byte pattern is a valid value.
+    unsafe impl ByteValued for CpuidTable {}
 }

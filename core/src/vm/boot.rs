@@ -164,7 +164,22 @@ impl Vm {
             // restores ([`isolation`]).
             let _ = system.reset.set(ResetState::probe(&self.vcpu, &system.msr_candidates)?);
         }
+        if system.cpuid_page.get().is_none() {
+            let _ = system.cpuid_page.set(Box::new(cpuid_page(&self.vcpu)?));
+        }
         Ok(())
+    }
+
+    /// Writes the CPUID page ([`abi::CPUID_GPA`]) the runtime answers a
+    /// rewritten `cpuid` from: done at boot, and by the caller when a
+    /// snapshot from a file (taken on another host, perhaps) resumes.
+    pub fn write_cpuid_page(&self) -> Result<()> {
+        match self._system.cpuid_page.get() {
+            Some(page) => self.write_obj(abi::CPUID_GPA, &**page),
+            // Not read (cannot happen after setup_vcpu): no entries, so
+            // every `cpuid` goes to the CPU.
+            None => self.write_obj(abi::CPUID_GPA, &abi::cpuid::Table::default()),
+        }
     }
 
     /// Writes the boot-info page, argv/envp and the program image, and
@@ -280,6 +295,7 @@ impl Vm {
 
     /// Points the vCPU at the runtime's entry with the boot information.
     fn enter_runtime(&mut self) -> Result<()> {
+        self.write_cpuid_page()?;
         let h = &self.runtime.header;
         let regs = kvm_regs {
             rip: h.entry,
@@ -349,6 +365,29 @@ pub(super) fn boot_msrs(h: &abi::RuntimeHeader) -> Result<Msrs> {
         msr(MSR_PAT, PAT_DEFAULT),
     ])
     .map_err(|_| VmError::RuntimeImage("too many MSRs"))
+}
+
+/// The CPUID page of a vCPU whose CPUID, XCR0 and control registers are
+/// set: KVM's answers, with the bits it derives from that state (OSXSAVE,
+/// the XSAVE sizes) as the guest will see them. Entries past the page's
+/// room are left out (their leaves go to the CPU).
+fn cpuid_page(vcpu: &kvm_ioctls::VcpuFd) -> Result<abi::cpuid::Table> {
+    let got = vcpu.get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES).map_err(VmError::kvm("KVM_GET_CPUID2"))?;
+    let mut t = abi::cpuid::Table { magic: abi::cpuid::MAGIC, ..Default::default() };
+    for (slot, e) in t.entries.iter_mut().zip(got.as_slice()) {
+        *slot = abi::cpuid::Entry {
+            function: e.function,
+            index: e.index,
+            flags: if e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0 { abi::cpuid::FLAG_INDEX } else { 0 },
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            _pad: 0,
+        };
+        t.count += 1;
+    }
+    Ok(t)
 }
 
 /// Debug registers as at power-on: no breakpoints.

@@ -46,6 +46,9 @@ struct KvmSystem {
     msr_candidates: Vec<u32>,
     /// What a reset writes back, read from the first vCPU set up.
     reset: OnceLock<ResetState>,
+    /// The CPUID page every guest gets ([`abi::CPUID_GPA`]), read from
+    /// the first vCPU set up.
+    cpuid_page: OnceLock<Box<abi::cpuid::Table>>,
 }
 
 fn kvm_system() -> Result<Arc<KvmSystem>> {
@@ -66,8 +69,16 @@ fn kvm_system() -> Result<Arc<KvmSystem>> {
     let (sync_regs, sync_events) = (sync & 0x3 == 0x3, sync & 0x7 == 0x7);
     let enforce_pv = isolation::can_enforce_pv_cpuid(&kvm);
     let msr_candidates = isolation::candidate_msrs(&kvm)?;
-    let sys =
-        Arc::new(KvmSystem { kvm, cpuid, sync_regs, sync_events, enforce_pv, msr_candidates, reset: OnceLock::new() });
+    let sys = Arc::new(KvmSystem {
+        kvm,
+        cpuid,
+        sync_regs,
+        sync_events,
+        enforce_pv,
+        msr_candidates,
+        reset: OnceLock::new(),
+        cpuid_page: OnceLock::new(),
+    });
     *slot = Some(sys.clone());
     Ok(sys)
 }

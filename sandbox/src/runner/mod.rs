@@ -315,6 +315,11 @@ impl<'a> Runner<'a> {
                     None => clone_vm(&snap, aid, None)?,
                 };
                 let vm = slot.insert(vm);
+                if snap.0.from_file {
+                    // Taken elsewhere, perhaps on another host: the
+                    // runtime answers `cpuid` with this vCPU's leaves.
+                    vm.write_cpuid_page().map_err(Error::from)?;
+                }
                 // The guest resumes from its snapshot hypercall: this run's
                 // inputs wait in the resume area when they fit (no exit to
                 // fetch them), else the guest asks for them.

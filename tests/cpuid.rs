@@ -1,0 +1,97 @@
+//! `cpuid` answered by the runtime (issue 20): an entry snapshot's eager
+//! rewriting also turns the program's `cpuid` sites into jumps to the
+//! runtime, which answers from the CPUID page the host wrote (the
+//! vCPU's own leaves) and leaves the rest to the CPU. Every leaf and
+//! subleaf of a sweep must read the same as with rewriting off (every
+//! `cpuid` then goes to the hypervisor), from a snapshot taken in this
+//! process and from one loaded from a file (whose page the host writes
+//! anew); registers, flags and the red zone must survive as natively.
+//! The library runs force rewriting on for this process (the switch is
+//! read once per process); the off run goes through the `hvsandbox`
+//! command, which sets its own.
+
+use std::process::Command as Std;
+
+use hvsandbox::{Command, ExitStatus};
+use hvsandbox_tests::{from_entry_snapshot, hvsandbox_bin, musl};
+
+fn rewriting_on() {
+    static ON: std::sync::Once = std::sync::Once::new();
+    ON.call_once(|| std::env::set_var("HVSANDBOX_REWRITE", "1"));
+}
+
+/// `cpuid`'s output with rewriting off: the hypervisor's answers.
+fn hypervisor_answers() -> String {
+    let out = Std::new(hvsandbox_bin())
+        .env("HVSANDBOX_REWRITE", "0")
+        .args(["run", "--timeout", "30s", "--"])
+        .arg(musl("cpuid"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().count() > 50, "a sweep of leaves:\n{text}");
+    assert!(text.starts_with("0.0: "), "{text}");
+    assert!(text.ends_with("checks: 0 bad\nsite: 0f 48\n"), "off, the site is as written:\n{text}");
+    text
+}
+
+/// The output with the site line replaced by what it was before
+/// rewriting, after checking it was rewritten (second form: `jmp rel8`
+/// at the `cpuid`; third: `jmp rel32` at the `movabs` before it).
+fn rewritten_site(text: &str) -> String {
+    let (body, site) = text.rsplit_once("site: ").unwrap_or_else(|| panic!("no site line:\n{text}"));
+    assert!(site == "eb 48\n" || site == "0f e9\n", "the site is rewritten: {site}");
+    format!("{body}site: 0f 48\n")
+}
+
+#[test]
+fn a_rewritten_cpuid_answers_as_the_hypervisor_from_a_snapshot_in_this_process() {
+    rewriting_on();
+    let want = hypervisor_answers();
+    let mut sb = from_entry_snapshot(&Command::new(musl("cpuid")));
+    for round in 0..2 {
+        let out = sb.run(&Command::resume()).expect("run from the snapshot");
+        assert_eq!(out.status, ExitStatus::Code(0), "round {round}: {}", out.stderr_str());
+        assert_eq!(rewritten_site(&out.stdout_str()), want, "round {round}");
+    }
+}
+
+#[test]
+fn a_rewritten_cpuid_answers_as_the_hypervisor_from_a_snapshot_file() {
+    let want = hypervisor_answers();
+    let dir = std::env::temp_dir().join(format!("hvsandbox-cpuid-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cpuid.snap");
+    let taken = Std::new(hvsandbox_bin())
+        .env("HVSANDBOX_REWRITE", "1")
+        .args(["snapshot", "--at", "entry", "-o"])
+        .arg(&file)
+        .arg("--")
+        .arg(musl("cpuid"))
+        .output()
+        .unwrap();
+    assert!(taken.status.success(), "{}", String::from_utf8_lossy(&taken.stderr));
+    // A new process loads it: the host writes its own vCPU's leaves into
+    // the page the snapshot carries.
+    let run = Std::new(hvsandbox_bin())
+        .env("HVSANDBOX_REWRITE", "1")
+        .args(["run", "--timeout", "30s", "--from-snapshot"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(rewritten_site(&String::from_utf8(run.stdout).unwrap()), want);
+}
+
+#[test]
+fn registers_flags_and_the_red_zone_survive_a_rewritten_cpuid_as_natively() {
+    rewriting_on();
+    let native = Std::new(musl("cpuid")).arg("checks").output().unwrap();
+    assert!(native.status.success());
+    assert_eq!(String::from_utf8_lossy(&native.stdout), "checks: 0 bad\n", "natively");
+    let mut sb = from_entry_snapshot(&Command::new(musl("cpuid")));
+    let out = sb.run(&Command::resume().arg("checks")).expect("run from the snapshot");
+    assert_eq!(out.stdout_str(), "checks: 0 bad\n", "{}", out.stderr_str());
+}

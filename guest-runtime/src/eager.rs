@@ -1,16 +1,25 @@
-//! Eager system-call and `cpuid` site rewriting for an entry snapshot: at the entry
-//! nothing of the program has run, so the lazy rewriter (`rewrite.rs`,
-//! a site at its fourth slow call) would leave every run from the
-//! snapshot to find its sites slow again (and the reset would undo what
-//! it rewrote). Here, before the snapshot is taken, every function the
-//! program file's table names (`fnindex.rs`) is swept with the length
-//! decoder (`x86len.rs`) and each `syscall` found is rewritten the way
-//! the lazy path would (`rewrite::rewrite_ahead`, which proves the site
-//! again from its function's start): the snapshot then holds the
-//! patched pages, so resets keep them. Each `cpuid` found is rewritten
-//! too (`rewrite::rewrite_cpuid_ahead`, see `cpuid.rs`): the hypervisor
-//! answers those without the runtime seeing them, so this sweep is the
-//! only way to find them.
+//! Eager system-call and `cpuid` site rewriting for an entry snapshot:
+//! at the entry nothing of the program has run, so the lazy rewriter
+//! (`rewrite.rs`, a site at its fourth slow call) would leave every run
+//! from the snapshot to find its sites slow again (and the reset would
+//! undo what it rewrote). Here, before the snapshot is taken, every
+//! function the program file's table names (`fnindex.rs`) is swept with
+//! the length decoder (`x86len.rs`) and each `syscall` found is
+//! rewritten the way the lazy path would (`rewrite::rewrite_ahead`,
+//! which proves the site again from its function's start): the snapshot
+//! then holds the patched pages, so resets keep them. Each `cpuid` found
+//! is rewritten too (`rewrite::rewrite_cpuid_ahead`, see `cpuid.rs`):
+//! the hypervisor answers those without the runtime seeing them, so this
+//! sweep is the only way to find them.
+//!
+//! A site those forms leave (short instructions before it, no padding in
+//! reach) gets a fourth form that only this moment allows: the run of
+//! instructions right before it moves to the stub (`move_runs`,
+//! `rewrite::rewrite_run_ahead`). Moving several instructions is safe
+//! only where no task can be stopped between them and no jump lands
+//! among them: at the entry none has run, and a second sweep checks
+//! every direct jump of the program (functions with an indirect jump
+//! keep their sites as they are).
 //!
 //! Only the program's own file (its private code mappings at the entry;
 //! a dynamic program's libraries are not mapped yet). A `syscall` right
@@ -42,8 +51,9 @@ const MAX_PAGES: usize = 256;
 /// The rt_sigreturn number.
 const RT_SIGRETURN: u32 = 15;
 
-/// Rewrites the `syscall` sites of `node`'s code mapped in the current
-/// address space (the program at its entry). Returns how many.
+/// Rewrites the `syscall` and `cpuid` sites of `node`'s code mapped in
+/// the current address space (the program at its entry). Returns how
+/// many.
 pub fn rewrite_program(node: &NodeRef) -> usize {
     if !crate::rewrite::enabled() {
         return 0;
@@ -58,7 +68,9 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
         .filter(|c| Rc::as_ptr(&c.file) as *const u8 == node_ptr)
         .map(|c| (c.start, c.end, c.offset))
         .collect();
-    let mut budget = Budget { swept: 0, sites: 0, pages: Vec::new(), last_site: 0 };
+    // The functions swept, in memory: (start, length).
+    let mut functions = Vec::new();
+    let mut swept = 0;
     for &(fstart, fend) in idx.ranges() {
         let Some(len) = fend.checked_sub(fstart).filter(|&n| n > 0 && n <= MAX_FUNCTION) else { continue };
         let Some(seg) = idx.segments.iter().find(|s| fstart >= s.vaddr && fend - s.vaddr <= s.filesz) else {
@@ -69,11 +81,23 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
             continue;
         };
         let at = mstart + (off - moff);
-        if !crate::mm::user_access_ok(at, len, crate::mm::PROT_EXEC) || budget.swept + len > MAX_SWEPT {
+        if !crate::mm::user_access_ok(at, len, crate::mm::PROT_EXEC) || swept + len > MAX_SWEPT {
             continue;
         }
-        budget.swept += len;
-        for (sc, found) in sites_in(at, len) {
+        if functions.try_reserve(1).is_err() {
+            break;
+        }
+        swept += len;
+        functions.push((at, len));
+    }
+    let mut budget = Budget { sites: 0, pages: Vec::new(), last_site: 0 };
+    // Sites the first three forms left, with the run of instructions
+    // before them that could move instead (the fourth form).
+    let mut runs: Vec<(u64, Found)> = Vec::new();
+    for &(at, len) in &functions {
+        let (sites, indirect) = sites_in(at, len);
+        for found in sites {
+            let sc = found.at;
             if sc <= budget.last_site {
                 // Looked at already (ranges overlap): rewritten, its
                 // bytes now differ, or refused.
@@ -82,20 +106,64 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
             if !budget.admit(sc) {
                 return budget.sites;
             }
-            let done = match found {
-                Found::Syscall(nr) => crate::rewrite::rewrite_ahead(sc, nr),
-                Found::Cpuid => crate::rewrite::rewrite_cpuid_ahead(sc),
+            let done = match found.what {
+                What::Syscall(nr) => crate::rewrite::rewrite_ahead(sc, nr),
+                What::Cpuid => crate::rewrite::rewrite_cpuid_ahead(sc),
             };
             if done {
                 budget.sites += 1;
+            } else if let Some(run) = found.run.filter(|_| !indirect) {
+                // (A function with a jump table may jump anywhere in itself.)
+                if runs.try_reserve(1).is_ok() {
+                    runs.push((run, found));
+                }
             }
         }
     }
-    budget.sites
+    budget.sites + move_runs(&functions, runs)
+}
+
+/// The fourth form for the sites in `runs` (each with the start of the
+/// run of instructions before it): nothing of the program has run yet,
+/// so no task is stopped inside a run, and only a jump could land inside
+/// one (between its first instruction and the site), where the jump to
+/// the stub now is. So a second sweep of every function looks at each
+/// direct jump, conditional jump and call, and a run any of them lands
+/// inside stays as it is. (Functions with an indirect jump were left out
+/// by the caller; code no table describes is not swept, and jumps into
+/// the middle of a compiled function from such code are not expected.)
+fn move_runs(functions: &[(u64, u64)], mut runs: Vec<(u64, Found)>) -> usize {
+    if runs.is_empty() {
+        return 0;
+    }
+    runs.sort_unstable_by_key(|r| r.0);
+    let mut landed = alloc::vec![false; runs.len()];
+    for &(at, len) in functions {
+        let Some(code) = sitefind::code_bytes(at, len) else { continue };
+        let mut i = 0;
+        while i < code.len() {
+            let Some(n) = x86len::length(&code[i..]) else { break };
+            if let Some(x86len::Jump::To(t)) = x86len::jump(&code[i..i + n], at + i as u64) {
+                // The last run starting before `t`: inside it if `t` is
+                // past its start and before its site.
+                let k = runs.partition_point(|r| r.0 < t);
+                if k > 0 && t < runs[k - 1].1.at {
+                    landed[k - 1] = true;
+                }
+            }
+            i += n;
+        }
+    }
+    let mut done = 0;
+    for ((start, found), landed) in runs.iter().zip(landed) {
+        if !landed && crate::rewrite::rewrite_run_ahead(*start, found.at, found.what == What::Cpuid) {
+            done += 1;
+        }
+    }
+    done
 }
 
 struct Budget {
-    swept: u64,
     sites: usize,
     /// Pages holding rewritten sites (sorted).
     pages: Vec<u64>,
@@ -119,9 +187,9 @@ impl Budget {
     }
 }
 
-/// A site a sweep found.
+/// What a site a sweep found is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Found {
+enum What {
     /// A `syscall`, with the number a `mov eax, imm32` right before it
     /// loads (None: not such a `mov`).
     Syscall(Option<u64>),
@@ -129,28 +197,83 @@ enum Found {
     Cpuid,
 }
 
+/// A site a sweep found.
+#[derive(Clone, Copy, Debug)]
+struct Found {
+    at: u64,
+    what: What,
+    /// Where the shortest run of two or more instructions right before
+    /// it starts that has 5 bytes or more, all relocatable (the fourth
+    /// form's candidate).
+    run: Option<u64>,
+}
+
+/// Longest run of instructions moved to a stub (the stub's room).
+const MAX_RUN: usize = 19;
+
 /// The `syscall` and `cpuid` instructions a sweep of `len` bytes from
-/// `at` (a function's start) meets. `syscall`s after a load of
-/// rt_sigreturn's number are left out. The sweep ends at the first byte
-/// it cannot decode.
-fn sites_in(at: u64, len: u64) -> Vec<(u64, Found)> {
+/// `at` (a function's start) meets, and whether the function has an
+/// indirect jump. `syscall`s after a load of rt_sigreturn's number are
+/// left out. The sweep ends at the first byte it cannot decode.
+fn sites_in(at: u64, len: u64) -> (Vec<Found>, bool) {
     let mut out = Vec::new();
-    let Some(code) = sitefind::code_bytes(at, len) else { return out };
+    let mut indirect = false;
+    let Some(code) = sitefind::code_bytes(at, len) else { return (out, indirect) };
     let mut i = 0;
-    let mut prev: &[u8] = &[];
+    // The last few instructions: (offset, length), newest last.
+    let mut recent: [(usize, usize); 4] = [(0, 0); 4];
+    let mut seen = 0usize;
     while i < code.len() {
         let Some(n) = x86len::length(&code[i..]) else { break };
         let ins = &code[i..i + n];
-        if ins == [0x0f, 0x05] && loaded_number(prev) != Some(Some(RT_SIGRETURN)) && out.try_reserve(1).is_ok() {
-            let nr = loaded_number(prev).flatten().filter(|_| prev.first() == Some(&0xb8)).map(u64::from);
-            out.push((at + i as u64, Found::Syscall(nr)));
-        } else if ins == [0x0f, 0xa2] && out.try_reserve(1).is_ok() {
-            out.push((at + i as u64, Found::Cpuid));
+        indirect |= x86len::jump(ins, at + i as u64) == Some(x86len::Jump::Indirect);
+        let prev: &[u8] = if seen > 0 {
+            let (o, l) = recent[3];
+            &code[o..o + l]
+        } else {
+            &[]
+        };
+        let what = if ins == [0x0f, 0x05] && loaded_number(prev) != Some(Some(RT_SIGRETURN)) {
+            Some(What::Syscall(loaded_number(prev).flatten().filter(|_| prev.first() == Some(&0xb8)).map(u64::from)))
+        } else if ins == [0x0f, 0xa2] {
+            Some(What::Cpuid)
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            if out.try_reserve(1).is_ok() {
+                let run = run_before(code, &recent[4 - seen.min(4)..], i).map(|o| at + o as u64);
+                out.push(Found { at: at + i as u64, what, run });
+            }
         }
-        prev = ins;
+        recent.rotate_left(1);
+        recent[3] = (i, n);
+        seen += 1;
         i += n;
     }
-    out
+    (out, indirect)
+}
+
+/// The start of the shortest run of two or more of the `recent`
+/// instructions (oldest first, the last ending at `site`) that has 5
+/// bytes or more and at most `MAX_RUN`, each relocatable and none a load
+/// of rt_sigreturn's number, within one page with the site's 2 bytes.
+fn run_before(code: &[u8], recent: &[(usize, usize)], site: usize) -> Option<usize> {
+    let mut start = site;
+    for (k, &(o, l)) in recent.iter().rev().enumerate() {
+        let ins = &code[o..o + l];
+        if o + l != start || x86len::relocatable(ins) != Some(l) || loaded_number(ins) == Some(Some(RT_SIGRETURN)) {
+            return None;
+        }
+        start = o;
+        if site - start > MAX_RUN {
+            return None;
+        }
+        if k >= 1 && site - start >= 5 {
+            return Some(start);
+        }
+    }
+    None
 }
 
 /// What `ins` loads into EAX/RAX: Some(Some(n)) for an immediate `n`
@@ -171,7 +294,43 @@ fn loaded_number(ins: &[u8]) -> Option<Option<u32>> {
 
 #[cfg(test)]
 mod tests {
-    use super::loaded_number;
+    use super::{loaded_number, run_before};
+
+    /// The instructions of `code` up to `site` as a sweep sees them.
+    fn recent(code: &[u8], site: usize) -> alloc::vec::Vec<(usize, usize)> {
+        let mut out = alloc::vec::Vec::new();
+        let mut i = 0;
+        while i < site {
+            let n = crate::x86len::length(&code[i..]).unwrap();
+            out.push((i, n));
+            i += n;
+        }
+        out
+    }
+
+    #[test]
+    fn the_run_before_a_site_is_the_shortest_of_two_or_more_instructions_with_5_bytes() {
+        // add esi, 1; mov eax, edi; mov ecx, esi; cpuid (glibc's leaf-4 loop)
+        let code = [0x83, 0xc6, 0x01, 0x89, 0xf8, 0x89, 0xf1, 0x0f, 0xa2];
+        assert_eq!(run_before(&code, &recent(&code, 7), 7), Some(0), "7 bytes in three");
+        // mov r8, r9 (3); mov r9, r11 (3): two are enough.
+        let code = [0x90, 0x4d, 0x89, 0xc1, 0x4d, 0x89, 0xcb, 0x0f, 0xa2];
+        assert_eq!(run_before(&code, &recent(&code, 7), 7), Some(1));
+        // A RIP-relative load in the run: not movable.
+        let code = [0x8b, 0x05, 1, 2, 3, 4, 0x89, 0xf1, 0x0f, 0xa2];
+        assert_eq!(run_before(&code, &recent(&code, 8), 8), None);
+        // mov eax, 15 (rt_sigreturn's number) is never moved.
+        let code = [0xb8, 0x0f, 0, 0, 0, 0x89, 0xf1, 0x0f, 0x05];
+        assert_eq!(run_before(&code, &recent(&code, 7), 7), None);
+        // Too few bytes before the function's start.
+        let code = [0x89, 0xf8, 0x0f, 0xa2];
+        assert_eq!(run_before(&code, &recent(&code, 2), 2), None);
+        // Two 10-byte movabs: the shortest run of two has 20 bytes, more
+        // than a stub holds (one alone is the third form's).
+        let mut code = alloc::vec![0x48, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 0x48, 0xb9, 1, 2, 3, 4, 5, 6, 7, 8];
+        code.extend_from_slice(&[0x0f, 0xa2]);
+        assert_eq!(run_before(&code, &recent(&code, 20), 20), None);
+    }
 
     #[test]
     fn loads_of_a_number_into_eax_are_recognised() {

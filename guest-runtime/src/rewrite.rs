@@ -12,7 +12,7 @@
 //! function holds it and a sweep of instruction lengths from that
 //! function's start proves the bytes are the instructions they look like
 //! (`sitefind.rs`): never bytes inside a longer instruction, never code
-//! no file describes (JITs). Three forms:
+//! no file describes (JITs). Four forms:
 //! - `mov eax, imm32; syscall` (`b8 imm32 0f 05`, the call's own number):
 //!   the `mov` becomes `jmp rel32` to a stub that does what both did; the
 //!   `syscall` after it stays, so anything that jumps to it, or re-runs
@@ -34,6 +34,14 @@
 //!   instruction starts among them, so nothing jumps or returns there),
 //!   and the `syscall` stays as in the first form. A fault in the moved
 //!   instruction shows the program its own address (`moved_from`).
+//! - only ahead of time (`eager.rs`, at an entry snapshot): a run of
+//!   several short instructions before the site moves to the stub
+//!   (`rewrite_run_ahead`).
+//!
+//! `cpuid` sites are rewritten the same ways (second, third and fourth
+//! forms), ahead of time only: the hypervisor answers a `cpuid` without
+//! the runtime seeing it. Their stubs set RBX (one of `cpuid`'s outputs)
+//! to the way back and jump to `cpuid_fast_entry` (`cpuid.rs`).
 //!
 //! The stub sets RCX to the address after the `syscall` and jumps through
 //! a pointer to `syscall_fast_entry` (main.rs), which moves to the
@@ -322,12 +330,54 @@ pub fn rewrite_cpuid_ahead(site: u64) -> bool {
     rewrite_two_byte(&place, site, Kind::Cpuid)
 }
 
+/// The fourth form, only ahead of time (`eager.rs`, at the entry, before
+/// anything of the program has run): the run of two or more
+/// instructions from `start` to the `syscall` or `cpuid` at `site` (5 to
+/// 19 bytes, each relocatable, in one page) moves to the stub, and its
+/// first 5 bytes become the jump there. Done at run time this could
+/// strand a task stopped between two of them (preempted, or in a signal
+/// frame) inside the new jump; ahead of time none is, and the caller has
+/// made sure no jump of the program lands inside the run. The site's own
+/// instruction stays for jumps to it. False if it was left alone.
+pub fn rewrite_run_ahead(start: u64, site: u64, cpuid: bool) -> bool {
+    if !*ENABLED.get() {
+        return false;
+    }
+    let Some(len) = site.checked_sub(start).filter(|n| (5..=STUB_LEN - 13).contains(n)) else { return false };
+    if (start & (PAGE - 1)) + len + 2 > PAGE {
+        return false;
+    }
+    let Ok(Some(place)) = sitefind::function_of(site, true) else { return false };
+    let Some(moved) = sitefind::code_bytes(start, len) else { return false };
+    let Some(first) = crate::x86len::relocatable(moved) else { return false };
+    if start < place.from || !place.instruction_at(start, first) || !place.instruction_at(site, 2) {
+        return false;
+    }
+    let mut i = 0;
+    while i < moved.len() {
+        match crate::x86len::relocatable(&moved[i..]) {
+            Some(n) if !loads_rt_sigreturn(&moved[i..i + n]) => i += n,
+            _ => return false,
+        }
+    }
+    let kind = if cpuid { Kind::Cpuid } else { Kind::Syscall };
+    // SAFETY: `site` holds a 2-byte instruction of a readable, backed
+    // mapping (checked by instruction_at).
+    if unsafe { core::ptr::read_unaligned(site as *const [u8; 2]) } != kind.opcode() {
+        return false;
+    }
+    let orig = [moved[0], moved[1], moved[2], moved[3], moved[4]];
+    patch(start, 5, orig, moved, None, kind)
+}
+
 /// Where the program's own code has the instruction a stub starts with,
 /// for a fault at `rip` in it: a fault in an instruction the stub runs in
 /// its place (the third form) shows the program the address it knows,
 /// and a handler that returns runs the stub again.
 pub fn moved_from(rip: u64) -> Option<u64> {
-    mm::current().rewrite.sites.iter().find(|s| s.pad.is_none() && s.stub == rip).map(|s| s.at)
+    let sites = &mm::current().rewrite.sites;
+    let s = sites.iter().find(|s| s.pad.is_none() && s.stub <= rip && rip - s.stub < u64::from(s.moved))?;
+    Some(s.at + (rip - s.stub))
 }
 
 /// `[start, end)` now shows `node`'s bytes from `offset` on, privately
@@ -369,7 +419,7 @@ fn stub_for(s: &mut Sites, at: u64) -> Option<(u64, u64)> {
 /// the site); false if it was left alone.
 fn patch(at: u64, len: u8, orig: [u8; 5], moved: &[u8], pad: Option<(u64, [u8; 5])>, kind: Kind) -> bool {
     let mut s = core::mem::replace(&mut mm::current().rewrite, Sites::new());
-    let site = Site { at, len, orig, stub: 0, pad };
+    let site = Site { at, len, orig, stub: 0, pad, moved: moved.len() as u8 };
     let done = s.sites.len() < MAX_SITES && patch_in(&mut s, site, moved, kind);
     // Mapping a new stub area may have recorded nothing meanwhile (the
     // record was out), so this puts back the only copy.

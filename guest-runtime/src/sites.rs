@@ -19,10 +19,10 @@ pub struct Area {
     pub used: u64,
 }
 
-/// A rewritten site: `len` bytes at `at` (the start of the instruction
-/// before a `syscall`, or the `syscall` itself) now jump to `stub`;
-/// `orig` holds what they were (the stub runs the instruction at `at`
-/// first, unless the site is the `syscall` itself).
+/// A rewritten site: `len` bytes at `at` (the start of the instructions
+/// moved before a `syscall` or `cpuid`, or that instruction itself) now
+/// jump to `stub`; `orig` holds what they were (the stub runs the moved
+/// instructions first).
 #[derive(Clone, Copy)]
 pub struct Site {
     pub at: u64,
@@ -32,6 +32,9 @@ pub struct Site {
     /// A rewritten `syscall` jumps (rel8) to padding nearby, where a `jmp
     /// rel32` to the stub now is: its address and original bytes.
     pub pad: Option<(u64, [u8; 5])>,
+    /// Bytes of the program's instructions at `at` the stub starts with
+    /// (copied in order: a fault at `stub + k` is one at `at + k`).
+    pub moved: u8,
 }
 
 impl Site {

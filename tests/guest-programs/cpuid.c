@@ -8,10 +8,20 @@
  * all set and all clear) and the 128-byte red zone below RSP must be as
  * they were; then "site: XX YY", the first byte of the `cpuid` and of
  * the instruction before it (0f 48 as written). With `checks` only the
- * checks line (compared with a native run; the values are the vCPU's). */
+ * checks line (compared with a native run; the values are the vCPU's).
+ *
+ * `forms`: two more sites whose instructions before them are short, with
+ * no padding in reach (150 bytes of code on either side), so only the
+ * fourth form (a run of several instructions moved to the stub) can
+ * rewrite them; the second has a
+ * jump landing inside its run, so it must stay. Prints how many answers
+ * differ from the first site's, then "run: XX YY" and "landed: XX YY",
+ * each site's first byte and its run's (0f 4d as written); then the same
+ * for a `syscall` site (getpid) with such a run (0f 89 as written). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 struct probe_out {
     uint32_t r[4];
@@ -127,6 +137,115 @@ __asm__(
     ".cfi_endproc\n"
     ".size cpuid_probe, .-cpuid_probe\n");
 
+/* cpuid_run(leaf, subleaf, out): `mov %r8,%r9; mov %r9,%r11` (3 bytes
+ * each) before the `cpuid`, 150 bytes of code on either side. */
+void cpuid_run(uint32_t leaf, uint32_t sub, uint32_t out[4]);
+/* cpuid_landed(leaf, subleaf, out, jump): the same, but with `jump` a
+ * `jnz` lands on the run's second instruction. */
+void cpuid_landed(uint32_t leaf, uint32_t sub, uint32_t out[4], uint64_t jump);
+/* getpid_run(): getpid by a `syscall` with the same kind of run before
+ * it (the fourth form serves system calls too). */
+long getpid_run(void);
+extern const unsigned char run_site[], landed_site[], getpid_site[];
+#define FILLER ".rept 50\n    lea 0(%r11), %r11\n.endr\n"
+#define STORE                    \
+    "    mov %eax, 0(%r8)\n"     \
+    "    mov %ebx, 4(%r8)\n"     \
+    "    mov %ecx, 8(%r8)\n"     \
+    "    mov %edx, 12(%r8)\n"    \
+    "    pop %rbx\n"             \
+    ".cfi_adjust_cfa_offset -8\n" \
+    "    ret\n"
+__asm__(
+    ".text\n"
+    ".globl cpuid_run\n"
+    ".type cpuid_run,@function\n"
+    ".p2align 4\n"
+    "cpuid_run:\n"
+    ".cfi_startproc\n"
+    "    push %rbx\n"
+    ".cfi_adjust_cfa_offset 8\n"
+    "    mov %rdx, %r8\n"
+    "    mov %edi, %eax\n"
+    "    mov %esi, %ecx\n"
+    FILLER
+    "    mov %r8, %r9\n"
+    "    mov %r9, %r11\n"
+    ".globl run_site\n"
+    "run_site:\n"
+    "    cpuid\n"
+    FILLER
+    STORE
+    ".cfi_endproc\n"
+    ".size cpuid_run, .-cpuid_run\n"
+    ".globl cpuid_landed\n"
+    ".type cpuid_landed,@function\n"
+    ".p2align 4\n"
+    "cpuid_landed:\n"
+    ".cfi_startproc\n"
+    "    push %rbx\n"
+    ".cfi_adjust_cfa_offset 8\n"
+    "    mov %rcx, %r10\n"
+    "    mov %rdx, %r8\n"
+    "    mov %edi, %eax\n"
+    "    mov %esi, %ecx\n"
+    FILLER
+    "    test %r10, %r10\n"
+    "    jnz 1f\n"
+    "    mov %r8, %r9\n"
+    "1:\n"
+    "    mov %r9, %r11\n"
+    ".globl landed_site\n"
+    "landed_site:\n"
+    "    cpuid\n"
+    FILLER
+    STORE
+    ".cfi_endproc\n"
+    ".size cpuid_landed, .-cpuid_landed\n"
+    ".globl getpid_run\n"
+    ".type getpid_run,@function\n"
+    ".p2align 4\n"
+    "getpid_run:\n"
+    ".cfi_startproc\n"
+    "    mov $39, %edi\n"
+    FILLER
+    "    mov %edi, %eax\n"
+    "    mov %r8, %r9\n"
+    ".globl getpid_site\n"
+    "getpid_site:\n"
+    "    syscall\n"
+    FILLER
+    "    ret\n"
+    ".cfi_endproc\n"
+    ".size getpid_run, .-getpid_run\n");
+
+static int forms(void) {
+    static const uint32_t leaves[][2] = {{0, 0}, {1, 0}, {7, 0}, {0xd, 1}, {4, 2}, {0x80000001u, 0}, {0x12345678u, 0}};
+    int differ = 0;
+    for (unsigned i = 0; i < sizeof leaves / sizeof leaves[0]; i++) {
+        struct probe_out o;
+        uint32_t a[4], b[4], c[4];
+        cpuid_probe(leaves[i][0], leaves[i][1], &o, 0);
+        cpuid_run(leaves[i][0], leaves[i][1], a);
+        cpuid_landed(leaves[i][0], leaves[i][1], b, 0);
+        cpuid_landed(leaves[i][0], leaves[i][1], c, 1);
+        /* (Leaf 1's and 0xb's APIC IDs move with the CPU natively.) */
+        if (leaves[i][0] == 1)
+            o.r[1] &= 0xffffff, a[1] &= 0xffffff, b[1] &= 0xffffff, c[1] &= 0xffffff;
+        differ += memcmp(o.r, a, 16) != 0;
+        differ += memcmp(o.r, b, 16) != 0;
+        differ += memcmp(o.r, c, 16) != 0;
+    }
+    printf("forms: %d differ\n", differ);
+    printf("run: %02x %02x\n", run_site[0], run_site[-6]);
+    printf("landed: %02x %02x\n", landed_site[0], landed_site[-6]);
+    int same = 0;
+    for (int i = 0; i < 10; i++)
+        same += getpid_run() == getpid();
+    printf("getpid: %d of 10 right, run: %02x %02x\n", same, getpid_site[0], getpid_site[-5]);
+    return 0;
+}
+
 static int bad;
 static int print_values = 1;
 
@@ -160,6 +279,8 @@ static void sweep_leaf(uint32_t leaf) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "forms") == 0)
+        return forms();
     print_values = !(argc > 1 && strcmp(argv[1], "checks") == 0);
     uint32_t r[4];
     probe(0, 0, r);

@@ -378,7 +378,11 @@ fn cpuid_page(vcpu: &kvm_ioctls::VcpuFd) -> Result<abi::cpuid::Table> {
         *slot = abi::cpuid::Entry {
             function: e.function,
             index: e.index,
-            flags: if e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0 { abi::cpuid::FLAG_INDEX } else { 0 },
+            flags: if e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0 {
+                abi::cpuid::FLAG_INDEX
+            } else {
+                0
+            },
             eax: e.eax,
             ebx: e.ebx,
             ecx: e.ecx,

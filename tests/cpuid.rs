@@ -12,8 +12,8 @@
 
 use std::process::Command as Std;
 
-use hvsandbox::{Command, ExitStatus};
-use hvsandbox_tests::{from_entry_snapshot, hvsandbox_bin, musl};
+use hvsandbox::{Command, ExitStatus, Sandbox, SnapshotPoint};
+use hvsandbox_tests::{from_entry_snapshot, glibc, hvsandbox_bin, musl};
 
 fn rewriting_on() {
     static ON: std::sync::Once = std::sync::Once::new();
@@ -119,4 +119,31 @@ fn a_run_of_short_instructions_moves_to_the_stub_unless_a_jump_lands_inside_it()
     // as the first site does, by either path. The `syscall`'s run
     // (`mov %edi,%eax; mov %r8,%r9`) moved too, and getpid still works.
     assert_eq!(out.stdout_str(), want("e9", "e9"), "{}", out.stderr_str());
+}
+
+#[test]
+fn a_dynamic_programs_loader_has_its_cpuid_sites_rewritten_and_learns_the_same() {
+    rewriting_on();
+    let prog = glibc("loader_code");
+    let off = Std::new(hvsandbox_bin())
+        .env("HVSANDBOX_REWRITE", "0")
+        .args(["run", "--system", "--timeout", "30s", "--"])
+        .arg(&prog)
+        .output()
+        .unwrap();
+    let off = String::from_utf8_lossy(&off.stdout).into_owned();
+    let (figures, code) = off.rsplit_once("loader code: ").unwrap_or_else(|| panic!("off:\n{off}"));
+    assert!(figures.starts_with("L1d ") && figures.contains("\nsse4.2 "), "{off}");
+    assert_eq!(code, "0 bytes differ from its file\n", "off: the loader's code is its file's");
+    let mut sb = Sandbox::builder().host_system().memory_mib(64).build().unwrap();
+    let snap = sb.snapshot(&Command::new(&prog), SnapshotPoint::Entry).expect("entry snapshot");
+    let mut sb = Sandbox::from_snapshot(&snap).unwrap();
+    for round in 0..2 {
+        let out = sb.run(&Command::resume()).expect("run from the snapshot");
+        let text = out.stdout_str();
+        let (on_figures, on_code) = text.rsplit_once("loader code: ").unwrap_or_else(|| panic!("on:\n{text}"));
+        assert_eq!(on_figures, figures, "round {round}: glibc learns the same from CPUID");
+        let n: u64 = on_code.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        assert!(n > 0, "round {round}: the loader's sites are rewritten: {on_code}");
+    }
 }

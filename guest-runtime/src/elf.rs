@@ -278,6 +278,12 @@ pub fn parse_interp(img: &Image) -> Result<Option<Image>, i64> {
     Ok(Some(interp))
 }
 
+/// The file of the dynamic loader `node` (an ELF program) names, if any.
+pub fn interpreter_node(node: &NodeRef) -> Option<NodeRef> {
+    let img = parse(node).ok()?;
+    Some(parse_interp(&img).ok()??.node)
+}
+
 const ELIBBAD: i64 = 80;
 
 /// Maps a parsed program (and its interpreter) into the current, empty

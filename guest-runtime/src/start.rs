@@ -54,6 +54,12 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
         crate::rewrite::prepare_program(&image);
         // Its sites too: runs from the snapshot start with them fast.
         crate::eager::rewrite_program(&image);
+        // And a dynamic program's loader's (glibc's CPU probes run there,
+        // in every run).
+        if let Some(loader) = elf::interpreter_node(&image) {
+            crate::rewrite::prepare_program(&loader);
+            crate::eager::rewrite_program(&loader);
+        }
         if let Some(resume) = crate::snapshot::snapshot_point() {
             // A restored entry snapshot: this run's argv/envp replace the
             // snapshot's on a fresh initial stack.

@@ -24,6 +24,9 @@ pub enum Flavor {
     MuslStaticPie,
     /// `rustc -C target-feature=+crt-static` (glibc, static-PIE).
     RustStatic,
+    /// `gcc` (glibc, dynamic: it needs the host's /lib and /usr, as
+    /// `SandboxBuilder::host_system` mounts them).
+    GlibcDynamic,
 }
 
 fn source_dir() -> PathBuf {
@@ -99,6 +102,11 @@ fn build(dir: &Path, name: &str, stem: &str, flavor: Flavor) -> PathBuf {
                 .arg(musl.join("crtn.o"));
             c
         }
+        Flavor::GlibcDynamic => {
+            let mut c = Command::new("gcc");
+            c.args(["-O2", "-o"]).arg(&tmp).arg(&src);
+            c
+        }
         Flavor::RustStatic => {
             let mut c = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
             c.args(["-C", "target-feature=+crt-static", "-C", "opt-level=2", "--edition", "2021", "-o"])
@@ -118,6 +126,11 @@ fn build(dir: &Path, name: &str, stem: &str, flavor: Flavor) -> PathBuf {
 /// A musl static (non-PIE) guest program.
 pub fn musl(name: &str) -> PathBuf {
     program(name, Flavor::MuslStatic)
+}
+
+/// A glibc dynamic guest program (run it with the host system mounted).
+pub fn glibc(name: &str) -> PathBuf {
+    program(name, Flavor::GlibcDynamic)
 }
 
 /// A sandbox whose runs start from an entry snapshot of `cmd` (taken in a

@@ -17,8 +17,8 @@
 //! instructions right before it moves to the stub (`move_runs`,
 //! `rewrite::rewrite_run_ahead`). Moving several instructions is safe
 //! only where no task can be stopped between them and no jump lands
-//! among them: at the entry none has run, and a second sweep checks
-//! every direct jump of the program (functions with an indirect jump
+//! among them: at the entry none has run, and the sweep notes where every
+//! direct jump of the program lands (functions with an indirect jump
 //! keep their sites as they are).
 //!
 //! Only the program's own file (its private code mappings at the entry;
@@ -92,10 +92,12 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
     }
     let mut budget = Budget { sites: 0, pages: Vec::new(), last_site: 0 };
     // Sites the first three forms left, with the run of instructions
-    // before them that could move instead (the fourth form).
+    // before them that could move instead (the fourth form), and where
+    // the program's direct jumps land.
     let mut runs: Vec<(u64, Found)> = Vec::new();
+    let mut targets = Targets::over(&functions);
     for &(at, len) in &functions {
-        let (sites, indirect) = sites_in(at, len);
+        let (sites, indirect) = sites_in(at, len, &mut targets);
         for found in sites {
             let sc = found.at;
             if sc <= budget.last_site {
@@ -120,47 +122,73 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
             }
         }
     }
-    budget.sites + move_runs(&functions, runs)
+    budget.sites + targets.map_or(0, |t| move_runs(&t, &runs))
 }
 
 /// The fourth form for the sites in `runs` (each with the start of the
 /// run of instructions before it): nothing of the program has run yet,
 /// so no task is stopped inside a run, and only a jump could land inside
 /// one (between its first instruction and the site), where the jump to
-/// the stub now is. So a second sweep of every function looks at each
-/// direct jump, conditional jump and call, and a run any of them lands
-/// inside stays as it is. (Functions with an indirect jump were left out
-/// by the caller; code no table describes is not swept, and jumps into
-/// the middle of a compiled function from such code are not expected.)
-fn move_runs(functions: &[(u64, u64)], mut runs: Vec<(u64, Found)>) -> usize {
-    if runs.is_empty() {
-        return 0;
-    }
-    runs.sort_unstable_by_key(|r| r.0);
-    let mut landed = alloc::vec![false; runs.len()];
-    for &(at, len) in functions {
-        let Some(code) = sitefind::code_bytes(at, len) else { continue };
-        let mut i = 0;
-        while i < code.len() {
-            let Some(n) = x86len::length(&code[i..]) else { break };
-            if let Some(x86len::Jump::To(t)) = x86len::jump(&code[i..i + n], at + i as u64) {
-                // The last run starting before `t`: inside it if `t` is
-                // past its start and before its site.
-                let k = runs.partition_point(|r| r.0 < t);
-                if k > 0 && t < runs[k - 1].1.at {
-                    landed[k - 1] = true;
-                }
-            }
-            i += n;
-        }
-    }
+/// the stub now is. So a run any direct jump, conditional jump or call
+/// of the swept functions lands inside (`targets`) stays as it is.
+/// (Functions with an indirect jump were left out by the caller; code no
+/// table describes is not swept, and jumps into the middle of a compiled
+/// function from such code are not expected.)
+fn move_runs(targets: &Targets, runs: &[(u64, Found)]) -> usize {
     let mut done = 0;
-    for ((start, found), landed) in runs.iter().zip(landed) {
-        if !landed && crate::rewrite::rewrite_run_ahead(*start, found.at, found.what == What::Cpuid) {
+    for (start, found) in runs {
+        if !targets.any_inside(*start, found.at)
+            && crate::rewrite::rewrite_run_ahead(*start, found.at, found.what == What::Cpuid)
+        {
             done += 1;
         }
     }
     done
+}
+
+/// Where the swept functions' direct jumps, conditional jumps and calls
+/// land: one bit per byte of the span the functions cover.
+struct Targets {
+    lo: u64,
+    bits: Vec<u64>,
+}
+
+/// Largest span of code the fourth form looks at (a bitmap of 2 MiB).
+const MAX_TARGET_SPAN: u64 = 16 << 20;
+
+impl Targets {
+    /// The bitmap over `functions`' span (None: too wide, or no memory;
+    /// then no run is moved).
+    fn over(functions: &[(u64, u64)]) -> Option<Targets> {
+        let lo = functions.iter().map(|f| f.0).min()?;
+        let hi = functions.iter().map(|f| f.0 + f.1).max()?;
+        if hi - lo > MAX_TARGET_SPAN {
+            return None;
+        }
+        let words = usize::try_from((hi - lo).div_ceil(64)).ok()?;
+        let mut bits = Vec::new();
+        bits.try_reserve_exact(words).ok()?;
+        bits.resize(words, 0);
+        Some(Targets { lo, bits })
+    }
+
+    fn mark(&mut self, t: u64) {
+        if let Some(i) = t.checked_sub(self.lo).and_then(|o| usize::try_from(o).ok()) {
+            if let Some(w) = self.bits.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        }
+    }
+
+    /// Whether a jump lands in `(start, end)`.
+    fn any_inside(&self, start: u64, end: u64) -> bool {
+        (start + 1..end).any(|t| {
+            t.checked_sub(self.lo)
+                .and_then(|o| usize::try_from(o).ok())
+                .and_then(|i| self.bits.get(i / 64).map(|w| w & (1 << (i % 64)) != 0))
+                .unwrap_or(false)
+        })
+    }
 }
 
 struct Budget {
@@ -213,9 +241,9 @@ const MAX_RUN: usize = 19;
 
 /// The `syscall` and `cpuid` instructions a sweep of `len` bytes from
 /// `at` (a function's start) meets, and whether the function has an
-/// indirect jump. `syscall`s after a load of rt_sigreturn's number are
+/// indirect jump; where its direct jumps land goes into `targets`. `syscall`s after a load of rt_sigreturn's number are
 /// left out. The sweep ends at the first byte it cannot decode.
-fn sites_in(at: u64, len: u64) -> (Vec<Found>, bool) {
+fn sites_in(at: u64, len: u64, targets: &mut Option<Targets>) -> (Vec<Found>, bool) {
     let mut out = Vec::new();
     let mut indirect = false;
     let Some(code) = sitefind::code_bytes(at, len) else { return (out, indirect) };
@@ -226,7 +254,15 @@ fn sites_in(at: u64, len: u64) -> (Vec<Found>, bool) {
     while i < code.len() {
         let Some(n) = x86len::length(&code[i..]) else { break };
         let ins = &code[i..i + n];
-        indirect |= x86len::jump(ins, at + i as u64) == Some(x86len::Jump::Indirect);
+        match x86len::jump(ins, at + i as u64) {
+            x86len::Jump::Indirect => indirect = true,
+            x86len::Jump::To(t) => {
+                if let Some(targets) = targets {
+                    targets.mark(t);
+                }
+            }
+            x86len::Jump::None => {}
+        }
         let prev: &[u8] = if seen > 0 {
             let (o, l) = recent[3];
             &code[o..o + l]

@@ -288,18 +288,21 @@ pub enum Jump {
     Indirect,
 }
 
-/// The [`Jump`] of the instruction at the start of `code`, at `at` (None
-/// for one the decoder does not know).
-pub fn jump(code: &[u8], at: u64) -> Option<Jump> {
-    let len = length(code)?;
+/// The [`Jump`] of `code`, one whole instruction (as [`length`] found
+/// it) at `at`.
+pub fn jump(code: &[u8], at: u64) -> Jump {
+    let len = code.len();
     let mut i = 0;
     let mut opsize16 = false;
-    while matches!(code[i], 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65) {
+    while i < len && matches!(code[i], 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65) {
         opsize16 |= code[i] == 0x66;
         i += 1;
     }
-    if code[i] & 0xf0 == 0x40 {
+    if i < len && code[i] & 0xf0 == 0x40 {
         i += 1;
+    }
+    if i >= len {
+        return Jump::None;
     }
     let next = at.wrapping_add(len as u64);
     let rel8 = || Jump::To(next.wrapping_add(code[len - 1] as i8 as u64));
@@ -309,15 +312,19 @@ pub fn jump(code: &[u8], at: u64) -> Option<Jump> {
     };
     let op = code[i];
     let j = match op {
-        0x70..=0x7f | 0xe0..=0xe3 | 0xeb => rel8(),
-        0xe8 | 0xe9 => rel32(),
-        0x0f if matches!(code[i + 1], 0x80..=0x8f) => rel32(),
+        0x70..=0x7f | 0xe0..=0xe3 | 0xeb if len >= i + 2 => rel8(),
+        0xe8 | 0xe9 if len >= i + 5 => rel32(),
+        0x0f if code.get(i + 1).is_some_and(|b| matches!(b, 0x80..=0x8f)) && len >= i + 6 => rel32(),
         0xff if code.get(i + 1).is_some_and(|m| matches!((m >> 3) & 7, 4 | 5)) => Jump::Indirect,
         _ => Jump::None,
     };
     // An operand-size prefix on a relative jump cuts its target to 16
     // bits on some CPUs: where it goes is not known.
-    Some(if opsize16 && matches!(j, Jump::To(_)) { Jump::Indirect } else { j })
+    if opsize16 && matches!(j, Jump::To(_)) {
+        Jump::Indirect
+    } else {
+        j
+    }
 }
 
 /// Whether a linear sweep from the start of `code` meets an instruction
@@ -454,20 +461,20 @@ mod tests {
     #[test]
     fn jumps_and_their_targets_are_known() {
         let at = 0x1000;
-        assert_eq!(jump(&[0x75, 0x05], at), Some(Jump::To(0x1007)), "jne +5");
-        assert_eq!(jump(&[0xeb, 0xfe], at), Some(Jump::To(0x1000)), "jmp to itself");
-        assert_eq!(jump(&[0xe9, 0x00, 0x01, 0, 0], at), Some(Jump::To(0x1105)), "jmp rel32");
-        assert_eq!(jump(&[0x0f, 0x84, 0xfb, 0xff, 0xff, 0xff], at), Some(Jump::To(0x1001)), "je rel32 back");
-        assert_eq!(jump(&[0xe8, 0, 0, 0, 0], at), Some(Jump::To(0x1005)), "call");
-        assert_eq!(jump(&[0xe3, 0x10], at), Some(Jump::To(0x1012)), "jrcxz");
-        assert_eq!(jump(&[0x3e, 0x74, 0x02], at), Some(Jump::To(0x1005)), "a branch hint prefix");
-        assert_eq!(jump(&[0xff, 0xe0], at), Some(Jump::Indirect), "jmp rax");
-        assert_eq!(jump(&[0x3e, 0xff, 0xe0], at), Some(Jump::Indirect), "notrack jmp rax");
-        assert_eq!(jump(&[0xff, 0x24, 0xc5, 0, 0, 0, 0], at), Some(Jump::Indirect), "jmp [table + rax*8]");
-        assert_eq!(jump(&[0xff, 0xd0], at), Some(Jump::None), "call rax returns here");
-        assert_eq!(jump(&[0xc3], at), Some(Jump::None), "ret");
-        assert_eq!(jump(&[0x48, 0x89, 0xc3], at), Some(Jump::None), "mov rbx, rax");
-        assert_eq!(jump(&[0x0f, 0xa2], at), Some(Jump::None), "cpuid");
+        assert_eq!(jump(&[0x75, 0x05], at), Jump::To(0x1007), "jne +5");
+        assert_eq!(jump(&[0xeb, 0xfe], at), Jump::To(0x1000), "jmp to itself");
+        assert_eq!(jump(&[0xe9, 0x00, 0x01, 0, 0], at), Jump::To(0x1105), "jmp rel32");
+        assert_eq!(jump(&[0x0f, 0x84, 0xfb, 0xff, 0xff, 0xff], at), Jump::To(0x1001), "je rel32 back");
+        assert_eq!(jump(&[0xe8, 0, 0, 0, 0], at), Jump::To(0x1005), "call");
+        assert_eq!(jump(&[0xe3, 0x10], at), Jump::To(0x1012), "jrcxz");
+        assert_eq!(jump(&[0x3e, 0x74, 0x02], at), Jump::To(0x1005), "a branch hint prefix");
+        assert_eq!(jump(&[0xff, 0xe0], at), Jump::Indirect, "jmp rax");
+        assert_eq!(jump(&[0x3e, 0xff, 0xe0], at), Jump::Indirect, "notrack jmp rax");
+        assert_eq!(jump(&[0xff, 0x24, 0xc5, 0, 0, 0, 0], at), Jump::Indirect, "jmp [table + rax*8]");
+        assert_eq!(jump(&[0xff, 0xd0], at), Jump::None, "call rax returns here");
+        assert_eq!(jump(&[0xc3], at), Jump::None, "ret");
+        assert_eq!(jump(&[0x48, 0x89, 0xc3], at), Jump::None, "mov rbx, rax");
+        assert_eq!(jump(&[0x0f, 0xa2], at), Jump::None, "cpuid");
     }
 
     #[test]

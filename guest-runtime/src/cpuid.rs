@@ -14,6 +14,28 @@
 //! is runtime code, which the host never preempts and which cannot fault,
 //! so one slot of each is enough.
 
+use hvsandbox_abi as abi;
+
+/// What `cpuid` of `leaf`/`subleaf` gives this vCPU, for the runtime's
+/// own questions: from the host's page where it has the leaf (no exit),
+/// else from the CPU.
+pub fn query(leaf: u32, subleaf: u32) -> [u32; 4] {
+    #[cfg(not(test))]
+    {
+        // SAFETY: the CPUID page lies in guest RAM, mapped in full at
+        // PHYS_BASE for the runtime's whole life, page aligned; every
+        // byte pattern is a valid `Table` (plain u32s); nothing writes it
+        // while the runtime runs (one vCPU; the host writes it only while
+        // the vCPU is stopped).
+        let t = unsafe { &*(crate::rt::phys_ptr(abi::CPUID_GPA) as *const abi::cpuid::Table) };
+        if let Some(r) = abi::cpuid::lookup(t, leaf, subleaf) {
+            return r;
+        }
+    }
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
 /// Where the rewritten site's `cpuid` goes back to (set by the entry).
 #[no_mangle]
 pub static mut CPUID_BACK: u64 = 0;

@@ -217,8 +217,7 @@ fn state(p: &Process) -> &'static [u8] {
 }
 
 fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {
-    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    [r.eax, r.ebx, r.ecx, r.edx]
+    crate::cpuid::query(leaf, sub)
 }
 
 fn cpuinfo(o: &mut Out) {

@@ -53,8 +53,7 @@ impl Writer {
 }
 
 fn hwcap() -> u64 {
-    let r = core::arch::x86_64::__cpuid(1);
-    r.edx as u64
+    u64::from(crate::cpuid::query(1, 0)[3])
 }
 
 /// Builds the stack; returns the initial RSP (pointing at argc).

@@ -273,7 +273,7 @@ pub fn xmm_area(f: &mut Frame) -> *mut u8 {
 
 pub fn has_xsave() -> bool {
     // CPUID.1:ECX.OSXSAVE
-    core::arch::x86_64::__cpuid(1).ecx & (1 << 27) != 0
+    crate::cpuid::query(1, 0)[2] & (1 << 27) != 0
 }
 
 pub fn save(t: &Task, f: &mut Frame) {

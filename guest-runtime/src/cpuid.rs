@@ -14,14 +14,13 @@
 //! is runtime code, which the host never preempts and which cannot fault,
 //! so one slot of each is enough.
 
-use hvsandbox_abi as abi;
-
 /// What `cpuid` of `leaf`/`subleaf` gives this vCPU, for the runtime's
 /// own questions: from the host's page where it has the leaf (no exit),
 /// else from the CPU.
 pub fn query(leaf: u32, subleaf: u32) -> [u32; 4] {
     #[cfg(not(test))]
     {
+        use hvsandbox_abi as abi;
         // SAFETY: the CPUID page lies in guest RAM, mapped in full at
         // PHYS_BASE for the runtime's whole life, page aligned; every
         // byte pattern is a valid `Table` (plain u32s); nothing writes it

@@ -97,7 +97,12 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
     let mut runs: Vec<(u64, Found)> = Vec::new();
     let mut targets = Targets::over(&functions);
     for &(at, len) in &functions {
-        let (sites, indirect) = sites_in(at, len, &mut targets);
+        let (sites, sweep) = sites_in(at, len, &mut targets);
+        if !sweep.whole {
+            // Where the rest of this function jumps is not known: no run
+            // anywhere may move.
+            targets = None;
+        }
         for found in sites {
             let sc = found.at;
             if sc <= budget.last_site {
@@ -114,7 +119,7 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
             };
             if done {
                 budget.sites += 1;
-            } else if let Some(run) = found.run.filter(|_| !indirect) {
+            } else if let Some(run) = found.run.filter(|_| !sweep.indirect) {
                 // (A function with a jump table may jump anywhere in itself.)
                 if runs.try_reserve(1).is_ok() {
                     runs.push((run, found));
@@ -131,8 +136,9 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
 /// one (between its first instruction and the site), where the jump to
 /// the stub now is. So a run any direct jump, conditional jump or call
 /// of the swept functions lands inside (`targets`) stays as it is.
-/// (Functions with an indirect jump were left out by the caller; code no
-/// table describes is not swept, and jumps into the middle of a compiled
+/// (Functions with an indirect jump were left out by the caller, and no
+/// run moves if a function could not be swept to its end; code no table
+/// describes is not swept, and jumps into the middle of a compiled
 /// function from such code are not expected.)
 fn move_runs(targets: &Targets, runs: &[(u64, Found)]) -> usize {
     let mut done = 0;
@@ -240,13 +246,13 @@ struct Found {
 const MAX_RUN: usize = 19;
 
 /// The `syscall` and `cpuid` instructions a sweep of `len` bytes from
-/// `at` (a function's start) meets, and whether the function has an
-/// indirect jump; where its direct jumps land goes into `targets`. `syscall`s after a load of rt_sigreturn's number are
+/// `at` (a function's start) meets, and what it learnt of the function's
+/// jumps; where its direct jumps land goes into `targets`. `syscall`s after a load of rt_sigreturn's number are
 /// left out. The sweep ends at the first byte it cannot decode.
-fn sites_in(at: u64, len: u64, targets: &mut Option<Targets>) -> (Vec<Found>, bool) {
+fn sites_in(at: u64, len: u64, targets: &mut Option<Targets>) -> (Vec<Found>, Sweep) {
     let mut out = Vec::new();
     let mut indirect = false;
-    let Some(code) = sitefind::code_bytes(at, len) else { return (out, indirect) };
+    let Some(code) = sitefind::code_bytes(at, len) else { return (out, Sweep { indirect, whole: false }) };
     let mut i = 0;
     // The last few instructions: (offset, length), newest last.
     let mut recent: [(usize, usize); 4] = [(0, 0); 4];
@@ -287,7 +293,16 @@ fn sites_in(at: u64, len: u64, targets: &mut Option<Targets>) -> (Vec<Found>, bo
         seen += 1;
         i += n;
     }
-    (out, indirect)
+    (out, Sweep { indirect, whole: i == code.len() })
+}
+
+/// What a sweep of one function learnt of its jumps.
+#[derive(Clone, Copy)]
+struct Sweep {
+    /// It has an indirect jump (a jump table, a computed goto).
+    indirect: bool,
+    /// Every byte decoded (else where the rest jumps is not known).
+    whole: bool,
 }
 
 /// The start of the shortest run of two or more of the `recent`

@@ -10,12 +10,13 @@
  * the instruction before it (0f 48 as written). With `checks` only the
  * checks line (compared with a native run; the values are the vCPU's).
  *
- * `forms`: two more sites whose instructions before them are short, with
- * no padding in reach (150 bytes of code on either side), so only the
- * fourth form (a run of several instructions moved to the stub) can
- * rewrite them; the second has a
- * jump landing inside its run, so it must stay. Prints how many answers
- * differ from the first site's, then "run: XX YY" and "landed: XX YY",
+ * `forms`: three more sites whose instructions before them are short,
+ * with no padding in reach (150 bytes of code on either side), so only
+ * the fourth form (a run of several instructions moved to the stub) can
+ * rewrite them; the second has a jump landing inside its run, and the
+ * third is in a function with an indirect jump, so both must stay.
+ * Prints how many answers differ from the first site's, then "run: XX
+ * YY", "landed: XX YY" and "indirect: XX YY",
  * each site's first byte and its run's (0f 4d as written); then the same
  * for a `syscall` site (getpid) with such a run (0f 89 as written). */
 #include <stdint.h>
@@ -143,10 +144,13 @@ void cpuid_run(uint32_t leaf, uint32_t sub, uint32_t out[4]);
 /* cpuid_landed(leaf, subleaf, out, jump): the same, but with `jump` a
  * `jnz` lands on the run's second instruction. */
 void cpuid_landed(uint32_t leaf, uint32_t sub, uint32_t out[4], uint64_t jump);
+/* cpuid_indirect(leaf, subleaf, out): as cpuid_run, in a function that
+ * also has an indirect jump (which could land anywhere in it). */
+void cpuid_indirect(uint32_t leaf, uint32_t sub, uint32_t out[4]);
 /* getpid_run(): getpid by a `syscall` with the same kind of run before
  * it (the fourth form serves system calls too). */
 long getpid_run(void);
-extern const unsigned char run_site[], landed_site[], getpid_site[];
+extern const unsigned char run_site[], landed_site[], getpid_site[], indirect_site[];
 #define FILLER ".rept 50\n    lea 0(%r11), %r11\n.endr\n"
 #define STORE                    \
     "    mov %eax, 0(%r8)\n"     \
@@ -202,6 +206,29 @@ __asm__(
     STORE
     ".cfi_endproc\n"
     ".size cpuid_landed, .-cpuid_landed\n"
+    ".globl cpuid_indirect\n"
+    ".type cpuid_indirect,@function\n"
+    ".p2align 4\n"
+    "cpuid_indirect:\n"
+    ".cfi_startproc\n"
+    "    push %rbx\n"
+    ".cfi_adjust_cfa_offset 8\n"
+    "    mov %rdx, %r8\n"
+    "    lea 1f(%rip), %rax\n"
+    "    jmp *%rax\n"
+    "1:\n"
+    "    mov %edi, %eax\n"
+    "    mov %esi, %ecx\n"
+    FILLER
+    "    mov %r8, %r9\n"
+    "    mov %r9, %r11\n"
+    ".globl indirect_site\n"
+    "indirect_site:\n"
+    "    cpuid\n"
+    FILLER
+    STORE
+    ".cfi_endproc\n"
+    ".size cpuid_indirect, .-cpuid_indirect\n"
     ".globl getpid_run\n"
     ".type getpid_run,@function\n"
     ".p2align 4\n"
@@ -224,21 +251,24 @@ static int forms(void) {
     int differ = 0;
     for (unsigned i = 0; i < sizeof leaves / sizeof leaves[0]; i++) {
         struct probe_out o;
-        uint32_t a[4], b[4], c[4];
+        uint32_t a[4], b[4], c[4], d[4];
         cpuid_probe(leaves[i][0], leaves[i][1], &o, 0);
         cpuid_run(leaves[i][0], leaves[i][1], a);
         cpuid_landed(leaves[i][0], leaves[i][1], b, 0);
         cpuid_landed(leaves[i][0], leaves[i][1], c, 1);
+        cpuid_indirect(leaves[i][0], leaves[i][1], d);
         /* (Leaf 1's and 0xb's APIC IDs move with the CPU natively.) */
         if (leaves[i][0] == 1)
-            o.r[1] &= 0xffffff, a[1] &= 0xffffff, b[1] &= 0xffffff, c[1] &= 0xffffff;
+            o.r[1] &= 0xffffff, a[1] &= 0xffffff, b[1] &= 0xffffff, c[1] &= 0xffffff, d[1] &= 0xffffff;
         differ += memcmp(o.r, a, 16) != 0;
         differ += memcmp(o.r, b, 16) != 0;
         differ += memcmp(o.r, c, 16) != 0;
+        differ += memcmp(o.r, d, 16) != 0;
     }
     printf("forms: %d differ\n", differ);
     printf("run: %02x %02x\n", run_site[0], run_site[-6]);
     printf("landed: %02x %02x\n", landed_site[0], landed_site[-6]);
+    printf("indirect: %02x %02x\n", indirect_site[0], indirect_site[-6]);
     int same = 0;
     for (int i = 0; i < 10; i++)
         same += getpid_run() == getpid();

@@ -150,3 +150,45 @@ fn a_dynamic_programs_loader_has_its_cpuid_sites_rewritten_and_learns_the_same()
         assert!(n > 0, "round {round}: the loader's sites are rewritten: {on_code}");
     }
 }
+
+/// A number of a --stats line.
+fn stat(line: &str, name: &str) -> u64 {
+    line.split(&format!("\"{name}\":"))
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+#[test]
+fn with_cpuid_rewriting_only_cpuid_sites_change_and_every_system_call_takes_the_slow_path() {
+    // What a host whose `syscall` is cheap gets by default.
+    let dir = std::env::temp_dir().join(format!("hvsandbox-cpuid-only-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cpuid.snap");
+    let cli = || {
+        let mut c = Std::new(hvsandbox_bin());
+        c.env("HVSANDBOX_REWRITE", "cpuid");
+        c
+    };
+    let taken =
+        cli().args(["snapshot", "--at", "entry", "-o"]).arg(&file).arg("--").arg(musl("cpuid")).output().unwrap();
+    assert!(taken.status.success(), "{}", String::from_utf8_lossy(&taken.stderr));
+    let run = cli()
+        .args(["run", "--stats", "--timeout", "30s", "--from-snapshot"])
+        .arg(&file)
+        .args(["--", "forms"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "forms: 0 differ\nrun: 0f e9\nlanded: 0f 4d\nindirect: 0f 4d\ngetpid: 10 of 10 right, run: 0f 89\n",
+        "the `cpuid` run moved, the `syscall`'s did not"
+    );
+    let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats:\n{stderr}"));
+    assert!(stat(stats, "syscalls") > 10, "{stats}");
+    assert_eq!(stat(stats, "slow_syscalls"), stat(stats, "syscalls"), "no system-call site rewritten: {stats}");
+}

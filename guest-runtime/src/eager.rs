@@ -55,7 +55,7 @@ const RT_SIGRETURN: u32 = 15;
 /// the current address space (the program at its entry). Returns how
 /// many.
 pub fn rewrite_program(node: &NodeRef) -> usize {
-    if !crate::rewrite::enabled() {
+    if !crate::rewrite::any_enabled() {
         return 0;
     }
     let Some(idx) = sitefind::index(node) else { return 0 };

@@ -40,7 +40,9 @@
 //!
 //! `cpuid` sites are rewritten the same ways (second, third and fourth
 //! forms), ahead of time only: the hypervisor answers a `cpuid` without
-//! the runtime seeing it. Their stubs set RBX (one of `cpuid`'s outputs)
+//! the runtime seeing it. A `cpuid` leaves the guest on every KVM host,
+//! so they are rewritten whatever a `syscall` costs, unless
+//! `BOOT_FLAG_NO_REWRITE` (`BOOT_FLAG_REWRITE_CPUID_ONLY`: only they). Their stubs set RBX (one of `cpuid`'s outputs)
 //! to the way back and jump to `cpuid_fast_entry` (`cpuid.rs`).
 //!
 //! The stub sets RCX to the address after the `syscall` and jumps through
@@ -66,7 +68,11 @@ use crate::sitefind;
 use crate::sites::{Area, Site, Sites, AREA_LEN, REFUSED};
 use crate::vfs::NodeRef;
 
+/// System-call sites are rewritten (lazily, and ahead at an entry).
 static ENABLED: Global<bool> = Global::new(false);
+/// `cpuid` sites are rewritten (ahead, at an entry): on every KVM host a
+/// `cpuid` leaves the guest, so unless rewriting is forced off.
+static CPUID_ON: Global<bool> = Global::new(false);
 
 /// Set by `syscall_fast_entry` (a call that came through a stub); the
 /// dispatcher clears it.
@@ -147,12 +153,21 @@ fn slow(cycles: u64, tsc_khz: u64) -> bool {
 }
 
 /// Turns rewriting on or off (at start, from the boot flags: forced on,
-/// forced off, or where a `syscall` is slow).
+/// forced off, `cpuid` only, or system calls where a `syscall` is slow
+/// and `cpuid` always).
 pub fn set_enabled(flags: u32) {
     use hvsandbox_abi as abi;
-    *ENABLED.get() =
-        flags & abi::BOOT_FLAG_REWRITE != 0 || flags & abi::BOOT_FLAG_NO_REWRITE == 0 && *SLOW_SYSCALL.get();
+    let off = flags & abi::BOOT_FLAG_NO_REWRITE != 0;
+    let cpuid_only = flags & abi::BOOT_FLAG_REWRITE_CPUID_ONLY != 0;
+    *ENABLED.get() = !off && !cpuid_only && (flags & abi::BOOT_FLAG_REWRITE != 0 || *SLOW_SYSCALL.get());
+    *CPUID_ON.get() = !off;
     mm::on_code_change(range_unmapped, restore_range);
+}
+
+/// Whether any sites are rewritten in this VM (code mappings are then
+/// recorded, and an entry snapshot sweeps the program).
+pub fn any_enabled() -> bool {
+    *ENABLED.get() || *CPUID_ON.get()
 }
 
 #[cfg(not(test))]
@@ -295,14 +310,9 @@ fn loads_rt_sigreturn(ins: &[u8]) -> bool {
 /// now, so that every run from the snapshot has it (and `eager.rs`
 /// rewrites its sites next).
 pub fn prepare_program(node: &NodeRef) {
-    if *ENABLED.get() {
+    if any_enabled() {
         sitefind::prepare(node);
     }
-}
-
-/// Whether sites are rewritten in this VM.
-pub fn enabled() -> bool {
-    *ENABLED.get()
 }
 
 /// Rewrites the `syscall` at `sc` before it has run (`eager.rs`): `nr` is
@@ -323,7 +333,7 @@ pub fn rewrite_ahead(sc: u64, nr: Option<u64>) -> bool {
 /// hypervisor answers it), so its sites are found only ahead. False if
 /// it was left alone.
 pub fn rewrite_cpuid_ahead(site: u64) -> bool {
-    if !*ENABLED.get() {
+    if !*CPUID_ON.get() {
         return false;
     }
     let Ok(Some(place)) = sitefind::function_of(site, true) else { return false };
@@ -340,7 +350,7 @@ pub fn rewrite_cpuid_ahead(site: u64) -> bool {
 /// made sure no jump of the program lands inside the run. The site's own
 /// instruction stays for jumps to it. False if it was left alone.
 pub fn rewrite_run_ahead(start: u64, site: u64, cpuid: bool) -> bool {
-    if !*ENABLED.get() {
+    if !*(if cpuid { CPUID_ON.get() } else { ENABLED.get() }) {
         return false;
     }
     let Some(len) = site.checked_sub(start).filter(|n| (5..=STUB_LEN - 13).contains(n)) else { return false };
@@ -383,7 +393,7 @@ pub fn moved_from(rip: u64) -> Option<u64> {
 /// `[start, end)` now shows `node`'s bytes from `offset` on, privately
 /// (a program's segment, a file mapping).
 pub fn file_mapped(start: u64, end: u64, offset: u64, node: &NodeRef) {
-    if *ENABLED.get() {
+    if any_enabled() {
         mm::current().rewrite.code_mapped(start, end, offset, node.clone());
     }
 }
@@ -521,7 +531,7 @@ fn restore(site: &Site) {
 
 /// `[start, end)` is made writable or moves: its sites get their bytes back.
 pub fn restore_range(start: u64, end: u64) {
-    if !*ENABLED.get() {
+    if !any_enabled() {
         return;
     }
     mm::current().rewrite.code_removed(start, end);
@@ -539,7 +549,7 @@ pub fn restore_range(start: u64, end: u64) {
 /// `[start, end)` is being unmapped or replaced: sites whose code is in
 /// it are forgotten, sites whose stub area is in it get their bytes back.
 pub fn range_unmapped(start: u64, end: u64) {
-    if !*ENABLED.get() {
+    if !any_enabled() {
         return;
     }
     // (What stays mapped of a site's code gets its bytes back.)

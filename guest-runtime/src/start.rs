@@ -20,7 +20,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
-    if info.flags & (abi::BOOT_FLAG_REWRITE | abi::BOOT_FLAG_NO_REWRITE) == 0 {
+    if info.flags & abi::BOOT_FLAGS_REWRITE_DECIDED == 0 {
         // Once per boot (a snapshot keeps the answer).
         crate::rewrite::time_syscall(info.tsc_khz);
     }
@@ -97,7 +97,7 @@ fn wait_for_program(pre: &abi::BootInfo) -> abi::BootInfo {
     }
     *BOOT.get() = Some(info);
     crate::time::init(info.tsc_khz, info.boot_tsc, info.boot_realtime_ns);
-    if info.flags & (abi::BOOT_FLAG_REWRITE | abi::BOOT_FLAG_NO_REWRITE) == 0 {
+    if info.flags & abi::BOOT_FLAGS_REWRITE_DECIDED == 0 {
         // Once per boot (a snapshot keeps the answer).
         crate::rewrite::time_syscall(info.tsc_khz);
     }

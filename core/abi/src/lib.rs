@@ -196,8 +196,17 @@ pub const BOOT_FLAG_WAIT_PROGRAM: u32 = 2;
 /// this nor [`BOOT_FLAG_NO_REWRITE`], the runtime times a raw `syscall`
 /// at boot and rewrites only where it is slow.
 pub const BOOT_FLAG_REWRITE: u32 = 4;
-/// Never rewrite system-call sites (`HVSANDBOX_REWRITE=0`).
+/// Never rewrite system-call or `cpuid` sites (`HVSANDBOX_REWRITE=0`).
 pub const BOOT_FLAG_NO_REWRITE: u32 = 8;
+/// Rewrite `cpuid` sites (ahead of time, at an entry snapshot) but never
+/// system-call sites, without timing a `syscall`
+/// (`HVSANDBOX_REWRITE=cpuid`): what a host whose `syscall` is cheap gets
+/// by default. A `cpuid` leaves the guest on every KVM host, so its sites
+/// are rewritten unless [`BOOT_FLAG_NO_REWRITE`].
+pub const BOOT_FLAG_REWRITE_CPUID_ONLY: u32 = 16;
+/// The flags by which the host decides rewriting (the runtime then does
+/// not time a `syscall`).
+pub const BOOT_FLAGS_REWRITE_DECIDED: u32 = BOOT_FLAG_REWRITE | BOOT_FLAG_NO_REWRITE | BOOT_FLAG_REWRITE_CPUID_ONLY;
 
 /// Counters the runtime keeps for the host to read after a run.
 #[repr(C)]

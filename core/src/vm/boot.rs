@@ -413,13 +413,15 @@ fn tsc_and_realtime() -> (u64, u64) {
 
 /// The host's word on system-call site rewriting, read once from the
 /// environment: `HVSANDBOX_REWRITE=1` forces it on
-/// (`BOOT_FLAG_REWRITE`), `=0` off (`BOOT_FLAG_NO_REWRITE`); otherwise
+/// (`BOOT_FLAG_REWRITE`), `=0` off (`BOOT_FLAG_NO_REWRITE`), `=cpuid`
+/// `cpuid` sites only (`BOOT_FLAG_REWRITE_CPUID_ONLY`); otherwise
 /// the runtime decides from what a `syscall` costs (no flag).
 fn rewrite_flag() -> u32 {
     static FLAG: OnceLock<u32> = OnceLock::new();
     *FLAG.get_or_init(|| match std::env::var_os("HVSANDBOX_REWRITE") {
         Some(v) if v == "1" => abi::BOOT_FLAG_REWRITE,
         Some(v) if v == "0" => abi::BOOT_FLAG_NO_REWRITE,
+        Some(v) if v == "cpuid" => abi::BOOT_FLAG_REWRITE_CPUID_ONLY,
         _ => abi::BOOT_FLAG_NONE,
     })
 }

@@ -48,31 +48,39 @@ impl Vm {
             })
             .collect();
         if let Some(pagemap) = pagemap {
+            // The runtime's image and tables, and the page-table pool: the
+            // frames the guest reaches through the physmap's 2 MiB pages,
+            // whose accessed bits say nothing of 4 KiB pages.
             let runtime_end = ((abi::RUNTIME_GPA + abi::RUNTIME_MAX) / abi::PAGE_SIZE) as u32;
             let pool = (abi::pt_pool_start(self.mem_size) / abi::PAGE_SIZE) as u32;
-            for (first, n) in self.present_pages(pagemap)?.unwrap_or_default() {
-                let end = first + n;
-                if first < runtime_end {
-                    all.push((first, end.min(runtime_end) - first));
-                }
-                if end > pool {
-                    all.push((first.max(pool), end - first.max(pool)));
-                }
+            for span in [0..runtime_end, pool..frames as u32] {
+                all.extend(self.present_pages(pagemap, span, prefault::MAX_RANGES)?.unwrap_or_default());
             }
         }
         Ok(Some(coalesce(all)))
     }
 
-    /// The guest RAM pages present in this process's mapping of it (read,
-    /// written or executed by the guest, or by the host, since the mapping
-    /// was made), as frame ranges; `None` when the kernel lacks
-    /// `PAGEMAP_SCAN`. At most [`prefault::MAX_RANGES`] ranges, the lowest.
-    fn present_pages(&self, pagemap: BorrowedFd<'_>) -> Result<Option<FrameRanges>> {
+    /// The guest RAM pages of `frames` present in this process's mapping
+    /// of it (read, written or executed by the guest, or by the host,
+    /// since the mapping was made), as frame ranges; `None` when the
+    /// kernel lacks `PAGEMAP_SCAN`. At most `most` ranges, the lowest.
+    fn present_pages(
+        &self,
+        pagemap: BorrowedFd<'_>,
+        frames: std::ops::Range<u32>,
+        most: usize,
+    ) -> Result<Option<FrameRanges>> {
         let page = abi::PAGE_SIZE as usize;
+        let end = u64::from(frames.end).min(self.mem_size / abi::PAGE_SIZE);
+        let Some(count) = end.checked_sub(u64::from(frames.start)).filter(|&n| n > 0) else {
+            return Ok(Some(Vec::new()));
+        };
+        let base = frames.start;
         let mut ranges: FrameRanges = Vec::new();
-        let scanned = pages_scan(self.host_addr, self.mem_size as usize, pagemap, Pages::Present, &mut |from, to| {
-            let (first, end) = ((from / page) as u32, (to / page) as u32);
-            let full = ranges.len() >= prefault::MAX_RANGES;
+        let addr = self.host_addr + u64::from(base) * abi::PAGE_SIZE;
+        let scanned = pages_scan(addr, count as usize * page, pagemap, Pages::Present, &mut |from, to| {
+            let (first, end) = (base + (from / page) as u32, base + (to / page) as u32);
+            let full = ranges.len() >= most;
             match ranges.last_mut() {
                 Some((f, n)) if *f + *n == first => *n = end - *f,
                 _ if !full => ranges.push((first, end - first)),

@@ -106,22 +106,24 @@ fn a_run_of_short_instructions_moves_to_the_stub_unless_a_jump_may_land_inside_i
         .arg("forms")
         .output()
         .unwrap();
-    let want = |run: &str, getpid: &str| {
+    let want = |run: &str, rip: &str, getpid: &str| {
         format!(
-            "forms: 0 differ\nrun: 0f {run}\nlanded: 0f 4d\nindirect: 0f 4d\ngetpid: 10 of 10 right, run: 0f {getpid}\n"
+            "forms: 0 differ\nrun: 0f {run}\nlanded: 0f 4d\nindirect: 0f 4d\nrip: 0f {rip}\n\
+             getpid: 10 of 10 right, run: 0f {getpid}\n"
         )
     };
-    assert_eq!(String::from_utf8_lossy(&off.stdout), want("4d", "89"), "off: the code as written");
+    assert_eq!(String::from_utf8_lossy(&off.stdout), want("4d", "c7", "89"), "off: the code as written");
     let native = Std::new(musl("cpuid")).arg("forms").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&native.stdout), want("4d", "89"), "natively");
+    assert_eq!(String::from_utf8_lossy(&native.stdout), want("4d", "c7", "89"), "natively");
     let mut sb = from_entry_snapshot(&Command::new(musl("cpuid")));
     let out = sb.run(&Command::resume().arg("forms")).expect("run from the snapshot");
     // The run (`mov %r8,%r9; mov %r9,%r11`) became `jmp rel32`; the
     // other sites, one with a `jnz` into its run, one in a function with
     // an indirect jump, are as written; all answer as the first site
     // does, by either path. The `syscall`'s run
-    // (`mov %edi,%eax; mov %r8,%r9`) moved too, and getpid still works.
-    assert_eq!(out.stdout_str(), want("e9", "e9"), "{}", out.stderr_str());
+    // (`mov %edi,%eax; mov %r8,%r9`) moved too, and getpid still works;
+    // the RIP-relative store moved and still stores where it did.
+    assert_eq!(out.stdout_str(), want("e9", "e9", "e9"), "{}", out.stderr_str());
 }
 
 #[test]
@@ -185,7 +187,7 @@ fn with_cpuid_rewriting_only_cpuid_sites_change_and_every_system_call_takes_the_
     assert!(run.status.success(), "{stderr}");
     assert_eq!(
         String::from_utf8_lossy(&run.stdout),
-        "forms: 0 differ\nrun: 0f e9\nlanded: 0f 4d\nindirect: 0f 4d\ngetpid: 10 of 10 right, run: 0f 89\n",
+        "forms: 0 differ\nrun: 0f e9\nlanded: 0f 4d\nindirect: 0f 4d\nrip: 0f e9\ngetpid: 10 of 10 right, run: 0f 89\n",
         "the `cpuid` run moved, the `syscall`'s did not"
     );
     let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats:\n{stderr}"));

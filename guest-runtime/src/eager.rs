@@ -252,7 +252,8 @@ const MAX_RUN: usize = 19;
 fn sites_in(at: u64, len: u64, targets: &mut Option<Targets>) -> (Vec<Found>, Sweep) {
     let mut out = Vec::new();
     let mut indirect = false;
-    let Some(code) = sitefind::code_bytes(at, len) else { return (out, Sweep { indirect, whole: false }) };
+    let Some(code) = sitefind::original_bytes(at, len) else { return (out, Sweep { indirect, whole: false }) };
+    let code = &code[..];
     let mut i = 0;
     // The last few instructions: (offset, length), newest last.
     let mut recent: [(usize, usize); 4] = [(0, 0); 4];
@@ -313,7 +314,10 @@ fn run_before(code: &[u8], recent: &[(usize, usize)], site: usize) -> Option<usi
     let mut start = site;
     for (k, &(o, l)) in recent.iter().rev().enumerate() {
         let ins = &code[o..o + l];
-        if o + l != start || x86len::relocatable(ins) != Some(l) || loaded_number(ins) == Some(Some(RT_SIGRETURN)) {
+        if o + l != start
+            || x86len::movable(ins).map(|m| m.0) != Some(l)
+            || loaded_number(ins) == Some(Some(RT_SIGRETURN))
+        {
             return None;
         }
         start = o;
@@ -367,9 +371,12 @@ mod tests {
         // mov r8, r9 (3); mov r9, r11 (3): two are enough.
         let code = [0x90, 0x4d, 0x89, 0xc1, 0x4d, 0x89, 0xcb, 0x0f, 0xa2];
         assert_eq!(run_before(&code, &recent(&code, 7), 7), Some(1));
-        // A RIP-relative load in the run: not movable.
+        // A RIP-relative load moves too (its displacement with it).
         let code = [0x8b, 0x05, 1, 2, 3, 4, 0x89, 0xf1, 0x0f, 0xa2];
-        assert_eq!(run_before(&code, &recent(&code, 8), 8), None);
+        assert_eq!(run_before(&code, &recent(&code, 8), 8), Some(0));
+        // A call does not.
+        let code = [0xe8, 1, 2, 3, 4, 0x89, 0xf1, 0x0f, 0xa2];
+        assert_eq!(run_before(&code, &recent(&code, 7), 7), None);
         // mov eax, 15 (rt_sigreturn's number) is never moved.
         let code = [0xb8, 0x0f, 0, 0, 0, 0x89, 0xf1, 0x0f, 0x05];
         assert_eq!(run_before(&code, &recent(&code, 7), 7), None);

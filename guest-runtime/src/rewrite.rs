@@ -28,11 +28,12 @@
 //!   padding's jump, so a task preempted on it still goes to the stub.)
 //! - with no padding in reach: the instruction right before the
 //!   `syscall`, if it has 5 bytes or more and does the same wherever it
-//!   runs (no RIP-relative operand, no control transfer:
-//!   `x86len::relocatable`), is copied into the stub and its first 5
-//!   bytes become `jmp rel32` there. Its remaining bytes are never run (no
-//!   instruction starts among them, so nothing jumps or returns there),
-//!   and the `syscall` stays as in the first form. A fault in the moved
+//!   runs once copied (no control transfer; a RIP-relative operand gets
+//!   its displacement moved: `x86len::movable`, `relocate`), is copied
+//!   into the stub and its first 5 bytes become `jmp rel32` there. Its
+//!   remaining bytes are never run (no instruction starts among them, so
+//!   nothing jumps or returns there), and the `syscall` stays as in the
+//!   first form. A fault in the moved
 //!   instruction shows the program its own address (`moved_from`).
 //! - only ahead of time (`eager.rs`, at an entry snapshot): a run of
 //!   several short instructions before the site moves to the stub
@@ -256,7 +257,7 @@ fn rewrite_two_byte(place: &sitefind::Place, sc: u64, kind: Kind) -> bool {
     let Some((at, moved)) = place.instruction_before(sc) else { return false };
     let n = moved.len();
     let one_page = (at & (PAGE - 1)) + n as u64 + 2 <= PAGE;
-    if n < 5 || !one_page || crate::x86len::relocatable(moved) != Some(n) || loads_rt_sigreturn(moved) {
+    if n < 5 || !one_page || crate::x86len::movable(moved).map(|m| m.0) != Some(n) || loads_rt_sigreturn(moved) {
         return false;
     }
     let orig = [moved[0], moved[1], moved[2], moved[3], moved[4]];
@@ -359,14 +360,14 @@ pub fn rewrite_run_ahead(start: u64, site: u64, cpuid: bool) -> bool {
     }
     let Ok(Some(place)) = sitefind::function_of(site, true) else { return false };
     let Some(moved) = sitefind::code_bytes(start, len) else { return false };
-    let Some(first) = crate::x86len::relocatable(moved) else { return false };
+    let Some((first, _)) = crate::x86len::movable(moved) else { return false };
     if start < place.from || !place.instruction_at(start, first) || !place.instruction_at(site, 2) {
         return false;
     }
     let mut i = 0;
     while i < moved.len() {
-        match crate::x86len::relocatable(&moved[i..]) {
-            Some(n) if !loads_rt_sigreturn(&moved[i..i + n]) => i += n,
+        match crate::x86len::movable(&moved[i..]) {
+            Some((n, _)) if !loads_rt_sigreturn(&moved[i..i + n]) => i += n,
             _ => return false,
         }
     }
@@ -474,6 +475,11 @@ fn patch_in(s: &mut Sites, mut site: Site, moved: &[u8], kind: Kind) -> bool {
     let back_to = if i > 0 { site.at + i as u64 + 2 } else { site.at + u64::from(site.len) };
     code[i..i + 3].copy_from_slice(&kind.lea());
     let ok = (|| {
+        // A RIP-relative operand of a moved instruction must point where
+        // it did.
+        if !crate::x86len::relocate(&mut code[..i], site.at, stub) {
+            return None;
+        }
         code[i + 3..i + 7].copy_from_slice(&rel32(stub + i as u64 + 7, back_to)?);
         code[i + 7..i + 9].copy_from_slice(&[0xff, 0x25]);
         code[i + 9..i + 13].copy_from_slice(&rel32(stub + i as u64 + 13, area + kind.slot())?);

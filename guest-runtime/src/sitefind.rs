@@ -85,20 +85,61 @@ pub(crate) fn code_bytes(va: u64, len: u64) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(va as *const u8, len as usize) })
 }
 
+/// `[va, va + len)` of the program's code as it was before any site in
+/// it was rewritten (the bytes each site and its padding slot replaced
+/// put back), so that a sweep of instruction lengths meets the program's
+/// own instructions: a moved instruction longer than the jump that
+/// replaced it leaves bytes that would otherwise read as others.
+pub(crate) fn original_bytes(va: u64, len: u64) -> Option<Vec<u8>> {
+    let now = code_bytes(va, len)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(now.len()).ok()?;
+    v.extend_from_slice(now);
+    let end = va + len;
+    let mut put = |at: u64, bytes: &[u8]| {
+        for (k, &b) in bytes.iter().enumerate() {
+            let a = at + k as u64;
+            if a >= va && a < end {
+                v[(a - va) as usize] = b;
+            }
+        }
+    };
+    for s in &mm::current().rewrite.sites {
+        put(s.at, &s.orig[..usize::from(s.len).min(5)]);
+        if let Some((p, orig)) = s.pad {
+            put(p, &orig);
+        }
+    }
+    Some(v)
+}
+
+/// Whether `[a, b)` holds bytes a rewritten site changed, or left never
+/// to run (the rest of the instructions it moved).
+fn rewritten(a: u64, b: u64) -> bool {
+    mm::current().rewrite.sites.iter().any(|s| {
+        let n = u64::from(s.len.max(s.moved));
+        (s.at < b && a < s.at + n) || s.pad.is_some_and(|(p, _)| p < b && a < p + 5)
+    })
+}
+
 impl Place {
     /// Whether an instruction of `len` bytes starts at `at` (a sweep from
-    /// the function's start lands on it).
+    /// the function's start, over its own bytes, lands on it) and no
+    /// rewritten site has changed it.
     pub fn instruction_at(&self, at: u64, len: usize) -> bool {
         let Some(back) = at.checked_sub(self.from) else { return false };
-        let Some(bytes) = code_bytes(self.from, back + len as u64) else { return false };
-        x86len::reaches(bytes, back as usize) && x86len::length(&bytes[back as usize..]) == Some(len)
+        let Some(bytes) = original_bytes(self.from, back + len as u64) else { return false };
+        x86len::reaches(&bytes, back as usize)
+            && x86len::length(&bytes[back as usize..]) == Some(len)
+            && !rewritten(at, at + len as u64)
     }
 
     /// The instruction that ends at `at` (start and bytes, at most 15),
-    /// found by a sweep from the function's start.
+    /// found by a sweep from the function's start; None if a rewritten
+    /// site has changed it.
     pub fn instruction_before(&self, at: u64) -> Option<(u64, &'static [u8])> {
         let back = at.checked_sub(self.from)?;
-        let bytes = code_bytes(self.from, back)?;
+        let bytes = original_bytes(self.from, back)?;
         let mut i = 0;
         let mut last = None;
         while i < bytes.len() {
@@ -106,8 +147,11 @@ impl Place {
             last = Some(i);
             i += n;
         }
-        let start = last.filter(|_| i == bytes.len())?;
-        Some((self.from + start as u64, &bytes[start..]))
+        let start = self.from + last.filter(|_| i == bytes.len())? as u64;
+        if rewritten(start, at) {
+            return None;
+        }
+        Some((start, code_bytes(start, at - start)?))
     }
 
     /// A 5-byte slot of padding between two functions (alignment filler,

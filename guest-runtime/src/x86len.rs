@@ -230,12 +230,14 @@ fn vex(code: &[u8], at: usize) -> Option<usize> {
     (len <= MAX_LEN && at + len <= code.len()).then_some(len)
 }
 
-/// The length of the instruction at the start of `code` if it does the
-/// same wherever it runs (the rewriter copies it into a stub): a legacy
-/// encoding (one-byte or `0F` opcode, no VEX/EVEX) that neither reads RIP
-/// (a RIP-relative operand) nor transfers control (jumps, calls,
-/// returns, interrupts, `syscall`, `ud2`) nor is privileged.
-pub fn relocatable(code: &[u8]) -> Option<usize> {
+/// Whether the instruction at the start of `code` does the same wherever
+/// it runs once copied (the rewriter copies it into a stub): a legacy
+/// encoding (one-byte or `0F` opcode, no VEX/EVEX) that neither transfers
+/// control (jumps, calls, returns, interrupts, `syscall`, `ud2`) nor is
+/// privileged. Its length, and where in it a RIP-relative operand's
+/// 32-bit displacement lies, if it has one (to be moved by as much as the
+/// instruction moves: [`relocate`]).
+pub fn movable(code: &[u8]) -> Option<(usize, Option<usize>)> {
     let len = length(code)?;
     let mut i = 0;
     while matches!(code[i], 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65) {
@@ -269,10 +271,31 @@ pub fn relocatable(code: &[u8]) -> Option<usize> {
     if has_modrm {
         let m = *code.get(modrm_at)?;
         if m >> 6 == 0 && m & 7 == 5 {
-            return None; // RIP-relative
+            // RIP-relative: the displacement follows the ModRM byte.
+            return (modrm_at + 5 <= len).then_some((len, Some(modrm_at + 1)));
         }
     }
-    Some(len)
+    Some((len, None))
+}
+
+/// Rewrites in place the instructions `code` (whole ones, [`movable`]
+/// each), copied from `from` to `to`, so that they do there what they did
+/// where they were: each RIP-relative displacement moves by `from - to`.
+/// False if one does not fit 32 bits (or `code` is not such instructions).
+pub fn relocate(code: &mut [u8], from: u64, to: u64) -> bool {
+    let delta = from.wrapping_sub(to) as i64;
+    let mut i = 0;
+    while i < code.len() {
+        let Some((n, disp)) = movable(&code[i..]) else { return false };
+        if let Some(d) = disp {
+            let at = i + d;
+            let old = i32::from_le_bytes([code[at], code[at + 1], code[at + 2], code[at + 3]]);
+            let Ok(new) = i32::try_from(i64::from(old) + delta) else { return false };
+            code[at..at + 4].copy_from_slice(&new.to_le_bytes());
+        }
+        i += n;
+    }
+    true
 }
 
 /// Where the instruction at the start of `code` (at address `at`) may
@@ -353,21 +376,20 @@ mod tests {
     }
 
     #[test]
-    fn only_instructions_that_run_the_same_anywhere_are_relocatable() {
+    fn only_instructions_that_run_the_same_anywhere_are_movable() {
         let reloc = |b: &[u8]| {
             let mut v = b.to_vec();
             v.extend_from_slice(&[0x90; 16]);
-            relocatable(&v)
+            movable(&v).filter(|m| m.1.is_none()).map(|m| m.0)
         };
         // movups %xmm0,0x2d8(%rbx); mov %rsi,0x10(%rsi); mov $0x9e,%eax; mov $1,%edi
         assert_eq!(reloc(&[0x0f, 0x11, 0x83, 0xd8, 0x02, 0, 0]), Some(7));
         assert_eq!(reloc(&[0x48, 0x89, 0x76, 0x10]), Some(4));
         assert_eq!(reloc(&[0xb8, 0x9e, 0, 0, 0]), Some(5));
         assert_eq!(reloc(&[0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0]), Some(7));
-        // lea 0x10(%rip),%rdi: reads RIP.
+        // lea 0x10(%rip),%rdi: reads RIP, so its displacement must move.
+        assert_eq!(movable(&[0x48, 0x8d, 0x3d, 0x10, 0, 0, 0]), Some((7, Some(3))));
         assert_eq!(reloc(&[0x48, 0x8d, 0x3d, 0x10, 0, 0, 0]), None);
-        // mov 0x10(%rip),%eax
-        assert_eq!(reloc(&[0x8b, 0x05, 0x10, 0, 0, 0]), None);
         // jumps, calls, returns, interrupts, syscall, ud2
         for b in [
             &[0xe9, 1, 0, 0, 0][..],
@@ -392,6 +414,28 @@ mod tests {
         // push/pop and inc through memory are fine.
         assert_eq!(reloc(&[0xff, 0x30]), Some(2));
         assert_eq!(reloc(&[0x53]), Some(1));
+    }
+
+    #[test]
+    fn rip_relative_operands_move_with_the_instruction() {
+        // mov %ebx,0x1daead(%rip); mov %edx,0x10(%rip); mov 0x10(%rip),%eax
+        let mut code = [0x89, 0x1d, 0xad, 0xae, 0x1d, 0x00, 0x89, 0x15, 0x10, 0, 0, 0];
+        assert_eq!(movable(&code), Some((6, Some(2))));
+        assert_eq!(movable(&[0x8b, 0x05, 0x10, 0, 0, 0]), Some((6, Some(2))));
+        // movl $1, 0x10(%rip): the immediate follows the displacement.
+        assert_eq!(movable(&[0xc7, 0x05, 0x10, 0, 0, 0, 1, 0, 0, 0]), Some((10, Some(2))));
+        // Copied 0x1000 bytes lower: each displacement grows by 0x1000.
+        assert!(relocate(&mut code, 0x40_1000, 0x40_0000));
+        assert_eq!(code, [0x89, 0x1d, 0xad, 0xbe, 0x1d, 0x00, 0x89, 0x15, 0x10, 0x10, 0, 0]);
+        // Out of a rel32's reach.
+        let mut far = [0x8b, 0x05, 0, 0, 0, 0x7f];
+        assert!(!relocate(&mut far, 0x1_0000_0000, 0));
+        // Not relocatable at all: a jump.
+        assert!(!relocate(&mut [0xeb, 0x00], 0x1000, 0));
+        // No RIP-relative operand: unchanged.
+        let mut plain = [0x48, 0x89, 0x76, 0x10];
+        assert!(relocate(&mut plain, 0x5000, 0));
+        assert_eq!(plain, [0x48, 0x89, 0x76, 0x10]);
     }
 
     #[test]

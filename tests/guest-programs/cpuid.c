@@ -15,10 +15,13 @@
  * the fourth form (a run of several instructions moved to the stub) can
  * rewrite them; the second has a jump landing inside its run, and the
  * third is in a function with an indirect jump, so both must stay.
- * Prints how many answers differ from the first site's, then "run: XX
- * YY", "landed: XX YY" and "indirect: XX YY",
- * each site's first byte and its run's (0f 4d as written); then the same
- * for a `syscall` site (getpid) with such a run (0f 89 as written). */
+ * A fourth site follows a 10-byte RIP-relative store, which the third
+ * form moves to the stub with its displacement adjusted (the store must
+ * still land). Prints how many answers (or stores) differ from the first
+ * site's, then "run: XX YY", "landed: XX YY", "indirect: XX YY" (each
+ * site's first byte and its run's: 0f 4d as written) and "rip: XX YY"
+ * (0f c7 as written); then the same for a `syscall` site (getpid) with
+ * a run before it (0f 89 as written). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -147,10 +150,15 @@ void cpuid_landed(uint32_t leaf, uint32_t sub, uint32_t out[4], uint64_t jump);
 /* cpuid_indirect(leaf, subleaf, out): as cpuid_run, in a function that
  * also has an indirect jump (which could land anywhere in it). */
 void cpuid_indirect(uint32_t leaf, uint32_t sub, uint32_t out[4]);
+/* cpuid_rip(leaf, subleaf, out): a RIP-relative store right before the
+ * `cpuid` (`movl $0x11223344, rip_word(%rip)`, 10 bytes): moved to the
+ * stub, it must still store to rip_word. */
+void cpuid_rip(uint32_t leaf, uint32_t sub, uint32_t out[4]);
+uint32_t rip_word;
 /* getpid_run(): getpid by a `syscall` with the same kind of run before
  * it (the fourth form serves system calls too). */
 long getpid_run(void);
-extern const unsigned char run_site[], landed_site[], getpid_site[], indirect_site[];
+extern const unsigned char run_site[], landed_site[], getpid_site[], indirect_site[], rip_site[];
 #define FILLER ".rept 50\n    lea 0(%r11), %r11\n.endr\n"
 #define STORE                    \
     "    mov %eax, 0(%r8)\n"     \
@@ -229,6 +237,25 @@ __asm__(
     STORE
     ".cfi_endproc\n"
     ".size cpuid_indirect, .-cpuid_indirect\n"
+    ".globl cpuid_rip\n"
+    ".type cpuid_rip,@function\n"
+    ".p2align 4\n"
+    "cpuid_rip:\n"
+    ".cfi_startproc\n"
+    "    push %rbx\n"
+    ".cfi_adjust_cfa_offset 8\n"
+    "    mov %rdx, %r8\n"
+    "    mov %edi, %eax\n"
+    "    mov %esi, %ecx\n"
+    FILLER
+    "    movl $0x11223344, rip_word(%rip)\n"
+    ".globl rip_site\n"
+    "rip_site:\n"
+    "    cpuid\n"
+    FILLER
+    STORE
+    ".cfi_endproc\n"
+    ".size cpuid_rip, .-cpuid_rip\n"
     ".globl getpid_run\n"
     ".type getpid_run,@function\n"
     ".p2align 4\n"
@@ -251,24 +278,30 @@ static int forms(void) {
     int differ = 0;
     for (unsigned i = 0; i < sizeof leaves / sizeof leaves[0]; i++) {
         struct probe_out o;
-        uint32_t a[4], b[4], c[4], d[4];
+        uint32_t a[4], b[4], c[4], d[4], e[4];
         cpuid_probe(leaves[i][0], leaves[i][1], &o, 0);
         cpuid_run(leaves[i][0], leaves[i][1], a);
         cpuid_landed(leaves[i][0], leaves[i][1], b, 0);
         cpuid_landed(leaves[i][0], leaves[i][1], c, 1);
         cpuid_indirect(leaves[i][0], leaves[i][1], d);
+        rip_word = 0;
+        cpuid_rip(leaves[i][0], leaves[i][1], e);
+        differ += rip_word != 0x11223344;
         /* (Leaf 1's and 0xb's APIC IDs move with the CPU natively.) */
         if (leaves[i][0] == 1)
-            o.r[1] &= 0xffffff, a[1] &= 0xffffff, b[1] &= 0xffffff, c[1] &= 0xffffff, d[1] &= 0xffffff;
+            o.r[1] &= 0xffffff, a[1] &= 0xffffff, b[1] &= 0xffffff, c[1] &= 0xffffff, d[1] &= 0xffffff,
+            e[1] &= 0xffffff;
         differ += memcmp(o.r, a, 16) != 0;
         differ += memcmp(o.r, b, 16) != 0;
         differ += memcmp(o.r, c, 16) != 0;
         differ += memcmp(o.r, d, 16) != 0;
+        differ += memcmp(o.r, e, 16) != 0;
     }
     printf("forms: %d differ\n", differ);
     printf("run: %02x %02x\n", run_site[0], run_site[-6]);
     printf("landed: %02x %02x\n", landed_site[0], landed_site[-6]);
     printf("indirect: %02x %02x\n", indirect_site[0], indirect_site[-6]);
+    printf("rip: %02x %02x\n", rip_site[0], rip_site[-10]);
     int same = 0;
     for (int i = 0; i < 10; i++)
         same += getpid_run() == getpid();

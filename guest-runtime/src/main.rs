@@ -400,9 +400,8 @@ global_asm!(
 
 // A rewritten `cpuid` site's stub jumps here (cpuid.rs, rewrite.rs) with
 // EAX/ECX the leaf and subleaf and RBX the address after the `cpuid`.
-// The answer comes from the host's CPUID page where it holds the leaf
-// (an entry whose subleaf matters must match ECX too), else from the
-// CPU; every other register, RFLAGS and the program's stack (its red
+// The answer comes from the host's CPUID page as `abi::cpuid::lookup`
+// reads it, else from the CPU; every other register, RFLAGS and the program's stack (its red
 // zone) are left as they were. Runtime code: never preempted, cannot
 // fault, so the way back and the program's RSP wait in globals.
 global_asm!(
@@ -423,19 +422,39 @@ global_asm!(
     "    cmp edi, {max}",
     "    ja 3f",
     "    add rsi, 16",
+    // EDX (an output): whether the leaf has entries by subleaf.
+    "    xor edx, edx",
     "1:",
     "    test edi, edi",
-    "    jz 3f",
+    "    jz 6f",
     "    cmp eax, [rsi]",
     "    jne 2f",
     "    test byte ptr [rsi + 8], {flag_index}",
     "    jz 4f",
     "    cmp ecx, [rsi + 4]",
     "    je 4f",
+    "    mov edx, 1",
     "2:",
     "    add rsi, 32",
     "    dec edi",
     "    jmp 1b",
+    // Not in the table: zeros for a subleaf a basic leaf lacks, as KVM
+    // answers (not 0xB and 0x1F: KVM fills in their ECX and EDX).
+    "6:",
+    "    test edx, edx",
+    "    jz 3f",
+    "    cmp eax, 0xb",
+    "    je 3f",
+    "    cmp eax, 0x1f",
+    "    je 3f",
+    "    movabs rsi, {page}",
+    "    cmp eax, [rsi + 8]",
+    "    ja 3f",
+    "    xor eax, eax",
+    "    xor ebx, ebx",
+    "    xor ecx, ecx",
+    "    xor edx, edx",
+    "    jmp 5f",
     "3:",
     "    cpuid",
     "    jmp 5f",

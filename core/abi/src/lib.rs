@@ -440,8 +440,11 @@ pub mod prefault {
 /// bits KVM derives from them — OSXSAVE, the XSAVE area's sizes — are as
 /// the guest sees them). A `cpuid` whose leaf (and, where the entry says
 /// its subleaf matters, subleaf) has an entry returns that entry's
-/// registers; any other (out-of-range leaves and subleaves) is left to
-/// the CPU. `count` beyond [`cpuid::MAX_ENTRIES`] means none.
+/// registers; a subleaf missing from a basic leaf (up to `basic_max`)
+/// that has entries by subleaf returns zeros, as KVM answers it (but for
+/// leaves 0xB and 0x1F, whose ECX and EDX KVM fills in); any other
+/// (out-of-range leaves) is left to the CPU. `count` beyond
+/// [`cpuid::MAX_ENTRIES`] means none ([`cpuid::lookup`]).
 pub mod cpuid {
     /// [`Table::magic`].
     pub const MAGIC: u32 = u32::from_le_bytes(*b"CPU1");
@@ -469,30 +472,60 @@ pub mod cpuid {
     pub struct Table {
         pub magic: u32,
         pub count: u32,
-        pub _pad: [u32; 2],
+        /// The highest basic leaf (leaf 0's EAX).
+        pub basic_max: u32,
+        pub _pad: u32,
         pub entries: [Entry; MAX_ENTRIES],
     }
 
     impl Default for Table {
         fn default() -> Table {
-            Table { magic: 0, count: 0, _pad: [0; 2], entries: [Entry::default(); MAX_ENTRIES] }
+            Table { magic: 0, count: 0, basic_max: 0, _pad: 0, entries: [Entry::default(); MAX_ENTRIES] }
         }
     }
 
     const _: () = assert!(core::mem::size_of::<Entry>() == 32);
     const _: () = assert!(core::mem::size_of::<Table>() <= super::PAGE_SIZE as usize);
 
-    /// What a `cpuid` of `leaf`/`subleaf` returns per `t`, if an entry
+    /// What a `cpuid` of `leaf`/`subleaf` returns per `t`, if the table
     /// answers it (the runtime's assembly does the same lookup).
     pub fn lookup(t: &Table, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
-        if t.magic != MAGIC {
+        if t.magic != MAGIC || t.count as usize > MAX_ENTRIES {
             return None;
         }
-        let n = (t.count as usize).min(MAX_ENTRIES);
-        t.entries[..n]
-            .iter()
-            .find(|e| e.function == leaf && (e.flags & FLAG_INDEX == 0 || e.index == subleaf))
-            .map(|e| [e.eax, e.ebx, e.ecx, e.edx])
+        let mut by_subleaf = false;
+        for e in &t.entries[..t.count as usize] {
+            if e.function != leaf {
+                continue;
+            }
+            if e.flags & FLAG_INDEX == 0 || e.index == subleaf {
+                return Some([e.eax, e.ebx, e.ecx, e.edx]);
+            }
+            by_subleaf = true;
+        }
+        (by_subleaf && leaf <= t.basic_max && leaf != 0xb && leaf != 0x1f).then_some([0; 4])
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_missing_subleaf_of_a_basic_leaf_reads_zeros() {
+            let mut t = Table { magic: MAGIC, count: 4, basic_max: 0xd, ..Table::default() };
+            t.entries[0] = Entry { function: 0, eax: 0xd, ebx: 7, ..Entry::default() };
+            t.entries[1] = Entry { function: 0xd, index: 0, flags: FLAG_INDEX, eax: 1, ..Entry::default() };
+            t.entries[2] = Entry { function: 0xb, index: 0, flags: FLAG_INDEX, edx: 3, ..Entry::default() };
+            t.entries[3] = Entry { function: 0x8000_0000, index: 5, flags: FLAG_INDEX, eax: 2, ..Entry::default() };
+            assert_eq!(lookup(&t, 0, 9), Some([0xd, 7, 0, 0]), "a leaf without subleaves");
+            assert_eq!(lookup(&t, 0xd, 0), Some([1, 0, 0, 0]));
+            assert_eq!(lookup(&t, 0xd, 3), Some([0; 4]), "KVM's answer");
+            assert_eq!(lookup(&t, 0xb, 1), None, "0xB's ECX and EDX are filled in: the CPU's");
+            assert_eq!(lookup(&t, 0x8000_0000, 1), None, "not a basic leaf");
+            assert_eq!(lookup(&t, 0x7, 0), None, "no entry at all");
+            t.count = MAX_ENTRIES as u32 + 1;
+            assert_eq!(lookup(&t, 0, 0), None, "a count beyond the page");
+        }
     }
 }
 

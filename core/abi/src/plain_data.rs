@@ -95,7 +95,13 @@ no_padding!(ManifestEntry { kind: u32, mode: u32, handle: u64, size: u64, path_l
 no_padding!(Stat { mode: u32, nlink: u32, size: u64, ino: u64, mtime_sec: i64, mtime_nsec: u32, _pad: u32 });
 no_padding!(Dirent { ino: u64, dtype: u8, name_len: u8 });
 no_padding!(CpuidEntry { function: u32, index: u32, flags: u32, eax: u32, ebx: u32, ecx: u32, edx: u32, _pad: u32 });
-no_padding!(CpuidTable { magic: u32, count: u32, _pad: [u32; 2], entries: [CpuidEntry; crate::cpuid::MAX_ENTRIES] });
+no_padding!(CpuidTable {
+    magic: u32,
+    count: u32,
+    basic_max: u32,
+    _pad: u32,
+    entries: [CpuidEntry; crate::cpuid::MAX_ENTRIES]
+});
 
 #[cfg(feature = "vm-memory")]
 mod byte_valued {

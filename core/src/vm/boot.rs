@@ -391,6 +391,7 @@ fn cpuid_page(vcpu: &kvm_ioctls::VcpuFd) -> Result<abi::cpuid::Table> {
         };
         t.count += 1;
     }
+    t.basic_max = got.as_slice().iter().find(|e| e.function == 0).map_or(0, |e| e.eax);
     Ok(t)
 }
 

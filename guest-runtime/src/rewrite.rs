@@ -33,8 +33,8 @@
 //!   into the stub and its first 5 bytes become `jmp rel32` there. Its
 //!   remaining bytes are never run (no instruction starts among them, so
 //!   nothing jumps or returns there), and the `syscall` stays as in the
-//!   first form. A fault in the moved
-//!   instruction shows the program its own address (`moved_from`).
+//!   first form. A fault in the moved instruction shows the program its
+//!   own address (`moved_from`).
 //! - only ahead of time (`eager.rs`, at an entry snapshot): a run of
 //!   several short instructions before the site moves to the stub
 //!   (`rewrite_run_ahead`).
@@ -43,8 +43,9 @@
 //! forms), ahead of time only: the hypervisor answers a `cpuid` without
 //! the runtime seeing it. A `cpuid` leaves the guest on every KVM host,
 //! so they are rewritten whatever a `syscall` costs, unless
-//! `BOOT_FLAG_NO_REWRITE` (`BOOT_FLAG_REWRITE_CPUID_ONLY`: only they). Their stubs set RBX (one of `cpuid`'s outputs)
-//! to the way back and jump to `cpuid_fast_entry` (`cpuid.rs`).
+//! `BOOT_FLAG_NO_REWRITE` (`BOOT_FLAG_REWRITE_CPUID_ONLY`: only they).
+//! Their stubs set RBX (one of `cpuid`'s outputs) to the way back and
+//! jump to `cpuid_fast_entry` (`cpuid.rs`).
 //!
 //! The stub sets RCX to the address after the `syscall` and jumps through
 //! a pointer to `syscall_fast_entry` (main.rs), which moves to the
@@ -344,7 +345,7 @@ pub fn rewrite_cpuid_ahead(site: u64) -> bool {
 /// The fourth form, only ahead of time (`eager.rs`, at the entry, before
 /// anything of the program has run): the run of two or more
 /// instructions from `start` to the `syscall` or `cpuid` at `site` (5 to
-/// 19 bytes, each relocatable, in one page) moves to the stub, and its
+/// 19 bytes, each movable, in one page) moves to the stub, and its
 /// first 5 bytes become the jump there. Done at run time this could
 /// strand a task stopped between two of them (preempted, or in a signal
 /// frame) inside the new jump; ahead of time none is, and the caller has
@@ -359,6 +360,10 @@ pub fn rewrite_run_ahead(start: u64, site: u64, cpuid: bool) -> bool {
         return false;
     }
     let Ok(Some(place)) = sitefind::function_of(site, true) else { return false };
+    if sitefind::rewritten(start, site + 2) {
+        // (Part of an earlier site: its bytes are a jump now.)
+        return false;
+    }
     let Some(moved) = sitefind::code_bytes(start, len) else { return false };
     let Some((first, _)) = crate::x86len::movable(moved) else { return false };
     if start < place.from || !place.instruction_at(start, first) || !place.instruction_at(site, 2) {

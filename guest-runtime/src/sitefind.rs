@@ -115,7 +115,7 @@ pub(crate) fn original_bytes(va: u64, len: u64) -> Option<Vec<u8>> {
 
 /// Whether `[a, b)` holds bytes a rewritten site changed, or left never
 /// to run (the rest of the instructions it moved).
-fn rewritten(a: u64, b: u64) -> bool {
+pub(crate) fn rewritten(a: u64, b: u64) -> bool {
     mm::current().rewrite.sites.iter().any(|s| {
         let n = u64::from(s.len.max(s.moved));
         (s.at < b && a < s.at + n) || s.pad.is_some_and(|(p, _)| p < b && a < p + 5)

@@ -13,7 +13,7 @@
 use std::process::Command as Std;
 
 use hvsandbox::{Command, ExitStatus, Sandbox, SnapshotPoint};
-use hvsandbox_tests::{from_entry_snapshot, glibc, hvsandbox_bin, musl};
+use hvsandbox_tests::{from_entry_snapshot, glibc, hvsandbox_bin, musl, stat};
 
 fn rewriting_on() {
     static ON: std::sync::Once = std::sync::Once::new();
@@ -151,15 +151,6 @@ fn a_dynamic_programs_loader_has_its_cpuid_sites_rewritten_and_learns_the_same()
         let n: u64 = on_code.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
         assert!(n > 0, "round {round}: the loader's sites are rewritten: {on_code}");
     }
-}
-
-/// A number of a --stats line.
-fn stat(line: &str, name: &str) -> u64 {
-    line.split(&format!("\"{name}\":"))
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
 }
 
 #[test]

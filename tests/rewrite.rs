@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use hvsandbox::{Command as Cmd, Sandbox, SnapshotPoint};
-use hvsandbox_tests::musl;
+use hvsandbox_tests::{musl, stat};
 
 /// `target/<profile>/hvsandbox`, built if `cargo test` did not build it.
 fn hvsandbox_bin() -> PathBuf {
@@ -74,15 +74,6 @@ fn guest_with(rewrite: Option<bool>, args: &[&str]) -> Run {
         slow,
         stats,
     }
-}
-
-/// A number of the --stats line.
-fn stat(line: &str, name: &str) -> u64 {
-    line.split(&format!("\"{name}\":"))
-        .nth(1)
-        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line}"))
 }
 
 fn native(args: &[&str]) -> (String, std::process::ExitStatus) {

@@ -128,6 +128,15 @@ pub fn musl(name: &str) -> PathBuf {
     program(name, Flavor::MuslStatic)
 }
 
+/// A number of the `hvsandbox run --stats` JSON line (panics if absent).
+pub fn stat(line: &str, name: &str) -> u64 {
+    line.split(&format!("\"{name}\":"))
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
 /// A glibc dynamic guest program (run it with the host system mounted).
 pub fn glibc(name: &str) -> PathBuf {
     program(name, Flavor::GlibcDynamic)

@@ -27,6 +27,11 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The code byte `off` bytes from `site` (a label in the code). */
+static unsigned code_byte(const unsigned char *site, long off) {
+    return *(volatile const unsigned char *)((uintptr_t)site + off);
+}
+
 struct probe_out {
     uint32_t r[4];
     uint8_t flags[8]; /* CF ZF SF OF PF after the cpuid, 0/1 each */
@@ -160,6 +165,11 @@ uint32_t rip_word;
 long getpid_run(void);
 extern const unsigned char run_site[], landed_site[], getpid_site[], indirect_site[], rip_site[];
 #define FILLER ".rept 50\n    lea 0(%r11), %r11\n.endr\n"
+/* A function's start (saving RBX, which `cpuid` writes) and end. */
+#define BEGIN(name)                                                      \
+    ".globl " #name "\n.type " #name ",@function\n.p2align 4\n" #name \
+    ":\n.cfi_startproc\n    push %rbx\n.cfi_adjust_cfa_offset 8\n"
+#define END(name) ".cfi_endproc\n.size " #name ", .-" #name "\n"
 #define STORE                    \
     "    mov %eax, 0(%r8)\n"     \
     "    mov %ebx, 4(%r8)\n"     \
@@ -170,13 +180,7 @@ extern const unsigned char run_site[], landed_site[], getpid_site[], indirect_si
     "    ret\n"
 __asm__(
     ".text\n"
-    ".globl cpuid_run\n"
-    ".type cpuid_run,@function\n"
-    ".p2align 4\n"
-    "cpuid_run:\n"
-    ".cfi_startproc\n"
-    "    push %rbx\n"
-    ".cfi_adjust_cfa_offset 8\n"
+    BEGIN(cpuid_run)
     "    mov %rdx, %r8\n"
     "    mov %edi, %eax\n"
     "    mov %esi, %ecx\n"
@@ -188,15 +192,8 @@ __asm__(
     "    cpuid\n"
     FILLER
     STORE
-    ".cfi_endproc\n"
-    ".size cpuid_run, .-cpuid_run\n"
-    ".globl cpuid_landed\n"
-    ".type cpuid_landed,@function\n"
-    ".p2align 4\n"
-    "cpuid_landed:\n"
-    ".cfi_startproc\n"
-    "    push %rbx\n"
-    ".cfi_adjust_cfa_offset 8\n"
+    END(cpuid_run)
+    BEGIN(cpuid_landed)
     "    mov %rcx, %r10\n"
     "    mov %rdx, %r8\n"
     "    mov %edi, %eax\n"
@@ -212,15 +209,8 @@ __asm__(
     "    cpuid\n"
     FILLER
     STORE
-    ".cfi_endproc\n"
-    ".size cpuid_landed, .-cpuid_landed\n"
-    ".globl cpuid_indirect\n"
-    ".type cpuid_indirect,@function\n"
-    ".p2align 4\n"
-    "cpuid_indirect:\n"
-    ".cfi_startproc\n"
-    "    push %rbx\n"
-    ".cfi_adjust_cfa_offset 8\n"
+    END(cpuid_landed)
+    BEGIN(cpuid_indirect)
     "    mov %rdx, %r8\n"
     "    lea 1f(%rip), %rax\n"
     "    jmp *%rax\n"
@@ -235,15 +225,8 @@ __asm__(
     "    cpuid\n"
     FILLER
     STORE
-    ".cfi_endproc\n"
-    ".size cpuid_indirect, .-cpuid_indirect\n"
-    ".globl cpuid_rip\n"
-    ".type cpuid_rip,@function\n"
-    ".p2align 4\n"
-    "cpuid_rip:\n"
-    ".cfi_startproc\n"
-    "    push %rbx\n"
-    ".cfi_adjust_cfa_offset 8\n"
+    END(cpuid_indirect)
+    BEGIN(cpuid_rip)
     "    mov %rdx, %r8\n"
     "    mov %edi, %eax\n"
     "    mov %esi, %ecx\n"
@@ -254,8 +237,7 @@ __asm__(
     "    cpuid\n"
     FILLER
     STORE
-    ".cfi_endproc\n"
-    ".size cpuid_rip, .-cpuid_rip\n"
+    END(cpuid_rip)
     ".globl getpid_run\n"
     ".type getpid_run,@function\n"
     ".p2align 4\n"
@@ -298,14 +280,14 @@ static int forms(void) {
         differ += memcmp(o.r, e, 16) != 0;
     }
     printf("forms: %d differ\n", differ);
-    printf("run: %02x %02x\n", run_site[0], run_site[-6]);
-    printf("landed: %02x %02x\n", landed_site[0], landed_site[-6]);
-    printf("indirect: %02x %02x\n", indirect_site[0], indirect_site[-6]);
-    printf("rip: %02x %02x\n", rip_site[0], rip_site[-10]);
+    printf("run: %02x %02x\n", code_byte(run_site, 0), code_byte(run_site, -6));
+    printf("landed: %02x %02x\n", code_byte(landed_site, 0), code_byte(landed_site, -6));
+    printf("indirect: %02x %02x\n", code_byte(indirect_site, 0), code_byte(indirect_site, -6));
+    printf("rip: %02x %02x\n", code_byte(rip_site, 0), code_byte(rip_site, -10));
     int same = 0;
     for (int i = 0; i < 10; i++)
         same += getpid_run() == getpid();
-    printf("getpid: %d of 10 right, run: %02x %02x\n", same, getpid_site[0], getpid_site[-5]);
+    printf("getpid: %d of 10 right, run: %02x %02x\n", same, code_byte(getpid_site, 0), code_byte(getpid_site, -5));
     return 0;
 }
 
@@ -360,6 +342,6 @@ int main(int argc, char **argv) {
     sweep_leaf(0xffffffffu);
     printf("checks: %d bad\n", bad);
     if (print_values)
-        printf("site: %02x %02x\n", cpuid_site[0], cpuid_site[-10]);
+        printf("site: %02x %02x\n", code_byte(cpuid_site, 0), code_byte(cpuid_site, -10));
     return 0;
 }

@@ -99,8 +99,9 @@ export interface Stats {
   processes: number;
   stdoutBytes: number;
   stderrBytes: number;
-  /** System-call sites the guest runtime rewrote to enter it by a jump
-   * (where the host's `syscall` is slow; `HVSANDBOX_REWRITE=0/1` forces). */
+  /** System-call and `cpuid` sites the guest runtime rewrote to enter it
+   * by a jump (system calls where the host's `syscall` is slow, `cpuid`
+   * at an entry snapshot; `HVSANDBOX_REWRITE=0/1/cpuid` forces). */
   rewrittenSites: number;
   /** System calls that took the host hypervisor's slow path (a `syscall`
    * instruction, not a rewritten site): all of them with rewriting off. */

@@ -70,8 +70,10 @@ pub struct Stats {
     pub page_faults: u64,
     /// Processes the program created (fork, vfork, clone of a process).
     pub processes: u64,
-    /// System-call sites the guest rewrote to enter its runtime by a jump
-    /// rather than a `syscall` (see `HVSANDBOX_REWRITE`).
+    /// System-call and `cpuid` sites the guest rewrote to enter its
+    /// runtime by a jump rather than the instruction (see
+    /// `HVSANDBOX_REWRITE`; `cpuid` sites are rewritten ahead, at an entry
+    /// snapshot, and count in that run).
     pub rewritten_sites: u64,
     /// System calls that took the hypervisor's slow path (a `syscall`
     /// instruction, not a rewritten site): all of them with rewriting off.

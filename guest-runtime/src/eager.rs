@@ -52,8 +52,9 @@ const MAX_PAGES: usize = 256;
 const RT_SIGRETURN: u32 = 15;
 
 /// Rewrites the `syscall` and `cpuid` sites of `node`'s code mapped in
-/// the current address space (the program at its entry). Returns how
-/// many.
+/// the current address space (the program or its loader at the entry).
+/// Its table is read now, so every run from the snapshot finds it read.
+/// Returns how many.
 pub fn rewrite_program(node: &NodeRef) -> usize {
     if !crate::rewrite::any_enabled() {
         return 0;
@@ -178,22 +179,21 @@ impl Targets {
         Some(Targets { lo, bits })
     }
 
+    /// The word and bit of address `t` (None outside the span).
+    fn bit(&self, t: u64) -> Option<(usize, u64)> {
+        let i = usize::try_from(t.checked_sub(self.lo)?).ok()?;
+        (i / 64 < self.bits.len()).then_some((i / 64, 1 << (i % 64)))
+    }
+
     fn mark(&mut self, t: u64) {
-        if let Some(i) = t.checked_sub(self.lo).and_then(|o| usize::try_from(o).ok()) {
-            if let Some(w) = self.bits.get_mut(i / 64) {
-                *w |= 1 << (i % 64);
-            }
+        if let Some((w, b)) = self.bit(t) {
+            self.bits[w] |= b;
         }
     }
 
     /// Whether a jump lands in `(start, end)`.
     fn any_inside(&self, start: u64, end: u64) -> bool {
-        (start + 1..end).any(|t| {
-            t.checked_sub(self.lo)
-                .and_then(|o| usize::try_from(o).ok())
-                .and_then(|i| self.bits.get(i / 64).map(|w| w & (1 << (i % 64)) != 0))
-                .unwrap_or(false)
-        })
+        (start + 1..end).any(|t| self.bit(t).is_some_and(|(w, b)| self.bits[w] & b != 0))
     }
 }
 
@@ -237,18 +237,16 @@ struct Found {
     at: u64,
     what: What,
     /// Where the shortest run of two or more instructions right before
-    /// it starts that has 5 bytes or more, all relocatable (the fourth
-    /// form's candidate).
+    /// it starts that has 5 bytes or more, all movable (the fourth form's
+    /// candidate).
     run: Option<u64>,
 }
 
-/// Longest run of instructions moved to a stub (the stub's room).
-const MAX_RUN: usize = 19;
-
 /// The `syscall` and `cpuid` instructions a sweep of `len` bytes from
 /// `at` (a function's start) meets, and what it learnt of the function's
-/// jumps; where its direct jumps land goes into `targets`. `syscall`s after a load of rt_sigreturn's number are
-/// left out. The sweep ends at the first byte it cannot decode.
+/// jumps; where its direct jumps land goes into `targets`. `syscall`s
+/// after a load of rt_sigreturn's number are left out. The sweep ends at
+/// the first byte it cannot decode.
 fn sites_in(at: u64, len: u64, targets: &mut Option<Targets>) -> (Vec<Found>, Sweep) {
     let mut out = Vec::new();
     let mut indirect = false;
@@ -308,8 +306,9 @@ struct Sweep {
 
 /// The start of the shortest run of two or more of the `recent`
 /// instructions (oldest first, the last ending at `site`) that has 5
-/// bytes or more and at most `MAX_RUN`, each relocatable and none a load
-/// of rt_sigreturn's number, within one page with the site's 2 bytes.
+/// bytes or more and at most `rewrite::MAX_MOVED`, each movable and none
+/// a load of rt_sigreturn's number (`rewrite::rewrite_run_ahead` checks
+/// the rest: one page, no rewritten bytes).
 fn run_before(code: &[u8], recent: &[(usize, usize)], site: usize) -> Option<usize> {
     let mut start = site;
     for (k, &(o, l)) in recent.iter().rev().enumerate() {
@@ -321,7 +320,7 @@ fn run_before(code: &[u8], recent: &[(usize, usize)], site: usize) -> Option<usi
             return None;
         }
         start = o;
-        if site - start > MAX_RUN {
+        if site - start > crate::rewrite::MAX_MOVED {
             return None;
         }
         if k >= 1 && site - start >= 5 {

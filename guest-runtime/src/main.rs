@@ -401,8 +401,8 @@ global_asm!(
 // A rewritten `cpuid` site's stub jumps here (cpuid.rs, rewrite.rs) with
 // EAX/ECX the leaf and subleaf and RBX the address after the `cpuid`.
 // The answer comes from the host's CPUID page as `abi::cpuid::lookup`
-// reads it, else from the CPU; every other register, RFLAGS and the program's stack (its red
-// zone) are left as they were. Runtime code: never preempted, cannot
+// reads it, else from the CPU; every other register, RFLAGS and the
+// program's stack (its red zone) are left as they were. Runtime code: never preempted, cannot
 // fault, so the way back and the program's RSP wait in globals.
 global_asm!(
     ".section .text.entry, \"ax\"",

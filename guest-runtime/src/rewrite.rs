@@ -84,6 +84,9 @@ pub static mut REWRITE_FAST_ENTRY: u8 = 0;
 /// Bytes of one stub (an area's first slot holds the address of the fast
 /// entry).
 const STUB_LEN: u64 = 32;
+/// Most bytes of the program's instructions a stub runs before its own
+/// 13 (the third and fourth forms' moved instructions).
+pub const MAX_MOVED: usize = STUB_LEN as usize - 13;
 /// How far below a site its stub area may lie (a rel32 reaches 2 GiB).
 const REACH: u64 = (1 << 31) - 2 * AREA_LEN;
 /// A site is rewritten at its this-many-th slow call: rewriting costs a
@@ -308,15 +311,6 @@ fn loads_rt_sigreturn(ins: &[u8]) -> bool {
     ins == [0xb8, 15, 0, 0, 0] || ins == [0x48, 0xc7, 0xc0, 15, 0, 0, 0]
 }
 
-/// The program `node` will be snapshotted at its entry: its table is read
-/// now, so that every run from the snapshot has it (and `eager.rs`
-/// rewrites its sites next).
-pub fn prepare_program(node: &NodeRef) {
-    if any_enabled() {
-        sitefind::prepare(node);
-    }
-}
-
 /// Rewrites the `syscall` at `sc` before it has run (`eager.rs`): `nr` is
 /// the number a `mov eax, imm32` right before it loads, if one does (the
 /// first form); without one, the second form (padding). Never a site
@@ -355,7 +349,7 @@ pub fn rewrite_run_ahead(start: u64, site: u64, cpuid: bool) -> bool {
     if !*(if cpuid { CPUID_ON.get() } else { ENABLED.get() }) {
         return false;
     }
-    let Some(len) = site.checked_sub(start).filter(|n| (5..=STUB_LEN - 13).contains(n)) else { return false };
+    let Some(len) = site.checked_sub(start).filter(|n| (5..=MAX_MOVED as u64).contains(n)) else { return false };
     if (start & (PAGE - 1)) + len + 2 > PAGE {
         return false;
     }
@@ -466,7 +460,7 @@ fn rewritten(site: &Site) -> Option<([u8; 5], Option<[u8; 5]>)> {
 
 fn patch_in(s: &mut Sites, mut site: Site, moved: &[u8], kind: Kind) -> bool {
     // The moved instruction, then 13 bytes of ours.
-    if moved.len() > STUB_LEN as usize - 13 {
+    if moved.len() > MAX_MOVED {
         return false;
     }
     let near = site.pad.map_or(site.at, |(p, _)| p);

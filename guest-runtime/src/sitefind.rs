@@ -44,12 +44,6 @@ pub fn function_of(at: u64, build: bool) -> Result<Option<Place>, NotYet> {
     Ok(place_in(at, &code, idx))
 }
 
-/// Reads the table of `node` now (a program about to be snapshotted at
-/// its entry: the runs from the snapshot find it read).
-pub fn prepare(node: &NodeRef) {
-    let _ = index_of(node, true);
-}
-
 /// The table of `node`, read now if it was not (None: it has none).
 pub fn index(node: &NodeRef) -> Option<Rc<FnIndex>> {
     index_of(node, true).ok().flatten()

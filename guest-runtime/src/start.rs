@@ -51,14 +51,11 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
             Err(e) => run::fail_exec(elf::describe(e)),
         };
     if info.flags & abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY != 0 {
-        crate::rewrite::prepare_program(&image);
-        // Its sites too: runs from the snapshot start with them fast.
-        crate::eager::rewrite_program(&image);
-        // And a dynamic program's loader's (glibc's CPU probes run there,
-        // in every run).
-        if let Some(loader) = elf::interpreter_node(&image) {
-            crate::rewrite::prepare_program(&loader);
-            crate::eager::rewrite_program(&loader);
+        // Its sites, and a dynamic program's loader's (glibc's CPU probes
+        // run there, in every run): runs from the snapshot start with
+        // them fast.
+        for node in core::iter::once(image.clone()).chain(elf::interpreter_node(&image)) {
+            crate::eager::rewrite_program(&node);
         }
         if let Some(resume) = crate::snapshot::snapshot_point() {
             // A restored entry snapshot: this run's argv/envp replace the

@@ -54,7 +54,7 @@ impl Vm {
             let runtime_end = ((abi::RUNTIME_GPA + abi::RUNTIME_MAX) / abi::PAGE_SIZE) as u32;
             let pool = (abi::pt_pool_start(self.mem_size) / abi::PAGE_SIZE) as u32;
             for span in [0..runtime_end, pool..frames as u32] {
-                all.extend(self.present_pages(pagemap, span, prefault::MAX_RANGES)?.unwrap_or_default());
+                all.extend(self.present_pages(pagemap, span)?.unwrap_or_default());
             }
         }
         Ok(Some(coalesce(all)))
@@ -63,13 +63,9 @@ impl Vm {
     /// The guest RAM pages of `frames` present in this process's mapping
     /// of it (read, written or executed by the guest, or by the host,
     /// since the mapping was made), as frame ranges; `None` when the
-    /// kernel lacks `PAGEMAP_SCAN`. At most `most` ranges, the lowest.
-    fn present_pages(
-        &self,
-        pagemap: BorrowedFd<'_>,
-        frames: std::ops::Range<u32>,
-        most: usize,
-    ) -> Result<Option<FrameRanges>> {
+    /// kernel lacks `PAGEMAP_SCAN`. At most [`prefault::MAX_RANGES`]
+    /// ranges, the lowest.
+    fn present_pages(&self, pagemap: BorrowedFd<'_>, frames: std::ops::Range<u32>) -> Result<Option<FrameRanges>> {
         let page = abi::PAGE_SIZE as usize;
         let end = u64::from(frames.end).min(self.mem_size / abi::PAGE_SIZE);
         let Some(count) = end.checked_sub(u64::from(frames.start)).filter(|&n| n > 0) else {
@@ -80,7 +76,7 @@ impl Vm {
         let addr = self.host_addr + u64::from(base) * abi::PAGE_SIZE;
         let scanned = pages_scan(addr, count as usize * page, pagemap, Pages::Present, &mut |from, to| {
             let (first, end) = (base + (from / page) as u32, base + (to / page) as u32);
-            let full = ranges.len() >= most;
+            let full = ranges.len() >= prefault::MAX_RANGES;
             match ranges.last_mut() {
                 Some((f, n)) if *f + *n == first => *n = end - *f,
                 _ if !full => ranges.push((first, end - first)),

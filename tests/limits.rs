@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use hvsandbox::{Command, ErrorKind, ExitStatus, Sandbox};
-use hvsandbox_tests::{musl, sandbox, Killer, BUSYBOX};
+use hvsandbox_tests::{musl, sandbox, Killer, TempDir, BUSYBOX};
 
 #[test]
 fn cpu_time_limit_stops_spinning_but_not_sleeping() {
@@ -47,6 +47,54 @@ fn memory_limit_is_enomem_then_a_typed_error() {
     assert_eq!(out.status.code(), Some(0));
     // Not poisoned.
     assert_eq!(sb.run(&Command::new(musl("hello"))).unwrap().stdout, b"hello, world\n");
+}
+
+/// Guests up to 4064 MiB get a local APIC in the kernel, whose registers
+/// sit at guest-physical 0xfee00000; larger ones go without, so that none
+/// of their RAM is hidden there. Shown with a program whose code the
+/// runtime keeps at exactly that address: the program's file lies at the
+/// top of RAM, below the page-table pool (its size a sixteenth of RAM), so
+/// padding the file moves its code to where it must be. Its hash of its
+/// own code must come out as in a small guest.
+#[test]
+fn guests_below_and_above_the_apic_page_run() {
+    const APIC_PAGE: u64 = 0xfee0_0000;
+    const MIB: u64 = 1 << 20;
+    let elf = std::fs::read(musl("memsum")).unwrap();
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([elf[o], elf[o + 1]]));
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36) as usize, u16_at(0x38) as usize);
+    // The file offset of the first executable LOAD segment.
+    let code = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .find(|&ph| elf[ph..ph + 4] == 1u32.to_le_bytes() && elf[ph + 4] & 1 != 0)
+        .map(|ph| u64_at(ph + 8))
+        .expect("an executable segment");
+    let mem = 4352 * MIB;
+    let pool_start = mem - mem / 16;
+    let mut padded = elf.clone();
+    padded.resize((pool_start - (APIC_PAGE - code)) as usize, 0);
+    let dir = TempDir::new("apic-page");
+    let path = dir.0.join("memsum");
+    std::fs::write(&path, &padded).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = |mib: u64| {
+        let mut sb = Sandbox::builder().memory_bytes(mib * MIB).build().unwrap();
+        let out = sb.run(&Command::new(&path).args(["memsum", "x"])).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0), "{mib} MiB: {}", out.stderr_str());
+        // (The data's hash, and the arguments', hold per-run values.)
+        let hashes = ["text ", "heap sum "];
+        out.stdout_str()
+            .lines()
+            .filter(|l| hashes.iter().any(|h| l.starts_with(h)))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let small = run(64);
+    assert_eq!(small.len(), 2, "hash lines: {small:?}");
+    assert_eq!(run(mem / MIB), small, "code and data at the APIC page's address");
+    // Just below the APIC page: a guest with one.
+    assert_eq!(run(4064), small, "4064 MiB");
 }
 
 #[test]

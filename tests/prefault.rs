@@ -4,12 +4,16 @@
 //! pass must leave the clone exactly as the snapshot was: every run below
 //! prints what a plain clone's first run printed. A pass that does not
 //! finish is undone.
+//!
+//! Also here, for the same first-run cost: VMs that copy the snapshot's
+//! memory instead of mapping it (`Snapshot::copy_memory`), and sandboxes
+//! that do not reset ahead (`SandboxBuilder::reset_ahead`), run the same.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use hvsandbox::{prefault_counts, set_prefault_limit, Command, ExitStatus, Output, Sandbox, SandboxPool, Snapshot};
-use hvsandbox_tests::musl;
+use hvsandbox_tests::{musl, TempDir};
 
 /// The tests change the process-wide pass limit and read process-wide
 /// counts: one at a time, and with the process-wide pool of clones made
@@ -156,4 +160,45 @@ fn a_run_that_wants_a_clone_in_its_pass_cuts_the_pass_short() {
     assert_eq!(after.failures, before.failures, "no pass failed: {before:?} -> {after:?}");
     eprintln!("back to back: {before:?} -> {after:?}");
     assert!(after.cut > before.cut, "some pass was cut short for a waiting run: {before:?} -> {after:?}");
+}
+
+#[test]
+fn vms_that_copy_the_snapshots_memory_run_the_same() {
+    let _one = one_at_a_time();
+    let (snap, first) = learned_snapshot();
+    snap.copy_memory(true);
+    let mut copied = Sandbox::from_snapshot(&snap).unwrap();
+    same_as(&copied.run(&resume()).unwrap(), &first, "a VM with a copy");
+    same_as(&copied.run(&resume()).unwrap(), &first, "the same VM after its reset");
+    let mut ahead = Sandbox::from_snapshot(&snap).unwrap();
+    ahead.warm().unwrap();
+    same_as(&ahead.run(&resume()).unwrap(), &first, "a copy made ahead, with its pass");
+
+    // A snapshot file loaded here (its memory a sealed memory file): the
+    // program's file stays a mapping, the rest is copied.
+    let dir = TempDir::new("copy-memory");
+    let path = dir.0.join("memsum.snap");
+    snap.save(&path).unwrap();
+    let loaded = Snapshot::load(&path).unwrap();
+    loaded.copy_memory(true);
+    let mut from_file = Sandbox::from_snapshot(&loaded).unwrap();
+    for round in 0..2 {
+        same_as(&from_file.run(&resume()).unwrap(), &first, &format!("run {round} from the file, copied"));
+    }
+    // And back to sharing.
+    loaded.copy_memory(false);
+    same_as(&Sandbox::from_snapshot(&loaded).unwrap().run(&resume()).unwrap(), &first, "shared again");
+}
+
+#[test]
+fn a_sandbox_that_does_not_reset_ahead_makes_a_new_vm_for_its_next_run() {
+    let _one = one_at_a_time();
+    let (snap, first) = learned_snapshot();
+    for copy in [false, true] {
+        snap.copy_memory(copy);
+        let mut once = Sandbox::builder().reset_ahead(false).build_from(&snap).unwrap();
+        for round in 0..3 {
+            same_as(&once.run(&resume()).unwrap(), &first, &format!("copy {copy}, run {round}"));
+        }
+    }
 }

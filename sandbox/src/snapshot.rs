@@ -98,6 +98,10 @@ pub(crate) struct Inner {
     pub(crate) fs: Vec<FsEntry>,
     /// Bytes of guest RAM that hold data (the rest is zero).
     pub(crate) resident: u64,
+    /// New VMs copy `memory` rather than map it ([`Snapshot::copy_memory`]).
+    pub(crate) copy: std::sync::atomic::AtomicBool,
+    /// The byte ranges of `memory` that hold data, once a copy is asked for.
+    pub(crate) data: std::sync::OnceLock<Vec<(u64, u64)>>,
     /// The pages a run from this snapshot wrote (learned from the first
     /// reset in this process): a new clone writes them ahead of its first
     /// run (see `Vm::touch_pages`).
@@ -188,6 +192,48 @@ impl Snapshot {
         self.0.memory.as_fd()
     }
 
+    /// Whether VMs made from now on for this snapshot (by any of its
+    /// handles) get their own copy of its memory instead of mapping it
+    /// copy-on-write (the default).
+    ///
+    /// Sharing costs no copy, and clones share every page they do not
+    /// write. But on hosts whose KVM uses shadow paging, a fresh VM's
+    /// guest then takes a hypervisor fault for each 4 KiB page it touches,
+    /// writes copying it, where a VM with its own memory (anonymous, on
+    /// transparent huge pages where the host has them) takes about as few
+    /// as a booted one. Measured here, `python3 -c` resumed from its entry
+    /// snapshot in a fresh VM: ~90 ms in the guest shared, ~30 ms copied
+    /// (the copy: ~3 ms for its 11 MB). So copy for a snapshot that runs
+    /// once or a few times in a process (the `hvsandbox` command's
+    /// `--from-snapshot` does); share for pools and many clones, whose
+    /// first runs a clone made ahead speeds up anyway (see
+    /// [`Sandbox::warm`](crate::Sandbox::warm)).
+    pub fn copy_memory(&self, copy: bool) {
+        if copy {
+            // The ranges that hold data, found here: the vCPU threads'
+            // jail does not let them seek.
+            self.0.data.get_or_init(|| {
+                let mut data = Vec::new();
+                let mut at = 0;
+                while let Some((start, end)) = data_extent(self.0.memory.as_fd(), at, self.0.mem_size) {
+                    data.push((start, end));
+                    at = end;
+                }
+                data
+            });
+        }
+        self.0.copy.store(copy, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A new VM holding this snapshot's memory: mapped copy-on-write, or
+    /// copied (see [`Snapshot::copy_memory`]).
+    pub(crate) fn new_vm(&self) -> hvsandbox_core::Result<Vm> {
+        match self.0.data.get().filter(|_| self.0.copy.load(std::sync::atomic::Ordering::Relaxed)) {
+            Some(data) => Vm::from_snapshot_copy(self.memory_fd(), self.0.mem_size, data),
+            None => Vm::from_snapshot_memory(self.memory_fd(), self.0.mem_size),
+        }
+    }
+
     /// Takes a snapshot of a stopped VM: its registers (already captured)
     /// and every page of RAM that holds data.
     pub(crate) fn capture(
@@ -244,6 +290,8 @@ impl Snapshot {
             limits,
             fs,
             resident: copied,
+            copy: std::sync::atomic::AtomicBool::new(false),
+            data: std::sync::OnceLock::new(),
             hot: std::sync::OnceLock::new(),
             touched: std::sync::OnceLock::new(),
             touched_misses: std::sync::atomic::AtomicU32::new(0),
@@ -405,6 +453,8 @@ impl Snapshot {
             limits: h.limits,
             fs,
             resident,
+            copy: std::sync::atomic::AtomicBool::new(false),
+            data: std::sync::OnceLock::new(),
             hot: std::sync::OnceLock::new(),
             touched: std::sync::OnceLock::new(),
             touched_misses: std::sync::atomic::AtomicU32::new(0),

@@ -382,12 +382,10 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                                             .map_err(Error::from)
                                             .map(|vm| (vm, true))
                                     }
-                                    Want::Clone(snap) => one_at_a_time(|| {
-                                        Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())
-                                    })
-                                    .map_err(Error::from)
-                                    .and_then(|mut vm| make_ready(&mut vm, &snap, None, Ready::Clone).map(|()| vm))
-                                    .map(|vm| (vm, false)),
+                                    Want::Clone(snap) => one_at_a_time(|| snap.new_vm())
+                                        .map_err(Error::from)
+                                        .and_then(|mut vm| make_ready(&mut vm, &snap, None, Ready::Clone).map(|()| vm))
+                                        .map(|vm| (vm, false)),
                                     Want::Prefault(snap, mut vm) => match &timer {
                                         Some(timer) => {
                                             let hurry = || HURRY.load(Ordering::SeqCst);
@@ -547,8 +545,7 @@ pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>, ahead: Option<&D
         }
         return Ok(vm);
     }
-    let mut vm =
-        one_at_a_time(|| Vm::from_snapshot_memory(snap.memory_fd(), snap.memory_bytes())).map_err(Error::from)?;
+    let mut vm = one_at_a_time(|| snap.new_vm()).map_err(Error::from)?;
     make_ready(&mut vm, snap, aid, ahead.map_or(Ready::Clone, Ready::CloneAhead))?;
     Ok(vm)
 }

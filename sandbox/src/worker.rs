@@ -254,7 +254,7 @@ impl Worker<'_> {
         self.held = match (&self.snapshot, sound) {
             // Reset now, while the caller reads its output, rather than
             // when the next run comes.
-            (Some(snap), true) => match vm {
+            (Some(snap), true) if self.config.reset_ahead => match vm {
                 Some(mut vm) => match make_ready(&mut vm, snap, self.reset_aid.as_ref(), Ready::Reset) {
                     Ok(()) => Held::Ready(vm),
                     Err(_) => {

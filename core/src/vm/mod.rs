@@ -6,7 +6,7 @@
 //! run loop and its exits), `memory` (guest memory access and page walks)
 //! and `reset` (vCPU state and guest RAM put back to a snapshot's).
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hvsandbox_abi as abi;
@@ -17,6 +17,18 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 use crate::error::{Result, VmError};
 use crate::isolation::{self, ResetState};
 use crate::runtime::RuntimeImage;
+
+/// The whole pages of `len` bytes at guest-physical `at`, when they lie
+/// in guest RAM of `mem_size` bytes above its first 2 MiB (the host-built
+/// tables): a range the guest gave, checked.
+fn whole_pages_of(at: u64, len: u64, mem_size: u64) -> Option<(u64, u64)> {
+    let start = at.checked_next_multiple_of(abi::PAGE_SIZE)?;
+    let end = at.checked_add(len)? / abi::PAGE_SIZE * abi::PAGE_SIZE;
+    (start < end && end <= mem_size && start >= abi::HUGE_PAGE_SIZE).then_some((start, end))
+}
+
+/// Where a local APIC's registers appear in guest-physical memory.
+const APIC_MMIO_BASE: u64 = 0xfee0_0000;
 
 mod boot;
 mod memory;
@@ -143,6 +155,69 @@ impl Vm {
         Self::create(mem_size, Some(memory))
     }
 
+    /// A VM whose RAM is anonymous memory (huge pages where the host
+    /// gives them) holding a copy of `memory`'s data, a snapshot's memory
+    /// file of `mem_size` bytes whose holes read as zeros. For a snapshot
+    /// mapped from a regular file, whose 4 KiB page-cache pages would make
+    /// every guest access through the runtime's 2 MiB mappings a fault of
+    /// its own: copied, a fresh VM takes about as few faults as a boot.
+    /// `data` lists the ranges of `memory` that hold data, in bytes
+    /// (found on a thread that may `lseek`: the vCPU threads' jail does
+    /// not let them); the rest of RAM starts zero. Resets may still map
+    /// `memory` ([`Vm::reset_memory`]).
+    pub fn from_snapshot_copy(memory: BorrowedFd<'_>, mem_size: u64, data: &[(u64, u64)]) -> Result<Vm> {
+        let this = Self::create(mem_size, None)?;
+        // SAFETY: borrowed for the reads below, never closed here.
+        let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(memory.as_raw_fd()) });
+        let failed = |e: std::io::Error| VmError::Snapshot(format!("cannot read snapshot memory: {e}"));
+        // The program's file, as the runtime keeps it in RAM, stays a
+        // mapping: the program reaches it through 4 KiB pages anyway, and
+        // copying it (megabytes) cost more than it saved (measured). Where
+        // it lies is the guest's word (its boot information): a range
+        // that is not whole pages inside RAM is copied like the rest.
+        let image = {
+            let mut info = [0u8; std::mem::size_of::<abi::BootInfo>()];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut info, abi::BOOT_INFO_GPA).map_err(failed)?;
+            // SAFETY: BootInfo is plain integers, valid for any bytes.
+            let info: abi::BootInfo = unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
+            whole_pages_of(info.image_gpa, info.image_len, mem_size)
+        };
+        if let Some((start, end)) = image {
+            // SAFETY: replaces part of guest RAM (inside the mapping `this`
+            // owns, checked above) with a private mapping of the same range
+            // of the snapshot file; nothing uses it yet.
+            let p = unsafe {
+                libc::mmap(
+                    (this.host_addr + start) as *mut libc::c_void,
+                    (end - start) as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                    memory.as_raw_fd(),
+                    start as libc::off_t,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(VmError::MemoryMap(std::io::Error::last_os_error().to_string()));
+            }
+        }
+        for &(start, end) in data {
+            if start >= end || end > mem_size {
+                return Err(VmError::Snapshot(format!("data range {start:#x}..{end:#x} outside guest RAM")));
+            }
+            let pieces = match image {
+                Some((i0, i1)) => [(start, end.min(i0)), (start.max(i1), end)],
+                None => [(start, end), (0, 0)],
+            };
+            for (a, b) in pieces.into_iter().filter(|(a, b)| a < b) {
+                // SAFETY: `a..b` lies inside guest RAM (checked), a
+                // mapping `this` owns; nothing else uses it yet.
+                let dst = unsafe { std::slice::from_raw_parts_mut((this.host_addr + a) as *mut u8, (b - a) as usize) };
+                std::os::unix::fs::FileExt::read_exact_at(&*file, dst, a).map_err(failed)?;
+            }
+        }
+        Ok(this)
+    }
+
     fn create(mem_size: u64, backing: Option<BorrowedFd<'_>>) -> Result<Vm> {
         if !mem_size.is_multiple_of(abi::HUGE_PAGE_SIZE) {
             return Err(VmError::MemorySize { size: mem_size, reason: "not a multiple of 2 MiB" });
@@ -203,6 +278,20 @@ impl Vm {
         unsafe { vm.set_user_memory_region(ram_slot(host_addr, mem_size)) }
             .map_err(VmError::kvm("KVM_SET_USER_MEMORY_REGION"))?;
 
+        // A local APIC in the kernel (no PIC or I/O APIC: a split irqchip).
+        // The guest never uses it, but a vCPU without one turns on a static
+        // key of the host kernel (`kvm_has_noapic_vcpu`) while it lives: the
+        // kernel patches its text on every CPU when the first such vCPU on
+        // the host is made and again when the last goes, ~0.3 ms of each
+        // fresh process's VM (measured, `perf`). The APIC's own key is only
+        // turned off a second after its last user, so back-to-back VMs
+        // patch nothing. Its registers are MMIO at 0xfee00000 and would
+        // hide guest RAM there: guests that large go without. Where KVM
+        // lacks split irqchips, the VM simply has none.
+        if mem_size <= APIC_MMIO_BASE {
+            let cap = kvm_bindings::kvm_enable_cap { cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
+            let _ = vm.enable_cap(&cap);
+        }
         let vcpu = retry_eintr(|| vm.create_vcpu(0)).map_err(VmError::kvm("KVM_CREATE_VCPU"))?;
         let msrs = boot::boot_msrs(&runtime.header)?;
         let mut this = Vm {
@@ -254,5 +343,26 @@ fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, kvm_ioctls::Error>) -> Result
             Err(e) if e.errno() == libc::EINTR && tries < 100 => tries += 1,
             r => return r,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_given_range_is_used_only_as_whole_pages_inside_ram() {
+        const MIB: u64 = 1 << 20;
+        let mem = 64 * MIB;
+        assert_eq!(whole_pages_of(60 * MIB + 100, 8192, mem), Some((60 * MIB + 4096, 60 * MIB + 8192)));
+        assert_eq!(whole_pages_of(60 * MIB, 4 * MIB, mem), Some((60 * MIB, 64 * MIB)));
+        // Less than a whole page, past the end of RAM, in the first 2 MiB,
+        // or overflowing: none.
+        assert_eq!(whole_pages_of(60 * MIB + 1, 4096, mem), None);
+        assert_eq!(whole_pages_of(62 * MIB, 4 * MIB, mem), None);
+        assert_eq!(whole_pages_of(MIB, 4 * MIB, mem), None);
+        assert_eq!(whole_pages_of(u64::MAX - 4095, 8192, mem), None);
+        assert_eq!(whole_pages_of(u64::MAX - 10, 5, mem), None);
+        assert_eq!(whole_pages_of(0, 0, mem), None);
     }
 }

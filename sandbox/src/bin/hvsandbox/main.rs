@@ -354,7 +354,9 @@ fn sandbox_builder(args: &RunArgs) -> Result<SandboxBuilder, Error> {
 fn run(args: RunArgs) -> Result<u8, Error> {
     let builder = sandbox_builder(&args)?;
     let snapshot = match &args.from_snapshot {
-        Some(path) => Some(hvsandbox::Snapshot::load(path)?),
+        // Run once: the VM gets its own copy of the snapshot's memory (a
+        // fresh VM's first run is faster so; see `Snapshot::copy_memory`).
+        Some(path) => Some(hvsandbox::Snapshot::load(path)?).inspect(|snap| snap.copy_memory(true)),
         None => None,
     };
     let command = match &snapshot {
@@ -379,7 +381,8 @@ fn run(args: RunArgs) -> Result<u8, Error> {
         context: "cannot set up signal forwarding".into(),
         source: Some(std::sync::Arc::new(e)),
     })?;
-    let builder = builder.timeout(timeout);
+    // One run: its VM is not put back for another.
+    let builder = builder.timeout(timeout).reset_ahead(false);
     let mut sandbox = match &snapshot {
         Some(snap) => builder.build_from(snap)?,
         // Its VM is made while the program is opened and checked.
@@ -566,6 +569,9 @@ fn main() -> ExitCode {
     // background thread for VMs, and its jail, to start).
     hvsandbox::set_blank_vms(0);
     hvsandbox::set_background_vm_thread(false);
+    // Nor clones made ahead: a snapshot's run need not measure the pages
+    // it touches for their prefault passes.
+    hvsandbox::set_prefault_limit(std::time::Duration::ZERO);
     // One malloc arena: the signal and vCPU threads would each reserve
     // their own (a 128 MiB mapping, trimmed) while the vCPU thread maps
     // guest memory; the threads here seldom allocate at the same time.

@@ -57,6 +57,15 @@ class Snapshot {
   /** Its read-only mounts: [{ host, guest }]. */
   get mounts() { return this.#get().mounts.map((m) => ({ host: m.host, guest: m.guest })); }
 
+  /**
+   * Whether VMs made from now on for this snapshot get their own copy of
+   * its memory instead of sharing it copy-on-write (default: share).
+   */
+  copyMemory(copy = true) {
+    if (typeof copy !== 'boolean') throw typeError('Snapshot.copyMemory: copy must be a boolean');
+    this.#native.copyMemory(copy);
+  }
+
   /** Writes the snapshot to a file (streamed, off the main thread). */
   async save(path) {
     str(path, 'Snapshot.save: path');

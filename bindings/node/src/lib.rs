@@ -509,6 +509,13 @@ impl NativeSnapshot {
         convert::snapshot_info(&self.snapshot)
     }
 
+    /// Whether VMs made from now on copy the snapshot's memory (see
+    /// `hvsandbox::Snapshot::copy_memory`).
+    #[napi]
+    pub fn copy_memory(&self, copy: bool) {
+        self.snapshot.copy_memory(copy);
+    }
+
     #[napi]
     pub fn save(&self, env: Env, path: String) -> napi::Result<JsObject> {
         let snapshot = self.snapshot.clone();

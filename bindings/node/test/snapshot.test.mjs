@@ -52,6 +52,9 @@ test('a checkpoint snapshot, saved and loaded, with stdin and arguments per run'
     await snap.save(file);
     const loaded = await hv.Snapshot.load(file);
     assert.equal(loaded.point, 'checkpoint');
+    // Its VMs copy its memory: they run the same.
+    loaded.copyMemory();
+    assert.throws(() => loaded.copyMemory('yes'), TypeError);
     for (const s of [snap, loaded]) {
       const clone = hv.Sandbox.fromSnapshot(s);
       try {

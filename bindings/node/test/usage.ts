@@ -34,6 +34,8 @@ async function main(signal: AbortSignal): Promise<void> {
   const snap: Snapshot = await sb.snapshot(['/bin/busybox', 'sh'], { at: 'entry' });
   await snap.save('/tmp/x.snap');
   const loaded = await Snapshot.load('/tmp/x.snap');
+  loaded.copyMemory();
+  loaded.copyMemory(false);
   const point: 'entry' | 'checkpoint' = loaded.point;
   const clone = Sandbox.fromSnapshot(loaded, { timeoutMs: 1000 });
   await clone.run(['-c', 'echo resumed']);

@@ -281,6 +281,13 @@ impl Snapshot {
         Ok(Snapshot { inner })
     }
 
+    /// Whether VMs made from now on for this snapshot copy its memory
+    /// instead of sharing it copy-on-write (see `hvsandbox::Snapshot::copy_memory`).
+    #[pyo3(signature = (copy = true))]
+    fn copy_memory(&self, py: Python<'_>, copy: bool) {
+        py.detach(|| self.inner.copy_memory(copy));
+    }
+
     /// "entry" or "checkpoint".
     #[getter]
     fn point(&self) -> &'static str {

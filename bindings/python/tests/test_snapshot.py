@@ -62,6 +62,14 @@ def test_save_and_load_a_snapshot(tmp_path, python_snapshot):
         assert sb.run(input="print(6 * 7)").stdout == b"42\n"
     again = hvsandbox.Snapshot.from_bytes(path.read_bytes())
     assert again.point == "checkpoint"
+    # VMs with their own copy of its memory run the same, twice (a reset).
+    again.copy_memory()
+    with hvsandbox.Sandbox.from_snapshot(again, mounts=SYSTEM, timeout=30) as sb:
+        for _ in range(2):
+            assert sb.run(input="print(6 * 7)").stdout == b"42\n"
+    again.copy_memory(False)
+    with pytest.raises(TypeError):
+        again.copy_memory("yes")
 
 
 def test_bad_snapshot_files_are_snapshot_invalid(tmp_path):

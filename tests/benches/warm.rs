@@ -148,6 +148,24 @@ fn static_program(name: &str, path: &Path, args: &[&str], expect: &[u8], runs: u
         }),
         Some(base),
     );
+    // A sandbox that runs once (as the CLI's): no reset after its run,
+    // its VM mapping the snapshot or with its own copy of it.
+    for copy in [false, true] {
+        snap.copy_memory(copy);
+        line(
+            if copy {
+                "  the same, run once, copied memory"
+            } else {
+                "  the same, run once (no reset ahead)"
+            },
+            &mut timed(runs.min(100), || {
+                let mut c = Sandbox::builder().reset_ahead(false).build_from(&snap).unwrap();
+                assert_eq!(c.run(&resume).unwrap().stdout, expect);
+            }),
+            Some(base),
+        );
+    }
+    snap.copy_memory(false);
     let pool = SandboxPool::new(Sandbox::builder(), &snap, 4).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     line(

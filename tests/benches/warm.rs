@@ -153,11 +153,7 @@ fn static_program(name: &str, path: &Path, args: &[&str], expect: &[u8], runs: u
     for copy in [false, true] {
         snap.copy_memory(copy);
         line(
-            if copy {
-                "  the same, run once, copied memory"
-            } else {
-                "  the same, run once (no reset ahead)"
-            },
+            if copy { "  the same, run once, copied memory" } else { "  the same, run once (no reset ahead)" },
             &mut timed(runs.min(100), || {
                 let mut c = Sandbox::builder().reset_ahead(false).build_from(&snap).unwrap();
                 assert_eq!(c.run(&resume).unwrap().stdout, expect);

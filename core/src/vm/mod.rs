@@ -157,10 +157,11 @@ impl Vm {
 
     /// A VM whose RAM is anonymous memory (huge pages where the host
     /// gives them) holding a copy of `memory`'s data, a snapshot's memory
-    /// file of `mem_size` bytes whose holes read as zeros. For a snapshot
-    /// mapped from a regular file, whose 4 KiB page-cache pages would make
-    /// every guest access through the runtime's 2 MiB mappings a fault of
-    /// its own: copied, a fresh VM takes about as few faults as a boot.
+    /// file of `mem_size` bytes whose holes read as zeros. Mapped instead
+    /// ([`Vm::from_snapshot_memory`]), the file's 4 KiB pages make every
+    /// page a fresh VM's guest touches a hypervisor fault of its own, even
+    /// through the runtime's 2 MiB physmap; copied, a fresh VM takes about
+    /// as few faults as a booted one.
     /// `data` lists the ranges of `memory` that hold data, in bytes
     /// (found on a thread that may `lseek`: the vCPU threads' jail does
     /// not let them); the rest of RAM starts zero. Resets may still map

@@ -354,9 +354,13 @@ fn sandbox_builder(args: &RunArgs) -> Result<SandboxBuilder, Error> {
 fn run(args: RunArgs) -> Result<u8, Error> {
     let builder = sandbox_builder(&args)?;
     let snapshot = match &args.from_snapshot {
-        // Run once: the VM gets its own copy of the snapshot's memory (a
-        // fresh VM's first run is faster so; see `Snapshot::copy_memory`).
-        Some(path) => Some(hvsandbox::Snapshot::load(path)?).inspect(|snap| snap.copy_memory(true)),
+        Some(path) => {
+            let snap = hvsandbox::Snapshot::load(path)?;
+            // Run once: the VM gets its own copy of the snapshot's memory
+            // (a fresh VM's run is faster so; see `Snapshot::copy_memory`).
+            snap.copy_memory(true);
+            Some(snap)
+        }
         None => None,
     };
     let command = match &snapshot {

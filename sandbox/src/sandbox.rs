@@ -54,8 +54,6 @@ impl Sandbox {
     }
 
     fn launch(config: Config, snapshot: Option<Snapshot>) -> Result<Sandbox> {
-        hvsandbox_core::probe_kvm()?;
-        vm_factory::start_reaper();
         let control = Arc::new(RunControl::default());
         let mode = jail::effective_mode(config.seccomp);
         let roots = jail::MountRoots::open(config.mounts.iter().map(|m| m.host.as_path()))?;
@@ -64,7 +62,12 @@ impl Sandbox {
             // Opened here: the vCPU thread may not open it.
             vm_factory::open_pagemap();
         }
+        // Sets KVM's process-wide state up while a new vCPU thread enters
+        // its jail (see `vcpu_thread::spawn`), and fails with
+        // `KvmUnavailable` where there is no KVM.
         let worker = WorkerLink::start(config.clone(), control.clone(), snapshot.clone(), mode, roots)?;
+        // After KVM's state exists: the background thread is jailed too.
+        vm_factory::start_reaper();
         Ok(Sandbox { config, control, worker: Mutex::new(worker), current: None, snapshot, roots: root_ids })
     }
 

@@ -198,20 +198,6 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
     Ok(tid as u64)
 }
 
-pub fn save_into(r: &mut Regs, f: &mut Frame) {
-    r.frame = *f;
-    // SAFETY: see `save`.
-    unsafe {
-        core::ptr::copy_nonoverlapping(xmm_area(f), r.xmm.as_mut_ptr(), 256);
-        core::arch::asm!("rdfsbase {}", out(reg) r.fs_base, options(nostack, preserves_flags));
-        if has_xsave() {
-            core::arch::asm!("xsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), in("eax") 7u32, in("edx") 0u32, options(nostack, preserves_flags));
-        } else {
-            core::arch::asm!("fxsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), options(nostack, preserves_flags));
-        }
-    }
-}
-
 /// The parent of a vfork child may go on (the child exec'd or exited).
 pub fn release_vfork(child: &Process) {
     if child.vfork_done.replace(true) {

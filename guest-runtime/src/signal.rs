@@ -164,15 +164,32 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
     if act[1] & SA_RESTORER == 0 || act[0] >= hvsandbox_abi::user::ADDR_LIMIT {
         return Err(EFAULT);
     }
-    // Full FPU state in FXSAVE form, with the program's XMM registers.
-    let mut fx = [0u8; 512];
-    let mut aligned = Aligned512([0; 512]);
-    // SAFETY: fxsave64 writes 512 bytes into our 16-aligned buffer.
-    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) aligned.0.as_mut_ptr(), options(nostack, preserves_flags)) };
-    fx.copy_from_slice(&aligned.0);
+    // The program's whole FPU and vector state, as Linux saves it: an
+    // XSAVE image (AVX and AVX-512 included, which a handler's own code
+    // would otherwise clobber) marked with FP_XSTATE_MAGIC1/2, or the
+    // FXSAVE image without XSAVE; the program's XMM registers put in.
+    let features = xsave_features();
+    let fp_len = fpu_image_len(features);
+    if fp_len + 4 > FPU_AREA_BYTES {
+        return Err(EFAULT);
+    }
+    let img = SIGNAL_FPU.get();
+    save_fpu(img);
     // SAFETY: the 256 bytes below the frame hold the program's XMM0-15.
     let xmm = unsafe { core::slice::from_raw_parts(xmm_area(f), 256) };
-    fx[160..416].copy_from_slice(xmm);
+    img.0[160..416].copy_from_slice(xmm);
+    let frame_fp_len = if features != 0 {
+        let sw = &mut img.0[464..512];
+        sw.fill(0);
+        sw[0..4].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
+        sw[4..8].copy_from_slice(&(fp_len as u32 + 4).to_le_bytes());
+        sw[8..16].copy_from_slice(&features.to_le_bytes());
+        sw[16..20].copy_from_slice(&(fp_len as u32).to_le_bytes());
+        img.0[fp_len..fp_len + 4].copy_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
+        fp_len + 4
+    } else {
+        512
+    };
 
     const SA_ONSTACK: u64 = 0x0800_0000;
     let (alt_base, alt_size) = t.altstack.get();
@@ -182,7 +199,7 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
     } else {
         f.rsp.wrapping_sub(128) // red zone
     };
-    sp = (sp - 512) & !63;
+    sp = (sp - frame_fp_len as u64) & !63;
     let fp_va = sp;
     sp -= 128;
     let info_va = sp;
@@ -206,8 +223,11 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
     }
     put(m + 8 * 18, 0x2b_0000_0000_0033); // cs, gs, fs, ss
     put(m + 8 * 23, fp_va); // fpstate
+    if features != 0 {
+        put(0, UC_FP_XSTATE); // uc_flags
+    }
     put(296, t.sigmask.get()); // uc_sigmask
-    user_bytes_mut(fp_va, 512)?.copy_from_slice(&fx);
+    user_bytes_mut(fp_va, frame_fp_len as u64)?.copy_from_slice(&img.0[..frame_fp_len]);
     user_bytes_mut(info_va, 128)?.copy_from_slice(info);
     user_bytes_mut(uc_va, 304)?.copy_from_slice(&uc);
     user_bytes_mut(ret_va, 8)?.copy_from_slice(&act[2].to_le_bytes());
@@ -234,8 +254,56 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
     Ok(())
 }
 
-#[repr(C, align(16))]
-pub struct Aligned512([u8; 512]);
+/// Linux's marks of an XSAVE image in a signal frame: in the FXSAVE
+/// area's software-reserved bytes, and right after the image.
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+/// `uc_flags`: the frame's FPU state is an XSAVE image.
+const UC_FP_XSTATE: u64 = 1;
+const FPU_AREA_BYTES: usize = core::mem::size_of::<FpuImage>();
+
+/// The image a signal frame's FPU state is built in, and a returning
+/// frame's is checked in (one vCPU, never used re-entrantly).
+static SIGNAL_FPU: crate::rt::Global<FpuImage> = crate::rt::Global::new(FpuImage::new());
+
+/// Loads the FPU and vector state a returning signal frame holds at
+/// `fp_va`, when it is an XSAVE image as `setup_frame_with` writes it
+/// (its marks, its length and its features as this vCPU's): copied in,
+/// its header and MXCSR made valid for XRSTOR first (the frame is the
+/// program's to change). Anything else keeps the current state.
+fn restore_frame_xstate(fp_va: u64) -> Result<(), i64> {
+    let features = xsave_features();
+    if features == 0 {
+        return Ok(());
+    }
+    let len = fpu_image_len(features);
+    let sw = user_bytes(fp_va.checked_add(464).ok_or(EFAULT)?, 20)?;
+    let word = |o: usize| u32::from_le_bytes(sw[o..o + 4].try_into().unwrap_or([0; 4]));
+    let marked = word(0) == FP_XSTATE_MAGIC1
+        && word(4) as usize == len + 4
+        && u64::from_le_bytes(sw[8..16].try_into().unwrap_or([0; 8])) == features
+        && word(16) as usize == len
+        && len + 4 <= FPU_AREA_BYTES;
+    if !marked || user_bytes(fp_va.checked_add(len as u64).ok_or(EFAULT)?, 4)? != FP_XSTATE_MAGIC2.to_le_bytes() {
+        return Ok(());
+    }
+    let img = SIGNAL_FPU.get();
+    img.0[..len].copy_from_slice(user_bytes(fp_va, len as u64)?);
+    // MXCSR: reserved bits (per MXCSR_MASK, 0xffbf when it reads 0) clear.
+    let mask = match u32::from_le_bytes(img.0[28..32].try_into().unwrap_or([0; 4])) {
+        0 => 0xffbf,
+        m => m,
+    };
+    let mxcsr = u32::from_le_bytes(img.0[24..28].try_into().unwrap_or([0x80, 0x1f, 0, 0])) & mask;
+    img.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+    // The header: XSTATE_BV within the features, standard form (XCOMP_BV
+    // zero), the reserved bytes zero; XRSTOR faults on anything else.
+    let bv = u64::from_le_bytes(img.0[512..520].try_into().unwrap_or([0; 8])) & features;
+    img.0[512..520].copy_from_slice(&bv.to_le_bytes());
+    img.0[520..576].fill(0);
+    restore_fpu(img);
+    Ok(())
+}
 
 /// The program took an exception (see `rt::program_fault`): `f` holds its
 /// registers. A handler for the signal runs if the program installed one;
@@ -368,6 +436,7 @@ pub fn sys_rt_sigreturn(f: &mut Frame) -> SysResult {
     let mask = get(296);
     t.sigmask.set(mask & !((1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))));
     if fp_va != 0 {
+        restore_frame_xstate(fp_va)?;
         let fx = user_bytes(fp_va, 512)?;
         // SAFETY: the 256 bytes below the frame are the XMM save area.
         unsafe { core::ptr::copy_nonoverlapping(fx[160..416].as_ptr(), xmm_area(f), 256) };

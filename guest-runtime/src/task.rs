@@ -50,11 +50,28 @@ pub const SA_NODEFER: u64 = 0x4000_0000;
 pub const SA_RESETHAND: u64 = 0x8000_0000;
 pub const SA_RESTART: u64 = 0x1000_0000;
 
+/// Bytes of a task's XSAVE image: the standard layout of the components
+/// in [`XSAVE_MASK`] ends at 2432 bytes on CPUs without MPX and at 2688
+/// with it.
+const FPU_AREA: usize = 3072;
+
+/// The state components a task switch saves and restores (the CPU keeps
+/// only those XCR0 enables): x87, SSE, AVX, and AVX-512's opmask,
+/// ZMM_Hi256 and Hi16_ZMM. On hosts of this kind a CPL3 guest runs with
+/// the host's XCR0, AVX-512 included, and a program's glibc then keeps
+/// ymm16-31 and k0-7 live in its string functions: a task preempted there
+/// and resumed after another task ran lost them when only x87, SSE and AVX
+/// were saved (an occasional SIGSEGV in a pipeline's process under host
+/// load). Not AMX: its tile data would need 8 KiB a task, and the host
+/// traps its first use.
+const XSAVE_MASK: u32 = 0xe7;
+
 /// Saved user state of a task that is not running.
 #[repr(C, align(64))]
 pub struct Regs {
-    /// The XSAVE/FXSAVE image (x87, MXCSR, XMM, YMM upper halves).
-    pub fpu: [u8; 1024],
+    /// The XSAVE/FXSAVE image (x87, MXCSR, XMM, YMM upper halves, the
+    /// AVX-512 state).
+    pub fpu: [u8; FPU_AREA],
     pub frame: Frame,
     /// XMM0-15 as `syscall_entry` saved them.
     pub xmm: [u8; 256],
@@ -253,7 +270,7 @@ pub fn umask() -> u32 {
 }
 
 pub fn new_regs() -> Box<Regs> {
-    Box::new(Regs { fpu: [0; 1024], frame: Frame::default(), xmm: [0; 256], fs_base: 0 })
+    Box::new(Regs { fpu: [0; FPU_AREA], frame: Frame::default(), xmm: [0; 256], fs_base: 0 })
 }
 
 pub fn space_key(p: &Process) -> usize {
@@ -276,19 +293,94 @@ pub fn has_xsave() -> bool {
     crate::cpuid::query(1, 0)[2] & (1 << 27) != 0
 }
 
+/// An FPU/vector state image (XSAVE or FXSAVE form), aligned for both.
+#[repr(C, align(64))]
+pub struct FpuImage(pub [u8; FPU_AREA]);
+
+impl FpuImage {
+    pub const fn new() -> FpuImage {
+        FpuImage([0; FPU_AREA])
+    }
+}
+
+/// The components [`save_fpu`] saves here: [`XSAVE_MASK`]'s that XCR0
+/// enables (0 without XSAVE).
+pub fn xsave_features() -> u64 {
+    if !has_xsave() {
+        return 0;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: xgetbv of XCR0 is allowed at any CPL once CR4.OSXSAVE is set
+    // (checked above); it only reads.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    ((u64::from(hi) << 32) | u64::from(lo)) & u64::from(XSAVE_MASK)
+}
+
+/// Bytes of the image [`save_fpu`] writes: the standard XSAVE layout's
+/// end for `features` (offsets and sizes from CPUID leaf 0xD), or the 512
+/// of FXSAVE for none.
+pub fn fpu_image_len(features: u64) -> usize {
+    if features == 0 {
+        return 512;
+    }
+    let mut end = 576; // legacy area and XSAVE header
+    for i in 2..8 {
+        if features & (1 << i) != 0 {
+            let [size, offset, _, _] = crate::cpuid::query(0xd, i);
+            end = end.max(offset as usize + size as usize);
+        }
+    }
+    end
+}
+
+/// Saves the current FPU/vector state into `img` (XSAVE of
+/// [`XSAVE_MASK`], or FXSAVE without XSAVE).
+pub fn save_fpu(img: &mut FpuImage) {
+    // SAFETY: the image is 64-byte aligned and FPU_AREA bytes, enough for
+    // the components saved.
+    unsafe {
+        if has_xsave() {
+            core::arch::asm!("xsave64 [{}]", in(reg) img.0.as_mut_ptr(), in("eax") XSAVE_MASK, in("edx") 0u32, options(nostack, preserves_flags));
+        } else {
+            core::arch::asm!("fxsave64 [{}]", in(reg) img.0.as_mut_ptr(), options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// Loads the FPU/vector state from `img`, which the caller made valid
+/// for XRSTOR (or FXRSTOR without XSAVE): MXCSR's reserved bits clear,
+/// an XSAVE header naming only [`XSAVE_MASK`]'s components, standard form.
+pub fn restore_fpu(img: &FpuImage) {
+    // SAFETY: as the caller guarantees, the image is valid; aligned above.
+    unsafe {
+        if has_xsave() {
+            core::arch::asm!("xrstor64 [{}]", in(reg) img.0.as_ptr(), in("eax") XSAVE_MASK, in("edx") 0u32, options(nostack, preserves_flags));
+        } else {
+            core::arch::asm!("fxrstor64 [{}]", in(reg) img.0.as_ptr(), options(nostack, preserves_flags));
+        }
+    }
+}
+
 pub fn save(t: &Task, f: &mut Frame) {
     // SAFETY: the task's register box is only touched here, in `load`,
     // and by wakers writing the saved RAX, never concurrently.
-    let r = unsafe { &mut **t.regs.get() };
+    save_into(unsafe { &mut *t.regs.get() }, f);
+}
+
+/// Saves the running task's registers (`f`, the XMM registers below it,
+/// the FS base, the FPU/vector state) into `r`.
+pub fn save_into(r: &mut Regs, f: &mut Frame) {
     r.frame = *f;
     // SAFETY: the 256 bytes below the frame hold the saved XMM registers.
     unsafe { core::ptr::copy_nonoverlapping(xmm_area(f), r.xmm.as_mut_ptr(), 256) };
     // SAFETY: rdfsbase is enabled (CR4.FSGSBASE); the save area is 64-byte
-    // aligned and 1024 bytes, enough for x87+SSE+AVX.
+    // aligned and FPU_AREA bytes, enough for the components saved.
     unsafe {
         core::arch::asm!("rdfsbase {}", out(reg) r.fs_base, options(nostack, preserves_flags));
         if has_xsave() {
-            core::arch::asm!("xsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), in("eax") 7u32, in("edx") 0u32, options(nostack, preserves_flags));
+            core::arch::asm!("xsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), in("eax") XSAVE_MASK, in("edx") 0u32, options(nostack, preserves_flags));
         } else {
             core::arch::asm!("fxsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), options(nostack, preserves_flags));
         }
@@ -311,7 +403,7 @@ pub fn load(t: &Task, f: &mut Frame) {
             r.fpu[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
         }
         if has_xsave() {
-            core::arch::asm!("xrstor64 [{}]", in(reg) r.fpu.as_ptr(), in("eax") 7u32, in("edx") 0u32, options(nostack, preserves_flags));
+            core::arch::asm!("xrstor64 [{}]", in(reg) r.fpu.as_ptr(), in("eax") XSAVE_MASK, in("edx") 0u32, options(nostack, preserves_flags));
         } else {
             core::arch::asm!("fxrstor64 [{}]", in(reg) r.fpu.as_ptr(), options(nostack, preserves_flags));
         }

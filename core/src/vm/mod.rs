@@ -285,7 +285,7 @@ impl Vm {
         // takes one (a cold busybox `true`: 50 of its ~240 faults were the
         // pool's 17 frames). Advice only; a snapshot's RAM has the frames
         // it used already.
-        if backing.is_none() && std::env::var_os("HV_NOPOP").is_none() {
+        if backing.is_none() {
             let len = POOL_FRAMES_AHEAD.min(mem_size as usize - pool);
             // SAFETY: as above; the range lies inside the mapping.
             unsafe { libc::madvise(region.as_ptr().add(pool).cast(), len, libc::MADV_POPULATE_WRITE) };

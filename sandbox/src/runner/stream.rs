@@ -96,7 +96,7 @@ impl Runner<'_> {
             }
         }
         let several = Self::guest_tasks(vm) > 1;
-        if several && (std::env::var_os("HV_NOPREEMPT").is_some() || !vm.preempt().map_err(Error::from)?) {
+        if several && !vm.preempt().map_err(Error::from)? {
             // Stopped inside the runtime: it yields at its next system call.
             vm.raise_host_flags(abi::HOST_FLAG_YIELD).map_err(Error::from)?;
         }

@@ -614,7 +614,12 @@ fn preempted_processes_keep_their_vector_registers() {
     let expect: &[&str] = if String::from_utf8_lossy(&native.stdout).contains("skip") {
         &["vector state: skip"]
     } else {
-        &["child kept its vector state: yes", "parent kept its vector state: yes", "kept across signal handlers: yes"]
+        &[
+            "child kept its vector state: yes",
+            "parent kept its vector state: yes",
+            "kept across signal handlers: yes",
+            "AT_MINSIGSTKSZ above 2048: yes",
+        ]
     };
     for _ in 0..3 {
         same_as_native(&mut sandbox(), "vector_state", expect);

@@ -266,6 +266,16 @@ const FPU_AREA_BYTES: usize = core::mem::size_of::<FpuImage>();
 /// frame's is checked in (one vCPU, never used re-entrantly).
 static SIGNAL_FPU: crate::rt::Global<FpuImage> = crate::rt::Global::new(FpuImage::new());
 
+/// The most stack a signal frame takes below the interrupted stack
+/// pointer (or the top of an alternate stack): the red zone, the FPU
+/// image and its alignment, the siginfo, the ucontext and the return
+/// address, with their alignment.
+pub fn frame_bytes() -> usize {
+    let features = xsave_features();
+    let fp = if features != 0 { fpu_image_len(features) + 4 } else { 512 };
+    128 + fp + 63 + 128 + 304 + 15 + 8
+}
+
 /// Loads the FPU and vector state a returning signal frame holds at
 /// `fp_va`, when it is an XSAVE image as `setup_frame_with` writes it
 /// (its marks, its length and its features as this vCPU's): copied in,

@@ -27,6 +27,7 @@ const AT_RANDOM: u64 = 25;
 const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
 const AT_SYSINFO_EHDR: u64 = 33;
+const AT_MINSIGSTKSZ: u64 = 51;
 
 /// The user and group id programs see.
 pub use crate::rt::UID;
@@ -98,7 +99,7 @@ fn build_in(prog: &Loaded, args: &[u8], argc: usize, envc: usize, map: bool) -> 
     }
     w.sp &= !15;
 
-    let auxv: [(u64, u64); 19] = [
+    let auxv: [(u64, u64); 20] = [
         (AT_PHDR, prog.phdr),
         (AT_PHENT, prog.phent),
         (AT_PHNUM, prog.phnum),
@@ -118,6 +119,9 @@ fn build_in(prog: &Loaded, args: &[u8], argc: usize, envc: usize, map: bool) -> 
         (AT_HWCAP2, 0),
         (AT_EXECFN, if argc > 0 { strings_va } else { 0 }),
         (AT_SYSINFO_EHDR, prog.vdso),
+        // The stack a signal frame needs (with the XSAVE image, ~3 KiB
+        // where the CPU has AVX-512), as Linux reports it.
+        (AT_MINSIGSTKSZ, crate::signal::frame_bytes() as u64),
     ];
     // Reserve the words below the strings and fill them upwards:
     // argc, argv..., NULL, envp..., NULL, auxv pairs, AT_NULL.

@@ -9,6 +9,7 @@
 #include <cpuid.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/auxv.h>
 #include <sys/time.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,5 +108,8 @@ int main(void) {
     waitpid(child, &st, 0);
     printf("parent kept its vector state: %s\n", bad ? "no" : "yes");
     printf("kept across signal handlers: %s\n", across_signals(lvl, 50) ? "yes" : "no");
+    /* The kernel says how much stack a signal frame needs (51 is
+       AT_MINSIGSTKSZ): with the XSAVE image, more than the old 2048. */
+    printf("AT_MINSIGSTKSZ above 2048: %s\n", getauxval(51) > 2048 ? "yes" : "no");
     return 0;
 }

@@ -223,7 +223,7 @@ impl Vm {
         }
         match params.image {
             ProgramImage::Bytes(bytes) => self.write(image_gpa, bytes)?,
-            ProgramImage::File { fd, len } => self.read_file_into(image_gpa, fd, len)?,
+            ProgramImage::File { fd, len } => self.read_file_into(image_gpa, fd, 0, len)?,
         }
 
         let info = abi::BootInfo {

@@ -140,7 +140,9 @@ impl Vm {
     /// Reads the first `len` bytes of the file `fd` straight into guest
     /// RAM at `gpa` (with `pread`, so the descriptor's offset is left
     /// alone). A file that ends first is a [`VmError::ImageRead`].
-    pub(super) fn read_file_into(&self, gpa: u64, fd: BorrowedFd<'_>, len: u64) -> Result<()> {
+    /// Reads `len` bytes of `fd` from file offset `offset` into guest RAM
+    /// at `gpa`.
+    pub(super) fn read_file_into(&self, gpa: u64, fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<()> {
         match gpa.checked_add(len) {
             Some(end) if end <= self.mem_size => {}
             _ => return Err(VmError::GuestAccess { addr: gpa, len }),
@@ -153,7 +155,7 @@ impl Vm {
             // SAFETY: [gpa + done, gpa + done + chunk) lies inside guest RAM
             // (checked above), which is mapped read-write at `host_addr` for
             // as long as `self` lives; pread writes nothing else.
-            let n = unsafe { libc::pread(fd.as_raw_fd(), at, chunk, done as libc::off_t) };
+            let n = unsafe { libc::pread(fd.as_raw_fd(), at, chunk, (offset + done) as libc::off_t) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {

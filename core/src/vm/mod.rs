@@ -6,7 +6,7 @@
 //! run loop and its exits), `memory` (guest memory access and page walks)
 //! and `reset` (vCPU state and guest RAM put back to a snapshot's).
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
+use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hvsandbox_abi as abi;
@@ -173,38 +173,20 @@ impl Vm {
     /// `memory` ([`Vm::reset_memory`]).
     pub fn from_snapshot_copy(memory: BorrowedFd<'_>, mem_size: u64, data: &[(u64, u64)]) -> Result<Vm> {
         let this = Self::create(mem_size, None)?;
-        // SAFETY: borrowed for the reads below, never closed here.
-        let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(memory.as_raw_fd()) });
-        let failed = |e: std::io::Error| VmError::Snapshot(format!("cannot read snapshot memory: {e}"));
+        let copy = |gpa: u64, len: u64| {
+            this.read_file_into(gpa, memory, gpa, len)
+                .map_err(|e| VmError::Snapshot(format!("cannot read snapshot memory: {e}")))
+        };
         // The program's file, as the runtime keeps it in RAM, stays a
         // mapping: the program reaches it through 4 KiB pages anyway, and
         // copying it (megabytes) cost more than it saved (measured). Where
-        // it lies is the guest's word (its boot information): a range
-        // that is not whole pages inside RAM is copied like the rest.
-        let image = {
-            let mut info = [0u8; std::mem::size_of::<abi::BootInfo>()];
-            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut info, abi::BOOT_INFO_GPA).map_err(failed)?;
-            // SAFETY: BootInfo is plain integers, valid for any bytes.
-            let info: abi::BootInfo = unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
-            whole_pages_of(info.image_gpa, info.image_len, mem_size)
-        };
+        // it lies is the guest's word (its boot information, copied first):
+        // a range that is not whole pages inside RAM is copied like the rest.
+        copy(abi::BOOT_INFO_GPA, std::mem::size_of::<abi::BootInfo>() as u64)?;
+        let info: abi::BootInfo = this.read_obj(abi::BOOT_INFO_GPA)?;
+        let image = whole_pages_of(info.image_gpa, info.image_len, mem_size);
         if let Some((start, end)) = image {
-            // SAFETY: replaces part of guest RAM (inside the mapping `this`
-            // owns, checked above) with a private mapping of the same range
-            // of the snapshot file; nothing uses it yet.
-            let p = unsafe {
-                libc::mmap(
-                    (this.host_addr + start) as *mut libc::c_void,
-                    (end - start) as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
-                    memory.as_raw_fd(),
-                    start as libc::off_t,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(VmError::MemoryMap(std::io::Error::last_os_error().to_string()));
-            }
+            this.map_snapshot_range(start, end - start, memory)?;
         }
         for &(start, end) in data {
             if start >= end || end > mem_size {
@@ -215,10 +197,7 @@ impl Vm {
                 None => [(start, end), (0, 0)],
             };
             for (a, b) in pieces.into_iter().filter(|(a, b)| a < b) {
-                // SAFETY: `a..b` lies inside guest RAM (checked), a
-                // mapping `this` owns; nothing else uses it yet.
-                let dst = unsafe { std::slice::from_raw_parts_mut((this.host_addr + a) as *mut u8, (b - a) as usize) };
-                std::os::unix::fs::FileExt::read_exact_at(&*file, dst, a).map_err(failed)?;
+                copy(a, b - a)?;
             }
         }
         Ok(this)

@@ -106,8 +106,7 @@ impl Vm {
     /// snapshot's memory file afresh, and drops KVM's shadow translations
     /// of the old contents (the memory slot is deleted and re-added).
     pub fn reset_memory(&mut self, memory: BorrowedFd<'_>) -> Result<()> {
-        let host_addr = self.host_memory().0 as u64;
-        self.without_memory_slot(|vm| vm.remap(host_addr, memory))
+        self.without_memory_slot(|vm| vm.map_snapshot_range(0, vm.mem_size, memory))
     }
 
     /// Deletes the guest RAM memory slot (which drops every shadow
@@ -124,21 +123,28 @@ impl Vm {
         result
     }
 
-    fn remap(&mut self, host_addr: u64, memory: BorrowedFd<'_>) -> Result<()> {
-        // SAFETY: replaces exactly the guest RAM mapping (same address and
-        // size, owned by `self.memory`) with a fresh private mapping of
-        // the snapshot file.
+    /// Replaces guest RAM `[gpa, gpa + len)` with a fresh private mapping
+    /// of the same range of the snapshot's memory file.
+    pub(super) fn map_snapshot_range(&self, gpa: u64, len: u64, memory: BorrowedFd<'_>) -> Result<()> {
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.mem_size => {}
+            _ => return Err(VmError::GuestAccess { addr: gpa, len }),
+        }
+        let at = self.host_addr + gpa;
+        // SAFETY: replaces part or all of the guest RAM mapping (inside it,
+        // checked above; owned by `self.memory`) with a private mapping of
+        // the snapshot file; the vCPU is not running.
         let p = unsafe {
             libc::mmap(
-                host_addr as *mut libc::c_void,
-                self.mem_size as usize,
+                at as *mut libc::c_void,
+                len as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
                 memory.as_raw_fd(),
-                0,
+                gpa as libc::off_t,
             )
         };
-        if p == libc::MAP_FAILED || p as u64 != host_addr {
+        if p == libc::MAP_FAILED || p as u64 != at {
             return Err(VmError::MemoryMap(std::io::Error::last_os_error().to_string()));
         }
         Ok(())

@@ -178,7 +178,8 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
     // SAFETY: the 256 bytes below the frame hold the program's XMM0-15.
     let xmm = unsafe { core::slice::from_raw_parts(xmm_area(f), 256) };
     img.0[160..416].copy_from_slice(xmm);
-    let frame_fp_len = if features != 0 {
+    let frame_fp_len = frame_fpu_len(features);
+    if features != 0 {
         let sw = &mut img.0[464..512];
         sw.fill(0);
         sw[0..4].copy_from_slice(&FP_XSTATE_MAGIC1.to_le_bytes());
@@ -186,10 +187,7 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
         sw[8..16].copy_from_slice(&features.to_le_bytes());
         sw[16..20].copy_from_slice(&(fp_len as u32).to_le_bytes());
         img.0[fp_len..fp_len + 4].copy_from_slice(&FP_XSTATE_MAGIC2.to_le_bytes());
-        fp_len + 4
-    } else {
-        512
-    };
+    }
 
     const SA_ONSTACK: u64 = 0x0800_0000;
     let (alt_base, alt_size) = t.altstack.get();
@@ -197,19 +195,19 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
     let mut sp = if act[1] & SA_ONSTACK != 0 && alt_size != 0 && !on_alt {
         alt_base + alt_size
     } else {
-        f.rsp.wrapping_sub(128) // red zone
+        f.rsp.wrapping_sub(RED_ZONE_BYTES)
     };
     sp = (sp - frame_fp_len as u64) & !63;
     let fp_va = sp;
-    sp -= 128;
+    sp -= SIGINFO_BYTES;
     let info_va = sp;
-    sp -= 304;
+    sp -= UCONTEXT_BYTES;
     sp &= !15;
     let uc_va = sp;
     sp -= 8; // return address: rsp % 16 == 8 at handler entry
     let ret_va = sp;
 
-    let mut uc = [0u8; 304];
+    let mut uc = [0u8; UCONTEXT_BYTES as usize];
     let mut put = |off: usize, v: u64| uc[off..off + 8].copy_from_slice(&v.to_le_bytes());
     // uc_mcontext (struct sigcontext) starts at 40.
     let m = 40;
@@ -228,8 +226,8 @@ pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info:
     }
     put(296, t.sigmask.get()); // uc_sigmask
     user_bytes_mut(fp_va, frame_fp_len as u64)?.copy_from_slice(&img.0[..frame_fp_len]);
-    user_bytes_mut(info_va, 128)?.copy_from_slice(info);
-    user_bytes_mut(uc_va, 304)?.copy_from_slice(&uc);
+    user_bytes_mut(info_va, SIGINFO_BYTES)?.copy_from_slice(info);
+    user_bytes_mut(uc_va, UCONTEXT_BYTES)?.copy_from_slice(&uc);
     user_bytes_mut(ret_va, 8)?.copy_from_slice(&act[2].to_le_bytes());
 
     let mut mask = t.sigmask.get() | act[3];
@@ -265,16 +263,6 @@ const FPU_AREA_BYTES: usize = core::mem::size_of::<FpuImage>();
 /// The image a signal frame's FPU state is built in, and a returning
 /// frame's is checked in (one vCPU, never used re-entrantly).
 static SIGNAL_FPU: crate::rt::Global<FpuImage> = crate::rt::Global::new(FpuImage::new());
-
-/// The most stack a signal frame takes below the interrupted stack
-/// pointer (or the top of an alternate stack): the red zone, the FPU
-/// image and its alignment, the siginfo, the ucontext and the return
-/// address, with their alignment.
-pub fn frame_bytes() -> usize {
-    let features = xsave_features();
-    let fp = if features != 0 { fpu_image_len(features) + 4 } else { 512 };
-    128 + fp + 63 + 128 + 304 + 15 + 8
-}
 
 /// Loads the FPU and vector state a returning signal frame holds at
 /// `fp_va`, when it is an XSAVE image as `setup_frame_with` writes it
@@ -416,7 +404,7 @@ fn fault_info(sig: u32, vector: u64, rip: u64, cr2: u64) -> [u8; 128] {
 pub fn sys_rt_sigreturn(f: &mut Frame) -> SysResult {
     let t = current();
     let uc_va = f.rsp; // the handler's `ret` popped the return address
-    let uc = user_bytes(uc_va, 304)?;
+    let uc = user_bytes(uc_va, UCONTEXT_BYTES)?;
     let get = |off: usize| u64::from_le_bytes(uc[off..off + 8].try_into().unwrap_or([0; 8]));
     let m = 40;
     f.r8 = get(m);

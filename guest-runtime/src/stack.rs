@@ -121,7 +121,7 @@ fn build_in(prog: &Loaded, args: &[u8], argc: usize, envc: usize, map: bool) -> 
         (AT_SYSINFO_EHDR, prog.vdso),
         // The stack a signal frame needs (with the XSAVE image, ~3 KiB
         // where the CPU has AVX-512), as Linux reports it.
-        (AT_MINSIGSTKSZ, crate::signal::frame_bytes() as u64),
+        (AT_MINSIGSTKSZ, crate::task::signal_frame_bytes() as u64),
     ];
     // Reserve the words below the strings and fill them upwards:
     // argc, argv..., NULL, envp..., NULL, auxv pairs, AT_NULL.

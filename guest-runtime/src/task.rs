@@ -71,7 +71,7 @@ const XSAVE_MASK: u32 = 0xe7;
 pub struct Regs {
     /// The XSAVE/FXSAVE image (x87, MXCSR, XMM, YMM upper halves, the
     /// AVX-512 state).
-    pub fpu: [u8; FPU_AREA],
+    pub fpu: FpuImage,
     pub frame: Frame,
     /// XMM0-15 as `syscall_entry` saved them.
     pub xmm: [u8; 256],
@@ -270,7 +270,7 @@ pub fn umask() -> u32 {
 }
 
 pub fn new_regs() -> Box<Regs> {
-    Box::new(Regs { fpu: [0; FPU_AREA], frame: Frame::default(), xmm: [0; 256], fs_base: 0 })
+    Box::new(Regs { fpu: FpuImage::new(), frame: Frame::default(), xmm: [0; 256], fs_base: 0 })
 }
 
 pub fn space_key(p: &Process) -> usize {
@@ -335,6 +335,32 @@ pub fn fpu_image_len(features: u64) -> usize {
     end
 }
 
+/// A Linux signal frame's parts besides its FPU state: the red zone it
+/// leaves below the interrupted stack pointer, the siginfo, the ucontext.
+pub const RED_ZONE_BYTES: u64 = 128;
+pub const SIGINFO_BYTES: u64 = 128;
+pub const UCONTEXT_BYTES: u64 = 304;
+
+/// Bytes of a signal frame's FPU state for `features` (see
+/// [`xsave_features`]): the XSAVE image and the FP_XSTATE_MAGIC2 word after
+/// it, or the 512-byte FXSAVE image without XSAVE.
+pub fn frame_fpu_len(features: u64) -> usize {
+    if features != 0 {
+        fpu_image_len(features) + 4
+    } else {
+        512
+    }
+}
+
+/// The most stack a signal frame takes below the interrupted stack
+/// pointer (or the top of an alternate stack): the red zone, the FPU
+/// state and its alignment, the siginfo, the ucontext and the return
+/// address, with their alignment.
+pub fn signal_frame_bytes() -> usize {
+    let parts = RED_ZONE_BYTES + SIGINFO_BYTES + UCONTEXT_BYTES + 8;
+    parts as usize + frame_fpu_len(xsave_features()) + 63 + 15
+}
+
 /// Saves the current FPU/vector state into `img` (XSAVE of
 /// [`XSAVE_MASK`], or FXSAVE without XSAVE).
 pub fn save_fpu(img: &mut FpuImage) {
@@ -375,16 +401,9 @@ pub fn save_into(r: &mut Regs, f: &mut Frame) {
     r.frame = *f;
     // SAFETY: the 256 bytes below the frame hold the saved XMM registers.
     unsafe { core::ptr::copy_nonoverlapping(xmm_area(f), r.xmm.as_mut_ptr(), 256) };
-    // SAFETY: rdfsbase is enabled (CR4.FSGSBASE); the save area is 64-byte
-    // aligned and FPU_AREA bytes, enough for the components saved.
-    unsafe {
-        core::arch::asm!("rdfsbase {}", out(reg) r.fs_base, options(nostack, preserves_flags));
-        if has_xsave() {
-            core::arch::asm!("xsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), in("eax") XSAVE_MASK, in("edx") 0u32, options(nostack, preserves_flags));
-        } else {
-            core::arch::asm!("fxsave64 [{}]", in(reg) r.fpu.as_mut_ptr(), options(nostack, preserves_flags));
-        }
-    }
+    // SAFETY: rdfsbase is enabled (CR4.FSGSBASE).
+    unsafe { core::arch::asm!("rdfsbase {}", out(reg) r.fs_base, options(nostack, preserves_flags)) };
+    save_fpu(&mut r.fpu);
 }
 
 pub fn load(t: &Task, f: &mut Frame) {
@@ -393,21 +412,16 @@ pub fn load(t: &Task, f: &mut Frame) {
     *f = r.frame;
     // SAFETY: as in `save`.
     unsafe { core::ptr::copy_nonoverlapping(r.xmm.as_ptr(), xmm_area(f), 256) };
-    // SAFETY: the image was written by xsave/fxsave (or is the all-zero
-    // initial image with a valid MXCSR set below), 64-byte aligned.
-    unsafe {
-        core::arch::asm!("wrfsbase {}", in(reg) r.fs_base, options(nostack, preserves_flags));
-        if r.fpu[24..28] == [0; 4] {
-            // A fresh task: default x87 control word and MXCSR.
-            r.fpu[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
-            r.fpu[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        }
-        if has_xsave() {
-            core::arch::asm!("xrstor64 [{}]", in(reg) r.fpu.as_ptr(), in("eax") XSAVE_MASK, in("edx") 0u32, options(nostack, preserves_flags));
-        } else {
-            core::arch::asm!("fxrstor64 [{}]", in(reg) r.fpu.as_ptr(), options(nostack, preserves_flags));
-        }
+    // SAFETY: wrfsbase is enabled (CR4.FSGSBASE).
+    unsafe { core::arch::asm!("wrfsbase {}", in(reg) r.fs_base, options(nostack, preserves_flags)) };
+    if r.fpu.0[24..28] == [0; 4] {
+        // A fresh task: default x87 control word and MXCSR.
+        r.fpu.0[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+        r.fpu.0[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
     }
+    // The image was written by `save_fpu` (or is the all-zero initial
+    // image with a valid MXCSR set just above).
+    restore_fpu(&r.fpu);
     let p = t.process.borrow().clone();
     if let Some(space) = space_of(&p) {
         mm::activate(space.get());

@@ -74,9 +74,10 @@ fn shared_memory_is_given_back_when_the_last_mapping_goes() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output {:?}", out.stdout_str()));
     // The runtime's own bookkeeping may settle a little (its heap grows
-    // in groups of 8 pages, 32 KiB: a few of them); 300 rounds of 80 KiB
-    // each leaked would be ~23 MiB.
-    assert!(kib <= 128, "free memory went down by {kib} KiB");
+    // in groups of 8 pages, 32 KiB: one or two of them); 300 rounds of 80
+    // KiB each leaked would be ~23 MiB, and a heap that does not merge
+    // freed page runs grew by ~5 MiB (a task's registers are a page run).
+    assert!(kib <= 64, "free memory went down by {kib} KiB");
 }
 
 // ---- Debian's python3 with the host system --------------------------------------

@@ -22,17 +22,14 @@ use crate::rt::Global;
 
 const PAGE: usize = abi::PAGE_SIZE as usize;
 /// Object sizes of the small classes; each object is aligned to its size.
-/// 4096 is a class of its own, not a page run: a task's registers (3.6 KiB
-/// with the AVX-512 state) come and go with every fork. As one-page runs
-/// the heap grew by a page or two a fork (the shared-memory leak test: 6
-/// MiB in 300 rounds; why those freed runs were not reused is not found
-/// yet); as objects of a class they are.
-const CLASSES: [usize; 9] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+/// Larger blocks are page runs.
+const CLASSES: [usize; 8] = [16, 32, 64, 128, 256, 512, 1024, 2048];
 
 struct Heap {
     /// Heads of the free lists of the small classes (intrusive).
     small: [usize; CLASSES.len()],
-    /// Freed page runs: each starts with [`Run`] (intrusive list).
+    /// Free page runs: each starts with [`Run`] (intrusive list), in
+    /// address order, and no two touch (`free_run` merges neighbours).
     runs: usize,
     /// Next never-used virtual address.
     next: usize,
@@ -93,19 +90,57 @@ fn grow(pages: usize, align: usize, small: bool) -> Option<usize> {
         && mm::free_frames() >= mm::HEAP_RESERVE + GROUP_PAGES as u64
         && mm::map_runtime(end as u64, group_end as u64, false).is_ok()
     {
+        h.next = group_end;
         // SAFETY: `end..group_end` was just mapped for the heap and is
         // ours; it becomes a free run (as `dealloc` of a large block does).
-        unsafe { (end as *mut Run).write(Run { pages: rest, next: h.runs }) };
-        h.runs = end;
-        h.next = group_end;
+        unsafe { free_run(end, rest) };
     }
     Some(start)
+}
+
+/// Gives back `pages` pages at `va` as a free run, merged with the free
+/// runs right before and after it. Without merging, runs freed in pieces
+/// stayed pieces: a later larger block fitted none of them and grew the
+/// heap (a page or two per fork, 6 MiB in the shared-memory leak test's
+/// 300 rounds).
+///
+/// # Safety
+/// `va..va + pages * PAGE` is mapped heap memory that nothing uses and no
+/// free run or small object holds.
+unsafe fn free_run(va: usize, pages: usize) {
+    let h = HEAP.get();
+    let end = va + pages * PAGE;
+    let mut prev: *mut Run = core::ptr::null_mut();
+    let mut link: *mut usize = &mut h.runs;
+    // SAFETY: every run on the list is mapped heap memory starting with a
+    // Run header we wrote; `va..end` is ours (the caller's contract) and
+    // overlaps none of them.
+    unsafe {
+        while *link != 0 && *link < va {
+            prev = *link as *mut Run;
+            link = &mut (*prev).next;
+        }
+        let next = *link;
+        let run = va as *mut Run;
+        run.write(Run { pages, next });
+        *link = va;
+        if next == end {
+            let after = next as *const Run;
+            (*run).pages += (*after).pages;
+            (*run).next = (*after).next;
+        }
+        if !prev.is_null() && prev as usize + (*prev).pages * PAGE == va {
+            (*prev).pages += (*run).pages;
+            (*prev).next = (*run).next;
+        }
+    }
 }
 
 fn alloc_pages(pages: usize, align: usize, small: bool) -> *mut u8 {
     let h = HEAP.get();
     if align <= PAGE {
-        // First fit among freed runs, splitting off the tail.
+        // First fit among the free runs (lowest address first), splitting
+        // off the tail.
         let mut link: *mut usize = &mut h.runs;
         // SAFETY: every run on the list is mapped heap memory starting with
         // a Run header we wrote when it was freed.
@@ -176,12 +211,9 @@ unsafe impl GlobalAlloc for RuntimeAllocator {
                 h.small[c] = ptr as usize;
                 h.small_free += CLASSES[c];
             }
-            None => {
-                let run = ptr as *mut Run;
-                // SAFETY: ptr starts a run of whole mapped pages we handed out.
-                unsafe { run.write(Run { pages: layout.size().div_ceil(PAGE), next: h.runs }) };
-                h.runs = ptr as usize;
-            }
+            // SAFETY: ptr starts a run of whole mapped pages we handed out,
+            // free now.
+            None => unsafe { free_run(ptr as usize, layout.size().div_ceil(PAGE)) },
         }
     }
 
@@ -219,9 +251,7 @@ pub fn reserve(bytes: usize) {
     if p.is_null() {
         return;
     }
-    let h = HEAP.get();
     // SAFETY: a fresh run of `pages` mapped heap pages we own; it becomes
     // a free run (as `dealloc` of a large block does).
-    unsafe { (p as *mut Run).write(Run { pages, next: h.runs }) };
-    h.runs = p as usize;
+    unsafe { free_run(p as usize, pages) };
 }

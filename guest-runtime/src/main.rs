@@ -246,66 +246,93 @@ global_asm!(
     "  mov cr3, rax",
     "  iretq",
     "STUB 4, 0", "STUB 5, 0", "STUB 6, 0", "STUB 7, 0",
-    "STUB 8, 1", "STUB 9, 0", "STUB 10, 1", "STUB 11, 1",
+    "  .balign 16",
+    "  push 8",
+    "  jmp exception_crash",
+    "STUB 9, 0", "STUB 10, 1", "STUB 11, 1",
     "STUB 12, 1", "STUB 13, 1", "STUB 14, 1", "STUB 15, 0",
     "STUB 16, 0", "STUB 17, 1", "STUB 18, 0", "STUB 19, 0",
     "STUB 20, 0", "STUB 21, 1", "STUB 22, 0", "STUB 23, 0",
     "STUB 24, 0", "STUB 25, 0", "STUB 26, 0", "STUB 27, 0",
     "STUB 28, 0", "STUB 29, 1", "STUB 30, 1", "STUB 31, 0",
     "",
-    // Ring 0 (emulated on this host, so as few instructions as possible).
-    // Stack: vector, error, rip, cs, rflags, rsp, ss.
+    // Ring 0 (emulated on this host, ~2 µs an instruction: as few as
+    // possible). Stack: vector, error, rip, cs, rflags, rsp, ss.
     "bp_not_flush:",
     "    push 0",
     "    push 3",
     "exception_common:",
-    // A fault of the program (CPL3, outside the runtime's image) goes back
-    // to CPL3 at program_fault_entry on the runtime stack, with the details
-    // in PROGRAM_FAULT: the runtime flushes output and reports it (and, in
-    // time, delivers it to a signal handler). Anything else is a crash of
-    // the runtime, reported straight to the host.
-    "    test qword ptr [rsp + 24], 3",
-    "    jz 6f",
+    // An exception of CPL3 code goes back to CPL3 at exception_entry, on
+    // the runtime stack with RFLAGS 0x2 (TF, DF, AC clear): CR2 goes into
+    // the fault record (only ring 0 may read it) and the CPU's frame stays
+    // where it is (TSS.RSP0 - 56: every exception from CPL3 starts there),
+    // for exception_entry to read at CPL3, where each instruction is not
+    // emulated. 12 instructions; the runtime's own faults are told apart
+    // at CPL3 too. An exception in ring 0 itself is a crash of the
+    // runtime, reported to the host with the frame on this stack.
+    "    test byte ptr [rsp + 24], 3",
+    "    jz exception_crash",
     "    push rax",
-    "    movabs rax, {runtime_va}",
-    "    cmp [rsp + 24], rax",
-    "    jb 7f",
-    "    lea rax, [rip + __image_end]",
-    "    cmp [rsp + 24], rax",
-    "    jb 8f",
-    "7:",
-    "    lea rax, [rip + {record}]",
-    "    push rbx",
-    // Stack: rbx, rax, vector, error, rip, cs, rflags, rsp, ss.
-    "    mov rbx, [rsp + 16]",
-    "    mov [rax], rbx",
-    "    mov rbx, [rsp + 24]",
-    "    mov [rax + 8], rbx",
-    "    mov rbx, [rsp + 32]",
-    "    mov [rax + 16], rbx",
-    "    mov rbx, cr2",
-    "    mov [rax + 24], rbx",
-    "    mov rbx, [rsp + 56]",
-    "    mov [rax + 32], rbx",
-    "    mov rbx, [rsp + 48]",
-    "    mov [rax + 40], rbx",
-    "    lea rbx, [rip + program_fault_entry]",
-    "    mov [rsp + 32], rbx",
-    "    lea rbx, [rip + runtime_stack_top]",
-    "    mov [rsp + 56], rbx",
-    // Clear TF, DF and AC for the runtime.
-    "    and qword ptr [rsp + 48], {flags_keep}",
-    "    pop rbx",
+    "    mov rax, cr2",
+    "    mov [rip + {record} + 24], rax",
     "    pop rax",
-    "    add rsp, 16",
+    "    push {user_ds}",
+    "    push qword ptr [rip + exception_targets]",
+    "    push 2",
+    "    push {user_cs}",
+    "    push qword ptr [rip + exception_targets + 8]",
     "    iretq",
-    "8:",
-    "    pop rax",
-    "6:",
+    // #DF runs on its own stack (IST1): always a crash.
+    "exception_crash:",
     "    movabs rax, {doorbell}",
     "    mov qword ptr [rax], {fault}",
     "5:",
     "    jmp 5b",
+    "",
+    ".balign 8",
+    "exception_targets:",
+    "    .quad runtime_stack_top",
+    "    .quad exception_entry",
+    "",
+    "exception_entry:",
+    // CPL3, on the runtime stack; every register is the program's (or the
+    // runtime's, if it faulted). Copy the CPU's frame into the fault
+    // record (CR2 is there already) before anything can raise another
+    // exception (a TLB flush's `int3`) over it.
+    "    push rax",
+    "    push rbx",
+    "    push rcx",
+    "    movabs rax, {ring0_frame}",
+    "    lea rbx, [rip + {record}]",
+    "    mov rcx, [rax]",
+    "    mov [rbx], rcx",
+    "    mov rcx, [rax + 8]",
+    "    mov [rbx + 8], rcx",
+    "    mov rcx, [rax + 32]",
+    "    mov [rbx + 40], rcx",
+    "    mov rcx, [rax + 40]",
+    "    mov [rbx + 32], rcx",
+    "    mov rcx, [rax + 16]",
+    "    mov [rbx + 16], rcx",
+    // A fault at a RIP inside the runtime's image is the runtime's own: a
+    // crash, reported to the host (which reads the frame where the CPU
+    // left it). Anything else is the program's.
+    "    movabs rax, {runtime_va}",
+    "    cmp rcx, rax",
+    "    jb 7f",
+    "    lea rax, [rip + __image_end]",
+    "    cmp rcx, rax",
+    "    jb 8f",
+    "7:",
+    "    pop rcx",
+    "    pop rbx",
+    "    pop rax",
+    "    jmp program_fault_entry",
+    "8:",
+    "    movabs rax, {doorbell}",
+    "    mov qword ptr [rax], {fault}",
+    "9:",
+    "    jmp 9b",
     "",
     "program_fault_entry:",
     // On the runtime stack (set by the ring-0 handler); every register but
@@ -395,7 +422,10 @@ global_asm!(
     next_cr3 = sym entry::NEXT_CR3,
     resume_rip = sym entry::RESUME_RIP,
     resume_rsp = sym entry::RESUME_RSP,
-    flags_keep = const !(0x100u64 | 0x400 | 0x40000) as i32,
+    user_ds = const abi::USER_DS,
+    user_cs = const abi::USER_CS,
+    ring0_frame = const abi::PHYS_BASE + abi::RING0_STACK_GPA + abi::RING0_STACK_SIZE
+        - core::mem::size_of::<abi::ExceptionFrame>() as u64,
 );
 
 // A rewritten `cpuid` site's stub jumps here (cpuid.rs, rewrite.rs) with

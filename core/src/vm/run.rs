@@ -70,7 +70,7 @@ impl Vm {
         self.write(h.fault_record - abi::PHYS_BASE, &bytes)?;
         regs.rip = h.preempt_entry;
         regs.rsp = h.stack_top;
-        // As the ring-0 handler does for a fault: TF, DF and AC cleared.
+        // TF, DF and AC cleared, as for a fault (whose runtime RFLAGS are 0x2).
         regs.rflags &= !(0x100 | 0x400 | 0x40000);
         self.vcpu.set_regs(&regs).map_err(VmError::kvm("KVM_SET_REGS"))?;
         Ok(true)
@@ -117,13 +117,29 @@ impl Vm {
         let regs = self.vcpu.get_regs().map_err(VmError::kvm("KVM_GET_REGS"))?;
         let sregs = self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?;
         let size = std::mem::size_of::<abi::ExceptionFrame>() as u64;
+        // From ring 0 (an exception in the ring-0 handler, a double fault)
+        // the frame is at RSP; from CPL3 (the runtime's own fault, told
+        // apart there) it is where the CPU put it for an exception from
+        // CPL3: at the top of the ring-0 stack.
+        let gpa = if sregs.cs.selector & 3 == 0 {
+            regs.rsp.wrapping_sub(abi::PHYS_BASE)
+        } else {
+            abi::RING0_STACK_GPA + abi::RING0_STACK_SIZE - size
+        };
         let stacks = [(abi::RING0_STACK_GPA, abi::RING0_STACK_SIZE), (abi::IST_STACK_GPA, abi::IST_STACK_SIZE)];
-        let gpa = regs.rsp.wrapping_sub(abi::PHYS_BASE);
         let inside = stacks.iter().any(|&(base, len)| gpa >= base && gpa.saturating_add(size) <= base + len);
-        if !inside || (sregs.cs.selector & 3) != 0 {
+        if !inside {
             return Ok(VmExit::Unexpected(format!("fault report with a bad stack {:#x}", regs.rsp)));
         }
         let frame: abi::ExceptionFrame = self.read_obj(gpa)?;
+        // From CPL3 only the runtime reports a fault, and only its own: a
+        // program that writes the doorbell (it can reach it) is refused.
+        if sregs.cs.selector & 3 != 0 && !self.runtime.contains_code(frame.rip) {
+            return Ok(VmExit::Unexpected(format!(
+                "fault report from CPL3 that names no fault of the runtime (RIP {:#x})",
+                frame.rip
+            )));
+        }
         Ok(VmExit::Fault { frame, cr2: sregs.cr2 })
     }
 

@@ -57,6 +57,11 @@ pub use crate::errno::{EEXIST, EFAULT, EINVAL, ENOMEM};
 
 /// Top-level slots `USER_SLOTS..512` are shared by every address space.
 const USER_SLOTS: usize = 254;
+/// The end of the program's slots.
+const USER_END: u64 = (USER_SLOTS as u64) << 39;
+/// A 2 MiB page (`map_huge`), and its frames.
+const HUGE: u64 = abi::HUGE_PAGE_SIZE;
+const HUGE_FRAMES: u64 = HUGE / PAGE;
 
 struct Frames {
     next_frame: u64,
@@ -70,10 +75,15 @@ struct Frames {
     /// Frames on the free list.
     listed: u64,
     /// The page-table pool (see `abi::pt_pool_size`): next never-used
-    /// frame, end, and freed table frames.
+    /// frame, end, freed table frames and how many those are.
     pt_next: u64,
     pt_end: u64,
     pt_free: u64,
+    pt_listed: u64,
+    /// Live 2 MiB mappings of the program (`map_huge`). As many table
+    /// frames are kept free for their splits (`split_huge`), so that a
+    /// split, which any change to one of their pages needs, never fails.
+    huge_live: u64,
 }
 
 static FRAMES: Global<Frames> = Global::new(Frames {
@@ -87,6 +97,8 @@ static FRAMES: Global<Frames> = Global::new(Frames {
     pt_next: 0,
     pt_end: 0,
     pt_free: 0,
+    pt_listed: 0,
+    huge_live: 0,
 });
 
 /// One process's memory: page tables and mappings.
@@ -209,22 +221,30 @@ fn take_frame(keep: u64) -> Option<u64> {
 }
 
 /// A zeroed frame for a page table, from the page-table pool only (the
-/// host relies on page tables living there; see `abi::pt_pool_size`).
+/// host relies on page tables living there; see `abi::pt_pool_size`),
+/// leaving the frames kept for splits of 2 MiB mappings.
 fn alloc_table_frame() -> Option<u64> {
+    let gpa = take_table_frame(FRAMES.get().huge_live)?;
+    zero_table(gpa);
+    Some(gpa)
+}
+
+/// A frame of the page-table pool, not zeroed, leaving at least `keep`.
+fn take_table_frame(keep: u64) -> Option<u64> {
     let f = FRAMES.get();
+    if (f.pt_end - f.pt_next) / PAGE + f.pt_listed <= keep {
+        return None;
+    }
     let gpa = if f.pt_free != 0 {
         let gpa = f.pt_free;
         // SAFETY: free table frames hold the next link in their first word.
         f.pt_free = unsafe { (phys_ptr(gpa) as *const u64).read() };
-        zero_table(gpa);
-        gpa
-    } else if f.pt_next + PAGE <= f.pt_end {
-        let gpa = f.pt_next;
-        f.pt_next += PAGE;
-        zero_table(gpa);
+        f.pt_listed -= 1;
         gpa
     } else {
-        return None;
+        let gpa = f.pt_next;
+        f.pt_next += PAGE;
+        gpa
     };
     f.used += 1;
     f.peak = f.peak.max(f.used);
@@ -245,6 +265,7 @@ fn free_table_frame(gpa: u64) {
     // becomes the free-list link.
     unsafe { pt_write(table(gpa), f.pt_free) };
     f.pt_free = gpa;
+    f.pt_listed += 1;
     f.used -= 1;
 }
 
@@ -270,6 +291,12 @@ pub fn test_free_frames(n: u64) {
 pub fn free_frames() -> u64 {
     let f = FRAMES.get();
     (f.frame_end - f.next_frame) / PAGE + f.listed
+}
+
+/// Bytes of program memory mapped in 2 MiB pages (`/proc/meminfo`'s
+/// AnonHugePages).
+pub fn huge_bytes() -> u64 {
+    FRAMES.get().huge_live * HUGE
 }
 
 /// Frames the program and file data may still take (all but the heap's
@@ -431,17 +458,131 @@ fn pte(pml4: u64, va: u64, create: bool) -> Option<*mut u64> {
             // SAFETY: as above; a not-present entry becomes present: no flush needed.
             unsafe { pt_write(e, f | PTE_P | PTE_RW | PTE_US | PTE_A) };
             t = f;
-        } else {
-            if v & PTE_PS != 0 {
-                // Huge pages are the physmap's, never the program's.
+        } else if v & PTE_PS != 0 {
+            // A 2 MiB mapping of the program becomes 512 pages, so that
+            // the caller may change one; the physmap's stay as they are.
+            if level != 1 || va >= USER_END {
                 return None;
             }
+            // SAFETY: e is the program's 2 MiB entry, read just now.
+            t = unsafe { split_huge(e) };
+        } else {
             t = v & ADDR_MASK;
         }
     }
     let idx = ((va >> 12) & 0x1ff) as usize;
     // SAFETY: t is a level-0 table frame, idx < 512.
     Some(unsafe { table(t).add(idx) })
+}
+
+/// Replaces the program's 2 MiB entry `*e` by a table of the same 512
+/// pages, from the table frames kept for it, and returns the table. The
+/// translations stay the same: no flush.
+///
+/// # Safety
+/// `e` points at a present 2 MiB entry of a program's page directory.
+unsafe fn split_huge(e: *mut u64) -> u64 {
+    let f = FRAMES.get();
+    let Some(pt) = take_table_frame(f.huge_live.saturating_sub(1)) else {
+        crate::hc::panic(b"no table frame kept for a 2 MiB mapping");
+    };
+    f.huge_live = f.huge_live.saturating_sub(1);
+    // SAFETY: the caller's promise.
+    let v = unsafe { e.read_volatile() };
+    let bits = v & !(ADDR_MASK | PTE_PS);
+    for i in 0..HUGE_FRAMES {
+        // SAFETY: pt is a table frame of our own; i < 512.
+        unsafe { pt_write(table(pt).add(i as usize), ((v & ADDR_MASK) + i * PAGE) | bits) };
+    }
+    // SAFETY: the caller's promise; the entry now points at that table.
+    unsafe { pt_write(e, pt | PTE_P | PTE_RW | PTE_US | PTE_A) };
+    pt
+}
+
+/// Maps `[at, at + 2 MiB)` of the current space, which `v` (private,
+/// accessible) covers and which has no page table yet, as one 2 MiB page
+/// of fresh zeroed frames with `v`'s access, if frames are plentiful.
+/// KVM then maps it with one fault (2 MiB host pages back guest RAM)
+/// where 4 KiB pages took one per 8. False if not.
+fn map_huge(at: u64, v: &Vma) -> bool {
+    let f = FRAMES.get();
+    if !at.is_multiple_of(HUGE)
+        || at < v.start
+        || at.saturating_add(HUGE) > v.end
+        || at >= USER_END
+        || free_frames() < HUGE_FRAMES + GROWN_WINDOW_FLOOR
+        || (f.pt_end - f.pt_next) / PAGE + f.pt_listed < f.huge_live + 8
+    {
+        return false;
+    }
+    // The page directory's entry, with the tables above it.
+    let mut t = current().pml4;
+    for level in [3u32, 2] {
+        let idx = ((at >> (12 + 9 * level)) & 0x1ff) as usize;
+        // SAFETY: `t` is a page-table frame of the program's slots; idx < 512.
+        let e = unsafe { table(t).add(idx) };
+        // SAFETY: e points into that frame.
+        let cur = unsafe { e.read_volatile() };
+        if cur & PTE_P == 0 {
+            let Some(nt) = alloc_table_frame() else { return false };
+            // SAFETY: as above; not present -> present needs no flush.
+            unsafe { pt_write(e, nt | PTE_P | PTE_RW | PTE_US | PTE_A) };
+            t = nt;
+        } else if cur & PTE_PS != 0 {
+            return false;
+        } else {
+            t = cur & ADDR_MASK;
+        }
+    }
+    // SAFETY: `t` is the page directory; the index is < 512.
+    let e = unsafe { table(t).add(((at >> 21) & 0x1ff) as usize) };
+    // SAFETY: as above.
+    if unsafe { e.read_volatile() } != 0 {
+        return false;
+    }
+    // An aligned run of never-used (so zero) frames; those skipped to
+    // align it go to the free list.
+    let base = f.next_frame.next_multiple_of(HUGE);
+    if base.saturating_add(HUGE) > f.frame_end {
+        return false;
+    }
+    while f.next_frame < base {
+        // SAFETY: a never-used frame of guest RAM; its first word becomes
+        // the free-list link.
+        unsafe { (phys_ptr(f.next_frame) as *mut u64).write(f.free_list) };
+        f.free_list = f.next_frame;
+        f.listed += 1;
+        f.next_frame += PAGE;
+    }
+    f.next_frame = base + HUGE;
+    f.used += HUGE_FRAMES;
+    f.peak = f.peak.max(f.used);
+    f.huge_live += 1;
+    // SAFETY: as above; not present -> present needs no flush.
+    unsafe { pt_write(e, base | leaf_bits(v.prot) | PTE_PS) };
+    true
+}
+
+/// Whether `va` of the current space is backed (a present or kept 4 KiB
+/// entry, or a 2 MiB one), without changing any table.
+fn backed(va: u64) -> bool {
+    let mut t = current().pml4;
+    for level in (0..4).rev() {
+        let idx = ((va >> (12 + 9 * level)) & 0x1ff) as usize;
+        // SAFETY: `t` is a page-table frame; idx < 512.
+        let v = unsafe { table(t).add(idx).read_volatile() };
+        if level == 0 {
+            return v & (PTE_P | PTE_KEPT) != 0;
+        }
+        if v & PTE_P == 0 {
+            return false;
+        }
+        if v & PTE_PS != 0 {
+            return true;
+        }
+        t = v & ADDR_MASK;
+    }
+    false
 }
 
 fn leaf_bits(prot: u32) -> u64 {
@@ -572,7 +713,8 @@ fn for_each_leaf(pml4: u64, f: &mut dyn FnMut(u64, u64)) {
 }
 
 /// Calls `f(va, entry address, entry)` for every level-0 entry under the
-/// top-level `slots` (tables of 4 KiB pages; huge mappings are skipped).
+/// top-level `slots` (tables of 4 KiB pages: the program's 2 MiB mappings
+/// are split first; the physmap's are skipped).
 fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, f: &mut dyn FnMut(u64, *mut u64, u64)) {
     for i4 in slots {
         // SAFETY: page-table frames reached through the physmap; indexes < 512.
@@ -588,11 +730,21 @@ fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, f: &mut dyn FnMu
             }
             for i2 in 0..512 {
                 // SAFETY: as above.
-                let e2 = unsafe { table(e3 & ADDR_MASK).add(i2).read_volatile() };
-                if e2 & PTE_P == 0 || e2 & PTE_PS != 0 {
+                let e2p = unsafe { table(e3 & ADDR_MASK).add(i2) };
+                // SAFETY: e2p points into that table.
+                let e2 = unsafe { e2p.read_volatile() };
+                if e2 & PTE_P == 0 {
                     continue;
                 }
-                let pt = e2 & ADDR_MASK;
+                let pt = if e2 & PTE_PS == 0 {
+                    e2 & ADDR_MASK
+                } else if i4 < USER_SLOTS {
+                    // A 2 MiB mapping of the program: its 512 pages.
+                    // SAFETY: a present 2 MiB entry of the program's slots.
+                    unsafe { split_huge(e2p) }
+                } else {
+                    continue;
+                };
                 for i1 in 0..512 {
                     // SAFETY: as above.
                     let e1p = unsafe { table(pt).add(i1) };
@@ -649,7 +801,21 @@ pub fn destroy_space(space: Box<AddressSpace>) {
             for i2 in 0..512 {
                 // SAFETY: as above.
                 let e2 = unsafe { table(e3 & ADDR_MASK).add(i2).read_volatile() };
-                if e2 & PTE_P == 0 || e2 & PTE_PS != 0 {
+                if e2 & PTE_P == 0 {
+                    continue;
+                }
+                if e2 & PTE_PS != 0 {
+                    // A 2 MiB mapping: its frames, and the table frame
+                    // kept for its split.
+                    for k in 0..HUGE_FRAMES {
+                        let frame = (e2 & ADDR_MASK) + k * PAGE;
+                        if e2 & PTE_A != 0 {
+                            crate::touched::mark(frame / PAGE);
+                        }
+                        free_frame(frame);
+                    }
+                    let f = FRAMES.get();
+                    f.huge_live = f.huge_live.saturating_sub(1);
                     continue;
                 }
                 let pt = e2 & ADDR_MASK;
@@ -1402,23 +1568,35 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     // A fault costs a trip through ring 0 (~100 µs here): back a window
     // of pages around the page, within the mapping.
     let page = page_down(va);
+    if backed(page) {
+        // Backed since the access (a 2 MiB page): retry it.
+        return Fault::Backed;
+    }
+    let space = current();
+    let (start, mut end, grown) = fault_window(space, page);
+    // Filling memory in order, at the largest window: the next aligned
+    // 2 MiB goes in as one page, and the pages up to it as before.
+    if end - start == FAULT_AROUND_MAX {
+        let at = page.next_multiple_of(HUGE);
+        if map_huge(at, &v) {
+            space.fault_next = at + HUGE;
+            if at == page {
+                return Fault::Backed;
+            }
+            end = at;
+        }
+    }
     if !back_page(page, v.prot) {
         return if spare_frames() == 0 { Fault::OutOfMemory } else { Fault::Refused };
     }
-    let (start, end, grown) = fault_window(current(), page);
     let (start, end) = (start.max(v.start), end.min(v.end));
     let mut at = start;
     while at < end {
-        if at != page {
-            let backed = cur_pte(at, false)
-                // SAFETY: valid level-0 entry pointer.
-                .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
-            // A grown window backs more than the page only while frames
-            // are plentiful: pages the program may never touch must not
-            // take the last ones.
-            if !backed && ((grown && free_frames() < GROWN_WINDOW_FLOOR) || !back_page(at, v.prot)) {
-                break;
-            }
+        // A grown window backs more than the page only while frames are
+        // plentiful: pages the program may never touch must not take the
+        // last ones.
+        if at != page && !backed(at) && ((grown && free_frames() < GROWN_WINDOW_FLOOR) || !back_page(at, v.prot)) {
+            break;
         }
         at += PAGE;
     }
@@ -1449,10 +1627,7 @@ fn fault_in_shared(va: u64, v: &Vma) -> Fault {
     match back_shared_page(page, v) {
         Ok(true) => {}
         Ok(false) => {
-            let backed = cur_pte(page, false)
-                // SAFETY: valid level-0 entry pointer.
-                .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
-            return if backed { Fault::Refused } else { Fault::Bus };
+            return if backed(page) { Fault::Refused } else { Fault::Bus };
         }
         Err(_) => return Fault::OutOfMemory,
     }
@@ -1512,10 +1687,7 @@ pub fn populate(va: u64, len: u64) -> bool {
     let end = va.saturating_add(len);
     let mut at = page_down(va);
     while at < end {
-        let backed = cur_pte(at, false)
-            // SAFETY: valid level-0 entry pointer.
-            .is_some_and(|e| unsafe { e.read_volatile() } & (PTE_P | PTE_KEPT) != 0);
-        if !backed {
+        if !backed(at) {
             let Some(v) = vma_at(at) else { return false };
             let ok = if v.shared.is_some() { back_shared_page(at, &v) == Ok(true) } else { back_page(at, v.prot) };
             if !ok {

@@ -292,6 +292,7 @@ fn meminfo(o: &mut Out) {
     for key in [&b"SwapTotal:"[..], b"SwapFree:", b"Dirty:", b"Writeback:", b"Shmem:"] {
         o.kb(key, 0);
     }
+    o.kb(b"AnonHugePages:", crate::mm::huge_bytes()).kb(b"Hugepagesize:", hvsandbox_abi::HUGE_PAGE_SIZE);
 }
 
 fn stat(o: &mut Out) {

@@ -1,0 +1,140 @@
+/* Memory filled in address order, then changed in pieces. The runtime
+ * maps such memory in 2 MiB pages and must split one for any change to
+ * part of it: a fork's copy, mprotect, munmap, madvise(MADV_DONTNEED) and
+ * mremap of a few pages. Prints what the program sees (the test compares
+ * it with a native run); with "huge", first prints whether /proc/meminfo
+ * counts 2 MiB pages after the fill (the guest's own check); with
+ * "leak", how much free memory 40 rounds of it all cost. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sysinfo.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MB (1UL << 20)
+#define SIZE (16 * MB)
+
+static sigjmp_buf jb;
+
+static void on_segv(int sig) {
+    (void)sig;
+    siglongjmp(jb, 1);
+}
+
+static int write_faults(volatile unsigned char *p) {
+    if (sigsetjmp(jb, 1) == 0) {
+        *p = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static int read_faults(volatile unsigned char *p) {
+    if (sigsetjmp(jb, 1) == 0) {
+        (void)*p;
+        return 0;
+    }
+    return 1;
+}
+
+static unsigned long sum(const unsigned char *p, size_t n) {
+    unsigned long s = 0;
+    for (size_t i = 0; i < n; i++) s += p[i];
+    return s;
+}
+
+static unsigned char *filled(size_t n) {
+    unsigned char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        printf("mmap failed\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 7 + 3);
+    return p;
+}
+
+static long meminfo_kib(const char *key) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[128];
+    long v = -1;
+    size_t k = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, k)) v = atol(line + k);
+    if (f) fclose(f);
+    return v;
+}
+
+/* One round; prints only when `say`. */
+static void round_trip(int say) {
+    unsigned char *p = filled(SIZE);
+    unsigned long whole = sum(p, SIZE);
+    if (say) printf("filled: sum %lu\n", whole);
+
+    pid_t k = fork();
+    if (k == 0) {
+        int same = sum(p, SIZE) == whole;
+        p[3 * MB] = 0;
+        _exit(same && p[3 * MB] == 0 ? 0 : 1);
+    }
+    int st;
+    waitpid(k, &st, 0);
+    if (say) printf("fork: child saw the same bytes: %d; parent's byte after the child's write: %d\n",
+                    WIFEXITED(st) && WEXITSTATUS(st) == 0, p[3 * MB]);
+
+    unsigned char *ro = p + 5 * MB + 4096;
+    mprotect(ro, 4096, PROT_READ);
+    int a = write_faults(ro), b = write_faults(ro - 4096), c = write_faults(ro + 4096);
+    if (say) printf("mprotect: write to the read-only page faults %d, its neighbours %d %d; it reads %d\n", a, b, c, ro[1]);
+
+    unsigned char *gone = p + 7 * MB + 3 * 4096;
+    munmap(gone, 4096);
+    a = read_faults(gone);
+    if (say) printf("munmap: the page faults %d; its neighbours read %d %d\n", a, gone[-1], gone[4096]);
+
+    madvise(p + 9 * MB, 65536, MADV_DONTNEED);
+    if (say) printf("madvise: %lu in the dropped 64 KiB, %d after it\n", sum(p + 9 * MB, 65536), p[9 * MB + 65536]);
+
+    unsigned char *q = mremap(p + 10 * MB, 4 * MB, 8 * MB, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) {
+        printf("mremap failed\n");
+        exit(1);
+    }
+    if (say) printf("mremap: moved %lu, grown %lu, old place faults %d\n", sum(q, 4 * MB), sum(q + 4 * MB, 4 * MB),
+                    q == p + 10 * MB ? 1 : read_faults(p + 10 * MB));
+
+    munmap(p, SIZE);
+    munmap(q, 8 * MB);
+}
+
+static long free_kib(void) {
+    struct sysinfo si;
+    sysinfo(&si);
+    return (long)(si.freeram * si.mem_unit / 1024);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    signal(SIGSEGV, on_segv);
+    if (argc > 1 && !strcmp(argv[1], "leak")) {
+        round_trip(0);
+        long before = free_kib();
+        for (int i = 0; i < 40; i++) round_trip(0);
+        printf("leak: %ld KiB\n", before - free_kib());
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "huge")) {
+        unsigned char *p = filled(SIZE);
+        long huge = meminfo_kib("AnonHugePages:");
+        printf("AnonHugePages after filling %lu MiB: %s\n", SIZE / MB, huge >= 8192 ? "at least 8 MiB" : "less");
+        munmap(p, SIZE);
+        printf("after unmapping it: %ld kB\n", meminfo_kib("AnonHugePages:"));
+    }
+    round_trip(1);
+    printf("done\n");
+    return 0;
+}

@@ -563,6 +563,17 @@ fn map_huge(at: u64, v: &Vma) -> bool {
     true
 }
 
+/// Whether the current space has a table of pages (or a 2 MiB page) for
+/// `va`, a program address.
+fn has_table(va: u64) -> bool {
+    // SAFETY: the current space's root; `va` is a program address.
+    match unsafe { table_entry(current().pml4, va, 1) } {
+        // SAFETY: a page-directory entry of that space.
+        Ok(e) => (unsafe { e.read_volatile() }) & PTE_P != 0,
+        Err(_) => false,
+    }
+}
+
 /// Whether `va` of the current space is backed (a present or kept 4 KiB
 /// entry, or a 2 MiB one), without changing any table.
 fn backed(va: u64) -> bool {
@@ -914,11 +925,22 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
     Ok(flush)
 }
 
-/// Unmaps `[start, end)`, freeing frames. Returns whether a flush is needed.
+/// Unmaps `[start, end)`, freeing frames and the page tables left empty.
+/// Returns whether a flush is needed.
 fn unback_range(start: u64, end: u64) -> bool {
+    let flush = unback_pages(start, end);
+    free_empty_tables(start, end) || flush
+}
+
+fn unback_pages(start: u64, end: u64) -> bool {
     let mut flush = false;
     let mut va = start;
     while va < end {
+        if va < USER_END && !has_table(va) {
+            // No table of pages here: skip to the next 2 MiB.
+            va = (va | (HUGE - 1)).saturating_add(1);
+            continue;
+        }
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid level-0 entry pointer.
             let old = unsafe { e.read_volatile() };
@@ -934,6 +956,81 @@ fn unback_range(start: u64, end: u64) -> bool {
         va += PAGE;
     }
     flush
+}
+
+/// Frees the page tables of the current space under `[start, end)` that
+/// map nothing any more, as Linux does at munmap, and clears the entries
+/// that pointed at them. Without it, memory mapped and unmapped at ever
+/// new addresses (mmap hands out addresses top-down and does not reuse
+/// holes) used up the page-table pool: a program mapping, filling and
+/// unmapping 16 MiB at a time got SIGSEGV after ~120 rounds. Returns
+/// whether a table was freed: a TLB flush is then due before its frame
+/// is used again (a CPU may keep the entries that led to it).
+fn free_empty_tables(start: u64, end: u64) -> bool {
+    let end = end.min(USER_END);
+    let mut freed = false;
+    // Tables of pages (2 MiB each), then directories (1 GiB), then the
+    // level above them (512 GiB): each level sees the one below done.
+    for level in 1..4u32 {
+        let span = 1u64 << (12 + 9 * level);
+        let mut at = start & !(span - 1);
+        while at < end {
+            let mut step = span;
+            // SAFETY: the current space's root; `at` is below USER_END.
+            match unsafe { table_entry(current().pml4, at, level) } {
+                // Nothing mapped under an absent entry: skip what it covers.
+                Err(absent) => step = 1 << (12 + 9 * absent),
+                Ok(e) => {
+                    // SAFETY: as above.
+                    let v = unsafe { e.read_volatile() };
+                    let below = v & ADDR_MASK;
+                    // SAFETY: a present non-huge entry names a table frame.
+                    let empty = v & PTE_P != 0
+                        && v & PTE_PS == 0
+                        && (0..512).all(|i| unsafe { table(below).add(i).read_volatile() } == 0);
+                    if empty {
+                        // SAFETY: as above; the table is unreferenced now.
+                        unsafe { pt_write(e, 0) };
+                        free_table_frame(below);
+                        freed = true;
+                    }
+                }
+            }
+            at = match (at & !(step - 1)).checked_add(step) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+    }
+    freed
+}
+
+/// The entry at `level` (1: page directory, 2: the level above, 3: the
+/// top) that leads to the table covering `va`; Err(l) if the entry at
+/// level l above it is absent (or a 2 MiB page).
+///
+/// # Safety
+/// `pml4` is the root of an address space and `va` lies in its program
+/// slots.
+unsafe fn table_entry(pml4: u64, va: u64, level: u32) -> Result<*mut u64, u32> {
+    let mut t = pml4;
+    let mut l = 3;
+    loop {
+        let idx = ((va >> (12 + 9 * l)) & 0x1ff) as usize;
+        // SAFETY: `t` is a page-table frame (the caller's promise, then
+        // present entries below it); idx < 512.
+        let e = unsafe { table(t).add(idx) };
+        if l == level {
+            return Ok(e);
+        }
+        // SAFETY: as above.
+        let v = unsafe { e.read_volatile() };
+        if v & PTE_P == 0 || v & PTE_PS != 0 {
+            return Err(l);
+        }
+        t = v & ADDR_MASK;
+        l -= 1;
+    }
 }
 
 /// Copies `data` into the program's memory at `va` through the frames
@@ -1362,6 +1459,8 @@ fn move_entries(from: u64, to: u64, len: u64) -> Result<(), i64> {
         }
         off += PAGE;
     }
+    // The caller flushes: the source's entries are gone.
+    free_empty_tables(from, from + len);
     Ok(())
 }
 

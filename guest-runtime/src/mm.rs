@@ -17,11 +17,16 @@
 //! (a fork maps it again rather than copying it), owned by the object,
 //! which outlives the mapping.
 //!
-//! One file of ~1,600 lines because the frame allocator, the page-table
-//! writers with their journal and the mapping operations (mremap and
-//! shared mappings included) share the private page-table access
-//! (`pt_write`, the journal), which must not leak out of this module. The
-//! list of mappings itself is `vma.rs`; shared objects are `shm.rs`'s.
+//! Memory a program fills in order goes in 2 MiB pages (`map_huge`),
+//! which become 512 pages (`split_huge`) before any change to part of one;
+//! unmapping frees the page tables it leaves empty.
+//!
+//! One file of ~2,000 lines because the frame allocator, the page-table
+//! writers with their journal, 2 MiB pages and their splits, and the
+//! mapping operations (mremap and shared mappings included) share the
+//! private page-table access (`pt_write`, the journal, the frames kept for
+//! splits), which must not leak out of this module. The list of mappings
+//! itself is `vma.rs`; shared objects are `shm.rs`'s.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;

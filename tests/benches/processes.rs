@@ -1,6 +1,7 @@
 //! Process-heavy cold runs: a busybox shell pipeline (sh + 3 forked and
 //! exec'd applets) and Debian's dynamic python3 (ld.so, libc and the
-//! stdlib read from read-only host mounts), each "create VM + boot + run +
+//! stdlib read from read-only host mounts; once more filling 64 MiB in
+//! order, memory first touched), each "create VM + boot + run +
 //! exit + destroy" through the public API, beside the same command run
 //! natively with std::process::Command, interleaved run by run.
 //!
@@ -98,6 +99,22 @@ fn main() {
                 program: PYTHON,
                 args: &["-c", "import json; print(json.dumps({\"a\": [1,2,3]}))"],
                 expect: b"{\"a\": [1, 2, 3]}\n",
+            },
+            runs,
+        );
+        bench(
+            &Case {
+                name: "python3 -c 'x = b\"a\" * (64 << 20)' (64 MiB filled in order; same mounts)",
+                builder: || {
+                    Sandbox::builder()
+                        .memory_mib(256)
+                        .mount("/usr", "/usr")
+                        .mount("/lib", "/lib")
+                        .mount("/lib64", "/lib64")
+                },
+                program: PYTHON,
+                args: &["-c", "x = b'a' * (64 << 20); print(len(x), x[-1])"],
+                expect: b"67108864 97\n",
             },
             runs,
         );

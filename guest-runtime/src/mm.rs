@@ -582,23 +582,26 @@ fn has_table(va: u64) -> bool {
 /// Whether `va` of the current space is backed (a present or kept 4 KiB
 /// entry, or a 2 MiB one), without changing any table.
 fn backed(va: u64) -> bool {
+    leaf(va) & (PTE_P | PTE_KEPT) != 0
+}
+
+/// The entry that maps `va` in the current space: a 4 KiB one, a 2 MiB
+/// one (`PTE_PS` set), or 0. Changes no table.
+fn leaf(va: u64) -> u64 {
     let mut t = current().pml4;
     for level in (0..4).rev() {
         let idx = ((va >> (12 + 9 * level)) & 0x1ff) as usize;
         // SAFETY: `t` is a page-table frame; idx < 512.
         let v = unsafe { table(t).add(idx).read_volatile() };
-        if level == 0 {
-            return v & (PTE_P | PTE_KEPT) != 0;
+        if level == 0 || v & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
+            return v;
         }
         if v & PTE_P == 0 {
-            return false;
-        }
-        if v & PTE_PS != 0 {
-            return true;
+            return 0;
         }
         t = v & ADDR_MASK;
     }
-    false
+    0
 }
 
 fn leaf_bits(prot: u32) -> u64 {
@@ -1672,8 +1675,8 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     // A fault costs a trip through ring 0 (~100 µs here): back a window
     // of pages around the page, within the mapping.
     let page = page_down(va);
-    if backed(page) {
-        // Backed since the access (a 2 MiB page): retry it.
+    if leaf(page) & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
+        // In a 2 MiB page mapped since the access: retry it.
         return Fault::Backed;
     }
     let space = current();

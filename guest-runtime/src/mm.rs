@@ -79,6 +79,11 @@ struct Frames {
     boot_pml4: u64,
     /// Frames on the free list.
     listed: u64,
+    /// Freed 2 MiB pages, whole (linked through their first word), for
+    /// `map_huge` to use again; the frame allocator breaks one up only
+    /// when no other frame is left. And how many.
+    huge_free: u64,
+    huge_listed: u64,
     /// The page-table pool (see `abi::pt_pool_size`): next never-used
     /// frame, end, freed table frames and how many those are.
     pt_next: u64,
@@ -99,6 +104,8 @@ static FRAMES: Global<Frames> = Global::new(Frames {
     peak: 0,
     boot_pml4: 0,
     listed: 0,
+    huge_free: 0,
+    huge_listed: 0,
     pt_next: 0,
     pt_end: 0,
     pt_free: 0,
@@ -205,6 +212,9 @@ fn take_frame(keep: u64) -> Option<u64> {
         return None;
     }
     let f = FRAMES.get();
+    if f.free_list == 0 && f.next_frame + PAGE > f.frame_end && f.huge_free != 0 {
+        break_huge_block();
+    }
     let gpa = if f.free_list != 0 {
         let gpa = f.free_list;
         // SAFETY: free frames hold the next link in their first word.
@@ -284,18 +294,47 @@ fn free_frame(gpa: u64) {
     f.used -= 1;
 }
 
+/// Gives back the 512 frames of a 2 MiB page at `base`, whole.
+fn free_huge_block(base: u64) {
+    let f = FRAMES.get();
+    // SAFETY: the block is no longer mapped anywhere; its first word
+    // becomes the link.
+    unsafe { (phys_ptr(base) as *mut u64).write(f.huge_free) };
+    f.huge_free = base;
+    f.huge_listed += 1;
+    f.used -= HUGE_FRAMES;
+}
+
+/// Puts the frames of one freed 2 MiB block on the free list.
+fn break_huge_block() {
+    let f = FRAMES.get();
+    let base = f.huge_free;
+    // SAFETY: a freed block holds the next link in its first word.
+    f.huge_free = unsafe { (phys_ptr(base) as *const u64).read() };
+    f.huge_listed -= 1;
+    for k in (0..HUGE_FRAMES).rev() {
+        let gpa = base + k * PAGE;
+        // SAFETY: a free frame of that block; its first word becomes the
+        // free-list link.
+        unsafe { (phys_ptr(gpa) as *mut u64).write(f.free_list) };
+        f.free_list = gpa;
+        f.listed += 1;
+    }
+}
+
 /// A host test's allocator: `n` frames free, none of which it may hand
 /// out (they would be guest RAM).
 #[cfg(test)]
 pub fn test_free_frames(n: u64) {
     let f = FRAMES.get();
     (f.next_frame, f.frame_end, f.free_list, f.listed) = (0, n * PAGE, 0, 0);
+    (f.huge_free, f.huge_listed) = (0, 0);
 }
 
 /// Frames free right now.
 pub fn free_frames() -> u64 {
     let f = FRAMES.get();
-    (f.frame_end - f.next_frame) / PAGE + f.listed
+    (f.frame_end - f.next_frame) / PAGE + f.listed + f.huge_listed * HUGE_FRAMES
 }
 
 /// Bytes of program memory mapped in 2 MiB pages (`/proc/meminfo`'s
@@ -545,21 +584,32 @@ fn map_huge(at: u64, v: &Vma) -> bool {
     if unsafe { e.read_volatile() } != 0 {
         return false;
     }
-    // An aligned run of never-used (so zero) frames; those skipped to
-    // align it go to the free list.
-    let base = f.next_frame.next_multiple_of(HUGE);
-    if base.saturating_add(HUGE) > f.frame_end {
-        return false;
-    }
-    while f.next_frame < base {
-        // SAFETY: a never-used frame of guest RAM; its first word becomes
-        // the free-list link.
-        unsafe { (phys_ptr(f.next_frame) as *mut u64).write(f.free_list) };
-        f.free_list = f.next_frame;
-        f.listed += 1;
-        f.next_frame += PAGE;
-    }
-    f.next_frame = base + HUGE;
+    // A freed 2 MiB page, zeroed, or an aligned run of never-used (so
+    // zero) frames, those skipped to align it going to the free list.
+    let base = if f.huge_free != 0 {
+        let base = f.huge_free;
+        // SAFETY: a freed block holds the next link in its first word.
+        f.huge_free = unsafe { (phys_ptr(base) as *const u64).read() };
+        f.huge_listed -= 1;
+        // SAFETY: the block is ours, 2 MiB of guest RAM through the physmap.
+        unsafe { core::ptr::write_bytes(phys_ptr(base), 0, HUGE as usize) };
+        base
+    } else {
+        let base = f.next_frame.next_multiple_of(HUGE);
+        if base.saturating_add(HUGE) > f.frame_end {
+            return false;
+        }
+        while f.next_frame < base {
+            // SAFETY: a never-used frame of guest RAM; its first word
+            // becomes the free-list link.
+            unsafe { (phys_ptr(f.next_frame) as *mut u64).write(f.free_list) };
+            f.free_list = f.next_frame;
+            f.listed += 1;
+            f.next_frame += PAGE;
+        }
+        f.next_frame = base + HUGE;
+        base
+    };
     f.used += HUGE_FRAMES;
     f.peak = f.peak.max(f.used);
     f.huge_live += 1;
@@ -824,15 +874,14 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                     continue;
                 }
                 if e2 & PTE_PS != 0 {
-                    // A 2 MiB mapping: its frames, and the table frame
-                    // kept for its split.
-                    for k in 0..HUGE_FRAMES {
-                        let frame = (e2 & ADDR_MASK) + k * PAGE;
-                        if e2 & PTE_A != 0 {
-                            crate::touched::mark(frame / PAGE);
+                    // A 2 MiB mapping: its frames, whole, and the table
+                    // frame kept for its split.
+                    if e2 & PTE_A != 0 {
+                        for k in 0..HUGE_FRAMES {
+                            crate::touched::mark((e2 & ADDR_MASK) / PAGE + k);
                         }
-                        free_frame(frame);
                     }
+                    free_huge_block(e2 & ADDR_MASK);
                     let f = FRAMES.get();
                     f.huge_live = f.huge_live.saturating_sub(1);
                     continue;
@@ -944,6 +993,24 @@ fn unback_pages(start: u64, end: u64) -> bool {
     let mut flush = false;
     let mut va = start;
     while va < end {
+        if va < USER_END && va.is_multiple_of(HUGE) && va.saturating_add(HUGE) <= end {
+            // SAFETY: the current space's root; `va` is a program address.
+            if let Ok(e) = unsafe { table_entry(current().pml4, va, 1) } {
+                // SAFETY: a page-directory entry of that space.
+                let v = unsafe { e.read_volatile() };
+                if v & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
+                    // A whole 2 MiB page goes: its frames stay one block.
+                    // SAFETY: as above; the flush follows (returned).
+                    unsafe { pt_write(e, 0) };
+                    free_huge_block(v & ADDR_MASK);
+                    let f = FRAMES.get();
+                    f.huge_live = f.huge_live.saturating_sub(1);
+                    flush = true;
+                    va += HUGE;
+                    continue;
+                }
+            }
+        }
         if va < USER_END && !has_table(va) {
             // No table of pages here: skip to the next 2 MiB.
             va = (va | (HUGE - 1)).saturating_add(1);

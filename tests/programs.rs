@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use hvsandbox::{Command, ErrorKind, ExitStatus, Sandbox};
-use hvsandbox_tests::{musl, program, sandbox, Flavor, Killer, BUSYBOX};
+use hvsandbox_tests::{leak_kib, musl, program, sandbox, Flavor, Killer, BUSYBOX};
 
 #[test]
 fn hello_world_and_exit_code() {
@@ -133,12 +133,7 @@ fn memory_filled_in_order_goes_in_2_mib_pages_that_split_for_any_change() {
     // And gives every frame back (40 rounds of it all).
     let mut sb = Sandbox::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let out = sb.run(&Command::new(musl("huge_pages")).arg("leak")).unwrap();
-    let kib: i64 = out
-        .stdout_str()
-        .strip_prefix("leak: ")
-        .and_then(|s| s.trim().strip_suffix(" KiB"))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output {:?}", out.stdout_str()));
+    let kib = leak_kib(&out);
     // The runtime's own bookkeeping settles a little; one round's pages
     // leaked would be ~40 MiB.
     assert!(kib <= 256, "free memory went down by {kib} KiB");

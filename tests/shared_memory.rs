@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use hvsandbox::{Command, ExitStatus, Sandbox};
-use hvsandbox_tests::musl;
+use hvsandbox_tests::{leak_kib, musl};
 
 fn sandbox_with_timeout(secs: u64) -> Sandbox {
     Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(secs)).build().expect("build sandbox")
@@ -67,12 +67,7 @@ fn shared_memory_is_given_back_when_the_last_mapping_goes() {
     // (and the file unlinked and truncated). Free memory is where it was.
     let out = sandbox_with_timeout(60).run(&Command::new(musl("shared_memory")).arg("leak")).unwrap();
     assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
-    let kib: i64 = out
-        .stdout_str()
-        .strip_prefix("leak: ")
-        .and_then(|s| s.trim().strip_suffix(" KiB"))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected output {:?}", out.stdout_str()));
+    let kib = leak_kib(&out);
     // The runtime's own bookkeeping may settle a little (its heap grows
     // in groups of 8 pages, 32 KiB: one or two of them); 300 rounds of 80
     // KiB each leaked would be ~23 MiB, and a heap that does not merge

@@ -69,6 +69,11 @@ fn bench(case: &Case, runs: usize) {
     println!("  ratio (median)  {:.2}x native", v.median.as_secs_f64() / n.median.as_secs_f64());
 }
 
+/// 256 MiB with the host's /usr, /lib and /lib64 mounted: Debian's python3.
+fn python_sandbox() -> SandboxBuilder {
+    Sandbox::builder().memory_mib(256).mount("/usr", "/usr").mount("/lib", "/lib").mount("/lib64", "/lib64")
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut runs = if argv.iter().any(|a| a == "--quick") { 20 } else { 100 };
@@ -89,13 +94,7 @@ fn main() {
         bench(
             &Case {
                 name: "python3 -c 'import json; print(json.dumps(...))' (dynamic, mounts /usr /lib /lib64)",
-                builder: || {
-                    Sandbox::builder()
-                        .memory_mib(256)
-                        .mount("/usr", "/usr")
-                        .mount("/lib", "/lib")
-                        .mount("/lib64", "/lib64")
-                },
+                builder: python_sandbox,
                 program: PYTHON,
                 args: &["-c", "import json; print(json.dumps({\"a\": [1,2,3]}))"],
                 expect: b"{\"a\": [1, 2, 3]}\n",
@@ -105,13 +104,7 @@ fn main() {
         bench(
             &Case {
                 name: "python3 -c 'x = b\"a\" * (64 << 20)' (64 MiB filled in order; same mounts)",
-                builder: || {
-                    Sandbox::builder()
-                        .memory_mib(256)
-                        .mount("/usr", "/usr")
-                        .mount("/lib", "/lib")
-                        .mount("/lib64", "/lib64")
-                },
+                builder: python_sandbox,
                 program: PYTHON,
                 args: &["-c", "x = b'a' * (64 << 20); print(len(x), x[-1])"],
                 expect: b"67108864 97\n",

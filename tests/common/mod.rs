@@ -137,6 +137,16 @@ pub fn stat(line: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {line}"))
 }
 
+/// The KiB of free memory a guest program's leak check lost, from its
+/// one line `leak: N KiB` (panics on anything else).
+pub fn leak_kib(out: &hvsandbox::Output) -> i64 {
+    out.stdout_str()
+        .strip_prefix("leak: ")
+        .and_then(|s| s.trim().strip_suffix(" KiB"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {:?} (stderr {:?})", out.stdout_str(), out.stderr_str()))
+}
+
 /// A glibc dynamic guest program (run it with the host system mounted).
 pub fn glibc(name: &str) -> PathBuf {
     program(name, Flavor::GlibcDynamic)

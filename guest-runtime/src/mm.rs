@@ -774,7 +774,7 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
 
 /// Calls `f(va, entry)` for every level-0 entry of the program slots.
 fn for_each_leaf(pml4: u64, f: &mut dyn FnMut(u64, u64)) {
-    each_leaf(pml4, &mut (0..USER_SLOTS), &mut |va, _, e| {
+    each_leaf(pml4, &mut (0..USER_SLOTS), true, &mut |va, _, e| {
         if e != 0 {
             f(va, e)
         }
@@ -782,9 +782,10 @@ fn for_each_leaf(pml4: u64, f: &mut dyn FnMut(u64, u64)) {
 }
 
 /// Calls `f(va, entry address, entry)` for every level-0 entry under the
-/// top-level `slots` (tables of 4 KiB pages: the program's 2 MiB mappings
-/// are split first; the physmap's are skipped).
-fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, f: &mut dyn FnMut(u64, *mut u64, u64)) {
+/// top-level `slots`. The program's 2 MiB mappings are split first with
+/// `split`, else `f` gets their entry (`PTE_PS` set) once; the physmap's
+/// are skipped.
+fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, split: bool, f: &mut dyn FnMut(u64, *mut u64, u64)) {
     for i4 in slots {
         // SAFETY: page-table frames reached through the physmap; indexes < 512.
         let e4 = unsafe { table(pml4).add(i4).read_volatile() };
@@ -807,11 +808,14 @@ fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, f: &mut dyn FnMu
                 }
                 let pt = if e2 & PTE_PS == 0 {
                     e2 & ADDR_MASK
-                } else if i4 < USER_SLOTS {
+                } else if i4 >= USER_SLOTS {
+                    continue;
+                } else if split {
                     // A 2 MiB mapping of the program: its 512 pages.
                     // SAFETY: a present 2 MiB entry of the program's slots.
                     unsafe { split_huge(e2p) }
                 } else {
+                    f(((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21), e2p, e2);
                     continue;
                 };
                 for i1 in 0..512 {
@@ -828,22 +832,26 @@ fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, f: &mut dyn FnMu
 }
 
 /// For a measuring run (`touched.rs`): clears the accessed bit of every
-/// present 4 KiB mapping of the current space's program slots and of the
-/// runtime heap (`clear`), or marks the frames of those that have it.
-/// The writes bypass the journal: the host puts these tables back.
+/// present mapping of the current space's program slots and of the
+/// runtime heap (`clear`), or marks the frames of those that have it (a
+/// 2 MiB page's 512; it stays whole). The writes bypass the journal: the
+/// host puts these tables back.
 pub fn accessed_bits(clear: bool) {
     let heap_slot = ((abi::RUNTIME_HEAP_VA >> 39) & 0x1ff) as usize;
     let mut slots = (0..USER_SLOTS).chain(core::iter::once(heap_slot));
-    each_leaf(current().pml4, &mut slots, &mut |_, e1p, e1| {
+    each_leaf(current().pml4, &mut slots, false, &mut |_, e1p, e1| {
         if e1 & (PTE_P | PTE_A) != PTE_P | PTE_A {
             return;
         }
         if clear {
-            // SAFETY: e1p is a level-0 entry reached through the physmap;
-            // only its accessed bit changes.
+            // SAFETY: e1p is a leaf entry (4 KiB or 2 MiB) reached through
+            // the physmap; only its accessed bit changes.
             unsafe { e1p.write_volatile(e1 & !PTE_A) };
         } else {
-            crate::touched::mark((e1 & ADDR_MASK) / PAGE);
+            let frames = if e1 & PTE_PS != 0 { HUGE_FRAMES } else { 1 };
+            for k in 0..frames {
+                crate::touched::mark((e1 & ADDR_MASK) / PAGE + k);
+            }
         }
     });
 }

@@ -9,7 +9,10 @@
  * needing new page tables) and says so; with "reuse", fills 32 MiB,
  * unmaps it and fills 32 MiB again, and says how much of the second
  * went in 2 MiB pages (in a 64 MiB guest most of it must come from the
- * first's freed pages). */
+ * first's freed pages); with "checkpoint", fills 16 MiB, reads
+ * /dev/hvsandbox/checkpoint, and then maps and fills 4 MiB more and
+ * changes parts of the first, printing what it sees (every run from the
+ * snapshot must see the same). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -143,6 +146,36 @@ int main(int argc, char **argv) {
             munmap(p, SIZE);
         }
         printf("400 rounds\n");
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "checkpoint")) {
+        unsigned char *p = filled(SIZE);
+        char buf[64];
+        FILE *f = fopen("/dev/hvsandbox/checkpoint", "rb");
+        if (f) {
+            (void)!fread(buf, 1, sizeof buf, f);
+            fclose(f);
+        }
+        printf("resumed: sum %lu, huge %s\n", sum(p, SIZE),
+               meminfo_kib("AnonHugePages:") >= 8192 ? "at least 8 MiB" : "less");
+        unsigned char *q = filled(4 * MB);
+        p[MB] = 0;
+        mprotect(p + 5 * MB, 4096, PROT_READ);
+        munmap(p + 7 * MB, 3 * MB);
+        madvise(p + 11 * MB, 65536, MADV_DONTNEED);
+        unsigned long whole = sum(q, 4 * MB);
+        pid_t k = fork();
+        if (k < 0) {
+            printf("fork failed\n");
+            return 1;
+        }
+        /* The child sees the parent's changes: p[MB] is 3 less. */
+        if (k == 0) _exit(sum(q, 4 * MB) == whole && sum(p, 4 * MB) + 3 == sum(q, 4 * MB) ? 0 : 1);
+        int st;
+        waitpid(k, &st, 0);
+        printf("changed: sum %lu + %lu, child %d, unmapped faults %d, read-only faults %d\n", sum(p, 7 * MB),
+               sum(p + 10 * MB, 6 * MB), WIFEXITED(st) ? WEXITSTATUS(st) : -1, read_faults(p + 8 * MB),
+               write_faults(p + 5 * MB));
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "reuse")) {

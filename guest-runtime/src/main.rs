@@ -314,13 +314,14 @@ global_asm!(
     "    mov [rbx + 32], rcx",
     "    mov rcx, [rax + 16]",
     "    mov [rbx + 16], rcx",
-    // A fault at a RIP inside the runtime's image is the runtime's own: a
+    // A fault at a RIP inside the runtime's code is the runtime's own: a
     // crash, reported to the host (which reads the frame where the CPU
-    // left it). Anything else is the program's.
+    // left it, and takes it as the runtime's only for a RIP there too).
+    // Anything else is the program's.
     "    movabs rax, {runtime_va}",
     "    cmp rcx, rax",
     "    jb 7f",
-    "    lea rax, [rip + __image_end]",
+    "    lea rax, [rip + __text_end]",
     "    cmp rcx, rax",
     "    jb 8f",
     "7:",

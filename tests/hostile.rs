@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hvsandbox::{Command, ErrorKind, ExitStatus, Output, Result, Sandbox};
 use hvsandbox_abi as abi;
-use hvsandbox_tests::{hostile, musl, sandbox};
+use hvsandbox_tests::{hostile, musl, sandbox, TempDir};
 
 // The C programs in tests/hostile/ hard-code these ABI facts.
 const _: () = {
@@ -557,6 +557,21 @@ fn a_loop_of_malformed_hypercalls_is_answered_promptly() {
     host_unharmed(&mut sb, &r);
 }
 
+#[test]
+fn forged_reads_into_frames_fill_only_what_the_file_has() {
+    // FS_READ_FRAMES from CPL3: a bad handle is EBADF; the file's bytes go
+    // into the frame named (the boot-information page, which the runtime
+    // no longer reads); past the end of the file nothing is read.
+    let dir = TempDir::new("frames");
+    std::fs::write(dir.path("f.txt"), "contents\n").unwrap();
+    let mut sb = Sandbox::builder().mount(&dir.0, "/mnt").timeout(Duration::from_secs(5)).build().unwrap();
+    let (r, _) = run_timed(&mut sb, &Command::new(hostile("hypercall")).arg("frames"));
+    let out = assert_status(&r, ExitStatus::Code(0), "frames");
+    let last = out.stdout_str().lines().last().unwrap_or_default().to_string();
+    assert_eq!(last, "bad handle=-9 read=9 past the end=0: contents", "{}", out.stdout_str());
+    host_unharmed(&mut sb, &r);
+}
+
 /// What a single forged hypercall must end in.
 enum Expect {
     Crash,
@@ -584,6 +599,10 @@ fn single_malformed_hypercalls_end_only_their_own_run() {
         ("fs-read-wild", Crash),
         ("fs-read-too-long", Crash),
         ("fs-lookup-wild-stat", Crash),
+        ("fs-read-frames-wild-list", Crash),
+        ("fs-read-frames-too-many", Crash),
+        ("fs-read-frames-unaligned", Crash),
+        ("fs-read-frames-past-ram", Crash),
         ("file-out-wild", Crash),
         ("program-fault-vector", Crash),
         ("forged-fault", Crash),

@@ -44,8 +44,12 @@ const MAX_LINKS: u32 = 40;
 /// Device number of the in-memory tree; host nodes use HOST_DEV.
 const MEM_DEV: u64 = 0x1;
 const HOST_DEV: u64 = 0x2;
-/// Host reads are batched in chunks of this size (read-ahead).
-const READ_CHUNK: usize = 256 * 1024;
+/// Host file data is read ahead in chunks of this size, straight into
+/// frames (`hc::FS_READ_FRAMES`).
+const READ_CHUNK: usize = abi::HCALL_MAX_LEN as usize;
+/// The staging buffer's size (directory listings, files sent back, files
+/// of unknown size).
+const STAGING_LEN: usize = 256 * 1024;
 /// The most read of a host file whose status says it is empty (see
 /// `FileData::learn_size`).
 const MAX_UNSIZED: u64 = 16 << 20;
@@ -488,9 +492,9 @@ fn host_lookup(handle: u64, name: &[u8]) -> Result<(u64, afs::Stat), Errno> {
 /// finds the memory gone).
 fn staging() -> Result<&'static mut Vec<u8>, Errno> {
     let s = STAGING.get();
-    if s.len() < READ_CHUNK {
-        s.try_reserve_exact(READ_CHUNK - s.len()).map_err(|_| ENOMEM)?;
-        s.resize(READ_CHUNK, 0);
+    if s.len() < STAGING_LEN {
+        s.try_reserve_exact(STAGING_LEN - s.len()).map_err(|_| ENOMEM)?;
+        s.resize(STAGING_LEN, 0);
     }
     Ok(s)
 }
@@ -546,24 +550,39 @@ impl FileData {
             }
             match self.host {
                 Some(h) if (i as u64) * PAGE < self.size => {
-                    // Read ahead up to READ_CHUNK from the first missing page.
-                    let buf = staging()?;
+                    // Read ahead up to READ_CHUNK from the first missing
+                    // page, straight into fresh frames.
                     let max_pages = (READ_CHUNK as u64 / PAGE) as usize;
+                    let mut frames = [0u64; READ_CHUNK / PAGE as usize];
                     let mut n = 0;
                     while n < max_pages && i + n < self.page_count() && self.pages.get(i + n).is_none_or(|&p| p == 0) {
+                        let Some(frame) = mm::alloc_data_frame() else { break };
+                        frames[n] = frame;
                         n += 1;
                     }
-                    let want = (n as u64 * PAGE) as usize;
+                    if n == 0 {
+                        return Err(ENOMEM);
+                    }
+                    let want = n as u64 * PAGE;
                     let got = hret(hc::call6(
-                        hcn::FS_READ,
-                        [h, i as u64 * PAGE, buf.as_mut_ptr() as u64, want as u64, 0, 0],
-                    ))? as usize;
-                    let got = got.min(want);
+                        hcn::FS_READ_FRAMES,
+                        [h, i as u64 * PAGE, frames.as_ptr() as u64, n as u64, 0, 0],
+                    ));
+                    let got = match got {
+                        Ok(got) => got.min(want),
+                        Err(e) => {
+                            for &frame in &frames[..n] {
+                                mm::free_data_frame(frame);
+                            }
+                            return Err(e);
+                        }
+                    };
                     if got < want {
                         // The host's file ends here (it shrank, or it
                         // reports a size it does not have, as sysfs
-                        // attributes report 4096): so does this one.
-                        let end = i as u64 * PAGE + got as u64;
+                        // attributes report 4096): so does this one. The
+                        // frames past it stay zero.
+                        let end = i as u64 * PAGE + got;
                         if end < self.size {
                             self.size = end;
                         }
@@ -572,24 +591,8 @@ impl FileData {
                         self.pages.try_reserve(i + n - self.pages.len()).map_err(|_| ENOMEM)?;
                         self.pages.resize(i + n, 0);
                     }
-                    for k in 0..n {
-                        let frame = mm::alloc_data_frame().ok_or(ENOMEM)?;
-                        let lo = k * PAGE as usize;
-                        if lo < got {
-                            let hi = (lo + PAGE as usize).min(got);
-                            // SAFETY: a fresh frame of guest RAM, reached
-                            // through the physmap; hi - lo <= PAGE.
-                            unsafe {
-                                core::ptr::copy_nonoverlapping(
-                                    buf[lo..hi].as_ptr(),
-                                    crate::rt::phys_ptr(frame),
-                                    hi - lo,
-                                )
-                            };
-                        }
-                        self.pages[i + k] = frame;
-                    }
-                    i += n.max(1);
+                    self.pages[i..i + n].copy_from_slice(&frames[..n]);
+                    i += n;
                 }
                 _ => {
                     if alloc {

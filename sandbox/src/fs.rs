@@ -435,6 +435,17 @@ enum Node {
     },
 }
 
+/// A regular file's bytes, for reading (see [`HostFs::read_source`]).
+pub(crate) enum ReadSource<'a> {
+    Bytes(&'a [u8]),
+    Host(BorrowedFd<'a>),
+}
+
+/// The part of `data` from `offset` on (empty past its end).
+pub(crate) fn bytes_from(data: &[u8], offset: u64) -> &[u8] {
+    &data[usize::try_from(offset).unwrap_or(usize::MAX).min(data.len())..]
+}
+
 /// The host objects one run can reach, by handle number.
 pub(crate) struct HostFs {
     nodes: Vec<Node>,
@@ -726,22 +737,28 @@ impl HostFs {
     pub(crate) fn read(&mut self, handle: u64, offset: u64, buf: &mut [u8]) -> Result<usize, Errno> {
         let buf_len = buf.len().min(abi::HCALL_MAX_LEN as usize);
         let buf = &mut buf[..buf_len];
-        match self.node(handle)? {
-            Node::Blob { data, .. } => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
-                let n = (data.len() - start).min(buf.len());
-                buf[..n].copy_from_slice(&data[start..start + n]);
+        match self.read_source(handle)? {
+            ReadSource::Bytes(data) => {
+                let data = bytes_from(data, offset);
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
                 Ok(n)
             }
-            Node::Host(n) => {
-                match n.fmt {
-                    libc::S_IFREG => {}
-                    libc::S_IFDIR => return Err(libc::EISDIR),
-                    _ => return Err(libc::EINVAL),
-                }
-                let offset = i64::try_from(offset).map_err(|_| libc::EINVAL)?;
-                pread_full(self.read_fd(handle)?, buf, offset)
-            }
+            ReadSource::Host(fd) => pread_full(fd, buf, i64::try_from(offset).map_err(|_| libc::EINVAL)?),
+        }
+    }
+
+    /// Where a regular file's bytes are: the caller's bytes, or a host
+    /// descriptor open for reading (for reads straight into guest RAM).
+    pub(crate) fn read_source(&mut self, handle: u64) -> Result<ReadSource<'_>, Errno> {
+        match self.node(handle)? {
+            Node::Host(n) if n.fmt == libc::S_IFREG => Ok(ReadSource::Host(self.read_fd(handle)?)),
+            Node::Host(n) if n.fmt == libc::S_IFDIR => Err(libc::EISDIR),
+            Node::Host(_) => Err(libc::EINVAL),
+            Node::Blob { .. } => match self.node(handle)? {
+                Node::Blob { data, .. } => Ok(ReadSource::Bytes(data)),
+                Node::Host(_) => Err(libc::EIO),
+            },
         }
     }
 

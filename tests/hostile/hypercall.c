@@ -8,6 +8,9 @@
  *   one NAME a single malformed request that must end the run (see the
  *            table below); exits 99 if the host let it through. The fs-*
  *            requests expect a directory with a file f.txt mounted first
+ *   frames   reads f.txt (as for fs-*) into the boot-information frame
+ *            with FS_READ_FRAMES (the runtime copied that page at its
+ *            start) and prints what the host answered and the frame holds
  * The addresses are those of hvsandbox-abi (checked by tests/hostile.rs). */
 #include <stdint.h>
 #include <stdio.h>
@@ -22,7 +25,10 @@
 #define MAX_LEN (1UL << 20)
 
 enum { WRITE = 1, READ, EXIT, FAULT, PANIC, SLEEP, LOG, PROGRAM_FAULT, FS_LOOKUP, FS_READ, FS_READDIR, FS_READLINK,
-       FS_STAT, FILE_OUT, EXEC_FAILED };
+       FS_STAT, FILE_OUT, EXEC_FAILED, FS_READ_FRAMES = 22 };
+#define BOOT_INFO_GPA 0xa000UL
+/* A frame list, in the argument block's page past the name and stat. */
+#define LIST_VA (HCALL_VA + 2048)
 
 static volatile uint64_t *const hc = (volatile uint64_t *)HCALL_VA;
 static volatile uint64_t *const bell = (volatile uint64_t *)DOORBELL_VA;
@@ -78,6 +84,17 @@ int main(int argc, char **argv) {
         printf("calls=%ld zero=%ld ebadf=%ld enametoolong=%ld other=%ld\n", n, zero, ebadf, enametoolong, other);
         return 0;
     }
+    if (!strcmp(argv[1], "frames")) {
+        uint64_t *list = (uint64_t *)LIST_VA;
+        list[0] = BOOT_INFO_GPA;
+        int64_t bad = call(FS_READ_FRAMES, 999, 0, LIST_VA, 1, 0, 0);
+        uint64_t h = lookup();
+        int64_t read = call(FS_READ_FRAMES, h, 0, LIST_VA, 1, 0, 0);
+        int64_t past = call(FS_READ_FRAMES, h, 100, LIST_VA, 1, 0, 0);
+        printf("bad handle=%lld read=%lld past the end=%lld: %.9s", (long long)bad, (long long)read, (long long)past,
+               (const char *)BOOT_INFO_VA);
+        return 0;
+    }
     if (strcmp(argv[1], "one") || argc < 3) return 2;
     const char *w = argv[2];
     printf("forging %s\n", w);
@@ -94,6 +111,15 @@ int main(int argc, char **argv) {
     else if (!strcmp(w, "read-wild")) call(READ, 0, 0x1000, 16, 0, 0, 0);
     else if (!strcmp(w, "fs-read-wild")) call(FS_READ, lookup(), 0, wild, 16, 0, 0);
     else if (!strcmp(w, "fs-read-too-long")) call(FS_READ, lookup(), 0, HCALL_VA, MAX_LEN + 1, 0, 0);
+    else if (!strcmp(w, "fs-read-frames-wild-list")) call(FS_READ_FRAMES, lookup(), 0, wild, 1, 0, 0);
+    else if (!strcmp(w, "fs-read-frames-too-many")) call(FS_READ_FRAMES, lookup(), 0, LIST_VA, 257, 0, 0);
+    else if (!strcmp(w, "fs-read-frames-unaligned")) {
+        ((uint64_t *)LIST_VA)[0] = BOOT_INFO_GPA + 1;
+        call(FS_READ_FRAMES, lookup(), 0, LIST_VA, 1, 0, 0);
+    } else if (!strcmp(w, "fs-read-frames-past-ram")) {
+        ((uint64_t *)LIST_VA)[0] = mem;
+        call(FS_READ_FRAMES, lookup(), 0, LIST_VA, 1, 0, 0);
+    }
     else if (!strcmp(w, "fs-lookup-wild-stat")) {
         memcpy((void *)NAME_VA, "f.txt", 5);
         call(FS_LOOKUP, 1, NAME_VA, 5, wild, 0, 0);

@@ -396,6 +396,17 @@ pub mod hc {
     /// The pass [`PREFAULT`] asked for is done: `args[0]` = pages read.
     /// The host does not resume the vCPU from here.
     pub const PREFAULT_DONE: u64 = 21;
+    /// Read a host file straight into frames of guest RAM: `args[0]` =
+    /// handle, `args[1]` = file offset, `args[2]` = VA of a list of
+    /// little-endian u64 guest-physical frame addresses (page aligned,
+    /// inside RAM), `args[3]` = how many (≤ [`FS_READ_FRAMES_MAX`]). The
+    /// file's bytes from the offset fill the frames in list order. Returns
+    /// the bytes read (fewer at end of file; the rest of the frames is left
+    /// as it was) or -errno. A list that is not mapped, too long, or names
+    /// a frame outside RAM ends the run.
+    pub const FS_READ_FRAMES: u64 = 22;
+    /// Most frames one [`FS_READ_FRAMES`] fills (`HCALL_MAX_LEN` bytes).
+    pub const FS_READ_FRAMES_MAX: u64 = super::HCALL_MAX_LEN / super::PAGE_SIZE;
 }
 
 /// The frame ranges of [`hc::PREFAULT`]: each is a little-endian u32

@@ -137,41 +137,56 @@ impl Vm {
             .map_err(|_| VmError::GuestAccess { addr: gpa, len: buf.len() as u64 })
     }
 
-    /// Reads the first `len` bytes of the file `fd` straight into guest
-    /// RAM at `gpa` (with `pread`, so the descriptor's offset is left
-    /// alone). A file that ends first is a [`VmError::ImageRead`].
-    /// Reads `len` bytes of `fd` from file offset `offset` into guest RAM
-    /// at `gpa`.
+    /// Reads `len` bytes of the file `fd` from file offset `offset`
+    /// straight into guest RAM at `gpa` (with `pread`, so the descriptor's
+    /// offset is left alone). A file that ends first is a
+    /// [`VmError::ImageRead`].
     pub(super) fn read_file_into(&self, gpa: u64, fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<()> {
+        let done = self.pread_into(gpa, fd, offset, len).map_err(VmError::ImageRead)?;
+        if done < len {
+            return Err(VmError::ImageRead(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the file ended at {done} of {len} bytes (it changed while it was run)"),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes of the file `fd` from file offset `offset`
+    /// straight into guest RAM at `gpa` (`pread`: the descriptor's offset
+    /// is left alone); returns how many, fewer only at the end of the
+    /// file. A range outside guest RAM is an `InvalidInput` error.
+    pub fn pread_into(&self, gpa: u64, fd: BorrowedFd<'_>, offset: u64, len: u64) -> std::io::Result<u64> {
         match gpa.checked_add(len) {
             Some(end) if end <= self.mem_size => {}
-            _ => return Err(VmError::GuestAccess { addr: gpa, len }),
+            _ => return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
         }
         let mut done = 0u64;
         while done < len {
             // At most 1 GiB a call (a single read is capped near 2 GiB).
             let chunk = (len - done).min(1 << 30) as usize;
             let at = (self.host_addr + gpa + done) as *mut libc::c_void;
+            let file_at = offset
+                .checked_add(done)
+                .and_then(|o| libc::off_t::try_from(o).ok())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
             // SAFETY: [gpa + done, gpa + done + chunk) lies inside guest RAM
             // (checked above), which is mapped read-write at `host_addr` for
             // as long as `self` lives; pread writes nothing else.
-            let n = unsafe { libc::pread(fd.as_raw_fd(), at, chunk, (offset + done) as libc::off_t) };
+            let n = unsafe { libc::pread(fd.as_raw_fd(), at, chunk, file_at) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(VmError::ImageRead(e));
+                return Err(e);
             }
             if n == 0 {
-                return Err(VmError::ImageRead(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("the file ended at {done} of {len} bytes (it changed while it was run)"),
-                )));
+                break;
             }
             done += n as u64;
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Copies bytes into guest memory.

@@ -114,7 +114,69 @@ impl Runner<'_> {
                     Err(e) => errno_result(e),
                 }
             }
+            abi::hc::FS_READ_FRAMES => {
+                let (handle, offset, list_va, count) = (args[0], args[1], args[2], args[3]);
+                let frames = read_frame_list(vm, list_va, count)?;
+                match self.input.fs.read_source(handle) {
+                    Ok(source) => match read_into_frames(vm, source, offset, &frames) {
+                        Ok(n) => n,
+                        Err(e) => errno_result(e),
+                    },
+                    Err(e) => errno_result(e),
+                }
+            }
             other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
         })
     }
+}
+
+/// The frame list of an [`abi::hc::FS_READ_FRAMES`] call, as runs of
+/// adjacent frames: (guest-physical address, bytes). A list that is not
+/// mapped, too long, or names a frame that is not a whole page of guest
+/// RAM is a hostile request.
+fn read_frame_list(vm: &Vm, va: u64, count: u64) -> Result<Vec<(u64, u64)>> {
+    let bad = |why: &str| Error::GuestCrashed { detail: format!("fs read into frames: {why} (list {va:#x}, {count})") };
+    if count > abi::hc::FS_READ_FRAMES_MAX {
+        return Err(bad("too many frames"));
+    }
+    let mut bytes = vec![0u8; count as usize * 8];
+    vm.read_virt(va, &mut bytes).map_err(|_| bad("a list that is not mapped"))?;
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for word in bytes.chunks_exact(8) {
+        let gpa = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        if !gpa.is_multiple_of(abi::PAGE_SIZE) || gpa.checked_add(abi::PAGE_SIZE).is_none_or(|end| end > vm.mem_size())
+        {
+            return Err(bad("a frame that is not a page of guest RAM"));
+        }
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == gpa => *len += abi::PAGE_SIZE,
+            _ => runs.push((gpa, abi::PAGE_SIZE)),
+        }
+    }
+    Ok(runs)
+}
+
+/// Reads a file from `offset` into `runs` of guest RAM in order; returns
+/// the bytes read (fewer at the end of the file) or an errno.
+fn read_into_frames(vm: &Vm, source: fs::ReadSource<'_>, offset: u64, runs: &[(u64, u64)]) -> Result<u64, i32> {
+    let mut done = 0u64;
+    for &(gpa, len) in runs {
+        let at = offset.checked_add(done).ok_or(libc::EINVAL)?;
+        let n = match &source {
+            fs::ReadSource::Bytes(data) => {
+                let data = fs::bytes_from(data, at);
+                let n = data.len().min(len as usize);
+                vm.write_bytes(gpa, &data[..n]).map_err(|_| libc::EIO)?;
+                n as u64
+            }
+            fs::ReadSource::Host(fd) => {
+                vm.pread_into(gpa, *fd, at, len).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?
+            }
+        };
+        done += n;
+        if n < len {
+            break;
+        }
+    }
+    Ok(done)
 }

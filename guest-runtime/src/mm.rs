@@ -123,7 +123,6 @@ pub struct AddressSpace {
     /// ahead (zeroed, writable, no mapping of their own): the break grows
     /// into them without writing a page table (see [`ready_brk_arena`]).
     brk_ready: u64,
-    mmap_next: u64,
     /// Rewritten system-call sites and their stubs (`rewrite.rs`).
     pub rewrite: crate::sites::Sites,
     /// Where the last page fault's window ended and how large it was
@@ -685,7 +684,6 @@ impl AddressSpace {
             brk_start: 0,
             brk: 0,
             brk_ready: 0,
-            mmap_next: user::MMAP_TOP,
             rewrite: crate::sites::Sites::new(),
             fault_next: 0,
             fault_len: 0,
@@ -740,7 +738,6 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     dst.vmas.extend_from_slice(&src.vmas);
     dst.brk_start = src.brk_start;
     dst.brk = src.brk;
-    dst.mmap_next = src.mmap_next;
     dst.rewrite = src.rewrite.clone();
     let mut result = Ok(());
     // The parent's ready pages above its break are not the child's memory.
@@ -1262,21 +1259,28 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     vma_insert(Vma::private(start, end, prot))
 }
 
-/// Finds room for `len` bytes below the mmap top.
+/// Finds room for `len` bytes below the mmap top: the top of the highest
+/// gap between mappings that fits, as Linux's top-down allocator, so the
+/// address space of memory unmapped is used again.
 fn find_free(len: u64) -> Result<u64, i64> {
     let mm = current();
     let floor = mm.brk_start.max(user::MIN_ADDR) + user::BRK_MAX;
-    let mut top = mm.mmap_next;
-    loop {
-        let start = top.checked_sub(len).ok_or(ENOMEM)?;
-        if start < floor {
-            return Err(ENOMEM);
+    let mut top = user::MMAP_TOP;
+    // The mappings are sorted and disjoint: walk them down from the top.
+    for v in mm.vmas.iter().rev() {
+        if v.start >= top {
+            continue;
         }
-        match mm.vmas.iter().rev().find(|v| v.start < top && v.end > start) {
-            None => return Ok(start),
-            Some(v) => top = v.start,
+        if v.end <= top && top - v.end >= len {
+            break;
         }
+        top = v.start;
     }
+    let start = top.checked_sub(len).ok_or(ENOMEM)?;
+    if start < floor {
+        return Err(ENOMEM);
+    }
+    Ok(start)
 }
 
 /// mmap of anonymous memory. `hint` is honoured with `fixed`, else the
@@ -1304,8 +1308,6 @@ pub fn mmap_anon(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool) -
     }
     let start = find_free(len)?;
     map_fixed(start, len, prot)?;
-    let mm = current();
-    mm.mmap_next = mm.mmap_next.min(start);
     Ok(start)
 }
 
@@ -1388,10 +1390,6 @@ pub fn map_file(
         let _ = munmap(start, len);
         return Err(e);
     }
-    if !fixed {
-        let mm = current();
-        mm.mmap_next = mm.mmap_next.min(start);
-    }
     Ok(start)
 }
 
@@ -1401,8 +1399,6 @@ pub fn reserve(len: u64) -> Result<u64, i64> {
     let len = page_up(len);
     let start = find_free(len)?;
     vma_insert(Vma::private(start, start + len, 0))?;
-    let mm = current();
-    mm.mmap_next = mm.mmap_next.min(start);
     Ok(start)
 }
 
@@ -1500,10 +1496,6 @@ pub fn mremap(old: u64, old_size: u64, new_size: u64, flags: u64, new_addr: u64)
     vma_remove(old, old + keep)?;
     vma_insert(moved)?;
     crate::cpu::flush_tlb();
-    if !fixed {
-        let mm = current();
-        mm.mmap_next = mm.mmap_next.min(dst);
-    }
     Ok(dst)
 }
 
@@ -1646,10 +1638,6 @@ pub fn map_shared(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool, 
     let len = end - start;
     let v = Vma { start, end, prot, shared: Some(shared) };
     vma_insert(v.clone())?;
-    if !fixed {
-        let mm = current();
-        mm.mmap_next = mm.mmap_next.min(start);
-    }
     let mut va = start;
     while va < end.min(start + EAGER_MAX) {
         match back_shared_page(va, &v) {

@@ -1041,9 +1041,9 @@ fn unback_pages(start: u64, end: u64) -> bool {
 /// Frees the page tables of the current space under `[start, end)` that
 /// map nothing any more, as Linux does at munmap, and clears the entries
 /// that pointed at them. Without it, memory mapped and unmapped at ever
-/// new addresses (mmap hands out addresses top-down and does not reuse
-/// holes) used up the page-table pool: a program mapping, filling and
-/// unmapping 16 MiB at a time got SIGSEGV after ~120 rounds. Returns
+/// new addresses (MAP_FIXED, or mmap as it was, always below everything
+/// mapped before) used up the page-table pool: a program mapping, filling
+/// and unmapping 16 MiB at a time got SIGSEGV after ~120 rounds. Returns
 /// whether a table was freed: a TLB flush is then due before its frame
 /// is used again (a CPU may keep the entries that led to it).
 fn free_empty_tables(start: u64, end: u64) -> bool {

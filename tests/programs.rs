@@ -127,6 +127,15 @@ fn memory_filled_in_order_goes_in_2_mib_pages_that_split_for_any_change() {
     assert_eq!(lines.next(), Some("AnonHugePages after filling 16 MiB: at least 8 MiB"));
     assert_eq!(lines.next(), Some("after unmapping it: 0 kB"));
     assert_eq!(lines.next(), Some(native.as_str()));
+    // A fork gives the child 2 MiB pages of its own, copies, and leaves
+    // the parent's whole.
+    let out = sandbox().run(&Command::new(musl("huge_pages")).arg("fork")).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "child: its own 2 MiB pages and the same bytes yes; parent: pages whole, bytes kept\n",
+        "{}",
+        out.stderr_str()
+    );
     // Freed 2 MiB pages stay whole for the next fill.
     let out = sandbox().run(&Command::new(musl("huge_pages")).arg("reuse")).unwrap();
     assert_eq!(out.stdout_str(), "refilled 32 MiB: at least 28 MiB in 2 MiB pages\n", "{}", out.stderr_str());

@@ -243,12 +243,18 @@ fn alloc_table_frame() -> Option<u64> {
     Some(gpa)
 }
 
+/// Frames of the page-table pool free now.
+fn table_frames_free() -> u64 {
+    let f = FRAMES.get();
+    (f.pt_end - f.pt_next) / PAGE + f.pt_listed
+}
+
 /// A frame of the page-table pool, not zeroed, leaving at least `keep`.
 fn take_table_frame(keep: u64) -> Option<u64> {
-    let f = FRAMES.get();
-    if (f.pt_end - f.pt_next) / PAGE + f.pt_listed <= keep {
+    if table_frames_free() <= keep {
         return None;
     }
+    let f = FRAMES.get();
     let gpa = if f.pt_free != 0 {
         let gpa = f.pt_free;
         // SAFETY: free table frames hold the next link in their first word.
@@ -548,55 +554,78 @@ unsafe fn split_huge(e: *mut u64) -> u64 {
 /// KVM then maps it with one fault (2 MiB host pages back guest RAM)
 /// where 4 KiB pages took one per 8. False if not.
 fn map_huge(at: u64, v: &Vma) -> bool {
-    let f = FRAMES.get();
     if !at.is_multiple_of(HUGE)
         || at < v.start
         || at.saturating_add(HUGE) > v.end
         || at >= USER_END
-        || free_frames() < HUGE_FRAMES + GROWN_WINDOW_FLOOR
-        || (f.pt_end - f.pt_next) / PAGE + f.pt_listed < f.huge_live + 8
+        || !huge_page_room()
     {
         return false;
     }
-    // The page directory's entry, with the tables above it.
-    let mut t = current().pml4;
+    let Some(e) = pd_entry(current().pml4, at) else { return false };
+    // SAFETY: a page-directory entry of the current space.
+    if unsafe { e.read_volatile() } != 0 {
+        return false;
+    }
+    let Some(base) = take_huge_block(true) else { return false };
+    FRAMES.get().huge_live += 1;
+    // SAFETY: as above; not present -> present needs no flush.
+    unsafe { pt_write(e, base | leaf_bits(v.prot) | PTE_PS) };
+    true
+}
+
+/// Whether a new 2 MiB page may be made: frames are plentiful (the page
+/// itself and 4 MiB beyond the heap's reserve) and the page-table pool
+/// can keep a frame for its split.
+fn huge_page_room() -> bool {
+    free_frames() >= HUGE_FRAMES + GROWN_WINDOW_FLOOR && table_frames_free() >= FRAMES.get().huge_live + 8
+}
+
+/// The page-directory entry for `va` (a program address) under `pml4`,
+/// making the tables above it; None if a table frame is short or a 1 GiB
+/// page is in the way.
+fn pd_entry(pml4: u64, va: u64) -> Option<*mut u64> {
+    let mut t = pml4;
     for level in [3u32, 2] {
-        let idx = ((at >> (12 + 9 * level)) & 0x1ff) as usize;
+        let idx = ((va >> (12 + 9 * level)) & 0x1ff) as usize;
         // SAFETY: `t` is a page-table frame of the program's slots; idx < 512.
         let e = unsafe { table(t).add(idx) };
         // SAFETY: e points into that frame.
         let cur = unsafe { e.read_volatile() };
         if cur & PTE_P == 0 {
-            let Some(nt) = alloc_table_frame() else { return false };
+            let nt = alloc_table_frame()?;
             // SAFETY: as above; not present -> present needs no flush.
             unsafe { pt_write(e, nt | PTE_P | PTE_RW | PTE_US | PTE_A) };
             t = nt;
         } else if cur & PTE_PS != 0 {
-            return false;
+            return None;
         } else {
             t = cur & ADDR_MASK;
         }
     }
-    // SAFETY: `t` is the page directory; the index is < 512.
-    let e = unsafe { table(t).add(((at >> 21) & 0x1ff) as usize) };
-    // SAFETY: as above.
-    if unsafe { e.read_volatile() } != 0 {
-        return false;
-    }
-    // A freed 2 MiB page, zeroed, or an aligned run of never-used (so
-    // zero) frames, those skipped to align it going to the free list.
+    // SAFETY: `t` is a page directory; the index is < 512.
+    Some(unsafe { table(t).add(((va >> 21) & 0x1ff) as usize) })
+}
+
+/// 512 frames, 2 MiB aligned: a freed 2 MiB page (zeroed now if `zero`),
+/// or an aligned run of never-used (so zero) frames, those skipped to
+/// align it going to the free list. None if neither is left.
+fn take_huge_block(zero: bool) -> Option<u64> {
+    let f = FRAMES.get();
     let base = if f.huge_free != 0 {
         let base = f.huge_free;
         // SAFETY: a freed block holds the next link in its first word.
         f.huge_free = unsafe { (phys_ptr(base) as *const u64).read() };
         f.huge_listed -= 1;
-        // SAFETY: the block is ours, 2 MiB of guest RAM through the physmap.
-        unsafe { core::ptr::write_bytes(phys_ptr(base), 0, HUGE as usize) };
+        if zero {
+            // SAFETY: the block is ours, 2 MiB of guest RAM through the physmap.
+            unsafe { core::ptr::write_bytes(phys_ptr(base), 0, HUGE as usize) };
+        }
         base
     } else {
         let base = f.next_frame.next_multiple_of(HUGE);
         if base.saturating_add(HUGE) > f.frame_end {
-            return false;
+            return None;
         }
         while f.next_frame < base {
             // SAFETY: a never-used frame of guest RAM; its first word
@@ -611,10 +640,7 @@ fn map_huge(at: u64, v: &Vma) -> bool {
     };
     f.used += HUGE_FRAMES;
     f.peak = f.peak.max(f.used);
-    f.huge_live += 1;
-    // SAFETY: as above; not present -> present needs no flush.
-    unsafe { pt_write(e, base | leaf_bits(v.prot) | PTE_PS) };
-    true
+    Some(base)
 }
 
 /// Whether the current space has a table of pages (or a 2 MiB page) for
@@ -742,8 +768,12 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     let mut result = Ok(());
     // The parent's ready pages above its break are not the child's memory.
     let ready = page_up(src.brk)..src.brk_ready;
-    for_each_leaf(src.pml4, &mut |va, entry| {
+    each_leaf(src.pml4, &mut (0..USER_SLOTS), &mut |va, _, entry| {
         if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 || ready.contains(&va) {
+            return;
+        }
+        if entry & PTE_PS != 0 {
+            result = fork_huge(dst.pml4, va, entry, &ready);
             return;
         }
         let frame = entry & ADDR_MASK;
@@ -769,20 +799,48 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     Ok(dst)
 }
 
-/// Calls `f(va, entry)` for every level-0 entry of the program slots.
-fn for_each_leaf(pml4: u64, f: &mut dyn FnMut(u64, u64)) {
-    each_leaf(pml4, &mut (0..USER_SLOTS), true, &mut |va, _, e| {
-        if e != 0 {
-            f(va, e)
+/// A fork's copy of the parent's 2 MiB page `entry` at `va` into the
+/// child's `pml4`: a 2 MiB page of its own while there is room, else its
+/// 512 pages one by one (but the parent's ready pages above its break).
+/// The parent's stays whole either way.
+fn fork_huge(pml4: u64, va: u64, entry: u64, ready: &core::ops::Range<u64>) -> Result<(), i64> {
+    let src = entry & ADDR_MASK;
+    let bits = entry & !(ADDR_MASK | PTE_PS);
+    let overlaps_ready = va < ready.end && ready.start < va + HUGE;
+    if huge_page_room() && !overlaps_ready {
+        // SAFETY: an entry pointer `pd_entry` made or found, read once.
+        if let Some(e) = pd_entry(pml4, va).filter(|&e| unsafe { e.read_volatile() } == 0) {
+            // The copy fills all of it: no need to zero it first.
+            if let Some(block) = take_huge_block(false) {
+                // SAFETY: two distinct 2 MiB blocks of guest RAM.
+                unsafe { core::ptr::copy_nonoverlapping(phys_ptr(src), phys_ptr(block), HUGE as usize) };
+                FRAMES.get().huge_live += 1;
+                // SAFETY: the child's page-directory entry, empty so far.
+                unsafe { pt_write(e, block | bits | PTE_PS) };
+                return Ok(());
+            }
         }
-    });
+    }
+    for k in 0..HUGE_FRAMES {
+        let page = va + k * PAGE;
+        if ready.contains(&page) {
+            continue;
+        }
+        let new = copy_frame(src + k * PAGE).ok_or(ENOMEM)?;
+        let Some(e) = pte(pml4, page, true) else {
+            free_frame(new);
+            return Err(ENOMEM);
+        };
+        // SAFETY: a level-0 entry of the child's space, not present yet.
+        unsafe { pt_write(e, new | bits) };
+    }
+    Ok(())
 }
 
 /// Calls `f(va, entry address, entry)` for every level-0 entry under the
-/// top-level `slots`. The program's 2 MiB mappings are split first with
-/// `split`, else `f` gets their entry (`PTE_PS` set) once; the physmap's
-/// are skipped.
-fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, split: bool, f: &mut dyn FnMut(u64, *mut u64, u64)) {
+/// top-level `slots`, and once for each of the program's 2 MiB mappings
+/// (its entry, `PTE_PS` set); the physmap's are skipped.
+fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, f: &mut dyn FnMut(u64, *mut u64, u64)) {
     for i4 in slots {
         // SAFETY: page-table frames reached through the physmap; indexes < 512.
         let e4 = unsafe { table(pml4).add(i4).read_volatile() };
@@ -805,14 +863,10 @@ fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, split: bool, f: 
                 }
                 let pt = if e2 & PTE_PS == 0 {
                     e2 & ADDR_MASK
-                } else if i4 >= USER_SLOTS {
-                    continue;
-                } else if split {
-                    // A 2 MiB mapping of the program: its 512 pages.
-                    // SAFETY: a present 2 MiB entry of the program's slots.
-                    unsafe { split_huge(e2p) }
                 } else {
-                    f(((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21), e2p, e2);
+                    if i4 < USER_SLOTS {
+                        f(((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21), e2p, e2);
+                    }
                     continue;
                 };
                 for i1 in 0..512 {
@@ -836,7 +890,7 @@ fn each_leaf(pml4: u64, slots: &mut dyn Iterator<Item = usize>, split: bool, f: 
 pub fn accessed_bits(clear: bool) {
     let heap_slot = ((abi::RUNTIME_HEAP_VA >> 39) & 0x1ff) as usize;
     let mut slots = (0..USER_SLOTS).chain(core::iter::once(heap_slot));
-    each_leaf(current().pml4, &mut slots, false, &mut |_, e1p, e1| {
+    each_leaf(current().pml4, &mut slots, &mut |_, e1p, e1| {
         if e1 & (PTE_P | PTE_A) != PTE_P | PTE_A {
             return;
         }

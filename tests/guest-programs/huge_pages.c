@@ -12,7 +12,9 @@
  * first's freed pages); with "checkpoint", fills 16 MiB, reads
  * /dev/hvsandbox/checkpoint, and then maps and fills 4 MiB more and
  * changes parts of the first, printing what it sees (every run from the
- * snapshot must see the same). */
+ * snapshot must see the same); with "fork", fills 16 MiB and forks, and
+ * says whether the child got 2 MiB pages of its own and the parent kept
+ * its own whole. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -186,6 +188,24 @@ int main(int argc, char **argv) {
         printf("changed: sum %lu + %lu, child %d, unmapped faults %d, read-only faults %d\n", sum(p, 7 * MB),
                sum(p + 10 * MB, 6 * MB), WIFEXITED(st) ? WEXITSTATUS(st) : -1, read_faults(p + 8 * MB),
                write_faults(p + 5 * MB));
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "fork")) {
+        unsigned char *p = filled(SIZE);
+        unsigned long whole = sum(p, SIZE);
+        long before = meminfo_kib("AnonHugePages:");
+        pid_t k = fork();
+        if (k == 0) {
+            long both = meminfo_kib("AnonHugePages:");
+            int same = sum(p, SIZE) == whole;
+            p[0] ^= 1;
+            _exit(same && before >= 8192 && both >= 2 * before ? 0 : 1);
+        }
+        int st;
+        waitpid(k, &st, 0);
+        printf("child: its own 2 MiB pages and the same bytes %s; parent: pages %s, bytes %s\n",
+               WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "yes" : "no",
+               meminfo_kib("AnonHugePages:") == before ? "whole" : "split", sum(p, SIZE) == whole ? "kept" : "changed");
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "reuse")) {

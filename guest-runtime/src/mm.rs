@@ -643,17 +643,6 @@ fn take_huge_block(zero: bool) -> Option<u64> {
     Some(base)
 }
 
-/// Whether the current space has a table of pages (or a 2 MiB page) for
-/// `va`, a program address.
-fn has_table(va: u64) -> bool {
-    // SAFETY: the current space's root; `va` is a program address.
-    match unsafe { table_entry(current().pml4, va, 1) } {
-        // SAFETY: a page-directory entry of that space.
-        Ok(e) => (unsafe { e.read_volatile() }) & PTE_P != 0,
-        Err(_) => false,
-    }
-}
-
 /// Whether `va` of the current space is backed (a present or kept 4 KiB
 /// entry, or a 2 MiB one), without changing any table.
 fn backed(va: u64) -> bool {
@@ -1052,12 +1041,21 @@ fn unback_pages(start: u64, end: u64) -> bool {
     let mut flush = false;
     let mut va = start;
     while va < end {
-        if va < USER_END && va.is_multiple_of(HUGE) && va.saturating_add(HUGE) <= end {
+        if va < USER_END && (va == start || va.is_multiple_of(HUGE)) {
+            // Once per 2 MiB: the page-directory entry decides.
             // SAFETY: the current space's root; `va` is a program address.
-            if let Ok(e) = unsafe { table_entry(current().pml4, va, 1) } {
+            let pde = unsafe { table_entry(current().pml4, va, 1) }
+                .ok()
                 // SAFETY: a page-directory entry of that space.
-                let v = unsafe { e.read_volatile() };
-                if v & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
+                .map(|e| (e, unsafe { e.read_volatile() }))
+                .filter(|&(_, v)| v & PTE_P != 0);
+            match pde {
+                None => {
+                    // No table of pages here: skip to the next 2 MiB.
+                    va = (va | (HUGE - 1)).saturating_add(1);
+                    continue;
+                }
+                Some((e, v)) if v & PTE_PS != 0 && va.is_multiple_of(HUGE) && va.saturating_add(HUGE) <= end => {
                     // A whole 2 MiB page goes: its frames stay one block.
                     // SAFETY: as above; the flush follows (returned).
                     unsafe { pt_write(e, 0) };
@@ -1068,12 +1066,8 @@ fn unback_pages(start: u64, end: u64) -> bool {
                     va += HUGE;
                     continue;
                 }
+                Some(_) => {}
             }
-        }
-        if va < USER_END && !has_table(va) {
-            // No table of pages here: skip to the next 2 MiB.
-            va = (va | (HUGE - 1)).saturating_add(1);
-            continue;
         }
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid level-0 entry pointer.
@@ -1796,14 +1790,13 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
         // In a 2 MiB page mapped since the access: retry it.
         return Fault::Backed;
     }
-    let space = current();
-    let (start, mut end, grown) = fault_window(space, page);
+    let (start, mut end, grown) = fault_window(current(), page);
     // Filling memory in order, at the largest window: the next aligned
     // 2 MiB goes in as one page, and the pages up to it as before.
     if end - start == FAULT_AROUND_MAX {
         let at = page.next_multiple_of(HUGE);
         if map_huge(at, &v) {
-            space.fault_next = at + HUGE;
+            current().fault_next = at + HUGE;
             if at == page {
                 return Fault::Backed;
             }

@@ -255,11 +255,12 @@ impl Image {
             if with_data(&self.node, |d| d.read_at(ph.offset, &mut bytes))?? != n {
                 return Err(ENOEXEC);
             }
-            mm::copy_to_frames(va, &bytes);
+            // A fresh mapping of this space's own: nothing is shared.
+            let _ = mm::copy_to_frames(va, &bytes);
             let tail = page_up(va + ph.filesz) - (va + ph.filesz);
             if tail > 0 {
                 let zeros = [0u8; PAGE as usize];
-                mm::copy_to_frames(va + ph.filesz, &zeros[..tail as usize]);
+                let _ = mm::copy_to_frames(va + ph.filesz, &zeros[..tail as usize]);
             }
             code(&self.node);
         }

@@ -50,6 +50,10 @@ const PTE_SHARED: u64 = 1 << 10;
 const PTE_SHM: u64 = 1 << 11;
 /// Frames this space does not own: never freed or zeroed through it.
 const PTE_FOREIGN: u64 = PTE_SHARED | PTE_SHM;
+/// Software bit: a private frame that a fork left shared copy-on-write
+/// (see `share_slot`): mapped read-only, copied on the first write unless
+/// no other space holds it any more.
+const PTE_COW: u64 = 1 << 52;
 const ADDR_MASK: u64 = abi::pte::ADDR;
 /// Write-through and cache-disable (the runtime never sets them).
 const PTE_CACHE: u64 = (1 << 3) | (1 << 4);
@@ -94,6 +98,15 @@ struct Frames {
     /// frames are kept free for their splits (`split_huge`), so that a
     /// split, which any change to one of their pages needs, never fails.
     huge_live: u64,
+    /// Share counts of private frames (`share_slot`): one `u16` per frame
+    /// below `share_end`, in frames taken at start (never-used: zero).
+    shares: u64,
+    share_end: u64,
+    /// Frames whose share count is not zero: copies `break_cow` makes
+    /// beyond the page written (a 2 MiB copy, a window) are only made
+    /// while more frames than that are free, so that they never take
+    /// what copies of pages actually written would need.
+    cow_shared: u64,
 }
 
 static FRAMES: Global<Frames> = Global::new(Frames {
@@ -111,6 +124,9 @@ static FRAMES: Global<Frames> = Global::new(Frames {
     pt_free: 0,
     pt_listed: 0,
     huge_live: 0,
+    shares: 0,
+    share_end: 0,
+    cow_shared: 0,
 });
 
 /// One process's memory: page tables and mappings.
@@ -160,6 +176,16 @@ pub fn init(info: &abi::BootInfo) {
     f.pt_next = abi::pt_pool_start(info.mem_size);
     f.pt_end = info.mem_size;
     f.frame_end = info.free_end.min(f.pt_next) & !(PAGE - 1);
+    // The share counts of copy-on-write frames: 2 bytes a frame (0.05% of
+    // guest RAM), untouched (so free for the host) until a fork shares.
+    let count_frames = (f.frame_end / PAGE * 2).div_ceil(PAGE);
+    if f.next_frame + (count_frames + HEAP_RESERVE) * PAGE <= f.frame_end {
+        f.shares = f.next_frame;
+        f.share_end = f.frame_end;
+        f.next_frame += count_frames * PAGE;
+        f.used += count_frames;
+        f.peak = f.used;
+    }
     // SAFETY: single-threaded runtime; the flush trap reads it.
     unsafe { NEXT_CR3 = info.pml4_gpa };
     // The runtime heap's top-level entry must exist before any address
@@ -689,6 +715,196 @@ fn copy_frame(src: u64) -> Option<u64> {
     Some(f)
 }
 
+// --- copy-on-write ------------------------------------------------------------
+//
+// A fork whose private memory is large, or would not fit twice, shares
+// it copy-on-write (`fork_space`): both spaces map each frame read-only
+// with `PTE_COW`, and the frame's share count (how many more spaces hold
+// it) goes up. A write faults (`break_cow`): the writer gets a copy, or
+// the frame itself once no other space holds it. Freeing such an entry
+// takes one off the count instead while it is not zero (`release_frame`).
+
+/// The share count of private frame `gpa`: how many address spaces
+/// beyond one map it copy-on-write. None for a frame without one (then
+/// a fork copies it).
+fn share_slot(gpa: u64) -> Option<*mut u16> {
+    let f = FRAMES.get();
+    (f.shares != 0 && gpa < f.share_end).then(|| phys_ptr(f.shares + gpa / PAGE * 2) as *mut u16)
+}
+
+fn shares(gpa: u64) -> u16 {
+    // SAFETY: a slot of the count array (frames the runtime keeps).
+    share_slot(gpa).map_or(0, |c| unsafe { c.read() })
+}
+
+/// One more space holds frame `gpa`; false (nothing changed) if its
+/// count cannot go up.
+fn share_frame(gpa: u64) -> bool {
+    let Some(c) = share_slot(gpa) else { return false };
+    // SAFETY: as in `shares`.
+    unsafe {
+        match c.read() {
+            u16::MAX => return false,
+            0 => FRAMES.get().cow_shared += 1,
+            _ => {}
+        }
+        c.write(c.read() + 1);
+    }
+    true
+}
+
+/// Gives up the hold of a private (not foreign) leaf `entry` on its 4 KiB
+/// frame: frees the frame unless another space shares it.
+fn release_frame(entry: u64) {
+    let gpa = entry & ADDR_MASK;
+    if entry & PTE_COW != 0 {
+        if let Some(c) = share_slot(gpa) {
+            // SAFETY: as in `shares`.
+            unsafe {
+                if c.read() > 0 {
+                    c.write(c.read() - 1);
+                    if c.read() == 0 {
+                        FRAMES.get().cow_shared -= 1;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    free_frame(gpa);
+}
+
+/// Gives up a 2 MiB mapping's hold on its 512 frames: one block again
+/// unless shared, else frame by frame (see `release_frame`).
+fn release_huge(entry: u64) {
+    let base = entry & ADDR_MASK;
+    if entry & PTE_COW == 0 || (0..HUGE_FRAMES).all(|k| shares(base + k * PAGE) == 0) {
+        free_huge_block(base);
+    } else {
+        for k in 0..HUGE_FRAMES {
+            release_frame((base + k * PAGE) | PTE_COW);
+        }
+    }
+}
+
+/// The entry a private copy-on-write 4 KiB entry `old` becomes so that
+/// its space may write it: the frame itself if no other space holds it,
+/// else a copy (None if no frame is left). `writable`: the mapping allows
+/// writing now.
+fn unshared_entry(old: u64, writable: bool) -> Option<u64> {
+    let frame = old & ADDR_MASK;
+    let new = if shares(frame) == 0 {
+        frame
+    } else {
+        let c = copy_frame(frame)?;
+        release_frame(old);
+        c
+    };
+    let rw = if writable && old & PTE_P != 0 { PTE_RW } else { 0 };
+    Some(new | (old & !(ADDR_MASK | PTE_COW)) | rw)
+}
+
+/// Whether copies beyond the page written may be made: more frames are
+/// free than copies of every shared frame would take, plus `extra` and
+/// the grown-window floor.
+fn cow_room(extra: u64) -> bool {
+    free_frames() > FRAMES.get().cow_shared + extra + GROWN_WINDOW_FLOOR
+}
+
+/// Makes page `va` of the current space (mapped by `v`) the space's own
+/// for a write: a 2 MiB page is copied whole while there is ample room
+/// (`cow_room`), else split, as Linux does; a 4 KiB page gets
+/// `unshared_entry`. With `window` and ample room, so do the
+/// copy-on-write pages of the aligned 64 KiB around it that were not
+/// touched since the fork (accessed bit clear: no TLB entry can hold
+/// their old frame), as a page fault here costs ~25 page copies. Returns
+/// whether it changed an entry the TLB may hold (the caller flushes,
+/// unless a fault on `va` itself invalidated it); None when out of
+/// frames.
+fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
+    let writable = v.prot & PROT_WRITE != 0;
+    let page = page_down(va);
+    let l = leaf(page);
+    if l & PTE_COW == 0 {
+        return Some(false);
+    }
+    if l & PTE_PS != 0 {
+        let base = l & ADDR_MASK;
+        let rw = if writable { PTE_RW } else { 0 };
+        let e = pd_entry(current().pml4, page)?;
+        if (0..HUGE_FRAMES).all(|k| shares(base + k * PAGE) == 0) {
+            // SAFETY: the current space's page-directory entry for `page`.
+            unsafe { pt_write(e, (l & !PTE_COW) | rw) };
+            return Some(true);
+        }
+        if cow_room(HUGE_FRAMES) && huge_page_room() {
+            if let Some(block) = take_huge_block(false) {
+                // SAFETY: two distinct 2 MiB blocks of guest RAM.
+                unsafe { core::ptr::copy_nonoverlapping(phys_ptr(base), phys_ptr(block), HUGE as usize) };
+                release_huge(l);
+                // SAFETY: as above; the caller flushes (another frame).
+                unsafe { pt_write(e, block | (l & !(ADDR_MASK | PTE_COW)) | rw) };
+                return Some(true);
+            }
+        }
+        // No room for a copy: 512 pages (the walk below splits it).
+    }
+    let e = cur_pte(page, false)?;
+    // SAFETY: a level-0 entry pointer of the current space.
+    let old = unsafe { e.read_volatile() };
+    let new = unshared_entry(old, writable)?;
+    // SAFETY: as above; the caller flushes.
+    unsafe { pt_write(e, new) };
+    if window && cow_room(0) {
+        const COW_WINDOW: u64 = 64 * 1024;
+        let start = (page & !(COW_WINDOW - 1)).max(v.start);
+        let end = ((page | (COW_WINDOW - 1)) + 1).min(v.end);
+        let mut at = start;
+        while at < end {
+            if let Some(e) = cur_pte(at, false).filter(|_| at != page) {
+                // SAFETY: as above.
+                let old = unsafe { e.read_volatile() };
+                if old & (PTE_COW | PTE_P | PTE_A) == PTE_COW | PTE_P {
+                    let Some(new) = unshared_entry(old, writable) else { break };
+                    // SAFETY: as above; never accessed: no TLB entry.
+                    unsafe { pt_write(e, new) };
+                }
+            }
+            at += PAGE;
+        }
+    }
+    Some(true)
+}
+
+/// Makes every copy-on-write page of `[va, va + len)` (backed, in
+/// writable mappings: the caller checked) the current space's own before
+/// the runtime writes there through the program's addresses; flushes if
+/// any changed. False when out of frames.
+fn unshare_range(va: u64, len: u64) -> bool {
+    let end = va.saturating_add(len);
+    let mut at = page_down(va);
+    let mut flush = false;
+    while at < end {
+        if leaf(at) & PTE_COW != 0 {
+            let Some(v) = vma_at(at) else { return false };
+            match break_cow(at, &v, false) {
+                Some(changed) => flush |= changed,
+                None => {
+                    if flush {
+                        crate::cpu::flush_tlb();
+                    }
+                    return false;
+                }
+            }
+        }
+        at += PAGE;
+    }
+    if flush {
+        crate::cpu::flush_tlb();
+    }
+    true
+}
+
 // --- address spaces ------------------------------------------------------------
 
 impl AddressSpace {
@@ -745,9 +961,27 @@ pub fn activate(space: &mut AddressSpace) {
     }
 }
 
-/// A copy of `src` for a forked child: private pages are copied, shared
-/// (file cache) frames are mapped again.
+/// Private memory a fork copies at most (frames): beyond, or when a copy
+/// would not leave frames plentiful, it shares it copy-on-write. Here a
+/// page fault costs ~100 µs, a page copy under 1 µs: copying is cheaper
+/// unless little of the memory is written again, which is likelier the
+/// larger it is (a child that soon calls execve); and sharing lets a
+/// parent using over half of the guest fork at all.
+const FORK_COPY_MAX: u64 = 16384;
+
+/// A copy of `src` for a forked child: private pages are copied, or
+/// shared copy-on-write (see `FORK_COPY_MAX`); shared (file cache,
+/// shared object) frames are mapped again.
 pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
+    // The parent's ready pages above its break are not the child's memory.
+    let ready = page_up(src.brk)..src.brk_ready;
+    let mut private = 0;
+    each_leaf(src.pml4, &mut (0..USER_SLOTS), &mut |va, _, entry| {
+        if entry & (PTE_P | PTE_KEPT) != 0 && entry & PTE_FOREIGN == 0 && !ready.contains(&va) {
+            private += if entry & PTE_PS != 0 { HUGE_FRAMES } else { 1 };
+        }
+    });
+    let share = private > FORK_COPY_MAX || private + GROWN_WINDOW_FLOOR > free_frames();
     let mut dst = new_space()?;
     dst.vmas.try_reserve(src.vmas.len()).map_err(|_| ENOMEM)?;
     dst.vmas.extend_from_slice(&src.vmas);
@@ -755,12 +989,35 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     dst.brk = src.brk;
     dst.rewrite = src.rewrite.clone();
     let mut result = Ok(());
-    // The parent's ready pages above its break are not the child's memory.
-    let ready = page_up(src.brk)..src.brk_ready;
-    each_leaf(src.pml4, &mut (0..USER_SLOTS), &mut |va, _, entry| {
+    let mut shared_any = false;
+    let writable = |va: u64| {
+        let i = src.vmas.partition_point(|v| v.end <= va);
+        src.vmas.get(i).is_some_and(|v| v.start <= va && v.prot & PROT_WRITE != 0)
+    };
+    each_leaf(src.pml4, &mut (0..USER_SLOTS), &mut |va, ep, entry| {
         if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 || ready.contains(&va) {
             return;
         }
+        if share && entry & PTE_FOREIGN == 0 {
+            match share_entry(dst.pml4, va, ep, entry, &ready) {
+                Ok(true) => {
+                    shared_any = true;
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    result = Err(e);
+                    return;
+                }
+            }
+        }
+        // A copy is the child's own: a copy-on-write entry of the parent's
+        // becomes an ordinary one.
+        let entry = if entry & PTE_COW != 0 {
+            (entry & !PTE_COW) | if writable(va) && entry & PTE_P != 0 { PTE_RW } else { 0 }
+        } else {
+            entry
+        };
         if entry & PTE_PS != 0 {
             result = fork_huge(dst.pml4, va, entry, &ready);
             return;
@@ -781,11 +1038,61 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
             _ => result = Err(ENOMEM),
         }
     });
+    if shared_any && core::ptr::eq(*CURRENT.get() as *const AddressSpace, src) {
+        // The parent's pages lost write access.
+        crate::cpu::flush_tlb();
+    }
     if let Err(e) = result {
         destroy_space(dst);
         return Err(e);
     }
     Ok(dst)
+}
+
+/// A copy-on-write fork of the parent's private entry `entry` (at `ep`,
+/// for `va`; 4 KiB or 2 MiB) into the child's `pml4`: both map the frames
+/// read-only with `PTE_COW` and their counts go up. The accessed bit is
+/// cleared in both (the parent's TLB is flushed after the fork; the
+/// child's space has never run), so `break_cow` can tell pages touched
+/// since. Ok(false): not shared (a count at its limit, or a 2 MiB page
+/// over the parent's ready pages): the caller copies it.
+fn share_entry(pml4: u64, va: u64, ep: *mut u64, entry: u64, ready: &core::ops::Range<u64>) -> Result<bool, i64> {
+    let base = entry & ADDR_MASK;
+    let shared = (entry & !(PTE_RW | PTE_A)) | PTE_COW;
+    if entry & PTE_A != 0 {
+        let frames = if entry & PTE_PS != 0 { HUGE_FRAMES } else { 1 };
+        for k in 0..frames {
+            crate::touched::mark(base / PAGE + k);
+        }
+    }
+    let e = if entry & PTE_PS != 0 {
+        if va < ready.end && ready.start < va + HUGE || (0..HUGE_FRAMES).any(|k| shares(base + k * PAGE) == u16::MAX) {
+            return Ok(false);
+        }
+        // The child's split must find a table frame kept too.
+        if table_frames_free() < FRAMES.get().huge_live + 2 {
+            return Err(ENOMEM);
+        }
+        let e = pd_entry(pml4, va).ok_or(ENOMEM)?;
+        for k in 0..HUGE_FRAMES {
+            share_frame(base + k * PAGE);
+        }
+        FRAMES.get().huge_live += 1;
+        e
+    } else {
+        let e = pte(pml4, va, true).ok_or(ENOMEM)?;
+        if !share_frame(base) {
+            return Ok(false);
+        }
+        e
+    };
+    // SAFETY: `e` is the child's entry, empty so far; `ep` the parent's
+    // (its TLB is flushed after the fork).
+    unsafe {
+        pt_write(e, shared);
+        pt_write(ep, shared);
+    }
+    Ok(true)
 }
 
 /// A fork's copy of the parent's 2 MiB page `entry` at `va` into the
@@ -929,7 +1236,7 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                             crate::touched::mark((e2 & ADDR_MASK) / PAGE + k);
                         }
                     }
-                    free_huge_block(e2 & ADDR_MASK);
+                    release_huge(e2);
                     let f = FRAMES.get();
                     f.huge_live = f.huge_live.saturating_sub(1);
                     continue;
@@ -942,7 +1249,7 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                         crate::touched::mark((e1 & ADDR_MASK) / PAGE);
                     }
                     if e1 & (PTE_P | PTE_KEPT) != 0 && e1 & PTE_FOREIGN == 0 {
-                        free_frame(e1 & ADDR_MASK);
+                        release_frame(e1);
                     }
                 }
                 free_table_frame(pt);
@@ -1018,13 +1325,16 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
                     old & ADDR_MASK
                 }
             } else {
+                // A copy-on-write frame stays read-only until written.
+                shared = old & PTE_COW;
                 old & ADDR_MASK
             }
         } else {
             alloc_frame().ok_or(ENOMEM)?
         };
+        let bits = if shared & PTE_COW != 0 { (leaf_bits(prot) & !PTE_RW) | PTE_COW } else { leaf_bits(prot) | shared };
         // SAFETY: as above.
-        unsafe { pt_write(e, frame | leaf_bits(prot) | shared) };
+        unsafe { pt_write(e, frame | bits) };
         va += PAGE;
     }
     Ok(flush)
@@ -1059,7 +1369,7 @@ fn unback_pages(start: u64, end: u64) -> bool {
                     // A whole 2 MiB page goes: its frames stay one block.
                     // SAFETY: as above; the flush follows (returned).
                     unsafe { pt_write(e, 0) };
-                    free_huge_block(v & ADDR_MASK);
+                    release_huge(v);
                     let f = FRAMES.get();
                     f.huge_live = f.huge_live.saturating_sub(1);
                     flush = true;
@@ -1076,7 +1386,7 @@ fn unback_pages(start: u64, end: u64) -> bool {
                 // SAFETY: as above.
                 unsafe { pt_write(e, 0) };
                 if old & PTE_FOREIGN == 0 {
-                    free_frame(old & ADDR_MASK);
+                    release_frame(old);
                 }
                 flush |= old & PTE_P != 0;
             }
@@ -1162,14 +1472,34 @@ unsafe fn table_entry(pml4: u64, va: u64, level: u32) -> Result<*mut u64, u32> {
 }
 
 /// Copies `data` into the program's memory at `va` through the frames
-/// (works whatever the page protection is). Shared frames are left alone.
-pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
+/// (works whatever the page protection is). Shared frames are left alone;
+/// a copy-on-write frame is copied first. False if a frame for such a
+/// copy was short (the bytes there were left alone).
+pub fn copy_to_frames(mut va: u64, mut data: &[u8]) -> bool {
+    let mut flush = false;
+    let mut whole = true;
     while !data.is_empty() {
         let off = va & (PAGE - 1);
         let n = ((PAGE - off) as usize).min(data.len());
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
-            let v = unsafe { e.read_volatile() };
+            let mut v = unsafe { e.read_volatile() };
+            if v & PTE_COW != 0 {
+                // Shared with another space since a fork: a copy first.
+                let writable = vma_at(va).is_some_and(|m| m.prot & PROT_WRITE != 0);
+                match unshared_entry(v, writable) {
+                    Some(new) => {
+                        // SAFETY: as above; flushed below.
+                        unsafe { pt_write(e, new) };
+                        flush = true;
+                        v = new;
+                    }
+                    None => {
+                        whole = false;
+                        v = 0;
+                    }
+                }
+            }
             if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_FOREIGN == 0 {
                 let dst = (v & ADDR_MASK) + off;
                 // SAFETY: dst..dst+n lies within one private frame of guest RAM.
@@ -1179,6 +1509,10 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) {
         va += n as u64;
         data = &data[n..];
     }
+    if flush {
+        crate::cpu::flush_tlb();
+    }
+    whole
 }
 
 /// What the system-call rewriter (`rewrite.rs`, a layer above) does when
@@ -1212,7 +1546,13 @@ pub fn patch_code(va: u64, bytes: &[u8], code_only: bool) -> bool {
     if old & PTE_P == 0 || old & PTE_SHM != 0 {
         return false;
     }
-    let frame = if old & PTE_SHARED != 0 {
+    let frame = if old & PTE_COW != 0 {
+        let Some(new) = unshared_entry(old, v.prot & PROT_WRITE != 0) else { return false };
+        // SAFETY: as above; flushed now (maybe another frame).
+        unsafe { pt_write(e, new) };
+        crate::cpu::flush_tlb();
+        new & ADDR_MASK
+    } else if old & PTE_SHARED != 0 {
         let Some(f) = copy_frame(old & ADDR_MASK) else { return false };
         // SAFETY: as above; present -> present with another frame: flushed below.
         unsafe { pt_write(e, f | (old & !ADDR_MASK & !PTE_SHARED)) };
@@ -1786,7 +2126,19 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     // A fault costs a trip through ring 0 (~100 µs here): back a window
     // of pages around the page, within the mapping.
     let page = page_down(va);
-    if leaf(page) & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
+    let l = leaf(page);
+    if write && l & PTE_P != 0 {
+        // A write to a present page: copy-on-write, else retry it only if
+        // writable now (a TLB entry older than the entry).
+        if l & PTE_COW != 0 {
+            return match break_cow(page, &v, true) {
+                Some(_) => Fault::Backed,
+                None => Fault::OutOfMemory,
+            };
+        }
+        return if l & PTE_RW != 0 { Fault::Backed } else { Fault::Refused };
+    }
+    if l & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
         // In a 2 MiB page mapped since the access: retry it.
         return Fault::Backed;
     }
@@ -1916,6 +2268,12 @@ pub fn populate(va: u64, len: u64) -> bool {
     true
 }
 
+/// [`populate`] for a write by the runtime: copy-on-write pages are made
+/// the current space's own too (`unshare_range`).
+pub fn populate_write(va: u64, len: u64) -> bool {
+    populate(va, len) && unshare_range(va, len)
+}
+
 /// MADV_DONTNEED on private anonymous memory: the pages read as zero again.
 pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
     if !start.is_multiple_of(PAGE) {
@@ -1923,15 +2281,28 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
     }
     let end = start.checked_add(page_up(len)).ok_or(EINVAL)?;
     let mut va = start;
+    let mut flush = false;
     while va < end {
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
             if v & (PTE_P | PTE_KEPT) != 0 && v & PTE_FOREIGN == 0 {
-                zero_frame(v & ADDR_MASK);
+                if v & PTE_COW != 0 && shares(v & ADDR_MASK) != 0 {
+                    // Another space's too: this one lets go (a zero page
+                    // on the next touch).
+                    // SAFETY: as above; flushed below.
+                    unsafe { pt_write(e, 0) };
+                    release_frame(v);
+                    flush |= v & PTE_P != 0;
+                } else {
+                    zero_frame(v & ADDR_MASK);
+                }
             }
         }
         va += PAGE;
+    }
+    if flush {
+        crate::cpu::flush_tlb();
     }
     Ok(())
 }

@@ -413,7 +413,9 @@ fn stub_for(s: &mut Sites, at: u64) -> Option<(u64, u64)> {
             let mut entries = [0u8; 16];
             entries[..8].copy_from_slice(&fast_entry().to_le_bytes());
             entries[8..].copy_from_slice(&crate::cpuid::fast_entry().to_le_bytes());
-            mm::copy_to_frames(start, &entries);
+            if !mm::copy_to_frames(start, &entries) {
+                return None;
+            }
             s.areas.push(Area { start, used: STUB_LEN });
             s.areas.len() - 1
         }
@@ -483,7 +485,9 @@ fn patch_in(s: &mut Sites, mut site: Site, moved: &[u8], kind: Kind) -> bool {
         code[i + 7..i + 9].copy_from_slice(&[0xff, 0x25]);
         code[i + 9..i + 13].copy_from_slice(&rel32(stub + i as u64 + 13, area + kind.slot())?);
         let (bytes, pad_jmp) = rewritten(&site)?;
-        mm::copy_to_frames(stub, &code);
+        if !mm::copy_to_frames(stub, &code) {
+            return None;
+        }
         if let (Some((pad, orig)), Some(j)) = (site.pad, pad_jmp) {
             // The padding first: nothing runs it until the site jumps there.
             if !mm::patch_code(pad, &j, true) {

@@ -326,9 +326,10 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
         }
     }
     // A first touch of a page of a lazily backed mapping (not-present
-    // fault, bit 0 of the error code clear): back it and retry.
+    // fault, bit 0 of the error code clear): back it and retry; likewise
+    // a write to a page a fork shares copy-on-write.
     let mut bus = false;
-    if vector == 14 && error & 1 == 0 {
+    if vector == 14 && (error & 1 == 0 || error & 2 != 0) {
         match mm::fault_in(cr2, error & 2 != 0) {
             mm::Fault::Backed => {
                 crate::stats::stat(|s| s.page_faults += 1);

@@ -17,7 +17,7 @@ pub fn user_bytes(va: u64, len: u64) -> Result<&'static [u8], i64> {
 }
 
 pub fn user_bytes_mut(va: u64, len: u64) -> Result<&'static mut [u8], i64> {
-    if !mm::user_access_ok(va, len, PROT_WRITE) || !mm::populate(va, len) {
+    if !mm::user_access_ok(va, len, PROT_WRITE) || !mm::populate_write(va, len) {
         return Err(EFAULT);
     }
     if len == 0 {

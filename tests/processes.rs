@@ -341,6 +341,44 @@ print(sorted(out))
 }
 
 #[test]
+fn python3_with_more_memory_than_is_free_forks_workers() {
+    // 160 MiB of data in a 256 MiB guest: a fork must share it copy-on-
+    // write (a copy cannot fit). Two workers each change part of it, list
+    // a directory, run a command and send their result through a pipe;
+    // the parent's data stays its own. Compared with a native run.
+    let Some(mut sb) = python_sandbox() else { return };
+    let script = r#"
+import hashlib, json, os, subprocess
+x = bytearray(bytes(range(256)) * 4096) * 160
+h = lambda: hashlib.sha256(x).hexdigest()[:16]
+print("parent", h(), flush=True)
+results = []
+for k in range(2):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        for i in range(k, len(x), 64 * 4096):
+            x[i] ^= 0x5a
+        sub = subprocess.run(["/usr/bin/busybox", "echo", str(k)], capture_output=True).stdout
+        names = sorted(os.listdir("/usr/lib/python3.11/json"))[:2]
+        os.write(w, json.dumps([k, h(), names, sub.decode()]).encode())
+        os._exit(0)
+    os.close(w)
+    results.append(json.loads(os.read(r, 4096)))
+    print("worker", os.waitpid(pid, 0)[1], flush=True)
+print(results)
+print("parent", h())
+"#;
+    let native = std::process::Command::new(PYTHON).args(["-c", script]).output().unwrap();
+    assert!(native.status.success(), "{native:?}");
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert_eq!(native.matches("worker 0\n").count(), 2, "{native}");
+    let out = sb.run(&Command::new(PYTHON).args(["-c", script])).unwrap();
+    assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
 fn python3_asyncio_runs() {
     // asyncio wakes its event loop through a socketpair; run_in_executor
     // uses threads.

@@ -815,9 +815,9 @@ fn cow_room(extra: u64) -> bool {
 /// for a write: a 2 MiB page is copied whole while there is ample room
 /// (`cow_room`), else split, as Linux does; a 4 KiB page gets
 /// `unshared_entry`. With `window` and ample room, so do the
-/// copy-on-write pages of the aligned 64 KiB around it that were not
-/// touched since the fork (accessed bit clear: no TLB entry can hold
-/// their old frame), as a page fault here costs ~25 page copies. Returns
+/// copy-on-write pages of the aligned 64 KiB around it, as a page fault
+/// here costs ~100 page copies (flushing the TLB if one of them was
+/// touched since the fork: its entry may hold the old frame). Returns
 /// whether it changed an entry the TLB may hold (the caller flushes,
 /// unless a fault on `va` itself invalidated it); None when out of
 /// frames.
@@ -860,17 +860,22 @@ fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
         let start = (page & !(COW_WINDOW - 1)).max(v.start);
         let end = ((page | (COW_WINDOW - 1)) + 1).min(v.end);
         let mut at = start;
+        let mut stale = false;
         while at < end {
             if let Some(e) = cur_pte(at, false).filter(|_| at != page) {
                 // SAFETY: as above.
                 let old = unsafe { e.read_volatile() };
-                if old & (PTE_COW | PTE_P | PTE_A) == PTE_COW | PTE_P {
+                if old & (PTE_COW | PTE_P) == PTE_COW | PTE_P {
                     let Some(new) = unshared_entry(old, writable) else { break };
-                    // SAFETY: as above; never accessed: no TLB entry.
+                    // SAFETY: as above; flushed below if accessed.
                     unsafe { pt_write(e, new) };
+                    stale |= old & PTE_A != 0;
                 }
             }
             at += PAGE;
+        }
+        if stale {
+            crate::cpu::flush_tlb();
         }
     }
     Some(true)

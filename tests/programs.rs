@@ -136,6 +136,28 @@ fn memory_filled_in_order_goes_in_2_mib_pages_that_split_for_any_change() {
         "{}",
         out.stderr_str()
     );
+    // So does memory filled in four interleaved streams (glibc's memcpy
+    // of a large block).
+    let out = sandbox().run(&Command::new(musl("huge_pages")).arg("quarters")).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        format!(
+            "filled 32 MiB in 4 streams: at least 16 MiB in 2 MiB pages, sum {}\n",
+            (1 + 2 + 3 + 4) * 8 * 1024 * 1024
+        ),
+        "{}",
+        out.stderr_str()
+    );
+    // And memory filled downwards (glibc's memmove copying backwards).
+    let native = std::process::Command::new(musl("huge_pages")).arg("down").output().unwrap();
+    let sum = String::from_utf8(native.stdout).unwrap().rsplit_once(", ").unwrap().1.to_string();
+    let out = sandbox().run(&Command::new(musl("huge_pages")).arg("down")).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        format!("filled 32 MiB downwards: at least 16 MiB in 2 MiB pages, {sum}"),
+        "{}",
+        out.stderr_str()
+    );
     // Freed 2 MiB pages stay whole for the next fill.
     let out = sandbox().run(&Command::new(musl("huge_pages")).arg("reuse")).unwrap();
     assert_eq!(out.stdout_str(), "refilled 32 MiB: at least 28 MiB in 2 MiB pages\n", "{}", out.stderr_str());

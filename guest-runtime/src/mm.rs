@@ -141,10 +141,11 @@ pub struct AddressSpace {
     brk_ready: u64,
     /// Rewritten system-call sites and their stubs (`rewrite.rs`).
     pub rewrite: crate::sites::Sites,
-    /// Where the last page fault's window ended and how large it was
-    /// (see `fault_window`).
-    fault_next: u64,
-    fault_len: u64,
+    /// Where recent page faults' windows began and ended and how large
+    /// they were, one slot per stream of faults in address order, up or
+    /// down (see `fault_window`), and the slot a new stream takes next.
+    fault_streams: [FaultStream; FAULT_STREAMS],
+    fault_victim: usize,
 }
 
 impl AddressSpace {
@@ -921,8 +922,8 @@ impl AddressSpace {
             brk: 0,
             brk_ready: 0,
             rewrite: crate::sites::Sites::new(),
-            fault_next: 0,
-            fault_len: 0,
+            fault_streams: [FaultStream { lo: 0, hi: 0, len: 0 }; FAULT_STREAMS],
+            fault_victim: 0,
         }
     }
 }
@@ -2147,17 +2148,24 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
         // In a 2 MiB page mapped since the access: retry it.
         return Fault::Backed;
     }
-    let (start, mut end, grown) = fault_window(current(), page);
+    let (mut start, mut end, grown, stream, down) = fault_window(current(), page);
     // Filling memory in order, at the largest window: the next aligned
-    // 2 MiB goes in as one page, and the pages up to it as before.
+    // 2 MiB (the one below, going down) goes in as one page, and the
+    // pages up to it as before.
     if end - start == FAULT_AROUND_MAX {
-        let at = page.next_multiple_of(HUGE);
+        let at = if down { ((page + PAGE) & !(HUGE - 1)).wrapping_sub(HUGE) } else { page.next_multiple_of(HUGE) };
         if map_huge(at, &v) {
-            current().fault_next = at + HUGE;
-            if at == page {
+            let s = &mut current().fault_streams[stream];
+            if down {
+                s.lo = at;
+                start = at + HUGE;
+            } else {
+                s.hi = at + HUGE;
+                end = at;
+            }
+            if at <= page && page < at + HUGE {
                 return Fault::Backed;
             }
-            end = at;
         }
     }
     if !back_page(page, v.prot) {
@@ -2177,21 +2185,38 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
     Fault::Backed
 }
 
+/// A stream of page faults in address order: its last window and size.
+#[derive(Clone, Copy)]
+struct FaultStream {
+    lo: u64,
+    hi: u64,
+    len: u64,
+}
+
 /// The window a page fault at `page` backs: the aligned [`FAULT_AROUND`]
-/// bytes around it, or, when the fault lands right where the last
-/// window ended (a program filling memory in address order), twice the
-/// last window from the page on, up to [`FAULT_AROUND_MAX`]. Returns the
-/// window and whether it grew past the first size.
-fn fault_window(space: &mut AddressSpace, page: u64) -> (u64, u64, bool) {
-    let (start, len) = if page == space.fault_next && space.fault_len != 0 {
-        (page, (space.fault_len * 2).min(FAULT_AROUND_MAX))
+/// bytes around it, or, when the fault lands right where a recent
+/// window ended (a program filling memory in address order), twice that
+/// window from the page on, up to [`FAULT_AROUND_MAX`]; likewise right
+/// below where one began (filling it downwards: glibc's memmove copies
+/// backwards when the source ends where the target starts, as Python's
+/// `bytearray * n` does). Returns the window, whether it grew past the
+/// first size, its stream's slot and whether it goes down.
+fn fault_window(space: &mut AddressSpace, page: u64) -> (u64, u64, bool, usize, bool) {
+    let grow = |s: &FaultStream| (s.len * 2).min(FAULT_AROUND_MAX);
+    let streams = &space.fault_streams;
+    let (slot, start, len, down) = if let Some(i) = streams.iter().position(|s| s.len != 0 && s.hi == page) {
+        (i, page, grow(&streams[i]), false)
+    } else if let Some(i) = streams.iter().position(|s| s.len != 0 && s.lo == page + PAGE && s.lo >= grow(s)) {
+        let len = grow(&streams[i]);
+        (i, page + PAGE - len, len, true)
     } else {
-        (page & !(FAULT_AROUND - 1), FAULT_AROUND)
+        let i = space.fault_victim;
+        space.fault_victim = (i + 1) % FAULT_STREAMS;
+        (i, page & !(FAULT_AROUND - 1), FAULT_AROUND, false)
     };
     let end = start.saturating_add(len);
-    space.fault_next = end;
-    space.fault_len = len;
-    (start, end, len > FAULT_AROUND)
+    space.fault_streams[slot] = FaultStream { lo: start, hi: end, len };
+    (start, end, len > FAULT_AROUND, slot, down)
 }
 
 /// A fault in a shared mapping: the object's frame for the page, and for
@@ -2230,6 +2255,10 @@ pub enum Fault {
     Bus,
 }
 
+/// Streams of page faults in address order followed at once: glibc's
+/// memcpy of a large block fills its four quarters a page of each in
+/// turn.
+const FAULT_STREAMS: usize = 4;
 /// Bytes backed together on a page fault...
 const FAULT_AROUND: u64 = 256 * 1024;
 /// ...and at most, for faults in address order (`fault_window`): 256 KiB,

@@ -14,7 +14,10 @@
  * changes parts of the first, printing what it sees (every run from the
  * snapshot must see the same); with "fork", fills 16 MiB and forks, and
  * says whether the child got 2 MiB pages of its own and the parent kept
- * its own whole. */
+ * its own whole; with "quarters", fills 32 MiB as glibc's memcpy of a
+ * large block does (four streams in address order, a page of each in
+ * turn) and says how much went in 2 MiB pages; with "down", the same
+ * for 32 MiB filled from its last page to its first. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -206,6 +209,33 @@ int main(int argc, char **argv) {
         printf("child: its own 2 MiB pages and the same bytes %s; parent: pages %s, bytes %s\n",
                WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "yes" : "no",
                meminfo_kib("AnonHugePages:") == before ? "whole" : "split", sum(p, SIZE) == whole ? "kept" : "changed");
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "down")) {
+        /* As glibc's memmove copying backwards (Python's bytearray * n):
+         * from the last page to the first. */
+        size_t len = 32 * MB;
+        unsigned char *p = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 1;
+        for (size_t off = len; off > 0; off -= 4096) memset(p + off - 4096, (int)(off / 4096 % 251), 4096);
+        long huge = meminfo_kib("AnonHugePages:");
+        printf("filled 32 MiB downwards: %s, sum %lu\n", huge >= 16 * 1024 ? "at least 16 MiB in 2 MiB pages" : "less",
+               sum(p, len));
+        munmap(p, len);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "quarters")) {
+        /* As glibc's memcpy of a large block: its four quarters filled a
+         * page of each in turn. */
+        size_t len = 32 * MB, q = len / 4;
+        unsigned char *p = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 1;
+        for (size_t off = 0; off < q; off += 4096)
+            for (int k = 0; k < 4; k++) memset(p + k * q + off, 1 + k, 4096);
+        long huge = meminfo_kib("AnonHugePages:");
+        printf("filled 32 MiB in 4 streams: %s, sum %lu\n", huge >= 16 * 1024 ? "at least 16 MiB in 2 MiB pages" : "less",
+               sum(p, len));
+        munmap(p, len);
         return 0;
     }
     if (argc > 1 && !strcmp(argv[1], "reuse")) {

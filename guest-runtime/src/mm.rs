@@ -887,6 +887,10 @@ fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
 /// the runtime writes there through the program's addresses; flushes if
 /// any changed. False when out of frames.
 fn unshare_range(va: u64, len: u64) -> bool {
+    if len == 0 {
+        // Nothing to write (and `va` may be any value at all).
+        return true;
+    }
     let end = va.saturating_add(len);
     let mut at = page_down(va);
     let mut flush = false;
@@ -903,7 +907,10 @@ fn unshare_range(va: u64, len: u64) -> bool {
                 }
             }
         }
-        at += PAGE;
+        at = match at.checked_add(PAGE) {
+            Some(next) => next,
+            None => break,
+        };
     }
     if flush {
         crate::cpu::flush_tlb();

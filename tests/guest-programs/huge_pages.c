@@ -14,10 +14,7 @@
  * changes parts of the first, printing what it sees (every run from the
  * snapshot must see the same); with "fork", fills 16 MiB and forks, and
  * says whether the child got 2 MiB pages of its own and the parent kept
- * its own whole; with "quarters", fills 32 MiB as glibc's memcpy of a
- * large block does (four streams in address order, a page of each in
- * turn) and says how much went in 2 MiB pages; with "down", the same
- * for 32 MiB filled from its last page to its first. */
+ * its own whole; with "down" and "quarters", see fill_out_of_order. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -130,6 +127,27 @@ static long free_kib(void) {
     return (long)(si.freeram * si.mem_unit / 1024);
 }
 
+/* Fills 32 MiB downwards, from its last page to its first (glibc's
+ * memmove copying backwards, as Python's bytearray * n has it do), or
+ * else in four streams, a page of each quarter in turn (the
+ * non-temporal path of glibc's memcpy of a very large block), and says
+ * how much went in 2 MiB pages. */
+static int fill_out_of_order(int down) {
+    size_t len = 32 * MB, q = len / 4;
+    unsigned char *p = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return 1;
+    if (down)
+        for (size_t off = len; off > 0; off -= 4096) memset(p + off - 4096, (int)(off / 4096 % 251), 4096);
+    else
+        for (size_t off = 0; off < q; off += 4096)
+            for (int k = 0; k < 4; k++) memset(p + k * q + off, 1 + k, 4096);
+    long huge = meminfo_kib("AnonHugePages:");
+    printf("filled 32 MiB %s: %s, sum %lu\n", down ? "downwards" : "in 4 streams",
+           huge >= 16 * 1024 ? "at least 16 MiB in 2 MiB pages" : "less", sum(p, len));
+    munmap(p, len);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     signal(SIGSEGV, on_segv);
@@ -211,33 +229,7 @@ int main(int argc, char **argv) {
                meminfo_kib("AnonHugePages:") == before ? "whole" : "split", sum(p, SIZE) == whole ? "kept" : "changed");
         return 0;
     }
-    if (argc > 1 && !strcmp(argv[1], "down")) {
-        /* As glibc's memmove copying backwards (Python's bytearray * n):
-         * from the last page to the first. */
-        size_t len = 32 * MB;
-        unsigned char *p = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) return 1;
-        for (size_t off = len; off > 0; off -= 4096) memset(p + off - 4096, (int)(off / 4096 % 251), 4096);
-        long huge = meminfo_kib("AnonHugePages:");
-        printf("filled 32 MiB downwards: %s, sum %lu\n", huge >= 16 * 1024 ? "at least 16 MiB in 2 MiB pages" : "less",
-               sum(p, len));
-        munmap(p, len);
-        return 0;
-    }
-    if (argc > 1 && !strcmp(argv[1], "quarters")) {
-        /* As glibc's memcpy of a large block: its four quarters filled a
-         * page of each in turn. */
-        size_t len = 32 * MB, q = len / 4;
-        unsigned char *p = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) return 1;
-        for (size_t off = 0; off < q; off += 4096)
-            for (int k = 0; k < 4; k++) memset(p + k * q + off, 1 + k, 4096);
-        long huge = meminfo_kib("AnonHugePages:");
-        printf("filled 32 MiB in 4 streams: %s, sum %lu\n", huge >= 16 * 1024 ? "at least 16 MiB in 2 MiB pages" : "less",
-               sum(p, len));
-        munmap(p, len);
-        return 0;
-    }
+    if (argc > 1 && (!strcmp(argv[1], "down") || !strcmp(argv[1], "quarters"))) return fill_out_of_order(argv[1][0] == 'd');
     if (argc > 1 && !strcmp(argv[1], "reuse")) {
         unsigned char *p = filled(32 * MB);
         munmap(p, 32 * MB);

@@ -19,13 +19,16 @@
 //!
 //! Memory a program fills in order goes in 2 MiB pages (`map_huge`),
 //! which become 512 pages (`split_huge`) before any change to part of one;
-//! unmapping frees the page tables it leaves empty.
+//! unmapping frees the page tables it leaves empty. A fork of a large
+//! parent shares its private frames copy-on-write (`PTE_COW`, with a
+//! share count per frame).
 //!
-//! One file of ~2,000 lines because the frame allocator, the page-table
-//! writers with their journal, 2 MiB pages and their splits, and the
-//! mapping operations (mremap and shared mappings included) share the
-//! private page-table access (`pt_write`, the journal, the frames kept for
-//! splits), which must not leak out of this module. The list of mappings
+//! One file of ~2,500 lines because the frame allocator, the page-table
+//! writers with their journal, 2 MiB pages and their splits, copy-on-write
+//! sharing and the mapping operations (mremap and shared mappings
+//! included) share the private page-table access (`pt_write`, the
+//! journal, the frames kept for splits, the share counts), which must not
+//! leak out of this module. The list of mappings
 //! itself is `vma.rs`; shared objects are `shm.rs`'s.
 
 use alloc::boxed::Box;
@@ -2149,7 +2152,13 @@ pub fn fault_in(va: u64, write: bool) -> Fault {
                 None => Fault::OutOfMemory,
             };
         }
-        return if l & PTE_RW != 0 { Fault::Backed } else { Fault::Refused };
+        if l & PTE_RW == 0 {
+            return Fault::Refused;
+        }
+        // Writable already: the CPU went by an older TLB entry. Drop them
+        // all (rare) so that the retry sees the entry.
+        crate::cpu::flush_tlb();
+        return Fault::Backed;
     }
     if l & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
         // In a 2 MiB page mapped since the access: retry it.

@@ -192,7 +192,7 @@ fn a_fork_of_a_parent_larger_than_free_memory_shares_it_copy_on_write() {
     let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(60)).build().unwrap();
     let out = sb.run(&Command::new(musl("cow_fork")).args(["leak", "40"])).unwrap();
     let kib = leak_kib(&out);
-    // One round's copies kept would be ~8 MiB; the shared 40 MiB kept, 40.
+    // One round's copies kept would be ~1 MiB; the shared 40 MiB kept, 40.
     assert!(kib <= 256, "free memory went down by {kib} KiB");
 }
 

@@ -145,11 +145,11 @@ int main(int argc, char **argv) {
                 return 1;
             }
             if (p == 0) {
-                for (size_t i = round * PG; i < big_len; i += 5 * PG) big[i]++;
+                for (size_t i = round * PG; i < big_len; i += 64 * PG) big[i]++;
                 small[round * PG] = 1;
                 _exit(0);
             }
-            for (size_t i = round * 3 * PG; i < big_len; i += 11 * PG) big[i]++;
+            for (size_t i = round * 3 * PG; i < big_len; i += 128 * PG) big[i]++;
             small[round * 2 * PG] = 2;
             int st;
             waitpid(p, &st, 0);

@@ -187,6 +187,13 @@ fn a_fork_of_a_parent_larger_than_free_memory_shares_it_copy_on_write() {
     let out = sandbox().run(&Command::new(musl("cow_fork"))).unwrap();
     assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
     assert_eq!(out.status, ExitStatus::Code(0));
+    // More ways: mremap, PROT_NONE across the fork, MAP_FIXED, three
+    // generations, and a child that outlives the parent it shares with.
+    let native = std::process::Command::new(musl("cow_fork")).arg("more").output().unwrap();
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.contains("P status 0; C: zero 0, moved"), "{native}");
+    let out = sandbox().run(&Command::new(musl("cow_fork")).arg("more")).unwrap();
+    assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
     // 30 rounds of it give every frame back: a copy each side made, and
     // frames both held, once neither does.
     let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(60)).build().unwrap();

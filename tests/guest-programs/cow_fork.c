@@ -10,7 +10,8 @@
  * native run. `cow_fork leak [MiB]`: 30 rounds of fork, writes in both,
  * exit; prints how much free memory they cost. `cow_fork checkpoint
  * [MiB]`: reads /dev/hvsandbox/checkpoint after the fill (a snapshot
- * point; natively it does not exist), then goes on as the first. */
+ * point; natively it does not exist), then goes on as the first.
+ * `cow_fork more [MiB]`: see more(). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -108,6 +109,74 @@ static void child(void) {
     _exit(0);
 }
 
+/* More ways a shared page is changed: moved by mremap, kept behind
+ * PROT_NONE across a fork and made writable again, replaced by
+ * MAP_FIXED, shared three generations deep, and outliving its first
+ * owner: a process P forks C and exits without waiting, and C reports
+ * through a pipe that this process (which waits for P) reads to its end. */
+static void more(void) {
+    int fds[2];
+    if (pipe(fds) != 0) exit(2);
+    if (mprotect(small + 2 * MB, MB, PROT_NONE) != 0) exit(3);
+    pid_t parent = fork();
+    if (parent == 0) {
+        pid_t p = fork();
+        if (p < 0) {
+            printf("fork failed\n");
+            _exit(1);
+        }
+        if (p == 0) {
+            /* C: PROT_NONE back to writable, then a write. */
+            if (mprotect(small + 2 * MB, MB, PROT_READ | PROT_WRITE) != 0) _exit(4);
+            small[2 * MB + 64] = 0x33;
+            /* Move 8 MiB of the shared memory, then write to it. */
+            unsigned char *moved = mremap(big + 16 * MB, 8 * MB, 8 * MB, MREMAP_MAYMOVE | MREMAP_FIXED, big + 24 * MB);
+            if (moved == MAP_FAILED) _exit(5);
+            moved[64 * 193] ^= 0x77;
+            /* MAP_FIXED over shared memory: fresh zero pages. */
+            if (mmap(big, MB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != big) _exit(6);
+            unsigned long z = sum(big, MB);
+            /* Two generations more, each writing, each waited for. */
+            pid_t g = fork();
+            if (g == 0) {
+                pid_t gg = fork();
+                if (gg == 0) {
+                    big[2 * MB] = 9;
+                    small[0] = 9;
+                    _exit(0);
+                }
+                big[2 * MB + PG] = 8;
+                waitpid(gg, 0, 0);
+                _exit(0);
+            }
+            waitpid(g, 0, 0);
+            /* P has exited by now: C holds what they shared alone. */
+            while (getppid() == parent) usleep(1000);
+            char line[200];
+            int n = snprintf(line, sizeof line, "C: zero %lu, moved %lu, small %lu, big %lu\n", z, sum(moved, 8 * MB),
+                             sum(small, small_len), sum(big + MB, 15 * MB));
+            if (write(fds[1], line, n) != n) _exit(7);
+            _exit(0);
+        }
+        /* P writes too, prints its sums and exits without waiting. */
+        if (mprotect(small + 2 * MB, MB, PROT_READ | PROT_WRITE) != 0) _exit(8);
+        small[2 * MB + 128] = 0x45;
+        big[17 * MB] ^= 1;
+        printf("P: small %lu, big %lu\n", sum(small, small_len), sum(big, big_len));
+        fflush(stdout);
+        _exit(0);
+    }
+    close(fds[1]);
+    int st;
+    waitpid(parent, &st, 0);
+    char buf[256];
+    ssize_t n, got = 0;
+    while ((n = read(fds[0], buf + got, sizeof buf - 1 - got)) > 0) got += n;
+    buf[got] = 0;
+    printf("P status %d; %s", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), buf);
+    exit(0);
+}
+
 static long free_kib(void) {
     struct sysinfo si;
     sysinfo(&si);
@@ -117,7 +186,8 @@ static long free_kib(void) {
 int main(int argc, char **argv) {
     int leak = argc > 1 && strcmp(argv[1], "leak") == 0;
     int checkpoint = argc > 1 && strcmp(argv[1], "checkpoint") == 0;
-    int mode = leak || checkpoint;
+    int more_ways = argc > 1 && strcmp(argv[1], "more") == 0;
+    int mode = leak || checkpoint || more_ways;
     const char *mib = argc > 1 + mode ? argv[1 + mode] : "40";
     big_len = strtoul(mib, 0, 10) * MB;
     big = mmap(0, big_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -162,6 +232,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     report("parent before");
+    if (more_ways) more();
     pid_t p = fork();
     if (p < 0) {
         printf("fork failed\n");

@@ -194,6 +194,19 @@ fn a_fork_of_a_parent_larger_than_free_memory_shares_it_copy_on_write() {
     assert!(native.contains("P status 0; C: zero 0, moved"), "{native}");
     let out = sandbox().run(&Command::new(musl("cow_fork")).arg("more")).unwrap();
     assert_eq!(out.stdout_str(), native, "{}", out.stderr_str());
+    // Children that each write all of it in a guest too small for one
+    // copy die of SIGKILL (the OOM killer's way); the parent keeps its
+    // memory as it was.
+    let out = sandbox().run(&Command::new(musl("cow_fork")).arg("oom")).unwrap();
+    let before = native.lines().next().unwrap();
+    let after = before.replace("parent before", "parent after");
+    assert_eq!(
+        out.stdout_str(),
+        format!("{before}\nchild 0: signal 9\nchild 1: signal 9\nchild 2: signal 9\n{after}\n"),
+        "{}",
+        out.stderr_str()
+    );
+    assert_eq!(out.status, ExitStatus::Code(0));
     // 30 rounds of it give every frame back: a copy each side made, and
     // frames both held, once neither does.
     let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(60)).build().unwrap();

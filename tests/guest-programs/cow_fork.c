@@ -11,7 +11,7 @@
  * exit; prints how much free memory they cost. `cow_fork checkpoint
  * [MiB]`: reads /dev/hvsandbox/checkpoint after the fill (a snapshot
  * point; natively it does not exist), then goes on as the first.
- * `cow_fork more [MiB]`: see more(). */
+ * `cow_fork more [MiB]`: see more(); `cow_fork oom [MiB]`: see oom(). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -177,6 +177,31 @@ static void more(void) {
     exit(0);
 }
 
+/* Three children each write every page of the shared memory: in a
+ * guest too small for one whole copy, each dies of SIGKILL when memory
+ * runs out (as of Linux's OOM killer), and the parent keeps its memory. */
+static void oom(void) {
+    pid_t k[3];
+    for (int i = 0; i < 3; i++) {
+        k[i] = fork();
+        if (k[i] < 0) {
+            printf("fork failed\n");
+            exit(1);
+        }
+        if (k[i] == 0) {
+            for (size_t j = 0; j < big_len; j += PG) big[j] = (unsigned char)(2 + i);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        int st;
+        waitpid(k[i], &st, 0);
+        printf("child %d: %s %d\n", i, WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
+    report("parent after");
+    exit(0);
+}
+
 static long free_kib(void) {
     struct sysinfo si;
     sysinfo(&si);
@@ -187,7 +212,8 @@ int main(int argc, char **argv) {
     int leak = argc > 1 && strcmp(argv[1], "leak") == 0;
     int checkpoint = argc > 1 && strcmp(argv[1], "checkpoint") == 0;
     int more_ways = argc > 1 && strcmp(argv[1], "more") == 0;
-    int mode = leak || checkpoint || more_ways;
+    int oom_mode = argc > 1 && strcmp(argv[1], "oom") == 0;
+    int mode = leak || checkpoint || more_ways || oom_mode;
     const char *mib = argc > 1 + mode ? argv[1 + mode] : "40";
     big_len = strtoul(mib, 0, 10) * MB;
     big = mmap(0, big_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -233,6 +259,7 @@ int main(int argc, char **argv) {
     }
     report("parent before");
     if (more_ways) more();
+    if (oom_mode) oom();
     pid_t p = fork();
     if (p < 0) {
         printf("fork failed\n");

@@ -88,6 +88,13 @@ pub struct Image {
     hdr: Headers,
 }
 
+impl Image {
+    /// The file it was parsed from.
+    pub fn node(&self) -> &NodeRef {
+        &self.node
+    }
+}
+
 impl core::ops::Deref for Image {
     type Target = Headers;
     fn deref(&self) -> &Headers {

@@ -138,6 +138,8 @@ pub fn exec(
         Ok(x) => x,
         Err(_) => return exit_group(f, 0, SIGSEGV),
     };
+    // From a file's second start on, its `cpuid` sites go fast.
+    crate::exec_cpuid::started(&node, interp.as_ref().map(|i| i.node()));
     *me.exe.borrow_mut() = vfs::absolute(&me.cwd.borrow().clone(), &path);
     me.fds.borrow_mut().close_on_exec();
     // POSIX timers do not survive exec; interval timers and alarms do.

@@ -20,6 +20,7 @@ mod eager;
 mod elf;
 mod errno;
 mod exec;
+mod exec_cpuid;
 mod fds;
 mod file;
 mod filerange;

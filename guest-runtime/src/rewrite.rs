@@ -328,6 +328,11 @@ pub fn rewrite_ahead(sc: u64, nr: Option<u64>) -> bool {
 /// second or third form: the runtime never sees a `cpuid` run (the
 /// hypervisor answers it), so its sites are found only ahead. False if
 /// it was left alone.
+/// Whether `cpuid` sites are rewritten (see `CPUID_ON`).
+pub fn cpuid_enabled() -> bool {
+    *CPUID_ON.get()
+}
+
 pub fn rewrite_cpuid_ahead(site: u64) -> bool {
     if !*CPUID_ON.get() {
         return false;

@@ -1,0 +1,175 @@
+//! `cpuid` sites rewritten at an execve, from a file's second one in
+//! this VM on. A `cpuid` leaves the guest on every KVM host, and the
+//! hypervisor answers it without the runtime seeing it, so the lazy
+//! rewriter never learns of one (`cpuid.rs`); only an entry snapshot's
+//! sweep (`eager.rs`) found them. But glibc probes the CPU with ~44 of
+//! them in every process it starts (its loader, or a static program's
+//! own start), ~20 µs each here: a shell loop paid more for them than for
+//! all its system calls.
+//!
+//! So each file whose code runs those probes in a new process (a dynamic
+//! program's loader, or a static program) is counted; from its second
+//! start on, the file's code is
+//! scanned once for `0f a2` byte pairs (read through the file cache, not
+//! the program's mappings; those not within 8 KiB of the start of a
+//! function its table names are dropped) and the list kept with the
+//! file. At each start
+//! after that, every candidate that lies in the new process's executable
+//! mapping of the file is handed to `rewrite::rewrite_cpuid_ahead`, which
+//! proves it an instruction from its function's start (a pair inside a
+//! longer instruction is refused) and rewrites it as an entry snapshot's
+//! sweep would (the process has not run yet: the same moment). The first
+//! start of a file pays nothing, so a single run of a program (the CLI's
+//! cold start) is unchanged.
+
+use alloc::rc::{Rc, Weak};
+use alloc::vec::Vec;
+
+use crate::rt::Global;
+use crate::vfs::{Node, NodeKind, NodeRef};
+
+/// Files remembered (beyond, the oldest is forgotten).
+const MAX_FILES: usize = 64;
+/// Most candidates kept for one file (a file with more is left alone:
+/// most would be bytes inside other instructions).
+const MAX_CANDIDATES: usize = 512;
+/// Most bytes of code scanned in one file.
+const MAX_SCANNED: u64 = 64 << 20;
+/// Candidates further than this into their function are left alone: the
+/// proof sweeps from the function's start, and a pair deep in a large
+/// function (an interpreter's loop) is most likely inside another
+/// instruction (glibc's probes lie in small functions).
+const MAX_DEPTH: u64 = 8 << 10;
+
+struct Seen {
+    node: Weak<Node>,
+    size: u64,
+    mtime: (i64, u32),
+    starts: u32,
+    /// File offsets of its `0f a2` pairs in executable mappings, once
+    /// scanned (None: not yet; an empty list: none, or too many); after
+    /// the first rewriting, only those rewritten (a pair inside a longer
+    /// instruction is refused every time: it is not tried again).
+    candidates: Option<Rc<Vec<u64>>>,
+    proven: bool,
+}
+
+static SEEN: Global<Vec<Seen>> = Global::new(Vec::new());
+
+/// A process has just been started from `program` with its loader
+/// `interp` (their code mapped in the current, fresh address space,
+/// nothing of it run). The loader, or a static program (a dynamic one's
+/// `cpuid` probes are its loader's; scanning a large program's code
+/// would read all of it into the file cache), counts a start; from its
+/// second on, its `cpuid` sites are rewritten.
+pub fn started(program: &NodeRef, interp: Option<&NodeRef>) {
+    started_from(interp.unwrap_or(program));
+}
+
+/// A start of `node` (see [`started`]); returns how many `cpuid` sites
+/// were rewritten.
+fn started_from(node: &NodeRef) -> usize {
+    if !crate::rewrite::cpuid_enabled() {
+        return 0;
+    }
+    let (size, mtime) = (node.size(), node.meta.borrow().mtime);
+    let seen = SEEN.get();
+    let same = |s: &Seen| core::ptr::eq(s.node.as_ptr(), Rc::as_ptr(node));
+    let i = match seen.iter().position(|s| same(s) && s.size == size && s.mtime == mtime) {
+        Some(i) => i,
+        None => {
+            seen.retain(|s| s.node.strong_count() > 0 && !same(s));
+            if seen.len() >= MAX_FILES {
+                seen.remove(0);
+            }
+            if seen.try_reserve(1).is_err() {
+                return 0;
+            }
+            seen.push(Seen { node: Rc::downgrade(node), size, mtime, starts: 0, candidates: None, proven: false });
+            seen.len() - 1
+        }
+    };
+    seen[i].starts = seen[i].starts.saturating_add(1);
+    if seen[i].starts < 2 {
+        return 0;
+    }
+    // This file's executable mappings in the new process: (start, end,
+    // file offset).
+    let node_ptr = Rc::as_ptr(node) as *const u8;
+    let maps: Vec<(u64, u64, u64)> = crate::mm::current()
+        .rewrite
+        .code
+        .iter()
+        .filter(|c| Rc::as_ptr(&c.file) as *const u8 == node_ptr)
+        .filter(|c| crate::mm::user_access_ok(c.start, c.end - c.start, crate::mm::PROT_EXEC))
+        .map(|c| (c.start, c.end, c.offset))
+        .collect();
+    let candidates = match &seen[i].candidates {
+        Some(c) => c.clone(),
+        None => {
+            let c = Rc::new(scan(node, &maps));
+            // (SEEN may have been touched meanwhile: find the entry again.)
+            if let Some(s) = SEEN.get().iter_mut().find(|s| same(s)) {
+                s.candidates = Some(c.clone());
+            }
+            c
+        }
+    };
+    let mut rewritten = Vec::new();
+    for &off in candidates.iter() {
+        let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
+            continue;
+        };
+        if crate::rewrite::rewrite_cpuid_ahead(start + (off - moff)) && rewritten.try_reserve(1).is_ok() {
+            rewritten.push(off);
+        }
+    }
+    let done = rewritten.len();
+    if let Some(s) = SEEN.get().iter_mut().find(|s| same(s)).filter(|s| !s.proven) {
+        s.candidates = Some(Rc::new(rewritten));
+        s.proven = true;
+    }
+    done
+}
+
+/// The file offsets of the `0f a2` byte pairs in `maps`' parts of the
+/// file (empty if there are more than `MAX_CANDIDATES`).
+fn scan(node: &NodeRef, maps: &[(u64, u64, u64)]) -> Vec<u64> {
+    let NodeKind::File(data) = &node.kind else { return Vec::new() };
+    let mut found = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut scanned = 0;
+    for &(start, end, off) in maps {
+        let len = end - start;
+        let mut at = 0u64;
+        // A pair may straddle two reads: each read starts one byte back.
+        while at < len && scanned < MAX_SCANNED {
+            let want = (buf.len() as u64).min(len - at) as usize;
+            let Ok(n) = data.borrow_mut().read_at(off + at, &mut buf[..want]) else { return Vec::new() };
+            if n < 2 {
+                break;
+            }
+            for k in 0..n - 1 {
+                if buf[k] == 0x0f && buf[k + 1] == 0xa2 {
+                    if found.len() >= MAX_CANDIDATES || found.try_reserve(1).is_err() {
+                        return Vec::new();
+                    }
+                    found.push(off + at + k as u64);
+                }
+            }
+            scanned += n as u64;
+            at += n as u64 - 1;
+        }
+    }
+    found.sort_unstable();
+    found.dedup();
+    // Only those in a function the file's table names, near its start.
+    let Some(idx) = crate::sitefind::index(node) else { return Vec::new() };
+    found.retain(|&off| {
+        idx.vaddr_of(off).is_some_and(|seg| {
+            let va = off - seg.offset + seg.vaddr;
+            idx.function_start(va).is_some_and(|start| va - start <= MAX_DEPTH)
+        })
+    });
+    found
+}

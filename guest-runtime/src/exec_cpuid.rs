@@ -1,24 +1,24 @@
-//! `cpuid` sites rewritten at an execve, from a file's second one in
+//! `cpuid` sites rewritten at an execve, from a file's second start in
 //! this VM on. A `cpuid` leaves the guest on every KVM host, and the
 //! hypervisor answers it without the runtime seeing it, so the lazy
 //! rewriter never learns of one (`cpuid.rs`); only an entry snapshot's
 //! sweep (`eager.rs`) found them. But glibc probes the CPU with ~44 of
-//! them in every process it starts (its loader, or a static program's
-//! own start), ~20 µs each here: a shell loop paid more for them than for
-//! all its system calls.
+//! them in every process it starts (in its loader, or in a static
+//! program's own start), ~15-25 µs each here.
 //!
-//! So each file whose code runs those probes in a new process (a dynamic
-//! program's loader, or a static program) is counted; from its second
-//! start on, the file's code is
-//! scanned once for `0f a2` byte pairs (read through the file cache, not
-//! the program's mappings; those not within 8 KiB of the start of a
-//! function its table names are dropped) and the list kept with the
-//! file. At each start
-//! after that, every candidate that lies in the new process's executable
-//! mapping of the file is handed to `rewrite::rewrite_cpuid_ahead`, which
-//! proves it an instruction from its function's start (a pair inside a
-//! longer instruction is refused) and rewrites it as an entry snapshot's
-//! sweep would (the process has not run yet: the same moment). The first
+//! So each file that runs those probes in a new process (a dynamic
+//! program's loader, or a static program) counts its starts. At its
+//! second, its code is scanned for `0f a2` byte pairs, read through the
+//! file cache rather than the program's mappings; pairs not within 8 KiB
+//! of the start of a function its table names are dropped. At that start
+//! and every later one, each candidate that lies in the new process's
+//! executable mapping of the file goes to `rewrite::rewrite_cpuid_ahead`.
+//! It proves the pair an instruction from its function's start (a pair
+//! inside a longer instruction is refused) and rewrites it as an entry
+//! snapshot's sweep would: nothing of the process has run yet, the same
+//! moment. The list kept with the file is then only the sites rewritten.
+//! About half of glibc's sites take a form this allows (the rest need
+//! the fourth form, whose proof sweeps the whole program). The first
 //! start of a file pays nothing, so a single run of a program (the CLI's
 //! cold start) is unchanged.
 

@@ -104,8 +104,9 @@ fn started_from(node: &NodeRef) -> usize {
         .filter(|c| crate::mm::user_access_ok(c.start, c.end - c.start, crate::mm::PROT_EXEC))
         .map(|c| (c.start, c.end, c.offset))
         .collect();
-    let candidates = match &seen[i].candidates {
-        Some(c) => c.clone(),
+    let cached = seen[i].candidates.clone();
+    let candidates = match cached {
+        Some(c) => c,
         None => {
             let c = Rc::new(scan(node, &maps));
             // (SEEN may have been touched meanwhile: find the entry again.)

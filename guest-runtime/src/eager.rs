@@ -60,15 +60,8 @@ pub fn rewrite_program(node: &NodeRef) -> usize {
         return 0;
     }
     let Some(idx) = sitefind::index(node) else { return 0 };
-    let node_ptr = Rc::as_ptr(node) as *const u8;
     // (start, end, file offset) of the file's mappings.
-    let maps: Vec<(u64, u64, u64)> = crate::mm::current()
-        .rewrite
-        .code
-        .iter()
-        .filter(|c| Rc::as_ptr(&c.file) as *const u8 == node_ptr)
-        .map(|c| (c.start, c.end, c.offset))
-        .collect();
+    let maps = crate::mm::current().rewrite.mappings_of(Rc::as_ptr(node) as *const u8);
     // The functions swept, in memory: (start, length).
     let mut functions = Vec::new();
     let mut swept = 0;

@@ -95,15 +95,8 @@ fn started_from(node: &NodeRef) -> usize {
     }
     // This file's executable mappings in the new process: (start, end,
     // file offset).
-    let node_ptr = Rc::as_ptr(node) as *const u8;
-    let maps: Vec<(u64, u64, u64)> = crate::mm::current()
-        .rewrite
-        .code
-        .iter()
-        .filter(|c| Rc::as_ptr(&c.file) as *const u8 == node_ptr)
-        .filter(|c| crate::mm::user_access_ok(c.start, c.end - c.start, crate::mm::PROT_EXEC))
-        .map(|c| (c.start, c.end, c.offset))
-        .collect();
+    let mut maps = crate::mm::current().rewrite.mappings_of(Rc::as_ptr(node) as *const u8);
+    maps.retain(|&(start, end, _)| crate::mm::user_access_ok(start, end - start, crate::mm::PROT_EXEC));
     let cached = seen[i].candidates.clone();
     let candidates = match cached {
         Some(c) => c,

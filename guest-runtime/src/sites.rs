@@ -112,6 +112,16 @@ impl Sites {
         crate::filerange::cut(&mut self.code, start, end);
     }
 
+    /// The mappings of the file whose node `file` points at, in address
+    /// order: (start, end, file offset).
+    pub fn mappings_of(&self, file: *const u8) -> Vec<(u64, u64, u64)> {
+        self.code
+            .iter()
+            .filter(|c| Rc::as_ptr(&c.file) as *const u8 == file)
+            .map(|c| (c.start, c.end, c.offset))
+            .collect()
+    }
+
     /// The file mapping holding `va`.
     pub fn code_at(&self, va: u64) -> Option<&Code> {
         let i = self.code.partition_point(|c| c.start <= va);

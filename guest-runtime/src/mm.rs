@@ -320,13 +320,19 @@ fn free_table_frame(gpa: u64) {
 }
 
 fn free_frame(gpa: u64) {
+    list_free(gpa);
+    FRAMES.get().used -= 1;
+}
+
+/// Puts a frame no longer in use on the free list (it counts as free
+/// from now on).
+fn list_free(gpa: u64) {
     let f = FRAMES.get();
-    // SAFETY: the frame is no longer mapped anywhere; its first word
-    // becomes the free-list link.
+    // SAFETY: the frame is unmapped and unused; its first word becomes
+    // the free-list link.
     unsafe { (phys_ptr(gpa) as *mut u64).write(f.free_list) };
     f.free_list = gpa;
     f.listed += 1;
-    f.used -= 1;
 }
 
 /// Gives back the 512 frames of a 2 MiB page at `base`, whole.
@@ -348,12 +354,7 @@ fn break_huge_block() {
     f.huge_free = unsafe { (phys_ptr(base) as *const u64).read() };
     f.huge_listed -= 1;
     for k in (0..HUGE_FRAMES).rev() {
-        let gpa = base + k * PAGE;
-        // SAFETY: a free frame of that block; its first word becomes the
-        // free-list link.
-        unsafe { (phys_ptr(gpa) as *mut u64).write(f.free_list) };
-        f.free_list = gpa;
-        f.listed += 1;
+        list_free(base + k * PAGE);
     }
 }
 
@@ -658,11 +659,8 @@ fn take_huge_block(zero: bool) -> Option<u64> {
             return None;
         }
         while f.next_frame < base {
-            // SAFETY: a never-used frame of guest RAM; its first word
-            // becomes the free-list link.
-            unsafe { (phys_ptr(f.next_frame) as *mut u64).write(f.free_list) };
-            f.free_list = f.next_frame;
-            f.listed += 1;
+            // A never-used frame skipped to align the block.
+            list_free(f.next_frame);
             f.next_frame += PAGE;
         }
         f.next_frame = base + HUGE;
@@ -671,6 +669,15 @@ fn take_huge_block(zero: bool) -> Option<u64> {
     f.used += HUGE_FRAMES;
     f.peak = f.peak.max(f.used);
     Some(base)
+}
+
+/// For a measuring run (`touched.rs`): marks the frames leaf `entry`
+/// maps (a 2 MiB page's 512) as touched.
+fn mark_touched(entry: u64) {
+    let frames = if entry & PTE_PS != 0 { HUGE_FRAMES } else { 1 };
+    for k in 0..frames {
+        crate::touched::mark((entry & ADDR_MASK) / PAGE + k);
+    }
 }
 
 /// Whether `va` of the current space is backed (a present or kept 4 KiB
@@ -778,17 +785,46 @@ fn release_frame(entry: u64) {
     free_frame(gpa);
 }
 
+/// Whether no other space holds any frame of the 2 MiB block at `base`.
+fn block_unshared(base: u64) -> bool {
+    (0..HUGE_FRAMES).all(|k| shares(base + k * PAGE) == 0)
+}
+
 /// Gives up a 2 MiB mapping's hold on its 512 frames: one block again
 /// unless shared, else frame by frame (see `release_frame`).
 fn release_huge(entry: u64) {
     let base = entry & ADDR_MASK;
-    if entry & PTE_COW == 0 || (0..HUGE_FRAMES).all(|k| shares(base + k * PAGE) == 0) {
+    if entry & PTE_COW == 0 || block_unshared(base) {
         free_huge_block(base);
     } else {
         for k in 0..HUGE_FRAMES {
             release_frame((base + k * PAGE) | PTE_COW);
         }
     }
+}
+
+/// A 2 MiB mapping `entry` of the program is gone (its entry cleared or
+/// its space freed): its frames are released and the table frame kept
+/// for its split is no longer kept.
+fn unmap_huge(entry: u64) {
+    release_huge(entry);
+    let f = FRAMES.get();
+    f.huge_live = f.huge_live.saturating_sub(1);
+}
+
+/// A copy of the 2 MiB block at `src` in a block of its own (not zeroed
+/// first: the copy fills it); None if no block is left.
+fn copy_huge_block(src: u64) -> Option<u64> {
+    let block = take_huge_block(false)?;
+    // SAFETY: two distinct 2 MiB blocks of guest RAM.
+    unsafe { core::ptr::copy_nonoverlapping(phys_ptr(src), phys_ptr(block), HUGE as usize) };
+    Some(block)
+}
+
+/// Whether the 2 MiB at `va` meets the parent's ready pages above its
+/// break (`ready`), which are not a fork's child's memory.
+fn huge_meets(ready: &core::ops::Range<u64>, va: u64) -> bool {
+    va < ready.end && ready.start < va + HUGE
 }
 
 /// The entry a private copy-on-write 4 KiB entry `old` becomes so that
@@ -836,15 +872,13 @@ fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
         let base = l & ADDR_MASK;
         let rw = if writable { PTE_RW } else { 0 };
         let e = pd_entry(current().pml4, page)?;
-        if (0..HUGE_FRAMES).all(|k| shares(base + k * PAGE) == 0) {
+        if block_unshared(base) {
             // SAFETY: the current space's page-directory entry for `page`.
             unsafe { pt_write(e, (l & !PTE_COW) | rw) };
             return Some(true);
         }
         if cow_room(HUGE_FRAMES) && huge_page_room() {
-            if let Some(block) = take_huge_block(false) {
-                // SAFETY: two distinct 2 MiB blocks of guest RAM.
-                unsafe { core::ptr::copy_nonoverlapping(phys_ptr(base), phys_ptr(block), HUGE as usize) };
+            if let Some(block) = copy_huge_block(base) {
                 release_huge(l);
                 // SAFETY: as above; the caller flushes (another frame).
                 unsafe { pt_write(e, block | (l & !(ADDR_MASK | PTE_COW)) | rw) };
@@ -1076,13 +1110,10 @@ fn share_entry(pml4: u64, va: u64, ep: *mut u64, entry: u64, ready: &core::ops::
     let base = entry & ADDR_MASK;
     let shared = (entry & !(PTE_RW | PTE_A)) | PTE_COW;
     if entry & PTE_A != 0 {
-        let frames = if entry & PTE_PS != 0 { HUGE_FRAMES } else { 1 };
-        for k in 0..frames {
-            crate::touched::mark(base / PAGE + k);
-        }
+        mark_touched(entry);
     }
     let e = if entry & PTE_PS != 0 {
-        if va < ready.end && ready.start < va + HUGE || (0..HUGE_FRAMES).any(|k| shares(base + k * PAGE) == u16::MAX) {
+        if huge_meets(ready, va) || (0..HUGE_FRAMES).any(|k| shares(base + k * PAGE) == u16::MAX) {
             return Ok(false);
         }
         // The child's split must find a table frame kept too.
@@ -1118,14 +1149,10 @@ fn share_entry(pml4: u64, va: u64, ep: *mut u64, entry: u64, ready: &core::ops::
 fn fork_huge(pml4: u64, va: u64, entry: u64, ready: &core::ops::Range<u64>) -> Result<(), i64> {
     let src = entry & ADDR_MASK;
     let bits = entry & !(ADDR_MASK | PTE_PS);
-    let overlaps_ready = va < ready.end && ready.start < va + HUGE;
-    if huge_page_room() && !overlaps_ready {
+    if huge_page_room() && !huge_meets(ready, va) {
         // SAFETY: an entry pointer `pd_entry` made or found, read once.
         if let Some(e) = pd_entry(pml4, va).filter(|&e| unsafe { e.read_volatile() } == 0) {
-            // The copy fills all of it: no need to zero it first.
-            if let Some(block) = take_huge_block(false) {
-                // SAFETY: two distinct 2 MiB blocks of guest RAM.
-                unsafe { core::ptr::copy_nonoverlapping(phys_ptr(src), phys_ptr(block), HUGE as usize) };
+            if let Some(block) = copy_huge_block(src) {
                 FRAMES.get().huge_live += 1;
                 // SAFETY: the child's page-directory entry, empty so far.
                 unsafe { pt_write(e, block | bits | PTE_PS) };
@@ -1211,10 +1238,7 @@ pub fn accessed_bits(clear: bool) {
             // the physmap; only its accessed bit changes.
             unsafe { e1p.write_volatile(e1 & !PTE_A) };
         } else {
-            let frames = if e1 & PTE_PS != 0 { HUGE_FRAMES } else { 1 };
-            for k in 0..frames {
-                crate::touched::mark((e1 & ADDR_MASK) / PAGE + k);
-            }
+            mark_touched(e1);
         }
     });
 }
@@ -1248,13 +1272,9 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                     // A 2 MiB mapping: its frames, whole, and the table
                     // frame kept for its split.
                     if e2 & PTE_A != 0 {
-                        for k in 0..HUGE_FRAMES {
-                            crate::touched::mark((e2 & ADDR_MASK) / PAGE + k);
-                        }
+                        mark_touched(e2);
                     }
-                    release_huge(e2);
-                    let f = FRAMES.get();
-                    f.huge_live = f.huge_live.saturating_sub(1);
+                    unmap_huge(e2);
                     continue;
                 }
                 let pt = e2 & ADDR_MASK;
@@ -1262,7 +1282,7 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                     // SAFETY: as above.
                     let e1 = unsafe { table(pt).add(i1).read_volatile() };
                     if e1 & (PTE_P | PTE_A) == PTE_P | PTE_A {
-                        crate::touched::mark((e1 & ADDR_MASK) / PAGE);
+                        mark_touched(e1);
                     }
                     if e1 & (PTE_P | PTE_KEPT) != 0 && e1 & PTE_FOREIGN == 0 {
                         release_frame(e1);
@@ -1385,9 +1405,7 @@ fn unback_pages(start: u64, end: u64) -> bool {
                     // A whole 2 MiB page goes: its frames stay one block.
                     // SAFETY: as above; the flush follows (returned).
                     unsafe { pt_write(e, 0) };
-                    release_huge(v);
-                    let f = FRAMES.get();
-                    f.huge_live = f.huge_live.saturating_sub(1);
+                    unmap_huge(v);
                     flush = true;
                     va += HUGE;
                     continue;
@@ -2271,9 +2289,10 @@ pub enum Fault {
     Bus,
 }
 
-/// Streams of page faults in address order followed at once: glibc's
-/// memcpy of a large block fills its four quarters a page of each in
-/// turn.
+/// Streams of page faults in address order followed at once: a program
+/// filling several blocks in turn (as the non-temporal path of glibc's
+/// memcpy of a very large block does with its quarters, on CPUs that
+/// take it) keeps each stream's window growing.
 const FAULT_STREAMS: usize = 4;
 /// Bytes backed together on a page fault...
 const FAULT_AROUND: u64 = 256 * 1024;

@@ -56,9 +56,15 @@ fn runs_from_a_checkpoint_over_2_mib_pages_each_see_the_same() {
     let snap = Sandbox::builder().build().unwrap().snapshot(&cmd, SnapshotPoint::Checkpoint).unwrap();
     let expect = "resumed: sum 2139095040, huge at least 8 MiB\n\
                   changed: sum 935854077 + 793804800, child 0, unmapped faults 1, read-only faults 1\n";
+    three_runs_each_print(&snap, expect);
+}
+
+/// Three runs from `snap` in a clone mapping its memory, then three in
+/// one with a copy of it, each printing `expect`.
+fn three_runs_each_print(snap: &Snapshot, expect: &str) {
     for copy in [false, true] {
         snap.copy_memory(copy);
-        let mut clone = Sandbox::from_snapshot(&snap).unwrap();
+        let mut clone = Sandbox::from_snapshot(snap).unwrap();
         for i in 0..3 {
             let out = clone.run(&Command::resume()).unwrap();
             assert_eq!(out.stdout_str(), expect, "copy {copy}, run {i}: {}", out.stderr_str());
@@ -79,14 +85,7 @@ fn runs_from_a_checkpoint_each_fork_copy_on_write_and_see_the_same() {
     let cmd = Command::new(musl("cow_fork")).arg("checkpoint");
     let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(20)).build().unwrap();
     let snap = sb.snapshot(&cmd, SnapshotPoint::Checkpoint).unwrap();
-    for copy in [false, true] {
-        snap.copy_memory(copy);
-        let mut clone = Sandbox::from_snapshot(&snap).unwrap();
-        for i in 0..3 {
-            let out = clone.run(&Command::resume()).unwrap();
-            assert_eq!(out.stdout_str(), native, "copy {copy}, run {i}: {}", out.stderr_str());
-        }
-    }
+    three_runs_each_print(&snap, &native);
 }
 
 #[test]

@@ -170,14 +170,19 @@ pub fn sandbox() -> Sandbox {
 /// vacuously), runs it in `sb` and checks the guest printed exactly the
 /// same and exited 0 with no unknown system call. Returns the output.
 pub fn same_as_native(sb: &mut Sandbox, name: &str, expect: &[&str]) -> String {
+    same_as_native_with(sb, name, &[], expect)
+}
+
+/// [`same_as_native`] with arguments for the program.
+pub fn same_as_native_with(sb: &mut Sandbox, name: &str, args: &[&str], expect: &[&str]) -> String {
     let prog = musl(name);
-    let native = Command::new(&prog).output().expect("run natively");
+    let native = Command::new(&prog).args(args).output().expect("run natively");
     assert!(native.status.success(), "{name} natively: {:?}", native.status);
     let native = String::from_utf8(native.stdout).expect("native output is UTF-8");
     for line in expect {
         assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
     }
-    let out = sb.run(&hvsandbox::Command::new(&prog)).expect("run in the guest");
+    let out = sb.run(&hvsandbox::Command::new(&prog).args(args)).expect("run in the guest");
     assert_eq!(out.stdout_str(), native, "{name}: {}", out.stderr_str());
     assert_eq!(out.status, hvsandbox::ExitStatus::Code(0));
     assert!(out.stats.unknown_syscalls.is_empty(), "{name}: {:?}", out.stats.unknown_syscalls);

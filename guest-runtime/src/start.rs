@@ -50,13 +50,14 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
             Ok(x) => x,
             Err(e) => run::fail_exec(elf::describe(e)),
         };
+    let interp = elf::interpreter_node(&image);
     // The first start of these files (see `exec_cpuid`).
-    crate::exec_cpuid::started(&image, elf::interpreter_node(&image).as_ref());
+    crate::exec_cpuid::started(&image, interp.as_ref());
     if info.flags & abi::BOOT_FLAG_SNAPSHOT_AT_ENTRY != 0 {
         // Its sites, and a dynamic program's loader's (glibc's CPU probes
         // run there, in every run): runs from the snapshot start with
         // them fast.
-        for node in core::iter::once(image.clone()).chain(elf::interpreter_node(&image)) {
+        for node in core::iter::once(image.clone()).chain(interp) {
             crate::eager::rewrite_program(&node);
         }
         if let Some(resume) = crate::snapshot::snapshot_point() {

@@ -456,6 +456,64 @@ fn build_from_checks_mounts_and_limits_against_the_snapshot() {
     }
 }
 
+/// A snapshot loaded from a file and copied into each VM reads its pages
+/// from the file again; one that maps it, or resets a VM, gets its memory
+/// file when a sandbox is built. Saving over the path replaces the file
+/// (the loaded snapshot keeps its own). A file changed in place after the
+/// load is refused where its pages are read, with a typed error, whichever
+/// way.
+#[test]
+fn a_loaded_snapshot_reads_its_pages_from_its_file_and_refuses_a_changed_one() {
+    let snap = entry_snapshot(&musl("args_env"), &[]);
+    let dir = TempDir::new("snap-reread");
+    let path = dir.0.join("a.snap");
+    snap.save(&path).unwrap();
+    let runs = |sb: &mut Sandbox, what: &str| {
+        for i in 0..3 {
+            let out = sb.run(&Command::resume().arg(format!("{what}{i}"))).unwrap();
+            assert!(out.stdout_str().contains(&format!("argv[1]={what}{i}\n")), "{what} {i}: {}", out.stdout_str());
+        }
+    };
+    let loaded = Snapshot::load(&path).unwrap();
+    // As many pages as the same bytes decoded into a memory file.
+    let decoded = Snapshot::from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(loaded.resident_bytes(), decoded.resident_bytes());
+    loaded.copy_memory(true);
+    // Each run a new VM with the pages read from the file.
+    runs(&mut Sandbox::builder().reset_ahead(false).build_from(&loaded).unwrap(), "copied");
+    // Another snapshot saved to the same path replaces the file, and the
+    // loaded one goes on reading its own.
+    entry_snapshot(&musl("hello"), &[]).save(&path).unwrap();
+    runs(&mut Sandbox::builder().reset_ahead(false).build_from(&loaded).unwrap(), "copied again");
+    // Reset after each run: its memory file is made at the build.
+    runs(&mut Sandbox::builder().build_from(&loaded).unwrap(), "reset");
+    loaded.copy_memory(false);
+    runs(&mut Sandbox::from_snapshot(&loaded).unwrap(), "mapped");
+
+    // Change one byte of the last page, after the load.
+    let changed = Snapshot::load(&path).unwrap();
+    changed.copy_memory(true);
+    let mut sb = Sandbox::builder().reset_ahead(false).build_from(&changed).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    let refused = |e: hvsandbox::Error, what: &str| {
+        assert_eq!(e.kind(), ErrorKind::SnapshotInvalid, "{what}: {e}");
+        assert!(e.to_string().contains("changed since"), "{what}: {e}");
+    };
+    refused(sb.run(&Command::resume()).unwrap_err(), "copied");
+    refused(Sandbox::builder().build_from(&changed).unwrap_err(), "reset");
+    changed.copy_memory(false);
+    refused(Sandbox::from_snapshot(&changed).unwrap_err(), "mapped");
+    // The file cut short after the load.
+    bytes[last] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    let cut = Snapshot::load(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    refused(Sandbox::from_snapshot(&cut).unwrap_err(), "cut");
+}
+
 #[test]
 fn snapshot_saved_by_one_process_runs_in_another() {
     // Save with the CLI, resume with the CLI: two processes.

@@ -141,7 +141,7 @@ pub(crate) fn pass(vm: &mut Vm, snap: &Snapshot, timer: &DeadlineTimer, hurry: &
             // The guest did not do what was asked: throw away anything it
             // changed.
             COUNTS.failures.fetch_add(1, Ordering::Relaxed);
-            vm.reset_memory(snap.memory_fd()).map_err(Error::from)?;
+            vm.reset_memory(snap.memory_fd()?).map_err(Error::from)?;
             if let Some(hot) = snap.0.hot.get() {
                 vm.touch_pages(hot);
             }

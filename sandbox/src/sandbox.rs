@@ -305,6 +305,12 @@ impl SandboxBuilder {
     pub fn build_from(mut self, snapshot: &Snapshot) -> Result<Sandbox> {
         self.adopt(snapshot)?;
         self.validate()?;
+        // Made here, on the caller's thread: the vCPU thread's jail could
+        // not (a loaded snapshot copied into VMs that are not reset never
+        // needs it).
+        if snapshot.needs_memory_file(&self.config) {
+            snapshot.memory_file()?;
+        }
         // Its first run takes a clone made ahead.
         vm_factory::prime_clone(snapshot);
         Sandbox::launch(self.config, Some(snapshot.clone()))

@@ -75,8 +75,14 @@ impl Invocation {
 pub struct Snapshot(pub(crate) Arc<Inner>);
 
 pub(crate) struct Inner {
-    /// Guest RAM, sealed.
-    pub(crate) memory: File,
+    /// Guest RAM, sealed. A snapshot loaded from a file makes it only when
+    /// something needs it (see [`Snapshot::memory_file`]): until then, VMs
+    /// that copy the snapshot read its pages from `records`.
+    memory: std::sync::OnceLock<File>,
+    /// Held while `memory` is made.
+    making_memory: std::sync::Mutex<()>,
+    /// Where a loaded snapshot's pages are in its file.
+    records: Option<PageRecords>,
     pub(crate) mem_size: u64,
     pub(crate) vcpu: VcpuState,
     pub(crate) point: SnapshotPoint,
@@ -100,7 +106,8 @@ pub(crate) struct Inner {
     pub(crate) resident: u64,
     /// New VMs copy `memory` rather than map it ([`Snapshot::copy_memory`]).
     pub(crate) copy: std::sync::atomic::AtomicBool,
-    /// The byte ranges of `memory` that hold data, once a copy is asked for.
+    /// The byte ranges of `memory` that hold data, once a copy is asked for
+    /// (or once `memory` is made from `records`).
     pub(crate) data: std::sync::OnceLock<Vec<(u64, u64)>>,
     /// The pages a run from this snapshot wrote (learned from the first
     /// reset in this process): a new clone writes them ahead of its first
@@ -188,8 +195,34 @@ impl Snapshot {
         self.0.mounts.iter().map(|m| (m.host.as_path(), m.guest.as_str()))
     }
 
-    pub(crate) fn memory_fd(&self) -> BorrowedFd<'_> {
-        self.0.memory.as_fd()
+    /// The snapshot's memory file, made now if it was not: a snapshot
+    /// loaded from a file reads its pages there again (checked against the
+    /// file's checksum). Only on a caller's thread: the jail of the vCPU
+    /// and VM factory threads refuses `memfd_create`.
+    pub(crate) fn memory_file(&self) -> Result<&File> {
+        if let Some(memory) = self.0.memory.get() {
+            return Ok(memory);
+        }
+        let _making = self.0.making_memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(memory) = self.0.memory.get() {
+            return Ok(memory);
+        }
+        let records = self.0.records.as_ref().ok_or_else(no_memory_file)?;
+        let memory = records.to_memory_file(self.0.mem_size)?;
+        Ok(self.0.memory.get_or_init(|| memory))
+    }
+
+    /// The snapshot's memory file, if it was made (see
+    /// [`Snapshot::memory_file`]).
+    pub(crate) fn memory_fd(&self) -> Result<BorrowedFd<'_>> {
+        self.0.memory.get().map(File::as_fd).ok_or_else(no_memory_file)
+    }
+
+    /// Whether sandboxes built from the snapshot with `config` need its
+    /// memory file: to map it (unless new VMs copy the snapshot's memory)
+    /// or to reset their VM after a run.
+    pub(crate) fn needs_memory_file(&self, config: &crate::config::Config) -> bool {
+        !self.0.copy.load(std::sync::atomic::Ordering::Relaxed) || config.reset_ahead
     }
 
     /// Whether VMs made from now on for this snapshot (by any of its
@@ -208,29 +241,52 @@ impl Snapshot {
     /// `--from-snapshot` does); share for pools and many clones, whose
     /// first runs a clone made ahead speeds up anyway (see
     /// [`Sandbox::warm`](crate::Sandbox::warm)).
+    ///
+    /// A snapshot [loaded](Snapshot::load) from a regular file and copied
+    /// needs no memory file of its own: each new VM reads the pages from
+    /// the file (kept open; it must not change while the snapshot is in
+    /// use, or runs fail with `SnapshotInvalid`). Mapping it, or resetting
+    /// a VM after a run ([`reset_ahead`](crate::SandboxBuilder::reset_ahead)),
+    /// makes that memory file once, when a sandbox is built.
     pub fn copy_memory(&self, copy: bool) {
-        if copy {
+        match self.0.memory.get() {
             // The ranges that hold data, found here: the vCPU threads'
-            // jail does not let them seek.
-            self.0.data.get_or_init(|| {
-                let mut data = Vec::new();
-                let mut at = 0;
-                while let Some((start, end)) = data_extent(self.0.memory.as_fd(), at, self.0.mem_size) {
-                    data.push((start, end));
-                    at = end;
-                }
-                data
-            });
+            // jail does not let them seek. (A loaded snapshot knew them
+            // from its file.)
+            Some(memory) if copy => {
+                self.0.data.get_or_init(|| {
+                    let mut data = Vec::new();
+                    let mut at = 0;
+                    while let Some((start, end)) = data_extent(memory.as_fd(), at, self.0.mem_size) {
+                        data.push((start, end));
+                        at = end;
+                    }
+                    data
+                });
+            }
+            // Made here, on the caller's thread, for the VMs that map it:
+            // a failure (the file changed) fails their sandboxes' runs.
+            None if !copy => {
+                let _ = self.memory_file();
+            }
+            _ => {}
         }
         self.0.copy.store(copy, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A new VM holding this snapshot's memory: mapped copy-on-write, or
-    /// copied (see [`Snapshot::copy_memory`]).
-    pub(crate) fn new_vm(&self) -> hvsandbox_core::Result<Vm> {
-        match self.0.data.get().filter(|_| self.0.copy.load(std::sync::atomic::Ordering::Relaxed)) {
-            Some(data) => Vm::from_snapshot_copy(self.memory_fd(), self.0.mem_size, data),
-            None => Vm::from_snapshot_memory(self.memory_fd(), self.0.mem_size),
+    /// copied (see [`Snapshot::copy_memory`]), from its memory file or,
+    /// with none made, straight from the snapshot's file.
+    pub(crate) fn new_vm(&self) -> Result<Vm> {
+        let copy = self.0.copy.load(std::sync::atomic::Ordering::Relaxed);
+        match (self.0.memory.get(), &self.0.records) {
+            (Some(memory), _) => match self.0.data.get().filter(|_| copy) {
+                Some(data) => Vm::from_snapshot_copy(memory.as_fd(), self.0.mem_size, data),
+                None => Vm::from_snapshot_memory(memory.as_fd(), self.0.mem_size),
+            }
+            .map_err(Error::from),
+            (None, Some(records)) if copy => records.new_vm(self.0.mem_size),
+            (None, _) => Err(no_memory_file()),
         }
     }
 
@@ -280,7 +336,9 @@ impl Snapshot {
         reopen_output_streams(vm, &memory, len as u64)?;
         seal(memory.as_fd())?;
         Ok(Snapshot(Arc::new(Inner {
-            memory,
+            memory: std::sync::OnceLock::from(memory),
+            making_memory: std::sync::Mutex::new(()),
+            records: None,
             mem_size: len as u64,
             vcpu,
             point,
@@ -304,25 +362,46 @@ impl Snapshot {
     /// pages, with a checksum over all of it. Streams: guest memory goes
     /// from the snapshot's memory file to `path` a chunk at a time, never
     /// copied whole.
+    ///
+    /// The file is written beside `path` and renamed over it once complete
+    /// and synced: a reader never sees half a snapshot, and snapshots
+    /// loaded from the file `path` named before keep reading theirs (see
+    /// [`Snapshot::copy_memory`]).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let io = |e: std::io::Error| Error::SnapshotFile { path: path.display().to_string(), reason: e.to_string() };
-        let file = std::fs::File::create(path).map_err(io)?;
+        let memory = self.memory_file()?;
+        let name = path.file_name().ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let mut part = std::ffi::OsString::from(".");
+        part.push(name);
+        part.push(format!(".{}-{}.part", std::process::id(), SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let part = path.with_file_name(part);
+        let written = self.write_to(&part, memory).and_then(|()| std::fs::rename(&part, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&part);
+        }
+        written.map_err(io)
+    }
+
+    /// Writes the snapshot file to `path` (created or truncated), synced.
+    fn write_to(&self, path: &Path, memory: &File) -> std::io::Result<()> {
+        let file = std::fs::File::create(path)?;
         let mut out = Sink { w: std::io::BufWriter::with_capacity(1 << 20, &file), len: 0, sum: Hasher::new() };
         // The header goes last, once the payload's length and checksum are
         // known: until then it is zeros, which no loader accepts.
-        out.w.write_all(&[0u8; HEADER_LEN]).map_err(io)?;
-        self.write_payload(&mut out).map_err(io)?;
+        out.w.write_all(&[0u8; HEADER_LEN])?;
+        self.write_payload(&mut out, memory)?;
         let Sink { w, len, sum } = out;
-        w.into_inner().map_err(|e| io(e.into_error()))?;
+        w.into_inner().map_err(|e| e.into_error())?;
         let mut h = Header::current(self.0.mem_size, self.0.point, self.0.limits);
         h.payload_len = len;
         h.checksum = sum.finalize().into();
-        file.write_all_at(&h.to_bytes(), 0).map_err(io)?;
-        file.sync_all().map_err(io)
+        file.write_all_at(&h.to_bytes(), 0)?;
+        file.sync_all()
     }
 
-    fn write_payload(&self, out: &mut Sink<'_>) -> std::io::Result<()> {
+    fn write_payload(&self, out: &mut Sink<'_>, memory: &File) -> std::io::Result<()> {
         let s = &self.0;
         out.put_bytes(pod_bytes(&s.vcpu.regs))?;
         out.put_bytes(pod_bytes(&s.vcpu.sregs))?;
@@ -358,7 +437,7 @@ impl Snapshot {
             }
         }
         // Pages: (index, 4 KiB) for every non-zero page, in order.
-        for_each_data_page(&s.memory, s.mem_size, |index, page| {
+        for_each_data_page(memory, s.mem_size, |index, page| {
             out.put_u64(index)?;
             out.put(page)
         })
@@ -387,20 +466,33 @@ impl Snapshot {
             return Err(bad("is a directory".into()));
         }
         // Only a regular file's length says anything (a pipe's or a
-        // device's is 0): the rest is bounded as it is read.
-        let len = meta.is_file().then_some(meta.len());
-        Self::read_from(std::io::BufReader::with_capacity(1 << 20, file), len).map_err(bad)
+        // device's is 0): the rest is bounded as it is read. A regular
+        // file stays open for its pages, which are read again where they
+        // are needed; a stream's go into a memory file now.
+        if !meta.is_file() {
+            return Self::read_from(std::io::BufReader::with_capacity(1 << 20, file), None, None).map_err(bad);
+        }
+        let reader = file.try_clone().map_err(|e| bad(e.to_string()))?;
+        let keep = Some((file, path.display().to_string()));
+        Self::read_from(std::io::BufReader::with_capacity(1 << 20, reader), Some(meta.len()), keep).map_err(bad)
     }
 
     /// Parses a snapshot file's bytes; every field is checked (as by
     /// [`Snapshot::load`]).
     pub fn from_bytes(data: &[u8]) -> Result<Snapshot> {
-        Self::read_from(data, Some(data.len() as u64))
+        Self::read_from(data, Some(data.len() as u64), None)
             .map_err(|reason| Error::SnapshotFile { path: "(bytes)".into(), reason })
     }
 
     /// Decodes a snapshot from `src`, which holds `len` bytes when known.
-    fn read_from(mut src: impl Read, len: Option<u64>) -> std::result::Result<Snapshot, String> {
+    /// With `keep` (`src`'s file, read from its start, and its path), the
+    /// pages are checked and left there ([`PageRecords`]); else they go
+    /// into a memory file.
+    fn read_from(
+        mut src: impl Read,
+        len: Option<u64>,
+        keep: Option<(File, String)>,
+    ) -> std::result::Result<Snapshot, String> {
         let mut head = [0u8; HEADER_LEN];
         src.read_exact(&mut head).map_err(|e| match e.kind() {
             std::io::ErrorKind::UnexpectedEof => NOT_A_SNAPSHOT.to_string(),
@@ -422,7 +514,7 @@ impl Snapshot {
             Some(len) if len > want => return Err(format!("{} bytes past the end of the snapshot", len - want)),
             _ => {}
         }
-        let mut p = Payload { src, left: h.payload_len, sum: Hasher::new() };
+        let mut p = Payload { src, len: h.payload_len, left: h.payload_len, sum: Hasher::new() };
         let regs = p.pod()?;
         let sregs = p.pod()?;
         let xsave = p.pod()?;
@@ -430,8 +522,19 @@ impl Snapshot {
         let started = read_invocation(&mut p)?;
         let mounts = read_mounts(&mut p)?;
         let fs = read_handles(&mut p, mounts.len())?;
-        let memory = memfd(h.mem_size).map_err(|e| e.to_string())?;
-        let resident = read_pages(&mut p, &memory, pages)?;
+        let before = p.sum.clone();
+        let (memory, records, resident) = match keep {
+            Some((file, path)) => {
+                let runs = index_pages(&mut p, pages)?;
+                let resident = runs.iter().map(|r| r.count).sum::<u64>() * abi::PAGE_SIZE;
+                (None, Some(PageRecords { file, path, runs, before, checksum: h.checksum }), resident)
+            }
+            None => {
+                let memory = memfd(h.mem_size).map_err(|e| e.to_string())?;
+                let resident = read_pages(&mut p, &memory)?;
+                (Some(memory), None, resident)
+            }
+        };
         // Nothing may follow the payload (a stream's length is not known
         // up front).
         if p.src.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
@@ -440,10 +543,19 @@ impl Snapshot {
         if u64::from(p.sum.finalize()) != h.checksum {
             return Err("checksum mismatch: the file is corrupted".into());
         }
-        seal(memory.as_fd()).map_err(|e| e.to_string())?;
+        if let Some(memory) = &memory {
+            seal(memory.as_fd()).map_err(|e| e.to_string())?;
+        }
+        // The ranges that hold data, for VMs that copy them.
+        let data = std::sync::OnceLock::new();
+        if let Some(records) = &records {
+            let _ = data.set(records.byte_ranges());
+        }
         let vcpu = VcpuState { regs, sregs, xsave, xcrs };
         Ok(Snapshot(Arc::new(Inner {
-            memory,
+            memory: memory.map_or_else(std::sync::OnceLock::new, std::sync::OnceLock::from),
+            making_memory: std::sync::Mutex::new(()),
+            records,
             mem_size: h.mem_size,
             vcpu,
             point: h.point,
@@ -454,7 +566,7 @@ impl Snapshot {
             fs,
             resident,
             copy: std::sync::atomic::AtomicBool::new(false),
-            data: std::sync::OnceLock::new(),
+            data,
             hot: std::sync::OnceLock::new(),
             touched: std::sync::OnceLock::new(),
             touched_misses: std::sync::atomic::AtomicU32::new(0),
@@ -602,21 +714,19 @@ fn read_handles<R: Read>(p: &mut Payload<R>, mounts: usize) -> std::result::Resu
     Ok(entries)
 }
 
-/// Reads the (index, page) records that make up the rest of the payload
-/// into `memory`: indices inside the guest's `pages`, strictly increasing.
-/// Returns the bytes read.
-fn read_pages<R: Read>(p: &mut Payload<R>, memory: &File, pages: u64) -> std::result::Result<u64, String> {
-    const PAGE: u64 = abi::PAGE_SIZE;
-    const BATCH: usize = 256;
-    // Consecutive pages are written to the memory file together.
-    let mut run = vec![0u8; BATCH * PAGE as usize];
-    let (mut run_start, mut run_pages) = (0u64, 0usize);
-    let flush = |start: u64, n: usize, run: &[u8]| {
-        memory.write_all_at(&run[..n * PAGE as usize], start * PAGE).map_err(|e| e.to_string())
-    };
+/// Reads the (index, page) records that make up the rest of the payload,
+/// checked (indices inside the guest's `pages`, strictly increasing), and
+/// calls `each` with each page's index, the offset of its record in the
+/// file and its bytes.
+fn page_records<R: Read>(
+    p: &mut Payload<R>,
+    pages: u64,
+    mut each: impl FnMut(u64, u64, &[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let mut page = vec![0u8; abi::PAGE_SIZE as usize];
     let mut next = 0u64;
-    let mut resident = 0u64;
     while p.left > 0 {
+        let at = HEADER_LEN as u64 + (p.len - p.left);
         let i = p.u64()?;
         if i >= pages {
             return Err(format!("page {i} is outside the guest's {pages} pages"));
@@ -625,22 +735,170 @@ fn read_pages<R: Read>(p: &mut Payload<R>, memory: &File, pages: u64) -> std::re
             return Err(format!("page {i} is out of order"));
         }
         next = i + 1;
-        if run_pages == BATCH || (run_pages > 0 && i != run_start + run_pages as u64) {
-            flush(run_start, run_pages, &run)?;
-            run_pages = 0;
-        }
-        if run_pages == 0 {
-            run_start = i;
-        }
-        let at = run_pages * PAGE as usize;
-        p.fill(&mut run[at..at + PAGE as usize])?;
-        run_pages += 1;
-        resident += PAGE;
+        p.fill(&mut page)?;
+        each(i, at, &page)?;
     }
-    if run_pages > 0 {
-        flush(run_start, run_pages, &run)?;
-    }
+    Ok(())
+}
+
+/// Reads the page records that make up the rest of the payload (see
+/// [`page_records`]) into `memory`; returns the bytes read.
+fn read_pages<R: Read>(p: &mut Payload<R>, memory: &File) -> std::result::Result<u64, String> {
+    let pages = memory.metadata().map_err(|e| e.to_string())?.len() / abi::PAGE_SIZE;
+    let mut batch = PageBatch::new(memory);
+    let mut resident = 0u64;
+    page_records(p, pages, |index, _, page| {
+        resident += abi::PAGE_SIZE;
+        batch.push(index, page).map_err(|e| e.to_string())
+    })?;
+    batch.flush().map_err(|e| e.to_string())?;
     Ok(resident)
+}
+
+/// Checks the page records that make up the rest of the payload (see
+/// [`page_records`]) and returns where they are, leaving them in the file.
+fn index_pages<R: Read>(p: &mut Payload<R>, pages: u64) -> std::result::Result<Vec<PageRun>, String> {
+    let mut runs: Vec<PageRun> = Vec::new();
+    page_records(p, pages, |index, at, _| {
+        match runs.last_mut() {
+            Some(run) if run.first + run.count == index => run.count += 1,
+            _ => runs.push(PageRun { first: index, count: 1, offset: at }),
+        }
+        Ok(())
+    })?;
+    Ok(runs)
+}
+
+/// Pages written into a memory file, consecutive ones together.
+struct PageBatch<'a> {
+    memory: &'a File,
+    buf: Vec<u8>,
+    first: u64,
+    pages: usize,
+}
+
+impl<'a> PageBatch<'a> {
+    const PAGES: usize = 256;
+
+    fn new(memory: &'a File) -> Self {
+        PageBatch { memory, buf: vec![0u8; Self::PAGES * abi::PAGE_SIZE as usize], first: 0, pages: 0 }
+    }
+
+    /// Page `index` (above the last one given) holds `page`.
+    fn push(&mut self, index: u64, page: &[u8]) -> std::io::Result<()> {
+        if self.pages == Self::PAGES || (self.pages > 0 && index != self.first + self.pages as u64) {
+            self.flush()?;
+        }
+        if self.pages == 0 {
+            self.first = index;
+        }
+        let at = self.pages * abi::PAGE_SIZE as usize;
+        self.buf[at..at + page.len()].copy_from_slice(page);
+        self.pages += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let n = std::mem::take(&mut self.pages);
+        self.memory.write_all_at(&self.buf[..n * abi::PAGE_SIZE as usize], self.first * abi::PAGE_SIZE)
+    }
+}
+
+/// Records of consecutive pages in a snapshot file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PageRun {
+    /// The first page's index in guest RAM.
+    first: u64,
+    /// How many pages.
+    count: u64,
+    /// Where the first page's record starts in the file.
+    offset: u64,
+}
+
+/// Where a loaded snapshot's pages are: its file, kept open, and the runs
+/// of records the load checked. Read again, each record must be where the
+/// load found it and all of them must match the file's checksum: a file
+/// changed since is refused (`SnapshotFile`).
+pub(crate) struct PageRecords {
+    file: File,
+    path: String,
+    runs: Vec<PageRun>,
+    /// The checksum of the payload before the pages.
+    before: Hasher,
+    checksum: u64,
+}
+
+impl PageRecords {
+    const RECORD: u64 = 8 + abi::PAGE_SIZE;
+    /// Records read at a time.
+    const CHUNK: u64 = 256;
+
+    /// The byte ranges of guest RAM that hold data.
+    fn byte_ranges(&self) -> Vec<(u64, u64)> {
+        self.runs.iter().map(|r| (r.first * abi::PAGE_SIZE, (r.first + r.count) * abi::PAGE_SIZE)).collect()
+    }
+
+    /// Calls `f` with each page's index and bytes, in order, then checks
+    /// the checksum (so an error after `f` saw pages is possible: discard
+    /// what it made).
+    fn each(&self, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+        let failed = |reason: String| Error::SnapshotFile { path: self.path.clone(), reason };
+        let changed = || failed("the file changed since the snapshot was loaded".into());
+        let mut buf = vec![0u8; (Self::CHUNK * Self::RECORD) as usize];
+        let mut sum = self.before.clone();
+        for run in &self.runs {
+            let mut done = 0;
+            while done < run.count {
+                let n = (run.count - done).min(Self::CHUNK);
+                let chunk = &mut buf[..(n * Self::RECORD) as usize];
+                let at = run.offset + done * Self::RECORD;
+                self.file.read_exact_at(chunk, at).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => changed(),
+                    _ => failed(e.to_string()),
+                })?;
+                sum.update(chunk);
+                for (k, record) in chunk.chunks_exact(Self::RECORD as usize).enumerate() {
+                    let (index, page) = record.split_at(8);
+                    let index = u64::from_le_bytes(index.try_into().unwrap_or_default());
+                    if index != run.first + done + k as u64 {
+                        return Err(changed());
+                    }
+                    f(index, page)?;
+                }
+                done += n;
+            }
+        }
+        if u64::from(sum.finalize()) != self.checksum {
+            return Err(changed());
+        }
+        Ok(())
+    }
+
+    /// A VM whose memory is these pages (the rest zero).
+    fn new_vm(&self, mem_size: u64) -> Result<Vm> {
+        let vm = Vm::for_snapshot_pages(mem_size)?;
+        self.each(|index, page| vm.write_bytes(index * abi::PAGE_SIZE, page).map_err(Error::from))?;
+        Ok(vm)
+    }
+
+    /// A sealed memory file of `mem_size` bytes holding these pages.
+    fn to_memory_file(&self, mem_size: u64) -> Result<File> {
+        let memory = memfd(mem_size)?;
+        let internal = |e: std::io::Error| Error::Internal {
+            context: "cannot write snapshot memory".into(),
+            source: Some(std::sync::Arc::new(e)),
+        };
+        let mut batch = PageBatch::new(&memory);
+        self.each(|index, page| batch.push(index, page).map_err(internal))?;
+        batch.flush().map_err(internal)?;
+        seal(memory.as_fd())?;
+        Ok(memory)
+    }
+}
+
+/// A snapshot's memory file was needed but not made.
+fn no_memory_file() -> Error {
+    Error::Internal { context: "the snapshot's memory file was not made".into(), source: None }
 }
 
 /// Test hook for fuzzing the decoder past its checksum: rewrites the
@@ -836,6 +1094,8 @@ impl Sink<'_> {
 /// length the header gave, and every byte read is checksummed.
 struct Payload<R> {
     src: R,
+    /// The payload's length.
+    len: u64,
     /// Bytes of the payload not read yet.
     left: u64,
     sum: Hasher,
@@ -1014,7 +1274,12 @@ mod tests {
     }
 
     fn decode_invocation(bytes: &[u8]) -> std::result::Result<Invocation, String> {
-        read_invocation(&mut Payload { src: bytes, left: bytes.len() as u64, sum: Hasher::new() })
+        read_invocation(&mut Payload {
+            src: bytes,
+            len: bytes.len() as u64,
+            left: bytes.len() as u64,
+            sum: Hasher::new(),
+        })
     }
 
     #[test]

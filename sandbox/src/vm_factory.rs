@@ -383,7 +383,6 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                                             .map(|vm| (vm, true))
                                     }
                                     Want::Clone(snap) => one_at_a_time(|| snap.new_vm())
-                                        .map_err(Error::from)
                                         .and_then(|mut vm| make_ready(&mut vm, &snap, None, Ready::Clone).map(|()| vm))
                                         .map(|vm| (vm, false)),
                                     Want::Prefault(snap, mut vm) => match &timer {
@@ -470,10 +469,12 @@ impl ResetAid {
         use std::os::fd::AsRawFd;
         let pagemap = pagemap()?;
         let len = snap.memory_bytes() as usize;
+        // None without a memory file (a loaded snapshot whose VMs copy it
+        // and are not reset).
+        let memory = snap.memory_fd().ok()?;
         // SAFETY: a read-only shared mapping of the (sealed) snapshot file.
-        let view = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, snap.memory_fd().as_raw_fd(), 0)
-        };
+        let view =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, memory.as_raw_fd(), 0) };
         if view == libc::MAP_FAILED {
             return None;
         }
@@ -519,7 +520,7 @@ pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, h
         crate::prefault::learn(vm, snap, aid.map(|aid| aid.pagemap));
         let copied = aid.is_some_and(|aid| vm.reset_memory_by_copy(aid.view(), aid.pagemap, written.as_mut()).is_ok());
         if !copied {
-            vm.reset_memory(snap.memory_fd()).map_err(Error::from)?;
+            vm.reset_memory(snap.memory_fd()?).map_err(Error::from)?;
         } else if let Some(w) = written {
             let _ = snap.0.hot.set(w);
         }
@@ -545,7 +546,7 @@ pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>, ahead: Option<&D
         }
         return Ok(vm);
     }
-    let mut vm = one_at_a_time(|| snap.new_vm()).map_err(Error::from)?;
+    let mut vm = one_at_a_time(|| snap.new_vm())?;
     make_ready(&mut vm, snap, aid, ahead.map_or(Ready::Clone, Ready::CloneAhead))?;
     Ok(vm)
 }

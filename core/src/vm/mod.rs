@@ -160,6 +160,14 @@ impl Vm {
         Self::create(mem_size, Some(memory))
     }
 
+    /// A VM whose RAM (`mem_size` bytes) is anonymous and zero, with no
+    /// tables and no runtime image: for a snapshot's pages, which the
+    /// caller writes in ([`Vm::write_bytes`]) before it restores the vCPU
+    /// ([`Vm::restore_vcpu`]).
+    pub fn for_snapshot_pages(mem_size: u64) -> Result<Vm> {
+        Self::create(mem_size, None)
+    }
+
     /// A VM whose RAM is anonymous memory (huge pages where the host
     /// gives them) holding a copy of `memory`'s data, a snapshot's memory
     /// file of `mem_size` bytes whose holes read as zeros. Mapped instead

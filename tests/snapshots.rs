@@ -202,8 +202,7 @@ fn snapshot_files_round_trip_and_bad_files_are_refused() {
         ("truncated", bytes[..bytes.len() / 2].to_vec()),
         ("corrupted", {
             let mut b = bytes.clone();
-            let i = b.len() - 100;
-            b[i] ^= 0x40;
+            b[200] ^= 0x40;
             b
         }),
         ("wrong version", {
@@ -220,6 +219,27 @@ fn snapshot_files_round_trip_and_bad_files_are_refused() {
         let err = Snapshot::load(&p).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "{what}: {err}");
         assert_eq!(Snapshot::from_bytes(&data).unwrap_err().kind(), ErrorKind::SnapshotInvalid, "{what}");
+    }
+    // A corrupted page: bytes are refused at once; a file's pages are
+    // checked where they are read (the load reads only what precedes
+    // them), so the first sandbox, mapping or copying, is refused.
+    let mut b = bytes.clone();
+    let i = b.len() - 100;
+    b[i] ^= 0x40;
+    let err = Snapshot::from_bytes(&b).unwrap_err();
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    let p = dir.join("bad page");
+    std::fs::write(&p, &b).unwrap();
+    for copy in [false, true] {
+        let loaded = Snapshot::load(&p).unwrap();
+        loaded.copy_memory(copy);
+        let err = Sandbox::builder()
+            .reset_ahead(false)
+            .build_from(&loaded)
+            .and_then(|mut sb| sb.run(&Command::resume()))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SnapshotInvalid, "copy {copy}: {err}");
+        assert!(err.to_string().contains("checksum mismatch"), "copy {copy}: {err}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -394,8 +394,12 @@ impl Snapshot {
     /// and checked (magic, versions, memory size, how much data follows),
     /// and every count and length after it is bounded before anything is
     /// allocated, so a huge, sparse or endless file (`/dev/zero`) is
-    /// refused at once. Guest memory streams into a sealed memory file.
-    /// The host directories the snapshot's guest had mounted are recorded
+    /// refused at once. Everything before the guest's pages is read and
+    /// checked now. A regular file stays open and its pages are read where
+    /// they are needed (a sandbox's build or run), checked against their
+    /// own checksum there, so a corrupted page is refused then, with the
+    /// same error kind; a stream's (a pipe's) pages are read and checked
+    /// now, into a sealed memory file. The host directories the snapshot's guest had mounted are recorded
     /// but never opened from the file: see [`SandboxBuilder::build_from`].
     ///
     /// [`SandboxBuilder::build_from`]: crate::SandboxBuilder::build_from

@@ -189,6 +189,22 @@ impl Vm {
         Ok(done)
     }
 
+    /// Calls `f` with guest RAM `[gpa, gpa + len)` as bytes, say to check
+    /// what [`Vm::pread_into`] just put there. `&mut self`: the vCPU does
+    /// not run and nothing writes through this VM meanwhile.
+    pub fn with_guest_bytes<R>(&mut self, gpa: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        match gpa.checked_add(len) {
+            Some(end) if end <= self.mem_size && usize::try_from(len).is_ok() => {}
+            _ => return Err(VmError::GuestAccess { addr: gpa, len }),
+        }
+        // SAFETY: [gpa, gpa + len) lies inside guest RAM (checked above),
+        // mapped readable at `host_addr` for as long as `self` lives; with
+        // `self` borrowed mutably no vCPU run or host write through this VM
+        // changes it while `f` holds the slice.
+        let bytes = unsafe { std::slice::from_raw_parts((self.host_addr + gpa) as *const u8, len as usize) };
+        Ok(f(bytes))
+    }
+
     /// Copies bytes into guest memory.
     pub fn write_bytes(&self, gpa: u64, buf: &[u8]) -> Result<()> {
         self.write(gpa, buf)

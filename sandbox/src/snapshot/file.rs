@@ -322,27 +322,46 @@ impl PageRecords {
 
     /// Reads the pages from the file with `put` (see [`PageRecords::copy`]).
     fn copy_from_file(&self, put: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
-        let Some((file, path)) = &self.source else { return Err(super::no_memory_file()) };
-        let failed = |reason: String| Error::SnapshotFile { path: path.clone(), reason };
+        let (file, failed) = self.file()?;
         let read = |at: u64, buf: &mut [u8]| {
             file.read_exact_at(buf, at).map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => failed("the file changed since the snapshot was loaded".into()),
-                _ => failed(e.to_string()),
+                std::io::ErrorKind::UnexpectedEof => failed(CHANGED),
+                _ => failed(&e.to_string()),
             })
         };
-        let mismatch = || {
-            failed(
-                "checksum mismatch: the pages are corrupted, or the file changed since the snapshot was loaded".into(),
-            )
-        };
-        self.copy(read, put, mismatch)
+        self.copy(read, put, || failed(MISMATCH))
     }
 
-    /// A VM whose memory is these pages (the rest zero).
+    /// A VM whose memory is these pages (the rest zero), read from the
+    /// file straight into its RAM, a chunk per call.
     pub(super) fn new_vm(&self, mem_size: u64) -> Result<Vm> {
-        let vm = Vm::for_snapshot_pages(mem_size)?;
-        self.copy_from_file(|first, bytes| vm.write_bytes(first * PAGE, bytes).map_err(Error::from))?;
+        let (file, failed) = self.file()?;
+        let mut vm = Vm::for_snapshot_pages(mem_size)?;
+        let mut sum = Hasher::new();
+        for run in &self.runs {
+            let mut done = 0;
+            while done < run.count {
+                let n = (run.count - done).min(Self::CHUNK);
+                let (gpa, len) = ((run.first + done) * PAGE, n * PAGE);
+                match vm.pread_into(gpa, file.as_fd(), run.offset + done * PAGE, len) {
+                    Ok(got) if got == len => {}
+                    Ok(_) => return Err(failed(CHANGED)),
+                    Err(e) => return Err(failed(&e.to_string())),
+                }
+                vm.with_guest_bytes(gpa, len, |bytes| sum.update(bytes))?;
+                done += n;
+            }
+        }
+        if u64::from(sum.finalize()) != self.checksum {
+            return Err(failed(MISMATCH));
+        }
         Ok(vm)
+    }
+
+    /// The file, and the error for it.
+    fn file(&self) -> Result<(&File, impl Fn(&str) -> Error + '_)> {
+        let Some((file, path)) = &self.source else { return Err(super::no_memory_file()) };
+        Ok((file, move |reason: &str| Error::SnapshotFile { path: path.clone(), reason: reason.to_string() }))
     }
 
     /// A sealed memory file of `mem_size` bytes holding these pages.
@@ -358,6 +377,10 @@ impl PageRecords {
         Ok(memory)
     }
 }
+
+/// Why pages read from a snapshot's file are refused.
+const CHANGED: &str = "the file changed since the snapshot was loaded";
+const MISMATCH: &str = "checksum mismatch: the pages are corrupted, or the file changed since the snapshot was loaded";
 
 /// Test hook for fuzzing the decoder past its checksums: rewrites the
 /// header's payload length and checksums to match `file`'s contents (the

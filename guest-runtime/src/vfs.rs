@@ -520,7 +520,9 @@ fn host_list(handle: u64) -> Result<Vec<DirEntry>, Errno> {
             out.push((d.name.to_vec(), d.ino, d.dtype));
             got += 1;
         }
-        if got == 0 {
+        // The host fills what fits: room left for the longest record means
+        // these were the last (one call for most directories, not two).
+        if got == 0 || buf.len() - n >= afs::dirent_size(afs::NAME_MAX) {
             return Ok(out);
         }
         index += got;

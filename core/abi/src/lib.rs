@@ -333,8 +333,10 @@ pub mod hc {
     pub const FS_READ: u64 = 10;
     /// List a host directory. `args[0]` = handle, `args[1]` = index of the
     /// first entry, `args[2]` = VA of the buffer, `args[3]` = its length.
-    /// Fills whole [`super::fs::Dirent`] records (never `.` or `..`) and
-    /// returns the bytes used (0 = no more entries) or -errno.
+    /// Fills as many whole [`super::fs::Dirent`] records (never `.` or
+    /// `..`) as fit and returns the bytes used (0 = no more entries) or
+    /// -errno: a reply that leaves room for a record with the longest
+    /// name (`dirent_size(NAME_MAX)`) holds the last entries.
     pub const FS_READDIR: u64 = 11;
     /// Read a host symlink's target. `args[0]` = handle, `args[1]` = VA of
     /// the buffer, `args[2]` = its length. Returns the length or -errno.

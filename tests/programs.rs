@@ -170,6 +170,28 @@ fn memory_filled_in_order_goes_in_2_mib_pages_that_split_for_any_change() {
     assert!(kib <= 256, "free memory went down by {kib} KiB");
 }
 
+/// A file mapped as ld.so maps a library (whole, read-only, then a part
+/// again at its place with more access: the runtime keeps those pages'
+/// entries and only widens them) reads and runs as natively; mappings
+/// over others from another offset, or over a private copy, show the new
+/// contents at once.
+#[test]
+fn file_mappings_made_again_over_themselves_read_and_run_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "remap_file",
+        &[
+            "whole: a b c d",
+            "code: 42, then c",
+            "other offset: d",
+            "private write: z, file a",
+            "read-only again: a",
+            "code again: 42",
+            "code moved: 42, d",
+        ],
+    );
+}
+
 #[test]
 fn a_fork_of_a_parent_larger_than_free_memory_shares_it_copy_on_write() {
     // 40 MiB filled (2 MiB pages) plus 4 MiB touched from the top down

@@ -308,7 +308,7 @@ impl SandboxBuilder {
         // Made here, on the caller's thread: the vCPU thread's jail could
         // not (a loaded snapshot copied into VMs that are not reset never
         // needs it).
-        if snapshot.needs_memory_file(&self.config) {
+        if snapshot.needs_memory_file(self.config.reset_ahead) {
             snapshot.memory_file()?;
         }
         // Its first run takes a clone made ahead.

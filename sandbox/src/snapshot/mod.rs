@@ -219,11 +219,11 @@ impl Snapshot {
         self.0.memory.get().map(File::as_fd).ok_or_else(no_memory_file)
     }
 
-    /// Whether sandboxes built from the snapshot with `config` need its
-    /// memory file: to map it (unless new VMs copy the snapshot's memory)
-    /// or to reset their VM after a run.
-    pub(crate) fn needs_memory_file(&self, config: &crate::config::Config) -> bool {
-        !self.0.copy.load(std::sync::atomic::Ordering::Relaxed) || config.reset_ahead
+    /// Whether sandboxes built from the snapshot need its memory file: to
+    /// map it (unless new VMs copy the snapshot's memory) or to reset
+    /// their VM after a run (`reset_ahead`).
+    pub(crate) fn needs_memory_file(&self, reset_ahead: bool) -> bool {
+        !self.0.copy.load(std::sync::atomic::Ordering::Relaxed) || reset_ahead
     }
 
     /// Whether VMs made from now on for this snapshot (by any of its

@@ -46,14 +46,14 @@ pub(super) struct Decoded {
     /// The pages, in a sealed memory file (read from a stream)...
     pub(super) memory: Option<File>,
     /// ... or left in the file (read from a regular file).
-    pub(super) records: Option<PageRecords>,
+    pub(super) stored: Option<StoredPages>,
     /// Bytes of guest RAM that hold data.
     pub(super) resident: u64,
 }
 
 /// Decodes a snapshot from `src`, which holds `len` bytes when known.
 /// With `keep` (`src`'s file, read from its start, and its path), the
-/// pages are left there ([`PageRecords`]); else they are read into a
+/// pages are left there ([`StoredPages`]); else they are read into a
 /// memory file now.
 pub(super) fn decode(
     mut src: impl Read,
@@ -92,10 +92,10 @@ pub(super) fn decode(
     let fs = read_handles(&mut p, mounts.len())?;
     let runs = read_runs(&mut p, pages, h.pages_at)?;
     // Zeros up to the pages (fewer than a page's worth).
-    let mut pad = vec![0u8; p.left as usize];
     if p.left >= PAGE {
         return Err(format!("{} bytes between the records and the pages", p.left));
     }
+    let mut pad = vec![0u8; p.left as usize];
     p.fill(&mut pad)?;
     if pad.iter().any(|&b| b != 0) {
         return Err("data between the records and the pages".into());
@@ -107,13 +107,13 @@ pub(super) fn decode(
     if h.payload_len - records_len != resident {
         return Err(format!("{} bytes of pages, but the runs hold {resident}", h.payload_len - records_len));
     }
-    let records = PageRecords { runs, checksum: h.pages_checksum, source: None };
-    let (memory, records) = match keep {
-        Some((file, path)) => (None, Some(PageRecords { source: Some((file, path)), ..records })),
+    let stored = StoredPages { runs, checksum: h.pages_checksum, source: None };
+    let (memory, stored) = match keep {
+        Some((file, path)) => (None, Some(StoredPages { source: Some((file, path)), ..stored })),
         None => {
             let mut src = p.src;
             let memory = memfd(h.mem_size).map_err(|e| e.to_string())?;
-            records.copy(
+            stored.copy(
                 |_, buf| {
                     src.read_exact(buf).map_err(|e| match e.kind() {
                         std::io::ErrorKind::UnexpectedEof => "truncated".to_string(),
@@ -141,7 +141,7 @@ pub(super) fn decode(
         mounts,
         fs,
         memory,
-        records,
+        stored,
         resident,
     })
 }
@@ -167,11 +167,11 @@ pub(super) fn encode(snap: &Inner, path: &Path, memory: &File) -> std::io::Resul
     let pages_at = (HEADER_LEN as u64 + out.len).next_multiple_of(PAGE);
     out.put(&vec![0u8; (pages_at - HEADER_LEN as u64 - out.len) as usize])?;
     let checksum = std::mem::take(&mut out.sum).finalize();
-    let mut buf = vec![0u8; (PageRecords::CHUNK * PAGE) as usize];
+    let mut buf = vec![0u8; (StoredPages::CHUNK * PAGE) as usize];
     for run in &runs {
         let mut done = 0;
         while done < run.count {
-            let n = (run.count - done).min(PageRecords::CHUNK);
+            let n = (run.count - done).min(StoredPages::CHUNK);
             let chunk = &mut buf[..(n * PAGE) as usize];
             memory.read_exact_at(chunk, (run.first + done) * PAGE)?;
             out.put(chunk)?;
@@ -272,7 +272,7 @@ struct PageRun {
 /// for a regular file, the file, kept open. Read again, they must match
 /// the header's checksum: a file changed since is refused
 /// (`SnapshotFile`).
-pub(super) struct PageRecords {
+pub(super) struct StoredPages {
     runs: Vec<PageRun>,
     /// The pages' checksum.
     checksum: u64,
@@ -280,7 +280,7 @@ pub(super) struct PageRecords {
     source: Option<(File, String)>,
 }
 
-impl PageRecords {
+impl StoredPages {
     /// Pages read at a time.
     const CHUNK: u64 = 256;
 
@@ -320,7 +320,7 @@ impl PageRecords {
         Ok(())
     }
 
-    /// Reads the pages from the file with `put` (see [`PageRecords::copy`]).
+    /// Reads the pages from the file with `put` (see [`StoredPages::copy`]).
     fn copy_from_file(&self, put: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
         let (file, failed) = self.file()?;
         let read = |at: u64, buf: &mut [u8]| {

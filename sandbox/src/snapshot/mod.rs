@@ -29,7 +29,7 @@ use crate::fs::{FsEntry, Mount};
 
 mod file;
 pub use file::reseal_for_fuzzing;
-use file::{data_extent, memfd, seal, PageRecords};
+use file::{data_extent, memfd, seal, StoredPages};
 
 /// Where a snapshot was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,12 +78,12 @@ pub struct Snapshot(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     /// Guest RAM, sealed. A snapshot loaded from a file makes it only when
     /// something needs it (see [`Snapshot::memory_file`]): until then, VMs
-    /// that copy the snapshot read its pages from `records`.
+    /// that copy the snapshot read its pages from `stored`.
     memory: std::sync::OnceLock<File>,
     /// Held while `memory` is made.
     making_memory: std::sync::Mutex<()>,
     /// Where a loaded snapshot's pages are in its file.
-    records: Option<PageRecords>,
+    stored: Option<StoredPages>,
     pub(crate) mem_size: u64,
     pub(crate) vcpu: VcpuState,
     pub(crate) point: SnapshotPoint,
@@ -108,7 +108,7 @@ pub(crate) struct Inner {
     /// New VMs copy `memory` rather than map it ([`Snapshot::copy_memory`]).
     pub(crate) copy: std::sync::atomic::AtomicBool,
     /// The byte ranges of `memory` that hold data, once a copy is asked for
-    /// (or once `memory` is made from `records`).
+    /// (or once `memory` is made from `stored`).
     pub(crate) data: std::sync::OnceLock<Vec<(u64, u64)>>,
     /// The pages a run from this snapshot wrote (learned from the first
     /// reset in this process): a new clone writes them ahead of its first
@@ -208,8 +208,8 @@ impl Snapshot {
         if let Some(memory) = self.0.memory.get() {
             return Ok(memory);
         }
-        let records = self.0.records.as_ref().ok_or_else(no_memory_file)?;
-        let memory = records.to_memory_file(self.0.mem_size)?;
+        let stored = self.0.stored.as_ref().ok_or_else(no_memory_file)?;
+        let memory = stored.to_memory_file(self.0.mem_size)?;
         Ok(self.0.memory.get_or_init(|| memory))
     }
 
@@ -280,13 +280,13 @@ impl Snapshot {
     /// with none made, straight from the snapshot's file.
     pub(crate) fn new_vm(&self) -> Result<Vm> {
         let copy = self.0.copy.load(std::sync::atomic::Ordering::Relaxed);
-        match (self.0.memory.get(), &self.0.records) {
+        match (self.0.memory.get(), &self.0.stored) {
             (Some(memory), _) => match self.0.data.get().filter(|_| copy) {
                 Some(data) => Vm::from_snapshot_copy(memory.as_fd(), self.0.mem_size, data),
                 None => Vm::from_snapshot_memory(memory.as_fd(), self.0.mem_size),
             }
             .map_err(Error::from),
-            (None, Some(records)) if copy => records.new_vm(self.0.mem_size),
+            (None, Some(stored)) if copy => stored.new_vm(self.0.mem_size),
             (None, _) => Err(no_memory_file()),
         }
     }
@@ -339,7 +339,7 @@ impl Snapshot {
         Ok(Snapshot(Arc::new(Inner {
             memory: std::sync::OnceLock::from(memory),
             making_memory: std::sync::Mutex::new(()),
-            records: None,
+            stored: None,
             mem_size: len as u64,
             vcpu,
             point,
@@ -359,8 +359,9 @@ impl Snapshot {
 
     /// Writes the snapshot to `path`: a versioned header (format, guest ABI
     /// and runtime build, CPU features, memory size, the guest's limits),
-    /// the vCPU state, the mounts, the file handles, and the non-zero
-    /// pages, with a checksum over all of it. Streams: guest memory goes
+    /// the vCPU state, the mounts, the file handles, the runs of non-zero
+    /// pages, then those pages, each part with its checksum (see
+    /// `snapshot/file.rs`). Streams: guest memory goes
     /// from the snapshot's memory file to `path` a chunk at a time, never
     /// copied whole.
     ///
@@ -439,13 +440,13 @@ impl Snapshot {
         let d = file::decode(src, len, keep)?;
         // The ranges that hold data, for VMs that copy them.
         let data = std::sync::OnceLock::new();
-        if let Some(records) = &d.records {
-            let _ = data.set(records.byte_ranges());
+        if let Some(stored) = &d.stored {
+            let _ = data.set(stored.byte_ranges());
         }
         Ok(Snapshot(Arc::new(Inner {
             memory: d.memory.map_or_else(std::sync::OnceLock::new, std::sync::OnceLock::from),
             making_memory: std::sync::Mutex::new(()),
-            records: d.records,
+            stored: d.stored,
             mem_size: d.mem_size,
             vcpu: d.vcpu,
             point: d.point,

@@ -220,6 +220,16 @@ fn a_fork_of_a_parent_larger_than_free_memory_shares_it_copy_on_write() {
         out.stderr_str()
     );
     assert_eq!(out.status, ExitStatus::Code(0));
+    // /proc/meminfo's AnonHugePages counts a 2 MiB page both share once
+    // (it counted each process's mapping).
+    let out = sandbox().run(&Command::new(musl("cow_fork")).arg("huge")).unwrap();
+    assert_eq!(
+        out.stdout_str(),
+        "2 MiB pages: 16 MiB or more; shared: counted once; the child's write: one page at most\n\
+         child status 0; after it: as before\n",
+        "{}",
+        out.stderr_str()
+    );
     // 30 rounds of it give every frame back: a copy each side made, and
     // frames both held, once neither does.
     let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(60)).build().unwrap();

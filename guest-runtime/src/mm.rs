@@ -373,10 +373,36 @@ pub fn free_frames() -> u64 {
     (f.frame_end - f.next_frame) / PAGE + f.listed + f.huge_listed * HUGE_FRAMES
 }
 
-/// Bytes of program memory mapped in 2 MiB pages (`/proc/meminfo`'s
-/// AnonHugePages).
-pub fn huge_bytes() -> u64 {
-    FRAMES.get().huge_live * HUGE
+/// Bytes of program memory in 2 MiB pages mapped by the address spaces
+/// whose top-level tables are `roots` (`/proc/meminfo`'s AnonHugePages):
+/// each page once, however many spaces map it (a fork shares them).
+/// Counts every mapping if the list of pages cannot be made.
+pub fn huge_bytes_of(roots: &[u64]) -> u64 {
+    let mut pages: Vec<u64> = Vec::new();
+    let entries = |t: u64, n: usize| (0..n).filter_map(move |i| present_entry(t, i));
+    for &pml4 in roots {
+        for e4 in entries(pml4, USER_SLOTS) {
+            for e3 in entries(e4 & ADDR_MASK, 512).filter(|e| e & PTE_PS == 0) {
+                for e2 in entries(e3 & ADDR_MASK, 512).filter(|e| e & PTE_PS != 0) {
+                    if pages.try_reserve(1).is_err() {
+                        return FRAMES.get().huge_live * HUGE;
+                    }
+                    pages.push(e2 & ADDR_MASK);
+                }
+            }
+        }
+    }
+    pages.sort_unstable();
+    pages.dedup();
+    pages.len() as u64 * HUGE
+}
+
+/// Entry `i` of the page table at `gpa`, if present.
+fn present_entry(gpa: u64, i: usize) -> Option<u64> {
+    // SAFETY: `gpa` is a page-table frame (a space's root or an entry's
+    // table below it); i < 512.
+    let e = unsafe { table(gpa).add(i).read_volatile() };
+    (e & PTE_P != 0).then_some(e)
 }
 
 /// Frames the program and file data may still take (all but the heap's

@@ -292,7 +292,9 @@ fn meminfo(o: &mut Out) {
     for key in [&b"SwapTotal:"[..], b"SwapFree:", b"Dirty:", b"Writeback:", b"Shmem:"] {
         o.kb(key, 0);
     }
-    o.kb(b"AnonHugePages:", crate::mm::huge_bytes()).kb(b"Hugepagesize:", hvsandbox_abi::HUGE_PAGE_SIZE);
+    let roots: Vec<u64> =
+        live_processes().iter().filter_map(|p| p.space.borrow().as_ref().map(|s| s.get().pml4())).collect();
+    o.kb(b"AnonHugePages:", crate::mm::huge_bytes_of(&roots)).kb(b"Hugepagesize:", hvsandbox_abi::HUGE_PAGE_SIZE);
 }
 
 fn stat(o: &mut Out) {

@@ -11,7 +11,8 @@
  * exit; prints how much free memory they cost. `cow_fork checkpoint
  * [MiB]`: reads /dev/hvsandbox/checkpoint after the fill (a snapshot
  * point; natively it does not exist), then goes on as the first.
- * `cow_fork more [MiB]`: see more(); `cow_fork oom [MiB]`: see oom(). */
+ * `cow_fork more [MiB]`: see more(); `cow_fork oom [MiB]`: see oom();
+ * `cow_fork huge [MiB]`: see huge(). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -202,6 +203,39 @@ static void oom(void) {
     exit(0);
 }
 
+static long meminfo_kib(const char *key) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, strlen(key))) v = strtol(line + strlen(key), 0, 10);
+    if (f) fclose(f);
+    return v;
+}
+
+/* /proc/meminfo's AnonHugePages counts each 2 MiB page once, however many
+ * processes map it: the same after a fork shares them, about the same
+ * after the child's write (its mapping of one is split, or that one is
+ * copied whole), and the same once the child is gone. */
+static void huge(void) {
+    long before = meminfo_kib("AnonHugePages:");
+    pid_t k = fork();
+    if (k == 0) {
+        long shared = meminfo_kib("AnonHugePages:");
+        big[0] ^= 1;
+        long written = meminfo_kib("AnonHugePages:");
+        printf("2 MiB pages: %s; shared: %s; the child's write: %s\n", before >= 16 * 1024 ? "16 MiB or more" : "fewer",
+               shared == before ? "counted once" : "counted again",
+               written == before || written == before + 2048 ? "one page at most" : "more");
+        exit(0);
+    }
+    int st;
+    waitpid(k, &st, 0);
+    printf("child status %d; after it: %s\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+           meminfo_kib("AnonHugePages:") == before ? "as before" : "changed");
+    exit(0);
+}
+
 static long free_kib(void) {
     struct sysinfo si;
     sysinfo(&si);
@@ -213,7 +247,8 @@ int main(int argc, char **argv) {
     int checkpoint = argc > 1 && strcmp(argv[1], "checkpoint") == 0;
     int more_ways = argc > 1 && strcmp(argv[1], "more") == 0;
     int oom_mode = argc > 1 && strcmp(argv[1], "oom") == 0;
-    int mode = leak || checkpoint || more_ways || oom_mode;
+    int huge_mode = argc > 1 && strcmp(argv[1], "huge") == 0;
+    int mode = leak || checkpoint || more_ways || oom_mode || huge_mode;
     const char *mib = argc > 1 + mode ? argv[1 + mode] : "40";
     big_len = strtoul(mib, 0, 10) * MB;
     big = mmap(0, big_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -257,6 +292,7 @@ int main(int argc, char **argv) {
         printf("leak: %ld KiB\n", before - free_kib());
         return 0;
     }
+    if (huge_mode) huge();
     report("parent before");
     if (more_ways) more();
     if (oom_mode) oom();

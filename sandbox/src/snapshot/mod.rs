@@ -365,15 +365,23 @@ impl Snapshot {
     /// from the snapshot's memory file to `path` a chunk at a time, never
     /// copied whole.
     ///
-    /// The file is written beside `path` and renamed over it once complete
-    /// and synced: a reader never sees half a snapshot, and snapshots
-    /// loaded from the file `path` named before keep reading theirs (see
-    /// [`Snapshot::copy_memory`]).
+    /// A new file, or one that replaces a regular file, is written beside
+    /// `path` and renamed over it once complete and synced: a reader never
+    /// sees half a snapshot, and snapshots loaded from the file `path`
+    /// named before keep reading theirs (see [`Snapshot::copy_memory`]).
+    /// A symlink or another kind of file at `path` is written through, in
+    /// place.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let io = |e: std::io::Error| Error::SnapshotFile { path: path.display().to_string(), reason: e.to_string() };
         let memory = self.memory_file()?;
-        let name = path.file_name().ok_or_else(|| io(std::io::ErrorKind::InvalidInput.into()))?;
+        let replace = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta.file_type().is_file(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        let Some(name) = path.file_name().filter(|_| replace) else {
+            return file::encode(&self.0, path, memory).map_err(io);
+        };
         static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut part = std::ffi::OsString::from(".");
         part.push(name);

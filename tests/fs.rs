@@ -114,6 +114,57 @@ file out elsewhere=-1
     assert!(!out.files_truncated);
 }
 
+/// FS_WALK looks names up one after another as FS_LOOKUP would, stops
+/// after a name that is not a directory or at the first that fails (its
+/// errno in the upper half of the result), fills at most the records it
+/// was given room for (16 at most), and refuses bad lengths.
+#[test]
+fn forged_path_walks_are_served_as_lookups_one_by_one() {
+    let tree = HostTree::new("forged-walk");
+    let mut sb = Sandbox::builder().mount(tree.shared(), "/mnt").build().unwrap();
+    let out = forge(&mut sb, "pathwalk", |c| c).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    let expected = "\
+walk sub/inner.txt (16)=2 err=0 [handle mode=40755 size=0] [handle mode=100644 size=5]
+walk sub/missing/x (16)=1 err=2 [handle mode=40755 size=0]
+walk passwd/x (16)=1 err=0 [handle mode=120777 size=11]
+walk ../x (16)=0 err=22
+walk sub//inner.txt (16)=1 err=2 [handle mode=40755 size=0]
+walk sub/inner.txt (1)=1 err=0 [handle mode=40755 size=0]
+walk sub/inner.txt (1000)=2 err=0 [handle mode=40755 size=0] [handle mode=100644 size=5]
+walk hello.txt/x (16)=1 err=0 [handle mode=100644 size=12]
+walk empty=-22
+walk too long=-36
+same handle=1
+";
+    // Directory permissions vary between host filesystems.
+    let normalise = |s: &str| s.replace("mode=40700", "mode=40755").replace("mode=40775", "mode=40755");
+    assert_eq!(normalise(out.stdout_str().as_ref()), expected, "{}", out.stdout_str());
+    let err = forge(&mut sb, "bad-walk-buffer", |c| c).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::GuestCrashed, "{err}");
+    assert!(err.to_string().contains("walk hypercall with a bad buffer"), "{err}");
+}
+
+/// Paths that go down several directories not looked up yet (one host
+/// call for all of them) resolve as natively: through symlinks, `..`,
+/// missing names and files in the middle.
+#[test]
+fn paths_down_new_host_directories_resolve_in_one_go() {
+    let tmp = hvsandbox_tests::TempDir::new("fs-deep");
+    let deep = tmp.0.join("a/b/c/d");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("e.txt"), "deep\n").unwrap();
+    std::os::unix::fs::symlink("c", tmp.0.join("a/b/link")).unwrap();
+    std::fs::write(tmp.0.join("a/f"), "").unwrap();
+    let mut sb = Sandbox::builder().mount(&tmp.0, "/m").build().unwrap();
+    let script = "cat /m/a/b/link/d/e.txt; cat /m/a/b/c/../c/d/e.txt; \
+                  cat /m/a/b/c/missing/x 2>/dev/null || echo missing; \
+                  cat /m/a/f/x 2>/dev/null || echo not-a-dir; \
+                  cat /m/a/b/c/d/e.txt; ls /m/a/b/c/d";
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["sh", "-c", script]));
+    assert_eq!(out.stdout_str(), "deep\ndeep\nmissing\nnot-a-dir\ndeep\ne.txt\n");
+}
+
 #[test]
 fn fs_hypercall_buffers_may_be_anywhere_the_guest_mapped() {
     let tree = HostTree::new("user-buffers");

@@ -488,6 +488,77 @@ fn host_lookup(handle: u64, name: &[u8]) -> Result<(u64, afs::Stat), Errno> {
     Ok((h, decode_stat(&st)?))
 }
 
+/// When `names[0]` is not known yet in host directory `dir`, looks up it
+/// and the plain names after it (up to a `.` or `..`) in one host call,
+/// each in the directory the one before it found (`FS_WALK`): a path
+/// that goes down several new directories costs one hypercall, not one
+/// per name. What is found is cached as a lookup would cache it (and a
+/// name found missing as missing); the walk then finds it there. Does
+/// nothing for fewer than two names or when the host says no.
+fn look_ahead(dir: &NodeRef, names: &[&[u8]]) {
+    let NodeKind::Dir(d) = &dir.kind else { return };
+    let handle = {
+        let d = d.borrow();
+        match (&d.host, names.first()) {
+            (Some(h), Some(first)) if !d.entries.contains_key(*first) && !h.missing.contains(*first) => h.handle,
+            _ => return,
+        }
+    };
+    let n = names
+        .iter()
+        .take(afs::WALK_MAX)
+        .take_while(|&&c| c != b"." && c != b".." && !c.is_empty() && c.len() <= afs::NAME_MAX)
+        .count();
+    if n < 2 || !crate::heap::has_room() {
+        return;
+    }
+    let mut path: Vec<u8> = Vec::new();
+    if path.try_reserve(names[..n].iter().map(|c| c.len() + 1).sum()).is_err() {
+        return;
+    }
+    for (k, c) in names[..n].iter().enumerate() {
+        if k > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(c);
+    }
+    if path.len() > afs::PATH_MAX {
+        return;
+    }
+    let mut out = [0u8; afs::WALK_MAX * afs::WALK_RECORD];
+    let r = hc::call6(
+        hcn::FS_WALK,
+        [handle, path.as_ptr() as u64, path.len() as u64, out.as_mut_ptr() as u64, n as u64, 0],
+    );
+    if (r as i64) < 0 {
+        return;
+    }
+    let (filled, failed) = ((r & 0xffff_ffff).min(n as u64) as usize, r >> 32);
+    let mut cur = dir.clone();
+    for (k, record) in out.chunks_exact(afs::WALK_RECORD).take(filled).enumerate() {
+        let (h, st) = record.split_at(8);
+        let h = u64::from_le_bytes(h.try_into().unwrap_or_default());
+        let Ok(st) = st.try_into().map_err(|_| EIO).and_then(|st| decode_stat(st)) else { return };
+        let NodeKind::Dir(cd) = &cur.kind else { return };
+        // A name the guest knows already may be its own (a mount point,
+        // a file it made): what the host found below it is not the
+        // guest's view.
+        if cd.borrow().entries.contains_key(names[k]) {
+            return;
+        }
+        let node = host_node(h, &st, &cur);
+        cd.borrow_mut().entries.insert(names[k].to_vec(), node.clone());
+        cur = node;
+    }
+    if failed == ENOENT as u64 && filled < n {
+        if let NodeKind::Dir(cd) = &cur.kind {
+            if let Some(h) = cd.borrow_mut().host.as_mut() {
+                h.missing.insert(names[filled].to_vec());
+            }
+        }
+    }
+}
+
 /// The buffer for host reads (allocated on first use; ENOMEM if that
 /// finds the memory gone).
 fn staging() -> Result<&'static mut Vec<u8>, Errno> {
@@ -1057,6 +1128,9 @@ fn walk(base: NodeRef, path: &[u8], follow: bool, links: &mut u32) -> Result<Nod
         if *name == b".." {
             cur = parent_of(&cur);
             continue;
+        }
+        if !last {
+            look_ahead(&cur, &comps[i..]);
         }
         let child = lookup(&cur, name)?;
         if last && follow && fd_link(&child).is_some() {

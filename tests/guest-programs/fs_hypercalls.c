@@ -7,7 +7,7 @@
  * physmap today), to test the host's file service on its own.
  * argv: HCALL_VA DOORBELL_VA SCRATCH_VA SCENARIO (addresses in hex). */
 
-enum { FS_LOOKUP = 9, FS_READ = 10, FS_READDIR = 11, FS_READLINK = 12, FS_STAT = 13, FILE_OUT = 14 };
+enum { FS_LOOKUP = 9, FS_READ = 10, FS_READDIR = 11, FS_READLINK = 12, FS_STAT = 13, FILE_OUT = 14, FS_WALK = 23 };
 
 static volatile uint64_t *hc, *bell;
 static unsigned char *scratch; /* a physmap buffer the host can reach */
@@ -126,6 +126,48 @@ int main(int argc, char **argv) {
         int64_t n = call(FS_READ, h, 0, (uint64_t)(uintptr_t)(pages + 4090), 100, 0, 0);
         printf("size=%llu read=%lld:%.*s\n", (unsigned long long)st.size, (long long)n, (int)(n > 0 ? n : 0),
                (char *)pages + 4090);
+        return 0;
+    }
+    if (!strcmp(scenario, "pathwalk")) {
+        /* FS_WALK: several names in one call; records of a handle and a
+         * Stat (40 bytes) at DATA. Prints the records filled, the errno
+         * that stopped the walk, and each record's mode and size. */
+        static const struct { const char *names; uint64_t room; } cases[] = {
+            {"sub/inner.txt", 16}, {"sub/missing/x", 16}, {"passwd/x", 16}, {"../x", 16},
+            {"sub//inner.txt", 16}, {"sub/inner.txt", 1}, {"sub/inner.txt", 1000}, {"hello.txt/x", 16},
+        };
+        for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            size_t n = strlen(cases[i].names);
+            memcpy(scratch, cases[i].names, n);
+            memset(scratch + 512, 0, 16 * 48);
+            int64_t r = call(FS_WALK, 1, NAME, n, DATA, cases[i].room, 0);
+            printf("walk %s (%llu)=%lld err=%lld", cases[i].names, (unsigned long long)cases[i].room,
+                   (long long)(r & 0xffffffff), (long long)(r >> 32));
+            for (int64_t k = 0; k < (r & 0xffffffff) && k < 16; k++) {
+                struct stat_abi st;
+                int64_t h;
+                memcpy(&h, scratch + 512 + k * 48, 8);
+                memcpy(&st, scratch + 512 + k * 48 + 8, sizeof st);
+                printf(" [%s mode=%o size=%llu]", h > 0 ? "handle" : "none", st.mode,
+                       (st.mode & 0170000) == 040000 ? 0ULL : (unsigned long long)st.size);
+            }
+            printf("\n");
+        }
+        printf("walk empty=%lld\n", (long long)call(FS_WALK, 1, NAME, 0, DATA, 16, 0));
+        printf("walk too long=%lld\n", (long long)call(FS_WALK, 1, NAME, 5000, DATA, 16, 0));
+        /* The same handle as a lookup name by name. */
+        memcpy(scratch, "sub/inner.txt", 13);
+        call(FS_WALK, 1, NAME, 13, DATA, 16, 0);
+        int64_t walked;
+        memcpy(&walked, scratch + 512 + 48, 8);
+        int64_t sub = lookup(1, "sub");
+        printf("same handle=%d\n", walked == lookup(sub, "inner.txt"));
+        return 0;
+    }
+    if (!strcmp(scenario, "bad-walk-buffer")) {
+        /* Records to a buffer the guest has not mapped. */
+        memcpy(scratch, "sub/inner.txt", 13);
+        call(FS_WALK, 1, NAME, 13, 0x100, 16, 0);
         return 0;
     }
     if (!strcmp(scenario, "bad-buffer")) {

@@ -409,6 +409,19 @@ pub mod hc {
     pub const FS_READ_FRAMES: u64 = 22;
     /// Most frames one [`FS_READ_FRAMES`] fills (`HCALL_MAX_LEN` bytes).
     pub const FS_READ_FRAMES_MAX: u64 = super::HCALL_MAX_LEN / super::PAGE_SIZE;
+    /// Look up several names, each in the directory the one before it
+    /// found, in one call (as that many [`FS_LOOKUP`]s would): `args[0]` =
+    /// directory handle, `args[1]` = VA of the names joined by `/`,
+    /// `args[2]` = their length (1..=PATH_MAX), `args[3]` = VA of
+    /// [`super::fs::WALK_RECORD`]-byte records to fill, `args[4]` = how
+    /// many (at most [`super::fs::WALK_MAX`] are filled). Record i is
+    /// name i's handle (little-endian u64) and then its
+    /// [`super::fs::Stat`]. The walk stops after a name that is not a
+    /// directory, at the first that fails, or when the records are full.
+    /// Returns the records filled, plus the failing name's errno shifted
+    /// left by 32 (0 if none failed); -errno for a bad call. A buffer that
+    /// is not mapped ends the run.
+    pub const FS_WALK: u64 = 23;
 }
 
 /// The frame ranges of [`hc::PREFAULT`]: each is a little-endian u32
@@ -637,6 +650,10 @@ pub mod fs {
 
     pub const NAME_MAX: usize = 255;
     pub const PATH_MAX: usize = 4096;
+    /// Most names one [`super::hc::FS_WALK`] looks up.
+    pub const WALK_MAX: usize = 16;
+    /// One [`super::hc::FS_WALK`] record: a handle, then a [`Stat`].
+    pub const WALK_RECORD: usize = 8 + core::mem::size_of::<Stat>();
     /// Root handle numbers start here; 0 is never a valid handle.
     pub const FIRST_HANDLE: u64 = 1;
 

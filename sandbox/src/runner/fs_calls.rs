@@ -125,6 +125,40 @@ impl Runner<'_> {
                     Err(e) => errno_result(e),
                 }
             }
+            abi::hc::FS_WALK => {
+                let (mut dir, names_va, names_len, out_va, room) = (args[0], args[1], args[2], args[3], args[4]);
+                if names_len == 0 || names_len > PATH_MAX as u64 {
+                    return Ok(errno_result(if names_len == 0 { libc::EINVAL } else { libc::ENAMETOOLONG }));
+                }
+                let mut names = vec![0u8; names_len as usize];
+                vm.read_virt(names_va, &mut names).map_err(bad("walk", names_va, names_len))?;
+                let room = room.min(abi::fs::WALK_MAX as u64);
+                let (mut filled, mut failed) = (0u64, 0u64);
+                for name in names.split(|&c| c == b'/') {
+                    if filled == room {
+                        break;
+                    }
+                    match self.input.fs.lookup(dir, name) {
+                        Ok((handle, st)) => {
+                            let mut record = [0u8; abi::fs::WALK_RECORD];
+                            record[..8].copy_from_slice(&handle.to_le_bytes());
+                            record[8..].copy_from_slice(&fs::stat_bytes(&st));
+                            let at = out_va.wrapping_add(filled * abi::fs::WALK_RECORD as u64);
+                            vm.write_virt(at, &record).map_err(bad("walk", at, record.len() as u64))?;
+                            filled += 1;
+                            if st.mode & libc::S_IFMT != libc::S_IFDIR {
+                                break;
+                            }
+                            dir = handle;
+                        }
+                        Err(e) => {
+                            failed = e as u64;
+                            break;
+                        }
+                    }
+                }
+                filled | (failed << 32)
+            }
             other => return Err(Error::GuestCrashed { detail: format!("unknown hypercall {other:#x}") }),
         })
     }

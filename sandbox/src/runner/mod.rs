@@ -651,7 +651,7 @@ impl<'a> Runner<'a> {
                 vm.set_hypercall_result(0).map_err(Error::from)?;
                 Ok(None)
             }
-            abi::hc::FS_LOOKUP..=abi::hc::FILE_OUT | abi::hc::FS_READ_FRAMES => {
+            abi::hc::FS_LOOKUP..=abi::hc::FILE_OUT | abi::hc::FS_READ_FRAMES | abi::hc::FS_WALK => {
                 let ret = self.fs_hypercall(vm, nr, args)?;
                 vm.set_hypercall_result(ret).map_err(Error::from)?;
                 Ok(None)

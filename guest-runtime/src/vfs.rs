@@ -538,7 +538,7 @@ fn look_ahead(dir: &NodeRef, names: &[&[u8]]) {
     for (k, record) in out.chunks_exact(afs::WALK_RECORD).take(filled).enumerate() {
         let (h, st) = record.split_at(8);
         let h = u64::from_le_bytes(h.try_into().unwrap_or_default());
-        let Ok(st) = st.try_into().map_err(|_| EIO).and_then(|st| decode_stat(st)) else { return };
+        let Ok(st) = st.try_into().map_err(|_| EIO).and_then(decode_stat) else { return };
         let NodeKind::Dir(cd) = &cur.kind else { return };
         // A name the guest knows already may be its own (a mount point,
         // a file it made): what the host found below it is not the

@@ -192,6 +192,19 @@ fn file_mappings_made_again_over_themselves_read_and_run_as_natively() {
     );
 }
 
+/// A forked child's `CLONE_CHILD_SETTID` write lands in its own memory
+/// when it first runs (the runtime no longer switches to the child's
+/// space at the fork to make it), and an address it cannot write is
+/// skipped, as on Linux.
+#[test]
+fn a_forked_childs_tid_is_written_in_its_own_memory() {
+    same_as_native(
+        &mut sandbox(),
+        "clone_settid",
+        &["child saw its tid: yes; the parent's copy: unchanged", "bad address: child exit 7"],
+    );
+}
+
 #[test]
 fn a_fork_of_a_parent_larger_than_free_memory_shares_it_copy_on_write() {
     // 40 MiB filled (2 MiB pages) plus 4 MiB touched from the top down

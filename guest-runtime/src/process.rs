@@ -179,15 +179,9 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
     // Run the child right after the parent (insert after current).
     s.tasks.insert(s.current + 1, task.clone());
     if flags & CLONE_CHILD_SETTID != 0 && !is_thread && flags & CLONE_VM == 0 {
-        // The child's own copy of memory gets its tid when it first runs:
-        // write it through the child's space now.
-        let child = task.process.borrow().clone();
-        if let (Some(cs), Some(ms)) = (space_of(&child), space_of(&parent)) {
-            mm::activate(cs.get());
-            let r = put_user(ctid, tid.to_le_bytes());
-            mm::activate(ms.get());
-            r?;
-        }
+        // The child's own copy of memory gets its tid when it first runs
+        // (`task::load`).
+        task.set_child_tid.set(ctid);
     }
     notify();
     if flags & CLONE_VFORK != 0 && !is_thread {

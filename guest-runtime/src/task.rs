@@ -174,6 +174,11 @@ pub struct Task {
     pub saved_mask: Cell<Option<u64>>,
     pub pending: Cell<u64>,
     pub clear_child_tid: Cell<u64>,
+    /// Where a forked child writes its tid in its own memory
+    /// (`CLONE_CHILD_SETTID`; 0: nowhere): when it first runs, its space
+    /// then current, as Linux's `schedule_tail` does. (Written from the
+    /// parent, it took two CR3 loads a fork.)
+    pub set_child_tid: Cell<u64>,
     /// sigaltstack: (base, size); size 0 = none.
     pub altstack: Cell<(u64, u64)>,
     /// CPU time of this thread (ns; see [`charge_cpu`]).
@@ -200,6 +205,7 @@ impl Task {
             saved_mask: Cell::new(None),
             pending: Cell::new(0),
             clear_child_tid: Cell::new(0),
+            set_child_tid: Cell::new(0),
             altstack: Cell::new((0, 0)),
             cpu_ns: Cell::new(0),
         }
@@ -425,6 +431,11 @@ pub fn load(t: &Task, f: &mut Frame) {
     let p = t.process.borrow().clone();
     if let Some(space) = space_of(&p) {
         mm::activate(space.get());
+    }
+    let at = t.set_child_tid.replace(0);
+    if at != 0 {
+        // A failed write is ignored, as on Linux.
+        let _ = crate::uaccess::put_user(at, t.tid.to_le_bytes());
     }
 }
 

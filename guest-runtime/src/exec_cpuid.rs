@@ -110,14 +110,19 @@ fn started_from(node: &NodeRef) -> usize {
         }
     };
     let mut rewritten = Vec::new();
-    for &off in candidates.iter() {
-        let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
-            continue;
-        };
-        if crate::rewrite::rewrite_cpuid_ahead(start + (off - moff)) && rewritten.try_reserve(1).is_ok() {
-            rewritten.push(off);
+    // Nothing of the process runs meanwhile: one flush for all the pages
+    // the sites are on (it was one a page, three a start of glibc's
+    // static programs).
+    crate::mm::with_patch_flush_deferred(|| {
+        for &off in candidates.iter() {
+            let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
+                continue;
+            };
+            if crate::rewrite::rewrite_cpuid_ahead(start + (off - moff)) && rewritten.try_reserve(1).is_ok() {
+                rewritten.push(off);
+            }
         }
-    }
+    });
     let done = rewritten.len();
     if let Some(s) = SEEN.get().iter_mut().find(|s| same(s)).filter(|s| !s.proven) {
         s.candidates = Some(Rc::new(rewritten));

@@ -1586,6 +1586,38 @@ pub fn on_code_change(unmapped: CodeHook, restore: CodeHook) {
     *CODE_HOOKS.get() = Some((unmapped, restore));
 }
 
+/// Set while code is patched ahead in a batch ([`with_patch_flush_deferred`]):
+/// whether a patch has put off its flush.
+static PATCH_FLUSH_DEFERRED: Global<Option<bool>> = Global::new(None);
+
+/// Runs `f`, in which [`patch_code`] puts off the flushes its frame
+/// changes need, then flushes once if any did. Only while nothing of the
+/// program runs (code patched ahead at an execve): meanwhile the
+/// runtime's own reads of patched pages may still see their old bytes,
+/// which are the program's own (the rewriter keeps its changes in its
+/// list of sites, not only in the bytes).
+pub fn with_patch_flush_deferred<R>(f: impl FnOnce() -> R) -> R {
+    let outer = PATCH_FLUSH_DEFERRED.get().replace(false);
+    let r = f();
+    let pending = core::mem::replace(PATCH_FLUSH_DEFERRED.get(), outer) == Some(true);
+    if pending {
+        match PATCH_FLUSH_DEFERRED.get() {
+            Some(p) => *p = true,
+            None => crate::cpu::flush_tlb(),
+        }
+    }
+    r
+}
+
+/// The flush a patch's frame change needs: now, or at the end of the
+/// batch it is part of.
+fn patch_flush() {
+    match PATCH_FLUSH_DEFERRED.get() {
+        Some(pending) => *pending = true,
+        None => crate::cpu::flush_tlb(),
+    }
+}
+
 /// Writes `bytes` over the program's code at `va` (within one page) for
 /// the system-call rewriter: only in a private mapping; with `code_only`,
 /// only one that is executable and not writable. A file-cache frame is
@@ -1610,13 +1642,13 @@ pub fn patch_code(va: u64, bytes: &[u8], code_only: bool) -> bool {
         let Some(new) = unshared_entry(old, v.prot & PROT_WRITE != 0) else { return false };
         // SAFETY: as above; flushed now (maybe another frame).
         unsafe { pt_write(e, new) };
-        crate::cpu::flush_tlb();
+        patch_flush();
         new & ADDR_MASK
     } else if old & PTE_SHARED != 0 {
         let Some(f) = copy_frame(old & ADDR_MASK) else { return false };
         // SAFETY: as above; present -> present with another frame: flushed below.
         unsafe { pt_write(e, f | (old & !ADDR_MASK & !PTE_SHARED)) };
-        crate::cpu::flush_tlb();
+        patch_flush();
         f
     } else {
         old & ADDR_MASK

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use hvsandbox::{Command as Cmd, Sandbox, SnapshotPoint};
-use hvsandbox_tests::{musl, stat};
+use hvsandbox_tests::{musl, stat, BUSYBOX};
 
 /// `target/<profile>/hvsandbox`, built if `cargo test` did not build it.
 fn hvsandbox_bin() -> PathBuf {
@@ -290,5 +290,47 @@ fn snapshots_keep_rewritten_code_and_resets_undo_a_runs_rewriting() {
         let text = out.stdout_str();
         assert!(text.lines().all(rewritten), "round {round}: {text}");
         assert_eq!(text.lines().count(), 3, "{text}");
+    }
+}
+
+/// A program started again and again (a shell's children) finds the
+/// `syscall` sites its earlier processes called rewritten before its code
+/// runs: a static program's own at the execve, a dynamic one's libraries'
+/// at their mmap. Later starts then make few slow calls (each site of a
+/// short process runs too few times for the lazy path), and every output
+/// is as before.
+#[test]
+fn later_starts_of_a_file_find_the_sites_it_called_rewritten() {
+    let run = |system: bool, shell: &[&str], command: &str, n: usize| -> (String, u64) {
+        let script: String = (0..n).map(|i| command.replace("{i}", &i.to_string())).collect();
+        let mut cmd = Command::new(hvsandbox_bin());
+        cmd.env("HVSANDBOX_REWRITE", "1").args(["run", "--stats", "--timeout", "30s"]);
+        if system {
+            cmd.arg("--system");
+        }
+        let out = cmd.arg("--").args(shell).args(["-c", &script]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stats = stderr.lines().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats:\n{stderr}"));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stat(stats, "slow_syscalls"))
+    };
+    // busybox (static): its own sites; /bin/true (dynamic): libc's. (The
+    // shell's builtin echo shows each ran.)
+    let busybox = format!("{BUSYBOX} echo {{i}}; ");
+    let cases: [(bool, &[&str], &str, &str); 2] = [
+        (false, &[BUSYBOX, "sh"], &busybox, "0\n1\n2\n3\n4\n5\n"),
+        (true, &["/bin/sh"], "/bin/true; echo {i}; ", "0\n1\n2\n3\n4\n5\n"),
+    ];
+    for (system, shell, command, want) in cases {
+        let (one, slow_one) = run(system, shell, command, 1);
+        let (six, slow_six) = run(system, shell, command, 6);
+        assert_eq!(one, "0\n", "{command}");
+        assert_eq!(six, want, "{command}");
+        // Each start made ~26 (busybox) or ~30 (/bin/true) slow calls
+        // before; now a handful.
+        let per_start = slow_six.saturating_sub(slow_one) / 5;
+        assert!(
+            per_start <= 12,
+            "{command}: {per_start} slow calls a later start ({slow_one} with one, {slow_six} with six)"
+        );
     }
 }

@@ -63,7 +63,24 @@ static SEEN: Global<Vec<Seen>> = Global::new(Vec::new());
 /// would read all of it into the file cache), counts a start; from its
 /// second on, its `cpuid` sites are rewritten.
 pub fn started(program: &NodeRef, interp: Option<&NodeRef>) {
-    started_from(interp.unwrap_or(program));
+    // Nothing of the process runs meanwhile: one flush for all the pages
+    // rewritten (it was one a page, three a start of glibc's static
+    // programs for their `cpuid` sites alone).
+    crate::mm::with_patch_flush_deferred(|| {
+        started_from(interp.unwrap_or(program));
+        // And the `syscall` sites earlier processes of these files called.
+        for node in core::iter::once(program).chain(interp) {
+            crate::rewrite::rewrite_seen_ahead(node, &exec_maps(node));
+        }
+    });
+}
+
+/// `node`'s executable mappings in the current (new) process: (start,
+/// end, file offset).
+fn exec_maps(node: &NodeRef) -> Vec<(u64, u64, u64)> {
+    let mut maps = crate::mm::current().rewrite.mappings_of(Rc::as_ptr(node) as *const u8);
+    maps.retain(|&(start, end, _)| crate::mm::user_access_ok(start, end - start, crate::mm::PROT_EXEC));
+    maps
 }
 
 /// A start of `node` (see [`started`]); returns how many `cpuid` sites
@@ -93,10 +110,7 @@ fn started_from(node: &NodeRef) -> usize {
     if seen[i].starts < 2 {
         return 0;
     }
-    // This file's executable mappings in the new process: (start, end,
-    // file offset).
-    let mut maps = crate::mm::current().rewrite.mappings_of(Rc::as_ptr(node) as *const u8);
-    maps.retain(|&(start, end, _)| crate::mm::user_access_ok(start, end - start, crate::mm::PROT_EXEC));
+    let maps = exec_maps(node);
     let cached = seen[i].candidates.clone();
     let candidates = match cached {
         Some(c) => c,
@@ -110,19 +124,14 @@ fn started_from(node: &NodeRef) -> usize {
         }
     };
     let mut rewritten = Vec::new();
-    // Nothing of the process runs meanwhile: one flush for all the pages
-    // the sites are on (it was one a page, three a start of glibc's
-    // static programs).
-    crate::mm::with_patch_flush_deferred(|| {
-        for &off in candidates.iter() {
-            let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
-                continue;
-            };
-            if crate::rewrite::rewrite_cpuid_ahead(start + (off - moff)) && rewritten.try_reserve(1).is_ok() {
-                rewritten.push(off);
-            }
+    for &off in candidates.iter() {
+        let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
+            continue;
+        };
+        if crate::rewrite::rewrite_cpuid_ahead(start + (off - moff)) && rewritten.try_reserve(1).is_ok() {
+            rewritten.push(off);
         }
-    });
+    }
     let done = rewritten.len();
     if let Some(s) = SEEN.get().iter_mut().find(|s| same(s)).filter(|s| !s.proven) {
         s.candidates = Some(Rc::new(rewritten));

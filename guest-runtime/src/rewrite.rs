@@ -200,6 +200,7 @@ pub fn on_syscall(f: &Frame) {
         return;
     }
     let Some(sc) = f.rip.checked_sub(2) else { return };
+    note_slow(sc, f.rax);
     let n = mm::current().rewrite.seen(sc);
     if n == REFUSED || n < HOT_AFTER {
         return;
@@ -401,6 +402,86 @@ pub fn file_mapped(start: u64, end: u64, offset: u64, node: &NodeRef) {
     if any_enabled() {
         mm::current().rewrite.code_mapped(start, end, offset, node.clone());
     }
+}
+
+/// The `syscall` sites of a file that made slow calls in this VM's
+/// processes, as (file offset, the call's number): a later process of the
+/// same file has them rewritten before its code runs
+/// ([`rewrite_seen_ahead`]). A short-lived process's sites make one to
+/// three calls each, too few for the lazy path (`HOT_AFTER`), and a
+/// shell's children are such processes, ~24 slow calls a start.
+struct SlowSites {
+    file: alloc::rc::Weak<crate::vfs::Node>,
+    sites: alloc::vec::Vec<(u64, u32)>,
+}
+
+static SLOW_SITES: Global<alloc::vec::Vec<SlowSites>> = Global::new(alloc::vec::Vec::new());
+/// Files remembered (beyond, the oldest is forgotten).
+const SLOW_FILES: usize = 32;
+/// Sites remembered of one file.
+const SLOW_PER_FILE: usize = 512;
+
+/// A slow call was made from the `syscall` at `sc` with number `nr`:
+/// remembered with its file, if a file mapping holds it.
+fn note_slow(sc: u64, nr: u64) {
+    if nr == RT_SIGRETURN {
+        return;
+    }
+    let Some((file, off)) = mm::current().rewrite.code_at(sc).map(|c| (c.file.clone(), c.offset + (sc - c.start)))
+    else {
+        return;
+    };
+    let Ok(node) = file.downcast::<crate::vfs::Node>() else { return };
+    let files = SLOW_SITES.get();
+    let i = match files.iter().position(|f| core::ptr::eq(f.file.as_ptr(), alloc::rc::Rc::as_ptr(&node))) {
+        Some(i) => i,
+        None => {
+            files.retain(|f| f.file.strong_count() > 0);
+            if files.len() >= SLOW_FILES {
+                files.remove(0);
+            }
+            if files.try_reserve(1).is_err() {
+                return;
+            }
+            files.push(SlowSites { file: alloc::rc::Rc::downgrade(&node), sites: alloc::vec::Vec::new() });
+            files.len() - 1
+        }
+    };
+    let sites = &mut files[i].sites;
+    if sites.len() < SLOW_PER_FILE && !sites.iter().any(|s| s.0 == off) && sites.try_reserve(1).is_ok() {
+        sites.push((off, nr as u32));
+    }
+}
+
+/// Rewrites, before any of it runs, the `syscall` sites of `node` that
+/// made slow calls in earlier processes, where `maps` (start, end, file
+/// offset) show its code in the current one: at an execve for the
+/// program and its loader, at an mmap for a library. Each must still be
+/// a `syscall` instruction (the file may have changed) and is proven and
+/// rewritten as the lazy path would. The caller batches the flush.
+/// Returns how many were rewritten.
+pub fn rewrite_seen_ahead(node: &NodeRef, maps: &[(u64, u64, u64)]) -> usize {
+    if !*ENABLED.get() {
+        return 0;
+    }
+    let files = SLOW_SITES.get();
+    let Some(f) = files.iter().find(|f| core::ptr::eq(f.file.as_ptr(), alloc::rc::Rc::as_ptr(node))) else {
+        return 0;
+    };
+    let sites = f.sites.clone();
+    let mut done = 0;
+    for (off, nr) in sites {
+        let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
+            continue;
+        };
+        let sc = start + (off - moff);
+        if sitefind::original_bytes(sc, 2).as_deref() == Some(&[0x0f, 0x05][..])
+            && rewrite_ahead(sc, Some(u64::from(nr)))
+        {
+            done += 1;
+        }
+    }
+    done
 }
 
 fn rel32(from: u64, to: u64) -> Option<[u8; 4]> {

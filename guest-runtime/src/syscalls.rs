@@ -306,7 +306,14 @@ fn mmap_named(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> 
         if flags & (MAP_ANONYMOUS | MAP_SHARED) == 0 {
             // Where the rewriter finds the functions of code mapped here.
             if let Some(node) = crate::fds::get(fd).ok().as_ref().and_then(|f| f.node()) {
-                crate::rewrite::file_mapped(at, at.saturating_add(mm::page_up(len)), off, node);
+                let end = at.saturating_add(mm::page_up(len));
+                crate::rewrite::file_mapped(at, end, off, node);
+                if prot & u64::from(mm::PROT_EXEC) != 0 {
+                    // A library's code, not run yet in this process: the
+                    // sites earlier processes called are rewritten now,
+                    // with one flush.
+                    mm::with_patch_flush_deferred(|| crate::rewrite::rewrite_seen_ahead(node, &[(at, end, off)]));
+                }
             }
         }
     }

@@ -21,6 +21,10 @@
 //! the fourth form, whose proof sweeps the whole program). The first
 //! start of a file pays nothing, so a single run of a program (the CLI's
 //! cold start) is unchanged.
+//!
+//! At every execve the program's and its loader's `syscall` sites that
+//! earlier processes called are rewritten too (`rewrite::rewrite_seen_ahead`),
+//! and all of it shares one flush.
 
 use alloc::rc::{Rc, Weak};
 use alloc::vec::Vec;

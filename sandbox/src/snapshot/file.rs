@@ -168,15 +168,10 @@ pub(super) fn encode(snap: &Inner, path: &Path, memory: &File) -> std::io::Resul
     out.put(&vec![0u8; (pages_at - HEADER_LEN as u64 - out.len) as usize])?;
     let checksum = std::mem::take(&mut out.sum).finalize();
     let mut buf = vec![0u8; (StoredPages::CHUNK * PAGE) as usize];
-    for run in &runs {
-        let mut done = 0;
-        while done < run.count {
-            let n = (run.count - done).min(StoredPages::CHUNK);
-            let chunk = &mut buf[..(n * PAGE) as usize];
-            memory.read_exact_at(chunk, (run.first + done) * PAGE)?;
-            out.put(chunk)?;
-            done += n;
-        }
+    for (first, _, n) in chunks(&runs) {
+        let chunk = &mut buf[..(n * PAGE) as usize];
+        memory.read_exact_at(chunk, first * PAGE)?;
+        out.put(chunk)?;
     }
     let Sink { w, len, sum } = out;
     w.into_inner().map_err(|e| e.into_error())?;
@@ -257,6 +252,16 @@ fn read_runs<R: Read>(p: &mut Payload<R>, pages: u64, pages_at: u64) -> std::res
     Ok(runs)
 }
 
+/// `runs` cut into pieces of at most [`StoredPages::CHUNK`] pages, in
+/// order: (the first page's index, where it starts in the file, pages).
+fn chunks(runs: &[PageRun]) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    runs.iter().flat_map(|r| {
+        (0..r.count)
+            .step_by(StoredPages::CHUNK as usize)
+            .map(move |done| (r.first + done, r.offset + done * PAGE, (r.count - done).min(StoredPages::CHUNK)))
+    })
+}
+
 /// Consecutive pages in a snapshot file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PageRun {
@@ -303,16 +308,11 @@ impl StoredPages {
         let most = self.runs.iter().map(|r| r.count).max().unwrap_or(0).min(Self::CHUNK);
         let mut buf = vec![0u8; (most * PAGE) as usize];
         let mut sum = Hasher::new();
-        for run in &self.runs {
-            let mut done = 0;
-            while done < run.count {
-                let n = (run.count - done).min(Self::CHUNK);
-                let chunk = &mut buf[..(n * PAGE) as usize];
-                read(run.offset + done * PAGE, chunk)?;
-                sum.update(chunk);
-                put(run.first + done, chunk)?;
-                done += n;
-            }
+        for (first, offset, n) in chunks(&self.runs) {
+            let chunk = &mut buf[..(n * PAGE) as usize];
+            read(offset, chunk)?;
+            sum.update(chunk);
+            put(first, chunk)?;
         }
         if u64::from(sum.finalize()) != self.checksum {
             return Err(mismatch());
@@ -338,19 +338,14 @@ impl StoredPages {
         let (file, failed) = self.file()?;
         let mut vm = Vm::for_snapshot_pages(mem_size)?;
         let mut sum = Hasher::new();
-        for run in &self.runs {
-            let mut done = 0;
-            while done < run.count {
-                let n = (run.count - done).min(Self::CHUNK);
-                let (gpa, len) = ((run.first + done) * PAGE, n * PAGE);
-                match vm.pread_into(gpa, file.as_fd(), run.offset + done * PAGE, len) {
-                    Ok(got) if got == len => {}
-                    Ok(_) => return Err(failed(CHANGED)),
-                    Err(e) => return Err(failed(&e.to_string())),
-                }
-                vm.with_guest_bytes(gpa, len, |bytes| sum.update(bytes))?;
-                done += n;
+        for (first, offset, n) in chunks(&self.runs) {
+            let (gpa, len) = (first * PAGE, n * PAGE);
+            match vm.pread_into(gpa, file.as_fd(), offset, len) {
+                Ok(got) if got == len => {}
+                Ok(_) => return Err(failed(CHANGED)),
+                Err(e) => return Err(failed(&e.to_string())),
             }
+            vm.with_guest_bytes(gpa, len, |bytes| sum.update(bytes))?;
         }
         if u64::from(sum.finalize()) != self.checksum {
             return Err(failed(MISMATCH));

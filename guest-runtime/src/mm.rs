@@ -379,30 +379,23 @@ pub fn free_frames() -> u64 {
 /// Counts every mapping if the list of pages cannot be made.
 pub fn huge_bytes_of(roots: &[u64]) -> u64 {
     let mut pages: Vec<u64> = Vec::new();
-    let entries = |t: u64, n: usize| (0..n).filter_map(move |i| present_entry(t, i));
+    let mut complete = true;
     for &pml4 in roots {
-        for e4 in entries(pml4, USER_SLOTS) {
-            for e3 in entries(e4 & ADDR_MASK, 512).filter(|e| e & PTE_PS == 0) {
-                for e2 in entries(e3 & ADDR_MASK, 512).filter(|e| e & PTE_PS != 0) {
-                    if pages.try_reserve(1).is_err() {
-                        return FRAMES.get().huge_live * HUGE;
-                    }
-                    pages.push(e2 & ADDR_MASK);
+        each_leaf(pml4, &mut (0..USER_SLOTS), &mut |_, _, entry| {
+            if entry & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
+                complete &= pages.try_reserve(1).is_ok();
+                if complete {
+                    pages.push(entry & ADDR_MASK);
                 }
             }
-        }
+        });
+    }
+    if !complete {
+        return FRAMES.get().huge_live * HUGE;
     }
     pages.sort_unstable();
     pages.dedup();
     pages.len() as u64 * HUGE
-}
-
-/// Entry `i` of the page table at `gpa`, if present.
-fn present_entry(gpa: u64, i: usize) -> Option<u64> {
-    // SAFETY: `gpa` is a page-table frame (a space's root or an entry's
-    // table below it); i < 512.
-    let e = unsafe { table(gpa).add(i).read_volatile() };
-    (e & PTE_P != 0).then_some(e)
 }
 
 /// Frames the program and file data may still take (all but the heap's

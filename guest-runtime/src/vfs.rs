@@ -488,6 +488,27 @@ fn host_lookup(handle: u64, name: &[u8]) -> Result<(u64, afs::Stat), Errno> {
     Ok((h, decode_stat(&st)?))
 }
 
+/// What the host said of `name` in directory `dir`, cached there: the
+/// node it found, or the name as missing (ENOENT).
+fn remember(dir: &NodeRef, name: &[u8], found: Result<(u64, afs::Stat), Errno>) -> Result<NodeRef, Errno> {
+    let NodeKind::Dir(d) = &dir.kind else { return Err(ENOTDIR) };
+    match found {
+        Ok((h, st)) => {
+            let node = host_node(h, &st, dir);
+            d.borrow_mut().entries.insert(name.to_vec(), node.clone());
+            Ok(node)
+        }
+        Err(e) => {
+            if e == ENOENT {
+                if let Some(h) = d.borrow_mut().host.as_mut() {
+                    h.missing.insert(name.to_vec());
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
 /// When `names[0]` is not known yet in host directory `dir`, looks up it
 /// and the plain names after it (up to a `.` or `..`) in one host call,
 /// each in the directory the one before it found (`FS_WALK`): a path
@@ -546,16 +567,11 @@ fn look_ahead(dir: &NodeRef, names: &[&[u8]]) {
         if cd.borrow().entries.contains_key(names[k]) {
             return;
         }
-        let node = host_node(h, &st, &cur);
-        cd.borrow_mut().entries.insert(names[k].to_vec(), node.clone());
+        let Ok(node) = remember(&cur, names[k], Ok((h, st))) else { return };
         cur = node;
     }
     if failed == ENOENT as u64 && filled < n {
-        if let NodeKind::Dir(cd) = &cur.kind {
-            if let Some(h) = cd.borrow_mut().host.as_mut() {
-                h.missing.insert(names[filled].to_vec());
-            }
-        }
+        let _ = remember(&cur, names[filled], Err(ENOENT));
     }
 }
 
@@ -976,21 +992,7 @@ pub fn lookup(dir: &NodeRef, name: &[u8]) -> Result<NodeRef, Errno> {
             if !crate::heap::has_room() {
                 return Err(ENOMEM);
             }
-            match host_lookup(handle, name) {
-                Ok((h, st)) => {
-                    let node = host_node(h, &st, dir);
-                    d.borrow_mut().entries.insert(name.to_vec(), node.clone());
-                    Ok(node)
-                }
-                Err(e) => {
-                    if e == ENOENT {
-                        if let Some(h) = d.borrow_mut().host.as_mut() {
-                            h.missing.insert(name.to_vec());
-                        }
-                    }
-                    Err(e)
-                }
-            }
+            remember(dir, name, host_lookup(handle, name))
         }
         &NodeKind::ProcFd(pid) => {
             let fd = parse_u32(name).ok_or(ENOENT)?;

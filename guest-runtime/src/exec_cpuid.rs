@@ -129,10 +129,8 @@ fn started_from(node: &NodeRef) -> usize {
     };
     let mut rewritten = Vec::new();
     for &off in candidates.iter() {
-        let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
-            continue;
-        };
-        if crate::rewrite::rewrite_cpuid_ahead(start + (off - moff)) && rewritten.try_reserve(1).is_ok() {
+        let Some(site) = crate::sites::Sites::va_of(&maps, off, 2) else { continue };
+        if crate::rewrite::rewrite_cpuid_ahead(site) && rewritten.try_reserve(1).is_ok() {
             rewritten.push(off);
         }
     }

@@ -421,6 +421,11 @@ const SLOW_FILES: usize = 32;
 /// Sites remembered of one file.
 const SLOW_PER_FILE: usize = 512;
 
+/// Where `node`'s entry is in `files`.
+fn slow_sites_of(files: &[SlowSites], node: &NodeRef) -> Option<usize> {
+    files.iter().position(|f| core::ptr::eq(f.file.as_ptr(), alloc::rc::Rc::as_ptr(node)))
+}
+
 /// A slow call was made from the `syscall` at `sc` with number `nr`:
 /// remembered with its file, if a file mapping holds it.
 fn note_slow(sc: u64, nr: u64) {
@@ -433,7 +438,7 @@ fn note_slow(sc: u64, nr: u64) {
     };
     let Ok(node) = file.downcast::<crate::vfs::Node>() else { return };
     let files = SLOW_SITES.get();
-    let i = match files.iter().position(|f| core::ptr::eq(f.file.as_ptr(), alloc::rc::Rc::as_ptr(&node))) {
+    let i = match slow_sites_of(files, &node) {
         Some(i) => i,
         None => {
             files.retain(|f| f.file.strong_count() > 0);
@@ -465,16 +470,11 @@ pub fn rewrite_seen_ahead(node: &NodeRef, maps: &[(u64, u64, u64)]) -> usize {
         return 0;
     }
     let files = SLOW_SITES.get();
-    let Some(f) = files.iter().find(|f| core::ptr::eq(f.file.as_ptr(), alloc::rc::Rc::as_ptr(node))) else {
-        return 0;
-    };
-    let sites = f.sites.clone();
+    let Some(i) = slow_sites_of(files, node) else { return 0 };
+    let sites = files[i].sites.clone();
     let mut done = 0;
     for (off, nr) in sites {
-        let Some(&(start, _, moff)) = maps.iter().find(|m| off >= m.2 && off + 2 - m.2 <= m.1 - m.0) else {
-            continue;
-        };
-        let sc = start + (off - moff);
+        let Some(sc) = Sites::va_of(maps, off, 2) else { continue };
         if sitefind::original_bytes(sc, 2).as_deref() == Some(&[0x0f, 0x05][..])
             && rewrite_ahead(sc, Some(u64::from(nr)))
         {

@@ -122,6 +122,13 @@ impl Sites {
             .collect()
     }
 
+    /// The address where file offset `off` (with `len` bytes after it) is
+    /// in one of `maps` (start, end, file offset), as [`Sites::mappings_of`]
+    /// lists them.
+    pub fn va_of(maps: &[(u64, u64, u64)], off: u64, len: u64) -> Option<u64> {
+        maps.iter().find(|m| off >= m.2 && off + len - m.2 <= m.1 - m.0).map(|m| m.0 + (off - m.2))
+    }
+
     /// The file mapping holding `va`.
     pub fn code_at(&self, va: u64) -> Option<&Code> {
         let i = self.code.partition_point(|c| c.start <= va);

@@ -70,11 +70,15 @@ pub fn started(program: &NodeRef, interp: Option<&NodeRef>) {
     // Nothing of the process runs meanwhile: one flush for all the pages
     // rewritten (it was one a page, three a start of glibc's static
     // programs for their `cpuid` sites alone).
+    let probes = interp.unwrap_or(program);
     crate::mm::with_patch_flush_deferred(|| {
-        started_from(interp.unwrap_or(program));
-        // And the `syscall` sites earlier processes of these files called.
         for node in core::iter::once(program).chain(interp) {
-            crate::rewrite::rewrite_seen_ahead(node, &exec_maps(node));
+            let maps = exec_maps(node);
+            if Rc::ptr_eq(node, probes) {
+                started_from(node, &maps);
+            }
+            // And the `syscall` sites earlier processes of it called.
+            crate::rewrite::rewrite_seen_ahead(node, &maps);
         }
     });
 }
@@ -87,9 +91,9 @@ fn exec_maps(node: &NodeRef) -> Vec<(u64, u64, u64)> {
     maps
 }
 
-/// A start of `node` (see [`started`]); returns how many `cpuid` sites
-/// were rewritten.
-fn started_from(node: &NodeRef) -> usize {
+/// A start of `node`, whose executable mappings are `maps` (see
+/// [`started`]); returns how many `cpuid` sites were rewritten.
+fn started_from(node: &NodeRef, maps: &[(u64, u64, u64)]) -> usize {
     if !crate::rewrite::cpuid_enabled() {
         return 0;
     }
@@ -114,12 +118,11 @@ fn started_from(node: &NodeRef) -> usize {
     if seen[i].starts < 2 {
         return 0;
     }
-    let maps = exec_maps(node);
     let cached = seen[i].candidates.clone();
     let candidates = match cached {
         Some(c) => c,
         None => {
-            let c = Rc::new(scan(node, &maps));
+            let c = Rc::new(scan(node, maps));
             // (SEEN may have been touched meanwhile: find the entry again.)
             if let Some(s) = SEEN.get().iter_mut().find(|s| same(s)) {
                 s.candidates = Some(c.clone());
@@ -129,7 +132,7 @@ fn started_from(node: &NodeRef) -> usize {
     };
     let mut rewritten = Vec::new();
     for &off in candidates.iter() {
-        let Some(site) = crate::sites::Sites::va_of(&maps, off, 2) else { continue };
+        let Some(site) = crate::sites::Sites::va_of(maps, off, 2) else { continue };
         if crate::rewrite::rewrite_cpuid_ahead(site) && rewritten.try_reserve(1).is_ok() {
             rewritten.push(off);
         }

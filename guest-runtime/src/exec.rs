@@ -138,7 +138,8 @@ pub fn exec(
         Ok(x) => x,
         Err(_) => return exit_group(f, 0, SIGSEGV),
     };
-    // From a file's second start on, its `cpuid` sites go fast.
+    // Its `cpuid` sites (from a file's second start on) and the
+    // `syscall` sites earlier processes called go fast.
     crate::exec_cpuid::started(&node, interp.as_ref().map(|i| i.node()));
     *me.exe.borrow_mut() = vfs::absolute(&me.cwd.borrow().clone(), &path);
     me.fds.borrow_mut().close_on_exec();

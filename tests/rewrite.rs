@@ -200,6 +200,22 @@ fn with_no_padding_in_reach_the_instruction_before_the_syscall_moves_to_the_stub
 }
 
 #[test]
+fn a_syscall_across_a_page_boundary_is_rewritten_by_moving_the_instruction_before_it() {
+    let want = |code: &str, after: &str| {
+        format!(
+            "straddle: syscall at page offset 4095, 0 bad calls of 24, code {code}\n\
+             straddle: next page writable 0, code {after}, 0 bad calls of 6\n"
+        )
+    };
+    assert_eq!(native(&["straddle"]).0, want("41", "41"), "native");
+    assert_eq!(guest(false, &["straddle"]).stdout, want("41", "41"), "off: the code stays");
+    // The `mov` before it becomes the jump; the page the `syscall` ends
+    // in made writable puts it back.
+    let on = guest(true, &["straddle"]);
+    assert_eq!(on.stdout, want("e9", "41"), "on: {}", on.stats);
+}
+
+#[test]
 fn a_fault_in_a_moved_instruction_shows_the_programs_own_address() {
     let want = |code: &str| {
         format!("faultform: 0 bad calls of 12, code {code}, faulted 1 at the mov 1, address 0x8 si_code 1\n")

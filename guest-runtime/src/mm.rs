@@ -1611,6 +1611,12 @@ fn patch_flush() {
     }
 }
 
+/// Whether `va` is in a private mapping that is executable and not
+/// writable: code only an mprotect or a new mapping changes.
+pub fn private_code(va: u64) -> bool {
+    vma_at(va).is_some_and(|v| v.shared.is_none() && v.prot & PROT_EXEC != 0 && v.prot & PROT_WRITE == 0)
+}
+
 /// Writes `bytes` over the program's code at `va` (within one page) for
 /// the system-call rewriter: only in a private mapping; with `code_only`,
 /// only one that is executable and not writable. A file-cache frame is
@@ -1622,7 +1628,7 @@ pub fn patch_code(va: u64, bytes: &[u8], code_only: bool) -> bool {
         return false;
     }
     let Some(v) = vma_at(va) else { return false };
-    if v.shared.is_some() || code_only && (v.prot & PROT_EXEC == 0 || v.prot & PROT_WRITE != 0) {
+    if v.shared.is_some() || code_only && !private_code(va) {
         return false;
     }
     let Some(e) = cur_pte(va, false) else { return false };

@@ -243,11 +243,13 @@ fn rewrite_in(place: &sitefind::Place, sc: u64, nr: u64) -> bool {
 /// The second and third forms, for the two-byte instruction at `sc` (a
 /// `syscall` or a `cpuid`, per `kind`).
 fn rewrite_two_byte(place: &sitefind::Place, sc: u64, kind: Kind) -> bool {
-    if (sc & (PAGE - 1)) > PAGE - 2 || !place.instruction_at(sc, 2) {
+    if !place.instruction_at(sc, 2) {
         return false;
     }
     let taken: alloc::vec::Vec<_> = mm::current().rewrite.sites.iter().filter_map(|s| s.pad).collect();
-    if let Some(pad) = place.padding_near(sc + 2, &taken) {
+    // (The two bytes become a jump only within one page.)
+    let pad = if (sc & (PAGE - 1)) <= PAGE - 2 { place.padding_near(sc + 2, &taken) } else { None };
+    if let Some(pad) = pad {
         // SAFETY: five bytes of padding in a readable, backed mapping,
         // within one page (checked by padding_near).
         let pad_orig = unsafe { core::ptr::read_unaligned(pad as *const [u8; 5]) };
@@ -261,12 +263,27 @@ fn rewrite_two_byte(place: &sitefind::Place, sc: u64, kind: Kind) -> bool {
     // instruction stays for jumps to it and restarts.
     let Some((at, moved)) = place.instruction_before(sc) else { return false };
     let n = moved.len();
-    let one_page = (at & (PAGE - 1)) + n as u64 + 2 <= PAGE;
-    if n < 5 || !one_page || crate::x86len::movable(moved).map(|m| m.0) != Some(n) || loads_rt_sigreturn(moved) {
+    if n < 5
+        || !patchable_span(at, sc + 2)
+        || crate::x86len::movable(moved).map(|m| m.0) != Some(n)
+        || loads_rt_sigreturn(moved)
+    {
         return false;
     }
     let orig = [moved[0], moved[1], moved[2], moved[3], moved[4]];
     patch(at, 5, orig, moved, None, kind)
+}
+
+/// Whether a jump may replace the first 5 bytes of the instructions in
+/// `[at, end)` that a stub runs in their place (the third and fourth
+/// forms): those bytes lie in one page, and all of the span in code
+/// that cannot change unseen (private, executable, not writable), as a
+/// change to any of it (`mprotect`, a mapping over it) puts the site's
+/// bytes back. A span may cross into the next page: glibc 2.36 has a
+/// `syscall` across one (`__open64_nocancel`, run ~28 times by every
+/// process's `setlocale`).
+fn patchable_span(at: u64, end: u64) -> bool {
+    (at & (PAGE - 1)) + 5 <= PAGE && end > at && mm::private_code(at) && mm::private_code(end - 1)
 }
 
 /// What a rewritten site stands for: its stub enters the runtime as
@@ -356,7 +373,7 @@ pub fn rewrite_run_ahead(start: u64, site: u64, cpuid: bool) -> bool {
         return false;
     }
     let Some(len) = site.checked_sub(start).filter(|n| (5..=MAX_MOVED as u64).contains(n)) else { return false };
-    if (start & (PAGE - 1)) + len + 2 > PAGE {
+    if !patchable_span(start, site + 2) {
         return false;
     }
     let Ok(Some(place)) = sitefind::function_of(site, true) else { return false };

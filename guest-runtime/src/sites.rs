@@ -38,10 +38,14 @@ pub struct Site {
 }
 
 impl Site {
-    /// Whether any byte it changed lies in `[start, end)`.
+    /// Whether any byte it changed, or stands in for, lies in `[start,
+    /// end)`: the bytes it changed, and with moved instructions those and
+    /// the two-byte `syscall` or `cpuid` after them (the stub returns
+    /// past it, so it must stay as it was, whichever page it is in).
     pub fn touches(&self, start: u64, end: u64) -> bool {
         let hit = |a: u64, n: u64| a < end && a + n > start;
-        hit(self.at, u64::from(self.len)) || self.pad.is_some_and(|(p, _)| hit(p, 5))
+        let span = if self.moved > 0 { u64::from(self.moved) + 2 } else { u64::from(self.len) };
+        hit(self.at, span) || self.pad.is_some_and(|(p, _)| hit(p, 5))
     }
 }
 

@@ -28,6 +28,7 @@
                 getppid calls, so that the rewriter has read this file's
                 tables) getpid's first byte after 2 calls and after 10
      code       getpid's first 7 code bytes before and after two calls
+     straddle   the same with the `syscall` across a page boundary
      checkpoint getpid twice, the snapshot checkpoint (guest only), then
                 getpid's code bytes
      cost N     nanoseconds per getpid() (clock_gettime via the vDSO) */
@@ -398,6 +399,59 @@ static int thirdform(void) {
     return 0;
 }
 
+/* The same shape, placed so that the `syscall` starts at a page's last
+   byte (glibc 2.36's `__open64_nocancel` has one so): only the `mov`
+   before it can become the jump (its 6 bytes end where the page does).
+   The page the `syscall` ends in made writable must put the `mov` back,
+   as the `syscall` is part of what the stub stands for. */
+__asm__(".text\n"
+        ".p2align 12, 0xcc\n"
+        ".globl straddle_pre\n"
+        ".type straddle_pre, @function\n"
+        "straddle_pre:\n"
+        "    .fill 4000, 1, 0x90\n"
+        "    ret\n"
+        ".size straddle_pre, .-straddle_pre\n"
+        ".globl straddle_site\n"
+        ".type straddle_site, @function\n"
+        "straddle_site:\n"
+        "    xor %r9d, %r9d\n"
+        "    mov %rdi, %rax\n"
+        "    test %rsi, %rsi\n"
+        "    jz 1f\n"
+        "    .fill 4089 - (. - straddle_pre), 1, 0x90\n"
+        ".globl straddle_moved\n"
+        "straddle_moved:\n"
+        "    mov $0x11223344, %r9d\n"
+        ".globl straddle_syscall\n"
+        "straddle_syscall:\n"
+        "1:  syscall\n"
+        "    .fill 140, 1, 0x90\n"
+        "    add %r9, %rax\n"
+        "    ret\n"
+        ".size straddle_site, .-straddle_site\n");
+long straddle_site(long nr, long moved);
+extern const unsigned char straddle_moved[], straddle_syscall[];
+
+static int straddle(void) {
+    long me = getpid();
+    int bad = 0;
+    for (int i = 0; i < 12; i++) {
+        bad += straddle_site(39, 1) != me + 0x11223344;
+        bad += straddle_site(39, 0) != me;
+    }
+    printf("straddle: syscall at page offset %lu, %d bad calls of 24, code %02x\n",
+           (unsigned long)straddle_syscall & 4095, bad, straddle_moved[0]);
+    /* Only the page the `syscall` ends in made writable. */
+    void *next = (void *)(((unsigned long)straddle_syscall + 1) & ~4095ul);
+    int r = mprotect(next, 4096, PROT_READ | PROT_WRITE | PROT_EXEC);
+    bad = 0;
+    for (int i = 0; i < 6; i++) bad += straddle_site(39, 1) != me + 0x11223344;
+    printf("straddle: next page writable %d, code %02x, %d bad calls of 6\n", r,
+           *(volatile const unsigned char *)straddle_moved, bad);
+    return 0;
+}
+
 /* The same shape with a `mov` to memory before the `syscall` (6 bytes,
    so it moves to the stub too): when it faults, the handler must see
    the program's own address of the `mov` as RIP. Stores 0x11223344 at
@@ -519,6 +573,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "regsite-code")) return regsite(1);
     if (!strcmp(mode, "sharedgap")) return sharedgap();
     if (!strcmp(mode, "thirdform")) return thirdform();
+    if (!strcmp(mode, "straddle")) return straddle();
     if (!strcmp(mode, "faultform")) return faultform();
     if (!strcmp(mode, "checkpoint")) return checkpoint();
     if (!strcmp(mode, "cost")) return cost(n);

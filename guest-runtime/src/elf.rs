@@ -216,10 +216,12 @@ impl Headers {
 
 impl Image {
     /// Maps the segments at `base` in the current address space; returns
-    /// the end of the highest segment.
+    /// the end of the highest segment. Each segment's pages of the file
+    /// are named `path` in `/proc/<pid>/maps`, as Linux names them (its
+    /// zero-filled rest is anonymous).
     /// `program`: the main program, which must leave room for its brk heap
     /// below the mmap area (an interpreter goes where `reserve` put it).
-    fn map(&self, base: u64, program: bool) -> Result<u64, i64> {
+    fn map(&self, base: u64, program: bool, path: &[u8]) -> Result<u64, i64> {
         let (lo, hi) = self.span();
         let (start, end) = (lo.checked_add(base).ok_or(ENOEXEC)?, hi.checked_add(base).ok_or(ENOEXEC)?);
         if start < user::MIN_ADDR || (program && end > user::MMAP_TOP - user::BRK_MAX) || end > user::ADDR_LIMIT {
@@ -231,10 +233,15 @@ impl Image {
             let va = ph.vaddr + base;
             let seg_start = page_down(va);
             let seg_end = page_up(va + ph.memsz);
-            // Where the rewriter finds the functions of code mapped here.
+            // Where the rewriter finds the functions of code mapped here,
+            // and what maps names.
             let code = |node| {
                 if prot & PROT_EXEC != 0 {
                     crate::rewrite::file_mapped(seg_start, seg_end, page_down(ph.offset), node);
+                }
+                if ph.filesz > 0 {
+                    let file_end = page_up(va + ph.filesz).min(seg_end);
+                    crate::procfs::named(seg_start, file_end, page_down(ph.offset), node, path);
                 }
             };
             if prot & PROT_WRITE == 0 && ph.memsz == ph.filesz {
@@ -295,10 +302,11 @@ pub fn interpreter_node(node: &NodeRef) -> Option<NodeRef> {
 const ELIBBAD: i64 = 80;
 
 /// Maps a parsed program (and its interpreter) into the current, empty
-/// address space.
-pub fn load(img: &Image, interp: Option<&Image>) -> Result<Loaded, i64> {
+/// address space; `path` is the program's (what `/proc/<pid>/maps`
+/// names its segments).
+pub fn load(img: &Image, interp: Option<&Image>, path: &[u8]) -> Result<Loaded, i64> {
     let base = if img.e_type == ET_DYN { user::PIE_BASE } else { 0 };
-    let top = img.map(base, true)?;
+    let top = img.map(base, true, path)?;
     mm::set_brk_start(top);
     let mut loaded = Loaded {
         entry: img.entry.wrapping_add(base),
@@ -313,7 +321,7 @@ pub fn load(img: &Image, interp: Option<&Image>) -> Result<Loaded, i64> {
         let (lo, hi) = ld.span();
         let at = mm::reserve(hi - lo)?;
         let ld_base = at - lo;
-        ld.map(ld_base, false)?;
+        ld.map(ld_base, false, img.interp.as_deref().unwrap_or_default())?;
         loaded.interp_base = ld_base;
         loaded.entry = ld.entry.wrapping_add(ld_base);
     }

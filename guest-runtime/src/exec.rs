@@ -130,7 +130,10 @@ pub fn exec(
     *me.environ.borrow_mut() = envs.clone();
     let mut block = args;
     block.extend_from_slice(&envs);
-    let result = elf::load(&img, interp.as_ref())
+    *me.exe.borrow_mut() = vfs::absolute(&me.cwd.borrow().clone(), &path);
+    me.map_names.borrow_mut().0.clear();
+    let exe = me.exe.borrow().clone();
+    let result = elf::load(&img, interp.as_ref(), &exe)
         .and_then(|l| stack::build(&l, &block, argc, envc).map(|sp| (l.entry, sp)).map_err(|_| E2BIG));
     drop(old);
     release_vfork(&me);
@@ -141,11 +144,9 @@ pub fn exec(
     // Its `cpuid` sites (from a file's second start on) and the
     // `syscall` sites earlier processes called go fast.
     crate::exec_cpuid::started(&node, interp.as_ref().map(|i| i.node()));
-    *me.exe.borrow_mut() = vfs::absolute(&me.cwd.borrow().clone(), &path);
     me.fds.borrow_mut().close_on_exec();
     // POSIX timers do not survive exec; interval timers and alarms do.
     me.timers.exec();
-    me.map_names.borrow_mut().0.clear();
     // Handlers do not survive exec; ignored signals do.
     for a in me.sigactions.borrow_mut().iter_mut() {
         if a[0] != SIG_IGN {

@@ -67,7 +67,7 @@ pub fn start_init(
     *p.environ.borrow_mut() = envs[..envs.len() - crate::rt::after_strings(envs, envc).len()].to_vec();
     let img = elf::parse(image)?;
     let interp = elf::parse_interp(&img)?;
-    let loaded = elf::load(&img, interp.as_ref())?;
+    let loaded = elf::load(&img, interp.as_ref(), exe_path)?;
     let sp = stack::build(&loaded, args, argc, envc).map_err(|_| E2BIG)?;
     *INIT_LOADED.get() = Some(loaded);
     Ok((loaded.entry, sp))

@@ -364,13 +364,19 @@ fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
 /// The current process mapped `[at, at + len)`: of file `fd` from
 /// offset `off`, or anonymous memory (`file` None).
 pub fn mapped(at: u64, len: u64, file: Option<(u64, u64)>) {
-    let p = current_process();
     let end = at.saturating_add(crate::mm::page_up(len));
-    let mut names = p.map_names.borrow_mut();
-    names.remove(at, end);
+    current_process().map_names.borrow_mut().remove(at, end);
     let Some((fd, offset)) = file else { return };
     let Ok(f) = crate::fds::get(fd) else { return };
     let Some(node) = f.node() else { return };
+    named(at, end, offset, node, &f.path);
+}
+
+/// `[at, end)` of the current process shows file `node` (opened as
+/// `path`) from `offset` on: an mmap, or a program's segment at exec.
+pub fn named(at: u64, end: u64, offset: u64, node: &crate::vfs::NodeRef, path: &[u8]) {
+    let p = current_process();
+    let mut names = p.map_names.borrow_mut();
     if names.due_for_pruning() {
         // Names of ranges unmapped since go (munmap leaves them: a
         // mapping made over one replaces it, and maps shows only what
@@ -382,7 +388,7 @@ pub fn mapped(at: u64, len: u64, file: Option<(u64, u64)>) {
         let m = node.meta.borrow();
         (m.dev, m.ino)
     };
-    names.add(Named { start: at, end, offset, dev, ino, path: Rc::from(&f.path[..]) });
+    names.add(Named { start: at, end, offset, dev, ino, path: Rc::from(path) });
 }
 
 fn maps(o: &mut Out, p: &Process) {

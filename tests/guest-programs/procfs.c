@@ -14,6 +14,8 @@
  * and in the sandbox (counts, formats, consistency; no host values). */
 extern char **environ;
 
+/* Initialized data: in the program's writable segment, from its file. */
+static volatile int initialized = 1;
 static char buf[1 << 16];
 
 static long slurp(const char *path) {
@@ -67,20 +69,32 @@ int main(int argc, char **argv) {
     printf("environ: len=%s first=%s\n", yes(n == want), yes(!environ[0] || strcmp(buf, environ[0]) == 0));
     /* maps: every line parses; the stack, code and a fresh mapping are there */
     void *m = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* The program's code and data lines name its file, as exe does. */
+    char exe[256] = "";
+    struct stat exe_st = {0};
+    readlink("/proc/self/exe", exe, sizeof exe - 1);
+    stat("/proc/self/exe", &exe_st);
     slurp("/proc/self/maps");
-    int lines = 0, bad = 0, stack = 0, code = 0, anon = 0;
+    int lines = 0, bad = 0, stack = 0, code = 0, anon = 0, code_named = 0, data_named = 0;
     unsigned long here = (unsigned long)&lines, fn = (unsigned long)&main, mm = (unsigned long)m;
+    unsigned long data = (unsigned long)&initialized;
     for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
         unsigned long s, e, off, ino;
         unsigned maj, mi;
         char perms[5];
+        int name_at = 0;
         lines++;
-        if (sscanf(line, "%lx-%lx %4s %lx %x:%x %lu", &s, &e, perms, &off, &maj, &mi, &ino) != 7 || s >= e) bad++;
+        if (sscanf(line, "%lx-%lx %4s %lx %x:%x %lu %n", &s, &e, perms, &off, &maj, &mi, &ino, &name_at) != 7 ||
+            s >= e)
+            bad++;
+        int ours = name_at > 0 && strcmp(line + name_at, exe) == 0 && ino == exe_st.st_ino;
         if (s <= here && here < e) stack = strstr(line, "[stack]") != NULL && perms[1] == 'w';
-        if (s <= fn && fn < e) code = perms[0] == 'r' && perms[2] == 'x';
+        if (s <= fn && fn < e) code = perms[0] == 'r' && perms[2] == 'x', code_named = ours;
+        if (s <= data && data < e) data_named = ours && perms[1] == 'w';
         if (s <= mm && mm + (1 << 20) <= e) anon = strncmp(perms, "rw-p", 4) == 0;
     }
     printf("maps: lines>3=%s bad=%d stack=%s code=%s mmap=%s\n", yes(lines > 3), bad, yes(stack), yes(code), yes(anon));
+    printf("maps: code names the program=%s data names it=%s\n", yes(code_named), yes(data_named));
     /* /proc/self/fd lists the descriptors; links name files and pipes */
     int p[2];
     pipe(p);

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 mode=("$@")
 cargo build --release --workspace --all-targets >/dev/null
+# The cli bench times the static CLI a release ships.
+HVSANDBOX_CLI="$PWD/$(./scripts/build-cli.sh 2>/dev/null)"
+export HVSANDBOX_CLI
 
 out=BENCHMARKS.md
 tmp=$(mktemp)

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# Installs what is needed, builds the hvsandbox CLI and runs programs in
+# Installs what is needed, builds the hvsandbox CLI (static) and runs programs in
 # sandboxes: a C hello world built with musl-gcc, and Debian's busybox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
-cargo build --release -p hvsandbox --bin hvsandbox
-
-hv=target/release/hvsandbox
+# The CLI as a release ships it: one static executable.
+hv=$(./scripts/build-cli.sh)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -11,6 +11,11 @@ cargo fmt --all --check
 (cd guest-runtime && cargo fmt --check)
 cargo build --release --workspace --all-targets
 cargo test --release --workspace
+# The static CLI a release ships (scripts/build-cli.sh): the tests that run
+# the CLI, again against it.
+cli=$(./scripts/build-cli.sh)
+HVSANDBOX_CLI="$PWD/$cli" cargo test --release -p hvsandbox-tests \
+    --test cli --test cli_cold --test cpuid --test eager_rewrite --test rewrite --test fs --test snapshots
 cargo clippy --release --workspace --all-targets -- -D warnings
 (cd guest-runtime && cargo clippy --release -- -D warnings)
 # The guest runtime's unit tests run on the host (no VM).

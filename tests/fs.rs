@@ -10,7 +10,7 @@ use std::process::Stdio;
 
 use hvsandbox::{Command, ErrorKind, Sandbox, SandboxBuilder};
 use hvsandbox_abi as abi;
-use hvsandbox_tests::{musl, sandbox, BUSYBOX};
+use hvsandbox_tests::{hvsandbox_bin, musl, sandbox, BUSYBOX};
 
 /// A host directory tree for one test, removed on drop.
 struct HostTree(PathBuf);
@@ -429,12 +429,6 @@ fn bare_names_are_found_on_the_guests_path_in_the_guests_view() {
     // A name with a slash is a host path, used as is.
     let err = sb.run(&Command::new("opt/tool")).unwrap_err();
     assert!(err.to_string().contains("invalid program opt/tool: cannot read it"), "{err}");
-}
-
-/// `target/<profile>/hvsandbox`, next to this test binary's `deps/`.
-fn hvsandbox_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("hvsandbox")
 }
 
 #[test]

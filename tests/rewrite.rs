@@ -8,29 +8,10 @@
 //! through the `hvsandbox` command so that each can set the switch; the
 //! snapshot test sets it for this process (every run here wants it on).
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use hvsandbox::{Command as Cmd, Sandbox, SnapshotPoint};
-use hvsandbox_tests::{musl, stat, BUSYBOX};
-
-/// `target/<profile>/hvsandbox`, built if `cargo test` did not build it.
-fn hvsandbox_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
-        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        build.args(["build", "-p", "hvsandbox", "--bin", "hvsandbox", "--manifest-path"]).arg(&manifest);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        assert!(build.status().expect("run cargo").success(), "cannot build the hvsandbox binary");
-        profile_dir.join("hvsandbox")
-    })
-    .clone()
-}
+use hvsandbox_tests::{hvsandbox_bin, musl, stat, BUSYBOX};
 
 /// What a run of `rewrite <args>` gave.
 struct Run {

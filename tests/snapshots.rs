@@ -545,17 +545,7 @@ fn a_loaded_snapshot_reads_its_pages_from_its_file_and_refuses_a_changed_one() {
 #[test]
 fn snapshot_saved_by_one_process_runs_in_another() {
     // Save with the CLI, resume with the CLI: two processes.
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("hvsandbox");
-    if !bin.exists() {
-        // Built by the cli tests or `cargo build`; build it if needed.
-        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .args(["build", "--release", "-p", "hvsandbox", "--bin", "hvsandbox", "--manifest-path"])
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    let bin = hvsandbox_tests::hvsandbox_bin();
     let dir = std::env::temp_dir().join(format!("hvsandbox-snap-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("sh.snap");

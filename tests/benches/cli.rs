@@ -6,6 +6,10 @@
 //! ≤ 2x native. Also runs from a program's entry snapshot saved to a
 //! file (`run --from-snapshot`), beside the same native baseline.
 //!
+//! The CLI timed is `$HVSANDBOX_CLI` when set (`scripts/bench.sh` and CI
+//! set it to the static build of `scripts/build-cli.sh`, what a release
+//! ships), else the `cargo build` one; its first line says which.
+//!
 //! `cargo bench -p hvsandbox-tests --bench cli [-- --quick] [-- --runs N]`
 
 use std::path::Path;
@@ -103,6 +107,13 @@ fn main() {
     if let Some(i) = argv.iter().position(|a| a == "--runs") {
         runs = argv.get(i + 1).and_then(|v| v.parse().ok()).expect("--runs N");
     }
+    let cli = hvsandbox_bin();
+    let linked = match Command::new("readelf").arg("-d").arg(&cli).output() {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).contains("(NEEDED)") => "dynamically linked",
+        Ok(o) if o.status.success() => "static",
+        _ => "linking unknown",
+    };
+    println!("the CLI timed: {} ({linked})", cli.display());
     let cases = [
         Case {
             name: "busybox true",

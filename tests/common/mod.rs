@@ -189,12 +189,19 @@ pub fn same_as_native_with(sb: &mut Sandbox, name: &str, args: &[&str], expect: 
     native
 }
 
-/// `target/<profile>/hvsandbox`, next to the running test or benchmark
-/// binary's `deps/` directory; built here if cargo did not build it (it
-/// builds a package's binaries only for that package's own tests).
+/// The `hvsandbox` CLI under test: `$HVSANDBOX_CLI` if set (the static
+/// build of `scripts/build-cli.sh`), else `target/<profile>/hvsandbox`,
+/// next to the running test or benchmark binary's `deps/` directory,
+/// built here if cargo did not build it (it builds a package's binaries
+/// only for that package's own tests).
 pub fn hvsandbox_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(cli) = std::env::var_os("HVSANDBOX_CLI").filter(|p| !p.is_empty()) {
+            let cli = PathBuf::from(cli);
+            assert!(cli.is_file(), "HVSANDBOX_CLI={} is not a file", cli.display());
+            return std::fs::canonicalize(&cli).unwrap_or(cli);
+        }
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
         let bin = profile_dir.join("hvsandbox");

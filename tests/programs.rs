@@ -192,6 +192,31 @@ fn file_mappings_made_again_over_themselves_read_and_run_as_natively() {
     );
 }
 
+/// Data does not run: pages without PROT_EXEC (read-only, read-write, the
+/// stack, the data segment) fault at the jump, as on Linux with NX;
+/// mprotect gives and takes execution (taken away: the old TLB entry must
+/// not let it run; given back without a flush: the fault is retried).
+#[test]
+fn memory_that_is_not_executable_does_not_run() {
+    same_as_native(
+        &mut sandbox(),
+        "no_execute",
+        &[
+            "read-write: SIGSEGV at it",
+            "read-only: SIGSEGV at it",
+            "made executable: ran 42",
+            "executable taken away: SIGSEGV at it",
+            "given back, run here: 84",
+            "read-write-execute: ran 42",
+            "on the stack: SIGSEGV at it",
+            "in the data segment: SIGSEGV at it",
+            "stack made executable (0): ran 42, deeper: ran 42",
+        ],
+    );
+    // A program that asks for an executable stack gets one.
+    same_as_native(&mut sandbox(), "exec_stack", &["nested function through its trampoline: 42"]);
+}
+
 /// A forked child's `CLONE_CHILD_SETTID` write lands in its own memory
 /// when it first runs (the runtime no longer switches to the child's
 /// space at the fork to make it), and an address it cannot write is

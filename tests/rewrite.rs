@@ -185,13 +185,15 @@ fn a_syscall_across_a_page_boundary_is_rewritten_by_moving_the_instruction_befor
     let want = |code: &str, after: &str| {
         format!(
             "straddle: syscall at page offset 4095, 0 bad calls of 24, code {code}\n\
-             straddle: next page writable 0, code {after}, 0 bad calls of 6\n"
+             straddle: next page writable 0, code {after}, 0 bad calls of 6\n\
+             straddle: code again {code}; next page not executable: SIGSEGV\n"
         )
     };
     assert_eq!(native(&["straddle"]).0, want("41", "41"), "native");
     assert_eq!(guest(false, &["straddle"]).stdout, want("41", "41"), "off: the code stays");
     // The `mov` before it becomes the jump; the page the `syscall` ends
-    // in made writable puts it back.
+    // in made writable puts it back, and made not executable too (the
+    // call faults before its `syscall` runs, as natively).
     let on = guest(true, &["straddle"]);
     assert_eq!(on.stdout, want("e9", "41"), "on: {}", on.stats);
 }

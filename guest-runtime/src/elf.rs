@@ -17,6 +17,8 @@ use crate::vfs::{self, FileData, NodeKind, NodeRef};
 const PT_LOAD: u32 = 1;
 const PT_INTERP: u32 = 3;
 const PT_PHDR: u32 = 6;
+/// Whether the stack must be executable (its flags' PF_X).
+const PT_GNU_STACK: u32 = 0x6474_e551;
 const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
 const EM_X86_64: u16 = 62;
@@ -36,6 +38,10 @@ pub struct Loaded {
     pub phnum: u64,
     /// The vDSO's address (AT_SYSINFO_EHDR).
     pub vdso: u64,
+    /// The program asks for an executable stack (PT_GNU_STACK with PF_X,
+    /// as GCC's trampolines for nested functions need); without one, or
+    /// without that flag, the stack is not executable, as on Linux x86-64.
+    pub exec_stack: bool,
 }
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
@@ -308,7 +314,9 @@ pub fn load(img: &Image, interp: Option<&Image>, path: &[u8]) -> Result<Loaded, 
     let base = if img.e_type == ET_DYN { user::PIE_BASE } else { 0 };
     let top = img.map(base, true, path)?;
     mm::set_brk_start(top);
+    let exec_stack = img.phdrs.iter().any(|p| p.p_type == PT_GNU_STACK && p.flags & 1 != 0);
     let mut loaded = Loaded {
+        exec_stack,
         entry: img.entry.wrapping_add(base),
         prog_entry: img.entry.wrapping_add(base),
         interp_base: 0,

@@ -734,6 +734,10 @@ fn leaf_bits(prot: u32) -> u64 {
     if prot & PROT_WRITE != 0 {
         bits |= PTE_RW;
     }
+    if prot & PROT_EXEC == 0 {
+        // (EFER.NXE is on: data does not run, as on Linux.)
+        bits |= PTE_NX;
+    }
     bits
 }
 
@@ -1360,7 +1364,10 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
         }
         let mut shared = 0;
         let frame = if old & (PTE_P | PTE_KEPT) != 0 {
-            if old & PTE_P != 0 && (old & PTE_RW != 0 && prot & PROT_WRITE == 0 || leaf_bits(prot) & PTE_P == 0) {
+            let loses = old & PTE_RW != 0 && prot & PROT_WRITE == 0
+                || old & PTE_NX == 0 && prot & PROT_EXEC == 0
+                || leaf_bits(prot) & PTE_P == 0;
+            if old & PTE_P != 0 && loses {
                 flush = true;
             }
             if old & PTE_SHARED != 0 {
@@ -2075,10 +2082,24 @@ pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
 }
 
 pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
-    if !start.is_multiple_of(PAGE) {
+    const PROT_SEM: u32 = 0x8;
+    const PROT_GROWSDOWN: u32 = 0x0100_0000;
+    const PROT_GROWSUP: u32 = 0x0200_0000;
+    let rwx = PROT_READ | PROT_WRITE | PROT_EXEC;
+    if !start.is_multiple_of(PAGE)
+        || prot & !(rwx | PROT_SEM | PROT_GROWSDOWN | PROT_GROWSUP) != 0
+        || prot & (PROT_GROWSDOWN | PROT_GROWSUP) == PROT_GROWSDOWN | PROT_GROWSUP
+    {
         return Err(EINVAL);
     }
     let end = start.checked_add(page_up(len)).ok_or(ENOMEM)?;
+    // PROT_GROWSDOWN: down to the start of the mapping (a stack), as
+    // glibc asks when a library needs an executable stack.
+    let start = match vma_at(start) {
+        Some(v) if prot & PROT_GROWSDOWN != 0 && len != 0 => v.start,
+        _ => start,
+    };
+    let prot = prot & rwx;
     if len == 0 {
         return Ok(());
     }
@@ -2103,8 +2124,11 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     if at < end {
         return Err(ENOMEM);
     }
-    if prot & PROT_WRITE != 0 {
-        // Code made writable shows its own bytes again (a JIT may edit it).
+    if prot & PROT_WRITE != 0 || prot & PROT_EXEC == 0 {
+        // Code made writable shows its own bytes again (a JIT may edit
+        // it); so does code that may no longer run, as a rewritten site
+        // there must fault where it would have (its `syscall` may lie in
+        // the next page, after the jump: see `Site::touches`).
         if let Some((_, restore)) = *CODE_HOOKS.get() {
             restore(start, end);
         }
@@ -2248,10 +2272,22 @@ fn vma_at(va: u64) -> Option<Vma> {
 
 /// A page fault of the program at `va`: backs the page if it lies in a
 /// mapping that allows the access and is not backed yet.
-pub fn fault_in(va: u64, write: bool) -> Fault {
+pub fn fault_in(va: u64, write: bool, exec: bool) -> Fault {
     let Some(v) = vma_at(va) else { return Fault::Refused };
-    if v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 || (write && v.prot & PROT_WRITE == 0) {
+    if v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0
+        || (write && v.prot & PROT_WRITE == 0)
+        || (exec && v.prot & PROT_EXEC == 0)
+    {
         return Fault::Refused;
+    }
+    if exec && leaf(page_down(va)) & PTE_P != 0 {
+        // Executable now (mprotect adds access without a flush): the CPU
+        // went by an older TLB entry. Drop them all (rare), then retry.
+        if leaf(page_down(va)) & PTE_NX != 0 {
+            return Fault::Refused;
+        }
+        crate::cpu::flush_tlb();
+        return Fault::Backed;
     }
     if v.shared.is_some() {
         return fault_in_shared(va, &v);

@@ -327,10 +327,11 @@ pub fn program_fault(f: &mut Frame, mut vector: u64, mut error: u64, cr2: u64) {
     }
     // A first touch of a page of a lazily backed mapping (not-present
     // fault, bit 0 of the error code clear): back it and retry; likewise
-    // a write to a page a fork shares copy-on-write.
+    // a write to a page a fork shares copy-on-write, and an instruction
+    // fetch (bit 4) from a page made executable since the TLB saw it.
     let mut bus = false;
-    if vector == 14 && (error & 1 == 0 || error & 2 != 0) {
-        match mm::fault_in(cr2, error & 2 != 0) {
+    if vector == 14 && (error & 1 == 0 || error & 0x12 != 0) {
+        match mm::fault_in(cr2, error & 2 != 0, error & 0x10 != 0) {
             mm::Fault::Backed => {
                 crate::stats::stat(|s| s.page_faults += 1);
                 return;

@@ -4,7 +4,7 @@
 use hvsandbox_abi::user;
 
 use crate::elf::Loaded;
-use crate::mm::{self, PROT_READ, PROT_WRITE};
+use crate::mm::{self, PROT_EXEC, PROT_READ, PROT_WRITE};
 use crate::rt::boot;
 
 const AT_NULL: u64 = 0;
@@ -73,7 +73,8 @@ fn build_in(prog: &Loaded, args: &[u8], argc: usize, envc: usize, map: bool) -> 
     let size = stack_size();
     let bottom = user::STACK_TOP - size;
     if map {
-        mm::map_fixed(bottom, size, PROT_READ | PROT_WRITE).map_err(|_| "out of memory for the stack")?;
+        let exec = if prog.exec_stack { PROT_EXEC } else { 0 };
+        mm::map_fixed(bottom, size, PROT_READ | PROT_WRITE | exec).map_err(|_| "out of memory for the stack")?;
     }
     // The top is backed now (the strings and vectors go there); the rest
     // on first touch.

@@ -449,6 +449,22 @@ static int straddle(void) {
     for (int i = 0; i < 6; i++) bad += straddle_site(39, 1) != me + 0x11223344;
     printf("straddle: next page writable %d, code %02x, %d bad calls of 6\n", r,
            *(volatile const unsigned char *)straddle_moved, bad);
+    /* Rewritten again (the next page executable only once more), then
+       that page made not executable in a child: the call must fault
+       before its `syscall` (exit(60)) runs, as it does natively. */
+    r = mprotect(next, 4096, PROT_READ | PROT_EXEC);
+    for (int i = 0; i < 12; i++) straddle_site(39, 1);
+    int rewritten_again = straddle_moved[0] == 0xe9;
+    pid_t child = fork();
+    if (child == 0) {
+        mprotect(next, 4096, PROT_READ);
+        straddle_site(60, 1);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(child, &st, 0);
+    printf("straddle: code again %s; next page not executable: %s\n", rewritten_again ? "e9" : "41",
+           WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV ? "SIGSEGV" : WIFEXITED(st) ? "exited" : "other");
     return 0;
 }
 

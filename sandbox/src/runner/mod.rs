@@ -97,6 +97,10 @@ pub(crate) struct Runner<'a> {
     input_awaited: bool,
     /// The guest asked for time slices since the loop last looked.
     slices_asked: bool,
+    /// When the guest's current time slice began (its last preemption,
+    /// or the run's start): a streamed run is looked at every
+    /// `STREAM_TICK`, its program preempted only every `SLICE_TICK`.
+    slice_began: Instant,
 }
 
 /// How a run's guest stopped.
@@ -158,6 +162,7 @@ impl<'a> Runner<'a> {
             streamed: [0; 2],
             input_awaited: false,
             slices_asked: false,
+            slice_began: Instant::now(),
         }
     }
 
@@ -407,7 +412,7 @@ impl<'a> Runner<'a> {
             let now = Instant::now();
             let start_slicing = std::mem::take(&mut self.slices_asked) && next_tick.get() >= deadline;
             if start_slicing || (now >= next_tick.get() && now < deadline) {
-                let keep = start_slicing || self.tick(vm)?;
+                let keep = start_slicing || self.tick(vm, now)?;
                 next_tick.set(if keep { now + tick } else { deadline });
                 self.kit
                     .timer

@@ -165,6 +165,35 @@ fn paths_down_new_host_directories_resolve_in_one_go() {
     assert_eq!(out.stdout_str(), "deep\ndeep\nmissing\nnot-a-dir\ndeep\ne.txt\n");
 }
 
+/// `/proc/<pid>/exe` and the names `/proc/<pid>/maps` gives a program's
+/// segments are its file's own path, with no symlink in it, as on Linux:
+/// a program started through a symlink shows the file the link names. The
+/// same commands natively print the same, under the host directory.
+#[test]
+fn a_programs_exe_link_and_maps_name_its_files_own_path() {
+    let tmp = hvsandbox_tests::TempDir::new("exe-link");
+    std::fs::create_dir_all(tmp.0.join("real")).unwrap();
+    std::fs::copy(BUSYBOX, tmp.0.join("real/busybox")).unwrap();
+    std::os::unix::fs::symlink("real/busybox", tmp.0.join("sh")).unwrap();
+    let script = |root: &str| {
+        format!(
+            "{root}/sh -c 'readlink /proc/$$/exe; grep -c \" {root}/real/busybox$\" /proc/$$/maps; \
+             [ /proc/$$/exe -ef {root}/real/busybox ] && echo same-file'"
+        )
+    };
+    let host_root = tmp.0.to_str().unwrap();
+    let native = std::process::Command::new(BUSYBOX).args(["sh", "-c", &script(host_root)]).output().unwrap();
+    let native = String::from_utf8(native.stdout).unwrap();
+    let lines: Vec<&str> = native.lines().collect();
+    assert_eq!(lines.len(), 3, "natively: {native}");
+    assert_eq!(lines[0], format!("{host_root}/real/busybox"));
+    assert!(lines[1].parse::<u32>().unwrap() >= 1, "natively: {native}");
+    assert_eq!(lines[2], "same-file");
+    let mut sb = Sandbox::builder().mount(&tmp.0, "/m").build().unwrap();
+    let out = run_ok(&mut sb, &Command::new(BUSYBOX).args(["sh", "-c", &script("/m")]));
+    assert_eq!(out.stdout_str(), native.replace(host_root, "/m"), "{}", out.stderr_str());
+}
+
 #[test]
 fn fs_hypercall_buffers_may_be_anywhere_the_guest_mapped() {
     let tree = HostTree::new("user-buffers");

@@ -50,6 +50,7 @@ fn boot(code: &[u8]) -> Vm {
         max_processes: 0,
         max_open_files: 0,
         snapshot_at_entry: false,
+        image_ino: 0,
     })
     .expect("boot");
     vm
@@ -202,6 +203,7 @@ fn manifest_follows_the_arguments_aligned() {
         max_processes: 0,
         max_open_files: 0,
         snapshot_at_entry: false,
+        image_ino: 0,
     };
     vm.boot(&params).unwrap();
     let gpa = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_gpa));
@@ -235,6 +237,7 @@ fn manifest_past_the_args_region_is_refused() {
         max_processes: 0,
         max_open_files: 0,
         snapshot_at_entry: false,
+        image_ino: 0,
     };
     match vm.boot(&params) {
         Err(hvsandbox_core::VmError::ManifestTooLarge { len, room }) => {
@@ -299,6 +302,7 @@ fn boot_file(vm: &mut Vm, fd: std::os::fd::BorrowedFd<'_>, len: u64) -> hvsandbo
         max_processes: 0,
         max_open_files: 0,
         snapshot_at_entry: false,
+        image_ino: 0,
     })
 }
 

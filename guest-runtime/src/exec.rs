@@ -130,7 +130,8 @@ pub fn exec(
     *me.environ.borrow_mut() = envs.clone();
     let mut block = args;
     block.extend_from_slice(&envs);
-    *me.exe.borrow_mut() = vfs::absolute(&me.cwd.borrow().clone(), &path);
+    let cwd = me.cwd.borrow().clone();
+    *me.exe.borrow_mut() = vfs::real_path(&cwd, &path).unwrap_or_else(|| vfs::absolute(&cwd, &path));
     me.map_names.borrow_mut().0.clear();
     let exe = me.exe.borrow().clone();
     let result = elf::load(&img, interp.as_ref(), &exe)

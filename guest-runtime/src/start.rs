@@ -40,13 +40,15 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     *RUN_ENV.get() = after_strings(args, info.argc as usize).to_vec();
     let argv0 = &args[..args.iter().position(|&c| c == 0).unwrap_or(0)];
     let exe_path = crate::vfs::absolute(&crate::vfs::boot_cwd(), argv0);
-    let image = match crate::vfs::add_image(&exe_path, info.image_gpa, info.image_len) {
+    let image = match crate::vfs::add_image(&exe_path, info.image_gpa, info.image_len, info.image_ino) {
         Ok(n) => n,
         Err(e) => run::fail_exec(elf::describe(e)),
     };
     let max_procs = info.max_processes;
+    // `/proc/self/exe` shows the file's own path (no symlink in it).
+    let shown = crate::vfs::real_path(&crate::vfs::root(), &exe_path).unwrap_or(exe_path);
     let (entry, mut sp) =
-        match crate::process::start_init(&image, &exe_path, args, info.argc as usize, info.envc as usize, max_procs) {
+        match crate::process::start_init(&image, &shown, args, info.argc as usize, info.envc as usize, max_procs) {
             Ok(x) => x,
             Err(e) => run::fail_exec(elf::describe(e)),
         };

@@ -1162,6 +1162,30 @@ fn walk(base: NodeRef, path: &[u8], follow: bool, links: &mut u32) -> Result<Nod
     Ok(cur)
 }
 
+/// The path of the file `path` (from `base`) names with no symlink or
+/// `.`/`..` in it, as Linux shows a program's (`/proc/<pid>/exe`, the
+/// names in `/proc/<pid>/maps`); None if it does not resolve to a file.
+pub fn real_path(base: &NodeRef, path: &[u8]) -> Option<Vec<u8>> {
+    let (mut dir, mut name) = resolve_parent(base, path).ok()?;
+    for _ in 0..MAX_LINKS {
+        let node = lookup(&dir, &name).ok()?;
+        if !matches!(node.kind, NodeKind::Symlink(_)) {
+            if node.is_dir() {
+                return None;
+            }
+            let mut out = path_of(&dir).ok()?;
+            if out != b"/" {
+                out.push(b'/');
+            }
+            out.extend_from_slice(&name);
+            return Some(out);
+        }
+        let target = readlink(&node).ok()?;
+        (dir, name) = resolve_parent(&dir, &target).ok()?;
+    }
+    None
+}
+
 /// Resolves all but the last component: (directory, last name). The name
 /// is never empty; it may be `.` or `..` (callers refuse those where Linux
 /// does).
@@ -1567,8 +1591,11 @@ pub fn pts_remove(index: u32) {
 }
 
 /// The program the host placed in RAM, as a file at `path` (unless the
-/// filesystem already has one there). Its frames are used in place.
-pub fn add_image(path: &[u8], gpa: u64, len: u64) -> Result<NodeRef, Errno> {
+/// filesystem already has one there). Its frames are used in place. With
+/// `host_ino` (not 0) it has the host file's identity, as the same file
+/// reached through a mount has: `/proc/<pid>/maps` names its segments so,
+/// and a stat of `/proc/self/exe` agrees.
+pub fn add_image(path: &[u8], gpa: u64, len: u64, host_ino: u64) -> Result<NodeRef, Errno> {
     let npages = len.div_ceil(PAGE);
     let mut pages = Vec::new();
     pages.try_reserve(npages as usize).map_err(|_| ENOMEM)?;
@@ -1587,6 +1614,11 @@ pub fn add_image(path: &[u8], gpa: u64, len: u64) -> Result<NodeRef, Errno> {
             shared: SharedUse::default(),
         })),
     );
+    if host_ino != 0 {
+        let mut m = node.meta.borrow_mut();
+        m.dev = HOST_DEV;
+        m.ino = host_ino;
+    }
     if path.first() == Some(&b'/') && resolve(&root(), path, true).is_err() {
         if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
             if mkdir_p(&path[..pos]).is_ok() {

@@ -26,6 +26,9 @@ use crate::{exec_path, image_cache, program};
 pub(crate) struct Prepared {
     /// The program, or None when resuming the sandbox's snapshot.
     pub(crate) image: Option<Image>,
+    /// Its file's inode number on the host (0: bytes given, or a file
+    /// found through the guest's mounts, which the guest knows itself).
+    pub(crate) image_ino: u64,
     pub(crate) argv: Vec<Vec<u8>>,
     pub(crate) envp: Vec<Vec<u8>>,
     pub(crate) seed: [u8; 32],
@@ -62,8 +65,9 @@ impl Image {
 }
 
 /// Opens the host file `path` as a program's image and checks its start
-/// (the ELF header and program headers; the guest checks the rest).
-fn open_program(name: &str, path: &Path) -> Result<Image> {
+/// (the ELF header and program headers; the guest checks the rest);
+/// returns it with its inode number.
+fn open_program(name: &str, path: &Path) -> Result<(Image, u64)> {
     let invalid = |reason: String| Error::InvalidProgram { program: name.to_string(), reason };
     let unreadable = |e: std::io::Error| invalid(format!("cannot read it: {e}"));
     let not_regular = || invalid("not a regular file of at most 1 GiB".into());
@@ -73,7 +77,7 @@ fn open_program(name: &str, path: &Path) -> Result<Image> {
     }
     if let Some(bytes) = image_cache::cached(path, &meta).map_err(unreadable)? {
         program::validate(name, &bytes)?;
-        return Ok(Image::Bytes(bytes));
+        return Ok((Image::Bytes(bytes), meta.ino()));
     }
     // O_NONBLOCK: should the path have become a FIFO since, opening it
     // does not wait for a writer (it is refused just below).
@@ -84,7 +88,7 @@ fn open_program(name: &str, path: &Path) -> Result<Image> {
     }
     let head = program::read_head(&file, meta.size()).map_err(unreadable)?;
     program::validate(name, &head)?;
-    Ok(Image::File { file, len: meta.size() })
+    Ok((Image::File { file, len: meta.size() }, meta.ino()))
 }
 
 /// Reads and checks the program and lays out everything the guest needs
@@ -100,6 +104,7 @@ pub(crate) fn prepare(
     let env = environment(config, command);
     // argv[0]: the name as given, or where a bare name was found.
     let mut argv0 = command.argv0.clone();
+    let mut image_ino = 0;
     let image: Option<Image> = match (&command.source, snapshot) {
         (ProgramSource::Resume, Some(_)) => None,
         (ProgramSource::Resume, None) => {
@@ -122,7 +127,11 @@ pub(crate) fn prepare(
             program::validate(&name, &found.image)?;
             Some(Image::Bytes(found.image))
         }
-        (ProgramSource::Path(p), None) => Some(open_program(&name, p)?),
+        (ProgramSource::Path(p), None) => {
+            let (image, ino) = open_program(&name, p)?;
+            image_ino = ino;
+            Some(image)
+        }
     };
     let (argv, envp) = match snapshot {
         // An entry snapshot's runs get a whole new argv (after the
@@ -154,7 +163,7 @@ pub(crate) fn prepare(
     };
     let (manifest, collector) = prepare_fs(config, command, &mut fs, snapshot.is_none())?;
     let stdin = command.stdin.clone();
-    Ok(Prepared { image, argv, envp, seed, manifest, stdin, program: name, fs, collector })
+    Ok(Prepared { image, image_ino, argv, envp, seed, manifest, stdin, program: name, fs, collector })
 }
 
 /// Checks the command's files and paths, opens the mounts, registers

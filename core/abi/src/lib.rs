@@ -178,7 +178,11 @@ pub struct BootInfo {
     pub max_processes: u32,
     /// Most open descriptors per guest process (0: the runtime's default).
     pub max_open_files: u32,
-    pub _reserved: [u64; 3],
+    /// The program file's inode number on the host (0: not a host file,
+    /// e.g. bytes given to the sandbox): `/proc/<pid>/maps` and a stat of
+    /// the guest's copy of it show the host file's identity.
+    pub image_ino: u64,
+    pub _reserved: [u64; 2],
 }
 
 pub const BOOT_FLAG_NONE: u32 = 0;

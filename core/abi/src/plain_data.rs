@@ -62,7 +62,8 @@ no_padding!(BootInfo {
     manifest_len: u64,
     max_processes: u32,
     max_open_files: u32,
-    _reserved: [u64; 3],
+    image_ino: u64,
+    _reserved: [u64; 2],
 });
 no_padding!(RuntimeStats {
     syscalls: u64,

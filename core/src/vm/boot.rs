@@ -74,6 +74,9 @@ pub struct BootParams<'a> {
     /// Ask the runtime to stop for a snapshot right before the program's
     /// first instruction.
     pub snapshot_at_entry: bool,
+    /// The program file's inode number on the host, 0 if it is none's
+    /// (see [`abi::BootInfo::image_ino`]).
+    pub image_ino: u64,
 }
 
 impl Vm {
@@ -240,6 +243,7 @@ impl Vm {
             manifest_len,
             max_processes: params.max_processes,
             max_open_files: params.max_open_files,
+            image_ino: params.image_ino,
             ..self.boot_info()
         };
         self.write_obj(abi::BOOT_INFO_GPA, &info)?;
@@ -280,7 +284,8 @@ impl Vm {
             manifest_len: 0,
             max_processes: 0,
             max_open_files: 0,
-            _reserved: [0; 3],
+            image_ino: 0,
+            _reserved: [0; 2],
         }
     }
 

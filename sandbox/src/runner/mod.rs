@@ -364,6 +364,7 @@ impl<'a> Runner<'a> {
                     max_processes: self.config.max_processes,
                     max_open_files: self.config.max_open_files,
                     snapshot_at_entry: self.take == Some(SnapshotPoint::Entry),
+                    image_ino: self.input.image_ino,
                 };
                 vm.boot(&params).map_err(|e| match e {
                     // The program file changed (got shorter) since it was checked.

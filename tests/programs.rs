@@ -217,6 +217,26 @@ fn memory_that_is_not_executable_does_not_run() {
     same_as_native(&mut sandbox(), "exec_stack", &["nested function through its trampoline: 42"]);
 }
 
+/// A pipe's capacity is read and set with fcntl as on Linux, and a pipe
+/// holds exactly that much.
+#[test]
+fn a_pipes_capacity_is_what_fcntl_says_and_sets() {
+    same_as_native(
+        &mut sandbox(),
+        "pipe_size",
+        &[
+            "new: 65536",
+            "set 100000: 131072, now 131072 (read end 131072)",
+            "holds: 131072",
+            "shrink while full: -1 EBUSY",
+            "set 0 when empty: 4096; holds 4096",
+            "4000, then 200: 4000 -1 EAGAIN, then 96: 96",
+            "blocking write of 60000 behind 30000: whole, read 90000",
+            "socket: -1 EBADF",
+        ],
+    );
+}
+
 /// A forked child's `CLONE_CHILD_SETTID` write lands in its own memory
 /// when it first runs (the runtime no longer switches to the child's
 /// space at the fork to make it), and an address it cannot write is

@@ -8,7 +8,7 @@ use core::cell::{Cell, RefCell};
 use crate::errno::*;
 use crate::io;
 use crate::pipe::new_pipe_buffer;
-pub use crate::pipe::{Pipe, PIPE_CAPACITY};
+pub use crate::pipe::Pipe;
 use crate::rt::Global;
 use crate::vfs::{self, Dev, Errno, NodeKind, NodeRef};
 
@@ -479,20 +479,30 @@ pub fn pipe_read(p: &Rc<RefCell<Pipe>>, out: &mut [u8], nonblock: bool, peek: bo
     Ok(n)
 }
 
-/// Writes to a pipe (or a socket's outgoing pipe): as much as fits, EPIPE
-/// with no reader, EAGAIN or a wait when full.
+/// Writes to a pipe: EPIPE with no reader; else as Linux (POSIX) does, a
+/// write of at most `PIPE_BUF` bytes all at once (EAGAIN or a wait until
+/// it fits), and a blocking write all of it before it returns — here one
+/// of at most the pipe's capacity waits until it all fits, a larger one
+/// returns what fitted (a short count, where Linux would go on waiting).
+/// A larger nonblocking write takes what fits (EAGAIN when full).
 pub fn pipe_write(p: &Rc<RefCell<Pipe>>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
+    const PIPE_BUF: usize = 4096;
+    if data.is_empty() {
+        return Ok(0);
+    }
     let mut pb = p.borrow_mut();
     if pb.readers == 0 {
         return Err(EPIPE);
     }
-    let room = PIPE_CAPACITY.saturating_sub(pb.buf.len());
-    if room == 0 {
+    let room = pb.capacity.saturating_sub(pb.buf.len());
+    let whole = if nonblock { data.len() <= PIPE_BUF } else { data.len() <= pb.capacity };
+    let need = if whole { data.len() } else { 1 };
+    if room < need {
         if nonblock {
             return Err(EAGAIN);
         }
         drop(pb);
-        crate::wait::block(crate::wait::Wait::PipeWrite(p.clone()), None, true)?;
+        crate::wait::block(crate::wait::Wait::PipeWrite(p.clone(), need), None, true)?;
         return Ok(0);
     }
     let n = data.len().min(room);

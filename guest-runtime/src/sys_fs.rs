@@ -752,6 +752,7 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
     const F_SETLK: u64 = 6;
     const F_SETLKW: u64 = 7;
     const F_DUPFD_CLOEXEC: u64 = 1030;
+    const F_SETPIPE_SZ: u64 = 1031;
     const F_GETPIPE_SZ: u64 = 1032;
     let f = crate::fds::get(fd)?;
     match cmd {
@@ -779,10 +780,26 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
             Ok(0)
         }
         F_SETLK | F_SETLKW => Ok(0),
-        F_GETPIPE_SZ => match f.kind {
-            FileKind::PipeRead(_) | FileKind::PipeWrite(_) | FileKind::FifoRdWr(_) => Ok(PIPE_CAPACITY as u64),
-            _ => Err(EBADF),
-        },
+        F_GETPIPE_SZ | F_SETPIPE_SZ => {
+            let (FileKind::PipeRead(p) | FileKind::PipeWrite(p) | FileKind::FifoRdWr(p)) = &f.kind else {
+                return Err(EBADF);
+            };
+            let mut p = p.borrow_mut();
+            if cmd == F_SETPIPE_SZ {
+                // A power of two pages, at least one; no less than what it
+                // holds (EBUSY); at most `PIPE_MAX_CAPACITY` (EPERM).
+                let want = usize::try_from(arg as u32).map_err(|_| EINVAL)?;
+                let size = want.max(crate::mm::PAGE as usize).checked_next_power_of_two().ok_or(EPERM)?;
+                if size > crate::pipe::PIPE_MAX_CAPACITY {
+                    return Err(EPERM);
+                }
+                if p.buf.len() > size {
+                    return Err(EBUSY);
+                }
+                p.capacity = size;
+            }
+            Ok(p.capacity as u64)
+        }
         _ => Err(EINVAL),
     }
 }
@@ -1062,7 +1079,7 @@ fn poll_one(fd: i32, events: u16) -> u16 {
             let p = p.borrow();
             if p.readers == 0 {
                 r |= POLLERR;
-            } else if p.buf.len() < PIPE_CAPACITY {
+            } else if p.buf.len() < p.capacity {
                 r |= POLLOUT;
             }
         }
@@ -1086,7 +1103,7 @@ fn poll_one(fd: i32, events: u16) -> u16 {
             if !p.buf.is_empty() {
                 r |= POLLIN;
             }
-            if p.buf.len() < PIPE_CAPACITY {
+            if p.buf.len() < p.capacity {
                 r |= POLLOUT;
             }
         }

@@ -24,7 +24,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell, UnsafeCell};
 
 use crate::errno::*;
-use crate::file::{self, FdTable};
+use crate::file::FdTable;
 use crate::mm::{self, AddressSpace};
 use crate::rt::Frame;
 use crate::rt::Global;
@@ -521,9 +521,10 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
             let pipe = pipe.borrow();
             met(!pipe.buf.is_empty() || pipe.writers == 0)
         }
-        Wait::PipeWrite(pipe) => {
+        Wait::PipeWrite(pipe, need) => {
             let pipe = pipe.borrow();
-            met(pipe.buf.len() < file::PIPE_CAPACITY || pipe.readers == 0)
+            let room = pipe.capacity.saturating_sub(pipe.buf.len());
+            met(room >= (*need).clamp(1, pipe.capacity) || pipe.readers == 0)
         }
         Wait::Child => {
             let ch = p.children.borrow();

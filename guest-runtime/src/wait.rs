@@ -18,7 +18,9 @@ pub const BLOCKED: i64 = 100_000;
 pub enum Wait {
     None,
     PipeRead(Rc<RefCell<Pipe>>),
-    PipeWrite(Rc<RefCell<Pipe>>),
+    /// Room for this many bytes (at most the pipe's capacity), or no
+    /// reader left.
+    PipeWrite(Rc<RefCell<Pipe>>, usize),
     Child,
     /// Woken by FUTEX_WAKE on (space, address).
     Futex(usize, u64),

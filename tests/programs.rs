@@ -237,6 +237,18 @@ fn a_pipes_capacity_is_what_fcntl_says_and_sets() {
     );
 }
 
+/// An execve resets the alternate signal stack (a handler with
+/// SA_ONSTACK in the new program ran at the old program's address and
+/// died of SIGSEGV) and keeps ignored signals and the signal mask.
+#[test]
+fn an_exec_resets_the_alternate_signal_stack() {
+    same_as_native(
+        &mut sandbox(),
+        "exec_reset",
+        &["child: alternate stack none, handler ran 1, SIGUSR2 ignored, SIGWINCH blocked", "parent: child exited 0"],
+    );
+}
+
 /// A forked child's `CLONE_CHILD_SETTID` write lands in its own memory
 /// when it first runs (the runtime no longer switches to the child's
 /// space at the fork to make it), and an address it cannot write is

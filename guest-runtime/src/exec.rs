@@ -163,6 +163,12 @@ pub fn exec(
         }
     }
     me.threads.set(1);
+    // As Linux's execve: no alternate signal stack (its address was the
+    // old program's; a handler with SA_ONSTACK would run there), and no
+    // thread-id address to clear at exit (glibc's fork sets one in the
+    // old program's memory).
+    cur.altstack.set((0, 0));
+    cur.clear_child_tid.set(0);
     *f = Frame::default();
     f.rip = entry;
     f.rsp = sp;

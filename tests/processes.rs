@@ -602,6 +602,26 @@ fn epoll_and_eventfd_wake_on_another_process() {
     assert_eq!(out.stdout_str(), "idle=0\nready data=7\nready data=9\ndone 2\n");
 }
 
+/// Edge-triggered epoll entries are reported once per edge: a second wait
+/// with nothing new times out instead of returning them again (a program
+/// on tokio/mio spun at full CPU in epoll_wait).
+#[test]
+fn edge_triggered_epoll_entries_are_reported_once_per_edge() {
+    same_as_native(
+        &mut sandbox(),
+        "epoll_edge",
+        &[
+            "first: 2 (-out -out)",
+            "nothing new: 0 (-- --)",
+            "after a write, the reader: (inout)",
+            "nothing new again: 0 (-- --)",
+            "after a modify: 1 (-- -out)",
+            "level-triggered: 1 (in- --)",
+            "level-triggered again: 1 (in- --)",
+        ],
+    );
+}
+
 // ---- /proc and /dev/fd from real programs ------------------------------
 
 #[test]

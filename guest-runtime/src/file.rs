@@ -70,6 +70,10 @@ pub struct EpollEntry {
     pub file: alloc::rc::Weak<OpenFile>,
     pub events: u32,
     pub data: u64,
+    /// For EPOLLET: the events it last reported, and the count of
+    /// `wait::notify` then (a ready entry is reported again only with
+    /// events it did not have, or after something happened since).
+    pub reported: (u32, u64),
 }
 
 pub struct OpenFile {

@@ -1311,12 +1311,14 @@ pub fn sys_epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
                 return Err(ENOMEM);
             }
             list.try_reserve(1).map_err(|_| ENOMEM)?;
-            list.push(file::EpollEntry { fd: fd as i32, file: Rc::downgrade(&target), events, data });
+            list.push(file::EpollEntry { fd: fd as i32, file: Rc::downgrade(&target), events, data, reported: (0, 0) });
             Ok(0)
         }
         (MOD, Some(i)) => {
+            // (Re-armed: whatever is ready is reported again.)
             list[i].events = events;
             list[i].data = data;
+            list[i].reported = (0, 0);
             Ok(0)
         }
         (DEL, Some(i)) => {
@@ -1328,8 +1330,16 @@ pub fn sys_epoll_ctl(epfd: u64, op: u64, fd: u64, event: u64) -> SysResult {
     }
 }
 
+/// epoll_wait. An edge-triggered entry (EPOLLET) is reported when it has
+/// events it did not have when last reported, or when anything a poller
+/// may care about happened since (`wait::notify`: data came or went on
+/// some file; Linux re-arms it on activity of its own file). That may
+/// report an entry Linux would not (never one fewer), and an entry that
+/// stays ready with nothing happening is not reported again: a program
+/// waiting in epoll_wait sleeps instead of spinning.
 pub fn sys_epoll_wait(epfd: u64, events: u64, max: u64, timeout_ns: Option<u64>) -> SysResult {
     const EPOLLONESHOT: u32 = 1 << 30;
+    const EPOLLET: u32 = 1 << 31;
     if max == 0 || max > 65536 {
         return Err(EINVAL);
     }
@@ -1350,6 +1360,15 @@ pub fn sys_epoll_wait(epfd: u64, events: u64, max: u64, timeout_ns: Option<u64>)
                 continue;
             }
             let rev = poll_one(e.fd, e.events as u16) as u32 & (e.events | POLLERR as u32 | POLLHUP as u32);
+            if e.events & EPOLLET != 0 {
+                let now = crate::wait::event();
+                let (last, then) = e.reported;
+                if rev == 0 || (rev & !last == 0 && then == now) {
+                    e.reported = (rev, then);
+                    continue;
+                }
+                e.reported = (rev, now);
+            }
             if rev != 0 {
                 out[n * 12..n * 12 + 4].copy_from_slice(&rev.to_le_bytes());
                 out[n * 12 + 4..n * 12 + 12].copy_from_slice(&e.data.to_le_bytes());

@@ -622,6 +622,20 @@ fn edge_triggered_epoll_entries_are_reported_once_per_edge() {
     );
 }
 
+/// A select that times out empties its sets, as on Linux.
+#[test]
+fn a_select_that_times_out_empties_its_sets() {
+    same_as_native(
+        &mut sandbox(),
+        "select_timeout",
+        &[
+            "select, timeout 0 us: 0, marked 0",
+            "select, timeout 20000 us: 0, marked 0",
+            "select, timeout 20000 us: 1, marked 1",
+        ],
+    );
+}
+
 // ---- /proc and /dev/fd from real programs ------------------------------
 
 #[test]

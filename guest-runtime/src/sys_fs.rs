@@ -1197,7 +1197,9 @@ pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>)
         }
     }
     if count == 0 && timeout_ns != Some(0) {
-        return crate::task::wait_event(timeout_ns);
+        // Blocked (Err), or the timeout is over: then, as on Linux, the
+        // sets come back empty (they were left as given).
+        crate::task::wait_event(timeout_ns)?;
     }
     for (p, o) in [(rd, &out[0]), (wr, &out[1]), (ex, &out[2])] {
         if p != 0 {

@@ -622,6 +622,17 @@ fn edge_triggered_epoll_entries_are_reported_once_per_edge() {
     );
 }
 
+/// fexecve runs the program a descriptor has open (execveat with
+/// AT_EMPTY_PATH looked for a directory there and failed with ENOTDIR).
+#[test]
+fn fexecve_runs_the_open_program() {
+    same_as_native(
+        &mut sandbox(),
+        "fexecve",
+        &["child: started with fexecve, exe is the program: yes", "parent: child exit 0"],
+    );
+}
+
 /// A select that times out empties its sets, as on Linux.
 #[test]
 fn a_select_that_times_out_empties_its_sets() {

@@ -51,11 +51,20 @@ pub fn sys_execve(f: &mut Frame, dirfd: u64, path: u64, argv: u64, envp: u64, fl
     let mut envs = Vec::new();
     let mut envc = 0;
     read_strings(envp, &mut envs, &mut envc)?;
-    let base = if p.first() == Some(&b'/') { vfs::root() } else { crate::fds::base_dir(dirfd)? };
-    let node = if p.is_empty() && flags & 0x1000 != 0 {
-        crate::fds::get(dirfd)?.node().cloned().ok_or(EACCES)?
+    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+    const AT_EMPTY_PATH: u64 = 0x1000;
+    let (node, p) = if p.is_empty() && flags & AT_EMPTY_PATH != 0 {
+        // fexecve: the file `dirfd` has open (its path as opened).
+        let file = crate::fds::get(dirfd)?;
+        (file.node().cloned().ok_or(EACCES)?, file.path.clone())
+    } else if p.first() == Some(&b'/') {
+        (vfs::resolve(&vfs::root(), &p, flags & AT_SYMLINK_NOFOLLOW == 0)?, p)
     } else {
-        vfs::resolve(&base, &p, flags & 0x100 == 0)?
+        // Relative to `dirfd`: the path made absolute from there.
+        let base = crate::fds::base_dir(dirfd)?;
+        let node = vfs::resolve(&base, &p, flags & AT_SYMLINK_NOFOLLOW == 0)?;
+        let full = vfs::path_of(&base).map(|d| vfs::absolute(&vfs::root(), &[&d[..], b"/", &p[..]].concat()));
+        (node, full.unwrap_or(p))
     };
     exec(f, node, p, args, argc, envs, envc, 0)
 }

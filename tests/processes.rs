@@ -633,6 +633,24 @@ fn fexecve_runs_the_open_program() {
     );
 }
 
+/// Ids, priorities and limits, as natively (where privilege does not
+/// matter): a child's nice value is its own, processes that do not exist
+/// are ESRCH, setreuid(-1, -1) works, chown checks the file it names.
+#[test]
+fn priorities_ids_and_chown_behave_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "ids_priority",
+        &[
+            "child: setpriority 5: 0, getpriority 5, /proc nice 5",
+            "parent: getpriority 0, /proc nice 0",
+            "no such process: getpriority -1 ESRCH, setpriority ESRCH, prlimit ESRCH",
+            "setreuid(-1, -1) 0, setregid(-1, -1) 0",
+            "chown missing ENOENT, fchown bad fd EBADF, chown own 0, fchown own 0, lchown dangling 0",
+        ],
+    );
+}
+
 /// A select that times out empties its sets, as on Linux.
 #[test]
 fn a_select_that_times_out_empties_its_sets() {

@@ -60,11 +60,21 @@ pub fn sys_execve(f: &mut Frame, dirfd: u64, path: u64, argv: u64, envp: u64, fl
     } else if p.first() == Some(&b'/') {
         (vfs::resolve(&vfs::root(), &p, flags & AT_SYMLINK_NOFOLLOW == 0)?, p)
     } else {
-        // Relative to `dirfd`: the path made absolute from there.
         let base = crate::fds::base_dir(dirfd)?;
         let node = vfs::resolve(&base, &p, flags & AT_SYMLINK_NOFOLLOW == 0)?;
-        let full = vfs::path_of(&base).map(|d| vfs::absolute(&vfs::root(), &[&d[..], b"/", &p[..]].concat()));
-        (node, full.unwrap_or(p))
+        // Relative to a directory descriptor: named from there, as Linux
+        // names it (`/dev/fd/N/path`, what a script's interpreter gets);
+        // relative to the working directory (AT_FDCWD, -100): as given.
+        let named = if dirfd as i32 == -100 {
+            p
+        } else {
+            let mut n = b"/dev/fd/".to_vec();
+            vfs::push_num(&mut n, dirfd as u32 as u64);
+            n.push(b'/');
+            n.extend_from_slice(&p);
+            n
+        };
+        (node, named)
     };
     exec(f, node, p, args, argc, envs, envc, 0)
 }

@@ -53,6 +53,7 @@ pub fn start_init(
         alarm: Cell::new(None),
         timers: Default::default(),
         map_names: Default::default(),
+        nice: Cell::new(0),
     });
     let t = Rc::new(Task::new(1, p.clone(), new_regs()));
     s.tasks.push(t);
@@ -152,6 +153,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             alarm: Cell::new(None),
             timers: Default::default(),
             map_names: RefCell::new(parent.map_names.borrow().clone()),
+            nice: Cell::new(parent.nice.get()),
         });
         let adopter =
             if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };

@@ -316,7 +316,13 @@ fn pid_stat(o: &mut Out, p: &Process, id: u32, state: &[u8], cpu_ns: u64) {
     o.n(id as u64).s(b" (").s(&comm(p)).s(b") ").s(state).s(b" ");
     o.n(p.ppid.get() as u64).s(b" ").n(p.pgid.get() as u64).s(b" ").n(p.sid.get() as u64);
     // tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime priority nice
-    o.s(b" 0 -1 4194304 0 0 0 0 ").n(cpu_ns / tick).s(b" 0 ").n(children).s(b" 0 20 0 ").n(p.threads.get() as u64);
+    o.s(b" 0 -1 4194304 0 0 0 0 ").n(cpu_ns / tick).s(b" 0 ").n(children).s(b" 0 ");
+    let nice = i64::from(p.nice.get());
+    o.n((20 + nice) as u64).s(b" ");
+    if nice < 0 {
+        o.s(b"-");
+    }
+    o.n(nice.unsigned_abs()).s(b" ").n(p.threads.get() as u64);
     // itrealvalue starttime vsize rss rsslim
     o.s(b" 0 0 ").n(size).s(b" ").n(rss / PAGE).s(b" 18446744073709551615");
     // startcode endcode startstack kstkesp kstkeip signal blocked sigignore sigcatch wchan nswap cnswap

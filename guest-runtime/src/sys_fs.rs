@@ -896,14 +896,26 @@ pub fn sys_fchmodat(dirfd: u64, path: u64, mode: u64, fd: Option<u64>) -> SysRes
     Ok(0)
 }
 
-/// chown family: only to the ids the sandbox user already has.
-pub fn sys_chown(uid: u64, gid: u64) -> SysResult {
+/// chown family (`fd`: fchown; else `path` from `dirfd` with `flags`):
+/// the file must be there (ENOENT, EBADF, as for any call on it); only to
+/// the ids the sandbox user already has (EPERM); EROFS on a read-only
+/// mount.
+pub fn sys_chown(dirfd: u64, path: u64, fd: Option<u64>, uid: u64, gid: u64, flags: u64) -> SysResult {
+    let node = match fd {
+        Some(fd) => crate::fds::get(fd)?.node().cloned(),
+        None => match resolve_at(dirfd, path, flags & (AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH))? {
+            NodeOrFile::Node(n) => Some(n),
+            NodeOrFile::File(f) => f.node().cloned(),
+        },
+    };
     let ok = |id: u64| id as u32 == u32::MAX || id == UID;
-    if ok(uid) && ok(gid) {
-        Ok(0)
-    } else {
-        Err(EPERM)
+    if !(ok(uid) && ok(gid)) {
+        return Err(EPERM);
     }
+    if node.is_some_and(|n| n.readonly()) {
+        return Err(EROFS);
+    }
+    Ok(0)
 }
 
 pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {

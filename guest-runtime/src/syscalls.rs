@@ -98,9 +98,9 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         90 => sys_fs::sys_fchmodat(AT_FDCWD, a0, a1, None),
         91 => sys_fs::sys_fchmodat(0, 0, a1, Some(a0)),
         268 => sys_fs::sys_fchmodat(a0, a1, a2, None),
-        92 | 94 => sys_fs::sys_chown(a1, a2), // chown, lchown
-        93 => sys_fs::sys_chown(a1, a2),      // fchown
-        260 => sys_fs::sys_chown(a2, a3),     // fchownat
+        92 | 94 => sys_fs::sys_chown(AT_FDCWD, a0, None, a1, a2, if nr == 94 { 0x100 } else { 0 }), // chown, lchown
+        93 => sys_fs::sys_chown(0, 0, Some(a0), a1, a2, 0),                                         // fchown
+        260 => sys_fs::sys_chown(a0, a1, None, a2, a3, a4),                                         // fchownat
         95 => sys_fs::sys_umask(a0),
         280 => sys_fs::sys_utimensat(a0, a1, a2, a3),
         137 => sys_fs::sys_statfs_path(a0, a1),
@@ -160,6 +160,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         124 => crate::process::sys_getsid(a0),
         102 | 104 | 107 | 108 => Ok(crate::rt::UID), // getuid, getgid, geteuid, getegid
         105 | 106 => same_id(a0),                    // setuid, setgid: only to what we are
+        113 | 114 => same_id(a0).and(same_id(a1)),   // setreuid, setregid
         117 | 119 => same_id(a0).and(same_id(a1)).and(same_id(a2)), // setresuid, setresgid
         118 | 120 => put_u32s(&[a0, a1, a2], crate::rt::UID as u32).map(|_| 0), // getresuid, getresgid
         115 => Ok(0),                                // getgroups: none
@@ -177,8 +178,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         234 => crate::signal::sys_tgkill(a0, a1, a2),
         63 => sys_uname(a0),
         96 => sys_gettimeofday(a0, a1),
-        97 => sys_prlimit(a0, 0, a1),
-        302 => sys_prlimit(a1, a2, a3),
+        97 => sys_prlimit(0, a0, 0, a1),
+        302 => sys_prlimit(a0, a1, a2, a3),
         99 => sys_sysinfo(a0),
         98 => sys_timer::sys_getrusage(a0, a1),
         37 => sys_alarm(a0),
@@ -195,8 +196,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         128 => crate::signalfd::sys_rt_sigtimedwait(a0, a1, a2, a3),
         286 => sys_timer::sys_timerfd_settime(a0, a1, a2, a3),
         287 => sys_timer::sys_timerfd_gettime(a0, a1),
-        140 => Ok(20), // getpriority: nice 0 (the raw call returns 20 - nice)
-        141 => Ok(0),  // setpriority: one vCPU, nothing to prioritise
+        140 => sys_getpriority(a0, a1),
+        141 => sys_setpriority(a0, a1, a2),
         100 => sys_timer::sys_times(a0),
         131 => crate::signal::sys_sigaltstack(a0, a1),
         157 => sys_prctl(a0, a1),
@@ -427,7 +428,53 @@ fn sys_clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
 
 const RLIM_INFINITY: u64 = u64::MAX;
 
-fn sys_prlimit(resource: u64, _new: u64, old: u64) -> SysResult {
+/// The processes `which` (PRIO_PROCESS, PRIO_PGRP, PRIO_USER) and `who`
+/// (0: the caller's) name; ESRCH if none, EINVAL for another `which`.
+fn priority_targets(which: u64, who: u64) -> Result<alloc::vec::Vec<alloc::rc::Rc<task::Process>>, i64> {
+    let me = task::current_process();
+    let who = who as u32;
+    let all = task::live_processes().into_iter().filter(|p| p.status.get().is_none());
+    let found: alloc::vec::Vec<_> = match which {
+        0 => all.filter(|p| p.pid == if who == 0 { me.pid } else { who }).collect(),
+        1 => all.filter(|p| p.pgid.get() == if who == 0 { me.pgid.get() } else { who }).collect(),
+        2 if who == 0 || u64::from(who) == crate::rt::UID => all.collect(),
+        2 => alloc::vec::Vec::new(),
+        _ => return Err(EINVAL),
+    };
+    if found.is_empty() {
+        return Err(ESRCH);
+    }
+    Ok(found)
+}
+
+/// getpriority: 20 - nice (the raw call's form), the highest priority of
+/// the processes named.
+fn sys_getpriority(which: u64, who: u64) -> SysResult {
+    let nice = priority_targets(which, who)?.iter().map(|p| p.nice.get()).min().unwrap_or(0);
+    Ok((20 - i64::from(nice)) as u64)
+}
+
+/// setpriority: a nice value in -20..=19 (clamped, as Linux does); lower
+/// than a process has is EACCES (the sandbox has no CAP_SYS_NICE).
+fn sys_setpriority(which: u64, who: u64, prio: u64) -> SysResult {
+    let nice = (prio as i32).clamp(-20, 19) as i8;
+    let targets = priority_targets(which, who)?;
+    if targets.iter().any(|p| nice < p.nice.get()) {
+        return Err(EACCES);
+    }
+    for p in targets {
+        p.nice.set(nice);
+    }
+    Ok(0)
+}
+
+/// prlimit64 (getrlimit/setrlimit with pid 0): the limits the sandbox
+/// enforces; setting one is accepted and changes nothing. ESRCH for a
+/// process that does not exist.
+fn sys_prlimit(pid: u64, resource: u64, _new: u64, old: u64) -> SysResult {
+    if pid != 0 && task::find_process(pid as u32).is_none_or(|p| p.status.get().is_some()) {
+        return Err(ESRCH);
+    }
     let (cur, max) = match resource {
         3 => (stack::stack_size(), stack::stack_size()), // RLIMIT_STACK
         7 => (crate::fds::max_fds() as u64, crate::fds::max_fds() as u64), // RLIMIT_NOFILE

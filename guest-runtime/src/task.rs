@@ -149,6 +149,9 @@ pub struct Process {
     pub timers: crate::timer::ProcTimers,
     /// The files its mappings show (`/proc/<pid>/maps`).
     pub map_names: RefCell<crate::mapnames::Names>,
+    /// Its nice value (-20..=19; setpriority, inherited by a fork). One
+    /// vCPU runs the tasks in turn whatever it is.
+    pub nice: Cell<i8>,
 }
 
 pub struct Task {

@@ -232,6 +232,9 @@ fn a_pipes_capacity_is_what_fcntl_says_and_sets() {
             "set 0 when empty: 4096; holds 4096",
             "4000, then 200: 4000 -1 EAGAIN, then 96: 96",
             "blocking write of 60000 behind 30000: whole, read 90000",
+            "blocking write of 200000 into 65536: whole, read 200000",
+            "interrupted (SA_RESTART 0): 65536",
+            "interrupted (SA_RESTART 1): 65536",
             "socket: -1 EBADF",
         ],
     );

@@ -152,7 +152,12 @@ pub fn child_exit(p: &Process) -> Option<(u32, i32, i32)> {
 /// siginfo, and enters the handler.
 pub fn setup_frame_with(t: &Task, f: &mut Frame, sig: u32, act: &[u64; 4], info: &[u8; 128]) -> Result<(), i64> {
     if let Some(restartable) = t.interrupted.take() {
-        if !restartable || act[1] & SA_RESTART == 0 {
+        if let Some((_, done)) = t.write_done.take().filter(|&(_, done)| done > 0) {
+            // A write to a pipe interrupted after part of it went in: it
+            // ends with that count, as on Linux (SA_RESTART or not).
+            f.rip = f.rip.wrapping_add(2);
+            f.rax = done;
+        } else if !restartable || act[1] & SA_RESTART == 0 {
             // The interrupted call ends with EINTR: past its `syscall`
             // (the frame is on it, to run it again), with that result.
             f.rip = f.rip.wrapping_add(2);

@@ -221,7 +221,49 @@ pub fn sys_read(fd: u64, buf: u64, len: u64) -> SysResult {
 pub fn sys_write(fd: u64, buf: u64, len: u64) -> SysResult {
     let f = crate::fds::get(fd)?;
     let data = user_bytes(buf, len)?;
+    if let FileKind::PipeWrite(p) | FileKind::FifoRdWr(p) = &f.kind {
+        if f.flags.get() & O_NONBLOCK == 0 && data.len() > p.borrow().capacity {
+            return write_whole(&f, p, data, (fd, buf, len));
+        }
+    }
     write_checked(&f, data, None)
+}
+
+/// A blocking write to a pipe larger than the pipe: it returns when all
+/// of it is in, as on Linux (the reader making room bit by bit), or when
+/// a handler interrupts it, with the count written (see
+/// `Task::write_done`). The call runs again at each wake; `key` tells it
+/// from another call.
+fn write_whole(f: &OpenFile, p: &Rc<core::cell::RefCell<file::Pipe>>, data: &[u8], key: (u64, u64, u64)) -> SysResult {
+    let t = crate::task::current();
+    let done = match t.write_done.take() {
+        Some((k, done)) if k == key => done,
+        _ => 0,
+    };
+    let rest = &data[(done as usize).min(data.len())..];
+    match f.write(rest, None) {
+        Ok(n) if n as u64 + done >= data.len() as u64 => Ok(data.len() as u64),
+        Ok(n) => {
+            t.write_done.set(Some((key, done + n as u64)));
+            crate::wait::block(crate::wait::Wait::PipeWrite(p.clone(), 1), None, true)
+        }
+        Err(crate::wait::BLOCKED) => {
+            t.write_done.set(Some((key, done)));
+            Err(crate::wait::BLOCKED)
+        }
+        Err(e) if done > 0 => {
+            // (The reader went: part of it is in; SIGPIPE as for EPIPE.)
+            if e == EPIPE {
+                crate::signal::raise(crate::task::SIGPIPE);
+            }
+            Ok(done)
+        }
+        Err(EPIPE) => {
+            crate::signal::raise(crate::task::SIGPIPE);
+            Err(EPIPE)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A write; EPIPE also raises SIGPIPE, as Linux does.

@@ -119,6 +119,9 @@ pub enum State {
     Dead,
 }
 
+/// A write call, (fd, buffer, length), and the bytes it has written.
+pub type PartWritten = ((u64, u64, u64), u64);
+
 pub struct Process {
     pub pid: u32,
     pub ppid: Cell<u32>,
@@ -171,6 +174,11 @@ pub struct Task {
     /// always ends with `EINTR` then (poll, select, epoll_wait), as on
     /// Linux. Read when the handler's frame is built.
     pub interrupted: Cell<Option<bool>>,
+    /// A blocking write to a pipe larger than the pipe, part written:
+    /// ((fd, buffer, length) of the call, bytes written so far). The call
+    /// runs again as the reader makes room and goes on from there; a
+    /// handler that interrupts it ends it with that count (`sys_fs`).
+    pub write_done: Cell<Option<PartWritten>>,
     pub woken: Cell<bool>,
     pub sigmask: Cell<u64>,
     /// Mask to restore after a sigsuspend's handler runs.
@@ -203,6 +211,7 @@ impl Task {
             wake_at: Cell::new(None),
             restart_deadline: Cell::new(None),
             interrupted: Cell::new(None),
+            write_done: Cell::new(None),
             woken: Cell::new(false),
             sigmask: Cell::new(0),
             saved_mask: Cell::new(None),

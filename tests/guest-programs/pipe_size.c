@@ -4,6 +4,8 @@
    shrink below what it holds (EBUSY); sockets have no pipe size. Writes
    as POSIX has them: one of at most PIPE_BUF bytes all or nothing
    (EAGAIN), a blocking one whole (it waits for the reader). */
+#include <signal.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #define _GNU_SOURCE
 #include <errno.h>
@@ -14,6 +16,8 @@
 #include <unistd.h>
 
 static char buf[1 << 18];
+
+static void on_alarm(int sig) { (void)sig; }
 
 /* Bytes a nonblocking write loop gets into `fd` until EAGAIN. */
 static long fill(int fd) {
@@ -67,6 +71,37 @@ int main(void) {
     waitpid(child, &st, 0);
     printf("blocking write of 60000 behind 30000: %s, read %ld\n",
            WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "whole" : "short", got);
+    /* Larger than the pipe: whole too, the reader taking it bit by bit. */
+    pipe(p);
+    child = fork();
+    if (child == 0) {
+        close(p[0]);
+        long w = write(p[1], buf, 200000);
+        _exit(w == 200000 ? 0 : 1);
+    }
+    close(p[1]);
+    got = 0;
+    for (long n; (n = read(p[0], buf, 5000)) > 0;) got += n;
+    waitpid(child, &st, 0);
+    printf("blocking write of 200000 into 65536: %s, read %ld\n",
+           WIFEXITED(st) && WEXITSTATUS(st) == 0 ? "whole" : "short", got);
+    close(p[0]);
+    /* Interrupted by a handler once part of it is in: that count, with
+       SA_RESTART or without. */
+    for (int restart = 0; restart < 2; restart++) {
+        pipe(p);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sa.sa_flags = restart ? SA_RESTART : 0;
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval it = {{0, 0}, {0, 50000}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        long w = write(p[1], buf, 200000);
+        printf("interrupted (SA_RESTART %d): %ld\n", restart, w);
+        close(p[0]);
+        close(p[1]);
+    }
     int s[2];
     socketpair(AF_UNIX, SOCK_STREAM, 0, s);
     r = fcntl(s[0], F_GETPIPE_SZ);

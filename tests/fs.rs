@@ -165,6 +165,22 @@ fn paths_down_new_host_directories_resolve_in_one_go() {
     assert_eq!(out.stdout_str(), "deep\ndeep\nmissing\nnot-a-dir\ndeep\ne.txt\n");
 }
 
+/// A directory without write permission keeps its entries (unlink,
+/// rmdir, rename, link, symlink are EACCES; they removed and made names),
+/// with ENOENT and EEXIST first, as natively (as nobody).
+#[test]
+fn a_directory_without_write_permission_keeps_its_entries() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "dir_perms",
+        &[
+            "unlink EACCES, rmdir EACCES, rename EACCES, link EACCES, symlink EACCES",
+            "unlink missing ENOENT, link over existing EEXIST, rename into it EACCES",
+            "writable again: unlink 0, rmdir 0, rmdir the directory 0, 0",
+        ],
+    );
+}
+
 /// `/proc/<pid>/exe` and the names `/proc/<pid>/maps` gives a program's
 /// segments are its file's own path, with no symlink in it, as on Linux:
 /// a program started through a symlink shows the file the link names. The

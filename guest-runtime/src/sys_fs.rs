@@ -654,11 +654,23 @@ pub fn sys_mkdirat(dirfd: u64, path: u64, mode: u64) -> SysResult {
     vfs::mkdir(&dir, &name, mode as u32 & !crate::task::umask()).map(|_| 0)
 }
 
+/// Whether the user may remove or rename `name` in `dir`, or make it:
+/// write and search permission on the directory, as Linux asks (EROFS,
+/// ENOENT for a missing name to remove, EEXIST for one to make come first,
+/// from the call itself). `exists`: what the call needs of the name.
+fn may_change(dir: &NodeRef, name: &[u8], exists: bool) -> Result<(), i64> {
+    if !dir.readonly() && vfs::lookup(dir, name).is_ok() == exists && !vfs::permitted(dir, 3) {
+        return Err(EACCES);
+    }
+    Ok(())
+}
+
 pub fn sys_unlinkat(dirfd: u64, path: u64, flags: u64) -> SysResult {
     if flags & !AT_REMOVEDIR != 0 {
         return Err(EINVAL);
     }
     let (dir, name) = parent_at(dirfd, path)?;
+    may_change(&dir, &name, true)?;
     vfs::remove(&dir, &name, flags & AT_REMOVEDIR != 0).map(|_| 0)
 }
 
@@ -669,6 +681,10 @@ pub fn sys_renameat2(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResul
     }
     let (odir, oname) = parent_at(od, op)?;
     let (ndir, nname) = parent_at(nd, np)?;
+    may_change(&odir, &oname, true)?;
+    if !ndir.readonly() && vfs::lookup(&odir, &oname).is_ok() && !vfs::permitted(&ndir, 3) {
+        return Err(EACCES);
+    }
     vfs::rename(&odir, &oname, &ndir, &nname, flags & RENAME_NOREPLACE != 0).map(|_| 0)
 }
 
@@ -685,6 +701,7 @@ pub fn sys_linkat(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
         return Err(EXDEV);
     }
     let (ndir, nname) = parent_at(nd, np)?;
+    may_change(&ndir, &nname, false)?;
     vfs::link_into(&ndir, &nname, node.clone())?;
     node.meta.borrow_mut().nlink += 1;
     Ok(0)
@@ -716,6 +733,7 @@ pub fn sys_mknodat(dirfd: u64, path: u64, mode: u64) -> SysResult {
 pub fn sys_symlinkat(target: u64, nd: u64, np: u64) -> SysResult {
     let t = path_arg(target)?.to_vec();
     let (dir, name) = parent_at(nd, np)?;
+    may_change(&dir, &name, false)?;
     vfs::symlink(&dir, &name, &t).map(|_| 0)
 }
 

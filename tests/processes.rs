@@ -651,6 +651,22 @@ fn priorities_ids_and_chown_behave_as_natively() {
     );
 }
 
+/// The scheduler calls answer as Linux's do for a process without
+/// privilege (they were ENOSYS but for sched_getaffinity).
+#[test]
+fn scheduler_calls_answer_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "sched",
+        &[
+            "priorities: other 0..0, fifo 1..99, rr 1..99, bad policy -1",
+            "setscheduler other 0, getscheduler 0, getparam 0 priority 0",
+            "setaffinity cpu 0: 0, cpu 0 in the mask: 1, rr_get_interval 0 (a time)",
+            "no such process: -1 ESRCH",
+        ],
+    );
+}
+
 /// A select that times out empties its sets, as on Linux.
 #[test]
 fn a_select_that_times_out_empties_its_sets() {

@@ -204,7 +204,18 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         158 => sys_arch_prctl(a0, a1),
         201 => sys_time(a0),
         202 => crate::futex::sys_futex(a0, a1, a2, a3, a4, a5),
-        204 => sys_sched_getaffinity(a1, a2),
+        204 => live(a0).and_then(|_| sys_sched_getaffinity(a1, a2)),
+        203 => live(a0).and_then(|_| sys_sched_setaffinity(a1, a2)),
+        // The scheduler: SCHED_OTHER only (the real-time policies need
+        // CAP_SYS_NICE), one vCPU, 10 ms time slices.
+        142 => live(a0).and_then(|_| if get_u32(a1)? == 0 { Ok(0) } else { Err(EINVAL) }), // sched_setparam
+        143 => live(a0).and_then(|_| put_user(a1, 0u32.to_le_bytes()).map(|_| 0)),         // sched_getparam
+        144 => live(a0).and_then(|_| sys_sched_setscheduler(a1, a2)),
+        145 => live(a0).map(|_| 0), // sched_getscheduler: SCHED_OTHER
+        146 => sched_priority_bound(a0, 99),
+        147 => sched_priority_bound(a0, 1),
+        148 => live(a0).and_then(|_| put_u64s(a1, &[0, 10_000_000]).map(|_| 0)), // sched_rr_get_interval
+        116 => Err(EPERM),                                                       // setgroups: no CAP_SETGID
         218 => crate::process::set_tid_address(a0),
         228 => sys_clock_gettime(a0, a1),
         227 => Err(EPERM), // clock_settime: the guest's clocks are the host's
@@ -544,6 +555,53 @@ fn sys_arch_prctl(code: u64, addr: u64) -> SysResult {
             }
             _ => return Err(EINVAL),
         }
+    }
+    Ok(0)
+}
+
+/// Ok for the caller (0) or a live process, ESRCH otherwise.
+fn live(pid: u64) -> SysResult {
+    if pid == 0 || task::find_process(pid as u32).is_some_and(|p| p.status.get().is_none()) {
+        Ok(0)
+    } else {
+        Err(ESRCH)
+    }
+}
+
+fn get_u32(va: u64) -> Result<u32, i64> {
+    let b = user_bytes(va, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// sched_get_priority_max/min: `rt` for SCHED_FIFO and SCHED_RR, 0 for
+/// SCHED_OTHER, SCHED_BATCH and SCHED_IDLE.
+fn sched_priority_bound(policy: u64, rt: u64) -> SysResult {
+    match policy {
+        1 | 2 => Ok(rt),
+        0 | 3 | 5 => Ok(0),
+        _ => Err(EINVAL),
+    }
+}
+
+/// sched_setscheduler: the non-real-time policies with priority 0 (no
+/// effect here); SCHED_FIFO and SCHED_RR need CAP_SYS_NICE (EPERM).
+fn sys_sched_setscheduler(policy: u64, param: u64) -> SysResult {
+    const SCHED_RESET_ON_FORK: u64 = 0x4000_0000;
+    let prio = get_u32(param)?;
+    match policy & !SCHED_RESET_ON_FORK {
+        0 | 3 | 5 if prio == 0 => Ok(0),
+        1 | 2 if (1..=99).contains(&prio) => Err(EPERM),
+        _ => Err(EINVAL),
+    }
+}
+
+/// sched_setaffinity: any mask with CPU 0, the only one (EINVAL without).
+fn sys_sched_setaffinity(size: u64, mask: u64) -> SysResult {
+    if size == 0 {
+        return Err(EINVAL);
+    }
+    if user_bytes(mask, 1)?[0] & 1 == 0 {
+        return Err(EINVAL);
     }
     Ok(0)
 }

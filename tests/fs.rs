@@ -165,6 +165,21 @@ fn paths_down_new_host_directories_resolve_in_one_go() {
     assert_eq!(out.stdout_str(), "deep\ndeep\nmissing\nnot-a-dir\ndeep\ne.txt\n");
 }
 
+/// sendfile from a file to a pipe behaves as natively, a negative offset
+/// included (EINVAL; it read from offset 2^64 - 1 before).
+#[test]
+fn sendfile_moves_the_offset_it_is_given_or_the_files_position() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "sendfile",
+        &[
+            "with offset: 6 \"456789\", offset now 10, position 0",
+            "without: 3 \"012\", position 3",
+            "count 0: 0; negative offset: -1 EINVAL",
+        ],
+    );
+}
+
 /// A directory without write permission keeps its entries (unlink,
 /// rmdir, rename, link, symlink are EACCES; they removed and made names),
 /// with ENOENT and EEXIST first, as natively (as nobody).

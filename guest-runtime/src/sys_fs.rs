@@ -1071,7 +1071,8 @@ pub fn sys_fstatfs(fd: u64, buf: u64) -> SysResult {
 pub fn sys_sendfile(out_fd: u64, in_fd: u64, offp: u64, count: u64) -> SysResult {
     let out = crate::fds::get(out_fd)?;
     let inp = crate::fds::get(in_fd)?;
-    let mut pos = if offp != 0 { Some(get_u64(offp)?) } else { None };
+    // (A negative offset is EINVAL, as on Linux.)
+    let mut pos = if offp != 0 { Some(offset_arg(get_u64(offp)?)?) } else { None };
     let mut buf = Vec::new();
     buf.try_reserve(64 * 1024).map_err(|_| ENOMEM)?;
     buf.resize(64 * 1024, 0);

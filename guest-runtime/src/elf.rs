@@ -223,11 +223,11 @@ impl Headers {
 impl Image {
     /// Maps the segments at `base` in the current address space; returns
     /// the end of the highest segment. Each segment's pages of the file
-    /// are named `path` in `/proc/<pid>/maps`, as Linux names them (its
-    /// zero-filled rest is anonymous).
+    /// go into `named` (start, end, file offset), for `/proc/<pid>/maps`
+    /// to name as Linux does (its zero-filled rest is anonymous).
     /// `program`: the main program, which must leave room for its brk heap
     /// below the mmap area (an interpreter goes where `reserve` put it).
-    fn map(&self, base: u64, program: bool, path: &[u8]) -> Result<u64, i64> {
+    fn map(&self, base: u64, program: bool, named: &mut Vec<(u64, u64, u64)>) -> Result<u64, i64> {
         let (lo, hi) = self.span();
         let (start, end) = (lo.checked_add(base).ok_or(ENOEXEC)?, hi.checked_add(base).ok_or(ENOEXEC)?);
         if start < user::MIN_ADDR || (program && end > user::MMAP_TOP - user::BRK_MAX) || end > user::ADDR_LIMIT {
@@ -241,13 +241,12 @@ impl Image {
             let seg_end = page_up(va + ph.memsz);
             // Where the rewriter finds the functions of code mapped here,
             // and what maps names.
-            let code = |node| {
+            let mut code = |node| {
                 if prot & PROT_EXEC != 0 {
                     crate::rewrite::file_mapped(seg_start, seg_end, page_down(ph.offset), node);
                 }
-                if ph.filesz > 0 {
-                    let file_end = page_up(va + ph.filesz).min(seg_end);
-                    crate::procfs::named(seg_start, file_end, page_down(ph.offset), node, path);
+                if ph.filesz > 0 && named.try_reserve(1).is_ok() {
+                    named.push((seg_start, page_up(va + ph.filesz).min(seg_end), page_down(ph.offset)));
                 }
             };
             if prot & PROT_WRITE == 0 && ph.memsz == ph.filesz {
@@ -307,12 +306,19 @@ pub fn interpreter_node(node: &NodeRef) -> Option<NodeRef> {
 
 const ELIBBAD: i64 = 80;
 
+/// The file ranges of a loaded program and of its interpreter: (start,
+/// end, file offset) of each segment's pages of the file.
+#[derive(Default)]
+pub struct Named {
+    pub program: Vec<(u64, u64, u64)>,
+    pub interp: Vec<(u64, u64, u64)>,
+}
+
 /// Maps a parsed program (and its interpreter) into the current, empty
-/// address space; `path` is the program's (what `/proc/<pid>/maps`
-/// names its segments).
-pub fn load(img: &Image, interp: Option<&Image>, path: &[u8]) -> Result<Loaded, i64> {
+/// address space; `named` gets where each shows its file.
+pub fn load(img: &Image, interp: Option<&Image>, named: &mut Named) -> Result<Loaded, i64> {
     let base = if img.e_type == ET_DYN { user::PIE_BASE } else { 0 };
-    let top = img.map(base, true, path)?;
+    let top = img.map(base, true, &mut named.program)?;
     mm::set_brk_start(top);
     let exec_stack = img.phdrs.iter().any(|p| p.p_type == PT_GNU_STACK && p.flags & 1 != 0);
     let mut loaded = Loaded {
@@ -329,7 +335,7 @@ pub fn load(img: &Image, interp: Option<&Image>, path: &[u8]) -> Result<Loaded, 
         let (lo, hi) = ld.span();
         let at = mm::reserve(hi - lo)?;
         let ld_base = at - lo;
-        ld.map(ld_base, false, img.interp.as_deref().unwrap_or_default())?;
+        ld.map(ld_base, false, &mut named.interp)?;
         loaded.interp_base = ld_base;
         loaded.entry = ld.entry.wrapping_add(ld_base);
     }

@@ -153,8 +153,13 @@ pub fn exec(
     *me.exe.borrow_mut() = vfs::real_path(&cwd, &path).unwrap_or_else(|| vfs::absolute(&cwd, &path));
     me.map_names.borrow_mut().0.clear();
     let exe = me.exe.borrow().clone();
-    let result = elf::load(&img, interp.as_ref(), &exe)
+    let mut named = elf::Named::default();
+    let result = elf::load(&img, interp.as_ref(), &mut named)
         .and_then(|l| stack::build(&l, &block, argc, envc).map(|sp| (l.entry, sp)).map_err(|_| E2BIG));
+    crate::procfs::name_segments(&named.program, &node, &exe);
+    if let (Some(ld), Some(ld_path)) = (&interp, &img.interp) {
+        crate::procfs::name_segments(&named.interp, ld.node(), ld_path);
+    }
     drop(old);
     release_vfork(&me);
     let (entry, sp) = match result {

@@ -68,7 +68,12 @@ pub fn start_init(
     *p.environ.borrow_mut() = envs[..envs.len() - crate::rt::after_strings(envs, envc).len()].to_vec();
     let img = elf::parse(image)?;
     let interp = elf::parse_interp(&img)?;
-    let loaded = elf::load(&img, interp.as_ref(), exe_path)?;
+    let mut named = elf::Named::default();
+    let loaded = elf::load(&img, interp.as_ref(), &mut named)?;
+    crate::procfs::name_segments(&named.program, image, exe_path);
+    if let (Some(ld), Some(ld_path)) = (&interp, &img.interp) {
+        crate::procfs::name_segments(&named.interp, ld.node(), ld_path);
+    }
     let sp = stack::build(&loaded, args, argc, envc).map_err(|_| E2BIG)?;
     *INIT_LOADED.get() = Some(loaded);
     Ok((loaded.entry, sp))

@@ -378,6 +378,14 @@ pub fn mapped(at: u64, len: u64, file: Option<(u64, u64)>) {
     named(at, end, offset, node, &f.path);
 }
 
+/// A program's (or its loader's) segments just loaded show file `node`
+/// (named `path`): `ranges` as `elf::load` lists them.
+pub fn name_segments(ranges: &[(u64, u64, u64)], node: &crate::vfs::NodeRef, path: &[u8]) {
+    for &(start, end, offset) in ranges {
+        named(start, end, offset, node, path);
+    }
+}
+
 /// `[at, end)` of the current process shows file `node` (opened as
 /// `path`) from `offset` on: an mmap, or a program's segment at exec.
 pub fn named(at: u64, end: u64, offset: u64, node: &crate::vfs::NodeRef, path: &[u8]) {

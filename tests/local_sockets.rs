@@ -89,6 +89,26 @@ fn local_and_loopback_sockets_behave_like_linux() {
     );
 }
 
+/// Several sockets hold one port where Linux lets them: 0.0.0.0 beside an
+/// IPV6_V6ONLY :: (asyncio's `create_server` binds both; the second bind
+/// was EADDRINUSE), 127.0.0.1 beside 127.0.0.2; each takes the
+/// connections its address covers.
+#[test]
+fn sockets_share_a_port_at_addresses_that_do_not_overlap() {
+    same_as_native(
+        &mut sandbox(30),
+        "dual_stack",
+        &[
+            "0.0.0.0 and v6-only ::: ok, ok",
+            "  to 127.0.0.1: first; to ::1: second",
+            "dual-stack ::, then 0.0.0.0: ok, EADDRINUSE",
+            "  to 127.0.0.1: first",
+            "127.0.0.1, 127.0.0.2, then 0.0.0.0: ok, ok, EADDRINUSE",
+            "  to 127.0.0.2: second",
+        ],
+    );
+}
+
 #[test]
 fn socketpair_still_behaves_like_linux() {
     same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);

@@ -215,6 +215,62 @@ fn claim(key: Key, f: &Rc<OpenFile>) -> Result<(), i64> {
     Ok(())
 }
 
+/// The sockets holding a port of type `ty`: several may, at addresses
+/// that do not overlap (see [`overlap`]).
+fn port_holders(ty: u16, port: u16) -> Vec<Rc<OpenFile>> {
+    holder(&Key::Port(ty, port)); // (drops the dead first)
+    let key = Key::Port(ty, port);
+    NAMES.get().iter().filter(|(k, _)| k.same(&key)).filter_map(|(_, f)| f.upgrade()).collect()
+}
+
+/// How a socket is bound: (domain, IPV6_V6ONLY set, address).
+type Binding = (u16, bool, [u8; 16]);
+
+fn binding_of(f: &OpenFile) -> Option<Binding> {
+    let s = socket_of(f).ok()?;
+    let st = s.st.borrow();
+    match &st.local {
+        Some(Addr::Inet { ip, .. }) => Some((s.domain, v6only(s), *ip)),
+        _ => None,
+    }
+}
+
+/// IPV6_V6ONLY (level IPPROTO_IPV6, 41; option 26) on an IPv6 socket.
+fn v6only(s: &Socket) -> bool {
+    s.domain == AF_INET6 && s.st.borrow().options.iter().any(|o| o.0 == 41 && o.1 == 26 && o.2 != 0)
+}
+
+/// Whether a socket bound as `b` takes what is sent to `to`: its own
+/// address, or any of its family's when it is bound to the unspecified
+/// one (an IPv6 socket's also IPv4 addresses, unless IPV6_V6ONLY).
+fn covers(b: &Binding, to: &[u8; 16]) -> bool {
+    let (domain, v6only, ip) = b;
+    if !unspecified(ip) {
+        return ip == to;
+    }
+    if is_v4(to) {
+        *domain == AF_INET || !v6only
+    } else {
+        *domain == AF_INET6
+    }
+}
+
+/// Whether two bindings of one port overlap, as Linux sees it (it refuses
+/// the second): the same address, or a wildcard over the other's, or two
+/// wildcards but an IPv4 one and an IPV6_V6ONLY one.
+fn overlap(a: &Binding, b: &Binding) -> bool {
+    match (unspecified(&a.2), unspecified(&b.2)) {
+        (false, false) => a.2 == b.2,
+        (true, false) => covers(a, &b.2),
+        (false, true) => covers(b, &a.2),
+        (true, true) if (a.0 == AF_INET) == (b.0 == AF_INET) => true,
+        (true, true) => {
+            let v6 = if a.0 == AF_INET { b } else { a };
+            !v6.1
+        }
+    }
+}
+
 pub fn socket_of(f: &OpenFile) -> Result<&Socket, i64> {
     match &f.kind {
         FileKind::Socket(s) => Ok(s),
@@ -312,7 +368,15 @@ pub fn bind_inet(f: &Rc<OpenFile>, s: &Socket, ip: [u8; 16], port: u16) -> Resul
     let port = if port == 0 {
         ephemeral(f, s.ty)?
     } else {
-        claim(Key::Port(s.ty, port), f)?;
+        // Several sockets may hold a port at addresses that do not
+        // overlap (127.0.0.1 and 127.0.0.2; 0.0.0.0 and an IPV6_V6ONLY ::).
+        let me = (s.domain, v6only(s), ip);
+        if port_holders(s.ty, port).iter().filter_map(|h| binding_of(h)).any(|b| overlap(&b, &me)) {
+            return Err(EADDRINUSE);
+        }
+        let names = NAMES.get();
+        names.try_reserve(1).map_err(|_| ENOMEM)?;
+        names.push((Key::Port(s.ty, port), Rc::downgrade(f)));
         port
     };
     s.st.borrow_mut().local = Some(inet(s.domain, ip, port));
@@ -348,22 +412,23 @@ pub fn autobind_inet(f: &Rc<OpenFile>, s: &Socket, ip: [u8; 16]) -> Result<(), i
 /// nobody listens there.
 pub fn find_inet(ty: u16, ip: [u8; 16], port: u16) -> Result<Option<Rc<OpenFile>>, i64> {
     let ip = target_ip(ip);
-    let f = holder(&Key::Port(ty, port));
-    let bound_ip = f.as_ref().and_then(|f| match &socket_of(f).ok()?.st.borrow().local {
-        Some(Addr::Inet { ip, .. }) => Some(*ip),
-        _ => None,
-    });
-    if !loopback(&ip) && bound_ip != Some(ip) && !local_ip(&ip) {
+    if !loopback(&ip) && !local_ip(&ip) {
         return Err(ENETUNREACH);
     }
-    let Some(f) = f else { return Ok(None) };
-    let s = socket_of(&f)?;
-    let takes = match bound_ip {
-        Some(b) if unspecified(&b) => s.domain == AF_INET6 || is_v4(&ip),
-        Some(b) => b == ip,
-        None => false,
+    // The socket bound to the address itself, else a wildcard that takes
+    // it (an IPv4 one before an IPv6 one for an IPv4 address, as Linux).
+    let bound: Vec<(Rc<OpenFile>, Binding)> =
+        port_holders(ty, port).into_iter().filter_map(|f| binding_of(&f).map(|b| (f, b))).collect();
+    let rank = |b: &Binding| {
+        if !unspecified(&b.2) {
+            0
+        } else if (b.0 == AF_INET) == is_v4(&ip) {
+            1
+        } else {
+            2
+        }
     };
-    Ok(takes.then_some(f))
+    Ok(bound.into_iter().filter(|(_, b)| covers(b, &ip)).min_by_key(|(_, b)| rank(b)).map(|(f, _)| f))
 }
 
 /// Whether some socket here is bound to `ip` itself.

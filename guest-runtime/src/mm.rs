@@ -1618,10 +1618,9 @@ fn patch_flush() {
     }
 }
 
-/// Whether `va` is in a private mapping that is executable and not
-/// writable: code only an mprotect or a new mapping changes.
+/// Whether `va` is in private code (`Vma::is_private_code`).
 pub fn private_code(va: u64) -> bool {
-    vma_at(va).is_some_and(|v| v.shared.is_none() && v.prot & PROT_EXEC != 0 && v.prot & PROT_WRITE == 0)
+    vma_at(va).is_some_and(|v| v.is_private_code())
 }
 
 /// Writes `bytes` over the program's code at `va` (within one page) for
@@ -1635,7 +1634,7 @@ pub fn patch_code(va: u64, bytes: &[u8], code_only: bool) -> bool {
         return false;
     }
     let Some(v) = vma_at(va) else { return false };
-    if v.shared.is_some() || code_only && !private_code(va) {
+    if v.shared.is_some() || code_only && !v.is_private_code() {
         return false;
     }
     let Some(e) = cur_pte(va, false) else { return false };
@@ -2280,14 +2279,18 @@ pub fn fault_in(va: u64, write: bool, exec: bool) -> Fault {
     {
         return Fault::Refused;
     }
-    if exec && leaf(page_down(va)) & PTE_P != 0 {
-        // Executable now (mprotect adds access without a flush): the CPU
-        // went by an older TLB entry. Drop them all (rare), then retry.
-        if leaf(page_down(va)) & PTE_NX != 0 {
-            return Fault::Refused;
+    if exec {
+        let l = leaf(page_down(va));
+        if l & PTE_P != 0 {
+            // Executable now (mprotect adds access without a flush): the
+            // CPU went by an older TLB entry. Drop them all (rare), then
+            // retry.
+            if l & PTE_NX != 0 {
+                return Fault::Refused;
+            }
+            crate::cpu::flush_tlb();
+            return Fault::Backed;
         }
-        crate::cpu::flush_tlb();
-        return Fault::Backed;
     }
     if v.shared.is_some() {
         return fault_in_shared(va, &v);

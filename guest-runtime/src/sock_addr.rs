@@ -199,28 +199,38 @@ impl Key {
 
 static NAMES: Global<Vec<(Key, Weak<OpenFile>)>> = Global::new(Vec::new());
 
-fn holder(key: &Key) -> Option<Rc<OpenFile>> {
+/// The names held, those of closed sockets (or removed socket nodes)
+/// dropped first.
+fn live_names() -> &'static mut Vec<(Key, Weak<OpenFile>)> {
     let names = NAMES.get();
     names.retain(|(k, f)| f.strong_count() > 0 && !matches!(k, Key::Node(n) if n.strong_count() == 0));
-    names.iter().find(|(k, _)| k.same(key)).and_then(|(_, f)| f.upgrade())
+    names
 }
 
-fn claim(key: Key, f: &Rc<OpenFile>) -> Result<(), i64> {
-    if holder(&key).is_some() {
-        return Err(EADDRINUSE);
-    }
+fn holder(key: &Key) -> Option<Rc<OpenFile>> {
+    live_names().iter().find(|(k, _)| k.same(key)).and_then(|(_, f)| f.upgrade())
+}
+
+/// Records that `f` holds `key`.
+fn add_name(key: Key, f: &Rc<OpenFile>) -> Result<(), i64> {
     let names = NAMES.get();
     names.try_reserve(1).map_err(|_| ENOMEM)?;
     names.push((key, Rc::downgrade(f)));
     Ok(())
 }
 
+fn claim(key: Key, f: &Rc<OpenFile>) -> Result<(), i64> {
+    if holder(&key).is_some() {
+        return Err(EADDRINUSE);
+    }
+    add_name(key, f)
+}
+
 /// The sockets holding a port of type `ty`: several may, at addresses
 /// that do not overlap (see [`overlap`]).
 fn port_holders(ty: u16, port: u16) -> Vec<Rc<OpenFile>> {
-    holder(&Key::Port(ty, port)); // (drops the dead first)
     let key = Key::Port(ty, port);
-    NAMES.get().iter().filter(|(k, _)| k.same(&key)).filter_map(|(_, f)| f.upgrade()).collect()
+    live_names().iter().filter(|(k, _)| k.same(&key)).filter_map(|(_, f)| f.upgrade()).collect()
 }
 
 /// How a socket is bound: (domain, IPV6_V6ONLY set, address).
@@ -374,9 +384,7 @@ pub fn bind_inet(f: &Rc<OpenFile>, s: &Socket, ip: [u8; 16], port: u16) -> Resul
         if port_holders(s.ty, port).iter().filter_map(|h| binding_of(h)).any(|b| overlap(&b, &me)) {
             return Err(EADDRINUSE);
         }
-        let names = NAMES.get();
-        names.try_reserve(1).map_err(|_| ENOMEM)?;
-        names.push((Key::Port(s.ty, port), Rc::downgrade(f)));
+        add_name(Key::Port(s.ty, port), f)?;
         port
     };
     s.st.borrow_mut().local = Some(inet(s.domain, ip, port));

@@ -157,8 +157,7 @@ const TIOCGPTLCK: u64 = 0x8004_5439;
 const TIOCGPTPEER: u64 = 0x5441;
 
 fn get_i32(va: u64) -> Result<i32, i64> {
-    let b = user_bytes(va, 4)?;
-    Ok(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    get_u32(va).map(|v| v as i32)
 }
 
 fn put_u32(va: u64, v: u32) -> SysResult {

@@ -483,9 +483,7 @@ fn sys_setpriority(which: u64, who: u64, prio: u64) -> SysResult {
 /// enforces; setting one is accepted and changes nothing. ESRCH for a
 /// process that does not exist.
 fn sys_prlimit(pid: u64, resource: u64, _new: u64, old: u64) -> SysResult {
-    if pid != 0 && task::find_process(pid as u32).is_none_or(|p| p.status.get().is_some()) {
-        return Err(ESRCH);
-    }
+    live(pid)?;
     let (cur, max) = match resource {
         3 => (stack::stack_size(), stack::stack_size()), // RLIMIT_STACK
         7 => (crate::fds::max_fds() as u64, crate::fds::max_fds() as u64), // RLIMIT_NOFILE
@@ -566,11 +564,6 @@ fn live(pid: u64) -> SysResult {
     } else {
         Err(ESRCH)
     }
-}
-
-fn get_u32(va: u64) -> Result<u32, i64> {
-    let b = user_bytes(va, 4)?;
-    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// sched_get_priority_max/min: `rt` for SCHED_FIFO and SCHED_RR, 0 for

@@ -41,6 +41,11 @@ pub fn put_u64s(va: u64, words: &[u64]) -> Result<(), i64> {
     Ok(())
 }
 
+pub fn get_u32(va: u64) -> Result<u32, i64> {
+    let b = user_bytes(va, 4)?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 pub fn get_u64(va: u64) -> Result<u64, i64> {
     let b = user_bytes(va, 8)?;
     Ok(u64::from_le_bytes(b.try_into().map_err(|_| EFAULT)?))

@@ -55,6 +55,12 @@ impl Vma {
         Vma { start, end, prot, shared: None }
     }
 
+    /// Private, executable and not writable: code only an mprotect or a
+    /// new mapping changes.
+    pub fn is_private_code(&self) -> bool {
+        self.shared.is_none() && self.prot & PROT_EXEC != 0 && self.prot & PROT_WRITE == 0
+    }
+
     /// The part of this mapping from `at` on (`at` within it).
     fn from(&self, at: u64) -> Vma {
         let mut v = self.clone();

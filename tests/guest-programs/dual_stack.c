@@ -13,13 +13,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-static int listener4(const char *ip, int port) {
-    int s = socket(AF_INET, SOCK_STREAM, 0), on = 1;
-    /* (Natively the port of a connection closed is in TIME_WAIT.) */
+/* Binds socket `s` (SO_REUSEADDR: natively the port of a connection
+   closed is in TIME_WAIT) to `a` and listens: the socket, or -errno. */
+static int bind_listen(int s, const void *a, socklen_t n) {
+    int on = 1;
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, ip, &a.sin_addr);
-    if (bind(s, (void *)&a, sizeof a) != 0) {
+    if (bind(s, a, n) != 0) {
         int e = errno;
         close(s);
         return -e;
@@ -28,18 +27,17 @@ static int listener4(const char *ip, int port) {
     return s;
 }
 
+static int listener4(const char *ip, int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    return bind_listen(socket(AF_INET, SOCK_STREAM, 0), &a, sizeof a);
+}
+
 static int listener6(int port, int v6only) {
-    int s = socket(AF_INET6, SOCK_STREAM, 0), on = 1;
-    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    int s = socket(AF_INET6, SOCK_STREAM, 0);
     setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
     struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = in6addr_any};
-    if (bind(s, (void *)&a, sizeof a) != 0) {
-        int e = errno;
-        close(s);
-        return -e;
-    }
-    listen(s, 4);
-    return s;
+    return bind_listen(s, &a, sizeof a);
 }
 
 /* Connects to ip:port and tells which of the listeners took it. */

@@ -12,6 +12,19 @@ fn block() -> *mut abi::Hypercall {
     abi::phys_to_virt(abi::HCALL_GPA) as *mut abi::Hypercall
 }
 
+/// Tells the host the page-table root now loaded (see
+/// [`abi::Hypercall::cr3`]).
+pub fn tell_cr3(root: u64) {
+    #[cfg(not(test))]
+    // SAFETY: the hypercall block is a fixed, mapped page of guest RAM;
+    // the host reads it only while the vCPU is stopped.
+    unsafe {
+        core::ptr::addr_of_mut!((*block()).cr3).write_volatile(root)
+    };
+    #[cfg(test)]
+    let _ = root;
+}
+
 /// Issues hypercall `nr` with up to three arguments.
 pub fn call(nr: u64, a0: u64, a1: u64, a2: u64) -> u64 {
     call6(nr, [a0, a1, a2, 0, 0, 0])

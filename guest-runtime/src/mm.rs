@@ -192,6 +192,7 @@ pub fn init(info: &abi::BootInfo) {
     }
     // SAFETY: single-threaded runtime; the flush trap reads it.
     unsafe { NEXT_CR3 = info.pml4_gpa };
+    crate::hc::tell_cr3(info.pml4_gpa);
     // The runtime heap's top-level entry must exist before any address
     // space copies the shared slots.
     let _ = pte(info.pml4_gpa, abi::RUNTIME_HEAP_VA, true);

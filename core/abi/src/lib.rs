@@ -697,6 +697,12 @@ pub struct Hypercall {
     /// set only while the vCPU is stopped; the runtime clears the ones it
     /// has acted on.
     pub host_flags: u64,
+    /// The root of the page tables the vCPU runs on, as the runtime last
+    /// loaded it (0: not told): the host walks them to reach a buffer a
+    /// hypercall names outside the physmap without asking KVM for CR3
+    /// (an ioctl that costs more than the walk). Guest data: a wrong
+    /// value only makes the walk find other guest memory or fail.
+    pub cr3: u64,
 }
 
 /// What the ring-0 exception stubs push: the vector and an error code (0

@@ -90,7 +90,7 @@ no_padding!(ResumeInfo {
     stdin_len: u64,
     flags: u64,
 });
-no_padding!(Hypercall { args: [u64; 6], ret: u64, host_flags: u64 });
+no_padding!(Hypercall { args: [u64; 6], ret: u64, host_flags: u64, cr3: u64 });
 no_padding!(ExceptionFrame { vector: u64, error_code: u64, rip: u64, cs: u64, rflags: u64, rsp: u64, ss: u64 });
 no_padding!(ManifestEntry { kind: u32, mode: u32, handle: u64, size: u64, path_len: u32, _pad: u32 });
 no_padding!(Stat { mode: u32, nlink: u32, size: u64, ino: u64, mtime_sec: i64, mtime_nsec: u32, _pad: u32 });

@@ -104,7 +104,7 @@ impl Vm {
         if let Ok(gpa) = self.physmap_range(va, len, len) {
             return f(gpa, 0, len as usize);
         }
-        let cr3 = self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?.cr3;
+        let cr3 = self.guest_cr3()?;
         let mut done = 0u64;
         while done < len {
             let at = va.checked_add(done).ok_or(VmError::GuestAccess { addr: va, len })?;
@@ -114,6 +114,16 @@ impl Vm {
             done += n;
         }
         Ok(())
+    }
+
+    /// The root of the guest's current page tables: as the runtime last
+    /// told it in the hypercall block, else KVM's CR3.
+    fn guest_cr3(&self) -> Result<u64> {
+        let at = abi::HCALL_GPA + std::mem::offset_of!(abi::Hypercall, cr3) as u64;
+        match self.read_obj::<u64>(at)? {
+            0 => Ok(self.vcpu.get_sregs().map_err(VmError::kvm("KVM_GET_SREGS"))?.cr3),
+            told => Ok(told),
+        }
     }
 
     /// Copies the guest buffer at guest-virtual `va` (in the physmap or

@@ -240,6 +240,35 @@ fn a_pipes_capacity_is_what_fcntl_says_and_sets() {
     );
 }
 
+/// Advisory file locks behave as on Linux: fcntl record locks per
+/// process (released by any close of the file, waited for by F_SETLKW),
+/// open-file-description locks per open, flock per open and apart from
+/// record locks (sqlite3 relies on these between its processes).
+#[test]
+fn file_locks_are_kept_and_conflict_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "file_locks",
+        &[
+            "child, bytes 0-99: write lock at 0 len 40 by parent",
+            "child write 10-19: EAGAIN",
+            "child write 10-19: ok",
+            "child write 5-5: EAGAIN",
+            "child, relative to the position: read lock at 5 len 0 by parent",
+            "waiter: first EAGAIN, then waited: ok",
+            "ofd write on b: EAGAIN",
+            "ofd query on b: write lock at 0 len 10 by -1",
+            "ofd write on b after a closed: ok",
+            "flock sh on b: EAGAIN",
+            "child flock on the shared open file: ok",
+            "child flock on its own open: EAGAIN",
+            "child record lock beside it: ok",
+            "flock sh on b: ok",
+            "write lock on a read-only descriptor: EBADF",
+        ],
+    );
+}
+
 /// An execve resets the alternate signal stack (a handler with
 /// SA_ONSTACK in the new program ran at the old program's address and
 /// died of SIGSEGV) and keeps ignored signals and the signal mask.

@@ -36,6 +36,7 @@ pub const EPIPE: i64 = 32;
 pub const ERANGE: i64 = 34;
 pub const EDEADLK: i64 = 35;
 pub const ENAMETOOLONG: i64 = 36;
+pub const ENOLCK: i64 = 37;
 pub const ENOSYS: i64 = 38;
 pub const ENOTEMPTY: i64 = 39;
 pub const ELOOP: i64 = 40;

@@ -169,7 +169,7 @@ pub fn exec(
     // Its `cpuid` sites (from a file's second start on) and the
     // `syscall` sites earlier processes called go fast.
     crate::exec_cpuid::started(&node, interp.as_ref().map(|i| i.node()));
-    me.fds.borrow_mut().close_on_exec();
+    me.fds.borrow_mut().close_on_exec(me.pid);
     // POSIX timers do not survive exec; interval timers and alarms do.
     me.timers.exec();
     // Handlers do not survive exec; ignored signals do.

@@ -71,12 +71,15 @@ pub fn install_at(fd: u64, file: Rc<OpenFile>, cloexec: bool) -> Result<u64, Err
         Ok::<_, Errno>(t[fd_us].replace(Fd { file, cloexec }))
     })?;
     // Dropped outside the table borrow (a pipe end's drop may wake others).
-    drop(old);
+    if let Some(old) = old {
+        old.file.closed_by(crate::task::current_process().pid);
+    }
     Ok(fd)
 }
 
 pub fn close(fd: u64) -> Result<(), Errno> {
     let e = with_table(|t| t.get_mut(fd as usize).and_then(|e| e.take()).ok_or(EBADF))?;
+    e.file.closed_by(crate::task::current_process().pid);
     drop(e);
     Ok(())
 }

@@ -91,6 +91,9 @@ pub struct OpenFile {
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
+        if crate::locks::any() {
+            crate::locks::release_owner(crate::locks::Owner::Description(self as *const OpenFile as usize));
+        }
         match &self.kind {
             FileKind::FifoRdWr(p) => {
                 let mut p = p.borrow_mut();
@@ -147,6 +150,24 @@ impl OpenFile {
     pub fn writable(&self) -> bool {
         let f = self.flags.get();
         f & O_PATH == 0 && matches!(f & O_ACCMODE, O_WRONLY | O_RDWR)
+    }
+
+    /// The file a lock taken through this description is on: its device
+    /// and inode (None: a pipe, a socket or another file without one,
+    /// whose locks are not kept).
+    pub fn lock_key(&self) -> Option<crate::locks::Key> {
+        let m = self.node()?.meta.borrow();
+        Some((m.dev, m.ino))
+    }
+
+    /// Its process `pid` closed a descriptor of it: POSIX has the
+    /// process's record locks on the file go.
+    pub fn closed_by(&self, pid: u32) {
+        if crate::locks::any() {
+            if let Some(key) = self.lock_key() {
+                crate::locks::release_file(key, pid);
+            }
+        }
     }
 
     pub fn node(&self) -> Option<&NodeRef> {
@@ -445,10 +466,13 @@ impl FdTable {
         ])
     }
 
-    pub fn close_on_exec(&mut self) {
+    /// Closes the close-on-exec descriptors of process `pid`.
+    pub fn close_on_exec(&mut self, pid: u32) {
         for e in self.0.iter_mut() {
             if e.as_ref().is_some_and(|f| f.cloexec) {
-                *e = None;
+                if let Some(fd) = e.take() {
+                    fd.file.closed_by(pid);
+                }
             }
         }
     }

@@ -28,6 +28,7 @@ mod fnindex;
 mod futex;
 mod hc;
 mod heap;
+mod locks;
 mod io;
 mod mapnames;
 mod mm;

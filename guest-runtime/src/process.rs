@@ -251,6 +251,7 @@ pub fn exit_group(_f: &mut Frame, code: u32, sig: u32) -> SysResult {
     p.threads.set(0);
     // Close descriptors now: pipe ends wake their peers.
     *p.fds.borrow_mut() = FdTable::empty();
+    crate::locks::release_owner(crate::locks::Owner::Process(p.pid));
     release_vfork(&p);
     // Children go to process 1.
     if let Some(init) = s.init.clone() {

@@ -12,6 +12,7 @@ use hvsandbox_abi::fs::PATH_MAX;
 
 use crate::errno::*;
 use crate::fds::*;
+use crate::locks;
 use crate::file::{self, FileKind, OpenFile, *};
 use crate::mm::{self, PROT_WRITE};
 use crate::rt::UID;
@@ -811,6 +812,9 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
     const F_GETLK: u64 = 5;
     const F_SETLK: u64 = 6;
     const F_SETLKW: u64 = 7;
+    const F_OFD_GETLK: u64 = 36;
+    const F_OFD_SETLK: u64 = 37;
+    const F_OFD_SETLKW: u64 = 38;
     const F_DUPFD_CLOEXEC: u64 = 1030;
     const F_SETPIPE_SZ: u64 = 1031;
     const F_GETPIPE_SZ: u64 = 1032;
@@ -834,12 +838,7 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
             f.flags.set((fl & !changeable) | (arg as u32 & changeable));
             Ok(0)
         }
-        F_GETLK => {
-            // struct flock: l_type first; F_UNLCK (2) = no conflicting lock.
-            put_user(arg, 2u16.to_le_bytes())?;
-            Ok(0)
-        }
-        F_SETLK | F_SETLKW => Ok(0),
+        F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW => record_lock(&f, cmd, arg),
         F_GETPIPE_SZ | F_SETPIPE_SZ => {
             let (FileKind::PipeRead(p) | FileKind::PipeWrite(p) | FileKind::FifoRdWr(p)) = &f.kind else {
                 return Err(EBADF);
@@ -861,6 +860,135 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
             Ok(p.capacity as u64)
         }
         _ => Err(EINVAL),
+    }
+}
+
+/// The owner of `f`'s record locks: the process, or (`ofd`) the open
+/// file description.
+fn lock_owner(f: &OpenFile, ofd: bool) -> locks::Owner {
+    if ofd {
+        locks::Owner::Description(f as *const OpenFile as usize)
+    } else {
+        locks::Owner::Process(crate::task::current_process().pid)
+    }
+}
+
+/// fcntl's record locks (`locks.rs`): F_GETLK, F_SETLK, F_SETLKW and
+/// their open-file-description forms (cmd 36..=38), on the `struct
+/// flock` at `arg`.
+fn record_lock(f: &OpenFile, cmd: u64, arg: u64) -> SysResult {
+    const F_RDLCK: u16 = 0;
+    const F_WRLCK: u16 = 1;
+    const F_UNLCK: u16 = 2;
+    let ofd = cmd >= 36;
+    let (get, wait) = (cmd == 5 || cmd == 36, cmd == 7 || cmd == 38);
+    // struct flock: l_type, l_whence (i16 each), l_start, l_len (i64, at
+    // 8 and 16), l_pid (i32 at 24).
+    let mut raw = [0u8; 32];
+    raw.copy_from_slice(user_bytes(arg, 32)?);
+    let word = |at: usize| i64::from_le_bytes(raw[at..at + 8].try_into().unwrap_or_default());
+    let ltype = u16::from_le_bytes([raw[0], raw[1]]);
+    let whence = u16::from_le_bytes([raw[2], raw[3]]);
+    let (lstart, llen) = (word(8), word(16));
+    let lpid = i32::from_le_bytes([raw[24], raw[25], raw[26], raw[27]]);
+    if ltype > F_UNLCK || (ofd && lpid != 0) || (get && ltype == F_UNLCK) {
+        return Err(EINVAL);
+    }
+    let base = match whence {
+        0 => 0,
+        1 => f.offset.get() as i64,
+        2 => f.node().map_or(0, |n| n.size()) as i64,
+        _ => return Err(EINVAL),
+    };
+    let first = base.checked_add(lstart).ok_or(EOVERFLOW)?;
+    let (start, end) = match llen {
+        0 => (first, i64::MAX),
+        n if n > 0 => (first, first.checked_add(n - 1).ok_or(EOVERFLOW)?),
+        n => (first.checked_add(n).ok_or(EOVERFLOW)?, first - 1),
+    };
+    if start < 0 {
+        return Err(EINVAL);
+    }
+    let (start, end) = (start as u64, if end == i64::MAX { u64::MAX } else { end as u64 });
+    let Some(key) = f.lock_key() else {
+        // Nothing to share a lock with: it is always free.
+        if get {
+            put_user(arg, F_UNLCK.to_le_bytes())?;
+        }
+        return Ok(0);
+    };
+    let owner = lock_owner(f, ofd);
+    let write = ltype == F_WRLCK;
+    if get {
+        match locks::conflict(locks::Space::Record, key, owner, start, end, write) {
+            None => put_user(arg, F_UNLCK.to_le_bytes())?,
+            Some(l) => {
+                let mut out = raw;
+                out[..2].copy_from_slice(&(if l.write { F_WRLCK } else { F_RDLCK }).to_le_bytes());
+                out[2..4].copy_from_slice(&0u16.to_le_bytes());
+                out[8..16].copy_from_slice(&(l.start as i64).to_le_bytes());
+                let len = if l.end == u64::MAX { 0 } else { (l.end - l.start + 1) as i64 };
+                out[16..24].copy_from_slice(&len.to_le_bytes());
+                let pid = match l.owner {
+                    locks::Owner::Process(pid) => pid as i32,
+                    locks::Owner::Description(_) => -1,
+                };
+                out[24..28].copy_from_slice(&pid.to_le_bytes());
+                put_user(arg, out)?;
+            }
+        }
+        return Ok(0);
+    }
+    if ltype == F_UNLCK {
+        return locks::set(locks::Space::Record, key, owner, start, end, None).map(|_| 0);
+    }
+    if (write && !f.writable()) || (!write && !f.readable()) {
+        return Err(EBADF);
+    }
+    take_lock(locks::Space::Record, key, owner, start, end, write, wait)
+}
+
+/// Takes a lock once no other owner's conflicts with it: at once, or
+/// EAGAIN (`wait` false), or after blocking until it is free (the call
+/// then runs again; a signal interrupts it).
+fn take_lock(space: locks::Space, key: locks::Key, owner: locks::Owner, start: u64, end: u64, write: bool, wait: bool) -> SysResult {
+    if locks::conflict(space, key, owner, start, end, write).is_none() {
+        return locks::set(space, key, owner, start, end, Some(write)).map(|_| 0);
+    }
+    if !wait {
+        return Err(EAGAIN);
+    }
+    let free = move || locks::conflict(space, key, owner, start, end, write).is_none();
+    crate::wait::block(crate::wait::Wait::Until(Rc::new(free)), None, true)
+}
+
+/// flock(2): a whole-file lock owned by the open file description,
+/// shared (LOCK_SH) or exclusive (LOCK_EX), LOCK_NB not to wait, or
+/// LOCK_UN. A conversion lets the old lock go first, as Linux does.
+pub fn sys_flock(fd: u64, op: u64) -> SysResult {
+    const LOCK_SH: u64 = 1;
+    const LOCK_EX: u64 = 2;
+    const LOCK_NB: u64 = 4;
+    const LOCK_UN: u64 = 8;
+    let f = crate::fds::get(fd)?;
+    let kind = match op & !LOCK_NB {
+        LOCK_SH => Some(false),
+        LOCK_EX => Some(true),
+        LOCK_UN => None,
+        _ => return Err(EINVAL),
+    };
+    let Some(key) = f.lock_key() else { return Ok(0) };
+    let owner = lock_owner(&f, true);
+    let space = locks::Space::Flock;
+    match kind {
+        None => locks::set(space, key, owner, 0, u64::MAX, None).map(|_| 0),
+        Some(write) => {
+            let held = locks::held(space, key, owner);
+            if held.is_some() && held != Some(write) {
+                locks::set(space, key, owner, 0, u64::MAX, None)?;
+            }
+            take_lock(space, key, owner, 0, u64::MAX, write, op & LOCK_NB == 0)
+        }
     }
 }
 

@@ -69,7 +69,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         292 => sys_fs::sys_dup3(a0, a1, a2, false),
         40 => sys_fs::sys_sendfile(a0, a1, a2, a3),
         72 => sys_fs::sys_fcntl(a0, a1, a2),
-        73 => sys_fs::sys_fsync(a0),      // flock: no other holders
+        73 => sys_fs::sys_flock(a0, a1),
         74 | 75 => sys_fs::sys_fsync(a0), // fsync, fdatasync
         162 => Ok(0),                     // sync
         306 => sys_fs::sys_fsync(a0),     // syncfs

@@ -182,7 +182,9 @@ fn sendfile_moves_the_offset_it_is_given_or_the_files_position() {
 
 /// A directory without write permission keeps its entries (unlink,
 /// rmdir, rename, link, symlink are EACCES; they removed and made names),
-/// with ENOENT and EEXIST first, as natively (as nobody).
+/// with ENOENT and EEXIST first; one without search permission lets
+/// nothing in it be reached, one without read permission is not listed;
+/// as natively (as nobody).
 #[test]
 fn a_directory_without_write_permission_keeps_its_entries() {
     hvsandbox_tests::same_as_native(
@@ -192,6 +194,8 @@ fn a_directory_without_write_permission_keeps_its_entries() {
             "unlink EACCES, rmdir EACCES, rename EACCES, link EACCES, symlink EACCES",
             "unlink missing ENOENT, link over existing EEXIST, rename into it EACCES",
             "writable again: unlink 0, rmdir 0, rmdir the directory 0, 0",
+            "no search: stat EACCES, open EACCES, through .. EACCES, chdir EACCES; listed 4 names",
+            "search only: stat 0, open 0, through .. 0, opendir EACCES",
         ],
     );
 }

@@ -1124,6 +1124,10 @@ fn walk(base: NodeRef, path: &[u8], follow: bool, links: &mut u32) -> Result<Nod
         if !cur.is_dir() {
             return Err(ENOTDIR);
         }
+        // Every name is looked up in a directory the user may search.
+        if !permitted(&cur, 1) {
+            return Err(EACCES);
+        }
         if *name == b"." {
             continue;
         }

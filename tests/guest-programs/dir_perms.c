@@ -1,7 +1,11 @@
 /* A directory without write permission: nothing in it is removed, renamed
    or made (EACCES), but a missing name is still ENOENT and an existing one
-   EEXIST first, as on Linux. Run natively as root, it first becomes
-   nobody (root passes permission checks). */
+   EEXIST first, as on Linux. Without search permission nothing in it is
+   reached (stat, open, chdir through it: EACCES), though it is still
+   listed with read permission; without read permission it is not listed
+   but what is in it is still reached by name. Run natively as root, it
+   first becomes nobody (root passes permission checks). */
+#include <dirent.h>
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -46,5 +50,33 @@ int main(void) {
     r3 = e(rmdir(d));
     r4 = e(unlink(other));
     printf("writable again: unlink %s, rmdir %s, rmdir the directory %s, %s\n", r1, r2, r3, r4);
+
+    /* Search (x) and read (r) permission. */
+    mkdir(d, 0700);
+    close(open(f, O_CREAT | O_WRONLY, 0600));
+    mkdir(s, 0700);
+    char deep[80];
+    snprintf(deep, 80, "%s/s/../f", d);
+    struct stat st;
+    chmod(d, 0600);
+    r1 = e(stat(f, &st));
+    r2 = e(open(f, O_RDONLY) < 0 ? -1 : 0);
+    r3 = e(stat(deep, &st));
+    r4 = e(chdir(s));
+    DIR *listed = opendir(d);
+    int names = 0;
+    while (listed && readdir(listed)) names++;
+    if (listed) closedir(listed);
+    printf("no search: stat %s, open %s, through .. %s, chdir %s; listed %d names\n", r1, r2, r3, r4, names);
+    chmod(d, 0100);
+    r1 = e(stat(f, &st));
+    r2 = e(open(f, O_RDONLY) < 0 ? -1 : 0);
+    r3 = e(stat(deep, &st));
+    r4 = e(opendir(d) ? 0 : -1);
+    printf("search only: stat %s, open %s, through .. %s, opendir %s\n", r1, r2, r3, r4);
+    chmod(d, 0700);
+    unlink(f);
+    rmdir(s);
+    rmdir(d);
     return 0;
 }

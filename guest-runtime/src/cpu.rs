@@ -21,8 +21,6 @@ pub fn flush_tlb() {
     unsafe {
         tlb_flush()
     }
-    // SAFETY: single-threaded; NEXT_CR3 is what the trap just loaded.
-    crate::hc::tell_cr3(unsafe { crate::mm::NEXT_CR3 });
 }
 
 /// Starts the program at `entry` with its initial stack at `stack`.

@@ -506,9 +506,7 @@ pub fn undo_journal() {
     let boot = FRAMES.get().boot_pml4;
     // SAFETY: single-threaded; the flush trap reads NEXT_CR3.
     if needs_reload && unsafe { NEXT_CR3 } != boot {
-        // SAFETY: as above.
-        unsafe { NEXT_CR3 = boot };
-        crate::cpu::flush_tlb();
+        load_root(boot);
     }
     for &(gpa, old) in j.entries[..j.len].iter().rev() {
         // SAFETY: as above.
@@ -1029,10 +1027,17 @@ pub fn activate(space: &mut AddressSpace) {
     // SAFETY: single-threaded; the flush trap reads NEXT_CR3.
     let changed = unsafe { NEXT_CR3 != space.pml4 };
     if changed {
-        // SAFETY: as above.
-        unsafe { NEXT_CR3 = space.pml4 };
-        crate::cpu::flush_tlb();
+        load_root(space.pml4);
     }
+}
+
+/// Loads page-table root `root` into CR3 and tells the host (see
+/// `abi::Hypercall::cr3`).
+fn load_root(root: u64) {
+    // SAFETY: single-threaded; the flush trap reads NEXT_CR3.
+    unsafe { NEXT_CR3 = root };
+    crate::cpu::flush_tlb();
+    crate::hc::tell_cr3(root);
 }
 
 /// Private memory a fork copies at most (frames): beyond, or when a copy

@@ -12,8 +12,8 @@ use hvsandbox_abi::fs::PATH_MAX;
 
 use crate::errno::*;
 use crate::fds::*;
-use crate::locks;
 use crate::file::{self, FileKind, OpenFile, *};
+use crate::locks;
 use crate::mm::{self, PROT_WRITE};
 use crate::rt::UID;
 use crate::uaccess::*;
@@ -951,7 +951,15 @@ fn record_lock(f: &OpenFile, cmd: u64, arg: u64) -> SysResult {
 /// Takes a lock once no other owner's conflicts with it: at once, or
 /// EAGAIN (`wait` false), or after blocking until it is free (the call
 /// then runs again; a signal interrupts it).
-fn take_lock(space: locks::Space, key: locks::Key, owner: locks::Owner, start: u64, end: u64, write: bool, wait: bool) -> SysResult {
+fn take_lock(
+    space: locks::Space,
+    key: locks::Key,
+    owner: locks::Owner,
+    start: u64,
+    end: u64,
+    write: bool,
+    wait: bool,
+) -> SysResult {
     if locks::conflict(space, key, owner, start, end, write).is_none() {
         return locks::set(space, key, owner, start, end, Some(write)).map(|_| 0);
     }

@@ -269,6 +269,25 @@ fn file_locks_are_kept_and_conflict_as_natively() {
     );
 }
 
+/// A thread or process that dies holding a robust mutex leaves it to the
+/// next locker with EOWNERDEAD (the runtime walks the dead thread's
+/// robust list), a waiting locker included, across processes for one in
+/// shared memory; as natively.
+#[test]
+fn a_robust_mutex_outlives_its_dead_holder() {
+    same_as_native(
+        &mut sandbox(),
+        "robust_mutex",
+        &[
+            "thread died holding it: lock EOWNERDEAD, consistent 0, again 0",
+            "process died holding it: lock EOWNERDEAD, consistent 0, again 0",
+            "waiting when it died: lock EOWNERDEAD, consistent 0, again 0",
+            "not made consistent: EOWNERDEAD, then ENOTRECOVERABLE",
+            "get_robust_list: 0, head set, len 24",
+        ],
+    );
+}
+
 /// An execve resets the alternate signal stack (a handler with
 /// SA_ONSTACK in the new program ran at the old program's address and
 /// died of SIGSEGV) and keeps ignored signals and the signal mask.

@@ -193,6 +193,7 @@ pub fn exec(
     // old program's memory).
     cur.altstack.set((0, 0));
     cur.clear_child_tid.set(0);
+    cur.robust_list.set(0);
     *f = Frame::default();
     f.rip = entry;
     f.rsp = sp;

@@ -219,9 +219,82 @@ pub fn exit_thread(f: &mut Frame, code: u64) -> SysResult {
         return exit_group(f, code as u32 & 0xff, 0);
     }
     p.threads.set(p.threads.get() - 1);
+    robust_exit(&t);
     clear_tid(&t);
     t.state.set(State::Dead);
     Err(BLOCKED)
+}
+
+/// The size of `struct robust_list_head`: the list's first entry, the
+/// offset from an entry to its futex word, the entry being changed.
+const ROBUST_HEAD: u64 = 24;
+/// Most entries walked (Linux's ROBUST_LIST_LIMIT): a list the program
+/// made circular or long ends there.
+const ROBUST_MAX: usize = 2048;
+
+pub fn set_robust_list(head: u64, len: u64) -> SysResult {
+    if len != ROBUST_HEAD {
+        return Err(EINVAL);
+    }
+    current().robust_list.set(head);
+    Ok(0)
+}
+
+pub fn get_robust_list(tid: u64, head_ptr: u64, len_ptr: u64) -> SysResult {
+    let t = if tid == 0 {
+        current()
+    } else {
+        SCHED.get().tasks.iter().find(|t| t.tid as u64 == tid && t.state.get() != State::Dead).cloned().ok_or(ESRCH)?
+    };
+    put_user(head_ptr, t.robust_list.get().to_le_bytes())?;
+    put_user(len_ptr, ROBUST_HEAD.to_le_bytes())?;
+    Ok(0)
+}
+
+/// Thread `t` (of the current address space) ends: each robust futex on
+/// its list that it still holds is marked FUTEX_OWNER_DIED, and a waiter
+/// woken, so the next locker gets EOWNERDEAD instead of waiting forever.
+/// The list is the program's: every read is checked, the walk bounded.
+fn robust_exit(t: &Task) {
+    let head = t.robust_list.replace(0);
+    if head == 0 {
+        return;
+    }
+    let (Ok(first), Ok(offset), Ok(pending)) = (get_u64(head), get_u64(head + 8), get_u64(head + 16)) else {
+        return;
+    };
+    let word_of = |entry: u64| (entry & !1).wrapping_add(offset);
+    let mut entry = first;
+    for _ in 0..ROBUST_MAX {
+        if entry == head || entry & !1 == 0 {
+            break;
+        }
+        // The next entry first: marking this one may let another thread
+        // take it off the list.
+        let Ok(next) = get_u64(entry & !1) else { break };
+        if entry & !1 != pending & !1 {
+            owner_died(word_of(entry), t.tid);
+        }
+        entry = next;
+    }
+    if pending & !1 != 0 {
+        owner_died(word_of(pending), t.tid);
+    }
+}
+
+/// Marks the futex word at `addr` held by thread `tid` as its owner's
+/// death, keeping the waiters bit, and wakes one waiter if there is one.
+fn owner_died(addr: u64, tid: u32) {
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+    const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+    let Ok(word) = get_u32(addr) else { return };
+    if word & FUTEX_TID_MASK != tid {
+        return;
+    }
+    if put_user(addr, ((word & FUTEX_WAITERS) | FUTEX_OWNER_DIED).to_le_bytes()).is_ok() && word & FUTEX_WAITERS != 0 {
+        futex_wake(addr, 1);
+    }
 }
 
 pub fn clear_tid(t: &Task) {
@@ -243,6 +316,7 @@ pub fn exit_group(_f: &mut Frame, code: u32, sig: u32) -> SysResult {
     for other in &s.tasks {
         if Rc::ptr_eq(&other.process.borrow(), &p) {
             if other.state.get() != State::Dead {
+                robust_exit(other);
                 clear_tid(other);
             }
             other.state.set(State::Dead);

@@ -223,7 +223,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         309 => sys_getcpu(a0, a1),
         229 => sys_clock_getres(a1),
         230 => sys_clock_nanosleep(a0, a1, a2),
-        273 => Ok(0), // set_robust_list
+        273 => crate::process::set_robust_list(a0, a1),
+        274 => crate::process::get_robust_list(a0, a1, a2),
         318 => sys_getrandom(a0, a1),
         334 => Err(ENOSYS), // rseq: glibc copes without it
         _ => {

@@ -185,6 +185,9 @@ pub struct Task {
     pub saved_mask: Cell<Option<u64>>,
     pub pending: Cell<u64>,
     pub clear_child_tid: Cell<u64>,
+    /// set_robust_list: the head of the thread's list of robust futexes
+    /// (0: none), walked when it exits (`process::robust_exit`).
+    pub robust_list: Cell<u64>,
     /// Where a forked child writes its tid in its own memory
     /// (`CLONE_CHILD_SETTID`; 0: nowhere): when it first runs, its space
     /// then current, as Linux's `schedule_tail` does. (Written from the
@@ -217,6 +220,7 @@ impl Task {
             saved_mask: Cell::new(None),
             pending: Cell::new(0),
             clear_child_tid: Cell::new(0),
+            robust_list: Cell::new(0),
             set_child_tid: Cell::new(0),
             altstack: Cell::new((0, 0)),
             cpu_ns: Cell::new(0),

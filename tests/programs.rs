@@ -272,7 +272,8 @@ fn file_locks_are_kept_and_conflict_as_natively() {
 /// A thread or process that dies holding a robust mutex leaves it to the
 /// next locker with EOWNERDEAD (the runtime walks the dead thread's
 /// robust list), a waiting locker included, across processes for one in
-/// shared memory; as natively.
+/// shared memory, and so does one that execs another program; as
+/// natively.
 #[test]
 fn a_robust_mutex_outlives_its_dead_holder() {
     same_as_native(
@@ -282,6 +283,7 @@ fn a_robust_mutex_outlives_its_dead_holder() {
             "thread died holding it: lock EOWNERDEAD, consistent 0, again 0",
             "process died holding it: lock EOWNERDEAD, consistent 0, again 0",
             "waiting when it died: lock EOWNERDEAD, consistent 0, again 0",
+            "its holder exec'd: lock EOWNERDEAD, consistent 0, again 0",
             "not made consistent: EOWNERDEAD, then ENOTRECOVERABLE",
             "get_robust_list: 0, head set, len 24",
         ],

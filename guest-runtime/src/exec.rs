@@ -12,7 +12,7 @@ use crate::uaccess::*;
 use crate::vfs::{self, NodeRef};
 use crate::{elf, stack};
 
-use crate::process::{exit_group, release_vfork};
+use crate::process::{clear_tid, exit_group, release_vfork, robust_exit};
 
 // --- execve -----------------------------------------------------------------------------
 
@@ -143,6 +143,15 @@ pub fn exec(
     // Point of no return: a new address space.
     let me = current_process();
     let new_space = Space::new(mm::new_space()?);
+    // As Linux: the robust futexes the process's threads hold die with
+    // the old memory (other processes may share them); the other
+    // threads' thread-id words are cleared as at their exit.
+    for t in SCHED.get().tasks.iter().filter(|t| Rc::ptr_eq(&t.process.borrow(), &me) && t.state.get() != State::Dead) {
+        robust_exit(t);
+        if !Rc::ptr_eq(t, &current()) {
+            clear_tid(t);
+        }
+    }
     mm::activate(new_space.get());
     let old = me.space.borrow_mut().replace(new_space);
     *me.cmdline.borrow_mut() = args.clone();

@@ -255,7 +255,7 @@ pub fn get_robust_list(tid: u64, head_ptr: u64, len_ptr: u64) -> SysResult {
 /// its list that it still holds is marked FUTEX_OWNER_DIED, and a waiter
 /// woken, so the next locker gets EOWNERDEAD instead of waiting forever.
 /// The list is the program's: every read is checked, the walk bounded.
-fn robust_exit(t: &Task) {
+pub fn robust_exit(t: &Task) {
     let head = t.robust_list.replace(0);
     if head == 0 {
         return;

@@ -1,8 +1,10 @@
 /* Robust mutexes: a thread or process that dies holding one leaves it to
    the next locker with EOWNERDEAD (the kernel walks the dead thread's
    robust list, set_robust_list), also to a locker already waiting, and
-   across processes for one in shared memory; made consistent, it works
-   on. get_robust_list reports the list's head. */
+   across processes for one in shared memory, and from a process that
+   execs another program (its old memory's robust list goes with it);
+   made consistent, it works on. get_robust_list reports the list's
+   head. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -42,7 +44,13 @@ static void recover(const char *what, pthread_mutex_t *m) {
     printf("%s: lock %s, consistent %d, again %s\n", what, name(r), c, name(again));
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        /* The program a holder execs: it lives on a little. */
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, 0);
+        return 0;
+    }
     /* A thread exits holding it. */
     init(&local, 0);
     pthread_t t;
@@ -76,6 +84,19 @@ int main(void) {
     char c;
     if (read(p[0], &c, 1) != 1) return 1;
     recover("waiting when it died", shared);
+    waitpid(pid, 0, 0);
+
+    /* A holder that execs another program. */
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        pthread_mutex_lock(shared);
+        if (write(p[1], "x", 1) != 1) _exit(2);
+        execl("/proc/self/exe", "robust_mutex", "exec", (char *)0);
+        _exit(3);
+    }
+    if (read(p[0], &c, 1) != 1) return 1;
+    recover("its holder exec'd", shared);
     waitpid(pid, 0, 0);
 
     /* Left inconsistent, it is not recoverable. */

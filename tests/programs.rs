@@ -241,7 +241,8 @@ fn a_pipes_capacity_is_what_fcntl_says_and_sets() {
 }
 
 /// Advisory file locks behave as on Linux: fcntl record locks per
-/// process (released by any close of the file, waited for by F_SETLKW),
+/// process (released by any close of the file, waited for by F_SETLKW,
+/// EDEADLK for a wait that would close a circle),
 /// open-file-description locks per open, flock per open and apart from
 /// record locks (sqlite3 relies on these between its processes).
 #[test]
@@ -256,6 +257,8 @@ fn file_locks_are_kept_and_conflict_as_natively() {
             "child write 5-5: EAGAIN",
             "child, relative to the position: read lock at 5 len 0 by parent",
             "waiter: first EAGAIN, then waited: ok",
+            "waiting for the waiting child's byte 1: EDEADLK",
+            "child waited for byte 0: ok",
             "ofd write on b: EAGAIN",
             "ofd query on b: write lock at 0 len 10 by -1",
             "ofd write on b after a closed: ok",

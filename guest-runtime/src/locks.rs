@@ -16,7 +16,8 @@
 //! merges with its neighbours of the same kind.
 //!
 //! A leaf: callers give keys (a file's device and inode), owners and
-//! ranges; blocking and the system-call forms are `sys_fs`'s.
+//! ranges; blocking (`Wait::FileLock`), deadlock detection and the
+//! system-call forms are `sys_fs`'s.
 
 use alloc::vec::Vec;
 
@@ -56,6 +57,29 @@ pub struct Lock {
 }
 
 static LOCKS: Global<Vec<Lock>> = Global::new(Vec::new());
+
+/// A lock asked for: what an F_SETLKW or a blocking flock waits to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub space: Space,
+    pub key: Key,
+    pub owner: Owner,
+    pub start: u64,
+    pub end: u64,
+    pub write: bool,
+}
+
+impl Request {
+    /// The first lock of another owner in its way, if any.
+    pub fn blocker(&self) -> Option<Lock> {
+        conflict(self.space, self.key, self.owner, self.start, self.end, self.write)
+    }
+
+    /// Takes it (see [`set`]; the caller has checked it is free).
+    pub fn take(&self) -> Result<(), i64> {
+        set(self.space, self.key, self.owner, self.start, self.end, Some(self.write))
+    }
+}
 
 /// The first lock of another owner that keeps `owner` from taking
 /// `start..=end` (for reading, or for writing when `write`).

@@ -950,7 +950,9 @@ fn record_lock(f: &OpenFile, cmd: u64, arg: u64) -> SysResult {
 
 /// Takes a lock once no other owner's conflicts with it: at once, or
 /// EAGAIN (`wait` false), or after blocking until it is free (the call
-/// then runs again; a signal interrupts it).
+/// then runs again; a signal interrupts it). A process's record lock
+/// that would wait for a process waiting, through a chain of such
+/// waits, for this one is EDEADLK instead, as Linux finds it.
 fn take_lock(
     space: locks::Space,
     key: locks::Key,
@@ -960,14 +962,44 @@ fn take_lock(
     write: bool,
     wait: bool,
 ) -> SysResult {
-    if locks::conflict(space, key, owner, start, end, write).is_none() {
-        return locks::set(space, key, owner, start, end, Some(write)).map(|_| 0);
+    let req = locks::Request { space, key, owner, start, end, write };
+    if req.blocker().is_none() {
+        return req.take().map(|_| 0);
     }
     if !wait {
         return Err(EAGAIN);
     }
-    let free = move || locks::conflict(space, key, owner, start, end, write).is_none();
-    crate::wait::block(crate::wait::Wait::Until(Rc::new(free)), None, true)
+    if deadlocks(&req) {
+        return Err(EDEADLK);
+    }
+    crate::wait::block(crate::wait::Wait::FileLock(req), None, true)
+}
+
+/// Whether process record lock `req` waiting would close a circle: its
+/// blocker's process waits for a record lock whose blocker's process
+/// waits ... for `req`'s (at most 10 steps, as Linux looks).
+fn deadlocks(req: &locks::Request) -> bool {
+    let locks::Owner::Process(_) = req.owner else { return false };
+    let mut blocker = req.blocker();
+    for _ in 0..10 {
+        let Some(locks::Lock { owner: locks::Owner::Process(pid), .. }) = blocker else { return false };
+        let waits = crate::task::SCHED.get().tasks.iter().find_map(|t| match &*t.wait.borrow() {
+            crate::wait::Wait::FileLock(r)
+                if t.state.get() == crate::task::State::Blocked
+                    && r.owner == locks::Owner::Process(pid)
+                    && r.space == locks::Space::Record =>
+            {
+                Some(*r)
+            }
+            _ => None,
+        });
+        let Some(next) = waits else { return false };
+        blocker = next.blocker();
+        if blocker.is_some_and(|l| l.owner == req.owner) {
+            return true;
+        }
+    }
+    false
 }
 
 /// flock(2): a whole-file lock owned by the open file description,

@@ -557,6 +557,7 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
             met(open > 0 || opens != *seen)
         }
         Wait::Until(cond) => met(cond()),
+        Wait::FileLock(r) => met(r.blocker().is_none()),
     }
 }
 

@@ -38,6 +38,8 @@ pub enum Wait {
     /// Opening a named pipe: until the other side (`true`: a writer)
     /// has it open or has opened it since the count was `seen`.
     FifoPeer(Rc<RefCell<Pipe>>, bool, u64),
+    /// A file lock (`locks.rs`): until no other owner's is in its way.
+    FileLock(crate::locks::Request),
     /// A socket's condition (`sock.rs`): until it holds.
     Until(Rc<dyn Fn() -> bool>),
 }

@@ -4,7 +4,9 @@
    them), read locks share, ranges split and merge, F_GETLK names the
    holder; open-file-description locks (F_OFD_*) belong to the open file
    (two opens in one process conflict); flock locks belong to the open
-   file too, follow it through fork, and never meet record locks. */
+   file too, follow it through fork, and never meet record locks. A wait
+   that would close a circle of processes waiting for each other's locks
+   is EDEADLK. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -143,6 +145,30 @@ int main(void) {
     printf("holder closes\n");
     fflush(stdout);
     close(held);
+    waitpid(waiter, 0, 0);
+
+    /* Two processes each waiting for the other's lock: EDEADLK. */
+    int q[2];
+    if (pipe(q) < 0) return 1;
+    lk(fd, F_SETLK, F_WRLCK, SEEK_SET, 0, 1);
+    fflush(stdout);
+    waiter = fork();
+    if (waiter == 0) {
+        close(q[0]);
+        lk(fd, F_SETLK, F_WRLCK, SEEK_SET, 1, 1);
+        if (write(q[1], "x", 1) != 1) _exit(2);
+        int w = lk(fd, F_SETLKW, F_WRLCK, SEEK_SET, 0, 1);
+        printf("child waited for byte 0: %s\n", err(w));
+        fflush(stdout);
+        _exit(0);
+    }
+    close(q[1]);
+    if (read(q[0], &c, 1) != 1) return 1;
+    sleep_ms(50);
+    int dl = lk(fd, F_SETLKW, F_WRLCK, SEEK_SET, 1, 1);
+    printf("waiting for the waiting child's byte 1: %s\n", dl == -EDEADLK ? "EDEADLK" : err(dl));
+    fflush(stdout);
+    lk(fd, F_SETLK, F_UNLCK, SEEK_SET, 0, 1);
     waitpid(waiter, 0, 0);
 
     /* Open-file-description locks: per open, even in one process. */

@@ -109,6 +109,29 @@ fn sockets_share_a_port_at_addresses_that_do_not_overlap() {
     );
 }
 
+/// NETLINK_ROUTE shows the loopback interface: getifaddrs and
+/// if_nameindex (netlink dumps underneath) list `lo` with 127.0.0.1/8 and
+/// ::1/128, a raw dump's replies carry the request's sequence number and
+/// the socket's port id and end in NLMSG_DONE, a change is EPERM; as
+/// natively for `lo` (as nobody). Node's `os.networkInterfaces()` threw
+/// here before (EAFNOSUPPORT).
+#[test]
+fn netlink_lists_the_loopback_interface_as_natively() {
+    same_as_native(
+        &mut sandbox(30),
+        "netlink",
+        &[
+            "getifaddrs: lo 127.0.0.1/8 up 1 loopback 1",
+            "getifaddrs: lo ::1/128 up 1 loopback 1",
+            "if_nameindex: 1 lo",
+            "bound: family 16, port id is mine 1",
+            "dump: done 1, lo 1, wrong headers 0",
+            "nothing more: -1 EAGAIN",
+            "add an address: error EPERM",
+        ],
+    );
+}
+
 #[test]
 fn socketpair_still_behaves_like_linux() {
     same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);
@@ -244,4 +267,25 @@ os.write(h, b"handle passed")
 print(os.read(r, 32).decode())
 "#;
     assert_eq!(run_python(&mut sb, script), "['desserts', 'reward']\nhandle passed\n");
+}
+
+/// Node's `os.networkInterfaces()` (libuv's getifaddrs through glibc's
+/// netlink dumps) shows the loopback interface as natively; it threw
+/// ERR_SYSTEM_ERROR in the sandbox before.
+#[test]
+fn node_lists_the_loopback_interface_as_natively() {
+    const NODE: &str = "/usr/bin/node";
+    if !std::path::Path::new(NODE).exists() {
+        eprintln!("skipped: {NODE} does not exist on this host");
+        return;
+    }
+    let code = "console.log(JSON.stringify(require('os').networkInterfaces().lo))";
+    let native = std::process::Command::new(NODE).args(["-e", code]).output().unwrap();
+    assert!(native.status.success());
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.contains("\"127.0.0.1\""), "natively: {native}");
+    let mut sb = Sandbox::builder().host_system().memory_mib(512).timeout(Duration::from_secs(60)).build().unwrap();
+    let out = sb.run(&Command::new(NODE).args(["-e", code])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), native);
 }

@@ -32,6 +32,7 @@ mod io;
 mod locks;
 mod mapnames;
 mod mm;
+mod netlink;
 mod pipe;
 mod prefault;
 mod process;

@@ -19,6 +19,7 @@ use crate::wait::{self, Wait};
 pub const AF_UNIX: u16 = 1;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
+pub const AF_NETLINK: u16 = 16;
 pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
 pub const SOCK_SEQPACKET: u16 = 5;
@@ -57,6 +58,8 @@ pub enum Addr {
     Unix(Vec<u8>),
     /// AF_INET or AF_INET6 (`v6`); an IPv4 address is kept IPv4-mapped.
     Inet { v6: bool, ip: [u8; 16], port: u16 },
+    /// AF_NETLINK: a port id (0: the kernel).
+    Netlink(u32),
 }
 
 /// Who sent something (SCM_CREDENTIALS, SO_PEERCRED).
@@ -330,7 +333,7 @@ impl Socket {
                 options: Vec::new(),
             }),
         };
-        if ty == SOCK_DGRAM {
+        if ty == SOCK_DGRAM || domain == AF_NETLINK {
             let q = s.new_queue();
             q.borrow_mut().readers += 1;
             s.st.borrow_mut().rx = Some(q);
@@ -387,7 +390,8 @@ impl Socket {
     }
 
     pub fn is_stream(&self) -> bool {
-        self.ty != SOCK_DGRAM
+        // (Netlink sockets are datagram sockets of either type.)
+        self.ty != SOCK_DGRAM && self.domain != AF_NETLINK
     }
 
     /// shutdown(2): the peer sees end of input (SHUT_WR) or EPIPE.

@@ -146,6 +146,12 @@ pub fn encode(a: &Addr) -> Vec<u8> {
             out.extend_from_slice(ip);
             out.extend_from_slice(&[0; 4]);
         }
+        Addr::Netlink(port) => {
+            out.extend_from_slice(&crate::sock::AF_NETLINK.to_le_bytes());
+            out.extend_from_slice(&[0; 2]);
+            out.extend_from_slice(&port.to_le_bytes());
+            out.extend_from_slice(&[0; 4]);
+        }
     }
     out
 }
@@ -156,6 +162,7 @@ pub fn name_or_unnamed(domain: u16, a: Option<&Addr>) -> Vec<u8> {
     match (a, domain) {
         (Some(a), _) => encode(a),
         (None, AF_UNIX) => AF_UNIX.to_le_bytes().to_vec(),
+        (None, crate::sock::AF_NETLINK) => encode(&Addr::Netlink(0)),
         (None, d) => encode(&inet(d, if d == AF_INET { mapped([0; 4]) } else { [0; 16] }, 0)),
     }
 }

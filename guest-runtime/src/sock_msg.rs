@@ -54,6 +54,7 @@ fn send_on(
         return Err(if s.domain == AF_UNIX { ENOTCONN } else { EPIPE });
     }
     match (s.domain, s.ty) {
+        (sock::AF_NETLINK, _) => crate::netlink::send(s, data, dest),
         (_, SOCK_STREAM) => {
             if s.domain == AF_UNIX && dest.is_some() {
                 return Err(if s.st.borrow().connected { EISCONN } else { EOPNOTSUPP });

@@ -82,7 +82,7 @@ fn install(s: Socket, ty: u64) -> SysResult {
 }
 
 /// socket(2): AF_UNIX stream, datagram and seqpacket sockets; TCP and
-/// UDP over IPv4 and IPv6.
+/// UDP over IPv4 and IPv6; NETLINK_ROUTE (`netlink.rs`).
 pub fn sys_socket(domain: u64, ty: u64, proto: u64) -> SysResult {
     let (base, _) = socket_type(ty)?;
     let domain = u16::try_from(domain).map_err(|_| EAFNOSUPPORT)?;
@@ -99,6 +99,11 @@ pub fn sys_socket(domain: u64, ty: u64, proto: u64) -> SysResult {
             (SOCK_STREAM, 0 | IPPROTO_TCP) | (SOCK_DGRAM, 0 | IPPROTO_UDP) => {}
             (SOCK_STREAM | SOCK_DGRAM, _) => return Err(EPROTONOSUPPORT),
             (3, _) => return Err(EPERM), // SOCK_RAW
+            _ => return Err(ESOCKTNOSUPPORT),
+        },
+        crate::sock::AF_NETLINK => match (base, proto) {
+            (2 | 3, 0) => {} // SOCK_DGRAM or SOCK_RAW, NETLINK_ROUTE
+            (2 | 3, _) => return Err(EPROTONOSUPPORT),
             _ => return Err(ESOCKTNOSUPPORT),
         },
         _ => return Err(EAFNOSUPPORT),
@@ -134,6 +139,8 @@ pub fn sys_bind(fd: u64, addr: u64, len: u64) -> SysResult {
     let b = names::read_addr(addr, len)?;
     if s.domain == AF_UNIX {
         names::bind_unix(&f, s, names::parse_unix(b)?)?;
+    } else if s.domain == crate::sock::AF_NETLINK {
+        crate::netlink::bind(s, b)?;
     } else {
         let (ip, port) = match names::parse_inet(b, s.domain)? {
             Some(a) => a,
@@ -192,6 +199,14 @@ pub fn sys_connect(fd: u64, addr: u64, len: u64) -> SysResult {
     let s = socket_of(&f)?;
     let b = names::read_addr(addr, len)?;
     match (s.domain, s.ty) {
+        // To the kernel (port 0) only: nothing to remember.
+        (crate::sock::AF_NETLINK, _) => {
+            if b.len() >= 8 && b[4..8] == [0; 4] {
+                Ok(0)
+            } else {
+                Err(ECONNREFUSED)
+            }
+        }
         (AF_UNIX, SOCK_DGRAM) => {
             if names::family(b)? == 0 {
                 s.set_dgram_peer(None, None);

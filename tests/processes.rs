@@ -676,6 +676,8 @@ fn a_select_that_times_out_empties_its_sets() {
         &[
             "select, timeout 0 us: 0, marked 0",
             "select, timeout 20000 us: 0, marked 0",
+            "with another thread:",
+            "poll, timeout 20 ms: 0, revents 0",
             "select, timeout 20000 us: 1, marked 1",
         ],
     );

@@ -522,6 +522,12 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
         return Some(if restart { Wake::Interrupted } else { Wake::Complete(Err(EINTR)) });
     }
     if t.wake_at.get().is_some_and(|d| now >= d) {
+        if restart && matches!(*wait, Wait::Event(_)) {
+            // poll, select and epoll_wait run again and find their
+            // deadline passed: each then answers as a time-out does
+            // (select empties its sets; they were left as given).
+            return Some(Wake::Restart);
+        }
         return Some(Wake::Complete(match *wait {
             Wait::SignalOf(_) => Err(EAGAIN),
             Wait::Futex(..) => Err(ETIMEDOUT),

@@ -132,6 +132,26 @@ fn netlink_lists_the_loopback_interface_as_natively() {
     );
 }
 
+/// SO_LINGER keeps its seconds, and a TCP close lingering zero seconds
+/// resets the connection: the peer reads what was sent, then
+/// ECONNRESET, and its getpeername is ENOTCONN at once (CPython's
+/// test_ssl relies on it); an ordinary close is an end of input.
+#[test]
+fn an_abortive_close_resets_the_connection_as_natively() {
+    same_as_native(
+        &mut sandbox(30),
+        "tcp_linger",
+        &[
+            "set 1, 5: on 1, 5 s (len 8)",
+            "after an abortive close: getpeername ENOTCONN",
+            "after an abortive close: recv 5 ",
+            "after an abortive close: recv -1 ECONNRESET",
+            "after a close: getpeername ok",
+            "after a close: recv 0 ",
+        ],
+    );
+}
+
 #[test]
 fn socketpair_still_behaves_like_linux() {
     same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);

@@ -296,6 +296,9 @@ pub struct State {
     pub rcvtimeo: Option<u64>,
     pub sndtimeo: Option<u64>,
     pub passcred: bool,
+    /// SO_LINGER: the seconds a close waits (None: off). Zero makes a
+    /// TCP close abortive: the peer sees a reset.
+    pub linger: Option<u32>,
     /// Other integer options as set: (level, name, value).
     pub options: Vec<(u64, u64, u32)>,
 }
@@ -330,6 +333,7 @@ impl Socket {
                 rcvtimeo: None,
                 sndtimeo: None,
                 passcred: false,
+                linger: None,
                 options: Vec::new(),
             }),
         };
@@ -387,6 +391,13 @@ impl Socket {
         if let Some(q) = old {
             leave(&q, false);
         }
+    }
+
+    /// Whether the connection was reset (by its peer, or after a send
+    /// found the peer gone).
+    pub fn was_reset(&self) -> bool {
+        let st = self.st.borrow();
+        st.reset || st.rx.as_ref().is_some_and(|q| q.borrow().reset)
     }
 
     pub fn is_stream(&self) -> bool {
@@ -663,8 +674,10 @@ impl Drop for Socket {
             if !st.shut_wr {
                 leave(&tx, false);
             }
-            // As Linux: closing a connection with input unread resets it.
-            if unread && self.ty != SOCK_DGRAM {
+            // As Linux: closing a connection with input unread resets it,
+            // and so does a TCP close lingering zero seconds.
+            let abort = st.linger == Some(0) && self.domain != AF_UNIX;
+            if (unread || abort) && self.ty != SOCK_DGRAM {
                 tx.borrow_mut().reset = true;
             }
         }

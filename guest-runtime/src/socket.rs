@@ -419,7 +419,8 @@ pub fn sys_getpeername(fd: u64, addr: u64, len: u64) -> SysResult {
     let s = socket_of(&f)?;
     let st = s.st.borrow();
     let connected = st.connected || st.tx.is_some() || (s.ty == SOCK_DGRAM && st.peer.is_some());
-    if !connected || (s.domain != AF_UNIX && st.peer.is_none()) {
+    // A TCP connection its peer reset is closed, as Linux's state says.
+    if !connected || (s.domain != AF_UNIX && (st.peer.is_none() || s.was_reset())) {
         return Err(ENOTCONN);
     }
     let b = names::name_or_unnamed(s.domain, st.peer.as_ref());
@@ -502,13 +503,10 @@ fn option_value(s: &Socket, level: u64, name: u64, buf: &mut [u8; 16]) -> Result
             Ok(12)
         }
         SO_LINGER => {
-            buf[..8].copy_from_slice(
-                &st.options
-                    .iter()
-                    .find(|o| o.0 == level && o.1 == name)
-                    .map_or(0u64, |o| o.2 as u64 & 0xffff_ffff)
-                    .to_le_bytes(),
-            );
+            // struct linger: l_onoff, l_linger.
+            let (on, secs) = st.linger.map_or((0, 0), |s| (1u32, s));
+            buf[..4].copy_from_slice(&on.to_le_bytes());
+            buf[4..8].copy_from_slice(&secs.to_le_bytes());
             Ok(8)
         }
         SO_RCVTIMEO | SO_SNDTIMEO => {
@@ -571,6 +569,11 @@ pub fn sys_setsockopt(fd: u64, level: u64, name: u64, val: u64, len: u64) -> Sys
             }
             SO_PASSCRED => {
                 st.passcred = v != 0;
+                return Ok(0);
+            }
+            SO_LINGER => {
+                let secs = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                st.linger = (v != 0).then_some(secs.min(i32::MAX as u32));
                 return Ok(0);
             }
             SO_RCVTIMEO | SO_SNDTIMEO => {

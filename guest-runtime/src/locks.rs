@@ -45,7 +45,9 @@ pub enum Space {
     Flock,
 }
 
-/// One lock: bytes `start..=end` of a file (`end` u64::MAX: to any end).
+/// One lock, held or asked for (what an F_SETLKW or a blocking flock
+/// waits to take): bytes `start..=end` of a file (`end` u64::MAX: to
+/// any end).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lock {
     pub space: Space,
@@ -58,18 +60,7 @@ pub struct Lock {
 
 static LOCKS: Global<Vec<Lock>> = Global::new(Vec::new());
 
-/// A lock asked for: what an F_SETLKW or a blocking flock waits to take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Request {
-    pub space: Space,
-    pub key: Key,
-    pub owner: Owner,
-    pub start: u64,
-    pub end: u64,
-    pub write: bool,
-}
-
-impl Request {
+impl Lock {
     /// The first lock of another owner in its way, if any.
     pub fn blocker(&self) -> Option<Lock> {
         conflict(self.space, self.key, self.owner, self.start, self.end, self.write)

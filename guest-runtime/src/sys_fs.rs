@@ -962,7 +962,7 @@ fn take_lock(
     write: bool,
     wait: bool,
 ) -> SysResult {
-    let req = locks::Request { space, key, owner, start, end, write };
+    let req = locks::Lock { space, key, owner, start, end, write };
     if req.blocker().is_none() {
         return req.take().map(|_| 0);
     }
@@ -978,7 +978,7 @@ fn take_lock(
 /// Whether process record lock `req` waiting would close a circle: its
 /// blocker's process waits for a record lock whose blocker's process
 /// waits ... for `req`'s (at most 10 steps, as Linux looks).
-fn deadlocks(req: &locks::Request) -> bool {
+fn deadlocks(req: &locks::Lock) -> bool {
     let locks::Owner::Process(_) = req.owner else { return false };
     let mut blocker = req.blocker();
     for _ in 0..10 {

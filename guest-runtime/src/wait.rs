@@ -39,7 +39,7 @@ pub enum Wait {
     /// has it open or has opened it since the count was `seen`.
     FifoPeer(Rc<RefCell<Pipe>>, bool, u64),
     /// A file lock (`locks.rs`): until no other owner's is in its way.
-    FileLock(crate::locks::Request),
+    FileLock(crate::locks::Lock),
     /// A socket's condition (`sock.rs`): until it holds.
     Until(Rc<dyn Fn() -> bool>),
 }

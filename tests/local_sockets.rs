@@ -112,7 +112,8 @@ fn sockets_share_a_port_at_addresses_that_do_not_overlap() {
 /// NETLINK_ROUTE shows the loopback interface: getifaddrs and
 /// if_nameindex (netlink dumps underneath) list `lo` with 127.0.0.1/8 and
 /// ::1/128, a raw dump's replies carry the request's sequence number and
-/// the socket's port id and end in NLMSG_DONE, a change is EPERM; as
+/// the socket's port id and end in NLMSG_DONE, a change is EPERM; the
+/// interface ioctls (if_nametoindex, SIOCGIF*) answer for `lo`; as
 /// natively for `lo` (as nobody). Node's `os.networkInterfaces()` threw
 /// here before (EAFNOSUPPORT).
 #[test]
@@ -128,6 +129,15 @@ fn netlink_lists_the_loopback_interface_as_natively() {
             "dump: done 1, lo 1, wrong headers 0",
             "nothing more: -1 EAGAIN",
             "add an address: error EPERM",
+            "if_nametoindex lo: 1",
+            "if_nametoindex nosuch0: 0 ENODEV",
+            "if_indextoname 1: lo",
+            "flags: up 1 loopback 1 running 1",
+            "mtu: 65536",
+            "address: 127.0.0.1",
+            "netmask: 255.0.0.0",
+            "SIOCGIFCONF: lo 1",
+            "SIOCSIFFLAGS: -1 EPERM",
         ],
     );
 }

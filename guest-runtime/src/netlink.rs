@@ -6,6 +6,11 @@
 //! A route dump is empty; a change (new/delete link, address, route) is
 //! EPERM, as for an unprivileged process; other requests EOPNOTSUPP.
 //!
+//! The interface ioctls on any socket (SIOCGIFINDEX, SIOCGIFNAME,
+//! SIOCGIFFLAGS, SIOCGIFMTU, SIOCGIFADDR, SIOCGIFNETMASK,
+//! SIOCGIFHWADDR, SIOCGIFCONF: if_nametoindex, if_indextoname and older
+//! tools) answer for `lo` too; their setting forms are EPERM.
+//!
 //! A request is answered at once: the replies go into the socket's own
 //! datagram queue, from port 0 (the kernel), carrying the request's
 //! sequence number and the socket's port id, a dump's parts flagged
@@ -252,6 +257,90 @@ fn addr(out: &mut Vec<u8>, seq: u32, port: u32, family: u16, prefix: u8, ip: &[u
     }
     attr(&mut p, IFA_FLAGS, &(IFA_F_PERMANENT as u32).to_le_bytes());
     message(out, RTM_NEWADDR, NLM_F_MULTI, seq, port, &p);
+}
+
+/// `struct ifreq`: a name of 16 bytes, then a union of 24.
+const IFREQ: usize = 40;
+
+/// An interface ioctl on a socket: Some(result), or None for a request
+/// that is not one.
+pub fn ioctl(req: u64, arg: u64) -> Option<Result<u64, i64>> {
+    const SIOCGIFNAME: u64 = 0x8910;
+    const SIOCGIFCONF: u64 = 0x8912;
+    const SIOCGIFFLAGS: u64 = 0x8913;
+    const SIOCGIFADDR: u64 = 0x8915;
+    const SIOCGIFNETMASK: u64 = 0x891b;
+    const SIOCGIFMTU: u64 = 0x8921;
+    const SIOCGIFHWADDR: u64 = 0x8927;
+    const SIOCGIFINDEX: u64 = 0x8933;
+    Some(match req {
+        SIOCGIFCONF => ifconf(arg),
+        SIOCGIFNAME | SIOCGIFFLAGS | SIOCGIFADDR | SIOCGIFNETMASK | SIOCGIFMTU | SIOCGIFHWADDR | SIOCGIFINDEX => {
+            ifreq(req, arg)
+        }
+        // The setting forms (SIOCSIFFLAGS, SIOCSIFADDR, ... SIOCSIFMTU,
+        // SIOCSIFHWADDR, SIOCSIFNAME): an unprivileged process may not.
+        0x8914 | 0x8916 | 0x8918 | 0x891a | 0x891c | 0x8922 | 0x8923 | 0x8924 => Err(EPERM),
+        _ => return None,
+    })
+}
+
+/// A `struct sockaddr_in` for `ip` in a 24-byte union.
+fn sockaddr_in(ip: [u8; 4]) -> [u8; 16] {
+    let mut sa = [0u8; 16];
+    sa[..2].copy_from_slice(&AF_INET.to_le_bytes());
+    sa[4..8].copy_from_slice(&ip);
+    sa
+}
+
+fn ifreq(req: u64, arg: u64) -> Result<u64, i64> {
+    let mut r = [0u8; IFREQ];
+    r.copy_from_slice(crate::uaccess::user_bytes(arg, IFREQ as u64)?);
+    if req == 0x8910 {
+        // SIOCGIFNAME: by index.
+        if i32::from_le_bytes([r[16], r[17], r[18], r[19]]) != LO_INDEX {
+            return Err(ENODEV);
+        }
+        r[..16].fill(0);
+        r[..2].copy_from_slice(b"lo");
+    } else {
+        if r[..16].split(|&c| c == 0).next() != Some(b"lo") {
+            return Err(ENODEV);
+        }
+        let u = &mut r[16..];
+        u.fill(0);
+        match req {
+            0x8913 => u[..2].copy_from_slice(&(LO_FLAGS as u16).to_le_bytes()),
+            0x8915 => u[..16].copy_from_slice(&sockaddr_in([127, 0, 0, 1])),
+            0x891b => u[..16].copy_from_slice(&sockaddr_in([255, 0, 0, 0])),
+            0x8921 => u[..4].copy_from_slice(&LO_MTU.to_le_bytes()),
+            0x8927 => u[..2].copy_from_slice(&ARPHRD_LOOPBACK.to_le_bytes()),
+            _ => u[..4].copy_from_slice(&LO_INDEX.to_le_bytes()), // SIOCGIFINDEX
+        }
+    }
+    crate::uaccess::user_bytes_mut(arg, IFREQ as u64)?.copy_from_slice(&r);
+    Ok(0)
+}
+
+/// SIOCGIFCONF: `struct ifconf` (a length, then a buffer pointer at 8):
+/// lo's IPv4 address as one `ifreq` if it fits; without a buffer, the
+/// length needed.
+fn ifconf(arg: u64) -> Result<u64, i64> {
+    let c = crate::uaccess::user_bytes(arg, 16)?;
+    let len = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    let buf = u64::from_le_bytes([c[8], c[9], c[10], c[11], c[12], c[13], c[14], c[15]]);
+    let mut filled = 0i32;
+    if buf == 0 {
+        filled = IFREQ as i32;
+    } else if len >= IFREQ as i32 {
+        let mut r = [0u8; IFREQ];
+        r[..2].copy_from_slice(b"lo");
+        r[16..32].copy_from_slice(&sockaddr_in([127, 0, 0, 1]));
+        crate::uaccess::user_bytes_mut(buf, IFREQ as u64)?.copy_from_slice(&r);
+        filled = IFREQ as i32;
+    }
+    crate::uaccess::put_user(arg, filled.to_le_bytes())?;
+    Ok(0)
 }
 
 #[cfg(test)]

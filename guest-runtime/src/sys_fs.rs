@@ -1155,6 +1155,11 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
     if let Some(r) = crate::sys_pty::ioctl(&f, req, arg) {
         return r;
     }
+    if matches!(f.kind, FileKind::Socket(_)) {
+        if let Some(r) = crate::netlink::ioctl(req, arg) {
+            return r;
+        }
+    }
     match req {
         FIONREAD => {
             let n = f.read_ready().0 as u32;

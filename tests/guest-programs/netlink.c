@@ -4,7 +4,9 @@
    sequence number and the socket's port id and end in NLMSG_DONE; a
    change is refused (EPERM, as for an unprivileged process: run natively
    as root, it first becomes nobody). Only `lo` is printed, so a host with
-   more interfaces prints the same. */
+   more interfaces prints the same. The interface ioctls (if_nametoindex,
+   if_indextoname, SIOCGIF*) answer for `lo` as well. */
+#include <sys/ioctl.h>
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -147,6 +149,42 @@ int main(void) {
     if (n > 0 && h->nlmsg_type == NLMSG_ERROR)
         printf("add an address: error %s\n", -*(int *)(h + 1) == EPERM ? "EPERM" : "other");
     close(fd);
+
+    /* The interface ioctls. */
+    printf("if_nametoindex lo: %u\n", if_nametoindex("lo"));
+    unsigned none = if_nametoindex("nosuch0");
+    printf("if_nametoindex nosuch0: %u %s\n", none, errno == ENODEV ? "ENODEV" : strerror(errno));
+    char name[IF_NAMESIZE] = "";
+    printf("if_indextoname 1: %s\n", if_indextoname(1, name) ? name : "none");
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ifreq r;
+    memset(&r, 0, sizeof r);
+    strcpy(r.ifr_name, "lo");
+    ioctl(s, SIOCGIFFLAGS, &r);
+    printf("flags: up %d loopback %d running %d\n", !!(r.ifr_flags & IFF_UP), !!(r.ifr_flags & IFF_LOOPBACK),
+           !!(r.ifr_flags & IFF_RUNNING));
+    ioctl(s, SIOCGIFMTU, &r);
+    printf("mtu: %d\n", r.ifr_mtu);
+    ioctl(s, SIOCGIFADDR, &r);
+    char ip[32];
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&r.ifr_addr)->sin_addr, ip, sizeof ip);
+    printf("address: %s\n", ip);
+    ioctl(s, SIOCGIFNETMASK, &r);
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&r.ifr_netmask)->sin_addr, ip, sizeof ip);
+    printf("netmask: %s\n", ip);
+    ioctl(s, SIOCGIFHWADDR, &r);
+    printf("hardware address family: %d\n", r.ifr_hwaddr.sa_family);
+    struct ifreq all[32];
+    struct ifconf conf = {sizeof all, {(char *)all}};
+    ioctl(s, SIOCGIFCONF, &conf);
+    int found = 0;
+    for (unsigned i = 0; i < conf.ifc_len / sizeof(struct ifreq); i++)
+        if (strcmp(all[i].ifr_name, "lo") == 0) found++;
+    printf("SIOCGIFCONF: lo %d\n", found);
+    r.ifr_flags = 0;
+    int set = ioctl(s, SIOCSIFFLAGS, &r);
+    printf("SIOCSIFFLAGS: %d %s\n", set, errno == EPERM ? "EPERM" : strerror(errno));
+    close(s);
 
     /* A second one. */
     int other = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);

@@ -791,3 +791,38 @@ fn ordinary_filesystems_mounted_below_a_mount_are_entered() {
     assert_eq!(out.stdout_str(), "from tmpfs", "{}", out.stderr_str());
     assert!(out.stderr_str().contains("/host/dev: Permission denied"), "{}", out.stderr_str());
 }
+
+/// The /proc files everyday programs read at start: `mounts` and
+/// `mountinfo` list the root, /proc and each host mount (read-only, with
+/// the device number stat reports), `limits` says what getrlimit says,
+/// `cgroup` is the root of cgroup v2, `/proc/sys` has the kernel's
+/// release, a fresh random UUID at each read and a boot id that stays.
+#[test]
+fn proc_shows_mounts_limits_and_sys_files() {
+    let tmp = hvsandbox_tests::TempDir::new("proc-files");
+    std::fs::create_dir_all(tmp.0.join("d")).unwrap();
+    let mut sb =
+        Sandbox::builder().mount(tmp.0.join("d").to_str().unwrap(), "/data").max_open_files(777).build().unwrap();
+    let script = "grep -c '^hostfs /data hostfs ro 0 0$' /proc/mounts; \
+                  grep ' / /data ro - hostfs ' /proc/self/mountinfo | cut -d' ' -f3; stat -c '%d' /data; \
+                  grep '^Max open files' /proc/self/limits | tr -s ' '; ulimit -n; cat /proc/self/cgroup; \
+                  cat /proc/sys/kernel/osrelease; uname -r; \
+                  a=$(cat /proc/sys/kernel/random/uuid); b=$(cat /proc/sys/kernel/random/uuid); \
+                  [ \"$a\" != \"$b\" ] && echo uuids differ; echo $a | grep -cE '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'; \
+                  [ \"$(cat /proc/sys/kernel/random/boot_id)\" = \"$(cat /proc/sys/kernel/random/boot_id)\" ] && echo boot id stays; \
+                  cat /proc/sys/vm/overcommit_memory; ls /proc/sys/kernel | tr '\\n' ' '";
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", script])).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "1", "{text}");
+    // mountinfo's major:minor is the device stat reports (busybox: decimal).
+    let (major, minor) = lines[1].split_once(':').unwrap();
+    let dev: u64 = lines[2].parse().unwrap();
+    assert_eq!((major.parse::<u64>().unwrap() << 8) | minor.parse::<u64>().unwrap(), dev);
+    assert_eq!(lines[3], "Max open files 777 777 files ");
+    assert_eq!(lines[4], "777");
+    assert_eq!(lines[5], "0::/");
+    assert_eq!(lines[6], lines[7], "osrelease is uname -r");
+    assert_eq!(&lines[8..], ["uuids differ", "1", "boot id stays", "0", "hostname osrelease ostype pid_max random "]);
+}

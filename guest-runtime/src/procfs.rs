@@ -112,6 +112,42 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
             b"version" => {
                 o.s(b"Linux version 6.1.0-hvsandbox (hvsandbox) #1 SMP\n");
             }
+            b"filesystems" => {
+                o.s(b"nodev\tproc\nnodev\ttmpfs\nnodev\tdevpts\nnodev\thostfs\n");
+            }
+            b"mounts" => mounts(&mut o),
+            b"sys/fs/file-max" => {
+                o.n(i64::MAX as u64).s(b"\n");
+            }
+            b"sys/kernel/hostname" => {
+                o.s(b"hvsandbox\n");
+            }
+            b"sys/kernel/osrelease" => {
+                o.s(b"6.1.0-hvsandbox\n");
+            }
+            b"sys/kernel/ostype" => {
+                o.s(b"Linux\n");
+            }
+            b"sys/kernel/pid_max" => {
+                o.n(4_194_304).s(b"\n");
+            }
+            b"sys/kernel/random/boot_id" => {
+                // Made once, from fresh randomness, then kept.
+                let id = BOOT_ID.get().get_or_insert_with(|| {
+                    let mut b = [0u8; 16];
+                    crate::random::fill(&mut b);
+                    b
+                });
+                uuid(&mut o, *id)
+            }
+            b"sys/kernel/random/uuid" => {
+                let mut b = [0u8; 16];
+                crate::random::fill(&mut b);
+                uuid(&mut o, b)
+            }
+            b"sys/vm/overcommit_memory" => {
+                o.s(b"0\n");
+            }
             _ => return None,
         },
         Some(pid) => {
@@ -136,11 +172,145 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
                     o.n(size / PAGE).s(b" ").n(rss / PAGE).s(b" 0 0 0 ").n(rss / PAGE).s(b" 0\n");
                 }
                 b"status" => status(&mut o, &p, p.pid, state(&p)),
+                b"cgroup" => {
+                    o.s(b"0::/\n");
+                }
+                b"limits" => limits(&mut o),
+                b"mounts" => mounts(&mut o),
+                b"mountinfo" => mountinfo(&mut o),
+                b"oom_score_adj" => {
+                    o.s(b"0\n");
+                }
                 _ => return None,
             }
         }
     }
     Some(o.0)
+}
+
+/// The limits a process has, as getrlimit/prlimit report them and
+/// `/proc/<pid>/limits` shows them: (soft, hard), None for a resource
+/// that does not exist.
+pub fn rlimit(resource: u64) -> Option<(u64, u64)> {
+    let boot = crate::rt::boot();
+    Some(match resource {
+        3 => (crate::stack::stack_size(), crate::stack::stack_size()), // RLIMIT_STACK
+        7 => (crate::fds::max_fds() as u64, crate::fds::max_fds() as u64), // RLIMIT_NOFILE
+        6 => (crate::task::process_limit() as u64, crate::task::process_limit() as u64), // RLIMIT_NPROC
+        9 | 2 | 5 => (boot.mem_size, boot.mem_size),                   // RLIMIT_AS, DATA, RSS
+        0..=15 => (RLIM_INFINITY, RLIM_INFINITY),
+        _ => return None,
+    })
+}
+
+const RLIM_INFINITY: u64 = u64::MAX;
+
+/// `/proc/<pid>/limits`, in Linux's columns.
+fn limits(o: &mut Out) {
+    const ROWS: [(&[u8], u64, &[u8]); 16] = [
+        (b"Max cpu time", 0, b"seconds"),
+        (b"Max file size", 1, b"bytes"),
+        (b"Max data size", 2, b"bytes"),
+        (b"Max stack size", 3, b"bytes"),
+        (b"Max core file size", 4, b"bytes"),
+        (b"Max resident set", 5, b"bytes"),
+        (b"Max processes", 6, b"processes"),
+        (b"Max open files", 7, b"files"),
+        (b"Max locked memory", 8, b"bytes"),
+        (b"Max address space", 9, b"bytes"),
+        (b"Max file locks", 10, b"locks"),
+        (b"Max pending signals", 11, b"signals"),
+        (b"Max msgqueue size", 12, b"bytes"),
+        (b"Max nice priority", 13, b""),
+        (b"Max realtime priority", 14, b""),
+        (b"Max realtime timeout", 15, b"us"),
+    ];
+    let pad = |o: &mut Out, start: usize, width: usize| {
+        while o.0.len() < start + width {
+            o.0.push(b' ');
+        }
+    };
+    let value = |o: &mut Out, v: u64| {
+        if v == RLIM_INFINITY {
+            o.s(b"unlimited");
+        } else {
+            o.n(v);
+        }
+    };
+    let start = o.0.len();
+    o.s(b"Limit");
+    pad(o, start, 26);
+    o.s(b"Soft Limit");
+    pad(o, start, 47);
+    o.s(b"Hard Limit");
+    pad(o, start, 68);
+    o.s(b"Units     \n");
+    for (name, resource, unit) in ROWS {
+        let (soft, hard) = rlimit(resource).unwrap_or((RLIM_INFINITY, RLIM_INFINITY));
+        let start = o.0.len();
+        o.s(name);
+        pad(o, start, 26);
+        value(o, soft);
+        pad(o, start, 47);
+        value(o, hard);
+        pad(o, start, 68);
+        o.s(unit);
+        pad(o, start, 78);
+        o.s(b"\n");
+    }
+}
+
+/// One mount: its point, source, type, options and device number (what
+/// stat reports for the files in it).
+type Mount = (Vec<u8>, &'static [u8], &'static [u8], &'static [u8], u64);
+
+/// What is mounted where: the root (in memory), `/proc`, and each host
+/// directory (read-only).
+fn mount_list() -> Vec<Mount> {
+    let mem = crate::vfs::root().meta.borrow().dev;
+    let mut v: Vec<Mount> = alloc::vec![
+        (b"/".to_vec(), b"rootfs", b"tmpfs", b"rw", mem),
+        (b"/proc".to_vec(), b"proc", b"proc", b"rw,nosuid,nodev,noexec", mem),
+    ];
+    for p in crate::vfs::mount_points() {
+        v.push((p, b"hostfs", b"hostfs", b"ro", crate::vfs::HOST_DEV));
+    }
+    v
+}
+
+/// `/proc/mounts` (and `/proc/<pid>/mounts`).
+fn mounts(o: &mut Out) {
+    for (point, source, fstype, opts, _) in mount_list() {
+        o.s(source).s(b" ").s(&point).s(b" ").s(fstype).s(b" ").s(opts).s(b" 0 0\n");
+    }
+}
+
+/// `/proc/<pid>/mountinfo`: id, parent, device, root, mount point,
+/// options, `-`, type, source, options.
+fn mountinfo(o: &mut Out) {
+    for (i, (point, source, fstype, opts, dev)) in mount_list().into_iter().enumerate() {
+        let parent = if i == 0 { 0 } else { 1 };
+        let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
+        o.n(i as u64 + 1).s(b" ").n(parent).s(b" ").n(major).s(b":").n(minor).s(b" / ").s(&point).s(b" ").s(opts);
+        o.s(b" - ").s(fstype).s(b" ").s(source).s(b" ").s(opts).s(b"\n");
+    }
+}
+
+/// The boot's id (`/proc/sys/kernel/random/boot_id`), made at its
+/// first read.
+static BOOT_ID: crate::rt::Global<Option<[u8; 16]>> = crate::rt::Global::new(None);
+
+/// A version 4 UUID of random bytes `b`.
+fn uuid(o: &mut Out, mut b: [u8; 16]) {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            o.s(b"-");
+        }
+        o.hex(*byte as u64, 2);
+    }
+    o.s(b"\n");
 }
 
 /// A small formatter.

@@ -8,7 +8,7 @@ use crate::errno::*;
 use crate::mm;
 use crate::rt::{boot, Frame};
 use crate::uaccess::*;
-use crate::{sock_msg, socket, stack, sys_fs, task, time};
+use crate::{sock_msg, socket, sys_fs, task, time};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 
@@ -438,8 +438,6 @@ fn sys_clock_nanosleep(clock: u64, flags: u64, req: u64) -> SysResult {
     task::sleep(ns)
 }
 
-const RLIM_INFINITY: u64 = u64::MAX;
-
 /// The processes `which` (PRIO_PROCESS, PRIO_PGRP, PRIO_USER) and `who`
 /// (0: the caller's) name; ESRCH if none, EINVAL for another `which`.
 fn priority_targets(which: u64, who: u64) -> Result<alloc::vec::Vec<alloc::rc::Rc<task::Process>>, i64> {
@@ -485,14 +483,7 @@ fn sys_setpriority(which: u64, who: u64, prio: u64) -> SysResult {
 /// process that does not exist.
 fn sys_prlimit(pid: u64, resource: u64, _new: u64, old: u64) -> SysResult {
     live(pid)?;
-    let (cur, max) = match resource {
-        3 => (stack::stack_size(), stack::stack_size()), // RLIMIT_STACK
-        7 => (crate::fds::max_fds() as u64, crate::fds::max_fds() as u64), // RLIMIT_NOFILE
-        6 => (task::process_limit() as u64, task::process_limit() as u64), // RLIMIT_NPROC
-        9 | 2 | 5 => (boot().mem_size, boot().mem_size), // RLIMIT_AS, DATA, RSS
-        0..=15 => (RLIM_INFINITY, RLIM_INFINITY),
-        _ => return Err(EINVAL),
-    };
+    let (cur, max) = crate::procfs::rlimit(resource).ok_or(EINVAL)?;
     if old != 0 {
         put_u64s(old, &[cur, max])?;
     }

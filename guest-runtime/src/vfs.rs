@@ -43,7 +43,7 @@ const PAGE: u64 = abi::PAGE_SIZE;
 const MAX_LINKS: u32 = 40;
 /// Device number of the in-memory tree; host nodes use HOST_DEV.
 const MEM_DEV: u64 = 0x1;
-const HOST_DEV: u64 = 0x2;
+pub const HOST_DEV: u64 = 0x2;
 /// Host file data is read ahead in chunks of this size, straight into
 /// frames (`hc::FS_READ_FRAMES`).
 const READ_CHUNK: usize = abi::HCALL_MAX_LEN as usize;
@@ -276,8 +276,34 @@ pub struct ProcSelf {
 }
 
 /// The files of `/proc` and of `/proc/<pid>` (made on each lookup).
-pub const PROC_FILES: [&[u8]; 6] = [b"cpuinfo", b"loadavg", b"meminfo", b"stat", b"uptime", b"version"];
-pub const PID_FILES: [&[u8]; 7] = [b"cmdline", b"comm", b"environ", b"maps", b"stat", b"statm", b"status"];
+pub const PROC_FILES: [&[u8]; 8] =
+    [b"cpuinfo", b"filesystems", b"loadavg", b"meminfo", b"mounts", b"stat", b"uptime", b"version"];
+pub const PID_FILES: [&[u8]; 12] = [
+    b"cgroup",
+    b"cmdline",
+    b"comm",
+    b"environ",
+    b"limits",
+    b"maps",
+    b"mountinfo",
+    b"mounts",
+    b"oom_score_adj",
+    b"stat",
+    b"statm",
+    b"status",
+];
+/// `/proc/sys`: the files it holds (their text from the `file` hook, by
+/// these paths), in directories made on lookup.
+pub const SYS_FILES: [&[u8]; 8] = [
+    b"fs/file-max",
+    b"kernel/hostname",
+    b"kernel/osrelease",
+    b"kernel/ostype",
+    b"kernel/pid_max",
+    b"kernel/random/boot_id",
+    b"kernel/random/uuid",
+    b"vm/overcommit_memory",
+];
 pub const THREAD_FILES: [&[u8]; 3] = [b"comm", b"stat", b"status"];
 
 static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
@@ -335,6 +361,9 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
         if PROC_FILES.contains(&name) {
             return proc_file(&(hooks.file)(None, name).ok_or(ENOENT)?);
         }
+        if name == b"sys" {
+            return proc_sys_dir();
+        }
         return Err(ENOENT);
     };
     if !(hooks.pids)().contains(&pid) {
@@ -366,6 +395,49 @@ fn proc_task_dir(pid: u32) -> Result<NodeRef, Errno> {
     Ok(proc_dir(entries))
 }
 
+/// `/proc/sys`: [`SYS_FILES`] in their directories, what they say at
+/// that moment (a new lookup, a new `random/uuid`).
+fn proc_sys_dir() -> Result<NodeRef, Errno> {
+    fn insert(dir: &mut BTreeMap<Vec<u8>, Tree>, path: &[u8], file: NodeRef) {
+        match path.iter().position(|&c| c == b'/') {
+            None => {
+                dir.insert(path.to_vec(), Tree::File(file));
+            }
+            Some(i) => {
+                let sub = dir.entry(path[..i].to_vec()).or_insert_with(|| Tree::Dir(BTreeMap::new()));
+                if let Tree::Dir(d) = sub {
+                    insert(d, &path[i + 1..], file);
+                }
+            }
+        }
+    }
+    fn build(dir: BTreeMap<Vec<u8>, Tree>) -> NodeRef {
+        proc_dir(
+            dir.into_iter()
+                .map(|(k, v)| {
+                    let n = match v {
+                        Tree::File(f) => f,
+                        Tree::Dir(d) => build(d),
+                    };
+                    (k, n)
+                })
+                .collect(),
+        )
+    }
+    enum Tree {
+        File(NodeRef),
+        Dir(BTreeMap<Vec<u8>, Tree>),
+    }
+    let hooks = *PROC_SELF.get();
+    let mut root = BTreeMap::new();
+    for path in SYS_FILES {
+        let mut name = b"sys/".to_vec();
+        name.extend_from_slice(path);
+        insert(&mut root, path, proc_file(&(hooks.file)(None, &name).ok_or(ENOENT)?)?);
+    }
+    Ok(build(root))
+}
+
 /// A read-only directory of `/proc` holding `entries` (made on lookup).
 fn proc_dir(entries: BTreeMap<Vec<u8>, NodeRef>) -> NodeRef {
     let d = Node::new(S_IFDIR | 0o555, NodeKind::Dir(RefCell::new(Dir { entries, parent: Weak::new(), host: None })));
@@ -383,6 +455,7 @@ fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
                 out.push((name.to_vec(), base + i as u64, 8));
             }
             out.push((b"self".to_vec(), base + 16, 10));
+            out.push((b"sys".to_vec(), base + 17, 4));
             for p in (hooks.pids)() {
                 out.push((decimal(p as u64), 0x10_0000 + p as u64 * 64, 4));
             }
@@ -1633,6 +1706,15 @@ pub fn add_image(path: &[u8], gpa: u64, len: u64, host_ino: u64) -> Result<NodeR
     Ok(node)
 }
 
+/// The guest paths host directories are mounted at (what `/proc/mounts`
+/// lists), in the order the manifest gave them.
+static MOUNT_POINTS: Global<Vec<Vec<u8>>> = Global::new(Vec::new());
+const MAX_MOUNT_POINTS: usize = 256;
+
+pub fn mount_points() -> Vec<Vec<u8>> {
+    MOUNT_POINTS.get().clone()
+}
+
 /// Applies the boot manifest (the run's mounts, files and directories).
 pub fn apply_manifest(info: &abi::BootInfo) {
     if info.manifest_len == 0 {
@@ -1658,6 +1740,10 @@ fn apply_entry(e: &afs::ManifestView<'_>, path: &[u8]) -> Result<(), Errno> {
             let st = host_stat(e.handle)?;
             if st.mode & S_IFMT != S_IFDIR {
                 return Err(ENOTDIR);
+            }
+            let points = MOUNT_POINTS.get();
+            if !points.iter().any(|p| p == path) && points.len() < MAX_MOUNT_POINTS {
+                points.push(path.to_vec());
             }
             if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
                 mkdir_p(&path[..pos])?;

@@ -162,6 +162,27 @@ fn an_abortive_close_resets_the_connection_as_natively() {
     );
 }
 
+/// Urgent data (send MSG_OOB): the last byte goes outside the stream,
+/// select reports it exceptional and poll POLLPRI until recv(MSG_OOB)
+/// takes it; TCP and local streams alike, datagrams EOPNOTSUPP; as
+/// natively (CPython's test_asyncore relies on it).
+#[test]
+fn urgent_data_is_kept_outside_the_stream_as_natively() {
+    same_as_native(
+        &mut sandbox(30),
+        "tcp_urgent",
+        &[
+            "recv MSG_OOB with none: EINVAL",
+            "after: exceptional 1, pri 1",
+            "plain recv: 2 \"ab\"",
+            "recv MSG_OOB: 1 'c'",
+            "read: exceptional 0, pri 0",
+            "unix recv MSG_OOB: 1 'x'",
+            "datagram send MSG_OOB: EOPNOTSUPP",
+        ],
+    );
+}
+
 #[test]
 fn socketpair_still_behaves_like_linux() {
     same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);

@@ -38,6 +38,7 @@ pub const ECONNREFUSED: i64 = 111;
 pub const EINPROGRESS: i64 = 115;
 
 const POLLIN: u16 = 0x1;
+const POLLPRI: u16 = 0x2;
 const POLLOUT: u16 = 0x4;
 const POLLERR: u16 = 0x8;
 const POLLHUP: u16 = 0x10;
@@ -144,6 +145,9 @@ pub struct Queue {
     /// The sender closed with input unread: the receiver is told
     /// ECONNRESET once it has read what is here.
     reset: bool,
+    /// TCP urgent data: the byte sent with MSG_OOB and not read yet
+    /// (outside the stream, as without SO_OOBINLINE).
+    urgent: Option<u8>,
 }
 
 pub type QueueRef = Rc<RefCell<Queue>>;
@@ -158,6 +162,7 @@ impl Queue {
             max_msgs,
             lossy,
             reset: false,
+            urgent: None,
         }))
     }
 
@@ -393,6 +398,34 @@ impl Socket {
         }
     }
 
+    /// TCP urgent data: `byte` goes to the peer outside the stream (the
+    /// stream's bytes before it are the caller's to send first); a newer
+    /// one replaces one not read yet, as Linux's single urgent byte.
+    pub fn send_urgent(&self, byte: u8) -> Result<(), Errno> {
+        let st = self.st.borrow();
+        let tx = st.tx.as_ref().ok_or(EPIPE)?;
+        if tx.borrow().readers == 0 {
+            return Err(EPIPE);
+        }
+        tx.borrow_mut().urgent = Some(byte);
+        drop(st);
+        wait::notify();
+        Ok(())
+    }
+
+    /// Takes the urgent byte the peer sent (recv MSG_OOB; `peek` leaves
+    /// it): EINVAL when there is none, as Linux.
+    pub fn take_urgent(&self, peek: bool) -> Result<u8, Errno> {
+        let st = self.st.borrow();
+        let rx = st.rx.as_ref().ok_or(EINVAL)?;
+        let mut q = rx.borrow_mut();
+        let b = q.urgent.ok_or(EINVAL)?;
+        if !peek {
+            q.urgent = None;
+        }
+        Ok(b)
+    }
+
     /// Whether the connection was reset (by its peer, or after a send
     /// found the peer gone).
     pub fn was_reset(&self) -> bool {
@@ -594,6 +627,9 @@ impl Socket {
             let q = rx.borrow();
             if q.reset {
                 r |= POLLERR | POLLHUP;
+            }
+            if q.urgent.is_some() {
+                r |= POLLPRI;
             }
             if !q.is_empty() || st.shut_rd {
                 r |= POLLIN;

@@ -163,9 +163,33 @@ fn sigpipe(r: Result<usize, i64>, flags: u64) -> SysResult {
     }
 }
 
+/// A send with MSG_OOB: urgent data on a stream socket (TCP, and local
+/// streams as Linux has them since 5.15). The bytes before the last go
+/// as a stream (all of them, or the count a nonblocking send managed),
+/// the last as the urgent byte; other sockets have none (EOPNOTSUPP).
+fn send_oob(f: &Rc<OpenFile>, s: &Socket, data: &[u8], nonblock: bool) -> Result<usize, i64> {
+    if s.ty != SOCK_STREAM {
+        return Err(EOPNOTSUPP);
+    }
+    let Some((&last, before)) = data.split_last() else { return Ok(0) };
+    if !before.is_empty() {
+        let n = send_on(Some(f), s, before, None, None, cred(), nonblock)?;
+        if n < before.len() {
+            return Ok(n);
+        }
+    }
+    s.send_urgent(last)?;
+    Ok(data.len())
+}
+
 fn recv_on(s: &Socket, max: usize, flags: u64, nonblock: bool) -> Result<Received, i64> {
     if flags & MSG_OOB != 0 {
-        return Err(if s.domain == AF_UNIX { EOPNOTSUPP } else { EINVAL });
+        if s.ty != SOCK_STREAM {
+            return Err(if s.domain == AF_UNIX { EOPNOTSUPP } else { EINVAL });
+        }
+        let b = s.take_urgent(flags & MSG_PEEK != 0)?;
+        let data = if max == 0 { Vec::new() } else { alloc::vec![b] };
+        return Ok(Received { full: data.len(), data, ..Received::default() });
     }
     if flags & MSG_ERRQUEUE != 0 {
         return Err(EAGAIN);
@@ -198,6 +222,9 @@ pub fn sys_sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u
     }
     let data = user_bytes(buf, len.min(if s.ty == SOCK_STREAM { sock::SOCK_BUF as u64 } else { len }))?;
     let dest = dest_arg(addr, addrlen)?;
+    if flags & MSG_OOB != 0 {
+        return sigpipe(send_oob(&f, s, data, nonblock(&f, flags)), flags);
+    }
     sigpipe(send_on(Some(&f), s, data, dest, None, cred(), nonblock(&f, flags)), flags)
 }
 
@@ -346,7 +373,11 @@ fn sendmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
         }
     }
     let rights = if files.is_empty() { None } else { Some(Rights::new(files, crate::fds::max_fds())?) };
-    let r = send_on(Some(&f), s, &data, dest, rights, creds.unwrap_or_else(cred), nonblock(&f, flags));
+    let r = if flags & MSG_OOB != 0 {
+        send_oob(&f, s, &data, nonblock(&f, flags))
+    } else {
+        send_on(Some(&f), s, &data, dest, rights, creds.unwrap_or_else(cred), nonblock(&f, flags))
+    };
     match r {
         Err(EPIPE) if flags & MSG_NOSIGNAL == 0 => {
             crate::signal::raise(crate::task::SIGPIPE);

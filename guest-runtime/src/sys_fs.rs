@@ -1299,6 +1299,7 @@ pub fn sys_memfd_create(name: u64, flags: u64) -> SysResult {
 // --- poll and select ---------------------------------------------------------------------
 
 const POLLIN: u16 = 0x1;
+const POLLPRI: u16 = 0x2;
 const POLLOUT: u16 = 0x4;
 const POLLERR: u16 = 0x8;
 const POLLHUP: u16 = 0x10;
@@ -1429,9 +1430,14 @@ pub fn sys_select(nfds: u64, rd: u64, wr: u64, ex: u64, timeout_ns: Option<u64>)
         if !(want_r || want_w || want_x) {
             continue;
         }
-        let ev = poll_one(fd as i32, POLLIN | POLLOUT);
+        let ev = poll_one(fd as i32, POLLIN | POLLOUT | POLLPRI);
         if ev & POLLNVAL != 0 {
             return Err(EBADF);
+        }
+        // Exceptional: TCP urgent data.
+        if want_x && ev & POLLPRI != 0 {
+            out[2][fd / 8] |= 1 << (fd % 8);
+            count += 1;
         }
         if want_r && ev & (POLLIN | POLLHUP | POLLERR) != 0 {
             out[0][fd / 8] |= 1 << (fd % 8);

@@ -199,10 +199,10 @@ pub fn exec(
     // As Linux's execve: no alternate signal stack (its address was the
     // old program's; a handler with SA_ONSTACK would run there), and no
     // thread-id address to clear at exit (glibc's fork sets one in the
-    // old program's memory).
+    // old program's memory); the robust list went with the old memory
+    // above (`robust_exit` forgets it).
     cur.altstack.set((0, 0));
     cur.clear_child_tid.set(0);
-    cur.robust_list.set(0);
     *f = Frame::default();
     f.rip = entry;
     f.rsp = sp;

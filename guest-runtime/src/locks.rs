@@ -61,23 +61,23 @@ pub struct Lock {
 static LOCKS: Global<Vec<Lock>> = Global::new(Vec::new());
 
 impl Lock {
-    /// The first lock of another owner in its way, if any.
+    /// The first lock of another owner in its way (one of them a write
+    /// lock, their ranges overlapping), if any.
     pub fn blocker(&self) -> Option<Lock> {
-        conflict(self.space, self.key, self.owner, self.start, self.end, self.write)
+        LOCKS.get().iter().copied().find(|l| {
+            l.space == self.space
+                && l.key == self.key
+                && l.owner != self.owner
+                && l.start <= self.end
+                && self.start <= l.end
+                && (self.write || l.write)
+        })
     }
 
     /// Takes it (see [`set`]; the caller has checked it is free).
     pub fn take(&self) -> Result<(), i64> {
         set(self.space, self.key, self.owner, self.start, self.end, Some(self.write))
     }
-}
-
-/// The first lock of another owner that keeps `owner` from taking
-/// `start..=end` (for reading, or for writing when `write`).
-pub fn conflict(space: Space, key: Key, owner: Owner, start: u64, end: u64, write: bool) -> Option<Lock> {
-    LOCKS.get().iter().copied().find(|l| {
-        l.space == space && l.key == key && l.owner != owner && l.start <= end && start <= l.end && (write || l.write)
-    })
 }
 
 /// Gives `owner` a lock on `start..=end` (`kind` Some(write)) or takes
@@ -161,6 +161,10 @@ mod tests {
     const K: Key = (1, 7);
     const A: Owner = Owner::Process(2);
     const B: Owner = Owner::Process(3);
+
+    fn conflict(space: Space, key: Key, owner: Owner, start: u64, end: u64, write: bool) -> Option<Lock> {
+        Lock { space, key, owner, start, end, write }.blocker()
+    }
 
     fn held(owner: Owner) -> Vec<(u64, u64, bool)> {
         let mut v: Vec<_> =

@@ -74,17 +74,19 @@ pub fn port_of(s: &Socket) -> u32 {
     port
 }
 
-/// bind(2) on a netlink socket: `struct sockaddr_nl` (family, pad, port
-/// id, multicast groups). Groups are taken and never sent to: nothing
-/// here changes.
+/// The port id a `struct sockaddr_nl` (family, pad, port id, multicast
+/// groups) names; EINVAL for another address.
+fn port_in(b: &[u8]) -> Result<u32, i64> {
+    if b.len() < 12 || u16::from_le_bytes([b[0], b[1]]) != AF_NETLINK {
+        return Err(EINVAL);
+    }
+    Ok(u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+}
+
+/// bind(2) on a netlink socket. Multicast groups are taken and never
+/// sent to: nothing here changes.
 pub fn bind(s: &Socket, b: &[u8]) -> Result<(), i64> {
-    if b.len() < 12 {
-        return Err(EINVAL);
-    }
-    if u16::from_le_bytes([b[0], b[1]]) != AF_NETLINK {
-        return Err(EINVAL);
-    }
-    let port = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let port = port_in(b)?;
     if let Some(Addr::Netlink(old)) = s.st.borrow().local {
         // Bound already: the same id again is fine (Linux: EINVAL else).
         return if port == 0 || port == old { Ok(()) } else { Err(EINVAL) };
@@ -98,10 +100,7 @@ pub fn bind(s: &Socket, b: &[u8]) -> Result<(), i64> {
 /// absent): returns the bytes taken.
 pub fn send(s: &Socket, data: &[u8], dest: Option<&[u8]>) -> Result<usize, i64> {
     if let Some(d) = dest {
-        if d.len() < 12 || u16::from_le_bytes([d[0], d[1]]) != AF_NETLINK {
-            return Err(EINVAL);
-        }
-        if u32::from_le_bytes([d[4], d[5], d[6], d[7]]) != 0 {
+        if port_in(d)? != 0 {
             // Another process's netlink socket: none listens here.
             return Err(ECONNREFUSED);
         }
@@ -285,12 +284,10 @@ pub fn ioctl(req: u64, arg: u64) -> Option<Result<u64, i64>> {
     })
 }
 
-/// A `struct sockaddr_in` for `ip` in a 24-byte union.
-fn sockaddr_in(ip: [u8; 4]) -> [u8; 16] {
-    let mut sa = [0u8; 16];
-    sa[..2].copy_from_slice(&AF_INET.to_le_bytes());
-    sa[4..8].copy_from_slice(&ip);
-    sa
+/// A `struct sockaddr_in` for `ip` (port 0), as the socket calls encode
+/// one.
+fn sockaddr_in(ip: [u8; 4]) -> Vec<u8> {
+    crate::sock_addr::encode(&crate::sock_addr::inet(AF_INET, crate::sock_addr::mapped(ip), 0))
 }
 
 fn ifreq(req: u64, arg: u64) -> Result<u64, i64> {

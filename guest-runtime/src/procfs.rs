@@ -13,6 +13,9 @@ use crate::timer::Clock;
 use crate::vfs::{push_num, ProcSelf};
 
 const PAGE: u64 = hvsandbox_abi::PAGE_SIZE;
+/// The kernel release and host name the sandbox reports (uname, /proc).
+pub const OS_RELEASE: &[u8] = b"6.1.0-hvsandbox";
+pub const HOSTNAME: &[u8] = b"hvsandbox";
 /// Linux's USER_HZ: the unit of the tick counts in `stat` files.
 const HZ: u64 = 100;
 
@@ -110,7 +113,7 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
                 o.s(b"0.00 0.00 0.00 1/").n(ps.len() as u64).s(b" ").n(*ps.last().unwrap_or(&1) as u64).s(b"\n");
             }
             b"version" => {
-                o.s(b"Linux version 6.1.0-hvsandbox (hvsandbox) #1 SMP\n");
+                o.s(b"Linux version ").s(OS_RELEASE).s(b" (").s(HOSTNAME).s(b") #1 SMP\n");
             }
             b"filesystems" => {
                 o.s(b"nodev\tproc\nnodev\ttmpfs\nnodev\tdevpts\nnodev\thostfs\n");
@@ -120,10 +123,10 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
                 o.n(i64::MAX as u64).s(b"\n");
             }
             b"sys/kernel/hostname" => {
-                o.s(b"hvsandbox\n");
+                o.s(HOSTNAME).s(b"\n");
             }
             b"sys/kernel/osrelease" => {
-                o.s(b"6.1.0-hvsandbox\n");
+                o.s(OS_RELEASE).s(b"\n");
             }
             b"sys/kernel/ostype" => {
                 o.s(b"Linux\n");
@@ -131,20 +134,9 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
             b"sys/kernel/pid_max" => {
                 o.n(4_194_304).s(b"\n");
             }
-            b"sys/kernel/random/boot_id" => {
-                // Made once, from fresh randomness, then kept.
-                let id = BOOT_ID.get().get_or_insert_with(|| {
-                    let mut b = [0u8; 16];
-                    crate::random::fill(&mut b);
-                    b
-                });
-                uuid(&mut o, *id)
-            }
-            b"sys/kernel/random/uuid" => {
-                let mut b = [0u8; 16];
-                crate::random::fill(&mut b);
-                uuid(&mut o, b)
-            }
+            // Made once, from fresh randomness, then kept.
+            b"sys/kernel/random/boot_id" => uuid(&mut o, *BOOT_ID.get().get_or_insert_with(random16)),
+            b"sys/kernel/random/uuid" => uuid(&mut o, random16()),
             b"sys/vm/overcommit_memory" => {
                 o.s(b"0\n");
             }
@@ -299,6 +291,12 @@ fn mountinfo(o: &mut Out) {
 /// The boot's id (`/proc/sys/kernel/random/boot_id`), made at its
 /// first read.
 static BOOT_ID: crate::rt::Global<Option<[u8; 16]>> = crate::rt::Global::new(None);
+
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    crate::random::fill(&mut b);
+    b
+}
 
 /// A version 4 UUID of random bytes `b`.
 fn uuid(o: &mut Out, mut b: [u8; 16]) {

@@ -86,7 +86,7 @@ pub fn parse_inet(b: &[u8], domain: u16) -> Result<Option<([u8; 16], u16)>, i64>
     }
 }
 
-fn mapped(v4: [u8; 4]) -> [u8; 16] {
+pub fn mapped(v4: [u8; 4]) -> [u8; 16] {
     let mut a = [0u8; 16];
     a[10] = 0xff;
     a[11] = 0xff;

@@ -919,8 +919,9 @@ fn record_lock(f: &OpenFile, cmd: u64, arg: u64) -> SysResult {
     };
     let owner = lock_owner(f, ofd);
     let write = ltype == F_WRLCK;
+    let req = locks::Lock { space: locks::Space::Record, key, owner, start, end, write };
     if get {
-        match locks::conflict(locks::Space::Record, key, owner, start, end, write) {
+        match req.blocker() {
             None => put_user(arg, F_UNLCK.to_le_bytes())?,
             Some(l) => {
                 let mut out = raw;
@@ -945,7 +946,7 @@ fn record_lock(f: &OpenFile, cmd: u64, arg: u64) -> SysResult {
     if (write && !f.writable()) || (!write && !f.readable()) {
         return Err(EBADF);
     }
-    take_lock(locks::Space::Record, key, owner, start, end, write, wait)
+    take_lock(req, wait)
 }
 
 /// Takes a lock once no other owner's conflicts with it: at once, or
@@ -953,16 +954,7 @@ fn record_lock(f: &OpenFile, cmd: u64, arg: u64) -> SysResult {
 /// then runs again; a signal interrupts it). A process's record lock
 /// that would wait for a process waiting, through a chain of such
 /// waits, for this one is EDEADLK instead, as Linux finds it.
-fn take_lock(
-    space: locks::Space,
-    key: locks::Key,
-    owner: locks::Owner,
-    start: u64,
-    end: u64,
-    write: bool,
-    wait: bool,
-) -> SysResult {
-    let req = locks::Lock { space, key, owner, start, end, write };
+fn take_lock(req: locks::Lock, wait: bool) -> SysResult {
     if req.blocker().is_none() {
         return req.take().map(|_| 0);
     }
@@ -1027,7 +1019,7 @@ pub fn sys_flock(fd: u64, op: u64) -> SysResult {
             if held.is_some() && held != Some(write) {
                 locks::set(space, key, owner, 0, u64::MAX, None)?;
             }
-            take_lock(space, key, owner, 0, u64::MAX, write, op & LOCK_NB == 0)
+            take_lock(locks::Lock { space, key, owner, start: 0, end: u64::MAX, write }, op & LOCK_NB == 0)
         }
     }
 }

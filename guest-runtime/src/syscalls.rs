@@ -349,8 +349,8 @@ fn put_field(buf: &mut [u8; 390], idx: usize, s: &[u8]) {
 fn sys_uname(buf: u64) -> SysResult {
     let mut u = [0u8; 390];
     put_field(&mut u, 0, b"Linux");
-    put_field(&mut u, 1, b"hvsandbox");
-    put_field(&mut u, 2, b"6.1.0-hvsandbox");
+    put_field(&mut u, 1, crate::procfs::HOSTNAME);
+    put_field(&mut u, 2, crate::procfs::OS_RELEASE);
     put_field(&mut u, 3, b"#1 SMP");
     put_field(&mut u, 4, b"x86_64");
     put_field(&mut u, 5, b"(none)");

@@ -18,6 +18,8 @@ pub enum VmError {
     MemorySize { size: u64, reason: &'static str },
     #[error("cannot map guest memory: {0}")]
     MemoryMap(String),
+    #[error("huge pages were required: {0}")]
+    HugePages(String),
     #[error("guest memory access at {addr:#x}+{len:#x} is out of bounds")]
     GuestAccess { addr: u64, len: u64 },
     #[error("the embedded guest runtime image is invalid: {0}")]

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hvsandbox_core::abi;
+use hvsandbox_core::{abi, HugePages};
 
 use crate::command::{GuestFile, DEFAULT_FILE_MODE};
 use crate::error::{Error, Result};
@@ -52,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) seccomp: SeccompMode,
     pub(crate) cpu_time: Option<Duration>,
     pub(crate) output_limit_error: bool,
+    /// Where a fresh VM's RAM comes from ([`HugePages`]).
+    pub(crate) huge_pages: HugePages,
     /// Make the first run's VM as soon as the sandbox is built.
     pub(crate) boot_ahead: bool,
     /// After a run from a snapshot, put its VM back at once.
@@ -94,6 +96,7 @@ impl Default for SandboxBuilder {
                 seccomp: SeccompMode::Enforce,
                 cpu_time: None,
                 output_limit_error: false,
+                huge_pages: HugePages::Off,
                 boot_ahead: false,
                 reset_ahead: true,
             },
@@ -245,6 +248,21 @@ impl SandboxBuilder {
     /// with a warning.
     pub fn seccomp(mut self, mode: SeccompMode) -> Self {
         self.config.seccomp = mode;
+        self
+    }
+    /// Whether a fresh VM's RAM comes from the host's hugetlb pool
+    /// (`vm.nr_hugepages`, reserved by the host's administrator): `Off`
+    /// (the default), `Prefer` (the pool when it can hold the VM's RAM,
+    /// else ordinary memory) or `Require` (else the run fails with
+    /// `InvalidConfig`). The pool's pages stay backed by the host, so
+    /// a guest's first touch of its memory costs the zeroing of a page
+    /// and nothing more: on hosts that are themselves VMs, fresh ordinary
+    /// memory costs several times that, and varies from run to run. Each
+    /// VM reserves pages for its whole RAM but the first 2 MiB and the
+    /// page-table pool. Runs from a snapshot map or copy the snapshot's
+    /// memory as before.
+    pub fn huge_pages(mut self, mode: HugePages) -> Self {
+        self.config.huge_pages = mode;
         self
     }
     /// Most processes alive at once inside the guest (fork fails with

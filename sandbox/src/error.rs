@@ -260,7 +260,7 @@ impl From<VmError> for Error {
             VmError::KvmVersion(v) => {
                 Error::KvmUnavailable { reason: format!("unsupported KVM API version {v}"), source: None }
             }
-            VmError::MemorySize { .. } => Error::InvalidConfig(e.to_string()),
+            VmError::MemorySize { .. } | VmError::HugePages(_) => Error::InvalidConfig(e.to_string()),
             VmError::ImageTooLarge { .. } | VmError::ArgsTooLarge { .. } | VmError::ManifestTooLarge { .. } => {
                 Error::InvalidConfig(e.to_string())
             }

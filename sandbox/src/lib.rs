@@ -48,6 +48,7 @@ pub use config::{
 pub use control::InterruptHandle;
 pub use end_notify::end_event_fd;
 pub use error::{Error, ErrorKind, PartialOutput, Result};
+pub use hvsandbox_core::HugePages;
 pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use pool::{PooledSandbox, SandboxPool};

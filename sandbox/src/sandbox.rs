@@ -276,7 +276,7 @@ impl SandboxBuilder {
     pub fn build(self) -> Result<Sandbox> {
         self.validate()?;
         // Its first run takes a VM made ahead for sandboxes of its size.
-        vm_factory::prime_blank(self.config.memory);
+        vm_factory::prime_blank(self.config.memory, self.config.huge_pages);
         Sandbox::launch(self.config, None)
     }
 

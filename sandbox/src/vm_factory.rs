@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{DeadlineTimer, Vm};
+use hvsandbox_core::{DeadlineTimer, HugePages, Vm};
 
 use crate::error::{Error, Result};
 use crate::jail::{self, SeccompMode};
@@ -38,8 +38,9 @@ const MAX_FAILURES: u32 = 3;
 /// What a pooled VM is for.
 #[derive(Clone)]
 enum Kind {
-    /// A blank VM of this many bytes, booted ahead of its program.
-    Blank(u64),
+    /// A blank VM of this many bytes and this RAM, booted ahead of its
+    /// program.
+    Blank(u64, HugePages),
     /// A clone of a snapshot, in the snapshot's state (the pool does not
     /// keep the snapshot alive).
     Clone(Weak<Inner>),
@@ -48,7 +49,7 @@ enum Kind {
 impl Kind {
     fn is(&self, other: &Kind) -> bool {
         match (self, other) {
-            (Kind::Blank(a), Kind::Blank(b)) => a == b,
+            (Kind::Blank(a, x), Kind::Blank(b, y)) => (a, x) == (b, y),
             (Kind::Clone(a), Kind::Clone(b)) => a.ptr_eq(b),
             _ => false,
         }
@@ -57,7 +58,7 @@ impl Kind {
 
 /// What the background thread is to do next.
 pub(crate) enum Want {
-    Blank(u64),
+    Blank(u64, HugePages),
     Clone(Snapshot),
     /// The prefault pass of a ready clone that had none (the pool was
     /// short when it was made): done while nothing else is wanted.
@@ -127,9 +128,10 @@ fn per_kind() -> usize {
     PER_KIND.load(Ordering::SeqCst)
 }
 
-/// A cold sandbox of `mem` bytes is being built: keep blank VMs ready.
-pub(crate) fn prime_blank(mem: u64) {
-    prime(Kind::Blank(mem));
+/// A cold sandbox of `mem` bytes (`huge` RAM) is being built: keep blank
+/// VMs ready.
+pub(crate) fn prime_blank(mem: u64, huge: HugePages) {
+    prime(Kind::Blank(mem, huge));
 }
 
 /// A sandbox from `snap` is being built: keep clones of it ready.
@@ -165,9 +167,10 @@ fn prime(kind: Kind) {
     wake_reaper();
 }
 
-/// A ready blank VM of `mem` bytes, if there is one or one is being made.
-pub(crate) fn take_blank(mem: u64) -> Option<Vm> {
-    take(Kind::Blank(mem))
+/// A ready blank VM of `mem` bytes (`huge` RAM), if there is one or one is
+/// being made.
+pub(crate) fn take_blank(mem: u64, huge: HugePages) -> Option<Vm> {
+    take(Kind::Blank(mem, huge))
 }
 
 /// A ready clone of `snap` (in its state: memory mapped, vCPU restored),
@@ -222,7 +225,7 @@ pub(crate) fn wanted() -> Option<Want> {
         let n = per_kind();
         let short = st.kinds.iter().find(|k| st.ready.iter().filter(|(r, _, _)| r.is(k)).count() < n).cloned();
         let want = match &short {
-            Some(Kind::Blank(mem)) => Some(Want::Blank(*mem)),
+            Some(Kind::Blank(mem, huge)) => Some(Want::Blank(*mem, *huge)),
             Some(Kind::Clone(w)) => w.upgrade().map(|inner| Want::Clone(Snapshot(inner))),
             None => None,
         };
@@ -377,11 +380,11 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                             // wanted, else wait.
                             if let Some(want) = wanted().filter(|_| jailed) {
                                 let made = match want {
-                                    Want::Blank(mem) => {
-                                        one_at_a_time(|| Vm::new(mem).and_then(|mut vm| vm.preboot().map(|()| vm)))
-                                            .map_err(Error::from)
-                                            .map(|vm| (vm, true))
-                                    }
+                                    Want::Blank(mem, huge) => one_at_a_time(|| {
+                                        Vm::with_huge_pages(mem, huge).and_then(|mut vm| vm.preboot().map(|()| vm))
+                                    })
+                                    .map_err(Error::from)
+                                    .map(|vm| (vm, true)),
                                     Want::Clone(snap) => one_at_a_time(|| snap.new_vm())
                                         .and_then(|mut vm| make_ready(&mut vm, &snap, None, Ready::Clone).map(|()| vm))
                                         .map(|vm| (vm, false)),

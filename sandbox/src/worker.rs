@@ -166,7 +166,7 @@ impl Worker<'_> {
     /// program.
     fn make_spare(&self) -> Option<Vm> {
         one_at_a_time(|| {
-            let mut vm = Vm::new(self.config.memory).ok()?;
+            let mut vm = Vm::with_huge_pages(self.config.memory, self.config.huge_pages).ok()?;
             match vm.preboot() {
                 Ok(()) => Some(vm),
                 Err(_) => {

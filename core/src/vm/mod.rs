@@ -36,12 +36,14 @@ const POOL_FRAMES_AHEAD: usize = 32 * abi::PAGE_SIZE as usize;
 const APIC_MMIO_BASE: u64 = 0xfee0_0000;
 
 mod boot;
+mod hugetlb;
 mod memory;
 mod prefault;
 mod reset;
 mod run;
 
 pub use boot::{BootParams, ProgramImage};
+pub use hugetlb::HugePages;
 pub use prefault::FrameRanges;
 pub use reset::{VcpuState, MAX_WRITTEN};
 pub use run::VmExit;
@@ -139,6 +141,8 @@ pub struct Vm {
     /// Booted ahead of its program ([`Vm::preboot`]): the runtime waits in
     /// `hc::PROGRAM`.
     waiting: bool,
+    /// Hugetlb pages back the middle of RAM ([`HugePages`]).
+    huge_backed: bool,
     _system: Arc<KvmSystem>,
 }
 
@@ -147,9 +151,20 @@ impl Vm {
     /// the privileged tables and the runtime image, and sets the vCPU up
     /// to enter the runtime at CPL3.
     pub fn new(mem_size: u64) -> Result<Vm> {
-        let mut this = Self::create(mem_size, None)?;
+        Self::with_huge_pages(mem_size, HugePages::Off)
+    }
+
+    /// As [`Vm::new`], with RAM from the host's hugetlb pool as `huge`
+    /// says ([`HugePages`]).
+    pub fn with_huge_pages(mem_size: u64, huge: HugePages) -> Result<Vm> {
+        let mut this = Self::create(mem_size, None, huge)?;
         this.write_tables()?;
         Ok(this)
+    }
+
+    /// Whether hugetlb pages back this VM's RAM ([`HugePages`]).
+    pub fn huge_pages_backed(&self) -> bool {
+        self.huge_backed
     }
 
     /// A VM whose RAM is a private (copy-on-write) mapping of `memory`, a
@@ -157,7 +172,7 @@ impl Vm {
     /// clones of one snapshot share its unchanged pages. Restore the vCPU
     /// with [`Vm::restore_vcpu`] before running.
     pub fn from_snapshot_memory(memory: BorrowedFd<'_>, mem_size: u64) -> Result<Vm> {
-        Self::create(mem_size, Some(memory))
+        Self::create(mem_size, Some(memory), HugePages::Off)
     }
 
     /// A VM whose RAM (`mem_size` bytes) is anonymous and zero, with no
@@ -165,7 +180,7 @@ impl Vm {
     /// caller writes in ([`Vm::write_bytes`]) before it restores the vCPU
     /// ([`Vm::restore_vcpu`]).
     pub fn for_snapshot_pages(mem_size: u64) -> Result<Vm> {
-        Self::create(mem_size, None)
+        Self::create(mem_size, None, HugePages::Off)
     }
 
     /// A VM whose RAM is anonymous memory (huge pages where the host
@@ -180,7 +195,7 @@ impl Vm {
     /// not let them); the rest of RAM starts zero. Resets may still map
     /// `memory` ([`Vm::reset_memory`]).
     pub fn from_snapshot_copy(memory: BorrowedFd<'_>, mem_size: u64, data: &[(u64, u64)]) -> Result<Vm> {
-        let this = Self::create(mem_size, None)?;
+        let this = Self::create(mem_size, None, HugePages::Off)?;
         let copy = |gpa: u64, len: u64| {
             this.read_file_into(gpa, memory, gpa, len)
                 .map_err(|e| VmError::Snapshot(format!("cannot read snapshot memory: {e}")))
@@ -211,7 +226,7 @@ impl Vm {
         Ok(this)
     }
 
-    fn create(mem_size: u64, backing: Option<BorrowedFd<'_>>) -> Result<Vm> {
+    fn create(mem_size: u64, backing: Option<BorrowedFd<'_>>, huge: HugePages) -> Result<Vm> {
         if !mem_size.is_multiple_of(abi::HUGE_PAGE_SIZE) {
             return Err(VmError::MemorySize { size: mem_size, reason: "not a multiple of 2 MiB" });
         }
@@ -263,6 +278,12 @@ impl Vm {
             libc::madvise(region.as_ptr().add(low).cast(), pool - low, libc::MADV_HUGEPAGE);
             libc::madvise(region.as_ptr().add(pool).cast(), mem_size as usize - pool, libc::MADV_NOHUGEPAGE);
         }
+        // Or the pool's pages in the middle, where asked (after the advice,
+        // which they replace): see `hugetlb`.
+        let huge_backed = match (backing, hugetlb::huge_range(mem_size)) {
+            (None, Some((start, end))) => hugetlb::back(host_addr, start, end, huge)?,
+            _ => false,
+        };
         // The pool's first frames, which the runtime takes in order, are
         // made present now in fresh RAM. The runtime reads a new table
         // frame before it writes it (it zeroes it entry by entry): on a
@@ -311,6 +332,7 @@ impl Vm {
             msrs,
             watched: Msrs::new(0).map_err(|_| VmError::RuntimeImage("MSR list"))?,
             waiting: false,
+            huge_backed,
             _system: system.clone(),
         };
         this.setup_vcpu(&system)?;

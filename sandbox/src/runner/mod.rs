@@ -350,9 +350,10 @@ impl<'a> Runner<'a> {
                 vm
             }
             (Some(VmSource::Blank { spare }), Some(image)) => {
-                let vm = match spare.or_else(|| vm_factory::take_blank(self.config.memory)) {
+                let (memory, huge) = (self.config.memory, self.config.huge_pages);
+                let vm = match spare.or_else(|| vm_factory::take_blank(memory, huge)) {
                     Some(vm) => vm,
-                    None => one_at_a_time(|| Vm::new(self.config.memory)).map_err(Error::from)?,
+                    None => one_at_a_time(|| Vm::with_huge_pages(memory, huge)).map_err(Error::from)?,
                 };
                 let vm = slot.insert(vm);
                 let params = BootParams {

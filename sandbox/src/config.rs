@@ -259,8 +259,10 @@ impl SandboxBuilder {
     /// and nothing more: on hosts that are themselves VMs, fresh ordinary
     /// memory costs several times that, and varies from run to run. Each
     /// VM reserves pages for its whole RAM but the first 2 MiB and the
-    /// page-table pool. Runs from a snapshot map or copy the snapshot's
-    /// memory as before.
+    /// page-table pool. A run from a snapshot whose memory is copied
+    /// ([`Snapshot::copy_memory`](crate::Snapshot::copy_memory), the CLI's
+    /// `--from-snapshot`) takes its copy's RAM from the pool too; one that
+    /// maps the snapshot shares the snapshot's pages instead.
     pub fn huge_pages(mut self, mode: HugePages) -> Self {
         self.config.huge_pages = mode;
         self

@@ -385,7 +385,7 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                                     })
                                     .map_err(Error::from)
                                     .map(|vm| (vm, true)),
-                                    Want::Clone(snap) => one_at_a_time(|| snap.new_vm())
+                                    Want::Clone(snap) => one_at_a_time(|| snap.new_vm(HugePages::Off))
                                         .and_then(|mut vm| make_ready(&mut vm, &snap, None, Ready::Clone).map(|()| vm))
                                         .map(|vm| (vm, false)),
                                     Want::Prefault(snap, mut vm) => match &timer {
@@ -539,9 +539,17 @@ pub(crate) fn make_ready(vm: &mut Vm, snap: &Snapshot, aid: Option<&ResetAid>, h
 
 /// A clone of `snap` in its state, ready to run: made ahead by the
 /// process-wide pool, or made now (`ahead`: for a later run, with this
-/// thread's timer).
-pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>, ahead: Option<&DeadlineTimer>) -> Result<Vm> {
-    if let Some(mut vm) = take_clone(snap) {
+/// thread's timer; `huge`: where a copy's RAM comes from).
+pub(crate) fn clone_vm(
+    snap: &Snapshot,
+    aid: Option<&ResetAid>,
+    ahead: Option<&DeadlineTimer>,
+    huge: HugePages,
+) -> Result<Vm> {
+    // The pool's clones have ordinary RAM: not for a sandbox that
+    // requires the hugetlb pool's.
+    let pooled = if huge == HugePages::Require { None } else { take_clone(snap) };
+    if let Some(mut vm) = pooled {
         if let Some(timer) = ahead {
             // Its pass may have been cut short for another run (a pass
             // over pages already translated costs one exit).
@@ -549,7 +557,7 @@ pub(crate) fn clone_vm(snap: &Snapshot, aid: Option<&ResetAid>, ahead: Option<&D
         }
         return Ok(vm);
     }
-    let mut vm = one_at_a_time(|| snap.new_vm())?;
+    let mut vm = one_at_a_time(|| snap.new_vm(huge))?;
     make_ready(&mut vm, snap, aid, ahead.map_or(Ready::Clone, Ready::CloneAhead))?;
     Ok(vm)
 }

@@ -181,7 +181,7 @@ impl Worker<'_> {
     fn warm(&mut self) -> bool {
         let reply = match (&self.snapshot, &self.held) {
             (Some(snap), held) if !matches!(held, Held::Ready(_)) => {
-                match clone_vm(snap, self.reset_aid.as_ref(), Some(&self.kit.timer)) {
+                match clone_vm(snap, self.reset_aid.as_ref(), Some(&self.kit.timer), self.config.huge_pages) {
                     Ok(vm) => {
                         self.held = Held::Ready(vm);
                         Ok(Reply::Done)

@@ -179,8 +179,9 @@ impl Vm {
     /// tables and no runtime image: for a snapshot's pages, which the
     /// caller writes in ([`Vm::write_bytes`]) before it restores the vCPU
     /// ([`Vm::restore_vcpu`]).
-    pub fn for_snapshot_pages(mem_size: u64) -> Result<Vm> {
-        Self::create(mem_size, None, HugePages::Off)
+    /// `huge`: RAM from the host's hugetlb pool ([`HugePages`]).
+    pub fn for_snapshot_pages(mem_size: u64, huge: HugePages) -> Result<Vm> {
+        Self::create(mem_size, None, huge)
     }
 
     /// A VM whose RAM is anonymous memory (huge pages where the host
@@ -194,8 +195,16 @@ impl Vm {
     /// (found on a thread that may `lseek`: the vCPU threads' jail does
     /// not let them); the rest of RAM starts zero. Resets may still map
     /// `memory` ([`Vm::reset_memory`]).
-    pub fn from_snapshot_copy(memory: BorrowedFd<'_>, mem_size: u64, data: &[(u64, u64)]) -> Result<Vm> {
-        let this = Self::create(mem_size, None, HugePages::Off)?;
+    /// `huge`: RAM from the host's hugetlb pool ([`HugePages`]); the
+    /// program's file is then copied too (a 4 KiB mapping cannot replace
+    /// part of a 2 MiB page, and copying into the pool's pages is cheap).
+    pub fn from_snapshot_copy(
+        memory: BorrowedFd<'_>,
+        mem_size: u64,
+        data: &[(u64, u64)],
+        huge: HugePages,
+    ) -> Result<Vm> {
+        let this = Self::create(mem_size, None, huge)?;
         let copy = |gpa: u64, len: u64| {
             this.read_file_into(gpa, memory, gpa, len)
                 .map_err(|e| VmError::Snapshot(format!("cannot read snapshot memory: {e}")))
@@ -207,7 +216,7 @@ impl Vm {
         // a range that is not whole pages inside RAM is copied like the rest.
         copy(abi::BOOT_INFO_GPA, std::mem::size_of::<abi::BootInfo>() as u64)?;
         let info: abi::BootInfo = this.read_obj(abi::BOOT_INFO_GPA)?;
-        let image = whole_pages_of(info.image_gpa, info.image_len, mem_size);
+        let image = whole_pages_of(info.image_gpa, info.image_len, mem_size).filter(|_| !this.huge_backed);
         if let Some((start, end)) = image {
             this.map_snapshot_range(start, end - start, memory)?;
         }

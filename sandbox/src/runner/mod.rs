@@ -317,7 +317,7 @@ impl<'a> Runner<'a> {
             (Some(VmSource::Snapshot { snap, kept, aid }), _) => {
                 let vm = match kept {
                     Some(vm) => vm,
-                    None => clone_vm(&snap, aid, None)?,
+                    None => clone_vm(&snap, aid, None, self.config.huge_pages)?,
                 };
                 let vm = slot.insert(vm);
                 if snap.0.from_file {

@@ -26,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crc32fast::Hasher;
-use hvsandbox_core::{abi, VcpuState, Vm};
+use hvsandbox_core::{abi, HugePages, VcpuState, Vm};
 
 use super::{GuestLimits, Inner, Invocation, SnapshotPoint, MAX_OPEN_FILES_RANGE, MAX_PROCESSES_RANGE};
 use crate::error::{Error, Result};
@@ -334,9 +334,9 @@ impl StoredPages {
 
     /// A VM whose memory is these pages (the rest zero), read from the
     /// file straight into its RAM, a chunk per call.
-    pub(super) fn new_vm(&self, mem_size: u64) -> Result<Vm> {
+    pub(super) fn new_vm(&self, mem_size: u64, huge: HugePages) -> Result<Vm> {
         let (file, failed) = self.file()?;
-        let mut vm = Vm::for_snapshot_pages(mem_size)?;
+        let mut vm = Vm::for_snapshot_pages(mem_size, huge)?;
         let mut sum = Hasher::new();
         for (first, offset, n) in chunks(&self.runs) {
             let (gpa, len) = (first * PAGE, n * PAGE);

@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use hvsandbox_core::{abi, VcpuState, Vm};
+use hvsandbox_core::{abi, HugePages, VcpuState, Vm};
 
 use crate::error::{Error, Result};
 use crate::fs::{FsEntry, Mount};
@@ -277,16 +277,17 @@ impl Snapshot {
 
     /// A new VM holding this snapshot's memory: mapped copy-on-write, or
     /// copied (see [`Snapshot::copy_memory`]), from its memory file or,
-    /// with none made, straight from the snapshot's file.
-    pub(crate) fn new_vm(&self) -> Result<Vm> {
+    /// with none made, straight from the snapshot's file. A copy's RAM
+    /// comes from the host's hugetlb pool as `huge` says.
+    pub(crate) fn new_vm(&self, huge: HugePages) -> Result<Vm> {
         let copy = self.0.copy.load(std::sync::atomic::Ordering::Relaxed);
         match (self.0.memory.get(), &self.0.stored) {
             (Some(memory), _) => match self.0.data.get().filter(|_| copy) {
-                Some(data) => Vm::from_snapshot_copy(memory.as_fd(), self.0.mem_size, data),
+                Some(data) => Vm::from_snapshot_copy(memory.as_fd(), self.0.mem_size, data, huge),
                 None => Vm::from_snapshot_memory(memory.as_fd(), self.0.mem_size),
             }
             .map_err(Error::from),
-            (None, Some(stored)) if copy => stored.new_vm(self.0.mem_size),
+            (None, Some(stored)) if copy => stored.new_vm(self.0.mem_size, huge),
             (None, _) => Err(no_memory_file()),
         }
     }

@@ -34,6 +34,12 @@ export interface SandboxOptions {
   cwd?: string;
   /** The vCPU thread's seccomp filter. Default `'enforce'`. */
   seccomp?: 'enforce' | 'log' | 'off';
+  /** Where a fresh VM's RAM comes from: `'off'` (ordinary memory, the
+   * default), `'prefer'` (the host's hugetlb pool, `vm.nr_hugepages`, when
+   * it can hold the VM's RAM, else ordinary memory) or `'require'` (the
+   * pool, or the run fails with `ERR_HVSANDBOX_INVALID_CONFIG`). Runs from
+   * a snapshot are unaffected. */
+  hugePages?: 'off' | 'prefer' | 'require';
   maxProcesses?: number;
   maxOpenFiles?: number;
   /** Bytes of input (stdin and files) a run may take. Default `'256M'`. */

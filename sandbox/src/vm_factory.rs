@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use hvsandbox_core::{DeadlineTimer, HugePages, Vm};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::jail::{self, SeccompMode};
 use crate::snapshot::{Inner, Snapshot};
 
@@ -286,6 +286,17 @@ pub(crate) fn failed() {
     }
 }
 
+/// The kind being made cannot be made now, for a reason of its own (a
+/// hugetlb pool too small for it): it is not kept ready, and the pool
+/// goes on for the others.
+fn forget_making() {
+    let mut st = lock();
+    if let Some(kind) = st.making.take() {
+        st.kinds.retain(|k| !k.is(&kind));
+    }
+    MADE.notify_all();
+}
+
 /// The pool cannot work in this process.
 pub(crate) fn give_up() {
     let mut st = lock();
@@ -405,6 +416,10 @@ fn reaper() -> &'static Option<Mutex<mpsc::Sender<Reap>>> {
                                 lock().prefaulting = false;
                                 match made {
                                     Ok((vm, done)) => put(vm, done),
+                                    // This kind cannot be made (a hugetlb
+                                    // pool too small for it): its
+                                    // sandbox's own run will say so.
+                                    Err(e) if e.kind() == ErrorKind::InvalidConfig => forget_making(),
                                     Err(_) => failed(),
                                 }
                                 if VIOLATION.load(Ordering::SeqCst) >= 0 {

@@ -31,9 +31,10 @@ fn ms(d: Duration) -> String {
 
 /// One case: the CLI's options before `--`, the program and its
 /// arguments, the stdout both must print, the target ratio.
+#[derive(Clone)]
 struct Case {
-    name: &'static str,
-    options: &'static [&'static str],
+    name: String,
+    options: Vec<&'static str>,
     argv: &'static [&'static str],
     expect: &'static str,
     target: f64,
@@ -68,7 +69,7 @@ fn bench(case: &Case, runs: usize) {
         let out = Command::new(&cli)
             .args(["snapshot", "--at", "entry", "-o"])
             .arg(&snap)
-            .args(case.options)
+            .args(&case.options)
             .arg("--")
             .arg(case.argv[0])
             .output()
@@ -77,7 +78,7 @@ fn bench(case: &Case, runs: usize) {
     }
     let sandboxed = || {
         let mut c = Command::new(&cli);
-        c.arg("run").args(case.options);
+        c.arg("run").args(&case.options);
         if case.from_snapshot {
             c.arg("--from-snapshot").arg(&snap).arg("--").args(&case.argv[1..]);
         } else {
@@ -132,119 +133,54 @@ fn main() {
         field("HugePages_Total:"),
         field("Hugepagesize:")
     );
+    let busybox = Case {
+        name: "busybox true".into(),
+        options: vec![],
+        argv: &[BUSYBOX, "true"],
+        expect: "",
+        target: 2.0,
+        share: 1,
+        from_snapshot: false,
+        gap: Duration::ZERO,
+    };
+    let python = Case {
+        name: "python3 -c 'print(1)' (--system)".into(),
+        options: vec!["--system", "--memory", "256M"],
+        argv: &["/usr/bin/python3", "-c", "print(1)"],
+        expect: "1\n",
+        target: 1.5,
+        share: 4,
+        ..busybox.clone()
+    };
+    let node = Case {
+        name: "node -e 'console.log(1)' (--system)".into(),
+        options: vec!["--system", "--memory", "512M"],
+        argv: &["/usr/bin/node", "-e", "console.log(1)"],
+        expect: "1\n",
+        target: 2.0,
+        share: 10,
+        ..busybox.clone()
+    };
+    let from_snapshot =
+        |c: &Case| Case { name: format!("{}, from its entry snapshot file", c.name), from_snapshot: true, ..c.clone() };
+    let huge = |c: &Case| Case {
+        name: format!("{}, --huge-pages prefer", c.name),
+        options: [&c.options[..], &["--huge-pages", "prefer"]].concat(),
+        ..c.clone()
+    };
+    let apart =
+        |c: &Case| Case { name: format!("{}, 1 s apart", c.name), share: 1, gap: Duration::from_secs(1), ..c.clone() };
     let cases = [
-        Case {
-            name: "busybox true",
-            options: &[],
-            argv: &[BUSYBOX, "true"],
-            expect: "",
-            target: 2.0,
-            share: 1,
-            from_snapshot: false,
-            gap: Duration::ZERO,
-        },
-        Case {
-            name: "python3 -c 'print(1)' (--system)",
-            options: &["--system", "--memory", "256M"],
-            argv: &["/usr/bin/python3", "-c", "print(1)"],
-            expect: "1\n",
-            target: 1.5,
-            share: 4,
-            from_snapshot: false,
-            gap: Duration::ZERO,
-        },
-        Case {
-            name: "node -e 'console.log(1)' (--system)",
-            options: &["--system", "--memory", "512M"],
-            argv: &["/usr/bin/node", "-e", "console.log(1)"],
-            expect: "1\n",
-            target: 2.0,
-            share: 10,
-            from_snapshot: false,
-            gap: Duration::ZERO,
-        },
-        Case {
-            name: "busybox true, from its entry snapshot file",
-            options: &[],
-            argv: &[BUSYBOX, "true"],
-            expect: "",
-            target: 0.0,
-            share: 1,
-            from_snapshot: true,
-            gap: Duration::ZERO,
-        },
-        Case {
-            name: "python3 -c 'print(1)', from its entry snapshot file (--system)",
-            options: &["--system", "--memory", "256M"],
-            argv: &["/usr/bin/python3", "-c", "print(1)"],
-            expect: "1\n",
-            target: 0.0,
-            share: 4,
-            from_snapshot: true,
-            gap: Duration::ZERO,
-        },
-        Case {
-            name: "busybox true (--huge-pages prefer)",
-            options: &["--huge-pages", "prefer"],
-            argv: &[BUSYBOX, "true"],
-            expect: "",
-            target: 2.0,
-            share: 1,
-            from_snapshot: false,
-            gap: Duration::ZERO,
-        },
-        Case {
-            name: "python3 -c 'print(1)' (--system --huge-pages prefer)",
-            options: &["--system", "--memory", "256M", "--huge-pages", "prefer"],
-            argv: &["/usr/bin/python3", "-c", "print(1)"],
-            expect: "1\n",
-            target: 1.5,
-            share: 4,
-            from_snapshot: false,
-            gap: Duration::ZERO,
-        },
-        Case {
-            name: "busybox true, 1 s apart",
-            options: &[],
-            argv: &[BUSYBOX, "true"],
-            expect: "",
-            target: 2.0,
-            share: 1,
-            from_snapshot: false,
-            gap: Duration::from_secs(1),
-        },
-        Case {
-            name: "busybox true, 1 s apart (--huge-pages prefer)",
-            options: &["--huge-pages", "prefer"],
-            argv: &[BUSYBOX, "true"],
-            expect: "",
-            target: 2.0,
-            share: 1,
-            from_snapshot: false,
-            gap: Duration::from_secs(1),
-        },
-        Case {
-            name: "python3 -c 'print(1)', 1 s apart (--system)",
-            options: &["--system", "--memory", "256M"],
-            argv: &["/usr/bin/python3", "-c", "print(1)"],
-            expect: "1\n",
-            target: 1.5,
-            share: 1,
-            from_snapshot: false,
-            gap: Duration::from_secs(1),
-        },
-        Case {
-            name: "python3 -c 'print(1)', 1 s apart (--system --huge-pages prefer)",
-            options: &["--system", "--memory", "256M", "--huge-pages", "prefer"],
-            argv: &["/usr/bin/python3", "-c", "print(1)"],
-            expect: "1\n",
-            target: 1.5,
-            share: 1,
-            from_snapshot: false,
-            gap: Duration::from_secs(1),
-        },
+        from_snapshot(&busybox),
+        from_snapshot(&python),
+        huge(&busybox),
+        huge(&python),
+        apart(&busybox),
+        apart(&huge(&busybox)),
+        apart(&python),
+        apart(&huge(&python)),
     ];
-    for case in &cases {
+    for case in [&busybox, &python, &node].into_iter().chain(&cases) {
         bench(case, runs);
     }
 }

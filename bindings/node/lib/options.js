@@ -113,7 +113,7 @@ function mountList(v, name) {
 
 const SANDBOX_OPTIONS = [
   'memory', 'timeoutMs', 'cpuTimeMs', 'maxOutput', 'failOnOutputLimit', 'env', 'mounts', 'files', 'cwd',
-  'seccomp', 'maxProcesses', 'maxOpenFiles', 'maxInput', 'maxCollectBytes', 'maxCollectFiles',
+  'seccomp', 'hugePages', 'maxProcesses', 'maxOpenFiles', 'maxInput', 'maxCollectBytes', 'maxCollectFiles',
 ];
 
 /** Sandbox options → the addon's config (every key checked). */
@@ -133,6 +133,12 @@ function sandboxConfig(o, where) {
       throw typeError(`${where}: seccomp must be 'enforce', 'log' or 'off', got ${JSON.stringify(o.seccomp)}`);
     }
     c.seccomp = o.seccomp;
+  }
+  if (o.hugePages !== undefined) {
+    if (!['off', 'prefer', 'require'].includes(o.hugePages)) {
+      throw typeError(`${where}: hugePages must be 'off', 'prefer' or 'require', got ${JSON.stringify(o.hugePages)}`);
+    }
+    c.hugePages = o.hugePages;
   }
   if (o.maxProcesses !== undefined) c.maxProcesses = int(o.maxProcesses, `${where}: maxProcesses`);
   if (o.maxOpenFiles !== undefined) c.maxOpenFiles = int(o.maxOpenFiles, `${where}: maxOpenFiles`);

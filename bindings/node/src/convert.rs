@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use hvsandbox::{Command, Error, Output, SandboxBuilder, SeccompMode, Snapshot};
+use hvsandbox::{Command, Error, HugePages, Output, SandboxBuilder, SeccompMode, Snapshot};
 use napi::bindgen_prelude::{Buffer, FromNapiValue, ToNapiValue, TypeName, ValidateNapiValue};
 use std::ffi::c_void;
 
@@ -45,6 +45,7 @@ pub struct RawConfig {
     pub files: Option<Vec<RawFile>>,
     pub cwd: Option<String>,
     pub seccomp: Option<String>,
+    pub huge_pages: Option<String>,
     pub max_processes: Option<u32>,
     pub max_open_files: Option<u32>,
     pub max_input: Option<f64>,
@@ -120,6 +121,12 @@ pub fn builder(cfg: RawConfig) -> Result<SandboxBuilder, Error> {
             "off" => SeccompMode::Disabled,
             other => return Err(Error::InvalidConfig(format!("seccomp must be enforce, log or off, got {other:?}"))),
         });
+    }
+    if let Some(v) = cfg.huge_pages {
+        b = b.huge_pages(
+            HugePages::parse(&v)
+                .ok_or_else(|| Error::InvalidConfig(format!("hugePages must be off, prefer or require, got {v:?}")))?,
+        );
     }
     if let Some(v) = cfg.max_processes {
         b = b.max_processes(v);

@@ -146,6 +146,49 @@ test('maxProcesses, maxOpenFiles, maxInput, seccomp', async () => {
   }
 });
 
+/** Pages free in the host's hugetlb pool (`HugePages_Free`). */
+function hugetlbFree() {
+  const m = /^HugePages_Free:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+test('hugePages: a bad value is refused as a bad seccomp is', () => {
+  let seccomp;
+  assert.throws(() => new hv.Sandbox({ seccomp: 'on' }), (e) => { seccomp = e; return true; });
+  assert.throws(() => new hv.Sandbox({ hugePages: 'on' }), (e) => {
+    assert.equal(e.constructor, seccomp.constructor);
+    assert.equal(e.code, seccomp.code);
+    assert.match(e.message, /hugePages must be 'off', 'prefer' or 'require', got "on"/);
+    return true;
+  });
+});
+
+test('hugePages: require fails when the pool is too small; prefer falls back', async (t) => {
+  const mib = hugetlbFree() * 2 + 64;
+  if (mib > 16384) return t.skip(`the hugetlb pool holds more than a VM may have (${mib} MiB)`);
+  const memory = `${mib}M`;
+  await assert.rejects(hv.run([BUSYBOX, 'echo', 'hi'], { memory, hugePages: 'require' }), (e) => {
+    assert.ok(e instanceof hv.InvalidConfigError, String(e));
+    assert.equal(e.code, 'ERR_HVSANDBOX_INVALID_CONFIG');
+    assert.match(e.message, /hugetlb pool/);
+    return true;
+  });
+  const r = await hv.run([BUSYBOX, 'echo', 'hi'], { memory, hugePages: 'prefer', encoding: 'utf8' });
+  assert.deepEqual([r.exitCode, r.stdout], [0, 'hi\n']);
+});
+
+test('hugePages: require runs from the pool when it has room', async (t) => {
+  const free = hugetlbFree();
+  if (free < 29) return t.skip(`the hugetlb pool has ${free} free pages; a 64M VM needs 29 (vm.nr_hugepages)`);
+  const sb = new hv.Sandbox({ memory: '64M', hugePages: 'require' });
+  try {
+    const r = await sb.run([BUSYBOX, 'echo', 'hi'], { encoding: 'utf8' });
+    assert.deepEqual([r.exitCode, r.stdout], [0, 'hi\n']);
+  } finally {
+    await sb.close();
+  }
+});
+
 test('invalid programs and configurations are typed errors', async () => {
   await assert.rejects(hv.run(['/nonexistent']), (e) => {
     assert.ok(e instanceof hv.InvalidProgramError);
@@ -169,6 +212,7 @@ test('bad options throw TypeError naming the option', async () => {
     [() => new hv.Sandbox({ env: { A: 1 } }), /env\.A must be a string/],
     [() => new hv.Sandbox({ files: { '/a': 5 } }), /files\['\/a'\] must be/],
     [() => new hv.Sandbox({ seccomp: 'strict' }), /seccomp must be/],
+    [() => new hv.Sandbox({ hugePages: 'on' }), /hugePages must be/],
     [() => new hv.Sandbox({ maxProcesses: 1.5 }), /maxProcesses must be/],
     [() => new hv.Sandbox({ failOnOutputLimit: 'yes' }), /failOnOutputLimit must be a boolean/],
     [() => new hv.Sandbox({ mounts: [{ host: '/bin' }] }), /mounts\[0\]\.guest must be a string/],

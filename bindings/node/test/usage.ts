@@ -17,8 +17,8 @@ async function main(signal: AbortSignal): Promise<void> {
   await using sb = new Sandbox({
     memory: 64 << 20, cpuTimeMs: 500, maxOutput: '1M', failOnOutputLimit: true, env: { A: 'b' },
     mounts: { '/data': '/srv' }, files: { '/x': 'y', '/z': { data: Buffer.from('z'), mode: 0o755 } },
-    cwd: '/', seccomp: 'enforce', maxProcesses: 8, maxOpenFiles: 64, maxInput: '1M', maxCollectBytes: 1024,
-    maxCollectFiles: 4,
+    cwd: '/', seccomp: 'enforce', hugePages: 'prefer', maxProcesses: 8, maxOpenFiles: 64, maxInput: '1M',
+    maxCollectBytes: 1024, maxCollectFiles: 4,
   });
   const res: RunResult = await sb.run(['/bin/busybox', 'ls'], {
     collect: ['/out'], envClear: true, cwd: '/tmp', onStdout: (c: Buffer) => c.length, onStderr: (c) => c,

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hvsandbox::{SandboxBuilder, SeccompMode};
+use hvsandbox::{HugePages, SandboxBuilder, SeccompMode};
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -68,6 +68,7 @@ pub fn builder(options: Option<&Bound<'_, PyDict>>) -> PyResult<SandboxBuilder> 
             }
             "cwd" => b.cwd(get::<String>(&key, &value)?),
             "seccomp" => b.seccomp(seccomp(&get::<String>(&key, &value)?)?),
+            "huge_pages" => b.huge_pages(huge_pages(&get::<String>(&key, &value)?)?),
             "max_processes" => b.max_processes(get(&key, &value)?),
             "max_open_files" => b.max_open_files(get(&key, &value)?),
             "max_input" => b.max_input(get(&key, &value)?),
@@ -103,4 +104,9 @@ fn seccomp(mode: &str) -> PyResult<SeccompMode> {
         "off" => Ok(SeccompMode::Disabled),
         other => Err(PyValueError::new_err(format!("seccomp must be 'enforce', 'log' or 'off', got {other:?}"))),
     }
+}
+
+fn huge_pages(mode: &str) -> PyResult<HugePages> {
+    HugePages::parse(mode)
+        .ok_or_else(|| PyValueError::new_err(format!("huge_pages must be 'off', 'prefer' or 'require', got {mode:?}")))
 }

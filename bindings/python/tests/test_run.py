@@ -180,6 +180,45 @@ def test_seccomp_modes():
         assert hvsandbox.run([BUSYBOX, "true"], seccomp=mode).returncode == 0
 
 
+def _hugetlb_free() -> int:
+    """Pages free in the host's hugetlb pool (``HugePages_Free``)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("HugePages_Free:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_huge_pages_refuses_a_bad_value_as_seccomp_does():
+    with pytest.raises(ValueError) as bad_seccomp:
+        hvsandbox.Sandbox(seccomp="on")
+    with pytest.raises(ValueError) as info:
+        hvsandbox.Sandbox(huge_pages="on")
+    assert type(info.value) is type(bad_seccomp.value)
+    assert "huge_pages" in str(info.value) and "'on'" in str(info.value)
+
+
+def test_huge_pages_require_fails_when_the_pool_is_too_small_and_prefer_falls_back():
+    memory_mib = _hugetlb_free() * 2 + 64
+    if memory_mib > 16384:
+        pytest.skip(f"the hugetlb pool holds more than a VM may have ({memory_mib} MiB)")
+    memory = f"{memory_mib}M"
+    with pytest.raises(hvsandbox.InvalidConfig) as info:
+        hvsandbox.run([BUSYBOX, "echo", "hi"], memory=memory, huge_pages="require")
+    assert info.value.code == "INVALID_CONFIG" and "hugetlb pool" in str(info.value)
+    r = hvsandbox.run([BUSYBOX, "echo", "hi"], memory=memory, huge_pages="prefer")
+    assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr
+
+
+def test_huge_pages_require_runs_from_the_pool_when_it_has_room():
+    free = _hugetlb_free()
+    if free < 29:
+        pytest.skip(f"the hugetlb pool has {free} free pages; a 64M VM needs 29 (vm.nr_hugepages)")
+    with hvsandbox.Sandbox(memory="64M", huge_pages="require") as sb:
+        r = sb.run([BUSYBOX, "echo", "hi"])
+    assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr
+
+
 def test_sizes_and_durations_read_as_the_command_line_reads_them():
     ps = hvsandbox.parse_size
     assert (ps("64M"), ps("1g"), ps("512KiB"), ps("4096"), ps("2MB"), ps(7)) == (64 << 20, 1 << 30, 512 << 10, 4096, 2 << 20, 7)
@@ -238,7 +277,7 @@ def test_bad_arguments_raise_type_or_value_errors_that_say_what_is_wrong(call, e
 def test_the_native_layer_refuses_bad_values_without_panicking():
     from hvsandbox import _native
 
-    for options, exc in (({"memory": -1}, ValueError), ({"memory": "x"}, TypeError), ({"bogus": 1}, TypeError), ({"timeout": float("nan")}, ValueError), ({1: 2}, TypeError), ({"seccomp": "x"}, ValueError)):
+    for options, exc in (({"memory": -1}, ValueError), ({"memory": "x"}, TypeError), ({"bogus": 1}, TypeError), ({"timeout": float("nan")}, ValueError), ({1: 2}, TypeError), ({"seccomp": "x"}, ValueError), ({"huge_pages": "on"}, ValueError)):
         with pytest.raises(exc):
             _native.Sandbox(options)
     with pytest.raises(TypeError):

@@ -161,6 +161,7 @@ async def run_async(args: Args, **kw: Any) -> CompletedRun:
 _SANDBOX_ONLY = {
     "fail_on_output_limit",
     "seccomp",
+    "huge_pages",
     "max_processes",
     "max_open_files",
     "max_input",

@@ -188,6 +188,15 @@ def _seccomp(value: Any, what: str) -> str:
     return str(value)
 
 
+_HUGE_PAGES = ("off", "prefer", "require")
+
+
+def _huge_pages(value: Any, what: str) -> str:
+    if value not in _HUGE_PAGES:
+        raise ValueError(f"{what} must be one of {_HUGE_PAGES}, got {value!r}")
+    return str(value)
+
+
 #: How each setting of a sandbox is checked and converted (None: unset).
 _SANDBOX_OPTIONS: Dict[str, Callable[[Any, str], Any]] = {
     "memory": parse_size,
@@ -200,6 +209,7 @@ _SANDBOX_OPTIONS: Dict[str, Callable[[Any, str], Any]] = {
     "files": lambda v, what: file_list(v),
     "mounts": lambda v, what: mount_list(v),
     "seccomp": _seccomp,
+    "huge_pages": _huge_pages,
     "max_processes": _count,
     "max_open_files": _count,
     "max_input": parse_size,

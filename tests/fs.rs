@@ -826,3 +826,27 @@ fn proc_shows_mounts_limits_and_sys_files() {
     assert_eq!(lines[6], lines[7], "osrelease is uname -r");
     assert_eq!(&lines[8..], ["uuids differ", "1", "boot id stays", "0", "hostname osrelease ostype pid_max random "]);
 }
+
+/// A run's files are read from the host as they are used: one changed
+/// past its end keeps what it had, grows with zeros and has the size the
+/// write gave it; one a snapshot's run never read is whole in the runs
+/// from that snapshot (its host handle belonged to the snapshot's run).
+#[test]
+fn files_given_to_a_run_are_read_as_used_and_kept_whole() {
+    let data: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let sum = |b: &[u8]| b.iter().map(|&c| u64::from(c)).sum::<u64>();
+    let mut sb = Sandbox::builder().file("/in.txt", &data[..]).build().unwrap();
+    let script = "printf x | dd of=/in.txt bs=1 seek=30000 conv=notrunc 2>/dev/null; wc -c </in.txt; \
+                  head -c 20000 /in.txt | od -An -v -tu1 | tr -s ' ' '\\n' | awk '{s+=$1} END {print s}'; \
+                  tail -c +20001 /in.txt | head -c 10000 | tr -d '\\0' | wc -c; tail -c 1 /in.txt";
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", script])).unwrap();
+    assert_eq!(out.stdout_str(), format!("30001\n{}\n0\nx", sum(&data)), "{}", out.stderr_str());
+
+    // A file given at the snapshot and not read before it.
+    let mut sb = Sandbox::builder().file("/late.txt", &data[..]).build().unwrap();
+    let snap = sb.snapshot(&Command::new(BUSYBOX).args(["busybox"]), hvsandbox::SnapshotPoint::Entry).unwrap();
+    drop(sb);
+    let mut clone = Sandbox::builder().build_from(&snap).unwrap();
+    let out = clone.run(&Command::resume().args(["busybox", "cat", "/late.txt"])).unwrap();
+    assert!(out.stdout == data, "{} bytes, not the file's {}: {}", out.stdout.len(), data.len(), out.stderr_str());
+}

@@ -22,6 +22,7 @@ pub fn snapshot_point() -> Option<Resume> {
     // Heap room for what a restored run allocates, mapped now; the
     // program's too, above its break.
     crate::heap::reserve(1 << 20);
+    crate::vfs::own_run_files();
     crate::mm::ready_brk_arena();
     crate::io::flush_all();
     crate::mm::record_memory_peak();

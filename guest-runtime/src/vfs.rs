@@ -8,7 +8,7 @@
 //! this directory handle", so nothing the program does can reach outside a
 //! mounted host directory.
 //!
-//! ~1,830 lines, ~250 of them its unit tests: the node types are shared by
+//! ~2,070 lines, ~165 of them its unit tests: the node types are shared by
 //! the tree operations, the host-backed nodes, file data in guest frames
 //! and path resolution. Splitting those apart is left for later. What
 //! `/proc` shows comes from the process layer (`procfs.rs`) through [`ProcSelf`];
@@ -819,6 +819,16 @@ impl FileData {
     /// Before a shared mapping takes this file's frames: a pinned file
     /// gets frames of its own (the old ones stay with the mappings that
     /// pinned them), so that its frames may change from now on.
+    /// Fetches every page still on the host and drops the link to it.
+    fn own_data(&mut self) -> Result<(), Errno> {
+        let pages = self.size.div_ceil(PAGE) as usize;
+        if pages > 0 {
+            self.ensure(0, pages - 1, false)?;
+        }
+        self.host = None;
+        Ok(())
+    }
+
     pub fn prepare_shared(&mut self) -> Result<(), Errno> {
         if self.pinned {
             self.ensure(0, self.page_count().max(1) - 1, false)?;
@@ -900,6 +910,11 @@ impl FileData {
         }
         let first = (off / PAGE) as usize;
         let last = ((end - 1) / PAGE) as usize;
+        if self.host.is_some() {
+            // A run's file read as it is used ([`own_run_files`]): all of
+            // it is fetched before it changes, so its size is its own.
+            self.own_data()?;
+        }
         if self.pinned {
             // Fetch everything before taking private copies.
             self.ensure(0, self.page_count().max(1) - 1, false)?;
@@ -958,9 +973,11 @@ impl FileData {
             return Err(EFBIG);
         }
         if self.host.is_some() && len > 0 {
-            // Fetch what stays before dropping the link to the host.
+            // Fetch what stays, then drop the link to the host: pages
+            // the file grows by later are zeros, not the host's.
             let last = ((len.min(self.size).max(1) - 1) / PAGE) as usize;
             self.ensure(0, last, false)?;
+            self.host = None;
         }
         if self.pinned {
             self.pinned = false;
@@ -1715,6 +1732,24 @@ pub fn mount_points() -> Vec<Vec<u8>> {
     MOUNT_POINTS.get().clone()
 }
 
+/// The run's files (manifest `ENTRY_FILE`s) that may still read pages
+/// from their host handle.
+static RUN_FILES: Global<Vec<Weak<Node>>> = Global::new(Vec::new());
+
+/// Reads what the run's files still have on the host into guest frames
+/// and drops their handles, which belong to this run only: a snapshot
+/// taken next must not depend on them. A file that cannot be read whole
+/// (guest memory full) ends the guest: the snapshot would lose it.
+pub fn own_run_files() {
+    for f in core::mem::take(RUN_FILES.get()) {
+        if let Some(NodeKind::File(d)) = f.upgrade().as_ref().map(|n| &n.kind) {
+            if d.borrow_mut().own_data().is_err() {
+                crate::hc::panic(b"cannot read the run's files ahead of a snapshot");
+            }
+        }
+    }
+}
+
 /// Applies the boot manifest (the run's mounts, files and directories).
 pub fn apply_manifest(info: &abi::BootInfo) {
     if info.manifest_len == 0 {
@@ -1767,15 +1802,18 @@ fn apply_entry(e: &afs::ManifestView<'_>, path: &[u8]) -> Result<(), Errno> {
                     shared: SharedUse::default(),
                 })),
             );
-            // Read it all now: the handle belongs to this run only (a
-            // snapshot taken later must not depend on it).
+            // Read as it is used (a file the program never reads costs
+            // nothing); the handle belongs to this run only, so a
+            // snapshot point reads what is left first ([`own_run_files`]),
+            // and so does a change ([`FileData::write_at`]).
+            let files = RUN_FILES.get();
             if let NodeKind::File(d) = &f.kind {
                 let mut d = d.borrow_mut();
-                let pages = d.size.div_ceil(PAGE) as usize;
-                if pages > 0 {
-                    d.ensure(0, pages - 1, false)?;
+                if e.size == 0 || files.try_reserve(1).is_err() {
+                    d.own_data()?;
+                } else {
+                    files.push(Rc::downgrade(&f));
                 }
-                d.host = None;
             }
             graft(path, f)
         }

@@ -89,6 +89,14 @@ fn huge_pages_come_from_the_pool_or_fail_typed() {
     snap.copy_memory(true);
     let sb = Sandbox::builder().huge_pages(HugePages::Require).build_from(&snap).unwrap();
     held_while_running(sb, &Command::resume().args(["busybox"].iter().chain(&sh)));
+    // Its VM is put back to the snapshot after each run.
+    let mut sb = Sandbox::builder().huge_pages(HugePages::Require).build_from(&snap).unwrap();
+    let script = |s: &str| Command::resume().args(["busybox", "sh", "-c", s]);
+    for _ in 0..3 {
+        let out = sb.run(&script("cat /tmp/mark 2>/dev/null; echo run >/tmp/mark; cat /tmp/mark")).unwrap();
+        assert_eq!(out.stdout_str(), "run\n", "a run sees nothing of the one before");
+    }
+    drop(sb);
 
     hvsandbox::wait_for_reaper();
     assert_eq!(pool(), (free, rsvd), "every page went back to the pool");

@@ -816,9 +816,6 @@ impl FileData {
         self.pinned = true;
     }
 
-    /// Before a shared mapping takes this file's frames: a pinned file
-    /// gets frames of its own (the old ones stay with the mappings that
-    /// pinned them), so that its frames may change from now on.
     /// Fetches every page still on the host and drops the link to it.
     fn own_data(&mut self) -> Result<(), Errno> {
         let pages = self.size.div_ceil(PAGE) as usize;
@@ -829,6 +826,9 @@ impl FileData {
         Ok(())
     }
 
+    /// Before a shared mapping takes this file's frames: a pinned file
+    /// gets frames of its own (the old ones stay with the mappings that
+    /// pinned them), so that its frames may change from now on.
     pub fn prepare_shared(&mut self) -> Result<(), Errno> {
         if self.pinned {
             self.ensure(0, self.page_count().max(1) - 1, false)?;

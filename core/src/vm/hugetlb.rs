@@ -12,8 +12,9 @@
 //! Only the middle of RAM is taken from the pool: the first 2 MiB (the
 //! host-built tables, stacks and boot information, of which a run touches
 //! a few dozen pages) and the page-table pool at the top stay 4 KiB pages,
-//! as without hugetlb. Only a fresh VM's RAM can be backed so: a VM made
-//! from a snapshot maps or copies the snapshot at 4 KiB granularity.
+//! as without hugetlb. A VM that copies a snapshot into its RAM can be
+//! backed so too; one that maps a snapshot copy-on-write cannot (its RAM
+//! is the snapshot's file).
 
 use std::ffi::c_void;
 

@@ -162,11 +162,6 @@ impl Vm {
         Ok(this)
     }
 
-    /// Whether hugetlb pages back this VM's RAM ([`HugePages`]).
-    pub fn huge_pages_backed(&self) -> bool {
-        self.huge_backed
-    }
-
     /// A VM whose RAM is a private (copy-on-write) mapping of `memory`, a
     /// snapshot's memory file of `mem_size` bytes: no copy is made, and
     /// clones of one snapshot share its unchanged pages. Restore the vCPU

@@ -183,6 +183,31 @@ fn urgent_data_is_kept_outside_the_stream_as_natively() {
     );
 }
 
+/// IP datagrams' ancillary data (hop limit / TTL and traffic class / TOS
+/// as sent, from the sender's options or its control messages; a short
+/// control buffer cut as Linux cuts it), UDP-Lite sockets with ports of
+/// their own, and sethostname's EPERM: as natively (CPython's test_socket
+/// relies on them).
+#[test]
+fn ip_ancillary_data_and_udplite_behave_as_natively() {
+    same_as_native(
+        &mut sandbox(30),
+        "ip_ancillary",
+        &[
+            "v6 default: 1 bytes, ctrunc 0, controllen 48: (41,52,len 20)=64 (41,67,len 20)=0",
+            "v6 control messages: 1 bytes, ctrunc 0, controllen 48: (41,52,len 20)=7 (41,67,len 20)=64",
+            "v6 room 21: 1 bytes, ctrunc 1, controllen 21: (41,52,len 20)=5",
+            "v6 room 42: 1 bytes, ctrunc 1, controllen 42: (41,52,len 20)=5 (41,67,len 18)=32",
+            "v4 socket options: 1 bytes, ctrunc 0, controllen 48: (0,2,len 20)=9 (0,1,len 17)=16",
+            "v4 TTL 0: EINVAL",
+            "udplite protocol 136",
+            "second udplite bind to it: EADDRINUSE",
+            "udplite received 4 \"lite\"; udp socket has -1",
+            "sethostname: EPERM",
+        ],
+    );
+}
+
 #[test]
 fn socketpair_still_behaves_like_linux() {
     same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);

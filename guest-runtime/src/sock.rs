@@ -115,6 +115,16 @@ struct Seg {
     from: Option<Addr>,
     rights: Option<Rights>,
     cred: Cred,
+    ip: IpMeta,
+}
+
+/// An IP datagram's hop limit (IPv4's TTL) and traffic class (IPv4's
+/// TOS) as sent, which a receiver asks for with `IPV6_RECVHOPLIMIT`,
+/// `IPV6_RECVTCLASS`, `IP_RECVTTL` or `IP_RECVTOS`.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct IpMeta {
+    pub hops: u8,
+    pub tclass: u8,
 }
 
 /// What a receive took from a queue.
@@ -127,6 +137,7 @@ pub struct Received {
     /// Passed files (duplicates for a peek).
     pub rights: Vec<Passed>,
     pub cred: Cred,
+    pub ip: IpMeta,
 }
 
 /// What flows one way: bytes (a stream) or datagrams, their senders and
@@ -241,6 +252,7 @@ impl Queue {
             from: s.from.clone(),
             rights: Vec::new(),
             cred: s.cred,
+            ip: s.ip,
         };
         if peek {
             if let Some(rt) = &s.rights {
@@ -311,8 +323,16 @@ pub struct State {
 pub struct Socket {
     pub domain: u16,
     pub ty: u16,
+    /// A UDP-Lite socket (`IPPROTO_UDPLITE`): UDP's datagrams in a port
+    /// space of its own (over loopback, no checksum to cover).
+    pub udplite: bool,
     pub st: RefCell<State>,
 }
+
+/// `IPPROTO_UDPLITE`; also the port space of UDP-Lite sockets (see
+/// [`Socket::port_space`]), apart from TCP's (`SOCK_STREAM`) and UDP's
+/// (`SOCK_DGRAM`).
+pub const IPPROTO_UDPLITE: u16 = 136;
 
 impl Socket {
     /// A new unconnected socket (a datagram socket gets its queue).
@@ -320,6 +340,7 @@ impl Socket {
         let s = Socket {
             domain,
             ty,
+            udplite: false,
             st: RefCell::new(State {
                 local: None,
                 peer: None,
@@ -348,6 +369,21 @@ impl Socket {
             s.st.borrow_mut().rx = Some(q);
         }
         s
+    }
+
+    /// Integer option (`level`, `name`) as the program set it.
+    pub fn option(&self, level: u64, name: u64) -> Option<u32> {
+        self.st.borrow().options.iter().find(|o| o.0 == level && o.1 == name).map(|o| o.2)
+    }
+
+    /// Which sockets share this one's ports: its type's (TCP, UDP), or
+    /// UDP-Lite's.
+    pub fn port_space(&self) -> u16 {
+        if self.udplite {
+            IPPROTO_UDPLITE
+        } else {
+            self.ty
+        }
     }
 
     fn new_queue(&self) -> QueueRef {
@@ -597,7 +633,7 @@ impl Socket {
                 bytes.try_reserve(n).map_err(|_| ENOBUFS)?;
                 bytes.extend_from_slice(&data[..n]);
                 q.segs.try_reserve(1).map_err(|_| ENOBUFS)?;
-                q.segs.push_back(Seg { data: bytes, off: 0, from: None, rights, cred });
+                q.segs.push_back(Seg { data: bytes, off: 0, from: None, rights, cred, ip: IpMeta::default() });
             }
         }
         q.bytes += n;
@@ -733,6 +769,19 @@ pub fn send_msg(
     nonblock: bool,
     timeo: Option<u64>,
 ) -> Result<(), Errno> {
+    let seg = Seg { data: Vec::new(), off: 0, from, rights, cred, ip: IpMeta::default() };
+    push_msg(q, data, seg, nonblock, timeo)
+}
+
+/// Queues IP datagram `data` from `from`, sent with `ip`'s hop limit and
+/// traffic class (a full queue drops it, as UDP does).
+pub fn send_ip_msg(q: &QueueRef, data: &[u8], from: Option<Addr>, ip: IpMeta) -> Result<(), Errno> {
+    let seg = Seg { data: Vec::new(), off: 0, from, rights: None, cred: Cred::default(), ip };
+    push_msg(q, data, seg, true, None)
+}
+
+/// Queues message `data` with what `seg` says of it.
+fn push_msg(q: &QueueRef, data: &[u8], mut seg: Seg, nonblock: bool, timeo: Option<u64>) -> Result<(), Errno> {
     let mut qb = q.borrow_mut();
     if qb.full_for(data.len()) {
         if qb.lossy {
@@ -757,7 +806,8 @@ pub fn send_msg(
     bytes.extend_from_slice(data);
     qb.segs.try_reserve(1).map_err(|_| ENOBUFS)?;
     qb.bytes += bytes.len();
-    qb.segs.push_back(Seg { data: bytes, off: 0, from, rights, cred });
+    seg.data = bytes;
+    qb.segs.push_back(seg);
     drop(qb);
     wait::notify();
     Ok(())

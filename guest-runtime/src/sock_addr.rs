@@ -383,15 +383,15 @@ pub fn bind_inet(f: &Rc<OpenFile>, s: &Socket, ip: [u8; 16], port: u16) -> Resul
         return Err(EACCES);
     }
     let port = if port == 0 {
-        ephemeral(f, s.ty)?
+        ephemeral(f, s.port_space())?
     } else {
         // Several sockets may hold a port at addresses that do not
         // overlap (127.0.0.1 and 127.0.0.2; 0.0.0.0 and an IPV6_V6ONLY ::).
         let me = (s.domain, v6only(s), ip);
-        if port_holders(s.ty, port).iter().filter_map(|h| binding_of(h)).any(|b| overlap(&b, &me)) {
+        if port_holders(s.port_space(), port).iter().filter_map(|h| binding_of(h)).any(|b| overlap(&b, &me)) {
             return Err(EADDRINUSE);
         }
-        add_name(Key::Port(s.ty, port), f)?;
+        add_name(Key::Port(s.port_space(), port), f)?;
         port
     };
     s.st.borrow_mut().local = Some(inet(s.domain, ip, port));
@@ -417,7 +417,7 @@ pub fn autobind_inet(f: &Rc<OpenFile>, s: &Socket, ip: [u8; 16]) -> Result<(), i
     if s.st.borrow().local.is_some() {
         return Ok(());
     }
-    let port = ephemeral(f, s.ty)?;
+    let port = ephemeral(f, s.port_space())?;
     s.st.borrow_mut().local = Some(inet(s.domain, ip, port));
     Ok(())
 }

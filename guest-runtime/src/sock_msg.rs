@@ -8,7 +8,8 @@ use alloc::vec::Vec;
 
 use crate::errno::*;
 use crate::file::{OpenFile, Socket, O_NONBLOCK};
-use crate::sock::{self, Cred, Passed, Received, Rights, AF_INET6, AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM};
+use crate::sock::SOCK_STREAM;
+use crate::sock::{self, Cred, IpMeta, Passed, Received, Rights, AF_INET6, AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET};
 use crate::sock::{ECONNREFUSED, EDESTADDRREQ, EMSGSIZE, ENOBUFS, ENOTCONN};
 use crate::sock_addr::{self as names, socket_of};
 use crate::socket::cred;
@@ -33,6 +34,50 @@ const SOL_SOCKET: u32 = 1;
 const SCM_RIGHTS: u32 = 1;
 const SCM_CREDENTIALS: u32 = 2;
 const MSGHDR: u64 = 56;
+const SOL_IP: u32 = 0;
+const IP_TOS: u32 = 1;
+const IP_TTL: u32 = 2;
+const IP_RECVTTL: u64 = 12;
+const IP_RECVTOS: u64 = 13;
+const SOL_IPV6: u32 = 41;
+const IPV6_UNICAST_HOPS: u64 = 16;
+const IPV6_RECVHOPLIMIT: u64 = 51;
+const IPV6_HOPLIMIT: u32 = 52;
+const IPV6_RECVTCLASS: u64 = 66;
+const IPV6_TCLASS: u32 = 67;
+/// The hop limit (TTL) a datagram leaves with unless told otherwise.
+const DEFAULT_HOPS: u8 = 64;
+
+/// What a send carries besides its data: passed files and credentials
+/// (local sockets), and an IP datagram's hop limit and traffic class
+/// (its control messages' `IPV6_HOPLIMIT`/`IP_TTL`, `IPV6_TCLASS`/`IP_TOS`;
+/// None: the socket's own).
+struct Extras {
+    rights: Option<Rights>,
+    cred: Cred,
+    hops: Option<u8>,
+    tclass: Option<u8>,
+}
+
+impl Extras {
+    /// A plain send's: the caller's credentials, nothing else.
+    fn plain() -> Extras {
+        Extras { rights: None, cred: cred(), hops: None, tclass: None }
+    }
+}
+
+/// The hop limit and traffic class an IP datagram from `s` leaves with.
+fn ip_meta(s: &Socket, x: &Extras) -> IpMeta {
+    let (level, hops_opt, tclass_opt) = if s.domain == AF_INET6 {
+        (SOL_IPV6 as u64, IPV6_UNICAST_HOPS, IPV6_TCLASS as u64)
+    } else {
+        (SOL_IP as u64, IP_TTL as u64, IP_TOS as u64)
+    };
+    // -1 (or nothing set) is the default; the options keep what was set.
+    let hops = s.option(level, hops_opt).and_then(|v| u8::try_from(v).ok()).unwrap_or(DEFAULT_HOPS);
+    let tclass = s.option(level, tclass_opt).and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
+    IpMeta { hops: x.hops.unwrap_or(hops), tclass: x.tclass.unwrap_or(tclass) }
+}
 const MMSGHDR: u64 = 64;
 
 fn nonblock(f: &OpenFile, flags: u64) -> bool {
@@ -46,8 +91,7 @@ fn send_on(
     s: &Socket,
     data: &[u8],
     dest: Option<&[u8]>,
-    rights: Option<Rights>,
-    cred: Cred,
+    x: Extras,
     nonblock: bool,
 ) -> Result<usize, i64> {
     if s.st.borrow().backlog.is_some() {
@@ -59,7 +103,7 @@ fn send_on(
             if s.domain == AF_UNIX && dest.is_some() {
                 return Err(if s.st.borrow().connected { EISCONN } else { EOPNOTSUPP });
             }
-            s.send_stream(data, rights, cred, nonblock)
+            s.send_stream(data, x.rights, x.cred, nonblock)
         }
         (AF_UNIX, _) => {
             if s.st.borrow().shut_wr {
@@ -92,7 +136,7 @@ fn send_on(
             }
             let from = s.st.borrow().local.clone();
             let timeo = s.st.borrow().sndtimeo;
-            sock::send_msg(&q, data, from, rights, cred, nonblock, timeo)?;
+            sock::send_msg(&q, data, from, x.rights, x.cred, nonblock, timeo)?;
             Ok(data.len())
         }
         _ => {
@@ -114,7 +158,7 @@ fn send_on(
                 return Err(EINVAL);
             }
             let to = names::target_ip(ip);
-            let target = names::find_inet(SOCK_DGRAM, to, port)?;
+            let target = names::find_inet(s.port_space(), to, port)?;
             if let Some(f) = f {
                 names::autobind_inet(f, s, [0; 16])?;
             }
@@ -130,7 +174,7 @@ fn send_on(
             let from = names::source(ts.domain, s.st.borrow().local.as_ref(), to);
             let q = ts.st.borrow().rx.clone();
             match q {
-                Some(q) if q.borrow().readers > 0 => sock::send_msg(&q, data, from, None, cred, nonblock, None)?,
+                Some(q) if q.borrow().readers > 0 => sock::send_ip_msg(&q, data, from, ip_meta(s, &x))?,
                 _ => {}
             }
             Ok(data.len())
@@ -140,7 +184,7 @@ fn send_on(
 
 /// write(2) on a socket (registered with `sock.rs` at start).
 pub fn write(s: &Socket, data: &[u8], nonblock: bool) -> Result<usize, i64> {
-    send_on(None, s, data, None, None, cred(), nonblock)
+    send_on(None, s, data, None, Extras::plain(), nonblock)
 }
 
 /// The longest message a datagram or packet socket sends (streams: none).
@@ -173,7 +217,7 @@ fn send_oob(f: &Rc<OpenFile>, s: &Socket, data: &[u8], nonblock: bool) -> Result
     }
     let Some((&last, before)) = data.split_last() else { return Ok(0) };
     if !before.is_empty() {
-        let n = send_on(Some(f), s, before, None, None, cred(), nonblock)?;
+        let n = send_on(Some(f), s, before, None, Extras::plain(), nonblock)?;
         if n < before.len() {
             return Ok(n);
         }
@@ -225,7 +269,7 @@ pub fn sys_sendto(fd: u64, buf: u64, len: u64, flags: u64, addr: u64, addrlen: u
     if flags & MSG_OOB != 0 {
         return sigpipe(send_oob(&f, s, data, nonblock(&f, flags)), flags);
     }
-    sigpipe(send_on(Some(&f), s, data, dest, None, cred(), nonblock(&f, flags)), flags)
+    sigpipe(send_on(Some(&f), s, data, dest, Extras::plain(), nonblock(&f, flags)), flags)
 }
 
 /// recvfrom(2) (and recv).
@@ -268,12 +312,37 @@ fn iovecs(iov: u64, cnt: u64) -> Result<(Vec<(u64, u64)>, u64), i64> {
     Ok((v, total))
 }
 
+/// What a send's control messages carry: files, credentials, an IP
+/// datagram's hop limit and traffic class.
+struct Control {
+    files: Vec<Passed>,
+    creds: Option<Cred>,
+    hops: Option<u8>,
+    tclass: Option<u8>,
+}
+
+/// An IP control message's value: an int (-1: the socket's own, as None)
+/// within `min..=255`, or for IP_TOS also one byte.
+fn ip_value(data: &[u8], min: i32, byte_too: bool) -> Result<Option<u8>, i64> {
+    let v = match data.len() {
+        4 => i32::from_le_bytes([data[0], data[1], data[2], data[3]]),
+        1 if byte_too => i32::from(data[0]),
+        _ => return Err(EINVAL),
+    };
+    match v {
+        -1 if min <= 0 => Ok(None),
+        _ if (min..=255).contains(&v) => Ok(Some(v as u8)),
+        _ => Err(EINVAL),
+    }
+}
+
 /// Files and credentials from a send's control messages.
-fn control(s: &Socket, ctl: u64, len: u64) -> Result<(Vec<Passed>, Option<Cred>), i64> {
+fn control(s: &Socket, ctl: u64, len: u64) -> Result<Control, i64> {
     let mut files: Vec<Passed> = Vec::new();
     let mut creds = None;
+    let (mut hops, mut tclass) = (None, None);
     if len == 0 {
-        return Ok((files, creds));
+        return Ok(Control { files, creds, hops, tclass });
     }
     if len > CONTROL_MAX {
         // Linux's answer when it cannot allocate the buffer.
@@ -322,10 +391,21 @@ fn control(s: &Socket, ctl: u64, len: u64) -> Result<(Vec<Passed>, Option<Cred>)
                 }
                 _ => return Err(EINVAL),
             }
+        } else if s.domain != AF_UNIX && s.ty == SOCK_DGRAM {
+            // Those of a datagram's IP header; others are not acted on.
+            match (level, ty, s.domain == AF_INET6) {
+                (SOL_IPV6, IPV6_HOPLIMIT, true) => hops = ip_value(data, 0, false)?,
+                // -1 here is not the socket's class but 0xff (Linux keeps
+                // it as given, and the header's byte takes its low bits).
+                (SOL_IPV6, IPV6_TCLASS, true) => tclass = Some(ip_value(data, -1, false)?.unwrap_or(0xff)),
+                (SOL_IP, IP_TTL, false) => hops = ip_value(data, 1, false)?,
+                (SOL_IP, IP_TOS, false) => tclass = ip_value(data, 0, true)?,
+                _ => {}
+            }
         }
         off += (clen + 7) & !7;
     }
-    Ok((files, creds))
+    Ok(Control { files, creds, hops, tclass })
 }
 
 /// A `struct msghdr`'s fields.
@@ -356,7 +436,7 @@ fn sendmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
     let Header { name, namelen, iov, iovlen, ctl, ctllen } = header(msg)?;
     let (v, total) = iovecs(iov, iovlen)?;
     let dest = dest_arg(name, namelen)?;
-    let (files, creds) = control(s, ctl, ctllen)?;
+    let Control { files, creds, hops, tclass } = control(s, ctl, ctllen)?;
     // A stream takes at most a buffer's worth at a time; a datagram is
     // bounded by its socket type (checked when sent).
     if msg_limit(s).is_some_and(|m| total > m as u64) {
@@ -376,7 +456,8 @@ fn sendmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
     let r = if flags & MSG_OOB != 0 {
         send_oob(&f, s, &data, nonblock(&f, flags))
     } else {
-        send_on(Some(&f), s, &data, dest, rights, creds.unwrap_or_else(cred), nonblock(&f, flags))
+        let x = Extras { rights, cred: creds.unwrap_or_else(cred), hops, tclass };
+        send_on(Some(&f), s, &data, dest, x, nonblock(&f, flags))
     };
     match r {
         Err(EPIPE) if flags & MSG_NOSIGNAL == 0 => {
@@ -393,8 +474,9 @@ pub fn sys_sendmsg(fd: u64, msg: u64, flags: u64) -> SysResult {
 }
 
 /// Appends control message (level, type, data) at `used` in the
-/// program's buffer (`ctl`, `len`); false when it was cut short.
-fn put_cmsg(ctl: u64, len: u64, used: &mut u64, ty: u32, data: &[u8]) -> Result<bool, i64> {
+/// program's buffer (`ctl`, `len`); false when it was cut short (then,
+/// as Linux, its length says what was written).
+fn put_cmsg(ctl: u64, len: u64, used: &mut u64, (level, ty): (u32, u32), data: &[u8]) -> Result<bool, i64> {
     let room = len - *used;
     if room < 16 {
         return Ok(false);
@@ -402,8 +484,8 @@ fn put_cmsg(ctl: u64, len: u64, used: &mut u64, ty: u32, data: &[u8]) -> Result<
     let full = 16 + data.len() as u64;
     let mut b = Vec::new();
     b.try_reserve(full as usize).map_err(|_| ENOMEM)?;
-    b.extend_from_slice(&full.to_le_bytes());
-    b.extend_from_slice(&SOL_SOCKET.to_le_bytes());
+    b.extend_from_slice(&full.min(room).to_le_bytes());
+    b.extend_from_slice(&level.to_le_bytes());
     b.extend_from_slice(&ty.to_le_bytes());
     b.extend_from_slice(data);
     let n = full.min(room);
@@ -445,7 +527,7 @@ fn recvmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
         d[..4].copy_from_slice(&c.pid.to_le_bytes());
         d[4..8].copy_from_slice(&c.uid.to_le_bytes());
         d[8..].copy_from_slice(&c.gid.to_le_bytes());
-        whole &= put_cmsg(ctl, ctllen, &mut used, SCM_CREDENTIALS, &d)?;
+        whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_SOCKET, SCM_CREDENTIALS), &d)?;
     }
     if !r.rights.is_empty() {
         let n = r.rights.len();
@@ -462,7 +544,27 @@ fn recvmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
         }
         whole &= fds.len() / 4 == n;
         if !fds.is_empty() {
-            whole &= put_cmsg(ctl, ctllen, &mut used, SCM_RIGHTS, &fds)?;
+            whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_SOCKET, SCM_RIGHTS), &fds)?;
+        }
+    }
+    if s.domain != AF_UNIX && s.ty == SOCK_DGRAM {
+        // In Linux's order: hop limit (TTL), then traffic class (TOS).
+        let on = |level: u32, name: u64| s.option(level as u64, name).is_some_and(|v| v != 0);
+        let int = |v: u8| i32::from(v).to_le_bytes();
+        if s.domain == AF_INET6 {
+            if on(SOL_IPV6, IPV6_RECVHOPLIMIT) {
+                whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IPV6, IPV6_HOPLIMIT), &int(r.ip.hops))?;
+            }
+            if on(SOL_IPV6, IPV6_RECVTCLASS) {
+                whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IPV6, IPV6_TCLASS), &int(r.ip.tclass))?;
+            }
+        } else {
+            if on(SOL_IP, IP_RECVTTL) {
+                whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IP, IP_TTL), &int(r.ip.hops))?;
+            }
+            if on(SOL_IP, IP_RECVTOS) {
+                whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IP, IP_TOS), &[r.ip.tclass])?;
+            }
         }
     }
     let mut mflags = 0u32;

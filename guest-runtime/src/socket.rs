@@ -23,6 +23,10 @@ pub const SOCK_NONBLOCK: u64 = O_NONBLOCK as u64;
 pub const SOCK_CLOEXEC: u64 = O_CLOEXEC as u64;
 const IPPROTO_TCP: u64 = 6;
 const IPPROTO_UDP: u64 = 17;
+const IPPROTO_UDPLITE: u64 = crate::sock::IPPROTO_UDPLITE as u64;
+/// UDP-Lite's own options (`UDPLITE_SEND_CSCOV`, `UDPLITE_RECV_CSCOV`:
+/// kept, as there is no checksum to cover).
+const SOL_UDPLITE: u64 = IPPROTO_UDPLITE;
 const SOL_SOCKET: u64 = 1;
 const SOL_IP: u64 = 0;
 const SOL_IPV6: u64 = 41;
@@ -81,8 +85,8 @@ fn install(s: Socket, ty: u64) -> SysResult {
     crate::fds::install(file::socket_file(s, (ty & SOCK_NONBLOCK) as u32), ty & SOCK_CLOEXEC != 0, 0)
 }
 
-/// socket(2): AF_UNIX stream, datagram and seqpacket sockets; TCP and
-/// UDP over IPv4 and IPv6; NETLINK_ROUTE (`netlink.rs`).
+/// socket(2): AF_UNIX stream, datagram and seqpacket sockets; TCP, UDP
+/// and UDP-Lite over IPv4 and IPv6; NETLINK_ROUTE (`netlink.rs`).
 pub fn sys_socket(domain: u64, ty: u64, proto: u64) -> SysResult {
     let (base, _) = socket_type(ty)?;
     let domain = u16::try_from(domain).map_err(|_| EAFNOSUPPORT)?;
@@ -97,6 +101,11 @@ pub fn sys_socket(domain: u64, ty: u64, proto: u64) -> SysResult {
         }
         AF_INET | AF_INET6 => match (base, proto) {
             (SOCK_STREAM, 0 | IPPROTO_TCP) | (SOCK_DGRAM, 0 | IPPROTO_UDP) => {}
+            (SOCK_DGRAM, IPPROTO_UDPLITE) => {
+                let mut s = Socket::new(domain, base);
+                s.udplite = true;
+                return install(s, ty);
+            }
             (SOCK_STREAM | SOCK_DGRAM, _) => return Err(EPROTONOSUPPORT),
             (3, _) => return Err(EPERM), // SOCK_RAW
             _ => return Err(ESOCKTNOSUPPORT),
@@ -247,7 +256,7 @@ pub fn sys_connect(fd: u64, addr: u64, len: u64) -> SysResult {
                 return Ok(0);
             };
             let to = names::target_ip(ip);
-            names::find_inet(SOCK_DGRAM, to, port)?;
+            names::find_inet(s.port_space(), to, port)?;
             names::autobind_inet(&f, s, [0; 16])?;
             s.st.borrow_mut().peer = Some(names::inet(s.domain, to, port));
             Ok(0)
@@ -487,6 +496,7 @@ fn option_value(s: &Socket, level: u64, name: u64, buf: &mut [u8; 16]) -> Result
             match (s.domain, s.ty) {
                 (AF_UNIX, _) => 0,
                 (_, SOCK_STREAM) => IPPROTO_TCP as u32,
+                _ if s.udplite => IPPROTO_UDPLITE as u32,
                 _ => IPPROTO_UDP as u32,
             },
         ),
@@ -525,9 +535,10 @@ fn check_level(s: &Socket, level: u64) -> Result<(), i64> {
         SOL_SOCKET => Ok(()),
         _ if s.domain == AF_UNIX => Err(EOPNOTSUPP),
         IPPROTO_TCP if s.ty != SOCK_STREAM => Err(EOPNOTSUPP),
-        IPPROTO_UDP if s.ty != SOCK_DGRAM => Err(EOPNOTSUPP),
+        IPPROTO_UDP | SOL_UDPLITE if s.ty != SOCK_DGRAM => Err(EOPNOTSUPP),
+        SOL_UDPLITE if !s.udplite => Err(ENOPROTOOPT),
         SOL_IPV6 if s.domain != AF_INET6 => Err(ENOPROTOOPT),
-        IPPROTO_TCP | IPPROTO_UDP | SOL_IP | SOL_IPV6 => Ok(()),
+        IPPROTO_TCP | IPPROTO_UDP | SOL_UDPLITE | SOL_IP | SOL_IPV6 => Ok(()),
         _ => Err(ENOPROTOOPT),
     }
 }

@@ -218,7 +218,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         116 => Err(EPERM),                                                       // setgroups: no CAP_SETGID
         218 => crate::process::set_tid_address(a0),
         228 => sys_clock_gettime(a0, a1),
-        227 => Err(EPERM), // clock_settime: the guest's clocks are the host's
+        227 => Err(EPERM),       // clock_settime: the guest's clocks are the host's
+        170 | 171 => Err(EPERM), // sethostname, setdomainname: no CAP_SYS_ADMIN
         188..=199 => sys_fs::sys_xattr(nr, a0, a1),
         309 => sys_getcpu(a0, a1),
         229 => sys_clock_getres(a1),

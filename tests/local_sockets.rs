@@ -183,8 +183,9 @@ fn urgent_data_is_kept_outside_the_stream_as_natively() {
     );
 }
 
-/// IP datagrams' ancillary data (hop limit / TTL and traffic class / TOS
-/// as sent, from the sender's options or its control messages; a short
+/// IP datagrams' ancillary data (where it came in; hop limit / TTL and
+/// traffic class / TOS as sent, from the sender's options or its control
+/// messages; a short
 /// control buffer cut as Linux cuts it), UDP-Lite sockets with ports of
 /// their own, and sethostname's EPERM: as natively (CPython's test_socket
 /// relies on them).
@@ -198,7 +199,11 @@ fn ip_ancillary_data_and_udplite_behave_as_natively() {
             "v6 control messages: 1 bytes, ctrunc 0, controllen 48: (41,52,len 20)=7 (41,67,len 20)=64",
             "v6 room 21: 1 bytes, ctrunc 1, controllen 21: (41,52,len 20)=5",
             "v6 room 42: 1 bytes, ctrunc 1, controllen 42: (41,52,len 20)=5 (41,67,len 18)=32",
+            "v6 pktinfo: 1 bytes, ctrunc 0, controllen 88: pktinfo6 ::1 if 1 (41,52,len 20)=5 (41,67,len 20)=32",
+            "v6 from v4 pktinfo: 1 bytes, ctrunc 0, controllen 40: pktinfo6 ::ffff:127.0.0.1 if 1",
             "v4 socket options: 1 bytes, ctrunc 0, controllen 48: (0,2,len 20)=9 (0,1,len 17)=16",
+            "v4 pktinfo: 1 bytes, ctrunc 0, controllen 80: pktinfo if 1 local 127.0.0.1 dst 127.0.0.1 (0,2,len 20)=9 \
+             (0,1,len 17)=16",
             "v4 TTL 0: EINVAL",
             "udplite protocol 136",
             "second udplite bind to it: EADDRINUSE",

@@ -118,13 +118,15 @@ struct Seg {
     ip: IpMeta,
 }
 
-/// An IP datagram's hop limit (IPv4's TTL) and traffic class (IPv4's
-/// TOS) as sent, which a receiver asks for with `IPV6_RECVHOPLIMIT`,
-/// `IPV6_RECVTCLASS`, `IP_RECVTTL` or `IP_RECVTOS`.
+/// An IP datagram's hop limit (IPv4's TTL), traffic class (IPv4's TOS)
+/// and destination address (IPv4-mapped for IPv4) as sent, which a
+/// receiver asks for with `IPV6_RECVHOPLIMIT`, `IPV6_RECVTCLASS`,
+/// `IPV6_RECVPKTINFO`, `IP_RECVTTL`, `IP_RECVTOS` or `IP_PKTINFO`.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub struct IpMeta {
     pub hops: u8,
     pub tclass: u8,
+    pub dst: [u8; 16],
 }
 
 /// What a receive took from a queue.

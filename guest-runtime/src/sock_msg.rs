@@ -37,11 +37,16 @@ const MSGHDR: u64 = 56;
 const SOL_IP: u32 = 0;
 const IP_TOS: u32 = 1;
 const IP_TTL: u32 = 2;
+const IP_PKTINFO: u32 = 8;
 const IP_RECVTTL: u64 = 12;
 const IP_RECVTOS: u64 = 13;
 const SOL_IPV6: u32 = 41;
 const IPV6_UNICAST_HOPS: u64 = 16;
+const IPV6_RECVPKTINFO: u64 = 49;
+const IPV6_PKTINFO: u32 = 50;
 const IPV6_RECVHOPLIMIT: u64 = 51;
+/// The interface every datagram here comes in on: `lo`'s index.
+const LOOPBACK_INDEX: i32 = 1;
 const IPV6_HOPLIMIT: u32 = 52;
 const IPV6_RECVTCLASS: u64 = 66;
 const IPV6_TCLASS: u32 = 67;
@@ -66,8 +71,9 @@ impl Extras {
     }
 }
 
-/// The hop limit and traffic class an IP datagram from `s` leaves with.
-fn ip_meta(s: &Socket, x: &Extras) -> IpMeta {
+/// The hop limit and traffic class an IP datagram from `s` to `dst`
+/// leaves with.
+fn ip_meta(s: &Socket, x: &Extras, dst: [u8; 16]) -> IpMeta {
     let (level, hops_opt, tclass_opt) = if s.domain == AF_INET6 {
         (SOL_IPV6 as u64, IPV6_UNICAST_HOPS, IPV6_TCLASS as u64)
     } else {
@@ -76,7 +82,7 @@ fn ip_meta(s: &Socket, x: &Extras) -> IpMeta {
     // -1 (or nothing set) is the default; the options keep what was set.
     let hops = s.option(level, hops_opt).and_then(|v| u8::try_from(v).ok()).unwrap_or(DEFAULT_HOPS);
     let tclass = s.option(level, tclass_opt).and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
-    IpMeta { hops: x.hops.unwrap_or(hops), tclass: x.tclass.unwrap_or(tclass) }
+    IpMeta { hops: x.hops.unwrap_or(hops), tclass: x.tclass.unwrap_or(tclass), dst }
 }
 const MMSGHDR: u64 = 64;
 
@@ -174,7 +180,7 @@ fn send_on(
             let from = names::source(ts.domain, s.st.borrow().local.as_ref(), to);
             let q = ts.st.borrow().rx.clone();
             match q {
-                Some(q) if q.borrow().readers > 0 => sock::send_ip_msg(&q, data, from, ip_meta(s, &x))?,
+                Some(q) if q.borrow().readers > 0 => sock::send_ip_msg(&q, data, from, ip_meta(s, &x, to))?,
                 _ => {}
             }
             Ok(data.len())
@@ -548,10 +554,19 @@ fn recvmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
         }
     }
     if s.domain != AF_UNIX && s.ty == SOCK_DGRAM {
-        // In Linux's order: hop limit (TTL), then traffic class (TOS).
+        // In Linux's order: where it came in, hop limit (TTL), traffic
+        // class (TOS).
         let on = |level: u32, name: u64| s.option(level as u64, name).is_some_and(|v| v != 0);
         let int = |v: u8| i32::from(v).to_le_bytes();
+        let index = LOOPBACK_INDEX.to_le_bytes();
         if s.domain == AF_INET6 {
+            if on(SOL_IPV6, IPV6_RECVPKTINFO) {
+                // struct in6_pktinfo: the destination, the interface.
+                let mut d = [0u8; 20];
+                d[..16].copy_from_slice(&r.ip.dst);
+                d[16..].copy_from_slice(&index);
+                whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IPV6, IPV6_PKTINFO), &d)?;
+            }
             if on(SOL_IPV6, IPV6_RECVHOPLIMIT) {
                 whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IPV6, IPV6_HOPLIMIT), &int(r.ip.hops))?;
             }
@@ -559,6 +574,15 @@ fn recvmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
                 whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IPV6, IPV6_TCLASS), &int(r.ip.tclass))?;
             }
         } else {
+            if on(SOL_IP, IP_PKTINFO as u64) {
+                // struct in_pktinfo: the interface, the local address
+                // (the destination, over loopback) and the destination.
+                let mut d = [0u8; 12];
+                d[..4].copy_from_slice(&index);
+                d[4..8].copy_from_slice(&r.ip.dst[12..]);
+                d[8..].copy_from_slice(&r.ip.dst[12..]);
+                whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IP, IP_PKTINFO), &d)?;
+            }
             if on(SOL_IP, IP_RECVTTL) {
                 whole &= put_cmsg(ctl, ctllen, &mut used, (SOL_IP, IP_TTL), &int(r.ip.hops))?;
             }

@@ -1,5 +1,7 @@
 /* IP datagrams' ancillary data and UDP-Lite, as Linux has them over
    loopback:
+   - IPV6_RECVPKTINFO / IP_PKTINFO give where a datagram came in (its
+     destination, `lo`);
    - IPV6_RECVHOPLIMIT / IPV6_RECVTCLASS give each datagram's hop limit
      and traffic class as sent: the sender's IPV6_UNICAST_HOPS and
      IPV6_TCLASS (64 and 0 by default), or a sendmsg control message;
@@ -85,6 +87,22 @@ static void show(const char *what, int s, size_t room) {
     printf("%s: %ld bytes, ctrunc %d, controllen %zu:", what, n, !!(m.msg_flags & MSG_CTRUNC), (size_t)m.msg_controllen);
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         size_t dlen = c->cmsg_len > CMSG_LEN(0) ? c->cmsg_len - CMSG_LEN(0) : 0;
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO && dlen == sizeof(struct in6_pktinfo)) {
+            struct in6_pktinfo pi;
+            char a[64];
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            printf(" pktinfo6 %s if %d", inet_ntop(AF_INET6, &pi.ipi6_addr, a, sizeof a), pi.ipi6_ifindex);
+            continue;
+        }
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO && dlen == sizeof(struct in_pktinfo)) {
+            struct in_pktinfo pi;
+            char a[32], d[32];
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            inet_ntop(AF_INET, &pi.ipi_spec_dst, a, sizeof a);
+            inet_ntop(AF_INET, &pi.ipi_addr, d, sizeof d);
+            printf(" pktinfo if %d local %s dst %s", pi.ipi_ifindex, a, d);
+            continue;
+        }
         int v = 0;
         memcpy(&v, CMSG_DATA(c), dlen < sizeof v ? dlen : sizeof v);
         printf(" (%d,%d,len %zu)=%d", c->cmsg_level, c->cmsg_type, (size_t)c->cmsg_len, v);
@@ -124,6 +142,20 @@ int main(void) {
         snprintf(what, sizeof what, "v6 room %zu", room);
         show(what, r6, room);
     }
+    setsockopt(r6, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on);
+    send_with(s6, 0, 0, 0, 0);
+    show("v6 pktinfo", r6, 256);
+    /* A dual-stack socket's IPv4 datagram: its destination IPv4-mapped. */
+    int d6 = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct sockaddr_in6 any6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT};
+    bind(d6, (struct sockaddr *)&any6, sizeof any6);
+    setsockopt(d6, IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on);
+    socklen_t dl = sizeof any6;
+    getsockname(d6, (struct sockaddr *)&any6, &dl);
+    int v4to6 = socket(AF_INET, SOCK_DGRAM, 0);
+    to(v4to6, AF_INET, ntohs(any6.sin6_port));
+    send(v4to6, "y", 1, 0);
+    show("v6 from v4 pktinfo", d6, 256);
     int got = 0;
     socklen_t gl = sizeof got;
     getsockopt(s6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &got, &gl);
@@ -143,6 +175,10 @@ int main(void) {
     setsockopt(s4, IPPROTO_IP, IP_TOS, &tos, sizeof tos);
     send_with(s4, 0, 0, 0, 0);
     show("v4 socket options", r4, 256);
+    setsockopt(r4, IPPROTO_IP, IP_PKTINFO, &on, sizeof on);
+    send_with(s4, 0, 0, 0, 0);
+    show("v4 pktinfo", r4, 256);
+    setsockopt(r4, IPPROTO_IP, IP_PKTINFO, &(int){0}, sizeof(int));
     int lv4[1] = {IPPROTO_IP}, ty4[1] = {IP_TTL}, val4[1] = {3}, zero[1] = {0};
     send_with(s4, 1, lv4, ty4, val4);
     show("v4 control TTL", r4, 256);

@@ -213,6 +213,22 @@ fn ip_ancillary_data_and_udplite_behave_as_natively() {
     );
 }
 
+/// SO_SNDBUF and SO_RCVBUF bound a TCP connection's bytes in flight (an
+/// accepted socket takes its listener's), so a writer to a peer that
+/// closed mid-way fails, as natively (CPython's test_asyncio.test_sendfile).
+#[test]
+fn socket_buffer_sizes_bound_what_is_in_flight_as_natively() {
+    same_as_native(
+        &mut sandbox(30),
+        "sock_buffers",
+        &[
+            "default buffers: in flight over 128 KiB 1, then EAGAIN",
+            "4 KiB buffers: in flight under 32 KiB 1, then EAGAIN; accepted socket's SO_RCVBUF 8192",
+            "after the peer's close: a write fails",
+        ],
+    );
+}
+
 #[test]
 fn socketpair_still_behaves_like_linux() {
     same_as_native(&mut sandbox(30), "socketpair", &["inet=1", "epipe=1"]);

@@ -161,6 +161,11 @@ pub struct Queue {
     /// TCP urgent data: the byte sent with MSG_OOB and not read yet
     /// (outside the stream, as without SO_OOBINLINE).
     urgent: Option<u8>,
+    /// A connection's: the sender's SO_SNDBUF and the receiver's
+    /// SO_RCVBUF, which bound the bytes in flight together (as Linux's
+    /// send and receive buffers do), at most SOCK_BUF.
+    pub sndbuf: usize,
+    pub rcvbuf: usize,
 }
 
 pub type QueueRef = Rc<RefCell<Queue>>;
@@ -176,7 +181,14 @@ impl Queue {
             lossy,
             reset: false,
             urgent: None,
+            sndbuf: SOCK_BUF,
+            rcvbuf: SOCK_BUF,
         }))
+    }
+
+    /// Bytes it holds at most.
+    fn capacity(&self) -> usize {
+        (self.sndbuf + self.rcvbuf).min(SOCK_BUF)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -193,7 +205,7 @@ impl Queue {
     }
 
     fn full_for(&self, len: usize) -> bool {
-        self.segs.len() >= self.max_msgs || (self.bytes > 0 && self.bytes + len > SOCK_BUF)
+        self.segs.len() >= self.max_msgs || (self.bytes > 0 && self.bytes + len > self.capacity())
     }
 
     /// Drops everything queued (its passed files close), outside the borrow.
@@ -411,7 +423,12 @@ impl Socket {
         for (s, rx, tx, cred) in [(a, &qa, &qb, b_cred), (b, &qb, &qa, a_cred)] {
             let mut st = s.st.borrow_mut();
             if let Some(tx) = tx {
-                tx.borrow_mut().writers += 1;
+                let mut tx = tx.borrow_mut();
+                tx.writers += 1;
+                tx.sndbuf = st.sndbuf as usize;
+            }
+            if let Some(rx) = rx.as_ref().filter(|_| a.ty != SOCK_DGRAM) {
+                rx.borrow_mut().rcvbuf = st.rcvbuf as usize;
             }
             st.rx = rx.clone();
             st.tx = tx.clone();
@@ -599,8 +616,9 @@ impl Socket {
         if !crate::heap::has_room() {
             return Err(ENOBUFS);
         }
-        let room = SOCK_BUF.saturating_sub(q.bytes);
-        let need = data.len().clamp(1, SOCK_BUF);
+        let cap = q.capacity();
+        let room = cap.saturating_sub(q.bytes);
+        let need = data.len().clamp(1, cap);
         if room < need {
             if nonblock && room == 0 {
                 return Err(EAGAIN);
@@ -611,7 +629,7 @@ impl Socket {
                 let timeo = self.st.borrow().sndtimeo;
                 return wait_until(timeo, move || {
                     let q = cond.borrow();
-                    SOCK_BUF.saturating_sub(q.bytes) >= need || q.readers == 0
+                    q.capacity().saturating_sub(q.bytes) >= need.min(q.capacity()) || q.readers == 0
                 });
             }
         }

@@ -351,6 +351,11 @@ fn connect_to(
         return Err(ENOBUFS);
     }
     let server = Socket::new(t.domain, t.ty);
+    {
+        // As Linux: an accepted socket has its listener's buffer sizes.
+        let (ts, mut ss) = (t.st.borrow(), server.st.borrow_mut());
+        (ss.sndbuf, ss.rcvbuf) = (ts.sndbuf, ts.rcvbuf);
+    }
     Socket::connect_pair(s, &server, cred(), t_cred);
     {
         let mut ss = server.st.borrow_mut();
@@ -572,10 +577,17 @@ pub fn sys_setsockopt(fd: u64, level: u64, name: u64, val: u64, len: u64) -> Sys
             SO_TYPE | SO_ERROR | SO_DOMAIN | SO_PROTOCOL | SO_ACCEPTCONN | SO_PEERCRED => return Err(ENOPROTOOPT),
             SO_SNDBUF => {
                 st.sndbuf = (v.min(SOCK_BUF as u32) * 2).max(4608);
+                // A connection's bytes in flight follow (see Queue).
+                if let Some(q) = st.tx.as_ref().filter(|_| s.ty != SOCK_DGRAM) {
+                    q.borrow_mut().sndbuf = st.sndbuf as usize;
+                }
                 return Ok(0);
             }
             SO_RCVBUF => {
                 st.rcvbuf = (v.min(SOCK_BUF as u32) * 2).max(2304);
+                if let Some(q) = st.rx.as_ref().filter(|_| s.ty != SOCK_DGRAM) {
+                    q.borrow_mut().rcvbuf = st.rcvbuf as usize;
+                }
                 return Ok(0);
             }
             SO_PASSCRED => {

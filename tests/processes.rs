@@ -622,6 +622,36 @@ fn edge_triggered_epoll_entries_are_reported_once_per_edge() {
     );
 }
 
+/// pidfds, as natively: pidfd_open of a live child, a zombie, oneself;
+/// ESRCH, ENOENT (a thread) and EINVAL; readable once the process exits;
+/// pidfd_send_signal (0, a signal, to the leader thread, an unknown flag,
+/// after the reap); waitid(P_PIDFD); CLONE_PIDFD (Python's asyncio pidfd
+/// child watcher and Go's os package use them).
+#[test]
+fn pidfds_name_processes_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "pidfd",
+        &[
+            "open a live child: ok; readable 0",
+            "close-on-exec 1; read: EINVAL",
+            "send 0: ok; bad flags: EINVAL",
+            "send SIGTERM: ok; readable once it died 1",
+            "waitid(P_PIDFD): ok, the child 1, code CLD_KILLED, signal 15",
+            "send after the reap: ESRCH",
+            "send SIGKILL to its thread: ok; readable 1",
+            "open a zombie: ok; readable 1; send 0: ok",
+            "its status 3",
+            "open pid 4000000: ESRCH; bad flags: EINVAL",
+            "open a thread: No such file or directory",
+            "waitid(P_PIDFD) on stdin: EBADF",
+            "clone with CLONE_PIDFD: ok, a pidfd 1; readable 1",
+            "its status 7, the child 1",
+            "CLONE_PIDFD with CLONE_PARENT_SETTID: EINVAL",
+        ],
+    );
+}
+
 /// fexecve runs the program a descriptor has open (execveat with
 /// AT_EMPTY_PATH looked for a directory there and failed with ENOTDIR).
 #[test]

@@ -53,6 +53,15 @@ pub enum FileKind {
     PtySlave(Rc<crate::pty::Pty>),
     /// A signalfd: the signals it reads.
     SignalFd(Cell<u64>),
+    /// A pidfd: the process it names (`pidfd.rs`).
+    Pidfd(PidRef),
+}
+
+/// What a pidfd names: a process (held weakly: a pidfd keeps no process
+/// alive; the type is the process layer's, above this one) and its pid.
+pub struct PidRef {
+    pub pid: u32,
+    pub process: alloc::rc::Weak<dyn core::any::Any>,
 }
 
 /// Takes pending signals of a set as signalfd records (`signalfd.rs`,
@@ -253,6 +262,7 @@ impl OpenFile {
                 let r = (SIGNALFD_READ.get())(mask.get(), out);
                 self.done_or_wait(r)
             }
+            FileKind::Pidfd(_) => Err(EINVAL),
             FileKind::PipeRead(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
@@ -355,7 +365,7 @@ impl OpenFile {
                 Ok(data.len())
             }
             FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
-            FileKind::Epoll(_) | FileKind::TimerFd(_) | FileKind::SignalFd(_) => Err(EINVAL),
+            FileKind::Epoll(_) | FileKind::TimerFd(_) | FileKind::SignalFd(_) | FileKind::Pidfd(_) => Err(EINVAL),
             FileKind::EventFd(count, _) => {
                 let Some(b) = data.get(..8) else { return Err(EINVAL) };
                 let add = u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?);

@@ -33,6 +33,7 @@ mod locks;
 mod mapnames;
 mod mm;
 mod netlink;
+mod pidfd;
 mod pipe;
 mod prefault;
 mod process;

@@ -88,6 +88,8 @@ pub const CLONE_SIGHAND: u64 = 0x800;
 pub const CLONE_VFORK: u64 = 0x4000;
 pub const CLONE_PARENT: u64 = 0x8000;
 pub const CLONE_THREAD: u64 = 0x10000;
+/// A pidfd for the child, its number written where `ptid` points.
+pub const CLONE_PIDFD: u64 = 0x1000;
 pub const CLONE_SETTLS: u64 = 0x80000;
 pub const CLONE_PARENT_SETTID: u64 = 0x100000;
 pub const CLONE_CHILD_CLEARTID: u64 = 0x200000;
@@ -98,6 +100,13 @@ pub const CLONE_CHILD_SETTID: u64 = 0x1000000;
 pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> SysResult {
     if !crate::heap::has_room() {
         return Err(ENOMEM);
+    }
+    if flags & CLONE_PIDFD != 0 {
+        // As Linux: not for a thread, and not with the tid at the same place.
+        if flags & (CLONE_THREAD | CLONE_PARENT_SETTID) != 0 {
+            return Err(EINVAL);
+        }
+        user_bytes_mut(ptid, 4)?;
     }
     let s = SCHED.get();
     let parent_task = current();
@@ -175,6 +184,21 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
     // A forked child keeps its parent's alternate stack; a thread has none.
     if !is_thread {
         task.altstack.set(parent_task.altstack.get());
+    }
+    if flags & CLONE_PIDFD != 0 {
+        let child = task.process.borrow().clone();
+        match crate::pidfd::install(&child, false) {
+            Ok(fd) => put_user(ptid, (fd as u32).to_le_bytes())?,
+            Err(e) => {
+                // No room for it: the child never was.
+                parent.children.borrow_mut().retain(|c| !Rc::ptr_eq(c, &child));
+                if let Some(p) = find_process(child.ppid.get()) {
+                    p.children.borrow_mut().retain(|c| !Rc::ptr_eq(c, &child));
+                }
+                s.procs -= 1;
+                return Err(e);
+            }
+        }
     }
     s.next_id += 1;
     if flags & CLONE_PARENT_SETTID != 0 {
@@ -411,9 +435,10 @@ pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
     const WEXITED: u64 = 4;
     const WNOWAIT: u64 = 0x0100_0000;
     let pid: i64 = match idtype {
-        0 => -1,                  // P_ALL
-        1 => id as i32 as i64,    // P_PID
-        2 => -(id as i32 as i64), // P_PGID
+        0 => -1,                                   // P_ALL
+        1 => id as i32 as i64,                     // P_PID
+        2 => -(id as i32 as i64),                  // P_PGID
+        3 => i64::from(crate::pidfd::pid_of(id)?), // P_PIDFD
         _ => return Err(EINVAL),
     };
     if options & WEXITED == 0 {

@@ -453,7 +453,11 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 _ => 0x20_0000 + (f as *const OpenFile as u64 & 0xfffff),
             };
             let (kind, perm) = match other {
-                FileKind::Epoll(_) | FileKind::EventFd(..) | FileKind::TimerFd(_) | FileKind::SignalFd(_) => (0, 0o600),
+                FileKind::Epoll(_)
+                | FileKind::EventFd(..)
+                | FileKind::TimerFd(_)
+                | FileKind::SignalFd(_)
+                | FileKind::Pidfd(_) => (0, 0o600),
                 FileKind::Socket(_) => (S_IFSOCK, 0o777),
                 _ => (S_IFIFO, 0o600),
             };
@@ -1349,6 +1353,11 @@ fn poll_one(fd: i32, events: u16) -> u16 {
         FileKind::PtyMaster(_) | FileKind::PtySlave(_) => r = crate::sys_pty::poll(&f.kind),
         FileKind::SignalFd(mask) => {
             if crate::signalfd::readable(mask.get()) {
+                r |= POLLIN;
+            }
+        }
+        FileKind::Pidfd(p) => {
+            if crate::pidfd::readable(p) {
                 r |= POLLIN;
             }
         }

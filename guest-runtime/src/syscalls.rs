@@ -220,6 +220,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         228 => sys_clock_gettime(a0, a1),
         227 => Err(EPERM),       // clock_settime: the guest's clocks are the host's
         170 | 171 => Err(EPERM), // sethostname, setdomainname: no CAP_SYS_ADMIN
+        434 => crate::pidfd::sys_pidfd_open(a0, a1),
+        424 => crate::pidfd::sys_pidfd_send_signal(a0, a1, a2, a3),
         188..=199 => sys_fs::sys_xattr(nr, a0, a1),
         309 => sys_getcpu(a0, a1),
         229 => sys_clock_getres(a1),

@@ -1,0 +1,129 @@
+//! pidfds: a descriptor naming a process (`pidfd_open`, or `clone`'s
+//! `CLONE_PIDFD`), polled readable once the process has exited; signals
+//! sent through it (`pidfd_send_signal`) and waits on it
+//! (`waitid(P_PIDFD)`) reach that process and no other, even once its pid
+//! is reused. Python's asyncio (its pidfd child watcher), Go's os package
+//! and systemd use them.
+
+use alloc::rc::Rc;
+
+use crate::errno::*;
+use crate::file::{FileKind, OpenFile, PidRef, O_NONBLOCK, O_RDWR};
+use crate::task::{self, Process};
+use crate::uaccess::*;
+
+type SysResult = Result<u64, i64>;
+
+/// `PIDFD_NONBLOCK`: the only flag of pidfd_open.
+const PIDFD_NONBLOCK: u64 = O_NONBLOCK as u64;
+/// pidfd_send_signal's flags (Linux 6.9): to the thread the pidfd names
+/// (a process's pidfd names its leader), its process (the default), or
+/// the process's group.
+const PIDFD_SIGNAL_THREAD: u64 = 1;
+const PIDFD_SIGNAL_THREAD_GROUP: u64 = 2;
+const PIDFD_SIGNAL_PROCESS_GROUP: u64 = 4;
+
+/// A new pidfd for `p`, close-on-exec as Linux makes them.
+pub fn install(p: &Rc<Process>, nonblock: bool) -> SysResult {
+    let any: Rc<dyn core::any::Any> = p.clone();
+    let of = OpenFile::new(
+        FileKind::Pidfd(PidRef { pid: p.pid, process: Rc::downgrade(&any) }),
+        O_RDWR | if nonblock { O_NONBLOCK } else { 0 },
+        b"anon_inode:[pidfd]".to_vec(),
+    );
+    crate::fds::install(of, true, 0)
+}
+
+/// pidfd_open(2): a pidfd for live process `pid` (ESRCH: none; EINVAL: a
+/// thread that does not lead its process).
+pub fn sys_pidfd_open(pid: u64, flags: u64) -> SysResult {
+    if flags & !PIDFD_NONBLOCK != 0 || pid as i32 <= 0 || pid > u32::MAX as u64 {
+        return Err(EINVAL);
+    }
+    let p = match task::find_process(pid as u32).or_else(|| zombie(pid as u32)) {
+        Some(p) => p,
+        // A thread that does not lead its process (Linux 6.9 on).
+        None if task::find_task(pid as u32).is_some() => return Err(ENOENT),
+        None => return Err(ESRCH),
+    };
+    install(&p, flags & PIDFD_NONBLOCK != 0)
+}
+
+/// Process `pid` if it exited and its parent has not reaped it.
+fn zombie(pid: u32) -> Option<Rc<Process>> {
+    task::live_processes()
+        .iter()
+        .find_map(|p| p.children.borrow().iter().find(|c| c.pid == pid && c.status.get().is_some()).cloned())
+}
+
+/// The process a pidfd names while it is still known (alive, or a zombie
+/// not reaped).
+fn process_of(r: &PidRef) -> Option<Rc<Process>> {
+    r.process.upgrade()?.downcast::<Process>().ok()
+}
+
+/// Whether `p`, which exited, is still a zombie: its parent has not
+/// reaped it.
+fn unreaped(p: &Rc<Process>) -> bool {
+    task::live_processes().iter().any(|q| q.children.borrow().iter().any(|c| Rc::ptr_eq(c, p)))
+}
+
+/// poll(2): readable once the process has exited.
+pub fn readable(r: &PidRef) -> bool {
+    process_of(r).is_none_or(|p| p.status.get().is_some())
+}
+
+fn pidref(fd: u64) -> Result<(Rc<OpenFile>, u32), i64> {
+    let f = crate::fds::get(fd)?;
+    let FileKind::Pidfd(r) = &f.kind else { return Err(EBADF) };
+    let pid = r.pid;
+    Ok((f, pid))
+}
+
+/// The pid a pidfd names (`waitid(P_PIDFD)`); EBADF for another file.
+pub fn pid_of(fd: u64) -> Result<u32, i64> {
+    pidref(fd).map(|(_, pid)| pid)
+}
+
+/// pidfd_send_signal(2): `sig` to the process the pidfd names (0: only
+/// whether it is there), or as `flags` say its leader thread or its
+/// process group. A `siginfo` must name the same signal; what else it
+/// says is not passed on. A process that exited but was not reaped takes
+/// the signal as Linux's zombies do (nothing happens); one reaped is
+/// ESRCH.
+pub fn sys_pidfd_send_signal(fd: u64, sig: u64, info: u64, flags: u64) -> SysResult {
+    let (f, pid) = pidref(fd)?;
+    let scope = [0, PIDFD_SIGNAL_THREAD, PIDFD_SIGNAL_THREAD_GROUP, PIDFD_SIGNAL_PROCESS_GROUP];
+    if !scope.contains(&flags) || sig > 64 {
+        return Err(EINVAL);
+    }
+    if info != 0 {
+        let signo = i32::from_le_bytes(user_bytes(info, 128)?[..4].try_into().map_err(|_| EFAULT)?);
+        if signo as u64 != sig {
+            return Err(EINVAL);
+        }
+    }
+    let FileKind::Pidfd(r) = &f.kind else { return Err(EBADF) };
+    let p = process_of(r).ok_or(ESRCH)?;
+    if p.status.get().is_some() {
+        return if unreaped(&p) { Ok(0) } else { Err(ESRCH) };
+    }
+    if sig == 0 {
+        return Ok(0);
+    }
+    match flags {
+        PIDFD_SIGNAL_THREAD => {
+            let leader = task::find_task(pid).ok_or(ESRCH)?;
+            task::send_signal(&p, Some(&leader), sig as u32);
+        }
+        PIDFD_SIGNAL_PROCESS_GROUP => {
+            for q in task::live_processes().iter().filter(|q| q.pgid.get() == p.pgid.get()) {
+                task::send_signal(q, None, sig as u32);
+            }
+        }
+        _ => {
+            task::send_signal(&p, None, sig as u32);
+        }
+    }
+    Ok(0)
+}

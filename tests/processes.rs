@@ -645,6 +645,8 @@ fn pidfds_name_processes_as_natively() {
             "open pid 4000000: ESRCH; bad flags: EINVAL",
             "open a thread: No such file or directory",
             "waitid(P_PIDFD) on stdin: EBADF",
+            "send SIGKILL through /proc/<pid>: ok; killed by 9",
+            "a plain file: EBADF",
             "clone with CLONE_PIDFD: ok, a pidfd 1; readable 1",
             "its status 7, the child 1",
             "CLONE_PIDFD with CLONE_PARENT_SETTID: EINVAL",

@@ -11,6 +11,7 @@ use crate::errno::*;
 use crate::file::{FileKind, OpenFile, PidRef, O_NONBLOCK, O_RDWR};
 use crate::task::{self, Process};
 use crate::uaccess::*;
+use crate::vfs::NodeKind;
 
 type SysResult = Result<u64, i64>;
 
@@ -73,26 +74,32 @@ pub fn readable(r: &PidRef) -> bool {
     process_of(r).is_none_or(|p| p.status.get().is_some())
 }
 
-fn pidref(fd: u64) -> Result<(Rc<OpenFile>, u32), i64> {
-    let f = crate::fds::get(fd)?;
-    let FileKind::Pidfd(r) = &f.kind else { return Err(EBADF) };
-    let pid = r.pid;
-    Ok((f, pid))
-}
-
 /// The pid a pidfd names (`waitid(P_PIDFD)`); EBADF for another file.
 pub fn pid_of(fd: u64) -> Result<u32, i64> {
-    pidref(fd).map(|(_, pid)| pid)
+    match &crate::fds::get(fd)?.kind {
+        FileKind::Pidfd(r) => Ok(r.pid),
+        _ => Err(EBADF),
+    }
 }
 
-/// pidfd_send_signal(2): `sig` to the process the pidfd names (0: only
+/// pidfd_send_signal(2): `sig` to the process the pidfd (or a `/proc/<pid>`
+/// directory's descriptor) names (0: only
 /// whether it is there), or as `flags` say its leader thread or its
 /// process group. A `siginfo` must name the same signal; what else it
 /// says is not passed on. A process that exited but was not reaped takes
 /// the signal as Linux's zombies do (nothing happens); one reaped is
 /// ESRCH.
 pub fn sys_pidfd_send_signal(fd: u64, sig: u64, info: u64, flags: u64) -> SysResult {
-    let (f, pid) = pidref(fd)?;
+    // A pidfd, or (as Linux takes too) a `/proc/<pid>` directory opened.
+    let f = crate::fds::get(fd)?;
+    let (p, pid) = match &f.kind {
+        FileKind::Pidfd(r) => (process_of(r), r.pid),
+        FileKind::Node(n) => match n.kind {
+            NodeKind::Proc(Some(pid)) => (task::find_process(pid).or_else(|| zombie(pid)), pid),
+            _ => return Err(EBADF),
+        },
+        _ => return Err(EBADF),
+    };
     let scope = [0, PIDFD_SIGNAL_THREAD, PIDFD_SIGNAL_THREAD_GROUP, PIDFD_SIGNAL_PROCESS_GROUP];
     if !scope.contains(&flags) || sig > 64 {
         return Err(EINVAL);
@@ -103,8 +110,7 @@ pub fn sys_pidfd_send_signal(fd: u64, sig: u64, info: u64, flags: u64) -> SysRes
             return Err(EINVAL);
         }
     }
-    let FileKind::Pidfd(r) = &f.kind else { return Err(EBADF) };
-    let p = process_of(r).ok_or(ESRCH)?;
+    let p = p.ok_or(ESRCH)?;
     if p.status.get().is_some() {
         return if unreaped(&p) { Ok(0) } else { Err(ESRCH) };
     }

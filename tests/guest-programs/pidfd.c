@@ -105,6 +105,22 @@ int main(void) {
     printf("open a thread: %s\n", e(pidfd_open(thread_tid, 0)));
     printf("waitid(P_PIDFD) on stdin: %s\n", e(waitid(P_PIDFD_, 0, &si, WEXITED)));
 
+    /* A /proc/<pid> directory's descriptor serves pidfd_send_signal too. */
+    pid = fork();
+    if (pid == 0) {
+        pause();
+        _exit(0);
+    }
+    char path[32];
+    snprintf(path, sizeof path, "/proc/%d", pid);
+    int dfd = open(path, O_RDONLY | O_DIRECTORY);
+    printf("send SIGKILL through /proc/<pid>: %s; ", e(pidfd_send(dfd, SIGKILL, 0)));
+    int st = 0;
+    waitpid(pid, &st, 0);
+    printf("killed by %d\n", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    printf("a plain file: %s\n", e(pidfd_send(1, 0, 0)));
+    close(dfd);
+
     /* CLONE_PIDFD. */
     int cfd = -1;
     long c = syscall(SYS_clone, CLONE_PIDFD_ | SIGCHLD, 0, &cfd, 0, 0);

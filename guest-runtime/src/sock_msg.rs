@@ -8,9 +8,8 @@ use alloc::vec::Vec;
 
 use crate::errno::*;
 use crate::file::{OpenFile, Socket, O_NONBLOCK};
-use crate::sock::SOCK_STREAM;
 use crate::sock::{self, Cred, IpMeta, Passed, Received, Rights, AF_INET6, AF_UNIX, SOCK_DGRAM, SOCK_SEQPACKET};
-use crate::sock::{ECONNREFUSED, EDESTADDRREQ, EMSGSIZE, ENOBUFS, ENOTCONN};
+use crate::sock::{ECONNREFUSED, EDESTADDRREQ, EMSGSIZE, ENOBUFS, ENOTCONN, SOCK_STREAM};
 use crate::sock_addr::{self as names, socket_of};
 use crate::socket::cred;
 use crate::sys_fs::SysResult;
@@ -34,6 +33,7 @@ const SOL_SOCKET: u32 = 1;
 const SCM_RIGHTS: u32 = 1;
 const SCM_CREDENTIALS: u32 = 2;
 const MSGHDR: u64 = 56;
+const MMSGHDR: u64 = 64;
 const SOL_IP: u32 = 0;
 const IP_TOS: u32 = 1;
 const IP_TTL: u32 = 2;
@@ -45,11 +45,11 @@ const IPV6_UNICAST_HOPS: u64 = 16;
 const IPV6_RECVPKTINFO: u64 = 49;
 const IPV6_PKTINFO: u32 = 50;
 const IPV6_RECVHOPLIMIT: u64 = 51;
-/// The interface every datagram here comes in on: `lo`'s index.
-const LOOPBACK_INDEX: i32 = 1;
 const IPV6_HOPLIMIT: u32 = 52;
 const IPV6_RECVTCLASS: u64 = 66;
 const IPV6_TCLASS: u32 = 67;
+/// The interface every datagram here comes in on: `lo`'s index.
+const LOOPBACK_INDEX: i32 = 1;
 /// The hop limit (TTL) a datagram leaves with unless told otherwise.
 const DEFAULT_HOPS: u8 = 64;
 
@@ -84,7 +84,6 @@ fn ip_meta(s: &Socket, x: &Extras, dst: [u8; 16]) -> IpMeta {
     let tclass = s.option(level, tclass_opt).and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
     IpMeta { hops: x.hops.unwrap_or(hops), tclass: x.tclass.unwrap_or(tclass), dst }
 }
-const MMSGHDR: u64 = 64;
 
 fn nonblock(f: &OpenFile, flags: u64) -> bool {
     flags & MSG_DONTWAIT != 0 || f.flags.get() & O_NONBLOCK != 0
@@ -318,15 +317,6 @@ fn iovecs(iov: u64, cnt: u64) -> Result<(Vec<(u64, u64)>, u64), i64> {
     Ok((v, total))
 }
 
-/// What a send's control messages carry: files, credentials, an IP
-/// datagram's hop limit and traffic class.
-struct Control {
-    files: Vec<Passed>,
-    creds: Option<Cred>,
-    hops: Option<u8>,
-    tclass: Option<u8>,
-}
-
 /// An IP control message's value: an int (-1: the socket's own, as None)
 /// within `min..=255`, or for IP_TOS also one byte.
 fn ip_value(data: &[u8], min: i32, byte_too: bool) -> Result<Option<u8>, i64> {
@@ -342,13 +332,14 @@ fn ip_value(data: &[u8], min: i32, byte_too: bool) -> Result<Option<u8>, i64> {
     }
 }
 
-/// Files and credentials from a send's control messages.
-fn control(s: &Socket, ctl: u64, len: u64) -> Result<Control, i64> {
+/// What a send's control messages carry: files and credentials, an IP
+/// datagram's hop limit and traffic class.
+fn control(s: &Socket, ctl: u64, len: u64) -> Result<Extras, i64> {
     let mut files: Vec<Passed> = Vec::new();
     let mut creds = None;
     let (mut hops, mut tclass) = (None, None);
     if len == 0 {
-        return Ok(Control { files, creds, hops, tclass });
+        return Ok(Extras::plain());
     }
     if len > CONTROL_MAX {
         // Linux's answer when it cannot allocate the buffer.
@@ -411,7 +402,8 @@ fn control(s: &Socket, ctl: u64, len: u64) -> Result<Control, i64> {
         }
         off += (clen + 7) & !7;
     }
-    Ok(Control { files, creds, hops, tclass })
+    let rights = if files.is_empty() { None } else { Some(Rights::new(files, crate::fds::max_fds())?) };
+    Ok(Extras { rights, cred: creds.unwrap_or_else(cred), hops, tclass })
 }
 
 /// A `struct msghdr`'s fields.
@@ -442,7 +434,7 @@ fn sendmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
     let Header { name, namelen, iov, iovlen, ctl, ctllen } = header(msg)?;
     let (v, total) = iovecs(iov, iovlen)?;
     let dest = dest_arg(name, namelen)?;
-    let Control { files, creds, hops, tclass } = control(s, ctl, ctllen)?;
+    let x = control(s, ctl, ctllen)?;
     // A stream takes at most a buffer's worth at a time; a datagram is
     // bounded by its socket type (checked when sent).
     if msg_limit(s).is_some_and(|m| total > m as u64) {
@@ -458,11 +450,9 @@ fn sendmsg_one(fd: u64, msg: u64, flags: u64) -> Result<usize, i64> {
             break;
         }
     }
-    let rights = if files.is_empty() { None } else { Some(Rights::new(files, crate::fds::max_fds())?) };
     let r = if flags & MSG_OOB != 0 {
         send_oob(&f, s, &data, nonblock(&f, flags))
     } else {
-        let x = Extras { rights, cred: creds.unwrap_or_else(cred), hops, tclass };
         send_on(Some(&f), s, &data, dest, x, nonblock(&f, flags))
     };
     match r {

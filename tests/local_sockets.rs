@@ -164,8 +164,9 @@ fn an_abortive_close_resets_the_connection_as_natively() {
 
 /// Urgent data (send MSG_OOB): the last byte goes outside the stream,
 /// select reports it exceptional and poll POLLPRI until recv(MSG_OOB)
-/// takes it; TCP and local streams alike, datagrams EOPNOTSUPP; as
-/// natively (CPython's test_asyncore relies on it).
+/// takes it; TCP and local streams alike, datagrams EOPNOTSUPP; with
+/// SO_OOBINLINE it stays in the stream, a read stopping short of it; as
+/// natively (CPython's test_asyncore and test_ftplib rely on it).
 #[test]
 fn urgent_data_is_kept_outside_the_stream_as_natively() {
     same_as_native(
@@ -177,6 +178,8 @@ fn urgent_data_is_kept_outside_the_stream_as_natively() {
             "plain recv: 2 \"ab\"",
             "recv MSG_OOB: 1 'c'",
             "read: exceptional 0, pri 0",
+            "inline: sent 6, plain recv 5 \"ABOR\" ends with a newline 0",
+            "inline recv MSG_OOB: EINVAL",
             "unix recv MSG_OOB: 1 'x'",
             "datagram send MSG_OOB: EOPNOTSUPP",
         ],

@@ -116,6 +116,9 @@ struct Seg {
     rights: Option<Rights>,
     cred: Cred,
     ip: IpMeta,
+    /// It starts with an urgent byte kept in the stream (SO_OOBINLINE): a
+    /// read stops before it, as Linux's stops at the urgent mark.
+    mark: bool,
 }
 
 /// An IP datagram's hop limit (IPv4's TTL), traffic class (IPv4's TOS)
@@ -166,6 +169,8 @@ pub struct Queue {
     /// send and receive buffers do), at most SOCK_BUF.
     pub sndbuf: usize,
     pub rcvbuf: usize,
+    /// The receiver set SO_OOBINLINE: urgent data stays in the stream.
+    pub oobinline: bool,
 }
 
 pub type QueueRef = Rc<RefCell<Queue>>;
@@ -183,6 +188,7 @@ impl Queue {
             urgent: None,
             sndbuf: SOCK_BUF,
             rcvbuf: SOCK_BUF,
+            oobinline: false,
         }))
     }
 
@@ -225,7 +231,7 @@ impl Queue {
         let mut i = 0;
         while r.data.len() < max && i < self.segs.len() {
             let s = &mut self.segs[i];
-            if s.rights.is_some() && !r.data.is_empty() {
+            if (s.rights.is_some() || (s.mark && s.off == 0)) && !r.data.is_empty() {
                 break;
             }
             let n = (max - r.data.len()).min(s.data.len() - s.off);
@@ -428,7 +434,10 @@ impl Socket {
                 tx.sndbuf = st.sndbuf as usize;
             }
             if let Some(rx) = rx.as_ref().filter(|_| a.ty != SOCK_DGRAM) {
-                rx.borrow_mut().rcvbuf = st.rcvbuf as usize;
+                let mut rx = rx.borrow_mut();
+                rx.rcvbuf = st.rcvbuf as usize;
+                // SO_OOBINLINE (SOL_SOCKET 10), set before the connection.
+                rx.oobinline = st.options.iter().any(|o| (o.0, o.1) == (1, 10) && o.2 != 0);
             }
             st.rx = rx.clone();
             st.tx = tx.clone();
@@ -462,6 +471,28 @@ impl Socket {
         if tx.borrow().readers == 0 {
             return Err(EPIPE);
         }
+        let mut q = tx.borrow_mut();
+        if q.oobinline {
+            // The receiver reads it in the stream; a read of what came
+            // before stops short of it.
+            q.segs.try_reserve(1).map_err(|_| ENOBUFS)?;
+            q.bytes += 1;
+            let seg = Seg {
+                data: alloc::vec![byte],
+                off: 0,
+                from: None,
+                rights: None,
+                cred: Cred::default(),
+                ip: IpMeta::default(),
+                mark: true,
+            };
+            q.segs.push_back(seg);
+            drop(q);
+            drop(st);
+            wait::notify();
+            return Ok(());
+        }
+        drop(q);
         tx.borrow_mut().urgent = Some(byte);
         drop(st);
         wait::notify();
@@ -653,7 +684,8 @@ impl Socket {
                 bytes.try_reserve(n).map_err(|_| ENOBUFS)?;
                 bytes.extend_from_slice(&data[..n]);
                 q.segs.try_reserve(1).map_err(|_| ENOBUFS)?;
-                q.segs.push_back(Seg { data: bytes, off: 0, from: None, rights, cred, ip: IpMeta::default() });
+                let ip = IpMeta::default();
+                q.segs.push_back(Seg { data: bytes, off: 0, from: None, rights, cred, ip, mark: false });
             }
         }
         q.bytes += n;
@@ -789,14 +821,14 @@ pub fn send_msg(
     nonblock: bool,
     timeo: Option<u64>,
 ) -> Result<(), Errno> {
-    let seg = Seg { data: Vec::new(), off: 0, from, rights, cred, ip: IpMeta::default() };
+    let seg = Seg { data: Vec::new(), off: 0, from, rights, cred, ip: IpMeta::default(), mark: false };
     push_msg(q, data, seg, nonblock, timeo)
 }
 
 /// Queues IP datagram `data` from `from`, sent with `ip`'s hop limit and
 /// traffic class (a full queue drops it, as UDP does).
 pub fn send_ip_msg(q: &QueueRef, data: &[u8], from: Option<Addr>, ip: IpMeta) -> Result<(), Errno> {
-    let seg = Seg { data: Vec::new(), off: 0, from, rights: None, cred: Cred::default(), ip };
+    let seg = Seg { data: Vec::new(), off: 0, from, rights: None, cred: Cred::default(), ip, mark: false };
     push_msg(q, data, seg, true, None)
 }
 

@@ -36,6 +36,7 @@ const SO_SNDBUF: u64 = 7;
 const SO_RCVBUF: u64 = 8;
 const SO_LINGER: u64 = 13;
 const SO_PASSCRED: u64 = 16;
+const SO_OOBINLINE: u64 = 10;
 const SO_PEERCRED: u64 = 17;
 const SO_RCVLOWAT: u64 = 18;
 const SO_SNDLOWAT: u64 = 19;
@@ -352,9 +353,12 @@ fn connect_to(
     }
     let server = Socket::new(t.domain, t.ty);
     {
-        // As Linux: an accepted socket has its listener's buffer sizes.
+        // As Linux: an accepted socket has its listener's buffer sizes
+        // and options.
         let (ts, mut ss) = (t.st.borrow(), server.st.borrow_mut());
         (ss.sndbuf, ss.rcvbuf) = (ts.sndbuf, ts.rcvbuf);
+        ss.options.try_reserve(ts.options.len()).map_err(|_| ENOMEM)?;
+        ss.options.extend_from_slice(&ts.options);
     }
     Socket::connect_pair(s, &server, cred(), t_cred);
     {
@@ -593,6 +597,13 @@ pub fn sys_setsockopt(fd: u64, level: u64, name: u64, val: u64, len: u64) -> Sys
             SO_PASSCRED => {
                 st.passcred = v != 0;
                 return Ok(0);
+            }
+            SO_OOBINLINE => {
+                // Kept below as well (getsockopt); urgent data sent here
+                // from now on stays in the stream.
+                if let Some(q) = st.rx.as_ref().filter(|_| s.ty == SOCK_STREAM) {
+                    q.borrow_mut().oobinline = v != 0;
+                }
             }
             SO_LINGER => {
                 let secs = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);

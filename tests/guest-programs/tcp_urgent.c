@@ -3,7 +3,8 @@
    an exceptional condition and poll POLLPRI until that byte is read with
    recv(MSG_OOB); a plain recv reads the bytes before it; with none there
    recv(MSG_OOB) is EINVAL. Local stream sockets have urgent data too
-   (Linux 5.15 on); datagram sockets have none (EOPNOTSUPP). */
+   (Linux 5.15 on); datagram sockets have none (EOPNOTSUPP). With
+   SO_OOBINLINE the receiver reads the urgent byte in the stream. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -64,6 +65,19 @@ int main(void) {
     printf("read: exceptional %d, pri %d\n", exceptional(a), pri(a));
     r = recv(a, &none, 1, MSG_OOB);
     printf("recv MSG_OOB again: %s\n", e(r));
+
+    /* SO_OOBINLINE: the urgent byte stays in the stream (an FTP server's
+       ABOR, sent whole with MSG_OOB, is read as a line). */
+    int on = 1, c2 = socket(AF_INET, SOCK_STREAM, 0);
+    connect(c2, (struct sockaddr *)&sa, sizeof sa);
+    int a2 = accept(l, 0, 0);
+    setsockopt(a2, SOL_SOCKET, SO_OOBINLINE, &on, sizeof on);
+    s = send(c2, "ABOR\r\n", 6, MSG_OOB);
+    usleep(20000);
+    got = recv(a2, buf, sizeof buf, MSG_DONTWAIT);
+    printf("inline: sent %ld, plain recv %ld \"%.4s\" ends with a newline %d\n", s, got, buf, got == 6 && buf[5] == '\n');
+    r = recv(a2, &none, 1, MSG_OOB);
+    printf("inline recv MSG_OOB: %s\n", e(r));
 
     int sp[2];
     socketpair(AF_UNIX, SOCK_STREAM, 0, sp);

@@ -35,8 +35,8 @@ pub fn install(p: &Rc<Process>, nonblock: bool) -> SysResult {
     crate::fds::install(of, true, 0)
 }
 
-/// pidfd_open(2): a pidfd for live process `pid` (ESRCH: none; EINVAL: a
-/// thread that does not lead its process).
+/// pidfd_open(2): a pidfd for process `pid`, alive or a zombie (ESRCH:
+/// none; ENOENT: a thread that does not lead its process).
 pub fn sys_pidfd_open(pid: u64, flags: u64) -> SysResult {
     if flags & !PIDFD_NONBLOCK != 0 || pid as i32 <= 0 || pid > u32::MAX as u64 {
         return Err(EINVAL);

@@ -165,7 +165,8 @@ fn an_abortive_close_resets_the_connection_as_natively() {
 /// Urgent data (send MSG_OOB): the last byte goes outside the stream,
 /// select reports it exceptional and poll POLLPRI until recv(MSG_OOB)
 /// takes it; TCP and local streams alike, datagrams EOPNOTSUPP; with
-/// SO_OOBINLINE it stays in the stream, a read stopping short of it; as
+/// SO_OOBINLINE it stays in the stream; a read stops at the urgent mark
+/// and SIOCATMARK says when the reader is there; as
 /// natively (CPython's test_asyncore and test_ftplib rely on it).
 #[test]
 fn urgent_data_is_kept_outside_the_stream_as_natively() {
@@ -178,6 +179,7 @@ fn urgent_data_is_kept_outside_the_stream_as_natively() {
             "plain recv: 2 \"ab\"",
             "recv MSG_OOB: 1 'c'",
             "read: exceptional 0, pri 0",
+            "mark before: 0; read to the mark: 3 \"xyz\"; at the mark 1; then: 5 \"after\"; mark after 0",
             "inline: sent 6, plain recv 5 \"ABOR\" ends with a newline 0",
             "inline recv MSG_OOB: EINVAL",
             "unix recv MSG_OOB: 1 'x'",

@@ -116,9 +116,6 @@ struct Seg {
     rights: Option<Rights>,
     cred: Cred,
     ip: IpMeta,
-    /// It starts with an urgent byte kept in the stream (SO_OOBINLINE): a
-    /// read stops before it, as Linux's stops at the urgent mark.
-    mark: bool,
 }
 
 /// An IP datagram's hop limit (IPv4's TTL), traffic class (IPv4's TOS)
@@ -171,6 +168,12 @@ pub struct Queue {
     pub rcvbuf: usize,
     /// The receiver set SO_OOBINLINE: urgent data stays in the stream.
     pub oobinline: bool,
+    /// A stream's bytes written into it and read from it so far, and the
+    /// urgent mark: where in the stream the last urgent byte was sent (a
+    /// read stops there, SIOCATMARK says whether the reader is there).
+    written: u64,
+    read: u64,
+    mark: Option<u64>,
 }
 
 pub type QueueRef = Rc<RefCell<Queue>>;
@@ -189,6 +192,9 @@ impl Queue {
             sndbuf: SOCK_BUF,
             rcvbuf: SOCK_BUF,
             oobinline: false,
+            written: 0,
+            read: 0,
+            mark: None,
         }))
     }
 
@@ -229,9 +235,14 @@ impl Queue {
     fn take_stream(&mut self, max: usize, peek: bool) -> Received {
         let mut r = Received::default();
         let mut i = 0;
+        // A read that starts before the urgent mark stops there.
+        let max = match self.mark {
+            Some(m) if self.read < m => max.min(usize::try_from(m - self.read).unwrap_or(usize::MAX)),
+            _ => max,
+        };
         while r.data.len() < max && i < self.segs.len() {
             let s = &mut self.segs[i];
-            if (s.rights.is_some() || (s.mark && s.off == 0)) && !r.data.is_empty() {
+            if s.rights.is_some() && !r.data.is_empty() {
                 break;
             }
             let n = (max - r.data.len()).min(s.data.len() - s.off);
@@ -249,6 +260,7 @@ impl Queue {
                 }
                 s.off += n;
                 self.bytes -= n;
+                self.read += n as u64;
                 if s.off == s.data.len() {
                     self.segs.pop_front();
                 } else {
@@ -260,7 +272,15 @@ impl Queue {
             }
         }
         r.full = r.data.len();
+        if self.mark.is_some_and(|m| self.read > m) {
+            self.mark = None;
+        }
         r
+    }
+
+    /// Whether a stream's reader is at the urgent mark (SIOCATMARK).
+    pub fn at_mark(&self) -> bool {
+        self.mark == Some(self.read)
     }
 
     /// The next datagram, cut to `max` bytes.
@@ -472,11 +492,14 @@ impl Socket {
             return Err(EPIPE);
         }
         let mut q = tx.borrow_mut();
+        // The mark: where the stream is now (a read of what came before
+        // stops there).
+        q.mark = Some(q.written);
         if q.oobinline {
-            // The receiver reads it in the stream; a read of what came
-            // before stops short of it.
+            // The receiver reads the byte in the stream, at the mark.
             q.segs.try_reserve(1).map_err(|_| ENOBUFS)?;
             q.bytes += 1;
+            q.written += 1;
             let seg = Seg {
                 data: alloc::vec![byte],
                 off: 0,
@@ -484,19 +507,24 @@ impl Socket {
                 rights: None,
                 cred: Cred::default(),
                 ip: IpMeta::default(),
-                mark: true,
             };
             q.segs.push_back(seg);
-            drop(q);
-            drop(st);
-            wait::notify();
-            return Ok(());
+        } else {
+            q.urgent = Some(byte);
         }
         drop(q);
-        tx.borrow_mut().urgent = Some(byte);
         drop(st);
         wait::notify();
         Ok(())
+    }
+
+    /// SIOCATMARK: whether a stream's reader is at the urgent mark (None:
+    /// not a stream).
+    pub fn at_mark(&self) -> Option<bool> {
+        if self.ty != SOCK_STREAM {
+            return None;
+        }
+        Some(self.st.borrow().rx.as_ref().is_some_and(|q| q.borrow().at_mark()))
     }
 
     /// Takes the urgent byte the peer sent (recv MSG_OOB; `peek` leaves
@@ -685,10 +713,11 @@ impl Socket {
                 bytes.extend_from_slice(&data[..n]);
                 q.segs.try_reserve(1).map_err(|_| ENOBUFS)?;
                 let ip = IpMeta::default();
-                q.segs.push_back(Seg { data: bytes, off: 0, from: None, rights, cred, ip, mark: false });
+                q.segs.push_back(Seg { data: bytes, off: 0, from: None, rights, cred, ip });
             }
         }
         q.bytes += n;
+        q.written += n as u64;
         drop(q);
         wait::notify();
         Ok(n)
@@ -821,14 +850,14 @@ pub fn send_msg(
     nonblock: bool,
     timeo: Option<u64>,
 ) -> Result<(), Errno> {
-    let seg = Seg { data: Vec::new(), off: 0, from, rights, cred, ip: IpMeta::default(), mark: false };
+    let seg = Seg { data: Vec::new(), off: 0, from, rights, cred, ip: IpMeta::default() };
     push_msg(q, data, seg, nonblock, timeo)
 }
 
 /// Queues IP datagram `data` from `from`, sent with `ip`'s hop limit and
 /// traffic class (a full queue drops it, as UDP does).
 pub fn send_ip_msg(q: &QueueRef, data: &[u8], from: Option<Addr>, ip: IpMeta) -> Result<(), Errno> {
-    let seg = Seg { data: Vec::new(), off: 0, from, rights: None, cred: Cred::default(), ip, mark: false };
+    let seg = Seg { data: Vec::new(), off: 0, from, rights: None, cred: Cred::default(), ip };
     push_msg(q, data, seg, true, None)
 }
 

@@ -1151,7 +1151,12 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
     if let Some(r) = crate::sys_pty::ioctl(&f, req, arg) {
         return r;
     }
-    if matches!(f.kind, FileKind::Socket(_)) {
+    if let FileKind::Socket(s) = &f.kind {
+        const SIOCATMARK: u64 = 0x8905;
+        if let Some(at) = s.at_mark().filter(|_| req == SIOCATMARK) {
+            put_user(arg, (at as u32).to_le_bytes())?;
+            return Ok(0);
+        }
         if let Some(r) = crate::netlink::ioctl(req, arg) {
             return r;
         }

@@ -4,13 +4,15 @@
    recv(MSG_OOB); a plain recv reads the bytes before it; with none there
    recv(MSG_OOB) is EINVAL. Local stream sockets have urgent data too
    (Linux 5.15 on); datagram sockets have none (EOPNOTSUPP). With
-   SO_OOBINLINE the receiver reads the urgent byte in the stream. */
+   SO_OOBINLINE the receiver reads the urgent byte in the stream. A read
+   stops at the urgent mark; SIOCATMARK says when it is there. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -65,6 +67,27 @@ int main(void) {
     printf("read: exceptional %d, pri %d\n", exceptional(a), pri(a));
     r = recv(a, &none, 1, MSG_OOB);
     printf("recv MSG_OOB again: %s\n", e(r));
+
+    /* The urgent mark: a read stops there; SIOCATMARK says when the
+       reader has reached it. */
+    int c3 = socket(AF_INET, SOCK_STREAM, 0);
+    connect(c3, (struct sockaddr *)&sa, sizeof sa);
+    int a3 = accept(l, 0, 0);
+    int at = -1;
+    ioctl(a3, SIOCATMARK, &at);
+    printf("mark before: %d; ", at);
+    send(c3, "xy", 2, 0);
+    send(c3, "zw", 2, MSG_OOB);
+    send(c3, "after", 5, 0);
+    usleep(20000);
+    got = recv(a3, buf, sizeof buf, MSG_DONTWAIT);
+    printf("read to the mark: %ld \"%.*s\"; ", got, got > 0 ? (int)got : 0, buf);
+    ioctl(a3, SIOCATMARK, &at);
+    printf("at the mark %d; ", at);
+    got = recv(a3, buf, sizeof buf, MSG_DONTWAIT);
+    printf("then: %ld \"%.*s\"; ", got, got > 0 ? (int)got : 0, buf);
+    ioctl(a3, SIOCATMARK, &at);
+    printf("mark after %d\n", at);
 
     /* SO_OOBINLINE: the urgent byte stays in the stream (an FTP server's
        ABOR, sent whole with MSG_OOB, is read as a line). */

@@ -169,6 +169,12 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             map_names: RefCell::new(parent.map_names.borrow().clone()),
             nice: Cell::new(parent.nice.get()),
         });
+        if flags & CLONE_PIDFD != 0 {
+            // Before the child is anyone's (a full table fails the clone
+            // with nothing to undo); its copy of the table has no pidfd.
+            let fd = crate::pidfd::install(&child, false)?;
+            put_user(ptid, (fd as u32).to_le_bytes())?;
+        }
         let adopter =
             if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };
         adopter.children.borrow_mut().push(child.clone());
@@ -184,21 +190,6 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
     // A forked child keeps its parent's alternate stack; a thread has none.
     if !is_thread {
         task.altstack.set(parent_task.altstack.get());
-    }
-    if flags & CLONE_PIDFD != 0 {
-        let child = task.process.borrow().clone();
-        match crate::pidfd::install(&child, false) {
-            Ok(fd) => put_user(ptid, (fd as u32).to_le_bytes())?,
-            Err(e) => {
-                // No room for it: the child never was.
-                parent.children.borrow_mut().retain(|c| !Rc::ptr_eq(c, &child));
-                if let Some(p) = find_process(child.ppid.get()) {
-                    p.children.borrow_mut().retain(|c| !Rc::ptr_eq(c, &child));
-                }
-                s.procs -= 1;
-                return Err(e);
-            }
-        }
     }
     s.next_id += 1;
     if flags & CLONE_PARENT_SETTID != 0 {

@@ -23,6 +23,8 @@ pub const AF_NETLINK: u16 = 16;
 pub const SOCK_STREAM: u16 = 1;
 pub const SOCK_DGRAM: u16 = 2;
 pub const SOCK_SEQPACKET: u16 = 5;
+pub const SOL_SOCKET: u64 = 1;
+pub const SO_OOBINLINE: u64 = 10;
 
 pub const EDESTADDRREQ: i64 = 89;
 pub const EMSGSIZE: i64 = 90;
@@ -447,6 +449,8 @@ impl Socket {
             (Some(qa), Some(qb))
         };
         for (s, rx, tx, cred) in [(a, &qa, &qb, b_cred), (b, &qb, &qa, a_cred)] {
+            // Set before the connection (or on a listener, inherited).
+            let inline = s.option(SOL_SOCKET, SO_OOBINLINE).is_some_and(|v| v != 0);
             let mut st = s.st.borrow_mut();
             if let Some(tx) = tx {
                 let mut tx = tx.borrow_mut();
@@ -456,8 +460,7 @@ impl Socket {
             if let Some(rx) = rx.as_ref().filter(|_| a.ty != SOCK_DGRAM) {
                 let mut rx = rx.borrow_mut();
                 rx.rcvbuf = st.rcvbuf as usize;
-                // SO_OOBINLINE (SOL_SOCKET 10), set before the connection.
-                rx.oobinline = st.options.iter().any(|o| (o.0, o.1) == (1, 10) && o.2 != 0);
+                rx.oobinline = inline;
             }
             st.rx = rx.clone();
             st.tx = tx.clone();

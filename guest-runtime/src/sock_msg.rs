@@ -478,13 +478,13 @@ fn put_cmsg(ctl: u64, len: u64, used: &mut u64, (level, ty): (u32, u32), data: &
         return Ok(false);
     }
     let full = 16 + data.len() as u64;
+    let n = full.min(room);
     let mut b = Vec::new();
     b.try_reserve(full as usize).map_err(|_| ENOMEM)?;
-    b.extend_from_slice(&full.min(room).to_le_bytes());
+    b.extend_from_slice(&n.to_le_bytes());
     b.extend_from_slice(&level.to_le_bytes());
     b.extend_from_slice(&ty.to_le_bytes());
     b.extend_from_slice(data);
-    let n = full.min(room);
     user_bytes_mut(ctl + *used, n)?.copy_from_slice(&b[..n as usize]);
     *used += ((full + 7) & !7).min(room);
     Ok(full <= room)

@@ -13,7 +13,7 @@ use crate::sock::{
     Addr, Cred, AF_INET, AF_INET6, AF_UNIX, EINPROGRESS, ESOCKTNOSUPPORT, SOCK_BUF, SOCK_DGRAM, SOCK_SEQPACKET,
     SOCK_STREAM,
 };
-use crate::sock::{ECONNREFUSED, ENOBUFS, ENOTCONN};
+use crate::sock::{ECONNREFUSED, ENOBUFS, ENOTCONN, SOL_SOCKET, SO_OOBINLINE};
 use crate::sock_addr::{self as names, socket_of, UnixName};
 use crate::sys_fs::SysResult;
 use crate::uaccess::*;
@@ -27,7 +27,6 @@ const IPPROTO_UDPLITE: u64 = crate::sock::IPPROTO_UDPLITE as u64;
 /// UDP-Lite's own options (`UDPLITE_SEND_CSCOV`, `UDPLITE_RECV_CSCOV`:
 /// kept, as there is no checksum to cover).
 const SOL_UDPLITE: u64 = IPPROTO_UDPLITE;
-const SOL_SOCKET: u64 = 1;
 const SOL_IP: u64 = 0;
 const SOL_IPV6: u64 = 41;
 const SO_TYPE: u64 = 3;
@@ -36,7 +35,6 @@ const SO_SNDBUF: u64 = 7;
 const SO_RCVBUF: u64 = 8;
 const SO_LINGER: u64 = 13;
 const SO_PASSCRED: u64 = 16;
-const SO_OOBINLINE: u64 = 10;
 const SO_PEERCRED: u64 = 17;
 const SO_RCVLOWAT: u64 = 18;
 const SO_SNDLOWAT: u64 = 19;

@@ -175,7 +175,7 @@ pub fn exec(
         Ok(x) => x,
         Err(_) => return exit_group(f, 0, SIGSEGV),
     };
-    // Its `cpuid` sites (from a file's second start on) and the
+    // Its `cpuid` sites (from a file's first start, or second if large) and the
     // `syscall` sites earlier processes called go fast.
     crate::exec_cpuid::started(&node, interp.as_ref().map(|i| i.node()));
     me.fds.borrow_mut().close_on_exec(me.pid);

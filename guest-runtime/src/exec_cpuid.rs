@@ -1,26 +1,26 @@
-//! `cpuid` sites rewritten at an execve, from a file's second start in
-//! this VM on. A `cpuid` leaves the guest on every KVM host, and the
-//! hypervisor answers it without the runtime seeing it, so the lazy
-//! rewriter never learns of one (`cpuid.rs`); only an entry snapshot's
-//! sweep (`eager.rs`) found them. But glibc probes the CPU with ~44 of
-//! them in every process it starts (in its loader, or in a static
-//! program's own start), ~15-25 µs each here.
+//! `cpuid` sites rewritten at an execve, from a file's first start in
+//! this VM (its second, for a large file). A `cpuid` leaves the guest on
+//! every KVM host, and the hypervisor answers it without the runtime
+//! seeing it, so the lazy rewriter never learns of one (`cpuid.rs`);
+//! only an entry snapshot's sweep (`eager.rs`) found them. But glibc
+//! probes the CPU with ~44 of them in every process it starts (in its
+//! loader, or in a static program's own start), ~12-25 µs each here.
 //!
 //! So each file that runs those probes in a new process (a dynamic
-//! program's loader, or a static program) counts its starts. At its
-//! second, its code is scanned for `0f a2` byte pairs, read through the
-//! file cache rather than the program's mappings; pairs not within 8 KiB
-//! of the start of a function its table names are dropped. At that start
-//! and every later one, each candidate that lies in the new process's
-//! executable mapping of the file goes to `rewrite::rewrite_cpuid_ahead`.
-//! It proves the pair an instruction from its function's start (a pair
-//! inside a longer instruction is refused) and rewrites it as an entry
-//! snapshot's sweep would: nothing of the process has run yet, the same
-//! moment. The list kept with the file is then only the sites rewritten.
-//! About half of glibc's sites take a form this allows (the rest need
-//! the fourth form, whose proof sweeps the whole program). The first
-//! start of a file pays nothing, so a single run of a program (the CLI's
-//! cold start) is unchanged.
+//! program's loader, or a static program) is scanned for `0f a2` byte
+//! pairs at its first start (a file with more than `FIRST_START_MAX` of
+//! code: at its second), read through the file cache rather than the
+//! program's mappings; pairs not within 8 KiB of the start of a function
+//! its table names are dropped. At that start and every later one, each
+//! candidate that lies in the new process's executable mapping of the
+//! file goes to `rewrite::rewrite_cpuid_ahead`. It proves the pair an
+//! instruction from its function's start (a pair inside a longer
+//! instruction is refused) and rewrites it as an entry snapshot's sweep
+//! would: nothing of the process has run yet, the same moment. The list
+//! kept with the file is then only the sites rewritten. About half of
+//! glibc's sites take a form this allows, among them the loops' (the
+//! rest need the fourth form, whose proof sweeps the whole program): a
+//! cold `busybox true` makes 8 `cpuid` exits instead of 43.
 //!
 //! At every execve the program's and its loader's `syscall` sites that
 //! earlier processes called are rewritten too (`rewrite::rewrite_seen_ahead`),
@@ -39,6 +39,12 @@ const MAX_FILES: usize = 64;
 const MAX_CANDIDATES: usize = 512;
 /// Most bytes of code scanned in one file.
 const MAX_SCANNED: u64 = 64 << 20;
+/// A file with at most this much code has its sites rewritten at its
+/// first start: its scan (~0.1 ms a MiB here) and table cost less than the
+/// ~35 of glibc's ~44 probes it saves (~25 µs each here). A larger one
+/// waits for its second start, as the scan grows with it and the probes
+/// do not (a large program is seldom glibc's static start alone).
+const FIRST_START_MAX: u64 = 4 << 20;
 /// Candidates further than this into their function are left alone: the
 /// proof sweeps from the function's start, and a pair deep in a large
 /// function (an interpreter's loop) is most likely inside another
@@ -115,7 +121,8 @@ fn started_from(node: &NodeRef, maps: &[(u64, u64, u64)]) -> usize {
         }
     };
     seen[i].starts = seen[i].starts.saturating_add(1);
-    if seen[i].starts < 2 {
+    let code: u64 = maps.iter().map(|&(start, end, _)| end - start).sum();
+    if seen[i].starts < 2 && code > FIRST_START_MAX {
         return 0;
     }
     let cached = seen[i].candidates.clone();
@@ -162,13 +169,17 @@ fn scan(node: &NodeRef, maps: &[(u64, u64, u64)]) -> Vec<u64> {
             if n < 2 {
                 break;
             }
-            for k in 0..n - 1 {
-                if buf[k] == 0x0f && buf[k + 1] == 0xa2 {
-                    if found.len() >= MAX_CANDIDATES || found.try_reserve(1).is_err() {
-                        return Vec::new();
-                    }
-                    found.push(off + at + k as u64);
+            let mut full = false;
+            cpuid_pairs(&buf[..n], |k| {
+                if found.len() >= MAX_CANDIDATES || found.try_reserve(1).is_err() {
+                    full = true;
+                    return false;
                 }
+                found.push(off + at + k as u64);
+                true
+            });
+            if full {
+                return Vec::new();
             }
             scanned += n as u64;
             at += n as u64 - 1;
@@ -176,6 +187,10 @@ fn scan(node: &NodeRef, maps: &[(u64, u64, u64)]) -> Vec<u64> {
     }
     found.sort_unstable();
     found.dedup();
+    if found.is_empty() {
+        // (No table to read: most programs not built with glibc.)
+        return found;
+    }
     // Only those in a function the file's table names, near its start.
     let Some(idx) = crate::sitefind::index(node) else { return Vec::new() };
     found.retain(|&off| {
@@ -185,4 +200,86 @@ fn scan(node: &NodeRef, maps: &[(u64, u64, u64)]) -> Vec<u64> {
         })
     });
     found
+}
+
+/// Calls `f` with the index of each `0f a2` pair in `buf` (the `0f`),
+/// in order, until it returns false. Eight bytes at a time: it runs over
+/// a loader's or a static program's whole code at its first start.
+fn cpuid_pairs(buf: &[u8], mut f: impl FnMut(usize) -> bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let words = buf.len() / 8;
+    for w in 0..words {
+        let at = w * 8;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&buf[at..at + 8]);
+        // Bytes equal to 0xa2 are the zero bytes of `x`; the lowest one
+        // flagged is exact, a higher one may be a false mark (checked).
+        let x = u64::from_le_bytes(word) ^ (0xa2 * ONES);
+        let mut marks = x.wrapping_sub(ONES) & !x & HIGH;
+        while marks != 0 {
+            let i = at + (marks.trailing_zeros() / 8) as usize;
+            marks &= marks - 1;
+            if i > 0 && buf[i] == 0xa2 && buf[i - 1] == 0x0f && !f(i - 1) {
+                return;
+            }
+        }
+    }
+    for i in (words * 8).max(1)..buf.len() {
+        if buf[i] == 0xa2 && buf[i - 1] == 0x0f && !f(i - 1) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    fn pairs(buf: &[u8]) -> Vec<usize> {
+        let mut found = Vec::new();
+        super::cpuid_pairs(buf, |i| {
+            found.push(i);
+            true
+        });
+        found
+    }
+
+    #[test]
+    fn cpuid_pairs_are_found_wherever_they_lie_and_only_there() {
+        // Every place in a buffer of a few words, and across word edges.
+        for len in 2..40 {
+            for at in 0..len - 1 {
+                let mut buf = alloc::vec![0x90u8; len];
+                buf[at] = 0x0f;
+                buf[at + 1] = 0xa2;
+                assert_eq!(pairs(&buf), [at], "len {len} at {at}");
+            }
+        }
+        // A byte one above 0xa2 right after a real one (the word trick
+        // may mark it), 0xa2 with no 0f before it, a 0f with no a2 after.
+        let mut buf = alloc::vec![0u8; 24];
+        buf[..4].copy_from_slice(&[0x0f, 0xa2, 0xa3, 0x0f]);
+        buf[8..11].copy_from_slice(&[0xa2, 0x0f, 0xa3]);
+        buf[15..18].copy_from_slice(&[0x0f, 0xa2, 0xa2]);
+        assert_eq!(pairs(&buf), [0, 15]);
+        // Compared with the byte-by-byte answer on varied bytes.
+        let mut seed = 1u32;
+        let buf: Vec<u8> = (0..4096)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                [0x0f, 0xa2, 0xa3, 0x01, 0x00][(seed >> 16) as usize % 5]
+            })
+            .collect();
+        let slow: Vec<usize> = (0..buf.len() - 1).filter(|&i| buf[i] == 0x0f && buf[i + 1] == 0xa2).collect();
+        assert!(slow.len() > 10);
+        assert_eq!(pairs(&buf), slow);
+        // `f` stops the scan.
+        let mut seen = 0;
+        super::cpuid_pairs(&[0x0f, 0xa2, 0x0f, 0xa2], |_| {
+            seen += 1;
+            false
+        });
+        assert_eq!(seen, 1);
+    }
 }

@@ -69,6 +69,13 @@ fn build(dir: &Path, name: &str, stem: &str, flavor: Flavor) -> PathBuf {
     let text = std::fs::read(&src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
+    // A C program may include another from its directory (`#include
+    // "x.c"`): its text is part of the key too.
+    for line in String::from_utf8_lossy(&text).lines() {
+        if let Some(inc) = line.strip_prefix("#include \"").and_then(|r| r.split('"').next()) {
+            std::fs::read(dir.join(inc)).unwrap_or_default().hash(&mut h);
+        }
+    }
     flavor.hash(&mut h);
     // Bump when a build recipe below changes, to rebuild cached outputs.
     const RECIPE_VERSION: u32 = 2;

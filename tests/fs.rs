@@ -850,3 +850,60 @@ fn files_given_to_a_run_are_read_as_used_and_kept_whole() {
     let out = clone.run(&Command::resume().args(["busybox", "cat", "/late.txt"])).unwrap();
     assert!(out.stdout == data, "{} bytes, not the file's {}: {}", out.stdout.len(), data.len(), out.stderr_str());
 }
+
+/// inotify reports what a program does to a watched directory, a file in
+/// it and a subdirectory (create, open, read, write, close, chmod,
+/// rename with its cookie, link, unlink, rmdir, truncate, touch,
+/// symlink, mkfifo, listing, a rename over an open file), with the
+/// descriptor's own rules (FIONREAD, poll, a read too small, one-shot
+/// watches, the same watch again, IN_MASK_ADD, bad arguments) and a
+/// blocking descriptor woken through epoll by another process, in the
+/// same order and form as natively. It was ENOSYS.
+#[test]
+fn inotify_reports_changes_as_natively() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "inotify",
+        &[
+            "  dir MOVED_FROM a c1",
+            "  dir MOVED_TO b c1",
+            "  file MOVE_SELF",
+            "  file DELETE_SELF",
+            "  sub DELETE_SELF",
+            "  dir DELETE|ISDIR sub",
+            "  dir CLOSE_WRITE z",
+            "  oneshot IGNORED",
+            "read into 8 bytes: -1 errno 22",
+            "IN_MASK_CREATE on a watched path: -1 errno 17",
+            "epoll_wait: 1 data 7",
+            "blocking read: 32 bytes, CREATE late",
+            "rmdir 0",
+        ],
+    );
+}
+
+/// Node's `fs.watch` (libuv's inotify) sees a file written and renamed
+/// in a watched directory, as natively; it threw ENOSYS before.
+#[test]
+fn node_watches_a_directory_as_natively() {
+    const NODE: &str = "/usr/bin/node";
+    if !Path::new(NODE).exists() {
+        eprintln!("skipped: {NODE} does not exist on this host");
+        return;
+    }
+    let code = "const fs = require('fs'); const d = fs.mkdtempSync('/tmp/w-'); const seen = []; \
+                const w = fs.watch(d, (ev, name) => seen.push(ev + ' ' + name)); \
+                setTimeout(() => fs.writeFileSync(d + '/a.txt', 'x'), 50); \
+                setTimeout(() => fs.renameSync(d + '/a.txt', d + '/b.txt'), 150); \
+                setTimeout(() => { w.close(); fs.rmSync(d, {recursive: true}); \
+                console.log([...new Set(seen)].join('\\n')); }, 1000);";
+    let native = std::process::Command::new(NODE).args(["-e", code]).output().unwrap();
+    assert!(native.status.success());
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.contains("rename b.txt"), "natively: {native}");
+    let mut sb =
+        Sandbox::builder().host_system().memory_mib(512).timeout(std::time::Duration::from_secs(60)).build().unwrap();
+    let out = sb.run(&Command::new(NODE).args(["-e", code])).unwrap();
+    assert!(out.status.success(), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), native);
+}

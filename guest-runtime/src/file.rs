@@ -55,6 +55,9 @@ pub enum FileKind {
     SignalFd(Cell<u64>),
     /// A pidfd: the process it names (`pidfd.rs`).
     Pidfd(PidRef),
+    /// An inotify descriptor: its watches and queued events
+    /// (`inotify.rs`).
+    Inotify(Rc<crate::inotify::Inotify>),
 }
 
 /// What a pidfd names: a process (held weakly: a pidfd keeps no process
@@ -100,6 +103,13 @@ pub struct OpenFile {
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
+        if matches!(self.kind, FileKind::Node(_)) {
+            self.notify(if self.writable() {
+                crate::inotify::IN_CLOSE_WRITE
+            } else {
+                crate::inotify::IN_CLOSE_NOWRITE
+            });
+        }
         if crate::locks::any() {
             crate::locks::release_owner(crate::locks::Owner::Description(self as *const OpenFile as usize));
         }
@@ -150,6 +160,26 @@ impl OpenFile {
             listing: RefCell::new(None),
             checkpoint: RefCell::new(None),
         })
+    }
+
+    /// Tells the inotify watches on this description's file, and on the
+    /// directory it was opened in (found again by its path, if that still
+    /// names it or it has no name left: Linux's open file keeps its last
+    /// name and directory), that `mask` happened to it. Nothing for a
+    /// description opened with O_PATH, or while nothing is watched.
+    pub fn notify(&self, mask: u32) {
+        if !crate::inotify::active() || self.flags.get() & O_PATH != 0 {
+            return;
+        }
+        let FileKind::Node(node) = &self.kind else { return };
+        let unlinked = !node.is_dir() && node.meta.borrow().nlink == 0;
+        let parent = vfs::resolve_parent(&vfs::root(), &self.path)
+            .ok()
+            .filter(|(dir, name)| unlinked || vfs::lookup(dir, name).is_ok_and(|n| Rc::ptr_eq(&n, node)));
+        match parent {
+            Some((dir, name)) => crate::inotify::child_event(Some(&dir), node, mask, &name),
+            None => crate::inotify::child_event(None, node, mask, &[]),
+        }
     }
 
     pub fn readable(&self) -> bool {
@@ -263,6 +293,13 @@ impl OpenFile {
                 self.done_or_wait(r)
             }
             FileKind::Pidfd(_) => Err(EINVAL),
+            FileKind::Inotify(i) => {
+                let r = match crate::inotify::read(i, out) {
+                    Some(r) => Some(r?),
+                    None => None,
+                };
+                self.done_or_wait(r)
+            }
             FileKind::PipeRead(p) => {
                 if at.is_some() {
                     return Err(ESPIPE);
@@ -281,6 +318,9 @@ impl OpenFile {
                     let n = f.borrow_mut().read_at(off, out)?;
                     if at.is_none() {
                         self.offset.set(off + n as u64);
+                    }
+                    if n > 0 {
+                        self.notify(crate::inotify::IN_ACCESS);
                     }
                     Ok(n)
                 }
@@ -365,7 +405,11 @@ impl OpenFile {
                 Ok(data.len())
             }
             FileKind::Stdin | FileKind::PipeRead(_) => Err(EBADF),
-            FileKind::Epoll(_) | FileKind::TimerFd(_) | FileKind::SignalFd(_) | FileKind::Pidfd(_) => Err(EINVAL),
+            FileKind::Epoll(_)
+            | FileKind::TimerFd(_)
+            | FileKind::SignalFd(_)
+            | FileKind::Pidfd(_)
+            | FileKind::Inotify(_) => Err(EINVAL),
             FileKind::EventFd(count, _) => {
                 let Some(b) = data.get(..8) else { return Err(EINVAL) };
                 let add = u64::from_le_bytes(b.try_into().map_err(|_| EINVAL)?);
@@ -420,6 +464,9 @@ impl OpenFile {
                     if at.is_none() {
                         self.offset.set(off + n as u64);
                     }
+                    if n > 0 {
+                        self.notify(crate::inotify::IN_MODIFY);
+                    }
                     Ok(n)
                 }
                 NodeKind::Dev(Dev::Full) => Err(ENOSPC),
@@ -447,6 +494,7 @@ impl OpenFile {
                 let p = p.borrow();
                 (p.buf.len(), !p.buf.is_empty())
             }
+            FileKind::Inotify(i) => (crate::inotify::pending_bytes(i), crate::inotify::readable(i)),
             _ => (0, true),
         }
     }

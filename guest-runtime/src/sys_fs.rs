@@ -13,6 +13,7 @@ use hvsandbox_abi::fs::PATH_MAX;
 use crate::errno::*;
 use crate::fds::*;
 use crate::file::{self, FileKind, OpenFile, *};
+use crate::inotify;
 use crate::locks;
 use crate::mm::{self, PROT_WRITE};
 use crate::rt::UID;
@@ -29,7 +30,7 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 
 // --- arguments -------------------------------------------------------------------
 
-fn path_arg(ptr: u64) -> Result<&'static [u8], i64> {
+pub(crate) fn path_arg(ptr: u64) -> Result<&'static [u8], i64> {
     match user_cstr(ptr, PATH_MAX as u64) {
         Err(ERANGE) => Err(ENAMETOOLONG),
         r => r,
@@ -125,7 +126,9 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
                                 return Err(EACCES);
                             }
                             created = true;
-                            vfs::create_file(&tdir, &tname, mode as u32 & !crate::task::umask())?
+                            let node = vfs::create_file(&tdir, &tname, mode as u32 & !crate::task::umask())?;
+                            inotify::entry_event(&tdir, &node, inotify::IN_CREATE, &tname);
+                            node
                         }
                         Err(e) => return Err(e),
                     }
@@ -144,7 +147,9 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
                     return Err(EACCES);
                 }
                 created = true;
-                vfs::create_file(&dir, &name, mode as u32 & !crate::task::umask())?
+                let node = vfs::create_file(&dir, &name, mode as u32 & !crate::task::umask())?;
+                inotify::entry_event(&dir, &node, inotify::IN_CREATE, &name);
+                node
             }
             Err(e) => return Err(e),
         }
@@ -205,7 +210,12 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         return crate::sys_pty::open(*d, flags);
     }
     let keep = O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH | O_DIRECTORY;
+    let truncated = flags & O_TRUNC != 0 && wants_write && flags & O_PATH == 0 && !created;
     let of = OpenFile::new(FileKind::Node(node), flags & keep, path);
+    of.notify(inotify::IN_OPEN);
+    if truncated {
+        of.notify(inotify::IN_MODIFY);
+    }
     crate::fds::install(of, flags & O_CLOEXEC != 0, 0)
 }
 
@@ -458,6 +468,7 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 | FileKind::TimerFd(_)
                 | FileKind::SignalFd(_)
                 | FileKind::Pidfd(_) => (0, 0o600),
+                FileKind::Inotify(_) => (0, 0o400),
                 FileKind::Socket(_) => (S_IFSOCK, 0o777),
                 _ => (S_IFIFO, 0o600),
             };
@@ -576,6 +587,8 @@ pub fn sys_getdents64(fd: u64, buf: u64, len: u64) -> SysResult {
         idx += 1;
     }
     f.offset.set(idx as u64);
+    drop(listing);
+    f.notify(inotify::IN_ACCESS);
     Ok(pos as u64)
 }
 
@@ -656,7 +669,9 @@ pub fn sys_mkdirat(dirfd: u64, path: u64, mode: u64) -> SysResult {
     if !dir.readonly() && !vfs::permitted(&dir, 3) {
         return Err(EACCES);
     }
-    vfs::mkdir(&dir, &name, mode as u32 & !crate::task::umask()).map(|_| 0)
+    let node = vfs::mkdir(&dir, &name, mode as u32 & !crate::task::umask())?;
+    inotify::entry_event(&dir, &node, inotify::IN_CREATE, &name);
+    Ok(0)
 }
 
 /// Whether the user may remove or rename `name` in `dir`, or make it:
@@ -676,7 +691,12 @@ pub fn sys_unlinkat(dirfd: u64, path: u64, flags: u64) -> SysResult {
     }
     let (dir, name) = parent_at(dirfd, path)?;
     may_change(&dir, &name, true)?;
-    vfs::remove(&dir, &name, flags & AT_REMOVEDIR != 0).map(|_| 0)
+    let node = inotify::active().then(|| vfs::lookup(&dir, &name).ok()).flatten();
+    vfs::remove(&dir, &name, flags & AT_REMOVEDIR != 0)?;
+    if let Some(node) = node {
+        inotify::removed(&dir, &node, &name);
+    }
+    Ok(0)
 }
 
 pub fn sys_renameat2(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
@@ -690,7 +710,15 @@ pub fn sys_renameat2(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResul
     if !ndir.readonly() && vfs::lookup(&odir, &oname).is_ok() && !vfs::permitted(&ndir, 3) {
         return Err(EACCES);
     }
-    vfs::rename(&odir, &oname, &ndir, &nname, flags & RENAME_NOREPLACE != 0).map(|_| 0)
+    let nodes = inotify::active().then(|| (vfs::lookup(&odir, &oname).ok(), vfs::lookup(&ndir, &nname).ok()));
+    vfs::rename(&odir, &oname, &ndir, &nname, flags & RENAME_NOREPLACE != 0)?;
+    if let Some((Some(node), replaced)) = nodes {
+        let replaced = replaced.filter(|r| !Rc::ptr_eq(r, &node));
+        if !Rc::ptr_eq(&odir, &ndir) || oname != nname {
+            inotify::moved(&odir, &oname, &ndir, &nname, &node, replaced.as_ref());
+        }
+    }
+    Ok(0)
 }
 
 pub fn sys_linkat(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
@@ -709,6 +737,8 @@ pub fn sys_linkat(od: u64, op: u64, nd: u64, np: u64, flags: u64) -> SysResult {
     may_change(&ndir, &nname, false)?;
     vfs::link_into(&ndir, &nname, node.clone())?;
     node.meta.borrow_mut().nlink += 1;
+    inotify::event(&node, inotify::IN_ATTRIB, &[], 0);
+    inotify::entry_event(&ndir, &node, inotify::IN_CREATE, &nname);
     Ok(0)
 }
 
@@ -727,11 +757,20 @@ pub fn sys_mknodat(dirfd: u64, path: u64, mode: u64) -> SysResult {
     }
     let perm = mode & 0o7777 & !crate::task::umask();
     match mode & vfs::S_IFMT {
-        0 | vfs::S_IFREG => vfs::create_file(&dir, &name, perm).map(|_| 0),
-        vfs::S_IFIFO => vfs::create_fifo(&dir, &name, perm).map(|_| 0),
-        vfs::S_IFSOCK => vfs::create_socket_node(&dir, &name, perm).map(|_| 0),
-        vfs::S_IFCHR | 0o060_000 => Err(EPERM),
-        _ => Err(EINVAL),
+        0 | vfs::S_IFREG => vfs::create_file(&dir, &name, perm).map(|_| ())?,
+        vfs::S_IFIFO => vfs::create_fifo(&dir, &name, perm)?,
+        vfs::S_IFSOCK => vfs::create_socket_node(&dir, &name, perm).map(|_| ())?,
+        vfs::S_IFCHR | 0o060_000 => return Err(EPERM),
+        _ => return Err(EINVAL),
+    }
+    created_at(&dir, &name);
+    Ok(0)
+}
+
+/// Tells the watches of `dir` that its entry `name` was just made.
+fn created_at(dir: &NodeRef, name: &[u8]) {
+    if let Some(node) = inotify::active().then(|| vfs::lookup(dir, name).ok()).flatten() {
+        inotify::entry_event(dir, &node, inotify::IN_CREATE, name);
     }
 }
 
@@ -739,7 +778,9 @@ pub fn sys_symlinkat(target: u64, nd: u64, np: u64) -> SysResult {
     let t = path_arg(target)?.to_vec();
     let (dir, name) = parent_at(nd, np)?;
     may_change(&dir, &name, false)?;
-    vfs::symlink(&dir, &name, &t).map(|_| 0)
+    vfs::symlink(&dir, &name, &t)?;
+    created_at(&dir, &name);
+    Ok(0)
 }
 
 fn truncate_node(node: &NodeRef, len: u64) -> SysResult {
@@ -765,7 +806,9 @@ pub fn sys_ftruncate(fd: u64, len: u64) -> SysResult {
     if !f.writable() {
         return Err(EINVAL);
     }
-    truncate_node(f.node().ok_or(EINVAL)?, len)
+    truncate_node(f.node().ok_or(EINVAL)?, len)?;
+    f.notify(inotify::IN_MODIFY);
+    Ok(0)
 }
 
 pub fn sys_truncate(path: u64, len: u64) -> SysResult {
@@ -773,7 +816,9 @@ pub fn sys_truncate(path: u64, len: u64) -> SysResult {
     if !vfs::permitted(&n, 2) {
         return Err(EACCES);
     }
-    truncate_node(&n, len)
+    truncate_node(&n, len)?;
+    changed(AT_FDCWD as u64, path, None, &n, inotify::IN_MODIFY);
+    Ok(0)
 }
 
 pub fn sys_fallocate(fd: u64, mode: u64, off: u64, len: u64) -> SysResult {
@@ -785,6 +830,7 @@ pub fn sys_fallocate(fd: u64, mode: u64, off: u64, len: u64) -> SysResult {
     let node = f.node().ok_or(ESPIPE)?.clone();
     if node.size() < end {
         truncate_node(&node, end)?;
+        f.notify(inotify::IN_MODIFY);
     }
     Ok(0)
 }
@@ -1098,6 +1144,9 @@ pub fn sys_utimensat(dirfd: u64, path: u64, times: u64, flags: u64) -> SysResult
         m.mtime = t;
     }
     m.ctime = now;
+    drop(m);
+    let by_fd = (path == 0 || path_arg(path).is_ok_and(|p| p.is_empty())).then_some(dirfd);
+    changed(dirfd, path, by_fd, &node, inotify::IN_ATTRIB);
     Ok(0)
 }
 
@@ -1117,6 +1166,8 @@ pub fn sys_fchmodat(dirfd: u64, path: u64, mode: u64, fd: Option<u64>) -> SysRes
         return Err(EPERM);
     }
     m.mode = (m.mode & S_IFMT) | (mode as u32 & 0o7777);
+    drop(m);
+    changed(dirfd, path, fd, &node, inotify::IN_ATTRIB);
     Ok(0)
 }
 
@@ -1136,10 +1187,34 @@ pub fn sys_chown(dirfd: u64, path: u64, fd: Option<u64>, uid: u64, gid: u64, fla
     if !(ok(uid) && ok(gid)) {
         return Err(EPERM);
     }
-    if node.is_some_and(|n| n.readonly()) {
+    if node.as_ref().is_some_and(|n| n.readonly()) {
         return Err(EROFS);
     }
+    if let Some(node) = node {
+        let by_fd = fd.or_else(|| path_arg(path).is_ok_and(|p| p.is_empty()).then_some(dirfd));
+        changed(dirfd, path, by_fd, &node, inotify::IN_ATTRIB);
+    }
     Ok(0)
+}
+
+/// Tells inotify watches that `mask` happened to `node`, reached through
+/// descriptor `fd`, or as `path` from `dirfd` (its directory's watches
+/// too, where that path still names it).
+fn changed(dirfd: u64, path: u64, fd: Option<u64>, node: &NodeRef, mask: u32) {
+    if !inotify::active() {
+        return;
+    }
+    if let Some(fd) = fd {
+        if let Ok(f) = crate::fds::get(fd) {
+            f.notify(mask);
+        }
+        return;
+    }
+    let parent = parent_at(dirfd, path).ok().filter(|(d, n)| vfs::lookup(d, n).is_ok_and(|c| Rc::ptr_eq(&c, node)));
+    match parent {
+        Some((dir, name)) => inotify::child_event(Some(&dir), node, mask, &name),
+        None => inotify::child_event(None, node, mask, &[]),
+    }
 }
 
 pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
@@ -1363,6 +1438,11 @@ fn poll_one(fd: i32, events: u16) -> u16 {
         }
         FileKind::Pidfd(p) => {
             if crate::pidfd::readable(p) {
+                r |= POLLIN;
+            }
+        }
+        FileKind::Inotify(i) => {
+            if inotify::readable(i) {
                 r |= POLLIN;
             }
         }

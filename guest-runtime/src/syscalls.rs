@@ -111,6 +111,10 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         232 | 281 => sys_fs::sys_epoll_wait(a0, a1, a2, poll_timeout_ms(a3)),
         284 => sys_fs::sys_eventfd2(a0, 0),
         290 => sys_fs::sys_eventfd2(a0, a1),
+        253 => crate::sys_inotify::sys_inotify_init1(0),
+        294 => crate::sys_inotify::sys_inotify_init1(a0),
+        254 => crate::sys_inotify::sys_inotify_add_watch(a0, a1, a2),
+        255 => crate::sys_inotify::sys_inotify_rm_watch(a0, a1),
         435 => Err(ENOSYS), // clone3: libc falls back to clone
         41 => socket::sys_socket(a0, a1, a2),
         53 => socket::sys_socketpair(a0, a1, a2, a3),

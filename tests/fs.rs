@@ -907,3 +907,28 @@ fn node_watches_a_directory_as_natively() {
     assert!(out.status.success(), "{}", out.stderr_str());
     assert_eq!(out.stdout_str(), native);
 }
+
+/// A descriptor's owner and signal (F_SETOWN, F_SETOWN_EX, F_SETSIG and
+/// their F_GET forms, ESRCH for nobody), directory notifications
+/// (F_NOTIFY: one-shot and DN_MULTISHOT, each kind of change, cancelled,
+/// ENOTDIR on a file; it was EINVAL, which CPython's test_fcntl met) and
+/// SIGURG to the owner of a TCP socket that urgent data reaches, as
+/// natively.
+#[test]
+fn descriptor_owners_get_notifications_and_sigurg_as_natively() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "fcntl_notify",
+        &[
+            "F_SETOWN nobody: -1 errno 3",
+            "F_SETOWN_EX tid: 0, back: type 0 is self 1",
+            "create a, SIGIO: 1",
+            "create b (one-shot: no more): 1",
+            "rename c e: 5",
+            "create f after: 6",
+            "F_NOTIFY on a file: -1 errno 20",
+            "urgent data, no owner: SIGURG: 0",
+            "urgent data to the owner: SIGURG: 1",
+        ],
+    );
+}

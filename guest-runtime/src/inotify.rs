@@ -124,10 +124,31 @@ impl Drop for Inotify {
     }
 }
 
-/// Whether any watch exists (callers skip finding names when none does).
+/// Whether any watch or directory notification exists (callers skip
+/// finding names when none does).
 pub fn active() -> bool {
-    *WATCHES.get() > 0
+    *WATCHES.get() > 0 || *DIR_HOOKED.get() > 0
 }
+
+/// Directory notifications (`fcntl(F_NOTIFY)`, kept by `file.rs`): while
+/// any is registered, every event also goes to the hook it registers.
+static DIR_HOOKED: Global<usize> = Global::new(0);
+static DIR_HOOK: Global<fn(&NodeRef, u32)> = Global::new(|_, _| {});
+
+/// Registers the directory-notification hook.
+pub fn set_dir_hook(f: fn(&NodeRef, u32)) {
+    *DIR_HOOK.get() = f;
+}
+
+/// One more (`true`) or one fewer directory notification registered.
+pub fn dir_hooked(more: bool) {
+    let n = DIR_HOOKED.get();
+    *n = if more { *n + 1 } else { n.saturating_sub(1) };
+}
+
+/// Given to the directory hook only: a rename, told to the old
+/// directory (Linux's FS_RENAME; never queued for a watch).
+pub const IN_DN_RENAME: u32 = 0x1000_0000;
 
 /// inotify_add_watch on `node`: its watch descriptor (the same one again
 /// for a node already watched).
@@ -229,6 +250,9 @@ pub fn event(node: &NodeRef, mask: u32, name: &[u8], cookie: u32) {
             let _ = rm_watch(&ino, wd);
         }
     }
+    if *DIR_HOOKED.get() > 0 {
+        (DIR_HOOK.get())(node, mask);
+    }
 }
 
 /// `mask` happened to `child`, reached as `name` in `dir` (None: its
@@ -263,6 +287,10 @@ pub fn moved(odir: &NodeRef, oname: &[u8], ndir: &NodeRef, nname: &[u8], node: &
     *c = c.wrapping_add(1);
     let cookie = *c;
     let isdir = if node.is_dir() { IN_ISDIR } else { 0 };
+    // (Linux's FS_RENAME, to the old directory, comes first.)
+    if *DIR_HOOKED.get() > 0 {
+        (DIR_HOOK.get())(odir, IN_DN_RENAME);
+    }
     event(odir, IN_MOVED_FROM | isdir, oname, cookie);
     event(ndir, IN_MOVED_TO | isdir, nname, cookie);
     if let Some(r) = replaced {

@@ -58,7 +58,7 @@ mod stack;
 mod start;
 mod stats;
 mod sys_fs;
-mod sys_inotify;
+mod sys_notify;
 mod sys_pty;
 mod sys_timer;
 mod syscalls;

@@ -595,6 +595,31 @@ pub fn sys_tgkill(tgid: u64, tid: u64, sig: u64) -> SysResult {
     Ok(0)
 }
 
+/// Sends `sig` to a descriptor's owner (`wait::signal_owner`): a thread,
+/// a process, or every process of a group; nothing for one gone.
+pub fn to_owner(owner: crate::wait::Owner, sig: u32) {
+    use crate::wait::{F_OWNER_PGRP, F_OWNER_TID};
+    match owner.kind {
+        F_OWNER_TID => {
+            let t = SCHED.get().tasks.iter().find(|t| t.tid == owner.id && t.state.get() != State::Dead).cloned();
+            if let Some(t) = t {
+                let p = t.process.borrow().clone();
+                send_signal(&p, Some(&t), sig);
+            }
+        }
+        F_OWNER_PGRP => {
+            for p in live_processes().into_iter().filter(|p| p.pgid.get() == owner.id) {
+                send_signal(&p, None, sig);
+            }
+        }
+        _ => {
+            if let Some(p) = find_process(owner.id) {
+                send_signal(&p, None, sig);
+            }
+        }
+    }
+}
+
 /// Raises `sig` in the current thread (e.g. SIGPIPE from a write).
 pub fn raise(sig: u32) {
     let t = current();

@@ -176,9 +176,15 @@ pub struct Queue {
     written: u64,
     read: u64,
     mark: Option<u64>,
+    /// The receiving socket's owner (F_SETOWN): urgent data signals it
+    /// (SIGURG).
+    pub owner: crate::wait::Owner,
 }
 
 pub type QueueRef = Rc<RefCell<Queue>>;
+
+/// Linux's SIGURG.
+const SIGURG: u32 = 23;
 
 impl Queue {
     fn new(max_msgs: usize, lossy: bool) -> QueueRef {
@@ -197,6 +203,7 @@ impl Queue {
             written: 0,
             read: 0,
             mark: None,
+            owner: crate::wait::Owner::default(),
         }))
     }
 
@@ -485,6 +492,14 @@ impl Socket {
         }
     }
 
+    /// The socket's owner (F_SETOWN): the queue it receives from (its
+    /// connection's, now) signals it when urgent data arrives.
+    pub fn set_owner(&self, owner: crate::wait::Owner) {
+        if let Some(rx) = &self.st.borrow().rx {
+            rx.borrow_mut().owner = owner;
+        }
+    }
+
     /// TCP urgent data: `byte` goes to the peer outside the stream (the
     /// stream's bytes before it are the caller's to send first); a newer
     /// one replaces one not read yet, as Linux's single urgent byte.
@@ -515,8 +530,11 @@ impl Socket {
         } else {
             q.urgent = Some(byte);
         }
+        let owner = q.owner;
         drop(q);
         drop(st);
+        // As Linux's sk_send_sigurg: the receiver's owner learns of it.
+        wait::signal_owner(owner, SIGURG);
         wait::notify();
         Ok(())
     }

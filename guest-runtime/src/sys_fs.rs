@@ -8,8 +8,6 @@
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
-use hvsandbox_abi::fs::PATH_MAX;
-
 use crate::errno::*;
 use crate::fds::*;
 use crate::file::{self, FileKind, OpenFile, *};
@@ -29,13 +27,6 @@ const AT_SYMLINK_FOLLOW: u64 = 0x400;
 const AT_EMPTY_PATH: u64 = 0x1000;
 
 // --- arguments -------------------------------------------------------------------
-
-pub(crate) fn path_arg(ptr: u64) -> Result<&'static [u8], i64> {
-    match user_cstr(ptr, PATH_MAX as u64) {
-        Err(ERANGE) => Err(ENAMETOOLONG),
-        r => r,
-    }
-}
 
 /// Resolves `(dirfd, path)`; an empty path with AT_EMPTY_PATH means the
 /// descriptor itself.
@@ -909,7 +900,7 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
             }
             Ok(p.capacity as u64)
         }
-        _ => Err(EINVAL),
+        _ => crate::sys_notify::fcntl(&f, cmd, arg),
     }
 }
 

@@ -85,6 +85,15 @@ pub fn read_timespec(ts: u64) -> Result<u64, i64> {
     timespec_ns(sec, nsec)
 }
 
+/// A path argument: a NUL-terminated string of less than PATH_MAX bytes
+/// (ENAMETOOLONG otherwise).
+pub fn path_arg(ptr: u64) -> Result<&'static [u8], i64> {
+    match user_cstr(ptr, hvsandbox_abi::fs::PATH_MAX as u64) {
+        Err(ERANGE) => Err(ENAMETOOLONG),
+        r => r,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,3 +88,31 @@ pub fn block(wait: Wait, deadline: Option<u64>, restart: bool) -> SysResult {
 pub fn wait_event(timeout_ns: Option<u64>) -> SysResult {
     (SCHEDULER.get().wait_event)(timeout_ns)
 }
+
+/// Who gets the signals a descriptor sends (F_SETOWN, F_SETOWN_EX:
+/// SIGIO or F_SETSIG's signal for dnotify, SIGURG for a socket's urgent
+/// data): a thread, a process or a process group; `id` 0 is nobody.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// F_OWNER_TID (0), F_OWNER_PID (1) or F_OWNER_PGRP (2).
+    pub kind: u32,
+    pub id: u32,
+}
+
+pub const F_OWNER_TID: u32 = 0;
+pub const F_OWNER_PID: u32 = 1;
+pub const F_OWNER_PGRP: u32 = 2;
+
+/// Posts a signal to an owner (registered by the signal layer at start).
+static OWNER_SIGNAL: Global<fn(Owner, u32)> = Global::new(|_, _| {});
+
+pub fn register_owner_signal(f: fn(Owner, u32)) {
+    *OWNER_SIGNAL.get() = f;
+}
+
+/// Sends `sig` to `owner` (nothing when there is none).
+pub fn signal_owner(owner: Owner, sig: u32) {
+    if owner.id != 0 {
+        (OWNER_SIGNAL.get())(owner, sig);
+    }
+}

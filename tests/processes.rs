@@ -776,3 +776,46 @@ fn preempted_processes_keep_their_vector_registers() {
         same_as_native(&mut sandbox(), "vector_state", expect);
     }
 }
+
+/// Signals carry their siginfo and real-time signals queue, as natively:
+/// sigqueue's values arrive each once and in order (sigtimedwait, a
+/// SA_SIGINFO handler, signalfd), a standard signal sent twice while
+/// blocked is pending once, kill and tgkill name their sender (SI_USER,
+/// SI_TKILL, its pid, from another process too), a siginfo that claims
+/// to be the kernel's is EPERM to another process, and SIG_IGN drops what
+/// is queued. Before, pending signals were a bit each: three sigqueues
+/// ran a handler once, with no value; rt_sigqueueinfo was ENOSYS.
+#[test]
+fn signals_carry_their_siginfo_and_real_time_ones_queue_as_natively() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "sigqueue",
+        &[
+            "  sig RTMIN+2 SI_QUEUE from the sender value 3",
+            "  sig -10 SI_TKILL from the sender value -1",
+            "  sig RTMIN+2 SI_QUEUE from the sender value 42",
+            "handler ran 5 times: 10 11 12 13 14",
+            "  SI_QUEUE value 8 from self 1 uid 1",
+            "rt_sigqueueinfo SI_USER to another process: -1 errno 1",
+            "after SIG_IGN: pending 0",
+        ],
+    );
+}
+
+/// glibc's pthread_cancel reaches a thread blocked in a system call or a
+/// condition variable: its cleanup handlers run and it ends as
+/// PTHREAD_CANCELED, as natively. glibc's SIGCANCEL handler acts only on
+/// a siginfo that says SI_TKILL from its own process; with every siginfo
+/// zero the signal was ignored and the join waited until the time-out.
+#[test]
+fn pthread_cancel_reaches_a_blocked_thread_as_natively() {
+    let prog = hvsandbox_tests::glibc("pthread_cancel");
+    let native = std::process::Command::new(&prog).output().unwrap();
+    assert!(native.status.success());
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.contains("waiter: cancel 0 join 0 canceled 1\n"), "natively: {native}");
+    let mut sb = Sandbox::builder().host_system().memory_mib(64).timeout(Duration::from_secs(30)).build().unwrap();
+    let out = sb.run(&Command::new(&prog)).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), native);
+}

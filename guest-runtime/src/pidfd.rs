@@ -104,31 +104,48 @@ pub fn sys_pidfd_send_signal(fd: u64, sig: u64, info: u64, flags: u64) -> SysRes
     if !scope.contains(&flags) || sig > 64 {
         return Err(EINVAL);
     }
-    if info != 0 {
-        let signo = i32::from_le_bytes(user_bytes(info, 128)?[..4].try_into().map_err(|_| EFAULT)?);
-        if signo as u64 != sig {
+    // The caller's siginfo (as rt_sigqueueinfo's: another process may be
+    // sent only a negative si_code other than SI_TKILL), else kill's.
+    let given = if info != 0 {
+        let mut si = [0u8; 128];
+        si.copy_from_slice(user_bytes(info, 128)?);
+        if u32::from_le_bytes([si[0], si[1], si[2], si[3]]) as u64 != sig {
             return Err(EINVAL);
         }
-    }
+        Some(si)
+    } else {
+        None
+    };
     let p = p.ok_or(ESRCH)?;
+    if let Some(si) = &given {
+        let code = i32::from_le_bytes([si[8], si[9], si[10], si[11]]);
+        if (code >= 0 || code == -6) && !Rc::ptr_eq(&p, &task::current_process()) {
+            return Err(EPERM);
+        }
+    }
     if p.status.get().is_some() {
         return if unreaped(&p) { Ok(0) } else { Err(ESRCH) };
     }
     if sig == 0 {
         return Ok(0);
     }
+    let sig = sig as u32;
+    let info = || match given {
+        Some(si) => task::Info::Queue(si),
+        None => task::Info::With(task::sender_info(sig, 0)),
+    };
     match flags {
         PIDFD_SIGNAL_THREAD => {
             let leader = task::find_task(pid).ok_or(ESRCH)?;
-            task::send_signal(&p, Some(&leader), sig as u32);
+            task::send_signal_info(&p, Some(&leader), sig, info())?;
         }
         PIDFD_SIGNAL_PROCESS_GROUP => {
             for q in task::live_processes().iter().filter(|q| q.pgid.get() == p.pgid.get()) {
-                task::send_signal(q, None, sig as u32);
+                task::send_signal_info(q, None, sig, info())?;
             }
         }
         _ => {
-            task::send_signal(&p, None, sig as u32);
+            task::send_signal_info(&p, None, sig, info())?;
         }
     }
     Ok(0)

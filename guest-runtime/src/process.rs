@@ -49,6 +49,7 @@ pub fn start_init(
         environ: RefCell::new(Vec::new()),
         threads: Cell::new(1),
         pending: Cell::new(0),
+        queued: RefCell::new(alloc::collections::VecDeque::new()),
         vfork_done: Cell::new(false),
         alarm: Cell::new(None),
         timers: Default::default(),
@@ -162,6 +163,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             environ: RefCell::new(parent.environ.borrow().clone()),
             threads: Cell::new(1),
             pending: Cell::new(0),
+            queued: RefCell::new(alloc::collections::VecDeque::new()),
             vfork_done: Cell::new(false),
             // A child does not inherit its parent's alarm.
             alarm: Cell::new(None),

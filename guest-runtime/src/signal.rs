@@ -90,13 +90,8 @@ pub fn deliver_signals(f: &mut Frame) {
             return;
         }
         let sig = pend.trailing_zeros() + 1;
-        let bit = 1u64 << (sig - 1);
         let p = t.process.borrow().clone();
-        if t.pending.get() & bit != 0 {
-            t.pending.set(t.pending.get() & !bit);
-        } else {
-            p.pending.set(p.pending.get() & !bit);
-        }
+        let sent = crate::task::take_signal(&t, sig);
         let act = p.sigactions.borrow()[sig as usize];
         if sig == SIGKILL || act[0] == SIG_DFL {
             if default_ignored(sig) {
@@ -109,8 +104,11 @@ pub fn deliver_signals(f: &mut Frame) {
         if act[0] == SIG_IGN {
             continue;
         }
-        // A timer's signal carries its siginfo.
-        let info = p.timers.take(sig, t.tid).map_or_else(|| plain_info(sig), |q| crate::timer::siginfo(&q));
+        // The siginfo it was sent with, or a timer's.
+        let info = match sent {
+            Some(info) => info,
+            None => p.timers.take(sig, t.tid).map_or_else(|| plain_info(sig), |q| crate::timer::siginfo(&q)),
+        };
         if setup_frame_with(&t, f, sig, &act, &info).is_err() {
             let _ = exit_group(f, 0, SIGSEGV);
             switch_to_next(f, SCHED.get().current);
@@ -493,8 +491,7 @@ pub fn sys_sigaction(sig: u64, act: u64, old: u64, size: u64) -> SysResult {
         p.sigactions.borrow_mut()[sig as usize] = a;
         // Setting SIG_IGN discards a pending instance.
         if a[0] == SIG_IGN || (a[0] == SIG_DFL && default_ignored(sig as u32)) {
-            let bit = !(1u64 << (sig - 1));
-            p.pending.set(p.pending.get() & bit);
+            crate::task::discard_signal(&p, sig as u32);
         }
     }
     if old != 0 {
@@ -575,9 +572,47 @@ pub fn sys_kill(pid: u64, sig: u64) -> SysResult {
     if targets.is_empty() {
         return Err(ESRCH);
     }
+    let info = crate::task::sender_info(sig as u32, SI_USER);
     for p in targets {
-        send_signal(&p, None, sig as u32);
+        let _ = crate::task::send_signal_info(&p, None, sig as u32, Info::With(info));
     }
+    Ok(0)
+}
+
+/// si_code of kill(2), tkill/tgkill(2), sigqueue(3).
+const SI_USER: i32 = 0;
+const SI_TKILL: i32 = -6;
+
+/// rt_sigqueueinfo(2) (`tid` None) and rt_tgsigqueueinfo(2): `sig` with
+/// the caller's siginfo (sigqueue's value) to process `tgid` (or its
+/// thread `tid`), queued even when it is already pending if real-time.
+/// As Linux: another process may be sent only a siginfo whose si_code is
+/// negative and not SI_TKILL (EPERM); a full queue is EAGAIN.
+pub fn sys_rt_sigqueueinfo(tgid: u64, tid: Option<u64>, sig: u64, uinfo: u64) -> SysResult {
+    if sig == 0 || sig > 64 {
+        return Err(EINVAL);
+    }
+    let mut info = [0u8; 128];
+    info.copy_from_slice(user_bytes(uinfo, 128)?);
+    let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+    let me = current_process();
+    let (p, t) = match tid {
+        None => (find_process(tgid as u32).ok_or(ESRCH)?, None),
+        Some(tid) => {
+            let t = SCHED.get().tasks.iter().find(|t| t.tid as u64 == tid && t.state.get() != State::Dead).cloned();
+            let t = t.ok_or(ESRCH)?;
+            let p = t.process.borrow().clone();
+            if p.pid as u64 != tgid {
+                return Err(ESRCH);
+            }
+            (p, Some(t))
+        }
+    };
+    if (code >= 0 || code == SI_TKILL) && !Rc::ptr_eq(&p, &me) {
+        return Err(EPERM);
+    }
+    info[0..4].copy_from_slice(&(sig as u32).to_le_bytes());
+    crate::task::send_signal_info(&p, t.as_ref(), sig as u32, Info::Queue(info))?;
     Ok(0)
 }
 
@@ -591,7 +626,8 @@ pub fn sys_tgkill(tgid: u64, tid: u64, sig: u64) -> SysResult {
     if tgid as i64 != -1 && p.pid as u64 != tgid {
         return Err(ESRCH);
     }
-    send_signal(&p, Some(&t), sig as u32);
+    let info = crate::task::sender_info(sig as u32, SI_TKILL);
+    let _ = crate::task::send_signal_info(&p, Some(&t), sig as u32, Info::With(info));
     Ok(0)
 }
 

@@ -52,9 +52,19 @@ pub fn readable(mask: u64) -> bool {
     pending(mask) != 0
 }
 
+/// What a taken signal carried.
+enum Taken {
+    /// The siginfo it was sent with (kill, tgkill, sigqueue).
+    Info([u8; 128]),
+    /// A POSIX timer's.
+    Timer(crate::timer::Queued),
+    /// Nothing of its own.
+    Plain,
+}
+
 /// Takes the first pending signal of `mask` for the current thread (its
-/// own first), with a timer's siginfo if a timer posted it.
-fn take(mask: u64) -> Option<(u32, Option<crate::timer::Queued>)> {
+/// own first), with what it carried.
+fn take(mask: u64) -> Option<(u32, Taken)> {
     let t = task::current();
     let p = t.process.borrow().clone();
     let pend = pending(mask);
@@ -62,13 +72,11 @@ fn take(mask: u64) -> Option<(u32, Option<crate::timer::Queued>)> {
         return None;
     }
     let sig = pend.trailing_zeros() + 1;
-    let bit = 1u64 << (sig - 1);
-    if t.pending.get() & bit != 0 {
-        t.pending.set(t.pending.get() & !bit);
-    } else {
-        p.pending.set(p.pending.get() & !bit);
-    }
-    Some((sig, p.timers.take(sig, t.tid)))
+    let taken = match task::take_signal(&t, sig) {
+        Some(info) => Taken::Info(info),
+        None => p.timers.take(sig, t.tid).map_or(Taken::Plain, Taken::Timer),
+    };
+    Some((sig, taken))
 }
 
 /// Reads records of pending signals of `mask` into `out` (room for one
@@ -77,10 +85,18 @@ fn read(mask: u64, out: &mut [u8]) -> Option<usize> {
     let p = task::current_process();
     let mut n = 0;
     while n + RECORD <= out.len() {
-        let Some((sig, queued)) = take(mask) else { break };
+        let Some((sig, taken)) = take(mask) else { break };
         let mut r = [0u8; RECORD];
         r[0..4].copy_from_slice(&sig.to_le_bytes());
-        if let Some(q) = queued {
+        if let Taken::Info(si) = taken {
+            // signalfd_siginfo from siginfo: ssi_code, ssi_pid, ssi_uid
+            // and the value (ssi_int, ssi_ptr).
+            r[8..12].copy_from_slice(&si[8..12]);
+            r[12..16].copy_from_slice(&si[16..20]);
+            r[16..20].copy_from_slice(&si[20..24]);
+            r[44..48].copy_from_slice(&si[24..28]);
+            r[48..56].copy_from_slice(&si[24..32]);
+        } else if let Taken::Timer(q) = taken {
             r[8..12].copy_from_slice(&crate::timer::SI_TIMER.to_le_bytes());
             r[24..28].copy_from_slice(&(q.timer as u32).to_le_bytes()); // ssi_tid: the timer
             r[32..36].copy_from_slice(&q.overrun.to_le_bytes());
@@ -113,9 +129,13 @@ pub fn sys_rt_sigtimedwait(set: u64, info: u64, timeout: u64, size: u64) -> SysR
     if info != 0 {
         user_bytes_mut(info, 128)?;
     }
-    if let Some((sig, queued)) = take(mask) {
+    if let Some((sig, taken)) = take(mask) {
         if info != 0 {
-            let si = queued.map_or_else(|| crate::signal::plain_info(sig), |q| crate::timer::siginfo(&q));
+            let si = match taken {
+                Taken::Info(si) => si,
+                Taken::Timer(q) => crate::timer::siginfo(&q),
+                Taken::Plain => crate::signal::plain_info(sig),
+            };
             user_bytes_mut(info, 128)?.copy_from_slice(&si);
         }
         return Ok(sig as u64);

@@ -180,6 +180,8 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         62 => crate::signal::sys_kill(a0, a1),
         200 => crate::signal::sys_tgkill(u64::MAX, a0, a1), // tkill
         234 => crate::signal::sys_tgkill(a0, a1, a2),
+        129 => crate::signal::sys_rt_sigqueueinfo(a0, None, a1, a2),
+        297 => crate::signal::sys_rt_sigqueueinfo(a0, Some(a1), a2, a3),
         63 => sys_uname(a0),
         96 => sys_gettimeofday(a0, a1),
         97 => sys_prlimit(0, a0, 0, a1),

@@ -19,6 +19,7 @@
 //! all work on the scheduler's state (`Sched`).
 
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell, UnsafeCell};
@@ -143,6 +144,8 @@ pub struct Process {
     pub environ: RefCell<Vec<u8>>,
     pub threads: Cell<u32>,
     pub pending: Cell<u64>,
+    /// The siginfo of signals pending for the process (see [`Queued`]).
+    pub queued: RefCell<VecDeque<Queued>>,
     /// Set when a vfork child released its parent's address space.
     pub vfork_done: Cell<bool>,
     /// ITIMER_REAL: when SIGALRM is due (monotonic ns) and its interval
@@ -184,6 +187,8 @@ pub struct Task {
     /// Mask to restore after a sigsuspend's handler runs.
     pub saved_mask: Cell<Option<u64>>,
     pub pending: Cell<u64>,
+    /// The siginfo of signals pending for this thread (see [`Queued`]).
+    pub queued: RefCell<VecDeque<Queued>>,
     pub clear_child_tid: Cell<u64>,
     /// set_robust_list: the head of the thread's list of robust futexes
     /// (0: none), walked when it exits (`process::robust_exit`).
@@ -219,6 +224,7 @@ impl Task {
             sigmask: Cell::new(0),
             saved_mask: Cell::new(None),
             pending: Cell::new(0),
+            queued: RefCell::new(VecDeque::new()),
             clear_child_tid: Cell::new(0),
             robust_list: Cell::new(0),
             set_child_tid: Cell::new(0),
@@ -654,7 +660,7 @@ fn post_timer_signals(p: &Rc<Process>, fired: &[crate::timer::Fired]) {
         if p.timers.merge(f, pending) {
             continue;
         }
-        if send_signal(p, task.as_ref(), f.sig) {
+        if send_signal_info(p, task.as_ref(), f.sig, Info::Timer).unwrap_or(false) {
             p.timers.queue(f);
         }
     }
@@ -833,15 +839,60 @@ pub fn default_ignored(sig: u32) -> bool {
     matches!(sig, SIGCHLD | SIGCONT | 23 | 28) // SIGURG, SIGWINCH
 }
 
+/// A pending signal's siginfo. A real-time signal (32 and up) is queued
+/// once per sending, each delivered with its own, in order; a standard
+/// one is pending once, with the siginfo of its first sending.
+pub struct Queued {
+    pub sig: u32,
+    pub info: [u8; 128],
+}
+
+/// The first real-time signal (the kernel's SIGRTMIN).
+pub const SIGRTMIN: u32 = 32;
+/// Most siginfo kept pending per process or thread (Linux bounds them by
+/// RLIMIT_SIGPENDING): past it, a sigqueue is EAGAIN and a kill's
+/// real-time signal is pending once more without its own.
+const MAX_QUEUED: usize = 1024;
+
+/// What a signal being sent carries.
+pub enum Info {
+    /// Nothing of its own (an alarm, a fault's, a child's end): a
+    /// real-time one is queued with a siginfo naming only the signal.
+    Plain,
+    /// Its siginfo (kill's, tgkill's).
+    With([u8; 128]),
+    /// sigqueue's siginfo: EAGAIN rather than lost when the queue is full.
+    Queue([u8; 128]),
+    /// A POSIX timer's: its timer keeps it (`timer.rs`).
+    Timer,
+}
+
+/// The siginfo kill(2) and tgkill(2) send: the signal, `code` (SI_USER,
+/// SI_TKILL) and the sender's pid and uid.
+pub fn sender_info(sig: u32, code: i32) -> [u8; 128] {
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    info[8..12].copy_from_slice(&code.to_le_bytes());
+    info[16..20].copy_from_slice(&current_process().pid.to_le_bytes());
+    info[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
+    info
+}
+
 /// Marks `sig` pending for process `p` (or, with `task`, for that thread)
 /// unless it is ignored; a stopped-signal is treated as ignored. Returns
 /// whether it was marked.
 pub fn send_signal(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32) -> bool {
+    send_signal_info(p, task, sig, Info::Plain).unwrap_or(false)
+}
+
+/// [`send_signal`] with what the signal carries; EAGAIN when a sigqueue's
+/// siginfo finds the queue full.
+pub fn send_signal_info(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32, info: Info) -> Result<bool, i64> {
     if sig == 0 || sig > 64 || p.status.get().is_some() {
-        return false;
+        return Ok(false);
     }
     if sig == SIGSTOP || sig == 20 || sig == 21 || sig == 22 {
-        return false; // no job control here
+        return Ok(false); // no job control here
     }
     let handler = p.sigactions.borrow()[sig as usize][0];
     let ignored = handler == SIG_IGN || (handler == SIG_DFL && default_ignored(sig));
@@ -851,15 +902,66 @@ pub fn send_signal(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32) -> bool {
     let first = || SCHED.get().tasks.iter().find(|t| Rc::ptr_eq(&t.process.borrow(), p)).cloned();
     let blocked = task.cloned().or_else(first).is_some_and(|t| t.sigmask.get() & (1u64 << (sig - 1)) != 0);
     if sig != SIGKILL && ignored && !blocked {
-        return false;
+        return Ok(false);
     }
     let bit = 1u64 << (sig - 1);
-    match task {
-        Some(t) => t.pending.set(t.pending.get() | bit),
-        None => p.pending.set(p.pending.get() | bit),
+    let (pending, queued) = match task {
+        Some(t) => (&t.pending, &t.queued),
+        None => (&p.pending, &p.queued),
+    };
+    let was = pending.get() & bit != 0;
+    let (info, must_keep) = match info {
+        Info::Timer => (None, false),
+        Info::With(i) => (Some(i), false),
+        Info::Queue(i) => (Some(i), true),
+        Info::Plain if sig >= SIGRTMIN => {
+            let mut i = [0u8; 128];
+            i[0..4].copy_from_slice(&sig.to_le_bytes());
+            (Some(i), false)
+        }
+        Info::Plain => (None, false),
+    };
+    if let Some(info) = info.filter(|_| sig >= SIGRTMIN || !was) {
+        let mut q = queued.borrow_mut();
+        if q.len() >= MAX_QUEUED || q.try_reserve(1).is_err() {
+            // (A kill's signal is still pending, without its own.)
+            if must_keep {
+                return Err(EAGAIN);
+            }
+        } else {
+            q.push_back(Queued { sig, info });
+        }
     }
+    pending.set(pending.get() | bit);
     notify();
-    true
+    Ok(true)
+}
+
+/// Takes one pending instance of `sig` for `t` (the thread's, else its
+/// process's): its siginfo, if one was kept (None: the caller builds
+/// it). The signal stays pending while more instances are queued.
+pub fn take_signal(t: &Task, sig: u32) -> Option<[u8; 128]> {
+    let bit = 1u64 << (sig - 1);
+    let p = t.process.borrow().clone();
+    let (pending, queued) = if t.pending.get() & bit != 0 { (&t.pending, &t.queued) } else { (&p.pending, &p.queued) };
+    let mut q = queued.borrow_mut();
+    let info = q.iter().position(|e| e.sig == sig).and_then(|i| q.remove(i)).map(|e| e.info);
+    if !q.iter().any(|e| e.sig == sig) {
+        pending.set(pending.get() & !bit);
+    }
+    info
+}
+
+/// Drops every pending instance of `sig` for `p` and its threads (its
+/// action became SIG_IGN).
+pub fn discard_signal(p: &Process, sig: u32) {
+    let bit = 1u64 << (sig - 1);
+    p.pending.set(p.pending.get() & !bit);
+    p.queued.borrow_mut().retain(|e| e.sig != sig);
+    for t in SCHED.get().tasks.iter().filter(|t| core::ptr::eq(&**t.process.borrow(), p)) {
+        t.pending.set(t.pending.get() & !bit);
+        t.queued.borrow_mut().retain(|e| e.sig != sig);
+    }
 }
 
 pub fn find_process(pid: u32) -> Option<Rc<Process>> {

@@ -932,3 +932,23 @@ fn descriptor_owners_get_notifications_and_sigurg_as_natively() {
         ],
     );
 }
+
+/// /proc/self/auxv (the vector the program started with, as getauxval
+/// reads it), /proc/self/io (read and write calls and their bytes) and
+/// /proc/self/fdinfo/N (a descriptor's position and flags) as natively;
+/// all three were ENOENT.
+#[test]
+fn proc_auxv_io_and_fdinfo_show_what_linux_shows() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "procfs_more",
+        &[
+            "auxv: whole pairs 1, ends with AT_NULL 1, 6 of 6 keys as getauxval",
+            "io: syscr +2 rchar +100 (less the first reading), syscw +1 wchar +100",
+            "mkstemp file at 4: pos:\t4, flags:\t0100002, has mnt_id 1 ino 1",
+            "O_WRONLY|O_APPEND|O_CLOEXEC: pos:\t0, flags:\t02102001, has mnt_id 1 ino 1",
+            "pipe write end: pos:\t0, flags:\t01, has mnt_id 1 ino 1",
+            "nonblocking socket: pos:\t0, flags:\t04002, has mnt_id 1 ino 1",
+        ],
+    );
+}

@@ -164,7 +164,7 @@ pub fn exec(
     let exe = me.exe.borrow().clone();
     let mut named = elf::Named::default();
     let result = elf::load(&img, interp.as_ref(), &mut named)
-        .and_then(|l| stack::build(&l, &block, argc, envc).map(|sp| (l.entry, sp)).map_err(|_| E2BIG));
+        .and_then(|l| stack::build(&l, &block, argc, envc).map(|b| (l.entry, b)).map_err(|_| E2BIG));
     crate::procfs::name_segments(&named.program, &node, &exe);
     if let (Some(ld), Some(ld_path)) = (&interp, &img.interp) {
         crate::procfs::name_segments(&named.interp, ld.node(), ld_path);
@@ -172,7 +172,10 @@ pub fn exec(
     drop(old);
     release_vfork(&me);
     let (entry, sp) = match result {
-        Ok(x) => x,
+        Ok((entry, built)) => {
+            *me.auxv.borrow_mut() = built.auxv;
+            (entry, built.sp)
+        }
         Err(_) => return exit_group(f, 0, SIGSEGV),
     };
     // Its `cpuid` sites (from a file's first start, or second if large) and the

@@ -50,6 +50,8 @@ pub fn start_init(
         threads: Cell::new(1),
         pending: Cell::new(0),
         queued: RefCell::new(alloc::collections::VecDeque::new()),
+        auxv: RefCell::new(Vec::new()),
+        io: Default::default(),
         vfork_done: Cell::new(false),
         alarm: Cell::new(None),
         timers: Default::default(),
@@ -75,9 +77,10 @@ pub fn start_init(
     if let (Some(ld), Some(ld_path)) = (&interp, &img.interp) {
         crate::procfs::name_segments(&named.interp, ld.node(), ld_path);
     }
-    let sp = stack::build(&loaded, args, argc, envc).map_err(|_| E2BIG)?;
+    let built = stack::build(&loaded, args, argc, envc).map_err(|_| E2BIG)?;
+    *current_process().auxv.borrow_mut() = built.auxv;
     *INIT_LOADED.get() = Some(loaded);
-    Ok((loaded.entry, sp))
+    Ok((loaded.entry, built.sp))
 }
 
 // --- processes -----------------------------------------------------------------------
@@ -164,6 +167,8 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             threads: Cell::new(1),
             pending: Cell::new(0),
             queued: RefCell::new(alloc::collections::VecDeque::new()),
+            auxv: RefCell::new(parent.auxv.borrow().clone()),
+            io: Default::default(),
             vfork_done: Cell::new(false),
             // A child does not inherit its parent's alarm.
             alarm: Cell::new(None),

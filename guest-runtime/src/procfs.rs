@@ -31,7 +31,44 @@ pub fn hooks() -> ProcSelf {
         cwd: |pid| find_process(pid).and_then(|p| crate::vfs::path_of(&p.cwd.borrow()).ok()),
         tids,
         thread_file,
+        fdinfo,
     }
+}
+
+/// `/proc/<pid>/fdinfo/N`: the position, the status flags (with
+/// O_CLOEXEC, and O_LARGEFILE as a 64-bit Linux shows a file's), the
+/// mount (0: the sandbox does not number them) and the inode.
+fn fdinfo(pid: u32, fd: u32) -> Option<Vec<u8>> {
+    const O_LARGEFILE: u32 = 0o100_000;
+    let p = find_process(pid)?;
+    let t = p.fds.borrow();
+    let e = t.0.get(fd as usize)?.as_ref()?;
+    let f = &e.file;
+    let mut flags = f.flags.get();
+    if e.cloexec {
+        flags |= crate::file::O_CLOEXEC;
+    }
+    let ino = match &f.kind {
+        crate::file::FileKind::Node(n) => {
+            flags |= O_LARGEFILE;
+            n.meta.borrow().ino
+        }
+        _ => 0,
+    };
+    let mut o = Out(Vec::new());
+    o.s(b"pos:\t").n(f.offset.get()).s(b"\nflags:\t0");
+    let mut oct = Vec::new();
+    let mut v = flags;
+    loop {
+        oct.push(b'0' + (v & 7) as u8);
+        v >>= 3;
+        if v == 0 {
+            break;
+        }
+    }
+    oct.reverse();
+    o.s(&oct).s(b"\nmnt_id:\t0\nino:\t").n(ino).s(b"\n");
+    Some(o.0)
 }
 
 fn threads_of(p: &Process) -> Vec<Rc<Task>> {
@@ -168,6 +205,15 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
                     o.s(b"0::/\n");
                 }
                 b"limits" => limits(&mut o),
+                b"auxv" => {
+                    o.s(&p.auxv.borrow());
+                }
+                b"io" => {
+                    let io = &p.io;
+                    o.s(b"rchar: ").n(io.rchar.get()).s(b"\nwchar: ").n(io.wchar.get());
+                    o.s(b"\nsyscr: ").n(io.syscr.get()).s(b"\nsyscw: ").n(io.syscw.get());
+                    o.s(b"\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n");
+                }
                 b"mounts" => mounts(&mut o),
                 b"mountinfo" => mountinfo(&mut o),
                 b"oom_score_adj" => {

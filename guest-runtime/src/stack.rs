@@ -1,6 +1,7 @@
 //! The program's initial stack, laid out as Linux does: argc, argv[],
 //! NULL, envp[], NULL, auxv pairs, then the strings and AT_RANDOM bytes.
 
+use alloc::vec::Vec;
 use hvsandbox_abi::user;
 
 use crate::elf::Loaded;
@@ -57,19 +58,27 @@ fn hwcap() -> u64 {
     u64::from(crate::cpuid::query(1, 0)[3])
 }
 
-/// Builds the stack; returns the initial RSP (pointing at argc).
-pub fn build(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<u64, &'static str> {
+/// A built initial stack: the RSP the program starts with (pointing at
+/// argc), and its auxiliary vector as bytes (`/proc/<pid>/auxv`: key and
+/// value words, AT_NULL last).
+pub struct Built {
+    pub sp: u64,
+    pub auxv: Vec<u8>,
+}
+
+/// Builds the stack.
+pub fn build(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<Built, &'static str> {
     build_in(prog, args, argc, envc, true)
 }
 
 /// Builds the stack again in the mapping the program already has (a
 /// restored entry snapshot: the program has not run yet, so nothing else
 /// lives there, and keeping the mapping saves a TLB flush).
-pub fn rebuild(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<u64, &'static str> {
+pub fn rebuild(prog: &Loaded, args: &[u8], argc: usize, envc: usize) -> Result<Built, &'static str> {
     build_in(prog, args, argc, envc, false)
 }
 
-fn build_in(prog: &Loaded, args: &[u8], argc: usize, envc: usize, map: bool) -> Result<u64, &'static str> {
+fn build_in(prog: &Loaded, args: &[u8], argc: usize, envc: usize, map: bool) -> Result<Built, &'static str> {
     let size = stack_size();
     let bottom = user::STACK_TOP - size;
     if map {
@@ -157,5 +166,12 @@ fn build_in(prog: &Loaded, args: &[u8], argc: usize, envc: usize, map: bool) -> 
     }
     put(AT_NULL);
     put(0);
-    Ok(sp)
+    let mut bytes = Vec::new();
+    if bytes.try_reserve_exact(16 * (auxv.len() + 1)).is_ok() {
+        for (k, v) in auxv.iter().chain(&[(AT_NULL, 0)]) {
+            bytes.extend_from_slice(&k.to_le_bytes());
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(Built { sp, auxv: bytes })
 }

@@ -69,7 +69,10 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
             if resume.argc > 0 {
                 let loaded = crate::task::current_exe_loaded();
                 match crate::stack::rebuild(&loaded, &resume.args, resume.argc, resume.envc) {
-                    Ok(new_sp) => sp = new_sp,
+                    Ok(built) => {
+                        sp = built.sp;
+                        *crate::task::current_process().auxv.borrow_mut() = built.auxv;
+                    }
                     Err(e) => run::fail_exec(e),
                 }
             }

@@ -246,6 +246,9 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         Err(task::BLOCKED) => {}
         Err(e) => f.rax = (-e) as u64,
     }
+    if r != Err(task::BLOCKED) {
+        task::count_io(nr, &r);
+    }
     crate::signal::syscall_exit(f, nr);
 }
 

@@ -146,6 +146,10 @@ pub struct Process {
     pub pending: Cell<u64>,
     /// The siginfo of signals pending for the process (see [`Queued`]).
     pub queued: RefCell<VecDeque<Queued>>,
+    /// Its program's auxiliary vector (`/proc/<pid>/auxv`).
+    pub auxv: RefCell<Vec<u8>>,
+    /// Its read and write calls and bytes (`/proc/<pid>/io`).
+    pub io: IoCount,
     /// Set when a vfork child released its parent's address space.
     pub vfork_done: Cell<bool>,
     /// ITIMER_REAL: when SIGALRM is due (monotonic ns) and its interval
@@ -837,6 +841,46 @@ pub fn reap_dead_tasks() {
 
 pub fn default_ignored(sig: u32) -> bool {
     matches!(sig, SIGCHLD | SIGCONT | 23 | 28) // SIGURG, SIGWINCH
+}
+
+/// A process's read-like and write-like calls and the bytes they moved
+/// (`/proc/<pid>/io`: rchar, wchar, syscr, syscw).
+#[derive(Default)]
+pub struct IoCount {
+    pub rchar: Cell<u64>,
+    pub wchar: Cell<u64>,
+    pub syscr: Cell<u64>,
+    pub syscw: Cell<u64>,
+}
+
+/// Counts a finished system call `nr` that returned `r` in the current
+/// process's I/O figures, as Linux counts them: each read-like or
+/// write-like call, and the bytes of those that moved some (sendfile
+/// both reads and writes).
+pub fn count_io(nr: u64, r: &Result<u64, i64>) {
+    // read, pread64, readv, recvfrom, recvmsg, preadv, preadv2
+    const READS: [u64; 7] = [0, 17, 19, 45, 47, 295, 327];
+    // write, pwrite64, writev, sendto, sendmsg, pwritev, pwritev2
+    const WRITES: [u64; 7] = [1, 18, 20, 44, 46, 296, 328];
+    const SENDFILE: u64 = 40;
+    let (read, write) = (READS.contains(&nr) || nr == SENDFILE, WRITES.contains(&nr) || nr == SENDFILE);
+    if !read && !write {
+        return;
+    }
+    let p = current_process();
+    let moved = match r {
+        Ok(n) => *n,
+        Err(_) => 0,
+    };
+    let add = |c: &Cell<u64>, n: u64| c.set(c.get().saturating_add(n));
+    if read {
+        add(&p.io.syscr, 1);
+        add(&p.io.rchar, moved);
+    }
+    if write {
+        add(&p.io.syscw, 1);
+        add(&p.io.wchar, moved);
+    }
 }
 
 /// A pending signal's siginfo. A real-time signal (32 and up) is queued

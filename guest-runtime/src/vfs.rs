@@ -273,16 +273,20 @@ pub struct ProcSelf {
     /// The contents of `/proc/<pid>/task/<tid>/<name>`, one of
     /// [`THREAD_FILES`].
     pub thread_file: fn(u32, u32, &[u8]) -> Option<Vec<u8>>,
+    /// `/proc/<pid>/fdinfo/N`: an open descriptor's position and flags.
+    pub fdinfo: fn(u32, u32) -> Option<Vec<u8>>,
 }
 
 /// The files of `/proc` and of `/proc/<pid>` (made on each lookup).
 pub const PROC_FILES: [&[u8]; 8] =
     [b"cpuinfo", b"filesystems", b"loadavg", b"meminfo", b"mounts", b"stat", b"uptime", b"version"];
-pub const PID_FILES: [&[u8]; 12] = [
+pub const PID_FILES: [&[u8]; 14] = [
+    b"auxv",
     b"cgroup",
     b"cmdline",
     b"comm",
     b"environ",
+    b"io",
     b"limits",
     b"maps",
     b"mountinfo",
@@ -316,6 +320,7 @@ static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
     cwd: |_| None,
     tids: |_| Vec::new(),
     thread_file: |_, _, _| None,
+    fdinfo: |_, _| None,
 });
 
 /// Registers the process layer's answers for `/proc`.
@@ -374,6 +379,17 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
         b"exe" => Ok(new_symlink(&(hooks.exe)(pid).ok_or(ENOENT)?)),
         b"cwd" => Ok(new_symlink(&(hooks.cwd)(pid).ok_or(ENOENT)?)),
         b"task" => proc_task_dir(pid),
+        b"fdinfo" => {
+            let mut entries = BTreeMap::new();
+            for fd in (hooks.open_fds)(pid) {
+                if let Some(data) = (hooks.fdinfo)(pid, fd) {
+                    entries.insert(decimal(fd as u64), proc_file(&data)?);
+                }
+            }
+            // The process's user's, as its `fd` directory.
+            let dir = Dir { entries, parent: Weak::new(), host: None };
+            Ok(Node::new(S_IFDIR | 0o500, NodeKind::Dir(RefCell::new(dir))))
+        }
         _ if PID_FILES.contains(&name) => proc_file(&(hooks.file)(Some(pid), name).ok_or(ENOENT)?),
         _ => Err(ENOENT),
     }
@@ -468,6 +484,7 @@ fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
             out.push((b"fd".to_vec(), base + 17, 4));
             out.push((b"cwd".to_vec(), base + 18, 10));
             out.push((b"task".to_vec(), base + 19, 4));
+            out.push((b"fdinfo".to_vec(), base + 20, 4));
         }
     }
 }
@@ -2038,6 +2055,7 @@ mod tests {
             tids: |pid| if pid == 7 { alloc::vec![7, 9] } else { alloc::vec![] },
             // (No frames for file data here: empty files.)
             thread_file: |_, tid, name| (tid == 9 || name != b"comm").then(Vec::new),
+            fdinfo: |pid, fd| (pid == 7 && fd == 3).then(Vec::new),
         });
         assert_eq!(readlink(&resolve(&root(), b"/proc/self/cwd", false).unwrap()).unwrap(), b"/tmp");
         assert!(resolve(&root(), b"/proc/self/cwd", true).unwrap().is_dir());
@@ -2062,6 +2080,9 @@ mod tests {
         let fd3 = resolve(&root(), b"/proc/self/fd/3", false).unwrap();
         assert_eq!(readlink(&fd3).unwrap(), b"/tmp/three");
         assert_eq!(at(b"/proc/self/fd/4").err(), Some(ENOENT));
+        // fdinfo: a file for each descriptor the hook answers for.
+        assert!(at(b"/proc/self/fdinfo/3").is_ok());
+        assert_eq!(at(b"/proc/self/fdinfo/0").err(), Some(ENOENT));
         assert_eq!(at(b"/proc/self/fd/03").err(), Some(ENOENT), "not a canonical number");
         let names: Vec<Vec<u8>> = list(&at(b"/proc/self/fd").unwrap()).unwrap().into_iter().map(|e| e.0).collect();
         assert_eq!(names, [b".".to_vec(), b"..".to_vec(), b"0".to_vec(), b"3".to_vec()]);

@@ -952,3 +952,27 @@ fn proc_auxv_io_and_fdinfo_show_what_linux_shows() {
         ],
     );
 }
+
+/// /proc/net/{tcp,tcp6,udp,unix} list the sandbox's sockets as Linux
+/// does: addresses, states, queues, the owner and the inode that fstat
+/// and /proc/self/fd say (listeners, a connection in a backlog, accepted
+/// and connecting ends, IPv6, bound and connected UDP, local sockets by
+/// path and abstract name), with Linux's headers and padding. /proc/net
+/// was ENOENT; a connected UDP socket said it was bound to 0.0.0.0.
+#[test]
+fn proc_net_lists_the_sandboxs_sockets_as_linux_does() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "net_tables",
+        &[
+            "  (backlog): 0100007F:L2 -> 0100007F:ephemeral st 01 queues 00000000:00000000 uid is mine 1 width 150",
+            "  accepted: 0100007F:L -> 0100007F:ephemeral st 01 queues 00000000:00000005 uid is mine 1 width 150",
+            "  listener2: 0100007F:L2 -> 00000000:0 st 0A queues 00000000:00000001 uid is mine 1 width 150",
+            "  listener6: 00000000000000000000000001000000:L6 -> 00000000000000000000000000000000:0 st 0A \
+             queues 00000000:00000000 uid is mine 1 unpadded 1",
+            "  udp-connected: 0100007F:ephemeral -> 0100007F:U st 01 queued 0 uid is mine 1 width 128",
+            "  unix-abstract: flags 00000000 type 0002 st 01 path '@ABSTRACT'",
+            "  unix-listener: flags 00010000 type 0001 st 01 path 'DIR/sock'",
+        ],
+    );
+}

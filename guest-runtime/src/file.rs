@@ -105,98 +105,8 @@ pub struct OpenFile {
     pub sig: Cell<u32>,
 }
 
-/// A directory notification (`fcntl(F_NOTIFY)`, "dnotify"): changes in
-/// `dir` of the kinds in `mask` (`DN_*`) signal the owner of `file`, the
-/// description it was asked through, once or (DN_MULTISHOT) each time,
-/// until that description closes or asks for nothing.
-struct DirNotify {
-    dir: alloc::rc::Weak<vfs::Node>,
-    file: alloc::rc::Weak<OpenFile>,
-    mask: u32,
-}
-
-static DIR_NOTIFY: Global<Vec<DirNotify>> = Global::new(Vec::new());
-
-const DN_MULTISHOT: u32 = 0x8000_0000;
-/// Linux's SIGIO, the signal of a notification without F_SETSIG.
-const SIGIO: u32 = 29;
-
-/// fcntl(F_NOTIFY) on `of`, a directory `dir`: adds `mask`'s kinds to
-/// what it asks for (none: it asks for nothing more). As Linux, the
-/// caller's process becomes the description's owner.
-pub fn dir_notify(of: &Rc<OpenFile>, dir: &NodeRef, mask: u32, owner: crate::wait::Owner) -> Result<(), Errno> {
-    let all = DIR_NOTIFY.get();
-    let same = |d: &DirNotify| d.file.as_ptr() == Rc::as_ptr(of) && d.dir.as_ptr() == Rc::as_ptr(dir);
-    if mask & !DN_MULTISHOT == 0 {
-        let before = all.len();
-        all.retain(|d| !same(d));
-        for _ in all.len()..before {
-            crate::inotify::dir_hooked(false);
-        }
-        return Ok(());
-    }
-    of.owner.set(owner);
-    if let Some(d) = all.iter_mut().find(|d| same(d)) {
-        d.mask |= mask;
-        return Ok(());
-    }
-    all.try_reserve(1).map_err(|_| ENOMEM)?;
-    all.push(DirNotify { dir: Rc::downgrade(dir), file: Rc::downgrade(of), mask });
-    crate::inotify::set_dir_hook(dir_event);
-    crate::inotify::dir_hooked(true);
-    Ok(())
-}
-
-/// An event on `node` (`inotify`'s mask): the notifications on it that
-/// ask for its kind signal their owners.
-fn dir_event(node: &NodeRef, mask: u32) {
-    use crate::inotify::*;
-    // Linux's dnotify: DN_CREATE takes a name moved in, DN_DELETE one
-    // moved out, DN_RENAME any rename from the directory.
-    let kind = match mask & !IN_ISDIR {
-        m if m & IN_ACCESS != 0 => 0x1,
-        m if m & IN_MODIFY != 0 => 0x2,
-        m if m & (IN_CREATE | IN_MOVED_TO) != 0 => 0x4,
-        m if m & (IN_DELETE | IN_MOVED_FROM) != 0 => 0x8,
-        m if m & IN_DN_RENAME != 0 => 0x10,
-        m if m & IN_ATTRIB != 0 => 0x20,
-        _ => return,
-    };
-    let mut fire = Vec::new();
-    DIR_NOTIFY.get().retain(|d| {
-        if d.dir.as_ptr() != Rc::as_ptr(node) || d.mask & kind == 0 {
-            return true;
-        }
-        if let Some(f) = d.file.upgrade() {
-            fire.push(f);
-        }
-        let keep = d.mask & DN_MULTISHOT != 0;
-        if !keep {
-            crate::inotify::dir_hooked(false);
-        }
-        keep
-    });
-    for f in fire {
-        let sig = match f.sig.get() {
-            0 => SIGIO,
-            s => s,
-        };
-        crate::wait::signal_owner(f.owner.get(), sig);
-    }
-}
-
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        if matches!(self.kind, FileKind::Node(_)) && !DIR_NOTIFY.get().is_empty() {
-            let me = self as *const OpenFile;
-            DIR_NOTIFY.get().retain(|d| {
-                let mine = d.file.as_ptr() == me;
-                if mine {
-                    crate::inotify::dir_hooked(false);
-                }
-                !mine
-            });
-        }
         if matches!(self.kind, FileKind::Node(_)) {
             self.notify(if self.writable() {
                 crate::inotify::IN_CLOSE_WRITE
@@ -706,6 +616,17 @@ fn anon_name(kind: &[u8]) -> Vec<u8> {
     vfs::push_num(&mut name, *id);
     name.push(b']');
     name
+}
+
+/// The N of an anonymous file's name `kind:[N]` (a socket's, a pipe's:
+/// its inode number, as fstat and /proc/net say); 0 for another name.
+pub fn anon_number(name: &[u8]) -> u64 {
+    let Some(open) = name.iter().position(|&c| c == b'[') else { return 0 };
+    let digits = &name[open + 1..name.len().saturating_sub(1)];
+    if name.last() != Some(&b']') || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')))
 }
 
 /// An open socket, named `socket:[N]` for /proc/self/fd.

@@ -16,6 +16,7 @@ extern crate std;
 
 mod cpu;
 mod cpuid;
+mod dnotify;
 mod eager;
 mod elf;
 mod errno;
@@ -39,6 +40,7 @@ mod pipe;
 mod prefault;
 mod process;
 mod procfs;
+mod procnet;
 mod pty;
 mod random;
 mod rewrite;

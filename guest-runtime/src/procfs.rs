@@ -32,6 +32,8 @@ pub fn hooks() -> ProcSelf {
         tids,
         thread_file,
         fdinfo,
+        // (`procnet.rs`, above this layer, is registered by start.rs.)
+        net: |_| None,
     }
 }
 
@@ -358,25 +360,32 @@ fn uuid(o: &mut Out, mut b: [u8; 16]) {
 }
 
 /// A small formatter.
-struct Out(Vec<u8>);
+pub(crate) struct Out(pub(crate) Vec<u8>);
 
 impl Out {
-    fn s(&mut self, b: &[u8]) -> &mut Self {
+    pub(crate) fn s(&mut self, b: &[u8]) -> &mut Self {
         self.0.extend_from_slice(b);
         self
     }
-    fn n(&mut self, v: u64) -> &mut Self {
+    pub(crate) fn n(&mut self, v: u64) -> &mut Self {
         push_num(&mut self.0, v);
         self
     }
-    fn i(&mut self, v: i64) -> &mut Self {
+    pub(crate) fn i(&mut self, v: i64) -> &mut Self {
         if v < 0 {
             self.0.push(b'-');
         }
         self.n(v.unsigned_abs())
     }
+    /// `v` in upper-case hex, zero-padded to `width` digits.
+    pub(crate) fn hex_upper(&mut self, v: u64, width: usize) -> &mut Self {
+        let from = self.0.len();
+        self.hex(v, width);
+        self.0[from..].make_ascii_uppercase();
+        self
+    }
     /// `v` in hex, zero-padded to `width` digits.
-    fn hex(&mut self, v: u64, width: usize) -> &mut Self {
+    pub(crate) fn hex(&mut self, v: u64, width: usize) -> &mut Self {
         let digits = (64 - v.leading_zeros() as usize).div_ceil(4).max(1);
         for _ in digits..width {
             self.0.push(b'0');

@@ -98,7 +98,7 @@ fn is_v4(ip: &[u8; 16]) -> bool {
     ip[..10].iter().all(|&b| b == 0) && ip[10] == 0xff && ip[11] == 0xff
 }
 
-fn unspecified(ip: &[u8; 16]) -> bool {
+pub fn unspecified(ip: &[u8; 16]) -> bool {
     *ip == [0; 16] || *ip == mapped([0; 4])
 }
 

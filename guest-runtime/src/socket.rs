@@ -256,8 +256,17 @@ pub fn sys_connect(fd: u64, addr: u64, len: u64) -> SysResult {
             };
             let to = names::target_ip(ip);
             names::find_inet(s.port_space(), to, port)?;
-            names::autobind_inet(&f, s, [0; 16])?;
-            s.st.borrow_mut().peer = Some(names::inet(s.domain, to, port));
+            names::autobind_inet(&f, s, to)?;
+            let mut st = s.st.borrow_mut();
+            // As Linux: a socket bound to a wildcard takes the address
+            // its datagrams now leave from (getsockname, /proc/net).
+            if let Some(Addr::Inet { ip: mine, port: p, .. }) = &st.local {
+                if names::unspecified(mine) {
+                    let p = *p;
+                    st.local = Some(names::inet(s.domain, to, p));
+                }
+            }
+            st.peer = Some(names::inet(s.domain, to, port));
             Ok(0)
         }
         _ => {

@@ -28,7 +28,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     crate::wait::register(crate::task::block, crate::task::wait_event);
     crate::wait::register_owner_signal(crate::signal::to_owner);
     crate::sock::register(crate::sock_msg::write, crate::socket::restart_deadline);
-    crate::vfs::set_proc_self(crate::procfs::hooks());
+    crate::vfs::set_proc_self(crate::vfs::ProcSelf { net: crate::procnet::file, ..crate::procfs::hooks() });
     mm::init(&info);
     crate::vdso::init();
     crate::io::publish();

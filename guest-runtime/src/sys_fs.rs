@@ -448,6 +448,12 @@ fn file_stat(f: &OpenFile) -> StatInfo {
                 FileKind::Stdin => 100,
                 FileKind::Stdout => 101,
                 FileKind::Stderr => 102,
+                // The N of its `socket:[N]` or `pipe:[N]`, as on Linux.
+                FileKind::Socket(_) | FileKind::PipeRead(_) | FileKind::PipeWrite(_)
+                    if file::anon_number(&f.path) != 0 =>
+                {
+                    file::anon_number(&f.path)
+                }
                 FileKind::PipeRead(p) | FileKind::PipeWrite(p) | FileKind::FifoRdWr(p) => {
                     0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff)
                 }

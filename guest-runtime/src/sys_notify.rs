@@ -69,7 +69,7 @@ pub fn fcntl(f: &Rc<OpenFile>, cmd: u64, arg: u64) -> SysResult {
         F_NOTIFY => {
             let dir = f.node().filter(|n| n.is_dir()).ok_or(ENOTDIR)?.clone();
             let me = Owner { kind: F_OWNER_PID, id: crate::task::current_process().pid };
-            crate::file::dir_notify(f, &dir, arg as u32, me)?;
+            crate::dnotify::dir_notify(f, &dir, arg as u32, me)?;
             Ok(0)
         }
         _ => Err(EINVAL),

@@ -275,6 +275,8 @@ pub struct ProcSelf {
     pub thread_file: fn(u32, u32, &[u8]) -> Option<Vec<u8>>,
     /// `/proc/<pid>/fdinfo/N`: an open descriptor's position and flags.
     pub fdinfo: fn(u32, u32) -> Option<Vec<u8>>,
+    /// `/proc/net/<name>`, one of [`NET_FILES`] (`procnet.rs`).
+    pub net: fn(&[u8]) -> Option<Vec<u8>>,
 }
 
 /// The files of `/proc` and of `/proc/<pid>` (made on each lookup).
@@ -309,6 +311,8 @@ pub const SYS_FILES: [&[u8]; 8] = [
     b"vm/overcommit_memory",
 ];
 pub const THREAD_FILES: [&[u8]; 3] = [b"comm", b"stat", b"status"];
+/// `/proc/net`: the socket tables (their text from the `net` hook).
+pub const NET_FILES: [&[u8]; 6] = [b"tcp", b"tcp6", b"udp", b"udp6", b"udplite", b"unix"];
 
 static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
     current_pid: || 1,
@@ -321,6 +325,7 @@ static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
     tids: |_| Vec::new(),
     thread_file: |_, _, _| None,
     fdinfo: |_, _| None,
+    net: |_| None,
 });
 
 /// Registers the process layer's answers for `/proc`.
@@ -368,6 +373,13 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
         }
         if name == b"sys" {
             return proc_sys_dir();
+        }
+        if name == b"net" {
+            let mut files = BTreeMap::new();
+            for f in NET_FILES {
+                files.insert(f.to_vec(), proc_file(&(hooks.net)(f).ok_or(ENOENT)?)?);
+            }
+            return Ok(proc_dir(files));
         }
         return Err(ENOENT);
     };
@@ -472,6 +484,7 @@ fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
             }
             out.push((b"self".to_vec(), base + 16, 10));
             out.push((b"sys".to_vec(), base + 17, 4));
+            out.push((b"net".to_vec(), base + 18, 4));
             for p in (hooks.pids)() {
                 out.push((decimal(p as u64), 0x10_0000 + p as u64 * 64, 4));
             }
@@ -2056,6 +2069,7 @@ mod tests {
             // (No frames for file data here: empty files.)
             thread_file: |_, tid, name| (tid == 9 || name != b"comm").then(Vec::new),
             fdinfo: |pid, fd| (pid == 7 && fd == 3).then(Vec::new),
+            net: |_| None,
         });
         assert_eq!(readlink(&resolve(&root(), b"/proc/self/cwd", false).unwrap()).unwrap(), b"/tmp");
         assert!(resolve(&root(), b"/proc/self/cwd", true).unwrap().is_dir());

@@ -5,6 +5,10 @@
 //! system calls and descriptors are the socket handlers' business
 //! (`socket.rs`, `sock_addr.rs`, `sock_msg.rs`); the scheduler waits on
 //! a socket through [`Wait::Until`].
+//!
+//! ~950 lines in one file: the socket, its queues (stream, datagram and
+//! urgent data, buffer sizes, the mark) and what poll sees all work on
+//! the queue type, whose fields stay private to it.
 
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;

@@ -247,7 +247,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         Err(e) => f.rax = (-e) as u64,
     }
     if r != Err(task::BLOCKED) {
-        task::count_io(nr, &r);
+        task::current_process().io.count(nr, &r);
     }
     crate::signal::syscall_exit(f, nr);
 }

@@ -14,9 +14,11 @@
 //! ring-0 CR3 load), descriptor table, working directory and signal
 //! dispositions; threads share them.
 //!
-//! ~800 lines in one file: the task and process records, the scheduler,
-//! and the per-task clocks and alarms it charges and fires at each switch
-//! all work on the scheduler's state (`Sched`).
+//! ~1,000 lines in one file: the task and process records, the
+//! scheduler, the per-task clocks and alarms it charges and fires at each
+//! switch, and the signals it posts all work on the scheduler's state
+//! (`Sched`). (What a pending signal carries is `sigqueue.rs`'s; a
+//! process's I/O counts, `iocount.rs`'s.)
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -149,7 +151,7 @@ pub struct Process {
     /// Its program's auxiliary vector (`/proc/<pid>/auxv`).
     pub auxv: RefCell<Vec<u8>>,
     /// Its read and write calls and bytes (`/proc/<pid>/io`).
-    pub io: IoCount,
+    pub io: crate::iocount::IoCount,
     /// Set when a vfork child released its parent's address space.
     pub vfork_done: Cell<bool>,
     /// ITIMER_REAL: when SIGALRM is due (monotonic ns) and its interval
@@ -843,73 +845,8 @@ pub fn default_ignored(sig: u32) -> bool {
     matches!(sig, SIGCHLD | SIGCONT | 23 | 28) // SIGURG, SIGWINCH
 }
 
-/// A process's read-like and write-like calls and the bytes they moved
-/// (`/proc/<pid>/io`: rchar, wchar, syscr, syscw).
-#[derive(Default)]
-pub struct IoCount {
-    pub rchar: Cell<u64>,
-    pub wchar: Cell<u64>,
-    pub syscr: Cell<u64>,
-    pub syscw: Cell<u64>,
-}
-
-/// Counts a finished system call `nr` that returned `r` in the current
-/// process's I/O figures, as Linux counts them: each read-like or
-/// write-like call, and the bytes of those that moved some (sendfile
-/// both reads and writes).
-pub fn count_io(nr: u64, r: &Result<u64, i64>) {
-    // read, pread64, readv, recvfrom, recvmsg, preadv, preadv2
-    const READS: [u64; 7] = [0, 17, 19, 45, 47, 295, 327];
-    // write, pwrite64, writev, sendto, sendmsg, pwritev, pwritev2
-    const WRITES: [u64; 7] = [1, 18, 20, 44, 46, 296, 328];
-    const SENDFILE: u64 = 40;
-    let (read, write) = (READS.contains(&nr) || nr == SENDFILE, WRITES.contains(&nr) || nr == SENDFILE);
-    if !read && !write {
-        return;
-    }
-    let p = current_process();
-    let moved = match r {
-        Ok(n) => *n,
-        Err(_) => 0,
-    };
-    let add = |c: &Cell<u64>, n: u64| c.set(c.get().saturating_add(n));
-    if read {
-        add(&p.io.syscr, 1);
-        add(&p.io.rchar, moved);
-    }
-    if write {
-        add(&p.io.syscw, 1);
-        add(&p.io.wchar, moved);
-    }
-}
-
-/// A pending signal's siginfo. A real-time signal (32 and up) is queued
-/// once per sending, each delivered with its own, in order; a standard
-/// one is pending once, with the siginfo of its first sending.
-pub struct Queued {
-    pub sig: u32,
-    pub info: [u8; 128],
-}
-
-/// The first real-time signal (the kernel's SIGRTMIN).
-pub const SIGRTMIN: u32 = 32;
-/// Most siginfo kept pending per process or thread (Linux bounds them by
-/// RLIMIT_SIGPENDING): past it, a sigqueue is EAGAIN and a kill's
-/// real-time signal is pending once more without its own.
-const MAX_QUEUED: usize = 1024;
-
-/// What a signal being sent carries.
-pub enum Info {
-    /// Nothing of its own (an alarm, a fault's, a child's end): a
-    /// real-time one is queued with a siginfo naming only the signal.
-    Plain,
-    /// Its siginfo (kill's, tgkill's).
-    With([u8; 128]),
-    /// sigqueue's siginfo: EAGAIN rather than lost when the queue is full.
-    Queue([u8; 128]),
-    /// A POSIX timer's: its timer keeps it (`timer.rs`).
-    Timer,
-}
+pub use crate::sigqueue::Info;
+use crate::sigqueue::Queued;
 
 /// The siginfo kill(2) and tgkill(2) send: the signal, `code` (SI_USER,
 /// SI_TKILL) and the sender's pid and uid.
@@ -954,28 +891,7 @@ pub fn send_signal_info(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32, info
         None => (&p.pending, &p.queued),
     };
     let was = pending.get() & bit != 0;
-    let (info, must_keep) = match info {
-        Info::Timer => (None, false),
-        Info::With(i) => (Some(i), false),
-        Info::Queue(i) => (Some(i), true),
-        Info::Plain if sig >= SIGRTMIN => {
-            let mut i = [0u8; 128];
-            i[0..4].copy_from_slice(&sig.to_le_bytes());
-            (Some(i), false)
-        }
-        Info::Plain => (None, false),
-    };
-    if let Some(info) = info.filter(|_| sig >= SIGRTMIN || !was) {
-        let mut q = queued.borrow_mut();
-        if q.len() >= MAX_QUEUED || q.try_reserve(1).is_err() {
-            // (A kill's signal is still pending, without its own.)
-            if must_keep {
-                return Err(EAGAIN);
-            }
-        } else {
-            q.push_back(Queued { sig, info });
-        }
-    }
+    crate::sigqueue::push(queued, sig, info, was)?;
     pending.set(pending.get() | bit);
     notify();
     Ok(true)
@@ -988,9 +904,8 @@ pub fn take_signal(t: &Task, sig: u32) -> Option<[u8; 128]> {
     let bit = 1u64 << (sig - 1);
     let p = t.process.borrow().clone();
     let (pending, queued) = if t.pending.get() & bit != 0 { (&t.pending, &t.queued) } else { (&p.pending, &p.queued) };
-    let mut q = queued.borrow_mut();
-    let info = q.iter().position(|e| e.sig == sig).and_then(|i| q.remove(i)).map(|e| e.info);
-    if !q.iter().any(|e| e.sig == sig) {
+    let (info, more) = crate::sigqueue::take(queued, sig);
+    if !more {
         pending.set(pending.get() & !bit);
     }
     info
@@ -1001,10 +916,10 @@ pub fn take_signal(t: &Task, sig: u32) -> Option<[u8; 128]> {
 pub fn discard_signal(p: &Process, sig: u32) {
     let bit = 1u64 << (sig - 1);
     p.pending.set(p.pending.get() & !bit);
-    p.queued.borrow_mut().retain(|e| e.sig != sig);
+    crate::sigqueue::discard(&p.queued, sig);
     for t in SCHED.get().tasks.iter().filter(|t| core::ptr::eq(&**t.process.borrow(), p)) {
         t.pending.set(t.pending.get() & !bit);
-        t.queued.borrow_mut().retain(|e| e.sig != sig);
+        crate::sigqueue::discard(&t.queued, sig);
     }
 }
 

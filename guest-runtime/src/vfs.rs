@@ -8,7 +8,7 @@
 //! this directory handle", so nothing the program does can reach outside a
 //! mounted host directory.
 //!
-//! ~2,070 lines, ~165 of them its unit tests: the node types are shared by
+//! ~2,100 lines, ~170 of them its unit tests: the node types are shared by
 //! the tree operations, the host-backed nodes, file data in guest frames
 //! and path resolution. Splitting those apart is left for later. What
 //! `/proc` shows comes from the process layer (`procfs.rs`) through [`ProcSelf`];

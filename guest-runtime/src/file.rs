@@ -618,14 +618,14 @@ fn anon_name(kind: &[u8]) -> Vec<u8> {
     name
 }
 
-/// The N of an anonymous file's name `kind:[N]` (a socket's, a pipe's:
-/// its inode number, as fstat and /proc/net say); 0 for another name.
+/// The N of a socket's or pipe's name `socket:[N]`, `pipe:[N]` (its
+/// inode number, as fstat and /proc/net say); 0 for another name (a
+/// named pipe's path).
 pub fn anon_number(name: &[u8]) -> u64 {
-    let Some(open) = name.iter().position(|&c| c == b'[') else { return 0 };
-    let digits = &name[open + 1..name.len().saturating_sub(1)];
-    if name.last() != Some(&b']') || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+    let Some(rest) = name.strip_prefix(b"socket:[").or_else(|| name.strip_prefix(b"pipe:[")) else { return 0 };
+    let Some(digits) = rest.strip_suffix(b"]").filter(|d| !d.is_empty() && d.iter().all(u8::is_ascii_digit)) else {
         return 0;
-    }
+    };
     digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')))
 }
 
@@ -720,4 +720,16 @@ pub fn open_fifo(node: &vfs::NodeRef, tid: u32, flags: u32, path: Vec<u8>) -> Re
     f.waiting.push((tid, file, seen));
     crate::wait::block(crate::wait::Wait::FifoPeer(p, reader, seen), None, true)?;
     Err(crate::wait::BLOCKED)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_socket_and_pipe_names_carry_an_inode() {
+        assert_eq!(super::anon_number(b"socket:[1001]"), 1001);
+        assert_eq!(super::anon_number(b"pipe:[7]"), 7);
+        for name in [&b"/tmp/fifo[12]"[..], b"socket:[]", b"socket:[12", b"pipe:[1a]", b"anon_inode:[pidfd]", b""] {
+            assert_eq!(super::anon_number(name), 0, "{:?}", core::str::from_utf8(name));
+        }
+    }
 }

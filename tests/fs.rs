@@ -973,6 +973,7 @@ fn proc_net_lists_the_sandboxs_sockets_as_linux_does() {
             "  udp-connected: 0100007F:ephemeral -> 0100007F:U st 01 queued 0 uid is mine 1 width 128",
             "  unix-abstract: flags 00000000 type 0002 st 01 path '@ABSTRACT'",
             "  unix-listener: flags 00010000 type 0001 st 01 path 'DIR/sock'",
+            "/proc/net -> self/net; /proc/self/net/unix opens 1",
         ],
     );
 }

@@ -375,11 +375,8 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
             return proc_sys_dir();
         }
         if name == b"net" {
-            let mut files = BTreeMap::new();
-            for f in NET_FILES {
-                files.insert(f.to_vec(), proc_file(&(hooks.net)(f).ok_or(ENOENT)?)?);
-            }
-            return Ok(proc_dir(files));
+            // As on Linux: the current process's.
+            return Ok(new_symlink(b"self/net"));
         }
         return Err(ENOENT);
     };
@@ -391,6 +388,15 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
         b"exe" => Ok(new_symlink(&(hooks.exe)(pid).ok_or(ENOENT)?)),
         b"cwd" => Ok(new_symlink(&(hooks.cwd)(pid).ok_or(ENOENT)?)),
         b"task" => proc_task_dir(pid),
+        b"net" => {
+            // The sandbox's one network namespace: every process's is
+            // the same.
+            let mut files = BTreeMap::new();
+            for f in NET_FILES {
+                files.insert(f.to_vec(), proc_file(&(hooks.net)(f).ok_or(ENOENT)?)?);
+            }
+            Ok(proc_dir(files))
+        }
         b"fdinfo" => {
             let mut entries = BTreeMap::new();
             for fd in (hooks.open_fds)(pid) {
@@ -484,7 +490,7 @@ fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
             }
             out.push((b"self".to_vec(), base + 16, 10));
             out.push((b"sys".to_vec(), base + 17, 4));
-            out.push((b"net".to_vec(), base + 18, 4));
+            out.push((b"net".to_vec(), base + 18, 10));
             for p in (hooks.pids)() {
                 out.push((decimal(p as u64), 0x10_0000 + p as u64 * 64, 4));
             }
@@ -498,6 +504,7 @@ fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
             out.push((b"cwd".to_vec(), base + 18, 10));
             out.push((b"task".to_vec(), base + 19, 4));
             out.push((b"fdinfo".to_vec(), base + 20, 4));
+            out.push((b"net".to_vec(), base + 21, 4));
         }
     }
 }

@@ -877,6 +877,8 @@ fn inotify_reports_changes_as_natively() {
             "IN_MASK_CREATE on a watched path: -1 errno 17",
             "epoll_wait: 1 data 7",
             "blocking read: 32 bytes, CREATE late",
+            "with IN_EXCL_UNLINK: read -1",
+            "  all CLOSE_WRITE u",
             "rmdir 0",
         ],
     );

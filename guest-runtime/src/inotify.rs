@@ -227,6 +227,13 @@ fn queue(ino: &Inotify, wd: i32, mask: u32, cookie: u32, name: &[u8]) {
 /// `name` (`node` is then the directory): every watch on `node` that asks
 /// for it queues it. `cookie` ties a rename's two events.
 pub fn event(node: &NodeRef, mask: u32, name: &[u8], cookie: u32) {
+    deliver(node, mask, name, cookie, false);
+}
+
+/// [`event`]; `of_unlinked`: it is a directory's event about an entry
+/// that no longer has a name (open, unlinked), which a watch with
+/// IN_EXCL_UNLINK does not want.
+fn deliver(node: &NodeRef, mask: u32, name: &[u8], cookie: u32, of_unlinked: bool) {
     if !active() {
         return;
     }
@@ -236,6 +243,9 @@ pub fn event(node: &NodeRef, mask: u32, name: &[u8], cookie: u32) {
         let mut hits = Vec::new();
         let mut ended = Vec::new();
         for w in ino.watches.borrow().iter() {
+            if of_unlinked && w.mask & IN_EXCL_UNLINK != 0 {
+                continue;
+            }
             if w.node.as_ptr() == Rc::as_ptr(node) && w.mask & mask & IN_ALL_EVENTS != 0 {
                 hits.push(w.wd);
                 if w.mask & IN_ONESHOT != 0 {
@@ -265,7 +275,8 @@ pub fn child_event(dir: Option<&NodeRef>, child: &NodeRef, mask: u32, name: &[u8
     }
     let mask = if child.is_dir() { mask | IN_ISDIR } else { mask };
     if let Some(dir) = dir.filter(|d| !Rc::ptr_eq(d, child)) {
-        event(dir, mask, name, 0);
+        let unlinked = !child.is_dir() && child.meta.borrow().nlink == 0;
+        deliver(dir, mask, name, 0, unlinked);
     }
     event(child, mask, &[], 0);
 }

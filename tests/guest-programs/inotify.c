@@ -223,6 +223,21 @@ int main(void) {
     printf("rm the dir's watch: %d\n", r);
     drain("after rm_watch");
 
+    /* IN_EXCL_UNLINK: a file written after its name went is not the
+     * directory's business any more; without it, it is. */
+    int excl = inotify_init1(IN_NONBLOCK);
+    inotify_add_watch(excl, dir, IN_MODIFY | IN_CLOSE_WRITE | IN_EXCL_UNLINK);
+    watch("all", dir, IN_MODIFY | IN_CLOSE_WRITE);
+    fd = open(at("u"), O_CREAT | O_WRONLY, 0600);
+    unlink(at("u"));
+    write(fd, "x", 1);
+    close(fd);
+    char ebuf[256] __attribute__((aligned(8)));
+    got = read(excl, ebuf, sizeof ebuf);
+    printf("with IN_EXCL_UNLINK: read %zd\n", got);
+    close(excl);
+    drain("write and close an unlinked file, without it");
+
     /* A blocking descriptor, woken by another process's change: through
      * epoll, then a read. */
     int bfd = inotify_init();

@@ -34,12 +34,15 @@ const SIGIO: u32 = 29;
 pub fn dir_notify(of: &Rc<OpenFile>, dir: &NodeRef, mask: u32, owner: crate::wait::Owner) -> Result<(), Errno> {
     let all = DIR_NOTIFY.get();
     let same = |d: &DirNotify| d.file.as_ptr() == Rc::as_ptr(of) && d.dir.as_ptr() == Rc::as_ptr(dir);
-    if mask & !DN_MULTISHOT == 0 {
-        let before = all.len();
-        all.retain(|d| !same(d));
-        for _ in all.len()..before {
-            crate::inotify::dir_hooked(false);
-        }
+    let cancel = mask & !DN_MULTISHOT == 0;
+    // Those of closed descriptors (or gone directories) go too: the list
+    // stays as long as the live ones.
+    let before = all.len();
+    all.retain(|d| d.file.strong_count() > 0 && d.dir.strong_count() > 0 && !(cancel && same(d)));
+    for _ in all.len()..before {
+        crate::inotify::dir_hooked(false);
+    }
+    if cancel {
         return Ok(());
     }
     of.owner.set(owner);

@@ -238,6 +238,7 @@ pub fn rlimit(resource: u64) -> Option<(u64, u64)> {
         7 => (crate::fds::max_fds() as u64, crate::fds::max_fds() as u64), // RLIMIT_NOFILE
         6 => (crate::task::process_limit() as u64, crate::task::process_limit() as u64), // RLIMIT_NPROC
         9 | 2 | 5 => (boot.mem_size, boot.mem_size),                   // RLIMIT_AS, DATA, RSS
+        11 => (crate::sigqueue::MAX_QUEUED as u64, crate::sigqueue::MAX_QUEUED as u64), // RLIMIT_SIGPENDING
         0..=15 => (RLIM_INFINITY, RLIM_INFINITY),
         _ => return None,
     })

@@ -22,7 +22,7 @@ pub const SIGRTMIN: u32 = 32;
 /// Most siginfo kept pending per process or thread (Linux bounds them by
 /// RLIMIT_SIGPENDING): past it, a sigqueue is EAGAIN and a kill's
 /// real-time signal is pending once more without its own.
-const MAX_QUEUED: usize = 1024;
+pub const MAX_QUEUED: usize = 1024;
 
 /// What a signal being sent carries.
 pub enum Info {

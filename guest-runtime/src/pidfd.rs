@@ -85,8 +85,9 @@ pub fn pid_of(fd: u64) -> Result<u32, i64> {
 /// pidfd_send_signal(2): `sig` to the process the pidfd (or a `/proc/<pid>`
 /// directory's descriptor) names (0: only
 /// whether it is there), or as `flags` say its leader thread or its
-/// process group. A `siginfo` must name the same signal; what else it
-/// says is not passed on. A process that exited but was not reaped takes
+/// process group. A `siginfo` must name the same signal and is delivered
+/// as the caller gave it (to another process, only one rt_sigqueueinfo
+/// would take: EPERM). A process that exited but was not reaped takes
 /// the signal as Linux's zombies do (nothing happens); one reaped is
 /// ESRCH.
 pub fn sys_pidfd_send_signal(fd: u64, sig: u64, info: u64, flags: u64) -> SysResult {
@@ -117,11 +118,8 @@ pub fn sys_pidfd_send_signal(fd: u64, sig: u64, info: u64, flags: u64) -> SysRes
         None
     };
     let p = p.ok_or(ESRCH)?;
-    if let Some(si) = &given {
-        let code = i32::from_le_bytes([si[8], si[9], si[10], si[11]]);
-        if (code >= 0 || code == -6) && !Rc::ptr_eq(&p, &task::current_process()) {
-            return Err(EPERM);
-        }
+    if given.is_some_and(|si| !crate::sigqueue::caller_info_allowed(&si, Rc::ptr_eq(&p, &task::current_process()))) {
+        return Err(EPERM);
     }
     if p.status.get().is_some() {
         return if unreaped(&p) { Ok(0) } else { Err(ESRCH) };
@@ -132,7 +130,7 @@ pub fn sys_pidfd_send_signal(fd: u64, sig: u64, info: u64, flags: u64) -> SysRes
     let sig = sig as u32;
     let info = || match given {
         Some(si) => task::Info::Queue(si),
-        None => task::Info::With(task::sender_info(sig, 0)),
+        None => task::Info::With(task::sender_info(sig, crate::sigqueue::SI_USER)),
     };
     match flags {
         PIDFD_SIGNAL_THREAD => {

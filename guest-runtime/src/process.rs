@@ -263,11 +263,7 @@ pub fn set_robust_list(head: u64, len: u64) -> SysResult {
 }
 
 pub fn get_robust_list(tid: u64, head_ptr: u64, len_ptr: u64) -> SysResult {
-    let t = if tid == 0 {
-        current()
-    } else {
-        SCHED.get().tasks.iter().find(|t| t.tid as u64 == tid && t.state.get() != State::Dead).cloned().ok_or(ESRCH)?
-    };
+    let t = if tid == 0 { current() } else { u32::try_from(tid).ok().and_then(find_task).ok_or(ESRCH)? };
     put_user(head_ptr, t.robust_list.get().to_le_bytes())?;
     put_user(len_ptr, ROBUST_HEAD.to_le_bytes())?;
     Ok(0)

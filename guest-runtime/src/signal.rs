@@ -14,6 +14,7 @@ use crate::uaccess::*;
 use crate::{hc, time};
 
 use crate::process::exit_group;
+use crate::sigqueue::{SI_TKILL, SI_USER};
 
 /// Whether the host was asked for time slices since the task count last
 /// dropped to one.
@@ -579,10 +580,6 @@ pub fn sys_kill(pid: u64, sig: u64) -> SysResult {
     Ok(0)
 }
 
-/// si_code of kill(2), tkill/tgkill(2), sigqueue(3).
-const SI_USER: i32 = 0;
-const SI_TKILL: i32 = -6;
-
 /// rt_sigqueueinfo(2) (`tid` None) and rt_tgsigqueueinfo(2): `sig` with
 /// the caller's siginfo (sigqueue's value) to process `tgid` (or its
 /// thread `tid`), queued even when it is already pending if real-time.
@@ -594,13 +591,10 @@ pub fn sys_rt_sigqueueinfo(tgid: u64, tid: Option<u64>, sig: u64, uinfo: u64) ->
     }
     let mut info = [0u8; 128];
     info.copy_from_slice(user_bytes(uinfo, 128)?);
-    let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
-    let me = current_process();
     let (p, t) = match tid {
         None => (find_process(tgid as u32).ok_or(ESRCH)?, None),
         Some(tid) => {
-            let t = SCHED.get().tasks.iter().find(|t| t.tid as u64 == tid && t.state.get() != State::Dead).cloned();
-            let t = t.ok_or(ESRCH)?;
+            let t = u32::try_from(tid).ok().and_then(find_task).ok_or(ESRCH)?;
             let p = t.process.borrow().clone();
             if p.pid as u64 != tgid {
                 return Err(ESRCH);
@@ -608,7 +602,7 @@ pub fn sys_rt_sigqueueinfo(tgid: u64, tid: Option<u64>, sig: u64, uinfo: u64) ->
             (p, Some(t))
         }
     };
-    if (code >= 0 || code == SI_TKILL) && !Rc::ptr_eq(&p, &me) {
+    if !crate::sigqueue::caller_info_allowed(&info, Rc::ptr_eq(&p, &current_process())) {
         return Err(EPERM);
     }
     info[0..4].copy_from_slice(&(sig as u32).to_le_bytes());
@@ -620,8 +614,7 @@ pub fn sys_tgkill(tgid: u64, tid: u64, sig: u64) -> SysResult {
     if sig > 64 {
         return Err(EINVAL);
     }
-    let s = SCHED.get();
-    let t = s.tasks.iter().find(|t| t.tid as u64 == tid && t.state.get() != State::Dead).cloned().ok_or(ESRCH)?;
+    let t = u32::try_from(tid).ok().and_then(find_task).ok_or(ESRCH)?;
     let p = t.process.borrow().clone();
     if tgid as i64 != -1 && p.pid as u64 != tgid {
         return Err(ESRCH);
@@ -637,8 +630,7 @@ pub fn to_owner(owner: crate::wait::Owner, sig: u32) {
     use crate::wait::{F_OWNER_PGRP, F_OWNER_TID};
     match owner.kind {
         F_OWNER_TID => {
-            let t = SCHED.get().tasks.iter().find(|t| t.tid == owner.id && t.state.get() != State::Dead).cloned();
-            if let Some(t) = t {
+            if let Some(t) = find_task(owner.id) {
                 let p = t.process.borrow().clone();
                 send_signal(&p, Some(&t), sig);
             }

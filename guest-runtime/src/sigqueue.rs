@@ -37,6 +37,20 @@ pub enum Info {
     Timer,
 }
 
+/// si_code of kill(2) and of tkill(2)/tgkill(2).
+pub const SI_USER: i32 = 0;
+pub const SI_TKILL: i32 = -6;
+
+/// Whether a caller's own siginfo (rt_sigqueueinfo's,
+/// pidfd_send_signal's) may go to its target, as Linux checks it: any to
+/// the caller's own process; to another only one whose si_code is
+/// negative and not SI_TKILL, so it cannot pass for the kernel's or for
+/// kill's.
+pub fn caller_info_allowed(info: &[u8; 128], to_self: bool) -> bool {
+    let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+    to_self || (code < 0 && code != SI_TKILL)
+}
+
 /// Queues what a sending of `sig` carries, `was` saying whether it was
 /// pending already: EAGAIN for sigqueue's siginfo on a full queue.
 pub fn push(queue: &RefCell<VecDeque<Queued>>, sig: u32, info: Info, was: bool) -> Result<(), i64> {

@@ -37,29 +37,26 @@ pub fn dir_notify(of: &Rc<OpenFile>, dir: &NodeRef, mask: u32, owner: crate::wai
     let cancel = mask & !DN_MULTISHOT == 0;
     // Those of closed descriptors (or gone directories) go too: the list
     // stays as long as the live ones.
-    let before = all.len();
     all.retain(|d| d.file.strong_count() > 0 && d.dir.strong_count() > 0 && !(cancel && same(d)));
-    for _ in all.len()..before {
-        crate::inotify::dir_hooked(false);
+    if !cancel {
+        of.owner.set(owner);
+        if let Some(d) = all.iter_mut().find(|d| same(d)) {
+            d.mask |= mask;
+        } else if all.try_reserve(1).is_ok() {
+            all.push(DirNotify { dir: Rc::downgrade(dir), file: Rc::downgrade(of), mask });
+        } else {
+            crate::inotify::set_dir_notifications(all.len());
+            return Err(ENOMEM);
+        }
     }
-    if cancel {
-        return Ok(());
-    }
-    of.owner.set(owner);
-    if let Some(d) = all.iter_mut().find(|d| same(d)) {
-        d.mask |= mask;
-        return Ok(());
-    }
-    all.try_reserve(1).map_err(|_| ENOMEM)?;
-    all.push(DirNotify { dir: Rc::downgrade(dir), file: Rc::downgrade(of), mask });
-    crate::inotify::set_dir_hook(dir_event);
-    crate::inotify::dir_hooked(true);
+    crate::inotify::set_dir_notifications(all.len());
     Ok(())
 }
 
 /// An event on `node` (`inotify`'s mask): the notifications on it that
-/// ask for its kind signal their owners.
-fn dir_event(node: &NodeRef, mask: u32) {
+/// ask for its kind signal their owners. (Registered with inotify at
+/// start.)
+pub fn dir_event(node: &NodeRef, mask: u32) {
     use crate::inotify::*;
     // Linux's dnotify: DN_CREATE takes a name moved in, DN_DELETE one
     // moved out, DN_RENAME any rename from the directory.
@@ -73,10 +70,10 @@ fn dir_event(node: &NodeRef, mask: u32) {
         _ => return,
     };
     let mut fire = Vec::new();
-    DIR_NOTIFY.get().retain(|d| {
+    let all = DIR_NOTIFY.get();
+    all.retain(|d| {
         if d.file.strong_count() == 0 || d.dir.strong_count() == 0 {
             // Its description closed, or its directory is gone.
-            crate::inotify::dir_hooked(false);
             return false;
         }
         if d.dir.as_ptr() != Rc::as_ptr(node) || d.mask & kind == 0 {
@@ -85,12 +82,9 @@ fn dir_event(node: &NodeRef, mask: u32) {
         if let Some(f) = d.file.upgrade() {
             fire.push(f);
         }
-        let keep = d.mask & DN_MULTISHOT != 0;
-        if !keep {
-            crate::inotify::dir_hooked(false);
-        }
-        keep
+        d.mask & DN_MULTISHOT != 0
     });
+    crate::inotify::set_dir_notifications(all.len());
     for f in fire {
         let sig = match f.sig.get() {
             0 => SIGIO,

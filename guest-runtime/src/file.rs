@@ -178,14 +178,7 @@ impl OpenFile {
             return;
         }
         let FileKind::Node(node) = &self.kind else { return };
-        let unlinked = !node.is_dir() && node.meta.borrow().nlink == 0;
-        let parent = vfs::resolve_parent(&vfs::root(), &self.path)
-            .ok()
-            .filter(|(dir, name)| unlinked || vfs::lookup(dir, name).is_ok_and(|n| Rc::ptr_eq(&n, node)));
-        match parent {
-            Some((dir, name)) => crate::inotify::child_event(Some(&dir), node, mask, &name),
-            None => crate::inotify::child_event(None, node, mask, &[]),
-        }
+        crate::inotify::child_event_at(vfs::resolve_parent(&vfs::root(), &self.path).ok(), node, mask);
     }
 
     pub fn readable(&self) -> bool {

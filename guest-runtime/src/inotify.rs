@@ -124,14 +124,21 @@ impl Drop for Inotify {
     }
 }
 
+/// The live instances (a list of their own: delivering an event may end
+/// watches).
+fn instances() -> Vec<Rc<Inotify>> {
+    INSTANCES.get().iter().filter_map(Weak::upgrade).collect()
+}
+
 /// Whether any watch or directory notification exists (callers skip
 /// finding names when none does).
 pub fn active() -> bool {
     *WATCHES.get() > 0 || *DIR_HOOKED.get() > 0
 }
 
-/// Directory notifications (`fcntl(F_NOTIFY)`, kept by `file.rs`): while
-/// any is registered, every event also goes to the hook it registers.
+/// Directory notifications (`fcntl(F_NOTIFY)`, kept by `dnotify.rs`):
+/// while any is registered, every event also goes to the hook it
+/// registers at start.
 static DIR_HOOKED: Global<usize> = Global::new(0);
 static DIR_HOOK: Global<fn(&NodeRef, u32)> = Global::new(|_, _| {});
 
@@ -140,10 +147,9 @@ pub fn set_dir_hook(f: fn(&NodeRef, u32)) {
     *DIR_HOOK.get() = f;
 }
 
-/// One more (`true`) or one fewer directory notification registered.
-pub fn dir_hooked(more: bool) {
-    let n = DIR_HOOKED.get();
-    *n = if more { *n + 1 } else { n.saturating_sub(1) };
+/// How many directory notifications are registered now.
+pub fn set_dir_notifications(n: usize) {
+    *DIR_HOOKED.get() = n;
 }
 
 /// Given to the directory hook only: a rename, told to the old
@@ -238,8 +244,7 @@ fn deliver(node: &NodeRef, mask: u32, name: &[u8], cookie: u32, of_unlinked: boo
         return;
     }
     let name = &name[..name.len().min(NAME_MAX)];
-    let all: Vec<Rc<Inotify>> = INSTANCES.get().iter().filter_map(Weak::upgrade).collect();
-    for ino in all {
+    for ino in instances() {
         let mut hits = Vec::new();
         let mut ended = Vec::new();
         for w in ino.watches.borrow().iter() {
@@ -279,6 +284,19 @@ pub fn child_event(dir: Option<&NodeRef>, child: &NodeRef, mask: u32, name: &[u8
         deliver(dir, mask, name, 0, unlinked);
     }
     event(child, mask, &[], 0);
+}
+
+/// [`child_event`] for `child` reached as `name` in `dir` (`at`: where a
+/// path or an open file's path leads, if found): the directory's watches
+/// are told only if that name still names `child`, or `child` has no name
+/// left (an open file keeps its last name and directory, as on Linux).
+pub fn child_event_at(at: Option<(NodeRef, Vec<u8>)>, child: &NodeRef, mask: u32) {
+    let unlinked = !child.is_dir() && child.meta.borrow().nlink == 0;
+    let at = at.filter(|(dir, name)| unlinked || crate::vfs::lookup(dir, name).is_ok_and(|n| Rc::ptr_eq(&n, child)));
+    match at {
+        Some((dir, name)) => child_event(Some(&dir), child, mask, &name),
+        None => child_event(None, child, mask, &[]),
+    }
 }
 
 /// An entry of `dir` appeared (`IN_CREATE`) or went (`IN_DELETE`).
@@ -337,8 +355,7 @@ pub fn removed(dir: &NodeRef, node: &NodeRef, name: &[u8]) {
 /// (`IN_IGNORED`).
 fn gone(node: &NodeRef) {
     event(node, IN_DELETE_SELF, &[], 0);
-    let all: Vec<Rc<Inotify>> = INSTANCES.get().iter().filter_map(Weak::upgrade).collect();
-    for ino in all {
+    for ino in instances() {
         let wds: Vec<i32> =
             ino.watches.borrow().iter().filter(|w| w.node.as_ptr() == Rc::as_ptr(node)).map(|w| w.wd).collect();
         for wd in wds {

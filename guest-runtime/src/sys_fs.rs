@@ -1207,11 +1207,7 @@ fn changed(dirfd: u64, path: u64, fd: Option<u64>, node: &NodeRef, mask: u32) {
         }
         return;
     }
-    let parent = parent_at(dirfd, path).ok().filter(|(d, n)| vfs::lookup(d, n).is_ok_and(|c| Rc::ptr_eq(&c, node)));
-    match parent {
-        Some((dir, name)) => inotify::child_event(Some(&dir), node, mask, &name),
-        None => inotify::child_event(None, node, mask, &[]),
-    }
+    inotify::child_event_at(parent_at(dirfd, path).ok(), node, mask);
 }
 
 pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {

@@ -266,11 +266,6 @@ fn limits(o: &mut Out) {
         (b"Max realtime priority", 14, b""),
         (b"Max realtime timeout", 15, b"us"),
     ];
-    let pad = |o: &mut Out, start: usize, width: usize| {
-        while o.0.len() < start + width {
-            o.0.push(b' ');
-        }
-    };
     let value = |o: &mut Out, v: u64| {
         if v == RLIM_INFINITY {
             o.s(b"unlimited");
@@ -280,23 +275,23 @@ fn limits(o: &mut Out) {
     };
     let start = o.0.len();
     o.s(b"Limit");
-    pad(o, start, 26);
+    o.pad_to(start, 26);
     o.s(b"Soft Limit");
-    pad(o, start, 47);
+    o.pad_to(start, 47);
     o.s(b"Hard Limit");
-    pad(o, start, 68);
+    o.pad_to(start, 68);
     o.s(b"Units     \n");
     for (name, resource, unit) in ROWS {
         let (soft, hard) = rlimit(resource).unwrap_or((RLIM_INFINITY, RLIM_INFINITY));
         let start = o.0.len();
         o.s(name);
-        pad(o, start, 26);
+        o.pad_to(start, 26);
         value(o, soft);
-        pad(o, start, 47);
+        o.pad_to(start, 47);
         value(o, hard);
-        pad(o, start, 68);
+        o.pad_to(start, 68);
         o.s(unit);
-        pad(o, start, 78);
+        o.pad_to(start, 78);
         o.s(b"\n");
     }
 }
@@ -378,6 +373,22 @@ impl Out {
         }
         self.n(v.unsigned_abs())
     }
+    /// Spaces up to column `width` of the line begun at `start`.
+    pub(crate) fn pad_to(&mut self, start: usize, width: usize) -> &mut Self {
+        while self.0.len() < start + width {
+            self.0.push(b' ');
+        }
+        self
+    }
+    /// `v` right-aligned in `width` columns.
+    pub(crate) fn n_right(&mut self, v: u64, width: usize) -> &mut Self {
+        let mut digits = Vec::new();
+        push_num(&mut digits, v);
+        for _ in digits.len()..width {
+            self.0.push(b' ');
+        }
+        self.s(&digits)
+    }
     /// `v` in upper-case hex, zero-padded to `width` digits.
     pub(crate) fn hex_upper(&mut self, v: u64, width: usize) -> &mut Self {
         let from = self.0.len();
@@ -407,13 +418,7 @@ impl Out {
     }
     /// A `Key:` label padded as Linux pads it, then `value kB`.
     fn kb(&mut self, key: &[u8], bytes: u64) -> &mut Self {
-        self.s(key);
-        let mut num = Vec::new();
-        push_num(&mut num, bytes / 1024);
-        for _ in key.len() + num.len()..23 {
-            self.0.push(b' ');
-        }
-        self.s(&num).s(b" kB\n")
+        self.s(key).n_right(bytes / 1024, 23usize.saturating_sub(key.len())).s(b" kB\n")
     }
 }
 

@@ -11,7 +11,6 @@ use crate::file::FileKind;
 use crate::procfs::Out;
 use crate::sock::{Addr, Socket, AF_INET6, AF_UNIX};
 use crate::task::live_processes;
-use crate::vfs::push_num;
 
 /// Calls `f` with each of the sandbox's sockets: each open one once
 /// (from every process's descriptors), with its inode (the N of its
@@ -58,10 +57,6 @@ fn net_addr(o: &mut Out, addr: Option<&Addr>, v6: bool) {
     o.s(b":").hex_upper(port as u64, 4);
 }
 
-/// `/proc/net/{tcp,tcp6,udp,udp6,udplite}`: the sockets of `domain`,
-/// streams or datagrams, in Linux's columns (IPv4 lines padded as Linux
-/// pads them; timers, retransmits and kernel pointers as an unprivileged
-/// reader sees them).
 /// The text of `/proc/net/<name>` (the `net` hook of `/proc`).
 pub fn file(name: &[u8]) -> Option<Vec<u8>> {
     use crate::sock::AF_INET;
@@ -76,6 +71,10 @@ pub fn file(name: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
+/// `/proc/net/{tcp,tcp6,udp,udp6,udplite}`: the sockets of `domain`,
+/// streams or datagrams, in Linux's columns (IPv4 lines padded as Linux
+/// pads them; timers, retransmits and kernel pointers as an unprivileged
+/// reader sees them).
 fn inet(domain: u16, stream: bool, lite: bool) -> Vec<u8> {
     let o = &mut Out(Vec::new());
     let v6 = domain == AF_INET6;
@@ -101,7 +100,7 @@ fn inet(domain: u16, stream: bool, lite: bool) -> Vec<u8> {
             }
         }
     }
-    pad(o, start, width);
+    o.pad_to(start, width).s(b"\n");
     let mut i = 0u64;
     each_socket(|s, ino| {
         if s.domain != domain || s.is_stream() != stream || (!stream && s.udplite != lite) {
@@ -129,21 +128,12 @@ fn inet(domain: u16, stream: bool, lite: bool) -> Vec<u8> {
         };
         let start = o.0.len();
         let slot = if stream { i } else { port_of(st.local.as_ref()) as u64 & 127 };
-        if stream {
-            pad_left(o, slot, 4);
-        } else {
-            pad_left(o, slot, 5);
-        }
-        o.s(b": ");
+        o.n_right(slot, if stream { 4 } else { 5 }).s(b": ");
         net_addr(o, st.local.as_ref(), v6);
         o.s(b" ");
         net_addr(o, st.peer.as_ref(), v6);
         o.s(b" ").hex_upper(state, 2).s(b" ").hex_upper(0, 8).s(b":").hex_upper(rx, 8);
-        o.s(b" 00:00000000 00000000 ");
-        pad_left(o, crate::rt::UID, 5);
-        o.s(b" ");
-        pad_left(o, 0, 8);
-        o.s(b" ").n(ino);
+        o.s(b" 00:00000000 00000000 ").n_right(crate::rt::UID, 5).s(b" ").n_right(0, 8).s(b" ").n(ino);
         if stream {
             // rto, ato, quick ack and ping-pong, cwnd, then a listener's
             // fast-open queue or a connection's ssthresh: Linux's defaults.
@@ -152,7 +142,7 @@ fn inet(domain: u16, stream: bool, lite: bool) -> Vec<u8> {
         } else {
             o.s(b" 2 0000000000000000 0");
         }
-        pad(o, start, width);
+        o.pad_to(start, width).s(b"\n");
         i += 1;
     });
     core::mem::take(&mut o.0)
@@ -182,7 +172,7 @@ fn unix() -> Vec<u8> {
         o.s(b"0000000000000000: ").hex_upper(2, 8).s(b" ").hex_upper(0, 8).s(b" ");
         o.hex_upper(if listening { SO_ACCEPTCON } else { 0 }, 8).s(b" ").hex_upper(s.ty as u64, 4).s(b" ");
         o.hex_upper(if connected { SS_CONNECTED } else { SS_UNCONNECTED }, 2).s(b" ");
-        pad_left(o, ino, 5);
+        o.n_right(ino, 5);
         if let Some(Addr::Unix(path)) = &st.local {
             // A path with its NUL, or a NUL and an abstract name.
             match path.split_first() {
@@ -198,22 +188,4 @@ fn unix() -> Vec<u8> {
         o.s(b"\n");
     });
     core::mem::take(&mut o.0)
-}
-
-/// Pads the line begun at `start` with spaces to `width`, then ends it.
-fn pad(o: &mut Out, start: usize, width: usize) {
-    while o.0.len() - start < width {
-        o.0.push(b' ');
-    }
-    o.0.push(b'\n');
-}
-
-/// `v` right-aligned in `width` columns.
-fn pad_left(o: &mut Out, v: u64, width: usize) {
-    let mut digits = Vec::new();
-    push_num(&mut digits, v);
-    for _ in digits.len()..width {
-        o.0.push(b' ');
-    }
-    o.s(&digits);
 }

@@ -819,3 +819,33 @@ fn pthread_cancel_reaches_a_blocked_thread_as_natively() {
     assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
     assert_eq!(out.stdout_str(), native);
 }
+
+/// prctl as natively: thread names (prctl, pthread_setname_np on itself
+/// and, through `/proc/self/task/<tid>/comm`, on another thread; the comm
+/// files written and read, stat and status; a new thread's and a child's
+/// inherited name; the program's name after execve), a parent-death
+/// signal, a child subreaper adopting an orphan, an orphan that is not
+/// the program's child without one, and the flags prctl keeps. Before,
+/// PR_SET_NAME was ignored, PR_GET_NAME said "prog", the comm files were
+/// read-only, orphans became process 1's children and every other option
+/// was EINVAL.
+#[test]
+fn prctl_names_threads_and_reparents_orphans_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "prctl",
+        &[
+            "get name: a-very-long-thr (15 bytes)",
+            "the thread's comm after: renamed\\n",
+            "comm after a write: echoed\\n\\n",
+            "write another process's comm: -1 errno 22",
+            "after exec: named after the program: yes; dumpable again: 1",
+            "  pdeathsig 10 arrived: 10; parent changed: yes; adopted by main: yes",
+            "main reaped the orphan: exit 7",
+            "  pdeathsig 10 arrived: 10; parent changed: yes; adopted by main: no",
+            "main has no other child: errno 10",
+            "status NoNewPrivs:\t1",
+            "thp disabled: 1",
+        ],
+    );
+}

@@ -23,6 +23,8 @@ fn pseudo_terminals_work_like_linux() {
         "^D alone: 0",
         "slave output: 5 \"out\\r\\n\"",
         "raw slave reads: 4 \"x\\r\\x03\\x7f\"",
+        "master reads: 2 \"\\x13\\x11\"",
+        "tcflow -1: -1 EINVAL",
         "child: signaled 1 sig 2",
         "master after hang-up: -1 EIO",
         "slave write after master closed: -1 EIO",

@@ -76,7 +76,8 @@ pub fn sys_execve(f: &mut Frame, dirfd: u64, path: u64, argv: u64, envp: u64, fl
         };
         (node, named)
     };
-    exec(f, node, p, args, argc, envs, envc, 0)
+    let comm_path = p.clone();
+    exec(f, node, p, args, argc, envs, envc, &comm_path, 0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -88,6 +89,7 @@ pub fn exec(
     argc: usize,
     envs: Vec<u8>,
     envc: usize,
+    comm_path: &[u8],
     depth: u32,
 ) -> SysResult {
     if node.is_dir() {
@@ -135,7 +137,7 @@ pub fn exec(
             new_argc += argc - 1;
         }
         let inode = vfs::resolve(&vfs::root(), interp, true)?;
-        return exec(f, inode, interp.to_vec(), new_args, new_argc, envs, envc, depth + 1);
+        return exec(f, inode, interp.to_vec(), new_args, new_argc, envs, envc, comm_path, depth + 1);
     }
     let img = elf::parse(&node)?;
     let interp = elf::parse_interp(&img)?;
@@ -161,6 +163,8 @@ pub fn exec(
     let cwd = me.cwd.borrow().clone();
     *me.exe.borrow_mut() = vfs::real_path(&cwd, &path).unwrap_or_else(|| vfs::absolute(&cwd, &path));
     me.map_names.borrow_mut().0.clear();
+    me.ctl.exec();
+    current().ctl.exec(comm_path);
     let exe = me.exe.borrow().clone();
     let mut named = elf::Named::default();
     let result = elf::load(&img, interp.as_ref(), &mut named)

@@ -335,6 +335,7 @@ impl OpenFile {
                     Ok(out.len())
                 }
                 NodeKind::Dev(Dev::Env) => Ok(self.read_from(crate::rt::RUN_ENV.get(), out, at)),
+                &NodeKind::Dev(Dev::Comm(tid)) => Ok(self.read_from(&vfs::comm(tid)?, out, at)),
                 // (Opened, these are pseudo-terminals.)
                 NodeKind::Dev(Dev::Ptmx | Dev::Pts(_) | Dev::Tty) => Ok(0),
                 NodeKind::Dev(Dev::Checkpoint) => {
@@ -469,6 +470,7 @@ impl OpenFile {
                     Ok(n)
                 }
                 NodeKind::Dev(Dev::Full) => Err(ENOSPC),
+                &NodeKind::Dev(Dev::Comm(tid)) => vfs::set_comm(tid, data).map(|_| data.len()),
                 NodeKind::Dev(_) => Ok(data.len()),
                 NodeKind::Dir(_) | NodeKind::ProcFd(_) | NodeKind::Proc(_) => Err(EISDIR),
                 NodeKind::Symlink(_) => Err(EINVAL),

@@ -16,6 +16,7 @@ extern crate std;
 
 mod cpu;
 mod cpuid;
+mod ctl;
 mod dnotify;
 mod eager;
 mod elf;
@@ -38,6 +39,7 @@ mod mm;
 mod netlink;
 mod pidfd;
 mod pipe;
+mod prctl;
 mod prefault;
 mod process;
 mod procfs;

@@ -57,13 +57,16 @@ pub fn start_init(
         timers: Default::default(),
         map_names: Default::default(),
         nice: Cell::new(0),
+        parent_tid: Cell::new(0),
+        ctl: Default::default(),
     });
-    let t = Rc::new(Task::new(1, p.clone(), new_regs()));
+    let t = Task::new(1, p.clone(), new_regs());
+    t.ctl.exec(exe_path);
+    let t = Rc::new(t);
     s.tasks.push(t);
     s.current = 0;
     s.next_id = 2;
     s.procs = 1;
-    s.init = Some(p.clone());
     start_cpu_clock();
     *p.exe.borrow_mut() = exe_path.to_vec();
     let envs = crate::rt::after_strings(args, argc);
@@ -175,6 +178,8 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             timers: Default::default(),
             map_names: RefCell::new(parent.map_names.borrow().clone()),
             nice: Cell::new(parent.nice.get()),
+            parent_tid: Cell::new(if flags & CLONE_PARENT != 0 { parent.parent_tid.get() } else { parent_task.tid }),
+            ctl: parent.ctl.inherit(),
         });
         if flags & CLONE_PIDFD != 0 {
             // Before the child is anyone's (a full table fails the clone
@@ -189,7 +194,9 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
         crate::stats::stat(|st| st.processes += 1);
         (child, false)
     };
-    let task = Rc::new(Task::new(tid, process, child_regs));
+    let mut task = Task::new(tid, process, child_regs);
+    task.ctl = parent_task.ctl.inherit();
+    let task = Rc::new(task);
     task.sigmask.set(parent_task.sigmask.get());
     if flags & CLONE_CHILD_CLEARTID != 0 {
         task.clear_child_tid.set(ctid);
@@ -241,6 +248,13 @@ pub fn exit_thread(f: &mut Frame, code: u64) -> SysResult {
         return exit_group(f, code as u32 & 0xff, 0);
     }
     p.threads.set(p.threads.get() - 1);
+    // The children this thread created: their parent-death signals, and
+    // another thread of the process is their parent thread now.
+    let heir = live_thread(&p, t.tid).unwrap_or(p.pid);
+    for c in p.children.borrow().iter().filter(|c| c.parent_tid.get() == t.tid) {
+        parent_died(c);
+        c.parent_tid.set(heir);
+    }
     robust_exit(&t);
     clear_tid(&t);
     t.state.set(State::Dead);
@@ -345,32 +359,104 @@ pub fn exit_group(_f: &mut Frame, code: u32, sig: u32) -> SysResult {
     *p.fds.borrow_mut() = FdTable::empty();
     crate::locks::release_owner(crate::locks::Owner::Process(p.pid));
     release_vfork(&p);
-    // Children go to process 1.
-    if let Some(init) = s.init.clone() {
-        let orphans: Vec<Rc<Process>> = p.children.borrow_mut().drain(..).collect();
-        for c in orphans {
-            c.ppid.set(1);
-            init.children.borrow_mut().push(c);
-        }
+    // Its children get their parent-death signals and a new parent.
+    let orphans: Vec<Rc<Process>> = p.children.borrow_mut().drain(..).collect();
+    for c in &orphans {
+        parent_died(c);
     }
+    adopt(&p, orphans);
     p.status.set(Some(status));
     // Release the address space (the current one: it stays mapped until
     // the switch, and nothing touches user memory of this process again).
     let old = p.space.borrow_mut().take();
     drop(old);
-    // Tell the parent.
-    if let Some(parent) = find_process(p.ppid.get()) {
-        let ign = parent.sigactions.borrow()[SIGCHLD as usize][0] == SIG_IGN;
-        if ign {
-            // Auto-reap.
-            parent.children.borrow_mut().retain(|c| !Rc::ptr_eq(c, &p));
-            s.procs -= 1;
-        } else {
-            send_signal(&parent, None, SIGCHLD);
-        }
+    match find_process(p.ppid.get()) {
+        Some(parent) => tell_parent(&parent, &p),
+        // An orphan no subreaper took: reaped now, as by an init.
+        None => s.procs -= 1,
     }
     notify();
     Err(BLOCKED)
+}
+
+/// `parent` learns that its child `c` exited: SIGCHLD, or `c` is reaped
+/// now if the parent ignores SIGCHLD.
+fn tell_parent(parent: &Rc<Process>, c: &Rc<Process>) {
+    if parent.sigactions.borrow()[SIGCHLD as usize][0] == SIG_IGN {
+        parent.children.borrow_mut().retain(|x| !Rc::ptr_eq(x, c));
+        SCHED.get().procs -= 1;
+    } else {
+        send_signal(parent, None, SIGCHLD);
+    }
+}
+
+/// The thread that created `c` exited: the signals `c`'s threads asked
+/// for with PR_SET_PDEATHSIG, to the process.
+fn parent_died(c: &Rc<Process>) {
+    if c.status.get().is_some() {
+        return;
+    }
+    let sigs: Vec<u32> = SCHED
+        .get()
+        .tasks
+        .iter()
+        .filter(|t| t.state.get() != State::Dead && Rc::ptr_eq(&t.process.borrow(), c))
+        .map(|t| t.ctl.pdeathsig.get() as u32)
+        .filter(|&sig| sig != 0)
+        .collect();
+    for sig in sigs {
+        send_signal(c, None, sig);
+    }
+}
+
+/// A live thread of `p` other than `but` (its main thread if that one
+/// lives), or None.
+fn live_thread(p: &Rc<Process>, but: u32) -> Option<u32> {
+    let mut live = SCHED
+        .get()
+        .tasks
+        .iter()
+        .filter(|t| t.tid != but && t.state.get() != State::Dead && Rc::ptr_eq(&t.process.borrow(), p));
+    let first = live.next()?.tid;
+    Some(if live.any(|t| t.tid == p.pid) { p.pid } else { first })
+}
+
+/// The children of exited process `p` go to its nearest living ancestor
+/// that is a child subreaper (PR_SET_CHILD_SUBREAPER), as on Linux.
+/// Without one they go to the sandbox's init, which is not the program
+/// (process 1 runs the program as `subprocess` runs a child, not as an
+/// init): their parent id is 0, and each is reaped when it exits, so
+/// orphans never pile up as zombies against the process limit.
+fn adopt(p: &Process, orphans: Vec<Rc<Process>>) {
+    let s = SCHED.get();
+    let mut reaper = None;
+    let mut pid = p.ppid.get();
+    for _ in 0..=s.procs {
+        let Some(a) = find_process(pid) else { break };
+        if a.ctl.subreaper.get() {
+            reaper = Some(a);
+            break;
+        }
+        pid = a.ppid.get();
+    }
+    for c in orphans {
+        match &reaper {
+            Some(r) => {
+                c.ppid.set(r.pid);
+                c.parent_tid.set(live_thread(r, 0).unwrap_or(r.pid));
+                r.children.borrow_mut().push(c.clone());
+                if c.status.get().is_some() {
+                    tell_parent(r, &c);
+                }
+            }
+            None => {
+                c.ppid.set(0);
+                if c.status.get().is_some() {
+                    s.procs -= 1;
+                }
+            }
+        }
+    }
 }
 
 /// wait4 / waitid: reaps a zombie child matching `pid` (-1 any, 0 own

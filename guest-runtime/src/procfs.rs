@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 
 use hvsandbox_abi::user;
 
+use crate::errno::{EINVAL, ESRCH};
 use crate::mapnames::Named;
 use crate::task::{clock_now, current, current_process, find_process, live_processes, Process, State, Task, SCHED};
 use crate::timer::Clock;
@@ -34,7 +35,28 @@ pub fn hooks() -> ProcSelf {
         fdinfo,
         // (`procnet.rs`, above this layer, is registered by start.rs.)
         net: |_| None,
+        comm,
+        set_comm,
     }
+}
+
+/// `/proc/.../comm`: thread `tid`'s name.
+fn comm(tid: u32) -> Option<Vec<u8>> {
+    let mut name = crate::task::find_task(tid)?.ctl.name();
+    name.push(b'\n');
+    Some(name)
+}
+
+/// Writing `/proc/.../comm`: the current process names one of its own
+/// threads with the first 15 bytes (EINVAL for another process's, as on
+/// Linux).
+fn set_comm(tid: u32, name: &[u8]) -> Result<(), i64> {
+    let t = crate::task::find_task(tid).ok_or(ESRCH)?;
+    if !Rc::ptr_eq(&t.process.borrow(), &current_process()) {
+        return Err(EINVAL);
+    }
+    t.ctl.set_name(name);
+    Ok(())
 }
 
 /// `/proc/<pid>/fdinfo/N`: the position, the status flags (with
@@ -97,9 +119,6 @@ fn thread_file(pid: u32, tid: u32, name: &[u8]) -> Option<Vec<u8>> {
     let mut o = Out(Vec::new());
     let cpu = clock_now(&p, Clock::ThreadCpu(tid)).unwrap_or(0);
     match name {
-        b"comm" => {
-            o.s(&comm(&p)).s(b"\n");
-        }
         b"stat" => pid_stat(&mut o, &p, tid, thread_state(&t), cpu),
         b"status" => status(&mut o, &p, tid, thread_state(&t)),
         _ => return None,
@@ -189,9 +208,6 @@ fn file(pid: Option<u32>, name: &[u8]) -> Option<Vec<u8>> {
                 }
                 b"environ" => {
                     o.s(&p.environ.borrow());
-                }
-                b"comm" => {
-                    o.s(&comm(&p)).s(b"\n");
                 }
                 b"maps" => maps(&mut o, &p),
                 b"stat" => {
@@ -422,10 +438,12 @@ impl Out {
     }
 }
 
-fn comm(p: &Process) -> Vec<u8> {
-    let exe = p.exe.borrow();
-    let base = exe.rsplit(|&c| c == b'/').next().unwrap_or(&[]);
-    base[..base.len().min(15)].to_vec()
+/// The name of `p`'s thread `id`; for the process's own id, its main
+/// thread's (or, once that one has exited, a running thread's).
+fn name(p: &Process, id: u32) -> Vec<u8> {
+    let threads = threads_of(p);
+    let t = threads.iter().find(|t| t.tid == id).or(threads.first());
+    t.map_or_else(Vec::new, |t| t.ctl.name())
 }
 
 /// (mapped bytes, resident bytes): resident is what the sandbox uses,
@@ -542,7 +560,7 @@ fn pid_stat(o: &mut Out, p: &Process, id: u32, state: &[u8], cpu_ns: u64) {
     let (size, rss) = memory(p);
     let tick = 1_000_000_000 / HZ;
     let children = p.timers.children_cpu_ns.get() / tick;
-    o.n(id as u64).s(b" (").s(&comm(p)).s(b") ").s(state).s(b" ");
+    o.n(id as u64).s(b" (").s(&name(p, id)).s(b") ").s(state).s(b" ");
     o.n(p.ppid.get() as u64).s(b" ").n(p.pgid.get() as u64).s(b" ").n(p.sid.get() as u64);
     // tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime priority nice
     o.s(b" 0 -1 4194304 0 0 0 0 ").n(cpu_ns / tick).s(b" 0 ").n(children).s(b" 0 ");
@@ -567,7 +585,7 @@ fn pid_stat(o: &mut Out, p: &Process, id: u32, state: &[u8], cpu_ns: u64) {
 fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     let (size, rss) = memory(p);
     let uid = crate::rt::UID;
-    o.s(b"Name:\t").s(&comm(p)).s(b"\nUmask:\t0").hex(p.umask.get() as u64, 3);
+    o.s(b"Name:\t").s(&name(p, id)).s(b"\nUmask:\t0").hex(p.umask.get() as u64, 3);
     let st: &[u8] = if state == b"R" { b"R (running)" } else { b"S (sleeping)" };
     o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(id as u64);
     o.s(b"\nPPid:\t").n(p.ppid.get() as u64).s(b"\nTracerPid:\t0\n");
@@ -593,6 +611,12 @@ fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
         }
     }
     o.s(b"\nSigIgn:\t").hex(ign, 16).s(b"\nSigCgt:\t").hex(cgt, 16);
+    // A program running as a user other than root has no capabilities.
+    let caps = if uid == 0 { p.ctl.capbset() } else { 0 };
+    o.s(b"\nCapInh:\t").hex(0, 16).s(b"\nCapPrm:\t").hex(caps, 16).s(b"\nCapEff:\t").hex(caps, 16);
+    o.s(b"\nCapBnd:\t").hex(p.ctl.capbset(), 16).s(b"\nCapAmb:\t").hex(0, 16);
+    let nnp = threads_of(p).iter().find(|t| t.tid == id).is_some_and(|t| t.ctl.no_new_privs());
+    o.s(b"\nNoNewPrivs:\t").n(nnp as u64).s(b"\nSeccomp:\t0\nSeccomp_filters:\t0");
     o.s(b"\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nvoluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n");
 }
 

@@ -50,6 +50,8 @@ pub const VERASE: usize = 2;
 pub const VKILL: usize = 3;
 pub const VEOF: usize = 4;
 pub const VMIN: usize = 6;
+pub const VSTART: usize = 8;
+pub const VSTOP: usize = 9;
 pub const VSUSP: usize = 10;
 pub const VEOL: usize = 11;
 pub const VWERASE: usize = 14;
@@ -256,6 +258,21 @@ impl Pty {
                 }
             }
             out.push_back(c);
+        }
+    }
+
+    /// tcflow's TCIOFF (`start` false) or TCION from side `master`: the
+    /// STOP or START character (VSTOP, VSTART; none if disabled) goes to
+    /// the other side as is.
+    pub fn send_flow_char(&self, master: bool, start: bool) {
+        let c = self.termios.get().cc[if start { VSTART } else { VSTOP }];
+        if c == 0 {
+            return;
+        }
+        if master {
+            self.master_write(&[c]);
+        } else {
+            self.emit(&[c], false);
         }
     }
 

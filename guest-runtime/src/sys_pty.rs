@@ -224,7 +224,18 @@ pub fn ioctl(f: &OpenFile, req: u64, arg: u64) -> Option<SysResult> {
             }
             _ => Err(EINVAL),
         },
-        TCSBRK | TCSBRKP | TCXONC | TIOCEXCL | TIOCNXCL => Ok(0),
+        // tcflow: TCOOFF and TCOON (suspending output is not modelled:
+        // output always flows), TCIOFF and TCION.
+        TCXONC => match arg {
+            0 | 1 => Ok(0),
+            2 | 3 => {
+                p.send_flow_char(master, arg == 3);
+                crate::wait::notify();
+                Ok(0)
+            }
+            _ => Err(EINVAL),
+        },
+        TCSBRK | TCSBRKP | TIOCEXCL | TIOCNXCL => Ok(0),
         TIOCGETD => put_u32(arg, 0),
         TIOCSETD => get_i32(arg).and_then(|d| if d == 0 { Ok(0) } else { Err(EINVAL) }),
         TIOCGPTN if master => put_u32(arg, p.index),

@@ -206,7 +206,7 @@ pub extern "C" fn dispatch(f: &mut Frame) {
         141 => sys_setpriority(a0, a1, a2),
         100 => sys_timer::sys_times(a0),
         131 => crate::signal::sys_sigaltstack(a0, a1),
-        157 => sys_prctl(a0, a1),
+        157 => crate::prctl::sys_prctl(a0, a1, a2, a3, a4),
         158 => sys_arch_prctl(a0, a1),
         201 => sys_time(a0),
         202 => crate::futex::sys_futex(a0, a1, a2, a3, a4, a5),
@@ -514,20 +514,6 @@ fn sys_sysinfo(buf: u64) -> SysResult {
     s[104..108].copy_from_slice(&1u32.to_le_bytes()); // mem_unit
     put_user(buf, s)?;
     Ok(0)
-}
-
-fn sys_prctl(option: u64, arg: u64) -> SysResult {
-    match option {
-        15 => Ok(0), // PR_SET_NAME
-        16 => {
-            // PR_GET_NAME
-            let mut name = [0u8; 16];
-            name[..4].copy_from_slice(b"prog");
-            put_user(arg, name)?;
-            Ok(0)
-        }
-        _ => Err(EINVAL),
-    }
 }
 
 const ARCH_SET_GS: u64 = 0x1001;

@@ -164,6 +164,12 @@ pub struct Process {
     /// Its nice value (-20..=19; setpriority, inherited by a fork). One
     /// vCPU runs the tasks in turn whatever it is.
     pub nice: Cell<i8>,
+    /// The thread that created it (its parent's, or its parent's parent's
+    /// with CLONE_PARENT): when that thread exits, its parent-death
+    /// signal comes.
+    pub parent_tid: Cell<u32>,
+    /// What prctl sets on the whole process.
+    pub ctl: crate::ctl::ProcCtl,
 }
 
 pub struct Task {
@@ -208,6 +214,8 @@ pub struct Task {
     pub altstack: Cell<(u64, u64)>,
     /// CPU time of this thread (ns; see [`charge_cpu`]).
     pub cpu_ns: Cell<u64>,
+    /// Its name and what prctl sets on it.
+    pub ctl: crate::ctl::TaskCtl,
 }
 
 impl Task {
@@ -236,6 +244,7 @@ impl Task {
             set_child_tid: Cell::new(0),
             altstack: Cell::new((0, 0)),
             cpu_ns: Cell::new(0),
+            ctl: Default::default(),
         }
     }
 }
@@ -246,17 +255,10 @@ pub struct Sched {
     pub next_id: u32,
     pub procs: u32,
     pub max_procs: u32,
-    pub init: Option<Rc<Process>>,
 }
 
-pub static SCHED: Global<Sched> = Global::new(Sched {
-    tasks: Vec::new(),
-    current: 0,
-    next_id: 1,
-    procs: 0,
-    max_procs: DEFAULT_MAX_PROCS,
-    init: None,
-});
+pub static SCHED: Global<Sched> =
+    Global::new(Sched { tasks: Vec::new(), current: 0, next_id: 1, procs: 0, max_procs: DEFAULT_MAX_PROCS });
 
 /// How process 1's program was loaded (to rebuild its initial stack for a
 /// restored entry snapshot).

@@ -105,6 +105,9 @@ pub enum Dev {
     /// A local socket's name (bind): found by connect (`sock_addr.rs`);
     /// opening it is ENXIO.
     Socket,
+    /// `/proc/<pid>/comm`, `/proc/<pid>/task/<tid>/comm`: thread tid's
+    /// name, read and written through [`ProcSelf::comm`].
+    Comm(u32),
 }
 
 pub struct Dir {
@@ -277,6 +280,10 @@ pub struct ProcSelf {
     pub fdinfo: fn(u32, u32) -> Option<Vec<u8>>,
     /// `/proc/net/<name>`, one of [`NET_FILES`] (`procnet.rs`).
     pub net: fn(&[u8]) -> Option<Vec<u8>>,
+    /// A thread's name, with a newline (`/proc/.../comm`).
+    pub comm: fn(u32) -> Option<Vec<u8>>,
+    /// The current process names one of its threads.
+    pub set_comm: fn(u32, &[u8]) -> Result<(), Errno>,
 }
 
 /// The files of `/proc` and of `/proc/<pid>` (made on each lookup).
@@ -326,6 +333,8 @@ static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
     thread_file: |_, _, _| None,
     fdinfo: |_, _| None,
     net: |_| None,
+    comm: |_| None,
+    set_comm: |_, _| Err(ESRCH),
 });
 
 /// Registers the process layer's answers for `/proc`.
@@ -348,6 +357,25 @@ fn proc_file(data: &[u8]) -> Result<NodeRef, Errno> {
     f.meta.borrow_mut().uid = 0;
     f.meta.borrow_mut().gid = 0;
     Ok(f)
+}
+
+/// A thread's `comm` file: its name when read, as written (its owner's,
+/// like the process's other files).
+fn comm_node(tid: u32) -> NodeRef {
+    let n = Node::new(S_IFREG | 0o644, NodeKind::Dev(Dev::Comm(tid)));
+    n.meta.borrow_mut().uid = crate::rt::UID as u32;
+    n.meta.borrow_mut().gid = crate::rt::UID as u32;
+    n
+}
+
+/// Thread `tid`'s name, with a newline (`/proc/.../comm`).
+pub fn comm(tid: u32) -> Result<Vec<u8>, Errno> {
+    (PROC_SELF.get().comm)(tid).ok_or(ESRCH)
+}
+
+/// The current process names its thread `tid` (`/proc/.../comm`).
+pub fn set_comm(tid: u32, name: &[u8]) -> Result<(), Errno> {
+    (PROC_SELF.get().set_comm)(tid, name)
 }
 
 fn decimal(n: u64) -> Vec<u8> {
@@ -408,6 +436,7 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
             let dir = Dir { entries, parent: Weak::new(), host: None };
             Ok(Node::new(S_IFDIR | 0o500, NodeKind::Dir(RefCell::new(dir))))
         }
+        b"comm" => Ok(comm_node(pid)),
         _ if PID_FILES.contains(&name) => proc_file(&(hooks.file)(Some(pid), name).ok_or(ENOENT)?),
         _ => Err(ENOENT),
     }
@@ -421,8 +450,12 @@ fn proc_task_dir(pid: u32) -> Result<NodeRef, Errno> {
     for tid in (hooks.tids)(pid) {
         let mut files = BTreeMap::new();
         for name in THREAD_FILES {
-            let data = (hooks.thread_file)(pid, tid, name).ok_or(ENOENT)?;
-            files.insert(name.to_vec(), proc_file(&data)?);
+            let file = if name == b"comm" {
+                comm_node(tid)
+            } else {
+                proc_file(&(hooks.thread_file)(pid, tid, name).ok_or(ENOENT)?)?
+            };
+            files.insert(name.to_vec(), file);
         }
         entries.insert(decimal(tid as u64), proc_dir(files));
     }
@@ -2074,13 +2107,15 @@ mod tests {
             cwd: |pid| (pid == 7).then(|| b"/tmp".to_vec()),
             tids: |pid| if pid == 7 { alloc::vec![7, 9] } else { alloc::vec![] },
             // (No frames for file data here: empty files.)
-            thread_file: |_, tid, name| (tid == 9 || name != b"comm").then(Vec::new),
+            thread_file: |_, tid, name| (tid == 9 || name != b"stat").then(Vec::new),
             fdinfo: |pid, fd| (pid == 7 && fd == 3).then(Vec::new),
             net: |_| None,
+            comm: |tid| (tid == 9).then(|| b"nine\n".to_vec()),
+            set_comm: |_, _| Err(EINVAL),
         });
         assert_eq!(readlink(&resolve(&root(), b"/proc/self/cwd", false).unwrap()).unwrap(), b"/tmp");
         assert!(resolve(&root(), b"/proc/self/cwd", true).unwrap().is_dir());
-        assert_eq!(at(b"/proc/7/task").err(), Some(ENOENT), "thread 7 has no comm");
+        assert_eq!(at(b"/proc/7/task").err(), Some(ENOENT), "thread 7 has no stat");
         set_proc_self(ProcSelf { thread_file: |_, _, _| Some(Vec::new()), ..*PROC_SELF.get() });
         let tids: Vec<Vec<u8>> = list(&at(b"/proc/7/task").unwrap()).unwrap().into_iter().map(|e| e.0).collect();
         assert_eq!(tids, [b".".to_vec(), b"..".to_vec(), b"7".to_vec(), b"9".to_vec()]);

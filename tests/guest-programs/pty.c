@@ -146,6 +146,21 @@ static void winsize(int m, int s) {
     printf("TIOCGWINSZ on slave: %dx%d\n", got.ws_row, got.ws_col);
 }
 
+/* tcflow: TCIOFF and TCION on the slave send the STOP and START
+   characters to the master; an unknown action is EINVAL. */
+static void flow(int m, int s) {
+    char buf[16];
+    int off = tcflow(s, TCOOFF);
+    int on = tcflow(s, TCOON);
+    printf("tcflow TCOOFF, TCOON: %d %d\n", off, on);
+    off = tcflow(s, TCIOFF);
+    on = tcflow(s, TCION);
+    printf("tcflow TCIOFF, TCION: %d %d\n", off, on);
+    show("master reads", buf, drain(m, buf, sizeof buf));
+    int r = tcflow(s, -1);
+    printf("tcflow -1: %d %s\n", r, errno == EINVAL ? "EINVAL" : "?");
+}
+
 static void interrupt(void) {
     int m, s;
     char buf[256];
@@ -230,6 +245,7 @@ int main(void) {
     canonical(m, s);
     raw(m, s);
     winsize(m, s);
+    flow(m, s);
     close(s);
     close(m);
     interrupt();

@@ -849,3 +849,23 @@ fn prctl_names_threads_and_reparents_orphans_as_natively() {
         ],
     );
 }
+
+/// An execve from a thread other than the main one makes that thread the
+/// new program's main thread, with the process's id as its thread id
+/// (`/proc/self/task/<pid>` exists), as natively; Go's `syscall.Exec`
+/// runs on any thread. Before, the thread kept its own id.
+#[test]
+fn an_exec_from_another_thread_makes_it_the_main_thread_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "exec_thread",
+        &[
+            "exec from a thread that is not main: yes",
+            "after exec: tid is the pid: yes",
+            "after exec: threads 1",
+            "after exec: /proc/self/task/<pid> exists: yes",
+            "a new thread's id is its own: yes",
+            "parent waited for the same process: yes, exit 5",
+        ],
+    );
+}

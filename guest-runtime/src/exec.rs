@@ -203,6 +203,9 @@ pub fn exec(
         }
     }
     me.threads.set(1);
+    // The calling thread is the main thread now, with the process's id
+    // (its own id is released, as Linux's de_thread does).
+    cur.tid.set(me.pid);
     // As Linux's execve: no alternate signal stack (its address was the
     // old program's; a handler with SA_ONSTACK would run there), and no
     // thread-id address to clear at exit (glibc's fork sets one in the

@@ -178,7 +178,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             timers: Default::default(),
             map_names: RefCell::new(parent.map_names.borrow().clone()),
             nice: Cell::new(parent.nice.get()),
-            parent_tid: Cell::new(if flags & CLONE_PARENT != 0 { parent.parent_tid.get() } else { parent_task.tid }),
+            parent_tid: Cell::new(if flags & CLONE_PARENT != 0 { parent.parent_tid.get() } else { parent_task.tid() }),
             ctl: parent.ctl.inherit(),
         });
         if flags & CLONE_PIDFD != 0 {
@@ -250,8 +250,8 @@ pub fn exit_thread(f: &mut Frame, code: u64) -> SysResult {
     p.threads.set(p.threads.get() - 1);
     // The children this thread created: their parent-death signals, and
     // another thread of the process is their parent thread now.
-    let heir = live_thread(&p, t.tid).unwrap_or(p.pid);
-    for c in p.children.borrow().iter().filter(|c| c.parent_tid.get() == t.tid) {
+    let heir = live_thread(&p, t.tid()).unwrap_or(p.pid);
+    for c in p.children.borrow().iter().filter(|c| c.parent_tid.get() == t.tid()) {
         parent_died(c);
         c.parent_tid.set(heir);
     }
@@ -305,12 +305,12 @@ pub fn robust_exit(t: &Task) {
         // take it off the list.
         let Ok(next) = get_u64(entry & !1) else { break };
         if entry & !1 != pending & !1 {
-            owner_died(word_of(entry), t.tid);
+            owner_died(word_of(entry), t.tid());
         }
         entry = next;
     }
     if pending & !1 != 0 {
-        owner_died(word_of(pending), t.tid);
+        owner_died(word_of(pending), t.tid());
     }
 }
 
@@ -416,9 +416,9 @@ fn live_thread(p: &Rc<Process>, but: u32) -> Option<u32> {
         .get()
         .tasks
         .iter()
-        .filter(|t| t.tid != but && t.state.get() != State::Dead && Rc::ptr_eq(&t.process.borrow(), p));
-    let first = live.next()?.tid;
-    Some(if live.any(|t| t.tid == p.pid) { p.pid } else { first })
+        .filter(|t| t.tid() != but && t.state.get() != State::Dead && Rc::ptr_eq(&t.process.borrow(), p));
+    let first = live.next()?.tid();
+    Some(if live.any(|t| t.tid() == p.pid) { p.pid } else { first })
 }
 
 /// The children of exited process `p` go to its nearest living ancestor
@@ -564,7 +564,7 @@ pub fn sys_getpid() -> SysResult {
 }
 
 pub fn sys_gettid() -> SysResult {
-    Ok(current().tid as u64)
+    Ok(current().tid() as u64)
 }
 
 pub fn sys_setpgid(pid: u64, pgid: u64) -> SysResult {
@@ -598,5 +598,5 @@ pub fn sys_setsid() -> SysResult {
 pub fn set_tid_address(addr: u64) -> SysResult {
     let t = current();
     t.clear_child_tid.set(addr);
-    Ok(t.tid as u64)
+    Ok(t.tid() as u64)
 }

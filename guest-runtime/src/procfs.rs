@@ -103,19 +103,19 @@ fn threads_of(p: &Process) -> Vec<Rc<Task>> {
         .filter(|t| t.state.get() != State::Dead && core::ptr::eq(&**t.process.borrow(), p))
         .cloned()
         .collect();
-    v.sort_unstable_by_key(|t| t.tid);
+    v.sort_unstable_by_key(|t| t.tid());
     v
 }
 
 fn tids(pid: u32) -> Vec<u32> {
-    find_process(pid).map_or(Vec::new(), |p| threads_of(&p).iter().map(|t| t.tid).collect())
+    find_process(pid).map_or(Vec::new(), |p| threads_of(&p).iter().map(|t| t.tid()).collect())
 }
 
 /// `/proc/<pid>/task/<tid>/{comm,stat,status}`: the process's, with the
 /// thread's id, state and CPU time.
 fn thread_file(pid: u32, tid: u32, name: &[u8]) -> Option<Vec<u8>> {
     let p = find_process(pid)?;
-    let t = threads_of(&p).into_iter().find(|t| t.tid == tid)?;
+    let t = threads_of(&p).into_iter().find(|t| t.tid() == tid)?;
     let mut o = Out(Vec::new());
     let cpu = clock_now(&p, Clock::ThreadCpu(tid)).unwrap_or(0);
     match name {
@@ -127,7 +127,7 @@ fn thread_file(pid: u32, tid: u32, name: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn thread_state(t: &Task) -> &'static [u8] {
-    if t.tid == current().tid {
+    if t.tid() == current().tid() {
         b"R"
     } else {
         b"S"
@@ -442,7 +442,7 @@ impl Out {
 /// thread's (or, once that one has exited, a running thread's).
 fn name(p: &Process, id: u32) -> Vec<u8> {
     let threads = threads_of(p);
-    let t = threads.iter().find(|t| t.tid == id).or(threads.first());
+    let t = threads.iter().find(|t| t.tid() == id).or(threads.first());
     t.map_or_else(Vec::new, |t| t.ctl.name())
 }
 
@@ -615,7 +615,7 @@ fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     let caps = if uid == 0 { p.ctl.capbset() } else { 0 };
     o.s(b"\nCapInh:\t").hex(0, 16).s(b"\nCapPrm:\t").hex(caps, 16).s(b"\nCapEff:\t").hex(caps, 16);
     o.s(b"\nCapBnd:\t").hex(p.ctl.capbset(), 16).s(b"\nCapAmb:\t").hex(0, 16);
-    let nnp = threads_of(p).iter().find(|t| t.tid == id).is_some_and(|t| t.ctl.no_new_privs());
+    let nnp = threads_of(p).iter().find(|t| t.tid() == id).is_some_and(|t| t.ctl.no_new_privs());
     o.s(b"\nNoNewPrivs:\t").n(nnp as u64).s(b"\nSeccomp:\t0\nSeccomp_filters:\t0");
     o.s(b"\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nvoluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n");
 }

@@ -108,7 +108,7 @@ pub fn deliver_signals(f: &mut Frame) {
         // The siginfo it was sent with, or a timer's.
         let info = match sent {
             Some(info) => info,
-            None => p.timers.take(sig, t.tid).map_or_else(|| plain_info(sig), |q| crate::timer::siginfo(&q)),
+            None => p.timers.take(sig, t.tid()).map_or_else(|| plain_info(sig), |q| crate::timer::siginfo(&q)),
         };
         if setup_frame_with(&t, f, sig, &act, &info).is_err() {
             let _ = exit_group(f, 0, SIGSEGV);

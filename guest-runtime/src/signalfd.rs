@@ -74,7 +74,7 @@ fn take(mask: u64) -> Option<(u32, Taken)> {
     let sig = pend.trailing_zeros() + 1;
     let taken = match task::take_signal(&t, sig) {
         Some(info) => Taken::Info(info),
-        None => p.timers.take(sig, t.tid).map_or(Taken::Plain, Taken::Timer),
+        None => p.timers.take(sig, t.tid()).map_or(Taken::Plain, Taken::Timer),
     };
     Some((sig, taken))
 }

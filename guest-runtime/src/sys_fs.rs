@@ -194,7 +194,7 @@ pub fn sys_openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> SysResult {
         return Err(ENXIO);
     }
     if matches!(node.kind, NodeKind::Dev(Dev::Fifo)) && flags & O_PATH == 0 {
-        let of = file::open_fifo(&node, crate::task::current().tid, flags, path)?;
+        let of = file::open_fifo(&node, crate::task::current().tid(), flags, path)?;
         return crate::fds::install(of, flags & O_CLOEXEC != 0, 0);
     }
     if let (NodeKind::Dev(d @ (Dev::Ptmx | Dev::Pts(_) | Dev::Tty)), 0) = (&node.kind, flags & O_PATH) {

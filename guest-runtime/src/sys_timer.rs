@@ -116,7 +116,7 @@ fn cpu_clock_target(clock: u64) -> Result<(Rc<Process>, Option<u32>), i64> {
     let c = clock as i32;
     match c {
         2 => Ok((task::current_process(), None)),
-        3 => Ok((task::current_process(), Some(task::current().tid))),
+        3 => Ok((task::current_process(), Some(task::current().tid()))),
         c if c < 0 => {
             if c & 3 == 3 {
                 return Err(EINVAL);
@@ -124,7 +124,7 @@ fn cpu_clock_target(clock: u64) -> Result<(Rc<Process>, Option<u32>), i64> {
             let id = !(c >> 3) as u32;
             let me = task::current();
             if c & 4 != 0 {
-                let tid = if id == 0 { me.tid } else { id };
+                let tid = if id == 0 { me.tid() } else { id };
                 let t = task::find_task(tid).ok_or(EINVAL)?;
                 let p = t.process.borrow().clone();
                 // A thread's clock is readable only inside its process.
@@ -161,7 +161,7 @@ pub fn sys_getrusage(who: u64, usage: u64) -> SysResult {
     let mut r = [0u64; 18];
     let ns = match who as i32 {
         0 => process_cpu(&p),
-        1 => task::clock_now(&p, Clock::ThreadCpu(task::current().tid)).unwrap_or(0),
+        1 => task::clock_now(&p, Clock::ThreadCpu(task::current().tid())).unwrap_or(0),
         RUSAGE_CHILDREN => p.timers.children_cpu_ns.get(),
         _ => return Err(EINVAL),
     };

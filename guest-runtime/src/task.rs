@@ -173,7 +173,9 @@ pub struct Process {
 }
 
 pub struct Task {
-    pub tid: u32,
+    /// Its thread id (the process id for a main thread; an exec from
+    /// another thread makes it the main thread, with the process id).
+    pub tid: Cell<u32>,
     pub process: RefCell<Rc<Process>>,
     pub regs: UnsafeCell<Box<Regs>>,
     pub state: Cell<State>,
@@ -219,12 +221,16 @@ pub struct Task {
 }
 
 impl Task {
+    pub fn tid(&self) -> u32 {
+        self.tid.get()
+    }
+
     /// A runnable task of `process` that starts with `regs`: no signal
     /// mask, nothing pending, no alternate stack, no CPU time yet
     /// (`clone` then sets what a child inherits).
     pub fn new(tid: u32, process: Rc<Process>, regs: Box<Regs>) -> Task {
         Task {
-            tid,
+            tid: Cell::new(tid),
             process: RefCell::new(process),
             regs: UnsafeCell::new(regs),
             state: Cell::new(State::Runnable),
@@ -465,7 +471,7 @@ pub fn load(t: &Task, f: &mut Frame) {
     let at = t.set_child_tid.replace(0);
     if at != 0 {
         // A failed write is ignored, as on Linux.
-        let _ = crate::uaccess::put_user(at, t.tid.to_le_bytes());
+        let _ = crate::uaccess::put_user(at, t.tid().to_le_bytes());
     }
 }
 
@@ -712,7 +718,7 @@ fn off_cpu<R>(f: impl FnOnce() -> R) -> R {
 }
 
 pub fn find_task(tid: u32) -> Option<Rc<Task>> {
-    SCHED.get().tasks.iter().find(|t| t.tid == tid && t.state.get() != State::Dead).cloned()
+    SCHED.get().tasks.iter().find(|t| t.tid() == tid && t.state.get() != State::Dead).cloned()
 }
 
 /// The value of clock `c` for process `p` (None: a thread that is gone).

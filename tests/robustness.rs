@@ -148,6 +148,7 @@ fn proc_and_dev_fd_show_what_linux_shows() {
     let expect = [
         "self/stat: fields=52 pid=yes ppid=yes state=yes",
         "status: pid=yes ppid=yes uid=yes name=yes vmrss=yes threads=1",
+        "status umask: 0027; root link: /; status owned by the process's user: yes",
         "maps: lines>3=yes bad=0 stack=yes code=yes mmap=yes",
         "maps: code names the program=yes data names it=yes",
         "fd: listed=6 null=/dev/null pipe=yes",

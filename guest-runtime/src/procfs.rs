@@ -585,7 +585,10 @@ fn pid_stat(o: &mut Out, p: &Process, id: u32, state: &[u8], cpu_ns: u64) {
 fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     let (size, rss) = memory(p);
     let uid = crate::rt::UID;
-    o.s(b"Name:\t").s(&name(p, id)).s(b"\nUmask:\t0").hex(p.umask.get() as u64, 3);
+    // The mask in octal, as Linux writes it (0022).
+    let u = p.umask.get() & 0o777;
+    let umask = [b'0', b'0' + (u >> 6) as u8, b'0' + (u >> 3 & 7) as u8, b'0' + (u & 7) as u8];
+    o.s(b"Name:\t").s(&name(p, id)).s(b"\nUmask:\t").s(&umask);
     let st: &[u8] = if state == b"R" { b"R (running)" } else { b"S (sleeping)" };
     o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(id as u64);
     o.s(b"\nPPid:\t").n(p.ppid.get() as u64).s(b"\nTracerPid:\t0\n");

@@ -378,6 +378,15 @@ pub fn set_comm(tid: u32, name: &[u8]) -> Result<(), Errno> {
     (PROC_SELF.get().set_comm)(tid, name)
 }
 
+/// A process's read-only file (`/proc/<pid>/...`): its user's, as on
+/// Linux.
+fn proc_pid_file(data: &[u8]) -> Result<NodeRef, Errno> {
+    let f = proc_file(data)?;
+    f.meta.borrow_mut().uid = crate::rt::UID as u32;
+    f.meta.borrow_mut().gid = crate::rt::UID as u32;
+    Ok(f)
+}
+
 fn decimal(n: u64) -> Vec<u8> {
     let mut v = Vec::new();
     push_num(&mut v, n);
@@ -415,6 +424,8 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
         b"fd" => Ok(Node::new(S_IFDIR | 0o500, NodeKind::ProcFd(pid))),
         b"exe" => Ok(new_symlink(&(hooks.exe)(pid).ok_or(ENOENT)?)),
         b"cwd" => Ok(new_symlink(&(hooks.cwd)(pid).ok_or(ENOENT)?)),
+        // Every process has the sandbox's root (no chroot).
+        b"root" => Ok(new_symlink(b"/")),
         b"task" => proc_task_dir(pid),
         b"net" => {
             // The sandbox's one network namespace: every process's is
@@ -429,7 +440,7 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
             let mut entries = BTreeMap::new();
             for fd in (hooks.open_fds)(pid) {
                 if let Some(data) = (hooks.fdinfo)(pid, fd) {
-                    entries.insert(decimal(fd as u64), proc_file(&data)?);
+                    entries.insert(decimal(fd as u64), proc_pid_file(&data)?);
                 }
             }
             // The process's user's, as its `fd` directory.
@@ -437,7 +448,7 @@ fn proc_lookup(pid: Option<u32>, name: &[u8]) -> Result<NodeRef, Errno> {
             Ok(Node::new(S_IFDIR | 0o500, NodeKind::Dir(RefCell::new(dir))))
         }
         b"comm" => Ok(comm_node(pid)),
-        _ if PID_FILES.contains(&name) => proc_file(&(hooks.file)(Some(pid), name).ok_or(ENOENT)?),
+        _ if PID_FILES.contains(&name) => proc_pid_file(&(hooks.file)(Some(pid), name).ok_or(ENOENT)?),
         _ => Err(ENOENT),
     }
 }
@@ -453,7 +464,7 @@ fn proc_task_dir(pid: u32) -> Result<NodeRef, Errno> {
             let file = if name == b"comm" {
                 comm_node(tid)
             } else {
-                proc_file(&(hooks.thread_file)(pid, tid, name).ok_or(ENOENT)?)?
+                proc_pid_file(&(hooks.thread_file)(pid, tid, name).ok_or(ENOENT)?)?
             };
             files.insert(name.to_vec(), file);
         }
@@ -538,6 +549,7 @@ fn proc_list(pid: Option<u32>, out: &mut Vec<DirEntry>) {
             out.push((b"task".to_vec(), base + 19, 4));
             out.push((b"fdinfo".to_vec(), base + 20, 4));
             out.push((b"net".to_vec(), base + 21, 4));
+            out.push((b"root".to_vec(), base + 22, 10));
         }
     }
 }

@@ -58,6 +58,16 @@ int main(int argc, char **argv) {
     printf("status: pid=%s ppid=%s uid=%s name=%s vmrss=%s threads=%ld\n", yes(field("\nPid:") == getpid()),
            yes(field("\nPPid:") == getppid()), yes(field("\nUid:") == (long)getuid()),
            yes(strncmp(buf + 6, base, strlen(base)) == 0 && buf[6 + strlen(base)] == '\n'), yes(strstr(buf, "\nVmRSS:") != NULL), field("\nThreads:"));
+    /* The mask in octal, the root link, the files the process's user's. */
+    mode_t old_mask = umask(027);
+    slurp("/proc/self/status");
+    umask(old_mask);
+    char root[16] = "";
+    readlink("/proc/self/root", root, sizeof root - 1);
+    struct stat st_status;
+    stat("/proc/self/status", &st_status);
+    printf("status umask: %s; root link: %s; status owned by the process's user: %s\n",
+           strstr(buf, "\nUmask:\t0027\n") ? "0027" : "?", root, yes(st_status.st_uid == getuid()));
     /* cmdline and environ: the strings the program was given */
     long n = slurp("/proc/self/cmdline");
     long want = 0;

@@ -163,6 +163,52 @@ fn proc_and_dev_fd_show_what_linux_shows() {
     same_as_native(&mut sandbox_with_timeout(30), "procfs", &expect);
 }
 
+/// `/sys` holds what programs read to learn the machine and their limits:
+/// one CPU (glibc's CPU count and `lscpu` read the lists), transparent
+/// huge pages, and a cgroup v2 root whose `memory.max` is the sandbox's
+/// memory (libuv, the JVM and .NET size themselves by it) and whose
+/// `memory.current` is what the run uses; the files are read-only and
+/// `/proc/mounts` lists both file systems. Before, there was no `/sys`.
+#[test]
+fn sys_states_the_cpus_and_the_memory_limit() {
+    let mut sb = sandbox_with_timeout(10);
+    let read = |sb: &mut Sandbox, path: &str| {
+        let out = sb.run(&Command::new(BUSYBOX).args(["cat", path])).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0), "{path}: {}", out.stderr_str());
+        out.stdout_str().to_string()
+    };
+    for list in ["online", "possible", "present"] {
+        assert_eq!(read(&mut sb, &format!("/sys/devices/system/cpu/{list}")), "0\n");
+    }
+    assert_eq!(read(&mut sb, "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"), "2097152\n");
+    assert_eq!(read(&mut sb, "/sys/fs/cgroup/memory.max"), format!("{}\n", 64 << 20));
+    assert_eq!(read(&mut sb, "/sys/fs/cgroup/cpu.max"), "max 100000\n");
+    assert_eq!(read(&mut sb, "/sys/fs/cgroup/cgroup.procs"), "1\n");
+    let used: u64 = read(&mut sb, "/sys/fs/cgroup/memory.current").trim().parse().unwrap();
+    assert!(used > 0 && used < 64 << 20, "memory.current {used}");
+    let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", "echo 1 > /sys/fs/cgroup/memory.max"])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(1), "a write must fail: {}", out.stderr_str());
+    assert!(out.stderr_str().contains("Permission denied"), "{}", out.stderr_str());
+    let mounts = read(&mut sb, "/proc/mounts");
+    assert!(mounts.contains("sysfs /sys sysfs ro,nosuid,nodev,noexec 0 0\n"), "{mounts}");
+    assert!(mounts.contains("cgroup2 /sys/fs/cgroup cgroup2 ro,nosuid,nodev,noexec 0 0\n"), "{mounts}");
+}
+
+/// Node reads the sandbox's memory limit from `/sys/fs/cgroup` (libuv's
+/// `uv_get_constrained_memory`), as it reads a container's.
+#[test]
+fn node_sees_the_sandboxs_memory_limit() {
+    const NODE: &str = "/usr/bin/node";
+    if !std::path::Path::new(NODE).exists() {
+        eprintln!("skipped: {NODE} does not exist on this host");
+        return;
+    }
+    let mut sb = Sandbox::builder().host_system().memory_mib(512).timeout(Duration::from_secs(60)).build().unwrap();
+    let out = sb.run(&Command::new(NODE).args(["-e", "console.log(process.constrainedMemory())"])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), format!("{}\n", 512u64 << 20));
+}
+
 #[test]
 fn named_pipes_join_two_processes_like_linux() {
     let expect = [

@@ -336,6 +336,7 @@ impl OpenFile {
                 }
                 NodeKind::Dev(Dev::Env) => Ok(self.read_from(crate::rt::RUN_ENV.get(), out, at)),
                 &NodeKind::Dev(Dev::Comm(tid)) => Ok(self.read_from(&vfs::comm(tid)?, out, at)),
+                &NodeKind::Dev(Dev::Sys(i)) => Ok(self.read_from(&vfs::sysfs(i)?, out, at)),
                 // (Opened, these are pseudo-terminals.)
                 NodeKind::Dev(Dev::Ptmx | Dev::Pts(_) | Dev::Tty) => Ok(0),
                 NodeKind::Dev(Dev::Checkpoint) => {

@@ -68,6 +68,7 @@ mod sys_notify;
 mod sys_pty;
 mod sys_timer;
 mod syscalls;
+mod sysfs;
 mod task;
 mod time;
 mod timer;

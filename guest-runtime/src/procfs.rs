@@ -33,8 +33,10 @@ pub fn hooks() -> ProcSelf {
         tids,
         thread_file,
         fdinfo,
-        // (`procnet.rs`, above this layer, is registered by start.rs.)
+        // (`procnet.rs` and `sysfs.rs`, above this layer, are registered
+        // by start.rs.)
         net: |_| None,
+        sysfs: |_| None,
         comm,
         set_comm,
     }
@@ -323,6 +325,8 @@ fn mount_list() -> Vec<Mount> {
     let mut v: Vec<Mount> = alloc::vec![
         (b"/".to_vec(), b"rootfs", b"tmpfs", b"rw", mem),
         (b"/proc".to_vec(), b"proc", b"proc", b"rw,nosuid,nodev,noexec", mem),
+        (b"/sys".to_vec(), b"sysfs", b"sysfs", b"ro,nosuid,nodev,noexec", mem),
+        (b"/sys/fs/cgroup".to_vec(), b"cgroup2", b"cgroup2", b"ro,nosuid,nodev,noexec", mem),
     ];
     for p in crate::vfs::mount_points() {
         v.push((p, b"hostfs", b"hostfs", b"ro", crate::vfs::HOST_DEV));

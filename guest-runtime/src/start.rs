@@ -29,7 +29,11 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     crate::wait::register_owner_signal(crate::signal::to_owner);
     crate::inotify::set_dir_hook(crate::dnotify::dir_event);
     crate::sock::register(crate::sock_msg::write, crate::socket::restart_deadline);
-    crate::vfs::set_proc_self(crate::vfs::ProcSelf { net: crate::procnet::file, ..crate::procfs::hooks() });
+    crate::vfs::set_proc_self(crate::vfs::ProcSelf {
+        net: crate::procnet::file,
+        sysfs: crate::sysfs::file,
+        ..crate::procfs::hooks()
+    });
     mm::init(&info);
     crate::vdso::init();
     crate::io::publish();

@@ -108,6 +108,8 @@ pub enum Dev {
     /// `/proc/<pid>/comm`, `/proc/<pid>/task/<tid>/comm`: thread tid's
     /// name, read and written through [`ProcSelf::comm`].
     Comm(u32),
+    /// `/sys/<SYSFS_FILES[i]>`: read through [`ProcSelf::sysfs`].
+    Sys(u8),
 }
 
 pub struct Dir {
@@ -280,6 +282,8 @@ pub struct ProcSelf {
     pub fdinfo: fn(u32, u32) -> Option<Vec<u8>>,
     /// `/proc/net/<name>`, one of [`NET_FILES`] (`procnet.rs`).
     pub net: fn(&[u8]) -> Option<Vec<u8>>,
+    /// The text of `/sys/<path>`, one of [`SYSFS_FILES`] (`sysfs.rs`).
+    pub sysfs: fn(&[u8]) -> Option<Vec<u8>>,
     /// A thread's name, with a newline (`/proc/.../comm`).
     pub comm: fn(u32) -> Option<Vec<u8>>,
     /// The current process names one of its threads.
@@ -317,6 +321,26 @@ pub const SYS_FILES: [&[u8]; 8] = [
     b"kernel/random/uuid",
     b"vm/overcommit_memory",
 ];
+/// `/sys`: the files it holds (read-only, root's; their text from the
+/// `sysfs` hook at each read).
+pub const SYSFS_FILES: [&[u8]; 16] = [
+    b"devices/system/cpu/online",
+    b"devices/system/cpu/possible",
+    b"devices/system/cpu/present",
+    b"kernel/mm/transparent_hugepage/enabled",
+    b"kernel/mm/transparent_hugepage/hpage_pmd_size",
+    b"fs/cgroup/cgroup.controllers",
+    b"fs/cgroup/cgroup.subtree_control",
+    b"fs/cgroup/cgroup.procs",
+    b"fs/cgroup/cpu.max",
+    b"fs/cgroup/cpu.weight",
+    b"fs/cgroup/memory.max",
+    b"fs/cgroup/memory.high",
+    b"fs/cgroup/memory.current",
+    b"fs/cgroup/memory.peak",
+    b"fs/cgroup/memory.swap.max",
+    b"fs/cgroup/memory.swap.current",
+];
 pub const THREAD_FILES: [&[u8]; 3] = [b"comm", b"stat", b"status"];
 /// `/proc/net`: the socket tables (their text from the `net` hook).
 pub const NET_FILES: [&[u8]; 6] = [b"tcp", b"tcp6", b"udp", b"udp6", b"udplite", b"unix"];
@@ -333,6 +357,7 @@ static PROC_SELF: Global<ProcSelf> = Global::new(ProcSelf {
     thread_file: |_, _, _| None,
     fdinfo: |_, _| None,
     net: |_| None,
+    sysfs: |_| None,
     comm: |_| None,
     set_comm: |_, _| Err(ESRCH),
 });
@@ -366,6 +391,12 @@ fn comm_node(tid: u32) -> NodeRef {
     n.meta.borrow_mut().uid = crate::rt::UID as u32;
     n.meta.borrow_mut().gid = crate::rt::UID as u32;
     n
+}
+
+/// The text of `/sys/<SYSFS_FILES[i]>` now.
+pub fn sysfs(i: u8) -> Result<Vec<u8>, Errno> {
+    let path = SYSFS_FILES.get(i as usize).ok_or(ENOENT)?;
+    (PROC_SELF.get().sysfs)(path).ok_or(ENOENT)
 }
 
 /// Thread `tid`'s name, with a newline (`/proc/.../comm`).
@@ -1737,10 +1768,37 @@ pub fn init(_info: &abi::BootInfo) {
     proc.meta.borrow_mut().uid = 0;
     proc.meta.borrow_mut().gid = 0;
     let _ = graft(b"/proc", proc);
+    sys_tree();
     let _ = mkdir_p(b"/etc");
     add_file(b"/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/tmp:/bin/sh\n");
     add_file(b"/etc/group", 0o644, b"root:x:0:\nsandbox:x:1000:\n");
     add_file(b"/etc/hostname", 0o644, b"hvsandbox\n");
+}
+
+/// `/sys`: [`SYSFS_FILES`] in root's directories.
+fn sys_tree() {
+    for (i, path) in SYSFS_FILES.iter().enumerate() {
+        let mut full = b"/sys/".to_vec();
+        full.extend_from_slice(path);
+        let Some(slash) = full.iter().rposition(|&c| c == b'/') else { continue };
+        let Ok(dir) = mkdir_p(&full[..slash]) else { continue };
+        let file = Node::new(S_IFREG | 0o444, NodeKind::Dev(Dev::Sys(i as u8)));
+        file.meta.borrow_mut().uid = 0;
+        file.meta.borrow_mut().gid = 0;
+        if let NodeKind::Dir(d) = &dir.kind {
+            d.borrow_mut().entries.insert(full[slash + 1..].to_vec(), file);
+        }
+    }
+    // Its directories are root's and read-only, as sysfs's are.
+    let mut dirs = alloc::vec![resolve(&root(), b"/sys", false)];
+    while let Some(Ok(d)) = dirs.pop() {
+        d.meta.borrow_mut().mode = S_IFDIR | 0o555;
+        d.meta.borrow_mut().uid = 0;
+        d.meta.borrow_mut().gid = 0;
+        if let NodeKind::Dir(entries) = &d.kind {
+            dirs.extend(entries.borrow().entries.values().filter(|n| n.is_dir()).map(|n| Ok(n.clone())));
+        }
+    }
 }
 
 fn pts_dir() -> Option<NodeRef> {
@@ -2122,6 +2180,7 @@ mod tests {
             thread_file: |_, tid, name| (tid == 9 || name != b"stat").then(Vec::new),
             fdinfo: |pid, fd| (pid == 7 && fd == 3).then(Vec::new),
             net: |_| None,
+            sysfs: |path| (path == b"fs/cgroup/cpu.max").then(|| b"max 100000\n".to_vec()),
             comm: |tid| (tid == 9).then(|| b"nine\n".to_vec()),
             set_comm: |_, _| Err(EINVAL),
         });

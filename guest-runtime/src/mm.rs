@@ -1063,7 +1063,14 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     let share = private > FORK_COPY_MAX || private + GROWN_WINDOW_FLOOR > free_frames();
     let mut dst = new_space()?;
     dst.vmas.try_reserve(src.vmas.len()).map_err(|_| ENOMEM)?;
-    dst.vmas.extend_from_slice(&src.vmas);
+    // MADV_DONTFORK's mappings are not the child's; MADV_WIPEONFORK's are,
+    // with none of the parent's pages (zero-filled on touch).
+    dst.vmas.extend(src.vmas.iter().filter(|v| !v.on_fork.skip).cloned());
+    let special = src.vmas.iter().any(|v| v.on_fork != vma::OnFork::default());
+    let copied = |va: u64| {
+        let i = src.vmas.partition_point(|v| v.end <= va);
+        !special || src.vmas.get(i).is_none_or(|v| v.start > va || v.on_fork == vma::OnFork::default())
+    };
     dst.brk_start = src.brk_start;
     dst.brk = src.brk;
     dst.rewrite = src.rewrite.clone();
@@ -1074,7 +1081,7 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
         src.vmas.get(i).is_some_and(|v| v.start <= va && v.prot & PROT_WRITE != 0)
     };
     each_leaf(src.pml4, &mut (0..USER_SLOTS), &mut |va, ep, entry| {
-        if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 || ready.contains(&va) {
+        if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 || ready.contains(&va) || !copied(va) {
             return;
         }
         if share && entry & PTE_FOREIGN == 0 {
@@ -2016,6 +2023,7 @@ pub fn mremap(old: u64, old_size: u64, new_size: u64, flags: u64, new_addr: u64)
         end: dst + new_len,
         prot: v.prot,
         shared: v.shared.as_ref().map(|s| Shared { pgoff: s.pgoff + (old - v.start) / PAGE, ..s.clone() }),
+        on_fork: v.on_fork,
     };
     // Room in the list for a split of the old mapping and the new one.
     let vmas = &mut current().vmas;
@@ -2159,20 +2167,7 @@ pub fn msync(start: u64, len: u64, flags: u64) -> Result<(), i64> {
         return Err(EINVAL);
     }
     let end = start.checked_add(page_up(len)).ok_or(ENOMEM)?;
-    let mut at = start;
-    for v in &current().vmas {
-        if at >= end {
-            break;
-        }
-        if v.end <= at {
-            continue;
-        }
-        if v.start > at {
-            return Err(ENOMEM);
-        }
-        at = v.end;
-    }
-    if at < end {
+    if !vma::all_mapped(&current().vmas, start, end) {
         return Err(ENOMEM);
     }
     Ok(())
@@ -2186,7 +2181,7 @@ pub fn map_shared(hint: u64, len: u64, prot: u32, fixed: bool, noreplace: bool, 
     shared.pgoff.checked_add(page_up(len) / PAGE).ok_or(EINVAL)?;
     let (start, end) = make_room(hint, len, fixed, noreplace)?;
     let len = end - start;
-    let v = Vma { start, end, prot, shared: Some(shared) };
+    let v = Vma { start, end, prot, shared: Some(shared), on_fork: vma::OnFork::default() };
     vma_insert(v.clone())?;
     let mut va = start;
     while va < end.min(start + EAGER_MAX) {
@@ -2518,6 +2513,53 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
         crate::cpu::flush_tlb();
     }
     Ok(())
+}
+
+/// madvise's fork advice: `change` for the mappings in `[start, end)` of
+/// the current space. A 2 MiB page across
+/// an edge becomes 512 pages first: a fork treats a 2 MiB entry as one
+/// mapping's.
+fn set_on_fork(start: u64, end: u64, change: impl Fn(&mut vma::OnFork)) -> Result<(), i64> {
+    for edge in [start, end] {
+        if !edge.is_multiple_of(HUGE) {
+            let _ = cur_pte(edge, false);
+        }
+    }
+    vma::update(&mut current().vmas, start, end, |v| change(&mut v.on_fork))
+}
+
+pub const MADV_DONTNEED: u64 = 4;
+const MADV_REMOVE: u64 = 9;
+const MADV_DONTFORK: u64 = 10;
+const MADV_DOFORK: u64 = 11;
+const MADV_WIPEONFORK: u64 = 18;
+const MADV_KEEPONFORK: u64 = 19;
+const MADV_DONTNEED_LOCKED: u64 = 24;
+
+/// What madvise does to `[start, end)` of the current space (page-aligned,
+/// the advice one Linux knows): DONTNEED drops private pages (zero on the
+/// next touch); DONTFORK/DOFORK and WIPEONFORK/KEEPONFORK set what a fork
+/// does (WIPEONFORK is for private memory only); REMOVE is for shared
+/// mappings only. The rest are hints that change nothing a program can
+/// see. As on Linux, the advice applies to the mapped parts of the range
+/// and a range with holes is ENOMEM.
+pub fn madvise(start: u64, end: u64, advice: u64) -> Result<(), i64> {
+    let vmas = &current().vmas;
+    let mapped = vma::all_mapped(vmas, start, end);
+    let within = || vmas.iter().filter(move |v| v.end > start && v.start < end);
+    match advice {
+        MADV_DONTNEED | MADV_DONTNEED_LOCKED => madvise_dontneed(start, end - start)?,
+        MADV_WIPEONFORK if within().any(|v| v.shared.is_some()) => return Err(EINVAL),
+        MADV_REMOVE if within().any(|v| v.shared.is_none()) => return Err(EINVAL),
+        MADV_DONTFORK | MADV_DOFORK => set_on_fork(start, end, |f| f.skip = advice == MADV_DONTFORK)?,
+        MADV_WIPEONFORK | MADV_KEEPONFORK => set_on_fork(start, end, |f| f.wipe = advice == MADV_WIPEONFORK)?,
+        _ => {}
+    }
+    if mapped {
+        Ok(())
+    } else {
+        Err(ENOMEM)
+    }
 }
 
 // --- brk ------------------------------------------------------------------

@@ -345,12 +345,19 @@ fn mmap_named(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> 
     r
 }
 
-const MADV_DONTNEED: u64 = 4;
-
+/// madvise(2): the advice Linux knows (EINVAL for any other, and for
+/// MADV_HWPOISON and MADV_SOFT_OFFLINE, as a kernel without memory-failure
+/// support says), for a page-aligned start; its effects are
+/// `mm::madvise`'s.
 fn sys_madvise(addr: u64, len: u64, advice: u64) -> SysResult {
-    if advice == MADV_DONTNEED {
-        mm::madvise_dontneed(addr, len)?;
+    if !addr.is_multiple_of(mm::PAGE) || !matches!(advice, 0..=4 | 8..=25) {
+        return Err(EINVAL);
     }
+    let end = addr.checked_add(len.checked_next_multiple_of(mm::PAGE).ok_or(EINVAL)?).ok_or(EINVAL)?;
+    if end == addr {
+        return Ok(0);
+    }
+    mm::madvise(addr, end, advice)?;
     Ok(0)
 }
 

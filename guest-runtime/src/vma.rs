@@ -28,6 +28,18 @@ pub struct Vma {
     pub prot: u32,
     /// What a shared mapping shows; None for private memory.
     pub shared: Option<Shared>,
+    /// What a fork does with it (madvise).
+    pub on_fork: OnFork,
+}
+
+/// What a fork does with a mapping: by default the child has the same
+/// (a copy of private memory).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct OnFork {
+    /// MADV_DONTFORK: the child has nothing there.
+    pub skip: bool,
+    /// MADV_WIPEONFORK: the child's is zero-filled.
+    pub wipe: bool,
 }
 
 /// The object behind a shared mapping. It owns its frames: they stay
@@ -52,7 +64,7 @@ pub struct Shared {
 
 impl Vma {
     pub fn private(start: u64, end: u64, prot: u32) -> Vma {
-        Vma { start, end, prot, shared: None }
+        Vma { start, end, prot, shared: None, on_fork: OnFork::default() }
     }
 
     /// Private, executable and not writable: code only an mprotect or a
@@ -80,7 +92,7 @@ impl Vma {
     /// Whether `next`, starting where this one ends, can be one mapping
     /// with it.
     fn joins(&self, next: &Vma) -> bool {
-        if self.end != next.start || self.prot != next.prot {
+        if self.end != next.start || self.prot != next.prot || self.on_fork != next.on_fork {
             return false;
         }
         match (&self.shared, &next.shared) {
@@ -169,10 +181,17 @@ fn split_at(vmas: &mut Vec<Vma>, at: u64) -> Result<(), i64> {
 /// each maps (mprotect); neighbours that become equal are merged. On
 /// ENOMEM (too many mappings) nothing has changed protection.
 pub fn protect(vmas: &mut Vec<Vma>, start: u64, end: u64, prot: u32) -> Result<(), i64> {
+    update(vmas, start, end, |v| v.prot = prot)
+}
+
+/// Changes every mapping in `[start, end)` with `change`, splitting those
+/// across its edges; neighbours that become equal are merged. On ENOMEM
+/// (too many mappings) nothing has changed.
+pub fn update(vmas: &mut Vec<Vma>, start: u64, end: u64, change: impl Fn(&mut Vma)) -> Result<(), i64> {
     split_at(vmas, start)?;
     split_at(vmas, end)?;
     for v in vmas.iter_mut().filter(|v| v.start >= start && v.end <= end) {
-        v.prot = prot;
+        change(v);
     }
     let mut i = 1;
     while i < vmas.len() {
@@ -184,6 +203,24 @@ pub fn protect(vmas: &mut Vec<Vma>, start: u64, end: u64, prot: u32) -> Result<(
         }
     }
     Ok(())
+}
+
+/// True if every page of `[start, end)` is in some mapping.
+pub fn all_mapped(vmas: &[Vma], start: u64, end: u64) -> bool {
+    let mut at = start;
+    for v in vmas {
+        if at >= end {
+            break;
+        }
+        if v.end <= at {
+            continue;
+        }
+        if v.start > at {
+            return false;
+        }
+        at = v.end;
+    }
+    at >= end
 }
 
 /// True if every byte of `[va, va + len)` is in a mapping allowing `prot`.
@@ -242,6 +279,20 @@ mod tests {
         insert(&mut v, vma(50, 60, PROT_READ)).unwrap();
         insert(&mut v, vma(0, 5, PROT_READ)).unwrap();
         assert_eq!(ranges(&v), [(0, 10, PROT_READ), (10, 40, RW), (40, 60, PROT_READ)]);
+    }
+
+    #[test]
+    fn fork_advice_splits_and_merges_back_and_holes_show() {
+        let mut v = alloc::vec![vma(10, 40, RW), vma(50, 60, RW)];
+        update(&mut v, 20 * PAGE, 30 * PAGE, |m| m.on_fork.wipe = true).unwrap();
+        assert_eq!(ranges(&v), [(10, 20, RW), (20, 30, RW), (30, 40, RW), (50, 60, RW)]);
+        assert!(v[1].on_fork.wipe && !v[0].on_fork.wipe && !v[2].on_fork.wipe);
+        // Undone: one mapping again.
+        update(&mut v, 20 * PAGE, 30 * PAGE, |m| m.on_fork.wipe = false).unwrap();
+        assert_eq!(ranges(&v), [(10, 40, RW), (50, 60, RW)]);
+        assert!(all_mapped(&v, 10 * PAGE, 40 * PAGE));
+        assert!(!all_mapped(&v, 30 * PAGE, 55 * PAGE), "40..50 is a hole");
+        assert!(!all_mapped(&v, 55 * PAGE, 61 * PAGE), "past the end");
     }
 
     #[test]

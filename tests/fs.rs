@@ -935,6 +935,34 @@ fn descriptor_owners_get_notifications_and_sigurg_as_natively() {
     );
 }
 
+/// O_ASYNC as natively: SIGIO (si_code SI_KERNEL) to the owner at each
+/// input on a pipe or a socket (FIOASYNC), F_SETSIG's signal with
+/// POLL_IN/POLL_OUT, si_band and si_fd, POLL_OUT when a full pipe is
+/// emptied, nothing without an owner or once O_ASYNC is cleared, a
+/// directory notification's POLL_MSG with its descriptor, and a process
+/// in sigsuspend woken by another's write. Before, O_ASYNC was dropped
+/// from F_SETFL and nothing was sent; owner signals had no siginfo.
+#[test]
+fn o_async_descriptors_signal_their_owner_as_natively() {
+    hvsandbox_tests::same_as_native(
+        &mut sandbox(),
+        "sigio",
+        &[
+            "F_GETFL has O_ASYNC: yes",
+            "after a write: signals 1, sig SIGIO, code 128",
+            "with F_SETSIG: signals 1, sig RTMIN, code 1",
+            "si_fd is the descriptor: yes, si_band has POLLIN: yes",
+            "without an owner: signals 0",
+            "with O_ASYNC cleared: signals 0",
+            "write end emptied: signals 1, sig RTMIN, code 2",
+            "socket input: signals 1, sig SIGIO, code 128",
+            "directory notification: signals 1, sig RTMIN, code 3",
+            "its si_fd is the directory's: yes",
+            "woken by another process's write: signals 1, sig SIGIO, code 128",
+        ],
+    );
+}
+
 /// /proc/self/auxv (the vector the program started with, as getauxval
 /// reads it), /proc/self/io (read and write calls and their bytes) and
 /// /proc/self/fdinfo/N (a descriptor's position and flags) as natively;

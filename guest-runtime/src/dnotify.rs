@@ -19,19 +19,24 @@ use crate::vfs::{Errno, Node, NodeRef};
 struct DirNotify {
     dir: Weak<Node>,
     file: Weak<OpenFile>,
+    /// The descriptor it was asked through (the siginfo's si_fd).
+    fd: u32,
     mask: u32,
 }
 
 static DIR_NOTIFY: Global<Vec<DirNotify>> = Global::new(Vec::new());
 
 const DN_MULTISHOT: u32 = 0x8000_0000;
-/// Linux's SIGIO, the signal of a notification without F_SETSIG.
-const SIGIO: u32 = 29;
-
 /// fcntl(F_NOTIFY) on `of`, a directory `dir`: adds `mask`'s kinds to
 /// what it asks for (none: it asks for nothing more). As Linux, the
 /// caller's process becomes the description's owner.
-pub fn dir_notify(of: &Rc<OpenFile>, dir: &NodeRef, mask: u32, owner: crate::wait::Owner) -> Result<(), Errno> {
+pub fn dir_notify(
+    of: &Rc<OpenFile>,
+    fd: u32,
+    dir: &NodeRef,
+    mask: u32,
+    owner: crate::wait::Owner,
+) -> Result<(), Errno> {
     let all = DIR_NOTIFY.get();
     let same = |d: &DirNotify| d.file.as_ptr() == Rc::as_ptr(of) && d.dir.as_ptr() == Rc::as_ptr(dir);
     let cancel = mask & !DN_MULTISHOT == 0;
@@ -42,8 +47,9 @@ pub fn dir_notify(of: &Rc<OpenFile>, dir: &NodeRef, mask: u32, owner: crate::wai
         of.owner.set(owner);
         if let Some(d) = all.iter_mut().find(|d| same(d)) {
             d.mask |= mask;
+            d.fd = fd;
         } else if all.try_reserve(1).is_ok() {
-            all.push(DirNotify { dir: Rc::downgrade(dir), file: Rc::downgrade(of), mask });
+            all.push(DirNotify { dir: Rc::downgrade(dir), file: Rc::downgrade(of), fd, mask });
         } else {
             crate::inotify::set_dir_notifications(all.len());
             return Err(ENOMEM);
@@ -80,16 +86,12 @@ pub fn dir_event(node: &NodeRef, mask: u32) {
             return true;
         }
         if let Some(f) = d.file.upgrade() {
-            fire.push(f);
+            fire.push((f, d.fd));
         }
         d.mask & DN_MULTISHOT != 0
     });
     crate::inotify::set_dir_notifications(all.len());
-    for f in fire {
-        let sig = match f.sig.get() {
-            0 => SIGIO,
-            s => s,
-        };
-        crate::wait::signal_owner(f.owner.get(), sig);
+    for (f, fd) in fire {
+        f.send_sigio(fd, crate::wait::POLL_MSG);
     }
 }

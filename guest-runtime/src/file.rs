@@ -105,6 +105,22 @@ pub struct OpenFile {
     pub sig: Cell<u32>,
 }
 
+/// Linux's SIGIO, a descriptor's signal without F_SETSIG.
+pub const SIGIO: u32 = 29;
+
+impl OpenFile {
+    /// Tells the owner (F_SETOWN) of this description, open as `fd`, of
+    /// input, room or a change (`code`, one of `wait::POLL_*`): plain
+    /// SIGIO, or F_SETSIG's signal with a siginfo naming `fd` and `code`,
+    /// as Linux's `send_sigio`.
+    pub fn send_sigio(&self, fd: u32, code: i32) {
+        match self.sig.get() {
+            0 => crate::wait::signal_owner(self.owner.get(), SIGIO, None),
+            sig => crate::wait::signal_owner(self.owner.get(), sig, Some(crate::wait::Sigio { fd, code })),
+        }
+    }
+}
+
 impl Drop for OpenFile {
     fn drop(&mut self) {
         if matches!(self.kind, FileKind::Node(_)) {

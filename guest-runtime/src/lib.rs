@@ -50,6 +50,7 @@ mod rewrite;
 mod rt;
 mod run;
 mod shm;
+mod sigio;
 mod signal;
 mod signalfd;
 mod sigqueue;

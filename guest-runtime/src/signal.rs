@@ -49,6 +49,8 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
     if NEXT_ALARM.get().is_some() {
         fire_due_alarms(time::monotonic_ns());
     }
+    // O_ASYNC descriptors that became ready signal their owners.
+    crate::sigio::check();
     if *CPU_TIMERS.get() {
         fire_cpu_timers();
     }
@@ -626,23 +628,39 @@ pub fn sys_tgkill(tgid: u64, tid: u64, sig: u64) -> SysResult {
 
 /// Sends `sig` to a descriptor's owner (`wait::signal_owner`): a thread,
 /// a process, or every process of a group; nothing for one gone.
-pub fn to_owner(owner: crate::wait::Owner, sig: u32) {
+pub fn to_owner(owner: crate::wait::Owner, sig: u32, why: Option<crate::wait::Sigio>) {
     use crate::wait::{F_OWNER_PGRP, F_OWNER_TID};
+    // F_SETSIG's siginfo: the signal, si_code, si_band (the poll bits of
+    // si_code, as Linux's band_table) and si_fd; without one, the
+    // kernel's own (SI_KERNEL), as Linux sends plain SIGIO and SIGURG.
+    const SI_KERNEL: i32 = 0x80;
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    info[8..12].copy_from_slice(&why.map_or(SI_KERNEL, |w| w.code).to_le_bytes());
+    if let Some(w) = why {
+        const BAND: [u64; 3] = [0x41, 0x304, 0x441];
+        let band = BAND.get((w.code - 1) as usize).copied().unwrap_or(u64::MAX);
+        info[16..24].copy_from_slice(&band.to_le_bytes());
+        info[24..28].copy_from_slice(&w.fd.to_le_bytes());
+    }
+    let send = |p: &Rc<crate::task::Process>, t: Option<&Rc<crate::task::Task>>| {
+        let _ = crate::task::send_signal_info(p, t, sig, crate::sigqueue::Info::With(info));
+    };
     match owner.kind {
         F_OWNER_TID => {
             if let Some(t) = find_task(owner.id) {
                 let p = t.process.borrow().clone();
-                send_signal(&p, Some(&t), sig);
+                send(&p, Some(&t));
             }
         }
         F_OWNER_PGRP => {
             for p in live_processes().into_iter().filter(|p| p.pgid.get() == owner.id) {
-                send_signal(&p, None, sig);
+                send(&p, None);
             }
         }
         _ => {
             if let Some(p) = find_process(owner.id) {
-                send_signal(&p, None, sig);
+                send(&p, None);
             }
         }
     }

@@ -538,7 +538,7 @@ impl Socket {
         drop(q);
         drop(st);
         // As Linux's sk_send_sigurg: the receiver's owner learns of it.
-        wait::signal_owner(owner, SIGURG);
+        wait::signal_owner(owner, SIGURG, None);
         wait::notify();
         Ok(())
     }

@@ -27,6 +27,7 @@ pub extern "C" fn rust_start(boot_va: u64) -> ! {
     // The layers above the files register what the ones below call.
     crate::wait::register(crate::task::block, crate::task::wait_event);
     crate::wait::register_owner_signal(crate::signal::to_owner);
+    crate::sigio::register(crate::sys_fs::poll_file);
     crate::inotify::set_dir_hook(crate::dnotify::dir_event);
     crate::sock::register(crate::sock_msg::write, crate::socket::restart_deadline);
     crate::vfs::set_proc_self(crate::vfs::ProcSelf {

@@ -880,9 +880,13 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
         }
         F_GETFL => Ok(f.flags.get() as u64),
         F_SETFL => {
-            let changeable = O_APPEND | O_NONBLOCK;
+            use crate::sigio::O_ASYNC;
+            let changeable = O_APPEND | O_NONBLOCK | O_ASYNC;
             let fl = f.flags.get();
             f.flags.set((fl & !changeable) | (arg as u32 & changeable));
+            if (fl ^ arg as u32) & O_ASYNC != 0 {
+                crate::sigio::set(&f, fd as u32, arg as u32 & O_ASYNC != 0);
+            }
             Ok(0)
         }
         F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW => record_lock(&f, cmd, arg),
@@ -906,7 +910,7 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
             }
             Ok(p.capacity as u64)
         }
-        _ => crate::sys_notify::fcntl(&f, cmd, arg),
+        _ => crate::sys_notify::fcntl(&f, fd, cmd, arg),
     }
 }
 
@@ -1215,6 +1219,7 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
     const FIONBIO: u64 = 0x5421;
     const FIOCLEX: u64 = 0x5451;
     const FIONCLEX: u64 = 0x5450;
+    const FIOASYNC: u64 = 0x5452;
     let f = crate::fds::get(fd)?;
     if let Some(r) = crate::sys_pty::ioctl(&f, req, arg) {
         return r;
@@ -1243,6 +1248,16 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
         }
         FIOCLEX | FIONCLEX => {
             crate::fds::set_cloexec(fd, req == FIOCLEX)?;
+            Ok(0)
+        }
+        FIOASYNC => {
+            use crate::sigio::O_ASYNC;
+            let on = user_bytes(arg, 4)?.iter().any(|&b| b != 0);
+            let fl = f.flags.get();
+            f.flags.set(if on { fl | O_ASYNC } else { fl & !O_ASYNC });
+            if (fl & O_ASYNC != 0) != on {
+                crate::sigio::set(&f, fd as u32, on);
+            }
             Ok(0)
         }
         // No terminals here (TCGETS, TIOCGWINSZ, ...).
@@ -1380,6 +1395,12 @@ fn poll_one(fd: i32, events: u16) -> u16 {
         return 0;
     }
     let Ok(f) = crate::fds::get(fd as u64) else { return POLLNVAL };
+    poll_file(&f, events)
+}
+
+/// What of `events` (and POLLERR, POLLHUP) holds for `f` now. (An epoll
+/// descriptor's entries are descriptors of the current process.)
+pub fn poll_file(f: &OpenFile, events: u16) -> u16 {
     let mut r = 0;
     match &f.kind {
         FileKind::PipeRead(p) => {

@@ -22,8 +22,8 @@ pub const F_SETOWN_EX: u64 = 15;
 pub const F_GETOWN_EX: u64 = 16;
 pub const F_NOTIFY: u64 = 1026;
 
-/// fcntl's owner, signal and notification commands on `f`.
-pub fn fcntl(f: &Rc<OpenFile>, cmd: u64, arg: u64) -> SysResult {
+/// fcntl's owner, signal and notification commands on `f`, open as `fd`.
+pub fn fcntl(f: &Rc<OpenFile>, fd: u64, cmd: u64, arg: u64) -> SysResult {
     match cmd {
         F_SETOWN => {
             // A pid, or minus a process group's id; 0: nobody.
@@ -69,7 +69,7 @@ pub fn fcntl(f: &Rc<OpenFile>, cmd: u64, arg: u64) -> SysResult {
         F_NOTIFY => {
             let dir = f.node().filter(|n| n.is_dir()).ok_or(ENOTDIR)?.clone();
             let me = Owner { kind: F_OWNER_PID, id: crate::task::current_process().pid };
-            crate::dnotify::dir_notify(f, &dir, arg as u32, me)?;
+            crate::dnotify::dir_notify(f, fd as u32, &dir, arg as u32, me)?;
             Ok(0)
         }
         _ => Err(EINVAL),

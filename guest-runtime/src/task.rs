@@ -827,6 +827,7 @@ pub fn switch_to_next(f: &mut Frame, from: usize) {
         // The host ends the sleep early when input comes.
         if crate::io::host_requests() & hvsandbox_abi::HOST_FLAG_STDIN != 0 {
             notify();
+            crate::sigio::check();
         }
     }
 }

@@ -103,16 +103,32 @@ pub const F_OWNER_TID: u32 = 0;
 pub const F_OWNER_PID: u32 = 1;
 pub const F_OWNER_PGRP: u32 = 2;
 
-/// Posts a signal to an owner (registered by the signal layer at start).
-static OWNER_SIGNAL: Global<fn(Owner, u32)> = Global::new(|_, _| {});
+/// Why a descriptor signals its owner with F_SETSIG's signal, for the
+/// siginfo: the descriptor and `si_code` (one of the `POLL_*`).
+#[derive(Clone, Copy, Debug)]
+pub struct Sigio {
+    pub fd: u32,
+    pub code: i32,
+}
 
-pub fn register_owner_signal(f: fn(Owner, u32)) {
+/// Input came (`si_code` of a descriptor's signal).
+pub const POLL_IN: i32 = 1;
+/// Room to write came.
+pub const POLL_OUT: i32 = 2;
+/// A directory changed (dnotify).
+pub const POLL_MSG: i32 = 3;
+
+/// Posts a signal to an owner (registered by the signal layer at start).
+static OWNER_SIGNAL: Global<fn(Owner, u32, Option<Sigio>)> = Global::new(|_, _, _| {});
+
+pub fn register_owner_signal(f: fn(Owner, u32, Option<Sigio>)) {
     *OWNER_SIGNAL.get() = f;
 }
 
-/// Sends `sig` to `owner` (nothing when there is none).
-pub fn signal_owner(owner: Owner, sig: u32) {
+/// Sends `sig` to `owner` (nothing when there is none), with a siginfo
+/// naming the descriptor and why if `why` says.
+pub fn signal_owner(owner: Owner, sig: u32, why: Option<Sigio>) {
     if owner.id != 0 {
-        (OWNER_SIGNAL.get())(owner, sig);
+        (OWNER_SIGNAL.get())(owner, sig, why);
     }
 }

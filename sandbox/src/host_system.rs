@@ -41,6 +41,11 @@ const ETC_FILES: &[&str] = &[
     "/etc/mime.types",
     "/etc/debian_version",
     "/etc/os-release",
+    // OpenSSL's configuration (`openssl req` needs it), getaddrinfo's
+    // and readline's.
+    "/etc/ssl/openssl.cnf",
+    "/etc/gai.conf",
+    "/etc/inputrc",
 ];
 
 /// A copied /etc file larger than this is skipped (none of the above is
@@ -61,9 +66,9 @@ impl SandboxBuilder {
     /// The host system as the guest's root, in one call: the host's
     /// `/usr`, `/bin`, `/sbin` and `/lib*` read-only at the same paths, a
     /// curated `/etc` (the loader cache and configuration, `nsswitch.conf`,
-    /// `hosts`, `localtime`, `os-release`, the public certificates in
-    /// `/etc/ssl/certs`, `/etc/alternatives`: no accounts, no keys, no
-    /// `/etc/ssl/private`), and `PATH`, `HOME` (`/tmp`, writable), `USER`,
+    /// `hosts`, `localtime`, `os-release`, OpenSSL's `openssl.cnf`, the
+    /// public certificates in `/etc/ssl/certs`, `/etc/alternatives`: no
+    /// accounts, no keys, no `/etc/ssl/private`), and `PATH`, `HOME` (`/tmp`, writable), `USER`,
     /// `LOGNAME` and `LANG`. Dynamic programs, `/bin/sh` and shell-outs
     /// (`system`, `popen`, `subprocess(shell=True)`) then work.
     ///

@@ -897,3 +897,36 @@ fn madvise_refuses_and_forks_as_natively() {
     assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
     assert_eq!(out.stdout_str(), native);
 }
+
+/// Job control as natively: SIGSTOP and SIGCONT with wait4's WUNTRACED
+/// and WCONTINUED (each told once) and waitid's WSTOPPED, WCONTINUED and
+/// WNOWAIT; a stopped process makes no progress and shows as T in /proc;
+/// SIGKILL ends it; SIGTSTP caught, ignored, by default, and after being
+/// blocked, and not in an orphaned group; SIGCHLD's CLD_STOPPED and
+/// CLD_CONTINUED, none with SA_NOCLDSTOP; ^Z in a terminal (`pty.rs`); and waiting for one child while another is a zombie
+/// takes no CPU (it woke and slept again at every turn). Before, stop
+/// signals were dropped and a wait for a stopped child never returned.
+#[test]
+fn stopped_processes_stop_continue_and_are_waited_for_as_natively() {
+    same_as_native(
+        &mut sandbox(),
+        "job_control",
+        &[
+            "stopped: 1 sig 19",
+            "SIGCHLD: code CLD_STOPPED status 19",
+            "the stop is told once: 0",
+            "no progress while stopped: yes; state T",
+            "progress again: yes; SIGCHLD: CLD_CONTINUED",
+            "waitid WNOWAIT: code CLD_STOPPED status 19",
+            "waitid WCONTINUED: code CLD_CONTINUED status 18",
+            "killed while stopped: 1",
+            "SIGTSTP caught: yes",
+            "blocked SIGTSTP does not stop: yes",
+            "stops once unblocked: 1 sig 20",
+            "SIGTSTP in an orphaned group stops: no",
+            "SIGSTOP there stops: 1",
+            "SIGCHLD with SA_NOCLDSTOP: 0",
+            "waiting beside a zombie uses no CPU: yes",
+        ],
+    );
+}

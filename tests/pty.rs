@@ -1,6 +1,6 @@
 //! Pseudo-terminals: /dev/ptmx and /dev/pts/N with a line discipline
 //! (canonical mode with echo and erase, raw mode, ^C to the foreground
-//! process group, hang-ups). The C program runs natively and in the
+//! process group, ^Z stopping the foreground job, hang-ups). The C program runs natively and in the
 //! guest and the outputs are compared; then Debian's python3 with the
 //! host system mounted: `os.openpty` round trips and `pty.spawn`, and
 //! util-linux's `script` running a command on a terminal.
@@ -26,6 +26,7 @@ fn pseudo_terminals_work_like_linux() {
         "master reads: 2 \"\\x13\\x11\"",
         "tcflow -1: -1 EINVAL",
         "child: signaled 1 sig 2",
+        "after ^Z: 24 \"^Zjob stopped 1 sig 20\\r\\n\"",
         "master after hang-up: -1 EIO",
         "slave write after master closed: -1 EIO",
         "session leader after hang-up: signaled 1 sig 1",

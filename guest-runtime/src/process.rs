@@ -59,6 +59,8 @@ pub fn start_init(
         nice: Cell::new(0),
         parent_tid: Cell::new(0),
         ctl: Default::default(),
+        stopped: Cell::new(false),
+        job_report: Cell::new(0),
     });
     let t = Task::new(1, p.clone(), new_regs());
     t.ctl.exec(exe_path);
@@ -180,6 +182,8 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             nice: Cell::new(parent.nice.get()),
             parent_tid: Cell::new(if flags & CLONE_PARENT != 0 { parent.parent_tid.get() } else { parent_task.tid() }),
             ctl: parent.ctl.inherit(),
+            stopped: Cell::new(false),
+            job_report: Cell::new(0),
         });
         if flags & CLONE_PIDFD != 0 {
             // Before the child is anyone's (a full table fails the clone
@@ -459,21 +463,6 @@ fn adopt(p: &Process, orphans: Vec<Rc<Process>>) {
     }
 }
 
-/// wait4 / waitid: reaps a zombie child matching `pid` (-1 any, 0 own
-/// group, < -1 that group).
-pub fn find_child(p: &Process, pid: i64) -> (bool, Option<Rc<Process>>) {
-    let ch = p.children.borrow();
-    let matches = |c: &Rc<Process>| match pid {
-        -1 => true,
-        0 => c.pgid.get() == p.pgid.get(),
-        x if x > 0 => c.pid as i64 == x,
-        x => c.pgid.get() as i64 == -x,
-    };
-    let any = ch.iter().any(matches);
-    let zombie = ch.iter().find(|c| matches(c) && c.status.get().is_some()).cloned();
-    (any, zombie)
-}
-
 pub fn reap(p: &Process, c: &Rc<Process>) {
     let t = &p.timers;
     let child = c.timers.cpu_ns.get().saturating_add(c.timers.children_cpu_ns.get());
@@ -485,11 +474,23 @@ pub fn reap(p: &Process, c: &Rc<Process>) {
 pub const WNOHANG: u64 = 1;
 
 pub fn sys_wait4(pid: u64, status: u64, options: u64, rusage: u64) -> SysResult {
+    const WNOTHREAD: u64 = 0x2000_0000;
+    const WALL: u64 = 0x4000_0000;
+    const WCLONE: u64 = 0x8000_0000;
+    if options & !(WNOHANG | WUNTRACED | WCONTINUED | WNOTHREAD | WALL | WCLONE) != 0 {
+        return Err(EINVAL);
+    }
     let p = current_process();
-    let (any, zombie) = find_child(&p, pid as i32 as i64);
-    if let Some(c) = zombie {
+    let pid = pid as i32 as i64;
+    let options = options | WEXITED;
+    let (any, found) = find_child(&p, pid, options);
+    if let Some((c, event)) = found {
+        let st = match event {
+            ChildEvent::Exited => c.status.get().unwrap_or(0),
+            _ => c.job_report.take(),
+        };
         if status != 0 {
-            put_user(status, c.status.get().unwrap_or(0).to_le_bytes())?;
+            put_user(status, st.to_le_bytes())?;
         }
         if rusage != 0 {
             // The child's CPU time (and its reaped children's) as user time.
@@ -499,7 +500,9 @@ pub fn sys_wait4(pid: u64, status: u64, options: u64, rusage: u64) -> SysResult 
             r[0..8].copy_from_slice(&(us / 1_000_000).to_le_bytes());
             r[8..16].copy_from_slice(&(us % 1_000_000).to_le_bytes());
         }
-        reap(&p, &c);
+        if event == ChildEvent::Exited {
+            reap(&p, &c);
+        }
         return Ok(c.pid as u64);
     }
     if !any {
@@ -508,11 +511,11 @@ pub fn sys_wait4(pid: u64, status: u64, options: u64, rusage: u64) -> SysResult 
     if options & WNOHANG != 0 {
         return Ok(0);
     }
-    block(Wait::Child, None, true)
+    block(Wait::Child(pid, options), None, true)
 }
 
 pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
-    const WEXITED: u64 = 4;
+    const WSTOPPED: u64 = 2;
     const WNOWAIT: u64 = 0x0100_0000;
     let pid: i64 = match idtype {
         0 => -1,                                   // P_ALL
@@ -521,25 +524,41 @@ pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
         3 => i64::from(crate::pidfd::pid_of(id)?), // P_PIDFD
         _ => return Err(EINVAL),
     };
-    if options & WEXITED == 0 {
+    if options & (WEXITED | WSTOPPED | WCONTINUED) == 0 {
         return Err(EINVAL);
     }
     let p = current_process();
-    let (any, zombie) = find_child(&p, pid);
-    if let Some(c) = zombie {
+    // (WSTOPPED is WUNTRACED.)
+    let (any, found) = find_child(&p, pid, options);
+    if let Some((c, event)) = found {
         if info != 0 {
-            let st = c.status.get().unwrap_or(0);
+            let (code, val) = match event {
+                ChildEvent::Exited => {
+                    let st = c.status.get().unwrap_or(0);
+                    // CLD_EXITED / CLD_KILLED
+                    if st & 0x7f == 0 {
+                        (1i32, (st >> 8) & 0xff)
+                    } else {
+                        (2i32, st & 0x7f)
+                    }
+                }
+                ChildEvent::Stopped(sig) => (5, sig),  // CLD_STOPPED
+                ChildEvent::Continued => (6, SIGCONT), // CLD_CONTINUED
+            };
             let mut si = [0u8; 128];
             si[0..4].copy_from_slice(&SIGCHLD.to_le_bytes());
-            let (code, val) = if st & 0x7f == 0 { (1i32, (st >> 8) & 0xff) } else { (2i32, st & 0x7f) };
-            si[8..12].copy_from_slice(&code.to_le_bytes()); // CLD_EXITED / CLD_KILLED
+            si[8..12].copy_from_slice(&code.to_le_bytes());
             si[16..20].copy_from_slice(&c.pid.to_le_bytes());
             si[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
             si[24..28].copy_from_slice(&val.to_le_bytes());
             user_bytes_mut(info, 128)?.copy_from_slice(&si);
         }
         if options & WNOWAIT == 0 {
-            reap(&p, &c);
+            if event == ChildEvent::Exited {
+                reap(&p, &c);
+            } else {
+                c.job_report.set(0);
+            }
         }
         return Ok(0);
     }
@@ -552,7 +571,7 @@ pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
         }
         return Ok(0);
     }
-    block(Wait::Child, None, true)
+    block(Wait::Child(pid, options), None, true)
 }
 
 pub fn sys_getppid() -> SysResult {

@@ -129,7 +129,9 @@ fn thread_file(pid: u32, tid: u32, name: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn thread_state(t: &Task) -> &'static [u8] {
-    if t.tid() == current().tid() {
+    if t.process.borrow().stopped.get() {
+        b"T"
+    } else if t.tid() == current().tid() {
         b"R"
     } else {
         b"S"
@@ -460,7 +462,9 @@ fn memory(p: &Process) -> (u64, u64) {
 }
 
 fn state(p: &Process) -> &'static [u8] {
-    if p.pid == current_process().pid {
+    if p.stopped.get() {
+        b"T"
+    } else if p.pid == current_process().pid {
         b"R"
     } else {
         b"S"
@@ -593,7 +597,11 @@ fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     let u = p.umask.get() & 0o777;
     let umask = [b'0', b'0' + (u >> 6) as u8, b'0' + (u >> 3 & 7) as u8, b'0' + (u & 7) as u8];
     o.s(b"Name:\t").s(&name(p, id)).s(b"\nUmask:\t").s(&umask);
-    let st: &[u8] = if state == b"R" { b"R (running)" } else { b"S (sleeping)" };
+    let st: &[u8] = match state {
+        b"R" => b"R (running)",
+        b"T" => b"T (stopped)",
+        _ => b"S (sleeping)",
+    };
     o.s(b"\nState:\t").s(st).s(b"\nTgid:\t").n(p.pid as u64).s(b"\nNgid:\t0\nPid:\t").n(id as u64);
     o.s(b"\nPPid:\t").n(p.ppid.get() as u64).s(b"\nTracerPid:\t0\n");
     for key in [&b"Uid:"[..], b"Gid:"] {

@@ -336,7 +336,7 @@ impl Pty {
                 } else if t.is(c, VQUIT) {
                     SIGQUIT
                 } else {
-                    20 // SIGTSTP (no job control: ignored)
+                    20 // SIGTSTP
                 };
                 if t.lflag & NOFLSH == 0 {
                     self.line.borrow_mut().clear();

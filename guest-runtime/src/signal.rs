@@ -62,7 +62,8 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
         // The call was not (or no longer) a re-executed timed wait.
         cur.restart_deadline.set(None);
     }
-    if core::mem::take(YIELD.get()) && cur.state.get() == State::Runnable {
+    let stopped = cur.process.borrow().stopped.get();
+    if core::mem::take(YIELD.get()) && cur.state.get() == State::Runnable && !stopped {
         let me = s.current;
         if let Some(next) = pick(me, time::monotonic_ns(), false) {
             charge_cpu();
@@ -70,8 +71,9 @@ pub fn syscall_exit(f: &mut Frame, nr: u64) {
             s.current = next;
             load(&s.tasks[next], f);
         }
-    } else if cur.state.get() != State::Runnable {
-        if cur.state.get() == State::Blocked {
+    } else if cur.state.get() != State::Runnable || stopped {
+        // (A stopped process's thread waits, runnable, for a SIGCONT.)
+        if cur.state.get() != State::Dead {
             save(&cur, f);
         }
         switch_to_next(f, s.current);
@@ -96,6 +98,13 @@ pub fn deliver_signals(f: &mut Frame) {
         let p = t.process.borrow().clone();
         let sent = crate::task::take_signal(&t, sig);
         let act = p.sigactions.borrow()[sig as usize];
+        if sig != SIGKILL && act[0] == SIG_DFL && is_stop_signal(sig) {
+            // A stop signal that was blocked when it came: stops now.
+            stop_process(&p, sig);
+            save(&t, f);
+            switch_to_next(f, SCHED.get().current);
+            continue;
+        }
         if sig == SIGKILL || act[0] == SIG_DFL {
             if default_ignored(sig) {
                 continue;

@@ -44,6 +44,9 @@ pub const SIGPIPE: u32 = 13;
 pub const SIGCHLD: u32 = 17;
 pub const SIGCONT: u32 = 18;
 pub const SIGSTOP: u32 = 19;
+pub const SIGTSTP: u32 = 20;
+pub const SIGTTIN: u32 = 21;
+pub const SIGTTOU: u32 = 22;
 
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
@@ -170,6 +173,13 @@ pub struct Process {
     pub parent_tid: Cell<u32>,
     /// What prctl sets on the whole process.
     pub ctl: crate::ctl::ProcCtl,
+    /// Stopped by a stop signal (SIGSTOP, or SIGTSTP, SIGTTIN, SIGTTOU
+    /// by default) until a SIGCONT or SIGKILL: its threads do not run.
+    pub stopped: Cell<bool>,
+    /// Its last stop or continuation, not yet told to a waiting parent:
+    /// the wait status (`sig << 8 | 0x7f` stopped, `0xffff` continued;
+    /// 0: none).
+    pub job_report: Cell<u32>,
 }
 
 pub struct Task {
@@ -568,9 +578,9 @@ pub fn ready(t: &Task, now: u64) -> Option<Wake> {
             let room = pipe.capacity.saturating_sub(pipe.buf.len());
             met(room >= (*need).clamp(1, pipe.capacity) || pipe.readers == 0)
         }
-        Wait::Child => {
-            let ch = p.children.borrow();
-            met(ch.is_empty() || ch.iter().any(|c| c.status.get().is_some()))
+        &Wait::Child(pid, options) => {
+            let (any, found) = find_child(&p, pid, options);
+            met(!any || found.is_some())
         }
         Wait::Futex(..) | Wait::Sleep | Wait::Signal => met(t.woken.get()),
         Wait::SignalOf(_) => None,
@@ -773,6 +783,9 @@ pub fn pick(from: usize, now: u64, include_from: bool) -> Option<usize> {
             continue;
         }
         let t = &s.tasks[i];
+        if t.process.borrow().stopped.get() {
+            continue;
+        }
         match t.state.get() {
             State::Runnable => return Some(i),
             State::Blocked => match ready(t, now) {
@@ -881,8 +894,19 @@ pub fn send_signal_info(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32, info
     if sig == 0 || sig > 64 || p.status.get().is_some() {
         return Ok(false);
     }
-    if sig == SIGSTOP || sig == 20 || sig == 21 || sig == 22 {
-        return Ok(false); // no job control here
+    let stop = is_stop_signal(sig);
+    if sig == SIGCONT {
+        // Continues the process, whatever its action or mask; pending
+        // stop signals go.
+        for stop_sig in [SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU] {
+            discard_signal(p, stop_sig);
+        }
+        continue_process(p, true);
+    } else if stop {
+        discard_signal(p, SIGCONT);
+    } else if sig == SIGKILL {
+        // A stopped process runs again, to die.
+        continue_process(p, false);
     }
     let handler = p.sigactions.borrow()[sig as usize][0];
     let ignored = handler == SIG_IGN || (handler == SIG_DFL && default_ignored(sig));
@@ -893,6 +917,11 @@ pub fn send_signal_info(p: &Rc<Process>, task: Option<&Rc<Task>>, sig: u32, info
     let blocked = task.cloned().or_else(first).is_some_and(|t| t.sigmask.get() & (1u64 << (sig - 1)) != 0);
     if sig != SIGKILL && ignored && !blocked {
         return Ok(false);
+    }
+    if stop && handler == SIG_DFL && !blocked {
+        // Its default action, now (SIGSTOP cannot be caught or blocked).
+        stop_process(p, sig);
+        return Ok(true);
     }
     let bit = 1u64 << (sig - 1);
     let (pending, queued) = match task {
@@ -930,6 +959,109 @@ pub fn discard_signal(p: &Process, sig: u32) {
         t.pending.set(t.pending.get() & !bit);
         crate::sigqueue::discard(&t.queued, sig);
     }
+}
+
+/// SIGSTOP, SIGTSTP, SIGTTIN and SIGTTOU: by default they stop.
+pub fn is_stop_signal(sig: u32) -> bool {
+    matches!(sig, SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU)
+}
+
+/// Stops `p` (a stop signal's default action): its threads stop where
+/// they are, and its parent is told (SIGCHLD with CLD_STOPPED unless it
+/// asked for SA_NOCLDSTOP; wait4 with WUNTRACED). As on Linux, SIGTSTP,
+/// SIGTTIN and SIGTTOU do not stop a process of an orphaned group.
+pub fn stop_process(p: &Rc<Process>, sig: u32) {
+    if p.stopped.get() || p.status.get().is_some() || (sig != SIGSTOP && orphaned_group(p.pgid.get())) {
+        return;
+    }
+    p.stopped.set(true);
+    p.job_report.set((sig << 8) | 0x7f);
+    tell_parent_of_job(p, 5, sig); // CLD_STOPPED
+    notify();
+}
+
+/// Continues a stopped `p` (SIGCONT; SIGKILL, without telling the parent
+/// as `report` does: SIGCHLD with CLD_CONTINUED unless SA_NOCLDSTOP, and
+/// wait4 with WCONTINUED).
+pub fn continue_process(p: &Rc<Process>, report: bool) {
+    if !p.stopped.replace(false) {
+        return;
+    }
+    if report {
+        p.job_report.set(0xffff);
+        tell_parent_of_job(p, 6, SIGCONT); // CLD_CONTINUED
+    }
+    notify();
+}
+
+/// Whether process group `pgid` is orphaned: no member has a parent in
+/// another group of the same session. The first process counts as having
+/// one (whoever started the run, as a shell starts a job) while it stays
+/// in its first session.
+fn orphaned_group(pgid: u32) -> bool {
+    !live_processes().iter().filter(|m| m.pgid.get() == pgid).any(|m| {
+        (m.pid == 1 && m.sid.get() == 1)
+            || find_process(m.ppid.get()).is_some_and(|up| up.pgid.get() != pgid && up.sid.get() == m.sid.get())
+    })
+}
+
+fn tell_parent_of_job(p: &Process, code: i32, sig: u32) {
+    const SA_NOCLDSTOP: u64 = 1;
+    let Some(parent) = find_process(p.ppid.get()) else { return };
+    if parent.sigactions.borrow()[SIGCHLD as usize][1] & SA_NOCLDSTOP != 0 {
+        return;
+    }
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&SIGCHLD.to_le_bytes());
+    info[8..12].copy_from_slice(&code.to_le_bytes());
+    info[16..20].copy_from_slice(&p.pid.to_le_bytes());
+    info[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
+    info[24..28].copy_from_slice(&sig.to_le_bytes());
+    let _ = send_signal_info(&parent, None, SIGCHLD, Info::With(info));
+}
+
+/// What a waited-for child has to report.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ChildEvent {
+    Exited,
+    /// Stopped by this signal (WUNTRACED, WSTOPPED).
+    Stopped(u32),
+    /// Continued (WCONTINUED).
+    Continued,
+}
+
+/// wait options (waitid's; wait4 always takes exits, WEXITED).
+pub const WUNTRACED: u64 = 2;
+pub const WEXITED: u64 = 4;
+pub const WCONTINUED: u64 = 8;
+
+/// wait4 / waitid: whether `p` has a child matching `pid` (-1 any, 0 its
+/// group, < -1 that group, else that pid), and the first such child with
+/// something to report under `options`: (WEXITED) its exit, (WUNTRACED)
+/// a stop or (WCONTINUED) a continuation not told yet.
+pub fn find_child(p: &Process, pid: i64, options: u64) -> (bool, Option<(Rc<Process>, ChildEvent)>) {
+    let ch = p.children.borrow();
+    let matches = |c: &Rc<Process>| match pid {
+        -1 => true,
+        0 => c.pgid.get() == p.pgid.get(),
+        x if x > 0 => c.pid as i64 == x,
+        x => c.pgid.get() as i64 == -x,
+    };
+    let any = ch.iter().any(matches);
+    let event = |c: &Process| {
+        let report = c.job_report.get();
+        if c.status.get().is_some() {
+            (options & WEXITED != 0).then_some(ChildEvent::Exited)
+        } else if report & 0xff == 0x7f && options & WUNTRACED != 0 {
+            Some(ChildEvent::Stopped(report >> 8))
+        } else if report == 0xffff && options & WCONTINUED != 0 {
+            Some(ChildEvent::Continued)
+        } else {
+            None
+        }
+    };
+    let found = ch.iter().filter(|c| matches(c)).find_map(|c| event(c).map(|e| (c.clone(), e)));
+    (any, found)
 }
 
 pub fn find_process(pid: u32) -> Option<Rc<Process>> {

@@ -21,7 +21,10 @@ pub enum Wait {
     /// Room for this many bytes (at most the pipe's capacity), or no
     /// reader left.
     PipeWrite(Rc<RefCell<Pipe>>, usize),
-    Child,
+    /// wait4/waitid: until a child that the pid selector (-1 any, 0 the
+    /// caller's group, -g group g, else that pid) picks has something to
+    /// report under the options (WUNTRACED, WCONTINUED), or none is left.
+    Child(i64, u64),
     /// Woken by FUTEX_WAKE on (space, address).
     Futex(usize, u64),
     Sleep,

@@ -2,7 +2,8 @@
  * the slave is a tty, canonical mode with echo and erase, raw mode,
  * output newline translation, window size, poll readiness both ways,
  * end of file (^D), ^C as SIGINT to the foreground process group of a
- * session that took the terminal, /dev/tty there, and hang-ups when
+ * session that took the terminal, /dev/tty there, ^Z stopping a job in
+ * the foreground (tcflow too), and hang-ups when
  * either side closes (SIGHUP to the session leader). Prints only what
  * Linux defines (no pty numbers): the test compares it with a native
  * run. */
@@ -194,6 +195,50 @@ static void interrupt(void) {
     close(m);
 }
 
+/* ^Z stops the terminal's foreground job, as a shell with job control
+   sees it: a session leader runs a job in a process group of its own,
+   gives it the terminal, and waits for it with WUNTRACED. The session
+   leader's own group is orphaned, so ^Z leaves the leader running. */
+static void suspend(void) {
+    int m, s;
+    char buf[256];
+    openpty(&m, &s, 0, 0, 0);
+    pid_t c = fork();
+    if (c == 0) {
+        close(m);
+        setsid();
+        if (ioctl(s, TIOCSCTTY, 0)) _exit(10);
+        signal(SIGTTOU, SIG_IGN);
+        pid_t job = fork();
+        if (job == 0) {
+            setpgid(0, 0);
+            for (;;) pause();
+        }
+        setpgid(job, job);
+        tcsetpgrp(s, job);
+        write(s, "job\n", 4);
+        int st;
+        waitpid(job, &st, WUNTRACED);
+        char line[64];
+        int n = snprintf(line, sizeof line, "job stopped %d sig %d\n", WIFSTOPPED(st), WIFSTOPPED(st) ? WSTOPSIG(st) : -1);
+        tcsetpgrp(s, getpgrp());
+        write(s, line, n);
+        kill(job, SIGKILL);
+        waitpid(job, &st, 0);
+        _exit(0);
+    }
+    close(s);
+    long n = drain(m, buf, sizeof buf);
+    show("leader says", buf, n);
+    write(m, "\x1a", 1);
+    int st;
+    waitpid(c, &st, 0);
+    n = drain(m, buf, sizeof buf);
+    show("after ^Z", buf, n);
+    printf("leader: exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    close(m);
+}
+
 static void master_closes(void) {
     int m, s;
     openpty(&m, &s, 0, 0, 0);
@@ -249,6 +294,7 @@ int main(void) {
     close(s);
     close(m);
     interrupt();
+    suspend();
     master_closes();
     hangup();
     return 0;

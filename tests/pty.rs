@@ -85,3 +85,24 @@ fn script_runs_a_command_on_a_terminal() {
     assert!(text.contains("stdin is a tty\n"), "{text:?}");
     assert_eq!(out.status, ExitStatus::Code(0), "{text:?} {}", out.stderr_str());
 }
+
+/// An interactive bash's job control on a terminal, as natively: ^Z stops
+/// the foreground job, `jobs` lists it stopped, `bg` continues it in the
+/// background, `kill %1` ends it (`bash_jobs.py` drives bash through a
+/// pty). Before, stop signals were dropped: ^Z did nothing.
+#[test]
+fn bash_job_control_on_a_terminal_as_natively() {
+    let Some(mut sb) = python() else { return };
+    if !Path::new("/bin/bash").exists() {
+        eprintln!("skipped: no /bin/bash");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/guest-programs/bash_jobs.py");
+    let code = std::fs::read_to_string(script).unwrap();
+    let native = std::process::Command::new("/usr/bin/python3").args(["-c", &code]).output().unwrap();
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert_eq!(native, "after ^Z: True\njobs: True\nbg: True\nrunning: True\nkilled: True\nbash exit: 0\n", "natively");
+    let out = sb.run(&Command::new("python3").args(["-c", &code])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), native);
+}

@@ -23,13 +23,20 @@ def read_until(pat, timeout=10):
             if re.search(pat, buf): break
     return buf.decode(errors="replace")
 read_until(rb"\$ $")
-os.write(fd, b"sleep 30\n"); time.sleep(0.3)
-os.write(fd, b"\x1a")
-out = read_until(rb"\$ $")
+os.write(fd, b"sleep 30\n")
+# ^Z until the job has started and stopped (one that comes before bash
+# gives the job the terminal reaches bash, which ignores it).
+out = ""
+for _ in range(50):
+    time.sleep(0.2)
+    os.write(fd, b"\x1a")
+    out += read_until(rb"(?s)Stopped.*\$ $", 0.5)
+    if "Stopped" in out:
+        break
 print("after ^Z:", "Stopped" in out)
 os.write(fd, b"jobs\n"); out = read_until(rb"\$ $"); print("jobs:", re.search(r"\[1\]\+\s+Stopped\s+sleep 30", out) is not None)
 os.write(fd, b"bg\n"); out = read_until(rb"\$ $"); print("bg:", "sleep 30 &" in out)
 os.write(fd, b"jobs\n"); out = read_until(rb"\$ $"); print("running:", "Running" in out)
-os.write(fd, b"kill %1; wait; echo done\n"); out = read_until(rb"done\r\n.*\$ $"); print("killed:", "Terminated" in out)
+os.write(fd, b"kill %1; wait %1; echo status $?\n"); out = read_until(rb"status \d+\r\n"); print("killed:", "status 143" in out)
 os.write(fd, b"exit\n"); read_until(rb"$^", 2)
 _, st = os.waitpid(pid, 0); print("bash exit:", os.waitstatus_to_exitcode(st))

@@ -809,15 +809,7 @@ fn signals_carry_their_siginfo_and_real_time_ones_queue_as_natively() {
 /// zero the signal was ignored and the join waited until the time-out.
 #[test]
 fn pthread_cancel_reaches_a_blocked_thread_as_natively() {
-    let prog = hvsandbox_tests::glibc("pthread_cancel");
-    let native = std::process::Command::new(&prog).output().unwrap();
-    assert!(native.status.success());
-    let native = String::from_utf8(native.stdout).unwrap();
-    assert!(native.contains("waiter: cancel 0 join 0 canceled 1\n"), "natively: {native}");
-    let mut sb = Sandbox::builder().host_system().memory_mib(64).timeout(Duration::from_secs(30)).build().unwrap();
-    let out = sb.run(&Command::new(&prog)).unwrap();
-    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
-    assert_eq!(out.stdout_str(), native);
+    hvsandbox_tests::glibc_same_as_native("pthread_cancel", &["waiter: cancel 0 join 0 canceled 1"]);
 }
 
 /// prctl as natively: thread names (prctl, pthread_setname_np on itself
@@ -879,23 +871,16 @@ fn an_exec_from_another_thread_makes_it_the_main_thread_as_natively() {
 /// across a fork. Before, every call was 0 and a fork copied everything.
 #[test]
 fn madvise_refuses_and_forks_as_natively() {
-    let prog = hvsandbox_tests::glibc("madvise");
-    let native = std::process::Command::new(&prog).output().unwrap();
-    assert!(native.status.success());
-    let native = String::from_utf8(native.stdout).unwrap();
-    for line in [
-        "unknown advice: -22",
-        "range with a hole: -12",
-        "child reads the wiped page: 0, the next: 43; parent: 42",
-        "child reads the page it does not have: -11, the one before: 42",
-        "child reads: before 5, first 0, last 0, after 5",
-    ] {
-        assert!(native.lines().any(|l| l == line), "natively lacks {line:?}: {native}");
-    }
-    let mut sb = Sandbox::builder().host_system().memory_mib(64).timeout(Duration::from_secs(30)).build().unwrap();
-    let out = sb.run(&Command::new(&prog)).unwrap();
-    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
-    assert_eq!(out.stdout_str(), native);
+    hvsandbox_tests::glibc_same_as_native(
+        "madvise",
+        &[
+            "unknown advice: -22",
+            "range with a hole: -12",
+            "child reads the wiped page: 0, the next: 43; parent: 42",
+            "child reads the page it does not have: -11, the one before: 42",
+            "child reads: before 5, first 0, last 0, after 5",
+        ],
+    );
 }
 
 /// Job control as natively: SIGSTOP and SIGCONT with wait4's WUNTRACED

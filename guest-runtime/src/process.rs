@@ -545,13 +545,7 @@ pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
                 ChildEvent::Stopped(sig) => (5, sig),  // CLD_STOPPED
                 ChildEvent::Continued => (6, SIGCONT), // CLD_CONTINUED
             };
-            let mut si = [0u8; 128];
-            si[0..4].copy_from_slice(&SIGCHLD.to_le_bytes());
-            si[8..12].copy_from_slice(&code.to_le_bytes());
-            si[16..20].copy_from_slice(&c.pid.to_le_bytes());
-            si[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
-            si[24..28].copy_from_slice(&val.to_le_bytes());
-            user_bytes_mut(info, 128)?.copy_from_slice(&si);
+            user_bytes_mut(info, 128)?.copy_from_slice(&child_siginfo(code, c.pid, val));
         }
         if options & WNOWAIT == 0 {
             if event == ChildEvent::Exited {

@@ -1011,13 +1011,20 @@ fn tell_parent_of_job(p: &Process, code: i32, sig: u32) {
     if parent.sigactions.borrow()[SIGCHLD as usize][1] & SA_NOCLDSTOP != 0 {
         return;
     }
+    let _ = send_signal_info(&parent, None, SIGCHLD, Info::With(child_siginfo(code, p.pid, sig)));
+}
+
+/// A SIGCHLD siginfo: `code` (CLD_EXITED, CLD_KILLED, CLD_STOPPED,
+/// CLD_CONTINUED), the child `pid` and its user, and `status` (the exit
+/// code or the signal).
+pub fn child_siginfo(code: i32, pid: u32, status: u32) -> [u8; 128] {
     let mut info = [0u8; 128];
     info[0..4].copy_from_slice(&SIGCHLD.to_le_bytes());
     info[8..12].copy_from_slice(&code.to_le_bytes());
-    info[16..20].copy_from_slice(&p.pid.to_le_bytes());
+    info[16..20].copy_from_slice(&pid.to_le_bytes());
     info[20..24].copy_from_slice(&(crate::rt::UID as u32).to_le_bytes());
-    info[24..28].copy_from_slice(&sig.to_le_bytes());
-    let _ = send_signal_info(&parent, None, SIGCHLD, Info::With(info));
+    info[24..28].copy_from_slice(&status.to_le_bytes());
+    info
 }
 
 /// What a waited-for child has to report.

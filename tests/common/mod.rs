@@ -196,6 +196,28 @@ pub fn same_as_native_with(sb: &mut Sandbox, name: &str, args: &[&str], expect: 
     native
 }
 
+/// [`same_as_native`] for glibc program `name` (dynamic: run with the
+/// host system mounted, 64 MiB, 30 s).
+pub fn glibc_same_as_native(name: &str, expect: &[&str]) -> String {
+    let prog = glibc(name);
+    let native = Command::new(&prog).output().expect("run natively");
+    assert!(native.status.success(), "{name} natively: {:?}", native.status);
+    let native = String::from_utf8(native.stdout).expect("native output is UTF-8");
+    for line in expect {
+        assert!(native.lines().any(|l| l == *line), "{name} natively lacks {line:?}:\n{native}");
+    }
+    let mut sb = Sandbox::builder()
+        .host_system()
+        .memory_mib(64)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("build sandbox");
+    let out = sb.run(&hvsandbox::Command::new(&prog)).expect("run in the guest");
+    assert_eq!(out.status, hvsandbox::ExitStatus::Code(0), "{name}: {}", out.stderr_str());
+    assert_eq!(out.stdout_str(), native, "{name}: {}", out.stderr_str());
+    native
+}
+
 /// The `hvsandbox` CLI under test: `$HVSANDBOX_CLI` if set (the static
 /// build of `scripts/build-cli.sh`), else `target/<profile>/hvsandbox`,
 /// next to the running test or benchmark binary's `deps/` directory,

@@ -834,7 +834,7 @@ fn prctl_names_threads_and_reparents_orphans_as_natively() {
             "after exec: named after the program: yes; dumpable again: 1",
             "  pdeathsig 10 arrived: 10; parent changed: yes; adopted by main: yes",
             "main reaped the orphan: exit 7",
-            "  pdeathsig 10 arrived: 10; parent changed: yes; adopted by main: no",
+            "  pdeathsig 10 arrived: 10; parent changed: yes; adopted by main: (asked of wait)",
             "main has no other child: errno 10",
             "status NoNewPrivs:\t1",
             "thp disabled: 1",
@@ -914,4 +914,19 @@ fn stopped_processes_stop_continue_and_are_waited_for_as_natively() {
             "waiting beside a zombie uses no CPU: yes",
         ],
     );
+}
+
+/// An orphan without a subreaper says its parent is 1, as under Linux's
+/// init (programs poll `getppid() == 1` to learn their parent died), while
+/// the sandbox, not the program, reaps it.
+#[test]
+fn an_orphan_says_its_parent_is_1() {
+    // A shell starts a job in the background and exits; the job waits
+    // until its parent is no longer that shell, then says who it is.
+    let inner = "echo $$ > /tmp/sub; { while :; do read a b c d rest < /proc/self/stat; \
+                 [ \"$d\" != \"$(cat /tmp/sub)\" ] && break; sleep 0.05; done; echo ppid $d > /tmp/o; } &";
+    let script = format!("sh -c '{inner}'; while [ ! -s /tmp/o ]; do sleep 0.05; done; cat /tmp/o");
+    let out = sandbox().run(&Command::new(BUSYBOX).args(["sh", "-c", &script])).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
+    assert_eq!(out.stdout_str(), "ppid 1\n");
 }

@@ -57,6 +57,7 @@ pub fn start_init(
         timers: Default::default(),
         map_names: Default::default(),
         nice: Cell::new(0),
+        init_child: Cell::new(false),
         parent_tid: Cell::new(0),
         ctl: Default::default(),
         stopped: Cell::new(false),
@@ -144,6 +145,11 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
         if s.procs >= s.max_procs {
             return Err(EAGAIN);
         }
+        // The first process has no parent here (as Linux refuses it to a
+        // namespace's init).
+        if flags & CLONE_PARENT != 0 && parent.ppid.get() == 0 {
+            return Err(EINVAL);
+        }
         let src = space_of(&parent).ok_or(ESRCH)?;
         let space = if flags & CLONE_VM != 0 { src } else { Space::new(mm::fork_space(src.get())?) };
         let fds = if flags & CLONE_FILES != 0 {
@@ -180,6 +186,7 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             timers: Default::default(),
             map_names: RefCell::new(parent.map_names.borrow().clone()),
             nice: Cell::new(parent.nice.get()),
+            init_child: Cell::new(parent.init_child.get() && flags & CLONE_PARENT != 0),
             parent_tid: Cell::new(if flags & CLONE_PARENT != 0 { parent.parent_tid.get() } else { parent_task.tid() }),
             ctl: parent.ctl.inherit(),
             stopped: Cell::new(false),
@@ -191,9 +198,18 @@ pub fn sys_clone(f: &mut Frame, flags: u64, stack: u64, ptid: u64, ctid: u64, tl
             let fd = crate::pidfd::install(&child, false)?;
             put_user(ptid, (fd as u32).to_le_bytes())?;
         }
-        let adopter =
-            if flags & CLONE_PARENT != 0 { find_process(ppid).unwrap_or(parent.clone()) } else { parent.clone() };
-        adopter.children.borrow_mut().push(child.clone());
+        // With CLONE_PARENT the caller's parent's child (the init's, for
+        // an orphan: no one's here).
+        let adopter = if flags & CLONE_PARENT == 0 {
+            Some(parent.clone())
+        } else if parent.init_child.get() {
+            None
+        } else {
+            find_process(ppid)
+        };
+        if let Some(a) = adopter {
+            a.children.borrow_mut().push(child.clone());
+        }
         s.procs += 1;
         crate::stats::stat(|st| st.processes += 1);
         (child, false)
@@ -374,7 +390,7 @@ pub fn exit_group(_f: &mut Frame, code: u32, sig: u32) -> SysResult {
     // the switch, and nothing touches user memory of this process again).
     let old = p.space.borrow_mut().take();
     drop(old);
-    match find_process(p.ppid.get()) {
+    match find_process(p.ppid.get()).filter(|_| !p.init_child.get()) {
         Some(parent) => tell_parent(&parent, &p),
         // An orphan no subreaper took: reaped now, as by an init.
         None => s.procs -= 1,
@@ -429,16 +445,21 @@ fn live_thread(p: &Rc<Process>, but: u32) -> Option<u32> {
 /// that is a child subreaper (PR_SET_CHILD_SUBREAPER), as on Linux.
 /// Without one they go to the sandbox's init, which is not the program
 /// (process 1 runs the program as `subprocess` runs a child, not as an
-/// init): their parent id is 0, and each is reaped when it exits, so
-/// orphans never pile up as zombies against the process limit.
+/// init): their parent id says 1, as under Linux's init, and each is
+/// reaped when it exits, so orphans never pile up as zombies against the
+/// process limit.
 fn adopt(p: &Process, orphans: Vec<Rc<Process>>) {
     let s = SCHED.get();
     let mut reaper = None;
-    let mut pid = p.ppid.get();
+    // (An orphan's ancestors are the init's: none is a subreaper.)
+    let mut pid = if p.init_child.get() { 0 } else { p.ppid.get() };
     for _ in 0..=s.procs {
         let Some(a) = find_process(pid) else { break };
         if a.ctl.subreaper.get() {
             reaper = Some(a);
+            break;
+        }
+        if a.init_child.get() {
             break;
         }
         pid = a.ppid.get();
@@ -454,7 +475,8 @@ fn adopt(p: &Process, orphans: Vec<Rc<Process>>) {
                 }
             }
             None => {
-                c.ppid.set(0);
+                c.ppid.set(1);
+                c.init_child.set(true);
                 if c.status.get().is_some() {
                     s.procs -= 1;
                 }

@@ -167,6 +167,10 @@ pub struct Process {
     /// Its nice value (-20..=19; setpriority, inherited by a fork). One
     /// vCPU runs the tasks in turn whatever it is.
     pub nice: Cell<i8>,
+    /// An orphan the sandbox's init took: its parent id says 1, as an
+    /// orphan's does under Linux's init, but it is no one's child here;
+    /// it is reaped when it exits.
+    pub init_child: Cell<bool>,
     /// The thread that created it (its parent's, or its parent's parent's
     /// with CLONE_PARENT): when that thread exits, its parent-death
     /// signal comes.

@@ -177,7 +177,8 @@ static void parent_death(int subreaper) {
             char line[160];
             int n = snprintf(line, sizeof line,
                              "  pdeathsig %d arrived: %d; parent changed: %s; adopted by main: %s\n", sig,
-                             got, now != parent ? "yes" : "no", now == me ? "yes" : "no");
+                             got, now != parent ? "yes" : "no",
+                             subreaper ? (now == me ? "yes" : "no") : "(asked of wait)");
             write(report[1], line, n);
             _exit(7);
         }

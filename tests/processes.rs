@@ -911,6 +911,7 @@ fn stopped_processes_stop_continue_and_are_waited_for_as_natively() {
             "SIGTSTP in an orphaned group stops: no",
             "SIGSTOP there stops: 1",
             "SIGCHLD with SA_NOCLDSTOP: 0",
+            "SIGCHLD at an exit: code CLD_EXITED status 7 from the child: yes",
             "waiting beside a zombie uses no CPU: yes",
         ],
     );

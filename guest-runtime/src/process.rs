@@ -406,7 +406,19 @@ fn tell_parent(parent: &Rc<Process>, c: &Rc<Process>) {
         parent.children.borrow_mut().retain(|x| !Rc::ptr_eq(x, c));
         SCHED.get().procs -= 1;
     } else {
-        send_signal(parent, None, SIGCHLD);
+        let (code, status) = exit_code(c.status.get().unwrap_or(0));
+        let info = crate::sigqueue::Info::With(child_siginfo(code, c.pid, status));
+        let _ = send_signal_info(parent, None, SIGCHLD, info);
+    }
+}
+
+/// A wait status's SIGCHLD code and status: (CLD_EXITED, the exit code)
+/// or (CLD_KILLED, the signal).
+fn exit_code(st: u32) -> (i32, u32) {
+    if st & 0x7f == 0 {
+        (1, (st >> 8) & 0xff)
+    } else {
+        (2, st & 0x7f)
     }
 }
 
@@ -555,15 +567,7 @@ pub fn sys_waitid(idtype: u64, id: u64, info: u64, options: u64) -> SysResult {
     if let Some((c, event)) = found {
         if info != 0 {
             let (code, val) = match event {
-                ChildEvent::Exited => {
-                    let st = c.status.get().unwrap_or(0);
-                    // CLD_EXITED / CLD_KILLED
-                    if st & 0x7f == 0 {
-                        (1i32, (st >> 8) & 0xff)
-                    } else {
-                        (2i32, st & 0x7f)
-                    }
-                }
+                ChildEvent::Exited => exit_code(c.status.get().unwrap_or(0)),
                 ChildEvent::Stopped(sig) => (5, sig),  // CLD_STOPPED
                 ChildEvent::Continued => (6, SIGCONT), // CLD_CONTINUED
             };

@@ -52,13 +52,14 @@ static int drain(int fd) {
     return n;
 }
 
-static volatile int chld_count, chld_code, chld_status, tstp_count;
+static volatile int chld_count, chld_code, chld_status, chld_pid, tstp_count;
 static void on_chld(int sig, siginfo_t *si, void *c) {
     (void)sig;
     (void)c;
     chld_count++;
     chld_code = si->si_code;
     chld_status = si->si_status;
+    chld_pid = si->si_pid;
 }
 static void on_tstp(int sig) {
     (void)sig;
@@ -201,6 +202,13 @@ int main(void) {
     kill(c, SIGCONT);
     waitpid(c, &st, WCONTINUED);
     printf("SIGCHLD with SA_NOCLDSTOP: %d\n", chld_count);
+
+    // An exit's SIGCHLD names the child and its code.
+    pid_t e = fork();
+    if (e == 0) _exit(7);
+    waitpid(e, &st, 0);
+    printf("SIGCHLD at an exit: code %s status %d from the child: %s\n", chld_code == CLD_EXITED ? "CLD_EXITED" : "?",
+           chld_status, chld_pid == e ? "yes" : "no");
 
     // Waiting for this child while another is a zombie takes no CPU.
     pid_t quick = fork();

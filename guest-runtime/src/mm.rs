@@ -1340,7 +1340,13 @@ pub fn destroy_space(space: Box<AddressSpace>) {
 
 // --- mapping in the current space ----------------------------------------------
 
+/// The level-0 entry of program address `va` in the current space (None
+/// for the runtime's part of the address space, whatever the caller
+/// passes).
 fn cur_pte(va: u64, create: bool) -> Option<*mut u64> {
+    if va >= USER_END {
+        return None;
+    }
     pte(current().pml4, va, create)
 }
 
@@ -2488,9 +2494,16 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
         return Err(EINVAL);
     }
     let end = start.checked_add(page_up(len)).ok_or(EINVAL)?;
-    let mut va = start;
+    // Only pages of the program's mappings: page-table entries outside
+    // them (the brk pages kept ready, nothing at all) are not its to drop.
+    let ranges: Vec<(u64, u64)> = current()
+        .vmas
+        .iter()
+        .filter(|v| v.end > start && v.start < end)
+        .map(|v| (v.start.max(start), v.end.min(end)))
+        .collect();
     let mut flush = false;
-    while va < end {
+    for va in ranges.into_iter().flat_map(|(from, to)| (from..to).step_by(PAGE as usize)) {
         if let Some(e) = cur_pte(va, false) {
             // SAFETY: valid entry pointer.
             let v = unsafe { e.read_volatile() };
@@ -2507,7 +2520,6 @@ pub fn madvise_dontneed(start: u64, len: u64) -> Result<(), i64> {
                 }
             }
         }
-        va += PAGE;
     }
     if flush {
         crate::cpu::flush_tlb();

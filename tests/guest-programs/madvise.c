@@ -51,6 +51,9 @@ int main(void) {
     printf("range with a hole: %d\n", advise(m, 8 * PAGE, MADV_DONTNEED));
     printf("dropped around the hole: %d %d\n", m[0], m[5 * PAGE]);
     printf("remove on private memory: %d\n", advise(m, PAGE, MADV_REMOVE));
+    // Past the program's half of the address space: nothing there for it.
+    printf("upper half: %d %d\n", advise((void *)0xffff800000000000ull, 2 << 20, MADV_DONTNEED),
+           advise((void *)0xffff800000200000ull, 64 * PAGE, MADV_DONTNEED));
 
     // MADV_WIPEONFORK: the child reads zero, the parent its own.
     m[0] = 42;

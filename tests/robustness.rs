@@ -219,3 +219,16 @@ fn named_pipes_join_two_processes_like_linux() {
     ];
     same_as_native(&mut sandbox_with_timeout(30), "fifo", &expect);
 }
+
+/// Memory calls aimed past the program's part of the address space (the
+/// runtime's half, non-canonical addresses, the vsyscall page) with any
+/// length fail or do nothing, and the run ends with the program's own exit
+/// (`mm_fuzz.c`, three seeds).
+#[test]
+fn memory_calls_at_the_runtimes_half_leave_it_standing() {
+    for seed in ["1", "2", "3"] {
+        let out = sandbox_with_timeout(60).run(&Command::new(musl("mm_fuzz")).arg(seed)).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
+        assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
+    }
+}

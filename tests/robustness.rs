@@ -232,3 +232,16 @@ fn memory_calls_at_the_runtimes_half_leave_it_standing() {
         assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
     }
 }
+
+/// Pointers into the runtime's half of the address space (and
+/// non-canonical, vsyscall-page, page-edge and null ones) given to 70-odd
+/// system calls that read or write memory are refused, and the run ends
+/// with the program's own exit (`ptr_fuzz.c`, three seeds).
+#[test]
+fn pointers_into_the_runtimes_half_are_refused() {
+    for seed in ["1", "2", "3"] {
+        let out = sandbox_with_timeout(60).run(&Command::new(musl("ptr_fuzz")).arg(seed)).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
+        assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
+    }
+}

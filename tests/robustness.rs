@@ -245,3 +245,16 @@ fn pointers_into_the_runtimes_half_are_refused() {
         assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
     }
 }
+
+/// Random file-system calls over a small set of paths and descriptors
+/// (any open flags, offsets, lengths, renameat2 flags, xattrs, mmaps,
+/// copies; in 64 MiB, so past the end of memory too) all return, and the
+/// run ends with the program's own exit (`fs_fuzz.c`, three seeds).
+#[test]
+fn random_file_system_calls_leave_the_runtime_standing() {
+    for seed in ["1", "2", "3"] {
+        let out = sandbox_with_timeout(60).run(&Command::new(musl("fs_fuzz")).arg(seed)).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
+        assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
+    }
+}

@@ -258,3 +258,16 @@ fn random_file_system_calls_leave_the_runtime_standing() {
         assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
     }
 }
+
+/// Hostile signal calls (random handlers, flags, restorers, masks and
+/// alternate stacks, signals with random siginfo to itself, forged frames
+/// for rt_sigreturn) end only the children that make them; the parent
+/// sees all 60 end and exits by itself (`sig_fuzz.c`, three seeds).
+#[test]
+fn hostile_signal_calls_end_only_their_process() {
+    for seed in ["1", "2", "3"] {
+        let out = sandbox_with_timeout(60).run(&Command::new(musl("sig_fuzz")).arg(seed)).unwrap();
+        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
+        assert_eq!(out.stdout_str(), "done: 60 children\n", "seed {seed}");
+    }
+}

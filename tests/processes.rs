@@ -944,10 +944,9 @@ fn an_orphan_says_its_parent_is_1() {
 /// half of the address space zeroing the runtime's page tables.
 #[test]
 fn hostile_process_control_calls_leave_the_runtime_standing() {
-    for seed in ["1", "2", "3"] {
-        let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(60)).build().unwrap();
-        let out = sb.run(&Command::new(musl("proc_fuzz")).arg(seed)).unwrap();
-        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
-        assert_eq!(out.stdout_str(), "done: 6000 calls\n", "seed {seed}");
-    }
+    hvsandbox_tests::fuzz_seeds(
+        "proc_fuzz",
+        "done: 6000 calls
+",
+    );
 }

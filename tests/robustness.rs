@@ -226,11 +226,11 @@ fn named_pipes_join_two_processes_like_linux() {
 /// (`mm_fuzz.c`, three seeds).
 #[test]
 fn memory_calls_at_the_runtimes_half_leave_it_standing() {
-    for seed in ["1", "2", "3"] {
-        let out = sandbox_with_timeout(60).run(&Command::new(musl("mm_fuzz")).arg(seed)).unwrap();
-        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
-        assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
-    }
+    hvsandbox_tests::fuzz_seeds(
+        "mm_fuzz",
+        "done 20000
+",
+    );
 }
 
 /// Pointers into the runtime's half of the address space (and
@@ -239,11 +239,11 @@ fn memory_calls_at_the_runtimes_half_leave_it_standing() {
 /// with the program's own exit (`ptr_fuzz.c`, three seeds).
 #[test]
 fn pointers_into_the_runtimes_half_are_refused() {
-    for seed in ["1", "2", "3"] {
-        let out = sandbox_with_timeout(60).run(&Command::new(musl("ptr_fuzz")).arg(seed)).unwrap();
-        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
-        assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
-    }
+    hvsandbox_tests::fuzz_seeds(
+        "ptr_fuzz",
+        "done 20000
+",
+    );
 }
 
 /// Random file-system calls over a small set of paths and descriptors
@@ -252,11 +252,11 @@ fn pointers_into_the_runtimes_half_are_refused() {
 /// run ends with the program's own exit (`fs_fuzz.c`, three seeds).
 #[test]
 fn random_file_system_calls_leave_the_runtime_standing() {
-    for seed in ["1", "2", "3"] {
-        let out = sandbox_with_timeout(60).run(&Command::new(musl("fs_fuzz")).arg(seed)).unwrap();
-        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
-        assert_eq!(out.stdout_str(), "done 20000\n", "seed {seed}");
-    }
+    hvsandbox_tests::fuzz_seeds(
+        "fs_fuzz",
+        "done 20000
+",
+    );
 }
 
 /// Hostile signal calls (random handlers, flags, restorers, masks and
@@ -265,9 +265,9 @@ fn random_file_system_calls_leave_the_runtime_standing() {
 /// sees all 60 end and exits by itself (`sig_fuzz.c`, three seeds).
 #[test]
 fn hostile_signal_calls_end_only_their_process() {
-    for seed in ["1", "2", "3"] {
-        let out = sandbox_with_timeout(60).run(&Command::new(musl("sig_fuzz")).arg(seed)).unwrap();
-        assert_eq!(out.status, ExitStatus::Code(0), "seed {seed}: {}", out.stderr_str());
-        assert_eq!(out.stdout_str(), "done: 60 children\n", "seed {seed}");
-    }
+    hvsandbox_tests::fuzz_seeds(
+        "sig_fuzz",
+        "done: 60 children
+",
+    );
 }

@@ -196,6 +196,18 @@ pub fn same_as_native_with(sb: &mut Sandbox, name: &str, args: &[&str], expect: 
     native
 }
 
+/// Runs fuzzing guest program `name` with seeds 1, 2 and 3 (its argument),
+/// each in a fresh 64 MiB sandbox with a 60 s time-out: every run must end
+/// with the program's own exit 0 and print `expect`.
+pub fn fuzz_seeds(name: &str, expect: &str) {
+    for seed in ["1", "2", "3"] {
+        let mut sb = Sandbox::builder().memory_mib(64).timeout(Duration::from_secs(60)).build().expect("build sandbox");
+        let out = sb.run(&hvsandbox::Command::new(musl(name)).arg(seed)).expect("run in the guest");
+        assert_eq!(out.status, hvsandbox::ExitStatus::Code(0), "{name} seed {seed}: {}", out.stderr_str());
+        assert_eq!(out.stdout_str(), expect, "{name} seed {seed}");
+    }
+}
+
 /// [`same_as_native`] for glibc program `name` (dynamic: run with the
 /// host system mounted, 64 MiB, 30 s).
 pub fn glibc_same_as_native(name: &str, expect: &[&str]) -> String {

@@ -1005,13 +1005,15 @@ pub fn continue_process(p: &Rc<Process>, report: bool) {
 fn orphaned_group(pgid: u32) -> bool {
     !live_processes().iter().filter(|m| m.pgid.get() == pgid).any(|m| {
         (m.pid == 1 && m.sid.get() == 1)
-            || find_process(m.ppid.get()).is_some_and(|up| up.pgid.get() != pgid && up.sid.get() == m.sid.get())
+            || (!m.init_child.get()
+                && find_process(m.ppid.get()).is_some_and(|up| up.pgid.get() != pgid && up.sid.get() == m.sid.get()))
     })
 }
 
 fn tell_parent_of_job(p: &Process, code: i32, sig: u32) {
     const SA_NOCLDSTOP: u64 = 1;
-    let Some(parent) = find_process(p.ppid.get()) else { return };
+    // (An orphan's parent is the sandbox's init, which needs no telling.)
+    let Some(parent) = find_process(p.ppid.get()).filter(|_| !p.init_child.get()) else { return };
     if parent.sigactions.borrow()[SIGCHLD as usize][1] & SA_NOCLDSTOP != 0 {
         return;
     }

@@ -16,6 +16,7 @@ pub const CAP_LAST_CAP: u64 = 40;
 /// A thread's attributes: copied to a thread or process it creates
 /// (except the parent-death signal), kept by execve except its name,
 /// which becomes the program's, and keepcaps, which is cleared.
+#[derive(Clone)]
 pub struct TaskCtl {
     comm: Cell<[u8; COMM_LEN]>,
     /// PR_SET_PDEATHSIG: sent to its process when the thread that
@@ -41,13 +42,7 @@ impl Default for TaskCtl {
 impl TaskCtl {
     /// A new thread's or process's, created by a thread with `self`.
     pub fn inherit(&self) -> TaskCtl {
-        TaskCtl {
-            comm: Cell::new(self.comm.get()),
-            pdeathsig: Cell::new(0),
-            no_new_privs: Cell::new(self.no_new_privs.get()),
-            keepcaps: Cell::new(self.keepcaps.get()),
-            timer_slack: Cell::new(self.timer_slack.get()),
-        }
+        TaskCtl { pdeathsig: Cell::new(0), ..self.clone() }
     }
 
     /// The name (no NUL), as `/proc/.../comm` shows it.
@@ -66,10 +61,6 @@ impl TaskCtl {
         self.comm.set(c);
     }
 
-    pub fn no_new_privs(&self) -> bool {
-        self.no_new_privs.get()
-    }
-
     /// At execve: the new program's name (the last part of the path it
     /// was started by); keepcaps is cleared.
     pub fn exec(&self, path: &[u8]) {
@@ -80,6 +71,7 @@ impl TaskCtl {
 
 /// A process's attributes: a fork's child copies them except the
 /// subreaper mark; execve keeps them but resets dumpable.
+#[derive(Clone)]
 pub struct ProcCtl {
     /// PR_SET_CHILD_SUBREAPER: it adopts its descendants' orphans.
     pub subreaper: Cell<bool>,
@@ -102,20 +94,10 @@ impl Default for ProcCtl {
 
 impl ProcCtl {
     pub fn inherit(&self) -> ProcCtl {
-        ProcCtl {
-            subreaper: Cell::new(false),
-            dumpable: Cell::new(self.dumpable.get()),
-            thp_disable: Cell::new(self.thp_disable.get()),
-            capbset: Cell::new(self.capbset.get()),
-        }
+        ProcCtl { subreaper: Cell::new(false), ..self.clone() }
     }
 
     pub fn exec(&self) {
         self.dumpable.set(1);
-    }
-
-    /// The bounding set, as `/proc/<pid>/status` shows it (CapBnd).
-    pub fn capbset(&self) -> u64 {
-        self.capbset.get()
     }
 }

@@ -77,6 +77,11 @@ struct Event {
 }
 
 impl Event {
+    /// IN_Q_OVERFLOW: events were lost.
+    fn overflow() -> Event {
+        Event { wd: -1, mask: IN_Q_OVERFLOW, cookie: 0, name: Vec::new() }
+    }
+
     /// Bytes it takes in a read: the head, then the name with its NUL,
     /// padded to a multiple of the head's size.
     fn size(&self) -> usize {
@@ -207,7 +212,7 @@ fn queue(ino: &Inotify, wd: i32, mask: u32, cookie: u32, name: &[u8]) {
             Event { wd, mask, cookie, name: owned }
         }
         // No memory for it: the queue overflows, as when full.
-        Err(_) => Event { wd: -1, mask: IN_Q_OVERFLOW, cookie: 0, name: Vec::new() },
+        Err(_) => Event::overflow(),
     };
     let mut q = ino.queue.borrow_mut();
     // As Linux: an event the same as the last one unread is merged.
@@ -215,7 +220,7 @@ fn queue(ino: &Inotify, wd: i32, mask: u32, cookie: u32, name: &[u8]) {
         return;
     }
     if q.len() >= MAX_QUEUED || q.try_reserve(1).is_err() {
-        let overflow = Event { wd: -1, mask: IN_Q_OVERFLOW, cookie: 0, name: Vec::new() };
+        let overflow = Event::overflow();
         if q.back() != Some(&overflow) {
             // (Room for it is kept: the bound counts events before it.)
             if q.try_reserve(1).is_ok() {
@@ -270,6 +275,11 @@ fn deliver(node: &NodeRef, mask: u32, name: &[u8], cookie: u32, of_unlinked: boo
     }
 }
 
+/// Whether `child` is a file whose every name is gone (open, unlinked).
+fn has_no_name(child: &NodeRef) -> bool {
+    !child.is_dir() && child.meta.borrow().nlink == 0
+}
+
 /// `mask` happened to `child`, reached as `name` in `dir` (None: its
 /// directory is not known): the child's watches get it, and so do its
 /// directory's, with the name (as Linux's fsnotify reports an event on a
@@ -280,7 +290,7 @@ pub fn child_event(dir: Option<&NodeRef>, child: &NodeRef, mask: u32, name: &[u8
     }
     let mask = if child.is_dir() { mask | IN_ISDIR } else { mask };
     if let Some(dir) = dir.filter(|d| !Rc::ptr_eq(d, child)) {
-        let unlinked = !child.is_dir() && child.meta.borrow().nlink == 0;
+        let unlinked = has_no_name(child);
         deliver(dir, mask, name, 0, unlinked);
     }
     event(child, mask, &[], 0);
@@ -291,7 +301,7 @@ pub fn child_event(dir: Option<&NodeRef>, child: &NodeRef, mask: u32, name: &[u8
 /// are told only if that name still names `child`, or `child` has no name
 /// left (an open file keeps its last name and directory, as on Linux).
 pub fn child_event_at(at: Option<(NodeRef, Vec<u8>)>, child: &NodeRef, mask: u32) {
-    let unlinked = !child.is_dir() && child.meta.borrow().nlink == 0;
+    let unlinked = has_no_name(child);
     let at = at.filter(|(dir, name)| unlinked || crate::vfs::lookup(dir, name).is_ok_and(|n| Rc::ptr_eq(&n, child)));
     match at {
         Some((dir, name)) => child_event(Some(&dir), child, mask, &name),

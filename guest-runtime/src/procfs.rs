@@ -627,10 +627,10 @@ fn status(o: &mut Out, p: &Process, id: u32, state: &[u8]) {
     }
     o.s(b"\nSigIgn:\t").hex(ign, 16).s(b"\nSigCgt:\t").hex(cgt, 16);
     // A program running as a user other than root has no capabilities.
-    let caps = if uid == 0 { p.ctl.capbset() } else { 0 };
+    let caps = if uid == 0 { p.ctl.capbset.get() } else { 0 };
     o.s(b"\nCapInh:\t").hex(0, 16).s(b"\nCapPrm:\t").hex(caps, 16).s(b"\nCapEff:\t").hex(caps, 16);
-    o.s(b"\nCapBnd:\t").hex(p.ctl.capbset(), 16).s(b"\nCapAmb:\t").hex(0, 16);
-    let nnp = threads_of(p).iter().find(|t| t.tid() == id).is_some_and(|t| t.ctl.no_new_privs());
+    o.s(b"\nCapBnd:\t").hex(p.ctl.capbset.get(), 16).s(b"\nCapAmb:\t").hex(0, 16);
+    let nnp = threads_of(p).iter().find(|t| t.tid() == id).is_some_and(|t| t.ctl.no_new_privs.get());
     o.s(b"\nNoNewPrivs:\t").n(nnp as u64).s(b"\nSeccomp:\t0\nSeccomp_filters:\t0");
     o.s(b"\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nvoluntary_ctxt_switches:\t0\nnonvoluntary_ctxt_switches:\t0\n");
 }

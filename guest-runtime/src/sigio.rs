@@ -45,9 +45,14 @@ pub fn register(poll: fn(&OpenFile, u16) -> u16) {
     STATE.get().poll = poll;
 }
 
-/// O_ASYNC set (`on`) or cleared on `f`, open as `fd`: from now on it
-/// signals what changes after this moment.
-pub fn set(f: &Rc<OpenFile>, fd: u32, on: bool) {
+/// O_ASYNC set (`on`) or cleared on `f`, open as `fd` (F_SETFL,
+/// FIOASYNC): from now on it signals what changes after this moment.
+pub fn set_async(f: &Rc<OpenFile>, fd: u32, on: bool) {
+    let fl = f.flags.get();
+    if (fl & O_ASYNC != 0) == on {
+        return;
+    }
+    f.flags.set(if on { fl | O_ASYNC } else { fl & !O_ASYNC });
     let st = STATE.get();
     st.list.retain(|a| a.file.strong_count() > 0 && a.file.as_ptr() != Rc::as_ptr(f));
     if on && st.list.try_reserve(1).is_ok() {

@@ -444,16 +444,13 @@ fn file_stat(f: &OpenFile) -> StatInfo {
     match &f.kind {
         FileKind::Node(n) => node_stat(n),
         other => {
+            let anon = file::anon_number(&f.path);
             let ino = match other {
                 FileKind::Stdin => 100,
                 FileKind::Stdout => 101,
                 FileKind::Stderr => 102,
                 // The N of its `socket:[N]` or `pipe:[N]`, as on Linux.
-                FileKind::Socket(_) | FileKind::PipeRead(_) | FileKind::PipeWrite(_)
-                    if file::anon_number(&f.path) != 0 =>
-                {
-                    file::anon_number(&f.path)
-                }
+                FileKind::Socket(_) | FileKind::PipeRead(_) | FileKind::PipeWrite(_) if anon != 0 => anon,
                 FileKind::PipeRead(p) | FileKind::PipeWrite(p) | FileKind::FifoRdWr(p) => {
                     0x10_0000 + (Rc::as_ptr(p) as u64 & 0xfffff)
                 }
@@ -880,13 +877,10 @@ pub fn sys_fcntl(fd: u64, cmd: u64, arg: u64) -> SysResult {
         }
         F_GETFL => Ok(f.flags.get() as u64),
         F_SETFL => {
-            use crate::sigio::O_ASYNC;
-            let changeable = O_APPEND | O_NONBLOCK | O_ASYNC;
+            let changeable = O_APPEND | O_NONBLOCK;
             let fl = f.flags.get();
             f.flags.set((fl & !changeable) | (arg as u32 & changeable));
-            if (fl ^ arg as u32) & O_ASYNC != 0 {
-                crate::sigio::set(&f, fd as u32, arg as u32 & O_ASYNC != 0);
-            }
+            crate::sigio::set_async(&f, fd as u32, arg as u32 & crate::sigio::O_ASYNC != 0);
             Ok(0)
         }
         F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW => record_lock(&f, cmd, arg),
@@ -1251,13 +1245,8 @@ pub fn sys_ioctl(fd: u64, req: u64, arg: u64) -> SysResult {
             Ok(0)
         }
         FIOASYNC => {
-            use crate::sigio::O_ASYNC;
             let on = user_bytes(arg, 4)?.iter().any(|&b| b != 0);
-            let fl = f.flags.get();
-            f.flags.set(if on { fl | O_ASYNC } else { fl & !O_ASYNC });
-            if (fl & O_ASYNC != 0) != on {
-                crate::sigio::set(&f, fd as u32, on);
-            }
+            crate::sigio::set_async(&f, fd as u32, on);
             Ok(0)
         }
         // No terminals here (TCGETS, TIOCGWINSZ, ...).

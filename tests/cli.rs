@@ -523,3 +523,59 @@ fn trace_lines_from_the_vcpu_thread_do_not_stall_the_run() {
     assert_eq!(text(&out.stdout), "traced\n");
     assert!(text(&out.stderr).contains("hvsandbox trace:"), "{}", text(&out.stderr));
 }
+
+/// Under a subreaper (the harness below), the command's orphans come back
+/// to it: what the run left behind when `hvsandbox` exited.
+const ORPHAN_HARNESS: &str = r#"
+import ctypes, os, subprocess, sys
+assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+r, w = os.pipe()
+p = subprocess.Popen(sys.argv[1:], stdout=w, stdin=subprocess.DEVNULL)
+os.close(w)
+code = p.wait()
+# hvsandbox has exited: its output has ended, although its VM's helper may
+# still run (it is ours now).
+out = b""
+while chunk := os.read(r, 4096):
+    out += chunk
+print("code", code, "out", out.decode().strip())
+helpers = 0
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        break
+    helpers += 1
+    print("helper exit", os.waitstatus_to_exitcode(status))
+print("helpers", helpers)
+"#;
+
+#[test]
+fn the_status_comes_before_the_vms_teardown_which_a_helper_finishes() {
+    // The output pipe ends when hvsandbox exits (the helper that tears its
+    // VM down holds none of the caller's descriptors), and the helper ends
+    // on its own, with status 0.
+    let cli = hvsandbox_bin();
+    let out = Command::new("python3")
+        .args(["-c", ORPHAN_HARNESS, cli.to_str().unwrap(), "run", "--", BUSYBOX, "sh", "-c", "echo ran; exit 7"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "code 7 out ran\nhelper exit 0\nhelpers 1\n");
+    // A run that fails hands on the VM made ahead for it the same way.
+    let harness = |args: &[&str]| {
+        let out = Command::new("python3")
+            .args(["-c", ORPHAN_HARNESS, cli.to_str().unwrap()])
+            .args(args)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        (text(&out.stdout), text(&out.stderr))
+    };
+    let (got, err) = harness(&["run", "--", "/nonexistent"]);
+    assert_eq!(got, "code 126 out \nhelper exit 0\nhelpers 1\n", "{err}");
+    // Refused before any VM is made: nothing to hand on.
+    let (got, err) = harness(&["run", "--memory", "1K", "--", BUSYBOX, "true"]);
+    assert_eq!(got, "code 125 out \nhelpers 0\n", "{err}");
+}

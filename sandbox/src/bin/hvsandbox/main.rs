@@ -43,9 +43,12 @@
 //! Here: the options, the sandbox they describe (one builder for `run`
 //! and `snapshot`), and the two commands. Beside it: `inputs` (reading
 //! stdin and the --file sources), `stats` (the --stats JSON line),
-//! `collect` (writing collected files), `units` (sizes and durations).
+//! `collect` (writing collected files), `units` (sizes and durations),
+//! `early_exit` (a run's status reaches the caller before its VM's
+//! teardown).
 
 mod collect;
+mod early_exit;
 mod inputs;
 mod stats;
 mod units;
@@ -375,7 +378,8 @@ fn sandbox_builder(args: &RunArgs) -> Result<SandboxBuilder, Error> {
     add_mounts(builder, args)
 }
 
-fn run(args: RunArgs) -> Result<u8, Error> {
+/// `kept`: where the run's sandbox is left, for the caller to drop.
+fn run(args: RunArgs, kept: &mut Option<Sandbox>) -> Result<u8, Error> {
     let builder = sandbox_builder(&args)?;
     let snapshot = match &args.from_snapshot {
         Some(path) => {
@@ -422,10 +426,9 @@ fn run(args: RunArgs) -> Result<u8, Error> {
     } else {
         run_live(&mut sandbox, &command, live_stdin, args.max_input.0)
     };
-    // The run has ended: its VM is destroyed now, on the vCPU thread (no
-    // background thread here), rather than left to the process's exit
-    // while an idle sandbox would make its next VM.
-    drop(sandbox);
+    // The run has ended: its VM is torn down after the process has exited
+    // (`early_exit`), not before its output and status are given.
+    *kept = Some(sandbox);
     let out = out.map_err(|e| timeout_as_given(e, &args));
     if let (true, Ok(o)) = (args.stats, &out) {
         eprintln!("{}", stats_json(o));
@@ -606,20 +609,27 @@ fn main() -> ExitCode {
     // SAFETY: mallopt with a valid parameter, before other threads exist.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let started = std::time::Instant::now();
+    // The run's sandbox, kept until its exit code is known and handed on
+    // at the exit (see `early_exit`).
+    let mut kept = None;
     let (stats, result) = match cli.command {
-        Cmd::Run(args) => (args.stats, run(args)),
+        Cmd::Run(args) => (args.stats, run(args, &mut kept)),
         Cmd::Snapshot(args) => (false, snapshot(args)),
     };
-    match result {
-        Ok(code) => ExitCode::from(code),
+    let code = match result {
+        Ok(code) => code,
         Err(e) => {
             // A failed run's --stats line: what is known of it, and why.
             if stats {
                 eprintln!("{}", failure_stats_json(&e, started.elapsed()));
             }
             eprintln!("hvsandbox: {e}");
-            ExitCode::from(exit_code_for(e.kind()))
+            exit_code_for(e.kind())
         }
+    };
+    match kept {
+        Some(sandbox) => early_exit::exit(code, sandbox),
+        None => ExitCode::from(code),
     }
 }
 

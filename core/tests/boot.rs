@@ -1,7 +1,7 @@
 //! Boots the embedded runtime on tiny hand-assembled programs and checks
 //! what the VMM sees: hypercalls, faults, and hostile doorbell use.
 
-use hvsandbox_core::{abi, BootParams, ProgramImage, Vm, VmExit};
+use hvsandbox_core::{abi, BootParams, FreshRam, HugePages, ProgramImage, Vm, VmExit};
 
 /// A minimal static ELF executable whose code is `code`, loaded at 0x400000.
 fn elf(code: &[u8]) -> Vec<u8> {
@@ -178,6 +178,35 @@ fn memory_sizes_are_checked() {
     assert!(Vm::new(3 << 20).is_err());
     assert!(Vm::new((16 << 20) + 4096).is_err());
     assert!(Vm::new(abi::MAX_MEMORY * 2).is_err());
+    assert!(FreshRam::new(3 << 20, HugePages::Off).is_err());
+    assert!(FreshRam::new(abi::MAX_MEMORY * 2, HugePages::Off).is_err());
+}
+
+#[test]
+fn ram_made_on_another_thread_boots_a_vm_as_its_own_would() {
+    // The RAM (tables and runtime written in) is made on one thread and
+    // the VM over it on another, as a sandbox that boots ahead makes them.
+    let ram = std::thread::spawn(|| FreshRam::new(32 << 20, HugePages::Off).unwrap()).join().unwrap();
+    assert_eq!((ram.size(), ram.huge_pages()), (32 << 20, HugePages::Off));
+    let mut vm = Vm::with_ram(ram).unwrap();
+    let image = elf(&exit_code(9));
+    let argv = [b"prog".to_vec()];
+    vm.boot(&BootParams {
+        image: ProgramImage::Bytes(&image),
+        argv: &argv,
+        envp: &[],
+        random_seed: [7; 32],
+        manifest: &[],
+        max_processes: 0,
+        max_open_files: 0,
+        snapshot_at_entry: false,
+        image_ino: 0,
+    })
+    .unwrap();
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+    let args = vm.hypercall_args().unwrap().args;
+    assert_eq!((args[0], args[1]), (9, 0));
+    assert_eq!(vm.runtime_stats().unwrap().syscalls, 1);
 }
 
 /// Reads a u64 field of the BootInfo the host wrote.

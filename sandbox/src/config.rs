@@ -143,9 +143,10 @@ impl SandboxBuilder {
         self.config.output_limit_error = fail;
         self
     }
-    /// Makes the first run's VM on the sandbox's vCPU thread as soon as
-    /// the sandbox is built (booted as far as it goes without a program),
-    /// while the caller's thread prepares the run: for a sandbox built to
+    /// Makes the first run's VM as soon as the sandbox is built (on a
+    /// thread of its own, while the vCPU thread starts and enters its
+    /// jail) and boots it on the vCPU thread as far as it goes without a
+    /// program, while the caller's thread prepares the run: for a sandbox built to
     /// run at once, as the `hvsandbox` command's is (its VM is then made
     /// while the program file is opened and checked, not after). A sandbox
     /// that never runs wastes that VM; one built from a snapshot ignores

@@ -277,6 +277,11 @@ impl SandboxBuilder {
         self.validate()?;
         // Its first run takes a VM made ahead for sandboxes of its size.
         vm_factory::prime_blank(self.config.memory, self.config.huge_pages);
+        if self.config.boot_ahead {
+            // Its first VM, made on a thread of its own while the vCPU
+            // thread starts and enters its jail.
+            vm_factory::make_vm_ahead(self.config.memory, self.config.huge_pages);
+        }
         Sandbox::launch(self.config, None)
     }
 

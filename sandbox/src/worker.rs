@@ -20,7 +20,7 @@ use crate::prepare::Prepared;
 use crate::runner::{Ended, RunSpec, Runner, Stream, VmSource};
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::{Kit, VcpuThread};
-use crate::vm_factory::{clone_vm, make_ready, one_at_a_time, reap, Ready, ResetAid};
+use crate::vm_factory::{clone_vm, fresh_vm, make_ready, one_at_a_time, reap, Ready, ResetAid};
 
 /// How long a cold sandbox's vCPU thread waits for the next run before it
 /// makes that run's VM ahead of time (a sandbox dropped or reused at once
@@ -165,14 +165,12 @@ impl Worker<'_> {
     /// A blank VM for the next run, booted as far as it goes without a
     /// program.
     fn make_spare(&self) -> Option<Vm> {
-        one_at_a_time(|| {
-            let mut vm = Vm::with_huge_pages(self.config.memory, self.config.huge_pages).ok()?;
-            match vm.preboot() {
-                Ok(()) => Some(vm),
-                Err(_) => {
-                    drop(vm);
-                    None
-                }
+        let mut vm = fresh_vm(self.config.memory, self.config.huge_pages).ok()?;
+        one_at_a_time(|| match vm.preboot() {
+            Ok(()) => Some(vm),
+            Err(_) => {
+                drop(vm);
+                None
             }
         })
     }

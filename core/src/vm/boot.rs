@@ -80,19 +80,6 @@ pub struct BootParams<'a> {
 }
 
 impl Vm {
-    pub(super) fn write_tables(&mut self) -> Result<()> {
-        let (tables, tables_end) = layout::page_tables(self.mem_size);
-        debug_assert!(tables_end <= abi::PAGE_TABLES_GPA + abi::PAGE_TABLES_MAX);
-        for page in tables.iter().chain([layout::gdt(), layout::tss()].iter()) {
-            self.write(page.gpa, &page.bytes())?;
-        }
-        let h = &self.runtime.header;
-        let idt = layout::idt(h.exception_stubs, h.exception_stub_stride);
-        self.write(idt.gpa, &idt.bytes())?;
-        self.write(abi::RUNTIME_GPA, self.runtime.bytes)?;
-        Ok(())
-    }
-
     pub(super) fn setup_vcpu(&mut self, system: &KvmSystem) -> Result<()> {
         self.vcpu.set_cpuid2(&system.cpuid).map_err(VmError::kvm("KVM_SET_CPUID2"))?;
         if system.enforce_pv {
@@ -320,11 +307,6 @@ impl Vm {
     pub fn preboot(&mut self) -> Result<()> {
         let info = abi::BootInfo { flags: abi::BOOT_FLAG_WAIT_PROGRAM | rewrite_flag(), ..self.boot_info() };
         self.write_obj(abi::BOOT_INFO_GPA, &info)?;
-        // Fault in the host memory the program's image will be copied to
-        // (the top of the free frames; one huge page where the host has
-        // them), as the runtime's boot does for the memory it touches.
-        let top = abi::pt_pool_start(self.mem_size);
-        self.write(top - abi::PAGE_SIZE, &[0])?;
         self.enter_runtime()?;
         // Only the runtime's own code runs here (no program yet); a kick
         // meant for a run is no reason to give up.

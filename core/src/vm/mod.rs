@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use hvsandbox_abi as abi;
 use kvm_bindings::{kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::GuestMemoryMmap;
 
 use crate::error::{Result, VmError};
 use crate::isolation::{self, ResetState};
@@ -39,12 +39,15 @@ mod boot;
 mod hugetlb;
 mod memory;
 mod prefault;
+mod ram;
 mod reset;
 mod run;
 
 pub use boot::{BootParams, ProgramImage};
 pub use hugetlb::HugePages;
 pub use prefault::FrameRanges;
+pub use ram::FreshRam;
+use ram::Ram;
 pub use reset::{VcpuState, MAX_WRITTEN};
 pub use run::VmExit;
 
@@ -157,9 +160,13 @@ impl Vm {
     /// As [`Vm::new`], with RAM from the host's hugetlb pool as `huge`
     /// says ([`HugePages`]).
     pub fn with_huge_pages(mem_size: u64, huge: HugePages) -> Result<Vm> {
-        let mut this = Self::create(mem_size, None, huge)?;
-        this.write_tables()?;
-        Ok(this)
+        Self::with_ram(FreshRam::new(mem_size, huge)?)
+    }
+
+    /// As [`Vm::with_huge_pages`], over RAM made ahead (perhaps on another
+    /// thread): only KVM's side is made here.
+    pub fn with_ram(ram: FreshRam) -> Result<Vm> {
+        Self::create_with(ram.ram)
     }
 
     /// A VM whose RAM is a private (copy-on-write) mapping of `memory`, a
@@ -231,80 +238,15 @@ impl Vm {
     }
 
     fn create(mem_size: u64, backing: Option<BorrowedFd<'_>>, huge: HugePages) -> Result<Vm> {
-        if !mem_size.is_multiple_of(abi::HUGE_PAGE_SIZE) {
-            return Err(VmError::MemorySize { size: mem_size, reason: "not a multiple of 2 MiB" });
-        }
-        if !(abi::MIN_MEMORY..=abi::MAX_MEMORY).contains(&mem_size) {
-            return Err(VmError::MemorySize { size: mem_size, reason: "outside 16 MiB ..= 16 GiB" });
-        }
+        Self::create_with(Ram::map(mem_size, backing, huge)?)
+    }
+
+    /// The VM and its vCPU, over `ram`.
+    fn create_with(ram: Ram) -> Result<Vm> {
+        let Ram { memory, mem_size, host_addr, huge_backed } = ram;
         let runtime = runtime()?;
         let system = kvm_system()?;
         let vm = retry_eintr(|| system.kvm.create_vm()).map_err(VmError::kvm("KVM_CREATE_VM"))?;
-
-        let region = match backing {
-            None => MmapRegion::<()>::build(
-                None,
-                mem_size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE,
-            ),
-            Some(fd) => {
-                let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| VmError::MemoryMap(e.to_string()))?);
-                MmapRegion::<()>::build(
-                    Some(vm_memory::FileOffset::new(file, 0)),
-                    mem_size as usize,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_NORESERVE,
-                )
-            }
-        }
-        .map_err(|e| VmError::MemoryMap(e.to_string()))?;
-        let host_addr = region.as_ptr() as u64;
-        // Transparent huge pages for guest RAM: the guest's first touch of
-        // a frame costs one host fault per 2 MiB instead of per 4 KiB
-        // (measured: busybox echo cold 3.0 -> 2.1 ms). Advice only: where
-        // the host has THP off, nothing changes. But not the first 2 MiB
-        // (the CPU tables, hypercall block, stacks, boot info, arguments
-        // and the host-built page tables): a run touches a few dozen of
-        // its pages, and zeroing a huge page costs ~280 us of host CPU
-        // (measured), more than faulting those pages one by one.
-        // Nor the page-table pool at the top (`abi::pt_pool_start`): a run
-        // uses a handful of its frames (busybox: 15 pages), KVM reads them
-        // first (the host maps the huge zero page) and the guest's first
-        // write then costs a whole huge page (one of the three a CLI
-        // `busybox true` had zeroed, measured with /proc/vmstat).
-        let low = abi::HUGE_PAGE_SIZE as usize;
-        let pool = abi::pt_pool_start(mem_size) as usize;
-        // SAFETY: advice on parts of a mapping we own, within its length
-        // (at least 16 MiB; the pool lies above the first 2 MiB).
-        unsafe {
-            libc::madvise(region.as_ptr().cast(), low, libc::MADV_NOHUGEPAGE);
-            libc::madvise(region.as_ptr().add(low).cast(), pool - low, libc::MADV_HUGEPAGE);
-            libc::madvise(region.as_ptr().add(pool).cast(), mem_size as usize - pool, libc::MADV_NOHUGEPAGE);
-        }
-        // Or the pool's pages in the middle, where asked (after the advice,
-        // which they replace): see `hugetlb`.
-        let huge_backed = match (backing, hugetlb::huge_range(mem_size)) {
-            (None, Some((start, end))) => hugetlb::back(host_addr, start, end, huge)?,
-            _ => false,
-        };
-        // The pool's first frames, which the runtime takes in order, are
-        // made present now in fresh RAM. The runtime reads a new table
-        // frame before it writes it (it zeroes it entry by entry): on a
-        // page the host has not allocated, KVM then maps the host's zero
-        // page for the read, faults again for the write and once more
-        // after the copy, three faults of ~15 µs here where a present page
-        // takes one (a cold busybox `true`: 50 of its ~240 faults were the
-        // pool's 17 frames). Advice only; a snapshot's RAM has the frames
-        // it used already.
-        if backing.is_none() {
-            let len = POOL_FRAMES_AHEAD.min(mem_size as usize - pool);
-            // SAFETY: as above; the range lies inside the mapping.
-            unsafe { libc::madvise(region.as_ptr().add(pool).cast(), len, libc::MADV_POPULATE_WRITE) };
-        }
-        let region = GuestRegionMmap::new(region, GuestAddress(0))
-            .ok_or_else(|| VmError::MemoryMap("region overflows".into()))?;
-        let memory = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| VmError::MemoryMap(e.to_string()))?;
         // SAFETY: the slot describes `mem_size` bytes of an anonymous
         // mapping owned by `memory`, which outlives the VM (field order).
         unsafe { vm.set_user_memory_region(ram_slot(host_addr, mem_size)) }

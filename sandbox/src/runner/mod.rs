@@ -24,7 +24,7 @@ use crate::output::{ExitStatus, FaultInfo, Output, Stats};
 use crate::prepare::Prepared;
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::Kit;
-use crate::vm_factory::{self, clone_vm, one_at_a_time, ResetAid};
+use crate::vm_factory::{self, clone_vm, ResetAid};
 use stream::guest_buffers;
 
 /// Linux's signal for each CPU exception a program can cause.
@@ -353,7 +353,7 @@ impl<'a> Runner<'a> {
                 let (memory, huge) = (self.config.memory, self.config.huge_pages);
                 let vm = match spare.or_else(|| vm_factory::take_blank(memory, huge)) {
                     Some(vm) => vm,
-                    None => one_at_a_time(|| Vm::with_huge_pages(memory, huge)).map_err(Error::from)?,
+                    None => vm_factory::fresh_vm(memory, huge)?,
                 };
                 let vm = slot.insert(vm);
                 let params = BootParams {

@@ -1,0 +1,148 @@
+//! Guest RAM: the host mapping behind a VM, made apart from the VM itself
+//! so that a fresh VM's RAM can be made, and filled with the privileged
+//! tables and the runtime image, on another thread while KVM's side is
+//! set up ([`FreshRam`], [`Vm::with_ram`](super::Vm::with_ram)).
+
+use std::os::fd::BorrowedFd;
+
+use hvsandbox_abi as abi;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use super::{hugetlb, runtime, HugePages, POOL_FRAMES_AHEAD};
+use crate::error::{Result, VmError};
+use crate::layout;
+
+/// A VM's RAM: `mem_size` bytes mapped at `host_addr`.
+pub(super) struct Ram {
+    pub(super) memory: GuestMemoryMmap,
+    pub(super) mem_size: u64,
+    pub(super) host_addr: u64,
+    /// Hugetlb pages back the middle of RAM ([`HugePages`]).
+    pub(super) huge_backed: bool,
+}
+
+impl Ram {
+    /// Maps `mem_size` bytes (a multiple of 2 MiB): anonymous and zero, or
+    /// a private mapping of `backing` (a snapshot's memory file).
+    pub(super) fn map(mem_size: u64, backing: Option<BorrowedFd<'_>>, huge: HugePages) -> Result<Ram> {
+        if !mem_size.is_multiple_of(abi::HUGE_PAGE_SIZE) {
+            return Err(VmError::MemorySize { size: mem_size, reason: "not a multiple of 2 MiB" });
+        }
+        if !(abi::MIN_MEMORY..=abi::MAX_MEMORY).contains(&mem_size) {
+            return Err(VmError::MemorySize { size: mem_size, reason: "outside 16 MiB ..= 16 GiB" });
+        }
+        let region = match backing {
+            None => MmapRegion::<()>::build(
+                None,
+                mem_size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+            ),
+            Some(fd) => {
+                let file = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| VmError::MemoryMap(e.to_string()))?);
+                MmapRegion::<()>::build(
+                    Some(vm_memory::FileOffset::new(file, 0)),
+                    mem_size as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                )
+            }
+        }
+        .map_err(|e| VmError::MemoryMap(e.to_string()))?;
+        let host_addr = region.as_ptr() as u64;
+        // Transparent huge pages for guest RAM: the guest's first touch of
+        // a frame costs one host fault per 2 MiB instead of per 4 KiB
+        // (measured: busybox echo cold 3.0 -> 2.1 ms). Advice only: where
+        // the host has THP off, nothing changes. But not the first 2 MiB
+        // (the CPU tables, hypercall block, stacks, boot info, arguments
+        // and the host-built page tables): a run touches a few dozen of
+        // its pages, and zeroing a huge page costs ~280 us of host CPU
+        // (measured), more than faulting those pages one by one.
+        // Nor the page-table pool at the top (`abi::pt_pool_start`): a run
+        // uses a handful of its frames (busybox: 15 pages), KVM reads them
+        // first (the host maps the huge zero page) and the guest's first
+        // write then costs a whole huge page (one of the three a CLI
+        // `busybox true` had zeroed, measured with /proc/vmstat).
+        let low = abi::HUGE_PAGE_SIZE as usize;
+        let pool = abi::pt_pool_start(mem_size) as usize;
+        // SAFETY: advice on parts of a mapping we own, within its length
+        // (at least 16 MiB; the pool lies above the first 2 MiB).
+        unsafe {
+            libc::madvise(region.as_ptr().cast(), low, libc::MADV_NOHUGEPAGE);
+            libc::madvise(region.as_ptr().add(low).cast(), pool - low, libc::MADV_HUGEPAGE);
+            libc::madvise(region.as_ptr().add(pool).cast(), mem_size as usize - pool, libc::MADV_NOHUGEPAGE);
+        }
+        // Or the pool's pages in the middle, where asked (after the advice,
+        // which they replace): see `hugetlb`.
+        let huge_backed = match (backing, hugetlb::huge_range(mem_size)) {
+            (None, Some((start, end))) => hugetlb::back(host_addr, start, end, huge)?,
+            _ => false,
+        };
+        // The pool's first frames, which the runtime takes in order, are
+        // made present now in fresh RAM. The runtime reads a new table
+        // frame before it writes it (it zeroes it entry by entry): on a
+        // page the host has not allocated, KVM then maps the host's zero
+        // page for the read, faults again for the write and once more
+        // after the copy, three faults of ~15 µs here where a present page
+        // takes one (a cold busybox `true`: 50 of its ~240 faults were the
+        // pool's 17 frames). Advice only; a snapshot's RAM has the frames
+        // it used already.
+        if backing.is_none() {
+            let len = POOL_FRAMES_AHEAD.min(mem_size as usize - pool);
+            // SAFETY: as above; the range lies inside the mapping.
+            unsafe { libc::madvise(region.as_ptr().add(pool).cast(), len, libc::MADV_POPULATE_WRITE) };
+        }
+        let region = GuestRegionMmap::new(region, GuestAddress(0))
+            .ok_or_else(|| VmError::MemoryMap("region overflows".into()))?;
+        let memory = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| VmError::MemoryMap(e.to_string()))?;
+        Ok(Ram { memory, mem_size, host_addr, huge_backed })
+    }
+
+    fn write(&self, gpa: u64, bytes: &[u8]) -> Result<()> {
+        self.memory
+            .write_slice(bytes, GuestAddress(gpa))
+            .map_err(|_| VmError::GuestAccess { addr: gpa, len: bytes.len() as u64 })
+    }
+}
+
+/// A fresh VM's RAM, ready for its VM: zero, with the privileged tables
+/// and the runtime image written in, and the host memory its boot touches
+/// first faulted in. Made on any thread (it needs no KVM), and then given
+/// to [`Vm::with_ram`](super::Vm::with_ram) on the VM's.
+pub struct FreshRam {
+    pub(super) ram: Ram,
+    huge: HugePages,
+}
+
+impl FreshRam {
+    /// `mem_size` bytes (a multiple of 2 MiB between 16 MiB and 16 GiB),
+    /// with the hugetlb pool's pages as `huge` says.
+    pub fn new(mem_size: u64, huge: HugePages) -> Result<FreshRam> {
+        let ram = Ram::map(mem_size, None, huge)?;
+        let runtime = runtime()?;
+        let (tables, tables_end) = layout::page_tables(mem_size);
+        debug_assert!(tables_end <= abi::PAGE_TABLES_GPA + abi::PAGE_TABLES_MAX);
+        for page in tables.iter().chain([layout::gdt(), layout::tss()].iter()) {
+            ram.write(page.gpa, &page.bytes())?;
+        }
+        let h = &runtime.header;
+        let idt = layout::idt(h.exception_stubs, h.exception_stub_stride);
+        ram.write(idt.gpa, &idt.bytes())?;
+        ram.write(abi::RUNTIME_GPA, runtime.bytes)?;
+        // The host memory the program's image is copied to (the top of the
+        // free frames; one huge page where the host has them), faulted in
+        // as the runtime's boot does for the memory it touches.
+        ram.write(abi::pt_pool_start(mem_size) - abi::PAGE_SIZE, &[0])?;
+        Ok(FreshRam { ram, huge })
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        self.ram.mem_size
+    }
+
+    /// The hugetlb setting it was made with.
+    pub fn huge_pages(&self) -> HugePages {
+        self.huge
+    }
+}

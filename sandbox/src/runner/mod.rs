@@ -97,6 +97,9 @@ pub(crate) struct Runner<'a> {
     input_awaited: bool,
     /// The guest asked for time slices since the loop last looked.
     slices_asked: bool,
+    /// Looks at a streamed run since one found output or told of input
+    /// (see `stream_tick`).
+    quiet_looks: u32,
     /// When the guest's current time slice began (its last preemption,
     /// or the run's start): a streamed run is looked at every
     /// `STREAM_TICK`, its program preempted only every `SLICE_TICK`.
@@ -163,6 +166,7 @@ impl<'a> Runner<'a> {
             input_awaited: false,
             slices_asked: false,
             slice_began: Instant::now(),
+            quiet_looks: 0,
         }
     }
 
@@ -415,6 +419,7 @@ impl<'a> Runner<'a> {
             let start_slicing = std::mem::take(&mut self.slices_asked) && next_tick.get() >= deadline;
             if start_slicing || (now >= next_tick.get() && now < deadline) {
                 let keep = start_slicing || self.tick(vm, now)?;
+                let tick = if self.streaming().is_some() { self.stream_tick() } else { tick };
                 next_tick.set(if keep { now + tick } else { deadline });
                 self.kit
                     .timer
@@ -643,6 +648,8 @@ impl<'a> Runner<'a> {
                             live.sleep(until, until_input && self.input_awaited, should_stop);
                         }
                         self.tell_input(vm, &live)?;
+                        // Awake again: it may answer what woke it.
+                        self.quiet_looks = 0;
                     }
                     _ => sleep_interruptible(Duration::from_nanos(args[0]), should_stop),
                 }

@@ -38,8 +38,12 @@ fn exit_code(code: u8) -> Vec<u8> {
 }
 
 fn boot(code: &[u8]) -> Vm {
+    boot_on(Vm::new(32 << 20).expect("create VM"), code)
+}
+
+/// Boots `code` on `vm`.
+fn boot_on(mut vm: Vm, code: &[u8]) -> Vm {
     let image = elf(code);
-    let mut vm = Vm::new(32 << 20).expect("create VM");
     let argv = [b"prog".to_vec()];
     vm.boot(&BootParams {
         image: ProgramImage::Bytes(&image),
@@ -188,21 +192,7 @@ fn ram_made_on_another_thread_boots_a_vm_as_its_own_would() {
     // the VM over it on another, as a sandbox that boots ahead makes them.
     let ram = std::thread::spawn(|| FreshRam::new(32 << 20, HugePages::Off).unwrap()).join().unwrap();
     assert_eq!((ram.size(), ram.huge_pages()), (32 << 20, HugePages::Off));
-    let mut vm = Vm::with_ram(ram).unwrap();
-    let image = elf(&exit_code(9));
-    let argv = [b"prog".to_vec()];
-    vm.boot(&BootParams {
-        image: ProgramImage::Bytes(&image),
-        argv: &argv,
-        envp: &[],
-        random_seed: [7; 32],
-        manifest: &[],
-        max_processes: 0,
-        max_open_files: 0,
-        snapshot_at_entry: false,
-        image_ino: 0,
-    })
-    .unwrap();
+    let mut vm = boot_on(Vm::with_ram(ram).unwrap(), &exit_code(9));
     assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
     let args = vm.hypercall_args().unwrap().args;
     assert_eq!((args[0], args[1]), (9, 0));

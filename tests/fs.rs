@@ -1007,3 +1007,30 @@ fn proc_net_lists_the_sandboxs_sockets_as_linux_does() {
         ],
     );
 }
+
+/// A mount's root status comes with the boot manifest: mounts the program
+/// does not touch cost its run no exit (each was an FS_STAT hypercall at
+/// boot), and a mount root's status is the host directory's.
+#[test]
+fn mount_roots_cost_no_exit_until_used_and_state_the_hosts_status() {
+    let tree = HostTree::new("mount-roots");
+    let shared = tree.0.join("shared");
+    let exits = |mounts: usize| {
+        let mut b = Sandbox::builder().memory_mib(64);
+        for i in 0..mounts {
+            b = b.mount(&shared, format!("/m{i}"));
+        }
+        let out = b.build().unwrap().run(&Command::new(BUSYBOX).arg("true")).unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        out.stats.exits
+    };
+    assert_eq!(exits(6), exits(0));
+    use std::os::unix::fs::MetadataExt;
+    let host = std::fs::metadata(&shared).unwrap();
+    let mut sb = Sandbox::builder().memory_mib(64).mount(&shared, "/m").build().unwrap();
+    let out = sb.run(&Command::new(BUSYBOX).args(["stat", "-c", "%i %a %Y %F", "/m"])).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{} {:o} {} directory\n", host.ino(), host.mode() & 0o7777, host.mtime())
+    );
+}

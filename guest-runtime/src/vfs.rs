@@ -1912,7 +1912,11 @@ pub fn apply_manifest_bytes(bytes: &[u8]) {
 fn apply_entry(e: &afs::ManifestView<'_>, path: &[u8]) -> Result<(), Errno> {
     match e.kind {
         afs::ENTRY_MOUNT => {
-            let st = host_stat(e.handle)?;
+            // The host sent its root's status along (no FS_STAT at boot).
+            let st = match e.root {
+                Some(st) => st,
+                None => host_stat(e.handle)?,
+            };
             if st.mode & S_IFMT != S_IFDIR {
                 return Err(ENOTDIR);
             }

@@ -147,6 +147,9 @@ pub(crate) struct ManifestRecord {
     pub size: u64,
     /// Absolute, normalised guest path.
     pub path: String,
+    /// A mount's root status (the guest needs not ask for it); None for
+    /// every other kind.
+    pub root: Option<Stat>,
 }
 
 /// Encodes the manifest the runtime reads at boot: [`abi::fs::ManifestEntry`]
@@ -154,7 +157,7 @@ pub(crate) struct ManifestRecord {
 /// encoder). An error for a record the ABI refuses (a kind it does not
 /// define, a path too long): the caller's records are checked before.
 pub(crate) fn encode_manifest(records: &[ManifestRecord]) -> Result<Vec<u8>, &'static str> {
-    let mut out = vec![0; records.iter().map(|r| abi::fs::entry_size(r.path.len())).sum()];
+    let mut out = vec![0; records.iter().map(|r| abi::fs::entry_size(r.kind, r.path.len())).sum()];
     let mut at = 0;
     for r in records {
         let view = abi::fs::ManifestView {
@@ -163,6 +166,7 @@ pub(crate) fn encode_manifest(records: &[ManifestRecord]) -> Result<Vec<u8>, &'s
             handle: r.handle,
             size: r.size,
             path: r.path.as_bytes(),
+            root: r.root,
         };
         // The buffer has room for every record.
         at += abi::fs::encode_manifest_entry(&mut out[at..], &view).map_err(abi::fs::CodecError::as_str)?;
@@ -181,7 +185,14 @@ pub(crate) fn decode_manifest(bytes: &[u8]) -> Result<Vec<ManifestRecord>, &'sta
         let r = r.map_err(abi::fs::CodecError::as_str)?;
         let path = std::str::from_utf8(r.path).map_err(|_| "path is not UTF-8")?;
         check_guest_path(path)?;
-        out.push(ManifestRecord { kind: r.kind, mode: r.mode, handle: r.handle, size: r.size, path: path.to_string() });
+        out.push(ManifestRecord {
+            kind: r.kind,
+            mode: r.mode,
+            handle: r.handle,
+            size: r.size,
+            path: path.to_string(),
+            root: r.root,
+        });
     }
     Ok(out)
 }

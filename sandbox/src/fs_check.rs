@@ -699,7 +699,23 @@ pub(crate) fn manifest_records(inp: &mut Input<'_>) -> Vec<ManifestRecord> {
             continue;
         }
         let kind = abi::fs::ENTRY_MOUNT + u32::from(inp.u8()) % 5;
-        records.push(ManifestRecord { kind, mode: inp.u64() as u32, handle: inp.value(), size: inp.value(), path });
+        let root = (kind == abi::fs::ENTRY_MOUNT).then(|| Stat {
+            mode: inp.u64() as u32,
+            nlink: inp.u64() as u32,
+            size: inp.value(),
+            ino: inp.value(),
+            mtime_sec: inp.value() as i64,
+            mtime_nsec: inp.u64() as u32,
+            _pad: 0,
+        });
+        records.push(ManifestRecord {
+            kind,
+            mode: inp.u64() as u32,
+            handle: inp.value(),
+            size: inp.value(),
+            path,
+            root,
+        });
     }
     records
 }
@@ -880,15 +896,30 @@ mod props {
     }
 
     fn record() -> impl Strategy<Value = ManifestRecord> {
-        (1..=5u32, any::<u32>(), any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..6)).prop_map(
-            |(kind, mode, handle, size, parts)| {
+        (
+            1..=5u32,
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..6),
+            (any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()),
+        )
+            .prop_map(|(kind, mode, handle, size, parts, (nlink, ino, mtime_sec, mtime_nsec))| {
                 let mut path = String::from_utf8_lossy(&build_path(&parts, true)).into_owned();
                 if check_guest_path(&path).is_err() {
                     path = "/fallback".into();
                 }
-                ManifestRecord { kind, mode, handle, size, path }
-            },
-        )
+                let root = (kind == abi::fs::ENTRY_MOUNT).then_some(Stat {
+                    mode,
+                    nlink,
+                    size,
+                    ino,
+                    mtime_sec,
+                    mtime_nsec,
+                    _pad: 0,
+                });
+                ManifestRecord { kind, mode, handle, size, path, root }
+            })
     }
 
     proptest! {

@@ -548,11 +548,29 @@ fn guest_paths_must_be_normalised() {
 #[test]
 fn manifest_records_match_the_abi_layout() {
     let records = [
-        ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle: 1, size: 0, path: "/mnt".into() },
-        ManifestRecord { kind: abi::fs::ENTRY_FILE, mode: 0o644, handle: 2, size: 5, path: "/data/x.txt".into() },
+        ManifestRecord {
+            kind: abi::fs::ENTRY_MOUNT,
+            mode: 0,
+            handle: 1,
+            size: 0,
+            path: "/mnt".into(),
+            root: Some(Stat { mode: 0o40755, nlink: 2, size: 4096, ino: 9, mtime_sec: 1, mtime_nsec: 2, _pad: 0 }),
+        },
+        ManifestRecord {
+            kind: abi::fs::ENTRY_FILE,
+            mode: 0o644,
+            handle: 2,
+            size: 5,
+            path: "/data/x.txt".into(),
+            root: None,
+        },
     ];
     let bytes = encode_manifest(&records).unwrap();
-    assert_eq!(bytes.len(), abi::fs::entry_size(4) + abi::fs::entry_size(11));
+    assert_eq!(
+        bytes.len(),
+        abi::fs::entry_size(abi::fs::ENTRY_MOUNT, 4) + abi::fs::entry_size(abi::fs::ENTRY_FILE, 11)
+    );
+    assert_eq!(abi::fs::entry_size(abi::fs::ENTRY_MOUNT, 4), abi::fs::entry_size(abi::fs::ENTRY_FILE, 4) + STAT_SIZE);
     assert_eq!(bytes.len() % 8, 0);
     let mut at = 0;
     for r in &records {
@@ -574,7 +592,10 @@ fn manifest_records_match_the_abi_layout() {
             }
         );
         assert_eq!(&bytes[at + ENTRY_SIZE..at + ENTRY_SIZE + r.path.len()], r.path.as_bytes());
-        at += abi::fs::entry_size(r.path.len());
+        at += abi::fs::entry_size(r.kind, r.path.len());
+        if let Some(root) = &r.root {
+            assert_eq!(&bytes[at - STAT_SIZE..at], &stat_bytes(root));
+        }
     }
     assert!(encode_manifest(&[]).unwrap().is_empty());
 }

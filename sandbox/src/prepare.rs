@@ -191,7 +191,15 @@ fn prepare_fs(
             .add_mount(&m.host, m.kernel_fs)
             .map_err(|e| Error::InvalidConfig(format!("cannot open mount source {}: {e}", m.host.display())))?;
         let path = m.guest.clone();
-        records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path });
+        // Its root's status goes with it: the guest asks for none at boot.
+        let root = fs.stat(handle).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "cannot stat mount source {}: {}",
+                m.host.display(),
+                std::io::Error::from_raw_os_error(e)
+            ))
+        })?;
+        records.push(ManifestRecord { kind: abi::fs::ENTRY_MOUNT, mode: 0, handle, size: 0, path, root: Some(root) });
     }
     for f in files {
         let handle = fs
@@ -203,13 +211,28 @@ fn prepare_fs(
             handle,
             size: f.data.len() as u64,
             path: f.path.clone(),
+            root: None,
         });
     }
     for c in &command.collect {
-        records.push(ManifestRecord { kind: abi::fs::ENTRY_COLLECT, mode: 0, handle: 0, size: 0, path: c.clone() });
+        records.push(ManifestRecord {
+            kind: abi::fs::ENTRY_COLLECT,
+            mode: 0,
+            handle: 0,
+            size: 0,
+            path: c.clone(),
+            root: None,
+        });
     }
     if let Some(cwd) = command.cwd.as_ref().or(config.cwd.as_ref()) {
-        records.push(ManifestRecord { kind: abi::fs::ENTRY_CWD, mode: 0, handle: 0, size: 0, path: cwd.clone() });
+        records.push(ManifestRecord {
+            kind: abi::fs::ENTRY_CWD,
+            mode: 0,
+            handle: 0,
+            size: 0,
+            path: cwd.clone(),
+            root: None,
+        });
     }
     let collector = FileCollector::new(command.collect.clone(), config.max_collect_bytes, config.max_collect_files);
     let manifest = fs::encode_manifest(&records)

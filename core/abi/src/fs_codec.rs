@@ -174,18 +174,22 @@ pub struct ManifestView<'a> {
     /// The guest path (the host writes absolute, normalised UTF-8 paths;
     /// the decoder checks only its length).
     pub path: &'a [u8],
+    /// An [`ENTRY_MOUNT`]'s root status; None for every other kind.
+    pub root: Option<Stat>,
 }
 
-/// Writes one record (header, path, zero padding to 8 bytes) at the start
-/// of `out`; returns its size, [`entry_size`] of the path's length.
+/// Writes one record (header, path, zero padding to 8 bytes, a mount's
+/// root status) at the start of `out`; returns its size, [`entry_size`].
+/// A mount without its root status, or another kind with one, is
+/// [`CodecError::UnknownKind`].
 pub fn encode_manifest_entry(out: &mut [u8], r: &ManifestView<'_>) -> Result<usize, CodecError> {
     if r.path.len() >= PATH_MAX {
         return Err(CodecError::TooLong);
     }
-    if !(ENTRY_MOUNT..=ENTRY_CWD).contains(&r.kind) {
+    if !(ENTRY_MOUNT..=ENTRY_CWD).contains(&r.kind) || r.root.is_some() != (r.kind == ENTRY_MOUNT) {
         return Err(CodecError::UnknownKind);
     }
-    let size = entry_size(r.path.len());
+    let size = entry_size(r.kind, r.path.len());
     let e = out.get_mut(..size).ok_or(CodecError::Truncated)?;
     e.fill(0);
     put(e, offset_of!(ManifestEntry, kind), &r.kind.to_le_bytes());
@@ -194,6 +198,9 @@ pub fn encode_manifest_entry(out: &mut [u8], r: &ManifestView<'_>) -> Result<usi
     put(e, offset_of!(ManifestEntry, size), &r.size.to_le_bytes());
     put(e, offset_of!(ManifestEntry, path_len), &(r.path.len() as u32).to_le_bytes());
     put(e, ENTRY_SIZE, r.path);
+    if let Some(st) = &r.root {
+        put(e, size - STAT_SIZE, &encode_stat(st));
+    }
     Ok(size)
 }
 
@@ -226,14 +233,26 @@ impl<'a> Iterator for ManifestEntries<'a> {
         if path_len >= PATH_MAX {
             return Some(Err(CodecError::TooLong));
         }
-        let size = entry_size(path_len);
+        let kind = le_u32(e, offset_of!(ManifestEntry, kind));
+        let size = entry_size(kind, path_len);
         let Some(record) = bytes.get(..size) else { return Some(Err(CodecError::Truncated)) };
         self.rest = &bytes[size..];
-        let (path, padding) = record[ENTRY_SIZE..].split_at(path_len);
-        let kind = le_u32(e, offset_of!(ManifestEntry, kind));
         if !(ENTRY_MOUNT..=ENTRY_CWD).contains(&kind) {
             return Some(Err(CodecError::UnknownKind));
         }
+        let (head, root) = match kind {
+            ENTRY_MOUNT => record.split_at(size - STAT_SIZE),
+            _ => (record, &[][..]),
+        };
+        let (path, padding) = head[ENTRY_SIZE..].split_at(path_len);
+        let root = match kind {
+            ENTRY_MOUNT => match decode_stat(root) {
+                Ok(st) if st._pad == 0 => Some(st),
+                Ok(_) => return Some(Err(CodecError::NonzeroReserved)),
+                Err(e) => return Some(Err(e)),
+            },
+            _ => None,
+        };
         if le_u32(e, offset_of!(ManifestEntry, _pad)) != 0 || padding.iter().any(|&b| b != 0) {
             return Some(Err(CodecError::NonzeroReserved));
         }
@@ -243,6 +262,7 @@ impl<'a> Iterator for ManifestEntries<'a> {
             handle: le_u64(e, offset_of!(ManifestEntry, handle)),
             size: le_u64(e, offset_of!(ManifestEntry, size)),
             path,
+            root,
         }))
     }
 }
@@ -327,13 +347,17 @@ mod tests {
         assert_eq!(encode_dirent(&mut big, &DirentView { ino: 1, dtype: 8, name: &long }), Err(CodecError::TooLong));
     }
 
-    fn sample() -> [ManifestView<'static>; 5] {
+    const ROOT: Stat =
+        Stat { mode: 0o40755, nlink: 3, size: 4096, ino: 77, mtime_sec: -5, mtime_nsec: 999_999_999, _pad: 0 };
+
+    fn sample() -> [ManifestView<'static>; 6] {
         [
-            ManifestView { kind: ENTRY_MOUNT, mode: 0, handle: 1, size: 0, path: b"/mnt" },
-            ManifestView { kind: ENTRY_FILE, mode: 0o644, handle: 2, size: 5, path: b"/data/x.txt" },
-            ManifestView { kind: ENTRY_DIR, mode: 0o755, handle: 0, size: 0, path: b"/12345678" },
-            ManifestView { kind: ENTRY_COLLECT, mode: 0, handle: 0, size: 0, path: b"/" },
-            ManifestView { kind: ENTRY_CWD, mode: 0, handle: u64::MAX, size: u64::MAX, path: b"/w" },
+            ManifestView { kind: ENTRY_DIR, mode: 0o700, handle: 0, size: 0, path: b"/tmp", root: None },
+            ManifestView { kind: ENTRY_MOUNT, mode: 0, handle: 1, size: 0, path: b"/mnt", root: Some(ROOT) },
+            ManifestView { kind: ENTRY_FILE, mode: 0o644, handle: 2, size: 5, path: b"/data/x.txt", root: None },
+            ManifestView { kind: ENTRY_DIR, mode: 0o755, handle: 0, size: 0, path: b"/12345678", root: None },
+            ManifestView { kind: ENTRY_COLLECT, mode: 0, handle: 0, size: 0, path: b"/", root: None },
+            ManifestView { kind: ENTRY_CWD, mode: 0, handle: u64::MAX, size: u64::MAX, path: b"/w", root: None },
         ]
     }
 
@@ -350,13 +374,18 @@ mod tests {
         let recs = sample();
         let mut buf = [0xa5u8; 512];
         let len = encode_all(&recs, &mut buf);
-        assert_eq!(len, recs.iter().map(|r| entry_size(r.path.len())).sum::<usize>());
+        assert_eq!(len, recs.iter().map(|r| entry_size(r.kind, r.path.len())).sum::<usize>());
         assert_eq!(len % 8, 0);
         // Header fields at the struct's offsets.
-        assert_eq!(&buf[0..4], &ENTRY_MOUNT.to_le_bytes());
+        assert_eq!(&buf[0..4], &ENTRY_DIR.to_le_bytes());
         assert_eq!(&buf[24..28], &4u32.to_le_bytes());
-        assert_eq!(&buf[ENTRY_SIZE..ENTRY_SIZE + 4], b"/mnt");
-        assert!(buf[ENTRY_SIZE + 4..entry_size(4)].iter().all(|&b| b == 0), "padding zeroed");
+        assert_eq!(&buf[ENTRY_SIZE..ENTRY_SIZE + 4], b"/tmp");
+        assert!(buf[ENTRY_SIZE + 4..entry_size(ENTRY_DIR, 4)].iter().all(|&b| b == 0), "padding zeroed");
+        // The mount's root status follows its padded path.
+        let mount = entry_size(ENTRY_DIR, 4);
+        assert_eq!(entry_size(ENTRY_MOUNT, 4), entry_size(ENTRY_DIR, 4) + STAT_SIZE);
+        let root_at = mount + entry_size(ENTRY_DIR, 4);
+        assert_eq!(&buf[root_at..root_at + STAT_SIZE], &encode_stat(&ROOT));
         let mut it = manifest_entries(&buf[..len]);
         for r in &recs {
             assert_eq!(it.next(), Some(Ok(*r)));
@@ -386,7 +415,7 @@ mod tests {
                 }
             }
             let boundary = recs.iter().scan(0, |a, r| {
-                *a += entry_size(r.path.len());
+                *a += entry_size(r.kind, r.path.len());
                 Some(*a)
             });
             let at_boundary = boundary.clone().any(|b| b == cut);
@@ -408,6 +437,15 @@ mod tests {
             assert_eq!(it.next(), Some(Err(want)), "byte {at} = {value}");
             assert_eq!(it.next(), Some(Ok(recs[1])));
         }
+        // A mount's root status with a nonzero reserved field: the same.
+        let mut bad = [0u8; 512];
+        bad[..len].copy_from_slice(bytes);
+        let pad_at = entry_size(ENTRY_DIR, 4) + entry_size(ENTRY_MOUNT, 4) - STAT_SIZE + offset_of!(Stat, _pad);
+        bad[pad_at] = 1;
+        let mut it = manifest_entries(&bad[..len]);
+        assert_eq!(it.next(), Some(Ok(recs[0])));
+        assert_eq!(it.next(), Some(Err(CodecError::NonzeroReserved)));
+        assert_eq!(it.next(), Some(Ok(recs[2])));
         // A path length of PATH_MAX or more cannot be framed: the end.
         let mut huge = [0u8; ENTRY_SIZE + 8];
         huge[..4].copy_from_slice(&ENTRY_DIR.to_le_bytes());
@@ -419,16 +457,31 @@ mod tests {
 
     #[test]
     fn manifest_encoder_checks_its_record_and_room() {
-        let r = ManifestView { kind: ENTRY_DIR, mode: 0, handle: 0, size: 0, path: b"/abc" };
-        let mut buf = [0u8; 64];
-        assert_eq!(encode_manifest_entry(&mut buf[..entry_size(4) - 1], &r), Err(CodecError::Truncated));
+        let r = ManifestView { kind: ENTRY_DIR, mode: 0, handle: 0, size: 0, path: b"/abc", root: None };
+        let mut buf = [0u8; 128];
+        assert_eq!(encode_manifest_entry(&mut buf[..entry_size(ENTRY_DIR, 4) - 1], &r), Err(CodecError::Truncated));
         assert_eq!(encode_manifest_entry(&mut buf, &ManifestView { kind: 9, ..r }), Err(CodecError::UnknownKind));
+        // A mount carries its root's status, and only a mount does.
+        let mount = ManifestView { kind: ENTRY_MOUNT, root: Some(ROOT), ..r };
+        assert_eq!(
+            encode_manifest_entry(&mut buf, &ManifestView { root: None, ..mount }),
+            Err(CodecError::UnknownKind)
+        );
+        assert_eq!(
+            encode_manifest_entry(&mut buf, &ManifestView { root: Some(ROOT), ..r }),
+            Err(CodecError::UnknownKind)
+        );
+        assert_eq!(
+            encode_manifest_entry(&mut buf[..entry_size(ENTRY_MOUNT, 4) - 1], &mount),
+            Err(CodecError::Truncated)
+        );
+        assert_eq!(encode_manifest_entry(&mut buf, &mount), Ok(entry_size(ENTRY_MOUNT, 4)));
         let long = [b'/'; PATH_MAX];
         let mut big = [0u8; PATH_MAX + 64];
         assert_eq!(encode_manifest_entry(&mut big, &ManifestView { path: &long, ..r }), Err(CodecError::TooLong));
         assert_eq!(
             encode_manifest_entry(&mut big, &ManifestView { path: &long[1..], ..r }),
-            Ok(entry_size(PATH_MAX - 1))
+            Ok(entry_size(ENTRY_DIR, PATH_MAX - 1))
         );
     }
 

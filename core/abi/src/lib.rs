@@ -598,6 +598,9 @@ pub const RESUME_MEASURE_TOUCHED: u64 = 2;
 /// mounts at boot, and the records of the FS hypercalls.
 pub mod fs {
     /// A read-only host directory grafted at `path`; `handle` is its root.
+    /// Its record carries the root's [`Stat`] (what FS_STAT would say of
+    /// `handle`) after the path's padding: a run with mounts starts
+    /// without asking for them.
     pub const ENTRY_MOUNT: u32 = 1;
     /// A file created at `path` with `mode`, its `size` bytes read from
     /// host `handle` (with FS_READ) at start; writable in the guest.
@@ -610,7 +613,8 @@ pub mod fs {
     pub const ENTRY_CWD: u32 = 5;
 
     /// One manifest record, followed by `path_len` bytes of absolute guest
-    /// path, then padding to a multiple of 8 bytes.
+    /// path, then padding to a multiple of 8 bytes (then, for an
+    /// [`ENTRY_MOUNT`], its root's encoded [`Stat`]).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct ManifestEntry {
@@ -622,9 +626,11 @@ pub mod fs {
         pub _pad: u32,
     }
 
-    /// Size of a record with a path of `path_len` bytes, padding included.
-    pub const fn entry_size(path_len: usize) -> usize {
-        (core::mem::size_of::<ManifestEntry>() + path_len + 7) & !7
+    /// Size of a record of `kind` with a path of `path_len` bytes, padding
+    /// (and a mount's [`Stat`]) included.
+    pub const fn entry_size(kind: u32, path_len: usize) -> usize {
+        let stat = if kind == ENTRY_MOUNT { core::mem::size_of::<Stat>() } else { 0 };
+        ((core::mem::size_of::<ManifestEntry>() + path_len + 7) & !7) + stat
     }
 
     /// File status as the host reports it for a handle.

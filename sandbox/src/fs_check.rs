@@ -68,6 +68,18 @@ impl Input<'_> {
             _ => self.u64(),
         }
     }
+    /// A stat record (its reserved field zero).
+    pub(crate) fn stat(&mut self) -> Stat {
+        Stat {
+            mode: self.u64() as u32,
+            nlink: self.u64() as u32,
+            size: self.u64(),
+            ino: self.u64(),
+            mtime_sec: self.u64() as i64,
+            mtime_nsec: self.u64() as u32,
+            _pad: 0,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------
@@ -699,15 +711,7 @@ pub(crate) fn manifest_records(inp: &mut Input<'_>) -> Vec<ManifestRecord> {
             continue;
         }
         let kind = abi::fs::ENTRY_MOUNT + u32::from(inp.u8()) % 5;
-        let root = (kind == abi::fs::ENTRY_MOUNT).then(|| Stat {
-            mode: inp.u64() as u32,
-            nlink: inp.u64() as u32,
-            size: inp.value(),
-            ino: inp.value(),
-            mtime_sec: inp.value() as i64,
-            mtime_nsec: inp.u64() as u32,
-            _pad: 0,
-        });
+        let root = (kind == abi::fs::ENTRY_MOUNT).then(|| inp.stat());
         records.push(ManifestRecord {
             kind,
             mode: inp.u64() as u32,
@@ -762,15 +766,7 @@ pub(crate) fn dirents_from_bytes(data: &[u8]) {
 /// Paths, a stat record and an errno from fuzzer bytes.
 pub(crate) fn records_from_bytes(data: &[u8]) {
     let mut inp = Input(data);
-    let st = Stat {
-        mode: inp.u64() as u32,
-        nlink: inp.u64() as u32,
-        size: inp.u64(),
-        ino: inp.u64(),
-        mtime_sec: inp.u64() as i64,
-        mtime_nsec: inp.u64() as u32,
-        _pad: 0,
-    };
+    let st = inp.stat();
     check_stat_record(st);
     check_errno(inp.u64() as i32);
     let rest = inp.0;

@@ -196,7 +196,22 @@ fn ram_made_on_another_thread_boots_a_vm_as_its_own_would() {
     assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
     let args = vm.hypercall_args().unwrap().args;
     assert_eq!((args[0], args[1]), (9, 0));
-    assert_eq!(vm.runtime_stats().unwrap().syscalls, 1);
+    let stats = vm.runtime_stats().unwrap();
+    assert_eq!(stats.syscalls, 1);
+    // The runtime says where its never-used frames start: past its own
+    // image, below the page-table pool, page-aligned.
+    let frontier = stats.frame_frontier;
+    assert!(frontier > abi::RUNTIME_GPA && frontier < abi::pt_pool_start(32 << 20), "{frontier:#x}");
+    assert_eq!(frontier % abi::PAGE_SIZE, 0);
+    // The warmer faults in at most the huge page right above the frontier
+    // (once), and knows when the VM is gone.
+    let mut warmer = vm.ram_warmer().expect("RAM not from the hugetlb pool");
+    let warmed = (0..16).take_while(|_| warmer.step()).count();
+    assert!(warmed <= 1, "{warmed} blocks warmed at frontier {frontier:#x}");
+    assert!(!warmer.step());
+    assert!(warmer.vm_alive());
+    drop(vm);
+    assert!(!warmer.vm_alive());
 }
 
 /// Reads a u64 field of the BootInfo the host wrote.

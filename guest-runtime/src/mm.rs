@@ -190,6 +190,7 @@ pub fn init(info: &abi::BootInfo) {
         f.used += count_frames;
         f.peak = f.used;
     }
+    publish_frontier(f.next_frame);
     // SAFETY: single-threaded runtime; the flush trap reads it.
     unsafe { NEXT_CR3 = info.pml4_gpa };
     crate::hc::tell_cr3(info.pml4_gpa);
@@ -209,6 +210,13 @@ pub fn set_free_end(free_end: u64) -> bool {
     }
     f.frame_end = end;
     true
+}
+
+/// Tells the host where never-used frames now start (see
+/// `abi::RuntimeStats::frame_frontier`): it may fault in the host memory
+/// above it ahead of the guest.
+fn publish_frontier(next_frame: u64) {
+    crate::stats::stat(|s| s.frame_frontier = next_frame);
 }
 
 pub fn page_up(x: u64) -> u64 {
@@ -256,6 +264,7 @@ fn take_frame(keep: u64) -> Option<u64> {
         // Never used since boot: already zero.
         let gpa = f.next_frame;
         f.next_frame += PAGE;
+        publish_frontier(f.next_frame);
         gpa
     } else {
         return None;
@@ -682,6 +691,7 @@ fn take_huge_block(zero: bool) -> Option<u64> {
             f.next_frame += PAGE;
         }
         f.next_frame = base + HUGE;
+        publish_frontier(f.next_frame);
         base
     };
     f.used += HUGE_FRAMES;

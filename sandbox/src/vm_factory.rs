@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{DeadlineTimer, FreshRam, HugePages, Vm};
+use hvsandbox_core::{DeadlineTimer, FreshRam, HugePages, RamWarmer, Vm};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::jail::{self, SeccompMode};
@@ -323,7 +323,7 @@ pub(crate) fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
 struct VmAhead {
     mem: u64,
     huge: HugePages,
-    thread: std::thread::JoinHandle<Option<Vm>>,
+    made: mpsc::Receiver<Option<Vm>>,
 }
 
 static VM_AHEAD: Mutex<Option<VmAhead>> = Mutex::new(None);
@@ -335,17 +335,44 @@ static VM_AHEAD: Mutex<Option<VmAhead>> = Mutex::new(None);
 /// in, then KVM's VM and vCPU). It only makes the VM: no guest code runs
 /// outside the jail. For a sandbox that runs at once (`boot_ahead`). A
 /// VM made earlier and not taken is let go.
+///
+/// Then, while the VM lives, the thread faults in its RAM's next huge
+/// page just ahead of the guest ([`RamWarmer`]): a program that takes
+/// memory (an interpreter starting) does not wait for the host to find
+/// each huge page, which after an idle spell here took up to ~15 ms.
 pub(crate) fn make_vm_ahead(mem: u64, huge: HugePages) {
-    let thread = std::thread::Builder::new().name("hvsandbox-vm".into()).spawn(move || {
+    let (tx, made) = mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new().name("hvsandbox-vm".into()).spawn(move || {
         // Its RAM first: KVM's process-wide state, which the VM needs, is
         // being set up meanwhile (`vcpu_thread::spawn`).
-        let ram = one_at_a_time(|| FreshRam::new(mem, huge)).ok()?;
-        one_at_a_time(|| Vm::with_ram(ram)).ok()
+        let vm = one_at_a_time(|| FreshRam::new(mem, huge)).and_then(|ram| one_at_a_time(|| Vm::with_ram(ram))).ok();
+        let warmer = vm.as_ref().and_then(Vm::ram_warmer);
+        if tx.send(vm).is_ok() {
+            if let Some(warmer) = warmer {
+                keep_warm(warmer);
+            }
+        }
     });
-    if let Ok(thread) = thread {
-        let earlier = VM_AHEAD.lock().unwrap_or_else(|e| e.into_inner()).replace(VmAhead { mem, huge, thread });
+    if spawned.is_ok() {
+        let earlier = VM_AHEAD.lock().unwrap_or_else(|e| e.into_inner()).replace(VmAhead { mem, huge, made });
         // (Its thread, if still making it, drops it when done.)
         drop(earlier);
+    }
+}
+
+/// Runs `warmer` until its VM is gone: looks often while the guest takes
+/// memory, less and less often while it does not.
+fn keep_warm(mut warmer: RamWarmer) {
+    const QUICK: Duration = Duration::from_micros(500);
+    const SLOW: Duration = Duration::from_millis(20);
+    let mut pause = QUICK;
+    while warmer.vm_alive() {
+        if warmer.step() {
+            pause = QUICK;
+            continue;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(SLOW);
     }
 }
 
@@ -353,8 +380,8 @@ pub(crate) fn make_vm_ahead(mem: u64, huge: HugePages) {
 /// ([`make_vm_ahead`]), else one made here.
 pub(crate) fn fresh_vm(mem: u64, huge: HugePages) -> Result<Vm> {
     let ahead = VM_AHEAD.lock().unwrap_or_else(|e| e.into_inner()).take_if(|a| a.mem == mem && a.huge == huge);
-    // Joined outside the turn below, which its thread takes.
-    match ahead.and_then(|a| a.thread.join().ok().flatten()) {
+    // Waited for outside the turn below, which its thread takes.
+    match ahead.and_then(|a| a.made.recv().ok().flatten()) {
         Some(vm) => Ok(vm),
         None => one_at_a_time(|| Vm::with_huge_pages(mem, huge)).map_err(Error::from),
     }

@@ -246,6 +246,11 @@ pub struct RuntimeStats {
     /// instruction itself (the hypervisor's slow path) rather than a
     /// rewritten site's jump; all of them when rewriting is off.
     pub slow_syscalls: u64,
+    /// The guest-physical address of the next frame the runtime's frame
+    /// allocator has never handed out: its fresh frames are taken upward
+    /// from there, so the host may fault in the host memory just above it
+    /// ahead of the guest. The guest's word: a hint, bounded by the host.
+    pub frame_frontier: u64,
 }
 
 pub const UNKNOWN_SLOTS: usize = 512;

@@ -77,6 +77,7 @@ no_padding!(RuntimeStats {
     unknown_by_nr: [u32; crate::UNKNOWN_SLOTS],
     rewritten_sites: u64,
     slow_syscalls: u64,
+    frame_frontier: u64,
 });
 no_padding!(ResumeInfo {
     tsc_khz: u64,

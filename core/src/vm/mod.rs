@@ -46,8 +46,8 @@ mod run;
 pub use boot::{BootParams, ProgramImage};
 pub use hugetlb::HugePages;
 pub use prefault::FrameRanges;
-pub use ram::FreshRam;
 use ram::Ram;
+pub use ram::{FreshRam, RamWarmer};
 pub use reset::{VcpuState, MAX_WRITTEN};
 pub use run::VmExit;
 
@@ -147,6 +147,8 @@ pub struct Vm {
     /// Hugetlb pages back the middle of RAM ([`HugePages`]).
     huge_backed: bool,
     _system: Arc<KvmSystem>,
+    /// Held while the VM lives: a [`RamWarmer`] knows it by this.
+    alive: Arc<()>,
 }
 
 impl Vm {
@@ -280,6 +282,7 @@ impl Vm {
             waiting: false,
             huge_backed,
             _system: system.clone(),
+            alive: Arc::new(()),
         };
         this.setup_vcpu(&system)?;
         this.watched = this.reset_state()?.read_watched(&this.vcpu)?;

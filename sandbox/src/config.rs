@@ -148,7 +148,9 @@ impl SandboxBuilder {
     /// jail) and boots it on the vCPU thread as far as it goes without a
     /// program, while the caller's thread prepares the run: for a sandbox built to
     /// run at once, as the `hvsandbox` command's is (its VM is then made
-    /// while the program file is opened and checked, not after). A sandbox
+    /// while the program file is opened and checked, not after). While
+    /// that VM lives, its thread faults in the host memory of the next
+    /// 2 MiB of RAM the guest is about to take. A sandbox
     /// that never runs wastes that VM; one built from a snapshot ignores
     /// this. Default: off (new sandboxes take VMs from the process-wide
     /// pool; see [`set_blank_vms`](crate::set_blank_vms)).

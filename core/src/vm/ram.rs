@@ -192,7 +192,7 @@ impl RamWarmer {
     }
 
     /// Faults in the next block if the guest's frontier has come within
-    /// [`WARM_LEAD`] of it; returns whether it did (look again soon).
+    /// 512 KiB of it; returns whether it did (look again soon).
     pub fn step(&mut self) -> bool {
         let at = abi::STATS_GPA + std::mem::offset_of!(abi::RuntimeStats, frame_frontier) as u64;
         let frontier = self.memory.read_obj::<u64>(GuestAddress(at)).unwrap_or(0);

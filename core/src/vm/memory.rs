@@ -5,11 +5,18 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use hvsandbox_abi as abi;
-use vm_memory::{ByteValued, Bytes, GuestAddress};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::Vm;
 use crate::error::{Result, VmError};
 use crate::layout::{PTE_ADDR, PTE_P, PTE_PS};
+
+/// Writes `bytes` at guest-physical `gpa` of `memory`, bounds-checked.
+pub(super) fn write_to(memory: &GuestMemoryMmap, gpa: u64, bytes: &[u8]) -> Result<()> {
+    memory
+        .write_slice(bytes, GuestAddress(gpa))
+        .map_err(|_| VmError::GuestAccess { addr: gpa, len: bytes.len() as u64 })
+}
 
 impl Vm {
     /// Reads a plain-data value at a guest-physical address.
@@ -25,9 +32,7 @@ impl Vm {
     }
 
     pub(super) fn write(&self, gpa: u64, bytes: &[u8]) -> Result<()> {
-        self.memory
-            .write_slice(bytes, GuestAddress(gpa))
-            .map_err(|_| VmError::GuestAccess { addr: gpa, len: bytes.len() as u64 })
+        write_to(&self.memory, gpa, bytes)
     }
 
     /// The arguments of the current hypercall.

@@ -100,9 +100,7 @@ impl Ram {
     }
 
     fn write(&self, gpa: u64, bytes: &[u8]) -> Result<()> {
-        self.memory
-            .write_slice(bytes, GuestAddress(gpa))
-            .map_err(|_| VmError::GuestAccess { addr: gpa, len: bytes.len() as u64 })
+        super::memory::write_to(&self.memory, gpa, bytes)
     }
 }
 

@@ -58,6 +58,11 @@ impl Sandbox {
         let mode = jail::effective_mode(config.seccomp);
         let roots = jail::MountRoots::open(config.mounts.iter().map(|m| m.host.as_path()))?;
         let root_ids = roots.ids().clone();
+        // Its first VM, made on a thread of its own while the vCPU thread
+        // starts and enters its jail.
+        let ahead = (config.boot_ahead && snapshot.is_none())
+            .then(|| vm_factory::make_vm_ahead(config.memory, config.huge_pages))
+            .flatten();
         if snapshot.is_some() {
             // Opened here: the vCPU thread may not open it.
             vm_factory::open_pagemap();
@@ -65,7 +70,7 @@ impl Sandbox {
         // Sets KVM's process-wide state up while a new vCPU thread enters
         // its jail (see `vcpu_thread::spawn`), and fails with
         // `KvmUnavailable` where there is no KVM.
-        let worker = WorkerLink::start(config.clone(), control.clone(), snapshot.clone(), mode, roots)?;
+        let worker = WorkerLink::start(config.clone(), control.clone(), snapshot.clone(), mode, roots, ahead)?;
         // After KVM's state exists: the background thread is jailed too.
         vm_factory::start_reaper();
         Ok(Sandbox { config, control, worker: Mutex::new(worker), current: None, snapshot, roots: root_ids })
@@ -277,11 +282,6 @@ impl SandboxBuilder {
         self.validate()?;
         // Its first run takes a VM made ahead for sandboxes of its size.
         vm_factory::prime_blank(self.config.memory, self.config.huge_pages);
-        if self.config.boot_ahead {
-            // Its first VM, made on a thread of its own while the vCPU
-            // thread starts and enters its jail.
-            vm_factory::make_vm_ahead(self.config.memory, self.config.huge_pages);
-        }
         Sandbox::launch(self.config, None)
     }
 

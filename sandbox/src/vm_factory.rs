@@ -319,45 +319,49 @@ pub(crate) fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// A fresh VM being made on a thread of its own (see [`make_vm_ahead`]).
-struct VmAhead {
-    mem: u64,
-    huge: HugePages,
+/// A fresh VM being made on a thread of its own for one sandbox (see
+/// [`make_vm_ahead`]). Dropped untaken (the sandbox went first), its VM
+/// goes too.
+pub(crate) struct VmAhead {
     made: mpsc::Receiver<Option<Vm>>,
 }
 
-static VM_AHEAD: Mutex<Option<VmAhead>> = Mutex::new(None);
+impl VmAhead {
+    /// The VM, once made (None if it could not be).
+    pub(crate) fn take(self) -> Option<Vm> {
+        self.made.recv().ok().flatten()
+    }
+}
 
-/// Starts making the next fresh VM of `mem` bytes taken in this process
-/// ([`fresh_vm`]) on a thread of its own, while the vCPU thread that will
-/// run it starts and enters its jail (~1.5 ms here: its RAM with the
-/// tables and the runtime image written in, its first host pages faulted
-/// in, then KVM's VM and vCPU). It only makes the VM: no guest code runs
-/// outside the jail. For a sandbox that runs at once (`boot_ahead`). A
-/// VM made earlier and not taken is let go.
+/// Starts making a fresh VM of `mem` bytes on a thread of its own, for a
+/// sandbox that runs at once (`boot_ahead`), while the vCPU thread that
+/// will run it starts and enters its jail (~1.5 ms here: its RAM with
+/// the tables and the runtime image written in, its first host pages
+/// faulted in, then KVM's VM and vCPU). It only makes the VM: no guest
+/// code runs outside the jail. None if no thread could be started.
 ///
 /// Then, while the VM lives, the thread faults in its RAM's next huge
 /// page just ahead of the guest ([`RamWarmer`]): a program that takes
 /// memory (an interpreter starting) does not wait for the host to find
 /// each huge page, which after an idle spell here took up to ~15 ms.
-pub(crate) fn make_vm_ahead(mem: u64, huge: HugePages) {
+pub(crate) fn make_vm_ahead(mem: u64, huge: HugePages) -> Option<VmAhead> {
     let (tx, made) = mpsc::sync_channel(1);
-    let spawned = std::thread::Builder::new().name("hvsandbox-vm".into()).spawn(move || {
-        // Its RAM first: KVM's process-wide state, which the VM needs, is
-        // being set up meanwhile (`vcpu_thread::spawn`).
-        let vm = one_at_a_time(|| FreshRam::new(mem, huge)).and_then(|ram| one_at_a_time(|| Vm::with_ram(ram))).ok();
-        let warmer = vm.as_ref().and_then(Vm::ram_warmer);
-        if tx.send(vm).is_ok() {
-            if let Some(warmer) = warmer {
-                keep_warm(warmer);
+    std::thread::Builder::new()
+        .name("hvsandbox-vm".into())
+        .spawn(move || {
+            // Its RAM first: KVM's process-wide state, which the VM needs,
+            // is being set up meanwhile (`vcpu_thread::spawn`).
+            let vm =
+                one_at_a_time(|| FreshRam::new(mem, huge)).and_then(|ram| one_at_a_time(|| Vm::with_ram(ram))).ok();
+            let warmer = vm.as_ref().and_then(Vm::ram_warmer);
+            if tx.send(vm).is_ok() {
+                if let Some(warmer) = warmer {
+                    keep_warm(warmer);
+                }
             }
-        }
-    });
-    if spawned.is_ok() {
-        let earlier = VM_AHEAD.lock().unwrap_or_else(|e| e.into_inner()).replace(VmAhead { mem, huge, made });
-        // (Its thread, if still making it, drops it when done.)
-        drop(earlier);
-    }
+        })
+        .ok()?;
+    Some(VmAhead { made })
 }
 
 /// Runs `warmer` until its VM is gone: looks often while the guest takes
@@ -376,15 +380,10 @@ fn keep_warm(mut warmer: RamWarmer) {
     }
 }
 
-/// A fresh VM of `mem` bytes: the one made ahead for it, if any
-/// ([`make_vm_ahead`]), else one made here.
+/// A fresh VM of `mem` bytes, made here (one VM's making or teardown at a
+/// time).
 pub(crate) fn fresh_vm(mem: u64, huge: HugePages) -> Result<Vm> {
-    let ahead = VM_AHEAD.lock().unwrap_or_else(|e| e.into_inner()).take_if(|a| a.mem == mem && a.huge == huge);
-    // Waited for outside the turn below, which its thread takes.
-    match ahead.and_then(|a| a.made.recv().ok().flatten()) {
-        Some(vm) => Ok(vm),
-        None => one_at_a_time(|| Vm::with_huge_pages(mem, huge)).map_err(Error::from),
-    }
+    one_at_a_time(|| Vm::with_huge_pages(mem, huge)).map_err(Error::from)
 }
 
 /// The queue of the background thread ("reaper") that destroys VMs off

@@ -20,7 +20,7 @@ use crate::prepare::Prepared;
 use crate::runner::{Ended, RunSpec, Runner, Stream, VmSource};
 use crate::snapshot::{Snapshot, SnapshotPoint};
 use crate::vcpu_thread::{Kit, VcpuThread};
-use crate::vm_factory::{clone_vm, fresh_vm, make_ready, one_at_a_time, reap, Ready, ResetAid};
+use crate::vm_factory::{clone_vm, fresh_vm, make_ready, one_at_a_time, reap, Ready, ResetAid, VmAhead};
 
 /// How long a cold sandbox's vCPU thread waits for the next run before it
 /// makes that run's VM ahead of time (a sandbox dropped or reused at once
@@ -90,6 +90,9 @@ struct Worker<'k> {
     held: Held,
     /// A job that came before the first run's VM was made ahead.
     early: Option<Job>,
+    /// The first run's VM, being made on a thread of its own
+    /// (`boot_ahead`); dropped with the worker if no run took it.
+    ahead: Option<VmAhead>,
 }
 
 impl Worker<'_> {
@@ -164,8 +167,11 @@ impl Worker<'_> {
 
     /// A blank VM for the next run, booted as far as it goes without a
     /// program.
-    fn make_spare(&self) -> Option<Vm> {
-        let mut vm = fresh_vm(self.config.memory, self.config.huge_pages).ok()?;
+    fn make_spare(&mut self) -> Option<Vm> {
+        let mut vm = match self.ahead.take().and_then(VmAhead::take) {
+            Some(vm) => vm,
+            None => fresh_vm(self.config.memory, self.config.huge_pages).ok()?,
+        };
         one_at_a_time(|| match vm.preboot() {
             Ok(()) => Some(vm),
             Err(_) => {
@@ -217,7 +223,13 @@ impl Worker<'_> {
                 kept: if let Held::Ready(vm) = held { Some(vm) } else { None },
                 aid: self.reset_aid.as_ref(),
             },
-            None => VmSource::Blank { spare: if let Held::Spare(vm) = held { Some(vm) } else { None } },
+            // (The VM made ahead, if the run came before it was booted.)
+            None => VmSource::Blank {
+                spare: match held {
+                    Held::Spare(vm) => Some(vm),
+                    _ => self.ahead.take().and_then(VmAhead::take),
+                },
+            },
         };
         let spec = RunSpec { input: prepared, take, live: live.as_ref().map(|l| l.0.clone()), stream };
         let runner = Runner::new(&self.config, &self.control, self.kit, spec, source);
@@ -287,6 +299,7 @@ impl WorkerLink {
         snapshot: Option<Snapshot>,
         mode: SeccompMode,
         roots: MountRoots,
+        ahead: Option<VmAhead>,
     ) -> Result<WorkerLink> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (result_tx, results) = mpsc::channel();
@@ -311,6 +324,7 @@ impl WorkerLink {
                 results: result_tx,
                 held: Held::New,
                 early: None,
+                ahead,
             };
             worker.serve()
         });

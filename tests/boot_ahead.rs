@@ -1,0 +1,40 @@
+//! A sandbox that boots ahead makes its first VM on a thread of its own,
+//! which then keeps that VM's RAM warm while it lives: the thread ends
+//! with the VM. (A test binary of its own: it counts the process's
+//! threads, which other tests' sandboxes would change.)
+
+use std::time::Duration;
+
+use hvsandbox::{Command, Sandbox};
+use hvsandbox_tests::BUSYBOX;
+
+/// Threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[test]
+fn the_vm_thread_of_a_sandbox_that_boots_ahead_ends_with_its_vm() {
+    for round in 0..3 {
+        let mut sb = Sandbox::builder().memory_mib(64).boot_ahead(true).build().unwrap();
+        // While the VM lives, its thread does (warming its RAM).
+        assert_eq!(threads_named("hvsandbox-vm"), 1, "round {round}");
+        if round > 0 {
+            let out = sb.run(&Command::new(BUSYBOX).args(["echo", "ran"])).unwrap();
+            assert_eq!(out.stdout, b"ran\n");
+        }
+        drop(sb);
+        hvsandbox::wait_for_reaper();
+        // It looks at most every 20 ms; one that outlived its VM would
+        // look for good.
+        let gone = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            threads_named("hvsandbox-vm") == 0
+        });
+        assert!(gone, "round {round}: the VM thread outlived its sandbox");
+    }
+}

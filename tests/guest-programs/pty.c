@@ -162,15 +162,25 @@ static void flow(int m, int s) {
     printf("tcflow -1: %d %s\n", r, errno == EINVAL ? "EINVAL" : "?");
 }
 
-static void interrupt(void) {
-    int m, s;
-    char buf[256];
-    openpty(&m, &s, 0, 0, 0);
+/* Forks a child that leads a new session with the slave `s` as its
+   controlling terminal (it exits 10 if the terminal will not be its).
+   Returns the child's pid, or 0 in the child. */
+static pid_t fork_leader(int m, int s) {
     pid_t c = fork();
     if (c == 0) {
         close(m);
         setsid();
         if (ioctl(s, TIOCSCTTY, 0)) _exit(10);
+    }
+    return c;
+}
+
+static void interrupt(void) {
+    int m, s;
+    char buf[256];
+    openpty(&m, &s, 0, 0, 0);
+    pid_t c = fork_leader(m, s);
+    if (c == 0) {
         int tty = open("/dev/tty", O_RDWR);
         if (tty < 0) _exit(11);
         dup2(s, 0);
@@ -203,11 +213,8 @@ static void suspend(void) {
     int m, s;
     char buf[256];
     openpty(&m, &s, 0, 0, 0);
-    pid_t c = fork();
+    pid_t c = fork_leader(m, s);
     if (c == 0) {
-        close(m);
-        setsid();
-        if (ioctl(s, TIOCSCTTY, 0)) _exit(10);
         signal(SIGTTOU, SIG_IGN);
         pid_t job = fork();
         if (job == 0) {
@@ -261,11 +268,8 @@ static void hangup(void) {
     int m, s;
     char buf[64];
     openpty(&m, &s, 0, 0, 0);
-    pid_t c = fork();
+    pid_t c = fork_leader(m, s);
     if (c == 0) {
-        close(m);
-        setsid();
-        ioctl(s, TIOCSCTTY, 0);
         write(s, "up\n", 3);
         for (;;) pause();
     }

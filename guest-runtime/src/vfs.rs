@@ -615,12 +615,6 @@ fn decode_stat(b: &[u8; afs::STAT_SIZE]) -> Result<afs::Stat, Errno> {
     afs::decode_stat(b).map_err(|_| EIO)
 }
 
-fn host_stat(handle: u64) -> Result<afs::Stat, Errno> {
-    let mut st = [0u8; afs::STAT_SIZE];
-    hret(hc::call6(hcn::FS_STAT, [handle, st.as_mut_ptr() as u64, 0, 0, 0, 0]))?;
-    decode_stat(&st)
-}
-
 fn meta_from_host(st: &afs::Stat) -> Meta {
     Meta {
         mode: st.mode,
@@ -1912,11 +1906,9 @@ pub fn apply_manifest_bytes(bytes: &[u8]) {
 fn apply_entry(e: &afs::ManifestView<'_>, path: &[u8]) -> Result<(), Errno> {
     match e.kind {
         afs::ENTRY_MOUNT => {
-            // The host sent its root's status along (no FS_STAT at boot).
-            let st = match e.root {
-                Some(st) => st,
-                None => host_stat(e.handle)?,
-            };
+            // The host sends its root's status along (no FS_STAT at boot;
+            // the decoder refuses a mount record without it).
+            let st = e.root.ok_or(EIO)?;
             if st.mode & S_IFMT != S_IFDIR {
                 return Err(ENOTDIR);
             }

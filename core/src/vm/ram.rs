@@ -110,7 +110,6 @@ impl Ram {
 /// to [`Vm::with_ram`](super::Vm::with_ram) on the VM's.
 pub struct FreshRam {
     pub(super) ram: Ram,
-    huge: HugePages,
 }
 
 impl FreshRam {
@@ -132,17 +131,7 @@ impl FreshRam {
         // free frames; one huge page where the host has them), faulted in
         // as the runtime's boot does for the memory it touches.
         ram.write(abi::pt_pool_start(mem_size) - abi::PAGE_SIZE, &[0])?;
-        Ok(FreshRam { ram, huge })
-    }
-
-    /// Its size in bytes.
-    pub fn size(&self) -> u64 {
-        self.ram.mem_size
-    }
-
-    /// The hugetlb setting it was made with.
-    pub fn huge_pages(&self) -> HugePages {
-        self.huge
+        Ok(FreshRam { ram })
     }
 }
 

@@ -78,14 +78,16 @@ pub fn started(program: &NodeRef, interp: Option<&NodeRef>) {
     // programs for their `cpuid` sites alone).
     let probes = interp.unwrap_or(program);
     crate::mm::with_patch_flush_deferred(|| {
-        for node in core::iter::once(program).chain(interp) {
-            let maps = exec_maps(node);
-            if Rc::ptr_eq(node, probes) {
-                started_from(node, &maps);
+        crate::sitefind::with_sweeps_kept(|| {
+            for node in core::iter::once(program).chain(interp) {
+                let maps = exec_maps(node);
+                if Rc::ptr_eq(node, probes) {
+                    started_from(node, &maps);
+                }
+                // And the `syscall` sites earlier processes of it called.
+                crate::rewrite::rewrite_seen_ahead(node, &maps);
             }
-            // And the `syscall` sites earlier processes of it called.
-            crate::rewrite::rewrite_seen_ahead(node, &maps);
-        }
+        })
     });
 }
 
@@ -203,33 +205,39 @@ fn scan(node: &NodeRef, maps: &[(u64, u64, u64)]) -> Vec<u64> {
 }
 
 /// Calls `f` with the index of each `0f a2` pair in `buf` (the `0f`),
-/// in order, until it returns false. Eight bytes at a time: it runs over
-/// a loader's or a static program's whole code at its first start.
+/// in order, until it returns false. It runs over a loader's or a static
+/// program's whole code at its first start (1.5 MiB for busybox), so 32
+/// bytes at a time: a block with no `a2` byte (nearly all of them) costs
+/// a few word operations, and one with some is looked at byte by byte.
 fn cpuid_pairs(buf: &[u8], mut f: impl FnMut(usize) -> bool) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let words = buf.len() / 8;
-    for w in 0..words {
-        let at = w * 8;
+    // Nonzero if a byte of `w` is 0xa2 (those are the zero bytes of
+    // `x`; a mark may also fall on a byte above one, never on a word
+    // without one).
+    let has_a2 = |w: &[u8]| {
         let mut word = [0u8; 8];
-        word.copy_from_slice(&buf[at..at + 8]);
-        // Bytes equal to 0xa2 are the zero bytes of `x`; the lowest one
-        // flagged is exact, a higher one may be a false mark (checked).
+        word.copy_from_slice(w);
         let x = u64::from_le_bytes(word) ^ (0xa2 * ONES);
-        let mut marks = x.wrapping_sub(ONES) & !x & HIGH;
-        while marks != 0 {
-            let i = at + (marks.trailing_zeros() / 8) as usize;
-            marks &= marks - 1;
-            if i > 0 && buf[i] == 0xa2 && buf[i - 1] == 0x0f && !f(i - 1) {
-                return;
+        x.wrapping_sub(ONES) & !x & HIGH
+    };
+    let mut look = |from: usize, to: usize| {
+        for i in from.max(1)..to {
+            if buf[i] == 0xa2 && buf[i - 1] == 0x0f && !f(i - 1) {
+                return false;
             }
         }
-    }
-    for i in (words * 8).max(1)..buf.len() {
-        if buf[i] == 0xa2 && buf[i - 1] == 0x0f && !f(i - 1) {
+        true
+    };
+    let blocks = buf.chunks_exact(32);
+    let rest = blocks.remainder().len();
+    for (b, block) in blocks.enumerate() {
+        let (w, at) = (block.chunks_exact(8), b * 32);
+        if w.fold(0, |any, w| any | has_a2(w)) != 0 && !look(at, at + 32) {
             return;
         }
     }
+    look(buf.len() - rest, buf.len());
 }
 
 #[cfg(test)]

@@ -116,12 +116,92 @@ pub(crate) fn rewritten(a: u64, b: u64) -> bool {
     })
 }
 
+/// The instruction starts one sweep from a function's start found (over
+/// its original bytes), kept for the next proof in the same function
+/// while a batch of rewrites made ahead runs ([`with_sweeps_kept`]).
+struct Sweep {
+    /// The address space's top-level table and the function's start.
+    space: u64,
+    from: u64,
+    /// Offsets from `from` of the instructions found, in order.
+    starts: Vec<u32>,
+    /// Where the sweep stopped: the offset after the last instruction
+    /// found (where bytes that decode as none start, if `stuck`).
+    end: u64,
+    stuck: bool,
+}
+
+impl Sweep {
+    fn new(space: u64, from: u64) -> Sweep {
+        Sweep { space, from, starts: Vec::new(), end: 0, stuck: false }
+    }
+
+    /// Goes on from `end` until offset `upto` is reached, over `bytes`
+    /// (the function's, from offset `end`, and at least 15 more past
+    /// `upto` where it has them). Memory that runs out stops it as
+    /// undecodable bytes would: its answers then say no.
+    fn extend(&mut self, bytes: &[u8], upto: u64) {
+        let mut i = 0usize;
+        while !self.stuck && self.end + (i as u64) < upto {
+            match x86len::length(&bytes[i..]) {
+                Some(n) if self.starts.try_reserve(1).is_ok() => {
+                    self.starts.push((self.end + i as u64) as u32);
+                    i += n;
+                }
+                _ => self.stuck = true,
+            }
+        }
+        self.end += i as u64;
+    }
+
+    /// Whether an instruction of `len` bytes starts at offset `back`, as
+    /// `x86len::reaches` and `x86len::length` over the bytes up to
+    /// `back + len` say (the sweep reaches that far).
+    fn instruction_at(&self, back: u64, len: usize) -> bool {
+        let Ok(k) = self.starts.binary_search(&(back as u32)) else { return false };
+        // It has `len` bytes if the next one starts, or the sweep
+        // stopped, `len` bytes on.
+        self.starts.get(k + 1).map_or(self.end, |&n| u64::from(n)) == back + len as u64
+    }
+
+    /// The offset of the instruction that ends at offset `back`, if the
+    /// sweep from the start lands there (the sweep reaches that far).
+    fn instruction_before(&self, back: u64) -> Option<u64> {
+        let k = match self.starts.binary_search(&(back as u32)) {
+            Ok(k) => k,
+            Err(k) if k == self.starts.len() && self.end == back => k,
+            Err(_) => return None,
+        };
+        Some(u64::from(*self.starts.get(k.checked_sub(1)?)?))
+    }
+}
+
+/// `Some` while a batch keeps sweeps; then the last one made.
+static SWEEP: Global<Option<Option<Sweep>>> = Global::new(None);
+
+/// Runs `f`, a batch of rewrites made ahead (at an execve, before any of
+/// the program runs), keeping each function's sweep of instruction
+/// lengths for the next site in it: glibc's `cpuid` candidates lie a few
+/// to a function (29 in a static busybox), and each proof swept its
+/// function from the start, once or twice. Nothing of the program runs
+/// and no mapping changes meanwhile, and a sweep reads the bytes as they
+/// were before any rewriting, so a kept sweep finds what a new one would.
+pub fn with_sweeps_kept<R>(f: impl FnOnce() -> R) -> R {
+    let outer = SWEEP.get().replace(None);
+    let r = f();
+    *SWEEP.get() = outer;
+    r
+}
+
 impl Place {
     /// Whether an instruction of `len` bytes starts at `at` (a sweep from
     /// the function's start, over its own bytes, lands on it) and no
     /// rewritten site has changed it.
     pub fn instruction_at(&self, at: u64, len: usize) -> bool {
         let Some(back) = at.checked_sub(self.from) else { return false };
+        if let Some(kept) = self.kept_sweep(back + len as u64) {
+            return kept.instruction_at(back, len) && !rewritten(at, at + len as u64);
+        }
         let Some(bytes) = original_bytes(self.from, back + len as u64) else { return false };
         x86len::reaches(&bytes, back as usize)
             && x86len::length(&bytes[back as usize..]) == Some(len)
@@ -133,19 +213,44 @@ impl Place {
     /// site has changed it.
     pub fn instruction_before(&self, at: u64) -> Option<(u64, &'static [u8])> {
         let back = at.checked_sub(self.from)?;
-        let bytes = original_bytes(self.from, back)?;
-        let mut i = 0;
-        let mut last = None;
-        while i < bytes.len() {
-            let n = x86len::length(&bytes[i..])?;
-            last = Some(i);
-            i += n;
-        }
-        let start = self.from + last.filter(|_| i == bytes.len())? as u64;
+        let last = if let Some(kept) = self.kept_sweep(back) {
+            kept.instruction_before(back)?
+        } else {
+            let bytes = original_bytes(self.from, back)?;
+            let mut i = 0;
+            let mut last = None;
+            while i < bytes.len() {
+                let n = x86len::length(&bytes[i..])?;
+                last = Some(i);
+                i += n;
+            }
+            last.filter(|_| i == bytes.len())? as u64
+        };
+        let start = self.from + last;
         if rewritten(start, at) {
             return None;
         }
         Some((start, code_bytes(start, at - start)?))
+    }
+
+    /// The kept sweep of this function, reaching `upto` bytes from its
+    /// start, while a batch keeps sweeps ([`with_sweeps_kept`]).
+    fn kept_sweep(&self, upto: u64) -> Option<&'static Sweep> {
+        SWEEP.get().as_ref()?;
+        let space = mm::current().pml4();
+        let slot = SWEEP.get().as_mut()?;
+        if !matches!(slot, Some(s) if s.space == space && s.from == self.from) {
+            *slot = Some(Sweep::new(space, self.from));
+        }
+        let s = slot.as_mut()?;
+        if s.end < upto && !s.stuck {
+            // From where it stopped to `upto`, and the longest
+            // instruction's more (within the mapping).
+            let want = (upto + 15).min(self.hi.checked_sub(self.from)?);
+            let bytes = original_bytes(self.from + s.end, want.checked_sub(s.end)?)?;
+            s.extend(&bytes, upto);
+        }
+        Some(s)
     }
 
     /// A 5-byte slot of padding between two functions (alignment filler,
@@ -244,6 +349,68 @@ static INDEXES: Global<Vec<Cached>> = Global::new(Vec::new());
 
 #[cfg(test)]
 mod tests {
+    use alloc::vec::Vec;
+
+    use super::Sweep;
+    use crate::x86len;
+
+    /// What `Place::instruction_at` and `instruction_before` answer with a
+    /// fresh sweep over `code` (the bytes from the function's start).
+    fn fresh_at(code: &[u8], back: usize, len: usize) -> bool {
+        let bytes = &code[..(back + len).min(code.len())];
+        bytes.len() == back + len && x86len::reaches(bytes, back) && x86len::length(&bytes[back..]) == Some(len)
+    }
+
+    fn fresh_before(code: &[u8], back: usize) -> Option<u64> {
+        let bytes = code.get(..back)?;
+        let (mut i, mut last) = (0, None);
+        while i < bytes.len() {
+            last = Some(i);
+            i += x86len::length(&bytes[i..])?;
+        }
+        last.filter(|_| i == bytes.len()).map(|l| l as u64)
+    }
+
+    /// A sweep kept and extended as `kept_sweep` does, reaching `upto`.
+    fn kept(sweep: &mut Sweep, code: &[u8], upto: u64) {
+        if sweep.end < upto && !sweep.stuck {
+            let want = ((upto + 15) as usize).min(code.len());
+            sweep.extend(&code[(sweep.end as usize).min(want)..want], upto);
+        }
+    }
+
+    #[test]
+    fn a_kept_sweep_answers_as_a_fresh_one_would() {
+        // Real code (this test's own binary), and bytes that stop decoding.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let mut seed = 7u32;
+        let mut junk: Vec<u8> = (0..3000)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (seed >> 16) as u8
+            })
+            .collect();
+        junk[..6].copy_from_slice(&[0x55, 0x48, 0x89, 0xe5, 0x0f, 0x0b]);
+        let mut functions: Vec<&[u8]> = (0..40).map(|k| &exe[exe.len() / 3 + k * 3001..][..2500]).collect();
+        functions.push(&junk);
+        functions.push(&exe[exe.len() / 2..][..20]);
+        for code in functions {
+            // Asked in increasing order (as the candidates of a file come),
+            // and once more in decreasing order over the same sweep.
+            let mut sweep = Sweep::new(0, 0);
+            let order: Vec<usize> = (0..code.len()).chain((0..code.len()).rev()).collect();
+            for back in order {
+                for len in [2usize, 5] {
+                    kept(&mut sweep, code, (back + len) as u64);
+                    let want = fresh_at(code, back, len);
+                    assert_eq!(sweep.instruction_at(back as u64, len), want, "at {back} len {len}");
+                }
+                kept(&mut sweep, code, back as u64);
+                assert_eq!(sweep.instruction_before(back as u64), fresh_before(code, back), "before {back}");
+            }
+        }
+    }
+
     #[test]
     fn padding_is_nops_and_int3_only() {
         use super::all_filler;

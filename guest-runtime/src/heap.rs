@@ -1,6 +1,7 @@
 //! The runtime's heap: size classes for small objects, page runs for large
 //! ones, in a virtual range of its own ([`abi::RUNTIME_HEAP_VA`]) backed on
-//! demand by frames from the page allocator. Single-threaded (one vCPU).
+//! demand by frames from the page allocator, after a first arena of frames
+//! used through the physmap (see [`ARENA_MAX`]). Single-threaded (one vCPU).
 //!
 //! Allocation failure returns null, and the runtime cannot go on after an
 //! infallible allocation fails, so the program must never drive it there:
@@ -31,8 +32,14 @@ struct Heap {
     /// Free page runs: each starts with [`Run`] (intrusive list), in
     /// address order, and no two touch (`free_run` merges neighbours).
     runs: usize,
-    /// Next never-used virtual address.
+    /// Next never-used virtual address: in the arena while there is
+    /// one (`arena_end` > 0), then in the heap's own range.
     next: usize,
+    /// The end of the arena the heap starts in (`mm::take_heap_arena`),
+    /// 0 once it is used up or if there is none; and whether it was
+    /// asked for yet.
+    arena_end: usize,
+    arena_asked: bool,
     /// Bytes on the small free lists.
     small_free: usize,
 }
@@ -43,8 +50,19 @@ struct Run {
     next: usize,
 }
 
-static HEAP: Global<Heap> =
-    Global::new(Heap { small: [0; CLASSES.len()], runs: 0, next: abi::RUNTIME_HEAP_VA as usize, small_free: 0 });
+static HEAP: Global<Heap> = Global::new(Heap {
+    small: [0; CLASSES.len()],
+    runs: 0,
+    next: abi::RUNTIME_HEAP_VA as usize,
+    arena_end: 0,
+    arena_asked: false,
+    small_free: 0,
+});
+
+/// The most the heap's first blocks take of the frames its boot has made
+/// the hypervisor map already (`mm::take_heap_arena`): about what a cold
+/// `busybox true` uses (a `python3 -c` uses ~1.4 MiB).
+const ARENA_MAX: u64 = 256 * 1024;
 
 /// [`has_room`] says yes while at least this many frames are free...
 const ROOM_FRAMES: u64 = mm::HEAP_RESERVE / 2;
@@ -74,6 +92,29 @@ const GROUP_PAGES: usize = 8;
 /// mapped too and kept as a free run.
 fn grow(pages: usize, align: usize, small: bool) -> Option<usize> {
     let h = HEAP.get();
+    if !h.arena_asked {
+        h.arena_asked = true;
+        if let Some((va, len)) = mm::take_heap_arena(ARENA_MAX) {
+            (h.next, h.arena_end) = (va as usize, (va + len) as usize);
+        }
+    }
+    if h.arena_end != 0 {
+        let start = h.next.next_multiple_of(align.max(PAGE));
+        if let Some(end) = pages.checked_mul(PAGE).and_then(|n| start.checked_add(n)).filter(|&e| e <= h.arena_end) {
+            // Frames taken whole and never used: mapped, and zero.
+            h.next = end;
+            return Some(start);
+        }
+        // The rest of the arena becomes a free run; on in the heap's range.
+        let rest = (h.arena_end - h.next) / PAGE;
+        if rest > 0 {
+            // SAFETY: `h.next..h.arena_end` is arena memory nothing has
+            // used; it becomes a free run (as `dealloc` of a large block
+            // does).
+            unsafe { free_run(h.next, rest) };
+        }
+        (h.next, h.arena_end) = (abi::RUNTIME_HEAP_VA as usize, 0);
+    }
     let start = h.next.next_multiple_of(align.max(PAGE));
     let end = start.checked_add(pages.checked_mul(PAGE)?)?;
     let limit = (abi::RUNTIME_HEAP_VA + abi::RUNTIME_HEAP_MAX) as usize;

@@ -319,7 +319,18 @@ fn zero_table(gpa: u64) {
     }
 }
 
+/// Whether `gpa` is one of the tables the host built (`core`'s
+/// `layout.rs`: the physmap's, and empty ones it links under the slots
+/// most runs fill). They are not the pool's: never freed into it (nor
+/// counted as used), and an empty one stays linked.
+fn host_built(gpa: u64) -> bool {
+    (abi::PAGE_TABLES_GPA..abi::PAGE_TABLES_GPA + abi::PAGE_TABLES_MAX).contains(&gpa)
+}
+
 fn free_table_frame(gpa: u64) {
+    if host_built(gpa) {
+        return;
+    }
     let f = FRAMES.get();
     // SAFETY: the table frame is no longer referenced; its first word
     // becomes the free-list link.
@@ -1514,6 +1525,7 @@ fn free_empty_tables(start: u64, end: u64) -> bool {
                     // SAFETY: a present non-huge entry names a table frame.
                     let empty = v & PTE_P != 0
                         && v & PTE_PS == 0
+                        && !host_built(below)
                         && (0..512).all(|i| unsafe { table(below).add(i).read_volatile() } == 0);
                     if empty {
                         // SAFETY: as above; the table is unreferenced now.

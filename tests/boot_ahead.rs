@@ -21,7 +21,15 @@ fn threads_named(name: &str) -> usize {
 fn the_vm_thread_of_a_sandbox_that_boots_ahead_ends_with_its_vm() {
     for round in 0..3 {
         let mut sb = Sandbox::builder().memory_mib(64).boot_ahead(true).build().unwrap();
-        // While the VM lives, its thread does (warming its RAM).
+        // While the VM lives, its thread does (warming its RAM). (A new
+        // thread takes its name once it runs: wait for that.)
+        let named = (0..500).any(|_| {
+            threads_named("hvsandbox-vm") == 1 || {
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            }
+        });
+        assert!(named, "round {round}: no VM thread while the sandbox lives");
         assert_eq!(threads_named("hvsandbox-vm"), 1, "round {round}");
         if round > 0 {
             let out = sb.run(&Command::new(BUSYBOX).args(["echo", "ran"])).unwrap();

@@ -5,6 +5,7 @@
 #[cfg(not(test))]
 extern "C" {
     fn tlb_flush();
+    fn tlb_flush_page(va: u64);
     fn enter_program(entry: u64, stack: u64) -> !;
 }
 
@@ -21,6 +22,25 @@ pub fn flush_tlb() {
     unsafe {
         tlb_flush()
     }
+}
+
+/// Drops the TLB's entries for the page at `va` (ring-0 `invlpg` through
+/// the #OF trap: as many emulated instructions as a CR3 reload on this
+/// host, but KVM's shadow paging leaves its other tables as they are,
+/// where a reload makes it write-protect every page table again, so that
+/// the runtime's next write to each faults): for a change to a few pages'
+/// entries (not for freed page tables).
+pub fn flush_page(va: u64) {
+    crate::stats::stat(|s| s.page_flushes += 1);
+    #[cfg(not(test))]
+    // SAFETY: tlb_flush_page is the entry assembly's: an `int 4` the #OF
+    // stub turns into an `invlpg`; it clobbers only RAX and RCX, which
+    // an extern "C" call may clobber anyway.
+    unsafe {
+        tlb_flush_page(va)
+    }
+    #[cfg(test)]
+    let _ = va;
 }
 
 /// Starts the program at `entry` with its initial stack at `stack`.

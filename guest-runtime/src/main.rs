@@ -224,6 +224,21 @@ global_asm!(
     "1:",
     "    ret",
     "",
+    // A request to drop one page's TLB entries (invlpg): an `int 4` (the
+    // #OF gate, reachable from CPL3 as on Linux) with RCX = the address
+    // after it and RAX = the page (RDI, the argument). The #OF stub
+    // recognises it as the #BP stub does its request; a program's own
+    // `int 4` still raises its signal, and one that forges the pair only
+    // drops TLB entries. Unlike a CR3 reload, KVM's shadow paging then
+    // leaves the other page tables as they are.
+    ".global tlb_flush_page",
+    "tlb_flush_page:",
+    "    mov rax, rdi",
+    "    lea rcx, [rip + 1f]",
+    "    int 4",
+    "1:",
+    "    ret",
+    "",
     // Exception stubs, 16 bytes apart: push an error code where the CPU
     // pushes none, push the vector, go to the common ring-0 handler.
     ".macro STUB vec, err",
@@ -245,7 +260,14 @@ global_asm!(
     "  jne.d32 bp_not_flush",
     "  mov cr3, rax",
     "  iretq",
-    "STUB 4, 0", "STUB 5, 0", "STUB 6, 0", "STUB 7, 0",
+    // #OF: a page's TLB flush request from `tlb_flush_page`, or a
+    // program's `int 4` for the common handler. 15 bytes.
+    "  .balign 16",
+    "  cmp rcx, [rsp]",
+    "  jne.d32 of_not_flush",
+    "  invlpg [rax]",
+    "  iretq",
+    "STUB 5, 0", "STUB 6, 0", "STUB 7, 0",
     "  .balign 16",
     "  push 8",
     "  jmp exception_crash",
@@ -258,6 +280,10 @@ global_asm!(
     "",
     // Ring 0 (emulated on this host, ~2 µs an instruction: as few as
     // possible). Stack: vector, error, rip, cs, rflags, rsp, ss.
+    "of_not_flush:",
+    "    push 0",
+    "    push 4",
+    "    jmp exception_common",
     "bp_not_flush:",
     "    push 0",
     "    push 3",

@@ -941,7 +941,8 @@ fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
         let start = (page & !(COW_WINDOW - 1)).max(v.start);
         let end = ((page | (COW_WINDOW - 1)) + 1).min(v.end);
         let mut at = start;
-        let mut stale = false;
+        // The pages whose old entries the CPU may hold (accessed).
+        let (mut stale_from, mut stale_to) = (u64::MAX, 0);
         while at < end {
             if let Some(e) = cur_pte(at, false).filter(|_| at != page) {
                 // SAFETY: as above.
@@ -950,13 +951,15 @@ fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
                     let Some(new) = unshared_entry(old, writable) else { break };
                     // SAFETY: as above; flushed below if accessed.
                     unsafe { pt_write(e, new) };
-                    stale |= old & PTE_A != 0;
+                    if old & PTE_A != 0 {
+                        (stale_from, stale_to) = (stale_from.min(at), at + PAGE);
+                    }
                 }
             }
             at += PAGE;
         }
-        if stale {
-            crate::cpu::flush_tlb();
+        if stale_to > 0 {
+            flush_range(stale_from, stale_to);
         }
     }
     Some(true)
@@ -981,7 +984,7 @@ fn unshare_range(va: u64, len: u64) -> bool {
                 Some(changed) => flush |= changed,
                 None => {
                     if flush {
-                        crate::cpu::flush_tlb();
+                        flush_range(va, at);
                     }
                     return false;
                 }
@@ -993,7 +996,7 @@ fn unshare_range(va: u64, len: u64) -> bool {
         };
     }
     if flush {
-        crate::cpu::flush_tlb();
+        flush_range(va, at.min(end));
     }
     true
 }
@@ -1449,6 +1452,42 @@ fn unback_range(start: u64, end: u64) -> bool {
     free_empty_tables(start, end) || flush
 }
 
+/// Unmaps `[start, end)` of the current space as [`unback_range`] does,
+/// and flushes what it changed: its pages alone ([`flush_range`]) if no
+/// page table was freed, else everything.
+fn unback_and_flush(start: u64, end: u64) {
+    let pages = unback_pages(start, end);
+    if free_empty_tables(start, end) {
+        crate::cpu::flush_tlb();
+    } else if pages {
+        flush_range(start, end);
+    }
+}
+
+/// Most pages whose TLB entries are dropped one by one
+/// ([`crate::cpu::flush_page`]) rather than all by a CR3 load.
+const PAGE_FLUSH_MAX: u64 = 4;
+
+/// Makes changes to the leaf entries of `[start, end)` of the current
+/// space take effect: page by page for a few pages, else by a CR3 load
+/// (never for freed page tables: a CPU may cache the entries above them;
+/// those need [`crate::cpu::flush_tlb`]). A CR3 load makes KVM's shadow
+/// paging write-protect every page table again, and the runtime's next
+/// write to each then faults (~40 such faults in a cold `python3 -c`);
+/// a page's flush leaves them as they are.
+fn flush_range(start: u64, end: u64) {
+    let (start, end) = (page_down(start), page_up(end));
+    if end > start && (end - start) / PAGE <= PAGE_FLUSH_MAX {
+        let mut at = start;
+        while at < end {
+            crate::cpu::flush_page(at);
+            at += PAGE;
+        }
+    } else {
+        crate::cpu::flush_tlb();
+    }
+}
+
 fn unback_pages(start: u64, end: u64) -> bool {
     let mut flush = false;
     let mut va = start;
@@ -1577,6 +1616,7 @@ unsafe fn table_entry(pml4: u64, va: u64, level: u32) -> Result<*mut u64, u32> {
 /// a copy-on-write frame is copied first. False if a frame for such a
 /// copy was short (the bytes there were left alone).
 pub fn copy_to_frames(mut va: u64, mut data: &[u8]) -> bool {
+    let first = va;
     let mut flush = false;
     let mut whole = true;
     while !data.is_empty() {
@@ -1611,7 +1651,7 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) -> bool {
         data = &data[n..];
     }
     if flush {
-        crate::cpu::flush_tlb();
+        flush_range(first, va);
     }
     whole
 }
@@ -1650,12 +1690,12 @@ pub fn with_patch_flush_deferred<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// The flush a patch's frame change needs: now, or at the end of the
-/// batch it is part of.
-fn patch_flush() {
+/// The flush a patch's frame change at page `va` needs: now, or at the
+/// end of the batch it is part of.
+fn patch_flush(va: u64) {
     match PATCH_FLUSH_DEFERRED.get() {
         Some(pending) => *pending = true,
-        None => crate::cpu::flush_tlb(),
+        None => crate::cpu::flush_page(page_down(va)),
     }
 }
 
@@ -1688,13 +1728,13 @@ pub fn patch_code(va: u64, bytes: &[u8], code_only: bool) -> bool {
         let Some(new) = unshared_entry(old, v.prot & PROT_WRITE != 0) else { return false };
         // SAFETY: as above; flushed now (maybe another frame).
         unsafe { pt_write(e, new) };
-        patch_flush();
+        patch_flush(va);
         new & ADDR_MASK
     } else if old & PTE_SHARED != 0 {
         let Some(f) = copy_frame(old & ADDR_MASK) else { return false };
         // SAFETY: as above; present -> present with another frame: flushed below.
         unsafe { pt_write(e, f | (old & !ADDR_MASK & !PTE_SHARED)) };
-        patch_flush();
+        patch_flush(va);
         f
     } else {
         old & ADDR_MASK
@@ -1854,9 +1894,7 @@ fn make_room(hint: u64, len: u64, fixed: bool, noreplace: bool) -> Result<(u64, 
         find_free(len)?
     };
     let end = start + len;
-    if unback_range(start, end) {
-        crate::cpu::flush_tlb();
-    }
+    unback_and_flush(start, end);
     vma_remove(start, end)?;
     Ok((start, end))
 }
@@ -2116,9 +2154,7 @@ pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
     if end > user::ADDR_LIMIT {
         return Err(EINVAL);
     }
-    if unback_range(start, end) {
-        crate::cpu::flush_tlb();
-    }
+    unback_and_flush(start, end);
     vma_remove(start, end)
 }
 
@@ -2177,7 +2213,7 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     vma::protect(&mut current().vmas, start, end, prot)?;
     let res = back_range(current().pml4, start, end, prot, false);
     if let Ok(true) = res {
-        crate::cpu::flush_tlb();
+        flush_range(start, end);
     }
     res.map(|_| ())
 }

@@ -89,6 +89,7 @@ pub fn snapshot_point() -> Option<Resume> {
         s.unknown_syscalls = 0;
         s.page_faults = 0;
         s.cr3_loads = 0;
+        s.page_flushes = 0;
         s.processes = 0;
         s.rewritten_sites = 0;
         s.slow_syscalls = 0;

@@ -251,6 +251,9 @@ pub struct RuntimeStats {
     /// from there, so the host may fault in the host memory just above it
     /// ahead of the guest. The guest's word: a hint, bounded by the host.
     pub frame_frontier: u64,
+    /// Ring-0 trips for one page's TLB flush (`invlpg`), where a change
+    /// to a few pages' entries does without a CR3 load.
+    pub page_flushes: u64,
 }
 
 pub const UNKNOWN_SLOTS: usize = 512;

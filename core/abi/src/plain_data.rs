@@ -78,6 +78,7 @@ no_padding!(RuntimeStats {
     rewritten_sites: u64,
     slow_syscalls: u64,
     frame_frontier: u64,
+    page_flushes: u64,
 });
 no_padding!(ResumeInfo {
     tsc_khz: u64,

@@ -449,6 +449,7 @@ impl<'a> Runner<'a> {
                             if let Ok(rs) = vm.runtime_stats() {
                                 t.page_faults = rs.page_faults;
                                 t.cr3_loads = rs.cr3_loads;
+                                t.page_flushes = rs.page_flushes;
                             }
                             t.print();
                         }
@@ -722,14 +723,15 @@ struct Trace {
     guest: Duration,
     page_faults: u64,
     cr3_loads: u64,
+    page_flushes: u64,
     hypercalls: std::collections::BTreeMap<u64, (u64, Duration)>,
 }
 
 impl Trace {
     fn print(&self) {
         let mut line = format!(
-            "hvsandbox trace: boot {:?}, in guest {:?}, page faults {}, cr3 loads {}",
-            self.boot, self.guest, self.page_faults, self.cr3_loads
+            "hvsandbox trace: boot {:?}, in guest {:?}, page faults {}, cr3 loads {}, page flushes {}",
+            self.boot, self.guest, self.page_faults, self.cr3_loads, self.page_flushes
         );
         for (nr, (n, d)) in &self.hypercalls {
             line.push_str(&format!(", hc{nr} x{n} {d:?}"));

@@ -193,8 +193,8 @@ fn file_mappings_made_again_over_themselves_read_and_run_as_natively() {
 }
 
 /// Changes to one to six pages' mappings take effect at once, as
-/// natively (the runtime drops up to four pages' TLB entries one by one
-/// with `invlpg`, more with a CR3 reload): access taken away faults, given
+/// natively (the runtime drops one page's TLB entries with `invlpg`, more
+/// with a CR3 reload): access taken away faults, given
 /// back works, an unmapped page faults and one mapped anew reads zero;
 /// and a forked child whose copy-on-write window took pages it had read
 /// never sees the parent's later writes to them.

@@ -28,8 +28,8 @@ pub fn flush_tlb() {
 /// the #OF trap: as many emulated instructions as a CR3 reload on this
 /// host, but KVM's shadow paging leaves its other tables as they are,
 /// where a reload makes it write-protect every page table again, so that
-/// the runtime's next write to each faults): for a change to a few pages'
-/// entries (not for freed page tables).
+/// the runtime's next write to each faults): for a change to one page's
+/// entry (not for freed page tables).
 pub fn flush_page(va: u64) {
     crate::stats::stat(|s| s.page_flushes += 1);
     #[cfg(not(test))]

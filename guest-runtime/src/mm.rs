@@ -899,8 +899,8 @@ fn cow_room(extra: u64) -> bool {
 /// (`cow_room`), else split, as Linux does; a 4 KiB page gets
 /// `unshared_entry`. With `window` and ample room, so do the
 /// copy-on-write pages of the aligned 64 KiB around it, as a page fault
-/// here costs ~100 page copies (flushing the TLB if one of them was
-/// touched since the fork: its entry may hold the old frame). Returns
+/// here costs ~100 page copies (flushing those touched since the fork:
+/// their TLB entries may hold the old frame). Returns
 /// whether it changed an entry the TLB may hold (the caller flushes,
 /// unless a fault on `va` itself invalidated it); None when out of
 /// frames.
@@ -941,8 +941,9 @@ fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
         let start = (page & !(COW_WINDOW - 1)).max(v.start);
         let end = ((page | (COW_WINDOW - 1)) + 1).min(v.end);
         let mut at = start;
-        // The pages whose old entries the CPU may hold (accessed).
-        let (mut stale_from, mut stale_to) = (u64::MAX, 0);
+        // The pages whose old entries the CPU may hold (accessed since the
+        // fork).
+        let mut stale = Stale::default();
         while at < end {
             if let Some(e) = cur_pte(at, false).filter(|_| at != page) {
                 // SAFETY: as above.
@@ -952,15 +953,13 @@ fn break_cow(va: u64, v: &Vma, window: bool) -> Option<bool> {
                     // SAFETY: as above; flushed below if accessed.
                     unsafe { pt_write(e, new) };
                     if old & PTE_A != 0 {
-                        (stale_from, stale_to) = (stale_from.min(at), at + PAGE);
+                        stale.add(at);
                     }
                 }
             }
             at += PAGE;
         }
-        if stale_to > 0 {
-            flush_range(stale_from, stale_to);
-        }
+        stale.flush();
     }
     Some(true)
 }
@@ -976,16 +975,15 @@ fn unshare_range(va: u64, len: u64) -> bool {
     }
     let end = va.saturating_add(len);
     let mut at = page_down(va);
-    let mut flush = false;
+    let mut stale = Stale::default();
     while at < end {
         if leaf(at) & PTE_COW != 0 {
             let Some(v) = vma_at(at) else { return false };
             match break_cow(at, &v, false) {
-                Some(changed) => flush |= changed,
+                Some(true) => stale.add(at),
+                Some(false) => {}
                 None => {
-                    if flush {
-                        flush_range(va, at);
-                    }
+                    stale.flush();
                     return false;
                 }
             }
@@ -995,9 +993,7 @@ fn unshare_range(va: u64, len: u64) -> bool {
             None => break,
         };
     }
-    if flush {
-        flush_range(va, at.min(end));
-    }
+    stale.flush();
     true
 }
 
@@ -1382,9 +1378,10 @@ const EAGER_MAX: u64 = 256 * 1024;
 /// unless `populate`), `prot` access. Pages already backed keep their
 /// frame (a file-cache frame is copied if the new access allows writing;
 /// a shared object's frame is copied when `populate`, which makes the
-/// range private memory) and get `prot`. Returns whether a flush is needed.
-fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Result<bool, i64> {
-    let mut flush = false;
+/// range private memory) and get `prot`. Returns the pages whose entries
+/// need a flush.
+fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Result<Stale, i64> {
+    let mut stale = Stale::default();
     let mut va = start;
     while va < end {
         let e = if populate {
@@ -1411,11 +1408,13 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
                 || old & PTE_NX == 0 && prot & PROT_EXEC == 0
                 || leaf_bits(prot) & PTE_P == 0;
             if old & PTE_P != 0 && loses {
-                flush = true;
+                stale.add(va);
             }
             if old & PTE_SHARED != 0 {
                 if prot & PROT_WRITE != 0 {
-                    flush |= old & PTE_P != 0;
+                    if old & PTE_P != 0 {
+                        stale.add(va);
+                    }
                     copy_frame(old & ADDR_MASK).ok_or(ENOMEM)?
                 } else {
                     shared = PTE_SHARED;
@@ -1423,7 +1422,9 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
                 }
             } else if old & PTE_SHM != 0 {
                 if populate {
-                    flush |= old & PTE_P != 0;
+                    if old & PTE_P != 0 {
+                        stale.add(va);
+                    }
                     copy_frame(old & ADDR_MASK).ok_or(ENOMEM)?
                 } else {
                     shared = PTE_SHM;
@@ -1442,54 +1443,74 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
         unsafe { pt_write(e, frame | bits) };
         va += PAGE;
     }
-    Ok(flush)
+    Ok(stale)
 }
 
-/// Unmaps `[start, end)`, freeing frames and the page tables left empty.
-/// Returns whether a flush is needed.
-fn unback_range(start: u64, end: u64) -> bool {
-    let flush = unback_pages(start, end);
-    free_empty_tables(start, end) || flush
-}
-
-/// Unmaps `[start, end)` of the current space as [`unback_range`] does,
-/// and flushes what it changed: its pages alone ([`flush_range`]) if no
-/// page table was freed, else everything.
+/// Unmaps `[start, end)` of the current space, freeing frames and the
+/// page tables left empty, and flushes what it changed: the pages that
+/// were present alone ([`Stale::flush`]) if no page table was freed, else
+/// everything.
 fn unback_and_flush(start: u64, end: u64) {
-    let pages = unback_pages(start, end);
+    let mut stale = unback_pages(start, end);
     if free_empty_tables(start, end) {
-        crate::cpu::flush_tlb();
-    } else if pages {
-        flush_range(start, end);
+        stale.many = true;
     }
+    stale.flush();
 }
 
 /// Most pages whose TLB entries are dropped one by one
-/// ([`crate::cpu::flush_page`]) rather than all by a CR3 load.
-const PAGE_FLUSH_MAX: u64 = 4;
+/// ([`crate::cpu::flush_page`]) rather than all by a CR3 load. Both take
+/// the same emulated instructions here, but a CR3 load also makes KVM's
+/// shadow paging write-protect every page table again, so that the
+/// runtime's next write to each faults: a loop of one-page `mprotect`s
+/// took 92 µs a round with CR3 loads and 49 µs with `invlpg`. For two
+/// pages, two traps cost about what a CR3 load and its faults do (a shell
+/// loop of fork and exec made ~13% more exits), so one it is.
+const PAGE_FLUSH_MAX: u64 = 1;
 
-/// Makes changes to the leaf entries of `[start, end)` of the current
-/// space take effect: page by page for a few pages, else by a CR3 load
-/// (never for freed page tables: a CPU may cache the entries above them;
-/// those need [`crate::cpu::flush_tlb`]). A CR3 load makes KVM's shadow
-/// paging write-protect every page table again, and the runtime's next
-/// write to each then faults (~40 such faults in a cold `python3 -c`);
-/// a page's flush leaves them as they are.
-fn flush_range(start: u64, end: u64) {
-    let (start, end) = (page_down(start), page_up(end));
-    if end > start && (end - start) / PAGE <= PAGE_FLUSH_MAX {
-        let mut at = start;
-        while at < end {
-            crate::cpu::flush_page(at);
-            at += PAGE;
+/// The pages of the current space whose entries changed in a way the TLB
+/// may not show yet (a present entry removed, narrowed or given another
+/// frame): up to [`PAGE_FLUSH_MAX`] of them, flushed one by one, or
+/// `many`, flushed by a CR3 load (also for freed page tables, whose
+/// entries above them a CPU may cache).
+#[derive(Default)]
+struct Stale {
+    pages: [u64; PAGE_FLUSH_MAX as usize],
+    n: usize,
+    many: bool,
+}
+
+impl Stale {
+    /// Notes the page holding `va` (a 2 MiB page's entry is dropped by
+    /// a flush of any address in it).
+    fn add(&mut self, va: u64) {
+        let page = page_down(va);
+        if self.many || self.pages[..self.n].contains(&page) {
+            return;
         }
-    } else {
-        crate::cpu::flush_tlb();
+        match self.pages.get_mut(self.n) {
+            Some(slot) => {
+                *slot = page;
+                self.n += 1;
+            }
+            None => self.many = true,
+        }
+    }
+
+    /// Makes the changes take effect.
+    fn flush(&self) {
+        if self.many {
+            crate::cpu::flush_tlb();
+        } else {
+            for &page in &self.pages[..self.n] {
+                crate::cpu::flush_page(page);
+            }
+        }
     }
 }
 
-fn unback_pages(start: u64, end: u64) -> bool {
-    let mut flush = false;
+fn unback_pages(start: u64, end: u64) -> Stale {
+    let mut stale = Stale::default();
     let mut va = start;
     while va < end {
         if va < USER_END && (va == start || va.is_multiple_of(HUGE)) {
@@ -1511,7 +1532,7 @@ fn unback_pages(start: u64, end: u64) -> bool {
                     // SAFETY: as above; the flush follows (returned).
                     unsafe { pt_write(e, 0) };
                     unmap_huge(v);
-                    flush = true;
+                    stale.add(va);
                     va += HUGE;
                     continue;
                 }
@@ -1527,12 +1548,14 @@ fn unback_pages(start: u64, end: u64) -> bool {
                 if old & PTE_FOREIGN == 0 {
                     release_frame(old);
                 }
-                flush |= old & PTE_P != 0;
+                if old & PTE_P != 0 {
+                    stale.add(va);
+                }
             }
         }
         va += PAGE;
     }
-    flush
+    stale
 }
 
 /// Frees the page tables of the current space under `[start, end)` that
@@ -1616,8 +1639,7 @@ unsafe fn table_entry(pml4: u64, va: u64, level: u32) -> Result<*mut u64, u32> {
 /// a copy-on-write frame is copied first. False if a frame for such a
 /// copy was short (the bytes there were left alone).
 pub fn copy_to_frames(mut va: u64, mut data: &[u8]) -> bool {
-    let first = va;
-    let mut flush = false;
+    let mut stale = Stale::default();
     let mut whole = true;
     while !data.is_empty() {
         let off = va & (PAGE - 1);
@@ -1632,7 +1654,7 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) -> bool {
                     Some(new) => {
                         // SAFETY: as above; flushed below.
                         unsafe { pt_write(e, new) };
-                        flush = true;
+                        stale.add(va);
                         v = new;
                     }
                     None => {
@@ -1650,9 +1672,7 @@ pub fn copy_to_frames(mut va: u64, mut data: &[u8]) -> bool {
         va += n as u64;
         data = &data[n..];
     }
-    if flush {
-        flush_range(first, va);
-    }
+    stale.flush();
     whole
 }
 
@@ -1668,23 +1688,26 @@ pub fn on_code_change(unmapped: CodeHook, restore: CodeHook) {
 }
 
 /// Set while code is patched ahead in a batch ([`with_patch_flush_deferred`]):
-/// whether a patch has put off its flush.
-static PATCH_FLUSH_DEFERRED: Global<Option<bool>> = Global::new(None);
+/// the pages whose patches have put off their flush.
+static PATCH_FLUSH_DEFERRED: Global<Option<Stale>> = Global::new(None);
 
 /// Runs `f`, in which [`patch_code`] puts off the flushes its frame
-/// changes need, then flushes once if any did. Only while nothing of the
-/// program runs (code patched ahead at an execve): meanwhile the
-/// runtime's own reads of patched pages may still see their old bytes,
-/// which are the program's own (the rewriter keeps its changes in its
-/// list of sites, not only in the bytes).
+/// changes need, then flushes the pages it changed (or all, for many).
+/// Only while nothing of the program runs (code patched ahead at an
+/// execve): meanwhile the runtime's own reads of patched pages may still
+/// see their old bytes, which are the program's own (the rewriter keeps
+/// its changes in its list of sites, not only in the bytes).
 pub fn with_patch_flush_deferred<R>(f: impl FnOnce() -> R) -> R {
-    let outer = PATCH_FLUSH_DEFERRED.get().replace(false);
+    let outer = PATCH_FLUSH_DEFERRED.get().replace(Stale::default());
     let r = f();
-    let pending = core::mem::replace(PATCH_FLUSH_DEFERRED.get(), outer) == Some(true);
-    if pending {
+    let inner = core::mem::replace(PATCH_FLUSH_DEFERRED.get(), outer);
+    if let Some(inner) = inner {
         match PATCH_FLUSH_DEFERRED.get() {
-            Some(p) => *p = true,
-            None => crate::cpu::flush_tlb(),
+            Some(outer) => {
+                outer.many |= inner.many;
+                inner.pages[..inner.n].iter().for_each(|&page| outer.add(page));
+            }
+            None => inner.flush(),
         }
     }
     r
@@ -1694,7 +1717,7 @@ pub fn with_patch_flush_deferred<R>(f: impl FnOnce() -> R) -> R {
 /// end of the batch it is part of.
 fn patch_flush(va: u64) {
     match PATCH_FLUSH_DEFERRED.get() {
-        Some(pending) => *pending = true,
+        Some(pending) => pending.add(va),
         None => crate::cpu::flush_page(page_down(va)),
     }
 }
@@ -1812,15 +1835,12 @@ fn valid_user_range(start: u64, len: u64) -> Option<u64> {
 /// Maps `[start, start + len)` with `prot`, replacing whatever was there.
 pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
-    let mut flush = unback_range(start, end);
+    let mut stale = unback_pages(start, end);
+    stale.many |= free_empty_tables(start, end);
     vma_remove(start, end)?;
+    // (Nothing is left to narrow: the new entries need no flush.)
     let res = back_range(current().pml4, start, end, prot, len <= EAGER_MAX);
-    if let Ok(f) = res {
-        flush |= f;
-    }
-    if flush {
-        crate::cpu::flush_tlb();
-    }
+    stale.flush();
     res?;
     vma_insert(Vma::private(start, end, prot))
 }
@@ -2212,8 +2232,8 @@ pub fn mprotect(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     }
     vma::protect(&mut current().vmas, start, end, prot)?;
     let res = back_range(current().pml4, start, end, prot, false);
-    if let Ok(true) = res {
-        flush_range(start, end);
+    if let Ok(stale) = &res {
+        stale.flush();
     }
     res.map(|_| ())
 }
@@ -2757,9 +2777,7 @@ pub fn brk(want: u64) -> u64 {
 /// are already backed (ELF segments may share a page).
 pub fn map_keep(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
-    if back_range(current().pml4, start, end, prot, true)? {
-        crate::cpu::flush_tlb();
-    }
+    back_range(current().pml4, start, end, prot, true)?.flush();
     vma_remove(start, end)?;
     vma_insert(Vma::private(start, end, prot))
 }

@@ -1,5 +1,5 @@
 /* Changes to a few pages' mappings take effect at once: for 1 to 6
- * pages (the runtime drops a few pages' TLB entries one by one and more
+ * pages (the runtime drops one page's TLB entries with invlpg, more
  * by a CR3 reload), each round takes write access away (writes fault),
  * gives it back, takes all access away (reads fault), unmaps (reads
  * fault) and maps anew (fresh zero pages, not the old bytes); and a

@@ -1497,6 +1497,12 @@ impl Stale {
         }
     }
 
+    /// Adds `other`'s pages.
+    fn merge(&mut self, other: &Stale) {
+        self.many |= other.many;
+        other.pages[..other.n].iter().for_each(|&page| self.add(page));
+    }
+
     /// Makes the changes take effect.
     fn flush(&self) {
         if self.many {
@@ -1703,10 +1709,7 @@ pub fn with_patch_flush_deferred<R>(f: impl FnOnce() -> R) -> R {
     let inner = core::mem::replace(PATCH_FLUSH_DEFERRED.get(), outer);
     if let Some(inner) = inner {
         match PATCH_FLUSH_DEFERRED.get() {
-            Some(outer) => {
-                outer.many |= inner.many;
-                inner.pages[..inner.n].iter().for_each(|&page| outer.add(page));
-            }
+            Some(outer) => outer.merge(&inner),
             None => inner.flush(),
         }
     }
@@ -1838,8 +1841,11 @@ pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let mut stale = unback_pages(start, end);
     stale.many |= free_empty_tables(start, end);
     vma_remove(start, end)?;
-    // (Nothing is left to narrow: the new entries need no flush.)
     let res = back_range(current().pml4, start, end, prot, len <= EAGER_MAX);
+    if let Ok(more) = &res {
+        // (None: nothing is left to narrow or copy after the unmapping.)
+        stale.merge(more);
+    }
     stale.flush();
     res?;
     vma_insert(Vma::private(start, end, prot))

@@ -1447,15 +1447,12 @@ fn back_range(pml4: u64, start: u64, end: u64, prot: u32, populate: bool) -> Res
 }
 
 /// Unmaps `[start, end)` of the current space, freeing frames and the
-/// page tables left empty, and flushes what it changed: the pages that
-/// were present alone ([`Stale::flush`]) if no page table was freed, else
-/// everything.
-fn unback_and_flush(start: u64, end: u64) {
+/// page tables left empty. Returns what needs a flush: the pages that
+/// were present, or everything if a page table was freed.
+fn unback_range(start: u64, end: u64) -> Stale {
     let mut stale = unback_pages(start, end);
-    if free_empty_tables(start, end) {
-        stale.many = true;
-    }
-    stale.flush();
+    stale.many |= free_empty_tables(start, end);
+    stale
 }
 
 /// Most pages whose TLB entries are dropped one by one
@@ -1838,8 +1835,7 @@ fn valid_user_range(start: u64, len: u64) -> Option<u64> {
 /// Maps `[start, start + len)` with `prot`, replacing whatever was there.
 pub fn map_fixed(start: u64, len: u64, prot: u32) -> Result<(), i64> {
     let end = valid_user_range(start, len).ok_or(EINVAL)?;
-    let mut stale = unback_pages(start, end);
-    stale.many |= free_empty_tables(start, end);
+    let mut stale = unback_range(start, end);
     vma_remove(start, end)?;
     let res = back_range(current().pml4, start, end, prot, len <= EAGER_MAX);
     if let Ok(more) = &res {
@@ -1920,7 +1916,7 @@ fn make_room(hint: u64, len: u64, fixed: bool, noreplace: bool) -> Result<(u64, 
         find_free(len)?
     };
     let end = start + len;
-    unback_and_flush(start, end);
+    unback_range(start, end).flush();
     vma_remove(start, end)?;
     Ok((start, end))
 }
@@ -2180,7 +2176,7 @@ pub fn munmap(start: u64, len: u64) -> Result<(), i64> {
     if end > user::ADDR_LIMIT {
         return Err(EINVAL);
     }
-    unback_and_flush(start, end);
+    unback_range(start, end).flush();
     vma_remove(start, end)
 }
 

@@ -137,9 +137,10 @@ impl Sweep {
     }
 
     /// Goes on from `end` until offset `upto` is reached, over `bytes`
-    /// (the function's, from offset `end`, and at least 15 more past
-    /// `upto` where it has them). Memory that runs out stops it as
-    /// undecodable bytes would: its answers then say no.
+    /// (the function's, from offset `end`; a kept sweep passes 15 more
+    /// past `upto` where it has them). Bytes that run out stop it as
+    /// undecodable ones would: its answers then say no, as a sweep over
+    /// exactly the bytes to `upto` does for an instruction across it.
     fn extend(&mut self, bytes: &[u8], upto: u64) {
         let mut i = 0usize;
         while !self.stuck && self.end + (i as u64) < upto {
@@ -154,9 +155,9 @@ impl Sweep {
         self.end += i as u64;
     }
 
-    /// Whether an instruction of `len` bytes starts at offset `back`, as
-    /// `x86len::reaches` and `x86len::length` over the bytes up to
-    /// `back + len` say (the sweep reaches that far).
+    /// Whether an instruction of `len` bytes starts at offset `back`: a
+    /// sweep from the start lands on it, and it ends `len` bytes on (the
+    /// sweep reaches that far).
     fn instruction_at(&self, back: u64, len: usize) -> bool {
         let Ok(k) = self.starts.binary_search(&(back as u32)) else { return false };
         // It has `len` bytes if the next one starts, or the sweep
@@ -199,12 +200,7 @@ impl Place {
     /// rewritten site has changed it.
     pub fn instruction_at(&self, at: u64, len: usize) -> bool {
         let Some(back) = at.checked_sub(self.from) else { return false };
-        if let Some(kept) = self.kept_sweep(back + len as u64) {
-            return kept.instruction_at(back, len) && !rewritten(at, at + len as u64);
-        }
-        let Some(bytes) = original_bytes(self.from, back + len as u64) else { return false };
-        x86len::reaches(&bytes, back as usize)
-            && x86len::length(&bytes[back as usize..]) == Some(len)
+        self.with_sweep(back + len as u64, |s| s.instruction_at(back, len)).unwrap_or(false)
             && !rewritten(at, at + len as u64)
     }
 
@@ -213,32 +209,26 @@ impl Place {
     /// site has changed it.
     pub fn instruction_before(&self, at: u64) -> Option<(u64, &'static [u8])> {
         let back = at.checked_sub(self.from)?;
-        let last = if let Some(kept) = self.kept_sweep(back) {
-            kept.instruction_before(back)?
-        } else {
-            let bytes = original_bytes(self.from, back)?;
-            let mut i = 0;
-            let mut last = None;
-            while i < bytes.len() {
-                let n = x86len::length(&bytes[i..])?;
-                last = Some(i);
-                i += n;
-            }
-            last.filter(|_| i == bytes.len())? as u64
-        };
-        let start = self.from + last;
+        let start = self.from + self.with_sweep(back, |s| s.instruction_before(back))??;
         if rewritten(start, at) {
             return None;
         }
         Some((start, code_bytes(start, at - start)?))
     }
 
-    /// The kept sweep of this function, reaching `upto` bytes from its
-    /// start, while a batch keeps sweeps ([`with_sweeps_kept`]).
-    fn kept_sweep(&self, upto: u64) -> Option<&'static Sweep> {
-        SWEEP.get().as_ref()?;
+    /// Runs `f` on a sweep from this function's start that reaches
+    /// offset `upto` (or stops short where the bytes decode as no
+    /// instruction). While a batch keeps sweeps ([`with_sweeps_kept`]),
+    /// the kept one, extended over the bytes to `upto` and the longest
+    /// instruction's more (within the mapping); else a new one over the
+    /// bytes to `upto` alone. None if the bytes cannot be read.
+    fn with_sweep<R>(&self, upto: u64, f: impl FnOnce(&Sweep) -> R) -> Option<R> {
+        let Some(slot) = SWEEP.get().as_mut() else {
+            let mut fresh = Sweep::new(0, self.from);
+            fresh.extend(&original_bytes(self.from, upto)?, upto);
+            return Some(f(&fresh));
+        };
         let space = mm::current().pml4();
-        let slot = SWEEP.get().as_mut()?;
         if !matches!(slot, Some(s) if s.space == space && s.from == self.from) {
             *slot = Some(Sweep::new(space, self.from));
         }
@@ -250,7 +240,7 @@ impl Place {
             let bytes = original_bytes(self.from + s.end, want.checked_sub(s.end)?)?;
             s.extend(&bytes, upto);
         }
-        Some(s)
+        Some(f(s))
     }
 
     /// A 5-byte slot of padding between two functions (alignment filler,
@@ -354,8 +344,9 @@ mod tests {
     use super::Sweep;
     use crate::x86len;
 
-    /// What `Place::instruction_at` and `instruction_before` answer with a
-    /// fresh sweep over `code` (the bytes from the function's start).
+    /// What `Place::instruction_at` and `instruction_before` answered
+    /// before sweeps were kept, over `code` (the bytes from the function's
+    /// start): the reference.
     fn fresh_at(code: &[u8], back: usize, len: usize) -> bool {
         let bytes = &code[..(back + len).min(code.len())];
         bytes.len() == back + len && x86len::reaches(bytes, back) && x86len::length(&bytes[back..]) == Some(len)
@@ -404,9 +395,20 @@ mod tests {
                     kept(&mut sweep, code, (back + len) as u64);
                     let want = fresh_at(code, back, len);
                     assert_eq!(sweep.instruction_at(back as u64, len), want, "at {back} len {len}");
+                    // A new sweep over the bytes to `back + len` alone.
+                    let upto = back + len;
+                    if upto <= code.len() {
+                        let mut fresh = Sweep::new(0, 0);
+                        fresh.extend(&code[..upto], upto as u64);
+                        assert_eq!(fresh.instruction_at(back as u64, len), want, "fresh at {back} len {len}");
+                    }
                 }
                 kept(&mut sweep, code, back as u64);
-                assert_eq!(sweep.instruction_before(back as u64), fresh_before(code, back), "before {back}");
+                let want = fresh_before(code, back);
+                assert_eq!(sweep.instruction_before(back as u64), want, "before {back}");
+                let mut fresh = Sweep::new(0, 0);
+                fresh.extend(&code[..back], back as u64);
+                assert_eq!(fresh.instruction_before(back as u64), want, "fresh before {back}");
             }
         }
     }

@@ -351,7 +351,10 @@ pub fn jump(code: &[u8], at: u64) -> Jump {
 }
 
 /// Whether a linear sweep from the start of `code` meets an instruction
-/// that starts exactly at `target` (every instruction before it known).
+/// that starts exactly at `target` (every instruction before it known):
+/// the tests' reference (the rewriter's proofs sweep with `sitefind`'s
+/// `Sweep`, which keeps what it found).
+#[cfg(test)]
 pub fn reaches(code: &[u8], target: usize) -> bool {
     let mut i = 0;
     while i < target {

@@ -314,11 +314,15 @@ fn memory() {
     );
 }
 
+/// The figure (ns) a program printed.
+fn ns(stdout: &[u8]) -> f64 {
+    String::from_utf8_lossy(stdout).trim().parse::<f64>().unwrap_or(f64::NAN)
+}
+
 /// getpid in the guest, averaged in the program itself (ns).
 fn guest_getpid() -> f64 {
     let mut sb = Sandbox::builder().build().unwrap();
-    let guest = sb.run(&Command::new(musl("syscall_cost"))).unwrap();
-    String::from_utf8_lossy(&guest.stdout).trim().parse::<f64>().unwrap_or(f64::NAN)
+    ns(&sb.run(&Command::new(musl("syscall_cost"))).unwrap().stdout)
 }
 
 /// The cost of one system call served in the guest, beside the same call
@@ -329,12 +333,12 @@ fn guest_getpid() -> f64 {
 /// dispatch.
 fn syscall_cost() {
     let native = std::process::Command::new(musl("syscall_cost")).output().unwrap();
-    let n = String::from_utf8_lossy(&native.stdout).trim().parse::<f64>().unwrap_or(f64::NAN);
+    let n = ns(&native.stdout);
     let g = guest_getpid();
     println!("system call (getpid) in the guest: {g:.0} ns; native: {n:.0} ns ({:.2}x)", g / n);
     let exe = std::env::current_exe().unwrap();
     let child = std::process::Command::new(exe).arg("--getpid-only").env("HVSANDBOX_REWRITE", "0").output().unwrap();
-    let u = String::from_utf8_lossy(&child.stdout).trim().parse::<f64>().unwrap_or(f64::NAN);
+    let u = ns(&child.stdout);
     println!("  the same from a site left as it is (HVSANDBOX_REWRITE=0): {u:.0} ns ({:.1}x native)", u / n);
 }
 

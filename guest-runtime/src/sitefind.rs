@@ -362,7 +362,8 @@ mod tests {
         last.filter(|_| i == bytes.len()).map(|l| l as u64)
     }
 
-    /// A sweep kept and extended as `kept_sweep` does, reaching `upto`.
+    /// A sweep kept and extended as `Place::with_sweep` does in a batch,
+    /// reaching `upto`.
     fn kept(sweep: &mut Sweep, code: &[u8], upto: u64) {
         if sweep.end < upto && !sweep.stuck {
             let want = ((upto + 15) as usize).min(code.len());

@@ -113,6 +113,29 @@ fn memory_filled_in_address_order_takes_few_faults() {
 }
 
 #[test]
+fn a_large_programs_read_only_data_goes_in_2_mib_pages_of_its_file_that_split_for_any_change() {
+    // The host lays a large program's file out 2 MiB-aligned, and the
+    // runtime maps the whole 2 MiB ranges of its read-only segments as
+    // 2 MiB pages of the file's own frames (one KVM fault each). The
+    // program sees what it sees natively: the bytes, a page made
+    // inaccessible and given back, a page unmapped, a write refused, and
+    // forked children, one of which exits while the pages are whole
+    // (the file's frames must not go back to the allocator with it).
+    let prog = musl("file_huge");
+    let native = std::process::Command::new(&prog).output().unwrap();
+    assert!(native.status.success(), "{native:?}");
+    let native = String::from_utf8(native.stdout).unwrap();
+    assert!(native.starts_with("sum ") && native.contains("\nchild before the changes: sum "), "{native}");
+    let out = sandbox().run(&Command::new(&prog).arg("meminfo")).unwrap();
+    assert_eq!(out.status, ExitStatus::Code(0), "{}", out.stderr_str());
+    let text = out.stdout_str();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"FilePmdMapped at start: at least 2 MiB"), "{text}");
+    assert_eq!(lines.last(), Some(&"FilePmdMapped after the changes: less"), "{text}");
+    assert_eq!(lines[1..lines.len() - 1].join("\n") + "\n", native);
+}
+
+#[test]
 fn memory_filled_in_order_goes_in_2_mib_pages_that_split_for_any_change() {
     // The runtime maps memory a program fills in order in 2 MiB pages
     // (one KVM fault each) and splits one into 512 pages for any change

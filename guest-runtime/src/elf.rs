@@ -23,6 +23,7 @@ const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
 const EM_X86_64: u16 = 62;
 const PAGE: u64 = mm::PAGE;
+const HUGE: u64 = hvsandbox_abi::HUGE_PAGE_SIZE;
 
 /// What the stack builder needs to know about the loaded program.
 #[derive(Clone, Copy)]
@@ -233,6 +234,8 @@ impl Image {
         if start < user::MIN_ADDR || (program && end > user::MMAP_TOP - user::BRK_MAX) || end > user::ADDR_LIMIT {
             return Err(ENOEXEC);
         }
+        let huge = self.map_huge_ranges(base)?;
+        let in_huge = |va: u64| huge.iter().any(|&at| (at..at + HUGE).contains(&va));
         let mut bytes = Vec::new();
         for ph in self.phdrs.iter().filter(|p| p.p_type == PT_LOAD && p.memsz > 0) {
             let prot = prot_of(ph.flags) | PROT_READ;
@@ -255,7 +258,7 @@ impl Image {
                 let npages = (seg_end - seg_start) / PAGE;
                 with_data(&self.node, |d| -> Result<(), i64> {
                     d.pin();
-                    for i in 0..npages {
+                    for i in (0..npages).filter(|&i| !in_huge(seg_start + i * PAGE)) {
                         let frame = d.frame((first_page + i) as usize)?;
                         mm::map_shared_frame(seg_start + i * PAGE, frame, prot)?;
                     }
@@ -284,6 +287,47 @@ impl Image {
             code(&self.node);
         }
         Ok(end)
+    }
+
+    /// Maps the whole 2 MiB ranges of this image's read-only segments
+    /// without bss (as mapped at `base`) whose file pages lie in 512
+    /// contiguous frames from a 2 MiB boundary (the host lays a large
+    /// program's file out so) as 2 MiB pages (`mm::map_file_huge`);
+    /// returns their addresses. The segment loop maps the rest.
+    fn map_huge_ranges(&self, base: u64) -> Result<Vec<u64>, i64> {
+        let mut mapped = Vec::new();
+        for ph in self.phdrs.iter().filter(|p| p.p_type == PT_LOAD && p.memsz > 0 && p.memsz == p.filesz) {
+            let prot = prot_of(ph.flags) | PROT_READ;
+            if prot & PROT_WRITE != 0 {
+                continue;
+            }
+            let va = ph.vaddr + base;
+            let (seg_start, seg_end) = (page_down(va), page_up(va + ph.memsz));
+            let mut at = seg_start.next_multiple_of(HUGE);
+            while at.saturating_add(HUGE) <= seg_end {
+                let first = (page_down(ph.offset) + (at - seg_start)) / PAGE;
+                let frames = with_data(&self.node, |d| -> Result<Option<u64>, i64> {
+                    let start = d.frame(first as usize)?;
+                    if !start.is_multiple_of(HUGE) {
+                        return Ok(None);
+                    }
+                    for k in 1..HUGE / PAGE {
+                        if d.frame((first + k) as usize)? != start + k * PAGE {
+                            return Ok(None);
+                        }
+                    }
+                    d.pin();
+                    Ok(Some(start))
+                })??;
+                if let Some(start) = frames {
+                    if mapped.try_reserve(1).is_ok() && mm::map_file_huge(at, start, prot) {
+                        mapped.push(at);
+                    }
+                }
+                at += HUGE;
+            }
+        }
+        Ok(mapped)
     }
 }
 

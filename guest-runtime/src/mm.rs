@@ -395,15 +395,16 @@ pub fn free_frames() -> u64 {
 }
 
 /// Bytes of program memory in 2 MiB pages mapped by the address spaces
-/// whose top-level tables are `roots` (`/proc/meminfo`'s AnonHugePages):
-/// each page once, however many spaces map it (a fork shares them).
-/// Counts every mapping if the list of pages cannot be made.
-pub fn huge_bytes_of(roots: &[u64]) -> u64 {
+/// whose top-level tables are `roots`: its own memory (`/proc/meminfo`'s
+/// AnonHugePages), or with `file` files' frames mapped in place
+/// (FilePmdMapped). Each page once, however many spaces map it (a fork
+/// shares them). Counts every mapping if the list of pages cannot be made.
+pub fn huge_bytes_of(roots: &[u64], file: bool) -> u64 {
     let mut pages: Vec<u64> = Vec::new();
     let mut complete = true;
     for &pml4 in roots {
         each_leaf(pml4, &mut (0..USER_SLOTS), &mut |_, _, entry| {
-            if entry & (PTE_P | PTE_PS) == PTE_P | PTE_PS {
+            if entry & (PTE_P | PTE_PS) == PTE_P | PTE_PS && (entry & PTE_FOREIGN != 0) == file {
                 complete &= pages.try_reserve(1).is_ok();
                 if complete {
                     pages.push(entry & ADDR_MASK);
@@ -847,10 +848,14 @@ fn release_huge(entry: u64) {
 }
 
 /// A 2 MiB mapping `entry` of the program is gone (its entry cleared or
-/// its space freed): its frames are released and the table frame kept
-/// for its split is no longer kept.
+/// its space freed): its frames are released (unless they are a file's,
+/// mapped in place) and the table frame kept for its split is no longer
+/// kept.
 fn unmap_huge(entry: u64) {
-    release_huge(entry);
+    // A file's frames mapped in place are the file cache's.
+    if entry & PTE_FOREIGN == 0 {
+        release_huge(entry);
+    }
     let f = FRAMES.get();
     f.huge_live = f.huge_live.saturating_sub(1);
 }
@@ -1125,7 +1130,11 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
             entry
         };
         if entry & PTE_PS != 0 {
-            result = fork_huge(dst.pml4, va, entry, &ready);
+            result = if entry & PTE_FOREIGN != 0 {
+                fork_file_huge(dst.pml4, va, entry)
+            } else {
+                fork_huge(dst.pml4, va, entry, &ready)
+            };
             return;
         }
         let frame = entry & ADDR_MASK;
@@ -1196,6 +1205,20 @@ fn share_entry(pml4: u64, va: u64, ep: *mut u64, entry: u64, ready: &core::ops::
         pt_write(ep, shared);
     }
     Ok(true)
+}
+
+/// A fork's child maps the parent's 2 MiB page of a file's frames
+/// (`entry`, mapped in place: see [`map_file_huge`]) at `va` as it is.
+fn fork_file_huge(pml4: u64, va: u64, entry: u64) -> Result<(), i64> {
+    // The child's split must find a table frame kept too.
+    if table_frames_free() < FRAMES.get().huge_live + 2 {
+        return Err(ENOMEM);
+    }
+    let e = pd_entry(pml4, va).ok_or(ENOMEM)?;
+    FRAMES.get().huge_live += 1;
+    // SAFETY: the child's page-directory entry, empty so far.
+    unsafe { pt_write(e, entry) };
+    Ok(())
 }
 
 /// A fork's copy of the parent's 2 MiB page `entry` at `va` into the
@@ -1798,6 +1821,37 @@ pub fn map_shared_frame(va: u64, frame: u64, prot: u32) -> Result<bool, i64> {
     // SAFETY: as above; not-present -> present needs no flush.
     unsafe { pt_write(e, frame | leaf_bits(prot & !PROT_WRITE) | PTE_SHARED) };
     Ok(true)
+}
+
+/// Maps the 2 MiB at `va` of the current space (aligned, a program
+/// address, no page table under it yet) to the 512 file frames from
+/// `base` (aligned), read-only in place with `prot`, as one 2 MiB page:
+/// KVM then maps it with one fault where 4 KiB pages take one per 8 (the
+/// host lays a large program's file out 2 MiB-aligned). The frames stay
+/// the file cache's, as [`map_shared_frame`]'s do; a change to part of
+/// the range (`mprotect`, `munmap`, a rewritten site) splits it into
+/// those 512 pages. False where it cannot (then map the pages one by
+/// one): not aligned, writable, a table in the way, or no table frame to
+/// keep for its split.
+pub fn map_file_huge(va: u64, base: u64, prot: u32) -> bool {
+    if !va.is_multiple_of(HUGE)
+        || !base.is_multiple_of(HUGE)
+        || valid_user_range(va, HUGE).is_none()
+        || prot & PROT_WRITE != 0
+        || prot & (PROT_READ | PROT_EXEC) == 0
+        || table_frames_free() < FRAMES.get().huge_live + 8
+    {
+        return false;
+    }
+    let Some(e) = pd_entry(current().pml4, va) else { return false };
+    // SAFETY: a page-directory entry of the current space.
+    if unsafe { e.read_volatile() } != 0 {
+        return false;
+    }
+    FRAMES.get().huge_live += 1;
+    // SAFETY: as above; not present -> present needs no flush.
+    unsafe { pt_write(e, base | leaf_bits(prot) | PTE_PS | PTE_SHARED) };
+    true
 }
 
 // --- VMAs -----------------------------------------------------------------

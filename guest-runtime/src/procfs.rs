@@ -549,7 +549,9 @@ fn meminfo(o: &mut Out) {
     }
     let roots: Vec<u64> =
         live_processes().iter().filter_map(|p| p.space.borrow().as_ref().map(|s| s.get().pml4())).collect();
-    o.kb(b"AnonHugePages:", crate::mm::huge_bytes_of(&roots)).kb(b"Hugepagesize:", hvsandbox_abi::HUGE_PAGE_SIZE);
+    o.kb(b"AnonHugePages:", crate::mm::huge_bytes_of(&roots, false))
+        .kb(b"FilePmdMapped:", crate::mm::huge_bytes_of(&roots, true))
+        .kb(b"Hugepagesize:", hvsandbox_abi::HUGE_PAGE_SIZE);
 }
 
 fn stat(o: &mut Out) {

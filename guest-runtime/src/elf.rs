@@ -331,6 +331,19 @@ impl Image {
     }
 }
 
+/// Where a position-independent program from a file of `size` bytes
+/// goes: Linux's base, or for a file the host lays out 2 MiB-aligned
+/// (4 MiB or more: `core`'s `boot.rs`) the 2 MiB boundary below it, so
+/// that its addresses and its file's frames agree modulo 2 MiB and its
+/// read-only segments can go in 2 MiB pages (`Image::map_huge_ranges`).
+fn pie_base(size: u64) -> u64 {
+    if size >= 2 * HUGE {
+        user::PIE_BASE & !(HUGE - 1)
+    } else {
+        user::PIE_BASE
+    }
+}
+
 /// Resolves and parses the interpreter a program asks for.
 pub fn parse_interp(img: &Image) -> Result<Option<Image>, i64> {
     let Some(path) = &img.interp else { return Ok(None) };
@@ -361,7 +374,7 @@ pub struct Named {
 /// Maps a parsed program (and its interpreter) into the current, empty
 /// address space; `named` gets where each shows its file.
 pub fn load(img: &Image, interp: Option<&Image>, named: &mut Named) -> Result<Loaded, i64> {
-    let base = if img.e_type == ET_DYN { user::PIE_BASE } else { 0 };
+    let base = if img.e_type == ET_DYN { pie_base(img.node.size()) } else { 0 };
     let top = img.map(base, true, &mut named.program)?;
     mm::set_brk_start(top);
     let exec_stack = img.phdrs.iter().any(|p| p.p_type == PT_GNU_STACK && p.flags & 1 != 0);

@@ -235,9 +235,12 @@ impl Image {
             return Err(ENOEXEC);
         }
         let huge = self.map_huge_ranges(base)?;
-        let in_huge = |va: u64| huge.iter().any(|&at| (at..at + HUGE).contains(&va));
         let mut bytes = Vec::new();
-        for ph in self.phdrs.iter().filter(|p| p.p_type == PT_LOAD && p.memsz > 0) {
+        for (index, ph) in self.phdrs.iter().enumerate().filter(|(_, p)| p.p_type == PT_LOAD && p.memsz > 0) {
+            // The pages this segment put in 2 MiB pages of its own are
+            // mapped already (another segment's are not skipped: over
+            // them it finds its pages mapped, as page by page).
+            let in_huge = |va: u64| huge.iter().any(|&(at, of)| of == index && (at..at + HUGE).contains(&va));
             let prot = prot_of(ph.flags) | PROT_READ;
             let va = ph.vaddr + base;
             let seg_start = page_down(va);
@@ -293,10 +296,12 @@ impl Image {
     /// without bss (as mapped at `base`) whose file pages lie in 512
     /// contiguous frames from a 2 MiB boundary (the host lays a large
     /// program's file out so) as 2 MiB pages (`mm::map_file_huge`);
-    /// returns their addresses. The segment loop maps the rest.
-    fn map_huge_ranges(&self, base: u64) -> Result<Vec<u64>, i64> {
+    /// returns their addresses, each with its segment's index in
+    /// `phdrs`. The segment loop maps the rest.
+    fn map_huge_ranges(&self, base: u64) -> Result<Vec<(u64, usize)>, i64> {
         let mut mapped = Vec::new();
-        for ph in self.phdrs.iter().filter(|p| p.p_type == PT_LOAD && p.memsz > 0 && p.memsz == p.filesz) {
+        let segments = self.phdrs.iter().enumerate();
+        for (index, ph) in segments.filter(|(_, p)| p.p_type == PT_LOAD && p.memsz > 0 && p.memsz == p.filesz) {
             let prot = prot_of(ph.flags) | PROT_READ;
             if prot & PROT_WRITE != 0 {
                 continue;
@@ -321,7 +326,7 @@ impl Image {
                 })??;
                 if let Some(start) = frames {
                     if mapped.try_reserve(1).is_ok() && mm::map_file_huge(at, start, prot) {
-                        mapped.push(at);
+                        mapped.push((at, index));
                     }
                 }
                 at += HUGE;

@@ -65,6 +65,14 @@ struct Phdr {
     memsz: u64,
 }
 
+impl Phdr {
+    /// A segment mapped from the file in place: read-only, no bss (the
+    /// file's frames, shared; anything else gets private copies).
+    fn in_place(&self) -> bool {
+        prot_of(self.flags) & PROT_WRITE == 0 && self.memsz == self.filesz
+    }
+}
+
 fn prot_of(flags: u32) -> u32 {
     let mut prot = 0;
     if flags & 4 != 0 {
@@ -240,7 +248,7 @@ impl Image {
             // The pages this segment put in 2 MiB pages of its own are
             // mapped already (another segment's are not skipped: over
             // them it finds its pages mapped, as page by page).
-            let in_huge = |va: u64| huge.iter().any(|&(at, of)| of == index && (at..at + HUGE).contains(&va));
+            let in_huge = |va: u64| huge.binary_search(&(index, va & !(HUGE - 1))).is_ok();
             let prot = prot_of(ph.flags) | PROT_READ;
             let va = ph.vaddr + base;
             let seg_start = page_down(va);
@@ -255,7 +263,7 @@ impl Image {
                     named.push((seg_start, page_up(va + ph.filesz).min(seg_end), page_down(ph.offset)));
                 }
             };
-            if prot & PROT_WRITE == 0 && ph.memsz == ph.filesz {
+            if ph.in_place() {
                 // Read-only and no bss: the file's pages, shared.
                 let first_page = page_down(ph.offset) / PAGE;
                 let npages = (seg_end - seg_start) / PAGE;
@@ -296,16 +304,13 @@ impl Image {
     /// without bss (as mapped at `base`) whose file pages lie in 512
     /// contiguous frames from a 2 MiB boundary (the host lays a large
     /// program's file out so) as 2 MiB pages (`mm::map_file_huge`);
-    /// returns their addresses, each with its segment's index in
-    /// `phdrs`. The segment loop maps the rest.
-    fn map_huge_ranges(&self, base: u64) -> Result<Vec<(u64, usize)>, i64> {
+    /// returns them as (segment's index in `phdrs`, address), sorted.
+    /// The segment loop maps the rest.
+    fn map_huge_ranges(&self, base: u64) -> Result<Vec<(usize, u64)>, i64> {
         let mut mapped = Vec::new();
         let segments = self.phdrs.iter().enumerate();
-        for (index, ph) in segments.filter(|(_, p)| p.p_type == PT_LOAD && p.memsz > 0 && p.memsz == p.filesz) {
+        for (index, ph) in segments.filter(|(_, p)| p.p_type == PT_LOAD && p.memsz > 0 && p.in_place()) {
             let prot = prot_of(ph.flags) | PROT_READ;
-            if prot & PROT_WRITE != 0 {
-                continue;
-            }
             let va = ph.vaddr + base;
             let (seg_start, seg_end) = (page_down(va), page_up(va + ph.memsz));
             let mut at = seg_start.next_multiple_of(HUGE);
@@ -326,7 +331,7 @@ impl Image {
                 })??;
                 if let Some(start) = frames {
                     if mapped.try_reserve(1).is_ok() && mm::map_file_huge(at, start, prot) {
-                        mapped.push((at, index));
+                        mapped.push((index, at));
                     }
                 }
                 at += HUGE;

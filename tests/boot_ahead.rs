@@ -45,3 +45,31 @@ fn the_vm_thread_of_a_sandbox_that_boots_ahead_ends_with_its_vm() {
         assert!(gone, "round {round}: the VM thread outlived its sandbox");
     }
 }
+
+#[test]
+fn a_run_that_comes_before_its_vm_is_made_has_its_program_loaded_meanwhile() {
+    for round in 0..3 {
+        // The run comes at once, before the VM made ahead is ready (~1 ms
+        // here): the program's image goes into that VM's RAM while KVM's
+        // side is made, and the runtime boots with it.
+        let mut sb = Sandbox::builder().memory_mib(64).boot_ahead(true).build().unwrap();
+        let said = format!("round {round}");
+        let out = sb.run(&Command::new(BUSYBOX).args(["echo", &said])).unwrap();
+        assert_eq!(out.stdout, format!("{said}\n").as_bytes());
+        assert_eq!(out.status.code(), Some(0));
+        // The next run gets a VM of its own.
+        let out = sb.run(&Command::new(BUSYBOX).args(["sh", "-c", "echo again; exit 3"])).unwrap();
+        assert_eq!((out.stdout.as_slice(), out.status.code()), (&b"again\n"[..], Some(3)));
+    }
+    // A program too large for the guest's memory is refused on this path
+    // as on any other, with the same typed error.
+    let big = "/usr/bin/node";
+    if std::fs::metadata(big).is_ok_and(|m| m.len() > 16 << 20) {
+        let mut sb = Sandbox::builder().memory_mib(16).boot_ahead(true).build().unwrap();
+        let err = sb.run(&Command::new(big).args(["-e", "0"])).unwrap_err();
+        assert_eq!(err.kind(), hvsandbox::ErrorKind::InvalidConfig, "{err}");
+        // The sandbox still runs what fits.
+        let out = sb.run(&Command::new(BUSYBOX).args(["echo", "fits"])).unwrap();
+        assert_eq!(out.stdout, b"fits\n");
+    }
+}

@@ -15,7 +15,9 @@ pub use error::{Result, VmError};
 pub use hvsandbox_abi as abi;
 pub use kick::{thread_cpu_time, DeadlineTimer, ThreadKicker};
 pub use runtime::RuntimeImage;
-pub use vm::{probe_kvm, BootParams, FrameRanges, FreshRam, HugePages, ProgramImage, RamWarmer, VcpuState, Vm, VmExit};
+pub use vm::{
+    probe_kvm, BootParams, FrameRanges, FreshRam, HugePages, ProgramImage, RamLoader, RamWarmer, VcpuState, Vm, VmExit,
+};
 /// The trait of the ABI records that may be viewed as bytes (`as_slice`)
 /// and read from guest memory ([`Vm::read_obj`]).
 pub use vm_memory::ByteValued;

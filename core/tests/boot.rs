@@ -213,6 +213,60 @@ fn ram_made_on_another_thread_boots_a_vm_as_its_own_would() {
     assert!(!warmer.vm_alive());
 }
 
+/// Boot parameters for `image` with no arguments beyond argv[0].
+fn params<'a>(image: ProgramImage<'a>, argv: &'a [Vec<u8>]) -> BootParams<'a> {
+    BootParams {
+        image,
+        argv,
+        envp: &[],
+        random_seed: [7; 32],
+        manifest: &[],
+        max_processes: 0,
+        max_open_files: 0,
+        snapshot_at_entry: false,
+        image_ino: 0,
+    }
+}
+
+#[test]
+fn an_image_loaded_into_fresh_ram_while_its_vm_is_made_boots_once() {
+    // As a sandbox that boots ahead does: the RAM is made on one thread,
+    // which then makes the VM over it, while another reads the program's
+    // file into that RAM.
+    let image = elf(&exit_code(23));
+    let path = std::env::temp_dir().join(format!("hvsandbox-loaded-{}", std::process::id()));
+    std::fs::write(&path, &image).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let ram = FreshRam::new(32 << 20, HugePages::Off).unwrap();
+    let loader = ram.loader();
+    let making = std::thread::spawn(move || Vm::with_ram(ram).unwrap());
+    let len = image.len() as u64;
+    {
+        use std::os::fd::AsFd;
+        loader.load(&ProgramImage::File { fd: file.as_fd(), len }).unwrap();
+        // A file shorter than asked for is refused (and loads nothing).
+        let short = loader.load(&ProgramImage::File { fd: file.as_fd(), len: len + 1 });
+        assert!(matches!(short, Err(hvsandbox_core::VmError::ImageRead(_))), "{short:?}");
+    }
+    let mut vm = making.join().unwrap();
+    let argv = [b"prog".to_vec()];
+    // The boot must be told the length loaded.
+    let wrong = vm.boot(&params(ProgramImage::Loaded { len: len + 8 }, &argv));
+    assert!(matches!(wrong, Err(hvsandbox_core::VmError::ImageRead(_))), "{wrong:?}");
+    // (A refused boot used the load up: it is loaded again.)
+    loader.load(&ProgramImage::Bytes(&image)).unwrap();
+    vm.boot(&params(ProgramImage::Loaded { len }, &argv)).unwrap();
+    assert_eq!(run(&mut vm), VmExit::Hypercall(abi::hc::EXIT));
+    let args = vm.hypercall_args().unwrap().args;
+    assert_eq!((args[0], args[1]), (23, 0));
+    // One load serves one boot.
+    let again = vm.boot(&params(ProgramImage::Loaded { len }, &argv));
+    assert!(matches!(again, Err(hvsandbox_core::VmError::ImageRead(_))), "{again:?}");
+    // A loaded image cannot be loaded.
+    assert!(loader.load(&ProgramImage::Loaded { len }).is_err());
+}
+
 /// Reads a u64 field of the BootInfo the host wrote.
 fn boot_info_u64(vm: &Vm, offset: usize) -> u64 {
     let mut b = [0u8; 8];

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{DeadlineTimer, FreshRam, HugePages, RamWarmer, Vm};
+use hvsandbox_core::{DeadlineTimer, FreshRam, HugePages, RamLoader, RamWarmer, Vm};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::jail::{self, SeccompMode};
@@ -324,12 +324,31 @@ pub(crate) fn one_at_a_time<T>(f: impl FnOnce() -> T) -> T {
 /// goes too.
 pub(crate) struct VmAhead {
     made: mpsc::Receiver<Option<Vm>>,
+    /// A loader of its RAM, sent as soon as the RAM is made (before KVM's
+    /// VM and vCPU): the program's image can go in meanwhile.
+    ram: mpsc::Receiver<RamLoader>,
 }
 
 impl VmAhead {
     /// The VM, once made (None if it could not be).
     pub(crate) fn take(self) -> Option<Vm> {
         self.made.recv().ok().flatten()
+    }
+
+    /// The VM if it is made by now: Err(self) if it is not yet, Ok(None)
+    /// if it could not be.
+    pub(crate) fn try_take(self) -> std::result::Result<Option<Vm>, VmAhead> {
+        match self.made.try_recv() {
+            Ok(vm) => Ok(vm),
+            Err(mpsc::TryRecvError::Disconnected) => Ok(None),
+            Err(mpsc::TryRecvError::Empty) => Err(self),
+        }
+    }
+
+    /// A loader of the VM's RAM, once the RAM is made (None if it could
+    /// not be): see [`RamLoader`].
+    pub(crate) fn loader(&self) -> Option<RamLoader> {
+        self.ram.recv().ok()
     }
 }
 
@@ -346,13 +365,21 @@ impl VmAhead {
 /// each huge page, which after an idle spell here took up to ~15 ms.
 pub(crate) fn make_vm_ahead(mem: u64, huge: HugePages) -> Option<VmAhead> {
     let (tx, made) = mpsc::sync_channel(1);
+    let (ram_tx, ram) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("hvsandbox-vm".into())
         .spawn(move || {
             // Its RAM first: KVM's process-wide state, which the VM needs,
             // is being set up meanwhile (`vcpu_thread::spawn`).
-            let vm =
-                one_at_a_time(|| FreshRam::new(mem, huge)).and_then(|ram| one_at_a_time(|| Vm::with_ram(ram))).ok();
+            let vm = one_at_a_time(|| FreshRam::new(mem, huge))
+                .and_then(|ram| {
+                    // (The vCPU thread may load the program's image while
+                    // KVM's side is made.)
+                    let _ = ram_tx.send(ram.loader());
+                    drop(ram_tx);
+                    one_at_a_time(|| Vm::with_ram(ram))
+                })
+                .ok();
             let warmer = vm.as_ref().and_then(Vm::ram_warmer);
             if tx.send(vm).is_ok() {
                 if let Some(warmer) = warmer {
@@ -361,7 +388,7 @@ pub(crate) fn make_vm_ahead(mem: u64, huge: HugePages) -> Option<VmAhead> {
             }
         })
         .ok()?;
-    Some(VmAhead { made })
+    Some(VmAhead { made, ram })
 }
 
 /// Runs `warmer` until its VM is gone: looks often while the guest takes

@@ -21,6 +21,22 @@ use crate::layout;
 /// A smaller file has no such range.
 const ALIGNED_IMAGE_MIN: u64 = 2 * abi::HUGE_PAGE_SIZE;
 
+/// Where a program image of `len` bytes goes in guest RAM of `mem_size`
+/// bytes: at the top of the free frames, below the page-table pool, so
+/// that a runtime booted ahead of it (which allocates from the bottom)
+/// need not know its size. At least 4 MiB are left to the runtime for
+/// the program's memory.
+pub(super) fn image_gpa(mem_size: u64, len: u64) -> Result<u64> {
+    let mut gpa = abi::pt_pool_start(mem_size).saturating_sub(len) & !(abi::PAGE_SIZE - 1);
+    if len >= ALIGNED_IMAGE_MIN {
+        gpa &= !(abi::HUGE_PAGE_SIZE - 1);
+    }
+    if gpa < abi::IMAGE_GPA + (4 << 20) {
+        return Err(VmError::ImageTooLarge { len, mem: mem_size });
+    }
+    Ok(gpa)
+}
+
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_CSTAR: u32 = 0xc000_0083;
@@ -50,13 +66,17 @@ pub enum ProgramImage<'a> {
     /// (no copy of it in this process). A file shorter than `len` by then
     /// is a [`VmError::ImageRead`].
     File { fd: BorrowedFd<'a>, len: u64 },
+    /// `len` bytes its [`RamLoader`](super::RamLoader) wrote into the VM's
+    /// RAM already. A VM whose loader wrote no image of that length since
+    /// its last boot is a [`VmError::ImageRead`].
+    Loaded { len: u64 },
 }
 
 impl ProgramImage<'_> {
     pub fn len(&self) -> u64 {
         match self {
             ProgramImage::Bytes(b) => b.len() as u64,
-            ProgramImage::File { len, .. } => *len,
+            ProgramImage::File { len, .. } | ProgramImage::Loaded { len } => *len,
         }
     }
 
@@ -210,21 +230,17 @@ impl Vm {
         };
         self.write(abi::ARGS_GPA, &args)?;
 
-        // The image goes at the top of the free frames, below the
-        // page-table pool, so that a runtime booted ahead of it (which
-        // allocates from the bottom) need not know its size.
         let image_len = params.image.len();
-        let mut image_gpa = abi::pt_pool_start(self.mem_size).saturating_sub(image_len) & !(abi::PAGE_SIZE - 1);
-        if image_len >= ALIGNED_IMAGE_MIN {
-            image_gpa &= !(abi::HUGE_PAGE_SIZE - 1);
-        }
-        // Leave the runtime at least 4 MiB for the program's memory.
-        if image_gpa < abi::IMAGE_GPA + (4 << 20) {
-            return Err(VmError::ImageTooLarge { len: image_len, mem: self.mem_size });
-        }
+        let image_gpa = image_gpa(self.mem_size, image_len)?;
+        // (A loaded image serves one boot.)
+        let loaded = self.loaded.swap(super::ram::NOT_LOADED, std::sync::atomic::Ordering::SeqCst);
         match params.image {
             ProgramImage::Bytes(bytes) => self.write(image_gpa, bytes)?,
             ProgramImage::File { fd, len } => self.read_file_into(image_gpa, fd, 0, len)?,
+            ProgramImage::Loaded { len } if len == loaded => {}
+            ProgramImage::Loaded { .. } => {
+                return Err(VmError::ImageRead(std::io::Error::other("no image of that length was loaded")))
+            }
         }
 
         let info = abi::BootInfo {

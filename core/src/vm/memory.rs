@@ -18,6 +18,62 @@ pub(super) fn write_to(memory: &GuestMemoryMmap, gpa: u64, bytes: &[u8]) -> Resu
         .map_err(|_| VmError::GuestAccess { addr: gpa, len: bytes.len() as u64 })
 }
 
+/// What to read into guest RAM: (guest-physical address, file, file
+/// offset, length).
+pub(super) type FileRead<'a> = (u64, BorrowedFd<'a>, u64, u64);
+
+/// [`Vm::read_file_into`] for guest RAM `memory`, mapped at `host_addr`
+/// with `mem_size` bytes (a [`super::RamLoader`]'s before its VM exists).
+pub(super) fn read_file_to(memory: &GuestMemoryMmap, host_addr: u64, mem_size: u64, read: FileRead<'_>) -> Result<()> {
+    let len = read.3;
+    let done = pread_to(memory, host_addr, mem_size, read).map_err(VmError::ImageRead)?;
+    if done < len {
+        return Err(VmError::ImageRead(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ended at {done} of {len} bytes (it changed while it was run)"),
+        )));
+    }
+    Ok(())
+}
+
+/// [`Vm::pread_into`] for guest RAM `memory` (see [`read_file_to`]): the
+/// caller's `memory` keeps the mapping at `host_addr` alive.
+fn pread_to(memory: &GuestMemoryMmap, host_addr: u64, mem_size: u64, read: FileRead<'_>) -> std::io::Result<u64> {
+    let _alive = memory;
+    let (gpa, fd, offset, len) = read;
+    match gpa.checked_add(len) {
+        Some(end) if end <= mem_size => {}
+        _ => return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
+    }
+    let mut done = 0u64;
+    while done < len {
+        // At most 1 GiB a call (a single read is capped near 2 GiB).
+        let chunk = (len - done).min(1 << 30) as usize;
+        let at = (host_addr + gpa + done) as *mut libc::c_void;
+        let file_at = offset
+            .checked_add(done)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: [gpa + done, gpa + done + chunk) lies inside guest RAM
+        // (checked above), which is mapped read-write at `host_addr` for
+        // as long as `memory` (borrowed for this call) lives; pread writes
+        // nothing else.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), at, chunk, file_at) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as u64;
+    }
+    Ok(done)
+}
+
 impl Vm {
     /// Reads a plain-data value at a guest-physical address.
     pub fn read_obj<T: ByteValued>(&self, gpa: u64) -> Result<T> {
@@ -157,14 +213,7 @@ impl Vm {
     /// offset is left alone). A file that ends first is a
     /// [`VmError::ImageRead`].
     pub(super) fn read_file_into(&self, gpa: u64, fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<()> {
-        let done = self.pread_into(gpa, fd, offset, len).map_err(VmError::ImageRead)?;
-        if done < len {
-            return Err(VmError::ImageRead(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("the file ended at {done} of {len} bytes (it changed while it was run)"),
-            )));
-        }
-        Ok(())
+        read_file_to(&self.memory, self.host_addr, self.mem_size, (gpa, fd, offset, len))
     }
 
     /// Reads up to `len` bytes of the file `fd` from file offset `offset`
@@ -172,36 +221,7 @@ impl Vm {
     /// is left alone); returns how many, fewer only at the end of the
     /// file. A range outside guest RAM is an `InvalidInput` error.
     pub fn pread_into(&self, gpa: u64, fd: BorrowedFd<'_>, offset: u64, len: u64) -> std::io::Result<u64> {
-        match gpa.checked_add(len) {
-            Some(end) if end <= self.mem_size => {}
-            _ => return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
-        }
-        let mut done = 0u64;
-        while done < len {
-            // At most 1 GiB a call (a single read is capped near 2 GiB).
-            let chunk = (len - done).min(1 << 30) as usize;
-            let at = (self.host_addr + gpa + done) as *mut libc::c_void;
-            let file_at = offset
-                .checked_add(done)
-                .and_then(|o| libc::off_t::try_from(o).ok())
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-            // SAFETY: [gpa + done, gpa + done + chunk) lies inside guest RAM
-            // (checked above), which is mapped read-write at `host_addr` for
-            // as long as `self` lives; pread writes nothing else.
-            let n = unsafe { libc::pread(fd.as_raw_fd(), at, chunk, file_at) };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                break;
-            }
-            done += n as u64;
-        }
-        Ok(done)
+        pread_to(&self.memory, self.host_addr, self.mem_size, (gpa, fd, offset, len))
     }
 
     /// Calls `f` with guest RAM `[gpa, gpa + len)` as bytes, say to check

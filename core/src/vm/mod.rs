@@ -47,7 +47,7 @@ pub use boot::{BootParams, ProgramImage};
 pub use hugetlb::HugePages;
 pub use prefault::FrameRanges;
 use ram::Ram;
-pub use ram::{FreshRam, RamWarmer};
+pub use ram::{FreshRam, RamLoader, RamWarmer};
 pub use reset::{VcpuState, MAX_WRITTEN};
 pub use run::VmExit;
 
@@ -149,6 +149,9 @@ pub struct Vm {
     _system: Arc<KvmSystem>,
     /// Held while the VM lives: a [`RamWarmer`] knows it by this.
     alive: Arc<()>,
+    /// The length of the image a [`RamLoader`] wrote into its RAM, until
+    /// a boot takes it up ([`ProgramImage::Loaded`]).
+    loaded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Vm {
@@ -245,7 +248,7 @@ impl Vm {
 
     /// The VM and its vCPU, over `ram`.
     fn create_with(ram: Ram) -> Result<Vm> {
-        let Ram { memory, mem_size, host_addr, huge_backed } = ram;
+        let Ram { memory, mem_size, host_addr, huge_backed, loaded } = ram;
         let runtime = runtime()?;
         let system = kvm_system()?;
         let vm = retry_eintr(|| system.kvm.create_vm()).map_err(VmError::kvm("KVM_CREATE_VM"))?;
@@ -283,6 +286,7 @@ impl Vm {
             huge_backed,
             _system: system.clone(),
             alive: Arc::new(()),
+            loaded,
         };
         this.setup_vcpu(&system)?;
         this.watched = this.reset_state()?.read_watched(&this.vcpu)?;

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use hvsandbox_core::{abi, thread_cpu_time, BootParams, VcpuState, Vm, VmError, VmExit};
+use hvsandbox_core::{abi, thread_cpu_time, BootParams, ProgramImage, VcpuState, Vm, VmError, VmExit};
 
 use crate::config::Config;
 use crate::control::{jail_violation, RunControl};
@@ -54,8 +54,9 @@ pub(crate) enum Stream {
 /// Where a run's VM comes from.
 pub(crate) enum VmSource<'a> {
     /// A cold run: the blank VM made ahead of it (`spare`), else one from
-    /// the process-wide pool, else a new one.
-    Blank { spare: Option<Vm> },
+    /// the process-wide pool, else a new one. `loaded`: the program's image
+    /// is in the spare's RAM already (its `RamLoader`'s).
+    Blank { spare: Option<Vm>, loaded: bool },
     /// A run from a snapshot: the sandbox's VM, already in the snapshot's
     /// state (`kept`), else a clone; `aid` for resetting in place.
     Snapshot { snap: Snapshot, kept: Option<Vm>, aid: Option<&'a ResetAid> },
@@ -353,15 +354,19 @@ impl<'a> Runner<'a> {
                 vm.set_hypercall_result(result).map_err(Error::from)?;
                 vm
             }
-            (Some(VmSource::Blank { spare }), Some(image)) => {
+            (Some(VmSource::Blank { spare, loaded }), Some(image)) => {
                 let (memory, huge) = (self.config.memory, self.config.huge_pages);
-                let vm = match spare.or_else(|| vm_factory::take_blank(memory, huge)) {
-                    Some(vm) => vm,
-                    None => vm_factory::fresh_vm(memory, huge)?,
+                let (vm, loaded) = match spare.or_else(|| vm_factory::take_blank(memory, huge)) {
+                    Some(vm) => (vm, loaded),
+                    None => (vm_factory::fresh_vm(memory, huge)?, false),
                 };
                 let vm = slot.insert(vm);
                 let params = BootParams {
-                    image: image.boot_image(),
+                    image: if loaded {
+                        ProgramImage::Loaded { len: image.boot_image().len() }
+                    } else {
+                        image.boot_image()
+                    },
                     argv: &self.input.argv,
                     envp: &self.input.envp,
                     random_seed: self.input.seed,

@@ -1,7 +1,8 @@
 //! The runtime's heap: size classes for small objects, page runs for large
-//! ones, in a virtual range of its own ([`abi::RUNTIME_HEAP_VA`]) backed on
-//! demand by frames from the page allocator, after a first arena of frames
-//! used through the physmap (see [`ARENA_MAX`]). Single-threaded (one vCPU).
+//! ones, in arenas of never-used frames used through the physmap (see
+//! [`ARENA_MAX`], [`ARENA_CHUNK`]) while frames are plentiful, else in a
+//! virtual range of its own ([`abi::RUNTIME_HEAP_VA`]) backed on demand
+//! by frames from the page allocator. Single-threaded (one vCPU).
 //!
 //! Allocation failure returns null, and the runtime cannot go on after an
 //! infallible allocation fails, so the program must never drive it there:
@@ -32,14 +33,13 @@ struct Heap {
     /// Free page runs: each starts with [`Run`] (intrusive list), in
     /// address order, and no two touch (`free_run` merges neighbours).
     runs: usize,
-    /// Next never-used virtual address: in the arena while there is
-    /// one (`arena_end` > 0), then in the heap's own range.
-    next: usize,
-    /// The end of the arena the heap starts in (`mm::take_heap_arena`),
-    /// 0 once it is used up or if there is none; and whether it was
-    /// asked for yet.
+    /// Next never-used address of the current arena, and its end (0: no
+    /// arena now); whether the first arena was asked for yet.
+    arena_next: usize,
     arena_end: usize,
     arena_asked: bool,
+    /// Next never-used address of the heap's own range.
+    next: usize,
     /// Bytes on the small free lists.
     small_free: usize,
 }
@@ -53,9 +53,10 @@ struct Run {
 static HEAP: Global<Heap> = Global::new(Heap {
     small: [0; CLASSES.len()],
     runs: 0,
-    next: abi::RUNTIME_HEAP_VA as usize,
+    arena_next: 0,
     arena_end: 0,
     arena_asked: false,
+    next: abi::RUNTIME_HEAP_VA as usize,
     small_free: 0,
 });
 
@@ -63,6 +64,10 @@ static HEAP: Global<Heap> = Global::new(Heap {
 /// the hypervisor map already (`mm::take_heap_arena`): about what a cold
 /// `busybox true` uses (a `python3 -c` uses ~1.4 MiB).
 const ARENA_MAX: u64 = 256 * 1024;
+
+/// The size of each later arena (`mm::take_heap_chunk`; a larger block
+/// gets one its size).
+const ARENA_CHUNK: usize = 256 * 1024;
 
 /// [`has_room`] says yes while at least this many frames are free...
 const ROOM_FRAMES: u64 = mm::HEAP_RESERVE / 2;
@@ -95,27 +100,32 @@ fn grow(pages: usize, align: usize, small: bool) -> Option<usize> {
     if !h.arena_asked {
         h.arena_asked = true;
         if let Some((va, len)) = mm::take_heap_arena(ARENA_MAX) {
-            (h.next, h.arena_end) = (va as usize, (va + len) as usize);
+            (h.arena_next, h.arena_end) = (va as usize, (va + len) as usize);
         }
     }
-    if h.arena_end != 0 {
-        let start = h.next.next_multiple_of(align.max(PAGE));
-        if let Some(end) = pages.checked_mul(PAGE).and_then(|n| start.checked_add(n)).filter(|&e| e <= h.arena_end) {
-            // Frames taken whole and never used: mapped, and zero.
-            h.next = end;
+    let align = align.max(PAGE);
+    let bytes = pages.checked_mul(PAGE)?;
+    if let Some(start) = from_arena(bytes, align) {
+        return Some(start);
+    }
+    // A new arena, if frames are plentiful: the rest of the last one
+    // becomes a free run.
+    let rest = (h.arena_end - h.arena_next) / PAGE;
+    if rest > 0 {
+        // SAFETY: `arena_next..arena_end` is arena memory nothing has used;
+        // it becomes a free run (as `dealloc` of a large block does).
+        unsafe { free_run(h.arena_next, rest) };
+    }
+    (h.arena_next, h.arena_end) = (0, 0);
+    let want = bytes.checked_add(align - PAGE)?.max(ARENA_CHUNK);
+    if let Some((va, len)) = mm::take_heap_chunk(want as u64) {
+        (h.arena_next, h.arena_end) = (va as usize, (va + len) as usize);
+        if let Some(start) = from_arena(bytes, align) {
             return Some(start);
         }
-        // The rest of the arena becomes a free run; on in the heap's range.
-        let rest = (h.arena_end - h.next) / PAGE;
-        if rest > 0 {
-            // SAFETY: `h.next..h.arena_end` is arena memory nothing has
-            // used; it becomes a free run (as `dealloc` of a large block
-            // does).
-            unsafe { free_run(h.next, rest) };
-        }
-        (h.next, h.arena_end) = (abi::RUNTIME_HEAP_VA as usize, 0);
     }
-    let start = h.next.next_multiple_of(align.max(PAGE));
+    // Else the heap's own range.
+    let start = h.next.next_multiple_of(align);
     let end = start.checked_add(pages.checked_mul(PAGE)?)?;
     let limit = (abi::RUNTIME_HEAP_VA + abi::RUNTIME_HEAP_MAX) as usize;
     if end > limit {
@@ -136,6 +146,20 @@ fn grow(pages: usize, align: usize, small: bool) -> Option<usize> {
         // ours; it becomes a free run (as `dealloc` of a large block does).
         unsafe { free_run(end, rest) };
     }
+    Some(start)
+}
+
+/// `bytes` (whole pages) aligned to `align` from the current arena, if
+/// they fit: frames taken whole and never used, mapped (the physmap) and
+/// zero.
+fn from_arena(bytes: usize, align: usize) -> Option<usize> {
+    let h = HEAP.get();
+    if h.arena_end == 0 {
+        return None;
+    }
+    let start = h.arena_next.next_multiple_of(align);
+    let end = start.checked_add(bytes).filter(|&e| e <= h.arena_end)?;
+    h.arena_next = end;
     Some(start)
 }
 

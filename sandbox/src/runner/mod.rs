@@ -356,9 +356,13 @@ impl<'a> Runner<'a> {
             }
             (Some(VmSource::Blank { spare, loaded }), Some(image)) => {
                 let (memory, huge) = (self.config.memory, self.config.huge_pages);
-                let (vm, loaded) = match spare.or_else(|| vm_factory::take_blank(memory, huge)) {
+                // (Only the spare has the image loaded.)
+                let (vm, loaded) = match spare {
                     Some(vm) => (vm, loaded),
-                    None => (vm_factory::fresh_vm(memory, huge)?, false),
+                    None => match vm_factory::take_blank(memory, huge) {
+                        Some(vm) => (vm, false),
+                        None => (vm_factory::fresh_vm(memory, huge)?, false),
+                    },
                 };
                 let vm = slot.insert(vm);
                 let params = BootParams {

@@ -309,7 +309,9 @@ fn take_table_frame(keep: u64) -> Option<u64> {
         f.pt_listed -= 1;
         // SAFETY: the stack's first `pt_listed` entries are freed table
         // frames; the stack lies in the pool's first frames.
-        unsafe { (phys_ptr(f.pt_stack) as *const u64).add(f.pt_listed as usize).read() }
+        let gpa = unsafe { (phys_ptr(f.pt_stack) as *const u64).add(f.pt_listed as usize).read() };
+        unshadow(gpa);
+        gpa
     } else {
         let gpa = f.pt_next;
         f.pt_next += PAGE;
@@ -318,6 +320,21 @@ fn take_table_frame(keep: u64) -> Option<u64> {
     f.used += 1;
     f.peak = f.peak.max(f.used);
     Some(gpa)
+}
+
+/// Makes KVM's shadow paging let go of the freed table frame `gpa` before
+/// it is written again, with one exit. KVM keeps write-protecting a table
+/// it shadowed after the runtime has freed it, so each write to one traps
+/// and is emulated until KVM sees three in a row (its write-flooding
+/// rule), or at once a write of less than 4 bytes (its misaligned-write
+/// rule, which drops the shadow at that write). So the first write is
+/// such a one, of the bytes already there. Elsewhere (a leaf table KVM
+/// may leave unsynced, hardware paging) it is one ordinary write.
+fn unshadow(gpa: u64) {
+    let p = phys_ptr(gpa) as *mut u16;
+    // SAFETY: a free table frame of the pool, reached through the
+    // physmap; its first two bytes are written back unchanged.
+    unsafe { p.write_volatile(p.read_volatile()) };
 }
 
 /// Clears a page-table frame entry by entry (the writes are journaled).
@@ -1335,6 +1352,10 @@ pub fn accessed_bits(clear: bool) {
 #[allow(clippy::boxed_local)] // it is the box's owner that gives it up
 pub fn destroy_space(space: Box<AddressSpace>) {
     let pml4 = space.pml4;
+    // Only the boot tables' root stays in use; another is freed below and
+    // cleared when it is used again, so its entries are left as they are
+    // (each write to it would trap: KVM still shadows it).
+    let keep_root = pml4 == FRAMES.get().boot_pml4;
     for i4 in 0..USER_SLOTS {
         // SAFETY: page-table frames reached through the physmap; indexes < 512.
         let e4p = unsafe { table(pml4).add(i4) };
@@ -1380,11 +1401,13 @@ pub fn destroy_space(space: Box<AddressSpace>) {
             free_table_frame(e3 & ADDR_MASK);
         }
         free_table_frame(e4 & ADDR_MASK);
-        // SAFETY: as above; the space is not current, so no flush is due
-        // (the next CR3 load of this root, if it is ever reused, flushes).
-        unsafe { pt_write(e4p, 0) };
+        if keep_root {
+            // SAFETY: as above; the space is not current, so no flush is
+            // due (the next CR3 load of this root flushes).
+            unsafe { pt_write(e4p, 0) };
+        }
     }
-    if pml4 != FRAMES.get().boot_pml4 {
+    if !keep_root {
         free_table_frame(pml4);
     }
 }

@@ -272,7 +272,12 @@ global_asm!(
     "  push 8",
     "  jmp exception_crash",
     "STUB 9, 0", "STUB 10, 1", "STUB 11, 1",
-    "STUB 12, 1", "STUB 13, 1", "STUB 14, 1", "STUB 15, 0",
+    "STUB 12, 1", "STUB 13, 1",
+    // #PF: its address (CR2) too, which only ring 0 may read.
+    "  .balign 16",
+    "  push 14",
+    "  jmp page_fault_common",
+    "STUB 15, 0",
     "STUB 16, 0", "STUB 17, 1", "STUB 18, 0", "STUB 19, 0",
     "STUB 20, 0", "STUB 21, 1", "STUB 22, 0", "STUB 23, 0",
     "STUB 24, 0", "STUB 25, 0", "STUB 26, 0", "STUB 27, 0",
@@ -293,20 +298,24 @@ global_asm!(
     // the fault record (only ring 0 may read it) and the CPU's frame stays
     // where it is (TSS.RSP0 - 56: every exception from CPL3 starts there),
     // for exception_entry to read at CPL3, where each instruction is not
-    // emulated. 12 instructions; the runtime's own faults are told apart
-    // at CPL3 too. An exception in ring 0 itself is a crash of the
-    // runtime, reported to the host with the frame on this stack.
+    // emulated. 4 instructions (8 for a page fault, which saves CR2):
+    // the `iretq` takes a frame kept ready in memory (exception_iret),
+    // not one pushed here (each push emulated too). The runtime's own
+    // faults are told apart at CPL3 too. An exception in ring 0 itself is
+    // a crash of the runtime, reported to the host with the frame on
+    // this stack.
+    "    test byte ptr [rsp + 24], 3",
+    "    jz exception_crash",
+    "    lea rsp, [rip + exception_iret]",
+    "    iretq",
+    "page_fault_common:",
     "    test byte ptr [rsp + 24], 3",
     "    jz exception_crash",
     "    push rax",
     "    mov rax, cr2",
     "    mov [rip + {record} + 24], rax",
     "    pop rax",
-    "    push {user_ds}",
-    "    push qword ptr [rip + exception_targets]",
-    "    push 2",
-    "    push {user_cs}",
-    "    push qword ptr [rip + exception_targets + 8]",
+    "    lea rsp, [rip + exception_iret]",
     "    iretq",
     // #DF runs on its own stack (IST1): always a crash.
     "exception_crash:",
@@ -315,10 +324,15 @@ global_asm!(
     "5:",
     "    jmp 5b",
     "",
+    // The frame the ring-0 handlers' `iretq` takes: exception_entry at
+    // CPL3, on the runtime stack, RFLAGS 0x2.
     ".balign 8",
-    "exception_targets:",
-    "    .quad runtime_stack_top",
+    "exception_iret:",
     "    .quad exception_entry",
+    "    .quad {user_cs}",
+    "    .quad 2",
+    "    .quad runtime_stack_top",
+    "    .quad {user_ds}",
     "",
     "exception_entry:",
     // CPL3, on the runtime stack; every register is the program's (or the

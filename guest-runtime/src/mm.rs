@@ -1354,7 +1354,11 @@ pub fn destroy_space(space: Box<AddressSpace>) {
     let pml4 = space.pml4;
     // Only the boot tables' root stays in use; another is freed below and
     // cleared when it is used again, so its entries are left as they are
-    // (each write to it would trap: KVM still shadows it).
+    // (each write to it would trap: KVM still shadows it). Unless the CPU
+    // still runs on it (a process's own space at its exit, until the next
+    // activation loads CR3): then it maps nothing of the program's half.
+    // SAFETY: single-threaded; the flush trap reads NEXT_CR3.
+    let loaded = unsafe { NEXT_CR3 } == pml4;
     let keep_root = pml4 == FRAMES.get().boot_pml4;
     for i4 in 0..USER_SLOTS {
         // SAFETY: page-table frames reached through the physmap; indexes < 512.
@@ -1401,9 +1405,10 @@ pub fn destroy_space(space: Box<AddressSpace>) {
             free_table_frame(e3 & ADDR_MASK);
         }
         free_table_frame(e4 & ADDR_MASK);
-        if keep_root {
-            // SAFETY: as above; the space is not current, so no flush is
-            // due (the next CR3 load of this root flushes).
+        if keep_root || loaded {
+            // SAFETY: as above. No flush: the next activation loads CR3
+            // (a space still loaded was the current one; see `Space`'s
+            // drop), and the boot root's next load flushes.
             unsafe { pt_write(e4p, 0) };
         }
     }

@@ -167,8 +167,10 @@ pub fn exec(
     current().ctl.exec(comm_path);
     let exe = me.exe.borrow().clone();
     let mut named = elf::Named::default();
-    let result = elf::load(&img, interp.as_ref(), &mut named)
-        .and_then(|l| stack::build(&l, &block, argc, envc).map(|b| (l.entry, b)).map_err(|_| E2BIG));
+    // (The new space is current and empty: the program's leaf tables may
+    // be those of a process before, see `mm::with_program_loading`.)
+    let loaded = mm::with_program_loading(|| elf::load(&img, interp.as_ref(), &mut named));
+    let result = loaded.and_then(|l| stack::build(&l, &block, argc, envc).map(|b| (l.entry, b)).map_err(|_| E2BIG));
     crate::procfs::name_segments(&named.program, &node, &exe);
     if let (Some(ld), Some(ld_path)) = (&interp, &img.interp) {
         crate::procfs::name_segments(&named.interp, ld.node(), ld_path);

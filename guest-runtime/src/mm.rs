@@ -301,8 +301,10 @@ fn table_frames_free() -> u64 {
 
 /// A frame of the page-table pool, not zeroed, leaving at least `keep`.
 fn take_table_frame(keep: u64) -> Option<u64> {
-    if table_frames_free() <= keep {
-        return None;
+    while table_frames_free() <= keep {
+        if !free_oldest_kept() {
+            return None;
+        }
     }
     let f = FRAMES.get();
     let gpa = if f.pt_listed > 0 {
@@ -320,6 +322,87 @@ fn take_table_frame(keep: u64) -> Option<u64> {
     f.used += 1;
     f.peak = f.peak.max(f.used);
     Some(gpa)
+}
+
+/// Freed tables of pages (the last level) kept with the 2 MiB range they
+/// mapped, for an execve that maps the same range again: the frame is
+/// taken up for it and cleared, and the program's mappings written in.
+/// KVM's shadow paging still has its shadow of that frame, with the
+/// translations of the process before; when the new space's walk reaches
+/// the table, KVM takes that shadow up and keeps every translation whose
+/// entry came back the same (a program's code and read-only data: the file
+/// cache's frames, ~20 faults of a busybox child). A fresh or reused frame
+/// started with none. Only while an execve maps its program
+/// ([`with_program_loading`]); the oldest goes to the pool beyond
+/// [`KEPT_LEAVES`], or when the pool is short.
+const KEPT_LEAVES: usize = 16;
+
+struct KeptLeaves {
+    /// (table frame, the 2 MiB-aligned address it mapped), oldest first.
+    entries: [(u64, u64); KEPT_LEAVES],
+    n: usize,
+    /// An execve maps its program now.
+    loading: bool,
+}
+
+static KEPT: Global<KeptLeaves> = Global::new(KeptLeaves { entries: [(0, 0); KEPT_LEAVES], n: 0, loading: false });
+
+/// A leaf table of a destroyed space that mapped `[va, va + 2 MiB)`: kept
+/// (see [`KEPT_LEAVES`]), its entries as they were.
+fn keep_leaf_table(pt: u64, va: u64) {
+    if host_built(pt) {
+        return;
+    }
+    let k = KEPT.get();
+    if k.n == KEPT_LEAVES {
+        free_oldest_kept();
+    }
+    let k = KEPT.get();
+    k.entries[k.n] = (pt, va);
+    k.n += 1;
+}
+
+/// Gives the oldest kept leaf table to the pool; false if none is kept.
+fn free_oldest_kept() -> bool {
+    let k = KEPT.get();
+    if k.n == 0 {
+        return false;
+    }
+    let (pt, _) = k.entries[0];
+    k.entries.copy_within(1..k.n, 0);
+    k.n -= 1;
+    free_table_frame(pt);
+    true
+}
+
+/// A kept leaf table that mapped the 2 MiB range holding `va`, cleared,
+/// for the table of that range in the current space (an execve's, while
+/// it maps its program). It is reachable from no space and nothing of the
+/// new space has touched the range: no translation of it can be cached,
+/// and clearing it needs no flush.
+fn reuse_leaf_table(va: u64) -> Option<u64> {
+    let k = KEPT.get();
+    if !k.loading {
+        return None;
+    }
+    let base = va & !(HUGE - 1);
+    let i = k.entries[..k.n].iter().rposition(|e| e.1 == base)?;
+    let (pt, _) = k.entries[i];
+    k.entries.copy_within(i + 1..k.n, i);
+    k.n -= 1;
+    zero_table(pt);
+    Some(pt)
+}
+
+/// Runs `f`, an execve's mapping of its program into its new space, which
+/// is current and whose program half nothing has touched yet: the leaf
+/// tables it needs may be kept ones ([`KEPT_LEAVES`]). Nothing in `f` may
+/// read or write the program's memory through its addresses.
+pub fn with_program_loading<R>(f: impl FnOnce() -> R) -> R {
+    KEPT.get().loading = true;
+    let r = f();
+    KEPT.get().loading = false;
+    r
 }
 
 /// Makes KVM's shadow paging let go of the freed table frame `gpa` before
@@ -598,7 +681,10 @@ fn pte(pml4: u64, va: u64, create: bool) -> Option<*mut u64> {
             if !create {
                 return None;
             }
-            let f = alloc_table_frame()?;
+            let f = match (level == 1).then(|| reuse_leaf_table(va)).flatten() {
+                Some(f) => f,
+                None => alloc_table_frame()?,
+            };
             // SAFETY: as above; a not-present entry becomes present: no flush needed.
             unsafe { pt_write(e, f | PTE_P | PTE_RW | PTE_US | PTE_A) };
             t = f;
@@ -1400,7 +1486,8 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                         release_frame(e1);
                     }
                 }
-                free_table_frame(pt);
+                let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21);
+                keep_leaf_table(pt, va);
             }
             free_table_frame(e3 & ADDR_MASK);
         }

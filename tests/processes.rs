@@ -232,6 +232,36 @@ fn fork_pipe_dup2_exec_and_waitpid() {
 }
 
 #[test]
+fn execs_of_different_programs_at_the_same_addresses_each_run_their_own_code() {
+    // busybox (glibc static) and two musl programs all load at 0x400000:
+    // a child's execve may take up the leaf page tables of the child
+    // before it (the runtime keeps them for that), which mapped another
+    // program there; each must run its own code and data, again and again,
+    // in any order, also after a fork without exec in between.
+    let busybox = std::fs::read(BUSYBOX).expect("read /bin/busybox (install busybox-static)");
+    let hello = std::fs::read(musl("hello")).unwrap();
+    let exit_code = std::fs::read(musl("exit_code")).unwrap();
+    let mut sb = Sandbox::builder()
+        .memory_mib(64)
+        .timeout(Duration::from_secs(30))
+        .file_with_mode("/bin/busybox", busybox, 0o755)
+        .file_with_mode("/bin/hello", hello, 0o755)
+        .file_with_mode("/bin/exit_code", exit_code, 0o755)
+        .build()
+        .unwrap();
+    let script = "for i in 1 2 3 4 5 6; do \
+        /bin/busybox echo b$i; /bin/hello; /bin/exit_code $i; echo x$?; /bin/busybox expr $i + 1; \
+        ( /bin/hello ); /bin/busybox true; /bin/exit_code 7 || echo y$?; done";
+    let out = sb.run(&Command::new("/bin/busybox").args(["sh", "-c", script])).unwrap();
+    let mut want = String::new();
+    for i in 1..=6 {
+        want += &format!("b{i}\nhello, world\nx{i}\n{}\nhello, world\ny7\n", i + 1);
+    }
+    assert_eq!(out.stdout_str(), want, "{}", out.stderr_str());
+    assert_eq!(out.status, ExitStatus::Code(0));
+}
+
+#[test]
 fn children_exit_codes_and_signals_are_seen_by_the_parent() {
     let mut sb = sandbox();
     let out = sb.run(&Command::new(musl("fork_pipe")).arg("exit")).unwrap();

@@ -155,6 +155,8 @@ pub struct AddressSpace {
     /// down (see `fault_window`), and the slot a new stream takes next.
     fault_streams: [FaultStream; FAULT_STREAMS],
     fault_victim: usize,
+    /// How its tables were built (for [`KEPT_LEAVES`]).
+    built: LeafKind,
 }
 
 impl AddressSpace {
@@ -325,31 +327,45 @@ fn take_table_frame(keep: u64) -> Option<u64> {
 }
 
 /// Freed tables of pages (the last level) kept with the 2 MiB range they
-/// mapped, for an execve that maps the same range again: the frame is
-/// taken up for it and cleared, and the program's mappings written in.
+/// mapped, for a space built the same way (an execve's, or a fork's copy)
+/// that maps the same range again: the frame is taken up for it and
+/// cleared, and the new mappings written in.
 /// KVM's shadow paging still has its shadow of that frame, with the
 /// translations of the process before; when the new space's walk reaches
 /// the table, KVM takes that shadow up and keeps every translation whose
 /// entry came back the same (a program's code and read-only data: the file
-/// cache's frames, ~20 faults of a busybox child). A fresh or reused frame
-/// started with none. Only while an execve maps its program
-/// ([`with_program_loading`]); the oldest goes to the pool beyond
-/// [`KEPT_LEAVES`], or when the pool is short.
+/// cache's frames, ~20 faults of a busybox child; a subshell's pages of
+/// the shell). A fresh or reused frame started with none. Only while an
+/// execve maps its program ([`with_program_loading`]) or a fork copies
+/// the parent's space (`fork_space`), each taking those a space built the
+/// same way left ([`LeafKind`]): a fork's copy and the program an execve
+/// maps at the same addresses are different pages. The oldest goes to
+/// the pool beyond [`KEPT_LEAVES`], or when the pool is short.
 const KEPT_LEAVES: usize = 16;
 
-struct KeptLeaves {
-    /// (table frame, the 2 MiB-aligned address it mapped), oldest first.
-    entries: [(u64, u64); KEPT_LEAVES],
-    n: usize,
-    /// An execve maps its program now.
-    loading: bool,
+/// How a space's tables were built: by an execve mapping its program (or
+/// at start), or by a fork copying its parent's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LeafKind {
+    Program,
+    ForkCopy,
 }
 
-static KEPT: Global<KeptLeaves> = Global::new(KeptLeaves { entries: [(0, 0); KEPT_LEAVES], n: 0, loading: false });
+struct KeptLeaves {
+    /// (table frame, the 2 MiB-aligned address it mapped, how its space
+    /// was built), oldest first.
+    entries: [(u64, u64, LeafKind); KEPT_LEAVES],
+    n: usize,
+    /// The space being built now, if one may take kept leaves.
+    building: Option<LeafKind>,
+}
 
-/// A leaf table of a destroyed space that mapped `[va, va + 2 MiB)`: kept
-/// (see [`KEPT_LEAVES`]), its entries as they were.
-fn keep_leaf_table(pt: u64, va: u64) {
+static KEPT: Global<KeptLeaves> =
+    Global::new(KeptLeaves { entries: [(0, 0, LeafKind::Program); KEPT_LEAVES], n: 0, building: None });
+
+/// A leaf table of a destroyed space built as `kind` that mapped `[va, va
+/// + 2 MiB)`: kept (see [`KEPT_LEAVES`]), its entries as they were.
+fn keep_leaf_table(pt: u64, va: u64, kind: LeafKind) {
     if host_built(pt) {
         return;
     }
@@ -358,7 +374,7 @@ fn keep_leaf_table(pt: u64, va: u64) {
         free_oldest_kept();
     }
     let k = KEPT.get();
-    k.entries[k.n] = (pt, va);
+    k.entries[k.n] = (pt, va, kind);
     k.n += 1;
 }
 
@@ -368,26 +384,25 @@ fn free_oldest_kept() -> bool {
     if k.n == 0 {
         return false;
     }
-    let (pt, _) = k.entries[0];
+    let (pt, _, _) = k.entries[0];
     k.entries.copy_within(1..k.n, 0);
     k.n -= 1;
     free_table_frame(pt);
     true
 }
 
-/// A kept leaf table that mapped the 2 MiB range holding `va`, cleared,
-/// for the table of that range in the current space (an execve's, while
-/// it maps its program). It is reachable from no space and nothing of the
-/// new space has touched the range: no translation of it can be cached,
-/// and clearing it needs no flush.
+/// A kept leaf table that mapped the 2 MiB range holding `va` in a space
+/// built the same way, cleared, for the table of that range in the space
+/// being built (see [`KEPT_LEAVES`]), whose entry for it is not present
+/// yet. It is reachable from no space, and no translation of the range
+/// can be cached through an entry that was not present: clearing it
+/// needs no flush.
 fn reuse_leaf_table(va: u64) -> Option<u64> {
     let k = KEPT.get();
-    if !k.loading {
-        return None;
-    }
+    let kind = k.building?;
     let base = va & !(HUGE - 1);
-    let i = k.entries[..k.n].iter().rposition(|e| e.1 == base)?;
-    let (pt, _) = k.entries[i];
+    let i = k.entries[..k.n].iter().rposition(|e| e.1 == base && e.2 == kind)?;
+    let (pt, _, _) = k.entries[i];
     k.entries.copy_within(i + 1..k.n, i);
     k.n -= 1;
     zero_table(pt);
@@ -399,9 +414,15 @@ fn reuse_leaf_table(va: u64) -> Option<u64> {
 /// tables it needs may be kept ones ([`KEPT_LEAVES`]). Nothing in `f` may
 /// read or write the program's memory through its addresses.
 pub fn with_program_loading<R>(f: impl FnOnce() -> R) -> R {
-    KEPT.get().loading = true;
+    with_leaves_of(LeafKind::Program, f)
+}
+
+/// Runs `f`, which builds a space as `kind`: its new leaf tables may be
+/// kept ones of a space built the same way.
+fn with_leaves_of<R>(kind: LeafKind, f: impl FnOnce() -> R) -> R {
+    let outer = KEPT.get().building.replace(kind);
     let r = f();
-    KEPT.get().loading = false;
+    KEPT.get().building = outer;
     r
 }
 
@@ -1126,6 +1147,7 @@ impl AddressSpace {
             rewrite: crate::sites::Sites::new(),
             fault_streams: [FaultStream { lo: 0, hi: 0, len: 0 }; FAULT_STREAMS],
             fault_victim: 0,
+            built: LeafKind::Program,
         }
     }
 }
@@ -1210,59 +1232,64 @@ pub fn fork_space(src: &AddressSpace) -> Result<Box<AddressSpace>, i64> {
     dst.brk_start = src.brk_start;
     dst.brk = src.brk;
     dst.rewrite = src.rewrite.clone();
+    dst.built = LeafKind::ForkCopy;
     let mut result = Ok(());
     let mut shared_any = false;
     let writable = |va: u64| {
         let i = src.vmas.partition_point(|v| v.end <= va);
         src.vmas.get(i).is_some_and(|v| v.start <= va && v.prot & PROT_WRITE != 0)
     };
-    each_leaf(src.pml4, &mut (0..USER_SLOTS), &mut |va, ep, entry| {
-        if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 || ready.contains(&va) || !copied(va) {
-            return;
-        }
-        if share && entry & PTE_FOREIGN == 0 {
-            match share_entry(dst.pml4, va, ep, entry, &ready) {
-                Ok(true) => {
-                    shared_any = true;
-                    return;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    result = Err(e);
-                    return;
+    // (The child's space is not current, and its new leaf tables may be
+    // those of an earlier fork's copy: see `KEPT_LEAVES`.)
+    with_leaves_of(LeafKind::ForkCopy, || {
+        each_leaf(src.pml4, &mut (0..USER_SLOTS), &mut |va, ep, entry| {
+            if result.is_err() || entry & (PTE_P | PTE_KEPT) == 0 || ready.contains(&va) || !copied(va) {
+                return;
+            }
+            if share && entry & PTE_FOREIGN == 0 {
+                match share_entry(dst.pml4, va, ep, entry, &ready) {
+                    Ok(true) => {
+                        shared_any = true;
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        result = Err(e);
+                        return;
+                    }
                 }
             }
-        }
-        // A copy is the child's own: a copy-on-write entry of the parent's
-        // becomes an ordinary one.
-        let entry = if entry & PTE_COW != 0 {
-            (entry & !PTE_COW) | if writable(va) && entry & PTE_P != 0 { PTE_RW } else { 0 }
-        } else {
-            entry
-        };
-        if entry & PTE_PS != 0 {
-            result = if entry & PTE_FOREIGN != 0 {
-                fork_file_huge(dst.pml4, va, entry)
+            // A copy is the child's own: a copy-on-write entry of the parent's
+            // becomes an ordinary one.
+            let entry = if entry & PTE_COW != 0 {
+                (entry & !PTE_COW) | if writable(va) && entry & PTE_P != 0 { PTE_RW } else { 0 }
             } else {
-                fork_huge(dst.pml4, va, entry, &ready)
+                entry
             };
-            return;
-        }
-        let frame = entry & ADDR_MASK;
-        let new = if entry & PTE_FOREIGN != 0 { Some(frame) } else { copy_frame(frame) };
-        match (new, pte(dst.pml4, va, true)) {
-            (Some(f), Some(e)) => {
-                // SAFETY: a level-0 entry of the new space, not present yet.
-                unsafe { pt_write(e, f | (entry & !ADDR_MASK)) };
+            if entry & PTE_PS != 0 {
+                result = if entry & PTE_FOREIGN != 0 {
+                    fork_file_huge(dst.pml4, va, entry)
+                } else {
+                    fork_huge(dst.pml4, va, entry, &ready)
+                };
+                return;
             }
-            (Some(f), None) => {
-                if entry & PTE_FOREIGN == 0 {
-                    free_frame(f);
+            let frame = entry & ADDR_MASK;
+            let new = if entry & PTE_FOREIGN != 0 { Some(frame) } else { copy_frame(frame) };
+            match (new, pte(dst.pml4, va, true)) {
+                (Some(f), Some(e)) => {
+                    // SAFETY: a level-0 entry of the new space, not present yet.
+                    unsafe { pt_write(e, f | (entry & !ADDR_MASK)) };
                 }
-                result = Err(ENOMEM);
+                (Some(f), None) => {
+                    if entry & PTE_FOREIGN == 0 {
+                        free_frame(f);
+                    }
+                    result = Err(ENOMEM);
+                }
+                _ => result = Err(ENOMEM),
             }
-            _ => result = Err(ENOMEM),
-        }
+        })
     });
     if shared_any && core::ptr::eq(*CURRENT.get() as *const AddressSpace, src) {
         // The parent's pages lost write access.
@@ -1487,7 +1514,7 @@ pub fn destroy_space(space: Box<AddressSpace>) {
                     }
                 }
                 let va = ((i4 as u64) << 39) | ((i3 as u64) << 30) | ((i2 as u64) << 21);
-                keep_leaf_table(pt, va);
+                keep_leaf_table(pt, va, space.built);
             }
             free_table_frame(e3 & ADDR_MASK);
         }

@@ -409,10 +409,9 @@ fn reuse_leaf_table(va: u64) -> Option<u64> {
     Some(pt)
 }
 
-/// Runs `f`, an execve's mapping of its program into its new space, which
-/// is current and whose program half nothing has touched yet: the leaf
-/// tables it needs may be kept ones ([`KEPT_LEAVES`]). Nothing in `f` may
-/// read or write the program's memory through its addresses.
+/// Runs `f`, an execve's mapping of its program into its new, empty
+/// space: the leaf tables it needs may be kept ones of spaces an execve
+/// built ([`KEPT_LEAVES`]).
 pub fn with_program_loading<R>(f: impl FnOnce() -> R) -> R {
     with_leaves_of(LeafKind::Program, f)
 }

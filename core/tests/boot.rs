@@ -45,18 +45,7 @@ fn boot(code: &[u8]) -> Vm {
 fn boot_on(mut vm: Vm, code: &[u8]) -> Vm {
     let image = elf(code);
     let argv = [b"prog".to_vec()];
-    vm.boot(&BootParams {
-        image: ProgramImage::Bytes(&image),
-        argv: &argv,
-        envp: &[],
-        random_seed: [7; 32],
-        manifest: &[],
-        max_processes: 0,
-        max_open_files: 0,
-        snapshot_at_entry: false,
-        image_ino: 0,
-    })
-    .expect("boot");
+    vm.boot(&params(ProgramImage::Bytes(&image), &argv)).expect("boot");
     vm
 }
 
@@ -282,15 +271,10 @@ fn manifest_follows_the_arguments_aligned() {
     let manifest: Vec<u8> = (0..40u8).collect();
     let mut vm = Vm::new(32 << 20).unwrap();
     let params = BootParams {
-        image: ProgramImage::Bytes(&image),
-        argv: &argv,
         envp: &envp,
         random_seed: [1; 32],
         manifest: &manifest,
-        max_processes: 0,
-        max_open_files: 0,
-        snapshot_at_entry: false,
-        image_ino: 0,
+        ..params(ProgramImage::Bytes(&image), &argv)
     };
     vm.boot(&params).unwrap();
     let gpa = boot_info_u64(&vm, std::mem::offset_of!(abi::BootInfo, manifest_gpa));
@@ -315,17 +299,7 @@ fn manifest_past_the_args_region_is_refused() {
     let argv = [vec![b'a'; 1000]];
     let manifest = vec![0u8; abi::ARGS_MAX as usize - 1000];
     let mut vm = Vm::new(32 << 20).unwrap();
-    let params = BootParams {
-        image: ProgramImage::Bytes(&image),
-        argv: &argv,
-        envp: &[],
-        random_seed: [1; 32],
-        manifest: &manifest,
-        max_processes: 0,
-        max_open_files: 0,
-        snapshot_at_entry: false,
-        image_ino: 0,
-    };
+    let params = BootParams { random_seed: [1; 32], manifest: &manifest, ..params(ProgramImage::Bytes(&image), &argv) };
     match vm.boot(&params) {
         Err(hvsandbox_core::VmError::ManifestTooLarge { len, room }) => {
             assert_eq!(len, abi::ARGS_MAX - 1000);
@@ -380,17 +354,7 @@ impl Drop for TempFile {
 
 fn boot_file(vm: &mut Vm, fd: std::os::fd::BorrowedFd<'_>, len: u64) -> hvsandbox_core::Result<()> {
     let argv = [b"prog".to_vec()];
-    vm.boot(&BootParams {
-        image: ProgramImage::File { fd, len },
-        argv: &argv,
-        envp: &[],
-        random_seed: [3; 32],
-        manifest: &[],
-        max_processes: 0,
-        max_open_files: 0,
-        snapshot_at_entry: false,
-        image_ino: 0,
-    })
+    vm.boot(&BootParams { random_seed: [3; 32], ..params(ProgramImage::File { fd, len }, &argv) })
 }
 
 #[test]

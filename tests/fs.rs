@@ -4,6 +4,11 @@
 //! The host's file service is tested through forged hypercalls (the
 //! `fs_hypercalls` guest program rings the doorbell itself) and end to end
 //! with real programs through the guest runtime's filesystem.
+//!
+//! One file of ~1,000 lines: every file under `tests/` is a test binary of
+//! its own, linked with the library and the embedded runtime, so the
+//! suite's build time grows with their number; the tests of the filesystem stay
+//! together here.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

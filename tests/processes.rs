@@ -1,6 +1,11 @@
 //! Processes, pipes, signals and threads in the guest: busybox shell
 //! scripts, fork/exec/wait from C, Debian's dynamic python3, std and POSIX
 //! threads, the process limit, and path escapes through processes.
+//!
+//! One file of ~1,000 lines: every file under `tests/` is a test binary of
+//! its own, linked with the library and the embedded runtime, so the
+//! suite's build time grows with their number; the tests of processes stay
+//! together here.
 
 use std::path::PathBuf;
 use std::time::Duration;

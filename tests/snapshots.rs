@@ -1,5 +1,10 @@
 //! Snapshots, clones and reset: runs start from a frozen guest, get their
 //! own inputs, and see nothing a previous run wrote.
+//!
+//! One file of ~870 lines: every file under `tests/` is a test binary of
+//! its own, linked with the library and the embedded runtime, so the
+//! suite's build time grows with their number; the tests of snapshots stay
+//! together here.
 
 use std::time::Duration;
 

@@ -34,6 +34,13 @@
 //!
 //! The hypercall doorbell is [`DOORBELL_GPA`], outside RAM: a write there
 //! leaves the guest with an MMIO exit. It is mapped at [`DOORBELL_VA`].
+//!
+//! One file of ~870 lines (a tenth of them tests) on purpose: it is the
+//! contract itself, read whole by whoever changes either side. Its parts
+//! (the memory map, hypercall numbers, boot and resume records, the file
+//! service's messages, page-table bits, CPUID and prefault tables) refer
+//! to each other's constants; only the encoders with logic of their own
+//! live apart (`fs_codec.rs`, `plain_data.rs`).
 #![no_std]
 
 mod fs_codec;

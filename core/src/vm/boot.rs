@@ -2,40 +2,16 @@
 //! MSRs, CPUID), the privileged tables and the runtime written into guest
 //! RAM, and the boot information that hands the runtime its program.
 
-use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
 use hvsandbox_abi as abi;
 use kvm_bindings::{kvm_regs, kvm_segment, Msrs};
 
+use super::image::{image_gpa, ProgramImage, NOT_LOADED};
 use super::{KvmSystem, Vm, VmExit};
 use crate::error::{Result, VmError};
 use crate::isolation::{self, ResetState};
 use crate::layout;
-
-/// A program file at least this large goes 2 MiB-aligned into guest RAM
-/// (up to 2 MiB below the top of the free frames): the runtime can then
-/// map the whole 2 MiB ranges of its read-only segments as 2 MiB pages,
-/// which KVM maps with one fault each where 4 KiB pages take one per 8
-/// (`node`'s 99 MB file: ~760 faults on its code and read-only data).
-/// A smaller file has no such range.
-const ALIGNED_IMAGE_MIN: u64 = 2 * abi::HUGE_PAGE_SIZE;
-
-/// Where a program image of `len` bytes goes in guest RAM of `mem_size`
-/// bytes: at the top of the free frames, below the page-table pool, so
-/// that a runtime booted ahead of it (which allocates from the bottom)
-/// need not know its size. At least 4 MiB are left to the runtime for
-/// the program's memory.
-pub(super) fn image_gpa(mem_size: u64, len: u64) -> Result<u64> {
-    let mut gpa = abi::pt_pool_start(mem_size).saturating_sub(len) & !(abi::PAGE_SIZE - 1);
-    if len >= ALIGNED_IMAGE_MIN {
-        gpa &= !(abi::HUGE_PAGE_SIZE - 1);
-    }
-    if gpa < abi::IMAGE_GPA + (4 << 20) {
-        return Err(VmError::ImageTooLarge { len, mem: mem_size });
-    }
-    Ok(gpa)
-}
 
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
@@ -56,34 +32,6 @@ const SFMASK: u64 = 0x4_7700;
 const CR0: u64 = 0x8001_0033;
 const CR4: u64 = 0x5_0620;
 const EFER: u64 = 0xd01;
-
-/// The program's ELF file, as [`Vm::boot`] copies it into guest RAM.
-#[derive(Clone, Copy, Debug)]
-pub enum ProgramImage<'a> {
-    /// The file's bytes, in memory.
-    Bytes(&'a [u8]),
-    /// The first `len` bytes of an open file, read straight into guest RAM
-    /// (no copy of it in this process). A file shorter than `len` by then
-    /// is a [`VmError::ImageRead`].
-    File { fd: BorrowedFd<'a>, len: u64 },
-    /// `len` bytes its [`RamLoader`](super::RamLoader) wrote into the VM's
-    /// RAM already. A VM whose loader wrote no image of that length since
-    /// its last boot is a [`VmError::ImageRead`].
-    Loaded { len: u64 },
-}
-
-impl ProgramImage<'_> {
-    pub fn len(&self) -> u64 {
-        match self {
-            ProgramImage::Bytes(b) => b.len() as u64,
-            ProgramImage::File { len, .. } | ProgramImage::Loaded { len } => *len,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// What the program starts with.
 #[derive(Clone, Copy, Debug)]
@@ -233,7 +181,7 @@ impl Vm {
         let image_len = params.image.len();
         let image_gpa = image_gpa(self.mem_size, image_len)?;
         // (A loaded image serves one boot.)
-        let loaded = self.loaded.swap(super::ram::NOT_LOADED, std::sync::atomic::Ordering::SeqCst);
+        let loaded = self.loaded.swap(NOT_LOADED, std::sync::atomic::Ordering::SeqCst);
         match params.image {
             ProgramImage::Bytes(bytes) => self.write(image_gpa, bytes)?,
             ProgramImage::File { fd, len } => self.read_file_into(image_gpa, fd, 0, len)?,

@@ -37,14 +37,16 @@ const APIC_MMIO_BASE: u64 = 0xfee0_0000;
 
 mod boot;
 mod hugetlb;
+mod image;
 mod memory;
 mod prefault;
 mod ram;
 mod reset;
 mod run;
 
-pub use boot::{BootParams, ProgramImage};
+pub use boot::BootParams;
 pub use hugetlb::HugePages;
+pub use image::ProgramImage;
 pub use prefault::FrameRanges;
 use ram::Ram;
 pub use ram::{FreshRam, RamLoader, RamWarmer};

@@ -10,9 +10,9 @@ use std::sync::{Arc, Weak};
 use hvsandbox_abi as abi;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
-use super::boot::image_gpa;
+use super::image::{image_gpa, ProgramImage, NOT_LOADED};
 use super::memory::{read_file_to, write_to};
-use super::{hugetlb, runtime, HugePages, ProgramImage, Vm, POOL_FRAMES_AHEAD};
+use super::{hugetlb, runtime, HugePages, Vm, POOL_FRAMES_AHEAD};
 use crate::error::{Result, VmError};
 use crate::layout;
 
@@ -27,9 +27,6 @@ pub(super) struct Ram {
     /// boot that finds it there ([`NOT_LOADED`]: none).
     pub(super) loaded: Arc<AtomicU64>,
 }
-
-/// [`Ram::loaded`] when no image was loaded ahead of the boot.
-pub(super) const NOT_LOADED: u64 = u64::MAX;
 
 impl Ram {
     /// Maps `mem_size` bytes (a multiple of 2 MiB): anonymous and zero, or

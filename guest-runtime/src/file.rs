@@ -587,7 +587,7 @@ pub fn pipe_read(p: &Rc<RefCell<Pipe>>, out: &mut [u8], nonblock: bool, peek: bo
 /// write of at most `PIPE_BUF` bytes all at once (EAGAIN or a wait until
 /// it fits); a blocking one of at most the pipe's capacity waits until it
 /// all fits; a larger one writes what fits (a wait when full), and
-/// `sys_fs::write_whole` calls it again for the rest. A larger
+/// `sys_fs::rw::write_whole` calls it again for the rest. A larger
 /// nonblocking write takes what fits (EAGAIN when full).
 pub fn pipe_write(p: &Rc<RefCell<Pipe>>, data: &[u8], nonblock: bool) -> Result<usize, Errno> {
     const PIPE_BUF: usize = 4096;

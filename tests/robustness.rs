@@ -69,6 +69,12 @@ fn created_read_only_files_xattrs_and_clocks_behave_like_linux() {
 }
 
 #[test]
+fn a_readv_into_a_bad_buffer_is_efault_and_the_pipe_keeps_its_bytes() {
+    let expect = ["readv: -1 ", "rest: 11 hello world", "bad first: -1 Bad address"];
+    same_as_native(&mut sandbox_with_timeout(30), "readv_fault", &expect);
+}
+
+#[test]
 fn mkdir_of_an_existing_path_with_a_trailing_slash_is_eexist() {
     let script = "mkdir /tmp/ 2>&1; echo st=$?; mkdir -p /tmp/ && echo p=ok; \
                   mkdir /tmp/x && mkdir /tmp/x/ 2>&1; echo st=$?; \

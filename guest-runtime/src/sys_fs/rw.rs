@@ -113,14 +113,19 @@ fn iovecs(iov: u64, cnt: u64) -> Result<Vec<(u64, u64)>, i64> {
     Ok(out)
 }
 
-pub fn sys_readv(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
-    let f = crate::fds::get(fd)?;
-    let v = iovecs(iov, cnt)?;
+/// Moves each piece of a vector in turn with `one(base, len, offset)`,
+/// which returns the bytes it moved: stops after a short piece; an error
+/// after some bytes ends the call with those bytes (as Linux), an error
+/// on the first piece is the call's.
+fn each_piece(
+    v: Vec<(u64, u64)>,
+    at: Option<u64>,
+    mut one: impl FnMut(u64, u64, Option<u64>) -> SysResult,
+) -> SysResult {
     let mut total = 0u64;
     for (base, len) in v {
-        let out = user_bytes_mut(base, len)?;
-        let n = match f.read(out, at.map(|a| a + total)) {
-            Ok(n) => n as u64,
+        let n = match one(base, len, at.map(|a| a + total)) {
+            Ok(n) => n,
             Err(e) if total == 0 => return Err(e),
             Err(e) => {
                 crate::task::unblock_if(e);
@@ -135,6 +140,17 @@ pub fn sys_readv(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
     Ok(total)
 }
 
+pub fn sys_readv(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
+    let f = crate::fds::get(fd)?;
+    let v = iovecs(iov, cnt)?;
+    // Validate everything first, as writev: a bad vector reads nothing, so
+    // a pipe keeps its bytes (Linux's pipes too answer EFAULT and keep them).
+    for &(base, len) in &v {
+        user_bytes_mut(base, len)?;
+    }
+    each_piece(v, at, |base, len, at| Ok(f.read(user_bytes_mut(base, len)?, at)? as u64))
+}
+
 pub fn sys_writev(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
     let f = crate::fds::get(fd)?;
     let v = iovecs(iov, cnt)?;
@@ -142,22 +158,7 @@ pub fn sys_writev(fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
     for &(base, len) in &v {
         user_bytes(base, len)?;
     }
-    let mut total = 0u64;
-    for (base, len) in v {
-        let n = match write_checked(&f, user_bytes(base, len)?, at.map(|a| a + total)) {
-            Ok(n) => n,
-            Err(e) if total == 0 => return Err(e),
-            Err(e) => {
-                crate::task::unblock_if(e);
-                break;
-            }
-        };
-        total += n;
-        if n < len {
-            break;
-        }
-    }
-    Ok(total)
+    each_piece(v, at, |base, len, at| write_checked(&f, user_bytes(base, len)?, at))
 }
 
 pub fn sys_lseek(fd: u64, off: u64, whence: u64) -> SysResult {

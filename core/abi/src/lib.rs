@@ -35,7 +35,7 @@
 //! The hypercall doorbell is [`DOORBELL_GPA`], outside RAM: a write there
 //! leaves the guest with an MMIO exit. It is mapped at [`DOORBELL_VA`].
 //!
-//! One file of ~870 lines (a tenth of them tests) on purpose: it is the
+//! One file of ~880 lines (~60 of them tests) on purpose: it is the
 //! contract itself, read whole by whoever changes either side. Its parts
 //! (the memory map, hypercall numbers, boot and resume records, the file
 //! service's messages, page-table bits, CPUID and prefault tables) refer

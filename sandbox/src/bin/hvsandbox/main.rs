@@ -6,6 +6,8 @@
 //!               [--collect GUEST_PATH... --collect-dir HOSTDIR] -- PROGRAM [ARGS...]
 //! hvsandbox run --from-snapshot FILE [--mount HOST:GUEST]... [options] [-- ARGS...]
 //! hvsandbox snapshot -o FILE [--at checkpoint|entry] [options] -- PROGRAM [ARGS...]
+//! hvsandbox serve --socket PATH [--warm 2] [--jobs 4] [options]
+//! hvsandbox run --server PATH [--timeout 2s] [--env K=V]... -- PROGRAM [ARGS...]
 //! ```
 //!
 //! stdin, stdout and stderr pass through live: output is written as the
@@ -40,12 +42,19 @@
 //! and no others: a snapshot file never makes the host open a directory
 //! the command line did not name.
 //!
-//! Here: the options, the sandbox they describe (one builder for `run`
-//! and `snapshot`), and the two commands. Beside it: `inputs` (reading
-//! stdin and the --file sources), `stats` (the --stats JSON line),
-//! `collect` (writing collected files), `units` (sizes and durations),
-//! `early_exit` (a run's status reaches the caller before its VM's
-//! teardown).
+//! `hvsandbox serve` keeps VMs ready for `run --server` clients (see
+//! `serve`): a client's run skips making a VM and, from a program's second
+//! run on, booting and loading it.
+//!
+//! Here: the options, the sandbox they describe (one builder for `run`,
+//! `snapshot` and `serve`), and `run` and `snapshot`. Beside it: `inputs`
+//! (reading stdin and the --file sources), `live_io` (a live run's
+//! stdio), `stats` (the --stats JSON line), `collect` (writing collected
+//! files), `units` (sizes and durations), `early_exit` (a run's status
+//! reaches the caller before its VM's teardown); `serve`, `warm` (its
+//! programs' snapshots and pools), `watch` (its thread that ends runs
+//! whose client left or whose time is up), `client` (`run --server`) and
+//! `wire` (what the two say to each other).
 
 mod client;
 mod collect;

@@ -27,7 +27,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -100,43 +100,42 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8, Error> {
         max_input: args.guest.max_input.0,
         max_output: args.guest.max_output.0,
     });
-    let (queue, jobs) = mpsc::sync_channel::<UnixStream>(usize::from(args.jobs));
-    let jobs = Arc::new(Mutex::new(jobs));
+    let listener = Arc::new(listener);
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    // Each worker accepts its own clients: no handoff between threads
+    // before a run starts.
     let workers: Vec<_> = (0..args.jobs)
         .map(|i| {
-            let (server, jobs) = (server.clone(), jobs.clone());
-            std::thread::Builder::new().name(format!("hvsandbox-serve-{i}")).spawn(move || loop {
-                let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                match next {
-                    Ok(conn) => server.handle(conn),
-                    Err(_) => return,
-                }
-            })
+            let (server, listener, stopping) = (server.clone(), listener.clone(), stopping.clone());
+            std::thread::Builder::new()
+                .name(format!("hvsandbox-serve-{i}"))
+                .spawn(move || serve_clients(&server, &listener, &stopping, me))
         })
         .collect::<Result<_, _>>()
         .map_err(|e| internal("cannot start the server's threads", e))?;
     eprintln!("hvsandbox: serving on {}", args.socket.display());
-    // SAFETY: geteuid(2) has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    while !stopping.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((conn, _)) => {
-                if peer_allowed(&conn, me) {
-                    let _ = queue.send(conn);
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(_) => {}
-        }
-    }
-    drop(queue);
     for w in workers {
         let _ = w.join();
     }
     let _ = std::fs::remove_file(&args.socket);
     Ok(0)
+}
+
+/// A worker: takes a client, serves it, and the next, until the server
+/// stops (the signal thread shuts the listener down, which ends accept).
+fn serve_clients(server: &Server, listener: &UnixListener, stopping: &AtomicBool, me: libc::uid_t) {
+    while !stopping.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                if peer_allowed(&conn, me) {
+                    server.handle(conn);
+                }
+            }
+            // Out of descriptors, or stopping: look again shortly.
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 fn internal(what: &str, e: std::io::Error) -> Error {

@@ -2,7 +2,10 @@
 //! client has gone (its connection closed) or whose deadline (the
 //! client's timeout, shorter than the server's) has passed. One thread
 //! for all, not one per run: starting and joining a thread costs more
-//! here than a warm run's own work in the VM does.
+//! here than a warm run's own work in the VM does. It looks again at
+//! least every [`TICK`], so a new run is woken for only when its
+//! deadline comes before that: a run's start does not wake a thread
+//! that would compete with it for the CPU.
 //!
 //! A run is watched from [`Watcher::watch`] until its [`Watch`] is
 //! dropped, which must happen before its connection is closed: the
@@ -13,7 +16,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hvsandbox::ProcessKillHandle;
 
@@ -26,6 +29,10 @@ pub(crate) struct Fate {
     /// Set with [`CLIENT_GONE`]: its output has nowhere to go.
     pub(crate) give_up: AtomicBool,
 }
+
+/// The longest the thread waits before looking again: how late a
+/// client's leaving may be seen.
+const TICK: Duration = Duration::from_millis(50);
 
 pub(crate) const CLIENT_GONE: u8 = 1;
 pub(crate) const DEADLINE: u8 = 2;
@@ -46,9 +53,13 @@ struct Watched {
 
 struct Shared {
     runs: Mutex<Vec<Watched>>,
-    /// An eventfd: written when a run is added, so the thread polls anew.
+    /// An eventfd: written when a run is added whose deadline comes
+    /// before the thread's next look, so it polls anew.
     wake: OwnedFd,
     next_id: AtomicU64,
+    /// When the thread looks next, in nanoseconds since `epoch`.
+    next_look: AtomicU64,
+    epoch: Instant,
 }
 
 impl Shared {
@@ -83,7 +94,13 @@ impl Watcher {
         }
         // SAFETY: `fd` is a new descriptor nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(fd) };
-        let shared = Arc::new(Shared { runs: Mutex::new(Vec::new()), wake, next_id: AtomicU64::new(0) });
+        let shared = Arc::new(Shared {
+            runs: Mutex::new(Vec::new()),
+            wake,
+            next_id: AtomicU64::new(0),
+            next_look: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
         let s = shared.clone();
         std::thread::Builder::new().name("hvsandbox-watch".into()).spawn(move || watch_all(&s))?;
         Ok(Watcher { shared })
@@ -94,9 +111,11 @@ impl Watcher {
     pub(crate) fn watch(&self, conn: RawFd, deadline: Instant, kill: ProcessKillHandle, fate: Arc<Fate>) -> Watch<'_> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.shared.lock().push(Watched { id, conn, deadline, kill, fate });
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: an eventfd takes an 8-byte write from a live buffer.
-        unsafe { libc::write(self.shared.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if since(self.shared.epoch, deadline) < self.shared.next_look.load(Ordering::SeqCst) {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: an eventfd takes an 8-byte write from a live buffer.
+            unsafe { libc::write(self.shared.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
         Watch { shared: &self.shared, id }
     }
 }
@@ -114,13 +133,14 @@ fn watch_all(shared: &Shared) {
                 events: libc::POLLIN | libc::POLLRDHUP,
                 revents: 0,
             }));
-            (runs.iter().map(|w| w.id).collect::<Vec<_>>(), fds, runs.iter().map(|w| w.deadline).min())
+            let look = runs.iter().map(|w| w.deadline).fold(Instant::now() + TICK, Instant::min);
+            // Published under the lock: a run added after this sees it.
+            shared.next_look.store(since(shared.epoch, look), Ordering::SeqCst);
+            (runs.iter().map(|w| w.id).collect::<Vec<_>>(), fds, look)
         };
         // Rounded up, so a deadline is never polled for in a busy loop.
-        let ms = nearest.map_or(-1, |d| {
-            let left = d.saturating_duration_since(Instant::now());
-            i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-        });
+        let left = nearest.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
         // SAFETY: `fds` is a live array of `fds.len()` pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
@@ -151,4 +171,9 @@ fn watch_all(shared: &Shared) {
             false
         });
     }
+}
+
+/// Nanoseconds from `epoch` to `t` (0 before it).
+fn since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }

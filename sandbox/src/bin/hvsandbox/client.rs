@@ -13,7 +13,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -79,7 +79,7 @@ pub(crate) fn run(socket: &Path, args: &RunArgs) -> Result<u8, Error> {
     }
     let request = Request {
         timeout: args.guest.timeout.0,
-        argv: args.program.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        argv: with_absolute_program(args.program.iter().map(|a| a.as_bytes().to_vec()).collect()),
         env: environment(&args.env),
     };
     send(socket, &request)
@@ -123,7 +123,7 @@ impl QuickRun {
                 _ => return None,
             }
         }
-        let argv: Vec<Vec<u8>> = words.map(|w| w.as_bytes().to_vec()).collect();
+        let argv = with_absolute_program(words.map(|w| w.as_bytes().to_vec()).collect());
         if argv.is_empty() {
             return None;
         }
@@ -135,6 +135,20 @@ impl QuickRun {
     pub(crate) fn run(&self) -> Result<u8, Error> {
         send(&self.socket, &self.request)
     }
+}
+
+/// `argv` with a relative program path (`./prog`, `bin/prog`) made
+/// absolute from our working directory: the server's is another. Bare
+/// names are the guest's to look up and stay as they are.
+fn with_absolute_program(mut argv: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    if let Some(program) = argv.first_mut() {
+        if program.contains(&b'/') && program.first() != Some(&b'/') {
+            if let Ok(cwd) = std::env::current_dir() {
+                *program = cwd.join(std::ffi::OsStr::from_bytes(program)).into_os_string().into_vec();
+            }
+        }
+    }
+    argv
 }
 
 /// Sends `request` with our stdio to the server at `socket` and waits for
@@ -151,16 +165,16 @@ fn send(socket: &Path, request: &Request) -> Result<u8, Error> {
     // The one byte of the reply comes when the run has ended; the server
     // closes without it only when it refused us or went away.
     let mut code = [0u8; 1];
+    let closed = || {
+        Error::InvalidConfig(format!("the server at {} closed the connection without an exit status", socket.display()))
+    };
     loop {
         match (&sock).read(&mut code) {
             Ok(1) => return Ok(code[0]),
-            // Refused (another user), or the server stopped.
-            Ok(_) => {
-                return Err(Error::InvalidConfig(format!(
-                    "the server at {} closed the connection without an exit status",
-                    socket.display()
-                )))
-            }
+            // Refused (another user), or the server stopped. A refused
+            // client may see its unread request reset the connection.
+            Ok(_) => return Err(closed()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Err(closed()),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 return Err(Error::Internal {

@@ -21,7 +21,7 @@ fn timed_out(limit: Duration) -> Error {
 /// read within --timeout and at most --max-input bytes in all. Returns it
 /// with what is left of --timeout for the run.
 pub(crate) fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> Result<(Command, Duration), Error> {
-    let deadline = Instant::now() + args.timeout.0;
+    let deadline = Instant::now() + args.guest.timeout.0;
     for kv in &args.env {
         let bytes = kv.as_bytes();
         match bytes.iter().position(|&b| b == b'=') {
@@ -36,7 +36,8 @@ pub(crate) fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> 
             }
         }
     }
-    let mut budget = Budget { left: args.max_input.0, max: args.max_input.0, deadline, timeout: args.timeout.0 };
+    let mut budget =
+        Budget { left: args.guest.max_input.0, max: args.guest.max_input.0, deadline, timeout: args.guest.timeout.0 };
     for spec in &args.files {
         let (guest, host) = split_arg(spec, b'=', false)
             .ok_or_else(|| Error::InvalidConfig(format!("--file {spec:?}: expected GUEST=HOSTPATH")))?;
@@ -65,7 +66,7 @@ pub(crate) fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> 
     }
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(timed_out(args.timeout.0));
+        return Err(timed_out(args.guest.timeout.0));
     }
     Ok((command, left))
 }
@@ -74,10 +75,15 @@ pub(crate) fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> 
 /// the program is given an empty stdin rather than a thread passing ours
 /// through.
 pub(crate) fn stdin_is_dev_null() -> bool {
+    is_dev_null(0)
+}
+
+/// Whether `fd` is /dev/null.
+pub(crate) fn is_dev_null(fd: std::os::fd::RawFd) -> bool {
     // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd 0 is only looked at; `st` is a writable stat.
-    if unsafe { libc::fstat(0, &mut st) } != 0 {
+    // SAFETY: `fd` is only looked at; `st` is a writable stat.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return false;
     }
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3)

@@ -47,11 +47,17 @@
 //! `early_exit` (a run's status reaches the caller before its VM's
 //! teardown).
 
+mod client;
 mod collect;
 mod early_exit;
 mod inputs;
+mod live_io;
+mod serve;
 mod stats;
 mod units;
+mod warm;
+mod watch;
+mod wire;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -101,6 +107,10 @@ enum Cmd {
     /// /dev/hvsandbox/checkpoint) or, with --at entry or when it has none,
     /// to its first instruction, and save that snapshot to a file.
     Snapshot(SnapshotArgs),
+    /// Serve runs to `hvsandbox run --server SOCKET` clients from VMs kept
+    /// ready (warm clones of each program's entry snapshot after its
+    /// first run); the options describe every run's sandbox.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -178,8 +188,10 @@ fn guest_setting_help(what: &str, default: impl std::fmt::Display) -> String {
 /// The options of `run`; `snapshot` takes them too, and those that
 /// describe the sandbox or the program's inputs mean the same there (see
 /// [`sandbox_builder`] and [`with_inputs`]).
+/// The options that describe the sandbox and its limits: `run` and
+/// `snapshot` take them for their one run, `serve` for all of its runs.
 #[derive(Args, Debug)]
-struct RunArgs {
+struct GuestArgs {
     #[arg(long, help = guest_setting_help(
         "Guest memory (e.g. 64M, 1G; a multiple of 2M)",
         Size(hvsandbox::DEFAULT_MEMORY_MIB << 20),
@@ -213,13 +225,6 @@ struct RunArgs {
     /// to ordinary memory when the pool is short, require fails (exit 125).
     #[arg(long, value_enum, default_value_t = Huge::Off)]
     huge_pages: Huge,
-    /// Environment variable for the program: K=V, or K to pass the host's value.
-    #[arg(long = "env", short = 'e', value_name = "K=V")]
-    env: Vec<OsString>,
-    /// Print the run statistics as one JSON line on stderr, also when the
-    /// run fails (then with "error" and "message").
-    #[arg(long)]
-    stats: bool,
     /// Show a host directory read-only in the guest at GUEST (repeatable).
     #[arg(long = "mount", value_name = "HOST:GUEST")]
     mounts: Vec<OsString>,
@@ -230,6 +235,19 @@ struct RunArgs {
     /// As --mount, but kernel filesystems (procfs, sysfs, ...) at or below HOST are shown too (repeatable).
     #[arg(long = "mount-kernel-fs", value_name = "HOST:GUEST")]
     kernel_fs_mounts: Vec<OsString>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    guest: GuestArgs,
+    /// Environment variable for the program: K=V, or K to pass the host's value.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<OsString>,
+    /// Print the run statistics as one JSON line on stderr, also when the
+    /// run fails (then with "error" and "message").
+    #[arg(long)]
+    stats: bool,
     /// Copy a host file into the guest at GUEST, keeping its permission bits (repeatable).
     #[arg(long = "file", value_name = "GUEST=HOSTPATH")]
     files: Vec<OsString>,
@@ -242,6 +260,11 @@ struct RunArgs {
     /// Where collected files are written: guest path /a/b.txt becomes HOSTDIR/a/b.txt.
     #[arg(long = "collect-dir", value_name = "HOSTDIR", requires = "collect")]
     collect_dir: Option<PathBuf>,
+    /// Run in the `hvsandbox serve` listening at this socket (default:
+    /// $HVSANDBOX_SERVER when set): its options set the sandbox; only
+    /// --timeout (up to the server's) and --env are taken here.
+    #[arg(long, value_name = "SOCKET")]
+    server: Option<PathBuf>,
     /// Resume this snapshot file (from `hvsandbox snapshot`) instead of
     /// starting a program; the arguments after `--` are this run's (none
     /// given: an entry snapshot's program gets the snapshot's). Give its
@@ -293,9 +316,9 @@ impl Termination {
 }
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread started after
-/// (the sandbox's vCPU thread among them), and turns them into a kill of
-/// the run, from a thread that waits for them.
-fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>> {
+/// (the sandbox's vCPU thread among them), and calls `on_signal` for each
+/// from a thread that waits for them.
+fn on_termination_signals(on_signal: impl Fn() + Send + 'static) -> std::io::Result<()> {
     // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t owned by this frame.
@@ -309,16 +332,23 @@ fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>>
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
-    let term = std::sync::Arc::new(Termination::default());
-    let t = term.clone();
     std::thread::Builder::new().name("hvsandbox-signals".into()).spawn(move || loop {
         let mut sig = 0;
         // SAFETY: `set` and `sig` are valid for the call; the signals are
         // blocked in all threads, so sigwait receives them.
         if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            t.request();
+            on_signal();
         }
     })?;
+    Ok(())
+}
+
+/// Turns SIGINT and SIGTERM into a kill of the run (see
+/// [`on_termination_signals`]).
+fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>> {
+    let term = std::sync::Arc::new(Termination::default());
+    let t = term.clone();
+    on_termination_signals(move || t.request())?;
     Ok(term)
 }
 
@@ -330,7 +360,7 @@ fn split_arg(s: &OsString, sep: u8, last: bool) -> Option<(&[u8], &[u8])> {
 }
 
 /// The builder with the mounts of --mount and --mount-kernel-fs.
-fn add_mounts(mut builder: SandboxBuilder, r: &RunArgs) -> Result<SandboxBuilder, Error> {
+fn add_mounts(mut builder: SandboxBuilder, r: &GuestArgs) -> Result<SandboxBuilder, Error> {
     let specs = r.mounts.iter().map(|s| (s, false)).chain(r.kernel_fs_mounts.iter().map(|s| (s, true)));
     for (spec, kernel_fs) in specs {
         let flag = if kernel_fs { "--mount-kernel-fs" } else { "--mount" };
@@ -350,7 +380,7 @@ fn utf8_guest_path(bytes: &[u8], flag: &str) -> Result<String, Error> {
 /// timeout is all of --timeout: give it what reading the input left (see
 /// [`with_inputs`]). Memory, --max-processes and --max-open-files are set
 /// only where given: a snapshot's guest fixes them (see `build_from`).
-fn sandbox_builder(args: &RunArgs) -> Result<SandboxBuilder, Error> {
+fn sandbox_builder(args: &GuestArgs) -> Result<SandboxBuilder, Error> {
     let max_output = usize::try_from(args.max_output.0)
         .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output.0)))?;
     let mut builder = Sandbox::builder()
@@ -380,7 +410,7 @@ fn sandbox_builder(args: &RunArgs) -> Result<SandboxBuilder, Error> {
 
 /// `kept`: where the run's sandbox is left, for the caller to drop.
 fn run(args: RunArgs, kept: &mut Option<Sandbox>) -> Result<u8, Error> {
-    let builder = sandbox_builder(&args)?;
+    let builder = sandbox_builder(&args.guest)?;
     let snapshot = match &args.from_snapshot {
         Some(path) => {
             let snap = hvsandbox::Snapshot::load(path)?;
@@ -424,18 +454,18 @@ fn run(args: RunArgs, kept: &mut Option<Sandbox>) -> Result<u8, Error> {
     let out = if termination.requested() {
         Err(Error::Cancelled { partial: Box::default() })
     } else {
-        run_live(&mut sandbox, &command, live_stdin, args.max_input.0)
+        run_live(&mut sandbox, &command, live_stdin, args.guest.max_input.0)
     };
     // The run has ended: its VM is torn down after the process has exited
     // (`early_exit`), not before its output and status are given.
     *kept = Some(sandbox);
-    let out = out.map_err(|e| timeout_as_given(e, &args));
+    let out = out.map_err(|e| timeout_as_given(e, &args.guest));
     if let (true, Ok(o)) = (args.stats, &out) {
         eprintln!("{}", stats_json(o));
     }
     let out = out?;
     if out.truncated() {
-        eprintln!("hvsandbox: output truncated at {} bytes per stream", args.max_output.0);
+        eprintln!("hvsandbox: output truncated at {} bytes per stream", args.guest.max_output.0);
     }
     if let Some(dir) = &args.collect_dir {
         if out.files_truncated {
@@ -461,62 +491,27 @@ fn run_live(
 ) -> Result<hvsandbox::Output, Error> {
     let mut process = sandbox.spawn(command)?;
     if let Some(stdin) = process.take_stdin().filter(|_| live_stdin) {
-        let chunk = usize::try_from(max_input / 2).unwrap_or(usize::MAX).clamp(1, 32 << 10);
+        let chunk = live_io::stdin_chunk(max_input);
         // Detached: it may wait in read(2) on our stdin after the run; the
         // command exits then anyway.
-        let _ = std::thread::Builder::new().name("hvsandbox-stdin".into()).spawn(move || pump_stdin(stdin, chunk));
+        let _ = std::thread::Builder::new()
+            .name("hvsandbox-stdin".into())
+            .spawn(move || live_io::pump_stdin(0, stdin, chunk, None));
     }
     // What the program wrote passes through, also when it was stopped.
     // Output that cannot be written (a closed pipe) is not its fault.
     // Locked per write, not held: the vCPU thread writes to stderr too
     // (HVSANDBOX_TRACE lines), and would wait for the lock forever.
-    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let pass = |to: &mut dyn Write, bytes: &[u8]| {
         let _ = to.write_all(bytes);
         let _ = to.flush();
     };
-    loop {
-        match process.next_event() {
-            Some(hvsandbox::ProcessEvent::Stdout(b)) => pass(&mut stdout, &b),
-            Some(hvsandbox::ProcessEvent::Stderr(b)) => pass(&mut stderr, &b),
-            Some(hvsandbox::ProcessEvent::Exited(result)) => {
-                let rest = match &result {
-                    Ok(o) => Some((&o.stdout, &o.stderr)),
-                    Err(e) => e.partial_output().map(|p| (&p.stdout, &p.stderr)),
-                };
-                if let Some((out, err)) = rest {
-                    pass(&mut stdout, out);
-                    pass(&mut stderr, err);
-                }
-                return result;
-            }
-            None => return process.wait(),
-        }
-    }
-}
-
-/// Copies our stdin to the program's, `chunk` bytes at a time, as fast
-/// as the program reads it; closes it at our end of input.
-fn pump_stdin(mut to: hvsandbox::ProcessStdin, chunk: usize) {
-    let mut buf = vec![0u8; chunk];
-    loop {
-        // SAFETY: read into a live buffer of `buf.len()` bytes.
-        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
-        }
-        if n == 0 || to.write_all(&buf[..n as usize]).is_err() {
-            return;
-        }
-    }
+    live_io::pass_output(&mut process, |b| pass(&mut std::io::stdout(), b), |b| pass(&mut std::io::stderr(), b))
 }
 
 /// A timeout is reported as the one given (the run had what reading the
 /// input left of it).
-fn timeout_as_given(e: Error, args: &RunArgs) -> Error {
+fn timeout_as_given(e: Error, args: &GuestArgs) -> Error {
     match e {
         Error::Timeout { cpu: false, partial, .. } => Error::Timeout { limit: args.timeout.0, cpu: false, partial },
         e => e,
@@ -560,7 +555,7 @@ fn check_snapshot_options(r: &RunArgs) -> Result<(), Error> {
 fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
     let r = &args.run;
     check_snapshot_options(r)?;
-    let builder = sandbox_builder(r)?;
+    let builder = sandbox_builder(&r.guest)?;
     let mut program = r.program.iter();
     let path = program.next().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
     // stdin stays the caller's: the snapshot's runs get their own.
@@ -574,7 +569,7 @@ fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
             taken => taken,
         },
     }
-    .map_err(|e| timeout_as_given(e, r))?;
+    .map_err(|e| timeout_as_given(e, &r.guest))?;
     snap.save(&args.output)?;
     eprintln!(
         "hvsandbox: snapshot at the program's {} saved to {} ({} KiB of {} MiB guest memory)",
@@ -586,8 +581,25 @@ fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// The server a run goes to: --server, else $HVSANDBOX_SERVER.
+fn server_of(args: &RunArgs) -> Option<PathBuf> {
+    args.server.clone().or_else(|| std::env::var_os(client::SERVER_ENV).filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // A server run in its usual few words starts sooner without the
+    // full parser (see `QuickRun`).
+    if let Some(quick) = client::QuickRun::parse(&argv) {
+        return match quick.run() {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("hvsandbox: {e}");
+                ExitCode::from(exit_code_for(e.kind()))
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -613,8 +625,12 @@ fn main() -> ExitCode {
     // at the exit (see `early_exit`).
     let mut kept = None;
     let (stats, result) = match cli.command {
-        Cmd::Run(args) => (args.stats, run(args, &mut kept)),
+        Cmd::Run(args) => match server_of(&args) {
+            Some(socket) => (false, client::run(&socket, &args)),
+            None => (args.stats, run(args, &mut kept)),
+        },
         Cmd::Snapshot(args) => (false, snapshot(args)),
+        Cmd::Serve(args) => (false, serve::serve(args)),
     };
     let code = match result {
         Ok(code) => code,

@@ -1,0 +1,173 @@
+//! `hvsandbox run --server SOCKET` (or `HVSANDBOX_SERVER=SOCKET`): the run
+//! happens in an `hvsandbox serve` process, which keeps VMs ready; this
+//! process only connects, sends the program, its arguments and
+//! environment with its own stdin, stdout and stderr, and exits with the
+//! code the server sends back. It makes no VM, so it starts as fast as
+//! any small program.
+//!
+//! The server's options fix the sandbox (memory, mounts, limits); of
+//! `run`'s options only `--timeout` (at most the server's) and `--env`
+//! apply, and any other is refused. If this process dies (a signal, a
+//! closed terminal), the server sees its connection close and kills the
+//! run.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use hvsandbox::Error;
+
+use super::wire::{send_with_stdio, Request};
+use super::RunArgs;
+
+/// The environment variable that names a server when `--server` does not.
+pub(crate) const SERVER_ENV: &str = "HVSANDBOX_SERVER";
+
+/// The `run` options a server run refuses, by the flag's name: the
+/// server's own options describe its sandbox.
+fn refused_option(r: &RunArgs) -> Option<&'static str> {
+    let g = &r.guest;
+    let given = [
+        (g.memory.is_some(), "--memory"),
+        (g.max_input.0 != hvsandbox::DEFAULT_MAX_INPUT, "--max-input"),
+        (g.max_output.0 != hvsandbox::DEFAULT_MAX_OUTPUT as u64, "--max-output"),
+        (g.cpu_time.is_some(), "--cpu-time"),
+        (g.fail_on_output_limit, "--fail-on-output-limit"),
+        (g.max_processes.is_some(), "--max-processes"),
+        (g.max_open_files.is_some(), "--max-open-files"),
+        (!matches!(g.seccomp, super::Seccomp::Enforce), "--seccomp"),
+        (!matches!(g.huge_pages, super::Huge::Off), "--huge-pages"),
+        (!g.mounts.is_empty(), "--mount"),
+        (g.system, "--system"),
+        (!g.kernel_fs_mounts.is_empty(), "--mount-kernel-fs"),
+        (r.stats, "--stats"),
+        (!r.files.is_empty(), "--file"),
+        (r.cwd.is_some(), "--cwd"),
+        (!r.collect.is_empty() || r.collect_dir.is_some(), "--collect"),
+        (r.from_snapshot.is_some(), "--from-snapshot"),
+    ];
+    given.iter().find(|(on, _)| *on).map(|(_, flag)| *flag)
+}
+
+/// The run's environment from `--env`: `K=V` as given, a bare `K` with
+/// this process's value (left out when it has none), as `run` does.
+fn environment(env: &[OsString]) -> Vec<Vec<u8>> {
+    env.iter()
+        .filter_map(|kv| {
+            let bytes = kv.as_bytes();
+            if bytes.contains(&b'=') {
+                return Some(bytes.to_vec());
+            }
+            let value = std::env::var_os(kv)?;
+            Some([bytes, b"=", value.as_bytes()].concat())
+        })
+        .collect()
+}
+
+/// Runs `args` in the server at `socket`; returns the exit code. Output
+/// and error lines reach our stdout and stderr from the server.
+pub(crate) fn run(socket: &Path, args: &RunArgs) -> Result<u8, Error> {
+    if let Some(flag) = refused_option(args) {
+        return Err(Error::InvalidConfig(format!(
+            "{flag} is not taken with --server ({SERVER_ENV}): give it to `hvsandbox serve`"
+        )));
+    }
+    if args.program.is_empty() {
+        return Err(Error::InvalidConfig("no program given".into()));
+    }
+    let request = Request {
+        timeout: args.guest.timeout.0,
+        argv: args.program.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env: environment(&args.env),
+    };
+    send(socket, &request)
+}
+
+/// A server run asked for in the few words such a run takes (`run`,
+/// then `--server S`, `--timeout T` and `--env`/`-e K=V` in either of
+/// their forms, then `--` and the program), read without building the
+/// whole command line's parser: that costs a client about a third of
+/// its start here. Anything else (another option, a bad value, help)
+/// is None, and the full parser reads the line instead.
+pub(crate) struct QuickRun {
+    socket: std::path::PathBuf,
+    request: Request,
+}
+
+impl QuickRun {
+    pub(crate) fn parse(argv: &[OsString]) -> Option<QuickRun> {
+        let mut words = argv.get(1..)?.iter();
+        if words.next()?.as_bytes() != b"run" {
+            return None;
+        }
+        let (mut socket, mut timeout, mut env) = (None, None, Vec::new());
+        loop {
+            let word = words.next()?.as_bytes();
+            if word == b"--" {
+                break;
+            }
+            let (flag, inline) = match word.iter().position(|&b| b == b'=') {
+                Some(eq) if word.starts_with(b"--") => (&word[..eq], Some(&word[eq + 1..])),
+                _ => (word, None),
+            };
+            let value = match inline {
+                Some(v) => v,
+                None => words.next()?.as_bytes(),
+            };
+            match flag {
+                b"--server" => socket = Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(value))),
+                b"--timeout" => timeout = Some(std::str::from_utf8(value).ok()?.parse::<super::units::Time>().ok()?.0),
+                b"--env" | b"-e" => env.push(OsString::from(std::ffi::OsStr::from_bytes(value))),
+                _ => return None,
+            }
+        }
+        let argv: Vec<Vec<u8>> = words.map(|w| w.as_bytes().to_vec()).collect();
+        if argv.is_empty() {
+            return None;
+        }
+        let socket = socket.or_else(|| std::env::var_os(SERVER_ENV).filter(|s| !s.is_empty()).map(Into::into))?;
+        let timeout = timeout.unwrap_or(hvsandbox::DEFAULT_TIMEOUT);
+        Some(QuickRun { socket, request: Request { timeout, argv, env: environment(&env) } })
+    }
+
+    pub(crate) fn run(&self) -> Result<u8, Error> {
+        send(&self.socket, &self.request)
+    }
+}
+
+/// Sends `request` with our stdio to the server at `socket` and waits for
+/// the exit code.
+fn send(socket: &Path, request: &Request) -> Result<u8, Error> {
+    let frame = request.encode();
+    if frame.len() - 4 > super::wire::MAX_REQUEST {
+        return Err(Error::InvalidConfig("the arguments and environment are too large for a server run".into()));
+    }
+    let unreachable =
+        |e: std::io::Error| Error::InvalidConfig(format!("cannot reach the server at {}: {e}", socket.display()));
+    let sock = UnixStream::connect(socket).map_err(unreachable)?;
+    send_with_stdio(&sock, &frame).map_err(unreachable)?;
+    // The one byte of the reply comes when the run has ended; the server
+    // closes without it only when it refused us or went away.
+    let mut code = [0u8; 1];
+    loop {
+        match (&sock).read(&mut code) {
+            Ok(1) => return Ok(code[0]),
+            // Refused (another user), or the server stopped.
+            Ok(_) => {
+                return Err(Error::InvalidConfig(format!(
+                    "the server at {} closed the connection without an exit status",
+                    socket.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Internal {
+                    context: "lost the connection to the server".into(),
+                    source: Some(std::sync::Arc::new(e)),
+                })
+            }
+        }
+    }
+}

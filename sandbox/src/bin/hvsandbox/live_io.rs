@@ -1,0 +1,110 @@
+//! A live run's stdio, for `run` (our own descriptors) and `serve` (a
+//! client's): stdin copied to the program as fast as it reads it, and its
+//! output written out as it is produced.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hvsandbox::{Error, Output, Process, ProcessEvent, ProcessStdin};
+
+/// Hands each of `process`'s output chunks to `out` or `err` as it comes,
+/// then what was left at its end; returns the run's result.
+pub(crate) fn pass_output(
+    process: &mut Process,
+    mut out: impl FnMut(&[u8]),
+    mut err: impl FnMut(&[u8]),
+) -> Result<Output, Error> {
+    loop {
+        match process.next_event() {
+            Some(ProcessEvent::Stdout(b)) => out(&b),
+            Some(ProcessEvent::Stderr(b)) => err(&b),
+            Some(ProcessEvent::Exited(result)) => {
+                let rest = match &result {
+                    Ok(o) => Some((&o.stdout, &o.stderr)),
+                    Err(e) => e.partial_output().map(|p| (&p.stdout, &p.stderr)),
+                };
+                if let Some((o, e)) = rest {
+                    out(o);
+                    err(e);
+                }
+                return result;
+            }
+            None => return process.wait(),
+        }
+    }
+}
+
+/// The chunk size of stdin's copy: half the input cap, at most 32 KiB.
+pub(crate) fn stdin_chunk(max_input: u64) -> usize {
+    usize::try_from(max_input / 2).unwrap_or(usize::MAX).clamp(1, 32 << 10)
+}
+
+/// Copies `from` to the program's stdin, `chunk` bytes at a time, as fast
+/// as the program reads it; closes it at the end of `from`. With `stop`
+/// (an eventfd), returns as soon as that is signalled instead of waiting
+/// in read(2) on `from` for ever.
+pub(crate) fn pump_stdin(from: RawFd, mut to: ProcessStdin, chunk: usize, stop: Option<RawFd>) {
+    let mut buf = vec![0u8; chunk];
+    loop {
+        if let Some(stop) = stop {
+            let mut fds = [
+                libc::pollfd { fd: from, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: stop, events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: `fds` is a live array of two pollfd.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n < 0 || fds[1].revents != 0 {
+                return;
+            }
+        }
+        // SAFETY: read into a live buffer of `buf.len()` bytes.
+        let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if n == 0 || std::io::Write::write_all(&mut to, &buf[..n as usize]).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes all of `bytes` to `fd`, a descriptor we share with another
+/// process and must not make non-blocking: each piece waits in poll(2)
+/// for room first, at most a pipe's atomic size at a time (which then
+/// fits without blocking), so `give_up` is seen within a tenth of a
+/// second when the reader never reads. Errors (a closed pipe) end it.
+pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], give_up: &AtomicBool) {
+    const PIECE: usize = libc::PIPE_BUF;
+    const SLICE: Duration = Duration::from_millis(100);
+    while !bytes.is_empty() {
+        if give_up.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+        // SAFETY: `pfd` is one live pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, SLICE.as_millis() as i32) };
+        if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted) {
+            continue;
+        }
+        if n < 0 || pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+            return;
+        }
+        let piece = &bytes[..bytes.len().min(PIECE)];
+        // SAFETY: write from a live slice of `piece.len()` bytes.
+        let w = unsafe { libc::write(fd, piece.as_ptr().cast(), piece.len()) };
+        if w < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[w as usize..];
+    }
+}

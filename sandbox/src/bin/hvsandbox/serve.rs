@@ -1,0 +1,321 @@
+//! `hvsandbox serve --socket PATH [options]`: a long-lived process that
+//! runs programs for `hvsandbox run --server PATH` clients. It keeps what
+//! a one-shot `run` must make each time: VMs made ahead (the library's
+//! process-wide blank VMs), and for each program named by a path a pool
+//! of warm clones of its entry snapshot (`warm`). A client's run costs
+//! the client's own start, a round trip on the socket and a run from a
+//! ready VM.
+//!
+//! The options describe every run's sandbox, as `run`'s do one run's; a
+//! client may shorten the timeout and add environment variables. Each
+//! client's stdin, stdout and stderr come with its request: the program
+//! reads and writes them live, and an error line is written to the
+//! client's stderr. A client that goes away (its connection closes) has
+//! its run killed; a client that stops reading its output has its run
+//! end at the timeout, as any run.
+//!
+//! Who may connect: the socket is made mode 0600, and each connection's
+//! peer (SO_PEERCRED) must be this process's user or root; others are
+//! closed at once. SIGINT or SIGTERM stops accepting, lets the runs in
+//! progress end (each within its timeout), removes the socket and exits 0.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hvsandbox::{Command, Error, Output, PooledSandbox, Process, Sandbox, SandboxBuilder};
+
+use super::inputs::is_dev_null;
+use super::live_io::{pass_output, pump_stdin, stdin_chunk, write_out};
+use super::warm::Warm;
+use super::watch::{Fate, Watcher, DEADLINE};
+use super::wire::{self, Request};
+use super::{exit_code_for, on_termination_signals, GuestArgs};
+
+/// How long a connected client has to send its request.
+const REQUEST_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Where to listen: a unix socket made here (mode 0600); a stale one
+    /// left by a server that is gone is replaced.
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Warm clones kept per program (named by its path) after its first
+    /// run; 0: every run is cold.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    warm: u16,
+    /// Most programs kept warm at once (the one unused longest goes).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    warm_programs: u16,
+    /// Runs at once; more clients wait their turn.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    jobs: u16,
+    #[command(flatten)]
+    pub(crate) guest: GuestArgs,
+}
+
+struct Server {
+    builder: SandboxBuilder,
+    warm: Arc<Warm>,
+    watcher: Watcher,
+    /// The longest run a client may ask for: the server's --timeout.
+    timeout: Duration,
+    max_input: u64,
+    max_output: u64,
+}
+
+/// `hvsandbox serve`: serves until SIGINT or SIGTERM.
+pub(crate) fn serve(args: ServeArgs) -> Result<u8, Error> {
+    let builder = super::sandbox_builder(&args.guest)?;
+    let listener = bind(&args.socket)?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let listen_fd = listener.as_raw_fd();
+    let stop = stopping.clone();
+    // Every thread made from here on (the library's among them) leaves
+    // the two signals to this one.
+    on_termination_signals(move || {
+        stop.store(true, Ordering::SeqCst);
+        // SAFETY: shutdown(2) on the listener, which outlives this thread's
+        // use of it (the process exits soon after): accept(2) returns.
+        unsafe { libc::shutdown(listen_fd, libc::SHUT_RDWR) };
+    })
+    .map_err(|e| internal("cannot set up signal handling", e))?;
+    // A bad configuration (no KVM, a mount that is not there) fails now,
+    // not at the first client.
+    drop(builder.clone().build()?);
+    let server = Arc::new(Server {
+        warm: Warm::new(builder.clone(), usize::from(args.warm), usize::from(args.warm_programs)),
+        builder,
+        watcher: Watcher::start().map_err(|e| internal("cannot start the server's watcher", e))?,
+        timeout: args.guest.timeout.0,
+        max_input: args.guest.max_input.0,
+        max_output: args.guest.max_output.0,
+    });
+    let (queue, jobs) = mpsc::sync_channel::<UnixStream>(usize::from(args.jobs));
+    let jobs = Arc::new(Mutex::new(jobs));
+    let workers: Vec<_> = (0..args.jobs)
+        .map(|i| {
+            let (server, jobs) = (server.clone(), jobs.clone());
+            std::thread::Builder::new().name(format!("hvsandbox-serve-{i}")).spawn(move || loop {
+                let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                match next {
+                    Ok(conn) => server.handle(conn),
+                    Err(_) => return,
+                }
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| internal("cannot start the server's threads", e))?;
+    eprintln!("hvsandbox: serving on {}", args.socket.display());
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    while !stopping.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                if peer_allowed(&conn, me) {
+                    let _ = queue.send(conn);
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(_) => {}
+        }
+    }
+    drop(queue);
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = std::fs::remove_file(&args.socket);
+    Ok(0)
+}
+
+fn internal(what: &str, e: std::io::Error) -> Error {
+    Error::Internal { context: what.into(), source: Some(Arc::new(e)) }
+}
+
+/// Listens at `path`, made with mode 0600 (no other user may connect).
+/// A socket there that nobody listens on is replaced; anything else there
+/// is an error.
+fn bind(path: &Path) -> Result<UnixListener, Error> {
+    let taken = |why: &str| Error::InvalidConfig(format!("--socket {}: {why}", path.display()));
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(taken("exists and is not a socket"));
+        }
+        match UnixStream::connect(path) {
+            Ok(_) => return Err(taken("another server is listening there")),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(|e| taken(&format!("cannot replace a stale socket: {e}")))?;
+            }
+            Err(e) => return Err(taken(&e.to_string())),
+        }
+    }
+    // SAFETY: umask(2) has no preconditions; no other thread exists yet
+    // to make files meanwhile.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, putting the mask back.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| taken(&e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| taken(&e.to_string()))?;
+    Ok(listener)
+}
+
+/// Whether the process at the other end runs as `me` or as root.
+fn peer_allowed(conn: &UnixStream, me: libc::uid_t) -> bool {
+    // SAFETY: an all-zero ucred is a valid value of this plain C struct.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `cred`.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    rc == 0 && (cred.uid == me || cred.uid == 0)
+}
+
+/// The sandbox a run used, dropped only after the client has its exit
+/// code: putting a clone back or tearing a VM down is not the client's
+/// wait.
+#[derive(Default)]
+struct Used {
+    warm: Option<PooledSandbox>,
+    cold: Option<Sandbox>,
+}
+
+impl Server {
+    /// One client: its request, its run, its exit code back.
+    fn handle(&self, conn: UnixStream) {
+        let _ = conn.set_read_timeout(Some(REQUEST_WAIT));
+        let Ok((request, [stdin, stdout, stderr])) = wire::receive(&conn) else {
+            // Not a client of ours (or one too slow): nothing to answer.
+            return;
+        };
+        let _ = conn.set_read_timeout(None);
+        let fate = Arc::new(Fate::default());
+        let mut used = Used::default();
+        let result = self.run(&conn, &request, [&stdin, &stdout, &stderr], &fate, &mut used);
+        let say =
+            |line: String| write_out(stderr.as_raw_fd(), format!("hvsandbox: {line}\n").as_bytes(), &fate.give_up);
+        let code = match result {
+            Ok(out) => {
+                if out.truncated() {
+                    say(format!("output truncated at {} bytes per stream", self.max_output));
+                }
+                u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX)
+            }
+            Err(e) => {
+                say(e.to_string());
+                exit_code_for(e.kind())
+            }
+        };
+        let _ = (&conn).write_all(&[code]);
+        drop(conn);
+        drop(used);
+    }
+
+    /// Runs `request` with the client's descriptors as its stdio, in a
+    /// warm clone of its program when there is one, else in a new
+    /// sandbox (left in `used`).
+    fn run(
+        &self,
+        conn: &UnixStream,
+        request: &Request,
+        stdio: [&OwnedFd; 3],
+        fate: &Arc<Fate>,
+        used: &mut Used,
+    ) -> Result<Output, Error> {
+        let timeout = request.timeout.min(self.timeout);
+        let deadline = Instant::now() + timeout;
+        let (program, args) =
+            request.argv.split_first().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
+        let args = args.iter().map(|a| OsStr::from_bytes(a));
+        used.warm = self.warm.take(program);
+        let (sandbox, mut command): (&mut Sandbox, Command) = match &mut used.warm {
+            Some(p) => (p, Command::resume().args(args)),
+            None => {
+                let cold = self.builder.clone().timeout(timeout).reset_ahead(false).build()?;
+                (used.cold.insert(cold), Command::new(OsStr::from_bytes(program)).args(args))
+            }
+        };
+        for kv in &request.env {
+            if let Some(eq) = kv.iter().position(|&b| b == b'=') {
+                command = command.env(OsStr::from_bytes(&kv[..eq]), OsStr::from_bytes(&kv[eq + 1..]));
+            }
+        }
+        let live_stdin = !is_dev_null(stdio[0].as_raw_fd());
+        if !live_stdin {
+            command = command.stdin([]);
+        }
+        let mut process = sandbox.spawn(&command)?;
+        let watch = self.watcher.watch(conn.as_raw_fd(), deadline, process.kill_handle(), fate.clone());
+        let result = match process.take_stdin().filter(|_| live_stdin) {
+            None => pass_client_output(&mut process, stdio, &fate.give_up),
+            Some(to) => {
+                // The copy of stdin stops when told (`done`), not only at
+                // the end of the client's input.
+                let done = EventFd::new().map_err(|e| internal("cannot make an eventfd", e))?;
+                let chunk = stdin_chunk(self.max_input);
+                std::thread::scope(|s| {
+                    s.spawn(|| pump_stdin(stdio[0].as_raw_fd(), to, chunk, Some(done.0.as_raw_fd())));
+                    let result = pass_client_output(&mut process, stdio, &fate.give_up);
+                    done.signal();
+                    result
+                })
+            }
+        };
+        drop(watch);
+        match result {
+            // The watcher's deadline: this client's (shorter) timeout.
+            Err(Error::Cancelled { partial }) if fate.why() == DEADLINE => {
+                Err(Error::Timeout { limit: timeout, cpu: false, partial })
+            }
+            r => r,
+        }
+    }
+}
+
+/// The run's output, written to the client's stdout and stderr.
+fn pass_client_output(process: &mut Process, stdio: [&OwnedFd; 3], give_up: &AtomicBool) -> Result<Output, Error> {
+    pass_output(
+        process,
+        |b| write_out(stdio[1].as_raw_fd(), b, give_up),
+        |b| write_out(stdio[2].as_raw_fd(), b, give_up),
+    )
+}
+
+/// An eventfd, to tell a thread waiting in poll(2) to stop.
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> std::io::Result<EventFd> {
+        // SAFETY: eventfd(2) makes a new descriptor, owned here at once.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an eventfd takes an 8-byte write from a live buffer.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+}

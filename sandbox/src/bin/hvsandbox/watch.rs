@@ -1,0 +1,154 @@
+//! One thread of the server watches all of its runs: it kills a run whose
+//! client has gone (its connection closed) or whose deadline (the
+//! client's timeout, shorter than the server's) has passed. One thread
+//! for all, not one per run: starting and joining a thread costs more
+//! here than a warm run's own work in the VM does.
+//!
+//! A run is watched from [`Watcher::watch`] until its [`Watch`] is
+//! dropped, which must happen before its connection is closed: the
+//! thread acts only on runs still watched, by their id, so a descriptor
+//! number reused by a later connection is never taken for an earlier
+//! one's.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hvsandbox::ProcessKillHandle;
+
+/// What became of a run, as its watcher saw it.
+#[derive(Default)]
+pub(crate) struct Fate {
+    /// 0 while it runs, then [`CLIENT_GONE`] or [`DEADLINE`] if the
+    /// watcher ended it.
+    why: AtomicU8,
+    /// Set with [`CLIENT_GONE`]: its output has nowhere to go.
+    pub(crate) give_up: AtomicBool,
+}
+
+pub(crate) const CLIENT_GONE: u8 = 1;
+pub(crate) const DEADLINE: u8 = 2;
+
+impl Fate {
+    pub(crate) fn why(&self) -> u8 {
+        self.why.load(Ordering::SeqCst)
+    }
+}
+
+struct Watched {
+    id: u64,
+    conn: RawFd,
+    deadline: Instant,
+    kill: ProcessKillHandle,
+    fate: Arc<Fate>,
+}
+
+struct Shared {
+    runs: Mutex<Vec<Watched>>,
+    /// An eventfd: written when a run is added, so the thread polls anew.
+    wake: OwnedFd,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The server's watching thread (it lives as long as the process).
+pub(crate) struct Watcher {
+    shared: Arc<Shared>,
+}
+
+/// A run being watched; dropping it stops the watching.
+pub(crate) struct Watch<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().retain(|w| w.id != self.id);
+    }
+}
+
+impl Watcher {
+    pub(crate) fn start() -> std::io::Result<Watcher> {
+        // SAFETY: eventfd(2) makes a new descriptor, owned here at once.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        let shared = Arc::new(Shared { runs: Mutex::new(Vec::new()), wake, next_id: AtomicU64::new(0) });
+        let s = shared.clone();
+        std::thread::Builder::new().name("hvsandbox-watch".into()).spawn(move || watch_all(&s))?;
+        Ok(Watcher { shared })
+    }
+
+    /// Watches a run until the returned guard is dropped: `conn` is its
+    /// client's connection (open until then), `kill` stops it.
+    pub(crate) fn watch(&self, conn: RawFd, deadline: Instant, kill: ProcessKillHandle, fate: Arc<Fate>) -> Watch<'_> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        self.shared.lock().push(Watched { id, conn, deadline, kill, fate });
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an eventfd takes an 8-byte write from a live buffer.
+        unsafe { libc::write(self.shared.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        Watch { shared: &self.shared, id }
+    }
+}
+
+/// The thread: poll every watched connection and the wake-up eventfd
+/// until the nearest deadline; end the runs whose client has gone or
+/// whose deadline has passed.
+fn watch_all(shared: &Shared) {
+    loop {
+        let (ids, mut fds, nearest) = {
+            let runs = shared.lock();
+            let mut fds = vec![libc::pollfd { fd: shared.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+            fds.extend(runs.iter().map(|w| libc::pollfd {
+                fd: w.conn,
+                events: libc::POLLIN | libc::POLLRDHUP,
+                revents: 0,
+            }));
+            (runs.iter().map(|w| w.id).collect::<Vec<_>>(), fds, runs.iter().map(|w| w.deadline).min())
+        };
+        // Rounded up, so a deadline is never polled for in a busy loop.
+        let ms = nearest.map_or(-1, |d| {
+            let left = d.saturating_duration_since(Instant::now());
+            i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+        });
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // Not expected (the arguments are ours): try again shortly.
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
+        if fds[0].revents != 0 {
+            let mut count = [0u8; 8];
+            // SAFETY: an eventfd read of 8 bytes into a live buffer.
+            unsafe { libc::read(shared.wake.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+        }
+        let gone: Vec<u64> =
+            ids.iter().zip(&fds[1..]).filter(|(_, p)| n > 0 && p.revents != 0).map(|(id, _)| *id).collect();
+        let now = Instant::now();
+        let mut runs = shared.lock();
+        runs.retain(|w| {
+            let why = if gone.contains(&w.id) {
+                w.fate.give_up.store(true, Ordering::SeqCst);
+                CLIENT_GONE
+            } else if w.deadline <= now {
+                DEADLINE
+            } else {
+                return true;
+            };
+            w.fate.why.store(why, Ordering::SeqCst);
+            w.kill.kill();
+            false
+        });
+    }
+}

@@ -1,0 +1,670 @@
+//! `hvsandbox serve` and `hvsandbox run --server`: a run through a server
+//! prints, reads and exits as a cold `hvsandbox run` of the same command
+//! does, also when it starts from a warm clone of the program's entry
+//! snapshot (with its own arguments and environment, and none of the
+//! state of the runs before it); the server's limits bound its runs; the
+//! client refuses the options that describe the sandbox (the server's) and
+//! a server it cannot reach; a client that dies takes its run with it;
+//! the server serves only its own user and ends cleanly on SIGTERM.
+//!
+//! Each test starts its own server (a [`Server`], stopped and reaped when
+//! dropped) in a scratch directory of its own. Waits are bounded by
+//! generous deadlines, never asserted on: a hung run fails the test
+//! instead of hanging it.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hvsandbox_tests::{hvsandbox_bin, musl, TempDir, BUSYBOX};
+
+/// How long a server may take to say it serves, and to exit on SIGTERM.
+const SERVER_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a client run may take before the test kills it and fails.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Sends `signal` to `child` (started by the caller and not yet reaped).
+fn signal(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) on the PID of a child this test started and has not
+    // reaped (so the PID is still that child's).
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({}, {signal}): {}", child.id(), std::io::Error::last_os_error());
+}
+
+/// Waits for `child` to exit, up to `deadline`; past it, kills and reaps
+/// it and returns `None`.
+fn wait_within(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            return Some(status);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads all of `from` in a thread; the bytes come through the receiver.
+fn drain(mut from: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = from.read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    rx
+}
+
+/// Feeds `stdin` to a spawned client (stdio piped) and collects its
+/// output. A client still running after [`CLIENT_DEADLINE`] is killed and
+/// the test fails, as it does when the client's stdout or stderr stay
+/// open 10 s after it exited (someone, the server, kept them).
+fn finish(mut child: Child, stdin: &[u8], what: &str) -> Output {
+    let mut input = child.stdin.take().expect("piped stdin");
+    let bytes = stdin.to_vec();
+    // (A client may exit without reading all of it.)
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let status = wait_within(&mut child, CLIENT_DEADLINE);
+    let collect = |rx: mpsc::Receiver<Vec<u8>>, name: &str| {
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what}: its {name} stayed open after it exited ({status:?})"))
+    };
+    let (stdout, stderr) = (collect(stdout, "stdout"), collect(stderr, "stderr"));
+    let _ = writer.join();
+    let Some(status) = status else {
+        panic!(
+            "{what}: still running after {CLIENT_DEADLINE:?}; killed. stdout {:?} stderr {:?}",
+            text(&stdout),
+            text(&stderr)
+        )
+    };
+    Output { status, stdout, stderr }
+}
+
+/// A `hvsandbox` command with stdio piped.
+fn hv_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(hvsandbox_bin());
+    cmd.args(args)
+        .env_remove("HVSANDBOX_SERVER")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `hvsandbox ARGS` (never through a server unless `env` names one),
+/// `stdin` written to it.
+fn hv(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let child = hv_command(args, env).spawn().expect("start hvsandbox");
+    finish(child, stdin, &format!("hvsandbox {args:?}"))
+}
+
+/// A cold `hvsandbox run OPTIONS -- ARGV`.
+fn cold(options: &[&str], argv: &[&str], stdin: &[u8]) -> Output {
+    hv(&[&["run"][..], options, &["--"], argv].concat(), &[], stdin)
+}
+
+/// A running `hvsandbox serve --socket DIR/s.sock ...`: SIGTERMed (then,
+/// past [`SERVER_DEADLINE`], killed) and reaped on drop.
+struct Server {
+    child: Child,
+    socket: String,
+    /// All it wrote to stderr so far.
+    log: Arc<Mutex<String>>,
+    reaped: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts a server on `tmp`/s.sock with `options` and waits until it
+    /// says it serves.
+    fn start(tmp: &TempDir, options: &[&str]) -> Server {
+        let socket = tmp.path("s.sock");
+        let mut child = Command::new(hvsandbox_bin())
+            .args(["serve", "--socket", &socket])
+            .args(options)
+            .env_remove("HVSANDBOX_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hvsandbox serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        // Reads its stderr for as long as it writes (so it never blocks
+        // on a full pipe), line by line.
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stderr);
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut lines, &mut line).is_ok_and(|n| n > 0) {
+                sink.lock().unwrap().push_str(&line);
+                let _ = tx.send(line.trim_end().to_string());
+                line.clear();
+            }
+        });
+        let ready = format!("hvsandbox: serving on {socket}");
+        let end = Instant::now() + SERVER_DEADLINE;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) if line == ready => break,
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // (Its stderr closed: it is exiting.)
+                Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(20)),
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("hvsandbox serve {options:?} exited with {status} before serving: {}", log.lock().unwrap());
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "hvsandbox serve {options:?} did not say {ready:?} in {SERVER_DEADLINE:?}: {}",
+                    log.lock().unwrap()
+                );
+            }
+        }
+        Server { child, socket, log, reaped: None }
+    }
+
+    /// `hvsandbox run --server SOCKET OPTIONS -- ARGV`, `stdin` written to it.
+    fn run(&self, options: &[&str], argv: &[&str], stdin: &[u8]) -> Output {
+        let args = [&["run", "--server", &self.socket][..], options, &["--"], argv].concat();
+        let child = hv_command(&args, &[]).spawn().expect("start hvsandbox run --server");
+        finish(child, stdin, &format!("hvsandbox {args:?}"))
+    }
+
+    /// Checks a run through the server exits 0 and prints `want` alone.
+    fn expect(&self, options: &[&str], argv: &[&str], want: &str) {
+        let out = self.run(options, argv, b"");
+        assert_eq!(
+            (out.status.code(), text(&out.stdout), text(&out.stderr)),
+            (Some(0), want.to_string(), String::new()),
+            "{options:?} {argv:?}; the server said: {}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `sig`, waits for the server to exit (killing it past
+    /// [`SERVER_DEADLINE`]) and returns how it ended (`None`: killed).
+    fn stop(&mut self, sig: libc::c_int) -> Option<ExitStatus> {
+        if self.reaped.is_some() {
+            return self.reaped;
+        }
+        signal(&self.child, sig);
+        let status = wait_within(&mut self.child, SERVER_DEADLINE);
+        self.reaped = Some(status.unwrap_or_else(|| ExitStatus::from_raw(libc::SIGKILL)));
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            let status = self.stop(libc::SIGTERM);
+            if status.is_none_or(|s| !s.success()) {
+                eprintln!("hvsandbox serve on {} ended with {status:?} on SIGTERM", self.socket);
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("hvsandbox serve on {} wrote:\n{}", self.socket, self.log());
+        }
+    }
+}
+
+/// Runs `options -- argv` cold and through `server` and checks both exit
+/// alike and print the same on stdout and stderr; returns the output.
+fn same_as_cold(server: &Server, options: &[&str], argv: &[&str], stdin: &[u8]) -> Output {
+    let want = cold(options, argv, stdin);
+    let got = server.run(options, argv, stdin);
+    assert_eq!(
+        (got.status.code(), got.status.signal(), text(&got.stdout), text(&got.stderr)),
+        (want.status.code(), want.status.signal(), text(&want.stdout), text(&want.stderr)),
+        "{options:?} {argv:?} through the server (left) and cold (right); the server said: {}",
+        server.log()
+    );
+    got
+}
+
+#[test]
+fn runs_through_the_server_exit_and_print_as_cold_runs_warm_ones_with_their_own_args() {
+    let tmp = TempDir::new("server-same-as-cold");
+    let server = Server::start(&tmp, &[]);
+    let (segv, args_env) = (musl("segv"), musl("args_env"));
+    let (segv, args_env) = (segv.to_str().unwrap(), args_env.to_str().unwrap());
+    // The first run of each program is cold in the server too; the later
+    // ones start from its warm clones, with other arguments and input.
+    for i in 0..4 {
+        let n = i.to_string();
+        let out = same_as_cold(&server, &[], &[BUSYBOX, "echo", "hello", &n, "--there"], b"");
+        assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), format!("hello {n} --there\n")));
+
+        let exit = format!("exit {}", 3 + i);
+        let out = same_as_cold(&server, &[], &[BUSYBOX, "sh", "-c", &exit], b"");
+        assert_eq!(out.status.code(), Some(3 + i));
+
+        let out = same_as_cold(&server, &[], &[segv], b"");
+        assert_eq!((out.status.code(), text(&out.stdout)), (Some(128 + 11), "before the fault\n".into()));
+
+        let env = format!("A={i}");
+        let arg = format!("z{i}");
+        let out = same_as_cold(&server, &["--env", "B=x=y", "-e", &env], &[args_env, &arg], b"");
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(stdout.starts_with("argc=2\n") && stdout.contains(&format!("argv[1]={arg}\n")), "{stdout}");
+        assert!(stdout.ends_with(&format!("env:B=x=y\nenv:A={i}\n")), "{stdout}");
+        assert!(!stdout.contains("env:PATH="), "the host's environment must not leak: {stdout}");
+
+        let lines = "a\nb\nc\n".repeat(i as usize + 1);
+        let out = same_as_cold(&server, &[], &[BUSYBOX, "wc", "-l"], lines.as_bytes());
+        assert_eq!((out.status.code(), text(&out.stdout).trim()), (Some(0), (3 * (i + 1)).to_string().as_str()));
+
+        let script = format!("echo err{i} >&2; echo out{i}");
+        let out = same_as_cold(&server, &[], &[BUSYBOX, "sh", "-c", &script], b"");
+        assert_eq!(
+            (out.status.code(), text(&out.stdout), text(&out.stderr)),
+            (Some(0), format!("out{i}\n"), format!("err{i}\n"))
+        );
+    }
+}
+
+#[test]
+fn programs_that_cannot_run_and_bad_usage_fail_as_cold_runs_do() {
+    let tmp = TempDir::new("server-bad-programs");
+    let server = Server::start(&tmp, &[]);
+    for program in ["/etc/hostname-does-not-exist", "/etc/passwd"] {
+        for _ in 0..2 {
+            let out = server.run(&[], &[program], b"");
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(126), "{program}: {stderr}");
+            assert!(stderr.starts_with("hvsandbox: "), "{program}: {stderr}");
+        }
+    }
+    // No program.
+    let out = hv(&["run", "--server", &server.socket], &[], b"");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("hvsandbox: ") || text(&out.stderr).contains("required"));
+    // The server still serves.
+    server.expect(&[], &[BUSYBOX, "echo", "still"], "still\n");
+}
+
+#[test]
+fn stdio_passes_through_live() {
+    let tmp = TempDir::new("server-live");
+    let server = Server::start(&tmp, &[]);
+    let script = "for i in 1 2 3; do echo question$i; read a; echo answer$i:$a; done";
+    // Twice: cold in the server, then from a warm clone.
+    for round in 0..2 {
+        let args = ["run", "--server", &server.socket, "--timeout", "60s", "--", BUSYBOX, "sh", "-c", script];
+        let mut child = hv_command(&args, &[]).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // Reads the answers in a thread (to fail, not hang, if they never come).
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut stdout = stdout;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(text(&buf[..n])).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = String::new();
+        let mut read_until = |want: &str| {
+            let end = Instant::now() + CLIENT_DEADLINE;
+            while !seen.contains(want) {
+                let left = end.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(s) => seen.push_str(&s),
+                    Err(_) => return Err(format!("round {round}: no {want:?}; read {seen:?}")),
+                }
+            }
+            Ok(())
+        };
+        let mut result = Ok(());
+        for i in 1..=3 {
+            // Each question is read before its answer is written.
+            result = result.and_then(|()| read_until(&format!("question{i}\n")));
+            if result.is_ok() {
+                stdin.write_all(format!("r{i}\n").as_bytes()).unwrap();
+                result = read_until(&format!("answer{i}:r{i}\n"));
+            }
+        }
+        drop(stdin);
+        let status = wait_within(&mut child, CLIENT_DEADLINE);
+        let mut stderr = String::new();
+        if status.is_some() {
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+        }
+        let _ = reader.join();
+        if let Err(e) = result {
+            panic!("{e}; stderr {stderr:?}; the server said: {}", server.log());
+        }
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "round {round}: {stderr}");
+    }
+}
+
+#[test]
+fn the_environment_does_not_leak_from_run_to_run() {
+    let tmp = TempDir::new("server-env");
+    let server = Server::start(&tmp, &[]);
+    let show = [BUSYBOX, "sh", "-c", "echo \"[$FOO]\""];
+    server.expect(&[], &show, "[]\n");
+    server.expect(&["--env", "FOO=bar"], &show, "[bar]\n");
+    server.expect(&[], &show, "[]\n");
+    server.expect(&["-e", "FOO=baz"], &show, "[baz]\n");
+    server.expect(&[], &show, "[]\n");
+    // Nor does the client's own environment (as a cold run's).
+    let out = hv(
+        &["run", "--server", &server.socket, "--", BUSYBOX, "sh", "-c", "echo \"[$FOO]\""],
+        &[("FOO", "from-the-client")],
+        b"",
+    );
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "[]\n".into()), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_guests_state_does_not_leak_from_run_to_run() {
+    let tmp = TempDir::new("server-state");
+    let server = Server::start(&tmp, &[]);
+    let script = "cat /tmp/x 2>/dev/null; echo y > /tmp/x; echo done";
+    for _ in 0..3 {
+        server.expect(&[], &[BUSYBOX, "sh", "-c", script], "done\n");
+    }
+}
+
+#[test]
+fn timeouts_are_the_clients_up_to_the_servers() {
+    let tmp = TempDir::new("server-timeout");
+    let server = Server::start(&tmp, &[]);
+    for _ in 0..2 {
+        let out = server.run(&["--timeout", "300ms"], &[BUSYBOX, "sleep", "5"], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(124), "{stderr}; the server said: {}", server.log());
+        assert!(stderr.lines().any(|l| l.starts_with("hvsandbox: ")), "{stderr}");
+    }
+    // The output before the timeout passes through.
+    let out = server.run(&["--timeout", "300ms"], &[BUSYBOX, "sh", "-c", "echo hi; sleep 5"], b"");
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(124), "hi\n".into()), "{}", text(&out.stderr));
+    server.expect(&["--timeout", "10s"], &[BUSYBOX, "echo", "in time"], "in time\n");
+    drop(server);
+
+    let tmp = TempDir::new("server-timeout-cap");
+    let server = Server::start(&tmp, &["--timeout", "500ms"]);
+    for options in [&["--timeout", "60s"][..], &[]] {
+        let out = server.run(options, &[BUSYBOX, "sleep", "5"], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(124), "{options:?}: {stderr}; the server said: {}", server.log());
+        assert!(stderr.lines().any(|l| l.starts_with("hvsandbox: ")), "{options:?}: {stderr}");
+    }
+    server.expect(&["--timeout", "60s"], &[BUSYBOX, "echo", "quick"], "quick\n");
+}
+
+#[test]
+fn a_killed_clients_run_is_killed_and_the_server_serves_on() {
+    let tmp = TempDir::new("server-killed-client");
+    // One run at a time, and runs up to 10 minutes long: were the killed
+    // client's run left running, the next run would wait for it far past
+    // the client deadline.
+    let mut server = Server::start(&tmp, &["--jobs", "1", "--timeout", "600s"]);
+    server.expect(&[], &[BUSYBOX, "echo", "first"], "first\n");
+    for _ in 0..2 {
+        let args = ["run", "--server", &server.socket, "--timeout", "600s", "--", BUSYBOX, "sleep", "600"];
+        let mut client = hv_command(&args, &[]).stdin(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(client.try_wait().unwrap().is_none(), "the client of sleep 600 ended early");
+        client.kill().unwrap();
+        let status = client.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        server.expect(&["--timeout", "10s"], &[BUSYBOX, "echo", "ok"], "ok\n");
+    }
+    assert!(server.child.try_wait().unwrap().is_none(), "the server exited: {}", server.log());
+    assert_eq!(server.stop(libc::SIGTERM).map(|s| s.code()), Some(Some(0)), "{}", server.log());
+}
+
+#[test]
+fn a_replaced_program_is_run_anew() {
+    let tmp = TempDir::new("server-replaced");
+    let server = Server::start(&tmp, &[]);
+    let prog = tmp.path("prog");
+    let install = |from: &Path, to: &str| {
+        std::fs::copy(from, to).unwrap();
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    install(&musl("hello"), &prog);
+    for _ in 0..3 {
+        server.expect(&[], &[&prog, "7"], "hello, world\n");
+    }
+    // Replaced by a rename (another inode).
+    let new = tmp.path("prog.new");
+    install(&musl("exit_code"), &new);
+    std::fs::rename(&new, &prog).unwrap();
+    for _ in 0..3 {
+        let out = server.run(&[], &[&prog, "7"], b"");
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(7), String::new()),
+            "{}; the server said: {}",
+            text(&out.stderr),
+            server.log()
+        );
+    }
+    // Rewritten in place (the same inode, another size and mtime).
+    install(&musl("hello"), &prog);
+    for _ in 0..2 {
+        server.expect(&[], &[&prog, "7"], "hello, world\n");
+    }
+}
+
+#[test]
+fn options_that_describe_the_sandbox_are_refused_with_server() {
+    let tmp = TempDir::new("server-refused");
+    let server = Server::start(&tmp, &[]);
+    let plain = tmp.path("plain");
+    std::fs::write(&plain, "x").unwrap();
+    let mount = format!("{}:/b", tmp.0.display());
+    let file = format!("/f={plain}");
+    let refused: [&[&str]; 7] = [
+        &["--mount", &mount],
+        &["--stats"],
+        &["--memory", "64M"],
+        &["--system"],
+        &["--file", &file],
+        &["--max-output", "1K"],
+        &["--from-snapshot", "/nonexistent.snap"],
+    ];
+    for options in refused {
+        let out = server.run(options, &[BUSYBOX, "true"], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{options:?}: {stderr}");
+        assert!(stderr.starts_with("hvsandbox: "), "{options:?}: {stderr}");
+        assert_eq!(text(&out.stdout), "", "{options:?}");
+    }
+    server.expect(&[], &[BUSYBOX, "echo", "served"], "served\n");
+}
+
+#[test]
+fn a_server_that_cannot_be_reached_is_a_usage_error() {
+    let tmp = TempDir::new("server-unreachable");
+    // No such socket.
+    let nothing = tmp.path("nothing.sock");
+    // A socket nobody listens on any more.
+    let stale = tmp.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    // Not a socket.
+    let plain = tmp.path("plain");
+    std::fs::write(&plain, "").unwrap();
+    for socket in [&nothing, &stale, &plain] {
+        let out = hv(&["run", "--server", socket, "--", BUSYBOX, "true"], &[], b"");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{socket}: {stderr}");
+        assert!(stderr.starts_with("hvsandbox: "), "{socket}: {stderr}");
+        let out = hv(&["run", "--", BUSYBOX, "true"], &[("HVSANDBOX_SERVER", socket)], b"");
+        assert_eq!(out.status.code(), Some(125), "HVSANDBOX_SERVER={socket}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).starts_with("hvsandbox: "), "{socket}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn hvsandbox_server_in_the_environment_names_the_server() {
+    let tmp = TempDir::new("server-env-var");
+    // A cold run of `sleep 2` ends in time (its timeout is 10 s); through
+    // this server it cannot.
+    let server = Server::start(&tmp, &["--timeout", "500ms"]);
+    let via_env = [("HVSANDBOX_SERVER", server.socket.as_str())];
+    for i in 0..3 {
+        let out = hv(&["run", "--", BUSYBOX, "echo", &format!("via env {i}")], &via_env, b"");
+        assert_eq!(
+            (out.status.code(), text(&out.stdout)),
+            (Some(0), format!("via env {i}\n")),
+            "{}; the server said: {}",
+            text(&out.stderr),
+            server.log()
+        );
+    }
+    let out = hv(&["run", "--", BUSYBOX, "sleep", "2"], &via_env, b"");
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_socket_is_its_users_alone() {
+    let tmp = TempDir::new("server-other-user");
+    let server = Server::start(&tmp, &[]);
+    let meta = std::fs::metadata(&server.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped the run as another user: not running as root");
+        return;
+    }
+    // The CLI where user 65534 may run it (the scratch directory is
+    // world-readable; the checkout may not be).
+    std::fs::set_permissions(&tmp.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli = tmp.path("hvsandbox");
+    std::fs::copy(hvsandbox_bin(), &cli).unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |what: &str| {
+        let child = Command::new(&cli)
+            .args(["run", "--server", &server.socket, "--", BUSYBOX, "echo", "nobody"])
+            .env_remove("HVSANDBOX_SERVER")
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = finish(child, b"", what);
+        let stderr = text(&out.stderr);
+        assert_eq!((out.status.code(), text(&out.stdout)), (Some(125), String::new()), "{what}: {stderr}");
+        assert!(stderr.starts_with("hvsandbox: "), "{what}: {stderr}");
+    };
+    // The socket's mode keeps the other user out...
+    as_nobody("user 65534, socket 0600");
+    // ...and so does the server's check of its peer's credentials.
+    std::fs::set_permissions(&server.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    as_nobody("user 65534, socket 0666");
+    server.expect(&[], &[BUSYBOX, "echo", "root"], "root\n");
+}
+
+#[test]
+fn the_server_ends_with_status_0_and_removes_its_socket_on_sigterm_and_sigint() {
+    for (name, sig) in [("server-sigterm", libc::SIGTERM), ("server-sigint", libc::SIGINT)] {
+        let tmp = TempDir::new(name);
+        let mut server = Server::start(&tmp, &[]);
+        server.expect(&[], &[BUSYBOX, "echo", name], &format!("{name}\n"));
+        let status = server.stop(sig);
+        assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{name}: {status:?}; it said: {}", server.log());
+        assert!(!Path::new(&server.socket).exists(), "{name}: the socket is left: {}", server.log());
+        // Nobody serves there now.
+        let out = hv(&["run", "--server", &server.socket, "--", BUSYBOX, "true"], &[], b"");
+        assert_eq!(out.status.code(), Some(125), "{name}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn parallel_clients_each_get_their_own_run() {
+    let tmp = TempDir::new("server-parallel");
+    let server = Server::start(&tmp, &["--jobs", "2"]);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let server = &server;
+            s.spawn(move || {
+                for r in 0..3 {
+                    let word = format!("{t}-{r}");
+                    let script = format!("echo {word}; echo {word} >&2; exit {}", 10 + t);
+                    let out = server.run(&[], &[BUSYBOX, "sh", "-c", &script], b"");
+                    assert_eq!(
+                        (out.status.code(), text(&out.stdout), text(&out.stderr)),
+                        (Some(10 + t), format!("{word}\n"), format!("{word}\n")),
+                        "client {t} run {r}; the server said: {}",
+                        server.log()
+                    );
+                    server.expect(&[], &[BUSYBOX, "echo", &word], &format!("{word}\n"));
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn a_server_without_warm_clones_runs_each_anew() {
+    let tmp = TempDir::new("server-warm-0");
+    let server = Server::start(&tmp, &["--warm", "0"]);
+    let script = "cat /tmp/x 2>/dev/null; echo y > /tmp/x; echo \"$FOO $1\"";
+    for i in 0..4 {
+        let n = i.to_string();
+        server.expect(&[], &[BUSYBOX, "echo", &n], &format!("{n}\n"));
+        let env = format!("FOO=f{i}");
+        server.expect(&["-e", &env], &[BUSYBOX, "sh", "-c", script, "sh", &n], &format!("f{i} {n}\n"));
+    }
+}
+
+#[test]
+fn the_servers_options_apply_to_its_runs() {
+    let tmp = TempDir::new("server-options");
+    let shared = tmp.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(Path::new(&shared).join("f"), "from the host directory\n").unwrap();
+    let mount = format!("{shared}:/m");
+    let options = ["--mount", &mount, "--max-output", "8", "--max-processes", "4"];
+    let server = Server::start(&tmp, &options);
+    for _ in 0..3 {
+        // The mount, and the output cap (truncation and its line).
+        let argv = [BUSYBOX, "cat", "/m/f"];
+        let want = cold(&options, &argv, b"");
+        assert_eq!(text(&want.stdout), "from the", "cold: {}", text(&want.stderr));
+        let got = server.run(&[], &argv, b"");
+        assert_eq!(
+            (got.status.code(), text(&got.stdout), text(&got.stderr)),
+            (want.status.code(), text(&want.stdout), text(&want.stderr)),
+            "through the server (left) and cold (right); the server said: {}",
+            server.log()
+        );
+    }
+}

@@ -668,3 +668,42 @@ fn the_servers_options_apply_to_its_runs() {
         );
     }
 }
+
+/// How many of the server's `--log-runs` lines say `program` ran `how`
+/// ("warm" or "cold").
+fn logged(server: &Server, program: &str, how: &str) -> usize {
+    let line = format!("hvsandbox serve: {program} {how} exit ");
+    server.log().lines().filter(|l| l.starts_with(&line)).count()
+}
+
+#[test]
+fn a_programs_later_runs_start_from_warm_clones_with_their_own_args_and_env() {
+    let tmp = TempDir::new("server-warm");
+    let server = Server::start(&tmp, &["--log-runs"]);
+    let args_env = musl("args_env");
+    let args_env = args_env.to_str().unwrap();
+    // Its snapshot and clones are made in the background after its first
+    // run: until then its runs are cold. Each run must be right either way.
+    let mut runs = 0;
+    while logged(&server, args_env, "warm") == 0 {
+        runs += 1;
+        assert!(runs <= 400, "no warm run in 400; the server said: {}", server.log());
+        let out = server.run(&["-e", "K=first"], &[args_env, "first"], b"");
+        assert_eq!(text(&out.stdout), "argc=2\nargv[0]=".to_string() + args_env + "\nargv[1]=first\nenv:K=first\n");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(logged(&server, args_env, "cold") >= 1, "{}", server.log());
+    // Warm runs from then on (a clone goes back to the pool after its run),
+    // each with its own argv and environment, nothing of the one before.
+    let before = logged(&server, args_env, "warm");
+    for i in 0..3 {
+        let (arg, env) = (format!("warm{i}"), format!("W{i}=v{i}"));
+        let extra = if i == 1 { vec!["x y", ""] } else { vec![] };
+        let argv: Vec<&str> = [args_env, arg.as_str()].into_iter().chain(extra.iter().copied()).collect();
+        let want = cold(&["-e", &env], &argv, b"");
+        let got = server.run(&["-e", &env], &argv, b"");
+        assert_eq!((got.status.code(), text(&got.stdout)), (want.status.code(), text(&want.stdout)));
+        assert!(!text(&got.stdout).contains("K=first"), "{}", text(&got.stdout));
+    }
+    assert!(logged(&server, args_env, "warm") > before, "{}", server.log());
+}

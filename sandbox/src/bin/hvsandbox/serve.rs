@@ -59,6 +59,10 @@ pub(crate) struct ServeArgs {
     /// Runs at once; more clients wait their turn.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     jobs: u16,
+    /// Print a line per run on stderr: the program, whether it ran in a
+    /// warm clone or cold, its exit code and how long it took.
+    #[arg(long)]
+    log_runs: bool,
     #[command(flatten)]
     pub(crate) guest: GuestArgs,
 }
@@ -71,6 +75,7 @@ struct Server {
     timeout: Duration,
     max_input: u64,
     max_output: u64,
+    log_runs: bool,
 }
 
 /// `hvsandbox serve`: serves until SIGINT or SIGTERM.
@@ -99,6 +104,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8, Error> {
         timeout: args.guest.timeout.0,
         max_input: args.guest.max_input.0,
         max_output: args.guest.max_output.0,
+        log_runs: args.log_runs,
     });
     let listener = Arc::new(listener);
     // SAFETY: geteuid(2) has no preconditions.
@@ -206,6 +212,7 @@ impl Server {
             return;
         };
         let _ = conn.set_read_timeout(None);
+        let started = Instant::now();
         let fate = Arc::new(Fate::default());
         let mut used = Used::default();
         let result = self.run(&conn, &request, [&stdin, &stdout, &stderr], &fate, &mut used);
@@ -225,6 +232,12 @@ impl Server {
         };
         let _ = (&conn).write_all(&[code]);
         drop(conn);
+        if self.log_runs {
+            let program = request.argv.first().map(|p| String::from_utf8_lossy(p)).unwrap_or_default();
+            let how = if used.warm.is_some() { "warm" } else { "cold" };
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            eprintln!("hvsandbox serve: {program} {how} exit {code} in {ms:.2} ms");
+        }
         drop(used);
     }
 

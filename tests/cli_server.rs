@@ -672,7 +672,7 @@ fn the_servers_options_apply_to_its_runs() {
 /// How many of the server's `--log-runs` lines say `program` ran `how`
 /// ("warm" or "cold").
 fn logged(server: &Server, program: &str, how: &str) -> usize {
-    let line = format!("hvsandbox serve: {program} {how} exit ");
+    let line = format!("hvsandbox serve: {program:?} {how} exit ");
     server.log().lines().filter(|l| l.starts_with(&line)).count()
 }
 
@@ -706,4 +706,36 @@ fn a_programs_later_runs_start_from_warm_clones_with_their_own_args_and_env() {
         assert!(!text(&got.stdout).contains("K=first"), "{}", text(&got.stdout));
     }
     assert!(logged(&server, args_env, "warm") > before, "{}", server.log());
+}
+
+#[test]
+fn malformed_requests_are_closed_and_the_server_serves_on() {
+    use std::os::unix::net::UnixStream;
+    let tmp = TempDir::new("server-malformed");
+    let server = Server::start(&tmp, &[]);
+    let frame = |magic: &[u8], len: Option<u32>| {
+        let mut body = magic.to_vec();
+        body.extend_from_slice(&10_000u64.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&(BUSYBOX.len() as u32).to_le_bytes());
+        body.extend_from_slice(BUSYBOX.as_bytes());
+        body.extend_from_slice(&0u32.to_le_bytes());
+        let mut f = len.unwrap_or(body.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(&body);
+        f
+    };
+    // None of these comes with stdin, stdout and stderr (plain writes
+    // carry no descriptors), one has another protocol's magic, one claims
+    // 4 GiB: each is closed without an exit code.
+    for bytes in [b"garbage!".to_vec(), frame(b"HVS9", None), frame(b"HVS1", Some(u32::MAX)), frame(b"HVS1", None)] {
+        let mut conn = UnixStream::connect(&server.socket).unwrap();
+        conn.set_read_timeout(Some(CLIENT_DEADLINE)).unwrap();
+        let _ = conn.write_all(&bytes);
+        let mut answer = Vec::new();
+        match conn.read_to_end(&mut answer) {
+            Ok(_) => assert!(answer.is_empty(), "{bytes:?} was answered {answer:?}"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{bytes:?}: {e}"),
+        }
+    }
+    server.expect(&[], &[BUSYBOX, "echo", "still"], "still\n");
 }

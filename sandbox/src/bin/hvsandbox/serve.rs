@@ -35,7 +35,7 @@ use hvsandbox::{Command, Error, Output, PooledSandbox, Process, Sandbox, Sandbox
 
 use super::inputs::is_dev_null;
 use super::live_io::{pass_output, pump_stdin, stdin_chunk, write_out};
-use super::warm::Warm;
+use super::warm::{Pending, Taken, Warm};
 use super::watch::{Fate, Watcher, DEADLINE};
 use super::wire::{self, Request};
 use super::{exit_code_for, on_termination_signals, GuestArgs};
@@ -201,6 +201,8 @@ fn peer_allowed(conn: &UnixStream, me: libc::uid_t) -> bool {
 struct Used {
     warm: Option<PooledSandbox>,
     cold: Option<Sandbox>,
+    /// The program to snapshot once the client has its answer.
+    pending: Option<Pending>,
 }
 
 impl Server {
@@ -236,9 +238,14 @@ impl Server {
             let program = request.argv.first().map(|p| String::from_utf8_lossy(p)).unwrap_or_default();
             let how = if used.warm.is_some() { "warm" } else { "cold" };
             let ms = started.elapsed().as_secs_f64() * 1e3;
-            eprintln!("hvsandbox serve: {program} {how} exit {code} in {ms:.2} ms");
+            // Quoted and escaped: a name is the client's to choose.
+            eprintln!("hvsandbox serve: {program:?} {how} exit {code} in {ms:.2} ms");
         }
+        let pending = used.pending.take();
         drop(used);
+        if let Some(pending) = pending {
+            self.warm.prepare(pending);
+        }
     }
 
     /// Runs `request` with the client's descriptors as its stdio, in a
@@ -257,7 +264,10 @@ impl Server {
         let (program, args) =
             request.argv.split_first().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
         let args = args.iter().map(|a| OsStr::from_bytes(a));
-        used.warm = self.warm.take(program);
+        match self.warm.take(program) {
+            Taken::Warm(sb) => used.warm = Some(sb),
+            Taken::Cold(pending) => used.pending = pending,
+        }
         let (sandbox, mut command): (&mut Sandbox, Command) = match &mut used.warm {
             Some(p) => (p, Command::resume().args(args)),
             None => {

@@ -45,6 +45,19 @@ impl Identity {
     }
 }
 
+/// What [`Warm::take`] found.
+pub(crate) enum Taken {
+    Warm(PooledSandbox),
+    /// A cold run; with a program to snapshot after it.
+    Cold(Option<Pending>),
+}
+
+/// A program whose snapshot is to be made ([`Warm::prepare`]).
+pub(crate) struct Pending {
+    program: Vec<u8>,
+    identity: Identity,
+}
+
 enum Slot {
     /// Its snapshot and pool are being made.
     Making,
@@ -78,26 +91,27 @@ impl Warm {
     }
 
     /// A ready clone of `program`'s entry snapshot, if the file is the one
-    /// snapshotted and a clone is free. Otherwise None, and (for a program
-    /// named by a path, not yet being made) its snapshot is started in
-    /// the background for the runs after this one.
-    pub(crate) fn take(self: &Arc<Warm>, program: &[u8]) -> Option<PooledSandbox> {
+    /// snapshotted and a clone is free. Otherwise the run is cold; for a
+    /// program named by a path and not yet being made, [`Taken::Cold`]
+    /// carries what [`Warm::prepare`] needs to make its snapshot for the
+    /// runs after this one.
+    pub(crate) fn take(&self, program: &[u8]) -> Taken {
         if self.per_program == 0 || !program.contains(&b'/') {
-            return None;
+            return Taken::Cold(None);
         }
-        let identity = Identity::of(Path::new(OsStr::from_bytes(program)))?;
+        let Some(identity) = Identity::of(Path::new(OsStr::from_bytes(program))) else { return Taken::Cold(None) };
         let mut programs = self.lock();
         if let Some(entry) = programs.get_mut(program) {
             if entry.identity == identity {
                 entry.used = Instant::now();
                 return match &entry.slot {
-                    Slot::Ready(pool) => pool.try_get(),
-                    Slot::Making | Slot::Failed => None,
+                    Slot::Ready(pool) => pool.try_get().map_or(Taken::Cold(None), Taken::Warm),
+                    Slot::Making | Slot::Failed => Taken::Cold(None),
                 };
             }
             if matches!(entry.slot, Slot::Making) {
                 // Changed while being made: that one will not be kept.
-                return None;
+                return Taken::Cold(None);
             }
         }
         programs.insert(program.to_vec(), Entry { identity, slot: Slot::Making, used: Instant::now() });
@@ -105,15 +119,22 @@ impl Warm {
         drop(programs);
         // Their pools' VMs are torn down outside the lock.
         drop(evicted);
+        Taken::Cold(Some(Pending { program: program.to_vec(), identity }))
+    }
+
+    /// Makes a program's snapshot and pool in the background (called once
+    /// the cold run that asked for it has ended: the two would share the
+    /// CPUs).
+    pub(crate) fn prepare(self: &Arc<Warm>, pending: Pending) {
         let warm = self.clone();
-        let key = program.to_vec();
-        let spawned =
-            std::thread::Builder::new().name("hvsandbox-warm".into()).spawn(move || warm.make(&key, identity));
+        let key = pending.program.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hvsandbox-warm".into())
+            .spawn(move || warm.make(&pending.program, pending.identity));
         if spawned.is_err() {
             // Tried again at its next run.
-            self.lock().remove(program);
+            self.lock().remove(&key);
         }
-        None
     }
 
     /// Takes `program`'s entry snapshot and makes its pool.

@@ -265,7 +265,7 @@ impl Server {
             request.argv.split_first().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
         let args = args.iter().map(|a| OsStr::from_bytes(a));
         match self.warm.take(program) {
-            Taken::Warm(sb) => used.warm = Some(sb),
+            Taken::Warm(sb) => used.warm = Some(*sb),
             Taken::Cold(pending) => used.pending = pending,
         }
         let (sandbox, mut command): (&mut Sandbox, Command) = match &mut used.warm {

@@ -47,7 +47,7 @@ impl Identity {
 
 /// What [`Warm::take`] found.
 pub(crate) enum Taken {
-    Warm(PooledSandbox),
+    Warm(Box<PooledSandbox>),
     /// A cold run; with a program to snapshot after it.
     Cold(Option<Pending>),
 }
@@ -105,7 +105,7 @@ impl Warm {
             if entry.identity == identity {
                 entry.used = Instant::now();
                 return match &entry.slot {
-                    Slot::Ready(pool) => pool.try_get().map_or(Taken::Cold(None), Taken::Warm),
+                    Slot::Ready(pool) => pool.try_get().map_or(Taken::Cold(None), |sb| Taken::Warm(Box::new(sb))),
                     Slot::Making | Slot::Failed => Taken::Cold(None),
                 };
             }

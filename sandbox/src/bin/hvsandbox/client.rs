@@ -19,8 +19,8 @@ use std::path::Path;
 
 use hvsandbox::Error;
 
+use super::options::{Huge, RunArgs, Seccomp};
 use super::wire::{send_with_stdio, Request};
-use super::RunArgs;
 
 /// The environment variable that names a server when `--server` does not.
 pub(crate) const SERVER_ENV: &str = "HVSANDBOX_SERVER";
@@ -37,8 +37,8 @@ fn refused_option(r: &RunArgs) -> Option<&'static str> {
         (g.fail_on_output_limit, "--fail-on-output-limit"),
         (g.max_processes.is_some(), "--max-processes"),
         (g.max_open_files.is_some(), "--max-open-files"),
-        (!matches!(g.seccomp, super::Seccomp::Enforce), "--seccomp"),
-        (!matches!(g.huge_pages, super::Huge::Off), "--huge-pages"),
+        (!matches!(g.seccomp, Seccomp::Enforce), "--seccomp"),
+        (!matches!(g.huge_pages, Huge::Off), "--huge-pages"),
         (!g.mounts.is_empty(), "--mount"),
         (g.system, "--system"),
         (!g.kernel_fs_mounts.is_empty(), "--mount-kernel-fs"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hvsandbox::{Command, Error};
 
-use super::{split_arg, utf8_guest_path, RunArgs};
+use super::options::{split_arg, utf8_guest_path, RunArgs};
 
 fn timed_out(limit: Duration) -> Error {
     Error::Timeout { limit, cpu: false, partial: Box::default() }

@@ -46,22 +46,25 @@
 //! `serve`): a client's run skips making a VM and, from a program's second
 //! run on, booting and loading it.
 //!
-//! Here: the options, the sandbox they describe (one builder for `run`,
-//! `snapshot` and `serve`), and `run` and `snapshot`. Beside it: `inputs`
-//! (reading stdin and the --file sources), `live_io` (a live run's
-//! stdio), `stats` (the --stats JSON line), `collect` (writing collected
-//! files), `units` (sizes and durations), `early_exit` (a run's status
-//! reaches the caller before its VM's teardown); `serve`, `warm` (its
-//! programs' snapshots and pools), `watch` (its thread that ends runs
-//! whose client left or whose time is up), `client` (`run --server`) and
-//! `wire` (what the two say to each other).
+//! Here: the command line's top (`Cli`), `run` and `snapshot`. Beside
+//! it: `options` (the options, the sandbox they describe: one builder
+//! for `run`, `snapshot` and `serve`; exit codes), `signals` (SIGINT and
+//! SIGTERM), `inputs` (reading stdin and the --file sources), `live_io`
+//! (a live run's stdio), `stats` (the --stats JSON line), `collect`
+//! (writing collected files), `units` (sizes and durations), `early_exit`
+//! (a run's status reaches the caller before its VM's teardown); `serve`,
+//! `warm` (its programs' snapshots and pools), `watch` (its thread that
+//! ends runs whose client left or whose time is up), `client` (`run
+//! --server`) and `wire` (what the two say to each other).
 
 mod client;
 mod collect;
 mod early_exit;
 mod inputs;
 mod live_io;
+mod options;
 mod serve;
+mod signals;
 mod stats;
 mod units;
 mod warm;
@@ -70,36 +73,17 @@ mod wire;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use hvsandbox::{Command, Error, ErrorKind, HugePages, Sandbox, SandboxBuilder, SeccompMode, SnapshotPoint};
+use clap::{Parser, Subcommand};
+use hvsandbox::{Command, Error, ErrorKind, Sandbox, SnapshotPoint};
 
 use collect::write_collected;
 use inputs::{stdin_is_dev_null, with_inputs};
+use options::{exit_code_for, sandbox_builder, At, GuestArgs, RunArgs, SnapshotArgs, EXIT_USAGE};
+use signals::on_termination_signals;
 use stats::{failure_stats_json, stats_json};
-use units::{Size, Time};
-
-/// Exit code for a run that hit its timeout (as timeout(1)).
-const EXIT_TIMEOUT: u8 = 124;
-/// Exit code for bad usage, a bad configuration or KVM unavailable.
-const EXIT_USAGE: u8 = 125;
-/// Exit code for a program that cannot be run (as the shell's 126).
-const EXIT_INVALID_PROGRAM: u8 = 126;
-/// Exit code for a run cancelled by SIGINT/SIGTERM (as the shell's 130).
-const EXIT_CANCELLED: u8 = 130;
-/// Exit code when the program ran out of the sandbox's memory (as a shell
-/// reports a process the OOM killer ended: 128 + SIGKILL).
-const EXIT_MEMORY: u8 = 137;
-/// Exit code when the output limit was exceeded with --fail-on-output-limit.
-const EXIT_OUTPUT_LIMIT: u8 = 122;
-/// Exit code when the vCPU thread's jail refused a system call.
-const EXIT_JAIL: u8 = 123;
-/// Exit code for a crash of the guest runtime or an internal error
-/// (EX_SOFTWARE).
-const EXIT_INTERNAL: u8 = 70;
 
 #[derive(Parser, Debug)]
 #[command(name = "hvsandbox", version, about = "Run untrusted Linux programs in KVM micro-VMs")]
@@ -122,189 +106,6 @@ enum Cmd {
     Serve(serve::ServeArgs),
 }
 
-#[derive(Args, Debug)]
-struct SnapshotArgs {
-    /// Where to write the snapshot.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    output: PathBuf,
-    /// Where to stop: checkpoint (falling back to entry if the program
-    /// never reads the checkpoint) or entry.
-    #[arg(long, value_enum, default_value_t = At::Checkpoint)]
-    at: At,
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-/// Where `hvsandbox snapshot` stops (see [`SnapshotArgs::at`]).
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum At {
-    Checkpoint,
-    Entry,
-}
-
-/// `--seccomp`: the names of [`SeccompMode`] on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Seccomp {
-    Enforce,
-    Log,
-    Off,
-}
-
-impl From<Seccomp> for SeccompMode {
-    fn from(s: Seccomp) -> SeccompMode {
-        match s {
-            Seccomp::Enforce => SeccompMode::Enforce,
-            Seccomp::Log => SeccompMode::Log,
-            Seccomp::Off => SeccompMode::Disabled,
-        }
-    }
-}
-
-/// `--huge-pages`: the names of [`HugePages`] on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Huge {
-    Off,
-    Prefer,
-    Require,
-}
-
-impl From<Huge> for HugePages {
-    fn from(h: Huge) -> HugePages {
-        match h {
-            Huge::Off => HugePages::Off,
-            Huge::Prefer => HugePages::Prefer,
-            Huge::Require => HugePages::Require,
-        }
-    }
-}
-
-impl From<SeccompMode> for Seccomp {
-    fn from(m: SeccompMode) -> Seccomp {
-        match m {
-            SeccompMode::Enforce => Seccomp::Enforce,
-            SeccompMode::Log => Seccomp::Log,
-            SeccompMode::Disabled => Seccomp::Off,
-        }
-    }
-}
-
-/// The help of an option whose default is the library's, or with
-/// --from-snapshot the snapshot's.
-fn guest_setting_help(what: &str, default: impl std::fmt::Display) -> String {
-    format!("{what} [default: {default}; with --from-snapshot: the snapshot's]")
-}
-
-/// The options of `run`; `snapshot` takes them too, and those that
-/// describe the sandbox or the program's inputs mean the same there (see
-/// [`sandbox_builder`] and [`with_inputs`]).
-/// The options that describe the sandbox and its limits: `run` and
-/// `snapshot` take them for their one run, `serve` for all of its runs.
-#[derive(Args, Debug)]
-struct GuestArgs {
-    #[arg(long, help = guest_setting_help(
-        "Guest memory (e.g. 64M, 1G; a multiple of 2M)",
-        Size(hvsandbox::DEFAULT_MEMORY_MIB << 20),
-    ))]
-    memory: Option<Size>,
-    /// Wall-clock limit (e.g. 500ms, 2s, 1m), reading stdin and --file
-    /// sources included.
-    #[arg(long, default_value_t = Time(hvsandbox::DEFAULT_TIMEOUT))]
-    timeout: Time,
-    /// Cap on the input: stdin plus the --file contents (e.g. 256M).
-    #[arg(long, default_value_t = Size(hvsandbox::DEFAULT_MAX_INPUT))]
-    max_input: Size,
-    /// Cap on each of stdout and stderr (e.g. 1M); the rest is dropped.
-    #[arg(long, default_value_t = Size(hvsandbox::DEFAULT_MAX_OUTPUT as u64))]
-    max_output: Size,
-    /// Limit on the guest's CPU time (e.g. 500ms); default: none.
-    #[arg(long)]
-    cpu_time: Option<Time>,
-    /// Fail (exit 122) instead of truncating output past --max-output.
-    #[arg(long)]
-    fail_on_output_limit: bool,
-    #[arg(long, help = guest_setting_help("Most processes alive at once in the guest", hvsandbox::DEFAULT_MAX_PROCESSES))]
-    max_processes: Option<u32>,
-    #[arg(long, help = guest_setting_help("Most open files per guest process", hvsandbox::DEFAULT_MAX_OPEN_FILES))]
-    max_open_files: Option<u32>,
-    /// The vCPU thread's seccomp filter.
-    #[arg(long, value_enum, default_value_t = Seccomp::from(SeccompMode::default()))]
-    seccomp: Seccomp,
-    /// Guest RAM from the host's hugetlb pool (vm.nr_hugepages): steadier and
-    /// faster fresh memory on hosts that are VMs themselves; prefer falls back
-    /// to ordinary memory when the pool is short, require fails (exit 125).
-    #[arg(long, value_enum, default_value_t = Huge::Off)]
-    huge_pages: Huge,
-    /// Show a host directory read-only in the guest at GUEST (repeatable).
-    #[arg(long = "mount", value_name = "HOST:GUEST")]
-    mounts: Vec<OsString>,
-    /// The host system as the guest's root: /usr, /bin, /sbin, /lib* read-only, a curated /etc
-    /// (no accounts or keys), PATH/HOME/USER set (see the README).
-    #[arg(long)]
-    system: bool,
-    /// As --mount, but kernel filesystems (procfs, sysfs, ...) at or below HOST are shown too (repeatable).
-    #[arg(long = "mount-kernel-fs", value_name = "HOST:GUEST")]
-    kernel_fs_mounts: Vec<OsString>,
-}
-
-#[derive(Args, Debug)]
-struct RunArgs {
-    #[command(flatten)]
-    guest: GuestArgs,
-    /// Environment variable for the program: K=V, or K to pass the host's value.
-    #[arg(long = "env", short = 'e', value_name = "K=V")]
-    env: Vec<OsString>,
-    /// Print the run statistics as one JSON line on stderr, also when the
-    /// run fails (then with "error" and "message").
-    #[arg(long)]
-    stats: bool,
-    /// Copy a host file into the guest at GUEST, keeping its permission bits (repeatable).
-    #[arg(long = "file", value_name = "GUEST=HOSTPATH")]
-    files: Vec<OsString>,
-    /// The program's working directory in the guest (created if missing).
-    #[arg(long, value_name = "PATH")]
-    cwd: Option<String>,
-    /// Bring back the files at or under this guest path (repeatable; needs --collect-dir).
-    #[arg(long = "collect", value_name = "GUEST_PATH", requires = "collect_dir")]
-    collect: Vec<String>,
-    /// Where collected files are written: guest path /a/b.txt becomes HOSTDIR/a/b.txt.
-    #[arg(long = "collect-dir", value_name = "HOSTDIR", requires = "collect")]
-    collect_dir: Option<PathBuf>,
-    /// Run in the `hvsandbox serve` listening at this socket (default:
-    /// $HVSANDBOX_SERVER when set): its options set the sandbox; only
-    /// --timeout (up to the server's) and --env are taken here.
-    #[arg(long, value_name = "SOCKET")]
-    server: Option<PathBuf>,
-    /// Resume this snapshot file (from `hvsandbox snapshot`) instead of
-    /// starting a program; the arguments after `--` are this run's (none
-    /// given: an entry snapshot's program gets the snapshot's). Give its
-    /// mounts again with --mount (same guest paths).
-    #[arg(long, value_name = "FILE")]
-    from_snapshot: Option<PathBuf>,
-    /// The program (a path on the host, or a bare name looked up on the
-    /// guest's PATH among the mounts and files) and its arguments.
-    #[arg(
-        required_unless_present = "from_snapshot",
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "PROGRAM [ARGS]"
-    )]
-    program: Vec<OsString>,
-}
-
-fn exit_code_for(kind: ErrorKind) -> u8 {
-    match kind {
-        ErrorKind::Timeout => EXIT_TIMEOUT,
-        ErrorKind::Cancelled => EXIT_CANCELLED,
-        ErrorKind::InvalidProgram => EXIT_INVALID_PROGRAM,
-        ErrorKind::InvalidConfig | ErrorKind::KvmUnavailable => EXIT_USAGE,
-        ErrorKind::MemoryLimitExceeded => EXIT_MEMORY,
-        ErrorKind::OutputLimitExceeded => EXIT_OUTPUT_LIMIT,
-        ErrorKind::JailViolation => EXIT_JAIL,
-        ErrorKind::SnapshotInvalid => EXIT_USAGE,
-        _ => EXIT_INTERNAL,
-    }
-}
-
 /// Where SIGINT/SIGTERM go: the handle of the run, once there is one.
 #[derive(Default)]
 struct Termination {
@@ -324,34 +125,6 @@ impl Termination {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and every thread started after
-/// (the sandbox's vCPU thread among them), and calls `on_signal` for each
-/// from a thread that waits for them.
-fn on_termination_signals(on_signal: impl Fn() + Send + 'static) -> std::io::Result<()> {
-    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t owned by this frame.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-    }
-    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    std::thread::Builder::new().name("hvsandbox-signals".into()).spawn(move || loop {
-        let mut sig = 0;
-        // SAFETY: `set` and `sig` are valid for the call; the signals are
-        // blocked in all threads, so sigwait receives them.
-        if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-            on_signal();
-        }
-    })?;
-    Ok(())
-}
-
 /// Turns SIGINT and SIGTERM into a kill of the run (see
 /// [`on_termination_signals`]).
 fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>> {
@@ -359,62 +132,6 @@ fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>>
     let t = term.clone();
     on_termination_signals(move || t.request())?;
     Ok(term)
-}
-
-/// Splits `s` at the first `sep` (`last`: the last one).
-fn split_arg(s: &OsString, sep: u8, last: bool) -> Option<(&[u8], &[u8])> {
-    let b = s.as_bytes();
-    let at = if last { b.iter().rposition(|&c| c == sep) } else { b.iter().position(|&c| c == sep) }?;
-    Some((&b[..at], &b[at + 1..]))
-}
-
-/// The builder with the mounts of --mount and --mount-kernel-fs.
-fn add_mounts(mut builder: SandboxBuilder, r: &GuestArgs) -> Result<SandboxBuilder, Error> {
-    let specs = r.mounts.iter().map(|s| (s, false)).chain(r.kernel_fs_mounts.iter().map(|s| (s, true)));
-    for (spec, kernel_fs) in specs {
-        let flag = if kernel_fs { "--mount-kernel-fs" } else { "--mount" };
-        let (host, guest) = split_arg(spec, b':', true)
-            .ok_or_else(|| Error::InvalidConfig(format!("{flag} {spec:?}: expected HOST:GUEST")))?;
-        let (host, guest) = (std::ffi::OsStr::from_bytes(host), utf8_guest_path(guest, flag)?);
-        builder = if kernel_fs { builder.mount_with_kernel_fs(host, guest) } else { builder.mount(host, guest) };
-    }
-    Ok(builder)
-}
-
-fn utf8_guest_path(bytes: &[u8], flag: &str) -> Result<String, Error> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| Error::InvalidConfig(format!("{flag}: the guest path must be UTF-8")))
-}
-
-/// The sandbox the options describe, for `run` and `snapshot` alike. Its
-/// timeout is all of --timeout: give it what reading the input left (see
-/// [`with_inputs`]). Memory, --max-processes and --max-open-files are set
-/// only where given: a snapshot's guest fixes them (see `build_from`).
-fn sandbox_builder(args: &GuestArgs) -> Result<SandboxBuilder, Error> {
-    let max_output = usize::try_from(args.max_output.0)
-        .map_err(|_| Error::InvalidConfig(format!("--max-output {} is too large", args.max_output.0)))?;
-    let mut builder = Sandbox::builder()
-        .timeout(args.timeout.0)
-        .max_input(args.max_input.0)
-        .max_output(max_output)
-        .fail_on_output_limit(args.fail_on_output_limit)
-        .seccomp(args.seccomp.into())
-        .huge_pages(args.huge_pages.into());
-    if let Some(cpu) = args.cpu_time {
-        builder = builder.cpu_time(cpu.0);
-    }
-    if let Some(memory) = args.memory {
-        builder = builder.memory_bytes(memory.0);
-    }
-    if let Some(n) = args.max_processes {
-        builder = builder.max_processes(n);
-    }
-    if let Some(n) = args.max_open_files {
-        builder = builder.max_open_files(n);
-    }
-    if args.system {
-        builder = builder.host_system();
-    }
-    add_mounts(builder, args)
 }
 
 /// `kept`: where the run's sandbox is left, for the caller to drop.
@@ -655,28 +372,5 @@ fn main() -> ExitCode {
     match kept {
         Some(sandbox) => early_exit::exit(code, sandbox),
         None => ExitCode::from(code),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_codes_are_distinct() {
-        let codes = [
-            exit_code_for(ErrorKind::Timeout),
-            exit_code_for(ErrorKind::Cancelled),
-            exit_code_for(ErrorKind::InvalidProgram),
-            exit_code_for(ErrorKind::InvalidConfig),
-            exit_code_for(ErrorKind::GuestCrashed),
-            exit_code_for(ErrorKind::MemoryLimitExceeded),
-            exit_code_for(ErrorKind::OutputLimitExceeded),
-            exit_code_for(ErrorKind::JailViolation),
-        ];
-        let mut sorted = codes.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), codes.len());
     }
 }

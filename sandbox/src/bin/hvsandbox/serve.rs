@@ -35,10 +35,11 @@ use hvsandbox::{Command, Error, Output, PooledSandbox, Process, Sandbox, Sandbox
 
 use super::inputs::is_dev_null;
 use super::live_io::{pass_output, pump_stdin, stdin_chunk, write_out};
+use super::options::{exit_code_for, sandbox_builder, GuestArgs};
+use super::signals::on_termination_signals;
 use super::warm::{Pending, Taken, Warm};
 use super::watch::{Fate, Watcher, DEADLINE};
 use super::wire::{self, Request};
-use super::{exit_code_for, on_termination_signals, GuestArgs};
 
 /// How long a connected client has to send its request.
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
@@ -80,7 +81,7 @@ struct Server {
 
 /// `hvsandbox serve`: serves until SIGINT or SIGTERM.
 pub(crate) fn serve(args: ServeArgs) -> Result<u8, Error> {
-    let builder = super::sandbox_builder(&args.guest)?;
+    let builder = sandbox_builder(&args.guest)?;
     let listener = bind(&args.socket)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let listen_fd = listener.as_raw_fd();

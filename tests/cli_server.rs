@@ -449,16 +449,15 @@ fn a_killed_clients_run_is_killed_and_the_server_serves_on() {
 #[test]
 fn a_replaced_program_is_run_anew() {
     let tmp = TempDir::new("server-replaced");
-    let server = Server::start(&tmp, &[]);
+    let server = Server::start(&tmp, &["--log-runs"]);
     let prog = tmp.path("prog");
     let install = |from: &Path, to: &str| {
         std::fs::copy(from, to).unwrap();
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
     install(&musl("hello"), &prog);
-    for _ in 0..3 {
-        server.expect(&[], &[&prog, "7"], "hello, world\n");
-    }
+    // Until its runs come from warm clones: those must not outlive the file.
+    run_until_warm(&server, &[], &[&prog, "7"], &prog, "hello, world\n");
     // Replaced by a rename (another inode).
     let new = tmp.path("prog.new");
     install(&musl("exit_code"), &new);
@@ -684,14 +683,8 @@ fn a_programs_later_runs_start_from_warm_clones_with_their_own_args_and_env() {
     let args_env = args_env.to_str().unwrap();
     // Its snapshot and clones are made in the background after its first
     // run: until then its runs are cold. Each run must be right either way.
-    let mut runs = 0;
-    while logged(&server, args_env, "warm") == 0 {
-        runs += 1;
-        assert!(runs <= 400, "no warm run in 400; the server said: {}", server.log());
-        let out = server.run(&["-e", "K=first"], &[args_env, "first"], b"");
-        assert_eq!(text(&out.stdout), "argc=2\nargv[0]=".to_string() + args_env + "\nargv[1]=first\nenv:K=first\n");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let want = format!("argc=2\nargv[0]={args_env}\nargv[1]=first\nenv:K=first\n");
+    run_until_warm(&server, &["-e", "K=first"], &[args_env, "first"], args_env, &want);
     assert!(logged(&server, args_env, "cold") >= 1, "{}", server.log());
     // Warm runs from then on (a clone goes back to the pool after its run),
     // each with its own argv and environment, nothing of the one before.
@@ -738,4 +731,50 @@ fn malformed_requests_are_closed_and_the_server_serves_on() {
         }
     }
     server.expect(&[], &[BUSYBOX, "echo", "still"], "still\n");
+}
+
+/// Runs `options -- argv` through `server` (started with `--log-runs`)
+/// until one of its runs of `argv0` (as the client named it) came from a
+/// warm clone, each printing `want` and exiting 0.
+fn run_until_warm(server: &Server, options: &[&str], argv: &[&str], argv0: &str, want: &str) {
+    let mut runs = 0;
+    while logged(server, argv0, "warm") == 0 {
+        runs += 1;
+        assert!(runs <= 400, "no warm run of {argv0} in 400; the server said: {}", server.log());
+        server.expect(options, argv, want);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_bare_name_runs_warm_and_a_replaced_file_behind_it_is_run_anew() {
+    let tmp = TempDir::new("server-bare");
+    let dir = tmp.path("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = format!("{dir}/prog");
+    let install = |from: &Path| {
+        let new = format!("{dir}/prog.new");
+        std::fs::copy(from, &new).unwrap();
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&new, &prog).unwrap();
+    };
+    install(&musl("args_env"));
+    let mount = format!("{dir}:/opt/bin");
+    let server = Server::start(&tmp, &["--log-runs", "--mount", &mount]);
+    // argv[0] is where the guest found it, warm or cold (the log names the
+    // program as the client did).
+    let want = "argc=2\nargv[0]=/opt/bin/prog\nargv[1]=x\nenv:PATH=/opt/bin\n";
+    run_until_warm(&server, &["-e", "PATH=/opt/bin"], &["prog", "x"], "prog", want);
+    let warm = logged(&server, "prog", "warm");
+    server.expect(&["-e", "PATH=/opt/bin"], &["prog", "x"], want);
+    assert!(logged(&server, "prog", "warm") > warm, "{}", server.log());
+    // Another file behind the name: its own behaviour from the next run.
+    install(&musl("exit_code"));
+    for _ in 0..3 {
+        let out = server.run(&["-e", "PATH=/opt/bin"], &["prog", "9"], b"");
+        assert_eq!(out.status.code(), Some(9), "{}; the server said: {}", text(&out.stderr), server.log());
+    }
+    // Not on this PATH: the run's own error, as cold.
+    let out = server.run(&["-e", "PATH=/nowhere"], &["prog"], b"");
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
 }

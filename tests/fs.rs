@@ -526,6 +526,51 @@ fn cli_mounts_files_and_collects() {
 
 // ---- what the guest may read on the host ---------------------------------
 
+#[test]
+fn locate_program_names_the_file_a_run_would_execute() {
+    // shared/bin/tool (0755) and a symlink to it; mounted at /mnt.
+    let tree = HostTree::new("e2e-locate");
+    let bin = tree.shared().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(musl("args_env"), bin.join("tool")).unwrap();
+    chmod(&bin.join("tool"), 0o755);
+    std::os::unix::fs::symlink("tool", bin.join("rel")).unwrap();
+    let builder = Sandbox::builder().mount(tree.shared(), "/mnt");
+    let mut sb = builder.clone().build().unwrap();
+    let on_path = |name: &str| Command::new(name).env("PATH", "/nowhere:/mnt/bin");
+    // argv[0] is the run's own; the same file is the same ProgramFile.
+    for name in ["tool", "rel"] {
+        let file = builder.locate_program(&on_path(name)).unwrap();
+        let out = run_ok(&mut sb, &on_path(name));
+        assert_eq!(format!("argv[0]={}", file.argv0().to_string_lossy()), out.stdout_str().lines().nth(1).unwrap());
+        assert_eq!(builder.locate_program(&on_path(name)).unwrap(), file);
+    }
+    let by_name = builder.locate_program(&on_path("tool")).unwrap();
+    let host = bin.join("tool");
+    let by_path = builder.locate_program(&Command::new(&host)).unwrap();
+    assert_eq!(by_path.argv0(), host.as_os_str());
+    // Another file put in its place (renamed over it) is another ProgramFile.
+    std::fs::copy(musl("hello"), bin.join("tool.new")).unwrap();
+    chmod(&bin.join("tool.new"), 0o755);
+    std::fs::rename(bin.join("tool.new"), &host).unwrap();
+    assert_ne!(builder.locate_program(&on_path("tool")).unwrap(), by_name);
+    assert_ne!(builder.locate_program(&Command::new(&host)).unwrap(), by_path);
+    // So is the same file written in place (its size changes; its times
+    // too, where the clock has moved on).
+    let now = builder.locate_program(&on_path("tool")).unwrap();
+    std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&host).unwrap(), b"\0").unwrap();
+    assert_ne!(builder.locate_program(&on_path("tool")).unwrap(), now);
+    // What a run could not execute is the run's error; bytes are no file.
+    let kind = |cmd: &Command| builder.locate_program(cmd).unwrap_err().kind();
+    assert_eq!(kind(&on_path("missing")), ErrorKind::InvalidProgram);
+    assert_eq!(kind(&Command::new(tree.shared())), ErrorKind::InvalidProgram);
+    assert_eq!(kind(&Command::new("/no/such/file")), ErrorKind::InvalidProgram);
+    assert_eq!(kind(&Command::from_image("x", std::fs::read(musl("hello")).unwrap())), ErrorKind::InvalidConfig);
+    let blob =
+        Command::new("t").env("PATH", "/opt").file_with_mode("/opt/t", std::fs::read(musl("hello")).unwrap(), 0o755);
+    assert_eq!(kind(&blob), ErrorKind::InvalidProgram);
+}
+
 fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -43,6 +43,32 @@ pub(crate) struct Found {
 /// but may not be executed is passed over, as execvp does, and named in
 /// the error if nothing else is found.
 pub(crate) fn find(config: &Config, files: &[&GuestFile], env: &[Vec<u8>], cwd: &str, name: &str) -> Result<Found> {
+    search(config, files, env, cwd, name, |view, path| view.program(path)).map(|(path, image)| Found { path, image })
+}
+
+/// Looks `name` up as [`find`] does, without reading the program: its
+/// guest path and the host's stat of the file (a program among the run's
+/// files is not found here).
+pub(crate) fn locate(
+    config: &Config,
+    files: &[&GuestFile],
+    env: &[Vec<u8>],
+    cwd: &str,
+    name: &str,
+) -> Result<(Vec<u8>, libc::stat)> {
+    search(config, files, env, cwd, name, |view, path| view.program_stat(path))
+}
+
+/// The lookup of [`find`] and [`locate`]: `take` is asked for each
+/// candidate path in turn; the first it takes wins.
+fn search<T>(
+    config: &Config,
+    files: &[&GuestFile],
+    env: &[Vec<u8>],
+    cwd: &str,
+    name: &str,
+    mut take: impl FnMut(&mut View<'_>, &[u8]) -> std::result::Result<T, Errno>,
+) -> Result<(Vec<u8>, T)> {
     let invalid = |reason: String| Error::InvalidProgram { program: name.to_string(), reason };
     if name.is_empty() || name.len() > NAME_MAX || name.contains('\0') {
         return Err(invalid("not a valid file name".into()));
@@ -62,8 +88,8 @@ pub(crate) fn find(config: &Config, files: &[&GuestFile], env: &[Vec<u8>], cwd: 
         if path.len() >= PATH_MAX {
             continue;
         }
-        match view.program(&path) {
-            Ok(image) => return Ok(Found { path, image }),
+        match take(&mut view, &path) {
+            Ok(taken) => return Ok((path, taken)),
             Err(libc::EACCES) => denied = denied.or(Some(path)),
             Err(_) => {}
         }
@@ -117,6 +143,16 @@ impl<'a> View<'a> {
         match self.resolve(path)? {
             Node::Blob(data, mode) if mode & 0o100 != 0 => Ok(data),
             Node::Host(handle, mode) if mode & 0o001 != 0 => self.read_all(handle),
+            _ => Err(libc::EACCES),
+        }
+    }
+
+    /// As [`program`](Self::program), the host's stat of the file instead
+    /// of its contents; a program among the run's files is passed over.
+    fn program_stat(&mut self, path: &[u8]) -> std::result::Result<libc::stat, Errno> {
+        match self.resolve(path)? {
+            Node::Host(handle, mode) if mode & 0o001 != 0 => self.fs.host_stat(handle),
+            Node::Blob(..) => Err(libc::ENOENT),
             _ => Err(libc::EACCES),
         }
     }

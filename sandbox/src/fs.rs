@@ -799,6 +799,15 @@ impl HostFs {
     }
 
     /// The status of a handle's object.
+    /// The host's own stat of a host file's node (`ENOENT` for one of
+    /// the run's files, which is no host file).
+    pub(crate) fn host_stat(&mut self, handle: u64) -> Result<libc::stat, Errno> {
+        match self.node(handle)? {
+            Node::Blob { .. } => Err(libc::ENOENT),
+            Node::Host(_) => fstat(self.path_fd(handle)?),
+        }
+    }
+
     pub(crate) fn stat(&mut self, handle: u64) -> Result<Stat, Errno> {
         match self.node(handle)? {
             Node::Blob { data, mode } => Ok(Stat {

@@ -53,6 +53,7 @@ pub use jail::SeccompMode;
 pub use output::{ExitStatus, FaultInfo, Output, Stats};
 pub use pool::{PooledSandbox, SandboxPool};
 pub use prefault::{prefault_counts, set_prefault_limit, PrefaultCounts};
+pub use prepare::ProgramFile;
 pub use process::{OutputReader, Process, ProcessEvent, ProcessKillHandle, ProcessStdin};
 pub use sandbox::Sandbox;
 pub use snapshot::{reseal_for_fuzzing, Snapshot, SnapshotPoint};

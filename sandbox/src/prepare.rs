@@ -283,3 +283,79 @@ fn getrandom(buf: &mut [u8]) {
         filled += n as usize;
     }
 }
+
+/// The file a run of a command would execute, as it is now: where the
+/// guest finds it (its `argv[0]`) and the host file's identity (device,
+/// inode, size, modification and change times). Two are equal while the
+/// program is the same file, unchanged (a rename over it, a write or a
+/// `chmod` changes one of them), so what is kept per program (an entry
+/// snapshot) stays valid while its `ProgramFile` does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProgramFile {
+    argv0: Vec<u8>,
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl ProgramFile {
+    fn new(argv0: Vec<u8>, st: &libc::stat) -> ProgramFile {
+        ProgramFile {
+            argv0,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+
+    /// The program's `argv[0]` in a run: the path as given, or where the
+    /// guest finds a bare name.
+    pub fn argv0(&self) -> &std::ffi::OsStr {
+        std::os::unix::ffi::OsStrExt::from_bytes(&self.argv0)
+    }
+}
+
+impl crate::config::SandboxBuilder {
+    /// Which file a run of `command` in a sandbox of this builder would
+    /// execute now, without reading it: a path as the host names it
+    /// (symlinks followed), a bare name looked up on the guest's `PATH`
+    /// among the mounts as the run does ([`Command::new`]). Not found or
+    /// not executable: `InvalidProgram`, as the run's error. A program
+    /// given as bytes, a resume or one of the run's files has no host file
+    /// to name: `InvalidConfig`.
+    pub fn locate_program(&self, command: &Command) -> Result<ProgramFile> {
+        let config = &self.config;
+        let name = command.program_name();
+        let unreadable =
+            |e: std::io::Error| Error::InvalidProgram { program: name.clone(), reason: format!("cannot read it: {e}") };
+        match &command.source {
+            ProgramSource::Path(_) if !command.argv0.contains(&b'/') => {
+                let env = environment(config, command);
+                let cwd = command.cwd.as_ref().or(config.cwd.as_ref()).map_or("/", String::as_str);
+                let (path, st) = exec_path::locate(config, &run_files(config, command), &env, cwd, &name)?;
+                Ok(ProgramFile::new(path, &st))
+            }
+            ProgramSource::Path(p) => {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                    .map_err(|_| unreadable(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+                // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: `c` is a NUL-terminated path and `st` a writable stat.
+                if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
+                    return Err(unreadable(std::io::Error::last_os_error()));
+                }
+                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                    return Err(Error::InvalidProgram { program: name, reason: "not a regular file".into() });
+                }
+                Ok(ProgramFile::new(command.argv0.clone(), &st))
+            }
+            ProgramSource::Bytes(_) | ProgramSource::Resume => {
+                Err(Error::InvalidConfig("only a program named by a path or a name is a file to locate".into()))
+            }
+        }
+    }
+}

@@ -203,7 +203,7 @@ struct Used {
     warm: Option<PooledSandbox>,
     cold: Option<Sandbox>,
     /// The program to snapshot once the client has its answer.
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
 }
 
 impl Server {
@@ -265,7 +265,7 @@ impl Server {
         let (program, args) =
             request.argv.split_first().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
         let args = args.iter().map(|a| OsStr::from_bytes(a));
-        match self.warm.take(program) {
+        match self.warm.take(program, &request.env) {
             Taken::Warm(sb) => used.warm = Some(*sb),
             Taken::Cold(pending) => used.pending = pending,
         }

@@ -1,61 +1,40 @@
-//! The server's warm programs: after a program named by its host path
-//! has run once, the server takes its entry snapshot (the program loaded,
-//! before its first instruction) and keeps a small pool of clones of it,
-//! each with its VM made and its pages prefaulted. A later run of the
-//! same file starts from one of them with its own argv and environment:
-//! what a cold run would see, without the VM, the boot and the load.
+//! The server's warm programs: after a program has run once, the server
+//! takes its entry snapshot (the program loaded, before its first
+//! instruction) and keeps a small pool of clones of it, each with its VM
+//! made and its pages prefaulted. A later run of the same file starts
+//! from one of them with its own argv and environment: what a cold run
+//! would see, without the VM, the boot and the load.
 //!
-//! A file is the same while its device, inode, size, mtime and ctime are
-//! (a rename over it, a write to it or a chmod all change one of them);
-//! otherwise its next run is cold and a new snapshot is taken. A file
-//! changed while its snapshot was taken is not kept. Bare names (looked
-//! up on the guest's PATH) always run cold. At most `max_programs` are
-//! kept; the one unused longest goes first.
+//! Which file a run would execute is asked anew at every run
+//! ([`SandboxBuilder::locate_program`]: a path as the host names it, a
+//! bare name looked up on the guest's `PATH` among the mounts): a program
+//! is kept per `argv[0]` with its file's device, inode, size, mtime and
+//! ctime, and a run from it is taken only while they are the same (a
+//! rename over the file, a write to it or a chmod all change one of
+//! them); otherwise the run is cold and a new snapshot is taken. A file
+//! that changed while its snapshot was taken is not kept. At most
+//! `max_programs` are kept; the one unused longest goes first.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use hvsandbox::{Command, PooledSandbox, SandboxBuilder, SandboxPool, SnapshotPoint};
-
-/// What makes a file the same file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Identity {
-    fn of(path: &Path) -> Option<Identity> {
-        let m = std::fs::metadata(path).ok()?;
-        m.is_file().then(|| Identity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
-    }
-}
+use hvsandbox::{Command, PooledSandbox, ProgramFile, SandboxBuilder, SandboxPool, SnapshotPoint};
 
 /// What [`Warm::take`] found.
 pub(crate) enum Taken {
     Warm(Box<PooledSandbox>),
     /// A cold run; with a program to snapshot after it.
-    Cold(Option<Pending>),
+    Cold(Option<Box<Pending>>),
 }
 
 /// A program whose snapshot is to be made ([`Warm::prepare`]).
 pub(crate) struct Pending {
-    program: Vec<u8>,
-    identity: Identity,
+    /// The program as the run named it, and the `PATH` it was looked up on.
+    locate: Command,
+    file: ProgramFile,
 }
 
 enum Slot {
@@ -67,7 +46,7 @@ enum Slot {
 }
 
 struct Entry {
-    identity: Identity,
+    file: ProgramFile,
     slot: Slot,
     used: Instant,
 }
@@ -77,6 +56,7 @@ pub(crate) struct Warm {
     builder: SandboxBuilder,
     per_program: usize,
     max_programs: usize,
+    /// By `argv[0]`: the path given, or where a bare name was found.
     programs: Mutex<HashMap<Vec<u8>, Entry>>,
 }
 
@@ -90,19 +70,26 @@ impl Warm {
         self.programs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A ready clone of `program`'s entry snapshot, if the file is the one
-    /// snapshotted and a clone is free. Otherwise the run is cold; for a
-    /// program named by a path and not yet being made, [`Taken::Cold`]
-    /// carries what [`Warm::prepare`] needs to make its snapshot for the
-    /// runs after this one.
-    pub(crate) fn take(&self, program: &[u8]) -> Taken {
-        if self.per_program == 0 || !program.contains(&b'/') {
+    /// A ready clone of `program`'s entry snapshot (`env`: the run's
+    /// `K=V`, whose `PATH` a bare name is looked up on), if the file it
+    /// names is the one snapshotted and a clone is free. Otherwise the run
+    /// is cold; for a program not yet being made, [`Taken::Cold`] carries
+    /// what [`Warm::prepare`] needs to make its snapshot for the runs
+    /// after this one.
+    pub(crate) fn take(&self, program: &[u8], env: &[Vec<u8>]) -> Taken {
+        if self.per_program == 0 {
             return Taken::Cold(None);
         }
-        let Some(identity) = Identity::of(Path::new(OsStr::from_bytes(program))) else { return Taken::Cold(None) };
+        let mut locate = Command::new(OsStr::from_bytes(program));
+        if let Some(path) = env.iter().rev().find_map(|kv| kv.strip_prefix(b"PATH=")) {
+            locate = locate.env("PATH", OsStr::from_bytes(path));
+        }
+        // Not found, not a host file: its run says why.
+        let Ok(file) = self.builder.locate_program(&locate) else { return Taken::Cold(None) };
+        let key = file.argv0().as_bytes().to_vec();
         let mut programs = self.lock();
-        if let Some(entry) = programs.get_mut(program) {
-            if entry.identity == identity {
+        if let Some(entry) = programs.get_mut(&key) {
+            if entry.file == file {
                 entry.used = Instant::now();
                 return match &entry.slot {
                     Slot::Ready(pool) => pool.try_get().map_or(Taken::Cold(None), |sb| Taken::Warm(Box::new(sb))),
@@ -114,37 +101,34 @@ impl Warm {
                 return Taken::Cold(None);
             }
         }
-        programs.insert(program.to_vec(), Entry { identity, slot: Slot::Making, used: Instant::now() });
+        programs.insert(key, Entry { file: file.clone(), slot: Slot::Making, used: Instant::now() });
         let evicted = self.evict(&mut programs);
         drop(programs);
         // Their pools' VMs are torn down outside the lock.
         drop(evicted);
-        Taken::Cold(Some(Pending { program: program.to_vec(), identity }))
+        Taken::Cold(Some(Box::new(Pending { locate, file })))
     }
 
     /// Makes a program's snapshot and pool in the background (called once
     /// the cold run that asked for it has ended: the two would share the
     /// CPUs).
-    pub(crate) fn prepare(self: &Arc<Warm>, pending: Pending) {
+    pub(crate) fn prepare(self: &Arc<Warm>, pending: Box<Pending>) {
         let warm = self.clone();
-        let key = pending.program.clone();
-        let spawned = std::thread::Builder::new()
-            .name("hvsandbox-warm".into())
-            .spawn(move || warm.make(&pending.program, pending.identity));
+        let key = pending.file.argv0().as_bytes().to_vec();
+        let spawned = std::thread::Builder::new().name("hvsandbox-warm".into()).spawn(move || warm.make(*pending));
         if spawned.is_err() {
             // Tried again at its next run.
             self.lock().remove(&key);
         }
     }
 
-    /// Takes `program`'s entry snapshot and makes its pool.
-    fn make(&self, program: &[u8], identity: Identity) {
-        let path = Path::new(OsStr::from_bytes(program));
+    /// Takes the program's entry snapshot and makes its pool.
+    fn make(&self, Pending { locate, file }: Pending) {
         let made = self.builder.clone().build().and_then(|mut sb| {
-            let snap = sb.snapshot(&Command::new(path), SnapshotPoint::Entry)?;
+            let snap = sb.snapshot(&locate, SnapshotPoint::Entry)?;
             SandboxPool::new(self.builder.clone(), &snap, self.per_program)
         });
-        let same = Identity::of(path) == Some(identity);
+        let same = self.builder.locate_program(&locate).is_ok_and(|now| now == file);
         let slot = match made {
             Ok(pool) if same => Slot::Ready(pool),
             _ => Slot::Failed,
@@ -152,7 +136,7 @@ impl Warm {
         let mut programs = self.lock();
         // Gone (evicted) or replaced by a newer file's: nothing to keep
         // (`slot` is dropped after the lock is let go).
-        if let Some(entry) = programs.get_mut(program).filter(|e| e.identity == identity) {
+        if let Some(entry) = programs.get_mut(file.argv0().as_bytes()).filter(|e| e.file == file) {
             entry.slot = slot;
         }
     }

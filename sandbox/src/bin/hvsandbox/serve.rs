@@ -79,22 +79,36 @@ struct Server {
     log_runs: bool,
 }
 
-/// `hvsandbox serve`: serves until SIGINT or SIGTERM.
+/// `hvsandbox serve`: serves until SIGINT or SIGTERM. The socket is
+/// removed when it stops, also when it could not start.
 pub(crate) fn serve(args: ServeArgs) -> Result<u8, Error> {
-    let builder = sandbox_builder(&args.guest)?;
-    let listener = bind(&args.socket)?;
+    let listener = Arc::new(bind(&args.socket)?);
+    let served = serve_on(&listener, &args);
+    let _ = std::fs::remove_file(&args.socket);
+    served
+}
+
+fn serve_on(listener: &Arc<UnixListener>, args: &ServeArgs) -> Result<u8, Error> {
     let stopping = Arc::new(AtomicBool::new(false));
-    let listen_fd = listener.as_raw_fd();
-    let stop = stopping.clone();
+    let (stop, shut) = (stopping.clone(), listener.clone());
     // Every thread made from here on (the library's among them) leaves
     // the two signals to this one.
     on_termination_signals(move || {
         stop.store(true, Ordering::SeqCst);
-        // SAFETY: shutdown(2) on the listener, which outlives this thread's
-        // use of it (the process exits soon after): accept(2) returns.
-        unsafe { libc::shutdown(listen_fd, libc::SHUT_RDWR) };
+        // SAFETY: shutdown(2) of the listener this closure holds open:
+        // every accept(2) in it returns.
+        unsafe { libc::shutdown(shut.as_raw_fd(), libc::SHUT_RDWR) };
     })
     .map_err(|e| internal("cannot set up signal handling", e))?;
+    // A client's terminal may be ours too (a server started in the
+    // background of the same shell): reading or writing it must not stop
+    // the whole server (the read fails instead, the write goes through).
+    // SAFETY: signal(2) setting two job-control signals to be ignored.
+    unsafe {
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+    }
+    let builder = sandbox_builder(&args.guest)?;
     // A bad configuration (no KVM, a mount that is not there) fails now,
     // not at the first client.
     drop(builder.clone().build()?);
@@ -107,7 +121,6 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8, Error> {
         max_output: args.guest.max_output.0,
         log_runs: args.log_runs,
     });
-    let listener = Arc::new(listener);
     // SAFETY: geteuid(2) has no preconditions.
     let me = unsafe { libc::geteuid() };
     // Each worker accepts its own clients: no handoff between threads
@@ -125,7 +138,6 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8, Error> {
     for w in workers {
         let _ = w.join();
     }
-    let _ = std::fs::remove_file(&args.socket);
     Ok(0)
 }
 

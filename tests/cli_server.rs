@@ -778,3 +778,26 @@ fn a_bare_name_runs_warm_and_a_replaced_file_behind_it_is_run_anew() {
     let out = server.run(&["-e", "PATH=/nowhere"], &["prog"], b"");
     assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_server_that_cannot_start_says_why_and_leaves_no_socket() {
+    let tmp = TempDir::new("server-cannot-start");
+    let socket = tmp.path("s.sock");
+    // A mount that is not there: refused before serving, socket removed.
+    let out = hv(&["serve", "--socket", &socket, "--mount", "/no/such/dir:/x"], &[], b"");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("hvsandbox: "), "{}", text(&out.stderr));
+    assert!(!Path::new(&socket).exists());
+    // A second server on a socket in use is refused; the first serves on.
+    let server = Server::start(&tmp, &[]);
+    let out = hv(&["serve", "--socket", &server.socket], &[], b"");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("another server is listening"), "{}", text(&out.stderr));
+    server.expect(&[], &[BUSYBOX, "echo", "first"], "first\n");
+    // Something that is not a socket is left alone.
+    let plain = tmp.path("plain");
+    std::fs::write(&plain, "keep").unwrap();
+    let out = hv(&["serve", "--socket", &plain], &[], b"");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&plain).unwrap(), b"keep");
+}

@@ -489,7 +489,7 @@ fn options_that_describe_the_sandbox_are_refused_with_server() {
     let file = format!("/f={plain}");
     let refused: [&[&str]; 7] = [
         &["--mount", &mount],
-        &["--stats"],
+        &["--cwd", "/tmp"],
         &["--memory", "64M"],
         &["--system"],
         &["--file", &file],
@@ -800,4 +800,35 @@ fn a_server_that_cannot_start_says_why_and_leaves_no_socket() {
     let out = hv(&["serve", "--socket", &plain], &[], b"");
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert_eq!(std::fs::read(&plain).unwrap(), b"keep");
+}
+
+#[test]
+fn stats_come_as_a_cold_runs_do() {
+    let tmp = TempDir::new("server-stats");
+    let server = Server::start(&tmp, &["--log-runs"]);
+    let keys = |line: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        v.as_object().unwrap().keys().cloned().collect()
+    };
+    let exit = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap()["exit_code"].as_i64();
+    let want = cold(&["--stats"], &[BUSYBOX, "sh", "-c", "echo hi; exit 4"], b"");
+    let want_line = text(&want.stderr);
+    // Cold in the server, then warm: the same line's fields each time.
+    run_until_warm(&server, &[], &[BUSYBOX, "true"], BUSYBOX, "");
+    for _ in 0..2 {
+        let got = server.run(&["--stats"], &[BUSYBOX, "sh", "-c", "echo hi; exit 4"], b"");
+        assert_eq!((got.status.code(), text(&got.stdout)), (Some(4), "hi\n".to_string()));
+        let line = text(&got.stderr);
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert_eq!(keys(&line), keys(&want_line));
+        assert_eq!(exit(&line), Some(4));
+    }
+    // A failed run: its stats line (with the error's kind), then its error.
+    let got = server.run(&["--stats", "--timeout", "200ms"], &[BUSYBOX, "sleep", "5"], b"");
+    assert_eq!(got.status.code(), Some(124));
+    let stderr = text(&got.stderr);
+    let mut lines = stderr.lines();
+    let stats: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(stats["error"], "TIMEOUT", "{stderr}");
+    assert!(lines.next().unwrap().starts_with("hvsandbox: "), "{stderr}");
 }

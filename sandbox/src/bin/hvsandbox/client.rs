@@ -6,8 +6,8 @@
 //! any small program.
 //!
 //! The server's options fix the sandbox (memory, mounts, limits); of
-//! `run`'s options only `--timeout` (at most the server's) and `--env`
-//! apply, and any other is refused. If this process dies (a signal, a
+//! `run`'s options only `--timeout` (at most the server's), `--env` and
+//! `--stats` apply, and any other is refused. If this process dies (a signal, a
 //! closed terminal), the server sees its connection close and kills the
 //! run.
 
@@ -20,7 +20,7 @@ use std::path::Path;
 use hvsandbox::Error;
 
 use super::options::{Huge, RunArgs, Seccomp};
-use super::wire::{send_with_stdio, Request};
+use super::wire::{send_with_stdio, Request, STATS};
 
 /// The environment variable that names a server when `--server` does not.
 pub(crate) const SERVER_ENV: &str = "HVSANDBOX_SERVER";
@@ -42,7 +42,6 @@ fn refused_option(r: &RunArgs) -> Option<&'static str> {
         (!g.mounts.is_empty(), "--mount"),
         (g.system, "--system"),
         (!g.kernel_fs_mounts.is_empty(), "--mount-kernel-fs"),
-        (r.stats, "--stats"),
         (!r.files.is_empty(), "--file"),
         (r.cwd.is_some(), "--cwd"),
         (!r.collect.is_empty() || r.collect_dir.is_some(), "--collect"),
@@ -79,6 +78,7 @@ pub(crate) fn run(socket: &Path, args: &RunArgs) -> Result<u8, Error> {
     }
     let request = Request {
         timeout: args.guest.timeout.0,
+        flags: if args.stats { STATS } else { 0 },
         argv: with_absolute_program(args.program.iter().map(|a| a.as_bytes().to_vec()).collect()),
         env: environment(&args.env),
     };
@@ -86,8 +86,8 @@ pub(crate) fn run(socket: &Path, args: &RunArgs) -> Result<u8, Error> {
 }
 
 /// A server run asked for in the few words such a run takes (`run`,
-/// then `--server S`, `--timeout T` and `--env`/`-e K=V` in either of
-/// their forms, then `--` and the program), read without building the
+/// then `--server S`, `--timeout T`, `--env`/`-e K=V` in either of their
+/// forms and `--stats`, then `--` and the program), read without building the
 /// whole command line's parser: that costs a client about a third of
 /// its start here. Anything else (another option, a bad value, help)
 /// is None, and the full parser reads the line instead.
@@ -102,11 +102,15 @@ impl QuickRun {
         if words.next()?.as_bytes() != b"run" {
             return None;
         }
-        let (mut socket, mut timeout, mut env) = (None, None, Vec::new());
+        let (mut socket, mut timeout, mut env, mut flags) = (None, None, Vec::new(), 0);
         loop {
             let word = words.next()?.as_bytes();
             if word == b"--" {
                 break;
+            }
+            if word == b"--stats" {
+                flags |= STATS;
+                continue;
             }
             let (flag, inline) = match word.iter().position(|&b| b == b'=') {
                 Some(eq) if word.starts_with(b"--") => (&word[..eq], Some(&word[eq + 1..])),
@@ -129,7 +133,7 @@ impl QuickRun {
         }
         let socket = socket.or_else(|| std::env::var_os(SERVER_ENV).filter(|s| !s.is_empty()).map(Into::into))?;
         let timeout = timeout.unwrap_or(hvsandbox::DEFAULT_TIMEOUT);
-        Some(QuickRun { socket, request: Request { timeout, argv, env: environment(&env) } })
+        Some(QuickRun { socket, request: Request { timeout, flags, argv, env: environment(&env) } })
     }
 
     pub(crate) fn run(&self) -> Result<u8, Error> {

@@ -7,7 +7,7 @@
 //! hvsandbox run --from-snapshot FILE [--mount HOST:GUEST]... [options] [-- ARGS...]
 //! hvsandbox snapshot -o FILE [--at checkpoint|entry] [options] -- PROGRAM [ARGS...]
 //! hvsandbox serve --socket PATH [--warm 2] [--jobs 4] [options]
-//! hvsandbox run --server PATH [--timeout 2s] [--env K=V]... -- PROGRAM [ARGS...]
+//! hvsandbox run --server PATH [--timeout 2s] [--env K=V]... [--stats] -- PROGRAM [ARGS...]
 //! ```
 //!
 //! stdin, stdout and stderr pass through live: output is written as the

@@ -187,7 +187,7 @@ pub(crate) struct RunArgs {
     pub(crate) collect_dir: Option<PathBuf>,
     /// Run in the `hvsandbox serve` listening at this socket (default:
     /// $HVSANDBOX_SERVER when set): its options set the sandbox; only
-    /// --timeout (up to the server's) and --env are taken here.
+    /// --timeout (up to the server's), --env and --stats are taken here.
     #[arg(long, value_name = "SOCKET")]
     pub(crate) server: Option<PathBuf>,
     /// Resume this snapshot file (from `hvsandbox snapshot`) instead of

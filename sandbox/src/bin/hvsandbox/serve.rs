@@ -37,9 +37,10 @@ use super::inputs::is_dev_null;
 use super::live_io::{pass_output, pump_stdin, stdin_chunk, write_out};
 use super::options::{exit_code_for, sandbox_builder, GuestArgs};
 use super::signals::on_termination_signals;
+use super::stats::{failure_stats_json, stats_json};
 use super::warm::{Pending, Taken, Warm};
 use super::watch::{Fate, Watcher, DEADLINE};
-use super::wire::{self, Request};
+use super::wire::{self, Request, STATS};
 
 /// How long a connected client has to send its request.
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
@@ -231,16 +232,23 @@ impl Server {
         let fate = Arc::new(Fate::default());
         let mut used = Used::default();
         let result = self.run(&conn, &request, [&stdin, &stdout, &stderr], &fate, &mut used);
-        let say =
-            |line: String| write_out(stderr.as_raw_fd(), format!("hvsandbox: {line}\n").as_bytes(), &fate.give_up);
+        let say_raw = |line: String| write_out(stderr.as_raw_fd(), format!("{line}\n").as_bytes(), &fate.give_up);
+        let say = |line: String| say_raw(format!("hvsandbox: {line}"));
+        let stats = request.flags & STATS != 0;
         let code = match result {
             Ok(out) => {
+                if stats {
+                    say_raw(stats_json(&out));
+                }
                 if out.truncated() {
                     say(format!("output truncated at {} bytes per stream", self.max_output));
                 }
                 u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX)
             }
             Err(e) => {
+                if stats {
+                    say_raw(failure_stats_json(&e, started.elapsed()));
+                }
                 say(e.to_string());
                 exit_code_for(e.kind())
             }

@@ -7,7 +7,8 @@
 //! included.
 //!
 //! A request is one frame: its length (u32, little-endian), then the
-//! magic, the timeout in milliseconds (u64), argc (u32) and each argument
+//! magic, the timeout in milliseconds (u64), flags (u32: [`STATS`]), argc
+//! (u32) and each argument
 //! (u32 length, bytes), envc (u32) and each `K=V` (the same). The server
 //! reads at most [`MAX_REQUEST`] bytes and checks every length against
 //! what is left, so a hostile client gets an error, never a large
@@ -25,6 +26,9 @@ const MAGIC: &[u8; 4] = b"HVS1";
 /// arguments and environment is 2 MiB by default.
 pub(crate) const MAX_REQUEST: usize = 4 << 20;
 
+/// Flag: the client wants the `--stats` line on its stderr.
+pub(crate) const STATS: u32 = 1;
+
 /// The descriptors that come with a request: stdin, stdout, stderr.
 const FDS: usize = 3;
 
@@ -32,6 +36,8 @@ const FDS: usize = 3;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Request {
     pub(crate) timeout: Duration,
+    /// [`STATS`] or none.
+    pub(crate) flags: u32,
     /// The program (a path on the host, or a bare name) and its arguments.
     pub(crate) argv: Vec<Vec<u8>>,
     /// `K=V` each.
@@ -45,6 +51,7 @@ impl Request {
         body.extend_from_slice(MAGIC);
         let ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         body.extend_from_slice(&ms.to_le_bytes());
+        body.extend_from_slice(&self.flags.to_le_bytes());
         for list in [&self.argv, &self.env] {
             body.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for item in list {
@@ -64,6 +71,10 @@ impl Request {
             return Err("not an hvsandbox request (or another version's)".into());
         }
         let ms = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| "short request")?);
+        let flags = r.u32()? as u32;
+        if flags & !STATS != 0 {
+            return Err("unknown request flags (another version's client)".into());
+        }
         let argv = r.list()?;
         let env = r.list()?;
         if !r.0.is_empty() {
@@ -72,7 +83,7 @@ impl Request {
         if argv.is_empty() {
             return Err("no program given".into());
         }
-        Ok(Request { timeout: Duration::from_millis(ms), argv, env })
+        Ok(Request { timeout: Duration::from_millis(ms), flags, argv, env })
     }
 }
 
@@ -200,6 +211,7 @@ mod tests {
     fn a_request_round_trips() {
         let req = Request {
             timeout: Duration::from_millis(1500),
+            flags: STATS,
             argv: vec![b"/bin/busybox".to_vec(), b"echo".to_vec(), vec![0xff, 0]],
             env: vec![b"A=1".to_vec()],
         };
@@ -210,7 +222,8 @@ mod tests {
 
     #[test]
     fn bad_requests_are_errors() {
-        let good = Request { timeout: Duration::from_secs(1), argv: vec![b"x".to_vec()], env: vec![] }.encode();
+        let good =
+            Request { timeout: Duration::from_secs(1), flags: 0, argv: vec![b"x".to_vec()], env: vec![] }.encode();
         let body = &good[4..];
         // Every cut of a good request is short, never a panic.
         for cut in 0..body.len() {
@@ -224,9 +237,12 @@ mod tests {
         assert!(Request::decode(&magic).unwrap_err().contains("version"));
         // A count or length far past the frame is refused up front.
         let mut huge = body.to_vec();
-        huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Request::decode(&huge).is_err());
-        let none = Request { timeout: Duration::from_secs(1), argv: vec![], env: vec![] }.encode();
+        let mut flags = body.to_vec();
+        flags[12] = 2;
+        assert!(Request::decode(&flags).unwrap_err().contains("flags"));
+        let none = Request { timeout: Duration::from_secs(1), flags: 0, argv: vec![], env: vec![] }.encode();
         assert_eq!(Request::decode(&none[4..]).unwrap_err(), "no program given");
     }
 }

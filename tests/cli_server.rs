@@ -7,6 +7,10 @@
 //! a server it cannot reach; a client that dies takes its run with it;
 //! the server serves only its own user and ends cleanly on SIGTERM.
 //!
+//! One file (~850 lines): every test here drives the same `Server` and
+//! client helpers, and each file under `tests/` is a test binary of its
+//! own to build.
+//!
 //! Each test starts its own server (a [`Server`], stopped and reaped when
 //! dropped) in a scratch directory of its own. Waits are bounded by
 //! generous deadlines, never asserted on: a hung run fails the test

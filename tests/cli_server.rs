@@ -836,3 +836,19 @@ fn stats_come_as_a_cold_runs_do() {
     assert_eq!(stats["error"], "TIMEOUT", "{stderr}");
     assert!(lines.next().unwrap().starts_with("hvsandbox: "), "{stderr}");
 }
+
+#[test]
+fn a_relative_program_path_is_the_clients() {
+    let tmp = TempDir::new("server-relative");
+    let server = Server::start(&tmp, &[]);
+    std::fs::create_dir_all(tmp.path("bin")).unwrap();
+    std::fs::copy(musl("args_env"), tmp.path("bin/prog")).unwrap();
+    let args = ["run", "--server", &server.socket, "--", "./bin/prog", "x"];
+    let child = hv_command(&args, &[]).current_dir(&tmp.0).spawn().unwrap();
+    let out = finish(child, b"", "a relative path");
+    // Found from the client's directory (the server's is another); its
+    // argv[0] is the absolute path sent.
+    let want = format!("argc=2\nargv[0]={}\nargv[1]=x\n", tmp.path("bin/prog"));
+    let got = text(&out.stdout);
+    assert_eq!((out.status.code(), got.clone()), (Some(0), want), "{}", text(&out.stderr));
+}

@@ -7,9 +7,9 @@
 //!
 //! The server's options fix the sandbox (memory, mounts, limits); of
 //! `run`'s options only `--timeout` (at most the server's), `--env` and
-//! `--stats` apply, and any other is refused. If this process dies (a signal, a
-//! closed terminal), the server sees its connection close and kills the
-//! run.
+//! `--stats` apply, and any other is refused. A relative program path is
+//! ours, sent made absolute. If this process dies (a signal, a closed
+//! terminal), the server sees its connection close and kills the run.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -147,8 +147,9 @@ impl QuickRun {
 fn with_absolute_program(mut argv: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     if let Some(program) = argv.first_mut() {
         if program.contains(&b'/') && program.first() != Some(&b'/') {
-            if let Ok(cwd) = std::env::current_dir() {
-                *program = cwd.join(std::ffi::OsStr::from_bytes(program)).into_os_string().into_vec();
+            // (`.` components dropped; `..` kept, as the kernel resolves it.)
+            if let Ok(path) = std::path::absolute(std::ffi::OsStr::from_bytes(program)) {
+                *program = path.into_os_string().into_vec();
             }
         }
     }

@@ -13,15 +13,21 @@
 //! rename over the file, a write to it or a chmod all change one of
 //! them); otherwise the run is cold and a new snapshot is taken. A file
 //! that changed while its snapshot was taken is not kept. At most
-//! `max_programs` are kept; the one unused longest goes first.
+//! `max_programs` are kept; the one unused longest goes first. At most
+//! [`MAKERS`] snapshots are made at once (each is a VM and a run); a
+//! program that finds them all busy is tried again at its next run.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hvsandbox::{Command, PooledSandbox, ProgramFile, SandboxBuilder, SandboxPool, SnapshotPoint};
+
+/// Most snapshots being made at once.
+const MAKERS: usize = 2;
 
 /// What [`Warm::take`] found.
 pub(crate) enum Taken {
@@ -58,12 +64,20 @@ pub(crate) struct Warm {
     max_programs: usize,
     /// By `argv[0]`: the path given, or where a bare name was found.
     programs: Mutex<HashMap<Vec<u8>, Entry>>,
+    /// Snapshots being made now.
+    making: AtomicUsize,
 }
 
 impl Warm {
     /// `per_program` clones kept per program (0: none, every run cold).
     pub(crate) fn new(builder: SandboxBuilder, per_program: usize, max_programs: usize) -> Arc<Warm> {
-        Arc::new(Warm { builder, per_program, max_programs, programs: Mutex::new(HashMap::new()) })
+        Arc::new(Warm {
+            builder,
+            per_program,
+            max_programs,
+            programs: Mutex::new(HashMap::new()),
+            making: AtomicUsize::new(0),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Entry>> {
@@ -113,11 +127,20 @@ impl Warm {
     /// the cold run that asked for it has ended: the two would share the
     /// CPUs).
     pub(crate) fn prepare(self: &Arc<Warm>, pending: Box<Pending>) {
-        let warm = self.clone();
         let key = pending.file.argv0().as_bytes().to_vec();
-        let spawned = std::thread::Builder::new().name("hvsandbox-warm".into()).spawn(move || warm.make(*pending));
-        if spawned.is_err() {
+        if self.making.fetch_add(1, Ordering::SeqCst) >= MAKERS {
+            self.making.fetch_sub(1, Ordering::SeqCst);
             // Tried again at its next run.
+            self.lock().remove(&key);
+            return;
+        }
+        let warm = self.clone();
+        let spawned = std::thread::Builder::new().name("hvsandbox-warm".into()).spawn(move || {
+            warm.make(*pending);
+            warm.making.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            self.making.fetch_sub(1, Ordering::SeqCst);
             self.lock().remove(&key);
         }
     }

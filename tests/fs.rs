@@ -568,7 +568,7 @@ fn locate_program_names_the_file_a_run_would_execute() {
     assert_eq!(kind(&Command::from_image("x", std::fs::read(musl("hello")).unwrap())), ErrorKind::InvalidConfig);
     let blob =
         Command::new("t").env("PATH", "/opt").file_with_mode("/opt/t", std::fs::read(musl("hello")).unwrap(), 0o755);
-    assert_eq!(kind(&blob), ErrorKind::InvalidProgram);
+    assert_eq!(kind(&blob), ErrorKind::InvalidConfig);
 }
 
 fn chmod(path: &Path, mode: u32) {

@@ -47,15 +47,15 @@ pub(crate) fn find(config: &Config, files: &[&GuestFile], env: &[Vec<u8>], cwd: 
 }
 
 /// Looks `name` up as [`find`] does, without reading the program: its
-/// guest path and the host's stat of the file (a program among the run's
-/// files is not found here).
+/// guest path and the host's stat of the file, or None when the program
+/// found is one of the run's files (no host file).
 pub(crate) fn locate(
     config: &Config,
     files: &[&GuestFile],
     env: &[Vec<u8>],
     cwd: &str,
     name: &str,
-) -> Result<(Vec<u8>, libc::stat)> {
+) -> Result<(Vec<u8>, Option<libc::stat>)> {
     search(config, files, env, cwd, name, |view, path| view.program_stat(path))
 }
 
@@ -148,11 +148,11 @@ impl<'a> View<'a> {
     }
 
     /// As [`program`](Self::program), the host's stat of the file instead
-    /// of its contents; a program among the run's files is passed over.
-    fn program_stat(&mut self, path: &[u8]) -> std::result::Result<libc::stat, Errno> {
+    /// of its contents (None: one of the run's files).
+    fn program_stat(&mut self, path: &[u8]) -> std::result::Result<Option<libc::stat>, Errno> {
         match self.resolve(path)? {
-            Node::Host(handle, mode) if mode & 0o001 != 0 => self.fs.host_stat(handle),
-            Node::Blob(..) => Err(libc::ENOENT),
+            Node::Blob(_, mode) if mode & 0o100 != 0 => Ok(None),
+            Node::Host(handle, mode) if mode & 0o001 != 0 => self.fs.host_stat(handle).map(Some),
             _ => Err(libc::EACCES),
         }
     }

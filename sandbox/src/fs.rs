@@ -798,7 +798,6 @@ impl HostFs {
         }
     }
 
-    /// The status of a handle's object.
     /// The host's own stat of a host file's node (`ENOENT` for one of
     /// the run's files, which is no host file).
     pub(crate) fn host_stat(&mut self, handle: u64) -> Result<libc::stat, Errno> {
@@ -808,6 +807,7 @@ impl HostFs {
         }
     }
 
+    /// The status of a handle's object.
     pub(crate) fn stat(&mut self, handle: u64) -> Result<Stat, Errno> {
         match self.node(handle)? {
             Node::Blob { data, mode } => Ok(Stat {

@@ -336,8 +336,13 @@ impl crate::config::SandboxBuilder {
             ProgramSource::Path(_) if !command.argv0.contains(&b'/') => {
                 let env = environment(config, command);
                 let cwd = command.cwd.as_ref().or(config.cwd.as_ref()).map_or("/", String::as_str);
-                let (path, st) = exec_path::locate(config, &run_files(config, command), &env, cwd, &name)?;
-                Ok(ProgramFile::new(path, &st))
+                match exec_path::locate(config, &run_files(config, command), &env, cwd, &name)? {
+                    (path, Some(st)) => Ok(ProgramFile::new(path, &st)),
+                    (path, None) => Err(Error::InvalidConfig(format!(
+                        "{} is one of the run's files: no host file to name",
+                        String::from_utf8_lossy(&path)
+                    ))),
+                }
             }
             ProgramSource::Path(p) => {
                 let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())

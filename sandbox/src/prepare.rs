@@ -295,7 +295,7 @@ pub struct ProgramFile {
     argv0: Vec<u8>,
     dev: u64,
     ino: u64,
-    size: i64,
+    size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
 }
@@ -306,7 +306,7 @@ impl ProgramFile {
             argv0,
             dev: st.st_dev,
             ino: st.st_ino,
-            size: st.st_size,
+            size: u64::try_from(st.st_size).unwrap_or(0),
             mtime: (st.st_mtime, st.st_mtime_nsec),
             ctime: (st.st_ctime, st.st_ctime_nsec),
         }
@@ -345,18 +345,18 @@ impl crate::config::SandboxBuilder {
                 }
             }
             ProgramSource::Path(p) => {
-                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-                    .map_err(|_| unreadable(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-                // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: `c` is a NUL-terminated path and `st` a writable stat.
-                if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
-                    return Err(unreadable(std::io::Error::last_os_error()));
-                }
-                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                let meta = std::fs::metadata(p).map_err(unreadable)?;
+                if !meta.is_file() {
                     return Err(Error::InvalidProgram { program: name, reason: "not a regular file".into() });
                 }
-                Ok(ProgramFile::new(command.argv0.clone(), &st))
+                Ok(ProgramFile {
+                    argv0: command.argv0.clone(),
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    size: meta.size(),
+                    mtime: (meta.mtime(), meta.mtime_nsec()),
+                    ctime: (meta.ctime(), meta.ctime_nsec()),
+                })
             }
             ProgramSource::Bytes(_) | ProgramSource::Resume => {
                 Err(Error::InvalidConfig("only a program named by a path or a name is a file to locate".into()))

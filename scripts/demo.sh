@@ -24,3 +24,12 @@ set -x
 "$hv" run --memory 32M --timeout 2s -- /bin/busybox echo hi from busybox
 printf 'one\ntwo\nthree\n' | "$hv" run -- /bin/busybox wc -l
 "$hv" run --stats -- /bin/busybox sh -c 'exit 3' || echo "exit status: $?"
+# A server keeps VMs ready; from a program's second run on, its runs start
+# from warm clones of its entry snapshot (--log-runs says which).
+"$hv" serve --socket "$work/hv.sock" --log-runs &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 200); do [ -S "$work/hv.sock" ] && break; sleep 0.05; done
+for i in 1 2 3; do "$hv" run --server "$work/hv.sock" -- /bin/busybox echo "served $i"; sleep 0.2; done
+kill "$server"
+wait "$server"

@@ -852,3 +852,64 @@ fn a_relative_program_path_is_the_clients() {
     let got = text(&out.stdout);
     assert_eq!((out.status.code(), got.clone()), (Some(0), want), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_client_that_never_reads_its_output_holds_no_worker_past_its_timeout() {
+    let tmp = TempDir::new("server-no-reader");
+    let server = Server::start(&tmp, &["--jobs", "1"]);
+    // stdout is a pipe nobody reads: `yes` fills it, the run times out,
+    // and what is left to write is dropped a little later.
+    let args = ["run", "--server", &server.socket, "--timeout", "1s", "--", BUSYBOX, "yes"];
+    let mut child = hv_command(&args, &[]).stdin(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let unread = child.stdout.take().unwrap();
+    let status = wait_within(&mut child, CLIENT_DEADLINE);
+    drop(unread);
+    assert_eq!(status.and_then(|s| s.code()), Some(124), "the server said: {}", server.log());
+    // The one worker is free again.
+    server.expect(&["--timeout", "10s"], &[BUSYBOX, "echo", "next"], "next\n");
+}
+
+#[test]
+fn a_request_of_another_version_is_told_why() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let tmp = TempDir::new("server-version");
+    let server = Server::start(&tmp, &[]);
+    let conn = UnixStream::connect(&server.socket).unwrap();
+    let (mut err_read, err_write) = std::io::pipe().unwrap();
+    // A frame with another protocol's magic, sent with stdin, stdout and
+    // stderr as a client sends them.
+    let mut frame = 12u32.to_le_bytes().to_vec();
+    frame.extend_from_slice(b"HVS9\0\0\0\0\0\0\0\0");
+    let fds = [err_write.as_raw_fd(); 3];
+    let mut iov = libc::iovec { iov_base: frame.as_mut_ptr().cast(), iov_len: frame.len() };
+    let mut control = [0u64; 8];
+    // SAFETY: an all-zero msghdr is a valid value of this plain C struct.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(&fds) as u32) } as usize;
+    // SAFETY: `msg` points at `iov` (over `frame`) and `control`, which
+    // has room for one header and three descriptors; the header pointer
+    // comes from CMSG_FIRSTHDR over it.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(&fds) as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<i32>(), 3);
+        libc::sendmsg(conn.as_raw_fd(), &msg, 0)
+    };
+    assert_eq!(sent, frame.len() as isize, "{}", std::io::Error::last_os_error());
+    drop(err_write);
+    conn.set_read_timeout(Some(CLIENT_DEADLINE)).unwrap();
+    let mut code = Vec::new();
+    (&conn).read_to_end(&mut code).unwrap();
+    assert_eq!(code, [125]);
+    drop(conn);
+    let mut said = String::new();
+    err_read.read_to_string(&mut said).unwrap();
+    assert!(said.starts_with("hvsandbox: the server refused the request: not an hvsandbox request"), "{said}");
+}

@@ -3,7 +3,6 @@
 //! output written out as it is produced.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hvsandbox::{Error, Output, Process, ProcessEvent, ProcessStdin};
@@ -78,13 +77,14 @@ pub(crate) fn pump_stdin(from: RawFd, mut to: ProcessStdin, chunk: usize, stop: 
 /// Writes all of `bytes` to `fd`, a descriptor we share with another
 /// process and must not make non-blocking: each piece waits in poll(2)
 /// for room first, at most a pipe's atomic size at a time (which then
-/// fits without blocking), so `give_up` is seen within a tenth of a
-/// second when the reader never reads. Errors (a closed pipe) end it.
-pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], give_up: &AtomicBool) {
+/// fits without blocking), so `stop` is asked at least every tenth of a
+/// second when the reader never reads; it ends the writing when true.
+/// Errors (a closed pipe) end it too.
+pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], stop: &dyn Fn() -> bool) {
     const PIECE: usize = libc::PIPE_BUF;
     const SLICE: Duration = Duration::from_millis(100);
     while !bytes.is_empty() {
-        if give_up.load(Ordering::Relaxed) {
+        if stop() {
             return;
         }
         let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };

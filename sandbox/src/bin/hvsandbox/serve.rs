@@ -35,12 +35,12 @@ use hvsandbox::{Command, Error, Output, PooledSandbox, Process, Sandbox, Sandbox
 
 use super::inputs::is_dev_null;
 use super::live_io::{pass_output, pump_stdin, stdin_chunk, write_out};
-use super::options::{exit_code_for, sandbox_builder, GuestArgs};
+use super::options::{exit_code_for, sandbox_builder, GuestArgs, EXIT_USAGE};
 use super::signals::on_termination_signals;
 use super::stats::{failure_stats_json, stats_json};
 use super::warm::{Pending, Taken, Warm};
 use super::watch::{Fate, Watcher, DEADLINE};
-use super::wire::{self, Request, STATS};
+use super::wire::{self, Refused, Request, STATS};
 
 /// How long a connected client has to send its request.
 const REQUEST_WAIT: Duration = Duration::from_secs(10);
@@ -223,16 +223,28 @@ impl Server {
     /// One client: its request, its run, its exit code back.
     fn handle(&self, conn: UnixStream) {
         let _ = conn.set_read_timeout(Some(REQUEST_WAIT));
-        let Ok((request, [stdin, stdout, stderr])) = wire::receive(&conn) else {
-            // Not a client of ours (or one too slow): nothing to answer.
-            return;
+        let (request, [stdin, stdout, stderr]) = match wire::receive(&conn) {
+            Ok(taken) => taken,
+            // Not a client of ours, or one too slow or of another version:
+            // told why when its request came with its stderr.
+            Err(Refused { why, stderr }) => {
+                if let Some(fd) = stderr {
+                    let line = format!("hvsandbox: the server refused the request: {why}\n");
+                    let until = Instant::now() + REQUEST_WAIT;
+                    write_out(fd.as_raw_fd(), line.as_bytes(), &|| Instant::now() > until);
+                    let _ = (&conn).write_all(&[EXIT_USAGE]);
+                }
+                return;
+            }
         };
         let _ = conn.set_read_timeout(None);
         let started = Instant::now();
-        let fate = Arc::new(Fate::default());
+        let timeout = request.timeout.min(self.timeout);
+        let fate = Arc::new(Fate::new(started + timeout));
         let mut used = Used::default();
-        let result = self.run(&conn, &request, [&stdin, &stdout, &stderr], &fate, &mut used);
-        let say_raw = |line: String| write_out(stderr.as_raw_fd(), format!("{line}\n").as_bytes(), &fate.give_up);
+        let result = self.run(&conn, &request, timeout, [&stdin, &stdout, &stderr], &fate, &mut used);
+        let say_raw =
+            |line: String| write_out(stderr.as_raw_fd(), format!("{line}\n").as_bytes(), &|| fate.stop_writing());
         let say = |line: String| say_raw(format!("hvsandbox: {line}"));
         let stats = request.flags & STATS != 0;
         let code = match result {
@@ -276,11 +288,11 @@ impl Server {
         &self,
         conn: &UnixStream,
         request: &Request,
+        timeout: Duration,
         stdio: [&OwnedFd; 3],
         fate: &Arc<Fate>,
         used: &mut Used,
     ) -> Result<Output, Error> {
-        let timeout = request.timeout.min(self.timeout);
         let deadline = Instant::now() + timeout;
         let (program, args) =
             request.argv.split_first().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
@@ -308,7 +320,7 @@ impl Server {
         let mut process = sandbox.spawn(&command)?;
         let watch = self.watcher.watch(conn.as_raw_fd(), deadline, process.kill_handle(), fate.clone());
         let result = match process.take_stdin().filter(|_| live_stdin) {
-            None => pass_client_output(&mut process, stdio, &fate.give_up),
+            None => pass_client_output(&mut process, stdio, fate),
             Some(to) => {
                 // The copy of stdin stops when told (`done`), not only at
                 // the end of the client's input.
@@ -316,7 +328,7 @@ impl Server {
                 let chunk = stdin_chunk(self.max_input);
                 std::thread::scope(|s| {
                     s.spawn(|| pump_stdin(stdio[0].as_raw_fd(), to, chunk, Some(done.0.as_raw_fd())));
-                    let result = pass_client_output(&mut process, stdio, &fate.give_up);
+                    let result = pass_client_output(&mut process, stdio, fate);
                     done.signal();
                     result
                 })
@@ -334,12 +346,9 @@ impl Server {
 }
 
 /// The run's output, written to the client's stdout and stderr.
-fn pass_client_output(process: &mut Process, stdio: [&OwnedFd; 3], give_up: &AtomicBool) -> Result<Output, Error> {
-    pass_output(
-        process,
-        |b| write_out(stdio[1].as_raw_fd(), b, give_up),
-        |b| write_out(stdio[2].as_raw_fd(), b, give_up),
-    )
+fn pass_client_output(process: &mut Process, stdio: [&OwnedFd; 3], fate: &Fate) -> Result<Output, Error> {
+    let stop = || fate.stop_writing();
+    pass_output(process, |b| write_out(stdio[1].as_raw_fd(), b, &stop), |b| write_out(stdio[2].as_raw_fd(), b, &stop))
 }
 
 /// An eventfd, to tell a thread waiting in poll(2) to stop.

@@ -21,14 +21,20 @@ use std::time::{Duration, Instant};
 use hvsandbox::ProcessKillHandle;
 
 /// What became of a run, as its watcher saw it.
-#[derive(Default)]
 pub(crate) struct Fate {
     /// 0 while it runs, then [`CLIENT_GONE`] or [`DEADLINE`] if the
     /// watcher ended it.
     why: AtomicU8,
     /// Set with [`CLIENT_GONE`]: its output has nowhere to go.
-    pub(crate) give_up: AtomicBool,
+    give_up: AtomicBool,
+    /// Past this, output still not taken by the client is dropped (a
+    /// reader that never reads must not hold a worker for ever).
+    write_until: Instant,
 }
+
+/// How long after its deadline a run's output may still wait for its
+/// reader.
+const WRITE_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest the thread waits before looking again: how late a
 /// client's leaving may be seen.
@@ -38,8 +44,19 @@ pub(crate) const CLIENT_GONE: u8 = 1;
 pub(crate) const DEADLINE: u8 = 2;
 
 impl Fate {
+    /// A run that ends by `deadline` at the latest.
+    pub(crate) fn new(deadline: Instant) -> Fate {
+        Fate { why: AtomicU8::new(0), give_up: AtomicBool::new(false), write_until: deadline + WRITE_GRACE }
+    }
+
     pub(crate) fn why(&self) -> u8 {
         self.why.load(Ordering::SeqCst)
+    }
+
+    /// Whether writing to the client should stop: it has gone, or its
+    /// output waited too long.
+    pub(crate) fn stop_writing(&self) -> bool {
+        self.give_up.load(Ordering::SeqCst) || Instant::now() > self.write_until
     }
 }
 

@@ -146,10 +146,23 @@ pub(crate) fn send_with_stdio(sock: &UnixStream, frame: &[u8]) -> std::io::Resul
     (&*sock).write_all(&frame[sent as usize..])
 }
 
+/// A request that was not taken: why, and the client's stderr if the
+/// request came with its descriptors (to tell it why).
+pub(crate) struct Refused {
+    pub(crate) why: String,
+    pub(crate) stderr: Option<OwnedFd>,
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Refused {
+        Refused { why, stderr: None }
+    }
+}
+
 /// Receives one request and the three descriptors sent with it. Fails
 /// on a frame that is too large or malformed, or without exactly three
 /// descriptors (any that came are closed).
-pub(crate) fn receive(sock: &UnixStream) -> Result<(Request, [OwnedFd; FDS]), String> {
+pub(crate) fn receive(sock: &UnixStream) -> Result<(Request, [OwnedFd; FDS]), Refused> {
     let mut head = [0u8; 4];
     let mut iov = libc::iovec { iov_base: head.as_mut_ptr().cast(), iov_len: head.len() };
     let mut control = [0u64; 16];
@@ -163,7 +176,7 @@ pub(crate) fn receive(sock: &UnixStream) -> Result<(Request, [OwnedFd; FDS]), St
     // sizes given.
     let got = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if got < 0 {
-        return Err(format!("cannot read the request: {}", std::io::Error::last_os_error()));
+        return Err(format!("cannot read the request: {}", std::io::Error::last_os_error()).into());
     }
     let mut fds = Vec::new();
     // SAFETY: the kernel filled `control` up to msg_controllen; the CMSG
@@ -181,26 +194,33 @@ pub(crate) fn receive(sock: &UnixStream) -> Result<(Request, [OwnedFd; FDS]), St
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() != FDS {
-        return Err("a request comes with stdin, stdout and stderr".into());
-    }
-    let mut rest = (got as usize).min(4);
-    while rest < 4 {
-        let n = (&*sock).read(&mut head[rest..]).map_err(|e| format!("cannot read the request: {e}"))?;
-        if n == 0 {
-            return Err("short request".into());
+    let fds: [OwnedFd; FDS] = match fds.try_into() {
+        Ok(fds) if msg.msg_flags & libc::MSG_CTRUNC == 0 => fds,
+        _ => return Err(String::from("a request comes with stdin, stdout and stderr").into()),
+    };
+    let [stdin, stdout, stderr] = fds;
+    let read = || -> Result<Request, String> {
+        let mut head = head;
+        let mut rest = (got as usize).min(4);
+        while rest < 4 {
+            let n = (&*sock).read(&mut head[rest..]).map_err(|e| format!("cannot read the request: {e}"))?;
+            if n == 0 {
+                return Err("short request".into());
+            }
+            rest += n;
         }
-        rest += n;
+        let len = u32::from_le_bytes(head) as usize;
+        if len > MAX_REQUEST {
+            return Err(format!("the request is larger than {} MiB", MAX_REQUEST >> 20));
+        }
+        let mut body = vec![0u8; len];
+        (&*sock).read_exact(&mut body).map_err(|e| format!("cannot read the request: {e}"))?;
+        Request::decode(&body)
+    };
+    match read() {
+        Ok(request) => Ok((request, [stdin, stdout, stderr])),
+        Err(why) => Err(Refused { why, stderr: Some(stderr) }),
     }
-    let len = u32::from_le_bytes(head) as usize;
-    if len > MAX_REQUEST {
-        return Err(format!("the request is larger than {} MiB", MAX_REQUEST >> 20));
-    }
-    let mut body = vec![0u8; len];
-    (&*sock).read_exact(&mut body).map_err(|e| format!("cannot read the request: {e}"))?;
-    let request = Request::decode(&body)?;
-    let fds: [OwnedFd; FDS] = fds.try_into().map_err(|_| "a request comes with stdin, stdout and stderr")?;
-    Ok((request, fds))
 }
 
 #[cfg(test)]

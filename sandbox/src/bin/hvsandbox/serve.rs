@@ -12,7 +12,10 @@
 //! reads and writes them live, and an error line is written to the
 //! client's stderr. A client that goes away (its connection closes) has
 //! its run killed; a client that stops reading its output has its run
-//! end at the timeout, as any run.
+//! end at the timeout, as any run, and what it left unread dropped a few
+//! seconds later. A request the server cannot take (malformed, too
+//! large, another version's) is told why on its stderr when it came
+//! with one, and answered 125.
 //!
 //! Who may connect: the socket is made mode 0600, and each connection's
 //! peer (SO_PEERCRED) must be this process's user or root; others are

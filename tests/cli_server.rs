@@ -7,7 +7,7 @@
 //! a server it cannot reach; a client that dies takes its run with it;
 //! the server serves only its own user and ends cleanly on SIGTERM.
 //!
-//! One file (~850 lines): every test here drives the same `Server` and
+//! One file (~900 lines): every test here drives the same `Server` and
 //! client helpers, and each file under `tests/` is a test binary of its
 //! own to build.
 //!

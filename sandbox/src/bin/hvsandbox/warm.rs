@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hvsandbox::{Command, PooledSandbox, ProgramFile, SandboxBuilder, SandboxPool, SnapshotPoint};
 
@@ -149,7 +149,9 @@ impl Warm {
     fn make(&self, Pending { locate, file }: Pending) {
         let made = self.builder.clone().build().and_then(|mut sb| {
             let snap = sb.snapshot(&locate, SnapshotPoint::Entry)?;
-            SandboxPool::new(self.builder.clone(), &snap, self.per_program)
+            let pool = SandboxPool::new(self.builder.clone(), &snap, self.per_program)?;
+            warm_up(&pool);
+            Ok(pool)
         });
         let same = self.builder.locate_program(&locate).is_ok_and(|now| now == file);
         let slot = match made {
@@ -172,5 +174,32 @@ impl Warm {
             gone.extend(programs.remove(&oldest));
         }
         gone
+    }
+}
+
+/// How long the warm-up run of a new program's snapshot may take.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// One run from a new program's snapshot before any client's: the first
+/// run from a snapshot measures the pages it touches, which the clones
+/// made after it read ahead, and leaves its own clone with them
+/// translated, so the next client's run is not the slow first one. The
+/// program runs as the snapshot has it (no arguments, the server's
+/// environment) with an empty stdin, inside the sandbox like any run;
+/// its output is dropped, and it is stopped after [`WARM_UP`].
+fn warm_up(pool: &SandboxPool) {
+    let Ok(mut sb) = pool.get() else { return };
+    let Ok(mut process) = sb.spawn(&Command::resume().stdin([])) else { return };
+    let kill = process.kill_handle();
+    let (ended, ends) = std::sync::mpsc::channel::<()>();
+    let stopper = std::thread::Builder::new().name("hvsandbox-warm-up".into()).spawn(move || {
+        if ends.recv_timeout(WARM_UP) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            kill.kill();
+        }
+    });
+    let _ = process.wait();
+    drop(ended);
+    if let Ok(stopper) = stopper {
+        let _ = stopper.join();
     }
 }

@@ -579,3 +579,23 @@ fn the_status_comes_before_the_vms_teardown_which_a_helper_finishes() {
     let (got, err) = harness(&["run", "--memory", "1K", "--", BUSYBOX, "true"]);
     assert_eq!(got, "code 125 out \nhelpers 0\n", "{err}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_as_sigpipe_would() {
+    // `yes | head -1`: the reader closes the pipe after a line; natively
+    // `yes` dies of SIGPIPE (128 + 13), and so does the run, at once
+    // rather than at its timeout.
+    let mut child = Command::new(hvsandbox_bin())
+        .args(["run", "--timeout", "60s", "--", BUSYBOX, "yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "y\n");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(128 + 13), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}

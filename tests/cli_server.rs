@@ -913,3 +913,23 @@ fn a_request_of_another_version_is_told_why() {
     err_read.read_to_string(&mut said).unwrap();
     assert!(said.starts_with("hvsandbox: the server refused the request: not an hvsandbox request"), "{said}");
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_run_as_sigpipe_would() {
+    let tmp = TempDir::new("server-sigpipe");
+    let server = Server::start(&tmp, &["--jobs", "1"]);
+    for _ in 0..3 {
+        // `yes | head -1`, cold then warm: 128 + SIGPIPE, not the timeout.
+        let args = ["run", "--server", &server.socket, "--timeout", "60s", "--", BUSYBOX, "yes"];
+        let mut child = hv_command(&args, &[]).stdin(Stdio::null()).spawn().unwrap();
+        let stderr = drain(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line, "y\n");
+        let status = wait_within(&mut child, CLIENT_DEADLINE);
+        let stderr = text(&stderr.recv_timeout(CLIENT_DEADLINE).unwrap_or_default());
+        assert_eq!(status.and_then(|s| s.code()), Some(128 + 13), "{stderr}; the server said: {}", server.log());
+        assert_eq!(stderr, "");
+    }
+    server.expect(&[], &[BUSYBOX, "echo", "next"], "next\n");
+}

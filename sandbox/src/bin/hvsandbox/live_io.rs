@@ -7,31 +7,53 @@ use std::time::Duration;
 
 use hvsandbox::{Error, Output, Process, ProcessEvent, ProcessStdin};
 
+/// The exit code of a run whose output's reader went away (a closed
+/// pipe): the run is ended there, as SIGPIPE ends a native program, and
+/// reported as a shell reports that (128 + SIGPIPE).
+pub(crate) const EXIT_READER_GONE: u8 = 128 + libc::SIGPIPE as u8;
+
 /// Hands each of `process`'s output chunks to `out` or `err` as it comes,
-/// then what was left at its end; returns the run's result.
+/// then what was left at its end; returns the run's result, and whether
+/// a reader went away: `out` or `err` returned false (a closed pipe),
+/// upon which the run was stopped and the rest of its output dropped.
 pub(crate) fn pass_output(
     process: &mut Process,
-    mut out: impl FnMut(&[u8]),
-    mut err: impl FnMut(&[u8]),
-) -> Result<Output, Error> {
-    loop {
+    mut out: impl FnMut(&[u8]) -> bool,
+    mut err: impl FnMut(&[u8]) -> bool,
+) -> (Result<Output, Error>, bool) {
+    let kill = process.kill_handle();
+    let mut gone = false;
+    let mut pass = |to: &mut dyn FnMut(&[u8]) -> bool, bytes: &[u8]| {
+        if !gone && !bytes.is_empty() && !to(bytes) {
+            gone = true;
+            kill.kill();
+        }
+    };
+    let result = loop {
         match process.next_event() {
-            Some(ProcessEvent::Stdout(b)) => out(&b),
-            Some(ProcessEvent::Stderr(b)) => err(&b),
+            Some(ProcessEvent::Stdout(b)) => pass(&mut out, &b),
+            Some(ProcessEvent::Stderr(b)) => pass(&mut err, &b),
             Some(ProcessEvent::Exited(result)) => {
                 let rest = match &result {
                     Ok(o) => Some((&o.stdout, &o.stderr)),
                     Err(e) => e.partial_output().map(|p| (&p.stdout, &p.stderr)),
                 };
                 if let Some((o, e)) = rest {
-                    out(o);
-                    err(e);
+                    pass(&mut out, o);
+                    pass(&mut err, e);
                 }
-                return result;
+                break result;
             }
-            None => return process.wait(),
+            None => break process.wait(),
         }
-    }
+    };
+    (result, gone)
+}
+
+/// The run's outcome when a reader went away during it: a run stopped
+/// for that ends as if by SIGPIPE (None: as it ended on its own).
+pub(crate) fn reader_gone_code(result: &Result<Output, Error>, gone: bool) -> Option<u8> {
+    (gone && matches!(result, Err(Error::Cancelled { .. }))).then_some(EXIT_READER_GONE)
 }
 
 /// The chunk size of stdin's copy: half the input cap, at most 32 KiB.
@@ -79,13 +101,13 @@ pub(crate) fn pump_stdin(from: RawFd, mut to: ProcessStdin, chunk: usize, stop: 
 /// for room first, at most a pipe's atomic size at a time (which then
 /// fits without blocking), so `stop` is asked at least every tenth of a
 /// second when the reader never reads; it ends the writing when true.
-/// Errors (a closed pipe) end it too.
-pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], stop: &dyn Fn() -> bool) {
+/// Errors end it too; returns false when the reader has gone (`EPIPE`).
+pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], stop: &dyn Fn() -> bool) -> bool {
     const PIECE: usize = libc::PIPE_BUF;
     const SLICE: Duration = Duration::from_millis(100);
     while !bytes.is_empty() {
         if stop() {
-            return;
+            return true;
         }
         let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
         // SAFETY: `pfd` is one live pollfd.
@@ -93,18 +115,20 @@ pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], stop: &dyn Fn() -> bool) {
         if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted) {
             continue;
         }
-        if n < 0 || pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
-            return;
+        if n < 0 || pfd.revents & libc::POLLNVAL != 0 {
+            return true;
         }
         let piece = &bytes[..bytes.len().min(PIECE)];
         // SAFETY: write from a live slice of `piece.len()` bytes.
         let w = unsafe { libc::write(fd, piece.as_ptr().cast(), piece.len()) };
         if w < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return;
+            return e.kind() != std::io::ErrorKind::BrokenPipe;
         }
         bytes = &bytes[w as usize..];
     }
+    true
 }

@@ -136,6 +136,7 @@ fn forward_termination_signals() -> std::io::Result<std::sync::Arc<Termination>>
 
 /// `kept`: where the run's sandbox is left, for the caller to drop.
 fn run(args: RunArgs, kept: &mut Option<Sandbox>) -> Result<u8, Error> {
+    let started = std::time::Instant::now();
     let builder = sandbox_builder(&args.guest)?;
     let snapshot = match &args.from_snapshot {
         Some(path) => {
@@ -177,8 +178,8 @@ fn run(args: RunArgs, kept: &mut Option<Sandbox>) -> Result<u8, Error> {
         None => builder.boot_ahead(true).build()?,
     };
     let _ = termination.handle.set(sandbox.interrupt_handle());
-    let out = if termination.requested() {
-        Err(Error::Cancelled { partial: Box::default() })
+    let (out, reader_gone) = if termination.requested() {
+        (Err(Error::Cancelled { partial: Box::default() }), false)
     } else {
         run_live(&mut sandbox, &command, live_stdin, args.guest.max_input.0)
     };
@@ -186,6 +187,12 @@ fn run(args: RunArgs, kept: &mut Option<Sandbox>) -> Result<u8, Error> {
     // (`early_exit`), not before its output and status are given.
     *kept = Some(sandbox);
     let out = out.map_err(|e| timeout_as_given(e, &args.guest));
+    if let (Some(code), Err(e)) = (live_io::reader_gone_code(&out, reader_gone), &out) {
+        if args.stats {
+            eprintln!("{}", failure_stats_json(e, started.elapsed()));
+        }
+        return Ok(code);
+    }
     if let (true, Ok(o)) = (args.stats, &out) {
         eprintln!("{}", stats_json(o));
     }
@@ -208,14 +215,18 @@ fn run(args: RunArgs, kept: &mut Option<Sandbox>) -> Result<u8, Error> {
 /// passed through as the program uses them: output is written out as it
 /// is produced, and stdin is read only as far as the guest has room for
 /// it (at most `max_input` bytes ahead of what the program has read).
-/// Returns the run's result.
+/// Returns the run's result, and whether a reader of its output went
+/// away (see `live_io::pass_output`).
 fn run_live(
     sandbox: &mut hvsandbox::Sandbox,
     command: &Command,
     live_stdin: bool,
     max_input: u64,
-) -> Result<hvsandbox::Output, Error> {
-    let mut process = sandbox.spawn(command)?;
+) -> (Result<hvsandbox::Output, Error>, bool) {
+    let mut process = match sandbox.spawn(command) {
+        Ok(p) => p,
+        Err(e) => return (Err(e), false),
+    };
     if let Some(stdin) = process.take_stdin().filter(|_| live_stdin) {
         let chunk = live_io::stdin_chunk(max_input);
         // Detached: it may wait in read(2) on our stdin after the run; the
@@ -225,12 +236,13 @@ fn run_live(
             .spawn(move || live_io::pump_stdin(0, stdin, chunk, None));
     }
     // What the program wrote passes through, also when it was stopped.
-    // Output that cannot be written (a closed pipe) is not its fault.
-    // Locked per write, not held: the vCPU thread writes to stderr too
-    // (HVSANDBOX_TRACE lines), and would wait for the lock forever.
+    // A closed pipe ends the run (as SIGPIPE would); other errors writing
+    // are not its fault. Locked per write, not held: the vCPU thread
+    // writes to stderr too (HVSANDBOX_TRACE lines), and would wait for
+    // the lock forever.
     let pass = |to: &mut dyn Write, bytes: &[u8]| {
-        let _ = to.write_all(bytes);
-        let _ = to.flush();
+        let written = to.write_all(bytes).and_then(|()| to.flush());
+        !written.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     };
     live_io::pass_output(&mut process, |b| pass(&mut std::io::stdout(), b), |b| pass(&mut std::io::stderr(), b))
 }

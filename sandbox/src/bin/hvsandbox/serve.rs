@@ -37,7 +37,7 @@ use clap::Args;
 use hvsandbox::{Command, Error, Output, PooledSandbox, Process, Sandbox, SandboxBuilder};
 
 use super::inputs::is_dev_null;
-use super::live_io::{pass_output, pump_stdin, stdin_chunk, write_out};
+use super::live_io::{self, pass_output, pump_stdin, stdin_chunk, write_out};
 use super::options::{exit_code_for, sandbox_builder, GuestArgs, EXIT_USAGE};
 use super::signals::on_termination_signals;
 use super::stats::{failure_stats_json, stats_json};
@@ -250,8 +250,16 @@ impl Server {
             |line: String| write_out(stderr.as_raw_fd(), format!("{line}\n").as_bytes(), &|| fate.stop_writing());
         let say = |line: String| say_raw(format!("hvsandbox: {line}"));
         let stats = request.flags & STATS != 0;
-        let code = match result {
-            Ok(out) => {
+        let gone = live_io::reader_gone_code(&result, fate.is_reader_gone());
+        let code = match (result, gone) {
+            // Ended for a reader that went away: as SIGPIPE ends a program.
+            (Err(e), Some(code)) => {
+                if stats {
+                    say_raw(failure_stats_json(&e, started.elapsed()));
+                }
+                code
+            }
+            (Ok(out), _) => {
                 if stats {
                     say_raw(stats_json(&out));
                 }
@@ -260,7 +268,7 @@ impl Server {
                 }
                 u8::try_from(out.status.shell_code().clamp(0, 255)).unwrap_or(u8::MAX)
             }
-            Err(e) => {
+            (Err(e), None) => {
                 if stats {
                     say_raw(failure_stats_json(&e, started.elapsed()));
                 }
@@ -322,7 +330,7 @@ impl Server {
         }
         let mut process = sandbox.spawn(&command)?;
         let watch = self.watcher.watch(conn.as_raw_fd(), deadline, process.kill_handle(), fate.clone());
-        let result = match process.take_stdin().filter(|_| live_stdin) {
+        let (result, reader_gone) = match process.take_stdin().filter(|_| live_stdin) {
             None => pass_client_output(&mut process, stdio, fate),
             Some(to) => {
                 // The copy of stdin stops when told (`done`), not only at
@@ -338,6 +346,9 @@ impl Server {
             }
         };
         drop(watch);
+        if reader_gone {
+            fate.reader_gone();
+        }
         match result {
             // The watcher's deadline: this client's (shorter) timeout.
             Err(Error::Cancelled { partial }) if fate.why() == DEADLINE => {
@@ -348,8 +359,9 @@ impl Server {
     }
 }
 
-/// The run's output, written to the client's stdout and stderr.
-fn pass_client_output(process: &mut Process, stdio: [&OwnedFd; 3], fate: &Fate) -> Result<Output, Error> {
+/// The run's output, written to the client's stdout and stderr; a reader
+/// of them that goes away ends the run (see `live_io::pass_output`).
+fn pass_client_output(process: &mut Process, stdio: [&OwnedFd; 3], fate: &Fate) -> (Result<Output, Error>, bool) {
     let stop = || fate.stop_writing();
     pass_output(process, |b| write_out(stdio[1].as_raw_fd(), b, &stop), |b| write_out(stdio[2].as_raw_fd(), b, &stop))
 }

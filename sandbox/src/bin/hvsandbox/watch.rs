@@ -27,6 +27,8 @@ pub(crate) struct Fate {
     why: AtomicU8,
     /// Set with [`CLIENT_GONE`]: its output has nowhere to go.
     give_up: AtomicBool,
+    /// A reader of its output went away (a closed pipe) and it was ended.
+    reader_gone: AtomicBool,
     /// Past this, output still not taken by the client is dropped (a
     /// reader that never reads must not hold a worker for ever).
     write_until: Instant,
@@ -46,11 +48,25 @@ pub(crate) const DEADLINE: u8 = 2;
 impl Fate {
     /// A run that ends by `deadline` at the latest.
     pub(crate) fn new(deadline: Instant) -> Fate {
-        Fate { why: AtomicU8::new(0), give_up: AtomicBool::new(false), write_until: deadline + WRITE_GRACE }
+        Fate {
+            why: AtomicU8::new(0),
+            give_up: AtomicBool::new(false),
+            reader_gone: AtomicBool::new(false),
+            write_until: deadline + WRITE_GRACE,
+        }
     }
 
     pub(crate) fn why(&self) -> u8 {
         self.why.load(Ordering::SeqCst)
+    }
+
+    /// Marks the run as ended for a reader of its output that went away.
+    pub(crate) fn reader_gone(&self) {
+        self.reader_gone.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_reader_gone(&self) -> bool {
+        self.reader_gone.load(Ordering::SeqCst)
     }
 
     /// Whether writing to the client should stop: it has gone, or its

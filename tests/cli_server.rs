@@ -712,7 +712,7 @@ fn malformed_requests_are_closed_and_the_server_serves_on() {
     let server = Server::start(&tmp, &[]);
     let frame = |magic: &[u8], len: Option<u32>| {
         let mut body = magic.to_vec();
-        body.extend_from_slice(&10_000u64.to_le_bytes());
+        body.extend_from_slice(&10_000_000u64.to_le_bytes());
         body.extend_from_slice(&1u32.to_le_bytes());
         body.extend_from_slice(&(BUSYBOX.len() as u32).to_le_bytes());
         body.extend_from_slice(BUSYBOX.as_bytes());

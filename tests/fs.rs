@@ -560,6 +560,17 @@ fn locate_program_names_the_file_a_run_would_execute() {
     let now = builder.locate_program(&on_path("tool")).unwrap();
     std::io::Write::write_all(&mut std::fs::OpenOptions::new().append(true).open(&host).unwrap(), b"\0").unwrap();
     assert_ne!(builder.locate_program(&on_path("tool")).unwrap(), now);
+    // A file the run passes over (too large to be a program) is passed
+    // over here too: both name the next one on PATH.
+    let big = tree.shared().join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let sparse = std::fs::File::create(big.join("tool")).unwrap();
+    sparse.set_len(hvsandbox::MAX_PROGRAM_SIZE + 1).unwrap();
+    chmod(&big.join("tool"), 0o755);
+    let past_big = || Command::new("tool").env("PATH", "/mnt/big:/mnt/bin");
+    let file = builder.locate_program(&past_big()).unwrap();
+    assert_eq!(file.argv0(), "/mnt/bin/tool");
+    assert_eq!(run_ok(&mut sb, &past_big()).stdout_str(), "hello, world\n");
     // What a run could not execute is the run's error; bytes are no file.
     let kind = |cmd: &Command| builder.locate_program(cmd).unwrap_err().kind();
     assert_eq!(kind(&on_path("missing")), ErrorKind::InvalidProgram);

@@ -148,11 +148,19 @@ impl<'a> View<'a> {
     }
 
     /// As [`program`](Self::program), the host's stat of the file instead
-    /// of its contents (None: one of the run's files).
+    /// of its contents (None: one of the run's files). It takes what that
+    /// takes: a file no larger than [`MAX_PROGRAM_SIZE`] that can be read.
     fn program_stat(&mut self, path: &[u8]) -> std::result::Result<Option<libc::stat>, Errno> {
         match self.resolve(path)? {
             Node::Blob(_, mode) if mode & 0o100 != 0 => Ok(None),
-            Node::Host(handle, mode) if mode & 0o001 != 0 => self.fs.host_stat(handle).map(Some),
+            Node::Host(handle, mode) if mode & 0o001 != 0 => {
+                let st = self.fs.host_stat(handle)?;
+                if u64::try_from(st.st_size).unwrap_or(u64::MAX) > MAX_PROGRAM_SIZE {
+                    return Err(libc::EFBIG);
+                }
+                self.fs.read(handle, 0, &mut [0u8; 1])?;
+                Ok(Some(st))
+            }
             _ => Err(libc::EACCES),
         }
     }

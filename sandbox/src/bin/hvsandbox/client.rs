@@ -79,7 +79,7 @@ pub(crate) fn run(socket: &Path, args: &RunArgs) -> Result<u8, Error> {
     let request = Request {
         timeout: args.guest.timeout.0,
         flags: if args.stats { STATS } else { 0 },
-        argv: with_absolute_program(args.program.iter().map(|a| a.as_bytes().to_vec()).collect()),
+        argv: with_absolute_program(args.program.iter().map(|a| a.as_bytes().to_vec()).collect())?,
         env: environment(&args.env),
     };
     send(socket, &request)
@@ -127,7 +127,8 @@ impl QuickRun {
                 _ => return None,
             }
         }
-        let argv = with_absolute_program(words.map(|w| w.as_bytes().to_vec()).collect());
+        // (A path that cannot be made absolute: the full parser's run says why.)
+        let argv = with_absolute_program(words.map(|w| w.as_bytes().to_vec()).collect()).ok()?;
         if argv.is_empty() {
             return None;
         }
@@ -144,16 +145,20 @@ impl QuickRun {
 /// `argv` with a relative program path (`./prog`, `bin/prog`) made
 /// absolute from our working directory: the server's is another. Bare
 /// names are the guest's to look up and stay as they are.
-fn with_absolute_program(mut argv: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+fn with_absolute_program(mut argv: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, Error> {
     if let Some(program) = argv.first_mut() {
         if program.contains(&b'/') && program.first() != Some(&b'/') {
             // (`.` components dropped; `..` kept, as the kernel resolves it.)
-            if let Ok(path) = std::path::absolute(std::ffi::OsStr::from_bytes(program)) {
-                *program = path.into_os_string().into_vec();
-            }
+            let path = std::path::absolute(std::ffi::OsStr::from_bytes(program)).map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "{}: a relative program path needs our working directory: {e}",
+                    String::from_utf8_lossy(program)
+                ))
+            })?;
+            *program = path.into_os_string().into_vec();
         }
     }
-    argv
+    Ok(argv)
 }
 
 /// Sends `request` with our stdio to the server at `socket` and waits for

@@ -345,19 +345,23 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    // One sandbox, one run: VMs made ahead for later sandboxes would only
-    // compete with it, and the process's exit destroys its VM (no
-    // background thread for VMs, and its jail, to start).
-    hvsandbox::set_blank_vms(0);
-    hvsandbox::set_background_vm_thread(false);
-    // Nor clones made ahead: a snapshot's run need not measure the pages
-    // it touches for their prefault passes.
-    hvsandbox::set_prefault_limit(std::time::Duration::ZERO);
-    // One malloc arena: the signal and vCPU threads would each reserve
-    // their own (a 128 MiB mapping, trimmed) while the vCPU thread maps
-    // guest memory; the threads here seldom allocate at the same time.
-    // SAFETY: mallopt with a valid parameter, before other threads exist.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    // `serve` keeps the library's defaults: VMs made ahead, a background
+    // thread for them, prefault passes for the clones of its pools.
+    if !matches!(cli.command, Cmd::Serve(_)) {
+        // One sandbox, one run: VMs made ahead for later sandboxes would
+        // only compete with it, and the process's exit destroys its VM
+        // (no background thread for VMs, and its jail, to start).
+        hvsandbox::set_blank_vms(0);
+        hvsandbox::set_background_vm_thread(false);
+        // Nor clones made ahead: a snapshot's run need not measure the
+        // pages it touches for their prefault passes.
+        hvsandbox::set_prefault_limit(std::time::Duration::ZERO);
+        // One malloc arena: the signal and vCPU threads would each reserve
+        // their own (a 128 MiB mapping, trimmed) while the vCPU thread maps
+        // guest memory; the threads here seldom allocate at the same time.
+        // SAFETY: mallopt with a valid parameter, before other threads exist.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
     let started = std::time::Instant::now();
     // The run's sandbox, kept until its exit code is known and handed on
     // at the exit (see `early_exit`).

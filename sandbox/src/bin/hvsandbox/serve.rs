@@ -152,7 +152,9 @@ fn serve_clients(server: &Server, listener: &UnixListener, stopping: &AtomicBool
         match listener.accept() {
             Ok((conn, _)) => {
                 if peer_allowed(&conn, me) {
-                    server.handle(conn);
+                    // A bug must not take a worker away for good: the
+                    // client's connection closes and the worker goes on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.handle(conn)));
                 }
             }
             // Out of descriptors, or stopping: look again shortly.
@@ -225,8 +227,7 @@ struct Used {
 impl Server {
     /// One client: its request, its run, its exit code back.
     fn handle(&self, conn: UnixStream) {
-        let _ = conn.set_read_timeout(Some(REQUEST_WAIT));
-        let (request, [stdin, stdout, stderr]) = match wire::receive(&conn) {
+        let (request, [stdin, stdout, stderr]) = match wire::receive(&conn, REQUEST_WAIT) {
             Ok(taken) => taken,
             // Not a client of ours, or one too slow or of another version:
             // told why when its request came with its stderr.
@@ -276,6 +277,9 @@ impl Server {
                 exit_code_for(e.kind())
             }
         };
+        // The client's stdio is let go first: a reader of its pipes sees
+        // their end when the client exits, not when the sandbox is put back.
+        drop((stdin, stdout, stderr));
         let _ = (&conn).write_all(&[code]);
         drop(conn);
         if self.log_runs {
@@ -304,6 +308,10 @@ impl Server {
         fate: &Arc<Fate>,
         used: &mut Used,
     ) -> Result<Output, Error> {
+        // As a one-shot run's: no time at all is a timeout, not a run.
+        if timeout.is_zero() {
+            return Err(Error::Timeout { limit: timeout, cpu: false, partial: Box::default() });
+        }
         let deadline = Instant::now() + timeout;
         let (program, args) =
             request.argv.split_first().ok_or_else(|| Error::InvalidConfig("no program given".into()))?;
@@ -338,7 +346,10 @@ impl Server {
                 let done = EventFd::new().map_err(|e| internal("cannot make an eventfd", e))?;
                 let chunk = stdin_chunk(self.max_input);
                 std::thread::scope(|s| {
-                    s.spawn(|| pump_stdin(stdio[0].as_raw_fd(), to, chunk, Some(done.0.as_raw_fd())));
+                    // (No thread to be had: the program's input ends.)
+                    let _ = std::thread::Builder::new()
+                        .name("hvsandbox-stdin".into())
+                        .spawn_scoped(s, || pump_stdin(stdio[0].as_raw_fd(), to, chunk, Some(done.0.as_raw_fd())));
                     let result = pass_client_output(&mut process, stdio, fate);
                     done.signal();
                     result

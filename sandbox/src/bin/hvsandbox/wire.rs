@@ -7,7 +7,7 @@
 //! included.
 //!
 //! A request is one frame: its length (u32, little-endian), then the
-//! magic, the timeout in milliseconds (u64), flags (u32: [`STATS`]), argc
+//! magic, the timeout in microseconds (u64), flags (u32: [`STATS`]), argc
 //! (u32) and each argument
 //! (u32 length, bytes), envc (u32) and each `K=V` (the same). The server
 //! reads at most [`MAX_REQUEST`] bytes and checks every length against
@@ -49,8 +49,8 @@ impl Request {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(64);
         body.extend_from_slice(MAGIC);
-        let ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        body.extend_from_slice(&ms.to_le_bytes());
+        let us = u64::try_from(self.timeout.as_micros()).unwrap_or(u64::MAX);
+        body.extend_from_slice(&us.to_le_bytes());
         body.extend_from_slice(&self.flags.to_le_bytes());
         for list in [&self.argv, &self.env] {
             body.extend_from_slice(&(list.len() as u32).to_le_bytes());
@@ -70,7 +70,7 @@ impl Request {
         if r.take(4)? != MAGIC {
             return Err("not an hvsandbox request (or another version's)".into());
         }
-        let ms = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| "short request")?);
+        let us = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| "short request")?);
         let flags = r.u32()? as u32;
         if flags & !STATS != 0 {
             return Err("unknown request flags (another version's client)".into());
@@ -83,7 +83,7 @@ impl Request {
         if argv.is_empty() {
             return Err("no program given".into());
         }
-        Ok(Request { timeout: Duration::from_millis(ms), flags, argv, env })
+        Ok(Request { timeout: Duration::from_micros(us), flags, argv, env })
     }
 }
 
@@ -159,10 +159,21 @@ impl From<String> for Refused {
     }
 }
 
-/// Receives one request and the three descriptors sent with it. Fails
-/// on a frame that is too large or malformed, or without exactly three
-/// descriptors (any that came are closed).
-pub(crate) fn receive(sock: &UnixStream) -> Result<(Request, [OwnedFd; FDS]), Refused> {
+/// Receives one request and the three descriptors sent with it, all of
+/// it within `wait` (a client that trickles its bytes gets no more).
+/// Fails on a frame that is too large or malformed, or without exactly
+/// three descriptors (any that came are closed).
+pub(crate) fn receive(sock: &UnixStream, wait: Duration) -> Result<(Request, [OwnedFd; FDS]), Refused> {
+    let deadline = std::time::Instant::now() + wait;
+    // Each read waits at most for what is left of `wait`.
+    let time_left = || -> Result<(), String> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err("the request did not come in time".into());
+        }
+        sock.set_read_timeout(Some(left)).map_err(|e| format!("cannot read the request: {e}"))
+    };
+    time_left()?;
     let mut head = [0u8; 4];
     let mut iov = libc::iovec { iov_base: head.as_mut_ptr().cast(), iov_len: head.len() };
     let mut control = [0u64; 16];
@@ -201,20 +212,27 @@ pub(crate) fn receive(sock: &UnixStream) -> Result<(Request, [OwnedFd; FDS]), Re
     let [stdin, stdout, stderr] = fds;
     let read = || -> Result<Request, String> {
         let mut head = head;
-        let mut rest = (got as usize).min(4);
-        while rest < 4 {
-            let n = (&*sock).read(&mut head[rest..]).map_err(|e| format!("cannot read the request: {e}"))?;
-            if n == 0 {
-                return Err("short request".into());
+        let rest = (got as usize).min(4);
+        let fill = |buf: &mut [u8], from: usize| -> Result<(), String> {
+            let mut at = from;
+            while at < buf.len() {
+                time_left()?;
+                match (&*sock).read(&mut buf[at..]) {
+                    Ok(0) => return Err("short request".into()),
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(format!("cannot read the request: {e}")),
+                }
             }
-            rest += n;
-        }
+            Ok(())
+        };
+        fill(&mut head, rest)?;
         let len = u32::from_le_bytes(head) as usize;
         if len > MAX_REQUEST {
             return Err(format!("the request is larger than {} MiB", MAX_REQUEST >> 20));
         }
         let mut body = vec![0u8; len];
-        (&*sock).read_exact(&mut body).map_err(|e| format!("cannot read the request: {e}"))?;
+        fill(&mut body, 0)?;
         Request::decode(&body)
     };
     match read() {

@@ -7,7 +7,7 @@
 //! a server it cannot reach; a client that dies takes its run with it;
 //! the server serves only its own user and ends cleanly on SIGTERM.
 //!
-//! One file (~900 lines): every test here drives the same `Server` and
+//! One file (~1,000 lines): every test here drives the same `Server` and
 //! client helpers, and each file under `tests/` is a test binary of its
 //! own to build.
 //!
@@ -881,28 +881,7 @@ fn a_request_of_another_version_is_told_why() {
     // stderr as a client sends them.
     let mut frame = 12u32.to_le_bytes().to_vec();
     frame.extend_from_slice(b"HVS9\0\0\0\0\0\0\0\0");
-    let fds = [err_write.as_raw_fd(); 3];
-    let mut iov = libc::iovec { iov_base: frame.as_mut_ptr().cast(), iov_len: frame.len() };
-    let mut control = [0u64; 8];
-    // SAFETY: an all-zero msghdr is a valid value of this plain C struct.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE only computes a size.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(&fds) as u32) } as usize;
-    // SAFETY: `msg` points at `iov` (over `frame`) and `control`, which
-    // has room for one header and three descriptors; the header pointer
-    // comes from CMSG_FIRSTHDR over it.
-    let sent = unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(&fds) as u32) as usize;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<i32>(), 3);
-        libc::sendmsg(conn.as_raw_fd(), &msg, 0)
-    };
-    assert_eq!(sent, frame.len() as isize, "{}", std::io::Error::last_os_error());
+    send_with_fds(&conn, &frame, err_write.as_raw_fd());
     drop(err_write);
     conn.set_read_timeout(Some(CLIENT_DEADLINE)).unwrap();
     let mut code = Vec::new();
@@ -932,4 +911,78 @@ fn a_reader_that_goes_away_ends_the_run_as_sigpipe_would() {
         assert_eq!(stderr, "");
     }
     server.expect(&[], &[BUSYBOX, "echo", "next"], "next\n");
+}
+
+/// Sends `bytes` on `conn` with `fd` as the request's stdin, stdout and
+/// stderr, as a client sends them.
+fn send_with_fds(conn: &std::os::unix::net::UnixStream, bytes: &[u8], fd: i32) {
+    use std::os::fd::AsRawFd;
+    let mut bytes = bytes.to_vec();
+    let fds = [fd; 3];
+    let mut iov = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: bytes.len() };
+    let mut control = [0u64; 8];
+    // SAFETY: an all-zero msghdr is a valid value of this plain C struct.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(&fds) as u32) } as usize;
+    // SAFETY: `msg` points at `iov` (over `bytes`) and `control`, which
+    // has room for one header and three descriptors; the header pointer
+    // comes from CMSG_FIRSTHDR over it.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(&fds) as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast::<i32>(), 3);
+        libc::sendmsg(conn.as_raw_fd(), &msg, 0)
+    };
+    assert_eq!(sent, bytes.len() as isize, "{}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_request_trickled_in_is_refused_when_its_time_is_up() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let tmp = TempDir::new("server-trickle");
+    let server = Server::start(&tmp, &["--jobs", "1"]);
+    let conn = UnixStream::connect(&server.socket).unwrap();
+    let (mut err_read, err_write) = std::io::pipe().unwrap();
+    // A frame announced at 100 bytes, then a byte every second: each read
+    // is quick, the whole request is not.
+    send_with_fds(&conn, &100u32.to_le_bytes(), err_write.as_raw_fd());
+    drop(err_write);
+    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let end = Instant::now() + CLIENT_DEADLINE;
+    let mut answer = [0u8; 1];
+    let code = loop {
+        assert!(Instant::now() < end, "the trickled request was still being read; the server said: {}", server.log());
+        let _ = (&conn).write_all(b"x");
+        match (&conn).read(&mut answer) {
+            Ok(1) => break answer[0],
+            Ok(_) => panic!("closed without an answer"),
+            Err(_) => {}
+        }
+    };
+    assert_eq!(code, 125);
+    let mut said = String::new();
+    err_read.read_to_string(&mut said).unwrap();
+    assert!(said.contains("did not come in time"), "{said}");
+    // The one worker is free again.
+    server.expect(&[], &[BUSYBOX, "echo", "next"], "next\n");
+}
+
+#[test]
+fn a_zero_timeout_is_a_timeout_as_in_a_one_shot_run() {
+    let tmp = TempDir::new("server-zero-timeout");
+    let server = Server::start(&tmp, &[]);
+    let want = cold(&["--timeout", "0"], &[BUSYBOX, "true"], b"");
+    assert_eq!(want.status.code(), Some(124), "{}", text(&want.stderr));
+    for _ in 0..3 {
+        let got = server.run(&["--timeout", "0"], &[BUSYBOX, "true"], b"");
+        assert_eq!(got.status.code(), Some(124), "{}", text(&got.stderr));
+        assert!(text(&got.stderr).starts_with("hvsandbox: "), "{}", text(&got.stderr));
+    }
 }

@@ -26,6 +26,9 @@ const MAGIC: &[u8; 4] = b"HVS1";
 /// arguments and environment is 2 MiB by default.
 pub(crate) const MAX_REQUEST: usize = 4 << 20;
 
+/// Why a request that took longer than its wait was refused.
+const TOO_LATE: &str = "the request did not come in time";
+
 /// Flag: the client wants the `--stats` line on its stderr.
 pub(crate) const STATS: u32 = 1;
 
@@ -169,7 +172,7 @@ pub(crate) fn receive(sock: &UnixStream, wait: Duration) -> Result<(Request, [Ow
     let time_left = || -> Result<(), String> {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err("the request did not come in time".into());
+            return Err(TOO_LATE.into());
         }
         sock.set_read_timeout(Some(left)).map_err(|e| format!("cannot read the request: {e}"))
     };
@@ -221,6 +224,10 @@ pub(crate) fn receive(sock: &UnixStream, wait: Duration) -> Result<(Request, [Ow
                     Ok(0) => return Err("short request".into()),
                     Ok(n) => at += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // (SO_RCVTIMEO ran out.)
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        return Err(TOO_LATE.into())
+                    }
                     Err(e) => return Err(format!("cannot read the request: {e}")),
                 }
             }

@@ -85,10 +85,13 @@ pub(crate) fn pump_stdin(from: RawFd, mut to: ProcessStdin, chunk: usize, stop: 
         // SAFETY: read into a live buffer of `buf.len()` bytes.
         let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+            match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                // A non-blocking descriptor another reader emptied after
+                // poll: wait for more (a blocking one never says this).
+                std::io::ErrorKind::WouldBlock if stop.is_some() => continue,
+                _ => return,
             }
-            return;
         }
         if n == 0 || std::io::Write::write_all(&mut to, &buf[..n as usize]).is_err() {
             return;
@@ -123,7 +126,9 @@ pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], stop: &dyn Fn() -> bool) ->
         let w = unsafe { libc::write(fd, piece.as_ptr().cast(), piece.len()) };
         if w < 0 {
             let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
+            // (WouldBlock: a non-blocking descriptor another writer filled
+            // after poll; wait for room again.)
+            if matches!(e.kind(), std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock) {
                 continue;
             }
             return e.kind() != std::io::ErrorKind::BrokenPipe;
@@ -131,4 +136,31 @@ pub(crate) fn write_out(fd: RawFd, mut bytes: &[u8], stop: &dyn Fn() -> bool) ->
         bytes = &bytes[w as usize..];
     }
     true
+}
+
+/// A client's pipe, FIFO or terminal reopened through `/proc/self/fd` as
+/// an open file description of our own, non-blocking (`write`: for
+/// writing), so that a read or write after poll(2) never waits because
+/// another process sharing the client's took the bytes or the room
+/// first; the client's own description stays as it is. None for anything
+/// else (a file does not block; a socket is used as it is) or when it
+/// cannot be reopened (a FIFO without a reader): the caller uses `fd`.
+pub(crate) fn nonblocking_copy(fd: RawFd, write: bool) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is only looked at; `st` is a writable stat.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    if !matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFCHR) {
+        return None;
+    }
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).ok()?;
+    let access = if write { libc::O_WRONLY } else { libc::O_RDONLY };
+    // SAFETY: open(2) of a NUL-terminated path; the new descriptor is
+    // owned below at once.
+    let new = unsafe { libc::open(path.as_ptr(), access | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY) };
+    // SAFETY: `new` is a descriptor nothing else owns.
+    (new >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
 }

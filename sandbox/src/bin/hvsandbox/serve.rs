@@ -24,7 +24,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -242,13 +242,18 @@ impl Server {
             }
         };
         let _ = conn.set_read_timeout(None);
+        // Our own non-blocking descriptions of the client's pipes and
+        // terminals (see `nonblocking_copy`), where they can be had.
+        let own = [(&stdin, false), (&stdout, true), (&stderr, true)]
+            .map(|(fd, write)| live_io::nonblocking_copy(fd.as_raw_fd(), write));
+        let pick = |i: usize, fd: &OwnedFd| own[i].as_ref().map_or(fd.as_raw_fd(), |o| o.as_raw_fd());
+        let (stdin_fd, stdout_fd, stderr_fd) = (pick(0, &stdin), pick(1, &stdout), pick(2, &stderr));
         let started = Instant::now();
         let timeout = request.timeout.min(self.timeout);
         let fate = Arc::new(Fate::new(started + timeout));
         let mut used = Used::default();
-        let result = self.run(&conn, &request, timeout, [&stdin, &stdout, &stderr], &fate, &mut used);
-        let say_raw =
-            |line: String| write_out(stderr.as_raw_fd(), format!("{line}\n").as_bytes(), &|| fate.stop_writing());
+        let result = self.run(&conn, &request, timeout, [stdin_fd, stdout_fd, stderr_fd], &fate, &mut used);
+        let say_raw = |line: String| write_out(stderr_fd, format!("{line}\n").as_bytes(), &|| fate.stop_writing());
         let say = |line: String| say_raw(format!("hvsandbox: {line}"));
         let stats = request.flags & STATS != 0;
         let gone = live_io::reader_gone_code(&result, fate.is_reader_gone());
@@ -279,7 +284,7 @@ impl Server {
         };
         // The client's stdio is let go first: a reader of its pipes sees
         // their end when the client exits, not when the sandbox is put back.
-        drop((stdin, stdout, stderr));
+        drop((own, stdin, stdout, stderr));
         let _ = (&conn).write_all(&[code]);
         drop(conn);
         if self.log_runs {
@@ -304,7 +309,7 @@ impl Server {
         conn: &UnixStream,
         request: &Request,
         timeout: Duration,
-        stdio: [&OwnedFd; 3],
+        stdio: [RawFd; 3],
         fate: &Arc<Fate>,
         used: &mut Used,
     ) -> Result<Output, Error> {
@@ -332,7 +337,7 @@ impl Server {
                 command = command.env(OsStr::from_bytes(&kv[..eq]), OsStr::from_bytes(&kv[eq + 1..]));
             }
         }
-        let live_stdin = !is_dev_null(stdio[0].as_raw_fd());
+        let live_stdin = !is_dev_null(stdio[0]);
         if !live_stdin {
             command = command.stdin([]);
         }
@@ -349,7 +354,7 @@ impl Server {
                     // (No thread to be had: the program's input ends.)
                     let _ = std::thread::Builder::new()
                         .name("hvsandbox-stdin".into())
-                        .spawn_scoped(s, || pump_stdin(stdio[0].as_raw_fd(), to, chunk, Some(done.0.as_raw_fd())));
+                        .spawn_scoped(s, || pump_stdin(stdio[0], to, chunk, Some(done.0.as_raw_fd())));
                     let result = pass_client_output(&mut process, stdio, fate);
                     done.signal();
                     result
@@ -372,9 +377,9 @@ impl Server {
 
 /// The run's output, written to the client's stdout and stderr; a reader
 /// of them that goes away ends the run (see `live_io::pass_output`).
-fn pass_client_output(process: &mut Process, stdio: [&OwnedFd; 3], fate: &Fate) -> (Result<Output, Error>, bool) {
+fn pass_client_output(process: &mut Process, stdio: [RawFd; 3], fate: &Fate) -> (Result<Output, Error>, bool) {
     let stop = || fate.stop_writing();
-    pass_output(process, |b| write_out(stdio[1].as_raw_fd(), b, &stop), |b| write_out(stdio[2].as_raw_fd(), b, &stop))
+    pass_output(process, |b| write_out(stdio[1], b, &stop), |b| write_out(stdio[2], b, &stop))
 }
 
 /// An eventfd, to tell a thread waiting in poll(2) to stop.

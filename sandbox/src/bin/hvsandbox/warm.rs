@@ -115,8 +115,8 @@ impl Warm {
                 return Taken::Cold(None);
             }
         }
-        programs.insert(key, Entry { file: file.clone(), slot: Slot::Making, used: Instant::now() });
-        let evicted = self.evict(&mut programs);
+        let replaced = programs.insert(key, Entry { file: file.clone(), slot: Slot::Making, used: Instant::now() });
+        let evicted = (self.evict(&mut programs), replaced);
         drop(programs);
         // Their pools' VMs are torn down outside the lock.
         drop(evicted);
@@ -128,10 +128,11 @@ impl Warm {
     /// CPUs).
     pub(crate) fn prepare(self: &Arc<Warm>, pending: Box<Pending>) {
         let key = pending.file.argv0().as_bytes().to_vec();
+        let pending_file = pending.file.clone();
         if self.making.fetch_add(1, Ordering::SeqCst) >= MAKERS {
             self.making.fetch_sub(1, Ordering::SeqCst);
             // Tried again at its next run.
-            self.lock().remove(&key);
+            self.forget(&key, &pending_file);
             return;
         }
         let warm = self.clone();
@@ -141,7 +142,7 @@ impl Warm {
         });
         if spawned.is_err() {
             self.making.fetch_sub(1, Ordering::SeqCst);
-            self.lock().remove(&key);
+            self.forget(&key, &pending_file);
         }
     }
 
@@ -163,6 +164,15 @@ impl Warm {
         // (`slot` is dropped after the lock is let go).
         if let Some(entry) = programs.get_mut(file.argv0().as_bytes()).filter(|e| e.file == file) {
             entry.slot = slot;
+        }
+    }
+
+    /// Drops the entry of a snapshot that will not be made now (tried
+    /// again at the program's next run), if it is still that one's.
+    fn forget(&self, key: &[u8], file: &ProgramFile) {
+        let mut programs = self.lock();
+        if programs.get(key).is_some_and(|e| e.file == *file && matches!(e.slot, Slot::Making)) {
+            programs.remove(key);
         }
     }
 

@@ -986,3 +986,23 @@ fn a_zero_timeout_is_a_timeout_as_in_a_one_shot_run() {
         assert!(text(&got.stderr).starts_with("hvsandbox: "), "{}", text(&got.stderr));
     }
 }
+
+#[test]
+fn stats_of_a_run_that_never_reached_a_server_say_why() {
+    let tmp = TempDir::new("server-stats-unreachable");
+    let nothing = tmp.path("nothing.sock");
+    // The client's quick path, and the full parser's (no `--` before the
+    // program: the quick path leaves that to it).
+    for args in [
+        vec!["run", "--server", &nothing, "--stats", "--", BUSYBOX, "true"],
+        vec!["run", "--stats", "--server", &nothing, BUSYBOX, "true"],
+    ] {
+        let out = hv(&args, &[], b"");
+        assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        let mut lines = stderr.lines();
+        let stats: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(stats["error"], "INVALID_CONFIG", "{stderr}");
+        assert!(lines.next().unwrap().starts_with("hvsandbox: "), "{stderr}");
+    }
+}

@@ -140,6 +140,11 @@ impl QuickRun {
     pub(crate) fn run(&self) -> Result<u8, Error> {
         send(&self.socket, &self.request)
     }
+
+    /// Whether `--stats` was asked for.
+    pub(crate) fn stats(&self) -> bool {
+        self.request.flags & STATS != 0
+    }
 }
 
 /// `argv` with a relative program path (`./prog`, `bin/prog`) made

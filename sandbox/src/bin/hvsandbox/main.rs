@@ -329,9 +329,15 @@ fn main() -> ExitCode {
     // A server run in its usual few words starts sooner without the
     // full parser (see `QuickRun`).
     if let Some(quick) = client::QuickRun::parse(&argv) {
+        let started = std::time::Instant::now();
         return match quick.run() {
             Ok(code) => ExitCode::from(code),
+            // Not run (the server cannot be reached, or refused us): the
+            // --stats line says so here, as the server would have.
             Err(e) => {
+                if quick.stats() {
+                    eprintln!("{}", failure_stats_json(&e, started.elapsed()));
+                }
                 eprintln!("hvsandbox: {e}");
                 ExitCode::from(exit_code_for(e.kind()))
             }
@@ -368,7 +374,9 @@ fn main() -> ExitCode {
     let mut kept = None;
     let (stats, result) = match cli.command {
         Cmd::Run(args) => match server_of(&args) {
-            Some(socket) => (false, client::run(&socket, &args)),
+            // (A failed server run's --stats line comes from the server;
+            // one that never reached it, from main below.)
+            Some(socket) => (args.stats, client::run(&socket, &args)),
             None => (args.stats, run(args, &mut kept)),
         },
         Cmd::Snapshot(args) => (false, snapshot(args)),

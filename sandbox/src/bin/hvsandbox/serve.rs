@@ -24,7 +24,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -42,7 +42,7 @@ use super::options::{exit_code_for, sandbox_builder, GuestArgs, EXIT_USAGE};
 use super::signals::on_termination_signals;
 use super::stats::{failure_stats_json, stats_json};
 use super::warm::{Pending, Taken, Warm};
-use super::watch::{Fate, Watcher, DEADLINE};
+use super::watch::{EventFd, Fate, Watcher, DEADLINE};
 use super::wire::{self, Refused, Request, STATS};
 
 /// How long a connected client has to send its request.
@@ -354,7 +354,7 @@ impl Server {
                     // (No thread to be had: the program's input ends.)
                     let _ = std::thread::Builder::new()
                         .name("hvsandbox-stdin".into())
-                        .spawn_scoped(s, || pump_stdin(stdio[0], to, chunk, Some(done.0.as_raw_fd())));
+                        .spawn_scoped(s, || pump_stdin(stdio[0], to, chunk, Some(done.fd())));
                     let result = pass_client_output(&mut process, stdio, fate);
                     done.signal();
                     result
@@ -380,25 +380,4 @@ impl Server {
 fn pass_client_output(process: &mut Process, stdio: [RawFd; 3], fate: &Fate) -> (Result<Output, Error>, bool) {
     let stop = || fate.stop_writing();
     pass_output(process, |b| write_out(stdio[1], b, &stop), |b| write_out(stdio[2], b, &stop))
-}
-
-/// An eventfd, to tell a thread waiting in poll(2) to stop.
-struct EventFd(OwnedFd);
-
-impl EventFd {
-    fn new() -> std::io::Result<EventFd> {
-        // SAFETY: eventfd(2) makes a new descriptor, owned here at once.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor nothing else owns.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn signal(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: an eventfd takes an 8-byte write from a live buffer.
-        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
-    }
 }

@@ -86,9 +86,9 @@ struct Watched {
 
 struct Shared {
     runs: Mutex<Vec<Watched>>,
-    /// An eventfd: written when a run is added whose deadline comes
-    /// before the thread's next look, so it polls anew.
-    wake: OwnedFd,
+    /// Signalled when a run is added whose deadline comes before the
+    /// thread's next look, so it polls anew.
+    wake: EventFd,
     next_id: AtomicU64,
     /// When the thread looks next, in nanoseconds since `epoch`.
     next_look: AtomicU64,
@@ -120,13 +120,7 @@ impl Drop for Watch<'_> {
 
 impl Watcher {
     pub(crate) fn start() -> std::io::Result<Watcher> {
-        // SAFETY: eventfd(2) makes a new descriptor, owned here at once.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor nothing else owns.
-        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        let wake = EventFd::new()?;
         let shared = Arc::new(Shared {
             runs: Mutex::new(Vec::new()),
             wake,
@@ -145,9 +139,7 @@ impl Watcher {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         self.shared.lock().push(Watched { id, conn, deadline, kill, fate });
         if since(self.shared.epoch, deadline) < self.shared.next_look.load(Ordering::SeqCst) {
-            let one = 1u64.to_ne_bytes();
-            // SAFETY: an eventfd takes an 8-byte write from a live buffer.
-            unsafe { libc::write(self.shared.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+            self.shared.wake.signal();
         }
         Watch { shared: &self.shared, id }
     }
@@ -160,7 +152,7 @@ fn watch_all(shared: &Shared) {
     loop {
         let (ids, mut fds, nearest) = {
             let runs = shared.lock();
-            let mut fds = vec![libc::pollfd { fd: shared.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+            let mut fds = vec![libc::pollfd { fd: shared.wake.fd(), events: libc::POLLIN, revents: 0 }];
             fds.extend(runs.iter().map(|w| libc::pollfd {
                 fd: w.conn,
                 events: libc::POLLIN | libc::POLLRDHUP,
@@ -182,9 +174,7 @@ fn watch_all(shared: &Shared) {
             continue;
         }
         if fds[0].revents != 0 {
-            let mut count = [0u8; 8];
-            // SAFETY: an eventfd read of 8 bytes into a live buffer.
-            unsafe { libc::read(shared.wake.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+            shared.wake.drain();
         }
         let gone: Vec<u64> =
             ids.iter().zip(&fds[1..]).filter(|(_, p)| n > 0 && p.revents != 0).map(|(id, _)| *id).collect();
@@ -209,4 +199,38 @@ fn watch_all(shared: &Shared) {
 /// Nanoseconds from `epoch` to `t` (0 before it).
 fn since(epoch: Instant, t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// An eventfd (non-blocking), to wake a thread waiting in poll(2): the
+/// watcher for a new run, a run's stdin copy to stop.
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> std::io::Result<EventFd> {
+        // SAFETY: eventfd(2) makes a new descriptor, owned here at once.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// Makes it readable (until drained).
+    pub(crate) fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an eventfd takes an 8-byte write from a live buffer.
+        unsafe { libc::write(self.fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Takes what was signalled.
+    pub(crate) fn drain(&self) {
+        let mut count = [0u8; 8];
+        // SAFETY: an eventfd read of 8 bytes into a live buffer.
+        unsafe { libc::read(self.fd(), count.as_mut_ptr().cast(), count.len()) };
+    }
 }

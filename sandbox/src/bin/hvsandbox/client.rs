@@ -19,6 +19,7 @@ use std::path::Path;
 
 use hvsandbox::Error;
 
+use super::inputs::env_pairs;
 use super::options::{Huge, RunArgs, Seccomp};
 use super::wire::{send_with_stdio, Request, STATS};
 
@@ -50,19 +51,14 @@ fn refused_option(r: &RunArgs) -> Option<&'static str> {
     given.iter().find(|(on, _)| *on).map(|(_, flag)| *flag)
 }
 
-/// The run's environment from `--env`: `K=V` as given, a bare `K` with
-/// this process's value (left out when it has none), as `run` does.
+/// The run's environment from `--env` (as `run` takes it), `K=V` each.
 fn environment(env: &[OsString]) -> Vec<Vec<u8>> {
-    env.iter()
-        .filter_map(|kv| {
-            let bytes = kv.as_bytes();
-            if bytes.contains(&b'=') {
-                return Some(bytes.to_vec());
-            }
-            let value = std::env::var_os(kv)?;
-            Some([bytes, b"=", value.as_bytes()].concat())
-        })
-        .collect()
+    env_pairs(env).map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()).collect()
+}
+
+/// The server named by `HVSANDBOX_SERVER`, when set and not empty.
+pub(crate) fn server_from_env() -> Option<std::path::PathBuf> {
+    std::env::var_os(SERVER_ENV).filter(|s| !s.is_empty()).map(Into::into)
 }
 
 /// Runs `args` in the server at `socket`; returns the exit code. Output
@@ -132,7 +128,7 @@ impl QuickRun {
         if argv.is_empty() {
             return None;
         }
-        let socket = socket.or_else(|| std::env::var_os(SERVER_ENV).filter(|s| !s.is_empty()).map(Into::into))?;
+        let socket = socket.or_else(server_from_env)?;
         let timeout = timeout.unwrap_or(hvsandbox::DEFAULT_TIMEOUT);
         Some(QuickRun { socket, request: Request { timeout, flags, argv, env: environment(&env) } })
     }

@@ -22,19 +22,8 @@ fn timed_out(limit: Duration) -> Error {
 /// with what is left of --timeout for the run.
 pub(crate) fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> Result<(Command, Duration), Error> {
     let deadline = Instant::now() + args.guest.timeout.0;
-    for kv in &args.env {
-        let bytes = kv.as_bytes();
-        match bytes.iter().position(|&b| b == b'=') {
-            Some(eq) => {
-                command = command
-                    .env(std::ffi::OsStr::from_bytes(&bytes[..eq]), std::ffi::OsStr::from_bytes(&bytes[eq + 1..]));
-            }
-            None => {
-                if let Some(v) = std::env::var_os(kv) {
-                    command = command.env(kv, v);
-                }
-            }
-        }
+    for (k, v) in env_pairs(&args.env) {
+        command = command.env(k, v);
     }
     let mut budget =
         Budget { left: args.guest.max_input.0, max: args.guest.max_input.0, deadline, timeout: args.guest.timeout.0 };
@@ -69,6 +58,15 @@ pub(crate) fn with_inputs(mut command: Command, args: &RunArgs, stdin: bool) -> 
         return Err(timed_out(args.guest.timeout.0));
     }
     Ok((command, left))
+}
+
+/// The `--env` options as the run takes them: `K=V` as given, a bare `K`
+/// with this process's value (left out when it has none).
+pub(crate) fn env_pairs(env: &[std::ffi::OsString]) -> impl Iterator<Item = (&std::ffi::OsStr, std::ffi::OsString)> {
+    env.iter().filter_map(|kv| match split_arg(kv, b'=', false) {
+        Some((k, v)) => Some((std::ffi::OsStr::from_bytes(k), std::ffi::OsStr::from_bytes(v).to_os_string())),
+        None => std::env::var_os(kv).map(|v| (kv.as_os_str(), v)),
+    })
 }
 
 /// Whether our stdin is /dev/null: its end is known before the run, so

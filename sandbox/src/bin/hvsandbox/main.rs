@@ -321,7 +321,7 @@ fn snapshot(args: SnapshotArgs) -> Result<u8, Error> {
 
 /// The server a run goes to: --server, else $HVSANDBOX_SERVER.
 fn server_of(args: &RunArgs) -> Option<PathBuf> {
-    args.server.clone().or_else(|| std::env::var_os(client::SERVER_ENV).filter(|s| !s.is_empty()).map(PathBuf::from))
+    args.server.clone().or_else(client::server_from_env)
 }
 
 fn main() -> ExitCode {

@@ -121,7 +121,7 @@ pub(crate) fn prepare(
         }
         (ProgramSource::Path(_), None) if !command.argv0.contains(&b'/') => {
             check_files(config, &command.files)?;
-            let cwd = command.cwd.as_ref().or(config.cwd.as_ref()).map_or("/", String::as_str);
+            let cwd = run_cwd(config, command);
             let found = exec_path::find(config, &run_files(config, command), &env, cwd, &name)?;
             argv0 = found.path;
             program::validate(&name, &found.image)?;
@@ -242,6 +242,12 @@ fn prepare_fs(
 
 /// The run's files: the command's replace the sandbox's at the same
 /// path; the last one given for a path wins.
+/// The run's working directory in the guest: the command's, else the
+/// sandbox's, else `/`.
+fn run_cwd<'a>(config: &'a Config, command: &'a Command) -> &'a str {
+    command.cwd.as_ref().or(config.cwd.as_ref()).map_or("/", String::as_str)
+}
+
 fn run_files<'a>(config: &'a Config, command: &'a Command) -> Vec<&'a GuestFile> {
     let mut files: Vec<&GuestFile> = Vec::new();
     for f in config.files.iter().chain(&command.files) {
@@ -335,7 +341,7 @@ impl crate::config::SandboxBuilder {
         match &command.source {
             ProgramSource::Path(_) if !command.argv0.contains(&b'/') => {
                 let env = environment(config, command);
-                let cwd = command.cwd.as_ref().or(config.cwd.as_ref()).map_or("/", String::as_str);
+                let cwd = run_cwd(config, command);
                 match exec_path::locate(config, &run_files(config, command), &env, cwd, &name)? {
                     (path, Some(st)) => Ok(ProgramFile::new(path, &st)),
                     (path, None) => Err(Error::InvalidConfig(format!(
